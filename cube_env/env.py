@@ -1,0 +1,234 @@
+"""The cube as a pure-functional environment (gymnax 1.0 style).
+
+Episode: an analysis session of `horizon` steps starting at the whole
+population. Action `(f, v)` on the grid `F x (C + 1)` sets the filter on
+column f to value v (adding or switching it); column C clears it (roll-up).
+The reward is the number of new significant findings of the cohort reached,
+on its first visit only (revisits give 0), so an episode's return counts the
+distinct findings discovered (the root's findings, which every search gets at
+reset, are in `state.found` but not in the return).
+
+Illegal actions (see `action_mask`) are no-ops that still use a time step and
+give reward 0 (`info["illegal"]`). The time left is part of the observation,
+so reaching the horizon is a true terminal state: `terminated` is True at the
+horizon (and when no action is legal); `truncated` is always False. `step`
+does not auto-reset; trainers do (muzero_jax.selfplay).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from cube_env import findings as fd
+from cube_env import groupby as gb
+from cube_env.ingest import Cube, CubeMeta
+from cube_env.params import EnvParams, EnvShape, make_params, stack_params
+
+CHANNELS = ("legal", "log_size", "max_abs_z", "log_num_significant", "visited", "current",
+            "real", "depth", "time_left", "current_log_size")
+NUM_CHANNELS = len(CHANNELS)
+Z_SCALE = 10.0  # |z| is divided by this (and clipped at 3) in the observation
+
+
+@struct.dataclass
+class EnvState:
+  filters: chex.Array  # [F] int32 category per column, -1 = all
+  t: chex.Array  # [] int32 steps taken (= group-by queries after reset)
+  visited: chex.Array  # [T + 1, F] int32 filters of visited cohorts; -2 rows unused
+  mask: chex.Array  # [F * (C + 1)] bool legal actions from here
+  rows: chex.Array  # [] float32 rows in the current cohort
+  found: chex.Array  # [] int32 new findings seen so far, root included
+
+
+@dataclasses.dataclass(frozen=True)
+class CubeEnv:
+  """Stateless environment over cubes padded to `shape`.
+
+  Attributes:
+    shape: padded sizes; every params given to this env has them.
+    horizon: steps per episode (the query budget T).
+    groupby: "matmul" or "segment" (see `cube_env.groupby`).
+    meta: the cube's metadata for naming actions (None for pools).
+  """
+
+  shape: EnvShape
+  horizon: int = 64
+  groupby: str = "segment"
+  meta: CubeMeta | None = None
+
+  @property
+  def num_actions(self) -> int:
+    return self.shape.num_filters * (self.shape.num_values + 1)
+
+  @property
+  def observation_shape(self) -> tuple[int, int, int]:
+    return (NUM_CHANNELS, self.shape.num_filters, self.shape.num_values + 1)
+
+  # -- naming -----------------------------------------------------------------
+  def action_for(self, column: str | int, value: Any | None) -> int:
+    """Action that sets `column` to `value` (a label or code), or clears it (None)."""
+    width = self.shape.num_values + 1
+    if isinstance(column, str):
+      if self.meta is None:
+        raise ValueError("this env has no cube metadata; pass the column index")
+      f = self.meta.column_index(column)
+    else:
+      f = int(column)
+    if value is None:
+      return f * width + self.shape.num_values
+    if isinstance(value, str) and self.meta is not None:
+      v = self.meta.code(self.meta.filter_names[f], value)
+    else:
+      v = int(value)
+    return f * width + v
+
+  def decode_action(self, action: int) -> tuple[int, int | None]:
+    width = self.shape.num_values + 1
+    f, v = divmod(int(action), width)
+    return f, (None if v == self.shape.num_values else v)
+
+  def describe_action(self, action: int) -> str:
+    f, v = self.decode_action(action)
+    if self.meta is None or f >= len(self.meta.filter_names):
+      return f"column {f} = {'all' if v is None else v}"
+    name = self.meta.filter_names[f]
+    if v is None:
+      return f"{name} = all"
+    cats = self.meta.categories[f]
+    return f"{name} = {cats[v] if v < len(cats) else f'<pad {v}>'}"
+
+  # -- dynamics ---------------------------------------------------------------
+  def _observe(self, params: EnvParams, filters, t, visited, cohort_rows):
+    """Group-by pass: observation, legal mask and the cohort's findings."""
+    c = self.shape.num_values
+    num_f = self.shape.num_filters
+    pix, pix_rows = gb.pixel_stats(params, filters, num_values=c, method=self.groupby)
+    # The cohort itself is a pixel: column 0 at its current value or "all";
+    # its parents are the "all" pixels of the filtered columns.
+    col0 = jnp.where(filters[0] >= 0, filters[0], c)
+    cmp, sig, new = fd.assess(params, filters, pix[0, col0], pix[:, c])
+    del cmp, sig
+    max_z, n_sig = fd.pixel_summary(params, filters, pix, c)
+
+    vs = jnp.arange(c + 1)[None, :]
+    fs = jnp.arange(num_f)[:, None]
+    depth = jnp.sum(filters >= 0)
+    filt = filters[:, None]
+    real = jnp.where(vs < c, vs < params.n_cats[:, None], params.n_cats[:, None] > 0)
+    current = jnp.where(vs < c, filt == vs, filt < 0)
+    adding = (vs < c) & (filt < 0)
+    legal = (real & ~current & ~((vs == c) & (filt < 0)) & ~(adding & (depth >= params.max_depth))
+             & (pix_rows >= params.min_cohort))
+
+    # Visited: target (f, v) equals visited row r iff r agrees off column f and
+    # has value v (or -1 for "all") on f.
+    off = visited != filters[None, :]  # [R, F]
+    n_off = jnp.sum(off, axis=1, keepdims=True)
+    agree_except = (n_off - off) == 0  # [R, F]
+    target_val = jnp.where(vs == c, -1, vs)  # [1, C + 1]
+    seen = jnp.any(agree_except[:, :, None] & (visited[:, :, None] == target_val[None]), axis=0)
+    del fs
+
+    log_total = jnp.log1p(params.total_rows)
+    ones = jnp.ones((num_f, c + 1), jnp.float32)
+    obs = jnp.stack([
+        legal.astype(jnp.float32),
+        jnp.log1p(pix_rows) / log_total,
+        jnp.minimum(max_z / Z_SCALE, 3.0),
+        jnp.log1p(n_sig.astype(jnp.float32)),
+        seen.astype(jnp.float32),
+        current.astype(jnp.float32),
+        real.astype(jnp.float32),
+        ones * depth / params.max_depth,
+        ones * (1.0 - t / self.horizon),
+        ones * jnp.log1p(cohort_rows) / log_total,
+    ])
+    n_new = jnp.sum(new).astype(jnp.int32)
+    return obs, legal.reshape(-1), n_new
+
+  def _cohort_rows(self, params, filters):
+    return jnp.sum(jnp.where(gb.cohort_mask(params, filters), params.rows, 0.0))
+
+  def reset(self, key: chex.PRNGKey, params: EnvParams):
+    """Starts at the whole population. Returns (obs, state)."""
+    del key  # deterministic start
+    num_f = self.shape.num_filters
+    filters = jnp.full((num_f,), -1, jnp.int32)
+    visited = jnp.full((self.horizon + 1, num_f), -2, jnp.int32).at[0].set(filters)
+    t = jnp.int32(0)
+    rows = params.total_rows
+    obs, mask, n_new = self._observe(params, filters, t, visited, rows)
+    state = EnvState(filters=filters, t=t, visited=visited, mask=mask, rows=rows, found=n_new)
+    return obs, state
+
+  def step(self, key: chex.PRNGKey, state: EnvState, action: chex.Array, params: EnvParams):
+    """Applies `action`. Returns (obs, state, reward, terminated, truncated, info)."""
+    del key
+    c = self.shape.num_values
+    action = jnp.asarray(action, jnp.int32)
+    legal = state.mask[action]
+    f, v = action // (c + 1), action % (c + 1)
+    moved = state.filters.at[f].set(jnp.where(v == c, -1, v))
+    filters = jnp.where(legal, moved, state.filters)
+    first = ~jnp.any(jnp.all(state.visited == filters[None, :], axis=1))
+    t = state.t + 1
+    visited = state.visited.at[jnp.minimum(t, self.horizon)].set(filters)
+    rows = self._cohort_rows(params, filters)
+    obs, mask, n_new = self._observe(params, filters, t, visited, rows)
+    reward = jnp.where(legal & first, n_new, 0).astype(jnp.float32)
+    terminated = (t >= self.horizon) | ~jnp.any(mask)
+    state = EnvState(filters=filters, t=t, visited=visited, mask=mask, rows=rows,
+                     found=state.found + reward.astype(jnp.int32))
+    info = {"illegal": ~legal, "first_visit": legal & first, "new_findings": n_new}
+    return obs, state, reward, terminated, jnp.bool_(False), info
+
+  def action_mask(self, state: EnvState, params: EnvParams) -> chex.Array:
+    """`[num_actions]` bool, True = legal."""
+    del params
+    return state.mask
+
+
+def make_env(cube: Cube, *, max_depth: int = 3, horizon: int = 64, min_group: float = 11,
+             min_cohort: float | None = None, z_screen: float | str = 4.0, groupby: str | None = None,
+             shape: EnvShape | None = None) -> tuple[CubeEnv, EnvParams]:
+  """Environment and params for one cube.
+
+  Args:
+    cube: from `build_cube`.
+    max_depth: most filters at once.
+    horizon: steps per episode (query budget).
+    min_group: a group or rest smaller than this is not tested (small cells).
+    min_cohort: smallest cohort that may be visited (default 2 * min_group).
+    z_screen: |z| for significance, or "bonferroni" (from the search space size).
+    groupby: "matmul" or "segment" (default: the faster on this backend).
+    shape: pad to this shape (to share one compiled env across cubes).
+  """
+  if horizon < 1:
+    raise ValueError(f"horizon must be >= 1, got {horizon}")
+  params = make_params(cube, shape, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort,
+                       z_screen=z_screen)
+  method = groupby or gb.default_method()
+  if method not in gb.GROUPBY_METHODS:
+    raise ValueError(f"groupby must be one of {gb.GROUPBY_METHODS}, got {method!r}")
+  env = CubeEnv(shape=shape or EnvShape.of(cube), horizon=horizon, groupby=method, meta=cube.meta)
+  return env, params
+
+
+def make_env_pool(cubes: list[Cube], **kwargs) -> tuple[CubeEnv, EnvParams]:
+  """One env and params stacked `[len(cubes), ...]`, all padded to a common shape."""
+  if not cubes:
+    raise ValueError("make_env_pool needs at least one cube")
+  shape = EnvShape.of(cubes[0])
+  for cube in cubes[1:]:
+    shape = shape.union(EnvShape.of(cube))
+  kwargs = dict(kwargs)
+  kwargs["shape"] = shape
+  envs_params = [make_env(cube, **kwargs) for cube in cubes]
+  env = dataclasses.replace(envs_params[0][0], meta=None)
+  return env, stack_params([p for _, p in envs_params])

@@ -1,0 +1,142 @@
+"""Environment parameters: a cube's arrays padded to a fixed shape.
+
+The cube travels in `EnvParams` (a pytree of arrays), so one jitted function
+serves every cube padded to the same `EnvShape`, and a batch of different cubes
+can be stacked and vmapped (DESIGN.md, The environment protocol).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from cube_env.ingest import Cube
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvShape:
+  """Static padded sizes (hashable; part of the jitted function's identity)."""
+
+  num_cells: int  # N: base-cuboid cells
+  num_filters: int  # F (D_max in DESIGN.md): filterable columns, dimensions then protected
+  num_values: int  # C (C_max): categories per filter column; action column C means "all"
+  num_protected: int  # P
+  num_groups: int  # G: categories per protected column
+  num_measures: int  # M
+
+  @staticmethod
+  def of(cube: Cube) -> "EnvShape":
+    meta = cube.meta
+    prot_cats = [len(c) for c in meta.categories[meta.n_dimensions:]]
+    return EnvShape(num_cells=cube.num_cells, num_filters=len(meta.filter_names),
+                    num_values=max(len(c) for c in meta.categories),
+                    num_protected=len(prot_cats), num_groups=max(prot_cats),
+                    num_measures=len(meta.measure_names))
+
+  def union(self, other: "EnvShape") -> "EnvShape":
+    return EnvShape(*[max(a, b) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))])
+
+
+@struct.dataclass
+class EnvParams:
+  """One cube, padded. Padding cells have zero rows; padding columns zero categories."""
+
+  codes: chex.Array  # [N, F] int32
+  rows: chex.Array  # [N] float32 rows per cell
+  stats: chex.Array  # [N, M, 3] float32 shifted sufficient statistics
+  shift: chex.Array  # [M] float32 global mean per measure (test scale)
+  n_cats: chex.Array  # [F] int32 real categories per filter column (0 = padding)
+  prot_col: chex.Array  # [P] int32 filter column of each protected column
+  prot_valid: chex.Array  # [P] bool
+  tested: chex.Array  # [P, G] bool: group g of p is compared with the rest
+  is_binary: chex.Array  # [M] bool
+  measure_valid: chex.Array  # [M] bool
+  total_rows: chex.Array  # [] float32
+  min_group: chex.Array  # [] float32
+  min_cohort: chex.Array  # [] float32
+  z_screen: chex.Array  # [] float32
+  max_depth: chex.Array  # [] int32
+
+
+def bonferroni_z(cube: Cube, max_depth: int, alpha: float = 0.05) -> float:
+  """Screening |z| from Bonferroni over every hypothesis in the search space.
+
+  Hypotheses = cohorts up to `max_depth` (products of the columns' category
+  counts, summed over column subsets: elementary symmetric polynomials) times
+  the tests per cohort (tested groups x measures).
+  """
+  cats = [len(c) for c in cube.meta.categories]
+  e = [1.0] + [0.0] * max_depth
+  for c in cats:
+    for k in range(max_depth, 0, -1):
+      e[k] += e[k - 1] * c
+  n_cohorts = sum(e)
+  groups = 0
+  for c in cube.meta.categories[cube.meta.n_dimensions:]:
+    groups += 1 if len(c) == 2 else len(c)
+  n_tests = n_cohorts * groups * len(cube.meta.measure_names)
+  return float(-statistics.NormalDist().inv_cdf(alpha / (2.0 * n_tests)))
+
+
+def make_params(cube: Cube, shape: EnvShape | None = None, *, max_depth: int = 3, min_group: float = 11,
+                min_cohort: float | None = None, z_screen: float | str = 4.0) -> EnvParams:
+  """Pads a cube's arrays to `shape` (default: its own) and adds the thresholds."""
+  own = EnvShape.of(cube)
+  shape = shape or own
+  if any(a > b for a, b in zip(dataclasses.astuple(own), dataclasses.astuple(shape))):
+    raise ValueError(f"cube of shape {own} does not fit the padded shape {shape}")
+  if max_depth < 1:
+    raise ValueError(f"max_depth must be >= 1, got {max_depth}")
+  if min_group < 2:
+    raise ValueError(f"min_group must be >= 2, got {min_group}")
+  if isinstance(z_screen, str):
+    if z_screen != "bonferroni":
+      raise ValueError(f"z_screen must be a number or 'bonferroni', got {z_screen!r}")
+    z_screen = bonferroni_z(cube, max_depth)
+  if min_cohort is None:
+    min_cohort = 2 * min_group
+  meta = cube.meta
+  n, f = own.num_cells, own.num_filters
+  codes = np.zeros((shape.num_cells, shape.num_filters), np.int32)
+  codes[:n, :f] = np.asarray(cube.codes)
+  rows = np.zeros((shape.num_cells,), np.float32)
+  rows[:n] = np.asarray(cube.rows)
+  stats = np.zeros((shape.num_cells, shape.num_measures, 3), np.float32)
+  stats[:n, :own.num_measures] = np.asarray(cube.stats)
+  shift = np.zeros((shape.num_measures,), np.float32)
+  shift[:own.num_measures] = meta.shift
+  n_cats = np.zeros((shape.num_filters,), np.int32)
+  n_cats[:f] = [len(c) for c in meta.categories]
+  prot_col = np.zeros((shape.num_protected,), np.int32)
+  prot_valid = np.zeros((shape.num_protected,), bool)
+  tested = np.zeros((shape.num_protected, shape.num_groups), bool)
+  for p in range(own.num_protected):
+    prot_col[p] = meta.n_dimensions + p
+    prot_valid[p] = True
+    n_groups = len(meta.categories[meta.n_dimensions + p])
+    if n_groups == 2:
+      tested[p, 1] = True  # codes are by frequency: test the smaller group once
+    else:
+      tested[p, :n_groups] = True
+  is_binary = np.zeros((shape.num_measures,), bool)
+  is_binary[:own.num_measures] = meta.is_binary
+  measure_valid = np.zeros((shape.num_measures,), bool)
+  measure_valid[:own.num_measures] = True
+  return EnvParams(
+      codes=jnp.asarray(codes), rows=jnp.asarray(rows), stats=jnp.asarray(stats), shift=jnp.asarray(shift),
+      n_cats=jnp.asarray(n_cats), prot_col=jnp.asarray(prot_col), prot_valid=jnp.asarray(prot_valid),
+      tested=jnp.asarray(tested), is_binary=jnp.asarray(is_binary), measure_valid=jnp.asarray(measure_valid),
+      total_rows=jnp.float32(meta.n_rows), min_group=jnp.float32(min_group),
+      min_cohort=jnp.float32(min_cohort), z_screen=jnp.float32(z_screen), max_depth=jnp.int32(max_depth))
+
+
+def stack_params(params: Sequence[EnvParams]) -> EnvParams:
+  """Stacks already padded params of equal shape along a new leading axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *params)
