@@ -112,7 +112,8 @@ class CubeEnv:
     # The cohort itself is a pixel: column 0 at its current value or "all";
     # its parents are the "all" pixels of the filtered columns.
     col0 = jnp.where(filters[0] >= 0, filters[0], c)
-    cmp, sig, new = fd.assess(params, filters, pix[0, col0], pix[:, c])
+    cmp, sig, new = fd.assess(params, fd.protected_filtered(params, filters), pix[0, col0], pix[:, c],
+                              filters >= 0)
     del cmp, sig
     max_z, n_sig = fd.pixel_summary(params, filters, pix, c)
 

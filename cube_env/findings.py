@@ -56,34 +56,34 @@ def protected_filtered(params: EnvParams, filters: chex.Array) -> chex.Array:
   return (jnp.take(filters, params.prot_col) >= 0) & params.prot_valid
 
 
-def assess(params: EnvParams, filters: chex.Array, cohort: chex.Array, parents: chex.Array):
+def assess(params: EnvParams, prot_filtered: chex.Array, cohort: chex.Array, parents: chex.Array,
+           parent_valid: chex.Array):
   """Significant and new findings of a cohort, given its parents' statistics.
 
   Args:
-    filters: `[F]` the cohort's filters (-1 = all).
+    prot_filtered: `[P]` bool, protected column filtered in the cohort
+      (`protected_filtered(params, filters)`).
     cohort: `[P, G, M, 3]` its statistics by group.
-    parents: `[F, P, G, M, 3]` statistics of the parent without the filter on
-      column f (ignored where f is unfiltered).
+    parents: `[J, P, G, M, 3]` statistics of its parents (one filter removed each).
+    parent_valid: `[J]` bool, which rows of `parents` are real parents.
 
   Returns:
     (Comparison `[P, G, M]`, significant `[P, G, M]`, new `[P, G, M]`).
   """
-  prot_f = protected_filtered(params, filters)
-  cmp = compare_cohort(params, cohort, prot_f)
+  cmp = compare_cohort(params, cohort, prot_filtered)
   sig = significant(params, cmp)
 
   def blocked_by(parent, is_parent):
-    # The parent lacks the filter on f; if f is protected p, p is not tested
-    # in the child anyway, so the child's mask is the right one.
-    cmp_p = compare_cohort(params, parent, prot_f)
+    # A parent lacks one filter; if that filter is on protected column p, p is
+    # not tested in the child anyway, so the child's test mask is the right one.
+    cmp_p = compare_cohort(params, parent, prot_filtered)
     same = significant(params, cmp_p) & (jnp.sign(cmp_p.z) == jnp.sign(cmp.z))
-    other = compare_cohort(params, parent - cohort, prot_f)
+    other = compare_cohort(params, parent - cohort, prot_filtered)
     het = st.heterogeneity_z(cmp, other)
     stronger = jnp.sign(cmp.z) * het >= params.z_screen
     return is_parent & same & ~stronger
 
-  is_parent = filters >= 0
-  blocks = jax.vmap(blocked_by)(parents, is_parent)  # [F, P, G, M]
+  blocks = jax.vmap(blocked_by)(parents, parent_valid)  # [J, P, G, M]
   new = sig & ~jnp.any(blocks, axis=0)
   return cmp, sig, new
 

@@ -1,0 +1,94 @@
+"""Scoring reported findings against planted truth (DESIGN.md, Statistics).
+
+A planted effect is *recalled* when a new finding with the same (protected,
+group, measure) and sign is reported at exactly its cohort. A reported
+finding is *false* when no planted effect with the same (protected, group,
+measure) and sign sits at its cohort, an ancestor of it or a descendant of it.
+For a protected column with two groups only one group is tested; the finding
+"group a, sign s" is the same hypothesis as "group b, sign -s", and scoring
+treats it so (via the finding's `reference` column).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+
+def _get(effect: Any, name: str):
+  return effect[name] if isinstance(effect, Mapping) else getattr(effect, name)
+
+
+def _norm(cohort: Mapping) -> dict[str, str]:
+  return {str(k): str(v) for k, v in dict(cohort).items()}
+
+
+def _same_test(row: Mapping, effect: Any) -> bool:
+  if row["protected"] != _get(effect, "protected") or row["measure"] != _get(effect, "measure"):
+    return False
+  sign = np.sign(_get(effect, "effect"))
+  row_sign = np.sign(row["z"])
+  group = str(_get(effect, "group"))
+  if str(row["group"]) == group and row_sign == sign:
+    return True
+  return str(row.get("reference", "rest")) == group and row_sign == -sign
+
+
+def _related(a: dict, b: dict) -> bool:
+  """a is b, an ancestor of b, or a descendant of b (filter sets nested)."""
+  items_a, items_b = set(a.items()), set(b.items())
+  return items_a <= items_b or items_b <= items_a
+
+
+def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bool = True) -> dict:
+  """Recall and precision of reported findings against planted effects.
+
+  Args:
+    findings: rows with columns filters (dict), protected, group, measure, z,
+      and optionally reference and new.
+    truth: planted effects with cohort (dict), protected, group, measure and
+      effect (its sign counts).
+    only_new: score only rows with `new` True (the reported findings).
+
+  Returns:
+    dict with recall (nan when there is no truth), precision (nan when nothing
+    is reported), n_truth, n_reported, n_recalled, n_false, matched (one row
+    per planted effect with `recalled`), and false (the false findings).
+  """
+  truth = list(truth)
+  rows = findings
+  if only_new and "new" in rows.columns:
+    rows = rows[rows["new"].astype(bool)]
+  rows = rows.reset_index(drop=True)
+  recs = rows.to_dict("records")
+  cohorts = [_norm(r["filters"]) for r in recs]
+  recalled = []
+  for effect in truth:
+    target = _norm(_get(effect, "cohort"))
+    recalled.append(any(c == target and _same_test(r, effect) for r, c in zip(recs, cohorts)))
+  false_mask = []
+  for r, c in zip(recs, cohorts):
+    ok = any(_same_test(r, e) and _related(c, _norm(_get(e, "cohort"))) for e in truth)
+    false_mask.append(not ok)
+  matched = pd.DataFrame({
+      "cohort": [_norm(_get(e, "cohort")) for e in truth],
+      "protected": [_get(e, "protected") for e in truth],
+      "group": [_get(e, "group") for e in truth],
+      "measure": [_get(e, "measure") for e in truth],
+      "effect": [float(_get(e, "effect")) for e in truth],
+      "recalled": recalled,
+  })
+  n_rep = len(recs)
+  n_false = int(np.sum(false_mask)) if false_mask else 0
+  return {
+      "recall": float(np.mean(recalled)) if truth else float("nan"),
+      "precision": 1.0 - n_false / n_rep if n_rep else float("nan"),
+      "n_truth": len(truth),
+      "n_reported": n_rep,
+      "n_recalled": int(np.sum(recalled)),
+      "n_false": n_false,
+      "matched": matched,
+      "false": rows[np.asarray(false_mask, bool)] if n_rep else rows,
+  }
