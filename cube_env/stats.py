@@ -69,7 +69,9 @@ def moments(suff: chex.Array, shift: chex.Array):
   s2 = suff[..., 2]
   safe_n = jnp.maximum(n, 1.0)
   centered_mean = s1 / safe_n
-  ss = jnp.maximum(s2 - s1 * centered_mean, 0.0)
+  ss = s2 - s1 * centered_mean
+  # Below float32 resolution of the cancellation, the spread is zero.
+  ss = jnp.where(ss > 4e-6 * s2, ss, 0.0)
   var = jnp.where(n >= 2, ss / jnp.maximum(n - 1.0, 1.0), 0.0)
   mean = jnp.where(n > 0, shift + centered_mean, shift)
   return n, mean, var
@@ -88,13 +90,15 @@ def t_to_z(t: chex.Array, df: chex.Array) -> chex.Array:
   Computed as `-ndtri(p/2)` (never `ndtri(1 - p/2)`, which saturates near
   p = 1e-7). Where p underflows float32 the large-t approximation
   `sqrt(df log1p(t^2/df))` takes over (it is the square root of the t
-  distribution's log-density ratio and within 0.01 of the exact value at
-  t = 20, df = 500). The result is capped at `Z_MAX`.
+  distribution's log-density ratio, with Wallace's (1959) factor
+  (8 df + 1)/(8 df + 3); within 0.001 of scipy at t = 20, df = 500 and within
+  0.6% for df >= 10, t <= 50). The result is capped at `Z_MAX`.
   """
   abs_t = jnp.abs(t)
   p = t_two_sided_p(abs_t, df)
   exact = -jax.scipy.special.ndtri(jnp.clip(p, _TINY, 1.0) / 2.0)
-  approx = jnp.sqrt(df * jnp.log1p(abs_t * abs_t / df))
+  # Wallace (1959): sqrt(df log1p(t^2/df)) * (8 df + 1) / (8 df + 3).
+  approx = jnp.sqrt(df * jnp.log1p(abs_t * abs_t / df)) * (8 * df + 1) / (8 * df + 3)
   z = jnp.where(p > 1e-25, exact, jnp.maximum(approx, exact))
   z = jnp.clip(jnp.nan_to_num(z, nan=0.0, posinf=Z_MAX), 0.0, Z_MAX)
   return jnp.sign(t) * z
@@ -180,6 +184,8 @@ def compare(group: chex.Array, rest: chex.Array, shift: chex.Array, is_binary: c
   # Continuous: Welch t -> exact p -> z.
   t, df_w, se_w = welch(n1, m1, v1, n2, m2, v2)
   z_w = t_to_z(t, df_w)
+  # Zero variance on both sides with different means: unbounded evidence.
+  z_w = jnp.where((v1 + v2 == 0) & (m1 != m2), jnp.sign(m1 - m2) * Z_MAX, z_w)
 
   # Binary: rates and two-proportion z; the normal approximation needs >= 5
   # expected events and non-events on each side.

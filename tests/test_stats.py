@@ -1,0 +1,148 @@
+"""Statistics against scipy on hypothesis-generated samples, edge cases, no NaN."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats as ss
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from cube_env import stats as st
+
+
+def _suff(x, shift):
+  x = np.asarray(x, np.float64) - shift
+  return np.array([len(x), x.sum(), (x * x).sum()], np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _compare_jit():
+  return jax.jit(lambda g, r, s, b, mg: st.compare(g, r, s, b, min_group=mg))
+
+
+def _compare(x, y, binary=False, min_group=2.0):
+  shift = float(np.mean(np.concatenate([x, y]))) if len(x) + len(y) else 0.0
+  out = _compare_jit()(jnp.asarray(_suff(x, shift)), jnp.asarray(_suff(y, shift)), jnp.float32(shift),
+                       jnp.bool_(binary), jnp.float32(min_group))
+  return jax.tree.map(np.asarray, out)
+
+
+def _all_finite(cmp):
+  return all(np.isfinite(np.asarray(v, float)).all() for v in cmp.values())
+
+
+samples = hs.lists(hs.floats(-1e3, 1e3, allow_nan=False, width=32), min_size=2, max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(samples, samples)
+def test_welch_matches_scipy(x, y):
+  x, y = np.asarray(x), np.asarray(y)
+  cmp = _compare(x, y)
+  assert _all_finite(cmp)
+  assert cmp["valid"]
+  res = ss.ttest_ind(x, y, equal_var=False)
+  if not np.isfinite(res.statistic):
+    # Zero variance on both sides: scipy gives nan (equal means) or inf; we give a finite z.
+    if np.mean(x) == np.mean(y) or np.isnan(res.statistic):
+      assert abs(cmp["z"]) <= st.Z_MAX
+    else:
+      assert abs(cmp["z"]) >= 30
+    return
+  scale = max(np.std(x), np.std(y), 1e-3)
+  if min(np.var(x, ddof=1), np.var(y, ddof=1)) < 1e-6 * scale**2 or scale < 1e-2:
+    return  # float32 sums cannot resolve variances this small relative to the data
+  p_ref = res.pvalue
+  assert np.isclose(cmp["p_value"], p_ref, atol=2e-4, rtol=2e-3), (cmp["p_value"], p_ref)
+  z_ref = np.sign(res.statistic) * ss.norm.isf(p_ref / 2) if p_ref > 0 else np.sign(res.statistic) * 40
+  tol = 2e-3 + 5e-3 * abs(z_ref)
+  assert abs(cmp["z"] - z_ref) <= tol or abs(z_ref) > 37, (cmp["z"], z_ref)
+  assert np.isclose(cmp["diff"], np.mean(x) - np.mean(y), atol=1e-3 * scale + 1e-3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(hs.integers(0, 300), hs.integers(1, 300), hs.integers(0, 300), hs.integers(1, 300))
+def test_two_proportion_matches_chi2(a, n1, b, n2):
+  a, b = min(a, n1), min(b, n2)
+  x = np.r_[np.ones(a), np.zeros(n1 - a)]
+  y = np.r_[np.ones(b), np.zeros(n2 - b)]
+  cmp = _compare(x, y, binary=True, min_group=1.0)
+  assert _all_finite(cmp)
+  pooled = (a + b) / (n1 + n2)
+  expect_ok = min(n1 * pooled, n1 * (1 - pooled), n2 * pooled, n2 * (1 - pooled)) >= 5
+  assert bool(cmp["valid"]) == expect_ok
+  assert np.isclose(cmp["diff"], a / n1 - b / n2, atol=1e-5)
+  if not expect_ok:
+    assert cmp["z"] == 0 and cmp["p_value"] == 1
+    return
+  chi2, p_ref, _, _ = ss.chi2_contingency([[a, n1 - a], [b, n2 - b]], correction=False)
+  z_ref = np.sign(a / n1 - b / n2) * np.sqrt(chi2)
+  assert np.isclose(cmp["z"], z_ref, atol=1e-3, rtol=1e-3)
+  assert np.isclose(cmp["p_value"], p_ref, atol=1e-5, rtol=1e-3)
+  if b > 0:
+    assert np.isclose(cmp["ratio"], (a / n1) / (b / n2), rtol=1e-4)
+  se = np.sqrt((a / n1) * (1 - a / n1) / n1 + (b / n2) * (1 - b / n2) / n2)
+  assert np.isclose(cmp["ci_high"] - cmp["ci_low"], 2 * 1.959964 * se, atol=1e-4)
+
+
+@pytest.mark.parametrize("df", [10.0, 30.0, 100.0, 500.0, 5000.0])
+@pytest.mark.parametrize("t", [0.5, 2.0, 5.0, 10.0, 13.0, 20.0, 35.0])
+def test_t_to_z_tail(df, t):
+  z = float(st.t_to_z(jnp.float32(t), jnp.float32(df)))
+  p = 2 * ss.t.sf(t, df)
+  z_ref = ss.norm.isf(p / 2) if p > 0 else 40.0
+  assert np.isfinite(z)
+  assert abs(z - min(z_ref, 40.0)) <= 2e-3 + 6e-3 * z_ref  # exact branch ~1e-4, large-t branch < 0.6%
+  assert float(st.t_to_z(jnp.float32(-t), jnp.float32(df))) == -z
+
+
+def test_t_to_z_hand_example():
+  # t = 20, df = 500: scipy z = 17.1352; the design asks for the large-t branch within 0.01.
+  assert abs(float(st.t_to_z(jnp.float32(20.0), jnp.float32(500.0))) - 17.1352) < 0.01
+
+
+def test_confidence_interval_uses_t_quantile():
+  rng = np.random.default_rng(3)
+  x, y = rng.normal(1, 2, 12), rng.normal(0, 1, 15)
+  cmp = _compare(x, y)
+  res = ss.ttest_ind(x, y, equal_var=False)
+  ci = res.confidence_interval(0.95)
+  assert np.isclose(cmp["ci_low"], ci.low, atol=2e-3)
+  assert np.isclose(cmp["ci_high"], ci.high, atol=2e-3)
+  d_ref = (x.mean() - y.mean()) / np.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2)
+  assert np.isclose(cmp["smd"], d_ref, rtol=1e-3)
+
+
+@pytest.mark.parametrize("x,y", [
+    ([], []), ([1.0], []), ([1.0], [2.0]), ([3.0] * 20, [3.0] * 20), ([5.0] * 20, [3.0] * 20),
+    ([0.0] * 30, [1.0] * 30), ([1e6] * 3, [-1e6] * 3)])
+def test_degenerate_inputs_are_finite(x, y):
+  for binary in (False, True):
+    cmp = _compare(np.asarray(x, float), np.asarray(y, float), binary=binary, min_group=11.0)
+    assert _all_finite(cmp)
+    if len(x) < 11 or len(y) < 11:
+      assert not cmp["valid"] and cmp["z"] == 0 and cmp["p_value"] == 1
+
+
+def test_min_group_rule():
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(5, 1, 10), rng.normal(0, 1, 100)
+  assert not _compare(x, y, min_group=11.0)["valid"]
+  assert _compare(np.r_[x, 5.0], y, min_group=11.0)["valid"]
+
+
+def test_batched_and_jit_agree():
+  rng = np.random.default_rng(1)
+  groups = [rng.normal(0, 1, n) for n in (15, 30, 45)]
+  rests = [rng.normal(0.5, 2, n) for n in (20, 25, 60)]
+  g = jnp.asarray(np.stack([_suff(a, 0.0) for a in groups]))
+  r = jnp.asarray(np.stack([_suff(b, 0.0) for b in rests]))
+  batched = st.compare(g, r, 0.0, False, min_group=11.0)
+  jitted = jax.jit(lambda a, b: st.compare(a, b, 0.0, False, min_group=11.0))(g, r)
+  for i in range(3):
+    ref = ss.ttest_ind(groups[i], rests[i], equal_var=False)
+    assert np.isclose(batched.p_value[i], ref.pvalue, rtol=1e-3)
+    assert np.isclose(jitted.z[i], batched.z[i], atol=1e-5)
