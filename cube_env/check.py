@@ -78,11 +78,12 @@ def check_env(env, params, *, num_episodes: int = 2, batch: int = 4, seed: int =
 
   # vmap over a batch of states agrees with stepping one by one.
   keys = jax.random.split(key, batch)
-  obs_b, states_b = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+  obs_b, states_b = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params)
+  vstep = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
   for _ in range(3):
     masks = np.asarray(jax.vmap(env.action_mask, in_axes=(0, None))(states_b, params))
     actions = np.array([rng.choice(np.nonzero(m)[0]) for m in masks], np.int32)
-    out_b = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))(keys, states_b, jnp.asarray(actions), params)
+    out_b = vstep(keys, states_b, jnp.asarray(actions), params)
     for i in range(batch):
       one = step_j(keys[i], jax.tree.map(lambda x: x[i], states_b), int(actions[i]), params)
       _assert_tree_close(jax.tree.map(lambda x: x[i], out_b[:5]), one[:5], f"vmap vs single (env {i})")

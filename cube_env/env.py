@@ -110,12 +110,27 @@ class CubeEnv:
     num_f = self.shape.num_filters
     pix, pix_rows = gb.pixel_stats(params, filters, num_values=c, method=self.groupby)
     # The cohort itself is a pixel: column 0 at its current value or "all";
-    # its parents are the "all" pixels of the filtered columns.
+    # its parents are the "all" pixels of the filtered columns. One batched
+    # comparison covers every pixel plus parent-minus-cohort for novelty.
     col0 = jnp.where(filters[0] >= 0, filters[0], c)
-    cmp, sig, new = fd.assess(params, fd.protected_filtered(params, filters), pix[0, col0], pix[:, c],
-                              filters >= 0)
-    del cmp, sig
-    max_z, n_sig = fd.pixel_summary(params, filters, pix, c)
+    cohort = pix[0, col0]
+    prot_pix = fd.pixel_protected(params, filters, c)  # [F, C + 1, P]
+    prot_own = fd.protected_filtered(params, filters)
+    k_shape = pix.shape[2:]
+    batch = jnp.concatenate([pix.reshape((-1,) + k_shape), pix[:, c] - cohort[None]])
+    prot_batch = jnp.concatenate([prot_pix.reshape(-1, prot_own.shape[0]),
+                                  jnp.broadcast_to(prot_own, (num_f,) + prot_own.shape)])
+    cmp = fd.compare_batch(params, batch, prot_batch)
+    n_pix = num_f * (c + 1)
+    cmp_pix = jax.tree.map(lambda x: x[:n_pix].reshape((num_f, c + 1) + x.shape[1:]), cmp)
+    cmp_other = jax.tree.map(lambda x: x[n_pix:], cmp)
+    # Parents and the cohort are re-masked with the cohort's protected filters.
+    mask_own = fd.test_mask(params, prot_own)
+    remask = lambda t: t.replace(valid=t.valid & mask_own, z=jnp.where(mask_own, t.z, 0.0))
+    child = remask(jax.tree.map(lambda x: x[0, col0], cmp_pix))
+    parents = remask(jax.tree.map(lambda x: x[:, c], cmp_pix))
+    _, new = fd.novelty(params, child, parents, cmp_other, filters >= 0)
+    max_z, n_sig = fd.pixel_summary(params, cmp_pix)
 
     vs = jnp.arange(c + 1)[None, :]
     fs = jnp.arange(num_f)[:, None]

@@ -56,6 +56,42 @@ def protected_filtered(params: EnvParams, filters: chex.Array) -> chex.Array:
   return (jnp.take(filters, params.prot_col) >= 0) & params.prot_valid
 
 
+def compare_batch(params: EnvParams, cohorts: chex.Array, prot_filtered: chex.Array) -> st.Comparison:
+  """`compare_cohort` over a batch: cohorts `[B, P, G, M, 3]`, prot_filtered `[B, P]`.
+
+  Callers stack every comparison a step needs into one call, so the compiled
+  program holds one copy of the (large) incomplete-beta kernel.
+  """
+  return jax.vmap(compare_cohort, in_axes=(None, 0, 0))(params, cohorts, prot_filtered)
+
+
+def novelty(params: EnvParams, child: st.Comparison, parents: st.Comparison, others: st.Comparison,
+            parent_valid: chex.Array):
+  """Significant and new flags of a cohort from precomputed comparisons.
+
+  Args:
+    child: Comparison `[P, G, M]` of the cohort.
+    parents: Comparison `[J, P, G, M]` of its parents, compared under the
+      child's test mask (if the removed filter is on protected column p, p is
+      not tested in the child anyway).
+    others: Comparison `[J, P, G, M]` of parent-minus-child.
+    parent_valid: `[J]` bool, which rows are real parents.
+
+  Returns:
+    (significant `[P, G, M]`, new `[P, G, M]`).
+  """
+  sig = significant(params, child)
+
+  def blocked_by(cmp_p, cmp_o, is_parent):
+    same = significant(params, cmp_p) & (jnp.sign(cmp_p.z) == jnp.sign(child.z))
+    het = st.heterogeneity_z(child, cmp_o)
+    stronger = jnp.sign(child.z) * het >= params.z_screen
+    return is_parent & same & ~stronger
+
+  blocks = jax.vmap(blocked_by)(parents, others, parent_valid)  # [J, P, G, M]
+  return sig, sig & ~jnp.any(blocks, axis=0)
+
+
 def assess(params: EnvParams, prot_filtered: chex.Array, cohort: chex.Array, parents: chex.Array,
            parent_valid: chex.Array):
   """Significant and new findings of a cohort, given its parents' statistics.
@@ -70,45 +106,33 @@ def assess(params: EnvParams, prot_filtered: chex.Array, cohort: chex.Array, par
   Returns:
     (Comparison `[P, G, M]`, significant `[P, G, M]`, new `[P, G, M]`).
   """
-  cmp = compare_cohort(params, cohort, prot_filtered)
-  sig = significant(params, cmp)
-
-  def blocked_by(parent, is_parent):
-    # A parent lacks one filter; if that filter is on protected column p, p is
-    # not tested in the child anyway, so the child's test mask is the right one.
-    cmp_p = compare_cohort(params, parent, prot_filtered)
-    same = significant(params, cmp_p) & (jnp.sign(cmp_p.z) == jnp.sign(cmp.z))
-    other = compare_cohort(params, parent - cohort, prot_filtered)
-    het = st.heterogeneity_z(cmp, other)
-    stronger = jnp.sign(cmp.z) * het >= params.z_screen
-    return is_parent & same & ~stronger
-
-  blocks = jax.vmap(blocked_by)(parents, parent_valid)  # [J, P, G, M]
-  new = sig & ~jnp.any(blocks, axis=0)
-  return cmp, sig, new
+  j = parents.shape[0]
+  batch = jnp.concatenate([cohort[None], parents, parents - cohort[None]])
+  cmp = compare_batch(params, batch, jnp.broadcast_to(prot_filtered, (2 * j + 1,) + prot_filtered.shape))
+  child = jax.tree.map(lambda x: x[0], cmp)
+  sig, new = novelty(params, child, jax.tree.map(lambda x: x[1:j + 1], cmp),
+                     jax.tree.map(lambda x: x[j + 1:], cmp), parent_valid)
+  return child, sig, new
 
 
-def pixel_summary(params: EnvParams, filters: chex.Array, pix: chex.Array, num_values: int):
-  """Strongest |z| and number of significant tests of every pixel's cohort.
+def pixel_protected(params: EnvParams, filters: chex.Array, num_values: int) -> chex.Array:
+  """`[F, C + 1, P]` bool: protected column p is filtered in pixel (f, v)'s cohort."""
+  num_f = filters.shape[0]
+  base = protected_filtered(params, filters)  # [P]
+  f = jnp.arange(num_f)[:, None, None]
+  v = jnp.arange(num_values + 1)[None, :, None]
+  on_f = params.prot_col[None, None, :] == f
+  return jnp.where(on_f, v < num_values, base[None, None, :]) & params.prot_valid
+
+
+def pixel_summary(params: EnvParams, cmp: st.Comparison):
+  """Strongest |z| and number of significant tests per pixel.
 
   Args:
-    pix: `[F, C + 1, P, G, M, 3]` from `groupby.pixel_stats`.
+    cmp: Comparison `[F, C + 1, P, G, M]` of every pixel's cohort.
 
   Returns:
     (max_abs_z `[F, C + 1]`, n_significant `[F, C + 1]`).
   """
-  num_f = filters.shape[0]
-  base = protected_filtered(params, filters)  # [P]
-  cols = jnp.arange(num_f)
-
-  def one(f, v, cohort):
-    # Target cohort = filters with f set to v (v == C: cleared).
-    on_f = params.prot_col == f
-    prot_f = jnp.where(on_f, v < num_values, base) & params.prot_valid
-    cmp = compare_cohort(params, cohort, prot_f)
-    sig = significant(params, cmp)
-    return jnp.max(jnp.where(cmp.valid, jnp.abs(cmp.z), 0.0)), jnp.sum(sig)
-
-  vs = jnp.arange(num_values + 1)
-  fn = jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, None, 0))
-  return fn(cols, vs, pix)
+  max_z = jnp.max(jnp.where(cmp.valid, jnp.abs(cmp.z), 0.0), axis=(-3, -2, -1))
+  return max_z, jnp.sum(significant(params, cmp), axis=(-3, -2, -1))

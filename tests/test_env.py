@@ -1,0 +1,216 @@
+"""The environment: cohorts, masks, rewards, pixels; jit/vmap; cohort_stats vs pandas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as ss
+
+import cube_env
+from cube_env import env as env_lib
+from tests.conftest import SMALL_SCHEMA, make_small_df
+
+CH = {name: i for i, name in enumerate(cube_env.CHANNELS)}
+
+
+@pytest.fixture(scope="module")
+def env_params(small_cube):
+  return cube_env.make_env(small_cube, max_depth=3, horizon=12, z_screen=4.0)
+
+
+@pytest.fixture(scope="module")
+def oracle(small_cube):
+  return cube_env.enumerate_findings(small_cube, max_depth=3, z_screen=4.0)
+
+
+def _reference_rows(df, meta, filters, min_group=11):
+  """Independent pandas/scipy statistics for one cohort."""
+  sub = df
+  for col, val in filters.items():
+    sub = sub[sub[col].isna()] if val == cube_env.MISSING else sub[sub[col] == val]
+  out = {}
+  for p in SMALL_SCHEMA.protected:
+    if p in filters:
+      continue
+    for g in sub[p].dropna().unique():
+      for m_i, m in enumerate(SMALL_SCHEMA.measures):
+        vals = sub[m].astype(float)
+        if meta.is_log[m_i]:
+          vals = np.log(vals)
+        in_g = sub[p] == g
+        x, y = vals[in_g].dropna().to_numpy(), vals[~in_g].dropna().to_numpy()
+        if len(x) < min_group or len(y) < min_group:
+          continue
+        if meta.is_binary[m_i]:
+          a, b = x.sum(), y.sum()
+          chi2, pv, _, _ = ss.chi2_contingency([[a, len(x) - a], [b, len(y) - b]], correction=False)
+          z = np.sign(x.mean() - y.mean()) * np.sqrt(chi2)
+        else:
+          res = ss.ttest_ind(x, y, equal_var=False)
+          pv = res.pvalue
+          z = np.sign(res.statistic) * ss.norm.isf(pv / 2)
+        mg, mr = x.mean(), y.mean()
+        if meta.is_log[m_i]:
+          mg, mr = np.exp(mg), np.exp(mr)
+        out[(p, str(g), m)] = dict(n_group=len(x), n_rest=len(y), mean_group=mg, mean_rest=mr, z=z, p=pv)
+  return out
+
+
+@pytest.mark.parametrize("filters", [
+    {}, {"proc": "A"}, {"proc": "B", "site": "s2"}, {"site": cube_env.MISSING}, {"race": "W", "urgency": "urgent"},
+    {"proc": "C", "sex": "F", "site": "s1"}])
+def test_cohort_stats_matches_pandas(small_df, small_cube, filters):
+  got = cube_env.cohort_stats(small_cube, filters)
+  ref = _reference_rows(small_df, small_cube.meta, filters)
+  assert len(got) > 0
+  checked = 0
+  for row in got.itertuples():
+    if row.protected == "sex" and row.group not in ("F", "M"):
+      continue
+    key = (row.protected, row.group, row.measure)
+    if not row.tested:
+      continue
+    r = ref[key]
+    assert row.n_group == r["n_group"] and row.n_rest == r["n_rest"], key
+    assert np.isclose(row.mean_group, r["mean_group"], rtol=1e-4), key
+    assert np.isclose(row.mean_rest, r["mean_rest"], rtol=1e-4), key
+    assert abs(row.z - r["z"]) < 2e-3 + 1e-3 * abs(r["z"]), (key, row.z, r["z"])
+    checked += 1
+  # Two-group columns test one group: sex appears once per measure.
+  assert (got.protected == "sex").sum() <= len(SMALL_SCHEMA.measures)
+  assert checked >= 3
+
+
+def test_scripted_episode(small_cube, env_params, oracle):
+  env, params = env_params
+  step = jax.jit(env.step)
+  obs, state = jax.jit(env.reset)(jax.random.PRNGKey(0), params)
+  meta = small_cube.meta
+  total = meta.n_rows
+
+  def new_at(filters):
+    sel = oracle[oracle["new"] & oracle["filters"].map(lambda f: f == filters)]
+    return len(sel)
+
+  assert int(state.found) == new_at({})
+  # The pixel for (proc, A) describes the cohort proc=A.
+  a = env.action_for("proc", "A")
+  f, v = env.decode_action(a)
+  n_a = int((make_small_df().proc == "A").sum())
+  assert np.isclose(obs[CH["log_size"], f, v], np.log1p(n_a) / np.log1p(total), atol=1e-5)
+  script = [
+      (("proc", "A"), {"proc": "A"}, True),
+      (("site", "s1"), {"proc": "A", "site": "s1"}, True),
+      (("urgency", "urgent"), {"proc": "A", "site": "s1", "urgency": "urgent"}, True),
+      (("proc", "B"), {"proc": "B", "site": "s1", "urgency": "urgent"}, True),  # switch at max depth
+      (("site", None), {"proc": "B", "urgency": "urgent"}, True),  # roll-up
+      (("proc", "A"), {"proc": "A", "urgency": "urgent"}, True),
+      (("urgency", None), {"proc": "A"}, False),  # revisit: no reward
+  ]
+  ret = 0.0
+  for (col, val), expect, first in script:
+    a = env.action_for(col, val)
+    assert bool(state.mask[a]), (col, val)
+    obs, state, r, term, trunc, info = step(jax.random.PRNGKey(1), state, a, params)
+    got = cube_env.oracle.codes_to_filters(meta, np.asarray(state.filters))
+    assert got == expect
+    assert float(r) == (new_at(expect) if first else 0.0), (expect, float(r))
+    ret += float(r)
+    cur_f, cur_v = divmod(a, env.shape.num_values + 1)
+    assert obs[CH["current"], cur_f, cur_v] == 1.0
+    assert obs[CH["visited"], cur_f, cur_v] == 1.0
+  assert ret > 0  # the planted gap (race B, minutes, proc A) is new at proc=A
+  # Masks at depth 3: adding a fourth filter is illegal, switching and clearing are legal.
+  obs, state, *_ = step(jax.random.PRNGKey(2), state, env.action_for("site", "s2"), params)
+  obs, state, *_ = step(jax.random.PRNGKey(2), state, env.action_for("urgency", "elective"), params)
+  assert int(jnp.sum(state.filters >= 0)) == 3
+  assert not bool(state.mask[env.action_for("bmi", 0)])
+  assert not bool(state.mask[env.action_for("proc", "A")])  # the current filter itself
+  assert not bool(state.mask[env.action_for("race", None)])  # clearing an unfiltered column
+  assert bool(state.mask[env.action_for("proc", None)])
+  # The mask is the observation's legal channel.
+  assert np.array_equal(np.asarray(obs[CH["legal"]]).reshape(-1) > 0, np.asarray(state.mask))
+
+
+def test_small_cohorts_are_masked(small_cube):
+  env, params = cube_env.make_env(small_cube, min_cohort=500, horizon=4)
+  _, state = jax.jit(env.reset)(jax.random.PRNGKey(0), params)
+  counts = make_small_df().proc.value_counts()
+  for label, n in counts.items():
+    assert bool(state.mask[env.action_for("proc", label)]) == (n >= 500)
+
+
+def test_rewards_match_oracle_on_random_walks(small_cube, env_params, oracle):
+  env, params = env_params
+  meta = small_cube.meta
+  new = oracle[oracle["new"]]
+  counts = new.groupby(new["filters"].map(lambda f: tuple(sorted(f.items())))).size().to_dict()
+  step = jax.jit(env.step)
+  rng = np.random.default_rng(0)
+  seen = set()
+  total = 0
+  for ep in range(3):
+    _, state = jax.jit(env.reset)(jax.random.PRNGKey(ep), params)
+    seen = {()}
+    for _ in range(env.horizon):
+      legal = np.nonzero(np.asarray(state.mask))[0]
+      a = int(rng.choice(legal))
+      _, state, r, term, *_ = step(jax.random.PRNGKey(0), state, a, params)
+      key = tuple(sorted(cube_env.oracle.codes_to_filters(meta, np.asarray(state.filters)).items()))
+      expect = 0 if key in seen else counts.get(key, 0)
+      seen.add(key)
+      assert float(r) == expect, key
+      total += float(r)
+      if bool(term):
+        break
+  assert oracle.attrs["queries"] > 100
+
+
+def test_groupby_methods_agree(small_cube):
+  env_s, params = cube_env.make_env(small_cube, groupby="segment", horizon=6)
+  env_m, _ = cube_env.make_env(small_cube, groupby="matmul", horizon=6)
+  o_s, s_s = env_s.reset(jax.random.PRNGKey(0), params)
+  o_m, s_m = env_m.reset(jax.random.PRNGKey(0), params)
+  a = env_s.action_for("proc", "A")
+  o_s, s_s, r_s, *_ = jax.jit(env_s.step)(jax.random.PRNGKey(0), s_s, a, params)
+  o_m, s_m, r_m, *_ = jax.jit(env_m.step)(jax.random.PRNGKey(0), s_m, a, params)
+  assert np.allclose(o_s, o_m, atol=1e-4) and float(r_s) == float(r_m)
+
+
+def test_check_env_and_vmap_64(env_params):
+  env, params = env_params
+  summary = cube_env.check_env(env, params, num_episodes=1, batch=4)
+  assert summary["episodes"] == 1 and summary["steps"] == env.horizon
+  keys = jax.random.split(jax.random.PRNGKey(0), 64)
+  obs, states = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params)
+  rng = np.random.default_rng(1)
+  actions = np.array([rng.choice(np.nonzero(np.asarray(states.mask[i]))[0]) for i in range(64)], np.int32)
+  out = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))(keys, states, jnp.asarray(actions), params)
+  step = jax.jit(env.step)
+  for i in range(0, 64, 7):
+    one = step(keys[i], jax.tree.map(lambda x: x[i], states), int(actions[i]), params)
+    assert np.allclose(out[0][i], one[0], atol=1e-5)
+    assert float(out[2][i]) == float(one[2])
+    assert np.array_equal(out[1].filters[i], one[1].filters)
+
+
+def test_pool_of_different_cubes(small_cube):
+  other = cube_env.build_cube(make_small_df(seed=5, n=1500), cube_env.Schema(
+      dimensions=["proc", "urgency"], protected=["race"], measures=["minutes"]))
+  env, pool = cube_env.make_env_pool([small_cube, other], horizon=5)
+  assert pool.codes.shape[0] == 2
+  env_o, params_o = cube_env.make_env(other, horizon=5)
+  obs_b, states = jax.jit(jax.vmap(env.reset, in_axes=(0, 0)))(jax.random.split(jax.random.PRNGKey(0), 2), pool)
+  obs_o, state_o = jax.jit(env_o.reset)(jax.random.PRNGKey(0), params_o)
+  f, c1 = obs_o.shape[1], obs_o.shape[2] - 1
+  # Real pixels of the small cube agree with its own env; padding columns are illegal.
+  assert np.allclose(obs_b[1][:, :f, :c1], obs_o[:, :, :c1], atol=1e-5)
+  assert np.allclose(obs_b[1][:, :f, -1], obs_o[:, :, -1], atol=1e-5)
+  assert not np.asarray(obs_b[1][0, f:]).any()
+  a_pool = env.action_for(0, 1)
+  a_own = env_o.action_for(0, 1)
+  out = jax.jit(jax.vmap(env.step, in_axes=(None, 0, None, 0)))(jax.random.PRNGKey(0), states, a_pool, pool)
+  own = jax.jit(env_o.step)(jax.random.PRNGKey(0), state_o, a_own, params_o)
+  assert float(out[2][1]) == float(own[2])
+  assert env.meta is None and env_lib.NUM_CHANNELS == obs_b.shape[1]

@@ -1,0 +1,108 @@
+"""Ingest: coding, cells and sufficient statistics against pandas; clear errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cube_env
+from tests.conftest import SMALL_SCHEMA, make_small_df
+
+
+def test_cells_match_pandas(small_df, small_cube):
+  meta = small_cube.meta
+  assert meta.filter_names == ("proc", "site", "urgency", "bmi", "race", "sex")
+  assert int(np.asarray(small_cube.rows).sum()) == len(small_df)
+  # Sufficient statistics give back each measure's count, mean and variance.
+  stats = np.asarray(small_cube.stats, np.float64)
+  for m, name in enumerate(meta.measure_names):
+    values = small_df[name].astype(float)
+    if meta.is_log[m]:
+      values = np.log(values)
+    n, s1, s2 = stats[:, m].sum(axis=0)
+    assert n == values.notna().sum()
+    assert np.isclose(meta.shift[m] + s1 / n, values.mean(), rtol=1e-5)
+    assert np.isclose((s2 - s1 * s1 / n) / (n - 1), values.var(), rtol=1e-3)
+
+
+def test_coding_rules(small_cube):
+  meta = small_cube.meta
+  assert meta.categories[meta.column_index("site")][-1] == cube_env.MISSING
+  assert len(meta.categories[meta.column_index("bmi")]) == 3  # numeric dimension, 3 quantile bins
+  assert meta.is_log == (True, True, False)  # minutes, los skewed and positive; complication binary
+  assert meta.is_binary == (False, False, True)
+  text = small_cube.summary_text()
+  assert "binned 'bmi'" in text and "'site': " in text and "measure 'los'" in text
+
+
+def test_folding_high_cardinality():
+  df = make_small_df(n=2000)
+  df["surgeon"] = [f"dr{i % 40}" for i in range(len(df))]
+  schema = cube_env.Schema(dimensions=["proc", "surgeon"], protected=["race"], measures=["minutes"])
+  cube = cube_env.build_cube(df, schema, max_categories=8)
+  cats = cube.meta.categories[1]
+  assert len(cats) == 8 and cats[-1] == cube_env.OTHER
+  assert any("folded 33 rare values of 'surgeon'" in s for s in cube.meta.summary)
+
+
+def test_given_bin_edges():
+  df = make_small_df(n=500)
+  schema = cube_env.Schema(dimensions=["proc", "bmi"], protected=["race"], measures=["minutes"],
+                           bins={"bmi": [0, 25, 30, 100]})
+  cube = cube_env.build_cube(df, schema)
+  assert set(cube.meta.categories[1]) == {"[0, 25)", "[25, 30)", "[30, 100]"}
+  coded = np.asarray(cube.codes)[:, 1] == cube.meta.code("bmi", "[0, 25)")
+  assert int(np.asarray(cube.rows)[coded].sum()) == int((df.bmi < 25).sum())
+
+
+def test_read_table_csv_and_parquet(tmp_path, small_df):
+  csv, pq = tmp_path / "cases.csv", tmp_path / "cases.parquet"
+  small_df.to_csv(csv, index=False)
+  small_df.to_parquet(pq)
+  for path in (csv, pq):
+    got = cube_env.read_table(path)
+    assert got.shape == small_df.shape
+  with pytest.raises(ValueError, match="does not exist"):
+    cube_env.read_table(tmp_path / "nope.csv")
+  with pytest.raises(ValueError, match="unknown format"):
+    (tmp_path / "x.xlsx").write_text("")
+    cube_env.read_table(tmp_path / "x.xlsx")
+
+
+def _schema(**kw):
+  base = dict(dimensions=["proc", "site"], protected=["race"], measures=["minutes"])
+  base.update(kw)
+  return cube_env.Schema(**base)
+
+
+@pytest.mark.parametrize("schema,df_edit,match", [
+    (_schema(dimensions=["proc", "nope"]), None, "'nope'"),
+    (_schema(dimensions=["proc", "proc"]), None, "'proc' is listed twice"),
+    (_schema(protected=[]), None, "no protected column"),
+    (_schema(protected=["proc"]), None, "'proc' is in two roles"),
+    (_schema(measures=["site"]), None, "'site' is in two roles"),
+    (_schema(measures=["race2"]), lambda d: d.assign(race2=d.race), "'race2' is not numeric"),
+    (_schema(dimensions=["proc", "const"]), lambda d: d.assign(const="x"), "'const' is constant"),
+    (_schema(), lambda d: d.iloc[:0], "empty"),
+    (_schema(measures=["bad"]), lambda d: d.assign(bad=np.where(np.arange(len(d)) == 3, np.inf, 1.0)),
+     "'bad' holds infinite"),
+    (_schema(adjusters=["minutes"]), None, "'minutes' is a measure"),
+])
+def test_bad_input_names_the_column(small_df, schema, df_edit, match):
+  df = small_df if df_edit is None else df_edit(small_df.copy())
+  with pytest.raises(ValueError, match=match):
+    cube_env.build_cube(df, schema)
+
+
+def test_duplicated_table_column(small_df):
+  df = pd.concat([small_df[["proc", "site", "race", "minutes"]], small_df[["proc"]]], axis=1)
+  with pytest.raises(ValueError, match="duplicated column"):
+    cube_env.build_cube(df, _schema())
+
+
+def test_missing_measure_only_leaves_its_statistics(small_df, small_cube):
+  meta = small_cube.meta
+  m_los = meta.measure_names.index("los")
+  m_min = meta.measure_names.index("minutes")
+  stats = np.asarray(small_cube.stats)
+  assert stats[:, m_los, 0].sum() == small_df["los"].notna().sum() < len(small_df)
+  assert stats[:, m_min, 0].sum() == len(small_df)
