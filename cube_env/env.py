@@ -111,19 +111,17 @@ class CubeEnv:
     pix, pix_rows = gb.pixel_stats(params, filters, num_values=c, method=self.groupby)
     # The cohort itself is a pixel: column 0 at its current value or "all";
     # its parents are the "all" pixels of the filtered columns. One batched
-    # comparison covers every pixel plus parent-minus-cohort for novelty.
+    # exact comparison covers every pixel (one copy of the betainc kernel).
     col0 = jnp.where(filters[0] >= 0, filters[0], c)
     cohort = pix[0, col0]
     prot_pix = fd.pixel_protected(params, filters, c)  # [F, C + 1, P]
     prot_own = fd.protected_filtered(params, filters)
     k_shape = pix.shape[2:]
-    batch = jnp.concatenate([pix.reshape((-1,) + k_shape), pix[:, c] - cohort[None]])
-    prot_batch = jnp.concatenate([prot_pix.reshape(-1, prot_own.shape[0]),
-                                  jnp.broadcast_to(prot_own, (num_f,) + prot_own.shape)])
-    cmp = fd.compare_batch(params, batch, prot_batch)
-    n_pix = num_f * (c + 1)
-    cmp_pix = jax.tree.map(lambda x: x[:n_pix].reshape((num_f, c + 1) + x.shape[1:]), cmp)
-    cmp_other = jax.tree.map(lambda x: x[n_pix:], cmp)
+    cmp_pix = fd.compare_batch(params, pix.reshape((-1,) + k_shape), prot_pix.reshape(-1, prot_own.shape[0]))
+    cmp_pix = jax.tree.map(lambda x: x.reshape((num_f, c + 1) + x.shape[1:]), cmp_pix)
+    # Heterogeneity needs only differences and standard errors: no exact p.
+    cmp_other = fd.compare_batch(params, pix[:, c] - cohort[None], jnp.broadcast_to(prot_own, (num_f,) + prot_own.shape),
+                                 exact=False)
     # Parents and the cohort are re-masked with the cohort's protected filters.
     mask_own = fd.test_mask(params, prot_own)
     remask = lambda t: t.replace(valid=t.valid & mask_own, z=jnp.where(mask_own, t.z, 0.0))

@@ -14,6 +14,8 @@ it also shows, diluted, in the parent. The root has no parent.
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -28,7 +30,8 @@ def test_mask(params: EnvParams, prot_filtered: chex.Array) -> chex.Array:
   return ok_pg[:, :, None] & params.measure_valid[None, None, :]
 
 
-def compare_cohort(params: EnvParams, cohort: chex.Array, prot_filtered: chex.Array) -> st.Comparison:
+def compare_cohort(params: EnvParams, cohort: chex.Array, prot_filtered: chex.Array, *,
+                   exact: bool = True) -> st.Comparison:
   """Group versus rest for every (p, g, m) of one cohort.
 
   Args:
@@ -42,7 +45,7 @@ def compare_cohort(params: EnvParams, cohort: chex.Array, prot_filtered: chex.Ar
   total = cohort.sum(axis=1, keepdims=True)  # [P, 1, M, 3]
   rest = total - cohort
   cmp = st.compare(cohort, rest, params.shift[None, None, :], params.is_binary[None, None, :],
-                   min_group=params.min_group)
+                   min_group=params.min_group, exact=exact)
   valid = cmp.valid & test_mask(params, prot_filtered)
   return cmp.replace(valid=valid, z=jnp.where(valid, cmp.z, 0.0), p_value=jnp.where(valid, cmp.p_value, 1.0))
 
@@ -56,13 +59,15 @@ def protected_filtered(params: EnvParams, filters: chex.Array) -> chex.Array:
   return (jnp.take(filters, params.prot_col) >= 0) & params.prot_valid
 
 
-def compare_batch(params: EnvParams, cohorts: chex.Array, prot_filtered: chex.Array) -> st.Comparison:
+def compare_batch(params: EnvParams, cohorts: chex.Array, prot_filtered: chex.Array, *,
+                  exact: bool = True) -> st.Comparison:
   """`compare_cohort` over a batch: cohorts `[B, P, G, M, 3]`, prot_filtered `[B, P]`.
 
   Callers stack every comparison a step needs into one call, so the compiled
   program holds one copy of the (large) incomplete-beta kernel.
   """
-  return jax.vmap(compare_cohort, in_axes=(None, 0, 0))(params, cohorts, prot_filtered)
+  return jax.vmap(functools.partial(compare_cohort, exact=exact), in_axes=(None, 0, 0))(
+      params, cohorts, prot_filtered)
 
 
 def novelty(params: EnvParams, child: st.Comparison, parents: st.Comparison, others: st.Comparison,
@@ -107,11 +112,13 @@ def assess(params: EnvParams, prot_filtered: chex.Array, cohort: chex.Array, par
     (Comparison `[P, G, M]`, significant `[P, G, M]`, new `[P, G, M]`).
   """
   j = parents.shape[0]
-  batch = jnp.concatenate([cohort[None], parents, parents - cohort[None]])
-  cmp = compare_batch(params, batch, jnp.broadcast_to(prot_filtered, (2 * j + 1,) + prot_filtered.shape))
+  batch = jnp.concatenate([cohort[None], parents])
+  cmp = compare_batch(params, batch, jnp.broadcast_to(prot_filtered, (j + 1,) + prot_filtered.shape))
+  # Heterogeneity needs only differences and standard errors: no exact p.
+  others = compare_batch(params, parents - cohort[None], jnp.broadcast_to(prot_filtered, (j,) + prot_filtered.shape),
+                         exact=False)
   child = jax.tree.map(lambda x: x[0], cmp)
-  sig, new = novelty(params, child, jax.tree.map(lambda x: x[1:j + 1], cmp),
-                     jax.tree.map(lambda x: x[j + 1:], cmp), parent_valid)
+  sig, new = novelty(params, child, jax.tree.map(lambda x: x[1:], cmp), others, parent_valid)
   return child, sig, new
 
 

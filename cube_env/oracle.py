@@ -113,40 +113,75 @@ def cohort_stats(cube: Cube, filters: Mapping[str, object] | None = None, *, min
   return pd.DataFrame(entries, columns=list(FINDING_COLUMNS) + ["tested"])
 
 
+CHUNK = 1024  # cohorts assessed per compiled call (padded), so each shape compiles once
+
+
 @functools.partial(jax.jit, static_argnames=("num_values", "slots"))
-def _subset_findings(params: EnvParams, cols, used, *, num_values: int, slots: int):
-  """Every cohort of one column subset: rows, comparison, significant, new.
+def _subset_table(params: EnvParams, cols, used, *, num_values: int, slots: int):
+  """Every cohort of one column subset as a table.
 
   Args:
-    cols: `[slots]` int32 filter columns; `used`: `[slots]` bool.
+    cols: `[slots]` int32 filter columns; `used`: `[slots]` bool (unused
+      slots key on code 0).
 
   Returns:
-    (rows `[C^slots]`, Comparison `[C^slots, P, G, M]`, sig, new, filters `[C^slots, F]`).
+    table `[C^slots, K + 1]`: the payload (`groupby.payload` order: P, G, M,
+    3) of each cohort keyed by its codes in base C, then its row count.
   """
   c = num_values
-  n, num_f = params.codes.shape
+  n = params.codes.shape[0]
+  p, g = params.tested.shape
+  m = params.shift.shape[0]
   digits = jnp.where(used[None, :], jnp.take(params.codes, cols, axis=1), 0)  # [N, S]
   radix = c ** jnp.arange(slots - 1, -1, -1)
   key = jnp.sum(digits * radix[None, :], axis=1)
-  pay = gb.payload(params)
-  k_shape = pay.shape[1:]
-  pay = jnp.concatenate([pay.reshape(n, -1), params.rows[:, None]], axis=1)
-  table = jax.ops.segment_sum(pay, key, num_segments=c**slots).reshape((c,) * slots + (-1,))
-  parents = jnp.stack([jnp.broadcast_to(table.sum(axis=s, keepdims=True), table.shape) for s in range(slots)])
-  table = table.reshape(c**slots, -1)
-  parents = parents.reshape(slots, c**slots, -1).transpose(1, 0, 2)  # [K, S, payload]
-  grid = jnp.stack(jnp.meshgrid(*[jnp.arange(c)] * slots, indexing="ij"), -1).reshape(-1, slots)  # [K, S]
-  filters = jnp.full((c**slots, num_f), -1, jnp.int32)
+  flat = params.stats.reshape(n, -1)  # [N, M*3]
+  # Scatter-add each cell at (cohort, p, its group of p): no multiply-by-zero payload.
+  stats = jnp.zeros((c**slots, p, g, m * 3), jnp.float32)
+  for q in range(p):
+    stats = stats.at[key, q, params.codes[:, params.prot_col[q]]].add(flat)
+  rows = jnp.zeros((c**slots,), jnp.float32).at[key].add(params.rows)
+  return jnp.concatenate([stats.reshape(c**slots, -1), rows[:, None]], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("num_values", "slots"))
+def _parents(table, keys, *, num_values: int, slots: int):
+  """`[B, slots, K + 1]`: each cohort's parent without the filter of each slot."""
+  c = num_values
+  cube = table.reshape((c,) * slots + (-1,))
+  digits = (keys[:, None] // (c ** jnp.arange(slots - 1, -1, -1))[None, :]) % c  # [B, S]
+  out = []
   for s in range(slots):
-    filters = filters.at[:, cols[s]].set(jnp.where(used[s], grid[:, s], filters[:, cols[s]]))
+    marginal = cube.sum(axis=s)  # [C]*(S-1) + [K + 1]
+    rest = tuple(digits[:, t] for t in range(slots) if t != s)
+    out.append(marginal[rest] if rest else jnp.broadcast_to(marginal, (keys.shape[0],) + marginal.shape))
+  return jnp.stack(out, axis=1)
 
-  def one(f, child, par):
-    stats_c = child[:-1].reshape(k_shape)
-    stats_p = par[:, :-1].reshape((slots,) + k_shape)
-    return fd.assess(params, fd.protected_filtered(params, f), stats_c, stats_p, used)
 
-  cmp, sig, new = jax.vmap(one)(filters, table, parents)
-  return table[:, -1], cmp, sig, new, filters
+@functools.partial(jax.jit, static_argnames=("exact",))
+def _screen_chunk(params: EnvParams, filters, cohorts, *, exact: bool):
+  """Comparison and significance of a chunk of cohorts ([B, F], [B, K + 1])."""
+  k_shape = params.tested.shape + (params.shift.shape[0], 3)
+  prot = jax.vmap(fd.protected_filtered, in_axes=(None, 0))(params, filters)
+  cmp = fd.compare_batch(params, cohorts[:, :-1].reshape((-1,) + k_shape), prot, exact=exact)
+  return cmp, fd.significant(params, cmp)
+
+
+@jax.jit
+def _novelty_chunk(params: EnvParams, filters, cohorts, parents, parent_valid):
+  """New flags of a chunk of cohorts with their parents ([B, S, K + 1], [B, S])."""
+  k_shape = params.tested.shape + (params.shift.shape[0], 3)
+
+  def one(f, child, par, valid):
+    return fd.assess(params, fd.protected_filtered(params, f), child[:-1].reshape(k_shape),
+                     par[:, :-1].reshape((-1,) + k_shape), valid)[2]
+
+  return jax.vmap(one)(filters, cohorts, parents, parent_valid)
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+  pad = [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+  return np.pad(x, pad)
 
 
 def enumerate_findings(cube: Cube, *, max_depth: int = 3, min_group: float = 11,
@@ -168,6 +203,7 @@ def enumerate_findings(cube: Cube, *, max_depth: int = 3, min_group: float = 11,
   num_values = max(len(c) for c in meta.categories)
   num_f = len(meta.filter_names)
   slots = max_depth
+  radix = num_values ** np.arange(slots - 1, -1, -1)
   queries = 0
   entries: list[dict] = []
   min_rows = float(params.min_cohort)
@@ -176,26 +212,45 @@ def enumerate_findings(cube: Cube, *, max_depth: int = 3, min_group: float = 11,
       cols = np.zeros((slots,), np.int32)
       cols[:k] = subset
       used = np.arange(slots) < k
-      rows, cmp, sig, new, filters = _subset_findings(params, jnp.asarray(cols), jnp.asarray(used),
-                                                      num_values=num_values, slots=slots)
-      rows = np.asarray(rows)
-      visitable = rows >= min_rows
+      table = _subset_table(params, jnp.asarray(cols), jnp.asarray(used), num_values=num_values, slots=slots)
+      rows = np.asarray(table[:, -1])
+      keys = np.nonzero(rows >= min_rows)[0]
       if k == 0:
-        visitable &= np.arange(len(rows)) == 0  # the root is one cohort
-      queries += int(visitable.sum())
-      sig = np.asarray(sig) & visitable[:, None, None, None]
-      if not include_old:
-        sig &= np.asarray(new)
-      hits = np.nonzero(sig)
-      if len(hits[0]) == 0:
-        continue
-      new = np.asarray(new)
-      filters = np.asarray(filters)
-      cmp_d = {name: np.asarray(v) for name, v in cmp.items()}
-      for i, p, g, m in zip(*hits):
-        labels = codes_to_filters(meta, filters[i])
-        entries.append(_entry(meta, labels, float(rows[i]), p, g, m,
-                              {name: v[i, p, g, m] for name, v in cmp_d.items()}, True, new[i, p, g, m]))
+        keys = keys[:1]  # the root is one cohort
+      queries += len(keys)
+      for start in range(0, len(keys), CHUNK):
+        chunk = keys[start:start + CHUNK]
+        digits = (chunk[:, None] // radix[None, :]) % num_values  # [B, S]
+        filters = np.full((len(chunk), num_f), -1, np.int32)
+        for s in range(k):
+          filters[:, cols[s]] = digits[:, s]
+        # Cheap bound first (|t| >= |z|), exact tests only for cohorts that pass it.
+        _, maybe = _screen_chunk(params, jnp.asarray(_pad(filters, CHUNK)),
+                                 jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0), exact=False)
+        keep = np.nonzero(np.asarray(maybe)[:len(chunk)].any(axis=(1, 2, 3)))[0]
+        if len(keep) == 0:
+          continue
+        chunk, filters = chunk[keep], filters[keep]
+        cmp, sig = _screen_chunk(params, jnp.asarray(_pad(filters, CHUNK)),
+                                 jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0), exact=True)
+        sig = np.asarray(sig)[:len(chunk)]
+        hit_rows = np.nonzero(sig.any(axis=(1, 2, 3)))[0]
+        if len(hit_rows) == 0:
+          continue
+        size = next(b for b in (16, 128, CHUNK) if b >= len(hit_rows))  # few compiled sizes
+        idx = jnp.asarray(_pad(chunk[hit_rows], size))
+        new = np.asarray(_novelty_chunk(params, jnp.asarray(_pad(filters[hit_rows], size)),
+                                        jnp.take(table, idx, axis=0),
+                                        _parents(table, idx, num_values=num_values, slots=slots),
+                                        jnp.broadcast_to(jnp.asarray(used), (size, slots))))
+        cmp_d = {name: np.asarray(v) for name, v in cmp.items()}
+        for j, row in enumerate(hit_rows):
+          labels = codes_to_filters(meta, filters[row])
+          for p, g, m in zip(*np.nonzero(sig[row])):
+            if not include_old and not new[j, p, g, m]:
+              continue
+            entries.append(_entry(meta, labels, float(rows[chunk[row]]), p, g, m,
+                                  {name: v[row, p, g, m] for name, v in cmp_d.items()}, True, new[j, p, g, m]))
   out = _rows_to_frame(meta, entries)
   out.attrs["queries"] = queries
   out.attrs["z_screen"] = float(params.z_screen)

@@ -1,0 +1,667 @@
+"""Synthetic perioperative case tables with planted disparities and their truth.
+
+`make_cases(scenario, seed)` returns one row per surgical case (procedure,
+site, surgeon, ASA class, urgency, anesthesia, ...; race, ethnicity, sex, age
+group, payer, language; case minutes, turnover, PACU minutes, length of stay,
+complication, readmission, PONV prophylaxis, opioid dose, first-case delay), the
+`Schema` naming their roles and the list of planted disparities.
+
+How the data are made (DESIGN.md, "Synthetic data with planted disparities"):
+- Case mix: a joint (site, procedure) table (an orthopedic specialty hospital,
+  an ambulatory surgery center without emergencies, an academic center with the
+  cardiac and spine volume, ...); urgency, ASA class and anesthesia type depend
+  on the procedure; surgeons are nested in (site, service line) with skewed
+  volumes and their own case-minute and complication effects.
+- Measures: log-normal durations (case minutes by procedure, turnover by site
+  and service line, PACU by anesthesia, length of stay by procedure, ASA,
+  urgency and complication), logistic binary outcomes (complication 3-15% by
+  procedure, ASA and urgency; readmission; PONV prophylaxis about 70%),
+  log-normal opioid doses, and a first-case delay that exists only for first
+  cases (NaN elsewhere). Planted shifts of binary outcomes flip recorded events
+  and do not propagate to the outcomes that the baseline complication drives.
+- Protected attributes are drawn independently of every driver of the measures
+  and of sex, age group and payer; race, ethnicity and language are correlated
+  with each other (never planted on ethnicity or language). So without a planted
+  effect no protected group differs from the rest of any cohort except by
+  chance. The one exception is the `confounded` scenario, where race shifts
+  the procedure mix and age shifts the ASA class (the realistic age-ASA
+  correlation lives only there, because elsewhere it would be a real,
+  unplanted gap).
+- Planted effects act on the recorded values (a row whose race is missing is
+  not in the Black group), in the measure's test scale: a shift of the log for
+  log-scale measures (`effect` = log ratio of geometric means) and a shift of
+  the event probability for binary ones (`effect` = risk difference). Sizes are
+  set so that at `n_rows=20000` each is seen at |z| of about 8-10 in its cohort
+  (two- and three-filter cohorts need large effects at that size, 25-45%).
+  Planted groups are minorities (13-14% of their column, whose largest group is
+  under half): the other groups of the column see the planted group in their
+  "rest", a mirror of about 0.35 times the planted z (median 3.5, never 6 in
+  20 seeds), which a Bonferroni threshold (~6) ignores but z_screen = 4 sometimes
+  does not.
+- Masked effects are 2x2 checkerboards of procedure x anesthesia type (not
+  site: surgeons are nested in sites, so a surgeon's cohort would carry a
+  site-cell effect undiluted). Cell effects are +-x / n_cell so that the
+  group's shifts sum to zero in both one-filter marginals of each dimension and
+  at the root; the table is regenerated (next attempt) until every such
+  marginal shows |z| < 2.
+
+Everything is deterministic given (scenario, seed, n_rows): the generator is
+`numpy.random.default_rng` seeded with (seed, CRC-32 of the scenario name,
+attempt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cube_env.schema import Schema
+
+SCENARIOS = ("null", "marginal", "interactions", "masked", "confounded", "mixed")
+
+DIMENSIONS = ("procedure", "service_line", "site", "surgeon", "asa_class", "urgency",
+              "anesthesia_type", "weekday", "first_case")
+PROTECTED = ("race", "ethnicity", "sex", "age_group", "payer", "language")
+MEASURES = ("case_minutes", "turnover_minutes", "pacu_minutes", "length_of_stay", "complication",
+            "readmit_30d", "ponv_prophylaxis", "opioid_mme", "first_case_delay_minutes")
+LOG_MEASURES = ("case_minutes", "turnover_minutes", "pacu_minutes", "length_of_stay", "opioid_mme",
+                "first_case_delay_minutes")
+BINARY_MEASURES = ("complication", "readmit_30d", "ponv_prophylaxis")
+ADJUSTERS = ("procedure", "asa_class", "urgency")
+
+MASKED_MAX_ATTEMPTS = 25  # regenerations allowed until every masked marginal is quiet
+MASKED_MARGINAL_Z = 2.0  # |z| every one-filter marginal and the root must stay below
+
+
+@dataclasses.dataclass(frozen=True)
+class PlantedEffect:
+  """One planted disparity: in `cohort`, `group` of `protected` differs in `measure`.
+
+  Attributes:
+    cohort: filters defining the cohort, {} for the whole population.
+    protected: protected column, e.g. "race".
+    group: the group compared with the rest of the cohort, e.g. "Black".
+    measure: measure column.
+    effect: planted effect on the measure's test scale: log ratio of geometric
+      means (log-scale measures) or risk difference (binary measures).
+    kind: "planted".
+  """
+
+  cohort: dict[str, str]
+  protected: str
+  group: str
+  measure: str
+  effect: float
+  kind: str = "planted"
+
+  def __post_init__(self):
+    object.__setattr__(self, "cohort", dict(self.cohort))
+    object.__setattr__(self, "effect", float(self.effect))
+
+  def __hash__(self):
+    return hash((tuple(sorted(self.cohort.items())), self.protected, self.group, self.measure,
+                 self.effect, self.kind))
+
+  @property
+  def sign(self) -> int:
+    """+1 when the group's measure is higher than the rest's, else -1."""
+    return 1 if self.effect >= 0 else -1
+
+  @property
+  def depth(self) -> int:
+    """Number of filters of the cohort."""
+    return len(self.cohort)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Procedure:
+  name: str
+  service_line: str
+  share: float  # share of all cases before the sites' case mix
+  minutes: float  # median case minutes
+  minutes_sigma: float  # sd of log case minutes
+  los_days: float  # median length of stay (elective, ASA 2)
+  complication: float  # complication rate (elective, ASA 2)
+  readmit: float  # 30-day readmission rate (elective, ASA 2, no complication)
+  mme: float  # median opioid dose, oral morphine milligram equivalents
+  asa_shift: float  # shift of the latent ASA score
+  urgency: tuple[float, float, float]  # elective, urgent, emergent
+  anesthesia: tuple[float, float, float, float]  # general, neuraxial, regional, mac
+
+
+_PROCEDURES = (
+    _Procedure("lap_cholecystectomy", "general_surgery", .11, 85, .30, .40, .04, .05, 30, .0,
+               (.70, .22, .08), (1., 0., 0., 0.)),
+    _Procedure("inguinal_hernia_repair", "general_surgery", .09, 75, .28, .30, .03, .04, 25, -.1,
+               (.90, .08, .02), (.70, .10, 0., .20)),
+    _Procedure("lap_appendectomy", "general_surgery", .06, 65, .30, 1.0, .06, .06, 30, -.4,
+               (.05, .45, .50), (1., 0., 0., 0.)),
+    _Procedure("colectomy", "general_surgery", .05, 190, .32, 4.5, .075, .10, 70, .6,
+               (.70, .20, .10), (1., 0., 0., 0.)),
+    _Procedure("total_knee_arthroplasty", "orthopedics", .12, 105, .22, 1.6, .04, .05, 80, .4,
+               (.99, .01, 0.), (.40, .55, .05, 0.)),
+    _Procedure("total_hip_arthroplasty", "orthopedics", .09, 100, .22, 1.5, .04, .05, 70, .4,
+               (.93, .06, .01), (.45, .55, 0., 0.)),
+    _Procedure("knee_arthroscopy", "orthopedics", .10, 50, .30, .25, .025, .02, 20, -.5,
+               (.98, .02, 0.), (.60, 0., .15, .25)),
+    _Procedure("spinal_fusion", "spine", .06, 220, .32, 3.0, .085, .08, 100, .3,
+               (.90, .08, .02), (1., 0., 0., 0.)),
+    _Procedure("cabg", "cardiac_surgery", .04, 260, .22, 6.5, .05, .07, 90, 1.3,
+               (.60, .30, .10), (1., 0., 0., 0.)),
+    _Procedure("cataract_extraction", "ophthalmology", .16, 22, .30, .15, .025, .02, 3, .35,
+               (.99, .01, 0.), (.05, 0., 0., .95)),
+    _Procedure("carpal_tunnel_release", "hand_surgery", .09, 25, .28, .15, .025, .02, 10, -.2,
+               (1., 0., 0.), (.10, 0., .40, .50)),
+)
+_PROC_NAMES = tuple(p.name for p in _PROCEDURES)
+
+_SITES = ("academic_medical_center", "community_north", "community_south",
+          "orthopedic_specialty_hospital", "ambulatory_surgery_center")
+_SITE_SIZE = (.32, .22, .19, .12, .15)
+# Multiplier of each procedure's share at each site (default 1): the case mix.
+_SITE_MIX = (
+    {"cabg": 3., "spinal_fusion": 2., "colectomy": 2., "cataract_extraction": .6,
+     "carpal_tunnel_release": .6, "knee_arthroscopy": .6},
+    {"cabg": 1.},
+    {"cabg": 0., "spinal_fusion": .5},
+    {p.name: 0. for p in _PROCEDURES} | {"total_knee_arthroplasty": 3., "total_hip_arthroplasty": 3.,
+                                         "knee_arthroscopy": 2., "spinal_fusion": 2.,
+                                         "carpal_tunnel_release": 1.},
+    {p.name: 0. for p in _PROCEDURES} | {"cataract_extraction": 3., "carpal_tunnel_release": 2.,
+                                         "knee_arthroscopy": 2., "inguinal_hernia_repair": 1.,
+                                         "lap_cholecystectomy": .5},
+)
+_SITE_MINUTES = (.12, 0., .03, -.08, -.12)  # log case-minute shift (teaching adds time)
+_SITE_TURNOVER = (35., 30., 28., 25., 18.)  # median turnover minutes
+_SITE_PONV = (.3, 0., -.3, .1, -.2)  # logit shift of PONV prophylaxis
+_SITE_DELAY = (.35, 0., .15, -.1, -.3)  # log shift of first-case delay
+_SERVICE_TURNOVER = {"orthopedics": .15, "spine": .15, "cardiac_surgery": .3, "ophthalmology": -.2,
+                     "hand_surgery": -.1}
+_N_SURGEONS = 75  # about this many surgeons, split by the volume of (site, service line)
+
+_URGENCY = ("elective", "urgent", "emergent")
+_URGENCY_ASA = (0., .3, .7)
+_URGENCY_LOGIT = (0., .3, .6)
+_URGENCY_LOS = (0., .2, .4)
+_ANESTHESIA = ("general", "neuraxial", "regional", "mac")
+_ANESTHESIA_PACU = (75., 95., 55., 40.)  # median PACU minutes
+_ANESTHESIA_PONV = (2.1, .3, .1, -.3)  # logit of PONV prophylaxis
+_ANESTHESIA_MME = (0., -.25, -.35, -.5)  # log shift of opioid dose
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
+_WEEKDAY_P = (.21, .21, .20, .20, .18)
+_ASA_CUTS = (-1.0, .45, 1.9)  # latent ASA score cut points: ASA 1 | 2 | 3 | 4
+
+_RACES = ("White", "Black", "Asian", "Other")
+_RACE_P = (.45, .13, .07, .35)
+_HISPANIC_GIVEN_RACE = (.12, .04, .02, .45)
+_LANGUAGES = ("English", "Spanish", "Other")
+_LANGUAGE_GIVEN_HISPANIC = ((.62, .36, .02), (.94, .005, .055))  # Hispanic, Not Hispanic
+_SEXES = ("F", "M")
+_SEX_P = (.56, .44)
+_AGE_GROUPS = ("18-44", "45-64", "65-79", "80+")
+_AGE_P = (.22, .33, .31, .14)
+_PAYERS = ("Medicare", "Commercial", "Medicaid", "Self-pay", "Other")
+_PAYER_P = (.34, .34, .14, .06, .12)
+
+# Missing recorded values: column -> fraction of rows.
+_MISSING_CATEGORICAL = {"race": .03, "ethnicity": .03, "language": .02, "asa_class": .02,
+                        "anesthesia_type": .015}
+_MISSING_MEASURE = {"turnover_minutes": .03, "pacu_minutes": .02, "opioid_mme": .025}
+
+# `confounded`: case-mix shifts that create raw gaps without any within-stratum effect.
+_CONFOUNDED_PROCEDURE_TILT = {"cabg": 2.2, "spinal_fusion": 2.0, "colectomy": 2.0,
+                              "cataract_extraction": .5, "knee_arthroscopy": .6,
+                              "carpal_tunnel_release": .6}  # for Black patients
+_CONFOUNDED_AGE_ASA = (-.6, -.1, .5, 1.2)  # latent ASA shift by age group
+
+
+@dataclasses.dataclass(frozen=True)
+class _Masked:
+  """A 2x2 checkerboard: +d in (a1, b1) and (a2, b2), -d in (a1, b2) and (a2, b1)."""
+
+  dim_a: str
+  values_a: tuple[str, str]
+  dim_b: str
+  values_b: tuple[str, str]
+  protected: str
+  group: str
+  measure: str
+  effect: float  # nominal |d| at the mean group count of the four cells
+
+
+def _effect(cohort, protected, group, measure, effect):
+  return PlantedEffect(cohort=cohort, protected=protected, group=group, measure=measure,
+                       effect=effect)
+
+
+_TKA = "total_knee_arthroplasty"
+_THA = "total_hip_arthroplasty"
+_CHOLE = "lap_cholecystectomy"
+_MARGINAL = (
+    _effect({}, "payer", "Medicaid", "readmit_30d", .045),
+    _effect({"procedure": _TKA}, "race", "Black", "case_minutes", .13),
+    _effect({"asa_class": "3"}, "age_group", "80+", "pacu_minutes", .18),
+)
+_INTERACTIONS = (
+    _effect({"procedure": _CHOLE, "asa_class": "3"}, "race", "Black", "case_minutes", .40),
+    _effect({"site": "community_north", "asa_class": "3"}, "payer", "Medicaid", "turnover_minutes",
+            .34),
+    _effect({"site": "academic_medical_center", "anesthesia_type": "general", "asa_class": "2"},
+            "age_group", "80+", "pacu_minutes", .31),
+)
+_MASKED = _Masked("procedure", (_TKA, _THA), "anesthesia_type", ("neuraxial", "general"),
+                  "race", "Black", "case_minutes", .25)
+_MIXED = (
+    _effect({}, "payer", "Medicaid", "readmit_30d", .048),
+    _effect({"procedure": _TKA}, "race", "Black", "opioid_mme", -.30),
+    _effect({"procedure": _CHOLE, "asa_class": "3"}, "race", "Black", "case_minutes", .41),
+    _effect({"site": "academic_medical_center", "anesthesia_type": "general", "asa_class": "2"},
+            "age_group", "80+", "pacu_minutes", .29),
+    _Masked("procedure", (_TKA, _THA), "anesthesia_type", ("neuraxial", "general"),
+            "age_group", "80+", "case_minutes", .22),
+)
+_SPECS = {"null": (), "marginal": _MARGINAL, "interactions": _INTERACTIONS, "masked": (_MASKED,),
+          "confounded": (), "mixed": _MIXED}
+
+# Raw gaps of `confounded` (root, group versus rest) and the adjusters that explain them.
+_CONFOUNDERS = tuple(
+    {"protected": "race", "group": "Black", "measure": m, "explained_by": ("procedure",)}
+    for m in ("case_minutes", "turnover_minutes", "pacu_minutes", "length_of_stay",
+              "ponv_prophylaxis", "opioid_mme")) + tuple(
+    {"protected": "age_group", "group": "80+", "measure": m, "explained_by": ADJUSTERS}
+    for m in ("pacu_minutes", "length_of_stay", "complication"))
+
+
+def confounders(scenario: str) -> list[dict]:
+  """Raw root gaps that case mix explains, for a scenario (empty except `confounded`).
+
+  Black patients get more long inpatient procedures (cabg, spine, colectomy)
+  and fewer short ones; patients 80+ get higher ASA classes. Each entry names
+  `protected`, `group`, `measure` (a raw root gap of group versus rest with
+  |z| > 5 at 20000 rows in 20 of 20 seeds) and `explained_by`, adjusters within
+  whose strata the gap vanishes (|z| < 3). The same mechanisms leave weaker
+  raw gaps (|z| about 2-5) in complication and readmission for Black patients
+  and in readmission and case minutes for 80+. None of these is a planted
+  disparity: `make_cases` lists none for `confounded`.
+  """
+  _check_scenario(scenario)
+  if scenario != "confounded":
+    return []
+  return [dict(c, explained_by=list(c["explained_by"])) for c in _CONFOUNDERS]
+
+
+def make_schema() -> Schema:
+  """The schema of every generated table (log scale fixed for the durations and doses)."""
+  return Schema(dimensions=DIMENSIONS, protected=PROTECTED, measures=MEASURES, adjusters=ADJUSTERS,
+                log_scale={m: True for m in LOG_MEASURES})
+
+
+def make_cases(scenario: str, seed: int, n_rows: int = 20000, *,
+               effect_scale: float = 1.0) -> tuple[pd.DataFrame, Schema, list[PlantedEffect]]:
+  """Generates a case table with planted disparities.
+
+  Args:
+    scenario: one of `SCENARIOS`: "null" (no effect), "marginal" (root and
+      one-filter effects), "interactions" (two- and three-filter), "masked" (a
+      checkerboard whose one-filter marginals cancel), "confounded" (raw gaps
+      that case mix explains, see `confounders`; no planted effect) or "mixed".
+    seed: non-negative integer.
+    n_rows: number of cases.
+    effect_scale: multiplies every planted effect (sizes are set for 20000 rows).
+
+  Returns:
+    (frame [n_rows, 24], schema, planted effects). Categorical columns hold
+    strings (missing values are NA), measures float64 (NaN where missing). The
+    columns are `DIMENSIONS + PROTECTED + MEASURES`.
+
+  Raises:
+    ValueError: unknown scenario, negative seed, n_rows < 1, bad effect_scale,
+      or a masked scenario that cannot be built within `MASKED_MAX_ATTEMPTS`
+      regenerations (too few rows: an empty checkerboard cell, or marginals
+      that do not cancel; a few hundred rows suffice).
+  """
+  _check_scenario(scenario)
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+  if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 1:
+    raise ValueError(f"n_rows must be a positive integer, got {n_rows!r}")
+  if not np.isfinite(effect_scale) or effect_scale < 0:
+    raise ValueError(f"effect_scale must be finite and >= 0, got {effect_scale!r}")
+  specs = _SPECS[scenario]
+  masked = [s for s in specs if isinstance(s, _Masked)]
+  attempts = MASKED_MAX_ATTEMPTS if masked else 1
+  for attempt in range(attempts):
+    rng = np.random.default_rng([int(seed), zlib.crc32(scenario.encode()), attempt])
+    cols = _case_mix(rng, int(n_rows), confounded=scenario == "confounded")
+    present = _measure_presence(rng, cols)
+    truth = _resolve_effects(specs, cols, present, effect_scale)
+    if truth is None:
+      continue
+    frame = _frame(cols, _measures(rng, cols, present, truth))
+    if all(_masked_quiet(frame, m) for m in masked):
+      return frame, make_schema(), truth
+  raise ValueError(f"scenario {scenario!r}: no masked checkerboard with a group row in every cell and "
+                   f"quiet marginals within {attempts} regenerations at n_rows={n_rows}; "
+                   "use more rows")
+
+
+def _check_scenario(scenario: str) -> None:
+  if scenario not in SCENARIOS:
+    raise ValueError(f"unknown scenario {scenario!r}; choose one of {SCENARIOS}")
+
+
+def _categorical(rng, probs: np.ndarray) -> np.ndarray:
+  """One draw per row from `probs` [n, k] (rows sum to 1); returns [n] int indices."""
+  cum = np.cumsum(probs, axis=1)
+  u = rng.random(len(probs)) * cum[:, -1]
+  return np.minimum((cum < u[:, None]).sum(axis=1), probs.shape[1] - 1)
+
+
+def _site_procedure_joint() -> np.ndarray:
+  """P(site, procedure) [S, P]: each site's size times its case mix."""
+  share = np.array([p.share for p in _PROCEDURES])
+  mix = np.array([[m.get(p, 1.) for p in _PROC_NAMES] for m in _SITE_MIX]) * share
+  return np.array(_SITE_SIZE)[:, None] * mix / mix.sum(axis=1, keepdims=True)
+
+
+def _case_mix(rng, n: int, *, confounded: bool) -> dict[str, np.ndarray]:
+  """Draws patients and cases; returns true codes (int arrays) and recorded labels."""
+  c: dict[str, np.ndarray] = {}
+  # Patients.
+  c["race"] = rng.choice(len(_RACES), size=n, p=_RACE_P)
+  c["hispanic"] = rng.random(n) < np.array(_HISPANIC_GIVEN_RACE)[c["race"]]
+  c["language"] = _categorical(rng, np.array(_LANGUAGE_GIVEN_HISPANIC)[np.where(c["hispanic"], 0, 1)])
+  c["sex"] = rng.choice(len(_SEXES), size=n, p=_SEX_P)
+  c["age_group"] = rng.choice(len(_AGE_GROUPS), size=n, p=_AGE_P)
+  c["payer"] = rng.choice(len(_PAYERS), size=n, p=_PAYER_P)
+  # Cases: procedure (tilted by race only when confounded), then site given procedure.
+  joint = _site_procedure_joint()
+  proc_p = np.tile(joint.sum(axis=0), (n, 1))
+  if confounded:
+    tilt = np.array([_CONFOUNDED_PROCEDURE_TILT.get(p, 1.) for p in _PROC_NAMES])
+    black = c["race"] == _RACES.index("Black")
+    proc_p[black] *= tilt
+  c["procedure"] = _categorical(rng, proc_p / proc_p.sum(axis=1, keepdims=True))
+  site_given_proc = (joint / joint.sum(axis=0, keepdims=True)).T  # [P, S]
+  c["site"] = _categorical(rng, site_given_proc[c["procedure"]])
+  urgency_p = np.array([p.urgency for p in _PROCEDURES])[c["procedure"]]
+  asc = c["site"] == _SITES.index("ambulatory_surgery_center")
+  urgency_p[asc] = (1., 0., 0.)
+  c["urgency"] = _categorical(rng, urgency_p)
+  latent = (np.array([p.asa_shift for p in _PROCEDURES])[c["procedure"]]
+            + np.array(_URGENCY_ASA)[c["urgency"]] + rng.standard_normal(n))
+  if confounded:
+    latent += np.array(_CONFOUNDED_AGE_ASA)[c["age_group"]]
+  c["asa"] = np.searchsorted(np.array(_ASA_CUTS), latent) + 1  # 1..4
+  c["anesthesia"] = _categorical(rng, np.array([p.anesthesia for p in _PROCEDURES])[c["procedure"]])
+  c["weekday"] = rng.choice(len(_WEEKDAYS), size=n, p=_WEEKDAY_P)
+  long_case = np.array([p.minutes >= 60 for p in _PROCEDURES])[c["procedure"]]
+  first_p = np.array([.32, .08, .03])[c["urgency"]] * np.where(long_case, 1., .6)
+  c["first_case"] = rng.random(n) < first_p
+  c["surgeon"], c["surgeon_effect"] = _surgeons(rng, c["site"], c["procedure"])
+  c["labels"] = _labels(rng, c)
+  return c
+
+
+def _surgeons(rng, site: np.ndarray, procedure: np.ndarray):
+  """Surgeon ids nested in (site, service line) with skewed volumes, and their effects.
+
+  Returns:
+    (surgeon [n] str, effects [n, 2]: log case-minute shift, complication logit shift).
+  """
+  lines = sorted({p.service_line for p in _PROCEDURES})
+  line_of_proc = np.array([lines.index(p.service_line) for p in _PROCEDURES])
+  joint = _site_procedure_joint()
+  volume = joint @ np.eye(len(lines))[line_of_proc]  # [S, L]
+  # Pool sizes are fixed by the design (not the seed), so surgeon ids mean the same in every table.
+  pools = np.where(volume > 0, np.maximum(1, np.rint(volume * _N_SURGEONS)), 0).astype(int)
+  first_id = np.concatenate([[0], np.cumsum(pools.ravel())[:-1]]).reshape(pools.shape)
+  n_total = int(pools.sum())
+  effects = np.stack([rng.normal(0., .10, n_total), rng.normal(0., .20, n_total)], axis=1)
+  line = line_of_proc[procedure]
+  size = pools[site, line]
+  # Within a pool, volumes fall off as 1 / rank^0.8.
+  u = rng.random(len(site))
+  rank = np.zeros(len(site), dtype=int)
+  for k in np.unique(size):
+    w = np.cumsum(1. / np.arange(1, k + 1) ** .8)
+    rows = size == k
+    rank[rows] = np.minimum(np.searchsorted(w / w[-1], u[rows], side="right"), k - 1)
+  ids = first_id[site, line] + rank
+  names = np.array([f"surgeon_{i + 1:03d}" for i in range(n_total)], dtype=object)
+  return names[ids], effects[ids]
+
+
+def _with_missing(rng, labels: np.ndarray, fraction: float) -> np.ndarray:
+  labels = labels.astype(object)
+  labels[rng.random(len(labels)) < fraction] = None
+  return labels
+
+
+def _labels(rng, c) -> dict[str, np.ndarray]:
+  """Recorded string columns (with missing values) from the true codes."""
+  lines = np.array([p.service_line for p in _PROCEDURES], dtype=object)
+  out = {
+      "procedure": np.array(_PROC_NAMES, dtype=object)[c["procedure"]],
+      "service_line": lines[c["procedure"]],
+      "site": np.array(_SITES, dtype=object)[c["site"]],
+      "surgeon": c["surgeon"],
+      "asa_class": np.array(["1", "2", "3", "4"], dtype=object)[c["asa"] - 1],
+      "urgency": np.array(_URGENCY, dtype=object)[c["urgency"]],
+      "anesthesia_type": np.array(_ANESTHESIA, dtype=object)[c["anesthesia"]],
+      "weekday": np.array(_WEEKDAYS, dtype=object)[c["weekday"]],
+      "first_case": np.where(c["first_case"], "yes", "no").astype(object),
+      "race": np.array(_RACES, dtype=object)[c["race"]],
+      "ethnicity": np.where(c["hispanic"], "Hispanic", "Not Hispanic").astype(object),
+      "sex": np.array(_SEXES, dtype=object)[c["sex"]],
+      "age_group": np.array(_AGE_GROUPS, dtype=object)[c["age_group"]],
+      "payer": np.array(_PAYERS, dtype=object)[c["payer"]],
+      "language": np.array(_LANGUAGES, dtype=object)[c["language"]],
+  }
+  for name, fraction in _MISSING_CATEGORICAL.items():
+    out[name] = _with_missing(rng, out[name], fraction)
+  return out
+
+
+def _measure_presence(rng, c) -> dict[str, np.ndarray]:
+  """Which rows have each measure (cabg goes to the ICU, not PACU; delay only for first cases)."""
+  n = len(c["procedure"])
+  present = {m: np.ones(n, bool) for m in MEASURES}
+  for name, fraction in _MISSING_MEASURE.items():
+    present[name] = rng.random(n) >= fraction
+  present["pacu_minutes"] &= c["procedure"] != _PROC_NAMES.index("cabg")
+  present["first_case_delay_minutes"] = c["first_case"].copy()
+  return present
+
+
+def _in_cohort(labels, cohort: Mapping[str, str]) -> np.ndarray:
+  """Rows in a cohort; `labels` maps column -> recorded values (a dict of arrays or a frame)."""
+  mask = np.ones(len(labels["procedure"]), bool)
+  for column, value in cohort.items():
+    mask &= np.asarray(labels[column] == value, dtype=bool)
+  return mask
+
+
+def _planted_shift(labels, truth: Sequence[PlantedEffect], measure: str) -> np.ndarray:
+  """Per-row sum of the planted effects on `measure` [n] (test scale)."""
+  shift = np.zeros(len(labels["procedure"]))
+  for e in truth:
+    if e.measure == measure:
+      rows = _in_cohort(labels, e.cohort) & np.asarray(labels[e.protected] == e.group, dtype=bool)
+      shift[rows] += e.effect
+  return shift
+
+
+def _resolve_effects(specs, c, present, scale: float) -> list[PlantedEffect] | None:
+  """Planted effects with masked checkerboards expanded into their four cells.
+
+  Cell effects are +-x / n_cell, with n_cell the group's rows in the cell that
+  have the measure, so the group's shifts sum to zero in every marginal and at
+  the root. Returns None when a cell holds no group row (retry).
+  """
+  truth = []
+  for spec in specs:
+    if isinstance(spec, PlantedEffect):
+      truth.append(dataclasses.replace(spec, effect=spec.effect * scale))
+      continue
+    labels = c["labels"]
+    group = (labels[spec.protected] == spec.group) & present[spec.measure]
+    cells, counts = [], []
+    for i, a in enumerate(spec.values_a):
+      for j, b in enumerate(spec.values_b):
+        cohort = {spec.dim_a: a, spec.dim_b: b}
+        cells.append((cohort, 1 if i == j else -1))
+        counts.append(int((group & _in_cohort(labels, cohort)).sum()))
+    if min(counts) == 0:
+      return None
+    x = spec.effect * scale * float(np.mean(counts))
+    for (cohort, sign), count in zip(cells, counts):
+      truth.append(PlantedEffect(cohort=cohort, protected=spec.protected, group=spec.group,
+                                 measure=spec.measure, effect=sign * x / count))
+  return truth
+
+
+def _logistic(x):
+  return 1. / (1. + np.exp(-x))
+
+
+def _logit(p):
+  return np.log(p / (1. - p))
+
+
+def _measures(rng, c, present, truth: Sequence[PlantedEffect]) -> dict[str, np.ndarray]:
+  """Draws every measure, applying the planted effects; NaN where absent."""
+  n = len(c["procedure"])
+  proc = {f.name: np.array([getattr(p, f.name) for p in _PROCEDURES])[c["procedure"]]
+          for f in dataclasses.fields(_Procedure) if f.name not in ("name", "service_line",
+                                                                   "urgency", "anesthesia")}
+  asa = c["asa"] - 2.
+  urg = c["urgency"]
+  site = c["site"]
+  surgeon_minutes, surgeon_logit = c["surgeon_effect"][:, 0], c["surgeon_effect"][:, 1]
+  line = np.array([p.service_line for p in _PROCEDURES])[c["procedure"]]
+  log = {
+      "case_minutes": (np.log(proc["minutes"]) + np.array(_SITE_MINUTES)[site] + surgeon_minutes
+                       + .04 * asa + np.array([0., .05, .12])[urg]
+                       + .05 * (c["anesthesia"] == 0) + proc["minutes_sigma"] * rng.standard_normal(n)),
+      "turnover_minutes": (np.log(np.array(_SITE_TURNOVER)[site])
+                           + np.array([_SERVICE_TURNOVER.get(s, 0.) for s in line])
+                           + .45 * rng.standard_normal(n)),
+      "pacu_minutes": (np.log(np.array(_ANESTHESIA_PACU)[c["anesthesia"]]) + .12 * asa
+                       - .15 * (site == _SITES.index("ambulatory_surgery_center"))
+                       + .45 * rng.standard_normal(n)),
+      "opioid_mme": (np.log(proc["mme"]) + np.array(_ANESTHESIA_MME)[c["anesthesia"]]
+                     + .55 * rng.standard_normal(n)),
+      "first_case_delay_minutes": (np.log(7.) + np.array(_SITE_DELAY)[site]
+                                   + .2 * (c["weekday"] == 0) + .8 * rng.standard_normal(n)),
+  }
+  p_complication = _logistic(_logit(proc["complication"]) + .75 * asa
+                             + np.array(_URGENCY_LOGIT)[urg] + surgeon_logit)
+  complication = rng.random(n) < p_complication
+  log["length_of_stay"] = (np.log(proc["los_days"]) + .25 * asa + np.array(_URGENCY_LOS)[urg]
+                           + .6 * complication + .45 * rng.standard_normal(n))
+  prob = {
+      "complication": p_complication,
+      "readmit_30d": _logistic(_logit(proc["readmit"]) + .25 * asa + .2 * (urg > 0)
+                               + 1.2 * complication),
+      "ponv_prophylaxis": _logistic(np.array(_ANESTHESIA_PONV)[c["anesthesia"]]
+                                    + np.array(_SITE_PONV)[site]),
+  }
+  events = {"complication": complication}
+  events["readmit_30d"] = rng.random(n) < prob["readmit_30d"]
+  events["ponv_prophylaxis"] = rng.random(n) < prob["ponv_prophylaxis"]
+  # Planted effects: a log shift, or a risk difference realized by flipping recorded events.
+  shift = {m: _planted_shift(c["labels"], truth, m) for m in MEASURES}
+  flip_u = rng.random((len(BINARY_MEASURES), n))
+  out = {}
+  for k, m in enumerate(BINARY_MEASURES):
+    p, d, ev = prob[m], shift[m], events[m].copy()
+    up = (d > 0) & ~ev & (flip_u[k] < d / np.maximum(1. - p, 1e-12))
+    down = (d < 0) & ev & (flip_u[k] < -d / np.maximum(p, 1e-12))
+    ev[up] = True
+    ev[down] = False
+    out[m] = ev.astype(float)
+  for m, value in log.items():
+    out[m] = np.exp(value + shift[m])
+  out["case_minutes"] = np.maximum(np.rint(out["case_minutes"]), 5.)
+  out["turnover_minutes"] = np.maximum(np.rint(out["turnover_minutes"]), 5.)
+  out["pacu_minutes"] = np.maximum(np.rint(out["pacu_minutes"]), 5.)
+  out["length_of_stay"] = np.maximum(np.rint(24. * out["length_of_stay"]), 1.) / 24.
+  out["opioid_mme"] = np.maximum(np.round(out["opioid_mme"], 1), .5)
+  out["first_case_delay_minutes"] = np.maximum(np.rint(out["first_case_delay_minutes"]), 1.)
+  for m in MEASURES:
+    out[m] = np.where(present[m], out[m], np.nan)
+  return out
+
+
+def _frame(c, measures) -> pd.DataFrame:
+  data = {name: c["labels"][name] for name in DIMENSIONS + PROTECTED}
+  data.update({m: measures[m].astype(np.float64) for m in MEASURES})
+  return pd.DataFrame(data)
+
+
+def planted_difference(frame: pd.DataFrame, truth: Sequence[PlantedEffect], cohort: Mapping[str, str],
+                       protected: str, group: str, measure: str) -> float:
+  """Group-minus-rest difference that the planted effects alone make in a cohort.
+
+  The mean planted shift (test scale: log for log-scale measures, probability
+  for binary ones) of the group's rows in the cohort minus that of the other
+  rows, over rows where the measure is present; 0 when a side is empty. At a
+  planted cohort it is the planted effect; in a masked checkerboard's
+  marginals it is 0. Dimensions that are nested or correlated carry planted
+  effects into cohorts that are neither ancestors nor descendants of the
+  planted one (service_line = orthopedics holds the total-knee cases;
+  anesthesia_type = neuraxial is mostly joint replacements; a surgeon works at
+  one site): this says how much of a finding there the truth explains.
+
+  Args:
+    frame: the table from `make_cases` (or any subset of its rows).
+    truth: its planted effects.
+    cohort: filters, {} for all rows.
+    protected, group, measure: the comparison.
+  """
+  rows = _in_cohort(frame, cohort) & frame[measure].notna().to_numpy()
+  shift = _planted_shift(frame, truth, measure)[rows]
+  in_group = np.asarray(frame[protected] == group, dtype=bool)[rows]
+  if in_group.all() or not in_group.any():
+    return 0.
+  return float(shift[in_group].mean() - shift[~in_group].mean())
+
+
+def _group_z(values: np.ndarray, group: np.ndarray, *, binary: bool) -> float:
+  """Group versus rest z (normal approximation; NaN values left out).
+
+  Welch's statistic on `values` (pass logs for log-scale measures), or the
+  unpooled two-proportion z for binary ones. Returns 0 when a side has fewer
+  than 2 values or no spread.
+  """
+  ok = ~np.isnan(values)
+  a, b = values[ok & group], values[ok & ~group]
+  if len(a) < 2 or len(b) < 2:
+    return 0.
+  if binary:
+    se2 = a.mean() * (1 - a.mean()) / len(a) + b.mean() * (1 - b.mean()) / len(b)
+  else:
+    se2 = a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
+  return float((a.mean() - b.mean()) / np.sqrt(se2)) if se2 > 0 else 0.
+
+
+def _test_values(frame: pd.DataFrame, measure: str) -> np.ndarray:
+  values = frame[measure].to_numpy(dtype=np.float64)
+  return np.log(values) if measure in LOG_MEASURES else values
+
+
+def _masked_quiet(frame: pd.DataFrame, spec: _Masked) -> bool:
+  """True when the root and all four one-filter marginals show |z| < MASKED_MARGINAL_Z."""
+  values = _test_values(frame, spec.measure)
+  group = (frame[spec.protected] == spec.group).to_numpy()
+  cohorts = [np.ones(len(frame), bool)]
+  cohorts += [(frame[spec.dim_a] == v).to_numpy() for v in spec.values_a]
+  cohorts += [(frame[spec.dim_b] == v).to_numpy() for v in spec.values_b]
+  binary = spec.measure in BINARY_MEASURES
+  return all(abs(_group_z(values[rows], group[rows], binary=binary)) < MASKED_MARGINAL_Z
+             for rows in cohorts)
