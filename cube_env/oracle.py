@@ -12,6 +12,7 @@ enumerating the space (one group-by per cohort, the unit all searches use).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from typing import Mapping
@@ -24,7 +25,7 @@ import pandas as pd
 from cube_env import findings as fd
 from cube_env import groupby as gb
 from cube_env.ingest import Cube, CubeMeta
-from cube_env.params import EnvParams, make_params
+from cube_env.params import EnvParams, EnvShape, make_params
 
 FINDING_COLUMNS = (
     "cohort", "depth", "protected", "group", "reference", "measure", "scale", "cohort_rows", "n_group",
@@ -46,6 +47,13 @@ def codes_to_filters(meta: CubeMeta, codes) -> dict[str, str]:
 
 def cohort_label(filters: Mapping[str, str]) -> str:
   return " & ".join(f"{k}={v}" for k, v in filters.items()) if filters else "(all cases)"
+
+
+def _bucketed_params(cube: Cube, **kwargs) -> EnvParams:
+  """Params padded to a power-of-two number of cells, so cubes of similar size share compiled code."""
+  shape = EnvShape.of(cube)
+  shape = dataclasses.replace(shape, num_cells=1 << max(shape.num_cells - 1, 1).bit_length())
+  return make_params(cube, shape, **kwargs)
 
 
 def _rows_to_frame(meta: CubeMeta, entries: list[dict]) -> pd.DataFrame:
@@ -99,7 +107,7 @@ def cohort_stats(cube: Cube, filters: Mapping[str, object] | None = None, *, min
   filters = dict(filters or {})
   meta = cube.meta
   codes = filters_to_codes(meta, filters)
-  params = make_params(cube, max_depth=max_depth, min_group=min_group, z_screen=z_screen)
+  params = _bucketed_params(cube, max_depth=max_depth, min_group=min_group, z_screen=z_screen)
   cmp, sig, new, rows = jax.device_get(_family(params, jnp.asarray(codes)))
   exists = np.asarray(fd.test_mask(params, fd.protected_filtered(params, jnp.asarray(codes))))
   labels = codes_to_filters(meta, codes)
@@ -199,7 +207,8 @@ def enumerate_findings(cube: Cube, *, max_depth: int = 3, min_group: float = 11,
     cohorts visited (group-by queries), `df.attrs["z_screen"]` the threshold.
   """
   meta = cube.meta
-  params = make_params(cube, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen)
+  params = _bucketed_params(cube, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort,
+                            z_screen=z_screen)
   num_values = max(len(c) for c in meta.categories)
   num_f = len(meta.filter_names)
   slots = max_depth

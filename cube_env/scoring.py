@@ -7,6 +7,11 @@ measure) and sign sits at its cohort, an ancestor of it or a descendant of it.
 For a protected column with two groups only one group is tested; the finding
 "group a, sign s" is the same hypothesis as "group b, sign -s", and scoring
 treats it so (via the finding's `reference` column).
+
+Ancestor and descendant are read from the filters (one filter set contains
+the other) and, when the cube is given, also from the rows: a cohort whose
+cells all lie inside another's is its descendant even with other filters
+(procedure=cataract_extraction lies inside service_line=ophthalmology).
 """
 
 from __future__ import annotations
@@ -42,7 +47,19 @@ def _related(a: dict, b: dict) -> bool:
   return items_a <= items_b or items_b <= items_a
 
 
-def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bool = True) -> dict:
+def _cell_mask(cube, cohort: dict) -> np.ndarray:
+  meta = cube.meta
+  codes = np.asarray(cube.codes)
+  mask = np.ones(codes.shape[0], bool)
+  for name, label in cohort.items():
+    f = meta.column_index(name)
+    cats = meta.categories[f]
+    mask &= codes[:, f] == (cats.index(label) if label in cats else -99)
+  return mask
+
+
+def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bool = True,
+                   cube=None) -> dict:
   """Recall and precision of reported findings against planted effects.
 
   Args:
@@ -51,6 +68,8 @@ def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bo
     truth: planted effects with cohort (dict), protected, group, measure and
       effect (its sign counts).
     only_new: score only rows with `new` True (the reported findings).
+    cube: optional; if given, cohorts whose cells nest count as ancestor or
+      descendant even when their filters differ.
 
   Returns:
     dict with recall (nan when there is no truth), precision (nan when nothing
@@ -68,9 +87,25 @@ def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bo
   for effect in truth:
     target = _norm(_get(effect, "cohort"))
     recalled.append(any(c == target and _same_test(r, effect) for r, c in zip(recs, cohorts)))
+  cache: dict = {}
+
+  def related(a: dict, b: dict) -> bool:
+    if _related(a, b):
+      return True
+    if cube is None:
+      return False
+    masks = []
+    for c in (a, b):
+      key = tuple(sorted(c.items()))
+      if key not in cache:
+        cache[key] = _cell_mask(cube, c)
+      masks.append(cache[key])
+    ma, mb = masks
+    return bool(mb.any() and ma.any() and (not (mb & ~ma).any() or not (ma & ~mb).any()))
+
   false_mask = []
   for r, c in zip(recs, cohorts):
-    ok = any(_same_test(r, e) and _related(c, _norm(_get(e, "cohort"))) for e in truth)
+    ok = any(_same_test(r, e) and related(c, _norm(_get(e, "cohort"))) for e in truth)
     false_mask.append(not ok)
   matched = pd.DataFrame({
       "cohort": [_norm(_get(e, "cohort")) for e in truth],

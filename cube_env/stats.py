@@ -214,14 +214,17 @@ def compare(group: chex.Array, rest: chex.Array, shift: chex.Array, is_binary: c
 
   # Binary: rates and two-proportion z; the normal approximation needs >= 5
   # expected events and non-events on each side.
-  p1 = jnp.clip(m1, 0.0, 1.0)
-  p2 = jnp.clip(m2, 0.0, 1.0)
+  # Event counts are integers: rounding removes float32 error of shift + s1/n.
+  p1 = jnp.clip(jnp.round(m1 * n1) / jnp.maximum(n1, 1.0), 0.0, 1.0)
+  p2 = jnp.clip(jnp.round(m2 * n2) / jnp.maximum(n2, 1.0), 0.0, 1.0)
   z_b, se_b = two_proportion(n1, p1, n2, p2)
   pooled = (n1 * p1 + n2 * p2) / jnp.maximum(n1 + n2, 1.0)
   expected_ok = ((n1 * pooled >= 5) & (n1 * (1 - pooled) >= 5) & (n2 * pooled >= 5) & (n2 * (1 - pooled) >= 5))
 
   is_binary = jnp.broadcast_to(jnp.asarray(is_binary, bool), n1.shape)
   valid = big_enough & jnp.where(is_binary, expected_ok, True)
+  m1 = jnp.where(is_binary, p1, m1)
+  m2 = jnp.where(is_binary, p2, m2)
   diff = m1 - m2
   se = jnp.where(is_binary, se_b, se_w)
   df = jnp.where(is_binary, 1e6, df_w)

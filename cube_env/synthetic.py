@@ -44,6 +44,12 @@ How the data are made (DESIGN.md, "Synthetic data with planted disparities"):
   group's shifts sum to zero in both one-filter marginals of each dimension and
   at the root; the table is regenerated (next attempt) until every such
   marginal shows |z| < 2.
+- Correlated and nested dimensions carry a planted effect into cohorts that
+  are neither ancestors nor descendants of its cohort (service_line =
+  orthopedics holds the knee replacements, most neuraxial anesthetics are
+  joint replacements): `planted_difference` gives the part of any cohort's gap
+  that the truth explains. No planted cohort has an exact alias (no procedure
+  alone in its service line is used).
 
 Everything is deterministic given (scenario, seed, n_rows): the generator is
 `numpy.random.default_rng` seeded with (seed, CRC-32 of the scenario name,
@@ -250,8 +256,8 @@ _INTERACTIONS = (
     _effect({"procedure": _CHOLE, "asa_class": "3"}, "race", "Black", "case_minutes", .40),
     _effect({"site": "community_north", "asa_class": "3"}, "payer", "Medicaid", "turnover_minutes",
             .34),
-    _effect({"site": "academic_medical_center", "anesthesia_type": "general", "asa_class": "2"},
-            "age_group", "80+", "pacu_minutes", .31),
+    _effect({"site": "academic_medical_center", "anesthesia_type": "mac", "asa_class": "2"},
+            "age_group", "80+", "pacu_minutes", .6),
 )
 _MASKED = _Masked("procedure", (_TKA, _THA), "anesthesia_type", ("neuraxial", "general"),
                   "race", "Black", "case_minutes", .25)
@@ -259,34 +265,39 @@ _MIXED = (
     _effect({}, "payer", "Medicaid", "readmit_30d", .048),
     _effect({"procedure": _TKA}, "race", "Black", "opioid_mme", -.30),
     _effect({"procedure": _CHOLE, "asa_class": "3"}, "race", "Black", "case_minutes", .41),
-    _effect({"site": "academic_medical_center", "anesthesia_type": "general", "asa_class": "2"},
-            "age_group", "80+", "pacu_minutes", .29),
+    _effect({"site": "academic_medical_center", "anesthesia_type": "mac", "asa_class": "2"},
+            "age_group", "80+", "pacu_minutes", .6),
     _Masked("procedure", (_TKA, _THA), "anesthesia_type", ("neuraxial", "general"),
             "age_group", "80+", "case_minutes", .22),
 )
 _SPECS = {"null": (), "marginal": _MARGINAL, "interactions": _INTERACTIONS, "masked": (_MASKED,),
           "confounded": (), "mixed": _MIXED}
 
-# Raw gaps of `confounded` (root, group versus rest) and the adjusters that explain them.
+# Raw root gaps of `confounded` with |z| > 5 at 20000 rows in each of seeds 0-19, and the
+# adjusters that explain them.
 _CONFOUNDERS = tuple(
     {"protected": "race", "group": "Black", "measure": m, "explained_by": ("procedure",)}
     for m in ("case_minutes", "turnover_minutes", "pacu_minutes", "length_of_stay",
               "ponv_prophylaxis", "opioid_mme")) + tuple(
-    {"protected": "age_group", "group": "80+", "measure": m, "explained_by": ADJUSTERS}
-    for m in ("pacu_minutes", "length_of_stay", "complication"))
+    {"protected": "age_group", "group": g, "measure": m, "explained_by": ADJUSTERS}
+    for g, measures in (("80+", ("pacu_minutes", "length_of_stay", "complication")),
+                        ("18-44", ("pacu_minutes", "length_of_stay")))
+    for m in measures)
 
 
 def confounders(scenario: str) -> list[dict]:
   """Raw root gaps that case mix explains, for a scenario (empty except `confounded`).
 
-  Black patients get more long inpatient procedures (cabg, spine, colectomy)
-  and fewer short ones; patients 80+ get higher ASA classes. Each entry names
-  `protected`, `group`, `measure` (a raw root gap of group versus rest with
-  |z| > 5 at 20000 rows in 20 of 20 seeds) and `explained_by`, adjusters within
-  whose strata the gap vanishes (|z| < 3). The same mechanisms leave weaker
-  raw gaps (|z| about 2-5) in complication and readmission for Black patients
-  and in readmission and case minutes for 80+. None of these is a planted
-  disparity: `make_cases` lists none for `confounded`.
+  In `confounded`, Black patients get more long inpatient procedures (cabg,
+  spine, colectomy) and fewer short ones, and age shifts the ASA class (80+
+  up, 18-44 down); nothing else differs. Each entry names `protected`, `group`,
+  `measure` (a raw root gap of group versus rest with |z| > 5 at 20000 rows in
+  each of seeds 0-19) and `explained_by`, adjusters within whose strata the gap
+  vanishes (|z| < 3). The same two mechanisms leave weaker or less regular raw
+  gaps (|z| of 2-8 depending on the seed): the mirror image in White and Other
+  patients, Hispanic ethnicity (correlated with race), complication and
+  readmission for Black patients, and the middle age groups. None of these is
+  a planted disparity: `make_cases` lists none for `confounded`.
   """
   _check_scenario(scenario)
   if scenario != "confounded":

@@ -1,0 +1,79 @@
+"""The exhaustive oracle against planted truth, and the scoring rule."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cube_env
+from cube_env import synthetic
+
+# A reduced schema keeps the oracle fast in tests; it holds every column the
+# planted effects use plus distractors.
+TEST_SCHEMA = cube_env.Schema(
+    dimensions=["procedure", "site", "asa_class", "anesthesia_type", "urgency"],
+    protected=["race", "payer", "age_group", "sex"],
+    measures=["case_minutes", "turnover_minutes", "pacu_minutes", "readmit_30d", "opioid_mme", "complication"])
+
+
+def _cube(scenario, seed, n_rows):
+  df, _, truth = synthetic.make_cases(scenario, seed, n_rows=n_rows)
+  return cube_env.build_cube(df, TEST_SCHEMA), truth
+
+
+@pytest.mark.parametrize("scenario", ["marginal", "interactions", "masked", "mixed"])
+def test_oracle_recall_and_precision(scenario):
+  cube, truth = _cube(scenario, seed=101, n_rows=20000)
+  found = cube_env.enumerate_findings(cube, max_depth=3, z_screen="bonferroni")
+  score = cube_env.score_findings(found, truth, cube=cube)
+  assert score["n_truth"] >= 3
+  assert score["recall"] >= 0.9, score["matched"]
+  assert score["precision"] >= 0.9, score["false"][["cohort", "protected", "group", "measure", "z"]]
+  assert found.attrs["queries"] > 1000 and found.attrs["z_screen"] > 5
+
+
+def test_null_cubes_report_nothing():
+  clean = 0
+  for seed in range(20):
+    cube, truth = _cube("null", seed=200 + seed, n_rows=4000)
+    assert truth == []
+    found = cube_env.enumerate_findings(cube, max_depth=2, z_screen="bonferroni", include_old=False)
+    clean += len(found) == 0
+  assert clean >= 19
+
+
+def test_confounded_gap_is_raw_only():
+  df, _, truth = synthetic.make_cases("confounded", 7, n_rows=20000)
+  assert truth == []
+  cube = cube_env.build_cube(df, TEST_SCHEMA)
+  root = cube_env.cohort_stats(cube, {})
+  row = root[(root.protected == "race") & (root.group == "Black") & (root.measure == "case_minutes")].iloc[0]
+  assert row.z > 5  # the raw gap
+  proc = df.procedure.value_counts().index[0]
+  within = cube_env.cohort_stats(cube, {"procedure": proc})
+  row = within[(within.protected == "race") & (within.group == "Black") & (within.measure == "case_minutes")].iloc[0]
+  assert abs(row.z) < 3  # explained by case mix
+
+
+def _finding(filters, protected, group, measure, z, reference="rest", new=True):
+  return dict(filters=filters, protected=protected, group=group, measure=measure, z=z, reference=reference,
+              new=new)
+
+
+def test_scoring_rule_by_hand():
+  truth = [synthetic.PlantedEffect(cohort={"proc": "A"}, protected="race", group="B", measure="m", effect=0.3),
+           synthetic.PlantedEffect(cohort={"proc": "C", "site": "1"}, protected="sex", group="F", measure="m",
+                                   effect=-0.2)]
+  findings = pd.DataFrame([
+      _finding({"proc": "A"}, "race", "B", "m", 6.0),  # recalls truth 0
+      _finding({}, "race", "B", "m", 5.0),  # ancestor: not false
+      _finding({"proc": "A", "site": "2"}, "race", "B", "m", 5.0),  # descendant: not false
+      _finding({"proc": "A"}, "race", "B", "m", -5.0),  # wrong sign: false
+      _finding({"proc": "C", "site": "1"}, "sex", "M", "m", 7.0, reference="F"),  # mirror: recalls truth 1
+      _finding({"proc": "B"}, "race", "B", "m", 6.0),  # unrelated cohort: false
+      _finding({"proc": "B"}, "race", "B", "m", 6.0, new=False),  # not reported
+  ])
+  score = cube_env.score_findings(findings, truth)
+  assert score["recall"] == 1.0 and score["n_reported"] == 6 and score["n_false"] == 2
+  assert score["precision"] == pytest.approx(1 - 2 / 6)
+  assert cube_env.score_findings(findings.iloc[[5]], truth)["recall"] == 0.0
+  assert np.isnan(cube_env.score_findings(findings, [])["recall"])
