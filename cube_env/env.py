@@ -110,23 +110,24 @@ class CubeEnv:
     num_f = self.shape.num_filters
     pix, pix_rows = gb.pixel_stats(params, filters, num_values=c, method=self.groupby)
     # The cohort itself is a pixel: column 0 at its current value or "all";
-    # its parents are the "all" pixels of the filtered columns. One batched
-    # exact comparison covers every pixel (one copy of the betainc kernel).
+    # its parents are the "all" pixels of the filtered columns.
     col0 = jnp.where(filters[0] >= 0, filters[0], c)
     cohort = pix[0, col0]
     prot_pix = fd.pixel_protected(params, filters, c)  # [F, C + 1, P]
     prot_own = fd.protected_filtered(params, filters)
     k_shape = pix.shape[2:]
-    cmp_pix = fd.compare_batch(params, pix.reshape((-1,) + k_shape), prot_pix.reshape(-1, prot_own.shape[0]))
+    # Pixels (observation features) use Wallace's closed form; the cohort and
+    # its parents (the reward) use exact p-values.
+    cmp_pix = fd.compare_batch(params, pix.reshape((-1,) + k_shape), prot_pix.reshape(-1, prot_own.shape[0]),
+                               z_method="wallace")
     cmp_pix = jax.tree.map(lambda x: x.reshape((num_f, c + 1) + x.shape[1:]), cmp_pix)
+    family = jnp.concatenate([cohort[None], pix[:, c]])  # [1 + F, P, G, M, 3]
+    cmp_fam = fd.compare_batch(params, family, jnp.broadcast_to(prot_own, (num_f + 1,) + prot_own.shape))
     # Heterogeneity needs only differences and standard errors: no exact p.
     cmp_other = fd.compare_batch(params, pix[:, c] - cohort[None], jnp.broadcast_to(prot_own, (num_f,) + prot_own.shape),
-                                 exact=False)
-    # Parents and the cohort are re-masked with the cohort's protected filters.
-    mask_own = fd.test_mask(params, prot_own)
-    remask = lambda t: t.replace(valid=t.valid & mask_own, z=jnp.where(mask_own, t.z, 0.0))
-    child = remask(jax.tree.map(lambda x: x[0, col0], cmp_pix))
-    parents = remask(jax.tree.map(lambda x: x[:, c], cmp_pix))
+                                 z_method="bound")
+    child = jax.tree.map(lambda x: x[0], cmp_fam)
+    parents = jax.tree.map(lambda x: x[1:], cmp_fam)
     _, new = fd.novelty(params, child, parents, cmp_other, filters >= 0)
     max_z, n_sig = fd.pixel_summary(params, cmp_pix)
 

@@ -31,7 +31,7 @@ def test_mask(params: EnvParams, prot_filtered: chex.Array) -> chex.Array:
 
 
 def compare_cohort(params: EnvParams, cohort: chex.Array, prot_filtered: chex.Array, *,
-                   exact: bool = True) -> st.Comparison:
+                   z_method: str = "exact") -> st.Comparison:
   """Group versus rest for every (p, g, m) of one cohort.
 
   Args:
@@ -45,7 +45,7 @@ def compare_cohort(params: EnvParams, cohort: chex.Array, prot_filtered: chex.Ar
   total = cohort.sum(axis=1, keepdims=True)  # [P, 1, M, 3]
   rest = total - cohort
   cmp = st.compare(cohort, rest, params.shift[None, None, :], params.is_binary[None, None, :],
-                   min_group=params.min_group, exact=exact)
+                   min_group=params.min_group, z_method=z_method)
   valid = cmp.valid & test_mask(params, prot_filtered)
   return cmp.replace(valid=valid, z=jnp.where(valid, cmp.z, 0.0), p_value=jnp.where(valid, cmp.p_value, 1.0))
 
@@ -60,13 +60,13 @@ def protected_filtered(params: EnvParams, filters: chex.Array) -> chex.Array:
 
 
 def compare_batch(params: EnvParams, cohorts: chex.Array, prot_filtered: chex.Array, *,
-                  exact: bool = True) -> st.Comparison:
+                  z_method: str = "exact") -> st.Comparison:
   """`compare_cohort` over a batch: cohorts `[B, P, G, M, 3]`, prot_filtered `[B, P]`.
 
   Callers stack every comparison a step needs into one call, so the compiled
   program holds one copy of the (large) incomplete-beta kernel.
   """
-  return jax.vmap(functools.partial(compare_cohort, exact=exact), in_axes=(None, 0, 0))(
+  return jax.vmap(functools.partial(compare_cohort, z_method=z_method), in_axes=(None, 0, 0))(
       params, cohorts, prot_filtered)
 
 
@@ -116,7 +116,7 @@ def assess(params: EnvParams, prot_filtered: chex.Array, cohort: chex.Array, par
   cmp = compare_batch(params, batch, jnp.broadcast_to(prot_filtered, (j + 1,) + prot_filtered.shape))
   # Heterogeneity needs only differences and standard errors: no exact p.
   others = compare_batch(params, parents - cohort[None], jnp.broadcast_to(prot_filtered, (j,) + prot_filtered.shape),
-                         exact=False)
+                         z_method="bound")
   child = jax.tree.map(lambda x: x[0], cmp)
   sig, new = novelty(params, child, jax.tree.map(lambda x: x[1:], cmp), others, parent_valid)
   return child, sig, new

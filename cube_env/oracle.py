@@ -166,12 +166,12 @@ def _parents(table, keys, *, num_values: int, slots: int):
   return jnp.stack(out, axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("exact",))
-def _screen_chunk(params: EnvParams, filters, cohorts, *, exact: bool):
+@functools.partial(jax.jit, static_argnames=("z_method",))
+def _screen_chunk(params: EnvParams, filters, cohorts, *, z_method: str):
   """Comparison and significance of a chunk of cohorts ([B, F], [B, K + 1])."""
   k_shape = params.tested.shape + (params.shift.shape[0], 3)
   prot = jax.vmap(fd.protected_filtered, in_axes=(None, 0))(params, filters)
-  cmp = fd.compare_batch(params, cohorts[:, :-1].reshape((-1,) + k_shape), prot, exact=exact)
+  cmp = fd.compare_batch(params, cohorts[:, :-1].reshape((-1,) + k_shape), prot, z_method=z_method)
   return cmp, fd.significant(params, cmp)
 
 
@@ -235,13 +235,13 @@ def enumerate_findings(cube: Cube, *, max_depth: int = 3, min_group: float = 11,
           filters[:, cols[s]] = digits[:, s]
         # Cheap bound first (|t| >= |z|), exact tests only for cohorts that pass it.
         _, maybe = _screen_chunk(params, jnp.asarray(_pad(filters, CHUNK)),
-                                 jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0), exact=False)
+                                 jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0), z_method="bound")
         keep = np.nonzero(np.asarray(maybe)[:len(chunk)].any(axis=(1, 2, 3)))[0]
         if len(keep) == 0:
           continue
         chunk, filters = chunk[keep], filters[keep]
         cmp, sig = _screen_chunk(params, jnp.asarray(_pad(filters, CHUNK)),
-                                 jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0), exact=True)
+                                 jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0), z_method="exact")
         sig = np.asarray(sig)[:len(chunk)]
         hit_rows = np.nonzero(sig.any(axis=(1, 2, 3)))[0]
         if len(hit_rows) == 0:
