@@ -1,0 +1,49 @@
+"""muzero_jax: MuZero in JAX (Flax networks, mctx search, Anakin self-play).
+
+Trains on any pure-functional environment that follows the protocol described
+in :mod:`muzero_jax.selfplay` (gymnax 1.0 style, no auto-reset), over a pool of
+environment instances (env params pytree with leaves ``[P, ...]``).
+
+    trainer = muzero_jax.make_train(config, env, env_params_pool)
+    state = trainer.init()
+    state, metrics = trainer.iteration(state)        # jitted: self-play + replay + updates
+    result = trainer.evaluate(state.params, env_params_batch, key)
+
+or simply ``state = muzero_jax.train(config, env, env_params_pool, num_iterations=...)``.
+"""
+
+from muzero_jax.bench import benchmark_learner, benchmark_search, benchmark_selfplay
+from muzero_jax.checkpoint import Checkpointer
+from muzero_jax.config import MuZeroConfig
+from muzero_jax.logging import MetricsLogger
+from muzero_jax.networks import MuZeroNetwork, make_network
+from muzero_jax.replay import Replay, Trajectory
+from muzero_jax.search import SearchOutput, run_search
+from muzero_jax.selfplay import ActorState, EvalResult, act, evaluate, make_evaluate
+from muzero_jax.support import check_support
+from muzero_jax.train import TrainState, Trainer, make_train, train
+
+__all__ = [
+    "MuZeroConfig",
+    "MuZeroNetwork",
+    "make_network",
+    "SearchOutput",
+    "run_search",
+    "act",
+    "EvalResult",
+    "evaluate",
+    "make_evaluate",
+    "ActorState",
+    "Replay",
+    "Trajectory",
+    "TrainState",
+    "Trainer",
+    "make_train",
+    "train",
+    "Checkpointer",
+    "MetricsLogger",
+    "check_support",
+    "benchmark_search",
+    "benchmark_selfplay",
+    "benchmark_learner",
+]

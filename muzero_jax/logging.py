@@ -1,0 +1,48 @@
+"""Scalar logging to tensorboard (tensorboardX), outside of jit.
+
+Metrics are computed inside the jitted iteration and leave it only when the
+call returns; the driver converts them to Python floats and hands them here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+__all__ = ["MetricsLogger"]
+
+
+class MetricsLogger:
+    """Writes dicts of scalars to a tensorboard directory; a no-op when ``logdir`` is None.
+
+    Non-finite values (e.g. the mean return of an iteration in which no episode
+    finished, reported as NaN) are skipped rather than plotted.
+    """
+
+    def __init__(self, logdir: str | None) -> None:
+        self.logdir = logdir
+        self._writer = None
+        if logdir is not None:
+            from tensorboardX import SummaryWriter  # noqa: PLC0415 (optional at import time)
+
+            self._writer = SummaryWriter(logdir)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Adds every finite scalar of ``metrics`` at ``step``."""
+        if self._writer is None:
+            return
+        for name, value in metrics.items():
+            value = float(value)
+            if math.isfinite(value):
+                self._writer.add_scalar(name, value, global_step=step)
+
+    def flush(self) -> None:
+        """Flushes pending events to disk."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Flushes and closes the writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
