@@ -1,5 +1,10 @@
 """Benchmarks: `python -m experiments.benchmark {env,search,selfplay}`.
 
+  env       environment steps/s vs cube cells and batch, bandwidth bound, scaling slope
+  search    mctx search simulations/s and the overhead ratio (search / network-only time)
+  selfplay  self-play moves/s, then learner updates/s
+
+
 Each prints machine-readable JSON lines (one per measurement) to stdout and,
 with `--out FILE`, appends them to FILE. Speed targets live here, not in
 tests.
@@ -49,7 +54,46 @@ def run_env(args: Env) -> list[dict]:
   return rows + _emit(bench_env.linearity(rows), args.out)
 
 
-COMMANDS = {"env": (Env, run_env)}
+@dataclasses.dataclass(frozen=True)
+class Agent:
+  """MuZero speed on the cube task: search (with overhead ratio), self-play, learner."""
+
+  preset: str = "smoke"
+  """experiments.train preset for the network and cube sizes."""
+  batch_sizes: tuple[int, ...] = (1, 16, 64)
+  """Search batch sizes (search) or environments (selfplay) or learner batches (learner)."""
+  out: str | None = None
+
+
+def _agent_setup(args: Agent):
+  import jax
+  from experiments import cube_task, train
+  task, config, _ = train.build(train.Args(preset=args.preset))
+  cubes = cube_task.make_cubes(task, split="train")
+  env, (pool,) = cube_task.make_pool(task, [cubes])
+  device = jax.devices()[0]
+  tag = dict(preset=args.preset, device=device.device_kind, platform=device.platform,
+             num_actions=env.num_actions, num_simulations=config.num_simulations, search=config.search)
+  return config, env, pool, tag
+
+
+def run_search(args: Agent) -> list[dict]:
+  import muzero_jax
+  config, env, pool, tag = _agent_setup(args)
+  rows = muzero_jax.benchmark_search(config, env, pool, batch_sizes=args.batch_sizes)
+  return _emit((dict(tag, bench="search", **r) for r in rows), args.out)
+
+
+def run_selfplay(args: Agent) -> list[dict]:
+  import muzero_jax
+  config, env, pool, tag = _agent_setup(args)
+  rows = muzero_jax.benchmark_selfplay(config, env, pool, num_envs=args.batch_sizes)
+  rows = _emit((dict(tag, bench="selfplay", **r) for r in rows), args.out)
+  learner = muzero_jax.benchmark_learner(config, env, pool, batch_sizes=(config.batch_size,))
+  return rows + _emit((dict(tag, bench="learner", **r) for r in learner), args.out)
+
+
+COMMANDS = {"env": (Env, run_env), "search": (Agent, run_search), "selfplay": (Agent, run_selfplay)}
 
 
 def main(argv: list[str] | None = None) -> int:
