@@ -56,7 +56,10 @@ def make_cubes(task: CubeTask, *, split: str) -> CubeSet:
   out = CubeSet([], [], [], [])
   for i in range(count):
     scenario = task.scenarios[i % len(task.scenarios)]
-    df, _, truth = synthetic.make_cases(scenario, base + i, n_rows=task.n_rows)
+    # Planted effects are sized for |z| ~ 8-10 at 20,000 rows; scale them so
+    # smaller training cubes keep that strength (z grows with sqrt(rows)).
+    scale = max(1.0, (20000 / task.n_rows) ** 0.5)
+    df, _, truth = synthetic.make_cases(scenario, base + i, n_rows=task.n_rows, effect_scale=scale)
     out.cubes.append(cube_env.build_cube(df, TASK_SCHEMA))
     out.truths.append(truth)
     out.seeds.append(base + i)
