@@ -27,6 +27,8 @@ from cube_env import groupby as gb
 from cube_env.ingest import Cube, CubeMeta
 from cube_env.params import EnvParams, EnvShape, make_params
 
+SMALL_CELL = 11  # US health-data reporting: no cell count from 1 to 10 is shown
+
 FINDING_COLUMNS = (
     "cohort", "depth", "protected", "group", "reference", "measure", "scale", "cohort_rows", "n_group",
     "n_rest", "mean_group", "mean_rest", "diff", "ci_low", "ci_high", "ratio", "smd", "z", "p_value",
@@ -103,6 +105,7 @@ def cohort_stats(cube: Cube, filters: Mapping[str, object] | None = None, *, min
   Returns:
     DataFrame with `FINDING_COLUMNS` plus `tested` (False where a side is under
     min_group or a binary measure lacks expected counts; then z = 0, p = 1).
+    Counts from 1 to 10 (and their means) are suppressed as None.
   """
   filters = dict(filters or {})
   meta = cube.meta
@@ -117,6 +120,10 @@ def cohort_stats(cube: Cube, filters: Mapping[str, object] | None = None, *, min
     e = _entry(meta, labels, float(rows), p, g, m, {k: v[p, g, m] for k, v in cmp_d.items()}, sig[p, g, m],
                new[p, g, m])
     e["tested"] = bool(cmp_d["valid"][p, g, m])
+    # Small-cell rule: a count from 1 to 10 is never shown, nor the mean it would reveal.
+    for side in ("group", "rest"):
+      if 0 < e[f"n_{side}"] < SMALL_CELL:
+        e[f"n_{side}"], e[f"mean_{side}"] = None, None
     entries.append(e)
   return pd.DataFrame(entries, columns=list(FINDING_COLUMNS) + ["tested"])
 

@@ -77,6 +77,10 @@ def test_cohort_stats_matches_pandas(small_df, small_cube, filters):
     assert np.isclose(row.mean_rest, r["mean_rest"], rtol=1e-4), key
     assert abs(row.z - r["z"]) < 2e-3 + 1e-3 * abs(r["z"]), (key, row.z, r["z"])
     checked += 1
+  # Small-cell rule: no count from 1 to 10 is shown.
+  for col in ("n_group", "n_rest"):
+    shown = got[col].dropna()
+    assert not ((shown >= 1) & (shown <= 10)).any()
   # Two-group columns test one group: sex appears once per measure.
   assert (got.protected == "sex").sum() <= len(SMALL_SCHEMA.measures)
   assert checked >= 3
