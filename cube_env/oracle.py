@@ -74,7 +74,7 @@ def _entry(meta: CubeMeta, filters: dict, cohort_rows: float, p: int, g: int, m:
   ratio = float(cmp["ratio"])
   if is_log:
     mean_g, mean_r, ratio = float(np.exp(mean_g)), float(np.exp(mean_r)), float(np.exp(diff))
-  return {
+  entry = {
       "cohort": cohort_label(filters), "depth": len(filters), "protected": meta.filter_names[prot_f],
       "group": groups[g], "reference": reference, "measure": meta.measure_names[m],
       "scale": "log" if is_log else ("binary" if is_bin else "linear"), "cohort_rows": int(round(cohort_rows)),
@@ -83,6 +83,19 @@ def _entry(meta: CubeMeta, filters: dict, cohort_rows: float, p: int, g: int, m:
       "ci_high": float(cmp["ci_high"]), "ratio": ratio, "smd": float(cmp["smd"]), "z": float(cmp["z"]),
       "p_value": float(cmp["p_value"]), "significant": bool(significant), "new": bool(new),
       "filters": dict(filters)}
+  return _suppress_small_cells(entry)
+
+
+SUPPRESSED = ("cohort_rows", "n_group", "n_rest", "mean_group", "mean_rest", "diff", "ci_low", "ci_high", "ratio",
+              "smd", "z", "p_value")
+
+
+def _suppress_small_cells(entry: dict) -> dict:
+  """Small-cell rule: if any count is 1-10, blank every number that reveals it or its mean."""
+  counts = (entry["cohort_rows"], entry["n_group"], entry["n_rest"])
+  if any(0 < c < SMALL_CELL for c in counts):
+    entry.update({k: None for k in SUPPRESSED})
+  return entry
 
 
 @jax.jit
@@ -105,7 +118,8 @@ def cohort_stats(cube: Cube, filters: Mapping[str, object] | None = None, *, min
   Returns:
     DataFrame with `FINDING_COLUMNS` plus `tested` (False where a side is under
     min_group or a binary measure lacks expected counts; then z = 0, p = 1).
-    Counts from 1 to 10 (and their means) are suppressed as None.
+    Where any count is 1 to 10, every number that would reveal it (counts,
+    means, differences, intervals, z, p) is None (the small-cell rule).
   """
   filters = dict(filters or {})
   meta = cube.meta
@@ -120,10 +134,6 @@ def cohort_stats(cube: Cube, filters: Mapping[str, object] | None = None, *, min
     e = _entry(meta, labels, float(rows), p, g, m, {k: v[p, g, m] for k, v in cmp_d.items()}, sig[p, g, m],
                new[p, g, m])
     e["tested"] = bool(cmp_d["valid"][p, g, m])
-    # Small-cell rule: a count from 1 to 10 is never shown, nor the mean it would reveal.
-    for side in ("group", "rest"):
-      if 0 < e[f"n_{side}"] < SMALL_CELL:
-        e[f"n_{side}"], e[f"mean_{side}"] = None, None
     entries.append(e)
   return pd.DataFrame(entries, columns=list(FINDING_COLUMNS) + ["tested"])
 
