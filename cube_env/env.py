@@ -121,18 +121,10 @@ class CubeEnv:
     cmp_pix = fd.compare_batch(params, pix.reshape((-1,) + k_shape), prot_pix.reshape(-1, prot_own.shape[0]),
                                z_method="wallace")
     cmp_pix = jax.tree.map(lambda x: x.reshape((num_f, c + 1) + x.shape[1:]), cmp_pix)
-    family = jnp.concatenate([cohort[None], pix[:, c]])  # [1 + F, P, G, M, 3]
-    cmp_fam = fd.compare_batch(params, family, jnp.broadcast_to(prot_own, (num_f + 1,) + prot_own.shape))
-    # Heterogeneity needs only differences and standard errors: no exact p.
-    cmp_other = fd.compare_batch(params, pix[:, c] - cohort[None], jnp.broadcast_to(prot_own, (num_f,) + prot_own.shape),
-                                 z_method="bound")
-    child = jax.tree.map(lambda x: x[0], cmp_fam)
-    parents = jax.tree.map(lambda x: x[1:], cmp_fam)
-    _, new = fd.novelty(params, child, parents, cmp_other, filters >= 0)
+    _, _, new = fd.assess(params, prot_own, cohort, pix[:, c], filters >= 0)
     max_z, n_sig = fd.pixel_summary(params, cmp_pix)
 
     vs = jnp.arange(c + 1)[None, :]
-    fs = jnp.arange(num_f)[:, None]
     depth = jnp.sum(filters >= 0)
     filt = filters[:, None]
     real = jnp.where(vs < c, vs < params.n_cats[:, None], params.n_cats[:, None] > 0)
@@ -148,7 +140,6 @@ class CubeEnv:
     agree_except = (n_off - off) == 0  # [R, F]
     target_val = jnp.where(vs == c, -1, vs)  # [1, C + 1]
     seen = jnp.any(agree_except[:, :, None] & (visited[:, :, None] == target_val[None]), axis=0)
-    del fs
 
     log_total = jnp.log1p(params.total_rows)
     ones = jnp.ones((num_f, c + 1), jnp.float32)

@@ -58,10 +58,6 @@ def _bucketed_params(cube: Cube, **kwargs) -> EnvParams:
   return make_params(cube, shape, **kwargs)
 
 
-def _rows_to_frame(meta: CubeMeta, entries: list[dict]) -> pd.DataFrame:
-  return pd.DataFrame(entries, columns=list(FINDING_COLUMNS))
-
-
 def _entry(meta: CubeMeta, filters: dict, cohort_rows: float, p: int, g: int, m: int, cmp: dict,
            significant: bool, new: bool) -> dict:
   """One (cohort, p, g, m) as a report row (log-scale measures back on the natural scale)."""
@@ -277,7 +273,7 @@ def enumerate_findings(cube: Cube, *, max_depth: int = 3, min_group: float = 11,
               continue
             entries.append(_entry(meta, labels, float(rows[chunk[row]]), p, g, m,
                                   {name: v[row, p, g, m] for name, v in cmp_d.items()}, True, new[j, p, g, m]))
-  out = _rows_to_frame(meta, entries)
+  out = pd.DataFrame(entries, columns=list(FINDING_COLUMNS))
   out.attrs["queries"] = queries
   out.attrs["z_screen"] = float(params.z_screen)
   return out

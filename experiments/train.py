@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import tyro
 
+import cube_env
 import muzero_jax
 from experiments import cube_task
 
@@ -105,12 +106,15 @@ def evaluate(task, config, env, params, eval_set, eval_pool, *, seed: int = 0) -
   agent_actions = np.asarray(agent.actions)
   for i, cube in enumerate(eval_set.cubes):
     one = jax.tree.map(lambda x, i=i: x[i], eval_pool)
-    a = cube_task.score_episode(env, one, cube, eval_set.truths[i], agent_actions[i])
-    r = cube_task.score_episode(env, one, cube, eval_set.truths[i], np.asarray(rnd_actions)[i])
+    oracle = cube_task.cube_oracle(one, cube)
+    truth = eval_set.truths[i]
+    a = cube_task.score_episode(env, one, cube, truth, agent_actions[i], oracle)
+    r = cube_task.score_episode(env, one, cube, truth, np.asarray(rnd_actions)[i], oracle)
+    oracle_recall = cube_env.score_findings(oracle, truth, cube=cube)["recall"]
     rows.append(dict(scenario=eval_set.scenarios[i], seed=eval_set.seeds[i], agent_return=float(agent.returns[i]),
                      random_return=float(rnd_ret[i]), agent_recall=a["recall"], random_recall=r["recall"],
-                     oracle_recall=a["oracle_recall"], oracle_findings=a["oracle_found"],
-                     oracle_queries=a["oracle_queries"], budget=task.horizon))
+                     oracle_recall=oracle_recall, oracle_findings=len(oracle),
+                     oracle_queries=oracle.attrs["queries"], budget=task.horizon))
   return rows
 
 
