@@ -43,20 +43,43 @@ PRESETS = {
 }
 
 
+CONFIG_FLAGS = ("num_simulations", "search", "network", "num_envs", "batch_size", "learning_rate")
+TASK_FLAGS = ("num_train_cubes", "num_eval_cubes", "n_rows", "horizon")
+SAFE_ON_RESUME = ("iterations", "logdir", "checkpoint_dir", "checkpoint_every", "keep", "evaluate", "eval_only")
+
+
+class UsageError(ValueError):
+  """A flag or path the user gave is wrong (printed as `error: ...`, exit status 2)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Args:
-  """Train a MuZero agent that explores healthcare data cubes for disparities."""
+  """Train a MuZero agent that explores healthcare data cubes for disparities.
 
-  preset: Literal["smoke", "cpu", "gpu"] = "cpu"
-  """Size preset; the flags below override it."""
+  Resume: `--resume DIR` continues from the newest good checkpoint in DIR with
+  its saved preset, config and cubes, up to `--iterations` in total. Safe to
+  change on resume: --iterations, --logdir, --checkpoint-dir, --checkpoint-every,
+  --keep, --[no-]evaluate, --eval-only. Any other flag given must agree with the
+  checkpoint (otherwise an error names it).
+  """
+
+  preset: Literal["smoke", "cpu", "gpu"] | None = None
+  """Size preset (default cpu); the flags below override it."""
   iterations: int | None = None
-  """Training iterations (self-play rollout + updates each)."""
-  seed: int = 0
-  """Seed of the agent (cubes come from fixed generator seeds)."""
+  """Total training iterations (self-play rollout + updates each); a resumed run continues up to this total."""
+  seed: int | None = None
+  """Seed of the agent (default 0; cubes come from fixed generator seeds)."""
   logdir: str | None = "runs/train"
-  """TensorBoard directory (None to disable)."""
+  """TensorBoard directory (None to disable); a resumed run continues its curves."""
   checkpoint_dir: str | None = None
-  """Orbax checkpoint directory (periodic saves)."""
+  """Orbax checkpoint directory (every --checkpoint-every iterations, at the end and on Ctrl-C); with --resume
+  the default is the resumed directory."""
+  resume: str | None = None
+  """Continue training from the newest good checkpoint in this directory."""
+  checkpoint_every: int | None = None
+  """Iterations between checkpoints (default: the config's checkpoint_every)."""
+  keep: int | None = None
+  """Checkpoints kept (the newest; default: the config's checkpoints_to_keep)."""
   num_simulations: int | None = None
   """MCTS simulations per move."""
   search: Literal["gumbel", "muzero"] | None = None
@@ -77,24 +100,81 @@ class Args:
   """Rows per synthetic cube."""
   horizon: int | None = None
   """Group-by queries per episode (the budget)."""
+  evaluate: bool = True
+  """Evaluate on held-out cubes after training."""
   eval_only: bool = False
-  """Skip training (evaluate the initial agent)."""
+  """Skip training (evaluate the initial agent, or the resumed one)."""
 
 
 def build(args: Args):
-  preset = PRESETS[args.preset]
+  """Task, config and total iterations of a fresh run."""
+  preset_name = args.preset or "cpu"
+  preset = PRESETS[preset_name]
   task_kw = dict(preset["task"])
-  for name in ("num_train_cubes", "num_eval_cubes", "n_rows", "horizon"):
+  for name in TASK_FLAGS:
     if getattr(args, name) is not None:
       task_kw[name] = getattr(args, name)
   task = cube_task.CubeTask(**task_kw)
   cfg_kw = dict(preset["config"])
-  for name in ("num_simulations", "search", "network", "num_envs", "batch_size", "learning_rate"):
+  for name in CONFIG_FLAGS:
     if getattr(args, name) is not None:
       cfg_kw[name] = getattr(args, name)
-  config = muzero_jax.MuZeroConfig(seed=args.seed, max_episode_steps=task.horizon, **cfg_kw)
+  if args.checkpoint_every is not None:
+    cfg_kw["checkpoint_every"] = args.checkpoint_every
+  if args.keep is not None:
+    cfg_kw["checkpoints_to_keep"] = args.keep
+  config = muzero_jax.MuZeroConfig(seed=args.seed or 0, max_episode_steps=task.horizon, **cfg_kw)
   iterations = args.iterations if args.iterations is not None else preset["iterations"]
   return task, config, iterations
+
+
+def build_resumed(args: Args):
+  """Task, config and total iterations saved in the checkpoint `args.resume`, checked against the flags."""
+  directory = args.resume
+  if not os.path.isdir(directory):
+    raise UsageError(f"--resume {directory}: no such directory")
+  ckpt = muzero_jax.Checkpointer(directory, create=False)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise UsageError(f"--resume {directory}: the directory holds no checkpoint (no step directory written by "
+                       f"--checkpoint-dir)")
+    for step in steps[::-1]:  # the newest readable meta; restore() checks the state itself
+      try:
+        config, meta = ckpt.read_meta(step)
+        break
+      except Exception:  # noqa: BLE001
+        continue
+    else:
+      raise UsageError(f"--resume {directory}: no checkpoint with a readable config (steps {steps})")
+  finally:
+    ckpt.close()
+  extra = meta.get("extra") or {}
+  if "task" not in extra or "preset" not in extra:
+    raise UsageError(f"--resume {directory}: checkpoint was not written by experiments.train (its meta has no task)")
+  task_kw = dict(extra["task"])
+  task_kw["scenarios"] = tuple(task_kw["scenarios"])
+  task = cube_task.CubeTask(**task_kw)
+  conflicts = []
+  if args.preset is not None and args.preset != extra["preset"]:
+    conflicts.append(f"--preset {args.preset} (checkpoint: {extra['preset']})")
+  if args.seed is not None and args.seed != config.seed:
+    conflicts.append(f"--seed {args.seed} (checkpoint: {config.seed})")
+  for name, saved in [(n, getattr(config, n)) for n in CONFIG_FLAGS] + [(n, getattr(task, n)) for n in TASK_FLAGS]:
+    given = getattr(args, name)
+    if given is not None and given != saved:
+      conflicts.append(f"--{name.replace('_', '-')} {given} (checkpoint: {saved})")
+  if conflicts:
+    raise UsageError(f"--resume {directory}: flag(s) contradict the checkpoint: {'; '.join(conflicts)}. Safe to change "
+                     f"on resume: {', '.join('--' + n.replace('_', '-') for n in SAFE_ON_RESUME)}")
+  changes = {}
+  if args.checkpoint_every is not None:
+    changes["checkpoint_every"] = args.checkpoint_every
+  if args.keep is not None:
+    changes["checkpoints_to_keep"] = args.keep
+  config = config.replace(**changes) if changes else config
+  iterations = args.iterations if args.iterations is not None else int(extra.get("iterations", 0))
+  return task, config, iterations, extra
 
 
 def evaluate(task, config, env, params, eval_set, eval_pool, *, seed: int = 0) -> list[dict]:
@@ -118,8 +198,28 @@ def evaluate(task, config, env, params, eval_set, eval_pool, *, seed: int = 0) -
   return rows
 
 
+def _holds_checkpoints(directory: str) -> bool:
+  if not os.path.isdir(directory):
+    return False
+  ckpt = muzero_jax.Checkpointer(directory, create=False)
+  try:
+    return bool(ckpt.all_steps())
+  finally:
+    ckpt.close()
+
+
 def run(args: Args) -> dict:
-  task, config, iterations = build(args)
+  if args.resume is not None:
+    task, config, iterations, extra = build_resumed(args)
+    checkpoint_dir = args.checkpoint_dir or args.resume
+  else:
+    task, config, iterations = build(args)
+    extra = dict(program="experiments.train", preset=args.preset or "cpu", iterations=iterations,
+                 task=dataclasses.asdict(task))
+    checkpoint_dir = args.checkpoint_dir
+    if checkpoint_dir and _holds_checkpoints(checkpoint_dir):
+      raise UsageError(f"--checkpoint-dir {checkpoint_dir} already holds checkpoints; continue them with --resume "
+                       f"{checkpoint_dir} or choose an empty directory")
   t0 = time.perf_counter()
   train_set = cube_task.make_cubes(task, split="train")
   eval_set = cube_task.make_cubes(task, split="eval")
@@ -127,11 +227,23 @@ def run(args: Args) -> dict:
   print(f"cubes: {len(train_set.cubes)} training (seeds {train_set.seeds[0]}..), {len(eval_set.cubes)} held-out "
         f"(seeds {eval_set.seeds[0]}..); grid {env.observation_shape}, {env.num_actions} actions; "
         f"{time.perf_counter() - t0:.1f} s")
+  state = None
+  if args.resume is not None:
+    try:
+      restored = muzero_jax.restore(args.resume, env, train_pool, config=config, quarantine=True)
+    except ValueError as err:  # made for another environment or config
+      raise UsageError(f"--resume {args.resume}: {err}") from err
+    state = restored.state
+    print(f"resumed {args.resume} at step {restored.step}: " +
+          ", ".join(f"{k} {v}" for k, v in restored.meta["counters"].items()))
   if args.eval_only:
-    state = muzero_jax.make_train(config, env, train_pool).init()
+    state = state if state is not None else muzero_jax.make_train(config, env, train_pool).init()
   else:
-    state = muzero_jax.train(config, env, train_pool, logdir=args.logdir, checkpoint_dir=args.checkpoint_dir,
-                             num_iterations=iterations)
+    done = int(state.iteration) if state is not None else 0
+    state = muzero_jax.train(config, env, train_pool, logdir=args.logdir, checkpoint_dir=checkpoint_dir,
+                             num_iterations=max(iterations - done, 0), state=state, checkpoint_extra=extra)
+  if not args.evaluate:
+    return dict(iteration=int(state.iteration), seconds=time.perf_counter() - t0)
   rows = evaluate(task, config, env, state.params, eval_set, eval_pool, seed=args.seed)
   mean = lambda k: float(np.nanmean([r[k] for r in rows]))
   print("held-out evaluation (budget %d queries per cube):" % task.horizon)
@@ -152,7 +264,17 @@ def run(args: Args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-  run(tyro.cli(Args, args=argv))
+  args = tyro.cli(Args, args=argv)
+  try:
+    run(args)
+  except (UsageError, FileNotFoundError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt as err:
+    print(f"\ninterrupted: {err or 'no checkpoint directory given, nothing saved'}", file=sys.stderr)
+    if args.checkpoint_dir or args.resume:
+      print(f"continue with: python -m experiments.train --resume {args.checkpoint_dir or args.resume}", file=sys.stderr)
+    return 130
   return 0
 
 

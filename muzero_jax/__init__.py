@@ -10,10 +10,14 @@ environment instances (env params pytree with leaves ``[P, ...]``).
     result = trainer.evaluate(state.params, env_params_batch, key)
 
 or simply ``state = muzero_jax.train(config, env, env_params_pool, num_iterations=...)``.
+
+Checkpoints (Orbax): ``muzero_jax.save(dir, state, config, env=env)``,
+``muzero_jax.restore(dir, env, pool).state`` to continue exactly, and
+``muzero_jax.load_params(dir)`` for inference (parameters only).
 """
 
 from muzero_jax.bench import benchmark_learner, benchmark_search, benchmark_selfplay
-from muzero_jax.checkpoint import Checkpointer
+from muzero_jax.checkpoint import CheckpointWarning, Checkpointer, Restored, env_spec, load_params, restore, save
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.logging import MetricsLogger
 from muzero_jax.networks import MuZeroNetwork, make_network
@@ -41,6 +45,12 @@ __all__ = [
     "make_train",
     "train",
     "Checkpointer",
+    "CheckpointWarning",
+    "Restored",
+    "save",
+    "restore",
+    "load_params",
+    "env_spec",
     "MetricsLogger",
     "check_support",
     "benchmark_search",

@@ -19,13 +19,16 @@ class MetricsLogger:
     finished, reported as NaN) are skipped rather than plotted.
     """
 
-    def __init__(self, logdir: str | None) -> None:
+    def __init__(self, logdir: str | None, *, purge_step: int | None = None) -> None:
+        """``purge_step``: TensorBoard discards events at steps >= it from earlier
+        files of ``logdir`` (a resumed run drops what a crashed run logged after
+        its last checkpoint)."""
         self.logdir = logdir
         self._writer = None
         if logdir is not None:
             from tensorboardX import SummaryWriter  # noqa: PLC0415 (optional at import time)
 
-            self._writer = SummaryWriter(logdir)
+            self._writer = SummaryWriter(logdir, purge_step=purge_step)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """Adds every finite scalar of ``metrics`` at ``step``."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -246,51 +248,102 @@ def _rates(metrics: dict, seconds: float, config: MuZeroConfig) -> dict:
 def train(config: MuZeroConfig, env, env_params_pool, *, logdir: str | None = None,
           checkpoint_dir: str | None = None, num_iterations: int = 100,
           callback: Callable[[TrainState, dict], bool | None] | None = None,
-          state: TrainState | None = None, resume: bool = False, progress: bool = True) -> TrainState:
+          state: TrainState | None = None, resume: bool = False, progress: bool = True,
+          checkpoint_extra: dict | None = None) -> TrainState:
     """Runs ``num_iterations`` training iterations and returns the final state.
 
     Args:
       config, env, env_params_pool: as in :func:`make_train`.
-      logdir: tensorboard directory (scalars every iteration), or None.
+      logdir: tensorboard directory (scalars every iteration, at step =
+        ``state.iteration``), or None. A resumed run purges the events a crashed
+        run logged after its checkpoint, so curves continue without doubles.
       checkpoint_dir: Orbax checkpoints every ``config.checkpoint_every``
         iterations and at the end (keeping ``config.checkpoints_to_keep``), or None.
       num_iterations: iterations to run in this call.
       callback: ``callback(state, metrics)`` after every iteration with host
         metrics; returning True stops training early.
       state: start from this state instead of ``init()``.
-      resume: restore the newest checkpoint in ``checkpoint_dir`` when one exists.
+      resume: restore the newest good checkpoint in ``checkpoint_dir`` when one
+        exists (damaged newer steps are renamed ``<step>.damaged`` with a
+        warning); ``config`` must not contradict the saved one.
       progress: show a tqdm progress bar.
+      checkpoint_extra: JSON-able dict stored in every checkpoint's meta (e.g.
+        what regenerates ``env_params_pool``).
+
+    Ctrl-C (SIGINT) or SIGTERM lets the running iteration finish, saves a
+    checkpoint, then raises ``KeyboardInterrupt``; a second one interrupts at once.
     """
     trainer = make_train(config, env, env_params_pool)
-    state = trainer.init() if state is None else state
     ckpt = Checkpointer(checkpoint_dir, max_to_keep=config.checkpoints_to_keep) if checkpoint_dir else None
-    if ckpt is not None and resume and ckpt.latest_step() is not None:
-        state = ckpt.restore(state)
-    logger = MetricsLogger(logdir)
+    if state is None and resume and ckpt is not None and ckpt.all_steps():
+        state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True).state
+    state = trainer.init() if state is None else state
+    start = int(state.iteration)
+    logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
     bar = tqdm(range(num_iterations), disable=not progress, desc="muzero", dynamic_ncols=True)
+    save = functools.partial(_save, ckpt, config=config, env=env, extra=checkpoint_extra)
+    stop = _StopOnSignal()
     try:
-        for i in bar:
-            t0 = time.perf_counter()
-            state, metrics = trainer.iteration(state)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            seconds = time.perf_counter() - t0
-            metrics.update(_rates(metrics, seconds, config))
-            if i == 0:  # includes compilation: keep it out of the speed curves
-                metrics = {k: v for k, v in metrics.items() if not k.startswith("speed/")}
-                metrics["speed/first_iteration_s"] = seconds
-            step = int(state.iteration)
-            logger.write(step, metrics)
-            bar.set_postfix(ret=f"{metrics['selfplay/return_mean']:.2f}", loss=f"{metrics['loss/total']:.3f}",
-                            mv_s=f"{metrics.get('speed/moves_per_s', float('nan')):.0f}")
-            if ckpt is not None and step % config.checkpoint_every == 0:
-                ckpt.save(step, state, config=config)
-            if callback is not None and callback(state, metrics):
-                break
-        if ckpt is not None:
-            ckpt.save(int(state.iteration), state, config=config, force=True)
+        with stop:
+            for i in bar:
+                t0 = time.perf_counter()
+                state, metrics = trainer.iteration(state)
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                seconds = time.perf_counter() - t0
+                metrics.update(_rates(metrics, seconds, config))
+                if i == 0:  # includes compilation: keep it out of the speed curves
+                    metrics = {k: v for k, v in metrics.items() if not k.startswith("speed/")}
+                    metrics["speed/first_iteration_s"] = seconds
+                step = int(state.iteration)
+                if step % config.checkpoint_every == 0 and save(state):
+                    metrics["checkpoint/save_s"] = ckpt.last_save_seconds
+                logger.write(step, metrics)
+                bar.set_postfix(it=step, ret=f"{metrics['selfplay/return_mean']:.2f}",
+                                loss=f"{metrics['loss/total']:.3f}",
+                                mv_s=f"{metrics.get('speed/moves_per_s', float('nan')):.0f}")
+                if stop.signal is not None or (callback is not None and callback(state, metrics)):
+                    break
+        save(state, force=True)
     finally:
         if ckpt is not None:
-            ckpt.close()
+            ckpt.close()  # waits for the asynchronous write of the last save
         logger.close()
         bar.close()
+    if stop.signal is not None:
+        where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
+        raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")
     return state
+
+
+def _save(ckpt: Checkpointer | None, state: TrainState, *, config, env, extra, force: bool = False) -> bool:
+    if ckpt is None:
+        return False
+    return ckpt.save(int(state.iteration), state, config=config, env=env, extra=extra, force=force)
+
+
+class _StopOnSignal:
+    """Turns the first SIGINT/SIGTERM into a flag the loop checks between iterations.
+
+    Handlers are installed only in the main thread (elsewhere signals cannot be
+    caught) and the previous ones are put back on exit. A second signal raises
+    ``KeyboardInterrupt`` at once.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
