@@ -152,12 +152,25 @@ def _iteration(state: TrainState, pool, *, env, network, optimizer, config: MuZe
     key, key_act, key_learn = jax.random.split(state.key, 3)
     actor, traj, stats = selfplay.rollout(state.params, state.actor, pool, key_act,
                                           env=env, network=network, config=config)
+    return learn_from_rollout(state.replace(key=key), actor, traj, stats, key_learn,
+                              network=network, optimizer=optimizer, config=config)
+
+
+def learn_from_rollout(state: TrainState, actor: selfplay.ActorState, traj, stats: selfplay.RolloutStats,
+                       key_learn: chex.PRNGKey, *, network, optimizer, config: MuZeroConfig):
+    """The learner half of an iteration: replay insertion, then the learner updates.
+
+    ``traj`` ``[T, B]`` (``T = config.rollout_length``, ``B = config.num_envs``) was
+    played from ``state.actor`` and ended at ``actor``; ``stats`` are its totals.
+    Self-play fan-out (:mod:`muzero_jax.distributed`) calls this with rollouts made
+    elsewhere. ``state.key`` is kept as is. Returns ``(state, metrics)``.
+    """
     replay = replay_lib.add_trajectory(state.replay, traj, config=config)
     can_learn = jnp.sum(replay_lib.valid_positions(replay, config)) >= max(config.min_replay_size, 1)
     (params, opt_state, replay), out = _learn(state.params, state.opt_state, replay, key_learn, can_learn,
                                               network=network, optimizer=optimizer, config=config)
     new_state = TrainState(
-        params=params, opt_state=opt_state, replay=replay, actor=actor, key=key,
+        params=params, opt_state=opt_state, replay=replay, actor=actor, key=state.key,
         iteration=state.iteration + 1,
         updates=state.updates + jnp.sum(out.ran & out.finite).astype(jnp.int32),
         moves=state.moves + config.rollout_length * config.num_envs,
