@@ -1,0 +1,160 @@
+"""Discovery on a case table: split, (adjust), search, confirm (DESIGN.md, Discovery report).
+
+    findings = cube_env.discover(df, schema, method="uct", budget=2000)
+    findings[findings.confirmed]
+
+`run_discovery` returns everything a report needs (`Discovery`); `discover`
+returns its findings table. A method is a name from `methods.METHODS` or any
+function with the signature
+`method(space, *, budget, seed, progress=None, **options) -> SearchResult`
+(the `muzero` method of `experiments.agent_search` is one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+
+from cube_env import confirm as cf
+from cube_env import holdout
+from cube_env.methods import METHODS
+from cube_env.oracle import SMALL_CELL
+from cube_env.schema import Schema
+from cube_env.scoring import score_findings
+from cube_env.search import Progress, SearchResult, make_space
+
+Method = Callable[..., SearchResult]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DiscoveryConfig:
+  """Settings of one discovery run (all recorded in the report)."""
+
+  method: str = "uct"  # name of the search method
+  budget: int = 1000  # group-by queries (environment steps) the search may spend
+  max_depth: int = 3  # most filters in a cohort
+  min_group: int = 11  # smallest group (and rest) tested; the small-cell rule needs >= 11
+  z_screen: float | str = "bonferroni"  # |z| for a candidate, or Bonferroni over the search space
+  q: float = 0.05  # Benjamini-Hochberg false discovery rate over the candidates
+  min_relative_diff: float = 0.10  # smallest relative difference reported (AHRQ rule)
+  adjust: tuple[str, ...] = ()  # case-mix adjusters (indirect standardization)
+  favorable: tuple[str, ...] = ()  # measures where the event or a higher value is good
+  seed: int = 0  # row split and the method's random choices
+  explore_fraction: float = 0.5  # share of rows the search sees
+  max_categories: int = 12  # categories kept per column (rarer ones fold into OTHER)
+  method_options: tuple[tuple[str, Any], ...] = ()  # e.g. (("width", 8),) for beam
+
+  def __post_init__(self):
+    if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1:
+      raise ValueError(f"budget must be a whole number of group-by queries >= 1, got {self.budget!r}")
+    if self.min_group < SMALL_CELL:
+      raise ValueError(f"min_group must be at least {SMALL_CELL} (small-cell rule), got {self.min_group}")
+    if not 0.0 < self.q < 1.0:
+      raise ValueError(f"q must lie in (0, 1), got {self.q}")
+    if self.min_relative_diff < 0:
+      raise ValueError(f"min_relative_diff must be >= 0, got {self.min_relative_diff}")
+    if self.max_depth < 1:
+      raise ValueError(f"max_depth must be at least 1, got {self.max_depth}")
+    object.__setattr__(self, "adjust", tuple(self.adjust))
+    object.__setattr__(self, "favorable", tuple(self.favorable))
+    object.__setattr__(self, "method_options", tuple(sorted(dict(self.method_options).items())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Discovery:
+  """One discovery run."""
+
+  config: DiscoveryConfig
+  halves: holdout.Halves
+  search: SearchResult
+  findings: pd.DataFrame  # `confirm.confirm_candidates` output: every candidate, confirmed ones first
+  seconds: float  # whole run: split, search, confirmation
+
+  @property
+  def confirmed(self) -> pd.DataFrame:
+    return self.findings[self.findings["confirmed"].astype(bool)].reset_index(drop=True)
+
+
+def resolve_method(method: str | Method) -> tuple[str, Method]:
+  if callable(method):
+    return getattr(method, "method_name", getattr(method, "__name__", "custom")), method
+  if method == "muzero":
+    raise ValueError("the muzero method needs a trained agent: pass --checkpoint DIR (a directory written by "
+                     "experiments.train), or in Python experiments.agent_search.muzero_method(DIR)")
+  if method not in METHODS:
+    raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS) + ['muzero']}")
+  return method, METHODS[method]
+
+
+def _check_columns(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> None:
+  for name in config.adjust:
+    if name not in df.columns:
+      raise ValueError(f"adjuster column {name!r} is not in the table; columns are {list(df.columns)}")
+    if name in schema.measures or name in schema.protected:
+      raise ValueError(f"adjuster column {name!r} is a measure or protected column")
+  for name in config.favorable:
+    if name not in schema.measures:
+      raise ValueError(f"favorable measure {name!r} is not one of the measures {list(schema.measures)}")
+
+
+def run_discovery(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct",
+                  progress: Progress | None = None, **settings) -> Discovery:
+  """Splits the rows, searches the exploration half, confirms on the other half.
+
+  Args:
+    df, schema: the case table and its column roles.
+    method: a name (`exhaustive`, `random`, `greedy`, `beam`, `uct`) or a
+      method function.
+    progress: called with the queries spent so far, after each query.
+    **settings: `DiscoveryConfig` fields (budget, max_depth, min_group,
+      z_screen, q, min_relative_diff, adjust, favorable, seed, ...).
+
+  Raises:
+    ValueError naming the problem (unknown column, empty cohort space, bad
+    budget, unknown method, ...).
+  """
+  name, fn = resolve_method(method)
+  config = DiscoveryConfig(method=name, **settings)
+  t0 = time.perf_counter()
+  _check_columns(df, schema, config)
+  halves = holdout.split_cubes(df, schema, seed=config.seed, fraction=config.explore_fraction,
+                               adjusters=config.adjust, max_categories=config.max_categories)
+  space = make_space(halves.explore, max_depth=config.max_depth, min_group=config.min_group,
+                     z_screen=config.z_screen)
+  result = fn(space, budget=config.budget, seed=config.seed, progress=progress, **dict(config.method_options))
+  if result.queries > config.budget:
+    raise RuntimeError(f"method {name} spent {result.queries} queries, over its budget {config.budget}")
+  findings = cf.confirm_candidates(result.candidates, halves.confirm, q=config.q, min_relative_diff=config.min_relative_diff,
+                        min_group=config.min_group, z_screen=space.z_screen, max_depth=config.max_depth,
+                        raw_cube=halves.confirm_raw if config.adjust else None, favorable=config.favorable)
+  return Discovery(config=config, halves=halves, search=result, findings=findings,
+                   seconds=time.perf_counter() - t0)
+
+
+def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
+  """`run_discovery(...).findings`: one row per candidate, `confirmed` first.
+
+  `df.attrs` holds queries, budget, seconds, method and z_screen.
+  """
+  run = run_discovery(df, schema, method=method, **settings)
+  out = run.findings.copy()
+  out.attrs.update(queries=run.search.queries, budget=run.config.budget, seconds=run.seconds,
+                   method=run.config.method, z_screen=run.search.z_screen)
+  return out
+
+
+def truth_score(run: Discovery, truth: Iterable[Any]) -> dict:
+  """Recall and precision (DESIGN.md, Scoring) of the candidates and of the confirmed findings."""
+  truth = list(truth)
+  cube = run.halves.explore
+  cand = score_findings(run.search.candidates, truth, cube=cube) if len(run.search.candidates) else None
+  conf = score_findings(run.confirmed, truth, cube=cube) if len(run.confirmed) else None
+  empty = {"recall": 0.0 if truth else float("nan"), "precision": float("nan"), "n_truth": len(truth),
+           "n_reported": 0, "n_recalled": 0, "n_false": 0}
+  keep = ("recall", "precision", "n_truth", "n_reported", "n_recalled", "n_false")
+  pick = lambda s: {k: s[k] for k in keep} if s is not None else dict(empty)
+  return {"candidates": pick(cand), "confirmed": pick(conf)}
+

@@ -1,0 +1,94 @@
+"""Exploration and confirmation halves of a case table, coded identically.
+
+Rows are split by a seeded hash of their content (`split_rows`), so re-runs
+with the same seed agree whatever the row order. Both halves are coded with
+one `encode_table` pass over the whole table (same categories, bins and log
+scales), then grouped into two cubes. Searches see only the exploration cube;
+candidates are re-tested on the confirmation cube (DESIGN.md, Discovery
+report). With adjusters, both cubes hold observed minus expected values, the
+expectation estimated on the exploration half (`cube_env.adjust`); the raw
+confirmation cube is kept for the relative-difference rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from cube_env import adjust as adj
+from cube_env.ingest import Cube, CubeMeta, cells_from_codes, encode_table
+from cube_env.schema import Schema
+
+
+def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndarray:
+  """`[rows]` bool, True = exploration: a seeded hash of each row's values.
+
+  The hash is `pandas.util.hash_pandas_object` (SipHash keyed by the seed) of
+  the row's values, index ignored; a row goes to exploration when its hash,
+  read as a number in [0, 1), is below `fraction`.
+  """
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"the exploration fraction must lie in (0, 1), got {fraction}")
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 16**16:
+    raise ValueError(f"seed must be a non-negative integer below 16**16, got {seed!r}")
+  hashed = pd.util.hash_pandas_object(df, index=False, hash_key=f"{int(seed):016x}").to_numpy(np.uint64)
+  unit = (hashed >> np.uint64(11)).astype(np.float64) / float(2**53)
+  return unit < fraction
+
+
+@dataclasses.dataclass(frozen=True)
+class Halves:
+  """The two cubes of a split table (same coding)."""
+
+  explore: Cube  # rows the search sees
+  confirm: Cube  # rows that re-test the candidates
+  confirm_raw: Cube  # confirmation rows without case-mix adjustment (== confirm when unadjusted)
+  explore_rows: int
+  confirm_rows: int
+  adjusters: tuple[str, ...]
+  summary: tuple[str, ...]  # coding, split and adjustment notes
+
+
+def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, summary) -> Cube:
+  if not rows.any():
+    raise ValueError("a half of the split has no rows; the table is too small to split")
+  v = values[rows]
+  shift = np.nan_to_num(np.nanmean(np.where(np.isnan(v).all(axis=0, keepdims=True), 0.0, v), axis=0))
+  cell_codes, n, stats = cells_from_codes(codes[rows], v, shift)
+  is_binary = tuple(False for _ in meta.is_binary) if adjusted else meta.is_binary
+  meta = dataclasses.replace(meta, shift=tuple(float(s) for s in shift), n_rows=int(rows.sum()),
+                             is_binary=is_binary, summary=tuple(summary))
+  return Cube(codes=jnp.asarray(cell_codes, jnp.int32), rows=jnp.asarray(n, jnp.float32),
+              stats=jnp.asarray(stats, jnp.float32), meta=meta)
+
+
+def split_cubes(df: pd.DataFrame, schema: Schema, *, seed: int, fraction: float = 0.5,
+                adjusters: Sequence[str] = (), max_categories: int = 12, n_bins: int = 4) -> Halves:
+  """Codes the table once and builds the exploration and confirmation cubes.
+
+  Args:
+    df, schema: the case table and its roles (see `build_cube`).
+    seed: seeds the row hash.
+    fraction: share of rows in the exploration half.
+    adjusters: columns for case-mix adjustment (default: none).
+    max_categories, n_bins: as in `build_cube`.
+  """
+  codes, values, meta = encode_table(df, schema, max_categories=max_categories, n_bins=n_bins)
+  explore = split_rows(df, seed=seed, fraction=fraction)
+  summary = list(meta.summary) + [
+      f"rows split by a hash seeded with {seed}: {int(explore.sum())} exploration, "
+      f"{int((~explore).sum())} confirmation"]
+  adjusters = tuple(adjusters)
+  raw_values = values
+  if adjusters:
+    values, line = adj.residualize(df, adjusters, values, explore)
+    summary.append(line)
+  explore_cube = _cube(codes, values, meta, explore, adjusted=bool(adjusters), summary=summary)
+  confirm_cube = _cube(codes, values, meta, ~explore, adjusted=bool(adjusters), summary=summary)
+  raw = _cube(codes, raw_values, meta, ~explore, adjusted=False, summary=summary) if adjusters else confirm_cube
+  return Halves(explore=explore_cube, confirm=confirm_cube, confirm_raw=raw, explore_rows=int(explore.sum()),
+                confirm_rows=int((~explore).sum()), adjusters=adjusters, summary=tuple(summary))

@@ -1,0 +1,255 @@
+"""Discovery methods that need no trained agent (DESIGN.md, Baselines).
+
+Each method has the signature
+`method(space, *, budget, seed, progress=None, **hyperparameters) -> SearchResult`
+and pays one query per environment step (`search.Ledger`), the root included.
+
+* `exhaustive`: the oracle (`enumerate_findings`) to the deepest depth whose
+  every visitable cohort fits in the budget.
+* `random_walk`: one episode of uniformly random legal actions.
+* `greedy`: one episode; each step takes the legal action whose target
+  cohort has the strongest |z| in the observation pixels among cohorts not yet
+  visited (a random legal action when all are visited).
+* `beam`: level by level, the `width` best unvisited drill-downs (by pixel
+  |z|) of the `width` best visited cohorts of the level above that still have
+  unvisited children; rounds repeat from the root, so a larger budget widens
+  the beam's reach.
+* `uct`: UCT (Kocsis & Szepesvari 2006) over the true environment with a
+  uniform prior and transpositions (a cohort reached by two drill orders is
+  one node; Childs, Brodeur & Kocsis 2008). A simulation descends by UCB1
+  through nodes whose states are stored (no query), expands one untried
+  drill-down in random order with one environment step (one query) and backs
+  up the new cohort's number of new findings. Every simulated step that
+  touches the environment is paid for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import pandas as pd
+
+from cube_env import cohorts
+from cube_env.oracle import enumerate_findings, filters_to_codes
+from cube_env.search import (BudgetSpent, Ledger, Progress, SearchResult, Space, count_cohorts, drill_down_actions,
+                             finish, target, visitable_cohorts)
+
+MAX_ABS_Z = 2  # observation channel: strongest |z| / 10 of the target cohort
+N_SIGNIFICANT = 3  # log(1 + number of significant tests)
+
+
+def _pixel_scores(obs: np.ndarray) -> np.ndarray:
+  """`[A]` score of each action's target cohort: strongest |z|, ties by number of significant tests."""
+  return (obs[MAX_ABS_Z] + 1e-3 * obs[N_SIGNIFICANT]).reshape(-1)
+
+
+def random_walk(space: Space, *, budget: int, seed: int, progress: Progress | None = None) -> SearchResult:
+  """Uniformly random legal actions from the root until the budget is spent."""
+  ledger = Ledger(space, budget, progress)
+  rng = np.random.default_rng([seed, 1])
+  _, state, _ = ledger.root()
+  try:
+    while ledger.left:
+      legal = np.nonzero(np.asarray(state.mask))[0]
+      if len(legal) == 0:
+        break
+      _, state, _ = ledger.step(state, int(rng.choice(legal)))
+  except BudgetSpent:
+    pass
+  return ledger.result("random")
+
+
+def greedy(space: Space, *, budget: int, seed: int, progress: Progress | None = None) -> SearchResult:
+  """Always to the unvisited neighbour with the strongest pixel |z| (see module docstring)."""
+  ledger = Ledger(space, budget, progress)
+  rng = np.random.default_rng([seed, 2])
+  c = space.env.shape.num_values
+  obs, state, _ = ledger.root()
+  while ledger.left:
+    filters = tuple(int(v) for v in np.asarray(state.filters))
+    legal = np.nonzero(np.asarray(state.mask))[0]
+    if len(legal) == 0:
+      break
+    fresh = np.asarray([target(filters, a, c) not in ledger.index for a in legal], bool)
+    if fresh.any():
+      choices = legal[fresh]
+      action = int(choices[np.argmax(_pixel_scores(obs)[choices])])
+    else:
+      action = int(rng.choice(legal))
+    obs, state, _ = ledger.step(state, action)
+  return ledger.result("greedy")
+
+
+@dataclasses.dataclass(eq=False)
+class _Node:
+  state: object
+  obs: np.ndarray | None
+  filters: tuple
+  depth: int
+  score: float  # pixel score seen from the parent (inf for the root)
+  n: int = 0
+  w: float = 0.0
+  untried: list | None = None
+  children: list | None = None
+  exhausted: bool = False
+
+
+def beam(space: Space, *, budget: int, seed: int, progress: Progress | None = None, width: int = 8) -> SearchResult:
+  """Beam search with widening rounds (see module docstring)."""
+  del seed  # deterministic: ties go to the lower action index
+  if width < 1:
+    raise ValueError(f"beam width must be at least 1, got {width}")
+  ledger = Ledger(space, budget, progress)
+  c = space.env.shape.num_values
+  obs, state, _ = ledger.root()
+  root = _Node(state, obs, tuple(int(v) for v in np.asarray(state.filters)), 0, math.inf)
+  nodes = {root.filters: root}
+  try:
+    while True:
+      spent = ledger.used
+      for depth in range(space.max_depth):
+        parents = _open_nodes(nodes, depth, c, ledger)[:width]
+        options = _children(parents, c, ledger)[:width]
+        for score, _, parent, action in options:
+          obs, state, _ = ledger.step(parent.state, action)
+          key = tuple(int(v) for v in np.asarray(state.filters))
+          nodes[key] = _Node(state, obs, key, depth + 1, score)
+      if ledger.used == spent:
+        break  # every visitable cohort is visited
+  except BudgetSpent:
+    pass
+  return ledger.result("beam", note=f"beam width {width}")
+
+
+def _unvisited(node: _Node, c: int, ledger: Ledger) -> list[int]:
+  acts = drill_down_actions(node.filters, np.asarray(node.state.mask), c)
+  return [int(a) for a in acts if target(node.filters, a, c) not in ledger.index]
+
+
+def _open_nodes(nodes: dict, depth: int, c: int, ledger: Ledger) -> list[_Node]:
+  level = [n for n in nodes.values() if n.depth == depth and _unvisited(n, c, ledger)]
+  return sorted(level, key=lambda n: -n.score)
+
+
+def _children(parents: list[_Node], c: int, ledger: Ledger) -> list[tuple]:
+  seen, out = set(), []
+  for rank, parent in enumerate(parents):
+    scores = _pixel_scores(parent.obs)
+    for a in _unvisited(parent, c, ledger):
+      key = target(parent.filters, a, c)
+      if key not in seen:
+        seen.add(key)
+        out.append((float(scores[a]), rank, parent, a))
+  return sorted(out, key=lambda o: (-o[0], o[1], o[3]))
+
+
+def uct(space: Space, *, budget: int, seed: int, progress: Progress | None = None,
+        exploration: float = 1.0) -> SearchResult:
+  """UCT with a uniform prior over the true environment (see module docstring)."""
+  ledger = Ledger(space, budget, progress)
+  rng = np.random.default_rng([seed, 3])
+  c = space.env.shape.num_values
+  _, state, n_root = ledger.root()
+  root = _Node(state, None, tuple(int(v) for v in np.asarray(state.filters)), 0, math.inf, n=1, w=0.0)
+  nodes = {root.filters: root}
+  best = [max(1.0, float(n_root))]
+  try:
+    while ledger.left and not root.exhausted:
+      _simulate(root, nodes, ledger, rng, c, exploration, best)
+  except BudgetSpent:
+    pass
+  return ledger.result("uct", note=f"UCB1 exploration constant {exploration:g}; uniform prior")
+
+
+def _expandable(node: _Node, rng, c: int) -> list:
+  if node.untried is None:
+    acts = drill_down_actions(node.filters, np.asarray(node.state.mask), c)
+    node.untried = [int(a) for a in rng.permutation(acts)]
+    node.children = []
+  return node.untried
+
+
+def _simulate(root: _Node, nodes: dict, ledger: Ledger, rng, c: int, explore: float, best: list) -> None:
+  path = [root]
+  node = root
+  while True:
+    untried = _expandable(node, rng, c)
+    if untried:
+      action = untried.pop()
+      key = target(node.filters, action, c)
+      if key in nodes:  # transposition: link, no query
+        node.children.append(nodes[key])
+        node = nodes[key]
+        path.append(node)
+        continue
+      _, state, reward = ledger.step(node.state, action)
+      child = _Node(state, None, key, node.depth + 1, 0.0, n=1, w=float(reward))
+      nodes[key] = child
+      node.children.append(child)
+      best[0] = max(best[0], float(reward))
+      for p in path:
+        p.n += 1
+        p.w += reward
+      return
+    live = [ch for ch in node.children if not ch.exhausted]
+    if not live:
+      node.exhausted = True
+      return
+    log_n = math.log(max(node.n, 1))
+    ucb = [ch.w / ch.n / best[0] + explore * math.sqrt(log_n / ch.n) for ch in live]
+    node = live[int(np.argmax(ucb))]  # drill-downs only deepen: no cycles
+    path.append(node)
+
+
+def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | None = None) -> SearchResult:
+  """The oracle to the deepest depth whose visitable cohorts all fit in the budget."""
+  del seed
+  t0 = time.perf_counter()
+  Ledger(space, budget)  # validates the budget
+  per_depth = count_cohorts(space)
+  total = np.cumsum(per_depth)
+  depth = int(np.searchsorted(total, budget, side="right")) - 1
+  depth = min(depth, space.max_depth)
+  cube = space.cube
+  codes = np.concatenate([visitable_cohorts(space, d) for d in range(depth + 1)])
+  if depth >= 1:
+    found = enumerate_findings(cube, max_depth=depth, min_group=space.min_group, z_screen=space.z_screen,
+                               min_cohort=float(space.params.min_cohort), include_old=False)
+    queries = int(found.attrs["queries"])
+  else:
+    found = cohorts.cohort_table(cube, codes[:1], min_group=space.min_group, z_screen=space.z_screen,
+                                 max_depth=space.max_depth, only_new=True)
+    queries = 1
+  if progress is not None:
+    progress(queries)
+  visits = _canonical_visits(codes, found, cube)
+  note = (f"all {queries} visitable cohorts to depth {depth}" if depth == space.max_depth else
+          f"depth {depth} only: the {int(total[-1])} cohorts to depth {space.max_depth} exceed the budget")
+  return finish(space, "exhaustive", budget=budget, queries=queries, visits=visits,
+                seconds=time.perf_counter() - t0, note=note)
+
+
+def _canonical_visits(codes: np.ndarray, found: pd.DataFrame, cube) -> list[tuple]:
+  """Visits in breadth-first order; each cohort's parent drops its last filter (column order)."""
+  keys = [tuple(int(v) for v in row) for row in codes]
+  index = {k: i for i, k in enumerate(keys)}
+  hits: dict[tuple, int] = {}
+  for f in found["filters"]:
+    k = tuple(int(v) for v in filters_to_codes(cube.meta, f))
+    hits[k] = hits.get(k, 0) + 1
+  out = []
+  for k in keys:
+    filtered = [i for i, v in enumerate(k) if v >= 0]
+    parent = -1
+    if filtered:
+      up = list(k)
+      up[filtered[-1]] = -1
+      parent = index.get(tuple(up), -1)
+    out.append((k, parent, hits.get(k, 0)))
+  return out
+
+
+METHODS = {"exhaustive": exhaustive, "random": random_walk, "greedy": greedy, "beam": beam, "uct": uct}
