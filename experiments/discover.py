@@ -1,61 +1,83 @@
 """Discovery on a case table: `python -m experiments.discover`.
 
-Now: the exhaustive oracle on a built-in synthetic scenario (`--demo`) or on a
-user's CSV/Parquet table (`--data` with `--dimensions/--protected/--measures`),
-printing the new findings as a table and, for synthetic data, their score
-against the planted truth. Later issues add search methods, holdout
-confirmation and the HTML report.
+Splits the rows into an exploration and a confirmation half (seeded hash),
+searches the exploration half with `--method` under `--budget` group-by
+queries, re-tests every candidate on the confirmation half (Benjamini-Hochberg
+at `--q`, relative difference at least `--min-relative-diff`) and writes
+findings.json, findings.csv and report.html into `--out`. The work is done by
+`cube_env.run_discovery` and `experiments.report`; this module parses flags.
 
 No count from 1 to 10 is ever printed: tests need `--min-group` >= 11 on both
-sides, and visited cohorts have at least `2 * min_group` rows.
+sides, and every printed count below `--min-group` is blanked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from typing import Literal
 
 import pandas as pd
 import tyro
+from tqdm import tqdm
 
 import cube_env
 from cube_env import synthetic
+from experiments import report
 
 SMALL_CELL = 11  # the small-cell rule of US health data reporting: no count 1-10 is shown
+SHOWN = ["cohort", "protected", "group", "measure", "n_group", "n_rest", "mean_group", "mean_rest", "relative_diff", "z",
+         "p_adjusted"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-  """Find cohorts where a protected group's measure differs from the rest."""
+  """Find cohorts where a protected group's measure differs from the rest, and confirm them on held-out rows."""
 
-  demo: str | None = "mixed"
-  """Synthetic scenario to generate (null, marginal, interactions, masked, confounded, mixed)."""
   data: str | None = None
-  """A CSV or Parquet case table (overrides --demo)."""
+  """A CSV or Parquet case table (one row per case); overrides --demo."""
+  demo: str | None = "mixed"
+  """Synthetic scenario to generate when no --data (null, marginal, interactions, masked, confounded, mixed)."""
   dimensions: tuple[str, ...] = ()
   """Dimension columns of --data (cohort filters)."""
   protected: tuple[str, ...] = ()
   """Protected columns of --data (groups compared)."""
   measures: tuple[str, ...] = ()
   """Measure columns of --data."""
-  seed: int = 0
-  """Seed of the synthetic data."""
-  n_rows: int = 20000
-  """Rows of synthetic data."""
-  method: Literal["exhaustive"] = "exhaustive"
-  """Search method (more come with the discovery issue)."""
+  adjust: tuple[str, ...] = ()
+  """Case-mix adjusters (indirect standardization), e.g. procedure asa_class."""
+  favorable: tuple[str, ...] = ()
+  """Measures where the event (or a higher value) is the good outcome (for the relative difference)."""
+  method: Literal["exhaustive", "uct", "beam", "greedy", "random", "muzero"] = "exhaustive"
+  """Search method; muzero needs --checkpoint."""
+  checkpoint: str | None = None
+  """Directory of a trained agent (written by experiments.train), for --method muzero."""
+  budget: int = 100000
+  """Group-by queries (environment steps) the search may spend."""
   max_depth: int = 3
   """Most filters in a cohort."""
   min_group: int = 11
-  """Smallest group (and rest) that is tested; at least 11."""
+  """Smallest group (and rest) that is tested or shown; at least 11."""
+  q: float = 0.05
+  """Benjamini-Hochberg false discovery rate over all candidates."""
+  min_relative_diff: float = 0.10
+  """Smallest relative difference a confirmed finding must have (AHRQ: 10%)."""
   z_screen: str = "bonferroni"
-  """|z| threshold for significance, or 'bonferroni' (from the number of hypotheses)."""
+  """|z| a candidate needs on the exploration half, or 'bonferroni' (from the number of hypotheses)."""
+  beam_width: int = 8
+  """Width of --method beam."""
+  seed: int = 0
+  """Seed of the row split, of the method's random choices and of --demo data."""
+  n_rows: int = 20000
+  """Rows of --demo data."""
   max_categories: int = 12
   """Categories kept per column; rarer values fold into OTHER."""
-  show: int = 40
-  """Rows of the findings table to print."""
+  out: str = "runs/discover"
+  """Directory for findings.json, findings.csv and report.html."""
+  show: int = 20
+  """Rows of the findings table printed."""
+  progress: bool = True
+  """Show a progress bar while searching."""
 
 
 def _load(args: Args):
@@ -81,34 +103,74 @@ def _z_screen(text: str):
     raise ValueError(f"--z-screen must be a number or 'bonferroni', got {text!r}") from None
 
 
+def _method(args: Args):
+  if args.method != "muzero":
+    if args.checkpoint is not None:
+      raise ValueError(f"--checkpoint is only used by --method muzero (got --method {args.method})")
+    return args.method, {"width": args.beam_width} if args.method == "beam" else {}
+  if args.checkpoint is None:
+    raise ValueError("--method muzero needs --checkpoint DIR, a trained agent (python -m experiments.train "
+                     "--checkpoint-dir DIR); without one use --method uct, beam, greedy, random or exhaustive")
+  from experiments import agent_search  # loads muzero_jax only for this method
+
+  return agent_search.muzero_method(args.checkpoint), {}
+
+
+def _planted(truth, score_rows) -> pd.DataFrame:
+  rows = [dict(cohort=cube_env.oracle.cohort_label(t.cohort), protected=t.protected, group=t.group, measure=t.measure,
+               effect=t.effect) for t in truth]
+  return pd.DataFrame(rows).assign(**score_rows) if rows else pd.DataFrame()
+
+
 def run(args: Args) -> dict:
-  """Runs discovery; returns the findings and score (also printed)."""
+  """Runs discovery and writes the report; returns the run, its score and the report paths."""
   if args.min_group < SMALL_CELL:
     raise ValueError(f"--min-group must be at least {SMALL_CELL} (small-cell rule), got {args.min_group}")
-  t0 = time.perf_counter()
+  if args.budget < 1:
+    raise ValueError(f"--budget must be at least 1 group-by query, got {args.budget}")
+  method, options = _method(args)
   df, schema, truth, source = _load(args)
-  cube = cube_env.build_cube(df, schema, max_categories=args.max_categories)
-  findings = cube_env.enumerate_findings(cube, max_depth=args.max_depth, min_group=args.min_group,
-                                         z_screen=_z_screen(args.z_screen), include_old=True)
-  seconds = time.perf_counter() - t0
-  new = findings[findings["new"]].sort_values("z", key=abs, ascending=False)
-  print(f"data: {source}; {cube.num_cells} cells; {len(cube.meta.filter_names)} filter columns")
-  for line in cube.meta.summary:
-    print(f"  {line}")
-  print(f"method: {args.method}; {findings.attrs['queries']} group-by queries; {seconds:.1f} s; "
-        f"|z| >= {findings.attrs['z_screen']:.2f}")
-  print(f"{len(findings)} significant disparities, {len(new)} new findings")
-  if len(new):
-    table = new[["cohort", "protected", "group", "measure", "n_group", "n_rest", "mean_group", "mean_rest",
-                 "ratio", "z"]].head(args.show)
-    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-      print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-  score = None
+  bar = tqdm(total=args.budget, unit="query", desc=f"{args.method} search", disable=not args.progress,
+             file=sys.stderr, leave=False)
+  progress = lambda used: bar.update(used - bar.n)
+  try:
+    result = cube_env.run_discovery(
+        df, schema, method=method, progress=progress, budget=args.budget, max_depth=args.max_depth,
+        min_group=args.min_group, z_screen=_z_screen(args.z_screen), q=args.q,
+        min_relative_diff=args.min_relative_diff, adjust=args.adjust, favorable=args.favorable, seed=args.seed,
+        max_categories=args.max_categories, method_options=tuple(options.items()))
+  finally:
+    bar.close()
+  score = planted = None
   if truth is not None:
-    score = cube_env.score_findings(findings, truth)
-    print(f"truth: {score['n_truth']} planted; recall {score['recall']:.2f}; "
-          f"precision {score['precision']:.2f} ({score['n_false']} false of {score['n_reported']})")
-  return {"findings": findings, "score": score, "seconds": seconds}
+    score = cube_env.truth_score(result, truth)
+    matched = cube_env.score_findings(result.confirmed, truth, cube=result.halves.explore) if len(result.confirmed) \
+        else None
+    recalled = list(matched["matched"]["recalled"]) if matched is not None else [False] * len(truth)
+    planted = _planted(truth, {"recalled_after_confirmation": recalled})
+  paths = report.write_report(result, args.out, source=source, truth=score, planted=planted)
+  _print_summary(result, source, score, paths, args.show)
+  return {"run": result, "score": score, "paths": paths}
+
+
+def _print_summary(result, source: str, score, paths: dict, show: int) -> None:
+  s, c = result.search, result.config
+  print(f"data: {source}; {result.halves.explore_rows} exploration rows, {result.halves.confirm_rows} confirmation rows")
+  for line in result.halves.summary:
+    print(f"  {line}")
+  print(f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
+        f"{result.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}" + (f"; {s.note}" if s.note else ""))
+  n_conf = int(result.findings["confirmed"].sum()) if len(result.findings) else 0
+  print(f"{len(result.findings)} candidates (new findings on the exploration half), {n_conf} confirmed "
+        f"(Benjamini-Hochberg q={c.q:g}, relative difference >= {c.min_relative_diff:.0%})")
+  if len(result.findings):
+    with pd.option_context("display.width", 220, "display.max_colwidth", 60):
+      print(result.findings[SHOWN + ["confirmed"]].head(show).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+  if score is not None:
+    for stage, sc in score.items():
+      print(f"truth ({stage}): {sc['n_truth']} planted; recall {sc['recall']:.2f}; precision {sc['precision']:.2f} "
+            f"({sc['n_false']} false of {sc['n_reported']})")
+  print(f"report: {paths['report.html']} (also findings.json, findings.csv)")
 
 
 def main(argv: list[str] | None = None) -> int:
