@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import time
 import warnings
 from typing import Any
@@ -143,9 +144,9 @@ class Checkpointer:
         self.directory = os.path.abspath(os.fspath(directory))
         if not create and not os.path.isdir(self.directory):
             raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
-        self._warn_unfinished()
+        self._discard_unfinished()
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=create, cleanup_tmp_directories=True,
+            max_to_keep=max_to_keep, create=create, cleanup_tmp_directories=False,
             enable_async_checkpointing=async_save)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
         self.last_save_seconds = float("nan")  # blocking part of the newest save
@@ -225,25 +226,13 @@ class Checkpointer:
         abstract = _abstract(template_state)
         skipped = []
         for s in steps:
-            try:
-                saved_config, meta = self.read_meta(s)
-            except Exception as err:  # noqa: BLE001 (any read failure means a damaged step)
-                reason = f"config/meta unreadable ({_short(err)})"
-            else:
-                check_compatible(meta, saved_config, directory=self.directory, step=s, env=env, config=config)
-                try:
-                    state = self._manager.restore(s, args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract)))["state"]
-                except Exception as err:  # noqa: BLE001
-                    reason = f"state unreadable ({_short(err)})"
-                else:
-                    digest = tree_digest(state)
-                    if digest == meta.get("digest", {}).get("state"):
-                        if skipped:
-                            warnings.warn(f"resuming from step {s} of {self.directory} instead of newer damaged "
-                                          f"step(s) {[k for k, _ in skipped]}", CheckpointWarning, stacklevel=2)
-                        return Restored(state=state, config=saved_config, meta=meta, step=s, skipped=tuple(skipped))
-                    reason = "state does not match the digest written at save time (a data file was changed)"
+            found = self._try_step(s, abstract, env=env, config=config)
+            if isinstance(found, Restored):
+                if skipped:
+                    warnings.warn(f"resuming from step {s} of {self.directory} instead of newer damaged "
+                                  f"step(s) {[k for k, _ in skipped]}", CheckpointWarning, stacklevel=2)
+                return dataclasses.replace(found, skipped=tuple(skipped))
+            reason = found
             skipped.append((s, reason))
             note = ""
             if quarantine:
@@ -279,6 +268,26 @@ class Checkpointer:
                                     f"written by a MuZero run)")
         return step
 
+    def _try_step(self, step: int, abstract, *, env, config) -> Restored | str:
+        """The verified state at ``step``, or why it is damaged (``ValueError`` if incompatible)."""
+        step_dir = os.path.join(self.directory, str(step))
+        missing = [item for item in ITEMS if not os.path.isdir(os.path.join(step_dir, item))]
+        if missing:
+            return f"item(s) {missing} missing"
+        try:
+            saved_config, meta = self.read_meta(step)
+        except Exception as err:  # noqa: BLE001 (any read failure means a damaged step)
+            return f"config/meta unreadable ({_short(err)})"
+        check_compatible(meta, saved_config, directory=self.directory, step=step, env=env, config=config)
+        try:
+            state = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract)))["state"]
+        except Exception as err:  # noqa: BLE001
+            return f"state unreadable ({_short(err)})"
+        if tree_digest(state) != meta.get("digest", {}).get("state"):
+            return "state does not match the digest written at save time (a data file was changed)"
+        return Restored(state=state, config=saved_config, meta=meta, step=step)
+
     def _quarantine(self, step: int) -> str:
         src = os.path.join(self.directory, str(step))
         dst = src + _DAMAGED_SUFFIX
@@ -290,13 +299,21 @@ class Checkpointer:
         self._manager.reload()
         return dst
 
-    def _warn_unfinished(self) -> None:
+    def _discard_unfinished(self) -> None:
+        """Removes (with a warning) the temporary directories of saves that never finished.
+
+        Done here, synchronously, rather than by Orbax's own clean-up thread, so
+        that two checkpointers opened one after the other on a directory never
+        delete the same files at once. One process writes a directory at a time.
+        """
         if not os.path.isdir(self.directory):
             return
         for name in sorted(os.listdir(self.directory)):
             if _TMP_MARK in name:
-                warnings.warn(f"discarding unfinished save {os.path.join(self.directory, name)} "
-                              f"(the process stopped while writing it)", CheckpointWarning, stacklevel=3)
+                path = os.path.join(self.directory, name)
+                warnings.warn(f"discarding unfinished save {path} (the process stopped while writing it)",
+                              CheckpointWarning, stacklevel=3)
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _short(err: BaseException, limit: int = 200) -> str:

@@ -227,8 +227,9 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
     """
     config.check_supports()
     check_env(env, env_params_pool)
-    try:
-        network, optimizer, init_fn, iteration_fn, evaluate = _build_cached(config, env)
+    try:  # fields that only the driver reads do not change the compiled functions
+        key_config = config.replace(seed=0, checkpoint_every=1, checkpoints_to_keep=1)
+        network, optimizer, init_fn, iteration_fn, evaluate = _build_cached(key_config, env)
     except TypeError:  # unhashable environment object: build uncached
         network, optimizer, init_fn, iteration_fn, evaluate = _build(config, env)
 
