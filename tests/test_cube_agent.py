@@ -6,6 +6,7 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pandas as pd
 import pytest
 
@@ -52,3 +53,57 @@ def test_agent_beats_random_walk_on_a_planted_cube():
   agent, rnd = float(np.mean(result.returns)), float(np.mean(rnd_ret))
   print(f"agent {agent:.2f} random {rnd:.2f}")
   assert agent >= rnd + 1.0, (agent, rnd)
+
+
+def _event_steps(logdir, tag):
+  """Steps at which `tag` was written, over every TensorBoard event file of `logdir` (TFRecord framing)."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+
+  steps = []
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    data = open(path, "rb").read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      steps += [event.step for v in event.summary.value if v.tag == tag]
+  return sorted(steps)
+
+
+def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
+  """smoke preset: 4 iterations in one go == 2 iterations, stop, --resume, 2 more (every leaf, bit for bit)."""
+  common = ["--preset", "smoke", "--checkpoint-every", "2", "--no-evaluate"]
+  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+  tb = str(tmp_path / "tb")
+  assert train.main(common + ["--iterations", "4", "--checkpoint-dir", straight, "--logdir", "None"]) == 0
+  assert train.main(common + ["--iterations", "2", "--checkpoint-dir", split, "--logdir", tb]) == 0
+  assert train.main(["--resume", split, "--iterations", "4", "--no-evaluate", "--logdir", tb]) == 0
+  assert "resumed" in capsys.readouterr().out
+  a, b = muzero_jax.Checkpointer(straight), muzero_jax.Checkpointer(split)
+  assert a.all_steps() == b.all_steps() == [2, 4]
+  (config, meta_a), (_, meta_b) = a.read_meta(), b.read_meta()
+  assert meta_a["counters"] == meta_b["counters"] and meta_b["counters"]["updates"] > 0
+  raw = ocp.args.Composite(state=ocp.args.StandardRestore())  # the saved tree as is: every leaf compared
+  state_a = a._manager.restore(4, args=raw)["state"]  # noqa: SLF001
+  state_b = b._manager.restore(4, args=raw)["state"]  # noqa: SLF001
+  leaves_a, leaves_b = jax.tree.leaves(state_a), jax.tree.leaves(state_b)
+  assert len(leaves_a) == len(leaves_b) > 20
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert meta_a["digest"] == meta_b["digest"]
+  a.close(), b.close()
+  # TensorBoard curves continue at the right step, each step once.
+  assert _event_steps(tb, "loss/total") == [1, 2, 3, 4]
+  # A flag that contradicts the checkpoint is refused, naming it and the safe ones.
+  assert train.main(["--resume", split, "--num-simulations", "9", "--no-evaluate", "--logdir", "None"]) == 2
+  err = capsys.readouterr().err
+  assert "--num-simulations 9 (checkpoint: 4)" in err and "--iterations" in err
+  # No checkpoint there; a fresh run may not overwrite one.
+  (tmp_path / "empty").mkdir()
+  assert train.main(["--resume", str(tmp_path / "empty"), "--logdir", "None"]) == 2
+  assert "holds no checkpoint" in capsys.readouterr().err
+  assert train.main(common + ["--checkpoint-dir", split, "--logdir", "None"]) == 2
+  assert "already holds checkpoints" in capsys.readouterr().err
