@@ -43,16 +43,22 @@ class Space:
   """A cube ready to search: the environment, its params and the thresholds."""
 
   cube: Cube
-  env: CubeEnv  # meta-free, padded; horizon max_depth + 1 (walkers track time themselves)
+  env: CubeEnv  # meta-free, padded; horizon SEARCH_HORIZON (walkers count their own steps)
   params: EnvParams
   max_depth: int
   min_group: float
   z_screen: float  # a number (Bonferroni already resolved)
 
 
+SEARCH_HORIZON = 8  # env horizon of a search space (walkers count their own steps); fixed so depths share code
+
+
 def bucketed_shape(cube: Cube) -> EnvShape:
+  """The cube's shape with cells rounded up to one of 8 sizes per power of two (cubes of one schema share code)."""
   shape = EnvShape.of(cube)
-  return dataclasses.replace(shape, num_cells=1 << max(shape.num_cells - 1, 1).bit_length())
+  n = max(shape.num_cells, 8)
+  step = 1 << max((n - 1).bit_length() - 3, 0)
+  return dataclasses.replace(shape, num_cells=-(-n // step) * step)
 
 
 def resolve_z(cube: Cube, z_screen: float | str, max_depth: int) -> float:
@@ -76,7 +82,7 @@ def make_space(cube: Cube, *, max_depth: int = 3, min_group: float = 11, z_scree
   if max_depth < 1:
     raise ValueError(f"max_depth must be at least 1, got {max_depth}")
   z = resolve_z(cube, z_screen, max_depth)
-  env, params = make_env(cube, max_depth=max_depth, horizon=horizon or max_depth + 1, min_group=min_group,
+  env, params = make_env(cube, max_depth=max_depth, horizon=horizon or max(SEARCH_HORIZON, max_depth + 1), min_group=min_group,
                          z_screen=z, shape=shape or bucketed_shape(cube))
   env = dataclasses.replace(env, meta=None)
   space = Space(cube=cube, env=env, params=params, max_depth=max_depth, min_group=float(min_group), z_screen=z)

@@ -1,0 +1,132 @@
+"""Confirmation: the row split, Benjamini-Hochberg, the relative-difference rule and case-mix adjustment."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cube_env
+from cube_env import adjust, confirm, synthetic
+from tests.conftest import SMALL_SCHEMA, make_small_df
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40), st.sampled_from([0.01, 0.05, 0.2]))
+def test_bh_matches_scipy(p, q):
+  reject, adjusted = cube_env.benjamini_hochberg(p, q=q)
+  np.testing.assert_allclose(adjusted, scipy.stats.false_discovery_control(p, method="bh"), rtol=1e-12, atol=1e-15)
+  np.testing.assert_array_equal(reject, adjusted <= q)
+
+
+def test_bh_by_hand():
+  # Sorted p: .001 .008 .039 .041 .042 .06 ; k = 6; p*k/i: .006 .024 .078 .0615 .0504 .06
+  # step-up minima from the right: .006 .024 .0504 .0504 .0504 .06
+  p = [0.039, 0.001, 0.06, 0.041, 0.008, 0.042]
+  reject, adjusted = cube_env.benjamini_hochberg(p, q=0.05)
+  np.testing.assert_allclose(adjusted, [0.0504, 0.006, 0.06, 0.0504, 0.024, 0.0504])
+  assert reject.tolist() == [False, True, False, False, True, False]
+  with pytest.raises(ValueError, match="q must"):
+    cube_env.benjamini_hochberg(p, q=0)
+
+
+def test_relative_difference_rules():
+  rd = confirm.relative_difference
+  assert rd({"scale": "log", "mean_group": 2.0, "mean_rest": 1.0, "diff": np.log(1.25)}, adjusted=False,
+            favorable=False) == pytest.approx(0.25)
+  rate = {"scale": "binary", "mean_group": 0.12, "mean_rest": 0.10, "diff": 0.02}
+  assert rd(rate, adjusted=False, favorable=False) == pytest.approx(0.2)
+  assert rd(rate, adjusted=False, favorable=True) == pytest.approx((0.88 - 0.90) / 0.90)
+  lin = {"scale": "linear", "mean_group": 0.03, "mean_rest": -0.01, "diff": 0.04}
+  assert rd(lin, adjusted=True, favorable=False, rest_observed=0.2) == pytest.approx(0.2)
+  assert np.isnan(rd({"scale": "linear", "mean_group": None, "mean_rest": 1.0, "diff": 0.1}, adjusted=False,
+                     favorable=False))
+
+
+def test_split_is_seeded_and_ignores_row_order():
+  df = make_small_df(n=2000)
+  a = cube_env.split_rows(df, seed=3)
+  assert 0.45 < a.mean() < 0.55
+  np.testing.assert_array_equal(a, cube_env.split_rows(df, seed=3))
+  shuffled = df.sample(frac=1.0, random_state=0)
+  np.testing.assert_array_equal(cube_env.split_rows(shuffled, seed=3), a[shuffled.index.to_numpy()])
+  assert (cube_env.split_rows(df, seed=4) != a).mean() > 0.3
+  assert 0.2 < cube_env.split_rows(df, seed=3, fraction=0.25).mean() < 0.3
+
+
+def test_halves_share_coding_and_partition_rows():
+  df = make_small_df(n=2000)
+  halves = cube_env.split_cubes(df, SMALL_SCHEMA, seed=1)
+  assert halves.explore.meta.categories == halves.confirm.meta.categories
+  assert halves.explore_rows + halves.confirm_rows == len(df)
+  assert float(halves.explore.rows.sum()) == halves.explore_rows
+  mask = cube_env.split_rows(df, seed=1)
+  explore = cube_env.build_cube(df[mask].reset_index(drop=True), SMALL_SCHEMA, n_bins=4)
+  got = cube_env.cohort_stats(halves.explore, {"proc": "A"})
+  ref = cube_env.cohort_stats(explore, {"proc": "A"})
+  np.testing.assert_allclose(got["z"].to_numpy(float), ref["z"].to_numpy(float), atol=1e-3)
+
+
+def test_expected_values_are_stratum_means_of_the_fitting_rows():
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame({"a": rng.choice(["x", "y", "z"], 300), "b": rng.choice([1, 2], 300),
+                     "v": rng.normal(size=300)})
+  df.loc[:5, "v"] = np.nan
+  fit = rng.random(300) < 0.5
+  strata = adjust.strata(df, ["a", "b"])
+  exp = adjust.expected_values(strata, df[["v"]].to_numpy(), fit)[:, 0]
+  ref = df[fit].groupby(["a", "b"])["v"].mean()
+  want = [ref.loc[(a, b)] for a, b in zip(df.a, df.b)]
+  np.testing.assert_allclose(exp, want)
+  with pytest.raises(ValueError, match="'nope'"):
+    adjust.strata(df, ["nope"])
+
+
+CONFOUNDED_SCHEMA = cube_env.Schema(dimensions=["procedure", "asa_class", "urgency"], protected=["race", "age_group"],
+                                    measures=["case_minutes", "pacu_minutes"])
+
+
+@pytest.fixture(scope="module")
+def confounded():
+  df, _, truth = synthetic.make_cases("confounded", 3, n_rows=8000)
+  assert truth == []
+  return df
+
+
+def _black_minutes(run):
+  f = run.findings
+  hit = f[(f.cohort == "(all cases)") & (f.protected == "race") & (f.group == "Black") & (f.measure == "case_minutes")]
+  root = cube_env.cohort_table(run.halves.explore, [[-1] * 5], z_screen=4.0)
+  z = root[(root.protected == "race") & (root.group == "Black") & (root.measure == "case_minutes")]["z"].item()
+  return hit, z
+
+
+def test_adjustment_removes_the_confounded_gap(confounded):
+  kw = dict(method="exhaustive", budget=100, max_depth=1, z_screen=4.0, seed=0)
+  raw = cube_env.run_discovery(confounded, CONFOUNDED_SCHEMA, **kw)
+  hit, z_raw = _black_minutes(raw)
+  assert z_raw > 5 and len(hit) == 1 and bool(hit.confirmed.item())  # the raw gap is found and confirmed
+  adj = cube_env.run_discovery(confounded, CONFOUNDED_SCHEMA, adjust=("procedure", "asa_class", "urgency"), **kw)
+  hit, z_adj = _black_minutes(adj)
+  assert abs(z_adj) < 3 and len(hit) == 0  # case mix explains it
+  assert not adj.findings["confirmed"].any()
+  assert any("indirect standardization" in line for line in adj.halves.summary)
+
+
+def test_confirmation_retests_on_the_other_half(small_df):
+  halves = cube_env.split_cubes(small_df, SMALL_SCHEMA, seed=0)
+  cand = cube_env.cohort_table(halves.explore, [[0, -1, -1, -1, -1, -1]], z_screen=4.0, only_new=True)
+  assert len(cand) >= 1 and (cand["protected"] == "race").all()
+  out = cube_env.confirm_candidates(cand, halves.confirm, z_screen=4.0)
+  ref = cube_env.cohort_stats(halves.confirm, {"proc": "A"}, z_screen=4.0)
+  row = out.iloc[0]
+  want = ref[(ref.protected == row.protected) & (ref.group == row.group) & (ref.measure == row.measure)].iloc[0]
+  assert row.z == pytest.approx(want.z, abs=1e-4) and row.n_group == want.n_group
+  assert row.explore_z == pytest.approx(cand.set_index(["protected", "group", "measure"]).loc[
+      (row.protected, row.group, row.measure), "z"], abs=1e-6)
+  p_adj = cube_env.benjamini_hochberg(out["p_value"].to_numpy(float), q=0.05)[1]
+  np.testing.assert_allclose(out["p_adjusted"], p_adj)
+  assert bool(row.confirmed) and row.reason == "confirmed"
+  strict = cube_env.confirm_candidates(cand, halves.confirm, z_screen=4.0, min_relative_diff=5.0)
+  assert not strict["confirmed"].any() and strict["reason"].str.contains("relative difference").all()

@@ -1,0 +1,118 @@
+"""Search methods on a small cube: budgets, determinism, coverage and the numbers they report."""
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import cube_env
+from cube_env import methods, search
+
+WALKERS = ("random", "greedy", "beam", "uct")
+Z = 4.0
+
+
+@pytest.fixture(scope="module")
+def space(small_cube):
+  return cube_env.make_space(small_cube, max_depth=2, z_screen=Z)
+
+
+@pytest.fixture(scope="module")
+def full(space):
+  """Every method with a budget larger than the space, and the space's size."""
+  size = sum(search.count_cohorts(space))
+  return size, {m: methods.METHODS[m](space, budget=size + 50, seed=0) for m in ("exhaustive", "beam", "uct")}
+
+
+def _keys(visits):
+  return {tuple(sorted(f.items())) for f in visits["filters"]}
+
+
+def test_root_by_step_equals_reset(space):
+  obs, state, n_new = search.Ledger(space, 1).root()
+  ref_obs, ref_state = jax.jit(space.env.reset)(jax.random.PRNGKey(0), space.params)
+  np.testing.assert_allclose(obs, np.asarray(ref_obs), atol=1e-6)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert n_new == int(ref_state.found)
+
+
+@pytest.mark.parametrize("budget", [1, 7, 40])
+def test_every_method_stays_within_its_budget(space, budget):
+  for name, fn in methods.METHODS.items():
+    spent = []
+    res = fn(space, budget=budget, seed=0, progress=spent.append)
+    assert res.queries <= budget, name
+    assert len(res.visits) <= max(res.queries, 1), name
+    if name != "exhaustive":
+      assert spent == list(range(1, res.queries + 1))  # one progress call per query
+      assert res.queries == budget or len(res.visits) == sum(search.count_cohorts(space)), name
+  root_only = methods.uct(space, budget=1, seed=0)
+  assert root_only.visits["cohort"].tolist() == ["(all cases)"]
+
+
+def test_same_seed_same_result(space):
+  for name in WALKERS:
+    a = methods.METHODS[name](space, budget=30, seed=5)
+    b = methods.METHODS[name](space, budget=30, seed=5)
+    pd.testing.assert_frame_equal(a.visits, b.visits)
+    pd.testing.assert_frame_equal(a.candidates, b.candidates)
+  c = methods.random_walk(space, budget=30, seed=6)
+  assert c.visits["cohort"].tolist() != methods.random_walk(space, budget=30, seed=5).visits["cohort"].tolist()
+
+
+def test_tree_searches_with_enough_budget_cover_the_space(full):
+  size, res = full
+  ex, beam, uct = res["exhaustive"], res["beam"], res["uct"]
+  assert ex.queries == size == len(ex.visits)
+  assert _keys(beam.visits) == _keys(ex.visits) == _keys(uct.visits)
+  assert beam.queries == uct.queries == size  # no cohort is paid for twice
+  key = ["cohort", "protected", "group", "measure"]
+  for other in (beam, uct):
+    merged = ex.candidates.merge(other.candidates, on=key, suffixes=("", "_o"))
+    assert len(merged) == len(ex.candidates) == len(other.candidates) >= 1
+    np.testing.assert_allclose(merged["z"], merged["z_o"])
+
+
+def test_candidates_are_the_oracles_new_findings(space, full):
+  _, res = full
+  oracle = cube_env.enumerate_findings(space.cube, max_depth=2, z_screen=Z, include_old=False)
+  got = res["exhaustive"].candidates.sort_values(["cohort", "protected", "group", "measure"]).reset_index(drop=True)
+  want = oracle.sort_values(["cohort", "protected", "group", "measure"]).reset_index(drop=True)
+  assert got[["cohort", "protected", "group", "measure"]].equals(want[["cohort", "protected", "group", "measure"]])
+  np.testing.assert_allclose(got["z"], want["z"], atol=1e-3)
+  np.testing.assert_array_equal(got["n_group"], want["n_group"])
+  assert "proc=A" in set(got["cohort"])  # the planted gap (race B, minutes)
+
+
+def test_paths_follow_single_actions(full):
+  _, res = full
+  for r in res.values():
+    v = r.visits
+    assert v["parent"].iloc[0] == -1
+    for filters, parent in zip(v["filters"][1:], v["parent"][1:]):
+      up = v["filters"].iloc[parent]
+      changed = set(filters.items()) ^ set(up.items())
+      assert len({k for k, _ in changed}) == 1  # one column added, switched or cleared
+    for path in r.candidates["path"]:
+      assert path.startswith("(all cases)")
+
+
+def test_greedy_follows_the_strongest_pixel(space):
+  obs, state, _ = search.Ledger(space, 1).root()
+  legal = np.nonzero(np.asarray(state.mask))[0]
+  best = legal[np.argmax(methods._pixel_scores(obs)[legal])]
+  res = methods.greedy(space, budget=2, seed=0)
+  want = search.target(tuple(int(v) for v in np.asarray(state.filters)), int(best), space.env.shape.num_values)
+  got = cube_env.oracle.filters_to_codes(space.cube.meta, res.visits["filters"].iloc[1])
+  assert tuple(int(v) for v in got) == want[:len(got)]
+
+
+def test_bad_budgets_and_empty_spaces_are_refused(space, small_cube):
+  for bad in (0, -3, 2.5, True):
+    with pytest.raises(ValueError, match="budget"):
+      methods.uct(space, budget=bad, seed=0)
+  with pytest.raises(ValueError, match="empty cohort space"):
+    cube_env.make_space(small_cube, max_depth=2, min_group=3000)
+  with pytest.raises(ValueError, match="width"):
+    methods.beam(space, budget=5, seed=0, width=0)
