@@ -42,6 +42,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import ipaddress
 import os
 import time
 from typing import Any, Callable
@@ -64,31 +65,58 @@ from muzero_jax.config import MuZeroConfig
 from muzero_jax.logging import MetricsLogger
 from muzero_jax.networks import make_network
 
-__all__ = ["Counters", "FanOutResult", "NeedsState", "Rollout", "SelfPlayActor", "init_ray", "train"]
+__all__ = ["Counters", "FanOutResult", "NeedsState", "Rollout", "SelfPlayActor", "init_ray", "local_listeners", "train"]
 
 LOOPBACK = "127.0.0.1"
 # Forwarded from the driver's environment to every actor (remote hosts do not inherit it).
 FORWARDED_ENV = ("JAX_PLATFORMS", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE",
-                 "XLA_PYTHON_CLIENT_ALLOCATOR", "XLA_FLAGS", "PYTHONPATH")
+                 "XLA_PYTHON_CLIENT_ALLOCATOR", "XLA_FLAGS", "PYTHONPATH", "JAX_COMPILATION_CACHE_DIR",
+                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwargs) -> None:
     """Starts a local Ray runtime on loopback, or joins the cluster at ``address``.
 
     Local (``address=None``): every Ray listener binds 127.0.0.1, no dashboard,
-    no token (nothing off this host can reach it). Joining a cluster uses the
-    cluster's own network and authentication settings (``RAY_AUTH_MODE=token``
-    and ``RAY_AUTH_TOKEN`` in the environment when the cluster has them). Does
-    nothing when Ray is already initialised.
+    no token (nothing off this host can reach it); checked after start-up
+    (``RuntimeError`` and shutdown if a listener is elsewhere). Joining a
+    cluster uses the cluster's own network and authentication settings
+    (``RAY_AUTH_MODE=token`` and the token in the environment when the cluster
+    has them). Does nothing when Ray is already initialised.
     """
     if ray.is_initialized():
         return
     if address is None:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         os.environ["RAY_AUTH_MODE"] = "disabled"
+        # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when imported (maybe before this call); unset, it binds
+        # some services to 0.0.0.0 and the host's address despite _node_ip_address. Child processes read the env.
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(num_cpus=num_cpus, _node_ip_address=LOOPBACK, include_dashboard=False, **kwargs)
+        exposed = [x for x in local_listeners() if not _is_loopback(x[1])]
+        if exposed:
+            ray.shutdown()
+            raise RuntimeError(f"the local Ray runtime listens off loopback (pid, address, port): {exposed}")
     else:
         ray.init(address=address, **kwargs)
+
+
+def local_listeners() -> list[tuple[int, str, int]]:
+    """``(pid, address, port)`` of every TCP listener of this process and its descendants (a local Ray runtime)."""
+    import psutil
+
+    me = psutil.Process()
+    pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+    return sorted((c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="tcp")
+                  if c.status == psutil.CONN_LISTEN and c.pid in pids)
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 # ------------------------------------------------------------------ the actor
@@ -244,7 +272,15 @@ def _join_round(rollouts: list[Rollout]):
 def _learn_round(state, actor, traj, stats, *, network, optimizer, config):
     key, key_learn = jax.random.split(state.key)
     return learn_from_rollout(state.replace(key=key), actor, traj, stats, key_learn,
-                                        network=network, optimizer=optimizer, config=config)
+                              network=network, optimizer=optimizer, config=config)
+
+
+@functools.lru_cache(maxsize=8)
+def _learn_fn(network, optimizer, config: MuZeroConfig):
+    """Jitted ``learn(state, end, traj, stats)``, shared by runs of one setup (compiled once)."""
+    donate = (0,) if jax.default_backend() != "cpu" else ()
+    return jax.jit(functools.partial(_learn_round, network=network, optimizer=optimizer, config=config),
+                   donate_argnums=donate)
 
 
 class _FanOut:
@@ -378,10 +414,6 @@ class _FanOut:
         self.counters.rounds += 1
         return batch
 
-    def pids(self) -> dict[int, int]:
-        """Newest process id seen for each actor."""
-        return {i: p[-1] for i, p in self.counters.pids.items()}
-
     def close(self) -> None:
         """Counts rollouts left unused and stops the actors (no restart)."""
         for slot in self.slots:
@@ -433,9 +465,7 @@ def train(config: MuZeroConfig, env, env_params_pool, *, num_actors: int, logdir
     if not ray.is_initialized():
         raise RuntimeError("Ray is not initialised: call muzero_jax.distributed.init_ray() first")
     trainer = make_train(config, env, env_params_pool)
-    donate = (0,) if jax.default_backend() != "cpu" else ()
-    learn_fn = jax.jit(functools.partial(_learn_round, network=trainer.network, optimizer=trainer.optimizer,
-                                         config=config), donate_argnums=donate)
+    learn_fn = _learn_fn(trainer.network, trainer.optimizer, config)
     ckpt = Checkpointer(checkpoint_dir, max_to_keep=config.checkpoints_to_keep) if checkpoint_dir else None
     if state is None and resume and ckpt is not None and ckpt.all_steps():
         state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True).state
