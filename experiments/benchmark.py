@@ -1,8 +1,9 @@
-"""Benchmarks: `python -m experiments.benchmark {env,search,selfplay}`.
+"""Benchmarks: `python -m experiments.benchmark {env,search,selfplay,checkpoint}`.
 
   env       environment steps/s vs cube cells and batch, bandwidth bound, scaling slope
   search    mctx search simulations/s and the overhead ratio (search / network-only time)
   selfplay  self-play moves/s, then learner updates/s
+  checkpoint  Orbax save (blocking part and until on disk), full restore and params-only load times
 
 
 Each prints machine-readable JSON lines (one per measurement) to stdout and,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from typing import Iterable
 
@@ -93,7 +95,65 @@ def run_selfplay(args: Agent) -> list[dict]:
   return rows + _emit((dict(tag, bench="learner", **r) for r in learner), args.out)
 
 
-COMMANDS = {"env": (Env, run_env), "search": (Agent, run_search), "selfplay": (Agent, run_selfplay)}
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+  """Checkpoint cost of a preset's whole training state (parameters, optimiser, a replay full of random values,
+  actors): the blocking part of an asynchronous save, the time until it is on disk, a verified full restore
+  and a parameters-only load."""
+
+  preset: str = "cpu"
+  """experiments.train preset whose training state is saved."""
+  repeats: int = 3
+  """Saves (and restores) timed; each into a fresh directory."""
+  out: str | None = None
+
+
+def run_checkpoint(args: Checkpoint) -> list[dict]:
+  import tempfile
+  import time
+
+  import jax
+  import numpy as np
+
+  import muzero_jax
+  config, env, pool, tag = _agent_setup(Agent(preset=args.preset))
+  trainer = muzero_jax.make_train(config, env, pool)
+  state = trainer.init()
+  # A full replay of random values: the worst case for the writer's compression (a fresh one is zeros).
+  rng = np.random.default_rng(0)
+  fill = lambda x: (rng.random(x.shape) < 0.5 if x.dtype == bool else  # noqa: E731
+                    rng.integers(0, 100, x.shape) if np.issubdtype(x.dtype, np.integer) else
+                    rng.standard_normal(x.shape)).astype(x.dtype)
+  state = jax.block_until_ready(jax.device_put(state.replace(replay=jax.tree.map(fill, state.replay)),
+                                               jax.devices()[0]))
+  template = jax.eval_shape(trainer.init)
+  nbytes = int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)))
+  rows = []
+  for i in range(args.repeats):
+    with tempfile.TemporaryDirectory() as directory:
+      ckpt = muzero_jax.Checkpointer(directory)
+      t0 = time.perf_counter()
+      ckpt.save(1, state, config=config, env=env)
+      blocking = time.perf_counter() - t0
+      ckpt.wait()
+      on_disk = time.perf_counter() - t0
+      t1 = time.perf_counter()
+      restored = ckpt.restore(template, env=env, config=config)
+      jax.block_until_ready(restored.state)
+      restore_s = time.perf_counter() - t1
+      ckpt.close()
+      t2 = time.perf_counter()
+      jax.block_until_ready(muzero_jax.load_params(directory)[0])
+      params_s = time.perf_counter() - t2
+      disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(directory) for f in fs)
+    rows.append(dict(tag, bench="checkpoint", repeat=i, state_mb=nbytes / 2**20, disk_mb=disk / 2**20,
+                     save_blocking_s=blocking, save_until_on_disk_s=on_disk, restore_verified_s=restore_s,
+                     load_params_s=params_s))
+  return _emit(rows, args.out)
+
+
+COMMANDS = {"env": (Env, run_env), "search": (Agent, run_search), "selfplay": (Agent, run_selfplay),
+            "checkpoint": (Checkpoint, run_checkpoint)}
 
 
 def main(argv: list[str] | None = None) -> int:

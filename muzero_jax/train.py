@@ -315,7 +315,8 @@ def train(config: MuZeroConfig, env, env_params_pool, *, logdir: str | None = No
                 bar.set_postfix(it=step, ret=f"{metrics['selfplay/return_mean']:.2f}",
                                 loss=f"{metrics['loss/total']:.3f}",
                                 mv_s=f"{metrics.get('speed/moves_per_s', float('nan')):.0f}")
-                if stop.signal is not None or (callback is not None and callback(state, metrics)):
+                asked_to_stop = callback is not None and callback(state, metrics)
+                if stop.signal is not None or asked_to_stop:
                     break
         save(state, force=True)
     finally:

@@ -1,9 +1,10 @@
-"""A training process for the kill-and-resume test: ``python -m tests.checkpoint_worker DIR TOTAL``.
+"""A training process for the kill-and-resume tests: ``python -m tests.checkpoint_worker DIR TOTAL [EVERY]``.
 
 Trains the tiny CoinGrid config below up to ``TOTAL`` iterations in all,
-checkpointing every iteration into ``DIR``; when ``DIR`` already holds
+checkpointing every ``EVERY`` (default 1) iterations into ``DIR``; when ``DIR`` already holds
 checkpoints it resumes from the newest good one (as ``experiments.train
---resume`` does). The parent kills it with SIGKILL at random moments.
+--resume`` does). The parent kills it with SIGKILL at random moments, or
+interrupts it with SIGINT (then it saves, prints where and exits with 130).
 """
 
 from __future__ import annotations
@@ -29,19 +30,25 @@ def make_setup():
     return env, make_coin_pool(env, 4, seed=0)
 
 
-def main(directory: str, total: int) -> int:
+def main(directory: str, total: int, every: int = 1) -> int:
     env, pool = make_setup()
+    config = CONFIG.replace(checkpoint_every=every)
     ckpt = mz.Checkpointer(directory)
     has_steps = bool(ckpt.all_steps())
     ckpt.close()
-    state = mz.restore(directory, env, pool, config=CONFIG, quarantine=True).state if has_steps else None
+    state = mz.restore(directory, env, pool, config=config, quarantine=True).state if has_steps else None
     done = int(state.iteration) if state is not None else 0
     print(f"start at iteration {done}", flush=True)
-    mz.train(CONFIG, env, pool, checkpoint_dir=directory, num_iterations=total - done, state=state,
-             progress=False)
+    report = lambda state, metrics: print(f"iteration {int(state.iteration)}", flush=True)  # noqa: E731
+    try:
+        mz.train(config, env, pool, checkpoint_dir=directory, num_iterations=total - done, state=state,
+                 callback=report, progress=False)
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err}", flush=True)
+        return 130
     print("finished", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2])))
+    sys.exit(main(sys.argv[1], *map(int, sys.argv[2:])))

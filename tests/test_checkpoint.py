@@ -179,23 +179,29 @@ def _steps(directory):
     return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
-def _worker(directory, total, env):
-    return subprocess.Popen([sys.executable, "-m", "tests.checkpoint_worker", str(directory), str(total)],
+def _worker(directory, total, env, every=1):
+    return subprocess.Popen([sys.executable, "-m", "tests.checkpoint_worker", str(directory), str(total), str(every)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path, saved):
+@pytest.fixture(scope="module")
+def worker_env(tmp_path_factory):
+    """Subprocess environment sharing one persistent XLA cache: only the first worker compiles."""
+    cache = tmp_path_factory.mktemp("xla")
+    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path, saved, worker_env):
     total, rounds = 9, 3
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    reference = _worker(tmp_path / "reference", total, env)  # also fills the compilation cache
+    reference = _worker(tmp_path / "reference", total, worker_env)  # also fills the compilation cache
     out, _ = reference.communicate(timeout=400)
     assert reference.returncode == 0, out
     rng = np.random.default_rng(0)
     killed_dir, kills = tmp_path / "killed", 0
     for _ in range(rounds):
         before = max(_steps(killed_dir), default=0)
-        proc = _worker(killed_dir, total, env)
+        proc = _worker(killed_dir, total, worker_env)
         deadline = time.monotonic() + 300
         while max(_steps(killed_dir), default=0) <= before and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -206,7 +212,7 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
         out, _ = proc.communicate(timeout=60)
         assert "Traceback" not in out, out
     assert kills == rounds, "the run finished before it could be killed: raise `total`"
-    final = _worker(killed_dir, total, env)
+    final = _worker(killed_dir, total, worker_env)
     out, _ = final.communicate(timeout=400)
     assert final.returncode == 0 and "finished" in out, out
     assert int(out.split("start at iteration ")[1].split()[0]) > 0  # it resumed
@@ -214,3 +220,21 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
     resumed = mz.restore(killed_dir, saved["env"], saved["pool"])
     assert resumed.step == ran_straight.step == total
     _assert_same_tree(resumed.state, ran_straight.state)
+
+
+def test_ctrl_c_saves_the_iteration_it_stopped_at(tmp_path, saved, worker_env):
+    directory = tmp_path / "interrupted"
+    proc = _worker(directory, 100_000, worker_env, every=1000)  # no periodic save would happen
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("iteration 3"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    last = max(int(l.split()[1]) for l in out.splitlines() if l.startswith("iteration "))
+    assert f"checkpoint of iteration {last} saved" in out
+    assert _steps(directory) == [last]
+    restored = mz.restore(directory, saved["env"], saved["pool"])
+    assert int(restored.state.iteration) == last == restored.meta["counters"]["iteration"]
