@@ -54,11 +54,9 @@ SEARCH_HORIZON = 8  # env horizon of a search space (walkers count their own ste
 
 
 def bucketed_shape(cube: Cube) -> EnvShape:
-  """The cube's shape with cells rounded up to one of 8 sizes per power of two (cubes of one schema share code)."""
+  """The cube's shape with cells rounded up to a power of two, so cubes of one schema share compiled code."""
   shape = EnvShape.of(cube)
-  n = max(shape.num_cells, 8)
-  step = 1 << max((n - 1).bit_length() - 3, 0)
-  return dataclasses.replace(shape, num_cells=-(-n // step) * step)
+  return dataclasses.replace(shape, num_cells=1 << max(shape.num_cells - 1, 1).bit_length())
 
 
 def resolve_z(cube: Cube, z_screen: float | str, max_depth: int) -> float:
