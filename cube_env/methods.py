@@ -34,8 +34,8 @@ import pandas as pd
 
 from cube_env import cohorts
 from cube_env.oracle import enumerate_findings, filters_to_codes
-from cube_env.search import (BudgetSpent, Ledger, Progress, SearchResult, Space, count_cohorts, drill_down_actions,
-                             finish, target, visitable_cohorts)
+from cube_env.search import (BudgetSpent, Ledger, Progress, SearchResult, Space, drill_down_actions, finish, target,
+                             visitable_cohorts)
 
 MAX_ABS_Z = 2  # observation channel: strongest |z| / 10 of the target cohort
 N_SIGNIFICANT = 3  # log(1 + number of significant tests)
@@ -209,12 +209,11 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
   del seed
   t0 = time.perf_counter()
   Ledger(space, budget)  # validates the budget
-  per_depth = count_cohorts(space)
-  total = np.cumsum(per_depth)
-  depth = int(np.searchsorted(total, budget, side="right")) - 1
-  depth = min(depth, space.max_depth)
+  blocks = [visitable_cohorts(space, d) for d in range(space.max_depth + 1)]
+  total = np.cumsum([len(b) for b in blocks])
+  depth = min(int(np.searchsorted(total, budget, side="right")) - 1, space.max_depth)
   cube = space.cube
-  codes = np.concatenate([visitable_cohorts(space, d) for d in range(depth + 1)])
+  codes = np.concatenate(blocks[:depth + 1])
   if depth >= 1:
     found = enumerate_findings(cube, max_depth=depth, min_group=space.min_group, z_screen=space.z_screen,
                                min_cohort=float(space.params.min_cohort), include_old=False)

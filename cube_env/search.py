@@ -84,7 +84,7 @@ def make_space(cube: Cube, *, max_depth: int = 3, min_group: float = 11, z_scree
                          z_screen=z, shape=shape or bucketed_shape(cube))
   env = dataclasses.replace(env, meta=None)
   space = Space(cube=cube, env=env, params=params, max_depth=max_depth, min_group=float(min_group), z_screen=z)
-  if count_cohorts(space)[1] == 0:
+  if len(visitable_cohorts(space, 1)) == 0:
     raise ValueError(f"empty cohort space: no cohort below the root has at least {2 * min_group:g} rows "
                      f"(the searched table has {cube.meta.n_rows} rows); lower --min-group or use more rows")
   return space

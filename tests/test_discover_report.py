@@ -6,9 +6,11 @@ import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 
-import numpy as np
+import jax
+import jax.numpy as jnp
 import pandas as pd
 import pytest
+from flax import struct
 
 import cube_env
 from experiments import discover
@@ -117,17 +119,24 @@ def test_library_face_returns_a_dataframe(small_df):
   assert {"confirmed", "p_adjusted", "relative_diff", "explore_z", "path"} <= set(found.columns)
 
 
+@struct.dataclass
+class _AgentState:
+  params: dict
+  iteration: int
+
+
 def _tiny_agent(directory, df, schema):
+  """An untrained agent saved like experiments.train saves one (parameters, config, env identity, task)."""
   import muzero_jax
 
   cube = cube_env.build_cube(df, schema)
-  env, pool = cube_env.make_env_pool([cube], horizon=4, max_depth=2)
+  env, _ = cube_env.make_env(cube, horizon=4, max_depth=2)
   config = muzero_jax.MuZeroConfig(channels=4, num_blocks=1, head_channels=2, latent_size=8, hidden_size=8,
-                                   num_simulations=2, max_num_considered_actions=2, num_envs=2, rollout_length=2,
-                                   replay_capacity=64, min_replay_size=8, batch_size=4, unroll_steps=1, n_step=1,
-                                   max_episode_steps=4, seed=0)
-  state = muzero_jax.make_train(config, env, pool).init()
-  muzero_jax.save(directory, state, config, env=env, extra={"task": {"horizon": 4}})
+                                   num_simulations=2, max_num_considered_actions=2, max_episode_steps=4, seed=0)
+  net = muzero_jax.make_network(config, env.num_actions, env.observation_shape)
+  params = net.init(jax.random.PRNGKey(0), jnp.zeros((1,) + env.observation_shape), jnp.zeros((1,), jnp.int32))
+  muzero_jax.save(directory, _AgentState(params=params, iteration=jnp.int32(1)), config, env=env,
+                  extra={"task": {"horizon": 4}})
 
 
 def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, capsys):
