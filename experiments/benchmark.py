@@ -3,6 +3,7 @@
   env       environment steps/s vs cube cells and batch, bandwidth bound, scaling slope
   search    mctx search simulations/s and the overhead ratio (search / network-only time)
   selfplay  self-play moves/s, then learner updates/s
+  cartpole  MuZero on gymnax CartPole-v1: moves/s, learner steps/s, wall time to a greedy mean return >= 475
   checkpoint  Orbax save (blocking part and until on disk), full restore and params-only load times
 
 
@@ -20,6 +21,8 @@ import sys
 from typing import Iterable
 
 import tyro
+
+from experiments import cartpole_bench
 
 
 def _emit(rows: Iterable[dict], out: str | None) -> list[dict]:
@@ -153,7 +156,8 @@ def run_checkpoint(args: Checkpoint) -> list[dict]:
 
 
 COMMANDS = {"env": (Env, run_env), "search": (Agent, run_search), "selfplay": (Agent, run_selfplay),
-            "checkpoint": (Checkpoint, run_checkpoint)}
+            "checkpoint": (Checkpoint, run_checkpoint),
+            "cartpole": (cartpole_bench.CartPole, lambda args: cartpole_bench.run(args, _emit))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,9 @@ class Args:
   checkpoint (otherwise an error names it).
   """
 
+  env: Literal["cube", "cartpole"] = "cube"
+  """Task: synthetic data cubes, or gymnax's CartPole-v1 (needs `pip install -e '.[control]'`; the cube-only
+  flags are ignored; training stops once the greedy mean return over 100 episodes reaches 475)."""
   preset: Literal["smoke", "cpu", "gpu"] | None = None
   """Size preset (default cpu); the flags below override it."""
   iterations: int | None = None
@@ -150,6 +153,9 @@ def build_resumed(args: Args):
   finally:
     ckpt.close()
   extra = meta.get("extra") or {}
+  if extra.get("env", "cube") != args.env:
+    raise UsageError(f"--resume {directory}: checkpoint was written with --env {extra.get('env', 'cube')}, "
+                     f"not --env {args.env}")
   if "task" not in extra or "preset" not in extra:
     raise UsageError(f"--resume {directory}: checkpoint was not written by experiments.train (its meta has no task)")
   task_kw = dict(extra["task"])
@@ -209,12 +215,15 @@ def _holds_checkpoints(directory: str) -> bool:
 
 
 def run(args: Args) -> dict:
+  if args.env == "cartpole":
+    from experiments import cartpole  # gymnax is optional: imported only for this task
+    return cartpole.run(args)
   if args.resume is not None:
     task, config, iterations, extra = build_resumed(args)
     checkpoint_dir = args.checkpoint_dir or args.resume
   else:
     task, config, iterations = build(args)
-    extra = dict(program="experiments.train", preset=args.preset or "cpu", iterations=iterations,
+    extra = dict(program="experiments.train", env="cube", preset=args.preset or "cpu", iterations=iterations,
                  task=dataclasses.asdict(task))
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir and _holds_checkpoints(checkpoint_dir):

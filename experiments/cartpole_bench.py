@@ -1,0 +1,56 @@
+"""`python -m experiments.benchmark cartpole`: MuZero on gymnax CartPole-v1 (no heavy import at load time).
+
+Prints JSON lines: for each of `--speed-presets`, the compiled self-play moves/s
+(`bench=cartpole_selfplay`) and learner updates/s (`bench=cartpole_learner`),
+each measured alone; then for each seed one training run of `--preset` until
+the greedy mean return over 100 episodes reaches 475 (`bench=cartpole_solve`:
+wall seconds, moves and updates to the target, best return, in-training rates,
+the evaluation history). Every line carries the config used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class CartPole:
+  """MuZero on gymnax CartPole-v1: compiled self-play moves/s and learner steps/s per preset, then
+  training until the greedy mean return over 100 episodes reaches 475 (wall time, moves, updates)."""
+
+  preset: str = "cpu"
+  """experiments.cartpole preset trained to the target."""
+  seeds: tuple[int, ...] = (0,)
+  """One training run per seed."""
+  max_minutes: float = 30.0
+  """Training budget per run (minutes of training, evaluation excluded); the best return is reported if the
+  target is not reached."""
+  eval_every_s: float = 30.0
+  """Seconds of training between greedy evaluations (100 episodes each)."""
+  speed_presets: tuple[str, ...] = ("cpu", "peer")
+  """Presets whose compiled throughput is measured alone (peer: muzero-general's search and learner sizes)."""
+  solve: bool = True
+  """Train to the target (False: speed only)."""
+  out: str | None = None
+  """Append the JSON lines to this file too."""
+
+
+def run(args: CartPole, emit) -> list[dict]:
+  """Runs the benchmark; `emit(rows, out)` prints (and appends) JSON lines and returns the rows."""
+  import jax  # noqa: PLC0415
+
+  from experiments import cartpole  # noqa: PLC0415 (needs gymnax)
+  device = jax.devices()[0]
+  tag = dict(env="CartPole-v1", device=device.device_kind, platform=device.platform)
+  task = cartpole.CartPoleTask()
+  env, pool, _ = cartpole.make_env(task)
+  rows = []
+  for preset in args.speed_presets:
+    config = cartpole.make_config(preset)
+    rows += emit([dict(tag, preset=preset, config=config.to_dict(), **r) for r in cartpole.speed(config, env, pool)],
+                 args.out)
+  for seed in args.seeds if args.solve else ():
+    config = cartpole.make_config(args.preset, seed=seed)
+    result = cartpole.solve(config, task=task, max_train_s=60 * args.max_minutes, eval_every_s=args.eval_every_s)
+    rows += emit([dict(tag, preset=args.preset, seed=seed, config=config.to_dict(), **result)], args.out)
+  return rows
