@@ -5,6 +5,8 @@
   selfplay  self-play moves/s, then learner updates/s
   cartpole  MuZero on gymnax CartPole-v1: moves/s, learner steps/s, wall time to a greedy mean return >= 475
   checkpoint  Orbax save (blocking part and until on disk), full restore and params-only load times
+  quality   discovery recall/precision per query budget: muzero vs baselines vs pysubgroup (bench_quality.py)
+  speed     every speed figure above in one run, with linearity checks in cells and batch (bench_speed.py)
 
 
 Each prints machine-readable JSON lines (one per measurement) to stdout and,
@@ -22,7 +24,7 @@ from typing import Iterable
 
 import tyro
 
-from experiments import cartpole_bench
+from experiments import bench_speed, cartpole_bench
 
 
 def _emit(rows: Iterable[dict], out: str | None) -> list[dict]:
@@ -155,8 +157,39 @@ def run_checkpoint(args: Checkpoint) -> list[dict]:
   return _emit(rows, args.out)
 
 
+@dataclasses.dataclass(frozen=True)
+class Quality:
+  """Discovery quality per query: every method (the muzero agent, the baselines, pysubgroup) at budgets from 1% to
+  100% of the exhaustive query count on held-out synthetic cubes; recall, precision, confirmed findings, queries and
+  seconds (experiments/bench_quality.py)."""
+
+  suite: str = "quick"
+  """quick (under 15 min on 2 CPU cores), full (for a GPU) or tiny (tests)."""
+  checkpoint: str | None = None
+  """Agent for the muzero method (a directory written by experiments.train). Without it the agent in
+  checkpoints/bench-cpu is used, or trained there first with the cpu preset (about 13 more minutes)."""
+  methods: tuple[str, ...] | None = None
+  """Subset of methods (default: the suite's)."""
+  plot: str | None = None
+  """Plot path (default: recall_vs_budget.png beside --out)."""
+  out: str | None = None
+
+
+def run_quality(args: Quality) -> list[dict]:
+  from experiments import bench_quality
+  if args.suite not in bench_quality.SUITES:
+    raise SystemExit(f"error: --suite must be one of {sorted(bench_quality.SUITES)}")
+  return bench_quality.run(args.suite, checkpoint=args.checkpoint, method_names=args.methods, plot_path=args.plot,
+                           out=args.out, emit=_emit)
+
+
+def run_speed(args: bench_speed.Speed) -> list[dict]:
+  return bench_speed.run(args, _emit)
+
+
 COMMANDS = {"env": (Env, run_env), "search": (Agent, run_search), "selfplay": (Agent, run_selfplay),
-            "checkpoint": (Checkpoint, run_checkpoint),
+            "checkpoint": (Checkpoint, run_checkpoint), "quality": (Quality, run_quality),
+            "speed": (bench_speed.Speed, run_speed),
             "cartpole": (cartpole_bench.CartPole, lambda args: cartpole_bench.run(args, _emit))}
 
 

@@ -1,0 +1,402 @@
+"""Discovery quality per query: every method at budgets from 1% to 100% of the exhaustive count.
+
+`python -m experiments.benchmark quality --suite quick|full` runs, for each
+evaluation cube (generator seeds `cube_task.EVAL_SEED_BASE + i`, never used in
+training: `check_seed_split`), each method of `methods()` and each budget:
+
+1. the split, search space and thresholds of `cube_env.run_discovery` (built
+   once per cube and shared by the methods: `prepare`),
+2. the method's search of the exploration half under the budget (the ledger
+   refuses any query past it),
+3. the same confirmation (`confirm`: holdout re-test, Benjamini-Hochberg, the
+   relative-difference rule; case-mix adjustment on `confounded`),
+4. scoring of the confirmed findings against the planted truth.
+
+Budgets are fractions of the exhaustive query count (every visitable cohort
+to depth 3) of that cube; on the `large` space, where enumeration costs far
+more than any budget, they are fixed counts. The JSON lines hold one `run` row
+per (scenario, seed, method, budget) and one `summary` row per (scenario,
+method, budget) with the mean and standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+import cube_env
+from cube_env import confirm as cf
+from cube_env import holdout, synthetic
+from cube_env.discovery import DiscoveryConfig, resolve_method
+from cube_env.search import count_cohorts, make_space
+from experiments import cube_task
+
+SCENARIOS = ("marginal", "interactions", "masked", "mixed", "null", "confounded", "large")
+TRUTHLESS = ("null", "confounded")  # every confirmed finding is false: family-wise error
+METHODS = ("exhaustive", "random", "greedy", "beam", "uct", "muzero", "pysubgroup-beam", "pysubgroup-dfs")
+RECALL_TARGET = 0.9
+WARM_UP = ("random", "muzero")  # a 2-query call first, so compile time is not charged to the first budget
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Suite:
+  """Sizes of one benchmark suite."""
+
+  name: str
+  scenarios: tuple[str, ...] = SCENARIOS
+  seeds: int = 1  # evaluation cubes per scenario
+  n_rows: int = 4000  # rows per table (the search sees half): reduced schema `cube_task.TASK_SCHEMA`
+  fractions: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)  # budgets, as fractions of the exhaustive count
+  large_rows: int = 10000  # `large`: the full synthetic schema (15 filter columns, 9 measures)
+  large_max_categories: int = 16  # ... with more categories kept (surgeon has about 75)
+  large_budgets: tuple[int, ...] = (30, 100, 300)  # fixed query counts on `large`
+  methods: tuple[str, ...] = METHODS
+  max_depth: int = 3
+
+
+SUITES = {
+    "tiny": Suite(name="tiny", scenarios=("mixed", "null"), n_rows=1200, fractions=(0.05, 1.0),
+                  methods=("exhaustive", "random", "beam", "pysubgroup-beam"), max_depth=2),
+    "quick": Suite(name="quick"),
+    "full": Suite(name="full", seeds=5, n_rows=20000, fractions=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+                  large_rows=50000, large_max_categories=32, large_budgets=(200, 1000, 5000, 20000)),
+}
+
+
+def check_seed_split() -> None:
+  """Raises unless every training preset's cube seeds lie below the evaluation seeds."""
+  from experiments.train import PRESETS  # noqa: PLC0415 (imports the agent library)
+
+  most = max(p["task"]["num_train_cubes"] for p in PRESETS.values())
+  if cube_task.TRAIN_SEED_BASE + most > cube_task.EVAL_SEED_BASE:
+    raise RuntimeError(f"training seeds {cube_task.TRAIN_SEED_BASE}..{cube_task.TRAIN_SEED_BASE + most - 1} "
+                       f"reach the evaluation seeds from {cube_task.EVAL_SEED_BASE}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One evaluation table and what the benchmark knows about it."""
+
+  scenario: str
+  seed: int  # generator seed (>= EVAL_SEED_BASE); also the row split's seed
+  df: pd.DataFrame
+  schema: cube_env.Schema
+  truth: list
+  adjust: tuple[str, ...]
+  max_categories: int
+
+
+def make_case(scenario: str, index: int, suite: Suite) -> Case:
+  """Evaluation cube `index` of a scenario; planted effects sized for |z| ~ 8-10 in each half."""
+  seed = cube_task.EVAL_SEED_BASE + index
+  large = scenario == "large"
+  n_rows = suite.large_rows if large else suite.n_rows
+  scale = max(1.0, (20000 / (n_rows / 2)) ** 0.5)
+  df, full_schema, truth = synthetic.make_cases("mixed" if large else scenario, seed, n_rows=n_rows,
+                                                effect_scale=scale)
+  return Case(scenario=scenario, seed=seed, df=df, schema=full_schema if large else cube_task.TASK_SCHEMA,
+              truth=list(truth), adjust=synthetic.ADJUSTERS if scenario == "confounded" else (),
+              max_categories=suite.large_max_categories if large else 12)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """What `run_discovery` builds before searching, built once per case."""
+
+  config: DiscoveryConfig
+  halves: holdout.Halves
+  space: cube_env.Space
+  exhaustive_queries: int  # visitable cohorts to max_depth
+
+
+def prepare(case: Case, *, max_depth: int) -> Prepared:
+  config = DiscoveryConfig(method="exhaustive", max_depth=max_depth, seed=case.seed, adjust=case.adjust,
+                           max_categories=case.max_categories)
+  halves = holdout.split_cubes(case.df, case.schema, seed=config.seed, fraction=config.explore_fraction,
+                               adjusters=config.adjust, max_categories=config.max_categories)
+  space = make_space(halves.explore, max_depth=config.max_depth, min_group=config.min_group,
+                     z_screen=config.z_screen)
+  return Prepared(config, halves, space, int(sum(count_cohorts(space))))
+
+
+def confirm(result: cube_env.SearchResult, prep: Prepared) -> pd.DataFrame:
+  """The confirmation step of `run_discovery`, with its arguments."""
+  c = prep.config
+  return cf.confirm_candidates(result.candidates, prep.halves.confirm, q=c.q, min_relative_diff=c.min_relative_diff,
+                               min_group=c.min_group, z_screen=prep.space.z_screen, max_depth=c.max_depth,
+                               raw_cube=prep.halves.confirm_raw if c.adjust else None, favorable=c.favorable)
+
+
+def budgets_for(case: Case, prep: Prepared, suite: Suite) -> list[int]:
+  if case.scenario == "large":
+    return [b for b in suite.large_budgets if b <= prep.exhaustive_queries]
+  return sorted({max(1, int(round(f * prep.exhaustive_queries))) for f in suite.fractions})
+
+
+def methods(names: Iterable[str], checkpoint: str | None) -> dict[str, Callable]:
+  """Method functions by name; `muzero` plays the agent in `checkpoint`."""
+  out = {}
+  for name in names:
+    if name == "muzero":
+      if checkpoint is None:
+        raise ValueError("the muzero method needs --checkpoint (or let the benchmark train one)")
+      from experiments import agent_search  # noqa: PLC0415
+
+      out[name] = agent_search.muzero_method(checkpoint)
+      out[name].agent = agent_search.load_agent(checkpoint)
+    elif name.startswith("pysubgroup-"):
+      from experiments import bench_pysubgroup  # noqa: PLC0415
+
+      out[name] = bench_pysubgroup.pysubgroup_method(name.split("-", 1)[1])
+    else:
+      out[name] = resolve_method(name)[1]
+  return out
+
+
+def not_applicable(name: str, fn: Callable, space: cube_env.Space) -> str | None:
+  """Why a method cannot search this space (None when it can)."""
+  agent = getattr(fn, "agent", None)
+  if agent is None:
+    return None
+  from experiments import agent_search  # noqa: PLC0415
+
+  try:
+    agent_search.agent_space(agent, space)
+  except ValueError as err:
+    return f"{name}: {err}"
+  return None
+
+
+def _score(findings: pd.DataFrame, truth: list, cube) -> dict:
+  if len(findings) == 0:
+    return {"recall": 0.0 if truth else math.nan, "precision": math.nan, "n_reported": 0, "n_false": 0}
+  s = cube_env.score_findings(findings, truth, cube=cube)
+  return {k: s[k] for k in ("recall", "precision", "n_reported", "n_false")}
+
+
+def run_case(case: Case, suite: Suite, fns: dict[str, Callable], *, log: Callable[[str], None] = print,
+             skip: frozenset | set = frozenset()) -> Iterator[dict]:
+  """One `run` row per (method, budget) on one case."""
+  t0 = time.perf_counter()
+  prep = prepare(case, max_depth=suite.max_depth)
+  base = dict(kind="run", suite=suite.name, scenario=case.scenario, seed=case.seed, n_rows=len(case.df),
+              explore_rows=prep.halves.explore_rows, cells=prep.halves.explore.num_cells,
+              filter_columns=len(prep.halves.explore.meta.filter_names), z_screen=prep.space.z_screen,
+              exhaustive_queries=prep.exhaustive_queries, n_truth=len(case.truth), adjusted=bool(case.adjust))
+  log(f"{case.scenario} seed {case.seed}: {base['cells']} cells, {prep.exhaustive_queries} cohorts to depth "
+      f"{suite.max_depth}, prepared in {time.perf_counter() - t0:.1f} s")
+  for name, fn in fns.items():
+    budgets = [b for b in budgets_for(case, prep, suite) if (case.scenario, case.seed, name, b) not in skip]
+    why = not_applicable(name, fn, prep.space)
+    if budgets and why is None and name in WARM_UP:
+      fn(prep.space, budget=2, seed=case.seed)  # compiles the env step (per cube shape) outside the timing
+    for budget in budgets:
+      row = dict(base, method=name, budget=budget, budget_fraction=budget / prep.exhaustive_queries)
+      if why is not None:
+        yield dict(row, applicable=False, note=why)
+        continue
+      t1 = time.perf_counter()
+      result = fn(prep.space, budget=budget, seed=case.seed)
+      if result.queries > budget:
+        raise RuntimeError(f"{name} spent {result.queries} queries, over its budget {budget}")
+      findings = confirm(result, prep)
+      seconds = time.perf_counter() - t1
+      confirmed = findings[findings["confirmed"].astype(bool)]
+      cand = _score(result.candidates, case.truth, prep.halves.explore)
+      conf = _score(confirmed, case.truth, prep.halves.explore)
+      out = dict(row, applicable=True, queries=int(result.queries), search_seconds=float(result.seconds),
+                 seconds=seconds, candidates=len(result.candidates), candidate_recall=cand["recall"],
+                 recall=conf["recall"], precision=conf["precision"], confirmed=len(confirmed),
+                 false_confirmed=conf["n_false"], family_wise_error=bool(conf["n_false"] > 0), note=result.note)
+      log(f"  {name:16s} budget {budget:6d}: {out['queries']:6d} queries, recall {out['recall']:.2f}, "
+          f"{out['confirmed']} confirmed ({out['false_confirmed']} false), {seconds:.1f} s")
+      yield out
+
+
+def run_suite(suite: Suite, fns: dict[str, Callable], *, log: Callable[[str], None] = print,
+              skip: frozenset | set = frozenset()) -> Iterator[dict]:
+  """`run_case` over the suite's scenarios and seeds; `skip` holds (scenario, seed, method, budget) already run."""
+  check_seed_split()
+  for scenario in suite.scenarios:
+    for i in range(suite.seeds):
+      yield from run_case(make_case(scenario, i, suite), suite, fns, log=log, skip=skip)
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+  """Mean and standard deviation over seeds per (scenario, method, budget fraction rounded)."""
+  runs = pd.DataFrame([r for r in rows if r.get("kind") == "run"])
+  if runs.empty:
+    return []
+  runs["fraction"] = runs["budget_fraction"].round(4)
+  if "recall" not in runs.columns:  # only not-applicable rows
+    runs["recall"] = np.nan
+  out = []
+  for (scenario, method, fraction), g in runs.groupby(["scenario", "method", "fraction"], sort=False):
+    ok = g[g["applicable"].astype(bool)]
+    row = dict(kind="summary", suite=g["suite"].iloc[0], scenario=scenario, method=method, budget_fraction=fraction,
+               budget=float(g["budget"].mean()), seeds=int(len(g)), applicable=bool(len(ok)))
+    if len(ok):
+      for col in ("recall", "precision", "confirmed", "false_confirmed", "queries", "seconds", "candidate_recall"):
+        v = pd.to_numeric(ok[col], errors="coerce").to_numpy(float)
+        row[f"{col}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else None
+        row[f"{col}_std"] = float(np.nanstd(v)) if np.isfinite(v).any() else None
+      row["family_wise_error_rate"] = float(ok["family_wise_error"].astype(bool).mean())
+    else:
+      row["note"] = str(g["note"].iloc[0])
+    out.append(row)
+  return out
+
+
+def headline(summary: list[dict]) -> pd.DataFrame:
+  """Per scenario and method: the smallest measured budget fraction whose mean recall >= 0.9.
+
+  Truthless scenarios (null, confounded) give instead the family-wise error
+  rate over all their runs (share of runs with any confirmed finding).
+  """
+  table = pd.DataFrame(summary)
+  cells: dict = {}
+  for (scenario, method), g in table.groupby(["scenario", "method"], sort=False):
+    g = g.sort_values("budget_fraction")
+    if not g["applicable"].any():
+      cells[(method, scenario)] = "n/a"
+    elif scenario in TRUTHLESS:
+      ok = g[g["applicable"]]
+      fwer = float(np.average(ok["family_wise_error_rate"], weights=ok["seeds"]))
+      cells[(method, scenario)] = f"FWER {fwer:.2f}"
+    else:
+      hit = g[g["applicable"] & (g["recall_mean"].fillna(0) >= RECALL_TARGET)]
+      best = float(g["recall_mean"].max())
+      cells[(method, scenario)] = (f"{hit['budget_fraction'].iloc[0]:.3g}" if len(hit) else
+                                   f"> {g['budget_fraction'].max():.3g} (best {best:.2f})")
+  scenarios = list(dict.fromkeys(table["scenario"]))
+  rows = list(dict.fromkeys(table["method"]))
+  return pd.DataFrame([[cells.get((m, s), "") for s in scenarios] for m in rows], index=rows, columns=scenarios)
+
+
+def plot(summary: list[dict], path: str, *, title: str = "") -> None:
+  """recall vs budget (one panel per scenario; null/confounded: confirmed false findings), a line per method."""
+  import matplotlib  # noqa: PLC0415
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  table = pd.DataFrame([r for r in summary if r["applicable"]])
+  scenarios = list(dict.fromkeys(table["scenario"]))
+  cols = min(4, len(scenarios))
+  rows = math.ceil(len(scenarios) / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+  for ax, scenario in zip(axes.flat, scenarios):
+    g = table[table["scenario"] == scenario]
+    y = "false_confirmed_mean" if scenario in TRUTHLESS else "recall_mean"
+    for method, h in g.groupby("method", sort=False):
+      h = h.sort_values("budget_fraction")
+      ax.plot(h["budget_fraction"], h[y], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_title(scenario)
+    ax.set_xlabel("budget / exhaustive queries")
+    ax.set_ylabel("confirmed false findings" if scenario in TRUTHLESS else "recall (confirmed)")
+    if scenario not in TRUTHLESS:
+      ax.set_ylim(-0.03, 1.03)
+      ax.axhline(RECALL_TARGET, color="grey", lw=0.5, ls="--")
+    ax.grid(alpha=0.3)
+  for ax in list(axes.flat)[len(scenarios):]:
+    ax.axis("off")
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout(rect=(0, 0.06, 1, 0.96 if title else 1))
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def ensure_checkpoint(checkpoint: str | None, *, directory: str = "checkpoints/bench-cpu", preset: str = "cpu",
+                      log: Callable[[str], None] = print) -> str:
+  """`checkpoint`, or an agent trained with `python -m experiments.train --preset cpu` into `directory`.
+
+  An agent already in `directory` is reused; training the `cpu` preset takes
+  about 13 minutes on 2 CPU cores.
+  """
+  import os  # noqa: PLC0415
+  import subprocess  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+
+  if checkpoint is not None:
+    return checkpoint
+  if os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory)):
+    log(f"muzero: reusing the agent in {directory}")
+    return directory
+  cmd = [sys.executable, "-m", "experiments.train", "--preset", preset, "--checkpoint-dir", directory,
+         "--no-evaluate"]
+  log(f"muzero: no --checkpoint given; training one: {' '.join(cmd[1:])}")
+  subprocess.run(cmd, check=True)
+  return directory
+
+
+def read_rows(path: str | None) -> list[dict]:
+  """JSON lines of an earlier (maybe interrupted) run of the command; [] when there is none."""
+  import json  # noqa: PLC0415
+  import os  # noqa: PLC0415
+
+  if not path or not os.path.exists(path):
+    return []
+  with open(path) as handle:
+    return [json.loads(line) for line in handle if line.strip()]
+
+
+def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...] | None, plot_path: str | None,
+        out: str | None, emit: Callable[[Iterable[dict], str | None], list[dict]],
+        log: Callable[[str], None] | None = None) -> list[dict]:
+  """The `quality` command: run rows, then summary rows, the headline table and the plot.
+
+  Run rows already in `out` (same suite) are kept and their (scenario, seed,
+  method, budget) skipped, so an interrupted suite continues and methods can
+  be added later; `out` is then rewritten as every run row, one `invocation`
+  row per call (wall time, load) and fresh summary rows.
+  """
+  import json  # noqa: PLC0415
+  import os  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+
+  import jax  # noqa: PLC0415
+
+  log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+  suite = SUITES[suite_name]
+  if method_names:
+    suite = dataclasses.replace(suite, methods=tuple(method_names))
+  if "muzero" in suite.methods:
+    checkpoint = ensure_checkpoint(checkpoint, log=log)
+  earlier = [r for r in read_rows(out) if r.get("suite") == suite.name and r.get("kind") in ("run", "invocation")]
+  done = {(r["scenario"], r["seed"], r["method"], r["budget"]) for r in earlier if r["kind"] == "run"}
+  fns = methods(suite.methods, checkpoint)
+  device = jax.devices()[0]
+  load_before = os.getloadavg()
+  t0 = time.perf_counter()
+  rows = emit((r for r in run_suite(suite, fns, log=log, skip=done)), out)
+  invocation = dict(kind="invocation", suite=suite.name, methods=list(suite.methods), wall_s=time.perf_counter() - t0,
+                    device=device.device_kind, platform=device.platform, cpu_count=os.cpu_count(),
+                    load_average_before=load_before, load_average_after=os.getloadavg(), checkpoint=checkpoint)
+  runs = [r for r in earlier if r["kind"] == "run"] + rows
+  invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
+  summary = summarize(runs)
+  if out:
+    with open(out, "w") as handle:
+      for r in runs + invocations + summary:
+        handle.write(json.dumps(r, sort_keys=True) + "\n")
+  for r in summary:
+    print(json.dumps(r, sort_keys=True), flush=True)
+  wall = sum(r["wall_s"] for r in invocations)
+  table = headline(summary)
+  log(f"\nfraction of exhaustive queries to reach recall {RECALL_TARGET} (null/confounded: family-wise error "
+      f"rate), suite {suite.name}, {wall / 60:.1f} min in {len(invocations)} call(s) on {device.device_kind}:\n"
+      f"{table.to_string()}")
+  path = plot_path or os.path.join(os.path.dirname(out) if out else ".", "recall_vs_budget.png")
+  plot(summary, path, title=f"suite {suite.name} on {device.device_kind} ({os.cpu_count()} cores); "
+                            f"mean over {suite.seeds} seed(s)")
+  log(f"plot: {path}")
+  return runs + invocations + summary

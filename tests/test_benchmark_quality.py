@@ -1,0 +1,137 @@
+"""Quality benchmark: budget accounting (walkers and pysubgroup), pysubgroup's statistics, scoring and summaries."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import cube_env
+from cube_env import synthetic
+from experiments import bench_pysubgroup as bp
+from experiments import bench_quality as bq
+from experiments import cube_task
+from tests.conftest import SMALL_SCHEMA
+
+pytest.importorskip("pysubgroup")
+
+PLANTED = synthetic.PlantedEffect(cohort={"proc": "A"}, protected="race", group="B", measure="minutes", effect=0.4)
+
+
+@pytest.fixture(scope="module")
+def case(small_df):
+  return bq.Case(scenario="small", seed=cube_task.EVAL_SEED_BASE, df=small_df, schema=SMALL_SCHEMA, truth=[PLANTED],
+                 adjust=(), max_categories=12)
+
+
+@pytest.fixture(scope="module")
+def prep(case):
+  return bq.prepare(case, max_depth=2)
+
+
+def test_cohort_ledger_caps_budget_and_counts_each_cohort_once():
+  seen = []
+  ledger = bp.CohortLedger(4, seen.append)
+  ledger.cap = 2
+  assert ledger.pay((0, -1)) and ledger.pay((0, -1)) and ledger.pay((1, -1))
+  assert not ledger.pay((2, -1))  # the cap for this run is spent
+  assert ledger.reachable((-1, -1)) and ledger.reachable((1, -1)) and not ledger.reachable((2, -1))
+  ledger.cap = 10  # a later run may not pass the whole budget
+  assert ledger.pay((2, -1)) and ledger.pay((3, -1)) and not ledger.pay((4, -1))
+  assert ledger.used == 4 and seen == [1, 2, 3, 4]
+
+
+def test_pysubgroup_z_matches_scipy_welch(small_df, prep):
+  cells = bp.CellData(prep.space)
+  meta = prep.space.cube.meta
+  codes, values, _ = cube_env.encode_table(small_df, SMALL_SCHEMA)
+  explore = cube_env.split_rows(small_df, seed=prep.config.seed)
+  f_proc, f_race = meta.filter_names.index("proc"), meta.filter_names.index("race")
+  a, b = meta.categories[f_proc].index("A"), meta.categories[f_race].index("B")
+  cohort, rows = cells.cohort(((f_proc, a),))
+  in_cohort = explore & (codes[:, f_proc] == a)
+  assert rows == in_cohort.sum()
+  for m, name in enumerate(meta.measure_names):
+    v = values[in_cohort, m]
+    grp = codes[in_cohort, f_race] == b
+    x, y = v[grp & ~np.isnan(v)], v[~grp & ~np.isnan(v)]
+    if meta.is_binary[m]:
+      pooled = np.concatenate([x, y]).mean()
+      want = abs(x.mean() - y.mean()) / math.sqrt(pooled * (1 - pooled) * (1 / len(x) + 1 / len(y)))
+    else:
+      want = stats.norm.isf(stats.ttest_ind(x, y, equal_var=False).pvalue / 2)
+    assert cells.abs_z(cohort, (f_race, b), m) == pytest.approx(want, rel=1e-3, abs=1e-3), name
+
+
+@pytest.mark.parametrize("algorithm", ["beam", "dfs"])
+def test_pysubgroup_stops_exactly_at_budget_and_counts_cohorts(prep, algorithm):
+  method = bp.pysubgroup_method(algorithm, width=8)
+  small = method(prep.space, budget=5, seed=0)
+  assert small.queries == 5 and len(small.visits) == 5
+  big = method(prep.space, budget=10 ** 6, seed=0)
+  evaluations = int(big.note.split(";")[1].split()[0])
+  assert big.queries < prep.exhaustive_queries  # no intersectional cohorts in its space
+  assert evaluations > big.queries  # many (group, measure) qualities per cohort, one query each
+  assert big.visits["depth"].max() <= 2
+  oracle = cube_env.enumerate_findings(prep.space.cube, max_depth=2, z_screen=prep.space.z_screen,
+                                       include_old=False)
+  key = lambda t: set(zip(t["cohort"], t["protected"], t["group"], t["measure"]))  # noqa: E731
+  assert key(big.candidates) <= key(oracle)
+  if algorithm == "dfs":  # DFS saw every cohort: it reports the planted gap
+    assert cube_env.score_findings(big.candidates, [PLANTED], cube=prep.space.cube)["recall"] == 1.0
+
+
+def test_confirm_is_run_discovery_confirmation(small_df, case, prep):
+  ours = bq.confirm(cube_env.METHODS["random"](prep.space, budget=30, seed=case.seed), prep)
+  ref = cube_env.run_discovery(small_df, SMALL_SCHEMA, method="random", budget=30, seed=case.seed, max_depth=2)
+  cols = ["cohort", "protected", "group", "measure", "z", "p_adjusted", "confirmed"]
+  pd.testing.assert_frame_equal(ours[cols].reset_index(drop=True), ref.findings[cols].reset_index(drop=True))
+
+
+def test_run_case_budgets_scores_and_cut_off(case, prep):
+  suite = bq.Suite(name="test", fractions=(0.02, 1.0), max_depth=2)
+  fns = bq.methods(("random", "pysubgroup-dfs"), None)
+  rows = list(bq.run_case(case, suite, fns, log=lambda s: None))
+  budgets = bq.budgets_for(case, prep, suite)
+  assert budgets == [round(0.02 * prep.exhaustive_queries), prep.exhaustive_queries]
+  assert [(r["method"], r["budget"]) for r in rows] == [(m, b) for m in fns for b in budgets]
+  for r in rows:
+    assert r["queries"] <= r["budget"] and r["budget_fraction"] == r["budget"] / prep.exhaustive_queries
+    if r["method"] == "random":
+      assert r["queries"] == r["budget"]  # cut off exactly at the budget
+  full = rows[-1]  # pysubgroup DFS with the whole budget reports and confirms the planted gap
+  assert full["recall"] == 1.0 and full["family_wise_error"] == (full["false_confirmed"] > 0)
+  skipped = list(bq.run_case(case, suite, fns, log=lambda s: None,
+                             skip={(case.scenario, case.seed, "random", budgets[0])}))
+  assert len(skipped) == len(rows) - 1
+
+
+def _row(scenario, method, fraction, seed, **kw):
+  base = dict(kind="run", suite="t", scenario=scenario, method=method, budget=int(fraction * 1000),
+              budget_fraction=fraction, seed=seed, applicable=True, recall=math.nan, precision=1.0, confirmed=1,
+              false_confirmed=0, queries=int(fraction * 1000), seconds=1.0, candidate_recall=1.0,
+              family_wise_error=False)
+  return dict(base, **kw)
+
+
+def test_summary_and_headline_numbers():
+  rows = [_row("mixed", "a", 0.01, 0, recall=0.5), _row("mixed", "a", 0.01, 1, recall=0.7),
+          _row("mixed", "a", 0.2, 0, recall=0.9), _row("mixed", "a", 0.2, 1, recall=1.0),
+          _row("mixed", "b", 1.0, 0, recall=0.8), _row("mixed", "b", 1.0, 1, recall=0.8),
+          _row("null", "a", 0.2, 0, family_wise_error=True, false_confirmed=2),
+          _row("null", "a", 0.2, 1), _row("null", "b", 1.0, 0, applicable=False, note="does not fit")]
+  summary = bq.summarize(rows)
+  first = next(s for s in summary if s["method"] == "a" and s["budget_fraction"] == 0.01)
+  assert first["recall_mean"] == pytest.approx(0.6) and first["recall_std"] == pytest.approx(0.1)
+  assert first["seeds"] == 2
+  table = bq.headline(summary)
+  assert table.loc["a", "mixed"] == "0.2"
+  assert table.loc["b", "mixed"] == "> 1 (best 0.80)"
+  assert table.loc["a", "null"] == "FWER 0.50"
+  assert table.loc["b", "null"] == "n/a"
+
+
+def test_evaluation_seeds_never_train():
+  bq.check_seed_split()
+  assert bq.make_case("null", 0, bq.Suite(name="t", n_rows=300)).seed == cube_task.EVAL_SEED_BASE
