@@ -50,7 +50,7 @@ class Suite:
   name: str
   scenarios: tuple[str, ...] = SCENARIOS
   seeds: int = 1  # evaluation cubes per scenario
-  n_rows: int = 4000  # rows per table (the search sees half): reduced schema `cube_task.TASK_SCHEMA`
+  n_rows: int = 8000  # rows per table (the search sees half): reduced schema `cube_task.TASK_SCHEMA`
   fractions: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)  # budgets, as fractions of the exhaustive count
   large_rows: int = 10000  # `large`: the full synthetic schema (15 filter columns, 9 measures)
   large_max_categories: int = 16  # ... with more categories kept (surgeon has about 75)
@@ -174,9 +174,12 @@ def not_applicable(name: str, fn: Callable, space: cube_env.Space) -> str | None
 
 def _score(findings: pd.DataFrame, truth: list, cube) -> dict:
   if len(findings) == 0:
-    return {"recall": 0.0 if truth else math.nan, "precision": math.nan, "n_reported": 0, "n_false": 0}
+    return {"recall": 0.0 if truth else math.nan, "precision": math.nan, "n_reported": 0, "n_false": 0,
+            "recalled": []}
   s = cube_env.score_findings(findings, truth, cube=cube)
-  return {k: s[k] for k in ("recall", "precision", "n_reported", "n_false")}
+  out = {k: s[k] for k in ("recall", "precision", "n_reported", "n_false")}
+  out["recalled"] = [int(i) for i in np.nonzero(s["matched"]["recalled"].to_numpy(bool))[0]]
+  return out
 
 
 def run_case(case: Case, suite: Suite, fns: dict[str, Callable], *, log: Callable[[str], None] = print,
@@ -211,7 +214,8 @@ def run_case(case: Case, suite: Suite, fns: dict[str, Callable], *, log: Callabl
       conf = _score(confirmed, case.truth, prep.halves.explore)
       out = dict(row, applicable=True, queries=int(result.queries), search_seconds=float(result.seconds),
                  seconds=seconds, candidates=len(result.candidates), candidate_recall=cand["recall"],
-                 recall=conf["recall"], precision=conf["precision"], confirmed=len(confirmed),
+                 recall=conf["recall"], recalled=conf["recalled"], precision=conf["precision"],
+                 confirmed=len(confirmed),
                  false_confirmed=conf["n_false"], family_wise_error=bool(conf["n_false"] > 0), note=result.note)
       log(f"  {name:16s} budget {budget:6d}: {out['queries']:6d} queries, recall {out['recall']:.2f}, "
           f"{out['confirmed']} confirmed ({out['false_confirmed']} false), {seconds:.1f} s")
@@ -235,13 +239,15 @@ def summarize(rows: list[dict]) -> list[dict]:
   runs["fraction"] = runs["budget_fraction"].round(4)
   if "recall" not in runs.columns:  # only not-applicable rows
     runs["recall"] = np.nan
+  runs["recall_of_oracle"] = _recall_of_oracle(runs)
   out = []
   for (scenario, method, fraction), g in runs.groupby(["scenario", "method", "fraction"], sort=False):
     ok = g[g["applicable"].astype(bool)]
     row = dict(kind="summary", suite=g["suite"].iloc[0], scenario=scenario, method=method, budget_fraction=fraction,
                budget=float(g["budget"].mean()), seeds=int(len(g)), applicable=bool(len(ok)))
     if len(ok):
-      for col in ("recall", "precision", "confirmed", "false_confirmed", "queries", "seconds", "candidate_recall"):
+      for col in ("recall", "recall_of_oracle", "precision", "confirmed", "false_confirmed", "queries", "seconds",
+                  "candidate_recall"):
         v = pd.to_numeric(ok[col], errors="coerce").to_numpy(float)
         row[f"{col}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else None
         row[f"{col}_std"] = float(np.nanstd(v)) if np.isfinite(v).any() else None
@@ -250,6 +256,21 @@ def summarize(rows: list[dict]) -> list[dict]:
       row["note"] = str(g["note"].iloc[0])
     out.append(row)
   return out
+
+
+def _recall_of_oracle(runs: pd.DataFrame) -> np.ndarray:
+  """Share of the planted effects that exhaustive search with the whole budget confirmed (same cube) that a run
+  confirmed too; NaN where there is no such effect or no such exhaustive run."""
+  if "recalled" not in runs.columns:
+    return np.full(len(runs), np.nan)
+  full = runs[(runs["method"] == "exhaustive") & (runs["budget_fraction"] >= 1.0) & runs["applicable"].astype(bool)]
+  oracle = {(r.scenario, r.seed): set(r.recalled) for r in full.itertuples() if isinstance(r.recalled, list)}
+  out = []
+  for r in runs.itertuples():
+    want = oracle.get((r.scenario, r.seed))
+    got = r.recalled if isinstance(r.recalled, list) else None
+    out.append(len(want & set(got)) / len(want) if want and got is not None else np.nan)
+  return np.asarray(out, float)
 
 
 def headline(summary: list[dict]) -> pd.DataFrame:
@@ -275,7 +296,34 @@ def headline(summary: list[dict]) -> pd.DataFrame:
                                    f"> {g['budget_fraction'].max():.3g} (best {best:.2f})")
   scenarios = list(dict.fromkeys(table["scenario"]))
   rows = list(dict.fromkeys(table["method"]))
-  return pd.DataFrame([[cells.get((m, s), "") for s in scenarios] for m in rows], index=rows, columns=scenarios)
+  return pd.DataFrame([[cells.get((m, s), "") for s in scenarios] for m in rows], columns=scenarios,
+                      index=pd.Index(rows, name="method"))
+
+
+def at_equal_budget(summary: list[dict], methods: Iterable[str] = ("muzero", "beam", "pysubgroup-beam",
+                                                                  "pysubgroup-dfs")) -> pd.DataFrame:
+  """Mean recall (null/confounded: mean confirmed false findings) per scenario and budget, one column per method."""
+  table = pd.DataFrame(summary)
+  methods = [m for m in methods if m in set(table["method"])]
+  out = []
+  for (scenario, fraction), g in table.groupby(["scenario", "budget_fraction"], sort=False):
+    y = "false_confirmed_mean" if scenario in TRUTHLESS else "recall_mean"
+    row = {"scenario": scenario, "budget": f"{fraction:.3g} ({int(g['budget'].iloc[0])} q)"}
+    for m in methods:
+      h = g[g["method"] == m]
+      row[m] = ("n/a" if len(h) == 0 or not bool(h["applicable"].iloc[0]) or y not in h or pd.isna(h[y].iloc[0])
+                else f"{h[y].iloc[0]:.2f}")
+    out.append(row)
+  return pd.DataFrame(out)
+
+
+def markdown(table: pd.DataFrame, *, index: bool = False) -> str:
+  """A pipe table (no tabulate dependency)."""
+  frame = table.reset_index() if index else table
+  cols = [str(c) for c in frame.columns]
+  lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+  lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+  return "\n".join(lines)
 
 
 def plot(summary: list[dict], path: str, *, title: str = "") -> None:
@@ -351,7 +399,7 @@ def read_rows(path: str | None) -> list[dict]:
 
 def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...] | None, plot_path: str | None,
         out: str | None, emit: Callable[[Iterable[dict], str | None], list[dict]],
-        log: Callable[[str], None] | None = None) -> list[dict]:
+        log: Callable[[str], None] | None = None, scenarios: tuple[str, ...] | None = None) -> list[dict]:
   """The `quality` command: run rows, then summary rows, the headline table and the plot.
 
   Run rows already in `out` (same suite) are kept and their (scenario, seed,
@@ -369,6 +417,8 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
   suite = SUITES[suite_name]
   if method_names:
     suite = dataclasses.replace(suite, methods=tuple(method_names))
+  if scenarios:
+    suite = dataclasses.replace(suite, scenarios=tuple(scenarios))
   if "muzero" in suite.methods:
     checkpoint = ensure_checkpoint(checkpoint, log=log)
   earlier = [r for r in read_rows(out) if r.get("suite") == suite.name and r.get("kind") in ("run", "invocation")]
@@ -394,7 +444,8 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
   table = headline(summary)
   log(f"\nfraction of exhaustive queries to reach recall {RECALL_TARGET} (null/confounded: family-wise error "
       f"rate), suite {suite.name}, {wall / 60:.1f} min in {len(invocations)} call(s) on {device.device_kind}:\n"
-      f"{table.to_string()}")
+      f"{markdown(table, index=True)}\n\nat equal budget (recall; null/confounded: confirmed false findings):\n"
+      f"{markdown(at_equal_budget(summary))}")
   path = plot_path or os.path.join(os.path.dirname(out) if out else ".", "recall_vs_budget.png")
   plot(summary, path, title=f"suite {suite.name} on {device.device_kind} ({os.cpu_count()} cores); "
                             f"mean over {suite.seeds} seed(s)")

@@ -170,6 +170,8 @@ class Quality:
   checkpoints/bench-cpu is used, or trained there first with the cpu preset (about 13 more minutes)."""
   methods: tuple[str, ...] | None = None
   """Subset of methods (default: the suite's)."""
+  scenarios: tuple[str, ...] | None = None
+  """Subset of scenarios (default: the suite's)."""
   plot: str | None = None
   """Plot path (default: recall_vs_budget.png beside --out)."""
   out: str | None = None
@@ -180,7 +182,7 @@ def run_quality(args: Quality) -> list[dict]:
   if args.suite not in bench_quality.SUITES:
     raise SystemExit(f"error: --suite must be one of {sorted(bench_quality.SUITES)}")
   return bench_quality.run(args.suite, checkpoint=args.checkpoint, method_names=args.methods, plot_path=args.plot,
-                           out=args.out, emit=_emit)
+                           out=args.out, emit=_emit, scenarios=args.scenarios)
 
 
 def run_speed(args: bench_speed.Speed) -> list[dict]:
