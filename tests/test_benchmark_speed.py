@@ -1,0 +1,15 @@
+"""Speed benchmark: the linearity check fits log-log slopes of step time."""
+
+import pytest
+
+from experiments import bench_speed
+
+
+def test_slopes_flag_superlinear_cost():
+  rows = [dict(bench="env", cells=c, batch=b, step_s=1e-6 * c * (b if b == 1 else b * b)) for c in (1e3, 1e4, 1e5)
+          for b in (1, 4)] + [dict(bench="env", cells=1e6, batch=4, skipped="too big")]
+  by_cells = {r["batch"]: r for r in bench_speed.slopes(rows, x="cells", group="batch")}
+  assert by_cells[1]["slope"] == pytest.approx(1.0) and by_cells[1]["at_most_linear"]
+  by_batch = {r["cells"]: r for r in bench_speed.slopes(rows, x="batch", group="cells")}
+  assert by_batch[1e3]["slope"] == pytest.approx(2.0) and not by_batch[1e3]["at_most_linear"]
+  assert by_batch[1e3]["points"] == 2 and set(by_batch) == {1e3, 1e4, 1e5}
