@@ -45,7 +45,8 @@ PRESETS = {
 
 CONFIG_FLAGS = ("num_simulations", "search", "network", "num_envs", "batch_size", "learning_rate")
 TASK_FLAGS = ("num_train_cubes", "num_eval_cubes", "n_rows", "horizon")
-SAFE_ON_RESUME = ("iterations", "logdir", "checkpoint_dir", "checkpoint_every", "keep", "evaluate", "eval_only")
+SAFE_ON_RESUME = ("iterations", "logdir", "checkpoint_dir", "checkpoint_every", "keep", "evaluate", "eval_only",
+                  "ray_actors", "ray_address", "ray_actor_gpus")
 
 
 class UsageError(ValueError):
@@ -107,6 +108,14 @@ class Args:
   """Evaluate on held-out cubes after training."""
   eval_only: bool = False
   """Skip training (evaluate the initial agent, or the resumed one)."""
+  ray_actors: int | None = None
+  """Self-play on this many Ray actors (must divide the number of environments); without --ray-address a local
+  Ray runtime on 127.0.0.1 is started. Without --ray-actors/--ray-address Ray is not imported."""
+  ray_address: str | None = None
+  """Join the existing Ray cluster at this address (`ray start --head` on one host; see the README); default 2
+  actors."""
+  ray_actor_gpus: float = 0.0
+  """GPUs per Ray actor (1: a device of its own; 0.5: two actors share one)."""
 
 
 def build(args: Args):
@@ -204,6 +213,26 @@ def evaluate(task, config, env, params, eval_set, eval_pool, *, seed: int = 0) -
   return rows
 
 
+def _train_on_ray(args: Args, config, env, train_pool, state, *, num_iterations: int, checkpoint_dir, extra):
+  """Self-play fanned out on Ray actors, learner here (the only place the CLI imports Ray)."""
+  num_actors = args.ray_actors if args.ray_actors is not None else 2
+  if num_actors < 1 or config.num_envs % num_actors:
+    raise UsageError(f"--ray-actors {num_actors} must be >= 1 and divide the {config.num_envs} self-play "
+                     f"environments (--num-envs)")
+  try:
+    from muzero_jax import distributed
+  except ImportError as err:
+    raise UsageError(f"--ray-actors/--ray-address need Ray: pip install -e '.[ray]' ({err})") from err
+  distributed.init_ray(args.ray_address)
+  where = args.ray_address or "a local Ray runtime on 127.0.0.1"
+  print(f"self-play on {num_actors} Ray actors ({config.num_envs // num_actors} environments each) via {where}")
+  result = distributed.train(config, env, train_pool, num_actors=num_actors, logdir=args.logdir,
+                             checkpoint_dir=checkpoint_dir, num_iterations=num_iterations, state=state,
+                             checkpoint_extra=extra, actor_gpus=args.ray_actor_gpus)
+  print(result.counters.summary())
+  return result.state
+
+
 def _holds_checkpoints(directory: str) -> bool:
   if not os.path.isdir(directory):
     return False
@@ -249,8 +278,12 @@ def run(args: Args) -> dict:
     state = state if state is not None else muzero_jax.make_train(config, env, train_pool).init()
   else:
     done = int(state.iteration) if state is not None else 0
-    state = muzero_jax.train(config, env, train_pool, logdir=args.logdir, checkpoint_dir=checkpoint_dir,
-                             num_iterations=max(iterations - done, 0), state=state, checkpoint_extra=extra)
+    if args.ray_actors is not None or args.ray_address is not None:
+      state = _train_on_ray(args, config, env, train_pool, state, num_iterations=max(iterations - done, 0),
+                            checkpoint_dir=checkpoint_dir, extra=extra)
+    else:
+      state = muzero_jax.train(config, env, train_pool, logdir=args.logdir, checkpoint_dir=checkpoint_dir,
+                               num_iterations=max(iterations - done, 0), state=state, checkpoint_extra=extra)
   if not args.evaluate:
     return dict(iteration=int(state.iteration), seconds=time.perf_counter() - t0)
   rows = evaluate(task, config, env, state.params, eval_set, eval_pool, seed=args.seed)

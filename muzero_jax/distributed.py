@@ -152,18 +152,23 @@ class SelfPlayActor:
     the newest parameters it was sent and the state of its ``b`` slots.
     """
 
-    def __init__(self, index: int, config: MuZeroConfig, env, pool, base_key) -> None:
+    def __init__(self, index: int, config: MuZeroConfig, env, base_key) -> None:
         network = make_network(config, env.num_actions, env.observation_shape)
         self._rollout = jax.jit(functools.partial(selfplay.rollout, env=env, network=network, config=config))
-        self._pool = jax.device_put(pool)
+        self._pool = None
         self._key = jax.random.fold_in(jax.device_put(np.asarray(base_key, np.uint32)), index)
         self._index = index
         self._state = None
         self._epoch = self._pos = -1
         self._params, self._version = None, -1
 
-    def restore(self, epoch: int, pos: int, actor_state) -> dict:
-        """Takes the slots' state that starts chain position ``pos`` (leaves ``[b, ...]``)."""
+    def restore(self, epoch: int, pos: int, actor_state, pool_box: list) -> dict:
+        """Takes the slots' state that starts chain position ``pos`` (leaves ``[b, ...]``).
+
+        ``pool_box[0]``: ObjectRef of the env params pool, fetched once per process.
+        """
+        if self._pool is None:
+            self._pool = jax.device_put(ray.get(pool_box[0]))
         self._state = jax.device_put(actor_state)
         self._epoch, self._pos = epoch, pos
         return {"actor": self._index, "pid": os.getpid(), "device": str(jax.devices()[0])}
@@ -244,10 +249,16 @@ class _Slot:
     epoch: int = 0
     outstanding: collections.deque = dataclasses.field(default_factory=collections.deque)  # (ref, kind, seq)
     pending: collections.deque = dataclasses.field(default_factory=collections.deque)  # received Rollouts
-    failures: int = 0  # consecutive failed restores / requests
+    failures: int = 0  # consecutive deaths without a rollout in between
+    restore_at: float | None = None  # monotonic time to (re)send the state; None: not needed
 
     def rollouts_requested(self) -> int:
         return sum(kind == "rollout" for _, kind, _ in self.outstanding)
+
+
+def _short(err: BaseException, limit: int = 1500) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= limit else text[:limit // 2] + " ... " + text[-limit // 2:]
 
 
 def _slice_actor(actor: selfplay.ActorState, index: int, per_actor: int):
@@ -295,10 +306,11 @@ class _FanOut:
         self.version = 0
         self.params_ref = ray.put(jax.device_get(state.params))
         base_key = np.asarray(jax.random.fold_in(state.key, 0x5E1F), np.uint32)  # fresh stream per (re)start
-        pool_ref = ray.put(jax.device_get(pool))
+        # Sent with every restore (not as a constructor argument: Ray rebuilds a restarted actor from those).
+        self.pool_ref = ray.put(jax.device_get(pool))
         remote = ray.remote(SelfPlayActor).options(max_restarts=max_restarts, max_task_retries=0, **actor_options)
         self.slots = [
-            _Slot(handle=remote.remote(i, config, env, pool_ref, base_key),
+            _Slot(handle=remote.remote(i, config, env, base_key),
                   tip_state=_slice_actor(jax.device_get(state.actor), i, self.per_actor), tip_pos=0)
             for i in range(num_actors)]
         self.zombies: list = []  # requests of an earlier epoch: answers ignored, errors consumed
@@ -308,11 +320,18 @@ class _FanOut:
     # ------------------------------------------------------------- requests
     def _restore(self, i: int) -> None:
         slot = self.slots[i]
-        ref = slot.handle.restore.remote(slot.epoch, slot.tip_pos, slot.tip_state)
+        ref = slot.handle.restore.remote(slot.epoch, slot.tip_pos, slot.tip_state, [self.pool_ref])
         slot.outstanding.append((ref, "restore", slot.tip_pos))
 
     def _fill(self) -> None:
-        for slot in self.slots:
+        for i, slot in enumerate(self.slots):
+            if slot.restore_at is not None:
+                if time.monotonic() < slot.restore_at:
+                    continue
+                slot.restore_at = None
+                self._restore(i)
+            if any(kind == "restore" for _, kind, _ in slot.outstanding):
+                continue  # requests wait until the actor holds the state (a restore may meet a restarting actor)
             while len(slot.pending) + slot.rollouts_requested() < self.max_in_flight:
                 seq = slot.tip_pos + slot.rollouts_requested()
                 ref = slot.handle.rollout.remote(slot.epoch, seq, self.version, [self.params_ref])
@@ -333,17 +352,22 @@ class _FanOut:
                 self.counters.restarts += 1
             pids.append(pid)
 
-    def _recover(self, i: int, reason: str) -> None:
-        """The actor lost its state (died, or restarted between requests): new epoch, resend the tip."""
+    def _recover(self, i: int, reason: str, *, died: bool = True, delay: float = 0.0) -> None:
+        """The actor lost its state (died, or restarted between requests): new epoch, resend the tip.
+
+        ``died=False`` (Ray reports the actor as restarting) is not counted
+        against ``max_restarts``; the state is resent after ``delay`` seconds.
+        """
         slot = self.slots[i]
-        slot.failures += 1
-        if slot.failures > self.max_restarts + 1:
+        slot.failures += died
+        limit = self.max_restarts + 1 if self.max_restarts >= 0 else 10  # deaths without a rollout in between
+        if slot.failures > limit:
             raise RuntimeError(f"self-play actor {i} keeps failing ({reason}); max_restarts={self.max_restarts} "
                                f"exhausted")
         self.zombies.extend(ref for ref, _, _ in slot.outstanding)
         slot.outstanding.clear()
         slot.epoch += 1
-        self._restore(i)
+        slot.restore_at = time.monotonic() + delay
 
     def _answer(self, i: int) -> None:
         slot = self.slots[i]
@@ -353,7 +377,8 @@ class _FanOut:
         except ray.exceptions.RayActorError as err:
             if kind == "rollout":
                 self.counters.lost_in_flight += 1
-            self._recover(i, f"{type(err).__name__}")
+            restarting = isinstance(err, getattr(ray.exceptions, "ActorUnavailableError", ()))
+            self._recover(i, _short(err), died=not restarting, delay=0.5 if restarting else 0.0)
             return
         if kind == "restore":
             self._see_pid(i, out["pid"])
@@ -395,15 +420,20 @@ class _FanOut:
             if all(slot.pending for slot in self.slots):
                 break
             heads = {slot.outstanding[0][0]: i for i, slot in enumerate(self.slots) if slot.outstanding}
-            ready, _ = ray.wait(list(heads), num_returns=1, timeout=1.0)
+            if heads:
+                ready, _ = ray.wait(list(heads), num_returns=1, timeout=1.0)
+            else:  # every actor waits to be sent its state again
+                ready = []
+                time.sleep(0.1)
+            received = self.counters.batches_received
             for ref in ready:
                 self._answer(heads[ref])
             self._reap_zombies()
-            if ready:
+            if self.counters.batches_received > received:
                 last = time.monotonic()
             elif time.monotonic() - last > self.stall_timeout:
-                raise RuntimeError(f"no self-play rollout arrived for {self.stall_timeout:.0f} s "
-                                   f"(are the actors' resources available in the cluster?)")
+                raise RuntimeError(f"no self-play rollout arrived for {self.stall_timeout:.0f} s (are the actors' "
+                                   f"resources available in the cluster? restarts so far: {self.counters.restarts})")
         batch = [slot.pending.popleft() for slot in self.slots]
         for r in batch:
             lag = self.version - r.params_version
@@ -420,7 +450,10 @@ class _FanOut:
             while slot.pending:
                 self._drop(slot.pending.popleft())
         for slot in self.slots:
-            ray.kill(slot.handle, no_restart=True)
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except Exception:  # noqa: BLE001 (already gone, or Ray was shut down)
+                pass
 
 
 def train(config: MuZeroConfig, env, env_params_pool, *, num_actors: int, logdir: str | None = None,
@@ -448,7 +481,8 @@ def train(config: MuZeroConfig, env, env_params_pool, *, num_actors: int, logdir
         returning True stops training early.
       max_in_flight: rollouts per actor requested or waiting to be learned from
         (bounds memory; parameters reach actors at most this many versions late).
-      max_restarts: Ray restarts of a dead actor (its state is resent each time).
+      max_restarts: Ray restarts of a dead actor over the run (its state is resent
+        each time); -1 for no limit.
       actor_cpus, actor_gpus: Ray resources of each actor (a GPU actor gets its
         own device; fractions share one).
       actor_env: extra environment variables for the actors (added to the

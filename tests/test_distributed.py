@@ -95,19 +95,23 @@ def test_two_actors_feed_the_learner_and_resume(ray_runtime, tmp_path):
     assert 1 <= c.max_buffered <= 2  # backpressure: max_in_flight rollouts per actor
     assert len(c.pids[0]) == len(c.pids[1]) == 1 and c.pids[0] != c.pids[1] and os.getpid() not in c.pids[0]
 
+    assert 0 <= c.param_lag_max <= 2  # parameters reach actors at most max_in_flight versions late
+
     # The replay holds exactly what the same self-play function plays from the initial state
-    # with the initial parameters (version 0): actor i's slots are columns [2i, 2i + 2).
+    # with the initial parameters (version 0): actor i's slots are columns [2i, 2i + 2); the
+    # actor's next rollout starts where that one ended.
     base = jax.random.fold_in(start.key, 0x5E1F)
     network = mz.make_network(CONFIG, ENV.num_actions, ENV.observation_shape)
     rollout = jax.jit(functools.partial(selfplay.rollout, env=ENV, network=network, config=CONFIG))
     for i in range(2):
         part = jax.tree.map(lambda x, i=i: x[2 * i:2 * i + 2], start.actor)
-        _, traj, _ = rollout(start.params, part, POOL, jax.random.fold_in(jax.random.fold_in(base, i), 0))
+        end, traj, _ = rollout(start.params, part, POOL, jax.random.fold_in(jax.random.fold_in(base, i), 0))
         cols = slice(2 * i, 2 * i + 2)
         np.testing.assert_array_equal(state.replay.action[:T, cols], traj.action)
         np.testing.assert_array_equal(state.replay.reward[:T, cols], traj.reward)
         np.testing.assert_allclose(state.replay.obs[:T, cols], traj.obs)
         np.testing.assert_allclose(state.replay.policy[:T, cols], traj.policy, atol=1e-6)
+        np.testing.assert_allclose(state.replay.obs[T, cols], end.obs)
 
     tb = _scalars(str(tmp_path / "tb"))
     assert tb["total/moves"] == {k: k * T * B for k in range(1, 5)}
@@ -143,6 +147,7 @@ def test_killed_actor_is_restarted_and_the_run_finishes(ray_runtime):
     assert killed
     assert c.restarts == 1 and c.pids[1][0] == killed[0] and len(c.pids[1]) == 2 and len(c.pids[0]) == 1
     assert c.lost_in_flight <= 1  # the rollout being played when it died, nothing else
+    assert c.failed_requests <= 1  # at most the request queued behind it (max_in_flight = 2), never played
     _check_chains(c, 2)  # the restarted actor continued its slots from its last delivered rollout
     assert c.rounds == 6 and c.batches_learned == 12
     assert int(state.iteration) == 6 and int(state.moves) == 6 * T * B == c.moves_learned
