@@ -141,8 +141,9 @@ SHORT_RUN_ITERATIONS = 250
 MARGIN = 50.0
 
 
-def test_short_cli_run_beats_the_untrained_agent(tmp_path):
-  """`experiments.train --env cartpole --preset smoke`: a few seconds of training after compilation."""
+def test_short_cli_run_beats_the_untrained_agent(tmp_path, capsys):
+  """`experiments.train --env cartpole --preset smoke`: about 10 s of training after compilation (which
+  dominates: 30-45 CPU seconds with jax 0.10.2)."""
   logdir = tmp_path / "tb"
   code = train.main(["--env", "cartpole", "--preset", "smoke", "--iterations", str(SHORT_RUN_ITERATIONS),
                      "--logdir", str(logdir), "--checkpoint-dir", str(tmp_path / "ckpt")])
@@ -165,11 +166,10 @@ def test_short_cli_run_beats_the_untrained_agent(tmp_path):
   blob = (logdir / eval_events[0]).read_bytes()
   for tag in (b"eval/return_mean", b"eval/return_vs_moves", b"eval/return_vs_seconds"):
     assert tag in blob
-  # The checkpoint records the task: a resume as the cube task is refused, as cartpole it continues.
-  assert train.main(["--resume", str(tmp_path / "ckpt"), "--eval-only", "--no-evaluate", "--logdir",
-                     str(tmp_path / "tb2")]) == 2
-  assert train.main(["--env", "cartpole", "--resume", str(tmp_path / "ckpt"), "--iterations",
-                     str(SHORT_RUN_ITERATIONS + 5), "--logdir", str(tmp_path / "tb3")]) == 0
-  resumed = json.loads((tmp_path / "tb3" / "evaluation.json").read_text())["history"]
-  assert [r["iteration"] for r in resumed] == [SHORT_RUN_ITERATIONS + 5]
-  assert resumed[0]["moves"] == (SHORT_RUN_ITERATIONS + 5) * 16 * 16
+  # The checkpoint records the task and config: resuming it as the cube task, or with another seed, is refused
+  # (before anything is built). Continuing it is the library's resume, tested in test_muzero_train.
+  capsys.readouterr()
+  assert train.main(["--resume", str(tmp_path / "ckpt"), "--eval-only", "--logdir", str(tmp_path / "tb2")]) == 2
+  assert "written with --env cartpole, not --env cube" in capsys.readouterr().err
+  assert train.main(["--env", "cartpole", "--resume", str(tmp_path / "ckpt"), "--seed", "3"]) == 2
+  assert "--seed 3 (checkpoint: 0)" in capsys.readouterr().err
