@@ -36,6 +36,7 @@ def _emit(rows: Iterable[dict], out: str | None) -> list[dict]:
       print(line, flush=True)
       if handle:
         handle.write(line + "\n")
+        handle.flush()  # a killed run keeps every row it printed
       done.append(row)
   finally:
     if handle:
