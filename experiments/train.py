@@ -65,8 +65,8 @@ class Args:
   """
 
   env: Literal["cube", "cartpole"] = "cube"
-  """Task: synthetic data cubes, or gymnax's CartPole-v1 (needs `pip install -e '.[control]'`; the cube-only
-  flags are ignored; training stops once the greedy mean return over 100 episodes reaches 475)."""
+  """Task: synthetic data cubes, or gymnax's CartPole-v1 (needs `pip install -e '.[control]'`; cube and Ray
+  flags are refused; training stops once the greedy mean return over 100 episodes reaches 475)."""
   preset: Literal["smoke", "cpu", "gpu"] | None = None
   """Size preset (default cpu); the flags below override it."""
   iterations: int | None = None

@@ -173,3 +173,5 @@ def test_short_cli_run_beats_the_untrained_agent(tmp_path, capsys):
   assert "written with --env cartpole, not --env cube" in capsys.readouterr().err
   assert train.main(["--env", "cartpole", "--resume", str(tmp_path / "ckpt"), "--seed", "3"]) == 2
   assert "--seed 3 (checkpoint: 0)" in capsys.readouterr().err
+  assert train.main(["--env", "cartpole", "--horizon", "8"]) == 2  # a cube flag is refused, not ignored
+  assert "--env cartpole does not take --horizon" in capsys.readouterr().err
