@@ -10,6 +10,8 @@ applied with the caller's `min_group`: where a count lies in
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,6 +73,20 @@ def suppress(row: dict, min_group: float) -> dict:
       if key in row:
         row[key] = None
   return row
+
+
+_COUNT_PHRASE = re.compile(r"\b(\d+)( missing values| rows)")
+
+
+def redact_counts(text: str, min_group: float) -> str:
+  """Replaces row counts in `[1, max(min_group, 11))` in a coding note by "fewer than N" (small-cell rule)."""
+  limit = int(max(float(min_group), float(oracle.SMALL_CELL)))
+
+  def sub(match):
+    n = int(match.group(1))
+    return f"fewer than {limit}{match.group(2)}" if 0 < n < limit else match.group(0)
+
+  return _COUNT_PHRASE.sub(sub, text)
 
 
 def cohort_table(cube: Cube, codes: np.ndarray, *, min_group: float = 11, z_screen: float = 4.0,

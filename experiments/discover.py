@@ -157,7 +157,7 @@ def _print_summary(result, source: str, score, paths: dict, show: int) -> None:
   s, c = result.search, result.config
   print(f"data: {source}; {result.halves.explore_rows} exploration rows, {result.halves.confirm_rows} confirmation rows")
   for line in result.halves.summary:
-    print(f"  {line}")
+    print(f"  {cube_env.cohorts.redact_counts(line, result.config.min_group)}")
   print(f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
         f"{result.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}" + (f"; {s.note}" if s.note else ""))
   n_conf = int(result.findings["confirmed"].sum()) if len(result.findings) else 0

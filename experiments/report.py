@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cube_env.cohorts import redact_counts  # noqa: E402
 from cube_env.discovery import Discovery  # noqa: E402
 
 CSV_COLUMNS = (
@@ -66,7 +67,8 @@ def summary(run: Discovery, *, source: str, truth: dict | None = None) -> dict:
       "confirmed": int(run.findings["confirmed"].sum()) if len(run.findings) else 0,
       "z_screen": round(run.search.z_screen, 3), "q": c.q, "min_relative_diff": c.min_relative_diff,
       "max_depth": c.max_depth, "min_group": c.min_group, "adjusted_by": list(c.adjust), "seed": c.seed,
-      "method_note": run.search.note, "coding": list(run.halves.summary)}
+      "method_note": run.search.note,
+      "coding": [redact_counts(line, c.min_group) for line in run.halves.summary]}
   if truth is not None:
     out["truth"] = truth
   return _clean(out)

@@ -26,6 +26,7 @@ COUNTS = ("cohort_rows", "n_group", "n_rest", "explore_cohort_rows", "explore_n_
 def csv_path(tmp_path_factory):
   df = make_small_df(n=3000)
   df["proc"] = df["proc"].replace({"A": EVIL})  # the planted gap sits in this cohort
+  df.loc[df.index[:7], "urgency"] = None  # 7 missing values: a small count the coding note must not show
   path = tmp_path_factory.mktemp("data") / "cases.csv"
   df.to_csv(path, index=False)
   return str(path)
@@ -56,6 +57,8 @@ def test_report_files_and_escaping(report, capsys):
 
 
 def test_no_cell_under_min_group_anywhere(report):
+  html = open(os.path.join(report, "report.html"), encoding="utf-8").read()
+  assert "7 missing values" not in html and "&#x27;urgency&#x27;: fewer than 15 missing values" in html
   found = pd.read_csv(os.path.join(report, "findings.csv"))
   records = json.load(open(os.path.join(report, "findings.json")))["findings"]
   for col in COUNTS:
