@@ -41,7 +41,6 @@ TRUTHLESS = ("null", "confounded")  # every confirmed finding is false: family-w
 METHODS = ("exhaustive", "random", "greedy", "beam", "uct", "muzero", "pysubgroup-beam", "pysubgroup-dfs")
 RECALL_TARGET = 0.9
 FULL_BUDGET = ("exhaustive", "pysubgroup-beam", "pysubgroup-dfs")  # cheap per query: every budget in every suite
-WARM_UP = ("random", "muzero")  # a 2-query call first, so compile time is not charged to the first budget
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -198,11 +197,15 @@ def run_case(case: Case, suite: Suite, fns: dict[str, Callable], *, log: Callabl
               exhaustive_queries=prep.exhaustive_queries, n_truth=len(case.truth), adjusted=bool(case.adjust))
   log(f"{case.scenario} seed {case.seed}: {base['cells']} cells, {prep.exhaustive_queries} cohorts to depth "
       f"{suite.max_depth}, prepared in {time.perf_counter() - t0:.1f} s")
+  warm = set()
   for name, fn in fns.items():
     budgets = [b for b in budgets_for(case, prep, suite, name) if (case.scenario, case.seed, name, b) not in skip]
     why = not_applicable(name, fn, prep.space)
-    if budgets and why is None and name in WARM_UP:
-      fn(prep.space, budget=2, seed=case.seed)  # compiles the env step (per cube shape) outside the timing
+    program = "agent" if getattr(fn, "agent", None) is not None else "env" if name not in FULL_BUDGET else None
+    if budgets and why is None and program and program not in warm:
+      # compiles the env step (per cube shape; the agent's own grid for muzero) outside the timing
+      (fn if program == "agent" else cube_env.METHODS["random"])(prep.space, budget=2, seed=case.seed)
+      warm.add(program)
     for budget in budgets:
       row = dict(base, method=name, budget=budget, budget_fraction=budget / prep.exhaustive_queries)
       if why is not None:

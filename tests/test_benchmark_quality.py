@@ -102,6 +102,9 @@ def test_run_case_budgets_scores_and_cut_off(case, prep):
       assert r["queries"] == r["budget"]  # cut off exactly at the budget
   full = rows[-1]  # pysubgroup DFS with the whole budget reports and confirms the planted gap
   assert full["recall"] == 1.0 and full["family_wise_error"] == (full["false_confirmed"] > 0)
+  capped = bq.Suite(name="test", fractions=(0.02, 1.0), max_depth=2, walker_max_fraction=0.2)
+  assert bq.budgets_for(case, prep, capped, "random") == budgets[:1]
+  assert bq.budgets_for(case, prep, capped, "pysubgroup-dfs") == budgets
   skipped = list(bq.run_case(case, suite, fns, log=lambda s: None,
                              skip={(case.scenario, case.seed, "random", budgets[0])}))
   assert len(skipped) == len(rows) - 1
