@@ -286,7 +286,7 @@ def run(args: Args) -> dict:
                                num_iterations=max(iterations - done, 0), state=state, checkpoint_extra=extra)
   if not args.evaluate:
     return dict(iteration=int(state.iteration), seconds=time.perf_counter() - t0)
-  rows = evaluate(task, config, env, state.params, eval_set, eval_pool, seed=args.seed)
+  rows = evaluate(task, config, env, state.params, eval_set, eval_pool, seed=config.seed)
   mean = lambda k: float(np.nanmean([r[k] for r in rows]))
   print("held-out evaluation (budget %d queries per cube):" % task.horizon)
   for r in rows:
