@@ -21,12 +21,13 @@ different processes, possibly on different hosts:
   received and not yet learned from, so at most ``N * max_in_flight``
   trajectory batches exist at any time (no unbounded object-store growth, the
   failure of muzero-general issue #157). Parameters reach an actor at most
-  ``max_in_flight`` versions late (``fanout/param_lag`` logs the lag).
+  ``max_in_flight`` versions late (``fanout/param_lag_mean`` logs the lag).
 * Crash recovery: actors are created with Ray's ``max_restarts``. Every rollout
   request carries the position in the actor's chain of rollouts it must start
-  from; the restarted actor (fresh process, no state) answers the first such
-  request with :class:`NeedsState`, or the request fails with
-  ``RayActorError``. The driver then sends it the environment state that
+  from. When the actor dies the request being played fails with
+  ``RayActorError`` (an actor that restarted between requests answers with
+  :class:`NeedsState` instead). The driver then sends the restarted actor
+  (a fresh process, no state) the environment state that
   ended its last *received* rollout, so the slot's trajectory continues without
   a gap; only the rollout being played at the crash is lost (and played again,
   with the same PRNG key, from the same state). A restart is counted when an
