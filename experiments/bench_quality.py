@@ -314,7 +314,10 @@ def headline(summary: list[dict], *, metric: str = "recall_mean") -> pd.DataFram
 
 def at_equal_budget(summary: list[dict], methods: Iterable[str] = ("muzero", "beam", "pysubgroup-beam",
                                                                   "pysubgroup-dfs")) -> pd.DataFrame:
-  """Mean recall (null/confounded: mean confirmed false findings) per scenario and budget, one column per method."""
+  """Mean recall (null/confounded: mean confirmed false findings) per scenario and budget, one column per method.
+
+  "n/a": the method cannot search this cube; "-": not run at this budget (or nothing to score).
+  """
   table = pd.DataFrame(summary)
   methods = [m for m in methods if m in set(table["method"])]
   out = []
@@ -323,8 +326,8 @@ def at_equal_budget(summary: list[dict], methods: Iterable[str] = ("muzero", "be
     row = {"scenario": scenario, "budget": f"{fraction:.3g} ({int(g['budget'].iloc[0])} q)"}
     for m in methods:
       h = g[g["method"] == m]
-      row[m] = ("n/a" if len(h) == 0 or not bool(h["applicable"].iloc[0]) or y not in h or pd.isna(h[y].iloc[0])
-                else f"{h[y].iloc[0]:.2f}")
+      row[m] = ("-" if len(h) == 0 else "n/a" if not bool(h["applicable"].iloc[0])
+                else "-" if y not in h or pd.isna(h[y].iloc[0]) else f"{h[y].iloc[0]:.2f}")
     out.append(row)
   return pd.DataFrame(out)
 
