@@ -358,7 +358,8 @@ def plot(summary: list[dict], path: str, *, title: str = "") -> None:
     y = "false_confirmed_mean" if scenario in TRUTHLESS else "recall_mean"
     for method, h in g.groupby("method", sort=False):
       h = h.sort_values("budget_fraction")
-      ax.plot(h["budget_fraction"], h[y], marker="o", label=method)
+      color = f"C{METHODS.index(method) % 10}" if method in METHODS else None  # one colour per method in every panel
+      ax.plot(h["budget_fraction"], h[y], marker="o", label=method, color=color)
     ax.set_xscale("log")
     ax.set_title(scenario)
     ax.set_xlabel("budget / exhaustive queries")
@@ -369,7 +370,7 @@ def plot(summary: list[dict], path: str, *, title: str = "") -> None:
     ax.grid(alpha=0.3)
   for ax in list(axes.flat)[len(scenarios):]:
     ax.axis("off")
-  handles, labels = axes.flat[0].get_legend_handles_labels()
+  handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[1]))
   fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=8)
   if title:
     fig.suptitle(title, fontsize=10)
