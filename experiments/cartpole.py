@@ -211,25 +211,9 @@ def _config_from_args(args, preset: str) -> muzero_jax.MuZeroConfig:
 
 def _resumed(args):
   """Config, preset, iterations and task saved in the checkpoint `args.resume` (flags checked against them)."""
-  from experiments.train import UsageError  # noqa: PLC0415 (experiments.train imports this module lazily)
+  from experiments.train import UsageError, read_checkpoint_meta  # noqa: PLC0415 (train imports this module lazily)
   directory = args.resume
-  if not os.path.isdir(directory):
-    raise UsageError(f"--resume {directory}: no such directory")
-  ckpt = muzero_jax.Checkpointer(directory, create=False)
-  try:
-    steps = ckpt.all_steps()
-    if not steps:
-      raise UsageError(f"--resume {directory}: the directory holds no checkpoint")
-    for step in steps[::-1]:  # the newest readable meta; restore() checks the state itself
-      try:
-        config, meta = ckpt.read_meta(step)
-        break
-      except Exception:  # noqa: BLE001
-        continue
-    else:
-      raise UsageError(f"--resume {directory}: no checkpoint with a readable config (steps {steps})")
-  finally:
-    ckpt.close()
+  config, meta = read_checkpoint_meta(directory)
   extra = meta.get("extra") or {}
   if extra.get("env") != "cartpole":
     raise UsageError(f"--resume {directory}: checkpoint was written by --env {extra.get('env', 'cube')}, "

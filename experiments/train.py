@@ -140,27 +140,27 @@ def build(args: Args):
   return task, config, iterations
 
 
-def build_resumed(args: Args):
-  """Task, config and total iterations saved in the checkpoint `args.resume`, checked against the flags."""
-  directory = args.resume
+def read_checkpoint_meta(directory: str):
+  """Config and meta of the newest readable checkpoint in `--resume` `directory` (its arrays are checked later)."""
   if not os.path.isdir(directory):
     raise UsageError(f"--resume {directory}: no such directory")
   ckpt = muzero_jax.Checkpointer(directory, create=False)
   try:
-    steps = ckpt.all_steps()
-    if not steps:
+    if not ckpt.all_steps():
       raise UsageError(f"--resume {directory}: the directory holds no checkpoint (no step directory written by "
                        f"--checkpoint-dir)")
-    for step in steps[::-1]:  # the newest readable meta; restore() checks the state itself
-      try:
-        config, meta = ckpt.read_meta(step)
-        break
-      except Exception:  # noqa: BLE001
-        continue
-    else:
-      raise UsageError(f"--resume {directory}: no checkpoint with a readable config (steps {steps})")
+    _, config, meta = ckpt.newest_readable_meta()
+  except FileNotFoundError as err:
+    raise UsageError(f"--resume {directory}: {err}") from err
   finally:
     ckpt.close()
+  return config, meta
+
+
+def build_resumed(args: Args):
+  """Task, config and total iterations saved in the checkpoint `args.resume`, checked against the flags."""
+  directory = args.resume
+  config, meta = read_checkpoint_meta(directory)
   extra = meta.get("extra") or {}
   if extra.get("env", "cube") != args.env:
     raise UsageError(f"--resume {directory}: checkpoint was written with --env {extra.get('env', 'cube')}, "

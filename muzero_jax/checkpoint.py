@@ -197,6 +197,24 @@ class Checkpointer:
             config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
         return MuZeroConfig.from_dict(out["config"]), dict(out["meta"])
 
+    def newest_readable_meta(self, steps: list[int] | None = None) -> tuple[int, MuZeroConfig, dict]:
+        """``(step, config, meta)`` of the newest step (of ``steps``, default all) whose JSON items read.
+
+        Its arrays are not checked (``restore`` does that).
+
+        Raises:
+          FileNotFoundError: no step, or none with a readable config and meta.
+        """
+        steps = sorted(self.all_steps() if steps is None else steps)
+        if not steps:
+            self._latest_or(None)  # raises the "no checkpoint" error
+        for s in steps[::-1]:
+            try:
+                return (s, *self.read_meta(s))
+            except Exception:  # noqa: BLE001 (restore() reports the damaged step)
+                continue
+        raise FileNotFoundError(f"no checkpoint with a readable config in {self.directory} (steps {steps})")
+
     def restore_config(self, step: int | None = None) -> MuZeroConfig:
         """The config saved at ``step`` (default newest)."""
         return self.read_meta(step)[0]
@@ -346,24 +364,12 @@ def restore(directory: str | os.PathLike, env, env_params_pool, *, config: MuZer
     ckpt = Checkpointer(directory, create=False)
     try:
         if config is None:
-            steps = ckpt.all_steps()
-            if not steps:
-                ckpt.restore(None)  # raises the "no checkpoint" error
-            config = _first_readable_config(ckpt, [step] if step is not None else steps[::-1])
+            config = ckpt.newest_readable_meta(None if step is None else [step])[1]
         trainer = make_train(config, env, env_params_pool)
         template = jax.eval_shape(trainer.init)
         return ckpt.restore(template, step=step, env=env, config=config, quarantine=quarantine)
     finally:
         ckpt.close()
-
-
-def _first_readable_config(ckpt: Checkpointer, steps: list[int]) -> MuZeroConfig:
-    for s in steps:
-        try:
-            return ckpt.read_meta(s)[0]
-        except Exception:  # noqa: BLE001 (restore() reports the damaged step)
-            continue
-    raise FileNotFoundError(f"no readable config in any checkpoint of {ckpt.directory}")
 
 
 def load_params(directory: str | os.PathLike, *, step: int | None = None) -> tuple[Any, MuZeroConfig, dict]:
