@@ -60,7 +60,7 @@ except ImportError as err:  # pragma: no cover (tested in a subprocess without R
 
 from muzero_jax import selfplay
 from muzero_jax.train import TrainState, learn_from_rollout, make_train
-from muzero_jax.train import _rates, _save, _StopOnSignal  # noqa: PLC2701 (the driver loop's helpers)
+from muzero_jax.train import _host_metrics, _save, _save_if_due, _StopOnSignal  # noqa: PLC2701 (driver helpers)
 from muzero_jax.checkpoint import Checkpointer
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.logging import MetricsLogger
@@ -523,16 +523,10 @@ def train(config: MuZeroConfig, env, env_params_pool, *, num_actors: int, logdir
                 end, traj, stats = _join_round(fan.next_round())
                 state, metrics = learn_fn(state, end, traj, stats)
                 fan.publish(state.params)
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                seconds = time.perf_counter() - t0
-                metrics.update(_rates(metrics, seconds, config))
-                if i == 0:  # includes the actors' start and compilation
-                    metrics = {k: v for k, v in metrics.items() if not k.startswith("speed/")}
-                    metrics["speed/first_iteration_s"] = seconds
+                # The first round includes the actors' start and compilation.
+                metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=i == 0)
                 metrics.update(fan.counters.scalars())
-                step = int(state.iteration)
-                if step % config.checkpoint_every == 0 and save(state):
-                    metrics["checkpoint/save_s"] = ckpt.last_save_seconds
+                step = _save_if_due(save, ckpt, state, config, metrics)
                 logger.write(step, metrics)
                 bar.set_postfix(it=step, ret=f"{metrics['selfplay/return_mean']:.2f}",
                                 mv_s=f"{metrics.get('speed/moves_per_s', float('nan')):.0f}",

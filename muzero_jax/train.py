@@ -302,15 +302,8 @@ def train(config: MuZeroConfig, env, env_params_pool, *, logdir: str | None = No
             for i in bar:
                 t0 = time.perf_counter()
                 state, metrics = trainer.iteration(state)
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                seconds = time.perf_counter() - t0
-                metrics.update(_rates(metrics, seconds, config))
-                if i == 0:  # includes compilation: keep it out of the speed curves
-                    metrics = {k: v for k, v in metrics.items() if not k.startswith("speed/")}
-                    metrics["speed/first_iteration_s"] = seconds
-                step = int(state.iteration)
-                if step % config.checkpoint_every == 0 and save(state):
-                    metrics["checkpoint/save_s"] = ckpt.last_save_seconds
+                metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=i == 0)
+                step = _save_if_due(save, ckpt, state, config, metrics)
                 logger.write(step, metrics)
                 bar.set_postfix(it=step, ret=f"{metrics['selfplay/return_mean']:.2f}",
                                 loss=f"{metrics['loss/total']:.3f}",
@@ -328,6 +321,29 @@ def train(config: MuZeroConfig, env, env_params_pool, *, logdir: str | None = No
         where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
         raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")
     return state
+
+
+def _host_metrics(metrics: dict, seconds: float, config: MuZeroConfig, *, first: bool) -> dict:
+    """An iteration's device metrics as floats, with its speed rates.
+
+    The first iteration includes compilation: its rates are left out of the
+    speed curves and only its time is kept (``speed/first_iteration_s``).
+    """
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    metrics.update(_rates(metrics, seconds, config))
+    if first:
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("speed/")}
+        metrics["speed/first_iteration_s"] = seconds
+    return metrics
+
+
+def _save_if_due(save: Callable, ckpt: Checkpointer | None, state: TrainState, config: MuZeroConfig,
+                 metrics: dict) -> int:
+    """Saves every ``config.checkpoint_every`` iterations (adding ``checkpoint/save_s``); returns the step."""
+    step = int(state.iteration)
+    if step % config.checkpoint_every == 0 and save(state):
+        metrics["checkpoint/save_s"] = ckpt.last_save_seconds
+    return step
 
 
 def _save(ckpt: Checkpointer | None, state: TrainState, *, config, env, extra, force: bool = False) -> bool:
