@@ -12,7 +12,7 @@ from cube_env.confirm import benjamini_hochberg, confirm_candidates
 from cube_env.discovery import Discovery, DiscoveryConfig, discover, run_discovery, truth_score
 from cube_env.holdout import Halves, split_cubes, split_rows
 from cube_env.methods import METHODS, beam, exhaustive, greedy, random_walk, uct
-from cube_env.search import Ledger, SearchResult, Space, make_space
+from cube_env.search import Anytime, Ledger, SearchResult, Space, make_space
 from cube_env.check import check_env
 from cube_env.env import CHANNELS, CubeEnv, EnvState, make_env, make_env_pool
 from cube_env.ingest import MISSING, OTHER, Cube, CubeMeta, build_cube, encode_table, read_table
@@ -22,6 +22,7 @@ from cube_env.schema import Schema
 from cube_env.scoring import score_findings
 
 __all__ = (
+    "Anytime",
     "CHANNELS",
     "Cube",
     "CubeEnv",

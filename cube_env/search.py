@@ -165,6 +165,8 @@ class Ledger:
     self.index: dict[tuple, int] = {}
     self.visits: list[tuple] = []
     self.t0 = time.perf_counter()
+    if isinstance(progress, Anytime):
+      progress.bind(self)
 
   @property
   def left(self) -> int:
@@ -203,6 +205,52 @@ class Ledger:
   def result(self, method: str, *, note: str = "") -> "SearchResult":
     return finish(self.space, method, budget=self.budget, queries=self.used, visits=self.visits,
                   seconds=time.perf_counter() - self.t0, note=note)
+
+
+class Anytime:
+  """Results of one search at several smaller budgets, read off a single run.
+
+  Pass an instance as a method's `progress` and run the method at the
+  largest budget; `results(final)` then gives, for every budget b, the result
+  the method had after its first b queries (its visits then, the wall time
+  then, and the candidate statistics of those visits). This equals a
+  separate run at budget b exactly when the method consults its budget only
+  to stop (`Ledger.left`, `BudgetSpent`), which holds for every walker in
+  `cube_env.methods` and the `muzero` method (tested against direct runs); it
+  does not hold for `exhaustive`, which picks its depth from the budget.
+  """
+
+  def __init__(self, budgets, progress: Progress | None = None):
+    self.budgets = sorted({int(b) for b in budgets})
+    self.progress = progress
+    self.ledger: Ledger | None = None
+    self.snapshots: dict[int, tuple[list, float]] = {}
+
+  def bind(self, ledger: "Ledger") -> None:
+    if self.ledger is not None:
+      raise RuntimeError("an Anytime progress serves one search")
+    self.ledger = ledger
+
+  def __call__(self, used: int) -> None:
+    done = used - 1  # called before query `used` runs: `done` queries are recorded
+    if done in self.budgets:
+      self.snapshots[done] = (list(self.ledger.visits), time.perf_counter() - self.ledger.t0)
+    if self.progress is not None:
+      self.progress(used)
+
+  def results(self, final: "SearchResult") -> dict[int, "SearchResult"]:
+    """`{budget: SearchResult}`; a budget the search never reached (it stopped early) gets the final result."""
+    if self.ledger is None:
+      raise RuntimeError("the method never created a Ledger with this progress")
+    out = {}
+    for b in self.budgets:
+      if b in self.snapshots and b < final.queries:
+        visits, seconds = self.snapshots[b]
+        out[b] = finish(self.ledger.space, final.method, budget=b, queries=b, visits=visits, seconds=seconds,
+                        note=final.note)
+      else:
+        out[b] = dataclasses.replace(final, budget=b)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ import cube_env
 from cube_env import confirm as cf
 from cube_env import holdout, synthetic
 from cube_env.discovery import DiscoveryConfig, resolve_method
-from cube_env.search import count_cohorts, make_space
+from cube_env.search import Anytime, count_cohorts, make_space
 from experiments import cube_task
 
 SCENARIOS = ("marginal", "interactions", "masked", "mixed", "null", "confounded", "large")
@@ -64,7 +64,7 @@ SUITES = {
     "tiny": Suite(name="tiny", scenarios=("mixed", "null"), n_rows=1200, fractions=(0.05, 1.0),
                   methods=("exhaustive", "random", "beam", "pysubgroup-beam"), max_depth=2),
     # quick: the walkers (one environment step per query, ~10-80 ms each on a loaded 2-core CPU) stop at 20%.
-    "quick": Suite(name="quick", walker_max_fraction=0.2),
+    "quick": Suite(name="quick", seeds=3, n_rows=4000),
     "full": Suite(name="full", seeds=5, n_rows=20000, fractions=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
                   large_rows=50000, large_max_categories=32, large_budgets=(200, 1000, 5000, 20000)),
 }
@@ -136,10 +136,23 @@ def confirm(result: cube_env.SearchResult, prep: Prepared) -> pd.DataFrame:
 
 def budgets_for(case: Case, prep: Prepared, suite: Suite, method: str = "exhaustive") -> list[int]:
   """Query budgets of `method` on a case (fractions of its exhaustive count; fixed counts on `large`)."""
+  return sorted(nominal_budgets(case, prep, suite, method))
+
+
+def nominal_budgets(case: Case, prep: Prepared, suite: Suite, method: str = "exhaustive") -> dict[int, float | None]:
+  """`{budget: the suite fraction it stands for}` (None on `large`, whose budgets are fixed query counts).
+
+  Summaries group runs by this nominal fraction, not by budget / exhaustive
+  count, which differs a little from seed to seed.
+  """
   if case.scenario == "large":
-    return [b for b in suite.large_budgets if b <= prep.exhaustive_queries]
+    return {b: None for b in suite.large_budgets if b <= prep.exhaustive_queries}
   top = 1.0 if method in FULL_BUDGET else suite.walker_max_fraction
-  return sorted({max(1, int(round(f * prep.exhaustive_queries))) for f in suite.fractions if f <= top + 1e-9})
+  out: dict[int, float | None] = {}
+  for f in sorted(suite.fractions):
+    if f <= top + 1e-9:
+      out.setdefault(max(1, int(round(f * prep.exhaustive_queries))), f)
+  return out
 
 
 def methods(names: Iterable[str], checkpoint: str | None) -> dict[str, Callable]:
@@ -199,60 +212,139 @@ def run_case(case: Case, suite: Suite, fns: dict[str, Callable], *, log: Callabl
       f"{suite.max_depth}, prepared in {time.perf_counter() - t0:.1f} s")
   warm = set()
   for name, fn in fns.items():
-    budgets = [b for b in budgets_for(case, prep, suite, name) if (case.scenario, case.seed, name, b) not in skip]
+    nominal = nominal_budgets(case, prep, suite, name)
+    budgets = [b for b in sorted(nominal) if (case.scenario, case.seed, name, b) not in skip]
     why = not_applicable(name, fn, prep.space)
     program = "agent" if getattr(fn, "agent", None) is not None else "env" if name not in FULL_BUDGET else None
     if budgets and why is None and program and program not in warm:
       # compiles the env step (per cube shape; the agent's own grid for muzero) outside the timing
       (fn if program == "agent" else cube_env.METHODS["random"])(prep.space, budget=2, seed=case.seed)
       warm.add(program)
-    for budget in budgets:
-      row = dict(base, method=name, budget=budget, budget_fraction=budget / prep.exhaustive_queries)
-      if why is not None:
-        yield dict(row, applicable=False, note=why)
-        continue
-      t1 = time.perf_counter()
-      result = fn(prep.space, budget=budget, seed=case.seed)
+    if not budgets:
+      continue
+    if why is not None:
+      for budget in budgets:
+        yield dict(base, method=name, budget=budget, budget_fraction=budget / prep.exhaustive_queries,
+                   nominal_fraction=nominal[budget], applicable=False, note=why)
+      continue
+    if name in FULL_BUDGET:  # their search depends on the budget: one run per budget
+      results = ((b, fn(prep.space, budget=b, seed=case.seed), False) for b in budgets)
+    else:  # walkers consult the budget only to stop: one run at the largest, read off at the others
+      anytime = Anytime(budgets)
+      final = fn(prep.space, budget=max(budgets), seed=case.seed, progress=anytime)
+      results = ((b, r, True) for b, r in anytime.results(final).items())
+    for budget, result, read_off in results:
       if result.queries > budget:
         raise RuntimeError(f"{name} spent {result.queries} queries, over its budget {budget}")
+      t1 = time.perf_counter()
       findings = confirm(result, prep)
-      seconds = time.perf_counter() - t1
+      seconds = result.seconds + time.perf_counter() - t1
       confirmed = findings[findings["confirmed"].astype(bool)]
       cand = _score(result.candidates, case.truth, prep.halves.explore)
       conf = _score(confirmed, case.truth, prep.halves.explore)
-      out = dict(row, applicable=True, queries=int(result.queries), search_seconds=float(result.seconds),
-                 seconds=seconds, candidates=len(result.candidates), candidate_recall=cand["recall"],
-                 recall=conf["recall"], recalled=conf["recalled"], precision=conf["precision"],
-                 confirmed=len(confirmed),
-                 false_confirmed=conf["n_false"], family_wise_error=bool(conf["n_false"] > 0), note=result.note)
-      log(f"  {name:16s} budget {budget:6d}: {out['queries']:6d} queries, recall {out['recall']:.2f}, "
-          f"{out['confirmed']} confirmed ({out['false_confirmed']} false), {seconds:.1f} s")
+      out = dict(base, method=name, budget=budget, budget_fraction=budget / prep.exhaustive_queries,
+                 nominal_fraction=nominal[budget], applicable=True, queries=int(result.queries), search_seconds=float(result.seconds),
+                 seconds=seconds, read_off=read_off, candidates=len(result.candidates),
+                 candidate_recall=cand["recall"], recall=conf["recall"], recalled=conf["recalled"],
+                 precision=conf["precision"], confirmed=len(confirmed), false_confirmed=conf["n_false"],
+                 family_wise_error=bool(conf["n_false"] > 0), note=result.note)
+      log(f"  {case.scenario}/{case.seed} {name:16s} budget {budget:6d}: {out['queries']:6d} queries, "
+          f"recall {out['recall']:.2f}, {out['confirmed']} confirmed ({out['false_confirmed']} false), "
+          f"{seconds:.1f} s")
       yield out
 
 
-def run_suite(suite: Suite, fns: dict[str, Callable], *, log: Callable[[str], None] = print,
-              skip: frozenset | set = frozenset()) -> Iterator[dict]:
-  """`run_case` over the suite's scenarios and seeds; `skip` holds (scenario, seed, method, budget) already run."""
+_WORKER_FNS: dict = {}
+
+
+def _one_xla_thread() -> None:
+  """Worker initializer (before JAX starts its backend): one XLA CPU thread, so the workers share the cores,
+  and no preallocation of accelerator memory, so they share one GPU."""
+  import os  # noqa: PLC0415
+
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+  os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+
+
+def _case_rows(scenario: str, index: int, suite: Suite, checkpoint: str | None, skip: frozenset,
+               deadline: float | None = None) -> list[dict]:
+  """`run_case` in a worker process (its methods are built once per process); [] once `deadline` has passed."""
+  import sys  # noqa: PLC0415
+
+  if deadline is not None and time.time() >= deadline:
+    return []
+  key = (suite.methods, checkpoint)
+  if key not in _WORKER_FNS:
+    _WORKER_FNS[key] = methods(suite.methods, checkpoint)
+  log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+  return list(run_case(make_case(scenario, index, suite), suite, _WORKER_FNS[key], log=log, skip=skip))
+
+
+def case_order(suite: Suite) -> list[tuple[str, int]]:
+  """(scenario, seed index) in run order: `large` first (the longest case), then seed by seed across scenarios,
+  so a suite cut short by a time limit still covers every scenario."""
+  cases = [(scenario, i) for i in range(suite.seeds) for scenario in suite.scenarios]
+  return sorted(cases, key=lambda c: c[0] != "large")
+
+
+def run_suite(suite: Suite, fns: dict[str, Callable] | None, *, log: Callable[[str], None] = print,
+              skip: frozenset | set = frozenset(), workers: int = 1, checkpoint: str | None = None,
+              deadline: float | None = None) -> Iterator[dict]:
+  """`run_case` over the suite's scenarios and seeds; `skip` holds (scenario, seed, method, budget) already run.
+
+  With `workers` > 1 the cases run in that many spawned processes (each
+  builds its own methods from `suite.methods` and `checkpoint`; `fns` is then
+  unused), and rows arrive case by case as they finish. Every query is still
+  one sequential environment step inside its case; only whole cases overlap.
+  `deadline` (a `time.time()`): no case starts after it; a started case runs
+  to its end, so every case in the output is whole.
+  """
   check_seed_split()
-  for scenario in suite.scenarios:
-    for i in range(suite.seeds):
+  cases = case_order(suite)
+  if workers <= 1:
+    for scenario, i in cases:
+      if deadline is not None and time.time() >= deadline:
+        log(f"time limit reached: {scenario} seed index {i} and the cases after it not run")
+        return
       yield from run_case(make_case(scenario, i, suite), suite, fns, log=log, skip=skip)
+    return
+  import concurrent.futures as cf_  # noqa: PLC0415
+  import multiprocessing  # noqa: PLC0415
+
+  pool = cf_.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_xla_thread)
+  with pool:
+    futures = [pool.submit(_case_rows, scenario, i, suite, checkpoint, frozenset(skip), deadline)
+               for scenario, i in cases]
+    for future in cf_.as_completed(futures):
+      yield from future.result()
+  if deadline is not None and time.time() >= deadline:
+    log("time limit reached: cases not started by then were not run")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-  """Mean and standard deviation over seeds per (scenario, method, budget fraction rounded)."""
+  """Mean and standard deviation over seeds per (scenario, method, budget).
+
+  A budget is the suite's nominal fraction of the exhaustive count (`large`:
+  the fixed query count); `budget_fraction` is the seeds' mean actual one.
+  """
   runs = pd.DataFrame([r for r in rows if r.get("kind") == "run"])
   if runs.empty:
     return []
-  runs["fraction"] = runs["budget_fraction"].round(4)
+  nominal = runs["nominal_fraction"] if "nominal_fraction" in runs else pd.Series(np.nan, index=runs.index)
+  runs["nominal"] = nominal
+  runs["group"] = [f"f{f:g}" if pd.notna(f) else f"q{b}" for f, b in zip(nominal, runs["budget"])]
   if "recall" not in runs.columns:  # only not-applicable rows
     runs["recall"] = np.nan
   runs["recall_of_oracle"] = _recall_of_oracle(runs)
   out = []
-  for (scenario, method, fraction), g in runs.groupby(["scenario", "method", "fraction"], sort=False):
+  for (scenario, method, _), g in runs.groupby(["scenario", "method", "group"], sort=False):
     ok = g[g["applicable"].astype(bool)]
-    row = dict(kind="summary", suite=g["suite"].iloc[0], scenario=scenario, method=method, budget_fraction=fraction,
-               budget=float(g["budget"].mean()), seeds=int(len(g)), applicable=bool(len(ok)))
+    row = dict(kind="summary", suite=g["suite"].iloc[0], scenario=scenario, method=method,
+               budget_fraction=round(float(g["budget_fraction"].mean()), 4), budget=float(g["budget"].mean()),
+               nominal_fraction=None if pd.isna(g["nominal"].iloc[0]) else float(g["nominal"].iloc[0]),
+               seeds=int(len(g)), applicable=bool(len(ok)))
     if len(ok):
       for col in ("recall", "recall_of_oracle", "precision", "confirmed", "false_confirmed", "queries", "seconds",
                   "candidate_recall"):
@@ -321,9 +413,11 @@ def at_equal_budget(summary: list[dict], methods: Iterable[str] = ("muzero", "be
   table = pd.DataFrame(summary)
   methods = [m for m in methods if m in set(table["method"])]
   out = []
-  for (scenario, fraction), g in table.groupby(["scenario", "budget_fraction"], sort=False):
+  nominal = table["nominal_fraction"] if "nominal_fraction" in table else pd.Series(np.nan, index=table.index)
+  table["key"] = [f"f{f:g}" if pd.notna(f) else f"q{b:g}" for f, b in zip(nominal, table["budget"])]
+  for (scenario, _), g in table.groupby(["scenario", "key"], sort=False):
     y = "false_confirmed_mean" if scenario in TRUTHLESS else "recall_mean"
-    row = {"scenario": scenario, "budget": f"{fraction:.3g} ({int(g['budget'].iloc[0])} q)"}
+    row = {"scenario": scenario, "budget": f"{g['budget_fraction'].mean():.3g} ({g['budget'].mean():.0f} q)"}
     for m in methods:
       h = g[g["method"] == m]
       row[m] = ("-" if len(h) == 0 else "n/a" if not bool(h["applicable"].iloc[0])
@@ -415,13 +509,20 @@ def read_rows(path: str | None) -> list[dict]:
 
 def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...] | None, plot_path: str | None,
         out: str | None, emit: Callable[[Iterable[dict], str | None], list[dict]],
-        log: Callable[[str], None] | None = None, scenarios: tuple[str, ...] | None = None) -> list[dict]:
+        log: Callable[[str], None] | None = None, scenarios: tuple[str, ...] | None = None,
+        workers: int | None = None, seeds: int | None = None, time_limit_s: float | None = None) -> list[dict]:
   """The `quality` command: run rows, then summary rows, the headline table and the plot.
 
   Run rows already in `out` (same suite) are kept and their (scenario, seed,
   method, budget) skipped, so an interrupted suite continues and methods can
   be added later; `out` is then rewritten as every run row, one `invocation`
-  row per call (wall time, load) and fresh summary rows.
+  row per call (wall time, load) and fresh summary rows. `workers` (default:
+  the CPU count, capped at 2, on a CPU backend; 1 on an accelerator, whose
+  memory one process holds unless XLA_PYTHON_CLIENT_PREALLOCATE=false) is the
+  number of cases run at once. `seeds` overrides the suite's number of cubes
+  per scenario. `time_limit_s`: no case starts after this many seconds (cases
+  go seed by seed across scenarios, so a cut suite still covers each one); the
+  invocation row records how many cases ran.
   """
   import json  # noqa: PLC0415
   import os  # noqa: PLC0415
@@ -435,16 +536,30 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
     suite = dataclasses.replace(suite, methods=tuple(method_names))
   if scenarios:
     suite = dataclasses.replace(suite, scenarios=tuple(scenarios))
+  if seeds is not None:
+    if seeds < 1:
+      raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    suite = dataclasses.replace(suite, seeds=seeds)
   if "muzero" in suite.methods:
     checkpoint = ensure_checkpoint(checkpoint, log=log)
   earlier = [r for r in read_rows(out) if r.get("suite") == suite.name and r.get("kind") in ("run", "invocation")]
   done = {(r["scenario"], r["seed"], r["method"], r["budget"]) for r in earlier if r["kind"] == "run"}
-  fns = methods(suite.methods, checkpoint)
   device = jax.devices()[0]
+  if workers is None:
+    workers = min(2, os.cpu_count() or 1) if device.platform == "cpu" else 1
+  if workers < 1:
+    raise ValueError(f"--workers must be at least 1, got {workers}")
+  fns = methods(suite.methods, checkpoint) if workers == 1 else None  # workers build their own
   load_before = os.getloadavg()
   t0 = time.perf_counter()
-  rows = emit((r for r in run_suite(suite, fns, log=log, skip=done)), out)
+  deadline = None if time_limit_s is None else time.time() + time_limit_s
+  rows = emit((r for r in run_suite(suite, fns, log=log, skip=done, workers=workers, checkpoint=checkpoint,
+                                    deadline=deadline)), out)
+  cases = {(r["scenario"], r["seed"]) for r in rows}
   invocation = dict(kind="invocation", suite=suite.name, methods=list(suite.methods), wall_s=time.perf_counter() - t0,
+                    workers=workers, seeds=suite.seeds, n_rows=suite.n_rows, scenarios=list(suite.scenarios),
+                    cases_run=len(cases), cases_in_suite=len(suite.scenarios) * suite.seeds,
+                    time_limit_s=time_limit_s,
                     device=device.device_kind, platform=device.platform, cpu_count=os.cpu_count(),
                     load_average_before=load_before, load_average_after=os.getloadavg(), checkpoint=checkpoint)
   runs = [r for r in earlier if r["kind"] == "run"] + rows

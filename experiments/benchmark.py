@@ -165,8 +165,8 @@ class Quality:
   seconds (experiments/bench_quality.py)."""
 
   suite: str = "quick"
-  """quick (one cube per scenario, walkers to 20%: sized for 2 CPU cores, 56 min measured on a shared, loaded
-  machine), full (5 seeds, 20,000 rows, every method to 100%: for a GPU) or tiny (seconds of work)."""
+  """quick (3 cubes of 4,000 rows per scenario, every method to 100%: sized for 2 CPU cores and 2 workers), full
+  (5 seeds, 20,000 rows, 7 budgets: for a GPU) or tiny (seconds of work)."""
   checkpoint: str | None = None
   """Agent for the muzero method (a directory written by experiments.train). Without it the agent in
   checkpoints/bench-cpu is used, or trained there first with the cpu preset (about 13 more minutes)."""
@@ -176,6 +176,13 @@ class Quality:
   """Subset of scenarios (default: the suite's)."""
   plot: str | None = None
   """Plot path (default: recall_vs_budget.png beside --out)."""
+  workers: int | None = None
+  """Cases run at once in separate processes (default: 2 on a CPU with 2+ cores, 1 on a GPU; more on one GPU
+  needs XLA_PYTHON_CLIENT_PREALLOCATE=false)."""
+  seeds: int | None = None
+  """Evaluation cubes per scenario (default: the suite's)."""
+  time_limit_s: float | None = None
+  """Start no case after this many seconds (a started case finishes; cases go seed by seed across scenarios)."""
   out: str | None = None
 
 
@@ -184,7 +191,8 @@ def run_quality(args: Quality) -> list[dict]:
   if args.suite not in bench_quality.SUITES:
     raise SystemExit(f"error: --suite must be one of {sorted(bench_quality.SUITES)}")
   return bench_quality.run(args.suite, checkpoint=args.checkpoint, method_names=args.methods, plot_path=args.plot,
-                           out=args.out, emit=_emit, scenarios=args.scenarios)
+                           out=args.out, emit=_emit, scenarios=args.scenarios, workers=args.workers,
+                           seeds=args.seeds, time_limit_s=args.time_limit_s)
 
 
 def run_speed(args: bench_speed.Speed) -> list[dict]:

@@ -138,3 +138,31 @@ def test_summary_and_headline_numbers():
 def test_evaluation_seeds_never_train():
   bq.check_seed_split()
   assert bq.make_case("null", 0, bq.Suite(name="t", n_rows=300)).seed == cube_task.EVAL_SEED_BASE
+
+
+@pytest.mark.parametrize("name", ["random", "greedy", "beam", "uct"])
+def test_anytime_read_off_equals_a_run_at_each_budget(prep, name):
+  fn = cube_env.METHODS[name]
+  budgets = (3, 11, 40)
+  anytime = cube_env.Anytime(budgets)
+  final = fn(prep.space, budget=max(budgets), seed=7, progress=anytime)
+  read = anytime.results(final)
+  assert sorted(read) == list(budgets)
+  for b in budgets:
+    direct = fn(prep.space, budget=b, seed=7)
+    assert read[b].queries == direct.queries <= b and read[b].budget == b
+    pd.testing.assert_frame_equal(read[b].visits, direct.visits)
+    pd.testing.assert_frame_equal(read[b].candidates, direct.candidates)
+  with pytest.raises(RuntimeError, match="one search"):
+    fn(prep.space, budget=5, seed=7, progress=anytime)
+
+
+def test_summary_groups_by_nominal_fraction_and_time_limit_runs_no_case():
+  rows = [_row("mixed", "a", 0.0498, 0, recall=0.4, nominal_fraction=0.05),
+          _row("mixed", "a", 0.0503, 1, recall=0.6, nominal_fraction=0.05)]
+  (only,) = bq.summarize(rows)
+  assert only["seeds"] == 2 and only["recall_mean"] == pytest.approx(0.5)
+  assert only["nominal_fraction"] == 0.05 and only["budget_fraction"] == pytest.approx(0.05005, abs=1e-4)
+  suite = bq.Suite(name="t", scenarios=("mixed", "large", "null"), seeds=2, n_rows=300)
+  assert bq.case_order(suite) == [("large", 0), ("large", 1), ("mixed", 0), ("null", 0), ("mixed", 1), ("null", 1)]
+  assert list(bq.run_suite(suite, {}, log=lambda s: None, deadline=0.0)) == []
