@@ -268,8 +268,13 @@ def _one_xla_thread() -> None:
 
 
 def _case_rows(scenario: str, index: int, suite: Suite, checkpoint: str | None, skip: frozenset,
-               deadline: float | None = None) -> list[dict]:
-  """`run_case` in a worker process (its methods are built once per process); [] once `deadline` has passed."""
+               deadline: float | None = None, spill: str | None = None) -> list[dict]:
+  """`run_case` in a worker process (its methods are built once per process); [] once `deadline` has passed.
+
+  Each row is also appended to `spill` as it is made, so rows of a case cut
+  short by a killed run are not lost (`run` merges them on its next call).
+  """
+  import json  # noqa: PLC0415
   import sys  # noqa: PLC0415
 
   if deadline is not None and time.time() >= deadline:
@@ -278,7 +283,13 @@ def _case_rows(scenario: str, index: int, suite: Suite, checkpoint: str | None, 
   if key not in _WORKER_FNS:
     _WORKER_FNS[key] = methods(suite.methods, checkpoint)
   log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-  return list(run_case(make_case(scenario, index, suite), suite, _WORKER_FNS[key], log=log, skip=skip))
+  rows = []
+  for row in run_case(make_case(scenario, index, suite), suite, _WORKER_FNS[key], log=log, skip=skip):
+    rows.append(row)
+    if spill:
+      with open(spill, "a") as handle:  # one short append per row: whole lines from concurrent workers
+        handle.write(json.dumps(row, sort_keys=True) + "\n")
+  return rows
 
 
 def case_order(suite: Suite) -> list[tuple[str, int]]:
@@ -290,7 +301,7 @@ def case_order(suite: Suite) -> list[tuple[str, int]]:
 
 def run_suite(suite: Suite, fns: dict[str, Callable] | None, *, log: Callable[[str], None] = print,
               skip: frozenset | set = frozenset(), workers: int = 1, checkpoint: str | None = None,
-              deadline: float | None = None) -> Iterator[dict]:
+              deadline: float | None = None, spill: str | None = None) -> Iterator[dict]:
   """`run_case` over the suite's scenarios and seeds; `skip` holds (scenario, seed, method, budget) already run.
 
   With `workers` > 1 the cases run in that many spawned processes (each
@@ -298,7 +309,7 @@ def run_suite(suite: Suite, fns: dict[str, Callable] | None, *, log: Callable[[s
   unused), and rows arrive case by case as they finish. Every query is still
   one sequential environment step inside its case; only whole cases overlap.
   `deadline` (a `time.time()`): no case starts after it; a started case runs
-  to its end, so every case in the output is whole.
+  to its end. `spill`: file the workers append each row to as they make it.
   """
   check_seed_split()
   cases = case_order(suite)
@@ -315,7 +326,7 @@ def run_suite(suite: Suite, fns: dict[str, Callable] | None, *, log: Callable[[s
   pool = cf_.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_one_xla_thread)
   with pool:
-    futures = [pool.submit(_case_rows, scenario, i, suite, checkpoint, frozenset(skip), deadline)
+    futures = [pool.submit(_case_rows, scenario, i, suite, checkpoint, frozenset(skip), deadline, spill)
                for scenario, i in cases]
     for future in cf_.as_completed(futures):
       yield from future.result()
@@ -542,8 +553,18 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
     suite = dataclasses.replace(suite, seeds=seeds)
   if "muzero" in suite.methods:
     checkpoint = ensure_checkpoint(checkpoint, log=log)
+  spill = f"{out}.partial" if out else None
   earlier = [r for r in read_rows(out) if r.get("suite") == suite.name and r.get("kind") in ("run", "invocation")]
   done = {(r["scenario"], r["seed"], r["method"], r["budget"]) for r in earlier if r["kind"] == "run"}
+  kept = 0
+  for r in read_rows(spill):  # rows the workers of a killed call made (its parent never wrote them to `out`)
+    k = (r.get("scenario"), r.get("seed"), r.get("method"), r.get("budget"))
+    if r.get("kind") == "run" and r.get("suite") == suite.name and k not in done:
+      earlier.append(r)
+      done.add(k)
+      kept += 1
+  if kept:
+    log(f"kept {kept} rows that the workers of an interrupted call wrote to {spill}")
   device = jax.devices()[0]
   if workers is None:
     workers = min(2, os.cpu_count() or 1) if device.platform == "cpu" else 1
@@ -554,7 +575,7 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
   t0 = time.perf_counter()
   deadline = None if time_limit_s is None else time.time() + time_limit_s
   rows = emit((r for r in run_suite(suite, fns, log=log, skip=done, workers=workers, checkpoint=checkpoint,
-                                    deadline=deadline)), out)
+                                    deadline=deadline, spill=spill)), out)
   cases = {(r["scenario"], r["seed"]) for r in rows}
   invocation = dict(kind="invocation", suite=suite.name, methods=list(suite.methods), wall_s=time.perf_counter() - t0,
                     workers=workers, seeds=suite.seeds, n_rows=suite.n_rows, scenarios=list(suite.scenarios),
@@ -569,6 +590,8 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
     with open(out, "w") as handle:
       for r in runs + invocations + summary:
         handle.write(json.dumps(r, sort_keys=True) + "\n")
+    if os.path.exists(spill):  # every row in it is in `out` now
+      os.remove(spill)
   for r in summary:
     print(json.dumps(r, sort_keys=True), flush=True)
   wall = sum(r["wall_s"] for r in invocations)
