@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU figures in this folder (`*_gpu*`): one command on a lent GPU machine, whose whole loan is 15
+# minutes of device time, so every stage is time-boxed and writes as it goes.
+#
+#   1. `python -m experiments.train --preset "$PRESET"`, stopped by SIGTERM after TRAIN_S seconds (the trainer
+#      finishes its iteration and saves an Orbax checkpoint; the preset's 2000 iterations do not fit);
+#   2. `python -m experiments.benchmark quality --suite "$SUITE"` with that agent: QUALITY_SCENARIOS x SEEDS
+#      cases in WORKERS processes sharing the GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false), only the first
+#      wave of cases (--time-limit-s), killed after QUALITY_S seconds at the latest (rows of cases cut
+#      short survive in the .partial file);
+#   3. the same command with --time-limit-s 0: no new case, summary rows, headline table and plot.
+#
+# Run from the repository root: OUT=out/gpu bash benchmarks/gpu_session.sh   (PY picks the interpreter)
+set -u
+OUT=${OUT:-out/gpu}
+PY=${PY:-python3}
+TRAIN_S=${TRAIN_S:-210}
+QUALITY_S=${QUALITY_S:-250}
+WORKERS=${WORKERS:-12}
+SEEDS=${SEEDS:-2}
+QUALITY_SCENARIOS=${QUALITY_SCENARIOS:-"marginal interactions masked mixed null confounded"}
+CKPT=${CKPT:-checkpoints/gpu}
+PRESET=${PRESET:-gpu}  # smoke / tiny: a dry run of this script on a CPU
+SUITE=${SUITE:-full}
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+mkdir -p "$OUT"
+t0=$SECONDS
+stamp() { echo "[$((SECONDS - t0)) s] $*" | tee -a "$OUT/session.log"; }
+
+{ nvidia-smi -L 2>&1; nproc; "$PY" -c "import jax, flax, optax, orbax.checkpoint, mctx, tyro, pysubgroup, tensorboardX
+import cube_env, muzero_jax
+print('jax', jax.__version__, 'flax', flax.__version__, 'mctx', mctx.__version__, jax.devices())"; } \
+  >> "$OUT/session.log" 2>&1 || { stamp "imports failed"; exit 1; }
+stamp "imports ok"
+
+rm -rf "$CKPT"
+timeout -s TERM -k 60 "$TRAIN_S" "$PY" -m experiments.train --preset "$PRESET" --checkpoint-dir "$CKPT" \
+  --checkpoint-every 20 --no-evaluate --logdir "$OUT/runs" > "$OUT/train.log" 2>&1
+stamp "train exit $? ($(ls "$CKPT" 2>/dev/null | tr '\n' ' '))"
+ls "$CKPT" 2>/dev/null | grep -q '^[0-9]' || { tail -30 "$OUT/train.log"; exit 1; }
+
+# shellcheck disable=SC2086
+timeout -s TERM -k 20 "$QUALITY_S" "$PY" -m experiments.benchmark quality --suite "$SUITE" --checkpoint "$CKPT" \
+  --scenarios $QUALITY_SCENARIOS --seeds "$SEEDS" --workers "$WORKERS" --time-limit-s 10 \
+  --out "$OUT/quality_gpu.jsonl" --plot "$OUT/recall_vs_budget_gpu.png" > /dev/null 2> "$OUT/quality.log"
+stamp "quality exit $?"
+
+# shellcheck disable=SC2086
+"$PY" -m experiments.benchmark quality --suite "$SUITE" --checkpoint "$CKPT" --scenarios $QUALITY_SCENARIOS \
+  --seeds "$SEEDS" --workers 1 --time-limit-s 0 --out "$OUT/quality_gpu.jsonl" \
+  --plot "$OUT/recall_vs_budget_gpu.png" > /dev/null 2> "$OUT/summary.log"
+stamp "summary exit $?"
+tail -40 "$OUT/summary.log"
