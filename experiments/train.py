@@ -37,7 +37,7 @@ PRESETS = {
                             replay_capacity=8192, min_replay_size=128, batch_size=32, updates_per_iteration=4,
                             warmup_steps=20, decay_steps=5000), iterations=400),
     "gpu": dict(task=dict(num_train_cubes=64, num_eval_cubes=16, n_rows=20000, horizon=64, max_depth=3),
-                config=dict(channels=64, num_blocks=4, num_simulations=32, num_envs=256, rollout_length=32,
+                config=dict(channels=64, num_blocks=4, num_simulations=32, num_envs=256, rollout_length=32, support_size=30,
                             replay_capacity=262144, batch_size=512, updates_per_iteration=16,
                             decay_steps=200000), iterations=2000),
 }
