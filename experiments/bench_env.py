@@ -76,13 +76,17 @@ def bench_env(cells=(1_000, 10_000, 100_000, 200_000), batches=(1, 64, 1024), me
           continue
         keys = jax.random.split(jax.random.PRNGKey(0), b)
         reset = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))
-        _, states = reset(keys, params)
-        actions = jnp.asarray(np.random.default_rng(0).integers(0, env.num_actions, b), jnp.int32)
         step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
-        t0 = time.perf_counter()
-        jax.block_until_ready(step.lower(keys, states, actions, params).compile()(keys, states, actions, params))
-        compile_s = time.perf_counter() - t0
-        per_step = _time(step, keys, states, actions, params, repeats=max(2, min(20, int(2e6 / (n * b)))))
+        actions = jnp.asarray(np.random.default_rng(0).integers(0, env.num_actions, b), jnp.int32)
+        try:
+          _, states = reset(keys, params)
+          t0 = time.perf_counter()
+          jax.block_until_ready(step.lower(keys, states, actions, params).compile()(keys, states, actions, params))
+          compile_s = time.perf_counter() - t0
+          per_step = _time(step, keys, states, actions, params, repeats=max(2, min(20, int(2e6 / (n * b)))))
+        except jax.errors.JaxRuntimeError as err:  # out of device memory: report it, go on with the rest
+          yield dict(row, error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+          continue
         yield dict(row, steps_per_s=b / per_step, step_s=per_step, compile_s=compile_s, bound_s=bound * b,
                    ratio_to_bound=per_step / (bound * b))
 

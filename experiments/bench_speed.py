@@ -32,7 +32,11 @@ class Speed:
   batches: tuple[int, ...] = (1, 16, 64)
   """Environment batch sizes (vmapped states)."""
   max_work: float = 2e6
-  """Skip env configurations with cells x batch above this (use 1e12 on a GPU)."""
+  """Skip env configurations with cells x batch above this (use 1e12 on a GPU; one that runs out of device
+  memory gets an `error` row and the run goes on)."""
+  groupby: tuple[str, ...] | None = None
+  """Group-by formulations of the env figures (default: the backend's own, `cube_env.groupby.default_method`:
+  segment on a CPU, matmul on an accelerator)."""
   preset: str = "cpu"
   """experiments.train preset for the agent figures."""
   search_batches: tuple[int, ...] = (1, 16, 64)
@@ -46,12 +50,12 @@ def slopes(rows: list[dict], *, x: str, group: str) -> list[dict]:
   pts: dict = {}
   for r in rows:
     if r.get("bench") == "env" and "step_s" in r:
-      pts.setdefault(r[group], []).append((r[x], r["step_s"]))
+      pts.setdefault((r.get("method", ""), r[group]), []).append((r[x], r["step_s"]))
   out = []
-  for key, p in sorted(pts.items()):
+  for (method, key), p in sorted(pts.items()):
     if len({a for a, _ in p}) >= 2:
       slope = float(np.polyfit(np.log([a for a, _ in p]), np.log([b for _, b in p]), 1)[0])
-      out.append({"bench": f"env_scaling_{x}", group: key, "slope": slope, "points": len(p),
+      out.append({"bench": f"env_scaling_{x}", "method": method, group: key, "slope": slope, "points": len(p),
                   "at_most_linear": slope <= LINEAR_SLOPE})
   return out
 
@@ -67,7 +71,10 @@ def run(args: Speed, emit: Callable[[Iterable[dict], str | None], list[dict]]) -
   rows = emit([dict(bench="device", device=device.device_kind, platform=device.platform,
                     devices=len(jax.devices()), cpu_count=os.cpu_count(), machine=platform.machine(),
                     load_average=os.getloadavg(), jax=jax.__version__)], args.out)
-  env_rows = emit(bench_env.bench_env(args.cells, args.batches, ("segment",), args.max_work), args.out)
+  from cube_env.groupby import default_method  # noqa: PLC0415
+
+  groupby = args.groupby or (default_method(),)
+  env_rows = emit(bench_env.bench_env(args.cells, args.batches, groupby, args.max_work), args.out)
   rows += env_rows
   rows += emit(slopes(env_rows, x="cells", group="batch") + slopes(env_rows, x="batch", group="cells"), args.out)
   config, env, pool, tag = _agent_setup(Agent(preset=args.preset))

@@ -13,3 +13,11 @@ def test_slopes_flag_superlinear_cost():
   by_batch = {r["cells"]: r for r in bench_speed.slopes(rows, x="batch", group="cells")}
   assert by_batch[1e3]["slope"] == pytest.approx(2.0) and not by_batch[1e3]["at_most_linear"]
   assert by_batch[1e3]["points"] == 2 and set(by_batch) == {1e3, 1e4, 1e5}
+
+
+def test_slopes_keep_group_by_methods_apart():
+  rows = [dict(bench="env", method=m, cells=c, batch=1, step_s=1e-6 * c ** (1 if m == "matmul" else 2))
+          for m in ("matmul", "segment") for c in (1e3, 1e4)]
+  by_method = {r["method"]: r for r in bench_speed.slopes(rows, x="cells", group="batch")}
+  assert by_method["matmul"]["slope"] == pytest.approx(1.0) and by_method["matmul"]["at_most_linear"]
+  assert by_method["segment"]["slope"] == pytest.approx(2.0) and not by_method["segment"]["at_most_linear"]
