@@ -166,3 +166,9 @@ def test_summary_groups_by_nominal_fraction_and_time_limit_runs_no_case():
   suite = bq.Suite(name="t", scenarios=("mixed", "large", "null"), seeds=2, n_rows=300)
   assert bq.case_order(suite) == [("large", 0), ("large", 1), ("mixed", 0), ("null", 0), ("mixed", 1), ("null", 1)]
   assert list(bq.run_suite(suite, {}, log=lambda s: None, deadline=0.0)) == []
+
+
+def test_large_seeds_apart_from_the_others():
+  suite = bq.Suite(name="t", scenarios=("mixed", "large"), seeds=2, large_seeds=1)
+  assert bq.case_order(suite) == [("large", 0), ("mixed", 0), ("mixed", 1)]
+  assert bq.case_order(bq.SUITES["quick"])[:2] == [("large", 0), ("marginal", 0)]
