@@ -411,8 +411,8 @@ def headline(summary: list[dict], *, metric: str = "recall_mean") -> pd.DataFram
       best = float(values.max())
       cells[(method, scenario)] = (f"{hit['budget_fraction'].iloc[0]:.3g}" if len(hit) else
                                    f"> {g['budget_fraction'].max():.3g} (best {best:.2f})")
-  scenarios = list(dict.fromkeys(table["scenario"]))
-  rows = list(dict.fromkeys(table["method"]))
+  scenarios = _in_order(table["scenario"], SCENARIOS)
+  rows = _in_order(table["method"], METHODS)
   return pd.DataFrame([[cells.get((m, s), "") for s in scenarios] for m in rows], columns=scenarios,
                       index=pd.Index(rows, name="method"))
 
@@ -428,15 +428,30 @@ def at_equal_budget(summary: list[dict], methods: Iterable[str] = ("muzero", "be
   out = []
   nominal = table["nominal_fraction"] if "nominal_fraction" in table else pd.Series(np.nan, index=table.index)
   table["key"] = [f"f{f:g}" if pd.notna(f) else f"q{b:g}" for f, b in zip(nominal, table["budget"])]
+  order = []
   for (scenario, _), g in table.groupby(["scenario", "key"], sort=False):
-    y = "false_confirmed_mean" if scenario in TRUTHLESS else "recall_mean"
+    y = "false_confirmed" if scenario in TRUTHLESS else "recall"
     row = {"scenario": scenario, "budget": f"{g['budget_fraction'].mean():.3g} ({g['budget'].mean():.0f} q)"}
     for m in methods:
       h = g[g["method"] == m]
-      row[m] = ("-" if len(h) == 0 else "n/a" if not bool(h["applicable"].iloc[0])
-                else "-" if y not in h or pd.isna(h[y].iloc[0]) else f"{h[y].iloc[0]:.2f}")
+      if len(h) == 0:
+        row[m] = "-"
+      elif not bool(h["applicable"].iloc[0]):
+        row[m] = "n/a"
+      elif f"{y}_mean" not in h or pd.isna(h[f"{y}_mean"].iloc[0]):
+        row[m] = "-"
+      else:
+        mean, std = h[f"{y}_mean"].iloc[0], h[f"{y}_std"].iloc[0]
+        row[m] = f"{mean:.2f}" + (f" ± {std:.2f}" if int(h["seeds"].iloc[0]) > 1 and pd.notna(std) else "")
     out.append(row)
-  return pd.DataFrame(out)
+    order.append((SCENARIOS.index(scenario) if scenario in SCENARIOS else len(SCENARIOS), g["budget"].mean()))
+  return pd.DataFrame([out[i] for i in sorted(range(len(out)), key=order.__getitem__)])
+
+
+def _in_order(names: Iterable[str], order: tuple[str, ...]) -> list[str]:
+  """Distinct names, those in `order` first in its order, then the others as they come."""
+  names = list(dict.fromkeys(names))
+  return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), names.index(n)))
 
 
 def markdown(table: pd.DataFrame, *, index: bool = False) -> str:
@@ -456,7 +471,7 @@ def plot(summary: list[dict], path: str, *, title: str = "") -> None:
   import matplotlib.pyplot as plt  # noqa: PLC0415
 
   table = pd.DataFrame([r for r in summary if r["applicable"]])
-  scenarios = list(dict.fromkeys(table["scenario"]))
+  scenarios = _in_order(table["scenario"], SCENARIOS)
   cols = min(4, len(scenarios))
   rows = math.ceil(len(scenarios) / cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
