@@ -259,18 +259,18 @@ _WORKER_FNS: dict = {}
 
 
 def _one_xla_thread() -> None:
-  """Worker initializer (before JAX starts its backend): one XLA CPU thread, so the workers share the cores,
-  and no preallocation of accelerator memory, so they share one GPU."""
+  """Worker initializer (before JAX starts its backend): XLA's multi-threaded Eigen CPU kernels off, so the
+  workers share the cores, and no preallocation of accelerator memory, so they share one GPU."""
   import os  # noqa: PLC0415
 
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
   os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 
 
 def _case_rows(scenario: str, index: int, suite: Suite, checkpoint: str | None, skip: frozenset,
                deadline: float | None = None, spill: str | None = None) -> list[dict]:
-  """`run_case` in a worker process (its methods are built once per process); [] once `deadline` has passed.
+  """(started, rows) of `run_case` in a worker process (its methods are built once per process); (False, [])
+  once `deadline` has passed.
 
   Each row is also appended to `spill` as it is made, so rows of a case cut
   short by a killed run are not lost (`run` merges them on its next call).
@@ -279,7 +279,7 @@ def _case_rows(scenario: str, index: int, suite: Suite, checkpoint: str | None, 
   import sys  # noqa: PLC0415
 
   if deadline is not None and time.time() >= deadline:
-    return []
+    return False, []
   key = (suite.methods, checkpoint)
   if key not in _WORKER_FNS:
     _WORKER_FNS[key] = methods(suite.methods, checkpoint)
@@ -290,7 +290,7 @@ def _case_rows(scenario: str, index: int, suite: Suite, checkpoint: str | None, 
     if spill:
       with open(spill, "a") as handle:  # one short append per row: whole lines from concurrent workers
         handle.write(json.dumps(row, sort_keys=True) + "\n")
-  return rows
+  return True, rows
 
 
 def case_order(suite: Suite) -> list[tuple[str, int]]:
@@ -327,17 +327,22 @@ def run_suite(suite: Suite, fns: dict[str, Callable] | None, *, log: Callable[[s
 
   pool = cf_.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_one_xla_thread)
-  with pool:
+  not_started = 0
+  try:
     futures = [pool.submit(_case_rows, scenario, i, suite, checkpoint, frozenset(skip), deadline, spill)
                for scenario, i in cases]
     for future in cf_.as_completed(futures):
-      yield from future.result()
-  if deadline is not None and time.time() >= deadline:
-    log("time limit reached: cases not started by then were not run")
+      started, rows = future.result()
+      not_started += not started
+      yield from rows
+  finally:  # an error (or a closed generator) must not wait for every queued case
+    pool.shutdown(wait=False, cancel_futures=True)
+  if not_started:
+    log(f"time limit reached: {not_started} of {len(cases)} cases not started")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-  """Mean and standard deviation over seeds per (scenario, method, budget).
+  """Mean and sample standard deviation (None for one seed) over seeds per (scenario, method, budget).
 
   A budget is the suite's nominal fraction of the exhaustive count (`large`:
   the fixed query count); `budget_fraction` is the seeds' mean actual one.
@@ -347,7 +352,8 @@ def summarize(rows: list[dict]) -> list[dict]:
     return []
   nominal = runs["nominal_fraction"] if "nominal_fraction" in runs else pd.Series(np.nan, index=runs.index)
   runs["nominal"] = nominal
-  runs["group"] = [f"f{f:g}" if pd.notna(f) else f"q{b}" for f, b in zip(nominal, runs["budget"])]
+  runs["group"] = [f"f{f:g}" if pd.notna(f) else f"q{b}" if s == "large" else f"r{x:.2f}"  # older rows: no nominal
+                   for f, b, s, x in zip(nominal, runs["budget"], runs["scenario"], runs["budget_fraction"])]
   if "recall" not in runs.columns:  # only not-applicable rows
     runs["recall"] = np.nan
   runs["recall_of_oracle"] = _recall_of_oracle(runs)
@@ -363,7 +369,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                   "candidate_recall"):
         v = pd.to_numeric(ok[col], errors="coerce").to_numpy(float)
         row[f"{col}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else None
-        row[f"{col}_std"] = float(np.nanstd(v)) if np.isfinite(v).any() else None
+        row[f"{col}_std"] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else None
       row["family_wise_error_rate"] = float(ok["family_wise_error"].astype(bool).mean())
     else:
       row["note"] = str(g["note"].iloc[0])
@@ -396,6 +402,8 @@ def headline(summary: list[dict], *, metric: str = "recall_mean") -> pd.DataFram
   rate over all their runs (share of runs with any confirmed finding).
   """
   table = pd.DataFrame(summary)
+  if table.empty:
+    return pd.DataFrame()
   cells: dict = {}
   for (scenario, method), g in table.groupby(["scenario", "method"], sort=False):
     g = g.sort_values("budget_fraction")
@@ -424,6 +432,8 @@ def at_equal_budget(summary: list[dict], methods: Iterable[str] = ("muzero", "be
   "n/a": the method cannot search this cube; "-": not run at this budget (or nothing to score).
   """
   table = pd.DataFrame(summary)
+  if table.empty:
+    return pd.DataFrame()
   methods = [m for m in methods if m in set(table["method"])]
   out = []
   nominal = table["nominal_fraction"] if "nominal_fraction" in table else pd.Series(np.nan, index=table.index)
@@ -471,6 +481,8 @@ def plot(summary: list[dict], path: str, *, title: str = "") -> None:
   import matplotlib.pyplot as plt  # noqa: PLC0415
 
   table = pd.DataFrame([r for r in summary if r["applicable"]])
+  if table.empty:
+    raise ValueError("nothing to plot: no applicable run")
   scenarios = _in_order(table["scenario"], SCENARIOS)
   cols = min(4, len(scenarios))
   rows = math.ceil(len(scenarios) / cols)
@@ -571,12 +583,17 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
   if "muzero" in suite.methods:
     checkpoint = ensure_checkpoint(checkpoint, log=log)
   spill = f"{out}.partial" if out else None
-  earlier = [r for r in read_rows(out) if r.get("suite") == suite.name and r.get("kind") in ("run", "invocation")]
+  def same_suite(r: dict) -> bool:  # a suite's sizes may change between versions: rows of other sizes are dropped
+    size = suite.large_rows if r.get("scenario") == "large" else suite.n_rows
+    return (r.get("suite") == suite.name and r.get("kind") in ("run", "invocation")
+            and r.get("n_rows") == (suite.n_rows if r["kind"] == "invocation" else size))
+
+  earlier = [r for r in read_rows(out) if same_suite(r)]
   done = {(r["scenario"], r["seed"], r["method"], r["budget"]) for r in earlier if r["kind"] == "run"}
   kept = 0
   for r in read_rows(spill):  # rows the workers of a killed call made (its parent never wrote them to `out`)
     k = (r.get("scenario"), r.get("seed"), r.get("method"), r.get("budget"))
-    if r.get("kind") == "run" and r.get("suite") == suite.name and k not in done:
+    if same_suite(r) and r["kind"] == "run" and k not in done:
       earlier.append(r)
       done.add(k)
       kept += 1
@@ -612,6 +629,9 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
   for r in summary:
     print(json.dumps(r, sort_keys=True), flush=True)
   wall = sum(r["wall_s"] for r in invocations)
+  if not any(r["applicable"] for r in summary):
+    log(f"no applicable run to summarize in suite {suite.name} ({len(runs)} rows)")
+    return runs + invocations + summary
   table = headline(summary)
   log(f"\nfraction of exhaustive queries to reach recall {RECALL_TARGET} (null/confounded: family-wise error "
       f"rate), suite {suite.name}, {wall / 60:.1f} min in {len(invocations)} call(s) on {device.device_kind}:\n"

@@ -165,8 +165,8 @@ class Quality:
   seconds (experiments/bench_quality.py)."""
 
   suite: str = "quick"
-  """quick (3 cubes of 4,000 rows per scenario, every method to 100%: sized for 2 CPU cores and 2 workers), full
-  (5 seeds, 20,000 rows, 7 budgets: for a GPU) or tiny (seconds of work)."""
+  """quick (2 cubes of 2,500 rows per scenario and 1 large cube, every method at 1-100%: 13 minutes on 2 CPU cores
+  with 2 workers), full (5 cubes of 20,000 rows, 7 budgets: for a GPU) or tiny (seconds of work)."""
   checkpoint: str | None = None
   """Agent for the muzero method (a directory written by experiments.train). Without it the agent in
   checkpoints/bench-cpu is used, or trained there first with the cpu preset (about 13 more minutes)."""

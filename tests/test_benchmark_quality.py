@@ -126,7 +126,7 @@ def test_summary_and_headline_numbers():
           _row("null", "a", 0.2, 1), _row("null", "b", 1.0, 0, applicable=False, note="does not fit")]
   summary = bq.summarize(rows)
   first = next(s for s in summary if s["method"] == "a" and s["budget_fraction"] == 0.01)
-  assert first["recall_mean"] == pytest.approx(0.6) and first["recall_std"] == pytest.approx(0.1)
+  assert first["recall_mean"] == pytest.approx(0.6) and first["recall_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
   assert first["seeds"] == 2
   table = bq.headline(summary)
   assert table.loc["a", "mixed"] == "0.2"
@@ -172,3 +172,20 @@ def test_large_seeds_apart_from_the_others():
   suite = bq.Suite(name="t", scenarios=("mixed", "large"), seeds=2, large_seeds=1)
   assert bq.case_order(suite) == [("large", 0), ("mixed", 0), ("mixed", 1)]
   assert bq.case_order(bq.SUITES["quick"])[:2] == [("large", 0), ("marginal", 0)]
+
+
+def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
+  import json
+
+  out = tmp_path / "q.jsonl"
+  spilled = _row("mixed", "exhaustive", 0.05, 5000, suite="tiny", recall=0.5, nominal_fraction=0.05, n_rows=1200)
+  other_size = dict(spilled, seed=5001, n_rows=999)  # rows of another size of the suite are dropped
+  (tmp_path / "q.jsonl.partial").write_text(json.dumps(spilled) + "\n" + json.dumps(other_size) + "\n")
+  rows = bq.run("tiny", checkpoint=None, method_names=("exhaustive",), plot_path=str(tmp_path / "p.png"),
+                out=str(out), emit=lambda rs, _: list(rs), log=lambda s: None, time_limit_s=0, workers=1)
+  assert not (tmp_path / "q.jsonl.partial").exists() and (tmp_path / "p.png").exists()
+  kept = [r for r in rows if r["kind"] == "run"]
+  assert len(kept) == 1 and kept[0]["recall"] == 0.5
+  (invocation,) = [r for r in rows if r["kind"] == "invocation"]
+  assert invocation["cases_run"] == 0 and invocation["cases_in_suite"] == 2
+  assert [json.loads(line)["kind"] for line in out.read_text().splitlines()] == ["run", "invocation", "summary"]
