@@ -189,3 +189,16 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   (invocation,) = [r for r in rows if r["kind"] == "invocation"]
   assert invocation["cases_run"] == 0 and invocation["cases_in_suite"] == 2
   assert [json.loads(line)["kind"] for line in out.read_text().splitlines()] == ["run", "invocation", "summary"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "foo", "random"], "--methods: unknown 'foo'"),
+    (["--scenarios", "mixed", "nul"], "--scenarios: unknown 'nul'"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--time-limit-s", "-1"], "--time-limit-s must be >= 0"),
+])
+def test_quality_cli_names_the_bad_flag(argv, message):
+  from experiments import benchmark
+
+  with pytest.raises(SystemExit, match=message):
+    benchmark.main(["quality", "--suite", "tiny", *argv])
