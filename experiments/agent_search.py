@@ -16,9 +16,10 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import cube_env
-from cube_env.search import Ledger, Progress, SearchResult, Space, bucketed_shape
+from cube_env.search import Ledger, Progress, SearchResult, Space, bucketed_shape, target
 
 ENV_CLASS = "cube_env.env.CubeEnv"
 
@@ -70,6 +71,24 @@ def agent_space(agent: Agent, space: Space):
   return dataclasses.replace(env, meta=None), params
 
 
+def unqueried(ledger: Ledger, state, num_values: int) -> jnp.ndarray:
+  """The legal-move mask without the moves to cohorts this search has already queried, if any move is left.
+
+  A later episode that walks back into a known cohort pays a query for a
+  group-by whose answer the search already has, so the agent picks among the
+  moves to new cohorts while there are any; where every legal move reaches a
+  known cohort it may pass through one (the first, greedy episode plays the
+  agent's own mask).
+  """
+  mask = np.asarray(state.mask)
+  here = tuple(int(v) for v in np.asarray(state.filters))
+  fresh = mask.copy()
+  for action in np.nonzero(mask)[0]:
+    if target(here, int(action), num_values) in ledger.index:
+      fresh[action] = False
+  return jnp.asarray(fresh if fresh.any() else mask)
+
+
 def muzero_method(directory: str):
   """A discovery method (see `cube_env.discovery`) playing the agent saved in `directory`."""
   import muzero_jax
@@ -84,16 +103,23 @@ def muzero_method(directory: str):
     episode = 0
     while ledger.left:
       obs, state = root_obs, root_state  # the root is known: no second query
+      used = ledger.used
       for _ in range(agent.horizon):
         if not ledger.left:
           break
+        mask = unqueried(ledger, state, env.shape.num_values) if episode else state.mask
+        if not bool(mask.any()):
+          break  # no legal move (the environment ends the episode)
         key, sub = jax.random.split(key)
-        out = muzero_jax.act(agent.params, jnp.asarray(obs, jnp.float32)[None], state.mask[None], sub,
+        out = muzero_jax.act(agent.params, jnp.asarray(obs, jnp.float32)[None], mask[None], sub,
                              agent.config, greedy=episode == 0)
         obs, state, _ = ledger.step(state, int(out.action[0]), env=env, params=params)
       episode += 1
+      if ledger.used == used:  # the root has no legal move
+        break
     return ledger.result("muzero", note=f"agent {agent.directory}: {episode} episodes of up to {agent.horizon} "
-                                        "steps (first greedy, then with search noise)")
+                                        "steps (first greedy, then with search noise, preferring moves to "
+                                        "cohorts not yet queried)")
 
   method.method_name = "muzero"
   return method

@@ -202,3 +202,21 @@ def test_quality_cli_names_the_bad_flag(argv, message):
 
   with pytest.raises(SystemExit, match=message):
     benchmark.main(["quality", "--suite", "tiny", *argv])
+
+
+def test_agent_prefers_cohorts_not_yet_queried(prep):
+  from cube_env.search import Ledger, target
+  from experiments.agent_search import unqueried
+
+  space = prep.space
+  ledger = Ledger(space, 10)
+  _, state, _ = ledger.root()
+  c = space.env.shape.num_values
+  legal = np.nonzero(np.asarray(state.mask))[0]
+  here = tuple(int(v) for v in np.asarray(state.filters))
+  ledger.step(state, int(legal[0]))  # one child queried: the agent is steered away from it
+  mask = np.asarray(unqueried(ledger, state, c))
+  assert not mask[legal[0]] and mask[legal[1:]].all() and mask.sum() == len(legal) - 1
+  for action in legal[1:]:  # every child known: passing through one is allowed again
+    ledger.index[target(here, int(action), c)] = 0
+  np.testing.assert_array_equal(np.asarray(unqueried(ledger, state, c)), np.asarray(state.mask))
