@@ -64,7 +64,7 @@ class Suite:
 SUITES = {
     "tiny": Suite(name="tiny", scenarios=("mixed", "null"), n_rows=1200, fractions=(0.05, 1.0),
                   methods=("exhaustive", "random", "beam", "pysubgroup-beam"), max_depth=2),
-    # quick: about 13 minutes on 2 cores with 2 workers (every walker's read-off run at 100% dominates)
+    # quick: about 14 minutes on 2 cores with 2 workers (every walker's read-off run at 100% dominates)
     "quick": Suite(name="quick", seeds=2, n_rows=2500, large_seeds=1),
     "full": Suite(name="full", seeds=5, n_rows=20000, fractions=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
                   large_rows=50000, large_max_categories=32, large_budgets=(200, 1000, 5000, 20000)),

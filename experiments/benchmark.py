@@ -165,7 +165,7 @@ class Quality:
   seconds (experiments/bench_quality.py)."""
 
   suite: str = "quick"
-  """quick (2 cubes of 2,500 rows per scenario and 1 large cube, every method at 1-100%: 13 minutes on 2 CPU cores
+  """quick (2 cubes of 2,500 rows per scenario and 1 large cube, every method at 1-100%: 14 minutes on 2 CPU cores
   with 2 workers), full (5 cubes of 20,000 rows, 7 budgets: for a GPU) or tiny (seconds of work)."""
   checkpoint: str | None = None
   """Agent for the muzero method (a directory written by experiments.train). Without it the agent in
