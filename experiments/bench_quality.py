@@ -352,15 +352,15 @@ def summarize(rows: list[dict]) -> list[dict]:
     return []
   nominal = runs["nominal_fraction"] if "nominal_fraction" in runs else pd.Series(np.nan, index=runs.index)
   runs["nominal"] = nominal
-  runs["group"] = [f"f{f:g}" if pd.notna(f) else f"q{b}" if s == "large" else f"r{x:.2f}"  # older rows: no nominal
-                   for f, b, s, x in zip(nominal, runs["budget"], runs["scenario"], runs["budget_fraction"])]
+  runs["budget_key"] = [f"f{f:g}" if pd.notna(f) else f"q{b}" if s == "large" else f"r{x:.2f}"  # older: no nominal
+                        for f, b, s, x in zip(nominal, runs["budget"], runs["scenario"], runs["budget_fraction"])]
   if "recall" not in runs.columns:  # only not-applicable rows
     runs["recall"] = np.nan
   runs["recall_of_oracle"] = _recall_of_oracle(runs)
   out = []
-  for (scenario, method, _), g in runs.groupby(["scenario", "method", "group"], sort=False):
+  for (scenario, method, key), g in runs.groupby(["scenario", "method", "budget_key"], sort=False):
     ok = g[g["applicable"].astype(bool)]
-    row = dict(kind="summary", suite=g["suite"].iloc[0], scenario=scenario, method=method,
+    row = dict(kind="summary", suite=g["suite"].iloc[0], scenario=scenario, method=method, budget_key=key,
                budget_fraction=round(float(g["budget_fraction"].mean()), 4), budget=float(g["budget"].mean()),
                nominal_fraction=None if pd.isna(g["nominal"].iloc[0]) else float(g["nominal"].iloc[0]),
                seeds=int(len(g)), applicable=bool(len(ok)))
@@ -436,10 +436,8 @@ def at_equal_budget(summary: list[dict], methods: Iterable[str] = ("muzero", "be
     return pd.DataFrame()
   methods = [m for m in methods if m in set(table["method"])]
   out = []
-  nominal = table["nominal_fraction"] if "nominal_fraction" in table else pd.Series(np.nan, index=table.index)
-  table["key"] = [f"f{f:g}" if pd.notna(f) else f"q{b:g}" for f, b in zip(nominal, table["budget"])]
   order = []
-  for (scenario, _), g in table.groupby(["scenario", "key"], sort=False):
+  for (scenario, _), g in table.groupby(["scenario", "budget_key"], sort=False):
     y = "false_confirmed" if scenario in TRUTHLESS else "recall"
     row = {"scenario": scenario, "budget": f"{g['budget_fraction'].mean():.3g} ({g['budget'].mean():.0f} q)"}
     for m in methods:
@@ -547,6 +545,20 @@ def read_rows(path: str | None) -> list[dict]:
     return [json.loads(line) for line in handle if line.strip()]
 
 
+def check_request(method_names: Iterable[str] | None = None, scenarios: Iterable[str] | None = None,
+                  workers: int | None = None, seeds: int | None = None, time_limit_s: float | None = None) -> None:
+  """Raises ValueError naming the flag of an unknown method or scenario or an out-of-range number."""
+  for flag, given, known in (("--methods", method_names, METHODS), ("--scenarios", scenarios, SCENARIOS)):
+    unknown = [name for name in given or () if name not in known]
+    if unknown:
+      raise ValueError(f"{flag}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+  for flag, value in (("--workers", workers), ("--seeds", seeds)):
+    if value is not None and value < 1:
+      raise ValueError(f"{flag} must be at least 1, got {value}")
+  if time_limit_s is not None and time_limit_s < 0:
+    raise ValueError(f"--time-limit-s must be >= 0, got {time_limit_s}")
+
+
 def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...] | None, plot_path: str | None,
         out: str | None, emit: Callable[[Iterable[dict], str | None], list[dict]],
         log: Callable[[str], None] | None = None, scenarios: tuple[str, ...] | None = None,
@@ -570,6 +582,7 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
 
   import jax  # noqa: PLC0415
 
+  check_request(method_names, scenarios, workers, seeds, time_limit_s)
   log = log or (lambda s: print(s, file=sys.stderr, flush=True))
   suite = SUITES[suite_name]
   if method_names:
@@ -577,8 +590,6 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
   if scenarios:
     suite = dataclasses.replace(suite, scenarios=tuple(scenarios))
   if seeds is not None:
-    if seeds < 1:
-      raise ValueError(f"--seeds must be at least 1, got {seeds}")
     suite = dataclasses.replace(suite, seeds=seeds, large_seeds=None)
   if "muzero" in suite.methods:
     checkpoint = ensure_checkpoint(checkpoint, log=log)
@@ -602,8 +613,6 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
   device = jax.devices()[0]
   if workers is None:
     workers = min(2, os.cpu_count() or 1) if device.platform == "cpu" else 1
-  if workers < 1:
-    raise ValueError(f"--workers must be at least 1, got {workers}")
   fns = methods(suite.methods, checkpoint) if workers == 1 else None  # workers build their own
   load_before = os.getloadavg()
   t0 = time.perf_counter()

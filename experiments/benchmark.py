@@ -192,16 +192,10 @@ def run_quality(args: Quality) -> list[dict]:
   from experiments import bench_quality
   if args.suite not in bench_quality.SUITES:
     raise SystemExit(f"error: --suite must be one of {sorted(bench_quality.SUITES)}")
-  for flag, given, known in (("--methods", args.methods, bench_quality.METHODS),
-                             ("--scenarios", args.scenarios, bench_quality.SCENARIOS)):
-    unknown = [name for name in given or () if name not in known]
-    if unknown:
-      raise SystemExit(f"error: {flag}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
-  for flag, value in (("--workers", args.workers), ("--seeds", args.seeds)):
-    if value is not None and value < 1:
-      raise SystemExit(f"error: {flag} must be at least 1, got {value}")
-  if args.time_limit_s is not None and args.time_limit_s < 0:
-    raise SystemExit(f"error: --time-limit-s must be >= 0, got {args.time_limit_s}")
+  try:
+    bench_quality.check_request(args.methods, args.scenarios, args.workers, args.seeds, args.time_limit_s)
+  except ValueError as err:
+    raise SystemExit(f"error: {err}") from None
   return bench_quality.run(args.suite, checkpoint=args.checkpoint, method_names=args.methods, plot_path=args.plot,
                            out=args.out, emit=_emit, scenarios=args.scenarios, workers=args.workers,
                            seeds=args.seeds, time_limit_s=args.time_limit_s)
