@@ -16,7 +16,7 @@ Proportions, ch. 19 (indirect standardization).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -85,6 +85,8 @@ def residualize(df: pd.DataFrame, adjusters: Sequence[str], values: np.ndarray, 
   stratum = strata(df, adjusters)
   expected = expected_values(stratum, values, fit)
   n_fit = len(np.unique(stratum[np.asarray(fit, bool)]))
-  line = (f"case-mix adjusted (indirect standardization) by {list(adjusters)}: {n_fit} strata estimated on the "
-          "exploration half; measures are observed minus expected on their test scale")
+  line = (
+    f"case-mix adjusted (indirect standardization) by {list(adjusters)}: {n_fit} strata estimated on the "
+    "exploration half; measures are observed minus expected on their test scale"
+  )
   return values - expected, line

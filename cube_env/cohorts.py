@@ -44,11 +44,13 @@ def _families(params: EnvParams, filters):
   return out, exists
 
 
-def params_for(cube: Cube, *, min_group: float, z_screen: float, max_depth: int,
-               min_cohort: float | None = None) -> EnvParams:
+def params_for(
+  cube: Cube, *, min_group: float, z_screen: float, max_depth: int, min_cohort: float | None = None
+) -> EnvParams:
   """Params padded to a power-of-two number of cells (shared compiled code across cubes)."""
-  return oracle._bucketed_params(cube, max_depth=max_depth, min_group=min_group,  # noqa: SLF001
-                                 min_cohort=min_cohort, z_screen=z_screen)
+  return oracle._bucketed_params(
+    cube, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen
+  )
 
 
 def _side_interval(mean: float, var: float, n: float, scale: str) -> tuple[float, float]:
@@ -89,8 +91,15 @@ def redact_counts(text: str, min_group: float) -> str:
   return _COUNT_PHRASE.sub(sub, text)
 
 
-def cohort_table(cube: Cube, codes: np.ndarray, *, min_group: float = 11, z_screen: float = 4.0,
-                 max_depth: int = 3, only_new: bool = False) -> pd.DataFrame:
+def cohort_table(
+  cube: Cube,
+  codes: np.ndarray,
+  *,
+  min_group: float = 11,
+  z_screen: float = 4.0,
+  max_depth: int = 3,
+  only_new: bool = False,
+) -> pd.DataFrame:
   """Every test (protected, group, measure) of each cohort in `codes`.
 
   Args:
@@ -107,15 +116,24 @@ def cohort_table(cube: Cube, codes: np.ndarray, *, min_group: float = 11, z_scre
   params = params_for(cube, min_group=min_group, z_screen=float(z_screen), max_depth=max_depth)
   entries = []
   for start in range(0, len(codes), CHUNK):
-    chunk = codes[start:start + CHUNK]
+    chunk = codes[start : start + CHUNK]
     padded = np.full((CHUNK, chunk.shape[1]), -1, np.int32)
-    padded[:len(chunk)] = chunk
+    padded[: len(chunk)] = chunk
     (cmp, sig, new, rows), exists = jax.device_get(_families(params, jnp.asarray(padded)))
     cmp = {k: np.asarray(v) for k, v in cmp.items()}
     for b in range(len(chunk)):
       keep = new[b] if only_new else exists[b]
-      entries += _rows(cube, chunk[b], float(rows[b]), {k: v[b] for k, v in cmp.items()}, sig[b], new[b],
-                       np.nonzero(keep), start + b, min_group)
+      entries += _rows(
+        cube,
+        chunk[b],
+        float(rows[b]),
+        {k: v[b] for k, v in cmp.items()},
+        sig[b],
+        new[b],
+        np.nonzero(keep),
+        start + b,
+        min_group,
+      )
   return pd.DataFrame(entries, columns=list(COLUMNS) + ["cohort_index"])
 
 
@@ -125,13 +143,15 @@ def _rows(cube, codes, rows, cmp, sig, new, where, index, min_group):
   out = []
   for p, g, m in zip(*where):
     one = {k: v[p, g, m] for k, v in cmp.items()}
-    entry = oracle._entry(meta, labels, rows, p, g, m, one, sig[p, g, m], new[p, g, m])  # noqa: SLF001
+    entry = oracle._entry(meta, labels, rows, p, g, m, one, sig[p, g, m], new[p, g, m])
     if entry["n_group"] is not None:
       scale = entry["scale"]
-      entry["group_ci_low"], entry["group_ci_high"] = _side_interval(float(one["mean_group"]), float(one["var_group"]),
-                                                                     float(one["n_group"]), scale)
-      entry["rest_ci_low"], entry["rest_ci_high"] = _side_interval(float(one["mean_rest"]), float(one["var_rest"]),
-                                                                   float(one["n_rest"]), scale)
+      entry["group_ci_low"], entry["group_ci_high"] = _side_interval(
+        float(one["mean_group"]), float(one["var_group"]), float(one["n_group"]), scale
+      )
+      entry["rest_ci_low"], entry["rest_ci_high"] = _side_interval(
+        float(one["mean_rest"]), float(one["var_rest"]), float(one["n_rest"]), scale
+      )
     entry["tested"] = bool(one["valid"])
     entry["cohort_index"] = index
     out.append(suppress(entry, min_group))

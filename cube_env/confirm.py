@@ -24,7 +24,7 @@ discovery rate. JRSS B 57, 289-300.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,19 @@ from cube_env.ingest import Cube
 from cube_env.oracle import filters_to_codes
 
 KEY = ["cohort", "protected", "group", "measure"]
-STAT_COLUMNS = ("cohort_rows", "n_group", "n_rest", "mean_group", "mean_rest", "diff", "ci_low", "ci_high",
-                "ratio", "z", "p_value") + cohorts.SIDE_COLUMNS
+STAT_COLUMNS = (
+  "cohort_rows",
+  "n_group",
+  "n_rest",
+  "mean_group",
+  "mean_rest",
+  "diff",
+  "ci_low",
+  "ci_high",
+  "ratio",
+  "z",
+  "p_value",
+) + cohorts.SIDE_COLUMNS
 
 
 def benjamini_hochberg(p_values, *, q: float = 0.05):
@@ -86,8 +97,7 @@ def relative_difference(row, *, adjusted: bool, favorable: bool, rest_observed: 
   return float((g - r) / abs(r)) if r != 0 else float("nan")
 
 
-def retest(candidates: pd.DataFrame, cube: Cube, *, min_group: float, z_screen: float,
-           max_depth: int) -> pd.DataFrame:
+def retest(candidates: pd.DataFrame, cube: Cube, *, min_group: float, z_screen: float, max_depth: int) -> pd.DataFrame:
   """Statistics of each candidate's (cohort, protected, group, measure) in `cube` (one row each, same order)."""
   if len(candidates) == 0:
     return pd.DataFrame(columns=list(cohorts.COLUMNS))
@@ -106,9 +116,18 @@ def retest(candidates: pd.DataFrame, cube: Cube, *, min_group: float, z_screen: 
   return pd.DataFrame(rows).reset_index(drop=True)
 
 
-def confirm_candidates(candidates: pd.DataFrame, cube: Cube, *, q: float = 0.05, min_relative_diff: float = 0.10,
-            min_group: float = 11, z_screen: float = 4.0, max_depth: int = 3, raw_cube: Cube | None = None,
-            favorable: Sequence[str] = ()) -> pd.DataFrame:
+def confirm_candidates(
+  candidates: pd.DataFrame,
+  cube: Cube,
+  *,
+  q: float = 0.05,
+  min_relative_diff: float = 0.10,
+  min_group: float = 11,
+  z_screen: float = 4.0,
+  max_depth: int = 3,
+  raw_cube: Cube | None = None,
+  favorable: Sequence[str] = (),
+) -> pd.DataFrame:
   """Re-tests candidates on the confirmation cube and applies BH and the relative-difference rule.
 
   Args:
@@ -135,8 +154,7 @@ def confirm_candidates(candidates: pd.DataFrame, cube: Cube, *, q: float = 0.05,
   kw = dict(min_group=min_group, z_screen=z_screen, max_depth=max_depth)
   again = retest(cand, cube, **kw)
   raw = retest(cand, raw_cube, **kw) if raw_cube is not None else None
-  out = cand.drop(columns=[c for c in STAT_COLUMNS if c in cand.columns] + ["significant", "tested"],
-                  errors="ignore")
+  out = cand.drop(columns=[c for c in STAT_COLUMNS if c in cand.columns] + ["significant", "tested"], errors="ignore")
   for c in STAT_COLUMNS:
     out[f"explore_{c}"] = cand[c] if c in cand.columns else None
     out[c] = again[c].to_numpy()
@@ -147,14 +165,22 @@ def confirm_candidates(candidates: pd.DataFrame, cube: Cube, *, q: float = 0.05,
   rel = []
   for i, row in enumerate(again.to_dict("records")):
     rest_obs = None if raw is None else raw.iloc[i]["mean_rest"]
-    rel.append(relative_difference(row, adjusted=raw is not None, favorable=row["measure"] in favorable,
-                                   rest_observed=None if rest_obs is None else float(rest_obs)))
+    rel.append(
+      relative_difference(
+        row,
+        adjusted=raw is not None,
+        favorable=row["measure"] in favorable,
+        rest_observed=None if rest_obs is None else float(rest_obs),
+      )
+    )
   out["relative_diff"] = rel
   same_sign = np.sign(again["z"].fillna(0).to_numpy(float)) == np.sign(cand["z"].to_numpy(float))
   big = np.abs(np.nan_to_num(np.asarray(rel, float))) >= min_relative_diff
   out["confirmed"] = tested & reject & same_sign & big
-  out["reason"] = [_reason(t, r, s, b, pa, rd, q, min_relative_diff)
-                   for t, r, s, b, pa, rd in zip(tested, reject, same_sign, big, p_adj, rel)]
+  out["reason"] = [
+    _reason(t, r, s, b, pa, rd, q, min_relative_diff)
+    for t, r, s, b, pa, rd in zip(tested, reject, same_sign, big, p_adj, rel)
+  ]
   order = np.lexsort((-np.abs(np.nan_to_num(out["z"].to_numpy(float))), ~out["confirmed"].to_numpy(bool)))
   return out.iloc[order].reset_index(drop=True)
 

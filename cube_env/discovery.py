@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -82,8 +83,10 @@ def resolve_method(method: str | Method) -> tuple[str, Method]:
   if callable(method):
     return getattr(method, "method_name", getattr(method, "__name__", "custom")), method
   if method == "muzero":
-    raise ValueError("the muzero method needs a trained agent: pass --checkpoint DIR (a directory written by "
-                     "experiments.train), or in Python experiments.agent_search.muzero_method(DIR)")
+    raise ValueError(
+      "the muzero method needs a trained agent: pass --checkpoint DIR (a directory written by "
+      "experiments.train), or in Python experiments.agent_search.muzero_method(DIR)"
+    )
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS) + ['muzero']}")
   return method, METHODS[method]
@@ -100,8 +103,9 @@ def _check_columns(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) ->
       raise ValueError(f"favorable measure {name!r} is not one of the measures {list(schema.measures)}")
 
 
-def run_discovery(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct",
-                  progress: Progress | None = None, **settings) -> Discovery:
+def run_discovery(
+  df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", progress: Progress | None = None, **settings
+) -> Discovery:
   """Splits the rows, searches the exploration half, confirms on the other half.
 
   Args:
@@ -120,18 +124,30 @@ def run_discovery(df: pd.DataFrame, schema: Schema, *, method: str | Method = "u
   config = DiscoveryConfig(method=name, **settings)
   t0 = time.perf_counter()
   _check_columns(df, schema, config)
-  halves = holdout.split_cubes(df, schema, seed=config.seed, fraction=config.explore_fraction,
-                               adjusters=config.adjust, max_categories=config.max_categories)
-  space = make_space(halves.explore, max_depth=config.max_depth, min_group=config.min_group,
-                     z_screen=config.z_screen)
+  halves = holdout.split_cubes(
+    df,
+    schema,
+    seed=config.seed,
+    fraction=config.explore_fraction,
+    adjusters=config.adjust,
+    max_categories=config.max_categories,
+  )
+  space = make_space(halves.explore, max_depth=config.max_depth, min_group=config.min_group, z_screen=config.z_screen)
   result = fn(space, budget=config.budget, seed=config.seed, progress=progress, **dict(config.method_options))
   if result.queries > config.budget:
     raise RuntimeError(f"method {name} spent {result.queries} queries, over its budget {config.budget}")
-  findings = cf.confirm_candidates(result.candidates, halves.confirm, q=config.q, min_relative_diff=config.min_relative_diff,
-                        min_group=config.min_group, z_screen=space.z_screen, max_depth=config.max_depth,
-                        raw_cube=halves.confirm_raw if config.adjust else None, favorable=config.favorable)
-  return Discovery(config=config, halves=halves, search=result, findings=findings,
-                   seconds=time.perf_counter() - t0)
+  findings = cf.confirm_candidates(
+    result.candidates,
+    halves.confirm,
+    q=config.q,
+    min_relative_diff=config.min_relative_diff,
+    min_group=config.min_group,
+    z_screen=space.z_screen,
+    max_depth=config.max_depth,
+    raw_cube=halves.confirm_raw if config.adjust else None,
+    favorable=config.favorable,
+  )
+  return Discovery(config=config, halves=halves, search=result, findings=findings, seconds=time.perf_counter() - t0)
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
@@ -141,8 +157,13 @@ def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", 
   """
   run = run_discovery(df, schema, method=method, **settings)
   out = run.findings.copy()
-  out.attrs.update(queries=run.search.queries, budget=run.config.budget, seconds=run.seconds,
-                   method=run.config.method, z_screen=run.search.z_screen)
+  out.attrs.update(
+    queries=run.search.queries,
+    budget=run.config.budget,
+    seconds=run.seconds,
+    method=run.config.method,
+    z_screen=run.search.z_screen,
+  )
   return out
 
 
@@ -152,9 +173,14 @@ def truth_score(run: Discovery, truth: Iterable[Any]) -> dict:
   cube = run.halves.explore
   cand = score_findings(run.search.candidates, truth, cube=cube) if len(run.search.candidates) else None
   conf = score_findings(run.confirmed, truth, cube=cube) if len(run.confirmed) else None
-  empty = {"recall": 0.0 if truth else float("nan"), "precision": float("nan"), "n_truth": len(truth),
-           "n_reported": 0, "n_recalled": 0, "n_false": 0}
+  empty = {
+    "recall": 0.0 if truth else float("nan"),
+    "precision": float("nan"),
+    "n_truth": len(truth),
+    "n_reported": 0,
+    "n_recalled": 0,
+    "n_false": 0,
+  }
   keep = ("recall", "precision", "n_truth", "n_reported", "n_recalled", "n_false")
   pick = lambda s: {k: s[k] for k in keep} if s is not None else dict(empty)
   return {"candidates": pick(cand), "confirmed": pick(conf)}
-

@@ -30,8 +30,18 @@ from cube_env import groupby as gb
 from cube_env.ingest import Cube, CubeMeta
 from cube_env.params import EnvParams, EnvShape, make_params, stack_params
 
-CHANNELS = ("legal", "log_size", "max_abs_z", "log_num_significant", "visited", "current",
-            "real", "depth", "time_left", "current_log_size")
+CHANNELS = (
+  "legal",
+  "log_size",
+  "max_abs_z",
+  "log_num_significant",
+  "visited",
+  "current",
+  "real",
+  "depth",
+  "time_left",
+  "current_log_size",
+)
 NUM_CHANNELS = len(CHANNELS)
 Z_SCALE = 10.0  # |z| is divided by this (and clipped at 3) in the observation
 
@@ -118,8 +128,9 @@ class CubeEnv:
     k_shape = pix.shape[2:]
     # Pixels (observation features) use Wallace's closed form; the cohort and
     # its parents (the reward) use exact p-values.
-    cmp_pix = fd.compare_batch(params, pix.reshape((-1,) + k_shape), prot_pix.reshape(-1, prot_own.shape[0]),
-                               z_method="wallace")
+    cmp_pix = fd.compare_batch(
+      params, pix.reshape((-1,) + k_shape), prot_pix.reshape(-1, prot_own.shape[0]), z_method="wallace"
+    )
     cmp_pix = jax.tree.map(lambda x: x.reshape((num_f, c + 1) + x.shape[1:]), cmp_pix)
     _, _, new = fd.assess(params, prot_own, cohort, pix[:, c], filters >= 0)
     max_z, n_sig = fd.pixel_summary(params, cmp_pix)
@@ -130,8 +141,13 @@ class CubeEnv:
     real = jnp.where(vs < c, vs < params.n_cats[:, None], params.n_cats[:, None] > 0)
     current = jnp.where(vs < c, filt == vs, filt < 0)
     adding = (vs < c) & (filt < 0)
-    legal = (real & ~current & ~((vs == c) & (filt < 0)) & ~(adding & (depth >= params.max_depth))
-             & (pix_rows >= params.min_cohort))
+    legal = (
+      real
+      & ~current
+      & ~((vs == c) & (filt < 0))
+      & ~(adding & (depth >= params.max_depth))
+      & (pix_rows >= params.min_cohort)
+    )
 
     # Visited: target (f, v) equals visited row r iff r agrees off column f and
     # has value v (or -1 for "all") on f.
@@ -143,7 +159,8 @@ class CubeEnv:
 
     log_total = jnp.log1p(params.total_rows)
     ones = jnp.ones((num_f, c + 1), jnp.float32)
-    obs = jnp.stack([
+    obs = jnp.stack(
+      [
         legal.astype(jnp.float32),
         jnp.log1p(pix_rows) / log_total,
         jnp.minimum(max_z / Z_SCALE, 3.0),
@@ -154,7 +171,8 @@ class CubeEnv:
         ones * depth / params.max_depth,
         ones * (1.0 - t / self.horizon),
         ones * jnp.log1p(cohort_rows) / log_total,
-    ])
+      ]
+    )
     n_new = jnp.sum(new).astype(jnp.int32)
     return obs, legal.reshape(-1), n_new
 
@@ -189,8 +207,9 @@ class CubeEnv:
     obs, mask, n_new = self._observe(params, filters, t, visited, rows)
     reward = jnp.where(legal & first, n_new, 0).astype(jnp.float32)
     terminated = (t >= self.horizon) | ~jnp.any(mask)
-    state = EnvState(filters=filters, t=t, visited=visited, mask=mask, rows=rows,
-                     found=state.found + reward.astype(jnp.int32))
+    state = EnvState(
+      filters=filters, t=t, visited=visited, mask=mask, rows=rows, found=state.found + reward.astype(jnp.int32)
+    )
     info = {"illegal": ~legal, "first_visit": legal & first, "new_findings": n_new}
     return obs, state, reward, terminated, jnp.bool_(False), info
 
@@ -200,9 +219,17 @@ class CubeEnv:
     return state.mask
 
 
-def make_env(cube: Cube, *, max_depth: int = 3, horizon: int = 64, min_group: float = 11,
-             min_cohort: float | None = None, z_screen: float | str = 4.0, groupby: str | None = None,
-             shape: EnvShape | None = None) -> tuple[CubeEnv, EnvParams]:
+def make_env(
+  cube: Cube,
+  *,
+  max_depth: int = 3,
+  horizon: int = 64,
+  min_group: float = 11,
+  min_cohort: float | None = None,
+  z_screen: float | str = 4.0,
+  groupby: str | None = None,
+  shape: EnvShape | None = None,
+) -> tuple[CubeEnv, EnvParams]:
   """Environment and params for one cube.
 
   Args:
@@ -217,8 +244,7 @@ def make_env(cube: Cube, *, max_depth: int = 3, horizon: int = 64, min_group: fl
   """
   if horizon < 1:
     raise ValueError(f"horizon must be >= 1, got {horizon}")
-  params = make_params(cube, shape, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort,
-                       z_screen=z_screen)
+  params = make_params(cube, shape, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen)
   method = groupby or gb.default_method()
   if method not in gb.GROUPBY_METHODS:
     raise ValueError(f"groupby must be one of {gb.GROUPBY_METHODS}, got {method!r}")

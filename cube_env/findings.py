@@ -30,8 +30,9 @@ def test_mask(params: EnvParams, prot_filtered: chex.Array) -> chex.Array:
   return ok_pg[:, :, None] & params.measure_valid[None, None, :]
 
 
-def compare_cohort(params: EnvParams, cohort: chex.Array, prot_filtered: chex.Array, *,
-                   z_method: str = "exact") -> st.Comparison:
+def compare_cohort(
+  params: EnvParams, cohort: chex.Array, prot_filtered: chex.Array, *, z_method: str = "exact"
+) -> st.Comparison:
   """Group versus rest for every (p, g, m) of one cohort.
 
   Args:
@@ -44,8 +45,14 @@ def compare_cohort(params: EnvParams, cohort: chex.Array, prot_filtered: chex.Ar
   chex.assert_rank(cohort, 4)
   total = cohort.sum(axis=1, keepdims=True)  # [P, 1, M, 3]
   rest = total - cohort
-  cmp = st.compare(cohort, rest, params.shift[None, None, :], params.is_binary[None, None, :],
-                   min_group=params.min_group, z_method=z_method)
+  cmp = st.compare(
+    cohort,
+    rest,
+    params.shift[None, None, :],
+    params.is_binary[None, None, :],
+    min_group=params.min_group,
+    z_method=z_method,
+  )
   valid = cmp.valid & test_mask(params, prot_filtered)
   return cmp.replace(valid=valid, z=jnp.where(valid, cmp.z, 0.0), p_value=jnp.where(valid, cmp.p_value, 1.0))
 
@@ -59,19 +66,22 @@ def protected_filtered(params: EnvParams, filters: chex.Array) -> chex.Array:
   return (jnp.take(filters, params.prot_col) >= 0) & params.prot_valid
 
 
-def compare_batch(params: EnvParams, cohorts: chex.Array, prot_filtered: chex.Array, *,
-                  z_method: str = "exact") -> st.Comparison:
+def compare_batch(
+  params: EnvParams, cohorts: chex.Array, prot_filtered: chex.Array, *, z_method: str = "exact"
+) -> st.Comparison:
   """`compare_cohort` over a batch: cohorts `[B, P, G, M, 3]`, prot_filtered `[B, P]`.
 
   Callers stack every comparison a step needs into one call, so the compiled
   program holds one copy of the (large) incomplete-beta kernel.
   """
   return jax.vmap(functools.partial(compare_cohort, z_method=z_method), in_axes=(None, 0, 0))(
-      params, cohorts, prot_filtered)
+    params, cohorts, prot_filtered
+  )
 
 
-def novelty(params: EnvParams, child: st.Comparison, parents: st.Comparison, others: st.Comparison,
-            parent_valid: chex.Array):
+def novelty(
+  params: EnvParams, child: st.Comparison, parents: st.Comparison, others: st.Comparison, parent_valid: chex.Array
+):
   """Significant and new flags of a cohort from precomputed comparisons.
 
   Args:
@@ -97,8 +107,9 @@ def novelty(params: EnvParams, child: st.Comparison, parents: st.Comparison, oth
   return sig, sig & ~jnp.any(blocks, axis=0)
 
 
-def assess(params: EnvParams, prot_filtered: chex.Array, cohort: chex.Array, parents: chex.Array,
-           parent_valid: chex.Array):
+def assess(
+  params: EnvParams, prot_filtered: chex.Array, cohort: chex.Array, parents: chex.Array, parent_valid: chex.Array
+):
   """Significant and new findings of a cohort, given its parents' statistics.
 
   Args:
@@ -115,8 +126,9 @@ def assess(params: EnvParams, prot_filtered: chex.Array, cohort: chex.Array, par
   batch = jnp.concatenate([cohort[None], parents])
   cmp = compare_batch(params, batch, jnp.broadcast_to(prot_filtered, (j + 1,) + prot_filtered.shape))
   # Heterogeneity needs only differences and standard errors: no exact p.
-  others = compare_batch(params, parents - cohort[None], jnp.broadcast_to(prot_filtered, (j,) + prot_filtered.shape),
-                         z_method="bound")
+  others = compare_batch(
+    params, parents - cohort[None], jnp.broadcast_to(prot_filtered, (j,) + prot_filtered.shape), z_method="bound"
+  )
   child = jax.tree.map(lambda x: x[0], cmp)
   sig, new = novelty(params, child, jax.tree.map(lambda x: x[1:], cmp), others, parent_valid)
   return child, sig, new

@@ -121,8 +121,9 @@ def family_stats(params: EnvParams, filters: chex.Array):
     1 + f the parent without the filter on f (equal to the cohort where f is
     unfiltered; callers mask those).
   """
-  weights = jnp.concatenate([cohort_mask(params, filters)[:, None], match_except(params, filters)],
-                            axis=1).astype(jnp.float32)  # [N, F + 1]
+  weights = jnp.concatenate([cohort_mask(params, filters)[:, None], match_except(params, filters)], axis=1).astype(
+    jnp.float32
+  )  # [N, F + 1]
   n = params.codes.shape[0]
   pay = payload(params)
   k_shape = pay.shape[1:]

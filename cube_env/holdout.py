@@ -13,7 +13,7 @@ confirmation cube is kept for the relative-difference rule.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -60,14 +60,27 @@ def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, su
   shift = np.nan_to_num(np.nanmean(np.where(np.isnan(v).all(axis=0, keepdims=True), 0.0, v), axis=0))
   cell_codes, n, stats = cells_from_codes(codes[rows], v, shift)
   is_binary = tuple(False for _ in meta.is_binary) if adjusted else meta.is_binary
-  meta = dataclasses.replace(meta, shift=tuple(float(s) for s in shift), n_rows=int(rows.sum()),
-                             is_binary=is_binary, summary=tuple(summary))
-  return Cube(codes=jnp.asarray(cell_codes, jnp.int32), rows=jnp.asarray(n, jnp.float32),
-              stats=jnp.asarray(stats, jnp.float32), meta=meta)
+  meta = dataclasses.replace(
+    meta, shift=tuple(float(s) for s in shift), n_rows=int(rows.sum()), is_binary=is_binary, summary=tuple(summary)
+  )
+  return Cube(
+    codes=jnp.asarray(cell_codes, jnp.int32),
+    rows=jnp.asarray(n, jnp.float32),
+    stats=jnp.asarray(stats, jnp.float32),
+    meta=meta,
+  )
 
 
-def split_cubes(df: pd.DataFrame, schema: Schema, *, seed: int, fraction: float = 0.5,
-                adjusters: Sequence[str] = (), max_categories: int = 12, n_bins: int = 4) -> Halves:
+def split_cubes(
+  df: pd.DataFrame,
+  schema: Schema,
+  *,
+  seed: int,
+  fraction: float = 0.5,
+  adjusters: Sequence[str] = (),
+  max_categories: int = 12,
+  n_bins: int = 4,
+) -> Halves:
   """Codes the table once and builds the exploration and confirmation cubes.
 
   Args:
@@ -80,8 +93,8 @@ def split_cubes(df: pd.DataFrame, schema: Schema, *, seed: int, fraction: float 
   codes, values, meta = encode_table(df, schema, max_categories=max_categories, n_bins=n_bins)
   explore = split_rows(df, seed=seed, fraction=fraction)
   summary = list(meta.summary) + [
-      f"rows split by a hash seeded with {seed}: {int(explore.sum())} exploration, "
-      f"{int((~explore).sum())} confirmation"]
+    f"rows split by a hash seeded with {seed}: {int(explore.sum())} exploration, {int((~explore).sum())} confirmation"
+  ]
   adjusters = tuple(adjusters)
   raw_values = values
   if adjusters:
@@ -90,5 +103,12 @@ def split_cubes(df: pd.DataFrame, schema: Schema, *, seed: int, fraction: float 
   explore_cube = _cube(codes, values, meta, explore, adjusted=bool(adjusters), summary=summary)
   confirm_cube = _cube(codes, values, meta, ~explore, adjusted=bool(adjusters), summary=summary)
   raw = _cube(codes, raw_values, meta, ~explore, adjusted=False, summary=summary) if adjusters else confirm_cube
-  return Halves(explore=explore_cube, confirm=confirm_cube, confirm_raw=raw, explore_rows=int(explore.sum()),
-                confirm_rows=int((~explore).sum()), adjusters=adjusters, summary=tuple(summary))
+  return Halves(
+    explore=explore_cube,
+    confirm=confirm_cube,
+    confirm_raw=raw,
+    explore_rows=int(explore.sum()),
+    confirm_rows=int((~explore).sum()),
+    adjusters=adjusters,
+    summary=tuple(summary),
+  )

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -41,11 +42,11 @@ class CubeMeta:
 
   @property
   def protected_names(self) -> tuple[str, ...]:
-    return self.filter_names[self.n_dimensions:]
+    return self.filter_names[self.n_dimensions :]
 
   @property
   def dimension_names(self) -> tuple[str, ...]:
-    return self.filter_names[:self.n_dimensions]
+    return self.filter_names[: self.n_dimensions]
 
   def column_index(self, name: str) -> int:
     if name not in self.filter_names:
@@ -104,8 +105,12 @@ def _validate(df: pd.DataFrame, schema: Schema) -> None:
     raise ValueError("the schema names no measure column")
   if not schema.dimensions:
     raise ValueError("the schema names no dimension column")
-  roles = {"dimensions": schema.dimensions, "protected": schema.protected, "measures": schema.measures,
-           "adjusters": schema.adjusters}
+  roles = {
+    "dimensions": schema.dimensions,
+    "protected": schema.protected,
+    "measures": schema.measures,
+    "adjusters": schema.adjusters,
+  }
   for role, cols in roles.items():
     seen = set()
     for c in cols:
@@ -142,8 +147,9 @@ def _bin_labels(edges: np.ndarray) -> list[str]:
   return labels
 
 
-def _code_column(series: pd.Series, name: str, *, edges: Sequence[float] | None, n_bins: int,
-                 max_categories: int, summary: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+def _code_column(
+  series: pd.Series, name: str, *, edges: Sequence[float] | None, n_bins: int, max_categories: int, summary: list[str]
+) -> tuple[np.ndarray, tuple[str, ...]]:
   """Codes one filter column; returns (codes [rows] int32, labels)."""
   missing = series.isna()
   n_missing = int(missing.sum())
@@ -159,8 +165,9 @@ def _code_column(series: pd.Series, name: str, *, edges: Sequence[float] | None,
       edges_arr = np.asarray(sorted(edges), float)
       lo, hi = np.nanmin(values), np.nanmax(values)
       if lo < edges_arr[0] or hi > edges_arr[-1]:
-        raise ValueError(f"column {name!r}: values [{lo}, {hi}] fall outside the given bin edges "
-                         f"[{edges_arr[0]}, {edges_arr[-1]}]")
+        raise ValueError(
+          f"column {name!r}: values [{lo}, {hi}] fall outside the given bin edges [{edges_arr[0]}, {edges_arr[-1]}]"
+        )
       how = "given bin edges"
     if len(edges_arr) < 2:
       edges_arr = np.array([edges_arr[0], edges_arr[0]])
@@ -180,8 +187,8 @@ def _code_column(series: pd.Series, name: str, *, edges: Sequence[float] | None,
   order = sorted(counts.index, key=lambda k: (-int(counts[k]), k))
   labels = list(order)
   if len(labels) > max_categories:
-    keep = labels[:max_categories - 1]
-    folded = labels[max_categories - 1:]
+    keep = labels[: max_categories - 1]
+    folded = labels[max_categories - 1 :]
     n_folded_rows = int(counts[folded].sum())
     summary.append(f"folded {len(folded)} rare values of {name!r} ({n_folded_rows} rows) into {OTHER!r}")
     str_series = str_series.where(~str_series.isin(folded), OTHER)
@@ -206,8 +213,7 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     bad = coerced.isna() & col.notna()
     if bad.any():
       example = col[bad].iloc[0]
-      raise ValueError(f"measure column {name!r} is not numeric (e.g. value {example!r} in "
-                       f"{int(bad.sum())} rows)")
+      raise ValueError(f"measure column {name!r} is not numeric (e.g. value {example!r} in {int(bad.sum())} rows)")
     col = coerced
   values = col.to_numpy(dtype=np.float64)
   if np.isinf(values).any():
@@ -233,8 +239,9 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
       raise ValueError(f"measure {name!r}: log scale requested but it has values <= 0 or is binary")
   if is_log:
     values = np.log(values)
-    summary.append(f"measure {name!r}: tested on the log scale (skewness {skew:.2f}); "
-                   "effects are ratios of geometric means")
+    summary.append(
+      f"measure {name!r}: tested on the log scale (skewness {skew:.2f}); effects are ratios of geometric means"
+    )
   return values, is_binary, is_log
 
 
@@ -254,8 +261,9 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
   codes = np.zeros((len(df), len(filter_names)), np.int32)
   categories = []
   for f, name in enumerate(filter_names):
-    c, labels = _code_column(df[name], name, edges=schema.bins.get(name), n_bins=n_bins,
-                             max_categories=max_categories, summary=summary)
+    c, labels = _code_column(
+      df[name], name, edges=schema.bins.get(name), n_bins=n_bins, max_categories=max_categories, summary=summary
+    )
     codes[:, f] = c
     categories.append(labels)
   values = np.zeros((len(df), len(schema.measures)), np.float64)
@@ -265,10 +273,17 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     values[:, m] = v
     is_binary.append(b)
     is_log.append(lg)
-  meta = CubeMeta(filter_names=tuple(filter_names), categories=tuple(categories),
-                  n_dimensions=len(schema.dimensions), measure_names=tuple(schema.measures),
-                  is_binary=tuple(is_binary), is_log=tuple(is_log), shift=(), n_rows=len(df),
-                  summary=tuple(summary))
+  meta = CubeMeta(
+    filter_names=tuple(filter_names),
+    categories=tuple(categories),
+    n_dimensions=len(schema.dimensions),
+    measure_names=tuple(schema.measures),
+    is_binary=tuple(is_binary),
+    is_log=tuple(is_log),
+    shift=(),
+    n_rows=len(df),
+    summary=tuple(summary),
+  )
   return codes, values, meta
 
 
@@ -290,7 +305,7 @@ def cells_from_codes(codes: np.ndarray, values: np.ndarray, shift: np.ndarray):
   g = grouped.to_numpy()
   m = values.shape[1]
   rows = g[:, 0]
-  stats = np.stack([g[:, 1:1 + m], g[:, 1 + m:1 + 2 * m], g[:, 1 + 2 * m:1 + 3 * m]], axis=-1)
+  stats = np.stack([g[:, 1 : 1 + m], g[:, 1 + m : 1 + 2 * m], g[:, 1 + 2 * m : 1 + 3 * m]], axis=-1)
   return cell_codes, rows, stats
 
 
@@ -313,5 +328,9 @@ def build_cube(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, n_
   shift = np.nanmean(values, axis=0)
   cell_codes, rows, stats = cells_from_codes(codes, values, shift)
   meta = dataclasses.replace(meta, shift=tuple(float(s) for s in shift))
-  return Cube(codes=jnp.asarray(cell_codes, jnp.int32), rows=jnp.asarray(rows, jnp.float32),
-              stats=jnp.asarray(stats, jnp.float32), meta=meta)
+  return Cube(
+    codes=jnp.asarray(cell_codes, jnp.int32),
+    rows=jnp.asarray(rows, jnp.float32),
+    stats=jnp.asarray(stats, jnp.float32),
+    meta=meta,
+  )

@@ -34,8 +34,17 @@ import pandas as pd
 
 from cube_env import cohorts
 from cube_env.oracle import enumerate_findings, filters_to_codes
-from cube_env.search import (BudgetSpent, Ledger, Progress, SearchResult, Space, drill_down_actions, finish, target,
-                             visitable_cohorts)
+from cube_env.search import (
+  BudgetSpent,
+  Ledger,
+  Progress,
+  SearchResult,
+  Space,
+  drill_down_actions,
+  finish,
+  target,
+  visitable_cohorts,
+)
 
 MAX_ABS_Z = 2  # observation channel: strongest |z| / 10 of the target cohort
 N_SIGNIFICANT = 3  # log(1 + number of significant tests)
@@ -146,8 +155,9 @@ def _children(parents: list[_Node], c: int, ledger: Ledger) -> list[tuple]:
   return sorted(out, key=lambda o: (-o[0], o[1], o[3]))
 
 
-def uct(space: Space, *, budget: int, seed: int, progress: Progress | None = None,
-        exploration: float = 1.0) -> SearchResult:
+def uct(
+  space: Space, *, budget: int, seed: int, progress: Progress | None = None, exploration: float = 1.0
+) -> SearchResult:
   """UCT with a uniform prior over the true environment (see module docstring)."""
   ledger = Ledger(space, budget, progress)
   rng = np.random.default_rng([seed, 3])
@@ -213,22 +223,33 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
   total = np.cumsum([len(b) for b in blocks])
   depth = min(int(np.searchsorted(total, budget, side="right")) - 1, space.max_depth)
   cube = space.cube
-  codes = np.concatenate(blocks[:depth + 1])
+  codes = np.concatenate(blocks[: depth + 1])
   if depth >= 1:
-    found = enumerate_findings(cube, max_depth=depth, min_group=space.min_group, z_screen=space.z_screen,
-                               min_cohort=float(space.params.min_cohort), include_old=False)
+    found = enumerate_findings(
+      cube,
+      max_depth=depth,
+      min_group=space.min_group,
+      z_screen=space.z_screen,
+      min_cohort=float(space.params.min_cohort),
+      include_old=False,
+    )
     queries = int(found.attrs["queries"])
   else:
-    found = cohorts.cohort_table(cube, codes[:1], min_group=space.min_group, z_screen=space.z_screen,
-                                 max_depth=space.max_depth, only_new=True)
+    found = cohorts.cohort_table(
+      cube, codes[:1], min_group=space.min_group, z_screen=space.z_screen, max_depth=space.max_depth, only_new=True
+    )
     queries = 1
   if progress is not None:
     progress(queries)
   visits = _canonical_visits(codes, found, cube)
-  note = (f"all {queries} visitable cohorts to depth {depth}" if depth == space.max_depth else
-          f"depth {depth} only: the {int(total[-1])} cohorts to depth {space.max_depth} exceed the budget")
-  return finish(space, "exhaustive", budget=budget, queries=queries, visits=visits,
-                seconds=time.perf_counter() - t0, note=note)
+  note = (
+    f"all {queries} visitable cohorts to depth {depth}"
+    if depth == space.max_depth
+    else f"depth {depth} only: the {int(total[-1])} cohorts to depth {space.max_depth} exceed the budget"
+  )
+  return finish(
+    space, "exhaustive", budget=budget, queries=queries, visits=visits, seconds=time.perf_counter() - t0, note=note
+  )
 
 
 def _canonical_visits(codes: np.ndarray, found: pd.DataFrame, cube) -> list[tuple]:

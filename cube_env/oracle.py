@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +30,29 @@ from cube_env.params import EnvParams, EnvShape, make_params
 SMALL_CELL = 11  # US health-data reporting: no cell count from 1 to 10 is shown
 
 FINDING_COLUMNS = (
-    "cohort", "depth", "protected", "group", "reference", "measure", "scale", "cohort_rows", "n_group",
-    "n_rest", "mean_group", "mean_rest", "diff", "ci_low", "ci_high", "ratio", "smd", "z", "p_value",
-    "significant", "new", "filters")
+  "cohort",
+  "depth",
+  "protected",
+  "group",
+  "reference",
+  "measure",
+  "scale",
+  "cohort_rows",
+  "n_group",
+  "n_rest",
+  "mean_group",
+  "mean_rest",
+  "diff",
+  "ci_low",
+  "ci_high",
+  "ratio",
+  "smd",
+  "z",
+  "p_value",
+  "significant",
+  "new",
+  "filters",
+)
 
 
 def filters_to_codes(meta: CubeMeta, filters: Mapping[str, object]) -> np.ndarray:
@@ -58,8 +78,9 @@ def _bucketed_params(cube: Cube, **kwargs) -> EnvParams:
   return make_params(cube, shape, **kwargs)
 
 
-def _entry(meta: CubeMeta, filters: dict, cohort_rows: float, p: int, g: int, m: int, cmp: dict,
-           significant: bool, new: bool) -> dict:
+def _entry(
+  meta: CubeMeta, filters: dict, cohort_rows: float, p: int, g: int, m: int, cmp: dict, significant: bool, new: bool
+) -> dict:
   """One (cohort, p, g, m) as a report row (log-scale measures back on the natural scale)."""
   prot_f = meta.n_dimensions + p
   groups = meta.categories[prot_f]
@@ -71,26 +92,53 @@ def _entry(meta: CubeMeta, filters: dict, cohort_rows: float, p: int, g: int, m:
   if is_log:
     mean_g, mean_r, ratio = float(np.exp(mean_g)), float(np.exp(mean_r)), float(np.exp(diff))
   entry = {
-      "cohort": cohort_label(filters), "depth": len(filters), "protected": meta.filter_names[prot_f],
-      "group": groups[g], "reference": reference, "measure": meta.measure_names[m],
-      "scale": "log" if is_log else ("binary" if is_bin else "linear"), "cohort_rows": int(round(cohort_rows)),
-      "n_group": int(round(float(cmp["n_group"]))), "n_rest": int(round(float(cmp["n_rest"]))),
-      "mean_group": mean_g, "mean_rest": mean_r, "diff": diff, "ci_low": float(cmp["ci_low"]),
-      "ci_high": float(cmp["ci_high"]), "ratio": ratio, "smd": float(cmp["smd"]), "z": float(cmp["z"]),
-      "p_value": float(cmp["p_value"]), "significant": bool(significant), "new": bool(new),
-      "filters": dict(filters)}
+    "cohort": cohort_label(filters),
+    "depth": len(filters),
+    "protected": meta.filter_names[prot_f],
+    "group": groups[g],
+    "reference": reference,
+    "measure": meta.measure_names[m],
+    "scale": "log" if is_log else ("binary" if is_bin else "linear"),
+    "cohort_rows": int(round(cohort_rows)),
+    "n_group": int(round(float(cmp["n_group"]))),
+    "n_rest": int(round(float(cmp["n_rest"]))),
+    "mean_group": mean_g,
+    "mean_rest": mean_r,
+    "diff": diff,
+    "ci_low": float(cmp["ci_low"]),
+    "ci_high": float(cmp["ci_high"]),
+    "ratio": ratio,
+    "smd": float(cmp["smd"]),
+    "z": float(cmp["z"]),
+    "p_value": float(cmp["p_value"]),
+    "significant": bool(significant),
+    "new": bool(new),
+    "filters": dict(filters),
+  }
   return _suppress_small_cells(entry)
 
 
-SUPPRESSED = ("cohort_rows", "n_group", "n_rest", "mean_group", "mean_rest", "diff", "ci_low", "ci_high", "ratio",
-              "smd", "z", "p_value")
+SUPPRESSED = (
+  "cohort_rows",
+  "n_group",
+  "n_rest",
+  "mean_group",
+  "mean_rest",
+  "diff",
+  "ci_low",
+  "ci_high",
+  "ratio",
+  "smd",
+  "z",
+  "p_value",
+)
 
 
 def _suppress_small_cells(entry: dict) -> dict:
   """Small-cell rule: if any count is 1-10, blank every number that reveals it or its mean."""
   counts = (entry["cohort_rows"], entry["n_group"], entry["n_rest"])
   if any(0 < c < SMALL_CELL for c in counts):
-    entry.update({k: None for k in SUPPRESSED})
+    entry.update(dict.fromkeys(SUPPRESSED))
   return entry
 
 
@@ -101,8 +149,14 @@ def _family(params: EnvParams, filters):
   return cmp, sig, new, rows[0]
 
 
-def cohort_stats(cube: Cube, filters: Mapping[str, object] | None = None, *, min_group: float = 11,
-                 z_screen: float | str = 4.0, max_depth: int = 3) -> pd.DataFrame:
+def cohort_stats(
+  cube: Cube,
+  filters: Mapping[str, object] | None = None,
+  *,
+  min_group: float = 11,
+  z_screen: float | str = 4.0,
+  max_depth: int = 3,
+) -> pd.DataFrame:
   """Statistics of one cohort: a row per (protected, group, measure) it tests.
 
   Args:
@@ -127,8 +181,9 @@ def cohort_stats(cube: Cube, filters: Mapping[str, object] | None = None, *, min
   cmp_d = {k: np.asarray(v) for k, v in cmp.items()}
   entries = []
   for p, g, m in zip(*np.nonzero(exists)):
-    e = _entry(meta, labels, float(rows), p, g, m, {k: v[p, g, m] for k, v in cmp_d.items()}, sig[p, g, m],
-               new[p, g, m])
+    e = _entry(
+      meta, labels, float(rows), p, g, m, {k: v[p, g, m] for k, v in cmp_d.items()}, sig[p, g, m], new[p, g, m]
+    )
     e["tested"] = bool(cmp_d["valid"][p, g, m])
     entries.append(e)
   return pd.DataFrame(entries, columns=list(FINDING_COLUMNS) + ["tested"])
@@ -194,8 +249,9 @@ def _novelty_chunk(params: EnvParams, filters, cohorts, parents, parent_valid):
   k_shape = params.tested.shape + (params.shift.shape[0], 3)
 
   def one(f, child, par, valid):
-    return fd.assess(params, fd.protected_filtered(params, f), child[:-1].reshape(k_shape),
-                     par[:, :-1].reshape((-1,) + k_shape), valid)[2]
+    return fd.assess(
+      params, fd.protected_filtered(params, f), child[:-1].reshape(k_shape), par[:, :-1].reshape((-1,) + k_shape), valid
+    )[2]
 
   return jax.vmap(one)(filters, cohorts, parents, parent_valid)
 
@@ -205,9 +261,15 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
   return np.pad(x, pad)
 
 
-def enumerate_findings(cube: Cube, *, max_depth: int = 3, min_group: float = 11,
-                       min_cohort: float | None = None, z_screen: float | str = 4.0,
-                       include_old: bool = True) -> pd.DataFrame:
+def enumerate_findings(
+  cube: Cube,
+  *,
+  max_depth: int = 3,
+  min_group: float = 11,
+  min_cohort: float | None = None,
+  z_screen: float | str = 4.0,
+  include_old: bool = True,
+) -> pd.DataFrame:
   """Every significant disparity in every visitable cohort up to `max_depth`.
 
   Args:
@@ -220,8 +282,7 @@ def enumerate_findings(cube: Cube, *, max_depth: int = 3, min_group: float = 11,
     cohorts visited (group-by queries), `df.attrs["z_screen"]` the threshold.
   """
   meta = cube.meta
-  params = _bucketed_params(cube, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort,
-                            z_screen=z_screen)
+  params = _bucketed_params(cube, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen)
   num_values = max(len(c) for c in meta.categories)
   num_f = len(meta.filter_names)
   slots = max_depth
@@ -241,38 +302,62 @@ def enumerate_findings(cube: Cube, *, max_depth: int = 3, min_group: float = 11,
         keys = keys[:1]  # the root is one cohort
       queries += len(keys)
       for start in range(0, len(keys), CHUNK):
-        chunk = keys[start:start + CHUNK]
+        chunk = keys[start : start + CHUNK]
         digits = (chunk[:, None] // radix[None, :]) % num_values  # [B, S]
         filters = np.full((len(chunk), num_f), -1, np.int32)
         for s in range(k):
           filters[:, cols[s]] = digits[:, s]
         # Cheap bound first (|t| >= |z|), exact tests only for cohorts that pass it.
-        _, maybe = _screen_chunk(params, jnp.asarray(_pad(filters, CHUNK)),
-                                 jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0), z_method="bound")
-        keep = np.nonzero(np.asarray(maybe)[:len(chunk)].any(axis=(1, 2, 3)))[0]
+        _, maybe = _screen_chunk(
+          params,
+          jnp.asarray(_pad(filters, CHUNK)),
+          jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0),
+          z_method="bound",
+        )
+        keep = np.nonzero(np.asarray(maybe)[: len(chunk)].any(axis=(1, 2, 3)))[0]
         if len(keep) == 0:
           continue
         chunk, filters = chunk[keep], filters[keep]
-        cmp, sig = _screen_chunk(params, jnp.asarray(_pad(filters, CHUNK)),
-                                 jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0), z_method="exact")
-        sig = np.asarray(sig)[:len(chunk)]
+        cmp, sig = _screen_chunk(
+          params,
+          jnp.asarray(_pad(filters, CHUNK)),
+          jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0),
+          z_method="exact",
+        )
+        sig = np.asarray(sig)[: len(chunk)]
         hit_rows = np.nonzero(sig.any(axis=(1, 2, 3)))[0]
         if len(hit_rows) == 0:
           continue
         size = next(b for b in (16, 128, CHUNK) if b >= len(hit_rows))  # few compiled sizes
         idx = jnp.asarray(_pad(chunk[hit_rows], size))
-        new = np.asarray(_novelty_chunk(params, jnp.asarray(_pad(filters[hit_rows], size)),
-                                        jnp.take(table, idx, axis=0),
-                                        _parents(table, idx, num_values=num_values, slots=slots),
-                                        jnp.broadcast_to(jnp.asarray(used), (size, slots))))
+        new = np.asarray(
+          _novelty_chunk(
+            params,
+            jnp.asarray(_pad(filters[hit_rows], size)),
+            jnp.take(table, idx, axis=0),
+            _parents(table, idx, num_values=num_values, slots=slots),
+            jnp.broadcast_to(jnp.asarray(used), (size, slots)),
+          )
+        )
         cmp_d = {name: np.asarray(v) for name, v in cmp.items()}
         for j, row in enumerate(hit_rows):
           labels = codes_to_filters(meta, filters[row])
           for p, g, m in zip(*np.nonzero(sig[row])):
             if not include_old and not new[j, p, g, m]:
               continue
-            entries.append(_entry(meta, labels, float(rows[chunk[row]]), p, g, m,
-                                  {name: v[row, p, g, m] for name, v in cmp_d.items()}, True, new[j, p, g, m]))
+            entries.append(
+              _entry(
+                meta,
+                labels,
+                float(rows[chunk[row]]),
+                p,
+                g,
+                m,
+                {name: v[row, p, g, m] for name, v in cmp_d.items()},
+                True,
+                new[j, p, g, m],
+              )
+            )
   out = pd.DataFrame(entries, columns=list(FINDING_COLUMNS))
   out.attrs["queries"] = queries
   out.attrs["z_screen"] = float(params.z_screen)

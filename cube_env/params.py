@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Sequence
+from collections.abc import Sequence
 
 import chex
 import jax
@@ -32,15 +32,19 @@ class EnvShape:
   num_measures: int  # M
 
   @staticmethod
-  def of(cube: Cube) -> "EnvShape":
+  def of(cube: Cube) -> EnvShape:
     meta = cube.meta
-    prot_cats = [len(c) for c in meta.categories[meta.n_dimensions:]]
-    return EnvShape(num_cells=cube.num_cells, num_filters=len(meta.filter_names),
-                    num_values=max(len(c) for c in meta.categories),
-                    num_protected=len(prot_cats), num_groups=max(prot_cats),
-                    num_measures=len(meta.measure_names))
+    prot_cats = [len(c) for c in meta.categories[meta.n_dimensions :]]
+    return EnvShape(
+      num_cells=cube.num_cells,
+      num_filters=len(meta.filter_names),
+      num_values=max(len(c) for c in meta.categories),
+      num_protected=len(prot_cats),
+      num_groups=max(prot_cats),
+      num_measures=len(meta.measure_names),
+    )
 
-  def union(self, other: "EnvShape") -> "EnvShape":
+  def union(self, other: EnvShape) -> EnvShape:
     return EnvShape(*[max(a, b) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))])
 
 
@@ -79,14 +83,21 @@ def bonferroni_z(cube: Cube, max_depth: int, alpha: float = 0.05) -> float:
       e[k] += e[k - 1] * c
   n_cohorts = sum(e)
   groups = 0
-  for c in cube.meta.categories[cube.meta.n_dimensions:]:
+  for c in cube.meta.categories[cube.meta.n_dimensions :]:
     groups += 1 if len(c) == 2 else len(c)
   n_tests = n_cohorts * groups * len(cube.meta.measure_names)
   return float(-statistics.NormalDist().inv_cdf(alpha / (2.0 * n_tests)))
 
 
-def make_params(cube: Cube, shape: EnvShape | None = None, *, max_depth: int = 3, min_group: float = 11,
-                min_cohort: float | None = None, z_screen: float | str = 4.0) -> EnvParams:
+def make_params(
+  cube: Cube,
+  shape: EnvShape | None = None,
+  *,
+  max_depth: int = 3,
+  min_group: float = 11,
+  min_cohort: float | None = None,
+  z_screen: float | str = 4.0,
+) -> EnvParams:
   """Pads a cube's arrays to `shape` (default: its own) and adds the thresholds."""
   own = EnvShape.of(cube)
   shape = shape or own
@@ -109,9 +120,9 @@ def make_params(cube: Cube, shape: EnvShape | None = None, *, max_depth: int = 3
   rows = np.zeros((shape.num_cells,), np.float32)
   rows[:n] = np.asarray(cube.rows)
   stats = np.zeros((shape.num_cells, shape.num_measures, 3), np.float32)
-  stats[:n, :own.num_measures] = np.asarray(cube.stats)
+  stats[:n, : own.num_measures] = np.asarray(cube.stats)
   shift = np.zeros((shape.num_measures,), np.float32)
-  shift[:own.num_measures] = meta.shift
+  shift[: own.num_measures] = meta.shift
   n_cats = np.zeros((shape.num_filters,), np.int32)
   n_cats[:f] = [len(c) for c in meta.categories]
   prot_col = np.zeros((shape.num_protected,), np.int32)
@@ -126,15 +137,26 @@ def make_params(cube: Cube, shape: EnvShape | None = None, *, max_depth: int = 3
     else:
       tested[p, :n_groups] = True
   is_binary = np.zeros((shape.num_measures,), bool)
-  is_binary[:own.num_measures] = meta.is_binary
+  is_binary[: own.num_measures] = meta.is_binary
   measure_valid = np.zeros((shape.num_measures,), bool)
-  measure_valid[:own.num_measures] = True
+  measure_valid[: own.num_measures] = True
   return EnvParams(
-      codes=jnp.asarray(codes), rows=jnp.asarray(rows), stats=jnp.asarray(stats), shift=jnp.asarray(shift),
-      n_cats=jnp.asarray(n_cats), prot_col=jnp.asarray(prot_col), prot_valid=jnp.asarray(prot_valid),
-      tested=jnp.asarray(tested), is_binary=jnp.asarray(is_binary), measure_valid=jnp.asarray(measure_valid),
-      total_rows=jnp.float32(meta.n_rows), min_group=jnp.float32(min_group),
-      min_cohort=jnp.float32(min_cohort), z_screen=jnp.float32(z_screen), max_depth=jnp.int32(max_depth))
+    codes=jnp.asarray(codes),
+    rows=jnp.asarray(rows),
+    stats=jnp.asarray(stats),
+    shift=jnp.asarray(shift),
+    n_cats=jnp.asarray(n_cats),
+    prot_col=jnp.asarray(prot_col),
+    prot_valid=jnp.asarray(prot_valid),
+    tested=jnp.asarray(tested),
+    is_binary=jnp.asarray(is_binary),
+    measure_valid=jnp.asarray(measure_valid),
+    total_rows=jnp.float32(meta.n_rows),
+    min_group=jnp.float32(min_group),
+    min_cohort=jnp.float32(min_cohort),
+    z_screen=jnp.float32(z_screen),
+    max_depth=jnp.int32(max_depth),
+  )
 
 
 def stack_params(params: Sequence[EnvParams]) -> EnvParams:

@@ -16,7 +16,8 @@ cells all lie inside another's is its descendant even with other filters
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,8 +59,7 @@ def _cell_mask(cube, cohort: dict) -> np.ndarray:
   return mask
 
 
-def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bool = True,
-                   cube=None) -> dict:
+def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bool = True, cube=None) -> dict:
   """Recall and precision of reported findings against planted effects.
 
   Args:
@@ -107,23 +107,25 @@ def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bo
   for r, c in zip(recs, cohorts):
     ok = any(_same_test(r, e) and related(c, _norm(_get(e, "cohort"))) for e in truth)
     false_mask.append(not ok)
-  matched = pd.DataFrame({
+  matched = pd.DataFrame(
+    {
       "cohort": [_norm(_get(e, "cohort")) for e in truth],
       "protected": [_get(e, "protected") for e in truth],
       "group": [_get(e, "group") for e in truth],
       "measure": [_get(e, "measure") for e in truth],
       "effect": [float(_get(e, "effect")) for e in truth],
       "recalled": recalled,
-  })
+    }
+  )
   n_rep = len(recs)
   n_false = int(np.sum(false_mask)) if false_mask else 0
   return {
-      "recall": float(np.mean(recalled)) if truth else float("nan"),
-      "precision": 1.0 - n_false / n_rep if n_rep else float("nan"),
-      "n_truth": len(truth),
-      "n_reported": n_rep,
-      "n_recalled": int(np.sum(recalled)),
-      "n_false": n_false,
-      "matched": matched,
-      "false": rows[np.asarray(false_mask, bool)] if n_rep else rows,
+    "recall": float(np.mean(recalled)) if truth else float("nan"),
+    "precision": 1.0 - n_false / n_rep if n_rep else float("nan"),
+    "n_truth": len(truth),
+    "n_reported": n_rep,
+    "n_recalled": int(np.sum(recalled)),
+    "n_false": n_false,
+    "matched": matched,
+    "false": rows[np.asarray(false_mask, bool)] if n_rep else rows,
   }

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import itertools
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -69,8 +69,15 @@ def resolve_z(cube: Cube, z_screen: float | str, max_depth: int) -> float:
   return float(z_screen)
 
 
-def make_space(cube: Cube, *, max_depth: int = 3, min_group: float = 11, z_screen: float | str = "bonferroni",
-               shape: EnvShape | None = None, horizon: int | None = None) -> Space:
+def make_space(
+  cube: Cube,
+  *,
+  max_depth: int = 3,
+  min_group: float = 11,
+  z_screen: float | str = "bonferroni",
+  shape: EnvShape | None = None,
+  horizon: int | None = None,
+) -> Space:
   """Environment and thresholds for searching `cube`.
 
   Raises:
@@ -80,13 +87,21 @@ def make_space(cube: Cube, *, max_depth: int = 3, min_group: float = 11, z_scree
   if max_depth < 1:
     raise ValueError(f"max_depth must be at least 1, got {max_depth}")
   z = resolve_z(cube, z_screen, max_depth)
-  env, params = make_env(cube, max_depth=max_depth, horizon=horizon or max(SEARCH_HORIZON, max_depth + 1), min_group=min_group,
-                         z_screen=z, shape=shape or bucketed_shape(cube))
+  env, params = make_env(
+    cube,
+    max_depth=max_depth,
+    horizon=horizon or max(SEARCH_HORIZON, max_depth + 1),
+    min_group=min_group,
+    z_screen=z,
+    shape=shape or bucketed_shape(cube),
+  )
   env = dataclasses.replace(env, meta=None)
   space = Space(cube=cube, env=env, params=params, max_depth=max_depth, min_group=float(min_group), z_screen=z)
   if len(visitable_cohorts(space, 1)) == 0:
-    raise ValueError(f"empty cohort space: no cohort below the root has at least {2 * min_group:g} rows "
-                     f"(the searched table has {cube.meta.n_rows} rows); lower --min-group or use more rows")
+    raise ValueError(
+      f"empty cohort space: no cohort below the root has at least {2 * min_group:g} rows "
+      f"(the searched table has {cube.meta.n_rows} rows); lower --min-group or use more rows"
+    )
   return space
 
 
@@ -128,9 +143,14 @@ def _before_root(env: CubeEnv, params: EnvParams) -> EnvState:
   program, not two (reset and step share `_observe`).
   """
   num_f = env.shape.num_filters
-  return EnvState(filters=jnp.full((num_f,), -1, jnp.int32), t=jnp.int32(-1),
-                  visited=jnp.full((env.horizon + 1, num_f), -2, jnp.int32),
-                  mask=jnp.ones((env.num_actions,), bool), rows=params.total_rows, found=jnp.int32(0))
+  return EnvState(
+    filters=jnp.full((num_f,), -1, jnp.int32),
+    t=jnp.int32(-1),
+    visited=jnp.full((env.horizon + 1, num_f), -2, jnp.int32),
+    mask=jnp.ones((env.num_actions,), bool),
+    rows=params.total_rows,
+    found=jnp.int32(0),
+  )
 
 
 def target(filters: tuple, action: int, num_values: int) -> tuple:
@@ -202,9 +222,16 @@ class Ledger:
     self._record(filters, parent, n_new)
     return np.asarray(obs), state, n_new
 
-  def result(self, method: str, *, note: str = "") -> "SearchResult":
-    return finish(self.space, method, budget=self.budget, queries=self.used, visits=self.visits,
-                  seconds=time.perf_counter() - self.t0, note=note)
+  def result(self, method: str, *, note: str = "") -> SearchResult:
+    return finish(
+      self.space,
+      method,
+      budget=self.budget,
+      queries=self.used,
+      visits=self.visits,
+      seconds=time.perf_counter() - self.t0,
+      note=note,
+    )
 
 
 class Anytime:
@@ -230,7 +257,7 @@ class Anytime:
     self.ledger: Ledger | None = None
     self.snapshots: dict[int, tuple[list, float]] = {}
 
-  def bind(self, ledger: "Ledger") -> None:
+  def bind(self, ledger: Ledger) -> None:
     if self.ledger is not None:
       raise RuntimeError("an Anytime progress serves one search")
     self.ledger = ledger
@@ -242,7 +269,7 @@ class Anytime:
     if self.progress is not None:
       self.progress(used)
 
-  def results(self, final: "SearchResult") -> dict[int, "SearchResult"]:
+  def results(self, final: SearchResult) -> dict[int, SearchResult]:
     """`{budget: SearchResult}`; a budget the search never reached (it stopped early) gets the final result."""
     if self.ledger is None:
       raise RuntimeError("the method never created a Ledger with this progress")
@@ -250,8 +277,9 @@ class Anytime:
     for b in self.budgets:
       if b in self.snapshots and b < final.queries:
         visits, seconds = self.snapshots[b]
-        out[b] = finish(self.ledger.space, final.method, budget=b, queries=b, visits=visits, seconds=seconds,
-                        note=final.note)
+        out[b] = finish(
+          self.ledger.space, final.method, budget=b, queries=b, visits=visits, seconds=seconds, note=final.note
+        )
       else:
         out[b] = dataclasses.replace(final, budget=b)
     return out
@@ -295,30 +323,42 @@ def drill_path(visits: pd.DataFrame, query: int) -> list[str]:
   return path[::-1]
 
 
-def finish(space: Space, method: str, *, budget: int, queries: int, visits: list[tuple], seconds: float,
-           note: str = "") -> SearchResult:
+def finish(
+  space: Space, method: str, *, budget: int, queries: int, visits: list[tuple], seconds: float, note: str = ""
+) -> SearchResult:
   """Builds the result: statistics of the new findings at every cohort reached with n_new > 0."""
   t0 = time.perf_counter()
   meta = space.cube.meta
   num_f = len(meta.filter_names)
   filt = [codes_to_filters(meta, f[:num_f]) for f, _, _ in visits]
-  table = pd.DataFrame({
+  table = pd.DataFrame(
+    {
       "query": np.arange(len(visits), dtype=int),
       "cohort": [cohort_label(f) for f in filt],
       "depth": [len(f) for f in filt],
       "parent": [p for _, p, _ in visits],
       "n_new": [n for _, _, n in visits],
       "filters": filt,
-  })
+    }
+  )
   hits = table[table["n_new"] > 0]
   codes = np.asarray([visits[q][0][:num_f] for q in hits["query"]], np.int32).reshape(-1, num_f)
-  cand = cohorts.cohort_table(space.cube, codes, min_group=space.min_group, z_screen=space.z_screen,
-                              max_depth=space.max_depth, only_new=True)
+  cand = cohorts.cohort_table(
+    space.cube, codes, min_group=space.min_group, z_screen=space.z_screen, max_depth=space.max_depth, only_new=True
+  )
   if len(cand):
     cand["query"] = hits["query"].to_numpy()[cand["cohort_index"].to_numpy()]
     cand["path"] = [" > ".join(drill_path(table, q)) for q in cand["query"]]
   else:
     cand["query"], cand["path"] = pd.Series(dtype=int), pd.Series(dtype=object)
   cand = cand.drop(columns=["cohort_index"])
-  return SearchResult(method=method, budget=budget, queries=queries, visits=table, candidates=cand,
-                      seconds=seconds + time.perf_counter() - t0, z_screen=space.z_screen, note=note)
+  return SearchResult(
+    method=method,
+    budget=budget,
+    queries=queries,
+    visits=table,
+    candidates=cand,
+    seconds=seconds + time.perf_counter() - t0,
+    z_screen=space.z_screen,
+    note=note,
+  )

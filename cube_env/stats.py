@@ -182,8 +182,15 @@ def two_proportion(n1, p1, n2, p2):
   return jnp.clip(z, -Z_MAX, Z_MAX), se_unpooled
 
 
-def compare(group: chex.Array, rest: chex.Array, shift: chex.Array, is_binary: chex.Array,
-            *, min_group: chex.Array | float = 11.0, z_method: str = "exact") -> Comparison:
+def compare(
+  group: chex.Array,
+  rest: chex.Array,
+  shift: chex.Array,
+  is_binary: chex.Array,
+  *,
+  min_group: chex.Array | float = 11.0,
+  z_method: str = "exact",
+) -> Comparison:
   """Compares a group with the rest of its cohort.
 
   Args:
@@ -230,7 +237,7 @@ def compare(group: chex.Array, rest: chex.Array, shift: chex.Array, is_binary: c
   p2 = jnp.clip(jnp.round(m2 * n2) / jnp.maximum(n2, 1.0), 0.0, 1.0)
   z_b, se_b = two_proportion(n1, p1, n2, p2)
   pooled = (n1 * p1 + n2 * p2) / jnp.maximum(n1 + n2, 1.0)
-  expected_ok = ((n1 * pooled >= 5) & (n1 * (1 - pooled) >= 5) & (n2 * pooled >= 5) & (n2 * (1 - pooled) >= 5))
+  expected_ok = (n1 * pooled >= 5) & (n1 * (1 - pooled) >= 5) & (n2 * pooled >= 5) & (n2 * (1 - pooled) >= 5)
 
   is_binary = jnp.broadcast_to(jnp.asarray(is_binary, bool), n1.shape)
   valid = big_enough & jnp.where(is_binary, expected_ok, True)
@@ -251,10 +258,23 @@ def compare(group: chex.Array, rest: chex.Array, shift: chex.Array, is_binary: c
   ratio = jnp.where(is_binary, ratio_bin, jnp.where(m2 != 0, m1 / jnp.where(m2 != 0, m2, 1.0), 1.0))
   finite = lambda x: jnp.nan_to_num(x, nan=0.0, posinf=1e30, neginf=-1e30)
   return Comparison(
-      n_group=n1, n_rest=n2, mean_group=finite(m1), mean_rest=finite(m2),
-      var_group=finite(v1), var_rest=finite(v2), diff=finite(diff), se=finite(se),
-      ci_low=finite(diff - half), ci_high=finite(diff + half), smd=finite(smd),
-      ratio=finite(ratio), df=finite(df), z=finite(z), p_value=finite(p), valid=valid)
+    n_group=n1,
+    n_rest=n2,
+    mean_group=finite(m1),
+    mean_rest=finite(m2),
+    var_group=finite(v1),
+    var_rest=finite(v2),
+    diff=finite(diff),
+    se=finite(se),
+    ci_low=finite(diff - half),
+    ci_high=finite(diff + half),
+    smd=finite(smd),
+    ratio=finite(ratio),
+    df=finite(df),
+    z=finite(z),
+    p_value=finite(p),
+    valid=valid,
+  )
 
 
 def heterogeneity_z(child: Comparison, other: Comparison) -> chex.Array:

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,13 +69,37 @@ from cube_env.schema import Schema
 
 SCENARIOS = ("null", "marginal", "interactions", "masked", "confounded", "mixed")
 
-DIMENSIONS = ("procedure", "service_line", "site", "surgeon", "asa_class", "urgency",
-              "anesthesia_type", "weekday", "first_case")
+DIMENSIONS = (
+  "procedure",
+  "service_line",
+  "site",
+  "surgeon",
+  "asa_class",
+  "urgency",
+  "anesthesia_type",
+  "weekday",
+  "first_case",
+)
 PROTECTED = ("race", "ethnicity", "sex", "age_group", "payer", "language")
-MEASURES = ("case_minutes", "turnover_minutes", "pacu_minutes", "length_of_stay", "complication",
-            "readmit_30d", "ponv_prophylaxis", "opioid_mme", "first_case_delay_minutes")
-LOG_MEASURES = ("case_minutes", "turnover_minutes", "pacu_minutes", "length_of_stay", "opioid_mme",
-                "first_case_delay_minutes")
+MEASURES = (
+  "case_minutes",
+  "turnover_minutes",
+  "pacu_minutes",
+  "length_of_stay",
+  "complication",
+  "readmit_30d",
+  "ponv_prophylaxis",
+  "opioid_mme",
+  "first_case_delay_minutes",
+)
+LOG_MEASURES = (
+  "case_minutes",
+  "turnover_minutes",
+  "pacu_minutes",
+  "length_of_stay",
+  "opioid_mme",
+  "first_case_delay_minutes",
+)
 BINARY_MEASURES = ("complication", "readmit_30d", "ponv_prophylaxis")
 ADJUSTERS = ("procedure", "asa_class", "urgency")
 
@@ -109,8 +133,7 @@ class PlantedEffect:
     object.__setattr__(self, "effect", float(self.effect))
 
   def __hash__(self):
-    return hash((tuple(sorted(self.cohort.items())), self.protected, self.group, self.measure,
-                 self.effect, self.kind))
+    return hash((tuple(sorted(self.cohort.items())), self.protected, self.group, self.measure, self.effect, self.kind))
 
   @property
   def sign(self) -> int:
@@ -140,89 +163,218 @@ class _Procedure:
 
 
 _PROCEDURES = (
-    _Procedure("lap_cholecystectomy", "general_surgery", .11, 85, .30, .40, .04, .05, 30, .0,
-               (.70, .22, .08), (1., 0., 0., 0.)),
-    _Procedure("inguinal_hernia_repair", "general_surgery", .09, 75, .28, .30, .03, .04, 25, -.1,
-               (.90, .08, .02), (.70, .10, 0., .20)),
-    _Procedure("lap_appendectomy", "general_surgery", .06, 65, .30, 1.0, .06, .06, 30, -.4,
-               (.05, .45, .50), (1., 0., 0., 0.)),
-    _Procedure("colectomy", "general_surgery", .05, 190, .32, 4.5, .075, .10, 70, .6,
-               (.70, .20, .10), (1., 0., 0., 0.)),
-    _Procedure("total_knee_arthroplasty", "orthopedics", .12, 105, .22, 1.6, .04, .05, 80, .4,
-               (.99, .01, 0.), (.40, .55, .05, 0.)),
-    _Procedure("total_hip_arthroplasty", "orthopedics", .09, 100, .22, 1.5, .04, .05, 70, .4,
-               (.93, .06, .01), (.45, .55, 0., 0.)),
-    _Procedure("knee_arthroscopy", "orthopedics", .10, 50, .30, .25, .025, .02, 20, -.5,
-               (.98, .02, 0.), (.60, 0., .15, .25)),
-    _Procedure("spinal_fusion", "spine", .06, 220, .32, 3.0, .085, .08, 100, .3,
-               (.90, .08, .02), (1., 0., 0., 0.)),
-    _Procedure("cabg", "cardiac_surgery", .04, 260, .22, 6.5, .05, .07, 90, 1.3,
-               (.60, .30, .10), (1., 0., 0., 0.)),
-    _Procedure("cataract_extraction", "ophthalmology", .16, 22, .30, .15, .025, .02, 3, .35,
-               (.99, .01, 0.), (.05, 0., 0., .95)),
-    _Procedure("carpal_tunnel_release", "hand_surgery", .09, 25, .28, .15, .025, .02, 10, -.2,
-               (1., 0., 0.), (.10, 0., .40, .50)),
+  _Procedure(
+    "lap_cholecystectomy",
+    "general_surgery",
+    0.11,
+    85,
+    0.30,
+    0.40,
+    0.04,
+    0.05,
+    30,
+    0.0,
+    (0.70, 0.22, 0.08),
+    (1.0, 0.0, 0.0, 0.0),
+  ),
+  _Procedure(
+    "inguinal_hernia_repair",
+    "general_surgery",
+    0.09,
+    75,
+    0.28,
+    0.30,
+    0.03,
+    0.04,
+    25,
+    -0.1,
+    (0.90, 0.08, 0.02),
+    (0.70, 0.10, 0.0, 0.20),
+  ),
+  _Procedure(
+    "lap_appendectomy",
+    "general_surgery",
+    0.06,
+    65,
+    0.30,
+    1.0,
+    0.06,
+    0.06,
+    30,
+    -0.4,
+    (0.05, 0.45, 0.50),
+    (1.0, 0.0, 0.0, 0.0),
+  ),
+  _Procedure(
+    "colectomy", "general_surgery", 0.05, 190, 0.32, 4.5, 0.075, 0.10, 70, 0.6, (0.70, 0.20, 0.10), (1.0, 0.0, 0.0, 0.0)
+  ),
+  _Procedure(
+    "total_knee_arthroplasty",
+    "orthopedics",
+    0.12,
+    105,
+    0.22,
+    1.6,
+    0.04,
+    0.05,
+    80,
+    0.4,
+    (0.99, 0.01, 0.0),
+    (0.40, 0.55, 0.05, 0.0),
+  ),
+  _Procedure(
+    "total_hip_arthroplasty",
+    "orthopedics",
+    0.09,
+    100,
+    0.22,
+    1.5,
+    0.04,
+    0.05,
+    70,
+    0.4,
+    (0.93, 0.06, 0.01),
+    (0.45, 0.55, 0.0, 0.0),
+  ),
+  _Procedure(
+    "knee_arthroscopy",
+    "orthopedics",
+    0.10,
+    50,
+    0.30,
+    0.25,
+    0.025,
+    0.02,
+    20,
+    -0.5,
+    (0.98, 0.02, 0.0),
+    (0.60, 0.0, 0.15, 0.25),
+  ),
+  _Procedure(
+    "spinal_fusion", "spine", 0.06, 220, 0.32, 3.0, 0.085, 0.08, 100, 0.3, (0.90, 0.08, 0.02), (1.0, 0.0, 0.0, 0.0)
+  ),
+  _Procedure(
+    "cabg", "cardiac_surgery", 0.04, 260, 0.22, 6.5, 0.05, 0.07, 90, 1.3, (0.60, 0.30, 0.10), (1.0, 0.0, 0.0, 0.0)
+  ),
+  _Procedure(
+    "cataract_extraction",
+    "ophthalmology",
+    0.16,
+    22,
+    0.30,
+    0.15,
+    0.025,
+    0.02,
+    3,
+    0.35,
+    (0.99, 0.01, 0.0),
+    (0.05, 0.0, 0.0, 0.95),
+  ),
+  _Procedure(
+    "carpal_tunnel_release",
+    "hand_surgery",
+    0.09,
+    25,
+    0.28,
+    0.15,
+    0.025,
+    0.02,
+    10,
+    -0.2,
+    (1.0, 0.0, 0.0),
+    (0.10, 0.0, 0.40, 0.50),
+  ),
 )
 _PROC_NAMES = tuple(p.name for p in _PROCEDURES)
 
-_SITES = ("academic_medical_center", "community_north", "community_south",
-          "orthopedic_specialty_hospital", "ambulatory_surgery_center")
-_SITE_SIZE = (.32, .22, .19, .12, .15)
+_SITES = (
+  "academic_medical_center",
+  "community_north",
+  "community_south",
+  "orthopedic_specialty_hospital",
+  "ambulatory_surgery_center",
+)
+_SITE_SIZE = (0.32, 0.22, 0.19, 0.12, 0.15)
 # Multiplier of each procedure's share at each site (default 1): the case mix.
 _SITE_MIX = (
-    {"cabg": 3., "spinal_fusion": 2., "colectomy": 2., "cataract_extraction": .6,
-     "carpal_tunnel_release": .6, "knee_arthroscopy": .6},
-    {"cabg": 1.},
-    {"cabg": 0., "spinal_fusion": .5},
-    {p.name: 0. for p in _PROCEDURES} | {"total_knee_arthroplasty": 3., "total_hip_arthroplasty": 3.,
-                                         "knee_arthroscopy": 2., "spinal_fusion": 2.,
-                                         "carpal_tunnel_release": 1.},
-    {p.name: 0. for p in _PROCEDURES} | {"cataract_extraction": 3., "carpal_tunnel_release": 2.,
-                                         "knee_arthroscopy": 2., "inguinal_hernia_repair": 1.,
-                                         "lap_cholecystectomy": .5},
+  {
+    "cabg": 3.0,
+    "spinal_fusion": 2.0,
+    "colectomy": 2.0,
+    "cataract_extraction": 0.6,
+    "carpal_tunnel_release": 0.6,
+    "knee_arthroscopy": 0.6,
+  },
+  {"cabg": 1.0},
+  {"cabg": 0.0, "spinal_fusion": 0.5},
+  {p.name: 0.0 for p in _PROCEDURES}
+  | {
+    "total_knee_arthroplasty": 3.0,
+    "total_hip_arthroplasty": 3.0,
+    "knee_arthroscopy": 2.0,
+    "spinal_fusion": 2.0,
+    "carpal_tunnel_release": 1.0,
+  },
+  {p.name: 0.0 for p in _PROCEDURES}
+  | {
+    "cataract_extraction": 3.0,
+    "carpal_tunnel_release": 2.0,
+    "knee_arthroscopy": 2.0,
+    "inguinal_hernia_repair": 1.0,
+    "lap_cholecystectomy": 0.5,
+  },
 )
-_SITE_MINUTES = (.12, 0., .03, -.08, -.12)  # log case-minute shift (teaching adds time)
-_SITE_TURNOVER = (35., 30., 28., 25., 18.)  # median turnover minutes
-_SITE_PONV = (.3, 0., -.3, .1, -.2)  # logit shift of PONV prophylaxis
-_SITE_DELAY = (.35, 0., .15, -.1, -.3)  # log shift of first-case delay
-_SERVICE_TURNOVER = {"orthopedics": .15, "spine": .15, "cardiac_surgery": .3, "ophthalmology": -.2,
-                     "hand_surgery": -.1}
+_SITE_MINUTES = (0.12, 0.0, 0.03, -0.08, -0.12)  # log case-minute shift (teaching adds time)
+_SITE_TURNOVER = (35.0, 30.0, 28.0, 25.0, 18.0)  # median turnover minutes
+_SITE_PONV = (0.3, 0.0, -0.3, 0.1, -0.2)  # logit shift of PONV prophylaxis
+_SITE_DELAY = (0.35, 0.0, 0.15, -0.1, -0.3)  # log shift of first-case delay
+_SERVICE_TURNOVER = {
+  "orthopedics": 0.15,
+  "spine": 0.15,
+  "cardiac_surgery": 0.3,
+  "ophthalmology": -0.2,
+  "hand_surgery": -0.1,
+}
 _N_SURGEONS = 75  # about this many surgeons, split by the volume of (site, service line)
 
 _URGENCY = ("elective", "urgent", "emergent")
-_URGENCY_ASA = (0., .3, .7)
-_URGENCY_LOGIT = (0., .3, .6)
-_URGENCY_LOS = (0., .2, .4)
+_URGENCY_ASA = (0.0, 0.3, 0.7)
+_URGENCY_LOGIT = (0.0, 0.3, 0.6)
+_URGENCY_LOS = (0.0, 0.2, 0.4)
 _ANESTHESIA = ("general", "neuraxial", "regional", "mac")
-_ANESTHESIA_PACU = (75., 95., 55., 40.)  # median PACU minutes
-_ANESTHESIA_PONV = (2.1, .3, .1, -.3)  # logit of PONV prophylaxis
-_ANESTHESIA_MME = (0., -.25, -.35, -.5)  # log shift of opioid dose
+_ANESTHESIA_PACU = (75.0, 95.0, 55.0, 40.0)  # median PACU minutes
+_ANESTHESIA_PONV = (2.1, 0.3, 0.1, -0.3)  # logit of PONV prophylaxis
+_ANESTHESIA_MME = (0.0, -0.25, -0.35, -0.5)  # log shift of opioid dose
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
-_WEEKDAY_P = (.21, .21, .20, .20, .18)
-_ASA_CUTS = (-1.0, .45, 1.9)  # latent ASA score cut points: ASA 1 | 2 | 3 | 4
+_WEEKDAY_P = (0.21, 0.21, 0.20, 0.20, 0.18)
+_ASA_CUTS = (-1.0, 0.45, 1.9)  # latent ASA score cut points: ASA 1 | 2 | 3 | 4
 
 _RACES = ("White", "Black", "Asian", "Other")
-_RACE_P = (.45, .13, .07, .35)
-_HISPANIC_GIVEN_RACE = (.12, .04, .02, .45)
+_RACE_P = (0.45, 0.13, 0.07, 0.35)
+_HISPANIC_GIVEN_RACE = (0.12, 0.04, 0.02, 0.45)
 _LANGUAGES = ("English", "Spanish", "Other")
-_LANGUAGE_GIVEN_HISPANIC = ((.62, .36, .02), (.94, .005, .055))  # Hispanic, Not Hispanic
+_LANGUAGE_GIVEN_HISPANIC = ((0.62, 0.36, 0.02), (0.94, 0.005, 0.055))  # Hispanic, Not Hispanic
 _SEXES = ("F", "M")
-_SEX_P = (.56, .44)
+_SEX_P = (0.56, 0.44)
 _AGE_GROUPS = ("18-44", "45-64", "65-79", "80+")
-_AGE_P = (.22, .33, .31, .14)
+_AGE_P = (0.22, 0.33, 0.31, 0.14)
 _PAYERS = ("Medicare", "Commercial", "Medicaid", "Self-pay", "Other")
-_PAYER_P = (.34, .34, .14, .06, .12)
+_PAYER_P = (0.34, 0.34, 0.14, 0.06, 0.12)
 
 # Missing recorded values: column -> fraction of rows.
-_MISSING_CATEGORICAL = {"race": .03, "ethnicity": .03, "language": .02, "asa_class": .02,
-                        "anesthesia_type": .015}
-_MISSING_MEASURE = {"turnover_minutes": .03, "pacu_minutes": .02, "opioid_mme": .025}
+_MISSING_CATEGORICAL = {"race": 0.03, "ethnicity": 0.03, "language": 0.02, "asa_class": 0.02, "anesthesia_type": 0.015}
+_MISSING_MEASURE = {"turnover_minutes": 0.03, "pacu_minutes": 0.02, "opioid_mme": 0.025}
 
 # `confounded`: case-mix shifts that create raw gaps without any within-stratum effect.
-_CONFOUNDED_PROCEDURE_TILT = {"cabg": 2.2, "spinal_fusion": 2.0, "colectomy": 2.0,
-                              "cataract_extraction": .5, "knee_arthroscopy": .6,
-                              "carpal_tunnel_release": .6}  # for Black patients
-_CONFOUNDED_AGE_ASA = (-.6, -.1, .5, 1.2)  # latent ASA shift by age group
+_CONFOUNDED_PROCEDURE_TILT = {
+  "cabg": 2.2,
+  "spinal_fusion": 2.0,
+  "colectomy": 2.0,
+  "cataract_extraction": 0.5,
+  "knee_arthroscopy": 0.6,
+  "carpal_tunnel_release": 0.6,
+}  # for Black patients
+_CONFOUNDED_AGE_ASA = (-0.6, -0.1, 0.5, 1.2)  # latent ASA shift by age group
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,49 +392,68 @@ class _Masked:
 
 
 def _effect(cohort, protected, group, measure, effect):
-  return PlantedEffect(cohort=cohort, protected=protected, group=group, measure=measure,
-                       effect=effect)
+  return PlantedEffect(cohort=cohort, protected=protected, group=group, measure=measure, effect=effect)
 
 
 _TKA = "total_knee_arthroplasty"
 _THA = "total_hip_arthroplasty"
 _CHOLE = "lap_cholecystectomy"
 _MARGINAL = (
-    _effect({}, "payer", "Medicaid", "readmit_30d", .045),
-    _effect({"procedure": _TKA}, "race", "Black", "case_minutes", .13),
-    _effect({"asa_class": "3"}, "age_group", "80+", "pacu_minutes", .18),
+  _effect({}, "payer", "Medicaid", "readmit_30d", 0.045),
+  _effect({"procedure": _TKA}, "race", "Black", "case_minutes", 0.13),
+  _effect({"asa_class": "3"}, "age_group", "80+", "pacu_minutes", 0.18),
 )
 _INTERACTIONS = (
-    _effect({"procedure": _CHOLE, "asa_class": "3"}, "race", "Black", "case_minutes", .40),
-    _effect({"site": "community_north", "asa_class": "3"}, "payer", "Medicaid", "turnover_minutes",
-            .34),
-    _effect({"site": "academic_medical_center", "anesthesia_type": "mac", "asa_class": "2"},
-            "age_group", "80+", "pacu_minutes", .6),
+  _effect({"procedure": _CHOLE, "asa_class": "3"}, "race", "Black", "case_minutes", 0.40),
+  _effect({"site": "community_north", "asa_class": "3"}, "payer", "Medicaid", "turnover_minutes", 0.34),
+  _effect(
+    {"site": "academic_medical_center", "anesthesia_type": "mac", "asa_class": "2"},
+    "age_group",
+    "80+",
+    "pacu_minutes",
+    0.6,
+  ),
 )
-_MASKED = _Masked("procedure", (_TKA, _THA), "anesthesia_type", ("neuraxial", "general"),
-                  "race", "Black", "case_minutes", .25)
+_MASKED = _Masked(
+  "procedure", (_TKA, _THA), "anesthesia_type", ("neuraxial", "general"), "race", "Black", "case_minutes", 0.25
+)
 _MIXED = (
-    _effect({}, "payer", "Medicaid", "readmit_30d", .048),
-    _effect({"procedure": _TKA}, "race", "Black", "opioid_mme", -.30),
-    _effect({"procedure": _CHOLE, "asa_class": "3"}, "race", "Black", "case_minutes", .41),
-    _effect({"site": "academic_medical_center", "anesthesia_type": "mac", "asa_class": "2"},
-            "age_group", "80+", "pacu_minutes", .6),
-    _Masked("procedure", (_TKA, _THA), "anesthesia_type", ("neuraxial", "general"),
-            "age_group", "80+", "case_minutes", .22),
+  _effect({}, "payer", "Medicaid", "readmit_30d", 0.048),
+  _effect({"procedure": _TKA}, "race", "Black", "opioid_mme", -0.30),
+  _effect({"procedure": _CHOLE, "asa_class": "3"}, "race", "Black", "case_minutes", 0.41),
+  _effect(
+    {"site": "academic_medical_center", "anesthesia_type": "mac", "asa_class": "2"},
+    "age_group",
+    "80+",
+    "pacu_minutes",
+    0.6,
+  ),
+  _Masked(
+    "procedure", (_TKA, _THA), "anesthesia_type", ("neuraxial", "general"), "age_group", "80+", "case_minutes", 0.22
+  ),
 )
-_SPECS = {"null": (), "marginal": _MARGINAL, "interactions": _INTERACTIONS, "masked": (_MASKED,),
-          "confounded": (), "mixed": _MIXED}
+_SPECS = {
+  "null": (),
+  "marginal": _MARGINAL,
+  "interactions": _INTERACTIONS,
+  "masked": (_MASKED,),
+  "confounded": (),
+  "mixed": _MIXED,
+}
 
 # Raw root gaps of `confounded` with |z| > 5 at 20000 rows in each of seeds 0-19, and the
 # adjusters that explain them.
 _CONFOUNDERS = tuple(
-    {"protected": "race", "group": "Black", "measure": m, "explained_by": ("procedure",)}
-    for m in ("case_minutes", "turnover_minutes", "pacu_minutes", "length_of_stay",
-              "ponv_prophylaxis", "opioid_mme")) + tuple(
-    {"protected": "age_group", "group": g, "measure": m, "explained_by": ADJUSTERS}
-    for g, measures in (("80+", ("pacu_minutes", "length_of_stay", "complication")),
-                        ("18-44", ("pacu_minutes", "length_of_stay")))
-    for m in measures)
+  {"protected": "race", "group": "Black", "measure": m, "explained_by": ("procedure",)}
+  for m in ("case_minutes", "turnover_minutes", "pacu_minutes", "length_of_stay", "ponv_prophylaxis", "opioid_mme")
+) + tuple(
+  {"protected": "age_group", "group": g, "measure": m, "explained_by": ADJUSTERS}
+  for g, measures in (
+    ("80+", ("pacu_minutes", "length_of_stay", "complication")),
+    ("18-44", ("pacu_minutes", "length_of_stay")),
+  )
+  for m in measures
+)
 
 
 def confounders(scenario: str) -> list[dict]:
@@ -307,12 +478,18 @@ def confounders(scenario: str) -> list[dict]:
 
 def make_schema() -> Schema:
   """The schema of every generated table (log scale fixed for the durations and doses)."""
-  return Schema(dimensions=DIMENSIONS, protected=PROTECTED, measures=MEASURES, adjusters=ADJUSTERS,
-                log_scale={m: True for m in LOG_MEASURES})
+  return Schema(
+    dimensions=DIMENSIONS,
+    protected=PROTECTED,
+    measures=MEASURES,
+    adjusters=ADJUSTERS,
+    log_scale=dict.fromkeys(LOG_MEASURES, True),
+  )
 
 
-def make_cases(scenario: str, seed: int, n_rows: int = 20000, *,
-               effect_scale: float = 1.0) -> tuple[pd.DataFrame, Schema, list[PlantedEffect]]:
+def make_cases(
+  scenario: str, seed: int, n_rows: int = 20000, *, effect_scale: float = 1.0
+) -> tuple[pd.DataFrame, Schema, list[PlantedEffect]]:
   """Generates a case table with planted disparities.
 
   Args:
@@ -355,9 +532,11 @@ def make_cases(scenario: str, seed: int, n_rows: int = 20000, *,
     frame = _frame(cols, _measures(rng, cols, present, truth))
     if all(_masked_quiet(frame, m) for m in masked):
       return frame, make_schema(), truth
-  raise ValueError(f"scenario {scenario!r}: no masked checkerboard with a group row in every cell and "
-                   f"quiet marginals within {attempts} regenerations at n_rows={n_rows}; "
-                   "use more rows")
+  raise ValueError(
+    f"scenario {scenario!r}: no masked checkerboard with a group row in every cell and "
+    f"quiet marginals within {attempts} regenerations at n_rows={n_rows}; "
+    "use more rows"
+  )
 
 
 def _check_scenario(scenario: str) -> None:
@@ -375,7 +554,7 @@ def _categorical(rng, probs: np.ndarray) -> np.ndarray:
 def _site_procedure_joint() -> np.ndarray:
   """P(site, procedure) [S, P]: each site's size times its case mix."""
   share = np.array([p.share for p in _PROCEDURES])
-  mix = np.array([[m.get(p, 1.) for p in _PROC_NAMES] for m in _SITE_MIX]) * share
+  mix = np.array([[m.get(p, 1.0) for p in _PROC_NAMES] for m in _SITE_MIX]) * share
   return np.array(_SITE_SIZE)[:, None] * mix / mix.sum(axis=1, keepdims=True)
 
 
@@ -393,7 +572,7 @@ def _case_mix(rng, n: int, *, confounded: bool) -> dict[str, np.ndarray]:
   joint = _site_procedure_joint()
   proc_p = np.tile(joint.sum(axis=0), (n, 1))
   if confounded:
-    tilt = np.array([_CONFOUNDED_PROCEDURE_TILT.get(p, 1.) for p in _PROC_NAMES])
+    tilt = np.array([_CONFOUNDED_PROCEDURE_TILT.get(p, 1.0) for p in _PROC_NAMES])
     black = c["race"] == _RACES.index("Black")
     proc_p[black] *= tilt
   c["procedure"] = _categorical(rng, proc_p / proc_p.sum(axis=1, keepdims=True))
@@ -401,17 +580,20 @@ def _case_mix(rng, n: int, *, confounded: bool) -> dict[str, np.ndarray]:
   c["site"] = _categorical(rng, site_given_proc[c["procedure"]])
   urgency_p = np.array([p.urgency for p in _PROCEDURES])[c["procedure"]]
   asc = c["site"] == _SITES.index("ambulatory_surgery_center")
-  urgency_p[asc] = (1., 0., 0.)
+  urgency_p[asc] = (1.0, 0.0, 0.0)
   c["urgency"] = _categorical(rng, urgency_p)
-  latent = (np.array([p.asa_shift for p in _PROCEDURES])[c["procedure"]]
-            + np.array(_URGENCY_ASA)[c["urgency"]] + rng.standard_normal(n))
+  latent = (
+    np.array([p.asa_shift for p in _PROCEDURES])[c["procedure"]]
+    + np.array(_URGENCY_ASA)[c["urgency"]]
+    + rng.standard_normal(n)
+  )
   if confounded:
     latent += np.array(_CONFOUNDED_AGE_ASA)[c["age_group"]]
   c["asa"] = np.searchsorted(np.array(_ASA_CUTS), latent) + 1  # 1..4
   c["anesthesia"] = _categorical(rng, np.array([p.anesthesia for p in _PROCEDURES])[c["procedure"]])
   c["weekday"] = rng.choice(len(_WEEKDAYS), size=n, p=_WEEKDAY_P)
   long_case = np.array([p.minutes >= 60 for p in _PROCEDURES])[c["procedure"]]
-  first_p = np.array([.32, .08, .03])[c["urgency"]] * np.where(long_case, 1., .6)
+  first_p = np.array([0.32, 0.08, 0.03])[c["urgency"]] * np.where(long_case, 1.0, 0.6)
   c["first_case"] = rng.random(n) < first_p
   c["surgeon"], c["surgeon_effect"] = _surgeons(rng, c["site"], c["procedure"])
   c["labels"] = _labels(rng, c)
@@ -432,14 +614,14 @@ def _surgeons(rng, site: np.ndarray, procedure: np.ndarray):
   pools = np.where(volume > 0, np.maximum(1, np.rint(volume * _N_SURGEONS)), 0).astype(int)
   first_id = np.concatenate([[0], np.cumsum(pools.ravel())[:-1]]).reshape(pools.shape)
   n_total = int(pools.sum())
-  effects = np.stack([rng.normal(0., .10, n_total), rng.normal(0., .20, n_total)], axis=1)
+  effects = np.stack([rng.normal(0.0, 0.10, n_total), rng.normal(0.0, 0.20, n_total)], axis=1)
   line = line_of_proc[procedure]
   size = pools[site, line]
   # Within a pool, volumes fall off as 1 / rank^0.8.
   u = rng.random(len(site))
   rank = np.zeros(len(site), dtype=int)
   for k in np.unique(size):
-    w = np.cumsum(1. / np.arange(1, k + 1) ** .8)
+    w = np.cumsum(1.0 / np.arange(1, k + 1) ** 0.8)
     rows = size == k
     rank[rows] = np.minimum(np.searchsorted(w / w[-1], u[rows], side="right"), k - 1)
   ids = first_id[site, line] + rank
@@ -457,21 +639,21 @@ def _labels(rng, c) -> dict[str, np.ndarray]:
   """Recorded string columns (with missing values) from the true codes."""
   lines = np.array([p.service_line for p in _PROCEDURES], dtype=object)
   out = {
-      "procedure": np.array(_PROC_NAMES, dtype=object)[c["procedure"]],
-      "service_line": lines[c["procedure"]],
-      "site": np.array(_SITES, dtype=object)[c["site"]],
-      "surgeon": c["surgeon"],
-      "asa_class": np.array(["1", "2", "3", "4"], dtype=object)[c["asa"] - 1],
-      "urgency": np.array(_URGENCY, dtype=object)[c["urgency"]],
-      "anesthesia_type": np.array(_ANESTHESIA, dtype=object)[c["anesthesia"]],
-      "weekday": np.array(_WEEKDAYS, dtype=object)[c["weekday"]],
-      "first_case": np.where(c["first_case"], "yes", "no").astype(object),
-      "race": np.array(_RACES, dtype=object)[c["race"]],
-      "ethnicity": np.where(c["hispanic"], "Hispanic", "Not Hispanic").astype(object),
-      "sex": np.array(_SEXES, dtype=object)[c["sex"]],
-      "age_group": np.array(_AGE_GROUPS, dtype=object)[c["age_group"]],
-      "payer": np.array(_PAYERS, dtype=object)[c["payer"]],
-      "language": np.array(_LANGUAGES, dtype=object)[c["language"]],
+    "procedure": np.array(_PROC_NAMES, dtype=object)[c["procedure"]],
+    "service_line": lines[c["procedure"]],
+    "site": np.array(_SITES, dtype=object)[c["site"]],
+    "surgeon": c["surgeon"],
+    "asa_class": np.array(["1", "2", "3", "4"], dtype=object)[c["asa"] - 1],
+    "urgency": np.array(_URGENCY, dtype=object)[c["urgency"]],
+    "anesthesia_type": np.array(_ANESTHESIA, dtype=object)[c["anesthesia"]],
+    "weekday": np.array(_WEEKDAYS, dtype=object)[c["weekday"]],
+    "first_case": np.where(c["first_case"], "yes", "no").astype(object),
+    "race": np.array(_RACES, dtype=object)[c["race"]],
+    "ethnicity": np.where(c["hispanic"], "Hispanic", "Not Hispanic").astype(object),
+    "sex": np.array(_SEXES, dtype=object)[c["sex"]],
+    "age_group": np.array(_AGE_GROUPS, dtype=object)[c["age_group"]],
+    "payer": np.array(_PAYERS, dtype=object)[c["payer"]],
+    "language": np.array(_LANGUAGES, dtype=object)[c["language"]],
   }
   for name, fraction in _MISSING_CATEGORICAL.items():
     out[name] = _with_missing(rng, out[name], fraction)
@@ -531,56 +713,74 @@ def _resolve_effects(specs, c, present, scale: float) -> list[PlantedEffect] | N
       return None
     x = spec.effect * scale * float(np.mean(counts))
     for (cohort, sign), count in zip(cells, counts):
-      truth.append(PlantedEffect(cohort=cohort, protected=spec.protected, group=spec.group,
-                                 measure=spec.measure, effect=sign * x / count))
+      truth.append(
+        PlantedEffect(
+          cohort=cohort, protected=spec.protected, group=spec.group, measure=spec.measure, effect=sign * x / count
+        )
+      )
   return truth
 
 
 def _logistic(x):
-  return 1. / (1. + np.exp(-x))
+  return 1.0 / (1.0 + np.exp(-x))
 
 
 def _logit(p):
-  return np.log(p / (1. - p))
+  return np.log(p / (1.0 - p))
 
 
 def _measures(rng, c, present, truth: Sequence[PlantedEffect]) -> dict[str, np.ndarray]:
   """Draws every measure, applying the planted effects; NaN where absent."""
   n = len(c["procedure"])
-  proc = {f.name: np.array([getattr(p, f.name) for p in _PROCEDURES])[c["procedure"]]
-          for f in dataclasses.fields(_Procedure) if f.name not in ("name", "service_line",
-                                                                   "urgency", "anesthesia")}
-  asa = c["asa"] - 2.
+  proc = {
+    f.name: np.array([getattr(p, f.name) for p in _PROCEDURES])[c["procedure"]]
+    for f in dataclasses.fields(_Procedure)
+    if f.name not in ("name", "service_line", "urgency", "anesthesia")
+  }
+  asa = c["asa"] - 2.0
   urg = c["urgency"]
   site = c["site"]
   surgeon_minutes, surgeon_logit = c["surgeon_effect"][:, 0], c["surgeon_effect"][:, 1]
   line = np.array([p.service_line for p in _PROCEDURES])[c["procedure"]]
   log = {
-      "case_minutes": (np.log(proc["minutes"]) + np.array(_SITE_MINUTES)[site] + surgeon_minutes
-                       + .04 * asa + np.array([0., .05, .12])[urg]
-                       + .05 * (c["anesthesia"] == 0) + proc["minutes_sigma"] * rng.standard_normal(n)),
-      "turnover_minutes": (np.log(np.array(_SITE_TURNOVER)[site])
-                           + np.array([_SERVICE_TURNOVER.get(s, 0.) for s in line])
-                           + .45 * rng.standard_normal(n)),
-      "pacu_minutes": (np.log(np.array(_ANESTHESIA_PACU)[c["anesthesia"]]) + .12 * asa
-                       - .15 * (site == _SITES.index("ambulatory_surgery_center"))
-                       + .45 * rng.standard_normal(n)),
-      "opioid_mme": (np.log(proc["mme"]) + np.array(_ANESTHESIA_MME)[c["anesthesia"]]
-                     + .55 * rng.standard_normal(n)),
-      "first_case_delay_minutes": (np.log(7.) + np.array(_SITE_DELAY)[site]
-                                   + .2 * (c["weekday"] == 0) + .8 * rng.standard_normal(n)),
+    "case_minutes": (
+      np.log(proc["minutes"])
+      + np.array(_SITE_MINUTES)[site]
+      + surgeon_minutes
+      + 0.04 * asa
+      + np.array([0.0, 0.05, 0.12])[urg]
+      + 0.05 * (c["anesthesia"] == 0)
+      + proc["minutes_sigma"] * rng.standard_normal(n)
+    ),
+    "turnover_minutes": (
+      np.log(np.array(_SITE_TURNOVER)[site])
+      + np.array([_SERVICE_TURNOVER.get(s, 0.0) for s in line])
+      + 0.45 * rng.standard_normal(n)
+    ),
+    "pacu_minutes": (
+      np.log(np.array(_ANESTHESIA_PACU)[c["anesthesia"]])
+      + 0.12 * asa
+      - 0.15 * (site == _SITES.index("ambulatory_surgery_center"))
+      + 0.45 * rng.standard_normal(n)
+    ),
+    "opioid_mme": (np.log(proc["mme"]) + np.array(_ANESTHESIA_MME)[c["anesthesia"]] + 0.55 * rng.standard_normal(n)),
+    "first_case_delay_minutes": (
+      np.log(7.0) + np.array(_SITE_DELAY)[site] + 0.2 * (c["weekday"] == 0) + 0.8 * rng.standard_normal(n)
+    ),
   }
-  p_complication = _logistic(_logit(proc["complication"]) + .75 * asa
-                             + np.array(_URGENCY_LOGIT)[urg] + surgeon_logit)
+  p_complication = _logistic(_logit(proc["complication"]) + 0.75 * asa + np.array(_URGENCY_LOGIT)[urg] + surgeon_logit)
   complication = rng.random(n) < p_complication
-  log["length_of_stay"] = (np.log(proc["los_days"]) + .25 * asa + np.array(_URGENCY_LOS)[urg]
-                           + .6 * complication + .45 * rng.standard_normal(n))
+  log["length_of_stay"] = (
+    np.log(proc["los_days"])
+    + 0.25 * asa
+    + np.array(_URGENCY_LOS)[urg]
+    + 0.6 * complication
+    + 0.45 * rng.standard_normal(n)
+  )
   prob = {
-      "complication": p_complication,
-      "readmit_30d": _logistic(_logit(proc["readmit"]) + .25 * asa + .2 * (urg > 0)
-                               + 1.2 * complication),
-      "ponv_prophylaxis": _logistic(np.array(_ANESTHESIA_PONV)[c["anesthesia"]]
-                                    + np.array(_SITE_PONV)[site]),
+    "complication": p_complication,
+    "readmit_30d": _logistic(_logit(proc["readmit"]) + 0.25 * asa + 0.2 * (urg > 0) + 1.2 * complication),
+    "ponv_prophylaxis": _logistic(np.array(_ANESTHESIA_PONV)[c["anesthesia"]] + np.array(_SITE_PONV)[site]),
   }
   events = {"complication": complication}
   events["readmit_30d"] = rng.random(n) < prob["readmit_30d"]
@@ -591,19 +791,19 @@ def _measures(rng, c, present, truth: Sequence[PlantedEffect]) -> dict[str, np.n
   out = {}
   for k, m in enumerate(BINARY_MEASURES):
     p, d, ev = prob[m], shift[m], events[m].copy()
-    up = (d > 0) & ~ev & (flip_u[k] < d / np.maximum(1. - p, 1e-12))
+    up = (d > 0) & ~ev & (flip_u[k] < d / np.maximum(1.0 - p, 1e-12))
     down = (d < 0) & ev & (flip_u[k] < -d / np.maximum(p, 1e-12))
     ev[up] = True
     ev[down] = False
     out[m] = ev.astype(float)
   for m, value in log.items():
     out[m] = np.exp(value + shift[m])
-  out["case_minutes"] = np.maximum(np.rint(out["case_minutes"]), 5.)
-  out["turnover_minutes"] = np.maximum(np.rint(out["turnover_minutes"]), 5.)
-  out["pacu_minutes"] = np.maximum(np.rint(out["pacu_minutes"]), 5.)
-  out["length_of_stay"] = np.maximum(np.rint(24. * out["length_of_stay"]), 1.) / 24.
-  out["opioid_mme"] = np.maximum(np.round(out["opioid_mme"], 1), .5)
-  out["first_case_delay_minutes"] = np.maximum(np.rint(out["first_case_delay_minutes"]), 1.)
+  out["case_minutes"] = np.maximum(np.rint(out["case_minutes"]), 5.0)
+  out["turnover_minutes"] = np.maximum(np.rint(out["turnover_minutes"]), 5.0)
+  out["pacu_minutes"] = np.maximum(np.rint(out["pacu_minutes"]), 5.0)
+  out["length_of_stay"] = np.maximum(np.rint(24.0 * out["length_of_stay"]), 1.0) / 24.0
+  out["opioid_mme"] = np.maximum(np.round(out["opioid_mme"], 1), 0.5)
+  out["first_case_delay_minutes"] = np.maximum(np.rint(out["first_case_delay_minutes"]), 1.0)
   for m in MEASURES:
     out[m] = np.where(present[m], out[m], np.nan)
   return out
@@ -615,8 +815,14 @@ def _frame(c, measures) -> pd.DataFrame:
   return pd.DataFrame(data)
 
 
-def planted_difference(frame: pd.DataFrame, truth: Sequence[PlantedEffect], cohort: Mapping[str, str],
-                       protected: str, group: str, measure: str) -> float:
+def planted_difference(
+  frame: pd.DataFrame,
+  truth: Sequence[PlantedEffect],
+  cohort: Mapping[str, str],
+  protected: str,
+  group: str,
+  measure: str,
+) -> float:
   """Group-minus-rest difference that the planted effects alone make in a cohort.
 
   The mean planted shift (test scale: log for log-scale measures, probability
@@ -639,7 +845,7 @@ def planted_difference(frame: pd.DataFrame, truth: Sequence[PlantedEffect], coho
   shift = _planted_shift(frame, truth, measure)[rows]
   in_group = np.asarray(frame[protected] == group, dtype=bool)[rows]
   if in_group.all() or not in_group.any():
-    return 0.
+    return 0.0
   return float(shift[in_group].mean() - shift[~in_group].mean())
 
 
@@ -653,12 +859,12 @@ def _group_z(values: np.ndarray, group: np.ndarray, *, binary: bool) -> float:
   ok = ~np.isnan(values)
   a, b = values[ok & group], values[ok & ~group]
   if len(a) < 2 or len(b) < 2:
-    return 0.
+    return 0.0
   if binary:
     se2 = a.mean() * (1 - a.mean()) / len(a) + b.mean() * (1 - b.mean()) / len(b)
   else:
     se2 = a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
-  return float((a.mean() - b.mean()) / np.sqrt(se2)) if se2 > 0 else 0.
+  return float((a.mean() - b.mean()) / np.sqrt(se2)) if se2 > 0 else 0.0
 
 
 def _test_values(frame: pd.DataFrame, measure: str) -> np.ndarray:
@@ -674,5 +880,4 @@ def _masked_quiet(frame: pd.DataFrame, spec: _Masked) -> bool:
   cohorts += [(frame[spec.dim_a] == v).to_numpy() for v in spec.values_a]
   cohorts += [(frame[spec.dim_b] == v).to_numpy() for v in spec.values_b]
   binary = spec.measure in BINARY_MEASURES
-  return all(abs(_group_z(values[rows], group[rows], binary=binary)) < MASKED_MARGINAL_Z
-             for rows in cohorts)
+  return all(abs(_group_z(values[rows], group[rows], binary=binary)) < MASKED_MARGINAL_Z for rows in cohorts)

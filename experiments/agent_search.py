@@ -52,8 +52,14 @@ def load_agent(directory: str) -> Agent:
   _, num_f, width = env["observation_shape"]
   task = (meta.get("extra") or {}).get("task") or {}
   horizon = int(task.get("horizon", config.max_episode_steps))
-  return Agent(params=params, config=config, num_filters=int(num_f), num_values=int(width) - 1,
-               horizon=horizon, directory=str(directory))
+  return Agent(
+    params=params,
+    config=config,
+    num_filters=int(num_f),
+    num_values=int(width) - 1,
+    horizon=horizon,
+    directory=str(directory),
+  )
 
 
 def agent_space(agent: Agent, space: Space):
@@ -61,13 +67,19 @@ def agent_space(agent: Agent, space: Space):
   own = cube_env.EnvShape.of(space.cube)
   if own.num_filters > agent.num_filters or own.num_values > agent.num_values:
     raise ValueError(
-        f"the agent in {agent.directory!r} was trained on a grid of {agent.num_filters} filter columns x "
-        f"{agent.num_values} categories; this table needs {own.num_filters} x {own.num_values}. Use fewer "
-        "dimension/protected columns or a lower --max-categories, or train an agent on a wider task")
-  shape = dataclasses.replace(bucketed_shape(space.cube), num_filters=agent.num_filters,
-                              num_values=agent.num_values)
-  env, params = cube_env.make_env(space.cube, max_depth=space.max_depth, horizon=agent.horizon,
-                                  min_group=space.min_group, z_screen=space.z_screen, shape=shape)
+      f"the agent in {agent.directory!r} was trained on a grid of {agent.num_filters} filter columns x "
+      f"{agent.num_values} categories; this table needs {own.num_filters} x {own.num_values}. Use fewer "
+      "dimension/protected columns or a lower --max-categories, or train an agent on a wider task"
+    )
+  shape = dataclasses.replace(bucketed_shape(space.cube), num_filters=agent.num_filters, num_values=agent.num_values)
+  env, params = cube_env.make_env(
+    space.cube,
+    max_depth=space.max_depth,
+    horizon=agent.horizon,
+    min_group=space.min_group,
+    z_screen=space.z_screen,
+    shape=shape,
+  )
   return dataclasses.replace(env, meta=None), params
 
 
@@ -111,15 +123,19 @@ def muzero_method(directory: str):
         if not bool(mask.any()):
           break  # no legal move (the environment ends the episode)
         key, sub = jax.random.split(key)
-        out = muzero_jax.act(agent.params, jnp.asarray(obs, jnp.float32)[None], mask[None], sub,
-                             agent.config, greedy=episode == 0)
+        out = muzero_jax.act(
+          agent.params, jnp.asarray(obs, jnp.float32)[None], mask[None], sub, agent.config, greedy=episode == 0
+        )
         obs, state, _ = ledger.step(state, int(out.action[0]), env=env, params=params)
       episode += 1
       if ledger.used == used:  # the root has no legal move
         break
-    return ledger.result("muzero", note=f"agent {agent.directory}: {episode} episodes of up to {agent.horizon} "
-                                        "steps (first greedy, then with search noise, preferring moves to "
-                                        "cohorts not yet queried)")
+    return ledger.result(
+      "muzero",
+      note=f"agent {agent.directory}: {episode} episodes of up to {agent.horizon} "
+      "steps (first greedy, then with search noise, preferring moves to "
+      "cohorts not yet queried)",
+    )
 
   method.method_name = "muzero"
   return method

@@ -42,13 +42,20 @@ class Args:
 
 def one_run(df, truth, method, budget: int, args: Args, seed: int) -> dict:
   t0 = time.perf_counter()
-  run = cube_env.run_discovery(df, cube_task.TASK_SCHEMA, method=method, budget=budget, max_depth=args.max_depth,
-                               seed=seed)
+  run = cube_env.run_discovery(
+    df, cube_task.TASK_SCHEMA, method=method, budget=budget, max_depth=args.max_depth, seed=seed
+  )
   score = cube_env.truth_score(run, truth)
-  return {"queries": run.search.queries, "seconds": round(time.perf_counter() - t0, 2),
-          "candidates": len(run.findings), "confirmed": int(run.findings["confirmed"].sum()) if len(run.findings) else 0,
-          "recall": score["confirmed"]["recall"], "precision": score["confirmed"]["precision"],
-          "candidate_recall": score["candidates"]["recall"], "candidate_precision": score["candidates"]["precision"]}
+  return {
+    "queries": run.search.queries,
+    "seconds": round(time.perf_counter() - t0, 2),
+    "candidates": len(run.findings),
+    "confirmed": int(run.findings["confirmed"].sum()) if len(run.findings) else 0,
+    "recall": score["confirmed"]["recall"],
+    "precision": score["confirmed"]["precision"],
+    "candidate_recall": score["candidates"]["recall"],
+    "candidate_precision": score["candidates"]["precision"],
+  }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
       df, _, truth = synthetic.make_cases(scenario, seed, n_rows=args.n_rows)
       for name, method in methods.items():
-        for budget in ((10**7,) if name == "exhaustive" else args.budgets):
-          row = dict(scenario=scenario, seed=seed, method=name, budget=budget,
-                     **one_run(df, truth, method, budget, args, seed))
+        for budget in (10**7,) if name == "exhaustive" else args.budgets:
+          row = dict(
+            scenario=scenario, seed=seed, method=name, budget=budget, **one_run(df, truth, method, budget, args, seed)
+          )
           rows.append(row)
           line = json.dumps(row)
           print(line, flush=True)
@@ -78,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
   table = pd.DataFrame(rows)
   table["any_confirmed"] = table["confirmed"] > 0
   summary = table.groupby(["scenario", "method", "budget"]).agg(
-      queries=("queries", "mean"), recall=("recall", "mean"), precision=("precision", lambda s: np.nanmean(s)
-                                                                                      if s.notna().any() else np.nan),
-      seeds_with_findings=("any_confirmed", "mean"), seconds=("seconds", "mean"))
+    queries=("queries", "mean"),
+    recall=("recall", "mean"),
+    precision=("precision", lambda s: np.nanmean(s) if s.notna().any() else np.nan),
+    seeds_with_findings=("any_confirmed", "mean"),
+    seconds=("seconds", "mean"),
+  )
   with pd.option_context("display.width", 200):
     print(summary.to_string(float_format=lambda v: f"{v:.2f}"))
   return 0

@@ -30,11 +30,17 @@ def random_cube(num_cells: int, seed: int = 0) -> Cube:
   rows = rng.integers(1, 5, num_cells).astype(np.float32)
   x = rng.normal(0, 1, (num_cells, NUM_MEASURES)).astype(np.float32)
   stats = np.stack([rows[:, None] * np.ones_like(x), rows[:, None] * x, rows[:, None] * (x * x + 1)], -1)
-  meta = CubeMeta(filter_names=tuple(f"c{i}" for i in range(f)),
-                  categories=tuple(tuple(f"v{j}" for j in range(c)) for c in cats), n_dimensions=NUM_DIMS,
-                  measure_names=tuple(f"m{i}" for i in range(NUM_MEASURES)),
-                  is_binary=(False,) * NUM_MEASURES, is_log=(False,) * NUM_MEASURES,
-                  shift=(0.0,) * NUM_MEASURES, n_rows=int(rows.sum()), summary=())
+  meta = CubeMeta(
+    filter_names=tuple(f"c{i}" for i in range(f)),
+    categories=tuple(tuple(f"v{j}" for j in range(c)) for c in cats),
+    n_dimensions=NUM_DIMS,
+    measure_names=tuple(f"m{i}" for i in range(NUM_MEASURES)),
+    is_binary=(False,) * NUM_MEASURES,
+    is_log=(False,) * NUM_MEASURES,
+    shift=(0.0,) * NUM_MEASURES,
+    n_rows=int(rows.sum()),
+    summary=(),
+  )
   return Cube(codes=jnp.asarray(codes), rows=jnp.asarray(rows), stats=jnp.asarray(stats), meta=meta)
 
 
@@ -54,8 +60,13 @@ def bandwidth_bound(params) -> float:
   return _time(read, params, repeats=20)
 
 
-def bench_env(cells=(1_000, 10_000, 100_000, 200_000), batches=(1, 64, 1024), methods=("segment", "matmul"),
-              max_work: float = 3e6, horizon: int = 32):
+def bench_env(
+  cells=(1_000, 10_000, 100_000, 200_000),
+  batches=(1, 64, 1024),
+  methods=("segment", "matmul"),
+  max_work: float = 3e6,
+  horizon: int = 32,
+):
   """Yields one dict per (method, cells, batch): steps/s, compile s, bound and ratio.
 
   `max_work` caps cells x batch on this machine (larger configurations are
@@ -69,8 +80,15 @@ def bench_env(cells=(1_000, 10_000, 100_000, 200_000), batches=(1, 64, 1024), me
       bound = bandwidth_bound(params)
       nbytes = sum(x.size * x.dtype.itemsize for x in (params.codes, params.rows, params.stats))
       for b in batches:
-        row = dict(bench="env", method=method, cells=n, batch=b, device=device.device_kind,
-                   platform=device.platform, cube_bytes=int(nbytes))
+        row = dict(
+          bench="env",
+          method=method,
+          cells=n,
+          batch=b,
+          device=device.device_kind,
+          platform=device.platform,
+          cube_bytes=int(nbytes),
+        )
         if n * b > max_work:
           yield dict(row, skipped=f"cells x batch > {max_work:g} on this machine")
           continue
@@ -87,8 +105,14 @@ def bench_env(cells=(1_000, 10_000, 100_000, 200_000), batches=(1, 64, 1024), me
         except jax.errors.JaxRuntimeError as err:  # out of device memory: report it, go on with the rest
           yield dict(row, error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
           continue
-        yield dict(row, steps_per_s=b / per_step, step_s=per_step, compile_s=compile_s, bound_s=bound * b,
-                   ratio_to_bound=per_step / (bound * b))
+        yield dict(
+          row,
+          steps_per_s=b / per_step,
+          step_s=per_step,
+          compile_s=compile_s,
+          bound_s=bound * b,
+          ratio_to_bound=per_step / (bound * b),
+        )
 
 
 def linearity(rows: list[dict]) -> list[dict]:
@@ -101,8 +125,7 @@ def linearity(rows: list[dict]) -> list[dict]:
   for (method, b), pts in sorted(keyed.items()):
     if len(pts) >= 2:
       x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-      out.append(dict(bench="env_scaling", method=method, batch=b, slope=float(np.polyfit(x, y, 1)[0]),
-                      points=len(pts)))
+      out.append(
+        dict(bench="env_scaling", method=method, batch=b, slope=float(np.polyfit(x, y, 1)[0]), points=len(pts))
+      )
   return out
-
-

@@ -101,7 +101,7 @@ class DisparityQF:
   run time so that this module imports without pysubgroup.
   """
 
-  def __init__(self, cells: "CellData", measure: int, ledger: CohortLedger, *, depth: int):
+  def __init__(self, cells: CellData, measure: int, ledger: CohortLedger, *, depth: int):
     self.cells, self.measure, self.ledger, self.depth = cells, measure, ledger, depth
     self.has_constant_statistics = False
     self.required_stat_attrs = QStats._fields
@@ -153,16 +153,21 @@ class CellData:
     self.min_cohort = float(space.params.min_cohort)
     self.names = list(meta.filter_names)
     self.num_dims = meta.n_dimensions
-    self.frame = pd.DataFrame({name: pd.Categorical.from_codes(self.codes[:, f], meta.categories[f])
-                               for f, name in enumerate(self.names)}).astype(str)
+    self.frame = pd.DataFrame(
+      {name: pd.Categorical.from_codes(self.codes[:, f], meta.categories[f]) for f, name in enumerate(self.names)}
+    ).astype(str)
     self._masks: dict[tuple, np.ndarray] = {}
     self._cohorts: dict[tuple, tuple[np.ndarray, float]] = {}
     self._selectors: dict = {}
 
   def selectors(self, ps) -> list:
     """Equality selectors, dimensions first, then protected columns, values in code order."""
-    return [ps.EqualitySelector(name, label) for f, name in enumerate(self.names)
-            for label in self.meta.categories[f] if (self.codes[:, f] == self.meta.categories[f].index(label)).any()]
+    return [
+      ps.EqualitySelector(name, label)
+      for f, name in enumerate(self.names)
+      for label in self.meta.categories[f]
+      if (self.codes[:, f] == self.meta.categories[f].index(label)).any()
+    ]
 
   def split(self, sels) -> tuple[tuple, tuple]:
     """(dimension items, protected items), each item (column index, code), sorted."""
@@ -219,7 +224,7 @@ class CellData:
     if se2 <= 0:
       return 0.0
     t = abs(mu1 - mu0) / np.sqrt(se2)
-    df = se2 ** 2 / ((v1 / n1) ** 2 / (n1 - 1) + (v0 / n0) ** 2 / (n0 - 1))
+    df = se2**2 / ((v1 / n1) ** 2 / (n1 - 1) + (v0 / n0) ** 2 / (n0 - 1))
     p_half = special.stdtr(df, -t)
     return float(-special.ndtri(p_half)) if p_half > 1e-300 else float(np.sqrt(df * np.log1p(t * t / df)))
 
@@ -249,22 +254,39 @@ def pysubgroup_method(algorithm: str = "beam", *, width: int = 20):
       qf = qf_class(cells, m, ledger, depth=space.max_depth + 1)
       target = ps.NumericTarget(cells.meta.measure_names[m])
       if algorithm == "beam":
-        task = ps.SubgroupDiscoveryTask(cells.frame, target, selectors, qf, result_set_size=width,
-                                        depth=space.max_depth + 1, min_quality=0.0)
+        task = ps.SubgroupDiscoveryTask(
+          cells.frame, target, selectors, qf, result_set_size=width, depth=space.max_depth + 1, min_quality=0.0
+        )
         result = ps.BeamSearch(beam_width=width).execute(task)
       else:
-        task = ps.SubgroupDiscoveryTask(cells.frame, target, selectors, qf, result_set_size=10 ** 9,
-                                        depth=space.max_depth + 1, min_quality=space.z_screen)
+        task = ps.SubgroupDiscoveryTask(
+          cells.frame,
+          target,
+          selectors,
+          qf,
+          result_set_size=10**9,
+          depth=space.max_depth + 1,
+          min_quality=space.z_screen,
+        )
         result = ps.DFS().execute(task)
       for quality, sg, _ in result.results:
         dims, prot = cells.split(sg.selectors)
         if len(prot) == 1 and np.isfinite(quality):
           reported.append((cells.key(dims), prot[0], m))
     candidates = _candidates(space, cells, reported, ledger)
-    return _result(space, f"pysubgroup-{algorithm}", budget, ledger, candidates, time.perf_counter() - t0,
-                   note=(f"pysubgroup {metadata.version('pysubgroup')} "
-                         f"{'BeamSearch width %d' % width if algorithm == 'beam' else 'DFS'}; "
-                         f"{ledger.evaluations} subgroup qualities over {ledger.used} cohorts"))
+    return _result(
+      space,
+      f"pysubgroup-{algorithm}",
+      budget,
+      ledger,
+      candidates,
+      time.perf_counter() - t0,
+      note=(
+        f"pysubgroup {metadata.version('pysubgroup')} "
+        f"{'BeamSearch width %d' % width if algorithm == 'beam' else 'DFS'}; "
+        f"{ledger.evaluations} subgroup qualities over {ledger.used} cohorts"
+      ),
+    )
 
   method.method_name = f"pysubgroup-{algorithm}"
   return method
@@ -276,29 +298,54 @@ def _candidates(space: Space, cells: CellData, reported: list, ledger: CohortLed
   if not keys:
     return pd.DataFrame(columns=list(cohorts.COLUMNS) + ["query", "path"])
   index = {k: i for i, k in enumerate(keys)}
-  table = cohorts.cohort_table(space.cube, np.asarray(keys, np.int32), min_group=space.min_group,
-                               z_screen=space.z_screen, max_depth=space.max_depth, only_new=True)
+  table = cohorts.cohort_table(
+    space.cube,
+    np.asarray(keys, np.int32),
+    min_group=space.min_group,
+    z_screen=space.z_screen,
+    max_depth=space.max_depth,
+    only_new=True,
+  )
   meta = cells.meta
   wanted = set()
   for k, (f, code), m in reported:
     if k in index:
       wanted.add((index[k], meta.filter_names[f], meta.categories[f][code], meta.measure_names[m]))
-  keep = [(r.cohort_index, r.protected, r.group, r.measure) in wanted or
-          (r.cohort_index, r.protected, str(r.reference), r.measure) in wanted for r in table.itertuples()]
+  keep = [
+    (r.cohort_index, r.protected, r.group, r.measure) in wanted
+    or (r.cohort_index, r.protected, str(r.reference), r.measure) in wanted
+    for r in table.itertuples()
+  ]
   cand = table[np.asarray(keep, bool)].copy() if len(table) else table
   cand["query"] = [ledger.order.get(keys[i], -1) for i in cand["cohort_index"]]
   cand["path"] = cand["cohort"]
   return cand.drop(columns=["cohort_index"]).reset_index(drop=True)
 
 
-def _result(space: Space, name: str, budget: int, ledger: CohortLedger, cand: pd.DataFrame, seconds: float,
-            note: str) -> SearchResult:
+def _result(
+  space: Space, name: str, budget: int, ledger: CohortLedger, cand: pd.DataFrame, seconds: float, note: str
+) -> SearchResult:
   meta = space.cube.meta
   keys = sorted(ledger.order, key=ledger.order.get)
   filt = [codes_to_filters(meta, np.asarray(k)) for k in keys]
   hits = collections.Counter(cand["query"]) if len(cand) else collections.Counter()
-  visits = pd.DataFrame({"query": np.arange(len(keys), dtype=int), "cohort": [cohort_label(f) for f in filt],
-                         "depth": [len(f) for f in filt], "parent": -1,
-                         "n_new": [hits.get(i, 0) for i in range(len(keys))], "filters": filt})
-  return SearchResult(method=name, budget=budget, queries=ledger.used, seconds=seconds, visits=visits,
-                      candidates=cand, z_screen=space.z_screen, note=note)
+  visits = pd.DataFrame(
+    {
+      "query": np.arange(len(keys), dtype=int),
+      "cohort": [cohort_label(f) for f in filt],
+      "depth": [len(f) for f in filt],
+      "parent": -1,
+      "n_new": [hits.get(i, 0) for i in range(len(keys))],
+      "filters": filt,
+    }
+  )
+  return SearchResult(
+    method=name,
+    budget=budget,
+    queries=ledger.used,
+    seconds=seconds,
+    visits=visits,
+    candidates=cand,
+    z_screen=space.z_screen,
+    note=note,
+  )

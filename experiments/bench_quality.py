@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -62,12 +62,25 @@ class Suite:
 
 
 SUITES = {
-    "tiny": Suite(name="tiny", scenarios=("mixed", "null"), n_rows=1200, fractions=(0.05, 1.0),
-                  methods=("exhaustive", "random", "beam", "pysubgroup-beam"), max_depth=2),
-    # quick: about 14 minutes on 2 cores with 2 workers (every walker's read-off run at 100% dominates)
-    "quick": Suite(name="quick", seeds=2, n_rows=2500, large_seeds=1),
-    "full": Suite(name="full", seeds=5, n_rows=20000, fractions=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
-                  large_rows=50000, large_max_categories=32, large_budgets=(200, 1000, 5000, 20000)),
+  "tiny": Suite(
+    name="tiny",
+    scenarios=("mixed", "null"),
+    n_rows=1200,
+    fractions=(0.05, 1.0),
+    methods=("exhaustive", "random", "beam", "pysubgroup-beam"),
+    max_depth=2,
+  ),
+  # quick: about 14 minutes on 2 cores with 2 workers (every walker's read-off run at 100% dominates)
+  "quick": Suite(name="quick", seeds=2, n_rows=2500, large_seeds=1),
+  "full": Suite(
+    name="full",
+    seeds=5,
+    n_rows=20000,
+    fractions=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+    large_rows=50000,
+    large_max_categories=32,
+    large_budgets=(200, 1000, 5000, 20000),
+  ),
 }
 
 
@@ -77,8 +90,10 @@ def check_seed_split() -> None:
 
   most = max(p["task"]["num_train_cubes"] for p in PRESETS.values())
   if cube_task.TRAIN_SEED_BASE + most > cube_task.EVAL_SEED_BASE:
-    raise RuntimeError(f"training seeds {cube_task.TRAIN_SEED_BASE}..{cube_task.TRAIN_SEED_BASE + most - 1} "
-                       f"reach the evaluation seeds from {cube_task.EVAL_SEED_BASE}")
+    raise RuntimeError(
+      f"training seeds {cube_task.TRAIN_SEED_BASE}..{cube_task.TRAIN_SEED_BASE + most - 1} "
+      f"reach the evaluation seeds from {cube_task.EVAL_SEED_BASE}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +115,16 @@ def make_case(scenario: str, index: int, suite: Suite) -> Case:
   large = scenario == "large"
   n_rows = suite.large_rows if large else suite.n_rows
   scale = max(1.0, (20000 / (n_rows / 2)) ** 0.5)
-  df, full_schema, truth = synthetic.make_cases("mixed" if large else scenario, seed, n_rows=n_rows,
-                                                effect_scale=scale)
-  return Case(scenario=scenario, seed=seed, df=df, schema=full_schema if large else cube_task.TASK_SCHEMA,
-              truth=list(truth), adjust=synthetic.ADJUSTERS if scenario == "confounded" else (),
-              max_categories=suite.large_max_categories if large else 12)
+  df, full_schema, truth = synthetic.make_cases("mixed" if large else scenario, seed, n_rows=n_rows, effect_scale=scale)
+  return Case(
+    scenario=scenario,
+    seed=seed,
+    df=df,
+    schema=full_schema if large else cube_task.TASK_SCHEMA,
+    truth=list(truth),
+    adjust=synthetic.ADJUSTERS if scenario == "confounded" else (),
+    max_categories=suite.large_max_categories if large else 12,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,21 +138,35 @@ class Prepared:
 
 
 def prepare(case: Case, *, max_depth: int) -> Prepared:
-  config = DiscoveryConfig(method="exhaustive", max_depth=max_depth, seed=case.seed, adjust=case.adjust,
-                           max_categories=case.max_categories)
-  halves = holdout.split_cubes(case.df, case.schema, seed=config.seed, fraction=config.explore_fraction,
-                               adjusters=config.adjust, max_categories=config.max_categories)
-  space = make_space(halves.explore, max_depth=config.max_depth, min_group=config.min_group,
-                     z_screen=config.z_screen)
+  config = DiscoveryConfig(
+    method="exhaustive", max_depth=max_depth, seed=case.seed, adjust=case.adjust, max_categories=case.max_categories
+  )
+  halves = holdout.split_cubes(
+    case.df,
+    case.schema,
+    seed=config.seed,
+    fraction=config.explore_fraction,
+    adjusters=config.adjust,
+    max_categories=config.max_categories,
+  )
+  space = make_space(halves.explore, max_depth=config.max_depth, min_group=config.min_group, z_screen=config.z_screen)
   return Prepared(config, halves, space, int(sum(count_cohorts(space))))
 
 
 def confirm(result: cube_env.SearchResult, prep: Prepared) -> pd.DataFrame:
   """The confirmation step of `run_discovery`, with its arguments."""
   c = prep.config
-  return cf.confirm_candidates(result.candidates, prep.halves.confirm, q=c.q, min_relative_diff=c.min_relative_diff,
-                               min_group=c.min_group, z_screen=prep.space.z_screen, max_depth=c.max_depth,
-                               raw_cube=prep.halves.confirm_raw if c.adjust else None, favorable=c.favorable)
+  return cf.confirm_candidates(
+    result.candidates,
+    prep.halves.confirm,
+    q=c.q,
+    min_relative_diff=c.min_relative_diff,
+    min_group=c.min_group,
+    z_screen=prep.space.z_screen,
+    max_depth=c.max_depth,
+    raw_cube=prep.halves.confirm_raw if c.adjust else None,
+    favorable=c.favorable,
+  )
 
 
 def budgets_for(case: Case, prep: Prepared, suite: Suite, method: str = "exhaustive") -> list[int]:
@@ -192,25 +226,42 @@ def not_applicable(name: str, fn: Callable, space: cube_env.Space) -> str | None
 
 def _score(findings: pd.DataFrame, truth: list, cube) -> dict:
   if len(findings) == 0:
-    return {"recall": 0.0 if truth else math.nan, "precision": math.nan, "n_reported": 0, "n_false": 0,
-            "recalled": []}
+    return {"recall": 0.0 if truth else math.nan, "precision": math.nan, "n_reported": 0, "n_false": 0, "recalled": []}
   s = cube_env.score_findings(findings, truth, cube=cube)
   out = {k: s[k] for k in ("recall", "precision", "n_reported", "n_false")}
   out["recalled"] = [int(i) for i in np.nonzero(s["matched"]["recalled"].to_numpy(bool))[0]]
   return out
 
 
-def run_case(case: Case, suite: Suite, fns: dict[str, Callable], *, log: Callable[[str], None] = print,
-             skip: frozenset | set = frozenset()) -> Iterator[dict]:
+def run_case(
+  case: Case,
+  suite: Suite,
+  fns: dict[str, Callable],
+  *,
+  log: Callable[[str], None] = print,
+  skip: frozenset | set = frozenset(),
+) -> Iterator[dict]:
   """One `run` row per (method, budget) on one case."""
   t0 = time.perf_counter()
   prep = prepare(case, max_depth=suite.max_depth)
-  base = dict(kind="run", suite=suite.name, scenario=case.scenario, seed=case.seed, n_rows=len(case.df),
-              explore_rows=prep.halves.explore_rows, cells=prep.halves.explore.num_cells,
-              filter_columns=len(prep.halves.explore.meta.filter_names), z_screen=prep.space.z_screen,
-              exhaustive_queries=prep.exhaustive_queries, n_truth=len(case.truth), adjusted=bool(case.adjust))
-  log(f"{case.scenario} seed {case.seed}: {base['cells']} cells, {prep.exhaustive_queries} cohorts to depth "
-      f"{suite.max_depth}, prepared in {time.perf_counter() - t0:.1f} s")
+  base = dict(
+    kind="run",
+    suite=suite.name,
+    scenario=case.scenario,
+    seed=case.seed,
+    n_rows=len(case.df),
+    explore_rows=prep.halves.explore_rows,
+    cells=prep.halves.explore.num_cells,
+    filter_columns=len(prep.halves.explore.meta.filter_names),
+    z_screen=prep.space.z_screen,
+    exhaustive_queries=prep.exhaustive_queries,
+    n_truth=len(case.truth),
+    adjusted=bool(case.adjust),
+  )
+  log(
+    f"{case.scenario} seed {case.seed}: {base['cells']} cells, {prep.exhaustive_queries} cohorts to depth "
+    f"{suite.max_depth}, prepared in {time.perf_counter() - t0:.1f} s"
+  )
   warm = set()
   for name, fn in fns.items():
     nominal = nominal_budgets(case, prep, suite, name)
@@ -225,8 +276,15 @@ def run_case(case: Case, suite: Suite, fns: dict[str, Callable], *, log: Callabl
       continue
     if why is not None:
       for budget in budgets:
-        yield dict(base, method=name, budget=budget, budget_fraction=budget / prep.exhaustive_queries,
-                   nominal_fraction=nominal[budget], applicable=False, note=why)
+        yield dict(
+          base,
+          method=name,
+          budget=budget,
+          budget_fraction=budget / prep.exhaustive_queries,
+          nominal_fraction=nominal[budget],
+          applicable=False,
+          note=why,
+        )
       continue
     if name in FULL_BUDGET:  # their search depends on the budget: one run per budget
       results = ((b, fn(prep.space, budget=b, seed=case.seed), False) for b in budgets)
@@ -243,15 +301,32 @@ def run_case(case: Case, suite: Suite, fns: dict[str, Callable], *, log: Callabl
       confirmed = findings[findings["confirmed"].astype(bool)]
       cand = _score(result.candidates, case.truth, prep.halves.explore)
       conf = _score(confirmed, case.truth, prep.halves.explore)
-      out = dict(base, method=name, budget=budget, budget_fraction=budget / prep.exhaustive_queries,
-                 nominal_fraction=nominal[budget], applicable=True, queries=int(result.queries), search_seconds=float(result.seconds),
-                 seconds=seconds, read_off=read_off, candidates=len(result.candidates),
-                 candidate_recall=cand["recall"], recall=conf["recall"], recalled=conf["recalled"],
-                 precision=conf["precision"], confirmed=len(confirmed), false_confirmed=conf["n_false"],
-                 family_wise_error=bool(conf["n_false"] > 0), note=result.note)
-      log(f"  {case.scenario}/{case.seed} {name:16s} budget {budget:6d}: {out['queries']:6d} queries, "
-          f"recall {out['recall']:.2f}, {out['confirmed']} confirmed ({out['false_confirmed']} false), "
-          f"{seconds:.1f} s")
+      out = dict(
+        base,
+        method=name,
+        budget=budget,
+        budget_fraction=budget / prep.exhaustive_queries,
+        nominal_fraction=nominal[budget],
+        applicable=True,
+        queries=int(result.queries),
+        search_seconds=float(result.seconds),
+        seconds=seconds,
+        read_off=read_off,
+        candidates=len(result.candidates),
+        candidate_recall=cand["recall"],
+        recall=conf["recall"],
+        recalled=conf["recalled"],
+        precision=conf["precision"],
+        confirmed=len(confirmed),
+        false_confirmed=conf["n_false"],
+        family_wise_error=bool(conf["n_false"] > 0),
+        note=result.note,
+      )
+      log(
+        f"  {case.scenario}/{case.seed} {name:16s} budget {budget:6d}: {out['queries']:6d} queries, "
+        f"recall {out['recall']:.2f}, {out['confirmed']} confirmed ({out['false_confirmed']} false), "
+        f"{seconds:.1f} s"
+      )
       yield out
 
 
@@ -267,8 +342,15 @@ def _one_xla_thread() -> None:
   os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 
 
-def _case_rows(scenario: str, index: int, suite: Suite, checkpoint: str | None, skip: frozenset,
-               deadline: float | None = None, spill: str | None = None) -> list[dict]:
+def _case_rows(
+  scenario: str,
+  index: int,
+  suite: Suite,
+  checkpoint: str | None,
+  skip: frozenset,
+  deadline: float | None = None,
+  spill: str | None = None,
+) -> list[dict]:
   """(started, rows) of `run_case` in a worker process (its methods are built once per process); (False, [])
   once `deadline` has passed.
 
@@ -296,14 +378,26 @@ def _case_rows(scenario: str, index: int, suite: Suite, checkpoint: str | None, 
 def case_order(suite: Suite) -> list[tuple[str, int]]:
   """(scenario, seed index) in run order: `large` first (the longest case), then seed by seed across scenarios,
   so a suite cut short by a time limit still covers every scenario."""
-  cases = [(scenario, i) for i in range(max(suite.seeds, suite.large_seeds or 0)) for scenario in suite.scenarios
-           if i < (suite.large_seeds or suite.seeds if scenario == "large" else suite.seeds)]
+  cases = [
+    (scenario, i)
+    for i in range(max(suite.seeds, suite.large_seeds or 0))
+    for scenario in suite.scenarios
+    if i < (suite.large_seeds or suite.seeds if scenario == "large" else suite.seeds)
+  ]
   return sorted(cases, key=lambda c: c[0] != "large")
 
 
-def run_suite(suite: Suite, fns: dict[str, Callable] | None, *, log: Callable[[str], None] = print,
-              skip: frozenset | set = frozenset(), workers: int = 1, checkpoint: str | None = None,
-              deadline: float | None = None, spill: str | None = None) -> Iterator[dict]:
+def run_suite(
+  suite: Suite,
+  fns: dict[str, Callable] | None,
+  *,
+  log: Callable[[str], None] = print,
+  skip: frozenset | set = frozenset(),
+  workers: int = 1,
+  checkpoint: str | None = None,
+  deadline: float | None = None,
+  spill: str | None = None,
+) -> Iterator[dict]:
   """`run_case` over the suite's scenarios and seeds; `skip` holds (scenario, seed, method, budget) already run.
 
   With `workers` > 1 the cases run in that many spawned processes (each
@@ -325,12 +419,12 @@ def run_suite(suite: Suite, fns: dict[str, Callable] | None, *, log: Callable[[s
   import concurrent.futures as cf_  # noqa: PLC0415
   import multiprocessing  # noqa: PLC0415
 
-  pool = cf_.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_one_xla_thread)
+  pool = cf_.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_xla_thread)
   not_started = 0
   try:
-    futures = [pool.submit(_case_rows, scenario, i, suite, checkpoint, frozenset(skip), deadline, spill)
-               for scenario, i in cases]
+    futures = [
+      pool.submit(_case_rows, scenario, i, suite, checkpoint, frozenset(skip), deadline, spill) for scenario, i in cases
+    ]
     for future in cf_.as_completed(futures):
       started, rows = future.result()
       not_started += not started
@@ -352,21 +446,39 @@ def summarize(rows: list[dict]) -> list[dict]:
     return []
   nominal = runs["nominal_fraction"] if "nominal_fraction" in runs else pd.Series(np.nan, index=runs.index)
   runs["nominal"] = nominal
-  runs["budget_key"] = [f"f{f:g}" if pd.notna(f) else f"q{b}" if s == "large" else f"r{x:.2f}"  # older: no nominal
-                        for f, b, s, x in zip(nominal, runs["budget"], runs["scenario"], runs["budget_fraction"])]
+  runs["budget_key"] = [
+    f"f{f:g}" if pd.notna(f) else f"q{b}" if s == "large" else f"r{x:.2f}"  # older: no nominal
+    for f, b, s, x in zip(nominal, runs["budget"], runs["scenario"], runs["budget_fraction"])
+  ]
   if "recall" not in runs.columns:  # only not-applicable rows
     runs["recall"] = np.nan
   runs["recall_of_oracle"] = _recall_of_oracle(runs)
   out = []
   for (scenario, method, key), g in runs.groupby(["scenario", "method", "budget_key"], sort=False):
     ok = g[g["applicable"].astype(bool)]
-    row = dict(kind="summary", suite=g["suite"].iloc[0], scenario=scenario, method=method, budget_key=key,
-               budget_fraction=round(float(g["budget_fraction"].mean()), 4), budget=float(g["budget"].mean()),
-               nominal_fraction=None if pd.isna(g["nominal"].iloc[0]) else float(g["nominal"].iloc[0]),
-               seeds=int(len(g)), applicable=bool(len(ok)))
+    row = dict(
+      kind="summary",
+      suite=g["suite"].iloc[0],
+      scenario=scenario,
+      method=method,
+      budget_key=key,
+      budget_fraction=round(float(g["budget_fraction"].mean()), 4),
+      budget=float(g["budget"].mean()),
+      nominal_fraction=None if pd.isna(g["nominal"].iloc[0]) else float(g["nominal"].iloc[0]),
+      seeds=int(len(g)),
+      applicable=bool(len(ok)),
+    )
     if len(ok):
-      for col in ("recall", "recall_of_oracle", "precision", "confirmed", "false_confirmed", "queries", "seconds",
-                  "candidate_recall"):
+      for col in (
+        "recall",
+        "recall_of_oracle",
+        "precision",
+        "confirmed",
+        "false_confirmed",
+        "queries",
+        "seconds",
+        "candidate_recall",
+      ):
         v = pd.to_numeric(ok[col], errors="coerce").to_numpy(float)
         row[f"{col}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else None
         row[f"{col}_std"] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else None
@@ -417,16 +529,19 @@ def headline(summary: list[dict], *, metric: str = "recall_mean") -> pd.DataFram
       values = g[metric] if metric in g else pd.Series(np.nan, index=g.index)
       hit = g[g["applicable"] & (values.fillna(0) >= RECALL_TARGET)]
       best = float(values.max())
-      cells[(method, scenario)] = (f"{hit['budget_fraction'].iloc[0]:.3g}" if len(hit) else
-                                   f"> {g['budget_fraction'].max():.3g} (best {best:.2f})")
+      cells[(method, scenario)] = (
+        f"{hit['budget_fraction'].iloc[0]:.3g}" if len(hit) else f"> {g['budget_fraction'].max():.3g} (best {best:.2f})"
+      )
   scenarios = _in_order(table["scenario"], SCENARIOS)
   rows = _in_order(table["method"], METHODS)
-  return pd.DataFrame([[cells.get((m, s), "") for s in scenarios] for m in rows], columns=scenarios,
-                      index=pd.Index(rows, name="method"))
+  return pd.DataFrame(
+    [[cells.get((m, s), "") for s in scenarios] for m in rows], columns=scenarios, index=pd.Index(rows, name="method")
+  )
 
 
-def at_equal_budget(summary: list[dict], methods: Iterable[str] = ("muzero", "beam", "pysubgroup-beam",
-                                                                  "pysubgroup-dfs")) -> pd.DataFrame:
+def at_equal_budget(
+  summary: list[dict], methods: Iterable[str] = ("muzero", "beam", "pysubgroup-beam", "pysubgroup-dfs")
+) -> pd.DataFrame:
   """Mean recall (null/confounded: mean confirmed false findings) per scenario and budget, one column per method.
 
   "n/a": the method cannot search this cube; "-": not run at this budget (or nothing to score).
@@ -500,7 +615,7 @@ def plot(summary: list[dict], path: str, *, title: str = "") -> None:
       ax.set_ylim(-0.03, 1.03)
       ax.axhline(RECALL_TARGET, color="grey", lw=0.5, ls="--")
     ax.grid(alpha=0.3)
-  for ax in list(axes.flat)[len(scenarios):]:
+  for ax in list(axes.flat)[len(scenarios) :]:
     ax.axis("off")
   handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[1]))
   fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=8)
@@ -511,8 +626,13 @@ def plot(summary: list[dict], path: str, *, title: str = "") -> None:
   plt.close(fig)
 
 
-def ensure_checkpoint(checkpoint: str | None, *, directory: str = "checkpoints/bench-cpu", preset: str = "cpu",
-                      log: Callable[[str], None] = print) -> str:
+def ensure_checkpoint(
+  checkpoint: str | None,
+  *,
+  directory: str = "checkpoints/bench-cpu",
+  preset: str = "cpu",
+  log: Callable[[str], None] = print,
+) -> str:
   """`checkpoint`, or an agent trained with `python -m experiments.train --preset cpu` into `directory`.
 
   An agent already in `directory` is reused; training the `cpu` preset takes
@@ -527,8 +647,7 @@ def ensure_checkpoint(checkpoint: str | None, *, directory: str = "checkpoints/b
   if os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory)):
     log(f"muzero: reusing the agent in {directory}")
     return directory
-  cmd = [sys.executable, "-m", "experiments.train", "--preset", preset, "--checkpoint-dir", directory,
-         "--no-evaluate"]
+  cmd = [sys.executable, "-m", "experiments.train", "--preset", preset, "--checkpoint-dir", directory, "--no-evaluate"]
   log(f"muzero: no --checkpoint given; training one: {' '.join(cmd[1:])}")
   subprocess.run(cmd, check=True)
   return directory
@@ -545,8 +664,13 @@ def read_rows(path: str | None) -> list[dict]:
     return [json.loads(line) for line in handle if line.strip()]
 
 
-def check_request(method_names: Iterable[str] | None = None, scenarios: Iterable[str] | None = None,
-                  workers: int | None = None, seeds: int | None = None, time_limit_s: float | None = None) -> None:
+def check_request(
+  method_names: Iterable[str] | None = None,
+  scenarios: Iterable[str] | None = None,
+  workers: int | None = None,
+  seeds: int | None = None,
+  time_limit_s: float | None = None,
+) -> None:
   """Raises ValueError naming the flag of an unknown method or scenario or an out-of-range number."""
   for flag, given, known in (("--methods", method_names, METHODS), ("--scenarios", scenarios, SCENARIOS)):
     unknown = [name for name in given or () if name not in known]
@@ -559,10 +683,20 @@ def check_request(method_names: Iterable[str] | None = None, scenarios: Iterable
     raise ValueError(f"--time-limit-s must be >= 0, got {time_limit_s}")
 
 
-def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...] | None, plot_path: str | None,
-        out: str | None, emit: Callable[[Iterable[dict], str | None], list[dict]],
-        log: Callable[[str], None] | None = None, scenarios: tuple[str, ...] | None = None,
-        workers: int | None = None, seeds: int | None = None, time_limit_s: float | None = None) -> list[dict]:
+def run(
+  suite_name: str,
+  *,
+  checkpoint: str | None,
+  method_names: tuple[str, ...] | None,
+  plot_path: str | None,
+  out: str | None,
+  emit: Callable[[Iterable[dict], str | None], list[dict]],
+  log: Callable[[str], None] | None = None,
+  scenarios: tuple[str, ...] | None = None,
+  workers: int | None = None,
+  seeds: int | None = None,
+  time_limit_s: float | None = None,
+) -> list[dict]:
   """The `quality` command: run rows, then summary rows, the headline table and the plot.
 
   Run rows already in `out` (same suite) are kept and their (scenario, seed,
@@ -594,10 +728,14 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
   if "muzero" in suite.methods:
     checkpoint = ensure_checkpoint(checkpoint, log=log)
   spill = f"{out}.partial" if out else None
+
   def same_suite(r: dict) -> bool:  # a suite's sizes may change between versions: rows of other sizes are dropped
     size = suite.large_rows if r.get("scenario") == "large" else suite.n_rows
-    return (r.get("suite") == suite.name and r.get("kind") in ("run", "invocation")
-            and r.get("n_rows") == (suite.n_rows if r["kind"] == "invocation" else size))
+    return (
+      r.get("suite") == suite.name
+      and r.get("kind") in ("run", "invocation")
+      and r.get("n_rows") == (suite.n_rows if r["kind"] == "invocation" else size)
+    )
 
   earlier = [r for r in read_rows(out) if same_suite(r)]
   done = {(r["scenario"], r["seed"], r["method"], r["budget"]) for r in earlier if r["kind"] == "run"}
@@ -617,15 +755,35 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
   load_before = os.getloadavg()
   t0 = time.perf_counter()
   deadline = None if time_limit_s is None else time.time() + time_limit_s
-  rows = emit((r for r in run_suite(suite, fns, log=log, skip=done, workers=workers, checkpoint=checkpoint,
-                                    deadline=deadline, spill=spill)), out)
+  rows = emit(
+    (
+      r
+      for r in run_suite(
+        suite, fns, log=log, skip=done, workers=workers, checkpoint=checkpoint, deadline=deadline, spill=spill
+      )
+    ),
+    out,
+  )
   cases = {(r["scenario"], r["seed"]) for r in rows}
-  invocation = dict(kind="invocation", suite=suite.name, methods=list(suite.methods), wall_s=time.perf_counter() - t0,
-                    workers=workers, seeds=suite.seeds, n_rows=suite.n_rows, scenarios=list(suite.scenarios),
-                    cases_run=len(cases), cases_in_suite=len(case_order(suite)),
-                    time_limit_s=time_limit_s,
-                    device=device.device_kind, platform=device.platform, cpu_count=os.cpu_count(),
-                    load_average_before=load_before, load_average_after=os.getloadavg(), checkpoint=checkpoint)
+  invocation = dict(
+    kind="invocation",
+    suite=suite.name,
+    methods=list(suite.methods),
+    wall_s=time.perf_counter() - t0,
+    workers=workers,
+    seeds=suite.seeds,
+    n_rows=suite.n_rows,
+    scenarios=list(suite.scenarios),
+    cases_run=len(cases),
+    cases_in_suite=len(case_order(suite)),
+    time_limit_s=time_limit_s,
+    device=device.device_kind,
+    platform=device.platform,
+    cpu_count=os.cpu_count(),
+    load_average_before=load_before,
+    load_average_after=os.getloadavg(),
+    checkpoint=checkpoint,
+  )
   runs = [r for r in earlier if r["kind"] == "run"] + rows
   invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
   summary = summarize(runs)
@@ -642,13 +800,18 @@ def run(suite_name: str, *, checkpoint: str | None, method_names: tuple[str, ...
     log(f"no applicable run to summarize in suite {suite.name} ({len(runs)} rows)")
     return runs + invocations + summary
   table = headline(summary)
-  log(f"\nfraction of exhaustive queries to reach recall {RECALL_TARGET} (null/confounded: family-wise error "
-      f"rate), suite {suite.name}, {wall / 60:.1f} min in {len(invocations)} call(s) on {device.device_kind}:\n"
-      f"{markdown(table, index=True)}\n\nthe same for recall of what exhaustive search confirms:\n"
-      f"{markdown(headline(summary, metric='recall_of_oracle_mean'), index=True)}\n\nat equal budget (recall; null/confounded: confirmed false findings):\n"
-      f"{markdown(at_equal_budget(summary))}")
+  log(
+    f"\nfraction of exhaustive queries to reach recall {RECALL_TARGET} (null/confounded: family-wise error "
+    f"rate), suite {suite.name}, {wall / 60:.1f} min in {len(invocations)} call(s) on {device.device_kind}:\n"
+    f"{markdown(table, index=True)}\n\nthe same for recall of what exhaustive search confirms:\n"
+    f"{markdown(headline(summary, metric='recall_of_oracle_mean'), index=True)}\n\nat equal budget (recall; null/confounded: confirmed false findings):\n"
+    f"{markdown(at_equal_budget(summary))}"
+  )
   path = plot_path or os.path.join(os.path.dirname(out) if out else ".", "recall_vs_budget.png")
-  plot(summary, path, title=f"suite {suite.name} on {device.device_kind} ({os.cpu_count()} cores); "
-                            f"mean over {suite.seeds} seed(s)")
+  plot(
+    summary,
+    path,
+    title=f"suite {suite.name} on {device.device_kind} ({os.cpu_count()} cores); mean over {suite.seeds} seed(s)",
+  )
   log(f"plot: {path}")
   return runs + invocations + summary

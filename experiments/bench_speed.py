@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -55,8 +55,16 @@ def slopes(rows: list[dict], *, x: str, group: str) -> list[dict]:
   for (method, key), p in sorted(pts.items()):
     if len({a for a, _ in p}) >= 2:
       slope = float(np.polyfit(np.log([a for a, _ in p]), np.log([b for _, b in p]), 1)[0])
-      out.append({"bench": f"env_scaling_{x}", "method": method, group: key, "slope": slope, "points": len(p),
-                  "at_most_linear": slope <= LINEAR_SLOPE})
+      out.append(
+        {
+          "bench": f"env_scaling_{x}",
+          "method": method,
+          group: key,
+          "slope": slope,
+          "points": len(p),
+          "at_most_linear": slope <= LINEAR_SLOPE,
+        }
+      )
   return out
 
 
@@ -68,9 +76,21 @@ def run(args: Speed, emit: Callable[[Iterable[dict], str | None], list[dict]]) -
   from experiments.benchmark import Agent, _agent_setup  # noqa: PLC0415
 
   device = jax.devices()[0]
-  rows = emit([dict(bench="device", device=device.device_kind, platform=device.platform,
-                    devices=len(jax.devices()), cpu_count=os.cpu_count(), machine=platform.machine(),
-                    load_average=os.getloadavg(), jax=jax.__version__)], args.out)
+  rows = emit(
+    [
+      dict(
+        bench="device",
+        device=device.device_kind,
+        platform=device.platform,
+        devices=len(jax.devices()),
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+        load_average=os.getloadavg(),
+        jax=jax.__version__,
+      )
+    ],
+    args.out,
+  )
   from cube_env.groupby import default_method  # noqa: PLC0415
 
   groupby = args.groupby or (default_method(),)
@@ -78,11 +98,26 @@ def run(args: Speed, emit: Callable[[Iterable[dict], str | None], list[dict]]) -
   rows += env_rows
   rows += emit(slopes(env_rows, x="cells", group="batch") + slopes(env_rows, x="batch", group="cells"), args.out)
   config, env, pool, tag = _agent_setup(Agent(preset=args.preset))
-  rows += emit((dict(tag, bench="search", **r) for r in
-                muzero_jax.benchmark_search(config, env, pool, batch_sizes=args.search_batches)), args.out)
-  rows += emit((dict(tag, bench="selfplay", **r) for r in
-                muzero_jax.benchmark_selfplay(config, env, pool, num_envs=args.selfplay_envs)), args.out)
-  rows += emit((dict(tag, bench="learner", **r) for r in
-                muzero_jax.benchmark_learner(config, env, pool, batch_sizes=args.learner_batches)), args.out)
+  rows += emit(
+    (
+      dict(tag, bench="search", **r)
+      for r in muzero_jax.benchmark_search(config, env, pool, batch_sizes=args.search_batches)
+    ),
+    args.out,
+  )
+  rows += emit(
+    (
+      dict(tag, bench="selfplay", **r)
+      for r in muzero_jax.benchmark_selfplay(config, env, pool, num_envs=args.selfplay_envs)
+    ),
+    args.out,
+  )
+  rows += emit(
+    (
+      dict(tag, bench="learner", **r)
+      for r in muzero_jax.benchmark_learner(config, env, pool, batch_sizes=args.learner_batches)
+    ),
+    args.out,
+  )
   rows += emit([dict(bench="device_after", load_average=os.getloadavg())], args.out)
   return rows

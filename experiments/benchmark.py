@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 import tyro
 
@@ -58,6 +58,7 @@ class Env:
 
 def run_env(args: Env) -> list[dict]:
   from experiments import bench_env
+
   rows = _emit(bench_env.bench_env(args.cells, args.batches, args.methods, args.max_work), args.out)
   return rows + _emit(bench_env.linearity(rows), args.out)
 
@@ -75,18 +76,27 @@ class Agent:
 
 def _agent_setup(args: Agent):
   import jax
+
   from experiments import cube_task, train
+
   task, config, _ = train.build(train.Args(preset=args.preset))
   cubes = cube_task.make_cubes(task, split="train")
   env, (pool,) = cube_task.make_pool(task, [cubes])
   device = jax.devices()[0]
-  tag = dict(preset=args.preset, device=device.device_kind, platform=device.platform,
-             num_actions=env.num_actions, num_simulations=config.num_simulations, search=config.search)
+  tag = dict(
+    preset=args.preset,
+    device=device.device_kind,
+    platform=device.platform,
+    num_actions=env.num_actions,
+    num_simulations=config.num_simulations,
+    search=config.search,
+  )
   return config, env, pool, tag
 
 
 def run_search(args: Agent) -> list[dict]:
   import muzero_jax
+
   config, env, pool, tag = _agent_setup(args)
   rows = muzero_jax.benchmark_search(config, env, pool, batch_sizes=args.batch_sizes)
   return _emit((dict(tag, bench="search", **r) for r in rows), args.out)
@@ -94,6 +104,7 @@ def run_search(args: Agent) -> list[dict]:
 
 def run_selfplay(args: Agent) -> list[dict]:
   import muzero_jax
+
   config, env, pool, tag = _agent_setup(args)
   rows = muzero_jax.benchmark_selfplay(config, env, pool, num_envs=args.batch_sizes)
   rows = _emit((dict(tag, bench="selfplay", **r) for r in rows), args.out)
@@ -122,16 +133,23 @@ def run_checkpoint(args: Checkpoint) -> list[dict]:
   import numpy as np
 
   import muzero_jax
+
   config, env, pool, tag = _agent_setup(Agent(preset=args.preset))
   trainer = muzero_jax.make_train(config, env, pool)
   state = trainer.init()
   # A full replay of random values: the worst case for the writer's compression (a fresh one is zeros).
   rng = np.random.default_rng(0)
-  fill = lambda x: (rng.random(x.shape) < 0.5 if x.dtype == bool else  # noqa: E731
-                    rng.integers(0, 100, x.shape) if np.issubdtype(x.dtype, np.integer) else
-                    rng.standard_normal(x.shape)).astype(x.dtype)
-  state = jax.block_until_ready(jax.device_put(state.replace(replay=jax.tree.map(fill, state.replay)),
-                                               jax.devices()[0]))
+  fill = lambda x: (
+    rng.random(x.shape) < 0.5
+    if x.dtype == bool
+    # noqa: E731
+    else rng.integers(0, 100, x.shape)
+    if np.issubdtype(x.dtype, np.integer)
+    else rng.standard_normal(x.shape)
+  ).astype(x.dtype)
+  state = jax.block_until_ready(
+    jax.device_put(state.replace(replay=jax.tree.map(fill, state.replay)), jax.devices()[0])
+  )
   template = jax.eval_shape(trainer.init)
   nbytes = int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)))
   rows = []
@@ -152,9 +170,19 @@ def run_checkpoint(args: Checkpoint) -> list[dict]:
       jax.block_until_ready(muzero_jax.load_params(directory)[0])
       params_s = time.perf_counter() - t2
       disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(directory) for f in fs)
-    rows.append(dict(tag, bench="checkpoint", repeat=i, state_mb=nbytes / 2**20, disk_mb=disk / 2**20,
-                     save_blocking_s=blocking, save_until_on_disk_s=on_disk, restore_verified_s=restore_s,
-                     load_params_s=params_s))
+    rows.append(
+      dict(
+        tag,
+        bench="checkpoint",
+        repeat=i,
+        state_mb=nbytes / 2**20,
+        disk_mb=disk / 2**20,
+        save_blocking_s=blocking,
+        save_until_on_disk_s=on_disk,
+        restore_verified_s=restore_s,
+        load_params_s=params_s,
+      )
+    )
   return _emit(rows, args.out)
 
 
@@ -190,25 +218,40 @@ class Quality:
 
 def run_quality(args: Quality) -> list[dict]:
   from experiments import bench_quality
+
   if args.suite not in bench_quality.SUITES:
     raise SystemExit(f"error: --suite must be one of {sorted(bench_quality.SUITES)}")
   try:
     bench_quality.check_request(args.methods, args.scenarios, args.workers, args.seeds, args.time_limit_s)
   except ValueError as err:
     raise SystemExit(f"error: {err}") from None
-  return bench_quality.run(args.suite, checkpoint=args.checkpoint, method_names=args.methods, plot_path=args.plot,
-                           out=args.out, emit=_emit, scenarios=args.scenarios, workers=args.workers,
-                           seeds=args.seeds, time_limit_s=args.time_limit_s)
+  return bench_quality.run(
+    args.suite,
+    checkpoint=args.checkpoint,
+    method_names=args.methods,
+    plot_path=args.plot,
+    out=args.out,
+    emit=_emit,
+    scenarios=args.scenarios,
+    workers=args.workers,
+    seeds=args.seeds,
+    time_limit_s=args.time_limit_s,
+  )
 
 
 def run_speed(args: bench_speed.Speed) -> list[dict]:
   return bench_speed.run(args, _emit)
 
 
-COMMANDS = {"env": (Env, run_env), "search": (Agent, run_search), "selfplay": (Agent, run_selfplay),
-            "checkpoint": (Checkpoint, run_checkpoint), "quality": (Quality, run_quality),
-            "speed": (bench_speed.Speed, run_speed),
-            "cartpole": (cartpole_bench.CartPole, lambda args: cartpole_bench.run(args, _emit))}
+COMMANDS = {
+  "env": (Env, run_env),
+  "search": (Agent, run_search),
+  "selfplay": (Agent, run_selfplay),
+  "checkpoint": (Checkpoint, run_checkpoint),
+  "quality": (Quality, run_quality),
+  "speed": (bench_speed.Speed, run_speed),
+  "cartpole": (cartpole_bench.CartPole, lambda args: cartpole_bench.run(args, _emit)),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,38 +36,115 @@ from experiments import gymnax_env
 TARGET_RETURN = 475.0
 """CartPole-v1's "solved" threshold (Gym's `reward_threshold`): mean return over 100 episodes."""
 
-_COMMON = dict(network="mlp", support_size=10, reward_support_size=1, max_reward=1.0, max_episode_steps=500,
-               discount=0.99, search="gumbel", max_num_considered_actions=2, reanalyse_fraction=0.0,
-               value_loss_weight=0.25, learning_rate=3e-3, warmup_steps=100, decay_steps=20000)
+_COMMON = dict(
+  network="mlp",
+  support_size=10,
+  reward_support_size=1,
+  max_reward=1.0,
+  max_episode_steps=500,
+  discount=0.99,
+  search="gumbel",
+  max_num_considered_actions=2,
+  reanalyse_fraction=0.0,
+  value_loss_weight=0.25,
+  learning_rate=3e-3,
+  warmup_steps=100,
+  decay_steps=20000,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Tests: the smallest useful config; ~10 s of training (250 iterations) lifts the greedy mean return
-    # from 9 to about 100 (compilation takes longer than that on 2 cores).
-    "smoke": dict(config=dict(_COMMON, hidden_size=32, latent_size=16, mlp_layers=1, num_simulations=4,
-                              num_envs=16, rollout_length=16, replay_capacity=16 * 256, min_replay_size=256,
-                              n_step=5, unroll_steps=3, batch_size=64, updates_per_iteration=4),
-                  iterations=250, eval_every_s=60.0),
-    # This machine (2 CPU cores): solves CartPole (greedy mean >= 475 over 100 episodes) in 1-3 minutes
-    # (benchmarks/cartpole_cpu.jsonl); 1 sampled position per self-play move.
-    "cpu": dict(config=dict(_COMMON, hidden_size=64, latent_size=32, mlp_layers=2, num_simulations=8,
-                            num_envs=32, rollout_length=16, replay_capacity=32 * 1000, min_replay_size=1000,
-                            n_step=10, unroll_steps=5, batch_size=128, updates_per_iteration=4),
-                iterations=6000, eval_every_s=60.0),
-    # An accelerator: more environments and a larger batch per iteration (not measured here: no GPU).
-    "gpu": dict(config=dict(_COMMON, hidden_size=128, latent_size=64, mlp_layers=2, num_simulations=16,
-                            num_envs=256, rollout_length=16, replay_capacity=256 * 500, min_replay_size=4096,
-                            n_step=10, unroll_steps=5, batch_size=512, updates_per_iteration=8),
-                iterations=3000, eval_every_s=120.0),
-    # The peer's settings where muzero_jax has them (werner-duvaud/muzero-general games/cartpole.py):
-    # PUCT with 50 simulations, discount 0.997, batch 128, unroll 10, td 50, one game at a time,
-    # encoding 8 and hidden layers of 16, value loss weight 1, Adam at 0.02, 1.5 training steps per
-    # move (its `ratio`). For speed comparisons.
-    "peer": dict(config=dict(_COMMON, search="muzero", num_simulations=50, discount=0.997, support_size=16,
-                             hidden_size=16, latent_size=8, mlp_layers=1, num_envs=1, rollout_length=50,
-                             replay_capacity=50_000, min_replay_size=500, n_step=50, unroll_steps=10,
-                             batch_size=128, updates_per_iteration=75, value_loss_weight=1.0,
-                             learning_rate=0.02, weight_decay=0.0, dirichlet_alpha=0.25),
-                 iterations=2000, eval_every_s=120.0),
+  # Tests: the smallest useful config; ~10 s of training (250 iterations) lifts the greedy mean return
+  # from 9 to about 100 (compilation takes longer than that on 2 cores).
+  "smoke": dict(
+    config=dict(
+      _COMMON,
+      hidden_size=32,
+      latent_size=16,
+      mlp_layers=1,
+      num_simulations=4,
+      num_envs=16,
+      rollout_length=16,
+      replay_capacity=16 * 256,
+      min_replay_size=256,
+      n_step=5,
+      unroll_steps=3,
+      batch_size=64,
+      updates_per_iteration=4,
+    ),
+    iterations=250,
+    eval_every_s=60.0,
+  ),
+  # This machine (2 CPU cores): solves CartPole (greedy mean >= 475 over 100 episodes) in 1-3 minutes
+  # (benchmarks/cartpole_cpu.jsonl); 1 sampled position per self-play move.
+  "cpu": dict(
+    config=dict(
+      _COMMON,
+      hidden_size=64,
+      latent_size=32,
+      mlp_layers=2,
+      num_simulations=8,
+      num_envs=32,
+      rollout_length=16,
+      replay_capacity=32 * 1000,
+      min_replay_size=1000,
+      n_step=10,
+      unroll_steps=5,
+      batch_size=128,
+      updates_per_iteration=4,
+    ),
+    iterations=6000,
+    eval_every_s=60.0,
+  ),
+  # An accelerator: more environments and a larger batch per iteration (not measured here: no GPU).
+  "gpu": dict(
+    config=dict(
+      _COMMON,
+      hidden_size=128,
+      latent_size=64,
+      mlp_layers=2,
+      num_simulations=16,
+      num_envs=256,
+      rollout_length=16,
+      replay_capacity=256 * 500,
+      min_replay_size=4096,
+      n_step=10,
+      unroll_steps=5,
+      batch_size=512,
+      updates_per_iteration=8,
+    ),
+    iterations=3000,
+    eval_every_s=120.0,
+  ),
+  # The peer's settings where muzero_jax has them (werner-duvaud/muzero-general games/cartpole.py):
+  # PUCT with 50 simulations, discount 0.997, batch 128, unroll 10, td 50, one game at a time,
+  # encoding 8 and hidden layers of 16, value loss weight 1, Adam at 0.02, 1.5 training steps per
+  # move (its `ratio`). For speed comparisons.
+  "peer": dict(
+    config=dict(
+      _COMMON,
+      search="muzero",
+      num_simulations=50,
+      discount=0.997,
+      support_size=16,
+      hidden_size=16,
+      latent_size=8,
+      mlp_layers=1,
+      num_envs=1,
+      rollout_length=50,
+      replay_capacity=50_000,
+      min_replay_size=500,
+      n_step=50,
+      unroll_steps=10,
+      batch_size=128,
+      updates_per_iteration=75,
+      value_loss_weight=1.0,
+      learning_rate=0.02,
+      weight_decay=0.0,
+      dirichlet_alpha=0.25,
+    ),
+    iterations=2000,
+    eval_every_s=120.0,
+  ),
 }
 
 
@@ -122,9 +199,20 @@ class PeriodicEvaluation:
   training) once the mean reaches `target` when `stop_at_target`.
   """
 
-  def __init__(self, config, env, eval_pool, *, every_s: float, logdir: str | None = None,
-               target: float = TARGET_RETURN, stop_at_target: bool = True, seed: int = 0,
-               max_train_s: float | None = None, verbose: bool = True) -> None:
+  def __init__(
+    self,
+    config,
+    env,
+    eval_pool,
+    *,
+    every_s: float,
+    logdir: str | None = None,
+    target: float = TARGET_RETURN,
+    stop_at_target: bool = True,
+    seed: int = 0,
+    max_train_s: float | None = None,
+    verbose: bool = True,
+  ) -> None:
     self.config, self.env, self.eval_pool = config, env, eval_pool
     self.every_s, self.target, self.stop_at_target = every_s, target, stop_at_target
     self.max_train_s, self.verbose, self.seed = max_train_s, verbose, seed
@@ -138,6 +226,7 @@ class PeriodicEvaluation:
     self._writer = None
     if logdir is not None:
       from tensorboardX import SummaryWriter  # noqa: PLC0415
+
       self._writer = SummaryWriter(logdir, filename_suffix=".eval")
 
   def train_seconds(self) -> float:
@@ -159,10 +248,19 @@ class PeriodicEvaluation:
     eval_s = time.perf_counter() - t0
     self._paused += eval_s
     self._paused_cpu += time.process_time() - c0
-    rec = EvalRecord(iteration=int(state.iteration), updates=int(state.updates), moves=int(state.moves),
-                     train_s=train_s, train_cpu_s=train_cpu_s, return_mean=float(returns.mean()), return_std=float(returns.std()),
-                     return_min=float(returns.min()), return_max=float(returns.max()), episodes=len(returns),
-                     eval_s=eval_s)
+    rec = EvalRecord(
+      iteration=int(state.iteration),
+      updates=int(state.updates),
+      moves=int(state.moves),
+      train_s=train_s,
+      train_cpu_s=train_cpu_s,
+      return_mean=float(returns.mean()),
+      return_std=float(returns.std()),
+      return_min=float(returns.min()),
+      return_max=float(returns.max()),
+      episodes=len(returns),
+      eval_s=eval_s,
+    )
     self.history.append(rec)
     if self.reached is None and rec.return_mean >= self.target:
       self.reached = rec
@@ -174,10 +272,12 @@ class PeriodicEvaluation:
       w.add_scalar("eval/return_vs_seconds", rec.return_mean, int(round(rec.train_s)))
       w.flush()
     if self.verbose:
-      print(f"eval: iteration {rec.iteration}, {rec.moves} moves, {rec.train_s:.0f} s ({rec.train_cpu_s:.0f} CPU s): "
-            f"mean return {rec.return_mean:.1f} (min {rec.return_min:.0f}, {rec.episodes} greedy episodes, "
-            f"{eval_s:.1f} s)",
-            flush=True)
+      print(
+        f"eval: iteration {rec.iteration}, {rec.moves} moves, {rec.train_s:.0f} s ({rec.train_cpu_s:.0f} CPU s): "
+        f"mean return {rec.return_mean:.1f} (min {rec.return_min:.0f}, {rec.episodes} greedy episodes, "
+        f"{eval_s:.1f} s)",
+        flush=True,
+      )
     return rec
 
   def __call__(self, state, metrics) -> bool:
@@ -212,12 +312,14 @@ def _config_from_args(args, preset: str) -> muzero_jax.MuZeroConfig:
 def _resumed(args):
   """Config, preset, iterations and task saved in the checkpoint `args.resume` (flags checked against them)."""
   from experiments.train import UsageError, read_checkpoint_meta  # noqa: PLC0415 (train imports this module lazily)
+
   directory = args.resume
   config, meta = read_checkpoint_meta(directory)
   extra = meta.get("extra") or {}
   if extra.get("env") != "cartpole":
-    raise UsageError(f"--resume {directory}: checkpoint was written by --env {extra.get('env', 'cube')}, "
-                     f"not --env cartpole")
+    raise UsageError(
+      f"--resume {directory}: checkpoint was written by --env {extra.get('env', 'cube')}, not --env cartpole"
+    )
   conflicts = []
   if args.preset is not None and args.preset != extra["preset"]:
     conflicts.append(f"--preset {args.preset} (checkpoint: {extra['preset']})")
@@ -245,6 +347,7 @@ def run(args) -> dict:
   Writes `evaluation.json` (every evaluation) next to the TensorBoard events.
   """
   from experiments.train import TASK_FLAGS, UsageError, _holds_checkpoints  # noqa: PLC0415
+
   cube_only = [n for n in TASK_FLAGS + ("ray_actors", "ray_address") if getattr(args, n, None) is not None]
   if cube_only:
     raise UsageError(f"--env cartpole does not take {', '.join('--' + n.replace('_', '-') for n in cube_only)}")
@@ -256,26 +359,39 @@ def run(args) -> dict:
     task = CartPoleTask()
     config = _config_from_args(args, preset)
     iterations = args.iterations if args.iterations is not None else PRESETS[preset]["iterations"]
-    extra = dict(program="experiments.train", env="cartpole", preset=preset, iterations=iterations,
-                 task=dataclasses.asdict(task))
+    extra = dict(
+      program="experiments.train", env="cartpole", preset=preset, iterations=iterations, task=dataclasses.asdict(task)
+    )
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir and _holds_checkpoints(checkpoint_dir):
-      raise UsageError(f"--checkpoint-dir {checkpoint_dir} already holds checkpoints; continue them with --resume "
-                       f"{checkpoint_dir} or choose an empty directory")
+      raise UsageError(
+        f"--checkpoint-dir {checkpoint_dir} already holds checkpoints; continue them with --resume "
+        f"{checkpoint_dir} or choose an empty directory"
+      )
   try:
     env, train_pool, eval_pool = make_env(task)
   except ImportError as err:
     raise UsageError(str(err)) from err
-  print(f"{task.name} (gymnax): observation {env.observation_shape}, {env.num_actions} actions; preset "
-        f"{extra['preset']}: {config.num_simulations} simulations, {config.num_envs} environments, batch "
-        f"{config.batch_size}, unroll {config.unroll_steps}, n-step {config.n_step}", flush=True)
+  print(
+    f"{task.name} (gymnax): observation {env.observation_shape}, {env.num_actions} actions; preset "
+    f"{extra['preset']}: {config.num_simulations} simulations, {config.num_envs} environments, batch "
+    f"{config.batch_size}, unroll {config.unroll_steps}, n-step {config.n_step}",
+    flush=True,
+  )
   t0 = time.perf_counter()
   state = None
   if args.resume is not None:
     state = muzero_jax.restore(args.resume, env, train_pool, config=config, quarantine=True).state
     print(f"resumed {args.resume} at iteration {int(state.iteration)}")
-  evaluation = PeriodicEvaluation(config, env, eval_pool, every_s=PRESETS[extra["preset"]]["eval_every_s"],
-                                  logdir=args.logdir, target=task.target_return, seed=config.seed)
+  evaluation = PeriodicEvaluation(
+    config,
+    env,
+    eval_pool,
+    every_s=PRESETS[extra["preset"]]["eval_every_s"],
+    logdir=args.logdir,
+    target=task.target_return,
+    seed=config.seed,
+  )
   try:
     if state is None:
       state = muzero_jax.make_train(config, env, train_pool).init()
@@ -283,25 +399,46 @@ def run(args) -> dict:
         evaluation.evaluate(state)  # the untrained agent: the baseline of the curves
     if not args.eval_only:
       done = int(state.iteration)
-      state = muzero_jax.train(config, env, train_pool, logdir=args.logdir, checkpoint_dir=checkpoint_dir,
-                               num_iterations=max(iterations - done, 0), state=state, checkpoint_extra=extra,
-                               callback=evaluation)
+      state = muzero_jax.train(
+        config,
+        env,
+        train_pool,
+        logdir=args.logdir,
+        checkpoint_dir=checkpoint_dir,
+        num_iterations=max(iterations - done, 0),
+        state=state,
+        checkpoint_extra=extra,
+        callback=evaluation,
+      )
     final = None
     if args.evaluate:
       last = evaluation.history[-1] if evaluation.history else None
       final = last if last is not None and last.iteration == int(state.iteration) else evaluation.evaluate(state)
   finally:
     evaluation.close()
-  summary = dict(env=task.name, preset=extra["preset"], iteration=int(state.iteration), moves=int(state.moves),
-                 updates=int(state.updates), seconds=time.perf_counter() - t0,
-                 final_return_mean=final.return_mean if final else None,
-                 solved_at=dataclasses.asdict(evaluation.reached) if evaluation.reached else None)
+  summary = dict(
+    env=task.name,
+    preset=extra["preset"],
+    iteration=int(state.iteration),
+    moves=int(state.moves),
+    updates=int(state.updates),
+    seconds=time.perf_counter() - t0,
+    final_return_mean=final.return_mean if final else None,
+    solved_at=dataclasses.asdict(evaluation.reached) if evaluation.reached else None,
+  )
   print("summary: " + json.dumps(summary), flush=True)
   if args.logdir:
     os.makedirs(args.logdir, exist_ok=True)
     with open(os.path.join(args.logdir, "evaluation.json"), "w") as fh:
-      json.dump({"summary": summary, "config": config.to_dict(),
-                 "history": [dataclasses.asdict(r) for r in evaluation.history]}, fh, indent=1)
+      json.dump(
+        {
+          "summary": summary,
+          "config": config.to_dict(),
+          "history": [dataclasses.asdict(r) for r in evaluation.history],
+        },
+        fh,
+        indent=1,
+      )
   return summary
 
 
@@ -309,13 +446,21 @@ def run(args) -> dict:
 def speed(config: muzero_jax.MuZeroConfig, env, pool, *, repeats: int = 3) -> list[dict]:
   """Compiled-only throughput of this config: self-play moves/s and learner updates/s (separately)."""
   selfplay = muzero_jax.benchmark_selfplay(config, env, pool, num_envs=(config.num_envs,), repeats=repeats)
-  learner = muzero_jax.benchmark_learner(config, env, pool, batch_sizes=(config.batch_size,),
-                                         updates=config.updates_per_iteration, repeats=repeats)
+  learner = muzero_jax.benchmark_learner(
+    config, env, pool, batch_sizes=(config.batch_size,), updates=config.updates_per_iteration, repeats=repeats
+  )
   return [dict(bench="cartpole_selfplay", **selfplay[0]), dict(bench="cartpole_learner", **learner[0])]
 
 
-def solve(config: muzero_jax.MuZeroConfig, *, task: CartPoleTask = CartPoleTask(), max_train_s: float = 1800.0,
-          eval_every_s: float = 60.0, logdir: str | None = None, progress: bool = False) -> dict:
+def solve(
+  config: muzero_jax.MuZeroConfig,
+  *,
+  task: CartPoleTask = CartPoleTask(),
+  max_train_s: float = 1800.0,
+  eval_every_s: float = 60.0,
+  logdir: str | None = None,
+  progress: bool = False,
+) -> dict:
   """Trains until the greedy mean return reaches the target or `max_train_s` training seconds pass.
 
   Returns wall time and moves to the target (None if not reached), the best
@@ -323,8 +468,16 @@ def solve(config: muzero_jax.MuZeroConfig, *, task: CartPoleTask = CartPoleTask(
   clock, evaluation excluded, compilation included) and the evaluation history.
   """
   env, train_pool, eval_pool = make_env(task)
-  evaluation = PeriodicEvaluation(config, env, eval_pool, every_s=eval_every_s, logdir=logdir,
-                                  target=task.target_return, seed=config.seed, max_train_s=max_train_s)
+  evaluation = PeriodicEvaluation(
+    config,
+    env,
+    eval_pool,
+    every_s=eval_every_s,
+    logdir=logdir,
+    target=task.target_return,
+    seed=config.seed,
+    max_train_s=max_train_s,
+  )
   first = {}
 
   def callback(state, metrics):
@@ -334,8 +487,9 @@ def solve(config: muzero_jax.MuZeroConfig, *, task: CartPoleTask = CartPoleTask(
   try:
     state = muzero_jax.make_train(config, env, train_pool).init()
     evaluation.evaluate(state)  # the untrained agent (evaluation time is off the clock)
-    state = muzero_jax.train(config, env, train_pool, logdir=logdir, num_iterations=10**9, callback=callback,
-                             state=state, progress=progress)
+    state = muzero_jax.train(
+      config, env, train_pool, logdir=logdir, num_iterations=10**9, callback=callback, state=state, progress=progress
+    )
     train_s = evaluation.train_seconds()
     if not evaluation.history or evaluation.history[-1].iteration != int(state.iteration):
       evaluation.evaluate(state)
@@ -347,21 +501,36 @@ def solve(config: muzero_jax.MuZeroConfig, *, task: CartPoleTask = CartPoleTask(
   steady_s = max(train_s - (first["s"] or 0.0), 1e-9)
   steady_moves = int(state.moves) - config.rollout_length * config.num_envs
   return dict(
-      bench="cartpole_solve", env=task.name, target_return=task.target_return,
-      seconds_to_target=reached.train_s if reached else None, moves_to_target=reached.moves if reached else None,
-      updates_to_target=reached.updates if reached else None,
-      seconds_to_target_after_first_iteration=reached.train_s - first["s"] if reached else None,
-      cpu_seconds_to_target=reached.train_cpu_s if reached else None, train_cpu_s=evaluation.train_cpu_seconds(),
-      best_return_mean=best.return_mean, best_at_s=best.train_s, train_s=train_s,
-      first_iteration_s=first["s"], iterations=int(state.iteration), moves=int(state.moves),
-      updates=int(state.updates), moves_per_s=steady_moves / steady_s, updates_per_s=int(state.updates) / steady_s,
-      eval_s=sum(r.eval_s for r in evaluation.history), load_average=os.getloadavg(),
-      history=[dict(s=round(r.train_s, 1), cpu_s=round(r.train_cpu_s, 1), moves=r.moves, ret=round(r.return_mean, 1))
-               for r in evaluation.history])
+    bench="cartpole_solve",
+    env=task.name,
+    target_return=task.target_return,
+    seconds_to_target=reached.train_s if reached else None,
+    moves_to_target=reached.moves if reached else None,
+    updates_to_target=reached.updates if reached else None,
+    seconds_to_target_after_first_iteration=reached.train_s - first["s"] if reached else None,
+    cpu_seconds_to_target=reached.train_cpu_s if reached else None,
+    train_cpu_s=evaluation.train_cpu_seconds(),
+    best_return_mean=best.return_mean,
+    best_at_s=best.train_s,
+    train_s=train_s,
+    first_iteration_s=first["s"],
+    iterations=int(state.iteration),
+    moves=int(state.moves),
+    updates=int(state.updates),
+    moves_per_s=steady_moves / steady_s,
+    updates_per_s=int(state.updates) / steady_s,
+    eval_s=sum(r.eval_s for r in evaluation.history),
+    load_average=os.getloadavg(),
+    history=[
+      dict(s=round(r.train_s, 1), cpu_s=round(r.train_cpu_s, 1), moves=r.moves, ret=round(r.return_mean, 1))
+      for r in evaluation.history
+    ],
+  )
 
 
 def main() -> int:  # pragma: no cover - convenience: python -m experiments.cartpole == experiments.train --env cartpole
   from experiments import train  # noqa: PLC0415
+
   return train.main(["--env", "cartpole", *sys.argv[1:]])
 
 

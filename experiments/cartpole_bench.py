@@ -40,6 +40,7 @@ def run(args: CartPole, emit) -> list[dict]:
   import jax  # noqa: PLC0415
 
   from experiments import cartpole  # noqa: PLC0415 (needs gymnax)
+
   device = jax.devices()[0]
   tag = dict(env="CartPole-v1", device=device.device_kind, platform=device.platform)
   task = cartpole.CartPoleTask()
@@ -47,8 +48,9 @@ def run(args: CartPole, emit) -> list[dict]:
   rows = []
   for preset in args.speed_presets:
     config = cartpole.make_config(preset)
-    rows += emit([dict(tag, preset=preset, config=config.to_dict(), **r) for r in cartpole.speed(config, env, pool)],
-                 args.out)
+    rows += emit(
+      [dict(tag, preset=preset, config=config.to_dict(), **r) for r in cartpole.speed(config, env, pool)], args.out
+    )
   for seed in args.seeds if args.solve else ():
     config = cartpole.make_config(args.preset, seed=seed)
     result = cartpole.solve(config, task=task, max_train_s=60 * args.max_minutes, eval_every_s=args.eval_every_s)

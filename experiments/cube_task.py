@@ -24,9 +24,10 @@ PLANTED = ("marginal", "interactions", "masked", "mixed")
 
 # A reduced schema keeps a CPU step cheap; it holds every column the planted effects use.
 TASK_SCHEMA = cube_env.Schema(
-    dimensions=["procedure", "site", "asa_class", "anesthesia_type", "urgency"],
-    protected=["race", "payer", "age_group", "sex"],
-    measures=["case_minutes", "turnover_minutes", "pacu_minutes", "readmit_30d", "opioid_mme", "complication"])
+  dimensions=["procedure", "site", "asa_class", "anesthesia_type", "urgency"],
+  protected=["race", "payer", "age_group", "sex"],
+  measures=["case_minutes", "turnover_minutes", "pacu_minutes", "readmit_30d", "opioid_mme", "complication"],
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -70,8 +71,9 @@ def make_cubes(task: CubeTask, *, split: str) -> CubeSet:
 def make_pool(task: CubeTask, cube_sets: list[CubeSet]):
   """One env and a params pool per cube set, all padded to one shape (so one compiled agent)."""
   all_cubes = [c for s in cube_sets for c in s.cubes]
-  env, stacked = cube_env.make_env_pool(all_cubes, horizon=task.horizon, max_depth=task.max_depth,
-                                        z_screen=task.z_screen)
+  env, stacked = cube_env.make_env_pool(
+    all_cubes, horizon=task.horizon, max_depth=task.max_depth, z_screen=task.z_screen
+  )
   pools, start = [], 0
   for s in cube_sets:
     pools.append(jax.tree.map(lambda x, a=start, b=start + len(s.cubes): x[a:b], stacked))
@@ -94,8 +96,9 @@ def random_walk(env, pool, key, *, num_steps: int):
     ret = ret + jnp.where(alive, r, 0.0)
     return (state2, alive & ~(term | trunc), ret), jnp.where(alive, action, -1)
 
-  (_, _, ret), actions = jax.lax.scan(body, (state, jnp.ones(num, bool), jnp.zeros(num)),
-                                      jax.random.split(key, num_steps))
+  (_, _, ret), actions = jax.lax.scan(
+    body, (state, jnp.ones(num, bool), jnp.zeros(num)), jax.random.split(key, num_steps)
+  )
   return ret, actions.T
 
 
@@ -112,20 +115,21 @@ def visited_cohorts(env, params_one, actions: np.ndarray) -> list[dict]:
   return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jit_step(env):
   return jax.jit(env.step)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jit_reset(env):
   return jax.jit(env.reset)
 
 
-def cube_oracle(params_one, cube) -> "pd.DataFrame":
+def cube_oracle(params_one, cube) -> pd.DataFrame:
   """Every new finding of a cube under the env's thresholds (run once per cube, shared by methods)."""
-  return cube_env.enumerate_findings(cube, max_depth=int(params_one.max_depth), z_screen=float(params_one.z_screen),
-                                     include_old=False)
+  return cube_env.enumerate_findings(
+    cube, max_depth=int(params_one.max_depth), z_screen=float(params_one.z_screen), include_old=False
+  )
 
 
 def score_episode(env, params_one, cube, truth, actions, oracle) -> dict:

@@ -26,8 +26,19 @@ from cube_env import synthetic
 from experiments import report
 
 SMALL_CELL = 11  # the small-cell rule of US health data reporting: no count 1-10 is shown
-SHOWN = ["cohort", "protected", "group", "measure", "n_group", "n_rest", "mean_group", "mean_rest", "relative_diff", "z",
-         "p_adjusted"]
+SHOWN = [
+  "cohort",
+  "protected",
+  "group",
+  "measure",
+  "n_group",
+  "n_rest",
+  "mean_group",
+  "mean_rest",
+  "relative_diff",
+  "z",
+  "p_adjusted",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,16 +120,26 @@ def _method(args: Args):
       raise ValueError(f"--checkpoint is only used by --method muzero (got --method {args.method})")
     return args.method, {"width": args.beam_width} if args.method == "beam" else {}
   if args.checkpoint is None:
-    raise ValueError("--method muzero needs --checkpoint DIR, a trained agent (python -m experiments.train "
-                     "--checkpoint-dir DIR); without one use --method uct, beam, greedy, random or exhaustive")
+    raise ValueError(
+      "--method muzero needs --checkpoint DIR, a trained agent (python -m experiments.train "
+      "--checkpoint-dir DIR); without one use --method uct, beam, greedy, random or exhaustive"
+    )
   from experiments import agent_search  # loads muzero_jax only for this method
 
   return agent_search.muzero_method(args.checkpoint), {}
 
 
 def _planted(truth, score_rows) -> pd.DataFrame:
-  rows = [dict(cohort=cube_env.oracle.cohort_label(t.cohort), protected=t.protected, group=t.group, measure=t.measure,
-               effect=t.effect) for t in truth]
+  rows = [
+    dict(
+      cohort=cube_env.oracle.cohort_label(t.cohort),
+      protected=t.protected,
+      group=t.group,
+      measure=t.measure,
+      effect=t.effect,
+    )
+    for t in truth
+  ]
   return pd.DataFrame(rows).assign(**score_rows) if rows else pd.DataFrame()
 
 
@@ -130,22 +151,41 @@ def run(args: Args) -> dict:
     raise ValueError(f"--budget must be at least 1 group-by query, got {args.budget}")
   method, options = _method(args)
   df, schema, truth, source = _load(args)
-  bar = tqdm(total=args.budget, unit="query", desc=f"{args.method} search", disable=not args.progress,
-             file=sys.stderr, leave=False)
+  bar = tqdm(
+    total=args.budget,
+    unit="query",
+    desc=f"{args.method} search",
+    disable=not args.progress,
+    file=sys.stderr,
+    leave=False,
+  )
   progress = lambda used: bar.update(used - bar.n)
   try:
     result = cube_env.run_discovery(
-        df, schema, method=method, progress=progress, budget=args.budget, max_depth=args.max_depth,
-        min_group=args.min_group, z_screen=_z_screen(args.z_screen), q=args.q,
-        min_relative_diff=args.min_relative_diff, adjust=args.adjust, favorable=args.favorable, seed=args.seed,
-        max_categories=args.max_categories, method_options=tuple(options.items()))
+      df,
+      schema,
+      method=method,
+      progress=progress,
+      budget=args.budget,
+      max_depth=args.max_depth,
+      min_group=args.min_group,
+      z_screen=_z_screen(args.z_screen),
+      q=args.q,
+      min_relative_diff=args.min_relative_diff,
+      adjust=args.adjust,
+      favorable=args.favorable,
+      seed=args.seed,
+      max_categories=args.max_categories,
+      method_options=tuple(options.items()),
+    )
   finally:
     bar.close()
   score = planted = None
   if truth is not None:
     score = cube_env.truth_score(result, truth)
-    matched = cube_env.score_findings(result.confirmed, truth, cube=result.halves.explore) if len(result.confirmed) \
-        else None
+    matched = (
+      cube_env.score_findings(result.confirmed, truth, cube=result.halves.explore) if len(result.confirmed) else None
+    )
     recalled = list(matched["matched"]["recalled"]) if matched is not None else [False] * len(truth)
     planted = _planted(truth, {"recalled_after_confirmation": recalled})
   paths = report.write_report(result, args.out, source=source, truth=score, planted=planted)
@@ -155,21 +195,29 @@ def run(args: Args) -> dict:
 
 def _print_summary(result, source: str, score, paths: dict, show: int) -> None:
   s, c = result.search, result.config
-  print(f"data: {source}; {result.halves.explore_rows} exploration rows, {result.halves.confirm_rows} confirmation rows")
+  print(
+    f"data: {source}; {result.halves.explore_rows} exploration rows, {result.halves.confirm_rows} confirmation rows"
+  )
   for line in result.halves.summary:
     print(f"  {cube_env.cohorts.redact_counts(line, result.config.min_group)}")
-  print(f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
-        f"{result.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}" + (f"; {s.note}" if s.note else ""))
+  print(
+    f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
+    f"{result.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}" + (f"; {s.note}" if s.note else "")
+  )
   n_conf = int(result.findings["confirmed"].sum()) if len(result.findings) else 0
-  print(f"{len(result.findings)} candidates (new findings on the exploration half), {n_conf} confirmed "
-        f"(Benjamini-Hochberg q={c.q:g}, relative difference >= {c.min_relative_diff:.0%})")
+  print(
+    f"{len(result.findings)} candidates (new findings on the exploration half), {n_conf} confirmed "
+    f"(Benjamini-Hochberg q={c.q:g}, relative difference >= {c.min_relative_diff:.0%})"
+  )
   if len(result.findings):
     with pd.option_context("display.width", 220, "display.max_colwidth", 60):
       print(result.findings[SHOWN + ["confirmed"]].head(show).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
   if score is not None:
     for stage, sc in score.items():
-      print(f"truth ({stage}): {sc['n_truth']} planted; recall {sc['recall']:.2f}; precision {sc['precision']:.2f} "
-            f"({sc['n_false']} false of {sc['n_reported']})")
+      print(
+        f"truth ({stage}): {sc['n_truth']} planted; recall {sc['recall']:.2f}; precision {sc['precision']:.2f} "
+        f"({sc['n_false']} false of {sc['n_reported']})"
+      )
   print(f"report: {paths['report.html']} (also findings.json, findings.csv)")
 
 

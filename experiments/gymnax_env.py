@@ -49,7 +49,7 @@ def _import_gymnax():
   return gymnax
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_gymnax(name: str):
   """gymnax's `(env, default_params)` for a registered id such as `CartPole-v1` (cached)."""
   gymnax = _import_gymnax()
@@ -113,8 +113,14 @@ class GymnaxEnv:
     obs, inner, reward, _, info = env.step_env(key, state.inner, action, params)
     terminated = jnp.asarray(env.is_terminated(inner, params), bool)
     truncated = jnp.asarray(env.is_truncated(inner, params), bool) & ~terminated
-    return (self._obs(obs, inner, params), GymnaxState(inner=inner), jnp.asarray(reward, jnp.float32),
-            terminated, truncated, info)
+    return (
+      self._obs(obs, inner, params),
+      GymnaxState(inner=inner),
+      jnp.asarray(reward, jnp.float32),
+      terminated,
+      truncated,
+      info,
+    )
 
   def action_mask(self, state: GymnaxState, params) -> chex.Array:
     del state, params

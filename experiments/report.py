@@ -20,19 +20,58 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from cube_env.cohorts import redact_counts  # noqa: E402
-from cube_env.discovery import Discovery  # noqa: E402
+from cube_env.cohorts import redact_counts
+from cube_env.discovery import Discovery
 
 CSV_COLUMNS = (
-    "confirmed", "reason", "cohort", "protected", "group", "reference", "measure", "scale", "cohort_rows", "n_group",
-    "n_rest", "mean_group", "mean_rest", "diff", "ci_low", "ci_high", "ratio", "relative_diff", "z", "p_value",
-    "p_adjusted", "group_ci_low", "group_ci_high", "rest_ci_low", "rest_ci_high", "path", "explore_cohort_rows", "explore_n_group", "explore_n_rest", "explore_mean_group",
-    "explore_mean_rest", "explore_diff", "explore_ci_low", "explore_ci_high", "explore_z", "explore_p_value",
-    "explore_group_ci_low", "explore_group_ci_high", "explore_rest_ci_low", "explore_rest_ci_high", "query", "depth", "filters")
+  "confirmed",
+  "reason",
+  "cohort",
+  "protected",
+  "group",
+  "reference",
+  "measure",
+  "scale",
+  "cohort_rows",
+  "n_group",
+  "n_rest",
+  "mean_group",
+  "mean_rest",
+  "diff",
+  "ci_low",
+  "ci_high",
+  "ratio",
+  "relative_diff",
+  "z",
+  "p_value",
+  "p_adjusted",
+  "group_ci_low",
+  "group_ci_high",
+  "rest_ci_low",
+  "rest_ci_high",
+  "path",
+  "explore_cohort_rows",
+  "explore_n_group",
+  "explore_n_rest",
+  "explore_mean_group",
+  "explore_mean_rest",
+  "explore_diff",
+  "explore_ci_low",
+  "explore_ci_high",
+  "explore_z",
+  "explore_p_value",
+  "explore_group_ci_low",
+  "explore_group_ci_high",
+  "explore_rest_ci_low",
+  "explore_rest_ci_high",
+  "query",
+  "depth",
+  "filters",
+)
 MAX_PLOTS = 24  # finding plots in the HTML (all findings are in the JSON and CSV)
 MAX_TREE_NODES = 400  # explored-tree nodes drawn (paths to findings always)
 
@@ -60,22 +99,35 @@ def findings_table(run: Discovery) -> pd.DataFrame:
 def summary(run: Discovery, *, source: str, truth: dict | None = None) -> dict:
   c = run.config
   out = {
-      "data": source, "exploration_rows": run.halves.explore_rows, "confirmation_rows": run.halves.confirm_rows,
-      "method": c.method, "budget": c.budget, "queries": run.search.queries,
-      "search_seconds": round(run.search.seconds, 2), "total_seconds": round(run.seconds, 2),
-      "cohorts_visited": len(run.search.visits), "candidates": len(run.findings),
-      "confirmed": int(run.findings["confirmed"].sum()) if len(run.findings) else 0,
-      "z_screen": round(run.search.z_screen, 3), "q": c.q, "min_relative_diff": c.min_relative_diff,
-      "max_depth": c.max_depth, "min_group": c.min_group, "adjusted_by": list(c.adjust), "seed": c.seed,
-      "method_note": run.search.note,
-      "coding": [redact_counts(line, c.min_group) for line in run.halves.summary]}
+    "data": source,
+    "exploration_rows": run.halves.explore_rows,
+    "confirmation_rows": run.halves.confirm_rows,
+    "method": c.method,
+    "budget": c.budget,
+    "queries": run.search.queries,
+    "search_seconds": round(run.search.seconds, 2),
+    "total_seconds": round(run.seconds, 2),
+    "cohorts_visited": len(run.search.visits),
+    "candidates": len(run.findings),
+    "confirmed": int(run.findings["confirmed"].sum()) if len(run.findings) else 0,
+    "z_screen": round(run.search.z_screen, 3),
+    "q": c.q,
+    "min_relative_diff": c.min_relative_diff,
+    "max_depth": c.max_depth,
+    "min_group": c.min_group,
+    "adjusted_by": list(c.adjust),
+    "seed": c.seed,
+    "method_note": run.search.note,
+    "coding": [redact_counts(line, c.min_group) for line in run.halves.summary],
+  }
   if truth is not None:
     out["truth"] = truth
   return _clean(out)
 
 
-def write_report(run: Discovery, out_dir: str, *, source: str, truth: dict | None = None,
-                 planted: pd.DataFrame | None = None) -> dict[str, str]:
+def write_report(
+  run: Discovery, out_dir: str, *, source: str, truth: dict | None = None, planted: pd.DataFrame | None = None
+) -> dict[str, str]:
   """Writes findings.json, findings.csv and report.html into `out_dir`; returns their paths.
 
   Args:
@@ -103,6 +155,7 @@ def write_report(run: Discovery, out_dir: str, *, source: str, truth: dict | Non
 
 # -- HTML ---------------------------------------------------------------------
 
+
 def esc(value: Any) -> str:
   """Escaped text of a value (numbers to 4 significant digits; None as a dash)."""
   if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -115,7 +168,9 @@ def esc(value: Any) -> str:
 def _table(df: pd.DataFrame, columns: list[str]) -> str:
   cols = [c for c in columns if c in df.columns]
   head = "".join(f"<th>{esc(c)}</th>" for c in cols)
-  body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in df[cols].itertuples(index=False))
+  body = "".join(
+    "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in df[cols].itertuples(index=False)
+  )
   return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -130,27 +185,54 @@ def _img(uri: str, alt: str) -> str:
   return f'<img src="{uri}" alt="{esc(alt)}"/>'
 
 
-STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:85%}"
-         "td,th{border:1px solid #ccc;padding:2px 6px}th{background:#eee}.plots img{margin:4px}")
+STYLE = (
+  "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:85%}"
+  "td,th{border:1px solid #ccc;padding:2px 6px}th{background:#eee}.plots img{margin:4px}"
+)
 
-VIEW = ["cohort", "protected", "group", "reference", "measure", "n_group", "n_rest", "mean_group", "mean_rest", "diff",
-        "ci_low", "ci_high", "relative_diff", "z", "p_value", "p_adjusted", "explore_z", "path"]
+VIEW = [
+  "cohort",
+  "protected",
+  "group",
+  "reference",
+  "measure",
+  "n_group",
+  "n_rest",
+  "mean_group",
+  "mean_rest",
+  "diff",
+  "ci_low",
+  "ci_high",
+  "relative_diff",
+  "z",
+  "p_value",
+  "p_adjusted",
+  "explore_z",
+  "path",
+]
 
 
 def render_html(run: Discovery, info: dict, table: pd.DataFrame, *, planted: pd.DataFrame | None = None) -> str:
   confirmed = table[table["confirmed"].astype(bool)] if len(table) else table
   other = table[~table["confirmed"].astype(bool)] if len(table) else table
-  parts = ['<?xml version="1.0" encoding="utf-8"?>', "<!DOCTYPE html>",
-           '<html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head><meta charset="utf-8"/>',
-           f"<title>Disparity findings: {esc(info['data'])}</title><style>{STYLE}</style></head><body>",
-           f"<h1>Disparity findings</h1><h2>Summary</h2>{_summary_table(info)}"]
+  parts = [
+    '<?xml version="1.0" encoding="utf-8"?>',
+    "<!DOCTYPE html>",
+    '<html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head><meta charset="utf-8"/>',
+    f"<title>Disparity findings: {esc(info['data'])}</title><style>{STYLE}</style></head><body>",
+    f"<h1>Disparity findings</h1><h2>Summary</h2>{_summary_table(info)}",
+  ]
   if "truth" in info:
     parts.append(_truth_section(info["truth"], planted))
-  parts.append(f"<h2>Confirmed findings</h2><p>Statistics are from the confirmation half; <code>explore_z</code> is "
-               f"the exploration half's z. Differences are on the test scale (log ratio for log-scale measures, "
-               f"risk difference for rates).</p>{_table(confirmed, VIEW)}")
-  plots = [_img(_finding_plot(r), f"{r['cohort']}: {r['group']} vs {r['reference']}, {r['measure']}")
-           for r in confirmed.head(MAX_PLOTS).to_dict("records")]
+  parts.append(
+    f"<h2>Confirmed findings</h2><p>Statistics are from the confirmation half; <code>explore_z</code> is "
+    f"the exploration half's z. Differences are on the test scale (log ratio for log-scale measures, "
+    f"risk difference for rates).</p>{_table(confirmed, VIEW)}"
+  )
+  plots = [
+    _img(_finding_plot(r), f"{r['cohort']}: {r['group']} vs {r['reference']}, {r['measure']}")
+    for r in confirmed.head(MAX_PLOTS).to_dict("records")
+  ]
   if len(confirmed) > MAX_PLOTS:
     plots.append(f"<p>{esc(len(confirmed) - MAX_PLOTS)} more findings are in findings.csv.</p>")
   parts.append('<div class="plots">' + "".join(plots) + "</div>")
@@ -162,17 +244,36 @@ def render_html(run: Discovery, info: dict, table: pd.DataFrame, *, planted: pd.
 
 def _summary_table(info: dict) -> str:
   rows = []
-  for key in ("data", "exploration_rows", "confirmation_rows", "method", "method_note", "budget", "queries",
-              "search_seconds", "total_seconds", "cohorts_visited", "candidates", "confirmed", "z_screen", "q",
-              "min_relative_diff", "max_depth", "min_group", "adjusted_by", "seed"):
+  for key in (
+    "data",
+    "exploration_rows",
+    "confirmation_rows",
+    "method",
+    "method_note",
+    "budget",
+    "queries",
+    "search_seconds",
+    "total_seconds",
+    "cohorts_visited",
+    "candidates",
+    "confirmed",
+    "z_screen",
+    "q",
+    "min_relative_diff",
+    "max_depth",
+    "min_group",
+    "adjusted_by",
+    "seed",
+  ):
     rows.append(f"<tr><th>{esc(key)}</th><td>{esc(info.get(key))}</td></tr>")
   coding = "".join(f"<li>{esc(line)}</li>" for line in info.get("coding", []))
   return f"<table>{''.join(rows)}</table><h3>Coding of the table</h3><ul>{coding}</ul>"
 
 
 def _truth_section(truth: dict, planted: pd.DataFrame | None) -> str:
-  rows = "".join(f"<tr><th>{esc(k)}</th>" + "".join(f"<td>{esc(v)}</td>" for v in s.values()) + "</tr>"
-                 for k, s in truth.items())
+  rows = "".join(
+    f"<tr><th>{esc(k)}</th>" + "".join(f"<td>{esc(v)}</td>" for v in s.values()) + "</tr>" for k, s in truth.items()
+  )
   head = "".join(f"<th>{esc(k)}</th>" for k in next(iter(truth.values())).keys())
   out = f"<h2>Truth score (synthetic data)</h2><table><tr><th></th>{head}</tr>{rows}</table>"
   if planted is not None and len(planted):
@@ -182,8 +283,9 @@ def _truth_section(truth: dict, planted: pd.DataFrame | None) -> str:
 
 # -- plots --------------------------------------------------------------------
 
+
 def _short(text: str, limit: int = 70) -> str:
-  return text if len(text) <= limit else text[:limit - 3] + "..."
+  return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _finding_plot(row: dict) -> str:
@@ -199,9 +301,16 @@ def _finding_plot(row: dict) -> str:
     if lo is not None and hi is not None and np.isfinite([lo, hi]).all():
       err = [[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]]
     ax.errorbar([i], [mean], yerr=err, fmt="o", color="C3" if side == "group" else "C0", capsize=4)
-  ax.set_xticks(range(4), [f"{_short(str(row['group']), 14)}\nexplore", f"{_short(str(row['reference']), 14)}\nexplore",
-                           f"{_short(str(row['group']), 14)}\nconfirm", f"{_short(str(row['reference']), 14)}\nconfirm"],
-                fontsize=7)
+  ax.set_xticks(
+    range(4),
+    [
+      f"{_short(str(row['group']), 14)}\nexplore",
+      f"{_short(str(row['reference']), 14)}\nexplore",
+      f"{_short(str(row['group']), 14)}\nconfirm",
+      f"{_short(str(row['reference']), 14)}\nconfirm",
+    ],
+    fontsize=7,
+  )
   ax.axvline(1.5, color="#bbb", lw=0.8)
   scale = {"log": "geometric mean", "binary": "rate"}.get(row.get("scale"), "mean")
   ax.set_ylabel(f"{_short(str(row['measure']), 24)} ({scale})", fontsize=8)
@@ -233,20 +342,34 @@ def _tree_plot(run: Discovery) -> str:
     p = int(parents[q])
     if p in ypos:
       red = q in on_path and p in on_path
-      ax.plot([depth[p], depth[q]], [ypos[p], ypos[q]], color="C3" if red else "#ccc", lw=1.4 if red else 0.4,
-              zorder=2 if red else 1)
+      ax.plot(
+        [depth[p], depth[q]],
+        [ypos[p], ypos[q]],
+        color="C3" if red else "#ccc",
+        lw=1.4 if red else 0.4,
+        zorder=2 if red else 1,
+      )
   xs = [depth[q] for q in shown]
   ys = [ypos[q] for q in shown]
   colors = ["C3" if q in confirmed_q else ("C1" if q in cand_q else "#888") for q in shown]
   ax.scatter(xs, ys, s=10, c=colors, zorder=3)
   for q in sorted(cand_q):
-    ax.annotate(_short(str(visits["cohort"].iloc[int(q)]), 45), (depth[int(q)], ypos[int(q)]), fontsize=6,
-                xytext=(4, 2), textcoords="offset points")
+    ax.annotate(
+      _short(str(visits["cohort"].iloc[int(q)]), 45),
+      (depth[int(q)], ypos[int(q)]),
+      fontsize=6,
+      xytext=(4, 2),
+      textcoords="offset points",
+    )
   hidden = len(visits) - len(shown)
   ax.set_xlabel("depth (filters)")
   ax.set_xticks(range(int(max(xs, default=0)) + 1))
   ax.set_yticks([])
-  ax.set_title(f"{len(visits)} cohorts visited" + (f" ({hidden} not drawn)" if hidden > 0 else "")
-               + "; red: confirmed, orange: unconfirmed candidate", fontsize=9)
+  ax.set_title(
+    f"{len(visits)} cohorts visited"
+    + (f" ({hidden} not drawn)" if hidden > 0 else "")
+    + "; red: confirmed, orange: unconfirmed candidate",
+    fontsize=9,
+  )
   ax.set_xlim(-0.2, max(xs, default=0) + 0.8)
   return _png(fig)

@@ -26,27 +26,83 @@ import muzero_jax
 from experiments import cube_task
 
 PRESETS = {
-    "smoke": dict(task=dict(num_train_cubes=2, num_eval_cubes=2, n_rows=2500, horizon=8, max_depth=2),
-                  config=dict(channels=8, num_blocks=1, head_channels=4, latent_size=16, hidden_size=16,
-                              num_simulations=4, max_num_considered_actions=4, num_envs=4, rollout_length=8,
-                              replay_capacity=512, min_replay_size=32, batch_size=16, unroll_steps=3, n_step=3,
-                              updates_per_iteration=2, warmup_steps=5, decay_steps=200), iterations=3),
-    "cpu": dict(task=dict(num_train_cubes=8, num_eval_cubes=4, n_rows=4000, horizon=16, max_depth=3),
-                config=dict(channels=16, num_blocks=1, head_channels=8, latent_size=32, hidden_size=32,
-                            num_simulations=8, max_num_considered_actions=8, num_envs=8, rollout_length=8,
-                            replay_capacity=8192, min_replay_size=128, batch_size=32, updates_per_iteration=4,
-                            warmup_steps=20, decay_steps=5000), iterations=400),
-    "gpu": dict(task=dict(num_train_cubes=64, num_eval_cubes=16, n_rows=20000, horizon=64, max_depth=3),
-                config=dict(channels=64, num_blocks=4, num_simulations=32, num_envs=256, rollout_length=32, support_size=30,
-                            replay_capacity=262144, batch_size=512, updates_per_iteration=16,
-                            decay_steps=200000), iterations=2000),
+  "smoke": dict(
+    task=dict(num_train_cubes=2, num_eval_cubes=2, n_rows=2500, horizon=8, max_depth=2),
+    config=dict(
+      channels=8,
+      num_blocks=1,
+      head_channels=4,
+      latent_size=16,
+      hidden_size=16,
+      num_simulations=4,
+      max_num_considered_actions=4,
+      num_envs=4,
+      rollout_length=8,
+      replay_capacity=512,
+      min_replay_size=32,
+      batch_size=16,
+      unroll_steps=3,
+      n_step=3,
+      updates_per_iteration=2,
+      warmup_steps=5,
+      decay_steps=200,
+    ),
+    iterations=3,
+  ),
+  "cpu": dict(
+    task=dict(num_train_cubes=8, num_eval_cubes=4, n_rows=4000, horizon=16, max_depth=3),
+    config=dict(
+      channels=16,
+      num_blocks=1,
+      head_channels=8,
+      latent_size=32,
+      hidden_size=32,
+      num_simulations=8,
+      max_num_considered_actions=8,
+      num_envs=8,
+      rollout_length=8,
+      replay_capacity=8192,
+      min_replay_size=128,
+      batch_size=32,
+      updates_per_iteration=4,
+      warmup_steps=20,
+      decay_steps=5000,
+    ),
+    iterations=400,
+  ),
+  "gpu": dict(
+    task=dict(num_train_cubes=64, num_eval_cubes=16, n_rows=20000, horizon=64, max_depth=3),
+    config=dict(
+      channels=64,
+      num_blocks=4,
+      num_simulations=32,
+      num_envs=256,
+      rollout_length=32,
+      support_size=30,
+      replay_capacity=262144,
+      batch_size=512,
+      updates_per_iteration=16,
+      decay_steps=200000,
+    ),
+    iterations=2000,
+  ),
 }
 
 
 CONFIG_FLAGS = ("num_simulations", "search", "network", "num_envs", "batch_size", "learning_rate")
 TASK_FLAGS = ("num_train_cubes", "num_eval_cubes", "n_rows", "horizon")
-SAFE_ON_RESUME = ("iterations", "logdir", "checkpoint_dir", "checkpoint_every", "keep", "evaluate", "eval_only",
-                  "ray_actors", "ray_address", "ray_actor_gpus")
+SAFE_ON_RESUME = (
+  "iterations",
+  "logdir",
+  "checkpoint_dir",
+  "checkpoint_every",
+  "keep",
+  "evaluate",
+  "eval_only",
+  "ray_actors",
+  "ray_address",
+  "ray_actor_gpus",
+)
 
 
 class UsageError(ValueError):
@@ -147,8 +203,9 @@ def read_checkpoint_meta(directory: str):
   ckpt = muzero_jax.Checkpointer(directory, create=False)
   try:
     if not ckpt.all_steps():
-      raise UsageError(f"--resume {directory}: the directory holds no checkpoint (no step directory written by "
-                       f"--checkpoint-dir)")
+      raise UsageError(
+        f"--resume {directory}: the directory holds no checkpoint (no step directory written by --checkpoint-dir)"
+      )
     _, config, meta = ckpt.newest_readable_meta()
   except FileNotFoundError as err:
     raise UsageError(f"--resume {directory}: {err}") from err
@@ -163,8 +220,9 @@ def build_resumed(args: Args):
   config, meta = read_checkpoint_meta(directory)
   extra = meta.get("extra") or {}
   if extra.get("env", "cube") != args.env:
-    raise UsageError(f"--resume {directory}: checkpoint was written with --env {extra.get('env', 'cube')}, "
-                     f"not --env {args.env}")
+    raise UsageError(
+      f"--resume {directory}: checkpoint was written with --env {extra.get('env', 'cube')}, not --env {args.env}"
+    )
   if "task" not in extra or "preset" not in extra:
     raise UsageError(f"--resume {directory}: checkpoint was not written by experiments.train (its meta has no task)")
   task_kw = dict(extra["task"])
@@ -180,8 +238,10 @@ def build_resumed(args: Args):
     if given is not None and given != saved:
       conflicts.append(f"--{name.replace('_', '-')} {given} (checkpoint: {saved})")
   if conflicts:
-    raise UsageError(f"--resume {directory}: flag(s) contradict the checkpoint: {'; '.join(conflicts)}. Safe to change "
-                     f"on resume: {', '.join('--' + n.replace('_', '-') for n in SAFE_ON_RESUME)}")
+    raise UsageError(
+      f"--resume {directory}: flag(s) contradict the checkpoint: {'; '.join(conflicts)}. Safe to change "
+      f"on resume: {', '.join('--' + n.replace('_', '-') for n in SAFE_ON_RESUME)}"
+    )
   changes = {}
   if args.checkpoint_every is not None:
     changes["checkpoint_every"] = args.checkpoint_every
@@ -206,10 +266,20 @@ def evaluate(task, config, env, params, eval_set, eval_pool, *, seed: int = 0) -
     a = cube_task.score_episode(env, one, cube, truth, agent_actions[i], oracle)
     r = cube_task.score_episode(env, one, cube, truth, np.asarray(rnd_actions)[i], oracle)
     oracle_recall = cube_env.score_findings(oracle, truth, cube=cube)["recall"]
-    rows.append(dict(scenario=eval_set.scenarios[i], seed=eval_set.seeds[i], agent_return=float(agent.returns[i]),
-                     random_return=float(rnd_ret[i]), agent_recall=a["recall"], random_recall=r["recall"],
-                     oracle_recall=oracle_recall, oracle_findings=len(oracle),
-                     oracle_queries=oracle.attrs["queries"], budget=task.horizon))
+    rows.append(
+      dict(
+        scenario=eval_set.scenarios[i],
+        seed=eval_set.seeds[i],
+        agent_return=float(agent.returns[i]),
+        random_return=float(rnd_ret[i]),
+        agent_recall=a["recall"],
+        random_recall=r["recall"],
+        oracle_recall=oracle_recall,
+        oracle_findings=len(oracle),
+        oracle_queries=oracle.attrs["queries"],
+        budget=task.horizon,
+      )
+    )
   return rows
 
 
@@ -217,8 +287,9 @@ def _train_on_ray(args: Args, config, env, train_pool, state, *, num_iterations:
   """Self-play fanned out on Ray actors, learner here (the only place the CLI imports Ray)."""
   num_actors = args.ray_actors if args.ray_actors is not None else 2
   if num_actors < 1 or config.num_envs % num_actors:
-    raise UsageError(f"--ray-actors {num_actors} must be >= 1 and divide the {config.num_envs} self-play "
-                     f"environments (--num-envs)")
+    raise UsageError(
+      f"--ray-actors {num_actors} must be >= 1 and divide the {config.num_envs} self-play environments (--num-envs)"
+    )
   try:
     from muzero_jax import distributed
   except ImportError as err:
@@ -226,9 +297,18 @@ def _train_on_ray(args: Args, config, env, train_pool, state, *, num_iterations:
   distributed.init_ray(args.ray_address)
   where = args.ray_address or "a local Ray runtime on 127.0.0.1"
   print(f"self-play on {num_actors} Ray actors ({config.num_envs // num_actors} environments each) via {where}")
-  result = distributed.train(config, env, train_pool, num_actors=num_actors, logdir=args.logdir,
-                             checkpoint_dir=checkpoint_dir, num_iterations=num_iterations, state=state,
-                             checkpoint_extra=extra, actor_gpus=args.ray_actor_gpus)
+  result = distributed.train(
+    config,
+    env,
+    train_pool,
+    num_actors=num_actors,
+    logdir=args.logdir,
+    checkpoint_dir=checkpoint_dir,
+    num_iterations=num_iterations,
+    state=state,
+    checkpoint_extra=extra,
+    actor_gpus=args.ray_actor_gpus,
+  )
   print(result.counters.summary())
   return result.state
 
@@ -246,25 +326,35 @@ def _holds_checkpoints(directory: str) -> bool:
 def run(args: Args) -> dict:
   if args.env == "cartpole":
     from experiments import cartpole  # gymnax is optional: imported only for this task
+
     return cartpole.run(args)
   if args.resume is not None:
     task, config, iterations, extra = build_resumed(args)
     checkpoint_dir = args.checkpoint_dir or args.resume
   else:
     task, config, iterations = build(args)
-    extra = dict(program="experiments.train", env="cube", preset=args.preset or "cpu", iterations=iterations,
-                 task=dataclasses.asdict(task))
+    extra = dict(
+      program="experiments.train",
+      env="cube",
+      preset=args.preset or "cpu",
+      iterations=iterations,
+      task=dataclasses.asdict(task),
+    )
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir and _holds_checkpoints(checkpoint_dir):
-      raise UsageError(f"--checkpoint-dir {checkpoint_dir} already holds checkpoints; continue them with --resume "
-                       f"{checkpoint_dir} or choose an empty directory")
+      raise UsageError(
+        f"--checkpoint-dir {checkpoint_dir} already holds checkpoints; continue them with --resume "
+        f"{checkpoint_dir} or choose an empty directory"
+      )
   t0 = time.perf_counter()
   train_set = cube_task.make_cubes(task, split="train")
   eval_set = cube_task.make_cubes(task, split="eval")
   env, (train_pool, eval_pool) = cube_task.make_pool(task, [train_set, eval_set])
-  print(f"cubes: {len(train_set.cubes)} training (seeds {train_set.seeds[0]}..), {len(eval_set.cubes)} held-out "
-        f"(seeds {eval_set.seeds[0]}..); grid {env.observation_shape}, {env.num_actions} actions; "
-        f"{time.perf_counter() - t0:.1f} s")
+  print(
+    f"cubes: {len(train_set.cubes)} training (seeds {train_set.seeds[0]}..), {len(eval_set.cubes)} held-out "
+    f"(seeds {eval_set.seeds[0]}..); grid {env.observation_shape}, {env.num_actions} actions; "
+    f"{time.perf_counter() - t0:.1f} s"
+  )
   state = None
   if args.resume is not None:
     try:
@@ -272,31 +362,56 @@ def run(args: Args) -> dict:
     except ValueError as err:  # made for another environment or config
       raise UsageError(f"--resume {args.resume}: {err}") from err
     state = restored.state
-    print(f"resumed {args.resume} at step {restored.step}: " +
-          ", ".join(f"{k} {v}" for k, v in restored.meta["counters"].items()))
+    print(
+      f"resumed {args.resume} at step {restored.step}: "
+      + ", ".join(f"{k} {v}" for k, v in restored.meta["counters"].items())
+    )
   if args.eval_only:
     state = state if state is not None else muzero_jax.make_train(config, env, train_pool).init()
   else:
     done = int(state.iteration) if state is not None else 0
     if args.ray_actors is not None or args.ray_address is not None:
-      state = _train_on_ray(args, config, env, train_pool, state, num_iterations=max(iterations - done, 0),
-                            checkpoint_dir=checkpoint_dir, extra=extra)
+      state = _train_on_ray(
+        args,
+        config,
+        env,
+        train_pool,
+        state,
+        num_iterations=max(iterations - done, 0),
+        checkpoint_dir=checkpoint_dir,
+        extra=extra,
+      )
     else:
-      state = muzero_jax.train(config, env, train_pool, logdir=args.logdir, checkpoint_dir=checkpoint_dir,
-                               num_iterations=max(iterations - done, 0), state=state, checkpoint_extra=extra)
+      state = muzero_jax.train(
+        config,
+        env,
+        train_pool,
+        logdir=args.logdir,
+        checkpoint_dir=checkpoint_dir,
+        num_iterations=max(iterations - done, 0),
+        state=state,
+        checkpoint_extra=extra,
+      )
   if not args.evaluate:
     return dict(iteration=int(state.iteration), seconds=time.perf_counter() - t0)
   rows = evaluate(task, config, env, state.params, eval_set, eval_pool, seed=config.seed)
   mean = lambda k: float(np.nanmean([r[k] for r in rows]))
   print("held-out evaluation (budget %d queries per cube):" % task.horizon)
   for r in rows:
-    print(f"  {r['scenario']:>12} seed {r['seed']}: agent return {r['agent_return']:.0f} "
-          f"(recall {r['agent_recall']:.2f}), random walk {r['random_return']:.0f} "
-          f"(recall {r['random_recall']:.2f}), oracle recall {r['oracle_recall']:.2f} "
-          f"with {r['oracle_queries']} queries")
-  summary = dict(agent_return=mean("agent_return"), random_return=mean("random_return"),
-                 agent_recall=mean("agent_recall"), random_recall=mean("random_recall"),
-                 oracle_recall=mean("oracle_recall"), seconds=time.perf_counter() - t0)
+    print(
+      f"  {r['scenario']:>12} seed {r['seed']}: agent return {r['agent_return']:.0f} "
+      f"(recall {r['agent_recall']:.2f}), random walk {r['random_return']:.0f} "
+      f"(recall {r['random_recall']:.2f}), oracle recall {r['oracle_recall']:.2f} "
+      f"with {r['oracle_queries']} queries"
+    )
+  summary = dict(
+    agent_return=mean("agent_return"),
+    random_return=mean("random_return"),
+    agent_recall=mean("agent_recall"),
+    random_recall=mean("random_recall"),
+    oracle_recall=mean("oracle_recall"),
+    seconds=time.perf_counter() - t0,
+  )
   print("mean: " + json.dumps(summary))
   if args.logdir:
     os.makedirs(args.logdir, exist_ok=True)
@@ -315,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
   except KeyboardInterrupt as err:
     print(f"\ninterrupted: {err or 'no checkpoint directory given, nothing saved'}", file=sys.stderr)
     if args.checkpoint_dir or args.resume:
-      print(f"continue with: python -m experiments.train --resume {args.checkpoint_dir or args.resume}", file=sys.stderr)
+      print(
+        f"continue with: python -m experiments.train --resume {args.checkpoint_dir or args.resume}", file=sys.stderr
+      )
     return 130
   return 0
 

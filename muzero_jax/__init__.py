@@ -17,7 +17,7 @@ Checkpoints (Orbax): ``muzero_jax.save(dir, state, config, env=env)``,
 """
 
 from muzero_jax.bench import benchmark_learner, benchmark_search, benchmark_selfplay
-from muzero_jax.checkpoint import CheckpointWarning, Checkpointer, Restored, env_spec, load_params, restore, save
+from muzero_jax.checkpoint import Checkpointer, CheckpointWarning, Restored, env_spec, load_params, restore, save
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.logging import MetricsLogger
 from muzero_jax.networks import MuZeroNetwork, make_network
@@ -25,35 +25,35 @@ from muzero_jax.replay import Replay, Trajectory
 from muzero_jax.search import SearchOutput, run_search
 from muzero_jax.selfplay import ActorState, EvalResult, act, evaluate, make_evaluate
 from muzero_jax.support import check_support
-from muzero_jax.train import TrainState, Trainer, make_train, train
+from muzero_jax.train import Trainer, TrainState, make_train, train
 
 __all__ = [
-    "MuZeroConfig",
-    "MuZeroNetwork",
-    "make_network",
-    "SearchOutput",
-    "run_search",
-    "act",
-    "EvalResult",
-    "evaluate",
-    "make_evaluate",
-    "ActorState",
-    "Replay",
-    "Trajectory",
-    "TrainState",
-    "Trainer",
-    "make_train",
-    "train",
-    "Checkpointer",
-    "CheckpointWarning",
-    "Restored",
-    "save",
-    "restore",
-    "load_params",
-    "env_spec",
-    "MetricsLogger",
-    "check_support",
-    "benchmark_search",
-    "benchmark_selfplay",
-    "benchmark_learner",
+  "MuZeroConfig",
+  "MuZeroNetwork",
+  "make_network",
+  "SearchOutput",
+  "run_search",
+  "act",
+  "EvalResult",
+  "evaluate",
+  "make_evaluate",
+  "ActorState",
+  "Replay",
+  "Trajectory",
+  "TrainState",
+  "Trainer",
+  "make_train",
+  "train",
+  "Checkpointer",
+  "CheckpointWarning",
+  "Restored",
+  "save",
+  "restore",
+  "load_params",
+  "env_spec",
+  "MetricsLogger",
+  "check_support",
+  "benchmark_search",
+  "benchmark_selfplay",
+  "benchmark_learner",
 ]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,181 +33,213 @@ __all__ = ["time_call", "benchmark_search", "benchmark_selfplay", "benchmark_lea
 
 
 def time_call(fn: Callable, *args, repeats: int = 5) -> dict[str, float]:
-    """Compiles ``fn`` (a jitted function) on ``args``, then times ``repeats`` calls.
+  """Compiles ``fn`` (a jitted function) on ``args``, then times ``repeats`` calls.
 
-    Returns ``compile_s`` (lowering + compilation), ``first_call_s`` and
-    ``median_s`` / ``min_s`` of the timed calls.
-    """
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    compile_s = time.perf_counter() - t0
+  Returns ``compile_s`` (lowering + compilation), ``first_call_s`` and
+  ``median_s`` / ``min_s`` of the timed calls.
+  """
+  t0 = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  jax.block_until_ready(compiled(*args))
+  first_s = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
     t0 = time.perf_counter()
     jax.block_until_ready(compiled(*args))
-    first_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    return {"compile_s": compile_s, "first_call_s": first_s,
-            "median_s": statistics.median(times), "min_s": min(times)}
+    times.append(time.perf_counter() - t0)
+  return {"compile_s": compile_s, "first_call_s": first_s, "median_s": statistics.median(times), "min_s": min(times)}
 
 
 def _batch_of_states(env, pool, key, batch: int):
-    """Observations ``[B, ...]`` and masks ``[B, A]`` from resets on random pool entries."""
-    actor = selfplay.init_actor(env, pool, key, batch)
-    mask = jax.vmap(env.action_mask)(actor.env_state, selfplay.select_params(pool, actor.pool_index))
-    return actor.obs, mask
+  """Observations ``[B, ...]`` and masks ``[B, A]`` from resets on random pool entries."""
+  actor = selfplay.init_actor(env, pool, key, batch)
+  mask = jax.vmap(env.action_mask)(actor.env_state, selfplay.select_params(pool, actor.pool_index))
+  return actor.obs, mask
 
 
 def _device() -> str:
-    dev = jax.devices()[0]
-    return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
+  dev = jax.devices()[0]
+  return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
 
 
 def _make_rollout(env, network, cfg):
-    @jax.jit
-    def roll(params, actor, pool, key):
-        actor, traj, stats = selfplay.rollout(params, actor, pool, key, env=env, network=network, config=cfg)
-        return actor.obs, traj.reward, stats.episodes
+  @jax.jit
+  def roll(params, actor, pool, key):
+    actor, traj, stats = selfplay.rollout(params, actor, pool, key, env=env, network=network, config=cfg)
+    return actor.obs, traj.reward, stats.episodes
 
-    return roll
+  return roll
 
 
 def _make_fill(env, network, cfg):
-    @jax.jit
-    def fill(state, pool):
-        key, key_act = jax.random.split(state.key)
-        actor, traj, _ = selfplay.rollout(state.params, state.actor, pool, key_act,
-                                          env=env, network=network, config=cfg)
-        return state.replace(actor=actor, key=key,
-                             replay=replay_lib.add_trajectory(state.replay, traj, config=cfg))
+  @jax.jit
+  def fill(state, pool):
+    key, key_act = jax.random.split(state.key)
+    actor, traj, _ = selfplay.rollout(state.params, state.actor, pool, key_act, env=env, network=network, config=cfg)
+    return state.replace(actor=actor, key=key, replay=replay_lib.add_trajectory(state.replay, traj, config=cfg))
 
-    return fill
+  return fill
 
 
 def _make_learn(network, optimizer, cfg, updates: int):
-    @jax.jit
-    def learn(params, opt_state, replay, key):
-        def body(carry, k):
-            p, o, r = carry
-            p, o, r, terms, _, _ = learner_lib.learn_step(p, o, r, k, network=network,
-                                                          optimizer=optimizer, config=cfg)
-            return (p, o, r), terms.total
+  @jax.jit
+  def learn(params, opt_state, replay, key):
+    def body(carry, k):
+      p, o, r = carry
+      p, o, r, terms, _, _ = learner_lib.learn_step(p, o, r, k, network=network, optimizer=optimizer, config=cfg)
+      return (p, o, r), terms.total
 
-        (p, _, _), losses = jax.lax.scan(body, (params, opt_state, replay), jax.random.split(key, updates))
-        return p, losses
+    (p, _, _), losses = jax.lax.scan(body, (params, opt_state, replay), jax.random.split(key, updates))
+    return p, losses
 
-    return learn
-
-
-def benchmark_search(config: MuZeroConfig, env, env_params_pool, *, batch_sizes: Sequence[int] = (1, 16, 64),
-                     repeats: int = 5, seed: int = 0) -> list[dict[str, Any]]:
-    """Simulations per second of the configured search, and its overhead ratio.
-
-    Returns one dict per batch size with ``simulations_per_s``,
-    ``searches_per_s``, ``search_s``, ``network_only_s``, ``overhead_ratio``
-    (search / network-only wall time) and compile times.
-    """
-    network = make_network(config, env.num_actions, env.observation_shape)
-    recurrent_fn = make_recurrent_fn(network, config)
-    key = jax.random.PRNGKey(seed)
-    key_init, key_states, key_search = jax.random.split(key, 3)
-    obs_shape = tuple(env.observation_shape)
-    params = network.init(key_init, jnp.zeros((1, *obs_shape)), jnp.zeros((1,), jnp.int32))
-
-    @jax.jit
-    def search(params, key, obs, mask):
-        out = run_search(params, key, obs, mask, network=network, config=config)
-        return out.action, out.root_value
-
-    @jax.jit
-    def network_only(params, key, obs, mask):
-        root = root_output(network, config, params, obs)
-        batch = obs.shape[0]
-
-        def body(i, carry):
-            latent, total = carry
-            # Vary the action with the step so the calls cannot be hoisted or merged.
-            action = (jnp.argmax(root.prior_logits + jnp.where(mask, 0.0, -1e9), -1) + i) % env.num_actions
-            out, latent = recurrent_fn(params, key, action.astype(jnp.int32), latent)
-            return latent, total + out.value
-
-        _, total = jax.lax.fori_loop(0, config.num_simulations, body,
-                                     (root.embedding, jnp.zeros((batch,), jnp.float32)))
-        return total
-
-    results = []
-    for batch in batch_sizes:
-        obs, mask = _batch_of_states(env, env_params_pool, key_states, batch)
-        t_search = time_call(search, params, key_search, obs, mask, repeats=repeats)
-        t_net = time_call(network_only, params, key_search, obs, mask, repeats=repeats)
-        results.append({
-            "benchmark": "search", "device": _device(), "search": config.search, "batch_size": batch,
-            "num_simulations": config.num_simulations,
-            "simulations_per_s": batch * config.num_simulations / t_search["median_s"],
-            "searches_per_s": batch / t_search["median_s"],
-            "search_s": t_search["median_s"], "network_only_s": t_net["median_s"],
-            "overhead_ratio": t_search["median_s"] / t_net["median_s"],
-            "compile_search_s": t_search["compile_s"], "compile_network_only_s": t_net["compile_s"],
-        })
-    return results
+  return learn
 
 
-def benchmark_selfplay(config: MuZeroConfig, env, env_params_pool, *, num_envs: Sequence[int] = (16, 64),
-                       repeats: int = 3, seed: int = 0) -> list[dict[str, Any]]:
-    """Self-play moves per second: one jitted rollout of ``rollout_length`` steps per call.
+def benchmark_search(
+  config: MuZeroConfig,
+  env,
+  env_params_pool,
+  *,
+  batch_sizes: Sequence[int] = (1, 16, 64),
+  repeats: int = 5,
+  seed: int = 0,
+) -> list[dict[str, Any]]:
+  """Simulations per second of the configured search, and its overhead ratio.
 
-    Includes search, environment steps and auto-reset; no learning.
-    """
-    results = []
-    for batch in num_envs:
-        cfg = config.replace(num_envs=batch,
-                             replay_capacity=max(config.replay_capacity,
-                                                 batch * (config.rollout_length + config.window_length)))
-        network = make_network(cfg, env.num_actions, env.observation_shape)
-        key_init, key_actor, key_roll = jax.random.split(jax.random.PRNGKey(seed), 3)
-        params = network.init(key_init, jnp.zeros((1, *env.observation_shape)), jnp.zeros((1,), jnp.int32))
-        actor = selfplay.init_actor(env, env_params_pool, key_actor, batch)
+  Returns one dict per batch size with ``simulations_per_s``,
+  ``searches_per_s``, ``search_s``, ``network_only_s``, ``overhead_ratio``
+  (search / network-only wall time) and compile times.
+  """
+  network = make_network(config, env.num_actions, env.observation_shape)
+  recurrent_fn = make_recurrent_fn(network, config)
+  key = jax.random.PRNGKey(seed)
+  key_init, key_states, key_search = jax.random.split(key, 3)
+  obs_shape = tuple(env.observation_shape)
+  params = network.init(key_init, jnp.zeros((1, *obs_shape)), jnp.zeros((1,), jnp.int32))
 
-        t = time_call(_make_rollout(env, network, cfg), params, actor, env_params_pool, key_roll, repeats=repeats)
-        moves = batch * cfg.rollout_length
-        results.append({
-            "benchmark": "selfplay", "device": _device(), "num_envs": batch, "rollout_length": cfg.rollout_length,
-            "num_simulations": cfg.num_simulations, "moves_per_s": moves / t["median_s"],
-            "simulations_per_s": moves * cfg.num_simulations / t["median_s"],
-            "rollout_s": t["median_s"], "compile_s": t["compile_s"],
-        })
-    return results
+  @jax.jit
+  def search(params, key, obs, mask):
+    out = run_search(params, key, obs, mask, network=network, config=config)
+    return out.action, out.root_value
+
+  @jax.jit
+  def network_only(params, key, obs, mask):
+    root = root_output(network, config, params, obs)
+    batch = obs.shape[0]
+
+    def body(i, carry):
+      latent, total = carry
+      # Vary the action with the step so the calls cannot be hoisted or merged.
+      action = (jnp.argmax(root.prior_logits + jnp.where(mask, 0.0, -1e9), -1) + i) % env.num_actions
+      out, latent = recurrent_fn(params, key, action.astype(jnp.int32), latent)
+      return latent, total + out.value
+
+    _, total = jax.lax.fori_loop(0, config.num_simulations, body, (root.embedding, jnp.zeros((batch,), jnp.float32)))
+    return total
+
+  results = []
+  for batch in batch_sizes:
+    obs, mask = _batch_of_states(env, env_params_pool, key_states, batch)
+    t_search = time_call(search, params, key_search, obs, mask, repeats=repeats)
+    t_net = time_call(network_only, params, key_search, obs, mask, repeats=repeats)
+    results.append(
+      {
+        "benchmark": "search",
+        "device": _device(),
+        "search": config.search,
+        "batch_size": batch,
+        "num_simulations": config.num_simulations,
+        "simulations_per_s": batch * config.num_simulations / t_search["median_s"],
+        "searches_per_s": batch / t_search["median_s"],
+        "search_s": t_search["median_s"],
+        "network_only_s": t_net["median_s"],
+        "overhead_ratio": t_search["median_s"] / t_net["median_s"],
+        "compile_search_s": t_search["compile_s"],
+        "compile_network_only_s": t_net["compile_s"],
+      }
+    )
+  return results
 
 
-def benchmark_learner(config: MuZeroConfig, env, env_params_pool, *, batch_sizes: Sequence[int] = (64, 256),
-                      updates: int = 10, repeats: int = 3, seed: int = 0) -> list[dict[str, Any]]:
-    """Learner updates per second (sampling, reanalysis as configured, loss, optimiser).
+def benchmark_selfplay(
+  config: MuZeroConfig, env, env_params_pool, *, num_envs: Sequence[int] = (16, 64), repeats: int = 3, seed: int = 0
+) -> list[dict[str, Any]]:
+  """Self-play moves per second: one jitted rollout of ``rollout_length`` steps per call.
 
-    The replay is first filled by self-play with random parameters; each timed
-    call runs ``updates`` updates in a ``lax.scan``.
-    """
-    from muzero_jax.train import make_train  # noqa: PLC0415 (avoid an import cycle)
+  Includes search, environment steps and auto-reset; no learning.
+  """
+  results = []
+  for batch in num_envs:
+    cfg = config.replace(
+      num_envs=batch,
+      replay_capacity=max(config.replay_capacity, batch * (config.rollout_length + config.window_length)),
+    )
+    network = make_network(cfg, env.num_actions, env.observation_shape)
+    key_init, key_actor, key_roll = jax.random.split(jax.random.PRNGKey(seed), 3)
+    params = network.init(key_init, jnp.zeros((1, *env.observation_shape)), jnp.zeros((1,), jnp.int32))
+    actor = selfplay.init_actor(env, env_params_pool, key_actor, batch)
 
-    results = []
-    for batch in batch_sizes:
-        cfg = config.replace(batch_size=batch, min_replay_size=0)
-        trainer = make_train(cfg, env, env_params_pool)
-        state = trainer.init(jax.random.PRNGKey(seed))
-        network, optimizer = trainer.network, trainer.optimizer
+    t = time_call(_make_rollout(env, network, cfg), params, actor, env_params_pool, key_roll, repeats=repeats)
+    moves = batch * cfg.rollout_length
+    results.append(
+      {
+        "benchmark": "selfplay",
+        "device": _device(),
+        "num_envs": batch,
+        "rollout_length": cfg.rollout_length,
+        "num_simulations": cfg.num_simulations,
+        "moves_per_s": moves / t["median_s"],
+        "simulations_per_s": moves * cfg.num_simulations / t["median_s"],
+        "rollout_s": t["median_s"],
+        "compile_s": t["compile_s"],
+      }
+    )
+  return results
 
-        fill = _make_fill(env, network, cfg)
-        rollouts = -(-(cfg.window_length + 1) // cfg.rollout_length) + 1
-        for _ in range(rollouts):
-            state = fill(state, env_params_pool)
 
-        learn = _make_learn(network, optimizer, cfg, updates)
-        t = time_call(learn, state.params, state.opt_state, state.replay, state.key, repeats=repeats)
-        results.append({
-            "benchmark": "learner", "device": _device(), "batch_size": batch, "unroll_steps": cfg.unroll_steps,
-            "reanalysed_per_update": cfg.num_reanalysed,
-            "updates_per_s": updates / t["median_s"], "samples_per_s": updates * batch / t["median_s"],
-            "compile_s": t["compile_s"],
-        })
-    return results
+def benchmark_learner(
+  config: MuZeroConfig,
+  env,
+  env_params_pool,
+  *,
+  batch_sizes: Sequence[int] = (64, 256),
+  updates: int = 10,
+  repeats: int = 3,
+  seed: int = 0,
+) -> list[dict[str, Any]]:
+  """Learner updates per second (sampling, reanalysis as configured, loss, optimiser).
+
+  The replay is first filled by self-play with random parameters; each timed
+  call runs ``updates`` updates in a ``lax.scan``.
+  """
+  from muzero_jax.train import make_train  # noqa: PLC0415 (avoid an import cycle)
+
+  results = []
+  for batch in batch_sizes:
+    cfg = config.replace(batch_size=batch, min_replay_size=0)
+    trainer = make_train(cfg, env, env_params_pool)
+    state = trainer.init(jax.random.PRNGKey(seed))
+    network, optimizer = trainer.network, trainer.optimizer
+
+    fill = _make_fill(env, network, cfg)
+    rollouts = -(-(cfg.window_length + 1) // cfg.rollout_length) + 1
+    for _ in range(rollouts):
+      state = fill(state, env_params_pool)
+
+    learn = _make_learn(network, optimizer, cfg, updates)
+    t = time_call(learn, state.params, state.opt_state, state.replay, state.key, repeats=repeats)
+    results.append(
+      {
+        "benchmark": "learner",
+        "device": _device(),
+        "batch_size": batch,
+        "unroll_steps": cfg.unroll_steps,
+        "reanalysed_per_update": cfg.num_reanalysed,
+        "updates_per_s": updates / t["median_s"],
+        "samples_per_s": updates * batch / t["median_s"],
+        "compile_s": t["compile_s"],
+      }
+    )
+  return results

@@ -51,14 +51,14 @@ import orbax.checkpoint as ocp
 from muzero_jax.config import MuZeroConfig
 
 __all__ = [
-    "Checkpointer",
-    "CheckpointWarning",
-    "Restored",
-    "SAFE_CONFIG_FIELDS",
-    "env_spec",
-    "load_params",
-    "restore",
-    "save",
+  "Checkpointer",
+  "CheckpointWarning",
+  "Restored",
+  "SAFE_CONFIG_FIELDS",
+  "env_spec",
+  "load_params",
+  "restore",
+  "save",
 ]
 
 FORMAT_VERSION = 1
@@ -70,330 +70,376 @@ _DAMAGED_SUFFIX = ".damaged"
 
 
 class CheckpointWarning(UserWarning):
-    """A checkpoint step was skipped (damaged) or an unfinished save was discarded."""
+  """A checkpoint step was skipped (damaged) or an unfinished save was discarded."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
-    """What :meth:`Checkpointer.restore` found."""
+  """What :meth:`Checkpointer.restore` found."""
 
-    state: Any  # the TrainState (or whatever pytree was saved), committed to one device
-    config: MuZeroConfig  # the config saved with it
-    meta: dict  # the ``meta`` item (env identity, counters, digests, extra)
-    step: int  # the step restored
-    skipped: tuple[tuple[int, str], ...] = ()  # newer steps found damaged: (step, reason)
+  state: Any  # the TrainState (or whatever pytree was saved), committed to one device
+  config: MuZeroConfig  # the config saved with it
+  meta: dict  # the ``meta`` item (env identity, counters, digests, extra)
+  step: int  # the step restored
+  skipped: tuple[tuple[int, str], ...] = ()  # newer steps found damaged: (step, reason)
 
 
 def env_spec(env) -> dict:
-    """The identity of an environment that a checkpoint must match."""
-    cls = type(env)
-    return {"env": f"{cls.__module__}.{cls.__qualname__}",
-            "observation_shape": [int(d) for d in env.observation_shape],
-            "num_actions": int(env.num_actions)}
+  """The identity of an environment that a checkpoint must match."""
+  cls = type(env)
+  return {
+    "env": f"{cls.__module__}.{cls.__qualname__}",
+    "observation_shape": [int(d) for d in env.observation_shape],
+    "num_actions": int(env.num_actions),
+  }
 
 
 def tree_digest(tree: Any) -> str:
-    """BLAKE2b over every leaf's path, dtype, shape and bytes (host copy)."""
-    h = hashlib.blake2b(digest_size=16)
-    leaves, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))
-    for path, leaf in leaves:
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{jax.tree_util.keystr(path)}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.view(np.uint8).reshape(-1).data if arr.size else b"")
-    return h.hexdigest()
+  """BLAKE2b over every leaf's path, dtype, shape and bytes (host copy)."""
+  h = hashlib.blake2b(digest_size=16)
+  leaves, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))
+  for path, leaf in leaves:
+    arr = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}|{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(arr.view(np.uint8).reshape(-1).data if arr.size else b"")
+  return h.hexdigest()
 
 
 def _counters(state: Any) -> dict:
-    out = {}
-    for name in ("iteration", "updates", "moves", "episodes", "skipped_updates"):
-        if hasattr(state, name):
-            out[name] = int(getattr(state, name))
-    return out
+  out = {}
+  for name in ("iteration", "updates", "moves", "episodes", "skipped_updates"):
+    if hasattr(state, name):
+      out[name] = int(getattr(state, name))
+  return out
 
 
 def _abstract(tree: Any, sharding=None) -> Any:
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
 
 
-def check_compatible(meta: dict, saved: MuZeroConfig, *, directory: str, step: int,
-                     env=None, config: MuZeroConfig | None = None) -> None:
-    """Raises ``ValueError`` when the checkpoint was made for another env or a contradicting config."""
-    if env is not None:
-        want, have = env_spec(env), meta.get("env")
-        if have is not None and want != have:
-            raise ValueError(
-                f"checkpoint {directory}/{step} was made for environment {have['env']} with observation "
-                f"shape {tuple(have['observation_shape'])} and {have['num_actions']} actions; this run has "
-                f"{want['env']} with observation shape {tuple(want['observation_shape'])} and "
-                f"{want['num_actions']} actions")
-    if config is not None:
-        a, b = saved.to_dict(), config.to_dict()
-        diff = {k: (a[k], b[k]) for k in a if k not in SAFE_CONFIG_FIELDS and a[k] != b[k]}
-        if diff:
-            what = ", ".join(f"{k}={new!r} (checkpoint has {old!r})" for k, (old, new) in sorted(diff.items()))
-            raise ValueError(f"config contradicts the checkpoint in {directory}: {what}; only "
-                             f"{sorted(SAFE_CONFIG_FIELDS)} may change on resume")
+def check_compatible(
+  meta: dict, saved: MuZeroConfig, *, directory: str, step: int, env=None, config: MuZeroConfig | None = None
+) -> None:
+  """Raises ``ValueError`` when the checkpoint was made for another env or a contradicting config."""
+  if env is not None:
+    want, have = env_spec(env), meta.get("env")
+    if have is not None and want != have:
+      raise ValueError(
+        f"checkpoint {directory}/{step} was made for environment {have['env']} with observation "
+        f"shape {tuple(have['observation_shape'])} and {have['num_actions']} actions; this run has "
+        f"{want['env']} with observation shape {tuple(want['observation_shape'])} and "
+        f"{want['num_actions']} actions"
+      )
+  if config is not None:
+    a, b = saved.to_dict(), config.to_dict()
+    diff = {k: (a[k], b[k]) for k in a if k not in SAFE_CONFIG_FIELDS and a[k] != b[k]}
+    if diff:
+      what = ", ".join(f"{k}={new!r} (checkpoint has {old!r})" for k, (old, new) in sorted(diff.items()))
+      raise ValueError(
+        f"config contradicts the checkpoint in {directory}: {what}; only "
+        f"{sorted(SAFE_CONFIG_FIELDS)} may change on resume"
+      )
 
 
 class Checkpointer:
-    """``ocp.CheckpointManager`` over the four items, keeping the newest ``max_to_keep`` steps."""
+  """``ocp.CheckpointManager`` over the four items, keeping the newest ``max_to_keep`` steps."""
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True,
-                 create: bool = True) -> None:
-        self.directory = os.path.abspath(os.fspath(directory))
-        if not create and not os.path.isdir(self.directory):
-            raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
-        self._discard_unfinished()
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=create, cleanup_tmp_directories=False,
-            enable_async_checkpointing=async_save)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
-        self.last_save_seconds = float("nan")  # blocking part of the newest save
+  def __init__(
+    self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True, create: bool = True
+  ) -> None:
+    self.directory = os.path.abspath(os.fspath(directory))
+    if not create and not os.path.isdir(self.directory):
+      raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
+    self._discard_unfinished()
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=create, cleanup_tmp_directories=False, enable_async_checkpointing=async_save
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+    self.last_save_seconds = float("nan")  # blocking part of the newest save
 
-    # ------------------------------------------------------------------ saving
-    def save(self, step: int, state, *, config: MuZeroConfig, env=None, extra: dict | None = None,
-             force: bool = False) -> bool:
-        """Saves ``state``, its params, ``config`` and the meta at ``step``; a step already saved is skipped.
+  # ------------------------------------------------------------------ saving
+  def save(
+    self, step: int, state, *, config: MuZeroConfig, env=None, extra: dict | None = None, force: bool = False
+  ) -> bool:
+    """Saves ``state``, its params, ``config`` and the meta at ``step``; a step already saved is skipped.
 
-        Returns once the arrays are on the host; the files are written in the
-        background (call :meth:`wait` to block until the step is on disk).
-        """
-        if step in self._manager.all_steps():
-            return False
-        t0 = time.perf_counter()
-        meta = {"format": FORMAT_VERSION, "step": int(step), "counters": _counters(state),
-                "env": env_spec(env) if env is not None else None,
-                "digest": {"state": tree_digest(state), "params": tree_digest(state.params)},
-                "extra": extra or {}, "saved_at": time.time()}
-        items = {"state": ocp.args.StandardSave(state), "params": ocp.args.StandardSave(state.params),
-                 "config": ocp.args.JsonSave(config.to_dict()), "meta": ocp.args.JsonSave(meta)}
-        saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
-        self.last_save_seconds = time.perf_counter() - t0
-        return saved
+    Returns once the arrays are on the host; the files are written in the
+    background (call :meth:`wait` to block until the step is on disk).
+    """
+    if step in self._manager.all_steps():
+      return False
+    t0 = time.perf_counter()
+    meta = {
+      "format": FORMAT_VERSION,
+      "step": int(step),
+      "counters": _counters(state),
+      "env": env_spec(env) if env is not None else None,
+      "digest": {"state": tree_digest(state), "params": tree_digest(state.params)},
+      "extra": extra or {},
+      "saved_at": time.time(),
+    }
+    items = {
+      "state": ocp.args.StandardSave(state),
+      "params": ocp.args.StandardSave(state.params),
+      "config": ocp.args.JsonSave(config.to_dict()),
+      "meta": ocp.args.JsonSave(meta),
+    }
+    saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    self.last_save_seconds = time.perf_counter() - t0
+    return saved
 
-    def wait(self) -> None:
-        """Blocks until asynchronous saves have finished."""
-        self._manager.wait_until_finished()
+  def wait(self) -> None:
+    """Blocks until asynchronous saves have finished."""
+    self._manager.wait_until_finished()
 
-    def close(self) -> None:
-        """Finishes pending saves and releases the manager."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+  def close(self) -> None:
+    """Finishes pending saves and releases the manager."""
+    self._manager.wait_until_finished()
+    self._manager.close()
 
-    # ----------------------------------------------------------------- reading
-    def latest_step(self) -> int | None:
-        """Newest saved step (not checked), or None."""
-        return self._manager.latest_step()
+  # ----------------------------------------------------------------- reading
+  def latest_step(self) -> int | None:
+    """Newest saved step (not checked), or None."""
+    return self._manager.latest_step()
 
-    def all_steps(self) -> list[int]:
-        """Saved steps, oldest first."""
-        return sorted(self._manager.all_steps())
+  def all_steps(self) -> list[int]:
+    """Saved steps, oldest first."""
+    return sorted(self._manager.all_steps())
 
-    def read_meta(self, step: int | None = None) -> tuple[MuZeroConfig, dict]:
-        """The config and meta saved at ``step`` (default newest); cheap (two JSON files)."""
-        step = self._latest_or(step)
-        out = self._manager.restore(step, args=ocp.args.Composite(
-            config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
-        return MuZeroConfig.from_dict(out["config"]), dict(out["meta"])
+  def read_meta(self, step: int | None = None) -> tuple[MuZeroConfig, dict]:
+    """The config and meta saved at ``step`` (default newest); cheap (two JSON files)."""
+    step = self._latest_or(step)
+    out = self._manager.restore(
+      step, args=ocp.args.Composite(config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+    )
+    return MuZeroConfig.from_dict(out["config"]), dict(out["meta"])
 
-    def newest_readable_meta(self, steps: list[int] | None = None) -> tuple[int, MuZeroConfig, dict]:
-        """``(step, config, meta)`` of the newest step (of ``steps``, default all) whose JSON items read.
+  def newest_readable_meta(self, steps: list[int] | None = None) -> tuple[int, MuZeroConfig, dict]:
+    """``(step, config, meta)`` of the newest step (of ``steps``, default all) whose JSON items read.
 
-        Its arrays are not checked (``restore`` does that).
+    Its arrays are not checked (``restore`` does that).
 
-        Raises:
-          FileNotFoundError: no step, or none with a readable config and meta.
-        """
-        steps = sorted(self.all_steps() if steps is None else steps)
-        if not steps:
-            self._latest_or(None)  # raises the "no checkpoint" error
-        for s in steps[::-1]:
-            try:
-                return (s, *self.read_meta(s))
-            except Exception:  # noqa: BLE001 (restore() reports the damaged step)
-                continue
-        raise FileNotFoundError(f"no checkpoint with a readable config in {self.directory} (steps {steps})")
+    Raises:
+      FileNotFoundError: no step, or none with a readable config and meta.
+    """
+    steps = sorted(self.all_steps() if steps is None else steps)
+    if not steps:
+      self._latest_or(None)  # raises the "no checkpoint" error
+    for s in steps[::-1]:
+      try:
+        return (s, *self.read_meta(s))
+      except Exception:  # noqa: BLE001 (restore() reports the damaged step)
+        continue
+    raise FileNotFoundError(f"no checkpoint with a readable config in {self.directory} (steps {steps})")
 
-    def restore_config(self, step: int | None = None) -> MuZeroConfig:
-        """The config saved at ``step`` (default newest)."""
-        return self.read_meta(step)[0]
+  def restore_config(self, step: int | None = None) -> MuZeroConfig:
+    """The config saved at ``step`` (default newest)."""
+    return self.read_meta(step)[0]
 
-    def restore(self, template_state, *, step: int | None = None, env=None, config: MuZeroConfig | None = None,
-                fallback: bool = True, quarantine: bool = False) -> Restored:
-        """The newest good checkpoint (or ``step``), with the structure of ``template_state``.
+  def restore(
+    self,
+    template_state,
+    *,
+    step: int | None = None,
+    env=None,
+    config: MuZeroConfig | None = None,
+    fallback: bool = True,
+    quarantine: bool = False,
+  ) -> Restored:
+    """The newest good checkpoint (or ``step``), with the structure of ``template_state``.
 
-        Args:
-          template_state: a state (or ``jax.eval_shape`` of one) giving the pytree
-            structure, shapes and dtypes; only its shapes are used.
-          step: restore exactly this step (no fallback).
-          env, config: when given, the checkpoint must have been made for the same
-            environment identity and a config equal outside ``SAFE_CONFIG_FIELDS``
-            (``ValueError`` otherwise).
-          fallback: try older steps when the newest is damaged (with a warning).
-          quarantine: rename damaged step directories ``<step>.damaged``.
+    Args:
+      template_state: a state (or ``jax.eval_shape`` of one) giving the pytree
+        structure, shapes and dtypes; only its shapes are used.
+      step: restore exactly this step (no fallback).
+      env, config: when given, the checkpoint must have been made for the same
+        environment identity and a config equal outside ``SAFE_CONFIG_FIELDS``
+        (``ValueError`` otherwise).
+      fallback: try older steps when the newest is damaged (with a warning).
+      quarantine: rename damaged step directories ``<step>.damaged``.
 
-        Raises:
-          FileNotFoundError: no (good) checkpoint in the directory.
-          ValueError: the checkpoint contradicts ``env`` or ``config``.
-        """
-        steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
-        if not steps:
-            raise FileNotFoundError(f"no checkpoint in {self.directory} (it holds no step directory "
-                                    f"written by a MuZero run)")
-        abstract = _abstract(template_state)
-        skipped = []
-        for s in steps:
-            found = self._try_step(s, abstract, env=env, config=config)
-            if isinstance(found, Restored):
-                if skipped:
-                    warnings.warn(f"resuming from step {s} of {self.directory} instead of newer damaged "
-                                  f"step(s) {[k for k, _ in skipped]}", CheckpointWarning, stacklevel=2)
-                return dataclasses.replace(found, skipped=tuple(skipped))
-            reason = found
-            skipped.append((s, reason))
-            note = ""
-            if quarantine:
-                note = f"; moved to {self._quarantine(s)}"
-            warnings.warn(f"checkpoint step {s} in {self.directory} is damaged: {reason}{note}",
-                          CheckpointWarning, stacklevel=2)
-            if not fallback:
-                break
-        raise FileNotFoundError(f"no good checkpoint in {self.directory}: " +
-                                "; ".join(f"step {s}: {r}" for s, r in skipped))
+    Raises:
+      FileNotFoundError: no (good) checkpoint in the directory.
+      ValueError: the checkpoint contradicts ``env`` or ``config``.
+    """
+    steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {self.directory} (it holds no step directory written by a MuZero run)")
+    abstract = _abstract(template_state)
+    skipped = []
+    for s in steps:
+      found = self._try_step(s, abstract, env=env, config=config)
+      if isinstance(found, Restored):
+        if skipped:
+          warnings.warn(
+            f"resuming from step {s} of {self.directory} instead of newer damaged step(s) {[k for k, _ in skipped]}",
+            CheckpointWarning,
+            stacklevel=2,
+          )
+        return dataclasses.replace(found, skipped=tuple(skipped))
+      reason = found
+      skipped.append((s, reason))
+      note = ""
+      if quarantine:
+        note = f"; moved to {self._quarantine(s)}"
+      warnings.warn(
+        f"checkpoint step {s} in {self.directory} is damaged: {reason}{note}", CheckpointWarning, stacklevel=2
+      )
+      if not fallback:
+        break
+    raise FileNotFoundError(
+      f"no good checkpoint in {self.directory}: " + "; ".join(f"step {s}: {r}" for s, r in skipped)
+    )
 
-    def restore_params(self, template_params=None, step: int | None = None, *, verify: bool = True):
-        """Only the network variables at ``step`` (default newest): no replay is read.
+  def restore_params(self, template_params=None, step: int | None = None, *, verify: bool = True):
+    """Only the network variables at ``step`` (default newest): no replay is read.
 
-        Without ``template_params`` the variables come back as nested dicts of
-        arrays (what a Flax ``apply`` takes). With ``verify`` they are checked
-        against the digest written at save time (``ValueError`` on mismatch).
-        """
-        step = self._latest_or(step)
-        restore_args = ocp.args.StandardRestore(_abstract(template_params) if template_params is not None else None)
-        out = self._manager.restore(step, args=ocp.args.Composite(params=restore_args, meta=ocp.args.JsonRestore()))
-        params = out["params"]
-        if verify and tree_digest(params) != out["meta"].get("digest", {}).get("params"):
-            raise ValueError(f"parameters of checkpoint {self.directory}/{step} do not match the digest written "
-                             f"at save time (a data file was changed)")
-        return params
+    Without ``template_params`` the variables come back as nested dicts of
+    arrays (what a Flax ``apply`` takes). With ``verify`` they are checked
+    against the digest written at save time (``ValueError`` on mismatch).
+    """
+    step = self._latest_or(step)
+    restore_args = ocp.args.StandardRestore(_abstract(template_params) if template_params is not None else None)
+    out = self._manager.restore(step, args=ocp.args.Composite(params=restore_args, meta=ocp.args.JsonRestore()))
+    params = out["params"]
+    if verify and tree_digest(params) != out["meta"].get("digest", {}).get("params"):
+      raise ValueError(
+        f"parameters of checkpoint {self.directory}/{step} do not match the digest written "
+        f"at save time (a data file was changed)"
+      )
+    return params
 
-    # ---------------------------------------------------------------- internal
-    def _latest_or(self, step: int | None) -> int:
-        step = self._manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory} (it holds no step directory "
-                                    f"written by a MuZero run)")
-        return step
+  # ---------------------------------------------------------------- internal
+  def _latest_or(self, step: int | None) -> int:
+    step = self._manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory} (it holds no step directory written by a MuZero run)")
+    return step
 
-    def _try_step(self, step: int, abstract, *, env, config) -> Restored | str:
-        """The verified state at ``step``, or why it is damaged (``ValueError`` if incompatible)."""
-        step_dir = os.path.join(self.directory, str(step))
-        missing = [item for item in ITEMS if not os.path.isdir(os.path.join(step_dir, item))]
-        if missing:
-            return f"item(s) {missing} missing"
-        try:
-            saved_config, meta = self.read_meta(step)
-        except Exception as err:  # noqa: BLE001 (any read failure means a damaged step)
-            return f"config/meta unreadable ({_short(err)})"
-        check_compatible(meta, saved_config, directory=self.directory, step=step, env=env, config=config)
-        try:
-            state = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract)))["state"]
-        except Exception as err:  # noqa: BLE001
-            return f"state unreadable ({_short(err)})"
-        if tree_digest(state) != meta.get("digest", {}).get("state"):
-            return "state does not match the digest written at save time (a data file was changed)"
-        return Restored(state=state, config=saved_config, meta=meta, step=step)
+  def _try_step(self, step: int, abstract, *, env, config) -> Restored | str:
+    """The verified state at ``step``, or why it is damaged (``ValueError`` if incompatible)."""
+    step_dir = os.path.join(self.directory, str(step))
+    missing = [item for item in ITEMS if not os.path.isdir(os.path.join(step_dir, item))]
+    if missing:
+      return f"item(s) {missing} missing"
+    try:
+      saved_config, meta = self.read_meta(step)
+    except Exception as err:  # noqa: BLE001 (any read failure means a damaged step)
+      return f"config/meta unreadable ({_short(err)})"
+    check_compatible(meta, saved_config, directory=self.directory, step=step, env=env, config=config)
+    try:
+      state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    except Exception as err:  # noqa: BLE001
+      return f"state unreadable ({_short(err)})"
+    if tree_digest(state) != meta.get("digest", {}).get("state"):
+      return "state does not match the digest written at save time (a data file was changed)"
+    return Restored(state=state, config=saved_config, meta=meta, step=step)
 
-    def _quarantine(self, step: int) -> str:
-        src = os.path.join(self.directory, str(step))
-        dst = src + _DAMAGED_SUFFIX
-        k = 1
-        while os.path.exists(dst):
-            dst = f"{src}{_DAMAGED_SUFFIX}{k}"
-            k += 1
-        os.rename(src, dst)
-        self._manager.reload()
-        return dst
+  def _quarantine(self, step: int) -> str:
+    src = os.path.join(self.directory, str(step))
+    dst = src + _DAMAGED_SUFFIX
+    k = 1
+    while os.path.exists(dst):
+      dst = f"{src}{_DAMAGED_SUFFIX}{k}"
+      k += 1
+    os.rename(src, dst)
+    self._manager.reload()
+    return dst
 
-    def _discard_unfinished(self) -> None:
-        """Removes (with a warning) the temporary directories of saves that never finished.
+  def _discard_unfinished(self) -> None:
+    """Removes (with a warning) the temporary directories of saves that never finished.
 
-        Done here, synchronously, rather than by Orbax's own clean-up thread, so
-        that two checkpointers opened one after the other on a directory never
-        delete the same files at once. One process writes a directory at a time.
-        """
-        if not os.path.isdir(self.directory):
-            return
-        for name in sorted(os.listdir(self.directory)):
-            if _TMP_MARK in name:
-                path = os.path.join(self.directory, name)
-                warnings.warn(f"discarding unfinished save {path} (the process stopped while writing it)",
-                              CheckpointWarning, stacklevel=3)
-                shutil.rmtree(path, ignore_errors=True)
+    Done here, synchronously, rather than by Orbax's own clean-up thread, so
+    that two checkpointers opened one after the other on a directory never
+    delete the same files at once. One process writes a directory at a time.
+    """
+    if not os.path.isdir(self.directory):
+      return
+    for name in sorted(os.listdir(self.directory)):
+      if _TMP_MARK in name:
+        path = os.path.join(self.directory, name)
+        warnings.warn(
+          f"discarding unfinished save {path} (the process stopped while writing it)", CheckpointWarning, stacklevel=3
+        )
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _short(err: BaseException, limit: int = 200) -> str:
-    text = f"{type(err).__name__}: {err}".replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "..."
+  text = f"{type(err).__name__}: {err}".replace("\n", " ")
+  return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -------------------------------------------------------------- library face
-def save(directory: str | os.PathLike, state, config: MuZeroConfig, *, env=None, extra: dict | None = None,
-         max_to_keep: int | None = None) -> int:
-    """Saves ``state`` at step ``state.iteration`` in ``directory`` and waits until it is on disk."""
-    ckpt = Checkpointer(directory, max_to_keep=max_to_keep or config.checkpoints_to_keep)
-    try:
-        step = int(state.iteration)
-        ckpt.save(step, state, config=config, env=env, extra=extra, force=True)
-    finally:
-        ckpt.close()
-    return step
+def save(
+  directory: str | os.PathLike,
+  state,
+  config: MuZeroConfig,
+  *,
+  env=None,
+  extra: dict | None = None,
+  max_to_keep: int | None = None,
+) -> int:
+  """Saves ``state`` at step ``state.iteration`` in ``directory`` and waits until it is on disk."""
+  ckpt = Checkpointer(directory, max_to_keep=max_to_keep or config.checkpoints_to_keep)
+  try:
+    step = int(state.iteration)
+    ckpt.save(step, state, config=config, env=env, extra=extra, force=True)
+  finally:
+    ckpt.close()
+  return step
 
 
-def restore(directory: str | os.PathLike, env, env_params_pool, *, config: MuZeroConfig | None = None,
-            step: int | None = None, quarantine: bool = False) -> Restored:
-    """The newest good training state in ``directory``, ready for ``trainer.iteration``.
+def restore(
+  directory: str | os.PathLike,
+  env,
+  env_params_pool,
+  *,
+  config: MuZeroConfig | None = None,
+  step: int | None = None,
+  quarantine: bool = False,
+) -> Restored:
+  """The newest good training state in ``directory``, ready for ``trainer.iteration``.
 
-    The template is built from the saved config (or ``config``, which must not
-    contradict it) with ``jax.eval_shape``: nothing is initialised twice.
-    """
-    from muzero_jax.train import make_train  # noqa: PLC0415 (train imports this module)
+  The template is built from the saved config (or ``config``, which must not
+  contradict it) with ``jax.eval_shape``: nothing is initialised twice.
+  """
+  from muzero_jax.train import make_train  # noqa: PLC0415 (train imports this module)
 
-    ckpt = Checkpointer(directory, create=False)
-    try:
-        if config is None:
-            config = ckpt.newest_readable_meta(None if step is None else [step])[1]
-        trainer = make_train(config, env, env_params_pool)
-        template = jax.eval_shape(trainer.init)
-        return ckpt.restore(template, step=step, env=env, config=config, quarantine=quarantine)
-    finally:
-        ckpt.close()
+  ckpt = Checkpointer(directory, create=False)
+  try:
+    if config is None:
+      config = ckpt.newest_readable_meta(None if step is None else [step])[1]
+    trainer = make_train(config, env, env_params_pool)
+    template = jax.eval_shape(trainer.init)
+    return ckpt.restore(template, step=step, env=env, config=config, quarantine=quarantine)
+  finally:
+    ckpt.close()
 
 
 def load_params(directory: str | os.PathLike, *, step: int | None = None) -> tuple[Any, MuZeroConfig, dict]:
-    """Parameters, config and meta for inference: reads neither the replay nor the optimiser state.
+  """Parameters, config and meta for inference: reads neither the replay nor the optimiser state.
 
-    Without ``step``, the newest step whose parameters match their digest
-    (older ones are tried after a :class:`CheckpointWarning`).
-    """
-    ckpt = Checkpointer(directory, create=False)
-    try:
-        steps = [ckpt._latest_or(step)] if step is not None else ckpt.all_steps()[::-1]  # noqa: SLF001
-        if not steps:
-            ckpt._latest_or(None)  # noqa: SLF001 (raises the "no checkpoint" error)
-        problems = []
-        for s in steps:
-            try:
-                config, meta = ckpt.read_meta(s)
-                return ckpt.restore_params(step=s), config, meta
-            except Exception as err:  # noqa: BLE001
-                if step is not None:
-                    raise
-                problems.append(f"step {s}: {_short(err)}")
-                warnings.warn(f"checkpoint step {s} in {ckpt.directory} is damaged: {_short(err)}",
-                              CheckpointWarning, stacklevel=2)
-        raise FileNotFoundError(f"no good checkpoint in {ckpt.directory}: " + "; ".join(problems))
-    finally:
-        ckpt.close()
+  Without ``step``, the newest step whose parameters match their digest
+  (older ones are tried after a :class:`CheckpointWarning`).
+  """
+  ckpt = Checkpointer(directory, create=False)
+  try:
+    steps = [ckpt._latest_or(step)] if step is not None else ckpt.all_steps()[::-1]
+    if not steps:
+      ckpt._latest_or(None)
+    problems = []
+    for s in steps:
+      try:
+        config, meta = ckpt.read_meta(s)
+        return ckpt.restore_params(step=s), config, meta
+      except Exception as err:
+        if step is not None:
+          raise
+        problems.append(f"step {s}: {_short(err)}")
+        warnings.warn(
+          f"checkpoint step {s} in {ckpt.directory} is damaged: {_short(err)}", CheckpointWarning, stacklevel=2
+        )
+    raise FileNotFoundError(f"no good checkpoint in {ckpt.directory}: " + "; ".join(problems))
+  finally:
+    ckpt.close()

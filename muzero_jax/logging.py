@@ -7,45 +7,45 @@ call returns; the driver converts them to Python floats and hands them here.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 __all__ = ["MetricsLogger"]
 
 
 class MetricsLogger:
-    """Writes dicts of scalars to a tensorboard directory; a no-op when ``logdir`` is None.
+  """Writes dicts of scalars to a tensorboard directory; a no-op when ``logdir`` is None.
 
-    Non-finite values (e.g. the mean return of an iteration in which no episode
-    finished, reported as NaN) are skipped rather than plotted.
-    """
+  Non-finite values (e.g. the mean return of an iteration in which no episode
+  finished, reported as NaN) are skipped rather than plotted.
+  """
 
-    def __init__(self, logdir: str | None, *, purge_step: int | None = None) -> None:
-        """``purge_step``: TensorBoard discards events at steps >= it from earlier
-        files of ``logdir`` (a resumed run drops what a crashed run logged after
-        its last checkpoint)."""
-        self.logdir = logdir
-        self._writer = None
-        if logdir is not None:
-            from tensorboardX import SummaryWriter  # noqa: PLC0415 (optional at import time)
+  def __init__(self, logdir: str | None, *, purge_step: int | None = None) -> None:
+    """``purge_step``: TensorBoard discards events at steps >= it from earlier
+    files of ``logdir`` (a resumed run drops what a crashed run logged after
+    its last checkpoint)."""
+    self.logdir = logdir
+    self._writer = None
+    if logdir is not None:
+      from tensorboardX import SummaryWriter  # noqa: PLC0415 (optional at import time)
 
-            self._writer = SummaryWriter(logdir, purge_step=purge_step)
+      self._writer = SummaryWriter(logdir, purge_step=purge_step)
 
-    def write(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Adds every finite scalar of ``metrics`` at ``step``."""
-        if self._writer is None:
-            return
-        for name, value in metrics.items():
-            value = float(value)
-            if math.isfinite(value):
-                self._writer.add_scalar(name, value, global_step=step)
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    """Adds every finite scalar of ``metrics`` at ``step``."""
+    if self._writer is None:
+      return
+    for name, value in metrics.items():
+      value = float(value)
+      if math.isfinite(value):
+        self._writer.add_scalar(name, value, global_step=step)
 
-    def flush(self) -> None:
-        """Flushes pending events to disk."""
-        if self._writer is not None:
-            self._writer.flush()
+  def flush(self) -> None:
+    """Flushes pending events to disk."""
+    if self._writer is not None:
+      self._writer.flush()
 
-    def close(self) -> None:
-        """Flushes and closes the writer."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+  def close(self) -> None:
+    """Flushes and closes the writer."""
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None

@@ -23,10 +23,9 @@ All methods take batched inputs ``[B, ...]``.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import functools
 import math
+from collections.abc import Sequence
 
 import chex
 import flax.linen as nn
@@ -41,15 +40,15 @@ _zeros = nn.initializers.zeros
 
 
 def lecun_normal_flat(key: chex.PRNGKey, shape, dtype=jnp.float32) -> chex.Array:
-    """Flax's default ``lecun_normal`` kernel init, drawn as a 1-D vector then reshaped.
+  """Flax's default ``lecun_normal`` kernel init, drawn as a 1-D vector then reshaped.
 
-    Same distribution (truncated normal, variance 1/fan_in); a 1-D draw because
-    multi-dimensional threefry draws compile several times slower on CPU.
-    """
-    fan_in = math.prod(shape[:-1])
-    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # std of N(0,1) truncated to [-2, 2]
-    flat = jax.random.truncated_normal(key, -2.0, 2.0, (math.prod(shape),), dtype)
-    return (flat * std).reshape(shape)
+  Same distribution (truncated normal, variance 1/fan_in); a 1-D draw because
+  multi-dimensional threefry draws compile several times slower on CPU.
+  """
+  fan_in = math.prod(shape[:-1])
+  std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # std of N(0,1) truncated to [-2, 2]
+  flat = jax.random.truncated_normal(key, -2.0, 2.0, (math.prod(shape),), dtype)
+  return (flat * std).reshape(shape)
 
 
 _Conv = functools.partial(nn.Conv, kernel_init=lecun_normal_flat)
@@ -57,225 +56,227 @@ _Dense = functools.partial(nn.Dense, kernel_init=lecun_normal_flat)
 
 
 def min_max_normalize(x: chex.Array, eps: float = 1e-5) -> chex.Array:
-    """Scales each sample of ``x`` ``[B, ...]`` to ``[0, 1]`` (MuZero Appendix G)."""
-    axes = tuple(range(1, x.ndim))
-    lo = jnp.min(x, axis=axes, keepdims=True)
-    hi = jnp.max(x, axis=axes, keepdims=True)
-    return (x - lo) / (hi - lo + eps)
+  """Scales each sample of ``x`` ``[B, ...]`` to ``[0, 1]`` (MuZero Appendix G)."""
+  axes = tuple(range(1, x.ndim))
+  lo = jnp.min(x, axis=axes, keepdims=True)
+  hi = jnp.max(x, axis=axes, keepdims=True)
+  return (x - lo) / (hi - lo + eps)
 
 
 def _norm() -> nn.Module:
-    """LayerNorm over a whole sample ``[H, W, C]`` with per-channel scale and bias.
+  """LayerNorm over a whole sample ``[H, W, C]`` with per-channel scale and bias.
 
-    Normalising each pixel's channels separately (plain LayerNorm) erases the
-    magnitude differences between pixels that the observation planes encode, and
-    learned several times slower on the test environments.
-    """
-    return nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)
+  Normalising each pixel's channels separately (plain LayerNorm) erases the
+  magnitude differences between pixels that the observation planes encode, and
+  learned several times slower on the test environments.
+  """
+  return nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block: (sample LayerNorm, ReLU, 3x3 conv) x 2 + skip."""
+  """Pre-activation residual block: (sample LayerNorm, ReLU, 3x3 conv) x 2 + skip."""
 
-    channels: int
+  channels: int
 
-    @nn.compact
-    def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C]
-        y = _Conv(self.channels, (3, 3))(nn.relu(_norm()(x)))
-        y = _Conv(self.channels, (3, 3))(nn.relu(_norm()(y)))
-        return x + y
+  @nn.compact
+  def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C]
+    y = _Conv(self.channels, (3, 3))(nn.relu(_norm()(x)))
+    y = _Conv(self.channels, (3, 3))(nn.relu(_norm()(y)))
+    return x + y
 
 
 class ConvTorso(nn.Module):
-    """3x3 stem convolution then residual blocks; output ``[B, H, W, channels]``."""
+  """3x3 stem convolution then residual blocks; output ``[B, H, W, channels]``."""
 
-    channels: int
-    num_blocks: int
+  channels: int
+  num_blocks: int
 
-    @nn.compact
-    def __call__(self, x: chex.Array) -> chex.Array:
-        x = _Conv(self.channels, (3, 3))(x)
-        for _ in range(self.num_blocks):
-            x = ResBlock(self.channels)(x)
-        return nn.relu(_norm()(x))
+  @nn.compact
+  def __call__(self, x: chex.Array) -> chex.Array:
+    x = _Conv(self.channels, (3, 3))(x)
+    for _ in range(self.num_blocks):
+      x = ResBlock(self.channels)(x)
+    return nn.relu(_norm()(x))
 
 
 class Mlp(nn.Module):
-    """Dense layers with LayerNorm and ReLU."""
+  """Dense layers with LayerNorm and ReLU."""
 
-    sizes: Sequence[int]
+  sizes: Sequence[int]
 
-    @nn.compact
-    def __call__(self, x: chex.Array) -> chex.Array:
-        for size in self.sizes:
-            x = nn.relu(nn.LayerNorm()(_Dense(size)(x)))
-        return x
+  @nn.compact
+  def __call__(self, x: chex.Array) -> chex.Array:
+    for size in self.sizes:
+      x = nn.relu(nn.LayerNorm()(_Dense(size)(x)))
+    return x
 
 
 class GridLogits(nn.Module):
-    """One logit per pixel: 1x1 conv features + global mean pool -> 1x1 conv.
+  """One logit per pixel: 1x1 conv features + global mean pool -> 1x1 conv.
 
-    The pooled features are broadcast back to every pixel so a pixel's logit can
-    depend on the whole grid (useful when actions compete), at 1x1-conv cost.
-    """
+  The pooled features are broadcast back to every pixel so a pixel's logit can
+  depend on the whole grid (useful when actions compete), at 1x1-conv cost.
+  """
 
-    head_channels: int
+  head_channels: int
 
-    @nn.compact
-    def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C] -> [B, H*W]
-        y = nn.relu(_Conv(self.head_channels, (1, 1))(x))
-        pooled = jnp.broadcast_to(jnp.mean(y, axis=(1, 2), keepdims=True), y.shape)
-        y = nn.relu(_Conv(self.head_channels, (1, 1))(jnp.concatenate([y, pooled], -1)))
-        y = _Conv(1, (1, 1), kernel_init=_zeros)(y)
-        return y.reshape(y.shape[0], -1)
+  @nn.compact
+  def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C] -> [B, H*W]
+    y = nn.relu(_Conv(self.head_channels, (1, 1))(x))
+    pooled = jnp.broadcast_to(jnp.mean(y, axis=(1, 2), keepdims=True), y.shape)
+    y = nn.relu(_Conv(self.head_channels, (1, 1))(jnp.concatenate([y, pooled], -1)))
+    y = _Conv(1, (1, 1), kernel_init=_zeros)(y)
+    return y.reshape(y.shape[0], -1)
 
 
 class DenseLogits(nn.Module):
-    """Flatten (after a 1x1 conv for image input), then a zero-initialised linear layer."""
+  """Flatten (after a 1x1 conv for image input), then a zero-initialised linear layer."""
 
-    head_channels: int
-    num_outputs: int
+  head_channels: int
+  num_outputs: int
 
-    @nn.compact
-    def __call__(self, x: chex.Array) -> chex.Array:
-        if x.ndim == 4:
-            x = nn.relu(_Conv(self.head_channels, (1, 1))(x))
-        x = x.reshape(x.shape[0], -1)
-        return _Dense(self.num_outputs, kernel_init=_zeros)(x)
+  @nn.compact
+  def __call__(self, x: chex.Array) -> chex.Array:
+    if x.ndim == 4:
+      x = nn.relu(_Conv(self.head_channels, (1, 1))(x))
+    x = x.reshape(x.shape[0], -1)
+    return _Dense(self.num_outputs, kernel_init=_zeros)(x)
 
 
 class ScalarLogits(nn.Module):
-    """Value or reward logits: (image: 1x1 conv, global mean and max pool), hidden layer, linear.
+  """Value or reward logits: (image: 1x1 conv, global mean and max pool), hidden layer, linear.
 
-    Pooling makes the head translation invariant, so "the reward at the chosen
-    pixel" is learnt once rather than once per position.
-    """
+  Pooling makes the head translation invariant, so "the reward at the chosen
+  pixel" is learnt once rather than once per position.
+  """
 
-    head_channels: int
-    hidden_size: int
-    num_bins: int
+  head_channels: int
+  hidden_size: int
+  num_bins: int
 
-    @nn.compact
-    def __call__(self, x: chex.Array) -> chex.Array:
-        if x.ndim == 4:
-            y = nn.relu(_Conv(self.head_channels, (1, 1))(x))
-            x = jnp.concatenate([jnp.mean(y, axis=(1, 2)), jnp.max(y, axis=(1, 2))], axis=-1)
-        x = nn.relu(_Dense(self.hidden_size)(x))
-        return _Dense(self.num_bins, kernel_init=_zeros)(x)
+  @nn.compact
+  def __call__(self, x: chex.Array) -> chex.Array:
+    if x.ndim == 4:
+      y = nn.relu(_Conv(self.head_channels, (1, 1))(x))
+      x = jnp.concatenate([jnp.mean(y, axis=(1, 2)), jnp.max(y, axis=(1, 2))], axis=-1)
+    x = nn.relu(_Dense(self.hidden_size)(x))
+    return _Dense(self.num_bins, kernel_init=_zeros)(x)
 
 
 class MuZeroNetwork(nn.Module):
-    """Representation, dynamics and prediction functions of MuZero.
+  """Representation, dynamics and prediction functions of MuZero.
 
-    Variables come from ``net.init(key, obs[None], action[None])``; then call the
-    three functions with ``net.apply(variables, ..., method="represent")`` etc.
-    """
+  Variables come from ``net.init(key, obs[None], action[None])``; then call the
+  three functions with ``net.apply(variables, ..., method="represent")`` etc.
+  """
 
-    num_actions: int
-    observation_shape: tuple[int, ...]
-    kind: str = "resnet"
-    conv_policy: bool = True
-    channels: int = 32
-    num_blocks: int = 2
-    dynamics_blocks: int = 1
-    head_channels: int = 16
-    hidden_size: int = 64
-    mlp_layers: int = 2
-    latent_size: int = 64
-    value_bins: int = 41
-    reward_bins: int = 21
-    action_embedding_size: int = 8
+  num_actions: int
+  observation_shape: tuple[int, ...]
+  kind: str = "resnet"
+  conv_policy: bool = True
+  channels: int = 32
+  num_blocks: int = 2
+  dynamics_blocks: int = 1
+  head_channels: int = 16
+  hidden_size: int = 64
+  mlp_layers: int = 2
+  latent_size: int = 64
+  value_bins: int = 41
+  reward_bins: int = 21
+  action_embedding_size: int = 8
 
-    def setup(self) -> None:
-        if self.kind == "resnet":
-            self.repr_torso = ConvTorso(self.channels, self.num_blocks)
-            self.dyn_torso = ConvTorso(self.channels, self.dynamics_blocks)
-        else:
-            self.repr_torso = Mlp((self.hidden_size,) * self.mlp_layers)
-            self.repr_out = _Dense(self.latent_size)
-            self.dyn_torso = Mlp((self.hidden_size,) * self.mlp_layers)
-            self.dyn_out = _Dense(self.latent_size)
-            self.pred_torso = Mlp((self.hidden_size,))
-        if not self.conv_policy:
-            self.action_embed = _Dense(self.action_embedding_size)
-        self.reward_head = ScalarLogits(self.head_channels, self.hidden_size, self.reward_bins)
-        self.value_head = ScalarLogits(self.head_channels, self.hidden_size, self.value_bins)
-        if self.conv_policy:
-            self.policy_head = GridLogits(self.head_channels)
-            self.legality_head = GridLogits(self.head_channels)
-        else:
-            self.policy_head = DenseLogits(self.head_channels, self.num_actions)
-            self.legality_head = DenseLogits(self.head_channels, self.num_actions)
+  def setup(self) -> None:
+    if self.kind == "resnet":
+      self.repr_torso = ConvTorso(self.channels, self.num_blocks)
+      self.dyn_torso = ConvTorso(self.channels, self.dynamics_blocks)
+    else:
+      self.repr_torso = Mlp((self.hidden_size,) * self.mlp_layers)
+      self.repr_out = _Dense(self.latent_size)
+      self.dyn_torso = Mlp((self.hidden_size,) * self.mlp_layers)
+      self.dyn_out = _Dense(self.latent_size)
+      self.pred_torso = Mlp((self.hidden_size,))
+    if not self.conv_policy:
+      self.action_embed = _Dense(self.action_embedding_size)
+    self.reward_head = ScalarLogits(self.head_channels, self.hidden_size, self.reward_bins)
+    self.value_head = ScalarLogits(self.head_channels, self.hidden_size, self.value_bins)
+    if self.conv_policy:
+      self.policy_head = GridLogits(self.head_channels)
+      self.legality_head = GridLogits(self.head_channels)
+    else:
+      self.policy_head = DenseLogits(self.head_channels, self.num_actions)
+      self.legality_head = DenseLogits(self.head_channels, self.num_actions)
 
-    def __call__(self, obs: chex.Array, action: chex.Array):
-        """Initial inference then one recurrent step (used by ``init``)."""
-        latent = self.represent(obs)
-        next_latent, reward_logits = self.dynamics(latent, action)
-        return self.predict(next_latent), reward_logits
+  def __call__(self, obs: chex.Array, action: chex.Array):
+    """Initial inference then one recurrent step (used by ``init``)."""
+    latent = self.represent(obs)
+    next_latent, reward_logits = self.dynamics(latent, action)
+    return self.predict(next_latent), reward_logits
 
-    def represent(self, obs: chex.Array) -> chex.Array:
-        """Observation ``[B, *observation_shape]`` -> latent ``[B, H, W, channels]`` or ``[B, latent_size]``."""
-        chex.assert_shape(obs, (None, *self.observation_shape))
-        obs = obs.astype(jnp.float32)
-        if self.kind == "resnet":
-            return min_max_normalize(self.repr_torso(jnp.transpose(obs, (0, 2, 3, 1))))
-        x = self.repr_torso(obs.reshape(obs.shape[0], -1))
-        return min_max_normalize(self.repr_out(x))
+  def represent(self, obs: chex.Array) -> chex.Array:
+    """Observation ``[B, *observation_shape]`` -> latent ``[B, H, W, channels]`` or ``[B, latent_size]``."""
+    chex.assert_shape(obs, (None, *self.observation_shape))
+    obs = obs.astype(jnp.float32)
+    if self.kind == "resnet":
+      return min_max_normalize(self.repr_torso(jnp.transpose(obs, (0, 2, 3, 1))))
+    x = self.repr_torso(obs.reshape(obs.shape[0], -1))
+    return min_max_normalize(self.repr_out(x))
 
-    def dynamics(self, latent: chex.Array, action: chex.Array) -> tuple[chex.Array, chex.Array]:
-        """(latent ``[B, ...]``, action ``[B]`` int) -> (next latent ``[B, ...]``, reward logits ``[B, reward_bins]``)."""
-        chex.assert_rank(action, 1)
-        batch = latent.shape[0]
-        one_hot = jax.nn.one_hot(action, self.num_actions, dtype=latent.dtype)
-        if self.kind == "resnet":
-            height, width = latent.shape[1:3]
-            if self.conv_policy:
-                action_planes = one_hot.reshape(batch, height, width, 1)
-            else:
-                emb = self.action_embed(one_hot)[:, None, None, :]
-                action_planes = jnp.broadcast_to(emb, (batch, height, width, emb.shape[-1]))
-            x = self.dyn_torso(jnp.concatenate([latent, action_planes], axis=-1))
-            return min_max_normalize(x), self.reward_head(x)
-        x = self.dyn_torso(jnp.concatenate([latent, one_hot], axis=-1))
-        return min_max_normalize(self.dyn_out(x)), self.reward_head(x)
+  def dynamics(self, latent: chex.Array, action: chex.Array) -> tuple[chex.Array, chex.Array]:
+    """(latent ``[B, ...]``, action ``[B]`` int) -> (next latent ``[B, ...]``, reward logits ``[B, reward_bins]``)."""
+    chex.assert_rank(action, 1)
+    batch = latent.shape[0]
+    one_hot = jax.nn.one_hot(action, self.num_actions, dtype=latent.dtype)
+    if self.kind == "resnet":
+      height, width = latent.shape[1:3]
+      if self.conv_policy:
+        action_planes = one_hot.reshape(batch, height, width, 1)
+      else:
+        emb = self.action_embed(one_hot)[:, None, None, :]
+        action_planes = jnp.broadcast_to(emb, (batch, height, width, emb.shape[-1]))
+      x = self.dyn_torso(jnp.concatenate([latent, action_planes], axis=-1))
+      return min_max_normalize(x), self.reward_head(x)
+    x = self.dyn_torso(jnp.concatenate([latent, one_hot], axis=-1))
+    return min_max_normalize(self.dyn_out(x)), self.reward_head(x)
 
-    def predict(self, latent: chex.Array) -> tuple[chex.Array, chex.Array, chex.Array]:
-        """Latent -> (policy logits ``[B, A]``, value logits ``[B, value_bins]``, legality logits ``[B, A]``)."""
-        x = latent if self.kind == "resnet" else self.pred_torso(latent)
-        return self.policy_head(x), self.value_head(x), self.legality_head(x)
+  def predict(self, latent: chex.Array) -> tuple[chex.Array, chex.Array, chex.Array]:
+    """Latent -> (policy logits ``[B, A]``, value logits ``[B, value_bins]``, legality logits ``[B, A]``)."""
+    x = latent if self.kind == "resnet" else self.pred_torso(latent)
+    return self.policy_head(x), self.value_head(x), self.legality_head(x)
 
 
 def uses_conv_policy(config: MuZeroConfig, num_actions: int, observation_shape: Sequence[int]) -> bool:
-    """Whether the policy/legality heads are fully convolutional for this env."""
-    grid = config.network == "resnet" and len(observation_shape) == 3
-    fits = grid and observation_shape[1] * observation_shape[2] == num_actions
-    if config.policy_head == "conv" and not fits:
-        raise ValueError(
-            f"policy_head='conv' needs network='resnet', observations [C, H, W] and "
-            f"num_actions == H*W; got observation_shape={tuple(observation_shape)}, "
-            f"num_actions={num_actions}")
-    return fits and config.policy_head != "dense"
+  """Whether the policy/legality heads are fully convolutional for this env."""
+  grid = config.network == "resnet" and len(observation_shape) == 3
+  fits = grid and observation_shape[1] * observation_shape[2] == num_actions
+  if config.policy_head == "conv" and not fits:
+    raise ValueError(
+      f"policy_head='conv' needs network='resnet', observations [C, H, W] and "
+      f"num_actions == H*W; got observation_shape={tuple(observation_shape)}, "
+      f"num_actions={num_actions}"
+    )
+  return fits and config.policy_head != "dense"
 
 
 def make_network(config: MuZeroConfig, num_actions: int, observation_shape: Sequence[int]) -> MuZeroNetwork:
-    """The network for an environment with these action and observation sizes."""
-    observation_shape = tuple(int(d) for d in observation_shape)
-    if config.network == "resnet" and len(observation_shape) != 3:
-        raise ValueError(
-            f"network='resnet' needs observations [C, H, W]; got shape {observation_shape}. "
-            "Use network='mlp' for flat observations.")
-    return MuZeroNetwork(
-        num_actions=int(num_actions),
-        observation_shape=observation_shape,
-        kind=config.network,
-        conv_policy=uses_conv_policy(config, num_actions, observation_shape),
-        channels=config.channels,
-        num_blocks=config.num_blocks,
-        dynamics_blocks=config.dynamics_blocks,
-        head_channels=config.head_channels,
-        hidden_size=config.hidden_size,
-        mlp_layers=config.mlp_layers,
-        latent_size=config.latent_size,
-        value_bins=2 * config.support_size + 1,
-        reward_bins=2 * config.reward_support_size + 1,
+  """The network for an environment with these action and observation sizes."""
+  observation_shape = tuple(int(d) for d in observation_shape)
+  if config.network == "resnet" and len(observation_shape) != 3:
+    raise ValueError(
+      f"network='resnet' needs observations [C, H, W]; got shape {observation_shape}. "
+      "Use network='mlp' for flat observations."
     )
+  return MuZeroNetwork(
+    num_actions=int(num_actions),
+    observation_shape=observation_shape,
+    kind=config.network,
+    conv_policy=uses_conv_policy(config, num_actions, observation_shape),
+    channels=config.channels,
+    num_blocks=config.num_blocks,
+    dynamics_blocks=config.dynamics_blocks,
+    head_channels=config.head_channels,
+    hidden_size=config.hidden_size,
+    mlp_layers=config.mlp_layers,
+    latent_size=config.latent_size,
+    value_bins=2 * config.support_size + 1,
+    reward_bins=2 * config.reward_support_size + 1,
+  )

@@ -25,101 +25,108 @@ ILLEGAL_LOGIT = -1e9
 
 @chex.dataclass(frozen=True)
 class SearchOutput:
-    """Result of a batched search."""
+  """Result of a batched search."""
 
-    action: chex.Array  # [B] int32, the action to play
-    action_weights: chex.Array  # [B, A] search policy (policy target), zero on illegal actions
-    root_value: chex.Array  # [B] search value of the root (value-target bootstrap)
-    network_value: chex.Array  # [B] the network's value of the root before search
+  action: chex.Array  # [B] int32, the action to play
+  action_weights: chex.Array  # [B, A] search policy (policy target), zero on illegal actions
+  root_value: chex.Array  # [B] search value of the root (value-target bootstrap)
+  network_value: chex.Array  # [B] the network's value of the root before search
 
 
 def _mask_logits(logits: chex.Array, legal: chex.Array) -> chex.Array:
-    return jnp.where(legal, logits, ILLEGAL_LOGIT)
+  return jnp.where(legal, logits, ILLEGAL_LOGIT)
 
 
 def root_output(network: MuZeroNetwork, config: MuZeroConfig, params, obs: chex.Array) -> mctx.RootFnOutput:
-    """Initial inference ``[B, *obs]`` -> ``mctx.RootFnOutput`` (prior logits, value, latent)."""
-    latent = network.apply(params, obs, method="represent")
-    policy_logits, value_logits, _ = network.apply(params, latent, method="predict")
-    value = support.logits_to_scalar(value_logits, config.support_size, config.value_transform_eps)
-    return mctx.RootFnOutput(prior_logits=policy_logits, value=value, embedding=latent)
+  """Initial inference ``[B, *obs]`` -> ``mctx.RootFnOutput`` (prior logits, value, latent)."""
+  latent = network.apply(params, obs, method="represent")
+  policy_logits, value_logits, _ = network.apply(params, latent, method="predict")
+  value = support.logits_to_scalar(value_logits, config.support_size, config.value_transform_eps)
+  return mctx.RootFnOutput(prior_logits=policy_logits, value=value, embedding=latent)
 
 
 def make_recurrent_fn(network: MuZeroNetwork, config: MuZeroConfig) -> mctx.RecurrentFn:
-    """``recurrent_fn(params, key, action [B], latent [B, ...])`` for mctx."""
-    def recurrent_fn(params, rng_key, action, latent):
-        del rng_key  # the model is deterministic
-        next_latent, reward_logits = network.apply(params, latent, action, method="dynamics")
-        policy_logits, value_logits, legal_logits = network.apply(params, next_latent, method="predict")
-        legal = jax.nn.sigmoid(legal_logits) >= config.legality_threshold
-        reward = support.logits_to_scalar(reward_logits, config.reward_support_size, config.value_transform_eps)
-        value = support.logits_to_scalar(value_logits, config.support_size, config.value_transform_eps)
-        out = mctx.RecurrentFnOutput(
-            reward=reward,
-            discount=jnp.full_like(reward, config.discount),
-            prior_logits=_mask_logits(policy_logits, legal),
-            value=value,
-        )
-        return out, next_latent
+  """``recurrent_fn(params, key, action [B], latent [B, ...])`` for mctx."""
 
-    return recurrent_fn
+  def recurrent_fn(params, rng_key, action, latent):
+    del rng_key  # the model is deterministic
+    next_latent, reward_logits = network.apply(params, latent, action, method="dynamics")
+    policy_logits, value_logits, legal_logits = network.apply(params, next_latent, method="predict")
+    legal = jax.nn.sigmoid(legal_logits) >= config.legality_threshold
+    reward = support.logits_to_scalar(reward_logits, config.reward_support_size, config.value_transform_eps)
+    value = support.logits_to_scalar(value_logits, config.support_size, config.value_transform_eps)
+    out = mctx.RecurrentFnOutput(
+      reward=reward,
+      discount=jnp.full_like(reward, config.discount),
+      prior_logits=_mask_logits(policy_logits, legal),
+      value=value,
+    )
+    return out, next_latent
+
+  return recurrent_fn
 
 
 def run_search(
-    params,
-    key: chex.PRNGKey,
-    obs: chex.Array,
-    mask: chex.Array,
-    *,
-    network: MuZeroNetwork,
-    config: MuZeroConfig,
-    greedy: bool = False,
+  params,
+  key: chex.PRNGKey,
+  obs: chex.Array,
+  mask: chex.Array,
+  *,
+  network: MuZeroNetwork,
+  config: MuZeroConfig,
+  greedy: bool = False,
 ) -> SearchOutput:
-    """Runs the configured mctx search on a batch of observations.
+  """Runs the configured mctx search on a batch of observations.
 
-    Args:
-      params: network variables.
-      key: PRNG key (consumed).
-      obs: ``[B, *observation_shape]`` observations.
-      mask: ``[B, A]`` bool, True = legal. A row with no legal action is searched
-        as if every action were legal (the environment decides what happens).
-      network: the :class:`MuZeroNetwork`.
-      config: hyperparameters (search kind, simulations, noise, temperature).
-      greedy: evaluation mode: no Gumbel/Dirichlet noise, temperature 0.
+  Args:
+    params: network variables.
+    key: PRNG key (consumed).
+    obs: ``[B, *observation_shape]`` observations.
+    mask: ``[B, A]`` bool, True = legal. A row with no legal action is searched
+      as if every action were legal (the environment decides what happens).
+    network: the :class:`MuZeroNetwork`.
+    config: hyperparameters (search kind, simulations, noise, temperature).
+    greedy: evaluation mode: no Gumbel/Dirichlet noise, temperature 0.
 
-    Returns:
-      :class:`SearchOutput` with ``[B]`` actions and values and ``[B, A]`` weights.
-    """
-    batch, num_actions = mask.shape
-    chex.assert_shape(obs, (batch, *network.observation_shape))
-    invalid = jnp.logical_not(mask)
-    invalid = jnp.where(jnp.all(invalid, axis=-1, keepdims=True), False, invalid)
-    root = root_output(network, config, params, obs)
-    chex.assert_shape(root.prior_logits, (batch, num_actions))
-    recurrent_fn = make_recurrent_fn(network, config)
-    if config.search == "gumbel":
-        out = mctx.gumbel_muzero_policy(
-            params, key, root, recurrent_fn,
-            num_simulations=config.num_simulations,
-            invalid_actions=invalid,
-            max_num_considered_actions=min(config.max_num_considered_actions, num_actions),
-            gumbel_scale=0.0 if greedy else config.gumbel_scale,
-        )
-    else:
-        out = mctx.muzero_policy(
-            params, key, root, recurrent_fn,
-            num_simulations=config.num_simulations,
-            invalid_actions=invalid,
-            dirichlet_fraction=0.0 if greedy else config.dirichlet_fraction,
-            dirichlet_alpha=config.dirichlet_alpha,
-            pb_c_init=config.pb_c_init,
-            pb_c_base=config.pb_c_base,
-            temperature=0.0 if greedy else config.temperature,
-        )
-    root_value = out.search_tree.summary().value
-    return SearchOutput(
-        action=out.action.astype(jnp.int32),
-        action_weights=out.action_weights,
-        root_value=root_value,
-        network_value=root.value,
+  Returns:
+    :class:`SearchOutput` with ``[B]`` actions and values and ``[B, A]`` weights.
+  """
+  batch, num_actions = mask.shape
+  chex.assert_shape(obs, (batch, *network.observation_shape))
+  invalid = jnp.logical_not(mask)
+  invalid = jnp.where(jnp.all(invalid, axis=-1, keepdims=True), False, invalid)
+  root = root_output(network, config, params, obs)
+  chex.assert_shape(root.prior_logits, (batch, num_actions))
+  recurrent_fn = make_recurrent_fn(network, config)
+  if config.search == "gumbel":
+    out = mctx.gumbel_muzero_policy(
+      params,
+      key,
+      root,
+      recurrent_fn,
+      num_simulations=config.num_simulations,
+      invalid_actions=invalid,
+      max_num_considered_actions=min(config.max_num_considered_actions, num_actions),
+      gumbel_scale=0.0 if greedy else config.gumbel_scale,
     )
+  else:
+    out = mctx.muzero_policy(
+      params,
+      key,
+      root,
+      recurrent_fn,
+      num_simulations=config.num_simulations,
+      invalid_actions=invalid,
+      dirichlet_fraction=0.0 if greedy else config.dirichlet_fraction,
+      dirichlet_alpha=config.dirichlet_alpha,
+      pb_c_init=config.pb_c_init,
+      pb_c_base=config.pb_c_base,
+      temperature=0.0 if greedy else config.temperature,
+    )
+  root_value = out.search_tree.summary().value
+  return SearchOutput(
+    action=out.action.astype(jnp.int32),
+    action_weights=out.action_weights,
+    root_value=root_value,
+    network_value=root.value,
+  )

@@ -29,210 +29,231 @@ from muzero_jax.replay import Trajectory
 from muzero_jax.search import SearchOutput, run_search
 
 __all__ = [
-    "ActorState",
-    "RolloutStats",
-    "EvalResult",
-    "pool_size",
-    "select_params",
-    "init_actor",
-    "rollout",
-    "act",
-    "make_evaluate",
-    "evaluate",
+  "ActorState",
+  "RolloutStats",
+  "EvalResult",
+  "pool_size",
+  "select_params",
+  "init_actor",
+  "rollout",
+  "act",
+  "make_evaluate",
+  "evaluate",
 ]
 
 
 @struct.dataclass
 class ActorState:
-    """The ``B`` environments of self-play."""
+  """The ``B`` environments of self-play."""
 
-    env_state: Any  # pytree, leaves [B, ...]
-    obs: chex.Array  # [B, *obs_shape] current observations
-    pool_index: chex.Array  # [B] int32, pool entry each slot plays
-    episode_return: chex.Array  # [B] float32, undiscounted return so far
-    episode_length: chex.Array  # [B] int32, steps so far
+  env_state: Any  # pytree, leaves [B, ...]
+  obs: chex.Array  # [B, *obs_shape] current observations
+  pool_index: chex.Array  # [B] int32, pool entry each slot plays
+  episode_return: chex.Array  # [B] float32, undiscounted return so far
+  episode_length: chex.Array  # [B] int32, steps so far
 
 
 @struct.dataclass
 class RolloutStats:
-    """Totals over one rollout of ``T`` steps x ``B`` environments."""
+  """Totals over one rollout of ``T`` steps x ``B`` environments."""
 
-    episodes: chex.Array  # [] int32 episodes finished
-    return_sum: chex.Array  # [] float32 sum of finished episodes' returns
-    return_max: chex.Array  # [] float32 best finished return (-inf if none)
-    length_sum: chex.Array  # [] int32 sum of finished episodes' lengths
-    reward_sum: chex.Array  # [] float32 sum of all step rewards
-    root_value_sum: chex.Array  # [] float32 sum of search root values
+  episodes: chex.Array  # [] int32 episodes finished
+  return_sum: chex.Array  # [] float32 sum of finished episodes' returns
+  return_max: chex.Array  # [] float32 best finished return (-inf if none)
+  length_sum: chex.Array  # [] int32 sum of finished episodes' lengths
+  reward_sum: chex.Array  # [] float32 sum of all step rewards
+  root_value_sum: chex.Array  # [] float32 sum of search root values
 
 
 @struct.dataclass
 class EvalResult:
-    """Greedy evaluation of ``E`` environment instances, one episode each."""
+  """Greedy evaluation of ``E`` environment instances, one episode each."""
 
-    returns: chex.Array  # [E] float32 undiscounted episode returns
-    lengths: chex.Array  # [E] int32 steps until done (num_steps if never done)
-    actions: chex.Array  # [E, T] int32 actions played, -1 after the episode ended
-    rewards: chex.Array  # [E, T] float32 rewards, 0 after the episode ended
+  returns: chex.Array  # [E] float32 undiscounted episode returns
+  lengths: chex.Array  # [E] int32 steps until done (num_steps if never done)
+  actions: chex.Array  # [E, T] int32 actions played, -1 after the episode ended
+  rewards: chex.Array  # [E, T] float32 rewards, 0 after the episode ended
 
 
 def pool_size(pool) -> int:
-    """Leading size ``P`` shared by every leaf of the pool (``ValueError`` if they disagree)."""
-    sizes = {int(x.shape[0]) for x in jax.tree.leaves(pool)}
-    if len(sizes) != 1:
-        raise ValueError(f"env params pool leaves must share one leading axis; got sizes {sorted(sizes)}")
-    return sizes.pop()
+  """Leading size ``P`` shared by every leaf of the pool (``ValueError`` if they disagree)."""
+  sizes = {int(x.shape[0]) for x in jax.tree.leaves(pool)}
+  if len(sizes) != 1:
+    raise ValueError(f"env params pool leaves must share one leading axis; got sizes {sorted(sizes)}")
+  return sizes.pop()
 
 
 def select_params(pool, index: chex.Array):
-    """Pool entries at ``index`` ``[B]`` -> params pytree with leaves ``[B, ...]``."""
-    return jax.tree.map(lambda x: x[index], pool)
+  """Pool entries at ``index`` ``[B]`` -> params pytree with leaves ``[B, ...]``."""
+  return jax.tree.map(lambda x: x[index], pool)
 
 
 def _tree_where(cond: chex.Array, a, b):
-    def pick(x, y):
-        return jnp.where(cond.reshape(cond.shape + (1,) * (x.ndim - cond.ndim)), x, y)
+  def pick(x, y):
+    return jnp.where(cond.reshape(cond.shape + (1,) * (x.ndim - cond.ndim)), x, y)
 
-    return jax.tree.map(pick, a, b)
+  return jax.tree.map(pick, a, b)
 
 
 def init_actor(env, pool, key: chex.PRNGKey, num_envs: int) -> ActorState:
-    """Resets ``num_envs`` slots on uniformly drawn pool entries."""
-    key_index, key_reset = jax.random.split(key)
-    index = jax.random.randint(key_index, (num_envs,), 0, pool_size(pool))
-    obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, num_envs), select_params(pool, index))
-    return ActorState(
-        env_state=state,
-        obs=obs.astype(jnp.float32),
-        pool_index=index.astype(jnp.int32),
-        episode_return=jnp.zeros((num_envs,), jnp.float32),
-        episode_length=jnp.zeros((num_envs,), jnp.int32),
-    )
+  """Resets ``num_envs`` slots on uniformly drawn pool entries."""
+  key_index, key_reset = jax.random.split(key)
+  index = jax.random.randint(key_index, (num_envs,), 0, pool_size(pool))
+  obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, num_envs), select_params(pool, index))
+  return ActorState(
+    env_state=state,
+    obs=obs.astype(jnp.float32),
+    pool_index=index.astype(jnp.int32),
+    episode_return=jnp.zeros((num_envs,), jnp.float32),
+    episode_length=jnp.zeros((num_envs,), jnp.int32),
+  )
 
 
 def _actor_step(params, actor: ActorState, key, pool, *, env, network, config):
-    """One search + environment step of all slots, with auto-reset."""
-    num_envs = actor.obs.shape[0]
-    key_search, key_step, key_reset, key_index = jax.random.split(key, 4)
-    slot_params = select_params(pool, actor.pool_index)
-    mask = jax.vmap(env.action_mask)(actor.env_state, slot_params)
-    chex.assert_shape(mask, (num_envs, network.num_actions))
-    out = run_search(params, key_search, actor.obs, mask, network=network, config=config)
-    obs, state, reward, terminated, truncated, _ = jax.vmap(env.step)(
-        jax.random.split(key_step, num_envs), actor.env_state, out.action, slot_params)
-    reward = reward.astype(jnp.float32)
-    done = jnp.logical_or(terminated, truncated)
-    chex.assert_shape([reward, done], (num_envs,))
-    new_index = jax.random.randint(key_index, (num_envs,), 0, pool_size(pool)).astype(jnp.int32)
+  """One search + environment step of all slots, with auto-reset."""
+  num_envs = actor.obs.shape[0]
+  key_search, key_step, key_reset, key_index = jax.random.split(key, 4)
+  slot_params = select_params(pool, actor.pool_index)
+  mask = jax.vmap(env.action_mask)(actor.env_state, slot_params)
+  chex.assert_shape(mask, (num_envs, network.num_actions))
+  out = run_search(params, key_search, actor.obs, mask, network=network, config=config)
+  obs, state, reward, terminated, truncated, _ = jax.vmap(env.step)(
+    jax.random.split(key_step, num_envs), actor.env_state, out.action, slot_params
+  )
+  reward = reward.astype(jnp.float32)
+  done = jnp.logical_or(terminated, truncated)
+  chex.assert_shape([reward, done], (num_envs,))
+  new_index = jax.random.randint(key_index, (num_envs,), 0, pool_size(pool)).astype(jnp.int32)
 
-    def reset_all(_):
-        reset_obs, reset_state = jax.vmap(env.reset)(
-            jax.random.split(key_reset, num_envs), select_params(pool, new_index))
-        # lax.cond needs identical types in both branches (weak types may differ).
-        return reset_obs.astype(obs.dtype), jax.tree.map(lambda r, x: r.astype(x.dtype), reset_state, state)
+  def reset_all(_):
+    reset_obs, reset_state = jax.vmap(env.reset)(jax.random.split(key_reset, num_envs), select_params(pool, new_index))
+    # lax.cond needs identical types in both branches (weak types may differ).
+    return reset_obs.astype(obs.dtype), jax.tree.map(lambda r, x: r.astype(x.dtype), reset_state, state)
 
-    # Resets cost as much as steps for data-heavy envs; skip them when no episode ended
-    # (with a fixed horizon all slots finish together, so most steps skip).
-    reset_obs, reset_state = jax.lax.cond(jnp.any(done), reset_all, lambda _: (obs, state), None)
-    ep_return = actor.episode_return + reward
-    ep_length = actor.episode_length + 1
-    next_actor = ActorState(
-        env_state=_tree_where(done, reset_state, state),
-        obs=jnp.where(done.reshape(-1, *([1] * (obs.ndim - 1))), reset_obs, obs).astype(jnp.float32),
-        pool_index=jnp.where(done, new_index, actor.pool_index),
-        episode_return=jnp.where(done, 0.0, ep_return),
-        episode_length=jnp.where(done, 0, ep_length),
-    )
-    step = Trajectory(obs=actor.obs, action=out.action, reward=reward, done=done,
-                      policy=out.action_weights, root_value=out.root_value, mask=mask)
-    stats = RolloutStats(
-        episodes=jnp.sum(done).astype(jnp.int32),
-        return_sum=jnp.sum(jnp.where(done, ep_return, 0.0)),
-        return_max=jnp.max(jnp.where(done, ep_return, -jnp.inf)),
-        length_sum=jnp.sum(jnp.where(done, ep_length, 0)).astype(jnp.int32),
-        reward_sum=jnp.sum(reward),
-        root_value_sum=jnp.sum(out.root_value),
-    )
-    return next_actor, (step, stats)
+  # Resets cost as much as steps for data-heavy envs; skip them when no episode ended
+  # (with a fixed horizon all slots finish together, so most steps skip).
+  reset_obs, reset_state = jax.lax.cond(jnp.any(done), reset_all, lambda _: (obs, state), None)
+  ep_return = actor.episode_return + reward
+  ep_length = actor.episode_length + 1
+  next_actor = ActorState(
+    env_state=_tree_where(done, reset_state, state),
+    obs=jnp.where(done.reshape(-1, *([1] * (obs.ndim - 1))), reset_obs, obs).astype(jnp.float32),
+    pool_index=jnp.where(done, new_index, actor.pool_index),
+    episode_return=jnp.where(done, 0.0, ep_return),
+    episode_length=jnp.where(done, 0, ep_length),
+  )
+  step = Trajectory(
+    obs=actor.obs,
+    action=out.action,
+    reward=reward,
+    done=done,
+    policy=out.action_weights,
+    root_value=out.root_value,
+    mask=mask,
+  )
+  stats = RolloutStats(
+    episodes=jnp.sum(done).astype(jnp.int32),
+    return_sum=jnp.sum(jnp.where(done, ep_return, 0.0)),
+    return_max=jnp.max(jnp.where(done, ep_return, -jnp.inf)),
+    length_sum=jnp.sum(jnp.where(done, ep_length, 0)).astype(jnp.int32),
+    reward_sum=jnp.sum(reward),
+    root_value_sum=jnp.sum(out.root_value),
+  )
+  return next_actor, (step, stats)
 
 
-def rollout(params, actor: ActorState, pool, key: chex.PRNGKey, *, env, network: MuZeroNetwork,
-            config: MuZeroConfig) -> tuple[ActorState, Trajectory, RolloutStats]:
-    """``config.rollout_length`` self-play steps of all slots (``lax.scan`` over time).
+def rollout(
+  params, actor: ActorState, pool, key: chex.PRNGKey, *, env, network: MuZeroNetwork, config: MuZeroConfig
+) -> tuple[ActorState, Trajectory, RolloutStats]:
+  """``config.rollout_length`` self-play steps of all slots (``lax.scan`` over time).
 
-    Returns the new actor state, the ``[T, B, ...]`` trajectory and summed stats.
-    """
-    step_fn = functools.partial(_actor_step, params, pool=pool, env=env, network=network, config=config)
-    keys = jax.random.split(key, config.rollout_length)
-    actor, (traj, stats) = jax.lax.scan(step_fn, actor, keys)
-    total = RolloutStats(
-        episodes=jnp.sum(stats.episodes), return_sum=jnp.sum(stats.return_sum),
-        return_max=jnp.max(stats.return_max), length_sum=jnp.sum(stats.length_sum),
-        reward_sum=jnp.sum(stats.reward_sum), root_value_sum=jnp.sum(stats.root_value_sum),
-    )
-    return actor, traj, total
+  Returns the new actor state, the ``[T, B, ...]`` trajectory and summed stats.
+  """
+  step_fn = functools.partial(_actor_step, params, pool=pool, env=env, network=network, config=config)
+  keys = jax.random.split(key, config.rollout_length)
+  actor, (traj, stats) = jax.lax.scan(step_fn, actor, keys)
+  total = RolloutStats(
+    episodes=jnp.sum(stats.episodes),
+    return_sum=jnp.sum(stats.return_sum),
+    return_max=jnp.max(stats.return_max),
+    length_sum=jnp.sum(stats.length_sum),
+    reward_sum=jnp.sum(stats.reward_sum),
+    root_value_sum=jnp.sum(stats.root_value_sum),
+  )
+  return actor, traj, total
 
 
 @functools.partial(jax.jit, static_argnames=("config", "greedy"))
-def act(params, obs: chex.Array, mask: chex.Array, key: chex.PRNGKey, config: MuZeroConfig,
-        *, greedy: bool = True) -> SearchOutput:
-    """Searches from a batch of observations ``[B, *obs_shape]`` with masks ``[B, A]``.
+def act(
+  params, obs: chex.Array, mask: chex.Array, key: chex.PRNGKey, config: MuZeroConfig, *, greedy: bool = True
+) -> SearchOutput:
+  """Searches from a batch of observations ``[B, *obs_shape]`` with masks ``[B, A]``.
 
-    ``greedy=True`` (evaluation): no root noise, temperature 0. The network is
-    rebuilt from ``config`` and the shapes, so ``params`` must match them.
-    """
-    network = make_network(config, mask.shape[-1], obs.shape[1:])
-    return run_search(params, key, obs, mask, network=network, config=config, greedy=greedy)
+  ``greedy=True`` (evaluation): no root noise, temperature 0. The network is
+  rebuilt from ``config`` and the shapes, so ``params`` must match them.
+  """
+  network = make_network(config, mask.shape[-1], obs.shape[1:])
+  return run_search(params, key, obs, mask, network=network, config=config, greedy=greedy)
 
 
 def make_evaluate(config: MuZeroConfig, env, *, num_steps: int | None = None, greedy: bool = True):
-    """Jitted ``evaluate(params, env_params_batch, key) -> EvalResult``.
+  """Jitted ``evaluate(params, env_params_batch, key) -> EvalResult``.
 
-    Plays one episode (no reset) on each of the ``E`` instances in
-    ``env_params_batch`` (leaves ``[E, ...]``) for ``num_steps`` steps
-    (default ``config.max_episode_steps``); steps after ``done`` are ignored.
-    """
-    num_steps = config.max_episode_steps if num_steps is None else num_steps
-    network = make_network(config, env.num_actions, env.observation_shape)
+  Plays one episode (no reset) on each of the ``E`` instances in
+  ``env_params_batch`` (leaves ``[E, ...]``) for ``num_steps`` steps
+  (default ``config.max_episode_steps``); steps after ``done`` are ignored.
+  """
+  num_steps = config.max_episode_steps if num_steps is None else num_steps
+  network = make_network(config, env.num_actions, env.observation_shape)
 
-    def evaluate_fn(params, env_params_batch, key):
-        num_env = pool_size(env_params_batch)
-        key_reset, key_loop = jax.random.split(key)
-        obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, num_env), env_params_batch)
+  def evaluate_fn(params, env_params_batch, key):
+    num_env = pool_size(env_params_batch)
+    key_reset, key_loop = jax.random.split(key)
+    obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, num_env), env_params_batch)
 
-        def body(carry, key_t):
-            obs, state, alive = carry
-            key_search, key_step = jax.random.split(key_t)
-            mask = jax.vmap(env.action_mask)(state, env_params_batch)
-            out = run_search(params, key_search, obs.astype(jnp.float32), mask,
-                             network=network, config=config, greedy=greedy)
-            obs2, state2, reward, term, trunc, _ = jax.vmap(env.step)(
-                jax.random.split(key_step, num_env), state, out.action, env_params_batch)
-            record = (jnp.where(alive, out.action, -1), jnp.where(alive, reward.astype(jnp.float32), 0.0), alive)
-            alive = alive & ~(term | trunc)
-            return (obs2, state2, alive), record
+    def body(carry, key_t):
+      obs, state, alive = carry
+      key_search, key_step = jax.random.split(key_t)
+      mask = jax.vmap(env.action_mask)(state, env_params_batch)
+      out = run_search(params, key_search, obs.astype(jnp.float32), mask, network=network, config=config, greedy=greedy)
+      obs2, state2, reward, term, trunc, _ = jax.vmap(env.step)(
+        jax.random.split(key_step, num_env), state, out.action, env_params_batch
+      )
+      record = (jnp.where(alive, out.action, -1), jnp.where(alive, reward.astype(jnp.float32), 0.0), alive)
+      alive = alive & ~(term | trunc)
+      return (obs2, state2, alive), record
 
-        init = (obs, state, jnp.ones((num_env,), bool))
-        _, (actions, rewards, alive) = jax.lax.scan(body, init, jax.random.split(key_loop, num_steps))
-        return EvalResult(returns=rewards.sum(0), lengths=alive.sum(0).astype(jnp.int32),
-                          actions=actions.T, rewards=rewards.T)
+    init = (obs, state, jnp.ones((num_env,), bool))
+    _, (actions, rewards, alive) = jax.lax.scan(body, init, jax.random.split(key_loop, num_steps))
+    return EvalResult(
+      returns=rewards.sum(0), lengths=alive.sum(0).astype(jnp.int32), actions=actions.T, rewards=rewards.T
+    )
 
-    return jax.jit(evaluate_fn)
+  return jax.jit(evaluate_fn)
 
 
-def evaluate(params, config: MuZeroConfig, env, env_params_batch, key: chex.PRNGKey, *,
-             num_steps: int | None = None, greedy: bool = True) -> EvalResult:
-    """One greedy episode per instance of ``env_params_batch``; see :func:`make_evaluate`.
+def evaluate(
+  params,
+  config: MuZeroConfig,
+  env,
+  env_params_batch,
+  key: chex.PRNGKey,
+  *,
+  num_steps: int | None = None,
+  greedy: bool = True,
+) -> EvalResult:
+  """One greedy episode per instance of ``env_params_batch``; see :func:`make_evaluate`.
 
-    The jitted function is cached per ``(config, env, num_steps, greedy)`` when
-    ``env`` is hashable; otherwise it is rebuilt (and recompiled) on every call.
-    """
-    try:
-        fn = _cached_evaluate(config, env, num_steps, greedy)
-    except TypeError:  # unhashable environment object
-        fn = make_evaluate(config, env, num_steps=num_steps, greedy=greedy)
-    return fn(params, env_params_batch, key)
+  The jitted function is cached per ``(config, env, num_steps, greedy)`` when
+  ``env`` is hashable; otherwise it is rebuilt (and recompiled) on every call.
+  """
+  try:
+    fn = _cached_evaluate(config, env, num_steps, greedy)
+  except TypeError:  # unhashable environment object
+    fn = make_evaluate(config, env, num_steps=num_steps, greedy=greedy)
+  return fn(params, env_params_batch, key)
 
 
 @functools.lru_cache(maxsize=16)
 def _cached_evaluate(config, env, num_steps, greedy):
-    return make_evaluate(config, env, num_steps=num_steps, greedy=greedy)
+  return make_evaluate(config, env, num_steps=num_steps, greedy=greedy)

@@ -14,25 +14,28 @@ import cube_env
 def make_small_df(seed: int = 0, n: int = 4000) -> pd.DataFrame:
   """A small hand-made case table: one planted gap (race B, minutes, proc A), missing values."""
   rng = np.random.default_rng(seed)
-  df = pd.DataFrame({
-      "proc": rng.choice(list("ABCDE"), n, p=[.3, .25, .2, .15, .1]),
+  df = pd.DataFrame(
+    {
+      "proc": rng.choice(list("ABCDE"), n, p=[0.3, 0.25, 0.2, 0.15, 0.1]),
       "site": rng.choice(["s1", "s2", "s3"], n),
-      "urgency": rng.choice(["elective", "urgent"], n, p=[.7, .3]),
+      "urgency": rng.choice(["elective", "urgent"], n, p=[0.7, 0.3]),
       "bmi": rng.normal(28, 5, n),  # numeric dimension: binned
-      "race": rng.choice(["W", "B", "A"], n, p=[.6, .25, .15]),
+      "race": rng.choice(["W", "B", "A"], n, p=[0.6, 0.25, 0.15]),
       "sex": rng.choice(["F", "M"], n),
-      "minutes": rng.lognormal(4, .5, n),
+      "minutes": rng.lognormal(4, 0.5, n),
       "los": rng.gamma(2.0, 1.5, n) + 0.1,
-      "complication": (rng.random(n) < .12).astype(float),
-  })
+      "complication": (rng.random(n) < 0.12).astype(float),
+    }
+  )
   df.loc[(df.proc == "A") & (df.race == "B"), "minutes"] *= 1.5
   df.loc[rng.random(n) < 0.03, "site"] = None
   df.loc[rng.random(n) < 0.05, "los"] = np.nan
   return df
 
 
-SMALL_SCHEMA = cube_env.Schema(dimensions=["proc", "site", "urgency", "bmi"], protected=["race", "sex"],
-                               measures=["minutes", "los", "complication"])
+SMALL_SCHEMA = cube_env.Schema(
+  dimensions=["proc", "site", "urgency", "bmi"], protected=["race", "sex"], measures=["minutes", "los", "complication"]
+)
 
 
 @pytest.fixture(scope="session")

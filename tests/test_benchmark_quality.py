@@ -21,8 +21,15 @@ PLANTED = synthetic.PlantedEffect(cohort={"proc": "A"}, protected="race", group=
 
 @pytest.fixture(scope="module")
 def case(small_df):
-  return bq.Case(scenario="small", seed=cube_task.EVAL_SEED_BASE, df=small_df, schema=SMALL_SCHEMA, truth=[PLANTED],
-                 adjust=(), max_categories=12)
+  return bq.Case(
+    scenario="small",
+    seed=cube_task.EVAL_SEED_BASE,
+    df=small_df,
+    schema=SMALL_SCHEMA,
+    truth=[PLANTED],
+    adjust=(),
+    max_categories=12,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +76,12 @@ def test_pysubgroup_stops_exactly_at_budget_and_counts_cohorts(prep, algorithm):
   method = bp.pysubgroup_method(algorithm, width=8)
   small = method(prep.space, budget=5, seed=0)
   assert small.queries == 5 and len(small.visits) == 5
-  big = method(prep.space, budget=10 ** 6, seed=0)
+  big = method(prep.space, budget=10**6, seed=0)
   evaluations = int(big.note.split(";")[1].split()[0])
   assert big.queries < prep.exhaustive_queries  # no intersectional cohorts in its space
   assert evaluations > big.queries  # many (group, measure) qualities per cohort, one query each
   assert big.visits["depth"].max() <= 2
-  oracle = cube_env.enumerate_findings(prep.space.cube, max_depth=2, z_screen=prep.space.z_screen,
-                                       include_old=False)
+  oracle = cube_env.enumerate_findings(prep.space.cube, max_depth=2, z_screen=prep.space.z_screen, include_old=False)
   key = lambda t: set(zip(t["cohort"], t["protected"], t["group"], t["measure"]))  # noqa: E731
   assert key(big.candidates) <= key(oracle)
   if algorithm == "dfs":  # DFS saw every cohort: it reports the planted gap
@@ -105,25 +111,46 @@ def test_run_case_budgets_scores_and_cut_off(case, prep):
   capped = bq.Suite(name="test", fractions=(0.02, 1.0), max_depth=2, walker_max_fraction=0.2)
   assert bq.budgets_for(case, prep, capped, "random") == budgets[:1]
   assert bq.budgets_for(case, prep, capped, "pysubgroup-dfs") == budgets
-  skipped = list(bq.run_case(case, suite, fns, log=lambda s: None,
-                             skip={(case.scenario, case.seed, "random", budgets[0])}))
+  skipped = list(
+    bq.run_case(case, suite, fns, log=lambda s: None, skip={(case.scenario, case.seed, "random", budgets[0])})
+  )
   assert len(skipped) == len(rows) - 1
 
 
 def _row(scenario, method, fraction, seed, **kw):
-  base = dict(kind="run", suite="t", scenario=scenario, method=method, budget=int(fraction * 1000),
-              budget_fraction=fraction, seed=seed, applicable=True, recall=math.nan, precision=1.0, confirmed=1,
-              false_confirmed=0, queries=int(fraction * 1000), seconds=1.0, candidate_recall=1.0,
-              family_wise_error=False)
+  base = dict(
+    kind="run",
+    suite="t",
+    scenario=scenario,
+    method=method,
+    budget=int(fraction * 1000),
+    budget_fraction=fraction,
+    seed=seed,
+    applicable=True,
+    recall=math.nan,
+    precision=1.0,
+    confirmed=1,
+    false_confirmed=0,
+    queries=int(fraction * 1000),
+    seconds=1.0,
+    candidate_recall=1.0,
+    family_wise_error=False,
+  )
   return dict(base, **kw)
 
 
 def test_summary_and_headline_numbers():
-  rows = [_row("mixed", "a", 0.01, 0, recall=0.5), _row("mixed", "a", 0.01, 1, recall=0.7),
-          _row("mixed", "a", 0.2, 0, recall=0.9), _row("mixed", "a", 0.2, 1, recall=1.0),
-          _row("mixed", "b", 1.0, 0, recall=0.8), _row("mixed", "b", 1.0, 1, recall=0.8),
-          _row("null", "a", 0.2, 0, family_wise_error=True, false_confirmed=2),
-          _row("null", "a", 0.2, 1), _row("null", "b", 1.0, 0, applicable=False, note="does not fit")]
+  rows = [
+    _row("mixed", "a", 0.01, 0, recall=0.5),
+    _row("mixed", "a", 0.01, 1, recall=0.7),
+    _row("mixed", "a", 0.2, 0, recall=0.9),
+    _row("mixed", "a", 0.2, 1, recall=1.0),
+    _row("mixed", "b", 1.0, 0, recall=0.8),
+    _row("mixed", "b", 1.0, 1, recall=0.8),
+    _row("null", "a", 0.2, 0, family_wise_error=True, false_confirmed=2),
+    _row("null", "a", 0.2, 1),
+    _row("null", "b", 1.0, 0, applicable=False, note="does not fit"),
+  ]
   summary = bq.summarize(rows)
   first = next(s for s in summary if s["method"] == "a" and s["budget_fraction"] == 0.01)
   assert first["recall_mean"] == pytest.approx(0.6) and first["recall_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
@@ -158,8 +185,10 @@ def test_anytime_read_off_equals_a_run_at_each_budget(prep, name):
 
 
 def test_summary_groups_by_nominal_fraction_and_time_limit_runs_no_case():
-  rows = [_row("mixed", "a", 0.0498, 0, recall=0.4, nominal_fraction=0.05),
-          _row("mixed", "a", 0.0503, 1, recall=0.6, nominal_fraction=0.05)]
+  rows = [
+    _row("mixed", "a", 0.0498, 0, recall=0.4, nominal_fraction=0.05),
+    _row("mixed", "a", 0.0503, 1, recall=0.6, nominal_fraction=0.05),
+  ]
   (only,) = bq.summarize(rows)
   assert only["seeds"] == 2 and only["recall_mean"] == pytest.approx(0.5)
   assert only["nominal_fraction"] == 0.05 and only["budget_fraction"] == pytest.approx(0.05005, abs=1e-4)
@@ -181,8 +210,17 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   spilled = _row("mixed", "exhaustive", 0.05, 5000, suite="tiny", recall=0.5, nominal_fraction=0.05, n_rows=1200)
   other_size = dict(spilled, seed=5001, n_rows=999)  # rows of another size of the suite are dropped
   (tmp_path / "q.jsonl.partial").write_text(json.dumps(spilled) + "\n" + json.dumps(other_size) + "\n")
-  rows = bq.run("tiny", checkpoint=None, method_names=("exhaustive",), plot_path=str(tmp_path / "p.png"),
-                out=str(out), emit=lambda rs, _: list(rs), log=lambda s: None, time_limit_s=0, workers=1)
+  rows = bq.run(
+    "tiny",
+    checkpoint=None,
+    method_names=("exhaustive",),
+    plot_path=str(tmp_path / "p.png"),
+    out=str(out),
+    emit=lambda rs, _: list(rs),
+    log=lambda s: None,
+    time_limit_s=0,
+    workers=1,
+  )
   assert not (tmp_path / "q.jsonl.partial").exists() and (tmp_path / "p.png").exists()
   kept = [r for r in rows if r["kind"] == "run"]
   assert len(kept) == 1 and kept[0]["recall"] == 0.5
@@ -191,12 +229,15 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   assert [json.loads(line)["kind"] for line in out.read_text().splitlines()] == ["run", "invocation", "summary"]
 
 
-@pytest.mark.parametrize("argv, message", [
+@pytest.mark.parametrize(
+  "argv, message",
+  [
     (["--methods", "foo", "random"], "--methods: unknown 'foo'"),
     (["--scenarios", "mixed", "nul"], "--scenarios: unknown 'nul'"),
     (["--workers", "0"], "--workers must be at least 1"),
     (["--time-limit-s", "-1"], "--time-limit-s must be >= 0"),
-])
+  ],
+)
 def test_quality_cli_names_the_bad_flag(argv, message):
   from experiments import benchmark
 

@@ -6,8 +6,11 @@ from experiments import bench_speed
 
 
 def test_slopes_flag_superlinear_cost():
-  rows = [dict(bench="env", cells=c, batch=b, step_s=1e-6 * c * (b if b == 1 else b * b)) for c in (1e3, 1e4, 1e5)
-          for b in (1, 4)] + [dict(bench="env", cells=1e6, batch=4, skipped="too big")]
+  rows = [
+    dict(bench="env", cells=c, batch=b, step_s=1e-6 * c * (b if b == 1 else b * b))
+    for c in (1e3, 1e4, 1e5)
+    for b in (1, 4)
+  ] + [dict(bench="env", cells=1e6, batch=4, skipped="too big")]
   by_cells = {r["batch"]: r for r in bench_speed.slopes(rows, x="cells", group="batch")}
   assert by_cells[1]["slope"] == pytest.approx(1.0) and by_cells[1]["at_most_linear"]
   by_batch = {r["cells"]: r for r in bench_speed.slopes(rows, x="batch", group="cells")}
@@ -16,8 +19,11 @@ def test_slopes_flag_superlinear_cost():
 
 
 def test_slopes_keep_group_by_methods_apart():
-  rows = [dict(bench="env", method=m, cells=c, batch=1, step_s=1e-6 * c ** (1 if m == "matmul" else 2))
-          for m in ("matmul", "segment") for c in (1e3, 1e4)]
+  rows = [
+    dict(bench="env", method=m, cells=c, batch=1, step_s=1e-6 * c ** (1 if m == "matmul" else 2))
+    for m in ("matmul", "segment")
+    for c in (1e3, 1e4)
+  ]
   by_method = {r["method"]: r for r in bench_speed.slopes(rows, x="cells", group="batch")}
   assert by_method["matmul"]["slope"] == pytest.approx(1.0) and by_method["matmul"]["at_most_linear"]
   assert by_method["segment"]["slope"] == pytest.approx(2.0) and not by_method["segment"]["at_most_linear"]

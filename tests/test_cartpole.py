@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("gymnax", reason="the control extra is not installed: pip install -e '.[control]'")
 
-from experiments import cartpole, gymnax_env, train  # noqa: E402
-from muzero_jax.train import check_env  # noqa: E402
+from experiments import cartpole, gymnax_env, train
+from muzero_jax.train import check_env
 
 ENV = gymnax_env.GymnaxEnv("CartPole-v1")
 PARAMS = gymnax_env.default_params("CartPole-v1")
@@ -59,8 +59,9 @@ def test_adapter_follows_the_protocol_and_matches_gymnax():
     if bool(term):
       # gymnax has already reset; the adapter returns the state the pole fell in.
       ended = True
-      assert abs(float(state.inner.theta)) > float(gym_params.theta_threshold_radians) or \
-          abs(float(state.inner.x)) > float(gym_params.x_threshold)
+      assert abs(float(state.inner.theta)) > float(gym_params.theta_threshold_radians) or abs(
+        float(state.inner.x)
+      ) > float(gym_params.x_threshold)
       break
     np.testing.assert_allclose(obs[:4], ref_obs, rtol=1e-6, atol=1e-7)
   assert ended and 8 <= t < 200  # random actions drop the pole within tens of steps
@@ -90,14 +91,16 @@ def test_adapter_jit_and_vmap_agree_with_eager():
 
 def test_time_limit_is_truncation_and_a_fall_is_termination():
   _, state = ENV.reset(jax.random.PRNGKey(0), PARAMS)
-  upright = state.inner.replace(x=jnp.float32(0), x_dot=jnp.float32(0), theta=jnp.float32(0),
-                                theta_dot=jnp.float32(0), time=jnp.int32(499))
+  upright = state.inner.replace(
+    x=jnp.float32(0), x_dot=jnp.float32(0), theta=jnp.float32(0), theta_dot=jnp.float32(0), time=jnp.int32(499)
+  )
   obs, new, r, term, trunc, _ = ENV.step(jax.random.PRNGKey(1), state.replace(inner=upright), 1, PARAMS)
   assert (bool(term), bool(trunc), float(r)) == (False, True, 1.0)
   assert float(obs[4]) == 1.0 and int(new.inner.time) == 500
   # One step earlier nothing ends.
-  _, _, _, term, trunc, _ = ENV.step(jax.random.PRNGKey(1), state.replace(inner=upright.replace(time=jnp.int32(10))),
-                                     1, PARAMS)
+  _, _, _, term, trunc, _ = ENV.step(
+    jax.random.PRNGKey(1), state.replace(inner=upright.replace(time=jnp.int32(10))), 1, PARAMS
+  )
   assert (bool(term), bool(trunc)) == (False, False)
   # A pole past 12 degrees at the time limit: terminated, not truncated (the fall wins).
   falling = upright.replace(theta=jnp.float32(0.2), theta_dot=jnp.float32(1.0))  # 0.2 + 0.02 * 1 > 0.2094 rad
@@ -145,16 +148,30 @@ def test_short_cli_run_beats_the_untrained_agent(tmp_path, capsys):
   """`experiments.train --env cartpole --preset smoke`: about 10 s of training after compilation (which
   dominates: 30-45 CPU seconds with jax 0.10.2)."""
   logdir = tmp_path / "tb"
-  code = train.main(["--env", "cartpole", "--preset", "smoke", "--iterations", str(SHORT_RUN_ITERATIONS),
-                     "--logdir", str(logdir), "--checkpoint-dir", str(tmp_path / "ckpt")])
+  code = train.main(
+    [
+      "--env",
+      "cartpole",
+      "--preset",
+      "smoke",
+      "--iterations",
+      str(SHORT_RUN_ITERATIONS),
+      "--logdir",
+      str(logdir),
+      "--checkpoint-dir",
+      str(tmp_path / "ckpt"),
+    ]
+  )
   assert code == 0
   report = json.loads((logdir / "evaluation.json").read_text())
   history = report["history"]
   untrained, final = history[0], history[-1]
   assert untrained["iteration"] == 0 and final["iteration"] == SHORT_RUN_ITERATIONS
   assert untrained["episodes"] == final["episodes"] == 100
-  print(f"greedy mean return: untrained {untrained['return_mean']:.1f}, after {SHORT_RUN_ITERATIONS} "
-        f"iterations {final['return_mean']:.1f}")
+  print(
+    f"greedy mean return: untrained {untrained['return_mean']:.1f}, after {SHORT_RUN_ITERATIONS} "
+    f"iterations {final['return_mean']:.1f}"
+  )
   assert untrained["return_mean"] < 30.0
   assert final["return_mean"] >= untrained["return_mean"] + MARGIN
   assert final["moves"] == SHORT_RUN_ITERATIONS * 16 * 16  # smoke: 16 environments x 16 steps per iteration

@@ -22,219 +22,229 @@ CONFIG = worker.CONFIG
 
 
 def _assert_same_tree(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """Steps 2, 3 and 4 of a short run (synchronous saves) and the states saved."""
-    directory = tmp_path_factory.mktemp("ckpt")
-    env, pool = worker.make_setup()
-    trainer = mz.make_train(CONFIG, env, pool)
-    ckpt = mz.Checkpointer(directory, max_to_keep=3)
-    state, states = trainer.init(), {}
-    for _ in range(4):
-        state, _ = trainer.iteration(state)
-        step = int(state.iteration)
-        if step >= 2:
-            assert ckpt.save(step, state, config=CONFIG, env=env, extra={"pool_seed": 0})
-            states[step] = state
-    ckpt.close()
-    return dict(directory=directory, env=env, pool=pool, states=states, trainer=trainer)
+  """Steps 2, 3 and 4 of a short run (synchronous saves) and the states saved."""
+  directory = tmp_path_factory.mktemp("ckpt")
+  env, pool = worker.make_setup()
+  trainer = mz.make_train(CONFIG, env, pool)
+  ckpt = mz.Checkpointer(directory, max_to_keep=3)
+  state, states = trainer.init(), {}
+  for _ in range(4):
+    state, _ = trainer.iteration(state)
+    step = int(state.iteration)
+    if step >= 2:
+      assert ckpt.save(step, state, config=CONFIG, env=env, extra={"pool_seed": 0})
+      states[step] = state
+  ckpt.close()
+  return dict(directory=directory, env=env, pool=pool, states=states, trainer=trainer)
 
 
 @pytest.fixture
 def copy(saved, tmp_path):
-    """A private copy of the saved directory, to damage."""
-    target = tmp_path / "ckpt"
-    shutil.copytree(saved["directory"], target)
-    return target
+  """A private copy of the saved directory, to damage."""
+  target = tmp_path / "ckpt"
+  shutil.copytree(saved["directory"], target)
+  return target
 
 
 def test_restore_gives_back_every_leaf_and_the_meta(saved):
-    restored = mz.restore(saved["directory"], saved["env"], saved["pool"])
-    assert restored.step == 4 and restored.skipped == ()
-    _assert_same_tree(restored.state, saved["states"][4])
-    assert restored.config == CONFIG
-    assert restored.meta["counters"]["iteration"] == 4
-    assert restored.meta["counters"]["moves"] == 4 * CONFIG.num_envs * CONFIG.rollout_length
-    assert restored.meta["env"] == mz.env_spec(saved["env"])
-    assert restored.meta["extra"] == {"pool_seed": 0}
+  restored = mz.restore(saved["directory"], saved["env"], saved["pool"])
+  assert restored.step == 4 and restored.skipped == ()
+  _assert_same_tree(restored.state, saved["states"][4])
+  assert restored.config == CONFIG
+  assert restored.meta["counters"]["iteration"] == 4
+  assert restored.meta["counters"]["moves"] == 4 * CONFIG.num_envs * CONFIG.rollout_length
+  assert restored.meta["env"] == mz.env_spec(saved["env"])
+  assert restored.meta["extra"] == {"pool_seed": 0}
 
 
 def test_resumed_run_continues_bit_exactly(saved):
-    trainer = saved["trainer"]
-    resumed = mz.restore(saved["directory"], saved["env"], saved["pool"]).state
-    straight = saved["states"][4]
-    for _ in range(2):
-        resumed, _ = trainer.iteration(resumed)
-        straight, _ = trainer.iteration(straight)
-    assert int(resumed.updates) > 0
-    _assert_same_tree(resumed, straight)
+  trainer = saved["trainer"]
+  resumed = mz.restore(saved["directory"], saved["env"], saved["pool"]).state
+  straight = saved["states"][4]
+  for _ in range(2):
+    resumed, _ = trainer.iteration(resumed)
+    straight, _ = trainer.iteration(straight)
+  assert int(resumed.updates) > 0
+  _assert_same_tree(resumed, straight)
 
 
 def test_load_params_reads_neither_replay_nor_optimizer(copy, saved):
-    shutil.rmtree(copy / "4" / "state")  # inference must not need the training state
-    params, config, meta = mz.load_params(copy)
-    _assert_same_tree(params, saved["states"][4].params)
-    assert config == CONFIG and meta["step"] == 4
+  shutil.rmtree(copy / "4" / "state")  # inference must not need the training state
+  params, config, meta = mz.load_params(copy)
+  _assert_same_tree(params, saved["states"][4].params)
+  assert config == CONFIG and meta["step"] == 4
 
 
 def test_truncated_file_falls_back_with_a_warning(copy, saved):
-    files = [os.path.join(d, f) for d, _, fs in os.walk(copy / "4" / "state") for f in fs]
-    largest = max(files, key=os.path.getsize)
-    with open(largest, "r+b") as fh:
-        fh.truncate(os.path.getsize(largest) // 2)
-    with pytest.warns(mz.CheckpointWarning, match=r"step 4 .* damaged") as record:
-        restored = mz.restore(copy, saved["env"], saved["pool"], quarantine=True)
-    assert restored.step == 3 and restored.skipped[0][0] == 4
-    _assert_same_tree(restored.state, saved["states"][3])
-    assert any("instead of newer damaged step(s) [4]" in str(w.message) for w in record)
-    assert (copy / "4.damaged").is_dir() and not (copy / "4").exists()  # kept as evidence, out of the way
-    assert mz.Checkpointer(copy).all_steps() == [2, 3]
+  files = [os.path.join(d, f) for d, _, fs in os.walk(copy / "4" / "state") for f in fs]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as fh:
+    fh.truncate(os.path.getsize(largest) // 2)
+  with pytest.warns(mz.CheckpointWarning, match=r"step 4 .* damaged") as record:
+    restored = mz.restore(copy, saved["env"], saved["pool"], quarantine=True)
+  assert restored.step == 3 and restored.skipped[0][0] == 4
+  _assert_same_tree(restored.state, saved["states"][3])
+  assert any("instead of newer damaged step(s) [4]" in str(w.message) for w in record)
+  assert (copy / "4.damaged").is_dir() and not (copy / "4").exists()  # kept as evidence, out of the way
+  assert mz.Checkpointer(copy).all_steps() == [2, 3]
 
 
 def test_changed_data_fails_its_digest(copy, saved):
-    # Same size, other bytes: only the digest written at save time can tell.
-    files = [os.path.join(d, f) for d, _, fs in os.walk(copy / "4" / "state" / "ocdbt.process_0" / "d")
-             for f in fs]
-    for path in files:
-        data = bytearray(open(path, "rb").read())
-        data[len(data) // 2] ^= 0xFF
-        open(path, "wb").write(bytes(data))
-    with pytest.warns(mz.CheckpointWarning, match="step 4"):
-        restored = mz.restore(copy, saved["env"], saved["pool"])
-    assert restored.step == 3
+  # Same size, other bytes: only the digest written at save time can tell.
+  files = [os.path.join(d, f) for d, _, fs in os.walk(copy / "4" / "state" / "ocdbt.process_0" / "d") for f in fs]
+  for path in files:
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+  with pytest.warns(mz.CheckpointWarning, match="step 4"):
+    restored = mz.restore(copy, saved["env"], saved["pool"])
+  assert restored.step == 3
 
 
 def test_missing_item_falls_back(copy, saved):
-    shutil.rmtree(copy / "4" / "params")
-    with pytest.warns(mz.CheckpointWarning, match=r"item\(s\) \['params'\] missing"):
-        assert mz.restore(copy, saved["env"], saved["pool"]).step == 3
-    with pytest.warns(mz.CheckpointWarning, match="step 4"):
-        params, _, meta = mz.load_params(copy)
-    assert meta["step"] == 3
-    _assert_same_tree(params, saved["states"][3].params)
+  shutil.rmtree(copy / "4" / "params")
+  with pytest.warns(mz.CheckpointWarning, match=r"item\(s\) \['params'\] missing"):
+    assert mz.restore(copy, saved["env"], saved["pool"]).step == 3
+  with pytest.warns(mz.CheckpointWarning, match="step 4"):
+    params, _, meta = mz.load_params(copy)
+  assert meta["step"] == 3
+  _assert_same_tree(params, saved["states"][3].params)
 
 
 def test_half_written_save_is_discarded(copy, saved):
-    # What a process killed during an asynchronous save leaves: a temporary directory.
-    tmp = copy / "5.orbax-checkpoint-tmp-1700000000000000"
-    (tmp / "state").mkdir(parents=True)
-    (tmp / "state" / "_METADATA").write_text('{"tree_metadata": ')
-    with pytest.warns(mz.CheckpointWarning, match="discarding unfinished save"):
-        ckpt = mz.Checkpointer(copy)
-    assert ckpt.all_steps() == [2, 3, 4]
-    ckpt.close()
-    assert not tmp.exists()
-    assert mz.restore(copy, saved["env"], saved["pool"]).step == 4
+  # What a process killed during an asynchronous save leaves: a temporary directory.
+  tmp = copy / "5.orbax-checkpoint-tmp-1700000000000000"
+  (tmp / "state").mkdir(parents=True)
+  (tmp / "state" / "_METADATA").write_text('{"tree_metadata": ')
+  with pytest.warns(mz.CheckpointWarning, match="discarding unfinished save"):
+    ckpt = mz.Checkpointer(copy)
+  assert ckpt.all_steps() == [2, 3, 4]
+  ckpt.close()
+  assert not tmp.exists()
+  assert mz.restore(copy, saved["env"], saved["pool"]).step == 4
 
 
 def test_every_step_damaged_is_a_clear_error(copy, saved):
-    for step in (2, 3, 4):
-        shutil.rmtree(copy / str(step) / "state")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", mz.CheckpointWarning)
-        with pytest.raises(FileNotFoundError, match=r"no good checkpoint .*step 4: item\(s\) \['state'\] missing"):
-            mz.restore(copy, saved["env"], saved["pool"])
+  for step in (2, 3, 4):
+    shutil.rmtree(copy / str(step) / "state")
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", mz.CheckpointWarning)
+    with pytest.raises(FileNotFoundError, match=r"no good checkpoint .*step 4: item\(s\) \['state'\] missing"):
+      mz.restore(copy, saved["env"], saved["pool"])
 
 
 def test_wrong_directory_errors(tmp_path, saved):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        mz.restore(tmp_path / "nope", saved["env"], saved["pool"])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
-        mz.restore(tmp_path / "empty", saved["env"], saved["pool"])
-    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
-        mz.load_params(tmp_path / "empty")
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    mz.restore(tmp_path / "nope", saved["env"], saved["pool"])
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+    mz.restore(tmp_path / "empty", saved["env"], saved["pool"])
+  with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+    mz.load_params(tmp_path / "empty")
 
 
 def test_other_environment_or_config_is_refused(saved):
-    other = CoinGrid(width=5, flat=True)
-    with pytest.raises(ValueError, match=r"observation shape \(36,\).*this run has .*\(45,\)"):
-        mz.Checkpointer(saved["directory"]).restore(jax.eval_shape(saved["trainer"].init), env=other)
-    with pytest.raises(ValueError, match=r"num_simulations=8 \(checkpoint has 4\)"):
-        mz.restore(saved["directory"], saved["env"], saved["pool"], config=CONFIG.replace(num_simulations=8))
-    # Checkpoint bookkeeping may change on resume.
-    ok = mz.restore(saved["directory"], saved["env"], saved["pool"], config=CONFIG.replace(checkpoint_every=7))
-    assert ok.step == 4
+  other = CoinGrid(width=5, flat=True)
+  with pytest.raises(ValueError, match=r"observation shape \(36,\).*this run has .*\(45,\)"):
+    mz.Checkpointer(saved["directory"]).restore(jax.eval_shape(saved["trainer"].init), env=other)
+  with pytest.raises(ValueError, match=r"num_simulations=8 \(checkpoint has 4\)"):
+    mz.restore(saved["directory"], saved["env"], saved["pool"], config=CONFIG.replace(num_simulations=8))
+  # Checkpoint bookkeeping may change on resume.
+  ok = mz.restore(saved["directory"], saved["env"], saved["pool"], config=CONFIG.replace(checkpoint_every=7))
+  assert ok.step == 4
 
 
 def test_no_pickle_in_the_saved_files(saved):
-    files = [os.path.join(d, f) for d, _, fs in os.walk(saved["directory"]) for f in fs]
-    assert len(files) > 10
-    for path in files:
-        assert not path.endswith((".pkl", ".pickle")), path
-        data = open(path, "rb").read()
-        if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-            with pytest.raises(Exception):  # starts like a pickle: it must not load as one
-                pickle.loads(data)  # noqa: S301 (checking that it is NOT a pickle)
+  files = [os.path.join(d, f) for d, _, fs in os.walk(saved["directory"]) for f in fs]
+  assert len(files) > 10
+  for path in files:
+    assert not path.endswith((".pkl", ".pickle")), path
+    data = open(path, "rb").read()
+    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+      with pytest.raises(Exception):  # starts like a pickle: it must not load as one
+        pickle.loads(data)
 
 
 def _steps(directory):
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
 def _worker(directory, total, env, every=1):
-    return subprocess.Popen([sys.executable, "-m", "tests.checkpoint_worker", str(directory), str(total), str(every)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+    [sys.executable, "-m", "tests.checkpoint_worker", str(directory), str(total), str(every)],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 @pytest.fixture(scope="module")
 def worker_env(tmp_path_factory):
-    """Subprocess environment sharing one persistent XLA cache: only the first worker compiles."""
-    cache = tmp_path_factory.mktemp("xla")
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  """Subprocess environment sharing one persistent XLA cache: only the first worker compiles."""
+  cache = tmp_path_factory.mktemp("xla")
+  return dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    JAX_COMPILATION_CACHE_DIR=str(cache),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+  )
 
 
 def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path, saved, worker_env):
-    total, rounds = 9, 3
-    reference = _worker(tmp_path / "reference", total, worker_env)  # also fills the compilation cache
-    out, _ = reference.communicate(timeout=400)
-    assert reference.returncode == 0, out
-    rng = np.random.default_rng(0)
-    killed_dir, kills = tmp_path / "killed", 0
-    for _ in range(rounds):
-        before = max(_steps(killed_dir), default=0)
-        proc = _worker(killed_dir, total, worker_env)
-        deadline = time.monotonic() + 300
-        while max(_steps(killed_dir), default=0) <= before and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 1.0))  # a random moment: mid-iteration, mid-save or between
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        out, _ = proc.communicate(timeout=60)
-        assert "Traceback" not in out, out
-    assert kills == rounds, "the run finished before it could be killed: raise `total`"
-    final = _worker(killed_dir, total, worker_env)
-    out, _ = final.communicate(timeout=400)
-    assert final.returncode == 0 and "finished" in out, out
-    assert int(out.split("start at iteration ")[1].split()[0]) > 0  # it resumed
-    ran_straight = mz.restore(tmp_path / "reference", saved["env"], saved["pool"])
-    resumed = mz.restore(killed_dir, saved["env"], saved["pool"])
-    assert resumed.step == ran_straight.step == total
-    _assert_same_tree(resumed.state, ran_straight.state)
+  total, rounds = 9, 3
+  reference = _worker(tmp_path / "reference", total, worker_env)  # also fills the compilation cache
+  out, _ = reference.communicate(timeout=400)
+  assert reference.returncode == 0, out
+  rng = np.random.default_rng(0)
+  killed_dir, kills = tmp_path / "killed", 0
+  for _ in range(rounds):
+    before = max(_steps(killed_dir), default=0)
+    proc = _worker(killed_dir, total, worker_env)
+    deadline = time.monotonic() + 300
+    while max(_steps(killed_dir), default=0) <= before and proc.poll() is None and time.monotonic() < deadline:
+      time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 1.0))  # a random moment: mid-iteration, mid-save or between
+    if proc.poll() is None:
+      os.kill(proc.pid, signal.SIGKILL)
+      kills += 1
+    out, _ = proc.communicate(timeout=60)
+    assert "Traceback" not in out, out
+  assert kills == rounds, "the run finished before it could be killed: raise `total`"
+  final = _worker(killed_dir, total, worker_env)
+  out, _ = final.communicate(timeout=400)
+  assert final.returncode == 0 and "finished" in out, out
+  assert int(out.split("start at iteration ")[1].split()[0]) > 0  # it resumed
+  ran_straight = mz.restore(tmp_path / "reference", saved["env"], saved["pool"])
+  resumed = mz.restore(killed_dir, saved["env"], saved["pool"])
+  assert resumed.step == ran_straight.step == total
+  _assert_same_tree(resumed.state, ran_straight.state)
 
 
 def test_ctrl_c_saves_the_iteration_it_stopped_at(tmp_path, saved, worker_env):
-    directory = tmp_path / "interrupted"
-    proc = _worker(directory, 100_000, worker_env, every=1000)  # no periodic save would happen
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("iteration 3"):
-            proc.send_signal(signal.SIGINT)
-            break
-    out = "".join(lines) + proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, out
-    last = max(int(l.split()[1]) for l in out.splitlines() if l.startswith("iteration "))
-    assert f"checkpoint of iteration {last} saved" in out
-    assert _steps(directory) == [last]
-    restored = mz.restore(directory, saved["env"], saved["pool"])
-    assert int(restored.state.iteration) == last == restored.meta["counters"]["iteration"]
+  directory = tmp_path / "interrupted"
+  proc = _worker(directory, 100_000, worker_env, every=1000)  # no periodic save would happen
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if line.startswith("iteration 3"):
+      proc.send_signal(signal.SIGINT)
+      break
+  out = "".join(lines) + proc.communicate(timeout=120)[0]
+  assert proc.returncode == 130, out
+  last = max(int(l.split()[1]) for l in out.splitlines() if l.startswith("iteration "))
+  assert f"checkpoint of iteration {last} saved" in out
+  assert _steps(directory) == [last]
+  restored = mz.restore(directory, saved["env"], saved["pool"])
+  assert int(restored.state.iteration) == last == restored.meta["counters"]["iteration"]

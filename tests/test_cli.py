@@ -9,8 +9,26 @@ from tests.conftest import make_small_df
 def test_discover_on_a_csv(tmp_path, capsys):
   path = tmp_path / "cases.csv"
   make_small_df(n=3000).to_csv(path, index=False)
-  code = discover.main(["--data", str(path), "--dimensions", "proc", "site", "urgency", "--protected", "race",
-                        "sex", "--measures", "minutes", "complication", "--max-depth", "2", "--z-screen", "4"])
+  code = discover.main(
+    [
+      "--data",
+      str(path),
+      "--dimensions",
+      "proc",
+      "site",
+      "urgency",
+      "--protected",
+      "race",
+      "sex",
+      "--measures",
+      "minutes",
+      "complication",
+      "--max-depth",
+      "2",
+      "--z-screen",
+      "4",
+    ]
+  )
   out = capsys.readouterr().out
   assert code == 0
   assert "group-by queries" in out and "new findings" in out
@@ -20,8 +38,10 @@ def test_discover_on_a_csv(tmp_path, capsys):
 def test_discover_errors_name_the_problem(tmp_path, capsys):
   path = tmp_path / "cases.csv"
   make_small_df(n=200).to_csv(path, index=False)
-  assert discover.main(["--data", str(path), "--dimensions", "proc", "nope", "--protected", "race",
-                        "--measures", "minutes"]) == 2
+  assert (
+    discover.main(["--data", str(path), "--dimensions", "proc", "nope", "--protected", "race", "--measures", "minutes"])
+    == 2
+  )
   assert "'nope'" in capsys.readouterr().err
   assert discover.main(["--demo", "mixed", "--min-group", "5"]) == 2
   assert "--min-group" in capsys.readouterr().err
@@ -31,8 +51,25 @@ def test_discover_errors_name_the_problem(tmp_path, capsys):
 
 def test_benchmark_env_emits_json(tmp_path, capsys):
   out = tmp_path / "env.jsonl"
-  assert benchmark.main(["env", "--cells", "500", "--batches", "1", "2000", "--methods", "segment",
-                         "--max-work", "1e5", "--out", str(out)]) == 0
+  assert (
+    benchmark.main(
+      [
+        "env",
+        "--cells",
+        "500",
+        "--batches",
+        "1",
+        "2000",
+        "--methods",
+        "segment",
+        "--max-work",
+        "1e5",
+        "--out",
+        str(out),
+      ]
+    )
+    == 0
+  )
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   measured = [r for r in rows if r.get("bench") == "env" and "steps_per_s" in r]
   skipped = [r for r in rows if "skipped" in r]

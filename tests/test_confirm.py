@@ -33,15 +33,17 @@ def test_bh_by_hand():
 
 def test_relative_difference_rules():
   rd = confirm.relative_difference
-  assert rd({"scale": "log", "mean_group": 2.0, "mean_rest": 1.0, "diff": np.log(1.25)}, adjusted=False,
-            favorable=False) == pytest.approx(0.25)
+  assert rd(
+    {"scale": "log", "mean_group": 2.0, "mean_rest": 1.0, "diff": np.log(1.25)}, adjusted=False, favorable=False
+  ) == pytest.approx(0.25)
   rate = {"scale": "binary", "mean_group": 0.12, "mean_rest": 0.10, "diff": 0.02}
   assert rd(rate, adjusted=False, favorable=False) == pytest.approx(0.2)
   assert rd(rate, adjusted=False, favorable=True) == pytest.approx((0.88 - 0.90) / 0.90)
   lin = {"scale": "linear", "mean_group": 0.03, "mean_rest": -0.01, "diff": 0.04}
   assert rd(lin, adjusted=True, favorable=False, rest_observed=0.2) == pytest.approx(0.2)
-  assert np.isnan(rd({"scale": "linear", "mean_group": None, "mean_rest": 1.0, "diff": 0.1}, adjusted=False,
-                     favorable=False))
+  assert np.isnan(
+    rd({"scale": "linear", "mean_group": None, "mean_rest": 1.0, "diff": 0.1}, adjusted=False, favorable=False)
+  )
 
 
 def test_split_is_seeded_and_ignores_row_order():
@@ -73,8 +75,7 @@ def test_halves_share_coding_and_partition_rows():
 
 def test_expected_values_are_stratum_means_of_the_fitting_rows():
   rng = np.random.default_rng(0)
-  df = pd.DataFrame({"a": rng.choice(["x", "y", "z"], 300), "b": rng.choice([1, 2], 300),
-                     "v": rng.normal(size=300)})
+  df = pd.DataFrame({"a": rng.choice(["x", "y", "z"], 300), "b": rng.choice([1, 2], 300), "v": rng.normal(size=300)})
   df.loc[:5, "v"] = np.nan
   fit = rng.random(300) < 0.5
   strata = adjust.strata(df, ["a", "b"])

@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pandas as pd
-import pytest
 
 import cube_env
 import muzero_jax
@@ -27,10 +26,15 @@ def test_train_smoke_preset_end_to_end(tmp_path, capsys):
 
 def _planted_cube(seed=0, n=3000):
   rng = np.random.default_rng(seed)
-  df = pd.DataFrame({
-      "proc": rng.choice(list("ABCD"), n), "site": rng.choice(["s1", "s2", "s3"], n),
-      "urgency": rng.choice(["elective", "urgent"], n), "race": rng.choice(["W", "B", "A"], n, p=[.5, .3, .2]),
-      "minutes": rng.lognormal(4, .3, n)})
+  df = pd.DataFrame(
+    {
+      "proc": rng.choice(list("ABCD"), n),
+      "site": rng.choice(["s1", "s2", "s3"], n),
+      "urgency": rng.choice(["elective", "urgent"], n),
+      "race": rng.choice(["W", "B", "A"], n, p=[0.5, 0.3, 0.2]),
+      "minutes": rng.lognormal(4, 0.3, n),
+    }
+  )
   hit = (df.proc == "C") & (df.site == "s3") & (df.race == "B")
   df.loc[hit, "minutes"] *= 1.8
   schema = cube_env.Schema(dimensions=["proc", "site", "urgency"], protected=["race"], measures=["minutes"])
@@ -42,10 +46,29 @@ def test_agent_beats_random_walk_on_a_planted_cube():
   env, params = cube_env.make_env(cube, horizon=4, max_depth=2, z_screen=5.0)
   pool = cube_env.stack_params([params])
   config = muzero_jax.MuZeroConfig(
-      channels=16, num_blocks=1, head_channels=8, latent_size=32, hidden_size=32, num_simulations=8,
-      max_num_considered_actions=8, num_envs=8, rollout_length=4, replay_capacity=2048, min_replay_size=64,
-      batch_size=32, unroll_steps=3, n_step=4, updates_per_iteration=4, warmup_steps=10, decay_steps=2000,
-      learning_rate=3e-3, reanalyse_fraction=0.0, max_episode_steps=4, max_reward=10.0, seed=0)
+    channels=16,
+    num_blocks=1,
+    head_channels=8,
+    latent_size=32,
+    hidden_size=32,
+    num_simulations=8,
+    max_num_considered_actions=8,
+    num_envs=8,
+    rollout_length=4,
+    replay_capacity=2048,
+    min_replay_size=64,
+    batch_size=32,
+    unroll_steps=3,
+    n_step=4,
+    updates_per_iteration=4,
+    warmup_steps=10,
+    decay_steps=2000,
+    learning_rate=3e-3,
+    reanalyse_fraction=0.0,
+    max_episode_steps=4,
+    max_reward=10.0,
+    seed=0,
+  )
   evals = cube_env.stack_params([params] * 8)
   rnd_ret, _ = cube_task.random_walk(env, evals, jax.random.PRNGKey(1), num_steps=4)
   state = muzero_jax.train(config, env, pool, num_iterations=60, progress=False)
@@ -66,8 +89,8 @@ def _event_steps(logdir, tag):
     data = open(path, "rb").read()
     pos = 0
     while pos < len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      (length,) = struct.unpack("<Q", data[pos : pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
       pos += 12 + length + 4
       steps += [event.step for v in event.summary.value if v.tag == tag]
   return sorted(steps)
@@ -87,8 +110,8 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
   (config, meta_a), (_, meta_b) = a.read_meta(), b.read_meta()
   assert meta_a["counters"] == meta_b["counters"] and meta_b["counters"]["updates"] > 0
   raw = ocp.args.Composite(state=ocp.args.StandardRestore())  # the saved tree as is: every leaf compared
-  state_a = a._manager.restore(4, args=raw)["state"]  # noqa: SLF001
-  state_b = b._manager.restore(4, args=raw)["state"]  # noqa: SLF001
+  state_a = a._manager.restore(4, args=raw)["state"]
+  state_b = b._manager.restore(4, args=raw)["state"]
   leaves_a, leaves_b = jax.tree.leaves(state_a), jax.tree.leaves(state_b)
   assert len(leaves_a) == len(leaves_b) > 20
   for x, y in zip(leaves_a, leaves_b):

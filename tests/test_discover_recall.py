@@ -12,9 +12,11 @@ import pytest
 import cube_env
 from cube_env import search, synthetic
 
-SCHEMA = cube_env.Schema(dimensions=["procedure", "site", "asa_class", "anesthesia_type"],
-                         protected=["race", "payer", "age_group"],
-                         measures=["case_minutes", "turnover_minutes", "pacu_minutes"])
+SCHEMA = cube_env.Schema(
+  dimensions=["procedure", "site", "asa_class", "anesthesia_type"],
+  protected=["race", "payer", "age_group"],
+  measures=["case_minutes", "turnover_minutes", "pacu_minutes"],
+)
 N_ROWS = 12000
 
 

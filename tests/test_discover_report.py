@@ -17,8 +17,23 @@ from experiments import discover
 from tests.conftest import make_small_df
 
 EVIL = "<script>alert(1)</script>"
-FLAGS = ["--dimensions", "proc", "site", "urgency", "--protected", "race", "sex", "--measures", "minutes",
-         "complication", "--max-depth", "2", "--z-screen", "4", "--no-progress"]
+FLAGS = [
+  "--dimensions",
+  "proc",
+  "site",
+  "urgency",
+  "--protected",
+  "race",
+  "sex",
+  "--measures",
+  "minutes",
+  "complication",
+  "--max-depth",
+  "2",
+  "--z-screen",
+  "4",
+  "--no-progress",
+]
 COUNTS = ("cohort_rows", "n_group", "n_rest", "explore_cohort_rows", "explore_n_group", "explore_n_rest")
 
 
@@ -35,8 +50,9 @@ def csv_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(csv_path, tmp_path_factory):
   out = str(tmp_path_factory.mktemp("report"))
-  code = discover.main(["--data", csv_path, *FLAGS, "--method", "beam", "--budget", "60", "--min-group", "15",
-                        "--out", out])
+  code = discover.main(
+    ["--data", csv_path, *FLAGS, "--method", "beam", "--budget", "60", "--min-group", "15", "--out", out]
+  )
   assert code == 0
   return out
 
@@ -71,8 +87,12 @@ def test_no_cell_under_min_group_anywhere(report):
 
 def test_same_seed_same_report(csv_path, report, tmp_path):
   again = str(tmp_path / "again")
-  assert discover.main(["--data", csv_path, *FLAGS, "--method", "beam", "--budget", "60", "--min-group", "15",
-                        "--out", again]) == 0
+  assert (
+    discover.main(
+      ["--data", csv_path, *FLAGS, "--method", "beam", "--budget", "60", "--min-group", "15", "--out", again]
+    )
+    == 0
+  )
   a = json.load(open(os.path.join(report, "findings.json")))
   b = json.load(open(os.path.join(again, "findings.json")))
   for d in (a, b):
@@ -89,10 +109,21 @@ def _browser():
 @pytest.mark.skipif(_browser() is None, reason="no Chromium on this machine (.ci/run installs it where apt works)")
 def test_report_renders_in_headless_chromium(report, tmp_path):
   shot = tmp_path / "report.png"
-  proc = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                         f"--screenshot={shot}", "--window-size=1200,1600",
-                         "file://" + os.path.abspath(os.path.join(report, "report.html"))],
-                        capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [
+      _browser(),
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--hide-scrollbars",
+      f"--screenshot={shot}",
+      "--window-size=1200,1600",
+      "file://" + os.path.abspath(os.path.join(report, "report.html")),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10000
 
@@ -100,14 +131,14 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 def test_bad_input_gives_clear_errors(csv_path, tmp_path, capsys):
   out = ["--out", str(tmp_path / "x")]
   cases = [
-      (["--data", str(tmp_path / "missing.csv"), *FLAGS], "does not exist"),
-      (["--data", csv_path, *FLAGS, "--adjust", "nope"], "'nope'"),
-      (["--data", csv_path, "--dimensions", "proc", "nope", "--protected", "race", "--measures", "minutes"], "'nope'"),
-      (["--data", csv_path, *FLAGS, "--min-group", "3000"], "empty cohort space"),
-      (["--data", csv_path, *FLAGS, "--budget", "0"], "--budget"),
-      (["--data", csv_path, *FLAGS, "--method", "muzero"], "--checkpoint"),
-      (["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", str(tmp_path / "none")], "no such directory"),
-      (["--data", csv_path, *FLAGS, "--q", "1.5"], "q must"),
+    (["--data", str(tmp_path / "missing.csv"), *FLAGS], "does not exist"),
+    (["--data", csv_path, *FLAGS, "--adjust", "nope"], "'nope'"),
+    (["--data", csv_path, "--dimensions", "proc", "nope", "--protected", "race", "--measures", "minutes"], "'nope'"),
+    (["--data", csv_path, *FLAGS, "--min-group", "3000"], "empty cohort space"),
+    (["--data", csv_path, *FLAGS, "--budget", "0"], "--budget"),
+    (["--data", csv_path, *FLAGS, "--method", "muzero"], "--checkpoint"),
+    (["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", str(tmp_path / "none")], "no such directory"),
+    (["--data", csv_path, *FLAGS, "--q", "1.5"], "q must"),
   ]
   for argv, message in cases:
     assert discover.main(argv + out) == 2, argv
@@ -115,8 +146,9 @@ def test_bad_input_gives_clear_errors(csv_path, tmp_path, capsys):
 
 
 def test_library_face_returns_a_dataframe(small_df):
-  schema = cube_env.Schema(dimensions=["proc", "site", "urgency"], protected=["race", "sex"],
-                           measures=["minutes", "complication"])
+  schema = cube_env.Schema(
+    dimensions=["proc", "site", "urgency"], protected=["race", "sex"], measures=["minutes", "complication"]
+  )
   found = cube_env.discover(small_df, schema, method="uct", budget=25, max_depth=2, z_screen=4.0, seed=1)
   assert isinstance(found, pd.DataFrame) and found.attrs["queries"] <= 25 and found.attrs["method"] == "uct"
   assert {"confirmed", "p_adjusted", "relative_diff", "explore_z", "path"} <= set(found.columns)
@@ -134,27 +166,61 @@ def _tiny_agent(directory, df, schema):
 
   cube = cube_env.build_cube(df, schema)
   env, _ = cube_env.make_env(cube, horizon=4, max_depth=2)
-  config = muzero_jax.MuZeroConfig(channels=4, num_blocks=1, head_channels=2, latent_size=8, hidden_size=8,
-                                   num_simulations=2, max_num_considered_actions=2, max_episode_steps=4, seed=0)
+  config = muzero_jax.MuZeroConfig(
+    channels=4,
+    num_blocks=1,
+    head_channels=2,
+    latent_size=8,
+    hidden_size=8,
+    num_simulations=2,
+    max_num_considered_actions=2,
+    max_episode_steps=4,
+    seed=0,
+  )
   net = muzero_jax.make_network(config, env.num_actions, env.observation_shape)
   params = net.init(jax.random.PRNGKey(0), jnp.zeros((1,) + env.observation_shape), jnp.zeros((1,), jnp.int32))
-  muzero_jax.save(directory, _AgentState(params=params, iteration=jnp.int32(1)), config, env=env,
-                  extra={"task": {"horizon": 4}})
+  muzero_jax.save(
+    directory, _AgentState(params=params, iteration=jnp.int32(1)), config, env=env, extra={"task": {"horizon": 4}}
+  )
 
 
 def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, capsys):
   df = pd.read_csv(csv_path)
-  schema = cube_env.Schema(dimensions=["proc", "site", "urgency"], protected=["race", "sex"],
-                           measures=["minutes", "complication"])
+  schema = cube_env.Schema(
+    dimensions=["proc", "site", "urgency"], protected=["race", "sex"], measures=["minutes", "complication"]
+  )
   ckpt = str(tmp_path / "agent")
   _tiny_agent(ckpt, df, schema)
   out = str(tmp_path / "mz")
-  assert discover.main(["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", ckpt, "--budget", "11",
-                        "--out", out]) == 0
+  assert (
+    discover.main(
+      ["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", ckpt, "--budget", "11", "--out", out]
+    )
+    == 0
+  )
   summary = json.load(open(os.path.join(out, "findings.json")))["summary"]
   assert summary["method"] == "muzero" and summary["queries"] == 11  # root + episodes of 4 steps, cut at 11
   assert "episodes" in summary["method_note"]
-  wider = ["--data", csv_path, "--dimensions", "proc", "site", "urgency", "bmi", "--protected", "race", "sex",
-           "--measures", "minutes", "--method", "muzero", "--checkpoint", ckpt, "--out", out, "--no-progress"]
+  wider = [
+    "--data",
+    csv_path,
+    "--dimensions",
+    "proc",
+    "site",
+    "urgency",
+    "bmi",
+    "--protected",
+    "race",
+    "sex",
+    "--measures",
+    "minutes",
+    "--method",
+    "muzero",
+    "--checkpoint",
+    ckpt,
+    "--out",
+    out,
+    "--no-progress",
+  ]
   assert discover.main(wider) == 2
   assert "trained on a grid" in capsys.readouterr().err

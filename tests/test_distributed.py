@@ -23,10 +23,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Smoke-sized: MLP on the flattened 3x4 coin grid; 2 actors x 2 slots; the first round
 # (6 rows, K + n = 4) leaves 8 sampleable positions < min_replay_size, later rounds update.
 CONFIG = mz.MuZeroConfig(
-    seed=0, network="mlp", hidden_size=16, latent_size=16, mlp_layers=1, support_size=5, reward_support_size=3,
-    max_reward=3.0, max_episode_steps=3, discount=1.0, num_simulations=4, max_num_considered_actions=4,
-    num_envs=4, rollout_length=6, replay_capacity=512, min_replay_size=16, n_step=2, unroll_steps=2,
-    batch_size=16, updates_per_iteration=2, reanalyse_fraction=0.25, warmup_steps=2, checkpoint_every=2)
+  seed=0,
+  network="mlp",
+  hidden_size=16,
+  latent_size=16,
+  mlp_layers=1,
+  support_size=5,
+  reward_support_size=3,
+  max_reward=3.0,
+  max_episode_steps=3,
+  discount=1.0,
+  num_simulations=4,
+  max_num_considered_actions=4,
+  num_envs=4,
+  rollout_length=6,
+  replay_capacity=512,
+  min_replay_size=16,
+  n_step=2,
+  unroll_steps=2,
+  batch_size=16,
+  updates_per_iteration=2,
+  reanalyse_fraction=0.25,
+  warmup_steps=2,
+  checkpoint_every=2,
+)
 T, B, U = CONFIG.rollout_length, CONFIG.num_envs, CONFIG.updates_per_iteration
 ENV = CoinGrid(flat=True)
 POOL = make_coin_pool(ENV, 4, seed=0)
@@ -34,153 +54,186 @@ POOL = make_coin_pool(ENV, 4, seed=0)
 
 @pytest.fixture(scope="module")
 def ray_runtime(tmp_path_factory):
-    ray = pytest.importorskip("ray")
-    from muzero_jax import distributed
+  ray = pytest.importorskip("ray")
+  from muzero_jax import distributed
 
-    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
-    distributed.init_ray(num_cpus=2, log_to_driver=False)
-    # Restarted and later actors load the compiled rollout instead of compiling it again.
-    cache = str(tmp_path_factory.mktemp("jax_cache"))
-    actor_env = {"PYTHONPATH": ROOT, "JAX_COMPILATION_CACHE_DIR": cache,
-                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    yield distributed, actor_env
-    ray.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+  saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
+  distributed.init_ray(num_cpus=2, log_to_driver=False)
+  # Restarted and later actors load the compiled rollout instead of compiling it again.
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  actor_env = {
+    "PYTHONPATH": ROOT,
+    "JAX_COMPILATION_CACHE_DIR": cache,
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+  }
+  yield distributed, actor_env
+  ray.shutdown()
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
 
 
 def _scalars(logdir):
-    """``{tag: {step: value}}`` from the TensorBoard event files (TFRecord framing, tensorboardX protos)."""
-    from tensorboardX.proto import event_pb2
+  """``{tag: {step: value}}`` from the TensorBoard event files (TFRecord framing, tensorboardX protos)."""
+  from tensorboardX.proto import event_pb2
 
-    out = {}
-    for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
-        data, i = open(path, "rb").read(), 0
-        while i < len(data):
-            (n,) = struct.unpack("<Q", data[i:i + 8])
-            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
-            i += 12 + n + 4
-            for v in event.summary.value:
-                out.setdefault(v.tag, {})[event.step] = v.simple_value
-    return out
+  out = {}
+  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    data, i = open(path, "rb").read(), 0
+    while i < len(data):
+      (n,) = struct.unpack("<Q", data[i : i + 8])
+      event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+      i += 12 + n + 4
+      for v in event.summary.value:
+        out.setdefault(v.tag, {})[event.step] = v.simple_value
+  return out
 
 
 def _check_chains(counters, num_actors):
-    """Every actor's rollouts arrived in chain order with no gap (nothing lost beyond what was replayed)."""
-    assert sorted(counters.received_by_actor) == list(range(num_actors))
-    for seqs in counters.received_by_actor.values():
-        assert seqs == list(range(len(seqs)))
+  """Every actor's rollouts arrived in chain order with no gap (nothing lost beyond what was replayed)."""
+  assert sorted(counters.received_by_actor) == list(range(num_actors))
+  for seqs in counters.received_by_actor.values():
+    assert seqs == list(range(len(seqs)))
 
 
 def test_two_actors_feed_the_learner_and_resume(ray_runtime, tmp_path):
-    distributed, actor_env = ray_runtime
-    start = mz.make_train(CONFIG, ENV, POOL).init()
-    result = distributed.train(CONFIG, ENV, POOL, num_actors=2, num_iterations=4, logdir=str(tmp_path / "tb"),
-                               checkpoint_dir=str(tmp_path / "ckpt"), progress=False, actor_env=actor_env)
-    state, c = result.state, result.counters
+  distributed, actor_env = ray_runtime
+  start = mz.make_train(CONFIG, ENV, POOL).init()
+  result = distributed.train(
+    CONFIG,
+    ENV,
+    POOL,
+    num_actors=2,
+    num_iterations=4,
+    logdir=str(tmp_path / "tb"),
+    checkpoint_dir=str(tmp_path / "ckpt"),
+    progress=False,
+    actor_env=actor_env,
+  )
+  state, c = result.state, result.counters
 
-    # Both actors fed every round, in order; the replay ratio is the configured one.
-    _check_chains(c, 2)
-    assert c.rounds == 4 and c.batches_learned == 8 and c.moves_learned == 4 * T * B
-    assert int(state.iteration) == 4 and int(state.moves) == 4 * T * B
-    assert int(state.updates) == 3 * U and int(state.skipped_updates) == 0
-    ratio = int(state.updates) * CONFIG.batch_size / int(state.moves)
-    assert ratio == pytest.approx(U * CONFIG.batch_size / (T * B) * 3 / 4)
-    assert c.batches_received == c.batches_learned + c.batches_dropped
-    assert c.moves_received == c.batches_received * T * (B // 2)
-    assert c.restarts == 0 and c.lost_in_flight == 0 and c.failed_requests == 0
-    assert 1 <= c.max_buffered <= 2  # backpressure: max_in_flight rollouts per actor
-    assert len(c.pids[0]) == len(c.pids[1]) == 1 and c.pids[0] != c.pids[1] and os.getpid() not in c.pids[0]
+  # Both actors fed every round, in order; the replay ratio is the configured one.
+  _check_chains(c, 2)
+  assert c.rounds == 4 and c.batches_learned == 8 and c.moves_learned == 4 * T * B
+  assert int(state.iteration) == 4 and int(state.moves) == 4 * T * B
+  assert int(state.updates) == 3 * U and int(state.skipped_updates) == 0
+  ratio = int(state.updates) * CONFIG.batch_size / int(state.moves)
+  assert ratio == pytest.approx(U * CONFIG.batch_size / (T * B) * 3 / 4)
+  assert c.batches_received == c.batches_learned + c.batches_dropped
+  assert c.moves_received == c.batches_received * T * (B // 2)
+  assert c.restarts == 0 and c.lost_in_flight == 0 and c.failed_requests == 0
+  assert 1 <= c.max_buffered <= 2  # backpressure: max_in_flight rollouts per actor
+  assert len(c.pids[0]) == len(c.pids[1]) == 1 and c.pids[0] != c.pids[1] and os.getpid() not in c.pids[0]
 
-    assert 0 <= c.param_lag_max <= 2  # parameters reach actors at most max_in_flight versions late
+  assert 0 <= c.param_lag_max <= 2  # parameters reach actors at most max_in_flight versions late
 
-    # The replay holds exactly what the same self-play function plays from the initial state
-    # with the initial parameters (version 0): actor i's slots are columns [2i, 2i + 2); the
-    # actor's next rollout starts where that one ended.
-    base = jax.random.fold_in(start.key, 0x5E1F)
-    network = mz.make_network(CONFIG, ENV.num_actions, ENV.observation_shape)
-    rollout = jax.jit(functools.partial(selfplay.rollout, env=ENV, network=network, config=CONFIG))
-    for i in range(2):
-        part = jax.tree.map(lambda x, i=i: x[2 * i:2 * i + 2], start.actor)
-        end, traj, _ = rollout(start.params, part, POOL, jax.random.fold_in(jax.random.fold_in(base, i), 0))
-        cols = slice(2 * i, 2 * i + 2)
-        np.testing.assert_array_equal(state.replay.action[:T, cols], traj.action)
-        np.testing.assert_array_equal(state.replay.reward[:T, cols], traj.reward)
-        np.testing.assert_allclose(state.replay.obs[:T, cols], traj.obs)
-        np.testing.assert_allclose(state.replay.policy[:T, cols], traj.policy, atol=1e-6)
-        np.testing.assert_allclose(state.replay.obs[T, cols], end.obs)
+  # The replay holds exactly what the same self-play function plays from the initial state
+  # with the initial parameters (version 0): actor i's slots are columns [2i, 2i + 2); the
+  # actor's next rollout starts where that one ended.
+  base = jax.random.fold_in(start.key, 0x5E1F)
+  network = mz.make_network(CONFIG, ENV.num_actions, ENV.observation_shape)
+  rollout = jax.jit(functools.partial(selfplay.rollout, env=ENV, network=network, config=CONFIG))
+  for i in range(2):
+    part = jax.tree.map(lambda x, i=i: x[2 * i : 2 * i + 2], start.actor)
+    end, traj, _ = rollout(start.params, part, POOL, jax.random.fold_in(jax.random.fold_in(base, i), 0))
+    cols = slice(2 * i, 2 * i + 2)
+    np.testing.assert_array_equal(state.replay.action[:T, cols], traj.action)
+    np.testing.assert_array_equal(state.replay.reward[:T, cols], traj.reward)
+    np.testing.assert_allclose(state.replay.obs[:T, cols], traj.obs)
+    np.testing.assert_allclose(state.replay.policy[:T, cols], traj.policy, atol=1e-6)
+    np.testing.assert_allclose(state.replay.obs[T, cols], end.obs)
 
-    tb = _scalars(str(tmp_path / "tb"))
-    assert tb["total/moves"] == {k: k * T * B for k in range(1, 5)}
-    assert tb["fanout/batches_received"][4] == c.batches_received
-    assert tb["fanout/restarts"][4] == 0 and tb["fanout/batches_dropped"][4] == c.batches_dropped
+  tb = _scalars(str(tmp_path / "tb"))
+  assert tb["total/moves"] == {k: k * T * B for k in range(1, 5)}
+  assert tb["fanout/batches_received"][4] == c.batches_received
+  assert tb["fanout/restarts"][4] == 0 and tb["fanout/batches_dropped"][4] == c.batches_dropped
 
-    # --resume for a Ray run: the learner's checkpoint is the only state; new actors pick it up.
-    ckpt = mz.Checkpointer(tmp_path / "ckpt")
-    assert ckpt.all_steps()[-1] == 4
-    ckpt.close()
-    resumed = distributed.train(CONFIG, ENV, POOL, num_actors=2, num_iterations=2, checkpoint_dir=str(tmp_path / "ckpt"),
-                                resume=True, progress=False, actor_env=actor_env)
-    s2, c2 = resumed.state, resumed.counters
-    _check_chains(c2, 2)
-    assert int(s2.iteration) == 6 and int(s2.moves) == 6 * T * B and int(s2.updates) == 5 * U
-    assert c2.batches_learned == 4 and c2.restarts == 0
-    np.testing.assert_array_equal(s2.replay.action[:4 * T], state.replay.action[:4 * T])  # replay restored
+  # --resume for a Ray run: the learner's checkpoint is the only state; new actors pick it up.
+  ckpt = mz.Checkpointer(tmp_path / "ckpt")
+  assert ckpt.all_steps()[-1] == 4
+  ckpt.close()
+  resumed = distributed.train(
+    CONFIG,
+    ENV,
+    POOL,
+    num_actors=2,
+    num_iterations=2,
+    checkpoint_dir=str(tmp_path / "ckpt"),
+    resume=True,
+    progress=False,
+    actor_env=actor_env,
+  )
+  s2, c2 = resumed.state, resumed.counters
+  _check_chains(c2, 2)
+  assert int(s2.iteration) == 6 and int(s2.moves) == 6 * T * B and int(s2.updates) == 5 * U
+  assert c2.batches_learned == 4 and c2.restarts == 0
+  np.testing.assert_array_equal(s2.replay.action[: 4 * T], state.replay.action[: 4 * T])  # replay restored
 
 
 def test_killed_actor_is_restarted_and_the_run_finishes(ray_runtime):
-    distributed, actor_env = ray_runtime
-    killed = []
+  distributed, actor_env = ray_runtime
+  killed = []
 
-    def kill_actor_one(state, metrics, counters):
-        if int(state.iteration) == 2 and not killed:
-            killed.append(counters.pids[1][-1])
-            os.kill(killed[0], signal.SIGKILL)
+  def kill_actor_one(state, metrics, counters):
+    if int(state.iteration) == 2 and not killed:
+      killed.append(counters.pids[1][-1])
+      os.kill(killed[0], signal.SIGKILL)
 
-    result = distributed.train(CONFIG, ENV, POOL, num_actors=2, num_iterations=6, callback=kill_actor_one,
-                               progress=False, max_restarts=2, actor_env=actor_env)
-    state, c = result.state, result.counters
-    print(c.summary())
-    assert killed
-    assert c.restarts == 1 and c.pids[1][0] == killed[0] and len(c.pids[1]) == 2 and len(c.pids[0]) == 1
-    assert c.lost_in_flight <= 1  # the rollout being played when it died, nothing else
-    assert c.failed_requests <= 1  # at most the request queued behind it (max_in_flight = 2), never played
-    _check_chains(c, 2)  # the restarted actor continued its slots from its last delivered rollout
-    assert c.rounds == 6 and c.batches_learned == 12
-    assert int(state.iteration) == 6 and int(state.moves) == 6 * T * B == c.moves_learned
-    assert int(state.updates) == 5 * U
-    assert c.batches_received == 12 + c.batches_dropped and c.batches_dropped <= 4
+  result = distributed.train(
+    CONFIG,
+    ENV,
+    POOL,
+    num_actors=2,
+    num_iterations=6,
+    callback=kill_actor_one,
+    progress=False,
+    max_restarts=2,
+    actor_env=actor_env,
+  )
+  state, c = result.state, result.counters
+  print(c.summary())
+  assert killed
+  assert c.restarts == 1 and c.pids[1][0] == killed[0] and len(c.pids[1]) == 2 and len(c.pids[0]) == 1
+  assert c.lost_in_flight <= 1  # the rollout being played when it died, nothing else
+  assert c.failed_requests <= 1  # at most the request queued behind it (max_in_flight = 2), never played
+  _check_chains(c, 2)  # the restarted actor continued its slots from its last delivered rollout
+  assert c.rounds == 6 and c.batches_learned == 12
+  assert int(state.iteration) == 6 and int(state.moves) == 6 * T * B == c.moves_learned
+  assert int(state.updates) == 5 * U
+  assert c.batches_received == 12 + c.batches_dropped and c.batches_dropped <= 4
 
 
 def test_ray_listens_on_loopback_only(ray_runtime):
-    import psutil
-    import ray
+  import psutil
+  import ray
 
-    @ray.remote(num_cpus=0)
-    def worker_pid():
-        return os.getpid()
+  @ray.remote(num_cpus=0)
+  def worker_pid():
+    return os.getpid()
 
-    assert ray.get(worker_pid.remote()) != os.getpid()  # at least one worker process is up
-    pids = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
-    listening = [(conn.pid, conn.laddr.ip, conn.laddr.port) for conn in psutil.net_connections(kind="inet")
-                 if conn.status == psutil.CONN_LISTEN and conn.pid in pids]
-    assert len(listening) >= 3, listening  # GCS, raylet, workers
-    loopback = {"127.0.0.1", "::ffff:127.0.0.1"}
-    assert {ip for _, ip, _ in listening} <= loopback, listening
-    try:
-        ss = subprocess.run(["ss", "-tlnp"], capture_output=True, text=True, check=True).stdout
-    except (FileNotFoundError, subprocess.CalledProcessError):
-        return
-    ours = [line for line in ss.splitlines() if any(f"pid={p}," in line for p in pids)]
-    assert ours and all(line.split()[3].rsplit(":", 1)[0] in {"127.0.0.1", "[::ffff:127.0.0.1]"} for line in ours), ours
+  assert ray.get(worker_pid.remote()) != os.getpid()  # at least one worker process is up
+  pids = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
+  listening = [
+    (conn.pid, conn.laddr.ip, conn.laddr.port)
+    for conn in psutil.net_connections(kind="inet")
+    if conn.status == psutil.CONN_LISTEN and conn.pid in pids
+  ]
+  assert len(listening) >= 3, listening  # GCS, raylet, workers
+  loopback = {"127.0.0.1", "::ffff:127.0.0.1"}
+  assert {ip for _, ip, _ in listening} <= loopback, listening
+  try:
+    ss = subprocess.run(["ss", "-tlnp"], capture_output=True, text=True, check=True).stdout
+  except (FileNotFoundError, subprocess.CalledProcessError):
+    return
+  ours = [line for line in ss.splitlines() if any(f"pid={p}," in line for p in pids)]
+  assert ours and all(line.split()[3].rsplit(":", 1)[0] in {"127.0.0.1", "[::ffff:127.0.0.1]"} for line in ours), ours
 
 
 def test_single_process_path_runs_without_ray(tmp_path):
-    """With ``import ray`` failing, the library and the CLI import, train, and name the missing extra."""
-    code = textwrap.dedent(f"""
+  """With ``import ray`` failing, the library and the CLI import, train, and name the missing extra."""
+  code = textwrap.dedent(f"""
         import json, os, sys
         sys.modules["ray"] = None  # import ray -> ImportError, as when Ray is not installed
         os.environ["JAX_PLATFORMS"] = "cpu"
@@ -198,8 +251,8 @@ def test_single_process_path_runs_without_ray(tmp_path):
                               updates=int(state.updates), cli=code,
                               ray_loaded=sys.modules["ray"] is not None or any(m.startswith("ray.") for m in sys.modules))))
     """)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == dict(hint=True, iteration=2, moves=2 * T * B, updates=U, cli=2, ray_loaded=False)
-    assert "--ray-actors/--ray-address need Ray: pip install -e '.[ray]'" in out.stderr
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result == dict(hint=True, iteration=2, moves=2 * T * B, updates=U, cli=2, ray_loaded=False)
+  assert "--ray-actors/--ray-address need Ray: pip install -e '.[ray]'" in out.stderr

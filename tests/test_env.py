@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.stats as ss
 
@@ -57,9 +56,17 @@ def _reference_rows(df, meta, filters, min_group=11):
   return out
 
 
-@pytest.mark.parametrize("filters", [
-    {}, {"proc": "A"}, {"proc": "B", "site": "s2"}, {"site": cube_env.MISSING}, {"race": "W", "urgency": "urgent"},
-    {"proc": "C", "sex": "F", "site": "s1"}])
+@pytest.mark.parametrize(
+  "filters",
+  [
+    {},
+    {"proc": "A"},
+    {"proc": "B", "site": "s2"},
+    {"site": cube_env.MISSING},
+    {"race": "W", "urgency": "urgent"},
+    {"proc": "C", "sex": "F", "site": "s1"},
+  ],
+)
 def test_cohort_stats_matches_pandas(small_df, small_cube, filters):
   got = cube_env.cohort_stats(small_cube, filters)
   ref = _reference_rows(small_df, small_cube.meta, filters)
@@ -104,13 +111,13 @@ def test_scripted_episode(small_cube, env_params, oracle):
   n_a = int((make_small_df().proc == "A").sum())
   assert np.isclose(obs[CH["log_size"], f, v], np.log1p(n_a) / np.log1p(total), atol=1e-5)
   script = [
-      (("proc", "A"), {"proc": "A"}, True),
-      (("site", "s1"), {"proc": "A", "site": "s1"}, True),
-      (("urgency", "urgent"), {"proc": "A", "site": "s1", "urgency": "urgent"}, True),
-      (("proc", "B"), {"proc": "B", "site": "s1", "urgency": "urgent"}, True),  # switch at max depth
-      (("site", None), {"proc": "B", "urgency": "urgent"}, True),  # roll-up
-      (("proc", "A"), {"proc": "A", "urgency": "urgent"}, True),
-      (("urgency", None), {"proc": "A"}, False),  # revisit: no reward
+    (("proc", "A"), {"proc": "A"}, True),
+    (("site", "s1"), {"proc": "A", "site": "s1"}, True),
+    (("urgency", "urgent"), {"proc": "A", "site": "s1", "urgency": "urgent"}, True),
+    (("proc", "B"), {"proc": "B", "site": "s1", "urgency": "urgent"}, True),  # switch at max depth
+    (("site", None), {"proc": "B", "urgency": "urgent"}, True),  # roll-up
+    (("proc", "A"), {"proc": "A", "urgency": "urgent"}, True),
+    (("urgency", None), {"proc": "A"}, False),  # revisit: no reward
   ]
   ret = 0.0
   for (col, val), expect, first in script:
@@ -200,8 +207,10 @@ def test_check_env_and_vmap_64(env_params):
 
 
 def test_pool_of_different_cubes(small_cube):
-  other = cube_env.build_cube(make_small_df(seed=5, n=1500), cube_env.Schema(
-      dimensions=["proc", "urgency"], protected=["race"], measures=["minutes"]))
+  other = cube_env.build_cube(
+    make_small_df(seed=5, n=1500),
+    cube_env.Schema(dimensions=["proc", "urgency"], protected=["race"], measures=["minutes"]),
+  )
   env, pool = cube_env.make_env_pool([small_cube, other], horizon=5)
   assert pool.codes.shape[0] == 2
   env_o, params_o = cube_env.make_env(other, horizon=5)
@@ -217,14 +226,15 @@ def test_pool_of_different_cubes(small_cube):
   out = jax.jit(jax.vmap(env.step, in_axes=(None, 0, None, 0)))(jax.random.PRNGKey(0), states, a_pool, pool)
   own = jax.jit(env_o.step)(jax.random.PRNGKey(0), state_o, a_own, params_o)
   assert float(out[2][1]) == float(own[2])
-  assert env.meta is None and env_lib.NUM_CHANNELS == obs_b.shape[1]
+  assert env.meta is None and obs_b.shape[1] == env_lib.NUM_CHANNELS
 
 
 def test_small_cells_are_never_shown():
   df = make_small_df(n=200)
   df["sex"] = np.where(np.arange(len(df)) < 8, "F", "M")  # a group of 8
-  cube = cube_env.build_cube(df, cube_env.Schema(dimensions=["proc", "site"], protected=["sex", "race"],
-                                                 measures=["minutes"]))
+  cube = cube_env.build_cube(
+    df, cube_env.Schema(dimensions=["proc", "site"], protected=["sex", "race"], measures=["minutes"])
+  )
   got = cube_env.cohort_stats(cube, {})
   row = got[got.protected == "sex"].iloc[0]
   for col in ("cohort_rows", "n_group", "n_rest", "mean_group", "mean_rest", "diff", "z", "ci_low"):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import cube_env
-from tests.conftest import SMALL_SCHEMA, make_small_df
+from tests.conftest import make_small_df
 
 
 def test_cells_match_pandas(small_df, small_cube):
@@ -46,8 +46,9 @@ def test_folding_high_cardinality():
 
 def test_given_bin_edges():
   df = make_small_df(n=500)
-  schema = cube_env.Schema(dimensions=["proc", "bmi"], protected=["race"], measures=["minutes"],
-                           bins={"bmi": [0, 25, 30, 100]})
+  schema = cube_env.Schema(
+    dimensions=["proc", "bmi"], protected=["race"], measures=["minutes"], bins={"bmi": [0, 25, 30, 100]}
+  )
   cube = cube_env.build_cube(df, schema)
   assert set(cube.meta.categories[1]) == {"[0, 25)", "[25, 30)", "[30, 100]"}
   coded = np.asarray(cube.codes)[:, 1] == cube.meta.code("bmi", "[0, 25)")
@@ -74,7 +75,9 @@ def _schema(**kw):
   return cube_env.Schema(**base)
 
 
-@pytest.mark.parametrize("schema,df_edit,match", [
+@pytest.mark.parametrize(
+  "schema,df_edit,match",
+  [
     (_schema(dimensions=["proc", "nope"]), None, "'nope'"),
     (_schema(dimensions=["proc", "proc"]), None, "'proc' is listed twice"),
     (_schema(protected=[]), None, "no protected column"),
@@ -83,10 +86,14 @@ def _schema(**kw):
     (_schema(measures=["race2"]), lambda d: d.assign(race2=d.race), "'race2' is not numeric"),
     (_schema(dimensions=["proc", "const"]), lambda d: d.assign(const="x"), "'const' is constant"),
     (_schema(), lambda d: d.iloc[:0], "empty"),
-    (_schema(measures=["bad"]), lambda d: d.assign(bad=np.where(np.arange(len(d)) == 3, np.inf, 1.0)),
-     "'bad' holds infinite"),
+    (
+      _schema(measures=["bad"]),
+      lambda d: d.assign(bad=np.where(np.arange(len(d)) == 3, np.inf, 1.0)),
+      "'bad' holds infinite",
+    ),
     (_schema(adjusters=["minutes"]), None, "'minutes' is a measure"),
-])
+  ],
+)
 def test_bad_input_names_the_column(small_df, schema, df_edit, match):
   df = small_df if df_edit is None else df_edit(small_df.copy())
   with pytest.raises(ValueError, match=match):

@@ -105,7 +105,7 @@ def test_greedy_follows_the_strongest_pixel(space):
   res = methods.greedy(space, budget=2, seed=0)
   want = search.target(tuple(int(v) for v in np.asarray(state.filters)), int(best), space.env.shape.num_values)
   got = cube_env.oracle.filters_to_codes(space.cube.meta, res.visits["filters"].iloc[1])
-  assert tuple(int(v) for v in got) == want[:len(got)]
+  assert tuple(int(v) for v in got) == want[: len(got)]
 
 
 def test_bad_budgets_and_empty_spaces_are_refused(space, small_cube):

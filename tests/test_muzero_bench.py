@@ -11,41 +11,55 @@ from muzero_jax import bench
 from tests.toy_envs import CoinGrid, make_coin_pool
 
 CONFIG = mz.MuZeroConfig(
-    network="mlp", hidden_size=16, latent_size=8, mlp_layers=1, support_size=5, reward_support_size=3,
-    max_reward=3.0, max_episode_steps=3, num_simulations=4, max_num_considered_actions=4, num_envs=4,
-    rollout_length=2, replay_capacity=64, n_step=1, unroll_steps=1, batch_size=8, reanalyse_fraction=0.25,
+  network="mlp",
+  hidden_size=16,
+  latent_size=8,
+  mlp_layers=1,
+  support_size=5,
+  reward_support_size=3,
+  max_reward=3.0,
+  max_episode_steps=3,
+  num_simulations=4,
+  max_num_considered_actions=4,
+  num_envs=4,
+  rollout_length=2,
+  replay_capacity=64,
+  n_step=1,
+  unroll_steps=1,
+  batch_size=8,
+  reanalyse_fraction=0.25,
 )
 
 
 @pytest.fixture(scope="module")
 def env_pool():
-    env = CoinGrid(flat=True)
-    return env, make_coin_pool(env, 2, seed=0)
+  env = CoinGrid(flat=True)
+  return env, make_coin_pool(env, 2, seed=0)
 
 
 def test_time_call_reports_compile_and_run():
-    fn = jax.jit(lambda x: jnp.sin(x) * 2.0)
-    t = bench.time_call(fn, jnp.ones(8), repeats=3)
-    assert set(t) == {"compile_s", "first_call_s", "median_s", "min_s"}
-    assert 0 < t["min_s"] <= t["median_s"] and t["compile_s"] > 0
+  fn = jax.jit(lambda x: jnp.sin(x) * 2.0)
+  t = bench.time_call(fn, jnp.ones(8), repeats=3)
+  assert set(t) == {"compile_s", "first_call_s", "median_s", "min_s"}
+  assert 0 < t["min_s"] <= t["median_s"] and t["compile_s"] > 0
 
 
 def test_benchmark_search(env_pool):
-    env, pool = env_pool
-    (row,) = bench.benchmark_search(CONFIG, env, pool, batch_sizes=(4,), repeats=2)
-    assert row["batch_size"] == 4 and row["num_simulations"] == 4
-    assert row["simulations_per_s"] == pytest.approx(4 * 4 / row["search_s"])
-    assert row["overhead_ratio"] == pytest.approx(row["search_s"] / row["network_only_s"])
-    assert math.isfinite(row["overhead_ratio"]) and row["overhead_ratio"] > 0
-    assert row["compile_search_s"] > 0 and row["compile_network_only_s"] > 0
+  env, pool = env_pool
+  (row,) = bench.benchmark_search(CONFIG, env, pool, batch_sizes=(4,), repeats=2)
+  assert row["batch_size"] == 4 and row["num_simulations"] == 4
+  assert row["simulations_per_s"] == pytest.approx(4 * 4 / row["search_s"])
+  assert row["overhead_ratio"] == pytest.approx(row["search_s"] / row["network_only_s"])
+  assert math.isfinite(row["overhead_ratio"]) and row["overhead_ratio"] > 0
+  assert row["compile_search_s"] > 0 and row["compile_network_only_s"] > 0
 
 
 @pytest.mark.slow
 def test_benchmark_selfplay_and_learner(env_pool):
-    env, pool = env_pool
-    (sp,) = bench.benchmark_selfplay(CONFIG, env, pool, num_envs=(4,), repeats=1)
-    assert sp["moves_per_s"] == pytest.approx(4 * CONFIG.rollout_length / sp["rollout_s"])
-    assert sp["simulations_per_s"] == pytest.approx(sp["moves_per_s"] * CONFIG.num_simulations)
-    (lr,) = bench.benchmark_learner(CONFIG, env, pool, batch_sizes=(8,), updates=2, repeats=1)
-    assert lr["updates_per_s"] > 0 and lr["samples_per_s"] == pytest.approx(8 * lr["updates_per_s"])
-    assert lr["reanalysed_per_update"] == 2 and lr["compile_s"] > 0
+  env, pool = env_pool
+  (sp,) = bench.benchmark_selfplay(CONFIG, env, pool, num_envs=(4,), repeats=1)
+  assert sp["moves_per_s"] == pytest.approx(4 * CONFIG.rollout_length / sp["rollout_s"])
+  assert sp["simulations_per_s"] == pytest.approx(sp["moves_per_s"] * CONFIG.num_simulations)
+  (lr,) = bench.benchmark_learner(CONFIG, env, pool, batch_sizes=(8,), updates=2, repeats=1)
+  assert lr["updates_per_s"] > 0 and lr["samples_per_s"] == pytest.approx(8 * lr["updates_per_s"])
+  assert lr["reanalysed_per_update"] == 2 and lr["compile_s"] > 0

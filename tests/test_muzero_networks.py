@@ -8,63 +8,71 @@ import pytest
 from muzero_jax import MuZeroConfig, make_network
 from muzero_jax.networks import min_max_normalize, uses_conv_policy
 
-TINY = dict(channels=8, num_blocks=1, dynamics_blocks=1, head_channels=4, hidden_size=16, latent_size=12,
-            support_size=4, reward_support_size=3)
+TINY = dict(
+  channels=8,
+  num_blocks=1,
+  dynamics_blocks=1,
+  head_channels=4,
+  hidden_size=16,
+  latent_size=12,
+  support_size=4,
+  reward_support_size=3,
+)
 B = 3
 
 
 def _outputs(config, num_actions, obs_shape):
-    net = make_network(config, num_actions, obs_shape)
-    obs = jax.random.uniform(jax.random.PRNGKey(0), (B, *obs_shape))
-    action = jnp.arange(B, dtype=jnp.int32) % num_actions
+  net = make_network(config, num_actions, obs_shape)
+  obs = jax.random.uniform(jax.random.PRNGKey(0), (B, *obs_shape))
+  action = jnp.arange(B, dtype=jnp.int32) % num_actions
 
-    @jax.jit
-    def run(obs, action):
-        params = net.init(jax.random.PRNGKey(1), obs[:1], action[:1])
-        latent = net.apply(params, obs, method="represent")
-        next_latent, reward_logits = net.apply(params, latent, action, method="dynamics")
-        return (latent, next_latent, reward_logits, *net.apply(params, next_latent, method="predict"))
+  @jax.jit
+  def run(obs, action):
+    params = net.init(jax.random.PRNGKey(1), obs[:1], action[:1])
+    latent = net.apply(params, obs, method="represent")
+    next_latent, reward_logits = net.apply(params, latent, action, method="dynamics")
+    return (latent, next_latent, reward_logits, *net.apply(params, next_latent, method="predict"))
 
-    return (net, *run(obs, action))
+  return (net, *run(obs, action))
 
 
 @pytest.mark.parametrize(
-    "network,obs_shape,num_actions,latent_shape,conv",
-    [
-        ("resnet", (3, 4, 5), 20, (4, 5, 8), True),  # H*W == A: fully convolutional heads
-        ("resnet", (3, 4, 5), 7, (4, 5, 8), False),  # A != H*W: dense heads
-        ("mlp", (3, 4, 5), 20, (12,), False),  # image flattened by the MLP
-        ("mlp", (10,), 6, (12,), False),  # flat observations
-    ],
+  "network,obs_shape,num_actions,latent_shape,conv",
+  [
+    ("resnet", (3, 4, 5), 20, (4, 5, 8), True),  # H*W == A: fully convolutional heads
+    ("resnet", (3, 4, 5), 7, (4, 5, 8), False),  # A != H*W: dense heads
+    ("mlp", (3, 4, 5), 20, (12,), False),  # image flattened by the MLP
+    ("mlp", (10,), 6, (12,), False),  # flat observations
+  ],
 )
 def test_output_shapes(network, obs_shape, num_actions, latent_shape, conv):
-    cfg = MuZeroConfig(network=network, **TINY)
-    net, latent, next_latent, reward_logits, policy, value, legal = _outputs(cfg, num_actions, obs_shape)
-    assert net.conv_policy is conv
-    assert latent.shape == (B, *latent_shape)
-    assert next_latent.shape == (B, *latent_shape)
-    assert reward_logits.shape == (B, 2 * 3 + 1)
-    assert policy.shape == (B, num_actions)
-    assert value.shape == (B, 2 * 4 + 1)
-    assert legal.shape == (B, num_actions)
-    for lat in (latent, next_latent):  # min-max normalised per sample
-        flat = np.asarray(lat).reshape(B, -1)
-        np.testing.assert_allclose(flat.min(1), 0.0, atol=1e-6)
-        np.testing.assert_allclose(flat.max(1), 1.0, atol=1e-4)
-    # Zero-initialised output layers: uniform policy, value and reward 0 at init.
-    np.testing.assert_allclose(policy, 0.0, atol=1e-6)
-    np.testing.assert_allclose(value, 0.0, atol=1e-6)
+  cfg = MuZeroConfig(network=network, **TINY)
+  net, latent, next_latent, reward_logits, policy, value, legal = _outputs(cfg, num_actions, obs_shape)
+  assert net.conv_policy is conv
+  assert latent.shape == (B, *latent_shape)
+  assert next_latent.shape == (B, *latent_shape)
+  assert reward_logits.shape == (B, 2 * 3 + 1)
+  assert policy.shape == (B, num_actions)
+  assert value.shape == (B, 2 * 4 + 1)
+  assert legal.shape == (B, num_actions)
+  for lat in (latent, next_latent):  # min-max normalised per sample
+    flat = np.asarray(lat).reshape(B, -1)
+    np.testing.assert_allclose(flat.min(1), 0.0, atol=1e-6)
+    np.testing.assert_allclose(flat.max(1), 1.0, atol=1e-4)
+  # Zero-initialised output layers: uniform policy, value and reward 0 at init.
+  np.testing.assert_allclose(policy, 0.0, atol=1e-6)
+  np.testing.assert_allclose(value, 0.0, atol=1e-6)
 
 
 def test_min_max_normalize_per_sample():
-    x = jnp.array([[1.0, 3.0, 2.0], [-5.0, -5.0, 5.0]])
-    np.testing.assert_allclose(min_max_normalize(x), [[0, 1, 0.5], [0, 0, 1]], atol=1e-5)
+  x = jnp.array([[1.0, 3.0, 2.0], [-5.0, -5.0, 5.0]])
+  np.testing.assert_allclose(min_max_normalize(x), [[0, 1, 0.5], [0, 0, 1]], atol=1e-5)
 
 
 def test_conv_policy_selection_and_errors():
-    assert uses_conv_policy(MuZeroConfig(), 20, (3, 4, 5))
-    assert not uses_conv_policy(MuZeroConfig(policy_head="dense"), 20, (3, 4, 5))
-    with pytest.raises(ValueError, match="num_actions == H\\*W"):
-        uses_conv_policy(MuZeroConfig(policy_head="conv"), 7, (3, 4, 5))
-    with pytest.raises(ValueError, match="mlp"):
-        make_network(MuZeroConfig(network="resnet"), 6, (10,))
+  assert uses_conv_policy(MuZeroConfig(), 20, (3, 4, 5))
+  assert not uses_conv_policy(MuZeroConfig(policy_head="dense"), 20, (3, 4, 5))
+  with pytest.raises(ValueError, match="num_actions == H\\*W"):
+    uses_conv_policy(MuZeroConfig(policy_head="conv"), 7, (3, 4, 5))
+  with pytest.raises(ValueError, match="mlp"):
+    make_network(MuZeroConfig(network="resnet"), 6, (10,))

@@ -19,154 +19,206 @@ EVAL_EVERY = 25
 
 # Small ResNet on the 3x4 grid (conv policy head, one-hot action planes), 4 layouts.
 CONFIG = mz.MuZeroConfig(
-    seed=0, channels=16, num_blocks=1, dynamics_blocks=1, head_channels=8, hidden_size=32,
-    support_size=5, reward_support_size=3, max_reward=3.0, max_episode_steps=3, discount=1.0,
-    num_simulations=8, max_num_considered_actions=4, num_envs=16, rollout_length=6,
-    replay_capacity=8192, min_replay_size=64, n_step=3, unroll_steps=3, batch_size=64,
-    updates_per_iteration=4, reanalyse_fraction=0.0, warmup_steps=10, learning_rate=3e-3,
-    checkpoint_every=50, checkpoints_to_keep=2,
+  seed=0,
+  channels=16,
+  num_blocks=1,
+  dynamics_blocks=1,
+  head_channels=8,
+  hidden_size=32,
+  support_size=5,
+  reward_support_size=3,
+  max_reward=3.0,
+  max_episode_steps=3,
+  discount=1.0,
+  num_simulations=8,
+  max_num_considered_actions=4,
+  num_envs=16,
+  rollout_length=6,
+  replay_capacity=8192,
+  min_replay_size=64,
+  n_step=3,
+  unroll_steps=3,
+  batch_size=64,
+  updates_per_iteration=4,
+  reanalyse_fraction=0.0,
+  warmup_steps=10,
+  learning_rate=3e-3,
+  checkpoint_every=50,
+  checkpoints_to_keep=2,
 )
 
 
 def _train_until_optimal(root):
-    env = CoinGrid()
-    pool = make_coin_pool(env, 4, seed=0)
-    optimal = optimal_returns(env, pool)
-    history = []
-    clock = {}
+  env = CoinGrid()
+  pool = make_coin_pool(env, 4, seed=0)
+  optimal = optimal_returns(env, pool)
+  history = []
+  clock = {}
 
-    def callback(state, metrics):
-        clock.setdefault("start", time.perf_counter())  # after the first (compiling) iteration
-        it = int(state.iteration)
-        if it % EVAL_EVERY:
-            return False
-        result = mz.evaluate(state.params, CONFIG, env, pool, jax.random.PRNGKey(it))
-        history.append((it, np.asarray(result.returns), metrics))
-        return bool(np.all(np.asarray(result.returns) == optimal))
+  def callback(state, metrics):
+    clock.setdefault("start", time.perf_counter())  # after the first (compiling) iteration
+    it = int(state.iteration)
+    if it % EVAL_EVERY:
+      return False
+    result = mz.evaluate(state.params, CONFIG, env, pool, jax.random.PRNGKey(it))
+    history.append((it, np.asarray(result.returns), metrics))
+    return bool(np.all(np.asarray(result.returns) == optimal))
 
-    state = mz.train(CONFIG, env, pool, logdir=str(root / "tb"), checkpoint_dir=str(root / "ckpt"),
-                     num_iterations=MAX_ITERATIONS, callback=callback, progress=False)
-    seconds = time.perf_counter() - clock["start"]
-    return dict(env=env, pool=pool, optimal=optimal, state=state, history=history, root=root, seconds=seconds)
+  state = mz.train(
+    CONFIG,
+    env,
+    pool,
+    logdir=str(root / "tb"),
+    checkpoint_dir=str(root / "ckpt"),
+    num_iterations=MAX_ITERATIONS,
+    callback=callback,
+    progress=False,
+  )
+  seconds = time.perf_counter() - clock["start"]
+  return dict(env=env, pool=pool, optimal=optimal, state=state, history=history, root=root, seconds=seconds)
 
 
 def test_training_run(tmp_path):
-    """One training run checked from every side.
+  """One training run checked from every side.
 
-    A single test (not a module fixture shared by several) so that pytest-xdist
-    runs the training once, and the exact-resume check reuses its compiled
-    iteration (same config and env, another pool of the same shapes).
-    """
-    run = _train_until_optimal(tmp_path)
-    _check_learned_optimal_return(run)
-    _check_counters_and_metrics(run)
-    _check_tensorboard_events(run)
-    _check_checkpoint_restores_final_state(run)
-    _check_act_agrees_with_evaluate(run)
-    _check_resumes_exactly(tmp_path / "resume")
+  A single test (not a module fixture shared by several) so that pytest-xdist
+  runs the training once, and the exact-resume check reuses its compiled
+  iteration (same config and env, another pool of the same shapes).
+  """
+  run = _train_until_optimal(tmp_path)
+  _check_learned_optimal_return(run)
+  _check_counters_and_metrics(run)
+  _check_tensorboard_events(run)
+  _check_checkpoint_restores_final_state(run)
+  _check_act_agrees_with_evaluate(run)
+  _check_resumes_exactly(tmp_path / "resume")
 
 
 def _check_learned_optimal_return(run):
-    it, returns, _ = run["history"][-1]
-    print(f"optimal after {it} iterations, {run['seconds']:.1f}s of training (excl. first compile)")
-    np.testing.assert_array_equal(returns, run["optimal"])
-    assert run["optimal"].tolist() == [9.0, 9.0, 9.0, 5.0]
-    assert run["seconds"] < 60.0
-    first_returns = run["history"][0][1]
-    assert first_returns.mean() < run["optimal"].mean()  # it did have to learn
+  it, returns, _ = run["history"][-1]
+  print(f"optimal after {it} iterations, {run['seconds']:.1f}s of training (excl. first compile)")
+  np.testing.assert_array_equal(returns, run["optimal"])
+  assert run["optimal"].tolist() == [9.0, 9.0, 9.0, 5.0]
+  assert run["seconds"] < 60.0
+  first_returns = run["history"][0][1]
+  assert first_returns.mean() < run["optimal"].mean()  # it did have to learn
 
 
 def _check_counters_and_metrics(run):
-    state = run["state"]
-    iterations = int(state.iteration)
-    assert int(state.moves) == iterations * CONFIG.rollout_length * CONFIG.num_envs
-    assert int(state.skipped_updates) == 0
-    # The first rollout (6 rows) leaves no position with K + n = 6 newer rows: no update yet.
-    assert int(state.updates) == (iterations - 1) * CONFIG.updates_per_iteration
-    assert int(state.episodes) >= int(state.moves) // CONFIG.max_episode_steps - CONFIG.num_envs
-    metrics = run["history"][-1][2]
-    for name in ("loss/total", "loss/policy", "loss/value", "loss/reward", "loss/legality",
-                 "speed/moves_per_s", "speed/updates_per_s", "speed/simulations_per_s", "replay/replay_ratio"):
-        assert np.isfinite(metrics[name]), name
-    assert metrics["replay/replay_ratio"] == pytest.approx(
-        int(state.updates) * CONFIG.batch_size / int(state.moves), rel=1e-5)
+  state = run["state"]
+  iterations = int(state.iteration)
+  assert int(state.moves) == iterations * CONFIG.rollout_length * CONFIG.num_envs
+  assert int(state.skipped_updates) == 0
+  # The first rollout (6 rows) leaves no position with K + n = 6 newer rows: no update yet.
+  assert int(state.updates) == (iterations - 1) * CONFIG.updates_per_iteration
+  assert int(state.episodes) >= int(state.moves) // CONFIG.max_episode_steps - CONFIG.num_envs
+  metrics = run["history"][-1][2]
+  for name in (
+    "loss/total",
+    "loss/policy",
+    "loss/value",
+    "loss/reward",
+    "loss/legality",
+    "speed/moves_per_s",
+    "speed/updates_per_s",
+    "speed/simulations_per_s",
+    "replay/replay_ratio",
+  ):
+    assert np.isfinite(metrics[name]), name
+  assert metrics["replay/replay_ratio"] == pytest.approx(
+    int(state.updates) * CONFIG.batch_size / int(state.moves), rel=1e-5
+  )
 
 
 def _check_tensorboard_events(run):
-    files = glob.glob(os.path.join(run["root"], "tb", "events.out.tfevents.*"))
-    assert files and os.path.getsize(files[0]) > 1000
+  files = glob.glob(os.path.join(run["root"], "tb", "events.out.tfevents.*"))
+  assert files and os.path.getsize(files[0]) > 1000
 
 
 def _check_checkpoint_restores_final_state(run):
-    state = run["state"]
-    ckpt = mz.Checkpointer(run["root"] / "ckpt")
-    assert ckpt.latest_step() == int(state.iteration)
-    assert len(ckpt.all_steps()) <= CONFIG.checkpoints_to_keep
-    restored = ckpt.restore(jax.tree.map(jnp.zeros_like, state)).state
-    assert jax.tree.structure(restored) == jax.tree.structure(state)
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert ckpt.restore_config() == CONFIG
-    params = ckpt.restore_params(jax.tree.map(jnp.zeros_like, state.params))
-    np.testing.assert_array_equal(jax.tree.leaves(params)[0], jax.tree.leaves(state.params)[0])
-    ckpt.close()
+  state = run["state"]
+  ckpt = mz.Checkpointer(run["root"] / "ckpt")
+  assert ckpt.latest_step() == int(state.iteration)
+  assert len(ckpt.all_steps()) <= CONFIG.checkpoints_to_keep
+  restored = ckpt.restore(jax.tree.map(jnp.zeros_like, state)).state
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert ckpt.restore_config() == CONFIG
+  params = ckpt.restore_params(jax.tree.map(jnp.zeros_like, state.params))
+  np.testing.assert_array_equal(jax.tree.leaves(params)[0], jax.tree.leaves(state.params)[0])
+  ckpt.close()
 
 
 def _check_act_agrees_with_evaluate(run):
-    env, pool, state = run["env"], run["pool"], run["state"]
-    obs, env_state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 4), pool)
-    mask = jax.vmap(env.action_mask)(env_state, pool)
-    out = mz.act(state.params, obs, mask, jax.random.PRNGKey(0), CONFIG)
-    result = mz.evaluate(state.params, CONFIG, env, pool, jax.random.PRNGKey(0))
-    np.testing.assert_array_equal(out.action, result.actions[:, 0])
-    assert np.asarray(mask)[np.arange(4), np.asarray(out.action)].all()
-    # The greedy root value tracks the optimal return. Training stops as soon as the
-    # greedy *actions* are optimal, when the value head still lags by up to ~1.2
-    # (measured with jax 0.10.2), so the bound is loose and the ranking is checked too.
-    value = np.asarray(out.root_value)
-    np.testing.assert_allclose(value, run["optimal"], atol=1.5)
-    assert value[3] < value[:3].min()  # the 5-coin layout is valued below the 9-coin ones
+  env, pool, state = run["env"], run["pool"], run["state"]
+  obs, env_state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), 4), pool)
+  mask = jax.vmap(env.action_mask)(env_state, pool)
+  out = mz.act(state.params, obs, mask, jax.random.PRNGKey(0), CONFIG)
+  result = mz.evaluate(state.params, CONFIG, env, pool, jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(out.action, result.actions[:, 0])
+  assert np.asarray(mask)[np.arange(4), np.asarray(out.action)].all()
+  # The greedy root value tracks the optimal return. Training stops as soon as the
+  # greedy *actions* are optimal, when the value head still lags by up to ~1.2
+  # (measured with jax 0.10.2), so the bound is loose and the ranking is checked too.
+  value = np.asarray(out.root_value)
+  np.testing.assert_allclose(value, run["optimal"], atol=1.5)
+  assert value[3] < value[:3].min()  # the 5-coin layout is valued below the 9-coin ones
 
 
 def _check_resumes_exactly(directory):
-    """TrainState is the whole training state: save at 3, restore, continue == uninterrupted run."""
-    env = CoinGrid()
-    trainer = mz.make_train(CONFIG, env, make_coin_pool(env, 4, seed=1))
-    ckpt = mz.Checkpointer(directory)
-    state = trainer.init(jax.random.PRNGKey(7))
-    for i in range(6):
-        state, _ = trainer.iteration(state)
-        if i == 2:
-            ckpt.save(3, state, config=trainer.config)
-    ckpt.wait()
-    resumed = ckpt.restore(trainer.init()).state
-    assert int(resumed.iteration) == 3
-    for _ in range(3):
-        resumed, _ = trainer.iteration(resumed)
-    assert int(state.updates) > 0
-    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(state)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    ckpt.close()
+  """TrainState is the whole training state: save at 3, restore, continue == uninterrupted run."""
+  env = CoinGrid()
+  trainer = mz.make_train(CONFIG, env, make_coin_pool(env, 4, seed=1))
+  ckpt = mz.Checkpointer(directory)
+  state = trainer.init(jax.random.PRNGKey(7))
+  for i in range(6):
+    state, _ = trainer.iteration(state)
+    if i == 2:
+      ckpt.save(3, state, config=trainer.config)
+  ckpt.wait()
+  resumed = ckpt.restore(trainer.init()).state
+  assert int(resumed.iteration) == 3
+  for _ in range(3):
+    resumed, _ = trainer.iteration(resumed)
+  assert int(state.updates) > 0
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  ckpt.close()
 
 
 def test_nan_guard_skips_update():
-    cfg = mz.MuZeroConfig(network="mlp", hidden_size=8, latent_size=4, mlp_layers=1, support_size=3,
-                          reward_support_size=2, unroll_steps=2, n_step=1, batch_size=4, warmup_steps=0)
-    net = mz.make_network(cfg, 3, (5,))
-    params = jax.jit(net.init)(jax.random.PRNGKey(0), jnp.zeros((1, 5)), jnp.zeros((1,), jnp.int32))
-    opt = learner.make_optimizer(cfg)
-    opt_state = opt.init(params)
-    k1 = cfg.unroll_steps + 1
-    targets = rl.Targets(value=jnp.ones((4, k1)), reward=jnp.ones((4, k1)), policy=jnp.full((4, k1, 3), 1 / 3),
-                         legal=jnp.ones((4, k1, 3)), alive=jnp.ones((4, k1)))
-    good = learner.Batch(obs=jnp.ones((4, 5)), action=jnp.zeros((4, 2), jnp.int32), targets=targets,
-                         weight=jnp.ones(4))
-    bad = good.replace(obs=good.obs.at[0, 0].set(jnp.nan))
-    step = jax.jit(lambda p, o, b: learner.update_step(p, o, b, network=net, optimizer=opt, config=cfg))
-    p_bad, o_bad, _, _, finite_bad = step(params, opt_state, bad)
-    assert not bool(finite_bad)
-    for a, b in zip(jax.tree.leaves((p_bad, o_bad)), jax.tree.leaves((params, opt_state))):
-        np.testing.assert_array_equal(a, b)
-    p_good, _, terms, _, finite_good = step(params, opt_state, good)
-    assert bool(finite_good) and np.isfinite(float(terms.total))
-    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p_good), jax.tree.leaves(params)))
+  cfg = mz.MuZeroConfig(
+    network="mlp",
+    hidden_size=8,
+    latent_size=4,
+    mlp_layers=1,
+    support_size=3,
+    reward_support_size=2,
+    unroll_steps=2,
+    n_step=1,
+    batch_size=4,
+    warmup_steps=0,
+  )
+  net = mz.make_network(cfg, 3, (5,))
+  params = jax.jit(net.init)(jax.random.PRNGKey(0), jnp.zeros((1, 5)), jnp.zeros((1,), jnp.int32))
+  opt = learner.make_optimizer(cfg)
+  opt_state = opt.init(params)
+  k1 = cfg.unroll_steps + 1
+  targets = rl.Targets(
+    value=jnp.ones((4, k1)),
+    reward=jnp.ones((4, k1)),
+    policy=jnp.full((4, k1, 3), 1 / 3),
+    legal=jnp.ones((4, k1, 3)),
+    alive=jnp.ones((4, k1)),
+  )
+  good = learner.Batch(obs=jnp.ones((4, 5)), action=jnp.zeros((4, 2), jnp.int32), targets=targets, weight=jnp.ones(4))
+  bad = good.replace(obs=good.obs.at[0, 0].set(jnp.nan))
+  step = jax.jit(lambda p, o, b: learner.update_step(p, o, b, network=net, optimizer=opt, config=cfg))
+  p_bad, o_bad, _, _, finite_bad = step(params, opt_state, bad)
+  assert not bool(finite_bad)
+  for a, b in zip(jax.tree.leaves((p_bad, o_bad)), jax.tree.leaves((params, opt_state))):
+    np.testing.assert_array_equal(a, b)
+  p_good, _, terms, _, finite_good = step(params, opt_state, good)
+  assert bool(finite_good) and np.isfinite(float(terms.total))
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p_good), jax.tree.leaves(params)))

@@ -10,9 +10,10 @@ from cube_env import synthetic
 # A reduced schema keeps the oracle fast in tests; it holds every column the
 # planted effects use plus distractors.
 TEST_SCHEMA = cube_env.Schema(
-    dimensions=["procedure", "site", "asa_class", "anesthesia_type", "urgency"],
-    protected=["race", "payer", "age_group", "sex"],
-    measures=["case_minutes", "turnover_minutes", "pacu_minutes", "readmit_30d", "opioid_mme", "complication"])
+  dimensions=["procedure", "site", "asa_class", "anesthesia_type", "urgency"],
+  protected=["race", "payer", "age_group", "sex"],
+  measures=["case_minutes", "turnover_minutes", "pacu_minutes", "readmit_30d", "opioid_mme", "complication"],
+)
 
 
 def _cube(scenario, seed, n_rows):
@@ -55,15 +56,16 @@ def test_confounded_gap_is_raw_only():
 
 
 def _finding(filters, protected, group, measure, z, reference="rest", new=True):
-  return dict(filters=filters, protected=protected, group=group, measure=measure, z=z, reference=reference,
-              new=new)
+  return dict(filters=filters, protected=protected, group=group, measure=measure, z=z, reference=reference, new=new)
 
 
 def test_scoring_rule_by_hand():
-  truth = [synthetic.PlantedEffect(cohort={"proc": "A"}, protected="race", group="B", measure="m", effect=0.3),
-           synthetic.PlantedEffect(cohort={"proc": "C", "site": "1"}, protected="sex", group="F", measure="m",
-                                   effect=-0.2)]
-  findings = pd.DataFrame([
+  truth = [
+    synthetic.PlantedEffect(cohort={"proc": "A"}, protected="race", group="B", measure="m", effect=0.3),
+    synthetic.PlantedEffect(cohort={"proc": "C", "site": "1"}, protected="sex", group="F", measure="m", effect=-0.2),
+  ]
+  findings = pd.DataFrame(
+    [
       _finding({"proc": "A"}, "race", "B", "m", 6.0),  # recalls truth 0
       _finding({}, "race", "B", "m", 5.0),  # ancestor: not false
       _finding({"proc": "A", "site": "2"}, "race", "B", "m", 5.0),  # descendant: not false
@@ -71,7 +73,8 @@ def test_scoring_rule_by_hand():
       _finding({"proc": "C", "site": "1"}, "sex", "M", "m", 7.0, reference="F"),  # mirror: recalls truth 1
       _finding({"proc": "B"}, "race", "B", "m", 6.0),  # unrelated cohort: false
       _finding({"proc": "B"}, "race", "B", "m", 6.0, new=False),  # not reported
-  ])
+    ]
+  )
   score = cube_env.score_findings(findings, truth)
   assert score["recall"] == 1.0 and score["n_reported"] == 6 and score["n_false"] == 2
   assert score["precision"] == pytest.approx(1 - 2 / 6)

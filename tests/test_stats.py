@@ -18,15 +18,20 @@ def _suff(x, shift):
   return np.array([len(x), x.sum(), (x * x).sum()], np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compare_jit():
   return jax.jit(lambda g, r, s, b, mg: st.compare(g, r, s, b, min_group=mg))
 
 
 def _compare(x, y, binary=False, min_group=2.0):
   shift = float(np.mean(np.concatenate([x, y]))) if len(x) + len(y) else 0.0
-  out = _compare_jit()(jnp.asarray(_suff(x, shift)), jnp.asarray(_suff(y, shift)), jnp.float32(shift),
-                       jnp.bool_(binary), jnp.float32(min_group))
+  out = _compare_jit()(
+    jnp.asarray(_suff(x, shift)),
+    jnp.asarray(_suff(y, shift)),
+    jnp.float32(shift),
+    jnp.bool_(binary),
+    jnp.float32(min_group),
+  )
   return jax.tree.map(np.asarray, out)
 
 
@@ -116,9 +121,18 @@ def test_confidence_interval_uses_t_quantile():
   assert np.isclose(cmp["smd"], d_ref, rtol=1e-3)
 
 
-@pytest.mark.parametrize("x,y", [
-    ([], []), ([1.0], []), ([1.0], [2.0]), ([3.0] * 20, [3.0] * 20), ([5.0] * 20, [3.0] * 20),
-    ([0.0] * 30, [1.0] * 30), ([1e6] * 3, [-1e6] * 3)])
+@pytest.mark.parametrize(
+  "x,y",
+  [
+    ([], []),
+    ([1.0], []),
+    ([1.0], [2.0]),
+    ([3.0] * 20, [3.0] * 20),
+    ([5.0] * 20, [3.0] * 20),
+    ([0.0] * 30, [1.0] * 30),
+    ([1e6] * 3, [-1e6] * 3),
+  ],
+)
 def test_degenerate_inputs_are_finite(x, y):
   for binary in (False, True):
     cmp = _compare(np.asarray(x, float), np.asarray(y, float), binary=binary, min_group=11.0)

@@ -5,7 +5,8 @@ import functools
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from cube_env import synthetic
@@ -14,7 +15,7 @@ from cube_env.schema import Schema
 N = 20000
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cases(scenario, seed=0, n_rows=N):
   return synthetic.make_cases(scenario, seed, n_rows)
 
@@ -63,7 +64,7 @@ def stratified_z(df, protected, group, measure, strata):
   in_group = (df[protected] == group).to_numpy()
   keys = df.groupby(list(strata), dropna=False).ngroup().to_numpy()
   ok = ~np.isnan(values)
-  num = den = 0.
+  num = den = 0.0
   for key in np.unique(keys):
     r = ok & (keys == key)
     a, b = values[r & in_group], values[r & ~in_group]
@@ -98,11 +99,20 @@ def test_columns_dtypes_and_values():
   df, schema, _ = cases("null")
   assert isinstance(schema, Schema)
   assert list(df.columns) == list(schema.dimensions) + list(schema.protected) + list(schema.measures)
-  assert schema.dimensions == ("procedure", "service_line", "site", "surgeon", "asa_class",
-                               "urgency", "anesthesia_type", "weekday", "first_case")
+  assert schema.dimensions == (
+    "procedure",
+    "service_line",
+    "site",
+    "surgeon",
+    "asa_class",
+    "urgency",
+    "anesthesia_type",
+    "weekday",
+    "first_case",
+  )
   assert schema.protected == ("race", "ethnicity", "sex", "age_group", "payer", "language")
   assert schema.adjusters == ("procedure", "asa_class", "urgency")
-  assert schema.log_scale == {m: True for m in synthetic.LOG_MEASURES}
+  assert schema.log_scale == dict.fromkeys(synthetic.LOG_MEASURES, True)
   assert len(df) == N
   for column in schema.filter_columns:
     assert pd.api.types.is_string_dtype(df[column]), column
@@ -134,9 +144,11 @@ def test_columns_dtypes_and_values():
   assert by_proc.min() > 0.01 and by_proc.max() < 0.2
   medians = df.groupby("procedure")["case_minutes"].median()
   assert medians["cataract_extraction"] < 40 < 200 < medians["cabg"]
+
   # Age and ASA are independent outside `confounded`, correlated there.
   def asa34_by_age(frame):
     return frame.assign(high=frame["asa_class"].isin(["3", "4"])).groupby("age_group")["high"].mean()
+
   null_asa = asa34_by_age(df)
   assert null_asa.max() - null_asa.min() < 0.05
   conf_asa = asa34_by_age(cases("confounded")[0])
@@ -146,10 +158,17 @@ def test_columns_dtypes_and_values():
 def test_protected_columns_are_independent_of_case_mix_except_when_confounded():
   def p_value(frame, a, b):
     return stats.chi2_contingency(pd.crosstab(frame[a], frame[b])).pvalue
+
   df = cases("null")[0]
-  for protected, dimension in [("race", "procedure"), ("race", "site"), ("payer", "site"),
-                               ("age_group", "asa_class"), ("age_group", "urgency"),
-                               ("sex", "procedure"), ("language", "anesthesia_type")]:
+  for protected, dimension in [
+    ("race", "procedure"),
+    ("race", "site"),
+    ("payer", "site"),
+    ("age_group", "asa_class"),
+    ("age_group", "urgency"),
+    ("sex", "procedure"),
+    ("language", "anesthesia_type"),
+  ]:
     assert p_value(df, protected, dimension) > 1e-3, (protected, dimension)
   # Realistic links among protected columns that are never planted on.
   assert p_value(df, "ethnicity", "language") < 1e-100
@@ -162,8 +181,7 @@ def test_protected_columns_are_independent_of_case_mix_except_when_confounded():
 
 
 @settings(max_examples=8, deadline=None)
-@given(scenario=st.sampled_from(synthetic.SCENARIOS), seed=st.integers(0, 2**31),
-       n_rows=st.integers(300, 1500))
+@given(scenario=st.sampled_from(synthetic.SCENARIOS), seed=st.integers(0, 2**31), n_rows=st.integers(300, 1500))
 def test_any_seed_and_size_gives_a_valid_table(scenario, seed, n_rows):
   df, schema, truth = synthetic.make_cases(scenario, seed, n_rows)
   again, _, truth_again = synthetic.make_cases(scenario, seed, n_rows)
@@ -181,12 +199,25 @@ def test_any_seed_and_size_gives_a_valid_table(scenario, seed, n_rows):
 def test_missing_values():
   df, _, _ = cases("mixed")
   missing = df.isna().mean()
-  for column in ("race", "ethnicity", "language", "asa_class", "anesthesia_type",
-                 "turnover_minutes", "opioid_mme"):
+  for column in ("race", "ethnicity", "language", "asa_class", "anesthesia_type", "turnover_minutes", "opioid_mme"):
     assert 0.01 < missing[column] < 0.045, (column, missing[column])
-  for column in ("procedure", "service_line", "site", "surgeon", "urgency", "weekday", "first_case",
-                 "sex", "age_group", "payer", "case_minutes", "length_of_stay", "complication",
-                 "readmit_30d", "ponv_prophylaxis"):
+  for column in (
+    "procedure",
+    "service_line",
+    "site",
+    "surgeon",
+    "urgency",
+    "weekday",
+    "first_case",
+    "sex",
+    "age_group",
+    "payer",
+    "case_minutes",
+    "length_of_stay",
+    "complication",
+    "readmit_30d",
+    "ponv_prophylaxis",
+  ):
     assert missing[column] == 0, column
   first = (df["first_case"] == "yes").to_numpy()
   assert 0.15 < first.mean() < 0.35
@@ -236,11 +267,13 @@ def test_bad_arguments():
 
 
 def test_planted_effect_dataclass():
-  e = synthetic.PlantedEffect(cohort={"procedure": "cabg"}, protected="race", group="Black",
-                              measure="case_minutes", effect=-0.2)
+  e = synthetic.PlantedEffect(
+    cohort={"procedure": "cabg"}, protected="race", group="Black", measure="case_minutes", effect=-0.2
+  )
   assert e.sign == -1 and e.depth == 1 and e.kind == "planted"
-  same = synthetic.PlantedEffect(cohort={"procedure": "cabg"}, protected="race", group="Black",
-                                 measure="case_minutes", effect=-0.2)
+  same = synthetic.PlantedEffect(
+    cohort={"procedure": "cabg"}, protected="race", group="Black", measure="case_minutes", effect=-0.2
+  )
   assert e == same and hash(e) == hash(same) and len({e, same}) == 1
   with pytest.raises(Exception):
     e.effect = 1.0
@@ -264,9 +297,12 @@ def test_planted_effects_are_not_mirrored_nor_leaked(scenario):
   planted = {(e.protected, e.group, e.measure, tuple(sorted(e.cohort.items()))) for e in truth}
   strongest = []
   for e in truth:
-    zs = [abs(scipy_z(df, e.cohort, protected, group, e.measure)[0])
-          for protected in schema.protected for group in df[protected].dropna().unique()
-          if (protected, group, e.measure, tuple(sorted(e.cohort.items()))) not in planted]
+    zs = [
+      abs(scipy_z(df, e.cohort, protected, group, e.measure)[0])
+      for protected in schema.protected
+      for group in df[protected].dropna().unique()
+      if (protected, group, e.measure, tuple(sorted(e.cohort.items()))) not in planted
+    ]
     assert len(zs) == 19
     strongest.append(max(zs))
   assert max(strongest) < 6, strongest
@@ -278,7 +314,7 @@ def test_masked_marginals_cancel(scenario):
   df, _, truth = cases(scenario)
   cells = [e for e in truth if e.depth == 2 and set(e.cohort) == {"procedure", "anesthesia_type"}]
   assert len(cells) == 4
-  (protected, group, measure), = {(e.protected, e.group, e.measure) for e in cells}
+  ((protected, group, measure),) = {(e.protected, e.group, e.measure) for e in cells}
   assert sorted(e.sign for e in cells) == [-1, -1, 1, 1]
   marginals = [{}] + [{k: v} for e in cells for k, v in e.cohort.items()]
   assert len({tuple(m.items()) for m in marginals}) == 5
@@ -307,7 +343,7 @@ def test_planted_difference_is_the_truth_in_any_cohort(scenario):
 
 def test_planted_difference_in_related_and_nested_cohorts():
   df, _, truth = cases("marginal")
-  tka, = [e for e in truth if e.cohort == {"procedure": "total_knee_arthroplasty"}]
+  (tka,) = [e for e in truth if e.cohort == {"procedure": "total_knee_arthroplasty"}]
   diff = lambda cohort: synthetic.planted_difference(df, truth, cohort, "race", "Black", "case_minutes")
   # Diluted in the ancestors and in the service line that holds the procedure, absent elsewhere.
   share = (df["procedure"] == tka.cohort["procedure"]).mean()
@@ -316,8 +352,7 @@ def test_planted_difference_in_related_and_nested_cohorts():
   share = (df.loc[ortho, "procedure"] == tka.cohort["procedure"]).mean()
   assert diff({"service_line": "orthopedics"}) == pytest.approx(tka.effect * share, rel=0.1)
   assert diff({"procedure": "cabg"}) == 0
-  assert diff({"procedure": "total_knee_arthroplasty", "site": "community_north"}) == pytest.approx(
-      tka.effect)
+  assert diff({"procedure": "total_knee_arthroplasty", "site": "community_north"}) == pytest.approx(tka.effect)
   df, _, truth = cases("masked")
   e = truth[0]
   for cohort in [{}, {"procedure": "total_knee_arthroplasty"}, {"anesthesia_type": "general"}]:
@@ -328,8 +363,9 @@ def test_null_has_no_root_gap():
   for seed in (0, 1):
     df, schema, truth = cases("null", seed)
     assert truth == []
-    zs = [scipy_z(df, {}, p, g, m)[0] for p in schema.protected for g in df[p].dropna().unique()
-          for m in schema.measures]
+    zs = [
+      scipy_z(df, {}, p, g, m)[0] for p in schema.protected for g in df[p].dropna().unique() for m in schema.measures
+    ]
     assert len(zs) == 20 * 9
     assert max(abs(z) for z in zs) < 4
 
@@ -338,8 +374,11 @@ def test_confounded_gap_is_explained_by_case_mix():
   df, _, truth = cases("confounded")
   assert truth == []
   gaps = synthetic.confounders("confounded")
-  assert {(c["protected"], c["group"]) for c in gaps} == {("race", "Black"), ("age_group", "80+"),
-                                                         ("age_group", "18-44")}
+  assert {(c["protected"], c["group"]) for c in gaps} == {
+    ("race", "Black"),
+    ("age_group", "80+"),
+    ("age_group", "18-44"),
+  }
   assert len(gaps) == 11
   for c in gaps:
     raw, _ = scipy_z(df, {}, c["protected"], c["group"], c["measure"])
