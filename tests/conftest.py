@@ -1,8 +1,22 @@
-"""Shared fixtures: small cubes built once per session (JAX compiles once)."""
+"""Shared fixtures: small cubes built once per session (JAX compiles once).
+
+Compiled programs are shared too: the run's first process makes a temporary
+JAX persistent compilation cache and hands its path to the xdist workers and
+to every subprocess a test starts (through the environment), so a function
+compiled by one test file or CLI run is loaded, not recompiled, by the others.
+The controller removes it at the end.
+"""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cube-muzero-jax-cache-")
+  os.environ["CUBE_MUZERO_TEST_CACHE_OWNER"] = str(os.getpid())
+# Cache every compilation that takes a noticeable time (the default, 1 s, misses most of ours).
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import numpy as np
 import pandas as pd
@@ -46,3 +60,10 @@ def small_df():
 @pytest.fixture(scope="session")
 def small_cube(small_df):
   return cube_env.build_cube(small_df, SMALL_SCHEMA, n_bins=3)
+
+
+def pytest_sessionfinish(session):
+  """The process that made the compilation cache removes it (xdist workers leave it alone)."""
+  del session
+  if os.environ.get("CUBE_MUZERO_TEST_CACHE_OWNER") == str(os.getpid()):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
