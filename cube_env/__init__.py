@@ -1,25 +1,79 @@
 """cube_env: a pure-functional JAX environment over a healthcare data cube.
 
-Public API (see DESIGN.md): ingest a case table into a `Cube`, compute
-group-versus-rest statistics, explore cohorts as an environment, enumerate
-every finding exhaustively and score findings against planted truth.
+Public API (see docs/design.md). The subpackages follow the flow of a table
+to a confirmed finding, each importing only from those before it:
+
+* `cube_env.data`: schema, ingest into a `Cube`, holdout halves, case-mix
+  adjustment, the small-cell rule, the synthetic generator.
+* `cube_env.environment`: padded params, group-by, statistics, what a finding
+  is, the environment `CubeEnv`, pools of training cubes.
+* `cube_env.discovery`: the search space and query ledger, the method
+  registry and baselines, the exhaustive oracle, confirmation, scoring
+  against planted truth, episode scoring, and the pipeline
+  (`prepare`, `search`, `confirm`, `run_discovery`).
 """
 
-from cube_env import stats
-from cube_env.adjust import expected_values, strata
 from cube_env.check import check_env
-from cube_env.cohorts import cohort_table
-from cube_env.confirm import benjamini_hochberg, confirm_candidates
-from cube_env.discovery import Discovery, DiscoveryConfig, discover, run_discovery, truth_score
-from cube_env.env import CHANNELS, CubeEnv, EnvState, make_env, make_env_pool
-from cube_env.holdout import Halves, split_cubes, split_rows
-from cube_env.ingest import MISSING, OTHER, Cube, CubeMeta, build_cube, encode_table, read_table
-from cube_env.methods import METHODS, beam, exhaustive, greedy, random_walk, uct
-from cube_env.oracle import cohort_stats, enumerate_findings
-from cube_env.params import EnvParams, EnvShape, bonferroni_z, make_params, stack_params
-from cube_env.schema import Schema
-from cube_env.scoring import score_findings
-from cube_env.search import Anytime, Ledger, SearchResult, Space, make_space
+from cube_env.data import synthetic
+from cube_env.data.adjust import expected_values, strata
+from cube_env.data.disclosure import SMALL_CELL, redact_counts
+from cube_env.data.holdout import Halves, split_cubes, split_rows
+from cube_env.data.ingest import (
+  MISSING,
+  OTHER,
+  Cube,
+  CubeMeta,
+  build_cube,
+  codes_to_filters,
+  cohort_label,
+  encode_table,
+  filters_to_codes,
+  read_table,
+)
+from cube_env.data.schema import Schema
+from cube_env.discovery.cohorts import cohort_stats, cohort_table
+from cube_env.discovery.confirm import benjamini_hochberg, confirm_candidates
+from cube_env.discovery.episodes import cube_oracle, random_rollouts, score_episode, visited_cohorts
+from cube_env.discovery.methods import (
+  METHODS,
+  Method,
+  beam,
+  exhaustive,
+  get_method,
+  greedy,
+  method_names,
+  random_walk,
+  register_method,
+  uct,
+)
+from cube_env.discovery.oracle import enumerate_findings
+from cube_env.discovery.pipeline import (
+  Discovery,
+  DiscoveryConfig,
+  Prepared,
+  confirm,
+  discover,
+  prepare,
+  run_discovery,
+  search,
+  truth_score,
+)
+from cube_env.discovery.scoring import score_findings
+from cube_env.discovery.space import Anytime, Ledger, Progress, SearchResult, Space, count_cohorts, make_space, target
+from cube_env.environment import stats
+from cube_env.environment.env import CHANNELS, CubeEnv, EnvState, make_env, make_env_pool
+from cube_env.environment.groupby import default_groupby
+from cube_env.environment.params import EnvParams, EnvShape, bonferroni_z, bucketed_shape, make_params, stack_params
+from cube_env.environment.pools import (
+  EVAL_SEED_BASE,
+  TASK_SCENARIOS,
+  TASK_SCHEMA,
+  TRAIN_SEED_BASE,
+  CubeSet,
+  CubeTask,
+  make_cubes,
+  make_pool,
+)
 
 __all__ = (
   "Anytime",
@@ -27,8 +81,11 @@ __all__ = (
   "Cube",
   "CubeEnv",
   "CubeMeta",
+  "CubeSet",
+  "CubeTask",
   "Discovery",
   "DiscoveryConfig",
+  "EVAL_SEED_BASE",
   "EnvParams",
   "EnvShape",
   "EnvState",
@@ -36,37 +93,65 @@ __all__ = (
   "Ledger",
   "METHODS",
   "MISSING",
+  "Method",
   "OTHER",
+  "Prepared",
+  "Progress",
+  "SMALL_CELL",
   "Schema",
   "SearchResult",
   "Space",
+  "TASK_SCENARIOS",
+  "TASK_SCHEMA",
+  "TRAIN_SEED_BASE",
   "beam",
   "benjamini_hochberg",
   "bonferroni_z",
+  "bucketed_shape",
   "build_cube",
   "check_env",
+  "codes_to_filters",
+  "cohort_label",
   "cohort_stats",
   "cohort_table",
+  "confirm",
   "confirm_candidates",
+  "count_cohorts",
+  "cube_oracle",
+  "default_groupby",
   "discover",
   "encode_table",
   "enumerate_findings",
   "exhaustive",
   "expected_values",
+  "filters_to_codes",
+  "get_method",
   "greedy",
+  "make_cubes",
   "make_env",
   "make_env_pool",
   "make_params",
+  "make_pool",
   "make_space",
+  "method_names",
+  "prepare",
+  "random_rollouts",
   "random_walk",
   "read_table",
+  "redact_counts",
+  "register_method",
   "run_discovery",
+  "score_episode",
   "score_findings",
+  "search",
   "split_cubes",
   "split_rows",
   "stack_params",
   "stats",
   "strata",
+  "synthetic",
+  "target",
   "truth_score",
   "uct",
+  "visited_cohorts",
 )

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cube_env
-from cube_env import adjust, confirm
+from cube_env.data import adjust
+from cube_env.discovery import confirm
 from tests.conftest import SMALL_SCHEMA, make_small_df
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cube_env
-from cube_env import search, synthetic
+from cube_env import synthetic
 
 SCHEMA = cube_env.Schema(
   dimensions=["procedure", "site", "asa_class", "anesthesia_type"],
@@ -26,7 +26,7 @@ def _cases(scenario, seed=0, n_rows=N_ROWS, scale=2.0):
 
 def _space_size(df, max_depth):
   halves = cube_env.split_cubes(df, SCHEMA, seed=0)
-  return sum(search.count_cohorts(cube_env.make_space(halves.explore, max_depth=max_depth)))
+  return sum(cube_env.count_cohorts(cube_env.make_space(halves.explore, max_depth=max_depth)))
 
 
 @pytest.mark.parametrize("scenario,depth", [("interactions", 3), ("masked", 2)])  # the planted depths

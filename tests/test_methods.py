@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 import cube_env
-from cube_env import methods, search
+from cube_env.discovery import methods
+from cube_env.discovery import space as space_lib
 
 WALKERS = ("random", "greedy", "beam", "uct")
 Z = 4.0
@@ -20,7 +21,7 @@ def space(small_cube):
 @pytest.fixture(scope="module")
 def full(space):
   """Every method with a budget larger than the space, and the space's size."""
-  size = sum(search.count_cohorts(space))
+  size = sum(space_lib.count_cohorts(space))
   return size, {m: methods.METHODS[m](space, budget=size + 50, seed=0) for m in ("exhaustive", "beam", "uct")}
 
 
@@ -29,7 +30,7 @@ def _keys(visits):
 
 
 def test_root_by_step_equals_reset(space):
-  obs, state, n_new = search.Ledger(space, 1).root()
+  obs, state, n_new = space_lib.Ledger(space, 1).root()
   ref_obs, ref_state = jax.jit(space.env.reset)(jax.random.PRNGKey(0), space.params)
   np.testing.assert_allclose(obs, np.asarray(ref_obs), atol=1e-6)
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state)):
@@ -46,7 +47,7 @@ def test_every_method_stays_within_its_budget(space, budget):
     assert len(res.visits) <= max(res.queries, 1), name
     if name != "exhaustive":
       assert spent == list(range(1, res.queries + 1))  # one progress call per query
-      assert res.queries == budget or len(res.visits) == sum(search.count_cohorts(space)), name
+      assert res.queries == budget or len(res.visits) == sum(space_lib.count_cohorts(space)), name
   root_only = methods.uct(space, budget=1, seed=0)
   assert root_only.visits["cohort"].tolist() == ["(all cases)"]
 
@@ -99,12 +100,12 @@ def test_paths_follow_single_actions(full):
 
 
 def test_greedy_follows_the_strongest_pixel(space):
-  obs, state, _ = search.Ledger(space, 1).root()
+  obs, state, _ = space_lib.Ledger(space, 1).root()
   legal = np.nonzero(np.asarray(state.mask))[0]
   best = legal[np.argmax(methods._pixel_scores(obs)[legal])]
   res = methods.greedy(space, budget=2, seed=0)
-  want = search.target(tuple(int(v) for v in np.asarray(state.filters)), int(best), space.env.shape.num_values)
-  got = cube_env.oracle.filters_to_codes(space.cube.meta, res.visits["filters"].iloc[1])
+  want = space_lib.target(tuple(int(v) for v in np.asarray(state.filters)), int(best), space.env.shape.num_values)
+  got = cube_env.filters_to_codes(space.cube.meta, res.visits["filters"].iloc[1])
   assert tuple(int(v) for v in got) == want[: len(got)]
 
 

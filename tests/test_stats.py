@@ -10,7 +10,7 @@ import scipy.stats as ss
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from cube_env import stats as st
+from cube_env.environment import stats as st
 
 
 def _suff(x, shift):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from cube_env import synthetic
-from cube_env.schema import Schema
+from cube_env.data.schema import Schema
 
 N = 20000
 

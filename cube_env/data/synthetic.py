@@ -6,7 +6,7 @@ group, payer, language; case minutes, turnover, PACU minutes, length of stay,
 complication, readmission, PONV prophylaxis, opioid dose, first-case delay), the
 `Schema` naming their roles and the list of planted disparities.
 
-How the data are made (DESIGN.md, "Synthetic data with planted disparities"):
+How the data are made (docs/design.md, "Synthetic data with planted disparities"):
 - Case mix: a joint (site, procedure) table (an orthopedic specialty hospital,
   an ambulatory surgery center without emergencies, an academic center with the
   cardiac and spine volume, ...); urgency, ASA class and anesthesia type depend
@@ -65,7 +65,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cube_env.schema import Schema
+from cube_env.data.schema import Schema
 
 SCENARIOS = ("null", "marginal", "interactions", "masked", "confounded", "mixed")
 

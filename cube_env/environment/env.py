@@ -25,10 +25,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from cube_env import findings as fd
-from cube_env import groupby as gb
-from cube_env.ingest import Cube, CubeMeta
-from cube_env.params import EnvParams, EnvShape, make_params, stack_params
+from cube_env.data.disclosure import SMALL_CELL
+from cube_env.data.ingest import Cube, CubeMeta
+from cube_env.environment import findings as fd
+from cube_env.environment import groupby as gb
+from cube_env.environment.params import EnvParams, EnvShape, make_params, stack_params
 
 CHANNELS = (
   "legal",
@@ -102,16 +103,6 @@ class CubeEnv:
     width = self.shape.num_values + 1
     f, v = divmod(int(action), width)
     return f, (None if v == self.shape.num_values else v)
-
-  def describe_action(self, action: int) -> str:
-    f, v = self.decode_action(action)
-    if self.meta is None or f >= len(self.meta.filter_names):
-      return f"column {f} = {'all' if v is None else v}"
-    name = self.meta.filter_names[f]
-    if v is None:
-      return f"{name} = all"
-    cats = self.meta.categories[f]
-    return f"{name} = {cats[v] if v < len(cats) else f'<pad {v}>'}"
 
   # -- dynamics ---------------------------------------------------------------
   def _observe(self, params: EnvParams, filters, t, visited, cohort_rows):
@@ -224,7 +215,7 @@ def make_env(
   *,
   max_depth: int = 3,
   horizon: int = 64,
-  min_group: float = 11,
+  min_group: float = SMALL_CELL,
   min_cohort: float | None = None,
   z_screen: float | str = 4.0,
   groupby: str | None = None,
@@ -245,7 +236,7 @@ def make_env(
   if horizon < 1:
     raise ValueError(f"horizon must be >= 1, got {horizon}")
   params = make_params(cube, shape, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen)
-  method = groupby or gb.default_method()
+  method = groupby or gb.default_groupby()
   if method not in gb.GROUPBY_METHODS:
     raise ValueError(f"groupby must be one of {gb.GROUPBY_METHODS}, got {method!r}")
   env = CubeEnv(shape=shape or EnvShape.of(cube), horizon=horizon, groupby=method, meta=cube.meta)

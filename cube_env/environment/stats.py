@@ -7,7 +7,7 @@ zero variance, empty groups and single rows give finite numbers and
 
 Sufficient statistics are triples `(n, s1, s2)` of values shifted by the
 measure's global mean `c`: `s1 = sum(x - c)`, `s2 = sum((x - c)^2)`. Shifting
-keeps float32 sums of squares precise (DESIGN.md, The cube).
+keeps float32 sums of squares precise (docs/design.md, The cube).
 
 References:
   Welch, B. L. (1947). The generalization of "Student's" problem when several

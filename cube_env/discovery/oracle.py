@@ -1,4 +1,4 @@
-"""The exhaustive oracle and per-cohort statistics as pandas tables.
+"""The exhaustive oracle: every significant finding of every visitable cohort, as a table.
 
 `enumerate_findings` visits every cohort up to `max_depth` that the
 environment could visit (rows >= min_cohort). For each subset of at most
@@ -12,182 +12,19 @@ enumerating the space (one group-by per cohort, the unit all searches use).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
-from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from cube_env import findings as fd
-from cube_env import groupby as gb
-from cube_env.ingest import Cube, CubeMeta
-from cube_env.params import EnvParams, EnvShape, make_params
-
-SMALL_CELL = 11  # US health-data reporting: no cell count from 1 to 10 is shown
-
-FINDING_COLUMNS = (
-  "cohort",
-  "depth",
-  "protected",
-  "group",
-  "reference",
-  "measure",
-  "scale",
-  "cohort_rows",
-  "n_group",
-  "n_rest",
-  "mean_group",
-  "mean_rest",
-  "diff",
-  "ci_low",
-  "ci_high",
-  "ratio",
-  "smd",
-  "z",
-  "p_value",
-  "significant",
-  "new",
-  "filters",
-)
-
-
-def filters_to_codes(meta: CubeMeta, filters: Mapping[str, object]) -> np.ndarray:
-  """`{column: label}` -> `[F]` int32 codes (-1 = all); unknown names raise ValueError."""
-  codes = np.full((len(meta.filter_names),), -1, np.int32)
-  for name, label in filters.items():
-    codes[meta.column_index(name)] = meta.code(name, label)
-  return codes
-
-
-def codes_to_filters(meta: CubeMeta, codes) -> dict[str, str]:
-  return {meta.filter_names[f]: meta.categories[f][int(v)] for f, v in enumerate(codes) if int(v) >= 0}
-
-
-def cohort_label(filters: Mapping[str, str]) -> str:
-  return " & ".join(f"{k}={v}" for k, v in filters.items()) if filters else "(all cases)"
-
-
-def _bucketed_params(cube: Cube, **kwargs) -> EnvParams:
-  """Params padded to a power-of-two number of cells, so cubes of similar size share compiled code."""
-  shape = EnvShape.of(cube)
-  shape = dataclasses.replace(shape, num_cells=1 << max(shape.num_cells - 1, 1).bit_length())
-  return make_params(cube, shape, **kwargs)
-
-
-def _entry(
-  meta: CubeMeta, filters: dict, cohort_rows: float, p: int, g: int, m: int, cmp: dict, significant: bool, new: bool
-) -> dict:
-  """One (cohort, p, g, m) as a report row (log-scale measures back on the natural scale)."""
-  prot_f = meta.n_dimensions + p
-  groups = meta.categories[prot_f]
-  reference = groups[1 - g] if len(groups) == 2 else "rest"
-  is_log, is_bin = meta.is_log[m], meta.is_binary[m]
-  mean_g, mean_r = float(cmp["mean_group"]), float(cmp["mean_rest"])
-  diff = float(cmp["diff"])
-  ratio = float(cmp["ratio"])
-  if is_log:
-    mean_g, mean_r, ratio = float(np.exp(mean_g)), float(np.exp(mean_r)), float(np.exp(diff))
-  entry = {
-    "cohort": cohort_label(filters),
-    "depth": len(filters),
-    "protected": meta.filter_names[prot_f],
-    "group": groups[g],
-    "reference": reference,
-    "measure": meta.measure_names[m],
-    "scale": "log" if is_log else ("binary" if is_bin else "linear"),
-    "cohort_rows": int(round(cohort_rows)),
-    "n_group": int(round(float(cmp["n_group"]))),
-    "n_rest": int(round(float(cmp["n_rest"]))),
-    "mean_group": mean_g,
-    "mean_rest": mean_r,
-    "diff": diff,
-    "ci_low": float(cmp["ci_low"]),
-    "ci_high": float(cmp["ci_high"]),
-    "ratio": ratio,
-    "smd": float(cmp["smd"]),
-    "z": float(cmp["z"]),
-    "p_value": float(cmp["p_value"]),
-    "significant": bool(significant),
-    "new": bool(new),
-    "filters": dict(filters),
-  }
-  return _suppress_small_cells(entry)
-
-
-SUPPRESSED = (
-  "cohort_rows",
-  "n_group",
-  "n_rest",
-  "mean_group",
-  "mean_rest",
-  "diff",
-  "ci_low",
-  "ci_high",
-  "ratio",
-  "smd",
-  "z",
-  "p_value",
-)
-
-
-def _suppress_small_cells(entry: dict) -> dict:
-  """Small-cell rule: if any count is 1-10, blank every number that reveals it or its mean."""
-  counts = (entry["cohort_rows"], entry["n_group"], entry["n_rest"])
-  if any(0 < c < SMALL_CELL for c in counts):
-    entry.update(dict.fromkeys(SUPPRESSED))
-  return entry
-
-
-@jax.jit
-def _family(params: EnvParams, filters):
-  stats, rows = gb.family_stats(params, filters)
-  cmp, sig, new = fd.assess(params, fd.protected_filtered(params, filters), stats[0], stats[1:], filters >= 0)
-  return cmp, sig, new, rows[0]
-
-
-def cohort_stats(
-  cube: Cube,
-  filters: Mapping[str, object] | None = None,
-  *,
-  min_group: float = 11,
-  z_screen: float | str = 4.0,
-  max_depth: int = 3,
-) -> pd.DataFrame:
-  """Statistics of one cohort: a row per (protected, group, measure) it tests.
-
-  Args:
-    cube: from `build_cube`.
-    filters: `{column: category label}`; {} or None is the whole population.
-    min_group, z_screen, max_depth: as in `make_env` (max_depth only matters
-      for z_screen="bonferroni").
-
-  Returns:
-    DataFrame with `FINDING_COLUMNS` plus `tested` (False where a side is under
-    min_group or a binary measure lacks expected counts; then z = 0, p = 1).
-    Where any count is 1 to 10, every number that would reveal it (counts,
-    means, differences, intervals, z, p) is None (the small-cell rule).
-  """
-  filters = dict(filters or {})
-  meta = cube.meta
-  codes = filters_to_codes(meta, filters)
-  params = _bucketed_params(cube, max_depth=max_depth, min_group=min_group, z_screen=z_screen)
-  cmp, sig, new, rows = jax.device_get(_family(params, jnp.asarray(codes)))
-  exists = np.asarray(fd.test_mask(params, fd.protected_filtered(params, jnp.asarray(codes))))
-  labels = codes_to_filters(meta, codes)
-  cmp_d = {k: np.asarray(v) for k, v in cmp.items()}
-  entries = []
-  for p, g, m in zip(*np.nonzero(exists)):
-    e = _entry(
-      meta, labels, float(rows), p, g, m, {k: v[p, g, m] for k, v in cmp_d.items()}, sig[p, g, m], new[p, g, m]
-    )
-    e["tested"] = bool(cmp_d["valid"][p, g, m])
-    entries.append(e)
-  return pd.DataFrame(entries, columns=list(FINDING_COLUMNS) + ["tested"])
-
+from cube_env.data.disclosure import SMALL_CELL
+from cube_env.data.ingest import Cube, codes_to_filters
+from cube_env.discovery.cohorts import FINDING_COLUMNS, finding_row
+from cube_env.environment import findings as fd
+from cube_env.environment.params import EnvParams, bucketed_shape, make_params
 
 CHUNK = 1024  # cohorts assessed per compiled call (padded), so each shape compiles once
 
@@ -265,7 +102,7 @@ def enumerate_findings(
   cube: Cube,
   *,
   max_depth: int = 3,
-  min_group: float = 11,
+  min_group: float = SMALL_CELL,
   min_cohort: float | None = None,
   z_screen: float | str = 4.0,
   include_old: bool = True,
@@ -282,7 +119,9 @@ def enumerate_findings(
     cohorts visited (group-by queries), `df.attrs["z_screen"]` the threshold.
   """
   meta = cube.meta
-  params = _bucketed_params(cube, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen)
+  params = make_params(
+    cube, bucketed_shape(cube), max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen
+  )
   num_values = max(len(c) for c in meta.categories)
   num_f = len(meta.filter_names)
   slots = max_depth
@@ -346,7 +185,7 @@ def enumerate_findings(
             if not include_old and not new[j, p, g, m]:
               continue
             entries.append(
-              _entry(
+              finding_row(
                 meta,
                 labels,
                 float(rows[chunk[row]]),
@@ -356,6 +195,7 @@ def enumerate_findings(
                 {name: v[row, p, g, m] for name, v in cmp_d.items()},
                 True,
                 new[j, p, g, m],
+                min_group=min_group,
               )
             )
   out = pd.DataFrame(entries, columns=list(FINDING_COLUMNS))

@@ -2,7 +2,7 @@
 
 A test is a (protected column p, group g, measure m) of a cohort: group g
 versus the rest of the cohort. It is *significant* when valid and
-`|z| >= z_screen`. It is *new* (DESIGN.md, Statistics) when, for every parent
+`|z| >= z_screen`. It is *new* (docs/design.md, Statistics) when, for every parent
 (the cohort with one filter removed), either the parent has no significant
 disparity for the same (p, g, m) with the same sign, or the child's effect is
 significantly stronger, in its own direction, than the effect in the rest of
@@ -20,8 +20,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from cube_env import stats as st
-from cube_env.params import EnvParams
+from cube_env.environment import stats as st
+from cube_env.environment.params import EnvParams
 
 
 def test_mask(params: EnvParams, prot_filtered: chex.Array) -> chex.Array:

@@ -1,12 +1,15 @@
-"""Discovery methods that need no trained agent (DESIGN.md, Baselines).
+"""The method registry and the discovery methods that need no trained agent (docs/design.md, Baselines).
 
-Each method has the signature
-`method(space, *, budget, seed, progress=None, **hyperparameters) -> SearchResult`
-and pays one query per environment step (`search.Ledger`), the root included.
+A method is a function
+`method(space, *, budget, seed, progress=None, **options) -> SearchResult`
+(`Method`) that pays one query per environment step (`space.Ledger`), the
+root included. Methods are found by name in a registry: the built-ins below
+are registered at import, and a plug-in joins with `register_method(name, fn)`
+(the `muzero` method of `experiments` is one).
 
 * `exhaustive`: the oracle (`enumerate_findings`) to the deepest depth whose
   every visitable cohort fits in the budget.
-* `random_walk`: one episode of uniformly random legal actions.
+* `random` (`random_walk`): one episode of uniformly random legal actions.
 * `greedy`: one episode; each step takes the legal action whose target
   cohort has the strongest |z| in the observation pixels among cohorts not yet
   visited (a random legal action when all are visited).
@@ -28,13 +31,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import types
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-from cube_env import cohorts
-from cube_env.oracle import enumerate_findings, filters_to_codes
-from cube_env.search import (
+from cube_env.data.ingest import filters_to_codes
+from cube_env.discovery import cohorts
+from cube_env.discovery.oracle import enumerate_findings
+from cube_env.discovery.space import (
   BudgetSpent,
   Ledger,
   Progress,
@@ -45,9 +51,12 @@ from cube_env.search import (
   target,
   visitable_cohorts,
 )
+from cube_env.environment.env import CHANNELS
 
-MAX_ABS_Z = 2  # observation channel: strongest |z| / 10 of the target cohort
-N_SIGNIFICANT = 3  # log(1 + number of significant tests)
+Method = Callable[..., SearchResult]  # fn(space, *, budget, seed, progress=None, **options) -> SearchResult
+
+MAX_ABS_Z = CHANNELS.index("max_abs_z")  # observation channel: strongest |z| / 10 of the target cohort
+N_SIGNIFICANT = CHANNELS.index("log_num_significant")  # log(1 + number of significant tests)
 
 
 def _pixel_scores(obs: np.ndarray) -> np.ndarray:
@@ -272,4 +281,42 @@ def _canonical_visits(codes: np.ndarray, found: pd.DataFrame, cube) -> list[tupl
   return out
 
 
-METHODS = {"exhaustive": exhaustive, "random": random_walk, "greedy": greedy, "beam": beam, "uct": uct}
+_REGISTRY: dict[str, Method] = {}
+METHODS = types.MappingProxyType(_REGISTRY)  # read-only view of the registry: {name: method}
+
+
+def register_method(name: str, fn: Method, *, replace: bool = False) -> None:
+  """Makes `fn` available as `name` (to `get_method`, `run_discovery`, the CLIs).
+
+  Raises:
+    ValueError: `name` is empty or taken (unless `replace`); TypeError: `fn` is not callable.
+  """
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"a method name must be a non-empty string, got {name!r}")
+  if not callable(fn):
+    raise TypeError(f"method {name!r} must be callable, got {type(fn).__name__}")
+  if name in _REGISTRY and not replace and _REGISTRY[name] is not fn:
+    raise ValueError(f"method {name!r} is already registered (pass replace=True to replace it)")
+  _REGISTRY[name] = fn
+
+
+def get_method(name: str) -> Method:
+  """The method registered as `name`; ValueError listing the registered names otherwise."""
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(method_names())}")
+  return _REGISTRY[name]
+
+
+def method_names() -> tuple[str, ...]:
+  """Registered names, in order of registration (the built-ins first)."""
+  return tuple(_REGISTRY)
+
+
+for _name, _fn in (
+  ("exhaustive", exhaustive),
+  ("random", random_walk),
+  ("greedy", greedy),
+  ("beam", beam),
+  ("uct", uct),
+):
+  register_method(_name, _fn)

@@ -1,33 +1,37 @@
-"""Discovery on a case table: split, (adjust), search, confirm (DESIGN.md, Discovery report).
+"""Discovery on a case table: prepare (split, adjust, space), search, confirm (docs/design.md, Discovery report).
 
     findings = cube_env.discover(df, schema, method="uct", budget=2000)
     findings[findings.confirmed]
 
-`run_discovery` returns everything a report needs (`Discovery`); `discover`
-returns its findings table. A method is a name from `methods.METHODS` or any
-function with the signature
-`method(space, *, budget, seed, progress=None, **options) -> SearchResult`
-(the `muzero` method of `experiments.agent_search` is one).
+The steps are public, so benchmarks and tools run exactly these:
+
+    prepared = prepare(df, schema, config)       # once per table
+    result = search(prepared, "beam")             # any registered method, or a `Method`
+    findings = confirm(result, prepared)
+
+`run_discovery` runs the three and returns everything a report needs
+(`Discovery`); `discover` returns its findings table. A method is a name in
+the registry (`methods.method_names()`; plug-ins join with
+`methods.register_method`) or any function with the signature
+`method(space, *, budget, seed, progress=None, **options) -> SearchResult`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
-from cube_env import confirm as cf
-from cube_env import holdout
-from cube_env.methods import METHODS
-from cube_env.oracle import SMALL_CELL
-from cube_env.schema import Schema
-from cube_env.scoring import score_findings
-from cube_env.search import Progress, SearchResult, make_space
-
-Method = Callable[..., SearchResult]
+from cube_env.data import holdout
+from cube_env.data.disclosure import SMALL_CELL
+from cube_env.data.schema import Schema
+from cube_env.discovery import confirm as cf
+from cube_env.discovery.methods import Method, get_method
+from cube_env.discovery.scoring import score_findings
+from cube_env.discovery.space import Progress, SearchResult, Space, make_space
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -37,7 +41,7 @@ class DiscoveryConfig:
   method: str = "uct"  # name of the search method
   budget: int = 1000  # group-by queries (environment steps) the search may spend
   max_depth: int = 3  # most filters in a cohort
-  min_group: int = 11  # smallest group (and rest) tested; the small-cell rule needs >= 11
+  min_group: int = SMALL_CELL  # smallest group (and rest) tested; the small-cell rule needs >= 11
   z_screen: float | str = "bonferroni"  # |z| for a candidate, or Bonferroni over the search space
   q: float = 0.05  # Benjamini-Hochberg false discovery rate over the candidates
   min_relative_diff: float = 0.10  # smallest relative difference reported (AHRQ rule)
@@ -80,16 +84,19 @@ class Discovery:
 
 
 def resolve_method(method: str | Method) -> tuple[str, Method]:
+  """(name, function) of a registered name or of a method function (named by its `method_name` or `__name__`)."""
   if callable(method):
     return getattr(method, "method_name", getattr(method, "__name__", "custom")), method
-  if method == "muzero":
-    raise ValueError(
-      "the muzero method needs a trained agent: pass --checkpoint DIR (a directory written by "
-      "experiments.train), or in Python experiments.agent_search.muzero_method(DIR)"
-    )
-  if method not in METHODS:
-    raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS) + ['muzero']}")
-  return method, METHODS[method]
+  return method, get_method(method)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """What a search needs, built once per table (`prepare`)."""
+
+  config: DiscoveryConfig
+  halves: holdout.Halves  # exploration and confirmation cubes (adjusted when config.adjust)
+  space: Space  # the exploration cube ready to search
 
 
 def _check_columns(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> None:
@@ -103,26 +110,12 @@ def _check_columns(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) ->
       raise ValueError(f"favorable measure {name!r} is not one of the measures {list(schema.measures)}")
 
 
-def run_discovery(
-  df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", progress: Progress | None = None, **settings
-) -> Discovery:
-  """Splits the rows, searches the exploration half, confirms on the other half.
-
-  Args:
-    df, schema: the case table and its column roles.
-    method: a name (`exhaustive`, `random`, `greedy`, `beam`, `uct`) or a
-      method function.
-    progress: called with the queries spent so far, after each query.
-    **settings: `DiscoveryConfig` fields (budget, max_depth, min_group,
-      z_screen, q, min_relative_diff, adjust, favorable, seed, ...).
+def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepared:
+  """Checks the columns, splits the rows (and adjusts for case mix), builds the exploration search space.
 
   Raises:
-    ValueError naming the problem (unknown column, empty cohort space, bad
-    budget, unknown method, ...).
+    ValueError naming the problem (unknown column, empty cohort space, ...).
   """
-  name, fn = resolve_method(method)
-  config = DiscoveryConfig(method=name, **settings)
-  t0 = time.perf_counter()
   _check_columns(df, schema, config)
   halves = holdout.split_cubes(
     df,
@@ -133,21 +126,73 @@ def run_discovery(
     max_categories=config.max_categories,
   )
   space = make_space(halves.explore, max_depth=config.max_depth, min_group=config.min_group, z_screen=config.z_screen)
-  result = fn(space, budget=config.budget, seed=config.seed, progress=progress, **dict(config.method_options))
-  if result.queries > config.budget:
-    raise RuntimeError(f"method {name} spent {result.queries} queries, over its budget {config.budget}")
-  findings = cf.confirm_candidates(
+  return Prepared(config=config, halves=halves, space=space)
+
+
+def search(
+  prepared: Prepared, method: str | Method, *, budget: int | None = None, progress: Progress | None = None
+) -> SearchResult:
+  """Runs `method` on the prepared space with the config's seed and method options.
+
+  Args:
+    prepared: from `prepare`.
+    method: a registered name or a method function.
+    budget: group-by queries allowed (default `prepared.config.budget`).
+    progress: called with the queries spent so far, after each query.
+
+  Raises:
+    ValueError: unknown method name; RuntimeError: the method spent more than its budget.
+  """
+  name, fn = resolve_method(method)
+  config = prepared.config
+  budget = config.budget if budget is None else budget
+  result = fn(prepared.space, budget=budget, seed=config.seed, progress=progress, **dict(config.method_options))
+  if result.queries > budget:
+    raise RuntimeError(f"method {name} spent {result.queries} queries, over its budget {budget}")
+  return result
+
+
+def confirm(result: SearchResult, prepared: Prepared) -> pd.DataFrame:
+  """`confirm.confirm_candidates` of the search's candidates on the confirmation half, with the config's settings."""
+  config, halves = prepared.config, prepared.halves
+  return cf.confirm_candidates(
     result.candidates,
     halves.confirm,
     q=config.q,
     min_relative_diff=config.min_relative_diff,
     min_group=config.min_group,
-    z_screen=space.z_screen,
+    z_screen=prepared.space.z_screen,
     max_depth=config.max_depth,
     raw_cube=halves.confirm_raw if config.adjust else None,
     favorable=config.favorable,
   )
-  return Discovery(config=config, halves=halves, search=result, findings=findings, seconds=time.perf_counter() - t0)
+
+
+def run_discovery(
+  df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", progress: Progress | None = None, **settings
+) -> Discovery:
+  """Splits the rows, searches the exploration half, confirms on the other half (`prepare`, `search`, `confirm`).
+
+  Args:
+    df, schema: the case table and its column roles.
+    method: a registered name (`methods.method_names()`) or a method function.
+    progress: called with the queries spent so far, after each query.
+    **settings: `DiscoveryConfig` fields (budget, max_depth, min_group,
+      z_screen, q, min_relative_diff, adjust, favorable, seed, ...).
+
+  Raises:
+    ValueError naming the problem (unknown column, empty cohort space, bad
+    budget, unknown method, ...).
+  """
+  name, _ = resolve_method(method)
+  config = DiscoveryConfig(method=name, **settings)
+  t0 = time.perf_counter()
+  prepared = prepare(df, schema, config)
+  result = search(prepared, method, progress=progress)
+  findings = confirm(result, prepared)
+  return Discovery(
+    config=config, halves=prepared.halves, search=result, findings=findings, seconds=time.perf_counter() - t0
+  )
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
@@ -168,7 +213,7 @@ def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", 
 
 
 def truth_score(run: Discovery, truth: Iterable[Any]) -> dict:
-  """Recall and precision (DESIGN.md, Scoring) of the candidates and of the confirmed findings."""
+  """Recall and precision (docs/design.md, Scoring) of the candidates and of the confirmed findings."""
   truth = list(truth)
   cube = run.halves.explore
   cand = score_findings(run.search.candidates, truth, cube=cube) if len(run.search.candidates) else None

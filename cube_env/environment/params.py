@@ -2,7 +2,7 @@
 
 The cube travels in `EnvParams` (a pytree of arrays), so one jitted function
 serves every cube padded to the same `EnvShape`, and a batch of different cubes
-can be stacked and vmapped (DESIGN.md, The environment protocol).
+can be stacked and vmapped (docs/design.md, The environment protocol).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from cube_env.ingest import Cube
+from cube_env.data.disclosure import SMALL_CELL
+from cube_env.data.ingest import Cube
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +26,7 @@ class EnvShape:
   """Static padded sizes (hashable; part of the jitted function's identity)."""
 
   num_cells: int  # N: base-cuboid cells
-  num_filters: int  # F (D_max in DESIGN.md): filterable columns, dimensions then protected
+  num_filters: int  # F (D_max in docs/design.md): filterable columns, dimensions then protected
   num_values: int  # C (C_max): categories per filter column; action column C means "all"
   num_protected: int  # P
   num_groups: int  # G: categories per protected column
@@ -89,12 +90,29 @@ def bonferroni_z(cube: Cube, max_depth: int, alpha: float = 0.05) -> float:
   return float(-statistics.NormalDist().inv_cdf(alpha / (2.0 * n_tests)))
 
 
+def resolve_z(cube: Cube, z_screen: float | str, max_depth: int) -> float:
+  """The screening |z|: a positive number as given, or "bonferroni" (`bonferroni_z`)."""
+  if isinstance(z_screen, str):
+    if z_screen != "bonferroni":
+      raise ValueError(f"z_screen must be a number or 'bonferroni', got {z_screen!r}")
+    return bonferroni_z(cube, max_depth)
+  if not np.isfinite(z_screen) or z_screen <= 0:
+    raise ValueError(f"z_screen must be a positive number, got {z_screen!r}")
+  return float(z_screen)
+
+
+def bucketed_shape(cube: Cube) -> EnvShape:
+  """The cube's own shape with cells rounded up to a power of two, so cubes of one schema share compiled code."""
+  shape = EnvShape.of(cube)
+  return dataclasses.replace(shape, num_cells=1 << max(shape.num_cells - 1, 1).bit_length())
+
+
 def make_params(
   cube: Cube,
   shape: EnvShape | None = None,
   *,
   max_depth: int = 3,
-  min_group: float = 11,
+  min_group: float = SMALL_CELL,
   min_cohort: float | None = None,
   z_screen: float | str = 4.0,
 ) -> EnvParams:
@@ -107,10 +125,7 @@ def make_params(
     raise ValueError(f"max_depth must be >= 1, got {max_depth}")
   if min_group < 2:
     raise ValueError(f"min_group must be >= 2, got {min_group}")
-  if isinstance(z_screen, str):
-    if z_screen != "bonferroni":
-      raise ValueError(f"z_screen must be a number or 'bonferroni', got {z_screen!r}")
-    z_screen = bonferroni_z(cube, max_depth)
+  z_screen = resolve_z(cube, z_screen, max_depth)
   if min_cohort is None:
     min_cohort = 2 * min_group
   meta = cube.meta

@@ -4,7 +4,7 @@ Rows are split by a seeded hash of their content (`split_rows`), so re-runs
 with the same seed agree whatever the row order. Both halves are coded with
 one `encode_table` pass over the whole table (same categories, bins and log
 scales), then grouped into two cubes. Searches see only the exploration cube;
-candidates are re-tested on the confirmation cube (DESIGN.md, Discovery
+candidates are re-tested on the confirmation cube (docs/design.md, Discovery
 report). With adjusters, both cubes hold observed minus expected values, the
 expectation estimated on the exploration half (`cube_env.adjust`); the raw
 confirmation cube is kept for the relative-difference rule.
@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from cube_env import adjust as adj
-from cube_env.ingest import Cube, CubeMeta, cells_from_codes, encode_table
-from cube_env.schema import Schema
+from cube_env.data import adjust as adj
+from cube_env.data.ingest import Cube, CubeMeta, cells_from_codes, encode_table
+from cube_env.data.schema import Schema
 
 
 def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndarray:

@@ -1,6 +1,6 @@
 """What every discovery method shares: the search space, the query ledger and the result.
 
-Cost unit (DESIGN.md, Baselines): one *query* is one group-by pass over the
+Cost unit (docs/design.md, Baselines): one *query* is one group-by pass over the
 cube, which is one environment `reset` or `step`; it reveals the cohort
 reached (its new significant findings) and the observation pixels of every
 cohort one action away. A method is handed a `Space` and a budget; the
@@ -25,11 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from cube_env import cohorts
-from cube_env.env import CubeEnv, EnvState, make_env
-from cube_env.ingest import Cube
-from cube_env.oracle import codes_to_filters, cohort_label
-from cube_env.params import EnvParams, EnvShape, bonferroni_z
+from cube_env.data.disclosure import SMALL_CELL
+from cube_env.data.ingest import Cube, codes_to_filters, cohort_label
+from cube_env.discovery import cohorts
+from cube_env.environment.env import CubeEnv, EnvState, make_env
+from cube_env.environment.params import EnvParams, EnvShape, bucketed_shape, resolve_z
 
 Progress = Callable[[int], None]  # called with the number of queries spent so far
 
@@ -53,27 +53,11 @@ class Space:
 SEARCH_HORIZON = 8  # env horizon of a search space (walkers count their own steps); fixed so depths share code
 
 
-def bucketed_shape(cube: Cube) -> EnvShape:
-  """The cube's shape with cells rounded up to a power of two, so cubes of one schema share compiled code."""
-  shape = EnvShape.of(cube)
-  return dataclasses.replace(shape, num_cells=1 << max(shape.num_cells - 1, 1).bit_length())
-
-
-def resolve_z(cube: Cube, z_screen: float | str, max_depth: int) -> float:
-  if isinstance(z_screen, str):
-    if z_screen != "bonferroni":
-      raise ValueError(f"z_screen must be a number or 'bonferroni', got {z_screen!r}")
-    return bonferroni_z(cube, max_depth)
-  if not np.isfinite(z_screen) or z_screen <= 0:
-    raise ValueError(f"z_screen must be a positive number, got {z_screen!r}")
-  return float(z_screen)
-
-
 def make_space(
   cube: Cube,
   *,
   max_depth: int = 3,
-  min_group: float = 11,
+  min_group: float = SMALL_CELL,
   z_screen: float | str = "bonferroni",
   shape: EnvShape | None = None,
   horizon: int | None = None,
@@ -100,7 +84,7 @@ def make_space(
   if len(visitable_cohorts(space, 1)) == 0:
     raise ValueError(
       f"empty cohort space: no cohort below the root has at least {2 * min_group:g} rows "
-      f"(the searched table has {cube.meta.n_rows} rows); lower --min-group or use more rows"
+      f"(the searched table has {cube.meta.n_rows} rows); lower min_group or use more rows"
     )
   return space
 

@@ -29,9 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cube_env import cohorts
-from cube_env.ingest import Cube
-from cube_env.oracle import filters_to_codes
+from cube_env.data.ingest import Cube, filters_to_codes
+from cube_env.discovery import cohorts
 
 KEY = ["cohort", "protected", "group", "measure"]
 STAT_COLUMNS = (

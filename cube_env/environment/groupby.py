@@ -21,12 +21,12 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from cube_env.params import EnvParams
+from cube_env.environment.params import EnvParams
 
 GROUPBY_METHODS = ("matmul", "segment")
 
 
-def default_method() -> str:
+def default_groupby() -> str:
   """The formulation measured faster on the current backend (benchmarks/README)."""
   return "segment" if jax.default_backend() == "cpu" else "matmul"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from flax import struct
 
-from cube_env.schema import Schema
+from cube_env.data.schema import Schema
 
 MISSING = "MISSING"
 OTHER = "OTHER"
@@ -43,10 +43,6 @@ class CubeMeta:
   @property
   def protected_names(self) -> tuple[str, ...]:
     return self.filter_names[self.n_dimensions :]
-
-  @property
-  def dimension_names(self) -> tuple[str, ...]:
-    return self.filter_names[: self.n_dimensions]
 
   def column_index(self, name: str) -> int:
     if name not in self.filter_names:
@@ -76,6 +72,24 @@ class Cube:
 
   def summary_text(self) -> str:
     return "\n".join(self.meta.summary)
+
+
+def filters_to_codes(meta: CubeMeta, filters: Mapping[str, object]) -> np.ndarray:
+  """`{column: label}` -> `[F]` int32 codes (-1 = all); unknown names raise ValueError."""
+  codes = np.full((len(meta.filter_names),), -1, np.int32)
+  for name, label in filters.items():
+    codes[meta.column_index(name)] = meta.code(name, label)
+  return codes
+
+
+def codes_to_filters(meta: CubeMeta, codes) -> dict[str, str]:
+  """`[F]` codes (-1 = all) -> `{column: label}` of the filtered columns, in column order."""
+  return {meta.filter_names[f]: meta.categories[f][int(v)] for f, v in enumerate(codes) if int(v) >= 0}
+
+
+def cohort_label(filters: Mapping[str, str]) -> str:
+  """`{"proc": "A", "site": "s2"}` -> `"proc=A & site=s2"`; `{}` -> `"(all cases)"`."""
+  return " & ".join(f"{k}={v}" for k, v in filters.items()) if filters else "(all cases)"
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:

@@ -1,0 +1,256 @@
+"""Statistics of cohorts as report rows: one row per (cohort, protected group, measure).
+
+Each cohort is assessed with the same `findings.assess` as the environment's
+reward, batched over a fixed chunk of cohorts so one compiled program serves
+any list (search candidates, confirmation re-tests, one cohort's table). A
+row holds `FINDING_COLUMNS` (the oracle's rows hold only those), a 95%
+interval of each side's mean (for plots) and `tested`. The small-cell rule
+(`cube_env.data.disclosure`) is applied with the caller's `min_group`: where
+a count lies in `[1, max(min_group, 11))`, every number that would reveal it
+is blank (None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from cube_env.data.disclosure import SMALL_CELL, is_small_cell
+from cube_env.data.ingest import Cube, CubeMeta, codes_to_filters, cohort_label, filters_to_codes
+from cube_env.environment import findings as fd
+from cube_env.environment import groupby as gb
+from cube_env.environment.params import EnvParams, bucketed_shape, make_params, resolve_z
+
+CHUNK = 16  # cohorts per compiled call
+Z975 = 1.959963984540054
+FINDING_COLUMNS = (
+  "cohort",
+  "depth",
+  "protected",
+  "group",
+  "reference",
+  "measure",
+  "scale",
+  "cohort_rows",
+  "n_group",
+  "n_rest",
+  "mean_group",
+  "mean_rest",
+  "diff",
+  "ci_low",
+  "ci_high",
+  "ratio",
+  "smd",
+  "z",
+  "p_value",
+  "significant",
+  "new",
+  "filters",
+)
+COUNT_COLUMNS = ("cohort_rows", "n_group", "n_rest")
+SIDE_COLUMNS = ("group_ci_low", "group_ci_high", "rest_ci_low", "rest_ci_high")
+# Blanked under the small-cell rule: every number that reveals a count or its mean.
+SUPPRESSED = (
+  COUNT_COLUMNS
+  + (
+    "mean_group",
+    "mean_rest",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "ratio",
+    "smd",
+    "z",
+    "p_value",
+  )
+  + SIDE_COLUMNS
+)
+COLUMNS = FINDING_COLUMNS + SIDE_COLUMNS + ("tested",)
+
+
+def suppress(row: dict, min_group: float) -> dict:
+  """Blanks (None) every `SUPPRESSED` number of `row` when one of its counts is small (small-cell rule)."""
+  if any(is_small_cell(row.get(c), min_group) for c in COUNT_COLUMNS):
+    for key in SUPPRESSED:
+      if key in row:
+        row[key] = None
+  return row
+
+
+def finding_row(
+  meta: CubeMeta,
+  filters: dict,
+  cohort_rows: float,
+  p: int,
+  g: int,
+  m: int,
+  cmp: Mapping,
+  significant: bool,
+  new: bool,
+  *,
+  min_group: float,
+) -> dict:
+  """One test (cohort, p, g, m) as a row of `FINDING_COLUMNS`, log-scale means back on the natural scale.
+
+  Args:
+    meta: the cube's metadata; filters: the cohort's `{column: label}`.
+    cmp: the test's `stats.Comparison` fields as scalars.
+    min_group: for the small-cell rule (`suppress`).
+  """
+  groups = meta.categories[meta.n_dimensions + p]
+  is_log, is_bin = meta.is_log[m], meta.is_binary[m]
+  mean_g, mean_r = float(cmp["mean_group"]), float(cmp["mean_rest"])
+  diff = float(cmp["diff"])
+  ratio = float(cmp["ratio"])
+  if is_log:
+    mean_g, mean_r, ratio = float(np.exp(mean_g)), float(np.exp(mean_r)), float(np.exp(diff))
+  row = {
+    "cohort": cohort_label(filters),
+    "depth": len(filters),
+    "protected": meta.protected_names[p],
+    "group": groups[g],
+    "reference": groups[1 - g] if len(groups) == 2 else "rest",
+    "measure": meta.measure_names[m],
+    "scale": "log" if is_log else ("binary" if is_bin else "linear"),
+    "cohort_rows": int(round(cohort_rows)),
+    "n_group": int(round(float(cmp["n_group"]))),
+    "n_rest": int(round(float(cmp["n_rest"]))),
+    "mean_group": mean_g,
+    "mean_rest": mean_r,
+    "diff": diff,
+    "ci_low": float(cmp["ci_low"]),
+    "ci_high": float(cmp["ci_high"]),
+    "ratio": ratio,
+    "smd": float(cmp["smd"]),
+    "z": float(cmp["z"]),
+    "p_value": float(cmp["p_value"]),
+    "significant": bool(significant),
+    "new": bool(new),
+    "filters": dict(filters),
+  }
+  return suppress(row, min_group)
+
+
+@jax.jit
+def _assess_cohorts(params: EnvParams, filters):
+  """Comparison `[B, P, G, M]`, significant and new flags, rows `[B]` and test mask of cohorts `[B, F]`."""
+
+  def one(f):
+    stats, rows = gb.family_stats(params, f)
+    prot = fd.protected_filtered(params, f)
+    cmp, sig, new = fd.assess(params, prot, stats[0], stats[1:], f >= 0)
+    return cmp, sig, new, rows[0], fd.test_mask(params, prot)
+
+  return jax.vmap(one)(filters)
+
+
+def _side_interval(mean: float, var: float, n: float, scale: str) -> tuple[float, float]:
+  """95% interval of one side's mean (test scale in, natural scale out)."""
+  if n < 2:
+    return float("nan"), float("nan")
+  half = Z975 * np.sqrt(max(var, 0.0) / n)
+  if scale == "log":
+    return float(np.exp(mean - half)), float(np.exp(mean + half))
+  if scale == "binary":
+    half = Z975 * np.sqrt(max(mean * (1 - mean), 0.0) / n)
+    return float(max(mean - half, 0.0)), float(min(mean + half, 1.0))
+  return float(mean - half), float(mean + half)
+
+
+def cohort_table(
+  cube: Cube,
+  codes: np.ndarray,
+  *,
+  min_group: float = SMALL_CELL,
+  z_screen: float = 4.0,
+  max_depth: int = 3,
+  only_new: bool = False,
+) -> pd.DataFrame:
+  """Every test (protected, group, measure) of each cohort in `codes`.
+
+  Args:
+    cube: from `build_cube`.
+    codes: `[B, F]` int32 filter codes per cohort (-1 = all).
+    min_group, z_screen, max_depth: as in `make_env` (z_screen a number here).
+    only_new: keep only new significant findings.
+
+  Returns:
+    DataFrame with `COLUMNS` plus `cohort_index` (row of `codes`), in the
+    order of `codes`, then protected, group, measure.
+  """
+  codes = np.asarray(codes, np.int32).reshape(-1, len(cube.meta.filter_names))
+  params = make_params(cube, bucketed_shape(cube), min_group=min_group, z_screen=float(z_screen), max_depth=max_depth)
+  entries = []
+  for start in range(0, len(codes), CHUNK):
+    chunk = codes[start : start + CHUNK]
+    padded = np.full((CHUNK, chunk.shape[1]), -1, np.int32)
+    padded[: len(chunk)] = chunk
+    cmp, sig, new, rows, exists = jax.device_get(_assess_cohorts(params, jnp.asarray(padded)))
+    cmp = {k: np.asarray(v) for k, v in cmp.items()}
+    for b in range(len(chunk)):
+      keep = new[b] if only_new else exists[b]
+      entries += _rows(
+        cube,
+        chunk[b],
+        float(rows[b]),
+        {k: v[b] for k, v in cmp.items()},
+        sig[b],
+        new[b],
+        np.nonzero(keep),
+        start + b,
+        min_group,
+      )
+  return pd.DataFrame(entries, columns=list(COLUMNS) + ["cohort_index"])
+
+
+def _rows(cube, codes, rows, cmp, sig, new, where, index, min_group):
+  meta = cube.meta
+  labels = codes_to_filters(meta, codes)
+  out = []
+  for p, g, m in zip(*where):
+    one = {k: v[p, g, m] for k, v in cmp.items()}
+    row = finding_row(meta, labels, rows, p, g, m, one, sig[p, g, m], new[p, g, m], min_group=min_group)
+    if row["n_group"] is not None:
+      scale = row["scale"]
+      row["group_ci_low"], row["group_ci_high"] = _side_interval(
+        float(one["mean_group"]), float(one["var_group"]), float(one["n_group"]), scale
+      )
+      row["rest_ci_low"], row["rest_ci_high"] = _side_interval(
+        float(one["mean_rest"]), float(one["var_rest"]), float(one["n_rest"]), scale
+      )
+    row["tested"] = bool(one["valid"])
+    row["cohort_index"] = index
+    out.append(row)
+  return out
+
+
+def cohort_stats(
+  cube: Cube,
+  filters: Mapping[str, object] | None = None,
+  *,
+  min_group: float = SMALL_CELL,
+  z_screen: float | str = 4.0,
+  max_depth: int = 3,
+) -> pd.DataFrame:
+  """Statistics of one cohort: a row per (protected, group, measure) it tests.
+
+  Args:
+    cube: from `build_cube`.
+    filters: `{column: category label}`; {} or None is the whole population.
+    min_group, z_screen, max_depth: as in `make_env` (max_depth only matters
+      for z_screen="bonferroni").
+
+  Returns:
+    DataFrame with `FINDING_COLUMNS` plus `tested` (False where a side is under
+    min_group or a binary measure lacks expected counts; then z = 0, p = 1).
+    Where a count is small (`cube_env.data.disclosure`), every number that
+    would reveal it (counts, means, differences, intervals, z, p) is None.
+  """
+  codes = filters_to_codes(cube.meta, dict(filters or {}))
+  z = resolve_z(cube, z_screen, max_depth)
+  table = cohort_table(cube, codes[None], min_group=min_group, z_screen=z, max_depth=max_depth)
+  return table[list(FINDING_COLUMNS) + ["tested"]]

@@ -1,0 +1,84 @@
+"""Pools of synthetic cubes to train and evaluate an agent on, padded to one shape.
+
+Training and evaluation cubes come from disjoint generator seeds (the split is
+`TRAIN_SEED_BASE` vs `EVAL_SEED_BASE`), so the evaluation measures transfer to
+cubes the agent has never seen. Every cube of a task is padded to one
+`EnvShape`, so one compiled agent plays them all (`params` stacked `[E, ...]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from cube_env.data import synthetic
+from cube_env.data.ingest import Cube, build_cube
+from cube_env.data.schema import Schema
+from cube_env.environment.env import CubeEnv, make_env_pool
+from cube_env.environment.params import EnvParams
+
+TRAIN_SEED_BASE = 1000  # training cubes: seeds 1000, 1001, ...
+EVAL_SEED_BASE = 5000  # held-out evaluation cubes: seeds 5000, 5001, ...
+TASK_SCENARIOS = ("marginal", "interactions", "masked", "mixed")  # generator scenarios with planted effects
+
+# A reduced schema keeps a CPU step cheap; it holds every column the planted effects use.
+TASK_SCHEMA = Schema(
+  dimensions=["procedure", "site", "asa_class", "anesthesia_type", "urgency"],
+  protected=["race", "payer", "age_group", "sex"],
+  measures=["case_minutes", "turnover_minutes", "pacu_minutes", "readmit_30d", "opioid_mme", "complication"],
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CubeTask:
+  """Which cubes the agent trains and is evaluated on."""
+
+  scenarios: tuple[str, ...] = TASK_SCENARIOS
+  num_train_cubes: int = 8
+  num_eval_cubes: int = 4
+  n_rows: int = 6000
+  horizon: int = 32
+  max_depth: int = 3
+  z_screen: str = "bonferroni"
+
+
+@dataclasses.dataclass
+class CubeSet:
+  """Cubes of one split with what made them (index i of each list is cube i)."""
+
+  cubes: list[Cube]
+  truths: list[list[synthetic.PlantedEffect]]  # planted effects of each cube
+  seeds: list[int]  # generator seeds
+  scenarios: list[str]
+
+
+def make_cubes(task: CubeTask, *, split: str) -> CubeSet:
+  """The task's cubes of `split` ("train" or "eval"): scenarios in turn, seeds from the split's base."""
+  if split not in ("train", "eval"):
+    raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+  base = TRAIN_SEED_BASE if split == "train" else EVAL_SEED_BASE
+  count = task.num_train_cubes if split == "train" else task.num_eval_cubes
+  out = CubeSet([], [], [], [])
+  for i in range(count):
+    scenario = task.scenarios[i % len(task.scenarios)]
+    # Planted effects are sized for |z| ~ 8-10 at 20,000 rows; scale them so
+    # smaller training cubes keep that strength (z grows with sqrt(rows)).
+    scale = max(1.0, (20000 / task.n_rows) ** 0.5)
+    df, _, truth = synthetic.make_cases(scenario, base + i, n_rows=task.n_rows, effect_scale=scale)
+    out.cubes.append(build_cube(df, TASK_SCHEMA))
+    out.truths.append(truth)
+    out.seeds.append(base + i)
+    out.scenarios.append(scenario)
+  return out
+
+
+def make_pool(task: CubeTask, cube_sets: list[CubeSet]) -> tuple[CubeEnv, list[EnvParams]]:
+  """One env and a params pool `[len(set.cubes), ...]` per cube set, all padded to one shape (one compiled agent)."""
+  all_cubes = [c for s in cube_sets for c in s.cubes]
+  env, stacked = make_env_pool(all_cubes, horizon=task.horizon, max_depth=task.max_depth, z_screen=task.z_screen)
+  pools, start = [], 0
+  for s in cube_sets:
+    pools.append(jax.tree.map(lambda x, a=start, b=start + len(s.cubes): x[a:b], stacked))
+    start += len(s.cubes)
+  return env, pools
