@@ -132,7 +132,7 @@ def _method(args: Args):
 def _planted(truth, score_rows) -> pd.DataFrame:
   rows = [
     dict(
-      cohort=cube_env.oracle.cohort_label(t.cohort),
+      cohort=cube_env.cohort_label(t.cohort),
       protected=t.protected,
       group=t.group,
       measure=t.measure,
@@ -199,7 +199,7 @@ def _print_summary(result, source: str, score, paths: dict, show: int) -> None:
     f"data: {source}; {result.halves.explore_rows} exploration rows, {result.halves.confirm_rows} confirmation rows"
   )
   for line in result.halves.summary:
-    print(f"  {cube_env.cohorts.redact_counts(line, result.config.min_group)}")
+    print(f"  {cube_env.redact_counts(line, result.config.min_group)}")
   print(
     f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
     f"{result.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}" + (f"; {s.note}" if s.note else "")
