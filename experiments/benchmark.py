@@ -24,6 +24,7 @@ from collections.abc import Iterable
 
 import tyro
 
+import cube_env
 from experiments import bench_speed, cartpole_bench
 
 
@@ -77,11 +78,11 @@ class Agent:
 def _agent_setup(args: Agent):
   import jax
 
-  from experiments import cube_task, train
+  from experiments import train
 
   task, config, _ = train.build(train.Args(preset=args.preset))
-  cubes = cube_task.make_cubes(task, split="train")
-  env, (pool,) = cube_task.make_pool(task, [cubes])
+  cubes = cube_env.make_cubes(task, split="train")
+  env, (pool,) = cube_env.make_pool(task, [cubes])
   device = jax.devices()[0]
   tag = dict(
     preset=args.preset,

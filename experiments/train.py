@@ -23,7 +23,6 @@ import tyro
 
 import cube_env
 import muzero_jax
-from experiments import cube_task
 
 PRESETS = {
   "smoke": dict(
@@ -182,7 +181,7 @@ def build(args: Args):
   for name in TASK_FLAGS:
     if getattr(args, name) is not None:
       task_kw[name] = getattr(args, name)
-  task = cube_task.CubeTask(**task_kw)
+  task = cube_env.CubeTask(**task_kw)
   cfg_kw = dict(preset["config"])
   for name in CONFIG_FLAGS:
     if getattr(args, name) is not None:
@@ -227,7 +226,7 @@ def build_resumed(args: Args):
     raise UsageError(f"--resume {directory}: checkpoint was not written by experiments.train (its meta has no task)")
   task_kw = dict(extra["task"])
   task_kw["scenarios"] = tuple(task_kw["scenarios"])
-  task = cube_task.CubeTask(**task_kw)
+  task = cube_env.CubeTask(**task_kw)
   conflicts = []
   if args.preset is not None and args.preset != extra["preset"]:
     conflicts.append(f"--preset {args.preset} (checkpoint: {extra['preset']})")
@@ -256,15 +255,15 @@ def evaluate(task, config, env, params, eval_set, eval_pool, *, seed: int = 0) -
   """Greedy agent vs random walk on held-out cubes; findings scored against truth."""
   key = jax.random.PRNGKey(seed)
   agent = muzero_jax.evaluate(params, config, env, eval_pool, key)
-  rnd_ret, rnd_actions = cube_task.random_walk(env, eval_pool, key, num_steps=task.horizon)
+  rnd_ret, rnd_actions = cube_env.random_rollouts(env, eval_pool, key, num_steps=task.horizon)
   rows = []
   agent_actions = np.asarray(agent.actions)
   for i, cube in enumerate(eval_set.cubes):
     one = jax.tree.map(lambda x, i=i: x[i], eval_pool)
-    oracle = cube_task.cube_oracle(one, cube)
+    oracle = cube_env.cube_oracle(one, cube)
     truth = eval_set.truths[i]
-    a = cube_task.score_episode(env, one, cube, truth, agent_actions[i], oracle)
-    r = cube_task.score_episode(env, one, cube, truth, np.asarray(rnd_actions)[i], oracle)
+    a = cube_env.score_episode(env, one, cube, truth, agent_actions[i], oracle)
+    r = cube_env.score_episode(env, one, cube, truth, np.asarray(rnd_actions)[i], oracle)
     oracle_recall = cube_env.score_findings(oracle, truth, cube=cube)["recall"]
     rows.append(
       dict(
@@ -347,9 +346,9 @@ def run(args: Args) -> dict:
         f"{checkpoint_dir} or choose an empty directory"
       )
   t0 = time.perf_counter()
-  train_set = cube_task.make_cubes(task, split="train")
-  eval_set = cube_task.make_cubes(task, split="eval")
-  env, (train_pool, eval_pool) = cube_task.make_pool(task, [train_set, eval_set])
+  train_set = cube_env.make_cubes(task, split="train")
+  eval_set = cube_env.make_cubes(task, split="eval")
+  env, (train_pool, eval_pool) = cube_env.make_pool(task, [train_set, eval_set])
   print(
     f"cubes: {len(train_set.cubes)} training (seeds {train_set.seeds[0]}..), {len(eval_set.cubes)} held-out "
     f"(seeds {eval_set.seeds[0]}..); grid {env.observation_shape}, {env.num_actions} actions; "

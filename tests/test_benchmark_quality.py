@@ -11,7 +11,6 @@ import cube_env
 from cube_env import synthetic
 from experiments import bench_pysubgroup as bp
 from experiments import bench_quality as bq
-from experiments import cube_task
 from tests.conftest import SMALL_SCHEMA
 
 pytest.importorskip("pysubgroup")
@@ -23,7 +22,7 @@ PLANTED = synthetic.PlantedEffect(cohort={"proc": "A"}, protected="race", group=
 def case(small_df):
   return bq.Case(
     scenario="small",
-    seed=cube_task.EVAL_SEED_BASE,
+    seed=cube_env.EVAL_SEED_BASE,
     df=small_df,
     schema=SMALL_SCHEMA,
     truth=[PLANTED],
@@ -164,7 +163,7 @@ def test_summary_and_headline_numbers():
 
 def test_evaluation_seeds_never_train():
   bq.check_seed_split()
-  assert bq.make_case("null", 0, bq.Suite(name="t", n_rows=300)).seed == cube_task.EVAL_SEED_BASE
+  assert bq.make_case("null", 0, bq.Suite(name="t", n_rows=300)).seed == cube_env.EVAL_SEED_BASE
 
 
 @pytest.mark.parametrize("name", ["random", "greedy", "beam", "uct"])

@@ -11,7 +11,7 @@ import pandas as pd
 
 import cube_env
 import muzero_jax
-from experiments import cube_task, train
+from experiments import train
 
 
 def test_train_smoke_preset_end_to_end(tmp_path, capsys):
@@ -70,7 +70,7 @@ def test_agent_beats_random_walk_on_a_planted_cube():
     seed=0,
   )
   evals = cube_env.stack_params([params] * 8)
-  rnd_ret, _ = cube_task.random_walk(env, evals, jax.random.PRNGKey(1), num_steps=4)
+  rnd_ret, _ = cube_env.random_rollouts(env, evals, jax.random.PRNGKey(1), num_steps=4)
   state = muzero_jax.train(config, env, pool, num_iterations=60, progress=False)
   result = muzero_jax.evaluate(state.params, config, env, evals, jax.random.PRNGKey(1))
   agent, rnd = float(np.mean(result.returns)), float(np.mean(rnd_ret))
