@@ -1,37 +1,41 @@
-"""Benchmarks: `python -m experiments.benchmark {env,search,selfplay,checkpoint}`.
+"""Benchmarks: `python -m experiments.benchmark {env,search,selfplay,checkpoint,quality,speed,cartpole}`.
 
   env       environment steps/s vs cube cells and batch, bandwidth bound, scaling slope
   search    mctx search simulations/s and the overhead ratio (search / network-only time)
   selfplay  self-play moves/s, then learner updates/s
   cartpole  MuZero on gymnax CartPole-v1: moves/s, learner steps/s, wall time to a greedy mean return >= 475
   checkpoint  Orbax save (blocking part and until on disk), full restore and params-only load times
-  quality   discovery recall/precision per query budget: muzero vs baselines vs pysubgroup (bench_quality.py)
-  speed     every speed figure above in one run, with linearity checks in cells and batch (bench_speed.py)
-
+  quality   discovery recall/precision per query budget: muzero vs baselines vs pysubgroup (experiments/quality)
+  speed     every speed figure above in one run, with linearity checks in cells and batch (experiments/speed)
 
 Each prints machine-readable JSON lines (one per measurement) to stdout and,
 with `--out FILE`, appends them to FILE. Speed targets live here, not in
-tests.
+tests. This module parses flags and calls `experiments.speed`,
+`experiments.quality` and `experiments.control`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Iterable
 
 import tyro
 
-import cube_env
-from experiments import bench_speed, cartpole_bench
+from experiments.control import bench as control_bench
+from experiments.quality import session as quality_session
+from experiments.quality import suite as quality_suite
+from experiments.speed import agent as agent_speed
+from experiments.speed import checkpoint_cost, env_speed, scaling
+from experiments.speed import suite as speed_suite
 
 
 def _emit(rows: Iterable[dict], out: str | None) -> list[dict]:
+  """Prints each row as a JSON line (and appends it to `out`) as it comes; returns the rows."""
   done = []
-  handle = open(out, "a") if out else None
-  try:
+  with open(out, "a") if out else contextlib.nullcontext() as handle:
     for row in rows:
       line = json.dumps(row, sort_keys=True)
       print(line, flush=True)
@@ -39,9 +43,6 @@ def _emit(rows: Iterable[dict], out: str | None) -> list[dict]:
         handle.write(line + "\n")
         handle.flush()  # a killed run keeps every row it printed
       done.append(row)
-  finally:
-    if handle:
-      handle.close()
   return done
 
 
@@ -58,14 +59,12 @@ class Env:
 
 
 def run_env(args: Env) -> list[dict]:
-  from experiments import bench_env
-
-  rows = _emit(bench_env.bench_env(args.cells, args.batches, args.methods, args.max_work), args.out)
-  return rows + _emit(bench_env.linearity(rows), args.out)
+  rows = _emit(env_speed.env_speed_rows(args.cells, args.batches, args.methods, args.max_work), args.out)
+  return rows + _emit(scaling.slopes(rows, x="cells", group="batch", bench="env_scaling"), args.out)
 
 
 @dataclasses.dataclass(frozen=True)
-class Agent:
+class AgentSpeed:
   """MuZero speed on the cube task: search (with overhead ratio), self-play, learner."""
 
   preset: str = "smoke"
@@ -75,42 +74,14 @@ class Agent:
   out: str | None = None
 
 
-def _agent_setup(args: Agent):
-  import jax
-
-  from experiments import train
-
-  task, config, _ = train.build(train.Args(preset=args.preset))
-  cubes = cube_env.make_cubes(task, split="train")
-  env, (pool,) = cube_env.make_pool(task, [cubes])
-  device = jax.devices()[0]
-  tag = dict(
-    preset=args.preset,
-    device=device.device_kind,
-    platform=device.platform,
-    num_actions=env.num_actions,
-    num_simulations=config.num_simulations,
-    search=config.search,
-  )
-  return config, env, pool, tag
+def run_search_speed(args: AgentSpeed) -> list[dict]:
+  return _emit(agent_speed.search_rows(agent_speed.agent_setup(args.preset), args.batch_sizes), args.out)
 
 
-def run_search(args: Agent) -> list[dict]:
-  import muzero_jax
-
-  config, env, pool, tag = _agent_setup(args)
-  rows = muzero_jax.benchmark_search(config, env, pool, batch_sizes=args.batch_sizes)
-  return _emit((dict(tag, bench="search", **r) for r in rows), args.out)
-
-
-def run_selfplay(args: Agent) -> list[dict]:
-  import muzero_jax
-
-  config, env, pool, tag = _agent_setup(args)
-  rows = muzero_jax.benchmark_selfplay(config, env, pool, num_envs=args.batch_sizes)
-  rows = _emit((dict(tag, bench="selfplay", **r) for r in rows), args.out)
-  learner = muzero_jax.benchmark_learner(config, env, pool, batch_sizes=(config.batch_size,))
-  return rows + _emit((dict(tag, bench="learner", **r) for r in learner), args.out)
+def run_selfplay_speed(args: AgentSpeed) -> list[dict]:
+  setup = agent_speed.agent_setup(args.preset)
+  rows = _emit(agent_speed.selfplay_rows(setup, args.batch_sizes), args.out)
+  return rows + _emit(agent_speed.learner_rows(setup, (setup[0].batch_size,)), args.out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,71 +98,14 @@ class Checkpoint:
 
 
 def run_checkpoint(args: Checkpoint) -> list[dict]:
-  import tempfile
-  import time
-
-  import jax
-  import numpy as np
-
-  import muzero_jax
-
-  config, env, pool, tag = _agent_setup(Agent(preset=args.preset))
-  trainer = muzero_jax.make_train(config, env, pool)
-  state = trainer.init()
-  # A full replay of random values: the worst case for the writer's compression (a fresh one is zeros).
-  rng = np.random.default_rng(0)
-  fill = lambda x: (
-    rng.random(x.shape) < 0.5
-    if x.dtype == bool
-    # noqa: E731
-    else rng.integers(0, 100, x.shape)
-    if np.issubdtype(x.dtype, np.integer)
-    else rng.standard_normal(x.shape)
-  ).astype(x.dtype)
-  state = jax.block_until_ready(
-    jax.device_put(state.replace(replay=jax.tree.map(fill, state.replay)), jax.devices()[0])
-  )
-  template = jax.eval_shape(trainer.init)
-  nbytes = int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)))
-  rows = []
-  for i in range(args.repeats):
-    with tempfile.TemporaryDirectory() as directory:
-      ckpt = muzero_jax.Checkpointer(directory)
-      t0 = time.perf_counter()
-      ckpt.save(1, state, config=config, env=env)
-      blocking = time.perf_counter() - t0
-      ckpt.wait()
-      on_disk = time.perf_counter() - t0
-      t1 = time.perf_counter()
-      restored = ckpt.restore(template, env=env, config=config)
-      jax.block_until_ready(restored.state)
-      restore_s = time.perf_counter() - t1
-      ckpt.close()
-      t2 = time.perf_counter()
-      jax.block_until_ready(muzero_jax.load_params(directory)[0])
-      params_s = time.perf_counter() - t2
-      disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(directory) for f in fs)
-    rows.append(
-      dict(
-        tag,
-        bench="checkpoint",
-        repeat=i,
-        state_mb=nbytes / 2**20,
-        disk_mb=disk / 2**20,
-        save_blocking_s=blocking,
-        save_until_on_disk_s=on_disk,
-        restore_verified_s=restore_s,
-        load_params_s=params_s,
-      )
-    )
-  return _emit(rows, args.out)
+  return _emit(checkpoint_cost.checkpoint_rows(args.preset, repeats=args.repeats), args.out)
 
 
 @dataclasses.dataclass(frozen=True)
 class Quality:
   """Discovery quality per query: every method (the muzero agent, the baselines, pysubgroup) at budgets from 1% to
   100% of the exhaustive query count on held-out synthetic cubes; recall, precision, confirmed findings, queries and
-  seconds (experiments/bench_quality.py)."""
+  seconds (experiments/quality)."""
 
   suite: str = "quick"
   """quick (2 cubes of 2,500 rows per scenario and 1 large cube, every method at 1-100%: 14 minutes on 2 CPU cores
@@ -218,15 +132,13 @@ class Quality:
 
 
 def run_quality(args: Quality) -> list[dict]:
-  from experiments import bench_quality
-
-  if args.suite not in bench_quality.SUITES:
-    raise SystemExit(f"error: --suite must be one of {sorted(bench_quality.SUITES)}")
+  if args.suite not in quality_suite.SUITES:
+    raise SystemExit(f"error: --suite must be one of {sorted(quality_suite.SUITES)}")
   try:
-    bench_quality.check_request(args.methods, args.scenarios, args.workers, args.seeds, args.time_limit_s)
+    quality_suite.check_request(args.methods, args.scenarios, args.workers, args.seeds, args.time_limit_s)
   except ValueError as err:
     raise SystemExit(f"error: {err}") from None
-  return bench_quality.run(
+  return quality_session.run_quality(
     args.suite,
     checkpoint=args.checkpoint,
     method_names=args.methods,
@@ -240,18 +152,44 @@ def run_quality(args: Quality) -> list[dict]:
   )
 
 
-def run_speed(args: bench_speed.Speed) -> list[dict]:
-  return bench_speed.run(args, _emit)
+@dataclasses.dataclass(frozen=True)
+class Speed:
+  """All speed figures in one run: env vs cells and batch, search, self-play, learner, compile times."""
+
+  cells: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
+  batches: tuple[int, ...] = (1, 16, 64)
+  """Environment batch sizes (vmapped states)."""
+  max_work: float = 2e6
+  """Skip env configurations with cells x batch above this (use 1e12 on a GPU; one that runs out of device
+  memory gets an `error` row and the run goes on)."""
+  groupby: tuple[str, ...] | None = None
+  """Group-by formulations of the env figures (default: the backend's own: segment on a CPU, matmul on an
+  accelerator)."""
+  preset: str = "cpu"
+  """experiments.train preset for the agent figures."""
+  search_batches: tuple[int, ...] = (1, 16, 64)
+  selfplay_envs: tuple[int, ...] = (8, 32)
+  learner_batches: tuple[int, ...] = (32, 128)
+  out: str | None = None
+
+
+def run_speed(args: Speed) -> list[dict]:
+  settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.name != "out"}
+  return speed_suite.run_speed_suite(**settings, emit=lambda rows: _emit(rows, args.out))
+
+
+def run_cartpole(args: control_bench.CartPole) -> list[dict]:
+  return control_bench.run(args, _emit)
 
 
 COMMANDS = {
   "env": (Env, run_env),
-  "search": (Agent, run_search),
-  "selfplay": (Agent, run_selfplay),
+  "search": (AgentSpeed, run_search_speed),
+  "selfplay": (AgentSpeed, run_selfplay_speed),
   "checkpoint": (Checkpoint, run_checkpoint),
   "quality": (Quality, run_quality),
-  "speed": (bench_speed.Speed, run_speed),
-  "cartpole": (cartpole_bench.CartPole, lambda args: cartpole_bench.run(args, _emit)),
+  "speed": (Speed, run_speed),
+  "cartpole": (control_bench.CartPole, run_cartpole),
 }
 
 

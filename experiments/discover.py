@@ -23,9 +23,11 @@ from tqdm import tqdm
 
 import cube_env
 from cube_env import synthetic
-from experiments import report
+from experiments import (
+  agent,  # noqa: F401 (importing it registers the muzero method with cube_env)
+  report,
+)
 
-SMALL_CELL = 11  # the small-cell rule of US health data reporting: no count 1-10 is shown
 SHOWN = [
   "cohort",
   "protected",
@@ -114,19 +116,13 @@ def _z_screen(text: str):
     raise ValueError(f"--z-screen must be a number or 'bonferroni', got {text!r}") from None
 
 
-def _method(args: Args):
-  if args.method != "muzero":
-    if args.checkpoint is not None:
-      raise ValueError(f"--checkpoint is only used by --method muzero (got --method {args.method})")
-    return args.method, {"width": args.beam_width} if args.method == "beam" else {}
-  if args.checkpoint is None:
-    raise ValueError(
-      "--method muzero needs --checkpoint DIR, a trained agent (python -m experiments.train "
-      "--checkpoint-dir DIR); without one use --method uct, beam, greedy, random or exhaustive"
-    )
-  from experiments import agent_search  # loads muzero_jax only for this method
-
-  return agent_search.muzero_method(args.checkpoint), {}
+def _method_options(args: Args) -> dict:
+  """Options of the `--method` (registered in `cube_env`; `experiments.agent` registers muzero)."""
+  if args.method == "muzero":
+    return {"checkpoint": args.checkpoint} if args.checkpoint is not None else {}
+  if args.checkpoint is not None:
+    raise ValueError(f"--checkpoint is only used by --method muzero (got --method {args.method})")
+  return {"width": args.beam_width} if args.method == "beam" else {}
 
 
 def _planted(truth, score_rows) -> pd.DataFrame:
@@ -145,11 +141,11 @@ def _planted(truth, score_rows) -> pd.DataFrame:
 
 def run(args: Args) -> dict:
   """Runs discovery and writes the report; returns the run, its score and the report paths."""
-  if args.min_group < SMALL_CELL:
-    raise ValueError(f"--min-group must be at least {SMALL_CELL} (small-cell rule), got {args.min_group}")
+  if args.min_group < cube_env.SMALL_CELL:
+    raise ValueError(f"--min-group must be at least {cube_env.SMALL_CELL} (small-cell rule), got {args.min_group}")
   if args.budget < 1:
     raise ValueError(f"--budget must be at least 1 group-by query, got {args.budget}")
-  method, options = _method(args)
+  options = _method_options(args)
   df, schema, truth, source = _load(args)
   bar = tqdm(
     total=args.budget,
@@ -159,12 +155,15 @@ def run(args: Args) -> dict:
     file=sys.stderr,
     leave=False,
   )
-  progress = lambda used: bar.update(used - bar.n)
+
+  def progress(used: int) -> None:
+    bar.update(used - bar.n)
+
   try:
     result = cube_env.run_discovery(
       df,
       schema,
-      method=method,
+      method=args.method,
       progress=progress,
       budget=args.budget,
       max_depth=args.max_depth,

@@ -1,5 +1,7 @@
 """Quality benchmark: budget accounting (walkers and pysubgroup), pysubgroup's statistics, scoring and summaries."""
 
+import functools
+import json
 import math
 
 import numpy as np
@@ -9,18 +11,29 @@ from scipy import stats
 
 import cube_env
 from cube_env import synthetic
-from experiments import bench_pysubgroup as bp
-from experiments import bench_quality as bq
+from experiments import benchmark
+from experiments.agent import unqueried
+from experiments.quality import pool as qpool
+from experiments.quality import pysubgroup_adapter as bp
+from experiments.quality import runner as qrun
+from experiments.quality import session as qsession
+from experiments.quality import suite as qsuite
+from experiments.quality import summary as qsummary
 from tests.conftest import SMALL_SCHEMA
 
 pytest.importorskip("pysubgroup")
+
+
+def _quiet(_: str) -> None:
+  pass
+
 
 PLANTED = synthetic.PlantedEffect(cohort={"proc": "A"}, protected="race", group="B", measure="minutes", effect=0.4)
 
 
 @pytest.fixture(scope="module")
 def case(small_df):
-  return bq.Case(
+  return qsuite.Case(
     scenario="small",
     seed=cube_env.EVAL_SEED_BASE,
     df=small_df,
@@ -33,7 +46,7 @@ def case(small_df):
 
 @pytest.fixture(scope="module")
 def prep(case):
-  return bq.prepare(case, max_depth=2)
+  return qrun.prepare_case(case, max_depth=2)
 
 
 def test_cohort_ledger_caps_budget_and_counts_each_cohort_once():
@@ -49,10 +62,10 @@ def test_cohort_ledger_caps_budget_and_counts_each_cohort_once():
 
 
 def test_pysubgroup_z_matches_scipy_welch(small_df, prep):
-  cells = bp.CellData(prep.space)
-  meta = prep.space.cube.meta
+  cells = bp.CellData(prep.prepared.space)
+  meta = prep.prepared.space.cube.meta
   codes, values, _ = cube_env.encode_table(small_df, SMALL_SCHEMA)
-  explore = cube_env.split_rows(small_df, seed=prep.config.seed)
+  explore = cube_env.split_rows(small_df, seed=prep.prepared.config.seed)
   f_proc, f_race = meta.filter_names.index("proc"), meta.filter_names.index("race")
   a, b = meta.categories[f_proc].index("A"), meta.categories[f_race].index("B")
   cohort, rows = cells.cohort(((f_proc, a),))
@@ -72,33 +85,35 @@ def test_pysubgroup_z_matches_scipy_welch(small_df, prep):
 
 @pytest.mark.parametrize("algorithm", ["beam", "dfs"])
 def test_pysubgroup_stops_exactly_at_budget_and_counts_cohorts(prep, algorithm):
-  method = bp.pysubgroup_method(algorithm, width=8)
-  small = method(prep.space, budget=5, seed=0)
+  method = functools.partial(bp.pysubgroup_search, algorithm=algorithm, width=8)
+  small = method(prep.prepared.space, budget=5, seed=0)
   assert small.queries == 5 and len(small.visits) == 5
-  big = method(prep.space, budget=10**6, seed=0)
+  big = method(prep.prepared.space, budget=10**6, seed=0)
   evaluations = int(big.note.split(";")[1].split()[0])
   assert big.queries < prep.exhaustive_queries  # no intersectional cohorts in its space
   assert evaluations > big.queries  # many (group, measure) qualities per cohort, one query each
   assert big.visits["depth"].max() <= 2
-  oracle = cube_env.enumerate_findings(prep.space.cube, max_depth=2, z_screen=prep.space.z_screen, include_old=False)
+  oracle = cube_env.enumerate_findings(
+    prep.prepared.space.cube, max_depth=2, z_screen=prep.prepared.space.z_screen, include_old=False
+  )
   key = lambda t: set(zip(t["cohort"], t["protected"], t["group"], t["measure"]))  # noqa: E731
   assert key(big.candidates) <= key(oracle)
   if algorithm == "dfs":  # DFS saw every cohort: it reports the planted gap
-    assert cube_env.score_findings(big.candidates, [PLANTED], cube=prep.space.cube)["recall"] == 1.0
+    assert cube_env.score_findings(big.candidates, [PLANTED], cube=prep.prepared.space.cube)["recall"] == 1.0
 
 
-def test_confirm_is_run_discovery_confirmation(small_df, case, prep):
-  ours = bq.confirm(cube_env.METHODS["random"](prep.space, budget=30, seed=case.seed), prep)
+def test_prepared_case_confirms_as_run_discovery(small_df, case, prep):
+  ours = cube_env.confirm(cube_env.search(prep.prepared, "random", budget=30), prep.prepared)
   ref = cube_env.run_discovery(small_df, SMALL_SCHEMA, method="random", budget=30, seed=case.seed, max_depth=2)
   cols = ["cohort", "protected", "group", "measure", "z", "p_adjusted", "confirmed"]
   pd.testing.assert_frame_equal(ours[cols].reset_index(drop=True), ref.findings[cols].reset_index(drop=True))
 
 
 def test_run_case_budgets_scores_and_cut_off(case, prep):
-  suite = bq.Suite(name="test", fractions=(0.02, 1.0), max_depth=2)
-  fns = bq.methods(("random", "pysubgroup-dfs"), None)
-  rows = list(bq.run_case(case, suite, fns, log=lambda s: None))
-  budgets = bq.budgets_for(case, prep, suite)
+  suite = qsuite.Suite(name="test", fractions=(0.02, 1.0), max_depth=2)
+  fns = qrun.build_methods(("random", "pysubgroup-dfs"), None)
+  rows = list(qrun.run_case(case, suite, fns, log=_quiet))
+  budgets = qrun.budgets_for(case, prep, suite)
   assert budgets == [round(0.02 * prep.exhaustive_queries), prep.exhaustive_queries]
   assert [(r["method"], r["budget"]) for r in rows] == [(m, b) for m in fns for b in budgets]
   for r in rows:
@@ -107,12 +122,10 @@ def test_run_case_budgets_scores_and_cut_off(case, prep):
       assert r["queries"] == r["budget"]  # cut off exactly at the budget
   full = rows[-1]  # pysubgroup DFS with the whole budget reports and confirms the planted gap
   assert full["recall"] == 1.0 and full["family_wise_error"] == (full["false_confirmed"] > 0)
-  capped = bq.Suite(name="test", fractions=(0.02, 1.0), max_depth=2, walker_max_fraction=0.2)
-  assert bq.budgets_for(case, prep, capped, "random") == budgets[:1]
-  assert bq.budgets_for(case, prep, capped, "pysubgroup-dfs") == budgets
-  skipped = list(
-    bq.run_case(case, suite, fns, log=lambda s: None, skip={(case.scenario, case.seed, "random", budgets[0])})
-  )
+  capped = qsuite.Suite(name="test", fractions=(0.02, 1.0), max_depth=2, walker_max_fraction=0.2)
+  assert qrun.budgets_for(case, prep, capped, "random") == budgets[:1]
+  assert qrun.budgets_for(case, prep, capped, "pysubgroup-dfs") == budgets
+  skipped = list(qrun.run_case(case, suite, fns, log=_quiet, skip={(case.scenario, case.seed, "random", budgets[0])}))
   assert len(skipped) == len(rows) - 1
 
 
@@ -150,11 +163,11 @@ def test_summary_and_headline_numbers():
     _row("null", "a", 0.2, 1),
     _row("null", "b", 1.0, 0, applicable=False, note="does not fit"),
   ]
-  summary = bq.summarize(rows)
+  summary = qsummary.summarize(rows)
   first = next(s for s in summary if s["method"] == "a" and s["budget_fraction"] == 0.01)
   assert first["recall_mean"] == pytest.approx(0.6) and first["recall_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
   assert first["seeds"] == 2
-  table = bq.headline(summary)
+  table = qsummary.headline(summary)
   assert table.loc["a", "mixed"] == "0.2"
   assert table.loc["b", "mixed"] == "> 1 (best 0.80)"
   assert table.loc["a", "null"] == "FWER 0.50"
@@ -162,8 +175,8 @@ def test_summary_and_headline_numbers():
 
 
 def test_evaluation_seeds_never_train():
-  bq.check_seed_split()
-  assert bq.make_case("null", 0, bq.Suite(name="t", n_rows=300)).seed == cube_env.EVAL_SEED_BASE
+  qsuite.check_seed_split()
+  assert qsuite.make_case("null", 0, qsuite.Suite(name="t", n_rows=300)).seed == cube_env.EVAL_SEED_BASE
 
 
 @pytest.mark.parametrize("name", ["random", "greedy", "beam", "uct"])
@@ -171,16 +184,16 @@ def test_anytime_read_off_equals_a_run_at_each_budget(prep, name):
   fn = cube_env.METHODS[name]
   budgets = (3, 11, 40)
   anytime = cube_env.Anytime(budgets)
-  final = fn(prep.space, budget=max(budgets), seed=7, progress=anytime)
+  final = fn(prep.prepared.space, budget=max(budgets), seed=7, progress=anytime)
   read = anytime.results(final)
   assert sorted(read) == list(budgets)
   for b in budgets:
-    direct = fn(prep.space, budget=b, seed=7)
+    direct = fn(prep.prepared.space, budget=b, seed=7)
     assert read[b].queries == direct.queries <= b and read[b].budget == b
     pd.testing.assert_frame_equal(read[b].visits, direct.visits)
     pd.testing.assert_frame_equal(read[b].candidates, direct.candidates)
   with pytest.raises(RuntimeError, match="one search"):
-    fn(prep.space, budget=5, seed=7, progress=anytime)
+    fn(prep.prepared.space, budget=5, seed=7, progress=anytime)
 
 
 def test_summary_groups_by_nominal_fraction_and_time_limit_runs_no_case():
@@ -188,35 +201,33 @@ def test_summary_groups_by_nominal_fraction_and_time_limit_runs_no_case():
     _row("mixed", "a", 0.0498, 0, recall=0.4, nominal_fraction=0.05),
     _row("mixed", "a", 0.0503, 1, recall=0.6, nominal_fraction=0.05),
   ]
-  (only,) = bq.summarize(rows)
+  (only,) = qsummary.summarize(rows)
   assert only["seeds"] == 2 and only["recall_mean"] == pytest.approx(0.5)
   assert only["nominal_fraction"] == 0.05 and only["budget_fraction"] == pytest.approx(0.05005, abs=1e-4)
-  suite = bq.Suite(name="t", scenarios=("mixed", "large", "null"), seeds=2, n_rows=300)
-  assert bq.case_order(suite) == [("large", 0), ("large", 1), ("mixed", 0), ("null", 0), ("mixed", 1), ("null", 1)]
-  assert list(bq.run_suite(suite, {}, log=lambda s: None, deadline=0.0)) == []
+  suite = qsuite.Suite(name="t", scenarios=("mixed", "large", "null"), seeds=2, n_rows=300)
+  assert qsuite.case_order(suite) == [("large", 0), ("large", 1), ("mixed", 0), ("null", 0), ("mixed", 1), ("null", 1)]
+  assert list(qpool.run_suite(suite, {}, log=_quiet, deadline=0.0)) == []
 
 
 def test_large_seeds_apart_from_the_others():
-  suite = bq.Suite(name="t", scenarios=("mixed", "large"), seeds=2, large_seeds=1)
-  assert bq.case_order(suite) == [("large", 0), ("mixed", 0), ("mixed", 1)]
-  assert bq.case_order(bq.SUITES["quick"])[:2] == [("large", 0), ("marginal", 0)]
+  suite = qsuite.Suite(name="t", scenarios=("mixed", "large"), seeds=2, large_seeds=1)
+  assert qsuite.case_order(suite) == [("large", 0), ("mixed", 0), ("mixed", 1)]
+  assert qsuite.case_order(qsuite.SUITES["quick"])[:2] == [("large", 0), ("marginal", 0)]
 
 
 def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
-  import json
-
   out = tmp_path / "q.jsonl"
   spilled = _row("mixed", "exhaustive", 0.05, 5000, suite="tiny", recall=0.5, nominal_fraction=0.05, n_rows=1200)
   other_size = dict(spilled, seed=5001, n_rows=999)  # rows of another size of the suite are dropped
   (tmp_path / "q.jsonl.partial").write_text(json.dumps(spilled) + "\n" + json.dumps(other_size) + "\n")
-  rows = bq.run(
+  rows = qsession.run_quality(
     "tiny",
     checkpoint=None,
     method_names=("exhaustive",),
     plot_path=str(tmp_path / "p.png"),
     out=str(out),
     emit=lambda rs, _: list(rs),
-    log=lambda s: None,
+    log=_quiet,
     time_limit_s=0,
     workers=1,
   )
@@ -238,18 +249,13 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   ],
 )
 def test_quality_cli_names_the_bad_flag(argv, message):
-  from experiments import benchmark
-
   with pytest.raises(SystemExit, match=message):
     benchmark.main(["quality", "--suite", "tiny", *argv])
 
 
 def test_agent_prefers_cohorts_not_yet_queried(prep):
-  from cube_env.search import Ledger, target
-  from experiments.agent_search import unqueried
-
-  space = prep.space
-  ledger = Ledger(space, 10)
+  space = prep.prepared.space
+  ledger = cube_env.Ledger(space, 10)
   _, state, _ = ledger.root()
   c = space.env.shape.num_values
   legal = np.nonzero(np.asarray(state.mask))[0]
@@ -258,5 +264,5 @@ def test_agent_prefers_cohorts_not_yet_queried(prep):
   mask = np.asarray(unqueried(ledger, state, c))
   assert not mask[legal[0]] and mask[legal[1:]].all() and mask.sum() == len(legal) - 1
   for action in legal[1:]:  # every child known: passing through one is allowed again
-    ledger.index[target(here, int(action), c)] = 0
+    ledger.index[cube_env.target(here, int(action), c)] = 0
   np.testing.assert_array_equal(np.asarray(unqueried(ledger, state, c)), np.asarray(state.mask))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments import bench_speed
+from experiments.speed import scaling
 
 
 def test_slopes_flag_superlinear_cost():
@@ -11,9 +11,9 @@ def test_slopes_flag_superlinear_cost():
     for c in (1e3, 1e4, 1e5)
     for b in (1, 4)
   ] + [dict(bench="env", cells=1e6, batch=4, skipped="too big")]
-  by_cells = {r["batch"]: r for r in bench_speed.slopes(rows, x="cells", group="batch")}
+  by_cells = {r["batch"]: r for r in scaling.slopes(rows, x="cells", group="batch")}
   assert by_cells[1]["slope"] == pytest.approx(1.0) and by_cells[1]["at_most_linear"]
-  by_batch = {r["cells"]: r for r in bench_speed.slopes(rows, x="batch", group="cells")}
+  by_batch = {r["cells"]: r for r in scaling.slopes(rows, x="batch", group="cells")}
   assert by_batch[1e3]["slope"] == pytest.approx(2.0) and not by_batch[1e3]["at_most_linear"]
   assert by_batch[1e3]["points"] == 2 and set(by_batch) == {1e3, 1e4, 1e5}
 
@@ -24,6 +24,6 @@ def test_slopes_keep_group_by_methods_apart():
     for m in ("matmul", "segment")
     for c in (1e3, 1e4)
   ]
-  by_method = {r["method"]: r for r in bench_speed.slopes(rows, x="cells", group="batch")}
+  by_method = {r["method"]: r for r in scaling.slopes(rows, x="cells", group="batch")}
   assert by_method["matmul"]["slope"] == pytest.approx(1.0) and by_method["matmul"]["at_most_linear"]
   assert by_method["segment"]["slope"] == pytest.approx(2.0) and not by_method["segment"]["at_most_linear"]

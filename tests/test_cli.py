@@ -49,7 +49,7 @@ def test_discover_errors_name_the_problem(tmp_path, capsys):
   assert "--demo" in capsys.readouterr().err
 
 
-def test_benchmark_env_emits_json(tmp_path, capsys):
+def test_benchmark_env_emits_json(tmp_path):
   out = tmp_path / "env.jsonl"
   assert (
     benchmark.main(

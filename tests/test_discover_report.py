@@ -13,8 +13,15 @@ import pytest
 from flax import struct
 
 import cube_env
+import muzero_jax
 from experiments import discover
 from tests.conftest import make_small_df
+
+
+def _read(path) -> str:
+  with open(path, encoding="utf-8") as handle:
+    return handle.read()
+
 
 EVIL = "<script>alert(1)</script>"
 FLAGS = [
@@ -57,12 +64,12 @@ def report(csv_path, tmp_path_factory):
   return out
 
 
-def test_report_files_and_escaping(report, capsys):
-  html = open(os.path.join(report, "report.html"), encoding="utf-8").read()
+def test_report_files_and_escaping(report):
+  html = _read(os.path.join(report, "report.html"))
   ET.fromstring(html.encode("utf-8"))  # well-formed: parses as XML
   assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
   assert html.count("data:image/png;base64,") >= 2  # a finding plot and the explored tree
-  summary = json.load(open(os.path.join(report, "findings.json")))["summary"]
+  summary = json.loads(_read(os.path.join(report, "findings.json")))["summary"]
   assert summary["method"] == "beam" and 0 < summary["queries"] <= 60 and summary["confirmed"] >= 1
   for key in ("Summary", "Confirmed findings", "Explored tree", "Unconfirmed candidates"):
     assert f">{key}<" in html
@@ -73,10 +80,10 @@ def test_report_files_and_escaping(report, capsys):
 
 
 def test_no_cell_under_min_group_anywhere(report):
-  html = open(os.path.join(report, "report.html"), encoding="utf-8").read()
+  html = _read(os.path.join(report, "report.html"))
   assert "7 missing values" not in html and "&#x27;urgency&#x27;: fewer than 15 missing values" in html
   found = pd.read_csv(os.path.join(report, "findings.csv"))
-  records = json.load(open(os.path.join(report, "findings.json")))["findings"]
+  records = json.loads(_read(os.path.join(report, "findings.json")))["findings"]
   for col in COUNTS:
     values = found[col].dropna().to_numpy()
     assert (values >= 15).all(), col
@@ -93,13 +100,13 @@ def test_same_seed_same_report(csv_path, report, tmp_path):
     )
     == 0
   )
-  a = json.load(open(os.path.join(report, "findings.json")))
-  b = json.load(open(os.path.join(again, "findings.json")))
+  a = json.loads(_read(os.path.join(report, "findings.json")))
+  b = json.loads(_read(os.path.join(again, "findings.json")))
   for d in (a, b):
     for key in ("search_seconds", "total_seconds"):
       d["summary"].pop(key)
   assert a == b
-  assert open(os.path.join(report, "findings.csv")).read() == open(os.path.join(again, "findings.csv")).read()
+  assert _read(os.path.join(report, "findings.csv")) == _read(os.path.join(again, "findings.csv"))
 
 
 def _browser():
@@ -162,8 +169,6 @@ class _AgentState:
 
 def _tiny_agent(directory, df, schema):
   """An untrained agent saved like experiments.train saves one (parameters, config, env identity, task)."""
-  import muzero_jax
-
   cube = cube_env.build_cube(df, schema)
   env, _ = cube_env.make_env(cube, horizon=4, max_depth=2)
   config = muzero_jax.MuZeroConfig(
@@ -198,7 +203,7 @@ def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, cap
     )
     == 0
   )
-  summary = json.load(open(os.path.join(out, "findings.json")))["summary"]
+  summary = json.loads(_read(os.path.join(out, "findings.json")))["summary"]
   assert summary["method"] == "muzero" and summary["queries"] == 11  # root + episodes of 4 steps, cut at 11
   assert "episodes" in summary["method_note"]
   wider = [

@@ -1,4 +1,4 @@
-"""Environment speed: steps/s against cube size and batch, with a bandwidth bound.
+"""Environment speed: steps/s against cube size and batch, with a bandwidth bound (docs/design.md, Baselines).
 
 Every step is one group-by pass over the cube's cells, so its floor is the
 time to stream the cube's bytes once per environment. The bound is measured
@@ -15,13 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import cube_env
-from cube_env.ingest import Cube, CubeMeta
 
 # Sizes like the synthetic schema: 9 dimensions + 6 protected, 12 values, 9 measures.
 NUM_DIMS, NUM_PROT, NUM_VALUES, NUM_GROUPS, NUM_MEASURES = 9, 6, 12, 6, 9
 
 
-def random_cube(num_cells: int, seed: int = 0) -> Cube:
+def random_cube(num_cells: int, seed: int = 0) -> cube_env.Cube:
   """A cube with random cells of the synthetic data's shape (content is irrelevant to speed)."""
   rng = np.random.default_rng(seed)
   f = NUM_DIMS + NUM_PROT
@@ -30,7 +29,7 @@ def random_cube(num_cells: int, seed: int = 0) -> Cube:
   rows = rng.integers(1, 5, num_cells).astype(np.float32)
   x = rng.normal(0, 1, (num_cells, NUM_MEASURES)).astype(np.float32)
   stats = np.stack([rows[:, None] * np.ones_like(x), rows[:, None] * x, rows[:, None] * (x * x + 1)], -1)
-  meta = CubeMeta(
+  meta = cube_env.CubeMeta(
     filter_names=tuple(f"c{i}" for i in range(f)),
     categories=tuple(tuple(f"v{j}" for j in range(c)) for c in cats),
     n_dimensions=NUM_DIMS,
@@ -41,7 +40,7 @@ def random_cube(num_cells: int, seed: int = 0) -> Cube:
     n_rows=int(rows.sum()),
     summary=(),
   )
-  return Cube(codes=jnp.asarray(codes), rows=jnp.asarray(rows), stats=jnp.asarray(stats), meta=meta)
+  return cube_env.Cube(codes=jnp.asarray(codes), rows=jnp.asarray(rows), stats=jnp.asarray(stats), meta=meta)
 
 
 def _time(fn, *args, repeats: int):
@@ -60,7 +59,7 @@ def bandwidth_bound(params) -> float:
   return _time(read, params, repeats=20)
 
 
-def bench_env(
+def env_speed_rows(
   cells=(1_000, 10_000, 100_000, 200_000),
   batches=(1, 64, 1024),
   methods=("segment", "matmul"),
@@ -113,19 +112,3 @@ def bench_env(
           bound_s=bound * b,
           ratio_to_bound=per_step / (bound * b),
         )
-
-
-def linearity(rows: list[dict]) -> list[dict]:
-  """Log-log slope of step time against cells, per (method, batch): 1.0 is linear."""
-  out = []
-  keyed: dict = {}
-  for r in rows:
-    if "step_s" in r:
-      keyed.setdefault((r["method"], r["batch"]), []).append((r["cells"], r["step_s"]))
-  for (method, b), pts in sorted(keyed.items()):
-    if len(pts) >= 2:
-      x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-      out.append(
-        dict(bench="env_scaling", method=method, batch=b, slope=float(np.polyfit(x, y, 1)[0]), points=len(pts))
-      )
-  return out

@@ -36,11 +36,16 @@ quality. Here it searches the same exploration half as every other method:
   group, measure) and re-tested with `cube_env` statistics on the same
   exploration cube; the ones that are new significant findings there are the
   candidates, confirmed by the same holdout/BH step as every method.
+
+Importing this module registers the methods `pysubgroup-beam` and
+`pysubgroup-dfs` with `cube_env` (pysubgroup itself is imported when one
+runs). See docs/design.md, Baselines.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from importlib import metadata
 
@@ -48,9 +53,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from cube_env import cohorts
-from cube_env.oracle import codes_to_filters, cohort_label
-from cube_env.search import Progress, SearchResult, Space
+import cube_env
+from cube_env import Progress, SearchResult, Space, codes_to_filters, cohort_label
 
 ALGORITHMS = ("beam", "dfs")
 QStats = collections.namedtuple("QStats", ("size_sg", "quality", "estimate"))
@@ -109,7 +113,7 @@ class DisparityQF:
   def calculate_constant_statistics(self, data, target):  # noqa: ARG002 (pysubgroup's signature)
     self.has_constant_statistics = True
 
-  def calculate_statistics(self, subgroup, target=None, data=None, statistics=None):  # noqa: ARG002
+  def calculate_statistics(self, subgroup, target=None, data=None, statistics=None):  # noqa: ARG002 (pysubgroup's signature)
     sels = () if isinstance(subgroup, slice) else tuple(subgroup.selectors)
     dims, prot = self.cells.split(sels)
     key = self.cells.key(dims)
@@ -233,74 +237,78 @@ def _quality_class(ps):
   return type("DisparityQF", (DisparityQF, ps.BoundedInterestingnessMeasure), {})
 
 
-def pysubgroup_method(algorithm: str = "beam", *, width: int = 20):
-  """A discovery method (see `cube_env.discovery`) running pysubgroup's `BeamSearch` or `DFS`."""
+def pysubgroup_search(
+  space: Space,
+  *,
+  budget: int,
+  seed: int,
+  progress: Progress | None = None,
+  algorithm: str = "beam",
+  width: int = 20,
+) -> SearchResult:
+  """pysubgroup's `BeamSearch` (of `width`) or `DFS` as a discovery method (see the module docstring).
+
+  Registered as the methods `pysubgroup-beam` and `pysubgroup-dfs`.
+  """
+  del seed  # both searches are deterministic
   if algorithm not in ALGORITHMS:
     raise ValueError(f"pysubgroup algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-  import pysubgroup as ps  # the benchmark extra
+  import pysubgroup as ps  # noqa: PLC0415 (optional dependency: the benchmark extra)
 
   qf_class = _quality_class(ps)
-
-  def method(space: Space, *, budget: int, seed: int, progress: Progress | None = None) -> SearchResult:
-    del seed  # both searches are deterministic
-    t0 = time.perf_counter()
-    cells = CellData(space)
-    ledger = CohortLedger(budget, progress)
-    selectors = cells.selectors(ps)
-    num_m = len(cells.meta.measure_names)
-    reported = []  # (dims, prot, measure)
-    for m in range(num_m):
-      ledger.cap = budget * (m + 1) // num_m
-      qf = qf_class(cells, m, ledger, depth=space.max_depth + 1)
-      target = ps.NumericTarget(cells.meta.measure_names[m])
-      if algorithm == "beam":
-        task = ps.SubgroupDiscoveryTask(
-          cells.frame, target, selectors, qf, result_set_size=width, depth=space.max_depth + 1, min_quality=0.0
-        )
-        result = ps.BeamSearch(beam_width=width).execute(task)
-      else:
-        task = ps.SubgroupDiscoveryTask(
-          cells.frame,
-          target,
-          selectors,
-          qf,
-          result_set_size=10**9,
-          depth=space.max_depth + 1,
-          min_quality=space.z_screen,
-        )
-        result = ps.DFS().execute(task)
-      for quality, sg, _ in result.results:
-        dims, prot = cells.split(sg.selectors)
-        if len(prot) == 1 and np.isfinite(quality):
-          reported.append((cells.key(dims), prot[0], m))
-    candidates = _candidates(space, cells, reported, ledger)
-    return _result(
-      space,
-      f"pysubgroup-{algorithm}",
-      budget,
-      ledger,
-      candidates,
-      time.perf_counter() - t0,
-      note=(
-        f"pysubgroup {metadata.version('pysubgroup')} "
-        f"{'BeamSearch width %d' % width if algorithm == 'beam' else 'DFS'}; "
-        f"{ledger.evaluations} subgroup qualities over {ledger.used} cohorts"
-      ),
-    )
-
-  method.method_name = f"pysubgroup-{algorithm}"
-  return method
+  t0 = time.perf_counter()
+  cells = CellData(space)
+  ledger = CohortLedger(budget, progress)
+  selectors = cells.selectors(ps)
+  num_m = len(cells.meta.measure_names)
+  reported = []  # (dims, prot, measure)
+  for m in range(num_m):
+    ledger.cap = budget * (m + 1) // num_m
+    qf = qf_class(cells, m, ledger, depth=space.max_depth + 1)
+    target = ps.NumericTarget(cells.meta.measure_names[m])
+    if algorithm == "beam":
+      task = ps.SubgroupDiscoveryTask(
+        cells.frame, target, selectors, qf, result_set_size=width, depth=space.max_depth + 1, min_quality=0.0
+      )
+      result = ps.BeamSearch(beam_width=width).execute(task)
+    else:
+      task = ps.SubgroupDiscoveryTask(
+        cells.frame,
+        target,
+        selectors,
+        qf,
+        result_set_size=10**9,
+        depth=space.max_depth + 1,
+        min_quality=space.z_screen,
+      )
+      result = ps.DFS().execute(task)
+    for quality, sg, _ in result.results:
+      dims, prot = cells.split(sg.selectors)
+      if len(prot) == 1 and np.isfinite(quality):
+        reported.append((cells.key(dims), prot[0], m))
+  candidates = _candidates(space, cells, reported, ledger)
+  return _result(
+    space,
+    f"pysubgroup-{algorithm}",
+    budget,
+    ledger,
+    candidates,
+    time.perf_counter() - t0,
+    note=(
+      f"pysubgroup {metadata.version('pysubgroup')} "
+      f"{f'BeamSearch width {width}' if algorithm == 'beam' else 'DFS'}; "
+      f"{ledger.evaluations} subgroup qualities over {ledger.used} cohorts"
+    ),
+  )
 
 
 def _candidates(space: Space, cells: CellData, reported: list, ledger: CohortLedger) -> pd.DataFrame:
   """Re-tests each reported (cohort, group, measure) with cube_env; keeps the new significant ones."""
   keys = sorted({k for k, _, _ in reported if -2 not in k}, key=lambda k: ledger.order.get(k, 0))
-  if not keys:
-    return pd.DataFrame(columns=list(cohorts.COLUMNS) + ["query", "path"])
   index = {k: i for i, k in enumerate(keys)}
-  table = cohorts.cohort_table(
+  table = cube_env.cohort_table(
     space.cube,
-    np.asarray(keys, np.int32),
+    np.asarray(keys, np.int32).reshape(len(keys), len(cells.names)),  # no keys: an empty table of every column
     min_group=space.min_group,
     z_screen=space.z_screen,
     max_depth=space.max_depth,
@@ -349,3 +357,7 @@ def _result(
     z_screen=space.z_screen,
     note=note,
   )
+
+
+cube_env.register_method("pysubgroup-beam", functools.partial(pysubgroup_search, algorithm="beam"))
+cube_env.register_method("pysubgroup-dfs", functools.partial(pysubgroup_search, algorithm="dfs"))

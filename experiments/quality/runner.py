@@ -1,0 +1,211 @@
+"""One evaluation case of the quality benchmark: budgets, methods, search, confirmation and scoring.
+
+Each case runs the discovery pipeline of `cube_env` (docs/design.md, Discovery
+report): `cube_env.prepare` once per case (split, adjustment, search space,
+shared by the methods), `cube_env.search` under each budget (the ledger
+refuses any query past it), `cube_env.confirm` (holdout re-test,
+Benjamini-Hochberg, the relative-difference rule), then scores the confirmed
+findings against the planted truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+import cube_env
+from experiments import agent
+from experiments.quality import pysubgroup_adapter  # noqa: F401 (registers the pysubgroup-* methods)
+from experiments.quality.suite import FULL_BUDGET, Case, Suite
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedCase:
+  """`cube_env.prepare`'s output for a case, with the size of its search space."""
+
+  prepared: cube_env.Prepared
+  exhaustive_queries: int  # visitable cohorts to max_depth
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteMethod:
+  """A registered discovery method as the benchmark runs it."""
+
+  search: Callable[..., cube_env.SearchResult]  # `cube_env` method signature, options bound
+  agent: agent.PackagedAgent | None = None  # muzero: the agent it plays (its grid decides which cubes fit)
+
+
+def prepare_case(case: Case, *, max_depth: int) -> PreparedCase:
+  config = cube_env.DiscoveryConfig(
+    method="exhaustive", max_depth=max_depth, seed=case.seed, adjust=case.adjust, max_categories=case.max_categories
+  )
+  prepared = cube_env.prepare(case.df, case.schema, config)
+  return PreparedCase(prepared, int(sum(cube_env.count_cohorts(prepared.space))))
+
+
+def build_methods(names: Iterable[str], checkpoint: str | None) -> dict[str, SuiteMethod]:
+  """The registered methods by name; `muzero` plays the agent in `checkpoint`."""
+  out = {}
+  for name in names:
+    if name == "muzero":
+      if checkpoint is None:
+        raise ValueError("the muzero method needs --checkpoint (or let the benchmark train one)")
+      search = functools.partial(cube_env.get_method(name), checkpoint=checkpoint)
+      out[name] = SuiteMethod(search, agent.load_agent(checkpoint))
+    else:
+      out[name] = SuiteMethod(cube_env.get_method(name))
+  return out
+
+
+def nominal_budgets(
+  case: Case, prep: PreparedCase, suite: Suite, method: str = "exhaustive"
+) -> dict[int, float | None]:
+  """`{budget: the suite fraction it stands for}` (None on `large`, whose budgets are fixed query counts).
+
+  Summaries group runs by this nominal fraction, not by budget / exhaustive
+  count, which differs a little from seed to seed.
+  """
+  if case.scenario == "large":
+    return {b: None for b in suite.large_budgets if b <= prep.exhaustive_queries}
+  top = 1.0 if method in FULL_BUDGET else suite.walker_max_fraction
+  out: dict[int, float | None] = {}
+  for f in sorted(suite.fractions):
+    if f <= top + 1e-9:
+      out.setdefault(max(1, int(round(f * prep.exhaustive_queries))), f)
+  return out
+
+
+def budgets_for(case: Case, prep: PreparedCase, suite: Suite, method: str = "exhaustive") -> list[int]:
+  """Query budgets of `method` on a case (fractions of its exhaustive count; fixed counts on `large`)."""
+  return sorted(nominal_budgets(case, prep, suite, method))
+
+
+def not_applicable(name: str, method: SuiteMethod, space: cube_env.Space) -> str | None:
+  """Why a method cannot search this space (None when it can)."""
+  if method.agent is None:
+    return None
+  try:
+    agent.padded_env(method.agent, space)
+  except ValueError as err:
+    return f"{name}: {err}"
+  return None
+
+
+def score(findings: pd.DataFrame, truth: list, cube) -> dict:
+  """Recall, precision, counts and the indices of the planted effects recalled by `findings`."""
+  if len(findings) == 0:
+    return {"recall": 0.0 if truth else math.nan, "precision": math.nan, "n_reported": 0, "n_false": 0, "recalled": []}
+  s = cube_env.score_findings(findings, truth, cube=cube)
+  out = {k: s[k] for k in ("recall", "precision", "n_reported", "n_false")}
+  out["recalled"] = [int(i) for i in np.nonzero(s["matched"]["recalled"].to_numpy(bool))[0]]
+  return out
+
+
+def _results(name: str, method: SuiteMethod, prepared: cube_env.Prepared, budgets: list[int]) -> Iterator[tuple]:
+  """(budget, result, read off) per budget, each as soon as it is known."""
+  if name in FULL_BUDGET:  # their search depends on the budget: one run per budget
+    for b in budgets:
+      yield b, cube_env.search(prepared, method.search, budget=b), False
+    return
+  # walkers consult the budget only to stop: one run at the largest, read off at the others
+  anytime = cube_env.Anytime(budgets)
+  final = cube_env.search(prepared, method.search, budget=max(budgets), progress=anytime)
+  for b, result in anytime.results(final).items():
+    yield b, result, True
+
+
+def run_case(
+  case: Case,
+  suite: Suite,
+  methods: dict[str, SuiteMethod],
+  *,
+  log: Callable[[str], None] = print,
+  skip: frozenset | set = frozenset(),
+) -> Iterator[dict]:
+  """One `run` row per (method, budget) on one case; `skip` holds (scenario, seed, method, budget) already run."""
+  t0 = time.perf_counter()
+  prep = prepare_case(case, max_depth=suite.max_depth)
+  prepared = prep.prepared
+  base = dict(
+    kind="run",
+    suite=suite.name,
+    scenario=case.scenario,
+    seed=case.seed,
+    n_rows=len(case.df),
+    explore_rows=prepared.halves.explore_rows,
+    cells=prepared.halves.explore.num_cells,
+    filter_columns=len(prepared.halves.explore.meta.filter_names),
+    z_screen=prepared.space.z_screen,
+    exhaustive_queries=prep.exhaustive_queries,
+    n_truth=len(case.truth),
+    adjusted=bool(case.adjust),
+  )
+  log(
+    f"{case.scenario} seed {case.seed}: {base['cells']} cells, {prep.exhaustive_queries} cohorts to depth "
+    f"{suite.max_depth}, prepared in {time.perf_counter() - t0:.1f} s"
+  )
+  warm = set()
+  for name, method in methods.items():
+    nominal = nominal_budgets(case, prep, suite, name)
+    budgets = [b for b in sorted(nominal) if (case.scenario, case.seed, name, b) not in skip]
+    why = not_applicable(name, method, prepared.space)
+    program = "agent" if method.agent is not None else "env" if name not in FULL_BUDGET else None
+    if budgets and why is None and program and program not in warm:
+      # compiles the env step (per cube shape; the agent's own grid for muzero) outside the timing
+      warm_up = method.search if program == "agent" else cube_env.get_method("random")
+      cube_env.search(prepared, warm_up, budget=2)
+      warm.add(program)
+    if not budgets:
+      continue
+    if why is not None:
+      for budget in budgets:
+        yield dict(
+          base,
+          method=name,
+          budget=budget,
+          budget_fraction=budget / prep.exhaustive_queries,
+          nominal_fraction=nominal[budget],
+          applicable=False,
+          note=why,
+        )
+      continue
+    for budget, result, read_off in _results(name, method, prepared, budgets):
+      t1 = time.perf_counter()
+      findings = cube_env.confirm(result, prepared)
+      seconds = result.seconds + time.perf_counter() - t1
+      confirmed = findings[findings["confirmed"].astype(bool)]
+      cand = score(result.candidates, case.truth, prepared.halves.explore)
+      conf = score(confirmed, case.truth, prepared.halves.explore)
+      out = dict(
+        base,
+        method=name,
+        budget=budget,
+        budget_fraction=budget / prep.exhaustive_queries,
+        nominal_fraction=nominal[budget],
+        applicable=True,
+        queries=int(result.queries),
+        search_seconds=float(result.seconds),
+        seconds=seconds,
+        read_off=read_off,
+        candidates=len(result.candidates),
+        candidate_recall=cand["recall"],
+        recall=conf["recall"],
+        recalled=conf["recalled"],
+        precision=conf["precision"],
+        confirmed=len(confirmed),
+        false_confirmed=conf["n_false"],
+        family_wise_error=bool(conf["n_false"] > 0),
+        note=result.note,
+      )
+      log(
+        f"  {case.scenario}/{case.seed} {name:16s} budget {budget:6d}: {out['queries']:6d} queries, "
+        f"recall {out['recall']:.2f}, {out['confirmed']} confirmed ({out['false_confirmed']} false), "
+        f"{seconds:.1f} s"
+      )
+      yield out

@@ -1,0 +1,151 @@
+"""One call of the `quality` command: resume from OUT, run the suite, write rows, summaries, tables and plot.
+
+Run rows already in `out` (same suite and sizes) are kept and their
+(scenario, seed, method, budget) skipped, so an interrupted suite continues
+and methods can be added later; so are the rows a killed call's workers
+spilled to OUT.partial. `out` is then rewritten as every run row, one
+`invocation` row per call (wall time, load) and fresh summary rows. See
+docs/design.md, Baselines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+
+import jax
+
+from experiments.agent import ensure_checkpoint
+from experiments.quality.plot import plot
+from experiments.quality.pool import log_to_stderr, read_rows, run_suite
+from experiments.quality.runner import build_methods
+from experiments.quality.suite import SUITES, Suite, case_order, check_request, resize
+from experiments.quality.summary import summarize
+from experiments.quality.tables import headline_tables
+
+Emit = Callable[[Iterable[dict], str | None], list[dict]]  # prints rows (and appends them to the file) as they come
+
+
+def _same_suite(suite: Suite) -> Callable[[dict], bool]:
+  """Whether a stored row belongs to `suite` at its current sizes (a suite's sizes may change between versions)."""
+
+  def same(r: dict) -> bool:
+    size = suite.large_rows if r.get("scenario") == "large" else suite.n_rows
+    return (
+      r.get("suite") == suite.name
+      and r.get("kind") in ("run", "invocation")
+      and r.get("n_rows") == (suite.n_rows if r["kind"] == "invocation" else size)
+    )
+
+  return same
+
+
+def earlier_rows(suite: Suite, out: str | None, spill: str | None, log: Callable[[str], None]) -> list[dict]:
+  """Run and invocation rows of `suite` in `out`, plus the run rows a killed call's workers left in `spill`."""
+  same = _same_suite(suite)
+  earlier = [r for r in read_rows(out) if same(r)]
+  done = {(r["scenario"], r["seed"], r["method"], r["budget"]) for r in earlier if r["kind"] == "run"}
+  kept = 0
+  for r in read_rows(spill):  # rows the workers of a killed call made (its parent never wrote them to `out`)
+    k = (r.get("scenario"), r.get("seed"), r.get("method"), r.get("budget"))
+    if same(r) and r["kind"] == "run" and k not in done:
+      earlier.append(r)
+      done.add(k)
+      kept += 1
+  if kept:
+    log(f"kept {kept} rows that the workers of an interrupted call wrote to {spill}")
+  return earlier
+
+
+def run_quality(
+  suite_name: str,
+  *,
+  checkpoint: str | None,
+  method_names: tuple[str, ...] | None,
+  plot_path: str | None,
+  out: str | None,
+  emit: Emit,
+  log: Callable[[str], None] | None = None,
+  scenarios: tuple[str, ...] | None = None,
+  workers: int | None = None,
+  seeds: int | None = None,
+  time_limit_s: float | None = None,
+) -> list[dict]:
+  """The `quality` command: run rows, then summary rows, the headline tables and the plot.
+
+  `workers` (default: the CPU count, capped at 2, on a CPU backend; 1 on an
+  accelerator, whose memory one process holds unless
+  XLA_PYTHON_CLIENT_PREALLOCATE=false) is the number of cases run at once.
+  `seeds` overrides the suite's number of cubes per scenario. `time_limit_s`:
+  no case starts after this many seconds (cases go seed by seed across
+  scenarios, so a cut suite still covers each one); the invocation row
+  records how many cases ran.
+  """
+  check_request(method_names, scenarios, workers, seeds, time_limit_s)
+  log = log or log_to_stderr
+  suite = resize(SUITES[suite_name], method_names=method_names, scenarios=scenarios, seeds=seeds)
+  if "muzero" in suite.methods:
+    checkpoint = ensure_checkpoint(checkpoint, log=log)
+  spill = f"{out}.partial" if out else None
+  earlier = earlier_rows(suite, out, spill, log)
+  done = {(r["scenario"], r["seed"], r["method"], r["budget"]) for r in earlier if r["kind"] == "run"}
+  device = jax.devices()[0]
+  if workers is None:
+    workers = min(2, os.cpu_count() or 1) if device.platform == "cpu" else 1
+  methods = build_methods(suite.methods, checkpoint) if workers == 1 else None  # workers build their own
+  load_before = os.getloadavg()
+  t0 = time.perf_counter()
+  deadline = None if time_limit_s is None else time.time() + time_limit_s
+  rows = emit(
+    run_suite(
+      suite, methods, log=log, skip=done, workers=workers, checkpoint=checkpoint, deadline=deadline, spill=spill
+    ),
+    out,
+  )
+  invocation = dict(
+    kind="invocation",
+    suite=suite.name,
+    methods=list(suite.methods),
+    wall_s=time.perf_counter() - t0,
+    workers=workers,
+    seeds=suite.seeds,
+    n_rows=suite.n_rows,
+    scenarios=list(suite.scenarios),
+    cases_run=len({(r["scenario"], r["seed"]) for r in rows}),
+    cases_in_suite=len(case_order(suite)),
+    time_limit_s=time_limit_s,
+    device=device.device_kind,
+    platform=device.platform,
+    cpu_count=os.cpu_count(),
+    load_average_before=load_before,
+    load_average_after=os.getloadavg(),
+    checkpoint=checkpoint,
+  )
+  runs = [r for r in earlier if r["kind"] == "run"] + rows
+  invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
+  summary = summarize(runs)
+  if out:
+    with open(out, "w") as handle:
+      for r in runs + invocations + summary:
+        handle.write(json.dumps(r, sort_keys=True) + "\n")
+    if os.path.exists(spill):  # every row in it is in `out` now
+      os.remove(spill)
+  for r in summary:
+    print(json.dumps(r, sort_keys=True), flush=True)
+  if not any(r["applicable"] for r in summary):
+    log(f"no applicable run to summarize in suite {suite.name} ({len(runs)} rows)")
+    return runs + invocations + summary
+  wall = sum(r["wall_s"] for r in invocations)
+  log(
+    headline_tables(summary, suite_name=suite.name, wall_s=wall, calls=len(invocations), device_kind=device.device_kind)
+  )
+  path = plot_path or os.path.join(os.path.dirname(out) if out else ".", "recall_vs_budget.png")
+  plot(
+    summary,
+    path,
+    title=f"suite {suite.name} on {device.device_kind} ({os.cpu_count()} cores); mean over {suite.seeds} seed(s)",
+  )
+  log(f"plot: {path}")
+  return runs + invocations + summary

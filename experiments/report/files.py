@@ -1,0 +1,141 @@
+"""The findings files of a discovery run: findings.json, findings.csv and report.html (docs/design.md, Discovery report).
+
+Counts below `min_group` never reach the report: the tables carry None there
+(`cube_env` suppresses them) and the coding notes are redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import cube_env
+from experiments.report.markup import render_html
+
+CSV_COLUMNS = (
+  "confirmed",
+  "reason",
+  "cohort",
+  "protected",
+  "group",
+  "reference",
+  "measure",
+  "scale",
+  "cohort_rows",
+  "n_group",
+  "n_rest",
+  "mean_group",
+  "mean_rest",
+  "diff",
+  "ci_low",
+  "ci_high",
+  "ratio",
+  "relative_diff",
+  "z",
+  "p_value",
+  "p_adjusted",
+  "group_ci_low",
+  "group_ci_high",
+  "rest_ci_low",
+  "rest_ci_high",
+  "path",
+  "explore_cohort_rows",
+  "explore_n_group",
+  "explore_n_rest",
+  "explore_mean_group",
+  "explore_mean_rest",
+  "explore_diff",
+  "explore_ci_low",
+  "explore_ci_high",
+  "explore_z",
+  "explore_p_value",
+  "explore_group_ci_low",
+  "explore_group_ci_high",
+  "explore_rest_ci_low",
+  "explore_rest_ci_high",
+  "query",
+  "depth",
+  "filters",
+)
+
+
+def _clean(value: Any) -> Any:
+  """JSON-safe value: numpy scalars to Python, NaN and inf to None."""
+  if isinstance(value, dict):
+    return {str(k): _clean(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_clean(v) for v in value]
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def findings_table(run: cube_env.Discovery) -> pd.DataFrame:
+  """The findings in report order and columns (CSV_COLUMNS present in the run)."""
+  f = run.findings
+  cols = [c for c in CSV_COLUMNS if c in f.columns]
+  return f[cols].copy()
+
+
+def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) -> dict:
+  c = run.config
+  out = {
+    "data": source,
+    "exploration_rows": run.halves.explore_rows,
+    "confirmation_rows": run.halves.confirm_rows,
+    "method": c.method,
+    "budget": c.budget,
+    "queries": run.search.queries,
+    "search_seconds": round(run.search.seconds, 2),
+    "total_seconds": round(run.seconds, 2),
+    "cohorts_visited": len(run.search.visits),
+    "candidates": len(run.findings),
+    "confirmed": int(run.findings["confirmed"].sum()) if len(run.findings) else 0,
+    "z_screen": round(run.search.z_screen, 3),
+    "q": c.q,
+    "min_relative_diff": c.min_relative_diff,
+    "max_depth": c.max_depth,
+    "min_group": c.min_group,
+    "adjusted_by": list(c.adjust),
+    "seed": c.seed,
+    "method_note": run.search.note,
+    "coding": [cube_env.redact_counts(line, c.min_group) for line in run.halves.summary],
+  }
+  if truth is not None:
+    out["truth"] = truth
+  return _clean(out)
+
+
+def write_report(
+  run: cube_env.Discovery, out_dir: str, *, source: str, truth: dict | None = None, planted: pd.DataFrame | None = None
+) -> dict[str, str]:
+  """Writes findings.json, findings.csv and report.html into `out_dir`; returns their paths.
+
+  Args:
+    run: from `cube_env.run_discovery`.
+    source: how the data are described (file name or synthetic scenario).
+    truth: `cube_env.truth_score(run, planted_effects)` for synthetic data.
+    planted: one row per planted effect (cohort, protected, group, measure,
+      effect, recalled) for the truth section.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  table = findings_table(run)
+  info = summary(run, source=source, truth=truth)
+  paths = {name: os.path.join(out_dir, name) for name in ("findings.json", "findings.csv", "report.html")}
+  records = [_clean(r) for r in table.to_dict("records")]
+  with open(paths["findings.json"], "w", encoding="utf-8") as fh:
+    json.dump({"summary": info, "findings": records}, fh, indent=1, allow_nan=False)
+  csv = table.copy()
+  if "filters" in csv.columns:
+    csv["filters"] = [json.dumps(_clean(f)) for f in csv["filters"]]
+  csv.to_csv(paths["findings.csv"], index=False)
+  with open(paths["report.html"], "w", encoding="utf-8") as fh:
+    fh.write(render_html(run, info, table, planted=planted))
+  return paths

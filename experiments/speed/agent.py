@@ -1,0 +1,53 @@
+"""MuZero speed on the cube task of an `experiments.train` preset: search, self-play, learner (docs/design.md).
+
+Each function returns JSON-ready rows, every one tagged with the preset, the
+device and the search settings (`agent_setup`), from the `muzero_jax.benchmark_*`
+measurements.
+"""
+
+from __future__ import annotations
+
+import jax
+
+import cube_env
+import muzero_jax
+from experiments import train
+
+
+def agent_setup(preset: str):
+  """(config, env, pool, tag) of a preset's training task; `tag` holds what every speed row records."""
+  task, config, _ = train.build(train.Args(preset=preset))
+  cubes = cube_env.make_cubes(task, split="train")
+  env, (pool,) = cube_env.make_pool(task, [cubes])
+  device = jax.devices()[0]
+  tag = dict(
+    preset=preset,
+    device=device.device_kind,
+    platform=device.platform,
+    num_actions=env.num_actions,
+    num_simulations=config.num_simulations,
+    search=config.search,
+  )
+  return config, env, pool, tag
+
+
+def search_rows(setup, batch_sizes) -> list[dict]:
+  """mctx search simulations/s and the overhead ratio per search batch size."""
+  config, env, pool, tag = setup
+  return [
+    dict(tag, bench="search", **r) for r in muzero_jax.benchmark_search(config, env, pool, batch_sizes=batch_sizes)
+  ]
+
+
+def selfplay_rows(setup, num_envs) -> list[dict]:
+  """Self-play moves/s per number of environments."""
+  config, env, pool, tag = setup
+  return [dict(tag, bench="selfplay", **r) for r in muzero_jax.benchmark_selfplay(config, env, pool, num_envs=num_envs)]
+
+
+def learner_rows(setup, batch_sizes) -> list[dict]:
+  """Learner updates/s per batch size."""
+  config, env, pool, tag = setup
+  return [
+    dict(tag, bench="learner", **r) for r in muzero_jax.benchmark_learner(config, env, pool, batch_sizes=batch_sizes)
+  ]
