@@ -13,7 +13,6 @@ to a confirmed finding, each importing only from those before it:
   (`prepare`, `search`, `confirm`, `run_discovery`).
 """
 
-from cube_env.check import check_env
 from cube_env.data import synthetic
 from cube_env.data.adjust import expected_values, strata
 from cube_env.data.disclosure import SMALL_CELL, redact_counts
@@ -109,7 +108,6 @@ __all__ = (
   "bonferroni_z",
   "bucketed_shape",
   "build_cube",
-  "check_env",
   "codes_to_filters",
   "cohort_label",
   "cohort_stats",

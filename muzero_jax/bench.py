@@ -28,6 +28,7 @@ from muzero_jax import selfplay
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.networks import make_network
 from muzero_jax.search import make_recurrent_fn, root_output, run_search
+from muzero_jax.trainer import make_train
 
 __all__ = ["time_call", "benchmark_search", "benchmark_selfplay", "benchmark_learner"]
 
@@ -214,8 +215,6 @@ def benchmark_learner(
   The replay is first filled by self-play with random parameters; each timed
   call runs ``updates`` updates in a ``lax.scan``.
   """
-  from muzero_jax.train import make_train  # noqa: PLC0415 (avoid an import cycle)
-
   results = []
   for batch in batch_sizes:
     cfg = config.replace(batch_size=batch, min_replay_size=0)

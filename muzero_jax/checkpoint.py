@@ -2,7 +2,7 @@
 
 Each step directory ``DIR/<step>/`` holds four Orbax items:
 
-* ``state``: the full :class:`~muzero_jax.train.TrainState` pytree (parameters,
+* ``state``: the full :class:`~muzero_jax.TrainState` pytree (parameters,
   optimiser state, replay contents and priorities, actor/environment states,
   PRNG key, counters), restored against a template state;
 * ``params``: the network variables alone, so inference loads only them
@@ -49,6 +49,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from muzero_jax.config import MuZeroConfig
+from muzero_jax.trainer import make_train
 
 __all__ = [
   "Checkpointer",
@@ -404,8 +405,6 @@ def restore(
   The template is built from the saved config (or ``config``, which must not
   contradict it) with ``jax.eval_shape``: nothing is initialised twice.
   """
-  from muzero_jax.train import make_train  # noqa: PLC0415 (train imports this module)
-
   ckpt = Checkpointer(directory, create=False)
   try:
     if config is None:

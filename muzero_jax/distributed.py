@@ -12,10 +12,10 @@ different processes, possibly on different hosts:
 * The driver assembles one *round* from one rollout of every actor (the
   trajectories concatenated along the slot axis are exactly the ``[T, B]``
   rollout of the single-process path) and applies
-  :func:`muzero_jax.train.learn_from_rollout`: replay insertion, then
+  :func:`muzero_jax.trainer.learn_from_rollout`: replay insertion, then
   ``config.updates_per_iteration`` updates. The replay ratio (updates x
   batch_size / moves) is therefore the configured one, and the learner's
-  :class:`~muzero_jax.train.TrainState` has the same structure as a
+  :class:`~muzero_jax.TrainState` has the same structure as a
   single-process run's: checkpoints are interchangeable.
 * Backpressure: each actor has at most ``max_in_flight`` rollouts requested or
   received and not yet learned from, so at most ``N * max_in_flight``
@@ -41,6 +41,7 @@ only (design card, CVE-2023-48022). This module is the only one of
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import ipaddress
@@ -51,10 +52,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 try:
+  import psutil
   import ray
+  from ray._private import ray_constants
 except ImportError as err:  # pragma: no cover (tested in a subprocess without Ray)
   raise ImportError(
     "muzero_jax.distributed needs Ray: pip install -e '.[ray]' (or pip install 'ray[default]>=2.9'); "
@@ -62,21 +64,21 @@ except ImportError as err:  # pragma: no cover (tested in a subprocess without R
   ) from err
 
 from muzero_jax import selfplay
-from muzero_jax.checkpoint import Checkpointer
 from muzero_jax.config import MuZeroConfig
-from muzero_jax.logging import MetricsLogger
+from muzero_jax.driver import run_iterations
 from muzero_jax.networks import make_network
-from muzero_jax.train import (
-  TrainState,
-  _host_metrics,
-  _save,
-  _save_if_due,
-  _StopOnSignal,
-  learn_from_rollout,
-  make_train,
-)
+from muzero_jax.trainer import TrainState, learn_from_rollout, make_train
 
-__all__ = ["Counters", "FanOutResult", "NeedsState", "Rollout", "SelfPlayActor", "init_ray", "local_listeners", "train"]
+__all__ = [
+  "Counters",
+  "FanOutResult",
+  "NeedsState",
+  "Rollout",
+  "SelfPlayActor",
+  "init_ray",
+  "local_listeners",
+  "train_distributed",
+]
 
 LOOPBACK = "127.0.0.1"
 # Forwarded from the driver's environment to every actor (remote hosts do not inherit it).
@@ -109,8 +111,6 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
     os.environ["RAY_AUTH_MODE"] = "disabled"
     # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when imported (maybe before this call); unset, it binds
     # some services to 0.0.0.0 and the host's address despite _node_ip_address. Child processes read the env.
-    from ray._private import ray_constants
-
     ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(num_cpus=num_cpus, _node_ip_address=LOOPBACK, include_dashboard=False, **kwargs)
     exposed = [x for x in local_listeners() if not _is_loopback(x[1])]
@@ -123,8 +123,6 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
 
 def local_listeners() -> list[tuple[int, str, int]]:
   """``(pid, address, port)`` of every TCP listener of this process and its descendants (a local Ray runtime)."""
-  import psutil
-
   me = psutil.Process()
   pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
   return sorted(
@@ -167,7 +165,7 @@ class NeedsState:
 
 
 class SelfPlayActor:
-  """Plays self-play rollouts on its own device (a Ray actor; see :func:`train`).
+  """Plays self-play rollouts on its own device (a Ray actor; see :func:`train_distributed`).
 
   Holds the jitted :func:`muzero_jax.selfplay.rollout`, the env params pool,
   the newest parameters it was sent and the state of its ``b`` slots.
@@ -273,7 +271,7 @@ class Counters:
 
 @dataclasses.dataclass(frozen=True)
 class FanOutResult:
-  """What :func:`train` returns."""
+  """What :func:`train_distributed` returns."""
 
   state: TrainState
   counters: Counters
@@ -498,13 +496,37 @@ class _FanOut:
       while slot.pending:
         self._drop(slot.pending.popleft())
     for slot in self.slots:
-      try:
+      with contextlib.suppress(Exception):  # already gone, or Ray was shut down
         ray.kill(slot.handle, no_restart=True)
-      except Exception:  # noqa: BLE001 (already gone, or Ray was shut down)
-        pass
 
 
-def train(
+class _FanOutIterations:
+  """The driver's :class:`~muzero_jax.driver.IterationSource`: one round of the actors, then learning here."""
+
+  def __init__(self, trainer, env, pool, *, num_actors: int, fan_out_options: dict) -> None:
+    self.description = f"muzero x{num_actors} actors"
+    self._trainer, self._env, self._pool = trainer, env, pool
+    self._num_actors, self._options = num_actors, fan_out_options
+    self._learn = _learn_fn(trainer.network, trainer.optimizer, trainer.config)
+    self.fan: _FanOut | None = None
+    self.counters = Counters()
+
+  def start(self, state: TrainState) -> None:
+    self.fan = _FanOut(self._trainer.config, self._env, self._pool, state, num_actors=self._num_actors, **self._options)
+    self.counters = self.fan.counters
+
+  def iteration(self, state: TrainState) -> tuple[TrainState, dict]:
+    end, traj, stats = _join_round(self.fan.next_round())
+    state, metrics = self._learn(state, end, traj, stats)
+    self.fan.publish(state.params)
+    return state, {**metrics, **self.counters.scalars()}
+
+  def close(self) -> dict[str, float]:
+    self.fan.close()
+    return self.counters.scalars()
+
+
+def train_distributed(
   config: MuZeroConfig,
   env,
   env_params_pool,
@@ -531,8 +553,9 @@ def train(
   rollout of ``config.rollout_length`` steps from every actor (each plays
   ``config.num_envs / num_actors`` slots), then ``config.updates_per_iteration``
   learner updates in this process, so the counters, replay ratio, metrics,
-  TensorBoard scalars and checkpoints are those of :func:`muzero_jax.train`;
-  ``fanout/*`` scalars are added.
+  TensorBoard scalars and checkpoints are those of :func:`muzero_jax.train`
+  (the same driver, :func:`muzero_jax.driver.run_iterations`); ``fanout/*``
+  scalars are added.
 
   Args:
     config, env, env_params_pool, logdir, checkpoint_dir, num_iterations,
@@ -561,61 +584,26 @@ def train(
   if not ray.is_initialized():
     raise RuntimeError("Ray is not initialised: call muzero_jax.distributed.init_ray() first")
   trainer = make_train(config, env, env_params_pool)
-  learn_fn = _learn_fn(trainer.network, trainer.optimizer, config)
-  ckpt = Checkpointer(checkpoint_dir, max_to_keep=config.checkpoints_to_keep) if checkpoint_dir else None
-  if state is None and resume and ckpt is not None and ckpt.all_steps():
-    state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True).state
-  state = trainer.init() if state is None else state
-  start = int(state.iteration)
   env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
   env_vars.update(actor_env or {})
-  options = dict(num_cpus=actor_cpus, num_gpus=actor_gpus, runtime_env={"env_vars": env_vars})
-  logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
-  bar = tqdm(range(num_iterations), disable=not progress, desc=f"muzero x{num_actors} actors", dynamic_ncols=True)
-  save = functools.partial(_save, ckpt, config=config, env=env, extra=checkpoint_extra)
-  stop = _StopOnSignal()
-  fan = None
-  try:
-    fan = _FanOut(
-      config,
-      env,
-      env_params_pool,
-      state,
-      num_actors=num_actors,
-      max_in_flight=max_in_flight,
-      max_restarts=max_restarts,
-      actor_options=options,
-      stall_timeout=stall_timeout,
-    )
-    with stop:
-      for i in bar:
-        t0 = time.perf_counter()
-        end, traj, stats = _join_round(fan.next_round())
-        state, metrics = learn_fn(state, end, traj, stats)
-        fan.publish(state.params)
-        # The first round includes the actors' start and compilation.
-        metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=i == 0)
-        metrics.update(fan.counters.scalars())
-        step = _save_if_due(save, ckpt, state, config, metrics)
-        logger.write(step, metrics)
-        bar.set_postfix(
-          it=step,
-          ret=f"{metrics['selfplay/return_mean']:.2f}",
-          mv_s=f"{metrics.get('speed/moves_per_s', float('nan')):.0f}",
-          restarts=fan.counters.restarts,
-        )
-        if stop.signal is not None or (callback is not None and callback(state, metrics, fan.counters)):
-          break
-    save(state, force=True)
-  finally:
-    if fan is not None:
-      fan.close()
-      logger.write(int(state.iteration), fan.counters.scalars())
-    if ckpt is not None:
-      ckpt.close()
-    logger.close()
-    bar.close()
-  if stop.signal is not None:
-    where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
-    raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")
-  return FanOutResult(state=state, counters=fan.counters)
+  options = dict(
+    max_in_flight=max_in_flight,
+    max_restarts=max_restarts,
+    actor_options=dict(num_cpus=actor_cpus, num_gpus=actor_gpus, runtime_env={"env_vars": env_vars}),
+    stall_timeout=stall_timeout,
+  )
+  source = _FanOutIterations(trainer, env, env_params_pool, num_actors=num_actors, fan_out_options=options)
+  state = run_iterations(
+    trainer,
+    env,
+    source,
+    logdir=logdir,
+    checkpoint_dir=checkpoint_dir,
+    num_iterations=num_iterations,
+    callback=None if callback is None else lambda s, m: callback(s, m, source.counters),
+    state=state,
+    resume=resume,
+    progress=progress,
+    checkpoint_extra=checkpoint_extra,
+  )
+  return FanOutResult(state=state, counters=source.counters)

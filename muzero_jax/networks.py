@@ -166,45 +166,51 @@ class ScalarLogits(nn.Module):
 class MuZeroNetwork(nn.Module):
   """Representation, dynamics and prediction functions of MuZero.
 
-  Variables come from ``net.init(key, obs[None], action[None])``; then call the
-  three functions with ``net.apply(variables, ..., method="represent")`` etc.
+  Sizes come from ``config`` (one source of hyperparameters; build it with
+  :func:`make_network`). Variables come from ``net.init(key, obs[None],
+  action[None])``; then call the three functions with ``net.apply(variables,
+  ..., method="represent")`` etc.
   """
 
+  config: MuZeroConfig  # sizes: the torso (network, channels, blocks, widths) and the supports
   num_actions: int
   observation_shape: tuple[int, ...]
-  kind: str = "resnet"
-  conv_policy: bool = True
-  channels: int = 32
-  num_blocks: int = 2
-  dynamics_blocks: int = 1
-  head_channels: int = 16
-  hidden_size: int = 64
-  mlp_layers: int = 2
-  latent_size: int = 64
-  value_bins: int = 41
-  reward_bins: int = 21
+  conv_policy: bool  # fully convolutional policy/legality heads (see uses_conv_policy)
   action_embedding_size: int = 8
 
+  @property
+  def kind(self) -> str:
+    return self.config.network
+
+  @property
+  def value_bins(self) -> int:
+    return 2 * self.config.support_size + 1
+
+  @property
+  def reward_bins(self) -> int:
+    return 2 * self.config.reward_support_size + 1
+
   def setup(self) -> None:
+    c = self.config
     if self.kind == "resnet":
-      self.repr_torso = ConvTorso(self.channels, self.num_blocks)
-      self.dyn_torso = ConvTorso(self.channels, self.dynamics_blocks)
+      self.repr_torso = ConvTorso(c.channels, c.num_blocks)
+      self.dyn_torso = ConvTorso(c.channels, c.dynamics_blocks)
     else:
-      self.repr_torso = Mlp((self.hidden_size,) * self.mlp_layers)
-      self.repr_out = _Dense(self.latent_size)
-      self.dyn_torso = Mlp((self.hidden_size,) * self.mlp_layers)
-      self.dyn_out = _Dense(self.latent_size)
-      self.pred_torso = Mlp((self.hidden_size,))
+      self.repr_torso = Mlp((c.hidden_size,) * c.mlp_layers)
+      self.repr_out = _Dense(c.latent_size)
+      self.dyn_torso = Mlp((c.hidden_size,) * c.mlp_layers)
+      self.dyn_out = _Dense(c.latent_size)
+      self.pred_torso = Mlp((c.hidden_size,))
     if not self.conv_policy:
       self.action_embed = _Dense(self.action_embedding_size)
-    self.reward_head = ScalarLogits(self.head_channels, self.hidden_size, self.reward_bins)
-    self.value_head = ScalarLogits(self.head_channels, self.hidden_size, self.value_bins)
+    self.reward_head = ScalarLogits(c.head_channels, c.hidden_size, self.reward_bins)
+    self.value_head = ScalarLogits(c.head_channels, c.hidden_size, self.value_bins)
     if self.conv_policy:
-      self.policy_head = GridLogits(self.head_channels)
-      self.legality_head = GridLogits(self.head_channels)
+      self.policy_head = GridLogits(c.head_channels)
+      self.legality_head = GridLogits(c.head_channels)
     else:
-      self.policy_head = DenseLogits(self.head_channels, self.num_actions)
-      self.legality_head = DenseLogits(self.head_channels, self.num_actions)
+      self.policy_head = DenseLogits(c.head_channels, self.num_actions)
+      self.legality_head = DenseLogits(c.head_channels, self.num_actions)
 
   def __call__(self, obs: chex.Array, action: chex.Array):
     """Initial inference then one recurrent step (used by ``init``)."""
@@ -266,17 +272,8 @@ def make_network(config: MuZeroConfig, num_actions: int, observation_shape: Sequ
       "Use network='mlp' for flat observations."
     )
   return MuZeroNetwork(
+    config=config,
     num_actions=int(num_actions),
     observation_shape=observation_shape,
-    kind=config.network,
     conv_policy=uses_conv_policy(config, num_actions, observation_shape),
-    channels=config.channels,
-    num_blocks=config.num_blocks,
-    dynamics_blocks=config.dynamics_blocks,
-    head_channels=config.head_channels,
-    hidden_size=config.hidden_size,
-    mlp_layers=config.mlp_layers,
-    latent_size=config.latent_size,
-    value_bins=2 * config.support_size + 1,
-    reward_bins=2 * config.reward_support_size + 1,
   )

@@ -1,11 +1,7 @@
 """Self-play (Anakin style) and greedy evaluation over the environment protocol.
 
-The environment is a stateless object (gymnax 1.0 style)::
-
-    env.reset(key, params) -> (obs, state)
-    env.step(key, state, action, params) -> (obs, state, reward, terminated, truncated, info)
-    env.action_mask(state, params) -> bool[num_actions]
-    env.num_actions: int; env.observation_shape: tuple[int, ...]
+The environment follows :mod:`muzero_jax.env_protocol` (stateless,
+``reset``/``step``/``action_mask``, no auto-reset).
 
 Training draws environment instances from a *pool*: a pytree whose leaves have a
 leading ``[P, ...]`` axis. Each of the ``B`` slots keeps its pool index and

@@ -101,7 +101,7 @@ def _check_chains(counters, num_actors):
 def test_two_actors_feed_the_learner_and_resume(ray_runtime, tmp_path):
   distributed, actor_env = ray_runtime
   start = mz.make_train(CONFIG, ENV, POOL).init()
-  result = distributed.train(
+  result = distributed.train_distributed(
     CONFIG,
     ENV,
     POOL,
@@ -154,7 +154,7 @@ def test_two_actors_feed_the_learner_and_resume(ray_runtime, tmp_path):
   ckpt = mz.Checkpointer(tmp_path / "ckpt")
   assert ckpt.all_steps()[-1] == 4
   ckpt.close()
-  resumed = distributed.train(
+  resumed = distributed.train_distributed(
     CONFIG,
     ENV,
     POOL,
@@ -181,7 +181,7 @@ def test_killed_actor_is_restarted_and_the_run_finishes(ray_runtime):
       killed.append(counters.pids[1][-1])
       os.kill(killed[0], signal.SIGKILL)
 
-  result = distributed.train(
+  result = distributed.train_distributed(
     CONFIG,
     ENV,
     POOL,

@@ -1,5 +1,7 @@
 """The environment: cohorts, masks, rewards, pixels; jit/vmap; cohort_stats vs pandas."""
 
+import operator
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 import scipy.stats as ss
 
 import cube_env
+import muzero_jax
 from cube_env.environment import env as env_lib
 from tests.conftest import SMALL_SCHEMA, make_small_df
 
@@ -191,7 +194,7 @@ def test_groupby_methods_agree(small_cube):
 
 def test_check_env_and_vmap_64(env_params):
   env, params = env_params
-  summary = cube_env.check_env(env, params, num_episodes=1, batch=4)
+  summary = muzero_jax.check_env(env, params, num_episodes=1, batch=4, position=lambda s: s.filters)
   assert summary["episodes"] == 1 and summary["steps"] == env.horizon
   keys = jax.random.split(jax.random.PRNGKey(0), 64)
   obs, states = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params)
@@ -200,7 +203,7 @@ def test_check_env_and_vmap_64(env_params):
   out = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))(keys, states, jnp.asarray(actions), params)
   step = jax.jit(env.step)
   for i in range(0, 64, 7):
-    one = step(keys[i], jax.tree.map(lambda x: x[i], states), int(actions[i]), params)
+    one = step(keys[i], jax.tree.map(operator.itemgetter(i), states), int(actions[i]), params)
     assert np.allclose(out[0][i], one[0], atol=1e-5)
     assert float(out[2][i]) == float(one[2])
     assert np.array_equal(out[1].filters[i], one[1].filters)

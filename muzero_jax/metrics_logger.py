@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from tensorboardX import SummaryWriter
+
 __all__ = ["MetricsLogger"]
 
 
@@ -19,16 +21,15 @@ class MetricsLogger:
   finished, reported as NaN) are skipped rather than plotted.
   """
 
-  def __init__(self, logdir: str | None, *, purge_step: int | None = None) -> None:
+  def __init__(self, logdir: str | None, *, purge_step: int | None = None, filename_suffix: str = "") -> None:
     """``purge_step``: TensorBoard discards events at steps >= it from earlier
     files of ``logdir`` (a resumed run drops what a crashed run logged after
-    its last checkpoint)."""
+    its last checkpoint). ``filename_suffix`` ends the event file's name (two
+    loggers of one directory write apart)."""
     self.logdir = logdir
     self._writer = None
     if logdir is not None:
-      from tensorboardX import SummaryWriter  # noqa: PLC0415 (optional at import time)
-
-      self._writer = SummaryWriter(logdir, purge_step=purge_step)
+      self._writer = SummaryWriter(logdir, purge_step=purge_step, filename_suffix=filename_suffix)
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
     """Adds every finite scalar of ``metrics`` at ``step``."""

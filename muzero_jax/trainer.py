@@ -1,4 +1,4 @@
-"""``make_train`` (pure, jitted functions) and the ``train`` driver loop.
+"""``make_train``: the pure, jitted functions of training (the loop that calls them is :mod:`muzero_jax.driver`).
 
 Shape of training (purejaxrl / Anakin, Hessel et al. 2021): one jitted
 ``iteration(state) -> (state, metrics)`` runs ``config.rollout_length`` self-play
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import signal
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,17 +20,15 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from tqdm.auto import tqdm
 
 from muzero_jax import learner as learner_lib
 from muzero_jax import replay as replay_lib
 from muzero_jax import selfplay
-from muzero_jax.checkpoint import Checkpointer
 from muzero_jax.config import MuZeroConfig
-from muzero_jax.logging import MetricsLogger
+from muzero_jax.env_protocol import check_env_shapes
 from muzero_jax.networks import MuZeroNetwork, make_network
 
-__all__ = ["TrainState", "Trainer", "make_train", "train", "check_env"]
+__all__ = ["TrainState", "Trainer", "learn_from_rollout", "make_train"]
 
 
 @struct.dataclass
@@ -68,22 +63,6 @@ class Trainer:
   iteration_fn: Callable[[TrainState, Any], tuple[TrainState, dict]]  # jitted, (state, pool)
   evaluate: Callable  # evaluate(params, env_params_batch, key) -> EvalResult (jitted, greedy)
   pool: Any
-
-
-def check_env(env, pool) -> None:
-  """Checks the environment protocol on one pool entry (shapes and dtypes)."""
-  for name in ("reset", "step", "action_mask", "num_actions", "observation_shape"):
-    if not hasattr(env, name):
-      raise TypeError(f"environment {type(env).__name__} lacks `{name}` (see muzero_jax.selfplay)")
-  params = jax.tree.map(lambda x: x[0], pool)
-  obs, state = jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)
-  if tuple(obs.shape) != tuple(env.observation_shape):
-    raise ValueError(
-      f"env.reset returned obs of shape {obs.shape}, env.observation_shape is {tuple(env.observation_shape)}"
-    )
-  mask = jax.eval_shape(env.action_mask, state, params)
-  if tuple(mask.shape) != (env.num_actions,) or mask.dtype != jnp.bool_:
-    raise ValueError(f"env.action_mask must return bool[{env.num_actions}], got {mask.dtype}{list(mask.shape)}")
 
 
 @struct.dataclass
@@ -256,7 +235,7 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
     a :class:`Trainer`; ``trainer.init()`` then repeated ``trainer.iteration(state)``.
   """
   config.check_supports()
-  check_env(env, env_params_pool)
+  check_env_shapes(env, jax.tree.map(lambda x: x[0], env_params_pool))
   try:  # fields that only the driver reads do not change the compiled functions
     key_config = config.replace(seed=0, checkpoint_every=1, checkpoints_to_keep=1)
     network, optimizer, init_fn, iteration_fn, evaluate = _build_cached(key_config, env)
@@ -278,153 +257,3 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
     evaluate=evaluate,
     pool=env_params_pool,
   )
-
-
-def _rates(metrics: dict, seconds: float, config: MuZeroConfig) -> dict:
-  moves = config.rollout_length * config.num_envs
-  updates = float(metrics["learner/updates"]) + float(metrics["learner/skipped_updates"])
-  sims = (
-    moves * config.num_simulations + updates * config.num_reanalysed * config.window_length * config.num_simulations
-  )
-  total_moves = max(float(metrics["total/moves"]), 1.0)
-  return {
-    "speed/moves_per_s": moves / seconds,
-    "speed/updates_per_s": updates / seconds,
-    "speed/simulations_per_s": sims / seconds,
-    "speed/iteration_s": seconds,
-    "replay/replay_ratio": float(metrics["total/updates"]) * config.batch_size / total_moves,
-  }
-
-
-def train(
-  config: MuZeroConfig,
-  env,
-  env_params_pool,
-  *,
-  logdir: str | None = None,
-  checkpoint_dir: str | None = None,
-  num_iterations: int = 100,
-  callback: Callable[[TrainState, dict], bool | None] | None = None,
-  state: TrainState | None = None,
-  resume: bool = False,
-  progress: bool = True,
-  checkpoint_extra: dict | None = None,
-) -> TrainState:
-  """Runs ``num_iterations`` training iterations and returns the final state.
-
-  Args:
-    config, env, env_params_pool: as in :func:`make_train`.
-    logdir: tensorboard directory (scalars every iteration, at step =
-      ``state.iteration``), or None. A resumed run purges the events a crashed
-      run logged after its checkpoint, so curves continue without doubles.
-    checkpoint_dir: Orbax checkpoints every ``config.checkpoint_every``
-      iterations and at the end (keeping ``config.checkpoints_to_keep``), or None.
-    num_iterations: iterations to run in this call.
-    callback: ``callback(state, metrics)`` after every iteration with host
-      metrics; returning True stops training early.
-    state: start from this state instead of ``init()``.
-    resume: restore the newest good checkpoint in ``checkpoint_dir`` when one
-      exists (damaged newer steps are renamed ``<step>.damaged`` with a
-      warning); ``config`` must not contradict the saved one.
-    progress: show a tqdm progress bar.
-    checkpoint_extra: JSON-able dict stored in every checkpoint's meta (e.g.
-      what regenerates ``env_params_pool``).
-
-  Ctrl-C (SIGINT) or SIGTERM lets the running iteration finish, saves a
-  checkpoint, then raises ``KeyboardInterrupt``; a second one interrupts at once.
-  """
-  trainer = make_train(config, env, env_params_pool)
-  ckpt = Checkpointer(checkpoint_dir, max_to_keep=config.checkpoints_to_keep) if checkpoint_dir else None
-  if state is None and resume and ckpt is not None and ckpt.all_steps():
-    state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True).state
-  state = trainer.init() if state is None else state
-  start = int(state.iteration)
-  logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
-  bar = tqdm(range(num_iterations), disable=not progress, desc="muzero", dynamic_ncols=True)
-  save = functools.partial(_save, ckpt, config=config, env=env, extra=checkpoint_extra)
-  stop = _StopOnSignal()
-  try:
-    with stop:
-      for i in bar:
-        t0 = time.perf_counter()
-        state, metrics = trainer.iteration(state)
-        metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=i == 0)
-        step = _save_if_due(save, ckpt, state, config, metrics)
-        logger.write(step, metrics)
-        bar.set_postfix(
-          it=step,
-          ret=f"{metrics['selfplay/return_mean']:.2f}",
-          loss=f"{metrics['loss/total']:.3f}",
-          mv_s=f"{metrics.get('speed/moves_per_s', float('nan')):.0f}",
-        )
-        asked_to_stop = callback is not None and callback(state, metrics)
-        if stop.signal is not None or asked_to_stop:
-          break
-    save(state, force=True)
-  finally:
-    if ckpt is not None:
-      ckpt.close()  # waits for the asynchronous write of the last save
-    logger.close()
-    bar.close()
-  if stop.signal is not None:
-    where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
-    raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")
-  return state
-
-
-def _host_metrics(metrics: dict, seconds: float, config: MuZeroConfig, *, first: bool) -> dict:
-  """An iteration's device metrics as floats, with its speed rates.
-
-  The first iteration includes compilation: its rates are left out of the
-  speed curves and only its time is kept (``speed/first_iteration_s``).
-  """
-  metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  metrics.update(_rates(metrics, seconds, config))
-  if first:
-    metrics = {k: v for k, v in metrics.items() if not k.startswith("speed/")}
-    metrics["speed/first_iteration_s"] = seconds
-  return metrics
-
-
-def _save_if_due(
-  save: Callable, ckpt: Checkpointer | None, state: TrainState, config: MuZeroConfig, metrics: dict
-) -> int:
-  """Saves every ``config.checkpoint_every`` iterations (adding ``checkpoint/save_s``); returns the step."""
-  step = int(state.iteration)
-  if step % config.checkpoint_every == 0 and save(state):
-    metrics["checkpoint/save_s"] = ckpt.last_save_seconds
-  return step
-
-
-def _save(ckpt: Checkpointer | None, state: TrainState, *, config, env, extra, force: bool = False) -> bool:
-  if ckpt is None:
-    return False
-  return ckpt.save(int(state.iteration), state, config=config, env=env, extra=extra, force=force)
-
-
-class _StopOnSignal:
-  """Turns the first SIGINT/SIGTERM into a flag the loop checks between iterations.
-
-  Handlers are installed only in the main thread (elsewhere signals cannot be
-  caught) and the previous ones are put back on exit. A second signal raises
-  ``KeyboardInterrupt`` at once.
-  """
-
-  def __init__(self) -> None:
-    self.signal: int | None = None
-    self._previous: dict = {}
-
-  def _handle(self, signum, frame) -> None:  # noqa: ARG002
-    if self.signal is not None:
-      raise KeyboardInterrupt
-    self.signal = signum
-
-  def __enter__(self) -> _StopOnSignal:
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGINT, signal.SIGTERM):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)

@@ -19,7 +19,7 @@ class CartPole:
   training until the greedy mean return over 100 episodes reaches 475 (wall time, moves, updates)."""
 
   preset: str = "cpu"
-  """experiments.cartpole preset trained to the target."""
+  """experiments.control.cartpole preset trained to the target."""
   seeds: tuple[int, ...] = (0,)
   """One training run per seed."""
   max_minutes: float = 30.0
@@ -37,22 +37,23 @@ class CartPole:
 
 def run(args: CartPole, emit) -> list[dict]:
   """Runs the benchmark; `emit(rows, out)` prints (and appends) JSON lines and returns the rows."""
-  import jax  # noqa: PLC0415
+  # Imported here so that `experiments.benchmark` loads (and `--help` answers) without the agent library.
+  import jax  # noqa: PLC0415 (see above)
 
-  from experiments import cartpole  # noqa: PLC0415 (needs gymnax)
+  from experiments.control import cartpole, solve  # noqa: PLC0415 (see above)
 
   device = jax.devices()[0]
   tag = dict(env="CartPole-v1", device=device.device_kind, platform=device.platform)
   task = cartpole.CartPoleTask()
-  env, pool, _ = cartpole.make_env(task)
+  env, pool, _ = cartpole.make_cartpole(task)
   rows = []
   for preset in args.speed_presets:
     config = cartpole.make_config(preset)
     rows += emit(
-      [dict(tag, preset=preset, config=config.to_dict(), **r) for r in cartpole.speed(config, env, pool)], args.out
+      [dict(tag, preset=preset, config=config.to_dict(), **r) for r in solve.speed(config, env, pool)], args.out
     )
   for seed in args.seeds if args.solve else ():
     config = cartpole.make_config(args.preset, seed=seed)
-    result = cartpole.solve(config, task=task, max_train_s=60 * args.max_minutes, eval_every_s=args.eval_every_s)
+    result = solve.solve(config, task=task, max_train_s=60 * args.max_minutes, eval_every_s=args.eval_every_s)
     rows += emit([dict(tag, preset=args.preset, seed=seed, config=config.to_dict(), **result)], args.out)
   return rows

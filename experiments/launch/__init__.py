@@ -1,0 +1,24 @@
+"""What the training entry points share: flags over a preset or over the checkpoint they resume, exit statuses."""
+
+from experiments.launch.errors import UsageError, run_command
+from experiments.launch.resume import (
+  Checkpoint,
+  RunArgs,
+  flag,
+  holds_checkpoints,
+  parse_run_flags,
+  peek_flag,
+  read_checkpoint,
+)
+
+__all__ = [
+  "Checkpoint",
+  "RunArgs",
+  "UsageError",
+  "flag",
+  "holds_checkpoints",
+  "parse_run_flags",
+  "peek_flag",
+  "read_checkpoint",
+  "run_command",
+]

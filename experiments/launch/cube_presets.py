@@ -1,0 +1,87 @@
+"""The sizes of a cube training run (`python -m experiments.train --preset NAME`), defined once.
+
+`smoke` (well under a minute on 2 CPU cores), `cpu` (the default) and `gpu`.
+The episode length of the agent's config is the task's horizon (the query budget).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cube_env
+import muzero_jax
+
+__all__ = ["PRESETS", "CubePreset"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CubePreset:
+  """A named size of the cube run: which cubes, the agent's config, and how long to train."""
+
+  task: cube_env.CubeTask
+  config: muzero_jax.MuZeroConfig  # config.max_episode_steps == task.horizon
+  iterations: int
+
+
+def _preset(task: cube_env.CubeTask, iterations: int, **config) -> CubePreset:
+  return CubePreset(
+    task=task, config=muzero_jax.MuZeroConfig(max_episode_steps=task.horizon, **config), iterations=iterations
+  )
+
+
+PRESETS: dict[str, CubePreset] = {
+  "smoke": _preset(
+    cube_env.CubeTask(num_train_cubes=2, num_eval_cubes=2, n_rows=2500, horizon=8, max_depth=2),
+    iterations=3,
+    channels=8,
+    num_blocks=1,
+    head_channels=4,
+    latent_size=16,
+    hidden_size=16,
+    num_simulations=4,
+    max_num_considered_actions=4,
+    num_envs=4,
+    rollout_length=8,
+    replay_capacity=512,
+    min_replay_size=32,
+    batch_size=16,
+    unroll_steps=3,
+    n_step=3,
+    updates_per_iteration=2,
+    warmup_steps=5,
+    decay_steps=200,
+  ),
+  "cpu": _preset(
+    cube_env.CubeTask(num_train_cubes=8, num_eval_cubes=4, n_rows=4000, horizon=16, max_depth=3),
+    iterations=400,
+    channels=16,
+    num_blocks=1,
+    head_channels=8,
+    latent_size=32,
+    hidden_size=32,
+    num_simulations=8,
+    max_num_considered_actions=8,
+    num_envs=8,
+    rollout_length=8,
+    replay_capacity=8192,
+    min_replay_size=128,
+    batch_size=32,
+    updates_per_iteration=4,
+    warmup_steps=20,
+    decay_steps=5000,
+  ),
+  "gpu": _preset(
+    cube_env.CubeTask(num_train_cubes=64, num_eval_cubes=16, n_rows=20000, horizon=64, max_depth=3),
+    iterations=2000,
+    channels=64,
+    num_blocks=4,
+    num_simulations=32,
+    num_envs=256,
+    rollout_length=32,
+    support_size=30,
+    replay_capacity=262144,
+    batch_size=512,
+    updates_per_iteration=16,
+    decay_steps=200000,
+  ),
+}

@@ -1,0 +1,33 @@
+"""How a training entry point fails: a usage error (exit status 2) or an interruption (130)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["UsageError", "run_command"]
+
+
+class UsageError(ValueError):
+  """A flag or path the user gave is wrong (printed as `error: ...`, exit status 2)."""
+
+
+def run_command(run: Callable[[], Any], *, program: str, checkpoint_dir: str | None) -> int:
+  """Calls `run()` and turns its outcome into an exit status, printing errors to stderr.
+
+  `UsageError` and `FileNotFoundError`: `error: ...`, status 2. `KeyboardInterrupt`
+  (Ctrl-C or SIGTERM, after the driver saved a checkpoint): status 130 and the
+  command that continues the run from `checkpoint_dir`.
+  """
+  try:
+    run()
+  except (UsageError, FileNotFoundError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt as err:
+    print(f"\ninterrupted: {err or 'no checkpoint directory given, nothing saved'}", file=sys.stderr)
+    if checkpoint_dir:
+      print(f"continue with: python -m {program} --resume {checkpoint_dir}", file=sys.stderr)
+    return 130
+  return 0

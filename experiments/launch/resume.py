@@ -1,0 +1,168 @@
+"""A training run's settings: a preset, or the checkpoint it resumes, overridden by the flags.
+
+The cube (`experiments.train`) and CartPole (`experiments.cartpole`) entry
+points parse their typed `Args` (the `MuZeroConfig` and the task nested, their
+fields as flags without a prefix) in two passes: `--preset` and `--resume` are
+read first and give the defaults (the preset's values, or the values saved in
+the checkpoint); then every flag overrides them. A resumed run may change only
+what does not alter training (`SAFE_CONFIG_FIELDS` of the config and the
+run's own flags such as `--iterations` and `--logdir`); any other flag that
+differs from the checkpoint is an error that names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import tyro
+
+import muzero_jax
+from experiments.launch.errors import UsageError
+from muzero_jax.checkpoint import SAFE_CONFIG_FIELDS
+
+__all__ = ["Checkpoint", "RunArgs", "flag", "holds_checkpoints", "parse_run_flags", "peek_flag", "read_checkpoint"]
+
+# Fields of a run's `Args` checked against the checkpoint on resume; the others only steer the run.
+_CHECKED = ("config", "task", "preset")
+
+
+class RunArgs(Protocol):
+  """What `parse_run_flags` needs of an entry point's `Args` (a frozen dataclass)."""
+
+  config: muzero_jax.MuZeroConfig
+  task: Any  # a frozen dataclass, saved in the checkpoint's meta
+  preset: str
+  iterations: int
+  resume: str | None
+  checkpoint_dir: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+  """What a resumed run reads first: the newest readable config and the meta's `extra` (task, preset, ...)."""
+
+  directory: str
+  config: muzero_jax.MuZeroConfig
+  extra: dict
+
+
+A = TypeVar("A", bound=RunArgs)
+
+
+def flag(name: str) -> str:
+  """The command-line spelling of a field."""
+  return "--" + name.replace("_", "-")
+
+
+def holds_checkpoints(directory: str) -> bool:
+  """Whether `directory` exists and holds at least one checkpoint step."""
+  if not os.path.isdir(directory):
+    return False
+  ckpt = muzero_jax.Checkpointer(directory, create=False)
+  try:
+    return bool(ckpt.all_steps())
+  finally:
+    ckpt.close()
+
+
+def read_checkpoint(directory: str, *, env: str) -> Checkpoint:
+  """Config and `extra` of the newest readable checkpoint in `directory` (its arrays are checked later).
+
+  Raises:
+    UsageError: no such directory, no checkpoint, not written by a training entry point, or for another `env`.
+  """
+  if not os.path.isdir(directory):
+    raise UsageError(f"--resume {directory}: no such directory")
+  ckpt = muzero_jax.Checkpointer(directory, create=False)
+  try:
+    if not ckpt.all_steps():
+      raise UsageError(
+        f"--resume {directory}: the directory holds no checkpoint (no step directory written by --checkpoint-dir)"
+      )
+    _, config, meta = ckpt.newest_readable_meta()
+  except FileNotFoundError as err:
+    raise UsageError(f"--resume {directory}: {err}") from err
+  finally:
+    ckpt.close()
+  extra = meta.get("extra") or {}
+  saved_env = extra.get("env", "cube")
+  if saved_env != env:
+    raise UsageError(f"--resume {directory}: checkpoint was written with --env {saved_env}, not --env {env}")
+  if "task" not in extra or "preset" not in extra:
+    raise UsageError(f"--resume {directory}: checkpoint was not written by experiments.train (its meta has no task)")
+  return Checkpoint(directory=directory, config=config, extra=extra)
+
+
+def peek_flag(argv: Sequence[str], name: str) -> str | None:
+  """The value of `--name` in `argv` (None when absent), read before the full parse."""
+  parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+  parser.add_argument(flag(name))
+  return getattr(parser.parse_known_args(list(argv))[0], name)
+
+
+def parse_run_flags(
+  args_type: type[A],
+  argv: Sequence[str],
+  *,
+  env: str,
+  fresh: Callable[[str | None], A],
+  resumed: Callable[[Checkpoint], A],
+) -> tuple[A, Checkpoint | None]:
+  """Parses `argv` into `args_type` over the defaults of a preset or of the checkpoint `--resume` names.
+
+  Args:
+    args_type: the entry point's frozen `Args` dataclass.
+    argv: the command line (without the program name).
+    env: the entry point's environment name, as saved in the checkpoint's `extra["env"]`.
+    fresh: the defaults of a new run given the `--preset` value (None: not given).
+    resumed: the defaults of a run resuming this checkpoint (its config, task and preset).
+
+  Returns:
+    the parsed arguments, and the checkpoint when resuming (None otherwise).
+
+  Raises:
+    UsageError: `--checkpoint-dir` of a new run already holds checkpoints; a flag contradicts the
+      resumed checkpoint (all are named); an invalid config value.
+    SystemExit: a malformed flag or `--help` (from tyro).
+  """
+  directory = peek_flag(argv, "resume")
+  checkpoint = read_checkpoint(directory, env=env) if directory is not None else None
+  default = fresh(peek_flag(argv, "preset")) if checkpoint is None else resumed(checkpoint)
+  try:
+    args = tyro.cli(args_type, default=default, args=list(argv), config=(tyro.conf.OmitArgPrefixes,))
+  except ValueError as err:  # a config value out of range (MuZeroConfig.__post_init__)
+    raise UsageError(str(err)) from err
+  if checkpoint is None:
+    if args.checkpoint_dir and holds_checkpoints(args.checkpoint_dir):
+      raise UsageError(
+        f"--checkpoint-dir {args.checkpoint_dir} already holds checkpoints; continue them with --resume "
+        f"{args.checkpoint_dir} or choose an empty directory"
+      )
+    return args, None
+  conflicts = _contradictions(args, default)
+  if conflicts:
+    safe = [f.name for f in dataclasses.fields(args_type) if f.name not in (*_CHECKED, "resume")]
+    safe += sorted(SAFE_CONFIG_FIELDS)
+    raise UsageError(
+      f"--resume {directory}: flag(s) contradict the checkpoint: {'; '.join(conflicts)}. Safe to change "
+      f"on resume: {', '.join(flag(n) for n in safe)}"
+    )
+  return args, checkpoint
+
+
+def _contradictions(given: RunArgs, saved: RunArgs) -> list[str]:
+  """`--flag value (checkpoint: value)` for every checked field where `given` differs from `saved`."""
+  out = []
+  if given.preset != saved.preset:
+    out.append(f"--preset {given.preset} (checkpoint: {saved.preset})")
+  pairs = [(given.config, saved.config, SAFE_CONFIG_FIELDS), (given.task, saved.task, frozenset())]
+  for new, old, skip in pairs:
+    for field in dataclasses.fields(new):
+      a, b = getattr(new, field.name), getattr(old, field.name)
+      if field.name not in skip and a != b:
+        out.append(f"{flag(field.name)} {a} (checkpoint: {b})")
+  return out

@@ -1,0 +1,260 @@
+"""The training driver: one loop around a source of training iterations.
+
+Checkpoints, resume, signals, TensorBoard scalars, the progress bar and the
+clean-up are written here once. Where an iteration comes from is plugged in as
+an :class:`IterationSource`:
+
+* :func:`train` (single process) plugs in the jitted
+  :attr:`muzero_jax.Trainer.iteration` (self-play and learning fused);
+* :func:`muzero_jax.distributed.train_distributed` plugs in self-play on Ray
+  actors followed by :func:`muzero_jax.trainer.learn_from_rollout` here.
+
+Both produce the same :class:`~muzero_jax.TrainState`, so a checkpoint of
+either resumes in either.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import jax
+from tqdm.auto import tqdm
+
+from muzero_jax.checkpoint import Checkpointer
+from muzero_jax.config import MuZeroConfig
+from muzero_jax.metrics_logger import MetricsLogger
+from muzero_jax.trainer import Trainer, TrainState, make_train
+
+__all__ = ["IterationSource", "StopOnSignal", "run_iterations", "train"]
+
+Callback = Callable[[TrainState, dict], bool | None]
+
+
+class IterationSource(Protocol):
+  """Where the driver's training iterations come from (the plug-in point of :func:`run_iterations`)."""
+
+  description: str
+  """Label of the progress bar."""
+
+  def start(self, state: TrainState) -> None:
+    """Called once with the state training starts from (fresh or restored), before the first iteration."""
+
+  def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+    """One training iteration: the new state and its scalar metrics (device or host values)."""
+
+  def close(self) -> dict[str, float]:
+    """Releases what ``start`` acquired (also after an error); returns final scalars to log."""
+
+
+class _FusedIterations:
+  """The single-process source: the jitted self-play + learning iteration of a :class:`Trainer`."""
+
+  description = "muzero"
+
+  def __init__(self, trainer: Trainer) -> None:
+    self._iteration = trainer.iteration
+
+  def start(self, state: TrainState) -> None:
+    del state
+
+  def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+    return self._iteration(state)
+
+  def close(self) -> dict[str, float]:
+    return {}
+
+
+def train(
+  config: MuZeroConfig,
+  env,
+  env_params_pool,
+  *,
+  logdir: str | None = None,
+  checkpoint_dir: str | None = None,
+  num_iterations: int = 100,
+  callback: Callback | None = None,
+  state: TrainState | None = None,
+  resume: bool = False,
+  progress: bool = True,
+  checkpoint_extra: dict | None = None,
+) -> TrainState:
+  """Runs ``num_iterations`` single-process training iterations and returns the final state.
+
+  Args:
+    config, env, env_params_pool: as in :func:`muzero_jax.make_train`.
+    logdir, checkpoint_dir, num_iterations, callback, state, resume, progress,
+      checkpoint_extra: as in :func:`run_iterations`.
+  """
+  trainer = make_train(config, env, env_params_pool)
+  return run_iterations(
+    trainer,
+    env,
+    _FusedIterations(trainer),
+    logdir=logdir,
+    checkpoint_dir=checkpoint_dir,
+    num_iterations=num_iterations,
+    callback=callback,
+    state=state,
+    resume=resume,
+    progress=progress,
+    checkpoint_extra=checkpoint_extra,
+  )
+
+
+def run_iterations(
+  trainer: Trainer,
+  env,
+  source: IterationSource,
+  *,
+  logdir: str | None = None,
+  checkpoint_dir: str | None = None,
+  num_iterations: int = 100,
+  callback: Callback | None = None,
+  state: TrainState | None = None,
+  resume: bool = False,
+  progress: bool = True,
+  checkpoint_extra: dict | None = None,
+) -> TrainState:
+  """Runs ``num_iterations`` iterations of ``source`` with checkpoints, logging and signal handling.
+
+  Args:
+    trainer: the training setup (its config, ``init`` and template state).
+    env: the environment (its identity is stored in and checked against checkpoints).
+    source: where the iterations come from.
+    logdir: tensorboard directory (scalars every iteration, at step =
+      ``state.iteration``), or None. A resumed run purges the events a crashed
+      run logged after its checkpoint, so curves continue without doubles.
+    checkpoint_dir: Orbax checkpoints every ``config.checkpoint_every``
+      iterations and at the end (keeping ``config.checkpoints_to_keep``), or None.
+    num_iterations: iterations to run in this call.
+    callback: ``callback(state, metrics)`` after every iteration with host
+      metrics; returning True stops training early.
+    state: start from this state instead of ``trainer.init()``.
+    resume: restore the newest good checkpoint in ``checkpoint_dir`` when one
+      exists (damaged newer steps are renamed ``<step>.damaged`` with a
+      warning); the config must not contradict the saved one.
+    progress: show a tqdm progress bar.
+    checkpoint_extra: JSON-able dict stored in every checkpoint's meta (e.g.
+      what regenerates the env params pool).
+
+  Ctrl-C (SIGINT) or SIGTERM lets the running iteration finish, saves a
+  checkpoint, then raises ``KeyboardInterrupt``; a second one interrupts at once.
+  """
+  config = trainer.config
+  ckpt = Checkpointer(checkpoint_dir, max_to_keep=config.checkpoints_to_keep) if checkpoint_dir else None
+  if state is None and resume and ckpt is not None and ckpt.all_steps():
+    state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True).state
+  state = trainer.init() if state is None else state
+  start = int(state.iteration)
+  logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
+  bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
+  stop = StopOnSignal()
+  started = False
+  try:
+    source.start(state)
+    started = True
+    with stop:
+      for i in bar:
+        t0 = time.perf_counter()
+        state, metrics = source.iteration(state)
+        # The first iteration includes compilation (and, fanned out, the actors' start).
+        metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=i == 0)
+        step = int(state.iteration)
+        if (
+          ckpt is not None
+          and step % config.checkpoint_every == 0
+          and _save(ckpt, state, trainer, env, checkpoint_extra)
+        ):
+          metrics["checkpoint/save_s"] = ckpt.last_save_seconds
+        logger.write(step, metrics)
+        bar.set_postfix(
+          it=step,
+          ret=f"{metrics['selfplay/return_mean']:.2f}",
+          loss=f"{metrics['loss/total']:.3f}",
+          mv_s=f"{metrics.get('speed/moves_per_s', float('nan')):.0f}",
+        )
+        asked_to_stop = callback is not None and callback(state, metrics)
+        if stop.signal is not None or asked_to_stop:
+          break
+    if ckpt is not None:
+      _save(ckpt, state, trainer, env, checkpoint_extra, force=True)
+  finally:
+    if started:
+      logger.write(int(state.iteration), source.close())
+    if ckpt is not None:
+      ckpt.close()  # waits for the asynchronous write of the last save
+    logger.close()
+    bar.close()
+  if stop.signal is not None:
+    where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
+    raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")
+  return state
+
+
+def _save(
+  ckpt: Checkpointer, state: TrainState, trainer: Trainer, env, extra: dict | None, force: bool = False
+) -> bool:
+  return ckpt.save(int(state.iteration), state, config=trainer.config, env=env, extra=extra, force=force)
+
+
+def _rates(metrics: dict, seconds: float, config: MuZeroConfig) -> dict:
+  """Throughput of one iteration of ``seconds`` and the replay ratio so far."""
+  moves = config.rollout_length * config.num_envs
+  updates = float(metrics["learner/updates"]) + float(metrics["learner/skipped_updates"])
+  sims = (
+    moves * config.num_simulations + updates * config.num_reanalysed * config.window_length * config.num_simulations
+  )
+  total_moves = max(float(metrics["total/moves"]), 1.0)
+  return {
+    "speed/moves_per_s": moves / seconds,
+    "speed/updates_per_s": updates / seconds,
+    "speed/simulations_per_s": sims / seconds,
+    "speed/iteration_s": seconds,
+    "replay/replay_ratio": float(metrics["total/updates"]) * config.batch_size / total_moves,
+  }
+
+
+def _host_metrics(metrics: dict, seconds: float, config: MuZeroConfig, *, first: bool) -> dict:
+  """An iteration's metrics as floats, with its speed rates.
+
+  The first iteration includes compilation: its rates are left out of the
+  speed curves and only its time is kept (``speed/first_iteration_s``).
+  """
+  metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  metrics.update(_rates(metrics, seconds, config))
+  if first:
+    metrics = {k: v for k, v in metrics.items() if not k.startswith("speed/")}
+    metrics["speed/first_iteration_s"] = seconds
+  return metrics
+
+
+class StopOnSignal:
+  """Turns the first SIGINT/SIGTERM into a flag the loop checks between iterations.
+
+  Handlers are installed only in the main thread (elsewhere signals cannot be
+  caught) and the previous ones are put back on exit. A second signal raises
+  ``KeyboardInterrupt`` at once.
+  """
+
+  def __init__(self) -> None:
+    self.signal: int | None = None
+    self._previous: dict = {}
+
+  def _handle(self, signum, frame) -> None:  # noqa: ARG002 (the signal handler signature)
+    if self.signal is not None:
+      raise KeyboardInterrupt
+    self.signal = signum
+
+  def __enter__(self) -> StopOnSignal:
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)

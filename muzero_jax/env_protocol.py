@@ -1,0 +1,178 @@
+"""The environment protocol ``muzero_jax`` trains on, and its conformance check.
+
+An environment is a stateless object (gymnax 1.0 style, no auto-reset)::
+
+    env.reset(key, params) -> (obs, state)
+    env.step(key, state, action, params) -> (obs, state, reward, terminated, truncated, info)
+    env.action_mask(state, params) -> bool[num_actions]
+    env.num_actions: int; env.observation_shape: tuple[int, ...]
+
+``params`` is one environment instance (a pytree); training draws instances
+from a pool whose leaves carry a leading ``[P, ...]`` axis (see
+:mod:`muzero_jax.selfplay`). Observations are float32 ``[*observation_shape]``;
+``reward``, ``terminated`` and ``truncated`` are scalars. An illegal action is
+never rewarded.
+
+:func:`check_env` is the reusable conformance test of the protocol (in the
+spirit of pgx's ``api_test``); :func:`check_env_shapes` is its cheap first part
+(abstract evaluation only), run by :func:`muzero_jax.make_train`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Environment", "check_env", "check_env_shapes"]
+
+_ATTRIBUTES = ("reset", "step", "action_mask", "num_actions", "observation_shape")
+
+
+class Environment(Protocol):
+  """What ``muzero_jax`` needs of an environment (structural: no base class to inherit)."""
+
+  num_actions: int
+  observation_shape: tuple[int, ...]
+
+  def reset(self, key: chex.PRNGKey, params: Any) -> tuple[chex.Array, Any]: ...
+
+  def step(self, key: chex.PRNGKey, state: Any, action: chex.Array, params: Any) -> tuple: ...
+
+  def action_mask(self, state: Any, params: Any) -> chex.Array: ...
+
+
+def check_env_shapes(env, params) -> None:
+  """Checks the protocol's attributes, the observation shape and the mask on one instance ``params``.
+
+  Abstract evaluation only (``jax.eval_shape``): nothing is compiled or run.
+
+  Raises:
+    TypeError: an attribute of the protocol is missing.
+    ValueError: ``reset`` or ``action_mask`` returns the wrong shape or dtype.
+  """
+  for name in _ATTRIBUTES:
+    if not hasattr(env, name):
+      raise TypeError(f"environment {type(env).__name__} lacks `{name}` (see muzero_jax.env_protocol)")
+  obs, state = jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)
+  if tuple(obs.shape) != tuple(env.observation_shape):
+    raise ValueError(
+      f"env.reset returned obs of shape {obs.shape}, env.observation_shape is {tuple(env.observation_shape)}"
+    )
+  mask = jax.eval_shape(env.action_mask, state, params)
+  if tuple(mask.shape) != (env.num_actions,) or mask.dtype != jnp.bool_:
+    raise ValueError(f"env.action_mask must return bool[{env.num_actions}], got {mask.dtype}{list(mask.shape)}")
+
+
+def _assert_tree_close(a, b, what: str, atol: float = 1e-5) -> None:
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb), f"{what}: different pytree structure"
+  for x, y in zip(la, lb):
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.shape == y.shape, f"{what}: shapes {x.shape} != {y.shape}"
+    if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
+      assert np.array_equal(x, y), f"{what}: integer/bool leaves differ"
+    else:
+      assert np.allclose(x, y, atol=atol, rtol=1e-5), f"{what}: float leaves differ (max {np.abs(x - y).max()})"
+
+
+def check_env(
+  env,
+  params,
+  *,
+  num_episodes: int = 2,
+  batch: int = 4,
+  seed: int = 0,
+  max_episode_steps: int | None = None,
+  position: Callable[[Any], Any] | None = None,
+) -> dict:
+  """Checks an environment against the protocol on one instance ``params``; raises ``AssertionError``.
+
+  Checks: the attributes, shapes and dtypes of every output; finite
+  observations and rewards; scalar ``terminated``/``truncated``; at least one
+  legal action in every non-terminal state; jit and no-jit agree; vmap over a
+  batch of states agrees with stepping one by one; an illegal action is not
+  rewarded (and leaves ``position(state)`` unchanged when ``position`` is
+  given); random episodes end within ``max_episode_steps``.
+
+  Args:
+    env: the environment.
+    params: one instance (no pool axis).
+    num_episodes: random episodes played.
+    batch: states stepped together in the vmap check.
+    seed: seed of the random actions and keys.
+    max_episode_steps: an episode must end within this many steps (default:
+      ``env.horizon`` when the environment has one, else 200).
+    position: the part of a state an illegal action must not change (e.g. the
+      cube's filters); None skips that check.
+
+  Returns:
+    dict with steps taken, episodes, and total reward (for the caller's logs).
+  """
+  try:
+    check_env_shapes(env, params)
+  except (TypeError, ValueError) as err:
+    raise AssertionError(str(err)) from err
+  key = jax.random.PRNGKey(seed)
+  reset_j, step_j = jax.jit(env.reset), jax.jit(env.step)
+  mask_j = jax.jit(env.action_mask)
+  obs, state = reset_j(key, params)
+  _assert_tree_close((obs, state), env.reset(key, params), "reset jit vs no-jit")
+  assert tuple(obs.shape) == tuple(env.observation_shape), f"obs shape {obs.shape} != {env.observation_shape}"
+  assert obs.dtype == jnp.float32, f"obs dtype {obs.dtype}"
+  mask = mask_j(state, params)
+  assert mask.shape == (env.num_actions,) and mask.dtype == jnp.bool_, f"mask {mask.shape} {mask.dtype}"
+
+  rng = np.random.default_rng(seed)
+  max_steps = max_episode_steps if max_episode_steps is not None else getattr(env, "horizon", 200)
+  steps, total, episodes = 0, 0.0, 0
+  checked_nojit = checked_illegal = False
+  while episodes < num_episodes:
+    obs, state = reset_j(jax.random.fold_in(key, episodes), params)
+    for t in range(max_steps + 1):
+      mask = np.asarray(mask_j(state, params))
+      assert mask.any(), f"no legal action at step {t} of a non-terminal state"
+      action = int(rng.choice(np.nonzero(mask)[0]))
+      k = jax.random.fold_in(key, 1000 + steps)
+      out = step_j(k, state, action, params)
+      if not checked_nojit:
+        _assert_tree_close(out[:5], env.step(k, state, action, params)[:5], "step jit vs no-jit")
+        checked_nojit = True
+      if not checked_illegal and not mask.all():
+        bad = int(np.nonzero(~mask)[0][0])
+        _, s_bad, r_bad, *_ = step_j(k, state, bad, params)
+        if position is not None:
+          _assert_tree_close(position(s_bad), position(state), "illegal action moved the state")
+        assert float(r_bad) == 0.0, "illegal action was rewarded"
+        checked_illegal = True
+      obs, state, reward, terminated, truncated, _ = out
+      assert np.isfinite(np.asarray(obs)).all(), "non-finite observation"
+      assert np.isfinite(float(reward)), "non-finite reward"
+      assert terminated.shape == () and truncated.shape == (), "terminated/truncated must be scalars"
+      steps += 1
+      total += float(reward)
+      if bool(terminated) or bool(truncated):
+        break
+    else:
+      raise AssertionError(f"episode did not end within {max_steps} steps")
+    episodes += 1
+  _check_vmap(env, params, jax.random.split(key, batch), rng, step_j)
+  return {"steps": steps, "episodes": episodes, "total_reward": total}
+
+
+def _check_vmap(env, params, keys: chex.Array, rng: np.random.Generator, step_j: Callable) -> None:
+  """Three steps of ``len(keys)`` states under ``vmap`` agree with stepping each state alone."""
+  _, states = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params)
+  vstep = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
+  for _ in range(3):
+    masks = np.asarray(jax.vmap(env.action_mask, in_axes=(0, None))(states, params))
+    actions = np.array([rng.choice(np.nonzero(m)[0]) for m in masks], np.int32)
+    out = vstep(keys, states, jnp.asarray(actions), params)
+    for i in range(len(keys)):
+      one = step_j(keys[i], jax.tree.map(lambda x, i=i: x[i], states), int(actions[i]), params)
+      _assert_tree_close(jax.tree.map(lambda x, i=i: x[i], out[:5]), one[:5], f"vmap vs single (env {i})")
+    states = out[1]

@@ -1,0 +1,99 @@
+"""`muzero_jax.check_env` over every environment the project ships: the cube, the gymnax adapter, the test toys."""
+
+import importlib.util
+
+import jax
+import numpy as np
+import pytest
+
+import cube_env
+import muzero_jax
+from experiments.control import gymnax_env  # imports gymnax only when an adapter is built
+from tests.toy_envs import CoinGrid, make_coin_pool
+
+
+def _cube(small_cube):
+  env, params = cube_env.make_env(small_cube, max_depth=3, horizon=12, z_screen=4.0)  # as in test_env
+  return env, params, lambda s: s.filters  # an illegal group-by leaves the cohort where it is
+
+
+def _cartpole(_):
+  return gymnax_env.GymnaxEnv("CartPole-v1"), gymnax_env.default_params("CartPole-v1"), None
+
+
+def _coin_grid(flat: bool):
+  def make(_):
+    env = CoinGrid(flat=flat)
+    return env, jax.tree.map(lambda x: x[0], make_coin_pool(env, 2, seed=0)), None
+
+  return make
+
+
+CASES = {
+  "cube": _cube,
+  "gymnax-cartpole": _cartpole,
+  "coin-grid": _coin_grid(flat=False),
+  "coin-grid-flat": _coin_grid(flat=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_shipped_environment_follows_the_protocol(name, small_cube):
+  if name.startswith("gymnax") and importlib.util.find_spec("gymnax") is None:
+    pytest.skip("the control extra is not installed: pip install -e '.[control]'")
+  env, params, position = CASES[name](small_cube)
+  summary = muzero_jax.check_env(env, params, num_episodes=2, batch=3, position=position)
+  assert summary["episodes"] == 2
+  horizon = getattr(env, "horizon", None)
+  if horizon is not None:  # the cube and the coin grid end exactly at their horizon
+    assert summary["steps"] == 2 * horizon
+  assert summary["steps"] >= 2 and np.isfinite(summary["total_reward"])
+  if name.startswith("coin-grid"):  # every pick collects a coin in [0, max_coin]
+    assert 0.0 <= summary["total_reward"] <= 2 * env.horizon * env.max_coin
+
+
+class _WrongMask(CoinGrid):
+  def action_mask(self, state, params):
+    return super().action_mask(state, params).astype(np.int32)
+
+
+class _WrongShape(CoinGrid):
+  @property
+  def observation_shape(self):
+    return (3, self.width, self.height)
+
+
+class _RewardsIllegal(CoinGrid):
+  def step(self, key, state, action, params):
+    obs, new, reward, terminated, truncated, info = super().step(key, state, action, params)
+    return obs, new, reward + 1.0, terminated, truncated, info
+
+
+class _NeverEnds(CoinGrid):
+  def step(self, key, state, action, params):
+    obs, new, reward, _, truncated, info = super().step(key, state, action, params)
+    return obs, new.replace(picked=state.picked), reward, jax.numpy.zeros((), bool), truncated, info
+
+
+@pytest.mark.parametrize(
+  ("env", "message"),
+  [
+    (_WrongMask(), "action_mask must return bool"),
+    (_RewardsIllegal(), "illegal action was rewarded"),
+    (_NeverEnds(), "did not end within 3 steps"),
+  ],
+)
+def test_a_broken_environment_is_named(env, message):
+  params = jax.tree.map(lambda x: x[0], make_coin_pool(env, 1, seed=0))
+  with pytest.raises(AssertionError, match=message):
+    muzero_jax.check_env(env, params, num_episodes=1, batch=2)
+
+
+def test_shapes_are_checked_without_running():
+  env = CoinGrid()
+  params = jax.tree.map(lambda x: x[0], make_coin_pool(env, 1, seed=0))
+  muzero_jax.check_env_shapes(env, params)
+  with pytest.raises(TypeError, match="lacks `reset`"):
+    muzero_jax.check_env_shapes(object(), params)
+  with pytest.raises(ValueError, match="observation_shape"):
+    muzero_jax.check_env_shapes(_WrongShape(), params)
