@@ -60,7 +60,7 @@ def main(directory: str, total: int, every: int = 1) -> int:
   state = mz.restore(directory, env, pool, config=config, quarantine=True).state if has_steps else None
   done = int(state.iteration) if state is not None else 0
   print(f"start at iteration {done}", flush=True)
-  report = lambda state, metrics: print(f"iteration {int(state.iteration)}", flush=True)  # noqa: E731
+  report = lambda state, _metrics: print(f"iteration {int(state.iteration)}", flush=True)  # noqa: E731
   try:
     mz.train(
       config,

@@ -119,7 +119,7 @@ def test_missing_gymnax_names_the_extra(tmp_path, capsys):
     with pytest.MonkeyPatch.context() as patch:
       patch.setitem(sys.modules, "gymnax", None)  # import gymnax -> ImportError
       with pytest.raises(ImportError, match=r"pip install -e '\.\[control\]'"):
-        gymnax_env.GymnaxEnv().num_actions
+        _ = gymnax_env.GymnaxEnv().num_actions
       assert train.main(["--env", "cartpole", "--logdir", str(tmp_path / "tb")]) == 2
       assert "pip install -e '.[control]'" in capsys.readouterr().err
   finally:

@@ -100,9 +100,11 @@ def test_changed_data_fails_its_digest(copy, saved):
   # Same size, other bytes: only the digest written at save time can tell.
   files = [os.path.join(d, f) for d, _, fs in os.walk(copy / "4" / "state" / "ocdbt.process_0" / "d") for f in fs]
   for path in files:
-    data = bytearray(open(path, "rb").read())
+    with open(path, "rb") as fh:
+      data = bytearray(fh.read())
     data[len(data) // 2] ^= 0xFF
-    open(path, "wb").write(bytes(data))
+    with open(path, "wb") as fh:
+      fh.write(bytes(data))
   with pytest.warns(mz.CheckpointWarning, match="step 4"):
     restored = mz.restore(copy, saved["env"], saved["pool"])
   assert restored.step == 3
@@ -166,9 +168,10 @@ def test_no_pickle_in_the_saved_files(saved):
   assert len(files) > 10
   for path in files:
     assert not path.endswith((".pkl", ".pickle")), path
-    data = open(path, "rb").read()
+    with open(path, "rb") as fh:
+      data = fh.read()
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-      with pytest.raises(Exception):  # starts like a pickle: it must not load as one
+      with pytest.raises(Exception):  # noqa: B017 (starts like a pickle: any failure to load as one will do)
         pickle.loads(data)
 
 
@@ -243,7 +246,7 @@ def test_ctrl_c_saves_the_iteration_it_stopped_at(tmp_path, saved, worker_env):
       break
   out = "".join(lines) + proc.communicate(timeout=120)[0]
   assert proc.returncode == 130, out
-  last = max(int(l.split()[1]) for l in out.splitlines() if l.startswith("iteration "))
+  last = max(int(line.split()[1]) for line in out.splitlines() if line.startswith("iteration "))
   assert f"checkpoint of iteration {last} saved" in out
   assert _steps(directory) == [last]
   restored = mz.restore(directory, saved["env"], saved["pool"])

@@ -13,6 +13,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from tensorboardX.proto import event_pb2
 
 import muzero_jax as mz
 from muzero_jax import selfplay
@@ -55,7 +56,7 @@ POOL = make_coin_pool(ENV, 4, seed=0)
 @pytest.fixture(scope="module")
 def ray_runtime(tmp_path_factory):
   ray = pytest.importorskip("ray")
-  from muzero_jax import distributed
+  from muzero_jax import distributed  # noqa: PLC0415 (needs Ray, checked just above)
 
   saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
   distributed.init_ray(num_cpus=2, log_to_driver=False)
@@ -77,11 +78,10 @@ def ray_runtime(tmp_path_factory):
 
 def _scalars(logdir):
   """``{tag: {step: value}}`` from the TensorBoard event files (TFRecord framing, tensorboardX protos)."""
-  from tensorboardX.proto import event_pb2
-
   out = {}
   for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
-    data, i = open(path, "rb").read(), 0
+    with open(path, "rb") as fh:
+      data, i = fh.read(), 0
     while i < len(data):
       (n,) = struct.unpack("<Q", data[i : i + 8])
       event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
@@ -176,7 +176,7 @@ def test_killed_actor_is_restarted_and_the_run_finishes(ray_runtime):
   distributed, actor_env = ray_runtime
   killed = []
 
-  def kill_actor_one(state, metrics, counters):
+  def kill_actor_one(state, _metrics, counters):
     if int(state.iteration) == 2 and not killed:
       killed.append(counters.pids[1][-1])
       os.kill(killed[0], signal.SIGKILL)
@@ -205,9 +205,10 @@ def test_killed_actor_is_restarted_and_the_run_finishes(ray_runtime):
   assert c.batches_received == 12 + c.batches_dropped and c.batches_dropped <= 4
 
 
-def test_ray_listens_on_loopback_only(ray_runtime):
-  import psutil
-  import ray
+@pytest.mark.usefixtures("ray_runtime")
+def test_ray_listens_on_loopback_only():
+  import psutil  # noqa: PLC0415 (Ray's extra, optional: the fixture skips without Ray)
+  import ray  # noqa: PLC0415 (optional, as above)
 
   @ray.remote(num_cpus=0)
   def worker_pid():

@@ -1,6 +1,7 @@
 """Value transform, two-hot support and the typed config."""
 
 import dataclasses
+import inspect
 import math
 
 import jax
@@ -115,11 +116,7 @@ def test_config_validation_and_round_trip():
 
 
 def test_every_config_field_has_a_docstring():
-  import inspect
-
-  import muzero_jax.config as config_module
-
-  source = inspect.getsource(config_module.MuZeroConfig)
+  source = inspect.getsource(MuZeroConfig)
   for field in dataclasses.fields(MuZeroConfig):
-    lines = source.split(f"    {field.name}:", 1)[1].splitlines()
+    lines = source.split(f"\n  {field.name}:", 1)[1].splitlines()
     assert lines[1].strip().startswith('"""'), f"field {field.name} lacks a docstring"
