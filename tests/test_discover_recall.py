@@ -6,7 +6,10 @@ keep that strength in each half. One schema for every cube keeps one
 compiled environment step per test process.
 """
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import cube_env
@@ -83,3 +86,30 @@ def test_adjustment_removes_the_confounded_gap():
   assert abs(z) < 3 and len(hit) == 0  # case mix explains it
   assert not adjusted.findings["confirmed"].any()
   assert any("indirect standardization" in line for line in adjusted.halves.summary)
+
+
+def test_pipeline_steps_are_run_discovery():
+  df, _, _ = _cases("marginal", n_rows=4000)
+  config = cube_env.DiscoveryConfig(method="beam", budget=40, max_depth=2, seed=3)
+  prepared = cube_env.prepare(df, SCHEMA, config)
+  result = cube_env.search(prepared, "beam")
+  findings = cube_env.confirm(result, prepared)
+  run = cube_env.run_discovery(df, SCHEMA, method="beam", budget=40, max_depth=2, seed=3)
+  assert result.queries == run.search.queries == 40 and run.config == config
+  pd.testing.assert_frame_equal(result.visits, run.search.visits)
+  pd.testing.assert_frame_equal(result.candidates, run.search.candidates)
+  pd.testing.assert_frame_equal(findings, run.findings)
+  assert len(findings) > 0
+  # The budget and method options: a smaller budget, options from the config.
+  assert cube_env.search(prepared, cube_env.beam, budget=10).queries == 10
+  narrow = dataclasses.replace(prepared, config=dataclasses.replace(config, method_options=(("width", 2),)))
+  assert cube_env.search(narrow, "beam", budget=10).note == "beam width 2"
+
+  def overspends(space, *, budget, seed, progress=None):
+    del progress
+    return dataclasses.replace(cube_env.random_walk(space, budget=budget, seed=seed), queries=budget + 1)
+
+  with pytest.raises(RuntimeError, match="method overspends spent 41 queries, over its budget 40"):
+    cube_env.search(prepared, overspends)
+  with pytest.raises(ValueError, match="unknown method 'nope'"):
+    cube_env.search(prepared, "nope")

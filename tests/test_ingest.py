@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 import cube_env
+from cube_env.data import disclosure
 from tests.conftest import make_small_df
 
 
@@ -113,3 +114,38 @@ def test_missing_measure_only_leaves_its_statistics(small_df, small_cube):
   stats = np.asarray(small_cube.stats)
   assert stats[:, m_los, 0].sum() == small_df["los"].notna().sum() < len(small_df)
   assert stats[:, m_min, 0].sum() == len(small_df)
+
+
+def test_label_helpers_name_cohorts(small_cube):
+  meta = small_cube.meta
+  assert meta.protected_names == ("race", "sex")
+  codes = cube_env.filters_to_codes(meta, {"site": "s2", "proc": "A"})
+  assert codes.dtype == np.int32 and codes.tolist() == [0, 1, -1, -1, -1, -1]
+  assert cube_env.filters_to_codes(meta, {"sex": "F", "bmi": "[8.403, 25.78)"}).tolist() == [-1, -1, -1, 2, -1, 1]
+  assert cube_env.codes_to_filters(meta, [0, 1, -1, -1, -1, -1]) == {"proc": "A", "site": "s2"}
+  assert cube_env.codes_to_filters(meta, [-1] * 6) == {}
+  assert cube_env.cohort_label({"proc": "A", "site": "s2"}) == "proc=A & site=s2"
+  assert cube_env.cohort_label({}) == "(all cases)"
+  with pytest.raises(ValueError, match="column 'proc' has no category 'Z'"):
+    cube_env.filters_to_codes(meta, {"proc": "Z"})
+  with pytest.raises(ValueError, match="unknown filter column 'nope'"):
+    cube_env.filters_to_codes(meta, {"nope": "A"})
+
+
+def test_small_cell_rule_hides_counts_1_to_limit():
+  assert cube_env.SMALL_CELL == 11
+  assert [disclosure.disclosure_limit(g) for g in (2, 11, 11.5, 20)] == [11, 11, 12, 20]
+  assert [disclosure.is_small_cell(n, 11) for n in (None, 0, 1, 10, 11, 500)] == [
+    False,
+    False,
+    True,
+    True,
+    False,
+    False,
+  ]
+  assert disclosure.is_small_cell(15, 20) and not disclosure.is_small_cell(20, 20)
+  note = "'site': 3 missing values coded as 'MISSING'; measure 'los': 12 rows missing; 0 rows dropped"
+  assert cube_env.redact_counts(note, 11) == (
+    "'site': fewer than 11 missing values coded as 'MISSING'; measure 'los': 12 rows missing; 0 rows dropped"
+  )
+  assert cube_env.redact_counts("measure 'los': 12 rows missing", 20) == "measure 'los': fewer than 20 rows missing"

@@ -117,3 +117,31 @@ def test_bad_budgets_and_empty_spaces_are_refused(space, small_cube):
     cube_env.make_space(small_cube, max_depth=2, min_group=3000)
   with pytest.raises(ValueError, match="width"):
     methods.beam(space, budget=5, seed=0, width=0)
+
+
+def test_registry_holds_the_builtins_and_takes_plugins(space):
+  assert cube_env.method_names()[:5] == ("exhaustive", "random", "greedy", "beam", "uct")
+  assert cube_env.get_method("uct") is methods.uct and cube_env.METHODS["random"] is methods.random_walk
+  with pytest.raises(
+    ValueError, match="unknown method 'nope'; registered methods: exhaustive, random, greedy, beam, uct"
+  ):
+    cube_env.get_method("nope")
+  with pytest.raises(ValueError, match="'uct' is already registered"):
+    cube_env.register_method("uct", methods.beam)
+  with pytest.raises(TypeError):
+    cube_env.METHODS["uct"] = methods.beam  # a read-only view
+  with pytest.raises(TypeError, match="callable"):
+    cube_env.register_method("not_a_function", 3)
+
+  def two_queries(space, *, budget, seed, progress=None):
+    return methods.random_walk(space, budget=min(budget, 2), seed=seed, progress=progress)
+
+  cube_env.register_method("two_queries_test", two_queries)
+  try:
+    assert cube_env.method_names()[-1] == "two_queries_test"
+    assert cube_env.get_method("two_queries_test")(space, budget=9, seed=0).queries == 2
+    cube_env.register_method("two_queries_test", methods.greedy, replace=True)
+    assert cube_env.get_method("two_queries_test") is methods.greedy
+  finally:
+    del methods._REGISTRY["two_queries_test"]  # no unregister in the API: plug-ins stay for the process
+  assert "two_queries_test" not in cube_env.method_names()

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats as ss
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as hs
 
 from cube_env.environment import stats as st
@@ -70,14 +70,16 @@ def test_welch_matches_scipy(x, y):
 
 @settings(max_examples=150, deadline=None)
 @given(hs.integers(0, 300), hs.integers(1, 300), hs.integers(0, 300), hs.integers(1, 300))
+@example(187, 197, 197, 197)  # 5 expected non-events exactly: float32 pooled rates fell on either side
 def test_two_proportion_matches_chi2(a, n1, b, n2):
   a, b = min(a, n1), min(b, n2)
   x = np.r_[np.ones(a), np.zeros(n1 - a)]
   y = np.r_[np.ones(b), np.zeros(n2 - b)]
   cmp = _compare(x, y, binary=True, min_group=1.0)
   assert _all_finite(cmp)
-  pooled = (a + b) / (n1 + n2)
-  expect_ok = min(n1 * pooled, n1 * (1 - pooled), n2 * pooled, n2 * (1 - pooled)) >= 5
+  # Expected counts n * events / (n1 + n2) >= 5, in whole numbers (exact at the boundary, e.g. 197, 197, 187, 197).
+  events, total = a + b, n1 + n2
+  expect_ok = all(n * k >= 5 * total for n in (n1, n2) for k in (events, total - events))
   assert bool(cmp["valid"]) == expect_ok
   assert np.isclose(cmp["diff"], a / n1 - b / n2, atol=1e-5)
   if not expect_ok:

@@ -1,5 +1,6 @@
 """Tests of the synthetic case generator against scipy on what it made."""
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -244,7 +245,9 @@ def test_every_scenario_builds(scenario):
 
 
 def test_depths_of_scenarios():
-  depths = lambda s: sorted(e.depth for e in cases(s)[2])
+  def depths(s):
+    return sorted(e.depth for e in cases(s)[2])
+
   assert depths("marginal") == [0, 1, 1]
   assert depths("interactions") == [2, 2, 3]
   assert depths("masked") == [2, 2, 2, 2]
@@ -275,7 +278,7 @@ def test_planted_effect_dataclass():
     cohort={"procedure": "cabg"}, protected="race", group="Black", measure="case_minutes", effect=-0.2
   )
   assert e == same and hash(e) == hash(same) and len({e, same}) == 1
-  with pytest.raises(Exception):
+  with pytest.raises(dataclasses.FrozenInstanceError):
     e.effect = 1.0
 
 
@@ -344,7 +347,10 @@ def test_planted_difference_is_the_truth_in_any_cohort(scenario):
 def test_planted_difference_in_related_and_nested_cohorts():
   df, _, truth = cases("marginal")
   (tka,) = [e for e in truth if e.cohort == {"procedure": "total_knee_arthroplasty"}]
-  diff = lambda cohort: synthetic.planted_difference(df, truth, cohort, "race", "Black", "case_minutes")
+
+  def diff(cohort):
+    return synthetic.planted_difference(df, truth, cohort, "race", "Black", "case_minutes")
+
   # Diluted in the ancestors and in the service line that holds the procedure, absent elsewhere.
   share = (df["procedure"] == tka.cohort["procedure"]).mean()
   assert diff({}) == pytest.approx(tka.effect * share, rel=0.1)

@@ -153,7 +153,9 @@ def _validate(df: pd.DataFrame, schema: Schema) -> None:
 
 
 def _bin_labels(edges: np.ndarray) -> list[str]:
-  fmt = lambda v: f"{v:.4g}"
+  def fmt(v):
+    return f"{v:.4g}"
+
   labels = []
   for i in range(len(edges) - 1):
     close = "]" if i == len(edges) - 2 else ")"

@@ -227,5 +227,8 @@ def truth_score(run: Discovery, truth: Iterable[Any]) -> dict:
     "n_false": 0,
   }
   keep = ("recall", "precision", "n_truth", "n_reported", "n_recalled", "n_false")
-  pick = lambda s: {k: s[k] for k in keep} if s is not None else dict(empty)
+
+  def pick(s):
+    return {k: s[k] for k in keep} if s is not None else dict(empty)
+
   return {"candidates": pick(cand), "confirmed": pick(conf)}

@@ -9,6 +9,7 @@ cubes the agent has never seen. Every cube of a task is padded to one
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 import jax
 
@@ -79,6 +80,7 @@ def make_pool(task: CubeTask, cube_sets: list[CubeSet]) -> tuple[CubeEnv, list[E
   env, stacked = make_env_pool(all_cubes, horizon=task.horizon, max_depth=task.max_depth, z_screen=task.z_screen)
   pools, start = [], 0
   for s in cube_sets:
-    pools.append(jax.tree.map(lambda x, a=start, b=start + len(s.cubes): x[a:b], stacked))
-    start += len(s.cubes)
+    stop = start + len(s.cubes)
+    pools.append(jax.tree.map(operator.itemgetter(slice(start, stop)), stacked))
+    start = stop
   return env, pools

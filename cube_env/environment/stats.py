@@ -236,8 +236,11 @@ def compare(
   p1 = jnp.clip(jnp.round(m1 * n1) / jnp.maximum(n1, 1.0), 0.0, 1.0)
   p2 = jnp.clip(jnp.round(m2 * n2) / jnp.maximum(n2, 1.0), 0.0, 1.0)
   z_b, se_b = two_proportion(n1, p1, n2, p2)
-  pooled = (n1 * p1 + n2 * p2) / jnp.maximum(n1 + n2, 1.0)
-  expected_ok = (n1 * pooled >= 5) & (n1 * (1 - pooled) >= 5) & (n2 * pooled >= 5) & (n2 * (1 - pooled) >= 5)
+  # Expected count n_side * events / n_tot >= 5 for both sides, events and non-events, tested as
+  # min(n1, n2) * min(events, non-events) >= 5 n_tot: whole numbers, exact in float32 below 2^24.
+  events = jnp.round(n1 * p1 + n2 * p2)
+  n_tot = n1 + n2
+  expected_ok = jnp.minimum(n1, n2) * jnp.minimum(events, n_tot - events) >= 5 * n_tot
 
   is_binary = jnp.broadcast_to(jnp.asarray(is_binary, bool), n1.shape)
   valid = big_enough & jnp.where(is_binary, expected_ok, True)
@@ -256,7 +259,10 @@ def compare(
   smd = jnp.where(is_binary, cohen_h, smd_cont)
   ratio_bin = jnp.where(p2 > 0, p1 / jnp.where(p2 > 0, p2, 1.0), jnp.where(p1 > 0, 1e6, 1.0))
   ratio = jnp.where(is_binary, ratio_bin, jnp.where(m2 != 0, m1 / jnp.where(m2 != 0, m2, 1.0), 1.0))
-  finite = lambda x: jnp.nan_to_num(x, nan=0.0, posinf=1e30, neginf=-1e30)
+
+  def finite(x):
+    return jnp.nan_to_num(x, nan=0.0, posinf=1e30, neginf=-1e30)
+
   return Comparison(
     n_group=n1,
     n_rest=n2,
