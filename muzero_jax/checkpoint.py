@@ -331,7 +331,7 @@ class Checkpointer:
     check_compatible(meta, saved_config, directory=self.directory, step=step, env=env, config=config)
     try:
       state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 (as above: an unreadable state is a damaged step)
       return f"state unreadable ({_short(err)})"
     if tree_digest(state) != meta.get("digest", {}).get("state"):
       return "state does not match the digest written at save time (a data file was changed)"

@@ -244,7 +244,7 @@ class StopOnSignal:
     self.signal: int | None = None
     self._previous: dict = {}
 
-  def _handle(self, signum, frame) -> None:  # noqa: ARG002 (the signal handler signature)
+  def _handle(self, signum, _frame) -> None:
     if self.signal is not None:
       raise KeyboardInterrupt
     self.signal = signum

@@ -209,7 +209,10 @@ def update_step(
   finite = jnp.isfinite(loss) & _all_finite(grads)
   updates, new_opt_state = optimizer.update(grads, opt_state, params)
   new_params = optax.apply_updates(params, updates)
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+
+  def keep(new, old):
+    return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
   return keep(new_params, params), keep(new_opt_state, opt_state), terms, _global_norm(grads), finite
 
 

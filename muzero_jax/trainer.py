@@ -103,8 +103,13 @@ def _metrics(
 ) -> dict[str, chex.Array]:
   """Scalar metrics of one iteration (means over applied updates and finished episodes)."""
   applied = out.ran & out.finite
-  mean = lambda x: jnp.sum(jnp.where(applied, x, 0.0)) / jnp.maximum(jnp.sum(applied), 1)  # noqa: E731
-  per_episode = lambda x: jnp.where(stats.episodes > 0, x / jnp.maximum(stats.episodes, 1), jnp.nan)  # noqa: E731
+
+  def mean(x):  # over the applied updates
+    return jnp.sum(jnp.where(applied, x, 0.0)) / jnp.maximum(jnp.sum(applied), 1)
+
+  def per_episode(x):  # NaN when no episode finished
+    return jnp.where(stats.episodes > 0, x / jnp.maximum(stats.episodes, 1), jnp.nan)
+
   moves = config.rollout_length * config.num_envs
   valid = replay_lib.valid_positions(new_state.replay, config)
   t = out.terms
