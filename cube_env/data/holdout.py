@@ -6,7 +6,7 @@ one `encode_table` pass over the whole table (same categories, bins and log
 scales), then grouped into two cubes. Searches see only the exploration cube;
 candidates are re-tested on the confirmation cube (docs/design.md, Discovery
 report). With adjusters, both cubes hold observed minus expected values, the
-expectation estimated on the exploration half (`cube_env.adjust`); the raw
+expectation estimated on the exploration half (`cube_env.data.adjust`); the raw
 confirmation cube is kept for the relative-difference rule.
 """
 

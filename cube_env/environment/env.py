@@ -64,7 +64,7 @@ class CubeEnv:
   Attributes:
     shape: padded sizes; every params given to this env has them.
     horizon: steps per episode (the query budget T).
-    groupby: "matmul" or "segment" (see `cube_env.groupby`).
+    groupby: "matmul" or "segment" (see `cube_env.environment.groupby`).
     meta: the cube's metadata for naming actions (None for pools).
   """
 
