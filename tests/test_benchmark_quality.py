@@ -20,6 +20,7 @@ from experiments.quality import session as qsession
 from experiments.quality import suite as qsuite
 from experiments.quality import summary as qsummary
 from tests.conftest import SMALL_SCHEMA
+from tests.test_discover_report import save_tiny_agent
 
 pytest.importorskip("pysubgroup")
 
@@ -266,3 +267,17 @@ def test_agent_prefers_cohorts_not_yet_queried(prep):
   for action in legal[1:]:  # every child known: passing through one is allowed again
     ledger.index[cube_env.target(here, int(action), c)] = 0
   np.testing.assert_array_equal(np.asarray(unqueried(ledger, state, c)), np.asarray(state.mask))
+
+
+def test_muzero_runs_through_the_registry_or_is_not_applicable(case, prep, tmp_path):
+  fits, narrow = str(tmp_path / "fits"), str(tmp_path / "narrow")
+  save_tiny_agent(fits, case.df, case.schema)  # untrained, on this case's grid
+  save_tiny_agent(narrow, case.df, cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["minutes"]))
+  suite = qsuite.Suite(name="test", fractions=(0.02,), max_depth=2)
+  (row,) = qrun.run_case(case, suite, qrun.build_methods(("muzero",), fits), log=_quiet)
+  assert row["method"] == "muzero" and row["applicable"] and 0 < row["queries"] <= row["budget"]
+  assert "episodes" in row["note"]
+  (row,) = qrun.run_case(case, suite, qrun.build_methods(("muzero",), narrow), log=_quiet)
+  assert not row["applicable"] and "trained on a grid" in row["note"]
+  with pytest.raises(ValueError, match="--checkpoint"):
+    cube_env.search(prep.prepared, "muzero", budget=5)

@@ -167,7 +167,7 @@ class _AgentState:
   iteration: int
 
 
-def _tiny_agent(directory, df, schema):
+def save_tiny_agent(directory, df, schema):
   """An untrained agent saved like experiments.train saves one (parameters, config, env identity, task)."""
   cube = cube_env.build_cube(df, schema)
   env, _ = cube_env.make_env(cube, horizon=4, max_depth=2)
@@ -195,7 +195,7 @@ def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, cap
     dimensions=["proc", "site", "urgency"], protected=["race", "sex"], measures=["minutes", "complication"]
   )
   ckpt = str(tmp_path / "agent")
-  _tiny_agent(ckpt, df, schema)
+  save_tiny_agent(ckpt, df, schema)
   out = str(tmp_path / "mz")
   assert (
     discover.main(

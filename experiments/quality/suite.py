@@ -21,7 +21,7 @@ import pandas as pd
 
 import cube_env
 from cube_env import synthetic
-from experiments.train import PRESETS
+from experiments.launch.cube_presets import PRESETS
 
 SUITE_SCENARIOS = ("marginal", "interactions", "masked", "mixed", "null", "confounded", "large")
 TRUTHLESS = ("null", "confounded")  # every confirmed finding is false: family-wise error
@@ -73,7 +73,7 @@ SUITES = {
 
 def check_seed_split() -> None:
   """Raises unless every training preset's cube seeds lie below the evaluation seeds."""
-  most = max(p["task"]["num_train_cubes"] for p in PRESETS.values())
+  most = max(p.task.num_train_cubes for p in PRESETS.values())
   if cube_env.TRAIN_SEED_BASE + most > cube_env.EVAL_SEED_BASE:
     raise RuntimeError(
       f"training seeds {cube_env.TRAIN_SEED_BASE}..{cube_env.TRAIN_SEED_BASE + most - 1} "

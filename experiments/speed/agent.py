@@ -1,4 +1,4 @@
-"""MuZero speed on the cube task of an `experiments.train` preset: search, self-play, learner (docs/design.md).
+"""MuZero speed on the cube task of an `experiments.train` preset (`experiments.launch.cube_presets`): search, self-play, learner (docs/design.md).
 
 Each function returns JSON-ready rows, every one tagged with the preset, the
 device and the search settings (`agent_setup`), from the `muzero_jax.benchmark_*`
@@ -11,12 +11,12 @@ import jax
 
 import cube_env
 import muzero_jax
-from experiments import train
+from experiments.launch.cube_presets import PRESETS
 
 
 def agent_setup(preset: str):
   """(config, env, pool, tag) of a preset's training task; `tag` holds what every speed row records."""
-  task, config, _ = train.build(train.Args(preset=preset))
+  task, config = PRESETS[preset].task, PRESETS[preset].config
   cubes = cube_env.make_cubes(task, split="train")
   env, (pool,) = cube_env.make_pool(task, [cubes])
   device = jax.devices()[0]
