@@ -83,7 +83,7 @@ class Discovery:
     return self.findings[self.findings["confirmed"].astype(bool)].reset_index(drop=True)
 
 
-def resolve_method(method: str | Method) -> tuple[str, Method]:
+def _resolve_method(method: str | Method) -> tuple[str, Method]:
   """(name, function) of a registered name or of a method function (named by its `method_name` or `__name__`)."""
   if callable(method):
     return getattr(method, "method_name", getattr(method, "__name__", "custom")), method
@@ -143,7 +143,7 @@ def search(
   Raises:
     ValueError: unknown method name; RuntimeError: the method spent more than its budget.
   """
-  name, fn = resolve_method(method)
+  name, fn = _resolve_method(method)
   config = prepared.config
   budget = config.budget if budget is None else budget
   result = fn(prepared.space, budget=budget, seed=config.seed, progress=progress, **dict(config.method_options))
@@ -184,7 +184,7 @@ def run_discovery(
     ValueError naming the problem (unknown column, empty cohort space, bad
     budget, unknown method, ...).
   """
-  name, _ = resolve_method(method)
+  name, _ = _resolve_method(method)
   config = DiscoveryConfig(method=name, **settings)
   t0 = time.perf_counter()
   prepared = prepare(df, schema, config)
