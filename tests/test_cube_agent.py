@@ -3,11 +3,14 @@
 import glob
 import json
 import os
+import pathlib
+import struct
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pandas as pd
+from tensorboardX.proto import event_pb2
 
 import cube_env
 import muzero_jax
@@ -20,7 +23,7 @@ def test_train_smoke_preset_end_to_end(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "held-out evaluation" in out and "random walk" in out
   assert glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
-  summary = json.load(open(os.path.join(logdir, "evaluation.json")))["summary"]
+  summary = json.loads(pathlib.Path(logdir, "evaluation.json").read_text())["summary"]
   assert {"agent_return", "random_return", "agent_recall", "oracle_recall"} <= set(summary)
 
 
@@ -80,13 +83,9 @@ def test_agent_beats_random_walk_on_a_planted_cube():
 
 def _event_steps(logdir, tag):
   """Steps at which `tag` was written, over every TensorBoard event file of `logdir` (TFRecord framing)."""
-  import struct
-
-  from tensorboardX.proto import event_pb2
-
   steps = []
   for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-    data = open(path, "rb").read()
+    data = pathlib.Path(path).read_bytes()
     pos = 0
     while pos < len(data):
       (length,) = struct.unpack("<Q", data[pos : pos + 8])
@@ -107,7 +106,7 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
   assert "resumed" in capsys.readouterr().out
   a, b = muzero_jax.Checkpointer(straight), muzero_jax.Checkpointer(split)
   assert a.all_steps() == b.all_steps() == [2, 4]
-  (config, meta_a), (_, meta_b) = a.read_meta(), b.read_meta()
+  (_, meta_a), (_, meta_b) = a.read_meta(), b.read_meta()
   assert meta_a["counters"] == meta_b["counters"] and meta_b["counters"]["updates"] > 0
   raw = ocp.args.Composite(state=ocp.args.StandardRestore())  # the saved tree as is: every leaf compared
   state_a = a._manager.restore(4, args=raw)["state"]
