@@ -1,4 +1,4 @@
-"""`python -m experiments.benchmark cartpole`: MuZero on gymnax CartPole-v1 (no heavy import at load time).
+"""`python -m experiments.benchmark cartpole`: MuZero on gymnax CartPole-v1.
 
 Prints JSON lines: for each of `--speed-presets`, the compiled self-play moves/s
 (`bench=cartpole_selfplay`) and learner updates/s (`bench=cartpole_learner`),
@@ -11,6 +11,10 @@ the evaluation history). Every line carries the config used.
 from __future__ import annotations
 
 import dataclasses
+
+import jax
+
+from experiments.control import cartpole, solve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +41,6 @@ class CartPole:
 
 def run(args: CartPole, emit) -> list[dict]:
   """Runs the benchmark; `emit(rows, out)` prints (and appends) JSON lines and returns the rows."""
-  # Imported here so that `experiments.benchmark` loads (and `--help` answers) without the agent library.
-  import jax  # noqa: PLC0415 (see above)
-
-  from experiments.control import cartpole, solve  # noqa: PLC0415 (see above)
-
   device = jax.devices()[0]
   tag = dict(env="CartPole-v1", device=device.device_kind, platform=device.platform)
   task = cartpole.CartPoleTask()
