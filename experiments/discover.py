@@ -5,7 +5,8 @@ searches the exploration half with `--method` under `--budget` group-by
 queries, re-tests every candidate on the confirmation half (Benjamini-Hochberg
 at `--q`, relative difference at least `--min-relative-diff`) and writes
 findings.json, findings.csv and report.html into `--out`. The work is done by
-`cube_env.run_discovery` and `experiments.report`; this module parses flags.
+`cube_env.run_discovery` and `experiments.report`; this module parses flags
+(docs/design.md, Discovery report).
 
 No count from 1 to 10 is ever printed: tests need `--min-group` >= 11 on both
 sides, and every printed count below `--min-group` is blanked.
@@ -17,7 +18,6 @@ import dataclasses
 import sys
 from typing import Literal
 
-import pandas as pd
 import tyro
 from tqdm import tqdm
 
@@ -27,20 +27,6 @@ from experiments import (
   agent,  # noqa: F401 (importing it registers the muzero method with cube_env)
   report,
 )
-
-SHOWN = [
-  "cohort",
-  "protected",
-  "group",
-  "measure",
-  "n_group",
-  "n_rest",
-  "mean_group",
-  "mean_rest",
-  "relative_diff",
-  "z",
-  "p_adjusted",
-]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,20 +111,6 @@ def _method_options(args: Args) -> dict:
   return {"width": args.beam_width} if args.method == "beam" else {}
 
 
-def _planted(truth, score_rows) -> pd.DataFrame:
-  rows = [
-    dict(
-      cohort=cube_env.cohort_label(t.cohort),
-      protected=t.protected,
-      group=t.group,
-      measure=t.measure,
-      effect=t.effect,
-    )
-    for t in truth
-  ]
-  return pd.DataFrame(rows).assign(**score_rows) if rows else pd.DataFrame()
-
-
 def run(args: Args) -> dict:
   """Runs discovery and writes the report; returns the run, its score and the report paths."""
   if args.min_group < cube_env.SMALL_CELL:
@@ -179,45 +151,11 @@ def run(args: Args) -> dict:
     )
   finally:
     bar.close()
-  score = planted = None
-  if truth is not None:
-    score = cube_env.truth_score(result, truth)
-    matched = (
-      cube_env.score_findings(result.confirmed, truth, cube=result.halves.explore) if len(result.confirmed) else None
-    )
-    recalled = list(matched["matched"]["recalled"]) if matched is not None else [False] * len(truth)
-    planted = _planted(truth, {"recalled_after_confirmation": recalled})
+  score = cube_env.truth_score(result, truth) if truth is not None else None
+  planted = report.planted_table(result, truth) if truth is not None else None
   paths = report.write_report(result, args.out, source=source, truth=score, planted=planted)
-  _print_summary(result, source, score, paths, args.show)
+  report.print_summary(result, source=source, score=score, paths=paths, show=args.show)
   return {"run": result, "score": score, "paths": paths}
-
-
-def _print_summary(result, source: str, score, paths: dict, show: int) -> None:
-  s, c = result.search, result.config
-  print(
-    f"data: {source}; {result.halves.explore_rows} exploration rows, {result.halves.confirm_rows} confirmation rows"
-  )
-  for line in result.halves.summary:
-    print(f"  {cube_env.redact_counts(line, result.config.min_group)}")
-  print(
-    f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
-    f"{result.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}" + (f"; {s.note}" if s.note else "")
-  )
-  n_conf = int(result.findings["confirmed"].sum()) if len(result.findings) else 0
-  print(
-    f"{len(result.findings)} candidates (new findings on the exploration half), {n_conf} confirmed "
-    f"(Benjamini-Hochberg q={c.q:g}, relative difference >= {c.min_relative_diff:.0%})"
-  )
-  if len(result.findings):
-    with pd.option_context("display.width", 220, "display.max_colwidth", 60):
-      print(result.findings[SHOWN + ["confirmed"]].head(show).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-  if score is not None:
-    for stage, sc in score.items():
-      print(
-        f"truth ({stage}): {sc['n_truth']} planted; recall {sc['recall']:.2f}; precision {sc['precision']:.2f} "
-        f"({sc['n_false']} false of {sc['n_reported']})"
-      )
-  print(f"report: {paths['report.html']} (also findings.json, findings.csv)")
 
 
 def main(argv: list[str] | None = None) -> int:
