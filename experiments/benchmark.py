@@ -85,7 +85,7 @@ def run_selfplay_speed(args: AgentSpeed) -> list[dict]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Checkpoint:
+class CheckpointCost:
   """Checkpoint cost of a preset's whole training state (parameters, optimiser, a replay full of random values,
   actors): the blocking part of an asynchronous save, the time until it is on disk, a verified full restore
   and a parameters-only load."""
@@ -97,7 +97,7 @@ class Checkpoint:
   out: str | None = None
 
 
-def run_checkpoint(args: Checkpoint) -> list[dict]:
+def run_checkpoint_cost(args: CheckpointCost) -> list[dict]:
   return _emit(checkpoint_cost.checkpoint_rows(args.preset, repeats=args.repeats), args.out)
 
 
@@ -131,7 +131,7 @@ class Quality:
   fresh run); the rows of a killed call, kept in OUT.partial by the workers, are merged too."""
 
 
-def run_quality(args: Quality) -> list[dict]:
+def run_quality_benchmark(args: Quality) -> list[dict]:
   if args.suite not in quality_suite.SUITES:
     raise SystemExit(f"error: --suite must be one of {sorted(quality_suite.SUITES)}")
   try:
@@ -186,8 +186,8 @@ COMMANDS = {
   "env": (Env, run_env),
   "search": (AgentSpeed, run_search_speed),
   "selfplay": (AgentSpeed, run_selfplay_speed),
-  "checkpoint": (Checkpoint, run_checkpoint),
-  "quality": (Quality, run_quality),
+  "checkpoint": (CheckpointCost, run_checkpoint_cost),
+  "quality": (Quality, run_quality_benchmark),
   "speed": (Speed, run_speed),
   "cartpole": (control_bench.CartPole, run_cartpole),
 }

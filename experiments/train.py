@@ -20,12 +20,12 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
-import jax
 import numpy as np
 
 import cube_env
 import muzero_jax
 from experiments import cartpole
+from experiments.agent import held_out
 from experiments.launch import Checkpoint, UsageError, flag, parse_run_flags, peek_flag, run_command
 from experiments.launch.cube_presets import PRESETS
 
@@ -105,36 +105,6 @@ def parse(argv: Sequence[str]) -> tuple[Args, Checkpoint | None]:
       )
     args = dataclasses.replace(args, config=args.config.replace(max_episode_steps=args.task.horizon))
   return args, checkpoint
-
-
-def evaluate_held_out(task, env, params, config, eval_set, eval_pool, *, seed: int = 0) -> list[dict]:
-  """Greedy agent vs random walk on held-out cubes; findings scored against truth."""
-  key = jax.random.PRNGKey(seed)
-  agent = muzero_jax.evaluate(params, config, env, eval_pool, key)
-  rnd_ret, rnd_actions = cube_env.random_rollouts(env, eval_pool, key, num_steps=task.horizon)
-  rows = []
-  agent_actions = np.asarray(agent.actions)
-  for i, cube in enumerate(eval_set.cubes):
-    one = jax.tree.map(lambda x, i=i: x[i], eval_pool)
-    oracle = cube_env.cube_oracle(one, cube)
-    truth = eval_set.truths[i]
-    a = cube_env.score_episode(env, one, cube, truth, agent_actions[i], oracle)
-    r = cube_env.score_episode(env, one, cube, truth, np.asarray(rnd_actions)[i], oracle)
-    rows.append(
-      dict(
-        scenario=eval_set.scenarios[i],
-        seed=eval_set.seeds[i],
-        agent_return=float(agent.returns[i]),
-        random_return=float(rnd_ret[i]),
-        agent_recall=a["recall"],
-        random_recall=r["recall"],
-        oracle_recall=cube_env.score_findings(oracle, truth, cube=cube)["recall"],
-        oracle_findings=len(oracle),
-        oracle_queries=oracle.attrs["queries"],
-        budget=task.horizon,
-      )
-    )
-  return rows
 
 
 def _train_on_ray(args: Args, env, train_pool, state, *, num_iterations: int, extra: dict):
@@ -217,7 +187,7 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
       )
   if not args.evaluate:
     return dict(iteration=int(state.iteration), seconds=time.perf_counter() - t0)
-  rows = evaluate_held_out(task, env, state.params, config, eval_set, eval_pool, seed=config.seed)
+  rows = held_out.evaluate_held_out(task, env, state.params, config, eval_set, eval_pool, seed=config.seed)
   return _report(rows, task, args.logdir, seconds=time.perf_counter() - t0)
 
 

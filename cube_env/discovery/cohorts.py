@@ -25,7 +25,7 @@ from cube_env.environment import findings as fd
 from cube_env.environment import groupby as gb
 from cube_env.environment.params import EnvParams, bucketed_shape, make_params, resolve_z
 
-CHUNK = 16  # cohorts per compiled call
+COHORTS_PER_CALL = 16  # cohorts per compiled call
 Z975 = 1.959963984540054
 FINDING_COLUMNS = (
   "cohort",
@@ -185,9 +185,9 @@ def cohort_table(
   codes = np.asarray(codes, np.int32).reshape(-1, len(cube.meta.filter_names))
   params = make_params(cube, bucketed_shape(cube), min_group=min_group, z_screen=float(z_screen), max_depth=max_depth)
   entries = []
-  for start in range(0, len(codes), CHUNK):
-    chunk = codes[start : start + CHUNK]
-    padded = np.full((CHUNK, chunk.shape[1]), -1, np.int32)
+  for start in range(0, len(codes), COHORTS_PER_CALL):
+    chunk = codes[start : start + COHORTS_PER_CALL]
+    padded = np.full((COHORTS_PER_CALL, chunk.shape[1]), -1, np.int32)
     padded[: len(chunk)] = chunk
     cmp, sig, new, rows, exists = jax.device_get(_assess_cohorts(params, jnp.asarray(padded)))
     cmp = {k: np.asarray(v) for k, v in cmp.items()}

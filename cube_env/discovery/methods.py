@@ -312,11 +312,9 @@ def method_names() -> tuple[str, ...]:
   return tuple(_REGISTRY)
 
 
-for _name, _fn in (
-  ("exhaustive", exhaustive),
-  ("random", random_walk),
-  ("greedy", greedy),
-  ("beam", beam),
-  ("uct", uct),
-):
+# The methods that need no agent; plug-ins (the `muzero` agent, the pysubgroup peer) register beside them.
+BUILTIN_METHODS: types.MappingProxyType = types.MappingProxyType(
+  {"exhaustive": exhaustive, "random": random_walk, "greedy": greedy, "beam": beam, "uct": uct}
+)
+for _name, _fn in BUILTIN_METHODS.items():
   register_method(_name, _fn)

@@ -26,7 +26,7 @@ from cube_env.discovery.cohorts import FINDING_COLUMNS, finding_row
 from cube_env.environment import findings as fd
 from cube_env.environment.params import EnvParams, bucketed_shape, make_params
 
-CHUNK = 1024  # cohorts assessed per compiled call (padded), so each shape compiles once
+FAMILIES_PER_CALL = 1024  # cohorts assessed per compiled call (padded), so each shape compiles once
 
 
 @functools.partial(jax.jit, static_argnames=("num_values", "slots"))
@@ -140,8 +140,8 @@ def enumerate_findings(
       if k == 0:
         keys = keys[:1]  # the root is one cohort
       queries += len(keys)
-      for start in range(0, len(keys), CHUNK):
-        chunk = keys[start : start + CHUNK]
+      for start in range(0, len(keys), FAMILIES_PER_CALL):
+        chunk = keys[start : start + FAMILIES_PER_CALL]
         digits = (chunk[:, None] // radix[None, :]) % num_values  # [B, S]
         filters = np.full((len(chunk), num_f), -1, np.int32)
         for s in range(k):
@@ -149,8 +149,8 @@ def enumerate_findings(
         # Cheap bound first (|t| >= |z|), exact tests only for cohorts that pass it.
         _, maybe = _screen_chunk(
           params,
-          jnp.asarray(_pad(filters, CHUNK)),
-          jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0),
+          jnp.asarray(_pad(filters, FAMILIES_PER_CALL)),
+          jnp.take(table, jnp.asarray(_pad(chunk, FAMILIES_PER_CALL)), axis=0),
           z_method="bound",
         )
         keep = np.nonzero(np.asarray(maybe)[: len(chunk)].any(axis=(1, 2, 3)))[0]
@@ -159,15 +159,15 @@ def enumerate_findings(
         chunk, filters = chunk[keep], filters[keep]
         cmp, sig = _screen_chunk(
           params,
-          jnp.asarray(_pad(filters, CHUNK)),
-          jnp.take(table, jnp.asarray(_pad(chunk, CHUNK)), axis=0),
+          jnp.asarray(_pad(filters, FAMILIES_PER_CALL)),
+          jnp.take(table, jnp.asarray(_pad(chunk, FAMILIES_PER_CALL)), axis=0),
           z_method="exact",
         )
         sig = np.asarray(sig)[: len(chunk)]
         hit_rows = np.nonzero(sig.any(axis=(1, 2, 3)))[0]
         if len(hit_rows) == 0:
           continue
-        size = next(b for b in (16, 128, CHUNK) if b >= len(hit_rows))  # few compiled sizes
+        size = next(b for b in (16, 128, FAMILIES_PER_CALL) if b >= len(hit_rows))  # few compiled sizes
         idx = jnp.asarray(_pad(chunk[hit_rows], size))
         new = np.asarray(
           _novelty_chunk(
