@@ -6,7 +6,7 @@ queries, re-tests every candidate on the confirmation half (Benjamini-Hochberg
 at `--q`, relative difference at least `--min-relative-diff`) and writes
 findings.json, findings.csv and report.html into `--out`. The work is done by
 `cube_env.run_discovery` and `experiments.report`; this module parses flags
-(docs/design.md, Discovery report).
+(docs/design.md, Discovery and confirmation).
 
 No count from 1 to 10 is ever printed: tests need `--min-group` >= 11 on both
 sides, and every printed count below `--min-group` is blanked.

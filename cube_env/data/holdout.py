@@ -4,7 +4,7 @@ Rows are split by a seeded hash of their content (`split_rows`), so re-runs
 with the same seed agree whatever the row order. Both halves are coded with
 one `encode_table` pass over the whole table (same categories, bins and log
 scales), then grouped into two cubes. Searches see only the exploration cube;
-candidates are re-tested on the confirmation cube (docs/design.md, Discovery
+candidates are re-tested on the confirmation cube (docs/design.md, Discovery and confirmation
 report). With adjusters, both cubes hold observed minus expected values, the
 expectation estimated on the exploration half (`cube_env.data.adjust`); the raw
 confirmation cube is kept for the relative-difference rule.

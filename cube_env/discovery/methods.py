@@ -1,4 +1,4 @@
-"""The method registry and the discovery methods that need no trained agent (docs/design.md, Baselines).
+"""The method registry and the discovery methods that need no trained agent (docs/design.md, Discovery and confirmation).
 
 A method is a function
 `method(space, *, budget, seed, progress=None, **options) -> SearchResult`

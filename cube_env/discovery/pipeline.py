@@ -1,4 +1,4 @@
-"""Discovery on a case table: prepare (split, adjust, space), search, confirm (docs/design.md, Discovery report).
+"""Discovery on a case table: prepare (split, adjust, space), search, confirm (docs/design.md, Discovery and confirmation).
 
     findings = cube_env.discover(df, schema, method="uct", budget=2000)
     findings[findings.confirmed]
@@ -213,7 +213,7 @@ def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", 
 
 
 def truth_score(run: Discovery, truth: Iterable[Any]) -> dict:
-  """Recall and precision (docs/design.md, Scoring) of the candidates and of the confirmed findings."""
+  """Recall and precision (docs/design.md, What a finding is) of the candidates and of the confirmed findings."""
   truth = list(truth)
   cube = run.halves.explore
   cand = score_findings(run.search.candidates, truth, cube=cube) if len(run.search.candidates) else None

@@ -1,4 +1,4 @@
-"""Scoring reported findings against planted truth (docs/design.md, Statistics).
+"""Scoring reported findings against planted truth (docs/design.md, What a finding is).
 
 A planted effect is *recalled* when a new finding with the same (protected,
 group, measure) and sign is reported at exactly its cohort. A reported

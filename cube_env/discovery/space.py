@@ -1,6 +1,6 @@
 """What every discovery method shares: the search space, the query ledger and the result.
 
-Cost unit (docs/design.md, Baselines): one *query* is one group-by pass over the
+Cost unit (docs/design.md, Discovery and confirmation): one *query* is one group-by pass over the
 cube, which is one environment `reset` or `step`; it reveals the cohort
 reached (its new significant findings) and the observation pixels of every
 cohort one action away. A method is handed a `Space` and a budget; the

@@ -2,7 +2,7 @@
 
 A test is a (protected column p, group g, measure m) of a cohort: group g
 versus the rest of the cohort. It is *significant* when valid and
-`|z| >= z_screen`. It is *new* (docs/design.md, Statistics) when, for every parent
+`|z| >= z_screen`. It is *new* (docs/design.md, What a finding is) when, for every parent
 (the cohort with one filter removed), either the parent has no significant
 disparity for the same (p, g, m) with the same sign, or the child's effect is
 significantly stronger, in its own direction, than the effect in the rest of

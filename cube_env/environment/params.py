@@ -2,7 +2,7 @@
 
 The cube travels in `EnvParams` (a pytree of arrays), so one jitted function
 serves every cube padded to the same `EnvShape`, and a batch of different cubes
-can be stacked and vmapped (docs/design.md, The environment protocol).
+can be stacked and vmapped (docs/design.md, The game).
 """
 
 from __future__ import annotations

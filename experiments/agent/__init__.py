@@ -1,4 +1,4 @@
-"""The trained agent as a discovery method (docs/design.md, Search at inference).
+"""The trained agent as a discovery method (docs/design.md, The agent).
 
 Importing this package registers the `muzero` method with `cube_env`
 (`cube_env.register_method`); it takes the agent's directory as the method

@@ -7,7 +7,7 @@ episodes of the horizon it was trained with from the root: the first greedy
 explore differently, until the budget is spent. The cube is padded to the
 agent's observation grid; a cube with more filter columns or categories than
 the agent saw is refused (retrain, or lower `--max-categories`). See
-docs/design.md, Search at inference.
+docs/design.md, The agent.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The quality benchmark (docs/design.md, Baselines): discovery recall per query budget, every method.
+"""The quality benchmark (docs/design.md, Discovery and confirmation): discovery recall per query budget, every method.
 
 `suite` (sizes, cases, order), `runner` (one case through the `cube_env`
 pipeline), `pool` (worker processes, spill file), `summary`, `tables`, `plot`,

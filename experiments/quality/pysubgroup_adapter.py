@@ -39,7 +39,7 @@ quality. Here it searches the same exploration half as every other method:
 
 Importing this module registers the methods `pysubgroup-beam` and
 `pysubgroup-dfs` with `cube_env` (pysubgroup itself is imported when one
-runs). See docs/design.md, Baselines.
+runs). See docs/design.md, Discovery and confirmation.
 """
 
 from __future__ import annotations

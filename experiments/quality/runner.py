@@ -1,6 +1,6 @@
 """One evaluation case of the quality benchmark: budgets, methods, search, confirmation and scoring.
 
-Each case runs the discovery pipeline of `cube_env` (docs/design.md, Discovery
+Each case runs the discovery pipeline of `cube_env` (docs/design.md, Discovery and confirmation
 report): `cube_env.prepare` once per case (split, adjustment, search space,
 shared by the methods), `cube_env.search` under each budget (the ledger
 refuses any query past it), `cube_env.confirm` (holdout re-test,

@@ -5,7 +5,7 @@ Run rows already in `out` (same suite and sizes) are kept and their
 and methods can be added later; so are the rows a killed call's workers
 spilled to OUT.partial. `out` is then rewritten as every run row, one
 `invocation` row per call (wall time, load) and fresh summary rows. See
-docs/design.md, Baselines.
+docs/design.md, Discovery and confirmation.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ evaluation cube (generator seeds `cube_env.EVAL_SEED_BASE + i`, never used in
 training: `check_seed_split`), each method and each budget, the discovery
 pipeline of `cube_env` (prepare once per cube, search under the budget,
 confirm) and scores the confirmed findings against the planted truth
-(`experiments.quality.runner`; docs/design.md, Baselines).
+(`experiments.quality.runner`; docs/design.md, Discovery and confirmation).
 
 Budgets are fractions of the exhaustive query count (every visitable cohort
 to depth 3) of that cube; on the `large` space, where enumeration costs far

@@ -1,7 +1,7 @@
 """Summaries of the quality benchmark's run rows: per (scenario, method, budget) over seeds, and the headlines.
 
 A budget is the suite's nominal fraction of the exhaustive count (`large`: the
-fixed query count). See docs/design.md, Baselines.
+fixed query count). See docs/design.md, Discovery and confirmation.
 """
 
 from __future__ import annotations

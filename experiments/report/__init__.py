@@ -1,4 +1,4 @@
-"""The findings report of a discovery run (docs/design.md, Discovery report): JSON, CSV, HTML with plots."""
+"""The findings report of a discovery run (docs/design.md, Discovery and confirmation): JSON, CSV, HTML with plots."""
 
 from experiments.report.console import print_summary
 from experiments.report.files import findings_table, summary, write_report

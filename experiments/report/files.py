@@ -1,4 +1,4 @@
-"""The findings files of a discovery run: findings.json, findings.csv and report.html (docs/design.md, Discovery report).
+"""The findings files of a discovery run: findings.json, findings.csv and report.html (docs/design.md, Discovery and confirmation).
 
 Counts below `min_group` never reach the report: the tables carry None there
 (`cube_env` suppresses them) and the coding notes are redacted.

@@ -1,1 +1,1 @@
-"""Speed benchmarks (docs/design.md, Baselines): environment steps/s, agent speed, checkpoint cost, the suite."""
+"""Speed benchmarks (docs/design.md, Discovery and confirmation): environment steps/s, agent speed, checkpoint cost, the suite."""

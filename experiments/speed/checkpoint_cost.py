@@ -1,4 +1,4 @@
-"""Checkpoint cost of a preset's whole training state (docs/design.md, MuZero).
+"""Checkpoint cost of a preset's whole training state (docs/design.md, The agent).
 
 The state is the parameters, the optimiser, a replay full of random values
 (the worst case for the writer's compression: a fresh replay is zeros) and the

@@ -1,4 +1,4 @@
-"""Environment speed: steps/s against cube size and batch, with a bandwidth bound (docs/design.md, Baselines).
+"""Environment speed: steps/s against cube size and batch, with a bandwidth bound (docs/design.md, Discovery and confirmation).
 
 Every step is one group-by pass over the cube's cells, so its floor is the
 time to stream the cube's bytes once per environment. The bound is measured
