@@ -215,20 +215,9 @@ def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", 
 def truth_score(run: Discovery, truth: Iterable[Any]) -> dict:
   """Recall and precision (docs/design.md, What a finding is) of the candidates and of the confirmed findings."""
   truth = list(truth)
-  cube = run.halves.explore
-  cand = score_findings(run.search.candidates, truth, cube=cube) if len(run.search.candidates) else None
-  conf = score_findings(run.confirmed, truth, cube=cube) if len(run.confirmed) else None
-  empty = {
-    "recall": 0.0 if truth else float("nan"),
-    "precision": float("nan"),
-    "n_truth": len(truth),
-    "n_reported": 0,
-    "n_recalled": 0,
-    "n_false": 0,
-  }
   keep = ("recall", "precision", "n_truth", "n_reported", "n_recalled", "n_false")
-
-  def pick(s):
-    return {k: s[k] for k in keep} if s is not None else dict(empty)
-
-  return {"candidates": pick(cand), "confirmed": pick(conf)}
+  scores = {
+    "candidates": score_findings(run.search.candidates, truth, cube=run.halves.explore),
+    "confirmed": score_findings(run.confirmed, truth, cube=run.halves.explore),
+  }
+  return {which: {k: s[k] for k in keep} for which, s in scores.items()}

@@ -105,9 +105,19 @@ def play_agent(
 
 
 def muzero_search(
-  space: cube_env.Space, *, budget: int, seed: int, progress=None, checkpoint: str | None = None
+  space: cube_env.Space,
+  *,
+  budget: int,
+  seed: int,
+  progress=None,
+  checkpoint: str | PackagedAgent | None = None,
 ) -> cube_env.SearchResult:
-  """The registered `muzero` method: plays the agent saved in `checkpoint` (a method option; ValueError without)."""
+  """The registered `muzero` method: plays the agent in `checkpoint` (a method option; ValueError without).
+
+  `checkpoint` is the agent's directory, or an agent already loaded from one
+  (`load_agent`), so that a caller that searches many times reads it once.
+  """
   if checkpoint is None:
     raise ValueError(MISSING_CHECKPOINT)
-  return play_agent(load_agent(checkpoint), space, budget=budget, seed=seed, progress=progress)
+  loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
+  return play_agent(loaded, space, budget=budget, seed=seed, progress=progress)

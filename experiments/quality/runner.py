@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -56,8 +55,8 @@ def build_methods(names: Iterable[str], checkpoint: str | None) -> dict[str, Sui
     if name == "muzero":
       if checkpoint is None:
         raise ValueError("the muzero method needs --checkpoint (or let the benchmark train one)")
-      search = functools.partial(cube_env.get_method(name), checkpoint=checkpoint)
-      out[name] = SuiteMethod(search, agent.load_agent(checkpoint))
+      loaded = agent.load_agent(checkpoint)  # once: every search of the suite plays this agent
+      out[name] = SuiteMethod(functools.partial(cube_env.get_method(name), checkpoint=loaded), loaded)
     else:
       out[name] = SuiteMethod(cube_env.get_method(name))
   return out
@@ -99,8 +98,6 @@ def not_applicable(name: str, method: SuiteMethod, space: cube_env.Space) -> str
 
 def score(findings: pd.DataFrame, truth: list, cube) -> dict:
   """Recall, precision, counts and the indices of the planted effects recalled by `findings`."""
-  if len(findings) == 0:
-    return {"recall": 0.0 if truth else math.nan, "precision": math.nan, "n_reported": 0, "n_false": 0, "recalled": []}
   s = cube_env.score_findings(findings, truth, cube=cube)
   out = {k: s[k] for k in ("recall", "precision", "n_reported", "n_false")}
   out["recalled"] = [int(i) for i in np.nonzero(s["matched"]["recalled"].to_numpy(bool))[0]]
