@@ -20,7 +20,7 @@ from typing import Literal
 import muzero_jax
 from experiments.control.cartpole import PRESETS, CartPoleTask, make_cartpole
 from experiments.control.evaluation import PeriodicEvaluation
-from experiments.launch import Checkpoint, UsageError, parse_run_flags, peek_flag, run_command
+from experiments.launch import Checkpoint, UsageError, parse_run_flags, peek_flag, restore_checkpoint, run_command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,10 +99,7 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
   t0 = time.perf_counter()
   state = None
   if checkpoint is not None:
-    try:
-      state = muzero_jax.restore(checkpoint.directory, env, train_pool, config=config, quarantine=True).state
-    except ValueError as err:  # made for another environment or config
-      raise UsageError(f"--resume {checkpoint.directory}: {err}") from err
+    state = restore_checkpoint(checkpoint, env, train_pool, config).state
     print(f"resumed {checkpoint.directory} at iteration {int(state.iteration)}")
   evaluation = PeriodicEvaluation(
     config,

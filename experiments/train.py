@@ -26,7 +26,15 @@ import cube_env
 import muzero_jax
 from experiments import cartpole
 from experiments.agent import held_out
-from experiments.launch import Checkpoint, UsageError, flag, parse_run_flags, peek_flag, run_command
+from experiments.launch import (
+  Checkpoint,
+  UsageError,
+  flag,
+  parse_run_flags,
+  peek_flag,
+  restore_checkpoint,
+  run_command,
+)
 from experiments.launch.cube_presets import PRESETS
 
 RAY_FLAGS = ("ray_actors", "ray_address", "ray_actor_gpus")
@@ -159,10 +167,7 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
   )
   state = None
   if checkpoint is not None:
-    try:
-      restored = muzero_jax.restore(checkpoint.directory, env, train_pool, config=config, quarantine=True)
-    except ValueError as err:  # made for another environment or config
-      raise UsageError(f"--resume {checkpoint.directory}: {err}") from err
+    restored = restore_checkpoint(checkpoint, env, train_pool, config)
     state = restored.state
     print(
       f"resumed {checkpoint.directory} at step {restored.step}: "

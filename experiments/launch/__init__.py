@@ -9,6 +9,7 @@ from experiments.launch.resume import (
   parse_run_flags,
   peek_flag,
   read_checkpoint,
+  restore_checkpoint,
 )
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
   "parse_run_flags",
   "peek_flag",
   "read_checkpoint",
+  "restore_checkpoint",
   "run_command",
 ]

@@ -24,7 +24,16 @@ import muzero_jax
 from experiments.launch.errors import UsageError
 from muzero_jax.checkpoint import SAFE_CONFIG_FIELDS
 
-__all__ = ["Checkpoint", "RunArgs", "flag", "holds_checkpoints", "parse_run_flags", "peek_flag", "read_checkpoint"]
+__all__ = [
+  "Checkpoint",
+  "RunArgs",
+  "flag",
+  "holds_checkpoints",
+  "parse_run_flags",
+  "peek_flag",
+  "read_checkpoint",
+  "restore_checkpoint",
+]
 
 # Fields of a run's `Args` checked against the checkpoint on resume; the others only steer the run.
 _CHECKED = ("config", "task", "preset")
@@ -95,6 +104,18 @@ def read_checkpoint(directory: str, *, env: str) -> Checkpoint:
   if "task" not in extra or "preset" not in extra:
     raise UsageError(f"--resume {directory}: checkpoint was not written by experiments.train (its meta has no task)")
   return Checkpoint(directory=directory, config=config, extra=extra)
+
+
+def restore_checkpoint(checkpoint: Checkpoint, env, env_params_pool, config: muzero_jax.MuZeroConfig):
+  """The resumed run's newest good step (`muzero_jax.restore`; damaged newer steps are quarantined).
+
+  Raises:
+    UsageError naming `--resume`: the checkpoint was made for another environment or config.
+  """
+  try:
+    return muzero_jax.restore(checkpoint.directory, env, env_params_pool, config=config, quarantine=True)
+  except ValueError as err:
+    raise UsageError(f"--resume {checkpoint.directory}: {err}") from err
 
 
 def peek_flag(argv: Sequence[str], name: str) -> str | None:
