@@ -55,7 +55,7 @@ class Args:
   """Group-by queries (environment steps) the search may spend."""
   max_depth: int = 3
   """Most filters in a cohort."""
-  min_group: int = 11
+  min_group: int = cube_env.SMALL_CELL
   """Smallest group (and rest) that is tested or shown; at least 11."""
   q: float = 0.05
   """Benjamini-Hochberg false discovery rate over all candidates."""
