@@ -161,7 +161,10 @@ def run_iterations(
       for i in bar:
         t0 = time.perf_counter()
         state, metrics = source.iteration(state)
-        # The first iteration includes compilation (and, fanned out, the actors' start).
+        # A jitted iteration returns as soon as it is dispatched: its metrics, computed last, are read
+        # (waiting for the device) before the clock stops. The first iteration includes compilation
+        # (and, fanned out, the actors' start).
+        metrics = jax.device_get(metrics)
         metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=i == 0)
         step = int(state.iteration)
         if (
