@@ -21,12 +21,12 @@ import dataclasses
 from typing import Any
 
 import chex
-import jax
 import jax.numpy as jnp
 from flax import struct
 
 from cube_env.data.disclosure import SMALL_CELL
 from cube_env.data.ingest import Cube, CubeMeta
+from cube_env.environment import batching
 from cube_env.environment import findings as fd
 from cube_env.environment import groupby as gb
 from cube_env.environment.params import EnvParams, EnvShape, make_params, stack_params
@@ -64,14 +64,18 @@ class CubeEnv:
   Attributes:
     shape: padded sizes; every params given to this env has them.
     horizon: steps per episode (the query budget T).
-    groupby: "matmul" or "segment" (see `cube_env.environment.groupby`).
+    groupby: "index", "matmul" or "segment" (see `cube_env.environment.groupby`).
     meta: the cube's metadata for naming actions (None for pools).
+    batch_chunk: environments stepped together under `vmap` (0: the
+      backend's default, `batching.default_chunk`); see
+      `cube_env.environment.batching`.
   """
 
   shape: EnvShape
   horizon: int = 64
-  groupby: str = "segment"
+  groupby: str = "index"
   meta: CubeMeta | None = None
+  batch_chunk: int = 0
 
   @property
   def num_actions(self) -> int:
@@ -105,8 +109,15 @@ class CubeEnv:
     return f, (None if v == self.shape.num_values else v)
 
   # -- dynamics ---------------------------------------------------------------
-  def _observe(self, params: EnvParams, filters, t, visited, cohort_rows):
-    """Group-by pass: observation, legal mask and the cohort's findings."""
+  def _observe(self, params: EnvParams, filters, t, visited):
+    """Group-by pass: observation, legal mask, the cohort's findings and its rows.
+
+    Under `vmap` it runs over chunks of environments (`batching.map_when_batched`).
+    """
+    chunk = self.batch_chunk or batching.default_chunk()
+    return batching.map_when_batched(self._observe_one, chunk)(params, filters, t, visited)
+
+  def _observe_one(self, params: EnvParams, filters, t, visited):
     c = self.shape.num_values
     num_f = self.shape.num_filters
     pix, pix_rows = gb.pixel_stats(params, filters, num_values=c, method=self.groupby)
@@ -114,17 +125,13 @@ class CubeEnv:
     # its parents are the "all" pixels of the filtered columns.
     col0 = jnp.where(filters[0] >= 0, filters[0], c)
     cohort = pix[0, col0]
+    cohort_rows = pix_rows[0, col0]
     prot_pix = fd.pixel_protected(params, filters, c)  # [F, C + 1, P]
     prot_own = fd.protected_filtered(params, filters)
-    k_shape = pix.shape[2:]
     # Pixels (observation features) use Wallace's closed form; the cohort and
     # its parents (the reward) use exact p-values.
-    cmp_pix = fd.compare_batch(
-      params, pix.reshape((-1,) + k_shape), prot_pix.reshape(-1, prot_own.shape[0]), z_method="wallace"
-    )
-    cmp_pix = jax.tree.map(lambda x: x.reshape((num_f, c + 1) + x.shape[1:]), cmp_pix)
+    max_z, n_sig = fd.pixel_features(params, pix, prot_pix)
     _, _, new = fd.assess(params, prot_own, cohort, pix[:, c], filters >= 0)
-    max_z, n_sig = fd.pixel_summary(params, cmp_pix)
 
     vs = jnp.arange(c + 1)[None, :]
     depth = jnp.sum(filters >= 0)
@@ -165,10 +172,7 @@ class CubeEnv:
       ]
     )
     n_new = jnp.sum(new).astype(jnp.int32)
-    return obs, legal.reshape(-1), n_new
-
-  def _cohort_rows(self, params, filters):
-    return jnp.sum(jnp.where(gb.cohort_mask(params, filters), params.rows, 0.0))
+    return obs, legal.reshape(-1), n_new, cohort_rows
 
   def reset(self, key: chex.PRNGKey, params: EnvParams):
     """Starts at the whole population. Returns (obs, state)."""
@@ -177,8 +181,7 @@ class CubeEnv:
     filters = jnp.full((num_f,), -1, jnp.int32)
     visited = jnp.full((self.horizon + 1, num_f), -2, jnp.int32).at[0].set(filters)
     t = jnp.int32(0)
-    rows = params.total_rows
-    obs, mask, n_new = self._observe(params, filters, t, visited, rows)
+    obs, mask, n_new, rows = self._observe(params, filters, t, visited)
     state = EnvState(filters=filters, t=t, visited=visited, mask=mask, rows=rows, found=n_new)
     return obs, state
 
@@ -194,8 +197,7 @@ class CubeEnv:
     first = ~jnp.any(jnp.all(state.visited == filters[None, :], axis=1))
     t = state.t + 1
     visited = state.visited.at[jnp.minimum(t, self.horizon)].set(filters)
-    rows = self._cohort_rows(params, filters)
-    obs, mask, n_new = self._observe(params, filters, t, visited, rows)
+    obs, mask, n_new, rows = self._observe(params, filters, t, visited)
     reward = jnp.where(legal & first, n_new, 0).astype(jnp.float32)
     terminated = (t >= self.horizon) | ~jnp.any(mask)
     state = EnvState(
@@ -230,7 +232,7 @@ def make_env(
     min_group: a group or rest smaller than this is not tested (small cells).
     min_cohort: smallest cohort that may be visited (default 2 * min_group).
     z_screen: |z| for significance, or "bonferroni" (from the search space size).
-    groupby: "matmul" or "segment" (default: the faster on this backend).
+    groupby: "index", "matmul" or "segment" (default `cube_env.default_groupby()`).
     shape: pad to this shape (to share one compiled env across cubes).
   """
   if horizon < 1:

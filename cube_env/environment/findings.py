@@ -43,18 +43,7 @@ def compare_cohort(
     `Comparison` of shape `[P, G, M]`; `valid` also encodes `test_mask`.
   """
   chex.assert_rank(cohort, 4)
-  total = cohort.sum(axis=1, keepdims=True)  # [P, 1, M, 3]
-  rest = total - cohort
-  cmp = st.compare(
-    cohort,
-    rest,
-    params.shift[None, None, :],
-    params.is_binary[None, None, :],
-    min_group=params.min_group,
-    z_method=z_method,
-  )
-  valid = cmp.valid & test_mask(params, prot_filtered)
-  return cmp.replace(valid=valid, z=jnp.where(valid, cmp.z, 0.0), p_value=jnp.where(valid, cmp.p_value, 1.0))
+  return jax.tree.map(lambda x: x[0], compare_batch(params, cohort[None], prot_filtered[None], z_method=z_method))
 
 
 def significant(params: EnvParams, cmp: st.Comparison) -> chex.Array:
@@ -72,11 +61,21 @@ def compare_batch(
   """`compare_cohort` over a batch: cohorts `[B, P, G, M, 3]`, prot_filtered `[B, P]`.
 
   Callers stack every comparison a step needs into one call, so the compiled
-  program holds one copy of the (large) incomplete-beta kernel.
+  program holds one copy of the (large) incomplete-beta kernel. The tests
+  run on flat arrays (see `pixel_features`; here without a barrier, which
+  measured slower).
   """
-  return jax.vmap(functools.partial(compare_cohort, z_method=z_method), in_axes=(None, 0, 0))(
-    params, cohorts, prot_filtered
+  shape = cohorts.shape[:-1]
+  rest = cohorts.sum(axis=2, keepdims=True) - cohorts
+  exists = jax.vmap(functools.partial(test_mask, params))(prot_filtered)
+  shift = jnp.broadcast_to(params.shift, shape).reshape(-1)
+  binary = jnp.broadcast_to(params.is_binary, shape).reshape(-1)
+  cmp = st.compare(
+    cohorts.reshape(-1, 3), rest.reshape(-1, 3), shift, binary, min_group=params.min_group, z_method=z_method
   )
+  valid = cmp.valid & exists.reshape(-1)
+  cmp = cmp.replace(valid=valid, z=jnp.where(valid, cmp.z, 0.0), p_value=jnp.where(valid, cmp.p_value, 1.0))
+  return jax.tree.map(lambda x: x.reshape(shape), cmp)
 
 
 def novelty(
@@ -144,14 +143,31 @@ def pixel_protected(params: EnvParams, filters: chex.Array, num_values: int) -> 
   return jnp.where(on_f, v < num_values, base[None, None, :]) & params.prot_valid
 
 
-def pixel_summary(params: EnvParams, cmp: st.Comparison):
-  """Strongest |z| and number of significant tests per pixel.
+def pixel_features(params: EnvParams, pix: chex.Array, prot_pix: chex.Array):
+  """Strongest |z| and number of significant tests per pixel (the observation's features).
 
   Args:
-    cmp: Comparison `[F, C + 1, P, G, M]` of every pixel's cohort.
+    pix: `[F, C + 1, P, G, M, 3]` statistics of every pixel's cohort.
+    prot_pix: `[F, C + 1, P]` bool, protected column filtered in that cohort.
 
   Returns:
-    (max_abs_z `[F, C + 1]`, n_significant `[F, C + 1]`).
+    (max_abs_z `[F, C + 1]`, n_significant `[F, C + 1]`), from Wallace's z
+    (`stats.screen`, the numbers of `compare_cohort(..., z_method="wallace")`).
+
+  The tests run on flat arrays, fenced off from the per-pixel reductions by
+  optimization barriers: XLA:CPU vectorizes the flat loop, while fused into
+  the reductions over (P, G, M) the same arithmetic ran 3.6x slower
+  (benchmarks/README).
   """
-  max_z = jnp.max(jnp.where(cmp.valid, jnp.abs(cmp.z), 0.0), axis=(-3, -2, -1))
-  return max_z, jnp.sum(significant(params, cmp), axis=(-3, -2, -1))
+  shape = pix.shape[:-1]
+  rest = pix.sum(axis=3, keepdims=True) - pix
+  exists = jax.vmap(jax.vmap(functools.partial(test_mask, params)))(prot_pix)
+  shift = jnp.broadcast_to(params.shift, shape).reshape(-1)
+  binary = jnp.broadcast_to(params.is_binary, shape).reshape(-1)
+  args = (pix.reshape(-1, 3), rest.reshape(-1, 3), shift, binary, exists.reshape(-1))
+  group, rest, shift, binary, exists = jax.lax.optimization_barrier(args)
+  z, valid = st.screen(group, rest, shift, binary, min_group=params.min_group)
+  abs_z = jnp.where(valid & exists, jnp.abs(z), 0.0)
+  abs_z, sig = jax.lax.optimization_barrier((abs_z, abs_z >= params.z_screen))
+  per_pixel = shape[:2] + (-1,)
+  return jnp.max(abs_z.reshape(per_pixel), axis=-1), jnp.sum(sig.reshape(per_pixel), axis=-1)

@@ -7,12 +7,18 @@ by their code on `f`; the "all" column is the sum over codes. Each pixel
 holds, per protected column p and group g, the sufficient statistics of every
 measure: `[F, C + 1, P, G, M, 3]`, plus the cohort's row count `[F, C + 1]`.
 
-Two formulations compute the same numbers (see `experiments.benchmark env`):
+Three formulations compute the same numbers (see `experiments.benchmark speed`):
+  * "index" (the default): reads only the cells of the current filters'
+    values through the cell index, in fixed-size chunks, with the no-filter
+    grid kept in the params (`cube_env.environment.cells`). Cost falls with
+    every filter (about N / C cells at depth 1 instead of N) and memory does
+    not grow with the cube.
   * "matmul": one-hot design `[N, F*C]` times cell payload `[N, P*G*M*3]`, a
-    single GEMM (tensor-core friendly on GPUs; run at HIGHEST precision so
-    TF32 does not round the sums).
+    single GEMM over every cell (HIGHEST precision so TF32 does not round).
   * "segment": `segment_sum` of the payload over keys `(code_f, group_p)`, per
-    filter and protected column (no wasted multiply-by-zero on CPUs).
+    filter and protected column, over every cell.
+The two dense ones are the reference the index is tested against; their
+intermediates grow as cells x F (x batch under vmap).
 """
 
 from __future__ import annotations
@@ -21,14 +27,15 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from cube_env.environment import cells as cl
 from cube_env.environment.params import EnvParams
 
-GROUPBY_METHODS = ("matmul", "segment")
+GROUPBY_METHODS = ("index", "matmul", "segment")
 
 
 def default_groupby() -> str:
-  """The formulation measured faster on the current backend (benchmarks/README)."""
-  return "segment" if jax.default_backend() == "cpu" else "matmul"
+  """The formulation every backend uses unless told otherwise (benchmarks/README)."""
+  return "index"
 
 
 def match_except(params: EnvParams, filters: chex.Array) -> chex.Array:
@@ -90,19 +97,57 @@ def _pixels_segment(params: EnvParams, filters: chex.Array, num_values: int):
   return stats.reshape(f, num_values, p, g, m, 3), rows
 
 
-def pixel_stats(params: EnvParams, filters: chex.Array, *, num_values: int, method: str = "segment"):
+def _pixels_index(params: EnvParams, filters: chex.Array, num_values: int):
+  num_f = params.codes.shape[1]
+  p, g, width = params.root.shape[2:]
+  on = filters >= 0
+  value = jnp.maximum(filters, 0)
+  cols = jnp.arange(num_f)
+  lo, hi = params.starts[cols, value], params.starts[cols, value + 1]
+  big = jnp.iinfo(jnp.int32).max
+  size = jnp.where(on, hi - lo, big)
+  a = jnp.argmin(size)  # the filter with the fewest cells
+  b = jnp.argmin(size.at[a].set(big))  # the next one
+  depth = jnp.sum(on)
+
+  def sums(col, end_when, column):
+    end = jnp.where(end_when, hi[col], lo[col])  # an empty slice when not needed
+    return cl.chunked_sums(
+      params.codes,
+      params.stats,
+      params.rows,
+      params.prot_col,
+      params.order[col],
+      lo[col],
+      end,
+      filters,
+      column,
+      num_values=num_values,
+      num_groups=g,
+    )
+
+  grid = sums(a, depth > 0, None)  # every column but a: S_f lies in a's cells
+  row_a = jnp.where(depth > 1, sums(b, depth > 1, a), params.root[a])  # S_a: in b's cells, or every cell
+  grid = jnp.where(depth > 0, grid.at[a].set(row_a), params.root)
+  rows = jnp.max(jnp.sum(grid[..., -1], axis=-1), axis=-1)  # [F, C]: every cell has one group per protected column
+  return grid[..., :-1].reshape(grid.shape[:4] + (-1, 3)), rows
+
+
+def pixel_stats(params: EnvParams, filters: chex.Array, *, num_values: int, method: str = "index"):
   """Statistics of every cohort one action away from `filters`.
 
   Args:
     params: an unbatched `EnvParams`.
     filters: `[F]` int32, category code per column or -1 for "all".
     num_values: C, the padded number of categories (static).
-    method: "matmul" or "segment" (same numbers up to float rounding).
+    method: "index", "matmul" or "segment" (same numbers up to float rounding).
 
   Returns:
     (stats `[F, C + 1, P, G, M, 3]`, rows `[F, C + 1]`); column C is "all".
   """
-  if method == "matmul":
+  if method == "index":
+    stats, rows = _pixels_index(params, filters, num_values)
+  elif method == "matmul":
     stats, rows = _pixels_matmul(params, filters, num_values)
   elif method == "segment":
     stats, rows = _pixels_segment(params, filters, num_values)
@@ -113,20 +158,18 @@ def pixel_stats(params: EnvParams, filters: chex.Array, *, num_values: int, meth
   return stats, rows
 
 
-def family_stats(params: EnvParams, filters: chex.Array):
-  """Statistics of a cohort and of each parent (one filter removed), without the grid.
+def family_stats(params: EnvParams, filters: chex.Array, *, method: str = "index"):
+  """Statistics of a cohort and of each parent (one filter removed), read off its grid.
 
   Returns:
     (stats `[F + 1, P, G, M, 3]`, rows `[F + 1]`): row 0 is the cohort, row
     1 + f the parent without the filter on f (equal to the cohort where f is
     unfiltered; callers mask those).
   """
-  weights = jnp.concatenate([cohort_mask(params, filters)[:, None], match_except(params, filters)], axis=1).astype(
-    jnp.float32
-  )  # [N, F + 1]
-  n = params.codes.shape[0]
-  pay = payload(params)
-  k_shape = pay.shape[1:]
-  pay = jnp.concatenate([pay.reshape(n, -1), params.rows[:, None]], axis=1)
-  out = jnp.einsum("nj,nk->jk", weights, pay, precision=jax.lax.Precision.HIGHEST)
-  return out[:, :-1].reshape((-1,) + k_shape), out[:, -1]
+  c = params.root.shape[1]
+  stats, rows = pixel_stats(params, filters, num_values=c, method=method)
+  here = jnp.where(filters[0] >= 0, filters[0], c)  # the cohort is pixel (0, its value on column 0 or "all")
+  return (
+    jnp.concatenate([stats[0, here][None], stats[:, c]]),
+    jnp.concatenate([rows[0, here][None], rows[:, c]]),
+  )

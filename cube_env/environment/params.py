@@ -19,6 +19,7 @@ from flax import struct
 
 from cube_env.data.disclosure import SMALL_CELL
 from cube_env.data.ingest import Cube
+from cube_env.environment import cells as cl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,9 @@ class EnvParams:
   min_cohort: chex.Array  # [] float32
   z_screen: chex.Array  # [] float32
   max_depth: chex.Array  # [] int32
+  order: chex.Array  # [F, N] int32 cells sorted by code per column (`cells.build_index`)
+  starts: chex.Array  # [F, C + 1] int32 where each code's cells start in `order`
+  root: chex.Array  # [F, C, P, G, M * 3 + 1] float32 root group-by: payload by column code and group
 
 
 def bonferroni_z(cube: Cube, max_depth: int, alpha: float = 0.05) -> float:
@@ -155,13 +159,19 @@ def make_params(
   is_binary[: own.num_measures] = meta.is_binary
   measure_valid = np.zeros((shape.num_measures,), bool)
   measure_valid[: own.num_measures] = True
+  order, starts = cl.build_index(codes, n, shape.num_values)
+  codes, rows, stats = jnp.asarray(codes), jnp.asarray(rows), jnp.asarray(stats)
+  prot_col, order, starts = jnp.asarray(prot_col), jnp.asarray(order), jnp.asarray(starts)
+  root = cl.root_sums(
+    codes, stats, rows, prot_col, order, starts, num_values=shape.num_values, num_groups=shape.num_groups
+  )
   return EnvParams(
-    codes=jnp.asarray(codes),
-    rows=jnp.asarray(rows),
-    stats=jnp.asarray(stats),
+    codes=codes,
+    rows=rows,
+    stats=stats,
     shift=jnp.asarray(shift),
     n_cats=jnp.asarray(n_cats),
-    prot_col=jnp.asarray(prot_col),
+    prot_col=prot_col,
     prot_valid=jnp.asarray(prot_valid),
     tested=jnp.asarray(tested),
     is_binary=jnp.asarray(is_binary),
@@ -171,6 +181,9 @@ def make_params(
     min_cohort=jnp.float32(min_cohort),
     z_screen=jnp.float32(z_screen),
     max_depth=jnp.int32(max_depth),
+    order=order,
+    starts=starts,
+    root=root,
   )
 
 

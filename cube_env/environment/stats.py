@@ -25,6 +25,7 @@ import jax.numpy as jnp
 Z_MAX = 40.0  # |z| cap: p below ~1e-300; used where the evidence is unbounded (zero variance)
 _Z975 = 1.959963984540054
 _TINY = 1e-30
+EXACT_CHUNK = 128  # smallest chunk of t statistics sent to the incomplete beta together
 
 
 @chex.dataclass(frozen=True)
@@ -93,6 +94,31 @@ def _wallace_z(abs_t, df):
   return jnp.sqrt(df * jnp.log1p(abs_t * abs_t / df)) * (8 * df + 1) / (8 * df + 3)
 
 
+def _sparse_t_p(abs_t: chex.Array, df: chex.Array, need: chex.Array) -> chex.Array:
+  """`t_two_sided_p` where `need`, 1 elsewhere; only the needed elements run the incomplete beta.
+
+  The continued fraction iterates until every element of its array has
+  converged, so it runs on the needed elements gathered into chunks (a
+  loop over at most 8 chunks; none when nothing is needed), not on the whole
+  array with trivial inputs.
+  """
+  shape = abs_t.shape
+  flat_t, flat_df, flat_need = abs_t.reshape(-1), df.reshape(-1), need.reshape(-1)
+  size = flat_t.shape[0]
+  chunk = max(EXACT_CHUNK, -(-size // 8))
+  (where,) = jnp.nonzero(flat_need, size=-(-size // chunk) * chunk, fill_value=size)
+
+  def body(i, p):
+    sel = jax.lax.dynamic_slice(where, (i * chunk,), (chunk,))
+    ok = sel < size
+    at = jnp.minimum(sel, size - 1)
+    got = t_two_sided_p(jnp.where(ok, flat_t[at], 0.0), jnp.where(ok, flat_df[at], 1.0))
+    return p.at[sel].set(got, mode="drop")
+
+  steps = (jnp.sum(flat_need) + chunk - 1) // chunk
+  return jax.lax.fori_loop(0, steps, body, jnp.ones((size,), jnp.float32)).reshape(shape)
+
+
 def t_test(t: chex.Array, df: chex.Array):
   """Two-sided p-value of Student's t and its signed normal equivalent z.
 
@@ -101,17 +127,17 @@ def t_test(t: chex.Array, df: chex.Array):
   `betainc(df/2, 1/2, df/(df + t^2))`. Float32 `betainc` loses accuracy for
   large df (0.4% at df = 4000), where Wallace's approximation is better than
   1e-4, so it is used for df >= 200 (and p = 2 Phi(-|z|)); it also takes over
-  where p underflows float32 (|t| >~ 13). |z| is capped at `Z_MAX`.
+  where p underflows float32 (|t| >~ 13). |z| is capped at `Z_MAX`; t = 0
+  gives p = 1 exactly.
 
   Returns:
     (z, p), each of the broadcast shape of t and df.
   """
+  t, df = jnp.broadcast_arrays(jnp.asarray(t, jnp.float32), jnp.asarray(df, jnp.float32))
   abs_t = jnp.abs(t)
   df = jnp.maximum(df, 1.0)
   large_df = df >= 200.0
-  # The incomplete beta iterates until every element converges: give the
-  # elements that use Wallace trivial inputs so they do not set the pace.
-  p_beta = t_two_sided_p(jnp.where(large_df, 0.0, abs_t), jnp.where(large_df, 1.0, df))
+  p_beta = _sparse_t_p(abs_t, df, ~large_df & (abs_t > 0))
   z_beta = -jax.scipy.special.ndtri(jnp.clip(p_beta, _TINY, 1.0) / 2.0)
   z_wal = _wallace_z(abs_t, df)
   z = jnp.where(large_df, z_wal, jnp.where(p_beta > 1e-25, z_beta, jnp.maximum(z_wal, z_beta)))
@@ -182,6 +208,57 @@ def two_proportion(n1, p1, n2, p2):
   return jnp.clip(z, -Z_MAX, Z_MAX), se_unpooled
 
 
+def _wallace_signed(t: chex.Array, df: chex.Array) -> chex.Array:
+  return jnp.sign(t) * jnp.minimum(_wallace_z(jnp.abs(t), jnp.maximum(df, 1.0)), Z_MAX)
+
+
+def _unbounded_if_constant(z, m1, v1, m2, v2):
+  """Zero variance on both sides with different means: unbounded evidence (|z| = Z_MAX)."""
+  return jnp.where((v1 + v2 == 0) & (m1 != m2), jnp.sign(m1 - m2) * Z_MAX, z)
+
+
+def _binary_test(n1, m1, n2, m2):
+  """Rates, two-proportion z and whether the normal approximation holds.
+
+  The approximation needs >= 5 expected events and non-events on each side,
+  tested as min(n1, n2) * min(events, non-events) >= 5 n_tot: whole numbers,
+  exact in float32 below 2^24. Event counts are integers: rounding removes
+  the float32 error of shift + s1/n.
+
+  Returns:
+    (p1, p2, z, se_unpooled, expected_ok).
+  """
+  p1 = jnp.clip(jnp.round(m1 * n1) / jnp.maximum(n1, 1.0), 0.0, 1.0)
+  p2 = jnp.clip(jnp.round(m2 * n2) / jnp.maximum(n2, 1.0), 0.0, 1.0)
+  z_b, se_b = two_proportion(n1, p1, n2, p2)
+  events = jnp.round(n1 * p1 + n2 * p2)
+  n_tot = n1 + n2
+  expected_ok = jnp.minimum(n1, n2) * jnp.minimum(events, n_tot - events) >= 5 * n_tot
+  return p1, p2, z_b, se_b, expected_ok
+
+
+def screen(
+  group: chex.Array, rest: chex.Array, shift: chex.Array, is_binary: chex.Array, *, min_group: chex.Array | float
+):
+  """`(z, valid)` of `compare(..., z_method="wallace")`, the same numbers without the other fields.
+
+  The observation's features need only these for every pixel (tens of
+  thousands of tests per step); `compare` computes intervals, effect sizes
+  and p-values besides.
+  """
+  group = jnp.asarray(group, jnp.float32)
+  rest = jnp.asarray(rest, jnp.float32)
+  n1, m1, v1 = moments(group, shift)
+  n2, m2, v2 = moments(rest, shift)
+  t, df, _ = welch(n1, m1, v1, n2, m2, v2)
+  z_w = _unbounded_if_constant(_wallace_signed(t, df), m1, v1, m2, v2)
+  _, _, z_b, _, expected_ok = _binary_test(n1, m1, n2, m2)
+  is_binary = jnp.broadcast_to(jnp.asarray(is_binary, bool), n1.shape)
+  valid = (n1 >= min_group) & (n2 >= min_group) & jnp.where(is_binary, expected_ok, True)
+  z = jnp.where(valid, jnp.where(is_binary, z_b, z_w), 0.0)
+  return jnp.nan_to_num(z, nan=0.0, posinf=1e30, neginf=-1e30), valid
+
+
 def compare(
   group: chex.Array,
   rest: chex.Array,
@@ -217,30 +294,18 @@ def compare(
   # Continuous: Welch t -> exact p -> z.
   t, df_w, se_w = welch(n1, m1, v1, n2, m2, v2)
   if z_method == "exact":
-    # Untested elements get trivial inputs (the betainc loop runs to the slowest element).
+    # Untested elements get t = 0: they skip the incomplete beta (`t_test`).
     needed = big_enough & ~jnp.broadcast_to(jnp.asarray(is_binary, bool), n1.shape)
     z_w, p_w = t_test(jnp.where(needed, t, 0.0), jnp.where(needed, df_w, 1.0))
   elif z_method == "wallace":
-    z_w = jnp.sign(t) * jnp.minimum(_wallace_z(jnp.abs(t), jnp.maximum(df_w, 1.0)), Z_MAX)
+    z_w = _wallace_signed(t, df_w)
     p_w = 2.0 * jax.scipy.special.ndtr(-jnp.abs(z_w))
   elif z_method == "bound":
     z_w, p_w = jnp.clip(t, -Z_MAX, Z_MAX), jnp.ones_like(t)
   else:
     raise ValueError(f"z_method must be 'exact', 'wallace' or 'bound', got {z_method!r}")
-  # Zero variance on both sides with different means: unbounded evidence.
-  z_w = jnp.where((v1 + v2 == 0) & (m1 != m2), jnp.sign(m1 - m2) * Z_MAX, z_w)
-
-  # Binary: rates and two-proportion z; the normal approximation needs >= 5
-  # expected events and non-events on each side.
-  # Event counts are integers: rounding removes float32 error of shift + s1/n.
-  p1 = jnp.clip(jnp.round(m1 * n1) / jnp.maximum(n1, 1.0), 0.0, 1.0)
-  p2 = jnp.clip(jnp.round(m2 * n2) / jnp.maximum(n2, 1.0), 0.0, 1.0)
-  z_b, se_b = two_proportion(n1, p1, n2, p2)
-  # Expected count n_side * events / n_tot >= 5 for both sides, events and non-events, tested as
-  # min(n1, n2) * min(events, non-events) >= 5 n_tot: whole numbers, exact in float32 below 2^24.
-  events = jnp.round(n1 * p1 + n2 * p2)
-  n_tot = n1 + n2
-  expected_ok = jnp.minimum(n1, n2) * jnp.minimum(events, n_tot - events) >= 5 * n_tot
+  z_w = _unbounded_if_constant(z_w, m1, v1, m2, v2)
+  p1, p2, z_b, se_b, expected_ok = _binary_test(n1, m1, n2, m2)
 
   is_binary = jnp.broadcast_to(jnp.asarray(is_binary, bool), n1.shape)
   valid = big_enough & jnp.where(is_binary, expected_ok, True)
