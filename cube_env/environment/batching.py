@@ -49,3 +49,8 @@ def map_when_batched(fn: Callable, chunk: int) -> Callable:
     return out, jax.tree.map(lambda _: True, out)
 
   return wrapped
+
+
+def tree_bytes(tree) -> int:
+  """Bytes of every array in a pytree (shapes and dtypes only; works on `jax.eval_shape` results)."""
+  return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree)))

@@ -21,6 +21,7 @@ import dataclasses
 from typing import Any
 
 import chex
+import jax
 import jax.numpy as jnp
 from flax import struct
 
@@ -205,6 +206,22 @@ class CubeEnv:
     )
     info = {"illegal": ~legal, "first_visit": legal & first, "new_findings": n_new}
     return obs, state, reward, terminated, jnp.bool_(False), info
+
+  def step_memory_bound(self, params: EnvParams, batch: int) -> int:
+    """Bytes a jitted `vmap(step)` over `batch` environments sharing `params` may hold at its peak.
+
+    `2 x (cube + batch x (observation + state)) + 8 x chunk x grid`: the cube
+    and the batch's inputs and outputs, plus a fixed working set for the
+    `chunk` environments stepped at once (`batching`), where grid is one
+    environment's pixel grid (`[F, C, P, G, M * 3 + 1]` float32, the size of
+    `params.root`). No term grows with cells x batch. Checked against XLA's
+    memory analysis on a CPU in tests/test_groupby_index.py and reported by
+    `python -m experiments.benchmark speed`.
+    """
+    obs, state = jax.eval_shape(self.reset, jax.random.PRNGKey(0), params)
+    chunk = min(self.batch_chunk or batching.default_chunk(), batch)
+    per_env = batching.tree_bytes(obs) + batching.tree_bytes(state)
+    return 2 * (batching.tree_bytes(params) + batch * per_env) + 8 * chunk * batching.tree_bytes(params.root)
 
   def action_mask(self, state: EnvState, params: EnvParams) -> chex.Array:
     """`[num_actions]` bool, True = legal."""
