@@ -1,8 +1,8 @@
 """Benchmarks: `python -m experiments.benchmark {env,search,selfplay,checkpoint,quality,speed,cartpole}`.
 
-  env       environment steps/s vs cube cells and batch, bandwidth bound, scaling slope
+  env       environment steps/s vs cube cells and batch, beside today's step and the bare reduction; memory
   search    mctx search simulations/s and the overhead ratio (search / network-only time)
-  selfplay  self-play moves/s, then learner updates/s
+  selfplay  self-play moves/s (on the new and today's env step), then learner updates/s
   cartpole  MuZero on gymnax CartPole-v1: moves/s, learner steps/s, wall time to a greedy mean return >= 475
   checkpoint  Orbax save (blocking part and until on disk), full restore and params-only load times
   quality   discovery recall/precision per query budget: muzero vs baselines vs pysubgroup (experiments/quality)
@@ -48,18 +48,24 @@ def _emit(rows: Iterable[dict], out: str | None) -> list[dict]:
 
 @dataclasses.dataclass(frozen=True)
 class Env:
-  """Environment steps/s against cube cells and batch, with the bandwidth bound."""
+  """Environment steps/s against cube cells and batch, beside today's dense step and the bare reduction."""
 
-  cells: tuple[int, ...] = (1_000, 10_000, 100_000, 200_000)
-  batches: tuple[int, ...] = (1, 64, 1024)
-  methods: tuple[str, ...] = ("segment", "matmul")
-  max_work: float = 3e6
+  cells: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
+  batches: tuple[int, ...] = (1, 16, 64)
+  methods: tuple[str, ...] | None = None
+  """Group-by formulations timed (default: cube_env.default_groupby(), the cell index)."""
+  max_work: float = 2e7
   """Skip configurations with cells x batch above this (use 1e12 on a GPU)."""
+  reference_max_work: float = 2e6
+  """Time today's dense step only up to this cells x batch (its memory grows as cells x batch x columns)."""
   out: str | None = None
 
 
 def run_env(args: Env) -> list[dict]:
-  rows = _emit(env_speed.env_speed_rows(args.cells, args.batches, args.methods, args.max_work), args.out)
+  rows = _emit(
+    env_speed.env_speed_rows(args.cells, args.batches, args.methods, args.max_work, args.reference_max_work),
+    args.out,
+  )
   return rows + _emit(scaling.slopes(rows, x="cells", group="batch", bench="env_scaling"), args.out)
 
 
@@ -81,6 +87,7 @@ def run_search_speed(args: AgentSpeed) -> list[dict]:
 def run_selfplay_speed(args: AgentSpeed) -> list[dict]:
   setup = agent_speed.agent_setup(args.preset)
   rows = _emit(agent_speed.selfplay_rows(setup, args.batch_sizes), args.out)
+  rows += _emit(agent_speed.selfplay_rows(setup, args.batch_sizes, reference=True), args.out)
   return rows + _emit(agent_speed.learner_rows(setup, (setup[0].batch_size,)), args.out)
 
 
@@ -159,12 +166,15 @@ class Speed:
   cells: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
   batches: tuple[int, ...] = (1, 16, 64)
   """Environment batch sizes (vmapped states)."""
-  max_work: float = 2e6
+  max_work: float = 2e7
   """Skip env configurations with cells x batch above this (use 1e12 on a GPU; one that runs out of device
   memory gets an `error` row and the run goes on)."""
+  reference_max_work: float = 2e6
+  """Time today's dense step only up to this cells x batch (its memory grows as cells x batch x columns)."""
   groupby: tuple[str, ...] | None = None
-  """Group-by formulations of the env figures (default: the backend's own: segment on a CPU, matmul on an
-  accelerator)."""
+  """Group-by formulations of the env figures (default: cube_env.default_groupby(), the cell index)."""
+  profile_cells: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+  """Cube sizes of the step profile (where a batch-1 step's time goes)."""
   preset: str = "cpu"
   """experiments.train preset for the agent figures."""
   search_batches: tuple[int, ...] = (1, 16, 64)

@@ -7,11 +7,14 @@ measurements.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 import cube_env
 import muzero_jax
 from experiments.launch.cube_presets import PRESETS
+from experiments.speed.env_speed import REFERENCE
 
 
 def agent_setup(preset: str):
@@ -39,10 +42,19 @@ def search_rows(setup, batch_sizes) -> list[dict]:
   ]
 
 
-def selfplay_rows(setup, num_envs) -> list[dict]:
-  """Self-play moves/s per number of environments."""
+def selfplay_rows(setup, num_envs, *, reference: bool = False) -> list[dict]:
+  """Self-play moves/s per number of environments.
+
+  `reference=True` runs the same self-play on today's environment step
+  before the cell index (the dense `segment` group-by under a plain vmap,
+  `experiments.speed.env_speed.REFERENCE`), for the side-by-side figure.
+  """
   config, env, pool, tag = setup
-  return [dict(tag, bench="selfplay", **r) for r in muzero_jax.benchmark_selfplay(config, env, pool, num_envs=num_envs)]
+  groupby = env.groupby
+  if reference:
+    env, groupby = dataclasses.replace(env, groupby=REFERENCE, batch_chunk=1 << 30), REFERENCE
+  rows = muzero_jax.benchmark_selfplay(config, env, pool, num_envs=num_envs)
+  return [dict(tag, bench="selfplay", groupby=groupby, reference=reference, **r) for r in rows]
 
 
 def learner_rows(setup, batch_sizes) -> list[dict]:

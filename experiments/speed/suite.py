@@ -1,14 +1,14 @@
 """Every speed figure in one run: `python -m experiments.benchmark speed --out speed.jsonl` (docs/design.md).
 
-Gathers the measurements of the earlier issues with their own functions:
-environment steps/s against cube cells (1e3-1e6) and batch with the ratio to
-the bandwidth bound (`experiments.speed.env_speed`), mctx search simulations/s and
-the overhead ratio, self-play moves/s and learner updates/s
-(`experiments.speed.agent` on the cube task of an `experiments.train` preset),
-with the compile times each reports. A first row names the device; then come
-log-log slopes of step time against cells (per batch) and against batch (per
-cube size), which say whether cost grows at most linearly
-(`experiments.speed.scaling`).
+Gathers the measurements with their own functions: environment steps/s
+against cube cells (1e3-1e6) and batch, each beside today's dense step, the
+bare reduction and the peak memory against its bound
+(`experiments.speed.env_speed`), log-log slopes of step time against cells
+and batch (`experiments.speed.scaling`), where a step's time goes
+(`env_speed.profile_rows`), self-play moves/s on the new and on today's step
+side by side, mctx search simulations/s and learner updates/s
+(`experiments.speed.agent` on the cube task of an `experiments.train`
+preset), with the compile times each reports. A first row names the device.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable
 
 import jax
 
-import cube_env
 from experiments.speed import agent, env_speed, scaling
 
 Emit = Callable[[Iterable[dict]], list[dict]]  # prints (and stores) rows as they come; returns them
@@ -40,12 +39,30 @@ def device_row() -> dict:
   )
 
 
+def selfplay_summary(rows: list[dict]) -> list[dict]:
+  """Self-play moves/s with the cell index over today's step, per number of environments (same run)."""
+  by = {(r["num_envs"], r["reference"]): r["moves_per_s"] for r in rows if r.get("bench") == "selfplay"}
+  return [
+    dict(
+      bench="selfplay_speedup",
+      num_envs=n,
+      moves_per_s=by[(n, False)],
+      reference_moves_per_s=by[(n, True)],
+      speedup=by[(n, False)] / by[(n, True)],
+    )
+    for n, ref in sorted(by)
+    if not ref and (n, True) in by
+  ]
+
+
 def run_speed_suite(
   *,
   cells: Iterable[int],
   batches: Iterable[int],
   max_work: float,
+  reference_max_work: float,
   groupby: Iterable[str] | None,
+  profile_cells: Iterable[int],
   preset: str,
   search_batches: Iterable[int],
   selfplay_envs: Iterable[int],
@@ -54,17 +71,20 @@ def run_speed_suite(
 ) -> list[dict]:
   """Every speed row, handed to `emit` group by group (a killed run keeps what it measured).
 
-  `groupby`: group-by formulations of the env figures (None: the backend's own,
-  `cube_env.default_groupby`); the other arguments are the flags of
-  `experiments.benchmark speed`.
+  `groupby`: group-by formulations of the env figures (None: `cube_env.default_groupby`);
+  the other arguments are the flags of `experiments.benchmark speed`.
   """
   rows = emit([device_row()])
-  env_rows = emit(env_speed.env_speed_rows(cells, batches, tuple(groupby or (cube_env.default_groupby(),)), max_work))
+  env_rows = emit(
+    env_speed.env_speed_rows(cells, batches, tuple(groupby) if groupby else None, max_work, reference_max_work)
+  )
   rows += env_rows
   rows += emit(scaling.slopes(env_rows, x="cells", group="batch") + scaling.slopes(env_rows, x="batch", group="cells"))
+  rows += emit(env_speed.profile_rows(tuple(profile_cells)))
   setup = agent.agent_setup(preset)
+  play = emit(agent.selfplay_rows(setup, selfplay_envs) + agent.selfplay_rows(setup, selfplay_envs, reference=True))
+  rows += play + emit(selfplay_summary(play))
   rows += emit(agent.search_rows(setup, search_batches))
-  rows += emit(agent.selfplay_rows(setup, selfplay_envs))
   rows += emit(agent.learner_rows(setup, learner_batches))
   rows += emit([dict(bench="device_after", load_average=os.getloadavg())])
   return rows
