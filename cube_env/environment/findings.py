@@ -56,9 +56,17 @@ def protected_filtered(params: EnvParams, filters: chex.Array) -> chex.Array:
 
 
 def compare_batch(
-  params: EnvParams, cohorts: chex.Array, prot_filtered: chex.Array, *, z_method: str = "exact"
+  params: EnvParams,
+  cohorts: chex.Array,
+  prot_filtered: chex.Array,
+  *,
+  z_method: str = "exact",
+  only: chex.Array | None = None,
 ) -> st.Comparison:
   """`compare_cohort` over a batch: cohorts `[B, P, G, M, 3]`, prot_filtered `[B, P]`.
+
+  `only` (`[B, P, G, M]` bool, default all): the tests wanted; the others are
+  not run and come back invalid (`stats.compare`).
 
   Callers stack every comparison a step needs into one call, so the compiled
   program holds one copy of the (large) incomplete-beta kernel. The tests
@@ -71,7 +79,13 @@ def compare_batch(
   shift = jnp.broadcast_to(params.shift, shape).reshape(-1)
   binary = jnp.broadcast_to(params.is_binary, shape).reshape(-1)
   cmp = st.compare(
-    cohorts.reshape(-1, 3), rest.reshape(-1, 3), shift, binary, min_group=params.min_group, z_method=z_method
+    cohorts.reshape(-1, 3),
+    rest.reshape(-1, 3),
+    shift,
+    binary,
+    min_group=params.min_group,
+    z_method=z_method,
+    only=None if only is None else jnp.broadcast_to(only, shape).reshape(-1),
   )
   valid = cmp.valid & exists.reshape(-1)
   cmp = cmp.replace(valid=valid, z=jnp.where(valid, cmp.z, 0.0), p_value=jnp.where(valid, cmp.p_value, 1.0))
@@ -119,15 +133,20 @@ def assess(
     parent_valid: `[J]` bool, which rows of `parents` are real parents.
 
   Returns:
-    (Comparison `[P, G, M]`, significant `[P, G, M]`, new `[P, G, M]`).
+    (Comparison `[P, G, M]`, significant `[P, G, M]`, new `[P, G, M]`). The
+    parents' tests are run only where the child may be significant (the
+    others cannot block anything).
   """
   j = parents.shape[0]
+  prot = jnp.broadcast_to(prot_filtered, (j + 1,) + prot_filtered.shape)
+  # A parent's test matters only where the child may be significant: |t| >= |z| bounds it (no exact p needed).
+  maybe = significant(params, compare_batch(params, cohort[None], prot[:1], z_method="bound"))  # [1, P, G, M]
+  wanted = jnp.concatenate([jnp.ones_like(maybe), maybe & parent_valid[:, None, None, None]])
   batch = jnp.concatenate([cohort[None], parents])
-  cmp = compare_batch(params, batch, jnp.broadcast_to(prot_filtered, (j + 1,) + prot_filtered.shape))
+  cmp = compare_batch(params, batch, prot, only=wanted)
   # Heterogeneity needs only differences and standard errors: no exact p.
-  others = compare_batch(
-    params, parents - cohort[None], jnp.broadcast_to(prot_filtered, (j,) + prot_filtered.shape), z_method="bound"
-  )
+  others = jnp.where(parent_valid[:, None, None, None, None], parents - cohort[None], 0.0)
+  others = compare_batch(params, others, prot[1:], z_method="bound")
   child = jax.tree.map(lambda x: x[0], cmp)
   sig, new = novelty(params, child, jax.tree.map(lambda x: x[1:], cmp), others, parent_valid)
   return child, sig, new

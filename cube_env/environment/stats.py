@@ -267,6 +267,7 @@ def compare(
   *,
   min_group: chex.Array | float = 11.0,
   z_method: str = "exact",
+  only: chex.Array | None = None,
 ) -> Comparison:
   """Compares a group with the rest of its cohort.
 
@@ -281,6 +282,8 @@ def compare(
       df >= 10; no incomplete beta; used for observation features). "bound":
       z = t, an upper bound on |z| (|t| >= |z| always) that screens out
       cohorts that cannot be significant; p is then 1.
+    only: bool, broadcastable to `[...]`: the tests wanted (default all);
+      the others are not run (no incomplete beta) and come back invalid.
 
   Returns:
     A `Comparison`; invalid tests have z = 0 and p = 1.
@@ -290,6 +293,8 @@ def compare(
   n1, m1, v1 = moments(group, shift)
   n2, m2, v2 = moments(rest, shift)
   big_enough = (n1 >= min_group) & (n2 >= min_group)
+  if only is not None:
+    big_enough = big_enough & only
 
   # Continuous: Welch t -> exact p -> z.
   t, df_w, se_w = welch(n1, m1, v1, n2, m2, v2)
