@@ -169,6 +169,7 @@ def cohort_table(
   z_screen: float = 4.0,
   max_depth: int = 3,
   only_new: bool = False,
+  params: EnvParams | None = None,
 ) -> pd.DataFrame:
   """Every test (protected, group, measure) of each cohort in `codes`.
 
@@ -177,14 +178,26 @@ def cohort_table(
     codes: `[B, F]` int32 filter codes per cohort (-1 = all).
     min_group, z_screen, max_depth: as in `make_env` (z_screen a number here).
     only_new: keep only new significant findings.
+    params: the cube's params made with these thresholds (e.g. a search
+      space's), to skip building them again (the cell index and root grid
+      cost seconds at a million cells); default: built here.
 
   Returns:
     DataFrame with `COLUMNS` plus `cohort_index` (row of `codes`), in the
     order of `codes`, then protected, group, measure.
   """
   codes = np.asarray(codes, np.int32).reshape(-1, len(cube.meta.filter_names))
-  params = make_params(cube, bucketed_shape(cube), min_group=min_group, z_screen=float(z_screen), max_depth=max_depth)
   entries = []
+  if len(codes) and params is None:
+    params = make_params(cube, bucketed_shape(cube), min_group=min_group, z_screen=float(z_screen), max_depth=max_depth)
+  elif params is not None and (np.float32(params.min_group), np.float32(params.z_screen)) != (
+    np.float32(min_group),
+    np.float32(z_screen),
+  ):
+    raise ValueError(
+      f"params were made with min_group={float(params.min_group)}, z_screen={float(params.z_screen)}; "
+      f"asked for min_group={min_group}, z_screen={z_screen}"
+    )
   for start in range(0, len(codes), COHORTS_PER_CALL):
     chunk = codes[start : start + COHORTS_PER_CALL]
     padded = np.full((COHORTS_PER_CALL, chunk.shape[1]), -1, np.int32)

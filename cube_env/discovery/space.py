@@ -81,7 +81,9 @@ def make_space(
   )
   env = dataclasses.replace(env, meta=None)
   space = Space(cube=cube, env=env, params=params, max_depth=max_depth, min_group=float(min_group), z_screen=z)
-  if len(visitable_cohorts(space, 1)) == 0:
+  # Rows of every one-filter cohort are in the root grid (the payload's last entry, summed over groups).
+  child_rows = np.asarray(params.root[..., -1].sum(axis=-1).max(axis=-1))
+  if not np.any(child_rows >= float(params.min_cohort)):
     raise ValueError(
       f"empty cohort space: no cohort below the root has at least {2 * min_group:g} rows "
       f"(the searched table has {cube.meta.n_rows} rows); lower min_group or use more rows"
@@ -328,7 +330,13 @@ def finish(
   hits = table[table["n_new"] > 0]
   codes = np.asarray([visits[q][0][:num_f] for q in hits["query"]], np.int32).reshape(-1, num_f)
   cand = cohorts.cohort_table(
-    space.cube, codes, min_group=space.min_group, z_screen=space.z_screen, max_depth=space.max_depth, only_new=True
+    space.cube,
+    codes,
+    min_group=space.min_group,
+    z_screen=space.z_screen,
+    max_depth=space.max_depth,
+    only_new=True,
+    params=space.params,
   )
   if len(cand):
     cand["query"] = hits["query"].to_numpy()[cand["cohort_index"].to_numpy()]
