@@ -175,6 +175,10 @@ class Speed:
   """Group-by formulations of the env figures (default: cube_env.default_groupby(), the cell index)."""
   profile_cells: tuple[int, ...] = (10_000, 100_000, 1_000_000)
   """Cube sizes of the step profile (where a batch-1 step's time goes)."""
+  table_rows: int = 60_000
+  """Rows of the analyst's table (12 filter columns, 5 measures) timed per query, new and today's step (0: skip)."""
+  wide_rows: int = 1_000_000
+  """Rows of the wide table (40 filter columns) timed for ingest and per query (0: skip)."""
   preset: str = "cpu"
   """experiments.train preset for the agent figures."""
   search_batches: tuple[int, ...] = (1, 16, 64)

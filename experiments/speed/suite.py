@@ -5,7 +5,10 @@ against cube cells (1e3-1e6) and batch, each beside today's dense step, the
 bare reduction and the peak memory against its bound
 (`experiments.speed.env_speed`), log-log slopes of step time against cells
 and batch (`experiments.speed.scaling`), where a step's time goes
-(`env_speed.profile_rows`), self-play moves/s on the new and on today's step
+(`env_speed.profile_rows`), milliseconds per query of a greedy search on an
+analyst's 60,000-row table (beside today's step) and on a 1,000,000-row,
+40-column one, with ingest times (`experiments.speed.queries`), self-play
+moves/s on the new and on today's step
 side by side, mctx search simulations/s and learner updates/s
 (`experiments.speed.agent` on the cube task of an `experiments.train`
 preset), with the compile times each reports. A first row names the device.
@@ -19,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 import jax
 
-from experiments.speed import agent, env_speed, scaling
+from experiments.speed import agent, env_speed, queries, scaling
 
 Emit = Callable[[Iterable[dict]], list[dict]]  # prints (and stores) rows as they come; returns them
 
@@ -67,6 +70,8 @@ def run_speed_suite(
   search_batches: Iterable[int],
   selfplay_envs: Iterable[int],
   learner_batches: Iterable[int],
+  table_rows: int,
+  wide_rows: int,
   emit: Emit,
 ) -> list[dict]:
   """Every speed row, handed to `emit` group by group (a killed run keeps what it measured).
@@ -81,6 +86,10 @@ def run_speed_suite(
   rows += env_rows
   rows += emit(scaling.slopes(env_rows, x="cells", group="batch") + scaling.slopes(env_rows, x="batch", group="cells"))
   rows += emit(env_speed.profile_rows(tuple(profile_cells)))
+  if table_rows:
+    rows += emit(queries.table_rows(rows=table_rows))
+  if wide_rows:
+    rows += emit(queries.wide_rows(rows=wide_rows))
   setup = agent.agent_setup(preset)
   play = emit(agent.selfplay_rows(setup, selfplay_envs) + agent.selfplay_rows(setup, selfplay_envs, reference=True))
   rows += play + emit(selfplay_summary(play))
