@@ -28,6 +28,7 @@ from flax import struct
 from cube_env.data.disclosure import SMALL_CELL
 from cube_env.data.ingest import Cube, CubeMeta
 from cube_env.environment import batching
+from cube_env.environment import cells as cl
 from cube_env.environment import findings as fd
 from cube_env.environment import groupby as gb
 from cube_env.environment.params import EnvParams, EnvShape, make_params, stack_params
@@ -210,18 +211,21 @@ class CubeEnv:
   def step_memory_bound(self, params: EnvParams, batch: int) -> int:
     """Bytes a jitted `vmap(step)` over `batch` environments sharing `params` may hold at its peak.
 
-    `2 x (cube + batch x (observation + state)) + 8 x chunk x grid`: the cube
-    and the batch's inputs and outputs, plus a fixed working set for the
-    `chunk` environments stepped at once (`batching`), where grid is one
+    `2 x (cube + batch x (observation + state)) + 8 x chunk x (grid + scatter)`:
+    the cube and the batch's inputs and outputs, plus a fixed working set for
+    the `chunk` environments stepped at once (`batching`), where grid is one
     environment's pixel grid (`[F, C, P, G, M * 3 + 1]` float32, the size of
-    `params.root`). No term grows with cells x batch. Checked against XLA's
-    memory analysis on a CPU in tests/test_groupby_index.py and reported by
-    `python -m experiments.benchmark speed`.
+    `params.root`) and scatter one chunk of cells' updates
+    (`cells.CHUNK_CELLS x F x P x (M * 3 + 1)` float32). No term grows with
+    cells x batch. Checked against XLA's memory analysis on a CPU in
+    tests/test_groupby_index.py and reported by `python -m experiments.benchmark speed`.
     """
     obs, state = jax.eval_shape(self.reset, jax.random.PRNGKey(0), params)
     chunk = min(self.batch_chunk or batching.default_chunk(), batch)
     per_env = batching.tree_bytes(obs) + batching.tree_bytes(state)
-    return 2 * (batching.tree_bytes(params) + batch * per_env) + 8 * chunk * batching.tree_bytes(params.root)
+    num_f, _, num_p, _, width = params.root.shape[-5:]
+    work = batching.tree_bytes(params.root) + 4 * cl.CHUNK_CELLS * num_f * num_p * width
+    return 2 * (batching.tree_bytes(params) + batch * per_env) + 8 * chunk * work
 
   def action_mask(self, state: EnvState, params: EnvParams) -> chex.Array:
     """`[num_actions]` bool, True = legal."""
