@@ -10,6 +10,7 @@ import scipy.stats as ss
 
 import cube_env
 from cube_env.environment import env as env_lib
+from cube_env.environment import groupby as gb
 from tests.conftest import SMALL_SCHEMA, make_small_df
 
 CH = {name: i for i, name in enumerate(cube_env.CHANNELS)}
@@ -181,14 +182,15 @@ def test_rewards_match_oracle_on_random_walks(small_cube, env_params, oracle):
 
 
 def test_groupby_methods_agree(small_cube):
-  env_s, params = cube_env.make_env(small_cube, groupby="segment", horizon=6)
-  env_m, _ = cube_env.make_env(small_cube, groupby="matmul", horizon=6)
-  o_s, s_s = env_s.reset(jax.random.PRNGKey(0), params)
-  o_m, s_m = env_m.reset(jax.random.PRNGKey(0), params)
-  a = env_s.action_for("proc", "A")
-  o_s, s_s, r_s, *_ = jax.jit(env_s.step)(jax.random.PRNGKey(0), s_s, a, params)
-  o_m, s_m, r_m, *_ = jax.jit(env_m.step)(jax.random.PRNGKey(0), s_m, a, params)
-  assert np.allclose(o_s, o_m, atol=1e-4) and float(r_s) == float(r_m)
+  """The three group-by formulations give the same grid (the index against numpy: tests/test_groupby_index.py)."""
+  env, params = cube_env.make_env(small_cube, horizon=6)
+  c = env.shape.num_values
+  for names in ({}, {"proc": "A"}, {"proc": "B", "race": "W"}):
+    filters = jnp.asarray(cube_env.filters_to_codes(small_cube.meta, names))
+    grids = {m: gb.pixel_stats(params, filters, num_values=c, method=m) for m in gb.GROUPBY_METHODS}
+    for m in ("matmul", "segment"):
+      assert np.allclose(grids[m][0], grids["index"][0], rtol=1e-5, atol=1e-2), (m, names)
+      assert np.array_equal(grids[m][1], grids["index"][1]), (m, names)
 
 
 def test_vmap_64_agrees_with_single_steps(env_params):

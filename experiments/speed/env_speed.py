@@ -94,17 +94,21 @@ def workload(env, params, count: int, seed: int = 0):
   return keys, states, legal_actions(states)
 
 
-def _seconds(fn, calls, *, min_time: float = 0.3, max_repeats: int = 20, warmup: bool = True) -> float:
-  """Mean seconds of one pass over `calls` (each a tuple of args), after a warm-up pass."""
+def _seconds(fn, calls, *, min_time: float = 1.0, min_passes: int = 5, max_passes: int = 30, warmup: bool = True):
+  """Median seconds of one pass over `calls` (each a tuple of args).
+
+  After a warm-up pass, passes run until `min_passes` and `min_time` are
+  both reached (or `max_passes`); the median is robust to the other
+  tenants of a shared machine.
+  """
   if warmup:
     jax.block_until_ready([fn(*c) for c in calls])
-  repeats, total = 0, 0.0
-  while repeats < max_repeats and (repeats == 0 or total < min_time):
+  times: list[float] = []
+  while len(times) < max_passes and (len(times) < min_passes or sum(times) < min_time):
     t0 = time.perf_counter()
     jax.block_until_ready([fn(*c) for c in calls])
-    total += time.perf_counter() - t0
-    repeats += 1
-  return total / repeats
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
 
 
 def _batches(keys, states, actions, batch: int):
@@ -253,7 +257,8 @@ def env_speed_rows(
         row["reference_peak_bytes"] = _peak(ref_compiled)
         if n * b <= reference_max_work:
           ref_calls = [c + (params,) for c in calls]
-          ref_s = _seconds(ref_compiled, ref_calls, min_time=0.0, max_repeats=1, warmup=False) / len(calls)
+          ref_s = _seconds(ref_compiled, ref_calls, min_time=10.0, min_passes=1, max_passes=3, warmup=False)
+          ref_s /= len(calls)
           row.update(reference_step_s=ref_s, speedup=ref_s / step_s)
         else:
           row["reference_skipped"] = (
