@@ -249,7 +249,7 @@ def env_speed_rows(
           read = sum(numpy_sums(np_params, np.asarray(f), num_values) for f in np.asarray(reached))
           numpy_s = (time.perf_counter() - t0) / count
           row.update(numpy_reduction_s=numpy_s, ratio_to_numpy=step_s / numpy_s if numpy_s > 0 else None)
-          row["cells_read_per_step"] = read / count
+          row["cell_columns_summed_per_step"] = read / count  # (cell, column) pairs added, each at P keys
         # Today's step: the dense formulation under a plain vmap.
         ref_env = dataclasses.replace(env, groupby=REFERENCE, batch_chunk=1 << 30)
         ref_step = jax.jit(jax.vmap(ref_env.step, in_axes=(0, 0, 0, None)))
