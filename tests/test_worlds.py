@@ -1,0 +1,281 @@
+"""Tests of the random-world generator against pandas/scipy on the worlds it drew."""
+
+import functools
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import cube_env
+from cube_env.data import worlds
+
+ROWS = 20000
+
+
+@functools.cache
+def world(seed, family, rows=ROWS):
+  return worlds.make_world(seed, family, rows=rows)
+
+
+def on_test_scale(w, measure):
+  """A measure's values on its test scale (log for log-normal measures)."""
+  values = w.df[measure].to_numpy(np.float64)
+  return np.log(values) if w.measure_kinds[measure] == "lognormal" else values
+
+
+def rows_of(df, cohort):
+  mask = np.ones(len(df), bool)
+  for column, value in cohort.items():
+    mask &= (df[column] == value).to_numpy()
+  return mask
+
+
+def scipy_z(w, cohort, protected, group, measure):
+  """Group versus rest in a cohort: Welch (normal equivalent of its p) or sqrt of Pearson's chi-square."""
+  rows = rows_of(w.df, cohort)
+  values = on_test_scale(w, measure)[rows]
+  in_group = (w.df[protected] == group).to_numpy()[rows]
+  ok = ~np.isnan(values)
+  a, b = values[ok & in_group], values[ok & ~in_group]
+  if w.measure_kinds[measure] == "binary":
+    table = [[a.sum(), len(a) - a.sum()], [b.sum(), len(b) - b.sum()]]
+    chi2 = stats.chi2_contingency(table, correction=False)[0]
+    return np.sign(a.mean() - b.mean()) * np.sqrt(chi2)
+  t, p = stats.ttest_ind(a, b, equal_var=False)
+  return np.sign(t) * stats.norm.isf(p / 2)
+
+
+PLANTED = [(0, "standard"), (3, "standard"), (0, "masked")]
+
+
+@pytest.mark.parametrize("seed,family", PLANTED)
+def test_each_effect_sits_in_its_band(seed, family):
+  w = world(seed, family)
+  band = worlds.FAMILIES[family].z_band
+  assert w.truth, "these families plant effects"
+  assert len(w.z) == len(w.truth)
+  for e, z_world in zip(w.truth, w.z):
+    z = scipy_z(w, e.cohort, e.protected, e.group, e.measure)
+    assert band[0] <= abs(z) <= band[1], (e, z)
+    assert np.sign(z) == e.sign
+    assert z == pytest.approx(z_world, abs=1e-6)
+    assert e.kind == ("masked" if family == "masked" else "planted")
+    # Planted cohorts use only dimension filters and values that build_cube keeps unfolded.
+    assert set(e.cohort) <= set(w.schema.dimensions)
+    assert e.protected in w.schema.protected and e.measure in w.schema.measures
+
+
+def test_effect_sizes_are_what_was_planted():
+  """A log effect is a log ratio: removing it from the group's rows in its cohort brings z back to chance."""
+  w = world(0, "standard")
+  for e in w.truth:
+    values = on_test_scale(w, e.measure)
+    rows = rows_of(w.df, e.cohort) & (w.df[e.protected] == e.group).to_numpy()
+    if w.measure_kinds[e.measure] == "lognormal":
+      values = values.copy()
+      values[rows] -= e.effect
+      cohort = rows_of(w.df, e.cohort)
+      group = (w.df[e.protected] == e.group).to_numpy()[cohort]
+      assert abs(worlds.group_z(values[cohort], group, binary=False)) < 3.5
+
+
+def checkerboard(w):
+  """(columns, {column: its two values}) of a masked world's cells."""
+  cells = [e for e in w.truth if e.kind == "masked"]
+  columns = sorted(cells[0].cohort)
+  values = {c: sorted({e.cohort[c] for e in cells}) for c in columns}
+  return cells, columns, values
+
+
+def test_masked_marginals_are_quiet():
+  w = world(0, "masked")
+  cells, columns, values = checkerboard(w)
+  assert len(cells) == 2 ** len(columns) and all(len(v) == 2 for v in values.values())
+  (p, g, m), *others = {(e.protected, e.group, e.measure) for e in cells}
+  assert not others
+  # Opposite signs: the sign of a cell is the product of one +-1 per column.
+  signs = {tuple(e.cohort[c] == values[c][0] for c in columns): e.sign for e in cells}
+  for key, sign in signs.items():
+    flipped = tuple(not k if i == 0 else k for i, k in enumerate(key))
+    assert signs[flipped] == -sign
+  n_marginals = 0
+  for k in range(len(columns)):
+    for subset in itertools.combinations(columns, k):
+      for chosen in itertools.product(*(values[c] for c in subset)):
+        z = scipy_z(w, dict(zip(subset, chosen)), p, g, m)
+        assert abs(z) < worlds.MASKED_QUIET_Z, (subset, chosen, z)
+        n_marginals += 1
+  assert n_marginals == 3 ** len(columns) - 2 ** len(columns)
+
+
+def welch_table(df, by, protected, values, binary):
+  """Group-versus-rest z of every (value of `by`, group) with pandas sums, scipy for the p-value; valid tests only."""
+  frame = pd.DataFrame({"by": df[by] if by else 0, "p": df[protected], "x": values}).dropna(subset=["x"])
+  frame["x2"] = frame["x"] ** 2
+  cell = frame.groupby(["by", "p"], dropna=True)[["x", "x2"]].agg(["count", "sum"])
+  total = frame.groupby("by")[["x", "x2"]].sum()
+  n_tot = frame.groupby("by")["x"].count()
+  keys = cell.index.get_level_values(0)
+  n_g = cell[("x", "count")].to_numpy(float)
+  s_g, q_g = cell[("x", "sum")].to_numpy(), cell[("x2", "sum")].to_numpy()
+  n_r = n_tot.loc[keys].to_numpy(float) - n_g
+  s_r = total["x"].loc[keys].to_numpy() - s_g
+  q_r = total["x2"].loc[keys].to_numpy() - q_g
+  ok = (n_g >= 11) & (n_r >= 11)
+  n_g, n_r, s_g, s_r, q_g, q_r = (a[ok] for a in (n_g, n_r, s_g, s_r, q_g, q_r))
+  m_g, m_r = s_g / n_g, s_r / n_r
+  if binary:
+    pooled = (s_g + s_r) / (n_g + n_r)
+    expected = np.minimum.reduce([n_g * pooled, n_r * pooled, n_g * (1 - pooled), n_r * (1 - pooled)])
+    keep = expected >= 5
+    n_g, n_r, m_g, m_r, pooled = (a[keep] for a in (n_g, n_r, m_g, m_r, pooled))
+    return (m_g - m_r) / np.sqrt(pooled * (1 - pooled) * (1 / n_g + 1 / n_r))
+  v_g = (q_g - n_g * m_g**2) / (n_g - 1) / n_g
+  v_r = (q_r - n_r * m_r**2) / (n_r - 1) / n_r
+  t = (m_g - m_r) / np.sqrt(v_g + v_r)
+  dof = (v_g + v_r) ** 2 / (v_g**2 / (n_g - 1) + v_r**2 / (n_r - 1))
+  return np.sign(t) * stats.norm.isf(stats.t.sf(np.abs(t), dof))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_null_world_has_no_gap_beyond_chance(seed):
+  w = world(seed, "null")
+  assert w.truth == [] and w.confounders == () and w.schema.adjusters == ()
+  zs = []
+  for p in w.schema.protected:
+    for m in w.schema.measures:
+      binary = w.measure_kinds[m] == "binary"
+      values = on_test_scale(w, m)
+      zs.append(welch_table(w.df, None, p, values, binary))
+      for d in w.schema.dimensions + tuple(q for q in w.schema.protected if q != p):
+        zs.append(welch_table(w.df, d, p, values, binary))
+  zs = np.concatenate(zs)
+  bound = stats.norm.isf(0.05 / (2 * len(zs)))  # Bonferroni over the root and depth-1 tests
+  assert len(zs) > 200
+  assert np.abs(zs).max() < bound, (np.abs(zs).max(), bound, len(zs))
+  # Not only no extreme gap: the z's look like N(0, 1).
+  assert abs(zs.mean()) < 0.15 and 0.8 < zs.std() < 1.2
+
+
+def test_same_seed_same_world_and_new_seed_new_schema():
+  a, b = world(0, "standard"), worlds.make_world(0, "standard", rows=ROWS)
+  pd.testing.assert_frame_equal(a.df, b.df)
+  assert a.truth == b.truth and a.schema == b.schema and a.z == b.z
+  c, d = world(0, "null"), world(1, "null")
+  assert c.schema != d.schema and not set(c.df.columns) & set(d.df.columns)
+  # The family and the row count are part of the seed.
+  assert world(0, "null").schema != a.schema
+
+
+def test_splits_share_neither_seeds_nor_names():
+  train, evaluation = worlds.world_seeds("train", 4), worlds.world_seeds("eval", 4)
+  assert not set(train) & set(evaluation)
+  assert {worlds.split_of(s) for s in train} == {"train"} and {worlds.split_of(s) for s in evaluation} == {"eval"}
+  names = {}
+  for split, seeds in (("train", train), ("eval", evaluation)):
+    drawn = [worlds.make_world(s, "null", rows=2000) for s in seeds]
+    assert {w.split for w in drawn} == {split}
+    names[split] = {c for w in drawn for c in w.df.columns}
+    schemas = [w.schema for w in drawn]
+    assert all(a != b for a, b in itertools.combinations(schemas, 2))
+  assert not names["train"] & names["eval"]
+  first = {split: {c[4:6] for c in cols} for split, cols in names.items()}
+  assert first["train"] <= set(worlds.SYLLABLES[: len(worlds.SYLLABLES) // 2])
+  assert first["eval"] <= set(worlds.SYLLABLES[len(worlds.SYLLABLES) // 2 :])
+
+
+@pytest.mark.parametrize("seed,family", PLANTED)
+def test_cohort_stats_calls_each_effect_new(seed, family):
+  w = world(seed, family)
+  cube = cube_env.build_cube(w.df, w.schema)
+  z_screen = worlds.FAMILIES[family].z_screen
+  for e in w.truth:
+    table = cube_env.cohort_stats(cube, e.cohort, z_screen=z_screen)
+    rows = table[(table.protected == e.protected) & (table.measure == e.measure)]
+    hit = rows[
+      ((rows.group == e.group) & (np.sign(rows.z) == e.sign))
+      | ((rows.reference == e.group) & (np.sign(rows.z) == -e.sign))
+    ]
+    assert len(hit) == 1, (e, rows)
+    assert bool(hit.significant.iloc[0]) and bool(hit.new.iloc[0])
+    assert abs(hit.z.iloc[0]) == pytest.approx(abs(scipy_z(w, e.cohort, e.protected, e.group, e.measure)), rel=2e-3)
+  # And the project's scoring recalls every planted effect from these rows.
+  rows = pd.concat([cube_env.cohort_stats(cube, e.cohort, z_screen=z_screen) for e in w.truth])
+  rows["filters"] = [dict(f) for f in rows["filters"]]
+  assert cube_env.score_findings(rows, w.truth)["recall"] == 1.0
+
+
+def stratified_z(w, protected, group, measure, adjusters):
+  """Within-strata gap: inverse-variance pooled group-minus-rest differences (Welch or pooled-proportion SE)."""
+  values = on_test_scale(w, measure)
+  binary = w.measure_kinds[measure] == "binary"
+  in_group = (w.df[protected] == group).to_numpy()
+  strata = w.df[list(adjusters)].astype(str).agg("|".join, axis=1).to_numpy()
+  num = den = 0.0
+  for s in np.unique(strata):
+    rows = (strata == s) & ~np.isnan(values)
+    a, b = values[rows & in_group], values[rows & ~in_group]
+    if len(a) < 5 or len(b) < 5:
+      continue
+    if binary:
+      pooled = np.concatenate([a, b]).mean()
+      se2 = pooled * (1 - pooled) * (1 / len(a) + 1 / len(b))
+    else:
+      se2 = a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
+    if se2 > 0:
+      num += (a.mean() - b.mean()) / se2
+      den += 1 / se2
+  return num / np.sqrt(den)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_confounded_gaps_vanish_within_adjuster_strata(seed):
+  w = world(seed, "confounded")
+  assert w.truth == [] and w.confounders and w.schema.adjusters
+  assert set(w.schema.adjusters) <= set(w.schema.dimensions)
+  for c in w.confounders:
+    raw = scipy_z(w, {}, c["protected"], c["group"], c["measure"])
+    assert abs(raw) > 5 and raw == pytest.approx(c["z"], abs=1e-6)
+    assert c["explained_by"] == list(w.schema.adjusters)
+    assert abs(stratified_z(w, c["protected"], c["group"], c["measure"], w.schema.adjusters)) < 3.5, c
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_drawn_schema_follows_the_family(seed):
+  w = world(seed, "null")
+  fam = worlds.FAMILIES["null"]
+  s = w.schema
+  assert fam.dimensions[0] <= len(s.dimensions) <= fam.dimensions[1]
+  assert fam.protected[0] <= len(s.protected) <= fam.protected[1]
+  assert fam.measures[0] <= len(s.measures) <= fam.measures[1]
+  assert set(w.df.columns) == set(s.dimensions) | set(s.protected) | set(s.measures)
+  for d in s.dimensions:
+    assert 2 <= w.df[d].nunique() <= 40 and w.df[d].notna().all()
+    assert w.df[d].map(lambda v: v.startswith("v")).all()
+  for p in s.protected:
+    assert 2 <= w.df[p].nunique() <= 6
+  for child, (relation, parent) in w.parents.items():
+    if relation == "nested":  # a child's value determines its parent's (surgeon within site)
+      assert (w.df.groupby(child)[parent].nunique() == 1).all()
+  for m, kind in w.measure_kinds.items():
+    x = w.df[m].dropna().to_numpy()
+    assert w.df[m].isna().mean() < 0.05
+    if kind == "binary":
+      assert set(np.unique(x)) <= {0.0, 1.0}
+    elif kind == "count":
+      assert (x == np.rint(x)).all() and x.min() >= 0 and s.log_scale[m] is False
+    else:
+      assert x.min() > 0 and s.log_scale[m] is True
+
+
+def test_bad_arguments_raise():
+  with pytest.raises(ValueError, match="unknown family"):
+    worlds.make_world(0, "nope")
+  with pytest.raises(ValueError, match="seed"):
+    worlds.make_world(-1)
+  with pytest.raises(ValueError, match="rows"):
+    worlds.make_world(0, rows=10)
+  with pytest.raises(ValueError, match="split"):
+    worlds.world_seeds("test", 3)
