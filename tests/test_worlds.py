@@ -47,7 +47,7 @@ def scipy_z(w, cohort, protected, group, measure):
   return np.sign(t) * stats.norm.isf(p / 2)
 
 
-PLANTED = [(0, "standard"), (3, "standard"), (0, "masked")]
+PLANTED = [(6, "standard"), (0, "masked")]  # seed 6: depths 3, 0, 1 on a count and two binary measures
 
 
 @pytest.mark.parametrize("seed,family", PLANTED)
@@ -67,18 +67,32 @@ def test_each_effect_sits_in_its_band(seed, family):
     assert e.protected in w.schema.protected and e.measure in w.schema.measures
 
 
-def test_effect_sizes_are_what_was_planted():
-  """A log effect is a log ratio: removing it from the group's rows in its cohort brings z back to chance."""
-  w = world(0, "standard")
+@pytest.mark.parametrize("seed,family", PLANTED)
+def test_effect_sizes_are_what_was_planted(seed, family):
+  """The observed group-minus-rest difference is the planted effect plus chance (within 4 standard errors).
+
+  Binary effects flip an exact number of the group's outcomes (effect * n_group is an integer); the cells of a
+  checkerboard carry equal and opposite totals (|effect| * n_cell is the same in every cell).
+  """
+  w = world(seed, family)
+  totals = []
   for e in w.truth:
-    values = on_test_scale(w, e.measure)
-    rows = rows_of(w.df, e.cohort) & (w.df[e.protected] == e.group).to_numpy()
-    if w.measure_kinds[e.measure] == "lognormal":
-      values = values.copy()
-      values[rows] -= e.effect
-      cohort = rows_of(w.df, e.cohort)
-      group = (w.df[e.protected] == e.group).to_numpy()[cohort]
-      assert abs(worlds.group_z(values[cohort], group, binary=False)) < 3.5
+    rows = rows_of(w.df, e.cohort)
+    values = on_test_scale(w, e.measure)[rows]
+    group = (w.df[e.protected] == e.group).to_numpy()[rows]
+    ok = ~np.isnan(values)
+    a, b = values[ok & group], values[ok & ~group]
+    se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    assert abs(a.mean() - b.mean() - e.effect) < 4 * se, e
+    assert abs(e.effect) > 2 * se  # the plant, not chance, makes the gap
+    if w.measure_kinds[e.measure] == "binary":
+      assert e.effect * len(a) == pytest.approx(np.rint(e.effect * len(a)), abs=1e-9)
+      assert abs(e.effect) <= worlds.MAX_RISK_DIFFERENCE
+    elif w.measure_kinds[e.measure] == "lognormal":
+      assert abs(e.effect) <= worlds.MAX_LOG_EFFECT
+    totals.append(abs(e.effect) * len(a))
+  if family == "masked":
+    assert np.ptp(totals) == pytest.approx(0.0, abs=1e-6 * max(totals))
 
 
 def checkerboard(w):
@@ -160,7 +174,7 @@ def test_null_world_has_no_gap_beyond_chance(seed):
 
 
 def test_same_seed_same_world_and_new_seed_new_schema():
-  a, b = world(0, "standard"), worlds.make_world(0, "standard", rows=ROWS)
+  a, b = world(6, "standard"), worlds.make_world(6, "standard", rows=ROWS)
   pd.testing.assert_frame_equal(a.df, b.df)
   assert a.truth == b.truth and a.schema == b.schema and a.z == b.z
   c, d = world(0, "null"), world(1, "null")
