@@ -284,6 +284,29 @@ def test_drawn_schema_follows_the_family(seed):
       assert x.min() > 0 and s.log_scale[m] is True
 
 
+def test_families_draw_their_ranges():
+  fams = worlds.FAMILIES
+  assert set(fams) == {"narrow", "standard", "wide", "deep", "masked", "null", "confounded"}
+  assert fams["narrow"].dimensions == (4, 8) and fams["standard"].dimensions == (8, 20)
+  assert fams["wide"].dimensions[0] >= 40 and fams["deep"].depths == (4,)
+  assert all(fams[f].plants == (0, 0) for f in ("masked", "null", "confounded"))
+  assert fams["masked"].masked == (2, 3) and fams["confounded"].confounders > 0
+  assert fams["standard"].rows >= 50_000
+  for name, fam in fams.items():
+    rng = np.random.default_rng(0)
+    names = worlds._Names(rng, "train")
+    for _ in range(5):
+      dims = worlds._dimensions(rng, fam, names)
+      assert fam.dimensions[0] <= len(dims) <= fam.dimensions[1], name
+      assert all(2 <= len(d.labels) <= 40 for d in dims)
+      assert dims[0].relation == "root" and all(d.parent is None or d.parent < j for j, d in enumerate(dims))
+
+
+def test_too_few_rows_for_the_family_is_a_clear_error():
+  with pytest.raises(ValueError, match="use more rows"):
+    worlds.make_world(0, "deep", rows=1000)
+
+
 def test_bad_arguments_raise():
   with pytest.raises(ValueError, match="unknown family"):
     worlds.make_world(0, "nope")

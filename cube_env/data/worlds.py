@@ -8,10 +8,12 @@ share neither seeds nor schemas; "What a finding is": the test, newness).
 What is random, per (seed, family, rows), from one `numpy.random.default_rng`:
 - Dimensions (a family-dependent count, 4-60) with 2-40 categories each
   (log-uniform) and skewed shares (Zipf exponent 0.2-1.3 with jitter, in a
-  random label order). Each column after the first is a root (drawn alone),
-  correlated with an earlier one (P(child | parent) = (1 - rho) base + rho
-  q_parent, q ~ Dirichlet(0.5)), or nested in an earlier one (each child value
-  belongs to one parent value, like surgeon within site).
+  random label order). Each column after the first is a root (drawn alone,
+  50%), correlated with an earlier one (30%: P(child | parent) = (1 - rho)
+  base + rho q_parent, rho 0.3-0.8, q ~ Dirichlet(0.5)), or nested in an
+  earlier one of at most 20 categories (20%: each parent value owns 1-4 child
+  values, so the child's value determines the parent's, like surgeon within
+  site).
 - Protected columns (1-6) with 2-6 groups (smallest share >= 4%), some
   correlated with an earlier protected column (like race, ethnicity,
   language), some with 0.5-3% missing values.
