@@ -14,9 +14,9 @@ What is random, per (seed, family, rows), from one `numpy.random.default_rng`:
   earlier one of at most 20 categories (20%: each parent value owns 1-4 child
   values, so the child's value determines the parent's, like surgeon within
   site).
-- Protected columns (1-6) with 2-6 groups (smallest share >= 4%), some
-  correlated with an earlier protected column (like race, ethnicity,
-  language), some with 0.5-3% missing values.
+- Protected columns (1-6) with 2-6 groups (Zipf exponent 0-1.2), 40% of them
+  after the first correlated with an earlier protected column (like race,
+  ethnicity, language), about half with 0.5-3% missing values.
 - Measures (2-8): log-normal durations (tested on the log scale), counts
   (gamma-Poisson, i.e. negative binomial, tested on the linear scale:
   `Schema.log_scale` False, zeros occur) and binary rates, each with 0-4%
@@ -36,9 +36,12 @@ raise a measure (weights exp(lambda * effect / sd)), which makes raw gaps that
 vanish within that dimension's strata; the dimension is in `schema.adjusters`
 and each raw root gap with |z| > 5 is listed in `World.confounders`.
 
-Planted effects: at a random cohort of the family's depths (dimension filters
-only, values that survive `build_cube`'s folding at 12 categories, no filter
-nested in another), a random non-largest protected group, measure and sign.
+Planted effects: at a random cohort of a depth drawn from the family's
+(dimension filters only, values that survive `build_cube`'s folding at 12
+categories, no filter nested in another; deeper cohorts favour large values so
+they keep rows), a random non-largest protected group (so a two-group column's
+tested group is the planted one), measure (distinct (measure, protected) pairs
+where possible) and sign.
 Each is calibrated on the generated rows: the effect size is bisected until
 the group-versus-rest |z| at its own cohort (Welch on the test scale turned
 into the normal equivalent of its two-sided p, or the pooled two-proportion z,
@@ -51,18 +54,27 @@ the Poisson quantile; `effect` = realized mean difference), a binary one flips
 exactly round(|effect| n) of the group's recorded outcomes (`effect` = risk
 difference). Then the cube is built and the project's own definition
 (`cohort_table`, the batched `cohort_stats`, with the family's `z_screen`)
-must call every planted test significant and new; otherwise the world is
-re-drawn (bounded attempts, then ValueError).
+must call every planted test significant and new, and every effect must still
+be in its band after the others were planted; otherwise the whole world is
+re-drawn (`WORLD_MAX_ATTEMPTS`, then ValueError). Correlated protected columns
+echo a plant (weaker gaps of the correlated groups, not in the truth), and
+correlated or nested dimensions carry it into related cohorts, as in
+`synthetic`.
 
-Masked effects (`masked`): a checkerboard over two values each of 2 or 3
-unrelated dimensions, cell effects sign * X / n_cell (sign the product of the
-+-1 per column), so the group's shifts sum to zero in every lower-order
-marginal and at the root (as `synthetic`'s masked scenario); each cell is
-calibrated into the band and every marginal must show |z| < 2, else re-draw.
+Masked effects (`masked`): a checkerboard over two values each (counts within
+1.6x of each other) of 2 or 3 dimensions not nested in one another, on a
+log-normal or binary measure. Cell effects are sign * X / n_cell (sign the
+product of one +-1 per column; binary: exactly X flips per cell), so the
+group's shifts sum to zero in every lower-order marginal and at the root (as
+`synthetic`'s masked scenario); X is bisected until every cell is in the band,
+and every marginal must show |z| < 2, else re-draw. Order 3 needs about
+50,000 rows; with fewer, attempts that drew order 3 fail and order-2 worlds
+are what survive.
 
 Families (`FAMILIES`): narrow, standard, wide, deep, masked, null,
 confounded; see `Family`. Splits: `world_seeds("train" | "eval", count)`
 gives disjoint seed ranges, and `split_of(seed)` picks the name vocabulary.
+The generator of attempt a is `default_rng([seed, crc32(family), rows, a])`.
 """
 
 from __future__ import annotations
@@ -184,7 +196,7 @@ class World:
 
 
 def split_of(seed: int) -> str:
-  """ "eval" for seeds from `EVAL_SEED_BASE` on, else "train"."""
+  """The split a seed belongs to: "eval" from `EVAL_SEED_BASE` on, else "train"."""
   return "eval" if seed >= EVAL_SEED_BASE else "train"
 
 
