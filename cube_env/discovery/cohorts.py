@@ -200,8 +200,9 @@ def cohort_table(
     )
   for start in range(0, len(codes), COHORTS_PER_CALL):
     chunk = codes[start : start + COHORTS_PER_CALL]
-    padded = np.full((COHORTS_PER_CALL, chunk.shape[1]), -1, np.int32)
-    padded[: len(chunk)] = chunk
+    # Params padded to more filter columns (a space made with a larger shape): those columns stay "all".
+    padded = np.full((COHORTS_PER_CALL, params.codes.shape[1]), -1, np.int32)
+    padded[: len(chunk), : chunk.shape[1]] = chunk
     cmp, sig, new, rows, exists = jax.device_get(_assess_cohorts(params, jnp.asarray(padded)))
     cmp = {k: np.asarray(v) for k, v in cmp.items()}
     for b in range(len(chunk)):

@@ -81,9 +81,11 @@ def make_space(
   )
   env = dataclasses.replace(env, meta=None)
   space = Space(cube=cube, env=env, params=params, max_depth=max_depth, min_group=float(min_group), z_screen=z)
-  # Rows of every one-filter cohort are in the root grid (the payload's last entry, summed over groups).
-  child_rows = np.asarray(params.root[..., -1].sum(axis=-1).max(axis=-1))
-  if not np.any(child_rows >= float(params.min_cohort)):
+  # Rows of every one-filter cohort are in the root grid (the payload's last entry, summed over groups);
+  # padding columns and values (a larger `shape`) are not cohorts.
+  child_rows = np.asarray(params.root[..., -1].sum(axis=-1).max(axis=-1))  # [F, C]
+  real = np.arange(child_rows.shape[1])[None, :] < np.asarray(params.n_cats)[:, None]
+  if not np.any(real & (child_rows >= float(params.min_cohort))):
     raise ValueError(
       f"empty cohort space: no cohort below the root has at least {2 * min_group:g} rows "
       f"(the searched table has {cube.meta.n_rows} rows); lower min_group or use more rows"

@@ -9,6 +9,13 @@ rule that runs it over the batch with `jax.lax.map`, `chunk` environments at a
 time (vmapped within a chunk): peak memory is the batch's inputs and outputs
 plus `chunk` environments' working set, whatever the batch size, and a CPU
 (chunk 1) steps each environment at its unbatched speed.
+
+Limits: under nested `vmap` only the innermost batch axis is chunked (the
+outer one runs whole inside each chunk); a `custom_vmap` function cannot be
+differentiated (nothing here differentiates the environment); and when the
+caller batches the params too (`muzero_jax.selfplay` gathers one cube per
+environment), that copy of the cube per environment is the caller's memory,
+outside `CubeEnv.step_memory_bound`, which is for params shared by the batch.
 """
 
 from __future__ import annotations

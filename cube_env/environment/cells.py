@@ -15,7 +15,7 @@ and kept in the params, and a one-filter cohort reuses its row for column a.
 The additions are those of the dense formulation restricted to those slices;
 the scatter drops the cells that do not match (`mode="drop"`), and memory per
 step is one chunk's updates plus the grid, whatever the number of cells
-(docs/design.md, The cube).
+(docs/design.md, The game: the cell index).
 
 Payload layout `W = M * 3 + 1`: each cell's shifted sufficient statistics
 `(n, s1, s2)` per measure, then its row count.
@@ -74,7 +74,8 @@ def chunked_sums(
   stats: chex.Array,
   rows: chex.Array,
   prot_col: chex.Array,
-  cells: chex.Array,
+  order: chex.Array,
+  source: chex.Array,
   start: chex.Array,
   end: chex.Array,
   filters: chex.Array,
@@ -88,8 +89,10 @@ def chunked_sums(
 
   Args:
     codes, stats, rows, prot_col: the cube's arrays (`EnvParams`).
-    cells: `[N]` int32 cell numbers (a row of the index's `order`).
-    start, end: the slice to read (int32 scalars; empty when equal).
+    order, source: the index's `[F, N]` cell order and the column whose
+      order is read (an int32 scalar). The row is read chunk by chunk inside
+      the loop, so a batch of environments never copies whole rows.
+    start, end: the slice of `order[source]` to read (int32 scalars; empty when equal).
     filters: `[F]` int32, -1 = all.
     column: None for every column, or an int32 scalar: only that column.
     num_values, num_groups: C and G (static).
@@ -111,7 +114,7 @@ def chunked_sums(
 
   def body(i, acc):
     pos = start + i * chunk + jnp.arange(chunk)
-    idx = cells[jnp.minimum(pos, n - 1)]
+    idx = order[source, jnp.minimum(pos, n - 1)]
     chunk_codes = codes[idx]  # [K, F]
     groups = jnp.take(chunk_codes, prot_col, axis=1)  # [K, P]
     match = _match_except(chunk_codes, filters) & (pos < end)[:, None]  # [K, F]
@@ -143,7 +146,8 @@ def root_sums(codes, stats, rows, prot_col, order, starts, *, num_values: int, n
     stats,
     rows,
     prot_col,
-    order[0],
+    order,
+    jnp.int32(0),
     jnp.int32(0),
     starts[0, -1],
     none,

@@ -140,7 +140,9 @@ def assess(
   j = parents.shape[0]
   prot = jnp.broadcast_to(prot_filtered, (j + 1,) + prot_filtered.shape)
   # A parent's test matters only where the child may be significant: |t| >= |z| bounds it (no exact p needed).
-  maybe = significant(params, compare_batch(params, cohort[None], prot[:1], z_method="bound"))  # [1, P, G, M]
+  # The slack covers float32 rounding of Wallace's z, which can exceed |t| by an ulp at df ~1e7.
+  bound = compare_batch(params, cohort[None], prot[:1], z_method="bound")
+  maybe = bound.valid & (jnp.abs(bound.z) >= params.z_screen * (1.0 - 1e-5))  # [1, P, G, M]
   wanted = jnp.concatenate([jnp.ones_like(maybe), maybe & parent_valid[:, None, None, None]])
   batch = jnp.concatenate([cohort[None], parents])
   cmp = compare_batch(params, batch, prot, only=wanted)

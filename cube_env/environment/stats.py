@@ -105,6 +105,8 @@ def _sparse_t_p(abs_t: chex.Array, df: chex.Array, need: chex.Array) -> chex.Arr
   shape = abs_t.shape
   flat_t, flat_df, flat_need = abs_t.reshape(-1), df.reshape(-1), need.reshape(-1)
   size = flat_t.shape[0]
+  if size == 0:
+    return jnp.ones(shape, jnp.float32)
   chunk = max(EXACT_CHUNK, -(-size // 8))
   (where,) = jnp.nonzero(flat_need, size=-(-size // chunk) * chunk, fill_value=size)
 

@@ -201,7 +201,7 @@ def table_rows(
       max_depth=max_depth,
       z_screen=space.z_screen,
       peak_rss_gib=_peak_rss_gib(),
-      note="seconds: build_cube; space_s: make_space (cell index, root grid, cohorts at depth 1)",
+      note="seconds: build_cube; space_s: make_space (params: cell index and root grid; the empty-space check)",
     )
   ]
   greedy = {}
@@ -452,7 +452,7 @@ def wide_rows(
       params_bytes=params_bytes,
       z_screen=space.z_screen,
       peak_rss_gib=_peak_rss_gib(),
-      note="seconds: make_space (params, then every depth-1 cohort counted to check the space is not empty); "
+      note="seconds: make_space (params, then the empty-space check read off the root grid); "
       "params_s: make_params alone, timed again (padding, cell index: an argsort per column, root grid)",
     )
   )
