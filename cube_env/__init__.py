@@ -11,6 +11,9 @@ to a confirmed finding, each importing only from those before it:
   registry and baselines, the exhaustive oracle, confirmation, scoring
   against planted truth, episode scoring, and the pipeline
   (`prepare`, `search`, `confirm`, `run_discovery`).
+* `cube_env.worlds`: random worlds, where a seed draws a table, its schema
+  and its planted truth from a family (`make_world`); on top of the flow,
+  since it checks its plants with discovery's own statistics.
 """
 
 from cube_env.data import synthetic
@@ -73,8 +76,14 @@ from cube_env.environment.pools import (
   make_cubes,
   make_pool,
 )
+from cube_env.worlds import FAMILIES as WORLD_FAMILIES
+from cube_env.worlds import World, make_world, world_seeds
 
 __all__ = (
+  "WORLD_FAMILIES",
+  "World",
+  "make_world",
+  "world_seeds",
   "Anytime",
   "CHANNELS",
   "Cube",

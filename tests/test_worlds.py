@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 import cube_env
-from cube_env.data import worlds
+from cube_env import worlds
 
 ROWS = 20000
 
