@@ -204,7 +204,8 @@ def env_speed_rows(
       jax.block_until_ready(params)
       params_s = time.perf_counter() - t0
       num_values = env.shape.num_values
-      keys_all, states_all, actions_all = workload(env, params, max(max(batches), SINGLE_STATES))
+      run = [b for b in batches if n * b <= max_work]  # the workload serves only the batches that run
+      keys_all, states_all, actions_all = workload(env, params, max(run + [SINGLE_STATES]))
       np_params = _numpy_params(params, env.shape.num_groups)
       for b in batches:
         row = dict(
