@@ -62,9 +62,9 @@ def _payload(stats: chex.Array, rows: chex.Array, idx: chex.Array) -> chex.Array
   return jnp.concatenate([flat, rows[idx][:, None]], axis=1)
 
 
-def _match_except(chunk_codes: chex.Array, filters: chex.Array) -> chex.Array:
-  """`[K, F]` bool: cell matches every filter except the one on column f."""
-  bad = (chunk_codes != filters[None, :]) & (filters[None, :] >= 0)
+def match_except(codes: chex.Array, filters: chex.Array) -> chex.Array:
+  """`[K, F]` bool: cell (a row of `codes [K, F]`) matches every filter except the one on column f."""
+  bad = (codes != filters[None, :]) & (filters[None, :] >= 0)
   n_bad = jnp.sum(bad, axis=1, keepdims=True)
   return (n_bad - bad) == 0
 
@@ -117,7 +117,7 @@ def chunked_sums(
     idx = order[source, jnp.minimum(pos, n - 1)]
     chunk_codes = codes[idx]  # [K, F]
     groups = jnp.take(chunk_codes, prot_col, axis=1)  # [K, P]
-    match = _match_except(chunk_codes, filters) & (pos < end)[:, None]  # [K, F]
+    match = match_except(chunk_codes, filters) & (pos < end)[:, None]  # [K, F]
     if one:
       match = jnp.take(match, column[None], axis=1)  # [K, 1]
       by = jnp.take(chunk_codes, column[None], axis=1)

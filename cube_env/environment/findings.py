@@ -55,6 +55,22 @@ def protected_filtered(params: EnvParams, filters: chex.Array) -> chex.Array:
   return (jnp.take(filters, params.prot_col) >= 0) & params.prot_valid
 
 
+def _flat_tests(params: EnvParams, cohorts: chex.Array, prot_filtered: chex.Array):
+  """Every test of cohorts `[..., P, G, M, 3]` (prot_filtered `[..., P]`) as flat arrays.
+
+  Returns:
+    ((group `[K, 3]`, rest `[K, 3]`, shift `[K]`, is_binary `[K]`, exists `[K]`), the tests' shape `[..., P, G, M]`),
+    where exists is `test_mask`. Flat, XLA:CPU vectorizes the tests (`pixel_features`).
+  """
+  shape = cohorts.shape[:-1]
+  rest = cohorts.sum(axis=-3, keepdims=True) - cohorts  # the rest of the cohort: every other group of p
+  lead = prot_filtered.reshape(-1, prot_filtered.shape[-1])
+  exists = jax.vmap(functools.partial(test_mask, params))(lead)
+  shift = jnp.broadcast_to(params.shift, shape).reshape(-1)
+  binary = jnp.broadcast_to(params.is_binary, shape).reshape(-1)
+  return (cohorts.reshape(-1, 3), rest.reshape(-1, 3), shift, binary, exists.reshape(-1)), shape
+
+
 def compare_batch(
   params: EnvParams,
   cohorts: chex.Array,
@@ -73,21 +89,17 @@ def compare_batch(
   run on flat arrays (see `pixel_features`; here without a barrier, which
   measured slower).
   """
-  shape = cohorts.shape[:-1]
-  rest = cohorts.sum(axis=2, keepdims=True) - cohorts
-  exists = jax.vmap(functools.partial(test_mask, params))(prot_filtered)
-  shift = jnp.broadcast_to(params.shift, shape).reshape(-1)
-  binary = jnp.broadcast_to(params.is_binary, shape).reshape(-1)
+  (group, rest, shift, binary, exists), shape = _flat_tests(params, cohorts, prot_filtered)
   cmp = st.compare(
-    cohorts.reshape(-1, 3),
-    rest.reshape(-1, 3),
+    group,
+    rest,
     shift,
     binary,
     min_group=params.min_group,
     z_method=z_method,
     only=None if only is None else jnp.broadcast_to(only, shape).reshape(-1),
   )
-  valid = cmp.valid & exists.reshape(-1)
+  valid = cmp.valid & exists
   cmp = cmp.replace(valid=valid, z=jnp.where(valid, cmp.z, 0.0), p_value=jnp.where(valid, cmp.p_value, 1.0))
   return jax.tree.map(lambda x: x.reshape(shape), cmp)
 
@@ -180,12 +192,7 @@ def pixel_features(params: EnvParams, pix: chex.Array, prot_pix: chex.Array):
   the reductions over (P, G, M) the same arithmetic ran 3.6x slower
   (benchmarks/README).
   """
-  shape = pix.shape[:-1]
-  rest = pix.sum(axis=3, keepdims=True) - pix
-  exists = jax.vmap(jax.vmap(functools.partial(test_mask, params)))(prot_pix)
-  shift = jnp.broadcast_to(params.shift, shape).reshape(-1)
-  binary = jnp.broadcast_to(params.is_binary, shape).reshape(-1)
-  args = (pix.reshape(-1, 3), rest.reshape(-1, 3), shift, binary, exists.reshape(-1))
+  args, shape = _flat_tests(params, pix, prot_pix)
   group, rest, shift, binary, exists = jax.lax.optimization_barrier(args)
   z, valid = st.screen(group, rest, shift, binary, min_group=params.min_group)
   abs_z = jnp.where(valid & exists, jnp.abs(z), 0.0)

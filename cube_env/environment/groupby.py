@@ -40,15 +40,7 @@ def default_groupby() -> str:
 
 def match_except(params: EnvParams, filters: chex.Array) -> chex.Array:
   """`[N, F]` bool: cell matches every current filter except the one on column f."""
-  ok = (params.codes == filters[None, :]) | (filters[None, :] < 0)  # [N, F]
-  n_bad = jnp.sum(~ok, axis=1)  # [N]
-  return (n_bad[:, None] - (~ok).astype(n_bad.dtype)) == 0
-
-
-def cohort_mask(params: EnvParams, filters: chex.Array) -> chex.Array:
-  """`[N]` bool: cell is in the cohort given by `filters` ([F], -1 = all)."""
-  ok = (params.codes == filters[None, :]) | (filters[None, :] < 0)
-  return jnp.all(ok, axis=1)
+  return cl.match_except(params.codes, filters)
 
 
 def _group_codes(params: EnvParams) -> chex.Array:

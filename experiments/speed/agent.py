@@ -7,14 +7,12 @@ measurements.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 
 import cube_env
 import muzero_jax
 from experiments.launch.cube_presets import PRESETS
-from experiments.speed.env_speed import REFERENCE
+from experiments.speed.env_speed import REFERENCE, reference_env
 
 
 def agent_setup(preset: str):
@@ -52,7 +50,7 @@ def selfplay_rows(setup, num_envs, *, reference: bool = False) -> list[dict]:
   config, env, pool, tag = setup
   groupby = env.groupby
   if reference:
-    env, groupby = dataclasses.replace(env, groupby=REFERENCE, batch_chunk=1 << 30), REFERENCE
+    env, groupby = reference_env(env), REFERENCE
   rows = muzero_jax.benchmark_selfplay(config, env, pool, num_envs=num_envs)
   return [dict(tag, bench="selfplay", groupby=groupby, reference=reference, **r) for r in rows]
 

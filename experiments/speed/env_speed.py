@@ -41,6 +41,11 @@ SINGLE_STATES = 12  # distinct environments timed one by one at batch 1 (4 at ea
 REFERENCE = "segment"  # the dense group-by every step used before the cell index
 
 
+def reference_env(env: cube_env.CubeEnv) -> cube_env.CubeEnv:
+  """Today's step on the same env: the dense `REFERENCE` group-by under a plain vmap (every batched env in one chunk)."""
+  return dataclasses.replace(env, groupby=REFERENCE, batch_chunk=1 << 30)
+
+
 def random_cube(num_cells: int, seed: int = 0) -> cube_env.Cube:
   """A cube with random cells of the synthetic data's shape (content is irrelevant to speed)."""
   rng = np.random.default_rng(seed)
@@ -252,7 +257,7 @@ def env_speed_rows(
           row.update(numpy_reduction_s=numpy_s, ratio_to_numpy=step_s / numpy_s if numpy_s > 0 else None)
           row["cell_columns_summed_per_step"] = read / count  # (cell, column) pairs added, each at P keys
         # Today's step: the dense formulation under a plain vmap.
-        ref_env = dataclasses.replace(env, groupby=REFERENCE, batch_chunk=1 << 30)
+        ref_env = reference_env(env)
         ref_step = jax.jit(jax.vmap(ref_env.step, in_axes=(0, 0, 0, None)))
         ref_compiled = ref_step.lower(*calls[0], params).compile()
         row["reference_peak_bytes"] = _peak(ref_compiled)

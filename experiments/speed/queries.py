@@ -44,6 +44,7 @@ import pandas as pd
 
 import cube_env
 from cube_env import synthetic
+from experiments.speed import env_speed
 
 TABLE_DIMENSIONS = ("procedure", "service_line", "site", "surgeon", "asa_class", "urgency", "anesthesia_type")
 TABLE_PROTECTED = ("race", "ethnicity", "sex", "age_group", "payer")
@@ -83,7 +84,7 @@ def _error(err: BaseException) -> str:
 
 def reference_space(space: cube_env.Space) -> cube_env.Space:
   """Today's env on the same space: the dense segment group-by, every batched env in one chunk."""
-  return dataclasses.replace(space, env=dataclasses.replace(space.env, groupby="segment", batch_chunk=1 << 30))
+  return dataclasses.replace(space, env=env_speed.reference_env(space.env))
 
 
 def visits_digest(result: cube_env.SearchResult) -> str:
