@@ -47,7 +47,13 @@ the group-versus-rest |z| at its own cohort (Welch on the test scale turned
 into the normal equivalent of its two-sided p, or the pooled two-proportion z,
 as in `cube_env.stats`) sits near a target drawn inside the band (default
 [6.5, 10]); a cohort that cannot reach the band with a plausible effect (log
-ratio or log rate ratio <= 0.7, risk difference <= 0.3) is re-drawn. A log
+ratio or log rate ratio <= 0.7, risk difference <= 0.3), or whose calibrated
+effect is not meaningful (|relative difference| group versus rest on the
+natural scale, as `confirm` reports it, below `MIN_RELATIVE_DIFF` = 0.2, twice
+the AHRQ reporting floor that discovery applies, so that a confirmed finding
+can report it), is re-drawn. With 50,000 rows a z of 6.5-10 at the root
+alone is a gap of a few percent, so root and other large-cohort plants land on
+the rarer groups. A log
 measure's effect adds to the log of the group's rows (`effect` = log ratio of
 geometric means), a count's multiplies their rate (the same uniforms through
 the Poisson quantile; `effect` = realized mean difference), a binary one flips
@@ -66,8 +72,8 @@ Masked effects (`masked`): a checkerboard over two values each (counts within
 log-normal or binary measure. Cell effects are sign * X / n_cell (sign the
 product of one +-1 per column; binary: exactly X flips per cell), so the
 group's shifts sum to zero in every lower-order marginal and at the root (as
-`synthetic`'s masked scenario); X is bisected until every cell is in the band,
-and every marginal must show |z| < 2, else re-draw. Order 3 needs about
+`synthetic`'s masked scenario); X is bisected until every cell is in the band
+(and meaningful, as above), and every marginal must show |z| < 2, else re-draw. Order 3 needs about
 50,000 rows; with fewer, attempts that drew order 3 fail and order-2 worlds
 are what survive.
 
@@ -106,6 +112,7 @@ MASKED_QUIET_Z = 2.0
 MAX_LOG_EFFECT = 0.7  # plausible |log ratio| (log measures) or |log rate ratio| (counts)
 MAX_RISK_DIFFERENCE = 0.3
 MIN_SIDE = 40  # rows on each side of a planted test (group, rest)
+MIN_RELATIVE_DIFF = 0.2  # a planted |relative difference| at its cohort: twice discovery's reporting floor (AHRQ 10%)
 MEASURE_KINDS = ("lognormal", "count", "binary")
 
 _CONSONANTS = "bdfghklmnprstvz"
@@ -153,12 +160,12 @@ FAMILIES = {
   f.name: f
   for f in (
     Family(name="narrow", dimensions=(4, 8), plants=(1, 2), depths=(0, 1, 2)),
-    Family(name="standard", dimensions=(8, 20)),
+    Family(name="standard", dimensions=(7, 12), protected=(1, 4)),  # 8-16 filter columns: depth 3 enumerable
     Family(name="wide", dimensions=(40, 60), depths=(1, 2, 3)),
     Family(name="deep", dimensions=(8, 20), plants=(1, 2), depths=(4,)),
     Family(name="masked", dimensions=(6, 16), plants=(0, 0), masked=(2, 3)),
-    Family(name="null", dimensions=(8, 20), plants=(0, 0)),
-    Family(name="confounded", dimensions=(8, 20), plants=(0, 0), confounders=2),
+    Family(name="null", dimensions=(7, 12), protected=(1, 4), plants=(0, 0)),
+    Family(name="confounded", dimensions=(7, 12), protected=(1, 4), plants=(0, 0), confounders=2),
   )
 }
 
@@ -511,6 +518,21 @@ def _max_size(m: _Measure) -> float:
   return MAX_RISK_DIFFERENCE if m.kind == "binary" else MAX_LOG_EFFECT
 
 
+def _relative_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float) -> float:
+  """Group-versus-rest relative difference on the natural scale at a cohort after an effect s (as `confirm`)."""
+  values = m.values(cohort)
+  values[group] = np.where(m.present[cohort[group]], _apply(m, cohort[group], s), np.nan)
+  g, r = np.nanmean(values[group]), np.nanmean(values[~group])
+  if m.kind == "lognormal":
+    return float(np.expm1(g - r))
+  return float((g - r) / abs(r)) if r != 0 else float("inf")
+
+
+def _meaningful(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float) -> bool:
+  rel = _relative_with(m, cohort, group, s)
+  return abs(rel) >= MIN_RELATIVE_DIFF and np.sign(rel) == np.sign(s)
+
+
 def _z_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float) -> float:
   """z at a cohort (row indices) when an effect s is added to its group rows (`group` [len(cohort)] bool)."""
   values = m.values(cohort)
@@ -594,7 +616,7 @@ def _plant(rng, fam: Family, dims, prot, meas, used: set) -> tuple[PlantedEffect
       continue
     target = rng.choice([-1, 1]) * rng.uniform(fam.z_band[0] + 0.3, fam.z_band[1] - 0.3)
     s = _calibrate(lambda s, m=m, c=cohort, g=group: _z_with(m, c, g, s), target, _max_size(m))
-    if s is None or not _in_band(_z_with(m, cohort, group, s), fam.z_band):
+    if s is None or not _in_band(_z_with(m, cohort, group, s), fam.z_band) or not _meaningful(m, cohort, group, s):
       continue
     effect = _commit(m, cohort[group], s)
     used.add((k, p))
@@ -673,6 +695,8 @@ def _checkerboard(rng, fam, dims, prot, meas, candidates, cols, values, n):
     return None
   zs = [_z_with(m, c[1], c[2], per(c, x)) for c in cells]
   if not all(_in_band(z, fam.z_band) for z in zs):
+    return None
+  if not all(_meaningful(m, c[1], c[2], per(c, x)) for c in cells):
     return None
   state = m.state.copy()
   truth = []

@@ -32,6 +32,47 @@ def test_bh_by_hand():
     cube_env.benjamini_hochberg(p, q=0)
 
 
+def test_holm_by_hand():
+  # Sorted p: .005 .01 .03 .04 ; k = 4; p * (k - j + 1): .02 .03 .06 .04 ; running max: .02 .03 .06 .06
+  p = [0.01, 0.04, 0.03, 0.005]
+  reject, adjusted = confirm.holm(p, alpha=0.05)
+  np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+  assert reject.tolist() == [True, False, False, True]
+  # Weights 3, 1, 1, 3 (mean 2 -> 1.5, .5, .5, 1.5): p / w = .0067 .08 .06 .0033; first .005 * 4 / 1.5 = .0133,
+  # then .01 * 2.5 / 1.5 = .0167, then .03 * 1 / .5 = .06, then .04 * .5 / .5 = .04 -> running max .06.
+  reject, adjusted = confirm.holm(p, alpha=0.05, weights=[3, 1, 1, 3])
+  np.testing.assert_allclose(adjusted, [0.01 * 2.5 / 1.5, 0.06, 0.06, 0.005 * 4 / 1.5])
+  assert reject.tolist() == [True, False, False, True]
+  with pytest.raises(ValueError, match="weights"):
+    confirm.holm(p, weights=[1, 1, 0, 1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30), st.sampled_from([0.01, 0.05, 0.2]))
+def test_holm_matches_the_step_down_loop(p, alpha):
+  reject, adjusted = confirm.holm(p, alpha=alpha)
+  order = np.argsort(p, kind="stable")
+  expected = np.zeros(len(p), bool)
+  for j, i in enumerate(order):  # Holm (1979): reject while p_(j) <= alpha / (k - j)
+    if p[i] > alpha / (len(p) - j):
+      break
+    expected[i] = True
+  np.testing.assert_array_equal(reject, expected)
+  same, _ = confirm.holm(p, alpha=alpha, weights=np.full(len(p), 7.0))
+  np.testing.assert_array_equal(same, reject)
+
+
+def test_weighted_holm_keeps_the_family_wise_error_under_the_null():
+  rng = np.random.default_rng(0)
+  weights = confirm.exploration_weights(rng.normal(0, 2, 20), tilt=2.0)
+  assert weights.mean() == pytest.approx(1.0) and weights.min() > 0
+  trials = 20_000
+  hits = sum(confirm.holm(rng.random(20), alpha=0.05, weights=weights)[0].any() for _ in range(trials))
+  # Exact for the first step (weighted Bonferroni): P(any) <= sum(alpha w / k) = alpha; 3 standard errors above.
+  assert hits / trials <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / trials)
+  assert hits / trials >= 0.04  # and not far below: the weights spend the whole alpha
+
+
 def test_relative_difference_rules():
   rd = confirm.relative_difference
   assert rd(
@@ -106,5 +147,10 @@ def test_confirmation_retests_on_the_other_half(small_df):
   assert row.explore_z == pytest.approx(cand[(cand.group == "B") & (cand.measure == "minutes")].z.item(), abs=1e-6)
   np.testing.assert_allclose(out["p_adjusted"], cube_env.benjamini_hochberg(out["p_value"].to_numpy(float))[1])
   assert bool(row.confirmed) and row.reason == "confirmed"
+  holm = cube_env.confirm_candidates(cand, halves.confirm, z_screen=4.0, correction="holm")
+  np.testing.assert_allclose(holm["p_adjusted"], confirm.holm(holm["p_value"].to_numpy(float))[1])
+  weighted = cube_env.confirm_candidates(cand, halves.confirm, z_screen=4.0, correction="weighted", tilt=1.0)
+  w = confirm.exploration_weights(weighted["explore_z"].to_numpy(float), tilt=1.0)
+  np.testing.assert_allclose(weighted["p_adjusted"], confirm.holm(weighted["p_value"].to_numpy(float), weights=w)[1])
   strict = cube_env.confirm_candidates(cand, halves.confirm, z_screen=4.0, min_relative_diff=5.0)
   assert not strict["confirmed"].any() and strict["reason"].str.contains("relative difference").all()

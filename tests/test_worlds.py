@@ -287,7 +287,7 @@ def test_drawn_schema_follows_the_family(seed):
 def test_families_draw_their_ranges():
   fams = worlds.FAMILIES
   assert set(fams) == {"narrow", "standard", "wide", "deep", "masked", "null", "confounded"}
-  assert fams["narrow"].dimensions == (4, 8) and fams["standard"].dimensions == (8, 20)
+  assert fams["narrow"].dimensions == (4, 8) and fams["standard"].dimensions == (7, 12)
   assert fams["wide"].dimensions[0] >= 40 and fams["deep"].depths == (4,)
   assert all(fams[f].plants == (0, 0) for f in ("masked", "null", "confounded"))
   assert fams["masked"].masked == (2, 3) and fams["confounded"].confounders > 0

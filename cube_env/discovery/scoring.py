@@ -3,7 +3,10 @@
 A planted effect is *recalled* when a new finding with the same (protected,
 group, measure) and sign is reported at exactly its cohort. A reported
 finding is *false* when no planted effect with the same (protected, group,
-measure) and sign sits at its cohort, an ancestor of it or a descendant of it.
+measure) and sign sits at its cohort, an ancestor of it or a descendant of it,
+or (when the cube is given) holds at least half of its rows
+(`OVERLAP_TRUE`): with a liberal screen, a sibling that mostly contains a
+planted cohort is confirmed too, and it tells the same story.
 For a protected column with two groups only one group is tested; the finding
 "group a, sign s" is the same hypothesis as "group b, sign -s", and scoring
 treats it so (via the finding's `reference` column).
@@ -21,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+OVERLAP_TRUE = 0.5  # a finding whose cohort has at least this share of its rows inside a planted cohort is true
 
 
 def _get(effect: Any, name: str):
@@ -69,7 +74,8 @@ def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bo
       effect (its sign counts).
     only_new: score only rows with `new` True (the reported findings).
     cube: optional; if given, cohorts whose cells nest count as ancestor or
-      descendant even when their filters differ.
+      descendant even when their filters differ, and a finding whose cohort
+      has at least `OVERLAP_TRUE` of its rows inside a planted cohort is true.
 
   Returns:
     dict with recall (nan when there is no truth), precision (nan when nothing
@@ -101,7 +107,12 @@ def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bo
         cache[key] = _cell_mask(cube, c)
       masks.append(cache[key])
     ma, mb = masks
-    return bool(mb.any() and ma.any() and (not (mb & ~ma).any() or not (ma & ~mb).any()))
+    if not (mb.any() and ma.any()):
+      return False
+    if not (mb & ~ma).any() or not (ma & ~mb).any():
+      return True
+    rows = np.asarray(cube.rows, np.float64)
+    return bool(rows[ma & mb].sum() >= OVERLAP_TRUE * rows[ma].sum())
 
   false_mask = []
   for r, c in zip(recs, cohorts):
