@@ -6,6 +6,7 @@ import pytest
 
 import cube_env
 from cube_env import synthetic
+from cube_env.discovery import scoring
 
 # A reduced schema keeps the oracle fast in tests; it holds every column the
 # planted effects use plus distractors.
@@ -17,7 +18,7 @@ TEST_SCHEMA = cube_env.Schema(
 
 
 def _cube(scenario, seed, n_rows):
-  df, _, truth = synthetic.make_cases(scenario, seed, n_rows=n_rows)
+  df, _, truth = synthetic.make_cases(scenario, seed, n_rows=n_rows, cohorts="fixed")
   return cube_env.build_cube(df, TEST_SCHEMA), truth
 
 
@@ -80,3 +81,31 @@ def test_scoring_rule_by_hand():
   assert score["precision"] == pytest.approx(1 - 2 / 6)
   assert cube_env.score_findings(findings.iloc[[5]], truth)["recall"] == 0.0
   assert np.isnan(cube_env.score_findings(findings, [])["recall"])
+
+
+def test_scoring_overlap_and_mirror_rules():
+  # proc A: 60 rows in site 1 of 100; proc B: 20 of 100. The planted cohort is site = 1.
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame(
+    {
+      "proc": ["A"] * 100 + ["B"] * 100,
+      "site": ["1"] * 60 + ["2"] * 40 + ["1"] * 20 + ["3"] * 80,
+      "race": rng.choice(["W", "B", "O"], 200),
+      "m": rng.lognormal(3, 0.5, 200),
+    }
+  )
+  cube = cube_env.build_cube(df, cube_env.Schema(dimensions=("proc", "site"), protected=("race",), measures=("m",)))
+  truth = [synthetic.PlantedEffect(cohort={"site": "1"}, protected="race", group="B", measure="m", effect=0.3)]
+  findings = pd.DataFrame(
+    [
+      _finding({"proc": "A"}, "race", "B", "m", 5.0),  # 60% of its rows in the planted cohort: true
+      _finding({"proc": "B"}, "race", "B", "m", 5.0),  # 20%: false
+      _finding({"site": "1"}, "race", "W", "m", -5.0),  # another group, opposite sign: false unless mirror
+    ]
+  )
+  assert scoring.OVERLAP_TRUE == 0.5
+  strict = cube_env.score_findings(findings, truth, cube=cube)
+  assert strict["n_false"] == 2 and strict["false"]["filters"].tolist() == [{"proc": "B"}, {"site": "1"}]
+  assert cube_env.score_findings(findings, truth)["n_false"] == 3  # without the cube only filters nest
+  mirrored = cube_env.score_findings(findings, truth, cube=cube, mirror=True)
+  assert mirrored["n_false"] == 1 and mirrored["recall"] == 0.0

@@ -47,6 +47,13 @@ def _same_test(row: Mapping, effect: Any) -> bool:
   return str(row.get("reference", "rest")) == group and row_sign == -sign
 
 
+def _mirror(row: Mapping, effect: Any) -> bool:
+  """Another group of the planted column, opposite sign: its rest holds the planted group (same story, mirrored)."""
+  if row["protected"] != _get(effect, "protected") or row["measure"] != _get(effect, "measure"):
+    return False
+  return str(row["group"]) != str(_get(effect, "group")) and np.sign(row["z"]) == -np.sign(_get(effect, "effect"))
+
+
 def _related(a: dict, b: dict) -> bool:
   """a is b, an ancestor of b, or a descendant of b (filter sets nested)."""
   items_a, items_b = set(a.items()), set(b.items())
@@ -64,7 +71,9 @@ def _cell_mask(cube, cohort: dict) -> np.ndarray:
   return mask
 
 
-def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bool = True, cube=None) -> dict:
+def score_findings(
+  findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bool = True, cube=None, mirror: bool = False
+) -> dict:
   """Recall and precision of reported findings against planted effects.
 
   Args:
@@ -76,6 +85,11 @@ def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bo
     cube: optional; if given, cohorts whose cells nest count as ancestor or
       descendant even when their filters differ, and a finding whose cohort
       has at least `OVERLAP_TRUE` of its rows inside a planted cohort is true.
+    mirror: also count as true a finding for another group of a planted
+      effect's protected column with the opposite sign, at a related cohort
+      (the planted group sits in its rest: when one group's rate is lowered,
+      the others' is higher than their rest's). Off by default: issue 16's
+      precision counts them false; benchmarks report both.
 
   Returns:
     dict with recall (nan when there is no truth), precision (nan when nothing
@@ -116,7 +130,7 @@ def score_findings(findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bo
 
   false_mask = []
   for r, c in zip(recs, cohorts):
-    ok = any(_same_test(r, e) and related(c, _norm(_get(e, "cohort"))) for e in truth)
+    ok = any((_same_test(r, e) or (mirror and _mirror(r, e))) and related(c, _norm(_get(e, "cohort"))) for e in truth)
     false_mask.append(not ok)
   matched = pd.DataFrame(
     {
