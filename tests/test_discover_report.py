@@ -1,4 +1,4 @@
-"""The discover CLI and its report: files, escaping, small cells, determinism, errors, the muzero method."""
+"""The discover CLI and its report: files, escaping, small cells, stories, determinism, errors, the muzero method."""
 
 import json
 import os
@@ -48,6 +48,7 @@ COUNTS = ("cohort_rows", "n_group", "n_rest", "explore_cohort_rows", "explore_n_
 def csv_path(tmp_path_factory):
   df = make_small_df(n=3000)
   df["proc"] = df["proc"].replace({"A": EVIL})  # the planted gap sits in this cohort
+  df.loc[df["race"] == "B", "minutes"] *= 1.15  # and a mild one everywhere: the whole table tells proc A's story
   df.loc[df.index[:7], "urgency"] = None  # 7 missing values: a small count the coding note must not show
   path = tmp_path_factory.mktemp("data") / "cases.csv"
   df.to_csv(path, index=False)
@@ -79,6 +80,44 @@ def test_report_files_and_escaping(report):
   assert hit.path.item() == f"(all cases) > proc={EVIL}"
 
 
+def _stories_table(html: str) -> list[dict]:
+  """The report's confirmed findings, one dict per headline row: its cells by header and the cohorts under it."""
+  ns = {"h": "http://www.w3.org/1999/xhtml"}
+  table = next(t for t in ET.fromstring(html.encode("utf-8")).iterfind(".//h:table", ns) if t.get("class") == "stories")
+  head = ["".join(th.itertext()) for th in table.findall("h:thead/h:tr/h:th", ns)]
+  rows = []
+  for tr in table.findall("h:tbody/h:tr", ns):
+    if tr.get("class") == "members":
+      rows[-1]["members"] = ["".join(inner.find("h:td", ns).itertext()) for inner in tr.iterfind(".//h:tbody/h:tr", ns)]
+    else:
+      rows.append({h: "".join(td.itertext()) for h, td in zip(head, tr.findall("h:td", ns))} | {"members": []})
+  return rows
+
+
+def test_each_story_is_shown_once_under_its_lead(report):
+  found = pd.read_csv(os.path.join(report, "findings.csv"))
+  confirmed = found[found["confirmed"]]
+  # Race B's longer minutes show in proc A and, diluted, in the whole table: one story, led by proc A.
+  story = confirmed[(confirmed.group == "B") & (confirmed.measure == "minutes")]
+  assert story["cohort"].tolist() == [f"proc={EVIL}", "(all cases)"] and story["story"].nunique() == 1
+  assert story["story_lead"].tolist() == [True, False] and (story["story_size"] == 2).all()
+  assert confirmed.groupby("story")["story_lead"].sum().eq(1).all()
+  assert (found.loc[~found["confirmed"], "story"] == -1).all()
+  records = json.loads(_read(os.path.join(report, "findings.json")))
+  n_stories = records["summary"]["stories"]
+  assert n_stories == int(confirmed["story_lead"].sum()) < len(confirmed)
+  assert [r["story_lead"] for r in records["findings"][:2]] == [True, False]
+  html = _read(os.path.join(report, "report.html"))
+  assert f"{len(confirmed)} confirmed findings in {n_stories} stories" in html
+  shown = _stories_table(html)
+  assert len(shown) == n_stories  # one headline row per story
+  for row, (_, rows) in zip(shown, confirmed.groupby("story", sort=True)):
+    assert row["story"] == str(rows["story"].iloc[0]) and row["cohort"] == rows["cohort"].iloc[0]
+    assert row["members"] == rows["cohort"].iloc[1:].tolist()
+  assert shown[0]["cohort"] == f"proc={EVIL}" and shown[0]["members"] == ["(all cases)"]
+  assert "<details><summary>1 more finding of this story</summary>" in html
+
+
 def test_no_cell_under_min_group_anywhere(report):
   html = _read(os.path.join(report, "report.html"))
   assert "7 missing values" not in html and "&#x27;urgency&#x27;: fewer than 15 missing values" in html
@@ -92,7 +131,7 @@ def test_no_cell_under_min_group_anywhere(report):
   assert suppressed[["mean_group", "mean_rest", "z", "p_value"]].isna().all().all()
 
 
-def test_same_seed_same_report(csv_path, report, tmp_path):
+def test_same_seed_same_report(csv_path, report, tmp_path, capsys):
   again = str(tmp_path / "again")
   assert (
     discover.main(
@@ -100,6 +139,8 @@ def test_same_seed_same_report(csv_path, report, tmp_path):
     )
     == 0
   )
+  printed = capsys.readouterr().out  # the console lists stories too: the lead, then "+" and its other findings
+  assert "confirmed in 2 stories" in printed and f"0 (+1) proc={EVIL}" in printed and "  + (all cases)" in printed
   a = json.loads(_read(os.path.join(report, "findings.json")))
   b = json.loads(_read(os.path.join(again, "findings.json")))
   for d in (a, b):

@@ -32,6 +32,7 @@ from cube_env.discovery import confirm as cf
 from cube_env.discovery.methods import Method, get_method
 from cube_env.discovery.scoring import score_findings
 from cube_env.discovery.space import Progress, SearchResult, Space, make_space
+from cube_env.discovery.stories import group_stories
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -153,9 +154,13 @@ def search(
 
 
 def confirm(result: SearchResult, prepared: Prepared) -> pd.DataFrame:
-  """`confirm.confirm_candidates` of the search's candidates on the confirmation half, with the config's settings."""
+  """`confirm.confirm_candidates` of the search's candidates on the confirmation half, with the config's settings.
+
+  The confirmed findings are grouped into stories (`stories.group_stories`, overlap counted in the raw
+  confirmation cube's rows): each story's lead, then its members, then the unconfirmed candidates.
+  """
   config, halves = prepared.config, prepared.halves
-  return cf.confirm_candidates(
+  found = cf.confirm_candidates(
     result.candidates,
     halves.confirm,
     q=config.q,
@@ -166,6 +171,7 @@ def confirm(result: SearchResult, prepared: Prepared) -> pd.DataFrame:
     raw_cube=halves.confirm_raw if config.adjust else None,
     favorable=config.favorable,
   )
+  return group_stories(found, halves.confirm_raw)
 
 
 def run_discovery(

@@ -1,12 +1,15 @@
-"""The console summary of a discovery run: data, method, counts, the top findings, the truth score."""
+"""The console summary of a discovery run: data, method, counts, the top findings story by story, the truth score."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 import cube_env
+from experiments.report.files import count_stories
 
 SHOWN = [
+  "story",
   "cohort",
   "protected",
   "group",
@@ -21,6 +24,37 @@ SHOWN = [
 ]
 
 
+MEMBER_MARK = "  + "  # before the cohort of a story's other findings, under its lead
+
+
+def _left(texts: list[str]) -> list[str]:
+  """Texts padded to one width, so that pandas (which right-aligns text) prints them left-aligned."""
+  width = max((len(t) for t in texts), default=0)
+  return [t.ljust(width) for t in texts]
+
+
+def story_view(findings: pd.DataFrame) -> pd.DataFrame:
+  """`SHOWN` columns as printed, story by story.
+
+  A lead shows its story number and, when it has any, how many other findings follow it ("0 (+2)"); those
+  follow with their cohort indented by `MEMBER_MARK` and a blank story; unconfirmed candidates show "-".
+  """
+  out = findings.copy()
+  if "story" not in out.columns:  # a table from elsewhere: each confirmed finding is its own story
+    confirmed = out["confirmed"].astype(bool).to_numpy()
+    out["story"], out["story_lead"], out["story_size"] = np.where(confirmed, np.cumsum(confirmed) - 1, -1), confirmed, 1
+  lead = out["story_lead"].astype(bool).to_numpy()
+  member = out["confirmed"].astype(bool).to_numpy() & ~lead
+  out["story"] = _left(
+    [
+      (f"{s} (+{n - 1})" if n > 1 else str(s)) if is_lead else ("" if is_member else "-")
+      for s, n, is_lead, is_member in zip(out["story"], out["story_size"], lead, member)
+    ]
+  )
+  out["cohort"] = _left([MEMBER_MARK + c if m else c for c, m in zip(out["cohort"].astype(str), member)])
+  return out[[c for c in SHOWN if c in out.columns] + ["confirmed"]]
+
+
 def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, paths: dict, show: int) -> None:
   """Prints the summary to stdout; counts under `min_group` in the coding notes are redacted."""
   s, c = run.search, run.config
@@ -33,12 +67,14 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
   )
   n_conf = int(run.findings["confirmed"].sum()) if len(run.findings) else 0
   print(
-    f"{len(run.findings)} candidates (new findings on the exploration half), {n_conf} confirmed "
+    f"{len(run.findings)} candidates (new findings on the exploration half), {n_conf} confirmed in "
+    f"{count_stories(run.findings)} stories "
     f"(Benjamini-Hochberg q={c.q:g}, relative difference >= {c.min_relative_diff:.0%})"
   )
   if len(run.findings):
-    with pd.option_context("display.width", 220, "display.max_colwidth", 60):
-      print(run.findings[SHOWN + ["confirmed"]].head(show).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    view = story_view(run.findings.head(show))
+    with pd.option_context("display.width", 220, "display.max_colwidth", 80):
+      print(view.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
   if score is not None:
     for stage, sc in score.items():
       print(

@@ -1,7 +1,9 @@
 """The findings files of a discovery run: findings.json, findings.csv and report.html (docs/design.md, Discovery and confirmation).
 
 Counts below `min_group` never reach the report: the tables carry None there
-(`cube_env` suppresses them) and the coding notes are redacted.
+(`cube_env` suppresses them) and the coding notes are redacted. The CSV and
+JSON list the findings story by story (`story`, `story_lead`, `story_size`:
+each story's lead, then its other findings; unconfirmed candidates last, story -1).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from experiments.report.markup import render_html
 
 CSV_COLUMNS = (
   "confirmed",
+  "story",
+  "story_lead",
+  "story_size",
   "reason",
   "cohort",
   "protected",
@@ -84,6 +89,15 @@ def findings_table(run: cube_env.Discovery) -> pd.DataFrame:
   return f[cols].copy()
 
 
+def count_stories(findings: pd.DataFrame) -> int:
+  """Stories among the confirmed findings (each confirmed finding its own without a `story` column)."""
+  if not len(findings):
+    return 0
+  if "story_lead" not in findings.columns:
+    return int(findings["confirmed"].astype(bool).sum())
+  return int((findings["story_lead"].astype(bool) & findings["confirmed"].astype(bool)).sum())
+
+
 def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) -> dict:
   c = run.config
   out = {
@@ -98,6 +112,7 @@ def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) 
     "cohorts_visited": len(run.search.visits),
     "candidates": len(run.findings),
     "confirmed": int(run.findings["confirmed"].sum()) if len(run.findings) else 0,
+    "stories": count_stories(run.findings),
     "z_screen": round(run.search.z_screen, 3),
     "q": c.q,
     "min_relative_diff": c.min_relative_diff,
