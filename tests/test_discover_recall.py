@@ -24,7 +24,7 @@ N_ROWS = 12000
 
 
 def _cases(scenario, seed=0, n_rows=N_ROWS, scale=2.0):
-  return synthetic.make_cases(scenario, seed, n_rows=n_rows, effect_scale=scale)
+  return synthetic.make_cases(scenario, seed, n_rows=n_rows, effect_scale=scale, cohorts="fixed")
 
 
 def _space_size(df, max_depth):

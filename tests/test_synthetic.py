@@ -17,8 +17,11 @@ N = 20000
 
 
 @functools.cache
-def cases(scenario, seed=0, n_rows=N):
-  return synthetic.make_cases(scenario, seed, n_rows)
+def cases(scenario, seed=0, n_rows=N, cohorts="drawn"):
+  return synthetic.make_cases(scenario, seed, n_rows, cohorts=cohorts)
+
+
+PRESETS = pytest.mark.parametrize("cohorts", synthetic.COHORTS)
 
 
 _COLUMNS: dict[int, tuple[pd.DataFrame, dict[str, np.ndarray]]] = {}
@@ -82,17 +85,18 @@ def stratified_z(df, protected, group, measure, strata):
   return num / np.sqrt(den)
 
 
-def test_same_seed_same_table_other_seed_other_table():
-  df1, schema1, truth1 = synthetic.make_cases("mixed", 7, 3000)
-  df2, schema2, truth2 = synthetic.make_cases("mixed", 7, 3000)
+@PRESETS
+def test_same_seed_same_table_other_seed_other_table(cohorts):
+  df1, schema1, truth1 = synthetic.make_cases("mixed", 7, 3000, cohorts=cohorts)
+  df2, schema2, truth2 = synthetic.make_cases("mixed", 7, 3000, cohorts=cohorts)
   pd.testing.assert_frame_equal(df1, df2)
   assert truth1 == truth2 and schema1 == schema2
-  df3, _, truth3 = synthetic.make_cases("mixed", 8, 3000)
+  df3, _, truth3 = synthetic.make_cases("mixed", 8, 3000, cohorts=cohorts)
   assert (df1["case_minutes"].to_numpy() != df3["case_minutes"].to_numpy()).mean() > 0.9
   assert (df1["procedure"].to_numpy() != df3["procedure"].to_numpy()).mean() > 0.5
   # The masked cells' effects depend on the realized group counts.
   assert [e.effect for e in truth1] != [e.effect for e in truth3]
-  df4, _, _ = synthetic.make_cases("null", 7, 3000)
+  df4, _, _ = synthetic.make_cases("null", 7, 3000, cohorts=cohorts)
   assert (df1["case_minutes"].to_numpy() != df4["case_minutes"].to_numpy()).mean() > 0.9
 
 
@@ -181,11 +185,16 @@ def test_protected_columns_are_independent_of_case_mix_except_when_confounded():
   assert p_value(conf, "payer", "procedure") > 1e-3
 
 
-@settings(max_examples=8, deadline=None)
-@given(scenario=st.sampled_from(synthetic.SCENARIOS), seed=st.integers(0, 2**31), n_rows=st.integers(300, 1500))
-def test_any_seed_and_size_gives_a_valid_table(scenario, seed, n_rows):
-  df, schema, truth = synthetic.make_cases(scenario, seed, n_rows)
-  again, _, truth_again = synthetic.make_cases(scenario, seed, n_rows)
+@settings(max_examples=12, deadline=None)
+@given(
+  scenario=st.sampled_from(synthetic.SCENARIOS),
+  seed=st.integers(0, 2**31),
+  n_rows=st.integers(300, 1500),
+  cohorts=st.sampled_from(synthetic.COHORTS),
+)
+def test_any_seed_and_size_gives_a_valid_table(scenario, seed, n_rows, cohorts):
+  df, schema, truth = synthetic.make_cases(scenario, seed, n_rows, cohorts=cohorts)
+  again, _, truth_again = synthetic.make_cases(scenario, seed, n_rows, cohorts=cohorts)
   pd.testing.assert_frame_equal(df, again)
   assert truth == truth_again
   assert df.shape == (n_rows, 24)
@@ -227,9 +236,10 @@ def test_missing_values():
   assert 0.01 < df.loc[df["procedure"] != "cabg", "pacu_minutes"].isna().mean() < 0.03
 
 
+@PRESETS
 @pytest.mark.parametrize("scenario", synthetic.SCENARIOS)
-def test_every_scenario_builds(scenario):
-  df, schema, truth = synthetic.make_cases(scenario, 1, 2000)
+def test_every_scenario_builds(scenario, cohorts):
+  df, schema, truth = synthetic.make_cases(scenario, 1, 2000, cohorts=cohorts)
   assert df.shape == (2000, 24)
   n_effects = {"null": 0, "marginal": 3, "interactions": 3, "masked": 4, "confounded": 0, "mixed": 8}
   assert len(truth) == n_effects[scenario]
@@ -244,9 +254,10 @@ def test_every_scenario_builds(scenario):
   assert bool(synthetic.confounders(scenario)) == (scenario == "confounded")
 
 
-def test_depths_of_scenarios():
+@PRESETS
+def test_depths_of_scenarios(cohorts):
   def depths(s):
-    return sorted(e.depth for e in cases(s)[2])
+    return sorted(e.depth for e in cases(s, cohorts=cohorts)[2])
 
   assert depths("marginal") == [0, 1, 1]
   assert depths("interactions") == [2, 2, 3]
@@ -267,6 +278,10 @@ def test_bad_arguments():
     synthetic.make_cases("null", 0, 100, effect_scale=-1.0)
   with pytest.raises(ValueError, match="masked"):
     synthetic.make_cases("masked", 0, 20)
+  with pytest.raises(ValueError, match="masked"):
+    synthetic.make_cases("masked", 0, 20, cohorts="fixed")
+  with pytest.raises(ValueError, match="cohorts"):
+    synthetic.make_cases("marginal", 0, 100, cohorts="random")
 
 
 def test_planted_effect_dataclass():
@@ -282,9 +297,10 @@ def test_planted_effect_dataclass():
     e.effect = 1.0
 
 
+@PRESETS
 @pytest.mark.parametrize("scenario", ["marginal", "interactions", "masked", "mixed"])
-def test_planted_effects_are_visible_in_their_cohort(scenario):
-  df, _, truth = cases(scenario)
+def test_planted_effects_are_visible_in_their_cohort(scenario, cohorts):
+  df, _, truth = cases(scenario, cohorts=cohorts)
   for e in truth:
     z, diff = scipy_z(df, e.cohort, e.protected, e.group, e.measure)
     assert abs(z) > 5 and np.sign(z) == e.sign, (e, z)
@@ -292,11 +308,12 @@ def test_planted_effects_are_visible_in_their_cohort(scenario):
     assert abs(diff - e.effect) < 0.4 * abs(e.effect), (e, diff)
 
 
+@PRESETS
 @pytest.mark.parametrize("scenario", ["marginal", "interactions", "masked", "mixed"])
-def test_planted_effects_are_not_mirrored_nor_leaked(scenario):
+def test_planted_effects_are_not_mirrored_nor_leaked(scenario, cohorts):
   # Other groups of the planted column see the planted group in their "rest" (a mirror of
   # about 0.35 times the planted z); other protected columns are independent or weakly related.
-  df, schema, truth = cases(scenario)
+  df, schema, truth = cases(scenario, cohorts=cohorts)
   planted = {(e.protected, e.group, e.measure, tuple(sorted(e.cohort.items()))) for e in truth}
   strongest = []
   for e in truth:
@@ -312,12 +329,23 @@ def test_planted_effects_are_not_mirrored_nor_leaked(scenario):
   assert np.median(strongest) < 4.5, strongest
 
 
+def checkerboard(truth):
+  """The four cells of the masked checkerboard: the planted effects that share one (protected, group, measure)."""
+  tests = [(e.protected, e.group, e.measure) for e in truth]
+  (test,) = {t for t in tests if tests.count(t) == 4}
+  return [e for e in truth if (e.protected, e.group, e.measure) == test]
+
+
+@PRESETS
 @pytest.mark.parametrize("scenario", ["masked", "mixed"])
-def test_masked_marginals_cancel(scenario):
-  df, _, truth = cases(scenario)
-  cells = [e for e in truth if e.depth == 2 and set(e.cohort) == {"procedure", "anesthesia_type"}]
-  assert len(cells) == 4
-  ((protected, group, measure),) = {(e.protected, e.group, e.measure) for e in cells}
+def test_masked_marginals_cancel(scenario, cohorts):
+  df, _, truth = cases(scenario, cohorts=cohorts)
+  cells = checkerboard(truth)
+  assert all(e.depth == 2 for e in cells)
+  ((dim_a, dim_b),) = {tuple(e.cohort) for e in cells}
+  if cohorts == "fixed":
+    assert (dim_a, dim_b) == ("procedure", "anesthesia_type")
+  protected, group, measure = cells[0].protected, cells[0].group, cells[0].measure
   assert sorted(e.sign for e in cells) == [-1, -1, 1, 1]
   marginals = [{}] + [{k: v} for e in cells for k, v in e.cohort.items()]
   assert len({tuple(m.items()) for m in marginals}) == 5
@@ -330,9 +358,10 @@ def test_masked_marginals_cancel(scenario):
   assert a1 != a2 and b1 != b2 and sign.get((a1, b2)) == sign.get((a2, b1)) == -1
 
 
+@PRESETS
 @pytest.mark.parametrize("scenario", ["marginal", "interactions", "masked", "mixed"])
-def test_planted_difference_is_the_truth_in_any_cohort(scenario):
-  df, _, truth = cases(scenario)
+def test_planted_difference_is_the_truth_in_any_cohort(scenario, cohorts):
+  df, _, truth = cases(scenario, cohorts=cohorts)
   for e in truth:
     at = synthetic.planted_difference(df, truth, e.cohort, e.protected, e.group, e.measure)
     assert at == pytest.approx(e.effect, abs=1e-12)
@@ -345,7 +374,7 @@ def test_planted_difference_is_the_truth_in_any_cohort(scenario):
 
 
 def test_planted_difference_in_related_and_nested_cohorts():
-  df, _, truth = cases("marginal")
+  df, _, truth = cases("marginal", cohorts="fixed")
   (tka,) = [e for e in truth if e.cohort == {"procedure": "total_knee_arthroplasty"}]
 
   def diff(cohort):
@@ -359,7 +388,7 @@ def test_planted_difference_in_related_and_nested_cohorts():
   assert diff({"service_line": "orthopedics"}) == pytest.approx(tka.effect * share, rel=0.1)
   assert diff({"procedure": "cabg"}) == 0
   assert diff({"procedure": "total_knee_arthroplasty", "site": "community_north"}) == pytest.approx(tka.effect)
-  df, _, truth = cases("masked")
+  df, _, truth = cases("masked", cohorts="fixed")
   e = truth[0]
   for cohort in [{}, {"procedure": "total_knee_arthroplasty"}, {"anesthesia_type": "general"}]:
     assert abs(synthetic.planted_difference(df, truth, cohort, e.protected, e.group, e.measure)) < 1e-12
@@ -395,11 +424,153 @@ def test_confounded_gap_is_explained_by_case_mix():
     assert abs(stratified_z(df, "race", "Black", m, ["procedure"])) < 3, m
 
 
-def test_effect_scale_multiplies_effects():
-  _, _, base = synthetic.make_cases("marginal", 3, 4000)
-  _, _, double = synthetic.make_cases("marginal", 3, 4000, effect_scale=2.0)
-  assert [2 * e.effect for e in base] == pytest.approx([e.effect for e in double])
-  df, _, zero = synthetic.make_cases("marginal", 0, N, effect_scale=0.0)
+@PRESETS
+def test_effect_scale_multiplies_effects(cohorts):
+  for scenario in ("marginal", "mixed"):
+    _, _, base = synthetic.make_cases(scenario, 3, 4000, cohorts=cohorts)
+    _, _, double = synthetic.make_cases(scenario, 3, 4000, effect_scale=2.0, cohorts=cohorts)
+    assert [2 * e.effect for e in base] == pytest.approx([e.effect for e in double])
+    assert [e.cohort for e in base] == [e.cohort for e in double]  # drawn cohorts do not depend on the scale
+  df, _, zero = synthetic.make_cases("marginal", 0, N, effect_scale=0.0, cohorts=cohorts)
   assert all(e.effect == 0 for e in zero)
   for e in zero:
     assert abs(scipy_z(df, e.cohort, e.protected, e.group, e.measure)[0]) < 4
+
+
+# `cohorts="fixed"` is today's generator bit for bit: these were computed before drawn cohorts existed.
+FIXED_TABLES = {
+  ("marginal", 0, 20000): 5003547083664286383,
+  ("masked", 3, 2000): 16129452180205047194,
+  ("masked", 7, 500): 8199143704077373017,
+  ("mixed", 5000, 8000): 2634970824735817490,
+  ("interactions", 1001, 6000): 4081301078474867520,
+  ("null", 7, 500): 10092629164458881470,
+  ("confounded", 0, 20000): 16578893360429115408,
+}
+
+
+def table_hash(df):
+  return int(pd.util.hash_pandas_object(df, index=True).to_numpy().sum(dtype=np.uint64))
+
+
+def test_fixed_preset_is_unchanged():
+  for (scenario, seed, n_rows), expected in FIXED_TABLES.items():
+    df, _, _ = synthetic.make_cases(scenario, seed, n_rows, cohorts="fixed")
+    assert table_hash(df) == expected, (scenario, seed, n_rows)
+  df, _, truth = synthetic.make_cases("mixed", 11, 3000, effect_scale=2.0, cohorts="fixed")
+  assert table_hash(df) == 11075691796562113965
+  df, _, truth = cases("marginal", 0, cohorts="fixed")
+  sums = {m: float(np.nansum(df[m].to_numpy())) for m in synthetic.MEASURES}
+  assert sums == pytest.approx(
+    {
+      "case_minutes": 2102431.0,
+      "turnover_minutes": 649567.0,
+      "pacu_minutes": 1439085.0,
+      "length_of_stay": 41196.5833,
+      "complication": 1322.0,
+      "readmit_30d": 1300.0,
+      "ponv_prophylaxis": 14131.0,
+      "opioid_mme": 891426.8,
+      "first_case_delay_minutes": 52692.0,
+    },
+    abs=1e-3,
+  )
+  assert df["race"].value_counts().to_dict() == {"White": 8692, "Other": 6767, "Black": 2577, "Asian": 1368}
+  assert [(e.cohort, e.protected, e.group, e.measure, e.effect) for e in truth] == [
+    ({}, "payer", "Medicaid", "readmit_30d", 0.045),
+    ({"procedure": "total_knee_arthroplasty"}, "race", "Black", "case_minutes", 0.13),
+    ({"asa_class": "3"}, "age_group", "80+", "pacu_minutes", 0.18),
+  ]
+  _, _, truth = synthetic.make_cases("masked", 3, 2000, cohorts="fixed")
+  assert [(e.cohort, e.effect) for e in truth] == [
+    ({"procedure": "total_knee_arthroplasty", "anesthesia_type": "neuraxial"}, pytest.approx(0.16105769230769232)),
+    ({"procedure": "total_knee_arthroplasty", "anesthesia_type": "general"}, pytest.approx(-0.2791666666666667)),
+    ({"procedure": "total_hip_arthroplasty", "anesthesia_type": "neuraxial"}, pytest.approx(-0.29910714285714285)),
+    ({"procedure": "total_hip_arthroplasty", "anesthesia_type": "general"}, pytest.approx(0.3489583333333333)),
+  ]
+
+
+def test_drawn_is_the_default_and_shares_rows_with_fixed():
+  drawn, _, truth = synthetic.make_cases("marginal", 4, 3000)
+  again, _, same = synthetic.make_cases("marginal", 4, 3000, cohorts="drawn")
+  pd.testing.assert_frame_equal(drawn, again)
+  assert truth == same
+  fixed, _, fixed_truth = synthetic.make_cases("marginal", 4, 3000, cohorts="fixed")
+  assert truth != fixed_truth
+  # Same rows and base measures: only the measures that either truth plants differ.
+  planted = {e.measure for e in truth + fixed_truth}
+  unplanted = [c for c in drawn.columns if c not in planted]
+  pd.testing.assert_frame_equal(drawn[unplanted], fixed[unplanted])
+  # Nothing is planted in null and confounded: one table.
+  for scenario in ("null", "confounded"):
+    a, _, _ = synthetic.make_cases(scenario, 4, 3000)
+    b, _, _ = synthetic.make_cases(scenario, 4, 3000, cohorts="fixed")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def effect_key(e):
+  return (tuple(sorted(e.cohort.items())), e.protected, e.group, e.measure)
+
+
+@pytest.mark.parametrize("scenario", ["marginal", "interactions", "masked", "mixed"])
+def test_drawn_cohorts_differ_between_seeds(scenario):
+  tables = [synthetic.make_cases(scenario, seed, 4000)[2] for seed in range(20)]
+  fixed = {effect_key(e) for e in synthetic.make_cases(scenario, 0, 4000, cohorts="fixed")[2]}
+  distinct = {tuple(sorted(effect_key(e) for e in truth)) for truth in tables}
+  assert len(distinct) >= 10, distinct
+  effects = [e for truth in tables for e in truth]
+  assert sum(effect_key(e) in fixed for e in effects) < 0.2 * len(effects)
+  # Each part of a planted effect varies: the columns filtered, the group, the measure, the sign.
+  # (Checkerboards mostly fall on procedure x ASA class or anesthesia type: the other pairs have a dominant value.)
+  assert len({tuple(sorted(e.cohort)) for e in effects if e.depth}) >= (2 if scenario == "masked" else 3)
+  assert len({(e.protected, e.group) for e in effects}) >= 4
+  assert len({e.measure for e in effects}) >= 3
+  assert {e.sign for e in effects} == {-1, 1}
+
+
+def test_drawn_cohorts_follow_the_rules():
+  lines = {}
+  for p in synthetic._PROCEDURES:
+    lines.setdefault(p.service_line, []).append(p.name)
+  alone = {names[0] for names in lines.values() if len(names) == 1}
+  for scenario in ("marginal", "interactions", "masked", "mixed"):
+    fixed_depths = sorted(e.depth for e in cases(scenario, cohorts="fixed")[2])
+    for seed in range(6):
+      df, _, truth = synthetic.make_cases(scenario, seed, 8000)
+      assert sorted(e.depth for e in truth) == fixed_depths
+      masked = [] if scenario in ("marginal", "interactions") else checkerboard(truth)
+      # One measure per planted spec, so effects never add up.
+      assert len({e.measure for e in truth}) == len(truth) - 3 * bool(masked)
+      for e in truth:
+        assert (e.protected, e.group) in synthetic.DRAWN_GROUPS and e.measure in synthetic.DRAWN_MEASURES
+        assert set(e.cohort) <= set(synthetic.DRAWN_DIMENSIONS) and e.cohort.get("procedure") not in alone
+        cap = 0.6 if e.measure in synthetic.LOG_MEASURES else 0.2
+        assert abs(e.effect) <= cap + 1e-12, e
+        rows = rows_of(df, e.cohort).sum()
+        share = 0.6 if e in masked else 0.45
+        for name in e.cohort:
+          parent = rows_of(df, {k: v for k, v in e.cohort.items() if k != name}).sum()
+          assert rows <= share * parent, (e, name, rows, parent)
+        group = (column(df, e.protected) == e.group) & rows_of(df, e.cohort) & ~np.isnan(column(df, e.measure))
+        assert group.sum() >= 40 * 8000 / 20000, e
+      if masked:
+        assert set(masked[0].cohort) <= {"procedure", "asa_class", "anesthesia_type", "urgency"}
+        assert masked[0].measure in synthetic.LOG_MEASURES
+
+
+@pytest.mark.parametrize("scenario", ["marginal", "interactions", "masked", "mixed"])
+def test_drawn_effects_are_visible_where_planted(scenario):
+  # Drawn effects are sized for a Welch statistic of ~9 at 20000 rows, as the fixed ones; scipy's p-value (t with
+  # Welch's df, small groups) turned into a z reads lower, ~7-8.
+  zs = {"fixed": [], "drawn": []}
+  for cohorts in zs:
+    for seed in range(1, 5):
+      df, _, truth = synthetic.make_cases(scenario, seed, N, cohorts=cohorts)
+      for e in truth:
+        z, diff = scipy_z(df, e.cohort, e.protected, e.group, e.measure)
+        assert np.sign(z) == e.sign, (cohorts, seed, e, z)
+        assert abs(diff - e.effect) < 0.4 * abs(e.effect), (cohorts, seed, e, diff)
+        zs[cohorts].append(abs(z))
+  assert min(zs["fixed"]) > 5.5 and min(zs["drawn"]) > 5.5, zs
+  assert 6.5 < np.median(zs["drawn"]) < 11, zs
+  assert abs(np.median(zs["drawn"]) - np.median(zs["fixed"])) < 1.5, zs

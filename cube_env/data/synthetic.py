@@ -32,18 +32,20 @@ How the data are made (docs/design.md, "Synthetic data with planted disparities"
   log-scale measures (`effect` = log ratio of geometric means) and a shift of
   the event probability for binary ones (`effect` = risk difference). Sizes are
   set so that at `n_rows=20000` each is seen at |z| of about 8-10 in its cohort
-  (two- and three-filter cohorts need large effects at that size, 25-45%).
-  Planted groups are minorities (13-14% of their column, whose largest group is
+  (two- and three-filter cohorts need large effects at that size, 25-60%);
+  `effect_scale` multiplies them.
+  Planted groups are minorities (6-22% of their column, whose largest group is
   under half): the other groups of the column see the planted group in their
-  "rest", a mirror of about 0.35 times the planted z (median 3.5, never 6 in
-  20 seeds), which a Bonferroni threshold (~6) ignores but z_screen = 4 sometimes
-  does not.
-- Masked effects are 2x2 checkerboards of procedure x anesthesia type (not
-  site: surgeons are nested in sites, so a surgeon's cohort would carry a
-  site-cell effect undiluted). Cell effects are +-x / n_cell so that the
-  group's shifts sum to zero in both one-filter marginals of each dimension and
-  at the root; the table is regenerated (next attempt) until every such
-  marginal shows |z| < 2.
+  "rest", a mirror of about 0.35 times the planted z (fixed cohorts: median
+  3.5, never 6 in 20 seeds; drawn: median 3.5, up to about 6 in 20 seeds with
+  the base noise), which a Bonferroni threshold (~6) ignores but z_screen = 4
+  sometimes does not.
+- Masked effects are 2x2 checkerboards of two dimensions (fixed: procedure x
+  anesthesia type; never site: surgeons are nested in sites, so a surgeon's
+  cohort would carry a site-cell effect undiluted). Cell effects are +-x /
+  n_cell so that the group's shifts sum to zero in both one-filter marginals
+  of each dimension and at the root; the table is regenerated (next attempt)
+  until every such marginal shows |z| < 2.
 - Correlated and nested dimensions carry a planted effect into cohorts that
   are neither ancestors nor descendants of its cohort (service_line =
   orthopedics holds the knee replacements, most neuraxial anesthetics are
@@ -51,14 +53,64 @@ How the data are made (docs/design.md, "Synthetic data with planted disparities"
   that the truth explains. No planted cohort has an exact alias (no procedure
   alone in its service line is used).
 
-Everything is deterministic given (scenario, seed, n_rows): the generator is
-`numpy.random.default_rng` seeded with (seed, CRC-32 of the scenario name,
-attempt).
+Where the effects sit (`make_cases(..., cohorts=...)`):
+- "fixed": each scenario's preset (`_SPECS`), the same cohorts in every seed
+  (`marginal`: Medicaid readmission at the root, Black case minutes in total
+  knee arthroplasty, 80+ PACU minutes in ASA 3; the masked checkerboard on
+  total knee / total hip x neuraxial / general; ...). The docs and the tests
+  that name a cohort use it.
+- "drawn" (the default): the seed draws them, so nothing can score by
+  remembering positions. After the rows and the base measures, the same
+  generator places each spec of the scenario (checkerboards first, then the
+  deepest cohorts, which binary measures rarely fit):
+  - a group of `DRAWN_GROUPS` (race Black or Asian, payer Medicaid or
+    Self-pay, age 80+ or 18-44), then a cohort with as many filters as the
+    spec, uniformly among the cohorts on `DRAWN_DIMENSIONS` (procedure, site,
+    ASA class, anesthesia type, urgency) that hold at least 60 rows of the
+    group per 20000 rows and in which every filter keeps at most 45% of the
+    rows of the cohort without it (the largest share among the fixed
+    cohorts: no alias, and the parents see the effect diluted enough for the
+    cohort's own test to stay new); then a measure of `DRAWN_MEASURES` that
+    no other spec of the table uses (so planted effects never add up) and a
+    sign.
+  - Size: `DRAWN_Z` (9) times the standard error of group versus rest in that
+    cohort on the base measures (log sd, or the base rates for a binary
+    measure), with the counts scaled to 20000 rows. So at 20000 rows a drawn
+    effect is seen at |z| ~ 9 whatever its cohort (mean 9-10 and 5-15 in 20
+    seeds, checkerboard cells up to 1.5 times; the fixed ones at 6-13), and
+    like the fixed sizes it does not depend on `n_rows`. A candidate over a
+    cap is drawn again: log effects at most 0.6 (the largest fixed one), a
+    raised rate at most double the group's base rate, a lowered one only
+    where 3 times it stays below the 5% quantile of the group's event
+    probabilities (feasible up to `effect_scale` 3).
+  - A checkerboard: two of procedure, ASA class, anesthesia type and urgency
+    (not site, see above) and two values of each, uniformly among the boards
+    whose four cells hold at least 60 rows of the group per 20000 rows, each
+    cell at most 60% of either one-filter parent (fixed: 54%), the cells'
+    group rows within a factor of 2 (fixed: 1.5); a log-scale measure; x such
+    that the weakest cell is at `DRAWN_Z` and none is over 1.5 times that.
+  - No leak into a sibling: a candidate is drawn again when, by row counts,
+    it would show at nominal |z| > 4.5 in a cohort of up to 3 filters on the
+    drawn dimensions that is neither its ancestor nor its descendant, has
+    under half of its rows in it and is no near-alias of its parent (what
+    `discovery.scoring` would call a false finding; ASA 3 & neuraxial holds
+    40% total hip & ASA 3 rows, say).
+  - A spec without a candidate in `_DRAWN_TRIES` draws regenerates the table.
+  The drawn columns are those of the fixed specs plus urgency, all in the
+  reduced schema (`cube_env.TASK_SCHEMA`) of the training pools and the
+  quality benchmark. A drawn and a fixed table of one seed share their rows
+  and base measures.
+
+Everything is deterministic given (scenario, seed, n_rows, cohorts): the
+generator is `numpy.random.default_rng` seeded with (seed, CRC-32 of the
+scenario name, attempt).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import zlib
 from collections.abc import Mapping, Sequence
 
@@ -105,6 +157,39 @@ ADJUSTERS = ("procedure", "asa_class", "urgency")
 
 MASKED_MAX_ATTEMPTS = 25  # regenerations allowed until every masked marginal is quiet
 MASKED_MARGINAL_Z = 2.0  # |z| every one-filter marginal and the root must stay below
+
+COHORTS = ("drawn", "fixed")  # `make_cases(cohorts=...)`: drawn per seed, or the scenario's preset
+
+# Drawn cohorts (module docstring, "Where the effects sit"). The pools are the columns of the fixed specs
+# plus urgency, all in the reduced schema `cube_env.TASK_SCHEMA` of the training pools and the quality
+# benchmark, so every drawn truth is reachable there. Not drawn: service_line and surgeon (procedure and
+# site nest in them or they in site), weekday and first_case.
+DRAWN_DIMENSIONS = ("procedure", "site", "asa_class", "anesthesia_type", "urgency")
+# Minority groups (6-22% of their column, whose largest group is under half), never ethnicity or language
+# (correlated with race) nor sex (two groups: the other one would mirror the planted one in full).
+DRAWN_GROUPS = (
+  ("race", "Black"),
+  ("race", "Asian"),
+  ("payer", "Medicaid"),
+  ("payer", "Self-pay"),
+  ("age_group", "80+"),
+  ("age_group", "18-44"),
+)
+DRAWN_MEASURES = ("case_minutes", "turnover_minutes", "pacu_minutes", "opioid_mme", "readmit_30d", "complication")
+DRAWN_Z = 9.0  # nominal |z| of a drawn effect at 20000 rows (the fixed effects are seen at 7-10)
+_DRAWN_MASKED_DIMENSIONS = ("procedure", "asa_class", "anesthesia_type", "urgency")  # no site: surgeons nest in it
+_DRAWN_MIN_GROUP = 60  # group rows with the measure in a drawn cohort (or cell), per 20000 rows (fixed: 48-333)
+_DRAWN_MAX_SHARE = 0.45  # each filter keeps at most this share of the cohort without it (fixed: up to ~0.45)
+_DRAWN_MASKED_MAX_SHARE = 0.6  # the same for checkerboard cells, whose one-filter parents are quiet (fixed: 0.54)
+_DRAWN_MASKED_BALANCE = 2.0  # a checkerboard's cells' group rows are within this factor (fixed: 1.5)
+_DRAWN_MASKED_MAX_Z = 1.5  # and their nominal |z| within this factor of the weakest cell's DRAWN_Z (fixed: 1.4)
+_DRAWN_MAX_LOG = 0.6  # largest log effect (the fixed three-filter one)
+_DRAWN_MAX_RISK_RATIO = 2.0  # a raised rate at most doubles the group's base rate (fixed: 0.045 on 6%)
+_DRAWN_HEADROOM = 3.0  # a risk difference stays feasible up to effect_scale 3 (see `_Drawer.size`)
+_DRAWN_LEAK_Z = 4.5  # largest nominal |z| a drawn effect may make in an unrelated cohort (see `_Drawer.leak_z`)
+_DRAWN_ALIAS_SHARE = 0.8  # a cohort with a filter keeping this share of its parent's rows is a near-alias
+_DRAWN_LEAK_SHARE = 0.5  # a cohort with this share of its rows in a planted one is related (scoring.OVERLAP_TRUE)
+_DRAWN_TRIES = 300  # candidates tried per planted spec before the table is regenerated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,7 +573,7 @@ def make_schema() -> Schema:
 
 
 def make_cases(
-  scenario: str, seed: int, n_rows: int = 20000, *, effect_scale: float = 1.0
+  scenario: str, seed: int, n_rows: int = 20000, *, effect_scale: float = 1.0, cohorts: str = "drawn"
 ) -> tuple[pd.DataFrame, Schema, list[PlantedEffect]]:
   """Generates a case table with planted disparities.
 
@@ -500,6 +585,16 @@ def make_cases(
     seed: non-negative integer.
     n_rows: number of cases.
     effect_scale: multiplies every planted effect (sizes are set for 20000 rows).
+    cohorts: "drawn" (default): the seed's generator draws where each planted
+      effect of the scenario sits (cohort of the scenario's depth, protected
+      group, measure, sign; for a masked checkerboard its two columns and
+      their two values each) and sizes it for |z| ~ `DRAWN_Z` at 20000 rows
+      (module docstring, "Where the effects sit"). "fixed": the scenario's preset
+      cohorts and sizes (same in every seed; what the docs and the tests that
+      name a cohort use). Both give the same rows and base measures for a
+      seed; only the planted shifts differ (and, for masked, which
+      regeneration succeeds). `null` and `confounded` plant nothing, so the
+      two are one table there.
 
   Returns:
     (frame [n_rows, 24], schema, planted effects). Categorical columns hold
@@ -507,10 +602,11 @@ def make_cases(
     columns are `DIMENSIONS + PROTECTED + MEASURES`.
 
   Raises:
-    ValueError: unknown scenario, negative seed, n_rows < 1, bad effect_scale,
-      or a masked scenario that cannot be built within `MASKED_MAX_ATTEMPTS`
-      regenerations (too few rows: an empty checkerboard cell, or marginals
-      that do not cancel; a few hundred rows suffice).
+    ValueError: unknown scenario or cohorts, negative seed, n_rows < 1, bad
+      effect_scale, or cohorts that cannot be placed within
+      `MASKED_MAX_ATTEMPTS` regenerations (too few rows: an empty
+      checkerboard cell, marginals that do not cancel, or no drawn cohort with
+      enough rows; a few hundred rows suffice).
   """
   _check_scenario(scenario)
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -519,23 +615,28 @@ def make_cases(
     raise ValueError(f"n_rows must be a positive integer, got {n_rows!r}")
   if not np.isfinite(effect_scale) or effect_scale < 0:
     raise ValueError(f"effect_scale must be finite and >= 0, got {effect_scale!r}")
+  if cohorts not in COHORTS:
+    raise ValueError(f"cohorts must be one of {COHORTS}, got {cohorts!r}")
   specs = _SPECS[scenario]
-  masked = [s for s in specs if isinstance(s, _Masked)]
-  attempts = MASKED_MAX_ATTEMPTS if masked else 1
+  drawn = cohorts == "drawn" and bool(specs)
+  attempts = MASKED_MAX_ATTEMPTS if drawn or any(isinstance(s, _Masked) for s in specs) else 1
   for attempt in range(attempts):
     rng = np.random.default_rng([int(seed), zlib.crc32(scenario.encode()), attempt])
     cols = _case_mix(rng, int(n_rows), confounded=scenario == "confounded")
     present = _measure_presence(rng, cols)
-    truth = _resolve_effects(specs, cols, present, effect_scale)
+    base = _base_measures(rng, cols, present)
+    planted = _draw_specs(rng, specs, cols, base) if drawn else specs
+    if planted is None:
+      continue
+    truth = _resolve_effects(planted, cols, present, effect_scale)
     if truth is None:
       continue
-    frame = _frame(cols, _measures(rng, cols, present, truth))
-    if all(_masked_quiet(frame, m) for m in masked):
+    frame = _frame(cols, _measures(cols, base, truth))
+    if all(_masked_quiet(frame, m) for m in planted if isinstance(m, _Masked)):
       return frame, make_schema(), truth
   raise ValueError(
-    f"scenario {scenario!r}: no masked checkerboard with a group row in every cell and "
-    f"quiet marginals within {attempts} regenerations at n_rows={n_rows}; "
-    "use more rows"
+    f"scenario {scenario!r}: no {cohorts} cohorts with enough rows (a masked checkerboard needs a group row in "
+    f"every cell and quiet marginals) within {attempts} regenerations at n_rows={n_rows}; use more rows"
   )
 
 
@@ -721,6 +822,258 @@ def _resolve_effects(specs, c, present, scale: float) -> list[PlantedEffect] | N
   return truth
 
 
+_VALUES = {
+  "procedure": _PROC_NAMES,
+  "site": _SITES,
+  "asa_class": ("1", "2", "3", "4"),
+  "anesthesia_type": _ANESTHESIA,
+  "urgency": _URGENCY,
+}  # recorded values of the drawn dimensions
+
+
+def _drawn_values(column: str) -> tuple[str, ...]:
+  """Values a drawn cohort may filter `column` on (no procedure alone in its service line: an exact alias)."""
+  if column == "procedure":
+    lines = [p.service_line for p in _PROCEDURES]
+    return tuple(p.name for p in _PROCEDURES if lines.count(p.service_line) > 1)
+  return _VALUES[column]
+
+
+def _marginal(table: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+  """`table` summed over every axis but `axes` (sorted)."""
+  return table.sum(axis=tuple(i for i in range(table.ndim) if i not in axes))
+
+
+class _Drawer:
+  """Draws planted specs on one generated table (recorded labels, base measures) from the seed's generator.
+
+  A candidate is a group, then a cohort (or checkerboard) drawn uniformly from those that row counts allow
+  for that group, then a measure and a sign; it is kept when its size on the base measures is within the
+  caps.
+  """
+
+  def __init__(self, rng, c, base):
+    self.rng, self.labels, self.base = rng, c["labels"], base
+    self.n = len(c["procedure"])
+    self.min_group = max(2, int(np.ceil(_DRAWN_MIN_GROUP * self.n / 20000)))
+    self._masks: dict = {}
+    self._cohorts: dict = {}
+    self._boards: dict = {}
+    # Rows per combination of the drawn dimensions' values (`_VALUES`; the last index of an axis: missing).
+    codes = []
+    for column in DRAWN_DIMENSIONS:
+      code = np.full(self.n, len(_VALUES[column]))
+      for i, value in enumerate(_VALUES[column]):
+        code[self.mask(column, value)] = i
+      codes.append(code)
+    self._shape = tuple(len(_VALUES[d]) + 1 for d in DRAWN_DIMENSIONS)
+    self._drawn = [np.array([_VALUES[d].index(v) for v in _drawn_values(d)]) for d in DRAWN_DIMENSIONS]
+    self._cell = np.ravel_multi_index(codes, self._shape)
+    self._tables = {None: self._table(np.ones(self.n, bool))}
+
+  def _table(self, rows: np.ndarray) -> np.ndarray:
+    return np.bincount(self._cell[rows], minlength=int(np.prod(self._shape))).reshape(self._shape)
+
+  def mask(self, column: str, value: str) -> np.ndarray:
+    key = (column, value)
+    if key not in self._masks:
+      self._masks[key] = np.asarray(self.labels[column] == value, dtype=bool)
+    return self._masks[key]
+
+  def rows(self, cohort: Mapping[str, str]) -> np.ndarray:
+    out = np.ones(self.n, bool)
+    for column, value in cohort.items():
+      out = out & self.mask(column, value)
+    return out
+
+  def pick(self, options):
+    return options[int(self.rng.integers(len(options)))]
+
+  def _counts(self, axes: tuple[int, ...], group=None) -> np.ndarray:
+    """Rows (of `group`, a (protected, value) pair) of every cohort filtering the dimensions `axes` (sorted)
+    on drawn values, one array axis each."""
+    if group not in self._tables:
+      self._tables[group] = self._table(self.mask(*group))
+    counts = _marginal(self._tables[group], axes)
+    return counts[np.ix_(*[self._drawn[a] for a in axes])] if axes else counts
+
+  def cohorts(self, depth: int, dims: tuple[str, ...], max_share: float, group) -> list[dict[str, str]]:
+    """Cohorts of `depth` filters on `dims` with `min_group` rows of `group`, each filter keeping at most
+    `max_share` of the rows of the cohort without it (no alias, no near-alias)."""
+    key = (depth, dims, max_share, group)
+    if key not in self._cohorts:
+      out = [{}] if depth == 0 else []
+      for axes in itertools.combinations(sorted(DRAWN_DIMENSIONS.index(d) for d in dims), depth) if depth else ():
+        counts = self._counts(axes)
+        ok = self._counts(axes, group) >= self.min_group
+        for k, axis in enumerate(axes):
+          parent = self._counts(tuple(a for a in axes if a != axis))
+          ok &= counts <= max_share * np.expand_dims(parent, k)
+        for index in zip(*np.nonzero(ok)):
+          names = [DRAWN_DIMENSIONS[a] for a in axes]
+          out.append({d: _drawn_values(d)[int(i)] for d, i in zip(names, index)})
+      self._cohorts[key] = out
+    return self._cohorts[key]
+
+  def boards(self, group) -> list[tuple[str, tuple[str, str], str, tuple[str, str]]]:
+    """2x2 checkerboards on two of `_DRAWN_MASKED_DIMENSIONS` whose four cells are eligible cohorts for
+    `group` with rows of the group within `_DRAWN_MASKED_BALANCE` of each other."""
+    if group not in self._boards:
+      cells = self.cohorts(2, _DRAWN_MASKED_DIMENSIONS, _DRAWN_MASKED_MAX_SHARE, group)
+      ok = {tuple(sorted(cell.items())) for cell in cells}
+      in_group = self.mask(*group)
+      self._boards[group] = []
+      for dim_a, dim_b in itertools.combinations(_DRAWN_MASKED_DIMENSIONS, 2):
+        for values_a in itertools.combinations(_drawn_values(dim_a), 2):
+          for values_b in itertools.combinations(_drawn_values(dim_b), 2):
+            board = [{dim_a: a, dim_b: b} for a in values_a for b in values_b]
+            if all(tuple(sorted(cell.items())) in ok for cell in board):
+              sizes = [int((self.rows(cell) & in_group).sum()) for cell in board]
+              if max(sizes) <= _DRAWN_MASKED_BALANCE * min(sizes):
+                self._boards[group].append((dim_a, values_a, dim_b, values_b))
+    return self._boards[group]
+
+  def leak_z(self, cells: list[tuple[dict[str, str], float]]) -> float:
+    """Largest nominal |z| that planted `cells` (cohort, signed nominal z) make in an unrelated cohort.
+
+    Unrelated: up to 3 filters on the drawn dimensions, neither an ancestor nor a descendant of any cell,
+    under `_DRAWN_LEAK_SHARE` of its rows in any one cell (where the scorer would call a finding there
+    false), and no filter keeping `_DRAWN_ALIAS_SHARE` of the rows of the cohort without it (a near-alias
+    of its parent, which is looked at itself: its finding would not be new). A cell of n_c rows at nominal
+    z_c adds z_c * n(c and C) / sqrt(n_c n(C)) to cohort C (the group is a constant share of every cohort).
+    """
+    table = self._tables[None]
+    parts = []
+    for cohort, z in cells:
+      index = [slice(None)] * len(DRAWN_DIMENSIONS)
+      for column, value in cohort.items():
+        index[DRAWN_DIMENSIONS.index(column)] = _VALUES[column].index(value)
+      part = np.zeros_like(table)
+      part[tuple(index)] = table[tuple(index)]
+      axes = {DRAWN_DIMENSIONS.index(column) for column in cohort}
+      parts.append((part, float(part.sum()), z, axes))
+    worst = 0.0
+    for depth in (1, 2, 3):
+      for axes in itertools.combinations(range(len(DRAWN_DIMENSIONS)), depth):
+        total = _marginal(table, axes)[tuple(slice(0, -1) for _ in axes)].astype(float)
+        z, related = np.zeros(total.shape), np.zeros(total.shape, bool)
+        for k, axis in enumerate(axes):  # a near-alias of its parent (whose own z is looked at) is not new there
+          parent = _marginal(table, tuple(a for a in axes if a != axis))[tuple(slice(0, -1) for _ in range(depth - 1))]
+          related |= total >= _DRAWN_ALIAS_SHARE * np.expand_dims(parent, k)
+        for part, size, z_cell, cell_axes in parts:
+          if set(axes) <= cell_axes or set(axes) >= cell_axes:  # overlapping cohorts here nest with the cell
+            continue
+          inside = _marginal(part, axes)[tuple(slice(0, -1) for _ in axes)]
+          with np.errstate(divide="ignore", invalid="ignore"):
+            z += np.where(total > 0, z_cell * inside / np.sqrt(size * total), 0.0)
+            related |= inside >= _DRAWN_LEAK_SHARE * total
+        worst = max(worst, float(np.abs(np.where(related, 0.0, z)).max()))
+    return worst
+
+  def size(self, rows: np.ndarray, group: np.ndarray, measure: str, sign: int) -> float | None:
+    """|effect| that `DRAWN_Z` needs at 20000 rows for group versus rest in `rows` (base measures), or None.
+
+    Log scale: DRAWN_Z * sd * sqrt(1 / n_group + 1 / n_rest). Binary: the risk difference
+    DRAWN_Z * sqrt(p (1 - p) / n_group + p_rest (1 - p_rest) / n_rest) of the base rates (as the fixed root
+    effect is sized; its raised rate makes it seen at |z| ~ 7-8). Counts are scaled to 20000 rows. None
+    when the group has fewer than `min_group` rows with the measure, or the size is over its cap (log:
+    `_DRAWN_MAX_LOG`; binary: a raised rate at most `_DRAWN_MAX_RISK_RATIO` times the group's base rate),
+    or (binary) the rate has no room for it.
+    """
+    rows = rows & self.base["present"][measure]
+    in_group, rest = rows & group, rows & ~group
+    n_group, n_rest = int(in_group.sum()), int(rest.sum())
+    if n_group < self.min_group or n_rest < 2:
+      return None
+    k = self.n / 20000
+    if measure not in BINARY_MEASURES:
+      d = DRAWN_Z * float(self.base["log"][measure][rows].std(ddof=1)) * np.sqrt(k / n_group + k / n_rest)
+      return d if d <= _DRAWN_MAX_LOG else None
+    prob = self.base["prob"][measure]
+    p, p_rest = float(prob[in_group].mean()), float(prob[rest].mean())
+    d = DRAWN_Z * np.sqrt(k * p * (1 - p) / n_group + k * p_rest * (1 - p_rest) / n_rest)
+    # Room: the 5% quantile, over the group's rows, of 1 - p (to raise the rate) or p (to lower it).
+    room = np.quantile(1 - prob[in_group] if sign > 0 else prob[in_group], 0.05)
+    ok = _DRAWN_HEADROOM * d <= room and (sign < 0 or d <= (_DRAWN_MAX_RISK_RATIO - 1) * p)
+    return float(d) if ok else None
+
+  def effect(self, depth: int, measures: list[str]) -> PlantedEffect | None:
+    """One candidate: a group, a cohort of `depth` filters, a measure among `measures`, a sign, its size."""
+    protected, group = self.pick(DRAWN_GROUPS)
+    cohorts = self.cohorts(depth, DRAWN_DIMENSIONS, _DRAWN_MAX_SHARE, (protected, group))
+    if not cohorts:
+      return None
+    cohort = self.pick(cohorts)
+    measure = self.pick(measures)
+    sign = self.pick((1, -1))
+    size = self.size(self.rows(cohort), self.mask(protected, group), measure, sign)
+    if size is None or self.leak_z([(cohort, DRAWN_Z)]) > _DRAWN_LEAK_Z:
+      return None
+    return PlantedEffect(cohort=cohort, protected=protected, group=group, measure=measure, effect=sign * size)
+
+  def masked(self, measures: list[str]) -> _Masked | None:
+    """One checkerboard candidate: a group, a board, its orientation and a log-scale measure among `measures`."""
+    protected, group = self.pick(DRAWN_GROUPS)
+    boards = self.boards((protected, group))
+    if not boards:
+      return None
+    dim_a, values_a, dim_b, values_b = self.pick(boards)
+    if self.rng.random() < 0.5:  # which diagonal is raised
+      values_a = values_a[::-1]
+    measure = self.pick(measures)
+    in_group = self.mask(protected, group) & self.base["present"][measure]
+    counts, sizes = [], []
+    for a in values_a:
+      for b in values_b:
+        rows = self.rows({dim_a: a, dim_b: b})
+        sizes.append(self.size(rows, in_group, measure, 1))
+        if sizes[-1] is None:
+          return None
+        counts.append(int((rows & in_group).sum()))
+    # Cell effects are +-x / count; a cell's nominal z is DRAWN_Z * x / (count * size): the weakest reaches DRAWN_Z.
+    x = max(size * count for size, count in zip(sizes, counts))
+    z_ratio = x / min(size * count for size, count in zip(sizes, counts))
+    if max(counts) > _DRAWN_MASKED_BALANCE * min(counts) or z_ratio > _DRAWN_MASKED_MAX_Z:
+      return None
+    if x / min(counts) > _DRAWN_MAX_LOG:
+      return None
+    signs = [1, -1, -1, 1]  # (a1, b1), (a1, b2), (a2, b1), (a2, b2)
+    cells = [{dim_a: a, dim_b: b} for a in values_a for b in values_b]
+    z = [sign * DRAWN_Z * x / (size * count) for sign, size, count in zip(signs, sizes, counts)]
+    if self.leak_z(list(zip(cells, z))) > _DRAWN_LEAK_Z:
+      return None
+    return _Masked(dim_a, values_a, dim_b, values_b, protected, group, measure, x / float(np.mean(counts)))
+
+
+def _depth(spec) -> int:
+  return 2 if isinstance(spec, _Masked) else spec.depth
+
+
+def _draw_specs(rng, specs, c, base) -> tuple | None:
+  """The scenario's specs with drawn positions and sizes (same order and depths); None when one cannot be placed.
+
+  Each spec gets its own measure (so planted effects never add up). The hardest to place draw first:
+  checkerboards (they need a log-scale measure), then the deepest cohorts (binary measures rarely fit
+  there). A spec tries up to `_DRAWN_TRIES` candidates.
+  """
+  drawer = _Drawer(rng, c, base)
+  free = list(DRAWN_MEASURES)
+  out: list = [None] * len(specs)
+  for k in sorted(range(len(specs)), key=lambda k: (not isinstance(specs[k], _Masked), -_depth(specs[k]))):
+    if isinstance(specs[k], _Masked):
+      draw = functools.partial(drawer.masked, [m for m in free if m in LOG_MEASURES])
+    else:
+      draw = functools.partial(drawer.effect, specs[k].depth, free)
+    for _ in range(_DRAWN_TRIES):
+      out[k] = draw()
+      if out[k] is not None:
+        break
+    else:
+      return None
+    free.remove(out[k].measure)
+  return tuple(out)
+
+
 def _logistic(x):
   return 1.0 / (1.0 + np.exp(-x))
 
@@ -729,8 +1082,14 @@ def _logit(p):
   return np.log(p / (1.0 - p))
 
 
-def _measures(rng, c, present, truth: Sequence[PlantedEffect]) -> dict[str, np.ndarray]:
-  """Draws every measure, applying the planted effects; NaN where absent."""
+def _base_measures(rng, c, present) -> dict:
+  """Draws every measure without planted effects (all of the measures' randomness).
+
+  Returns:
+    dict: `log` (measure -> log value [n], log-scale measures), `prob` and
+    `events` (binary measure -> event probability and event [n]), `flip_u`
+    ([3, n] uniforms that realize planted risk differences) and `present`.
+  """
   n = len(c["procedure"])
   proc = {
     f.name: np.array([getattr(p, f.name) for p in _PROCEDURES])[c["procedure"]]
@@ -785,18 +1144,23 @@ def _measures(rng, c, present, truth: Sequence[PlantedEffect]) -> dict[str, np.n
   events = {"complication": complication}
   events["readmit_30d"] = rng.random(n) < prob["readmit_30d"]
   events["ponv_prophylaxis"] = rng.random(n) < prob["ponv_prophylaxis"]
+  flip_u = rng.random((len(BINARY_MEASURES), n))
+  return {"log": log, "prob": prob, "events": events, "flip_u": flip_u, "present": present}
+
+
+def _measures(c, base, truth: Sequence[PlantedEffect]) -> dict[str, np.ndarray]:
+  """The recorded measures: `base` with the planted effects applied; NaN where absent."""
   # Planted effects: a log shift, or a risk difference realized by flipping recorded events.
   shift = {m: _planted_shift(c["labels"], truth, m) for m in MEASURES}
-  flip_u = rng.random((len(BINARY_MEASURES), n))
   out = {}
   for k, m in enumerate(BINARY_MEASURES):
-    p, d, ev = prob[m], shift[m], events[m].copy()
-    up = (d > 0) & ~ev & (flip_u[k] < d / np.maximum(1.0 - p, 1e-12))
-    down = (d < 0) & ev & (flip_u[k] < -d / np.maximum(p, 1e-12))
+    p, d, ev = base["prob"][m], shift[m], base["events"][m].copy()
+    up = (d > 0) & ~ev & (base["flip_u"][k] < d / np.maximum(1.0 - p, 1e-12))
+    down = (d < 0) & ev & (base["flip_u"][k] < -d / np.maximum(p, 1e-12))
     ev[up] = True
     ev[down] = False
     out[m] = ev.astype(float)
-  for m, value in log.items():
+  for m, value in base["log"].items():
     out[m] = np.exp(value + shift[m])
   out["case_minutes"] = np.maximum(np.rint(out["case_minutes"]), 5.0)
   out["turnover_minutes"] = np.maximum(np.rint(out["turnover_minutes"]), 5.0)
@@ -805,7 +1169,7 @@ def _measures(rng, c, present, truth: Sequence[PlantedEffect]) -> dict[str, np.n
   out["opioid_mme"] = np.maximum(np.round(out["opioid_mme"], 1), 0.5)
   out["first_case_delay_minutes"] = np.maximum(np.rint(out["first_case_delay_minutes"]), 1.0)
   for m in MEASURES:
-    out[m] = np.where(present[m], out[m], np.nan)
+    out[m] = np.where(base["present"][m], out[m], np.nan)
   return out
 
 

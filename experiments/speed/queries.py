@@ -141,7 +141,7 @@ def table_frame(rows: int, seed: int) -> tuple[pd.DataFrame, cube_env.Schema]:
 
   Generator seed `cube_env.EVAL_SEED_BASE + seed` (benchmark cubes use evaluation seeds).
   """
-  df, full, _ = synthetic.make_cases(TABLE_SCENARIO, cube_env.EVAL_SEED_BASE + seed, n_rows=rows)
+  df, full, _ = synthetic.make_cases(TABLE_SCENARIO, cube_env.EVAL_SEED_BASE + seed, n_rows=rows, cohorts="fixed")
   schema = cube_env.Schema(
     dimensions=TABLE_DIMENSIONS,
     protected=TABLE_PROTECTED,
