@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m experiments.benchmark {env,search,selfplay,checkpoint,quality,speed,cartpole}`.
+"""Benchmarks: `python -m experiments.benchmark {env,search,selfplay,checkpoint,quality,speed,cartpole,power}`.
 
   env       environment steps/s vs cube cells and batch, beside today's step and the bare reduction; memory
   search    mctx search simulations/s and the overhead ratio (search / network-only time)
@@ -7,6 +7,7 @@
   checkpoint  Orbax save (blocking part and until on disk), full restore and params-only load times
   quality   discovery recall/precision per query budget: muzero vs baselines vs pysubgroup (experiments/quality)
   speed     every speed figure above in one run, with linearity checks in cells and batch (experiments/speed)
+  power     recall, precision and FWER of discovery settings by exhaustive search over random worlds
 
 Each prints machine-readable JSON lines (one per measurement) to stdout and,
 with `--out FILE`, appends them to FILE. Speed targets live here, not in
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 import tyro
 
 from experiments.control import bench as control_bench
+from experiments.quality import power as quality_power
 from experiments.quality import session as quality_session
 from experiments.quality import suite as quality_suite
 from experiments.speed import agent as agent_speed
@@ -192,6 +194,46 @@ def run_speed(args: Speed) -> list[dict]:
   return speed_suite.run_speed_suite(**settings, emit=lambda rows: _emit(rows, args.out))
 
 
+@dataclasses.dataclass(frozen=True)
+class Power:
+  """Recall, precision and FWER of discovery settings by `exhaustive` over random worlds (issue 16)."""
+
+  families: tuple[str, ...] = ("standard", "null", "confounded")
+  """World families (cube_env.worlds.WORLD_FAMILIES); null and confounded ones score the family-wise error."""
+  worlds: int = 20
+  """Worlds per family."""
+  settings: tuple[str, ...] = ("old", "default")
+  """Named settings (experiments.quality.power.SETTINGS): old = the defaults before issue 16, default = today's."""
+  split: str = "eval"
+  """Seeds of the training or evaluation split (choose settings on train, report on eval)."""
+  rows: int | None = None
+  """Rows per world (default: the family's, 50,000)."""
+  max_depth: int = 3
+  first: int = 0
+  """Index of the first world (to extend a run)."""
+  out: str | None = None
+
+
+def run_power(args: Power) -> list[dict]:
+  unknown = [s for s in args.settings if s not in quality_power.SETTINGS]
+  if unknown:
+    raise SystemExit(f"error: unknown --settings {unknown}; choose from {sorted(quality_power.SETTINGS)}")
+  settings = [quality_power.SETTINGS[s] for s in args.settings]
+  rows = _emit(
+    quality_power.power_rows(
+      args.families,
+      args.worlds,
+      settings,
+      split=args.split,
+      rows=args.rows,
+      max_depth=args.max_depth,
+      first=args.first,
+    ),
+    args.out,
+  )
+  return rows + _emit(quality_power.summarize(rows), args.out)
+
+
 def run_cartpole(args: control_bench.CartPole) -> list[dict]:
   return control_bench.run(args, _emit)
 
@@ -204,6 +246,7 @@ COMMANDS = {
   "quality": (Quality, run_quality_benchmark),
   "speed": (Speed, run_speed),
   "cartpole": (control_bench.CartPole, run_cartpole),
+  "power": (Power, run_power),
 }
 
 

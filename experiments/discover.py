@@ -2,8 +2,8 @@
 
 Splits the rows into an exploration and a confirmation half (seeded hash),
 searches the exploration half with `--method` under `--budget` group-by
-queries, re-tests every candidate on the confirmation half (Benjamini-Hochberg
-at `--q`, relative difference at least `--min-relative-diff`) and writes
+queries, re-tests every candidate on the confirmation half (`--correction` at
+`--q`, relative difference at least `--min-relative-diff`) and writes
 findings.json, findings.csv and report.html into `--out`. The work is done by
 `cube_env.run_discovery` and `experiments.report`; this module parses flags
 (docs/design.md, Discovery and confirmation).
@@ -27,6 +27,8 @@ from experiments import (
   agent,  # noqa: F401 (importing it registers the muzero method with cube_env)
   report,
 )
+
+_DEFAULTS = cube_env.DiscoveryConfig()  # the library's defaults are the command's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,12 +59,29 @@ class Args:
   """Most filters in a cohort."""
   min_group: int = cube_env.SMALL_CELL
   """Smallest group (and rest) that is tested or shown; at least 11."""
-  q: float = 0.05
-  """Benjamini-Hochberg false discovery rate over all candidates."""
+  q: float = _DEFAULTS.q
+  """Level of the confirmation's multiple-testing rule over all candidates (see --correction)."""
+  correction: Literal["weighted", "holm", "bh"] = _DEFAULTS.correction  # type: ignore[assignment]
+  """Confirmation rule at --q: weighted Holm (family-wise error; more alpha where the exploration half saw more
+  evidence), Holm, or Benjamini-Hochberg (false discovery rate, the default before issue 16)."""
+  tilt: float = _DEFAULTS.tilt
+  """--correction weighted: a candidate's weight is exp(tilt * its exploration |z|)."""
+  confirm_new_z: float | None = _DEFAULTS.confirm_new_z
+  """A confirmed finding must also be new on the confirmation half at this |z| (None: not re-tested, as before
+  issue 16)."""
+  pooled_check: bool = _DEFAULTS.pooled_check
+  """On continuous measures the confirmation p is the larger of Welch's and Student's pooled-variance p (a small
+  group whose own variance collapsed by chance cannot pass); --no-pooled-check: Welch's alone, as before issue 16."""
+  mirror_z: float | None = _DEFAULTS.mirror_z
+  """A finding that another group's opposite gap in its cohort explains (its own gap against the rest without that
+  group has z below this) is not confirmed; None: no check, as before issue 16."""
+  explore_fraction: float = _DEFAULTS.explore_fraction
+  """Share of the rows the search sees; the rest confirm."""
   min_relative_diff: float = 0.10
   """Smallest relative difference a confirmed finding must have (AHRQ: 10%)."""
-  z_screen: str = "bonferroni"
-  """|z| a candidate needs on the exploration half, or 'bonferroni' (from the number of hypotheses)."""
+  z_screen: str = str(_DEFAULTS.z_screen)
+  """|z| a candidate needs on the exploration half, or 'bonferroni' (from the number of hypotheses; the default
+  before issue 16)."""
   beam_width: int = 8
   """Width of --method beam."""
   seed: int = 0
@@ -142,6 +161,12 @@ def run(args: Args) -> dict:
       min_group=args.min_group,
       z_screen=_z_screen(args.z_screen),
       q=args.q,
+      correction=args.correction,
+      tilt=args.tilt,
+      confirm_new_z=args.confirm_new_z,
+      pooled_check=args.pooled_check,
+      mirror_z=args.mirror_z,
+      explore_fraction=args.explore_fraction,
       min_relative_diff=args.min_relative_diff,
       adjust=args.adjust,
       favorable=args.favorable,

@@ -53,6 +53,7 @@ FINDING_COLUMNS = (
 )
 COUNT_COLUMNS = ("cohort_rows", "n_group", "n_rest")
 SIDE_COLUMNS = ("group_ci_low", "group_ci_high", "rest_ci_low", "rest_ci_high")
+VAR_COLUMNS = ("var_group", "var_rest")  # sample variances on the test scale (confirmation's pooled check)
 # Blanked under the small-cell rule: every number that reveals a count or its mean.
 SUPPRESSED = (
   COUNT_COLUMNS
@@ -68,8 +69,9 @@ SUPPRESSED = (
     "p_value",
   )
   + SIDE_COLUMNS
+  + VAR_COLUMNS
 )
-COLUMNS = FINDING_COLUMNS + SIDE_COLUMNS + ("tested",)
+COLUMNS = FINDING_COLUMNS + SIDE_COLUMNS + VAR_COLUMNS + ("tested",)
 
 
 def suppress(row: dict, min_group: float) -> dict:
@@ -236,6 +238,9 @@ def _rows(cube, codes, rows, cmp, sig, new, where, index, min_group):
       row["rest_ci_low"], row["rest_ci_high"] = _side_interval(
         float(one["mean_rest"]), float(one["var_rest"]), float(one["n_rest"]), scale
       )
+      row["var_group"], row["var_rest"] = float(one["var_group"]), float(one["var_rest"])
+    else:
+      row["var_group"] = row["var_rest"] = None
     row["tested"] = bool(one["valid"])
     row["cohort_index"] = index
     out.append(row)

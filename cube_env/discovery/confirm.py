@@ -28,24 +28,29 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from cube_env.data.ingest import Cube, filters_to_codes
 from cube_env.discovery import cohorts
 
 KEY = ["cohort", "protected", "group", "measure"]
 STAT_COLUMNS = (
-  "cohort_rows",
-  "n_group",
-  "n_rest",
-  "mean_group",
-  "mean_rest",
-  "diff",
-  "ci_low",
-  "ci_high",
-  "ratio",
-  "z",
-  "p_value",
-) + cohorts.SIDE_COLUMNS
+  (
+    "cohort_rows",
+    "n_group",
+    "n_rest",
+    "mean_group",
+    "mean_rest",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "ratio",
+    "z",
+    "p_value",
+  )
+  + cohorts.SIDE_COLUMNS
+  + cohorts.VAR_COLUMNS
+)
 
 
 def benjamini_hochberg(p_values, *, q: float = 0.05):
@@ -125,6 +130,24 @@ def exploration_weights(explore_z, *, tilt: float) -> np.ndarray:
   return w * len(w) / w.sum()
 
 
+def pooled_p(n_group, var_group, n_rest, var_rest, diff) -> np.ndarray:
+  """Two-sided p of Student's pooled-variance t (float64, scipy); 1 where undefined.
+
+  Under the null that the group's rows come from the rest's distribution the
+  pooled variance, dominated by the large rest, is the right one; Welch's
+  uses the group's own, which a small group of a skewed measure (a count
+  that happens to be all zeros) underestimates, and its p is then far too
+  small (docs/design.md, Discovery and confirmation).
+  """
+  n1, v1, n2, v2, d = (np.asarray(x, np.float64) for x in (n_group, var_group, n_rest, var_rest, diff))
+  dof = n1 + n2 - 2.0
+  with np.errstate(divide="ignore", invalid="ignore"):
+    pooled = ((n1 - 1.0) * v1 + (n2 - 1.0) * v2) / dof
+    t = d / np.sqrt(pooled * (1.0 / n1 + 1.0 / n2))
+    p = 2.0 * sps.t.sf(np.abs(t), np.maximum(dof, 1.0))
+  return np.where(np.isfinite(p) & (dof > 0), np.clip(p, 0.0, 1.0), 1.0)
+
+
 def relative_difference(row, *, adjusted: bool, favorable: bool, rest_observed: float | None = None) -> float:
   """Relative difference of group versus rest (see the module docstring); NaN when undefined."""
   scale = row["scale"]
@@ -146,10 +169,18 @@ def relative_difference(row, *, adjusted: bool, favorable: bool, rest_observed: 
   return float((g - r) / abs(r)) if r != 0 else float("nan")
 
 
-def retest(candidates: pd.DataFrame, cube: Cube, *, min_group: float, z_screen: float, max_depth: int) -> pd.DataFrame:
-  """Statistics of each candidate's (cohort, protected, group, measure) in `cube` (one row each, same order)."""
+def retest(
+  candidates: pd.DataFrame, cube: Cube, *, min_group: float, z_screen: float, max_depth: int, with_table: bool = False
+):
+  """Statistics of each candidate's (cohort, protected, group, measure) in `cube` (one row each, same order).
+
+  With `with_table`, returns (rows, table, cohort) where table is the
+  `cohorts.cohort_table` of every test of the candidates' cohorts and cohort
+  `[k]` the `cohort_index` of each candidate's cohort in it.
+  """
   if len(candidates) == 0:
-    return pd.DataFrame(columns=list(cohorts.COLUMNS))
+    empty = pd.DataFrame(columns=list(cohorts.COLUMNS))
+    return (empty, empty.assign(cohort_index=[]), np.zeros(0, int)) if with_table else empty
   meta = cube.meta
   unique = {}
   for filters in candidates["filters"]:
@@ -158,11 +189,75 @@ def retest(candidates: pd.DataFrame, cube: Cube, *, min_group: float, z_screen: 
   codes = np.stack([filters_to_codes(meta, dict(k)) for k in unique])
   table = cohorts.cohort_table(cube, codes, min_group=min_group, z_screen=z_screen, max_depth=max_depth)
   lookup = {(int(r.cohort_index), r.protected, r.group, r.measure): i for i, r in enumerate(table.itertuples())}
-  rows = []
+  rows, where = [], []
   for c in candidates.itertuples():
     idx = unique[tuple(sorted(c.filters.items()))]
     rows.append(table.iloc[lookup[(idx, c.protected, c.group, c.measure)]])
-  return pd.DataFrame(rows).reset_index(drop=True)
+    where.append(idx)
+  out = pd.DataFrame(rows).reset_index(drop=True)
+  return (out, table, np.asarray(where, int)) if with_table else out
+
+
+def _moments_without(row, other) -> tuple[float, float, float]:
+  """(n, mean, var) on the test scale of `row`'s rest without `other`'s group (both rows of one cohort's table)."""
+  log = row["scale"] == "log"
+
+  def m(x):
+    return float(np.log(x)) if log else float(x)
+
+  n_r, m_r, v_r = float(row["n_rest"]), m(row["mean_rest"]), float(row["var_rest"] or 0.0)
+  n_o, m_o, v_o = float(other["n_group"]), m(other["mean_group"]), float(other["var_group"] or 0.0)
+  n = n_r - n_o
+  if n < 2:
+    return n, float("nan"), float("nan")
+  total = n_r * m_r - n_o * m_o
+  squares = (n_r - 1.0) * v_r + n_r * m_r**2 - ((n_o - 1.0) * v_o + n_o * m_o**2)
+  mean = total / n
+  return n, mean, max((squares - n * mean**2) / (n - 1.0), 0.0)
+
+
+def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z_min: float) -> list[str | None]:
+  """For each candidate, the group whose opposite gap explains it, or None (docs/design.md, Mirrors).
+
+  A candidate (cohort c, column p, group h, measure m, sign s) is a mirror of
+  another group g of p when, in c on the same rows, g's gap has the opposite
+  sign and a larger |z|, and h compared with the rest of c without g's rows
+  no longer shows a gap in its direction (s z < z_min; Welch or the
+  two-proportion z from subtracted sufficient statistics). When g's rate is
+  raised, every other group's is lower than a rest that holds g: that is g's
+  story told backwards.
+  """
+  out: list[str | None] = []
+  groups = table.groupby(["cohort_index", "protected", "measure"], sort=False)
+  for i, row in enumerate(again.to_dict("records")):
+    out.append(None)
+    if not row.get("tested") or row.get("n_group") is None or row.get("var_rest") is None and row["scale"] != "binary":
+      continue
+    z = float(row["z"])
+    try:
+      same = groups.get_group((int(cohort[i]), row["protected"], row["measure"]))
+    except KeyError:
+      continue
+    for other in same.to_dict("records"):
+      if other["group"] == row["group"] or not other["tested"] or other["n_group"] is None:
+        continue
+      if np.sign(other["z"]) != -np.sign(z) or abs(other["z"]) <= abs(z):
+        continue
+      n_r, m_r, v_r = _moments_without(row, other)
+      if not n_r >= 2:
+        continue
+      n_h = float(row["n_group"])
+      m_h = float(np.log(row["mean_group"])) if row["scale"] == "log" else float(row["mean_group"])
+      if row["scale"] == "binary":
+        pooled = (n_h * m_h + n_r * m_r) / (n_h + n_r)
+        se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n_h + 1.0 / n_r))
+      else:
+        se = np.sqrt(float(row["var_group"] or 0.0) / n_h + v_r / n_r)
+      z_without = (m_h - m_r) / se if se > 0 else 0.0
+      if np.sign(z) * z_without < z_min:
+        out[-1] = str(other["group"])
+        break
+  return out
 
 
 def confirm_candidates(
@@ -179,6 +274,8 @@ def confirm_candidates(
   correction: str = "bh",
   tilt: float = 2.0,
   new_z: float | None = None,
+  pooled_check: bool = False,
+  mirror_z: float | None = None,
 ) -> pd.DataFrame:
   """Re-tests candidates on the confirmation cube and applies BH and the relative-difference rule.
 
@@ -204,6 +301,14 @@ def confirm_candidates(
       gap must exceed the rest of that parent's by a heterogeneity z >= new_z.
       A sibling that only shares rows with a planted cohort, significant in the
       exploration half by chance concentration, fails it. None: not re-tested.
+    pooled_check: on continuous measures the p-value that enters the
+      correction is the larger of Welch's and Student's pooled-variance
+      (`pooled_p`), so a small group whose own variance collapsed by chance
+      cannot pass; the findings keep Welch's `z` and `p_value` and add
+      `p_confirm`, the p that was corrected.
+    mirror_z: when set, a candidate that is the mirror of another group's
+      opposite gap in its cohort (`mirror_of`, on the confirmation half) is
+      not confirmed; `mirror_of` names that group. None: no check.
 
   Returns:
     One row per candidate: the confirmation statistics under the usual
@@ -211,13 +316,13 @@ def confirm_candidates(
     `p_adjusted` (BH), `confirmed` and `reason`; confirmed rows first, then
     by |z|.
   """
-  extra = ["relative_diff", "p_adjusted", "confirm_new", "confirmed", "reason"]
+  extra = ["relative_diff", "p_confirm", "p_adjusted", "confirm_new", "mirror_of", "confirmed", "reason"]
   if len(candidates) == 0:
     cols = KEY + list(STAT_COLUMNS) + [f"explore_{c}" for c in STAT_COLUMNS] + extra
     return pd.DataFrame(columns=cols + ["filters", "scale", "reference", "depth"])
   cand = candidates.reset_index(drop=True)
   kw = dict(min_group=min_group, z_screen=z_screen if new_z is None else new_z, max_depth=max_depth)
-  again = retest(cand, cube, **kw)
+  again, table, where = retest(cand, cube, **kw, with_table=True)
   raw = retest(cand, raw_cube, **kw) if raw_cube is not None else None
   out = cand.drop(columns=[c for c in STAT_COLUMNS if c in cand.columns] + ["significant", "tested"], errors="ignore")
   for c in STAT_COLUMNS:
@@ -225,6 +330,12 @@ def confirm_candidates(
     out[c] = again[c].to_numpy()
   tested = again["tested"].to_numpy(bool) & again["p_value"].notna().to_numpy()
   p = np.where(tested, again["p_value"].fillna(1.0).to_numpy(float), 1.0)
+  if pooled_check:
+    continuous = (again["scale"] != "binary").to_numpy(bool) & tested
+    cols = [pd.to_numeric(again[c], errors="coerce").to_numpy(float) for c in ("n_group", "var_group")]
+    cols += [pd.to_numeric(again[c], errors="coerce").to_numpy(float) for c in ("n_rest", "var_rest", "diff")]
+    p = np.where(continuous, np.maximum(p, pooled_p(*cols)), p)
+  out["p_confirm"] = p
   if correction == "bh":
     reject, p_adj = benjamini_hochberg(p, q=q)
   elif correction in ("holm", "weighted"):
@@ -249,10 +360,17 @@ def confirm_candidates(
   big = np.abs(np.nan_to_num(np.asarray(rel, float))) >= min_relative_diff
   renewed = again["new"].to_numpy(bool) if new_z is not None else np.ones(len(cand), bool)
   out["confirm_new"] = renewed
-  out["confirmed"] = tested & reject & same_sign & big & renewed
+  mirrors = mirror_of(again, table, where, z_min=mirror_z) if mirror_z is not None else [None] * len(cand)
+  out["mirror_of"] = mirrors
+  plain = tested & reject & same_sign & big
+  out["confirmed"] = plain & renewed & np.array([m is None for m in mirrors], bool)
   out["reason"] = [
-    _reason(t, r, s, b, pa, rd, q, min_relative_diff, correction) if (n or not (t and r and s and b)) else _NOT_NEW
-    for t, r, s, b, pa, rd, n in zip(tested, reject, same_sign, big, p_adj, rel, renewed)
+    _reason(t, r, s, b, pa, rd, q, min_relative_diff, correction)
+    if not (t and r and s and b)
+    else (
+      _NOT_NEW if not n else (f"mirror of group {mi}'s opposite gap in this cohort" if mi is not None else "confirmed")
+    )
+    for t, r, s, b, pa, rd, n, mi in zip(tested, reject, same_sign, big, p_adj, rel, renewed, mirrors)
   ]
   order = np.lexsort((-np.abs(np.nan_to_num(out["z"].to_numpy(float))), ~out["confirmed"].to_numpy(bool)))
   return out.iloc[order].reset_index(drop=True)

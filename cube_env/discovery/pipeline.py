@@ -43,8 +43,15 @@ class DiscoveryConfig:
   budget: int = 1000  # group-by queries (environment steps) the search may spend
   max_depth: int = 3  # most filters in a cohort
   min_group: int = SMALL_CELL  # smallest group (and rest) tested; the small-cell rule needs >= 11
-  z_screen: float | str = "bonferroni"  # |z| for a candidate, or Bonferroni over the search space
-  q: float = 0.05  # Benjamini-Hochberg false discovery rate over the candidates
+  # Defaults chosen on training worlds (issue 16; docs/design.md, Discovery and confirmation); before issue 16:
+  # z_screen="bonferroni", correction="bh", confirm_new_z=None, pooled_check=False.
+  z_screen: float | str = 3.5  # |z| for a candidate, or "bonferroni" over the search space
+  q: float = 0.05  # level of the confirmation's multiple-testing rule over the candidates
+  correction: str = "weighted"  # that rule: "weighted" or "holm" (family-wise error), "bh" (false discovery rate)
+  tilt: float = 2.0  # "weighted": candidate weights exp(tilt * exploration |z|)
+  confirm_new_z: float | None = 2.0  # also re-test newness on the confirmation half at this |z| (None: no)
+  pooled_check: bool = True  # continuous measures: the corrected p is max(Welch, Student's pooled)
+  mirror_z: float | None = 2.0  # not confirmed: another group's opposite gap explains it (confirm.mirror_of)
   min_relative_diff: float = 0.10  # smallest relative difference reported (AHRQ rule)
   adjust: tuple[str, ...] = ()  # case-mix adjusters (indirect standardization)
   favorable: tuple[str, ...] = ()  # measures where the event or a higher value is good
@@ -60,6 +67,14 @@ class DiscoveryConfig:
       raise ValueError(f"min_group must be at least {SMALL_CELL} (small-cell rule), got {self.min_group}")
     if not 0.0 < self.q < 1.0:
       raise ValueError(f"q must lie in (0, 1), got {self.q}")
+    if self.correction not in cf.CORRECTIONS:
+      raise ValueError(f"correction must be one of {cf.CORRECTIONS}, got {self.correction!r}")
+    if self.confirm_new_z is not None and not 0.0 < self.confirm_new_z <= 40.0:
+      raise ValueError(f"confirm_new_z must lie in (0, 40] or be None, got {self.confirm_new_z}")
+    if self.mirror_z is not None and not -40.0 <= self.mirror_z <= 40.0:
+      raise ValueError(f"mirror_z must lie in [-40, 40] or be None, got {self.mirror_z}")
+    if not 0.0 <= self.tilt < 50.0:
+      raise ValueError(f"tilt must lie in [0, 50), got {self.tilt}")
     if self.min_relative_diff < 0:
       raise ValueError(f"min_relative_diff must be >= 0, got {self.min_relative_diff}")
     if self.max_depth < 1:
@@ -170,6 +185,11 @@ def confirm(result: SearchResult, prepared: Prepared) -> pd.DataFrame:
     max_depth=config.max_depth,
     raw_cube=halves.confirm_raw if config.adjust else None,
     favorable=config.favorable,
+    correction=config.correction,
+    tilt=config.tilt,
+    new_z=config.confirm_new_z,
+    pooled_check=config.pooled_check,
+    mirror_z=config.mirror_z,
   )
   return group_stories(found, halves.confirm_raw)
 

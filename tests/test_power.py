@@ -1,0 +1,53 @@
+"""Power and family-wise error of the discovery defaults on a small fixed set of random worlds (issue 16).
+
+The benchmark-sized check (20+ worlds of each family, depth 3) is `python -m experiments.benchmark power`;
+here a few training worlds at 50,000 rows, depth 2, keep the defaults honest in CI.
+"""
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from cube_env import worlds
+from experiments.quality import power
+
+
+@pytest.mark.parametrize("k,n", [(0, 20), (1, 20), (7, 13), (20, 20)])
+def test_clopper_pearson_matches_scipy(k, n):
+  ci = scipy.stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+  np.testing.assert_allclose(power.clopper_pearson(k, n), (ci.low, ci.high), rtol=1e-9, atol=1e-12)
+  assert np.isnan(power.clopper_pearson(0, 0)).all()
+
+
+def test_summary_pools_worlds():
+  rows = [
+    {"family": "standard", "setting": "s", "n_truth": 3, "n_recalled": 3, "confirmed": 4, "n_false": 1},
+    {"family": "standard", "setting": "s", "n_truth": 2, "n_recalled": 1, "confirmed": 1, "n_false": 0},
+    {"family": "null", "setting": "s", "n_truth": 0, "n_recalled": 0, "confirmed": 0, "n_false": 0},
+    {"family": "null", "setting": "s", "n_truth": 0, "n_recalled": 0, "confirmed": 2, "n_false": 2},
+  ]
+  for r in rows:
+    r.update(candidates=10, seconds=1.0, candidate_recalled=r["n_recalled"])
+  by = {s["family"]: s for s in power.summarize(rows)}
+  assert by["standard"]["recall"] == pytest.approx(4 / 5) and by["standard"]["precision"] == pytest.approx(4 / 5)
+  assert by["null"]["fwer"] == 0.5 and by["null"]["recall"] is None
+  np.testing.assert_allclose(by["null"]["fwer_ci"], power.clopper_pearson(1, 2))
+  assert "fwer" not in by["standard"]
+
+
+def test_defaults_recall_planted_effects_and_confirm_nothing_on_null_worlds():
+  default = power.SETTINGS["default"]
+  rows = []
+  for family in ("narrow", "null"):
+    for seed in worlds.world_seeds("train", 2, family):
+      world = worlds.make_world(seed, family=family)
+      assert world.rows >= 50_000
+      rows += list(power.world_rows(world, [default], max_depth=2))
+  by = {s["family"]: s for s in power.summarize(rows)}
+  narrow, null = by["narrow"], by["null"]
+  assert narrow["planted"] >= 2
+  assert narrow["recall"] >= 0.9 and narrow["precision"] >= 0.9, narrow
+  assert null["fwer"] == 0.0 and null["confirmed"] == 0, null
+  for r in rows:  # the funnel: each planted effect's halves see it in its direction
+    for z, ze, zc in zip(r["truth_z"], r["explore_z"], r["confirm_z"]):
+      assert np.sign(ze) == np.sign(z) and np.sign(zc) == np.sign(z)
