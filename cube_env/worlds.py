@@ -1,7 +1,8 @@
 """Random worlds: a seed draws a case table, its schema and its planted truth from a family.
 
-`synthetic.make_cases` plants the same cohorts on one fixed schema in every
-seed, so an agent can score by memorizing positions. Here everything is drawn
+`synthetic.make_cases` keeps one fixed schema in every seed (and, with its
+`cohorts="fixed"` preset, the same planted cohorts), so an agent can score by
+memorizing the schema. Here everything is drawn
 (docs/design.md, "Benchmarks and honesty": training and evaluation worlds
 share neither seeds nor schemas; "What a finding is": the test, newness).
 

@@ -73,6 +73,44 @@ def test_weighted_holm_keeps_the_family_wise_error_under_the_null():
   assert hits / trials >= 0.04  # and not far below: the weights spend the whole alpha
 
 
+def test_pooled_p_matches_scipy():
+  rng = np.random.default_rng(1)
+  a, b = rng.poisson(0.3, 12).astype(float), rng.poisson(0.7, 300).astype(float)
+  expected = scipy.stats.ttest_ind(a, b, equal_var=True).pvalue
+  got = confirm.pooled_p(len(a), a.var(ddof=1), len(b), b.var(ddof=1), a.mean() - b.mean())
+  assert got == pytest.approx(expected, rel=1e-9)
+  assert confirm.pooled_p(1, 0.0, 1, 0.0, 0.5) == 1.0  # no degrees of freedom: untestable, not NaN
+
+
+def test_a_mirror_is_not_confirmed():
+  # Group A's minutes are doubled; B and C are drawn like the rest, so B (and C) look lower than a rest that holds A.
+  rng = np.random.default_rng(2)
+  n = 6000
+  race = rng.choice(["B", "C", "A"], n, p=[0.5, 0.3, 0.2])
+  df = pd.DataFrame(
+    {
+      "proc": rng.choice(["P", "Q"], n),
+      "race": race,
+      "minutes": rng.lognormal(4, 0.5, n) * np.where(race == "A", 2.0, 1.0),
+    }
+  )
+  schema = cube_env.Schema(dimensions=("proc",), protected=("race",), measures=("minutes",))
+  halves = cube_env.split_cubes(df, schema, seed=0)
+  cand = cube_env.cohort_table(halves.explore, [[-1, -1]], z_screen=4.0, only_new=True)
+  assert set(cand.group) >= {"A", "B"}
+  out = cube_env.confirm_candidates(cand, halves.confirm, z_screen=4.0, mirror_z=2.0).set_index("group")
+  assert bool(out.loc["A", "confirmed"]) and pd.isna(out.loc["A", "mirror_of"])
+  assert not out.loc["B", "confirmed"] and out.loc["B", "mirror_of"] == "A" and "mirror" in out.loc["B", "reason"]
+  # By hand: B against the rest without A (C's rows), Welch on the log scale, is not lower.
+  rows = df[~cube_env.split_rows(df, seed=0)]
+  t, _ = scipy.stats.ttest_ind(
+    np.log(rows.minutes[rows.race == "B"]), np.log(rows.minutes[rows.race == "C"]), equal_var=False
+  )
+  assert -t < 2.0
+  plain = cube_env.confirm_candidates(cand, halves.confirm, z_screen=4.0).set_index("group")
+  assert bool(plain.loc["B", "confirmed"])  # without the check it is confirmed
+
+
 def test_relative_difference_rules():
   rd = confirm.relative_difference
   assert rd(
