@@ -519,9 +519,12 @@ def _max_size(m: _Measure) -> float:
   return MAX_RISK_DIFFERENCE if m.kind == "binary" else MAX_LOG_EFFECT
 
 
-def _relative_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float) -> float:
-  """Group-versus-rest relative difference on the natural scale at a cohort after an effect s (as `confirm`)."""
-  values = m.values(cohort)
+def _relative_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float, base=None) -> float:
+  """Group-versus-rest relative difference on the natural scale at a cohort after an effect s (as `confirm`).
+
+  `base`: `m.values(cohort)` if already computed (a count's Poisson quantiles are slow).
+  """
+  values = m.values(cohort) if base is None else base.copy()
   values[group] = np.where(m.present[cohort[group]], _apply(m, cohort[group], s), np.nan)
   g, r = np.nanmean(values[group]), np.nanmean(values[~group])
   if m.kind == "lognormal":
@@ -529,14 +532,17 @@ def _relative_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float)
   return float((g - r) / abs(r)) if r != 0 else float("inf")
 
 
-def _meaningful(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float) -> bool:
-  rel = _relative_with(m, cohort, group, s)
+def _meaningful(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float, base=None) -> bool:
+  rel = _relative_with(m, cohort, group, s, base)
   return abs(rel) >= MIN_RELATIVE_DIFF and np.sign(rel) == np.sign(s)
 
 
-def _z_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float) -> float:
-  """z at a cohort (row indices) when an effect s is added to its group rows (`group` [len(cohort)] bool)."""
-  values = m.values(cohort)
+def _z_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float, base=None) -> float:
+  """z at a cohort (row indices) when an effect s is added to its group rows (`group` [len(cohort)] bool).
+
+  `base`: `m.values(cohort)` if already computed (unchanged by s outside the group).
+  """
+  values = m.values(cohort) if base is None else base.copy()
   values[group] = np.where(m.present[cohort[group]], _apply(m, cohort[group], s), np.nan)
   return group_z(values, group, binary=m.kind == "binary")
 
@@ -616,8 +622,11 @@ def _plant(rng, fam: Family, dims, prot, meas, used: set) -> tuple[PlantedEffect
     if any(int((in_group & par & ~in_cohort).sum()) < 0.8 * n_g for par in parents):
       continue
     target = rng.choice([-1, 1]) * rng.uniform(fam.z_band[0] + 0.3, fam.z_band[1] - 0.3)
-    s = _calibrate(lambda s, m=m, c=cohort, g=group: _z_with(m, c, g, s), target, _max_size(m))
-    if s is None or not _in_band(_z_with(m, cohort, group, s), fam.z_band) or not _meaningful(m, cohort, group, s):
+    base = m.values(cohort)
+    s = _calibrate(lambda s, m=m, c=cohort, g=group, b=base: _z_with(m, c, g, s, b), target, _max_size(m))
+    if s is None or not _in_band(_z_with(m, cohort, group, s, base), fam.z_band):
+      continue
+    if not _meaningful(m, cohort, group, s, base):
       continue
     effect = _commit(m, cohort[group], s)
     used.add((k, p))
