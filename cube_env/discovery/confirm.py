@@ -376,6 +376,29 @@ def confirm_candidates(
   return out.iloc[order].reset_index(drop=True)
 
 
+def rule_text(
+  *,
+  q: float,
+  correction: str,
+  tilt: float,
+  new_z: float | None,
+  pooled_check: bool,
+  mirror_z: float | None,
+  min_relative_diff: float,
+) -> str:
+  """One line naming the confirmation rules (for reports)."""
+  parts = [
+    f"{_CORRECTION_NAMES[correction]}" + (f" (tilt {tilt:g})" if correction == "weighted" else "") + f" at {q:g}",
+    "p = max(Welch, pooled)" if pooled_check else "Welch p",
+    f"relative difference >= {min_relative_diff:.0%}",
+  ]
+  if new_z is not None:
+    parts.append(f"new on the confirmation half (|z| {new_z:g})")
+  if mirror_z is not None:
+    parts.append(f"no mirrors (z {mirror_z:g})")
+  return "; ".join(parts)
+
+
 _NOT_NEW = "not new in the confirmation half: a parent shows the same gap and this cohort's is not stronger"
 _CORRECTION_NAMES = {"bh": "Benjamini-Hochberg", "holm": "Holm", "weighted": "weighted Holm"}
 

@@ -84,6 +84,19 @@ class DiscoveryConfig:
     object.__setattr__(self, "method_options", tuple(sorted(dict(self.method_options).items())))
 
 
+def confirmation_rule(config: DiscoveryConfig) -> str:
+  """The confirmation rules of `config` in one line (`confirm.rule_text`)."""
+  return cf.rule_text(
+    q=config.q,
+    correction=config.correction,
+    tilt=config.tilt,
+    new_z=config.confirm_new_z,
+    pooled_check=config.pooled_check,
+    mirror_z=config.mirror_z,
+    min_relative_diff=config.min_relative_diff,
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class Discovery:
   """One discovery run."""

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env.discovery.pipeline import confirmation_rule
 from experiments.report.files import count_stories
 
 SHOWN = [
@@ -69,7 +70,7 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
   print(
     f"{len(run.findings)} candidates (new findings on the exploration half), {n_conf} confirmed in "
     f"{count_stories(run.findings)} stories "
-    f"(Benjamini-Hochberg q={c.q:g}, relative difference >= {c.min_relative_diff:.0%})"
+    f"({confirmation_rule(c)})"
   )
   if len(run.findings):
     view = story_view(run.findings.head(show))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env.discovery.pipeline import confirmation_rule
 from experiments.report.markup import render_html
 
 CSV_COLUMNS = (
@@ -115,6 +116,7 @@ def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) 
     "stories": count_stories(run.findings),
     "z_screen": round(run.search.z_screen, 3),
     "q": c.q,
+    "confirmation": confirmation_rule(c),
     "min_relative_diff": c.min_relative_diff,
     "max_depth": c.max_depth,
     "min_group": c.min_group,

@@ -168,6 +168,7 @@ def _summary_table(info: dict) -> str:
     "stories",
     "z_screen",
     "q",
+    "confirmation",
     "min_relative_diff",
     "max_depth",
     "min_group",
