@@ -53,6 +53,16 @@ STAT_COLUMNS = (
 )
 
 
+def _p_values(p_values, level: float, name: str) -> np.ndarray:
+  """`[k]` float64 p-values, checked to lie in [0, 1], and the level in (0, 1)."""
+  p = np.asarray(p_values, np.float64).reshape(-1)
+  if not 0.0 < level < 1.0:
+    raise ValueError(f"{name} must lie in (0, 1), got {level}")
+  if np.any(np.isnan(p)) or np.any((p < 0) | (p > 1)):
+    raise ValueError("p-values must lie in [0, 1]")
+  return p
+
+
 def benjamini_hochberg(p_values, *, q: float = 0.05):
   """Step-up Benjamini-Hochberg procedure.
 
@@ -64,11 +74,7 @@ def benjamini_hochberg(p_values, *, q: float = 0.05):
     (reject `[k]` bool, adjusted p `[k]`): adjusted p_(i) = min over j >= i of
     p_(j) k / j, capped at 1; reject where adjusted p <= q.
   """
-  p = np.asarray(p_values, np.float64).reshape(-1)
-  if not 0.0 < q < 1.0:
-    raise ValueError(f"q must lie in (0, 1), got {q}")
-  if np.any(np.isnan(p)) or np.any((p < 0) | (p > 1)):
-    raise ValueError("p-values must lie in [0, 1]")
+  p = _p_values(p_values, q, "q")
   k = len(p)
   if k == 0:
     return np.zeros(0, bool), np.zeros(0)
@@ -98,11 +104,7 @@ def holm(p_values, *, alpha: float = 0.05, weights=None):
     (reject `[k]` bool, adjusted p `[k]`): adjusted p_(j) = max over i <= j of
     min(1, p_(i) S_i / w_(i)), S_i the weight remaining at step i; reject where <= alpha.
   """
-  p = np.asarray(p_values, np.float64).reshape(-1)
-  if not 0.0 < alpha < 1.0:
-    raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-  if np.any(np.isnan(p)) or np.any((p < 0) | (p > 1)):
-    raise ValueError("p-values must lie in [0, 1]")
+  p = _p_values(p_values, alpha, "alpha")
   k = len(p)
   w = np.ones(k) if weights is None else np.asarray(weights, np.float64).reshape(-1)
   if w.shape != (k,) or np.any(~np.isfinite(w)) or np.any(w <= 0):
