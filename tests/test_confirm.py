@@ -71,6 +71,9 @@ def test_weighted_holm_keeps_the_family_wise_error_under_the_null():
   # Exact for the first step (weighted Bonferroni): P(any) <= sum(alpha w / k) = alpha; 3 standard errors above.
   assert hits / trials <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / trials)
   assert hits / trials >= 0.04  # and not far below: the weights spend the whole alpha
+  tiny = confirm.exploration_weights([40.0, 3.5], tilt=10.0)  # exp(-365): floored, not 0, so Holm accepts it
+  # Step 1 rejects the heavy one at alpha * 2 / 2; step 2 tests the last at the whole alpha.
+  assert tiny.min() > 0 and confirm.holm([1e-6, 0.01], weights=tiny)[0].tolist() == [True, True]
 
 
 def test_pooled_p_matches_scipy():

@@ -4,8 +4,11 @@ Every candidate (a new significant finding of the search on the exploration
 half) is re-tested, same cohort, protected group and measure, on the
 confirmation half. A candidate is *confirmed* when
 
-1. its confirmation p-value passes Benjamini-Hochberg at `q` over all
-   candidates (untestable ones count with p = 1),
+1. its confirmation p-value passes the multiple-testing rule `correction`
+   at `q` over all candidates (untestable ones count with p = 1): weighted
+   Holm by default, Holm, or Benjamini-Hochberg; optionally (the
+   pipeline's defaults) with the pooled check, the newness re-test and the
+   mirror rule (see `confirm_candidates`),
 2. the confirmation effect has the exploration effect's sign, and
 3. its relative difference is at least `min_relative_diff` (the AHRQ
    National Healthcare Quality and Disparities Report rule: 10%).
@@ -128,7 +131,7 @@ def exploration_weights(explore_z, *, tilt: float) -> np.ndarray:
   z = np.abs(np.nan_to_num(np.asarray(explore_z, np.float64).reshape(-1)))
   if len(z) == 0:
     return z
-  w = np.exp(tilt * (z - z.max()))
+  w = np.maximum(np.exp(tilt * (z - z.max())), 1e-300)  # a weight that underflows would make Holm refuse it
   return w * len(w) / w.sum()
 
 
@@ -255,7 +258,7 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
         se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n_h + 1.0 / n_r))
       else:
         se = np.sqrt(float(row["var_group"] or 0.0) / n_h + v_r / n_r)
-      z_without = (m_h - m_r) / se if se > 0 else 0.0
+      z_without = (m_h - m_r) / se if se > 0 else (np.sign(m_h - m_r) * np.inf if m_h != m_r else 0.0)
       if np.sign(z) * z_without < z_min:
         out[-1] = str(other["group"])
         break
@@ -279,13 +282,13 @@ def confirm_candidates(
   pooled_check: bool = False,
   mirror_z: float | None = None,
 ) -> pd.DataFrame:
-  """Re-tests candidates on the confirmation cube and applies BH and the relative-difference rule.
+  """Re-tests candidates on the confirmation cube and applies the multiple-testing and relative-difference rules.
 
   Args:
     candidates: new significant findings of the search (rows of
       `cohorts.cohort_table` or `enumerate_findings`) on the exploration half.
     cube: the confirmation half (adjusted when the search was).
-    q: Benjamini-Hochberg false discovery rate over all candidates.
+    q: level of the multiple-testing rule over all candidates.
     min_relative_diff: smallest |relative difference| that is reported.
     raw_cube: the unadjusted confirmation half when `cube` is adjusted (for
       the relative difference's denominator); None when unadjusted.
@@ -315,7 +318,8 @@ def confirm_candidates(
   Returns:
     One row per candidate: the confirmation statistics under the usual
     names, the exploration ones prefixed `explore_`, `relative_diff`,
-    `p_adjusted` (BH), `confirmed` and `reason`; confirmed rows first, then
+    `p_confirm` (the p that was corrected), `p_adjusted` (by `correction`), `confirm_new`, `mirror_of`,
+    `confirmed` and `reason`; confirmed rows first, then
     by |z|.
   """
   extra = ["relative_diff", "p_confirm", "p_adjusted", "confirm_new", "mirror_of", "confirmed", "reason"]
@@ -370,9 +374,13 @@ def confirm_candidates(
     _reason(t, r, s, b, pa, rd, q, min_relative_diff, correction)
     if not (t and r and s and b)
     else (
-      _NOT_NEW if not n else (f"mirror of group {mi}'s opposite gap in this cohort" if mi is not None else "confirmed")
+      (_weak(new_z) if abs(zc) < new_z else _NOT_NEW)
+      if not n
+      else (f"mirror of group {mi}'s opposite gap in this cohort" if mi is not None else "confirmed")
     )
-    for t, r, s, b, pa, rd, n, mi in zip(tested, reject, same_sign, big, p_adj, rel, renewed, mirrors)
+    for t, r, s, b, pa, rd, n, mi, zc in zip(
+      tested, reject, same_sign, big, p_adj, rel, renewed, mirrors, again["z"].fillna(0.0).to_numpy(float)
+    )
   ]
   order = np.lexsort((-np.abs(np.nan_to_num(out["z"].to_numpy(float))), ~out["confirmed"].to_numpy(bool)))
   return out.iloc[order].reset_index(drop=True)
@@ -399,6 +407,10 @@ def rule_text(
   if mirror_z is not None:
     parts.append(f"no mirrors (z {mirror_z:g})")
   return "; ".join(parts)
+
+
+def _weak(new_z: float) -> str:
+  return f"|z| below {new_z:g} on the confirmation half (the newness re-test's threshold)"
 
 
 _NOT_NEW = "not new in the confirmation half: a parent shows the same gap and this cohort's is not stronger"

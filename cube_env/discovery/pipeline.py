@@ -73,8 +73,8 @@ class DiscoveryConfig:
       raise ValueError(f"confirm_new_z must lie in (0, 40] or be None, got {self.confirm_new_z}")
     if self.mirror_z is not None and not -40.0 <= self.mirror_z <= 40.0:
       raise ValueError(f"mirror_z must lie in [-40, 40] or be None, got {self.mirror_z}")
-    if not 0.0 <= self.tilt < 50.0:
-      raise ValueError(f"tilt must lie in [0, 50), got {self.tilt}")
+    if not 0.0 <= self.tilt <= 10.0:
+      raise ValueError(f"tilt must lie in [0, 10], got {self.tilt}")
     if self.min_relative_diff < 0:
       raise ValueError(f"min_relative_diff must be >= 0, got {self.min_relative_diff}")
     if self.max_depth < 1:

@@ -1,7 +1,7 @@
 """Power and family-wise error of discovery settings over random worlds (issue 16; `benchmark power`).
 
 For each world (`cube_env.worlds.make_world`) and each named setting
-(`SETTINGS`: screen, exploration fraction, BH level), the discovery pipeline
+(`SETTINGS`: screen, exploration fraction, confirmation rules), the discovery pipeline
 runs `exhaustive` to `max_depth` (prepare, search, confirm: exactly what
 `cube_env.discover` does) and scores the confirmed findings against the
 planted truth (`score_findings` with the exploration cube: a finding is true

@@ -35,7 +35,7 @@ quality. Here it searches the same exploration half as every other method:
   z_screen; beam: the final beam of `width`), mapped to (cohort, protected,
   group, measure) and re-tested with `cube_env` statistics on the same
   exploration cube; the ones that are new significant findings there are the
-  candidates, confirmed by the same holdout/BH step as every method.
+  candidates, confirmed by the same holdout confirmation as every method.
 
 Importing this module registers the methods `pysubgroup-beam` and
 `pysubgroup-dfs` with `cube_env` (pysubgroup itself is imported when one

@@ -3,8 +3,8 @@
 Each case runs the discovery pipeline of `cube_env` (docs/design.md, Discovery and confirmation
 report): `cube_env.prepare` once per case (split, adjustment, search space,
 shared by the methods), `cube_env.search` under each budget (the ledger
-refuses any query past it), `cube_env.confirm` (holdout re-test,
-Benjamini-Hochberg, the relative-difference rule), then scores the confirmed
+refuses any query past it), `cube_env.confirm` (holdout re-test and the
+discovery defaults' confirmation rules), then scores the confirmed
 findings against the planted truth.
 """
 

@@ -44,6 +44,7 @@ CSV_COLUMNS = (
   "relative_diff",
   "z",
   "p_value",
+  "p_confirm",
   "p_adjusted",
   "group_ci_low",
   "group_ci_high",
