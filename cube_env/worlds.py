@@ -519,13 +519,20 @@ def _max_size(m: _Measure) -> float:
   return MAX_RISK_DIFFERENCE if m.kind == "binary" else MAX_LOG_EFFECT
 
 
-def _relative_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float, base=None) -> float:
-  """Group-versus-rest relative difference on the natural scale at a cohort after an effect s (as `confirm`).
+def _values_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float, base=None) -> np.ndarray:
+  """Test-scale values of a cohort (row indices) after an effect s on its group rows (`group` [len(cohort)] bool).
 
-  `base`: `m.values(cohort)` if already computed (a count's Poisson quantiles are slow).
+  `base`: `m.values(cohort)` if already computed (unchanged by s outside the group; a count's Poisson quantiles
+  are slow).
   """
   values = m.values(cohort) if base is None else base.copy()
   values[group] = np.where(m.present[cohort[group]], _apply(m, cohort[group], s), np.nan)
+  return values
+
+
+def _relative_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float, base=None) -> float:
+  """Group-versus-rest relative difference on the natural scale at a cohort after an effect s (as `confirm`)."""
+  values = _values_with(m, cohort, group, s, base)
   g, r = np.nanmean(values[group]), np.nanmean(values[~group])
   if m.kind == "lognormal":
     return float(np.expm1(g - r))
@@ -538,13 +545,8 @@ def _meaningful(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float, ba
 
 
 def _z_with(m: _Measure, cohort: np.ndarray, group: np.ndarray, s: float, base=None) -> float:
-  """z at a cohort (row indices) when an effect s is added to its group rows (`group` [len(cohort)] bool).
-
-  `base`: `m.values(cohort)` if already computed (unchanged by s outside the group).
-  """
-  values = m.values(cohort) if base is None else base.copy()
-  values[group] = np.where(m.present[cohort[group]], _apply(m, cohort[group], s), np.nan)
-  return group_z(values, group, binary=m.kind == "binary")
+  """Group-versus-rest z at a cohort after an effect s on its group rows (`_values_with`)."""
+  return group_z(_values_with(m, cohort, group, s, base), group, binary=m.kind == "binary")
 
 
 def _calibrate(z_of, target: float, top: float) -> float | None:

@@ -210,8 +210,8 @@ def _moments_without(row, other) -> tuple[float, float, float]:
   def m(x):
     return float(np.log(x)) if log else float(x)
 
-  n_r, m_r, v_r = float(row["n_rest"]), m(row["mean_rest"]), float(row["var_rest"] or 0.0)
-  n_o, m_o, v_o = float(other["n_group"]), m(other["mean_group"]), float(other["var_group"] or 0.0)
+  n_r, m_r, v_r = float(row["n_rest"]), m(row["mean_rest"]), float(row["var_rest"])
+  n_o, m_o, v_o = float(other["n_group"]), m(other["mean_group"]), float(other["var_group"])
   n = n_r - n_o
   if n < 2:
     return n, float("nan"), float("nan")
@@ -236,7 +236,7 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
   groups = table.groupby(["cohort_index", "protected", "measure"], sort=False)
   for i, row in enumerate(again.to_dict("records")):
     out.append(None)
-    if not row.get("tested") or row.get("n_group") is None or row.get("var_rest") is None and row["scale"] != "binary":
+    if not row["tested"]:  # a tested row is never blanked: both sides have >= min_group rows
       continue
     z = float(row["z"])
     try:
@@ -244,7 +244,7 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
     except KeyError:
       continue
     for other in same.to_dict("records"):
-      if other["group"] == row["group"] or not other["tested"] or other["n_group"] is None:
+      if other["group"] == row["group"] or not other["tested"]:
         continue
       if np.sign(other["z"]) != -np.sign(z) or abs(other["z"]) <= abs(z):
         continue
@@ -257,7 +257,7 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
         pooled = (n_h * m_h + n_r * m_r) / (n_h + n_r)
         se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n_h + 1.0 / n_r))
       else:
-        se = np.sqrt(float(row["var_group"] or 0.0) / n_h + v_r / n_r)
+        se = np.sqrt(float(row["var_group"]) / n_h + v_r / n_r)
       z_without = (m_h - m_r) / se if se > 0 else (np.sign(m_h - m_r) * np.inf if m_h != m_r else 0.0)
       if np.sign(z) * z_without < z_min:
         out[-1] = str(other["group"])
@@ -371,13 +371,7 @@ def confirm_candidates(
   plain = tested & reject & same_sign & big
   out["confirmed"] = plain & renewed & np.array([m is None for m in mirrors], bool)
   out["reason"] = [
-    _reason(t, r, s, b, pa, rd, q, min_relative_diff, correction)
-    if not (t and r and s and b)
-    else (
-      (_weak(new_z) if abs(zc) < new_z else _NOT_NEW)
-      if not n
-      else (f"mirror of group {mi}'s opposite gap in this cohort" if mi is not None else "confirmed")
-    )
+    _reason(t, r, s, b, pa, rd, n, mi, zc, q=q, min_rel=min_relative_diff, correction=correction, new_z=new_z)
     for t, r, s, b, pa, rd, n, mi, zc in zip(
       tested, reject, same_sign, big, p_adj, rel, renewed, mirrors, again["z"].fillna(0.0).to_numpy(float)
     )
@@ -409,15 +403,11 @@ def rule_text(
   return "; ".join(parts)
 
 
-def _weak(new_z: float) -> str:
-  return f"|z| below {new_z:g} on the confirmation half (the newness re-test's threshold)"
-
-
-_NOT_NEW = "not new in the confirmation half: a parent shows the same gap and this cohort's is not stronger"
 _CORRECTION_NAMES = {"bh": "Benjamini-Hochberg", "holm": "Holm", "weighted": "weighted Holm"}
 
 
-def _reason(tested, reject, same_sign, big, p_adj, rel, q, min_rel, correction="bh") -> str:
+def _reason(tested, reject, same_sign, big, p_adj, rel, new, mirror, z, *, q, min_rel, correction, new_z) -> str:
+  """Why a candidate is or is not confirmed: the first rule it fails, in `confirm_candidates`' order."""
   if not tested:
     return "not testable in the confirmation half (small group or too few events)"
   if not same_sign:
@@ -426,4 +416,10 @@ def _reason(tested, reject, same_sign, big, p_adj, rel, q, min_rel, correction="
     return f"not significant after {_CORRECTION_NAMES[correction]} (adjusted p {p_adj:.3g} > {q:g})"
   if not big:
     return f"relative difference {abs(rel):.1%} below {min_rel:.0%}"
+  if not new and abs(z) < new_z:
+    return f"|z| below {new_z:g} on the confirmation half (the newness re-test's threshold)"
+  if not new:
+    return "not new in the confirmation half: a parent shows the same gap and this cohort's is not stronger"
+  if mirror is not None:
+    return f"mirror of group {mirror}'s opposite gap in this cohort"
   return "confirmed"

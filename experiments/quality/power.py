@@ -37,53 +37,40 @@ from cube_env.discovery.scoring import score_findings
 TRUTHLESS = ("null", "confounded")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+FIELDS = ("z_screen", "explore_fraction", "q", "correction", "tilt", "confirm_new_z", "pooled_check", "mirror_z")
+# The defaults before issue 16: Bonferroni screen, half the rows each, Benjamini-Hochberg, no extra confirmation rule.
+OLD = dict(
+  z_screen="bonferroni",
+  explore_fraction=0.5,
+  q=0.05,
+  correction="bh",
+  tilt=2.0,
+  confirm_new_z=None,
+  pooled_check=False,
+  mirror_z=None,
+)
+
+
+@dataclasses.dataclass(frozen=True)
 class Setting:
-  """Discovery settings compared (fields of `cube_env.discovery.pipeline.DiscoveryConfig`)."""
+  """Named discovery settings: `overrides` of `cube_env.discovery.pipeline.DiscoveryConfig`'s `FIELDS`."""
 
   name: str
-  z_screen: float | str = "bonferroni"
-  explore_fraction: float = 0.5
-  q: float = 0.05
-  correction: str = "bh"
-  tilt: float = 2.0
-  confirm_new_z: float | None = None
-  pooled_check: bool = False
-  mirror_z: float | None = None
+  overrides: tuple[tuple[str, object], ...] = ()
 
   def config(self) -> dict:
-    return dict(
-      z_screen=self.z_screen,
-      explore_fraction=self.explore_fraction,
-      q=self.q,
-      correction=self.correction,
-      tilt=self.tilt,
-      confirm_new_z=self.confirm_new_z,
-      pooled_check=self.pooled_check,
-      mirror_z=self.mirror_z,
-    )
+    """Every one of `FIELDS`, the overrides applied to today's defaults."""
+    resolved = pipeline.DiscoveryConfig(**dict(self.overrides))
+    return {f: getattr(resolved, f) for f in FIELDS}
 
   def search_key(self) -> tuple:
     """Settings with the same key share one exploration split and search."""
-    return (self.z_screen, self.explore_fraction)
+    config = self.config()
+    return (config["z_screen"], config["explore_fraction"])
 
 
 def _settings() -> dict[str, Setting]:
-  d = pipeline.DiscoveryConfig()
-  out = {
-    "old": Setting(name="old"),  # the defaults before issue 16: Bonferroni screen, half the rows each, BH
-    "default": Setting(
-      name="default",
-      z_screen=d.z_screen,
-      explore_fraction=d.explore_fraction,
-      q=d.q,
-      correction=d.correction,
-      tilt=d.tilt,
-      confirm_new_z=d.confirm_new_z,
-      pooled_check=d.pooled_check,
-      mirror_z=d.mirror_z,
-    ),
-  }
+  out = {"old": Setting("old", tuple(OLD.items())), "default": Setting("default")}
   for z in (3.5, 4.0):
     for f in (0.5, 0.6):
       for corr, tilts in (("bh", (2.0,)), ("holm", (2.0,)), ("weighted", (1.0, 2.0))):
@@ -96,15 +83,9 @@ def _settings() -> dict[str, Setting]:
                 + (f"-new{new_z:g}" if new_z else "")
                 + ("-pooled" if pooled else "")
               )
-              out[name] = Setting(
-                name=name,
-                z_screen=z,
-                explore_fraction=f,
-                correction=corr,
-                tilt=tilt,
-                confirm_new_z=new_z,
-                pooled_check=pooled,
-              )
+              study = dict(z_screen=z, explore_fraction=f, correction=corr, tilt=tilt)
+              study.update(confirm_new_z=new_z, pooled_check=pooled)
+              out[name] = Setting(name, tuple({**OLD, **study}.items()))
   return out
 
 
