@@ -82,6 +82,9 @@ class Args:
   z_screen: str = str(_DEFAULTS.z_screen)
   """|z| a candidate needs on the exploration half, or 'bonferroni' (from the number of hypotheses; the default
   before issue 16)."""
+  explore_new_z: float | None = _DEFAULTS.explore_new_z
+  """A candidate whose parent shows the same gap must exceed the rest of that parent by this heterogeneity z on the
+  exploration half to count as new; None: the --z-screen (as before)."""
   beam_width: int = 8
   """Width of --method beam."""
   seed: int = 0
@@ -160,6 +163,7 @@ def run(args: Args) -> dict:
       max_depth=args.max_depth,
       min_group=args.min_group,
       z_screen=_z_screen(args.z_screen),
+      explore_new_z=args.explore_new_z,
       q=args.q,
       correction=args.correction,
       tilt=args.tilt,

@@ -243,3 +243,52 @@ def test_small_cells_are_never_shown():
   for col in ("cohort_rows", "n_group", "n_rest", "mean_group", "mean_rest", "diff", "z", "ci_low"):
     assert row[col] is None or np.isnan(row[col]), col
   assert got[got.protected == "race"]["n_group"].notna().all()
+
+
+def _welch(df, filters, p, g, m, is_log, drop=None):
+  """(diff, se) of group g vs the rest of p in measure m on the test scale, over the rows of `filters` minus `drop`."""
+  keep = np.ones(len(df), bool)
+  for col, val in filters.items():
+    keep &= (df[col].isna() if val == cube_env.MISSING else df[col] == val).to_numpy()
+  if drop is not None:
+    keep &= ~drop
+  sub = df[keep]
+  vals = np.log(sub[m].astype(float)) if is_log else sub[m].astype(float)
+  in_g = (sub[p] == g).to_numpy()
+  x, y = vals[in_g].dropna().to_numpy(), vals[~in_g].dropna().to_numpy()
+  return x.mean() - y.mean(), np.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y)), keep
+
+
+def test_newness_threshold_new_z(small_df, small_cube, oracle):
+  """`new_z` only moves the heterogeneity bar: significance is unchanged, the new set grows as it falls, and every
+  finding it adds was blocked by a parent with the same gap whose rest differs from it by a z in [new_z, z_screen)."""
+  low = cube_env.enumerate_findings(small_cube, max_depth=3, z_screen=4.0, new_z=1.0)
+  same = cube_env.enumerate_findings(small_cube, max_depth=3, z_screen=4.0, new_z=4.0)
+
+  def keys(df, only_new):
+    df = df[df["new"]] if only_new else df
+    return {(tuple(sorted(r.filters.items())), r.protected, r.group, r.measure) for r in df.itertuples()}
+
+  assert keys(low, False) == keys(oracle, False) == keys(same, False)
+  assert keys(same, True) == keys(oracle, True)
+  gained = keys(low, True) - keys(oracle, True)
+  assert keys(oracle, True) < keys(low, True) and gained
+  meta = small_cube.meta
+  sig = {(tuple(sorted(r.filters.items())), r.protected, r.group, r.measure): np.sign(r.z) for r in oracle.itertuples()}
+  checked = 0
+  for filt, p, g, m in sorted(gained):
+    m_i = list(meta.measure_names).index(m)
+    if meta.is_binary[m_i] or "bmi" in dict(filt):  # a binned column's label is not a value of small_df
+      continue
+    child = dict(filt)
+    d_c, se_c, mask = _welch(small_df, child, p, g, m, meta.is_log[m_i])
+    hets = []
+    for col in child:
+      parent = {k: v for k, v in child.items() if k != col}
+      if sig.get((tuple(sorted(parent.items())), p, g, m)) != np.sign(d_c):
+        continue  # this parent does not show the same gap: it blocks nothing
+      d_o, se_o, _ = _welch(small_df, parent, p, g, m, meta.is_log[m_i], drop=mask)
+      hets.append(np.sign(d_c) * (d_c - d_o) / np.hypot(se_c, se_o))
+    assert hets and 1.0 - 1e-2 <= min(hets) < 4.0 + 1e-2, (filt, p, g, m, hets)
+    checked += 1
+  assert checked >= 1

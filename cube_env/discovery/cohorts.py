@@ -172,13 +172,14 @@ def cohort_table(
   max_depth: int = 3,
   only_new: bool = False,
   params: EnvParams | None = None,
+  new_z: float | None = None,
 ) -> pd.DataFrame:
   """Every test (protected, group, measure) of each cohort in `codes`.
 
   Args:
     cube: from `build_cube`.
     codes: `[B, F]` int32 filter codes per cohort (-1 = all).
-    min_group, z_screen, max_depth: as in `make_env` (z_screen a number here).
+    min_group, z_screen, max_depth, new_z: as in `make_env` (z_screen a number here).
     only_new: keep only new significant findings.
     params: the cube's params made with these thresholds (e.g. a search
       space's), to skip building them again (the cell index and root grid
@@ -191,15 +192,17 @@ def cohort_table(
   codes = np.asarray(codes, np.int32).reshape(-1, len(cube.meta.filter_names))
   entries = []
   if len(codes) and params is None:
-    params = make_params(cube, bucketed_shape(cube), min_group=min_group, z_screen=float(z_screen), max_depth=max_depth)
-  elif params is not None and (np.float32(params.min_group), np.float32(params.z_screen)) != (
-    np.float32(min_group),
-    np.float32(z_screen),
-  ):
-    raise ValueError(
-      f"params were made with min_group={float(params.min_group)}, z_screen={float(params.z_screen)}; "
-      f"asked for min_group={min_group}, z_screen={z_screen}"
+    params = make_params(
+      cube, bucketed_shape(cube), min_group=min_group, z_screen=float(z_screen), new_z=new_z, max_depth=max_depth
     )
+  elif params is not None:
+    made = tuple(np.float32(x) for x in (params.min_group, params.z_screen, params.new_z))
+    asked = tuple(np.float32(x) for x in (min_group, z_screen, z_screen if new_z is None else new_z))
+    if made != asked:
+      raise ValueError(
+        "params were made with (min_group, z_screen, new_z) = "
+        f"{tuple(float(x) for x in made)}; asked for {tuple(float(x) for x in asked)}"
+      )
   for start in range(0, len(codes), COHORTS_PER_CALL):
     chunk = codes[start : start + COHORTS_PER_CALL]
     # Params padded to more filter columns (a space made with a larger shape): those columns stay "all".

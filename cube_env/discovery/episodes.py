@@ -74,7 +74,11 @@ def _jit_reset(env):
 def cube_oracle(params_one: EnvParams, cube: Cube) -> pd.DataFrame:
   """Every new finding of a cube under the env's thresholds (run once per cube, shared by methods)."""
   return enumerate_findings(
-    cube, max_depth=int(params_one.max_depth), z_screen=float(params_one.z_screen), include_old=False
+    cube,
+    max_depth=int(params_one.max_depth),
+    z_screen=float(params_one.z_screen),
+    new_z=float(params_one.new_z),
+    include_old=False,
   )
 
 

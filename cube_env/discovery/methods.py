@@ -239,13 +239,20 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
       max_depth=depth,
       min_group=space.min_group,
       z_screen=space.z_screen,
+      new_z=space.new_z,
       min_cohort=float(space.params.min_cohort),
       include_old=False,
     )
     queries = int(found.attrs["queries"])
   else:
     found = cohorts.cohort_table(
-      cube, codes[:1], min_group=space.min_group, z_screen=space.z_screen, max_depth=space.max_depth, only_new=True
+      cube,
+      codes[:1],
+      min_group=space.min_group,
+      z_screen=space.z_screen,
+      new_z=space.new_z,
+      max_depth=space.max_depth,
+      only_new=True,
     )
     queries = 1
   if progress is not None:

@@ -105,13 +105,14 @@ def enumerate_findings(
   min_group: float = SMALL_CELL,
   min_cohort: float | None = None,
   z_screen: float | str = 4.0,
+  new_z: float | None = None,
   include_old: bool = True,
 ) -> pd.DataFrame:
   """Every significant disparity in every visitable cohort up to `max_depth`.
 
   Args:
     cube: from `build_cube`.
-    max_depth, min_group, min_cohort, z_screen: as in `make_env`.
+    max_depth, min_group, min_cohort, z_screen, new_z: as in `make_env`.
     include_old: keep significant findings that are not new (flag `new`).
 
   Returns:
@@ -120,7 +121,13 @@ def enumerate_findings(
   """
   meta = cube.meta
   params = make_params(
-    cube, bucketed_shape(cube), max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen
+    cube,
+    bucketed_shape(cube),
+    max_depth=max_depth,
+    min_group=min_group,
+    min_cohort=min_cohort,
+    z_screen=z_screen,
+    new_z=new_z,
   )
   num_values = max(len(c) for c in meta.categories)
   num_f = len(meta.filter_names)

@@ -46,6 +46,9 @@ class DiscoveryConfig:
   # Defaults chosen on training worlds (issue 16; docs/design.md, Discovery and confirmation); before issue 16:
   # z_screen="bonferroni", correction="bh", confirm_new_z=None, pooled_check=False.
   z_screen: float | str = 3.5  # |z| for a candidate, or "bonferroni" over the search space
+  # Exploration newness: a candidate whose parent shows the same gap must exceed that parent's rest by this
+  # heterogeneity z (None: z_screen, as before).
+  explore_new_z: float | None = None
   q: float = 0.05  # level of the confirmation's multiple-testing rule over the candidates
   correction: str = "weighted"  # that rule: "weighted" or "holm" (family-wise error), "bh" (false discovery rate)
   tilt: float = 2.0  # "weighted": candidate weights exp(tilt * exploration |z|)
@@ -69,6 +72,8 @@ class DiscoveryConfig:
       raise ValueError(f"q must lie in (0, 1), got {self.q}")
     if self.correction not in cf.CORRECTIONS:
       raise ValueError(f"correction must be one of {cf.CORRECTIONS}, got {self.correction!r}")
+    if self.explore_new_z is not None and not 0.0 < self.explore_new_z <= 40.0:
+      raise ValueError(f"explore_new_z must lie in (0, 40] or be None, got {self.explore_new_z}")
     if self.confirm_new_z is not None and not 0.0 < self.confirm_new_z <= 40.0:
       raise ValueError(f"confirm_new_z must lie in (0, 40] or be None, got {self.confirm_new_z}")
     if self.mirror_z is not None and not -40.0 <= self.mirror_z <= 40.0:
@@ -154,7 +159,13 @@ def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepar
     adjusters=config.adjust,
     max_categories=config.max_categories,
   )
-  space = make_space(halves.explore, max_depth=config.max_depth, min_group=config.min_group, z_screen=config.z_screen)
+  space = make_space(
+    halves.explore,
+    max_depth=config.max_depth,
+    min_group=config.min_group,
+    z_screen=config.z_screen,
+    new_z=config.explore_new_z,
+  )
   return Prepared(config=config, halves=halves, space=space)
 
 

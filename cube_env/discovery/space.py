@@ -48,6 +48,7 @@ class Space:
   max_depth: int
   min_group: float
   z_screen: float  # a number (Bonferroni already resolved)
+  new_z: float  # heterogeneity z for newness under a parent with the same gap (`make_params`)
 
 
 SEARCH_HORIZON = 8  # env horizon of a search space (walkers count their own steps); fixed so depths share code
@@ -59,6 +60,7 @@ def make_space(
   max_depth: int = 3,
   min_group: float = SMALL_CELL,
   z_screen: float | str = "bonferroni",
+  new_z: float | None = None,
   shape: EnvShape | None = None,
   horizon: int | None = None,
 ) -> Space:
@@ -77,10 +79,19 @@ def make_space(
     horizon=horizon or max(SEARCH_HORIZON, max_depth + 1),
     min_group=min_group,
     z_screen=z,
+    new_z=new_z,
     shape=shape or bucketed_shape(cube),
   )
   env = dataclasses.replace(env, meta=None)
-  space = Space(cube=cube, env=env, params=params, max_depth=max_depth, min_group=float(min_group), z_screen=z)
+  space = Space(
+    cube=cube,
+    env=env,
+    params=params,
+    max_depth=max_depth,
+    min_group=float(min_group),
+    z_screen=z,
+    new_z=float(params.new_z),
+  )
   # Rows of every one-filter cohort are in the root grid (the payload's last entry, summed over groups);
   # padding columns and values (a larger `shape`) are not cohorts.
   child_rows = np.asarray(params.root[..., -1].sum(axis=-1).max(axis=-1))  # [F, C]
@@ -336,6 +347,7 @@ def finish(
     codes,
     min_group=space.min_group,
     z_screen=space.z_screen,
+    new_z=space.new_z,
     max_depth=space.max_depth,
     only_new=True,
     params=space.params,

@@ -241,6 +241,7 @@ def make_env(
   min_group: float = SMALL_CELL,
   min_cohort: float | None = None,
   z_screen: float | str = 4.0,
+  new_z: float | None = None,
   groupby: str | None = None,
   shape: EnvShape | None = None,
 ) -> tuple[CubeEnv, EnvParams]:
@@ -253,12 +254,15 @@ def make_env(
     min_group: a group or rest smaller than this is not tested (small cells).
     min_cohort: smallest cohort that may be visited (default 2 * min_group).
     z_screen: |z| for significance, or "bonferroni" (from the search space size).
+    new_z: heterogeneity z for newness under a parent with the same gap (default z_screen; `make_params`).
     groupby: "index", "matmul" or "segment" (default `cube_env.default_groupby()`).
     shape: pad to this shape (to share one compiled env across cubes).
   """
   if horizon < 1:
     raise ValueError(f"horizon must be >= 1, got {horizon}")
-  params = make_params(cube, shape, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen)
+  params = make_params(
+    cube, shape, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen, new_z=new_z
+  )
   method = groupby or gb.default_groupby()
   if method not in gb.GROUPBY_METHODS:
     raise ValueError(f"groupby must be one of {gb.GROUPBY_METHODS}, got {method!r}")

@@ -125,7 +125,7 @@ def novelty(
   def blocked_by(cmp_p, cmp_o, is_parent):
     same = significant(params, cmp_p) & (jnp.sign(cmp_p.z) == jnp.sign(child.z))
     het = st.heterogeneity_z(child, cmp_o)
-    stronger = jnp.sign(child.z) * het >= params.z_screen
+    stronger = jnp.sign(child.z) * het >= params.new_z
     return is_parent & same & ~stronger
 
   blocks = jax.vmap(blocked_by)(parents, others, parent_valid)  # [J, P, G, M]

@@ -67,7 +67,8 @@ class EnvParams:
   total_rows: chex.Array  # [] float32
   min_group: chex.Array  # [] float32
   min_cohort: chex.Array  # [] float32
-  z_screen: chex.Array  # [] float32
+  z_screen: chex.Array  # [] float32 |z| of a significant gap
+  new_z: chex.Array  # [] float32 heterogeneity z that makes a gap new despite a parent's same gap (`findings.novelty`)
   max_depth: chex.Array  # [] int32
   order: chex.Array  # [F, N] int32 cells sorted by code per column (`cells.build_index`)
   starts: chex.Array  # [F, C + 1] int32 where each code's cells start in `order`
@@ -119,8 +120,14 @@ def make_params(
   min_group: float = SMALL_CELL,
   min_cohort: float | None = None,
   z_screen: float | str = 4.0,
+  new_z: float | None = None,
 ) -> EnvParams:
-  """Pads a cube's arrays to `shape` (default: its own) and adds the thresholds."""
+  """Pads a cube's arrays to `shape` (default: its own) and adds the thresholds.
+
+  `new_z` is the heterogeneity z a significant gap needs over the rest of a
+  parent that shows the same gap to count as new (`findings.novelty`);
+  default: the screen `z_screen` (docs/design.md, Newness).
+  """
   own = EnvShape.of(cube)
   shape = shape or own
   if any(a > b for a, b in zip(dataclasses.astuple(own), dataclasses.astuple(shape))):
@@ -130,6 +137,9 @@ def make_params(
   if min_group < 2:
     raise ValueError(f"min_group must be >= 2, got {min_group}")
   z_screen = resolve_z(cube, z_screen, max_depth)
+  new_z = z_screen if new_z is None else float(new_z)
+  if not np.isfinite(new_z) or new_z <= 0:
+    raise ValueError(f"new_z must be a positive number or None, got {new_z!r}")
   if min_cohort is None:
     min_cohort = 2 * min_group
   meta = cube.meta
@@ -180,6 +190,7 @@ def make_params(
     min_group=jnp.float32(min_group),
     min_cohort=jnp.float32(min_cohort),
     z_screen=jnp.float32(z_screen),
+    new_z=jnp.float32(new_z),
     max_depth=jnp.int32(max_depth),
     order=order,
     starts=starts,

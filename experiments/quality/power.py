@@ -37,10 +37,21 @@ from cube_env.discovery.scoring import score_findings
 TRUTHLESS = ("null", "confounded")
 
 
-FIELDS = ("z_screen", "explore_fraction", "q", "correction", "tilt", "confirm_new_z", "pooled_check", "mirror_z")
+FIELDS = (
+  "z_screen",
+  "explore_new_z",
+  "explore_fraction",
+  "q",
+  "correction",
+  "tilt",
+  "confirm_new_z",
+  "pooled_check",
+  "mirror_z",
+)
 # The defaults before issue 16: Bonferroni screen, half the rows each, Benjamini-Hochberg, no extra confirmation rule.
 OLD = dict(
   z_screen="bonferroni",
+  explore_new_z=None,
   explore_fraction=0.5,
   q=0.05,
   correction="bh",
@@ -66,7 +77,7 @@ class Setting:
   def search_key(self) -> tuple:
     """Settings with the same key share one exploration split and search."""
     config = self.config()
-    return (config["z_screen"], config["explore_fraction"])
+    return (config["z_screen"], config["explore_new_z"], config["explore_fraction"])
 
 
 def _settings() -> dict[str, Setting]:
@@ -86,6 +97,9 @@ def _settings() -> dict[str, Setting]:
               study = dict(z_screen=z, explore_fraction=f, correction=corr, tilt=tilt)
               study.update(confirm_new_z=new_z, pooled_check=pooled)
               out[name] = Setting(name, tuple({**OLD, **study}.items()))
+  for new_z in (2.0, 2.5, 3.0):  # today's defaults with a lower exploration newness threshold
+    name = f"explore-new{new_z:g}"
+    out[name] = Setting(name, (("explore_new_z", new_z),))
   return out
 
 
