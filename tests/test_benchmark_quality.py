@@ -19,6 +19,7 @@ from experiments.quality import runner as qrun
 from experiments.quality import session as qsession
 from experiments.quality import suite as qsuite
 from experiments.quality import summary as qsummary
+from experiments.quality import tables as qtables
 from tests.conftest import SMALL_SCHEMA
 from tests.test_discover_report import save_tiny_agent
 
@@ -168,11 +169,11 @@ def test_summary_and_headline_numbers():
   first = next(s for s in summary if s["method"] == "a" and s["budget_fraction"] == 0.01)
   assert first["recall_mean"] == pytest.approx(0.6) and first["recall_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
   assert first["seeds"] == 2
-  table = qsummary.headline(summary)
-  assert table.loc["a", "mixed"] == "0.2"
-  assert table.loc["b", "mixed"] == "> 1 (best 0.80)"
-  assert table.loc["a", "null"] == "FWER 0.50"
-  assert table.loc["b", "null"] == "n/a"
+  table = qtables.headline(summary)
+  assert table.loc["a", "mixed"] == "20% = 200 q, 1 s"
+  assert table.loc["b", "mixed"] == "> 100% (best 0.80)"
+  null = {s["method"]: s for s in summary if s["family"] == "null"}
+  assert null["a"]["family_wise_error_rate"] == 0.5 and not null["b"]["applicable"]
 
 
 def test_evaluation_seeds_never_train():

@@ -1,46 +1,60 @@
-"""The quality benchmark's plot: recall against budget, one panel per scenario, one line per method."""
+"""The quality benchmark's plot: one column of panels per family, recall against queries (top) and against wall
+seconds (bottom), one line per method in the same colour everywhere; truthless families show the family-wise
+error rate instead of recall."""
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from experiments.quality.suite import RECALL_TARGET, SUITE_METHODS, SUITE_SCENARIOS, TRUTHLESS
-from experiments.quality.summary import in_order
+from experiments.quality.suite import RECALL_TARGET, SUITE_METHODS, TRUTHLESS
+from experiments.quality.summary import FAMILY_ORDER, in_order
+
+COSTS = (("queries_mean", "queries (mean spent)"), ("seconds_mean", "wall seconds (search + confirmation)"))
 
 
-def plot(summary: list[dict], path: str, *, title: str = "") -> None:
-  """recall vs budget (null/confounded: confirmed false findings), written as a PNG to `path`."""
-  table = pd.DataFrame([r for r in summary if r["applicable"]])
+def colour(method: str, methods: list[str]) -> str:
+  """The method's colour: its place in `SUITE_METHODS` (others after them, in `methods` order) in the tab10 cycle."""
+  extra = [m for m in methods if m not in SUITE_METHODS]
+  i = SUITE_METHODS.index(method) if method in SUITE_METHODS else len(SUITE_METHODS) + extra.index(method)
+  return f"C{i % 10}"
+
+
+def plot(summary: list[dict], path: str, *, title: str = "") -> Figure:
+  """The summary rows' mean recall (truthless families: family-wise error rate) against mean queries and mean
+  wall seconds, log x, over the budgets of each (family, method); written as a PNG to `path`, and returned."""
+  table = pd.DataFrame([r for r in summary if r.get("kind", "summary") == "summary" and r["applicable"]])
   if table.empty:
     raise ValueError("nothing to plot: no applicable run")
-  scenarios = in_order(table["scenario"], SUITE_SCENARIOS)
-  cols = min(4, len(scenarios))
-  rows = math.ceil(len(scenarios) / cols)
-  fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
-  axes = fig.subplots(rows, cols, squeeze=False)
-  for ax, scenario in zip(axes.flat, scenarios):
-    g = table[table["scenario"] == scenario]
-    y = "false_confirmed_mean" if scenario in TRUTHLESS else "recall_mean"
-    for method, h in g.groupby("method", sort=False):
-      h = h.sort_values("budget_fraction")
-      color = f"C{SUITE_METHODS.index(method) % 10}" if method in SUITE_METHODS else None  # same colour per panel
-      ax.plot(h["budget_fraction"], h[y], marker="o", label=method, color=color)
-    ax.set_xscale("log")
-    ax.set_title(scenario)
-    ax.set_xlabel("budget / exhaustive queries")
-    ax.set_ylabel("confirmed false findings" if scenario in TRUTHLESS else "recall (confirmed)")
-    if scenario not in TRUTHLESS:
+  families = in_order(table["family"], FAMILY_ORDER)
+  methods = in_order(table["method"], SUITE_METHODS)
+  fig = Figure(figsize=(3.6 * len(families), 6.6))
+  axes = fig.subplots(2, len(families), squeeze=False)
+  for col, family in enumerate(families):
+    g = table[table["family"] == family]
+    truthless = family in TRUTHLESS
+    y = "family_wise_error_rate" if truthless else "recall_mean"
+    for row, (x, xlabel) in enumerate(COSTS):
+      ax = axes[row, col]
+      for method, h in g.groupby("method", sort=False):
+        h = h.sort_values(["budget_fraction", "budget"])
+        xs, ys = h.get(x, pd.Series(np.nan, index=h.index)).to_numpy(float), h[y].to_numpy(float)
+        keep = np.isfinite(xs) & (xs > 0) & np.isfinite(ys)
+        ax.plot(xs[keep], ys[keep], marker="o", ms=3, label=method, color=colour(method, methods))
+      ax.set_xscale("log")
       ax.set_ylim(-0.03, 1.03)
-      ax.axhline(RECALL_TARGET, color="grey", lw=0.5, ls="--")
-    ax.grid(alpha=0.3)
-  for ax in list(axes.flat)[len(scenarios) :]:
-    ax.axis("off")
-  handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[1]))
-  fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=8)
+      ax.axhline(0.05 if truthless else RECALL_TARGET, color="grey", lw=0.5, ls="--")
+      ax.set_xlabel(xlabel)
+      ax.set_ylabel("family-wise error rate" if truthless else "recall (confirmed)")
+      ax.grid(alpha=0.3)
+      if row == 0:
+        ax.set_title(family)
+  handles = [Line2D([], [], marker="o", ms=3, color=colour(m, methods), label=m) for m in methods]
+  fig.legend(handles=handles, loc="lower center", ncol=min(9, len(handles)), fontsize=8)
   if title:
     fig.suptitle(title, fontsize=10)
-  fig.tight_layout(rect=(0, 0.06, 1, 0.96 if title else 1))
+  fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
   fig.savefig(path, dpi=110)
+  return fig

@@ -1,155 +1,260 @@
-"""Summaries of the quality benchmark's run rows: per (scenario, method, budget) over seeds, and the headlines.
+"""Numbers from the quality benchmark's run rows (issue 17): per (family, method, budget) over worlds, and paired.
 
-A budget is the suite's nominal fraction of the exhaustive count (`large`: the
-fixed query count). See docs/design.md, Discovery and confirmation.
+A world is one generated table: a (family, seed) pair. A budget is a key:
+`f<fraction>` where enumeration is feasible (the nominal fraction of
+enumeration's query count, `budget_kind="fraction"`), `q<queries>` on the
+fixed-budget families (`budget_kind="fixed"`: wide, deep; the older `large`);
+rows from before nominal fractions get `r<fraction>`. Only one split's worlds
+are summarized (default the evaluation worlds; a row without `split` is one).
+Intervals over worlds are percentile bootstraps (`bootstrap_interval`), over
+pooled counts Clopper-Pearson (`experiments.quality.power.clopper_pearson`).
+See docs/design.md, Discovery and confirmation.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-from experiments.quality.suite import RECALL_TARGET, SUITE_METHODS, SUITE_SCENARIOS, TRUTHLESS
+from experiments.quality.power import clopper_pearson
+from experiments.quality.suite import SUITE_METHODS, SUITE_SCENARIOS
+
+LEVEL = 0.95  # of every interval
+# Display order: issue 17's families, then the scenarios of older suites.
+FAMILY_ORDER = tuple(dict.fromkeys(("standard", "wide", "deep", "masked", "null", "confounded", *SUITE_SCENARIOS)))
+# Per-world quantities whose mean (and sample standard deviation) over worlds a summary row carries.
+MEANS = (
+  "recall",
+  "recall_of_oracle",
+  "precision",
+  "confirmed",
+  "false_confirmed",
+  "queries",
+  "rows_scanned",
+  "seconds",
+  "search_seconds",
+  "candidate_recall",
+)
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-  """Mean and sample standard deviation (None for one seed) over seeds per (scenario, method, budget).
+def run_frame(rows: Iterable[dict], *, split: str = "eval") -> pd.DataFrame:
+  """The run rows of `split`, one per (world, method, budget), with `family`, `budget_kind`, `nominal_fraction`
+  and `budget_key` filled in for older rows (family = scenario; fixed budgets on `large`) and every column of
+  `MEANS` present (NaN where a row lacks it)."""
+  runs = pd.DataFrame([r for r in rows if r.get("kind") == "run" and r.get("split", "eval") == split])
+  if runs.empty:
+    return runs
+  family = runs["family"] if "family" in runs else pd.Series(None, index=runs.index, dtype=object)
+  runs["family"] = family.where(family.notna(), runs["scenario"])
+  nominal = runs.get("nominal_fraction", pd.Series(np.nan, index=runs.index)).astype(float)
+  runs["nominal_fraction"] = nominal
+  kind = runs["budget_kind"] if "budget_kind" in runs else pd.Series(None, index=runs.index, dtype=object)
+  runs["budget_kind"] = [
+    k if isinstance(k, str) else "fraction" if pd.notna(f) or s != "large" else "fixed"
+    for k, f, s in zip(kind, nominal, runs["scenario"])
+  ]
+  runs["budget_key"] = [
+    f"f{f:g}" if pd.notna(f) else f"q{b}" if k == "fixed" else f"r{x:.2f}"
+    for f, b, k, x in zip(nominal, runs["budget"], runs["budget_kind"], runs["budget_fraction"])
+  ]
+  runs["applicable"] = runs["applicable"].astype(bool)
+  for col in MEANS:
+    runs[col] = pd.to_numeric(runs[col], errors="coerce") if col in runs else np.nan
+  runs["recall_of_oracle"] = _recall_of_oracle(runs)
+  return runs
 
-  A budget is the suite's nominal fraction of the exhaustive count (`large`:
-  the fixed query count); `budget_fraction` is the seeds' mean actual one.
+
+def bootstrap_interval(
+  values: Iterable[float], *, reps: int = 10000, seed: int = 0, level: float = LEVEL
+) -> tuple[float, float]:
+  """Percentile bootstrap interval of the mean of `values`, one per world (Efron & Tibshirani 1993, ch. 13).
+
+  A resample draws n worlds from the n with replacement; there are n**n equally
+  likely ordered draws. When n**n <= `reps` every one of them is taken (the
+  interval is exact, no randomness); otherwise `reps` draws come from
+  `numpy.random.default_rng(seed)`. The bounds are the (1 - level) / 2 and
+  (1 + level) / 2 quantiles of the resample means (numpy's default linear
+  interpolation). (nan, nan) for no value.
   """
-  runs = pd.DataFrame([r for r in rows if r.get("kind") == "run"])
+  v = np.asarray(list(values), float)
+  n = len(v)
+  if n == 0:
+    return math.nan, math.nan
+  if n**n <= reps:
+    draws = np.indices((n,) * n).reshape(n, -1).T  # [n**n, n]: every ordered draw
+  else:
+    draws = np.random.default_rng(seed).integers(0, n, size=(reps, n))
+  tail = (1.0 - level) / 2
+  low, high = np.quantile(v[draws].mean(axis=1), [tail, 1.0 - tail])
+  return float(low), float(high)
+
+
+def summarize(rows: Iterable[dict], *, reps: int = 10000, seed: int = 0, split: str = "eval") -> list[dict]:
+  """One `summary` row per (family, method, budget key) over the worlds of `split`.
+
+  Fields: the budget (`budget`, `budget_fraction`: means over worlds of the
+  queries allowed and of budget / enumeration's queries; `nominal_fraction`,
+  `budget_kind`, `budget_key`), `seeds` (runs), `applicable`; then, over the
+  applicable runs, `<x>_mean` and `<x>_std` for each x of `MEANS` (None
+  without a value; std None for one world), `recall_low`/`recall_high` (the
+  mean recall's `bootstrap_interval` over worlds with `reps` and `seed`),
+  `recall_pooled` (planted effects recalled / planted over all worlds) with
+  its Clopper-Pearson `recall_pooled_low`/`recall_pooled_high`, and
+  `family_wise_error_rate` (worlds with any false confirmed finding / worlds;
+  meaningful on truthless families) with `fwer_low`/`fwer_high`.
+  """
+  runs = run_frame(rows, split=split)
   if runs.empty:
     return []
-  nominal = runs["nominal_fraction"] if "nominal_fraction" in runs else pd.Series(np.nan, index=runs.index)
-  runs["nominal"] = nominal
-  runs["budget_key"] = [
-    f"f{f:g}" if pd.notna(f) else f"q{b}" if s == "large" else f"r{x:.2f}"  # older: no nominal
-    for f, b, s, x in zip(nominal, runs["budget"], runs["scenario"], runs["budget_fraction"])
+  return [
+    _summary_row(g, split=split, reps=reps, seed=seed)
+    for _, g in runs.groupby(["family", "method", "budget_key"], sort=False)
   ]
-  if "recall" not in runs.columns:  # only not-applicable rows
-    runs["recall"] = np.nan
-  runs["recall_of_oracle"] = _recall_of_oracle(runs)
-  out = []
-  for (scenario, method, key), g in runs.groupby(["scenario", "method", "budget_key"], sort=False):
-    ok = g[g["applicable"].astype(bool)]
-    row = dict(
-      kind="summary",
-      suite=g["suite"].iloc[0],
-      scenario=scenario,
-      method=method,
-      budget_key=key,
-      budget_fraction=round(float(g["budget_fraction"].mean()), 4),
-      budget=float(g["budget"].mean()),
-      nominal_fraction=None if pd.isna(g["nominal"].iloc[0]) else float(g["nominal"].iloc[0]),
-      seeds=int(len(g)),
-      applicable=bool(len(ok)),
-    )
-    if len(ok):
-      for col in (
-        "recall",
-        "recall_of_oracle",
-        "precision",
-        "confirmed",
-        "false_confirmed",
-        "queries",
-        "seconds",
-        "candidate_recall",
-      ):
-        v = pd.to_numeric(ok[col], errors="coerce").to_numpy(float)
-        row[f"{col}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else None
-        row[f"{col}_std"] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else None
-      row["family_wise_error_rate"] = float(ok["family_wise_error"].astype(bool).mean())
-    else:
-      row["note"] = str(g["note"].iloc[0])
-    out.append(row)
-  return out
+
+
+def _summary_row(g: pd.DataFrame, *, split: str, reps: int, seed: int) -> dict:
+  first = g.iloc[0]
+  ok = g[g["applicable"]]
+  row = dict(
+    kind="summary",
+    suite=first["suite"],
+    split=split,
+    family=first["family"],
+    scenario=first["family"],  # the name before issue 17
+    method=first["method"],
+    budget_key=first["budget_key"],
+    budget_kind=first["budget_kind"],
+    budget=float(g["budget"].mean()),
+    budget_fraction=round(float(g["budget_fraction"].mean()), 4),
+    nominal_fraction=_or_none(first["nominal_fraction"]),
+    seeds=int(len(g)),
+    applicable=bool(len(ok)),
+  )
+  if not len(ok):
+    row["note"] = str(first.get("note", ""))
+    return row
+  for col in MEANS:
+    v = ok[col].to_numpy(float)
+    finite = v[np.isfinite(v)]
+    row[f"{col}_mean"] = float(finite.mean()) if len(finite) else None
+    row[f"{col}_std"] = float(finite.std(ddof=1)) if len(finite) > 1 else None
+  recall = ok["recall"].to_numpy(float)
+  low, high = bootstrap_interval(recall[np.isfinite(recall)], reps=reps, seed=seed)
+  row.update(recall_low=_or_none(low), recall_high=_or_none(high))
+  recalled, planted = _planted(ok)
+  low, high = clopper_pearson(recalled, planted)
+  row.update(
+    recall_pooled=recalled / planted if planted else None,
+    recall_pooled_low=_or_none(low),
+    recall_pooled_high=_or_none(high),
+  )
+  errors = ok["family_wise_error"].astype(bool)
+  low, high = clopper_pearson(int(errors.sum()), len(errors))
+  row.update(family_wise_error_rate=float(errors.mean()), fwer_low=low, fwer_high=high)
+  return row
+
+
+def _planted(ok: pd.DataFrame) -> tuple[int, int]:
+  """Planted effects recalled and planted, summed over the worlds with a truth (recalled: the `recalled` list,
+  else recall x n_truth)."""
+  if "n_truth" not in ok:
+    return 0, 0
+  k = n = 0
+  for r in ok.itertuples():
+    if pd.notna(r.n_truth) and r.n_truth > 0 and np.isfinite(r.recall):
+      got = getattr(r, "recalled", None)
+      k += len(got) if isinstance(got, list) else round(r.recall * r.n_truth)
+      n += int(r.n_truth)
+  return k, n
 
 
 def _recall_of_oracle(runs: pd.DataFrame) -> np.ndarray:
-  """Share of the planted effects that exhaustive search with the whole budget confirmed (same cube) that a run
+  """Share of the planted effects that exhaustive search with the whole budget confirmed (same world) that a run
   confirmed too; NaN where there is no such effect or no such exhaustive run."""
   if "recalled" not in runs.columns:
     return np.full(len(runs), np.nan)
-  full = runs[(runs["method"] == "exhaustive") & (runs["budget_fraction"] >= 1.0) & runs["applicable"].astype(bool)]
-  oracle = {(r.scenario, r.seed): set(r.recalled) for r in full.itertuples() if isinstance(r.recalled, list)}
+  full = runs[(runs["method"] == "exhaustive") & (runs["budget_fraction"] >= 1.0) & runs["applicable"]]
+  oracle = {(r.family, r.seed): set(r.recalled) for r in full.itertuples() if isinstance(r.recalled, list)}
   out = []
   for r in runs.itertuples():
-    want = oracle.get((r.scenario, r.seed))
+    want = oracle.get((r.family, r.seed))
     got = r.recalled if isinstance(r.recalled, list) else None
     out.append(len(want & set(got)) / len(want) if want and got is not None else np.nan)
   return np.asarray(out, float)
 
 
-def headline(summary: list[dict], *, metric: str = "recall_mean") -> pd.DataFrame:
-  """Per scenario and method: the smallest measured budget fraction whose mean `metric` >= 0.9.
+def paired(runs: Iterable[dict], *, reps: int = 10000, seed: int = 0, split: str = "eval") -> list[dict]:
+  """Each method's recall minus the best other method's, paired per world: one `paired` row per (family, budget
+  key, method).
 
-  `metric` is recall of the planted effects (`recall_mean`) or of those the
-  exhaustive search confirms with the whole budget (`recall_of_oracle_mean`).
-
-  Truthless scenarios (null, confounded) give instead the family-wise error
-  rate over all their runs (share of runs with any confirmed finding).
+  Definition. At a family and budget key, let W be the worlds where method m
+  has an applicable run with a finite recall r_m(w) (worlds with planted
+  effects). The methods eligible against m are the others with a finite
+  recall on every world of W; the best other, o, is the eligible method with
+  the highest mean recall over W (ties: the first in `SUITE_METHODS` order,
+  then by name). The paired difference is d(w) = r_m(w) - r_o(w) for w in W;
+  the row gives `diff_mean` (the mean of d over W) and `diff_low`/`diff_high`,
+  the percentile bootstrap 95% interval of that mean over worlds
+  (`bootstrap_interval(d, reps=reps, seed=seed)`: worlds resampled with
+  replacement, exact when |W|**|W| <= reps). For the method with the highest
+  mean recall, o is the runner-up and d >= 0 on average; for every other
+  method, o is the leader (when it covers W). A method with no eligible other
+  has no row. Also: `other` (o), `recall_mean` and `other_recall_mean` (over
+  W), `seeds` (|W|), and the budget fields of `summarize`'s rows.
   """
-  table = pd.DataFrame(summary)
-  if table.empty:
-    return pd.DataFrame()
-  cells: dict = {}
-  for (scenario, method), g in table.groupby(["scenario", "method"], sort=False):
-    g = g.sort_values("budget_fraction")
-    if not g["applicable"].any():
-      cells[(method, scenario)] = "n/a"
-    elif scenario in TRUTHLESS:
-      ok = g[g["applicable"]]
-      fwer = float(np.average(ok["family_wise_error_rate"], weights=ok["seeds"]))
-      cells[(method, scenario)] = f"FWER {fwer:.2f}"
-    else:
-      values = g[metric] if metric in g else pd.Series(np.nan, index=g.index)
-      hit = g[g["applicable"] & (values.fillna(0) >= RECALL_TARGET)]
-      best = float(values.max())
-      cells[(method, scenario)] = (
-        f"{hit['budget_fraction'].iloc[0]:.3g}" if len(hit) else f"> {g['budget_fraction'].max():.3g} (best {best:.2f})"
-      )
-  scenarios = in_order(table["scenario"], SUITE_SCENARIOS)
-  rows = in_order(table["method"], SUITE_METHODS)
-  return pd.DataFrame(
-    [[cells.get((m, s), "") for s in scenarios] for m in rows], columns=scenarios, index=pd.Index(rows, name="method")
-  )
-
-
-def at_equal_budget(
-  summary: list[dict], methods: Iterable[str] = ("muzero", "beam", "pysubgroup-beam", "pysubgroup-dfs")
-) -> pd.DataFrame:
-  """Mean recall (null/confounded: mean confirmed false findings) per scenario and budget, one column per method.
-
-  "n/a": the method cannot search this cube; "-": not run at this budget (or nothing to score).
-  """
-  table = pd.DataFrame(summary)
-  if table.empty:
-    return pd.DataFrame()
-  methods = [m for m in methods if m in set(table["method"])]
+  frame = run_frame(runs, split=split)
+  if frame.empty:
+    return []
+  ok = frame[frame["applicable"] & np.isfinite(frame["recall"])]
   out = []
-  order = []
-  for (scenario, _), g in table.groupby(["scenario", "budget_key"], sort=False):
-    y = "false_confirmed" if scenario in TRUTHLESS else "recall"
-    row = {"scenario": scenario, "budget": f"{g['budget_fraction'].mean():.3g} ({g['budget'].mean():.0f} q)"}
-    for m in methods:
-      h = g[g["method"] == m]
-      if len(h) == 0:
-        row[m] = "-"
-      elif not bool(h["applicable"].iloc[0]):
-        row[m] = "n/a"
-      elif f"{y}_mean" not in h or pd.isna(h[f"{y}_mean"].iloc[0]):
-        row[m] = "-"
-      else:
-        mean, std = h[f"{y}_mean"].iloc[0], h[f"{y}_std"].iloc[0]
-        row[m] = f"{mean:.2f}" + (f" ± {std:.2f}" if int(h["seeds"].iloc[0]) > 1 and pd.notna(std) else "")
-    out.append(row)
-    order.append(
-      (SUITE_SCENARIOS.index(scenario) if scenario in SUITE_SCENARIOS else len(SUITE_SCENARIOS), g["budget"].mean())
+  for (family, key), g in ok.groupby(["family", "budget_key"], sort=False):
+    recall = g.pivot_table(index="seed", columns="method", values="recall", aggfunc="mean")  # [worlds, methods]
+    methods = sorted(recall.columns, key=lambda m: (_rank(m), m))
+    budget = dict(
+      suite=g["suite"].iloc[0],
+      split=split,
+      family=family,
+      budget_key=key,
+      budget_kind=g["budget_kind"].iloc[0],
+      budget=float(g["budget"].mean()),
+      budget_fraction=round(float(g["budget_fraction"].mean()), 4),
+      nominal_fraction=_or_none(g["nominal_fraction"].iloc[0]),
     )
-  return pd.DataFrame([out[i] for i in sorted(range(len(out)), key=order.__getitem__)])
+    for m in methods:
+      here = recall[recall[m].notna()]
+      others = [o for o in methods if o != m and here[o].notna().all()]
+      if not others:
+        continue
+      best = max(others, key=lambda o: here[o].mean())  # the first of equals, in `methods` order
+      d = (here[m] - here[best]).to_numpy(float)
+      low, high = bootstrap_interval(d, reps=reps, seed=seed)
+      out.append(
+        dict(
+          kind="paired",
+          **budget,
+          method=m,
+          other=best,
+          seeds=int(len(d)),
+          recall_mean=float(here[m].mean()),
+          other_recall_mean=float(here[best].mean()),
+          diff_mean=float(d.mean()),
+          diff_low=low,
+          diff_high=high,
+        )
+      )
+  return out
+
+
+def _rank(method: str) -> int:
+  return SUITE_METHODS.index(method) if method in SUITE_METHODS else len(SUITE_METHODS)
+
+
+def _or_none(x) -> float | None:
+  """A float, or None for a missing value (JSON has no NaN)."""
+  return None if x is None or pd.isna(x) else float(x)
 
 
 def in_order(names: Iterable[str], order: tuple[str, ...]) -> list[str]:
