@@ -47,7 +47,7 @@ def headline(summary: list[dict], *, target: float = RECALL_TARGET) -> pd.DataFr
   over worlds is >= `target`, as 'fraction = mean queries allowed, mean wall seconds' ('300 q, 2.1 s' on a
   fixed-budget family); '> largest (best recall)' when none reaches it, 'n/a' when the method cannot run there."""
   table = _truth(pd.DataFrame(summary))
-  if table.empty:
+  if table.empty or "recall_mean" not in table:
     return pd.DataFrame()
   cells = {}
   for (family, method), g in table.groupby(["family", "method"], sort=False):
@@ -169,19 +169,17 @@ def headline_tables(
 ) -> str:
   """The tables the `quality` command logs (markdown): budget to the recall target, recall at the headline
   budgets, the paired differences (only with the per-world `runs` rows) and the family-wise error rate."""
-  parts = [
-    f"\nsuite {suite_name}, {wall_s / 60:.1f} min in {calls} call(s) on {device_kind}; means over evaluation "
-    "worlds, [95% interval]: bootstrap over worlds, Clopper-Pearson for rates",
+  tables = {
     f"budget to mean recall {RECALL_TARGET} of the planted effects (fraction of enumeration's queries = mean "
-    f"queries, mean wall seconds):\n{markdown(headline(summary), index=True)}",
-    f"recall of the planted effects:\n{markdown(at_budgets(summary), index=True)}",
-  ]
-  if runs is not None:
-    parts.append(
-      "recall minus the best other method's, paired per world (leader: over the runner-up):\n"
-      f"{markdown(paired_table(paired(runs)), index=True)}"
-    )
-  fwer = fwer_table(summary)
-  if not fwer.empty:
-    parts.append(f"family-wise error rate (worlds with any confirmed finding):\n{markdown(fwer, index=True)}")
-  return "\n\n".join(parts)
+    "queries, mean wall seconds)": headline(summary),
+    "recall of the planted effects": at_budgets(summary),
+    "recall minus the best other method's, paired per world (leader: over the runner-up)": (
+      paired_table(paired(runs)) if runs is not None else pd.DataFrame()
+    ),
+    "family-wise error rate (worlds with any confirmed finding)": fwer_table(summary),
+  }
+  head = (
+    f"\nsuite {suite_name}, {wall_s / 60:.1f} min in {calls} call(s) on {device_kind}; means over evaluation "
+    "worlds, [95% interval]: bootstrap over worlds, Clopper-Pearson for rates"
+  )
+  return "\n\n".join([head] + [f"{name}:\n{markdown(t, index=True)}" for name, t in tables.items() if not t.empty])
