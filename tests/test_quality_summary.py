@@ -2,6 +2,7 @@
 family-wise error, the headline tables and the plot. No JAX computation; every number here is worked by hand."""
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -91,7 +92,9 @@ def _paired_runs():
 
 
 def test_paired_differences_against_a_hand_computation():
-  by = {r["method"]: r for r in paired(_paired_runs())}
+  rows = paired(_paired_runs())
+  assert all(json.loads(json.dumps(r, allow_nan=False)) == r for r in rows)  # strict JSON lines
+  by = {r["method"]: r for r in rows}
   assert set(by) == {"exhaustive", "random", "greedy", "beam"}
   leader = by["exhaustive"]  # over the runner-up, greedy: d = 0.4, -0.2, 0.1 (spaced by 0.3 from -0.2)
   assert leader["other"] == "greedy" and leader["seeds"] == 3
@@ -122,7 +125,9 @@ def test_summary_rows_means_intervals_and_family_wise_error():
     _run("wide", "muzero", 0, budget=300, applicable=False, note="not on this grid"),
     *[_run("null", "beam", w, budget=None, family_wise_error=w == 0, false_confirmed=2 * (w == 0)) for w in range(4)],
   ]
-  by = {(s["family"], s["method"], s["budget_key"]): s for s in summarize(rows)}
+  summary = summarize(rows)
+  assert all(json.loads(json.dumps(r, allow_nan=False)) == r for r in summary)  # strict JSON lines
+  by = {(s["family"], s["method"], s["budget_key"]): s for s in summary}
   assert set(by) == {
     ("standard", "beam", "f0.01"),
     ("wide", "beam", "q300"),

@@ -44,7 +44,7 @@ def run_frame(rows: Iterable[dict], *, split: str = "eval") -> pd.DataFrame:
   """The run rows of `split`, one per (world, method, budget), with `family`, `budget_kind`, `nominal_fraction`
   and `budget_key` filled in for older rows (family = scenario; fixed budgets on `large`) and every column of
   `MEANS` present (NaN where a row lacks it)."""
-  runs = pd.DataFrame([r for r in rows if r.get("kind") == "run" and r.get("split", "eval") == split])
+  runs = pd.DataFrame([r for r in rows if r.get("kind") == "run" and (r.get("split") or "eval") == split])
   if runs.empty:
     return runs
   family = runs["family"] if "family" in runs else pd.Series(None, index=runs.index, dtype=object)
@@ -151,7 +151,7 @@ def _summary_row(g: pd.DataFrame, *, split: str, reps: int, seed: int) -> dict:
     recall_pooled_low=_or_none(low),
     recall_pooled_high=_or_none(high),
   )
-  errors = ok["family_wise_error"].astype(bool)
+  errors = ok["family_wise_error"].eq(True)  # a missing value is no error
   low, high = clopper_pearson(int(errors.sum()), len(errors))
   row.update(family_wise_error_rate=float(errors.mean()), fwer_low=low, fwer_high=high)
   return row
