@@ -100,6 +100,9 @@ def _settings() -> dict[str, Setting]:
   for new_z in (2.0, 2.5, 3.0):  # today's defaults with a lower exploration newness threshold
     name = f"explore-new{new_z:g}"
     out[name] = Setting(name, (("explore_new_z", new_z),))
+  for tilt in (0.0, 0.5, 1.0, 1.5):  # ... and a flatter weighting of the candidates (0: plain Holm)
+    name = f"explore-new2.5-tilt{tilt:g}"
+    out[name] = Setting(name, (("explore_new_z", 2.5), ("tilt", tilt)))
   return out
 
 
