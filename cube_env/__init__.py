@@ -33,6 +33,7 @@ from cube_env.data.ingest import (
   read_table,
 )
 from cube_env.data.schema import Schema
+from cube_env.discovery.auto import auto
 from cube_env.discovery.cohorts import cohort_stats, cohort_table
 from cube_env.discovery.confirm import benjamini_hochberg, confirm_candidates
 from cube_env.discovery.episodes import cube_oracle, random_rollouts, score_episode, visited_cohorts
@@ -61,7 +62,18 @@ from cube_env.discovery.pipeline import (
   truth_score,
 )
 from cube_env.discovery.scoring import score_findings
-from cube_env.discovery.space import Anytime, Ledger, Progress, SearchResult, Space, count_cohorts, make_space, target
+from cube_env.discovery.space import (
+  Anytime,
+  Ledger,
+  Progress,
+  SearchResult,
+  Space,
+  TimeLimit,
+  cohort_bound,
+  count_cohorts,
+  make_space,
+  target,
+)
 from cube_env.environment import stats
 from cube_env.environment.env import CHANNELS, CubeEnv, EnvState, make_env, make_env_pool
 from cube_env.environment.groupby import default_groupby
@@ -123,7 +135,10 @@ __all__ = (
   "cohort_table",
   "confirm",
   "confirm_candidates",
+  "auto",
+  "cohort_bound",
   "count_cohorts",
+  "TimeLimit",
   "cube_oracle",
   "default_groupby",
   "discover",

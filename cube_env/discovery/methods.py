@@ -47,6 +47,7 @@ from cube_env.discovery.space import (
   SearchResult,
   Space,
   drill_down_actions,
+  enumeration_rows,
   finish,
   target,
   visitable_cohorts,
@@ -264,7 +265,14 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
     else f"depth {depth} only: the {int(total[-1])} cohorts to depth {space.max_depth} exceed the budget"
   )
   return finish(
-    space, "exhaustive", budget=budget, queries=queries, visits=visits, seconds=time.perf_counter() - t0, note=note
+    space,
+    "exhaustive",
+    budget=budget,
+    queries=queries,
+    visits=visits,
+    seconds=time.perf_counter() - t0,
+    note=note,
+    rows_scanned=enumeration_rows(space, depth),
   )
 
 

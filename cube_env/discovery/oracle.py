@@ -129,83 +129,102 @@ def enumerate_findings(
     z_screen=z_screen,
     new_z=new_z,
   )
-  num_values = max(len(c) for c in meta.categories)
-  num_f = len(meta.filter_names)
-  slots = max_depth
-  radix = num_values ** np.arange(slots - 1, -1, -1)
   queries = 0
   entries: list[dict] = []
-  min_rows = float(params.min_cohort)
   for k in range(0, max_depth + 1):
-    for subset in itertools.combinations(range(num_f), k):
-      cols = np.zeros((slots,), np.int32)
-      cols[:k] = subset
-      used = np.arange(slots) < k
-      table = _subset_table(params, jnp.asarray(cols), jnp.asarray(used), num_values=num_values, slots=slots)
-      rows = np.asarray(table[:, -1])
-      keys = np.nonzero(rows >= min_rows)[0]
-      if k == 0:
-        keys = keys[:1]  # the root is one cohort
-      queries += len(keys)
-      for start in range(0, len(keys), FAMILIES_PER_CALL):
-        chunk = keys[start : start + FAMILIES_PER_CALL]
-        digits = (chunk[:, None] // radix[None, :]) % num_values  # [B, S]
-        filters = np.full((len(chunk), num_f), -1, np.int32)
-        for s in range(k):
-          filters[:, cols[s]] = digits[:, s]
-        # Cheap bound first (|t| >= |z|), exact tests only for cohorts that pass it.
-        _, maybe = _screen_chunk(
-          params,
-          jnp.asarray(_pad(filters, FAMILIES_PER_CALL)),
-          jnp.take(table, jnp.asarray(_pad(chunk, FAMILIES_PER_CALL)), axis=0),
-          z_method="bound",
-        )
-        keep = np.nonzero(np.asarray(maybe)[: len(chunk)].any(axis=(1, 2, 3)))[0]
-        if len(keep) == 0:
-          continue
-        chunk, filters = chunk[keep], filters[keep]
-        cmp, sig = _screen_chunk(
-          params,
-          jnp.asarray(_pad(filters, FAMILIES_PER_CALL)),
-          jnp.take(table, jnp.asarray(_pad(chunk, FAMILIES_PER_CALL)), axis=0),
-          z_method="exact",
-        )
-        sig = np.asarray(sig)[: len(chunk)]
-        hit_rows = np.nonzero(sig.any(axis=(1, 2, 3)))[0]
-        if len(hit_rows) == 0:
-          continue
-        size = next(b for b in (16, 128, FAMILIES_PER_CALL) if b >= len(hit_rows))  # few compiled sizes
-        idx = jnp.asarray(_pad(chunk[hit_rows], size))
-        new = np.asarray(
-          _novelty_chunk(
-            params,
-            jnp.asarray(_pad(filters[hit_rows], size)),
-            jnp.take(table, idx, axis=0),
-            _parents(table, idx, num_values=num_values, slots=slots),
-            jnp.broadcast_to(jnp.asarray(used), (size, slots)),
-          )
-        )
-        cmp_d = {name: np.asarray(v) for name, v in cmp.items()}
-        for j, row in enumerate(hit_rows):
-          labels = codes_to_filters(meta, filters[row])
-          for p, g, m in zip(*np.nonzero(sig[row])):
-            if not include_old and not new[j, p, g, m]:
-              continue
-            entries.append(
-              finding_row(
-                meta,
-                labels,
-                float(rows[chunk[row]]),
-                p,
-                g,
-                m,
-                {name: v[row, p, g, m] for name, v in cmp_d.items()},
-                True,
-                new[j, p, g, m],
-                min_group=min_group,
-              )
-            )
+    for subset in itertools.combinations(range(len(meta.filter_names)), k):
+      n, found = subset_findings(params, meta, subset, include_old=include_old)
+      queries += n
+      entries += found
   out = pd.DataFrame(entries, columns=list(FINDING_COLUMNS))
   out.attrs["queries"] = queries
   out.attrs["z_screen"] = float(params.z_screen)
   return out
+
+
+def subset_findings(
+  params: EnvParams, meta, subset: tuple[int, ...], *, include_old: bool = True
+) -> tuple[int, list[dict]]:
+  """(cohorts visited, finding rows) of every visitable cohort that filters exactly the columns of `subset`.
+
+  One group-by over every cell (`_subset_table`), then the tests in chunks; `enumerate_findings` runs it for
+  every subset of at most `max_depth` columns (params made with that `max_depth`).
+  """
+  max_depth = int(params.max_depth)
+  min_group = float(params.min_group)
+  num_values = max(len(c) for c in meta.categories)
+  slots = max_depth
+  radix = num_values ** np.arange(slots - 1, -1, -1)
+  num_f = len(meta.filter_names)
+  min_rows = float(params.min_cohort)
+  k = len(subset)
+  queries = 0
+  entries: list[dict] = []
+  cols = np.zeros((slots,), np.int32)
+  cols[:k] = subset
+  used = np.arange(slots) < k
+  table = _subset_table(params, jnp.asarray(cols), jnp.asarray(used), num_values=num_values, slots=slots)
+  rows = np.asarray(table[:, -1])
+  keys = np.nonzero(rows >= min_rows)[0]
+  if k == 0:
+    keys = keys[:1]  # the root is one cohort
+  queries += len(keys)
+  for start in range(0, len(keys), FAMILIES_PER_CALL):
+    chunk = keys[start : start + FAMILIES_PER_CALL]
+    digits = (chunk[:, None] // radix[None, :]) % num_values  # [B, S]
+    filters = np.full((len(chunk), num_f), -1, np.int32)
+    for s in range(k):
+      filters[:, cols[s]] = digits[:, s]
+    # Cheap bound first (|t| >= |z|), exact tests only for cohorts that pass it.
+    _, maybe = _screen_chunk(
+      params,
+      jnp.asarray(_pad(filters, FAMILIES_PER_CALL)),
+      jnp.take(table, jnp.asarray(_pad(chunk, FAMILIES_PER_CALL)), axis=0),
+      z_method="bound",
+    )
+    keep = np.nonzero(np.asarray(maybe)[: len(chunk)].any(axis=(1, 2, 3)))[0]
+    if len(keep) == 0:
+      continue
+    chunk, filters = chunk[keep], filters[keep]
+    cmp, sig = _screen_chunk(
+      params,
+      jnp.asarray(_pad(filters, FAMILIES_PER_CALL)),
+      jnp.take(table, jnp.asarray(_pad(chunk, FAMILIES_PER_CALL)), axis=0),
+      z_method="exact",
+    )
+    sig = np.asarray(sig)[: len(chunk)]
+    hit_rows = np.nonzero(sig.any(axis=(1, 2, 3)))[0]
+    if len(hit_rows) == 0:
+      continue
+    size = next(b for b in (16, 128, FAMILIES_PER_CALL) if b >= len(hit_rows))  # few compiled sizes
+    idx = jnp.asarray(_pad(chunk[hit_rows], size))
+    new = np.asarray(
+      _novelty_chunk(
+        params,
+        jnp.asarray(_pad(filters[hit_rows], size)),
+        jnp.take(table, idx, axis=0),
+        _parents(table, idx, num_values=num_values, slots=slots),
+        jnp.broadcast_to(jnp.asarray(used), (size, slots)),
+      )
+    )
+    cmp_d = {name: np.asarray(v) for name, v in cmp.items()}
+    for j, row in enumerate(hit_rows):
+      labels = codes_to_filters(meta, filters[row])
+      for p, g, m in zip(*np.nonzero(sig[row])):
+        if not include_old and not new[j, p, g, m]:
+          continue
+        entries.append(
+          finding_row(
+            meta,
+            labels,
+            float(rows[chunk[row]]),
+            p,
+            g,
+            m,
+            {name: v[row, p, g, m] for name, v in cmp_d.items()},
+            True,
+            new[j, p, g, m],
+            min_group=min_group,
+          )
+        )
+  return queries, entries
