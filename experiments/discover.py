@@ -49,8 +49,11 @@ class Args:
   """Case-mix adjusters (indirect standardization), e.g. procedure asa_class."""
   favorable: tuple[str, ...] = ()
   """Measures where the event (or a higher value) is the good outcome (for the relative difference)."""
-  method: Literal["exhaustive", "uct", "beam", "greedy", "random", "muzero"] = "exhaustive"
-  """Search method; muzero needs --checkpoint."""
+  method: Literal["auto", "exhaustive", "uct", "beam", "greedy", "random", "muzero"] = "auto"
+  """Search method; auto enumerates every cohort when they fit --budget (and --time-limit), else searches (its
+  choice is printed and recorded in the report); muzero needs --checkpoint."""
+  time_limit: float | None = None
+  """Seconds the search may spend (auto plans with it; a walker stops when it is up). None: no limit."""
   checkpoint: str | None = None
   """Directory of a trained agent (written by experiments.train), for --method muzero."""
   budget: int = 100000
@@ -160,6 +163,7 @@ def run(args: Args) -> dict:
       method=args.method,
       progress=progress,
       budget=args.budget,
+      time_limit=args.time_limit,
       max_depth=args.max_depth,
       min_group=args.min_group,
       z_screen=_z_screen(args.z_screen),

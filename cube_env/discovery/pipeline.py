@@ -32,7 +32,7 @@ from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto`
 from cube_env.discovery import confirm as cf
 from cube_env.discovery.methods import Method, get_method
 from cube_env.discovery.scoring import score_findings
-from cube_env.discovery.space import Progress, SearchResult, Space, make_space
+from cube_env.discovery.space import Progress, SearchResult, Space, TimeLimit, make_space
 from cube_env.discovery.stories import group_stories
 
 
@@ -42,6 +42,7 @@ class DiscoveryConfig:
 
   method: str = "uct"  # name of the search method
   budget: int = 1000  # group-by queries (environment steps) the search may spend
+  time_limit: float | None = None  # seconds the search may spend (`TimeLimit`; `auto` plans with it); None: no limit
   max_depth: int = 3  # most filters in a cohort
   min_group: int = SMALL_CELL  # smallest group (and rest) tested; the small-cell rule needs >= 11
   # Defaults chosen on training worlds (issue 16; docs/design.md, Discovery and confirmation); before issue 16:
@@ -68,6 +69,8 @@ class DiscoveryConfig:
   def __post_init__(self):
     if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1:
       raise ValueError(f"budget must be a whole number of group-by queries >= 1, got {self.budget!r}")
+    if self.time_limit is not None and not self.time_limit > 0:
+      raise ValueError(f"time_limit must be a positive number of seconds or None, got {self.time_limit!r}")
     if self.min_group < SMALL_CELL:
       raise ValueError(f"min_group must be at least {SMALL_CELL} (small-cell rule), got {self.min_group}")
     if not 0.0 < self.q < 1.0:
@@ -188,6 +191,8 @@ def search(
   name, fn = _resolve_method(method)
   config = prepared.config
   budget = config.budget if budget is None else budget
+  if config.time_limit is not None:
+    progress = TimeLimit(config.time_limit, progress)
   result = fn(prepared.space, budget=budget, seed=config.seed, progress=progress, **dict(config.method_options))
   if result.queries > budget:
     raise RuntimeError(f"method {name} spent {result.queries} queries, over its budget {budget}")

@@ -1,0 +1,119 @@
+"""Issue 17's cost counters (rows scanned, by hand with pandas), the time limit, and `auto`'s choice."""
+
+import math
+
+import numpy as np
+import pytest
+
+import cube_env
+from cube_env.discovery import auto as auto_lib
+from cube_env.discovery import space as space_lib
+from tests.conftest import SMALL_SCHEMA
+
+Z = 4.0
+
+
+@pytest.fixture(scope="module")
+def space(small_cube):
+  return cube_env.make_space(small_cube, max_depth=2, z_screen=Z)
+
+
+def _rows(df, filters: dict) -> int:
+  """Rows of a cohort by hand (labels of the cube's coding; bmi is binned, so only raw-valued columns here)."""
+  keep = np.ones(len(df), bool)
+  for col, val in filters.items():
+    keep &= (df[col].isna() if val == cube_env.MISSING else df[col] == val).to_numpy()
+  return int(keep.sum())
+
+
+def _scan_by_hand(df, filters: dict) -> int:
+  """rows(c) + rows(c without a) for each filter a of c (space_lib's docstring)."""
+  return _rows(df, filters) + sum(_rows(df, {k: v for k, v in filters.items() if k != a}) for a in filters)
+
+
+def test_rows_scanned_by_a_walk_counted_by_hand(small_df, small_cube, space):
+  meta = small_cube.meta
+  c = space.env.shape.num_values
+  ledger = cube_env.Ledger(space, 10)
+  _, state, _ = ledger.root()
+  expected = len(small_df)  # the root: one pass over every row
+  walked = {}
+  for col, label in [("proc", "B"), ("site", "s2"), ("proc", "C")]:  # add, add, change a value
+    f = meta.column_index(col)
+    _, state, _ = ledger.step(state, f * (c + 1) + meta.categories[f].index(label))
+    walked[col] = label
+    expected += _scan_by_hand(small_df, walked)
+  assert codes_of(small_cube, state) == {"proc": "C", "site": "s2"}
+  assert ledger.used == 4 and ledger.rows_scanned == expected
+
+
+def codes_of(cube, state) -> dict:
+  return cube_env.codes_to_filters(cube.meta, np.asarray(state.filters)[: len(cube.meta.filter_names)])
+
+
+def test_rows_scanned_read_off_a_longer_run(space):
+  greedy = cube_env.get_method("greedy")
+  anytime = cube_env.Anytime([3])
+  long = greedy(space, budget=6, seed=0, progress=anytime)
+  short = greedy(space, budget=3, seed=0)
+  assert anytime.results(long)[3].rows_scanned == short.rows_scanned > 0
+  assert long.rows_scanned > short.rows_scanned
+
+
+def test_enumeration_scans_every_row_once_per_column_subset(small_cube, space):
+  result = cube_env.get_method("exhaustive")(space, budget=10**6, seed=0)
+  num_f = len(small_cube.meta.filter_names)
+  passes = sum(math.comb(num_f, k) for k in range(3))
+  assert result.rows_scanned == passes * small_cube.meta.n_rows
+  assert (
+    result.queries
+    == sum(cube_env.count_cohorts(space))
+    == len(space_lib.visitable_cohorts(space, 2)) + sum(len(space_lib.visitable_cohorts(space, d)) for d in (0, 1))
+  )
+
+
+def test_count_cohorts_bound_and_rows_of_a_cohort(small_df, small_cube, space):
+  assert sum(cube_env.count_cohorts(space)) <= cube_env.cohort_bound(space)
+  counter = space_lib.RowCounter(small_cube)
+  codes = cube_env.filters_to_codes(small_cube.meta, {"proc": "A", "sex": "F"})
+  assert counter.rows_of(codes) == _rows(small_df, {"proc": "A", "sex": "F"})
+
+
+def test_time_limit_stops_a_walker_after_the_root(space):
+  result = cube_env.get_method("greedy")(space, budget=500, seed=0, progress=cube_env.TimeLimit(1e-9))
+  assert result.queries == 1  # the root is always observed
+  with pytest.raises(ValueError, match="time limit"):
+    cube_env.TimeLimit(0)
+
+
+def test_auto_enumerates_a_space_that_fits_and_searches_one_that_does_not(space):
+  total = sum(cube_env.count_cohorts(space))
+  fits = cube_env.get_method("auto")(space, budget=total, seed=3)
+  enum = cube_env.get_method("exhaustive")(space, budget=total, seed=3)
+  assert fits.note.startswith("auto chose exhaustive") and fits.method == "auto"
+  assert fits.queries == enum.queries == total
+  assert fits.candidates[["cohort", "protected", "group", "measure", "z"]].equals(
+    enum.candidates[["cohort", "protected", "group", "measure", "z"]]
+  )
+  small = cube_env.get_method("auto")(space, budget=total // 10, seed=3)
+  walk = cube_env.get_method(auto_lib.FALLBACK)(space, budget=total // 10, seed=3)
+  assert small.note.startswith(f"auto chose {auto_lib.FALLBACK}: enumeration needs {total:,} cohorts")
+  assert small.queries == walk.queries and list(small.visits["cohort"]) == list(walk.visits["cohort"])
+
+
+def test_auto_under_a_time_limit_probes_and_falls_back(space):
+  total = sum(cube_env.count_cohorts(space))
+  plan = auto_lib.plan(space, budget=10 * total, time_left=1e-6)
+  assert plan.method == auto_lib.FALLBACK and plan.probe_queries > 0 and plan.estimated_seconds > 0
+  assert "exceeds" in plan.reason
+  roomy = auto_lib.plan(space, budget=10 * total, time_left=3600.0)
+  assert roomy.method == "exhaustive" and "fits" in roomy.reason
+
+
+def test_auto_uses_the_bound_when_counting_would_be_slow(space, monkeypatch):
+  monkeypatch.setattr(auto_lib, "EXACT_COUNT_SUBSETS", 0)
+  bound = cube_env.cohort_bound(space)
+  plan = auto_lib.plan(space, budget=bound - 1)
+  assert not plan.exact and plan.cohorts == bound and plan.method == auto_lib.FALLBACK
+  assert "upper bound" in plan.reason
+  assert SMALL_SCHEMA.dimensions  # the fixture's schema
