@@ -112,29 +112,34 @@ def run_checkpoint_cost(args: CheckpointCost) -> list[dict]:
 
 @dataclasses.dataclass(frozen=True)
 class Quality:
-  """Discovery quality per query: every method (the muzero agent, the baselines, pysubgroup) at budgets from 1% to
-  100% of the exhaustive query count on held-out synthetic cubes; recall, precision, confirmed findings, queries and
-  seconds (experiments/quality)."""
+  """Discovery quality per cost: every method (enumeration, auto, the walkers, pysubgroup; the muzero agent on
+  request) on unseen random worlds (cube_env.worlds), budgets from 0.1% to 100% of enumeration's queries (fixed
+  counts on wide and deep worlds); recall, precision, family-wise error, and three costs: queries, rows scanned and
+  wall seconds (experiments/quality)."""
 
   suite: str = "quick"
-  """quick (2 cubes of 2,500 rows per scenario and 1 large cube, every method at 1-100%: 14 minutes on 2 CPU cores
-  with 2 workers), full (5 cubes of 20,000 rows, 7 budgets: for a GPU) or tiny (seconds of work)."""
+  """quick (3 worlds of 20,000 rows per family, walkers to 5%: at most 15 minutes on 2 CPU cores), standard (10
+  worlds per family, to 20%: at most 60 minutes here), full (20 worlds of 50,000 rows: for a GPU) or tiny."""
   checkpoint: str | None = None
   """Agent for the muzero method (a directory written by experiments.train). Without it the agent in
   checkpoints/bench-cpu is used, or trained there first with the cpu preset (about 13 more minutes)."""
   methods: tuple[str, ...] | None = None
   """Subset of methods (default: the suite's)."""
   scenarios: tuple[str, ...] | None = None
-  """Subset of scenarios (default: the suite's)."""
+  """Subset of world families (default: the suite's: standard wide deep masked null confounded)."""
   plot: str | None = None
   """Plot path (default: recall_vs_budget.png beside --out)."""
   workers: int | None = None
   """Cases run at once in separate processes (default: 2 on a CPU with 2+ cores, 1 on a GPU; more on one GPU
   needs XLA_PYTHON_CLIENT_PREALLOCATE=false)."""
   seeds: int | None = None
-  """Evaluation cubes per scenario (default: the suite's)."""
+  """Worlds per family (default: the suite's)."""
   time_limit_s: float | None = None
   """Start no case after this many seconds (a started case finishes; cases go seed by seed across scenarios)."""
+  split: str | None = None
+  """Worlds of the evaluation split (default) or the training split (train: for --sweep)."""
+  sweep: bool = False
+  """Also run every method setting of experiments.quality.suite.SWEEP (training worlds only: --split train)."""
   out: str | None = None
   """JSON lines file. Its run rows of the same suite and sizes are kept and not run again (use a new file for a
   fresh run); the rows of a killed call, kept in OUT.partial by the workers, are merged too."""
@@ -158,6 +163,8 @@ def run_quality_benchmark(args: Quality) -> list[dict]:
     workers=args.workers,
     seeds=args.seeds,
     time_limit_s=args.time_limit_s,
+    split=args.split,
+    sweep=args.sweep,
   )
 
 

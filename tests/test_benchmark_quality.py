@@ -1,5 +1,6 @@
 """Quality benchmark: budget accounting (walkers and pysubgroup), pysubgroup's statistics, scoring and summaries."""
 
+import dataclasses
 import functools
 import json
 import math
@@ -112,7 +113,7 @@ def test_prepared_case_confirms_as_run_discovery(small_df, case, prep):
 
 
 def test_run_case_budgets_scores_and_cut_off(case, prep):
-  suite = qsuite.Suite(name="test", fractions=(0.02, 1.0), max_depth=2)
+  suite = qsuite.Suite(name="test", fractions=(0.02, 1.0), max_depth=2, walker_max_fraction=1.0)
   fns = qrun.build_methods(("random", "pysubgroup-dfs"), None)
   rows = list(qrun.run_case(case, suite, fns, log=_quiet))
   budgets = qrun.budgets_for(case, prep, suite)
@@ -176,9 +177,19 @@ def test_summary_and_headline_numbers():
   assert null["a"]["family_wise_error_rate"] == 0.5 and not null["b"]["applicable"]
 
 
-def test_evaluation_seeds_never_train():
-  qsuite.check_seed_split()
-  assert qsuite.make_case("null", 0, qsuite.Suite(name="t", n_rows=300)).seed == cube_env.EVAL_SEED_BASE
+def test_evaluation_worlds_share_neither_seeds_nor_schemas_with_training_worlds():
+  suite = qsuite.Suite(name="t", n_rows=2000, seeds=2)
+  qsuite.check_seed_split(suite)
+  test = qsuite.make_case("null", 1, suite)
+  train = qsuite.make_case("null", 1, qsuite.resize(suite, split="train"))
+  assert test.seed == cube_env.worlds.EVAL_SEED_BASE + 1 and test.split == "eval"
+  assert train.seed == cube_env.worlds.TRAIN_SEED_BASE + 1 and train.split == "train"
+  assert not set(test.df.columns) & set(train.df.columns)  # names drawn from disjoint halves of the vocabulary
+  with pytest.raises(ValueError, match="training worlds only"):
+    qsuite.resize(suite, sweep=True)
+  swept = qsuite.resize(suite, split="train", sweep=True, method_names=("beam", "greedy"))
+  assert "beam@width=16" in swept.methods and "greedy" in swept.methods
+  assert qsuite.parse_variant("pysubgroup-beam@width=20,depth=2") == ("pysubgroup-beam", {"width": 20, "depth": 2})
 
 
 @pytest.mark.parametrize("name", ["random", "greedy", "beam", "uct"])
@@ -206,20 +217,28 @@ def test_summary_groups_by_nominal_fraction_and_time_limit_runs_no_case():
   (only,) = qsummary.summarize(rows)
   assert only["seeds"] == 2 and only["recall_mean"] == pytest.approx(0.5)
   assert only["nominal_fraction"] == 0.05 and only["budget_fraction"] == pytest.approx(0.05005, abs=1e-4)
-  suite = qsuite.Suite(name="t", scenarios=("mixed", "large", "null"), seeds=2, n_rows=300)
-  assert qsuite.case_order(suite) == [("large", 0), ("large", 1), ("mixed", 0), ("null", 0), ("mixed", 1), ("null", 1)]
+  suite = qsuite.Suite(name="t", scenarios=("standard", "wide", "null"), seeds=2, n_rows=300)
+  order = [("wide", 0), ("wide", 1), ("standard", 0), ("null", 0), ("standard", 1), ("null", 1)]
+  assert qsuite.case_order(suite) == order
   assert list(qpool.run_suite(suite, {}, log=_quiet, deadline=0.0)) == []
 
 
-def test_large_seeds_apart_from_the_others():
-  suite = qsuite.Suite(name="t", scenarios=("mixed", "large"), seeds=2, large_seeds=1)
-  assert qsuite.case_order(suite) == [("large", 0), ("mixed", 0), ("mixed", 1)]
-  assert qsuite.case_order(qsuite.SUITES["quick"])[:2] == [("large", 0), ("marginal", 0)]
+def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
+  suite = qsuite.Suite(name="t", fixed_budgets=(5, 50, 10**9))
+  wide = dataclasses.replace(case, scenario="wide")
+  assert qrun.nominal_budgets(wide, prep, suite) == {5: None, 50: None}  # a budget over enumeration's count is dropped
+  assert suite.depth("deep") == qsuite.DEEP_DEPTH and suite.depth("wide") == suite.max_depth
+  fractions = qrun.nominal_budgets(case, prep, qsuite.Suite(name="t", fractions=(0.01, 1.0), walker_max_fraction=0.05))
+  assert fractions == {round(0.01 * prep.exhaustive_queries): 0.01}
+  auto = qrun.nominal_budgets(
+    case, prep, qsuite.Suite(name="t", fractions=(0.01, 1.0), walker_max_fraction=0.05), "auto"
+  )
+  assert auto == {round(0.01 * prep.exhaustive_queries): 0.01, prep.exhaustive_queries: 1.0}
 
 
 def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   out = tmp_path / "q.jsonl"
-  spilled = _row("mixed", "exhaustive", 0.05, 5000, suite="tiny", recall=0.5, nominal_fraction=0.05, n_rows=1200)
+  spilled = _row("standard", "exhaustive", 0.05, 5000, suite="tiny", recall=0.5, nominal_fraction=0.05, n_rows=3000)
   other_size = dict(spilled, seed=5001, n_rows=999)  # rows of another size of the suite are dropped
   (tmp_path / "q.jsonl.partial").write_text(json.dumps(spilled) + "\n" + json.dumps(other_size) + "\n")
   rows = qsession.run_quality(
@@ -238,14 +257,15 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   assert len(kept) == 1 and kept[0]["recall"] == 0.5
   (invocation,) = [r for r in rows if r["kind"] == "invocation"]
   assert invocation["cases_run"] == 0 and invocation["cases_in_suite"] == 2
-  assert [json.loads(line)["kind"] for line in out.read_text().splitlines()] == ["run", "invocation", "summary"]
+  kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]
+  assert kinds[:3] == ["run", "invocation", "summary"] and set(kinds[3:]) <= {"summary", "paired"}
 
 
 @pytest.mark.parametrize(
   "argv, message",
   [
     (["--methods", "foo", "random"], "--methods: unknown 'foo'"),
-    (["--scenarios", "mixed", "nul"], "--scenarios: unknown 'nul'"),
+    (["--scenarios", "standard", "nul"], "--scenarios: unknown 'nul'"),
     (["--workers", "0"], "--workers must be at least 1"),
     (["--time-limit-s", "-1"], "--time-limit-s must be >= 0"),
   ],

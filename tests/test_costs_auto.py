@@ -117,3 +117,9 @@ def test_auto_uses_the_bound_when_counting_would_be_slow(space, monkeypatch):
   assert not plan.exact and plan.cohorts == bound and plan.method == auto_lib.FALLBACK
   assert "upper bound" in plan.reason
   assert SMALL_SCHEMA.dimensions  # the fixture's schema
+
+
+def test_a_time_limit_around_an_anytime_progress_binds_both(space):
+  anytime = cube_env.Anytime([2])
+  result = cube_env.get_method("greedy")(space, budget=4, seed=0, progress=cube_env.TimeLimit(3600.0, anytime))
+  assert result.queries == 4 and anytime.results(result)[2].queries == 2

@@ -278,8 +278,9 @@ class Ledger:
     self.t0 = time.perf_counter()
     limit = time_limit_of(progress)
     self.deadline = None if limit is None else self.t0 + limit
-    if isinstance(progress, Anytime):
-      progress.bind(self)
+    anytime = _in_chain(progress, Anytime)
+    if anytime is not None:
+      anytime.bind(self)
 
   @property
   def out_of_time(self) -> bool:
@@ -351,14 +352,20 @@ class TimeLimit:
       self.progress(used)
 
 
-def time_limit_of(progress) -> float | None:
-  """The seconds of the first `TimeLimit` in a chain of progress wrappers (their `.progress`), or None."""
+def _in_chain(progress, kind: type):
+  """The first `kind` in a chain of progress wrappers (each holds the next as `.progress`), or None."""
   seen = 0
   while progress is not None and seen < 16:
-    if isinstance(progress, TimeLimit):
-      return progress.seconds
+    if isinstance(progress, kind):
+      return progress
     progress, seen = getattr(progress, "progress", None), seen + 1
   return None
+
+
+def time_limit_of(progress) -> float | None:
+  """The seconds of the first `TimeLimit` in a chain of progress wrappers, or None."""
+  limit = _in_chain(progress, TimeLimit)
+  return None if limit is None else limit.seconds
 
 
 class Anytime:

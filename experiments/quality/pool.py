@@ -60,9 +60,9 @@ def case_in_worker(
   """(started, rows) of `run_case` in a worker process; (False, []) once `deadline` has passed."""
   if deadline is not None and time.time() >= deadline:
     return False, []
-  key = (suite.methods, checkpoint)
+  key = (suite.methods, suite.method_options, checkpoint)
   if key not in _WORKER_METHODS:
-    _WORKER_METHODS[key] = build_methods(suite.methods, checkpoint)
+    _WORKER_METHODS[key] = build_methods(suite.methods, checkpoint, suite.method_options)
   rows = []
   for row in run_case(make_case(scenario, index, suite), suite, _WORKER_METHODS[key], log=log_to_stderr, skip=skip):
     rows.append(row)
@@ -90,7 +90,7 @@ def run_suite(
   `time.time()`): no case starts after it; a started case runs to its end.
   `spill`: file the workers append each row to as they make it.
   """
-  check_seed_split()
+  check_seed_split(suite)
   cases = case_order(suite)
   if workers <= 1:
     for scenario, i in cases:

@@ -16,7 +16,7 @@ quality. Here it searches the same exploration half as every other method:
   selector `p == g` and dimension selectors C stands for "group g versus the
   rest of cohort C"; its quality is the |z| of that comparison (Welch t as a
   normal equivalent; pooled two-proportion z for a binary measure). Any other
-  subgroup has quality -inf. The search depth is max_depth + 1 (the
+  subgroup has quality -inf. The search depth is max_depth + 1 (option `depth`: fewer filters; the
   protected selector is not a filter of the cohort).
 * Cost, in the unit of every other method (group-by queries): the number of
   distinct cohorts C whose group statistics the quality function computed
@@ -55,6 +55,7 @@ from scipy import special
 
 import cube_env
 from cube_env import Progress, SearchResult, Space, codes_to_filters, cohort_label
+from cube_env.discovery.space import RowCounter
 
 ALGORITHMS = ("beam", "dfs")
 QStats = collections.namedtuple("QStats", ("size_sg", "quality", "estimate"))
@@ -245,12 +246,16 @@ def pysubgroup_search(
   progress: Progress | None = None,
   algorithm: str = "beam",
   width: int = 20,
+  depth: int | None = None,
 ) -> SearchResult:
   """pysubgroup's `BeamSearch` (of `width`) or `DFS` as a discovery method (see the module docstring).
 
   Registered as the methods `pysubgroup-beam` and `pysubgroup-dfs`.
   """
   del seed  # both searches are deterministic
+  depth = space.max_depth if depth is None else int(depth)
+  if not 1 <= depth <= space.max_depth:
+    raise ValueError(f"pysubgroup depth must lie in [1, {space.max_depth}] (the space's max_depth), got {depth}")
   if algorithm not in ALGORITHMS:
     raise ValueError(f"pysubgroup algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
   import pysubgroup as ps  # noqa: PLC0415 (optional dependency: the benchmark extra)
@@ -264,11 +269,11 @@ def pysubgroup_search(
   reported = []  # (dims, prot, measure)
   for m in range(num_m):
     ledger.cap = budget * (m + 1) // num_m
-    qf = qf_class(cells, m, ledger, depth=space.max_depth + 1)
+    qf = qf_class(cells, m, ledger, depth=depth + 1)
     target = ps.NumericTarget(cells.meta.measure_names[m])
     if algorithm == "beam":
       task = ps.SubgroupDiscoveryTask(
-        cells.frame, target, selectors, qf, result_set_size=width, depth=space.max_depth + 1, min_quality=0.0
+        cells.frame, target, selectors, qf, result_set_size=width, depth=depth + 1, min_quality=0.0
       )
       result = ps.BeamSearch(beam_width=width).execute(task)
     else:
@@ -278,7 +283,7 @@ def pysubgroup_search(
         selectors,
         qf,
         result_set_size=10**9,
-        depth=space.max_depth + 1,
+        depth=depth + 1,
         min_quality=space.z_screen,
       )
       result = ps.DFS().execute(task)
@@ -296,7 +301,7 @@ def pysubgroup_search(
     time.perf_counter() - t0,
     note=(
       f"pysubgroup {metadata.version('pysubgroup')} "
-      f"{f'BeamSearch width {width}' if algorithm == 'beam' else 'DFS'}; "
+      f"{f'BeamSearch width {width}' if algorithm == 'beam' else 'DFS'} to depth {depth}; "
       f"{ledger.evaluations} subgroup qualities over {ledger.used} cohorts"
     ),
   )
@@ -311,8 +316,10 @@ def _candidates(space: Space, cells: CellData, reported: list, ledger: CohortLed
     np.asarray(keys, np.int32).reshape(len(keys), len(cells.names)),  # no keys: an empty table of every column
     min_group=space.min_group,
     z_screen=space.z_screen,
+    new_z=space.new_z,
     max_depth=space.max_depth,
     only_new=True,
+    params=space.params,
   )
   meta = cells.meta
   wanted = set()
@@ -356,7 +363,14 @@ def _result(
     candidates=cand,
     z_screen=space.z_screen,
     note=note,
+    rows_scanned=_rows_scanned(space, keys),
   )
+
+
+def _rows_scanned(space: Space, keys: list[tuple]) -> int:
+  """Rows of every cohort whose group statistics were computed: one group-by over each cohort's rows."""
+  counter = RowCounter(space.cube)
+  return int(round(sum(counter.rows_of([max(int(v), -1) for v in k]) for k in keys if -2 not in k)))
 
 
 cube_env.register_method("pysubgroup-beam", functools.partial(pysubgroup_search, algorithm="beam"))

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env.discovery.space import enumeration_rows
 from experiments import agent
 from experiments.quality import pysubgroup_adapter  # noqa: F401 (registers the pysubgroup-* methods)
-from experiments.quality.suite import FULL_BUDGET, Case, Suite
+from experiments.quality.suite import FIXED_FAMILIES, FULL_BUDGET, Case, Suite, parse_variant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,7 @@ class PreparedCase:
 
   prepared: cube_env.Prepared
   exhaustive_queries: int  # visitable cohorts to max_depth
+  exhaustive_rows: int  # rows enumeration scans (one pass per column subset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,18 +43,25 @@ class SuiteMethod:
 
 
 def prepare_case(case: Case, *, max_depth: int) -> PreparedCase:
+  """`cube_env.prepare` with the discovery defaults and the case's adjusters, searched to `max_depth`."""
   config = cube_env.DiscoveryConfig(
     method="exhaustive", max_depth=max_depth, seed=case.seed, adjust=case.adjust, max_categories=case.max_categories
   )
   prepared = cube_env.prepare(case.df, case.schema, config)
-  return PreparedCase(prepared, int(sum(cube_env.count_cohorts(prepared.space))))
+  space = prepared.space
+  return PreparedCase(prepared, int(sum(cube_env.count_cohorts(space))), enumeration_rows(space))
 
 
-def build_methods(names: Iterable[str], checkpoint: str | None) -> dict[str, SuiteMethod]:
-  """The registered methods by name; `muzero` plays the agent in `checkpoint`."""
+def build_methods(names: Iterable[str], checkpoint: str | None, options: Iterable = ()) -> dict[str, SuiteMethod]:
+  """The registered methods by name (a sweep variant `beam@width=16` binds its options); `muzero` plays the agent in
+  `checkpoint`."""
   out = {}
   for name in names:
-    if name == "muzero":
+    base, bound = parse_variant(name)
+    bound = bound or dict(dict(options).get(name, ()))  # a plain name takes the suite's tuned settings
+    if bound and name != "muzero":
+      out[name] = SuiteMethod(functools.partial(cube_env.get_method(base), **bound))
+    elif name == "muzero":
       if checkpoint is None:
         raise ValueError("the muzero method needs --checkpoint (or let the benchmark train one)")
       loaded = agent.load_agent(checkpoint)  # once: every search of the suite plays this agent
@@ -70,9 +79,11 @@ def nominal_budgets(
   Summaries group runs by this nominal fraction, not by budget / exhaustive
   count, which differs a little from seed to seed.
   """
-  if case.scenario == "large":
-    return {b: None for b in suite.large_budgets if b <= prep.exhaustive_queries}
+  if case.scenario in FIXED_FAMILIES:
+    return {b: None for b in suite.fixed_budgets if b <= prep.exhaustive_queries}
   top = 1.0 if method in FULL_BUDGET else suite.walker_max_fraction
+  if method.partition("@")[0] == "auto":  # enumerates at 100%: that budget too
+    return {**nominal_budgets(case, prep, suite, "greedy"), prep.exhaustive_queries: 1.0}
   out: dict[int, float | None] = {}
   for f in sorted(suite.fractions):
     if f <= top + 1e-9:
@@ -106,7 +117,7 @@ def score(findings: pd.DataFrame, truth: list, cube) -> dict:
 
 def _results(name: str, method: SuiteMethod, prepared: cube_env.Prepared, budgets: list[int]) -> Iterator[tuple]:
   """(budget, result, read off) per budget, each as soon as it is known."""
-  if name in FULL_BUDGET:  # their search depends on the budget: one run per budget
+  if name.partition("@")[0] in FULL_BUDGET + ("auto",):  # their search depends on the budget: one run per budget
     for b in budgets:
       yield b, cube_env.search(prepared, method.search, budget=b), False
     return
@@ -127,13 +138,19 @@ def run_case(
 ) -> Iterator[dict]:
   """One `run` row per (method, budget) on one case; `skip` holds (scenario, seed, method, budget) already run."""
   t0 = time.perf_counter()
-  prep = prepare_case(case, max_depth=suite.max_depth)
+  depth = suite.depth(case.scenario)
+  prep = prepare_case(case, max_depth=depth)
   prepared = prep.prepared
   base = dict(
     kind="run",
     suite=suite.name,
     scenario=case.scenario,
+    family=case.scenario,
+    split=case.split,
     seed=case.seed,
+    max_depth=depth,
+    budget_kind="fixed" if case.scenario in FIXED_FAMILIES else "fraction",
+    exhaustive_rows=prep.exhaustive_rows,
     n_rows=len(case.df),
     explore_rows=prepared.halves.explore_rows,
     cells=prepared.halves.explore.num_cells,
@@ -145,14 +162,14 @@ def run_case(
   )
   log(
     f"{case.scenario} seed {case.seed}: {base['cells']} cells, {prep.exhaustive_queries} cohorts to depth "
-    f"{suite.max_depth}, prepared in {time.perf_counter() - t0:.1f} s"
+    f"{depth}, prepared in {time.perf_counter() - t0:.1f} s"
   )
   warm = set()
   for name, method in methods.items():
     nominal = nominal_budgets(case, prep, suite, name)
     budgets = [b for b in sorted(nominal) if (case.scenario, case.seed, name, b) not in skip]
     why = not_applicable(name, method, prepared.space)
-    program = "agent" if method.agent is not None else "env" if name not in FULL_BUDGET else None
+    program = "agent" if method.agent is not None else "env" if name.partition("@")[0] not in FULL_BUDGET else None
     if budgets and why is None and program and program not in warm:
       # compiles the env step (per cube shape; the agent's own grid for muzero) outside the timing
       warm_up = method.search if program == "agent" else cube_env.get_method("random")
@@ -187,6 +204,7 @@ def run_case(
         nominal_fraction=nominal[budget],
         applicable=True,
         queries=int(result.queries),
+        rows_scanned=int(result.rows_scanned),
         search_seconds=float(result.seconds),
         seconds=seconds,
         read_off=read_off,

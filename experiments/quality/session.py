@@ -22,7 +22,7 @@ from experiments.quality.plot import plot
 from experiments.quality.pool import log_to_stderr, read_rows, run_suite
 from experiments.quality.runner import build_methods
 from experiments.quality.suite import SUITES, Suite, case_order, check_request, resize
-from experiments.quality.summary import summarize
+from experiments.quality.summary import paired, summarize
 from experiments.quality.tables import headline_tables
 
 Emit = Callable[[Iterable[dict], str | None], list[dict]]  # prints rows (and appends them to the file) as they come
@@ -32,11 +32,11 @@ def _same_suite(suite: Suite) -> Callable[[dict], bool]:
   """Whether a stored row belongs to `suite` at its current sizes (a suite's sizes may change between versions)."""
 
   def same(r: dict) -> bool:
-    size = suite.large_rows if r.get("scenario") == "large" else suite.n_rows
     return (
       r.get("suite") == suite.name
       and r.get("kind") in ("run", "invocation")
-      and r.get("n_rows") == (suite.n_rows if r["kind"] == "invocation" else size)
+      and r.get("n_rows") == suite.n_rows
+      and r.get("split", "eval") == suite.split
     )
 
   return same
@@ -72,6 +72,8 @@ def run_quality(
   workers: int | None = None,
   seeds: int | None = None,
   time_limit_s: float | None = None,
+  split: str | None = None,
+  sweep: bool = False,
 ) -> list[dict]:
   """The `quality` command: run rows, then summary rows, the headline tables and the plot.
 
@@ -85,7 +87,9 @@ def run_quality(
   """
   check_request(method_names, scenarios, workers, seeds, time_limit_s)
   log = log or log_to_stderr
-  suite = resize(SUITES[suite_name], method_names=method_names, scenarios=scenarios, seeds=seeds)
+  suite = resize(
+    SUITES[suite_name], method_names=method_names, scenarios=scenarios, seeds=seeds, split=split, sweep=sweep
+  )
   if "muzero" in suite.methods:
     checkpoint = ensure_checkpoint(checkpoint, log=log)
   spill = f"{out}.partial" if out else None
@@ -94,7 +98,9 @@ def run_quality(
   device = jax.devices()[0]
   if workers is None:
     workers = min(2, os.cpu_count() or 1) if device.platform == "cpu" else 1
-  methods = build_methods(suite.methods, checkpoint) if workers == 1 else None  # workers build their own
+  methods = (
+    build_methods(suite.methods, checkpoint, suite.method_options) if workers == 1 else None
+  )  # workers build their own
   load_before = os.getloadavg()
   t0 = time.perf_counter()
   deadline = None if time_limit_s is None else time.time() + time_limit_s
@@ -112,6 +118,8 @@ def run_quality(
     workers=workers,
     seeds=suite.seeds,
     n_rows=suite.n_rows,
+    split=suite.split,
+    method_options=[[m, list(map(list, o))] for m, o in suite.method_options],
     scenarios=list(suite.scenarios),
     cases_run=len({(r["scenario"], r["seed"]) for r in rows}),
     cases_in_suite=len(case_order(suite)),
@@ -125,7 +133,7 @@ def run_quality(
   )
   runs = [r for r in earlier if r["kind"] == "run"] + rows
   invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
-  summary = summarize(runs)
+  summary = summarize(runs, split=suite.split) + paired(runs, split=suite.split)
   if out:
     with open(out, "w") as handle:
       for r in runs + invocations + summary:
@@ -134,16 +142,23 @@ def run_quality(
       os.remove(spill)
   for r in summary:
     print(json.dumps(r, sort_keys=True), flush=True)
-  if not any(r["applicable"] for r in summary):
+  if not any(r.get("applicable") for r in summary):
     log(f"no applicable run to summarize in suite {suite.name} ({len(runs)} rows)")
     return runs + invocations + summary
   wall = sum(r["wall_s"] for r in invocations)
   log(
-    headline_tables(summary, suite_name=suite.name, wall_s=wall, calls=len(invocations), device_kind=device.device_kind)
+    headline_tables(
+      [r for r in summary if r["kind"] == "summary"],
+      suite_name=suite.name,
+      wall_s=wall,
+      calls=len(invocations),
+      device_kind=device.device_kind,
+      runs=[r for r in runs if r.get("split", "eval") == suite.split],
+    )
   )
   path = plot_path or os.path.join(os.path.dirname(out) if out else ".", "recall_vs_budget.png")
   plot(
-    summary,
+    [r for r in summary if r["kind"] == "summary"],
     path,
     title=f"suite {suite.name} on {device.device_kind} ({os.cpu_count()} cores); mean over {suite.seeds} seed(s)",
   )

@@ -1,15 +1,24 @@
-"""The quality benchmark's suites: scenarios, methods, sizes, evaluation cases and their run order.
+"""The quality benchmark's suites: world families, methods, sizes, evaluation worlds and their run order.
 
-`python -m experiments.benchmark quality --suite quick|full` runs, for each
-evaluation cube (generator seeds `cube_env.EVAL_SEED_BASE + i`, never used in
-training: `check_seed_split`), each method and each budget, the discovery
-pipeline of `cube_env` (prepare once per cube, search under the budget,
+`python -m experiments.benchmark quality --suite quick|standard|full` runs, for
+each evaluation world (`cube_env.worlds.make_world`, seeds from
+`worlds.EVAL_SEED_BASE`, schemas drawn from the other half of the name
+vocabulary: `check_seed_split`), each method and each budget, the discovery
+pipeline of `cube_env` (prepare once per world, search under the budget,
 confirm) and scores the confirmed findings against the planted truth
 (`experiments.quality.runner`; docs/design.md, Discovery and confirmation).
 
-Budgets are fractions of the exhaustive query count (every visitable cohort
-to depth 3) of that cube; on the `large` space, where enumeration costs far
-more than any budget, they are fixed counts.
+Families (issue 17): `standard` (8-16 filter columns, planted depth 0-3) and
+`masked` (checkerboards over 2-3 columns), where enumeration to depth 3 is
+feasible: budgets are fractions of its query count (`FRACTIONS`); `wide`
+(>= 40 filter columns) and `deep` (planted depth 4, searched to depth 4), where
+it is not: fixed query counts (`FIXED_BUDGETS`), enumeration's count recorded
+beside them; `null` and `confounded` (adjusted), where every confirmed finding
+is false (family-wise error).
+
+Settings of the methods (`Suite.method_options`: beam width, UCT constant,
+pysubgroup's beam width and depth) come from a sweep on training worlds only
+(`--split train --sweep`, `SWEEP`), never on evaluation worlds.
 """
 
 from __future__ import annotations
@@ -20,14 +29,36 @@ from collections.abc import Iterable
 import pandas as pd
 
 import cube_env
-from cube_env import synthetic
-from experiments.launch.cube_presets import PRESETS
+from cube_env import worlds
 
-SUITE_SCENARIOS = ("marginal", "interactions", "masked", "mixed", "null", "confounded", "large")
+SUITE_SCENARIOS = ("standard", "wide", "deep", "masked", "null", "confounded")  # world families
 TRUTHLESS = ("null", "confounded")  # every confirmed finding is false: family-wise error
-SUITE_METHODS = ("exhaustive", "random", "greedy", "beam", "uct", "muzero", "pysubgroup-beam", "pysubgroup-dfs")
+FIXED_FAMILIES = ("wide", "deep")  # enumeration infeasible: fixed query budgets
+SUITE_METHODS = (
+  "exhaustive",
+  "auto",
+  "random",
+  "greedy",
+  "beam",
+  "uct",
+  "muzero",
+  "pysubgroup-beam",
+  "pysubgroup-dfs",
+)
 RECALL_TARGET = 0.9
-FULL_BUDGET = ("exhaustive", "pysubgroup-beam", "pysubgroup-dfs")  # cheap per query: every budget in every suite
+FRACTIONS = (0.001, 0.005, 0.01, 0.05, 0.2, 1.0)  # of enumeration's query count (1.0: enumeration itself)
+FIXED_BUDGETS = (100, 300, 1000, 3000)  # queries, on FIXED_FAMILIES
+FULL_BUDGET = ("exhaustive", "pysubgroup-beam", "pysubgroup-dfs")  # their search depends on the budget: a run each
+DEEP_DEPTH = 4  # search depth on `deep` worlds (planted at depth 4)
+# Method settings tried on training worlds (`--sweep`); the winners go into the suites' `method_options`.
+SWEEP = {
+  "beam": [(("width", w),) for w in (4, 8, 16, 32)],
+  "uct": [(("exploration", c),) for c in (0.25, 0.5, 1.0, 2.0)],
+  "pysubgroup-beam": [(("width", w), ("depth", d)) for w in (10, 20, 40) for d in (2, 3)],
+  "pysubgroup-dfs": [(("depth", d),) for d in (2, 3)],
+}
+# Chosen on training worlds (benchmarks/README.md, "Method settings"): the best mean recall at 0.5-5% budgets.
+TUNED: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,50 +66,57 @@ class Suite:
   """Sizes of one benchmark suite."""
 
   name: str
-  scenarios: tuple[str, ...] = SUITE_SCENARIOS
-  seeds: int = 1  # evaluation cubes per scenario
-  n_rows: int = 8000  # rows per table (the search sees half): reduced schema `cube_env.TASK_SCHEMA`
-  fractions: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)  # budgets, as fractions of the exhaustive count
-  large_rows: int = 10000  # `large`: the full synthetic schema (15 filter columns, 9 measures)
-  large_max_categories: int = 16  # ... with more categories kept (surgeon has about 75)
-  large_budgets: tuple[int, ...] = (30, 100, 300)  # fixed query counts on `large`
-  large_seeds: int | None = None  # cubes of `large` (default: `seeds`)
-  methods: tuple[str, ...] = SUITE_METHODS
-  max_depth: int = 3
-  walker_max_fraction: float = 1.0  # budgets above this fraction run only for the methods in `FULL_BUDGET`
+  scenarios: tuple[str, ...] = SUITE_SCENARIOS  # world families
+  seeds: int = 3  # worlds per family
+  n_rows: int = 20_000  # rows per world (its planted effects are calibrated to |z| 6.5-10 at any size)
+  fractions: tuple[float, ...] = FRACTIONS
+  fixed_budgets: tuple[int, ...] = FIXED_BUDGETS
+  # muzero is left out by default: today's agent plays one fixed grid, not random worlds (issue 18); with
+  # `--methods ... muzero --checkpoint DIR` it runs, and is "n/a" on worlds its grid does not fit.
+  methods: tuple[str, ...] = tuple(m for m in SUITE_METHODS if m != "muzero")
+  max_depth: int = 3  # search depth (DEEP_DEPTH on `deep`)
+  walker_max_fraction: float = 0.2  # budgets above this fraction run only for the methods in `FULL_BUDGET`
+  split: str = "eval"  # "train" for the settings sweep
+  method_options: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = TUNED
+
+  def options(self, method: str) -> dict:
+    return dict(dict(self.method_options).get(method, ()))
+
+  def depth(self, family: str) -> int:
+    return DEEP_DEPTH if family == "deep" else self.max_depth
 
 
 SUITES = {
   "tiny": Suite(
     name="tiny",
-    scenarios=("mixed", "null"),
-    n_rows=1200,
-    fractions=(0.05, 1.0),
-    methods=("exhaustive", "random", "beam", "pysubgroup-beam"),
+    scenarios=("standard", "null"),
+    seeds=1,
+    n_rows=3000,
+    fractions=(0.01, 1.0),
+    methods=("exhaustive", "auto", "greedy", "pysubgroup-beam"),
     max_depth=2,
   ),
-  # quick: about 14 minutes on 2 cores with 2 workers (every walker's read-off run at 100% dominates)
-  "quick": Suite(name="quick", seeds=2, n_rows=2500, large_seeds=1),
-  "full": Suite(
-    name="full",
-    seeds=5,
-    n_rows=20000,
-    fractions=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
-    large_rows=50000,
-    large_max_categories=32,
-    large_budgets=(200, 1000, 5000, 20000),
-  ),
+  # quick: at most 15 minutes on 2 cores with 2 workers; walkers to 5% of enumeration
+  "quick": Suite(name="quick", seeds=3, n_rows=20_000, walker_max_fraction=0.05),
+  # standard: at most 60 minutes here; 10 worlds per family
+  "standard": Suite(name="standard", seeds=10, n_rows=20_000),
+  "full": Suite(name="full", seeds=20, n_rows=50_000),  # for a GPU
 }
 
 
-def check_seed_split() -> None:
-  """Raises unless every training preset's cube seeds lie below the evaluation seeds."""
-  most = max(p.task.num_train_cubes for p in PRESETS.values())
-  if cube_env.TRAIN_SEED_BASE + most > cube_env.EVAL_SEED_BASE:
-    raise RuntimeError(
-      f"training seeds {cube_env.TRAIN_SEED_BASE}..{cube_env.TRAIN_SEED_BASE + most - 1} "
-      f"reach the evaluation seeds from {cube_env.EVAL_SEED_BASE}"
-    )
+def check_seed_split(suite: Suite | None = None) -> None:
+  """Raises unless training and evaluation worlds are disjoint in seeds and in schemas (column-name halves), and
+  the suite's worlds are of its split."""
+  train, test = worlds.world_seeds("train", 1)[0], worlds.world_seeds("eval", 1)[0]
+  if worlds.split_of(train) != "train" or worlds.split_of(test) != "eval":
+    raise RuntimeError("world seeds: the train and eval ranges overlap")
+  if suite is not None and suite.seeds and worlds.split_of(case_seed(suite, suite.seeds - 1)) != suite.split:
+    raise RuntimeError(f"suite {suite.name}: its last world is not a {suite.split} world")
+
+
+def case_seed(suite: Suite, index: int) -> int:
+  """World seed of the suite's `index`-th world of any family (its split's range)."""
+  return worlds.world_seeds(suite.split, index + 1)[index]
 
 
 def check_request(
@@ -90,7 +128,7 @@ def check_request(
 ) -> None:
   """Raises ValueError naming the flag of an unknown method or scenario or an out-of-range number."""
   for flag, given, known in (("--methods", method_names, SUITE_METHODS), ("--scenarios", scenarios, SUITE_SCENARIOS)):
-    unknown = [name for name in given or () if name not in known]
+    unknown = [name for name in given or () if name.partition("@")[0] not in known]
     if unknown:
       raise ValueError(f"{flag}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
   for flag, value in (("--workers", workers), ("--seeds", seeds)):
@@ -106,55 +144,77 @@ def resize(
   method_names: Iterable[str] | None = None,
   scenarios: Iterable[str] | None = None,
   seeds: int | None = None,
+  split: str | None = None,
+  sweep: bool = False,
 ) -> Suite:
-  """`suite` with a subset of methods or scenarios, or `seeds` cubes per scenario (`large` too)."""
+  """`suite` with a subset of methods or families, `seeds` worlds per family, another split; `sweep` adds every
+  variant of `SWEEP` (named `method@key=value,...`) beside the suite's methods (training worlds only)."""
   if method_names:
     suite = dataclasses.replace(suite, methods=tuple(method_names))
   if scenarios:
     suite = dataclasses.replace(suite, scenarios=tuple(scenarios))
   if seeds is not None:
-    suite = dataclasses.replace(suite, seeds=seeds, large_seeds=None)
+    suite = dataclasses.replace(suite, seeds=seeds)
+  if split is not None:
+    suite = dataclasses.replace(suite, split=split)
+  if sweep:
+    if suite.split != "train":
+      raise ValueError("--sweep tunes method settings: it runs on training worlds only (--split train)")
+    variants = [variant_name(m, o) for m in suite.methods if m in SWEEP for o in SWEEP[m]]
+    suite = dataclasses.replace(suite, methods=tuple(suite.methods) + tuple(variants), method_options=())
   return suite
+
+
+def variant_name(method: str, options: Iterable[tuple[str, object]]) -> str:
+  """`beam@width=16`: a method with settings, as the sweep names it."""
+  return f"{method}@" + ",".join(f"{k}={v}" for k, v in options)
+
+
+def parse_variant(name: str) -> tuple[str, dict]:
+  """(method, options) of a name from `variant_name` (numbers parsed); a plain name has no options."""
+  method, _, rest = name.partition("@")
+  options = {}
+  for item in filter(None, rest.split(",")):
+    key, _, value = item.partition("=")
+    try:
+      options[key] = int(value)
+    except ValueError:
+      options[key] = float(value)
+  return method, options
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  """One evaluation table and what the benchmark knows about it."""
+  """One evaluation world and what the benchmark knows about it."""
 
-  scenario: str
-  seed: int  # generator seed (>= EVAL_SEED_BASE); also the row split's seed
+  scenario: str  # the world family
+  seed: int  # world seed (its split's range); also the row split's seed
   df: pd.DataFrame
   schema: cube_env.Schema
   truth: list
   adjust: tuple[str, ...]
   max_categories: int
+  split: str = "eval"
 
 
 def make_case(scenario: str, index: int, suite: Suite) -> Case:
-  """Evaluation cube `index` of a scenario; planted effects sized for |z| ~ 8-10 in each half."""
-  seed = cube_env.EVAL_SEED_BASE + index
-  large = scenario == "large"
-  n_rows = suite.large_rows if large else suite.n_rows
-  scale = max(1.0, (20000 / (n_rows / 2)) ** 0.5)
-  df, full_schema, truth = synthetic.make_cases("mixed" if large else scenario, seed, n_rows=n_rows, effect_scale=scale)
+  """World `index` of a family in the suite's split (`cube_env.worlds.make_world` at the suite's rows)."""
+  seed = case_seed(suite, index)
+  world = worlds.make_world(seed, scenario, rows=suite.n_rows)
   return Case(
     scenario=scenario,
     seed=seed,
-    df=df,
-    schema=full_schema if large else cube_env.TASK_SCHEMA,
-    truth=list(truth),
-    adjust=synthetic.ADJUSTERS if scenario == "confounded" else (),
-    max_categories=suite.large_max_categories if large else 12,
+    df=world.df,
+    schema=world.schema,
+    truth=list(world.truth),
+    adjust=tuple(world.schema.adjusters),
+    max_categories=worlds.MAX_CATEGORIES,
+    split=world.split,
   )
 
 
 def case_order(suite: Suite) -> list[tuple[str, int]]:
-  """(scenario, seed index) in run order: `large` first (the longest case), then seed by seed across scenarios,
-  so a suite cut short by a time limit still covers every scenario."""
-  cases = [
-    (scenario, i)
-    for i in range(max(suite.seeds, suite.large_seeds or 0))
-    for scenario in suite.scenarios
-    if i < (suite.large_seeds or suite.seeds if scenario == "large" else suite.seeds)
-  ]
-  return sorted(cases, key=lambda c: c[0] != "large")
+  """(family, world index) in run order: the fixed-budget families first (the longest cases), then world by world
+  across families, so a suite cut short by a time limit still covers every family."""
+  cases = [(family, i) for i in range(suite.seeds) for family in suite.scenarios]
+  return sorted(cases, key=lambda c: c[0] not in FIXED_FAMILIES)
