@@ -173,10 +173,12 @@ class Journal:
         if manifest.get("format") != FORMAT or not isinstance(manifest.get("segments"), list):
           raise ValueError(f"not a format-{FORMAT} journal manifest")
       except (OSError, ValueError) as err:
-        warnings.warn(f"journal {path} is unreadable ({err}); trying the previous state", JournalWarning, stacklevel=3)
+        warnings.warn(
+          f"journal {path} is unreadable ({err}); falling back to the previous manifest {PREVIOUS} if any",
+          JournalWarning,
+          stacklevel=3,
+        )
         continue
-      if name == PREVIOUS:
-        warnings.warn(f"journal {self.directory}: using the previous manifest {PREVIOUS}", JournalWarning, stacklevel=3)
       return manifest
     return None
 
@@ -308,6 +310,16 @@ class Journal:
     self._pos += len(self._pending)
     self._chunks.update(self._pending_chunks)
     self._pending, self._pending_chunks, self._pending_cost = [], {}, 0
+
+
+def clear(directory: str) -> int:
+  """Removes the journal files in `directory` (a fresh run there starts over); returns how many were removed."""
+  if not os.path.isdir(directory):
+    return 0
+  names = [n for n in os.listdir(directory) if n in (MANIFEST, PREVIOUS) or _segment_number(n)]
+  for name in names:
+    os.remove(os.path.join(directory, name))
+  return len(names)
 
 
 def _segment_number(name: str) -> int:
