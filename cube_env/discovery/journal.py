@@ -23,10 +23,11 @@ missing or fails its digest ends the journal there (later segments are dropped):
 queries (or cohorts of `exhaustive`), at the end of the search, and when a signal caught by `stop_on_signals`
 asks the run to stop (it then raises `Interrupted`).
 
-Cost (measured with `python -m experiments.benchmark journal`-like timing on the 2-core test machine, uct on a
-4-column, 3-protected cube, observation 10 x 6 x 13): about 1.0 KB per query on disk (compressed npz; the
-observation grid dominates and grows with filter columns x categories) and under 0.1 ms per query to record, plus
-2-5 ms per save; replaying a journal answers a query in about 0.05 ms against 1-3 ms for the group-by it replaces.
+Cost (measured on this 2-core machine under other load, every 100 queries saved, compressed npz): on the 20,000-row
+`mixed` demo (15 filter columns, observation 10 x 15 x 13) 480-600 bytes per query on disk and +0.45-0.5 ms per
+query (about 10% of the 4.3-4.4 ms a query costs there); on a 6-column test table (observation 10 x 6 x 6) 170 bytes
+and +0.25-0.33 ms per query. A resumed run replays its journal at 0.8-0.9 ms per query on the demo (the method's
+own work between queries plus the digest and decode), a fifth of running the queries.
 """
 
 from __future__ import annotations
