@@ -14,6 +14,8 @@ import os
 
 import pandas as pd
 
+import cube_env
+from cube_env.data import ingest
 from experiments.service.spec import JobSpec, ServiceConfig
 
 
@@ -53,21 +55,24 @@ def parse_table(data: bytes, *, field: str = "file") -> pd.DataFrame:
 
 
 def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
-  """Every column the spec names is in the table, and every measure is numeric (TableError naming the column)."""
-  roles = {
-    "dimensions": spec.dimensions,
-    "protected": spec.protected,
-    "measures": spec.measures,
-    "adjust": spec.adjust,
-  }
-  for role, names in roles.items():
-    for name in names:
-      if name not in df.columns:
-        raise TableError(name, f"column named in {role} is not in the table; its columns are {list(df.columns)}")
+  """The table fits the spec's column roles (`cube_env` ingest's own checks) and every measure is numeric.
+
+  Raises:
+    TableError naming the column (or `settings` for a problem of the roles themselves).
+  """
+  try:
+    schema = cube_env.Schema(
+      dimensions=spec.dimensions, protected=spec.protected, measures=spec.measures, adjusters=spec.adjust
+    )
+    ingest.validate_table(df, schema)
+  except ingest.ColumnError as err:
+    raise TableError(err.column, str(err)) from None
+  except ValueError as err:
+    raise TableError("settings", str(err)) from None
   for name in spec.measures:
     values = pd.to_numeric(df[name], errors="coerce")
     if values.notna().sum() < df[name].notna().sum():
-      raise TableError(name, "measure column holds values that are not numbers")
+      raise TableError(name, f"measure column {name!r} holds values that are not numbers")
 
 
 def content_hash(data: bytes) -> str:
