@@ -170,6 +170,27 @@ def test_a_journal_of_another_run_is_refused_naming_the_field(tmp_path):
     _run(df.iloc[5:], state)  # another table
 
 
+def test_replayed_answers_equal_live_ones_and_a_different_query_is_refused(tmp_path):
+  df = make_small_df(seed=5, n=2000)
+  space = cube_env.prepare(df, SCHEMA, cube_env.DiscoveryConfig(max_depth=2, z_screen=3.0)).space
+  state = str(tmp_path / "state")
+  live = cube_env.Ledger(space, 5, journal.Journal(state, fingerprint={"run": 1}, every=2))
+  obs0, root, _ = live.root()
+  legal = [int(a) for a in np.nonzero(np.asarray(root.mask))[0]]
+  obs1, after, n1 = live.step(root, legal[0])
+  live.step(root, legal[1])
+  live.result("test")
+  replay = cube_env.Ledger(space, 5, journal.Journal(state, fingerprint={"run": 1}))
+  r_obs0, r_root, _ = replay.root()
+  r_obs1, r_after, r_n1 = replay.step(r_root, legal[0])
+  assert np.array_equal(r_obs0, obs0) and np.array_equal(r_obs1, obs1) and r_n1 == n1
+  for field in ("filters", "t", "visited", "mask", "rows", "found"):
+    a, b = np.asarray(getattr(after, field)), np.asarray(getattr(r_after, field))
+    assert a.dtype == b.dtype and np.array_equal(a, b), field
+  with pytest.raises(journal.JournalMismatch, match=f"query 3 .* was action {legal[1]} .* asks action {legal[2]}"):
+    replay.step(r_root, legal[2])
+
+
 def test_resume_flags(setup, tmp_path, capsys):
   assert discover.main(["--resume", str(tmp_path)]) == 2
   assert "no saved discovery run" in capsys.readouterr().err

@@ -238,6 +238,29 @@ def test_burst_of_status_requests(service, table):
   assert p99 < 5000
 
 
+def test_parquet_upload_and_cancel(service, table):
+  parquet = io.BytesIO()
+  pd.read_csv(io.BytesIO(table)).to_parquet(parquet)
+  r = service.submit(SETTINGS, parquet.getvalue(), name="cases.parquet")
+  assert r.status_code == 202 and r.json()["cached"] is False
+  csv_job = service.submit(SETTINGS, table).json()
+  assert csv_job["cached"] is True  # the first test's job
+  parquet_found = service.client.get(f"/jobs/{service.finish(r.json()['id'])['id']}/findings.json").json()
+  csv_found = service.client.get(f"/jobs/{csv_job['id']}/findings.json").json()
+  assert parquet_found["findings"] == csv_found["findings"]
+  # Three long jobs on two workers: two run, one waits; cancel all three.
+  ids = [service.submit({**LONG, "seed": seed}, table).json()["id"] for seed in (21, 22, 23)]
+
+  def statuses():
+    return [service.client.get(f"/jobs/{i}").json()["status"] for i in ids]
+
+  _wait(lambda: sorted(statuses()) == ["queued", "started", "started"], 60, "two started, one queued")
+  for job_id in ids:
+    assert service.client.delete(f"/jobs/{job_id}").status_code == 200
+  _wait(lambda: sorted(statuses()) == ["canceled", "stopped", "stopped"], 30, "canceled and stopped jobs")
+  assert service.client.get(f"/jobs/{ids[0]}/findings.json").status_code == 409
+
+
 def test_worker_killed_mid_job_resumes_to_the_same_findings(service, table, tmp_path):
   job_id = service.submit(LONG, table).json()["id"]
   conn_key = LEASE_KEY.format(job_id)

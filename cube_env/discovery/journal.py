@@ -151,10 +151,11 @@ class Journal:
     os.makedirs(self.directory, exist_ok=True)
     self._segments: list[dict] = []
     self._replay: list[dict[str, np.ndarray]] = []
-    self._chunks: dict[str, Any] = {}
+    self._chunks: dict[str, Any] = {}  # key -> {"cost": queries it took, "value": its JSON value}
     self._load()
     self.resumed_queries = len(self._replay)  # queries a resumed search replays instead of running
     self.resumed_chunks = len(self._chunks)
+    self._chunk_cost = sum(c["cost"] for c in self._chunks.values())  # queries of the chunks recorded
     self._pos = 0
     self._pending: list[dict[str, np.ndarray]] = []
     self._pending_chunks: dict[str, Any] = {}
@@ -263,13 +264,20 @@ class Journal:
 
   def chunk(self, key: str) -> Any | None:
     """The value recorded for `key` (a JSON-able chunk of exhaustive's work), or None."""
-    return self._chunks.get(key, self._pending_chunks.get(key))
+    entry = self._chunks.get(key, self._pending_chunks.get(key))
+    return None if entry is None else entry["value"]
 
   def put_chunk(self, key: str, value: Any, *, cost: int = 1) -> Any:
-    """Records a finished chunk (JSON-able) that cost `cost` queries; returns it as stored (read back from JSON)."""
+    """Records a finished chunk (JSON-able) that cost `cost` queries; returns it as stored (read back from JSON).
+
+    `progress` hears the queries of every chunk recorded so far (resumed ones included).
+    """
     stored = json.loads(json.dumps(value))
-    self._pending_chunks[key] = stored
+    self._pending_chunks[key] = {"cost": int(cost), "value": stored}
     self._pending_cost += int(cost)
+    self._chunk_cost += int(cost)
+    if self.progress is not None:
+      self.progress(self._chunk_cost)
     self._maybe_save()
     return stored
 
