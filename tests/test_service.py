@@ -1,6 +1,7 @@
 """The discovery service end to end: a real Redis server, real RQ worker processes, a real uvicorn API on 127.0.0.1
 and a real HTTP client (httpx). Skipped without `redis-server` or the `service` extra."""
 
+import asyncio
 import io
 import json
 import os
@@ -11,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -24,9 +24,6 @@ pytest.importorskip("fastapi")
 if shutil.which("redis-server") is None:
   pytest.skip("redis-server is not installed (apt-get install redis-server)", allow_module_level=True)
 
-with warnings.catch_warnings():
-  warnings.simplefilter("ignore", DeprecationWarning)  # starlette would rather have httpx2 for its TestClient
-  from fastapi.testclient import TestClient
 from rq.job import Job  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
@@ -67,7 +64,7 @@ class Service:
   """Redis, two workers and the API, started as processes and stopped at the end."""
 
   def __init__(self, root):
-    self.root, self.procs, self.workers = root, [], []
+    self.root, self.procs, self.workers, self.logs = root, [], [], []
     port = _free_port()
     self.redis_url = f"redis://127.0.0.1:{port}/0"
     redis_cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
@@ -90,7 +87,8 @@ class Service:
       return False
 
   def _start(self, cmd):
-    log = open(self.root / f"log-{len(self.procs)}.txt", "w")  # noqa: SIM115 (closed with the process)
+    log = open(self.root / f"log-{len(self.procs)}.txt", "w")  # noqa: SIM115 (closed by stop)
+    self.logs.append(log)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
     self.procs.append(proc)
     return proc
@@ -120,6 +118,8 @@ class Service:
       except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    for log in self.logs:
+      log.close()
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +292,15 @@ def test_safe_defaults(service, tmp_path, capsys):
   assert "needs a token" in capsys.readouterr().err
   assert ServiceConfig().host == "127.0.0.1"
   guarded = make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path), token="s3cret"))
-  with TestClient(guarded) as client:
-    assert client.get("/jobs").status_code == 401
-    assert client.get("/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/health", headers={"Authorization": "Bearer s3cret"}).json() == {"ok": True}
+
+  async def calls():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://test") as client:
+      return [
+        await client.get("/jobs"),
+        await client.get("/jobs", headers={"Authorization": "Bearer wrong"}),
+        await client.get("/health", headers={"Authorization": "Bearer s3cret"}),
+      ]
+
+  none, wrong, right = asyncio.run(calls())
+  assert none.status_code == 401 and wrong.status_code == 401 and "Bearer" in none.text
+  assert right.status_code == 200 and right.json() == {"ok": True}
