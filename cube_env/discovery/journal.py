@@ -321,6 +321,18 @@ class Journal:
     self._pending, self._pending_chunks, self._pending_cost = [], {}, 0
 
 
+def journal_of(progress) -> Journal | None:
+  """The first `Journal` in a chain of progress wrappers (each holds the next as `.progress`), or None.
+
+  So a method that wraps its progress (a time limit, `Anytime`, a plug-in's own) still journals its queries.
+  """
+  for _ in range(16):
+    if progress is None or isinstance(progress, Journal):
+      return progress
+    progress = getattr(progress, "progress", None)
+  return None
+
+
 def clear(directory: str) -> int:
   """Removes the journal files in `directory` (a fresh run there starts over); returns how many were removed."""
   if not os.path.isdir(directory):

@@ -39,7 +39,7 @@ import pandas as pd
 
 from cube_env.data.ingest import filters_to_codes
 from cube_env.discovery import cohorts
-from cube_env.discovery.journal import Journal
+from cube_env.discovery.journal import journal_of
 from cube_env.discovery.oracle import enumerate_findings
 from cube_env.discovery.space import (
   BudgetSpent,
@@ -228,11 +228,11 @@ def _simulate(root: _Node, nodes: dict, ledger: Ledger, rng, c: int, explore: fl
 def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | None = None) -> SearchResult:
   """The oracle to the deepest depth whose visitable cohorts all fit in the budget.
 
-  With a `journal.Journal` as `progress` it resumes by chunks: each column subset's findings are journaled and a
+  With a `journal.Journal` as (or in) `progress` it resumes by chunks: each column subset's findings are journaled and a
   resumed run computes only the subsets not yet saved.
   """
   del seed
-  journal = progress if isinstance(progress, Journal) else None
+  journal = journal_of(progress)
   t0 = time.perf_counter()
   Ledger(space, budget)  # validates the budget
   blocks = [visitable_cohorts(space, d) for d in range(space.max_depth + 1)]

@@ -38,7 +38,7 @@ import pandas as pd
 from cube_env.data.disclosure import SMALL_CELL
 from cube_env.data.ingest import Cube, codes_to_filters, cohort_label
 from cube_env.discovery import cohorts
-from cube_env.discovery.journal import Journal
+from cube_env.discovery.journal import journal_of
 from cube_env.environment.env import CubeEnv, EnvState, make_env
 from cube_env.environment.params import EnvParams, EnvShape, bucketed_shape, resolve_z
 
@@ -266,7 +266,7 @@ class Ledger:
   query that reached the cohort), filters (codes tuple), parent (query index
   of the cohort it was first reached from; -1 for the root), n_new.
 
-  A `journal.Journal` given as `progress` makes the search resumable: the
+  A `journal.Journal` as `progress` (or in its chain of wrappers) makes the search resumable: the
   ledger answers queries from it while it has them, records every live one,
   and saves it when the search ends (`result`).
   """
@@ -283,7 +283,7 @@ class Ledger:
     self.t0 = time.perf_counter()
     limit = time_limit_of(progress)
     self.deadline = None if limit is None else self.t0 + limit
-    self.journal = progress if isinstance(progress, Journal) else None
+    self.journal = journal_of(progress)
     if isinstance(progress, Anytime):
       progress.bind(self)
 
