@@ -128,10 +128,11 @@ SAFE_ON_RESUME = ("out", "show", "progress", "save_every")  # flags a resumed ru
 
 
 def save_settings(args: Args, directory: str) -> None:
-  """Writes `args` (a --data path made absolute) to DIRECTORY/settings.json, atomically."""
+  """Writes `args` (--data, --checkpoint and --out made absolute) to DIRECTORY/settings.json, atomically."""
   fields = dataclasses.asdict(args)
-  if args.data is not None:
-    fields["data"] = os.path.abspath(args.data)
+  for name in ("data", "checkpoint", "out"):
+    if fields[name] is not None:
+      fields[name] = os.path.abspath(fields[name])
   os.makedirs(directory, exist_ok=True)
   tmp = os.path.join(directory, SETTINGS + ".tmp")
   with open(tmp, "w", encoding="utf-8") as handle:
@@ -210,7 +211,8 @@ def _z_screen(text: str):
 def _method_options(args: Args) -> dict:
   """Options of the `--method` (registered in `cube_env`; `experiments.agent` registers muzero)."""
   if args.method == "muzero":
-    return {"checkpoint": args.checkpoint} if args.checkpoint is not None else {}
+    # Absolute: the journal's fingerprint holds it, and a resumed run may start elsewhere.
+    return {"checkpoint": os.path.abspath(args.checkpoint)} if args.checkpoint is not None else {}
   if args.checkpoint is not None:
     raise ValueError(f"--checkpoint is only used by --method muzero (got --method {args.method})")
   return {"width": args.beam_width} if args.method == "beam" else {}
