@@ -164,6 +164,10 @@ def test_damaged_newest_state_falls_back_with_a_warning(tmp_path):
     handle.write("{truncated")
   with pytest.warns(journal.JournalWarning, match="unreadable"):
     pd.testing.assert_frame_equal(_run(df, state).findings, ref.findings)
+  os.remove(os.path.join(state, journal.MANIFEST))  # a missing manifest: the previous one, with a warning
+  with pytest.warns(journal.JournalWarning, match="missing"):
+    pd.testing.assert_frame_equal(_run(df, state).findings, ref.findings)
+  assert journal.saved_queries(state) == 30
 
 
 def test_a_journal_of_another_run_is_refused_naming_the_field(tmp_path):

@@ -288,7 +288,7 @@ def test_worker_killed_mid_job_resumes_to_the_same_findings(service, table, tmp_
   assert found == _reference(table, LONG, tmp_path)
   journal = json.loads((service.root / "data" / "jobs" / job_id / "state" / "journal.json").read_text())
   meta = Job.fetch(job_id, connection=redis.Redis.from_url(service.redis_url), serializer=JSONSerializer).get_meta()
-  assert meta["resumed_queries"] >= 50 and meta["resumed_queries"] % 50 == 0  # resumed from a save, not rerun
+  assert meta["resumed_queries"] >= 50 and meta["resumed_queries"] % 50 == 0, meta  # resumed from a save, not rerun
   print(f"worker killed at >= {killed_at} queries; the job resumed and ended with {len(found)} identical findings")
   assert journal["queries"] == LONG["budget"]
 

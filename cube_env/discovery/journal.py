@@ -16,8 +16,9 @@ a resumed run skips the subsets already done.
 On disk (`directory`): `seg-NNNNNN.npz`, one per save, holding the queries and chunks recorded since the save before
 (NumPy arrays only, read with `allow_pickle=False`; chunks as JSON text); and `journal.json`, the manifest: the run's
 fingerprint, and every segment with its counts and BLAKE2b digest. A save writes the segment, then the manifest,
-each to a temporary file that is fsynced and renamed over the target (`os.replace`); the manifest it replaces is
-kept as `journal.prev.json`. On load, an unreadable manifest falls back to the previous one, and a segment that is
+each to a temporary file that is fsynced and renamed over the target (`os.replace`); before the manifest, the state
+the save extends is written as `journal.prev.json` (so some manifest is on disk at every moment, and a damaged one is
+never copied forward). On load, an unreadable or missing manifest falls back to the previous one, and a segment that is
 missing or fails its digest ends the journal there (later segments are dropped): either way with a
 `JournalWarning`, and the run resumes from the last state that reads back whole. Saves happen every `every`
 queries (or cohorts of `exhaustive`), at the end of the search, and when a signal caught by `stop_on_signals`
@@ -168,6 +169,8 @@ class Journal:
     for name in (MANIFEST, PREVIOUS):
       path = os.path.join(self.directory, name)
       if not os.path.exists(path):
+        if name == MANIFEST and os.path.exists(os.path.join(self.directory, PREVIOUS)):
+          warnings.warn(f"journal {path} is missing; using {PREVIOUS}", JournalWarning, stacklevel=3)
         continue
       try:
         with open(path, encoding="utf-8") as handle:
@@ -293,6 +296,10 @@ class Journal:
 
   # -- saving ------------------------------------------------------------------------------------------------------
 
+  def _manifest(self, segments: list[dict], queries: int, chunks: int) -> bytes:
+    manifest = {"format": FORMAT, "fingerprint": self.fingerprint, "queries": queries, "chunks": chunks}
+    return json.dumps({**manifest, "segments": segments}, indent=1).encode()
+
   def save(self) -> None:
     """Writes what was recorded since the last save as a new segment, then the manifest (both atomic)."""
     if not self._pending and not self._pending_chunks and self._segments:
@@ -302,23 +309,28 @@ class Journal:
     _write_atomic(os.path.join(self.directory, name), data)
     seg = {"file": name, "queries": len(self._pending), "chunks": len(self._pending_chunks), "blake2b": _digest(data)}
     self._next += 1
-    manifest = {
-      "format": FORMAT,
-      "fingerprint": self.fingerprint,
-      "queries": self.queries,
-      "chunks": len(self._chunks) + len(self._pending_chunks),
-      "segments": self._segments + [seg],
-    }
-    path = os.path.join(self.directory, MANIFEST)
-    if os.path.exists(path):
-      os.replace(path, os.path.join(self.directory, PREVIOUS))
-    _write_atomic(path, json.dumps(manifest, indent=1).encode())
+    path, previous = os.path.join(self.directory, MANIFEST), os.path.join(self.directory, PREVIOUS)
+    if self._segments:  # the state this save extends (what loaded or was saved whole), so a manifest is always there
+      _write_atomic(previous, self._manifest(self._segments, len(self._replay), len(self._chunks)))
+    new = self._manifest(self._segments + [seg], self.queries, len(self._chunks) + len(self._pending_chunks))
+    _write_atomic(path, new)
     _fsync_dir(self.directory)
     self._segments.append(seg)
     self._replay.extend(self._pending)
     self._pos += len(self._pending)
     self._chunks.update(self._pending_chunks)
     self._pending, self._pending_chunks, self._pending_cost = [], {}, 0
+
+
+def saved_queries(directory: str) -> int:
+  """Queries the newest readable manifest in `directory` says are saved (0 without one; digests not checked)."""
+  for name in (MANIFEST, PREVIOUS):
+    try:
+      with open(os.path.join(directory, name), encoding="utf-8") as handle:
+        return int(json.load(handle).get("queries", 0))
+    except (OSError, ValueError, AttributeError):
+      continue
+  return 0
 
 
 def journal_of(progress) -> Journal | None:
@@ -337,7 +349,8 @@ def clear(directory: str) -> int:
   """Removes the journal files in `directory` (a fresh run there starts over); returns how many were removed."""
   if not os.path.isdir(directory):
     return 0
-  names = [n for n in os.listdir(directory) if n in (MANIFEST, PREVIOUS) or _segment_number(n)]
+  owned = (MANIFEST, PREVIOUS, f"{MANIFEST}.tmp", f"{PREVIOUS}.tmp")
+  names = [n for n in os.listdir(directory) if n in owned or _segment_number(n)]
   for name in names:
     os.remove(os.path.join(directory, name))
   return len(names)

@@ -211,7 +211,7 @@ def run_job(directory: str) -> dict[str, Any]:
   settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "method"}
   progress = _Progress(job) if job is not None else None
   if job is not None:
-    job.meta.update(started=time.time(), queries=0, ended=None, resumed_queries=_journaled_queries(state_dir))
+    job.meta.update(started=time.time(), queries=0, ended=None, resumed_queries=journal.saved_queries(state_dir))
     job.save_meta()
   holder = lease(job.connection, job.id, record["lease_seconds"]) if job is not None else contextlib.nullcontext()
   with holder:
@@ -229,14 +229,6 @@ def run_job(directory: str) -> dict[str, Any]:
     job.meta.update(queries=run.search.queries, ended=time.time())
     job.save_meta()
   return {"queries": run.search.queries, "candidates": len(run.findings), "confirmed": len(run.confirmed)}
-
-
-def _journaled_queries(state_dir: str) -> int:
-  try:
-    with open(os.path.join(state_dir, journal.MANIFEST), encoding="utf-8") as handle:
-      return int(json.load(handle).get("queries", 0))
-  except (OSError, ValueError):
-    return 0
 
 
 def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
