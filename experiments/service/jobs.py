@@ -10,7 +10,8 @@
   which blank every count under the small-cell limit and escape every value in the HTML).
 * Progress: the job keeps `queries`, `budget`, `started` in RQ's job meta (saved at most every 0.5 s).
 * Abandoned jobs: while a job runs it holds a lease in Redis (`cube:lease:<id>`, `lease_seconds` long, refreshed
-  by a thread three times per lease). A worker that dies (SIGKILL, a lost machine) stops refreshing it; every
+  by a thread three times per lease; taken by the worker before it forks the job's work horse, for three lease
+  periods, so that a slow start-up is not taken for a death). A worker that dies (SIGKILL, a lost machine) stops refreshing it; every
   `DiscoveryWorker`, on start-up and then every `lease_seconds` while idle, requeues (at the front) each started job
   whose lease lapsed (`requeue_abandoned`), and the worker that takes it resumes the search from its journal, to
   the findings of an uninterrupted run. RQ's own abandoned-job handling would do the same but only after its
@@ -46,6 +47,7 @@ from experiments.service.spec import JobSpec, ServiceConfig
 from experiments.service.tables import parse_table
 
 LEASE_KEY = "cube:lease:{}"
+STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this many lease periods (the horse's start-up)
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 REPORT_FILES = ("findings.json", "findings.csv", "report.html")
 
@@ -271,6 +273,11 @@ class DiscoveryWorker(Worker):
     # Maintenance (and so the requeue) runs between dequeues, which wait worker_ttl - 15 seconds at most.
     super().__init__(queues, maintenance_interval=interval, worker_ttl=interval + 15, **kwargs)
     self.lease_seconds = float(lease_seconds)
+
+  def prepare_execution(self, job: Job):
+    """Takes the job's lease before forking its work horse (which then refreshes it), with time to start up."""
+    self.connection.set(LEASE_KEY.format(job.id), os.getpid(), px=int(STARTUP_LEASES * self.lease_seconds * 1000))
+    return super().prepare_execution(job)
 
   def run_maintenance_tasks(self):
     super().run_maintenance_tasks()
