@@ -216,6 +216,18 @@ def test_bad_input_is_a_clear_4xx(service, table):
   assert service.client.get("/jobs/nope").status_code == 404
 
 
+def test_a_failing_job_reports_its_error(service, table):
+  job_id = service.submit({**SETTINGS, "min_group": 5000}, table).json()["id"]  # no cohort that large
+
+  def failed():
+    s = service.client.get(f"/jobs/{job_id}").json()
+    return s if s["status"] == "failed" else None
+
+  status = _wait(failed, 120, "the job to fail")
+  assert "empty cohort space" in status["error"] and "min_group" in status["error"]
+  assert service.client.get(f"/jobs/{job_id}/report.html").status_code == 409
+
+
 def test_burst_of_status_requests(service, table):
   job_id = service.submit(SETTINGS, table).json()["id"]
   latencies, errors = [], []

@@ -152,7 +152,9 @@ def job_status(job: Job) -> dict[str, Any]:
     elif status == JobStatus.FINISHED:
       out["progress"]["eta_s"] = 0.0
   if status == JobStatus.FAILED:
-    out["error"] = _last_line(job.latest_result().exc_string if job.latest_result() else "")
+    result = job.latest_result()
+    # The error's last line, with any small count ("3 rows") hidden: the small-cell rule holds in errors too.
+    out["error"] = cube_env.redact_counts(_last_line(result.exc_string if result else ""), cube_env.SMALL_CELL)
   return out
 
 
