@@ -209,6 +209,8 @@ def test_bad_input_is_a_clear_4xx(service, table):
   assert r.status_code == 422 and r.json()["detail"]["field"] == "budgett"
   r = service.submit({**SETTINGS, "budget": 0}, table)
   assert r.status_code == 422 and r.json()["detail"]["field"] == "budget"
+  r = service.submit({**SETTINGS, "time_limit": "soon"}, table)
+  assert r.status_code == 422 and r.json()["detail"]["field"] == "time_limit"
   r = service.client.post("/jobs", data={"settings": "{not json"}, files={"file": ("a.csv", table)})
   assert r.status_code == 422 and r.json()["detail"]["field"] == "settings"
   r = service.client.post("/jobs", data={"settings": json.dumps(SETTINGS), "path": "/etc/passwd"})

@@ -88,6 +88,7 @@ class JobSpec:
   explore_fraction: float = 0.5
   max_categories: int = 12
   beam_width: int = 8
+  time_limit: float | None = None  # seconds the search may spend (auto plans with it); None: no limit
 
   @classmethod
   def from_json(cls, text: str | bytes) -> JobSpec:
@@ -150,6 +151,12 @@ def _typed(name: str, value: Any, default: Any) -> Any:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
       raise SpecError(name, f"must be a list of column names, got {value!r}")
     return tuple(value)
+  if default is None:  # an optional number
+    if value is None:
+      return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise SpecError(name, f"must be a number or null, got {value!r}")
+    return float(value)
   if name == "z_screen":
     if value == "bonferroni" or (isinstance(value, (int, float)) and not isinstance(value, bool)):
       return value if isinstance(value, str) else float(value)
