@@ -8,6 +8,12 @@ findings.json, findings.csv and report.html into `--out`. The work is done by
 `cube_env.run_discovery` and `experiments.report`; this module parses flags
 (docs/design.md, Discovery and confirmation).
 
+The search saves its state as it goes (`--state-dir`, default OUT/state: a
+journal of its queries every `--save-every` queries, at the end, and on Ctrl-C
+or SIGTERM, which exit with status 130) together with the run's settings;
+`--resume DIR` continues such a run to the findings an uninterrupted run gives,
+without repeating its flags. A fresh run into a state directory starts over.
+
 No count from 1 to 10 is ever printed: tests need `--min-group` >= 11 on both
 sides, and every printed count below `--min-group` is blanked.
 """
@@ -15,6 +21,8 @@ sides, and every printed count below `--min-group` is blanked.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import sys
 from typing import Literal
 
@@ -23,10 +31,12 @@ from tqdm import tqdm
 
 import cube_env
 from cube_env import synthetic
+from cube_env.discovery import journal
 from experiments import (
   agent,  # noqa: F401 (importing it registers the muzero method with cube_env)
   report,
 )
+from experiments.launch.errors import UsageError, run_command
 
 _DEFAULTS = cube_env.DiscoveryConfig()  # the library's defaults are the command's
 
@@ -102,6 +112,77 @@ class Args:
   """Rows of the findings table printed."""
   progress: bool = True
   """Show a progress bar while searching."""
+  save_state: bool = True
+  """Save the search state as it goes (--no-save-state: a run that cannot be resumed)."""
+  state_dir: str | None = None
+  """Directory of the saved search state and settings (default: OUT/state)."""
+  save_every: int = 100
+  """Save the search state every this many queries (also at the end and on Ctrl-C/SIGTERM)."""
+  resume: str | None = None
+  """Continue the run whose state is in this directory (its --state-dir, or its --out); its saved settings are
+  used, so no other flag is needed; only --out, --show, --progress and --save-every may differ."""
+
+
+SETTINGS = "settings.json"  # the run's `Args`, beside its journal
+SAFE_ON_RESUME = ("out", "show", "progress", "save_every")  # flags a resumed run may change
+
+
+def save_settings(args: Args, directory: str) -> None:
+  """Writes `args` (--data, --checkpoint and --out made absolute) to DIRECTORY/settings.json, atomically."""
+  fields = dataclasses.asdict(args)
+  for name in ("data", "checkpoint", "out"):
+    if fields[name] is not None:
+      fields[name] = os.path.abspath(fields[name])
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, SETTINGS + ".tmp")
+  with open(tmp, "w", encoding="utf-8") as handle:
+    json.dump(fields, handle, indent=1)
+  os.replace(tmp, os.path.join(directory, SETTINGS))
+
+
+def resumed_args(args: Args) -> Args:
+  """The saved settings of the run in `args.resume`, with the flags of `SAFE_ON_RESUME` that were given.
+
+  Raises:
+    UsageError: no saved run there, or a flag (other than the safe ones) that contradicts the saved value.
+  """
+  directory = args.resume
+  if not os.path.isfile(os.path.join(directory, SETTINGS)) and os.path.isfile(
+    os.path.join(directory, "state", SETTINGS)
+  ):
+    directory = os.path.join(directory, "state")
+  path = os.path.join(directory, SETTINGS)
+  try:
+    with open(path, encoding="utf-8") as handle:
+      saved = json.load(handle)
+  except FileNotFoundError:
+    raise UsageError(f"--resume {args.resume}: no saved discovery run there (no {SETTINGS})") from None
+  except ValueError as err:
+    raise UsageError(f"--resume {args.resume}: {path} is unreadable ({err})") from None
+  defaults, merged = Args(), {}
+  for field in dataclasses.fields(Args):
+    name, given, default = field.name, getattr(args, field.name), getattr(Args(), field.name)
+    old = saved.get(name, default)
+    old = tuple(old) if isinstance(default, tuple) and isinstance(old, list) else old
+    if name in SAFE_ON_RESUME:
+      merged[name] = given if given != default else old
+    elif name in ("resume", "state_dir", "save_state"):
+      continue
+    elif given != getattr(defaults, name) and given != old:
+      raise UsageError(
+        f"--{name.replace('_', '-')} {given} contradicts the run saved in {directory} ({old}); only "
+        f"{', '.join('--' + n.replace('_', '-') for n in SAFE_ON_RESUME)} may change on --resume"
+      )
+    else:
+      merged[name] = old
+  return Args(**merged, state_dir=directory, save_state=True)
+
+
+def state_directory(args: Args) -> str | None:
+  """Where `args`' run keeps its search state (None: --no-save-state)."""
+  if not args.save_state:
+    return None
+  return args.state_dir or os.path.join(args.out, "state")
 
 
 def _load(args: Args):
@@ -130,20 +211,31 @@ def _z_screen(text: str):
 def _method_options(args: Args) -> dict:
   """Options of the `--method` (registered in `cube_env`; `experiments.agent` registers muzero)."""
   if args.method == "muzero":
-    return {"checkpoint": args.checkpoint} if args.checkpoint is not None else {}
+    # Absolute: the journal's fingerprint holds it, and a resumed run may start elsewhere.
+    return {"checkpoint": os.path.abspath(args.checkpoint)} if args.checkpoint is not None else {}
   if args.checkpoint is not None:
     raise ValueError(f"--checkpoint is only used by --method muzero (got --method {args.method})")
   return {"width": args.beam_width} if args.method == "beam" else {}
 
 
-def run(args: Args) -> dict:
-  """Runs discovery and writes the report; returns the run, its score and the report paths."""
+def run(args: Args, *, fresh: bool = True) -> dict:
+  """Runs discovery and writes the report; returns the run, its score and the report paths.
+
+  A `fresh` run clears the journal in its state directory and saves its settings there; otherwise (`--resume`)
+  the journal there is continued.
+  """
   if args.min_group < cube_env.SMALL_CELL:
     raise ValueError(f"--min-group must be at least {cube_env.SMALL_CELL} (small-cell rule), got {args.min_group}")
   if args.budget < 1:
     raise ValueError(f"--budget must be at least 1 group-by query, got {args.budget}")
+  if args.save_every < 1:
+    raise ValueError(f"--save-every must be at least 1 query, got {args.save_every}")
   options = _method_options(args)
   df, schema, truth, source = _load(args)
+  state_dir = state_directory(args)
+  if state_dir is not None and fresh:
+    journal.clear(state_dir)
+    save_settings(args, state_dir)
   bar = tqdm(
     total=args.budget,
     unit="query",
@@ -162,6 +254,8 @@ def run(args: Args) -> dict:
       schema,
       method=args.method,
       progress=progress,
+      state_dir=state_dir,
+      save_every=args.save_every,
       budget=args.budget,
       time_limit=args.time_limit,
       max_depth=args.max_depth,
@@ -194,11 +288,15 @@ def run(args: Args) -> dict:
 def main(argv: list[str] | None = None) -> int:
   args = tyro.cli(Args, args=argv)
   try:
-    run(args)
+    fresh = args.resume is None
+    if not fresh:
+      args = resumed_args(args)
+    state_dir = state_directory(args)
+    with journal.stop_on_signals():
+      return run_command(lambda: run(args, fresh=fresh), program="experiments.discover", checkpoint_dir=state_dir)
   except ValueError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
-  return 0
 
 
 if __name__ == "__main__":

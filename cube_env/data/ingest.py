@@ -105,7 +105,20 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
   raise ValueError(f"data file {path!r}: unknown format (use .csv or .parquet)")
 
 
-def _validate(df: pd.DataFrame, schema: Schema) -> None:
+class ColumnError(ValueError):
+  """A problem with one column of the table; `column` names it (a service answers with the name)."""
+
+  def __init__(self, column: str, message: str):
+    super().__init__(message)
+    self.column = column
+
+
+def validate_table(df: pd.DataFrame, schema: Schema) -> None:
+  """Checks `df` against `schema` before any coding: rows, roles, every named column present.
+
+  Raises:
+    ColumnError naming the column for a missing one; ValueError for the other problems.
+  """
   if not isinstance(df, pd.DataFrame):
     raise ValueError(f"expected a pandas DataFrame, got {type(df).__name__}")
   if len(df) == 0:
@@ -132,7 +145,7 @@ def _validate(df: pd.DataFrame, schema: Schema) -> None:
         raise ValueError(f"column {c!r} is listed twice in schema.{role}")
       seen.add(c)
       if c not in df.columns:
-        raise ValueError(f"column {c!r} (schema.{role}) is not in the table; columns are {list(df.columns)}")
+        raise ColumnError(c, f"column {c!r} (schema.{role}) is not in the table; columns are {list(df.columns)}")
   owner: dict[str, str] = {}
   for role in ("dimensions", "protected", "measures"):
     for c in roles[role]:
@@ -231,7 +244,9 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     bad = coerced.isna() & col.notna()
     if bad.any():
       example = col[bad].iloc[0]
-      raise ValueError(f"measure column {name!r} is not numeric (e.g. value {example!r} in {int(bad.sum())} rows)")
+      raise ColumnError(
+        name, f"measure column {name!r} is not numeric (e.g. value {example!r} in {int(bad.sum())} rows)"
+      )
     col = coerced
   values = col.to_numpy(dtype=np.float64)
   if np.isinf(values).any():
@@ -271,7 +286,7 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     for missing, CubeMeta without shift). Exposed so that reports and
     confirmation can code other rows (e.g. a holdout half) identically.
   """
-  _validate(df, schema)
+  validate_table(df, schema)
   if max_categories < 2:
     raise ValueError(f"max_categories must be >= 2, got {max_categories}")
   summary: list[str] = []

@@ -39,6 +39,7 @@ import pandas as pd
 
 from cube_env.data.ingest import filters_to_codes
 from cube_env.discovery import cohorts
+from cube_env.discovery.journal import journal_of
 from cube_env.discovery.oracle import enumerate_findings
 from cube_env.discovery.space import (
   BudgetSpent,
@@ -225,8 +226,13 @@ def _simulate(root: _Node, nodes: dict, ledger: Ledger, rng, c: int, explore: fl
 
 
 def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | None = None) -> SearchResult:
-  """The oracle to the deepest depth whose visitable cohorts all fit in the budget."""
+  """The oracle to the deepest depth whose visitable cohorts all fit in the budget.
+
+  With a `journal.Journal` as (or in) `progress` it resumes by chunks: each column subset's findings are journaled and a
+  resumed run computes only the subsets not yet saved.
+  """
   del seed
+  journal = journal_of(progress)
   t0 = time.perf_counter()
   Ledger(space, budget)  # validates the budget
   blocks = [visitable_cohorts(space, d) for d in range(space.max_depth + 1)]
@@ -243,6 +249,7 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
       new_z=space.new_z,
       min_cohort=float(space.params.min_cohort),
       include_old=False,
+      journal=journal,
     )
     queries = int(found.attrs["queries"])
   else:
@@ -256,6 +263,8 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
       only_new=True,
     )
     queries = 1
+  if journal is not None:
+    journal.save()
   if progress is not None:
     progress(queries)
   visits = _canonical_visits(codes, found, cube)

@@ -23,6 +23,7 @@ import pandas as pd
 from cube_env.data.disclosure import SMALL_CELL
 from cube_env.data.ingest import Cube, codes_to_filters
 from cube_env.discovery.cohorts import FINDING_COLUMNS, finding_row
+from cube_env.discovery.journal import Journal
 from cube_env.environment import findings as fd
 from cube_env.environment.params import EnvParams, bucketed_shape, make_params
 
@@ -107,6 +108,7 @@ def enumerate_findings(
   z_screen: float | str = 4.0,
   new_z: float | None = None,
   include_old: bool = True,
+  journal: Journal | None = None,
 ) -> pd.DataFrame:
   """Every significant disparity in every visitable cohort up to `max_depth`.
 
@@ -114,6 +116,8 @@ def enumerate_findings(
     cube: from `build_cube`.
     max_depth, min_group, min_cohort, z_screen, new_z: as in `make_env`.
     include_old: keep significant findings that are not new (flag `new`).
+    journal: a `journal.Journal` that keeps each column subset's findings as
+      a chunk; subsets it already holds are not recomputed (a resumed run).
 
   Returns:
     DataFrame with `FINDING_COLUMNS`; `df.attrs["queries"]` is the number of
@@ -133,9 +137,15 @@ def enumerate_findings(
   entries: list[dict] = []
   for k in range(0, max_depth + 1):
     for subset in itertools.combinations(range(len(meta.filter_names)), k):
-      n, found = subset_findings(params, meta, subset, include_old=include_old)
-      queries += n
-      entries += found
+      key = "subset:" + ",".join(str(c) for c in subset)
+      done = None if journal is None else journal.chunk(key)
+      if done is None:
+        n, found = subset_findings(params, meta, subset, include_old=include_old)
+        done = {"queries": n, "entries": found}
+        if journal is not None:
+          done = journal.put_chunk(key, done, cost=n)  # as stored: a resumed run reads the same
+      queries += done["queries"]
+      entries += done["entries"]
   out = pd.DataFrame(entries, columns=list(FINDING_COLUMNS))
   out.attrs["queries"] = queries
   out.attrs["z_screen"] = float(params.z_screen)

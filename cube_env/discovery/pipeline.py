@@ -19,10 +19,12 @@ the registry (`methods.method_names()`; plug-ins join with
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterable
 from typing import Any
 
+import jax
 import pandas as pd
 
 from cube_env.data import holdout
@@ -30,6 +32,7 @@ from cube_env.data.disclosure import SMALL_CELL
 from cube_env.data.schema import Schema
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
 from cube_env.discovery import confirm as cf
+from cube_env.discovery.journal import Journal, fingerprint_arrays
 from cube_env.discovery.methods import Method, get_method
 from cube_env.discovery.scoring import score_findings
 from cube_env.discovery.space import Progress, SearchResult, Space, TimeLimit, make_space
@@ -174,8 +177,28 @@ def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepar
   return Prepared(config=config, halves=halves, space=space)
 
 
+def search_fingerprint(prepared: Prepared, name: str, budget: int) -> dict:
+  """What fixes a search's queries (the journal of a resumable run must match it): method, budget, seed, options,
+  and a digest of the search space (the exploration cube's arrays and thresholds)."""
+  config, space = prepared.config, prepared.space
+  return {
+    "method": name,
+    "budget": int(budget),
+    "seed": int(config.seed),
+    "method_options": json.dumps(dict(config.method_options), sort_keys=True, default=lambda o: type(o).__name__),
+    "max_depth": int(space.max_depth),
+    "space": fingerprint_arrays(*jax.tree.leaves(space.params)),
+  }
+
+
 def search(
-  prepared: Prepared, method: str | Method, *, budget: int | None = None, progress: Progress | None = None
+  prepared: Prepared,
+  method: str | Method,
+  *,
+  budget: int | None = None,
+  progress: Progress | None = None,
+  state_dir: str | None = None,
+  save_every: int = 100,
 ) -> SearchResult:
   """Runs `method` on the prepared space with the config's seed and method options.
 
@@ -184,14 +207,22 @@ def search(
     method: a registered name or a method function.
     budget: group-by queries allowed (default `prepared.config.budget`).
     progress: called with the queries spent so far, after each query.
+    state_dir: makes the search resumable: its queries are journaled there (`journal.Journal`), saved every
+      `save_every` queries and at the end; a journal already there (of the same search) is resumed. Exact for
+      every method without `config.time_limit`; with one, the resumed run has its whole time again (and `auto`,
+      which plans with the time, may plan otherwise and be refused with `JournalMismatch`).
 
   Raises:
-    ValueError: unknown method name; RuntimeError: the method spent more than its budget.
+    ValueError: unknown method name, or a journal in `state_dir` of another search; RuntimeError: the method
+    spent more than its budget; `journal.JournalMismatch`: a resumed method asked other queries than journaled.
   """
   name, fn = _resolve_method(method)
   config = prepared.config
   budget = config.budget if budget is None else budget
-  if config.time_limit is not None:
+  if state_dir is not None:
+    fingerprint = search_fingerprint(prepared, name, budget)
+    progress = Journal(state_dir, fingerprint=fingerprint, every=save_every, progress=progress)
+  if config.time_limit is not None:  # not reproducible query for query: a resumed run gets its time again
     progress = TimeLimit(config.time_limit, progress)
   result = fn(prepared.space, budget=budget, seed=config.seed, progress=progress, **dict(config.method_options))
   if result.queries > budget:
@@ -226,7 +257,14 @@ def confirm(result: SearchResult, prepared: Prepared) -> pd.DataFrame:
 
 
 def run_discovery(
-  df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", progress: Progress | None = None, **settings
+  df: pd.DataFrame,
+  schema: Schema,
+  *,
+  method: str | Method = "uct",
+  progress: Progress | None = None,
+  state_dir: str | None = None,
+  save_every: int = 100,
+  **settings,
 ) -> Discovery:
   """Splits the rows, searches the exploration half, confirms on the other half (`prepare`, `search`, `confirm`).
 
@@ -234,6 +272,7 @@ def run_discovery(
     df, schema: the case table and its column roles.
     method: a registered name (`methods.method_names()`) or a method function.
     progress: called with the queries spent so far, after each query.
+    state_dir, save_every: a resumable search (`search`); confirmation runs after it and is deterministic.
     **settings: `DiscoveryConfig` fields (budget, max_depth, min_group,
       z_screen, q, min_relative_diff, adjust, favorable, seed, ...).
 
@@ -245,7 +284,7 @@ def run_discovery(
   config = DiscoveryConfig(method=name, **settings)
   t0 = time.perf_counter()
   prepared = prepare(df, schema, config)
-  result = search(prepared, method, progress=progress)
+  result = search(prepared, method, progress=progress, state_dir=state_dir, save_every=save_every)
   findings = confirm(result, prepared)
   return Discovery(
     config=config, halves=prepared.halves, search=result, findings=findings, seconds=time.perf_counter() - t0

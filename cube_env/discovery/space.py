@@ -38,6 +38,7 @@ import pandas as pd
 from cube_env.data.disclosure import SMALL_CELL
 from cube_env.data.ingest import Cube, codes_to_filters, cohort_label
 from cube_env.discovery import cohorts
+from cube_env.discovery.journal import journal_of
 from cube_env.environment.env import CubeEnv, EnvState, make_env
 from cube_env.environment.params import EnvParams, EnvShape, bucketed_shape, resolve_z
 
@@ -264,6 +265,10 @@ class Ledger:
   Mutable, local to one method call. `visits` rows: query (index of the first
   query that reached the cohort), filters (codes tuple), parent (query index
   of the cohort it was first reached from; -1 for the root), n_new.
+
+  A `journal.Journal` as `progress` (or in its chain of wrappers) makes the search resumable: the
+  ledger answers queries from it while it has them, records every live one,
+  and saves it when the search ends (`result`).
   """
 
   def __init__(self, space: Space, budget: int, progress: Progress | None = None):
@@ -278,6 +283,7 @@ class Ledger:
     self.t0 = time.perf_counter()
     limit = time_limit_of(progress)
     self.deadline = None if limit is None else self.t0 + limit
+    self.journal = journal_of(progress)
     anytime = _in_chain(progress, Anytime)
     if anytime is not None:
       anytime.bind(self)
@@ -315,14 +321,22 @@ class Ledger:
 
   def _query(self, state, action, env, params, *, parent):
     self._spend()
-    obs, state, n_new = _step(env, state, jnp.int32(action), params)
-    filters = tuple(int(v) for v in np.asarray(state.filters))
-    n_new = int(n_new)
+    answer = None if self.journal is None else self.journal.replay(state, int(action))
+    if answer is None:
+      obs, after, n_new = _step(env, state, jnp.int32(action), params)
+      obs, n_new = np.asarray(obs), int(n_new)
+      if self.journal is not None:
+        self.journal.record(state, int(action), obs, after, n_new)
+    else:
+      obs, after, n_new = answer
+    filters = tuple(int(v) for v in np.asarray(after.filters))
     self.rows_scanned += self.rows.scan_rows(filters)
     self._record(filters, parent, n_new)
-    return np.asarray(obs), state, n_new
+    return obs, after, n_new
 
   def result(self, method: str, *, note: str = "") -> SearchResult:
+    if self.journal is not None:
+      self.journal.save()
     return finish(
       self.space,
       method,

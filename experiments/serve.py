@@ -1,0 +1,85 @@
+"""Discovery as a service: `python -m experiments.serve` (the HTTP API) or `python -m experiments.serve --worker`.
+
+The API (FastAPI on uvicorn) takes discovery jobs and queues them on Redis; workers (RQ) run them, resumably, and
+write their reports; results are cached by the table's content and the settings. The API binds 127.0.0.1 unless
+`--host` says otherwise, and then needs `--token` (or CUBE_SERVE_TOKEN). This module parses flags and calls
+`experiments.service`; see README, *Discovery as a service*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import tyro
+import uvicorn
+
+from experiments.service import ServiceConfig, make_app
+from experiments.service.jobs import run_worker
+
+_DEFAULTS = ServiceConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+  """Run the discovery API, or a worker that runs its jobs."""
+
+  worker: bool = False
+  """Run a worker (RQ) instead of the API."""
+  burst: bool = False
+  """--worker: stop when the queue is empty."""
+  redis_url: str = _DEFAULTS.redis_url
+  """The Redis server of the queue and the job records."""
+  data_dir: str = _DEFAULTS.data_dir
+  """Tables the server stored and one directory per job (search state, report); API and workers must share it."""
+  host: str = _DEFAULTS.host
+  """Address the API binds; anything but loopback needs --token."""
+  port: int = _DEFAULTS.port
+  """Port of the API."""
+  token: str | None = None
+  """Required as 'Authorization: Bearer TOKEN' on every request (default: $CUBE_SERVE_TOKEN, if set)."""
+  max_upload_mb: float = _DEFAULTS.max_upload_bytes / 2**20
+  """Largest table accepted (upload or server file), in MiB."""
+  data_root: str | None = None
+  """A server directory whose files jobs may name by path instead of uploading them."""
+  agent: str | None = None
+  """A trained agent's directory (experiments.train --checkpoint-dir): enables method muzero."""
+  lease_seconds: float = _DEFAULTS.lease_seconds
+  """A running job's lease; workers requeue a started job whose lease lapsed (its worker died)."""
+  save_every: int = _DEFAULTS.save_every
+  """Queries between saves of a job's search state."""
+
+
+def config_of(args: Args) -> ServiceConfig:
+  """The `ServiceConfig` of the flags (ValueError naming a bad one)."""
+  return ServiceConfig(
+    redis_url=args.redis_url,
+    data_dir=args.data_dir,
+    host=args.host,
+    port=args.port,
+    token=args.token or os.environ.get("CUBE_SERVE_TOKEN") or None,
+    max_upload_bytes=int(args.max_upload_mb * 2**20),
+    data_root=args.data_root,
+    agent=args.agent,
+    lease_seconds=args.lease_seconds,
+    save_every=args.save_every,
+  )
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = tyro.cli(Args, args=argv)
+  try:
+    config = config_of(args)
+  except ValueError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  if args.worker:
+    run_worker(config, burst=args.burst)
+    return 0
+  uvicorn.run(make_app(config), host=config.host, port=config.port, log_level="warning")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

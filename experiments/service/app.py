@@ -1,0 +1,133 @@
+"""The HTTP API (FastAPI): submit, list, status with progress, results (JSON, CSV, HTML report), cancel.
+
+    POST   /jobs                     multipart: settings (JSON), and file (CSV or Parquet) or path (under --data-root)
+    GET    /jobs                     every job: id, status, method, progress
+    GET    /jobs/{id}                status and progress (queries of budget, elapsed, estimated seconds left)
+    GET    /jobs/{id}/findings.json  the findings files of a finished job (409 before)
+    GET    /jobs/{id}/findings.csv
+    GET    /jobs/{id}/report.html
+    DELETE /jobs/{id}                cancel a queued job, stop a running one
+    GET    /health
+
+Safety: with a token configured every request needs `Authorization: Bearer TOKEN` (401 otherwise; the CLI refuses
+a non-loopback address without one); a body over `max_upload_bytes` (plus the form's overhead) is refused with 413
+by FastAPI's body limit before it is parsed, from its Content-Length or, chunked, while it streams in, and a file
+part over the limit while it is read; a bad setting is a 422 naming the field, a bad table a 400 naming the field
+or column. Responses carry only job records and the report files the existing writers made, which blank every
+count under the small-cell limit and escape every data value in the HTML.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse
+from rq.job import JobStatus
+
+from experiments.service import jobs
+from experiments.service.spec import JobSpec, ServiceConfig, SpecError
+from experiments.service.tables import TableError, content_hash, read_limited, read_server_path, read_upload
+
+MEDIA = {"findings.json": "application/json", "findings.csv": "text/csv", "report.html": "text/html; charset=utf-8"}
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the settings field, on top of the file's own limit
+
+
+def make_app(config: ServiceConfig) -> FastAPI:
+  """The API over `config`'s Redis and data directory."""
+  connection = jobs.connect(config)
+  # FastAPI's own body limit answers 413 from Content-Length or, for a chunked body, as soon as it has read past it.
+  app = FastAPI(title="cube-muzero discovery", version="1", max_body_size=config.max_upload_bytes + FORM_OVERHEAD)
+
+  def authorize(request: Request) -> None:
+    if config.token is None:
+      return
+    given = request.headers.get("authorization", "")
+    if not secrets.compare_digest(given.encode(), f"Bearer {config.token}".encode()):
+      raise HTTPException(401, "missing or wrong token: send Authorization: Bearer TOKEN")
+
+  guard = [Depends(authorize)]
+
+  @app.get("/health", dependencies=guard)
+  def health() -> dict:
+    return {"ok": bool(connection.ping())}
+
+  @app.post("/jobs", dependencies=guard, status_code=202)
+  def create(
+    settings: Annotated[str, Form()],
+    file: Annotated[UploadFile | None, File()] = None,
+    path: Annotated[str | None, Form()] = None,
+  ):
+    try:
+      spec = JobSpec.from_json(settings)
+    except SpecError as err:
+      raise HTTPException(422, {"field": err.field, "message": str(err)}) from None
+    if spec.method == "muzero" and config.agent is None:
+      raise HTTPException(422, {"field": "method", "message": "method: muzero needs a server started with --agent"})
+    if (file is None) == (path is None):
+      raise HTTPException(422, {"field": "file", "message": "file: send exactly one of file (an upload) or path"})
+    try:
+      if file is not None:
+        data, field, source = read_limited(file.file, config.max_upload_bytes), "file", file.filename or "upload"
+      else:
+        data, field, source = read_server_path(path, config), "path", os.path.basename(path)
+      table_hash, stored = read_upload(data, spec, config, field=field)
+    except TableError as err:
+      raise HTTPException(err.status, {"field": err.field, "message": str(err)}) from None
+    job_id, cached = jobs.submit(
+      config, connection, spec, table_hash, stored, f"{source} ({len(data)} bytes, blake2b {content_hash(data)})"
+    )
+    return {"id": job_id, "cached": cached, **_links(job_id)}
+
+  @app.get("/jobs", dependencies=guard)
+  def list_jobs() -> dict:
+    queue = jobs.job_queue(config, connection)
+    ids = list(dict.fromkeys(_all_ids(queue)))
+    records = [jobs.fetch(connection, i) for i in ids]
+    return {"jobs": [jobs.job_status(j) for j in records if j is not None]}
+
+  @app.get("/jobs/{job_id}", dependencies=guard)
+  def status(job_id: str) -> dict:
+    return {**jobs.job_status(_job(job_id)), **_links(job_id)}
+
+  @app.get("/jobs/{job_id}/{name}", dependencies=guard)
+  def result(job_id: str, name: str):
+    if name not in MEDIA:
+      raise HTTPException(404, f"no such result {name!r}; results are {', '.join(MEDIA)}")
+    job = _job(job_id)
+    if job.get_status() != JobStatus.FINISHED:
+      raise HTTPException(409, f"job {job_id} is {job.get_status()}, not finished")
+    return FileResponse(os.path.join(jobs.job_dir(config, job_id), "report", name), media_type=MEDIA[name])
+
+  @app.delete("/jobs/{job_id}", dependencies=guard)
+  def cancel(job_id: str) -> dict:
+    _job(job_id)
+    was = jobs.cancel(connection, job_id)
+    return {"id": job_id, "was": was, "status": jobs.job_status(_job(job_id))["status"]}
+
+  def _job(job_id: str):
+    job = jobs.fetch(connection, job_id) if job_id.isalnum() else None
+    if job is None:
+      raise HTTPException(404, f"no job {job_id!r}")
+    return job
+
+  return app
+
+
+def _links(job_id: str) -> dict:
+  return {"status_url": f"/jobs/{job_id}", "results": {name: f"/jobs/{job_id}/{name}" for name in MEDIA}}
+
+
+def _all_ids(queue) -> list[str]:
+  registries = (
+    queue.started_job_registry,
+    queue.finished_job_registry,
+    queue.failed_job_registry,
+    queue.canceled_job_registry,
+  )
+  out = list(queue.get_job_ids())
+  for registry in registries:
+    out.extend(registry.get_job_ids(cleanup=False))  # listing never moves a job (the workers do maintenance)
+  return out

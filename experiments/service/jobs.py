@@ -1,0 +1,297 @@
+"""Discovery jobs on a real queue: RQ on Redis, one directory per job, results cached by content and settings.
+
+* Cache: a job's id is its cache key, a digest of the table's content hash, the job's settings and the server's
+  agent (`cache_key`). Submitting what was submitted before returns that job: finished, its results at once;
+  queued or running, the same job; failed, stopped or canceled, a fresh run (which resumes its journal).
+* No pickle of client data: the queue uses RQ's `JSONSerializer`, and the job's only argument is the path of the
+  directory the server made for it (`jobs/<id>/`: `spec.json` written by the server from the checked settings, the
+  table stored by content hash under `tables/`). The job writes `state/` (the search journal,
+  `cube_env.discovery.journal`) and `report/` (findings.json, findings.csv, report.html by `experiments.report`,
+  which blank every count under the small-cell limit and escape every value in the HTML).
+* Progress: the job keeps `queries`, `budget`, `started` in RQ's job meta (saved at most every 0.5 s).
+* Abandoned jobs: while a job runs it holds a lease in Redis (`cube:lease:<id>`, `lease_seconds` long, refreshed
+  by a thread three times per lease; taken by the worker before it forks the job's work horse, for three lease
+  periods, so that a slow start-up is not taken for a death). A worker that dies (SIGKILL, a lost machine) stops refreshing it; every
+  `DiscoveryWorker`, on start-up and then every `lease_seconds` while idle, requeues (at the front) each started job
+  whose lease lapsed (`requeue_abandoned`), and the worker that takes it resumes the search from its journal, to
+  the findings of an uninterrupted run. RQ's own abandoned-job handling would do the same but only after its
+  heartbeat lapses (a minute or more), and it fails the job instead unless retries were asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import threading
+import time
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Worker, get_current_job
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+import cube_env
+from cube_env.discovery import journal
+from experiments import (
+  agent,  # noqa: F401 (importing it registers the muzero method with cube_env)
+  report,
+)
+from experiments.service.spec import JobSpec, ServiceConfig
+from experiments.service.tables import parse_table
+
+LEASE_KEY = "cube:lease:{}"
+STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this many lease periods (the horse's start-up)
+ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+REPORT_FILES = ("findings.json", "findings.csv", "report.html")
+
+
+def connect(config: ServiceConfig) -> Redis:
+  return Redis.from_url(config.redis_url)
+
+
+def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
+  return Queue(config.queue, connection=connection, serializer=JSONSerializer)
+
+
+def cache_key(table_hash: str, spec: JobSpec, agent_dir: str | None) -> str:
+  """The job id of a (table content, settings, agent) triple: equal inputs, equal id (so a cached result)."""
+  text = "\n".join((table_hash, spec.to_json(), agent_dir or ""))
+  return "d" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def job_dir(config: ServiceConfig, job_id: str) -> str:
+  return os.path.join(config.data_dir, "jobs", job_id)
+
+
+def fetch(connection: Redis, job_id: str) -> Job | None:
+  try:
+    return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+  except NoSuchJobError:
+    return None
+
+
+def submit(
+  config: ServiceConfig, connection: Redis, spec: JobSpec, table_hash: str, table_path: str, source: str
+) -> tuple[str, bool]:
+  """Queues the job (or finds it); returns (job id, whether its results were already there)."""
+  job_id = cache_key(table_hash, spec, config.agent)
+  old = fetch(connection, job_id)
+  directory = job_dir(config, job_id)
+  if old is not None:
+    status = old.get_status()
+    if status == JobStatus.FINISHED and all(os.path.exists(os.path.join(directory, "report", f)) for f in REPORT_FILES):
+      return job_id, True
+    if status in ACTIVE:
+      return job_id, False
+    old.delete()
+  os.makedirs(directory, exist_ok=True)
+  record = {
+    "spec": json.loads(spec.to_json()),
+    "table": os.path.abspath(table_path),
+    "source": source,
+    "agent": config.agent,
+    "save_every": config.save_every,
+    "lease_seconds": config.lease_seconds,
+    "submitted": time.time(),
+  }
+  tmp = os.path.join(directory, "spec.json.tmp")
+  with open(tmp, "w", encoding="utf-8") as handle:
+    json.dump(record, handle, indent=1)
+  os.replace(tmp, os.path.join(directory, "spec.json"))
+  job_queue(config, connection).enqueue(
+    run_job,
+    os.path.abspath(directory),
+    job_id=job_id,
+    job_timeout=config.job_timeout,
+    result_ttl=-1,  # results are the cache: kept until the job is deleted
+    meta={"budget": spec.budget, "method": spec.method, "queries": 0, "submitted": record["submitted"]},
+  )
+  return job_id, False
+
+
+def cancel(connection: Redis, job_id: str) -> str:
+  """Cancels a queued job or stops a running one (RQ's stop command); returns the status it had."""
+  job = fetch(connection, job_id)
+  if job is None:
+    raise KeyError(job_id)
+  status = job.get_status()
+  if status == JobStatus.STARTED:
+    with contextlib.suppress(InvalidJobOperation):
+      send_stop_job_command(connection, job_id, serializer=JSONSerializer)
+  elif status in ACTIVE:
+    job.cancel()
+  return str(status.value if hasattr(status, "value") else status)
+
+
+def job_status(job: Job) -> dict[str, Any]:
+  """What the API shows of a job: status, progress (queries of budget, elapsed, estimated seconds left), error."""
+  status = job.get_status()
+  meta = job.get_meta()
+  queries, budget = int(meta.get("queries", 0)), int(meta.get("budget", 0))
+  out: dict[str, Any] = {
+    "id": job.id,
+    "status": str(status.value if hasattr(status, "value") else status),
+    "method": meta.get("method"),
+    "progress": {"queries": queries, "budget": budget, "elapsed_s": None, "eta_s": None},
+  }
+  started = meta.get("started")
+  if started is not None:
+    end = meta.get("ended") or time.time()
+    elapsed = max(0.0, end - started)
+    out["progress"]["elapsed_s"] = round(elapsed, 3)
+    done = queries - int(meta.get("resumed_queries", 0))
+    if status == JobStatus.STARTED and done > 0 and budget > queries:
+      out["progress"]["eta_s"] = round(elapsed / done * (budget - queries), 1)
+    elif status == JobStatus.FINISHED:
+      out["progress"]["eta_s"] = 0.0
+  if status == JobStatus.FAILED:
+    result = job.latest_result()
+    # The error's last line, with any small count ("3 rows") hidden: the small-cell rule holds in errors too.
+    out["error"] = cube_env.redact_counts(_last_line(result.exc_string if result else ""), cube_env.SMALL_CELL)
+  return out
+
+
+def _last_line(text: str) -> str:
+  lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+  return lines[-1] if lines else "failed"
+
+
+@contextlib.contextmanager
+def lease(connection: Redis, job_id: str, seconds: float):
+  """Holds `cube:lease:<job_id>` (refreshed every seconds / 3 by a daemon thread) for the block."""
+  key, ms = LEASE_KEY.format(job_id), int(seconds * 1000)
+  stop = threading.Event()
+  connection.set(key, os.getpid(), px=ms)
+
+  def refresh():
+    while not stop.wait(seconds / 3):
+      connection.set(key, os.getpid(), px=ms)
+
+  thread = threading.Thread(target=refresh, name=f"lease-{job_id}", daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join()
+    connection.delete(key)
+
+
+class _Progress:
+  """Writes the queries spent into the job's meta, at most every `interval` seconds (and the last one)."""
+
+  def __init__(self, job: Job, interval: float = 0.5):
+    self.job, self.interval, self.last = job, interval, 0.0
+
+  def __call__(self, used: int) -> None:
+    self.job.meta["queries"] = int(used)
+    now = time.monotonic()
+    if now - self.last >= self.interval:
+      self.last = now
+      self.job.save_meta()
+
+
+def run_job(directory: str) -> dict[str, Any]:
+  """The job function (RQ calls it in a worker): discovery on the job's table with its settings, resumable.
+
+  Reads `directory/spec.json`, searches with the journal in `directory/state` (a job that a dead worker left is
+  resumed from it), confirms, and writes the report into `directory/report`. Returns a small JSON summary.
+  """
+  with open(os.path.join(directory, "spec.json"), encoding="utf-8") as handle:
+    record = json.load(handle)
+  spec = JobSpec.from_dict(record["spec"])
+  config = spec.config(agent=record.get("agent"))
+  job = get_current_job()
+  with open(record["table"], "rb") as handle:
+    df = parse_table(handle.read())
+  state_dir = os.path.join(directory, "state")
+  settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "method"}
+  progress = _Progress(job) if job is not None else None
+  if job is not None:
+    job.meta.update(started=time.time(), queries=0, ended=None, resumed_queries=journal.saved_queries(state_dir))
+    job.save_meta()
+  holder = lease(job.connection, job.id, record["lease_seconds"]) if job is not None else contextlib.nullcontext()
+  with holder:
+    run = cube_env.run_discovery(
+      df,
+      spec.schema(),
+      method=config.method,
+      progress=progress,
+      state_dir=state_dir,
+      save_every=int(record["save_every"]),
+      **settings,
+    )
+    report.write_report(run, os.path.join(directory, "report"), source=record["source"])
+  if job is not None:
+    job.meta.update(queries=run.search.queries, ended=time.time())
+    job.save_meta()
+  return {"queries": run.search.queries, "candidates": len(run.findings), "confirmed": len(run.confirmed)}
+
+
+def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
+  """Puts back at the front of `queue` every started job whose lease lapsed (its worker died); returns their ids.
+
+  A job started less than `lease_seconds` ago is left alone (its worker may not have taken the lease yet).
+  """
+  connection = queue.connection
+  registry = queue.started_job_registry
+  now = dt.datetime.now(dt.UTC)
+  out = []
+  for entry in connection.zrange(registry.key, 0, -1):
+    entry = entry.decode() if isinstance(entry, bytes) else entry
+    job_id = entry.split(":", 1)[0]
+    if connection.exists(LEASE_KEY.format(job_id)):
+      continue
+    job = fetch(connection, job_id)
+    if job is None or job.get_status() != JobStatus.STARTED:
+      continue
+    started = job.started_at
+    if started is not None:
+      started = started if started.tzinfo else started.replace(tzinfo=dt.UTC)
+      if (now - started).total_seconds() < lease_seconds:
+        continue
+    connection.zrem(registry.key, entry)
+    queue.enqueue_job(job, at_front=True)
+    out.append(job_id)
+  return out
+
+
+class DiscoveryWorker(Worker):
+  """An RQ worker that requeues abandoned discovery jobs on start-up and every `lease_seconds` while idle.
+
+  Jobs run in a forked work horse (RQ's default), which RQ's stop command can end (`cancel`).
+  """
+
+  def __init__(self, queues, *, lease_seconds: float = 10.0, **kwargs):
+    interval = max(1, int(round(lease_seconds)))
+    kwargs.setdefault("serializer", JSONSerializer)
+    # Maintenance (and so the requeue) runs between dequeues, which wait worker_ttl - 15 seconds at most.
+    super().__init__(queues, maintenance_interval=interval, worker_ttl=interval + 15, **kwargs)
+    self.lease_seconds = float(lease_seconds)
+
+  def prepare_execution(self, job: Job):
+    """Takes the job's lease before forking its work horse (which then refreshes it), with time to start up."""
+    self.connection.set(LEASE_KEY.format(job.id), os.getpid(), px=int(STARTUP_LEASES * self.lease_seconds * 1000))
+    return super().prepare_execution(job)
+
+  def run_maintenance_tasks(self):
+    super().run_maintenance_tasks()
+    for queue in self.queues:
+      for job_id in requeue_abandoned(queue, lease_seconds=self.lease_seconds):
+        self.log.warning("requeued abandoned job %s (its worker died; it resumes from its journal)", job_id)
+
+
+def run_worker(config: ServiceConfig, *, burst: bool = False, name: str | None = None) -> bool:
+  """Runs a `DiscoveryWorker` on the config's queue until stopped (or, `burst`, until the queue is empty)."""
+  connection = connect(config)
+  worker = DiscoveryWorker(
+    [job_queue(config, connection)], connection=connection, lease_seconds=config.lease_seconds, name=name
+  )
+  return worker.work(burst=burst, with_scheduler=False)

@@ -1,0 +1,176 @@
+"""The service's settings and a job's settings, each a typed frozen dataclass checked on construction.
+
+A job's settings arrive as JSON from a client: `JobSpec.from_json` refuses unknown fields and wrong types, naming
+the field, and builds the `cube_env.DiscoveryConfig` it implies, whose own checks name the field too. Nothing a
+client sends is ever unpickled: the spec is JSON on the way in and JSON on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from typing import Any
+
+import cube_env
+from cube_env.data.disclosure import SMALL_CELL
+
+LOOPBACK = "127.0.0.1"
+
+
+class SpecError(ValueError):
+  """A job's settings are wrong; `field` names the offending field (the API answers 422 with it)."""
+
+  def __init__(self, field: str, message: str):
+    super().__init__(f"{field}: {message}")
+    self.field = field
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+  """Settings of one service (API and workers share them)."""
+
+  redis_url: str = "redis://127.0.0.1:6379/0"  # the Redis server of the queue and the job records
+  data_dir: str = "runs/serve"  # tables the server wrote, and one directory per job (state, report)
+  queue: str = "discovery"  # RQ queue name
+  host: str = LOOPBACK  # the API's address; anything but loopback needs a token
+  port: int = 8000
+  token: str | None = None  # required as "Authorization: Bearer TOKEN" on every request when set
+  max_upload_bytes: int = 50 * 1024 * 1024  # larger uploads (and server files) are refused with 413
+  data_root: str | None = None  # server directory whose files a job may name by path (None: uploads only)
+  agent: str | None = None  # a trained agent's directory: enables method "muzero"
+  lease_seconds: float = 10.0  # a running job's lease; a job whose lease lapsed is abandoned and requeued
+  save_every: int = 100  # queries between saves of a job's search state
+  job_timeout: int = 24 * 3600  # seconds a job may run (RQ's timeout)
+
+  def __post_init__(self):
+    if self.max_upload_bytes < 1:
+      raise ValueError(f"max_upload_bytes must be >= 1, got {self.max_upload_bytes}")
+    if not 0.5 <= self.lease_seconds <= 3600:
+      raise ValueError(f"lease_seconds must lie in [0.5, 3600], got {self.lease_seconds}")
+    if self.save_every < 1:
+      raise ValueError(f"save_every must be >= 1, got {self.save_every}")
+    if not is_loopback(self.host) and not self.token:
+      raise ValueError(f"binding {self.host} (not loopback) needs a token (--token or CUBE_SERVE_TOKEN)")
+
+
+def is_loopback(host: str) -> bool:
+  """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+  if host == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
+
+
+METHODS = ("auto", "exhaustive", "uct", "beam", "greedy", "random", "muzero")  # what a job may ask for
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JobSpec:
+  """A discovery job's settings (the table comes apart): column roles, method, budget and `DiscoveryConfig` fields."""
+
+  dimensions: tuple[str, ...]
+  protected: tuple[str, ...]
+  measures: tuple[str, ...]
+  method: str = "uct"
+  budget: int = 1000
+  max_depth: int = 3
+  min_group: int = SMALL_CELL
+  z_screen: float | str = cube_env.DiscoveryConfig().z_screen
+  q: float = cube_env.DiscoveryConfig().q
+  correction: str = cube_env.DiscoveryConfig().correction
+  min_relative_diff: float = 0.10
+  adjust: tuple[str, ...] = ()
+  favorable: tuple[str, ...] = ()
+  seed: int = 0
+  explore_fraction: float = 0.5
+  max_categories: int = 12
+  beam_width: int = 8
+  time_limit: float | None = None  # seconds the search may spend (auto plans with it); None: no limit
+
+  @classmethod
+  def from_json(cls, text: str | bytes) -> JobSpec:
+    """Parses and checks a client's JSON object (SpecError naming the field)."""
+    try:
+      raw = json.loads(text)
+    except ValueError as err:
+      raise SpecError("settings", f"not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+      raise SpecError("settings", "must be a JSON object")
+    return cls.from_dict(raw)
+
+  @classmethod
+  def from_dict(cls, raw: dict[str, Any]) -> JobSpec:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in raw:
+      if name not in fields:
+        raise SpecError(name, f"unknown field; fields are {', '.join(fields)}")
+    for name in ("dimensions", "protected", "measures"):
+      if name not in raw:
+        raise SpecError(name, "is required (a list of column names)")
+    values = {}
+    for name, value in raw.items():
+      values[name] = _typed(name, value, getattr(cls(dimensions=(), protected=(), measures=()), name))
+    spec = cls(**values)
+    spec.config()  # DiscoveryConfig's checks
+    return spec
+
+  def config(self, *, agent: str | None = None) -> cube_env.DiscoveryConfig:
+    """The `DiscoveryConfig` of this job (SpecError naming the field when a value is out of range)."""
+    if self.method not in METHODS:
+      raise SpecError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+    options: tuple = ()
+    if self.method == "beam":
+      options = (("width", self.beam_width),)
+    elif self.method == "muzero" and agent is not None:
+      options = (("checkpoint", agent),)
+    settings = {
+      f.name: getattr(self, f.name)
+      for f in dataclasses.fields(self)
+      if f.name not in ("dimensions", "protected", "measures", "beam_width")
+    }
+    try:
+      return cube_env.DiscoveryConfig(**settings, method_options=options)
+    except ValueError as err:
+      field = next((n for n in settings if str(err).startswith(n)), "settings")
+      raise SpecError(field, str(err)) from None
+
+  def schema(self) -> cube_env.Schema:
+    return cube_env.Schema(dimensions=self.dimensions, protected=self.protected, measures=self.measures)
+
+  def to_json(self) -> str:
+    """Canonical JSON (sorted keys): what the cache key hashes and what the job reads back."""
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _typed(name: str, value: Any, default: Any) -> Any:
+  """`value` checked against the type of the field's `default` (lists of strings for the tuple fields)."""
+  if isinstance(default, tuple):
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+      raise SpecError(name, f"must be a list of column names, got {value!r}")
+    return tuple(value)
+  if default is None:  # an optional number
+    if value is None:
+      return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise SpecError(name, f"must be a number or null, got {value!r}")
+    return float(value)
+  if name == "z_screen":
+    if value == "bonferroni" or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+      return value if isinstance(value, str) else float(value)
+    raise SpecError(name, f"must be a number or 'bonferroni', got {value!r}")
+  if isinstance(default, bool) or isinstance(value, bool):
+    raise SpecError(name, f"must be a {type(default).__name__}, got {value!r}")
+  if isinstance(default, int):
+    if not isinstance(value, int):
+      raise SpecError(name, f"must be a whole number, got {value!r}")
+    return value
+  if isinstance(default, float):
+    if not isinstance(value, (int, float)):
+      raise SpecError(name, f"must be a number, got {value!r}")
+    return float(value)
+  if not isinstance(value, str):
+    raise SpecError(name, f"must be a string, got {value!r}")
+  return value

@@ -1,0 +1,114 @@
+"""Tables a client sends (an upload) or names (a path under the server's data root): limits, parsing, checks.
+
+The bytes are read with a hard size limit, parsed by pandas (CSV, or Parquet by its magic number), checked against
+the job's column roles (every named column present, measures numeric), and stored under the server's data
+directory by their content hash, so that a job reads only files the server wrote and the cache key can name the
+table by content. Every error names the field (`file`, `path`) or the column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pandas as pd
+
+import cube_env
+from cube_env.data import ingest
+from experiments.service.spec import JobSpec, ServiceConfig
+
+
+class TableError(ValueError):
+  """A table cannot be used; `field` names the field or column, `status` is the HTTP status to answer."""
+
+  def __init__(self, field: str, message: str, *, status: int = 400):
+    super().__init__(f"{field}: {message}")
+    self.field, self.status = field, status
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def read_limited(stream, limit: int, *, field: str = "file") -> bytes:
+  """At most `limit` bytes of a binary stream (TableError 413 when it holds more)."""
+  data = stream.read(limit + 1)
+  if len(data) > limit:
+    raise TableError(field, f"larger than the limit of {limit} bytes", status=413)
+  if not data:
+    raise TableError(field, "is empty")
+  return data
+
+
+def parse_table(data: bytes, *, field: str = "file") -> pd.DataFrame:
+  """A DataFrame from CSV or Parquet bytes (TableError naming `field` when neither parses)."""
+  try:
+    if data[:4] == PARQUET_MAGIC:
+      df = pd.read_parquet(io.BytesIO(data))
+    else:
+      df = pd.read_csv(io.BytesIO(data))
+  except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+    raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
+  if df.empty:
+    raise TableError(field, "the table has no rows")
+  return df
+
+
+def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
+  """The table fits the spec's column roles (`cube_env` ingest's own checks) and every measure is numeric.
+
+  Raises:
+    TableError naming the column (or `settings` for a problem of the roles themselves).
+  """
+  try:
+    schema = cube_env.Schema(
+      dimensions=spec.dimensions, protected=spec.protected, measures=spec.measures, adjusters=spec.adjust
+    )
+    ingest.validate_table(df, schema)
+  except ingest.ColumnError as err:
+    raise TableError(err.column, str(err)) from None
+  except ValueError as err:
+    raise TableError("settings", str(err)) from None
+  for name in spec.measures:
+    values = pd.to_numeric(df[name], errors="coerce")
+    if values.notna().sum() < df[name].notna().sum():
+      raise TableError(name, f"measure column {name!r} holds values that are not numbers")
+
+
+def content_hash(data: bytes) -> str:
+  return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def store_table(data: bytes, config: ServiceConfig) -> str:
+  """Writes the bytes to DATA_DIR/tables/<hash>.<csv|parquet> (once) and returns the path."""
+  ext = "parquet" if data[:4] == PARQUET_MAGIC else "csv"
+  directory = os.path.join(config.data_dir, "tables")
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f"{content_hash(data)}.{ext}")
+  if not os.path.exists(path):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as handle:
+      handle.write(data)
+    os.replace(tmp, path)
+  return path
+
+
+def read_server_path(path: str, config: ServiceConfig) -> bytes:
+  """The bytes of a file under `config.data_root` (TableError 403 outside it or without one, 404 when missing)."""
+  if config.data_root is None:
+    raise TableError("path", "this server reads no paths (start it with --data-root DIR); upload the file", status=403)
+  root = os.path.realpath(config.data_root)
+  real = os.path.realpath(os.path.join(root, path))
+  if os.path.commonpath([root, real]) != root:
+    raise TableError("path", "is outside the server's data root", status=403)
+  if not os.path.isfile(real):
+    raise TableError("path", "no such file under the server's data root", status=404)
+  with open(real, "rb") as handle:
+    return read_limited(handle, config.max_upload_bytes, field="path")
+
+
+def read_upload(data: bytes, spec: JobSpec, config: ServiceConfig, *, field: str = "file") -> tuple[str, str]:
+  """Checks a table's bytes against `spec` and stores them; returns (content hash, stored path)."""
+  df = parse_table(data, field=field)
+  check_columns(df, spec)
+  return content_hash(data), store_table(data, config)

@@ -1,0 +1,232 @@
+"""Resumable discovery: the journal (cube_env.discovery.journal) and `experiments.discover --resume`.
+
+Every method is killed with a real SIGKILL at a seeded random query count (exhaustive: column subset) in a
+subprocess, resumed with `--resume`, and must end with the findings of an uninterrupted run, byte for byte in
+findings.csv and value for value in findings.json.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cube_env
+from cube_env.discovery import journal
+from experiments import discover
+from tests.conftest import make_small_df
+from tests.test_discover_report import save_tiny_agent
+
+SCHEMA = cube_env.Schema(
+  dimensions=["proc", "site", "urgency"], protected=["race", "sex"], measures=["minutes", "complication"]
+)
+BUDGET, EVERY = 40, 5
+FLAGS = [
+  "--dimensions",
+  *SCHEMA.dimensions,
+  "--protected",
+  *SCHEMA.protected,
+  "--measures",
+  *SCHEMA.measures,
+  "--max-depth",
+  "2",
+  "--z-screen",
+  "3",
+  "--no-progress",
+  "--budget",
+  str(BUDGET),
+  "--save-every",
+  str(EVERY),
+]
+SEEDS = {"random": 5}  # seed 3 (the others') leaves the random walk with no candidate to compare
+METHODS = ("exhaustive", "random", "greedy", "beam", "uct", "muzero", "auto")  # auto: 103 cohorts > 40, so it searches
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  root = tmp_path_factory.mktemp("resume")
+  df = make_small_df(seed=5, n=2000)
+  csv = str(root / "cases.csv")
+  df.to_csv(csv, index=False)
+  ckpt = str(root / "agent")
+  save_tiny_agent(ckpt, df, SCHEMA)
+  return {"csv": csv, "agent": ckpt, "root": root}
+
+
+def _flags(setup, method: str, out: str) -> list[str]:
+  extra = {"muzero": ["--checkpoint", setup["agent"]], "exhaustive": ["--budget", "200"]}.get(method, [])  # depth 2
+  seed = ["--seed", str(SEEDS.get(method, 3))]
+  return ["--data", setup["csv"], *FLAGS, *seed, "--method", method, *extra, "--out", out]
+
+
+def _worker(sig: str, at: int, argv: list[str]) -> subprocess.CompletedProcess:
+  cmd = [sys.executable, "-m", "tests.discover_worker", sig, str(at), "--", *argv]
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+SAME = ("method", "budget", "queries", "cohorts_visited", "candidates", "confirmed", "stories", "method_note")
+
+
+def _findings(out: str) -> tuple[list, str, dict]:
+  """The findings (JSON and CSV) and the summary's search facts (no times or paths) of a report."""
+  with open(os.path.join(out, "findings.json"), encoding="utf-8") as handle:
+    found = json.load(handle)
+  with open(os.path.join(out, "findings.csv"), encoding="utf-8") as handle:
+    return found["findings"], handle.read(), {k: found["summary"][k] for k in SAME}
+
+
+def _manifest(out: str) -> dict:
+  with open(os.path.join(out, "state", journal.MANIFEST), encoding="utf-8") as handle:
+    return json.load(handle)
+
+
+@pytest.mark.parametrize(
+  "method",
+  [
+    pytest.param(m, marks=pytest.mark.skipif(m not in cube_env.method_names(), reason=f"no {m} method here"))
+    for m in METHODS
+  ],
+)
+def test_killed_run_resumes_to_the_uninterrupted_findings(setup, method, tmp_path):
+  ref = str(tmp_path / "ref")
+  assert discover.main(_flags(setup, method, ref) + ["--no-save-state"]) == 0
+  expected = _findings(ref)
+  assert expected[0], "the uninterrupted run must find something for the comparison to mean anything"
+  # Exhaustive saves by column subsets: 1 + 5 + 10 of them to depth 2 on these 5 filter columns.
+  units = 16 if method == "exhaustive" else BUDGET
+  kill_at = int(np.random.default_rng(METHODS.index(method)).integers(1, units))
+  out = str(tmp_path / "run")
+  killed = _worker("KILL", kill_at, _flags(setup, method, out))
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  assert not os.path.exists(os.path.join(out, "findings.json"))
+  saved = _manifest(out)
+  if method == "exhaustive":
+    assert 0 <= saved["chunks"] <= kill_at  # saved every 5 cohorts: at most the subsets done before the kill
+  else:
+    assert saved["queries"] == kill_at // EVERY * EVERY  # what the last save before the kill held
+  assert discover.main(["--resume", out]) == 0
+  assert _findings(out) == expected
+  print(
+    f"{method}: killed after {kill_at} {'subsets' if method == 'exhaustive' else 'queries'}, resumed from "
+    f"{saved['queries']} queries / {saved['chunks']} subsets; {len(expected[0])} findings equal"
+  )
+
+
+def test_killed_twice_then_resumed(setup, tmp_path):
+  ref = str(tmp_path / "ref")
+  assert discover.main(_flags(setup, "uct", ref) + ["--no-save-state"]) == 0
+  out = str(tmp_path / "run")
+  assert _worker("KILL", 12, _flags(setup, "uct", out)).returncode == -signal.SIGKILL
+  assert _manifest(out)["queries"] == 10
+  killed = _worker("KILL", 13, ["--resume", out])  # 10 replayed, then 13 live: killed at query 23
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  assert _manifest(out)["queries"] == 20
+  assert discover.main(["--resume", out]) == 0
+  assert _findings(out) == _findings(ref)
+
+
+def test_sigterm_saves_and_exits_130_then_resume_matches(setup, tmp_path):
+  ref = str(tmp_path / "ref")
+  assert discover.main(_flags(setup, "greedy", ref) + ["--no-save-state"]) == 0
+  out = str(tmp_path / "run")
+  stopped = _worker("TERM", 12, _flags(setup, "greedy", out))
+  assert stopped.returncode == 130, stopped.stderr[-2000:]
+  assert "--resume" in stopped.stderr and os.path.join(out, "state") in stopped.stderr
+  assert _manifest(out)["queries"] == 13  # the query after the signal is journaled, then the run stops
+  assert discover.main(["--resume", out]) == 0
+  assert _findings(out) == _findings(ref)
+
+
+def _run(df, state_dir, **kw):
+  return cube_env.run_discovery(
+    df, SCHEMA, method="uct", budget=30, max_depth=2, z_screen=3.0, seed=2, state_dir=state_dir, save_every=4, **kw
+  )
+
+
+class _Stop(Exception):
+  pass
+
+
+def _stop_at(n):
+  def progress(used):
+    if used == n:
+      raise _Stop()
+
+  return progress
+
+
+def test_damaged_newest_state_falls_back_with_a_warning(tmp_path):
+  df = make_small_df(seed=5, n=2000)
+  ref = _run(df, None)
+  state = str(tmp_path / "state")
+  with pytest.raises(_Stop):
+    _run(df, state, progress=_stop_at(19))  # 18 queries done: 4 saves of 4
+  segs = sorted(n for n in os.listdir(state) if n.startswith("seg-"))
+  assert len(segs) == 4
+  with open(os.path.join(state, segs[-1]), "r+b") as handle:  # flip a byte of the newest segment
+    handle.seek(40)
+    byte = handle.read(1)
+    handle.seek(40)
+    handle.write(bytes([byte[0] ^ 0xFF]))
+  with pytest.warns(journal.JournalWarning, match="damaged.*12 queries"):
+    again = _run(df, state)
+  pd.testing.assert_frame_equal(again.findings, ref.findings)
+  assert os.path.exists(os.path.join(state, segs[-1] + ".damaged"))
+  # An unreadable manifest: the previous one is used, with a warning.
+  with open(os.path.join(state, journal.MANIFEST), "w", encoding="utf-8") as handle:
+    handle.write("{truncated")
+  with pytest.warns(journal.JournalWarning, match="unreadable"):
+    pd.testing.assert_frame_equal(_run(df, state).findings, ref.findings)
+  os.remove(os.path.join(state, journal.MANIFEST))  # a missing manifest: the previous one, with a warning
+  with pytest.warns(journal.JournalWarning, match="missing"):
+    pd.testing.assert_frame_equal(_run(df, state).findings, ref.findings)
+  assert journal.saved_queries(state) == 30
+
+
+def test_a_journal_of_another_run_is_refused_naming_the_field(tmp_path):
+  df = make_small_df(seed=5, n=2000)
+  state = str(tmp_path / "state")
+  _run(df, state)
+  with pytest.raises(ValueError, match=r"seed=2 \(this run: 7\)"):
+    cube_env.run_discovery(df, SCHEMA, method="uct", budget=30, max_depth=2, z_screen=3.0, seed=7, state_dir=state)
+  with pytest.raises(ValueError, match=r"space="):
+    _run(df.iloc[5:], state)  # another table
+
+
+def test_replayed_answers_equal_live_ones_and_a_different_query_is_refused(tmp_path):
+  df = make_small_df(seed=5, n=2000)
+  space = cube_env.prepare(df, SCHEMA, cube_env.DiscoveryConfig(max_depth=2, z_screen=3.0)).space
+  state = str(tmp_path / "state")
+  live = cube_env.Ledger(space, 5, journal.Journal(state, fingerprint={"run": 1}, every=2))
+  obs0, root, _ = live.root()
+  legal = [int(a) for a in np.nonzero(np.asarray(root.mask))[0]]
+  obs1, after, n1 = live.step(root, legal[0])
+  live.step(root, legal[1])
+  live.result("test")
+  replay = cube_env.Ledger(space, 5, journal.Journal(state, fingerprint={"run": 1}))
+  r_obs0, r_root, _ = replay.root()
+  r_obs1, r_after, r_n1 = replay.step(r_root, legal[0])
+  assert np.array_equal(r_obs0, obs0) and np.array_equal(r_obs1, obs1) and r_n1 == n1
+  for field in ("filters", "t", "visited", "mask", "rows", "found"):
+    a, b = np.asarray(getattr(after, field)), np.asarray(getattr(r_after, field))
+    assert a.dtype == b.dtype and np.array_equal(a, b), field
+  with pytest.raises(journal.JournalMismatch, match=f"query 3 .* was action {legal[1]} .* asks action {legal[2]}"):
+    replay.step(r_root, legal[2])
+
+
+def test_resume_flags(setup, tmp_path, capsys):
+  assert discover.main(["--resume", str(tmp_path)]) == 2
+  assert "no saved discovery run" in capsys.readouterr().err
+  out = str(tmp_path / "run")
+  assert discover.main(_flags(setup, "beam", out)) == 0
+  assert discover.main(["--resume", out, "--budget", "41"]) == 2
+  assert "--budget 41 contradicts the run saved" in capsys.readouterr().err
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # a complete journal resumes silently
+    assert discover.main(["--resume", out, "--show", "3", "--out", str(tmp_path / "elsewhere")]) == 0
+  assert _findings(str(tmp_path / "elsewhere")) == _findings(out)

@@ -1,0 +1,328 @@
+"""The discovery service end to end: a real Redis server, real RQ worker processes, a real uvicorn API on 127.0.0.1
+and a real HTTP client (httpx). Skipped without `redis-server` or the `service` extra."""
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+httpx = pytest.importorskip("httpx")
+redis = pytest.importorskip("redis")
+pytest.importorskip("rq")
+pytest.importorskip("fastapi")
+if shutil.which("redis-server") is None:
+  pytest.skip("redis-server is not installed (apt-get install redis-server)", allow_module_level=True)
+
+from rq.job import Job  # noqa: E402
+from rq.serializers import JSONSerializer  # noqa: E402
+
+import cube_env  # noqa: E402
+from experiments import report, serve  # noqa: E402
+from experiments.service import JobSpec, ServiceConfig, make_app  # noqa: E402
+from experiments.service.jobs import LEASE_KEY  # noqa: E402
+from tests.conftest import make_small_df  # noqa: E402
+
+EVIL = "<b>x</b>"
+BASE = {"dimensions": ["proc", "site", "urgency"], "protected": ["race", "sex"], "measures": ["minutes"]}
+SETTINGS = {**BASE, "method": "uct", "budget": 40, "max_depth": 2, "z_screen": 3.0, "seed": 1}
+LONG = {**BASE, "method": "random", "budget": 2500, "max_depth": 2, "z_screen": 3.0, "seed": 4}  # seconds of queries
+LEASE = 2.0
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env() -> dict:
+  return {**os.environ, "PYTHONPATH": os.getcwd(), "JAX_PLATFORMS": "cpu"}
+
+
+def _wait(predicate, timeout: float, what: str):
+  end = time.monotonic() + timeout
+  while time.monotonic() < end:
+    value = predicate()
+    if value:
+      return value
+    time.sleep(0.1)
+  raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Service:
+  """Redis, two workers and the API, started as processes and stopped at the end."""
+
+  def __init__(self, root):
+    self.root, self.procs, self.workers, self.logs = root, [], [], []
+    port = _free_port()
+    self.redis_url = f"redis://127.0.0.1:{port}/0"
+    redis_cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    self.redis = self._start(redis_cmd + ["--dir", str(root)])
+    self.common = ["--redis-url", self.redis_url, "--data-dir", str(root / "data")]
+    self.common += ["--lease-seconds", str(LEASE), "--save-every", "50"]
+    self.api_port = _free_port()
+    self.api = self._start(
+      [sys.executable, "-m", "experiments.serve", *self.common, "--port", str(self.api_port), "--max-upload-mb", "0.25"]
+    )
+    for _ in range(2):
+      self.start_worker()
+    self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=30)
+    _wait(self._healthy, 60, "the API")
+
+  def _healthy(self):
+    try:
+      return self.client.get("/health").status_code == 200
+    except httpx.TransportError:
+      return False
+
+  def _start(self, cmd):
+    log = open(self.root / f"log-{len(self.procs)}.txt", "w")  # noqa: SIM115 (closed by stop)
+    self.logs.append(log)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    self.procs.append(proc)
+    return proc
+
+  def start_worker(self):
+    self.workers.append(self._start([sys.executable, "-m", "experiments.serve", "--worker", *self.common]))
+
+  def submit(self, settings, data: bytes, name="cases.csv"):
+    return self.client.post("/jobs", data={"settings": json.dumps(settings)}, files={"file": (name, data)})
+
+  def finish(self, job_id, timeout=150.0) -> dict:
+    def done():
+      s = self.client.get(f"/jobs/{job_id}").json()
+      assert s["status"] not in ("failed", "canceled", "stopped"), s
+      return s if s["status"] == "finished" else None
+
+    return _wait(done, timeout, f"job {job_id}")
+
+  def stop(self):
+    self.client.close()
+    for proc in reversed(self.procs):
+      if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for proc in self.procs:
+      try:
+        proc.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for log in self.logs:
+      log.close()
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> bytes:
+  df = make_small_df(seed=9, n=2000)
+  df["proc"] = df["proc"].replace({"A": EVIL})
+  path = tmp_path_factory.mktemp("table") / "cases.csv"
+  df.to_csv(path, index=False)
+  return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+  svc = Service(tmp_path_factory.mktemp("service"))
+  yield svc
+  svc.stop()
+
+
+def _reference(table: bytes, settings: dict, out) -> list:
+  """The findings an uninterrupted library run writes (the same writer as the service's jobs)."""
+  spec = JobSpec.from_dict(settings)
+  config = spec.config()
+  fields = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "method"}
+  run = cube_env.run_discovery(pd.read_csv(io.BytesIO(table)), spec.schema(), method=config.method, **fields)
+  report.write_report(run, str(out), source="reference")
+  with open(out / "findings.json", encoding="utf-8") as handle:
+    return json.load(handle)["findings"]
+
+
+def test_submit_poll_fetch_then_cached(service, table, tmp_path):
+  r = service.submit(SETTINGS, table)
+  assert r.status_code == 202, r.text
+  job = r.json()
+  assert job["cached"] is False and job["status_url"] == f"/jobs/{job['id']}"
+  status = service.finish(job["id"])
+  assert 0 < status["progress"]["queries"] <= 40 and status["progress"]["budget"] == 40
+  assert status["progress"]["elapsed_s"] > 0 and status["progress"]["eta_s"] == 0.0
+  found = service.client.get(f"/jobs/{job['id']}/findings.json").json()
+  assert found["findings"] == _reference(table, SETTINGS, tmp_path)
+  counts = [f[c] for f in found["findings"] for c in ("cohort_rows", "n_group", "n_rest") if f[c] is not None]
+  assert counts and not any(1 <= c <= 10 for c in counts)  # the small-cell rule
+  html = service.client.get(f"/jobs/{job['id']}/report.html")
+  assert html.headers["content-type"].startswith("text/html") and EVIL not in html.text and "&lt;b&gt;x" in html.text
+  csv = service.client.get(f"/jobs/{job['id']}/findings.csv").text
+  assert csv.splitlines()[0].startswith("confirmed,")
+  listed = service.client.get("/jobs").json()["jobs"]
+  assert job["id"] in {j["id"] for j in listed}
+  t0 = time.perf_counter()
+  again = service.submit(SETTINGS, table)
+  seconds = time.perf_counter() - t0
+  assert again.status_code == 202 and again.json() == {**job, "cached": True}
+  assert seconds < 1.0, seconds
+  print(f"cached resubmission answered in {seconds * 1000:.0f} ms")
+
+
+def test_two_jobs_at_once(service, table):
+  ids = []
+  for seed in (11, 12):
+    r = service.submit({**SETTINGS, "method": "beam", "seed": seed}, table)
+    assert r.status_code == 202 and r.json()["cached"] is False
+    ids.append(r.json()["id"])
+  assert ids[0] != ids[1]
+  for job_id in ids:
+    assert service.finish(job_id)["progress"]["queries"] > 0
+  # Each worker took one: the jobs ran side by side (each started before the other ended).
+  conn = redis.Redis.from_url(service.redis_url)
+  (a, b) = [Job.fetch(i, connection=conn, serializer=JSONSerializer).get_meta() for i in ids]
+  assert a["started"] < b["ended"] and b["started"] < a["ended"], (a, b)
+
+
+def test_bad_input_is_a_clear_4xx(service, table):
+  r = service.submit(SETTINGS, b"PAR1 this is no parquet file")
+  assert r.status_code == 400 and r.json()["detail"]["field"] == "file" and "not a readable" in r.text
+  r = service.submit({**SETTINGS, "measures": ["minutes", "cost"]}, table)
+  assert r.status_code == 400 and r.json()["detail"]["field"] == "cost" and "not in the table" in r.text
+  r = service.submit(SETTINGS, table * 80)  # about 0.4 MiB, over the 0.25 MiB limit
+  assert r.status_code == 413
+
+  def chunks():  # no Content-Length: refused while it streams in, long before its 64 MiB are sent
+    yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
+    for _ in range(1024):
+      yield b"0" * 65536
+
+  r = service.client.post("/jobs", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+  assert r.status_code == 413
+  r = service.submit({**SETTINGS, "budgett": 5}, table)
+  assert r.status_code == 422 and r.json()["detail"]["field"] == "budgett"
+  r = service.submit({**SETTINGS, "budget": 0}, table)
+  assert r.status_code == 422 and r.json()["detail"]["field"] == "budget"
+  r = service.submit({**SETTINGS, "time_limit": "soon"}, table)
+  assert r.status_code == 422 and r.json()["detail"]["field"] == "time_limit"
+  r = service.client.post("/jobs", data={"settings": "{not json"}, files={"file": ("a.csv", table)})
+  assert r.status_code == 422 and r.json()["detail"]["field"] == "settings"
+  r = service.client.post("/jobs", data={"settings": json.dumps(SETTINGS), "path": "/etc/passwd"})
+  assert r.status_code == 403 and r.json()["detail"]["field"] == "path"
+  assert service.client.get("/jobs/nope").status_code == 404
+
+
+def test_a_failing_job_reports_its_error(service, table):
+  job_id = service.submit({**SETTINGS, "min_group": 5000}, table).json()["id"]  # no cohort that large
+
+  def failed():
+    s = service.client.get(f"/jobs/{job_id}").json()
+    return s if s["status"] == "failed" else None
+
+  status = _wait(failed, 120, "the job to fail")
+  assert "empty cohort space" in status["error"] and "min_group" in status["error"]
+  assert service.client.get(f"/jobs/{job_id}/report.html").status_code == 409
+
+
+def test_burst_of_status_requests(service, table):
+  job_id = service.submit(SETTINGS, table).json()["id"]
+  latencies, errors = [], []
+  lock = threading.Lock()
+
+  def client():
+    with httpx.Client(base_url=service.client.base_url, timeout=30) as c:
+      for _ in range(10):
+        t0 = time.perf_counter()
+        try:
+          r = c.get(f"/jobs/{job_id}")
+          ok = r.status_code == 200 and r.json()["id"] == job_id
+        except httpx.HTTPError as err:
+          ok = repr(err)
+        with lock:
+          latencies.append(time.perf_counter() - t0)
+          if ok is not True:
+            errors.append(ok)
+
+  threads = [threading.Thread(target=client) for _ in range(20)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors and len(latencies) == 200
+  p50, p90, p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 90, 99))
+  print(f"200 status requests from 20 clients: p50 {p50:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms")
+  assert p99 < 5000
+
+
+def test_parquet_upload_and_cancel(service, table):
+  parquet = io.BytesIO()
+  pd.read_csv(io.BytesIO(table)).to_parquet(parquet)
+  r = service.submit(SETTINGS, parquet.getvalue(), name="cases.parquet")
+  assert r.status_code == 202 and r.json()["cached"] is False
+  csv_job = service.submit(SETTINGS, table).json()
+  assert csv_job["cached"] is True  # the first test's job
+  parquet_found = service.client.get(f"/jobs/{service.finish(r.json()['id'])['id']}/findings.json").json()
+  csv_found = service.client.get(f"/jobs/{csv_job['id']}/findings.json").json()
+  assert parquet_found["findings"] == csv_found["findings"]
+  # Three long jobs on two workers: two run, one waits; cancel all three.
+  ids = [service.submit({**LONG, "seed": seed}, table).json()["id"] for seed in (21, 22, 23)]
+
+  def statuses():
+    return [service.client.get(f"/jobs/{i}").json()["status"] for i in ids]
+
+  _wait(lambda: sorted(statuses()) == ["queued", "started", "started"], 60, "two started, one queued")
+  for job_id in ids:
+    assert service.client.delete(f"/jobs/{job_id}").status_code == 200
+  _wait(lambda: sorted(statuses()) == ["canceled", "stopped", "stopped"], 30, "canceled and stopped jobs")
+  assert service.client.get(f"/jobs/{ids[0]}/findings.json").status_code == 409
+
+
+def test_worker_killed_mid_job_resumes_to_the_same_findings(service, table, tmp_path):
+  job_id = service.submit(LONG, table).json()["id"]
+  conn_key = LEASE_KEY.format(job_id)
+  _wait(lambda: service.client.get(f"/jobs/{job_id}").json()["progress"]["queries"] >= 300, 150, "300 queries")
+  status = service.client.get(f"/jobs/{job_id}").json()
+  assert status["status"] == "started" and status["progress"]["queries"] < LONG["budget"]
+  horse = int(redis.Redis.from_url(service.redis_url).get(conn_key))
+  with open(f"/proc/{horse}/stat", encoding="ascii") as handle:
+    worker = int(handle.read().rsplit(")", 1)[1].split()[1])  # the horse's parent: the worker
+  for pid in (worker, horse):  # the worker and its work horse (its own process group), as if the machine died
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+  killed_at = status["progress"]["queries"]
+  service.start_worker()  # a replacement; the surviving worker requeues the job once its lease lapses
+  final = service.finish(job_id, timeout=200)
+  assert final["progress"]["queries"] == LONG["budget"]
+  found = service.client.get(f"/jobs/{job_id}/findings.json").json()["findings"]
+  assert found == _reference(table, LONG, tmp_path)
+  journal = json.loads((service.root / "data" / "jobs" / job_id / "state" / "journal.json").read_text())
+  meta = Job.fetch(job_id, connection=redis.Redis.from_url(service.redis_url), serializer=JSONSerializer).get_meta()
+  assert meta["resumed_queries"] >= 50 and meta["resumed_queries"] % 50 == 0, meta  # resumed from a save, not rerun
+  print(f"worker killed at >= {killed_at} queries; the job resumed and ended with {len(found)} identical findings")
+  assert journal["queries"] == LONG["budget"]
+
+
+def test_safe_defaults(service, tmp_path, capsys):
+  with pytest.raises(ValueError, match="needs a token"):
+    ServiceConfig(host="0.0.0.0")
+  assert serve.main(["--host", "0.0.0.0"]) == 2
+  assert "needs a token" in capsys.readouterr().err
+  assert ServiceConfig().host == "127.0.0.1"
+  guarded = make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path), token="s3cret"))
+
+  async def calls():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://test") as client:
+      return [
+        await client.get("/jobs"),
+        await client.get("/jobs", headers={"Authorization": "Bearer wrong"}),
+        await client.get("/health", headers={"Authorization": "Bearer s3cret"}),
+      ]
+
+  none, wrong, right = asyncio.run(calls())
+  assert none.status_code == 401 and wrong.status_code == 401 and "Bearer" in none.text
+  assert right.status_code == 200 and right.json() == {"ok": True}
