@@ -228,7 +228,9 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
   wide = dataclasses.replace(case, scenario="wide")
   assert qrun.nominal_budgets(wide, prep, suite) == {5: None, 50: None}  # a budget over enumeration's count is dropped
   assert suite.depth("deep") == qsuite.DEEP_DEPTH and suite.depth("wide") == suite.max_depth
-  fractions = qrun.nominal_budgets(case, prep, qsuite.Suite(name="t", fractions=(0.01, 1.0), walker_max_fraction=0.05))
+  fractions = qrun.nominal_budgets(
+    case, prep, qsuite.Suite(name="t", fractions=(0.01, 1.0), walker_max_fraction=0.05), "greedy"
+  )
   assert fractions == {round(0.01 * prep.exhaustive_queries): 0.01}
   auto = qrun.nominal_budgets(
     case, prep, qsuite.Suite(name="t", fractions=(0.01, 1.0), walker_max_fraction=0.05), "auto"
