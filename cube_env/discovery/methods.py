@@ -47,6 +47,7 @@ from cube_env.discovery.space import (
   Progress,
   SearchResult,
   Space,
+  cohorts_at_depth,
   drill_down_actions,
   enumeration_rows,
   finish,
@@ -235,11 +236,16 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
   journal = journal_of(progress)
   t0 = time.perf_counter()
   Ledger(space, budget)  # validates the budget
-  blocks = [visitable_cohorts(space, d) for d in range(space.max_depth + 1)]
-  total = np.cumsum([len(b) for b in blocks])
-  depth = min(int(np.searchsorted(total, budget, side="right")) - 1, space.max_depth)
+  # The deepest depth whose cohorts all fit, counted depth by depth: a wide table's deeper levels (millions of
+  # cohorts) are neither counted nor built when the budget stops short of them.
+  depth, total = 0, 1
+  while depth < space.max_depth:
+    more = cohorts_at_depth(space, depth + 1)
+    if total + more > budget:
+      break
+    depth, total = depth + 1, total + more
   cube = space.cube
-  codes = np.concatenate(blocks[: depth + 1])
+  codes = np.concatenate([visitable_cohorts(space, d) for d in range(depth + 1)])
   if depth >= 1:
     found = enumerate_findings(
       cube,
@@ -271,7 +277,7 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
   note = (
     f"all {queries} visitable cohorts to depth {depth}"
     if depth == space.max_depth
-    else f"depth {depth} only: the {int(total[-1])} cohorts to depth {space.max_depth} exceed the budget"
+    else f"depth {depth} only: the cohorts to depth {depth + 1} exceed the budget"
   )
   return finish(
     space,
