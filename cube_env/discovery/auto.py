@@ -23,7 +23,6 @@ The choice and its reason lead the result's `note`, which every report prints.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import numpy as np
@@ -37,6 +36,7 @@ from cube_env.discovery.space import (
   Space,
   TimeLimit,
   cohort_bound,
+  column_subsets,
   count_cohorts,
   time_limit_of,
 )
@@ -59,11 +59,6 @@ class Plan:
   reason: str
 
 
-def _subsets(space: Space) -> int:
-  num_f = len(space.cube.meta.filter_names)
-  return sum(math.comb(num_f, k) for k in range(space.max_depth + 1))
-
-
 def enumeration_seconds(space: Space, *, probe: int = PROBE_SUBSETS, seed: int = 0) -> tuple[float, int]:
   """(estimated seconds to enumerate the space, cohorts the probe visited): enumeration's own code timed on
   `probe` random column subsets of the deepest level, the first one's excess over the others' mean counted once
@@ -79,12 +74,12 @@ def enumeration_seconds(space: Space, *, probe: int = PROBE_SUBSETS, seed: int =
     times.append(time.perf_counter() - t0)
     probed += n
   steady = float(np.mean(times[1:])) if len(times) > 1 else times[0]
-  return max(times[0] - steady, 0.0) + steady * _subsets(space), probed
+  return max(times[0] - steady, 0.0) + steady * column_subsets(space), probed
 
 
 def plan(space: Space, *, budget: int, time_left: float | None = None, fallback: str = FALLBACK) -> Plan:
   """Enumerate or search (module docstring); `time_left` None: no time limit."""
-  exact = _subsets(space) <= EXACT_COUNT_SUBSETS
+  exact = column_subsets(space) <= EXACT_COUNT_SUBSETS
   total = int(sum(count_cohorts(space))) if exact else cohort_bound(space)
   what = f"{total:,} cohorts to depth {space.max_depth}" + ("" if exact else " (upper bound)")
   if total > budget:

@@ -333,16 +333,21 @@ def saved_queries(directory: str) -> int:
   return 0
 
 
-def journal_of(progress) -> Journal | None:
-  """The first `Journal` in a chain of progress wrappers (each holds the next as `.progress`), or None.
-
-  So a method that wraps its progress (a time limit, `Anytime`, a plug-in's own) still journals its queries.
-  """
+def in_chain(progress, kind: type):
+  """The first `kind` in a chain of progress wrappers (each holds the next as `.progress`), or None."""
   for _ in range(16):
-    if progress is None or isinstance(progress, Journal):
+    if progress is None or isinstance(progress, kind):
       return progress
     progress = getattr(progress, "progress", None)
   return None
+
+
+def journal_of(progress) -> Journal | None:
+  """The first `Journal` in a chain of progress wrappers (`in_chain`), or None.
+
+  So a method that wraps its progress (a time limit, `Anytime`, a plug-in's own) still journals its queries.
+  """
+  return in_chain(progress, Journal)
 
 
 def clear(directory: str) -> int:

@@ -168,7 +168,6 @@ def subset_findings(
   num_f = len(meta.filter_names)
   min_rows = float(params.min_cohort)
   k = len(subset)
-  queries = 0
   entries: list[dict] = []
   cols = np.zeros((slots,), np.int32)
   cols[:k] = subset
@@ -178,7 +177,7 @@ def subset_findings(
   keys = np.nonzero(rows >= min_rows)[0]
   if k == 0:
     keys = keys[:1]  # the root is one cohort
-  queries += len(keys)
+  queries = len(keys)
   for start in range(0, len(keys), FAMILIES_PER_CALL):
     chunk = keys[start : start + FAMILIES_PER_CALL]
     digits = (chunk[:, None] // radix[None, :]) % num_values  # [B, S]

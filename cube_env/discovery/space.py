@@ -38,9 +38,9 @@ import pandas as pd
 from cube_env.data.disclosure import SMALL_CELL
 from cube_env.data.ingest import Cube, codes_to_filters, cohort_label
 from cube_env.discovery import cohorts
-from cube_env.discovery.journal import journal_of
+from cube_env.discovery.journal import in_chain, journal_of
 from cube_env.environment.env import CubeEnv, EnvState, make_env
-from cube_env.environment.params import EnvParams, EnvShape, bucketed_shape, resolve_z
+from cube_env.environment.params import EnvParams, EnvShape, bucketed_shape, resolve_z, subset_products
 
 Progress = Callable[[int], None]  # called with the number of queries spent so far
 
@@ -143,13 +143,13 @@ def visitable_cohorts(space: Space, depth: int) -> np.ndarray:
   return np.concatenate(out) if out else np.zeros((0, num_f), np.int32)
 
 
-def count_cohorts(space: Space, max_depth: int | None = None) -> list[int]:
-  """Visitable cohorts per depth 0..max_depth (default the space's; the oracle's cost is their sum).
+def count_cohorts(space: Space) -> list[int]:
+  """Visitable cohorts per depth 0..max_depth (the oracle's cost is their sum).
 
   Equals `len(visitable_cohorts(space, d))` per depth, counted from one
   integer key per cell and subset (about 1 ms per column subset at 50,000 cells).
   """
-  return [cohorts_at_depth(space, d) for d in range(space.max_depth + 1 if max_depth is None else max_depth + 1)]
+  return [cohorts_at_depth(space, d) for d in range(space.max_depth + 1)]
 
 
 def cohorts_at_depth(space: Space, depth: int) -> int:
@@ -166,25 +166,25 @@ def cohorts_at_depth(space: Space, depth: int) -> int:
   return total
 
 
-def cohort_bound(space: Space, max_depth: int | None = None) -> int:
-  """An upper bound on the cohorts to `max_depth` (default the space's): sums of products of category counts.
+def cohort_bound(space: Space) -> int:
+  """An upper bound on the cohorts to max_depth: sums of products of category counts (`subset_products`).
 
   Costs microseconds where `count_cohorts` costs a pass per column subset (tens of seconds on 60 columns at depth 3).
   """
+  return int(sum(subset_products([len(c) for c in space.cube.meta.categories], space.max_depth)))
+
+
+def column_subsets(space: Space, max_depth: int | None = None) -> int:
+  """Sets of at most `max_depth` (default the space's) filter columns: enumeration's group-by passes."""
   depth = space.max_depth if max_depth is None else max_depth
-  e = [1] + [0] * depth
-  for c in space.cube.meta.categories:
-    for k in range(depth, 0, -1):
-      e[k] += e[k - 1] * len(c)
-  return int(sum(e))
+  num_f = len(space.cube.meta.filter_names)
+  return sum(math.comb(num_f, k) for k in range(depth + 1))
 
 
 def enumeration_rows(space: Space, max_depth: int | None = None) -> int:
   """Rows enumeration to `max_depth` scans: one pass over every row per set of at most that many columns."""
-  depth = space.max_depth if max_depth is None else max_depth
-  num_f = len(space.cube.meta.filter_names)
-  passes = sum(math.comb(num_f, k) for k in range(depth + 1))
-  return int(passes * round(float(np.sum(np.asarray(space.cube.rows, np.float64)))))
+  rows = round(float(np.sum(np.asarray(space.cube.rows, np.float64))))
+  return int(column_subsets(space, max_depth) * rows)
 
 
 class RowCounter:
@@ -285,7 +285,7 @@ class Ledger:
     limit = time_limit_of(progress)
     self.deadline = None if limit is None else self.t0 + limit
     self.journal = journal_of(progress)
-    anytime = _in_chain(progress, Anytime)
+    anytime = in_chain(progress, Anytime)
     if anytime is not None:
       anytime.bind(self)
 
@@ -367,19 +367,9 @@ class TimeLimit:
       self.progress(used)
 
 
-def _in_chain(progress, kind: type):
-  """The first `kind` in a chain of progress wrappers (each holds the next as `.progress`), or None."""
-  seen = 0
-  while progress is not None and seen < 16:
-    if isinstance(progress, kind):
-      return progress
-    progress, seen = getattr(progress, "progress", None), seen + 1
-  return None
-
-
 def time_limit_of(progress) -> float | None:
   """The seconds of the first `TimeLimit` in a chain of progress wrappers, or None."""
-  limit = _in_chain(progress, TimeLimit)
+  limit = in_chain(progress, TimeLimit)
   return None if limit is None else limit.seconds
 
 

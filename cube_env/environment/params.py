@@ -82,17 +82,22 @@ def bonferroni_z(cube: Cube, max_depth: int, alpha: float = 0.05) -> float:
   counts, summed over column subsets: elementary symmetric polynomials) times
   the tests per cohort (tested groups x measures).
   """
-  cats = [len(c) for c in cube.meta.categories]
-  e = [1.0] + [0.0] * max_depth
-  for c in cats:
-    for k in range(max_depth, 0, -1):
-      e[k] += e[k - 1] * c
-  n_cohorts = sum(e)
+  n_cohorts = float(sum(subset_products([len(c) for c in cube.meta.categories], max_depth)))
   groups = 0
   for c in cube.meta.categories[cube.meta.n_dimensions :]:
     groups += 1 if len(c) == 2 else len(c)
   n_tests = n_cohorts * groups * len(cube.meta.measure_names)
   return float(-statistics.NormalDist().inv_cdf(alpha / (2.0 * n_tests)))
+
+
+def subset_products(counts, depth: int) -> list[int]:
+  """`[e_0, ..., e_depth]`: for each k, the sum over k-column subsets of the product of their category counts
+  (elementary symmetric polynomials): the cohorts with k filters if every combination of values occurred."""
+  e = [1] + [0] * depth
+  for c in counts:
+    for k in range(depth, 0, -1):
+      e[k] += e[k - 1] * int(c)
+  return e
 
 
 def resolve_z(cube: Cube, z_screen: float | str, max_depth: int) -> float:

@@ -370,7 +370,7 @@ def _result(
 def _rows_scanned(space: Space, keys: list[tuple]) -> int:
   """Rows of every cohort whose group statistics were computed: one group-by over each cohort's rows."""
   counter = RowCounter(space.cube)
-  return int(round(sum(counter.rows_of([max(int(v), -1) for v in k]) for k in keys if -2 not in k)))
+  return int(round(sum(counter.rows_of(k) for k in keys if -2 not in k)))
 
 
 cube_env.register_method("pysubgroup-beam", functools.partial(pysubgroup_search, algorithm="beam"))

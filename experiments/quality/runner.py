@@ -22,7 +22,7 @@ import cube_env
 from cube_env.discovery.space import enumeration_rows
 from experiments import agent
 from experiments.quality import pysubgroup_adapter  # noqa: F401 (registers the pysubgroup-* methods)
-from experiments.quality.suite import FIXED_FAMILIES, FULL_BUDGET, Case, Suite, parse_variant
+from experiments.quality.suite import FIXED_FAMILIES, FULL_BUDGET, Case, Suite, base_method, parse_variant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +82,7 @@ def nominal_budgets(
   if case.scenario in FIXED_FAMILIES:
     return {b: None for b in suite.fixed_budgets if b <= prep.exhaustive_queries}
   top = 1.0 if method in FULL_BUDGET else suite.walker_max_fraction
-  if method.partition("@")[0] == "auto":  # enumerates at 100%: that budget too
+  if base_method(method) == "auto":  # enumerates at 100%: that budget too
     return {**nominal_budgets(case, prep, suite, "greedy"), prep.exhaustive_queries: 1.0}
   out: dict[int, float | None] = {}
   for f in sorted(suite.fractions):
@@ -117,7 +117,7 @@ def score(findings: pd.DataFrame, truth: list, cube) -> dict:
 
 def _results(name: str, method: SuiteMethod, prepared: cube_env.Prepared, budgets: list[int]) -> Iterator[tuple]:
   """(budget, result, read off) per budget, each as soon as it is known."""
-  if name.partition("@")[0] in FULL_BUDGET + ("auto",):  # their search depends on the budget: one run per budget
+  if base_method(name) in FULL_BUDGET + ("auto",):  # their search depends on the budget: one run per budget
     for b in budgets:
       yield b, cube_env.search(prepared, method.search, budget=b), False
     return
@@ -169,7 +169,7 @@ def run_case(
     nominal = nominal_budgets(case, prep, suite, name)
     budgets = [b for b in sorted(nominal) if (case.scenario, case.seed, name, b) not in skip]
     why = not_applicable(name, method, prepared.space)
-    program = "agent" if method.agent is not None else "env" if name.partition("@")[0] not in FULL_BUDGET else None
+    program = "agent" if method.agent is not None else "env" if base_method(name) not in FULL_BUDGET else None
     if budgets and why is None and program and program not in warm:
       # compiles the env step (per cube shape; the agent's own grid for muzero) outside the timing
       warm_up = method.search if program == "agent" else cube_env.get_method("random")

@@ -128,7 +128,7 @@ def check_request(
 ) -> None:
   """Raises ValueError naming the flag of an unknown method or scenario or an out-of-range number."""
   for flag, given, known in (("--methods", method_names, SUITE_METHODS), ("--scenarios", scenarios, SUITE_SCENARIOS)):
-    unknown = [name for name in given or () if name.partition("@")[0] not in known]
+    unknown = [name for name in given or () if base_method(name) not in known]
     if unknown:
       raise ValueError(f"{flag}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
   for flag, value in (("--workers", workers), ("--seeds", seeds)):
@@ -168,6 +168,11 @@ def resize(
 def variant_name(method: str, options: Iterable[tuple[str, object]]) -> str:
   """`beam@width=16`: a method with settings, as the sweep names it."""
   return f"{method}@" + ",".join(f"{k}={v}" for k, v in options)
+
+
+def base_method(name: str) -> str:
+  """The registered method a name runs: `beam` for `beam@width=16` (and for `beam`)."""
+  return name.partition("@")[0]
 
 
 def parse_variant(name: str) -> tuple[str, dict]:
