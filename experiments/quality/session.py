@@ -133,22 +133,23 @@ def run_quality(
   )
   runs = [r for r in earlier if r["kind"] == "run"] + rows
   invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
-  summary = summarize(runs, split=suite.split) + paired(runs, split=suite.split)
+  summary = summarize(runs, split=suite.split)
+  pairs = paired(runs, split=suite.split)
   if out:
     with open(out, "w") as handle:
-      for r in runs + invocations + summary:
+      for r in runs + invocations + summary + pairs:
         handle.write(json.dumps(r, sort_keys=True) + "\n")
     if os.path.exists(spill):  # every row in it is in `out` now
       os.remove(spill)
-  for r in summary:
+  for r in summary + pairs:
     print(json.dumps(r, sort_keys=True), flush=True)
-  if not any(r.get("applicable") for r in summary):
+  if not any(r["applicable"] for r in summary):
     log(f"no applicable run to summarize in suite {suite.name} ({len(runs)} rows)")
-    return runs + invocations + summary
+    return runs + invocations + summary + pairs
   wall = sum(r["wall_s"] for r in invocations)
   log(
     headline_tables(
-      [r for r in summary if r["kind"] == "summary"],
+      summary,
       suite_name=suite.name,
       wall_s=wall,
       calls=len(invocations),
@@ -158,9 +159,9 @@ def run_quality(
   )
   path = plot_path or os.path.join(os.path.dirname(out) if out else ".", "recall_vs_budget.png")
   plot(
-    [r for r in summary if r["kind"] == "summary"],
+    summary,
     path,
     title=f"suite {suite.name} on {device.device_kind} ({os.cpu_count()} cores); mean over {suite.seeds} seed(s)",
   )
   log(f"plot: {path}")
-  return runs + invocations + summary
+  return runs + invocations + summary + pairs
