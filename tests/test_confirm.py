@@ -127,6 +127,8 @@ def test_relative_difference_rules():
   assert np.isnan(
     rd({"scale": "linear", "mean_group": None, "mean_rest": 1.0, "diff": 0.1}, adjusted=False, favorable=False)
   )
+  ratio = {"scale": "ratio", "mean_group": 1.15, "mean_rest": 0.92, "diff": 0.23}  # mean observed / expected
+  assert rd(ratio, adjusted=True, favorable=False, rest_observed=7.0) == pytest.approx(0.25)
 
 
 def test_split_is_seeded_and_ignores_row_order():
@@ -168,6 +170,41 @@ def test_expected_values_are_stratum_means_of_the_fitting_rows():
   np.testing.assert_allclose(exp, want)
   with pytest.raises(ValueError, match="'nope'"):
     adjust.strata(df, ["nope"])
+
+
+def test_count_measures_are_standardized_by_ratio():
+  """Case mix that scales a count's rate: a cohort where another driver lowers the rate by f shows, observed minus
+  expected, a gap for the group that sits in high-rate strata; observed / expected is f for every stratum."""
+  rng = np.random.default_rng(1)
+  n = 60_000
+  group = rng.random(n) < 0.3
+  stratum = np.where(rng.random(n) < np.where(group, 0.7, 0.2), "high", "low")  # the group sits in high-rate strata
+  driver = rng.random(n) < 0.3  # lowers the rate by 4, for everyone
+  rate = np.where(stratum == "high", 8.0, 1.0) * np.where(driver, 0.25, 1.0)
+  df = pd.DataFrame({"s": stratum, "g": np.where(group, "a", "b"), "d": driver, "v": rng.poisson(rate).astype(float)})
+  values = df[["v"]].to_numpy()
+  fit = rng.random(n) < 0.5
+  assert adjust.ratio_measures(values, [False], [False]) == (True,)
+  assert adjust.ratio_measures(values - 1.0, [False], [False]) == (False,)  # a negative value: by difference
+  assert adjust.ratio_measures(values, [False], [True]) == (False,)
+  ratio, line = adjust.residualize(df, ["s"], values, fit, ratio=(True,), names=["v"])
+  diff, _ = adjust.residualize(df, ["s"], values, fit)
+  assert "['v']: observed / expected" in line
+  means = df[fit].groupby("s")["v"].mean()
+  np.testing.assert_allclose(ratio[:, 0], df["v"] / df["s"].map(means))
+  np.testing.assert_allclose(diff[:, 0], df["v"] - df["s"].map(means))
+  cohort = driver & ~fit
+
+  def z(adjusted):
+    a, b = adjusted[cohort & group, 0], adjusted[cohort & ~group, 0]
+    return scipy.stats.ttest_ind(a, b, equal_var=False).statistic
+
+  assert abs(z(diff)) > 8  # the explained gap, by difference
+  assert abs(z(ratio)) < 3  # gone, by ratio
+  zero = adjust.expected_values(
+    np.array([0, 0, 1, 1]), np.array([[0.0], [0.0], [2.0], [4.0]]), np.ones(4, bool), ratio=[True]
+  )
+  np.testing.assert_allclose(zero[:, 0], [1.5 / 3, 1.5 / 3, 3.0, 3.0])  # all-zero stratum: one pseudo-row at the mean
 
 
 def test_confirmation_retests_on_the_other_half(small_df):

@@ -7,8 +7,17 @@ exploration half, so the confirmation half is not used twice). The disparity
 is then measured on observed minus expected, on the measure's test scale: for
 a log-scale measure the group's mean residual is the log of its geometric
 observed/expected ratio; for a binary one it is the excess event rate over
-what the case mix predicts. A gap that case mix explains has residuals that
-no longer differ between groups.
+what the case mix predicts. A non-negative measure tested on its natural
+scale (a count, a cost) is standardized by ratio instead: each row holds
+observed / expected (`ratio_measures`), so a group's mean is its standardized
+ratio (about 1 where the case mix explains it). Case mix acts on such measures
+multiplicatively (a rate model with a log link): where another driver scales a
+cohort's rate by f, every stratum's mean is scaled by f, and observed minus
+expected would then be f - 1 times the stratum mean, larger for a group that
+sits in high-rate strata, a gap the case mix explains. The ratio is f for
+every stratum, so it is not (measured on the `confounded` worlds:
+README.md, Power and false findings). A gap that case mix explains has
+adjusted values that no longer differ between groups.
 
 Reference: Fleiss, Levin & Paik (2003), Statistical Methods for Rates and
 Proportions, ch. 19 (indirect standardization).
@@ -46,13 +55,29 @@ def strata(df: pd.DataFrame, adjusters: Sequence[str]) -> np.ndarray:
   return ids.reshape(-1).astype(np.int64)
 
 
-def expected_values(stratum: np.ndarray, values: np.ndarray, fit: np.ndarray) -> np.ndarray:
+def ratio_measures(values: np.ndarray, is_binary: Sequence[bool], is_log: Sequence[bool]) -> tuple[bool, ...]:
+  """Per measure, whether it is standardized by ratio: tested on its natural scale (neither binary nor log) with
+  no negative value and a positive mean (counts, costs)."""
+  values = np.asarray(values, np.float64)
+  out = []
+  for m in range(values.shape[1]):
+    v = values[:, m][~np.isnan(values[:, m])]
+    out.append(bool(not is_binary[m] and not is_log[m] and len(v) and v.min() >= 0.0 and v.mean() > 0.0))
+  return tuple(out)
+
+
+def expected_values(
+  stratum: np.ndarray, values: np.ndarray, fit: np.ndarray, *, ratio: Sequence[bool] | None = None
+) -> np.ndarray:
   """Expected value of each measure for every row, from its stratum's mean on the fitting rows.
 
   Args:
     stratum: `[rows]` stratum ids (`strata`).
     values: `[rows, M]` measures on their test scale, NaN where missing.
     fit: `[rows]` bool, rows used to estimate the stratum means.
+    ratio: per measure, standardized by ratio (`ratio_measures`; default none): a stratum whose fitting rows are
+      all zero then gets the mean of its rows and one pseudo-row at the overall mean, so that no expected value
+      is zero.
 
   Returns:
     `[rows, M]` expected values; a stratum with no fitting row for a measure
@@ -72,21 +97,42 @@ def expected_values(stratum: np.ndarray, values: np.ndarray, fit: np.ndarray) ->
     counts = np.bincount(stratum[use], minlength=n_strata)
     overall = v[use].mean()
     means = np.where(counts > 0, sums / np.maximum(counts, 1), overall)
+    if ratio is not None and ratio[m]:
+      means = np.where(means > 0, means, overall / (counts + 1.0))
     out[:, m] = means[stratum]
   return out
 
 
-def residualize(df: pd.DataFrame, adjusters: Sequence[str], values: np.ndarray, fit: np.ndarray):
-  """Observed minus expected for every row and measure (NaN stays NaN).
+def residualize(
+  df: pd.DataFrame,
+  adjusters: Sequence[str],
+  values: np.ndarray,
+  fit: np.ndarray,
+  *,
+  ratio: Sequence[bool] | None = None,
+  names: Sequence[str] | None = None,
+):
+  """Observed minus expected, or observed / expected for the `ratio` measures, for every row and measure (NaN
+  stays NaN).
+
+  Args:
+    ratio: per measure, standardized by ratio (`ratio_measures`; default none).
+    names: measure names, for the summary line.
 
   Returns:
-    (residuals `[rows, M]`, summary line naming the adjusters and strata).
+    (adjusted values `[rows, M]`, summary line naming the adjusters, strata and the ratio measures).
   """
   stratum = strata(df, adjusters)
-  expected = expected_values(stratum, values, fit)
+  ratio = tuple(bool(r) for r in ratio) if ratio is not None else (False,) * values.shape[1]
+  expected = expected_values(stratum, values, fit, ratio=ratio)
   n_fit = len(np.unique(stratum[np.asarray(fit, bool)]))
+  use = np.asarray(ratio, bool)[None, :]
+  out = np.where(use, values / np.where(use, expected, 1.0), values - expected)
   line = (
     f"case-mix adjusted (indirect standardization) by {list(adjusters)}: {n_fit} strata estimated on the "
     "exploration half; measures are observed minus expected on their test scale"
   )
-  return values - expected, line
+  if any(ratio):
+    named = [names[m] if names is not None else str(m) for m in range(len(ratio)) if ratio[m]]
+    line += f", except {named}: observed / expected (non-negative, standardized by ratio)"
+  return out, line

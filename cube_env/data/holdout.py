@@ -5,7 +5,8 @@ with the same seed agree whatever the row order. Both halves are coded with
 one `encode_table` pass over the whole table (same categories, bins and log
 scales), then grouped into two cubes. Searches see only the exploration cube;
 candidates are re-tested on the confirmation cube (docs/design.md, Discovery and confirmation
-report). With adjusters, both cubes hold observed minus expected values, the
+report). With adjusters, both cubes hold observed minus expected values
+(observed / expected for non-negative measures on their natural scale), the
 expectation estimated on the exploration half (`cube_env.data.adjust`); the raw
 confirmation cube is kept for the relative-difference rule.
 """
@@ -53,7 +54,7 @@ class Halves:
   summary: tuple[str, ...]  # coding, split and adjustment notes
 
 
-def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, summary) -> Cube:
+def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, summary, is_ratio=()) -> Cube:
   if not rows.any():
     raise ValueError("a half of the split has no rows; the table is too small to split")
   v = values[rows]
@@ -61,7 +62,12 @@ def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, su
   cell_codes, n, stats = cells_from_codes(codes[rows], v, shift)
   is_binary = tuple(False for _ in meta.is_binary) if adjusted else meta.is_binary
   meta = dataclasses.replace(
-    meta, shift=tuple(float(s) for s in shift), n_rows=int(rows.sum()), is_binary=is_binary, summary=tuple(summary)
+    meta,
+    shift=tuple(float(s) for s in shift),
+    n_rows=int(rows.sum()),
+    is_binary=is_binary,
+    summary=tuple(summary),
+    is_ratio=tuple(is_ratio),
   )
   return Cube(
     codes=jnp.asarray(cell_codes, jnp.int32),
@@ -97,11 +103,14 @@ def split_cubes(
   ]
   adjusters = tuple(adjusters)
   raw_values = values
+  is_ratio = ()
   if adjusters:
-    values, line = adj.residualize(df, adjusters, values, explore)
+    is_ratio = adj.ratio_measures(values[explore], meta.is_binary, meta.is_log)
+    values, line = adj.residualize(df, adjusters, values, explore, ratio=is_ratio, names=meta.measure_names)
     summary.append(line)
-  explore_cube = _cube(codes, values, meta, explore, adjusted=bool(adjusters), summary=summary)
-  confirm_cube = _cube(codes, values, meta, ~explore, adjusted=bool(adjusters), summary=summary)
+  kw = dict(adjusted=bool(adjusters), summary=summary, is_ratio=is_ratio)
+  explore_cube = _cube(codes, values, meta, explore, **kw)
+  confirm_cube = _cube(codes, values, meta, ~explore, **kw)
   raw = _cube(codes, raw_values, meta, ~explore, adjusted=False, summary=summary) if adjusters else confirm_cube
   return Halves(
     explore=explore_cube,

@@ -39,6 +39,8 @@ class CubeMeta:
   shift: tuple[float, ...]  # global mean of each measure on its test scale
   n_rows: int
   summary: tuple[str, ...]  # what was binned, folded, missing or dropped from a statistic
+  # per measure, case-mix adjusted by ratio: the cube holds observed / expected (`cube_env.data.adjust`); () = none
+  is_ratio: tuple[bool, ...] = ()
 
   @property
   def protected_names(self) -> tuple[str, ...]:

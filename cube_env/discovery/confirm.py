@@ -18,7 +18,9 @@ of geometric means minus one for log-scale measures, the rate ratio minus one
 for binary measures (events are read as adverse; for a measure listed as
 `favorable` the ratio of non-event rates is used), the ratio of means minus
 one otherwise. With case-mix adjustment it is the adjusted difference over the
-rest's observed mean (log scale: exp of the adjusted log ratio, minus one).
+rest's observed mean (log scale: exp of the adjusted log ratio, minus one;
+a measure standardized by ratio, scale `ratio`: the ratio of the group's and
+the rest's mean observed/expected, minus one).
 The others are returned as unconfirmed with the reason.
 
 Reference: Benjamini, Y. & Hochberg, Y. (1995). Controlling the false
@@ -160,6 +162,9 @@ def relative_difference(row, *, adjusted: bool, favorable: bool, rest_observed: 
     return float("nan")
   if scale == "log":
     return float(np.exp(row["diff"]) - 1.0)
+  if scale == "ratio":
+    r = float(row["mean_rest"])
+    return float(row["diff"] / r) if r > 0 else float("nan")
   if adjusted:
     base = rest_observed
     if base is None or not np.isfinite(base) or base == 0:
