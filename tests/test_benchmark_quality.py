@@ -12,6 +12,7 @@ from scipy import stats
 
 import cube_env
 from cube_env import synthetic
+from cube_env.discovery import oracle
 from experiments import benchmark
 from experiments.agent import unqueried
 from experiments.quality import pool as qpool
@@ -103,6 +104,31 @@ def test_pysubgroup_stops_exactly_at_budget_and_counts_cohorts(prep, algorithm):
   assert key(big.candidates) <= key(oracle)
   if algorithm == "dfs":  # DFS saw every cohort: it reports the planted gap
     assert cube_env.score_findings(big.candidates, [PLANTED], cube=prep.prepared.space.cube)["recall"] == 1.0
+
+
+def test_cohort_ledger_reachability_is_coarser_than_a_paid_cohort():
+  rng = np.random.default_rng(0)
+  ledger = bp.CohortLedger(budget=6)
+  while not ledger.full():
+    ledger.pay(tuple(int(v) for v in np.where(rng.random(5) < 0.5, rng.integers(0, 3, 5), -1)))
+  for _ in range(300):
+    key = tuple(int(v) for v in np.where(rng.random(5) < 0.4, rng.integers(0, 3, 5), -1))
+    want = any(all(v == -1 or v == k for v, k in zip(key, paid)) for paid in ledger.order)
+    assert ledger.reachable(key) == want, key
+  assert ledger.reachable((-1,) * 5) and not ledger.pay((9,) * 5)
+
+
+def test_enumeration_warm_up_compiles_every_program(prep):
+  """After `compile_enumeration`, an enumeration of the same cube to the same depth compiles nothing."""
+  space = prep.prepared.space
+  kw = dict(min_group=space.min_group, min_cohort=float(space.params.min_cohort), z_screen=space.z_screen)
+  compiled = (oracle._subset_table, oracle._screen_chunk, oracle._novelty_chunk, oracle._parents)
+  for f in compiled:
+    f.clear_cache()  # as in a fresh process
+  oracle.compile_enumeration(space.cube, max_depth=space.max_depth, new_z=space.new_z, **kw)
+  before = [f._cache_size() for f in compiled]
+  found = cube_env.enumerate_findings(space.cube, max_depth=space.max_depth, new_z=space.new_z, **kw)
+  assert len(found) > 0 and [f._cache_size() for f in compiled] == before
 
 
 def test_prepared_case_confirms_as_run_discovery(small_df, case, prep):

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import time
 from importlib import metadata
 
@@ -67,6 +68,7 @@ class CohortLedger:
   def __init__(self, budget: int, progress: Progress | None = None):
     self.budget, self.cap, self.progress = int(budget), int(budget), progress
     self.order: dict[tuple, int] = {}
+    self.coarser: set[tuple] = set()  # every paid cohort with any of its filters dropped (itself included)
     self.evaluations = 0  # subgroup qualities computed (pysubgroup's own unit)
 
   @property
@@ -81,9 +83,7 @@ class CohortLedger:
 
   def reachable(self, key: tuple) -> bool:
     """Whether a cohort refining `key` (or `key` itself) can still be paid for or is paid."""
-    if not self.full():
-      return True
-    return any(all(v == -1 or v == k for v, k in zip(key, paid)) for paid in self.order)
+    return not self.full() or key in self.coarser
 
   def pay(self, key: tuple) -> bool:
     """True when `key` is paid for (already, or now within the cap)."""
@@ -92,6 +92,10 @@ class CohortLedger:
     if self.full():
       return False
     self.order[key] = self.used
+    kept = [f for f, v in enumerate(key) if v != -1]
+    for r in range(len(kept) + 1):
+      for drop in itertools.combinations(kept, r):
+        self.coarser.add(tuple(-1 if f in drop else v for f, v in enumerate(key)))
     if self.progress is not None:
       self.progress(self.used)
     return True

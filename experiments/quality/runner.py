@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env.discovery.oracle import compile_enumeration
 from cube_env.discovery.space import enumeration_rows
 from experiments import agent
 from experiments.quality import pysubgroup_adapter  # noqa: F401 (registers the pysubgroup-* methods)
@@ -128,6 +129,29 @@ def _results(name: str, method: SuiteMethod, prepared: cube_env.Prepared, budget
     yield b, result, True
 
 
+def warm_up(prepared: cube_env.Prepared, program: str, method: SuiteMethod, *, first: bool) -> None:
+  """Compiles, outside the timing, what a method's first timed run would: the env step (per cube shape; the agent's
+  own grid for muzero), or enumeration's programs (per depth), and on the `first` call the cohort tests of
+  confirmation and of a search's finish."""
+  space = prepared.space
+  if first:
+    for cube in (prepared.halves.explore, prepared.halves.confirm):
+      root = np.full((1, len(cube.meta.filter_names)), -1, np.int32)
+      cube_env.cohort_table(cube, root, min_group=space.min_group, z_screen=space.z_screen, max_depth=space.max_depth)
+  if program == "enumeration":
+    compile_enumeration(
+      space.cube,
+      max_depth=space.max_depth,
+      min_group=space.min_group,
+      min_cohort=float(space.params.min_cohort),
+      z_screen=space.z_screen,
+      new_z=space.new_z,
+    )
+  else:
+    search = method.search if program == "agent" else cube_env.get_method("random")
+    cube_env.search(prepared, search, budget=2)
+
+
 def run_case(
   case: Case,
   suite: Suite,
@@ -170,10 +194,10 @@ def run_case(
     budgets = [b for b in sorted(nominal) if (case.scenario, case.seed, name, b) not in skip]
     why = not_applicable(name, method, prepared.space)
     program = "agent" if method.agent is not None else "env" if base_method(name) not in FULL_BUDGET else None
+    if base_method(name) in ("exhaustive", "auto"):
+      program = "enumeration"
     if budgets and why is None and program and program not in warm:
-      # compiles the env step (per cube shape; the agent's own grid for muzero) outside the timing
-      warm_up = method.search if program == "agent" else cube_env.get_method("random")
-      cube_env.search(prepared, warm_up, budget=2)
+      warm_up(prepared, program, method, first=not warm)
       warm.add(program)
     if not budgets:
       continue
