@@ -12,7 +12,7 @@ from PIL import Image
 from experiments.quality import plot as qplot
 from experiments.quality import tables as qtables
 from experiments.quality.power import clopper_pearson
-from experiments.quality.summary import bootstrap_interval, paired, summarize
+from experiments.quality.summary import best_settings, bootstrap_interval, paired, summarize
 
 
 def _run(family, method, seed, *, fraction=0.01, budget=None, recall=math.nan, **kw):
@@ -221,3 +221,26 @@ def test_plot_panels_per_family_against_queries_and_seconds(tmp_path):
   np.testing.assert_allclose(greedy[axes[1, 2]].get_ydata(), [1 / 3])  # null: family-wise error rate
   assert len({line.get_color() for line in greedy.values()}) == 1
   assert all(ax.get_xscale() == "log" for ax in axes.flat)
+
+
+def test_best_settings_picks_the_best_mean_recall_on_common_runs_ties_to_defaults():
+  rows = []
+  for seed in (1, 2):
+    for fraction in (0.005, 0.05, 0.2):  # 0.2 lies outside the sweep's window
+      big = 0.9 if fraction == 0.2 else 0.5
+      rows += [
+        _run("standard", "beam", seed, fraction=fraction, recall=0.4, split="train"),
+        _run("standard", "beam@width=16", seed, fraction=fraction, recall=0.6 if seed == 1 else 0.5, split="train"),
+        _run("standard", "beam@width=32", seed, fraction=fraction, recall=big, split="train"),
+        _run("standard", "uct", seed, fraction=fraction, recall=0.3, split="train"),
+        _run("standard", "uct@exploration=2.0", seed, fraction=fraction, recall=0.3, split="train"),
+        _run("null", "uct@exploration=0.5", seed, fraction=fraction, recall=1.0, split="train"),  # truthless
+      ]
+  rows.append(_run("masked", "beam@width=16", 3, fraction=0.01, recall=0.0, split="train"))  # not run by the others
+  rows.append(_run("standard", "beam@width=4", 1, fraction=0.01, recall=1.0))  # evaluation split: never used
+  choice = {r["method"]: r for r in best_settings(rows)}
+  assert set(choice) == {"beam", "uct"}
+  assert choice["beam"]["chosen"] == "beam@width=16" and choice["beam"]["options"] == [("width", 16)]
+  assert choice["beam"]["recall_mean"] == pytest.approx(0.55)  # (0.6 + 0.6 + 0.5 + 0.5) / 4
+  assert choice["beam"]["candidates"]["beam@width=32"] == {"recall_mean": pytest.approx(0.5), "runs": 4}
+  assert choice["uct"]["chosen"] == "uct" and choice["uct"]["options"] == []  # a tie goes to the defaults

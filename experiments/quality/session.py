@@ -22,7 +22,7 @@ from experiments.quality.plot import plot
 from experiments.quality.pool import log_to_stderr, read_rows, run_suite
 from experiments.quality.runner import build_methods
 from experiments.quality.suite import SUITES, Suite, case_order, check_request, resize
-from experiments.quality.summary import paired, summarize
+from experiments.quality.summary import best_settings, paired, summarize
 from experiments.quality.tables import headline_tables
 
 Emit = Callable[[Iterable[dict], str | None], list[dict]]  # prints rows (and appends them to the file) as they come
@@ -135,6 +135,8 @@ def run_quality(
   invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
   summary = summarize(runs, split=suite.split)
   pairs = paired(runs, split=suite.split)
+  if sweep:  # the settings each swept method would take (suite.TUNED is set from these by hand, and committed)
+    pairs = pairs + best_settings(runs, split=suite.split)
   if out:
     with open(out, "w") as handle:
       for r in runs + invocations + summary + pairs:

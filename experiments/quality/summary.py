@@ -13,6 +13,7 @@ See docs/design.md, Discovery and confirmation.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.quality.power import clopper_pearson
-from experiments.quality.suite import SUITE_METHODS, SUITE_SCENARIOS
+from experiments.quality.suite import SUITE_METHODS, SUITE_SCENARIOS, SWEEP, TRUTHLESS, parse_variant
 
 LEVEL = 0.95  # of every interval
 # Display order: issue 17's families, then the scenarios of older suites.
@@ -261,3 +262,45 @@ def in_order(names: Iterable[str], order: tuple[str, ...]) -> list[str]:
   """Distinct names, those in `order` first in its order, then the others as they come."""
   names = list(dict.fromkeys(names))
   return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), names.index(n)))
+
+
+SWEEP_FRACTIONS = (0.005, 0.01, 0.05)  # budgets where the settings are chosen (where methods differ)
+SWEEP_FIXED = (300, 1000)  # the same on fixed-budget families
+
+
+def best_settings(rows: Iterable[dict], *, split: str = "train") -> list[dict]:
+  """One `sweep_choice` row per swept method: the setting (`suite.SWEEP` variant, or the method's defaults) with the
+    best mean recall over the worlds and budgets of `SWEEP_FRACTIONS` / `SWEEP_FIXED`, ties to the defaults, then to
+    the first swept; with every candidate's mean recall and its number of runs. Planted families only; compared on the
+  (world, budget) runs every candidate has (a sweep cut short compares like with like)."""
+  runs = run_frame(rows, split=split)
+  if runs.empty:
+    return []
+  window = runs["nominal_fraction"].isin(SWEEP_FRACTIONS) | (
+    (runs["budget_kind"] == "fixed") & runs["budget"].isin(SWEEP_FIXED)
+  )
+  runs = runs[window & runs["applicable"].astype(bool) & ~runs["family"].isin(TRUTHLESS)]
+  out = []
+  for base, variants in SWEEP.items():
+    names = [base] + [n for n in in_order(runs["method"], ()) if n.partition("@")[0] == base and n != base]
+    keyed = {n: runs[runs["method"] == n].set_index(["family", "seed", "budget_key"])["recall"] for n in names}
+    keyed = {n: r for n, r in keyed.items() if len(r)}
+    if not keyed:
+      continue
+    common = functools.reduce(lambda a, b: a.intersection(b), [r.index for r in keyed.values()])
+    scores = {n: (float(r.loc[common].astype(float).mean()), len(common)) for n, r in keyed.items()}
+    best = max(scores, key=lambda n: (round(scores[n][0], 9), n == base, -names.index(n)))
+    out.append(
+      dict(
+        kind="sweep_choice",
+        method=base,
+        chosen=best,
+        options=sorted(parse_variant(best)[1].items()),
+        recall_mean=scores[best][0],
+        candidates={n: {"recall_mean": s, "runs": k} for n, (s, k) in scores.items()},
+        families=sorted(runs["family"].unique()),
+        split=split,
+        swept=len(variants),
+      )
+    )
+  return out
