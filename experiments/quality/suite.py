@@ -57,8 +57,13 @@ SWEEP = {
   "pysubgroup-beam": [(("width", w), ("depth", d)) for w in (10, 20, 40) for d in (2, 3)],
   "pysubgroup-dfs": [(("depth", d),) for d in (2, 3)],
 }
-# Chosen on training worlds (benchmarks/README.md, "Method settings"): the best mean recall at 0.5-5% budgets.
-TUNED: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
+# Chosen on training worlds (`summary.best_settings`: the best mean recall at 0.5-5% budgets; 2 standard and 1 masked
+# training world, benchmarks/quality_sweep_train_cpu.jsonl): beam width 16; pysubgroup's DFS to depth 2; uct and
+# pysubgroup's beam search keep their defaults (tied or best).
+TUNED: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = (
+  ("beam", (("width", 16),)),
+  ("pysubgroup-dfs", (("depth", 2),)),
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
