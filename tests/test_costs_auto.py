@@ -97,7 +97,10 @@ def test_auto_enumerates_a_space_that_fits_and_searches_one_that_does_not(space)
   )
   small = cube_env.get_method("auto")(space, budget=total // 10, seed=3)
   walk = cube_env.get_method(auto_lib.FALLBACK)(space, budget=total // 10, seed=3)
-  assert small.note.startswith(f"auto chose {auto_lib.FALLBACK}: enumeration needs {total:,} cohorts")
+  over = auto_lib.plan(space, budget=total // 10)
+  assert over.cohorts > total // 10 and not over.exact  # counting stopped once past the budget
+  assert small.note.startswith(f"auto chose {auto_lib.FALLBACK}: enumeration needs more than {over.cohorts:,}")
+  assert auto_lib.plan(space, budget=total - 1).cohorts == total  # past the budget only at the deepest level
   assert small.queries == walk.queries and list(small.visits["cohort"]) == list(walk.visits["cohort"])
 
 

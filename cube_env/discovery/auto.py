@@ -4,9 +4,10 @@ An analyst does not know in advance whether a table is small enough to look
 at every cohort. `auto` answers that from the space itself, before spending a
 query:
 
-1. Queries. The cohorts to `max_depth` (`count_cohorts`, exact, when the column
-   subsets are few enough to count in seconds: `EXACT_COUNT_SUBSETS`;
-   otherwise the upper bound `cohort_bound`). Enumeration (`exhaustive`) is
+1. Queries. The cohorts to `max_depth` (`cohorts_at_depth`, exact, depth by
+   depth until the count passes the budget, when the column subsets are few
+   enough to count in seconds: `EXACT_COUNT_SUBSETS`; otherwise the upper
+   bound `cohort_bound`). Enumeration (`exhaustive`) is
    chosen when they fit the query budget.
 2. Time. When the search runs under a `TimeLimit` (`discover --time-limit`),
    enumeration must also fit the time left: a probe runs enumeration's own code
@@ -36,8 +37,8 @@ from cube_env.discovery.space import (
   Space,
   TimeLimit,
   cohort_bound,
+  cohorts_at_depth,
   column_subsets,
-  count_cohorts,
   time_limit_of,
 )
 
@@ -52,7 +53,7 @@ class Plan:
   """What `auto` decided before searching."""
 
   method: str
-  cohorts: int  # cohorts to max_depth (exact or bound, see `exact`)
+  cohorts: int  # cohorts to max_depth: exact, or (`exact` False) a bound: upper, or lower once over the budget
   exact: bool
   estimated_seconds: float | None  # enumeration's, when a time limit asked for it
   probe_queries: int
@@ -79,9 +80,21 @@ def enumeration_seconds(space: Space, *, probe: int = PROBE_SUBSETS, seed: int =
 
 def plan(space: Space, *, budget: int, time_left: float | None = None, fallback: str = FALLBACK) -> Plan:
   """Enumerate or search (module docstring); `time_left` None: no time limit."""
-  exact = column_subsets(space) <= EXACT_COUNT_SUBSETS
-  total = int(sum(count_cohorts(space))) if exact else cohort_bound(space)
-  what = f"{total:,} cohorts to depth {space.max_depth}" + ("" if exact else " (upper bound)")
+  if column_subsets(space) <= EXACT_COUNT_SUBSETS:
+    # depth by depth, stopping once over the budget: a wide table's deep levels are never counted
+    total, depth = 1, 0
+    while depth < space.max_depth and total <= budget:
+      depth += 1
+      total += cohorts_at_depth(space, depth)
+    exact = depth == space.max_depth
+    what = (
+      f"{total:,} cohorts to depth {space.max_depth}"
+      if exact
+      else f"more than {total:,} cohorts (counted to depth {depth} of {space.max_depth})"
+    )
+  else:
+    exact, total = False, cohort_bound(space)
+    what = f"{total:,} cohorts to depth {space.max_depth} (upper bound)"
   if total > budget:
     return Plan(fallback, total, exact, None, 0, f"enumeration needs {what}, over the budget of {budget:,} queries")
   if time_left is None:
