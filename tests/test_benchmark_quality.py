@@ -244,7 +244,7 @@ def test_summary_groups_by_nominal_fraction_and_time_limit_runs_no_case():
   assert only["seeds"] == 2 and only["recall_mean"] == pytest.approx(0.5)
   assert only["nominal_fraction"] == 0.05 and only["budget_fraction"] == pytest.approx(0.05005, abs=1e-4)
   suite = qsuite.Suite(name="t", scenarios=("standard", "wide", "null"), seeds=2, n_rows=300)
-  order = [("wide", 0), ("wide", 1), ("standard", 0), ("null", 0), ("standard", 1), ("null", 1)]
+  order = [("wide", 0), ("standard", 0), ("null", 0), ("wide", 1), ("standard", 1), ("null", 1)]
   assert qsuite.case_order(suite) == order
   assert list(qpool.run_suite(suite, {}, log=_quiet, deadline=0.0)) == []
 

@@ -225,7 +225,7 @@ def make_case(scenario: str, index: int, suite: Suite) -> Case:
 
 
 def case_order(suite: Suite) -> list[tuple[str, int]]:
-  """(family, world index) in run order: the fixed-budget families first (the longest cases), then world by world
-  across families, so a suite cut short by a time limit still covers every family."""
+  """(family, world index) in run order: world by world across families, so a suite cut short by a time limit
+  covers every family equally; within a world index the fixed-budget families first (the longest cases)."""
   cases = [(family, i) for i in range(suite.seeds) for family in suite.scenarios]
-  return sorted(cases, key=lambda c: c[0] not in FIXED_FAMILIES)
+  return sorted(cases, key=lambda c: (c[1], c[0] not in FIXED_FAMILIES))
