@@ -187,24 +187,41 @@ def test_count_measures_are_standardized_by_ratio():
   assert adjust.ratio_measures(values, [False], [False]) == (True,)
   assert adjust.ratio_measures(values - 1.0, [False], [False]) == (False,)  # a negative value: by difference
   assert adjust.ratio_measures(values, [False], [True]) == (False,)
-  ratio, line = adjust.residualize(df, ["s"], values, fit, ratio=(True,), names=["v"])
-  diff, _ = adjust.residualize(df, ["s"], values, fit)
-  assert "['v']: observed / expected" in line
+  ratio, line, used = adjust.residualize(df, ["s"], values, fit, ratio=(True,), names=["v"])
+  diff, _, none = adjust.residualize(df, ["s"], values, fit)
+  assert used == (True,) and none == (False,) and "'v' observed / expected (ratio)" in line
   means = df[fit].groupby("s")["v"].mean()
   np.testing.assert_allclose(ratio[:, 0], df["v"] / df["s"].map(means))
   np.testing.assert_allclose(diff[:, 0], df["v"] - df["s"].map(means))
   cohort = driver & ~fit
 
-  def z(adjusted):
+  def z(adjusted, cohort, group):
     a, b = adjusted[cohort & group, 0], adjusted[cohort & ~group, 0]
     return scipy.stats.ttest_ind(a, b, equal_var=False).statistic
 
-  assert abs(z(diff)) > 8  # the explained gap, by difference
-  assert abs(z(ratio)) < 3  # gone, by ratio
-  zero = adjust.expected_values(
-    np.array([0, 0, 1, 1]), np.array([[0.0], [0.0], [2.0], [4.0]]), np.ones(4, bool), ratio=[True]
-  )
-  np.testing.assert_allclose(zero[:, 0], [1.5 / 3, 1.5 / 3, 3.0, 3.0])  # all-zero stratum: one pseudo-row at the mean
+  assert abs(z(diff, cohort, group)) > 8  # the explained gap, by difference
+  assert abs(z(ratio, cohort, group)) < 3  # gone, by ratio
+
+
+def test_ratio_standardization_needs_precise_strata():
+  """No effect anywhere, one rate; a group spread over 200 small strata (about 20 fitting rows each), the rest over
+  4 large ones. Dividing by the small strata's noisy means inflates the group's ratios on the other half (E[1/mean]
+  > 1/E[mean]); the precision rule adjusts such a measure by difference, which shows no gap."""
+  rng = np.random.default_rng(2)
+  n = 60_000
+  group = rng.random(n) < 0.13
+  stratum = np.where(group, "g" + rng.integers(0, 200, n).astype(str), "r" + rng.integers(0, 4, n).astype(str))
+  df = pd.DataFrame({"s": stratum, "v": rng.poisson(0.3, n).astype(float)})
+  values, fit = df[["v"]].to_numpy(), rng.random(n) < 0.5
+  forced = values / adjust.expected_values(adjust.strata(df, ["s"]), values, fit)
+  forced = np.where(np.isfinite(forced), forced, np.nan)
+  a, b = forced[~fit & group, 0], forced[~fit & ~group, 0]
+  assert np.nanmean(a) / np.nanmean(b) > 1.1  # the bias: a 10% "gap" that is not there
+  assert adjust.ratio_precision(adjust.strata(df, ["s"]), values[:, 0], fit) > adjust.MAX_RATIO_CV2
+  out, line, used = adjust.residualize(df, ["s"], values, fit, ratio=(True,), names=["v"])
+  assert used == (False,) and "'v' by difference" in line
+  z = scipy.stats.ttest_ind(out[~fit & group, 0], out[~fit & ~group, 0], equal_var=False).statistic
+  assert abs(z) < 3
 
 
 def test_confirmation_retests_on_the_other_half(small_df):

@@ -9,8 +9,9 @@ a log-scale measure the group's mean residual is the log of its geometric
 observed/expected ratio; for a binary one it is the excess event rate over
 what the case mix predicts. A non-negative measure tested on its natural
 scale (a count, a cost) is standardized by ratio instead: each row holds
-observed / expected (`ratio_measures`), so a group's mean is its standardized
-ratio (about 1 where the case mix explains it). Case mix acts on such measures
+observed / expected (`ratio_measures`), so a group's mean is the mean of its
+rows' ratios (about 1 where the case mix explains it; not the SMR, sum O /
+sum E, which weights rows by E). Case mix acts on such measures
 multiplicatively (a rate model with a log link): where another driver scales a
 cohort's rate by f, every stratum's mean is scaled by f, and observed minus
 expected would then be f - 1 times the stratum mean, larger for a group that
@@ -18,6 +19,15 @@ sits in high-rate strata, a gap the case mix explains. The ratio is f for
 every stratum, so it is not (measured on the `confounded` worlds:
 README.md, Power and false findings). A gap that case mix explains has
 adjusted values that no longer differ between groups.
+
+Dividing by a noisy expected value is biased: the stratum means come from the
+exploration half, and on other rows E[O / mean] exceeds 1 by about the squared
+coefficient of variation of the mean, var / (n mean^2), which is large for
+small strata (a group that sits in many small strata would show a gap that is
+not there). So a measure is standardized by ratio only when every stratum's
+mean is precise (`MAX_RATIO_CV2`: a bias of at most 1%, far under the 10%
+relative-difference floor of confirmation); otherwise it is adjusted by
+difference, which is unbiased, and the summary says why.
 
 Reference: Fleiss, Levin & Paik (2003), Statistical Methods for Rates and
 Proportions, ch. 19 (indirect standardization).
@@ -32,6 +42,7 @@ import pandas as pd
 
 MAX_LEVELS = 12  # a numeric adjuster with more distinct values is cut into quantile bins
 N_BINS = 5
+MAX_RATIO_CV2 = 0.01  # largest var / (n mean^2) of a stratum's mean for standardizing by ratio (1 / mean biased <= 1%)
 
 
 def _levels(series: pd.Series) -> np.ndarray:
@@ -56,8 +67,8 @@ def strata(df: pd.DataFrame, adjusters: Sequence[str]) -> np.ndarray:
 
 
 def ratio_measures(values: np.ndarray, is_binary: Sequence[bool], is_log: Sequence[bool]) -> tuple[bool, ...]:
-  """Per measure, whether it is standardized by ratio: tested on its natural scale (neither binary nor log) with
-  no negative value and a positive mean (counts, costs)."""
+  """Per measure, whether it asks to be standardized by ratio: tested on its natural scale (neither binary nor log)
+  with no negative value and a positive mean on all rows (counts, costs). `residualize` then checks precision."""
   values = np.asarray(values, np.float64)
   out = []
   for m in range(values.shape[1]):
@@ -66,18 +77,13 @@ def ratio_measures(values: np.ndarray, is_binary: Sequence[bool], is_log: Sequen
   return tuple(out)
 
 
-def expected_values(
-  stratum: np.ndarray, values: np.ndarray, fit: np.ndarray, *, ratio: Sequence[bool] | None = None
-) -> np.ndarray:
+def expected_values(stratum: np.ndarray, values: np.ndarray, fit: np.ndarray) -> np.ndarray:
   """Expected value of each measure for every row, from its stratum's mean on the fitting rows.
 
   Args:
     stratum: `[rows]` stratum ids (`strata`).
     values: `[rows, M]` measures on their test scale, NaN where missing.
     fit: `[rows]` bool, rows used to estimate the stratum means.
-    ratio: per measure, standardized by ratio (`ratio_measures`; default none): a stratum whose fitting rows are
-      all zero then gets the mean of its rows and one pseudo-row at the overall mean, so that no expected value
-      is zero.
 
   Returns:
     `[rows, M]` expected values; a stratum with no fitting row for a measure
@@ -97,10 +103,19 @@ def expected_values(
     counts = np.bincount(stratum[use], minlength=n_strata)
     overall = v[use].mean()
     means = np.where(counts > 0, sums / np.maximum(counts, 1), overall)
-    if ratio is not None and ratio[m]:
-      means = np.where(means > 0, means, overall / (counts + 1.0))
     out[:, m] = means[stratum]
   return out
+
+
+def ratio_precision(stratum: np.ndarray, values: np.ndarray, fit: np.ndarray) -> float:
+  """Largest squared coefficient of variation of a stratum's mean, var / (n mean^2), over the strata with fitting
+  rows of one measure (`values` `[rows]`, NaN missing); inf when a stratum has one row or a zero mean."""
+  use = np.asarray(fit, bool) & ~np.isnan(values)
+  frame = pd.DataFrame({"s": np.asarray(stratum)[use], "v": values[use]}).groupby("s")["v"]
+  n, mean, var = frame.count().to_numpy(float), frame.mean().to_numpy(float), frame.var().to_numpy(float)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    cv2 = np.where((n >= 2) & (mean > 0), var / (n * mean**2), np.inf)
+  return float(np.max(cv2)) if len(cv2) else float("inf")
 
 
 def residualize(
@@ -112,27 +127,42 @@ def residualize(
   ratio: Sequence[bool] | None = None,
   names: Sequence[str] | None = None,
 ):
-  """Observed minus expected, or observed / expected for the `ratio` measures, for every row and measure (NaN
-  stays NaN).
+  """Observed minus expected, or observed / expected for the `ratio` measures whose stratum means are precise
+  (`ratio_precision` <= `MAX_RATIO_CV2`), for every row and measure (NaN stays NaN).
 
   Args:
-    ratio: per measure, standardized by ratio (`ratio_measures`; default none).
+    ratio: per measure, asks for standardization by ratio (`ratio_measures`; default none).
     names: measure names, for the summary line.
 
   Returns:
-    (adjusted values `[rows, M]`, summary line naming the adjusters, strata and the ratio measures).
+    (adjusted values `[rows, M]`, summary line naming the adjusters, strata and how each asking measure went,
+    per measure whether it was standardized by ratio).
   """
   stratum = strata(df, adjusters)
-  ratio = tuple(bool(r) for r in ratio) if ratio is not None else (False,) * values.shape[1]
-  expected = expected_values(stratum, values, fit, ratio=ratio)
+  values = np.asarray(values, np.float64)
+  asked = tuple(bool(r) for r in ratio) if ratio is not None else (False,) * values.shape[1]
+  expected = expected_values(stratum, values, fit)
   n_fit = len(np.unique(stratum[np.asarray(fit, bool)]))
-  use = np.asarray(ratio, bool)[None, :]
+  label = [names[m] if names is not None else str(m) for m in range(values.shape[1])]
+  used, notes = [], []
+  for m, ask in enumerate(asked):
+    cv2 = ratio_precision(stratum, values[:, m], fit) if ask else float("inf")
+    used.append(ask and cv2 <= MAX_RATIO_CV2)
+    if used[-1]:
+      notes.append(f"{label[m]!r} observed / expected (ratio)")
+    elif ask:
+      why = (
+        "a stratum with one row or a zero mean"
+        if not np.isfinite(cv2)
+        else f"a stratum mean's squared CV {cv2:.3f} > {MAX_RATIO_CV2}"
+      )
+      notes.append(f"{label[m]!r} by difference ({why}: dividing by it would bias the ratios)")
+  use = np.asarray(used, bool)[None, :]
   out = np.where(use, values / np.where(use, expected, 1.0), values - expected)
   line = (
     f"case-mix adjusted (indirect standardization) by {list(adjusters)}: {n_fit} strata estimated on the "
     "exploration half; measures are observed minus expected on their test scale"
   )
-  if any(ratio):
-    named = [names[m] if names is not None else str(m) for m in range(len(ratio)) if ratio[m]]
-    line += f", except {named}: observed / expected (non-negative, standardized by ratio)"
-  return out, line
+  if notes:
+    line += "; non-negative measures: " + ", ".join(notes)
+  return out, line, tuple(used)

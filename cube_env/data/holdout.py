@@ -105,8 +105,8 @@ def split_cubes(
   raw_values = values
   is_ratio = ()
   if adjusters:
-    is_ratio = adj.ratio_measures(values[explore], meta.is_binary, meta.is_log)
-    values, line = adj.residualize(df, adjusters, values, explore, ratio=is_ratio, names=meta.measure_names)
+    asked = adj.ratio_measures(values, meta.is_binary, meta.is_log)
+    values, line, is_ratio = adj.residualize(df, adjusters, values, explore, ratio=asked, names=meta.measure_names)
     summary.append(line)
   kw = dict(adjusted=bool(adjusters), summary=summary, is_ratio=is_ratio)
   explore_cube = _cube(codes, values, meta, explore, **kw)
