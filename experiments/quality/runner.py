@@ -20,7 +20,7 @@ import pandas as pd
 
 import cube_env
 from cube_env.discovery.oracle import compile_enumeration
-from cube_env.discovery.space import enumeration_rows
+from cube_env.discovery.space import cohorts_at_depth, enumeration_rows
 from experiments import agent
 from experiments.quality import pysubgroup_adapter  # noqa: F401 (registers the pysubgroup-* methods)
 from experiments.quality.suite import FIXED_FAMILIES, FULL_BUDGET, Case, Suite, base_method, parse_variant
@@ -129,19 +129,24 @@ def _results(name: str, method: SuiteMethod, prepared: cube_env.Prepared, budget
     yield b, result, True
 
 
-def warm_up(prepared: cube_env.Prepared, program: str, method: SuiteMethod, *, first: bool) -> None:
+def warm_up(
+  prepared: cube_env.Prepared, program: str, method: SuiteMethod, *, first: bool, max_budget: int = 0
+) -> None:
   """Compiles, outside the timing, what a method's first timed run would: the env step (per cube shape; the agent's
-  own grid for muzero), or enumeration's programs (per depth), and on the `first` call the cohort tests of
-  confirmation and of a search's finish."""
+  own grid for muzero), or enumeration's programs (per depth, for the depths `max_budget` queries reach, as
+  `exhaustive` counts them), and on the `first` call the cohort tests of confirmation and of a search's finish."""
   space = prepared.space
   if first:
     for cube in (prepared.halves.explore, prepared.halves.confirm):
       root = np.full((1, len(cube.meta.filter_names)), -1, np.int32)
       cube_env.cohort_table(cube, root, min_group=space.min_group, z_screen=space.z_screen, max_depth=space.max_depth)
   if program == "enumeration":
+    depth, total = 0, 1
+    while depth < space.max_depth and total + (more := cohorts_at_depth(space, depth + 1)) <= max_budget:
+      depth, total = depth + 1, total + more
     compile_enumeration(
       space.cube,
-      max_depth=space.max_depth,
+      max_depth=depth,
       min_group=space.min_group,
       min_cohort=float(space.params.min_cohort),
       z_screen=space.z_screen,
@@ -193,12 +198,13 @@ def run_case(
     nominal = nominal_budgets(case, prep, suite, name)
     budgets = [b for b in sorted(nominal) if (case.scenario, case.seed, name, b) not in skip]
     why = not_applicable(name, method, prepared.space)
-    program = "agent" if method.agent is not None else "env" if base_method(name) not in FULL_BUDGET else None
-    if base_method(name) in ("exhaustive", "auto"):
-      program = "enumeration"
-    if budgets and why is None and program and program not in warm:
-      warm_up(prepared, program, method, first=not warm)
-      warm.add(program)
+    programs = ["agent" if method.agent is not None else "env"] if base_method(name) not in FULL_BUDGET else []
+    if base_method(name) in ("exhaustive", "auto"):  # auto enumerates, or falls back to a walker
+      programs = ["enumeration"] + (["env"] if base_method(name) == "auto" else [])
+    for program in programs if budgets and why is None else []:
+      if program not in warm:
+        warm_up(prepared, program, method, first=not warm, max_budget=max(budgets))
+        warm.add(program)
     if not budgets:
       continue
     if why is not None:

@@ -287,7 +287,10 @@ def best_settings(rows: Iterable[dict], *, split: str = "train") -> list[dict]:
     keyed = {n: r for n, r in keyed.items() if len(r)}
     if not keyed:
       continue
+    keyed = {n: r[~r.index.duplicated()] for n, r in keyed.items()}  # a row run twice counts once
     common = functools.reduce(lambda a, b: a.intersection(b), [r.index for r in keyed.values()])
+    if len(common) == 0:  # no run that every setting has: nothing to compare
+      continue
     scores = {n: (float(r.loc[common].astype(float).mean()), len(common)) for n, r in keyed.items()}
     best = max(scores, key=lambda n: (round(scores[n][0], 9), n == base, -names.index(n)))
     out.append(

@@ -136,7 +136,8 @@ def render_html(
     f"half of the smaller cohort's rows; its headline row is the most specific strong one, and the others "
     f"are in the collapsible row under it. Statistics are from the confirmation half; <code>explore_z</code> is "
     f"the exploration half's z. Differences are on the test scale (log ratio for log-scale measures, "
-    f"risk difference for rates).</p>{_stories_table(confirmed)}"
+    f"risk difference for rates; with case-mix adjustment, of observed minus expected, or of observed / expected "
+    f"for measures on scale <code>ratio</code>).</p>{_stories_table(confirmed)}"
   )
   plots = [
     _img(finding_plot(r), f"{r['cohort']}: {r['group']} vs {r['reference']}, {r['measure']}") for r in leads[:MAX_PLOTS]

@@ -50,7 +50,7 @@ def finding_plot(row: dict) -> str:
     fontsize=7,
   )
   ax.axvline(1.5, color="#bbb", lw=0.8)
-  scale = {"log": "geometric mean", "binary": "rate"}.get(row.get("scale"), "mean")
+  scale = {"log": "geometric mean", "binary": "rate", "ratio": "mean observed / expected"}.get(row.get("scale"), "mean")
   ax.set_ylabel(f"{_short(str(row['measure']), 24)} ({scale})", fontsize=8)
   ax.set_title(_short(f"{row['cohort']} | {row['protected']}"), fontsize=8)
   return _png(fig)
