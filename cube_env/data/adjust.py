@@ -20,14 +20,20 @@ every stratum, so it is not (measured on the `confounded` worlds:
 README.md, Power and false findings). A gap that case mix explains has
 adjusted values that no longer differ between groups.
 
-Dividing by a noisy expected value is biased: the stratum means come from the
+Dividing by a noisy expected value is biased: the expectation comes from the
 exploration half, and on other rows E[O / mean] exceeds 1 by about the squared
 coefficient of variation of the mean, var / (n mean^2), which is large for
 small strata (a group that sits in many small strata would show a gap that is
-not there). So a measure is standardized by ratio only when every stratum's
-mean is precise (`MAX_RATIO_CV2`: a bias of at most 1%, far under the 10%
-relative-difference floor of confirmation); otherwise it is adjusted by
-difference, which is unbiased, and the summary says why.
+not there). So the expected value of a ratio measure is not its stratum's
+mean but a main-effects multiplicative fit (`multiplicative_expected`: overall
+mean x one factor per adjuster level, the Poisson log-linear model, fitted by
+iterative proportional fitting), whose factors rest on whole levels, not on
+their combinations; and a measure is standardized by ratio only when every
+level's mean is precise (`MAX_RATIO_CV2`: a bias of about 1% at most, far
+under the 10% relative-difference floor of confirmation), otherwise by
+difference from the stratum means, with the reason in the summary. Case mix
+that acts through an interaction of adjusters is not captured by the main
+effects.
 
 Reference: Fleiss, Levin & Paik (2003), Statistical Methods for Rates and
 Proportions, ch. 19 (indirect standardization).
@@ -54,16 +60,48 @@ def _levels(series: pd.Series) -> np.ndarray:
   return codes.astype(np.int64)  # -1 = missing, a level like any other
 
 
-def strata(df: pd.DataFrame, adjusters: Sequence[str]) -> np.ndarray:
-  """`[rows]` int64 stratum id: one per distinct combination of adjuster levels."""
+def adjuster_levels(df: pd.DataFrame, adjusters: Sequence[str]) -> np.ndarray:
+  """`[rows, A]` int64 level of each row in each adjuster (`_levels`; missing is -1, a level like any other)."""
   if not adjusters:
     raise ValueError("case-mix adjustment needs at least one adjuster column")
   for name in adjusters:
     if name not in df.columns:
       raise ValueError(f"adjuster column {name!r} is not in the table; columns are {list(df.columns)}")
-  levels = np.stack([_levels(df[name]) for name in adjusters], axis=1)
-  _, ids = np.unique(levels, axis=0, return_inverse=True)
+  return np.stack([_levels(df[name]) for name in adjusters], axis=1)
+
+
+def strata(df: pd.DataFrame, adjusters: Sequence[str]) -> np.ndarray:
+  """`[rows]` int64 stratum id: one per distinct combination of adjuster levels."""
+  _, ids = np.unique(adjuster_levels(df, adjusters), axis=0, return_inverse=True)
   return ids.reshape(-1).astype(np.int64)
+
+
+def multiplicative_expected(levels: np.ndarray, values: np.ndarray, fit: np.ndarray, *, iters: int = 200) -> np.ndarray:
+  """`[rows]` expected values of one non-negative measure under a main-effects multiplicative case mix: overall
+  mean x one factor per adjuster level, fitted on the fitting rows by iterative proportional fitting (the Poisson
+  log-linear model's maximum likelihood: every level's expected sum equals its observed sum). A level absent from
+  the fitting rows keeps factor 1.
+
+  Args:
+    levels: `[rows, A]` adjuster levels (`adjuster_levels`).
+    values: `[rows]` the measure, NaN missing.
+    fit: `[rows]` bool, the fitting rows.
+  """
+  use = np.asarray(fit, bool) & ~np.isnan(values)
+  v = values[use]
+  codes = [np.unique(levels[:, a], return_inverse=True)[1].reshape(-1) for a in range(levels.shape[1])]
+  expected = np.full(len(values), float(v.mean()))
+  for _ in range(iters):
+    worst = 0.0
+    for c in codes:
+      observed = np.bincount(c[use], weights=v, minlength=c.max() + 1)
+      fitted = np.bincount(c[use], weights=expected[use], minlength=c.max() + 1)
+      factor = np.where(fitted > 0, observed / np.where(fitted > 0, fitted, 1.0), 1.0)
+      expected = expected * factor[c]
+      worst = max(worst, float(np.max(np.abs(factor - 1.0))))
+    if worst < 1e-10:
+      break
+  return expected
 
 
 def ratio_measures(values: np.ndarray, is_binary: Sequence[bool], is_log: Sequence[bool]) -> tuple[bool, ...]:
@@ -107,15 +145,19 @@ def expected_values(stratum: np.ndarray, values: np.ndarray, fit: np.ndarray) ->
   return out
 
 
-def ratio_precision(stratum: np.ndarray, values: np.ndarray, fit: np.ndarray) -> float:
-  """Largest squared coefficient of variation of a stratum's mean, var / (n mean^2), over the strata with fitting
-  rows of one measure (`values` `[rows]`, NaN missing); inf when a stratum has one row or a zero mean."""
+def ratio_precision(levels: np.ndarray, values: np.ndarray, fit: np.ndarray) -> float:
+  """Largest squared coefficient of variation of a level's mean, var / (n mean^2), over the levels (columns of
+  `levels` `[rows, A]`) with fitting rows of one measure (`values` `[rows]`, NaN missing); inf when a level has one
+  row or a zero mean. Each factor of `multiplicative_expected` is about such a level's mean over its expected one."""
   use = np.asarray(fit, bool) & ~np.isnan(values)
-  frame = pd.DataFrame({"s": np.asarray(stratum)[use], "v": values[use]}).groupby("s")["v"]
-  n, mean, var = frame.count().to_numpy(float), frame.mean().to_numpy(float), frame.var().to_numpy(float)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    cv2 = np.where((n >= 2) & (mean > 0), var / (n * mean**2), np.inf)
-  return float(np.max(cv2)) if len(cv2) else float("inf")
+  worst = 0.0
+  for a in range(levels.shape[1]):
+    frame = pd.DataFrame({"s": levels[use, a], "v": values[use]}).groupby("s")["v"]
+    n, mean, var = frame.count().to_numpy(float), frame.mean().to_numpy(float), frame.var().to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+      cv2 = np.where((n >= 2) & (mean > 0), var / (n * mean**2), np.inf)
+    worst = max(worst, float(np.max(cv2)) if len(cv2) else float("inf"))
+  return worst
 
 
 def residualize(
@@ -138,7 +180,9 @@ def residualize(
     (adjusted values `[rows, M]`, summary line naming the adjusters, strata and how each asking measure went,
     per measure whether it was standardized by ratio).
   """
-  stratum = strata(df, adjusters)
+  levels = adjuster_levels(df, adjusters)
+  _, stratum = np.unique(levels, axis=0, return_inverse=True)
+  stratum = stratum.reshape(-1)
   values = np.asarray(values, np.float64)
   asked = tuple(bool(r) for r in ratio) if ratio is not None else (False,) * values.shape[1]
   expected = expected_values(stratum, values, fit)
@@ -146,15 +190,16 @@ def residualize(
   label = [names[m] if names is not None else str(m) for m in range(values.shape[1])]
   used, notes = [], []
   for m, ask in enumerate(asked):
-    cv2 = ratio_precision(stratum, values[:, m], fit) if ask else float("inf")
+    cv2 = ratio_precision(levels, values[:, m], fit) if ask else float("inf")
     used.append(ask and cv2 <= MAX_RATIO_CV2)
     if used[-1]:
-      notes.append(f"{label[m]!r} observed / expected (ratio)")
+      expected[:, m] = multiplicative_expected(levels, values[:, m], fit)
+      notes.append(f"{label[m]!r} observed / expected (ratio; main-effects multiplicative case mix)")
     elif ask:
       why = (
-        "a stratum with one row or a zero mean"
+        "an adjuster level with one row or a zero mean"
         if not np.isfinite(cv2)
-        else f"a stratum mean's squared CV {cv2:.3f} > {MAX_RATIO_CV2}"
+        else f"a level mean's squared CV {cv2:.3f} > {MAX_RATIO_CV2}"
       )
       notes.append(f"{label[m]!r} by difference ({why}: dividing by it would bias the ratios)")
   use = np.asarray(used, bool)[None, :]
