@@ -70,9 +70,11 @@ def adjuster_levels(df: pd.DataFrame, adjusters: Sequence[str]) -> np.ndarray:
   return np.stack([_levels(df[name]) for name in adjusters], axis=1)
 
 
-def strata(df: pd.DataFrame, adjusters: Sequence[str]) -> np.ndarray:
-  """`[rows]` int64 stratum id: one per distinct combination of adjuster levels."""
-  _, ids = np.unique(adjuster_levels(df, adjusters), axis=0, return_inverse=True)
+def strata(df: pd.DataFrame, adjusters: Sequence[str], *, levels: np.ndarray | None = None) -> np.ndarray:
+  """`[rows]` int64 stratum id: one per distinct combination of adjuster levels (`levels`: `adjuster_levels`
+  already computed)."""
+  levels = adjuster_levels(df, adjusters) if levels is None else levels
+  _, ids = np.unique(levels, axis=0, return_inverse=True)
   return ids.reshape(-1).astype(np.int64)
 
 
@@ -181,8 +183,7 @@ def residualize(
     per measure whether it was standardized by ratio).
   """
   levels = adjuster_levels(df, adjusters)
-  _, stratum = np.unique(levels, axis=0, return_inverse=True)
-  stratum = stratum.reshape(-1)
+  stratum = strata(df, adjusters, levels=levels)
   values = np.asarray(values, np.float64)
   asked = tuple(bool(r) for r in ratio) if ratio is not None else (False,) * values.shape[1]
   expected = expected_values(stratum, values, fit)

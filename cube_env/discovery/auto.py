@@ -4,7 +4,7 @@ An analyst does not know in advance whether a table is small enough to look
 at every cohort. `auto` answers that from the space itself, before spending a
 query:
 
-1. Queries. The cohorts to `max_depth` (`cohorts_at_depth`, exact, depth by
+1. Queries. The cohorts to `max_depth` (`fitting_depth`, exact, depth by
    depth until the count passes the budget, when the column subsets are few
    enough to count in seconds: `EXACT_COUNT_SUBSETS`; otherwise the upper
    bound `cohort_bound`). Enumeration (`exhaustive`) is
@@ -37,8 +37,8 @@ from cube_env.discovery.space import (
   Space,
   TimeLimit,
   cohort_bound,
-  cohorts_at_depth,
   column_subsets,
+  fitting_depth,
   time_limit_of,
 )
 
@@ -82,10 +82,9 @@ def plan(space: Space, *, budget: int, time_left: float | None = None, fallback:
   """Enumerate or search (module docstring); `time_left` None: no time limit."""
   if column_subsets(space) <= EXACT_COUNT_SUBSETS:
     # depth by depth, stopping once over the budget: a wide table's deep levels are never counted
-    total, depth = 1, 0
-    while depth < space.max_depth and total <= budget:
-      depth += 1
-      total += cohorts_at_depth(space, depth)
+    depth, total, over = fitting_depth(space, budget)
+    if over is not None:
+      depth, total = depth + 1, over
     exact = depth == space.max_depth
     what = (
       f"{total:,} cohorts to depth {space.max_depth}"

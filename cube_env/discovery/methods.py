@@ -47,10 +47,10 @@ from cube_env.discovery.space import (
   Progress,
   SearchResult,
   Space,
-  cohorts_at_depth,
   drill_down_actions,
   enumeration_rows,
   finish,
+  fitting_depth,
   target,
   visitable_cohorts,
 )
@@ -238,12 +238,7 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
   Ledger(space, budget)  # validates the budget
   # The deepest depth whose cohorts all fit, counted depth by depth: a wide table's deeper levels (millions of
   # cohorts) are neither counted nor built when the budget stops short of them.
-  depth, total = 0, 1
-  while depth < space.max_depth:
-    more = cohorts_at_depth(space, depth + 1)
-    if total + more > budget:
-      break
-    depth, total = depth + 1, total + more
+  depth, _, _ = fitting_depth(space, budget)
   cube = space.cube
   codes = np.concatenate([visitable_cohorts(space, d) for d in range(depth + 1)])
   if depth >= 1:

@@ -166,6 +166,19 @@ def cohorts_at_depth(space: Space, depth: int) -> int:
   return total
 
 
+def fitting_depth(space: Space, budget: int) -> tuple[int, int, int | None]:
+  """(the deepest depth whose visitable cohorts to it all fit in `budget`, the cohorts to that depth, the cohorts
+  to the next depth when it was counted and passed the budget, else None), counted level by level
+  (`cohorts_at_depth`): a wide table's deeper levels are never counted once one passes the budget."""
+  depth, total = 0, 1
+  while depth < space.max_depth:
+    more = cohorts_at_depth(space, depth + 1)
+    if total + more > budget:
+      return depth, total, total + more
+    depth, total = depth + 1, total + more
+  return depth, total, None
+
+
 def cohort_bound(space: Space) -> int:
   """An upper bound on the cohorts to max_depth: sums of products of category counts (`subset_products`).
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 import cube_env
 from cube_env.discovery.oracle import compile_enumeration
-from cube_env.discovery.space import cohorts_at_depth, enumeration_rows
+from cube_env.discovery.space import enumeration_rows, fitting_depth
 from experiments import agent
 from experiments.quality import pysubgroup_adapter  # noqa: F401 (registers the pysubgroup-* methods)
 from experiments.quality.suite import FIXED_FAMILIES, FULL_BUDGET, Case, Suite, base_method, parse_variant
@@ -141,12 +141,9 @@ def warm_up(
       root = np.full((1, len(cube.meta.filter_names)), -1, np.int32)
       cube_env.cohort_table(cube, root, min_group=space.min_group, z_screen=space.z_screen, max_depth=space.max_depth)
   if program == "enumeration":
-    depth, total = 0, 1
-    while depth < space.max_depth and total + (more := cohorts_at_depth(space, depth + 1)) <= max_budget:
-      depth, total = depth + 1, total + more
     compile_enumeration(
       space.cube,
-      max_depth=depth,
+      max_depth=fitting_depth(space, max_budget)[0],
       min_group=space.min_group,
       min_cohort=float(space.params.min_cohort),
       z_screen=space.z_screen,
@@ -198,13 +195,16 @@ def run_case(
     nominal = nominal_budgets(case, prep, suite, name)
     budgets = [b for b in sorted(nominal) if (case.scenario, case.seed, name, b) not in skip]
     why = not_applicable(name, method, prepared.space)
-    programs = ["agent" if method.agent is not None else "env"] if base_method(name) not in FULL_BUDGET else []
-    if base_method(name) in ("exhaustive", "auto"):  # auto enumerates, or falls back to a walker
-      programs = ["enumeration"] + (["env"] if base_method(name) == "auto" else [])
-    for program in programs if budgets and why is None else []:
-      if program not in warm:
-        warm_up(prepared, program, method, first=not warm, max_budget=max(budgets))
-        warm.add(program)
+    base_name = base_method(name)
+    if base_name in ("exhaustive", "auto"):  # auto enumerates, or falls back to a walker
+      programs = ["enumeration", "env"] if base_name == "auto" else ["enumeration"]
+    else:
+      programs = [] if base_name in FULL_BUDGET else ["agent" if method.agent is not None else "env"]
+    if budgets and why is None:
+      for program in programs:
+        if program not in warm:
+          warm_up(prepared, program, method, first=not warm, max_budget=max(budgets))
+          warm.add(program)
     if not budgets:
       continue
     if why is not None:
