@@ -163,7 +163,8 @@ FAMILIES = {
     Family(name="narrow", dimensions=(4, 8), plants=(1, 2), depths=(0, 1, 2)),
     Family(name="standard", dimensions=(7, 12), protected=(1, 4)),  # 8-16 filter columns: depth 3 enumerable
     Family(name="wide", dimensions=(40, 60), depths=(1, 2, 3)),
-    Family(name="deep", dimensions=(8, 20), plants=(1, 2), depths=(4,)),
+    # deep: 20-30 dimensions, so that enumerating depth 4 costs >= 100x the largest fixed budget (3,000 queries)
+    Family(name="deep", dimensions=(20, 30), plants=(1, 2), depths=(4,)),
     Family(name="masked", dimensions=(6, 16), plants=(0, 0), masked=(2, 3)),
     Family(name="null", dimensions=(7, 12), protected=(1, 4), plants=(0, 0)),
     Family(name="confounded", dimensions=(7, 12), protected=(1, 4), plants=(0, 0), confounders=2),

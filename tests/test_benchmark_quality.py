@@ -262,6 +262,11 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
     case, prep, qsuite.Suite(name="t", fractions=(0.01, 1.0), walker_max_fraction=0.05), "auto"
   )
   assert auto == {round(0.01 * prep.exhaustive_queries): 0.01, prep.exhaustive_queries: 1.0}
+  # a suite that runs only enumeration above the walkers' fractions: auto and the peers stop with the walkers
+  below = qsuite.Suite(name="t", fractions=(0.01, 1.0), walker_max_fraction=0.05, above_walkers=("exhaustive",))
+  for method in ("auto", "pysubgroup-dfs", "pysubgroup-dfs@depth=2"):
+    assert qrun.nominal_budgets(case, prep, below, method) == fractions
+  assert qrun.nominal_budgets(case, prep, below)[prep.exhaustive_queries] == 1.0
 
 
 def test_run_keeps_rows_a_killed_call_spilled(tmp_path):

@@ -82,8 +82,9 @@ def nominal_budgets(
   """
   if case.scenario in FIXED_FAMILIES:
     return {b: None for b in suite.fixed_budgets if b <= prep.exhaustive_queries}
-  top = 1.0 if method in FULL_BUDGET else suite.walker_max_fraction
-  if base_method(method) == "auto":  # enumerates at 100%: that budget too
+  above = base_method(method) in suite.above_walkers
+  top = 1.0 if above and base_method(method) in FULL_BUDGET else suite.walker_max_fraction
+  if above and base_method(method) == "auto":  # enumerates at 100%: that budget too
     return {**nominal_budgets(case, prep, suite, "greedy"), prep.exhaustive_queries: 1.0}
   out: dict[int, float | None] = {}
   for f in sorted(suite.fractions):
