@@ -9,7 +9,7 @@ import cube_env
 from cube_env.discovery import methods
 from cube_env.discovery import space as space_lib
 
-WALKERS = ("random", "greedy", "beam", "uct")
+WALKERS = ("random", "greedy", "beam", "uct", "frontier")
 Z = 4.0
 
 
@@ -22,7 +22,7 @@ def space(small_cube):
 def full(space):
   """Every method with a budget larger than the space, and the space's size."""
   size = sum(space_lib.count_cohorts(space))
-  return size, {m: methods.METHODS[m](space, budget=size + 50, seed=0) for m in ("exhaustive", "beam", "uct")}
+  return size, {m: methods.METHODS[m](space, budget=size + 50, seed=0) for m in ("exhaustive", "beam", "uct", "frontier")}
 
 
 def _keys(visits):
@@ -64,12 +64,12 @@ def test_same_seed_same_result(space):
 
 def test_tree_searches_with_enough_budget_cover_the_space(full):
   size, res = full
-  ex, beam, uct = res["exhaustive"], res["beam"], res["uct"]
+  ex, beam, uct, front = res["exhaustive"], res["beam"], res["uct"], res["frontier"]
   assert ex.queries == size == len(ex.visits)
-  assert _keys(beam.visits) == _keys(ex.visits) == _keys(uct.visits)
-  assert beam.queries == uct.queries == size  # no cohort is paid for twice
+  assert _keys(beam.visits) == _keys(ex.visits) == _keys(uct.visits) == _keys(front.visits)
+  assert beam.queries == uct.queries == front.queries == size  # no cohort is paid for twice
   key = ["cohort", "protected", "group", "measure"]
-  for other in (beam, uct):
+  for other in (beam, uct, front):
     merged = ex.candidates.merge(other.candidates, on=key, suffixes=("", "_o"))
     assert len(merged) == len(ex.candidates) == len(other.candidates) >= 1
     np.testing.assert_allclose(merged["z"], merged["z_o"])
@@ -102,11 +102,31 @@ def test_paths_follow_single_actions(full):
 def test_greedy_follows_the_strongest_pixel(space):
   obs, state, _ = space_lib.Ledger(space, 1).root()
   legal = np.nonzero(np.asarray(state.mask))[0]
-  best = legal[np.argmax(methods._pixel_scores(obs)[legal])]
+  best = legal[np.argmax(methods.pixel_scores(obs)[legal])]
   res = methods.greedy(space, budget=2, seed=0)
   want = space_lib.target(tuple(int(v) for v in np.asarray(state.filters)), int(best), space.env.shape.num_values)
   got = cube_env.filters_to_codes(space.cube.meta, res.visits["filters"].iloc[1])
   assert tuple(int(v) for v in got) == want[: len(got)]
+
+
+def test_frontier_visits_in_rank_order(small_cube):
+  """At depth 1 every cohort is revealed by the root: best-first visits them by the root's pixel scores, best first."""
+  shallow = cube_env.make_space(small_cube, max_depth=1, z_screen=Z)
+  obs, state, _ = space_lib.Ledger(shallow, 1).root()
+  c = shallow.env.shape.num_values
+  root = tuple(int(v) for v in np.asarray(state.filters))
+  actions = space_lib.drill_down_actions(root, np.asarray(state.mask), c)
+  scores = methods.pixel_scores(obs)
+  order = sorted(actions, key=lambda a: (-scores[a], a))
+  for lift in (0.0, 1.0):  # the root's own score is 0: lift changes nothing at depth 1
+    res = methods.frontier(shallow, budget=len(actions) + 5, seed=0, lift=lift)
+    assert res.queries == len(actions) + 1 == len(res.visits)
+    got = [tuple(int(v) for v in cube_env.filters_to_codes(small_cube.meta, f)) for f in res.visits["filters"][1:]]
+    want = [space_lib.target(root, int(a), c)[: len(got[0])] for a in order]
+    assert got == want
+  assert scores[order[0]] > scores[order[-1]]  # the order is not trivially flat
+  with pytest.raises(ValueError, match="lift"):
+    methods.frontier(shallow, budget=3, seed=0, lift=-1.0)
 
 
 def test_bad_budgets_and_empty_spaces_are_refused(space, small_cube):

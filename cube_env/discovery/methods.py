@@ -24,6 +24,9 @@ are registered at import, and a plug-in joins with `register_method(name, fn)`
   drill-down in random order with one environment step (one query) and backs
   up the new cohort's number of new findings. Every simulated step that
   touches the environment is paid for.
+* `frontier` (`cube_env.discovery.frontier`): best-first over every cohort seen
+  but not visited, by pixel |z| (or a learned ranking), each query stepping from
+  the stored parent that revealed the cohort.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import pandas as pd
 
 from cube_env.data.ingest import filters_to_codes
 from cube_env.discovery import cohorts
+from cube_env.discovery.frontier import frontier, pixel_scores
 from cube_env.discovery.journal import journal_of
 from cube_env.discovery.oracle import enumerate_findings
 from cube_env.discovery.space import (
@@ -54,17 +58,8 @@ from cube_env.discovery.space import (
   target,
   visitable_cohorts,
 )
-from cube_env.environment.env import CHANNELS
 
 Method = Callable[..., SearchResult]  # fn(space, *, budget, seed, progress=None, **options) -> SearchResult
-
-MAX_ABS_Z = CHANNELS.index("max_abs_z")  # observation channel: strongest |z| / 10 of the target cohort
-N_SIGNIFICANT = CHANNELS.index("log_num_significant")  # log(1 + number of significant tests)
-
-
-def _pixel_scores(obs: np.ndarray) -> np.ndarray:
-  """`[A]` score of each action's target cohort: strongest |z|, ties by number of significant tests."""
-  return (obs[MAX_ABS_Z] + 1e-3 * obs[N_SIGNIFICANT]).reshape(-1)
 
 
 def random_walk(space: Space, *, budget: int, seed: int, progress: Progress | None = None) -> SearchResult:
@@ -97,7 +92,7 @@ def greedy(space: Space, *, budget: int, seed: int, progress: Progress | None = 
     fresh = np.asarray([target(filters, a, c) not in ledger.index for a in legal], bool)
     if fresh.any():
       choices = legal[fresh]
-      action = int(choices[np.argmax(_pixel_scores(obs)[choices])])
+      action = int(choices[np.argmax(pixel_scores(obs)[choices])])
     else:
       action = int(rng.choice(legal))
     obs, state, _ = ledger.step(state, action)
@@ -158,7 +153,7 @@ def _open_nodes(nodes: dict, depth: int, c: int, ledger: Ledger) -> list[_Node]:
 def _children(parents: list[_Node], c: int, ledger: Ledger) -> list[tuple]:
   seen, out = set(), []
   for rank, parent in enumerate(parents):
-    scores = _pixel_scores(parent.obs)
+    scores = pixel_scores(parent.obs)
     for a in _unvisited(parent, c, ledger):
       key = target(parent.filters, a, c)
       if key not in seen:
@@ -339,7 +334,7 @@ def method_names() -> tuple[str, ...]:
 
 # The methods that need no agent; plug-ins (the `muzero` agent, the pysubgroup peer) register beside them.
 BUILTIN_METHODS: types.MappingProxyType = types.MappingProxyType(
-  {"exhaustive": exhaustive, "random": random_walk, "greedy": greedy, "beam": beam, "uct": uct}
+  {"exhaustive": exhaustive, "random": random_walk, "greedy": greedy, "beam": beam, "uct": uct, "frontier": frontier}
 )
 for _name, _fn in BUILTIN_METHODS.items():
   register_method(_name, _fn)

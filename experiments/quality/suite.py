@@ -41,6 +41,7 @@ SUITE_METHODS = (
   "greedy",
   "beam",
   "uct",
+  "frontier",
   "muzero",
   "pysubgroup-beam",
   "pysubgroup-dfs",
@@ -56,6 +57,7 @@ SWEEP = {
   "uct": [(("exploration", c),) for c in (0.25, 0.5, 1.0, 2.0)],
   "pysubgroup-beam": [(("width", w), ("depth", d)) for w in (10, 20, 40) for d in (2, 3)],
   "pysubgroup-dfs": [(("depth", d),) for d in (2, 3)],
+  "frontier": [(("lift", x),) for x in (0.0, 0.5, 1.0)],
 }
 # Chosen on training worlds (`summary.best_settings`: the best mean recall at 0.5-5% budgets; 2 standard and 1 masked
 # training world, benchmarks/quality_sweep_train_cpu.jsonl): beam width 16; pysubgroup's DFS to depth 2; uct and

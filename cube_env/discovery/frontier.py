@@ -1,0 +1,102 @@
+"""Best-first search over the frontier of seen cohorts (issue 18, point 3; docs/design.md, Discovery).
+
+A query observes the statistics of every cohort one drill-down away, so after
+`k` queries the search knows the strongest |z| of many more cohorts than it has
+visited: the frontier. `frontier` keeps it in a priority queue and spends each
+query on the frontier cohort ranked highest, stepping from the visited parent
+that revealed it (stored state, so no query walks back through known cohorts),
+as best-first search with a heuristic does (Pearl 1984; with a learned policy
+and value: Orseau et al. 2018, Orseau & Lelis 2021). A cohort seen from several
+parents is queued once per parent and visited once.
+
+The ranking is pluggable (`Ranker`): a function of the parent's observation and
+the parent's own score that returns a score per action, higher first.
+`pixel_ranker` is the heuristic: the strongest |z| the observation shows for
+the target cohort (as `greedy` and `beam` rank), minus `lift` times the
+parent's score, so that with `lift > 0` a child that only inherits its
+parent's gap ranks below one that sharpens it. A learned ranker (a network's
+policy and value over the same observation) plugs in the same way. Ties go to
+the shallower cohort, then the earlier query, then the lower action index:
+the search is deterministic given the space.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+
+from cube_env.discovery.space import BudgetSpent, Ledger, Progress, SearchResult, Space, drill_down_actions, target
+from cube_env.environment.env import CHANNELS
+
+MAX_ABS_Z = CHANNELS.index("max_abs_z")  # observation channel: strongest |z| / 10 of the target cohort
+N_SIGNIFICANT = CHANNELS.index("log_num_significant")  # log(1 + number of significant tests)
+
+Ranker = Callable[[np.ndarray, float], np.ndarray]  # (obs [channels, F, C + 1], parent score) -> [A] scores
+
+
+def pixel_scores(obs: np.ndarray) -> np.ndarray:
+  """`[A]` score of each action's target cohort: strongest |z| / 10, ties by number of significant tests."""
+  return (obs[MAX_ABS_Z] + 1e-3 * obs[N_SIGNIFICANT]).reshape(-1)
+
+
+def pixel_ranker(lift: float = 0.0) -> Ranker:
+  """Ranks a parent's drill-downs by their pixel score minus `lift` times the parent's own score."""
+  if not np.isfinite(lift) or lift < 0:
+    raise ValueError(f"frontier lift must be a finite number >= 0, got {lift!r}")
+
+  def rank(obs: np.ndarray, parent_score: float) -> np.ndarray:
+    return pixel_scores(obs) - lift * parent_score
+
+  return rank
+
+
+def frontier(
+  space: Space,
+  *,
+  budget: int,
+  seed: int,
+  progress: Progress | None = None,
+  lift: float = 0.0,
+  ranker: Ranker | None = None,
+) -> SearchResult:
+  """Best-first search over the frontier of seen, unvisited cohorts (see module docstring).
+
+  Args:
+    space, budget, seed, progress: as every method (`methods.Method`); the search is deterministic, `seed` unused.
+    lift: `pixel_ranker`'s weight on the parent's score (ignored when `ranker` is given).
+    ranker: scores of a parent's actions from its observation; default `pixel_ranker(lift)`.
+  """
+  del seed
+  rank = ranker or pixel_ranker(lift)
+  ledger = Ledger(space, budget, progress)
+  c = space.env.shape.num_values
+  order = itertools.count()
+  queue: list[tuple] = []  # (-score, depth, query order, action, parent state, parent filters, score)
+
+  def reveal(obs: np.ndarray, state, filters: tuple, depth: int, own: float) -> None:
+    if depth >= space.max_depth:
+      return
+    scores = rank(obs, own)
+    tick = next(order)
+    for a in drill_down_actions(filters, np.asarray(state.mask), c):
+      if target(filters, a, c) not in ledger.index:
+        s = float(scores[a])
+        heapq.heappush(queue, (-s, depth + 1, tick, int(a), state, filters, float(pixel_scores(obs)[a])))
+
+  try:
+    obs, state, _ = ledger.root()
+    reveal(obs, state, tuple(int(v) for v in np.asarray(state.filters)), 0, 0.0)
+    while queue and ledger.left:
+      _, depth, _, action, parent, parent_filters, own = heapq.heappop(queue)
+      key = target(parent_filters, action, c)
+      if key in ledger.index:
+        continue  # reached from another parent already
+      obs, state, _ = ledger.step(parent, action)
+      reveal(obs, state, key, depth, own)
+  except BudgetSpent:
+    pass
+  note = "best-first, learned ranking" if ranker is not None else f"best-first by pixel |z|, lift {lift:g}"
+  return ledger.result("frontier", note=note)
