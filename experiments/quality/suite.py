@@ -59,11 +59,13 @@ SWEEP = {
   "pysubgroup-dfs": [(("depth", d),) for d in (2, 3)],
   "frontier": [(("lift", x),) for x in (0.0, 0.5, 1.0)],
 }
-# Chosen on training worlds (`summary.best_settings`: the best mean recall at 0.5-5% budgets; 2 standard and 1 masked
-# training world, benchmarks/quality_sweep_train_cpu.jsonl): beam width 16; pysubgroup's DFS to depth 2; uct and
-# pysubgroup's beam search keep their defaults (tied or best).
+# Chosen on training worlds (`summary.best_settings`: the best mean recall at 0.5-5% and 300-1,000 query budgets):
+# beam width 32 and frontier's lift 0.5 (its default) on 2 training worlds each of standard, wide, deep and masked
+# (benchmarks/quality_sweep_frontier_train_cpu.jsonl; an earlier sweep on 2 standard and 1 masked world had chosen
+# width 16); pysubgroup's DFS to depth 2 (benchmarks/quality_sweep_train_cpu.jsonl); uct and pysubgroup's beam
+# search keep their defaults (tied or best).
 TUNED: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = (
-  ("beam", (("width", 16),)),
+  ("beam", (("width", 32),)),
   ("pysubgroup-dfs", (("depth", 2),)),
 )
 
