@@ -271,9 +271,16 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
 
 def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   out = tmp_path / "q.jsonl"
-  spilled = _row("standard", "exhaustive", 0.05, 5000, suite="tiny", recall=0.5, nominal_fraction=0.05, n_rows=3000)
-  other_size = dict(spilled, seed=5001, n_rows=999)  # rows of another size of the suite are dropped
-  (tmp_path / "q.jsonl.partial").write_text(json.dumps(spilled) + "\n" + json.dumps(other_size) + "\n")
+  spilled = _row(
+    "standard", "exhaustive", 0.01, 5000, suite="tiny", recall=0.5, nominal_fraction=0.01, n_rows=3000, options=[]
+  )
+  other_size = dict(spilled, seed=5001, n_rows=999)  # rows of another size of the suite are dropped,
+  other_budget = dict(spilled, seed=5002, nominal_fraction=0.05)  # of a budget the suite no longer has,
+  other_settings = dict(spilled, seed=5003, method="pysubgroup-beam", options=[["width", 5]])  # of other settings
+  unrecorded = dict(spilled, seed=5004)
+  del unrecorded["options"]  # and of settings not recorded
+  dropped = (other_size, other_budget, other_settings, unrecorded)
+  (tmp_path / "q.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in (spilled, *dropped)))
   rows = qsession.run_quality(
     "tiny",
     checkpoint=None,

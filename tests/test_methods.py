@@ -22,7 +22,9 @@ def space(small_cube):
 def full(space):
   """Every method with a budget larger than the space, and the space's size."""
   size = sum(space_lib.count_cohorts(space))
-  return size, {m: methods.METHODS[m](space, budget=size + 50, seed=0) for m in ("exhaustive", "beam", "uct", "frontier")}
+  return size, {
+    m: methods.METHODS[m](space, budget=size + 50, seed=0) for m in ("exhaustive", "beam", "uct", "frontier")
+  }
 
 
 def _keys(visits):

@@ -87,12 +87,11 @@ def frontier(
   def reveal(obs: np.ndarray, state, filters: tuple, depth: int, own: float) -> None:
     if depth >= space.max_depth:
       return
-    scores = rank(obs, own)
+    ranks, pixels = rank(obs, own), pixel_scores(obs)
     tick = next(order)
     for a in drill_down_actions(filters, np.asarray(state.mask), c):
       if target(filters, a, c) not in ledger.index:
-        s = float(scores[a])
-        heapq.heappush(queue, (-s, depth + 1, tick, int(a), state, filters, float(pixel_scores(obs)[a])))
+        heapq.heappush(queue, (-float(ranks[a]), depth + 1, tick, int(a), state, filters, float(pixels[a])))
 
   try:
     obs, state, _ = ledger.root()

@@ -186,7 +186,7 @@ def run_case(
     exhaustive_queries=prep.exhaustive_queries,
     n_truth=len(case.truth),
     adjusted=bool(case.adjust),
-  )
+  )  # each run row adds the method's settings (`options`), so a resumed file never mixes two settings of a method
   log(
     f"{case.scenario} seed {case.seed}: {base['cells']} cells, {prep.exhaustive_queries} cohorts to depth "
     f"{depth}, prepared in {time.perf_counter() - t0:.1f} s"
@@ -216,6 +216,7 @@ def run_case(
           budget=budget,
           budget_fraction=budget / prep.exhaustive_queries,
           nominal_fraction=nominal[budget],
+          options=suite.options_row(name),
           applicable=False,
           note=why,
         )
@@ -233,6 +234,7 @@ def run_case(
         budget=budget,
         budget_fraction=budget / prep.exhaustive_queries,
         nominal_fraction=nominal[budget],
+        options=suite.options_row(name),
         applicable=True,
         queries=int(result.queries),
         rows_scanned=int(result.rows_scanned),

@@ -29,15 +29,24 @@ Emit = Callable[[Iterable[dict], str | None], list[dict]]  # prints rows (and ap
 
 
 def _same_suite(suite: Suite) -> Callable[[dict], bool]:
-  """Whether a stored row belongs to `suite` at its current sizes (a suite's sizes may change between versions)."""
+  """Whether a stored row belongs to `suite` at its current sizes, budgets and method settings (a suite's may change
+  between versions: a run row of a method run with other settings, at a budget the suite no longer has, or without
+  its settings recorded, is dropped and run again)."""
+
+  def budget_kept(r: dict) -> bool:
+    if r.get("budget_kind") == "fixed":
+      return r.get("budget") in suite.fixed_budgets
+    return any(abs(r.get("nominal_fraction", -1) - f) < 1e-9 for f in suite.fractions)
 
   def same(r: dict) -> bool:
-    return (
+    if not (
       r.get("suite") == suite.name
       and r.get("kind") in ("run", "invocation")
       and r.get("n_rows") == suite.n_rows
       and r.get("split", "eval") == suite.split
-    )
+    ):
+      return False
+    return r["kind"] == "invocation" or (r.get("options") == suite.options_row(r["method"]) and budget_kept(r))
 
   return same
 

@@ -91,7 +91,12 @@ class Suite:
   method_options: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = TUNED
 
   def options(self, method: str) -> dict:
-    return dict(dict(self.method_options).get(method, ()))
+    """The settings `method` runs with: a sweep variant's own (`beam@width=16`), else the suite's tuned ones."""
+    return parse_variant(method)[1] or dict(dict(self.method_options).get(method, ()))
+
+  def options_row(self, method: str) -> list[list]:
+    """`options(method)` as a run row stores it (sorted [key, value] pairs)."""
+    return [[k, v] for k, v in sorted(self.options(method).items())]
 
   def depth(self, family: str) -> int:
     return DEEP_DEPTH if family == "deep" else self.max_depth
@@ -120,9 +125,7 @@ SUITES = {
     fixed_budgets=(100, 300, 1000),
   ),
   # standard: at most 60 minutes here; 10 worlds per family at quick's sizes, fixed budgets to 3,000
-  "standard": Suite(
-    name="standard", seeds=10, n_rows=10_000, walker_max_fraction=0.05, above_walkers=("exhaustive",)
-  ),
+  "standard": Suite(name="standard", seeds=10, n_rows=10_000, walker_max_fraction=0.05, above_walkers=("exhaustive",)),
   "full": Suite(name="full", seeds=20, n_rows=50_000),  # for a GPU
 }
 
