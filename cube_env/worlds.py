@@ -112,6 +112,7 @@ DRAW_MAX = 300  # cohort draws per planted effect within one attempt
 MASKED_QUIET_Z = 2.0
 MAX_LOG_EFFECT = 0.7  # plausible |log ratio| (log measures) or |log rate ratio| (counts)
 MAX_RISK_DIFFERENCE = 0.3
+VERSION = 2  # bumped when a family's generator changes (2: deep worlds 20-30 dimensions); benchmark rows record it
 MIN_SIDE = 40  # rows on each side of a planted test (group, rest)
 MIN_RELATIVE_DIFF = 0.2  # a planted |relative difference| at its cohort: twice discovery's reporting floor (AHRQ 10%)
 MEASURE_KINDS = ("lognormal", "count", "binary")

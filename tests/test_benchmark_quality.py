@@ -218,7 +218,7 @@ def test_evaluation_worlds_share_neither_seeds_nor_schemas_with_training_worlds(
   assert qsuite.parse_variant("pysubgroup-beam@width=20,depth=2") == ("pysubgroup-beam", {"width": 20, "depth": 2})
 
 
-@pytest.mark.parametrize("name", ["random", "greedy", "beam", "uct"])
+@pytest.mark.parametrize("name", ["random", "greedy", "beam", "uct", "frontier"])
 def test_anytime_read_off_equals_a_run_at_each_budget(prep, name):
   fn = cube_env.METHODS[name]
   budgets = (3, 11, 40)
@@ -262,6 +262,13 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
     case, prep, qsuite.Suite(name="t", fractions=(0.01, 1.0), walker_max_fraction=0.05), "auto"
   )
   assert auto == {round(0.01 * prep.exhaustive_queries): 0.01, prep.exhaustive_queries: 1.0}
+  # the settings a run row records: the signature's defaults under the suite's tuned ones and a variant's own
+  assert qsuite.SUITES["quick"].options_row("frontier") == [["lift", 0.5], ["ranker", None]]
+  assert qsuite.SUITES["quick"].options_row("beam") == [["width", 32]]
+  assert qsuite.SUITES["quick"].options_row("beam@width=4") == [["width", 4]]
+  assert qsuite.SUITES["quick"].options_row("auto") == [["fallback", "frontier"]]
+  with pytest.raises(ValueError, match="above_walkers"):
+    qsuite.Suite(name="t", above_walkers=("greedy",))
   # a suite that runs only enumeration above the walkers' fractions: auto and the peers stop with the walkers
   below = qsuite.Suite(name="t", fractions=(0.01, 1.0), walker_max_fraction=0.05, above_walkers=("exhaustive",))
   for method in ("auto", "pysubgroup-dfs", "pysubgroup-dfs@depth=2"):
@@ -274,13 +281,20 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   spilled = _row(
     "standard", "exhaustive", 0.01, 5000, suite="tiny", recall=0.5, nominal_fraction=0.01, n_rows=3000, options=[]
   )
+  spilled["worlds_version"] = qsuite.worlds.VERSION
   other_size = dict(spilled, seed=5001, n_rows=999)  # rows of another size of the suite are dropped,
   other_budget = dict(spilled, seed=5002, nominal_fraction=0.05)  # of a budget the suite no longer has,
-  other_settings = dict(spilled, seed=5003, method="pysubgroup-beam", options=[["width", 5]])  # of other settings
+  other_settings = dict(spilled, seed=5003, method="pysubgroup-beam", options=[["width", 5]])  # of other settings,
   unrecorded = dict(spilled, seed=5004)
-  del unrecorded["options"]  # and of settings not recorded
-  dropped = (other_size, other_budget, other_settings, unrecorded)
+  del unrecorded["options"]  # of settings not recorded,
+  old_worlds = dict(spilled, seed=5005, worlds_version=qsuite.worlds.VERSION - 1)  # of other worlds
+  walker_past_top = dict(spilled, seed=5006, method="greedy", nominal_fraction=1.0)  # a walker past its fractions
+  dropped = (other_size, other_budget, other_settings, unrecorded, old_worlds, walker_past_top)
   (tmp_path / "q.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in (spilled, *dropped)))
+  tuned = [[m, list(map(list, o))] for m, o in qsuite.SUITES["tiny"].method_options]
+  call = dict(kind="invocation", suite="tiny", n_rows=3000, wall_s=7.0, method_options=tuned)
+  stale_call = dict(call, wall_s=99.0, method_options=[["beam", [["width", 3]]]])  # another call's settings: dropped
+  out.write_text(json.dumps(call) + "\n" + json.dumps(stale_call) + "\n")
   rows = qsession.run_quality(
     "tiny",
     checkpoint=None,
@@ -295,10 +309,10 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   assert not (tmp_path / "q.jsonl.partial").exists() and (tmp_path / "p.png").exists()
   kept = [r for r in rows if r["kind"] == "run"]
   assert len(kept) == 1 and kept[0]["recall"] == 0.5
-  (invocation,) = [r for r in rows if r["kind"] == "invocation"]
-  assert invocation["cases_run"] == 0 and invocation["cases_in_suite"] == 2
+  earlier, invocation = [r for r in rows if r["kind"] == "invocation"]
+  assert earlier["wall_s"] == 7.0 and invocation["cases_run"] == 0 and invocation["cases_in_suite"] == 2
   kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]
-  assert kinds[:3] == ["run", "invocation", "summary"] and set(kinds[3:]) <= {"summary", "paired"}
+  assert kinds[:4] == ["run", "invocation", "invocation", "summary"] and set(kinds[3:]) <= {"summary", "paired"}
 
 
 @pytest.mark.parametrize(

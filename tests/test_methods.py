@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import cube_env
+from cube_env.discovery import frontier as frontier_lib
 from cube_env.discovery import methods
 from cube_env.discovery import space as space_lib
 
@@ -129,6 +130,30 @@ def test_frontier_visits_in_rank_order(small_cube):
   assert scores[order[0]] > scores[order[-1]]  # the order is not trivially flat
   with pytest.raises(ValueError, match="lift"):
     methods.frontier(shallow, budget=3, seed=0, lift=-1.0)
+
+
+def test_frontier_ranks_a_child_against_its_parent(space):
+  """Past depth 1 the ranker sees the parent's own pixel score: `lift` x it comes off every drill-down's score."""
+  obs, state, _ = space_lib.Ledger(space, 1).root()
+  c = space.env.shape.num_values
+  root_actions = space_lib.drill_down_actions(
+    tuple(int(v) for v in np.asarray(state.filters)), np.asarray(state.mask), c
+  )
+  best_child = float(methods.pixel_scores(obs)[root_actions].max())
+  calls = []
+
+  def recording(obs, parent_score):
+    ranks = frontier_lib.pixel_ranker(0.5)(obs, parent_score)
+    calls.append((parent_score, ranks, methods.pixel_scores(obs)))
+    return ranks
+
+  res = methods.frontier(space, budget=3, seed=0, ranker=recording)
+  assert res.queries == 3 and res.note == "best-first, learned ranking"
+  assert calls[0][0] == 0.0 and calls[1][0] == pytest.approx(best_child) > 0  # the root, then its best child
+  for parent_score, ranks, pixels in calls:
+    np.testing.assert_allclose(ranks, pixels - 0.5 * parent_score)
+  with pytest.raises(ValueError, match="non-finite"):
+    methods.frontier(space, budget=3, seed=0, ranker=lambda obs, _score: np.full(obs[0].size, np.nan))
 
 
 def test_bad_budgets_and_empty_spaces_are_refused(space, small_cube):

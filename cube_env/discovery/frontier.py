@@ -7,14 +7,18 @@ query on the frontier cohort ranked highest, stepping from the visited parent
 that revealed it (stored state, so no query walks back through known cohorts),
 as best-first search with a heuristic does (Pearl 1984; with a learned policy
 and value: Orseau et al. 2018, Orseau & Lelis 2021). A cohort seen from several
-parents is queued once per parent and visited once.
+parents is queued once per parent and visited once, through its best-ranked
+entry. A queue entry holds the parent's index in a list of visited states, not
+the state, so the queue of a wide table (a few hundred drill-downs a query) stays
+near 100 bytes an entry.
 
 The ranking is pluggable (`Ranker`): a function of the parent's observation and
 the parent's own score that returns a score per action, higher first.
 `pixel_ranker` is the heuristic: the strongest |z| the observation shows for
 the target cohort (as `greedy` and `beam` rank), minus `lift` times the
 parent's score, so that with `lift > 0` a child that only inherits its
-parent's gap ranks below one that sharpens it. A learned ranker (a network's
+parent's gap ranks below one that sharpens it (a cohort revealed by several
+parents takes its best rank, the one against its weakest parent so far). A learned ranker (a network's
 policy and value over the same observation) plugs in the same way. Ties go to
 the shallower cohort, then the earlier query, then the lower action index:
 the search is deterministic given the space.
@@ -30,7 +34,6 @@ benchmarks/quality_sweep_frontier_train_cpu.jsonl) it had mean recall 0.875 at
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -81,23 +84,29 @@ def frontier(
   rank = ranker or pixel_ranker(lift)
   ledger = Ledger(space, budget, progress)
   c = space.env.shape.num_values
-  order = itertools.count()
-  queue: list[tuple] = []  # (-score, depth, query order, action, parent state, parent filters, score)
+  visited: list[tuple] = []  # (state, filters) of each visited cohort, by query order
+  queue: list[tuple] = []  # (-rank, depth, parent's index in `visited`, action, pixel score)
 
   def reveal(obs: np.ndarray, state, filters: tuple, depth: int, own: float) -> None:
-    if depth >= space.max_depth:
+    if depth >= space.max_depth or not ledger.left:  # nothing to drill into, or no query left to spend on it
       return
-    ranks, pixels = rank(obs, own), pixel_scores(obs)
-    tick = next(order)
-    for a in drill_down_actions(filters, np.asarray(state.mask), c):
-      if target(filters, a, c) not in ledger.index:
-        heapq.heappush(queue, (-float(ranks[a]), depth + 1, tick, int(a), state, filters, float(pixels[a])))
+    actions = [int(a) for a in drill_down_actions(filters, np.asarray(state.mask), c)]
+    actions = [a for a in actions if target(filters, a, c) not in ledger.index]
+    if not actions:
+      return
+    ranks, pixels = np.asarray(rank(obs, own), np.float64), pixel_scores(obs)
+    if not np.isfinite(ranks[actions]).all():
+      raise ValueError(f"frontier: the ranker returned a non-finite score for a drill-down of cohort {filters}")
+    visited.append((state, filters))
+    for a in actions:
+      heapq.heappush(queue, (-float(ranks[a]), depth + 1, len(visited) - 1, a, float(pixels[a])))
 
   try:
     obs, state, _ = ledger.root()
     reveal(obs, state, tuple(int(v) for v in np.asarray(state.filters)), 0, 0.0)
     while queue and ledger.left:
-      _, depth, _, action, parent, parent_filters, own = heapq.heappop(queue)
+      _, depth, parent_index, action, own = heapq.heappop(queue)
+      parent, parent_filters = visited[parent_index]
       key = target(parent_filters, action, c)
       if key in ledger.index:
         continue  # reached from another parent already

@@ -395,8 +395,8 @@ class Anytime:
   then, and the candidate statistics of those visits). This equals a
   separate run at budget b exactly when the method consults its budget only
   to stop (`Ledger.left`, `BudgetSpent`), which holds for every walker in
-  `cube_env.discovery.methods` (tested against direct runs for random, greedy,
-  beam and uct) and, by reading its code, for the agent of `experiments.agent`;
+  `cube_env.discovery.methods` and `frontier` (tested against direct runs for
+  random, greedy, beam, uct and frontier) and, by reading its code, for the agent of `experiments.agent`;
   it does not hold for `exhaustive`, which picks its depth from the budget.
   The snapshot is taken when query b + 1 is asked for, so its `seconds`
   include the method's choice of that query (one decision, e.g. one MCTS

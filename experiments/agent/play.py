@@ -25,7 +25,7 @@ from experiments.agent.loading import PackagedAgent, load_agent
 MISSING_CHECKPOINT = (
   "the muzero method needs a trained agent: --checkpoint DIR on the command line (method option checkpoint=DIR "
   "in Python), a directory written by python -m experiments.train --checkpoint-dir DIR; without one use "
-  "--method uct, beam, greedy, random or exhaustive"
+  "--method auto, frontier, uct, beam, greedy, random or exhaustive"
 )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env import worlds
 from cube_env.discovery.oracle import compile_enumeration
 from cube_env.discovery.space import enumeration_rows, fitting_depth
 from experiments import agent
@@ -82,14 +83,9 @@ def nominal_budgets(
   """
   if case.scenario in FIXED_FAMILIES:
     return {b: None for b in suite.fixed_budgets if b <= prep.exhaustive_queries}
-  above = base_method(method) in suite.above_walkers
-  top = 1.0 if above and base_method(method) in FULL_BUDGET else suite.walker_max_fraction
-  if above and base_method(method) == "auto":  # enumerates at 100%: that budget too
-    return {**nominal_budgets(case, prep, suite, "greedy"), prep.exhaustive_queries: 1.0}
   out: dict[int, float | None] = {}
-  for f in sorted(suite.fractions):
-    if f <= top + 1e-9:
-      out.setdefault(max(1, int(round(f * prep.exhaustive_queries))), f)
+  for f in suite.fractions_for(method):
+    out.setdefault(prep.exhaustive_queries if f == 1.0 else max(1, int(round(f * prep.exhaustive_queries))), f)
   return out
 
 
@@ -186,6 +182,7 @@ def run_case(
     exhaustive_queries=prep.exhaustive_queries,
     n_truth=len(case.truth),
     adjusted=bool(case.adjust),
+    worlds_version=worlds.VERSION,
   )  # each run row adds the method's settings (`options`), so a resumed file never mixes two settings of a method
   log(
     f"{case.scenario} seed {case.seed}: {base['cells']} cells, {prep.exhaustive_queries} cohorts to depth "

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 
 import jax
 
+from cube_env import worlds
 from experiments.agent import ensure_checkpoint
 from experiments.quality.plot import plot
 from experiments.quality.pool import log_to_stderr, read_rows, run_suite
@@ -33,10 +34,13 @@ def _same_suite(suite: Suite) -> Callable[[dict], bool]:
   between versions: a run row of a method run with other settings, at a budget the suite no longer has, or without
   its settings recorded, is dropped and run again)."""
 
+  tuned = [[m, list(map(list, o))] for m, o in suite.method_options]
+
   def budget_kept(r: dict) -> bool:
     if r.get("budget_kind") == "fixed":
       return r.get("budget") in suite.fixed_budgets
-    return any(abs(r.get("nominal_fraction", -1) - f) < 1e-9 for f in suite.fractions)
+    fraction = r.get("nominal_fraction")
+    return fraction is not None and any(abs(fraction - f) < 1e-9 for f in suite.fractions_for(r["method"]))
 
   def same(r: dict) -> bool:
     if not (
@@ -46,7 +50,13 @@ def _same_suite(suite: Suite) -> Callable[[dict], bool]:
       and r.get("split", "eval") == suite.split
     ):
       return False
-    return r["kind"] == "invocation" or (r.get("options") == suite.options_row(r["method"]) and budget_kept(r))
+    if r["kind"] == "invocation":  # its wall time counts in the suite's only if it ran the same settings
+      return r.get("method_options") == tuned
+    return (
+      r.get("worlds_version") == worlds.VERSION
+      and r.get("options") == suite.options_row(r["method"])
+      and budget_kept(r)
+    )
 
   return same
 

@@ -24,6 +24,7 @@ pysubgroup's beam width and depth) come from a sweep on training worlds only
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Iterable
 
 import pandas as pd
@@ -90,13 +91,29 @@ class Suite:
   split: str = "eval"  # "train" for the settings sweep
   method_options: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = TUNED
 
+  def __post_init__(self):
+    stray = [m for m in self.above_walkers if m not in FULL_BUDGET + ("auto",)]
+    if stray:
+      raise ValueError(f"suite {self.name}: above_walkers takes {FULL_BUDGET + ('auto',)}, not {stray}")
+
   def options(self, method: str) -> dict:
-    """The settings `method` runs with: a sweep variant's own (`beam@width=16`), else the suite's tuned ones."""
+    """The settings bound to `method`: a sweep variant's own (`beam@width=16`), else the suite's tuned ones."""
     return parse_variant(method)[1] or dict(dict(self.method_options).get(method, ()))
 
   def options_row(self, method: str) -> list[list]:
-    """`options(method)` as a run row stores it (sorted [key, value] pairs)."""
-    return [[k, v] for k, v in sorted(self.options(method).items())]
+    """The settings `method` runs with (its signature's defaults, then `options`), as a run row stores them: sorted
+    [key, value] pairs, so that a stored row run with other settings (or under other defaults) is told apart."""
+    effective = {**default_options(base_method(method)), **self.options(method)}
+    return [[k, v] for k, v in sorted(effective.items())]
+
+  def fractions_for(self, method: str) -> tuple[float, ...]:
+    """The fractions of enumeration's queries `method` runs at: the walkers' (to `walker_max_fraction`), every one
+    for the methods in `above_walkers` whose search depends on the budget, and 100% (enumeration) for `auto`."""
+    base = base_method(method)
+    walker = tuple(f for f in sorted(self.fractions) if f <= self.walker_max_fraction + 1e-9)
+    if base not in self.above_walkers:
+      return walker
+    return walker + (1.0,) if base == "auto" else tuple(sorted(self.fractions))
 
   def depth(self, family: str) -> int:
     return DEEP_DEPTH if family == "deep" else self.max_depth
@@ -189,6 +206,20 @@ def resize(
     variants = [variant_name(m, o) for m in suite.methods if m in SWEEP for o in SWEEP[m]]
     suite = dataclasses.replace(suite, methods=tuple(suite.methods) + tuple(variants), method_options=())
   return suite
+
+
+def default_options(method: str) -> dict:
+  """Keyword defaults of a registered method's signature (JSON scalars only; the search's own arguments left out)."""
+  try:
+    signature = inspect.signature(cube_env.get_method(method))
+  except ValueError:  # not registered (a plug-in not imported): nothing to record
+    return {}
+  own = {"space", "budget", "seed", "progress"}
+  return {
+    name: p.default
+    for name, p in signature.parameters.items()
+    if name not in own and p.default is not p.empty and isinstance(p.default, (bool, int, float, str, type(None)))
+  }
 
 
 def variant_name(method: str, options: Iterable[tuple[str, object]]) -> str:
