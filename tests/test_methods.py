@@ -149,7 +149,7 @@ def test_frontier_ranks_a_child_against_its_parent(space):
 
   res = methods.frontier(space, budget=3, seed=0, ranker=recording)
   assert res.queries == 3 and res.note == "best-first, learned ranking"
-  assert calls[0][0] == 0.0 and calls[1][0] == pytest.approx(best_child) > 0  # the root, then its best child
+  assert best_child > 0 and calls[0][0] == 0.0 and calls[1][0] == pytest.approx(best_child)  # the root, its best child
   for parent_score, ranks, pixels in calls:
     np.testing.assert_allclose(ranks, pixels - 0.5 * parent_score)
   with pytest.raises(ValueError, match="non-finite"):
