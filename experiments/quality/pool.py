@@ -16,9 +16,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
+import jax
+
 from experiments.quality.runner import SuiteMethod, build_methods, run_case
 from experiments.quality.suite import Suite, case_order, check_seed_split, make_case
 
+CASES_PER_WORKER = 6  # a worker process is replaced after this many cases (whatever the runtime keeps, it goes)
 _WORKER_METHODS: dict = {}  # per worker process: methods built once, by (method names, checkpoint)
 
 
@@ -64,10 +67,15 @@ def case_in_worker(
   if key not in _WORKER_METHODS:
     _WORKER_METHODS[key] = build_methods(suite.methods, checkpoint, suite.method_options)
   rows = []
-  for row in run_case(make_case(scenario, index, suite), suite, _WORKER_METHODS[key], log=log_to_stderr, skip=skip):
-    rows.append(row)
-    if spill:
-      append_row(spill, row)
+  try:
+    for row in run_case(make_case(scenario, index, suite), suite, _WORKER_METHODS[key], log=log_to_stderr, skip=skip):
+      rows.append(row)
+      if spill:
+        append_row(spill, row)
+  finally:
+    # each world has its own shapes, so its compiled programs serve no other: freed here, or a worker's
+    # executables pile up until LLVM cannot map memory for the next one (a standard run died so at its 25th world)
+    jax.clear_caches()
   return True, rows
 
 
@@ -100,7 +108,10 @@ def run_suite(
       yield from run_case(make_case(scenario, i, suite), suite, methods, log=log, skip=skip)
     return
   pool = concurrent.futures.ProcessPoolExecutor(
-    workers, mp_context=multiprocessing.get_context("spawn"), initializer=limit_worker_threads
+    workers,
+    mp_context=multiprocessing.get_context("spawn"),
+    initializer=limit_worker_threads,
+    max_tasks_per_child=CASES_PER_WORKER,
   )
   not_started = 0
   try:
