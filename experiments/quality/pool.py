@@ -21,7 +21,6 @@ import jax
 from experiments.quality.runner import SuiteMethod, build_methods, run_case
 from experiments.quality.suite import Suite, case_order, check_seed_split, make_case
 
-CASES_PER_WORKER = 6  # a worker process is replaced after this many cases (whatever the runtime keeps, it goes)
 _WORKER_METHODS: dict = {}  # per worker process: methods built once, by (method names, checkpoint)
 
 
@@ -74,7 +73,9 @@ def case_in_worker(
         append_row(spill, row)
   finally:
     # each world has its own shapes, so its compiled programs serve no other: freed here, or a worker's
-    # executables pile up until LLVM cannot map memory for the next one (a standard run died so at its 25th world)
+    # executables pile up until LLVM cannot map memory for the next one (a standard run died so at its 25th world).
+    # (ProcessPoolExecutor's max_tasks_per_child would replace workers instead, but on Python 3.11 the pool hung
+    # once a worker retired.)
     jax.clear_caches()
   return True, rows
 
@@ -111,7 +112,6 @@ def run_suite(
     workers,
     mp_context=multiprocessing.get_context("spawn"),
     initializer=limit_worker_threads,
-    max_tasks_per_child=CASES_PER_WORKER,
   )
   not_started = 0
   try:
