@@ -119,6 +119,14 @@ class Suite:
     return DEEP_DEPTH if family == "deep" else self.max_depth
 
 
+_CPU = Suite(
+  name="quick",
+  seeds=3,
+  n_rows=10_000,
+  walker_max_fraction=0.05,
+  above_walkers=("exhaustive",),
+  fixed_budgets=(100, 300, 1000),
+)
 SUITES = {
   "tiny": Suite(
     name="tiny",
@@ -133,25 +141,11 @@ SUITES = {
   # exploring row, so a query costs in proportion to rows); every method but enumeration to 5% of enumeration's
   # queries (auto enumerates at 100%: enumeration's own run stands for it; tests check auto's choice), fixed budgets
   # to 1,000 (a walker's 3,000 queries on a wide world take about a minute here)
-  "quick": Suite(
-    name="quick",
-    seeds=3,
-    n_rows=10_000,
-    walker_max_fraction=0.05,
-    above_walkers=("exhaustive",),
-    fixed_budgets=(100, 300, 1000),
-  ),
+  "quick": _CPU,
   # standard: at most 60 minutes here; 10 worlds per family at quick's sizes and budgets. Fixed budgets stop at 1,000
   # as in quick: with 3,000 one world of each family took 9.3 minutes here (wide and deep 3,000-query runs are
   # about half of it), so 10 worlds would take about 93; 3,000 queries are in `full`
-  "standard": Suite(
-    name="standard",
-    seeds=10,
-    n_rows=10_000,
-    walker_max_fraction=0.05,
-    above_walkers=("exhaustive",),
-    fixed_budgets=(100, 300, 1000),
-  ),
+  "standard": dataclasses.replace(_CPU, name="standard", seeds=10),
   "full": Suite(name="full", seeds=20, n_rows=50_000),  # for a GPU
 }
 
