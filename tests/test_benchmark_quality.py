@@ -291,8 +291,13 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   walker_past_top = dict(spilled, seed=5006, method="greedy", nominal_fraction=1.0)  # a walker past its fractions
   dropped = (other_size, other_budget, other_settings, unrecorded, old_worlds, walker_past_top)
   (tmp_path / "q.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in (spilled, *dropped)))
-  tuned = [[m, list(map(list, o))] for m, o in qsuite.SUITES["tiny"].method_options]
-  call = dict(kind="invocation", suite="tiny", n_rows=3000, wall_s=7.0, method_options=tuned)
+  call = dict(
+    kind="invocation",
+    suite="tiny",
+    n_rows=3000,
+    wall_s=7.0,
+    method_options=[["beam", [["width", 32]]], ["pysubgroup-dfs", [["depth", 2]]]],
+  )
   stale_call = dict(call, wall_s=99.0, method_options=[["beam", [["width", 3]]]])  # another call's settings: dropped
   out.write_text(json.dumps(call) + "\n" + json.dumps(stale_call) + "\n")
   rows = qsession.run_quality(

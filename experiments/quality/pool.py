@@ -109,9 +109,7 @@ def run_suite(
       yield from run_case(make_case(scenario, i, suite), suite, methods, log=log, skip=skip)
     return
   pool = concurrent.futures.ProcessPoolExecutor(
-    workers,
-    mp_context=multiprocessing.get_context("spawn"),
-    initializer=limit_worker_threads,
+    workers, mp_context=multiprocessing.get_context("spawn"), initializer=limit_worker_threads
   )
   not_started = 0
   try:

@@ -24,7 +24,15 @@ from cube_env.discovery.oracle import compile_enumeration
 from cube_env.discovery.space import enumeration_rows, fitting_depth
 from experiments import agent
 from experiments.quality import pysubgroup_adapter  # noqa: F401 (registers the pysubgroup-* methods)
-from experiments.quality.suite import FIXED_FAMILIES, FULL_BUDGET, Case, Suite, base_method, parse_variant
+from experiments.quality.suite import (
+  BUDGET_DEPENDENT,
+  FIXED_FAMILIES,
+  FULL_BUDGET,
+  Case,
+  Suite,
+  base_method,
+  parse_variant,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +93,7 @@ def nominal_budgets(
     return {b: None for b in suite.fixed_budgets if b <= prep.exhaustive_queries}
   out: dict[int, float | None] = {}
   for f in suite.fractions_for(method):
-    out.setdefault(prep.exhaustive_queries if f == 1.0 else max(1, int(round(f * prep.exhaustive_queries))), f)
+    out.setdefault(max(1, int(round(f * prep.exhaustive_queries))), f)
   return out
 
 
@@ -115,7 +123,7 @@ def score(findings: pd.DataFrame, truth: list, cube) -> dict:
 
 def _results(name: str, method: SuiteMethod, prepared: cube_env.Prepared, budgets: list[int]) -> Iterator[tuple]:
   """(budget, result, read off) per budget, each as soon as it is known."""
-  if base_method(name) in FULL_BUDGET + ("auto",):  # their search depends on the budget: one run per budget
+  if base_method(name) in BUDGET_DEPENDENT:  # their search depends on the budget: one run per budget
     for b in budgets:
       yield b, cube_env.search(prepared, method.search, budget=b), False
     return

@@ -34,7 +34,7 @@ def _same_suite(suite: Suite) -> Callable[[dict], bool]:
   between versions: a run row of a method run with other settings, at a budget the suite no longer has, or without
   its settings recorded, is dropped and run again)."""
 
-  tuned = [[m, list(map(list, o))] for m, o in suite.method_options]
+  tuned = suite.method_options_row()
 
   def budget_kept(r: dict) -> bool:
     if r.get("budget_kind") == "fixed":
@@ -138,7 +138,7 @@ def run_quality(
     seeds=suite.seeds,
     n_rows=suite.n_rows,
     split=suite.split,
-    method_options=[[m, list(map(list, o))] for m, o in suite.method_options],
+    method_options=suite.method_options_row(),
     scenarios=list(suite.scenarios),
     cases_run=len({(r["scenario"], r["seed"]) for r in rows}),
     cases_in_suite=len(case_order(suite)),

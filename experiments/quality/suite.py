@@ -51,6 +51,7 @@ RECALL_TARGET = 0.9
 FRACTIONS = (0.001, 0.005, 0.01, 0.05, 0.2, 1.0)  # of enumeration's query count (1.0: enumeration itself)
 FIXED_BUDGETS = (100, 300, 1000, 3000)  # queries, on FIXED_FAMILIES
 FULL_BUDGET = ("exhaustive", "pysubgroup-beam", "pysubgroup-dfs")  # their search depends on the budget: a run each
+BUDGET_DEPENDENT = FULL_BUDGET + ("auto",)  # a run per budget (auto plans from it); the walkers are read off one run
 DEEP_DEPTH = 4  # search depth on `deep` worlds (planted at depth 4)
 # Method settings tried on training worlds (`--sweep`); the winners go into the suites' `method_options`.
 SWEEP = {
@@ -87,14 +88,14 @@ class Suite:
   max_depth: int = 3  # search depth (DEEP_DEPTH on `deep`)
   walker_max_fraction: float = 0.2  # budgets above this fraction run only for the methods in `above_walkers`
   # methods run at every fraction (their search depends on the budget); `auto` at 100% enumerates
-  above_walkers: tuple[str, ...] = FULL_BUDGET + ("auto",)
+  above_walkers: tuple[str, ...] = BUDGET_DEPENDENT
   split: str = "eval"  # "train" for the settings sweep
   method_options: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = TUNED
 
   def __post_init__(self):
-    stray = [m for m in self.above_walkers if m not in FULL_BUDGET + ("auto",)]
+    stray = [m for m in self.above_walkers if m not in BUDGET_DEPENDENT]
     if stray:
-      raise ValueError(f"suite {self.name}: above_walkers takes {FULL_BUDGET + ('auto',)}, not {stray}")
+      raise ValueError(f"suite {self.name}: above_walkers takes {BUDGET_DEPENDENT}, not {stray}")
 
   def options(self, method: str) -> dict:
     """The settings bound to `method`: a sweep variant's own (`beam@width=16`), else the suite's tuned ones."""
@@ -105,6 +106,10 @@ class Suite:
     [key, value] pairs, so that a stored row run with other settings (or under other defaults) is told apart."""
     effective = {**default_options(base_method(method)), **self.options(method)}
     return [[k, v] for k, v in sorted(effective.items())]
+
+  def method_options_row(self) -> list[list]:
+    """`method_options` as an invocation row stores it ([method, [[key, value], ...]] lists, as JSON reads back)."""
+    return [[m, list(map(list, o))] for m, o in self.method_options]
 
   def fractions_for(self, method: str) -> tuple[float, ...]:
     """The fractions of enumeration's queries `method` runs at: the walkers' (to `walker_max_fraction`), every one
