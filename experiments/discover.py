@@ -59,7 +59,7 @@ class Args:
   """Case-mix adjusters (indirect standardization), e.g. procedure asa_class."""
   favorable: tuple[str, ...] = ()
   """Measures where the event (or a higher value) is the good outcome (for the relative difference)."""
-  method: Literal["auto", "exhaustive", "frontier", "uct", "beam", "greedy", "random", "muzero"] = "auto"
+  method: Literal["auto", "exhaustive", "frontier", "learned", "uct", "beam", "greedy", "random", "muzero"] = "auto"
   """Search method; auto enumerates every cohort when they fit --budget (and --time-limit), else searches (its
   choice is printed and recorded in the report); muzero needs --checkpoint."""
   time_limit: float | None = None

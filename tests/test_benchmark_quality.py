@@ -216,6 +216,8 @@ def test_evaluation_worlds_share_neither_seeds_nor_schemas_with_training_worlds(
   swept = qsuite.resize(suite, split="train", sweep=True, method_names=("beam", "greedy"))
   assert "beam@width=16" in swept.methods and "greedy" in swept.methods
   assert qsuite.parse_variant("pysubgroup-beam@width=20,depth=2") == ("pysubgroup-beam", {"width": 20, "depth": 2})
+  assert qsuite.parse_variant("frontier@lift=0.5") == ("frontier", {"lift": 0.5})
+  assert qsuite.parse_variant("learned@weights=/tmp/r.npz") == ("learned", {"weights": "/tmp/r.npz"})
 
 
 @pytest.mark.parametrize("name", ["random", "greedy", "beam", "uct", "frontier"])

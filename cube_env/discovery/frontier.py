@@ -18,8 +18,8 @@ the parent's own score that returns a score per action, higher first.
 the target cohort (as `greedy` and `beam` rank), minus `lift` times the
 parent's score, so that with `lift > 0` a child that only inherits its
 parent's gap ranks below one that sharpens it (a cohort revealed by several
-parents takes its best rank, the one against its weakest parent so far). A learned ranker (a network's
-policy and value over the same observation) plugs in the same way. Ties go to
+parents takes its best rank, the one against its weakest parent so far). A learned ranker plugs in the same
+way (`cube_env.discovery.ranking`: a value fitted on training worlds, the `learned` method). Ties go to
 the shallower cohort, then the earlier query, then the lower action index:
 the search is deterministic given the space.
 
@@ -46,6 +46,7 @@ N_SIGNIFICANT = CHANNELS.index("log_num_significant")  # log(1 + number of signi
 
 LIFT = 0.5  # pixel_ranker's default weight on the parent's score (module docstring)
 Ranker = Callable[[np.ndarray, float], np.ndarray]  # (obs [channels, F, C + 1], parent score) -> [A] scores
+Watch = Callable[[tuple, np.ndarray, float, list], None]  # (filters, obs, own score, queued actions) -> None
 
 
 def pixel_scores(obs: np.ndarray) -> np.ndarray:
@@ -72,6 +73,7 @@ def frontier(
   progress: Progress | None = None,
   lift: float = LIFT,
   ranker: Ranker | None = None,
+  watch: Watch | None = None,
 ) -> SearchResult:
   """Best-first search over the frontier of seen, unvisited cohorts (see module docstring).
 
@@ -79,6 +81,8 @@ def frontier(
     space, budget, seed, progress: as every method (`methods.Method`); the search is deterministic, `seed` unused.
     lift: `pixel_ranker`'s weight on the parent's score (ignored when `ranker` is given).
     ranker: scores of a parent's actions from its observation; default `pixel_ranker(lift)`.
+    watch: called as `watch(filters, obs, own score, actions)` with every visited cohort whose unvisited
+      drill-downs join the queue (`ranking.collect` makes training rows from it).
   """
   del seed
   rank = ranker or pixel_ranker(lift)
@@ -97,6 +101,8 @@ def frontier(
     ranks, pixels = np.asarray(rank(obs, own), np.float64), pixel_scores(obs)
     if not np.isfinite(ranks[actions]).all():
       raise ValueError(f"frontier: the ranker returned a non-finite score for a drill-down of cohort {filters}")
+    if watch is not None:
+      watch(filters, obs, own, actions)
     visited.append((state, filters))
     for a in actions:
       heapq.heappush(queue, (-float(ranks[a]), depth + 1, len(visited) - 1, a, float(pixels[a])))

@@ -27,6 +27,8 @@ are registered at import, and a plug-in joins with `register_method(name, fn)`
 * `frontier` (`cube_env.discovery.frontier`): best-first over every cohort seen
   but not visited, by pixel |z| (or a learned ranking), each query stepping from
   the stored parent that revealed the cohort.
+* `learned` (`cube_env.discovery.ranking`): `frontier` ranked by a value fitted
+  on training worlds (the chance that a seen cohort leads to a planted effect).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from cube_env.discovery import cohorts
 from cube_env.discovery.frontier import frontier, pixel_scores
 from cube_env.discovery.journal import journal_of
 from cube_env.discovery.oracle import enumerate_findings
+from cube_env.discovery.ranking import learned
 from cube_env.discovery.space import (
   BudgetSpent,
   Ledger,
@@ -334,7 +337,15 @@ def method_names() -> tuple[str, ...]:
 
 # The methods that need no agent; plug-ins (the `muzero` agent, the pysubgroup peer) register beside them.
 BUILTIN_METHODS: types.MappingProxyType = types.MappingProxyType(
-  {"exhaustive": exhaustive, "random": random_walk, "greedy": greedy, "beam": beam, "uct": uct, "frontier": frontier}
+  {
+    "exhaustive": exhaustive,
+    "random": random_walk,
+    "greedy": greedy,
+    "beam": beam,
+    "uct": uct,
+    "frontier": frontier,
+    "learned": learned,
+  }
 )
 for _name, _fn in BUILTIN_METHODS.items():
   register_method(_name, _fn)

@@ -43,6 +43,7 @@ SUITE_METHODS = (
   "beam",
   "uct",
   "frontier",
+  "learned",
   "muzero",
   "pysubgroup-beam",
   "pysubgroup-dfs",
@@ -241,15 +242,18 @@ def base_method(name: str) -> str:
 
 
 def parse_variant(name: str) -> tuple[str, dict]:
-  """(method, options) of a name from `variant_name` (numbers parsed); a plain name has no options."""
+  """(method, options) of a name from `variant_name` (numbers parsed, anything else a string: `learned@weights=F`);
+  a plain name has no options."""
   method, _, rest = name.partition("@")
-  options = {}
+  options: dict = {}
   for item in filter(None, rest.split(",")):
     key, _, value = item.partition("=")
-    try:
-      options[key] = int(value)
-    except ValueError:
-      options[key] = float(value)
+    for kind in (int, float, str):
+      try:
+        options[key] = kind(value)
+        break
+      except ValueError:
+        continue
   return method, options
 
 

@@ -1,0 +1,310 @@
+"""A learned ranking of the frontier (issue 18, points 2-5): the chance that a seen cohort leads to a planted effect.
+
+`frontier` spends each query on the seen, unvisited cohort ranked highest. The
+heuristic ranks by the strongest |z| the parent's observation shows for the
+cohort; this module learns the ranking instead, from random training worlds
+(`cube_env.worlds`, training split only), as a value: the probability that the
+target cohort is on a path to a planted effect (its filters a subset of the
+planted cohort's filters, the planted cohort included).
+
+* `features`: per drill-down of a parent, a fixed-length vector read off the
+  parent's observation (`FEATURES` names them): the target's |z|, number of
+  significant tests and size, the parent's depth, size and own score, and the
+  target's standing within its column and among its siblings. Every feature is a
+  function of one pixel and of summaries of its row or of the whole grid, so one
+  ranker reads a table of any width and any number of categories.
+* `RankerWeights`: a two-layer perceptron over standardised features (numpy in
+  the search loop: a few hundred drill-downs a query cost microseconds, with no
+  device dispatch), fitted by `fit` (JAX + optax, class-balanced logistic
+  loss, full batch) and stored as `.npz` (`save`, `load`).
+* `collect`: training rows from one world: a frontier search with a noisy
+  pixel ranking (so the rows cover more than the heuristic's own path), every
+  revealed drill-down's features and its label against the world's truth.
+* `learned_ranker`: the `frontier.Ranker` that ranks by the fitted log-odds;
+  `PACKAGED` is the one shipped with the package (made by
+  `python -m experiments.train_ranker`, from training worlds only).
+
+A ranking that learns only from the truth of training worlds cannot see the
+evaluation worlds: their seeds and schemas are disjoint (`worlds.split_of`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Iterable
+
+import numpy as np
+
+from cube_env.data.ingest import filters_to_codes
+from cube_env.discovery.frontier import MAX_ABS_Z, N_SIGNIFICANT, Ranker, frontier, pixel_scores
+from cube_env.discovery.space import Progress, SearchResult, Space
+from cube_env.environment.env import CHANNELS
+
+LEGAL, LOG_SIZE, REAL = CHANNELS.index("legal"), CHANNELS.index("log_size"), CHANNELS.index("real")
+DEPTH, CURRENT_LOG_SIZE = CHANNELS.index("depth"), CHANNELS.index("current_log_size")
+FEATURES = (
+  "z",  # strongest |z| / 10 of the target cohort
+  "n_significant",  # log(1 + significant tests) of the target
+  "log_size",  # log rows of the target / log rows of the table
+  "size_ratio",  # target's log size minus the parent's
+  "parent_log_size",
+  "parent_depth",  # parent's depth / the space's maximum depth
+  "parent_score",  # the parent's own pixel score, seen from its parent (0 at the root)
+  "lift",  # z minus the parent's score
+  "column_max",  # strongest z among the column's values
+  "column_mean",  # mean z over the column's values
+  "above_column",  # z minus the column's mean
+  "sibling_rank",  # share of the parent's drill-downs with a lower z
+  "sibling_max",  # strongest z among all the parent's drill-downs
+  "column_values",  # number of values of the column / the grid's width
+)
+NUM_FEATURES = len(FEATURES)
+PACKAGED = os.path.join(os.path.dirname(__file__), "ranker.npz")
+
+
+def features(obs: np.ndarray, parent_score: float) -> np.ndarray:
+  """`[A, NUM_FEATURES]` float32: the features of every action's target cohort (A = F x (C + 1)).
+
+  Args:
+    obs: a parent's observation `[channels, F, C + 1]` (`CubeEnv`), the last column "all".
+    parent_score: the parent's own pixel score (as `frontier` passes it).
+  """
+  num_f, width = obs.shape[1], obs.shape[2]
+  z = obs[MAX_ABS_Z]
+  values = obs[REAL][:, :-1] > 0  # [F, C] real categories of each column
+  drill = (obs[LEGAL][:, :-1] > 0) & values
+  zv = np.where(values, z[:, :-1], 0.0)
+  n_values = np.maximum(values.sum(axis=1), 1)
+  column_max = zv.max(axis=1)
+  column_mean = zv.sum(axis=1) / n_values
+  sib = np.sort(z[:, :-1][drill]) if drill.any() else np.zeros(1, np.float32)
+  rank = np.searchsorted(sib, z, side="left") / max(len(sib), 1)
+  full = (num_f, width)
+  out = np.stack(
+    [
+      z,
+      obs[N_SIGNIFICANT],
+      obs[LOG_SIZE],
+      obs[LOG_SIZE] - obs[CURRENT_LOG_SIZE],
+      obs[CURRENT_LOG_SIZE],
+      obs[DEPTH],
+      np.full(full, parent_score),
+      z - parent_score,
+      np.broadcast_to(column_max[:, None], full),
+      np.broadcast_to(column_mean[:, None], full),
+      z - column_mean[:, None],
+      rank,
+      np.full(full, sib[-1]),
+      np.broadcast_to((n_values / (width - 1))[:, None], full),
+    ],
+    axis=-1,
+  )
+  return out.reshape(num_f * width, NUM_FEATURES).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class RankerWeights:
+  """A two-layer perceptron over standardised features; `logits(x)` is the log-odds of "on a planted path"."""
+
+  mean: np.ndarray  # [K] feature means of the training rows
+  scale: np.ndarray  # [K] feature standard deviations (1 where constant)
+  w1: np.ndarray  # [K, H]
+  b1: np.ndarray  # [H]
+  w2: np.ndarray  # [H, H]
+  b2: np.ndarray  # [H]
+  w3: np.ndarray  # [H]
+  b3: np.ndarray  # []
+  names: tuple[str, ...] = FEATURES  # the features it reads, in order
+
+  def __post_init__(self):
+    if tuple(self.names) != FEATURES:
+      raise ValueError(f"ranker weights for features {tuple(self.names)}, this version reads {FEATURES}")
+
+  def logits(self, x: np.ndarray) -> np.ndarray:
+    """`[N]` log-odds of rows `x` `[N, K]` (float64)."""
+    h = (np.asarray(x, np.float64) - self.mean) / self.scale
+    h = np.tanh(h @ self.w1 + self.b1)
+    h = np.tanh(h @ self.w2 + self.b2)
+    return h @ self.w3 + self.b3
+
+
+def save(weights: RankerWeights, path: str) -> None:
+  """Writes `weights` to an `.npz` file (atomically: a crash leaves the old file)."""
+  arrays = {f.name: np.asarray(getattr(weights, f.name)) for f in dataclasses.fields(weights) if f.name != "names"}
+  tmp = f"{path}.tmp.npz"
+  np.savez(tmp, names=np.asarray(weights.names), **arrays)
+  os.replace(tmp, path)
+
+
+def load(path: str | None = None) -> RankerWeights:
+  """Reads weights written by `save` (default: the packaged ranker, `PACKAGED`)."""
+  path = path or PACKAGED
+  if not os.path.exists(path):
+    raise ValueError(f"ranker weights {path!r} do not exist (make them with python -m experiments.train_ranker)")
+  with np.load(path) as z:
+    fields = {f.name: z[f.name] for f in dataclasses.fields(RankerWeights) if f.name != "names"}
+    names = tuple(str(n) for n in z["names"])
+  fields["b3"] = float(fields["b3"])
+  return RankerWeights(names=names, **fields)
+
+
+def learned_ranker(weights: RankerWeights | None = None) -> Ranker:
+  """The frontier ranking by `weights`' log-odds (default: the packaged ranker)."""
+  weights = weights if weights is not None else load()
+
+  def rank(obs: np.ndarray, parent_score: float) -> np.ndarray:
+    return weights.logits(features(obs, parent_score))
+
+  return rank
+
+
+def fit(
+  x: np.ndarray,
+  y: np.ndarray,
+  *,
+  seed: int,
+  hidden: int = 32,
+  steps: int = 2000,
+  learning_rate: float = 3e-3,
+  weight_decay: float = 1e-4,
+  sample_weight: np.ndarray | None = None,
+  drop: tuple[str, ...] = (),
+) -> RankerWeights:
+  """Fits a `RankerWeights` to rows `x` `[N, K]` and labels `y` `[N]` in {0, 1} (logistic loss, classes balanced).
+
+  Full-batch AdamW on the standardised rows; deterministic given `seed`. `drop` names features the ranker must not
+  read (an ablation): they are held at 0 in training and their input weights are 0, so they are ignored at use.
+  """
+  import jax  # noqa: PLC0415 (the search loop reads numpy weights; only fitting needs jax and optax)
+  import jax.numpy as jnp  # noqa: PLC0415
+  import optax  # noqa: PLC0415
+
+  x, y = np.array(x, np.float32), np.asarray(y, np.float32)
+  if x.ndim != 2 or x.shape[1] != NUM_FEATURES or len(x) != len(y):
+    raise ValueError(f"fit needs x [N, {NUM_FEATURES}] and y [N], got {x.shape} and {y.shape}")
+  unknown = sorted(set(drop) - set(FEATURES))
+  if unknown:
+    raise ValueError(f"fit: unknown features to drop {unknown}; the features are {FEATURES}")
+  dropped = np.asarray([f in drop for f in FEATURES])
+  x[:, dropped] = 0.0
+  if not np.isfinite(x).all():
+    raise ValueError("fit: the feature rows contain a non-finite value")
+  pos = float(y.sum())
+  if pos == 0 or pos == len(y):
+    raise ValueError(f"fit needs both labels, got {int(pos)} positives of {len(y)} rows")
+  sw = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, np.float32)
+  neg_w, pos_w = (sw * (1 - y)).sum(), (sw * y).sum()
+  w = sw * np.where(y > 0, 0.5 / pos_w, 0.5 / neg_w)  # each class carries half the loss
+  mean = x.mean(axis=0)
+  scale = np.where(x.std(axis=0) > 1e-6, x.std(axis=0), 1.0)
+  xs = jnp.asarray((x - mean) / scale)
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  params = {
+    "w1": jax.random.normal(k1, (NUM_FEATURES, hidden)) / np.sqrt(NUM_FEATURES),
+    "b1": jnp.zeros(hidden),
+    "w2": jax.random.normal(k2, (hidden, hidden)) / np.sqrt(hidden),
+    "b2": jnp.zeros(hidden),
+    "w3": jax.random.normal(k3, (hidden,)) / np.sqrt(hidden),
+    "b3": jnp.zeros(()),
+  }
+
+  def loss(p):
+    h = jnp.tanh(xs @ p["w1"] + p["b1"])
+    h = jnp.tanh(h @ p["w2"] + p["b2"])
+    logit = h @ p["w3"] + p["b3"]
+    return jnp.sum(w * optax.sigmoid_binary_cross_entropy(logit, y))
+
+  opt = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+  @jax.jit
+  def train(p):
+    def body(carry, _):
+      p, s = carry
+      g = jax.grad(loss)(p)
+      u, s = opt.update(g, s, p)
+      return (optax.apply_updates(p, u), s), None
+
+    (p, _), _ = jax.lax.scan(body, (p, opt.init(p)), None, length=steps)
+    return p
+
+  p = jax.device_get(train(params))
+  p["w1"] = np.where(dropped[:, None], 0.0, p["w1"])
+  return RankerWeights(
+    mean=mean.astype(np.float64),
+    scale=scale.astype(np.float64),
+    **{k: np.asarray(v, np.float64) for k, v in p.items() if k != "b3"},
+    b3=float(p["b3"]),
+  )
+
+
+def on_path(targets: np.ndarray, planted: np.ndarray) -> np.ndarray:
+  """`[N]` bool: target cohort codes `[N, F]` (-1 = all) whose filters are a subset of some planted cohort's `[E, F]`."""
+  if len(planted) == 0:
+    return np.zeros(len(targets), bool)
+  on = targets[:, None, :] >= 0  # [N, 1, F]
+  agree = targets[:, None, :] == planted[None, :, :]  # [N, E, F]
+  return np.any(np.all(~on | agree, axis=-1), axis=-1)
+
+
+def collect(
+  space: Space,
+  truth: Iterable,
+  *,
+  budget: int,
+  seed: int,
+  noise: float = 0.05,
+  negatives: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Training rows from one world: (features `[N, K]`, labels `[N]`, weights `[N]`).
+
+  Runs `frontier` for `budget` queries with the pixel ranking plus uniform noise
+  of width `noise` (seeded), and turns every drill-down it reveals into a row
+  labelled by `on_path` against `truth` (planted effects with a `cohort` dict).
+  Every positive is kept, and a `negatives` share of the negatives (drawn with
+  the seed), weighted 1 / `negatives` so the rows stand for all of them.
+  """
+  rng = np.random.default_rng([seed, 18])
+  planted = np.stack([filters_to_codes(space.cube.meta, e.cohort) for e in truth]) if truth else np.zeros((0, 0))
+  num_f = len(space.cube.meta.filter_names)
+  c = space.env.shape.num_values
+  rows: list[tuple] = []
+
+  def watch(filters: tuple, obs: np.ndarray, own: float, actions: list[int]) -> None:
+    acts = np.asarray(actions, np.int64)
+    f, v = np.divmod(acts, c + 1)
+    targets = np.tile(np.asarray(filters[:num_f], np.int64), (len(acts), 1))
+    targets[np.arange(len(acts)), f] = v
+    label = on_path(targets, planted) if len(planted) else np.zeros(len(acts), bool)
+    keep = label | (rng.random(len(acts)) < negatives)
+    x = features(obs, own)[acts[keep]]
+    rows.append((x, label[keep], np.where(label[keep], 1.0, 1.0 / negatives)))
+
+  def noisy(obs: np.ndarray, parent_score: float) -> np.ndarray:
+    scores = pixel_scores(obs) - 0.5 * parent_score
+    return scores + noise * rng.random(scores.shape)
+
+  frontier(space, budget=budget, seed=seed, ranker=noisy, watch=watch)
+  if not rows:
+    return np.zeros((0, NUM_FEATURES), np.float32), np.zeros(0, bool), np.zeros(0)
+  x, y, w = (np.concatenate(parts) for parts in zip(*rows, strict=True))
+  return x, y, w
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(path: str | None) -> RankerWeights:
+  return load(path)
+
+
+def learned(
+  space: Space,
+  *,
+  budget: int,
+  seed: int,
+  progress: Progress | None = None,
+  weights: str | None = None,
+) -> SearchResult:
+  """`frontier` ranked by a learned value (see module docstring); `weights`: an `.npz` path, default the packaged one."""
+  result = frontier(space, budget=budget, seed=seed, progress=progress, ranker=learned_ranker(_loaded(weights)))
+  return dataclasses.replace(result, method="learned")

@@ -1,0 +1,65 @@
+"""Training rows for the learned frontier ranking from the benchmark's training worlds (`cube_env.discovery.ranking`).
+
+The worlds are the suites' own families and sizes, drawn from the training
+split only, at world indices from `FIRST_INDEX` on, so that they are disjoint
+from the evaluation worlds (another seed range, `worlds.split_of`) and from
+the training worlds the settings sweep and the ranker's validation use
+(`--split train`, indices 0 to 9).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+from collections.abc import Callable, Iterable
+
+import jax
+import numpy as np
+
+from cube_env.discovery import ranking
+from experiments.quality.pool import limit_worker_threads
+from experiments.quality.runner import prepare_case
+from experiments.quality.suite import SUITES, make_case
+
+FAMILIES = ("standard", "wide", "deep", "masked")  # families with planted effects
+FIRST_INDEX = 20  # training-world indices from here on: past those the sweep and `--split train` validation use
+
+
+def world_rows(family: str, index: int, *, budget: int, suite: str = "standard") -> tuple[np.ndarray, ...]:
+  """(features, labels, weights) of training world `index` of `family`, at the suite's rows and depth."""
+  base = dataclasses.replace(SUITES[suite], split="train")
+  case = make_case(family, index, base)
+  if case.split != "train":
+    raise RuntimeError(f"world {family} {index} is not a training world")
+  space = prepare_case(case, max_depth=base.depth(family)).prepared.space
+  try:
+    return ranking.collect(space, case.truth, budget=budget, seed=case.seed)
+  finally:
+    jax.clear_caches()  # each world's shapes compile their own programs (see pool.case_in_worker)
+
+
+def training_rows(
+  worlds_per_family: int,
+  *,
+  budget: int,
+  families: Iterable[str] = FAMILIES,
+  workers: int = 2,
+  log: Callable[[str], None] = print,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(features, labels, weights, world) rows of `worlds_per_family` training worlds of each family (from
+  `FIRST_INDEX`), collected in `workers` processes; `world` is the row's world's position in job order."""
+  jobs = [(f, FIRST_INDEX + i) for i in range(worlds_per_family) for f in families]
+  parts: dict[tuple, tuple] = {}
+  ctx = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=limit_worker_threads) as pool:
+    futures = {pool.submit(world_rows, f, i, budget=budget): (f, i) for f, i in jobs}
+    for future in concurrent.futures.as_completed(futures):
+      key = futures[future]
+      parts[key] = future.result()
+      x, y, _ = parts[key]
+      log(f"world {key[0]} {key[1]}: {len(y)} rows, {int(y.sum())} on a planted path ({len(parts)}/{len(jobs)})")
+  ordered = [parts[k] for k in jobs]  # job order, so the rows do not depend on which worker finished first
+  x, y, w = (np.concatenate(p) for p in zip(*ordered, strict=True))
+  world = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(ordered)])
+  return x, y, w, world

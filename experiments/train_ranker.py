@@ -1,0 +1,94 @@
+"""Fit the learned frontier ranking on training worlds: `python -m experiments.train_ranker`.
+
+Collects rows from `--worlds-per-family` training worlds of each family with
+planted effects (`experiments.quality.ranker_training`), fits
+`cube_env.discovery.ranking.RankerWeights` and writes them to `--out` (default:
+the packaged ranker that `discover --method learned` and the `learned` method
+use). The packaged ranker was made with the defaults below. It prints one JSON
+line with the row counts, the fit's training-row AUC and the time. Validate on
+other training worlds with `python -m experiments.benchmark quality --split train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+import tyro
+
+from cube_env.discovery import ranking
+from experiments.quality import ranker_training
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+  """Fit the frontier ranking on training worlds."""
+
+  worlds_per_family: int = 24
+  """Training worlds of each family (standard, wide, deep, masked), from index 20 of the training split."""
+  budget: int = 300
+  """Queries of the noisy frontier search that collects each world's rows."""
+  hidden: int = 32
+  steps: int = 3000
+  seed: int = 0
+  drop: tuple[str, ...] = ()
+  """Features the ranker must not read (an ablation; names in cube_env.discovery.ranking.FEATURES)."""
+  workers: int = 2
+  rows_file: str | None = None
+  """Cache of the collected rows (.npz): read when it exists, written otherwise."""
+  out: str = ranking.PACKAGED
+
+
+def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
+  """Weighted area under the ROC curve (ties count half)."""
+  order = np.argsort(scores, kind="stable")
+  s, y, w = scores[order], labels[order].astype(bool), weights[order]
+  neg_below = np.cumsum(np.where(~y, w, 0.0))
+  _, first = np.unique(s, return_index=True)
+  # for ties, count negatives strictly below plus half of the tied ones
+  tie_start = np.repeat(first, np.diff(np.append(first, len(s))))
+  below = np.where(tie_start > 0, neg_below[tie_start - 1], 0.0)
+  tie_end = np.repeat(np.append(first[1:], len(s)) - 1, np.diff(np.append(first, len(s))))
+  tied = neg_below[tie_end] - below
+  return float(np.sum(np.where(y, w * (below + 0.5 * tied), 0.0)) / (w[y].sum() * w[~y].sum()))
+
+
+def main(args: Args) -> dict:
+  if args.worlds_per_family < 1 or args.budget < 1:
+    raise SystemExit("--worlds-per-family and --budget must be at least 1")
+  t0 = time.perf_counter()
+  if args.rows_file and os.path.exists(args.rows_file):
+    with np.load(args.rows_file) as z:
+      x, y, w = z["x"], z["y"], z["w"]
+  else:
+    x, y, w, world = ranker_training.training_rows(args.worlds_per_family, budget=args.budget, workers=args.workers)
+    if args.rows_file:
+      np.savez(args.rows_file, x=x, y=y, w=w, world=world)
+  t1 = time.perf_counter()
+  weights = ranking.fit(x, y, seed=args.seed, hidden=args.hidden, steps=args.steps, sample_weight=w, drop=args.drop)
+  ranking.save(weights, args.out)
+  row = dict(
+    kind="ranker",
+    out=args.out,
+    rows=int(len(y)),
+    positives=int(y.sum()),
+    worlds_per_family=args.worlds_per_family,
+    budget=args.budget,
+    hidden=args.hidden,
+    steps=args.steps,
+    seed=args.seed,
+    drop=list(args.drop),
+    train_auc=auc(weights.logits(x), y, w),
+    pixel_auc=auc(x[:, ranking.FEATURES.index("z")], y, w),
+    collect_s=t1 - t0,
+    fit_s=time.perf_counter() - t1,
+  )
+  print(json.dumps(row, sort_keys=True), flush=True)
+  return row
+
+
+if __name__ == "__main__":
+  main(tyro.cli(Args))

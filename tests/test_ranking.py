@@ -1,0 +1,125 @@
+"""The learned frontier ranking: features by hand, labels, the fit, storage, the packaged ranker and its method."""
+
+import numpy as np
+import pytest
+
+import cube_env
+from cube_env.discovery import methods, ranking
+from cube_env.discovery import space as space_lib
+from cube_env.environment.env import CHANNELS
+from experiments import train_ranker
+
+Z = 4.0
+
+
+@pytest.fixture(scope="module")
+def space(small_cube):
+  return cube_env.make_space(small_cube, max_depth=2, z_screen=Z)
+
+
+def _obs(z: np.ndarray, real: np.ndarray, legal: np.ndarray) -> np.ndarray:
+  obs = np.zeros((len(CHANNELS),) + z.shape, np.float32)
+  obs[CHANNELS.index("max_abs_z")] = z
+  obs[CHANNELS.index("real")] = real
+  obs[CHANNELS.index("legal")] = legal
+  obs[CHANNELS.index("log_size")] = 0.5
+  obs[CHANNELS.index("current_log_size")] = 0.75
+  obs[CHANNELS.index("depth")] = 0.5
+  return obs
+
+
+def test_features_by_hand():
+  """Two columns (3 and 2 real values of C = 3) and the "all" column: every feature of two pixels by hand."""
+  z = np.array([[0.1, 0.4, 0.7, 0.3], [0.2, 0.6, 0.0, 0.5]], np.float32)
+  real = np.array([[1, 1, 1, 1], [1, 1, 0, 1]], np.float32)
+  legal = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.float32)
+  x = ranking.features(_obs(z, real, legal), 0.25)
+  assert x.shape == (8, ranking.NUM_FEATURES) and x.dtype == np.float32
+  col = {name: i for i, name in enumerate(ranking.FEATURES)}
+  a = 1 * 4 + 1  # column 1, value 1: z 0.6
+  sibs = np.sort([0.1, 0.4, 0.7, 0.2, 0.6])  # the drill-downs' z
+  want = {
+    "z": 0.6,
+    "log_size": 0.5,
+    "size_ratio": -0.25,
+    "parent_log_size": 0.75,
+    "parent_depth": 0.5,
+    "parent_score": 0.25,
+    "lift": 0.35,
+    "column_max": 0.6,
+    "column_mean": 0.4,  # (0.2 + 0.6) / 2 real values
+    "above_column": 0.2,
+    "sibling_rank": np.searchsorted(sibs, 0.6) / 5,  # 3 of 5 lower
+    "sibling_max": 0.7,
+    "column_values": 2 / 3,
+  }
+  for name, value in want.items():
+    assert x[a, col[name]] == pytest.approx(value, abs=1e-6), name
+  assert x[2, col["column_mean"]] == pytest.approx(0.4, abs=1e-6)  # column 0: (0.1 + 0.4 + 0.7) / 3
+  assert x[2, col["sibling_rank"]] == pytest.approx(0.8)
+
+
+def test_on_path():
+  planted = np.array([[2, -1, 1], [-1, 0, -1]])
+  targets = np.array([[2, -1, -1], [2, -1, 1], [2, 0, -1], [-1, 0, -1], [1, -1, -1], [-1, -1, 1]])
+  np.testing.assert_array_equal(ranking.on_path(targets, planted), [True, True, False, True, False, True])
+  assert not ranking.on_path(targets, np.zeros((0, 3), int)).any()
+
+
+def test_fit_orders_a_learnable_rule_and_round_trips(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(600, ranking.NUM_FEATURES)).astype(np.float32)
+  y = (x[:, 0] + 0.5 * x[:, 3] > 0.8).astype(np.float32)
+  w = ranking.fit(x, y, seed=1, hidden=8, steps=400)
+  assert train_ranker.auc(w.logits(x), y, np.ones_like(y)) > 0.97
+  again = ranking.fit(x, y, seed=1, hidden=8, steps=400)
+  np.testing.assert_array_equal(w.logits(x), again.logits(x))  # deterministic given the seed
+  path = str(tmp_path / "r.npz")
+  ranking.save(w, path)
+  np.testing.assert_allclose(ranking.load(path).logits(x), w.logits(x))
+  dropped = ranking.fit(x, y, seed=1, hidden=8, steps=400, drop=("z",))  # an ablation ignores the feature
+  moved = x.copy()
+  moved[:, 0] += 5.0
+  np.testing.assert_allclose(dropped.logits(moved), dropped.logits(x))
+  assert train_ranker.auc(dropped.logits(x), y, np.ones_like(y)) < train_ranker.auc(w.logits(x), y, np.ones_like(y))
+  with pytest.raises(ValueError, match="unknown features"):
+    ranking.fit(x, y, seed=0, drop=("nope",))
+  with pytest.raises(ValueError, match="both labels"):
+    ranking.fit(x, np.zeros(len(x)), seed=0)
+  with pytest.raises(ValueError, match="non-finite"):
+    ranking.fit(np.full_like(x, np.nan), y, seed=0)
+  with pytest.raises(ValueError, match="do not exist"):
+    ranking.load(str(tmp_path / "missing.npz"))
+  with pytest.raises(ValueError, match="features"):
+    ranking.RankerWeights(**{**w.__dict__, "names": ("z",)})
+
+
+def test_auc_by_hand():
+  scores = np.array([0.1, 0.4, 0.4, 0.9])
+  labels = np.array([0, 0, 1, 1])
+  # positive pairs: 0.4 beats 0.1, ties 0.4 (half); 0.9 beats both: (1 + 0.5 + 2) / 4
+  assert train_ranker.auc(scores, labels, np.ones(4)) == pytest.approx(3.5 / 4)
+
+
+def test_learned_method_is_frontier_with_the_packaged_ranking(space):
+  weights = ranking.load()
+  assert weights.names == ranking.FEATURES
+  ranker = ranking.learned_ranker(weights)
+  res = methods.get_method("learned")(space, budget=12, seed=0)
+  ref = methods.frontier(space, budget=12, seed=0, ranker=ranker)
+  assert res.method == "learned" and res.queries == 12
+  assert res.visits["cohort"].tolist() == ref.visits["cohort"].tolist()
+  obs, _, _ = space_lib.Ledger(space, 1).root()
+  assert np.isfinite(ranker(obs, 0.0)).all()
+
+
+def test_collect_labels_the_planted_path(small_cube):
+  """On the small cube with proc=A, race B planted: rows of the drill-downs a short search reveals, labelled."""
+  shallow = cube_env.make_space(small_cube, max_depth=2, z_screen=Z)
+  truth = [cube_env.synthetic.PlantedEffect({"proc": "A"}, "race", "B", "minutes", 0.4)]
+  x, y, w = ranking.collect(shallow, truth, budget=4, seed=0, negatives=1.0)
+  assert x.shape[1] == ranking.NUM_FEATURES and len(x) == len(y) == len(w)
+  assert y.sum() == 1  # the root reveals proc=A once; its children lie at depth 2 off the path
+  np.testing.assert_array_equal(w, 1.0)
+  _, y_few, w_few = ranking.collect(shallow, truth, budget=4, seed=0, negatives=0.2)
+  assert y_few.sum() == 1 and len(y_few) < len(y) and set(w_few[~y_few]) == {5.0}
