@@ -31,7 +31,8 @@ class Args:
   """Training worlds of each family (standard, wide, deep, masked), from index 20 of the training split."""
   budget: int = 300
   """Queries of the noisy frontier search that collects each world's rows."""
-  hidden: int = 32
+  hidden: int = 8
+  """Units of each hidden layer (8 and 3,000 steps beat 32 and 1,000 on the training-world validation)."""
   steps: int = 3000
   seed: int = 0
   drop: tuple[str, ...] = ()

@@ -268,7 +268,8 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
   assert qsuite.SUITES["quick"].options_row("frontier") == [["lift", 0.5], ["ranker", None]]
   assert qsuite.SUITES["quick"].options_row("beam") == [["width", 32]]
   assert qsuite.SUITES["quick"].options_row("beam@width=4") == [["width", 4]]
-  assert qsuite.SUITES["quick"].options_row("auto") == [["fallback", "frontier"]]
+  assert qsuite.SUITES["quick"].options_row("auto") == [["fallback", "learned"]]
+  assert qsuite.SUITES["quick"].options_row("learned") == [["weights", None]]
   with pytest.raises(ValueError, match="above_walkers"):
     qsuite.Suite(name="t", above_walkers=("greedy",))
   # a suite that runs only enumeration above the walkers' fractions: auto and the peers stop with the walkers

@@ -42,9 +42,11 @@ from cube_env.discovery.space import (
   time_limit_of,
 )
 
-# best method at small budgets on the training worlds: frontier (lift 0.5) 0.875 mean recall, greedy 0.72, beam
-# (width 32) 0.66 (benchmarks/quality_sweep_frontier_train_cpu.jsonl; cube_env.discovery.frontier)
-FALLBACK = "frontier"
+# best method at small budgets on the training worlds (0.5-5% and 300-1,000 queries, 6 worlds each of standard, wide,
+# deep and masked; benchmarks/quality_ranker_train_cpu.jsonl): learned (the packaged ranker) 0.91 mean recall,
+# frontier 0.86, greedy 0.82 (earlier, on 2 worlds each: frontier 0.875, greedy 0.72, beam width 32 0.66;
+# benchmarks/quality_sweep_frontier_train_cpu.jsonl)
+FALLBACK = "learned"
 EXACT_COUNT_SUBSETS = 20_000  # count cohorts exactly up to this many column subsets (~1 ms each at 50,000 cells)
 PROBE_SUBSETS = 5  # column subsets timed by the probe (the first one's time is mostly compilation)
 TIME_MARGIN = 1.5  # enumeration is chosen under a time limit only if its estimate x this fits

@@ -223,7 +223,7 @@ def default_options(method: str) -> dict:
     signature = inspect.signature(cube_env.get_method(method))
   except ValueError:  # not registered (a plug-in not imported): nothing to record
     return {}
-  own = {"space", "budget", "seed", "progress"}
+  own = {"space", "budget", "seed", "progress", "watch"}  # the search's arguments and observers, not settings
   return {
     name: p.default
     for name, p in signature.parameters.items()
