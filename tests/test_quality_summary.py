@@ -112,6 +112,10 @@ def test_paired_differences_against_a_hand_computation():
   assert (beam["diff_low"], beam["diff_high"]) == pytest.approx((-0.1 + 0.075 * 0.3, 0.2 + 0.925 * 0.3))
   assert beam["recall_mean"] == pytest.approx(0.9) and beam["other_recall_mean"] == pytest.approx(0.7)
   assert {r["budget_key"] for r in by.values()} == {"f0.01"} and leader["family"] == "standard"
+  # one method against the best of a few (issue 18's yardstick): greedy against random only, d = 0.2, 0.3, 0.5
+  (versus,) = paired(_paired_runs(), method="greedy", among=("random",))
+  assert versus["kind"] == "versus" and versus["method"] == "greedy" and versus["other"] == "random"
+  assert versus["diff_mean"] == pytest.approx(by["greedy"]["recall_mean"] - by["random"]["recall_mean"])
 
 
 def test_summary_rows_means_intervals_and_family_wise_error():

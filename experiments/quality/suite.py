@@ -49,6 +49,8 @@ SUITE_METHODS = (
   "pysubgroup-dfs",
 )
 RECALL_TARGET = 0.9
+LEARNED = "learned"  # the learned search (issue 18) ...
+HEURISTICS = ("greedy", "beam", "uct", "pysubgroup-beam", "pysubgroup-dfs")  # ... and what it must beat
 FRACTIONS = (0.001, 0.005, 0.01, 0.05, 0.2, 1.0)  # of enumeration's query count (1.0: enumeration itself)
 FIXED_BUDGETS = (100, 300, 1000, 3000)  # queries, on FIXED_FAMILIES
 FULL_BUDGET = ("exhaustive", "pysubgroup-beam", "pysubgroup-dfs")  # their search depends on the budget: a run each

@@ -187,9 +187,20 @@ def _recall_of_oracle(runs: pd.DataFrame) -> np.ndarray:
   return np.asarray(out, float)
 
 
-def paired(runs: Iterable[dict], *, reps: int = 10000, seed: int = 0, split: str = "eval") -> list[dict]:
+def paired(
+  runs: Iterable[dict],
+  *,
+  reps: int = 10000,
+  seed: int = 0,
+  split: str = "eval",
+  method: str | None = None,
+  among: Iterable[str] | None = None,
+) -> list[dict]:
   """Each method's recall minus the best other method's, paired per world: one `paired` row per (family, budget
   key, method).
+
+  With `method` and `among` (issue 18's yardstick: `learned` against the best heuristic), only `method`'s rows,
+  its best other taken among `among`; those rows are of kind `versus`.
 
   Definition. At a family and budget key, let W be the worlds where method m
   has an applicable run with a finite recall r_m(w) (worlds with planted
@@ -224,9 +235,10 @@ def paired(runs: Iterable[dict], *, reps: int = 10000, seed: int = 0, split: str
       budget_fraction=round(float(g["budget_fraction"].mean()), 4),
       nominal_fraction=_or_none(g["nominal_fraction"].iloc[0]),
     )
-    for m in methods:
+    pool = methods if among is None else [o for o in methods if o in set(among)]
+    for m in methods if method is None else [m for m in methods if m == method]:
       here = recall[recall[m].notna()]
-      others = [o for o in methods if o != m and here[o].notna().all()]
+      others = [o for o in pool if o != m and here[o].notna().all()]
       if not others:
         continue
       best = max(others, key=lambda o: here[o].mean())  # the first of equals, in `methods` order
@@ -234,7 +246,7 @@ def paired(runs: Iterable[dict], *, reps: int = 10000, seed: int = 0, split: str
       low, high = bootstrap_interval(d, reps=reps, seed=seed)
       out.append(
         dict(
-          kind="paired",
+          kind="paired" if method is None else "versus",
           **budget,
           method=m,
           other=best,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from experiments.quality.suite import RECALL_TARGET, SUITE_METHODS, TRUTHLESS
+from experiments.quality.suite import HEURISTICS, LEARNED, RECALL_TARGET, SUITE_METHODS, TRUTHLESS
 from experiments.quality.summary import FAMILY_ORDER, in_order, paired
 
 HEADLINE_FRACTIONS = (0.01, 0.05)  # of enumeration's queries, where enumeration is feasible
@@ -178,6 +178,10 @@ def headline_tables(
     ),
     "family-wise error rate (worlds with any confirmed finding)": fwer_table(summary),
   }
+  if runs is not None and any(r.get("method") == LEARNED for r in runs):
+    versus = paired(runs, method=LEARNED, among=HEURISTICS)
+    title = f"{LEARNED} minus the best of {', '.join(HEURISTICS)}, paired per world (issue 18's yardstick)"
+    tables[title] = paired_table(versus).drop(columns="leader", errors="ignore")
   head = (
     f"\nsuite {suite_name}, {wall_s / 60:.1f} min in {calls} call(s) on {device_kind}; means over evaluation "
     "worlds, [95% interval]: bootstrap over worlds, Clopper-Pearson for rates"
