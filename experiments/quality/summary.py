@@ -280,18 +280,26 @@ SWEEP_FRACTIONS = (0.005, 0.01, 0.05)  # budgets where the settings are chosen (
 SWEEP_FIXED = (300, 1000)  # the same on fixed-budget families
 
 
+def sweep_window(rows: Iterable[dict], *, split: str = "train") -> pd.DataFrame:
+  """`run_frame` rows where settings are chosen: budgets of `SWEEP_FRACTIONS` / `SWEEP_FIXED`, applicable runs,
+  families with planted effects."""
+  runs = run_frame(rows, split=split)
+  if runs.empty:
+    return runs
+  window = runs["nominal_fraction"].isin(SWEEP_FRACTIONS) | (
+    (runs["budget_kind"] == "fixed") & runs["budget"].isin(SWEEP_FIXED)
+  )
+  return runs[window & runs["applicable"].astype(bool) & ~runs["family"].isin(TRUTHLESS)]
+
+
 def best_settings(rows: Iterable[dict], *, split: str = "train") -> list[dict]:
   """One `sweep_choice` row per swept method: the setting (`suite.SWEEP` variant, or the method's defaults) with the
     best mean recall over the worlds and budgets of `SWEEP_FRACTIONS` / `SWEEP_FIXED`, ties to the defaults, then to
     the first swept; with every candidate's mean recall and its number of runs. Planted families only; compared on the
   (world, budget) runs every candidate has (a sweep cut short compares like with like)."""
-  runs = run_frame(rows, split=split)
+  runs = sweep_window(rows, split=split)
   if runs.empty:
     return []
-  window = runs["nominal_fraction"].isin(SWEEP_FRACTIONS) | (
-    (runs["budget_kind"] == "fixed") & runs["budget"].isin(SWEEP_FIXED)
-  )
-  runs = runs[window & runs["applicable"].astype(bool) & ~runs["family"].isin(TRUTHLESS)]
   out = []
   for base, variants in SWEEP.items():
     names = [base] + [n for n in in_order(runs["method"], ()) if n.partition("@")[0] == base and n != base]
