@@ -8,6 +8,7 @@ from cube_env.discovery import methods, ranking
 from cube_env.discovery import space as space_lib
 from cube_env.environment.env import CHANNELS
 from experiments import train_ranker
+from experiments.quality import tuning
 
 Z = 4.0
 
@@ -123,3 +124,24 @@ def test_collect_labels_the_planted_path(small_cube):
   np.testing.assert_array_equal(w, 1.0)
   _, y_few, w_few = ranking.collect(shallow, truth, budget=4, seed=0, negatives=0.2)
   assert y_few.sum() == 1 and len(y_few) < len(y) and set(w_few[~y_few]) == {5.0}
+
+
+def test_nevergrad_tuning_finds_the_peak_of_a_known_objective():
+  """`tuning.tune` drives a real Nevergrad optimizer: seeded, within the bounds, and it ends near a known optimum."""
+  pytest.importorskip("nevergrad")
+  space = {"hidden": tuning.Bound(4, 32, log=True, integer=True), "learning_rate": tuning.Bound(1e-3, 2e-2, log=True)}
+
+  def objective(s):
+    return -((np.log(s["hidden"]) - np.log(12)) ** 2) - (np.log(s["learning_rate"]) - np.log(5e-3)) ** 2
+
+  seen = []
+  best, history = tuning.tune(objective, space, budget=40, seed=3, optimizer="OnePlusOne", log=seen.append)
+  assert seen == history and len(history) == 40
+  assert all(4 <= r["settings"]["hidden"] <= 32 and isinstance(r["settings"]["hidden"], int) for r in history)
+  assert 8 <= best["hidden"] <= 18 and 2.5e-3 <= best["learning_rate"] <= 1e-2
+  again, _ = tuning.tune(objective, space, budget=40, seed=3, optimizer="OnePlusOne")
+  assert again == best  # seeded
+  with pytest.raises(ValueError, match="optimizer"):
+    tuning.tune(objective, space, budget=2, seed=0, optimizer="nope")
+  with pytest.raises(ValueError, match="lower < upper"):
+    tuning.Bound(2, 1)
