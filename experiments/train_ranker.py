@@ -43,20 +43,6 @@ class Args:
   out: str = ranking.PACKAGED
 
 
-def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
-  """Weighted area under the ROC curve (ties count half)."""
-  order = np.argsort(scores, kind="stable")
-  s, y, w = scores[order], labels[order].astype(bool), weights[order]
-  neg_below = np.cumsum(np.where(~y, w, 0.0))
-  _, first = np.unique(s, return_index=True)
-  # for ties, count negatives strictly below plus half of the tied ones
-  tie_start = np.repeat(first, np.diff(np.append(first, len(s))))
-  below = np.where(tie_start > 0, neg_below[tie_start - 1], 0.0)
-  tie_end = np.repeat(np.append(first[1:], len(s)) - 1, np.diff(np.append(first, len(s))))
-  tied = neg_below[tie_end] - below
-  return float(np.sum(np.where(y, w * (below + 0.5 * tied), 0.0)) / (w[y].sum() * w[~y].sum()))
-
-
 def main(args: Args) -> dict:
   if args.worlds_per_family < 1 or args.budget < 1:
     raise SystemExit("--worlds-per-family and --budget must be at least 1")
@@ -82,8 +68,8 @@ def main(args: Args) -> dict:
     steps=args.steps,
     seed=args.seed,
     drop=list(args.drop),
-    train_auc=auc(weights.logits(x), y, w),
-    pixel_auc=auc(x[:, ranking.FEATURES.index("z")], y, w),
+    train_auc=ranking.auc(weights.logits(x), y, w),
+    pixel_auc=ranking.auc(x[:, ranking.FEATURES.index("z")], y, w),
     collect_s=t1 - t0,
     fit_s=time.perf_counter() - t1,
   )

@@ -7,7 +7,6 @@ import cube_env
 from cube_env.discovery import methods, ranking
 from cube_env.discovery import space as space_lib
 from cube_env.environment.env import CHANNELS
-from experiments import train_ranker
 from experiments.quality import tuning
 
 Z = 4.0
@@ -72,7 +71,7 @@ def test_fit_orders_a_learnable_rule_and_round_trips(tmp_path):
   x = rng.normal(size=(600, ranking.NUM_FEATURES)).astype(np.float32)
   y = (x[:, 0] + 0.5 * x[:, 3] > 0.8).astype(np.float32)
   w = ranking.fit(x, y, seed=1, hidden=8, steps=400)
-  assert train_ranker.auc(w.logits(x), y, np.ones_like(y)) > 0.97
+  assert ranking.auc(w.logits(x), y, np.ones_like(y)) > 0.97
   again = ranking.fit(x, y, seed=1, hidden=8, steps=400)
   np.testing.assert_array_equal(w.logits(x), again.logits(x))  # deterministic given the seed
   path = str(tmp_path / "r.npz")
@@ -82,7 +81,7 @@ def test_fit_orders_a_learnable_rule_and_round_trips(tmp_path):
   moved = x.copy()
   moved[:, 0] += 5.0
   np.testing.assert_allclose(dropped.logits(moved), dropped.logits(x))
-  assert train_ranker.auc(dropped.logits(x), y, np.ones_like(y)) < train_ranker.auc(w.logits(x), y, np.ones_like(y))
+  assert ranking.auc(dropped.logits(x), y, np.ones_like(y)) < ranking.auc(w.logits(x), y, np.ones_like(y))
   with pytest.raises(ValueError, match="unknown features"):
     ranking.fit(x, y, seed=0, drop=("nope",))
   with pytest.raises(ValueError, match="both labels"):
@@ -99,7 +98,7 @@ def test_auc_by_hand():
   scores = np.array([0.1, 0.4, 0.4, 0.9])
   labels = np.array([0, 0, 1, 1])
   # positive pairs: 0.4 beats 0.1, ties 0.4 (half); 0.9 beats both: (1 + 0.5 + 2) / 4
-  assert train_ranker.auc(scores, labels, np.ones(4)) == pytest.approx(3.5 / 4)
+  assert ranking.auc(scores, labels, np.ones(4)) == pytest.approx(3.5 / 4)
 
 
 def test_learned_method_is_frontier_with_the_packaged_ranking(space):

@@ -239,6 +239,20 @@ def fit(
   )
 
 
+def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
+  """Weighted area under the ROC curve (ties count half)."""
+  order = np.argsort(scores, kind="stable")
+  s, y, w = scores[order], labels[order].astype(bool), weights[order]
+  neg_below = np.cumsum(np.where(~y, w, 0.0))
+  _, first = np.unique(s, return_index=True)
+  # for ties, count negatives strictly below plus half of the tied ones
+  tie_start = np.repeat(first, np.diff(np.append(first, len(s))))
+  below = np.where(tie_start > 0, neg_below[tie_start - 1], 0.0)
+  tie_end = np.repeat(np.append(first[1:], len(s)) - 1, np.diff(np.append(first, len(s))))
+  tied = neg_below[tie_end] - below
+  return float(np.sum(np.where(y, w * (below + 0.5 * tied), 0.0)) / (w[y].sum() * w[~y].sum()))
+
+
 def on_path(targets: np.ndarray, planted: np.ndarray) -> np.ndarray:
   """`[N]` bool: target cohort codes `[N, F]` (-1 = all) whose filters are a subset of some planted cohort's `[E, F]`."""
   if len(planted) == 0:
