@@ -15,7 +15,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("cube_env", "muzero_jax", "experiments")
 # Optional dependencies may be imported lazily inside a function (they are extras).
-OPTIONAL = {"ray", "gymnax", "pysubgroup", "psutil"}
+OPTIONAL = {"ray", "gymnax", "pysubgroup", "psutil", "nevergrad"}
 # The Ray fan-out module needs Ray at import: entry points load it only when asked to fan out.
 OPTIONAL_MODULES = {"muzero_jax.distributed"}
 

@@ -35,7 +35,10 @@ import functools
 import os
 from collections.abc import Iterable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from cube_env.data.ingest import filters_to_codes
 from cube_env.discovery.frontier import MAX_ABS_Z, N_SIGNIFICANT, Ranker, frontier, pixel_scores
@@ -177,10 +180,6 @@ def fit(
   Full-batch AdamW on the standardised rows; deterministic given `seed`. `drop` names features the ranker must not
   read (an ablation): they are held at 0 in training and their input weights are 0, so they are ignored at use.
   """
-  import jax  # noqa: PLC0415 (the search loop reads numpy weights; only fitting needs jax and optax)
-  import jax.numpy as jnp  # noqa: PLC0415
-  import optax  # noqa: PLC0415
-
   x, y = np.array(x, np.float32), np.asarray(y, np.float32)
   if x.ndim != 2 or x.shape[1] != NUM_FEATURES or len(x) != len(y):
     raise ValueError(f"fit needs x [N, {NUM_FEATURES}] and y [N], got {x.shape} and {y.shape}")

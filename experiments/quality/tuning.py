@@ -24,6 +24,7 @@ import numpy as np
 
 from cube_env.discovery import ranking
 from experiments.quality import ranker_training
+from experiments.quality.session import run_quality
 from experiments.quality.summary import sweep_window
 
 Objective = Callable[[dict], float]  # settings -> score (higher is better)
@@ -108,8 +109,6 @@ def ranker_objective(
 ) -> Objective:
   """Mean recall of `learned` with a ranker fitted at the given settings on `rows` ((x, y, w) training rows), on
   `worlds` training worlds of each family with planted effects (quick sizes, `split="train"`)."""
-  from experiments.quality.session import run_quality  # noqa: PLC0415 (the benchmark, imported when used)
-
   x, y, w = rows[:3]
   os.makedirs(workdir, exist_ok=True)
   count = [0]

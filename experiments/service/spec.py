@@ -64,7 +64,17 @@ def is_loopback(host: str) -> bool:
     return False
 
 
-METHODS = ("auto", "exhaustive", "uct", "beam", "greedy", "random", "muzero")  # what a job may ask for
+METHODS = (
+  "auto",
+  "exhaustive",
+  "learned",
+  "frontier",
+  "uct",
+  "beam",
+  "greedy",
+  "random",
+  "muzero",
+)  # what a job may ask for
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
