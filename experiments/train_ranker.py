@@ -39,13 +39,16 @@ class Args:
   """Features the ranker must not read (an ablation; names in cube_env.discovery.ranking.FEATURES)."""
   workers: int = 2
   rows_file: str | None = None
-  """Cache of the collected rows (.npz): read when it exists, written otherwise."""
+  """Cache of the collected rows (.npz): read when it exists (then --worlds-per-family and --budget are not used),
+  written otherwise."""
   out: str = ranking.PACKAGED
 
 
 def main(args: Args) -> dict:
-  if args.worlds_per_family < 1 or args.budget < 1:
-    raise SystemExit("--worlds-per-family and --budget must be at least 1")
+  if args.worlds_per_family < 1 or args.budget < 1 or args.hidden < 1 or args.steps < 1:
+    raise SystemExit("--worlds-per-family, --budget, --hidden and --steps must be at least 1")
+  if args.rows_file and not args.rows_file.endswith(".npz"):
+    raise SystemExit(f"--rows-file must end in .npz (numpy adds it otherwise), got {args.rows_file!r}")
   t0 = time.perf_counter()
   if args.rows_file and os.path.exists(args.rows_file):
     with np.load(args.rows_file) as z:

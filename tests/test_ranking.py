@@ -123,6 +123,10 @@ def test_collect_labels_the_planted_path(small_cube):
   np.testing.assert_array_equal(w, 1.0)
   _, y_few, w_few = ranking.collect(shallow, truth, budget=4, seed=0, negatives=0.2)
   assert y_few.sum() == 1 and len(y_few) < len(y) and set(w_few[~y_few]) == {5.0}
+  with pytest.raises(ValueError, match="negatives"):
+    ranking.collect(shallow, truth, budget=4, seed=0, negatives=0.0)
+  with pytest.raises(ValueError, match="noise"):
+    ranking.collect(shallow, truth, budget=4, seed=0, noise=-1.0)
 
 
 def test_nevergrad_tuning_finds_the_peak_of_a_known_objective():

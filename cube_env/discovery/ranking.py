@@ -278,6 +278,10 @@ def collect(
   Every positive is kept, and a `negatives` share of the negatives (drawn with
   the seed), weighted 1 / `negatives` so the rows stand for all of them.
   """
+  if not 0 < negatives <= 1:
+    raise ValueError(f"collect: negatives is the share of negative rows kept, in (0, 1], got {negatives!r}")
+  if not noise >= 0:
+    raise ValueError(f"collect: noise must be >= 0, got {noise!r}")
   rng = np.random.default_rng([seed, 18])
   planted = np.stack([filters_to_codes(space.cube.meta, e.cohort) for e in truth]) if truth else np.zeros((0, 0))
   num_f = len(space.cube.meta.filter_names)

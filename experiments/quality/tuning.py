@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import os
 from collections.abc import Callable
@@ -115,16 +116,20 @@ def ranker_objective(
 
   def objective(settings: dict) -> float:
     count[0] += 1
-    path = os.path.join(workdir, f"ranker{count[0]}.npz")
     weights = ranking.fit(x, y, seed=seed, sample_weight=w, **settings)
-    ranking.save(weights, path)
+    tmp = os.path.join(workdir, "candidate.npz")
+    ranking.save(weights, tmp)
+    with open(tmp, "rb") as handle:  # named by content: a stored run row of these exact weights is one of theirs
+      digest = hashlib.sha1(handle.read()).hexdigest()[:12]
+    path = os.path.join(workdir, f"ranker-{digest}.npz")
+    os.replace(tmp, path)
     method = f"learned@weights={path}"
     with contextlib.redirect_stdout(io.StringIO()):  # run_quality prints its summary rows
       rows_out = run_quality(
         "quick",
         checkpoint=None,
         method_names=(method,),
-        plot_path=os.path.join(workdir, f"ranker{count[0]}.png"),
+        plot_path=os.path.join(workdir, f"ranker-{digest}.png"),
         out=os.path.join(workdir, "runs.jsonl"),
         emit=lambda rows, _out: list(rows),
         log=lambda _text: None,
