@@ -16,7 +16,6 @@ import json
 import os
 import time
 
-import numpy as np
 import tyro
 
 from cube_env.discovery import ranking
@@ -51,12 +50,11 @@ def main(args: Args) -> dict:
     raise SystemExit(f"--rows-file must end in .npz (numpy adds it otherwise), got {args.rows_file!r}")
   t0 = time.perf_counter()
   if args.rows_file and os.path.exists(args.rows_file):
-    with np.load(args.rows_file) as z:
-      x, y, w = z["x"], z["y"], z["w"]
+    x, y, w = ranker_training.load_rows(args.rows_file)
   else:
     x, y, w, world = ranker_training.training_rows(args.worlds_per_family, budget=args.budget, workers=args.workers)
     if args.rows_file:
-      np.savez(args.rows_file, x=x, y=y, w=w, world=world)
+      ranker_training.save_rows(args.rows_file, x, y, w, world)
   t1 = time.perf_counter()
   weights = ranking.fit(x, y, seed=args.seed, hidden=args.hidden, steps=args.steps, sample_weight=w, drop=args.drop)
   ranking.save(weights, args.out)

@@ -17,10 +17,9 @@ import json
 import os
 import time
 
-import numpy as np
 import tyro
 
-from experiments.quality import tuning
+from experiments.quality import ranker_training, tuning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +45,7 @@ def main(args: Args) -> dict:
     raise SystemExit(f"--rows-file {args.rows_file!r} does not exist (python -m experiments.train_ranker --rows-file)")
   if args.worlds < 1:
     raise SystemExit("--worlds must be at least 1")
-  with np.load(args.rows_file) as z:
-    rows = (z["x"], z["y"], z["w"])
+  rows = ranker_training.load_rows(args.rows_file)
   objective = tuning.ranker_objective(
     rows, worlds=args.worlds, workdir=args.workdir, seed=args.seed, workers=args.workers
   )

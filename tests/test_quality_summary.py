@@ -200,12 +200,17 @@ def test_headline_tables_cells():
   fwer = qtables.fwer_table(summary)
   k_low, k_high = clopper_pearson(1, 3)
   assert fwer.loc[("null", "1%"), "greedy"] == f"0.33 [{k_low:.2f}, {k_high:.2f}]"
-  text = qtables.headline_tables(summary, suite_name="t", wall_s=120.0, calls=1, device_kind="cpu", runs=runs)
+  text = qtables.headline_tables(summary, suite_name="t", wall_s=120.0, calls=1, device_kind="cpu", pairs=paired(runs))
   assert "| exhaustive | 5% = 500 q, 1.5 s | n/a |" in text and "paired per world" in text and "2.0 min" in text
   assert "paired" not in qtables.headline_tables(summary, suite_name="t", wall_s=1.0, calls=1, device_kind="cpu")
   null = [r for r in summary if r["family"] == "null"]  # a suite of truthless worlds: the FWER table alone
   text = qtables.headline_tables(
-    null, suite_name="t", wall_s=1.0, calls=1, device_kind="cpu", runs=[r for r in runs if r["family"] == "null"]
+    null,
+    suite_name="t",
+    wall_s=1.0,
+    calls=1,
+    device_kind="cpu",
+    pairs=paired([r for r in runs if r["family"] == "null"]),
   )
   assert "recall" not in text and f"| null | 1% | 0.33 [{k_low:.2f}, {k_high:.2f}] |" in text
 

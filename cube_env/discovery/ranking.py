@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from cube_env.data.ingest import filters_to_codes
-from cube_env.discovery.frontier import MAX_ABS_Z, N_SIGNIFICANT, Ranker, frontier, pixel_scores
+from cube_env.discovery.frontier import LIFT, MAX_ABS_Z, N_SIGNIFICANT, Ranker, frontier, pixel_ranker
 from cube_env.discovery.space import Progress, SearchResult, Space
 from cube_env.environment.env import CHANNELS
 
@@ -272,7 +272,7 @@ def collect(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Training rows from one world: (features `[N, K]`, labels `[N]`, weights `[N]`).
 
-  Runs `frontier` for `budget` queries with the pixel ranking plus uniform noise
+  Runs `frontier` for `budget` queries with its pixel ranking (`pixel_ranker(LIFT)`) plus uniform noise
   of width `noise` (seeded), and turns every drill-down it reveals into a row
   labelled by `on_path` against `truth` (planted effects with a `cohort` dict).
   Every positive is kept, and a `negatives` share of the negatives (drawn with
@@ -283,9 +283,10 @@ def collect(
   if not noise >= 0:
     raise ValueError(f"collect: noise must be >= 0, got {noise!r}")
   rng = np.random.default_rng([seed, 18])
-  planted = np.stack([filters_to_codes(space.cube.meta, e.cohort) for e in truth]) if truth else np.zeros((0, 0))
   num_f = len(space.cube.meta.filter_names)
+  planted = np.asarray([filters_to_codes(space.cube.meta, e.cohort) for e in truth], np.int64).reshape(-1, num_f)
   c = space.env.shape.num_values
+  heuristic = pixel_ranker(LIFT)
   rows: list[tuple] = []
 
   def watch(filters: tuple, obs: np.ndarray, own: float, actions: list[int]) -> None:
@@ -293,13 +294,13 @@ def collect(
     f, v = np.divmod(acts, c + 1)
     targets = np.tile(np.asarray(filters[:num_f], np.int64), (len(acts), 1))
     targets[np.arange(len(acts)), f] = v
-    label = on_path(targets, planted) if len(planted) else np.zeros(len(acts), bool)
+    label = on_path(targets, planted)
     keep = label | (rng.random(len(acts)) < negatives)
     x = features(obs, own)[acts[keep]]
     rows.append((x, label[keep], np.where(label[keep], 1.0, 1.0 / negatives)))
 
   def noisy(obs: np.ndarray, parent_score: float) -> np.ndarray:
-    scores = pixel_scores(obs) - 0.5 * parent_score
+    scores = heuristic(obs, parent_score)
     return scores + noise * rng.random(scores.shape)
 
   frontier(space, budget=budget, seed=seed, ranker=noisy, watch=watch)

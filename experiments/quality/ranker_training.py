@@ -26,6 +26,17 @@ FAMILIES = ("standard", "wide", "deep", "masked")  # families with planted effec
 FIRST_INDEX = 20  # training-world indices from here on: past those the sweep and `--split train` validation use
 
 
+def save_rows(path: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, world: np.ndarray) -> None:
+  """Writes `training_rows`' output to `path` (.npz), the cache `train_ranker` and `tune` read with `load_rows`."""
+  np.savez(path, x=x, y=y, w=w, world=world)
+
+
+def load_rows(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(features, labels, weights) from a file of `save_rows`."""
+  with np.load(path) as z:
+    return z["x"], z["y"], z["w"]
+
+
 def world_rows(family: str, index: int, *, budget: int, suite: str = "standard") -> tuple[np.ndarray, ...]:
   """(features, labels, weights) of training world `index` of `family`, at the suite's rows and depth."""
   base = dataclasses.replace(SUITES[suite], split="train")

@@ -177,7 +177,7 @@ def run_quality(
       wall_s=wall,
       calls=len(invocations),
       device_kind=device.device_kind,
-      runs=[r for r in runs if r.get("split", "eval") == suite.split],
+      pairs=pairs,
     )
   )
   path = plot_path or os.path.join(os.path.dirname(out) if out else ".", "recall_vs_budget.png")

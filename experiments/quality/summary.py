@@ -220,6 +220,7 @@ def paired(
   frame = run_frame(runs, split=split)
   if frame.empty:
     return []
+  wanted = None if among is None else set(among)
   ok = frame[frame["applicable"] & np.isfinite(frame["recall"])]
   out = []
   for (family, key), g in ok.groupby(["family", "budget_key"], sort=False):
@@ -235,7 +236,7 @@ def paired(
       budget_fraction=round(float(g["budget_fraction"].mean()), 4),
       nominal_fraction=_or_none(g["nominal_fraction"].iloc[0]),
     )
-    pool = methods if among is None else [o for o in methods if o in set(among)]
+    pool = methods if among is None else [o for o in methods if o in wanted]
     for m in methods if method is None else [m for m in methods if m == method]:
       here = recall[recall[m].notna()]
       others = [o for o in pool if o != m and here[o].notna().all()]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.quality.suite import HEURISTICS, LEARNED, RECALL_TARGET, SUITE_METHODS, TRUTHLESS
-from experiments.quality.summary import FAMILY_ORDER, in_order, paired
+from experiments.quality.summary import FAMILY_ORDER, in_order
 
 HEADLINE_FRACTIONS = (0.01, 0.05)  # of enumeration's queries, where enumeration is feasible
 HEADLINE_QUERIES = (300, 1000, 3000)  # on the fixed-budget families (paired differences)
@@ -165,23 +165,24 @@ def _chosen(row: pd.Series, fractions: tuple[float, ...] | None, queries: tuple[
 
 
 def headline_tables(
-  summary: list[dict], *, suite_name: str, wall_s: float, calls: int, device_kind: str, runs: list[dict] | None = None
+  summary: list[dict], *, suite_name: str, wall_s: float, calls: int, device_kind: str, pairs: list[dict] = ()
 ) -> str:
   """The tables the `quality` command logs (markdown): budget to the recall target, recall at the headline
-  budgets, the paired differences (only with the per-world `runs` rows) and the family-wise error rate."""
+  budgets, the paired differences (from `pairs`, the `summary.paired` rows the command made: kind `paired`, and
+  `versus` for the learned search against the best heuristic) and the family-wise error rate."""
+  by_kind = {k: [p for p in pairs if p.get("kind") == k] for k in ("paired", "versus")}
   tables = {
     f"budget to mean recall {RECALL_TARGET} of the planted effects (fraction of enumeration's queries = mean "
     "queries, mean wall seconds)": headline(summary),
     "recall of the planted effects": at_budgets(summary),
     "recall minus the best other method's, paired per world (leader: over the runner-up)": (
-      paired_table(paired(runs)) if runs is not None else pd.DataFrame()
+      paired_table(by_kind["paired"])
     ),
     "family-wise error rate (worlds with any confirmed finding)": fwer_table(summary),
   }
-  if runs is not None and any(r.get("method") == LEARNED for r in runs):
-    versus = paired(runs, method=LEARNED, among=HEURISTICS)
+  if by_kind["versus"]:
     title = f"{LEARNED} minus the best of {', '.join(HEURISTICS)}, paired per world (issue 18's yardstick)"
-    tables[title] = paired_table(versus).drop(columns="leader", errors="ignore")
+    tables[title] = paired_table(by_kind["versus"]).drop(columns="leader", errors="ignore")
   head = (
     f"\nsuite {suite_name}, {wall_s / 60:.1f} min in {calls} call(s) on {device_kind}; means over evaluation "
     "worlds, [95% interval]: bootstrap over worlds, Clopper-Pearson for rates"

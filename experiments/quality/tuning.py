@@ -108,14 +108,13 @@ def ranker_objective(
   seed: int = 0,
   workers: int = 2,
 ) -> Objective:
-  """Mean recall of `learned` with a ranker fitted at the given settings on `rows` ((x, y, w) training rows), on
+  """Mean recall of `learned` with a ranker fitted at the given settings on `rows` ((x, y, w) training rows,
+  `ranker_training.load_rows`), on
   `worlds` training worlds of each family with planted effects (quick sizes, `split="train"`)."""
-  x, y, w = rows[:3]
+  x, y, w = rows
   os.makedirs(workdir, exist_ok=True)
-  count = [0]
 
   def objective(settings: dict) -> float:
-    count[0] += 1
     weights = ranking.fit(x, y, seed=seed, sample_weight=w, **settings)
     tmp = os.path.join(workdir, "candidate.npz")
     ranking.save(weights, tmp)
