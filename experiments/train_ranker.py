@@ -16,6 +16,7 @@ import json
 import os
 import time
 
+import numpy as np
 import tyro
 
 from cube_env.discovery import ranking
@@ -36,25 +37,53 @@ class Args:
   seed: int = 0
   drop: tuple[str, ...] = ()
   """Features the ranker must not read (an ablation; names in cube_env.discovery.ranking.FEATURES)."""
+  first_index: int = ranker_training.FIRST_INDEX
+  """Index of the first training world (at least 20: worlds 0-19 of the training split are for validation)."""
+  behaviour: str | None = None
+  """Ranker weights (.npz) whose ranking walks the worlds that collect the rows (a self-play round: rows from where
+  the learned search itself goes); default the pixel heuristic (the warm start)."""
+  noise: float = 0.05
+  """Width of the uniform noise added to the walk's ranking, in its units (|z| / 10 for the heuristic, log-odds for
+  a ranker)."""
   workers: int = 2
   rows_file: str | None = None
-  """Cache of the collected rows (.npz): read when it exists (then --worlds-per-family and --budget are not used),
-  written otherwise."""
+  """Cache of the collected rows (.npz): read when it exists (then --worlds-per-family, --budget, --first-index,
+  --behaviour and --noise are not used), written otherwise."""
+  add_rows: tuple[str, ...] = ()
+  """Cached rows (.npz from --rows-file) fitted together with this call's rows (rounds aggregated)."""
   out: str = ranking.PACKAGED
 
 
 def main(args: Args) -> dict:
   if args.worlds_per_family < 1 or args.budget < 1 or args.hidden < 1 or args.steps < 1:
     raise SystemExit("--worlds-per-family, --budget, --hidden and --steps must be at least 1")
-  if args.rows_file and not args.rows_file.endswith(".npz"):
-    raise SystemExit(f"--rows-file must end in .npz (numpy adds it otherwise), got {args.rows_file!r}")
+  for path in filter(None, (args.rows_file, *args.add_rows)):
+    if not path.endswith(".npz"):
+      raise SystemExit(f"--rows-file and --add-rows take .npz files (numpy adds the suffix otherwise), got {path!r}")
+  missing = [p for p in args.add_rows if not os.path.exists(p)]
+  if missing:
+    raise SystemExit(f"--add-rows: {', '.join(missing)} do not exist (write them with --rows-file)")
+  if args.behaviour is not None and not os.path.exists(args.behaviour):
+    raise SystemExit(f"--behaviour: ranker weights {args.behaviour!r} do not exist")
+  if not args.noise >= 0:
+    raise SystemExit(f"--noise must be >= 0, got {args.noise}")
   t0 = time.perf_counter()
   if args.rows_file and os.path.exists(args.rows_file):
     x, y, w = ranker_training.load_rows(args.rows_file)
   else:
-    x, y, w, world = ranker_training.training_rows(args.worlds_per_family, budget=args.budget, workers=args.workers)
+    x, y, w, world = ranker_training.training_rows(
+      args.worlds_per_family,
+      budget=args.budget,
+      workers=args.workers,
+      first_index=args.first_index,
+      behaviour=args.behaviour,
+      noise=args.noise,
+    )
     if args.rows_file:
       ranker_training.save_rows(args.rows_file, x, y, w, world)
+  if args.add_rows:
+    parts = [(x, y, w)] + [ranker_training.load_rows(p) for p in args.add_rows]
+    x, y, w = (np.concatenate(p) for p in zip(*parts, strict=True))
   t1 = time.perf_counter()
   weights = ranking.fit(x, y, seed=args.seed, hidden=args.hidden, steps=args.steps, sample_weight=w, drop=args.drop)
   ranking.save(weights, args.out)
@@ -65,6 +94,10 @@ def main(args: Args) -> dict:
     positives=int(y.sum()),
     worlds_per_family=args.worlds_per_family,
     budget=args.budget,
+    first_index=args.first_index,
+    behaviour=args.behaviour,
+    noise=args.noise,
+    add_rows=list(args.add_rows),
     hidden=args.hidden,
     steps=args.steps,
     seed=args.seed,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import cube_env
+from cube_env.discovery import frontier as frontier_lib
 from cube_env.discovery import methods, ranking
 from cube_env.discovery import space as space_lib
 from cube_env.environment.env import CHANNELS
@@ -148,3 +149,22 @@ def test_nevergrad_tuning_finds_the_peak_of_a_known_objective():
     tuning.tune(objective, space, budget=2, seed=0, optimizer="nope")
   with pytest.raises(ValueError, match="lower < upper"):
     tuning.Bound(2, 1)
+
+
+def test_collect_walks_by_its_behaviour(small_cube):
+  """The default walk is the pixel heuristic's; another ranking (a self-play round's) walks elsewhere from the same
+  root: its first rows, the root's drill-downs, are the same, the rest differ."""
+  shallow = cube_env.make_space(small_cube, max_depth=2, z_screen=Z)
+  truth = [cube_env.synthetic.PlantedEffect({"proc": "A"}, "race", "B", "minutes", 0.4)]
+  default = ranking.collect(shallow, truth, budget=5, seed=0, negatives=1.0)
+  heuristic = ranking.collect(shallow, truth, budget=5, seed=0, negatives=1.0, behaviour=frontier_lib.pixel_ranker())
+  for a, b in zip(default, heuristic, strict=True):
+    np.testing.assert_array_equal(a, b)
+  pixel = frontier_lib.pixel_ranker()
+  reverse = ranking.collect(
+    shallow, truth, budget=5, seed=0, negatives=1.0, noise=0.0, behaviour=lambda obs, own: -pixel(obs, own)
+  )
+  obs, _, _ = space_lib.Ledger(shallow, 1).root()
+  n_root = int(((obs[CHANNELS.index("legal")] > 0) & (obs[CHANNELS.index("real")] > 0))[:, :-1].sum())
+  np.testing.assert_array_equal(reverse[0][:n_root], default[0][:n_root])
+  assert not np.array_equal(reverse[0][n_root:], default[0][n_root : len(reverse[0])])

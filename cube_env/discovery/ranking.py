@@ -269,14 +269,18 @@ def collect(
   seed: int,
   noise: float = 0.05,
   negatives: float = 0.05,
+  behaviour: Ranker | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Training rows from one world: (features `[N, K]`, labels `[N]`, weights `[N]`).
 
-  Runs `frontier` for `budget` queries with its pixel ranking (`pixel_ranker(LIFT)`) plus uniform noise
-  of width `noise` (seeded), and turns every drill-down it reveals into a row
-  labelled by `on_path` against `truth` (planted effects with a `cohort` dict).
-  Every positive is kept, and a `negatives` share of the negatives (drawn with
-  the seed), weighted 1 / `negatives` so the rows stand for all of them.
+  Runs `frontier` for `budget` queries ranked by `behaviour` (default the pixel
+  ranking `pixel_ranker(LIFT)`: the heuristic's walk, a warm start; a
+  `learned_ranker`: the learned search's own walk, a self-play round) plus
+  uniform noise of width `noise` in the ranking's units (seeded), and turns
+  every drill-down it reveals into a row labelled by `on_path` against `truth`
+  (planted effects with a `cohort` dict). Every positive is kept, and a
+  `negatives` share of the negatives (drawn with the seed), weighted
+  1 / `negatives` so the rows stand for all of them.
   """
   if not 0 < negatives <= 1:
     raise ValueError(f"collect: negatives is the share of negative rows kept, in (0, 1], got {negatives!r}")
@@ -286,7 +290,7 @@ def collect(
   num_f = len(space.cube.meta.filter_names)
   planted = np.asarray([filters_to_codes(space.cube.meta, e.cohort) for e in truth], np.int64).reshape(-1, num_f)
   c = space.env.shape.num_values
-  heuristic = pixel_ranker(LIFT)
+  walk = behaviour or pixel_ranker(LIFT)
   rows: list[tuple] = []
 
   def watch(filters: tuple, obs: np.ndarray, own: float, actions: list[int]) -> None:
@@ -300,7 +304,7 @@ def collect(
     rows.append((x, label[keep], np.where(label[keep], 1.0, 1.0 / negatives)))
 
   def noisy(obs: np.ndarray, parent_score: float) -> np.ndarray:
-    scores = heuristic(obs, parent_score)
+    scores = np.asarray(walk(obs, parent_score), np.float64)
     return scores + noise * rng.random(scores.shape)
 
   frontier(space, budget=budget, seed=seed, ranker=noisy, watch=watch)

@@ -4,7 +4,7 @@ The worlds are the suites' own families and sizes, drawn from the training
 split only, at world indices from `FIRST_INDEX` on, so that they are disjoint
 from the evaluation worlds (another seed range, `worlds.split_of`) and from
 the training worlds the settings sweep and the ranker's validation use
-(`--split train`, indices 0 to 9).
+(`--split train`, indices 0 to 19).
 """
 
 from __future__ import annotations
@@ -37,15 +37,26 @@ def load_rows(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return z["x"], z["y"], z["w"]
 
 
-def world_rows(family: str, index: int, *, budget: int, suite: str = "standard") -> tuple[np.ndarray, ...]:
-  """(features, labels, weights) of training world `index` of `family`, at the suite's rows and depth."""
+def world_rows(
+  family: str,
+  index: int,
+  *,
+  budget: int,
+  suite: str = "standard",
+  behaviour: str | None = None,
+  noise: float = 0.05,
+) -> tuple[np.ndarray, ...]:
+  """(features, labels, weights) of training world `index` of `family`, at the suite's rows and depth; the walk
+  ranked by the pixel heuristic, or by the ranker in the `behaviour` weights file (a self-play round), plus
+  uniform noise of width `noise` (`ranking.collect`)."""
   base = dataclasses.replace(SUITES[suite], split="train")
   case = make_case(family, index, base)
   if case.split != "train":
     raise RuntimeError(f"world {family} {index} is not a training world")
   space = prepare_case(case, max_depth=base.depth(family)).prepared.space
   try:
-    return ranking.collect(space, case.truth, budget=budget, seed=case.seed)
+    walk = None if behaviour is None else ranking.learned_ranker(ranking.load(behaviour))
+    return ranking.collect(space, case.truth, budget=budget, seed=case.seed, behaviour=walk, noise=noise)
   finally:
     jax.clear_caches()  # each world's shapes compile their own programs (see pool.case_in_worker)
 
@@ -56,15 +67,21 @@ def training_rows(
   budget: int,
   families: Iterable[str] = FAMILIES,
   workers: int = 2,
+  first_index: int = FIRST_INDEX,
+  behaviour: str | None = None,
+  noise: float = 0.05,
   log: Callable[[str], None] = print,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """(features, labels, weights, world) rows of `worlds_per_family` training worlds of each family (from
-  `FIRST_INDEX`), collected in `workers` processes; `world` is the row's world's position in job order."""
-  jobs = [(f, FIRST_INDEX + i) for i in range(worlds_per_family) for f in families]
+  """(features, labels, weights, world) rows of `worlds_per_family` training worlds of each family (indices from
+  `first_index`, at least `FIRST_INDEX`), collected in `workers` processes (`world_rows`: `behaviour`, `noise`);
+  `world` is the row's world's position in job order."""
+  if first_index < FIRST_INDEX:
+    raise ValueError(f"first_index {first_index}: training worlds below {FIRST_INDEX} are the validation worlds")
+  jobs = [(f, first_index + i) for i in range(worlds_per_family) for f in families]
   parts: dict[tuple, tuple] = {}
   ctx = multiprocessing.get_context("spawn")
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=limit_worker_threads) as pool:
-    futures = {pool.submit(world_rows, f, i, budget=budget): (f, i) for f, i in jobs}
+    futures = {pool.submit(world_rows, f, i, budget=budget, behaviour=behaviour, noise=noise): (f, i) for f, i in jobs}
     for future in concurrent.futures.as_completed(futures):
       key = futures[future]
       parts[key] = future.result()
