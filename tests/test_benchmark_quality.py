@@ -12,7 +12,7 @@ from scipy import stats
 
 import cube_env
 from cube_env import synthetic
-from cube_env.discovery import oracle
+from cube_env.discovery import oracle, ranking
 from experiments import benchmark
 from experiments.agent import unqueried
 from experiments.quality import pool as qpool
@@ -268,8 +268,10 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
   assert qsuite.SUITES["quick"].options_row("frontier") == [["lift", 0.5], ["ranker", None]]
   assert qsuite.SUITES["quick"].options_row("beam") == [["width", 32]]
   assert qsuite.SUITES["quick"].options_row("beam@width=4") == [["width", 4]]
-  assert qsuite.SUITES["quick"].options_row("auto") == [["fallback", "learned"]]
-  assert qsuite.SUITES["quick"].options_row("learned") == [["weights", None]]
+  packaged = ranking.weights_id()
+  assert packaged.startswith("sha256:") and len(packaged) == len("sha256:") + 12
+  assert qsuite.SUITES["quick"].options_row("auto") == [["fallback", "learned"], ["weights_sha256", packaged]]
+  assert qsuite.SUITES["quick"].options_row("learned") == [["weights", None], ["weights_sha256", packaged]]
   with pytest.raises(ValueError, match="above_walkers"):
     qsuite.Suite(name="t", above_walkers=("greedy",))
   # a suite that runs only enumeration above the walkers' fractions: auto and the peers stop with the walkers

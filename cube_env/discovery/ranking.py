@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 from collections.abc import Iterable
 
@@ -151,6 +152,16 @@ def load(path: str | None = None) -> RankerWeights:
     names = tuple(str(n) for n in z["names"])
   fields["b3"] = float(fields["b3"])
   return RankerWeights(names=names, **fields)
+
+
+def weights_id(path: str | None = None) -> str:
+  """`sha256:` and the first 12 hex digits of the weights file's bytes (default the packaged one): what a
+  benchmark row records, so that rows of a refitted ranker are told apart from the old one's."""
+  path = path or PACKAGED
+  if not os.path.exists(path):
+    raise ValueError(f"ranker weights {path!r} do not exist (make them with python -m experiments.train_ranker)")
+  with open(path, "rb") as handle:
+    return "sha256:" + hashlib.sha256(handle.read()).hexdigest()[:12]
 
 
 def learned_ranker(weights: RankerWeights | None = None) -> Ranker:

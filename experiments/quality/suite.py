@@ -31,6 +31,7 @@ import pandas as pd
 
 import cube_env
 from cube_env import worlds
+from cube_env.discovery import ranking
 
 SUITE_SCENARIOS = ("standard", "wide", "deep", "masked", "null", "confounded")  # world families
 TRUTHLESS = ("null", "confounded")  # every confirmed finding is false: family-wise error
@@ -50,6 +51,7 @@ SUITE_METHODS = (
 )
 RECALL_TARGET = 0.9
 LEARNED = "learned"  # the learned search (issue 18) ...
+RANKER_ID = "weights_sha256"  # options-row key of the learned ranking's weights file (its content hash)
 HEURISTICS = ("greedy", "beam", "uct", "pysubgroup-beam", "pysubgroup-dfs")  # ... and what it must beat
 FRACTIONS = (0.001, 0.005, 0.01, 0.05, 0.2, 1.0)  # of enumeration's query count (1.0: enumeration itself)
 FIXED_BUDGETS = (100, 300, 1000, 3000)  # queries, on FIXED_FAMILIES
@@ -106,8 +108,12 @@ class Suite:
 
   def options_row(self, method: str) -> list[list]:
     """The settings `method` runs with (its signature's defaults, then `options`), as a run row stores them: sorted
-    [key, value] pairs, so that a stored row run with other settings (or under other defaults) is told apart."""
+    [key, value] pairs, so that a stored row run with other settings (or under other defaults) is told apart; for
+    `learned` and an `auto` that falls back to it, also the content hash of the ranker's weights (`RANKER_ID`), so
+    rows of a refitted ranker are not mistaken for the old one's."""
     effective = {**default_options(base_method(method)), **self.options(method)}
+    if base_method(method) == LEARNED or effective.get("fallback") == LEARNED:  # the ranker's identity too
+      effective[RANKER_ID] = ranking.weights_id(effective.get("weights"))
     return [[k, v] for k, v in sorted(effective.items())]
 
   def method_options_row(self) -> list[list]:
