@@ -68,7 +68,8 @@ def main(args: Args) -> dict:
   if not args.noise >= 0:
     raise SystemExit(f"--noise must be >= 0, got {args.noise}")
   t0 = time.perf_counter()
-  if args.rows_file and os.path.exists(args.rows_file):
+  cached = bool(args.rows_file and os.path.exists(args.rows_file))
+  if cached:
     x, y, w = ranker_training.load_rows(args.rows_file)
   else:
     x, y, w, world = ranker_training.training_rows(
@@ -90,6 +91,8 @@ def main(args: Args) -> dict:
   row = dict(
     kind="ranker",
     out=args.out,
+    rows_file=args.rows_file,
+    rows_from_cache=cached,  # then the collection settings below did not make these rows
     rows=int(len(y)),
     positives=int(y.sum()),
     worlds_per_family=args.worlds_per_family,

@@ -1,5 +1,7 @@
 """The learned frontier ranking: features by hand, labels, the fit, storage, the packaged ranker and its method."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,8 @@ from cube_env.discovery import frontier as frontier_lib
 from cube_env.discovery import methods, ranking
 from cube_env.discovery import space as space_lib
 from cube_env.environment.env import CHANNELS
-from experiments.quality import tuning
+from experiments import train_ranker
+from experiments.quality import ranker_training, tuning
 
 Z = 4.0
 
@@ -168,3 +171,28 @@ def test_collect_walks_by_its_behaviour(small_cube):
   n_root = int(((obs[CHANNELS.index("legal")] > 0) & (obs[CHANNELS.index("real")] > 0))[:, :-1].sum())
   np.testing.assert_array_equal(reverse[0][:n_root], default[0][:n_root])
   assert not np.array_equal(reverse[0][n_root:], default[0][n_root : len(reverse[0])])
+
+
+def test_train_ranker_fits_cached_rows_of_two_rounds(tmp_path):
+  """`experiments.train_ranker` on cached rows (a warm start's and a self-play round's, `--add-rows`): one fit over
+  both, weights written and named by content; bad flags are refused by name."""
+  rng = np.random.default_rng(3)
+  paths = []
+  for k, n in enumerate((300, 200)):
+    x = rng.normal(size=(n, ranking.NUM_FEATURES)).astype(np.float32)
+    y = x[:, 0] > 0.5
+    paths.append(str(tmp_path / f"rows{k}.npz"))
+    ranker_training.save_rows(paths[-1], x, y, np.ones(n), np.zeros(n, int))
+  out = str(tmp_path / "r.npz")
+  args = train_ranker.Args(rows_file=paths[0], add_rows=(paths[1],), steps=200, out=out)
+  row = train_ranker.main(args)
+  assert row["rows"] == 500 and row["rows_from_cache"] and row["train_auc"] > 0.95
+  assert ranking.weights_id(out) != ranking.weights_id() and ranking.load(out).names == ranking.FEATURES
+  for bad, flag in (
+    (dict(add_rows=(str(tmp_path / "none.npz"),)), "--add-rows"),
+    (dict(add_rows=("rows.csv",)), "--add-rows"),
+    (dict(behaviour=str(tmp_path / "none.npz")), "--behaviour"),
+    (dict(noise=-1.0), "--noise"),
+  ):
+    with pytest.raises(SystemExit, match=flag):
+      train_ranker.main(dataclasses.replace(args, **bad))
