@@ -4,9 +4,21 @@ Collects rows from `--worlds-per-family` training worlds of each family with
 planted effects (`experiments.quality.ranker_training`), fits
 `cube_env.discovery.ranking.RankerWeights` and writes them to `--out` (default:
 the packaged ranker that `discover --method learned` and the `learned` method
-use). The packaged ranker was made with the defaults below. It prints one JSON
-line with the row counts, the fit's training-row AUC and the time. Validate on
-other training worlds with `python -m experiments.benchmark quality --split train`.
+use). It prints one JSON line with the row counts, the fit's training-row AUC
+and the time. Validate on other training worlds (indices 0-19) with
+`python -m experiments.benchmark quality --split train`.
+
+The packaged ranker is a warm start and one self-play round, two calls with
+the other flags at their defaults:
+
+  python -m experiments.train_ranker --rows-file runs/ranker_rows.npz --out runs/warm.npz
+  python -m experiments.train_ranker --behaviour runs/warm.npz --noise 0.5 --first-index 44 \
+    --rows-file runs/ranker_self1.npz --add-rows runs/ranker_rows.npz
+
+The first walks training worlds 20-43 by the pixel heuristic (plus noise);
+the second walks worlds 44-67 by the first's own ranking (noise 0.5 in
+log-odds), so its rows are where the learned search goes, and fits both sets
+of rows together (DAgger's aggregation).
 """
 
 from __future__ import annotations
