@@ -30,7 +30,7 @@ from rq.serializers import JSONSerializer  # noqa: E402
 import cube_env  # noqa: E402
 from experiments import report, serve  # noqa: E402
 from experiments.service import JobSpec, ServiceConfig, make_app  # noqa: E402
-from experiments.service.jobs import LEASE_KEY  # noqa: E402
+from experiments.service.jobs import LEASE_KEY, STOP_KEY  # noqa: E402
 from tests.conftest import make_small_df  # noqa: E402
 
 EVIL = "<b>x</b>"
@@ -282,6 +282,23 @@ def test_parquet_upload_and_cancel(service, table):
   # 90 s: on 2 loaded cores (the whole suite beside it) a started job took over 30 s to see its stop once
   _wait(lambda: sorted(statuses()) == ["canceled", "stopped", "stopped"], 90, "canceled and stopped jobs")
   assert service.client.get(f"/jobs/{ids[0]}/findings.json").status_code == 409
+
+
+def test_a_stop_whose_message_was_lost_still_stops_the_job(service, table):
+  """RQ's stop command is a message its worker ignores if it comes at the wrong moment; the recorded stop
+  (`cancel` sets it) makes the job re-send it: here only the record is written, no message sent."""
+  job_id = service.submit({**LONG, "seed": 31}, table).json()["id"]
+  _wait(lambda: service.client.get(f"/jobs/{job_id}").json()["progress"]["queries"] > 0, 120, "a started job")
+  connection = redis.Redis.from_url(service.redis_url)
+  connection.set(STOP_KEY.format(job_id), 1)
+  final = _wait(lambda: (s := service.client.get(f"/jobs/{job_id}").json())["status"] == "stopped" and s, 60, "stop")
+  assert final["progress"]["queries"] < LONG["budget"]
+  again = service.submit({**LONG, "seed": 31}, table).json()  # a fresh run: the old stop is not for it
+  assert again["id"] == job_id and not connection.exists(STOP_KEY.format(job_id))
+  assert service.client.delete(f"/jobs/{job_id}").status_code == 200
+  _wait(
+    lambda: service.client.get(f"/jobs/{job_id}").json()["status"] in ("canceled", "stopped"), 90, "the rerun ended"
+  )
 
 
 def test_worker_killed_mid_job_resumes_to_the_same_findings(service, table, tmp_path):

@@ -47,6 +47,8 @@ from experiments.service.spec import JobSpec, ServiceConfig
 from experiments.service.tables import parse_table
 
 LEASE_KEY = "cube:lease:{}"
+STOP_KEY = "cube:stop:{}"  # set by `cancel` for a running job; its progress re-sends the stop until it ends
+STOP_KEY_SECONDS = 3600
 STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this many lease periods (the horse's start-up)
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 REPORT_FILES = ("findings.json", "findings.csv", "report.html")
@@ -91,6 +93,7 @@ def submit(
     if status in ACTIVE:
       return job_id, False
     old.delete()
+  connection.delete(STOP_KEY.format(job_id))  # a fresh run: an earlier run's stop request is not for it
   os.makedirs(directory, exist_ok=True)
   record = {
     "spec": json.loads(spec.to_json()),
@@ -117,12 +120,17 @@ def submit(
 
 
 def cancel(connection: Redis, job_id: str) -> str:
-  """Cancels a queued job or stops a running one (RQ's stop command); returns the status it had."""
+  """Cancels a queued job or stops a running one (RQ's stop command); returns the status it had.
+
+  RQ's stop command is a message to the job's worker that the worker ignores unless it is running that job at
+  that moment (a job just dequeued, or just started, can miss it). So a running job's stop is also recorded
+  (`STOP_KEY`), and the job itself re-sends the command from its progress callback until its worker ends it."""
   job = fetch(connection, job_id)
   if job is None:
     raise KeyError(job_id)
   status = job.get_status()
   if status == JobStatus.STARTED:
+    connection.set(STOP_KEY.format(job_id), 1, ex=STOP_KEY_SECONDS)
     with contextlib.suppress(InvalidJobOperation):
       send_stop_job_command(connection, job_id, serializer=JSONSerializer)
   elif status in ACTIVE:
@@ -185,7 +193,8 @@ def lease(connection: Redis, job_id: str, seconds: float):
 
 
 class _Progress:
-  """Writes the queries spent into the job's meta, at most every `interval` seconds (and the last one)."""
+  """Writes the queries spent into the job's meta, at most every `interval` seconds (and the last one); at the same
+  pace, re-sends RQ's stop command while a stop of this job is recorded (`cancel`), so no stop is lost."""
 
   def __init__(self, job: Job, interval: float = 0.5):
     self.job, self.interval, self.last = job, interval, 0.0
@@ -196,6 +205,9 @@ class _Progress:
     if now - self.last >= self.interval:
       self.last = now
       self.job.save_meta()
+      if self.job.connection.exists(STOP_KEY.format(self.job.id)):
+        with contextlib.suppress(InvalidJobOperation):
+          send_stop_job_command(self.job.connection, self.job.id, serializer=JSONSerializer)
 
 
 def run_job(directory: str) -> dict[str, Any]:
