@@ -77,6 +77,11 @@ def main(args: Args) -> dict:
     raise SystemExit(f"--add-rows: {', '.join(missing)} do not exist (write them with --rows-file)")
   if args.behaviour is not None and not os.path.exists(args.behaviour):
     raise SystemExit(f"--behaviour: ranker weights {args.behaviour!r} do not exist")
+  if args.first_index < ranker_training.FIRST_INDEX:
+    raise SystemExit(
+      f"--first-index must be at least {ranker_training.FIRST_INDEX} (training worlds below it validate), "
+      f"got {args.first_index}"
+    )
   if not args.noise >= 0:
     raise SystemExit(f"--noise must be >= 0, got {args.noise}")
   t0 = time.perf_counter()

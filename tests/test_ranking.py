@@ -193,6 +193,7 @@ def test_train_ranker_fits_cached_rows_of_two_rounds(tmp_path):
     (dict(add_rows=("rows.csv",)), "--add-rows"),
     (dict(behaviour=str(tmp_path / "none.npz")), "--behaviour"),
     (dict(noise=-1.0), "--noise"),
+    (dict(first_index=3), "--first-index"),
   ):
     with pytest.raises(SystemExit, match=flag):
       train_ranker.main(dataclasses.replace(args, **bad))
