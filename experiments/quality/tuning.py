@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import os
 from collections.abc import Callable
@@ -118,8 +117,7 @@ def ranker_objective(
     weights = ranking.fit(x, y, seed=seed, sample_weight=w, **settings)
     tmp = os.path.join(workdir, "candidate.npz")
     ranking.save(weights, tmp)
-    with open(tmp, "rb") as handle:  # named by content: a stored run row of these exact weights is one of theirs
-      digest = hashlib.sha1(handle.read()).hexdigest()[:12]
+    digest = ranking.weights_id(tmp).removeprefix("sha256:")  # named by content, as run rows record the ranker
     path = os.path.join(workdir, f"ranker-{digest}.npz")
     os.replace(tmp, path)
     method = f"learned@weights={path}"
