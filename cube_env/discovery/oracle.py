@@ -28,7 +28,10 @@ from cube_env.environment import findings as fd
 from cube_env.environment.params import EnvParams, bucketed_shape, make_params
 
 FAMILIES_PER_CALL = 1024  # cohorts assessed per compiled call (padded), so each shape compiles once
-NOVELTY_SIZES = (16, 128, FAMILIES_PER_CALL)  # newness of a chunk's hits: few compiled sizes
+NOVELTY_SIZE = 128  # newness of a chunk's hits, this many cohorts per call (padded): one compiled size
+# Parents per cohort in the newness program, padded with invalid ones: every depth to this one shares a program
+# (3 sizes x 3 depths used to compile 9, 11-12 s of a benchmark world's 25 s of compilation).
+NOVELTY_SLOTS = 4
 
 
 @functools.partial(jax.jit, static_argnames=("num_values", "slots"))
@@ -182,18 +185,28 @@ def compile_enumeration(
     keys = np.zeros((FAMILIES_PER_CALL,), np.int64)
     for z_method in ("bound", "exact"):
       _screen_chunk(params, jnp.asarray(filters), jnp.take(table, jnp.asarray(keys), axis=0), z_method=z_method)
-    for size in NOVELTY_SIZES:
-      _novelty(params, table, filters[:size], keys[:size], used, num_values=num_values)
+    _novelty(params, table, filters[:1], keys[:1], used, num_values=num_values)  # one program to NOVELTY_SLOTS
 
 
 def _novelty(params: EnvParams, table, filters: np.ndarray, keys: np.ndarray, used, *, num_values: int) -> np.ndarray:
-  """New flags `[B, P, G, M]` of cohorts `keys` (rows of a `_subset_table`) with `filters` `[B, F]`; B one of
-  `NOVELTY_SIZES` (padded by the caller)."""
-  idx = jnp.asarray(keys)
+  """New flags `[B, P, G, M]` of cohorts `keys` (rows of a `_subset_table`) with `filters` `[B, F]`.
+
+  Runs in calls of `NOVELTY_SIZE` cohorts, each with `max(NOVELTY_SLOTS, slots)` parents (the missing ones
+  invalid): one compiled program per cube shape for every depth to `NOVELTY_SLOTS`."""
   slots = used.shape[0]
-  parents = _parents(table, idx, num_values=num_values, slots=slots)
-  valid = jnp.broadcast_to(jnp.asarray(used), (len(keys), slots))
-  return np.asarray(_novelty_chunk(params, jnp.asarray(filters), jnp.take(table, idx, axis=0), parents, valid))
+  width = max(NOVELTY_SLOTS, slots)
+  valid = np.zeros((NOVELTY_SIZE, width), bool)
+  valid[:, :slots] = np.asarray(used)
+  out = []
+  for start in range(0, len(keys), NOVELTY_SIZE):
+    n = min(NOVELTY_SIZE, len(keys) - start)
+    idx = jnp.asarray(_pad(keys[start : start + n], NOVELTY_SIZE))
+    parents = _parents(table, idx, num_values=num_values, slots=slots)
+    parents = jnp.pad(parents, ((0, 0), (0, width - slots), (0, 0)))
+    cohorts = jnp.take(table, idx, axis=0)
+    new = _novelty_chunk(params, jnp.asarray(_pad(filters[start : start + n], NOVELTY_SIZE)), cohorts, parents, valid)
+    out.append(np.asarray(new)[:n])
+  return np.concatenate(out)
 
 
 def subset_findings(
@@ -249,15 +262,7 @@ def subset_findings(
     hit_rows = np.nonzero(sig.any(axis=(1, 2, 3)))[0]
     if len(hit_rows) == 0:
       continue
-    size = next(b for b in NOVELTY_SIZES if b >= len(hit_rows))
-    new = _novelty(
-      params,
-      table,
-      _pad(filters[hit_rows], size),
-      _pad(chunk[hit_rows], size),
-      jnp.asarray(used),
-      num_values=num_values,
-    )
+    new = _novelty(params, table, filters[hit_rows], chunk[hit_rows], jnp.asarray(used), num_values=num_values)
     cmp_d = {name: np.asarray(v) for name, v in cmp.items()}
     for j, row in enumerate(hit_rows):
       labels = codes_to_filters(meta, filters[row])
