@@ -159,10 +159,19 @@ def cohorts_at_depth(space: Space, depth: int) -> int:
   codes = np.asarray(space.cube.codes)
   rows = np.asarray(space.cube.rows, np.float64)
   min_rows = float(space.params.min_cohort)
+  columns = [codes[:, f].astype(np.int64) for f in range(codes.shape[1])]
+  sizes = [int(c.max(initial=0)) + 1 for c in columns]
+  dense = max(4 * len(codes), 1 << 16)  # key spaces up to this size are counted by a bincount over every key
   total = 0
   for subset in itertools.combinations(range(codes.shape[1]), depth):
-    _, inverse = np.unique(_subset_keys(codes, subset), return_inverse=True)
-    total += int(np.sum(np.bincount(inverse, weights=rows) >= min_rows))
+    key, size = columns[subset[0]], sizes[subset[0]]
+    for f in subset[1:]:
+      key, size = key * sizes[f] + columns[f], size * sizes[f]
+    if min_rows > 0 and size <= dense:  # a key no cell has sums to 0 rows: never counted
+      sums = np.bincount(key, weights=rows, minlength=size)
+    else:  # a sparse key space: only the keys present
+      sums = np.bincount(np.unique(key, return_inverse=True)[1], weights=rows)
+    total += int(np.count_nonzero(sums >= min_rows))
   return total
 
 
