@@ -346,7 +346,7 @@ class Ledger:
     self._spend()
     answer = None if self.journal is None else self.journal.replay(state, int(action))
     if answer is None:
-      obs, after, n_new = _step(env, state, jnp.int32(action), params)
+      obs, after, n_new = _step(env, state, np.int32(action), params)  # a host scalar: no device array to build
       obs, n_new = np.asarray(obs), int(n_new)
       if self.journal is not None:
         self.journal.record(state, int(action), obs, after, n_new)
