@@ -79,6 +79,14 @@ def test_count_cohorts_bound_and_rows_of_a_cohort(small_df, small_cube, space):
   assert counter.rows_of(codes) == _rows(small_df, {"proc": "A", "sex": "F"})
 
 
+def test_cohort_counts_by_dense_and_sparse_keys_agree(space, monkeypatch):
+  dense = [len(space_lib.visitable_cohorts(space, d)) for d in range(3)]
+  assert cube_env.count_cohorts(space) == dense and dense[2] > 0
+  monkeypatch.setattr(space_lib, "DENSE_KEYS_PER_CELL", 0)
+  monkeypatch.setattr(space_lib, "DENSE_KEYS_MIN", 0)  # every subset's keys through np.unique
+  assert cube_env.count_cohorts(space) == dense
+
+
 def test_time_limit_stops_a_walker_after_the_root(space):
   result = cube_env.get_method("greedy")(space, budget=500, seed=0, progress=cube_env.TimeLimit(1e-9))
   assert result.queries == 1  # the root is always observed

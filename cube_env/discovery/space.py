@@ -143,6 +143,9 @@ def visitable_cohorts(space: Space, depth: int) -> np.ndarray:
   return np.concatenate(out) if out else np.zeros((0, num_f), np.int32)
 
 
+DENSE_KEYS_PER_CELL, DENSE_KEYS_MIN = 4, 1 << 16  # `cohorts_at_depth`: when a subset's key space is small enough
+
+
 def count_cohorts(space: Space) -> list[int]:
   """Visitable cohorts per depth 0..max_depth (the oracle's cost is their sum).
 
@@ -161,7 +164,7 @@ def cohorts_at_depth(space: Space, depth: int) -> int:
   min_rows = float(space.params.min_cohort)
   columns = [codes[:, f].astype(np.int64) for f in range(codes.shape[1])]
   sizes = [int(c.max(initial=0)) + 1 for c in columns]
-  dense = max(4 * len(codes), 1 << 16)  # key spaces up to this size are counted by a bincount over every key
+  dense = max(DENSE_KEYS_PER_CELL * len(codes), DENSE_KEYS_MIN)  # key spaces this small: a bincount over every key
   total = 0
   for subset in itertools.combinations(range(codes.shape[1]), depth):
     key, size = columns[subset[0]], sizes[subset[0]]
