@@ -162,12 +162,12 @@ def cohorts_at_depth(space: Space, depth: int) -> int:
   codes = np.asarray(space.cube.codes)
   rows = np.asarray(space.cube.rows, np.float64)
   min_rows = float(space.params.min_cohort)
-  columns = [codes[:, f].astype(np.int64) for f in range(codes.shape[1])]
+  columns = [codes[:, f] for f in range(codes.shape[1])]  # views: one int64 key per subset, not a copy per column
   sizes = [int(c.max(initial=0)) + 1 for c in columns]
   dense = max(DENSE_KEYS_PER_CELL * len(codes), DENSE_KEYS_MIN)  # key spaces this small: a bincount over every key
   total = 0
   for subset in itertools.combinations(range(codes.shape[1]), depth):
-    key, size = columns[subset[0]], sizes[subset[0]]
+    key, size = columns[subset[0]].astype(np.int64), sizes[subset[0]]
     for f in subset[1:]:
       key, size = key * sizes[f] + columns[f], size * sizes[f]
     if min_rows > 0 and size <= dense:  # a key no cell has sums to 0 rows: never counted
