@@ -115,11 +115,20 @@ def make_space(
   return space
 
 
-def _subset_keys(codes: np.ndarray, subset: tuple[int, ...]) -> np.ndarray:
-  """One int64 key per cell for its values in the columns of `subset` (codes are >= 0 in a cube)."""
-  key = np.zeros(len(codes), np.int64)
-  for f in subset:
-    key = key * (int(codes[:, f].max(initial=0)) + 1) + codes[:, f]
+def _column_sizes(codes: np.ndarray) -> list[int]:
+  """The radix of each column in `_subset_keys`: its largest code + 1."""
+  return [int(codes[:, f].max(initial=0)) + 1 for f in range(codes.shape[1])]
+
+
+def _subset_keys(codes: np.ndarray, subset: tuple[int, ...], sizes: list[int] | None = None) -> np.ndarray:
+  """One int64 key per cell for its values in the columns of `subset` (codes are >= 0 in a cube), in the mixed
+  radix `sizes` (default `_column_sizes(codes)`): keys range over the product of the subset's sizes."""
+  if not subset:
+    return np.zeros(len(codes), np.int64)
+  sizes = _column_sizes(codes) if sizes is None else sizes
+  key = codes[:, subset[0]].astype(np.int64)
+  for f in subset[1:]:
+    key = key * sizes[f] + codes[:, f]
   return key
 
 
@@ -159,17 +168,14 @@ def cohorts_at_depth(space: Space, depth: int) -> int:
   """Visitable cohorts with exactly `depth` filters (`count_cohorts` of one depth)."""
   if depth == 0:
     return 1
-  codes = np.asarray(space.cube.codes)
+  codes = np.asfortranarray(space.cube.codes)  # each column contiguous: the keys read columns, once per subset
   rows = np.asarray(space.cube.rows, np.float64)
   min_rows = float(space.params.min_cohort)
-  columns = [codes[:, f] for f in range(codes.shape[1])]  # views: one int64 key per subset, not a copy per column
-  sizes = [int(c.max(initial=0)) + 1 for c in columns]
+  sizes = _column_sizes(codes)
   dense = max(DENSE_KEYS_PER_CELL * len(codes), DENSE_KEYS_MIN)  # key spaces this small: a bincount over every key
   total = 0
   for subset in itertools.combinations(range(codes.shape[1]), depth):
-    key, size = columns[subset[0]].astype(np.int64), sizes[subset[0]]
-    for f in subset[1:]:
-      key, size = key * sizes[f] + columns[f], size * sizes[f]
+    key, size = _subset_keys(codes, subset, sizes), math.prod(sizes[f] for f in subset)
     if min_rows > 0 and size <= dense:  # a key no cell has sums to 0 rows: never counted
       sums = np.bincount(key, weights=rows, minlength=size)
     else:  # a sparse key space: only the keys present
