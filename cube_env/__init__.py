@@ -87,11 +87,11 @@ from cube_env.environment.pools import (
   TRAIN_SEED_BASE,
   CubeSet,
   CubeTask,
-  make_cubes,
   make_pool,
 )
 from cube_env.worlds import FAMILIES as WORLD_FAMILIES
 from cube_env.worlds import World, make_world, world_seeds
+from cube_env.worlds import make_task_cubes as make_cubes
 
 __all__ = (
   "WORLD_FAMILIES",

@@ -102,6 +102,8 @@ from cube_env.data.synthetic import PlantedEffect
 # this module, so there is no cycle.
 from cube_env.discovery.cohorts import cohort_table
 from cube_env.environment.params import bucketed_shape, make_params
+from cube_env.environment.pools import CubeSet, CubeTask
+from cube_env.environment.pools import make_cubes as make_synthetic_cubes
 
 SPLITS = ("train", "eval")
 TRAIN_SEED_BASE = 1_000_000  # world_seeds("train", k) = TRAIN_SEED_BASE + range(k)
@@ -881,3 +883,52 @@ def _attempt(rng, fam: Family, seed: int, n: int, split: str) -> World | None:
     parents=parents,
     drivers={m.name: tuple(dims[j].name for j in m.drivers) for m in meas},
   )
+
+
+AGENT_WORLD_INDEX = 1000  # an agent's training worlds: training-split indices from here on (the ranker's start at 20)
+
+
+def make_task_cubes(task: CubeTask, *, split: str) -> CubeSet:
+  """The cubes of a `CubeTask`'s split: random worlds of `task.families`, or the synthetic generator's.
+
+  With families, cube `i` is a world of family `families[i % len(families)]`
+  with `task.n_rows` rows, and every world is of the worlds' training split:
+  "train" cubes from index `AGENT_WORLD_INDEX` on (disjoint from the
+  benchmark's validation worlds 0-19 and the learned ranking's rows from 20),
+  "eval" cubes (the held-out report after training) the validation worlds
+  from index 0. No evaluation-split world is ever drawn: the benchmark's
+  evaluation stays unseen. `scenarios` lists the family of each cube. A
+  seed whose world cannot be drawn at `n_rows` rows (`make_world`'s
+  ValueError) is passed over for the family's next one; `seeds` records the
+  seeds used, and more than `WORLD_MAX_ATTEMPTS` seeds in a row failing is an
+  error.
+  """
+  if not task.families:
+    return make_synthetic_cubes(task, split=split)
+  if split not in SPLITS:
+    raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+  for family in task.families:
+    _family(family)
+  first, count = (AGENT_WORLD_INDEX, task.num_train_cubes) if split == "train" else (0, task.num_eval_cubes)
+  out = CubeSet([], [], [], [])
+  next_index = dict.fromkeys(task.families, first)
+  for i in range(count):
+    family = task.families[i % len(task.families)]
+    for _ in range(WORLD_MAX_ATTEMPTS):
+      seed = TRAIN_SEED_BASE + next_index[family]
+      next_index[family] += 1
+      try:
+        world = make_world(seed, family, rows=task.n_rows)
+        break
+      except ValueError:
+        continue
+    else:
+      raise ValueError(
+        f"no {family} world could be drawn at {task.n_rows} rows in {WORLD_MAX_ATTEMPTS} seeds (up to {seed}); "
+        "use more rows (--n-rows)"
+      )
+    out.cubes.append(build_cube(world.df, world.schema))
+    out.truths.append(world.truth)
+    out.seeds.append(seed)
+    out.scenarios.append(family)
+  return out

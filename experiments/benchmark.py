@@ -122,8 +122,8 @@ class Quality:
   cores), standard (10 worlds per family, same sizes: at most 60 minutes here), full (20 worlds of 50,000 rows,
   walkers to 20%, fixed budgets to 3,000: for a GPU) or tiny."""
   checkpoint: str | None = None
-  """Agent for the muzero method (a directory written by experiments.train). Without it the agent in
-  checkpoints/bench-cpu is used, or trained there first with the cpu preset (about 13 more minutes)."""
+  """Agent for the muzero method (a directory written by experiments.train, or an .npz exported from one by
+  experiments.agent.export). Without it the packaged agent plays."""
   methods: tuple[str, ...] | None = None
   """Subset of methods (default: the suite's)."""
   scenarios: tuple[str, ...] | None = None

@@ -61,11 +61,15 @@ class Args:
   """Measures where the event (or a higher value) is the good outcome (for the relative difference)."""
   method: Literal["auto", "exhaustive", "frontier", "learned", "uct", "beam", "greedy", "random", "muzero"] = "auto"
   """Search method; auto enumerates every cohort when they fit --budget (and --time-limit), else searches (its
-  choice is printed and recorded in the report); muzero needs --checkpoint."""
+  choice is printed and recorded in the report); muzero plays the packaged agent, or the one --checkpoint names."""
   time_limit: float | None = None
   """Seconds the search may spend (auto plans with it; a walker stops when it is up). None: no limit."""
   checkpoint: str | None = None
-  """Directory of a trained agent (written by experiments.train), for --method muzero."""
+  """A trained agent for --method muzero: a directory written by experiments.train, or an .npz exported from one by
+  experiments.agent.export (default: the packaged agent)."""
+  agent_mode: Literal["frontier", "episodes"] = "frontier"
+  """How --method muzero searches: best-first over the frontier of seen cohorts ranked by the agent's search
+  (frontier), or the episodes it was trained to play (episodes); see experiments/agent/play.py."""
   budget: int = 100000
   """Group-by queries (environment steps) the search may spend."""
   max_depth: int = 3
@@ -212,9 +216,12 @@ def _method_options(args: Args) -> dict:
   """Options of the `--method` (registered in `cube_env`; `experiments.agent` registers muzero)."""
   if args.method == "muzero":
     # Absolute: the journal's fingerprint holds it, and a resumed run may start elsewhere.
-    return {"checkpoint": os.path.abspath(args.checkpoint)} if args.checkpoint is not None else {}
+    options = {"mode": args.agent_mode}
+    return {"checkpoint": os.path.abspath(args.checkpoint), **options} if args.checkpoint is not None else options
   if args.checkpoint is not None:
     raise ValueError(f"--checkpoint is only used by --method muzero (got --method {args.method})")
+  if args.agent_mode != "frontier":
+    raise ValueError(f"--agent-mode is only used by --method muzero (got --method {args.method})")
   return {"width": args.beam_width} if args.method == "beam" else {}
 
 

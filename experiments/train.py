@@ -59,7 +59,7 @@ class Args:
   env: Literal["cube", "cartpole"] = "cube"
   """Task: synthetic data cubes, or gymnax's CartPole-v1 (`python -m experiments.cartpole`; needs
   `pip install -e '.[control]'`; cube and Ray flags are refused)."""
-  preset: Literal["smoke", "cpu", "gpu"] = "cpu"
+  preset: Literal["smoke", "cpu", "pretrain", "gpu"] = "cpu"
   """Size preset; the other flags override it."""
   iterations: int = PRESETS["cpu"].iterations
   """Total training iterations (self-play rollout + updates each); a resumed run continues up to this total."""
@@ -91,7 +91,10 @@ def _fresh(preset: str | None) -> Args:
 
 def _resumed(checkpoint: Checkpoint) -> Args:
   extra = checkpoint.extra
-  task = cube_env.CubeTask(**{**extra["task"], "scenarios": tuple(extra["task"]["scenarios"])})
+  saved = extra["task"]
+  task = cube_env.CubeTask(
+    **{**saved, "scenarios": tuple(saved["scenarios"]), "families": tuple(saved.get("families", ()))}
+  )
   return Args(
     config=checkpoint.config,
     task=task,

@@ -26,7 +26,7 @@ from muzero_jax.config import MuZeroConfig
 from muzero_jax.driver import IterationSource, run_iterations, train
 from muzero_jax.env_protocol import Environment, check_env, check_env_shapes
 from muzero_jax.metrics_logger import MetricsLogger
-from muzero_jax.networks import MuZeroNetwork, make_network
+from muzero_jax.networks import MuZeroNetwork, make_network, uses_conv_policy
 from muzero_jax.replay import Replay, Trajectory
 from muzero_jax.search import SearchOutput, run_search
 from muzero_jax.selfplay import ActorState, EvalResult, act, evaluate, make_evaluate
@@ -37,6 +37,7 @@ __all__ = [
   "MuZeroConfig",
   "MuZeroNetwork",
   "make_network",
+  "uses_conv_policy",
   "Environment",
   "check_env",
   "check_env_shapes",

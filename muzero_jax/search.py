@@ -31,6 +31,7 @@ class SearchOutput:
   action_weights: chex.Array  # [B, A] search policy (policy target), zero on illegal actions
   root_value: chex.Array  # [B] search value of the root (value-target bootstrap)
   network_value: chex.Array  # [B] the network's value of the root before search
+  action_values: chex.Array  # [B, A] each action's search Q where the search visited it, else network_value
 
 
 def _mask_logits(logits: chex.Array, legal: chex.Array) -> chex.Array:
@@ -123,10 +124,12 @@ def run_search(
       pb_c_base=config.pb_c_base,
       temperature=0.0 if greedy else config.temperature,
     )
-  root_value = out.search_tree.summary().value
+  summary = out.search_tree.summary()
+  visited = summary.visit_counts > 0
   return SearchOutput(
     action=out.action.astype(jnp.int32),
     action_weights=out.action_weights,
-    root_value=root_value,
+    root_value=summary.value,
     network_value=root.value,
+    action_values=jnp.where(visited, summary.qvalues, root.value[:, None]),
   )

@@ -14,7 +14,7 @@ import cube_env
 from cube_env import synthetic
 from cube_env.discovery import oracle, ranking
 from experiments import benchmark
-from experiments.agent import unqueried
+from experiments.agent import PACKAGED, unqueried
 from experiments.quality import pool as qpool
 from experiments.quality import pysubgroup_adapter as bp
 from experiments.quality import runner as qrun
@@ -357,12 +357,14 @@ def test_agent_prefers_cohorts_not_yet_queried(prep):
 def test_muzero_runs_through_the_registry_or_is_not_applicable(case, prep, tmp_path):
   fits, narrow = str(tmp_path / "fits"), str(tmp_path / "narrow")
   save_tiny_agent(fits, case.df, case.schema)  # untrained, on this case's grid
-  save_tiny_agent(narrow, case.df, cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["minutes"]))
+  narrow_schema = cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["minutes"])
+  save_tiny_agent(narrow, case.df, narrow_schema, policy_head="dense")  # dense heads: its own grid only
   suite = qsuite.Suite(name="test", fractions=(0.02,), max_depth=2)
   (row,) = qrun.run_case(case, suite, qrun.build_methods(("muzero",), fits), log=_quiet)
   assert row["method"] == "muzero" and row["applicable"] and 0 < row["queries"] <= row["budget"]
-  assert "episodes" in row["note"]
+  assert "best-first over the frontier" in row["note"]
   (row,) = qrun.run_case(case, suite, qrun.build_methods(("muzero",), narrow), log=_quiet)
   assert not row["applicable"] and "trained on a grid" in row["note"]
-  with pytest.raises(ValueError, match="--checkpoint"):
-    cube_env.search(prep.prepared, "muzero", budget=5)
+  # Without a checkpoint the packaged agent plays (trained on random training worlds, exported to an .npz).
+  found = cube_env.search(prep.prepared, "muzero", budget=5)
+  assert found.method == "muzero" and found.queries == 5 and PACKAGED in found.note

@@ -15,6 +15,7 @@ from flax import struct
 import cube_env
 import muzero_jax
 from experiments import discover
+from experiments.agent import play as agent_play
 from tests.conftest import make_small_df
 
 
@@ -184,7 +185,8 @@ def test_bad_input_gives_clear_errors(csv_path, tmp_path, capsys):
     (["--data", csv_path, "--dimensions", "proc", "nope", "--protected", "race", "--measures", "minutes"], "'nope'"),
     (["--data", csv_path, *FLAGS, "--min-group", "3000"], "empty cohort space"),
     (["--data", csv_path, *FLAGS, "--budget", "0"], "--budget"),
-    (["--data", csv_path, *FLAGS, "--method", "muzero"], "--checkpoint"),
+    (["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", str(tmp_path / "a.npz")], "no such file"),
+    (["--data", csv_path, *FLAGS, "--agent-mode", "episodes"], "--agent-mode is only used by --method muzero"),
     (["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", str(tmp_path / "none")], "no such directory"),
     (["--data", csv_path, *FLAGS, "--q", "1.5"], "q must"),
   ]
@@ -208,8 +210,11 @@ class _AgentState:
   iteration: int
 
 
-def save_tiny_agent(directory, df, schema):
-  """An untrained agent saved like experiments.train saves one (parameters, config, env identity, task)."""
+def save_tiny_agent(directory, df, schema, policy_head="auto"):
+  """An untrained agent saved like experiments.train saves one (parameters, config, env identity, task).
+
+  Its policy is fully convolutional (plays any grid) unless `policy_head` is "dense".
+  """
   cube = cube_env.build_cube(df, schema)
   env, _ = cube_env.make_env(cube, horizon=4, max_depth=2)
   config = muzero_jax.MuZeroConfig(
@@ -222,6 +227,7 @@ def save_tiny_agent(directory, df, schema):
     max_num_considered_actions=2,
     max_episode_steps=4,
     seed=0,
+    policy_head=policy_head,
   )
   net = muzero_jax.make_network(config, env.num_actions, env.observation_shape)
   params = net.init(jax.random.PRNGKey(0), jnp.zeros((1,) + env.observation_shape), jnp.zeros((1,), jnp.int32))
@@ -230,23 +236,21 @@ def save_tiny_agent(directory, df, schema):
   )
 
 
-def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, capsys):
+def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, capsys, monkeypatch):
   df = pd.read_csv(csv_path)
   schema = cube_env.Schema(
     dimensions=["proc", "site", "urgency"], protected=["race", "sex"], measures=["minutes", "complication"]
   )
-  ckpt = str(tmp_path / "agent")
+  ckpt, dense = str(tmp_path / "agent"), str(tmp_path / "dense")
   save_tiny_agent(ckpt, df, schema)
+  save_tiny_agent(dense, df, schema, policy_head="dense")
   out = str(tmp_path / "mz")
-  assert (
-    discover.main(
-      ["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", ckpt, "--budget", "11", "--out", out]
-    )
-    == 0
-  )
-  summary = json.loads(_read(os.path.join(out, "findings.json")))["summary"]
-  assert summary["method"] == "muzero" and summary["queries"] == 11  # root + episodes of 4 steps, cut at 11
-  assert "episodes" in summary["method_note"]
+  base = ["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", ckpt, "--budget", "11", "--out", out]
+  for mode, note in (("frontier", "best-first over the frontier"), ("episodes", "episodes of up to 4")):
+    assert discover.main(base + ["--agent-mode", mode]) == 0
+    summary = json.loads(_read(os.path.join(out, "findings.json")))["summary"]
+    assert summary["method"] == "muzero" and summary["queries"] == 11, mode  # frontier: 11 cohorts; episodes: cut
+    assert note in summary["method_note"], summary["method_note"]
   wider = [
     "--data",
     csv_path,
@@ -262,11 +266,19 @@ def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, cap
     "minutes",
     "--method",
     "muzero",
-    "--checkpoint",
-    ckpt,
+    "--budget",
+    "6",
     "--out",
     out,
     "--no-progress",
   ]
-  assert discover.main(wider) == 2
+  # A grid-policy agent plays a wider table than it was saved for; a dense-head one refuses it.
+  assert discover.main(wider + ["--checkpoint", ckpt]) == 0
+  assert json.loads(_read(os.path.join(out, "findings.json")))["summary"]["queries"] == 6
+  assert discover.main(wider + ["--checkpoint", dense]) == 2
   assert "trained on a grid" in capsys.readouterr().err
+  # Beyond the largest grid: the limit and the flags that narrow the table.
+  monkeypatch.setattr(agent_play, "MAX_FILTERS", 5)
+  assert discover.main(wider + ["--checkpoint", ckpt]) == 2
+  err = capsys.readouterr().err
+  assert "at most 5 filter columns x 40 categories; this table has 6 x" in err and "--max-categories" in err

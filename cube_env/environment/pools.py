@@ -33,9 +33,15 @@ TASK_SCHEMA = Schema(
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CubeTask:
-  """Which cubes the agent trains and is evaluated on."""
+  """Which cubes the agent trains and is evaluated on.
+
+  With `families` empty the cubes come from the synthetic generator's `scenarios`
+  (`make_cubes` here); with families named they are random worlds of those
+  families (`cube_env.worlds.make_task_cubes`), `n_rows` rows each.
+  """
 
   scenarios: tuple[str, ...] = TASK_SCENARIOS
+  families: tuple[str, ...] = ()  # random-world families (cube_env.worlds) instead of the synthetic scenarios
   num_train_cubes: int = 8
   num_eval_cubes: int = 4
   n_rows: int = 6000
@@ -58,6 +64,8 @@ def make_cubes(task: CubeTask, *, split: str) -> CubeSet:
   """The task's cubes of `split` ("train" or "eval"): scenarios in turn, seeds from the split's base."""
   if split not in ("train", "eval"):
     raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+  if task.families:
+    raise ValueError("a task of random worlds (families set) is built by cube_env.make_cubes (worlds.make_task_cubes)")
   base = TRAIN_SEED_BASE if split == "train" else EVAL_SEED_BASE
   count = task.num_train_cubes if split == "train" else task.num_eval_cubes
   out = CubeSet([], [], [], [])

@@ -1,24 +1,40 @@
 """The trained agent as a discovery method (docs/design.md, The agent).
 
 Importing this package registers the `muzero` method with `cube_env`
-(`cube_env.register_method`); it takes the agent's directory as the method
-option `checkpoint` (`DiscoveryConfig.method_options`, `--checkpoint` on the
-command line).
+(`cube_env.register_method`); it takes the agent's checkpoint directory or
+exported `.npz` as the method option `checkpoint` (`DiscoveryConfig.method_options`,
+`--checkpoint` on the command line), by default the packaged agent, and the
+option `mode` ("frontier" or "episodes").
 """
 
 import cube_env
-from experiments.agent.checkpoint import ensure_checkpoint
-from experiments.agent.loading import PackagedAgent, load_agent
-from experiments.agent.play import muzero_search, padded_env, play_agent, unqueried
+from experiments.agent.loading import PACKAGED, PackagedAgent, export_agent, load_agent
+from experiments.agent.play import (
+  MAX_FILTERS,
+  MAX_VALUES,
+  agent_ranker,
+  agent_shape,
+  muzero_search,
+  padded_env,
+  play_agent,
+  play_frontier,
+  unqueried,
+)
 
 cube_env.register_method("muzero", muzero_search)
 
 __all__ = (
+  "MAX_FILTERS",
+  "MAX_VALUES",
+  "PACKAGED",
   "PackagedAgent",
-  "ensure_checkpoint",
+  "agent_ranker",
+  "agent_shape",
+  "export_agent",
   "load_agent",
   "muzero_search",
   "padded_env",
   "play_agent",
+  "play_frontier",
   "unqueried",
 )

@@ -1,9 +1,22 @@
-"""A trained agent loaded for inference: parameters, config and the grid it was trained on (docs/design.md)."""
+"""A trained agent loaded for inference: parameters, config and the grid it was trained on (docs/design.md).
+
+An agent comes from a checkpoint directory (`python -m experiments.train
+--checkpoint-dir DIR`) or from an exported `.npz` file (`export_agent`): the
+parameters alone, a few hundred kB, with the config and the trained grid as
+JSON inside, no pickle. `PACKAGED` is the agent shipped with the package, made
+by `python -m experiments.agent.export` (see its docstring) from random
+training worlds only; `load_agent(None)` reads it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+
+import jax
+import numpy as np
+from flax import traverse_util
 
 import cube_env
 import muzero_jax
@@ -12,22 +25,33 @@ import muzero_jax
 # cube_env was grouped into subpackages record the old module path.
 ENV_CLASS = f"{cube_env.CubeEnv.__module__}.{cube_env.CubeEnv.__qualname__}"
 CUBE_ENV_CLASSES = (ENV_CLASS, "cube_env.env.CubeEnv")
+PACKAGED = os.path.join(os.path.dirname(__file__), "pretrained.npz")
+EXPORT_FORMAT = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class PackagedAgent:
-  """A trained agent loaded from a checkpoint directory."""
+  """A trained agent loaded from a checkpoint directory or an exported file."""
 
   params: object
   config: muzero_jax.MuZeroConfig
   num_filters: int  # F of the grid it was trained on
   num_values: int  # C (the grid has C + 1 columns)
   horizon: int  # episode length it was trained with
-  directory: str
+  directory: str  # where it was read from (a directory or an .npz file)
+  any_grid: bool = False  # fully convolutional policy: the same parameters play a grid of any size
+  source: str = ""  # what made it (the exported file's record: preset, task, iteration)
 
 
-def load_agent(directory: str) -> PackagedAgent:
-  """Loads parameters and checks the checkpoint was made on `cube_env` (ValueError naming `--checkpoint`)."""
+def _any_grid(config: muzero_jax.MuZeroConfig, num_filters: int, num_values: int) -> bool:
+  shape = (len(cube_env.CHANNELS), num_filters, num_values + 1)
+  return muzero_jax.uses_conv_policy(config, num_filters * (num_values + 1), shape)
+
+
+def load_agent(directory: str | None = None) -> PackagedAgent:
+  """The agent in a checkpoint directory or exported `.npz` (default `PACKAGED`); ValueError naming `--checkpoint`."""
+  if directory is None or str(directory).endswith(".npz"):
+    return _load_exported(directory or PACKAGED)
   if not os.path.isdir(directory):
     raise ValueError(f"--checkpoint {directory!r}: no such directory")
   try:
@@ -38,8 +62,12 @@ def load_agent(directory: str) -> PackagedAgent:
   if env.get("env") not in CUBE_ENV_CLASSES:
     raise ValueError(f"--checkpoint {directory!r} holds an agent for {env.get('env')!r}, not {ENV_CLASS}")
   _, num_f, width = env["observation_shape"]
-  task = (meta.get("extra") or {}).get("task") or {}
+  extra = meta.get("extra") or {}
+  task = extra.get("task") or {}
   horizon = int(task.get("horizon", config.max_episode_steps))
+  source = json.dumps(
+    {"checkpoint": str(directory), "preset": extra.get("preset"), "task": task, "counters": meta.get("counters")}
+  )
   return PackagedAgent(
     params=params,
     config=config,
@@ -47,4 +75,48 @@ def load_agent(directory: str) -> PackagedAgent:
     num_values=int(width) - 1,
     horizon=horizon,
     directory=str(directory),
+    any_grid=_any_grid(config, int(num_f), int(width) - 1),
+    source=source,
+  )
+
+
+def export_agent(agent: PackagedAgent, path: str) -> None:
+  """Writes the agent's parameters, config and grid to an `.npz` file (atomically)."""
+  flat = traverse_util.flatten_dict(jax.device_get(agent.params), sep="/")
+  record = {
+    "format": EXPORT_FORMAT,
+    "config": agent.config.to_dict(),
+    "num_filters": agent.num_filters,
+    "num_values": agent.num_values,
+    "horizon": agent.horizon,
+    "source": agent.source,
+  }
+  tmp = f"{path}.tmp.npz"
+  np.savez_compressed(tmp, __agent__=np.asarray(json.dumps(record)), **{k: np.asarray(v) for k, v in flat.items()})
+  os.replace(tmp, path)
+
+
+def _load_exported(path: str) -> PackagedAgent:
+  if not os.path.exists(path):
+    where = "the packaged agent" if path == PACKAGED else f"--checkpoint {path!r}"
+    raise ValueError(f"{where}: no such file (make one with python -m experiments.agent.export)")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      record = json.loads(str(z["__agent__"]))
+      flat = {k: z[k] for k in z.files if k != "__agent__"}
+    if record.get("format") != EXPORT_FORMAT:
+      raise ValueError(f"format {record.get('format')!r}, this code reads {EXPORT_FORMAT}")
+    config = muzero_jax.MuZeroConfig.from_dict(record["config"])
+  except Exception as err:  # noqa: BLE001 (a damaged file is the user's input problem)
+    raise ValueError(f"--checkpoint {path!r}: cannot load an agent ({type(err).__name__}: {err})") from None
+  num_f, num_v = int(record["num_filters"]), int(record["num_values"])
+  return PackagedAgent(
+    params=traverse_util.unflatten_dict(flat, sep="/"),
+    config=config,
+    num_filters=num_f,
+    num_values=num_v,
+    horizon=int(record["horizon"]),
+    directory=str(path),
+    any_grid=_any_grid(config, num_f, num_v),
+    source=str(record.get("source", "")),
   )

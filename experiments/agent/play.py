@@ -1,12 +1,32 @@
-"""The `muzero` discovery method: a trained `muzero_jax` agent plays a `cube_env` search space.
+"""The `muzero` discovery method: a trained `muzero_jax` agent searches a `cube_env` search space.
 
-The agent searches with its learned model (no queries); only the real
-environment steps it takes cost a query each (the root once). It plays
-episodes of the horizon it was trained with from the root: the first greedy
-(no search noise), later ones with the search's own noise so that they
-explore differently, until the budget is spent. The cube is padded to the
-agent's observation grid; a cube with more filter columns or categories than
-the agent saw is refused (retrain, or lower `--max-categories`). See
+Two modes (method option `mode`):
+
+* `frontier` (the default): best-first over the frontier of seen, unvisited
+  cohorts (`cube_env.frontier`), ranked by the agent. At each visited cohort
+  the agent runs its mctx search in its learned model (greedy Gumbel MuZero,
+  `num_simulations` simulations over the `max_num_considered_actions` moves its
+  policy ranks highest), and each drill-down is scored by its action value:
+  the search's Q (reward plus discounted value of the cohort reached, in the
+  model) where the search visited it, the network's value of the parent
+  elsewhere, ties going to the search's policy. Q is in units of return, so
+  cohorts revealed by different parents compare on one scale. Every query is
+  spent on a new cohort; none walks back through known ones.
+* `episodes`: episodes of the horizon the agent was trained with from the
+  root: the first greedy (no search noise), later ones with the search's own
+  noise so that they explore differently, until the budget is spent.
+
+The agent searches in its learned model (no queries); only the real
+environment steps cost a query each (the root once). Without a checkpoint the
+packaged agent plays (`loading.PACKAGED`).
+
+Any table: an agent whose policy is fully convolutional (`any_grid`, the
+`resnet` network with grid policy heads) plays a grid of any size with the same
+parameters, up to `MAX_FILTERS` filter columns x `MAX_VALUES` categories; the
+cube is padded to its own grid rounded up (`GRID_ROUND`, so that tables of
+similar width share compiled programs), never below the agent's trained grid.
+An agent with dense heads plays only cubes that fit its trained grid. A wider
+table is refused with the limit and the flags that narrow it. See
 docs/design.md, The agent.
 """
 
@@ -22,34 +42,85 @@ import cube_env
 import muzero_jax
 from experiments.agent.loading import PackagedAgent, load_agent
 
-MISSING_CHECKPOINT = (
-  "the muzero method needs a trained agent: --checkpoint DIR on the command line (method option checkpoint=DIR "
-  "in Python), a directory written by python -m experiments.train --checkpoint-dir DIR; without one use "
-  "--method auto, frontier, uct, beam, greedy, random or exhaustive"
-)
+MAX_FILTERS = 128  # filter columns (dimensions + protected) an any-grid agent plays at most (issue 18 asks >= 64)
+MAX_VALUES = 40  # categories per filter column an any-grid agent plays at most
+GRID_ROUND = (8, 4)  # an any-grid agent's grid: filter columns and categories rounded up to these multiples
+MODES = ("frontier", "episodes")
+TIE = 1e-3  # weight of the search policy's log-probability that breaks ties between equal action values
+LEGAL = cube_env.CHANNELS.index("legal")
+NARROWER = "Use fewer dimension/protected columns (--dimensions, --protected) or a lower --max-categories"
+
+
+def _round_up(n: int, k: int) -> int:
+  return -(-n // k) * k
+
+
+def agent_shape(agent: PackagedAgent, cube) -> cube_env.EnvShape:
+  """The grid `agent` plays `cube` on (ValueError naming the limit when the table is wider)."""
+  own = cube_env.bucketed_shape(cube)
+  if agent.any_grid:
+    if own.num_filters > MAX_FILTERS or own.num_values > MAX_VALUES:
+      raise ValueError(
+        f"the muzero agent plays tables of at most {MAX_FILTERS} filter columns x {MAX_VALUES} categories; this "
+        f"table has {own.num_filters} x {own.num_values}. {NARROWER}"
+      )
+    num_f = max(agent.num_filters, min(_round_up(own.num_filters, GRID_ROUND[0]), MAX_FILTERS))
+    num_v = max(agent.num_values, min(_round_up(own.num_values, GRID_ROUND[1]), MAX_VALUES))
+  else:
+    if own.num_filters > agent.num_filters or own.num_values > agent.num_values:
+      raise ValueError(
+        f"the agent in {agent.directory!r} (dense policy heads) was trained on a grid of {agent.num_filters} filter "
+        f"columns x {agent.num_values} categories; this table needs {own.num_filters} x {own.num_values}. "
+        f"{NARROWER}, or train an agent with grid policy heads (--policy-head conv)"
+      )
+    num_f, num_v = agent.num_filters, agent.num_values
+  return dataclasses.replace(own, num_filters=num_f, num_values=num_v)
 
 
 def padded_env(agent: PackagedAgent, space: cube_env.Space):
-  """The env and params of `space.cube` padded to the agent's grid (ValueError when the cube is wider)."""
-  own = cube_env.EnvShape.of(space.cube)
-  if own.num_filters > agent.num_filters or own.num_values > agent.num_values:
-    raise ValueError(
-      f"the agent in {agent.directory!r} was trained on a grid of {agent.num_filters} filter columns x "
-      f"{agent.num_values} categories; this table needs {own.num_filters} x {own.num_values}. Use fewer "
-      "dimension/protected columns or a lower --max-categories, or train an agent on a wider task"
-    )
-  shape = dataclasses.replace(
-    cube_env.bucketed_shape(space.cube), num_filters=agent.num_filters, num_values=agent.num_values
-  )
+  """The env and params of `space.cube` on the agent's grid for it (`agent_shape`)."""
   env, params = cube_env.make_env(
     space.cube,
     max_depth=space.max_depth,
     horizon=agent.horizon,
     min_group=space.min_group,
     z_screen=space.z_screen,
-    shape=shape,
+    shape=agent_shape(agent, space.cube),
   )
   return dataclasses.replace(env, meta=None), params
+
+
+def agent_ranker(agent: PackagedAgent, seed: int):
+  """The `frontier` ranking by the agent's search: each drill-down's action value (module docstring)."""
+  key = jax.random.PRNGKey(seed)  # greedy search: no noise drawn from the key
+
+  def rank(obs: np.ndarray, parent_score: float) -> np.ndarray:
+    del parent_score
+    legal = jnp.asarray(obs[LEGAL].reshape(1, -1) > 0)
+    out = muzero_jax.act(agent.params, jnp.asarray(obs, jnp.float32)[None], legal, key, agent.config, greedy=True)
+    values, weights = np.asarray(out.action_values[0], np.float64), np.asarray(out.action_weights[0], np.float64)
+    return values + TIE * np.log(np.maximum(weights, 1e-30))
+
+  return rank
+
+
+def play_frontier(
+  agent: PackagedAgent, space: cube_env.Space, *, budget: int, seed: int, progress=None
+) -> cube_env.SearchResult:
+  """Best-first over the frontier, ranked by the agent's search (see the module docstring)."""
+  env, params = padded_env(agent, space)
+  return cube_env.frontier(
+    space,
+    budget=budget,
+    seed=seed,
+    progress=progress,
+    ranker=agent_ranker(agent, seed),
+    env=env,
+    params=params,
+    name="muzero",
+    note=f"agent {agent.directory}: best-first over the frontier by the action values of its search "
+    f"({agent.config.num_simulations} simulations) on a {env.shape.num_filters} x {env.shape.num_values} grid",
+  )
 
 
 def unqueried(ledger: cube_env.Ledger, state, num_values: int) -> jnp.ndarray:
@@ -111,13 +182,16 @@ def muzero_search(
   seed: int,
   progress=None,
   checkpoint: str | PackagedAgent | None = None,
+  mode: str = "frontier",
 ) -> cube_env.SearchResult:
-  """The registered `muzero` method: plays the agent in `checkpoint` (a method option; ValueError without).
+  """The registered `muzero` method: the agent in `checkpoint` (default the packaged one) searches `space`.
 
-  `checkpoint` is the agent's directory, or an agent already loaded from one
-  (`load_agent`), so that a caller that searches many times reads it once.
+  `checkpoint` is a checkpoint directory or exported `.npz`, or an agent
+  already loaded (`load_agent`), so that a caller that searches many times
+  reads it once; `mode` is "frontier" or "episodes" (module docstring).
   """
-  if checkpoint is None:
-    raise ValueError(MISSING_CHECKPOINT)
+  if mode not in MODES:
+    raise ValueError(f"muzero: mode must be one of {MODES}, got {mode!r}")
   loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
-  return play_agent(loaded, space, budget=budget, seed=seed, progress=progress)
+  play = play_frontier if mode == "frontier" else play_agent
+  return play(loaded, space, budget=budget, seed=seed, progress=progress)

@@ -1,6 +1,9 @@
 """The sizes of a cube training run (`python -m experiments.train --preset NAME`), defined once.
 
-`smoke` (well under a minute on 2 CPU cores), `cpu` (the default) and `gpu`.
+`smoke` (well under a minute on 2 CPU cores), `cpu` (the default) and `gpu` train on the synthetic
+generator's cubes; `pretrain` is `cpu`'s agent on random training worlds of the `standard` and
+`masked` families (`cube_env.worlds`, training split only), the packaged agent's recipe
+(`experiments.agent.packaged`).
 The episode length of the agent's config is the task's horizon (the query budget).
 """
 
@@ -53,6 +56,27 @@ PRESETS: dict[str, CubePreset] = {
   ),
   "cpu": _preset(
     cube_env.CubeTask(num_train_cubes=8, num_eval_cubes=4, n_rows=4000, horizon=16, max_depth=3),
+    iterations=400,
+    channels=16,
+    num_blocks=1,
+    head_channels=8,
+    latent_size=32,
+    hidden_size=32,
+    num_simulations=8,
+    max_num_considered_actions=8,
+    num_envs=8,
+    rollout_length=8,
+    replay_capacity=8192,
+    min_replay_size=128,
+    batch_size=32,
+    updates_per_iteration=4,
+    warmup_steps=20,
+    decay_steps=5000,
+  ),
+  "pretrain": _preset(
+    cube_env.CubeTask(
+      families=("standard", "masked"), num_train_cubes=8, num_eval_cubes=4, n_rows=6000, horizon=16, max_depth=3
+    ),
     iterations=400,
     channels=16,
     num_blocks=1,

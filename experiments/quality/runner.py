@@ -64,7 +64,7 @@ def prepare_case(case: Case, *, max_depth: int) -> PreparedCase:
 
 def build_methods(names: Iterable[str], checkpoint: str | None, options: Iterable = ()) -> dict[str, SuiteMethod]:
   """The registered methods by name (a sweep variant `beam@width=16` binds its options); `muzero` plays the agent in
-  `checkpoint`."""
+  `checkpoint` (default the packaged one)."""
   out = {}
   for name in names:
     base, bound = parse_variant(name)
@@ -72,9 +72,9 @@ def build_methods(names: Iterable[str], checkpoint: str | None, options: Iterabl
     if bound and name != "muzero":
       out[name] = SuiteMethod(functools.partial(cube_env.get_method(base), **bound))
     elif name == "muzero":
-      if checkpoint is None:
-        raise ValueError("the muzero method needs --checkpoint (or let the benchmark train one)")
-      loaded = agent.load_agent(checkpoint)  # once: every search of the suite plays this agent
+      loaded = agent.load_agent(
+        checkpoint
+      )  # None: the packaged agent  # once: every search of the suite plays this agent
       out[name] = SuiteMethod(functools.partial(cube_env.get_method(name), checkpoint=loaded), loaded)
     else:
       out[name] = SuiteMethod(cube_env.get_method(name))

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 import jax
 
 from cube_env import worlds
-from experiments.agent import ensure_checkpoint
 from experiments.quality.plot import plot
 from experiments.quality.pool import log_to_stderr, read_rows, run_suite
 from experiments.quality.runner import build_methods
@@ -109,8 +108,6 @@ def run_quality(
   suite = resize(
     SUITES[suite_name], method_names=method_names, scenarios=scenarios, seeds=seeds, split=split, sweep=sweep
   )
-  if "muzero" in suite.methods:
-    checkpoint = ensure_checkpoint(checkpoint, log=log)
   spill = f"{out}.partial" if out else None
   earlier = earlier_rows(suite, out, spill, log)
   done = {(r["scenario"], r["seed"], r["method"], r["budget"]) for r in earlier if r["kind"] == "run"}

@@ -1,0 +1,78 @@
+"""The agent as a package: exported files, the packaged agent, the grid it plays, the worlds it trains on."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import cube_env
+from cube_env import worlds
+from experiments import agent
+from experiments.agent import export, play
+from tests.conftest import SMALL_SCHEMA
+from tests.test_discover_report import save_tiny_agent
+
+
+def test_export_round_trip_and_damaged_files(small_df, tmp_path, capsys):
+  ckpt = str(tmp_path / "agent")
+  save_tiny_agent(ckpt, small_df, SMALL_SCHEMA)
+  out = str(tmp_path / "agent.npz")
+  assert export.main([ckpt, "--out", out]) == 0
+  assert "wrote" in capsys.readouterr().out
+  saved, loaded = agent.load_agent(ckpt), agent.load_agent(out)
+  assert loaded.config == saved.config and loaded.any_grid and saved.any_grid
+  assert (loaded.num_filters, loaded.num_values, loaded.horizon) == (saved.num_filters, saved.num_values, 4)
+  same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), saved.params, loaded.params)
+  assert all(jax.tree.leaves(same)) and len(jax.tree.leaves(same)) > 10
+  assert json.loads(loaded.source)["checkpoint"] == ckpt
+  # Damaged, missing or misnamed input: errors that name the file or the flag.
+  (tmp_path / "bad.npz").write_bytes(b"not a zip")
+  with pytest.raises(ValueError, match="--checkpoint .*bad.npz.*cannot load an agent"):
+    agent.load_agent(str(tmp_path / "bad.npz"))
+  assert export.main([str(tmp_path / "nowhere")]) == 2 and "no such directory" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    export.main([ckpt, "--out", str(tmp_path / "agent.bin")])
+  assert "must end in .npz" in capsys.readouterr().err
+
+
+def test_the_grid_an_agent_plays(small_df, tmp_path):
+  cube = cube_env.build_cube(small_df, SMALL_SCHEMA)
+  own = cube_env.EnvShape.of(cube)
+  ckpt, dense = str(tmp_path / "a"), str(tmp_path / "d")
+  save_tiny_agent(ckpt, small_df, SMALL_SCHEMA)
+  save_tiny_agent(dense, small_df, SMALL_SCHEMA, policy_head="dense")
+  grid_free, fixed = agent.load_agent(ckpt), agent.load_agent(dense)
+  assert grid_free.any_grid and not fixed.any_grid
+  shape = agent.agent_shape(grid_free, cube)  # rounded up to (8, 4) multiples: never below the trained grid
+  assert shape.num_filters == max(grid_free.num_filters, -(-own.num_filters // 8) * 8)
+  assert shape.num_values == max(grid_free.num_values, -(-own.num_values // 4) * 4)
+  assert shape.num_cells == cube_env.bucketed_shape(cube).num_cells and shape.num_groups == own.num_groups
+  wider = grid_free.__class__(**{**grid_free.__dict__, "num_filters": 1, "num_values": 2})
+  assert agent.agent_shape(wider, cube).num_filters == shape.num_filters  # the table's grid, not the agent's
+  fixed_shape = agent.agent_shape(fixed, cube)
+  assert (fixed_shape.num_filters, fixed_shape.num_values) == (fixed.num_filters, fixed.num_values)
+  narrow = fixed.__class__(**{**fixed.__dict__, "num_filters": own.num_filters - 1})
+  with pytest.raises(ValueError, match="dense policy heads.*--max-categories"):
+    agent.agent_shape(narrow, cube)
+  assert play.MAX_FILTERS >= 64 and play.MAX_VALUES >= 40  # issue 18: at least 64 columns x 40 categories
+
+
+def test_packaged_agent_loads_and_was_made_from_training_worlds():
+  packaged = agent.load_agent(None)
+  assert packaged.directory == agent.PACKAGED and packaged.any_grid
+  source = json.loads(packaged.source)
+  assert source["preset"] == "pretrain" and set(source["task"]["families"]) <= set(cube_env.WORLD_FAMILIES)
+  assert source["counters"]["iteration"] >= 100  # trained, not an initial network
+
+
+def test_world_tasks_draw_only_training_worlds():
+  task = cube_env.CubeTask(families=("standard", "masked"), num_train_cubes=2, num_eval_cubes=1, n_rows=3000)
+  train, held_out = cube_env.make_cubes(task, split="train"), cube_env.make_cubes(task, split="eval")
+  assert train.scenarios == ["standard", "masked"] and held_out.scenarios == ["standard"]
+  for seed in train.seeds:
+    assert worlds.split_of(seed) == "train" and seed - worlds.TRAIN_SEED_BASE >= worlds.AGENT_WORLD_INDEX
+  assert [s - worlds.TRAIN_SEED_BASE for s in held_out.seeds] == [0]  # the first validation world
+  assert all(truth for truth in train.truths) and len(train.cubes) == 2
+  with pytest.raises(ValueError, match="unknown family"):
+    cube_env.make_cubes(cube_env.CubeTask(families=("nope",)), split="train")
