@@ -69,13 +69,11 @@ def build_methods(names: Iterable[str], checkpoint: str | None, options: Iterabl
   for name in names:
     base, bound = parse_variant(name)
     bound = bound or dict(dict(options).get(name, ()))  # a plain name takes the suite's tuned settings
-    if bound and name != "muzero":
+    if base == "muzero":
+      loaded = agent.load_agent(checkpoint)  # once: every search of the suite plays it (None: the packaged agent)
+      out[name] = SuiteMethod(functools.partial(cube_env.get_method(base), checkpoint=loaded, **bound), loaded)
+    elif bound:
       out[name] = SuiteMethod(functools.partial(cube_env.get_method(base), **bound))
-    elif name == "muzero":
-      loaded = agent.load_agent(
-        checkpoint
-      )  # None: the packaged agent  # once: every search of the suite plays this agent
-      out[name] = SuiteMethod(functools.partial(cube_env.get_method(name), checkpoint=loaded), loaded)
     else:
       out[name] = SuiteMethod(cube_env.get_method(name))
   return out
