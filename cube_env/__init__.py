@@ -63,6 +63,7 @@ from cube_env.discovery.pipeline import (
   search,
   truth_score,
 )
+from cube_env.discovery.ranking import learned_ranker
 from cube_env.discovery.scoring import score_findings
 from cube_env.discovery.space import (
   Anytime,
@@ -153,6 +154,7 @@ __all__ = (
   "get_method",
   "greedy",
   "learned",
+  "learned_ranker",
   "make_cubes",
   "make_env",
   "make_env_pool",

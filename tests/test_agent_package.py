@@ -1,12 +1,16 @@
 """The agent as a package: exported files, the packaged agent, the grid it plays, the worlds it trains on."""
 
+import functools
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import cube_env
+import muzero_jax
 from cube_env import worlds
 from experiments import agent
 from experiments.agent import export, play
@@ -76,3 +80,26 @@ def test_world_tasks_draw_only_training_worlds():
   assert all(truth for truth in train.truths) and len(train.cubes) == 2
   with pytest.raises(ValueError, match="unknown family"):
     cube_env.make_cubes(cube_env.CubeTask(families=("nope",)), split="train")
+
+
+def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_df, tmp_path):
+  ckpt = str(tmp_path / "agent")
+  save_tiny_agent(ckpt, small_df, SMALL_SCHEMA)
+  loaded = agent.load_agent(ckpt)
+  prepared = cube_env.prepare(small_df, SMALL_SCHEMA, cube_env.DiscoveryConfig(max_depth=2, z_screen=3.0))
+  learned = cube_env.search(prepared, "learned", budget=25)
+  same = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, refine=0.0), budget=25)
+  pd.testing.assert_frame_equal(same.visits, learned.visits)  # refine 0: the learned method, query for query
+  assert same.method == "muzero" and "plus 0 x the advantage" in same.note
+  # The ranking's arithmetic on the root's observation: learned log-odds + refine x (search Q - network value).
+  obs, _, _ = cube_env.Ledger(prepared.space, 1).root()
+  refined = agent.agent_ranker(loaded, seed=0, refine=2.0)(obs, 0.0)
+  base = cube_env.learned_ranker()(obs, 0.0)
+  legal = jnp.asarray(obs[play.LEGAL].reshape(1, -1) > 0)
+  out = muzero_jax.act(loaded.params, jnp.asarray(obs)[None], legal, jax.random.PRNGKey(0), loaded.config)
+  advantage = np.asarray(out.action_values[0]) - float(out.network_value[0])
+  np.testing.assert_allclose(refined - base, 2.0 * advantage, rtol=1e-5, atol=1e-6)
+  searched = np.count_nonzero(advantage)  # moves the search visited; the rest keep the learned value
+  assert 0 < searched <= loaded.config.num_simulations
+  with pytest.raises(ValueError, match="refine must be a finite number"):
+    agent.agent_ranker(loaded, seed=0, refine=-1.0)

@@ -272,11 +272,13 @@ def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, cap
     out,
     "--no-progress",
   ]
-  # A grid-policy agent plays a wider table than it was saved for; a dense-head one refuses it.
+  # A grid-policy agent plays a wider table than it was saved for; a dense-head one refuses it (and the frontier).
   assert discover.main(wider + ["--checkpoint", ckpt]) == 0
   assert json.loads(_read(os.path.join(out, "findings.json")))["summary"]["queries"] == 6
-  assert discover.main(wider + ["--checkpoint", dense]) == 2
+  assert discover.main(wider + ["--checkpoint", dense, "--agent-mode", "episodes"]) == 2
   assert "trained on a grid" in capsys.readouterr().err
+  assert discover.main(wider + ["--checkpoint", dense]) == 2
+  assert "needs an agent with grid policy heads; use --agent-mode episodes" in capsys.readouterr().err
   # Beyond the largest grid: the limit and the flags that narrow the table.
   monkeypatch.setattr(agent_play, "MAX_FILTERS", 5)
   assert discover.main(wider + ["--checkpoint", ckpt]) == 2

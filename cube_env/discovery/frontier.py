@@ -39,8 +39,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cube_env.discovery.space import BudgetSpent, Ledger, Progress, SearchResult, Space, drill_down_actions, target
-from cube_env.environment.env import CHANNELS, CubeEnv
-from cube_env.environment.params import EnvParams
+from cube_env.environment.env import CHANNELS
 
 MAX_ABS_Z = CHANNELS.index("max_abs_z")  # observation channel: strongest |z| / 10 of the target cohort
 N_SIGNIFICANT = CHANNELS.index("log_num_significant")  # log(1 + number of significant tests)
@@ -75,10 +74,6 @@ def frontier(
   lift: float = LIFT,
   ranker: Ranker | None = None,
   watch: Watch | None = None,
-  env: CubeEnv | None = None,
-  params: EnvParams | None = None,
-  name: str = "frontier",
-  note: str | None = None,
 ) -> SearchResult:
   """Best-first search over the frontier of seen, unvisited cohorts (see module docstring).
 
@@ -88,15 +83,11 @@ def frontier(
     ranker: scores of a parent's actions from its observation; default `pixel_ranker(lift)`.
     watch: called as `watch(filters, obs, own score, actions)` with every visited cohort whose unvisited
       drill-downs join the queue (`ranking.collect` makes training rows from it).
-    env, params: the space's cube on another (padded) grid, for a ranker that reads observations of that grid
-      (the `muzero` agent's); default the space's own.
-    name, note: the method name and note the result records (default "frontier" and the ranking's).
   """
   del seed
   rank = ranker or pixel_ranker(lift)
   ledger = Ledger(space, budget, progress)
-  env, params = env or space.env, params or space.params
-  c = env.shape.num_values
+  c = space.env.shape.num_values
   visited: list[tuple] = []  # (state, filters) of each visited cohort, by query order
   queue: list[tuple] = []  # (-rank, depth, parent's index in `visited`, action, pixel score)
 
@@ -117,7 +108,7 @@ def frontier(
       heapq.heappush(queue, (-float(ranks[a]), depth + 1, len(visited) - 1, a, float(pixels[a])))
 
   try:
-    obs, state, _ = ledger.root(env, params)
+    obs, state, _ = ledger.root()
     reveal(obs, state, tuple(int(v) for v in np.asarray(state.filters)), 0, 0.0)
     while queue and ledger.left:
       _, depth, parent_index, action, own = heapq.heappop(queue)
@@ -125,10 +116,9 @@ def frontier(
       key = target(parent_filters, action, c)
       if key in ledger.index:
         continue  # reached from another parent already
-      obs, state, _ = ledger.step(parent, action, env=env, params=params)
+      obs, state, _ = ledger.step(parent, action)
       reveal(obs, state, key, depth, own)
   except BudgetSpent:
     pass
-  if note is None:
-    note = "best-first, learned ranking" if ranker is not None else f"best-first by pixel |z|, lift {lift:g}"
-  return ledger.result(name, note=note)
+  note = "best-first, learned ranking" if ranker is not None else f"best-first by pixel |z|, lift {lift:g}"
+  return ledger.result("frontier", note=note)

@@ -3,15 +3,19 @@
 Two modes (method option `mode`):
 
 * `frontier` (the default): best-first over the frontier of seen, unvisited
-  cohorts (`cube_env.frontier`), ranked by the agent. At each visited cohort
-  the agent runs its mctx search in its learned model (greedy Gumbel MuZero,
-  `num_simulations` simulations over the `max_num_considered_actions` moves its
-  policy ranks highest), and each drill-down is scored by its action value:
-  the search's Q (reward plus discounted value of the cohort reached, in the
-  model) where the search visited it, the network's value of the parent
-  elsewhere, ties going to the search's policy. Q is in units of return, so
-  cohorts revealed by different parents compare on one scale. Every query is
-  spent on a new cohort; none walks back through known ones.
+  cohorts (`cube_env.frontier`), every query spent on a new cohort (none walks
+  back through known ones). A drill-down's rank starts where the heuristics
+  stop: the learned frontier value (`cube_env.discovery.ranking`, the
+  `learned` method's log-odds that the cohort leads to a planted effect), and
+  the agent refines it near the top: at each visited cohort it runs its mctx
+  search in its learned model (greedy Gumbel MuZero, `num_simulations`
+  simulations over the `max_num_considered_actions` moves its policy ranks
+  highest) and adds `refine` times each searched move's advantage (the
+  search's Q, reward plus discounted value of the cohort reached in the model,
+  minus the network's value of the parent; 0 for moves the search did not
+  visit). With `refine` 0 the mode is the `learned` method; `REFINE` was
+  chosen on training worlds (see its comment). The agent reads the cube on its
+  own grid (an any-grid agent is required in this mode).
 * `episodes`: episodes of the horizon the agent was trained with from the
   root: the first greedy (no search noise), later ones with the search's own
   noise so that they explore differently, until the budget is spent.
@@ -46,7 +50,7 @@ MAX_FILTERS = 128  # filter columns (dimensions + protected) an any-grid agent p
 MAX_VALUES = 40  # categories per filter column an any-grid agent plays at most
 GRID_ROUND = (8, 4)  # an any-grid agent's grid: filter columns and categories rounded up to these multiples
 MODES = ("frontier", "episodes")
-TIE = 1e-3  # weight of the search policy's log-probability that breaks ties between equal action values
+REFINE = 1.0  # weight of the agent's search advantage on the learned frontier value (module docstring)
 LEGAL = cube_env.CHANNELS.index("legal")
 NARROWER = "Use fewer dimension/protected columns (--dimensions, --protected) or a lower --max-categories"
 
@@ -90,37 +94,43 @@ def padded_env(agent: PackagedAgent, space: cube_env.Space):
   return dataclasses.replace(env, meta=None), params
 
 
-def agent_ranker(agent: PackagedAgent, seed: int):
-  """The `frontier` ranking by the agent's search: each drill-down's action value (module docstring)."""
+def agent_ranker(agent: PackagedAgent, seed: int, refine: float = REFINE):
+  """The `frontier` ranking: the learned frontier value plus `refine` x the agent's search advantage (module
+  docstring)."""
+  if not np.isfinite(refine) or refine < 0:
+    raise ValueError(f"muzero: refine must be a finite number >= 0, got {refine!r}")
+  base = cube_env.learned_ranker()
   key = jax.random.PRNGKey(seed)  # greedy search: no noise drawn from the key
 
   def rank(obs: np.ndarray, parent_score: float) -> np.ndarray:
-    del parent_score
+    scores = base(obs, parent_score)
+    if refine == 0:
+      return scores
     legal = jnp.asarray(obs[LEGAL].reshape(1, -1) > 0)
     out = muzero_jax.act(agent.params, jnp.asarray(obs, jnp.float32)[None], legal, key, agent.config, greedy=True)
-    values, weights = np.asarray(out.action_values[0], np.float64), np.asarray(out.action_weights[0], np.float64)
-    return values + TIE * np.log(np.maximum(weights, 1e-30))
+    advantage = np.asarray(out.action_values[0], np.float64) - float(out.network_value[0])
+    return scores + refine * advantage
 
   return rank
 
 
 def play_frontier(
-  agent: PackagedAgent, space: cube_env.Space, *, budget: int, seed: int, progress=None
+  agent: PackagedAgent, space: cube_env.Space, *, budget: int, seed: int, progress=None, refine: float = REFINE
 ) -> cube_env.SearchResult:
-  """Best-first over the frontier, ranked by the agent's search (see the module docstring)."""
-  env, params = padded_env(agent, space)
-  return cube_env.frontier(
-    space,
-    budget=budget,
-    seed=seed,
-    progress=progress,
-    ranker=agent_ranker(agent, seed),
-    env=env,
-    params=params,
-    name="muzero",
-    note=f"agent {agent.directory}: best-first over the frontier by the action values of its search "
-    f"({agent.config.num_simulations} simulations) on a {env.shape.num_filters} x {env.shape.num_values} grid",
+  """Best-first over the frontier, the learned value refined by the agent's search (see the module docstring)."""
+  if not agent.any_grid:
+    raise ValueError(
+      f"the agent in {agent.directory!r} has dense policy heads (its own grid only): --agent-mode frontier needs "
+      "an agent with grid policy heads; use --agent-mode episodes"
+    )
+  agent_shape(agent, space.cube)  # the grid limit
+  ranker = agent_ranker(agent, seed, refine)
+  result = cube_env.frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker)
+  note = (
+    f"agent {agent.directory}: best-first over the frontier by the learned value plus {refine:g} x the advantage "
+    f"of its search ({agent.config.num_simulations} simulations)"
   )
+  return dataclasses.replace(result, method="muzero", note=note)
 
 
 def unqueried(ledger: cube_env.Ledger, state, num_values: int) -> jnp.ndarray:
@@ -183,15 +193,18 @@ def muzero_search(
   progress=None,
   checkpoint: str | PackagedAgent | None = None,
   mode: str = "frontier",
+  refine: float = REFINE,
 ) -> cube_env.SearchResult:
   """The registered `muzero` method: the agent in `checkpoint` (default the packaged one) searches `space`.
 
   `checkpoint` is a checkpoint directory or exported `.npz`, or an agent
   already loaded (`load_agent`), so that a caller that searches many times
-  reads it once; `mode` is "frontier" or "episodes" (module docstring).
+  reads it once; `mode` is "frontier" or "episodes", `refine` the frontier's weight on the agent's search
+  (module docstring).
   """
   if mode not in MODES:
     raise ValueError(f"muzero: mode must be one of {MODES}, got {mode!r}")
   loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
-  play = play_frontier if mode == "frontier" else play_agent
-  return play(loaded, space, budget=budget, seed=seed, progress=progress)
+  if mode == "frontier":
+    return play_frontier(loaded, space, budget=budget, seed=seed, progress=progress, refine=refine)
+  return play_agent(loaded, space, budget=budget, seed=seed, progress=progress)
