@@ -1,9 +1,10 @@
-"""learned, greedy and frontier against enumeration on the bundled real tables (issue 18, point 6): `python benchmarks/real_tables.py`."""
+"""learned, muzero, greedy and frontier against enumeration on the bundled real tables (issue 18, point 6): `python benchmarks/real_tables.py`."""
 
 import json
 import time
 
 import cube_env
+import experiments.agent  # noqa: F401 (registers the muzero method: the packaged agent)
 from cube_env.data import real
 
 for name, load in (("actg175", real.load_actg175), ("actg320", real.load_actg320)):
@@ -12,6 +13,8 @@ for name, load in (("actg175", real.load_actg175), ("actg320", real.load_actg320
     ("exhaustive", 100_000),
     ("learned", 50),
     ("learned", 150),
+    ("muzero", 50),
+    ("muzero", 150),
     ("greedy", 50),
     ("greedy", 150),
     ("frontier", 150),

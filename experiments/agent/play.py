@@ -50,7 +50,12 @@ MAX_FILTERS = 128  # filter columns (dimensions + protected) an any-grid agent p
 MAX_VALUES = 40  # categories per filter column an any-grid agent plays at most
 GRID_ROUND = (8, 4)  # an any-grid agent's grid: filter columns and categories rounded up to these multiples
 MODES = ("frontier", "episodes")
-REFINE = 1.0  # weight of the agent's search advantage on the learned frontier value (module docstring)
+# Weight of the agent's search advantage on the learned frontier value (module docstring). Chosen on training worlds
+# 0-1 of standard, wide, deep and masked (`benchmark quality --suite quick --split train --sweep`,
+# benchmarks/quality_muzero_sweep_train_cpu.jsonl; mean recall at 0.5-5% and 300-1,000 queries): 0.5, 1 and 2 tie
+# with `learned` at 0.925, 8 gives 0.900 and 32 0.792 (the agent's search alone, the first frontier mode: 0.175;
+# episodes 0.271). The agent's search adds nothing measurable there and hurts when it weighs more.
+REFINE = 1.0
 LEGAL = cube_env.CHANNELS.index("legal")
 NARROWER = "Use fewer dimension/protected columns (--dimensions, --protected) or a lower --max-categories"
 

@@ -65,7 +65,7 @@ SWEEP = {
   "pysubgroup-beam": [(("width", w), ("depth", d)) for w in (10, 20, 40) for d in (2, 3)],
   "pysubgroup-dfs": [(("depth", d),) for d in (2, 3)],
   "frontier": [(("lift", x),) for x in (0.0, 0.5, 1.0)],
-  "muzero": [(("refine", r),) for r in (0.5, 2.0)] + [(("mode", "episodes"),)],
+  "muzero": [(("refine", r),) for r in (0.5, 2.0, 8.0, 32.0)] + [(("mode", "episodes"),)],
 }
 # Chosen on training worlds (`summary.best_settings`: the best mean recall at 0.5-5% and 300-1,000 query budgets):
 # beam width 32 and frontier's lift 0.5 (its default) on 2 training worlds each of standard, wide, deep and masked
@@ -88,9 +88,9 @@ class Suite:
   n_rows: int = 20_000  # rows per world (its planted effects are calibrated to |z| 6.5-10 at any size)
   fractions: tuple[float, ...] = FRACTIONS
   fixed_budgets: tuple[int, ...] = FIXED_BUDGETS
-  # muzero is left out by default: today's agent plays one fixed grid, not random worlds (issue 18); with
-  # `--methods ... muzero --checkpoint DIR` it runs, and is "n/a" on worlds its grid does not fit.
-  methods: tuple[str, ...] = tuple(m for m in SUITE_METHODS if m != "muzero")
+  # muzero plays the packaged agent (or `--checkpoint`); an agent with dense heads is "n/a" on worlds its grid
+  # does not fit.
+  methods: tuple[str, ...] = SUITE_METHODS
   max_depth: int = 3  # search depth (DEEP_DEPTH on `deep`)
   walker_max_fraction: float = 0.2  # budgets above this fraction run only for the methods in `above_walkers`
   # methods run at every fraction (their search depends on the budget); `auto` at 100% enumerates
