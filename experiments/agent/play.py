@@ -44,7 +44,7 @@ import numpy as np
 
 import cube_env
 import muzero_jax
-from experiments.agent.loading import PackagedAgent, load_agent
+from experiments.agent.loading import PACKAGED, PackagedAgent, load_agent
 
 MAX_FILTERS = 128  # filter columns (dimensions + protected) an any-grid agent plays at most (issue 18 asks >= 64)
 MAX_VALUES = 40  # categories per filter column an any-grid agent plays at most
@@ -58,6 +58,10 @@ MODES = ("frontier", "episodes")
 REFINE = 1.0
 LEGAL = cube_env.CHANNELS.index("legal")
 NARROWER = "Use fewer dimension/protected columns (--dimensions, --protected) or a lower --max-categories"
+
+
+def _who(agent: PackagedAgent) -> str:
+  return "the packaged agent" if agent.directory == PACKAGED else f"agent {agent.directory}"
 
 
 def _round_up(n: int, k: int) -> int:
@@ -132,7 +136,7 @@ def play_frontier(
   ranker = agent_ranker(agent, seed, refine)
   result = cube_env.frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker)
   note = (
-    f"agent {agent.directory}: best-first over the frontier by the learned value plus {refine:g} x the advantage "
+    f"{_who(agent)}: best-first over the frontier by the learned value plus {refine:g} x the advantage "
     f"of its search ({agent.config.num_simulations} simulations)"
   )
   return dataclasses.replace(result, method="muzero", note=note)
@@ -184,7 +188,7 @@ def play_agent(
       break
   return ledger.result(
     "muzero",
-    note=f"agent {agent.directory}: {episode} episodes of up to {agent.horizon} "
+    note=f"{_who(agent)}: {episode} episodes of up to {agent.horizon} "
     "steps (first greedy, then with search noise, preferring moves to "
     "cohorts not yet queried)",
   )

@@ -21,7 +21,7 @@ from cube_env import worlds
 from experiments.quality.plot import plot
 from experiments.quality.pool import log_to_stderr, read_rows, run_suite
 from experiments.quality.runner import build_methods
-from experiments.quality.suite import HEURISTICS, LEARNED, SUITES, Suite, case_order, check_request, resize
+from experiments.quality.suite import HEURISTICS, LEARNED_SEARCHES, SUITES, Suite, case_order, check_request, resize
 from experiments.quality.summary import best_settings, paired, summarize
 from experiments.quality.tables import headline_tables
 
@@ -151,8 +151,9 @@ def run_quality(
   invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
   summary = summarize(runs, split=suite.split)
   pairs = paired(runs, split=suite.split)
-  if LEARNED in suite.methods:  # issue 18's yardstick: the learned search against the best heuristic
-    pairs = pairs + paired(runs, split=suite.split, method=LEARNED, among=HEURISTICS)
+  for method in LEARNED_SEARCHES:  # issue 18's yardstick: the learned searches against the best heuristic
+    if method in suite.methods:
+      pairs = pairs + paired(runs, split=suite.split, method=method, among=HEURISTICS)
   if sweep:  # the settings each swept method would take (suite.TUNED is set from these by hand, and committed)
     pairs = pairs + best_settings(runs, split=suite.split)
   if out:

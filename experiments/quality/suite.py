@@ -51,6 +51,7 @@ SUITE_METHODS = (
 )
 RECALL_TARGET = 0.9
 LEARNED = "learned"  # the learned search (issue 18) ...
+LEARNED_SEARCHES = (LEARNED, "muzero")  # ... and the agent on top of it: each compared with the best heuristic
 RANKER_ID = "weights_sha256"  # options-row key of the learned ranking's weights file (its content hash)
 HEURISTICS = ("greedy", "beam", "uct", "pysubgroup-beam", "pysubgroup-dfs")  # ... and what it must beat
 FRACTIONS = (0.001, 0.005, 0.01, 0.05, 0.2, 1.0)  # of enumeration's query count (1.0: enumeration itself)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from experiments.quality.suite import HEURISTICS, LEARNED, RECALL_TARGET, SUITE_METHODS, TRUTHLESS
+from experiments.quality.suite import HEURISTICS, RECALL_TARGET, SUITE_METHODS, TRUTHLESS
 from experiments.quality.summary import FAMILY_ORDER, in_order
 
 HEADLINE_FRACTIONS = (0.01, 0.05)  # of enumeration's queries, where enumeration is feasible
@@ -181,7 +181,8 @@ def headline_tables(
     "family-wise error rate (worlds with any confirmed finding)": fwer_table(summary),
   }
   if by_kind["versus"]:
-    title = f"{LEARNED} minus the best of {', '.join(HEURISTICS)}, paired per world (issue 18's yardstick)"
+    learned = " and ".join(sorted({p["method"] for p in by_kind["versus"]}))
+    title = f"{learned} minus the best of {', '.join(HEURISTICS)}, paired per world (issue 18's yardstick)"
     tables[title] = paired_table(by_kind["versus"]).drop(columns="leader", errors="ignore")
   head = (
     f"\nsuite {suite_name}, {wall_s / 60:.1f} min in {calls} call(s) on {device_kind}; means over evaluation "
