@@ -32,6 +32,25 @@ def _preset(task: cube_env.CubeTask, iterations: int, **config) -> CubePreset:
   )
 
 
+# The cpu agent's network, search and learner sizes, shared by `cpu` and `pretrain` (the same agent, other cubes).
+_CPU_AGENT = dict(
+  channels=16,
+  num_blocks=1,
+  head_channels=8,
+  latent_size=32,
+  hidden_size=32,
+  num_simulations=8,
+  max_num_considered_actions=8,
+  num_envs=8,
+  rollout_length=8,
+  replay_capacity=8192,
+  min_replay_size=128,
+  batch_size=32,
+  updates_per_iteration=4,
+  warmup_steps=20,
+  decay_steps=5000,
+)
+
 PRESETS: dict[str, CubePreset] = {
   "smoke": _preset(
     cube_env.CubeTask(num_train_cubes=2, num_eval_cubes=2, n_rows=2500, horizon=8, max_depth=2),
@@ -57,42 +76,14 @@ PRESETS: dict[str, CubePreset] = {
   "cpu": _preset(
     cube_env.CubeTask(num_train_cubes=8, num_eval_cubes=4, n_rows=4000, horizon=16, max_depth=3),
     iterations=400,
-    channels=16,
-    num_blocks=1,
-    head_channels=8,
-    latent_size=32,
-    hidden_size=32,
-    num_simulations=8,
-    max_num_considered_actions=8,
-    num_envs=8,
-    rollout_length=8,
-    replay_capacity=8192,
-    min_replay_size=128,
-    batch_size=32,
-    updates_per_iteration=4,
-    warmup_steps=20,
-    decay_steps=5000,
+    **_CPU_AGENT,
   ),
   "pretrain": _preset(
     cube_env.CubeTask(
       families=("standard", "masked"), num_train_cubes=8, num_eval_cubes=4, n_rows=6000, horizon=16, max_depth=3
     ),
     iterations=400,
-    channels=16,
-    num_blocks=1,
-    head_channels=8,
-    latent_size=32,
-    hidden_size=32,
-    num_simulations=8,
-    max_num_considered_actions=8,
-    num_envs=8,
-    rollout_length=8,
-    replay_capacity=8192,
-    min_replay_size=128,
-    batch_size=32,
-    updates_per_iteration=4,
-    warmup_steps=20,
-    decay_steps=5000,
+    **_CPU_AGENT,
   ),
   "gpu": _preset(
     cube_env.CubeTask(num_train_cubes=64, num_eval_cubes=16, n_rows=20000, horizon=64, max_depth=3),
