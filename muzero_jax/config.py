@@ -88,6 +88,12 @@ class MuZeroConfig:
   rollout_length: int = 16
   """Self-play steps per environment per training iteration."""
 
+  imitation_iterations: int = 0
+  """Warm start: the first iterations' self-play follows the environment's expert
+    (``env.expert_logits``) and learns its softmax as the policy target (0: off;
+    see :mod:`muzero_jax.selfplay`)."""
+  imitation_temperature: float = 1.0
+  """Temperature of the expert's softmax over the legal actions, in the units of its logits."""
   # ------------------------------------------------------------------ replay
   replay_capacity: int = 16384
   """Positions kept in the ring buffer (rounded down to a multiple of num_envs)."""
@@ -168,7 +174,9 @@ class MuZeroConfig:
     for name in positive:
       if getattr(self, name) <= 0:
         raise ValueError(f"MuZeroConfig.{name} must be > 0, got {getattr(self, name)}")
-    for name in ("dynamics_blocks", "warmup_steps", "min_replay_size"):
+    if not self.imitation_temperature > 0:
+      raise ValueError(f"MuZeroConfig.imitation_temperature must be > 0, got {self.imitation_temperature}")
+    for name in ("dynamics_blocks", "warmup_steps", "min_replay_size", "imitation_iterations"):
       if getattr(self, name) < 0:
         raise ValueError(f"MuZeroConfig.{name} must be >= 0, got {getattr(self, name)}")
     unit = (

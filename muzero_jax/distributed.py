@@ -174,6 +174,7 @@ class SelfPlayActor:
   def __init__(self, index: int, config: MuZeroConfig, env, base_key) -> None:
     network = make_network(config, env.num_actions, env.observation_shape)
     self._rollout = jax.jit(functools.partial(selfplay.rollout, env=env, network=network, config=config))
+    self._imitation = config.imitation_iterations  # the warm start counts this run's rounds (a resume repeats it)
     self._pool = None
     self._key = jax.random.fold_in(jax.device_put(np.asarray(base_key, np.uint32)), index)
     self._index = index
@@ -199,7 +200,10 @@ class SelfPlayActor:
     if version != self._version:  # pull only newer parameters
       self._params, self._version = jax.device_put(ray.get(params_box[0])), version
     t0 = time.perf_counter()
-    end, traj, stats = self._rollout(self._params, self._state, self._pool, jax.random.fold_in(self._key, seq))
+    imitate = np.bool_(seq < self._imitation)
+    end, traj, stats = self._rollout(
+      self._params, self._state, self._pool, jax.random.fold_in(self._key, seq), imitate=imitate
+    )
     host = jax.device_get((end, traj, stats))
     self._state, self._pos = end, self._pos + 1
     return Rollout(

@@ -7,6 +7,15 @@ Training draws environment instances from a *pool*: a pytree whose leaves have a
 leading ``[P, ...]`` axis. Each of the ``B`` slots keeps its pool index and
 draws a new uniform one at every reset, so one batch mixes many instances.
 The environment does not auto-reset; :func:`rollout` does.
+
+Imitation (a warm start, ``config.imitation_iterations``): an environment may
+offer an expert, ``env.expert_logits(obs, state, params) -> float[num_actions]``
+(an optional part of the protocol). While ``imitate`` is true, :func:`rollout`
+plays the expert's choice (sampled from its softmax at
+``config.imitation_temperature``) and stores that softmax over the legal actions
+as the policy target; the search still runs, for the root values the value
+targets bootstrap from. The agent so begins where a heuristic stops (Silver et
+al. 2016 warm-started AlphaGo's policy from expert moves in the same spirit).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ __all__ = [
   "ActorState",
   "RolloutStats",
   "EvalResult",
+  "expert_policy",
   "pool_size",
   "select_params",
   "init_actor",
@@ -105,16 +115,33 @@ def init_actor(env, pool, key: chex.PRNGKey, num_envs: int) -> ActorState:
   )
 
 
-def _actor_step(params, actor: ActorState, key, pool, *, env, network, config):
-  """One search + environment step of all slots, with auto-reset."""
+def expert_policy(env, obs, env_state, slot_params, mask, temperature: float) -> chex.Array:
+  """``[B, A]`` the expert's softmax over the legal actions at ``temperature`` (``env.expert_logits``)."""
+  if not hasattr(env, "expert_logits"):
+    raise TypeError(
+      f"config.imitation_iterations > 0 needs an expert: environment {type(env).__name__} lacks `expert_logits`"
+    )
+  logits = jax.vmap(env.expert_logits)(obs, env_state, slot_params).astype(jnp.float32)
+  chex.assert_equal_shape([logits, mask])
+  return jax.nn.softmax(jnp.where(mask, logits / temperature, -jnp.inf), axis=-1)
+
+
+def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, imitate):
+  """One search + environment step of all slots, with auto-reset (the expert's move while ``imitate``)."""
   num_envs = actor.obs.shape[0]
   key_search, key_step, key_reset, key_index = jax.random.split(key, 4)
   slot_params = select_params(pool, actor.pool_index)
   mask = jax.vmap(env.action_mask)(actor.env_state, slot_params)
   chex.assert_shape(mask, (num_envs, network.num_actions))
   out = run_search(params, key_search, actor.obs, mask, network=network, config=config)
+  action, policy = out.action, out.action_weights
+  if config.imitation_iterations > 0:  # static: configs without imitation compile as before
+    expert = expert_policy(env, actor.obs, actor.env_state, slot_params, mask, config.imitation_temperature)
+    expert_action = jax.random.categorical(jax.random.fold_in(key_search, 1), jnp.log(expert)).astype(action.dtype)
+    action = jnp.where(imitate, expert_action, action)
+    policy = jnp.where(imitate, expert, policy)
   obs, state, reward, terminated, truncated, _ = jax.vmap(env.step)(
-    jax.random.split(key_step, num_envs), actor.env_state, out.action, slot_params
+    jax.random.split(key_step, num_envs), actor.env_state, action, slot_params
   )
   reward = reward.astype(jnp.float32)
   done = jnp.logical_or(terminated, truncated)
@@ -140,10 +167,10 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config):
   )
   step = Trajectory(
     obs=actor.obs,
-    action=out.action,
+    action=action,
     reward=reward,
     done=done,
-    policy=out.action_weights,
+    policy=policy,
     root_value=out.root_value,
     mask=mask,
   )
@@ -159,13 +186,26 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config):
 
 
 def rollout(
-  params, actor: ActorState, pool, key: chex.PRNGKey, *, env, network: MuZeroNetwork, config: MuZeroConfig
+  params,
+  actor: ActorState,
+  pool,
+  key: chex.PRNGKey,
+  *,
+  env,
+  network: MuZeroNetwork,
+  config: MuZeroConfig,
+  imitate: chex.Array | bool = False,
 ) -> tuple[ActorState, Trajectory, RolloutStats]:
   """``config.rollout_length`` self-play steps of all slots (``lax.scan`` over time).
 
+  ``imitate`` (a traced bool, so one compiled rollout serves both phases): play
+  the environment's expert instead of the search (see the module docstring);
+  ignored unless ``config.imitation_iterations > 0``.
   Returns the new actor state, the ``[T, B, ...]`` trajectory and summed stats.
   """
-  step_fn = functools.partial(_actor_step, params, pool=pool, env=env, network=network, config=config)
+  step_fn = functools.partial(
+    _actor_step, params, pool=pool, env=env, network=network, config=config, imitate=jnp.asarray(imitate)
+  )
   keys = jax.random.split(key, config.rollout_length)
   actor, (traj, stats) = jax.lax.scan(step_fn, actor, keys)
   total = RolloutStats(

@@ -142,8 +142,9 @@ def _metrics(
 def _iteration(state: TrainState, pool, *, env, network, optimizer, config: MuZeroConfig):
   """Self-play rollout, replay insertion, then the learner updates; returns ``(state, metrics)``."""
   key, key_act, key_learn = jax.random.split(state.key, 3)
+  imitate = state.iteration < config.imitation_iterations
   actor, traj, stats = selfplay.rollout(
-    state.params, state.actor, pool, key_act, env=env, network=network, config=config
+    state.params, state.actor, pool, key_act, env=env, network=network, config=config, imitate=imitate
   )
   return learn_from_rollout(
     state.replace(key=key), actor, traj, stats, key_learn, network=network, optimizer=optimizer, config=config
@@ -241,6 +242,11 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
   """
   config.check_supports()
   check_env_shapes(env, jax.tree.map(lambda x: x[0], env_params_pool))
+  if config.imitation_iterations > 0 and not hasattr(env, "expert_logits"):
+    raise ValueError(
+      f"MuZeroConfig.imitation_iterations={config.imitation_iterations} needs an expert, and environment "
+      f"{type(env).__name__} lacks `expert_logits` (see muzero_jax.selfplay); set it to 0"
+    )
   try:  # fields that only the driver reads do not change the compiled functions
     key_config = config.replace(seed=0, checkpoint_every=1, checkpoints_to_keep=1)
     network, optimizer, init_fn, iteration_fn, evaluate = _build_cached(key_config, env)

@@ -9,6 +9,7 @@ import pytest
 import scipy.stats as ss
 
 import cube_env
+from cube_env.discovery import frontier
 from cube_env.environment import env as env_lib
 from cube_env.environment import groupby as gb
 from tests.conftest import SMALL_SCHEMA, make_small_df
@@ -292,3 +293,19 @@ def test_newness_threshold_new_z(small_df, small_cube, oracle):
     assert hets and 1.0 - 1e-2 <= min(hets) < 4.0 + 1e-2, (filt, p, g, m, hets)
     checked += 1
   assert checked >= 1
+
+
+def test_expert_logits_pick_greedy_move(small_cube):
+  """The imitation expert's best legal action is greedy search's move: the fresh target of strongest pixel |z|."""
+  env, params = cube_env.make_env(small_cube, max_depth=3, horizon=12, z_screen=4.0)
+  reset, step, expert_logits = jax.jit(env.reset), jax.jit(env.step), jax.jit(env.expert_logits)
+  obs, state = reset(jax.random.PRNGKey(0), params)
+  for _ in range(4):
+    expert = np.asarray(expert_logits(obs, state, params))
+    legal = np.nonzero(np.asarray(state.mask))[0]
+    seen = np.asarray(obs[env_lib.CHANNELS.index("visited")]).reshape(-1) > 0
+    fresh = legal[~seen[legal]]
+    greedy = fresh[np.argmax(frontier.pixel_scores(np.asarray(obs))[fresh])]
+    assert expert.shape == (env.num_actions,)
+    assert legal[np.argmax(expert[legal])] == greedy
+    obs, state, *_ = step(jax.random.PRNGKey(0), state, int(greedy), params)

@@ -1,5 +1,6 @@
 """End to end: MuZero learns a toy environment; driver, checkpoints, logging, NaN guard."""
 
+import functools
 import glob
 import os
 import time
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 
 import muzero_jax as mz
-from muzero_jax import learner
+from muzero_jax import learner, selfplay
 from muzero_jax import replay as rl
-from tests.toy_envs import CoinGrid, make_coin_pool, optimal_returns
+from tests.toy_envs import CoinGrid, CoinGridExpert, make_coin_pool, optimal_returns
 
 MAX_ITERATIONS = 300
 EVAL_EVERY = 25
@@ -222,3 +223,51 @@ def test_nan_guard_skips_update():
   p_good, _, terms, _, finite_good = step(params, opt_state, good)
   assert bool(finite_good) and np.isfinite(float(terms.total))
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p_good), jax.tree.leaves(params)))
+
+
+def test_imitation_plays_the_expert_and_learns_its_policy():
+  """While imitating, self-play moves are the expert's and the policy targets are its softmax; later the search's."""
+  env = CoinGridExpert()
+  pool = make_coin_pool(env, 4, seed=0)
+  config = CONFIG.replace(
+    imitation_iterations=1,
+    imitation_temperature=0.25,
+    num_envs=4,
+    rollout_length=3,
+    num_simulations=2,
+    max_num_considered_actions=2,
+    updates_per_iteration=1,
+    batch_size=8,
+    min_replay_size=4,
+    channels=4,
+    head_channels=4,
+  )
+  trainer = mz.make_train(config, env, pool)
+  state = trainer.init()
+  rollout = jax.jit(functools.partial(selfplay.rollout, env=env, network=trainer.network, config=config))
+  for imitate in (True, False):
+    _, traj, _ = rollout(state.params, state.actor, pool, jax.random.PRNGKey(1), imitate=imitate)
+    coins = np.asarray(traj.obs[:, :, 0]).reshape(3, 4, -1) * env.max_coin  # remaining coin of each cell
+    mask = np.asarray(traj.mask)
+    logits = np.where(mask, coins / 0.25, -np.inf)
+    expert = np.exp(logits - logits.max(-1, keepdims=True))
+    expert /= expert.sum(-1, keepdims=True)
+    policy = np.asarray(traj.policy)
+    assert mask[np.arange(3)[:, None], np.arange(4)[None], np.asarray(traj.action)].all()  # legal moves only
+    if imitate:
+      np.testing.assert_allclose(policy, expert, atol=1e-5)
+      chosen = np.take_along_axis(coins, np.asarray(traj.action)[..., None], -1)[..., 0]
+      best = np.where(mask, coins, -1).max(-1)
+      assert np.mean(chosen == best) >= 0.8  # a richest legal cell, bar the softmax's rare other draws
+    else:
+      assert np.abs(policy - expert).max() > 0.05  # the untrained search is not the expert
+  state, _ = trainer.iteration(state)  # iteration 0 imitates, then the search plays
+  assert int(state.iteration) == 1
+
+
+def test_imitation_needs_an_expert():
+  config = CONFIG.replace(imitation_iterations=2)
+  with pytest.raises(ValueError, match="expert_logits"):
+    mz.make_train(config, CoinGrid(), make_coin_pool(CoinGrid(), 2, seed=0))
+  with pytest.raises(ValueError, match="imitation_temperature"):
+    CONFIG.replace(imitation_temperature=0.0)

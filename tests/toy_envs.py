@@ -73,6 +73,15 @@ class CoinGrid:
     return self._obs(new, params), new, reward, terminated, jnp.zeros((), bool), {}
 
 
+@dataclasses.dataclass(frozen=True)
+class CoinGridExpert(CoinGrid):
+  """``CoinGrid`` with an expert (the optional ``expert_logits`` of imitation): the coin's value."""
+
+  def expert_logits(self, obs, state: CoinState, params: CoinParams) -> jax.Array:
+    del obs
+    return jnp.where(state.picked, 0.0, params.coins).reshape(-1)
+
+
 def make_coin_pool(env: CoinGrid, size: int, seed: int) -> CoinParams:
   """``size`` random layouts: coins 0..max_coin (integers), about 1/4 walls (coins under walls 0)."""
   rng = np.random.default_rng(seed)

@@ -47,6 +47,7 @@ CHANNELS = (
 )
 NUM_CHANNELS = len(CHANNELS)
 Z_SCALE = 10.0  # |z| is divided by this (and clipped at 3) in the observation
+EXPERT_SEEN = 100.0  # `expert_logits`' penalty (|z| units) on a target already visited: greedy goes to fresh ones
 
 
 @struct.dataclass
@@ -226,6 +227,17 @@ class CubeEnv:
     num_f, _, num_p, _, width = params.root.shape[-5:]
     work = batching.tree_bytes(params.root) + 4 * cl.CHUNK_CELLS * num_f * num_p * width
     return 2 * (batching.tree_bytes(params) + batch * per_env) + 8 * chunk * work
+
+  def expert_logits(self, obs: chex.Array, state: EnvState, params: EnvParams) -> chex.Array:
+    """`[num_actions]` greedy search's preference, in |z| units: the target's strongest pixel |z|.
+
+    The expert of `muzero_jax`'s imitation warm start (`MuZeroConfig.imitation_iterations`):
+    `10 x max_abs_z + 0.01 x log(1 + significant tests)`, less `EXPERT_SEEN` for a target
+    already visited, so its argmax over the legal actions is `cube_env.get_method("greedy")`'s move.
+    """
+    del state, params
+    z = obs[CHANNELS.index("max_abs_z")] * Z_SCALE + 1e-2 * obs[CHANNELS.index("log_num_significant")]
+    return (z - EXPERT_SEEN * obs[CHANNELS.index("visited")]).reshape(-1)
 
   def action_mask(self, state: EnvState, params: EnvParams) -> chex.Array:
     """`[num_actions]` bool, True = legal."""

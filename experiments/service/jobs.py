@@ -173,7 +173,10 @@ def _last_line(text: str) -> str:
 
 @contextlib.contextmanager
 def lease(connection: Redis, job_id: str, seconds: float):
-  """Holds `cube:lease:<job_id>` (refreshed every seconds / 3 by a daemon thread) for the block."""
+  """Holds `cube:lease:<job_id>` (refreshed every seconds / 3 by a daemon thread) for the block.
+
+  The same thread re-sends a recorded stop (`cancel`), so a job stopped while it prepares or compiles, before
+  its first progress callback, ends within seconds / 3 too."""
   key, ms = LEASE_KEY.format(job_id), int(seconds * 1000)
   stop = threading.Event()
   connection.set(key, os.getpid(), px=ms)
@@ -181,6 +184,7 @@ def lease(connection: Redis, job_id: str, seconds: float):
   def refresh():
     while not stop.wait(seconds / 3):
       connection.set(key, os.getpid(), px=ms)
+      _resend_stop(connection, job_id)
 
   thread = threading.Thread(target=refresh, name=f"lease-{job_id}", daemon=True)
   thread.start()
@@ -205,9 +209,14 @@ class _Progress:
     if now - self.last >= self.interval:
       self.last = now
       self.job.save_meta()
-      if self.job.connection.exists(STOP_KEY.format(self.job.id)):
-        with contextlib.suppress(InvalidJobOperation):
-          send_stop_job_command(self.job.connection, self.job.id, serializer=JSONSerializer)
+      _resend_stop(self.job.connection, self.job.id)
+
+
+def _resend_stop(connection: Redis, job_id: str) -> None:
+  """Re-sends RQ's stop command while a stop of this job is recorded (`cancel`)."""
+  if connection.exists(STOP_KEY.format(job_id)):
+    with contextlib.suppress(InvalidJobOperation):
+      send_stop_job_command(connection, job_id, serializer=JSONSerializer)
 
 
 def run_job(directory: str) -> dict[str, Any]:
