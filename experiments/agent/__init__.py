@@ -8,7 +8,7 @@ option `mode` ("frontier" or "episodes").
 """
 
 import cube_env
-from experiments.agent.loading import PACKAGED, PackagedAgent, export_agent, load_agent
+from experiments.agent.loading import PACKAGED, PackagedAgent, agent_id, export_agent, load_agent
 from experiments.agent.play import (
   MAX_FILTERS,
   MAX_VALUES,
@@ -28,6 +28,7 @@ __all__ = (
   "MAX_VALUES",
   "PACKAGED",
   "PackagedAgent",
+  "agent_id",
   "agent_ranker",
   "agent_shape",
   "export_agent",

@@ -11,6 +11,7 @@ training worlds only; `load_agent(None)` reads it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -78,6 +79,25 @@ def load_agent(directory: str | None = None) -> PackagedAgent:
     any_grid=_any_grid(config, int(num_f), int(width) - 1),
     source=source,
   )
+
+
+def agent_id(path: str | None = None) -> str:
+  """`sha256:` and 12 hex digits of the agent's bytes (default the packaged file; a directory: all its files, by
+  relative path): what a benchmark row records, so that rows of a retrained agent are told apart from the old one's."""
+  path = path or PACKAGED
+  if not os.path.exists(path):
+    raise ValueError(f"--checkpoint {path!r}: no such file or directory")
+  digest = hashlib.sha256()
+  files = (
+    [path]
+    if os.path.isfile(path)
+    else sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+  )
+  for name in files:
+    digest.update(os.path.relpath(name, path).encode())
+    with open(name, "rb") as handle:
+      digest.update(handle.read())
+  return "sha256:" + digest.hexdigest()[:12]
 
 
 def export_agent(agent: PackagedAgent, path: str) -> None:

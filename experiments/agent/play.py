@@ -54,8 +54,10 @@ MODES = ("frontier", "episodes")
 # 0-1 of standard, wide, deep and masked (`benchmark quality --suite quick --split train --sweep`,
 # benchmarks/quality_muzero_sweep_train_cpu.jsonl; mean recall at 0.5-5% and 300-1,000 queries): 0.5, 1 and 2 tie
 # with `learned` at 0.925, 8 gives 0.900 and 32 0.792 (the agent's search alone, the first frontier mode: 0.175;
-# episodes 0.271). The agent's search adds nothing measurable there and hurts when it weighs more.
-REFINE = 1.0
+# episodes 0.271). The agent's search adds nothing measurable there and hurts when it weighs more. The packaged
+# agent was then retrained with the imitation warm start (benchmarks/quality_muzero_imitation_train_cpu.jsonl, the
+# same worlds and window): refine 1 fell to 0.825, 0.25 and 0.5 tie `learned` at 0.925; 0.5 kept (episodes 0.675).
+REFINE = 0.5
 LEGAL = cube_env.CHANNELS.index("legal")
 NARROWER = "Use fewer dimension/protected columns (--dimensions, --protected) or a lower --max-categories"
 

@@ -2,8 +2,9 @@
 
 `smoke` (well under a minute on 2 CPU cores), `cpu` (the default) and `gpu` train on the synthetic
 generator's cubes; `pretrain` is `cpu`'s agent on random training worlds of the `standard` and
-`masked` families (`cube_env.worlds`, training split only), the packaged agent's recipe
-(`experiments.agent.packaged`).
+`masked` families (`cube_env.worlds`, training split only), with its first 200 iterations imitating greedy search
+(`MuZeroConfig.imitation_iterations`, `CubeEnv.expert_logits`): the packaged agent's recipe
+(`experiments/agent/pretrained.npz`).
 The episode length of the agent's config is the task's horizon (the query budget).
 """
 
@@ -83,6 +84,7 @@ PRESETS: dict[str, CubePreset] = {
       families=("standard", "masked"), num_train_cubes=8, num_eval_cubes=4, n_rows=6000, horizon=16, max_depth=3
     ),
     iterations=400,
+    imitation_iterations=200,
     **_CPU_AGENT,
   ),
   "gpu": _preset(

@@ -32,6 +32,7 @@ import pandas as pd
 import cube_env
 from cube_env import worlds
 from cube_env.discovery import ranking
+from experiments import agent
 
 SUITE_SCENARIOS = ("standard", "wide", "deep", "masked", "null", "confounded")  # world families
 TRUTHLESS = ("null", "confounded")  # every confirmed finding is false: family-wise error
@@ -53,6 +54,7 @@ RECALL_TARGET = 0.9
 LEARNED = "learned"  # the learned search (issue 18) ...
 LEARNED_SEARCHES = (LEARNED, "muzero")  # ... and the agent on top of it: each compared with the best heuristic
 RANKER_ID = "weights_sha256"  # options-row key of the learned ranking's weights file (its content hash)
+AGENT_ID = "agent_sha256"  # options-row key of muzero's agent (`experiments.agent.agent_id`)
 HEURISTICS = ("greedy", "beam", "uct", "pysubgroup-beam", "pysubgroup-dfs")  # ... and what it must beat
 FRACTIONS = (0.001, 0.005, 0.01, 0.05, 0.2, 1.0)  # of enumeration's query count (1.0: enumeration itself)
 FIXED_BUDGETS = (100, 300, 1000, 3000)  # queries, on FIXED_FAMILIES
@@ -111,11 +113,14 @@ class Suite:
   def options_row(self, method: str) -> list[list]:
     """The settings `method` runs with (its signature's defaults, then `options`), as a run row stores them: sorted
     [key, value] pairs, so that a stored row run with other settings (or under other defaults) is told apart; for
-    `learned` and an `auto` that falls back to it, also the content hash of the ranker's weights (`RANKER_ID`), so
-    rows of a refitted ranker are not mistaken for the old one's."""
+    `learned`, `muzero` and an `auto` that falls back to `learned`, also the content hash of the ranker's weights
+    (`RANKER_ID`), and for `muzero` that of its agent (`AGENT_ID`), so rows of a refitted ranker or a retrained agent
+    are not mistaken for the old one's."""
     effective = {**default_options(base_method(method)), **self.options(method)}
-    if base_method(method) == LEARNED or effective.get("fallback") == LEARNED:  # the ranker's identity too
+    if base_method(method) in LEARNED_SEARCHES or effective.get("fallback") == LEARNED:  # the ranker's identity too
       effective[RANKER_ID] = ranking.weights_id(effective.get("weights"))
+    if base_method(method) == "muzero":  # and the agent's
+      effective[AGENT_ID] = agent.agent_id(effective.get("checkpoint"))
     return [[k, v] for k, v in sorted(effective.items())]
 
   def method_options_row(self) -> list[list]:
