@@ -30,6 +30,15 @@ def test_export_round_trip_and_damaged_files(small_df, tmp_path, capsys):
   same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), saved.params, loaded.params)
   assert all(jax.tree.leaves(same)) and len(jax.tree.leaves(same)) > 10
   assert json.loads(loaded.source)["checkpoint"] == ckpt
+  # Content identities (benchmark rows record them): stable, and distinct for other bytes, file or directory.
+  assert agent.agent_id(out) == agent.agent_id(out) != agent.agent_id(ckpt) != agent.agent_id(None)
+  copy = tmp_path / "copy.npz"
+  copy.write_bytes((tmp_path / "agent.npz").read_bytes())
+  assert agent.agent_id(str(copy)) == agent.agent_id(out)
+  copy.write_bytes(copy.read_bytes() + b"\0")
+  assert agent.agent_id(str(copy)) != agent.agent_id(out)
+  with pytest.raises(ValueError, match="--checkpoint .*nowhere"):
+    agent.agent_id(str(tmp_path / "nowhere"))
   # Damaged, missing or misnamed input: errors that name the file or the flag.
   (tmp_path / "bad.npz").write_bytes(b"not a zip")
   with pytest.raises(ValueError, match="--checkpoint .*bad.npz.*cannot load an agent"):
@@ -68,6 +77,7 @@ def test_packaged_agent_loads_and_was_made_from_training_worlds():
   source = json.loads(packaged.source)
   assert source["preset"] == "pretrain" and set(source["task"]["families"]) <= set(cube_env.WORLD_FAMILIES)
   assert source["counters"]["iteration"] >= 100  # trained, not an initial network
+  assert packaged.config.imitation_iterations == 200  # the pretrain recipe: a warm start imitating greedy
 
 
 def test_world_tasks_draw_only_training_worlds():

@@ -13,7 +13,7 @@ from scipy import stats
 import cube_env
 from cube_env import synthetic
 from cube_env.discovery import oracle, ranking
-from experiments import benchmark
+from experiments import agent, benchmark
 from experiments.agent import unqueried
 from experiments.quality import pool as qpool
 from experiments.quality import pysubgroup_adapter as bp
@@ -272,6 +272,13 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
   assert packaged.startswith("sha256:") and len(packaged) == len("sha256:") + 12
   assert qsuite.SUITES["quick"].options_row("auto") == [["fallback", "learned"], ["weights_sha256", packaged]]
   assert qsuite.SUITES["quick"].options_row("learned") == [["weights", None], ["weights_sha256", packaged]]
+  assert qsuite.SUITES["quick"].options_row("muzero@refine=2.0") == [
+    ["agent_sha256", agent.agent_id()],  # the packaged agent, by content: a retrained one's rows are told apart
+    ["checkpoint", None],
+    ["mode", "frontier"],
+    ["refine", 2.0],
+    ["weights_sha256", packaged],
+  ]
   with pytest.raises(ValueError, match="above_walkers"):
     qsuite.Suite(name="t", above_walkers=("greedy",))
   # a suite that runs only enumeration above the walkers' fractions: auto and the peers stop with the walkers
