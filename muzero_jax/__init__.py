@@ -28,7 +28,7 @@ from muzero_jax.env_protocol import Environment, check_env, check_env_shapes
 from muzero_jax.metrics_logger import MetricsLogger
 from muzero_jax.networks import MuZeroNetwork, make_network, uses_conv_policy
 from muzero_jax.replay import Replay, Trajectory
-from muzero_jax.search import SearchOutput, run_search
+from muzero_jax.search import SearchOutput, max_backup_qvalues, run_search
 from muzero_jax.selfplay import ActorState, EvalResult, act, evaluate, make_evaluate
 from muzero_jax.support import check_support
 from muzero_jax.trainer import Trainer, TrainState, learn_from_rollout, make_train
@@ -43,6 +43,7 @@ __all__ = [
   "check_env_shapes",
   "SearchOutput",
   "run_search",
+  "max_backup_qvalues",
   "act",
   "EvalResult",
   "evaluate",

@@ -17,7 +17,17 @@ from muzero_jax import support
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.networks import MuZeroNetwork
 
-__all__ = ["ILLEGAL_LOGIT", "SearchOutput", "root_output", "make_recurrent_fn", "run_search"]
+__all__ = [
+  "BACKUPS",
+  "ILLEGAL_LOGIT",
+  "SearchOutput",
+  "max_backup_qvalues",
+  "root_output",
+  "make_recurrent_fn",
+  "run_search",
+]
+
+BACKUPS = ("mean", "max")
 
 ILLEGAL_LOGIT = -1e9
 """Prior logit of predicted-illegal actions inside the tree (finite: keeps softmax NaN-free)."""
@@ -32,6 +42,7 @@ class SearchOutput:
   root_value: chex.Array  # [B] search value of the root (value-target bootstrap)
   network_value: chex.Array  # [B] the network's value of the root before search
   action_values: chex.Array  # [B, A] each action's search Q where the search visited it, else network_value
+  # (Q: mctx's mean backup, or with backup="max" the best path below the action: `max_backup_qvalues`)
 
 
 def _mask_logits(logits: chex.Array, legal: chex.Array) -> chex.Array:
@@ -67,6 +78,34 @@ def make_recurrent_fn(network: MuZeroNetwork, config: MuZeroConfig) -> mctx.Recu
   return recurrent_fn
 
 
+def max_backup_qvalues(tree: mctx.Tree) -> chex.Array:
+  """``[B, A]`` the root actions' values under a max backup of the searched tree (mctx backs up means).
+
+  A node's max value is the best of its network value and, over its expanded
+  children, reward plus discount times the child's max value: the best path the
+  search found below it, for a task where one good outcome is what counts. Read
+  off the finished tree (the search itself selects by mctx's mean values);
+  nodes are numbered in creation order, so children come after their parents
+  and one reverse pass suffices. Unexpanded root actions get 0 (mask them).
+  """
+  num_nodes = tree.node_values.shape[1]
+
+  def q_of(best, node):  # [B, A] reward + discount x best value of node's expanded children (else -inf)
+    child = tree.children_index[:, node]
+    below = jnp.take_along_axis(best, jnp.maximum(child, 0), axis=1)
+    q = tree.children_rewards[:, node] + tree.children_discounts[:, node] * below
+    return jnp.where(child >= 0, q, -jnp.inf)
+
+  def body(i, best):
+    node = num_nodes - 1 - i
+    value = jnp.maximum(tree.raw_values[:, node], jnp.max(q_of(best, node), axis=-1))
+    return best.at[:, node].set(value)
+
+  best = jax.lax.fori_loop(0, num_nodes, body, tree.raw_values)
+  q = q_of(best, tree.ROOT_INDEX)
+  return jnp.where(jnp.isfinite(q), q, 0.0)
+
+
 def run_search(
   params,
   key: chex.PRNGKey,
@@ -76,6 +115,7 @@ def run_search(
   network: MuZeroNetwork,
   config: MuZeroConfig,
   greedy: bool = False,
+  backup: str = "mean",
 ) -> SearchOutput:
   """Runs the configured mctx search on a batch of observations.
 
@@ -88,10 +128,14 @@ def run_search(
     network: the :class:`MuZeroNetwork`.
     config: hyperparameters (search kind, simulations, noise, temperature).
     greedy: evaluation mode: no Gumbel/Dirichlet noise, temperature 0.
+    backup: how ``action_values`` reads the tree: "mean" (mctx's Q) or "max"
+      (:func:`max_backup_qvalues`); acting and the policy are mctx's either way.
 
   Returns:
     :class:`SearchOutput` with ``[B]`` actions and values and ``[B, A]`` weights.
   """
+  if backup not in BACKUPS:
+    raise ValueError(f"backup must be one of {BACKUPS}, got {backup!r}")
   batch, num_actions = mask.shape
   chex.assert_shape(obs, (batch, *network.observation_shape))
   invalid = jnp.logical_not(mask)
@@ -126,10 +170,11 @@ def run_search(
     )
   summary = out.search_tree.summary()
   visited = summary.visit_counts > 0
+  qvalues = summary.qvalues if backup == "mean" else max_backup_qvalues(out.search_tree)
   return SearchOutput(
     action=out.action.astype(jnp.int32),
     action_weights=out.action_weights,
     root_value=summary.value,
     network_value=root.value,
-    action_values=jnp.where(visited, summary.qvalues, root.value[:, None]),
+    action_values=jnp.where(visited, qvalues, root.value[:, None]),
   )

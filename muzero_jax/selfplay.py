@@ -219,17 +219,25 @@ def rollout(
   return actor, traj, total
 
 
-@functools.partial(jax.jit, static_argnames=("config", "greedy"))
+@functools.partial(jax.jit, static_argnames=("config", "greedy", "backup"))
 def act(
-  params, obs: chex.Array, mask: chex.Array, key: chex.PRNGKey, config: MuZeroConfig, *, greedy: bool = True
+  params,
+  obs: chex.Array,
+  mask: chex.Array,
+  key: chex.PRNGKey,
+  config: MuZeroConfig,
+  *,
+  greedy: bool = True,
+  backup: str = "mean",
 ) -> SearchOutput:
   """Searches from a batch of observations ``[B, *obs_shape]`` with masks ``[B, A]``.
 
-  ``greedy=True`` (evaluation): no root noise, temperature 0. The network is
-  rebuilt from ``config`` and the shapes, so ``params`` must match them.
+  ``greedy=True`` (evaluation): no root noise, temperature 0. ``backup``: how the
+  output's ``action_values`` read the tree (:func:`muzero_jax.search.run_search`).
+  The network is rebuilt from ``config`` and the shapes, so ``params`` must match them.
   """
   network = make_network(config, mask.shape[-1], obs.shape[1:])
-  return run_search(params, key, obs, mask, network=network, config=config, greedy=greedy)
+  return run_search(params, key, obs, mask, network=network, config=config, greedy=greedy, backup=backup)
 
 
 def make_evaluate(config: MuZeroConfig, env, *, num_steps: int | None = None, greedy: bool = True):

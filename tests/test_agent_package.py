@@ -113,3 +113,16 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
   assert 0 < searched <= loaded.config.num_simulations
   with pytest.raises(ValueError, match="refine must be a finite number"):
     agent.agent_ranker(loaded, seed=0, refine=-1.0)
+  # A max backup over a deeper search: the same arithmetic on the max-backed-up Q of 4x the simulations.
+  deeper = loaded.config.replace(num_simulations=4 * loaded.config.num_simulations)
+  refined_max = agent.agent_ranker(loaded, seed=0, refine=2.0, backup="max", simulations=deeper.num_simulations)(
+    obs, 0.0
+  )
+  out_max = muzero_jax.act(loaded.params, jnp.asarray(obs)[None], legal, jax.random.PRNGKey(0), deeper, backup="max")
+  advantage_max = np.asarray(out_max.action_values[0]) - float(out_max.network_value[0])
+  np.testing.assert_allclose(refined_max - base, 2.0 * advantage_max, rtol=1e-5, atol=1e-6)
+  run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, backup="max"), budget=10)
+  assert run.queries == 10 and "max backup" in run.note
+  for bad, match in ((dict(backup="median"), "backup must be one of"), (dict(simulations=-1), "simulations must be")):
+    with pytest.raises(ValueError, match=match):
+      agent.agent_ranker(loaded, seed=0, **bad)

@@ -274,9 +274,11 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
   assert qsuite.SUITES["quick"].options_row("learned") == [["weights", None], ["weights_sha256", packaged]]
   assert qsuite.SUITES["quick"].options_row("muzero@refine=2.0") == [
     ["agent_sha256", agent.agent_id()],  # the packaged agent, by content: a retrained one's rows are told apart
+    ["backup", "mean"],
     ["checkpoint", None],
     ["mode", "frontier"],
     ["refine", 2.0],
+    ["simulations", 0],
     ["weights_sha256", packaged],
   ]
   with pytest.raises(ValueError, match="above_walkers"):

@@ -2,11 +2,12 @@
 
 import jax
 import jax.numpy as jnp
+import mctx
 import numpy as np
 import pytest
 
 from muzero_jax import MuZeroConfig, make_network, run_search
-from muzero_jax.search import ILLEGAL_LOGIT, make_recurrent_fn
+from muzero_jax.search import ILLEGAL_LOGIT, make_recurrent_fn, max_backup_qvalues, root_output
 
 OBS_SHAPE = (2, 3, 4)
 NUM_ACTIONS = 12
@@ -96,3 +97,38 @@ def test_all_illegal_row_does_not_produce_nan(setup):
   out = _search_fn(net)(params, jax.random.PRNGKey(0), obs, mask)
   assert np.isfinite(np.asarray(out.action_weights)).all()
   assert 0 <= int(out.action[1]) < NUM_ACTIONS
+
+
+def _max_value(tree, b: int, node: int) -> float:
+  """Reference max backup by recursion: best of the node's network value and its children's reward + discount x max."""
+  best = float(tree.raw_values[b, node])
+  for a, child in enumerate(tree.children_index[b, node]):
+    if child >= 0:
+      best = max(
+        best,
+        float(tree.children_rewards[b, node, a] + tree.children_discounts[b, node, a] * _max_value(tree, b, child)),
+      )
+  return best
+
+
+def test_max_backup_matches_a_recursive_reference(setup):
+  net, params, obs, mask = setup
+  cfg = MuZeroConfig(**{**TINY, "num_simulations": 24})
+  root = root_output(net, cfg, params, obs[:8])
+  out = mctx.muzero_policy(params, jax.random.PRNGKey(3), root, make_recurrent_fn(net, cfg), num_simulations=24)
+  tree = jax.device_get(out.search_tree)
+  assert int(np.max(np.sum(tree.children_index[:, 1:] >= 0, axis=(1, 2)))) > 0  # deeper than one level
+  got = np.asarray(max_backup_qvalues(out.search_tree))
+  mean_q = np.asarray(out.search_tree.summary().qvalues)
+  for b in range(8):
+    for a, child in enumerate(tree.children_index[b, 0]):
+      if child >= 0:
+        want = tree.children_rewards[b, 0, a] + tree.children_discounts[b, 0, a] * _max_value(tree, b, child)
+        np.testing.assert_allclose(got[b, a], want, rtol=1e-5, atol=1e-5)
+        assert got[b, a] >= mean_q[b, a] - 1e-5  # a max is never below the mean of the same values
+  searched = run_search(
+    params, jax.random.PRNGKey(3), obs[:8], mask[:8], network=net, config=cfg, greedy=True, backup="max"
+  )
+  assert np.isfinite(np.asarray(searched.action_values)).all()
+  with pytest.raises(ValueError, match="backup must be one of"):
+    run_search(params, jax.random.PRNGKey(3), obs[:8], mask[:8], network=net, config=cfg, backup="median")

@@ -105,11 +105,19 @@ def padded_env(agent: PackagedAgent, space: cube_env.Space):
   return dataclasses.replace(env, meta=None), params
 
 
-def agent_ranker(agent: PackagedAgent, seed: int, refine: float = REFINE):
+def agent_ranker(
+  agent: PackagedAgent, seed: int, refine: float = REFINE, *, backup: str = "mean", simulations: int = 0
+):
   """The `frontier` ranking: the learned frontier value plus `refine` x the agent's search advantage (module
-  docstring)."""
+  docstring), its search Q read with a `backup` of "mean" (mctx's) or "max" (the best path found below each move,
+  `muzero_jax.search.max_backup_qvalues`), with `simulations` per search (0: the agent's own)."""
   if not np.isfinite(refine) or refine < 0:
     raise ValueError(f"muzero: refine must be a finite number >= 0, got {refine!r}")
+  if backup not in muzero_jax.search.BACKUPS:
+    raise ValueError(f"muzero: backup must be one of {muzero_jax.search.BACKUPS}, got {backup!r}")
+  if simulations < 0:
+    raise ValueError(f"muzero: simulations must be >= 0 (0: the agent's own), got {simulations!r}")
+  config = agent.config.replace(num_simulations=simulations) if simulations else agent.config
   base = cube_env.learned_ranker()
   key = jax.random.PRNGKey(seed)  # greedy search: no noise drawn from the key
 
@@ -118,7 +126,9 @@ def agent_ranker(agent: PackagedAgent, seed: int, refine: float = REFINE):
     if refine == 0:
       return scores
     legal = jnp.asarray(obs[LEGAL].reshape(1, -1) > 0)
-    out = muzero_jax.act(agent.params, jnp.asarray(obs, jnp.float32)[None], legal, key, agent.config, greedy=True)
+    out = muzero_jax.act(
+      agent.params, jnp.asarray(obs, jnp.float32)[None], legal, key, config, greedy=True, backup=backup
+    )
     advantage = np.asarray(out.action_values[0], np.float64) - float(out.network_value[0])
     return scores + refine * advantage
 
@@ -126,7 +136,15 @@ def agent_ranker(agent: PackagedAgent, seed: int, refine: float = REFINE):
 
 
 def play_frontier(
-  agent: PackagedAgent, space: cube_env.Space, *, budget: int, seed: int, progress=None, refine: float = REFINE
+  agent: PackagedAgent,
+  space: cube_env.Space,
+  *,
+  budget: int,
+  seed: int,
+  progress=None,
+  refine: float = REFINE,
+  backup: str = "mean",
+  simulations: int = 0,
 ) -> cube_env.SearchResult:
   """Best-first over the frontier, the learned value refined by the agent's search (see the module docstring)."""
   if not agent.any_grid:
@@ -135,11 +153,11 @@ def play_frontier(
       "an agent with grid policy heads; use --agent-mode episodes"
     )
   agent_shape(agent, space.cube)  # the grid limit
-  ranker = agent_ranker(agent, seed, refine)
+  ranker = agent_ranker(agent, seed, refine, backup=backup, simulations=simulations)
   result = cube_env.frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker)
   note = (
     f"{_who(agent)}: best-first over the frontier by the learned value plus {refine:g} x the advantage "
-    f"of its search ({agent.config.num_simulations} simulations)"
+    f"of its search ({simulations or agent.config.num_simulations} simulations, {backup} backup)"
   )
   return dataclasses.replace(result, method="muzero", note=note)
 
@@ -205,17 +223,22 @@ def muzero_search(
   checkpoint: str | PackagedAgent | None = None,
   mode: str = "frontier",
   refine: float = REFINE,
+  backup: str = "mean",
+  simulations: int = 0,
 ) -> cube_env.SearchResult:
   """The registered `muzero` method: the agent in `checkpoint` (default the packaged one) searches `space`.
 
   `checkpoint` is a checkpoint directory or exported `.npz`, or an agent
   already loaded (`load_agent`), so that a caller that searches many times
-  reads it once; `mode` is "frontier" or "episodes", `refine` the frontier's weight on the agent's search
-  (module docstring).
+  reads it once; `mode` is "frontier" or "episodes"; `refine`, `backup` and
+  `simulations` are the frontier's weight on the agent's search, how its Q is
+  backed up and its simulations per search (`agent_ranker`).
   """
   if mode not in MODES:
     raise ValueError(f"muzero: mode must be one of {MODES}, got {mode!r}")
   loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
   if mode == "frontier":
-    return play_frontier(loaded, space, budget=budget, seed=seed, progress=progress, refine=refine)
+    return play_frontier(
+      loaded, space, budget=budget, seed=seed, progress=progress, refine=refine, backup=backup, simulations=simulations
+    )
   return play_agent(loaded, space, budget=budget, seed=seed, progress=progress)
