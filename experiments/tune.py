@@ -1,13 +1,23 @@
-"""Tune the learned frontier ranking's hyperparameters with Nevergrad: `python -m experiments.tune`.
+"""Tune hyperparameters with Nevergrad: `python -m experiments.tune --target ranker|agent`.
 
-The objective uses training worlds only (`experiments.quality.tuning`): each
-candidate's ranker is fitted on the cached rows of `experiments.train_ranker
---rows-file` (training worlds 20 and up) and scored by `learned`'s mean recall
-on training worlds 0 to `--worlds - 1` of standard, wide, deep and masked.
+The objective uses training worlds only (`experiments.quality.tuning`).
+`--target ranker` (the default): each candidate's learned frontier ranking is
+fitted on the cached rows of `experiments.train_ranker --rows-file` (training
+worlds 20 and up) and scored by `learned`'s mean recall on training worlds 0 to
+`--worlds - 1` of standard, wide, deep and masked. `--target agent`: each
+candidate MuZero agent (learning rate, imitation share, simulations, value loss
+weight, n-step return: `tuning.AGENT_SPACE`) is trained for `--iterations` on
+`--preset`'s cubes (training worlds from index 1,000) and scored by `muzero`'s
+mean recall on the same tuning worlds, in `--agent-mode` (its own episodes by
+default). A full-length candidate costs a full training run (the `pretrain`
+preset's 400 iterations: about 26 minutes on 2 CPU cores), so on a CPU the
+agent is tuned at fewer iterations and the recommendation is worth a
+full-length run and a validation before it replaces the packaged agent.
 Prints one JSON line per evaluation and a last one with the recommendation;
 `--out` also writes them to a file. It does not replace the packaged ranker:
 fit it with the recommended settings (`python -m experiments.train_ranker
---hidden ... --steps ...`) once a validation shows it better.
+--hidden ... --steps ...`) once a validation shows it better; nor does the agent
+tuning replace the packaged agent.
 """
 
 from __future__ import annotations
@@ -16,39 +26,75 @@ import dataclasses
 import json
 import os
 import time
+from typing import Literal
 
 import tyro
 
+from experiments.launch.cube_presets import PRESETS
 from experiments.quality import ranker_training, tuning
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-  """Nevergrad over the ranker's hidden units, steps, learning rate and weight decay (training worlds only)."""
+  """Nevergrad over the ranker's or the agent's main hyperparameters (training worlds only)."""
 
-  rows_file: str
-  """Training rows written by python -m experiments.train_ranker --rows-file (training worlds 20 and up)."""
+  target: Literal["ranker", "agent"] = "ranker"
+  """What is tuned: the learned ranking (`tuning.RANKER_SPACE`) or the MuZero agent (`tuning.AGENT_SPACE`)."""
+  rows_file: str | None = None
+  """Ranker: training rows written by python -m experiments.train_ranker --rows-file (training worlds 20 and up)."""
+  preset: str = "pretrain"
+  """Agent: the preset whose cubes, network and learner each candidate trains with (its config under the tuned
+  settings)."""
+  iterations: int = 100
+  """Agent: training iterations per candidate (the tuned imitation share is a share of these)."""
+  agent_mode: Literal["episodes", "frontier"] = "episodes"
+  """Agent: what the objective scores, the agent's own episodes or muzero's default frontier mode."""
   budget: int = 8
-  """Evaluations (each fits a ranker and runs `learned` on the tuning worlds)."""
+  """Evaluations (each fits a ranker, or trains an agent, and runs it on the tuning worlds)."""
   worlds: int = 2
   """Training worlds per family scored by the objective (indices 0 to worlds - 1)."""
+  families: tuple[str, ...] = ranker_training.FAMILIES
+  """Families whose training worlds the objective scores (each needs planted effects)."""
   optimizer: str = "NGOpt"
   seed: int = 0
   workers: int = 2
   workdir: str = "runs/tune"
-  """Rankers, run rows and plots of the evaluations."""
+  """Rankers or agents, run rows and plots of the evaluations."""
   out: str | None = None
 
 
 def main(args: Args) -> dict:
-  if not os.path.exists(args.rows_file):
-    raise SystemExit(f"--rows-file {args.rows_file!r} does not exist (python -m experiments.train_ranker --rows-file)")
   if args.worlds < 1:
     raise SystemExit("--worlds must be at least 1")
-  rows = ranker_training.load_rows(args.rows_file)
-  objective = tuning.ranker_objective(
-    rows, worlds=args.worlds, workdir=args.workdir, seed=args.seed, workers=args.workers
-  )
+  unknown = sorted(set(args.families) - set(ranker_training.FAMILIES))
+  if unknown or not args.families:
+    raise SystemExit(f"--families must name some of {ranker_training.FAMILIES} (families with planted effects)")
+  if args.target == "ranker":
+    if args.rows_file is None or not os.path.exists(args.rows_file):
+      raise SystemExit(
+        f"--rows-file {args.rows_file!r} does not exist (python -m experiments.train_ranker --rows-file); "
+        "--target ranker needs it"
+      )
+    rows = ranker_training.load_rows(args.rows_file)
+    objective = tuning.ranker_objective(
+      rows, worlds=args.worlds, workdir=args.workdir, seed=args.seed, workers=args.workers, families=args.families
+    )
+    space = tuning.RANKER_SPACE
+  else:
+    if args.preset not in PRESETS:
+      raise SystemExit(f"--preset {args.preset!r} is not one of {sorted(PRESETS)}")
+    if args.iterations < 1:
+      raise SystemExit("--iterations must be at least 1")
+    objective = tuning.agent_objective(
+      preset=args.preset,
+      iterations=args.iterations,
+      worlds=args.worlds,
+      workdir=args.workdir,
+      mode=args.agent_mode,
+      workers=args.workers,
+      families=args.families,
+    )
+    space = tuning.AGENT_SPACE
   t0 = time.perf_counter()
   lines = []
 
@@ -57,15 +103,15 @@ def main(args: Args) -> dict:
     print(line, flush=True)
     lines.append(line)
 
-  best, history = tuning.tune(
-    objective, tuning.RANKER_SPACE, budget=args.budget, seed=args.seed, optimizer=args.optimizer, log=log
-  )
+  best, history = tuning.tune(objective, space, budget=args.budget, seed=args.seed, optimizer=args.optimizer, log=log)
   result = dict(
     kind="tune_result",
+    target=args.target,
     recommended=best,
     best_seen=max(history, key=lambda r: r["score"]),
     budget=args.budget,
     worlds=args.worlds,
+    families=list(args.families),
     optimizer=args.optimizer,
     seed=args.seed,
     seconds=time.perf_counter() - t0,

@@ -10,11 +10,17 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pandas as pd
+import pytest
+import tyro
 from tensorboardX.proto import event_pb2
 
 import cube_env
 import muzero_jax
-from experiments import train
+from experiments import train, tune
+from experiments.agent.loading import load_agent
+from experiments.launch.cube_presets import PRESETS
+from experiments.quality import tuning
+from experiments.quality.summary import sweep_window
 
 
 def test_train_smoke_preset_end_to_end(tmp_path, capsys):
@@ -129,3 +135,49 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
   assert "holds no checkpoint" in capsys.readouterr().err
   assert train.main(common + ["--checkpoint-dir", split, "--logdir", "None"]) == 2
   assert "already holds checkpoints" in capsys.readouterr().err
+
+
+def test_agent_tuning_objective_trains_a_candidate_and_scores_it_on_training_worlds(tmp_path):
+  """`tuning.agent_objective` (issue 18, point 4): the settings go into the trained agent's config (the imitation
+  share as iterations), the score is muzero's mean recall over its run rows on training worlds in the sweep's
+  window, and a candidate trained before is scored again without retraining."""
+  smoke = PRESETS["smoke"].config
+  settings = dict(
+    learning_rate=smoke.learning_rate,
+    imitation=0.5,
+    num_simulations=smoke.num_simulations,
+    value_loss_weight=0.5,
+    n_step=smoke.n_step,
+  )
+  workdir = str(tmp_path / "tune")
+  objective = tuning.agent_objective(
+    preset="smoke", iterations=2, worlds=1, workdir=workdir, mode="episodes", workers=1, families=("standard",)
+  )
+  score = objective(settings)
+  (checkpoint,) = [p for p in glob.glob(os.path.join(workdir, "agent-*")) if os.path.isdir(p)]
+  config = load_agent(checkpoint).config
+  assert config.imitation_iterations == 1 and config.value_loss_weight == 0.5  # 0.5 x 2 iterations
+  assert config.num_simulations == smoke.num_simulations and config.batch_size == smoke.batch_size  # the preset's
+  rows = [json.loads(line) for line in pathlib.Path(checkpoint + ".jsonl").read_text().splitlines()]
+  runs = [r for r in rows if r.get("kind") == "run" and r.get("method") == "muzero@mode=episodes"]
+  assert runs and {r["split"] for r in runs} == {"train"} and len({r["seed"] for r in runs}) == 1  # world 0
+  window = sweep_window(rows)
+  assert len(window) > 0 and 0.0 <= score <= 1.0
+  assert score == pytest.approx(float(window["recall"].astype(float).mean()))
+  stamp = os.path.getmtime(checkpoint)
+  assert objective(settings) == pytest.approx(score)  # scored again, not retrained
+  assert os.path.getmtime(checkpoint) == stamp
+  with pytest.raises(ValueError, match="not MuZeroConfig fields"):
+    tuning.agent_config(smoke, {"learning_rte": 1e-3}, 10)
+  with pytest.raises(ValueError, match="share of the iterations"):
+    tuning.agent_config(smoke, {"imitation": 1.5}, 10)
+  assert tuning.agent_config(smoke, {"imitation": 0.25}, 10).imitation_iterations == 2  # round(2.5), to even
+  with pytest.raises(ValueError, match="unknown preset"):
+    tuning.agent_objective(preset="huge", iterations=2, worlds=1, workdir=workdir)
+  for argv, message in (
+    (["--target", "agent", "--families", "null"], "--families"),
+    (["--target", "agent", "--iterations", "0"], "--iterations"),
+    (["--target", "ranker"], "--rows-file"),
+  ):
+    with pytest.raises(SystemExit, match=message):
+      tune.main(tyro.cli(tune.Args, args=argv))

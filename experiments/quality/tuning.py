@@ -3,7 +3,13 @@
 `tune` asks a Nevergrad optimizer (Rapin & Teytaud 2018; `NGOpt` picks an
 algorithm from the budget and the parametrization) for settings, scores each
 with an objective (higher is better) and returns the recommendation and the
-history. `ranker_objective` is the objective for the learned frontier ranking:
+history. `agent_objective` is the objective for the MuZero agent: it trains an
+agent with the settings (a `experiments.launch.cube_presets` preset's cubes,
+network and learner, the settings over its config, a given number of
+iterations) and returns the mean recall of `muzero` playing it on training
+worlds 0 to `worlds - 1` (its own episodes by default: in frontier mode the
+learned ranking it refines decides most of the recall, so that objective barely
+sees the agent). `ranker_objective` is the objective for the learned frontier ranking:
 it fits a ranker with the settings on cached training rows
 (`ranker_training.training_rows`, training worlds from index 20) and returns
 its mean recall on other training worlds (indices 0 to `worlds - 1` of each
@@ -16,13 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
+import json
 import os
 from collections.abc import Callable
 
 import numpy as np
 
+import muzero_jax
 from cube_env.discovery import ranking
+from experiments import train
+from experiments.launch.cube_presets import PRESETS
 from experiments.quality import ranker_training
 from experiments.quality.session import run_quality
 from experiments.quality.summary import sweep_window
@@ -50,6 +61,32 @@ RANKER_SPACE = {  # the ranker's main hyperparameters (`ranking.fit`)
   "learning_rate": Bound(1e-3, 2e-2, log=True),
   "weight_decay": Bound(1e-6, 1e-2, log=True),
 }
+
+
+AGENT_SPACE = {  # the agent's main training hyperparameters: `MuZeroConfig` fields, and `imitation`, the share of
+  # the iterations that imitate greedy search (`imitation_iterations` = round(share x iterations))
+  "learning_rate": Bound(1e-3, 1e-2, log=True),
+  "imitation": Bound(0.0, 0.9),
+  "num_simulations": Bound(4, 32, log=True, integer=True),
+  "value_loss_weight": Bound(0.1, 1.0, log=True),
+  "n_step": Bound(1, 10, integer=True),
+}
+AGENT_MODES = ("episodes", "frontier")  # what `agent_objective` scores: the agent's own play, or muzero's default
+
+
+def agent_config(base: muzero_jax.MuZeroConfig, settings: dict, iterations: int) -> muzero_jax.MuZeroConfig:
+  """`base` with `settings` (`AGENT_SPACE` keys) over it, `imitation` turned into `imitation_iterations`."""
+  fields = dict(settings)
+  share = fields.pop("imitation", None)
+  if share is not None:
+    if not 0.0 <= share <= 1.0:
+      raise ValueError(f"imitation is a share of the iterations, in [0, 1]; got {share}")
+    fields["imitation_iterations"] = int(round(share * iterations))
+  known = {f.name for f in dataclasses.fields(base)}
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ValueError(f"not MuZeroConfig fields: {unknown}")
+  return base.replace(**fields)
 
 
 def _parametrization(space: dict[str, Bound], seed: int):
@@ -99,6 +136,78 @@ def tune(
   return dict(opt.provide_recommendation().value), history
 
 
+def _score(method: str, *, checkpoint: str | None, workdir: str, name: str, worlds: int, workers: int, families):
+  """Mean recall of `method` on training worlds 0 to `worlds - 1` of `families` in the settings sweep's window."""
+  with contextlib.redirect_stdout(io.StringIO()):  # run_quality prints its summary rows
+    rows_out = run_quality(
+      "quick",
+      checkpoint=checkpoint,
+      method_names=(method,),
+      plot_path=os.path.join(workdir, f"{name}.png"),
+      out=os.path.join(workdir, f"{name}.jsonl"),
+      emit=lambda rows, _out: list(rows),
+      log=lambda _text: None,
+      scenarios=tuple(families),
+      workers=workers,
+      seeds=worlds,
+      split="train",
+    )
+  runs = sweep_window([r for r in rows_out if r.get("method") == method])
+  if runs.empty:
+    raise RuntimeError(f"no run of {method} in the tuning window")
+  return float(runs["recall"].astype(float).mean())
+
+
+def agent_objective(
+  *,
+  preset: str,
+  iterations: int,
+  worlds: int,
+  workdir: str,
+  mode: str = "episodes",
+  workers: int = 2,
+  families: tuple[str, ...] = ranker_training.FAMILIES,
+) -> Objective:
+  """Trains an agent at the given settings (`AGENT_SPACE`) for `iterations` on `preset`'s cubes (training worlds
+  only: the presets draw from the training split, from index 1,000), then scores `muzero` (`mode` "episodes":
+  the agent's own play; "frontier": the default mode) on `worlds` training worlds of each of `families` (quick
+  sizes, `split="train"`). `pretrain` trains on random training worlds from index 1,000, the other presets on the
+  generator's training cubes. Each candidate's checkpoint and run rows stay in `workdir`, named by the config's hash;
+  a candidate already trained there is scored again, not retrained."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; one of {sorted(PRESETS)}")
+  if mode not in AGENT_MODES:
+    raise ValueError(f"mode must be one of {AGENT_MODES}, got {mode!r}")
+  if iterations < 1:
+    raise ValueError(f"iterations must be at least 1, got {iterations}")
+  base = PRESETS[preset]
+  os.makedirs(workdir, exist_ok=True)
+  method = "muzero@mode=episodes" if mode == "episodes" else "muzero"
+
+  def objective(settings: dict) -> float:
+    config = agent_config(base.config, settings, iterations)
+    key = json.dumps([preset, iterations, dataclasses.asdict(config)], sort_keys=True, default=str)
+    name = f"agent-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    checkpoint = os.path.join(workdir, name)
+    if not os.path.isdir(checkpoint):
+      args = train.Args(
+        config=config,
+        task=base.task,
+        preset=preset,
+        iterations=iterations,
+        logdir=None,
+        checkpoint_dir=checkpoint,
+        evaluate=False,
+      )
+      with contextlib.redirect_stdout(io.StringIO()):
+        train.run(args, None)
+    return _score(
+      method, checkpoint=checkpoint, workdir=workdir, name=name, worlds=worlds, workers=workers, families=families
+    )
+
+  return objective
+
+
 def ranker_objective(
   rows: tuple[np.ndarray, ...],
   *,
@@ -106,10 +215,11 @@ def ranker_objective(
   workdir: str,
   seed: int = 0,
   workers: int = 2,
+  families: tuple[str, ...] = ranker_training.FAMILIES,
 ) -> Objective:
   """Mean recall of `learned` with a ranker fitted at the given settings on `rows` ((x, y, w) training rows,
   `ranker_training.load_rows`), on
-  `worlds` training worlds of each family with planted effects (quick sizes, `split="train"`)."""
+  `worlds` training worlds of each of `families` (quick sizes, `split="train"`)."""
   x, y, w = rows
   os.makedirs(workdir, exist_ok=True)
 
@@ -120,24 +230,14 @@ def ranker_objective(
     digest = ranking.weights_id(tmp).removeprefix("sha256:")  # named by content, as run rows record the ranker
     path = os.path.join(workdir, f"ranker-{digest}.npz")
     os.replace(tmp, path)
-    method = f"learned@weights={path}"
-    with contextlib.redirect_stdout(io.StringIO()):  # run_quality prints its summary rows
-      rows_out = run_quality(
-        "quick",
-        checkpoint=None,
-        method_names=(method,),
-        plot_path=os.path.join(workdir, f"ranker-{digest}.png"),
-        out=os.path.join(workdir, "runs.jsonl"),
-        emit=lambda rows, _out: list(rows),
-        log=lambda _text: None,
-        scenarios=ranker_training.FAMILIES,
-        workers=workers,
-        seeds=worlds,
-        split="train",
-      )
-    runs = sweep_window([r for r in rows_out if r.get("method") == method])
-    if runs.empty:
-      raise RuntimeError(f"no run of {method} in the tuning window")
-    return float(runs["recall"].astype(float).mean())
+    return _score(
+      f"learned@weights={path}",
+      checkpoint=None,
+      workdir=workdir,
+      name=f"ranker-{digest}",
+      worlds=worlds,
+      workers=workers,
+      families=families,
+    )
 
   return objective
