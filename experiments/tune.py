@@ -9,7 +9,8 @@ candidate MuZero agent (learning rate, imitation share, simulations, value loss
 weight, n-step return: `tuning.AGENT_SPACE`) is trained for `--iterations` on
 `--preset`'s cubes (training worlds from index 1,000) and scored by `muzero`'s
 mean recall on the same tuning worlds, in `--agent-mode` (its own episodes by
-default). A full-length candidate costs a full training run (the `pretrain`
+default), after the preset's own settings at the same iterations
+(`tune_baseline`, the score to read the tuning against). A full-length candidate costs a full training run (the `pretrain`
 preset's 400 iterations: about 26 minutes on 2 CPU cores), so on a CPU the
 agent is tuned at fewer iterations and the recommendation is worth a
 full-length run and a validation before it replaces the packaged agent.
@@ -36,7 +37,8 @@ from experiments.quality import ranker_training, tuning
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-  """Nevergrad over the ranker's or the agent's main hyperparameters (training worlds only)."""
+  """Nevergrad over the ranker's or the agent's main hyperparameters (training worlds only). Flags marked Ranker
+  or Agent apply to that target only."""
 
   target: Literal["ranker", "agent"] = "ranker"
   """What is tuned: the learned ranking (`tuning.RANKER_SPACE`) or the MuZero agent (`tuning.AGENT_SPACE`)."""
@@ -46,7 +48,8 @@ class Args:
   """Agent: the preset whose cubes, network and learner each candidate trains with (its config under the tuned
   settings)."""
   iterations: int = 100
-  """Agent: training iterations per candidate (the tuned imitation share is a share of these)."""
+  """Agent: training iterations per candidate (the tuned imitation share is a share of these). The preset's own
+  settings are scored first at the same iterations (`tune_baseline`)."""
   agent_mode: Literal["episodes", "frontier"] = "episodes"
   """Agent: what the objective scores, the agent's own episodes or muzero's default frontier mode."""
   budget: int = 8
@@ -57,6 +60,7 @@ class Args:
   """Families whose training worlds the objective scores (each needs planted effects)."""
   optimizer: str = "NGOpt"
   seed: int = 0
+  """Nevergrad's draws (and the ranker's fits); an agent candidate trains with its preset's own seed."""
   workers: int = 2
   workdir: str = "runs/tune"
   """Rankers or agents, run rows and plots of the evaluations."""
@@ -68,12 +72,15 @@ def main(args: Args) -> dict:
     raise SystemExit("--worlds must be at least 1")
   unknown = sorted(set(args.families) - set(ranker_training.FAMILIES))
   if unknown or not args.families:
-    raise SystemExit(f"--families must name some of {ranker_training.FAMILIES} (families with planted effects)")
+    raise SystemExit(
+      f"--families {' '.join(unknown)}: must name some of {ranker_training.FAMILIES} (families with planted effects)"
+    )
   if args.target == "ranker":
-    if args.rows_file is None or not os.path.exists(args.rows_file):
+    if args.rows_file is None:
+      raise SystemExit("--target ranker needs --rows-file (python -m experiments.train_ranker --rows-file F)")
+    if not os.path.exists(args.rows_file):
       raise SystemExit(
-        f"--rows-file {args.rows_file!r} does not exist (python -m experiments.train_ranker --rows-file); "
-        "--target ranker needs it"
+        f"--rows-file {args.rows_file!r} does not exist (python -m experiments.train_ranker --rows-file)"
       )
     rows = ranker_training.load_rows(args.rows_file)
     objective = tuning.ranker_objective(
@@ -98,10 +105,16 @@ def main(args: Args) -> dict:
   t0 = time.perf_counter()
   lines = []
 
-  def log(row: dict) -> None:
-    line = json.dumps(dict(kind="tune_step", **row, seconds=time.perf_counter() - t0), sort_keys=True)
+  def log(row: dict, kind: str = "tune_step") -> None:
+    line = json.dumps(dict(kind=kind, **row, seconds=time.perf_counter() - t0), sort_keys=True)
     print(line, flush=True)
     lines.append(line)
+
+  baseline = None
+  if args.target == "agent":  # the preset's own settings, scored by the same objective, to read the tuning against
+    settings = tuning.preset_settings(args.preset)
+    baseline = dict(settings=settings, score=float(objective(settings)))
+    log(baseline, kind="tune_baseline")
 
   best, history = tuning.tune(objective, space, budget=args.budget, seed=args.seed, optimizer=args.optimizer, log=log)
   result = dict(
@@ -109,6 +122,7 @@ def main(args: Args) -> dict:
     target=args.target,
     recommended=best,
     best_seen=max(history, key=lambda r: r["score"]),
+    baseline=baseline,
     budget=args.budget,
     worlds=args.worlds,
     families=list(args.families),

@@ -137,7 +137,7 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
   assert "already holds checkpoints" in capsys.readouterr().err
 
 
-def test_agent_tuning_objective_trains_a_candidate_and_scores_it_on_training_worlds(tmp_path):
+def test_agent_tuning_objective_trains_a_candidate_and_scores_it_on_training_worlds(tmp_path, monkeypatch):
   """`tuning.agent_objective` (issue 18, point 4): the settings go into the trained agent's config (the imitation
   share as iterations), the score is muzero's mean recall over its run rows on training worlds in the sweep's
   window, and a candidate trained before is scored again without retraining."""
@@ -149,35 +149,53 @@ def test_agent_tuning_objective_trains_a_candidate_and_scores_it_on_training_wor
     value_loss_weight=0.5,
     n_step=smoke.n_step,
   )
-  workdir = str(tmp_path / "tune")
+  workdir = tmp_path / "tune"
   objective = tuning.agent_objective(
-    preset="smoke", iterations=2, worlds=1, workdir=workdir, mode="episodes", workers=1, families=("standard",)
+    preset="smoke", iterations=2, worlds=1, workdir=str(workdir), mode="episodes", workers=1, families=("standard",)
   )
   score = objective(settings)
-  (checkpoint,) = [p for p in glob.glob(os.path.join(workdir, "agent-*")) if os.path.isdir(p)]
-  config = load_agent(checkpoint).config
+  (checkpoint,) = [p for p in workdir.glob("agent-*") if p.is_dir()]
+  assert not checkpoint.name.endswith(".partial")  # renamed once fully trained
+  config = load_agent(str(checkpoint)).config
   assert config.imitation_iterations == 1 and config.value_loss_weight == 0.5  # 0.5 x 2 iterations
   assert config.num_simulations == smoke.num_simulations and config.batch_size == smoke.batch_size  # the preset's
-  rows = [json.loads(line) for line in pathlib.Path(checkpoint + ".jsonl").read_text().splitlines()]
+  (rows_file,) = workdir.glob(f"{checkpoint.name}-w1-standard.jsonl")
+  rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
   runs = [r for r in rows if r.get("kind") == "run" and r.get("method") == "muzero@mode=episodes"]
   assert runs and {r["split"] for r in runs} == {"train"} and len({r["seed"] for r in runs}) == 1  # world 0
+  assert {r["scenario"] for r in runs} == {"standard"}
   window = sweep_window(rows)
   assert len(window) > 0 and 0.0 <= score <= 1.0
   assert score == pytest.approx(float(window["recall"].astype(float).mean()))
-  stamp = os.path.getmtime(checkpoint)
-  assert objective(settings) == pytest.approx(score)  # scored again, not retrained
-  assert os.path.getmtime(checkpoint) == stamp
+
+  def no_training(*_args, **_kwargs):
+    raise AssertionError("a trained candidate was trained again")
+
+  monkeypatch.setattr(train, "run", no_training)
+  assert objective(settings) == score  # scored again from its rows, not retrained
+
+
+def test_agent_tuning_settings_and_flags_are_checked():
+  """The tuned settings map onto MuZeroConfig (the imitation share onto iterations); a preset's own settings are
+  the baseline; bad settings and flags get errors naming them."""
+  smoke, pretrain = PRESETS["smoke"].config, PRESETS["pretrain"]
+  assert tuning.agent_config(smoke, {"imitation": 0.25}, 10).imitation_iterations == 2  # round(2.5), to even
+  assert tuning.agent_config(smoke, {"learning_rate": 1e-3, "n_step": 7}, 10).n_step == 7
+  baseline = tuning.preset_settings("pretrain")
+  assert set(baseline) == set(tuning.AGENT_SPACE)
+  assert baseline["imitation"] == 0.5 and baseline["num_simulations"] == pretrain.config.num_simulations  # 200/400
+  assert tuning.agent_config(pretrain.config, baseline, pretrain.iterations) == pretrain.config
   with pytest.raises(ValueError, match="not MuZeroConfig fields"):
     tuning.agent_config(smoke, {"learning_rte": 1e-3}, 10)
   with pytest.raises(ValueError, match="share of the iterations"):
     tuning.agent_config(smoke, {"imitation": 1.5}, 10)
-  assert tuning.agent_config(smoke, {"imitation": 0.25}, 10).imitation_iterations == 2  # round(2.5), to even
   with pytest.raises(ValueError, match="unknown preset"):
-    tuning.agent_objective(preset="huge", iterations=2, worlds=1, workdir=workdir)
+    tuning.agent_objective(preset="huge", iterations=2, worlds=1, workdir="unused")
   for argv, message in (
-    (["--target", "agent", "--families", "null"], "--families"),
+    (["--target", "agent", "--families", "null"], "--families null"),
     (["--target", "agent", "--iterations", "0"], "--iterations"),
-    (["--target", "ranker"], "--rows-file"),
+    (["--target", "ranker"], "needs --rows-file"),
+    (["--target", "ranker", "--rows-file", "missing.npz"], "missing.npz"),
   ):
     with pytest.raises(SystemExit, match=message):
       tune.main(tyro.cli(tune.Args, args=argv))

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from collections.abc import Callable
 
 import numpy as np
@@ -89,6 +90,20 @@ def agent_config(base: muzero_jax.MuZeroConfig, settings: dict, iterations: int)
   return base.replace(**fields)
 
 
+def preset_settings(preset: str) -> dict:
+  """`AGENT_SPACE`'s settings as `preset` has them (its imitation iterations as a share of its iterations): the
+  baseline an agent tuning is read against."""
+  base = PRESETS[preset]
+  config = base.config
+  return {
+    "learning_rate": config.learning_rate,
+    "imitation": min(config.imitation_iterations / base.iterations, 1.0),
+    "num_simulations": config.num_simulations,
+    "value_loss_weight": config.value_loss_weight,
+    "n_step": config.n_step,
+  }
+
+
 def _parametrization(space: dict[str, Bound], seed: int):
   import nevergrad as ng  # noqa: PLC0415 (an optional dependency: the bench extra)
 
@@ -136,15 +151,27 @@ def tune(
   return dict(opt.provide_recommendation().value), history
 
 
-def _score(method: str, *, checkpoint: str | None, workdir: str, name: str, worlds: int, workers: int, families):
-  """Mean recall of `method` on training worlds 0 to `worlds - 1` of `families` in the settings sweep's window."""
+def _score(
+  method: str,
+  *,
+  checkpoint: str | None,
+  workdir: str,
+  name: str,
+  worlds: int,
+  workers: int,
+  families: tuple[str, ...],
+) -> float:
+  """Mean recall of `method` on training worlds 0 to `worlds - 1` of `families` in the settings sweep's window.
+  Its run rows go to `workdir/NAME-wWORLDS-FAMILIES.jsonl` (a call with the same worlds resumes from them; one
+  with other worlds or families never mixes in their rows)."""
+  stem = os.path.join(workdir, f"{name}-w{worlds}-{'-'.join(families)}")
   with contextlib.redirect_stdout(io.StringIO()):  # run_quality prints its summary rows
     rows_out = run_quality(
       "quick",
       checkpoint=checkpoint,
       method_names=(method,),
-      plot_path=os.path.join(workdir, f"{name}.png"),
-      out=os.path.join(workdir, f"{name}.jsonl"),
+      plot_path=stem + ".png",
+      out=stem + ".jsonl",
       emit=lambda rows, _out: list(rows),
       log=lambda _text: None,
       scenarios=tuple(families),
@@ -172,8 +199,11 @@ def agent_objective(
   only: the presets draw from the training split, from index 1,000), then scores `muzero` (`mode` "episodes":
   the agent's own play; "frontier": the default mode) on `worlds` training worlds of each of `families` (quick
   sizes, `split="train"`). `pretrain` trains on random training worlds from index 1,000, the other presets on the
-  generator's training cubes. Each candidate's checkpoint and run rows stay in `workdir`, named by the config's hash;
-  a candidate already trained there is scored again, not retrained."""
+  generator's training cubes. Each candidate's checkpoint and run rows stay in `workdir`, named by the hash of the
+  preset's task, the iterations and the config; a candidate already trained there is scored again, not retrained.
+  A candidate trains into `NAME.partial` and is renamed to `NAME` when its last iteration is saved, so a stopped
+  tuning never scores a half-trained agent (its partial directory is trained afresh by the next call). The
+  objective's training seed is the preset config's (`MuZeroConfig.seed`)."""
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; one of {sorted(PRESETS)}")
   if mode not in AGENT_MODES:
@@ -186,21 +216,28 @@ def agent_objective(
 
   def objective(settings: dict) -> float:
     config = agent_config(base.config, settings, iterations)
-    key = json.dumps([preset, iterations, dataclasses.asdict(config)], sort_keys=True, default=str)
+    key = json.dumps(
+      [dataclasses.asdict(base.task), iterations, dataclasses.asdict(config)], sort_keys=True, default=str
+    )
     name = f"agent-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     checkpoint = os.path.join(workdir, name)
     if not os.path.isdir(checkpoint):
+      partial = checkpoint + ".partial"
+      shutil.rmtree(partial, ignore_errors=True)  # a stopped call's half-trained candidate
       args = train.Args(
         config=config,
         task=base.task,
         preset=preset,
         iterations=iterations,
         logdir=None,
-        checkpoint_dir=checkpoint,
+        checkpoint_dir=partial,
         evaluate=False,
       )
       with contextlib.redirect_stdout(io.StringIO()):
-        train.run(args, None)
+        done = train.run(args, None)
+      if done["iteration"] != iterations:
+        raise RuntimeError(f"candidate {name} stopped at iteration {done['iteration']} of {iterations}")
+      os.replace(partial, checkpoint)
     return _score(
       method, checkpoint=checkpoint, workdir=workdir, name=name, worlds=worlds, workers=workers, families=families
     )
