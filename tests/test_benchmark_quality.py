@@ -251,7 +251,7 @@ def test_summary_groups_by_nominal_fraction_and_time_limit_runs_no_case():
   assert list(qpool.run_suite(suite, {}, log=_quiet, deadline=0.0)) == []
 
 
-def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
+def test_fixed_budgets_on_wide_and_deep_worlds(case, prep, tmp_path):
   suite = qsuite.Suite(name="t", fixed_budgets=(5, 50, 10**9))
   wide = dataclasses.replace(case, scenario="wide")
   assert qrun.nominal_budgets(wide, prep, suite) == {5: None, 50: None}  # a budget over enumeration's count is dropped
@@ -281,6 +281,10 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep):
     ["simulations", 0],
     ["weights_sha256", packaged],
   ]
+  other = tmp_path / "other-agent.npz"  # rows of a suite run with --checkpoint carry that agent's hash
+  other.write_bytes(b"another agent")
+  played = dict(map(tuple, qsuite.resize(qsuite.SUITES["quick"], checkpoint=str(other)).options_row("muzero")))
+  assert played["agent_sha256"] == agent.agent_id(str(other)) != agent.agent_id()
   with pytest.raises(ValueError, match="above_walkers"):
     qsuite.Suite(name="t", above_walkers=("greedy",))
   # a suite that runs only enumeration above the walkers' fractions: auto and the peers stop with the walkers

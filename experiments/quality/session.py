@@ -106,7 +106,13 @@ def run_quality(
   check_request(method_names, scenarios, workers, seeds, time_limit_s)
   log = log or log_to_stderr
   suite = resize(
-    SUITES[suite_name], method_names=method_names, scenarios=scenarios, seeds=seeds, split=split, sweep=sweep
+    SUITES[suite_name],
+    method_names=method_names,
+    scenarios=scenarios,
+    seeds=seeds,
+    split=split,
+    sweep=sweep,
+    checkpoint=checkpoint,
   )
   spill = f"{out}.partial" if out else None
   earlier = earlier_rows(suite, out, spill, log)

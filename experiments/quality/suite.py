@@ -101,6 +101,7 @@ class Suite:
   above_walkers: tuple[str, ...] = BUDGET_DEPENDENT
   split: str = "eval"  # "train" for the settings sweep
   method_options: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = TUNED
+  checkpoint: str | None = None  # the agent muzero plays (`--checkpoint`; None: the packaged one), hashed into its rows
 
   def __post_init__(self):
     stray = [m for m in self.above_walkers if m not in BUDGET_DEPENDENT]
@@ -121,7 +122,7 @@ class Suite:
     if base_method(method) in LEARNED_SEARCHES or effective.get("fallback") == LEARNED:  # the ranker's identity too
       effective[RANKER_ID] = ranking.weights_id(effective.get("weights"))
     if base_method(method) == "muzero":  # and the agent's
-      effective[AGENT_ID] = agent.agent_id(effective.get("checkpoint"))
+      effective[AGENT_ID] = agent.agent_id(effective.get("checkpoint") or self.checkpoint)
     return [[k, v] for k, v in sorted(effective.items())]
 
   def method_options_row(self) -> list[list]:
@@ -214,9 +215,13 @@ def resize(
   seeds: int | None = None,
   split: str | None = None,
   sweep: bool = False,
+  checkpoint: str | None = None,
 ) -> Suite:
-  """`suite` with a subset of methods or families, `seeds` worlds per family, another split; `sweep` adds every
-  variant of `SWEEP` (named `method@key=value,...`) beside the suite's methods (training worlds only)."""
+  """`suite` with a subset of methods or families, `seeds` worlds per family, another split, the agent `checkpoint`
+  muzero plays; `sweep` adds every variant of `SWEEP` (named `method@key=value,...`) beside the suite's methods
+  (training worlds only)."""
+  if checkpoint is not None:
+    suite = dataclasses.replace(suite, checkpoint=checkpoint)
   if method_names:
     suite = dataclasses.replace(suite, methods=tuple(method_names))
   if scenarios:
