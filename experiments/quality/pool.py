@@ -54,7 +54,6 @@ def case_in_worker(
   scenario: str,
   index: int,
   suite: Suite,
-  checkpoint: str | None,
   skip: frozenset,
   deadline: float | None = None,
   spill: str | None = None,
@@ -62,9 +61,9 @@ def case_in_worker(
   """(started, rows) of `run_case` in a worker process; (False, []) once `deadline` has passed."""
   if deadline is not None and time.time() >= deadline:
     return False, []
-  key = (suite.methods, suite.method_options, checkpoint)
+  key = (suite.methods, suite.method_options, suite.checkpoint)
   if key not in _WORKER_METHODS:
-    _WORKER_METHODS[key] = build_methods(suite.methods, checkpoint, suite.method_options)
+    _WORKER_METHODS[key] = build_methods(suite.methods, suite.checkpoint, suite.method_options)
   rows = []
   try:
     for row in run_case(make_case(scenario, index, suite), suite, _WORKER_METHODS[key], log=log_to_stderr, skip=skip):
@@ -87,14 +86,13 @@ def run_suite(
   log: Callable[[str], None] = print,
   skip: frozenset | set = frozenset(),
   workers: int = 1,
-  checkpoint: str | None = None,
   deadline: float | None = None,
   spill: str | None = None,
 ) -> Iterator[dict]:
   """`run_case` over the suite's scenarios and seeds; `skip` holds (scenario, seed, method, budget) already run.
 
   With `workers` > 1 the cases run in that many spawned processes (each
-  builds its own methods from `suite.methods` and `checkpoint`; `methods` is
+  builds its own methods from `suite.methods` and `suite.checkpoint`; `methods` is
   then unused), and rows arrive case by case as they finish. `deadline` (a
   `time.time()`): no case starts after it; a started case runs to its end.
   `spill`: file the workers append each row to as they make it.
@@ -114,8 +112,7 @@ def run_suite(
   not_started = 0
   try:
     futures = [
-      pool.submit(case_in_worker, scenario, i, suite, checkpoint, frozenset(skip), deadline, spill)
-      for scenario, i in cases
+      pool.submit(case_in_worker, scenario, i, suite, frozenset(skip), deadline, spill) for scenario, i in cases
     ]
     for future in concurrent.futures.as_completed(futures):
       started, rows = future.result()

@@ -121,15 +121,13 @@ def run_quality(
   if workers is None:
     workers = min(2, os.cpu_count() or 1) if device.platform == "cpu" else 1
   methods = (
-    build_methods(suite.methods, checkpoint, suite.method_options) if workers == 1 else None
+    build_methods(suite.methods, suite.checkpoint, suite.method_options) if workers == 1 else None
   )  # workers build their own
   load_before = os.getloadavg()
   t0 = time.perf_counter()
   deadline = None if time_limit_s is None else time.time() + time_limit_s
   rows = emit(
-    run_suite(
-      suite, methods, log=log, skip=done, workers=workers, checkpoint=checkpoint, deadline=deadline, spill=spill
-    ),
+    run_suite(suite, methods, log=log, skip=done, workers=workers, deadline=deadline, spill=spill),
     out,
   )
   invocation = dict(
