@@ -94,14 +94,8 @@ def preset_settings(preset: str) -> dict:
   """`AGENT_SPACE`'s settings as `preset` has them (its imitation iterations as a share of its iterations): the
   baseline an agent tuning is read against."""
   base = PRESETS[preset]
-  config = base.config
-  return {
-    "learning_rate": config.learning_rate,
-    "imitation": min(config.imitation_iterations / base.iterations, 1.0),
-    "num_simulations": config.num_simulations,
-    "value_loss_weight": config.value_loss_weight,
-    "n_step": config.n_step,
-  }
+  share = min(base.config.imitation_iterations / base.iterations, 1.0)
+  return {name: share if name == "imitation" else getattr(base.config, name) for name in AGENT_SPACE}
 
 
 def _parametrization(space: dict[str, Bound], seed: int):
