@@ -160,7 +160,7 @@ def loss_fn(params, batch: Batch, *, network: MuZeroNetwork, config: MuZeroConfi
 
   time_major = jax.tree.map(lambda x: jnp.moveaxis(x[:, 1:], 1, 0), t)
   _, (policy_k, value_k, legality_k, reward_k) = jax.lax.scan(
-    unroll, latent, (jnp.moveaxis(batch.action, 1, 0), time_major)
+    unroll, latent, (jnp.moveaxis(batch.action, 1, 0), time_major), unroll=True
   )
   scale = 1.0 / num_unroll  # MuZero: unrolled steps' losses scaled by 1/K
   terms = {

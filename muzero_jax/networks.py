@@ -51,7 +51,64 @@ def lecun_normal_flat(key: chex.PRNGKey, shape, dtype=jnp.float32) -> chex.Array
   return (flat * std).reshape(shape)
 
 
-_Conv = functools.partial(nn.Conv, kernel_init=lecun_normal_flat)
+def patch_conv(
+  lhs: chex.Array,
+  rhs: chex.Array,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count: int = 1,
+  precision=None,
+) -> chex.Array:
+  """``lax.conv_general_dilated`` as shifted slices and one matrix product (im2col), for ``nn.Conv``.
+
+  Inputs ``[B, H, W, Ci]``, kernel ``[kh, kw, Ci, Co]``, stride 1, padding
+  "SAME", "VALID" or explicit pairs: the ``kh x kw`` shifted
+  windows of the padded input are concatenated on the channel axis and
+  multiplied by the kernel flattened to ``[kh kw Ci, Co]``. Same numbers as
+  the convolution up to float rounding (tests/test_muzero_networks.py).
+  Why: on XLA:CPU a convolution's gradient inside a loop body (the learner's
+  updates run in a ``lax.scan``) ran 7-10x slower than at top level, while
+  slices and a matrix product differentiate into slices, pads and matrix
+  products that run as fast anywhere; the forward pass is no slower
+  (benchmarks/README, *Learner*). Anything else (strides, dilation, groups,
+  other layouts) goes to ``lax.conv_general_dilated`` unchanged.
+  """
+  kh, kw = rhs.shape[:2]
+  plain = (
+    tuple(window_strides) == (1, 1)
+    and lhs.ndim == 4
+    and all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
+    and feature_group_count == 1
+    and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+  )
+  if not plain:
+    return jax.lax.conv_general_dilated(
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      precision=precision,
+    )
+  if isinstance(padding, str):  # "SAME" / "VALID", as nn.Conv passes them
+    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)
+  (top, bottom), (left, right) = padding
+  _, height, width, _ = lhs.shape
+  out_h, out_w = height + top + bottom - kh + 1, width + left + right - kw + 1
+  padded = jnp.pad(lhs, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  windows = [padded[:, i : i + out_h, j : j + out_w, :] for i in range(kh) for j in range(kw)]
+  cols = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)  # [B, H', W', kh kw Ci]
+  return jnp.dot(cols, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+
+
+_Conv = functools.partial(nn.Conv, kernel_init=lecun_normal_flat, conv_general_dilated=patch_conv)
 _Dense = functools.partial(nn.Dense, kernel_init=lecun_normal_flat)
 
 
