@@ -44,6 +44,10 @@ class MuZeroConfig:
   policy_head: Literal["auto", "conv", "dense"] = "auto"
   """``conv``: fully convolutional logits (needs num_actions == H*W); ``dense``: a
     linear layer; ``auto``: conv when possible, else dense."""
+  convolution: Literal["patch", "lax"] = "patch"
+  """How the ResNet's convolutions are computed (same parameters, same numbers up to
+    rounding): ``patch``, shifted slices and one matrix product (their gradients stay
+    fast inside the learner's loops on XLA:CPU); ``lax``, ``lax.conv_general_dilated``."""
 
   # ----------------------------------------------------------------- support
   support_size: int = 20
@@ -191,7 +195,12 @@ class MuZeroConfig:
     for name in unit:
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"MuZeroConfig.{name} must be in [0, 1], got {getattr(self, name)}")
-    choices = {"network": ("resnet", "mlp"), "policy_head": ("auto", "conv", "dense"), "search": ("gumbel", "muzero")}
+    choices = {
+      "network": ("resnet", "mlp"),
+      "policy_head": ("auto", "conv", "dense"),
+      "convolution": ("patch", "lax"),
+      "search": ("gumbel", "muzero"),
+    }
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"MuZeroConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -108,7 +108,14 @@ def patch_conv(
   return jnp.dot(cols, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
 
 
-_Conv = functools.partial(nn.Conv, kernel_init=lecun_normal_flat, conv_general_dilated=patch_conv)
+CONVOLUTIONS = {"patch": patch_conv, "lax": jax.lax.conv_general_dilated}  # MuZeroConfig.convolution
+
+
+def _conv(features: int, kernel_size, convolution: str, kernel_init=lecun_normal_flat) -> nn.Conv:
+  """``nn.Conv`` computed by ``CONVOLUTIONS[convolution]`` (the parameters are the same either way)."""
+  return nn.Conv(features, kernel_size, kernel_init=kernel_init, conv_general_dilated=CONVOLUTIONS[convolution])
+
+
 _Dense = functools.partial(nn.Dense, kernel_init=lecun_normal_flat)
 
 
@@ -134,11 +141,12 @@ class ResBlock(nn.Module):
   """Pre-activation residual block: (sample LayerNorm, ReLU, 3x3 conv) x 2 + skip."""
 
   channels: int
+  convolution: str = "patch"  # a key of CONVOLUTIONS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C]
-    y = _Conv(self.channels, (3, 3))(nn.relu(_norm()(x)))
-    y = _Conv(self.channels, (3, 3))(nn.relu(_norm()(y)))
+    y = _conv(self.channels, (3, 3), self.convolution)(nn.relu(_norm()(x)))
+    y = _conv(self.channels, (3, 3), self.convolution)(nn.relu(_norm()(y)))
     return x + y
 
 
@@ -147,12 +155,13 @@ class ConvTorso(nn.Module):
 
   channels: int
   num_blocks: int
+  convolution: str = "patch"  # a key of CONVOLUTIONS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:
-    x = _Conv(self.channels, (3, 3))(x)
+    x = _conv(self.channels, (3, 3), self.convolution)(x)
     for _ in range(self.num_blocks):
-      x = ResBlock(self.channels)(x)
+      x = ResBlock(self.channels, self.convolution)(x)
     return nn.relu(_norm()(x))
 
 
@@ -176,13 +185,14 @@ class GridLogits(nn.Module):
   """
 
   head_channels: int
+  convolution: str = "patch"  # a key of CONVOLUTIONS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C] -> [B, H*W]
-    y = nn.relu(_Conv(self.head_channels, (1, 1))(x))
+    y = nn.relu(_conv(self.head_channels, (1, 1), self.convolution)(x))
     pooled = jnp.broadcast_to(jnp.mean(y, axis=(1, 2), keepdims=True), y.shape)
-    y = nn.relu(_Conv(self.head_channels, (1, 1))(jnp.concatenate([y, pooled], -1)))
-    y = _Conv(1, (1, 1), kernel_init=_zeros)(y)
+    y = nn.relu(_conv(self.head_channels, (1, 1), self.convolution)(jnp.concatenate([y, pooled], -1)))
+    y = _conv(1, (1, 1), self.convolution, kernel_init=_zeros)(y)
     return y.reshape(y.shape[0], -1)
 
 
@@ -191,11 +201,12 @@ class DenseLogits(nn.Module):
 
   head_channels: int
   num_outputs: int
+  convolution: str = "patch"  # a key of CONVOLUTIONS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:
     if x.ndim == 4:
-      x = nn.relu(_Conv(self.head_channels, (1, 1))(x))
+      x = nn.relu(_conv(self.head_channels, (1, 1), self.convolution)(x))
     x = x.reshape(x.shape[0], -1)
     return _Dense(self.num_outputs, kernel_init=_zeros)(x)
 
@@ -210,11 +221,12 @@ class ScalarLogits(nn.Module):
   head_channels: int
   hidden_size: int
   num_bins: int
+  convolution: str = "patch"  # a key of CONVOLUTIONS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:
     if x.ndim == 4:
-      y = nn.relu(_Conv(self.head_channels, (1, 1))(x))
+      y = nn.relu(_conv(self.head_channels, (1, 1), self.convolution)(x))
       x = jnp.concatenate([jnp.mean(y, axis=(1, 2)), jnp.max(y, axis=(1, 2))], axis=-1)
     x = nn.relu(_Dense(self.hidden_size)(x))
     return _Dense(self.num_bins, kernel_init=_zeros)(x)
@@ -250,8 +262,8 @@ class MuZeroNetwork(nn.Module):
   def setup(self) -> None:
     c = self.config
     if self.kind == "resnet":
-      self.repr_torso = ConvTorso(c.channels, c.num_blocks)
-      self.dyn_torso = ConvTorso(c.channels, c.dynamics_blocks)
+      self.repr_torso = ConvTorso(c.channels, c.num_blocks, c.convolution)
+      self.dyn_torso = ConvTorso(c.channels, c.dynamics_blocks, c.convolution)
     else:
       self.repr_torso = Mlp((c.hidden_size,) * c.mlp_layers)
       self.repr_out = _Dense(c.latent_size)
@@ -260,14 +272,14 @@ class MuZeroNetwork(nn.Module):
       self.pred_torso = Mlp((c.hidden_size,))
     if not self.conv_policy:
       self.action_embed = _Dense(self.action_embedding_size)
-    self.reward_head = ScalarLogits(c.head_channels, c.hidden_size, self.reward_bins)
-    self.value_head = ScalarLogits(c.head_channels, c.hidden_size, self.value_bins)
+    self.reward_head = ScalarLogits(c.head_channels, c.hidden_size, self.reward_bins, c.convolution)
+    self.value_head = ScalarLogits(c.head_channels, c.hidden_size, self.value_bins, c.convolution)
     if self.conv_policy:
-      self.policy_head = GridLogits(c.head_channels)
-      self.legality_head = GridLogits(c.head_channels)
+      self.policy_head = GridLogits(c.head_channels, c.convolution)
+      self.legality_head = GridLogits(c.head_channels, c.convolution)
     else:
-      self.policy_head = DenseLogits(c.head_channels, self.num_actions)
-      self.legality_head = DenseLogits(c.head_channels, self.num_actions)
+      self.policy_head = DenseLogits(c.head_channels, self.num_actions, c.convolution)
+      self.legality_head = DenseLogits(c.head_channels, self.num_actions, c.convolution)
 
   def __call__(self, obs: chex.Array, action: chex.Array):
     """Initial inference then one recurrent step (used by ``init``)."""

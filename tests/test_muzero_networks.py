@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from muzero_jax import MuZeroConfig, make_network
-from muzero_jax.networks import min_max_normalize, uses_conv_policy
+from muzero_jax.networks import min_max_normalize, patch_conv, uses_conv_policy
 
 TINY = dict(
   channels=8,
@@ -76,3 +76,46 @@ def test_conv_policy_selection_and_errors():
     uses_conv_policy(MuZeroConfig(policy_head="conv"), 7, (3, 4, 5))
   with pytest.raises(ValueError, match="mlp"):
     make_network(MuZeroConfig(network="resnet"), 6, (10,))
+
+
+@pytest.mark.parametrize(
+  "kernel,padding,stride",
+  [((3, 3), "SAME", 1), ((1, 1), "SAME", 1), ((3, 2), "VALID", 1), ((3, 3), ((2, 0), (1, 1)), 1), ((3, 3), "SAME", 2)],
+)
+def test_patch_conv_matches_lax_values_and_gradients(kernel, padding, stride):
+  """`patch_conv` computes `lax.conv_general_dilated` (the last case, stride 2, is handed to it)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 3))
+  w = jax.random.normal(jax.random.PRNGKey(1), (*kernel, 3, 4))
+  dims = ("NHWC", "HWIO", "NHWC")
+
+  def loss(conv, w, x):
+    return jnp.sum(jnp.sin(conv(x, w, (stride, stride), padding, dimension_numbers=dims)))
+
+  for argnum in (None, 1, 2):
+    got, want = (
+      (jax.grad(loss, argnum)(conv, w, x) if argnum else conv(x, w, (stride, stride), padding, dimension_numbers=dims))
+      for conv in (patch_conv, jax.lax.conv_general_dilated)
+    )
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_convolution_setting_changes_no_parameter_and_no_output():
+  """`MuZeroConfig.convolution`: the same variables (names and shapes) and the same outputs, up to rounding."""
+  obs_shape, num_actions = (3, 4, 5), 20
+  nets = [make_network(MuZeroConfig(convolution=c, **TINY), num_actions, obs_shape) for c in ("patch", "lax")]
+  obs = jax.random.uniform(jax.random.PRNGKey(0), (B, *obs_shape))
+  action = jnp.arange(B, dtype=jnp.int32)
+  params = nets[0].init(jax.random.PRNGKey(1), obs[:1], action[:1])
+  other = nets[1].init(jax.random.PRNGKey(1), obs[:1], action[:1])
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, other)
+  params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape), params)  # non-zero heads
+  outs = []
+  for net in nets:
+    latent = net.apply(params, obs, method="represent")
+    nxt, reward = net.apply(params, latent, action, method="dynamics")
+    outs.append((latent, nxt, reward, *net.apply(params, nxt, method="predict")))
+  for got, want in zip(*outs):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="convolution"):
+    MuZeroConfig(convolution="fft")
