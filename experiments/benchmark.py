@@ -2,7 +2,7 @@
 
   env       environment steps/s vs cube cells and batch, beside today's step and the bare reduction; memory
   search    mctx search simulations/s and the overhead ratio (search / network-only time)
-  selfplay  self-play moves/s (on the new and today's env step), then learner updates/s
+  selfplay  self-play moves/s, learner updates/s, training moves/s (self-play with updates), now and as before
   cartpole  MuZero on gymnax CartPole-v1: moves/s, learner steps/s, wall time to a greedy mean return >= 475
   checkpoint  Orbax save (blocking part and until on disk), full restore and params-only load times
   quality   discovery recall/precision per query budget: muzero vs baselines vs pysubgroup (experiments/quality)
@@ -90,7 +90,8 @@ def run_selfplay_speed(args: AgentSpeed) -> list[dict]:
   setup = agent_speed.agent_setup(args.preset)
   rows = _emit(agent_speed.selfplay_rows(setup, args.batch_sizes), args.out)
   rows += _emit(agent_speed.selfplay_rows(setup, args.batch_sizes, reference=True), args.out)
-  return rows + _emit(agent_speed.learner_rows(setup, (setup[0].batch_size,)), args.out)
+  rows += _emit(agent_speed.learner_rows(setup, (setup[0].batch_size,)), args.out)
+  return rows + _emit(agent_speed.training_rows(setup) + agent_speed.training_rows(setup, reference=True), args.out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +172,7 @@ def run_quality_benchmark(args: Quality) -> list[dict]:
 
 @dataclasses.dataclass(frozen=True)
 class Speed:
-  """All speed figures in one run: env vs cells and batch, search, self-play, learner, compile times."""
+  """All speed figures in one run: env vs cells and batch, search, self-play, learner, training, compile times."""
 
   cells: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
   batches: tuple[int, ...] = (1, 16, 64)

@@ -20,7 +20,7 @@ Checkpoints (Orbax): ``muzero_jax.save(dir, state, config, env=env)``,
 ``muzero_jax.load_params(dir)`` for inference (parameters only).
 """
 
-from muzero_jax.bench import benchmark_learner, benchmark_search, benchmark_selfplay
+from muzero_jax.bench import benchmark_learner, benchmark_search, benchmark_selfplay, benchmark_training
 from muzero_jax.checkpoint import Checkpointer, CheckpointWarning, Restored, env_spec, load_params, restore, save
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.driver import IterationSource, run_iterations, train
@@ -70,4 +70,5 @@ __all__ = [
   "benchmark_search",
   "benchmark_selfplay",
   "benchmark_learner",
+  "benchmark_training",
 ]

@@ -30,7 +30,7 @@ from muzero_jax.networks import make_network
 from muzero_jax.search import make_recurrent_fn, root_output, run_search
 from muzero_jax.trainer import make_train
 
-__all__ = ["time_call", "benchmark_search", "benchmark_selfplay", "benchmark_learner"]
+__all__ = ["time_call", "benchmark_search", "benchmark_selfplay", "benchmark_learner", "benchmark_training"]
 
 
 def time_call(fn: Callable, *args, repeats: int = 5) -> dict[str, float]:
@@ -242,3 +242,49 @@ def benchmark_learner(
       }
     )
   return results
+
+
+def benchmark_training(
+  config: MuZeroConfig, env, env_params_pool, *, iterations: int = 20, seed: int = 0
+) -> dict[str, Any]:
+  """Moves per second of training itself: whole iterations (self-play, replay, learner updates).
+
+  The figure a training run shows (``speed/moves_per_s``): iterations run
+  until the replay is warm enough for updates, then ``iterations`` more are
+  timed one by one (each ended by ``block_until_ready``); the median is
+  reported. Compile time (the first call) is reported apart.
+  """
+  trainer = make_train(config.replace(seed=seed), env, env_params_pool)
+  state = trainer.init()
+  t0 = time.perf_counter()
+  state, metrics = trainer.iteration(state)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  warmup = 1
+  while int(metrics["learner/updates"]) == 0:
+    state, metrics = trainer.iteration(state)
+    warmup += 1
+  times = []
+  for _ in range(iterations):
+    t0 = time.perf_counter()
+    state, metrics = trainer.iteration(state)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  median = statistics.median(times)
+  moves = config.rollout_length * config.num_envs
+  return {
+    "benchmark": "training",
+    "device": _device(),
+    "num_envs": config.num_envs,
+    "rollout_length": config.rollout_length,
+    "updates_per_iteration": config.updates_per_iteration,
+    "batch_size": config.batch_size,
+    "reanalysed_per_update": config.num_reanalysed,
+    "convolution": config.convolution,
+    "iteration_s": median,
+    "moves_per_s": moves / median,
+    "updates_per_s": config.updates_per_iteration / median,
+    "warmup_iterations": warmup,
+    "timed_iterations": iterations,
+    "compile_s": compile_s,
+  }

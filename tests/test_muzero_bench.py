@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 import muzero_jax as mz
+from experiments.speed.suite import speedup_summary
 from muzero_jax import bench
 from tests.toy_envs import CoinGrid, make_coin_pool
 
@@ -63,3 +64,26 @@ def test_benchmark_selfplay_and_learner(env_pool):
   (lr,) = bench.benchmark_learner(CONFIG, env, pool, batch_sizes=(8,), updates=2, repeats=1)
   assert lr["updates_per_s"] > 0 and lr["samples_per_s"] == pytest.approx(8 * lr["updates_per_s"])
   assert lr["reanalysed_per_update"] == 2 and lr["compile_s"] > 0
+
+
+def test_benchmark_training_times_whole_iterations_after_warm_up(env_pool):
+  env, pool = env_pool
+  cfg = CONFIG.replace(min_replay_size=16, updates_per_iteration=2)
+  row = bench.benchmark_training(cfg, env, pool, iterations=3)
+  moves = cfg.num_envs * cfg.rollout_length
+  assert row["moves_per_s"] == pytest.approx(moves / row["iteration_s"])
+  assert row["updates_per_s"] == pytest.approx(2 / row["iteration_s"])
+  # 8 moves an iteration: the replay holds 16 positions with updates only from the second iteration on.
+  assert row["warmup_iterations"] >= 2 and row["timed_iterations"] == 3
+  assert row["convolution"] == "patch" and row["compile_s"] > 0
+
+
+def test_speedup_summary_pairs_rows_with_their_reference():
+  rows = [
+    dict(bench="training", num_envs=8, reference=False, moves_per_s=300.0),
+    dict(bench="training", num_envs=8, reference=True, moves_per_s=60.0),
+    dict(bench="training", num_envs=32, reference=False, moves_per_s=500.0),  # no reference: no summary
+    dict(bench="selfplay", num_envs=8, reference=True, moves_per_s=1.0),
+  ]
+  (row,) = speedup_summary(rows, "training", "num_envs")
+  assert row == dict(bench="training_speedup", num_envs=8, moves_per_s=300.0, reference_moves_per_s=60.0, speedup=5.0)

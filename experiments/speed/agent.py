@@ -1,4 +1,4 @@
-"""MuZero speed on the cube task of an `experiments.train` preset (`experiments.launch.cube_presets`): search, self-play, learner (docs/design.md).
+"""MuZero speed on the cube task of an `experiments.train` preset (`experiments.launch.cube_presets`): search, self-play, learner, training (docs/design.md).
 
 Each function returns JSON-ready rows, every one tagged with the preset, the
 device and the search settings (`agent_setup`), from the `muzero_jax.benchmark_*`
@@ -40,19 +40,36 @@ def search_rows(setup, batch_sizes) -> list[dict]:
   ]
 
 
-def selfplay_rows(setup, num_envs, *, reference: bool = False) -> list[dict]:
-  """Self-play moves/s per number of environments.
+def _as_before(setup, reference: bool):
+  """(config, env, groupby) to measure: the preset's, or, with `reference`, as before this round's speed work.
 
-  `reference=True` runs the same self-play on today's environment step
-  before the cell index (the dense `segment` group-by under a plain vmap,
-  `experiments.speed.env_speed.REFERENCE`), for the side-by-side figure.
+  Before: today's environment step before the cell index (the dense `segment`
+  group-by under a plain vmap, `experiments.speed.env_speed.REFERENCE`) and the
+  network's convolutions by `lax.conv_general_dilated`
+  (`MuZeroConfig.convolution="lax"`), whose gradients ran several times slower
+  inside the learner's loops on a CPU.
   """
-  config, env, pool, tag = setup
-  groupby = env.groupby
+  config, env, _, _ = setup
   if reference:
-    env, groupby = reference_env(env), REFERENCE
-  rows = muzero_jax.benchmark_selfplay(config, env, pool, num_envs=num_envs)
-  return [dict(tag, bench="selfplay", groupby=groupby, reference=reference, **r) for r in rows]
+    return config.replace(convolution="lax"), reference_env(env), REFERENCE
+  return config, env, env.groupby
+
+
+def selfplay_rows(setup, num_envs, *, reference: bool = False) -> list[dict]:
+  """Self-play moves/s per number of environments (`reference`: as before, see `_as_before`)."""
+  config, env, groupby = _as_before(setup, reference)
+  rows = muzero_jax.benchmark_selfplay(config, env, setup[2], num_envs=num_envs)
+  return [dict(setup[3], bench="selfplay", groupby=groupby, reference=reference, **r) for r in rows]
+
+
+def training_rows(setup, *, reference: bool = False, iterations: int = 20) -> list[dict]:
+  """Moves/s of training itself (self-play, replay and the learner's updates): the figure a run shows.
+
+  `reference`: trained as before this round's speed work (`_as_before`).
+  """
+  config, env, groupby = _as_before(setup, reference)
+  row = muzero_jax.benchmark_training(config, env, setup[2], iterations=iterations)
+  return [dict(setup[3], bench="training", groupby=groupby, reference=reference, **row)]
 
 
 def learner_rows(setup, batch_sizes) -> list[dict]:

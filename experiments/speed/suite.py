@@ -8,8 +8,8 @@ and batch (`experiments.speed.scaling`), where a step's time goes
 (`env_speed.profile_rows`), milliseconds per query of a greedy search on an
 analyst's 60,000-row table (beside today's step) and on a 1,000,000-row,
 40-column one, with ingest times (`experiments.speed.queries`), self-play
-moves/s on the new and on today's step
-side by side, mctx search simulations/s and learner updates/s
+moves/s and training moves/s (self-play with the learner's updates) as
+now and as before this round side by side, mctx search simulations/s and learner updates/s
 (`experiments.speed.agent` on the cube task of an `experiments.train`
 preset), with the compile times each reports. A first row names the device.
 """
@@ -42,17 +42,17 @@ def device_row() -> dict:
   )
 
 
-def selfplay_summary(rows: list[dict]) -> list[dict]:
-  """Self-play moves/s with the cell index over today's step, per number of environments (same run)."""
-  by = {(r["num_envs"], r["reference"]): r["moves_per_s"] for r in rows if r.get("bench") == "selfplay"}
+def speedup_summary(rows: list[dict], bench: str, by_key: str) -> list[dict]:
+  """Moves/s of `bench` rows ("selfplay" or "training") over the same rows as before this round, per `by_key` (same run)."""
+  by = {(r[by_key], r["reference"]): r["moves_per_s"] for r in rows if r.get("bench") == bench}
   return [
-    dict(
-      bench="selfplay_speedup",
-      num_envs=n,
-      moves_per_s=by[(n, False)],
-      reference_moves_per_s=by[(n, True)],
-      speedup=by[(n, False)] / by[(n, True)],
-    )
+    {
+      "bench": f"{bench}_speedup",
+      by_key: n,
+      "moves_per_s": by[(n, False)],
+      "reference_moves_per_s": by[(n, True)],
+      "speedup": by[(n, False)] / by[(n, True)],
+    }
     for n, ref in sorted(by)
     if not ref and (n, True) in by
   ]
@@ -92,7 +92,9 @@ def run_speed_suite(
     rows += emit(queries.wide_rows(rows=wide_rows))
   setup = agent.agent_setup(preset)
   play = emit(agent.selfplay_rows(setup, selfplay_envs) + agent.selfplay_rows(setup, selfplay_envs, reference=True))
-  rows += play + emit(selfplay_summary(play))
+  rows += play + emit(speedup_summary(play, "selfplay", "num_envs"))
+  train = emit(agent.training_rows(setup) + agent.training_rows(setup, reference=True))
+  rows += train + emit(speedup_summary(train, "training", "num_envs"))
   rows += emit(agent.search_rows(setup, search_batches))
   rows += emit(agent.learner_rows(setup, learner_batches))
   rows += emit([dict(bench="device_after", load_average=os.getloadavg())])
