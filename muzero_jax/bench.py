@@ -280,7 +280,7 @@ def benchmark_training(
     "updates_per_iteration": config.updates_per_iteration,
     "batch_size": config.batch_size,
     "reanalysed_per_update": config.num_reanalysed,
-    "convolution": config.convolution,
+    "conv_gradient": config.conv_gradient,
     "iteration_s": median,
     "moves_per_s": moves / median,
     "updates_per_s": config.updates_per_iteration / median,

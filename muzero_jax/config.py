@@ -44,10 +44,11 @@ class MuZeroConfig:
   policy_head: Literal["auto", "conv", "dense"] = "auto"
   """``conv``: fully convolutional logits (needs num_actions == H*W); ``dense``: a
     linear layer; ``auto``: conv when possible, else dense."""
-  convolution: Literal["patch", "lax"] = "patch"
-  """How the ResNet's convolutions are computed (same parameters, same numbers up to
-    rounding): ``patch``, shifted slices and one matrix product (their gradients stay
-    fast inside the learner's loops on XLA:CPU); ``lax``, ``lax.conv_general_dilated``."""
+  conv_gradient: Literal["patch", "lax"] = "patch"
+  """How the ResNet's convolutions are differentiated (their outputs are XLA's convolution
+    either way): ``patch``, as the same convolution written as shifted slices and one
+    matrix product, whose gradient stays fast inside the learner's loops on XLA:CPU;
+    ``lax``, XLA's own convolution gradient (7-10x slower there)."""
 
   # ----------------------------------------------------------------- support
   support_size: int = 20
@@ -198,7 +199,7 @@ class MuZeroConfig:
     choices = {
       "network": ("resnet", "mlp"),
       "policy_head": ("auto", "conv", "dense"),
-      "convolution": ("patch", "lax"),
+      "conv_gradient": ("patch", "lax"),
       "search": ("gumbel", "muzero"),
     }
     for name, allowed in choices.items():

@@ -51,7 +51,39 @@ def lecun_normal_flat(key: chex.PRNGKey, shape, dtype=jnp.float32) -> chex.Array
   return (flat * std).reshape(shape)
 
 
-def patch_conv(
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _patch_form(lhs: chex.Array, rhs: chex.Array, padding, precision) -> chex.Array:
+  """A stride-1 NHWC/HWIO convolution as shifted slices and one matrix product (im2col)."""
+  kh, kw = rhs.shape[:2]
+  (top, bottom), (left, right) = padding
+  _, height, width, _ = lhs.shape
+  out_h, out_w = height + top + bottom - kh + 1, width + left + right - kw + 1
+  padded = jnp.pad(lhs, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  windows = [padded[:, i : i + out_h, j : j + out_w, :] for i in range(kh) for j in range(kw)]
+  cols = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)  # [B, H', W', kh kw Ci]
+  return jnp.dot(cols, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_patch_gradient(lhs: chex.Array, rhs: chex.Array, padding, precision) -> chex.Array:
+  return jax.lax.conv_general_dilated(lhs, rhs, (1, 1), padding, dimension_numbers=_NHWC, precision=precision)
+
+
+def _conv_patch_gradient_fwd(lhs, rhs, padding, precision):
+  return _conv_patch_gradient(lhs, rhs, padding, precision), (lhs, rhs)
+
+
+def _conv_patch_gradient_bwd(padding, precision, residuals, cotangent):
+  _, vjp = jax.vjp(lambda a, b: _patch_form(a, b, padding, precision), *residuals)
+  return vjp(cotangent)
+
+
+_conv_patch_gradient.defvjp(_conv_patch_gradient_fwd, _conv_patch_gradient_bwd)
+
+
+def patch_gradient_conv(
   lhs: chex.Array,
   rhs: chex.Array,
   window_strides,
@@ -62,28 +94,27 @@ def patch_conv(
   feature_group_count: int = 1,
   precision=None,
 ) -> chex.Array:
-  """``lax.conv_general_dilated`` as shifted slices and one matrix product (im2col), for ``nn.Conv``.
+  """``lax.conv_general_dilated`` whose gradient is that of shifted slices and one matrix product (for ``nn.Conv``).
 
-  Inputs ``[B, H, W, Ci]``, kernel ``[kh, kw, Ci, Co]``, stride 1, padding
-  "SAME", "VALID" or explicit pairs: the ``kh x kw`` shifted
-  windows of the padded input are concatenated on the channel axis and
-  multiplied by the kernel flattened to ``[kh kw Ci, Co]``. Same numbers as
-  the convolution up to float rounding (tests/test_muzero_networks.py).
-  Why: on XLA:CPU a convolution's gradient inside a loop body (the learner's
-  updates run in a ``lax.scan``) ran 7-10x slower than at top level, while
-  slices and a matrix product differentiate into slices, pads and matrix
-  products that run as fast anywhere; the forward pass is no slower
-  (benchmarks/README, *Learner*). Anything else (strides, dilation, groups,
-  other layouts) goes to ``lax.conv_general_dilated`` unchanged.
+  The forward pass is XLA's convolution itself (the same numbers as
+  ``nn.Conv``'s default); the backward pass differentiates the same
+  convolution written as im2col (the ``kh x kw`` shifted windows of the padded
+  input concatenated on the channel axis, times the kernel flattened to
+  ``[kh kw Ci, Co]``): slices, pads and matrix products. Why: on XLA:CPU a
+  convolution's own gradient inside a loop body (the learner's updates run in
+  a ``lax.scan``) ran 7-10x slower than at top level; the im2col gradient runs
+  as fast anywhere (benchmarks/README, *Learner*). Equal to the convolution's
+  gradient up to float rounding (tests/test_muzero_networks.py). Used for
+  stride 1 without dilation or groups in NHWC/HWIO layout (what this module's
+  layers use); anything else is ``lax.conv_general_dilated`` unchanged.
   """
-  kh, kw = rhs.shape[:2]
   plain = (
     tuple(window_strides) == (1, 1)
     and lhs.ndim == 4
     and all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
     and feature_group_count == 1
     and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-    == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
   )
   if not plain:
     return jax.lax.conv_general_dilated(
@@ -98,22 +129,17 @@ def patch_conv(
       precision=precision,
     )
   if isinstance(padding, str):  # "SAME" / "VALID", as nn.Conv passes them
-    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1), padding)
-  (top, bottom), (left, right) = padding
-  _, height, width, _ = lhs.shape
-  out_h, out_w = height + top + bottom - kh + 1, width + left + right - kw + 1
-  padded = jnp.pad(lhs, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  windows = [padded[:, i : i + out_h, j : j + out_w, :] for i in range(kh) for j in range(kw)]
-  cols = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)  # [B, H', W', kh kw Ci]
-  return jnp.dot(cols, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+  padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  return _conv_patch_gradient(lhs, rhs, padding, precision)
 
 
-CONVOLUTIONS = {"patch": patch_conv, "lax": jax.lax.conv_general_dilated}  # MuZeroConfig.convolution
+CONV_GRADIENTS = {"patch": patch_gradient_conv, "lax": jax.lax.conv_general_dilated}  # MuZeroConfig.conv_gradient
 
 
-def _conv(features: int, kernel_size, convolution: str, kernel_init=lecun_normal_flat) -> nn.Conv:
-  """``nn.Conv`` computed by ``CONVOLUTIONS[convolution]`` (the parameters are the same either way)."""
-  return nn.Conv(features, kernel_size, kernel_init=kernel_init, conv_general_dilated=CONVOLUTIONS[convolution])
+def _conv(features: int, kernel_size, conv_gradient: str, kernel_init=lecun_normal_flat) -> nn.Conv:
+  """``nn.Conv`` differentiated as ``CONV_GRADIENTS[conv_gradient]`` says (the same parameters and outputs either way)."""
+  return nn.Conv(features, kernel_size, kernel_init=kernel_init, conv_general_dilated=CONV_GRADIENTS[conv_gradient])
 
 
 _Dense = functools.partial(nn.Dense, kernel_init=lecun_normal_flat)
@@ -141,12 +167,12 @@ class ResBlock(nn.Module):
   """Pre-activation residual block: (sample LayerNorm, ReLU, 3x3 conv) x 2 + skip."""
 
   channels: int
-  convolution: str = "patch"  # a key of CONVOLUTIONS
+  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C]
-    y = _conv(self.channels, (3, 3), self.convolution)(nn.relu(_norm()(x)))
-    y = _conv(self.channels, (3, 3), self.convolution)(nn.relu(_norm()(y)))
+    y = _conv(self.channels, (3, 3), self.conv_gradient)(nn.relu(_norm()(x)))
+    y = _conv(self.channels, (3, 3), self.conv_gradient)(nn.relu(_norm()(y)))
     return x + y
 
 
@@ -155,13 +181,13 @@ class ConvTorso(nn.Module):
 
   channels: int
   num_blocks: int
-  convolution: str = "patch"  # a key of CONVOLUTIONS
+  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:
-    x = _conv(self.channels, (3, 3), self.convolution)(x)
+    x = _conv(self.channels, (3, 3), self.conv_gradient)(x)
     for _ in range(self.num_blocks):
-      x = ResBlock(self.channels, self.convolution)(x)
+      x = ResBlock(self.channels, self.conv_gradient)(x)
     return nn.relu(_norm()(x))
 
 
@@ -185,14 +211,14 @@ class GridLogits(nn.Module):
   """
 
   head_channels: int
-  convolution: str = "patch"  # a key of CONVOLUTIONS
+  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C] -> [B, H*W]
-    y = nn.relu(_conv(self.head_channels, (1, 1), self.convolution)(x))
+    y = nn.relu(_conv(self.head_channels, (1, 1), self.conv_gradient)(x))
     pooled = jnp.broadcast_to(jnp.mean(y, axis=(1, 2), keepdims=True), y.shape)
-    y = nn.relu(_conv(self.head_channels, (1, 1), self.convolution)(jnp.concatenate([y, pooled], -1)))
-    y = _conv(1, (1, 1), self.convolution, kernel_init=_zeros)(y)
+    y = nn.relu(_conv(self.head_channels, (1, 1), self.conv_gradient)(jnp.concatenate([y, pooled], -1)))
+    y = _conv(1, (1, 1), self.conv_gradient, kernel_init=_zeros)(y)
     return y.reshape(y.shape[0], -1)
 
 
@@ -201,12 +227,12 @@ class DenseLogits(nn.Module):
 
   head_channels: int
   num_outputs: int
-  convolution: str = "patch"  # a key of CONVOLUTIONS
+  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:
     if x.ndim == 4:
-      x = nn.relu(_conv(self.head_channels, (1, 1), self.convolution)(x))
+      x = nn.relu(_conv(self.head_channels, (1, 1), self.conv_gradient)(x))
     x = x.reshape(x.shape[0], -1)
     return _Dense(self.num_outputs, kernel_init=_zeros)(x)
 
@@ -221,12 +247,12 @@ class ScalarLogits(nn.Module):
   head_channels: int
   hidden_size: int
   num_bins: int
-  convolution: str = "patch"  # a key of CONVOLUTIONS
+  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:
     if x.ndim == 4:
-      y = nn.relu(_conv(self.head_channels, (1, 1), self.convolution)(x))
+      y = nn.relu(_conv(self.head_channels, (1, 1), self.conv_gradient)(x))
       x = jnp.concatenate([jnp.mean(y, axis=(1, 2)), jnp.max(y, axis=(1, 2))], axis=-1)
     x = nn.relu(_Dense(self.hidden_size)(x))
     return _Dense(self.num_bins, kernel_init=_zeros)(x)
@@ -262,8 +288,8 @@ class MuZeroNetwork(nn.Module):
   def setup(self) -> None:
     c = self.config
     if self.kind == "resnet":
-      self.repr_torso = ConvTorso(c.channels, c.num_blocks, c.convolution)
-      self.dyn_torso = ConvTorso(c.channels, c.dynamics_blocks, c.convolution)
+      self.repr_torso = ConvTorso(c.channels, c.num_blocks, c.conv_gradient)
+      self.dyn_torso = ConvTorso(c.channels, c.dynamics_blocks, c.conv_gradient)
     else:
       self.repr_torso = Mlp((c.hidden_size,) * c.mlp_layers)
       self.repr_out = _Dense(c.latent_size)
@@ -272,14 +298,14 @@ class MuZeroNetwork(nn.Module):
       self.pred_torso = Mlp((c.hidden_size,))
     if not self.conv_policy:
       self.action_embed = _Dense(self.action_embedding_size)
-    self.reward_head = ScalarLogits(c.head_channels, c.hidden_size, self.reward_bins, c.convolution)
-    self.value_head = ScalarLogits(c.head_channels, c.hidden_size, self.value_bins, c.convolution)
+    self.reward_head = ScalarLogits(c.head_channels, c.hidden_size, self.reward_bins, c.conv_gradient)
+    self.value_head = ScalarLogits(c.head_channels, c.hidden_size, self.value_bins, c.conv_gradient)
     if self.conv_policy:
-      self.policy_head = GridLogits(c.head_channels, c.convolution)
-      self.legality_head = GridLogits(c.head_channels, c.convolution)
+      self.policy_head = GridLogits(c.head_channels, c.conv_gradient)
+      self.legality_head = GridLogits(c.head_channels, c.conv_gradient)
     else:
-      self.policy_head = DenseLogits(c.head_channels, self.num_actions, c.convolution)
-      self.legality_head = DenseLogits(c.head_channels, self.num_actions, c.convolution)
+      self.policy_head = DenseLogits(c.head_channels, self.num_actions, c.conv_gradient)
+      self.legality_head = DenseLogits(c.head_channels, self.num_actions, c.conv_gradient)
 
   def __call__(self, obs: chex.Array, action: chex.Array):
     """Initial inference then one recurrent step (used by ``init``)."""

@@ -75,7 +75,7 @@ def test_benchmark_training_times_whole_iterations_after_warm_up(env_pool):
   assert row["updates_per_s"] == pytest.approx(2 / row["iteration_s"])
   # 8 moves an iteration: the replay holds 16 positions with updates only from the second iteration on.
   assert row["warmup_iterations"] >= 2 and row["timed_iterations"] == 3
-  assert row["convolution"] == "patch" and row["compile_s"] > 0
+  assert row["conv_gradient"] == "patch" and row["compile_s"] > 0
 
 
 def test_speedup_summary_pairs_rows_with_their_reference():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from muzero_jax import MuZeroConfig, make_network
-from muzero_jax.networks import min_max_normalize, patch_conv, uses_conv_policy
+from muzero_jax.networks import min_max_normalize, patch_gradient_conv, uses_conv_policy
 
 TINY = dict(
   channels=8,
@@ -82,8 +82,8 @@ def test_conv_policy_selection_and_errors():
   "kernel,padding,stride",
   [((3, 3), "SAME", 1), ((1, 1), "SAME", 1), ((3, 2), "VALID", 1), ((3, 3), ((2, 0), (1, 1)), 1), ((3, 3), "SAME", 2)],
 )
-def test_patch_conv_matches_lax_values_and_gradients(kernel, padding, stride):
-  """`patch_conv` computes `lax.conv_general_dilated` (the last case, stride 2, is handed to it)."""
+def test_patch_gradient_conv_is_the_convolution_with_its_gradient(kernel, padding, stride):
+  """`patch_gradient_conv`: XLA's convolution forward (exactly), its gradients up to rounding (stride 2: handed over)."""
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, 3))
   w = jax.random.normal(jax.random.PRNGKey(1), (*kernel, 3, 4))
   dims = ("NHWC", "HWIO", "NHWC")
@@ -91,31 +91,35 @@ def test_patch_conv_matches_lax_values_and_gradients(kernel, padding, stride):
   def loss(conv, w, x):
     return jnp.sum(jnp.sin(conv(x, w, (stride, stride), padding, dimension_numbers=dims)))
 
-  for argnum in (None, 1, 2):
-    got, want = (
-      (jax.grad(loss, argnum)(conv, w, x) if argnum else conv(x, w, (stride, stride), padding, dimension_numbers=dims))
-      for conv in (patch_conv, jax.lax.conv_general_dilated)
-    )
+  convs = (patch_gradient_conv, jax.lax.conv_general_dilated)
+  got, want = (conv(x, w, (stride, stride), padding, dimension_numbers=dims) for conv in convs)
+  np.testing.assert_array_equal(got, want)
+  for argnum in (1, 2):
+    got, want = (jax.jit(jax.grad(loss, argnum), static_argnums=0)(conv, w, x) for conv in convs)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_convolution_setting_changes_no_parameter_and_no_output():
-  """`MuZeroConfig.convolution`: the same variables (names and shapes) and the same outputs, up to rounding."""
+def test_conv_gradient_setting_changes_no_parameter_no_output_and_gradients_only_by_rounding():
+  """`MuZeroConfig.conv_gradient`: the same variables and outputs; the loss gradients agree up to rounding."""
   obs_shape, num_actions = (3, 4, 5), 20
-  nets = [make_network(MuZeroConfig(convolution=c, **TINY), num_actions, obs_shape) for c in ("patch", "lax")]
+  nets = [make_network(MuZeroConfig(conv_gradient=c, **TINY), num_actions, obs_shape) for c in ("patch", "lax")]
   obs = jax.random.uniform(jax.random.PRNGKey(0), (B, *obs_shape))
   action = jnp.arange(B, dtype=jnp.int32)
   params = nets[0].init(jax.random.PRNGKey(1), obs[:1], action[:1])
   other = nets[1].init(jax.random.PRNGKey(1), obs[:1], action[:1])
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, other)
   params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape), params)  # non-zero heads
-  outs = []
-  for net in nets:
+
+  def outputs(net, params):
     latent = net.apply(params, obs, method="represent")
     nxt, reward = net.apply(params, latent, action, method="dynamics")
-    outs.append((latent, nxt, reward, *net.apply(params, nxt, method="predict")))
-  for got, want in zip(*outs):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-  with pytest.raises(ValueError, match="convolution"):
-    MuZeroConfig(convolution="fft")
+    return (latent, nxt, reward, *net.apply(params, nxt, method="predict"))
+
+  for got, want in zip(*(outputs(net, params) for net in nets)):
+    np.testing.assert_array_equal(got, want)
+  grads = [jax.grad(lambda p, net=net: sum(jnp.sum(jnp.sin(o)) for o in outputs(net, p)))(params) for net in nets]
+  for got, want in zip(*(jax.tree.leaves(g) for g in grads)):
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+  with pytest.raises(ValueError, match="conv_gradient"):
+    MuZeroConfig(conv_gradient="fft")

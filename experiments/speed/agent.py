@@ -44,14 +44,13 @@ def _as_before(setup, reference: bool):
   """(config, env, groupby) to measure: the preset's, or, with `reference`, as before this round's speed work.
 
   Before: today's environment step before the cell index (the dense `segment`
-  group-by under a plain vmap, `experiments.speed.env_speed.REFERENCE`) and the
-  network's convolutions by `lax.conv_general_dilated`
-  (`MuZeroConfig.convolution="lax"`), whose gradients ran several times slower
-  inside the learner's loops on a CPU.
+  group-by under a plain vmap, `experiments.speed.env_speed.REFERENCE`) and
+  XLA's own convolution gradients (`MuZeroConfig.conv_gradient="lax"`), which
+  ran several times slower inside the learner's loops on a CPU.
   """
   config, env, _, _ = setup
   if reference:
-    return config.replace(convolution="lax"), reference_env(env), REFERENCE
+    return config.replace(conv_gradient="lax"), reference_env(env), REFERENCE
   return config, env, env.groupby
 
 
