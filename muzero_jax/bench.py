@@ -26,7 +26,7 @@ from muzero_jax import learner as learner_lib
 from muzero_jax import replay as replay_lib
 from muzero_jax import selfplay
 from muzero_jax.config import MuZeroConfig
-from muzero_jax.networks import make_network
+from muzero_jax.networks import conv_gradient_kind, make_network
 from muzero_jax.search import make_recurrent_fn, root_output, run_search
 from muzero_jax.trainer import make_train
 
@@ -260,8 +260,16 @@ def benchmark_training(
   state, metrics = trainer.iteration(state)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
+  moves = config.rollout_length * config.num_envs
+  # Updates start once min_replay_size positions are valid (each needs window_length newer rows).
+  max_warmup = -(-config.min_replay_size // moves) + config.window_length + 2
   warmup = 1
-  while int(metrics["learner/updates"]) == 0:
+  while int(metrics["learner/updates"]) + int(metrics["learner/skipped_updates"]) == 0:
+    if warmup >= max_warmup:
+      raise RuntimeError(
+        f"no learner update after {warmup} iterations: min_replay_size={config.min_replay_size} may exceed what "
+        f"the replay can hold ({config.replay_rows} rows per environment, window {config.window_length})"
+      )
     state, metrics = trainer.iteration(state)
     warmup += 1
   times = []
@@ -271,7 +279,6 @@ def benchmark_training(
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
   median = statistics.median(times)
-  moves = config.rollout_length * config.num_envs
   return {
     "benchmark": "training",
     "device": _device(),
@@ -280,7 +287,7 @@ def benchmark_training(
     "updates_per_iteration": config.updates_per_iteration,
     "batch_size": config.batch_size,
     "reanalysed_per_update": config.num_reanalysed,
-    "conv_gradient": config.conv_gradient,
+    "conv_gradient": conv_gradient_kind(config.conv_gradient),
     "iteration_s": median,
     "moves_per_s": moves / median,
     "updates_per_s": config.updates_per_iteration / median,

@@ -44,11 +44,12 @@ class MuZeroConfig:
   policy_head: Literal["auto", "conv", "dense"] = "auto"
   """``conv``: fully convolutional logits (needs num_actions == H*W); ``dense``: a
     linear layer; ``auto``: conv when possible, else dense."""
-  conv_gradient: Literal["patch", "lax"] = "patch"
+  conv_gradient: Literal["auto", "patch", "lax"] = "auto"
   """How the ResNet's convolutions are differentiated (their outputs are XLA's convolution
     either way): ``patch``, as the same convolution written as shifted slices and one
     matrix product, whose gradient stays fast inside the learner's loops on XLA:CPU;
-    ``lax``, XLA's own convolution gradient (7-10x slower there)."""
+    ``lax``, XLA's own convolution gradient (7-10x slower there); ``auto``, ``patch``
+    on a CPU and ``lax`` on accelerators (not measured there)."""
 
   # ----------------------------------------------------------------- support
   support_size: int = 20
@@ -199,7 +200,7 @@ class MuZeroConfig:
     choices = {
       "network": ("resnet", "mlp"),
       "policy_head": ("auto", "conv", "dense"),
-      "conv_gradient": ("patch", "lax"),
+      "conv_gradient": ("auto", "patch", "lax"),
       "search": ("gumbel", "muzero"),
     }
     for name, allowed in choices.items():

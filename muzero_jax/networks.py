@@ -105,8 +105,10 @@ def patch_gradient_conv(
   a ``lax.scan``) ran 7-10x slower than at top level; the im2col gradient runs
   as fast anywhere (benchmarks/README, *Learner*). Equal to the convolution's
   gradient up to float rounding (tests/test_muzero_networks.py). Used for
-  stride 1 without dilation or groups in NHWC/HWIO layout (what this module's
-  layers use); anything else is ``lax.conv_general_dilated`` unchanged.
+  stride 1 without dilation or groups in NHWC/HWIO layout and padding >= 0
+  (what this module's layers use); anything else is
+  ``lax.conv_general_dilated`` unchanged. Being a ``custom_vjp``, it supports
+  reverse-mode differentiation only (``jax.jvp`` / ``jacfwd`` raise).
   """
   plain = (
     tuple(window_strides) == (1, 1)
@@ -131,15 +133,36 @@ def patch_gradient_conv(
   if isinstance(padding, str):  # "SAME" / "VALID", as nn.Conv passes them
     padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
   padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+  if min(min(pair) for pair in padding) < 0:  # cropping: not the im2col form's case
+    return jax.lax.conv_general_dilated(
+      lhs, rhs, window_strides, padding, dimension_numbers=dimension_numbers, precision=precision
+    )
   return _conv_patch_gradient(lhs, rhs, padding, precision)
 
 
 CONV_GRADIENTS = {"patch": patch_gradient_conv, "lax": jax.lax.conv_general_dilated}  # MuZeroConfig.conv_gradient
 
 
+def conv_gradient_kind(setting: str) -> str:
+  """The key of ``CONV_GRADIENTS`` for ``MuZeroConfig.conv_gradient``: "auto" is "patch" on a CPU, "lax" elsewhere.
+
+  The im2col gradient was measured only on XLA:CPU, where XLA's own
+  convolution gradient is slow inside loops; accelerators keep their own
+  (cuDNN on a GPU) until measured there.
+  """
+  if setting == "auto":
+    return "patch" if jax.default_backend() == "cpu" else "lax"
+  return setting
+
+
 def _conv(features: int, kernel_size, conv_gradient: str, kernel_init=lecun_normal_flat) -> nn.Conv:
   """``nn.Conv`` differentiated as ``CONV_GRADIENTS[conv_gradient]`` says (the same parameters and outputs either way)."""
-  return nn.Conv(features, kernel_size, kernel_init=kernel_init, conv_general_dilated=CONV_GRADIENTS[conv_gradient])
+  return nn.Conv(
+    features,
+    kernel_size,
+    kernel_init=kernel_init,
+    conv_general_dilated=CONV_GRADIENTS[conv_gradient_kind(conv_gradient)],
+  )
 
 
 _Dense = functools.partial(nn.Dense, kernel_init=lecun_normal_flat)
@@ -167,7 +190,7 @@ class ResBlock(nn.Module):
   """Pre-activation residual block: (sample LayerNorm, ReLU, 3x3 conv) x 2 + skip."""
 
   channels: int
-  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
+  conv_gradient: str = "auto"  # MuZeroConfig.conv_gradient
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C]
@@ -181,7 +204,7 @@ class ConvTorso(nn.Module):
 
   channels: int
   num_blocks: int
-  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
+  conv_gradient: str = "auto"  # MuZeroConfig.conv_gradient
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:
@@ -211,7 +234,7 @@ class GridLogits(nn.Module):
   """
 
   head_channels: int
-  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
+  conv_gradient: str = "auto"  # MuZeroConfig.conv_gradient
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:  # [B, H, W, C] -> [B, H*W]
@@ -227,7 +250,7 @@ class DenseLogits(nn.Module):
 
   head_channels: int
   num_outputs: int
-  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
+  conv_gradient: str = "auto"  # MuZeroConfig.conv_gradient
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:
@@ -247,7 +270,7 @@ class ScalarLogits(nn.Module):
   head_channels: int
   hidden_size: int
   num_bins: int
-  conv_gradient: str = "patch"  # a key of CONV_GRADIENTS
+  conv_gradient: str = "auto"  # MuZeroConfig.conv_gradient
 
   @nn.compact
   def __call__(self, x: chex.Array) -> chex.Array:

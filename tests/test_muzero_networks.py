@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from muzero_jax import MuZeroConfig, make_network
-from muzero_jax.networks import min_max_normalize, patch_gradient_conv, uses_conv_policy
+from muzero_jax.networks import conv_gradient_kind, min_max_normalize, patch_gradient_conv, uses_conv_policy
 
 TINY = dict(
   channels=8,
@@ -123,3 +123,17 @@ def test_conv_gradient_setting_changes_no_parameter_no_output_and_gradients_only
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
   with pytest.raises(ValueError, match="conv_gradient"):
     MuZeroConfig(conv_gradient="fft")
+
+
+def test_conv_gradient_auto_is_patch_on_a_cpu_and_negative_padding_falls_back():
+  assert conv_gradient_kind("auto") == ("patch" if jax.default_backend() == "cpu" else "lax")
+  assert conv_gradient_kind("lax") == "lax" and MuZeroConfig().conv_gradient == "auto"
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 5, 6, 2))
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 2))
+  crop = ((-1, 1), (1, 0))  # a negative pad crops the input: handed to XLA's convolution, gradient included
+
+  def loss(conv, w):
+    return jnp.sum(jnp.sin(conv(x, w, (1, 1), crop, dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+
+  got, want = (jax.grad(loss, 1)(conv, w) for conv in (patch_gradient_conv, jax.lax.conv_general_dilated))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -161,9 +161,9 @@ def _check_act_agrees_with_evaluate(run):
   assert np.asarray(mask)[np.arange(4), np.asarray(out.action)].all()
   # The greedy root value tracks the optimal return. Training stops as soon as the
   # greedy *actions* are optimal, when the value head still lags (measured with jax
-  # 0.10.2: up to 1.2 with lax convolutions, 1.9 with patch convolutions, which round
-  # differently and so stop at another iteration), so the bound is loose and the
-  # ranking is checked too.
+  # 0.10.2: up to 1.2 with XLA's convolution gradients, 1.9 with an im2col forward and
+  # gradient, which round differently and so stop at another iteration), so the bound is
+  # loose and the ranking is checked too.
   value = np.asarray(out.root_value)
   np.testing.assert_allclose(value, run["optimal"], atol=2.5)
   assert value[3] < value[:3].min()  # the 5-coin layout is valued below the 9-coin ones

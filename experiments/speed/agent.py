@@ -46,7 +46,9 @@ def _as_before(setup, reference: bool):
   Before: today's environment step before the cell index (the dense `segment`
   group-by under a plain vmap, `experiments.speed.env_speed.REFERENCE`) and
   XLA's own convolution gradients (`MuZeroConfig.conv_gradient="lax"`), which
-  ran several times slower inside the learner's loops on a CPU.
+  ran several times slower inside the learner's loops on a CPU. Not undone:
+  the learner's unrolled K-step loop (`muzero_jax.learner.loss_fn`), which the
+  reference keeps, so its speed-up over the reference is a lower bound.
   """
   config, env, _, _ = setup
   if reference:
