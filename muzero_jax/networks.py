@@ -118,6 +118,11 @@ def patch_gradient_conv(
     and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
   )
+  if plain:
+    if isinstance(padding, str):  # "SAME" / "VALID", as nn.Conv passes them
+      padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    plain = min(min(pair) for pair in padding) >= 0  # a negative pad crops: not the im2col form's case
   if not plain:
     return jax.lax.conv_general_dilated(
       lhs,
@@ -129,13 +134,6 @@ def patch_gradient_conv(
       dimension_numbers=dimension_numbers,
       feature_group_count=feature_group_count,
       precision=precision,
-    )
-  if isinstance(padding, str):  # "SAME" / "VALID", as nn.Conv passes them
-    padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-  padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-  if min(min(pair) for pair in padding) < 0:  # cropping: not the im2col form's case
-    return jax.lax.conv_general_dilated(
-      lhs, rhs, window_strides, padding, dimension_numbers=dimension_numbers, precision=precision
     )
   return _conv_patch_gradient(lhs, rhs, padding, precision)
 

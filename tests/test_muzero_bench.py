@@ -85,5 +85,5 @@ def test_speedup_summary_pairs_rows_with_their_reference():
     dict(bench="training", num_envs=32, reference=False, moves_per_s=500.0),  # no reference: no summary
     dict(bench="selfplay", num_envs=8, reference=True, moves_per_s=1.0),
   ]
-  (row,) = speedup_summary(rows, "training", "num_envs")
+  (row,) = speedup_summary(rows, "training")
   assert row == dict(bench="training_speedup", num_envs=8, moves_per_s=300.0, reference_moves_per_s=60.0, speedup=5.0)

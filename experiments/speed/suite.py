@@ -42,17 +42,17 @@ def device_row() -> dict:
   )
 
 
-def speedup_summary(rows: list[dict], bench: str, by_key: str) -> list[dict]:
-  """Moves/s of `bench` rows ("selfplay" or "training") over the same rows as before this round, per `by_key` (same run)."""
-  by = {(r[by_key], r["reference"]): r["moves_per_s"] for r in rows if r.get("bench") == bench}
+def speedup_summary(rows: list[dict], bench: str) -> list[dict]:
+  """Moves/s of `bench` rows ("selfplay" or "training") over the same rows as before this round, per number of environments (same run)."""
+  by = {(r["num_envs"], r["reference"]): r["moves_per_s"] for r in rows if r.get("bench") == bench}
   return [
-    {
-      "bench": f"{bench}_speedup",
-      by_key: n,
-      "moves_per_s": by[(n, False)],
-      "reference_moves_per_s": by[(n, True)],
-      "speedup": by[(n, False)] / by[(n, True)],
-    }
+    dict(
+      bench=f"{bench}_speedup",
+      num_envs=n,
+      moves_per_s=by[(n, False)],
+      reference_moves_per_s=by[(n, True)],
+      speedup=by[(n, False)] / by[(n, True)],
+    )
     for n, ref in sorted(by)
     if not ref and (n, True) in by
   ]
@@ -92,9 +92,9 @@ def run_speed_suite(
     rows += emit(queries.wide_rows(rows=wide_rows))
   setup = agent.agent_setup(preset)
   play = emit(agent.selfplay_rows(setup, selfplay_envs) + agent.selfplay_rows(setup, selfplay_envs, reference=True))
-  rows += play + emit(speedup_summary(play, "selfplay", "num_envs"))
+  rows += play + emit(speedup_summary(play, "selfplay"))
   train = emit(agent.training_rows(setup) + agent.training_rows(setup, reference=True))
-  rows += train + emit(speedup_summary(train, "training", "num_envs"))
+  rows += train + emit(speedup_summary(train, "training"))
   rows += emit(agent.search_rows(setup, search_batches))
   rows += emit(agent.learner_rows(setup, learner_batches))
   rows += emit([dict(bench="device_after", load_average=os.getloadavg())])
