@@ -36,7 +36,13 @@ from cube_env.data.schema import Schema
 from cube_env.discovery.auto import auto
 from cube_env.discovery.cohorts import cohort_stats, cohort_table
 from cube_env.discovery.confirm import benjamini_hochberg, confirm_candidates
-from cube_env.discovery.episodes import cube_oracle, random_rollouts, score_episode, visited_cohorts
+from cube_env.discovery.episodes import (
+  cube_oracle,
+  greedy_rollouts,
+  random_rollouts,
+  score_episode,
+  visited_cohorts,
+)
 from cube_env.discovery.methods import (
   METHODS,
   Method,
@@ -153,6 +159,7 @@ __all__ = (
   "filters_to_codes",
   "get_method",
   "greedy",
+  "greedy_rollouts",
   "learned",
   "learned_ranker",
   "make_cubes",

@@ -5,8 +5,8 @@ default) and `gpu` (:mod:`experiments.launch.cube_presets`). Every field of the
 agent's `MuZeroConfig` and of the `CubeTask` is a flag (`--help`); a flag given
 overrides the preset. At the end the agent plays greedy episodes on held-out
 cubes (generator seeds never used in training) and its findings are scored
-against the planted truth, beside a random walk at the same budget and the
-exhaustive oracle. `--env cartpole` trains on gymnax's CartPole-v1 instead
+against the planted truth, beside a random walk and greedy search at the same
+budget and the exhaustive oracle. `--env cartpole` trains on gymnax's CartPole-v1 instead
 (:mod:`experiments.cartpole`).
 """
 
@@ -206,10 +206,12 @@ def _report(rows: list[dict], task, logdir: str | None, *, seconds: float) -> di
     print(
       f"  {r['scenario']:>12} seed {r['seed']}: agent return {r['agent_return']:.0f} "
       f"(recall {r['agent_recall']:.2f}), random walk {r['random_return']:.0f} "
-      f"(recall {r['random_recall']:.2f}), oracle recall {r['oracle_recall']:.2f} "
+      f"(recall {r['random_recall']:.2f}), greedy search {r['greedy_return']:.0f} "
+      f"(recall {r['greedy_recall']:.2f}), oracle recall {r['oracle_recall']:.2f} "
       f"with {r['oracle_queries']} queries"
     )
-  names = ("agent_return", "random_return", "agent_recall", "random_recall", "oracle_recall")
+  names = ("agent_return", "random_return", "greedy_return", "agent_recall", "random_recall", "greedy_recall")
+  names += ("oracle_recall",)
   summary = {k: float(np.nanmean([r[k] for r in rows])) for k in names}
   summary["seconds"] = seconds
   print("mean: " + json.dumps(summary))

@@ -27,10 +27,11 @@ def test_train_smoke_preset_end_to_end(tmp_path, capsys):
   logdir = str(tmp_path / "runs")
   assert train.main(["--preset", "smoke", "--iterations", "2", "--logdir", logdir]) == 0
   out = capsys.readouterr().out
-  assert "held-out evaluation" in out and "random walk" in out
+  assert "held-out evaluation" in out and "random walk" in out and "greedy search" in out
   assert glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
   summary = json.loads(pathlib.Path(logdir, "evaluation.json").read_text())["summary"]
-  assert {"agent_return", "random_return", "agent_recall", "oracle_recall"} <= set(summary)
+  assert {"agent_return", "random_return", "greedy_return", "agent_recall", "greedy_recall"} <= set(summary)
+  assert 0.0 <= summary["greedy_recall"] <= summary["oracle_recall"] <= 1.0
 
 
 def _planted_cube(seed=0, n=3000):
@@ -85,6 +86,26 @@ def test_agent_beats_random_walk_on_a_planted_cube():
   agent, rnd = float(np.mean(result.returns)), float(np.mean(rnd_ret))
   print(f"agent {agent:.2f} random {rnd:.2f}")
   assert agent >= rnd + 1.0, (agent, rnd)
+
+
+def test_greedy_rollouts_take_the_strongest_legal_target_each_step():
+  """Replayed on the host one step at a time: each action is the masked argmax of the expert; returns add up."""
+  env, params = cube_env.make_env(_planted_cube(), horizon=5, max_depth=2, z_screen=5.0)
+  pool = cube_env.stack_params([params] * 2)
+  ret, actions = cube_env.greedy_rollouts(env, pool, jax.random.PRNGKey(3), num_steps=5)
+  assert actions.shape == (2, 5) and np.all(np.asarray(actions) == np.asarray(actions)[:1])  # deterministic
+  step, expert, legal = jax.jit(env.step), jax.jit(env.expert_logits), jax.jit(env.action_mask)
+  obs, state = jax.jit(env.reset)(jax.random.PRNGKey(0), params)
+  total = 0.0
+  for t in range(5):
+    logits = np.where(np.asarray(legal(state, params)), np.asarray(expert(obs, state, params)), -np.inf)
+    assert int(actions[0, t]) == int(np.argmax(logits))
+    obs, state, reward, term, trunc, _ = step(jax.random.PRNGKey(t), state, int(actions[0, t]), params)
+    total += float(reward)
+    if bool(term | trunc):
+      assert np.all(np.asarray(actions)[0, t + 1 :] == -1)
+      break
+  assert float(ret[0]) == pytest.approx(total) and total >= 1.0  # greedy reaches the planted cohort
 
 
 def _event_steps(logdir, tag):

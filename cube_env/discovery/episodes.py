@@ -1,10 +1,10 @@
-"""Whole episodes over a pool of cubes: a jitted random baseline, the cohorts visited, scores against truth.
+"""Whole episodes over a pool of cubes: jitted random and greedy baselines, the cohorts visited, scores against truth.
 
 An episode is scored by the findings it reached: the oracle's new findings
 (`cube_oracle`, computed once per cube) at the cohorts it visited, the root
 included, against the planted truth (`scoring.score_findings`). Used to
-compare a trained agent's episodes with uniformly random ones on held-out
-cubes (`environment.pools`).
+compare a trained agent's episodes with uniformly random ones and greedy
+search's on held-out cubes (`environment.pools`).
 """
 
 from __future__ import annotations
@@ -23,29 +23,53 @@ from cube_env.environment.env import CubeEnv
 from cube_env.environment.params import EnvParams
 
 
-@functools.partial(jax.jit, static_argnames=("env", "num_steps"))
+def _random_move(env: CubeEnv, key, obs, state, pool, mask):
+  del env, obs, state, pool
+  return jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf))
+
+
+def _greedy_move(env: CubeEnv, key, obs, state, pool, mask):
+  del key
+  return jnp.argmax(jnp.where(mask, jax.vmap(env.expert_logits)(obs, state, pool), -jnp.inf), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("env", "num_steps", "move"))
+def _rollouts(env: CubeEnv, pool: EnvParams, key: jax.Array, *, num_steps: int, move):
+  """One episode per cube of `pool` (`[E, ...]`), `move(env, key, obs, state, pool, mask) -> [E]` choosing each step."""
+  num = jax.tree.leaves(pool)[0].shape[0]
+  obs, state = jax.vmap(env.reset)(jax.random.split(key, num), pool)
+
+  def body(carry, k):
+    obs, state, alive, ret = carry
+    mask = jax.vmap(env.action_mask)(state, pool)
+    action = move(env, k, obs, state, pool, mask)
+    obs, state2, r, term, trunc, _ = jax.vmap(env.step)(jax.random.split(k, num), state, action, pool)
+    ret = ret + jnp.where(alive, r, 0.0)
+    return (obs, state2, alive & ~(term | trunc), ret), jnp.where(alive, action, -1)
+
+  (_, _, _, ret), actions = jax.lax.scan(
+    body, (obs, state, jnp.ones(num, bool), jnp.zeros(num)), jax.random.split(key, num_steps)
+  )
+  return ret, actions.T
+
+
 def random_rollouts(env: CubeEnv, pool: EnvParams, key: jax.Array, *, num_steps: int):
   """One episode of uniformly random legal actions per cube of `pool` (`[E, ...]`).
 
   Returns:
     (returns `[E]` float32, actions `[E, num_steps]` int32, -1 after the episode ended).
   """
-  num = jax.tree.leaves(pool)[0].shape[0]
-  obs, state = jax.vmap(env.reset)(jax.random.split(key, num), pool)
+  return _rollouts(env, pool, key, num_steps=num_steps, move=_random_move)
 
-  def body(carry, k):
-    state, alive, ret = carry
-    mask = jax.vmap(env.action_mask)(state, pool)
-    logits = jnp.where(mask, 0.0, -jnp.inf)
-    action = jax.random.categorical(k, logits)
-    _, state2, r, term, trunc, _ = jax.vmap(env.step)(jax.random.split(k, num), state, action, pool)
-    ret = ret + jnp.where(alive, r, 0.0)
-    return (state2, alive & ~(term | trunc), ret), jnp.where(alive, action, -1)
 
-  (_, _, ret), actions = jax.lax.scan(
-    body, (state, jnp.ones(num, bool), jnp.zeros(num)), jax.random.split(key, num_steps)
-  )
-  return ret, actions.T
+def greedy_rollouts(env: CubeEnv, pool: EnvParams, key: jax.Array, *, num_steps: int):
+  """One episode of greedy search's move per cube of `pool`: each step the legal target with the strongest |z|.
+
+  The argmax of `CubeEnv.expert_logits` over the legal actions (ties to the lowest action):
+  the baseline a learned agent has to beat at the same budget, in the same episodes.
+  Returns as `random_rollouts`.
+  """
+  return _rollouts(env, pool, key, num_steps=num_steps, move=_greedy_move)
 
 
 def visited_cohorts(env: CubeEnv, params_one: EnvParams, actions: np.ndarray) -> list[np.ndarray]:
