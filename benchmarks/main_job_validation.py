@@ -4,9 +4,10 @@
 (`experiments.train`'s main job: 8 training cubes, generator seeds 1000-1007) once per arm and seed, then plays
 it greedily, with the held-out check's code (`experiments.agent.held_out`), on 8 validation cubes: generator
 seeds 1008-1015 of the training split (never trained on, disjoint from the held-out seeds 5000+), beside a
-random walk and greedy search's own move (the argmax of `CubeEnv.expert_logits`) at the same budget. Arms
-change the preset's config (`base`: as is; `imitation`: the `pretrain` preset's warm start, 200 of 400
-iterations imitating greedy). One JSON line per arm, seed and cube.
+random walk and greedy search's episode (`cube_env.greedy_rollouts`) at the same budget. Arms
+set the warm start (`base`: none, the preset before 2026-12-01; `imitation`: 200 of 400 iterations imitating
+greedy, the `pretrain` preset's and, since, the `cpu` preset's). The rows of the first run (2026-12-01) carry
+greedy's findings a cube but not its recall (computed by this script's own copy of `greedy_rollouts` then). One JSON line per arm, seed and cube.
 """
 
 import argparse
@@ -14,8 +15,6 @@ import dataclasses
 import json
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import cube_env
@@ -23,24 +22,7 @@ import muzero_jax
 from experiments.agent import held_out
 from experiments.launch.cube_presets import PRESETS
 
-ARMS = {"base": {}, "imitation": {"imitation_iterations": 200}}
-
-
-def greedy_returns(env, pool, num_steps: int) -> np.ndarray:
-  """Findings of greedy search's move (argmax of the expert's logits over legal actions) per cube."""
-  num = jax.tree.leaves(pool)[0].shape[0]
-  obs, state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(0), num), pool)
-
-  def body(carry, k):
-    obs, state, alive, ret = carry
-    mask = jax.vmap(env.action_mask)(state, pool)
-    logits = jnp.where(mask, jax.vmap(env.expert_logits)(obs, state, pool), -jnp.inf)
-    obs, state, r, term, trunc, _ = jax.vmap(env.step)(jax.random.split(k, num), state, jnp.argmax(logits, -1), pool)
-    return (obs, state, alive & ~(term | trunc), ret + jnp.where(alive, r, 0.0)), None
-
-  init = (obs, state, jnp.ones(num, bool), jnp.zeros(num))
-  (_, _, _, ret), _ = jax.jit(lambda c: jax.lax.scan(body, c, jax.random.split(jax.random.PRNGKey(1), num_steps)))(init)
-  return np.asarray(ret)
+ARMS = {"base": {"imitation_iterations": 0}, "imitation": {"imitation_iterations": 200}}
 
 
 def main() -> None:
@@ -56,7 +38,6 @@ def main() -> None:
   n = task.num_train_cubes
   val_set = cube_env.CubeSet(wide.cubes[n:], wide.truths[n:], wide.seeds[n:], wide.scenarios[n:])
   env, (train_pool, val_pool) = cube_env.make_pool(task, [train_set, val_set])
-  greedy = greedy_returns(env, val_pool, task.horizon)
   for arm in args.arms:
     for seed in args.seeds:
       config = preset.config.replace(seed=seed, **ARMS[arm])
@@ -65,11 +46,12 @@ def main() -> None:
       seconds = time.perf_counter() - t0
       rows = held_out.evaluate_held_out(task, env, state.params, config, val_set, val_pool, seed=seed)
       with open(args.out, "a") as fh:
-        for i, row in enumerate(rows):
-          fh.write(json.dumps(dict(arm=arm, train_seed=seed, greedy_return=float(greedy[i]), train_s=seconds, **row)))
+        for row in rows:
+          fh.write(json.dumps(dict(arm=arm, train_seed=seed, train_s=seconds, **row)))
           fh.write("\n")
-      mean = {k: float(np.mean([r[k] for r in rows])) for k in ("agent_return", "agent_recall", "random_return")}
-      print(arm, seed, json.dumps(mean), "greedy", float(greedy.mean()), f"{seconds:.0f} s", flush=True)
+      names = ("agent_return", "agent_recall", "random_return", "greedy_return", "greedy_recall")
+      mean = {k: float(np.mean([r[k] for r in rows])) for k in names}
+      print(arm, seed, json.dumps(mean), f"{seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
