@@ -6,7 +6,8 @@ it greedily, with the held-out check's code (`experiments.agent.held_out`), on 8
 seeds 1008-1015 of the training split (never trained on, disjoint from the held-out seeds 5000+), beside a
 random walk and greedy search's episode (`cube_env.greedy_rollouts`) at the same budget. Arms
 set the warm start (`base`: none, the preset before 2026-12-01; `imitation`: 200 of 400 iterations imitating
-greedy, the `pretrain` preset's and, since, the `cpu` preset's). The rows of the first run (2026-12-01) carry
+greedy, the `pretrain` preset's and, since, the `cpu` preset's; `prior`: that and `MuZeroConfig.expert_prior` 0.2
+in training). `--eval-expert-prior` plays each trained agent once per value of `MuZeroConfig.expert_prior`. The rows of the first run (2026-12-01) carry
 greedy's findings a cube but not its recall (computed by this script's own copy of `greedy_rollouts` then). One JSON line per arm, seed and cube.
 """
 
@@ -22,7 +23,11 @@ import muzero_jax
 from experiments.agent import held_out
 from experiments.launch.cube_presets import PRESETS
 
-ARMS = {"base": {"imitation_iterations": 0}, "imitation": {"imitation_iterations": 200}}
+ARMS = {
+  "base": {"imitation_iterations": 0},
+  "imitation": {"imitation_iterations": 200},
+  "prior": {"imitation_iterations": 200, "expert_prior": 0.2},
+}
 
 
 def main() -> None:
@@ -30,6 +35,9 @@ def main() -> None:
   parser.add_argument("out")
   parser.add_argument("arms", nargs="*", default=list(ARMS))
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+  parser.add_argument(
+    "--eval-expert-prior", type=float, nargs="+", default=[0.0], help="MuZeroConfig.expert_prior values to play with"
+  )
   args = parser.parse_args()
   preset = PRESETS["cpu"]
   task = preset.task
@@ -44,14 +52,16 @@ def main() -> None:
       t0 = time.perf_counter()
       state = muzero_jax.train(config, env, train_pool, logdir=None, num_iterations=preset.iterations)
       seconds = time.perf_counter() - t0
-      rows = held_out.evaluate_held_out(task, env, state.params, config, val_set, val_pool, seed=seed)
-      with open(args.out, "a") as fh:
-        for row in rows:
-          fh.write(json.dumps(dict(arm=arm, train_seed=seed, train_s=seconds, **row)))
-          fh.write("\n")
-      names = ("agent_return", "agent_recall", "random_return", "greedy_return", "greedy_recall")
-      mean = {k: float(np.mean([r[k] for r in rows])) for k in names}
-      print(arm, seed, json.dumps(mean), f"{seconds:.0f} s", flush=True)
+      for prior in args.eval_expert_prior:
+        played = config.replace(expert_prior=prior)
+        rows = held_out.evaluate_held_out(task, env, state.params, played, val_set, val_pool, seed=seed)
+        with open(args.out, "a") as fh:
+          for row in rows:
+            fh.write(json.dumps(dict(arm=arm, train_seed=seed, eval_expert_prior=prior, train_s=seconds, **row)))
+            fh.write("\n")
+        names = ("agent_return", "agent_recall", "random_return", "greedy_return", "greedy_recall")
+        mean = {k: float(np.mean([r[k] for r in rows])) for k in names}
+        print(arm, seed, prior, json.dumps(mean), f"{seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

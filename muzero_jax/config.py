@@ -100,6 +100,12 @@ class MuZeroConfig:
     see :mod:`muzero_jax.selfplay`)."""
   imitation_temperature: float = 1.0
   """Temperature of the expert's softmax over the legal actions, in the units of its logits."""
+  expert_prior: float = 0.0
+  """Weight of the environment's expert inside the search (0: off): at the root the prior logits become
+    the network's plus ``expert_prior`` x the log of the expert's softmax (``imitation_temperature``) over
+    the legal actions, so the search starts from the expert's preference and its value estimates refine it.
+    Applied where the environment's state is at hand (self-play, ``evaluate``); reanalysis holds only
+    observations and searches without it."""
   # ------------------------------------------------------------------ replay
   replay_capacity: int = 16384
   """Positions kept in the ring buffer (rounded down to a multiple of num_envs)."""
@@ -180,6 +186,8 @@ class MuZeroConfig:
     for name in positive:
       if getattr(self, name) <= 0:
         raise ValueError(f"MuZeroConfig.{name} must be > 0, got {getattr(self, name)}")
+    if self.expert_prior < 0:
+      raise ValueError(f"MuZeroConfig.expert_prior must be >= 0, got {self.expert_prior}")
     if not self.imitation_temperature > 0:
       raise ValueError(f"MuZeroConfig.imitation_temperature must be > 0, got {self.imitation_temperature}")
     for name in ("dynamics_blocks", "warmup_steps", "min_replay_size", "imitation_iterations"):

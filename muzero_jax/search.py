@@ -116,6 +116,7 @@ def run_search(
   config: MuZeroConfig,
   greedy: bool = False,
   backup: str = "mean",
+  root_bias: chex.Array | None = None,
 ) -> SearchOutput:
   """Runs the configured mctx search on a batch of observations.
 
@@ -130,6 +131,8 @@ def run_search(
     greedy: evaluation mode: no Gumbel/Dirichlet noise, temperature 0.
     backup: how ``action_values`` reads the tree: "mean" (mctx's Q) or "max"
       (:func:`max_backup_qvalues`); acting and the policy are mctx's either way.
+    root_bias: optional ``[B, A]`` added to the root's prior logits (an expert's
+      preference, ``MuZeroConfig.expert_prior``); finite everywhere.
 
   Returns:
     :class:`SearchOutput` with ``[B]`` actions and values and ``[B, A]`` weights.
@@ -142,6 +145,9 @@ def run_search(
   invalid = jnp.where(jnp.all(invalid, axis=-1, keepdims=True), False, invalid)
   root = root_output(network, config, params, obs)
   chex.assert_shape(root.prior_logits, (batch, num_actions))
+  if root_bias is not None:
+    chex.assert_shape(root_bias, (batch, num_actions))
+    root = root.replace(prior_logits=root.prior_logits + root_bias)
   recurrent_fn = make_recurrent_fn(network, config)
   if config.search == "gumbel":
     out = mctx.gumbel_muzero_policy(

@@ -37,6 +37,7 @@ __all__ = [
   "ActorState",
   "RolloutStats",
   "EvalResult",
+  "expert_bias",
   "expert_policy",
   "pool_size",
   "select_params",
@@ -126,6 +127,22 @@ def expert_policy(env, obs, env_state, slot_params, mask, temperature: float) ->
   return jax.nn.softmax(jnp.where(mask, logits / temperature, -jnp.inf), axis=-1)
 
 
+def expert_bias(env, obs, env_state, slot_params, mask, config: MuZeroConfig) -> chex.Array | None:
+  """``[B, A]`` the search root's bias from the expert (``config.expert_prior``), or None when it is off.
+
+  ``expert_prior`` x the log of the expert's softmax over the legal actions; 0 on illegal ones
+  (the search masks them at the root).
+  """
+  if config.expert_prior == 0:  # static: configs without it compile as before
+    return None
+  if not hasattr(env, "expert_logits"):
+    raise TypeError(f"config.expert_prior > 0 needs an expert: environment {type(env).__name__} lacks `expert_logits`")
+  logits = jax.vmap(env.expert_logits)(obs, env_state, slot_params).astype(jnp.float32)
+  chex.assert_equal_shape([logits, mask])
+  log_p = jax.nn.log_softmax(jnp.where(mask, logits / config.imitation_temperature, -jnp.inf), axis=-1)
+  return jnp.where(mask, config.expert_prior * log_p, 0.0)
+
+
 def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, imitate):
   """One search + environment step of all slots, with auto-reset (the expert's move while ``imitate``)."""
   num_envs = actor.obs.shape[0]
@@ -133,7 +150,8 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
   slot_params = select_params(pool, actor.pool_index)
   mask = jax.vmap(env.action_mask)(actor.env_state, slot_params)
   chex.assert_shape(mask, (num_envs, network.num_actions))
-  out = run_search(params, key_search, actor.obs, mask, network=network, config=config)
+  bias = expert_bias(env, actor.obs, actor.env_state, slot_params, mask, config)
+  out = run_search(params, key_search, actor.obs, mask, network=network, config=config, root_bias=bias)
   action, policy = out.action, out.action_weights
   if config.imitation_iterations > 0:  # static: configs without imitation compile as before
     expert = expert_policy(env, actor.obs, actor.env_state, slot_params, mask, config.imitation_temperature)
@@ -229,15 +247,19 @@ def act(
   *,
   greedy: bool = True,
   backup: str = "mean",
+  root_bias: chex.Array | None = None,
 ) -> SearchOutput:
   """Searches from a batch of observations ``[B, *obs_shape]`` with masks ``[B, A]``.
 
   ``greedy=True`` (evaluation): no root noise, temperature 0. ``backup``: how the
   output's ``action_values`` read the tree (:func:`muzero_jax.search.run_search`).
+  ``root_bias``: ``[B, A]`` added to the root's prior logits (:func:`expert_bias`).
   The network is rebuilt from ``config`` and the shapes, so ``params`` must match them.
   """
   network = make_network(config, mask.shape[-1], obs.shape[1:])
-  return run_search(params, key, obs, mask, network=network, config=config, greedy=greedy, backup=backup)
+  return run_search(
+    params, key, obs, mask, network=network, config=config, greedy=greedy, backup=backup, root_bias=root_bias
+  )
 
 
 def make_evaluate(config: MuZeroConfig, env, *, num_steps: int | None = None, greedy: bool = True):
@@ -259,7 +281,10 @@ def make_evaluate(config: MuZeroConfig, env, *, num_steps: int | None = None, gr
       obs, state, alive = carry
       key_search, key_step = jax.random.split(key_t)
       mask = jax.vmap(env.action_mask)(state, env_params_batch)
-      out = run_search(params, key_search, obs.astype(jnp.float32), mask, network=network, config=config, greedy=greedy)
+      bias = expert_bias(env, obs, state, env_params_batch, mask, config)
+      out = run_search(
+        params, key_search, obs.astype(jnp.float32), mask, network=network, config=config, greedy=greedy, root_bias=bias
+      )
       obs2, state2, reward, term, trunc, _ = jax.vmap(env.step)(
         jax.random.split(key_step, num_env), state, out.action, env_params_batch
       )

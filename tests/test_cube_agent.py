@@ -108,6 +108,22 @@ def test_greedy_rollouts_take_the_strongest_legal_target_each_step():
   assert float(ret[0]) == pytest.approx(total) and total >= 1.0  # greedy reaches the planted cohort
 
 
+def test_a_strong_expert_prior_makes_the_agents_search_play_greedy_search():
+  """MuZeroConfig.expert_prior: with a large weight the root's prior is the expert's, so even an untrained agent's
+  greedy episode is greedy search's (cube_env.greedy_rollouts); with 0 it is not; a negative weight is refused."""
+  env, params = cube_env.make_env(_planted_cube(), horizon=5, max_depth=2, z_screen=5.0)
+  pool = cube_env.stack_params([params] * 2)
+  config = PRESETS["smoke"].config.replace(max_episode_steps=5)
+  agent = muzero_jax.make_train(config, env, pool).init().params
+  _, greedy = cube_env.greedy_rollouts(env, pool, jax.random.PRNGKey(0), num_steps=5)
+  strong = muzero_jax.evaluate(agent, config.replace(expert_prior=100.0), env, pool, jax.random.PRNGKey(0))
+  plain = muzero_jax.evaluate(agent, config, env, pool, jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(np.asarray(strong.actions), np.asarray(greedy))
+  assert not np.array_equal(np.asarray(plain.actions), np.asarray(greedy))
+  with pytest.raises(ValueError, match="expert_prior"):
+    config.replace(expert_prior=-1.0)
+
+
 def _event_steps(logdir, tag):
   """Steps at which `tag` was written, over every TensorBoard event file of `logdir` (TFRecord framing)."""
   steps = []
