@@ -29,7 +29,7 @@ from muzero_jax.metrics_logger import MetricsLogger
 from muzero_jax.networks import MuZeroNetwork, make_network, uses_conv_policy
 from muzero_jax.replay import Replay, Trajectory
 from muzero_jax.search import SearchOutput, max_backup_qvalues, run_search
-from muzero_jax.selfplay import ActorState, EvalResult, act, evaluate, make_evaluate
+from muzero_jax.selfplay import ActorState, EvalResult, act, evaluate, expert_bias, make_evaluate
 from muzero_jax.support import check_support
 from muzero_jax.trainer import Trainer, TrainState, learn_from_rollout, make_train
 
@@ -47,6 +47,7 @@ __all__ = [
   "act",
   "EvalResult",
   "evaluate",
+  "expert_bias",
   "make_evaluate",
   "ActorState",
   "Replay",

@@ -126,3 +126,20 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
   for bad, match in ((dict(backup="median"), "backup must be one of"), (dict(simulations=-1), "simulations must be")):
     with pytest.raises(ValueError, match=match):
       agent.agent_ranker(loaded, seed=0, **bad)
+
+
+def test_episodes_mode_searches_with_the_agents_expert_prior(small_df, tmp_path):
+  """An agent trained with `expert_prior` plays its episodes with greedy's preference at the search root: with a
+  large weight its first episode (root + 4 steps) is the greedy method's, cohort for cohort."""
+  ckpt = str(tmp_path / "agent")
+  save_tiny_agent(ckpt, small_df, SMALL_SCHEMA)
+  loaded = agent.load_agent(ckpt)
+  strong = loaded.__class__(**{**loaded.__dict__, "config": loaded.config.replace(expert_prior=100.0)})
+  prepared = cube_env.prepare(small_df, SMALL_SCHEMA, cube_env.DiscoveryConfig(max_depth=2, z_screen=3.0))
+  greedy = cube_env.search(prepared, "greedy", budget=5).visits["cohort"].tolist()
+  run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=strong, mode="episodes"), budget=5)
+  assert run.visits["cohort"].tolist() == greedy and len(greedy) == 5
+  plain = cube_env.search(
+    prepared, functools.partial(agent.muzero_search, checkpoint=loaded, mode="episodes"), budget=5
+  )
+  assert plain.visits["cohort"].tolist() != greedy  # the untrained agent alone plays otherwise

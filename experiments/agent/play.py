@@ -18,7 +18,10 @@ Two modes (method option `mode`):
   own grid (an any-grid agent is required in this mode).
 * `episodes`: episodes of the horizon the agent was trained with from the
   root: the first greedy (no search noise), later ones with the search's own
-  noise so that they explore differently, until the budget is spent.
+  noise so that they explore differently, until the budget is spent. An agent
+  trained with `MuZeroConfig.expert_prior` searches with greedy's preference at
+  its root here as in training (`frontier` reads the agent's search advantage
+  without it: its ranking already starts from the learned value).
 
 The agent searches in its learned model (no queries); only the real
 environment steps cost a query each (the root once). Without a checkpoint the
@@ -180,6 +183,15 @@ def unqueried(ledger: cube_env.Ledger, state, num_values: int) -> jnp.ndarray:
   return jnp.asarray(fresh if fresh.any() else mask)
 
 
+def expert_bias(env, obs, state, params, mask, config: muzero_jax.MuZeroConfig):
+  """`[1, A]` the search root's bias from greedy's preference for one position, as in training (None when the
+  agent's `expert_prior` is 0; see `muzero_jax.expert_bias`)."""
+  if not config.expert_prior:
+    return None
+  one = jax.tree.map(lambda x: jnp.asarray(x)[None], (obs, state, params))
+  return muzero_jax.expert_bias(env, *one, jnp.asarray(mask)[None], config)
+
+
 def play_agent(
   agent: PackagedAgent, space: cube_env.Space, *, budget: int, seed: int, progress=None
 ) -> cube_env.SearchResult:
@@ -200,7 +212,13 @@ def play_agent(
         break  # no legal move (the environment ends the episode)
       key, sub = jax.random.split(key)
       out = muzero_jax.act(
-        agent.params, jnp.asarray(obs, jnp.float32)[None], mask[None], sub, agent.config, greedy=episode == 0
+        agent.params,
+        jnp.asarray(obs, jnp.float32)[None],
+        mask[None],
+        sub,
+        agent.config,
+        greedy=episode == 0,
+        root_bias=expert_bias(env, obs, state, params, mask, agent.config),
       )
       obs, state, _ = ledger.step(state, int(out.action[0]), env=env, params=params)
     episode += 1
