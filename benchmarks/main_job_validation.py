@@ -1,14 +1,17 @@
-"""The main job's recipe scored on validation cubes of the training split (output: main_job_validation_cpu.jsonl).
+"""The main job's recipe scored on validation cubes of the training split.
 
-`python benchmarks/main_job_validation.py OUT.jsonl [ARM ...] [--seeds 0 1]`. Trains the `cpu` preset's agent
-(`experiments.train`'s main job: 8 training cubes, generator seeds 1000-1007) once per arm and seed, then plays
-it greedily, with the held-out check's code (`experiments.agent.held_out`), on 8 validation cubes: generator
-seeds 1008-1015 of the training split (never trained on, disjoint from the held-out seeds 5000+), beside a
-random walk and greedy search's episode (`cube_env.greedy_rollouts`) at the same budget. Arms
-set the warm start (`base`: none, the preset before 2026-12-01; `imitation`: 200 of 400 iterations imitating
-greedy, the `pretrain` preset's and, since, the `cpu` preset's; `prior`: that and `MuZeroConfig.expert_prior` 0.2
-in training). `--eval-expert-prior` plays each trained agent once per value of `MuZeroConfig.expert_prior`. The rows of the first run (2026-12-01) carry
-greedy's findings a cube but not its recall (computed by this script's own copy of `greedy_rollouts` then). One JSON line per arm, seed and cube.
+`python benchmarks/main_job_validation.py OUT.jsonl [ARM ...] [--seeds 0 1] [--eval-expert-prior B ...]`
+(outputs: main_job_validation_cpu.jsonl, main_job_validation_prior_cpu.jsonl). Trains the `cpu` preset's
+agent (`experiments.train`'s main job: 8 training cubes, generator seeds 1000-1007) once per arm and seed,
+then plays it greedily, with the held-out check's code (`experiments.agent.held_out`), on 8 validation
+cubes: generator seeds 1008-1015 of the training split (never trained on, disjoint from the held-out seeds
+5000+), beside a random walk and greedy search's episode (`cube_env.greedy_rollouts`) at the same budget.
+Arms set the warm start and the prior, whatever the preset holds now: `base` (neither, the preset before
+2026-12-01), `imitation` (200 of 400 iterations imitating greedy), `prior` (that and
+`MuZeroConfig.expert_prior` 0.2 in training; the preset since). `--eval-expert-prior` plays each trained
+agent once per value given (default: the value it was trained with). One JSON line per arm, seed, value
+and cube. The rows of the first run (main_job_validation_cpu.jsonl) carry greedy's findings a cube but not
+its recall (computed by this script's own copy of `greedy_rollouts` then).
 """
 
 import argparse
@@ -24,8 +27,8 @@ from experiments.agent import held_out
 from experiments.launch.cube_presets import PRESETS
 
 ARMS = {
-  "base": {"imitation_iterations": 0},
-  "imitation": {"imitation_iterations": 200},
+  "base": {"imitation_iterations": 0, "expert_prior": 0.0},
+  "imitation": {"imitation_iterations": 200, "expert_prior": 0.0},
   "prior": {"imitation_iterations": 200, "expert_prior": 0.2},
 }
 
@@ -36,7 +39,11 @@ def main() -> None:
   parser.add_argument("arms", nargs="*", default=list(ARMS))
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
   parser.add_argument(
-    "--eval-expert-prior", type=float, nargs="+", default=[0.0], help="MuZeroConfig.expert_prior values to play with"
+    "--eval-expert-prior",
+    type=float,
+    nargs="+",
+    default=None,
+    help="MuZeroConfig.expert_prior values to play with (default: the one trained with)",
   )
   args = parser.parse_args()
   preset = PRESETS["cpu"]
@@ -52,7 +59,7 @@ def main() -> None:
       t0 = time.perf_counter()
       state = muzero_jax.train(config, env, train_pool, logdir=None, num_iterations=preset.iterations)
       seconds = time.perf_counter() - t0
-      for prior in args.eval_expert_prior:
+      for prior in [config.expert_prior] if args.eval_expert_prior is None else args.eval_expert_prior:
         played = config.replace(expert_prior=prior)
         rows = held_out.evaluate_held_out(task, env, state.params, played, val_set, val_pool, seed=seed)
         with open(args.out, "a") as fh:

@@ -29,7 +29,15 @@ from muzero_jax.metrics_logger import MetricsLogger
 from muzero_jax.networks import MuZeroNetwork, make_network, uses_conv_policy
 from muzero_jax.replay import Replay, Trajectory
 from muzero_jax.search import SearchOutput, max_backup_qvalues, run_search
-from muzero_jax.selfplay import ActorState, EvalResult, act, evaluate, expert_bias, make_evaluate
+from muzero_jax.selfplay import (
+  ActorState,
+  EvalResult,
+  act,
+  bias_from_expert,
+  evaluate,
+  expert_bias,
+  make_evaluate,
+)
 from muzero_jax.support import check_support
 from muzero_jax.trainer import Trainer, TrainState, learn_from_rollout, make_train
 
@@ -46,6 +54,7 @@ __all__ = [
   "max_backup_qvalues",
   "act",
   "EvalResult",
+  "bias_from_expert",
   "evaluate",
   "expert_bias",
   "make_evaluate",

@@ -9,6 +9,7 @@ the constructor (``TypeError``) and by :meth:`MuZeroConfig.from_dict`
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -186,8 +187,8 @@ class MuZeroConfig:
     for name in positive:
       if getattr(self, name) <= 0:
         raise ValueError(f"MuZeroConfig.{name} must be > 0, got {getattr(self, name)}")
-    if self.expert_prior < 0:
-      raise ValueError(f"MuZeroConfig.expert_prior must be >= 0, got {self.expert_prior}")
+    if not (math.isfinite(self.expert_prior) and self.expert_prior >= 0):
+      raise ValueError(f"MuZeroConfig.expert_prior must be a finite number >= 0, got {self.expert_prior}")
     if not self.imitation_temperature > 0:
       raise ValueError(f"MuZeroConfig.imitation_temperature must be > 0, got {self.imitation_temperature}")
     for name in ("dynamics_blocks", "warmup_steps", "min_replay_size", "imitation_iterations"):

@@ -16,6 +16,13 @@ plays the expert's choice (sampled from its softmax at
 as the policy target; the search still runs, for the root values the value
 targets bootstrap from. The agent so begins where a heuristic stops (Silver et
 al. 2016 warm-started AlphaGo's policy from expert moves in the same spirit).
+
+The expert inside the search (``config.expert_prior`` = beta > 0): self-play and
+:func:`make_evaluate` add beta x the log of the expert's softmax to the root's
+prior logits (:func:`expert_bias`), so every search starts from the expert's
+preference and its value estimates may overrule it. Self-play's policy targets
+(mctx's improved policy) carry that bias, so the network learns the expert's
+preference too; reanalysis, which holds only observations, searches without it.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ __all__ = [
   "ActorState",
   "RolloutStats",
   "EvalResult",
+  "bias_from_expert",
+  "check_expert",
   "expert_bias",
   "expert_policy",
   "pool_size",
@@ -127,20 +136,31 @@ def expert_policy(env, obs, env_state, slot_params, mask, temperature: float) ->
   return jax.nn.softmax(jnp.where(mask, logits / temperature, -jnp.inf), axis=-1)
 
 
-def expert_bias(env, obs, env_state, slot_params, mask, config: MuZeroConfig) -> chex.Array | None:
-  """``[B, A]`` the search root's bias from the expert (``config.expert_prior``), or None when it is off.
+def bias_from_expert(logits: chex.Array, mask: chex.Array, config: MuZeroConfig) -> chex.Array:
+  """``[..., A]`` ``expert_prior`` x the log of the expert's softmax (``imitation_temperature``) over the legal
+  actions of ``logits``; 0 on illegal ones (the search masks them at the root) and on rows with none legal."""
+  chex.assert_equal_shape([logits, mask])
+  legal = mask & jnp.any(mask, axis=-1, keepdims=True)
+  scaled = jnp.where(legal, logits.astype(jnp.float32) / config.imitation_temperature, -1e30)
+  return jnp.where(legal, config.expert_prior * jax.nn.log_softmax(scaled, axis=-1), 0.0)
 
-  ``expert_prior`` x the log of the expert's softmax over the legal actions; 0 on illegal ones
-  (the search masks them at the root).
-  """
+
+def expert_bias(env, obs, env_state, slot_params, mask, config: MuZeroConfig) -> chex.Array | None:
+  """``[B, A]`` the search root's bias from the expert (``config.expert_prior``, :func:`bias_from_expert`), or
+  None when it is off."""
   if config.expert_prior == 0:  # static: configs without it compile as before
     return None
-  if not hasattr(env, "expert_logits"):
-    raise TypeError(f"config.expert_prior > 0 needs an expert: environment {type(env).__name__} lacks `expert_logits`")
-  logits = jax.vmap(env.expert_logits)(obs, env_state, slot_params).astype(jnp.float32)
-  chex.assert_equal_shape([logits, mask])
-  log_p = jax.nn.log_softmax(jnp.where(mask, logits / config.imitation_temperature, -jnp.inf), axis=-1)
-  return jnp.where(mask, config.expert_prior * log_p, 0.0)
+  check_expert(env, config)
+  return bias_from_expert(jax.vmap(env.expert_logits)(obs, env_state, slot_params), mask, config)
+
+
+def check_expert(env, config: MuZeroConfig) -> None:
+  """Raises ``ValueError`` naming the setting when ``config`` uses an expert the environment lacks."""
+  if (config.imitation_iterations > 0 or config.expert_prior > 0) and not hasattr(env, "expert_logits"):
+    raise ValueError(
+      f"MuZeroConfig.imitation_iterations={config.imitation_iterations} and expert_prior={config.expert_prior} "
+      f"need an expert, and environment {type(env).__name__} has no `expert_logits(obs, state, params)`"
+    )
 
 
 def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, imitate):

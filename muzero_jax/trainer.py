@@ -242,11 +242,7 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
   """
   config.check_supports()
   check_env_shapes(env, jax.tree.map(lambda x: x[0], env_params_pool))
-  if config.imitation_iterations > 0 and not hasattr(env, "expert_logits"):
-    raise ValueError(
-      f"MuZeroConfig.imitation_iterations={config.imitation_iterations} needs an expert, and environment "
-      f"{type(env).__name__} lacks `expert_logits` (see muzero_jax.selfplay); set it to 0"
-    )
+  selfplay.check_expert(env, config)
   try:  # fields that only the driver reads do not change the compiled functions
     key_config = config.replace(seed=0, checkpoint_every=1, checkpoints_to_keep=1)
     network, optimizer, init_fn, iteration_fn, evaluate = _build_cached(key_config, env)

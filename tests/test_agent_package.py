@@ -1,5 +1,6 @@
 """The agent as a package: exported files, the packaged agent, the grid it plays, the worlds it trains on."""
 
+import dataclasses
 import functools
 import json
 
@@ -134,7 +135,7 @@ def test_episodes_mode_searches_with_the_agents_expert_prior(small_df, tmp_path)
   ckpt = str(tmp_path / "agent")
   save_tiny_agent(ckpt, small_df, SMALL_SCHEMA)
   loaded = agent.load_agent(ckpt)
-  strong = loaded.__class__(**{**loaded.__dict__, "config": loaded.config.replace(expert_prior=100.0)})
+  strong = dataclasses.replace(loaded, config=loaded.config.replace(expert_prior=100.0))
   prepared = cube_env.prepare(small_df, SMALL_SCHEMA, cube_env.DiscoveryConfig(max_depth=2, z_screen=3.0))
   greedy = cube_env.search(prepared, "greedy", budget=5).visits["cohort"].tolist()
   run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=strong, mode="episodes"), budget=5)

@@ -7,6 +7,7 @@ import pathlib
 import struct
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pandas as pd
@@ -120,8 +121,17 @@ def test_a_strong_expert_prior_makes_the_agents_search_play_greedy_search():
   plain = muzero_jax.evaluate(agent, config, env, pool, jax.random.PRNGKey(0))
   np.testing.assert_array_equal(np.asarray(strong.actions), np.asarray(greedy))
   assert not np.array_equal(np.asarray(plain.actions), np.asarray(greedy))
-  with pytest.raises(ValueError, match="expert_prior"):
-    config.replace(expert_prior=-1.0)
+  for bad in (-1.0, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="expert_prior must be a finite number"):
+      config.replace(expert_prior=bad)
+  # The main job's preset: the warm start and the prior chosen on validation cubes (benchmarks/README.md).
+  assert (PRESETS["cpu"].config.imitation_iterations, PRESETS["cpu"].config.expert_prior) == (200, 0.2)
+  assert (PRESETS["pretrain"].config.imitation_iterations, PRESETS["pretrain"].config.expert_prior) == (200, 0.0)
+  # A row with no legal action gets no bias and no NaN; legal entries are beta x the expert's log-softmax.
+  logits, mask = jnp.array([[3.0, 1.0, 0.0], [2.0, 5.0, 1.0]]), jnp.array([[True, True, False], [False] * 3])
+  bias = np.asarray(muzero_jax.bias_from_expert(logits, mask, config.replace(expert_prior=0.5)))
+  np.testing.assert_allclose(bias[0, :2], 0.5 * np.log(np.exp([3.0, 1.0]) / np.exp([3.0, 1.0]).sum()), rtol=1e-6)
+  assert bias[0, 2] == 0.0 and np.all(bias[1] == 0.0)
 
 
 def _event_steps(logdir, tag):

@@ -268,8 +268,8 @@ def test_imitation_plays_the_expert_and_learns_its_policy():
 
 
 def test_imitation_needs_an_expert():
-  config = CONFIG.replace(imitation_iterations=2)
-  with pytest.raises(ValueError, match="expert_logits"):
-    mz.make_train(config, CoinGrid(), make_coin_pool(CoinGrid(), 2, seed=0))
+  for config in (CONFIG.replace(imitation_iterations=2), CONFIG.replace(expert_prior=0.5)):  # refused up front
+    with pytest.raises(ValueError, match="need an expert.*CoinGrid.*expert_logits"):
+      mz.make_train(config, CoinGrid(), make_coin_pool(CoinGrid(), 2, seed=0))
   with pytest.raises(ValueError, match="imitation_temperature"):
     CONFIG.replace(imitation_temperature=0.0)

@@ -65,7 +65,8 @@ def random_rollouts(env: CubeEnv, pool: EnvParams, key: jax.Array, *, num_steps:
 def greedy_rollouts(env: CubeEnv, pool: EnvParams, key: jax.Array, *, num_steps: int):
   """One episode of greedy search's move per cube of `pool`: each step the legal target with the strongest |z|.
 
-  The argmax of `CubeEnv.expert_logits` over the legal actions (ties to the lowest action):
+  The argmax of `CubeEnv.expert_logits` over the legal actions (ties to the lowest action; |z| as the
+  observation holds it, clipped, visited targets last):
   the baseline a learned agent has to beat at the same budget, in the same episodes.
   Returns as `random_rollouts`.
   """

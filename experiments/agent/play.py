@@ -188,8 +188,8 @@ def expert_bias(env, obs, state, params, mask, config: muzero_jax.MuZeroConfig):
   agent's `expert_prior` is 0; see `muzero_jax.expert_bias`)."""
   if not config.expert_prior:
     return None
-  one = jax.tree.map(lambda x: jnp.asarray(x)[None], (obs, state, params))
-  return muzero_jax.expert_bias(env, *one, jnp.asarray(mask)[None], config)
+  logits = env.expert_logits(jnp.asarray(obs), state, params)
+  return muzero_jax.bias_from_expert(logits, jnp.asarray(mask), config)[None]
 
 
 def play_agent(

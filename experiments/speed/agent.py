@@ -28,6 +28,8 @@ def agent_setup(preset: str):
     num_actions=env.num_actions,
     num_simulations=config.num_simulations,
     search=config.search,
+    imitation_iterations=config.imitation_iterations,  # timed iterations may fall inside the warm start
+    expert_prior=config.expert_prior,
   )
   return config, env, pool, tag
 
