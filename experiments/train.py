@@ -210,8 +210,15 @@ def _report(rows: list[dict], task, logdir: str | None, *, seconds: float) -> di
       f"(recall {r['greedy_recall']:.2f}), oracle recall {r['oracle_recall']:.2f} "
       f"with {r['oracle_queries']} queries"
     )
-  names = ("agent_return", "random_return", "greedy_return", "agent_recall", "random_recall", "greedy_recall")
-  names += ("oracle_recall",)
+  names = (
+    "agent_return",
+    "random_return",
+    "greedy_return",
+    "agent_recall",
+    "random_recall",
+    "greedy_recall",
+    "oracle_recall",
+  )
   summary = {k: float(np.nanmean([r[k] for r in rows])) for k in names}
   summary["seconds"] = seconds
   print("mean: " + json.dumps(summary))

@@ -21,14 +21,14 @@ def evaluate_held_out(task, env, params, config, eval_set, eval_pool, *, seed: i
   rnd_ret, rnd_actions = cube_env.random_rollouts(env, eval_pool, key, num_steps=task.horizon)
   greedy_ret, greedy_actions = cube_env.greedy_rollouts(env, eval_pool, key, num_steps=task.horizon)
   rows = []
-  agent_actions = np.asarray(agent.actions)
+  agent_actions, rnd_actions, greedy_actions = map(np.asarray, (agent.actions, rnd_actions, greedy_actions))
   for i, cube in enumerate(eval_set.cubes):
     one = jax.tree.map(lambda x, i=i: x[i], eval_pool)
     oracle = cube_env.cube_oracle(one, cube)
     truth = eval_set.truths[i]
     a = cube_env.score_episode(env, one, cube, truth, agent_actions[i], oracle)
-    r = cube_env.score_episode(env, one, cube, truth, np.asarray(rnd_actions)[i], oracle)
-    g = cube_env.score_episode(env, one, cube, truth, np.asarray(greedy_actions)[i], oracle)
+    r = cube_env.score_episode(env, one, cube, truth, rnd_actions[i], oracle)
+    g = cube_env.score_episode(env, one, cube, truth, greedy_actions[i], oracle)
     rows.append(
       dict(
         scenario=eval_set.scenarios[i],

@@ -183,7 +183,7 @@ def unqueried(ledger: cube_env.Ledger, state, num_values: int) -> jnp.ndarray:
   return jnp.asarray(fresh if fresh.any() else mask)
 
 
-def expert_bias(env, obs, state, params, mask, config: muzero_jax.MuZeroConfig):
+def _root_bias(env, obs, state, params, mask, config: muzero_jax.MuZeroConfig):
   """`[1, A]` the search root's bias from greedy's preference for one position, as in training (None when the
   agent's `expert_prior` is 0; see `muzero_jax.expert_bias`)."""
   if not config.expert_prior:
@@ -218,7 +218,7 @@ def play_agent(
         sub,
         agent.config,
         greedy=episode == 0,
-        root_bias=expert_bias(env, obs, state, params, mask, agent.config),
+        root_bias=_root_bias(env, obs, state, params, mask, agent.config),
       )
       obs, state, _ = ledger.step(state, int(out.action[0]), env=env, params=params)
     episode += 1
