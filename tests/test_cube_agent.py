@@ -124,9 +124,10 @@ def test_a_strong_expert_prior_makes_the_agents_search_play_greedy_search():
   for bad in (-1.0, float("nan"), float("inf")):
     with pytest.raises(ValueError, match="expert_prior must be a finite number"):
       config.replace(expert_prior=bad)
-  # The main job's preset: the warm start and the prior chosen on validation cubes (benchmarks/README.md).
-  assert (PRESETS["cpu"].config.imitation_iterations, PRESETS["cpu"].config.expert_prior) == (200, 0.2)
-  assert (PRESETS["pretrain"].config.imitation_iterations, PRESETS["pretrain"].config.expert_prior) == (200, 0.0)
+  # The main job's preset: the warm start, the prior and no reanalysis chosen on validation cubes (benchmarks/README.md).
+  cpu, pretrain = PRESETS["cpu"].config, PRESETS["pretrain"].config
+  assert (cpu.imitation_iterations, cpu.expert_prior, cpu.reanalyse_fraction) == (200, 0.2, 0.0)
+  assert (pretrain.imitation_iterations, pretrain.expert_prior, pretrain.reanalyse_fraction) == (200, 0.0, 0.25)
   # A row with no legal action gets no bias and no NaN; legal entries are beta x the expert's log-softmax.
   logits, mask = jnp.array([[3.0, 1.0, 0.0], [2.0, 5.0, 1.0]]), jnp.array([[True, True, False], [False] * 3])
   bias = np.asarray(muzero_jax.bias_from_expert(logits, mask, config.replace(expert_prior=0.5)))

@@ -7,8 +7,10 @@ generator's cubes; `pretrain` is `cpu`'s agent on random training worlds of the 
 imitating greedy search (`MuZeroConfig.imitation_iterations`, `CubeEnv.expert_logits`), then play
 their own searches; `cpu` took that warm start on validation cubes of the training split (mean
 findings a cube 1.31 against 0.44 without it over two training seeds), and then greedy's preference
-inside its search (`MuZeroConfig.expert_prior` 0.2: 2.31 a cube, greedy search's own episode 2.125;
-`benchmarks/README.md`, the main job's recipe on validation cubes).
+inside its search (`MuZeroConfig.expert_prior` 0.2: 2.31 a cube, greedy search's own episode 2.125), and
+no reanalysis (`reanalyse_fraction` 0: 3.06 a cube in 0.69x the training time; `pretrain` keeps a
+quarter of each batch reanalysed, the packaged agent's recipe); `benchmarks/README.md`, the main job's
+recipe on validation cubes.
 The episode length of the agent's config is the task's horizon (the query budget).
 """
 
@@ -84,6 +86,7 @@ PRESETS: dict[str, CubePreset] = {
     cube_env.CubeTask(num_train_cubes=8, num_eval_cubes=4, n_rows=4000, horizon=16, max_depth=3),
     iterations=400,
     expert_prior=0.2,
+    reanalyse_fraction=0.0,
     **_CPU_AGENT,
   ),
   "pretrain": _preset(

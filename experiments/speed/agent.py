@@ -42,19 +42,25 @@ def search_rows(setup, batch_sizes) -> list[dict]:
   ]
 
 
+# Agent settings a preset held before this round's speed work, where they changed since: the `cpu` preset
+# reanalysed a quarter of each batch until validation cubes chose none (2026-12-01, benchmarks/README.md).
+BEFORE: dict[str, dict] = {"cpu": {"reanalyse_fraction": 0.25}}
+
+
 def _as_before(setup, reference: bool):
   """(config, env, groupby) to measure: the preset's, or, with `reference`, as before this round's speed work.
 
   Before: today's environment step before the cell index (the dense `segment`
-  group-by under a plain vmap, `experiments.speed.env_speed.REFERENCE`) and
+  group-by under a plain vmap, `experiments.speed.env_speed.REFERENCE`),
   XLA's own convolution gradients (`MuZeroConfig.conv_gradient="lax"`), which
-  ran several times slower inside the learner's loops on a CPU. Not undone:
-  the learner's unrolled K-step loop (`muzero_jax.learner.loss_fn`), which the
-  reference keeps, so its speed-up over the reference is a lower bound.
+  ran several times slower inside the learner's loops on a CPU, and the
+  preset's settings of then (`BEFORE`). Not undone: the learner's unrolled
+  K-step loop (`muzero_jax.learner.loss_fn`), which the reference keeps, so
+  its speed-up over the reference is a lower bound.
   """
-  config, env, _, _ = setup
+  config, env, _, tag = setup
   if reference:
-    return config.replace(conv_gradient="lax"), reference_env(env), REFERENCE
+    return config.replace(conv_gradient="lax", **BEFORE.get(tag["preset"], {})), reference_env(env), REFERENCE
   return config, env, env.groupby
 
 
