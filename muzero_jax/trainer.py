@@ -76,26 +76,32 @@ class _LearnOut:
 
 
 def _learn(params, opt_state, replay, key, can_learn, *, network, optimizer, config: MuZeroConfig):
-  """``config.updates_per_iteration`` learner updates (``lax.scan``), skipped while the replay is cold."""
+  """``config.updates_per_iteration`` learner updates (``lax.scan``), skipped while the replay is cold.
+
+  The scan carries only what an update changes (parameters, optimiser state and the replay's
+  priorities); the replay's positions are read from outside the loop, so they are not carried
+  (and copied) through the scan and its cond.
+  """
 
   def one_update(carry, key_u):
-    params, opt_state, replay = carry
+    params, opt_state, priority = carry
 
     def do(_):
       p, o, r, terms, gnorm, finite = learner_lib.learn_step(
-        params, opt_state, replay, key_u, network=network, optimizer=optimizer, config=config
+        params, opt_state, replay.replace(priority=priority), key_u, network=network, optimizer=optimizer, config=config
       )
-      return (p, o, r), _LearnOut(terms, gnorm, finite, jnp.array(True))
+      return (p, o, r.priority), _LearnOut(terms, gnorm, finite, jnp.array(True))
 
     def skip(_):
       zero = jnp.zeros((), jnp.float32)
       terms = learner_lib.LossTerms(total=zero, policy=zero, value=zero, reward=zero, legality=zero, value_error=zero)
-      return (params, opt_state, replay), _LearnOut(terms, zero, jnp.array(True), jnp.array(False))
+      return (params, opt_state, priority), _LearnOut(terms, zero, jnp.array(True), jnp.array(False))
 
     return jax.lax.cond(can_learn, do, skip, None)
 
   keys = jax.random.split(key, config.updates_per_iteration)
-  return jax.lax.scan(one_update, (params, opt_state, replay), keys)
+  (params, opt_state, priority), out = jax.lax.scan(one_update, (params, opt_state, replay.priority), keys)
+  return (params, opt_state, replay.replace(priority=priority)), out
 
 
 def _metrics(
