@@ -22,13 +22,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from muzero_jax import learner as learner_lib
 from muzero_jax import replay as replay_lib
 from muzero_jax import selfplay
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.networks import conv_gradient_kind, make_network
 from muzero_jax.search import make_recurrent_fn, root_output, run_search
-from muzero_jax.trainer import make_train
+from muzero_jax.trainer import _learn, make_train
 
 __all__ = ["time_call", "benchmark_search", "benchmark_selfplay", "benchmark_learner", "benchmark_training"]
 
@@ -85,15 +84,21 @@ def _make_fill(env, network, cfg):
 
 
 def _make_learn(network, optimizer, cfg, updates: int):
+  """``updates`` learner updates as training runs them (:func:`muzero_jax.trainer._learn`)."""
+
   @jax.jit
   def learn(params, opt_state, replay, key):
-    def body(carry, k):
-      p, o, r = carry
-      p, o, r, terms, _, _ = learner_lib.learn_step(p, o, r, k, network=network, optimizer=optimizer, config=cfg)
-      return (p, o, r), terms.total
-
-    (p, _, _), losses = jax.lax.scan(body, (params, opt_state, replay), jax.random.split(key, updates))
-    return p, losses
+    (p, _, _), out = _learn(
+      params,
+      opt_state,
+      replay,
+      key,
+      jnp.array(True),
+      network=network,
+      optimizer=optimizer,
+      config=cfg.replace(updates_per_iteration=updates),
+    )
+    return p, out.terms.total
 
   return learn
 

@@ -90,6 +90,7 @@ def _learn(params, opt_state, replay, key, can_learn, *, network, optimizer, con
       p, o, r, terms, gnorm, finite = learner_lib.learn_step(
         params, opt_state, replay.replace(priority=priority), key_u, network=network, optimizer=optimizer, config=config
       )
+      _check_only_priorities_change(replay, r)
       return (p, o, r.priority), _LearnOut(terms, gnorm, finite, jnp.array(True))
 
     def skip(_):
@@ -102,6 +103,17 @@ def _learn(params, opt_state, replay, key, can_learn, *, network, optimizer, con
   keys = jax.random.split(key, config.updates_per_iteration)
   (params, opt_state, priority), out = jax.lax.scan(one_update, (params, opt_state, replay.priority), keys)
   return (params, opt_state, replay.replace(priority=priority)), out
+
+
+def _check_only_priorities_change(before: replay_lib.Replay, after: replay_lib.Replay) -> None:
+  """Trace-time guard of :func:`_learn`'s carry: an update may change the replay's priorities only."""
+  changed = [
+    f.name
+    for f in dataclasses.fields(after)
+    if f.name != "priority" and getattr(after, f.name) is not getattr(before, f.name)
+  ]
+  if changed:
+    raise NotImplementedError(f"a learner update changed the replay's {changed}; _learn carries only its priorities")
 
 
 def _metrics(

@@ -124,7 +124,7 @@ def test_a_strong_expert_prior_makes_the_agents_search_play_greedy_search():
   for bad in (-1.0, float("nan"), float("inf")):
     with pytest.raises(ValueError, match="expert_prior must be a finite number"):
       config.replace(expert_prior=bad)
-  # The main job's preset: the warm start, the prior and no reanalysis chosen on validation cubes (benchmarks/README.md).
+  # The main job's preset: warm start, prior and no reanalysis, chosen on validation cubes (benchmarks/README.md).
   cpu, pretrain = PRESETS["cpu"].config, PRESETS["pretrain"].config
   assert (cpu.imitation_iterations, cpu.expert_prior, cpu.reanalyse_fraction) == (200, 0.2, 0.0)
   assert (pretrain.imitation_iterations, pretrain.expert_prior, pretrain.reanalyse_fraction) == (200, 0.0, 0.25)

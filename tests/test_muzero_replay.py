@@ -1,11 +1,13 @@
 """Replay: n-step targets, priorities, sampling, reanalysis."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from muzero_jax import MuZeroConfig, learner, make_network
+from muzero_jax import MuZeroConfig, learner, make_network, trainer
 from muzero_jax import replay as rl
 
 
@@ -200,3 +202,41 @@ def test_reanalysis_refreshes_targets_with_current_params():
   alive = np.asarray(t_b.alive[0])
   np.testing.assert_allclose(t_b.value[0], np.asarray(k0) * alive, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(re_b.policy[:m]).sum(-1), 1.0, atol=1e-5)
+
+
+def test_learner_loop_matches_updates_that_carry_the_whole_replay():
+  """`trainer._learn` carries only parameters, optimiser state and priorities through its scan: the same
+  parameters and priorities as a loop of `learn_step` that hands the whole replay from update to update
+  (reanalysis on, so the priorities change), and a guard refuses an update that changes anything else."""
+  cfg = _config(
+    network="mlp",
+    hidden_size=16,
+    latent_size=8,
+    mlp_layers=1,
+    support_size=4,
+    reward_support_size=3,
+    num_simulations=4,
+    max_num_considered_actions=3,
+    reanalyse_fraction=0.5,
+    updates_per_iteration=3,
+    min_replay_size=0,
+  )
+  rng = np.random.default_rng(6)
+  buf = rl.init_replay(cfg, (2,), 3)
+  for _ in range(3):
+    buf = rl.add_trajectory(buf, _trajectory(rng), config=cfg)
+  net, opt = make_network(cfg, 3, (2,)), learner.make_optimizer(cfg)
+  params = jax.jit(net.init)(jax.random.PRNGKey(1), jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))
+  key = jax.random.PRNGKey(3)
+  learn = functools.partial(trainer._learn, network=net, optimizer=opt, config=cfg)
+  (p_new, _, r_new), out = jax.jit(learn)(params, opt.init(params), buf, key, jnp.array(True))
+  p_old, o_old, r_old = params, opt.init(params), buf
+  step = jax.jit(functools.partial(learner.learn_step, network=net, optimizer=opt, config=cfg))
+  for k in jax.random.split(key, cfg.updates_per_iteration):
+    p_old, o_old, r_old, *_ = step(p_old, o_old, r_old, k)
+  assert bool(jnp.all(out.ran)) and not np.array_equal(np.asarray(r_new.priority), np.asarray(buf.priority))
+  np.testing.assert_array_equal(np.asarray(r_new.priority), np.asarray(r_old.priority))
+  for a, b in zip(jax.tree.leaves(p_new), jax.tree.leaves(p_old), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(NotImplementedError, match=r"changed the replay's \['reward'\]"):
+    trainer._check_only_priorities_change(buf, buf.replace(reward=buf.reward + 1.0))

@@ -39,8 +39,8 @@ def _preset(task: cube_env.CubeTask, iterations: int, **config) -> CubePreset:
   )
 
 
-# The cpu agent's network, search and learner sizes and its warm start, shared by `cpu` and `pretrain` (the same
-# agent, other cubes).
+# The cpu agent's network, search and learner sizes and its warm start, shared by `cpu` and `pretrain` (other
+# cubes; `cpu` also has the expert prior and no reanalysis).
 _CPU_AGENT = dict(
   imitation_iterations=200,
   channels=16,
