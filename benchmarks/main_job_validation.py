@@ -11,8 +11,8 @@ Arms set the warm start and the prior, whatever the preset holds now: `base` (ne
 `MuZeroConfig.expert_prior` 0.2 in training; the preset since), `envs32` (that with 32 self-play
 environments instead of 8), `envs32_short` (the same in 280 iterations, 140 imitating), `rf0` (`prior`
 without reanalysis; the preset since) and `rf0_envs16` (that with 16 environments). `--eval-expert-prior`
-plays each trained agent once per value given (default: the value it was trained with). One JSON line per arm, seed, value
-and cube. The rows of the first run (main_job_validation_cpu.jsonl) carry greedy's findings a cube but not
+plays each trained agent once per value given (default: the value it was trained with). One JSON line per arm,
+seed, value and cube. The rows of the first run (main_job_validation_cpu.jsonl) carry greedy's findings a cube but not
 its recall (computed by this script's own copy of `greedy_rollouts` then).
 """
 
