@@ -150,7 +150,8 @@ def test_sampling_follows_priorities():
   np.testing.assert_allclose(uniform.weight, 1.0)
 
 
-def test_reanalysis_refreshes_targets_with_current_params():
+def _reanalysis_setup(seed: int, **kw):
+  """(config, replay of 3 trajectories, network, initial parameters) of a tiny MLP agent reanalysing half a batch."""
   cfg = _config(
     network="mlp",
     hidden_size=16,
@@ -161,14 +162,19 @@ def test_reanalysis_refreshes_targets_with_current_params():
     num_simulations=4,
     max_num_considered_actions=3,
     reanalyse_fraction=0.5,
-    discount=0.9,
+    **kw,
   )
-  rng = np.random.default_rng(4)
+  rng = np.random.default_rng(seed)
   buf = rl.init_replay(cfg, (2,), 3)
   for _ in range(3):
     buf = rl.add_trajectory(buf, _trajectory(rng), config=cfg)
   net = make_network(cfg, 3, (2,))
-  params_a = jax.jit(net.init)(jax.random.PRNGKey(1), jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))
+  params = jax.jit(net.init)(jax.random.PRNGKey(1), jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))
+  return cfg, buf, net, params
+
+
+def test_reanalysis_refreshes_targets_with_current_params():
+  cfg, buf, net, params_a = _reanalysis_setup(4, discount=0.9)
   noise = np.random.default_rng(5)
   params_b = jax.tree.map(lambda x: x + noise.standard_normal(x.shape).astype(np.float32), params_a)
 
@@ -208,25 +214,8 @@ def test_learner_loop_matches_updates_that_carry_the_whole_replay():
   """`trainer._learn` carries only parameters, optimiser state and priorities through its scan: the same
   parameters and priorities as a loop of `learn_step` that hands the whole replay from update to update
   (reanalysis on, so the priorities change), and a guard refuses an update that changes anything else."""
-  cfg = _config(
-    network="mlp",
-    hidden_size=16,
-    latent_size=8,
-    mlp_layers=1,
-    support_size=4,
-    reward_support_size=3,
-    num_simulations=4,
-    max_num_considered_actions=3,
-    reanalyse_fraction=0.5,
-    updates_per_iteration=3,
-    min_replay_size=0,
-  )
-  rng = np.random.default_rng(6)
-  buf = rl.init_replay(cfg, (2,), 3)
-  for _ in range(3):
-    buf = rl.add_trajectory(buf, _trajectory(rng), config=cfg)
-  net, opt = make_network(cfg, 3, (2,)), learner.make_optimizer(cfg)
-  params = jax.jit(net.init)(jax.random.PRNGKey(1), jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))
+  cfg, buf, net, params = _reanalysis_setup(6, updates_per_iteration=3, min_replay_size=0)
+  opt = learner.make_optimizer(cfg)
   key = jax.random.PRNGKey(3)
   learn = functools.partial(trainer._learn, network=net, optimizer=opt, config=cfg)
   (p_new, _, r_new), out = jax.jit(learn)(params, opt.init(params), buf, key, jnp.array(True))
