@@ -131,7 +131,11 @@ def expert_policy(env, obs, env_state, slot_params, mask, temperature: float) ->
     raise TypeError(
       f"config.imitation_iterations > 0 needs an expert: environment {type(env).__name__} lacks `expert_logits`"
     )
-  logits = jax.vmap(env.expert_logits)(obs, env_state, slot_params).astype(jnp.float32)
+  return _expert_softmax(jax.vmap(env.expert_logits)(obs, env_state, slot_params), mask, temperature)
+
+
+def _expert_softmax(logits: chex.Array, mask: chex.Array, temperature: float) -> chex.Array:
+  logits = logits.astype(jnp.float32)
   chex.assert_equal_shape([logits, mask])
   return jax.nn.softmax(jnp.where(mask, logits / temperature, -jnp.inf), axis=-1)
 
@@ -170,11 +174,16 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
   slot_params = select_params(pool, actor.pool_index)
   mask = jax.vmap(env.action_mask)(actor.env_state, slot_params)
   chex.assert_shape(mask, (num_envs, network.num_actions))
-  bias = expert_bias(env, actor.obs, actor.env_state, slot_params, mask, config)
+  # The expert's logits, computed once for both of their uses (static: configs without an expert compile as before).
+  logits = None
+  if config.imitation_iterations > 0 or config.expert_prior > 0:
+    check_expert(env, config)
+    logits = jax.vmap(env.expert_logits)(actor.obs, actor.env_state, slot_params)
+  bias = None if config.expert_prior == 0 else bias_from_expert(logits, mask, config)
   out = run_search(params, key_search, actor.obs, mask, network=network, config=config, root_bias=bias)
   action, policy = out.action, out.action_weights
-  if config.imitation_iterations > 0:  # static: configs without imitation compile as before
-    expert = expert_policy(env, actor.obs, actor.env_state, slot_params, mask, config.imitation_temperature)
+  if config.imitation_iterations > 0:
+    expert = _expert_softmax(logits, mask, config.imitation_temperature)
     expert_action = jax.random.categorical(jax.random.fold_in(key_search, 1), jnp.log(expert)).astype(action.dtype)
     action = jnp.where(imitate, expert_action, action)
     policy = jnp.where(imitate, expert, policy)
