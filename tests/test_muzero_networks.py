@@ -109,16 +109,20 @@ def test_conv_gradient_setting_changes_no_parameter_no_output_and_gradients_only
   params = nets[0].init(jax.random.PRNGKey(1), obs[:1], action[:1])
   other = nets[1].init(jax.random.PRNGKey(1), obs[:1], action[:1])
   assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, other)
-  params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(2), x.shape), params)  # non-zero heads
+  rng = np.random.default_rng(2)  # non-zero heads (numpy: one compiled normal draw per leaf shape costs ~20 s on a CPU)
+  params = jax.tree.map(lambda x: x + 0.1 * rng.standard_normal(x.shape, np.float32), params)
 
   def outputs(net, params):
     latent = net.apply(params, obs, method="represent")
     nxt, reward = net.apply(params, latent, action, method="dynamics")
     return (latent, nxt, reward, *net.apply(params, nxt, method="predict"))
 
-  for got, want in zip(*(outputs(net, params) for net in nets)):
+  # Compiled whole (op by op, every primitive of both networks and their gradients compiles on its own).
+  for got, want in zip(*(jax.jit(outputs, static_argnums=0)(net, params) for net in nets)):
     np.testing.assert_array_equal(got, want)
-  grads = [jax.grad(lambda p, net=net: sum(jnp.sum(jnp.sin(o)) for o in outputs(net, p)))(params) for net in nets]
+  grads = [
+    jax.jit(jax.grad(lambda p, net=net: sum(jnp.sum(jnp.sin(o)) for o in outputs(net, p))))(params) for net in nets
+  ]
   for got, want in zip(*(jax.tree.leaves(g) for g in grads)):
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
   with pytest.raises(ValueError, match="conv_gradient"):
