@@ -27,7 +27,7 @@ from muzero_jax import selfplay
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.networks import conv_gradient_kind, make_network
 from muzero_jax.search import make_recurrent_fn, root_output, run_search
-from muzero_jax.trainer import _learn, make_train
+from muzero_jax.trainer import learn_updates, make_train
 
 __all__ = ["time_call", "benchmark_search", "benchmark_selfplay", "benchmark_learner", "benchmark_training"]
 
@@ -84,11 +84,11 @@ def _make_fill(env, network, cfg):
 
 
 def _make_learn(network, optimizer, cfg, updates: int):
-  """``updates`` learner updates as training runs them (:func:`muzero_jax.trainer._learn`)."""
+  """``updates`` learner updates as training runs them (:func:`muzero_jax.trainer.learn_updates`)."""
 
   @jax.jit
   def learn(params, opt_state, replay, key):
-    (p, _, _), out = _learn(
+    (p, _, _), out = learn_updates(
       params,
       opt_state,
       replay,

@@ -28,7 +28,7 @@ from muzero_jax.config import MuZeroConfig
 from muzero_jax.env_protocol import check_env_shapes
 from muzero_jax.networks import MuZeroNetwork, make_network
 
-__all__ = ["TrainState", "Trainer", "learn_from_rollout", "make_train"]
+__all__ = ["TrainState", "Trainer", "learn_from_rollout", "learn_updates", "make_train"]
 
 
 @struct.dataclass
@@ -75,12 +75,14 @@ class _LearnOut:
   ran: chex.Array  # [U] bool, replay was warm enough to update
 
 
-def _learn(params, opt_state, replay, key, can_learn, *, network, optimizer, config: MuZeroConfig):
+def learn_updates(params, opt_state, replay, key, can_learn, *, network, optimizer, config: MuZeroConfig):
   """``config.updates_per_iteration`` learner updates (``lax.scan``), skipped while the replay is cold.
 
   The scan carries only what an update changes (parameters, optimiser state and the replay's
   priorities); the replay's positions are read from outside the loop, so they are not carried
-  (and copied) through the scan and its cond.
+  (and copied) through the scan and its cond. Training (:func:`learn_from_rollout`) and
+  ``muzero_jax.bench`` run it. Returns ``((params, opt_state, replay), out)``, ``out`` the
+  per-update losses, gradient norms and flags ``[U]``.
   """
 
   def one_update(carry, key_u):
@@ -106,14 +108,16 @@ def _learn(params, opt_state, replay, key, can_learn, *, network, optimizer, con
 
 
 def _check_only_priorities_change(before: replay_lib.Replay, after: replay_lib.Replay) -> None:
-  """Trace-time guard of :func:`_learn`'s carry: an update may change the replay's priorities only."""
+  """Trace-time guard of :func:`learn_updates`'s carry: an update may change the replay's priorities only."""
   changed = [
     f.name
     for f in dataclasses.fields(after)
     if f.name != "priority" and getattr(after, f.name) is not getattr(before, f.name)
   ]
   if changed:
-    raise NotImplementedError(f"a learner update changed the replay's {changed}; _learn carries only its priorities")
+    raise NotImplementedError(
+      f"a learner update changed the replay's {changed}; learn_updates carries only its priorities"
+    )
 
 
 def _metrics(
@@ -189,7 +193,7 @@ def learn_from_rollout(
   """
   replay = replay_lib.add_trajectory(state.replay, traj, config=config)
   can_learn = jnp.sum(replay_lib.valid_positions(replay, config)) >= max(config.min_replay_size, 1)
-  (params, opt_state, replay), out = _learn(
+  (params, opt_state, replay), out = learn_updates(
     state.params, state.opt_state, replay, key_learn, can_learn, network=network, optimizer=optimizer, config=config
   )
   new_state = TrainState(

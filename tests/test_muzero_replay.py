@@ -211,13 +211,13 @@ def test_reanalysis_refreshes_targets_with_current_params():
 
 
 def test_learner_loop_matches_updates_that_carry_the_whole_replay():
-  """`trainer._learn` carries only parameters, optimiser state and priorities through its scan: the same
+  """`trainer.learn_updates` carries only parameters, optimiser state and priorities through its scan: the same
   parameters and priorities as a loop of `learn_step` that hands the whole replay from update to update
   (reanalysis on, so the priorities change), and a guard refuses an update that changes anything else."""
   cfg, buf, net, params = _reanalysis_setup(6, updates_per_iteration=3, min_replay_size=0)
   opt = learner.make_optimizer(cfg)
   key = jax.random.PRNGKey(3)
-  learn = functools.partial(trainer._learn, network=net, optimizer=opt, config=cfg)
+  learn = functools.partial(trainer.learn_updates, network=net, optimizer=opt, config=cfg)
   (p_new, _, r_new), out = jax.jit(learn)(params, opt.init(params), buf, key, jnp.array(True))
   p_old, o_old, r_old = params, opt.init(params), buf
   step = jax.jit(functools.partial(learner.learn_step, network=net, optimizer=opt, config=cfg))

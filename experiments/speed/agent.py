@@ -56,7 +56,7 @@ def _as_before(setup, reference: bool):
   ran several times slower inside the learner's loops on a CPU, and the
   preset's settings of then (`BEFORE`). Not undone: the learner's unrolled
   K-step loop (`muzero_jax.learner.loss_fn`) and its update loop that carries
-  only priorities (`muzero_jax.trainer._learn`), which the reference keeps, so
+  only priorities (`muzero_jax.trainer.learn_updates`), which the reference keeps, so
   its speed-up over the reference is a lower bound.
   """
   config, env, _, tag = setup
