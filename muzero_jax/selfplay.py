@@ -19,7 +19,7 @@ al. 2016 warm-started AlphaGo's policy from expert moves in the same spirit).
 
 The expert inside the search (``config.expert_prior`` = beta > 0): self-play and
 :func:`make_evaluate` add beta x the log of the expert's softmax to the root's
-prior logits (:func:`expert_bias`), so every search starts from the expert's
+prior logits (:func:`bias_from_expert`; :func:`expert_bias` for one batch), so every search starts from the expert's
 preference and its value estimates may overrule it. Self-play's policy targets
 (mctx's improved policy) carry that bias, so the network learns the expert's
 preference too; reanalysis, which holds only observations, searches without it.
@@ -179,7 +179,7 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
   if config.imitation_iterations > 0 or config.expert_prior > 0:
     check_expert(env, config)
     logits = jax.vmap(env.expert_logits)(actor.obs, actor.env_state, slot_params)
-  bias = None if config.expert_prior == 0 else bias_from_expert(logits, mask, config)
+  bias = bias_from_expert(logits, mask, config) if config.expert_prior > 0 else None
   out = run_search(params, key_search, actor.obs, mask, network=network, config=config, root_bias=bias)
   action, policy = out.action, out.action_weights
   if config.imitation_iterations > 0:

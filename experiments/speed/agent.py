@@ -55,9 +55,9 @@ def _as_before(setup, reference: bool):
   XLA's own convolution gradients (`MuZeroConfig.conv_gradient="lax"`), which
   ran several times slower inside the learner's loops on a CPU, and the
   preset's settings of then (`BEFORE`). Not undone: the learner's unrolled
-  K-step loop (`muzero_jax.learner.loss_fn`) and its update loop that carries
-  only priorities (`muzero_jax.trainer.learn_updates`), which the reference keeps, so
-  its speed-up over the reference is a lower bound.
+  K-step loop (`muzero_jax.learner.loss_fn`) and its update loop that
+  carries only priorities (`muzero_jax.trainer.learn_updates`), which the
+  reference keeps, so its speed-up over the reference is a lower bound.
   """
   config, env, _, tag = setup
   if reference:
