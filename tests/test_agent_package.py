@@ -141,6 +141,15 @@ def test_episodes_mode_searches_with_the_agents_expert_prior(small_df, tmp_path)
   run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=strong, mode="episodes"), budget=5)
   assert run.visits["cohort"].tolist() == greedy and len(greedy) == 5
   plain = cube_env.search(
-    prepared, functools.partial(agent.muzero_search, checkpoint=loaded, mode="episodes"), budget=5
+    prepared, functools.partial(agent.muzero_search, checkpoint=loaded, mode="episodes", prior=0), budget=5
   )
   assert plain.visits["cohort"].tolist() != greedy  # the untrained agent alone plays otherwise
+  # Without an option the weight is the agent's own when it has one, else EPISODES_PRIOR; the run's note says it.
+  assert agent.episodes_prior(strong) == 100.0 and agent.episodes_prior(loaded) == agent.EPISODES_PRIOR == 0.2
+  assert agent.episodes_prior(strong, 0) == 0.0 and agent.episodes_prior(loaded, 1) == 1.0
+  assert "weight 0 " in plain.note or plain.note.endswith("weight 0)")
+  for bad in (-0.1, float("nan"), "0.2"):
+    with pytest.raises(ValueError, match="prior must be a number >= 0"):
+      agent.episodes_prior(loaded, bad)
+  with pytest.raises(ValueError, match="prior is an option of mode='episodes'"):
+    cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, prior=0.2), budget=5)

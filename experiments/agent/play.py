@@ -18,10 +18,12 @@ Two modes (method option `mode`):
   own grid (an any-grid agent is required in this mode).
 * `episodes`: episodes of the horizon the agent was trained with from the
   root: the first greedy (no search noise), later ones with the search's own
-  noise so that they explore differently, until the budget is spent. An agent
-  trained with `MuZeroConfig.expert_prior` searches with greedy's preference at
-  its root here as in training (`frontier` reads the agent's search advantage
-  without it: its ranking already starts from the learned value).
+  noise so that they explore differently, until the budget is spent. Every
+  search adds greedy's preference at its root (method option `prior`, the
+  `MuZeroConfig.expert_prior` weight): by default the agent's own when it was
+  trained with one, else `EPISODES_PRIOR`; `prior=0` searches without it
+  (`frontier` reads the agent's search advantage without it: its ranking
+  already starts from the learned value).
 
 The agent searches in its learned model (no queries); only the real
 environment steps cost a query each (the root once). Without a checkpoint the
@@ -61,6 +63,11 @@ MODES = ("frontier", "episodes")
 # agent was then retrained with the imitation warm start (benchmarks/quality_muzero_imitation_train_cpu.jsonl, the
 # same worlds and window): refine 1 fell to 0.825, 0.25 and 0.5 tie `learned` at 0.925; 0.5 kept (episodes 0.675).
 REFINE = 0.5
+# Greedy's preference at the root of the episodes' searches for an agent trained without one (`prior`). Chosen on
+# training worlds 0-1 of standard, wide, deep and masked by a rule written before the runs (benchmarks/README.md,
+# quality_muzero_playprior_train_cpu.jsonl; mean recall at 0.5-5% and 300-1,000 queries): the packaged agent's
+# episodes 0.675 without it, 0.7375 with 0.2, 0.725 with 1.0 (greedy 0.72).
+EPISODES_PRIOR = 0.2
 LEGAL = cube_env.CHANNELS.index("legal")
 NARROWER = "Use fewer dimension/protected columns (--dimensions, --protected) or a lower --max-categories"
 
@@ -184,18 +191,36 @@ def unqueried(ledger: cube_env.Ledger, state, num_values: int) -> jnp.ndarray:
 
 
 def _root_bias(env, obs, state, params, mask, config: muzero_jax.MuZeroConfig):
-  """`[1, A]` the search root's bias from greedy's preference for one position, as in training (None when the
-  agent's `expert_prior` is 0; see `muzero_jax.expert_bias`)."""
+  """`[1, A]` the search root's bias from greedy's preference for one position, as in training (None when its
+  weight, `config.expert_prior`, is 0; see `muzero_jax.expert_bias`)."""
   if not config.expert_prior:
     return None
   logits = env.expert_logits(jnp.asarray(obs), state, params)
   return muzero_jax.bias_from_expert(logits, jnp.asarray(mask), config)[None]
 
 
+def episodes_prior(agent: PackagedAgent, prior: float | None = None) -> float:
+  """The weight of greedy's preference in the episodes' searches: `prior`, else the agent's own `expert_prior`
+  when it has one, else `EPISODES_PRIOR` (``ValueError`` for a negative or non-finite `prior`)."""
+  if prior is None:
+    return float(agent.config.expert_prior or EPISODES_PRIOR)
+  if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not np.isfinite(prior) or prior < 0:
+    raise ValueError(f"muzero: prior must be a number >= 0 (0: no preference), got {prior!r}")
+  return float(prior)
+
+
 def play_agent(
-  agent: PackagedAgent, space: cube_env.Space, *, budget: int, seed: int, progress=None
+  agent: PackagedAgent,
+  space: cube_env.Space,
+  *,
+  budget: int,
+  seed: int,
+  progress=None,
+  prior: float | None = None,
 ) -> cube_env.SearchResult:
   """Episodes of `agent` on `space` until `budget` queries are spent (see the module docstring)."""
+  weight = episodes_prior(agent, prior)
+  bias_config = agent.config.replace(expert_prior=weight)
   env, params = padded_env(agent, space)
   ledger = cube_env.Ledger(space, budget, progress)
   root_obs, root_state, _ = ledger.root(env, params)
@@ -218,7 +243,7 @@ def play_agent(
         sub,
         agent.config,
         greedy=episode == 0,
-        root_bias=_root_bias(env, obs, state, params, mask, agent.config),
+        root_bias=_root_bias(env, obs, state, params, mask, bias_config),
       )
       obs, state, _ = ledger.step(state, int(out.action[0]), env=env, params=params)
     episode += 1
@@ -227,8 +252,8 @@ def play_agent(
   return ledger.result(
     "muzero",
     note=f"{_who(agent)}: {episode} episodes of up to {agent.horizon} "
-    "steps (first greedy, then with search noise, preferring moves to "
-    "cohorts not yet queried)",
+    f"steps (first greedy, then with search noise, preferring moves to "
+    f"cohorts not yet queried; greedy's preference at the root, weight {weight:g})",
   )
 
 
@@ -243,6 +268,7 @@ def muzero_search(
   refine: float = REFINE,
   backup: str = "mean",
   simulations: int = 0,
+  prior: float | None = None,
 ) -> cube_env.SearchResult:
   """The registered `muzero` method: the agent in `checkpoint` (default the packaged one) searches `space`.
 
@@ -250,13 +276,16 @@ def muzero_search(
   already loaded (`load_agent`), so that a caller that searches many times
   reads it once; `mode` is "frontier" or "episodes"; `refine`, `backup` and
   `simulations` are the frontier's weight on the agent's search, how its Q is
-  backed up and its simulations per search (`agent_ranker`).
+  backed up and its simulations per search (`agent_ranker`); `prior` is the
+  episodes' weight on greedy's preference (`episodes_prior`).
   """
   if mode not in MODES:
     raise ValueError(f"muzero: mode must be one of {MODES}, got {mode!r}")
+  if mode == "frontier" and prior is not None:
+    raise ValueError("muzero: prior is an option of mode='episodes' (frontier's ranking starts from the learned value)")
   loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
   if mode == "frontier":
     return play_frontier(
       loaded, space, budget=budget, seed=seed, progress=progress, refine=refine, backup=backup, simulations=simulations
     )
-  return play_agent(loaded, space, budget=budget, seed=seed, progress=progress)
+  return play_agent(loaded, space, budget=budget, seed=seed, progress=progress, prior=prior)
