@@ -277,6 +277,7 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep, tmp_path):
     ["backup", "mean"],
     ["checkpoint", None],
     ["mode", "frontier"],
+    ["prior", None],  # episodes' weight on greedy's preference: the agent's own, else EPISODES_PRIOR
     ["refine", 2.0],
     ["simulations", 0],
     ["weights_sha256", packaged],

@@ -12,7 +12,7 @@ from PIL import Image
 from experiments.quality import plot as qplot
 from experiments.quality import tables as qtables
 from experiments.quality.power import clopper_pearson
-from experiments.quality.summary import best_settings, bootstrap_interval, paired, summarize
+from experiments.quality.summary import best_settings, bootstrap_interval, paired, suite_pairs, summarize
 
 
 def _run(family, method, seed, *, fraction=0.01, budget=None, recall=math.nan, **kw):
@@ -89,6 +89,17 @@ def _paired_runs():
   rows += [_run("null", m, w) for m in ("exhaustive", "random") for w in range(3)]  # no truth: no paired row
   rows.append(_run("standard", "greedy", 9, recall=0.0, split="train"))  # a training world: ignored
   return rows
+
+
+def test_suite_pairs_compare_every_learned_search_the_runs_hold():
+  """The `versus` rows come from the runs, not from the methods of the latest call (which may re-run one)."""
+  runs = _paired_runs() + [_run("standard", m, w, recall=0.5) for m in ("learned", "muzero") for w in range(3)]
+  rows = suite_pairs(runs)
+  versus = {r["method"]: r for r in rows if r["kind"] == "versus"}
+  assert set(versus) == {"learned", "muzero"} and {r["other"] for r in versus.values()} == {"greedy"}
+  assert versus["muzero"]["diff_mean"] == pytest.approx(0.5 - 0.6)
+  assert [r for r in rows if r["kind"] == "paired"] == paired(runs)
+  assert [r for r in suite_pairs(_paired_runs()) if r["kind"] == "versus"] == []
 
 
 def test_paired_differences_against_a_hand_computation():

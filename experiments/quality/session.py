@@ -21,8 +21,8 @@ from cube_env import worlds
 from experiments.quality.plot import plot
 from experiments.quality.pool import log_to_stderr, read_rows, run_suite
 from experiments.quality.runner import build_methods
-from experiments.quality.suite import HEURISTICS, LEARNED_SEARCHES, SUITES, Suite, case_order, check_request, resize
-from experiments.quality.summary import best_settings, paired, summarize
+from experiments.quality.suite import SUITES, Suite, case_order, check_request, resize
+from experiments.quality.summary import best_settings, suite_pairs, summarize
 from experiments.quality.tables import headline_tables
 
 Emit = Callable[[Iterable[dict], str | None], list[dict]]  # prints rows (and appends them to the file) as they come
@@ -154,10 +154,7 @@ def run_quality(
   runs = [r for r in earlier if r["kind"] == "run"] + rows
   invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
   summary = summarize(runs, split=suite.split)
-  pairs = paired(runs, split=suite.split)
-  for method in LEARNED_SEARCHES:  # issue 18's yardstick: the learned searches against the best heuristic
-    if method in suite.methods:
-      pairs = pairs + paired(runs, split=suite.split, method=method, among=HEURISTICS)
+  pairs = suite_pairs(runs, split=suite.split)  # with issue 18's yardstick: learned searches vs the best heuristic
   if sweep:  # the settings each swept method would take (suite.TUNED is set from these by hand, and committed)
     pairs = pairs + best_settings(runs, split=suite.split)
   if out:

@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 
 from experiments.quality.power import clopper_pearson
-from experiments.quality.suite import SUITE_METHODS, SUITE_SCENARIOS, SWEEP, TRUTHLESS, parse_variant
+from experiments.quality.suite import (
+  HEURISTICS,
+  LEARNED_SEARCHES,
+  SUITE_METHODS,
+  SUITE_SCENARIOS,
+  SWEEP,
+  TRUTHLESS,
+  parse_variant,
+)
 
 LEVEL = 0.95  # of every interval
 # Display order: issue 17's families, then the scenarios of older suites.
@@ -328,3 +336,16 @@ def best_settings(rows: Iterable[dict], *, split: str = "train") -> list[dict]:
       )
     )
   return out
+
+
+def suite_pairs(runs: Iterable[dict], *, split: str = "eval") -> list[dict]:
+  """`paired` rows of every method, then issue 18's `versus` rows (each learned search against the best
+  heuristic) for every learned search the runs hold, whichever methods the latest call ran: a call that
+  re-runs one method keeps the others' comparisons."""
+  runs = list(runs)
+  present = {r.get("method") for r in runs}
+  pairs = paired(runs, split=split)
+  for method in LEARNED_SEARCHES:
+    if method in present:
+      pairs += paired(runs, split=split, method=method, among=HEURISTICS)
+  return pairs
