@@ -147,7 +147,7 @@ def test_episodes_mode_searches_with_the_agents_expert_prior(small_df, tmp_path)
   # Without an option the weight is the agent's own when it has one, else EPISODES_PRIOR; the run's note says it.
   assert agent.episodes_prior(strong) == 100.0 and agent.episodes_prior(loaded) == agent.EPISODES_PRIOR == 0.2
   assert agent.episodes_prior(strong, 0) == 0.0 and agent.episodes_prior(loaded, 1) == 1.0
-  assert "weight 0 " in plain.note or plain.note.endswith("weight 0)")
+  assert plain.note.endswith("greedy's preference at the root, weight 0)")
   for bad in (-0.1, float("nan"), "0.2"):
     with pytest.raises(ValueError, match="prior must be a number >= 0"):
       agent.episodes_prior(loaded, bad)

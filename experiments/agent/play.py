@@ -252,7 +252,7 @@ def play_agent(
   return ledger.result(
     "muzero",
     note=f"{_who(agent)}: {episode} episodes of up to {agent.horizon} "
-    f"steps (first greedy, then with search noise, preferring moves to "
+    "steps (first greedy, then with search noise, preferring moves to "
     f"cohorts not yet queried; greedy's preference at the root, weight {weight:g})",
   )
 
