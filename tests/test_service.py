@@ -50,14 +50,16 @@ def _env() -> dict:
   return {**os.environ, "PYTHONPATH": os.getcwd(), "JAX_PLATFORMS": "cpu"}
 
 
-def _wait(predicate, timeout: float, what: str):
+def _wait(predicate, timeout: float, what: str, show=None):
+  """Polls `predicate` until it is truthy; on time-out, fails naming `what` and, if given, what `show()` sees."""
   end = time.monotonic() + timeout
   while time.monotonic() < end:
     value = predicate()
     if value:
       return value
     time.sleep(0.1)
-  raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+  seen = f" (now: {show()!r})" if show is not None else ""
+  raise AssertionError(f"timed out after {timeout} s waiting for {what}{seen}")
 
 
 class Service:
@@ -276,11 +278,12 @@ def test_parquet_upload_and_cancel(service, table):
   def statuses():
     return [service.client.get(f"/jobs/{i}").json()["status"] for i in ids]
 
-  _wait(lambda: sorted(statuses()) == ["queued", "started", "started"], 60, "two started, one queued")
-  for job_id in ids:
+  _wait(lambda: sorted(statuses()) == ["queued", "started", "started"], 60, "two started, one queued", statuses)
+  # The queued job first: were a started job stopped first, its worker could take the queued one before its cancel.
+  for job_id in sorted(ids, key=lambda i: service.client.get(f"/jobs/{i}").json()["status"] != "queued"):
     assert service.client.delete(f"/jobs/{job_id}").status_code == 200
   # 90 s: on 2 loaded cores (the whole suite beside it) a started job took over 30 s to see its stop once
-  _wait(lambda: sorted(statuses()) == ["canceled", "stopped", "stopped"], 90, "canceled and stopped jobs")
+  _wait(lambda: sorted(statuses()) == ["canceled", "stopped", "stopped"], 90, "canceled and stopped jobs", statuses)
   assert service.client.get(f"/jobs/{ids[0]}/findings.json").status_code == 409
 
 
