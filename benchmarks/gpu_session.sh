@@ -2,8 +2,10 @@
 # The GPU figures in this folder (`*_gpu*`): one command on a lent GPU machine, whose whole loan is 15
 # minutes of device time, so every stage is time-boxed and writes as it goes.
 #
-#   1. `python -m experiments.train --preset "$PRESET"`, stopped by SIGTERM after TRAIN_S seconds (the trainer
-#      finishes its iteration and saves an Orbax checkpoint; the preset's 2000 iterations do not fit);
+#   1. `python -m experiments.train --preset "$PRESET"`, stopped by SIGTERM after TRAIN_S seconds at the latest
+#      (the trainer finishes its iteration and saves an Orbax checkpoint). The 2026-11-26 run's preset had 2000
+#      iterations and did not fit; today's `gpu` preset (80 iterations on 32 random training worlds) is sized to
+#      finish in about 6-9 minutes, world drawing and compilation included (an estimate: not yet run);
 #   2. `python -m experiments.benchmark quality --suite "$SUITE"` with that agent: QUALITY_SCENARIOS x SEEDS
 #      cases in WORKERS processes sharing the GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false), only the first
 #      wave of cases (--time-limit-s), killed after QUALITY_S seconds at the latest (rows of cases cut
@@ -14,8 +16,8 @@
 set -u
 OUT=${OUT:-out/gpu}
 PY=${PY:-python3}
-TRAIN_S=${TRAIN_S:-210}
-QUALITY_S=${QUALITY_S:-250}
+TRAIN_S=${TRAIN_S:-540}
+QUALITY_S=${QUALITY_S:-150}
 WORKERS=${WORKERS:-12}
 SEEDS=${SEEDS:-2}
 QUALITY_SCENARIOS=${QUALITY_SCENARIOS:-"marginal interactions masked mixed null confounded"}

@@ -1,16 +1,18 @@
 """The sizes of a cube training run (`python -m experiments.train --preset NAME`), defined once.
 
-`smoke` (well under a minute on 2 CPU cores), `cpu` (the default) and `gpu` train on the synthetic
+`smoke` (well under a minute on 2 CPU cores) and `cpu` (the default) train on the synthetic
 generator's cubes; `pretrain` is `cpu`'s agent on random training worlds of the `standard` and
 `masked` families (`cube_env.worlds`, training split only): the packaged agent's recipe
-(`experiments/agent/pretrained.npz`). `cpu` and `pretrain` spend their first 200 of 400 iterations
-imitating greedy search (`MuZeroConfig.imitation_iterations`, `CubeEnv.expert_logits`), then play
-their own searches; `cpu` took that warm start on validation cubes of the training split (mean
-findings a cube 1.31 against 0.44 without it over two training seeds), and then greedy's preference
-inside its search (`MuZeroConfig.expert_prior` 0.2: 2.31 a cube, greedy search's own episode 2.125), and
-no reanalysis (`reanalyse_fraction` 0: 3.06 a cube in 0.69x the training time; `pretrain` keeps a
-quarter of each batch reanalysed, the packaged agent's recipe); `benchmarks/README.md`, the main job's
-recipe on validation cubes.
+(`experiments/agent/pretrained.npz`); `gpu` is that recipe at GPU sizes (a larger network and search,
+256 environments, batch 512), sized to finish within a lent GPU's 15 minutes. `cpu` and `pretrain`
+spend their first 200 of 400 iterations (`gpu` 40 of 80) imitating greedy search
+(`MuZeroConfig.imitation_iterations`, `CubeEnv.expert_logits`), then play their own searches; `cpu`
+took that warm start on validation cubes of the training split (mean findings a cube 1.31 against
+0.44 without it over two training seeds), and then greedy's preference inside its search
+(`MuZeroConfig.expert_prior` 0.2: 2.31 a cube, greedy search's own episode 2.125), and no reanalysis
+(`reanalyse_fraction` 0: 3.06 a cube in 0.69x the training time; `pretrain` and `gpu` keep a quarter
+of each batch reanalysed, the packaged agent's recipe); `benchmarks/README.md`, the main job's recipe
+on validation cubes.
 The episode length of the agent's config is the task's horizon (the query budget).
 """
 
@@ -96,9 +98,18 @@ PRESETS: dict[str, CubePreset] = {
     iterations=400,
     **_CPU_AGENT,
   ),
+  # `pretrain`'s recipe at GPU sizes (random worlds of the training split, half the iterations imitating greedy
+  # search, a quarter of each batch reanalysed), sized to finish inside one lent GPU's 15 minutes of device time
+  # (not yet run: no device lent since). The previous gpu preset (synthetic cubes, a 9 x 12 grid) ran 1.97 s an
+  # iteration on an H200 after a 23 s compile (README); these worlds' grid is 22 x 13, 2.6x the positions, so an
+  # estimated 3-5 s an iteration: 80 iterations in about 4-7 minutes, after 32 worlds of 20,000 rows are drawn
+  # (64 took 311 s on this 2-core machine). The learning rate decays over the run's 1,280 updates.
   "gpu": _preset(
-    cube_env.CubeTask(num_train_cubes=64, num_eval_cubes=16, n_rows=20000, horizon=64, max_depth=3),
-    iterations=2000,
+    cube_env.CubeTask(
+      families=("standard", "masked"), num_train_cubes=32, num_eval_cubes=8, n_rows=20000, horizon=64, max_depth=3
+    ),
+    iterations=80,
+    imitation_iterations=40,
     channels=64,
     num_blocks=4,
     num_simulations=32,
@@ -108,6 +119,6 @@ PRESETS: dict[str, CubePreset] = {
     replay_capacity=262144,
     batch_size=512,
     updates_per_iteration=16,
-    decay_steps=200000,
+    decay_steps=80 * 16,
   ),
 }
