@@ -114,11 +114,17 @@ def _max_value(tree, b: int, node: int) -> float:
 def test_max_backup_matches_a_recursive_reference(setup):
   net, params, obs, mask = setup
   cfg = MuZeroConfig(**{**TINY, "num_simulations": 24})
-  root = root_output(net, cfg, params, obs[:8])
-  out = mctx.muzero_policy(params, jax.random.PRNGKey(3), root, make_recurrent_fn(net, cfg), num_simulations=24)
+
+  @jax.jit  # compiled whole: run eagerly, mctx's search compiles op by op
+  def search(params, key, obs):
+    root = root_output(net, cfg, params, obs)
+    out = mctx.muzero_policy(params, key, root, make_recurrent_fn(net, cfg), num_simulations=24)
+    return out, max_backup_qvalues(out.search_tree)
+
+  out, got = search(params, jax.random.PRNGKey(3), obs[:8])
   tree = jax.device_get(out.search_tree)
   assert int(np.max(np.sum(tree.children_index[:, 1:] >= 0, axis=(1, 2)))) > 0  # deeper than one level
-  got = np.asarray(max_backup_qvalues(out.search_tree))
+  got = np.asarray(got)
   mean_q = np.asarray(out.search_tree.summary().qvalues)
   for b in range(8):
     for a, child in enumerate(tree.children_index[b, 0]):
@@ -126,8 +132,8 @@ def test_max_backup_matches_a_recursive_reference(setup):
         want = tree.children_rewards[b, 0, a] + tree.children_discounts[b, 0, a] * _max_value(tree, b, child)
         np.testing.assert_allclose(got[b, a], want, rtol=1e-5, atol=1e-5)
         assert got[b, a] >= mean_q[b, a] - 1e-5  # a max is never below the mean of the same values
-  searched = run_search(
-    params, jax.random.PRNGKey(3), obs[:8], mask[:8], network=net, config=cfg, greedy=True, backup="max"
+  searched = jax.jit(lambda p, k, o, m: run_search(p, k, o, m, network=net, config=cfg, greedy=True, backup="max"))(
+    params, jax.random.PRNGKey(3), obs[:8], mask[:8]
   )
   assert np.isfinite(np.asarray(searched.action_values)).all()
   with pytest.raises(ValueError, match="backup must be one of"):
