@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# The GPU figures in this folder (`*_gpu*`): one command on a lent GPU machine, whose whole loan is 15
-# minutes of device time, so every stage is time-boxed and writes as it goes.
+# The GPU figures in this folder (`*_gpu*`), on a lent GPU machine whose whole loan is 15 minutes of device
+# time and whose calls last at most 600 s each, so every stage is time-boxed and writes as it goes.
 #
-#   1. `python -m experiments.train --preset "$PRESET"`, stopped by SIGTERM after TRAIN_S seconds at the latest
-#      (the trainer finishes its iteration and saves an Orbax checkpoint). The 2026-11-26 run's preset had 2000
-#      iterations and did not fit; today's `gpu` preset (80 iterations on 32 random training worlds) is sized to
-#      finish in about 6-9 minutes, world drawing and compilation included (an estimate: not yet run);
-#   2. `python -m experiments.benchmark quality --suite "$SUITE"` with that agent: QUALITY_SCENARIOS x SEEDS
-#      cases in WORKERS processes sharing the GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false), only the first
-#      wave of cases (--time-limit-s), killed after QUALITY_S seconds at the latest (rows of cases cut
-#      short survive in the .partial file);
-#   3. the same command with --time-limit-s 0: no new case, summary rows, headline table and plot.
+#   1. train: `python -m experiments.train --preset "$PRESET"`, stopped by SIGTERM after TRAIN_S seconds at the
+#      latest (the trainer finishes its iteration and saves an Orbax checkpoint); a checkpoint already in $CKPT
+#      is resumed (STAGE=train), so a second call continues it. The 2026-11-26 run's preset had 2000 iterations
+#      and did not fit; today's `gpu` preset (64 iterations on 16 random training worlds, 4 more drawn for
+#      evaluation) is sized to finish in one 540 s call (an estimate: not yet run);
+#   2. quality: `python -m experiments.benchmark quality --suite "$SUITE"` with that agent: QUALITY_SCENARIOS x
+#      SEEDS cases in WORKERS processes sharing the GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false), only the first
+#      wave of cases (--time-limit-s), killed after QUALITY_S seconds at the latest (rows of cases cut short
+#      survive in the .partial file); then the same command with --time-limit-s 0: no new case, summary rows,
+#      headline table and plot.
 #
-# Run from the repository root: OUT=out/gpu bash benchmarks/gpu_session.sh   (PY picks the interpreter)
+# STAGE=all (the default) runs both in one call, sized to fit 600 s (TRAIN_S 210, QUALITY_S 250: the agent is
+# then cut short). For the preset to completion, two calls back to back on the same warm machine (it is given
+# back 30 s after a call, and the checkpoint does not come back): STAGE=train, then STAGE=quality.
+#
+# Run from the repository root: OUT=out/gpu STAGE=train bash benchmarks/gpu_session.sh   (PY picks the interpreter)
 set -u
+STAGE=${STAGE:-all}
+case "$STAGE" in
+  all) TRAIN_S=${TRAIN_S:-210} QUALITY_S=${QUALITY_S:-250} ;;
+  train) TRAIN_S=${TRAIN_S:-540} ;;
+  quality) QUALITY_S=${QUALITY_S:-450} ;;
+  *) echo "STAGE must be all, train or quality, got '$STAGE'" >&2; exit 2 ;;
+esac
 OUT=${OUT:-out/gpu}
 PY=${PY:-python3}
-TRAIN_S=${TRAIN_S:-540}
-QUALITY_S=${QUALITY_S:-150}
 WORKERS=${WORKERS:-12}
 SEEDS=${SEEDS:-2}
-QUALITY_SCENARIOS=${QUALITY_SCENARIOS:-"marginal interactions masked mixed null confounded"}
+QUALITY_SCENARIOS=${QUALITY_SCENARIOS:-"standard wide deep masked null confounded"}
 CKPT=${CKPT:-checkpoints/gpu}
-PRESET=${PRESET:-gpu}  # smoke / tiny: a dry run of this script on a CPU
+PRESET=${PRESET:-gpu}  # smoke: a dry run of this script on a CPU
 SUITE=${SUITE:-full}
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 mkdir -p "$OUT"
@@ -35,11 +45,19 @@ print('jax', jax.__version__, 'flax', flax.__version__, 'mctx', mctx.__version__
   >> "$OUT/session.log" 2>&1 || { stamp "imports failed"; exit 1; }
 stamp "imports ok"
 
-rm -rf "$CKPT"
-timeout -s TERM -k 60 "$TRAIN_S" "$PY" -m experiments.train --preset "$PRESET" --checkpoint-dir "$CKPT" \
-  --checkpoint-every 20 --no-evaluate --logdir "$OUT/runs" > "$OUT/train.log" 2>&1
-stamp "train exit $? ($(ls "$CKPT" 2>/dev/null | tr '\n' ' '))"
+if [ "$STAGE" != quality ]; then
+  [ "$STAGE" = all ] && rm -rf "$CKPT"
+  if ls "$CKPT" 2>/dev/null | grep -q '^[0-9]'; then
+    start=(--resume "$CKPT")
+  else
+    start=(--preset "$PRESET" --checkpoint-dir "$CKPT" --checkpoint-every 20)
+  fi
+  timeout -s TERM -k 60 "$TRAIN_S" "$PY" -m experiments.train "${start[@]}" --no-evaluate --logdir "$OUT/runs" \
+    >> "$OUT/train.log" 2>&1
+  stamp "train exit $? ($(ls "$CKPT" 2>/dev/null | tr '\n' ' '))"
+fi
 ls "$CKPT" 2>/dev/null | grep -q '^[0-9]' || { tail -30 "$OUT/train.log"; exit 1; }
+[ "$STAGE" = train ] && exit 0
 
 # shellcheck disable=SC2086
 timeout -s TERM -k 20 "$QUALITY_S" "$PY" -m experiments.benchmark quality --suite "$SUITE" --checkpoint "$CKPT" \

@@ -128,12 +128,13 @@ def test_a_strong_expert_prior_makes_the_agents_search_play_greedy_search():
   cpu, pretrain = PRESETS["cpu"].config, PRESETS["pretrain"].config
   assert (cpu.imitation_iterations, cpu.expert_prior, cpu.reanalyse_fraction) == (200, 0.2, 0.0)
   assert (pretrain.imitation_iterations, pretrain.expert_prior, pretrain.reanalyse_fraction) == (200, 0.0, 0.25)
-  # `gpu` is pretrain's recipe at GPU sizes: its worlds, half its iterations imitating, its reanalysis, a full decay.
+  # `gpu` is pretrain's recipe at GPU sizes: its worlds, half its iterations imitating, its reanalysis; the
+  # learning-rate schedule (warm-up, then decay) spans the run's updates.
   gpu = PRESETS["gpu"]
   assert gpu.task.families == PRESETS["pretrain"].task.families == ("standard", "masked")
   assert 2 * gpu.config.imitation_iterations == gpu.iterations
   assert (gpu.config.expert_prior, gpu.config.reanalyse_fraction) == (0.0, 0.25)
-  assert gpu.config.decay_steps == gpu.iterations * gpu.config.updates_per_iteration
+  assert gpu.config.warmup_steps + gpu.config.decay_steps == gpu.iterations * gpu.config.updates_per_iteration
   # A row with no legal action gets no bias and no NaN; legal entries are beta x the expert's log-softmax.
   logits, mask = jnp.array([[3.0, 1.0, 0.0], [2.0, 5.0, 1.0]]), jnp.array([[True, True, False], [False] * 3])
   bias = np.asarray(muzero_jax.bias_from_expert(logits, mask, config.replace(expert_prior=0.5)))

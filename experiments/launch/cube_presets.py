@@ -5,7 +5,7 @@ generator's cubes; `pretrain` is `cpu`'s agent on random training worlds of the 
 `masked` families (`cube_env.worlds`, training split only): the packaged agent's recipe
 (`experiments/agent/pretrained.npz`); `gpu` is that recipe at GPU sizes (a larger network and search,
 256 environments, batch 512), sized to finish within a lent GPU's 15 minutes. `cpu` and `pretrain`
-spend their first 200 of 400 iterations (`gpu` 40 of 80) imitating greedy search
+spend their first 200 of 400 iterations (`gpu` 32 of 64) imitating greedy search
 (`MuZeroConfig.imitation_iterations`, `CubeEnv.expert_logits`), then play their own searches; `cpu`
 took that warm start on validation cubes of the training split (mean findings a cube 1.31 against
 0.44 without it over two training seeds), and then greedy's preference inside its search
@@ -99,17 +99,18 @@ PRESETS: dict[str, CubePreset] = {
     **_CPU_AGENT,
   ),
   # `pretrain`'s recipe at GPU sizes (random worlds of the training split, half the iterations imitating greedy
-  # search, a quarter of each batch reanalysed), sized to finish inside one lent GPU's 15 minutes of device time
-  # (not yet run: no device lent since). The previous gpu preset (synthetic cubes, a 9 x 12 grid) ran 1.97 s an
-  # iteration on an H200 after a 23 s compile (README); these worlds' grid is 22 x 13, 2.6x the positions, so an
-  # estimated 3-5 s an iteration: 80 iterations in about 4-7 minutes, after 32 worlds of 20,000 rows are drawn
-  # (64 took 311 s on this 2-core machine). The learning rate decays over the run's 1,280 updates.
+  # search, a quarter of each batch reanalysed), sized to finish in one 540 s call on a lent GPU (estimated; not
+  # yet run: no device lent since). The previous gpu preset (synthetic cubes, a 9 x 12 grid) ran 1.97 s an
+  # iteration on an H200 after a 23 s compile (README); these worlds pad to a wider grid (32 of them: 22 x 13,
+  # 2.6x the positions), so about 3-5 s an iteration: 64 iterations in 3-6 minutes, after drawing the 16 + 4
+  # worlds of 20,000 rows (32 + 8 took 227 s on this 2-core machine). Warm-up and decay span the run's 1,024
+  # updates.
   "gpu": _preset(
     cube_env.CubeTask(
-      families=("standard", "masked"), num_train_cubes=32, num_eval_cubes=8, n_rows=20000, horizon=64, max_depth=3
+      families=("standard", "masked"), num_train_cubes=16, num_eval_cubes=4, n_rows=20000, horizon=64, max_depth=3
     ),
-    iterations=80,
-    imitation_iterations=40,
+    iterations=64,
+    imitation_iterations=32,
     channels=64,
     num_blocks=4,
     num_simulations=32,
@@ -119,6 +120,6 @@ PRESETS: dict[str, CubePreset] = {
     replay_capacity=262144,
     batch_size=512,
     updates_per_iteration=16,
-    decay_steps=80 * 16,
+    decay_steps=64 * 16 - 100,  # MuZeroConfig.warmup_steps 100 first
   ),
 }
