@@ -7,8 +7,11 @@
 #      is resumed (STAGE=train), so a second call continues it. The 2026-11-26 run's preset had 2000 iterations
 #      and did not fit; today's `gpu` preset (64 iterations on 16 random training worlds, 4 more drawn for
 #      evaluation) is sized to finish in one 540 s call (an estimate: not yet run);
-#   2. quality: `python -m experiments.benchmark quality --suite "$SUITE"` with that agent: QUALITY_SCENARIOS x
-#      SEEDS cases in WORKERS processes sharing the GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false), only the first
+#   2. quality: the agent exported to $OUT/agent_gpu.npz (`experiments.agent.export`), then
+#      `python -m experiments.benchmark quality --suite "$SUITE"` with it: QUALITY_SCENARIOS x
+#      SEEDS cases in WORKERS processes on QUALITY_PLATFORM (default cpu: the machine's 16 cores; on 2026-11-26
+#      12 processes sharing the GPU spent over 30 ms a query, a small jitted step and a copy to the host each,
+#      and no walker finished; `gpu` shares it with XLA_PYTHON_CLIENT_PREALLOCATE=false), only the first
 #      wave of cases (--time-limit-s), killed after QUALITY_S seconds at the latest (rows of cases cut short
 #      survive in the .partial file); then the same command with --time-limit-s 0: no new case, summary rows,
 #      headline table and plot.
@@ -28,7 +31,8 @@ case "$STAGE" in
 esac
 OUT=${OUT:-out/gpu}
 PY=${PY:-python3}
-WORKERS=${WORKERS:-12}
+WORKERS=${WORKERS:-14}
+QUALITY_PLATFORM=${QUALITY_PLATFORM:-cpu}
 SEEDS=${SEEDS:-2}
 QUALITY_SCENARIOS=${QUALITY_SCENARIOS:-"standard wide deep masked null confounded"}
 CKPT=${CKPT:-checkpoints/gpu}
@@ -59,15 +63,21 @@ fi
 ls "$CKPT" 2>/dev/null | grep -q '^[0-9]' || { tail -30 "$OUT/train.log"; exit 1; }
 [ "$STAGE" = train ] && exit 0
 
+# The agent as one .npz (written where the checkpoint was made; read on any platform, and it comes back in $OUT).
+"$PY" -m experiments.agent.export "$CKPT" --out "$OUT/agent_gpu.npz" >> "$OUT/session.log" 2>&1 \
+  || { stamp "export failed"; exit 1; }
+AGENT="$OUT/agent_gpu.npz"
+
 # shellcheck disable=SC2086
-timeout -s TERM -k 20 "$QUALITY_S" "$PY" -m experiments.benchmark quality --suite "$SUITE" --checkpoint "$CKPT" \
-  --scenarios $QUALITY_SCENARIOS --seeds "$SEEDS" --workers "$WORKERS" --time-limit-s 10 \
+JAX_PLATFORMS=$QUALITY_PLATFORM timeout -s TERM -k 20 "$QUALITY_S" "$PY" -m experiments.benchmark quality \
+  --suite "$SUITE" --checkpoint "$AGENT" --scenarios $QUALITY_SCENARIOS --seeds "$SEEDS" --workers "$WORKERS" \
+  --time-limit-s 10 \
   --out "$OUT/quality_gpu.jsonl" --plot "$OUT/recall_vs_budget_gpu.png" > /dev/null 2> "$OUT/quality.log"
 stamp "quality exit $?"
 
 # shellcheck disable=SC2086
-"$PY" -m experiments.benchmark quality --suite "$SUITE" --checkpoint "$CKPT" --scenarios $QUALITY_SCENARIOS \
-  --seeds "$SEEDS" --workers 1 --time-limit-s 0 --out "$OUT/quality_gpu.jsonl" \
+JAX_PLATFORMS=$QUALITY_PLATFORM "$PY" -m experiments.benchmark quality --suite "$SUITE" --checkpoint "$AGENT" \
+  --scenarios $QUALITY_SCENARIOS --seeds "$SEEDS" --workers 1 --time-limit-s 0 --out "$OUT/quality_gpu.jsonl" \
   --plot "$OUT/recall_vs_budget_gpu.png" > /dev/null 2> "$OUT/summary.log"
 stamp "summary exit $?"
 tail -40 "$OUT/summary.log"
