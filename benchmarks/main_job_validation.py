@@ -10,7 +10,8 @@ Arms set the warm start and the prior, whatever the preset holds now: `base` (ne
 2026-12-01), `imitation` (200 of 400 iterations imitating greedy), `prior` (that and
 `MuZeroConfig.expert_prior` 0.2 in training; the preset since), `envs32` (that with 32 self-play
 environments instead of 8), `envs32_short` (the same in 280 iterations, 140 imitating), `rf0` (`prior`
-without reanalysis; the preset since) and `rf0_envs16` (that with 16 environments). `--eval-expert-prior`
+without reanalysis; the preset since), `rf0_envs16` (that with 16 environments) and `rf0_overlap` (`rf0` with
+`MuZeroConfig.learner_loop="overlap"`). `--eval-expert-prior`
 plays each trained agent once per value given (default: the value it was trained with). One JSON line per arm,
 seed, value and cube. The rows of the first run (main_job_validation_cpu.jsonl) carry greedy's findings a cube but not
 its recall (computed by this script's own copy of `greedy_rollouts` then).
@@ -39,6 +40,8 @@ ARMS = {
   # No reanalysis (about 1.6x the moves/s), with 8 or 16 environments.
   "rf0": {"imitation_iterations": 200, "expert_prior": 0.2, "reanalyse_fraction": 0.0},
   "rf0_envs16": {"imitation_iterations": 200, "expert_prior": 0.2, "reanalyse_fraction": 0.0, "num_envs": 16},
+  # `rf0` with each iteration's updates run beside its self-play, on the replay before its moves (issue 15 point 4).
+  "rf0_overlap": {"imitation_iterations": 200, "expert_prior": 0.2, "reanalyse_fraction": 0.0, "learner_loop": "overlap"},
 }
 
 

@@ -14,6 +14,7 @@ beyond its network calls.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from muzero_jax import selfplay
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.networks import conv_gradient_kind, make_network
 from muzero_jax.search import make_recurrent_fn, root_output, run_search
-from muzero_jax.trainer import learn_updates, make_train
+from muzero_jax.trainer import learn_updates, make_train, one_update
 
 __all__ = ["time_call", "benchmark_search", "benchmark_selfplay", "benchmark_learner", "benchmark_training"]
 
@@ -83,8 +84,35 @@ def _make_fill(env, network, cfg):
   return fill
 
 
+def _time_host_updates(network, optimizer, cfg, updates: int, state, repeats: int) -> dict[str, float]:
+  """:func:`time_call`'s figures for ``updates`` updates called one by one from the host, as training runs
+  them with ``learner_loop`` ``host`` or ``overlap`` (:func:`muzero_jax.trainer.one_update`)."""
+  update = jax.jit(functools.partial(one_update, network=network, optimizer=optimizer, config=cfg))
+  keys = list(jax.random.split(state.key, updates))
+  t0 = time.perf_counter()
+  compiled = update.lower(state.params, state.opt_state, state.replay, keys[0]).compile()
+  compile_s = time.perf_counter() - t0
+
+  def run():
+    params, opt_state, replay = state.params, state.opt_state, state.replay
+    for key in keys:
+      params, opt_state, priority, out = compiled(params, opt_state, replay, key)
+      replay = replay.replace(priority=priority)
+    return jax.block_until_ready((params, out.terms.total))
+
+  t0 = time.perf_counter()
+  run()
+  first_s = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - t0)
+  return {"compile_s": compile_s, "first_call_s": first_s, "median_s": statistics.median(times), "min_s": min(times)}
+
+
 def _make_learn(network, optimizer, cfg, updates: int):
-  """``updates`` learner updates as training runs them (:func:`muzero_jax.trainer.learn_updates`)."""
+  """``updates`` learner updates as training runs them with ``learner_loop`` ``scan`` (:func:`learn_updates`)."""
 
   @jax.jit
   def learn(params, opt_state, replay, key):
@@ -218,7 +246,8 @@ def benchmark_learner(
   """Learner updates per second (sampling, reanalysis as configured, loss, optimiser).
 
   The replay is first filled by self-play with random parameters; each timed
-  call runs ``updates`` updates in a ``lax.scan``.
+  call runs ``updates`` updates as training would (``config.learner_loop``):
+  in a ``lax.scan`` (``scan``) or called one by one from the host.
   """
   results = []
   for batch in batch_sizes:
@@ -232,12 +261,18 @@ def benchmark_learner(
     for _ in range(rollouts):
       state = fill(state, env_params_pool)
 
-    learn = _make_learn(network, optimizer, cfg, updates)
-    t = time_call(learn, state.params, state.opt_state, state.replay, state.key, repeats=repeats)
+    loop = cfg.resolved_learner_loop()
+    if loop == "scan":
+      learn = _make_learn(network, optimizer, cfg, updates)
+      t = time_call(learn, state.params, state.opt_state, state.replay, state.key, repeats=repeats)
+    else:
+      t = _time_host_updates(network, optimizer, cfg, updates, state, repeats)
     results.append(
       {
         "benchmark": "learner",
         "device": _device(),
+        "learner_loop": loop,
+        "conv_gradient": conv_gradient_kind(cfg.conv_gradient, loop),
         "batch_size": batch,
         "unroll_steps": cfg.unroll_steps,
         "reanalysed_per_update": cfg.num_reanalysed,
@@ -292,7 +327,8 @@ def benchmark_training(
     "updates_per_iteration": config.updates_per_iteration,
     "batch_size": config.batch_size,
     "reanalysed_per_update": config.num_reanalysed,
-    "conv_gradient": conv_gradient_kind(config.conv_gradient),
+    "learner_loop": config.resolved_learner_loop(),
+    "conv_gradient": conv_gradient_kind(config.conv_gradient, config.resolved_learner_loop()),
     "iteration_s": median,
     "moves_per_s": moves / median,
     "updates_per_s": config.updates_per_iteration / median,

@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import jax
+
 from muzero_jax import support
 
 __all__ = ["MuZeroConfig"]
@@ -49,8 +51,10 @@ class MuZeroConfig:
   """How the ResNet's convolutions are differentiated (their outputs are XLA's convolution
     either way): ``patch``, as the same convolution written as shifted slices and one
     matrix product, whose gradient stays fast inside the learner's loops on XLA:CPU;
-    ``lax``, XLA's own convolution gradient (7-10x slower there); ``auto``, ``patch``
-    on a CPU and ``lax`` on accelerators (not measured there)."""
+    ``lax``, XLA's own convolution gradient (7-10x slower there, faster at top level);
+    ``auto``, ``patch`` where the updates run inside a loop on a CPU (``learner_loop``
+    ``scan``, and the Ray fan-out's rounds), ``lax`` elsewhere (accelerators: not
+    measured there)."""
 
   # ----------------------------------------------------------------- support
   support_size: int = 20
@@ -153,6 +157,18 @@ class MuZeroConfig:
   """Weight of the legality binary cross-entropy."""
   dynamics_gradient_scale: float = 0.5
   """Gradient scale at the dynamics input (MuZero: 1/2)."""
+  learner_loop: Literal["auto", "scan", "host", "overlap"] = "auto"
+  """How ``make_train``'s iteration runs its updates. ``scan``: one compiled program an
+    iteration (self-play, replay insertion, then the updates in a ``lax.scan``). ``host``:
+    self-play, the insertion and each update compiled apart and called in that order from
+    the host: the same steps (rounding aside), and on XLA:CPU an update's convolution
+    gradients then run at top level, several times faster than inside a loop (XLA's own
+    gradient, ``conv_gradient="auto"``). ``overlap``: as ``host``, but the updates run while
+    self-play plays, in a second host thread, on the replay as it was before this
+    iteration's moves (added once both finish): the learner lags the actors by one
+    iteration, as in distributed MuZero, and a second CPU core works. ``auto``: ``host`` on
+    a CPU, ``scan`` on accelerators (one program, no host round trips). The Ray fan-out's
+    learner rounds (:mod:`muzero_jax.distributed`) always scan."""
 
   # ---------------------------------------------------- checkpoints, logging
   checkpoint_every: int = 50
@@ -210,6 +226,7 @@ class MuZeroConfig:
       "network": ("resnet", "mlp"),
       "policy_head": ("auto", "conv", "dense"),
       "conv_gradient": ("auto", "patch", "lax"),
+      "learner_loop": ("auto", "scan", "host", "overlap"),
       "search": ("gumbel", "muzero"),
     }
     for name, allowed in choices.items():
@@ -225,6 +242,12 @@ class MuZeroConfig:
       )
 
   # ----------------------------------------------------------- derived sizes
+  def resolved_learner_loop(self) -> str:
+    """``learner_loop`` with ``auto`` resolved for the default backend: ``host`` on a CPU, else ``scan``."""
+    if self.learner_loop == "auto":
+      return "host" if jax.default_backend() == "cpu" else "scan"
+    return self.learner_loop
+
   @property
   def replay_rows(self) -> int:
     """Time steps stored per environment slot: ``replay_capacity // num_envs``."""

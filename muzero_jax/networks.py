@@ -141,15 +141,17 @@ def patch_gradient_conv(
 CONV_GRADIENTS = {"patch": patch_gradient_conv, "lax": jax.lax.conv_general_dilated}  # MuZeroConfig.conv_gradient
 
 
-def conv_gradient_kind(setting: str) -> str:
-  """The key of ``CONV_GRADIENTS`` for ``MuZeroConfig.conv_gradient``: "auto" is "patch" on a CPU, "lax" elsewhere.
+def conv_gradient_kind(setting: str, learner_loop: str = "scan") -> str:
+  """The key of ``CONV_GRADIENTS`` for ``MuZeroConfig.conv_gradient`` when the updates run as ``learner_loop`` says.
 
-  The im2col gradient was measured only on XLA:CPU, where XLA's own
-  convolution gradient is slow inside loops; accelerators keep their own
-  (cuDNN on a GPU) until measured there.
+  "auto" is "patch" on a CPU when the updates run inside a loop (``scan``),
+  "lax" otherwise. The im2col gradient was measured only on XLA:CPU, where
+  XLA's own convolution gradient is slow inside loops and faster at top
+  level (``host``, ``overlap``); accelerators keep their own (cuDNN on a GPU)
+  until measured there.
   """
   if setting == "auto":
-    return "patch" if jax.default_backend() == "cpu" else "lax"
+    return "patch" if jax.default_backend() == "cpu" and learner_loop == "scan" else "lax"
   return setting
 
 

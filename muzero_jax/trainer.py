@@ -1,15 +1,19 @@
 """``make_train``: the pure, jitted functions of training (the loop that calls them is :mod:`muzero_jax.driver`).
 
-Shape of training (purejaxrl / Anakin, Hessel et al. 2021): one jitted
+Shape of training (purejaxrl / Anakin, Hessel et al. 2021): one
 ``iteration(state) -> (state, metrics)`` runs ``config.rollout_length`` self-play
 steps of ``config.num_envs`` environments (``lax.scan``), writes them to the
 device-resident replay, then does ``config.updates_per_iteration`` learner
-updates (``lax.scan``), all on one device. The whole training state is one
-pytree, :class:`TrainState`, so it can be checkpointed and resumed.
+updates, all on one device: in one jitted program (``MuZeroConfig.learner_loop``
+``scan``, the updates in a ``lax.scan``), or as jitted pieces the host calls in
+turn (``host``; ``overlap`` runs the updates beside self-play in a second host
+thread). The whole training state is one pytree, :class:`TrainState`, so it can
+be checkpointed and resumed.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -26,9 +30,9 @@ from muzero_jax import replay as replay_lib
 from muzero_jax import selfplay
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.env_protocol import check_env_shapes
-from muzero_jax.networks import MuZeroNetwork, make_network
+from muzero_jax.networks import MuZeroNetwork, conv_gradient_kind, make_network
 
-__all__ = ["TrainState", "Trainer", "learn_from_rollout", "learn_updates", "make_train"]
+__all__ = ["TrainState", "Trainer", "learn_from_rollout", "learn_updates", "make_train", "one_update"]
 
 
 @struct.dataclass
@@ -60,7 +64,9 @@ class Trainer:
   optimizer: optax.GradientTransformation
   init: Callable[..., TrainState]  # init(key=None) -> TrainState (key default: PRNGKey(config.seed))
   iteration: Callable[[TrainState], tuple[TrainState, dict]]
-  iteration_fn: Callable[[TrainState, Any], tuple[TrainState, dict]]  # jitted, (state, pool)
+  iteration_fn: Callable[
+    [TrainState, Any], tuple[TrainState, dict]
+  ]  # (state, pool): jitted, or host calls of jitted pieces
   evaluate: Callable  # evaluate(params, env_params_batch, key) -> EvalResult (jitted, greedy)
   pool: Any
 
@@ -85,26 +91,42 @@ def learn_updates(params, opt_state, replay, key, can_learn, *, network, optimiz
   per-update losses, gradient norms and flags ``[U]``.
   """
 
-  def one_update(carry, key_u):
+  def scan_step(carry, key_u):
     params, opt_state, priority = carry
 
     def do(_):
-      p, o, r, terms, gnorm, finite = learner_lib.learn_step(
+      p, o, new_priority, out = one_update(
         params, opt_state, replay.replace(priority=priority), key_u, network=network, optimizer=optimizer, config=config
       )
-      _check_only_priorities_change(replay, r)
-      return (p, o, r.priority), _LearnOut(terms, gnorm, finite, jnp.array(True))
+      return (p, o, new_priority), out
 
     def skip(_):
-      zero = jnp.zeros((), jnp.float32)
-      terms = learner_lib.LossTerms(total=zero, policy=zero, value=zero, reward=zero, legality=zero, value_error=zero)
-      return (params, opt_state, priority), _LearnOut(terms, zero, jnp.array(True), jnp.array(False))
+      return (params, opt_state, priority), _skipped_update()
 
     return jax.lax.cond(can_learn, do, skip, None)
 
   keys = jax.random.split(key, config.updates_per_iteration)
-  (params, opt_state, priority), out = jax.lax.scan(one_update, (params, opt_state, replay.priority), keys)
+  (params, opt_state, priority), out = jax.lax.scan(scan_step, (params, opt_state, replay.priority), keys)
   return (params, opt_state, replay.replace(priority=priority)), out
+
+
+def _skipped_update() -> _LearnOut:
+  """What an update skipped while the replay is cold reports: zero losses, ``ran`` false."""
+  zero = jnp.zeros((), jnp.float32)
+  terms = learner_lib.LossTerms(total=zero, policy=zero, value=zero, reward=zero, legality=zero, value_error=zero)
+  return _LearnOut(terms, zero, jnp.array(True), jnp.array(False))
+
+
+def one_update(params, opt_state, replay: replay_lib.Replay, key_u, *, network, optimizer, config: MuZeroConfig):
+  """One learner update as :func:`learn_updates` runs it, compiled alone (``learner_loop`` ``host``/``overlap``).
+
+  Returns ``(params, opt_state, priority, out)``, ``out`` a ``_LearnOut`` of scalars.
+  """
+  p, o, r, terms, gnorm, finite = learner_lib.learn_step(
+    params, opt_state, replay, key_u, network=network, optimizer=optimizer, config=config
+  )
+  _check_only_priorities_change(replay, r)
+  return p, o, r.priority, _LearnOut(terms, gnorm, finite, jnp.array(True))
 
 
 def _check_only_priorities_change(before: replay_lib.Replay, after: replay_lib.Replay) -> None:
@@ -192,10 +214,26 @@ def learn_from_rollout(
   elsewhere. ``state.key`` is kept as is. Returns ``(state, metrics)``.
   """
   replay = replay_lib.add_trajectory(state.replay, traj, config=config)
-  can_learn = jnp.sum(replay_lib.valid_positions(replay, config)) >= max(config.min_replay_size, 1)
   (params, opt_state, replay), out = learn_updates(
-    state.params, state.opt_state, replay, key_learn, can_learn, network=network, optimizer=optimizer, config=config
+    state.params,
+    state.opt_state,
+    replay,
+    key_learn,
+    _can_learn(replay, config),
+    network=network,
+    optimizer=optimizer,
+    config=config,
   )
+  return _next_state(state, params, opt_state, replay, actor, stats, out, config)
+
+
+def _can_learn(replay: replay_lib.Replay, config: MuZeroConfig) -> chex.Array:
+  """[] bool: the replay holds at least ``config.min_replay_size`` (and one) valid positions."""
+  return jnp.sum(replay_lib.valid_positions(replay, config)) >= max(config.min_replay_size, 1)
+
+
+def _next_state(state: TrainState, params, opt_state, replay, actor, stats, out: _LearnOut, config: MuZeroConfig):
+  """``(state, metrics)`` after an iteration that played ``stats`` and learned ``out`` (``[U]`` leaves)."""
   new_state = TrainState(
     params=params,
     opt_state=opt_state,
@@ -231,14 +269,103 @@ def _init_state(key: chex.PRNGKey, pool, *, env, network, optimizer, config: MuZ
   )
 
 
-def _build(config: MuZeroConfig, env):
-  """Network, optimiser and the jitted ``init_fn(key, pool)`` / ``iteration_fn(state, pool)``."""
-  network = make_network(config, env.num_actions, env.observation_shape)
+# The second host thread of `learner_loop="overlap"` (self-play plays there while the updates run here).
+_SELFPLAY_THREAD = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="muzero-selfplay")
+
+
+def _host_iteration(state: TrainState, pool, *, fns: dict, config: MuZeroConfig, overlap: bool):
+  """One iteration as jitted pieces called from the host (``learner_loop`` ``host`` or ``overlap``).
+
+  ``host``: the steps of :func:`_iteration` in its order (play, insert, update
+  ``U`` times, each update a top-level program). ``overlap``: the updates read
+  the replay before this iteration's moves, while self-play plays in
+  ``_SELFPLAY_THREAD``; the moves are inserted once both are done. Either way
+  the result depends on the inputs only, not on the threads' timing.
+  """
+  key, key_act, keys_u, imitate = fns["keys"](state)
+
+  def play():
+    return jax.block_until_ready(fns["rollout"](state.params, state.actor, pool, key_act, imitate=imitate))
+
+  def learn(replay):
+    params, opt_state, outs = state.params, state.opt_state, []
+    if bool(fns["can_learn"](replay)):
+      for key_u in keys_u:
+        params, opt_state, priority, out = fns["update"](params, opt_state, replay, key_u)
+        replay = replay.replace(priority=priority)
+        outs.append(out)
+    else:
+      outs = [fns["skipped"]()] * config.updates_per_iteration
+    return params, opt_state, replay, outs
+
+  if overlap:
+    played = _SELFPLAY_THREAD.submit(play)
+    try:
+      params, opt_state, replay, outs = learn(state.replay)
+    except BaseException:
+      concurrent.futures.wait([played])  # no self-play left running behind an error
+      raise
+    actor, traj, stats = played.result()
+    replay = fns["insert"](replay, traj)
+  else:
+    actor, traj, stats = play()
+    params, opt_state, replay, outs = learn(fns["insert"](state.replay, traj))
+  return fns["finish"](state.replace(key=key), params, opt_state, replay, actor, stats, outs)
+
+
+def _host_fns(config: MuZeroConfig, env) -> tuple[MuZeroNetwork, optax.GradientTransformation, dict]:
+  """Network, optimiser and the jitted pieces of :func:`_host_iteration` (one set for ``host`` and ``overlap``)."""
+  network = make_network(
+    config.replace(conv_gradient=conv_gradient_kind(config.conv_gradient, "host")),
+    env.num_actions,
+    env.observation_shape,
+  )
   optimizer = learner_lib.make_optimizer(config)
-  kw = dict(env=env, network=network, optimizer=optimizer, config=config)
-  donate = (0,) if jax.default_backend() != "cpu" else ()
-  init_fn = jax.jit(functools.partial(_init_state, **kw))
-  iteration_fn = jax.jit(functools.partial(_iteration, **kw), donate_argnums=donate)
+
+  def keys(state):
+    key, key_act, key_learn = jax.random.split(state.key, 3)
+    keys_u = jax.random.split(key_learn, config.updates_per_iteration)
+    return key, key_act, list(keys_u), state.iteration < config.imitation_iterations
+
+  def finish(state, params, opt_state, replay, actor, stats, outs):
+    out = jax.tree.map(lambda *x: jnp.stack(x), *outs)
+    return _next_state(state, params, opt_state, replay, actor, stats, out, config)
+
+  fns = dict(
+    keys=jax.jit(keys),
+    rollout=jax.jit(functools.partial(selfplay.rollout, env=env, network=network, config=config)),
+    insert=jax.jit(functools.partial(replay_lib.add_trajectory, config=config)),
+    can_learn=jax.jit(functools.partial(_can_learn, config=config)),
+    update=jax.jit(functools.partial(one_update, network=network, optimizer=optimizer, config=config)),
+    skipped=jax.jit(_skipped_update),
+    finish=jax.jit(finish),
+  )
+  return network, optimizer, fns
+
+
+_host_fns_cached = functools.lru_cache(maxsize=8)(_host_fns)
+
+
+def _build(config: MuZeroConfig, env):
+  """Network, optimiser, ``init_fn(key, pool)`` and ``iteration_fn(state, pool)`` (see ``learner_loop``)."""
+  loop = config.resolved_learner_loop()
+  if loop == "scan":
+    network = make_network(
+      config.replace(conv_gradient=conv_gradient_kind(config.conv_gradient, loop)),
+      env.num_actions,
+      env.observation_shape,
+    )
+    optimizer = learner_lib.make_optimizer(config)
+    kw = dict(env=env, network=network, optimizer=optimizer, config=config)
+    donate = (0,) if jax.default_backend() != "cpu" else ()
+    iteration_fn = jax.jit(functools.partial(_iteration, **kw), donate_argnums=donate)
+  else:
+    try:  # `host` and `overlap` share their compiled pieces
+      network, optimizer, fns = _host_fns_cached(config.replace(learner_loop="host"), env)
+    except TypeError:  # unhashable environment object
+      network, optimizer, fns = _host_fns(config.replace(learner_loop="host"), env)
+    iteration_fn = functools.partial(_host_iteration, fns=fns, config=config, overlap=loop == "overlap")
+  init_fn = jax.jit(functools.partial(_init_state, env=env, network=network, optimizer=optimizer, config=config))
   return network, optimizer, init_fn, iteration_fn, selfplay.make_evaluate(config, env)
 
 

@@ -13,6 +13,7 @@ import pytest
 import muzero_jax as mz
 from muzero_jax import learner, selfplay
 from muzero_jax import replay as rl
+from muzero_jax import trainer as trainer_lib
 from tests.toy_envs import CoinGrid, CoinGridExpert, make_coin_pool, optimal_returns
 
 MAX_ITERATIONS = 300
@@ -273,3 +274,62 @@ def test_imitation_needs_an_expert():
       mz.make_train(config, CoinGrid(), make_coin_pool(CoinGrid(), 2, seed=0))
   with pytest.raises(ValueError, match="imitation_temperature"):
     CONFIG.replace(imitation_temperature=0.0)
+
+
+def test_learner_loops_scan_host_and_overlap():
+  """`learner_loop`: `host` runs `scan`'s steps as separate programs; `overlap` learns from the replay before the moves.
+
+  From one warm state, one iteration each: `host` equals `scan` but for rounding; `overlap` equals its own reference, the updates (`learn_updates`) on the replay before this
+  iteration's rollout, the rollout then inserted. Self-play and counters match exactly in all three.
+  """
+  env = CoinGrid()
+  pool = make_coin_pool(env, 4, seed=0)
+  base = CONFIG.replace(
+    network="mlp",  # the loops' logic, not the convolutions' arithmetic (a small MLP compiles fast)
+    latent_size=8,
+    mlp_layers=1,
+    num_envs=4,
+    rollout_length=4,
+    num_simulations=2,
+    max_num_considered_actions=2,
+    updates_per_iteration=2,
+    batch_size=8,
+    min_replay_size=8,
+    hidden_size=8,
+  )
+  trainers = {loop: mz.make_train(base.replace(learner_loop=loop), env, pool) for loop in ("scan", "host", "overlap")}
+  state = trainers["scan"].init()
+  cold = {loop: t.iteration(state) for loop, t in trainers.items()}  # replay still cold: no update ran anywhere
+  assert all(int(m["learner/updates"]) == 0 for _, m in cold.values())
+  for _ in range(3):
+    state, _ = trainers["scan"].iteration(state)
+  out = {loop: t.iteration(state) for loop, t in trainers.items()}
+  (scan, m_scan), (host, m_host), (over, m_over) = out["scan"], out["host"], out["overlap"]
+  assert int(m_scan["learner/updates"]) == int(m_host["learner/updates"]) == int(m_over["learner/updates"]) == 2
+
+  def close(a, b, atol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+      np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=1e-4, atol=atol)
+
+  for other in (host, over):  # self-play and counters do not depend on the loop
+    for name in ("actor", "key", "iteration", "updates", "moves", "episodes", "skipped_updates"):
+      close(getattr(scan, name), getattr(other, name), 0)
+  close(scan.params, host.params, 1e-5)
+  close(scan.opt_state, host.opt_state, 1e-5)
+  close(scan.replay, host.replay, 1e-5)
+  close([m_scan[k] for k in sorted(m_scan)], [m_host[k] for k in sorted(m_host)], 1e-4)
+
+  net, opt, cfg = trainers["overlap"].network, trainers["overlap"].optimizer, trainers["overlap"].config
+
+  # The reference in three programs (the first and last compiled as the trainer's own pieces are: loaded from the
+  # compilation cache), the updates in `learn_updates`'s scan.
+  _, key_act, key_learn = jax.random.split(state.key, 3)
+  rollout = jax.jit(functools.partial(selfplay.rollout, env=env, network=net, config=cfg))
+  _, traj, _ = rollout(state.params, state.actor, pool, key_act, imitate=False)
+  learn = jax.jit(functools.partial(trainer_lib.learn_updates, network=net, optimizer=opt, config=cfg))
+  (params, opt_state, replay), _ = learn(state.params, state.opt_state, state.replay, key_learn, True)
+  replay = jax.jit(functools.partial(rl.add_trajectory, config=cfg))(replay, traj)
+  close(over.params, params, 1e-5)
+  close(over.opt_state, opt_state, 1e-5)
+  close(over.replay, replay, 1e-5)
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(over.params), jax.tree.leaves(host.params)))

@@ -53,7 +53,8 @@ def _as_before(setup, reference: bool):
   Before: today's environment step before the cell index (the dense `segment`
   group-by under a plain vmap, `experiments.speed.env_speed.REFERENCE`),
   XLA's own convolution gradients (`MuZeroConfig.conv_gradient="lax"`), which
-  ran several times slower inside the learner's loops on a CPU, and the
+  ran several times slower inside the learner's loops on a CPU, those loops
+  in one compiled program (`MuZeroConfig.learner_loop="scan"`), and the
   preset's settings of then (`BEFORE`). Not undone: the learner's unrolled
   K-step loop (`muzero_jax.learner.loss_fn`) and its update loop that
   carries only priorities (`muzero_jax.trainer.learn_updates`), which the
@@ -61,7 +62,8 @@ def _as_before(setup, reference: bool):
   """
   config, env, _, tag = setup
   if reference:
-    return config.replace(conv_gradient="lax", **BEFORE.get(tag["preset"], {})), reference_env(env), REFERENCE
+    before = dict(conv_gradient="lax", learner_loop="scan", **BEFORE.get(tag["preset"], {}))
+    return config.replace(**before), reference_env(env), REFERENCE
   return config, env, env.groupby
 
 
