@@ -41,7 +41,12 @@ ARMS = {
   "rf0": {"imitation_iterations": 200, "expert_prior": 0.2, "reanalyse_fraction": 0.0},
   "rf0_envs16": {"imitation_iterations": 200, "expert_prior": 0.2, "reanalyse_fraction": 0.0, "num_envs": 16},
   # `rf0` with each iteration's updates run beside its self-play, on the replay before its moves (issue 15 point 4).
-  "rf0_overlap": {"imitation_iterations": 200, "expert_prior": 0.2, "reanalyse_fraction": 0.0, "learner_loop": "overlap"},
+  "rf0_overlap": {
+    "imitation_iterations": 200,
+    "expert_prior": 0.2,
+    "reanalyse_fraction": 0.0,
+    "learner_loop": "overlap",
+  },
 }
 
 
