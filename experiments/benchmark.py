@@ -79,6 +79,8 @@ class AgentSpeed:
   """experiments.train preset for the network and cube sizes."""
   batch_sizes: tuple[int, ...] = (1, 16, 64)
   """Search batch sizes (search) or environments (selfplay) or learner batches (learner)."""
+  learner_loops: tuple[str, ...] = ("auto",)
+  """selfplay: training rows with each of these `MuZeroConfig.learner_loop` settings (auto: the preset's)."""
   out: str | None = None
 
 
@@ -91,7 +93,11 @@ def run_selfplay_speed(args: AgentSpeed) -> list[dict]:
   rows = _emit(agent_speed.selfplay_rows(setup, args.batch_sizes), args.out)
   rows += _emit(agent_speed.selfplay_rows(setup, args.batch_sizes, reference=True), args.out)
   rows += _emit(agent_speed.learner_rows(setup, (setup[0].batch_size,)), args.out)
-  return rows + _emit(agent_speed.training_rows(setup) + agent_speed.training_rows(setup, reference=True), args.out)
+  loops = [None if loop == "auto" else loop for loop in args.learner_loops]
+  train = [r for loop in loops for r in agent_speed.training_rows(setup, learner_loop=loop)]
+  train += agent_speed.training_rows(setup, reference=True)
+  rows += _emit(train, args.out)
+  return rows + _emit(speed_suite.speedup_summary(train, "training"), args.out)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,3 +90,13 @@ def test_speedup_summary_pairs_rows_with_their_reference():
   ]
   (row,) = speedup_summary(rows, "training")
   assert row == dict(bench="training_speedup", num_envs=8, moves_per_s=300.0, reference_moves_per_s=60.0, speedup=5.0)
+  # Training rows that differ in their learner loop each get a summary over the one reference.
+  loops = [
+    dict(bench="training", num_envs=8, learner_loop="overlap", reference=False, moves_per_s=420.0),
+    dict(bench="training", num_envs=8, learner_loop="host", reference=False, moves_per_s=240.0),
+    dict(bench="training", num_envs=8, learner_loop="scan", reference=True, moves_per_s=60.0),
+  ]
+  assert [(r["learner_loop"], r["speedup"]) for r in speedup_summary(loops, "training")] == [
+    ("host", 4.0),
+    ("overlap", 7.0),
+  ]

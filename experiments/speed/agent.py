@@ -74,12 +74,19 @@ def selfplay_rows(setup, num_envs, *, reference: bool = False) -> list[dict]:
   return [dict(setup[3], bench="selfplay", groupby=groupby, reference=reference, **r) for r in rows]
 
 
-def training_rows(setup, *, reference: bool = False, iterations: int = 20) -> list[dict]:
+def training_rows(
+  setup, *, reference: bool = False, iterations: int = 20, learner_loop: str | None = None
+) -> list[dict]:
   """Moves/s of training itself (self-play, replay and the learner's updates): the figure a run shows.
 
   `reference`: trained as before this round's speed work (`_as_before`).
+  `learner_loop`: the preset's with this `MuZeroConfig.learner_loop` instead (not with `reference`).
   """
   config, env, groupby = _as_before(setup, reference)
+  if learner_loop is not None:
+    if reference:
+      raise ValueError("training_rows: learner_loop is for the rows of now, not the reference")
+    config = config.replace(learner_loop=learner_loop)
   row = muzero_jax.benchmark_training(config, env, setup[2], iterations=iterations)
   return [dict(setup[3], bench="training", groupby=groupby, reference=reference, **row)]
 

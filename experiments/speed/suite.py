@@ -43,19 +43,28 @@ def device_row() -> dict:
 
 
 def speedup_summary(rows: list[dict], bench: str) -> list[dict]:
-  """Moves/s of `bench` rows ("selfplay" or "training") over the same rows as before this round, per number of environments (same run)."""
-  by = {(r["num_envs"], r["reference"]): r["moves_per_s"] for r in rows if r.get("bench") == bench}
-  return [
-    dict(
-      bench=f"{bench}_speedup",
-      num_envs=n,
-      moves_per_s=by[(n, False)],
-      reference_moves_per_s=by[(n, True)],
-      speedup=by[(n, False)] / by[(n, True)],
-    )
-    for n, ref in sorted(by)
-    if not ref and (n, True) in by
-  ]
+  """Moves/s of `bench` rows ("selfplay" or "training") over the same rows as before this round, per number of environments (same run).
+
+  Rows that differ only in `learner_loop` (training) each get their own summary, over the one reference.
+  """
+  rows = [r for r in rows if r.get("bench") == bench]
+  reference = {r["num_envs"]: r["moves_per_s"] for r in rows if r["reference"]}
+  out = []
+  for r in sorted((r for r in rows if not r["reference"]), key=lambda r: (r["num_envs"], r.get("learner_loop", ""))):
+    n = r["num_envs"]
+    if n in reference:
+      loop = {"learner_loop": r["learner_loop"]} if "learner_loop" in r else {}
+      out.append(
+        dict(
+          bench=f"{bench}_speedup",
+          num_envs=n,
+          **loop,
+          moves_per_s=r["moves_per_s"],
+          reference_moves_per_s=reference[n],
+          speedup=r["moves_per_s"] / reference[n],
+        )
+      )
+  return out
 
 
 def run_speed_suite(
