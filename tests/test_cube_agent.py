@@ -128,6 +128,7 @@ def test_a_strong_expert_prior_makes_the_agents_search_play_greedy_search():
   cpu, pretrain = PRESETS["cpu"].config, PRESETS["pretrain"].config
   assert (cpu.imitation_iterations, cpu.expert_prior, cpu.reanalyse_fraction) == (200, 0.2, 0.0)
   assert (pretrain.imitation_iterations, pretrain.expert_prior, pretrain.reanalyse_fraction) == (200, 0.0, 0.25)
+  assert (cpu.learner_loop, pretrain.learner_loop) == ("overlap", "auto")  # updates beside self-play, validated
   # `gpu` is pretrain's recipe at GPU sizes: its worlds, half its iterations imitating, its reanalysis; the
   # learning-rate schedule (warm-up, then decay) spans the run's updates.
   gpu = PRESETS["gpu"]
