@@ -6,7 +6,8 @@ agent (`experiments.train`'s main job: 8 training cubes, generator seeds 1000-10
 then plays it greedily, with the held-out check's code (`experiments.agent.held_out`), on 8 validation
 cubes: generator seeds 1008-1015 of the training split (never trained on, disjoint from the held-out seeds
 5000+), beside a random walk and greedy search's episode (`cube_env.greedy_rollouts`) at the same budget.
-Arms set the warm start and the prior, whatever the preset holds now: `base` (neither, the preset before
+Arms set the warm start, the prior and the learner loop (`MuZeroConfig.learner_loop`, "auto" unless the arm
+says), whatever the preset holds now: `base` (neither, the preset before
 2026-12-01), `imitation` (200 of 400 iterations imitating greedy), `prior` (that and
 `MuZeroConfig.expert_prior` 0.2 in training; the preset since), `envs32` (that with 32 self-play
 environments instead of 8), `envs32_short` (the same in 280 iterations, 140 imitating), `rf0` (`prior`
@@ -72,7 +73,7 @@ def main() -> None:
   env, (train_pool, val_pool) = cube_env.make_pool(task, [train_set, val_set])
   for arm in args.arms:
     for seed in args.seeds:
-      fields = dict(ARMS[arm])
+      fields = {"learner_loop": "auto", **ARMS[arm]}  # the arms before `rf0_overlap` ran the default loop
       iterations = fields.pop("iterations", preset.iterations)
       config = preset.config.replace(seed=seed, **fields)
       t0 = time.perf_counter()

@@ -79,8 +79,8 @@ class AgentSpeed:
   """experiments.train preset for the network and cube sizes."""
   batch_sizes: tuple[int, ...] = (1, 16, 64)
   """Search batch sizes (search) or environments (selfplay) or learner batches (learner)."""
-  learner_loops: tuple[str, ...] = ("auto",)
-  """selfplay: training rows with each of these `MuZeroConfig.learner_loop` settings (auto: the preset's)."""
+  learner_loops: tuple[str, ...] = ()
+  """selfplay: training rows with each of these `MuZeroConfig.learner_loop` settings (none given: the preset's)."""
   out: str | None = None
 
 
@@ -93,7 +93,7 @@ def run_selfplay_speed(args: AgentSpeed) -> list[dict]:
   rows = _emit(agent_speed.selfplay_rows(setup, args.batch_sizes), args.out)
   rows += _emit(agent_speed.selfplay_rows(setup, args.batch_sizes, reference=True), args.out)
   rows += _emit(agent_speed.learner_rows(setup, (setup[0].batch_size,)), args.out)
-  loops = [None if loop == "auto" else loop for loop in args.learner_loops]
+  loops = args.learner_loops or (None,)
   train = [r for loop in loops for r in agent_speed.training_rows(setup, learner_loop=loop)]
   train += agent_speed.training_rows(setup, reference=True)
   rows += _emit(train, args.out)

@@ -85,8 +85,10 @@ def _make_fill(env, network, cfg):
 
 
 def _time_host_updates(network, optimizer, cfg, updates: int, state, repeats: int) -> dict[str, float]:
-  """:func:`time_call`'s figures for ``updates`` updates called one by one from the host, as training runs
-  them with ``learner_loop`` ``host`` or ``overlap`` (:func:`muzero_jax.trainer.one_update`)."""
+  """:func:`time_call`'s figures for ``updates`` :func:`muzero_jax.trainer.one_update` calls from the host.
+
+  As training runs them with ``learner_loop`` ``host``, and ``overlap`` but for the self-play beside them.
+  """
   update = jax.jit(functools.partial(one_update, network=network, optimizer=optimizer, config=cfg))
   keys = list(jax.random.split(state.key, updates))
   t0 = time.perf_counter()
@@ -247,7 +249,9 @@ def benchmark_learner(
 
   The replay is first filled by self-play with random parameters; each timed
   call runs ``updates`` updates as training would (``config.learner_loop``):
-  in a ``lax.scan`` (``scan``) or called one by one from the host.
+  in a ``lax.scan`` (``scan``) or called one by one from the host (``host``;
+  ``overlap`` is timed the same way, without the self-play it runs beside, and
+  its rows say ``host``).
   """
   results = []
   for batch in batch_sizes:
@@ -271,7 +275,7 @@ def benchmark_learner(
       {
         "benchmark": "learner",
         "device": _device(),
-        "learner_loop": loop,
+        "learner_loop": "scan" if loop == "scan" else "host",
         "conv_gradient": conv_gradient_kind(cfg.conv_gradient, loop),
         "batch_size": batch,
         "unroll_steps": cfg.unroll_steps,
@@ -292,7 +296,10 @@ def benchmark_training(
   The figure a training run shows (``speed/moves_per_s``): iterations run
   until the replay is warm enough for updates, then ``iterations`` more are
   timed one by one (each ended by ``block_until_ready``); the median is
-  reported. Compile time (the first call) is reported apart.
+  reported. ``compile_s`` is the first iteration's time: its compilation,
+  unless this process compiled the same programs before (``host`` and
+  ``overlap`` share theirs); with those loops the update program compiles
+  later, in the warm-up iterations, which are not timed.
   """
   trainer = make_train(config.replace(seed=seed), env, env_params_pool)
   state = trainer.init()

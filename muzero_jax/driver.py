@@ -51,7 +51,7 @@ class IterationSource(Protocol):
 
 
 class _FusedIterations:
-  """The single-process source: the jitted self-play + learning iteration of a :class:`Trainer`."""
+  """The single-process source: the self-play + learning iteration of a :class:`Trainer` (``learner_loop``)."""
 
   description = "muzero"
 
@@ -161,7 +161,7 @@ def run_iterations(
       for i in bar:
         t0 = time.perf_counter()
         state, metrics = source.iteration(state)
-        # A jitted iteration returns as soon as it is dispatched: its metrics, computed last, are read
+        # An iteration may return as soon as its last program is dispatched: its metrics, computed last, are read
         # (waiting for the device) before the clock stops. The first iteration includes compilation
         # (and, fanned out, the actors' start).
         metrics = jax.device_get(metrics)

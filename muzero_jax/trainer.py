@@ -56,7 +56,10 @@ class Trainer:
   """The pure functions of one training setup (built by :func:`make_train`).
 
   ``iteration(state)`` is ``iteration_fn(state, pool)`` with the pool bound; the
-  pool is an argument of the jitted function, not a compile-time constant.
+  pool is an argument of the jitted functions, not a compile-time constant.
+  ``iteration_fn`` is one jitted program (``learner_loop`` ``scan``) or host
+  calls of jitted pieces (``host``, ``overlap``), which block until self-play
+  and the replay's warmth are known.
   """
 
   config: MuZeroConfig
@@ -64,9 +67,8 @@ class Trainer:
   optimizer: optax.GradientTransformation
   init: Callable[..., TrainState]  # init(key=None) -> TrainState (key default: PRNGKey(config.seed))
   iteration: Callable[[TrainState], tuple[TrainState, dict]]
-  iteration_fn: Callable[
-    [TrainState, Any], tuple[TrainState, dict]
-  ]  # (state, pool): jitted, or host calls of jitted pieces
+  # (state, pool): one jitted program, or host calls of jitted pieces (`learner_loop`)
+  iteration_fn: Callable[[TrainState, Any], tuple[TrainState, dict]]
   evaluate: Callable  # evaluate(params, env_params_batch, key) -> EvalResult (jitted, greedy)
   pool: Any
 
@@ -280,7 +282,10 @@ def _host_iteration(state: TrainState, pool, *, fns: dict, config: MuZeroConfig,
   ``U`` times, each update a top-level program). ``overlap``: the updates read
   the replay before this iteration's moves, while self-play plays in
   ``_SELFPLAY_THREAD``; the moves are inserted once both are done. Either way
-  the result depends on the inputs only, not on the threads' timing.
+  the result depends on the inputs only, not on the threads' timing. JAX's
+  thread-local settings (``jax.default_device``, ``jax.debug_nans`` as
+  context managers) do not reach that thread: set them globally
+  (``jax.config.update``) for ``overlap``.
   """
   key, key_act, keys_u, imitate = fns["keys"](state)
 
@@ -302,8 +307,8 @@ def _host_iteration(state: TrainState, pool, *, fns: dict, config: MuZeroConfig,
     played = _SELFPLAY_THREAD.submit(play)
     try:
       params, opt_state, replay, outs = learn(state.replay)
-    except BaseException:
-      concurrent.futures.wait([played])  # no self-play left running behind an error
+    except Exception:
+      concurrent.futures.wait([played])  # no self-play left running behind an error (Ctrl-C does not wait)
       raise
     actor, traj, stats = played.result()
     replay = fns["insert"](replay, traj)

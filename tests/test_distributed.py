@@ -257,3 +257,18 @@ def test_single_process_path_runs_without_ray(tmp_path):
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result == dict(hint=True, iteration=2, moves=2 * T * B, updates=U, cli=2, ray_loaded=False)
   assert "--ray-actors/--ray-address need Ray: pip install -e '.[ray]'" in out.stderr
+
+
+def test_fan_out_learner_differentiates_its_scan_as_a_scan_does():
+  """The fan-out learns its rounds in `learn_updates`'s scan: on a CPU the im2col gradient, whatever the loop."""
+  pytest.importorskip("ray")
+  from muzero_jax import distributed
+
+  env = CoinGrid()
+  pool = make_coin_pool(env, 2, seed=0)
+  for loop in ("auto", "host", "overlap", "scan"):
+    config = CONFIG.replace(network="resnet", channels=4, num_blocks=1, head_channels=4, learner_loop=loop)
+    trainer = mz.make_train(config, env, pool)
+    source = distributed._FanOutIterations(trainer, env, pool, num_actors=1, fan_out_options={})
+    assert source.learner_network.config.conv_gradient == "patch"
+    assert trainer.network.config.conv_gradient == ("patch" if loop == "scan" else "lax")
