@@ -261,8 +261,7 @@ def test_single_process_path_runs_without_ray(tmp_path):
 
 def test_fan_out_learner_differentiates_its_scan_as_a_scan_does():
   """The fan-out learns its rounds in `learn_updates`'s scan: on a CPU the im2col gradient, whatever the loop."""
-  pytest.importorskip("ray")
-  from muzero_jax import distributed
+  distributed = pytest.importorskip("muzero_jax.distributed")  # needs Ray
 
   env = CoinGrid()
   pool = make_coin_pool(env, 2, seed=0)
