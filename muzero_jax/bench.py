@@ -42,13 +42,18 @@ def time_call(fn: Callable, *args, repeats: int = 5) -> dict[str, float]:
   t0 = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t0
+  return _time_runs(lambda: jax.block_until_ready(compiled(*args)), compile_s, repeats)
+
+
+def _time_runs(run: Callable[[], Any], compile_s: float, repeats: int) -> dict[str, float]:
+  """:func:`time_call`'s figures for ``run`` (which blocks until done), compiled in ``compile_s``."""
   t0 = time.perf_counter()
-  jax.block_until_ready(compiled(*args))
+  run()
   first_s = time.perf_counter() - t0
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
+    run()
     times.append(time.perf_counter() - t0)
   return {"compile_s": compile_s, "first_call_s": first_s, "median_s": statistics.median(times), "min_s": min(times)}
 
@@ -102,15 +107,7 @@ def _time_host_updates(network, optimizer, cfg, updates: int, state, repeats: in
       replay = replay.replace(priority=priority)
     return jax.block_until_ready((params, out.terms.total))
 
-  t0 = time.perf_counter()
-  run()
-  first_s = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t0)
-  return {"compile_s": compile_s, "first_call_s": first_s, "median_s": statistics.median(times), "min_s": min(times)}
+  return _time_runs(run, compile_s, repeats)
 
 
 def _make_learn(network, optimizer, cfg, updates: int):

@@ -66,7 +66,7 @@ except ImportError as err:  # pragma: no cover (tested in a subprocess without R
 from muzero_jax import selfplay
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.driver import run_iterations
-from muzero_jax.networks import conv_gradient_kind, make_network
+from muzero_jax.networks import make_network
 from muzero_jax.trainer import TrainState, learn_from_rollout, make_train
 
 __all__ = [
@@ -512,14 +512,9 @@ class _FanOutIterations:
     self._trainer, self._env, self._pool = trainer, env, pool
     self._num_actors, self._options = num_actors, fan_out_options
     # The rounds are learned in `learn_updates`'s scan whatever `learner_loop` says: its gradient (`patch` on a CPU).
-    config = trainer.config
-    network = make_network(
-      config.replace(conv_gradient=conv_gradient_kind(config.conv_gradient, "scan")),
-      env.num_actions,
-      env.observation_shape,
-    )
+    network = make_network(trainer.config, env.num_actions, env.observation_shape, learner_loop="scan")
     self.learner_network = network
-    self._learn = _learn_fn(network, trainer.optimizer, config)
+    self._learn = _learn_fn(network, trainer.optimizer, trainer.config)
     self.fan: _FanOut | None = None
     self.counters = Counters()
 

@@ -381,8 +381,18 @@ def uses_conv_policy(config: MuZeroConfig, num_actions: int, observation_shape: 
   return fits and config.policy_head != "dense"
 
 
-def make_network(config: MuZeroConfig, num_actions: int, observation_shape: Sequence[int]) -> MuZeroNetwork:
-  """The network for an environment with these action and observation sizes."""
+def make_network(
+  config: MuZeroConfig, num_actions: int, observation_shape: Sequence[int], *, learner_loop: str | None = None
+) -> MuZeroNetwork:
+  """The network for an environment with these action and observation sizes.
+
+  ``learner_loop``: the loop its updates will run in (``MuZeroConfig.learner_loop``, resolved): the
+  network's ``conv_gradient`` is then resolved for it (:func:`conv_gradient_kind`); None keeps the
+  config's setting (``auto`` then differentiates as inside a scan). Parameters and outputs are the
+  same either way.
+  """
+  if learner_loop is not None:
+    config = config.replace(conv_gradient=conv_gradient_kind(config.conv_gradient, learner_loop))
   observation_shape = tuple(int(d) for d in observation_shape)
   if config.network == "resnet" and len(observation_shape) != 3:
     raise ValueError(

@@ -30,7 +30,7 @@ from muzero_jax import replay as replay_lib
 from muzero_jax import selfplay
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.env_protocol import check_env_shapes
-from muzero_jax.networks import MuZeroNetwork, conv_gradient_kind, make_network
+from muzero_jax.networks import MuZeroNetwork, make_network
 
 __all__ = ["TrainState", "Trainer", "learn_from_rollout", "learn_updates", "make_train", "one_update"]
 
@@ -320,11 +320,7 @@ def _host_iteration(state: TrainState, pool, *, fns: dict, config: MuZeroConfig,
 
 def _host_fns(config: MuZeroConfig, env) -> tuple[MuZeroNetwork, optax.GradientTransformation, dict]:
   """Network, optimiser and the jitted pieces of :func:`_host_iteration` (one set for ``host`` and ``overlap``)."""
-  network = make_network(
-    config.replace(conv_gradient=conv_gradient_kind(config.conv_gradient, "host")),
-    env.num_actions,
-    env.observation_shape,
-  )
+  network = make_network(config, env.num_actions, env.observation_shape, learner_loop="host")
   optimizer = learner_lib.make_optimizer(config)
 
   def keys(state):
@@ -355,11 +351,7 @@ def _build(config: MuZeroConfig, env):
   """Network, optimiser, ``init_fn(key, pool)`` and ``iteration_fn(state, pool)`` (see ``learner_loop``)."""
   loop = config.resolved_learner_loop()
   if loop == "scan":
-    network = make_network(
-      config.replace(conv_gradient=conv_gradient_kind(config.conv_gradient, loop)),
-      env.num_actions,
-      env.observation_shape,
-    )
+    network = make_network(config, env.num_actions, env.observation_shape, learner_loop=loop)
     optimizer = learner_lib.make_optimizer(config)
     kw = dict(env=env, network=network, optimizer=optimizer, config=config)
     donate = (0,) if jax.default_backend() != "cpu" else ()
