@@ -124,17 +124,21 @@ def cancel(connection: Redis, job_id: str) -> str:
 
   RQ's stop command is a message to the job's worker that the worker ignores unless it is running that job at
   that moment (a job just dequeued, or just started, can miss it). So a running job's stop is also recorded
-  (`STOP_KEY`), and the job itself re-sends the command from its progress callback until its worker ends it."""
+  (`STOP_KEY`), and the job itself re-sends the command from its lease thread and progress callback until its
+  worker ends it. A queued job's stop is recorded too: a worker may have taken it off the queue a moment before
+  RQ's cancel marks it canceled, and then starts it regardless; the record makes that run stop itself."""
   job = fetch(connection, job_id)
   if job is None:
     raise KeyError(job_id)
   status = job.get_status()
-  if status == JobStatus.STARTED:
+  if status in ACTIVE:
     connection.set(STOP_KEY.format(job_id), 1, ex=STOP_KEY_SECONDS)
+  if status == JobStatus.STARTED:
     with contextlib.suppress(InvalidJobOperation):
       send_stop_job_command(connection, job_id, serializer=JSONSerializer)
   elif status in ACTIVE:
-    job.cancel()
+    with contextlib.suppress(InvalidJobOperation):  # canceled meanwhile by another request
+      job.cancel()
   return str(status.value if hasattr(status, "value") else status)
 
 
