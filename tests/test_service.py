@@ -295,6 +295,7 @@ def test_parquet_upload_and_cancel(service, table):
   connection.rpush(Queue(ServiceConfig().queue, connection=connection).key, queued)
   _wait(lambda: statuses() == ["stopped"] * 3, 90, "the canceled job, started regardless, stopped", statuses)
   assert service.client.get(f"/jobs/{queued}").json()["progress"]["queries"] < LONG["budget"]
+  connection.close()
 
 
 def test_a_stop_whose_message_was_lost_still_stops_the_job(service, table):

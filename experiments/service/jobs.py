@@ -47,7 +47,7 @@ from experiments.service.spec import JobSpec, ServiceConfig
 from experiments.service.tables import parse_table
 
 LEASE_KEY = "cube:lease:{}"
-STOP_KEY = "cube:stop:{}"  # set by `cancel` for a running job; its progress re-sends the stop until it ends
+STOP_KEY = "cube:stop:{}"  # set by `cancel` for any active job; its lease thread and progress re-send the stop
 STOP_KEY_SECONDS = 3600
 STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this many lease periods (the horse's start-up)
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
@@ -126,7 +126,9 @@ def cancel(connection: Redis, job_id: str) -> str:
   that moment (a job just dequeued, or just started, can miss it). So a running job's stop is also recorded
   (`STOP_KEY`), and the job itself re-sends the command from its lease thread and progress callback until its
   worker ends it. A queued job's stop is recorded too: a worker may have taken it off the queue a moment before
-  RQ's cancel marks it canceled, and then starts it regardless; the record makes that run stop itself."""
+  RQ's cancel marks it canceled (or mark it started just before RQ's cancel, which goes ahead), and then runs it
+  regardless; the record makes that run stop itself. Not closed: a resubmission in the instant between RQ's cancel
+  and such a worker starting the job clears the record (`submit`), and the job runs twice on one journal."""
   job = fetch(connection, job_id)
   if job is None:
     raise KeyError(job_id)
