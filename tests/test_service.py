@@ -310,7 +310,10 @@ def test_a_stop_whose_message_was_lost_still_stops_the_job(service, table):
   again = service.submit({**LONG, "seed": 31}, table).json()  # a fresh run: the old stop is not for it
   assert again["id"] == job_id and not connection.exists(STOP_KEY.format(job_id))
   assert service.client.delete(f"/jobs/{job_id}").status_code == 200
-  status = lambda: service.client.get(f"/jobs/{job_id}").json()["status"]  # noqa: E731
+
+  def status():
+    return service.client.get(f"/jobs/{job_id}").json()["status"]
+
   _wait(lambda: status() in ("canceled", "stopped"), 90, "the rerun ended", status)
 
 

@@ -135,12 +135,11 @@ def cancel(connection: Redis, job_id: str) -> str:
   status = job.get_status()
   if status in ACTIVE:
     connection.set(STOP_KEY.format(job_id), 1, ex=STOP_KEY_SECONDS)
-  if status == JobStatus.STARTED:
-    with contextlib.suppress(InvalidJobOperation):
-      send_stop_job_command(connection, job_id, serializer=JSONSerializer)
-  elif status in ACTIVE:
-    with contextlib.suppress(InvalidJobOperation):  # canceled meanwhile by another request
-      job.cancel()
+    with contextlib.suppress(InvalidJobOperation):  # not yet stoppable, or canceled meanwhile by another request
+      if status == JobStatus.STARTED:
+        send_stop_job_command(connection, job_id, serializer=JSONSerializer)
+      else:
+        job.cancel()
   return str(status.value if hasattr(status, "value") else status)
 
 
