@@ -68,7 +68,7 @@ SWEEP = {
   "pysubgroup-beam": [(("width", w), ("depth", d)) for w in (10, 20, 40) for d in (2, 3)],
   "pysubgroup-dfs": [(("depth", d),) for d in (2, 3)],
   "frontier": [(("lift", x),) for x in (0.0, 0.5, 1.0)],
-  "muzero": [(("refine", r),) for r in (0.25, 1.0, 2.0, 8.0)]
+  "muzero": [(("refine", r),) for r in (0.5, 1.0, 2.0, 8.0)]
   + [(("mode", "episodes"),), (("simulations", 32),), (("backup", "max"), ("simulations", 32))],
 }
 # Chosen on training worlds (`summary.best_settings`: the best mean recall at 0.5-5% and 300-1,000 query budgets):
