@@ -101,10 +101,10 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
   learned = cube_env.search(prepared, "learned", budget=25)
   same = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, refine=0.0), budget=25)
   pd.testing.assert_frame_equal(same.visits, learned.visits)  # refine 0: the learned method, query for query
-  assert same.method == "muzero" and "plus 0 x the advantage" in same.note
+  assert same.method == "muzero" and "plus 0 x the centred advantage" in same.note
   # The ranking's arithmetic on the root's observation: learned log-odds + refine x (search Q - network value).
   obs, _, _ = cube_env.Ledger(prepared.space, 1).root()
-  refined = agent.agent_ranker(loaded, seed=0, refine=2.0)(obs, 0.0)
+  refined = agent.agent_ranker(loaded, seed=0, refine=2.0, advantage="raw")(obs, 0.0)
   base = cube_env.learned_ranker()(obs, 0.0)
   legal = jnp.asarray(obs[play.LEGAL].reshape(1, -1) > 0)
   out = muzero_jax.act(loaded.params, jnp.asarray(obs)[None], legal, jax.random.PRNGKey(0), loaded.config)
@@ -114,17 +114,27 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
   assert 0 < searched <= loaded.config.num_simulations
   with pytest.raises(ValueError, match="refine must be a finite number"):
     agent.agent_ranker(loaded, seed=0, refine=-1.0)
+  # Centred (the default): each visited move's advantage minus the mean over the visited moves; unvisited keep 0.
+  centred = agent.agent_ranker(loaded, seed=0, refine=2.0)(obs, 0.0)
+  visited = advantage != 0
+  expected = np.where(visited, advantage - advantage[visited].mean(), 0.0)
+  np.testing.assert_allclose(centred - base, 2.0 * expected, rtol=1e-5, atol=1e-5)
+  assert abs(float((centred - base)[visited].sum())) < 1e-4 and not np.any((centred - base)[~visited])
   # A max backup over a deeper search: the same arithmetic on the max-backed-up Q of 4x the simulations.
   deeper = loaded.config.replace(num_simulations=4 * loaded.config.num_simulations)
-  refined_max = agent.agent_ranker(loaded, seed=0, refine=2.0, backup="max", simulations=deeper.num_simulations)(
-    obs, 0.0
-  )
+  refined_max = agent.agent_ranker(
+    loaded, seed=0, refine=2.0, backup="max", simulations=deeper.num_simulations, advantage="raw"
+  )(obs, 0.0)
   out_max = muzero_jax.act(loaded.params, jnp.asarray(obs)[None], legal, jax.random.PRNGKey(0), deeper, backup="max")
   advantage_max = np.asarray(out_max.action_values[0]) - float(out_max.network_value[0])
   np.testing.assert_allclose(refined_max - base, 2.0 * advantage_max, rtol=1e-5, atol=1e-6)
   run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, backup="max"), budget=10)
   assert run.queries == 10 and "max backup" in run.note
-  for bad, match in ((dict(backup="median"), "backup must be one of"), (dict(simulations=-1), "simulations must be")):
+  for bad, match in (
+    (dict(backup="median"), "backup must be one of"),
+    (dict(simulations=-1), "simulations must be"),
+    (dict(advantage="scaled"), "advantage must be one of"),
+  ):
     with pytest.raises(ValueError, match=match):
       agent.agent_ranker(loaded, seed=0, **bad)
 
@@ -153,3 +163,6 @@ def test_episodes_mode_searches_with_the_agents_expert_prior(small_df, tmp_path)
       agent.episodes_prior(loaded, bad)
   with pytest.raises(ValueError, match="prior is an option of mode='episodes'"):
     cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, prior=0.2), budget=5)
+  with pytest.raises(ValueError, match="advantage is an option of mode='frontier'"):
+    episodes = functools.partial(agent.muzero_search, checkpoint=loaded, mode="episodes", advantage="raw")
+    cube_env.search(prepared, episodes, budget=5)
