@@ -13,8 +13,10 @@ Two modes (method option `mode`):
   highest) and adds `refine` times each searched move's advantage (the
   search's Q, reward plus discounted value of the cohort reached in the model,
   minus the network's value of the parent; 0 for moves the search did not
-  visit). With `refine` 0 the mode is the `learned` method; `REFINE` was
-  chosen on training worlds (see its comment). The agent reads the cube on its
+  visit), by default centred over the moves the search visited (`ADVANTAGE`:
+  their raw advantages are all negative, which demoted the agent's own
+  favourites). With `refine` 0 the mode is the `learned` method; `REFINE` and
+  `ADVANTAGE` were chosen on training worlds (see their comments). The agent reads the cube on its
   own grid (an any-grid agent is required in this mode).
 * `episodes`: episodes of the horizon the agent was trained with from the
   root: the first greedy (no search noise), later ones with the search's own
