@@ -273,6 +273,7 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep, tmp_path):
   assert qsuite.SUITES["quick"].options_row("auto") == [["fallback", "learned"], ["weights_sha256", packaged]]
   assert qsuite.SUITES["quick"].options_row("learned") == [["weights", None], ["weights_sha256", packaged]]
   assert qsuite.SUITES["quick"].options_row("muzero@refine=2.0") == [
+    ["advantage", "centred"],  # the agent's search advantage centred over its visited moves
     ["agent_sha256", agent.agent_id()],  # the packaged agent, by content: a retrained one's rows are told apart
     ["backup", "mean"],
     ["checkpoint", None],
