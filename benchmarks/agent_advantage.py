@@ -1,7 +1,7 @@
 """What the packaged agent's search adds to the learned frontier value, on training worlds (issue 18, diagnosis).
 
 `python benchmarks/agent_advantage.py [FAMILIES] [WORLDS] [CACHE.json]` (default standard,wide,deep,masked 2
-runs/agent_advantage.json): the `muzero` frontier search (refine 0.25, 300 queries) on training worlds 0..WORLDS-1
+runs/agent_advantage.json): the `muzero` frontier search (refine 0.25 on the raw advantage, 300 queries) on training worlds 0..WORLDS-1
 of each family (quick sizes; the validation worlds of the training split, never evaluation worlds); at every
 visited cohort, each revealed drill-down's learned log-odds `s`, the agent's search advantage `a` (search Q minus
 network value; 0 where its search did not visit the move) and the on-path label. Prints, per family, the
@@ -19,7 +19,6 @@ import jax
 import numpy as np
 
 import cube_env
-from cube_env.data.ingest import filters_to_codes
 from cube_env.discovery import ranking
 from experiments.agent import play
 from experiments.agent.loading import PACKAGED, load_agent
@@ -28,24 +27,22 @@ from experiments.quality.suite import SUITES, make_case
 
 
 def _watcher(out: list, family: str, index: int, space, planted: np.ndarray, full):
-  """A `frontier` watch that appends one parent's drill-downs: learned value, advantage, on-path label."""
-  num_f, c = planted.shape[1], space.env.shape.num_values
+  """A `frontier` watch that appends one parent's drill-downs: learned value, raw advantage (`full`: the agent's
+  ranking at refine 1 on the raw advantage), on-path label."""
   learned = ranking.learned_ranker()
 
   def watch(filters, obs, own, actions):
     acts = np.asarray(actions, np.int64)
-    f, v = np.divmod(acts, c + 1)
-    targets = np.tile(np.asarray(filters[:num_f], np.int64), (len(acts), 1))
-    targets[np.arange(len(acts)), f] = v
     s = np.asarray(learned(obs, own), np.float64)[acts]
     a = np.asarray(full(obs, own), np.float64)[acts] - s
-    y = ranking.on_path(targets, planted)
+    y = ranking.drilldown_labels(space, planted, filters, acts)
     out.append(dict(family=family, index=index, s=s.tolist(), adv=a.tolist(), y=y.astype(int).tolist()))
 
   return watch
 
 
 def collect(families: list[str], worlds: int) -> list[dict]:
+  """The walk of the committed output: refine 0.25 on the raw advantage (the default before the centred one)."""
   agent = load_agent(PACKAGED)
   out = []
   for family in families:
@@ -55,12 +52,12 @@ def collect(families: list[str], worlds: int) -> list[dict]:
       if case.split != "train":
         raise RuntimeError(f"{family} {index} is not a training world")
       space = prepare_case(case, max_depth=base.depth(family)).prepared.space
-      num_f = len(space.cube.meta.filter_names)
-      planted = np.asarray([filters_to_codes(space.cube.meta, e.cohort) for e in case.truth], np.int64)
-      planted = planted.reshape(-1, num_f)
-
-      watch = _watcher(out, family, index, space, planted, play.agent_ranker(agent, case.seed, 1.0))
-      cube_env.frontier(space, budget=300, seed=case.seed, ranker=play.agent_ranker(agent, case.seed), watch=watch)
+      planted = ranking.planted_codes(space, case.truth)
+      full = play.agent_ranker(agent, case.seed, 1.0, advantage="raw")
+      walk = play.agent_ranker(agent, case.seed, 0.25, advantage="raw")
+      cube_env.frontier(
+        space, budget=300, seed=case.seed, ranker=walk, watch=_watcher(out, family, index, space, planted, full)
+      )
       jax.clear_caches()
   return out
 

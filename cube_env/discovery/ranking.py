@@ -272,6 +272,22 @@ def on_path(targets: np.ndarray, planted: np.ndarray) -> np.ndarray:
   return np.any(np.all(~on | agree, axis=-1), axis=-1)
 
 
+def planted_codes(space: Space, truth: Iterable) -> np.ndarray:
+  """`[E, F]` int64: the cohorts of `truth` (planted effects with a `cohort` dict) as filter codes of `space`'s cube."""
+  num_f = len(space.cube.meta.filter_names)
+  return np.asarray([filters_to_codes(space.cube.meta, e.cohort) for e in truth], np.int64).reshape(-1, num_f)
+
+
+def drilldown_labels(space: Space, planted: np.ndarray, filters: tuple, actions: Iterable[int]) -> np.ndarray:
+  """`[A]` bool: `on_path` against `planted` (`planted_codes`) of the cohorts the drill-downs `actions` of the
+  cohort `filters` reach."""
+  acts = np.asarray(actions, np.int64)
+  f, v = np.divmod(acts, space.env.shape.num_values + 1)
+  targets = np.tile(np.asarray(filters[: planted.shape[1]], np.int64), (len(acts), 1))
+  targets[np.arange(len(acts)), f] = v
+  return on_path(targets, planted)
+
+
 def collect(
   space: Space,
   truth: Iterable,
@@ -298,18 +314,13 @@ def collect(
   if not noise >= 0:
     raise ValueError(f"collect: noise must be >= 0, got {noise!r}")
   rng = np.random.default_rng([seed, 18])
-  num_f = len(space.cube.meta.filter_names)
-  planted = np.asarray([filters_to_codes(space.cube.meta, e.cohort) for e in truth], np.int64).reshape(-1, num_f)
-  c = space.env.shape.num_values
+  planted = planted_codes(space, truth)
   walk = behaviour or pixel_ranker(LIFT)
   rows: list[tuple] = []
 
   def watch(filters: tuple, obs: np.ndarray, own: float, actions: list[int]) -> None:
     acts = np.asarray(actions, np.int64)
-    f, v = np.divmod(acts, c + 1)
-    targets = np.tile(np.asarray(filters[:num_f], np.int64), (len(acts), 1))
-    targets[np.arange(len(acts)), f] = v
-    label = on_path(targets, planted)
+    label = drilldown_labels(space, planted, filters, acts)
     keep = label | (rng.random(len(acts)) < negatives)
     x = features(obs, own)[acts[keep]]
     rows.append((x, label[keep], np.where(label[keep], 1.0, 1.0 / negatives)))
