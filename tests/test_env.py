@@ -309,3 +309,72 @@ def test_expert_logits_pick_greedy_move(small_cube):
     assert expert.shape == (env.num_actions,)
     assert legal[np.argmax(expert[legal])] == greedy
     obs, state, *_ = step(jax.random.PRNGKey(0), state, int(greedy), params)
+
+
+def _newness_reference(df, meta, child, parent, min_group=11):
+  """max(0, sign(d_child) x (d_child - d_rest) / hypot(se_child, se_rest)) over the tests, with pandas: `rest` the
+  rows of `parent` outside `child` (Welch on the test scale; binary: risk difference, unpooled Wald)."""
+
+  def rows(filters):
+    keep = np.ones(len(df), bool)
+    for col, val in filters.items():
+      keep &= (df[col] == val).to_numpy()
+    return keep
+
+  in_child = rows(child)
+  best = 0.0
+  for p in SMALL_SCHEMA.protected:
+    if p in child or p in parent:
+      continue
+    for g in df[p].dropna().unique():
+      for m_i, m in enumerate(SMALL_SCHEMA.measures):
+        sides = []
+        for keep in (in_child, rows(parent) & ~in_child):
+          sub = df[keep]
+          vals = np.log(sub[m].astype(float)) if meta.is_log[m_i] else sub[m].astype(float)
+          in_g = (sub[p] == g).to_numpy()
+          x, y = vals[in_g].dropna().to_numpy(), vals[~in_g].dropna().to_numpy()
+          if len(x) < min_group or len(y) < min_group:
+            break
+          if meta.is_binary[m_i]:
+            events, n = x.sum() + y.sum(), len(x) + len(y)
+            if min(len(x), len(y)) * min(events, n - events) < 5 * n:
+              break
+            se = np.sqrt(x.mean() * (1 - x.mean()) / len(x) + y.mean() * (1 - y.mean()) / len(y))
+          else:
+            se = np.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))
+          sides.append((x.mean() - y.mean(), se))
+        if len(sides) == 2:
+          (d_c, se_c), (d_o, se_o) = sides
+          best = max(best, np.sign(d_c) * (d_c - d_o) / np.hypot(se_c, se_o))
+  return best
+
+
+def test_newness_channel_matches_pandas(small_df, small_cube):
+  """The optional newness channel (`CubeEnv(newness=True)`) leaves the other channels as they were, is 0 on the
+  "all" pixels, and at drill-downs and siblings equals pandas' strongest heterogeneity z against the parent's
+  rest / Z_SCALE."""
+  env, params = cube_env.make_env(small_cube, max_depth=3, horizon=12, z_screen=4.0)
+  env_new = env.__class__(**{**env.__dict__, "newness": True})
+  assert env_new.observation_shape == (env_lib.NUM_CHANNELS + 1,) + env.observation_shape[1:]
+  obs, state = env.reset(jax.random.PRNGKey(0), params)
+  obs_new, state_new = env_new.reset(jax.random.PRNGKey(0), params)
+  np.testing.assert_array_equal(np.asarray(obs_new[: env_lib.NUM_CHANNELS]), np.asarray(obs))
+  site = env.action_for("site", "s1")
+  obs_s1 = np.asarray(env_new.step(jax.random.PRNGKey(0), state_new, site, params)[0])
+  meta, c = small_cube.meta, env.shape.num_values
+  checked = 0
+  for here, new in (({}, np.asarray(obs_new)), ({"site": "s1"}, obs_s1)):
+    channel = new[env_lib.NUM_CHANNELS]
+    assert channel.shape == (env.shape.num_filters, c + 1) and (channel[:, c] == 0).all()
+    for col, values in (("proc", "ABCDE"), ("site", ("s2", "s3")), ("urgency", ("elective", "urgent"))):
+      f = meta.column_index(col)
+      for value in values:
+        if here.get(col) == value:
+          continue
+        parent = {k: v for k, v in here.items() if k != col}
+        want = min(_newness_reference(small_df, meta, {**parent, col: value}, parent), 30.0) / env_lib.Z_SCALE
+        got = channel[f, meta.code(col, value)]
+        assert abs(got - want) < 2e-3 + 2e-3 * want, (here, col, value, got, want)
+        checked += 1
+  assert checked == 2 * (5 + 2 + 2) and np.asarray(obs_new[env_lib.NUM_CHANNELS]).max() > 0.2
