@@ -46,7 +46,6 @@ CHANNELS = (
   "current_log_size",
 )
 NUM_CHANNELS = len(CHANNELS)
-NEWNESS = "new_z"  # the optional channel after CHANNELS (`CubeEnv.newness`): strongest newness / Z_SCALE, capped at 3
 Z_SCALE = 10.0  # |z| is divided by this (and clipped at 3) in the observation
 EXPERT_SEEN = 100.0  # `expert_logits`' penalty (|z| units) on a target already visited: greedy goes to fresh ones
 
@@ -73,10 +72,6 @@ class CubeEnv:
     batch_chunk: environments stepped together under `vmap` (0: the
       backend's default, `batching.default_chunk`); see
       `cube_env.environment.batching`.
-    newness: add the channel `NEWNESS` after `CHANNELS`: per pixel the strongest newness of its cohort
-      against the rest of its parent (`findings.pixel_newness`), what a gap that is only inherited lacks.
-      Off by default (the agent's network reads `CHANNELS`); the learned ranking turns it on where its
-      weights read it (`cube_env.discovery.ranking`).
   """
 
   shape: EnvShape
@@ -84,7 +79,6 @@ class CubeEnv:
   groupby: str = "index"
   meta: CubeMeta | None = None
   batch_chunk: int = 0
-  newness: bool = False
 
   @property
   def num_actions(self) -> int:
@@ -92,7 +86,7 @@ class CubeEnv:
 
   @property
   def observation_shape(self) -> tuple[int, int, int]:
-    return (NUM_CHANNELS + int(self.newness), self.shape.num_filters, self.shape.num_values + 1)
+    return (NUM_CHANNELS, self.shape.num_filters, self.shape.num_values + 1)
 
   # -- naming -----------------------------------------------------------------
   def action_for(self, column: str | int, value: Any | None) -> int:
@@ -187,7 +181,6 @@ class CubeEnv:
         ones * (1.0 - t / self.horizon),
         ones * jnp.log1p(cohort_rows) / log_total,
       ]
-      + ([jnp.minimum(fd.pixel_newness(params, pix, prot_pix) / Z_SCALE, 3.0)] if self.newness else [])
     )
     n_new = jnp.sum(new).astype(jnp.int32)
     return obs, legal.reshape(-1), n_new, cohort_rows

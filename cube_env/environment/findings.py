@@ -199,28 +199,3 @@ def pixel_features(params: EnvParams, pix: chex.Array, prot_pix: chex.Array):
   abs_z, sig = jax.lax.optimization_barrier((abs_z, abs_z >= params.z_screen))
   per_pixel = shape[:2] + (-1,)
   return jnp.max(abs_z.reshape(per_pixel), axis=-1), jnp.sum(sig.reshape(per_pixel), axis=-1)
-
-
-def pixel_newness(params: EnvParams, pix: chex.Array, prot_pix: chex.Array) -> chex.Array:
-  """`[F, C + 1]` strongest newness of each pixel's cohort: `max(0, sign(z) * z_het)` over its tests.
-
-  A pixel (f, v), v < C, is the cohort with column f set to v; its parent along f is pixel (f, C) (the
-  current cohort when f is unfiltered, the current cohort's parent when f is filtered). `z_het` compares the
-  pixel's group-versus-rest difference with that of parent-minus-pixel (`stats.heterogeneity_z`, as
-  `novelty` does), so a pixel that only inherits its parent's gap scores near 0 and one that holds the
-  whole gap of its parent scores high. The "all" pixels (v = C) have no parent along f: 0. z is the bound
-  (|t|, `compare(..., z_method="bound")`): only its sign is used.
-
-  Args:
-    pix: `[F, C + 1, P, G, M, 3]` statistics of every pixel's cohort (`groupby.pixel_stats`).
-    prot_pix: `[F, C + 1, P]` bool, protected column filtered in that cohort (`pixel_protected`).
-  """
-  num_f, width = pix.shape[:2]
-  others = pix[:, -1:] - pix  # [F, C + 1, P, G, M, 3] parent along f minus the pixel
-  flat = lambda x: x.reshape((num_f * width,) + x.shape[2:])  # noqa: E731
-  child = compare_batch(params, flat(pix), flat(prot_pix), z_method="bound")
-  rest = compare_batch(params, flat(others), flat(prot_pix), z_method="bound")
-  het = st.heterogeneity_z(child, rest)
-  new = jnp.where(child.valid & rest.valid, jnp.sign(child.z) * het, 0.0)
-  best = jnp.max(jnp.maximum(new, 0.0).reshape(num_f, width, -1), axis=-1)
-  return jnp.where(jnp.arange(width)[None, :] < width - 1, best, 0.0)
