@@ -1,5 +1,6 @@
 """Per second, in one call (benchmarks/README.md): a method's recall minus the best recall the heuristics reached on
-the same world in no more seconds (any of their budgets); paired over worlds, bootstrap 95% interval.
+the same world in no more seconds (any of their budgets); paired over worlds, the suites' bootstrap 95% interval
+(`experiments.quality.summary.bootstrap_interval`).
 
 `python benchmarks/per_second.py RUNS.jsonl greedy,beam learned,muzero` (RUNS from one `benchmark quality` call).
 """
@@ -10,6 +11,8 @@ import sys
 
 import numpy as np
 
+from experiments.quality.summary import bootstrap_interval
+
 path, heur, methods = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 runs = collections.defaultdict(list)
 with open(path) as handle:
@@ -17,7 +20,6 @@ with open(path) as handle:
     r = json.loads(line)
     if r.get("kind") == "run":
       runs[(r["family"], r["seed"])].append(r)
-rng = np.random.default_rng(0)
 for fam in ("wide", "deep"):
   for m in methods:
     for b in (100, 300, 1000):
@@ -33,11 +35,10 @@ for fam in ("wide", "deep"):
         d.append(me["recall"] - best)
         ms.append(me["seconds"])
       if d:
-        d = np.array(d)
-        boots = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(10000)]
+        low, high = bootstrap_interval(d)
         print(
           f"{fam:5s} {m:8s} {b:5d} q: mean seconds {np.mean(ms):6.2f}  minus best heuristic within its seconds "
-          f"{d.mean():+.2f} [{np.quantile(boots, 0.025):+.2f}, {np.quantile(boots, 0.975):+.2f}] (n {len(d)})"
+          f"{np.mean(d):+.2f} [{low:+.2f}, {high:+.2f}] (n {len(d)})"
         )
   for h in heur:
     for b in (100, 300, 1000):
