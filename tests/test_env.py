@@ -309,3 +309,58 @@ def test_expert_logits_pick_greedy_move(small_cube):
     assert expert.shape == (env.num_actions,)
     assert legal[np.argmax(expert[legal])] == greedy
     obs, state, *_ = step(jax.random.PRNGKey(0), state, int(greedy), params)
+
+
+def _dispersion_reference(df, meta, cohort, min_group=11):
+  """|log(s_group / s_rest)| / sqrt(1 / (2 (n_group - 1)) + 1 / (2 (n_rest - 1))) at most over the continuous tests
+  of `cohort`, with pandas (test scale: logs for log measures; of a two-group column the one tested, "F")."""
+  keep = np.ones(len(df), bool)
+  for col, val in cohort.items():
+    keep &= (df[col] == val).to_numpy()
+  sub = df[keep]
+  best = 0.0
+  for p in SMALL_SCHEMA.protected:
+    if p in cohort:
+      continue
+    for g in sorted(df[p].dropna().unique())[: 1 if df[p].nunique() == 2 else None]:
+      for m_i, m in enumerate(SMALL_SCHEMA.measures):
+        if meta.is_binary[m_i]:
+          continue
+        vals = np.log(sub[m].astype(float)) if meta.is_log[m_i] else sub[m].astype(float)
+        in_g = (sub[p] == g).to_numpy()
+        x, y = vals[in_g].dropna(), vals[~in_g & sub[p].notna().to_numpy()].dropna()
+        if len(x) < min_group or len(y) < min_group or x.var(ddof=1) == 0 or y.var(ddof=1) == 0:
+          continue
+        se = np.sqrt(0.5 / (len(x) - 1) + 0.5 / (len(y) - 1))
+        best = max(best, abs(0.5 * np.log(x.var(ddof=1) / y.var(ddof=1))) / se)
+  return best
+
+
+def test_dispersion_channel_matches_pandas(small_df, small_cube):
+  """The optional dispersion channel (`CubeEnv(dispersion=True)`) leaves the other channels as they were and, at
+  drill-downs, siblings and the "all" pixels, equals pandas' strongest log-SD-ratio |z| / Z_SCALE."""
+  env, params = cube_env.make_env(small_cube, max_depth=3, horizon=12, z_screen=4.0)
+  env_disp = env.__class__(**{**env.__dict__, "dispersion": True})
+  assert env_disp.observation_shape == (env_lib.NUM_CHANNELS + 1,) + env.observation_shape[1:]
+  obs, state = env.reset(jax.random.PRNGKey(0), params)
+  obs_disp, state_disp = env_disp.reset(jax.random.PRNGKey(0), params)
+  np.testing.assert_array_equal(np.asarray(obs_disp[: env_lib.NUM_CHANNELS]), np.asarray(obs))
+  site = env.action_for("site", "s1")
+  obs_s1 = np.asarray(env_disp.step(jax.random.PRNGKey(0), state_disp, site, params)[0])
+  meta, c = small_cube.meta, env.shape.num_values
+  checked = 0
+  for here, seen in (({}, np.asarray(obs_disp)), ({"site": "s1"}, obs_s1)):
+    channel = seen[env_lib.NUM_CHANNELS]
+    assert channel.shape == (env.shape.num_filters, c + 1)
+    for col, values in (("proc", "ABCDE"), ("site", ("s2", "s3")), ("urgency", ("elective", "urgent", None))):
+      f = meta.column_index(col)
+      for value in values:
+        if value is not None and here.get(col) == value:
+          continue
+        parent = {k: v for k, v in here.items() if k != col}
+        cohort = parent if value is None else {**parent, col: value}
+        want = min(_dispersion_reference(small_df, meta, cohort), 30.0) / env_lib.Z_SCALE
+        got = channel[f, c if value is None else meta.code(col, value)]
+        assert abs(got - want) < 2e-3 + 2e-3 * want, (here, col, value, got, want)
+        checked += 1
+  assert checked == 2 * (5 + 2 + 3) and np.asarray(obs_disp[env_lib.NUM_CHANNELS]).max() > 0.2
