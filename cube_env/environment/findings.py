@@ -199,29 +199,3 @@ def pixel_features(params: EnvParams, pix: chex.Array, prot_pix: chex.Array):
   abs_z, sig = jax.lax.optimization_barrier((abs_z, abs_z >= params.z_screen))
   per_pixel = shape[:2] + (-1,)
   return jnp.max(abs_z.reshape(per_pixel), axis=-1), jnp.sum(sig.reshape(per_pixel), axis=-1)
-
-
-def pixel_dispersion(params: EnvParams, pix: chex.Array, prot_pix: chex.Array) -> chex.Array:
-  """`[F, C + 1]` strongest dispersion |z| of each pixel's cohort: `|z_disp|` over its continuous tests.
-
-  `z_disp = log(s_group / s_rest) / sqrt(1 / (2 (n_group - 1)) + 1 / (2 (n_rest - 1)))`, the log ratio of the
-  group's and the rest's standard deviations (test scale: logs for log measures) over its large-sample
-  standard error under normality: how much more a group's values spread than the rest's. A masked
-  (checkerboard) effect inflates its group's variance in every cohort that holds its cells while its mean gaps
-  cancel there, so this shows what the strongest |z| cannot. Two-sided, as the tests are: a protected column
-  of two groups tests one of them (`EnvParams.tested`), whose variance may be the smaller. Binary measures
-  (whose variance is fixed by the rate) and tests that are not valid (`stats.screen`'s rules) or have a zero
-  variance give 0.
-
-  Args:
-    pix: `[F, C + 1, P, G, M, 3]` statistics of every pixel's cohort (`groupby.pixel_stats`).
-    prot_pix: `[F, C + 1, P]` bool, protected column filtered in that cohort (`pixel_protected`).
-  """
-  (group, rest, shift, binary, exists), shape = _flat_tests(params, pix, prot_pix)
-  n1, _, v1 = st.moments(group, shift)
-  n2, _, v2 = st.moments(rest, shift)
-  valid = exists & ~binary & (n1 >= params.min_group) & (n2 >= params.min_group) & (v1 > 0) & (v2 > 0)
-  se = jnp.sqrt(0.5 / jnp.maximum(n1 - 1.0, 1.0) + 0.5 / jnp.maximum(n2 - 1.0, 1.0))
-  ratio = 0.5 * (jnp.log(jnp.where(valid, v1, 1.0)) - jnp.log(jnp.where(valid, v2, 1.0)))
-  z = jnp.where(valid, jnp.abs(ratio / se), 0.0)
-  return jnp.max(z.reshape(shape[:2] + (-1,)), axis=-1)
