@@ -8,10 +8,14 @@ every other test of the same cohort, leaving out the planted test's own protecte
 groups mirror it). This is what a per-pixel maximum can see: where the planted test is below the others, the
 ancestor does not stand out by |z|.
 """
+
 import itertools, dataclasses, numpy as np
 from cube_env import worlds
 from experiments.quality.suite import SUITES, make_case
+
 suite = dataclasses.replace(SUITES["quick"], split="train")
+
+
 def zs(df, keep, schema):
   out = {}
   for m in schema.measures:
@@ -22,18 +26,24 @@ def zs(df, keep, schema):
     for p in schema.protected:
       for g in df[p].dropna().unique():
         gm = (df[p] == g).to_numpy() & keep
-        out[(p, g, m)] = worlds.group_z(v[keep & df[p].notna().to_numpy()], gm[keep & df[p].notna().to_numpy()], binary=binary)
+        out[(p, g, m)] = worlds.group_z(
+          v[keep & df[p].notna().to_numpy()], gm[keep & df[p].notna().to_numpy()], binary=binary
+        )
   return out
+
+
 agg = {}
 for idx in range(8):
-  case = make_case("deep", idx, suite); df = case.df
+  case = make_case("deep", idx, suite)
+  df = case.df
   for t in case.truth:
     cols = list(t.cohort)
     for k in range(0, len(cols) + 1):
       ratios = []
       for sub in itertools.combinations(cols, k):
         keep = np.ones(len(df), bool)
-        for c in sub: keep &= (df[c] == t.cohort[c]).to_numpy()
+        for c in sub:
+          keep &= (df[c] == t.cohort[c]).to_numpy()
         z = zs(df, keep, case.schema)
         mine = abs(z[(t.protected, t.group, t.measure)])
         best = max(abs(v) for key, v in z.items() if (key[0], key[2]) != (t.protected, t.measure))
@@ -41,4 +51,14 @@ for idx in range(8):
       agg.setdefault(k, []).extend(ratios)
       print("world", idx, "depth", k, "planted/others", " ".join(f"{a:.1f}/{b:.1f}" for a, b in ratios), flush=True)
 for k, r in sorted(agg.items()):
-  r = np.array(r); print("depth", k, "planted |z| mean", r[:, 0].mean().round(2), "other max |z| mean", r[:, 1].mean().round(2), "share planted > others", (r[:, 0] > r[:, 1]).mean().round(2))
+  r = np.array(r)
+  print(
+    "depth",
+    k,
+    "planted |z| mean",
+    r[:, 0].mean().round(2),
+    "other max |z| mean",
+    r[:, 1].mean().round(2),
+    "share planted > others",
+    (r[:, 0] > r[:, 1]).mean().round(2),
+  )

@@ -197,3 +197,42 @@ def test_train_ranker_fits_cached_rows_of_two_rounds(tmp_path):
   ):
     with pytest.raises(SystemExit, match=flag):
       train_ranker.main(dataclasses.replace(args, **bad))
+
+
+def test_lead_features_rows_and_ranker(small_cube, tmp_path):
+  """The two lead features by hand (the parent's own lead read at its "current" pixels); rows with them extend the plain rows of the same walk; a ranker fitted on
+  them searches a space that observes the channel (`learned`), and a mismatch is refused by name."""
+  z = np.array([[0.1, 0.4, 0.7, 0.3], [0.2, 0.6, 0.0, 0.5]], np.float32)
+  real = np.array([[1, 1, 1, 1], [1, 1, 0, 1]], np.float32)
+  legal = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.float32)
+  plain = _obs(z, real, legal)
+  plain[CHANNELS.index("current")] = [[0, 0, 0, 1], [0, 0, 0, 1]]  # at the root: the "all" pixels
+  lead = np.array([[0.3, -0.1, 0.5, 0.4], [0.1, 0.2, 0.0, 0.4]], np.float32)
+  x = ranking.features(np.concatenate([plain, lead[None]]), 0.25, ranking.WITH_LEAD)
+  col = {name: i for i, name in enumerate(ranking.WITH_LEAD)}
+  np.testing.assert_array_equal(x[:, : ranking.NUM_FEATURES], ranking.features(plain, 0.25))
+  assert x[5, col["lead_z"]] == pytest.approx(0.2) and x[5, col["lead_gain"]] == pytest.approx(0.2 - 0.4)
+  assert x[1, col["lead_gain"]] == pytest.approx(-0.5) and x[2, col["lead_gain"]] == pytest.approx(0.1)
+  with pytest.raises(ValueError, match="lead channel"):
+    ranking.features(plain, 0.25, ranking.WITH_LEAD)
+
+  shallow = cube_env.make_space(small_cube, max_depth=2, z_screen=Z)
+  truth = [cube_env.synthetic.PlantedEffect({"proc": "A"}, "race", "B", "minutes", 0.4)]
+  rows = ranking.collect(shallow, truth, budget=6, seed=0, negatives=1.0, names=ranking.WITH_LEAD)
+  base = ranking.collect(shallow, truth, budget=6, seed=0, negatives=1.0)
+  np.testing.assert_array_equal(rows[0][:, : ranking.NUM_FEATURES], base[0])
+  np.testing.assert_array_equal(rows[1], base[1])
+  assert rows[0].shape[1] == len(ranking.WITH_LEAD) and np.abs(rows[0][:, -2]).max() > 0
+  weights = ranking.fit(*rows[:2], seed=0, hidden=4, steps=100, names=ranking.WITH_LEAD)
+  path = str(tmp_path / "new.npz")
+  ranking.save(weights, path)
+  assert ranking.load(path).reads_lead and not ranking.load().reads_lead
+  res = ranking.learned(shallow, budget=8, seed=0, weights=path)
+  ref = methods.frontier(ranking.with_lead(shallow), budget=8, seed=0, ranker=ranking.learned_ranker(weights))
+  assert res.visits["cohort"].tolist() == ref.visits["cohort"].tolist() and res.queries == 8
+  with pytest.raises(ValueError, match="x \\[N, 16\\]"):
+    ranking.fit(*base[:2], seed=0, names=ranking.WITH_LEAD)
+  rows_file = str(tmp_path / "rows.npz")
+  ranker_training.save_rows(rows_file, *base, np.zeros(len(base[1]), int))
+  with pytest.raises(SystemExit, match="--lead"):
+    train_ranker.main(train_ranker.Args(rows_file=rows_file, lead=True, out=str(tmp_path / "x.npz")))
