@@ -3,13 +3,17 @@
 `python benchmarks/deep_path_signal.py` (output: deep_path_signal_cpu.txt). For each plant of training worlds 0-7 of
 `deep` (quick-suite size, 10,000 rows; the search sees the exploration half of them, so its z are about 0.7x these)
 and each ancestor of its cohort (the planted filters' subsets, by depth 0-4): the planted test's |z| (its group
-versus the rest of the cohort, its measure; Welch on the test scale, `worlds.group_z`) against the strongest |z| of
+versus the rest of the cohort, its measure; `worlds.group_z`, on the logs of positive continuous measures) against the strongest |z| of
 every other test of the same cohort, leaving out the planted test's own protected column and measure (its other
 groups mirror it). This is what a per-pixel maximum can see: where the planted test is below the others, the
 ancestor does not stand out by |z|.
 """
 
-import itertools, dataclasses, numpy as np
+import dataclasses
+import itertools
+
+import numpy as np
+
 from cube_env import worlds
 from experiments.quality.suite import SUITES, make_case
 
