@@ -48,10 +48,7 @@ class Args:
   steps: int = 3000
   seed: int = 0
   drop: tuple[str, ...] = ()
-  """Features the ranker must not read (an ablation; names in cube_env.discovery.ranking.WITH_LEAD)."""
-  lead: bool = False
-  """Rows and ranker with the lead features (cube_env.discovery.ranking.LEAD_FEATURES, read off the
-  observation's lead channel); the ranker's searches then observe it. Cached rows must have them too."""
+  """Features the ranker must not read (an ablation; names in cube_env.discovery.ranking.FEATURES)."""
   first_index: int = ranker_training.FIRST_INDEX
   """Index of the first training world (at least 20: worlds 0-19 of the training split are for validation)."""
   behaviour: str | None = None
@@ -87,7 +84,6 @@ def main(args: Args) -> dict:
     )
   if not args.noise >= 0:
     raise SystemExit(f"--noise must be >= 0, got {args.noise}")
-  names = ranking.WITH_LEAD if args.lead else ranking.FEATURES
   t0 = time.perf_counter()
   cached = bool(args.rows_file and os.path.exists(args.rows_file))
   if cached:
@@ -100,25 +96,14 @@ def main(args: Args) -> dict:
       first_index=args.first_index,
       behaviour=args.behaviour,
       noise=args.noise,
-      names=names,
     )
     if args.rows_file:
       ranker_training.save_rows(args.rows_file, x, y, w, world)
   if args.add_rows:
     parts = [(x, y, w)] + [ranker_training.load_rows(p) for p in args.add_rows]
-    widths = {p[0].shape[1] for p in parts}
-    if len(widths) > 1:
-      raise SystemExit(f"--rows-file and --add-rows hold rows of different feature counts {sorted(widths)}")
     x, y, w = (np.concatenate(p) for p in zip(*parts, strict=True))
-  if x.shape[1] != len(names):
-    raise SystemExit(
-      f"the rows have {x.shape[1]} features, a ranker {'with' if args.lead else 'without'} --lead reads "
-      f"{len(names)}: collect them with the same --lead"
-    )
   t1 = time.perf_counter()
-  weights = ranking.fit(
-    x, y, seed=args.seed, hidden=args.hidden, steps=args.steps, sample_weight=w, drop=args.drop, names=names
-  )
+  weights = ranking.fit(x, y, seed=args.seed, hidden=args.hidden, steps=args.steps, sample_weight=w, drop=args.drop)
   ranking.save(weights, args.out)
   row = dict(
     kind="ranker",
@@ -137,7 +122,6 @@ def main(args: Args) -> dict:
     steps=args.steps,
     seed=args.seed,
     drop=list(args.drop),
-    lead=args.lead,
     train_auc=ranking.auc(weights.logits(x), y, w),
     pixel_auc=ranking.auc(x[:, ranking.FEATURES.index("z")], y, w),
     collect_s=t1 - t0,

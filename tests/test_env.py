@@ -9,7 +9,6 @@ import pytest
 import scipy.stats as ss
 
 import cube_env
-from cube_env import worlds
 from cube_env.discovery import frontier
 from cube_env.environment import env as env_lib
 from cube_env.environment import groupby as gb
@@ -310,61 +309,3 @@ def test_expert_logits_pick_greedy_move(small_cube):
     assert expert.shape == (env.num_actions,)
     assert legal[np.argmax(expert[legal])] == greedy
     obs, state, *_ = step(jax.random.PRNGKey(0), state, int(greedy), params)
-
-
-def _tests_z(df, meta, keep):
-  """{(p, g, m): z} of every test of the rows `keep`, with pandas and scipy (`worlds.group_z`: Welch's t as a normal
-  z, binary measures the pooled two-proportion z; test scale); of a two-group column the smaller group (the
-  environment's tested one); None where a side has fewer than 11 rows."""
-  out = {}
-  for p in SMALL_SCHEMA.protected:
-    groups = df[p].value_counts().index.tolist()
-    for g in groups[-1:] if len(groups) == 2 else groups:
-      for m_i, m in enumerate(SMALL_SCHEMA.measures):
-        vals = df[m].to_numpy(float)
-        vals = np.log(vals) if meta.is_log[m_i] else vals
-        has = keep & df[p].notna().to_numpy() & ~np.isnan(vals)
-        in_g = (df[p] == g).to_numpy()
-        ok = min((has & in_g).sum(), (has & ~in_g).sum()) >= 11
-        out[(p, g, m)] = worlds.group_z(vals[has], in_g[has], binary=meta.is_binary[m_i]) if ok else None
-  return out
-
-
-def test_lead_channel_matches_scipy(small_df, small_cube):
-  """The optional lead channel (`CubeEnv(lead=True)`) leaves the other channels as they were and, at the current
-  cohort's pixels, its drill-downs, siblings and parents, equals the z of each pixel's rows on the current
-  cohort's strongest test, signed so that the current cohort's own reads > 0 (pandas and scipy; / Z_SCALE)."""
-  env, params = cube_env.make_env(small_cube, max_depth=3, horizon=12, z_screen=4.0)
-  env_lead = env.__class__(**{**env.__dict__, "lead": True})
-  assert env_lead.observation_shape == (env_lib.NUM_CHANNELS + 1,) + env.observation_shape[1:]
-  obs, state = env.reset(jax.random.PRNGKey(0), params)
-  obs_lead, state_lead = env_lead.reset(jax.random.PRNGKey(0), params)
-  np.testing.assert_array_equal(np.asarray(obs_lead[: env_lib.NUM_CHANNELS]), np.asarray(obs))
-  site = env.action_for("site", "s1")
-  obs_s1 = np.asarray(env_lead.step(jax.random.PRNGKey(0), state_lead, site, params)[0])
-  meta, c = small_cube.meta, env.shape.num_values
-
-  def rows(filters):
-    keep = np.ones(len(small_df), bool)
-    for col, val in filters.items():
-      keep &= (small_df[col] == val).to_numpy()
-    return keep
-
-  checked = 0
-  for here, seen in (({}, np.asarray(obs_lead)), ({"site": "s1"}, obs_s1)):
-    channel = seen[env_lib.NUM_CHANNELS]
-    own = {k: v for k, v in _tests_z(small_df, meta, rows(here)).items() if v is not None}
-    lead = max(own, key=lambda k: abs(own[k]))
-    sign = np.sign(own[lead])
-    assert channel[seen[env_lib.CHANNELS.index("current")] > 0] == pytest.approx(abs(own[lead]) / 10, rel=0.02)
-    for col, values in (("proc", "ABCDE"), ("site", ("s1", "s2", "s3", None)), ("urgency", ("elective", "urgent"))):
-      f = meta.column_index(col)
-      for value in values:
-        parent = {k: v for k, v in here.items() if k != col}
-        cohort = parent if value is None else {**parent, col: value}
-        z = _tests_z(small_df, meta, rows(cohort))[lead]
-        want = 0.0 if z is None else np.clip(sign * z, -30.0, 30.0) / env_lib.Z_SCALE
-        got = channel[f, c if value is None else meta.code(col, value)]
-        assert abs(got - want) < 3e-3 + 0.02 * abs(want), (here, col, value, got, want)
-        checked += 1
-  assert checked == 2 * (5 + 4 + 2)

@@ -44,7 +44,7 @@ import optax
 from cube_env.data.ingest import filters_to_codes
 from cube_env.discovery.frontier import LIFT, MAX_ABS_Z, N_SIGNIFICANT, Ranker, frontier, pixel_ranker
 from cube_env.discovery.space import Progress, SearchResult, Space
-from cube_env.environment.env import CHANNELS, NUM_CHANNELS
+from cube_env.environment.env import CHANNELS
 
 LEGAL, LOG_SIZE, REAL = CHANNELS.index("legal"), CHANNELS.index("log_size"), CHANNELS.index("real")
 DEPTH, CURRENT_LOG_SIZE = CHANNELS.index("depth"), CHANNELS.index("current_log_size")
@@ -65,38 +65,16 @@ FEATURES = (
   "column_values",  # number of values of the column / the grid's width
 )
 NUM_FEATURES = len(FEATURES)
-LEAD_FEATURES = (  # read off the optional lead channel (`CubeEnv.lead`); `features(..., WITH_LEAD)`
-  "lead_z",  # z / 10 of the target on the parent's strongest test, signed as there (`findings.pixel_lead`)
-  "lead_gain",  # lead_z minus the parent's own (its strongest |z| / 10): > 0 where the target sharpens the lead
-)
-WITH_LEAD = FEATURES + LEAD_FEATURES
-FEATURE_SETS = (FEATURES, WITH_LEAD)  # what a ranker may read
 PACKAGED = os.path.join(os.path.dirname(__file__), "ranker.npz")
 
 
-def _sibling_rank(channel: np.ndarray, drill: np.ndarray) -> np.ndarray:
-  """`[F, C + 1]` share of the drill-downs (`drill` `[F, C]`) whose value in `channel` `[F, C + 1]` is lower."""
-  sib = np.sort(channel[:, :-1][drill]) if drill.any() else np.zeros(1, np.float32)
-  return np.searchsorted(sib, channel, side="left") / max(len(sib), 1)
-
-
-def features(obs: np.ndarray, parent_score: float, names: tuple[str, ...] = FEATURES) -> np.ndarray:
-  """`[A, len(names)]` float32: the features of every action's target cohort (A = F x (C + 1)).
+def features(obs: np.ndarray, parent_score: float) -> np.ndarray:
+  """`[A, NUM_FEATURES]` float32: the features of every action's target cohort (A = F x (C + 1)).
 
   Args:
-    obs: a parent's observation `[channels, F, C + 1]` (`CubeEnv`), the last column "all"; with the lead
-      channel (`CubeEnv.lead`) where `names` reads it.
+    obs: a parent's observation `[channels, F, C + 1]` (`CubeEnv`), the last column "all".
     parent_score: the parent's own pixel score (as `frontier` passes it).
-    names: `FEATURES` or `WITH_LEAD` (`FEATURE_SETS`).
   """
-  if names not in FEATURE_SETS:
-    raise ValueError(f"features: names must be one of {FEATURE_SETS}, got {names}")
-  lead = names == WITH_LEAD
-  if lead and obs.shape[0] <= NUM_CHANNELS:
-    raise ValueError(
-      f"features {LEAD_FEATURES} need the observation's lead channel (CubeEnv(lead=True)); the "
-      f"observation has {obs.shape[0]} channels"
-    )
   num_f, width = obs.shape[1], obs.shape[2]
   z = obs[MAX_ABS_Z]
   values = obs[REAL][:, :-1] > 0  # [F, C] real categories of each column
@@ -105,13 +83,9 @@ def features(obs: np.ndarray, parent_score: float, names: tuple[str, ...] = FEAT
   n_values = np.maximum(values.sum(axis=1), 1)
   column_max = zv.max(axis=1)
   column_mean = zv.sum(axis=1) / n_values
-  sib_max = z[:, :-1][drill].max() if drill.any() else 0.0
+  sib = np.sort(z[:, :-1][drill]) if drill.any() else np.zeros(1, np.float32)
+  rank = np.searchsorted(sib, z, side="left") / max(len(sib), 1)
   full = (num_f, width)
-  extra = []
-  if lead:
-    current = obs[CHANNELS.index("current")] > 0  # the parent's own pixels (the current cohort)
-    own = obs[NUM_CHANNELS][current].max() if current.any() else 0.0
-    extra = [obs[NUM_CHANNELS], obs[NUM_CHANNELS] - own]
   out = np.stack(
     [
       z,
@@ -125,14 +99,13 @@ def features(obs: np.ndarray, parent_score: float, names: tuple[str, ...] = FEAT
       np.broadcast_to(column_max[:, None], full),
       np.broadcast_to(column_mean[:, None], full),
       z - column_mean[:, None],
-      _sibling_rank(z, drill),
-      np.full(full, sib_max),
+      rank,
+      np.full(full, sib[-1]),
       np.broadcast_to((n_values / (width - 1))[:, None], full),
-      *extra,
     ],
     axis=-1,
   )
-  return out.reshape(num_f * width, len(names)).astype(np.float32)
+  return out.reshape(num_f * width, NUM_FEATURES).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,13 +123,8 @@ class RankerWeights:
   names: tuple[str, ...] = FEATURES  # the features it reads, in order
 
   def __post_init__(self):
-    if tuple(self.names) not in FEATURE_SETS:
-      raise ValueError(f"ranker weights for features {tuple(self.names)}, this version reads one of {FEATURE_SETS}")
-
-  @property
-  def reads_lead(self) -> bool:
-    """Whether the ranker reads the observation's lead channel (its search needs `with_lead`)."""
-    return tuple(self.names) == WITH_LEAD
+    if tuple(self.names) != FEATURES:
+      raise ValueError(f"ranker weights for features {tuple(self.names)}, this version reads {FEATURES}")
 
   def logits(self, x: np.ndarray) -> np.ndarray:
     """`[N]` log-odds of rows `x` `[N, K]` (float64)."""
@@ -196,18 +164,12 @@ def weights_id(path: str | None = None) -> str:
     return "sha256:" + hashlib.sha256(handle.read()).hexdigest()[:12]
 
 
-def with_lead(space: Space) -> Space:
-  """`space` whose environment's observations add the lead channel (`CubeEnv.lead`), as `WITH_LEAD`
-  rankers read; the same cube, params and thresholds, so the same cohorts, statistics and queries."""
-  return space if space.env.lead else dataclasses.replace(space, env=dataclasses.replace(space.env, lead=True))
-
-
 def learned_ranker(weights: RankerWeights | None = None) -> Ranker:
   """The frontier ranking by `weights`' log-odds (default: the packaged ranker)."""
   weights = weights if weights is not None else load()
 
   def rank(obs: np.ndarray, parent_score: float) -> np.ndarray:
-    return weights.logits(features(obs, parent_score, tuple(weights.names)))
+    return weights.logits(features(obs, parent_score))
 
   return rank
 
@@ -223,24 +185,19 @@ def fit(
   weight_decay: float = 1e-4,
   sample_weight: np.ndarray | None = None,
   drop: tuple[str, ...] = (),
-  names: tuple[str, ...] = FEATURES,
 ) -> RankerWeights:
   """Fits a `RankerWeights` to rows `x` `[N, K]` and labels `y` `[N]` in {0, 1} (logistic loss, classes balanced).
 
   Full-batch AdamW on the standardised rows; deterministic given `seed`. `drop` names features the ranker must not
   read (an ablation): they are held at 0 in training and their input weights are 0, so they are ignored at use.
-  `names`: the features the columns of `x` are (`FEATURE_SETS`; `collect`'s `names`).
   """
-  names = tuple(names)
-  if names not in FEATURE_SETS:
-    raise ValueError(f"fit: names must be one of {FEATURE_SETS}, got {names}")
   x, y = np.array(x, np.float32), np.asarray(y, np.float32)
-  if x.ndim != 2 or x.shape[1] != len(names) or len(x) != len(y):
-    raise ValueError(f"fit needs x [N, {len(names)}] and y [N], got {x.shape} and {y.shape}")
-  unknown = sorted(set(drop) - set(names))
+  if x.ndim != 2 or x.shape[1] != NUM_FEATURES or len(x) != len(y):
+    raise ValueError(f"fit needs x [N, {NUM_FEATURES}] and y [N], got {x.shape} and {y.shape}")
+  unknown = sorted(set(drop) - set(FEATURES))
   if unknown:
-    raise ValueError(f"fit: unknown features to drop {unknown}; the features are {names}")
-  dropped = np.asarray([f in drop for f in names])
+    raise ValueError(f"fit: unknown features to drop {unknown}; the features are {FEATURES}")
+  dropped = np.asarray([f in drop for f in FEATURES])
   x[:, dropped] = 0.0
   if not np.isfinite(x).all():
     raise ValueError("fit: the feature rows contain a non-finite value")
@@ -255,7 +212,7 @@ def fit(
   xs = jnp.asarray((x - mean) / scale)
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
   params = {
-    "w1": jax.random.normal(k1, (len(names), hidden)) / np.sqrt(len(names)),
+    "w1": jax.random.normal(k1, (NUM_FEATURES, hidden)) / np.sqrt(NUM_FEATURES),
     "b1": jnp.zeros(hidden),
     "w2": jax.random.normal(k2, (hidden, hidden)) / np.sqrt(hidden),
     "b2": jnp.zeros(hidden),
@@ -289,7 +246,6 @@ def fit(
     scale=scale.astype(np.float64),
     **{k: np.asarray(v, np.float64) for k, v in p.items() if k != "b3"},
     b3=float(p["b3"]),
-    names=names,
   )
 
 
@@ -341,7 +297,6 @@ def collect(
   noise: float = 0.05,
   negatives: float = 0.05,
   behaviour: Ranker | None = None,
-  names: tuple[str, ...] = FEATURES,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Training rows from one world: (features `[N, K]`, labels `[N]`, weights `[N]`).
 
@@ -352,8 +307,7 @@ def collect(
   every drill-down it reveals into a row labelled by `on_path` against `truth`
   (planted effects with a `cohort` dict). Every positive is kept, and a
   `negatives` share of the negatives (drawn with the seed), weighted
-  1 / `negatives` so the rows stand for all of them. `names`: the features of the rows (`FEATURE_SETS`;
-  `WITH_LEAD` searches `with_lead(space)`).
+  1 / `negatives` so the rows stand for all of them.
   """
   if not 0 < negatives <= 1:
     raise ValueError(f"collect: negatives is the share of negative rows kept, in (0, 1], got {negatives!r}")
@@ -361,9 +315,6 @@ def collect(
     raise ValueError(f"collect: noise must be >= 0, got {noise!r}")
   rng = np.random.default_rng([seed, 18])
   planted = planted_codes(space, truth)
-  names = tuple(names)
-  if names == WITH_LEAD:
-    space = with_lead(space)
   walk = behaviour or pixel_ranker(LIFT)
   rows: list[tuple] = []
 
@@ -371,7 +322,7 @@ def collect(
     acts = np.asarray(actions, np.int64)
     label = drilldown_labels(space, planted, filters, acts)
     keep = label | (rng.random(len(acts)) < negatives)
-    x = features(obs, own, names)[acts[keep]]
+    x = features(obs, own)[acts[keep]]
     rows.append((x, label[keep], np.where(label[keep], 1.0, 1.0 / negatives)))
 
   def noisy(obs: np.ndarray, parent_score: float) -> np.ndarray:
@@ -380,7 +331,7 @@ def collect(
 
   frontier(space, budget=budget, seed=seed, ranker=noisy, watch=watch)
   if not rows:
-    return np.zeros((0, len(names)), np.float32), np.zeros(0, bool), np.zeros(0)
+    return np.zeros((0, NUM_FEATURES), np.float32), np.zeros(0, bool), np.zeros(0)
   x, y, w = (np.concatenate(parts) for parts in zip(*rows, strict=True))
   return x, y, w
 
@@ -398,9 +349,6 @@ def learned(
   progress: Progress | None = None,
   weights: str | None = None,
 ) -> SearchResult:
-  """`frontier` ranked by a learned value (see module docstring); `weights`: an `.npz` path, default the packaged one.
-  Weights that read the lead channel search `with_lead(space)`."""
-  loaded = _loaded(weights)
-  space = with_lead(space) if loaded.reads_lead else space
-  result = frontier(space, budget=budget, seed=seed, progress=progress, ranker=learned_ranker(loaded))
+  """`frontier` ranked by a learned value (see module docstring); `weights`: an `.npz` path, default the packaged one."""
+  result = frontier(space, budget=budget, seed=seed, progress=progress, ranker=learned_ranker(_loaded(weights)))
   return dataclasses.replace(result, method="learned")

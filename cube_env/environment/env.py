@@ -46,9 +46,6 @@ CHANNELS = (
   "current_log_size",
 )
 NUM_CHANNELS = len(CHANNELS)
-LEAD = (
-  "lead_z"  # the optional channel after CHANNELS (`CubeEnv.lead`): z on the cohort's lead test / Z_SCALE, in [-3, 3]
-)
 Z_SCALE = 10.0  # |z| is divided by this (and clipped at 3) in the observation
 EXPERT_SEEN = 100.0  # `expert_logits`' penalty (|z| units) on a target already visited: greedy goes to fresh ones
 
@@ -75,11 +72,6 @@ class CubeEnv:
     batch_chunk: environments stepped together under `vmap` (0: the
       backend's default, `batching.default_chunk`); see
       `cube_env.environment.batching`.
-    lead: add the channel `LEAD` after `CHANNELS`: per pixel the z of its cohort on the current cohort's
-      strongest test (`findings.pixel_lead`), signed in that test's direction: one test followed along the
-      path, which shows a gap that grows as the search drills toward it while every other test is noise.
-      Off by default (the agent's network reads `CHANNELS`); the learned ranking turns it on where its
-      weights read it (`cube_env.discovery.ranking`).
   """
 
   shape: EnvShape
@@ -87,7 +79,6 @@ class CubeEnv:
   groupby: str = "index"
   meta: CubeMeta | None = None
   batch_chunk: int = 0
-  lead: bool = False
 
   @property
   def num_actions(self) -> int:
@@ -95,7 +86,7 @@ class CubeEnv:
 
   @property
   def observation_shape(self) -> tuple[int, int, int]:
-    return (NUM_CHANNELS + int(self.lead), self.shape.num_filters, self.shape.num_values + 1)
+    return (NUM_CHANNELS, self.shape.num_filters, self.shape.num_values + 1)
 
   # -- naming -----------------------------------------------------------------
   def action_for(self, column: str | int, value: Any | None) -> int:
@@ -190,7 +181,6 @@ class CubeEnv:
         ones * (1.0 - t / self.horizon),
         ones * jnp.log1p(cohort_rows) / log_total,
       ]
-      + ([jnp.clip(fd.pixel_lead(params, pix, prot_pix, cohort, prot_own) / Z_SCALE, -3.0, 3.0)] if self.lead else [])
     )
     n_new = jnp.sum(new).astype(jnp.int32)
     return obs, legal.reshape(-1), n_new, cohort_rows

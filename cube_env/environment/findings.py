@@ -199,33 +199,3 @@ def pixel_features(params: EnvParams, pix: chex.Array, prot_pix: chex.Array):
   abs_z, sig = jax.lax.optimization_barrier((abs_z, abs_z >= params.z_screen))
   per_pixel = shape[:2] + (-1,)
   return jnp.max(abs_z.reshape(per_pixel), axis=-1), jnp.sum(sig.reshape(per_pixel), axis=-1)
-
-
-def pixel_lead(
-  params: EnvParams, pix: chex.Array, prot_pix: chex.Array, cohort: chex.Array, prot_own: chex.Array
-) -> chex.Array:
-  """`[F, C + 1]` each pixel's z on the current cohort's lead test, signed so that the lead's own direction is > 0.
-
-  The lead test is the cohort's test (p, g, m) of strongest |z| (Wallace's z, as the observation's |z|); each
-  pixel's cohort is tested on it alone (0 where that test is not valid there, e.g. p filtered). Along a planted
-  effect's path its test leads a cohort from depth 1-2 on and its gap grows as the search drills toward it, while a
-  gap the child merely inherits shrinks with the child's rows; a per-pixel maximum over every test cannot tell the
-  two apart (benchmarks/deep_path_signal.py). All zeros when the cohort has no valid test.
-
-  Args:
-    pix: `[F, C + 1, P, G, M, 3]` statistics of every pixel's cohort (`groupby.pixel_stats`).
-    prot_pix: `[F, C + 1, P]` bool, protected column filtered in that cohort (`pixel_protected`).
-    cohort: `[P, G, M, 3]` statistics of the current cohort; prot_own: `[P]` its filtered protected columns.
-  """
-  (group, rest, shift, binary, exists), shape = _flat_tests(params, cohort[None], prot_own[None])
-  z, valid = st.screen(group, rest, shift, binary, min_group=params.min_group)
-  strength = jnp.where(valid & exists, jnp.abs(z), 0.0)
-  k = jnp.argmax(strength)
-  p, g, m = jnp.unravel_index(k, shape[1:])
-  sign = jnp.where(strength[k] > 0, jnp.sign(z[k]), 0.0)
-  sub = pix[:, :, p, :, m, :]  # [F, C + 1, G, 3]
-  group_p = sub[:, :, g]
-  rest_p = sub.sum(axis=2) - group_p
-  z_pix, valid_pix = st.screen(group_p, rest_p, params.shift[m], params.is_binary[m], min_group=params.min_group)
-  ok = valid_pix & params.tested[p, g] & params.prot_valid[p] & ~prot_pix[:, :, p] & params.measure_valid[m]
-  return jnp.where(ok, sign * z_pix, 0.0)

@@ -45,11 +45,10 @@ def world_rows(
   suite: str = "standard",
   behaviour: str | None = None,
   noise: float = 0.05,
-  names: tuple[str, ...] = ranking.FEATURES,
 ) -> tuple[np.ndarray, ...]:
   """(features, labels, weights) of training world `index` of `family`, at the suite's rows and depth; the walk
   ranked by the pixel heuristic, or by the ranker in the `behaviour` weights file (a self-play round), plus
-  uniform noise of width `noise` (`ranking.collect`, rows of the features `names`)."""
+  uniform noise of width `noise` (`ranking.collect`)."""
   base = dataclasses.replace(SUITES[suite], split="train")
   case = make_case(family, index, base)
   if case.split != "train":
@@ -57,7 +56,7 @@ def world_rows(
   space = prepare_case(case, max_depth=base.depth(family)).prepared.space
   try:
     walk = None if behaviour is None else ranking.learned_ranker(ranking.load(behaviour))
-    return ranking.collect(space, case.truth, budget=budget, seed=case.seed, behaviour=walk, noise=noise, names=names)
+    return ranking.collect(space, case.truth, budget=budget, seed=case.seed, behaviour=walk, noise=noise)
   finally:
     jax.clear_caches()  # each world's shapes compile their own programs (see pool.case_in_worker)
 
@@ -71,12 +70,10 @@ def training_rows(
   first_index: int = FIRST_INDEX,
   behaviour: str | None = None,
   noise: float = 0.05,
-  names: tuple[str, ...] = ranking.FEATURES,
   log: Callable[[str], None] = print,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """(features, labels, weights, world) rows of `worlds_per_family` training worlds of each family (indices from
-  `first_index`, at least `FIRST_INDEX`), collected in `workers` processes (`world_rows`: `behaviour`, `noise`,
-  `names`);
+  `first_index`, at least `FIRST_INDEX`), collected in `workers` processes (`world_rows`: `behaviour`, `noise`);
   `world` is the row's world's position in job order."""
   if first_index < FIRST_INDEX:
     raise ValueError(f"first_index {first_index}: training worlds below {FIRST_INDEX} are the validation worlds")
@@ -84,10 +81,7 @@ def training_rows(
   parts: dict[tuple, tuple] = {}
   ctx = multiprocessing.get_context("spawn")
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=limit_worker_threads) as pool:
-    futures = {
-      pool.submit(world_rows, f, i, budget=budget, behaviour=behaviour, noise=noise, names=names): (f, i)
-      for f, i in jobs
-    }
+    futures = {pool.submit(world_rows, f, i, budget=budget, behaviour=behaviour, noise=noise): (f, i) for f, i in jobs}
     for future in concurrent.futures.as_completed(futures):
       key = futures[future]
       parts[key] = future.result()
