@@ -63,12 +63,16 @@ class Args:
   --behaviour and --noise are not used), written otherwise."""
   add_rows: tuple[str, ...] = ()
   """Cached rows (.npz from --rows-file) fitted together with this call's rows (rounds aggregated)."""
+  bag: int = 1
+  """Members of a bagged ranker (`ranking.fit_bagged`; 1: one fit). Each member weights every world's rows by how
+  often a bootstrap resample of its file's worlds drew it (seed --seed + member); the members are merged into one
+  network whose log-odds are their mean."""
   out: str = ranking.PACKAGED
 
 
 def main(args: Args) -> dict:
-  if args.worlds_per_family < 1 or args.budget < 1 or args.hidden < 1 or args.steps < 1:
-    raise SystemExit("--worlds-per-family, --budget, --hidden and --steps must be at least 1")
+  if min(args.worlds_per_family, args.budget, args.hidden, args.steps, args.bag) < 1:
+    raise SystemExit("--worlds-per-family, --budget, --hidden, --steps and --bag must be at least 1")
   for path in filter(None, (args.rows_file, *args.add_rows)):
     if not path.endswith(".npz"):
       raise SystemExit(f"--rows-file and --add-rows take .npz files (numpy adds the suffix otherwise), got {path!r}")
@@ -88,6 +92,7 @@ def main(args: Args) -> dict:
   cached = bool(args.rows_file and os.path.exists(args.rows_file))
   if cached:
     x, y, w = ranker_training.load_rows(args.rows_file)
+    world = ranker_training.load_worlds(args.rows_file)
   else:
     x, y, w, world = ranker_training.training_rows(
       args.worlds_per_family,
@@ -99,11 +104,20 @@ def main(args: Args) -> dict:
     )
     if args.rows_file:
       ranker_training.save_rows(args.rows_file, x, y, w, world)
+  file_of = np.zeros(len(y), np.int64)  # which file (round) each row came from: bagging resamples within it
   if args.add_rows:
     parts = [(x, y, w)] + [ranker_training.load_rows(p) for p in args.add_rows]
+    worlds = [world] + [ranker_training.load_worlds(p) for p in args.add_rows]
     x, y, w = (np.concatenate(p) for p in zip(*parts, strict=True))
+    file_of = np.concatenate([np.full(len(v), i) for i, v in enumerate(worlds)])
+    world = np.concatenate(worlds)
   t1 = time.perf_counter()
-  weights = ranking.fit(x, y, seed=args.seed, hidden=args.hidden, steps=args.steps, sample_weight=w, drop=args.drop)
+  fit_args = dict(seed=args.seed, hidden=args.hidden, steps=args.steps, sample_weight=w, drop=args.drop)
+  if args.bag == 1:
+    weights = ranking.fit(x, y, **fit_args)
+  else:
+    groups = file_of * (int(world.max()) + 1) + world  # a world of one file is not another file's world
+    weights = ranking.fit_bagged(x, y, groups=groups, strata=file_of, members=args.bag, **fit_args)
   ranking.save(weights, args.out)
   row = dict(
     kind="ranker",
@@ -119,6 +133,7 @@ def main(args: Args) -> dict:
     noise=args.noise,
     add_rows=list(args.add_rows),
     hidden=args.hidden,
+    bag=args.bag,
     steps=args.steps,
     seed=args.seed,
     drop=list(args.drop),

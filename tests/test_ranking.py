@@ -98,6 +98,37 @@ def test_fit_orders_a_learnable_rule_and_round_trips(tmp_path):
     ranking.RankerWeights(**{**w.__dict__, "names": ("z",)})
 
 
+def test_merge_and_bagging_are_the_members_mean(tmp_path):
+  """`merge` is one network whose log-odds are its members' mean; `fit_bagged` member m fits with seed + m on the
+  rows weighted by a bootstrap of the groups drawn within each stratum (rebuilt here by hand)."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, ranking.NUM_FEATURES)).astype(np.float32)
+  y = (x[:, 0] - 0.5 * x[:, 2] > 0.6).astype(np.float32)
+  a, b = (ranking.fit(x, y, seed=s, hidden=4, steps=150) for s in (1, 2))
+  merged = ranking.merge([a, b])
+  assert merged.w1.shape == (ranking.NUM_FEATURES, 8) and merged.w2[:4, 4:].sum() == 0.0  # members side by side
+  np.testing.assert_allclose(merged.logits(x), (a.logits(x) + b.logits(x)) / 2, rtol=1e-12, atol=1e-12)
+  path = str(tmp_path / "m.npz")
+  ranking.save(merged, path)
+  np.testing.assert_allclose(ranking.load(path).logits(x), merged.logits(x))
+  other = ranking.fit(x[:200], y[:200], seed=1, hidden=4, steps=150)  # other rows: other standardisation
+  with pytest.raises(ValueError, match="standardised alike"):
+    ranking.merge([a, other])
+  with pytest.raises(ValueError, match="at least one"):
+    ranking.merge([])
+  groups, strata = np.arange(400) // 50, (np.arange(400) >= 200).astype(int)  # 8 groups, 4 in each stratum
+  bagged = ranking.fit_bagged(x, y, groups=groups, strata=strata, members=2, seed=5, hidden=4, steps=150)
+  members = []
+  for m in range(2):
+    draw = np.random.default_rng(5 + m)
+    counts = np.concatenate([np.bincount(draw.integers(0, 4, 4), minlength=4) for _ in range(2)])
+    members.append(ranking.fit(x, y, seed=5 + m, sample_weight=counts[groups], hidden=4, steps=150))
+  np.testing.assert_allclose(bagged.logits(x), ranking.merge(members).logits(x), rtol=1e-9, atol=1e-9)
+  assert ranking.auc(bagged.logits(x), y, np.ones_like(y)) > 0.95
+  with pytest.raises(ValueError, match="members >= 1"):
+    ranking.fit_bagged(x, y, groups=groups, members=0, seed=0)
+
+
 def test_auc_by_hand():
   scores = np.array([0.1, 0.4, 0.4, 0.9])
   labels = np.array([0, 0, 1, 1])
@@ -182,18 +213,21 @@ def test_train_ranker_fits_cached_rows_of_two_rounds(tmp_path):
     x = rng.normal(size=(n, ranking.NUM_FEATURES)).astype(np.float32)
     y = x[:, 0] > 0.5
     paths.append(str(tmp_path / f"rows{k}.npz"))
-    ranker_training.save_rows(paths[-1], x, y, np.ones(n), np.zeros(n, int))
+    ranker_training.save_rows(paths[-1], x, y, np.ones(n), np.arange(n) % 4)  # 4 worlds a file
   out = str(tmp_path / "r.npz")
   args = train_ranker.Args(rows_file=paths[0], add_rows=(paths[1],), steps=200, out=out)
   row = train_ranker.main(args)
   assert row["rows"] == 500 and row["rows_from_cache"] and row["train_auc"] > 0.95
   assert ranking.weights_id(out) != ranking.weights_id() and ranking.load(out).names == ranking.FEATURES
+  bagged = train_ranker.main(dataclasses.replace(args, bag=2, hidden=4))  # worlds resampled within each file
+  assert bagged["bag"] == 2 and bagged["train_auc"] > 0.95 and ranking.load(out).w1.shape[1] == 8
   for bad, flag in (
     (dict(add_rows=(str(tmp_path / "none.npz"),)), "--add-rows"),
     (dict(add_rows=("rows.csv",)), "--add-rows"),
     (dict(behaviour=str(tmp_path / "none.npz")), "--behaviour"),
     (dict(noise=-1.0), "--noise"),
     (dict(first_index=3), "--first-index"),
+    (dict(bag=0), "--bag"),
   ):
     with pytest.raises(SystemExit, match=flag):
       train_ranker.main(dataclasses.replace(args, **bad))

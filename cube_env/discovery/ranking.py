@@ -249,6 +249,75 @@ def fit(
   )
 
 
+def merge(members: Iterable[RankerWeights]) -> RankerWeights:
+  """One `RankerWeights` whose log-odds are the mean of `members`' (an ensemble, exactly, as one network).
+
+  The members must share their standardisation (`fit` on the same rows: only the sample weights or the seed differ,
+  as in bagging). Their hidden units sit side by side (`w1`, `b1`, `b2`, `w3` concatenated, `w2` block diagonal,
+  so no unit reads another member's), the output weights divided by their number.
+  """
+  members = list(members)
+  if not members:
+    raise ValueError("merge needs at least one ranker")
+  first = members[0]
+  for m in members[1:]:
+    if m.names != first.names or not (np.array_equal(m.mean, first.mean) and np.array_equal(m.scale, first.scale)):
+      raise ValueError("merge: the rankers must read the same features, standardised alike (fitted on the same rows)")
+  n = len(members)
+  w2 = np.zeros((sum(m.w2.shape[0] for m in members),) * 2)
+  at = 0
+  for m in members:
+    h = m.w2.shape[0]
+    w2[at : at + h, at : at + h] = m.w2
+    at += h
+  return RankerWeights(
+    mean=first.mean,
+    scale=first.scale,
+    w1=np.concatenate([m.w1 for m in members], axis=1),
+    b1=np.concatenate([m.b1 for m in members]),
+    w2=w2,
+    b2=np.concatenate([m.b2 for m in members]),
+    w3=np.concatenate([m.w3 for m in members]) / n,
+    b3=float(np.mean([m.b3 for m in members])),
+    names=first.names,
+  )
+
+
+def fit_bagged(
+  x: np.ndarray,
+  y: np.ndarray,
+  *,
+  groups: np.ndarray,
+  members: int,
+  seed: int,
+  strata: np.ndarray | None = None,
+  sample_weight: np.ndarray | None = None,
+  **fit_args,
+) -> RankerWeights:
+  """Bagging over groups of rows (Breiman 1996): `members` fits of `fit`, each on every row weighted by how often a
+  bootstrap resample of the groups drew the row's group, merged into one ranker (`merge`).
+
+  `groups` `[N]` names the unit the ranker may overfit (a training world); the resample draws, within each value of
+  `strata` `[N]` (default one stratum), as many groups as it holds, with replacement. Member `m` resamples with
+  `numpy.random.default_rng(seed + m)` and fits with seed `seed + m`; `fit_args` go to every `fit`.
+  """
+  groups = np.asarray(groups)
+  strata = np.zeros(len(groups), np.int64) if strata is None else np.asarray(strata)
+  if members < 1 or groups.shape != (len(y),) or strata.shape != (len(y),):
+    raise ValueError(f"fit_bagged needs members >= 1 and groups, strata [{len(y)}], got {members}, {groups.shape}")
+  sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+  fits = []
+  for m in range(members):
+    rng = np.random.default_rng(seed + m)
+    draws = np.zeros(len(y))
+    for stratum in np.unique(strata):
+      rows = strata == stratum
+      ids, which = np.unique(groups[rows], return_inverse=True)
+      draws[rows] = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))[which]
+    fits.append(fit(x, y, seed=seed + m, sample_weight=sw * draws, **fit_args))
+  return merge(fits)
+
+
 def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
   """Weighted area under the ROC curve (ties count half)."""
   order = np.argsort(scores, kind="stable")

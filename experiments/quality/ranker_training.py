@@ -37,6 +37,12 @@ def load_rows(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return z["x"], z["y"], z["w"]
 
 
+def load_worlds(path: str) -> np.ndarray:
+  """`[N]` each row's world (its position in the collecting call's job order) from a file of `save_rows`."""
+  with np.load(path) as z:
+    return z["world"]
+
+
 def world_rows(
   family: str,
   index: int,
