@@ -116,8 +116,7 @@ def main(args: Args) -> dict:
   if args.bag == 1:
     weights = ranking.fit(x, y, **fit_args)
   else:
-    groups = file_of * (int(world.max()) + 1) + world  # a world of one file is not another file's world
-    weights = ranking.fit_bagged(x, y, groups=groups, strata=file_of, members=args.bag, **fit_args)
+    weights = ranking.fit_bagged(x, y, groups=world, strata=file_of, members=args.bag, **fit_args)
   ranking.save(weights, args.out)
   row = dict(
     kind="ranker",

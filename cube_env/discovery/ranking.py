@@ -298,7 +298,8 @@ def fit_bagged(
   bootstrap resample of the groups drew the row's group, merged into one ranker (`merge`).
 
   `groups` `[N]` names the unit the ranker may overfit (a training world); the resample draws, within each value of
-  `strata` `[N]` (default one stratum), as many groups as it holds, with replacement. Member `m` resamples with
+  `strata` `[N]` (default one stratum), as many groups as it holds, with replacement (so a group value need only be
+  unique within its stratum: world 3 of one rows file is not world 3 of another). Member `m` resamples with
   `numpy.random.default_rng(seed + m)` and fits with seed `seed + m`; `fit_args` go to every `fit`.
   """
   groups = np.asarray(groups)
