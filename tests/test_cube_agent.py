@@ -196,15 +196,13 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
 def test_agent_tuning_objective_trains_a_candidate_and_scores_it_on_training_worlds(tmp_path, monkeypatch):
   """`tuning.agent_objective` (issue 18, point 4): the settings go into the trained agent's config (the imitation
   share as iterations), the score is muzero's mean recall over its run rows on training worlds in the sweep's
-  window, and a candidate trained before is scored again without retraining."""
+  window, and a candidate trained before is scored again without retraining.
+
+  Only the imitation share differs from the smoke preset: the learner's update then has the smoke test's program
+  (loaded from the compilation cache, 15-17 s saved); `agent_config`'s mapping of every setting is checked in the
+  next test."""
   smoke = PRESETS["smoke"].config
-  settings = dict(
-    learning_rate=smoke.learning_rate,
-    imitation=0.5,
-    num_simulations=smoke.num_simulations,
-    value_loss_weight=0.5,
-    n_step=smoke.n_step,
-  )
+  settings = tuning.preset_settings("smoke") | {"imitation": 0.5}
   workdir = tmp_path / "tune"
   objective = tuning.agent_objective(
     preset="smoke", iterations=2, worlds=1, workdir=str(workdir), mode="episodes", workers=1, families=("standard",)
@@ -213,8 +211,8 @@ def test_agent_tuning_objective_trains_a_candidate_and_scores_it_on_training_wor
   (checkpoint,) = [p for p in workdir.glob("agent-*") if p.is_dir()]
   assert not checkpoint.name.endswith(".partial")  # renamed once fully trained
   config = load_agent(str(checkpoint)).config
-  assert config.imitation_iterations == 1 and config.value_loss_weight == 0.5  # 0.5 x 2 iterations
-  assert config.num_simulations == smoke.num_simulations and config.batch_size == smoke.batch_size  # the preset's
+  assert config.imitation_iterations == 1  # 0.5 x 2 iterations
+  assert config.replace(imitation_iterations=0) == smoke  # the rest is the preset's
   (rows_file,) = workdir.glob(f"{checkpoint.name}-w1-standard.jsonl")
   rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
   runs = [r for r in rows if r.get("kind") == "run" and r.get("method") == "muzero@mode=episodes"]
