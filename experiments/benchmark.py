@@ -26,6 +26,7 @@ from collections.abc import Iterable
 import tyro
 
 from experiments.control import bench as control_bench
+from experiments.launch import compile_cache
 from experiments.quality import power as quality_power
 from experiments.quality import session as quality_session
 from experiments.quality import suite as quality_suite
@@ -276,4 +277,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  compile_cache.enable()
   sys.exit(main())

@@ -20,7 +20,15 @@ from typing import Literal
 import muzero_jax
 from experiments.control.cartpole import PRESETS, CartPoleTask, make_cartpole
 from experiments.control.evaluation import PeriodicEvaluation
-from experiments.launch import Checkpoint, UsageError, parse_run_flags, peek_flag, restore_checkpoint, run_command
+from experiments.launch import (
+  Checkpoint,
+  UsageError,
+  compile_cache,
+  parse_run_flags,
+  peek_flag,
+  restore_checkpoint,
+  run_command,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,4 +170,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  compile_cache.enable()
   sys.exit(main())

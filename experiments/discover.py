@@ -36,6 +36,7 @@ from experiments import (
   agent,  # noqa: F401 (importing it registers the muzero method with cube_env)
   report,
 )
+from experiments.launch import compile_cache
 from experiments.launch.errors import UsageError, run_command
 
 _DEFAULTS = cube_env.DiscoveryConfig()  # the library's defaults are the command's
@@ -307,4 +308,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  compile_cache.enable()
   sys.exit(main())

@@ -15,6 +15,7 @@ import sys
 import tyro
 import uvicorn
 
+from experiments.launch import compile_cache
 from experiments.service import ServiceConfig, make_app
 from experiments.service.jobs import run_worker
 
@@ -82,4 +83,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  compile_cache.enable()
   sys.exit(main())

@@ -29,6 +29,7 @@ from experiments.agent import held_out
 from experiments.launch import (
   Checkpoint,
   UsageError,
+  compile_cache,
   flag,
   parse_run_flags,
   peek_flag,
@@ -256,4 +257,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  compile_cache.enable()
   sys.exit(main())

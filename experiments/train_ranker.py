@@ -32,6 +32,7 @@ import numpy as np
 import tyro
 
 from cube_env.discovery import ranking
+from experiments.launch import compile_cache
 from experiments.quality import ranker_training
 
 
@@ -146,4 +147,5 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
+  compile_cache.enable()
   main(tyro.cli(Args))

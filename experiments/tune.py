@@ -31,6 +31,7 @@ from typing import Literal
 
 import tyro
 
+from experiments.launch import compile_cache
 from experiments.launch.cube_presets import PRESETS
 from experiments.quality import ranker_training, tuning
 
@@ -139,4 +140,5 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
+  compile_cache.enable()
   main(tyro.cli(Args))

@@ -1,0 +1,58 @@
+"""The command-line tools' persistent compilation cache (`experiments.launch.compile_cache`)."""
+
+import os
+import subprocess
+import sys
+
+from experiments.launch import compile_cache
+
+# A program compiles before `enable` (as an import might), then one after: neither may stop the cache. Then the
+# same process names a directory of its own (argv[1]) and compiles another program there.
+PROGRAM = """
+import os, sys, jax, jax.numpy as jnp
+jnp.zeros(3).block_until_ready()
+from experiments.launch import compile_cache
+print(compile_cache.enable(), os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.jit(lambda x: x * 2.0 + 1.0)(jnp.arange(5.0)).block_until_ready()
+os.environ[compile_cache.ENV_VAR] = sys.argv[1]
+print(compile_cache.enable(), os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.jit(lambda x: x * 3.0 - 1.0)(jnp.arange(5.0)).block_until_ready()
+"""
+
+
+def test_default_then_named_directory_is_filled(tmp_path, monkeypatch):
+  env = {k: v for k, v in os.environ.items() if k not in ("JAX_COMPILATION_CACHE_DIR", compile_cache.ENV_VAR)}
+  env |= {"JAX_PLATFORMS": "cpu", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "XDG_CACHE_HOME": str(tmp_path)}
+  mine = tmp_path / "mine"
+  out = subprocess.run([sys.executable, "-c", PROGRAM, str(mine)], env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  default = tmp_path / "cube-muzero" / "jax"
+  # this process's cache, and what its children inherit
+  assert out.stdout.split() == [str(default), str(default), str(mine), str(mine)]
+  for cache in (default, mine):
+    stored = [p.name for p in cache.iterdir()]
+    assert sum(name.startswith("jit__lambda") and name.endswith("-cache") for name in stored) == 1, stored
+  # Without XDG_CACHE_HOME: under the home directory.
+  monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert compile_cache.default_dir() == tmp_path / "home" / ".cache" / "cube-muzero" / "jax"
+
+
+def test_off_jax_own_variable_and_an_unusable_directory_leave_jax_alone(tmp_path, monkeypatch, capsys):
+  before = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  monkeypatch.setenv(compile_cache.ENV_VAR, "off")
+  assert compile_cache.enable() is None
+  monkeypatch.delenv(compile_cache.ENV_VAR)
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "theirs"))
+  assert compile_cache.enable() == str(tmp_path / "theirs")  # the test suite's own cache, as set
+  (tmp_path / "a_file").write_text("")
+  monkeypatch.setenv(compile_cache.ENV_VAR, str(tmp_path / "a_file" / "cache"))
+  assert compile_cache.enable() is None
+  err = capsys.readouterr().err
+  assert "no compilation cache" in err and compile_cache.ENV_VAR in err
+  monkeypatch.delenv(compile_cache.ENV_VAR)
+  if before is None:
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+  else:
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", before)
+  assert os.environ.get("JAX_COMPILATION_CACHE_DIR") == before
