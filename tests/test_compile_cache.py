@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import jax
+
 from experiments.launch import compile_cache
 
 # A program compiles before `enable` (as an import might), then one after: neither may stop the cache. Then the
@@ -39,20 +41,16 @@ def test_default_then_named_directory_is_filled(tmp_path, monkeypatch):
 
 
 def test_off_jax_own_variable_and_an_unusable_directory_leave_jax_alone(tmp_path, monkeypatch, capsys):
-  before = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  config_dir = jax.config.jax_compilation_cache_dir  # the test suite's cache: none of these calls may move it
   monkeypatch.setenv(compile_cache.ENV_VAR, "off")
   assert compile_cache.enable() is None
   monkeypatch.delenv(compile_cache.ENV_VAR)
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "theirs"))
-  assert compile_cache.enable() == str(tmp_path / "theirs")  # the test suite's own cache, as set
+  assert compile_cache.enable() == str(tmp_path / "theirs")  # as set, e.g. the test suite's own cache
   (tmp_path / "a_file").write_text("")
   monkeypatch.setenv(compile_cache.ENV_VAR, str(tmp_path / "a_file" / "cache"))
   assert compile_cache.enable() is None
   err = capsys.readouterr().err
   assert "no compilation cache" in err and compile_cache.ENV_VAR in err
-  monkeypatch.delenv(compile_cache.ENV_VAR)
-  if before is None:
-    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
-  else:
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", before)
-  assert os.environ.get("JAX_COMPILATION_CACHE_DIR") == before
+  assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "theirs")  # not rewritten (monkeypatch restores)
+  assert jax.config.jax_compilation_cache_dir == config_dir

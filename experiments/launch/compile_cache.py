@@ -60,16 +60,15 @@ def enable() -> str | None:
   except OSError as err:
     print(f"warning: no compilation cache ({ENV_VAR}={path}: {err})", file=sys.stderr)
     return None
+  # Written to the environment (a value the user set there wins) so that child processes read the same settings.
   os.environ["JAX_COMPILATION_CACHE_DIR"] = str(path)
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(MIN_COMPILE_SECONDS))
+  min_seconds = os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(MIN_COMPILE_SECONDS))
   jax.config.update("jax_compilation_cache_dir", str(path))
-  jax.config.update(
-    "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
-  )
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_seconds))
   if importlib.util.find_spec("filelock") is None:  # a declared dependency; an image without it runs uncapped
     print(f"warning: filelock is not installed: the compilation cache in {path} has no size cap", file=sys.stderr)
   else:
-    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(MAX_BYTES))
-    jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
+    max_bytes = os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(MAX_BYTES))
+    jax.config.update("jax_compilation_cache_max_size", int(max_bytes))
   compilation_cache.reset_cache()  # a program compiled while importing would have fixed the cache as off
   return str(path)
