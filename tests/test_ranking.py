@@ -148,19 +148,6 @@ def test_learned_method_is_frontier_with_the_packaged_ranking(space):
   assert np.isfinite(ranker(obs, 0.0)).all()
 
 
-def test_depth_option_adds_log_odds_per_level_of_the_drill_down():
-  """`depth` d adds d x (parent's depth + 1) to every action's log-odds (the depth channel is depth / max_depth)."""
-  weights = ranking.load()
-  z = np.array([[0.1, 0.3, 0.2], [0.4, 0.0, 0.0]], np.float32)
-  real = np.array([[1, 1, 0], [1, 1, 0]], np.float32)
-  obs = _obs(z, real, real)  # depth channel 0.5: depth 2 of max_depth 4, so drill-downs reach depth 3
-  plain = ranking.learned_ranker(weights)(obs, 0.2)
-  np.testing.assert_allclose(ranking.learned_ranker(weights, depth=0.5, max_depth=4)(obs, 0.2), plain + 1.5)
-  np.testing.assert_allclose(ranking.learned_ranker(weights, depth=-1.0, max_depth=2)(obs, 0.2), plain - 2.0)
-  with pytest.raises(ValueError, match="depth must be a finite number"):
-    ranking.learned_ranker(weights, depth=float("nan"))
-
-
 def test_collect_labels_the_planted_path(small_cube):
   """On the small cube with proc=A, race B planted: rows of the drill-downs a short search reveals, labelled."""
   shallow = cube_env.make_space(small_cube, max_depth=2, z_screen=Z)
