@@ -60,7 +60,8 @@ def enable() -> str | None:
   except OSError as err:
     print(f"warning: no compilation cache ({ENV_VAR}={path}: {err})", file=sys.stderr)
     return None
-  # Written to the environment (a value the user set there wins) so that child processes read the same settings.
+  # Written to the environment so that child processes read the same settings (for the two limits, a value the user
+  # already set there wins).
   os.environ["JAX_COMPILATION_CACHE_DIR"] = str(path)
   min_seconds = os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(MIN_COMPILE_SECONDS))
   jax.config.update("jax_compilation_cache_dir", str(path))
