@@ -155,6 +155,11 @@ def test_run_case_budgets_scores_and_cut_off(case, prep):
   assert qrun.budgets_for(case, prep, capped, "random") == budgets[:1]
   assert qrun.budgets_for(case, prep, capped, "pysubgroup-dfs") == budgets
   skipped = list(qrun.run_case(case, suite, fns, log=_quiet, skip={(case.scenario, case.seed, "random", budgets[0])}))
+  # every row names its world's content: the same table hashes alike, one changed value does not
+  assert {r["world_sha256"] for r in rows} == {qsuite.world_id(case)} and qsuite.world_id(case).startswith("sha256:")
+  changed = case.df.copy()
+  changed.iloc[0, changed.columns.get_loc("minutes")] += 1e-9
+  assert qsuite.world_id(dataclasses.replace(case, df=changed)) != qsuite.world_id(case)
   assert len(skipped) == len(rows) - 1
 
 
@@ -309,8 +314,12 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   del unrecorded["options"]  # of settings not recorded,
   old_worlds = dict(spilled, seed=5005, worlds_version=qsuite.worlds.VERSION - 1)  # of other worlds
   walker_past_top = dict(spilled, seed=5006, method="greedy", nominal_fraction=1.0)  # a walker past its fractions
+  # two rows of one world seed that record different tables (drawn on two machines): kept, and named
+  table_a = dict(spilled, seed=5007, world_sha256="sha256:aaaaaaaaaaaa")
+  table_b = dict(table_a, budget=1000, budget_fraction=1.0, nominal_fraction=1.0, world_sha256="sha256:bbbbbbbbbbbb")
   dropped = (other_size, other_budget, other_settings, unrecorded, old_worlds, walker_past_top)
-  (tmp_path / "q.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in (spilled, *dropped)))
+  spilled_rows = (spilled, table_a, table_b, *dropped)
+  (tmp_path / "q.jsonl.partial").write_text("".join(json.dumps(r) + "\n" for r in spilled_rows))
   call = dict(
     kind="invocation",
     suite="tiny",
@@ -333,11 +342,14 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   )
   assert not (tmp_path / "q.jsonl.partial").exists() and (tmp_path / "p.png").exists()
   kept = [r for r in rows if r["kind"] == "run"]
-  assert len(kept) == 1 and kept[0]["recall"] == 0.5
+  assert len(kept) == 3 and kept[0]["recall"] == 0.5
   earlier, invocation = [r for r in rows if r["kind"] == "invocation"]
   assert earlier["wall_s"] == 7.0 and invocation["cases_run"] == 0 and invocation["cases_in_suite"] == 2
+  assert invocation["worlds_differ"] == [["standard", 5007]]
+  versions = invocation["versions"]  # what the call ran with: the worlds' draw can depend on it
+  assert versions["numpy"] == np.__version__ and versions["pandas"] == pd.__version__ and versions["python"]
   kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]
-  assert kinds[:4] == ["run", "invocation", "invocation", "summary"] and set(kinds[3:]) <= {"summary", "paired"}
+  assert kinds[:6] == ["run"] * 3 + ["invocation", "invocation", "summary"] and set(kinds[5:]) <= {"summary", "paired"}
 
 
 @pytest.mark.parametrize(

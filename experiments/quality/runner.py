@@ -32,6 +32,7 @@ from experiments.quality.suite import (
   Suite,
   base_method,
   parse_variant,
+  world_id,
 )
 
 
@@ -189,6 +190,7 @@ def run_case(
     n_truth=len(case.truth),
     adjusted=bool(case.adjust),
     worlds_version=worlds.VERSION,
+    world_sha256=world_id(case),
   )  # each run row adds the method's settings (`options`), so a resumed file never mixes two settings of a method
   log(
     f"{case.scenario} seed {case.seed}: {base['cells']} cells, {prep.exhaustive_queries} cohorts to depth "

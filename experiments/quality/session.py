@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
 from collections.abc import Callable, Iterable
+from importlib import metadata
 
 import jax
 
@@ -58,6 +60,37 @@ def _same_suite(suite: Suite) -> Callable[[dict], bool]:
     )
 
   return same
+
+
+VERSIONED = ("numpy", "pandas", "scipy", "jax", "jaxlib", "flax", "optax", "mctx")
+
+
+def host_versions() -> dict:
+  """The Python, package versions and CPU features a call ran with (an invocation row's `versions`): the worlds'
+  draw and every figure can depend on them (benchmarks/README.md, *The same seed, another table*)."""
+  out = {"python": platform.python_version(), "machine": platform.machine()}
+  for name in VERSIONED:
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      out[name] = None
+  try:
+    with open("/proc/cpuinfo") as handle:
+      flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    out["cpu_flags"] = sorted(f for f in flags if f.startswith(("avx", "fma", "sse4")))
+  except OSError:  # not Linux: the versions alone
+    out["cpu_flags"] = None
+  return out
+
+
+def worlds_differ(runs: Iterable[dict]) -> list[list]:
+  """[family, seed] of every world whose run rows record more than one table (`world_sha256`; rows from before it
+  was recorded are not compared)."""
+  seen: dict[tuple, set] = {}
+  for r in runs:
+    if r.get("world_sha256"):
+      seen.setdefault((r["scenario"], r["seed"]), set()).add(r["world_sha256"])
+  return [list(key) for key, ids in sorted(seen.items()) if len(ids) > 1]
 
 
 def earlier_rows(suite: Suite, out: str | None, spill: str | None, log: Callable[[str], None]) -> list[dict]:
@@ -150,8 +183,15 @@ def run_quality(
     load_average_before=load_before,
     load_average_after=os.getloadavg(),
     checkpoint=checkpoint,
+    versions=host_versions(),
   )
   runs = [r for r in earlier if r["kind"] == "run"] + rows
+  invocation["worlds_differ"] = worlds_differ(runs)
+  if invocation["worlds_differ"]:
+    log(
+      f"warning: {out} holds rows of two different tables for one world seed ({invocation['worlds_differ']}): "
+      "their worlds were drawn on machines that draw them differently; compare only rows of one table"
+    )
   invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
   summary = summarize(runs, split=suite.split)
   pairs = suite_pairs(runs, split=suite.split)  # with issue 18's yardstick: learned searches vs the best heuristic
