@@ -4,8 +4,12 @@ A planted effect can be confirmed by a search only if, on the exploration half, 
 significant and new by the space's own thresholds (`cohort_table` with the search space's params: the |z| screen
 and the exploration newness z), so that visiting the cohort makes it a candidate; and then only if it passes
 confirmation. Per world and plant this script reports both: `reachable` (a candidate when visited) and `alone`
-(confirmed when it is the only candidate: no multiplicity, so an upper bound on what any run confirms). It
-chooses nothing; it describes the worlds the methods are scored on.
+(confirmed when it is the only candidate: no multiplicity; a reference, not a bound: the mirror and newness checks
+read the candidate's own cohort, and a run's larger candidate set can change which groups they compare). It
+chooses nothing; it describes the worlds the methods are scored on. Each row records the world's table
+(`world_sha256`, `suite.world_id`), and `compare` counts only run rows of the same tables (a machine can draw
+another table for a seed: benchmarks/README.md, *The same seed, another table*). Only the planted group's own
+test is read (a plant on a two-group column tested through its other group would read as unreachable).
 
 `python benchmarks/reachable.py SUITE SPLIT FAMILY[,FAMILY...] [FIRST-STOP] > OUT.jsonl` (e.g. `standard eval
 standard,wide,deep,masked`); `python benchmarks/reachable.py compare OUT.jsonl RUNS.jsonl` sets the counts beside
@@ -60,6 +64,7 @@ def _empty_result() -> cube_env.SearchResult:
 
 
 def _read(path: str) -> list[dict]:
+  """The JSON lines of a file."""
   with open(path) as handle:
     return [json.loads(line) for line in handle]
 
@@ -71,6 +76,7 @@ def compare(reach_path: str, runs_path: str) -> None:
   for family in sorted({r["family"] for r in reach}):
     mine = [r for r in reach if r["family"] == family]
     seeds = {r["seed"] for r in mine}
+    tables = {r["seed"]: r.get("world_sha256") for r in mine}
     line = (
       f"{family:8s} worlds {len(seeds):2d} plants {len(mine):3d} reachable {sum(r['reachable'] for r in mine):3d} "
       f"confirmed alone {sum(r['alone'] for r in mine):3d} |"
@@ -79,14 +85,19 @@ def compare(reach_path: str, runs_path: str) -> None:
       best = {}  # seed -> the run at the method's largest budget (walkers: at most 5%)
       for r in runs:
         if (
-          r["family"] == family and r["seed"] in seeds and r["method"] == method and r["budget_fraction"] <= 0.05 + 1e-9
+          r["family"] == family
+          and r["seed"] in seeds
+          and r.get("world_sha256") == tables[r["seed"]]  # the same table (both unrecorded: assumed the same)
+          and r["method"] == method
+          and r["budget_fraction"] <= 0.05 + 1e-9
         ) and (r["seed"] not in best or r["budget"] > best[r["seed"]]["budget"]):
           best[r["seed"]] = r
-      line += f" {method} {sum(len(r['recalled']) for r in best.values())}"
+      line += f" {method} {sum(len(r['recalled']) for r in best.values())} ({len(best)} worlds)"
     print(line)
 
 
 def main() -> None:
+  """`reachable.py SUITE SPLIT FAMILIES [FIRST-STOP]`, or `reachable.py compare REACH RUNS` (module docstring)."""
   if sys.argv[1] == "compare":
     compare(sys.argv[2], sys.argv[3])
     return
@@ -98,7 +109,8 @@ def main() -> None:
       case = S.make_case(family, index, suite)
       prep = R.prepare_case(case, max_depth=suite.depth(family))
       for row in plant_rows(case, prep):
-        print(json.dumps(dict(family=family, world=index, seed=case.seed, split=case.split, **row)), flush=True)
+        ident = dict(family=family, world=index, seed=case.seed, split=case.split, world_sha256=S.world_id(case))
+        print(json.dumps(dict(ident, **row)), flush=True)
 
 
 if __name__ == "__main__":
