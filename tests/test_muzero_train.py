@@ -101,7 +101,6 @@ def _check_learned_optimal_return(run):
   print(f"optimal after {it} iterations, {run['seconds']:.1f}s of training (excl. first compile)")
   np.testing.assert_array_equal(returns, run["optimal"])
   assert run["optimal"].tolist() == [9.0, 9.0, 9.0, 5.0]
-  assert run["seconds"] < 60.0
   first_returns = run["history"][0][1]
   assert first_returns.mean() < run["optimal"].mean()  # it did have to learn
 
