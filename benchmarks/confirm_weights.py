@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 import cube_env
-from cube_env.discovery.confirm import holm, pooled_p
+from cube_env.discovery.confirm import exploration_weights, holm, pooled_p
 from experiments.quality import runner as R
 from experiments.quality import suite as S
 
@@ -37,9 +37,7 @@ def weights(f, *, pooled, floor, tilt=1.0):
     pz = stats.norm.isf(pooled_p(*cols) / 2)
     cont = (f["scale"] != "binary").to_numpy(bool)
     z = np.where(cont, np.minimum(z, np.nan_to_num(pz)), z)
-  w = np.maximum(np.exp(tilt * (z - z.max())), 1e-300)
-  w = w * len(w) / w.sum()
-  return (1 - floor) * w + floor
+  return (1 - floor) * exploration_weights(z, tilt=tilt) + floor
 
 
 VARIANTS = {

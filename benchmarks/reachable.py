@@ -25,6 +25,7 @@ import pandas as pd
 import cube_env
 from experiments.quality import runner as R
 from experiments.quality import suite as S
+from experiments.quality.pool import read_rows
 
 
 def plant_rows(case: S.Case, prep: R.PreparedCase) -> list[dict]:
@@ -63,16 +64,10 @@ def _empty_result() -> cube_env.SearchResult:
   )
 
 
-def _read(path: str) -> list[dict]:
-  """The JSON lines of a file."""
-  with open(path) as handle:
-    return [json.loads(line) for line in handle]
-
-
 def compare(reach_path: str, runs_path: str) -> None:
   """Per family: plants, reachable, confirmed alone, and each method's confirmed plants at its largest budget."""
-  reach = _read(reach_path)
-  runs = [r for r in _read(runs_path) if r.get("kind") == "run" and r.get("applicable")]
+  reach = read_rows(reach_path)
+  runs = [r for r in read_rows(runs_path) if r.get("kind") == "run" and r.get("applicable")]
   for family in sorted({r["family"] for r in reach}):
     mine = [r for r in reach if r["family"] == family]
     seeds = {r["seed"] for r in mine}
@@ -108,8 +103,8 @@ def main() -> None:
     for family in families:
       case = S.make_case(family, index, suite)
       prep = R.prepare_case(case, max_depth=suite.depth(family))
+      ident = dict(family=family, world=index, seed=case.seed, split=case.split, world_sha256=S.world_id(case))
       for row in plant_rows(case, prep):
-        ident = dict(family=family, world=index, seed=case.seed, split=case.split, world_sha256=S.world_id(case))
         print(json.dumps(dict(ident, **row)), flush=True)
 
 
