@@ -21,7 +21,9 @@ What is random, per (seed, family, rows), from one `numpy.random.default_rng`:
 - Measures (2-8): log-normal durations (tested on the log scale), counts
   (gamma-Poisson, i.e. negative binomial, tested on the linear scale:
   `Schema.log_scale` False, zeros occur) and binary rates, each with 0-4%
-  missing values.
+  missing values. Log-normal values are recorded to 3 decimal places
+  (`recorded`), so that the table's bits, which the row split hashes, do not
+  depend on the machine's `exp`.
 - Names: every column is `col_` plus three syllables, every category `v` plus
   two, so nothing can key on a name. The first syllable of a column name comes
   from the half of the syllable list that belongs to the seed's split
@@ -114,7 +116,10 @@ DRAW_MAX = 300  # cohort draws per planted effect within one attempt
 MASKED_QUIET_Z = 2.0
 MAX_LOG_EFFECT = 0.7  # plausible |log ratio| (log measures) or |log rate ratio| (counts)
 MAX_RISK_DIFFERENCE = 0.3
-VERSION = 2  # bumped when a family's generator changes (2: deep worlds 20-30 dimensions); benchmark rows record it
+# Bumped when a family's generator changes; benchmark rows record it. 2: deep worlds 20-30 dimensions; 3: log-normal
+# measures recorded to DECIMALS places, so one seed draws one table on every machine.
+VERSION = 3
+DECIMALS = 3  # a log-normal measure's recorded places (`recorded`)
 MIN_SIDE = 40  # rows on each side of a planted test (group, rest)
 MIN_RELATIVE_DIFF = 0.2  # a planted |relative difference| at its cohort: twice discovery's reporting floor (AHRQ 10%)
 MEASURE_KINDS = ("lognormal", "count", "binary")
@@ -405,8 +410,22 @@ class _Measure:
     return np.where(self.present[rows], v, np.nan)
 
   def natural(self) -> np.ndarray:
+    """The table's column: a log-normal measure's values recorded to `DECIMALS` places (`recorded`)."""
     v = self.values()
-    return np.exp(v) if self.kind == "lognormal" else v
+    return recorded(np.exp(v)) if self.kind == "lognormal" else v
+
+
+def recorded(values: np.ndarray) -> np.ndarray:
+  """Values as the table records them: rounded to `DECIMALS` places (NaN stays NaN).
+
+  `np.exp` is not bit-identical across machines (numpy's AVX-512 kernel and glibc's differ in the last bit of
+  some values), and the row split hashes the table's bits (`cube_env.data.holdout.split_rows`), so without
+  the rounding one seed split its rows differently on two machines (benchmarks/README.md, *The same seed,
+  another table*: same plants, another split). A last-bit difference now changes a recorded value only when
+  it straddles a rounding boundary: below 1e-9 per value at these magnitudes (values up to a few thousand).
+  Rounding is exact IEEE arithmetic (multiply, round to even, divide), the same on every machine.
+  """
+  return np.round(values, DECIMALS)
 
 
 def _measures(rng, fam: Family, dims: list[_Col], names: _Names) -> list[_Measure]:
