@@ -326,9 +326,13 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
     n_rows=3000,
     wall_s=7.0,
     method_options=[["beam", [["width", 32]]], ["pysubgroup-dfs", [["depth", 2]]]],
+    worlds_version=qsuite.worlds.VERSION,
   )
   stale_call = dict(call, wall_s=99.0, method_options=[["beam", [["width", 3]]]])  # another call's settings: dropped
-  out.write_text(json.dumps(call) + "\n" + json.dumps(stale_call) + "\n")
+  old_call = dict(call, wall_s=98.0, worlds_version=qsuite.worlds.VERSION - 1)  # a call on other worlds: dropped
+  unversioned_call = {k: v for k, v in call.items() if k != "worlds_version"}  # one that did not say: dropped
+  calls = (call, stale_call, old_call, unversioned_call)
+  out.write_text("".join(json.dumps(c) + "\n" for c in calls))
   rows = qsession.run_quality(
     "tiny",
     checkpoint=None,
@@ -345,6 +349,7 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   assert len(kept) == 3 and kept[0]["recall"] == 0.5
   earlier, invocation = [r for r in rows if r["kind"] == "invocation"]
   assert earlier["wall_s"] == 7.0 and invocation["cases_run"] == 0 and invocation["cases_in_suite"] == 2
+  assert invocation["worlds_version"] == qsuite.worlds.VERSION
   assert invocation["worlds_differ"] == [["standard", 5007]]
   versions = invocation["versions"]  # what the call ran with: the worlds' draw can depend on it
   assert versions["numpy"] == np.__version__ and versions["pandas"] == pd.__version__ and versions["python"]

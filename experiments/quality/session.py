@@ -51,13 +51,11 @@ def _same_suite(suite: Suite) -> Callable[[dict], bool]:
       and r.get("split", "eval") == suite.split
     ):
       return False
+    if r.get("worlds_version") != worlds.VERSION:  # rows, and calls, of other worlds (calls before version 3
+      return False  # did not record it: their runs are dropped with them, so their wall time is too)
     if r["kind"] == "invocation":  # its wall time counts in the suite's only if it ran the same settings
       return r.get("method_options") == tuned
-    return (
-      r.get("worlds_version") == worlds.VERSION
-      and r.get("options") == suite.options_row(r["method"])
-      and budget_kept(r)
-    )
+    return r.get("options") == suite.options_row(r["method"]) and budget_kept(r)
 
   return same
 
@@ -172,6 +170,7 @@ def run_quality(
     seeds=suite.seeds,
     n_rows=suite.n_rows,
     split=suite.split,
+    worlds_version=worlds.VERSION,
     method_options=suite.method_options_row(),
     scenarios=list(suite.scenarios),
     cases_run=len({(r["scenario"], r["seed"]) for r in rows}),
