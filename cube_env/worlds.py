@@ -89,6 +89,7 @@ The generator of attempt a is `default_rng([seed, crc32(family), rows, a])`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import zlib
 from collections.abc import Sequence
 
@@ -426,6 +427,17 @@ def recorded(values: np.ndarray) -> np.ndarray:
   Rounding is exact IEEE arithmetic (multiply, round to even, divide), the same on every machine.
   """
   return np.round(values, DECIMALS)
+
+
+def content_id(df: pd.DataFrame, truth: Sequence[PlantedEffect]) -> str:
+  """Content hash of a world: its table (every value, in row order) and its planted truth, `sha256:` + 12 hex.
+
+  Benchmark rows record it (`world_sha256`), so rows of two different tables under one seed are told apart;
+  `tests/test_worlds.py` pins it for two worlds.
+  """
+  digest = hashlib.sha256(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
+  digest.update(repr(sorted(map(repr, truth))).encode())
+  return "sha256:" + digest.hexdigest()[:12]
 
 
 def _measures(rng, fam: Family, dims: list[_Col], names: _Names) -> list[_Measure]:

@@ -24,7 +24,6 @@ pysubgroup's beam width and depth) come from a sweep on training worlds only
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 from collections.abc import Iterable
 
@@ -310,15 +309,12 @@ def make_case(scenario: str, index: int, suite: Suite) -> Case:
 
 
 def world_id(case: Case) -> str:
-  """Content hash of a case's world: its table (every value, in row order) and its planted truth.
+  """Content hash of a case's world (`worlds.content_id`): its table and its planted truth.
 
-  A world is drawn from its seed alone, but the draw calibrates its plants with floating-point statistics, so two
-  machines can draw tables that differ in a few values (benchmarks/README.md, *The same seed, another table*).
-  Run rows record this hash (`world_sha256`) so that rows of two different tables under one seed are told apart.
+  Up to worlds version 2 two machines could draw different tables for one seed (benchmarks/README.md, *The same
+  seed, another table*); run rows record this hash (`world_sha256`) so that such rows are told apart.
   """
-  digest = hashlib.sha256(pd.util.hash_pandas_object(case.df, index=True).to_numpy().tobytes())
-  digest.update(repr(sorted(map(repr, case.truth))).encode())
-  return "sha256:" + digest.hexdigest()[:12]
+  return worlds.content_id(case.df, case.truth)
 
 
 def case_order(suite: Suite) -> list[tuple[str, int]]:
