@@ -38,6 +38,7 @@ from muzero_jax.selfplay import (
   expert_bias,
   make_evaluate,
 )
+from muzero_jax.supervised import FineTuneConfig, MarkedPositions, fine_tune
 from muzero_jax.support import check_support
 from muzero_jax.trainer import Trainer, TrainState, learn_from_rollout, make_train
 
@@ -77,6 +78,9 @@ __all__ = [
   "env_spec",
   "MetricsLogger",
   "check_support",
+  "FineTuneConfig",
+  "MarkedPositions",
+  "fine_tune",
   "benchmark_search",
   "benchmark_selfplay",
   "benchmark_learner",

@@ -43,7 +43,7 @@ import optax
 
 from cube_env.data.ingest import filters_to_codes
 from cube_env.discovery.frontier import LIFT, MAX_ABS_Z, N_SIGNIFICANT, Ranker, frontier, pixel_ranker
-from cube_env.discovery.space import Progress, SearchResult, Space
+from cube_env.discovery.space import Progress, SearchResult, Space, drill_down_actions
 from cube_env.environment.env import CHANNELS
 
 LEGAL, LOG_SIZE, REAL = CHANNELS.index("legal"), CHANNELS.index("log_size"), CHANNELS.index("real")
@@ -404,6 +404,88 @@ def collect(
     return np.zeros((0, NUM_FEATURES), np.float32), np.zeros(0, bool), np.zeros(0)
   x, y, w = (np.concatenate(parts) for parts in zip(*rows, strict=True))
   return x, y, w
+
+
+@dataclasses.dataclass(frozen=True)
+class Positions:
+  """Visited cohorts of one frontier walk, as an agent would be taught from them (`collect_positions`)."""
+
+  obs: np.ndarray  # [N, channels, F, C + 1] float32: the cohort's observation
+  legal: np.ndarray  # [N, A] bool: its legal actions
+  marked: np.ndarray  # [N, A] bool: its drill-downs on a path to a planted effect
+  actions: np.ndarray  # [N, K] int32: drill-downs sampled for a label (every marked one first, up to K)
+  labels: np.ndarray  # [N, K] float32: their marks
+  weights: np.ndarray  # [N, K] float32: the position's weight on each (0 pads a row with fewer drill-downs)
+
+
+def collect_positions(
+  space: Space,
+  truth: Iterable,
+  *,
+  budget: int,
+  seed: int,
+  noise: float = 0.5,
+  unmarked: float = 0.1,
+  samples: int = 8,
+  behaviour: Ranker | None = None,
+) -> Positions:
+  """The positions of one world's frontier walk with their on-path drill-downs (for an agent; `collect`'s twin).
+
+  The walk is `collect`'s: `frontier` for `budget` queries ranked by `behaviour` (default the packaged learned
+  ranking, the walk the `muzero` method refines) plus uniform noise of width `noise`. Every visited cohort with
+  at least one drill-down on a path to a planted effect (`drilldown_labels`) is kept, and an `unmarked` share of
+  the others, all weighted 1: the agent's search only orders the drill-downs of one cohort, which the marked
+  positions teach, so the unmarked ones are not weighted up to stand for all of them (as `collect`'s negatives
+  are). Each kept position samples `samples` of its drill-downs: its marked ones first, the rest drawn at random
+  (all with the seed).
+  """
+  if not 0 < unmarked <= 1:
+    raise ValueError(f"collect_positions: unmarked is the share of unmarked positions kept, in (0, 1], got {unmarked}")
+  if samples < 1 or not noise >= 0:
+    raise ValueError(f"collect_positions: samples must be >= 1 and noise >= 0, got {samples} and {noise!r}")
+  rng = np.random.default_rng([seed, 29])
+  planted = planted_codes(space, truth)
+  walk = behaviour or learned_ranker(_loaded(None))
+  c = space.env.shape.num_values
+  kept: list[tuple] = []
+
+  def watch(filters: tuple, obs: np.ndarray, own: float, actions: list[int]) -> None:
+    del own, actions
+    legal = obs[LEGAL].reshape(-1) > 0
+    drill = drill_down_actions(filters, legal, c)
+    label = drilldown_labels(space, planted, filters, drill)
+    if not label.any() and rng.random() >= unmarked:
+      return
+    marked = np.zeros(legal.shape, bool)
+    marked[drill[label]] = True
+    pos, neg = drill[label], rng.permutation(drill[~label])
+    chosen = np.concatenate([pos, neg])[:samples]
+    acts = np.zeros(samples, np.int32)
+    acts[: len(chosen)] = chosen
+    labels = np.zeros(samples, np.float32)
+    labels[: len(chosen)] = np.isin(chosen, pos)
+    weights = np.zeros(samples, np.float32)
+    weights[: len(chosen)] = 1.0
+    kept.append((obs.astype(np.float32), legal, marked, acts, labels, weights))
+
+  def noisy(obs: np.ndarray, parent_score: float) -> np.ndarray:
+    scores = np.asarray(walk(obs, parent_score), np.float64)
+    return scores + noise * rng.random(scores.shape)
+
+  frontier(space, budget=budget, seed=seed, ranker=noisy, watch=watch)
+  if not kept:
+    num_a = space.env.num_actions
+    obs_shape = (len(CHANNELS), space.env.shape.num_filters, c + 1)
+    z = np.zeros((0, samples))
+    return Positions(
+      np.zeros((0, *obs_shape), np.float32),
+      np.zeros((0, num_a), bool),
+      np.zeros((0, num_a), bool),
+      z.astype(np.int32),
+      z.astype(np.float32),
+      z.astype(np.float32),
+    )
+  return Positions(*(np.stack(parts) for parts in zip(*kept, strict=True)))
 
 
 @functools.lru_cache(maxsize=8)

@@ -55,16 +55,21 @@ def world_rows(
   """(features, labels, weights) of training world `index` of `family`, at the suite's rows and depth; the walk
   ranked by the pixel heuristic, or by the ranker in the `behaviour` weights file (a self-play round), plus
   uniform noise of width `noise` (`ranking.collect`)."""
-  base = dataclasses.replace(SUITES[suite], split="train")
-  case = make_case(family, index, base)
-  if case.split != "train":
-    raise RuntimeError(f"world {family} {index} is not a training world")
-  space = prepare_case(case, max_depth=base.depth(family)).prepared.space
+  space, case = training_space(family, index, suite)
   try:
     walk = None if behaviour is None else ranking.learned_ranker(ranking.load(behaviour))
     return ranking.collect(space, case.truth, budget=budget, seed=case.seed, behaviour=walk, noise=noise)
   finally:
     jax.clear_caches()  # each world's shapes compile their own programs (see pool.case_in_worker)
+
+
+def training_space(family: str, index: int, suite: str = "standard"):
+  """(search space, case) of training world `index` of `family` at the suite's rows and depth."""
+  base = dataclasses.replace(SUITES[suite], split="train")
+  case = make_case(family, index, base)
+  if case.split != "train":
+    raise RuntimeError(f"world {family} {index} is not a training world")
+  return prepare_case(case, max_depth=base.depth(family)).prepared.space, case
 
 
 def training_rows(
