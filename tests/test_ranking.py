@@ -231,3 +231,32 @@ def test_train_ranker_fits_cached_rows_of_two_rounds(tmp_path):
   ):
     with pytest.raises(SystemExit, match=flag):
       train_ranker.main(dataclasses.replace(args, **bad))
+
+
+def test_collect_positions_marks_the_planted_path(small_cube):
+  """Positions of a short walk on the small cube (proc=A, race B planted): the root is the one cohort with an
+  on-path drill-down (proc=A), marked and sampled first; every kept row is consistent and seeded."""
+  shallow = cube_env.make_space(small_cube, max_depth=2, z_screen=Z)
+  truth = [cube_env.synthetic.PlantedEffect({"proc": "A"}, "race", "B", "minutes", 0.4)]
+  pos = ranking.collect_positions(shallow, truth, budget=6, seed=0, unmarked=1.0, samples=4)
+  c = shallow.env.shape.num_values
+  codes = ranking.planted_codes(shallow, truth)[0]
+  column = int(np.nonzero(codes >= 0)[0][0])
+  proc_a = column * (c + 1) + int(codes[column])
+  assert len(pos.legal) >= 2  # unmarked=1: every visited cohort is kept
+  assert pos.marked[0].sum() == 1 and pos.marked[0, proc_a]  # the root's one on-path drill-down
+  assert pos.actions[0, 0] == proc_a and pos.labels[0].tolist() == [1.0, 0.0, 0.0, 0.0]
+  assert pos.marked[1:].sum() == 0  # proc=A's own drill-downs lie at depth 2, off the planted cohort
+  assert np.all(pos.marked <= pos.legal) and np.all(pos.legal[np.arange(len(pos.legal))[:, None], pos.actions])
+  np.testing.assert_array_equal(pos.weights, 1.0)
+  assert pos.obs.shape == (len(pos.legal), len(CHANNELS), shallow.env.shape.num_filters, c + 1)
+  np.testing.assert_array_equal(pos.legal, pos.obs[:, CHANNELS.index("legal")].reshape(len(pos.legal), -1) > 0)
+  again = ranking.collect_positions(shallow, truth, budget=6, seed=0, unmarked=1.0, samples=4)
+  for field in dataclasses.fields(pos):
+    np.testing.assert_array_equal(getattr(pos, field.name), getattr(again, field.name))
+  few = ranking.collect_positions(shallow, truth, budget=6, seed=0, unmarked=1e-9, samples=4)
+  assert len(few.legal) == 1 and few.marked[0, proc_a]  # only the marked position is kept
+  with pytest.raises(ValueError, match="unmarked"):
+    ranking.collect_positions(shallow, truth, budget=6, seed=0, unmarked=0.0)
+  with pytest.raises(ValueError, match="samples"):
+    ranking.collect_positions(shallow, truth, budget=6, seed=0, samples=0)
