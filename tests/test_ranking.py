@@ -249,6 +249,7 @@ def test_collect_positions_marks_the_planted_path(small_cube):
   assert pos.marked[1:].sum() == 0  # proc=A's own drill-downs lie at depth 2, off the planted cohort
   assert np.all(pos.marked <= pos.legal) and np.all(pos.legal[np.arange(len(pos.legal))[:, None], pos.actions])
   np.testing.assert_array_equal(pos.weights, 1.0)
+  assert pos.scores[0] == 0.0 and pos.scores.shape == (len(pos.legal),)  # the root's own score is 0
   assert pos.obs.shape == (len(pos.legal), len(CHANNELS), shallow.env.shape.num_filters, c + 1)
   np.testing.assert_array_equal(pos.legal, pos.obs[:, CHANNELS.index("legal")].reshape(len(pos.legal), -1) > 0)
   again = ranking.collect_positions(shallow, truth, budget=6, seed=0, unmarked=1.0, samples=4)

@@ -416,6 +416,7 @@ class Positions:
   actions: np.ndarray  # [N, K] int32: drill-downs sampled for a label (every marked one first, up to K)
   labels: np.ndarray  # [N, K] float32: their marks
   weights: np.ndarray  # [N, K] float32: the position's weight on each (0 pads a row with fewer drill-downs)
+  scores: np.ndarray  # [N] float64: the cohort's own score as the walk passed it to the ranking (`frontier.Ranker`)
 
 
 def collect_positions(
@@ -450,7 +451,7 @@ def collect_positions(
   kept: list[tuple] = []
 
   def watch(filters: tuple, obs: np.ndarray, own: float, actions: list[int]) -> None:
-    del own, actions
+    del actions
     legal = obs[LEGAL].reshape(-1) > 0
     drill = drill_down_actions(filters, legal, c)
     label = drilldown_labels(space, planted, filters, drill)
@@ -466,7 +467,7 @@ def collect_positions(
     labels[: len(chosen)] = np.isin(chosen, pos)
     weights = np.zeros(samples, np.float32)
     weights[: len(chosen)] = 1.0
-    kept.append((obs.astype(np.float32), legal, marked, acts, labels, weights))
+    kept.append((obs.astype(np.float32), legal, marked, acts, labels, weights, float(own)))
 
   def noisy(obs: np.ndarray, parent_score: float) -> np.ndarray:
     scores = np.asarray(walk(obs, parent_score), np.float64)
@@ -484,8 +485,9 @@ def collect_positions(
       z.astype(np.int32),
       z.astype(np.float32),
       z.astype(np.float32),
+      np.zeros(0),
     )
-  return Positions(*(np.stack(parts) for parts in zip(*kept, strict=True)))
+  return Positions(*(np.asarray(np.stack(parts)) for parts in zip(*kept, strict=True)))
 
 
 @functools.lru_cache(maxsize=8)

@@ -34,7 +34,8 @@ from experiments.agent.loading import PACKAGED, export_agent, load_agent
 from experiments.quality.pool import limit_worker_threads
 from experiments.quality.ranker_training import FAMILIES, FIRST_INDEX, training_space
 
-FIELDS = ("obs", "legal", "marked", "actions", "labels", "weights")
+FIELDS = ("obs", "legal", "marked", "actions", "labels", "weights")  # what the agent learns from
+STORED = FIELDS + ("scores",)  # what the positions file keeps
 
 
 def world_positions(family: str, index: int, *, budget: int, suite: str) -> ranking.Positions:
@@ -67,7 +68,7 @@ def collect(worlds: int, *, budget: int, suite: str, workers: int, first_index: 
 
 def save_positions(path: str, walked: list) -> None:
   """One `.npz` with each world's arrays under `<k>/<field>` and the worlds' names in `worlds`."""
-  arrays = {f"{k}/{f}": getattr(p, f) for k, (_, _, p) in enumerate(walked) for f in FIELDS}
+  arrays = {f"{k}/{f}": getattr(p, f) for k, (_, _, p) in enumerate(walked) for f in STORED}
   tmp = f"{path}.tmp.npz"
   np.savez_compressed(tmp, worlds=np.asarray(json.dumps([[f, i] for f, i, _ in walked])), **arrays)
   os.replace(tmp, path)
@@ -76,7 +77,7 @@ def save_positions(path: str, walked: list) -> None:
 def load_positions(path: str) -> list:
   with np.load(path) as z:
     names = json.loads(str(z["worlds"]))
-    return [(f, i, ranking.Positions(*(z[f"{k}/{x}"] for x in FIELDS))) for k, (f, i) in enumerate(names)]
+    return [(f, i, ranking.Positions(*(z[f"{k}/{x}"] for x in STORED))) for k, (f, i) in enumerate(names)]
 
 
 def groups_by_shape(walked: list) -> list[muzero_jax.MarkedPositions]:
