@@ -5,8 +5,9 @@
 Walks training worlds `first_index`.. of the four planted families (none an evaluation world, a validation world
 0-19, or a world the tuned agent learned from, 20-31) as `frontier_tune` does, and at every visited cohort with a
 drill-down on a path to a plant compares, over that cohort's drill-downs: the learned ranking (`learned`), the
-`muzero` ranking at refine 1 and 4 with the packaged agent and with `--agent`, and each agent's policy logits and
-its model's value of every drill-down's successor alone. Per ranking: mean AUC (on-path against the rest, within
+`muzero` ranking at refine 1 and 4 with the packaged agent and with `--agent`, each agent's policy logits and
+its model's value of every drill-down's successor alone, and `learned` plus w x each agent's policy logits centred
+over the cohort's drill-downs (the `muzero` option `policy`). Per ranking: mean AUC (on-path against the rest, within
 a cohort), the share of cohorts whose top drill-down is on a path, and the mean number of drill-downs ranked above
 the best on-path one.
 """
@@ -14,8 +15,8 @@ the best on-path one.
 from __future__ import annotations
 
 import argparse
+import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -67,8 +68,6 @@ def main() -> None:
   parser.add_argument("--first-index", type=int, default=32)
   parser.add_argument("--positions", default=None, help="cache (.npz) of the walks, reused when present")
   args = parser.parse_args()
-  import os
-
   if args.positions and os.path.exists(args.positions):
     walked = frontier_tune.load_positions(args.positions)
   else:
@@ -93,11 +92,16 @@ def main() -> None:
       for name, rank in rankers.items():
         s = np.asarray(rank(obs, float(pos.scores[i])), np.float64)[drill]
         table.setdefault((family, name), []).append(scores_of(s, on))
+      learned = np.asarray(base(obs, float(pos.scores[i])), np.float64)[drill]
       for name, agent in agents.items():
         policy, value = agent_signals(agent, obs, drill)
         table.setdefault((family, f"{name} policy alone"), []).append(scores_of(policy[drill], on))
         table.setdefault((family, f"{name} model value alone"), []).append(scores_of(value[drill], on))
-      jax.clear_caches() if len(table) > 4000 else None
+        centred = policy[drill] - policy[drill].mean()
+        for w in (0.25, 0.5, 1.0, 2.0):
+          table.setdefault((family, f"learned + {w:g} x {name} policy"), []).append(
+            scores_of(learned + w * centred, on)
+          )
   names = list(dict.fromkeys(n for _, n in table))
   families = list(dict.fromkeys(f for f, _ in table))
   print("cohorts with an on-path drill-down (and an off-path one):", {f: len(table[(f, "learned")]) for f in families})
@@ -109,8 +113,10 @@ def main() -> None:
       auc, top, above = np.mean(rows, axis=0)
       cells.append(f"{auc:.3f} {top:.2f} {above:6.1f}")
     print(f"{name:36s} " + " ".join(f"{c:>22s}" for c in cells))
-  print("cells: mean AUC within a cohort, share of cohorts whose top drill-down is on a path, drill-downs above the "
-        "best on-path one")
+  print(
+    "cells: mean AUC within a cohort, share of cohorts whose top drill-down is on a path, drill-downs above the "
+    "best on-path one"
+  )
 
 
 if __name__ == "__main__":
