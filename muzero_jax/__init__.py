@@ -37,7 +37,6 @@ from muzero_jax.selfplay import (
   evaluate,
   expert_bias,
   make_evaluate,
-  prior_logits,
 )
 from muzero_jax.supervised import FineTuneConfig, MarkedPositions, fine_tune
 from muzero_jax.support import check_support
@@ -55,7 +54,6 @@ __all__ = [
   "run_search",
   "max_backup_qvalues",
   "act",
-  "prior_logits",
   "EvalResult",
   "bias_from_expert",
   "evaluate",

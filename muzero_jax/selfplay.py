@@ -38,7 +38,7 @@ from flax import struct
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.networks import MuZeroNetwork, make_network
 from muzero_jax.replay import Trajectory
-from muzero_jax.search import SearchOutput, root_output, run_search
+from muzero_jax.search import SearchOutput, run_search
 
 __all__ = [
   "ActorState",
@@ -264,13 +264,6 @@ def rollout(
     root_value_sum=jnp.sum(stats.root_value_sum),
   )
   return actor, traj, total
-
-
-@functools.partial(jax.jit, static_argnames=("num_actions", "config"))
-def prior_logits(params, obs: chex.Array, num_actions: int, config: MuZeroConfig) -> chex.Array:
-  """The policy network's logits ``[B, num_actions]`` for observations ``[B, *obs_shape]``, before any search."""
-  network = make_network(config, num_actions, obs.shape[1:])
-  return root_output(network, config, params, obs).prior_logits
 
 
 @functools.partial(jax.jit, static_argnames=("config", "greedy", "backup"))

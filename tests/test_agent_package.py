@@ -163,6 +163,6 @@ def test_episodes_mode_searches_with_the_agents_expert_prior(small_df, tmp_path)
       agent.episodes_prior(loaded, bad)
   with pytest.raises(ValueError, match="prior is an option of mode='episodes'"):
     cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, prior=0.2), budget=5)
-  with pytest.raises(ValueError, match="advantage and policy are options of mode='frontier'"):
+  with pytest.raises(ValueError, match="advantage is an option of mode='frontier'"):
     episodes = functools.partial(agent.muzero_search, checkpoint=loaded, mode="episodes", advantage="raw")
     cube_env.search(prepared, episodes, budget=5)

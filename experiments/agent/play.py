@@ -83,12 +83,7 @@ REFINE = 0.25
 # quality_muzero_playprior_train_cpu.jsonl; mean recall at 0.5-5% and 300-1,000 queries): the packaged agent's
 # episodes 0.675 without it, 0.7375 with 0.2, 0.725 with 1.0 (greedy 0.72).
 EPISODES_PRIOR = 0.2
-# Weight of the agent's policy on the learned frontier value (option `policy`): each drill-down of a visited cohort
-# gains `policy` x (its policy logit minus the mean logit over the cohort's drill-downs). 0: off (the packaged
-# agent's policy was trained on its own episodes, not on the frontier's outcomes).
-POLICY = 0.0
 LEGAL = cube_env.CHANNELS.index("legal")
-CURRENT = cube_env.CHANNELS.index("current")
 NARROWER = "Use fewer dimension/protected columns (--dimensions, --protected) or a lower --max-categories"
 
 
@@ -135,14 +130,6 @@ def padded_env(agent: PackagedAgent, space: cube_env.Space):
   return dataclasses.replace(env, meta=None), params
 
 
-def drill_downs(obs: np.ndarray) -> np.ndarray:
-  """`[A]` bool: a cohort's drill-downs read off its observation (legal values of the columns whose "all" is
-  current, the "all" column itself excluded)."""
-  legal = obs[LEGAL] > 0
-  legal[:, -1] = False
-  return (legal & (obs[CURRENT][:, -1] > 0)[:, None]).reshape(-1)
-
-
 def agent_ranker(
   agent: PackagedAgent,
   seed: int,
@@ -151,16 +138,13 @@ def agent_ranker(
   backup: str = "mean",
   simulations: int = 0,
   advantage: str = ADVANTAGE,
-  policy: float = POLICY,
 ):
   """The `frontier` ranking: the learned frontier value plus `refine` x the agent's search advantage (module
   docstring), its search Q read with a `backup` of "mean" (mctx's) or "max" (the best path found below each move,
   `muzero_jax.search.max_backup_qvalues`), with `simulations` per search (0: the agent's own), the advantage read
-  as `advantage` says (`ADVANTAGES`; a visited move whose Q equals the network value exactly counts as unvisited),
-  plus `policy` x the agent's policy logits centred over the cohort's drill-downs (`POLICY`)."""
-  for name, weight in (("refine", refine), ("policy", policy)):
-    if not np.isfinite(weight) or weight < 0:
-      raise ValueError(f"muzero: {name} must be a finite number >= 0, got {weight!r}")
+  as `advantage` says (`ADVANTAGES`; a visited move whose Q equals the network value exactly counts as unvisited)."""
+  if not np.isfinite(refine) or refine < 0:
+    raise ValueError(f"muzero: refine must be a finite number >= 0, got {refine!r}")
   if backup not in muzero_jax.search.BACKUPS:
     raise ValueError(f"muzero: backup must be one of {muzero_jax.search.BACKUPS}, got {backup!r}")
   if simulations < 0:
@@ -173,14 +157,6 @@ def agent_ranker(
 
   def rank(obs: np.ndarray, parent_score: float) -> np.ndarray:
     scores = base(obs, parent_score)
-    if policy:
-      drill = drill_downs(obs)
-      if drill.any():
-        logits = np.asarray(
-          muzero_jax.prior_logits(agent.params, jnp.asarray(obs, jnp.float32)[None], obs[LEGAL].size, config)[0],
-          np.float64,
-        )
-        scores = scores + policy * np.where(drill, logits - logits[drill].mean(), 0.0)
     if refine == 0:
       return scores
     legal = jnp.asarray(obs[LEGAL].reshape(1, -1) > 0)
@@ -207,7 +183,6 @@ def play_frontier(
   backup: str = "mean",
   simulations: int = 0,
   advantage: str = ADVANTAGE,
-  policy: float = POLICY,
 ) -> cube_env.SearchResult:
   """Best-first over the frontier, the learned value refined by the agent's search (see the module docstring)."""
   if not agent.any_grid:
@@ -216,12 +191,11 @@ def play_frontier(
       "an agent with grid policy heads; use --agent-mode episodes"
     )
   agent_shape(agent, space.cube)  # the grid limit
-  ranker = agent_ranker(agent, seed, refine, backup=backup, simulations=simulations, advantage=advantage, policy=policy)
+  ranker = agent_ranker(agent, seed, refine, backup=backup, simulations=simulations, advantage=advantage)
   result = cube_env.frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker)
   note = (
     f"{_who(agent)}: best-first over the frontier by the learned value plus {refine:g} x the {advantage} advantage "
     f"of its search ({simulations or agent.config.num_simulations} simulations, {backup} backup)"
-    + (f" plus {policy:g} x its centred policy logits" if policy else "")
   )
   return dataclasses.replace(result, method="muzero", note=note)
 
@@ -324,7 +298,6 @@ def muzero_search(
   simulations: int = 0,
   prior: float | None = None,
   advantage: str = ADVANTAGE,
-  policy: float = POLICY,
 ) -> cube_env.SearchResult:
   """The registered `muzero` method: the agent in `checkpoint` (default the packaged one) searches `space`.
 
@@ -333,15 +306,15 @@ def muzero_search(
   reads it once; `mode` is "frontier" or "episodes"; `refine`, `backup` and
   `simulations` are the frontier's weight on the agent's search, how its Q is
   backed up and its simulations per search, `advantage` how its advantage is
-  read, `policy` the weight of its policy logits (`agent_ranker`); `prior` is the
+  read (`agent_ranker`); `prior` is the
   episodes' weight on greedy's preference (`episodes_prior`).
   """
   if mode not in MODES:
     raise ValueError(f"muzero: mode must be one of {MODES}, got {mode!r}")
   if mode == "frontier" and prior is not None:
     raise ValueError("muzero: prior is an option of mode='episodes' (frontier's ranking starts from the learned value)")
-  if mode == "episodes" and (advantage != ADVANTAGE or policy != POLICY):
-    raise ValueError("muzero: advantage and policy are options of mode='frontier' (episodes play the agent's search)")
+  if mode == "episodes" and advantage != ADVANTAGE:
+    raise ValueError("muzero: advantage is an option of mode='frontier' (episodes play the agent's own search)")
   loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
   if mode == "frontier":
     return play_frontier(
@@ -354,6 +327,5 @@ def muzero_search(
       backup=backup,
       simulations=simulations,
       advantage=advantage,
-      policy=policy,
     )
   return play_agent(loaded, space, budget=budget, seed=seed, progress=progress, prior=prior)
