@@ -358,6 +358,16 @@ def drilldown_labels(space: Space, planted: np.ndarray, filters: tuple, actions:
   return on_path(targets, planted)
 
 
+def _noisy(walk: Ranker, noise: float, rng: np.random.Generator) -> Ranker:
+  """`walk` plus uniform noise of width `noise` from `rng` (the training walks' exploration)."""
+
+  def rank(obs: np.ndarray, parent_score: float) -> np.ndarray:
+    scores = np.asarray(walk(obs, parent_score), np.float64)
+    return scores + noise * rng.random(scores.shape)
+
+  return rank
+
+
 def collect(
   space: Space,
   truth: Iterable,
@@ -395,11 +405,7 @@ def collect(
     x = features(obs, own)[acts[keep]]
     rows.append((x, label[keep], np.where(label[keep], 1.0, 1.0 / negatives)))
 
-  def noisy(obs: np.ndarray, parent_score: float) -> np.ndarray:
-    scores = np.asarray(walk(obs, parent_score), np.float64)
-    return scores + noise * rng.random(scores.shape)
-
-  frontier(space, budget=budget, seed=seed, ranker=noisy, watch=watch)
+  frontier(space, budget=budget, seed=seed, ranker=_noisy(walk, noise, rng), watch=watch)
   if not rows:
     return np.zeros((0, NUM_FEATURES), np.float32), np.zeros(0, bool), np.zeros(0)
   x, y, w = (np.concatenate(parts) for parts in zip(*rows, strict=True))
@@ -469,11 +475,7 @@ def collect_positions(
     weights[: len(chosen)] = 1.0
     kept.append((obs.astype(np.float32), legal, marked, acts, labels, weights, float(own)))
 
-  def noisy(obs: np.ndarray, parent_score: float) -> np.ndarray:
-    scores = np.asarray(walk(obs, parent_score), np.float64)
-    return scores + noise * rng.random(scores.shape)
-
-  frontier(space, budget=budget, seed=seed, ranker=noisy, watch=watch)
+  frontier(space, budget=budget, seed=seed, ranker=_noisy(walk, noise, rng), watch=watch)
   if not kept:
     num_a = space.env.num_actions
     obs_shape = (len(CHANNELS), space.env.shape.num_filters, c + 1)
