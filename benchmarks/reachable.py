@@ -84,7 +84,7 @@ def compare(reach_path: str, runs_path: str) -> None:
           and r["seed"] in seeds
           and r.get("world_sha256") == tables[r["seed"]]  # the same table (both unrecorded: assumed the same)
           and r["method"] == method
-          and r["budget_fraction"] <= 0.05 + 1e-9
+          and (r.get("nominal_fraction") or r["budget_fraction"]) <= 0.05 + 1e-9  # 5% stands for 0.050002
         ) and (r["seed"] not in best or r["budget"] > best[r["seed"]]["budget"]):
           best[r["seed"]] = r
       line += f" {method} {sum(len(r['recalled']) for r in best.values())} ({len(best)} worlds)"

@@ -4,11 +4,15 @@ Self-play teaches an agent the return of its own episodes. A search that uses
 the agent for something else (a best-first search over a frontier, say) may
 know, on training tasks, which moves of a position lead to what it is after.
 `fine_tune` trains the agent's networks on such marks, one position at a time
-(no unroll along played moves), with three terms per position:
+(no unroll along played moves; the search's setting, Schrittwieser et al. 2020, with supervised targets in place
+of n-step returns), with these terms for a batch of positions `s_i`:
 
-    l = w_p CE(pi*, p_0) + w_v mean_j w_j CE(phi(y_j), v(g(s_0, a_j)))
-        + w_r mean_j w_j CE(phi(0), r(s_0, a_j)) + w_l BCE(mask, legal_0)
+    l = w_p CE(pi*, p_0) + w_v sum_ij w_ij CE(phi(y_ij), v(g(s_i, a_ij))) / sum_ij w_ij
+        + w_r sum_ij w_ij CE(phi(0), r(s_i, a_ij)) / sum_ij w_ij + w_l BCE(mask, legal_i)
 
+(the policy and legality terms are means over the batch's positions, the policy's over those with a marked move;
+the value and reward terms weighted means over all the batch's sampled moves, so a padded sample, weight 0, adds
+nothing),
 * policy: `pi*` is uniform over the marked moves (positions with none add no
   policy term), so the prior ranks the marked moves first;
 * value through the model: for sampled moves `a_j` (marked and unmarked), the
@@ -68,19 +72,26 @@ class MarkedPositions:
       raise ValueError(f"MarkedPositions: a sampled move is outside [0, {a})")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FineTuneConfig:
   """Settings of `fine_tune`."""
 
-  steps: int = 1000
-  batch_size: int = 32
+  steps: int = 1000  # AdamW steps
+  batch_size: int = 32  # positions per step, drawn with replacement from one observation shape's group
   learning_rate: float = 1e-3
   weight_decay: float = 1e-4
-  max_grad_norm: float = 5.0
-  policy_weight: float = 1.0
-  value_weight: float = 1.0
-  reward_weight: float = 1.0
-  legality_weight: float = 1.0
+  max_grad_norm: float = 5.0  # global-norm clipping of each step's gradient
+  policy_weight: float = 1.0  # w_p
+  value_weight: float = 1.0  # w_v
+  reward_weight: float = 1.0  # w_r
+  legality_weight: float = 1.0  # w_l
+
+  def __post_init__(self):
+    if self.steps < 1 or self.batch_size < 1:
+      raise ValueError(f"FineTuneConfig needs steps and batch_size >= 1, got {self.steps} and {self.batch_size}")
+    rates = dataclasses.astuple(self)[2:]
+    if not all(np.isfinite(r) and r >= 0 for r in rates) or self.learning_rate <= 0:
+      raise ValueError(f"FineTuneConfig: rates and weights must be finite and >= 0 (learning rate > 0), got {self}")
 
 
 def _loss(params, network, config: MuZeroConfig, tune: FineTuneConfig, batch):
@@ -136,8 +147,6 @@ def fine_tune(
   groups = [g for g in groups if len(g.legal)]
   if not groups:
     raise ValueError("fine_tune needs at least one position")
-  if tune.steps < 1 or tune.batch_size < 1:
-    raise ValueError(f"fine_tune needs steps and batch_size >= 1, got {tune.steps} and {tune.batch_size}")
   rng = np.random.default_rng(seed)
   sizes = np.asarray([len(g.legal) for g in groups], np.float64)
   opt = optax.chain(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import muzero_jax
-from muzero_jax import support
+from muzero_jax import supervised, support
 
 CONFIG = muzero_jax.MuZeroConfig(network="resnet", channels=8, num_blocks=1, dynamics_blocks=1, head_channels=4)
 SHAPE = (2, 3, 4)  # channels, H, W: a grid of 12 moves
@@ -68,3 +68,44 @@ def test_marked_positions_refuse_inconsistent_arrays():
     muzero_jax.MarkedPositions(good.obs, good.legal, good.marked, good.actions + 12, good.labels, good.weights)
   with pytest.raises(ValueError, match="at least one position"):
     muzero_jax.fine_tune({}, CONFIG, [], seed=0)
+
+
+def test_loss_terms_by_hand():
+  """The policy term is the cross-entropy to the uniform distribution over the marked legal moves, averaged over
+  positions with a mark; a sample of weight 0 changes no term; the value term is the weighted mean CE."""
+  network = muzero_jax.make_network(CONFIG, SHAPE[1] * SHAPE[2], SHAPE)
+  params = network.init(jax.random.PRNGKey(0), jnp.zeros((1, *SHAPE)), jnp.zeros((1,), jnp.int32))
+  p = _positions(3, 3)
+  marked = p.marked.copy()
+  marked[1] = False  # one position without a mark: no policy term
+  marked[2, :2] = True  # another with three marked moves
+  batch = (p.obs, p.legal, marked, p.actions, p.labels, p.weights)
+  tune = muzero_jax.FineTuneConfig()
+  _, terms = supervised._loss(params, network, CONFIG, tune, tuple(map(jnp.asarray, batch)))
+  latent = network.apply(params, jnp.asarray(p.obs), method="represent")
+  logits = np.asarray(network.apply(params, latent, method="predict")[0], np.float64)
+  logp = (
+    logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+  )
+  ce = [-logp[i][marked[i]].mean() for i in (0, 2)]
+  np.testing.assert_allclose(float(terms[1]), np.mean(ce), rtol=1e-5)
+  # A padded sample (weight 0) with another move and label changes nothing.
+  pad = lambda a, v: np.concatenate([a, np.full((3, 1), v, a.dtype)], axis=1)  # noqa: E731
+  padded = (p.obs, p.legal, marked, pad(p.actions, 5), pad(p.labels, 1.0), pad(p.weights, 0.0))
+  _, padded_terms = supervised._loss(params, network, CONFIG, tune, tuple(map(jnp.asarray, padded)))
+  np.testing.assert_allclose(np.asarray(padded_terms), np.asarray(terms), rtol=1e-5, atol=1e-7)
+  # The value term: the weighted mean of the successors' cross-entropies to the two-hot of each mark.
+  w = np.array([[1.0, 2.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [3.0, 1.0, 1.0, 1.0]], np.float32)
+  weighted = (p.obs, p.legal, marked, p.actions, p.labels, w)
+  _, wt = supervised._loss(params, network, CONFIG, tune, tuple(map(jnp.asarray, weighted)))
+  nxt, _ = network.apply(params, jnp.repeat(latent, 4, axis=0), jnp.asarray(p.actions.reshape(-1)), method="dynamics")
+  v_logits = np.asarray(network.apply(params, nxt, method="predict")[1], np.float64)
+  target = np.asarray(support.scalar_to_support(jnp.asarray(p.labels.reshape(-1)), CONFIG.support_size))
+  v_logp = v_logits - v_logits.max(1, keepdims=True)
+  v_logp = v_logp - np.log(np.exp(v_logp).sum(1, keepdims=True))
+  ce_v = -(target * v_logp).sum(1)
+  np.testing.assert_allclose(float(wt[2]), (w.reshape(-1) * ce_v).sum() / w.sum(), rtol=1e-4)
+  with pytest.raises(ValueError, match="steps and batch_size"):
+    muzero_jax.FineTuneConfig(steps=0)
+  with pytest.raises(ValueError, match="finite and >= 0"):
+    muzero_jax.FineTuneConfig(value_weight=-1.0)

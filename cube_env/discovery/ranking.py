@@ -443,8 +443,10 @@ def collect_positions(
   at least one drill-down on a path to a planted effect (`drilldown_labels`) is kept, and an `unmarked` share of
   the others, all weighted 1: the agent's search only orders the drill-downs of one cohort, which the marked
   positions teach, so the unmarked ones are not weighted up to stand for all of them (as `collect`'s negatives
-  are). Each kept position samples `samples` of its drill-downs: its marked ones first, the rest drawn at random
-  (all with the seed).
+  are). A position's marks and samples range over all its drill-downs, those to cohorts the walk already visited
+  included (the agent orders a cohort's moves; which of them the frontier still queues is the search's business).
+  Each kept position samples `samples` of its drill-downs: its marked ones first (in action order, so beyond
+  `samples` the lowest-indexed), the rest drawn at random (all with the seed).
   """
   if not 0 < unmarked <= 1:
     raise ValueError(f"collect_positions: unmarked is the share of unmarked positions kept, in (0, 1], got {unmarked}")

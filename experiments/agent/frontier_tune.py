@@ -12,14 +12,19 @@ lie on a path to a planted effect and the model's value of each drill-down's
 successor learns its mark (`ranking.collect_positions`), so that the search's
 Q of a move reads as the chance that it leads to a planted effect.
 
-Walks and fine-tuning are deterministic given `--seed`; positions are cached in
-`--positions` (an `.npz`), reused when the file exists.
+Each world's walk is seeded by the world's own seed and the fine-tuning by
+`--seed`, so the command is deterministic on one machine. Positions are cached
+in `--positions` (an `.npz`), reused when the file exists (the walk flags are
+then those of the call that wrote it). The packaged agent's candidate was made
+by `--worlds 12 --budget 300 --steps 1000 --seed 0` (benchmarks/README.md,
+*Teaching the agent the frontier's outcomes*; not adopted).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -49,6 +54,8 @@ def world_positions(family: str, index: int, *, budget: int, suite: str) -> rank
 
 def collect(worlds: int, *, budget: int, suite: str, workers: int, first_index: int = FIRST_INDEX) -> list:
   """`[(family, index, Positions)]` of `worlds` training worlds a family, in job order."""
+  if first_index < FIRST_INDEX:
+    raise ValueError(f"first_index {first_index}: training worlds below {FIRST_INDEX} are the validation worlds")
   jobs = [(f, first_index + i) for i in range(worlds) for f in FAMILIES]
   ctx = multiprocessing.get_context("spawn")
   done = {}
@@ -119,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
   n = sum(len(g.legal) for g in groups)
   print(f"{n} positions in {len(groups)} shapes, {sum(int(g.marked.any(1).sum()) for g in groups)} marked", flush=True)
   agent = load_agent(args.agent)
+  if not agent.any_grid:
+    parser.error(f"--agent {args.agent!r} has dense policy heads (its own grid only); the walks' grids vary")
   tune = muzero_jax.FineTuneConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate)
 
   def log(step, terms):
@@ -129,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     "from": os.path.basename(args.agent or PACKAGED),
     "frontier_tune": {k: v for k, v in vars(args).items() if k not in ("out", "positions", "workers")},
   }
-  export_agent(agent.__class__(**{**agent.__dict__, "params": params, "source": json.dumps(source)}), args.out)
+  export_agent(dataclasses.replace(agent, params=params, source=json.dumps(source)), args.out)
   print(f"wrote {args.out}")
   return 0
 

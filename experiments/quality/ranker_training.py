@@ -18,9 +18,10 @@ import jax
 import numpy as np
 
 from cube_env.discovery import ranking
+from cube_env.discovery.space import Space
 from experiments.quality.pool import limit_worker_threads
 from experiments.quality.runner import prepare_case
-from experiments.quality.suite import SUITES, make_case
+from experiments.quality.suite import SUITES, Case, make_case
 
 FAMILIES = ("standard", "wide", "deep", "masked")  # families with planted effects
 FIRST_INDEX = 20  # training-world indices from here on: past those the sweep and `--split train` validation use
@@ -63,7 +64,7 @@ def world_rows(
     jax.clear_caches()  # each world's shapes compile their own programs (see pool.case_in_worker)
 
 
-def training_space(family: str, index: int, suite: str = "standard"):
+def training_space(family: str, index: int, suite: str = "standard") -> tuple[Space, Case]:
   """(search space, case) of training world `index` of `family` at the suite's rows and depth."""
   base = dataclasses.replace(SUITES[suite], split="train")
   case = make_case(family, index, base)
