@@ -53,6 +53,7 @@ def test_the_command_fine_tunes_and_exports_an_agent(tmp_path, capsys):
   assert tuned.any_grid and (tuned.num_filters, tuned.num_values) == (packaged.num_filters, packaged.num_values)
   record = json.loads(tuned.source)
   assert record["from"] == "pretrained.npz" and record["frontier_tune"]["steps"] == 3
+  assert record["walked"] == [["standard", 20]] and record["positions"] == 6
   leaves = zip(jax.tree_util.tree_leaves(tuned.params), jax.tree_util.tree_leaves(packaged.params), strict=True)
   assert any(not np.array_equal(a, b) for a, b in leaves)
   with pytest.raises(SystemExit):

@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
   source = {
     "from": os.path.basename(args.agent or PACKAGED),
     "frontier_tune": {k: v for k, v in vars(args).items() if k not in ("out", "positions", "workers")},
+    "walked": [[f, i] for f, i, _ in walked],  # the worlds the positions came from (a cache's, when reused)
+    "positions": n,
   }
   export_agent(dataclasses.replace(agent, params=params, source=json.dumps(source)), args.out)
   print(f"wrote {args.out}")
