@@ -22,6 +22,7 @@ import numpy as np
 
 import muzero_jax
 from cube_env.discovery import ranking
+from cube_env.discovery.space import drill_down_actions
 from cube_env.environment.env import CHANNELS
 from experiments.agent import frontier_tune, loading, play
 from muzero_jax import support
@@ -30,11 +31,13 @@ CURRENT, LEGAL = CHANNELS.index("current"), CHANNELS.index("legal")
 
 
 def drill_mask(obs: np.ndarray) -> np.ndarray:
-  """`[A]` the drill-downs of a cohort: legal values of its unfiltered columns (the "all" column is current)."""
-  free = obs[CURRENT][:, -1] > 0
-  legal = obs[LEGAL] > 0
-  legal[:, -1] = False
-  return (legal & free[:, None]).reshape(-1)
+  """`[A]` the drill-downs of a cohort (`drill_down_actions`), its filters read off the `current` channel (a
+  column's current value, or -1 where its "all" column is current)."""
+  current = obs[CURRENT] > 0
+  filters = np.where(current[:, -1], -1, current[:, :-1].argmax(axis=1))
+  mask = np.zeros(obs[LEGAL].size, bool)
+  mask[drill_down_actions(tuple(filters), obs[LEGAL].reshape(-1) > 0, obs.shape[2] - 1)] = True
+  return mask
 
 
 def agent_signals(agent, obs: np.ndarray, drill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -149,6 +149,7 @@ def fine_tune(
     raise ValueError("fine_tune needs at least one position")
   rng = np.random.default_rng(seed)
   sizes = np.asarray([len(g.legal) for g in groups], np.float64)
+  share = sizes / sizes.sum()  # a group's chance to be drawn
   opt = optax.chain(
     optax.clip_by_global_norm(tune.max_grad_norm), optax.adamw(tune.learning_rate, weight_decay=tune.weight_decay)
   )
@@ -171,7 +172,7 @@ def fine_tune(
 
   history = np.zeros((tune.steps, len(LOSS_TERMS)))
   for i in range(tune.steps):
-    group = groups[rng.choice(len(groups), p=sizes / sizes.sum())]
+    group = groups[rng.choice(len(groups), p=share)]
     rows = rng.integers(0, len(group.legal), tune.batch_size)
     batch = tuple(
       jnp.asarray(a[rows]) for a in (group.obs, group.legal, group.marked, group.actions, group.labels, group.weights)

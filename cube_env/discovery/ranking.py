@@ -491,7 +491,7 @@ def collect_positions(
       z.astype(np.float32),
       np.zeros(0),
     )
-  return Positions(*(np.asarray(np.stack(parts)) for parts in zip(*kept, strict=True)))
+  return Positions(*(np.stack(parts) for parts in zip(*kept, strict=True)))
 
 
 @functools.lru_cache(maxsize=8)

@@ -82,9 +82,15 @@ def save_positions(path: str, walked: list) -> None:
 
 
 def load_positions(path: str) -> list:
+  """`[(family, index, Positions)]` of a file of `save_positions` (one written before the walk's own score was
+  stored loads with scores 0: the fine-tuning does not read them)."""
+  out = []
   with np.load(path) as z:
-    names = json.loads(str(z["worlds"]))
-    return [(f, i, ranking.Positions(*(z[f"{k}/{x}"] for x in STORED))) for k, (f, i) in enumerate(names)]
+    for k, (f, i) in enumerate(json.loads(str(z["worlds"]))):
+      fields = [z[f"{k}/{x}"] for x in FIELDS]
+      scores = z[f"{k}/scores"] if f"{k}/scores" in z.files else np.zeros(len(fields[0]))
+      out.append((f, i, ranking.Positions(*fields, scores)))
+  return out
 
 
 def groups_by_shape(walked: list) -> list[muzero_jax.MarkedPositions]:
@@ -96,6 +102,11 @@ def groups_by_shape(walked: list) -> list[muzero_jax.MarkedPositions]:
   return [
     muzero_jax.MarkedPositions(*(np.concatenate([getattr(p, f) for p in ps]) for f in FIELDS)) for ps in by.values()
   ]
+
+
+def print_terms(step: int, terms: dict) -> None:
+  """`fine_tune`'s log: the step and its mean loss terms."""
+  print(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,11 +140,7 @@ def main(argv: list[str] | None = None) -> int:
   if not agent.any_grid:
     parser.error(f"--agent {args.agent!r} has dense policy heads (its own grid only); the walks' grids vary")
   tune = muzero_jax.FineTuneConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate)
-
-  def log(step, terms):
-    print(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()), flush=True)
-
-  params, _ = muzero_jax.fine_tune(agent.params, agent.config, groups, seed=args.seed, tune=tune, log=log)
+  params, _ = muzero_jax.fine_tune(agent.params, agent.config, groups, seed=args.seed, tune=tune, log=print_terms)
   source = {
     "from": os.path.basename(args.agent or PACKAGED),
     "frontier_tune": {k: v for k, v in vars(args).items() if k not in ("out", "positions", "workers")},
