@@ -1,0 +1,64 @@
+"""Issue 18's figures on the twenty-world `standard` file (benchmarks/README.md, *Twenty evaluation worlds a family*):
+`muzero` minus the best heuristic and minus greedy per family and budget (paired bootstrap 95% over worlds,
+`summary.paired`) on worlds 0-19, 0-9 and 10-19; worlds with a false finding on null and confounded; `muzero`
+against `learned` run by run.
+
+`python benchmarks/twenty_worlds.py benchmarks/quality_standard20_cpu.jsonl`
+"""
+
+import json
+import sys
+
+from experiments.quality.summary import HEURISTICS, paired
+
+BASE = 2**30  # evaluation seeds start here
+FAMILIES = ("wide", "deep", "masked", "standard")
+SETS = {"0-19": (0, 20), "0-9": (0, 10), "10-19": (10, 20)}
+
+
+def budget_order(row: dict) -> tuple:
+  key = row["budget_key"]
+  return (key[0] != "q", float(key[1:]))
+
+
+def cell(row: dict, *, detail: bool) -> str:
+  out = f"{row['budget_key']} {row['diff_mean']:+.2f} [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]"
+  if detail:
+    out += f" ({row['recall_mean']:.2f} v {row['other']} {row['other_recall_mean']:.2f}, n {row['seeds']})"
+  return out
+
+
+def report(runs: list[dict]) -> None:
+  for name, (low, high) in SETS.items():
+    sub = [r for r in runs if low <= r["seed"] - BASE < high]
+    for title, among, detail in (
+      ("the best of " + ", ".join(HEURISTICS), HEURISTICS, True),
+      ("greedy", ["greedy"], False),
+    ):
+      print(f"== worlds {name}: muzero minus {title}")
+      rows = paired(sub, method="muzero", among=among)
+      for fam in FAMILIES:
+        cells = sorted((r for r in rows if r["family"] == fam), key=budget_order)
+        print(fam, " | ".join(cell(r, detail=detail) for r in cells))
+    for fam in ("null", "confounded"):
+      fr = [r for r in sub if r["family"] == fam]
+      bad: dict[str, set] = {}
+      for r in fr:
+        if r.get("family_wise_error"):
+          bad.setdefault(r["method"], set()).add(r["seed"] - BASE)
+      found = {m: sorted(v) for m, v in bad.items()}
+      print(f"-- {fam}: {len({r['seed'] for r in fr})} worlds; worlds with a false finding, by method: {found}")
+    learned = {(r["family"], r["seed"], r["budget"]): r["recall"] for r in sub if r["method"] == "learned"}
+    pairs = [
+      (r["recall"], learned[k])
+      for r in sub
+      if r["method"] == "muzero" and (k := (r["family"], r["seed"], r["budget"])) in learned
+    ]
+    same = sum(a == b or (a != a and b != b) for a, b in pairs)  # NaN (no plant) counts as equal
+    print(f"-- muzero's recall equals learned's in {same} of {len(pairs)} runs")
+
+
+if __name__ == "__main__":
+  with open(sys.argv[1]) as handle:
+    rows = [json.loads(line) for line in handle]
+  report([r for r in rows if r.get("kind") == "run" and r.get("suite") == "standard"])
