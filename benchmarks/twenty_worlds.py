@@ -7,18 +7,14 @@ against `learned` run by run.
 """
 
 import json
+import math
 import sys
 
+from cube_env.worlds import EVAL_SEED_BASE as BASE
 from experiments.quality.summary import HEURISTICS, paired
 
-BASE = 2**30  # evaluation seeds start here
 FAMILIES = ("wide", "deep", "masked", "standard")
 SETS = {"0-19": (0, 20), "0-9": (0, 10), "10-19": (10, 20)}
-
-
-def budget_order(row: dict) -> tuple:
-  key = row["budget_key"]
-  return (key[0] != "q", float(key[1:]))
 
 
 def cell(row: dict, *, detail: bool) -> str:
@@ -38,7 +34,9 @@ def report(runs: list[dict]) -> None:
       print(f"== worlds {name}: muzero minus {title}")
       rows = paired(sub, method="muzero", among=among)
       for fam in FAMILIES:
-        cells = sorted((r for r in rows if r["family"] == fam), key=budget_order)
+        cells = sorted(
+          (r for r in rows if r["family"] == fam), key=lambda r: (r["budget_fraction"], r["budget"])
+        )  # as tables.py orders budgets
         print(fam, " | ".join(cell(r, detail=detail) for r in cells))
     for fam in ("null", "confounded"):
       fr = [r for r in sub if r["family"] == fam]
@@ -54,7 +52,7 @@ def report(runs: list[dict]) -> None:
       for r in sub
       if r["method"] == "muzero" and (k := (r["family"], r["seed"], r["budget"])) in learned
     ]
-    same = sum(a == b or (a != a and b != b) for a, b in pairs)  # NaN (no plant) counts as equal
+    same = sum(a == b or (math.isnan(a) and math.isnan(b)) for a, b in pairs)  # NaN (no plant) counts as equal
     print(f"-- muzero's recall equals learned's in {same} of {len(pairs)} runs")
 
 
