@@ -156,6 +156,34 @@ def test_frontier_ranks_a_child_against_its_parent(space):
     methods.frontier(space, budget=3, seed=0, ranker=lambda obs, _score: np.full(obs[0].size, np.nan))
 
 
+def test_frontier_refiner_ranks_the_queries_and_runs_only_near_the_top(space, small_cube):
+  """A refiner's scores replace the ranker's for a parent's drill-downs once one of them reaches the top: they
+  decide every query, and a parent whose drill-downs never reach the top is never refined."""
+  shallow = cube_env.make_space(small_cube, max_depth=1, z_screen=Z)
+  flip = lambda obs, _score: -methods.pixel_scores(obs)  # noqa: E731 (the reverse of the ranker's order)
+  n = 6
+  lazy = methods.frontier(shallow, budget=n, seed=0, refiner=flip)
+  eager = methods.frontier(shallow, budget=n, seed=0, ranker=flip)
+  pd.testing.assert_frame_equal(lazy.visits, eager.visits)  # depth 1: the refined order, query for query
+  assert lazy.note.endswith("refined near the top")
+  plain = methods.frontier(shallow, budget=n, seed=0)
+  assert not plain.visits["filters"].equals(lazy.visits["filters"])  # the refiner, not the ranker, chose them
+  # Past depth 1: refining with the ranker's own scores changes nothing; the refiner sees only parents whose
+  # drill-downs reached the top (the root first), never more of them than the queries spent.
+  calls = []
+
+  def same(obs, own):
+    calls.append(own)
+    return frontier_lib.pixel_ranker()(obs, own)
+
+  budget = 12
+  refined = methods.frontier(space, budget=budget, seed=0, refiner=same)
+  pd.testing.assert_frame_equal(refined.visits, methods.frontier(space, budget=budget, seed=0).visits)
+  assert calls[0] == 0.0 and 1 <= len(calls) < budget
+  with pytest.raises(ValueError, match="non-finite"):
+    methods.frontier(space, budget=3, seed=0, refiner=lambda obs, _score: np.full(obs[0].size, np.inf))
+
+
 def test_bad_budgets_and_empty_spaces_are_refused(space, small_cube):
   for bad in (0, -3, 2.5, True):
     with pytest.raises(ValueError, match="budget"):

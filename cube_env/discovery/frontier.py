@@ -23,6 +23,17 @@ way (`cube_env.discovery.ranking`: a value fitted on training worlds, the `learn
 the shallower cohort, then the earlier query, then the lower action index:
 the search is deterministic given the space.
 
+A costlier ranking can refine the cheap one near the top only (`refiner`, the
+`muzero` method's agent search): a visited cohort's drill-downs join the queue
+with the ranker's scores, and the first time one of them reaches the top the
+refiner scores all of that parent's drill-downs from its observation (kept
+until then) and they rejoin the queue with those scores, so no query is spent
+on a drill-down its refiner has not ranked and a parent whose drill-downs never
+reach the top costs no refinement (lazy evaluation, as lazy A* delays its
+costly heuristic; Tolpin et al. 2013). The order then differs from refining at
+every visit only where a refinement would have lifted a drill-down that had
+not reached the top.
+
 The default `lift` (`LIFT` = 0.5) was chosen on training worlds only: on 2
 worlds each of the benchmark's standard, wide, deep and masked families
 (`python -m experiments.benchmark quality --suite quick --split train --sweep`,
@@ -46,6 +57,7 @@ N_SIGNIFICANT = CHANNELS.index("log_num_significant")  # log(1 + number of signi
 
 LIFT = 0.5  # pixel_ranker's default weight on the parent's score (module docstring)
 Ranker = Callable[[np.ndarray, float], np.ndarray]  # (obs [channels, F, C + 1], parent score) -> [A] scores
+Refiner = Ranker  # the costlier scores of a parent's drill-downs, computed when one of them first reaches the top
 Watch = Callable[[tuple, np.ndarray, float, list], None]  # (filters, obs, own score, queued actions) -> None
 
 
@@ -73,6 +85,7 @@ def frontier(
   progress: Progress | None = None,
   lift: float = LIFT,
   ranker: Ranker | None = None,
+  refiner: Refiner | None = None,
   watch: Watch | None = None,
 ) -> SearchResult:
   """Best-first search over the frontier of seen, unvisited cohorts (see module docstring).
@@ -81,6 +94,8 @@ def frontier(
     space, budget, seed, progress: as every method (`methods.Method`); the search is deterministic, `seed` unused.
     lift: `pixel_ranker`'s weight on the parent's score (ignored when `ranker` is given).
     ranker: scores of a parent's actions from its observation; default `pixel_ranker(lift)`.
+    refiner: scores that replace the ranker's for all of a parent's drill-downs once one of them reaches the top
+      of the queue (module docstring); None: the ranker's scores are final.
     watch: called as `watch(filters, obs, own score, actions)` with every visited cohort whose unvisited
       drill-downs join the queue (`ranking.collect` makes training rows from it).
   """
@@ -89,7 +104,14 @@ def frontier(
   ledger = Ledger(space, budget, progress)
   c = space.env.shape.num_values
   visited: list[tuple] = []  # (state, filters) of each visited cohort, by query order
-  queue: list[tuple] = []  # (-rank, depth, parent's index in `visited`, action, pixel score)
+  queue: list[tuple] = []  # (-rank, depth, parent's index in `visited`, action, pixel score, refined)
+  pending: dict[int, tuple] = {}  # parent's index -> (obs, own score, queued actions) awaiting the refiner
+
+  def scores(score: Ranker, obs: np.ndarray, own: float, actions: list[int], filters: tuple) -> np.ndarray:
+    ranks = np.asarray(score(obs, own), np.float64)
+    if not np.isfinite(ranks[actions]).all():
+      raise ValueError(f"frontier: the ranker returned a non-finite score for a drill-down of cohort {filters}")
+    return ranks
 
   def reveal(obs: np.ndarray, state, filters: tuple, depth: int, own: float) -> None:
     if depth >= space.max_depth or not ledger.left:  # nothing to drill into, or no query left to spend on it
@@ -98,27 +120,42 @@ def frontier(
     actions = [a for a in actions if target(filters, a, c) not in ledger.index]
     if not actions:
       return
-    ranks, pixels = np.asarray(rank(obs, own), np.float64), pixel_scores(obs)
-    if not np.isfinite(ranks[actions]).all():
-      raise ValueError(f"frontier: the ranker returned a non-finite score for a drill-down of cohort {filters}")
+    ranks, pixels = scores(rank, obs, own, actions, filters), pixel_scores(obs)
     if watch is not None:
       watch(filters, obs, own, actions)
     visited.append((state, filters))
+    if refiner is not None:
+      pending[len(visited) - 1] = (obs, own, actions)
     for a in actions:
-      heapq.heappush(queue, (-float(ranks[a]), depth + 1, len(visited) - 1, a, float(pixels[a])))
+      heapq.heappush(queue, (-float(ranks[a]), depth + 1, len(visited) - 1, a, float(pixels[a]), refiner is None))
+
+  def refine(parent_index: int, depth: int) -> None:
+    """The refiner's scores for a parent's drill-downs not yet queried; they rejoin the queue."""
+    obs, own, actions = pending.pop(parent_index)
+    filters = visited[parent_index][1]
+    actions = [a for a in actions if target(filters, a, c) not in ledger.index]
+    ranks, pixels = scores(refiner, obs, own, actions, filters), pixel_scores(obs)
+    for a in actions:
+      heapq.heappush(queue, (-float(ranks[a]), depth, parent_index, a, float(pixels[a]), True))
 
   try:
     obs, state, _ = ledger.root()
     reveal(obs, state, tuple(int(v) for v in np.asarray(state.filters)), 0, 0.0)
     while queue and ledger.left:
-      _, depth, parent_index, action, own = heapq.heappop(queue)
+      _, depth, parent_index, action, own, refined = heapq.heappop(queue)
       parent, parent_filters = visited[parent_index]
       key = target(parent_filters, action, c)
       if key in ledger.index:
         continue  # reached from another parent already
+      if not refined:
+        if parent_index in pending:
+          refine(parent_index, depth)
+        continue  # its refined entry is queued
       obs, state, _ = ledger.step(parent, action)
       reveal(obs, state, key, depth, own)
   except BudgetSpent:
     pass
   note = "best-first, learned ranking" if ranker is not None else f"best-first by pixel |z|, lift {lift:g}"
+  if refiner is not None:
+    note += ", refined near the top"
   return ledger.result("frontier", note=note)

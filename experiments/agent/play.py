@@ -66,6 +66,8 @@ ADVANTAGES = ("raw", "centred")
 # benchmarks/quality_muzero_centred_train_cpu.jsonl): "centred" 0.917 mean recall against "raw"'s 0.896 (+0.021
 # [0.004, 0.044], 4 runs better, none worse); `learned` 0.917 too, the same recall in all 80 runs.
 ADVANTAGE = "centred"
+REFINE_ATS = ("visit", "top")  # where the frontier runs the agent's search (module docstring)
+REFINE_AT = "visit"
 # Weight of the agent's search advantage on the learned frontier value (module docstring). Chosen on training worlds
 # 0-1 of standard, wide, deep and masked (`benchmark quality --suite quick --split train --sweep`,
 # benchmarks/quality_muzero_sweep_train_cpu.jsonl; mean recall at 0.5-5% and 300-1,000 queries): 0.5, 1 and 2 tie
@@ -183,8 +185,11 @@ def play_frontier(
   backup: str = "mean",
   simulations: int = 0,
   advantage: str = ADVANTAGE,
+  refine_at: str = REFINE_AT,
 ) -> cube_env.SearchResult:
   """Best-first over the frontier, the learned value refined by the agent's search (see the module docstring)."""
+  if refine_at not in REFINE_ATS:
+    raise ValueError(f"muzero: refine_at must be one of {REFINE_ATS}, got {refine_at!r}")
   if not agent.any_grid:
     raise ValueError(
       f"the agent in {agent.directory!r} has dense policy heads (its own grid only): --agent-mode frontier needs "
@@ -192,10 +197,15 @@ def play_frontier(
     )
   agent_shape(agent, space.cube)  # the grid limit
   ranker = agent_ranker(agent, seed, refine, backup=backup, simulations=simulations, advantage=advantage)
-  result = cube_env.frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker)
+  if refine_at == "top" and refine:
+    ranker, refiner = cube_env.learned_ranker(), ranker
+  else:
+    refiner = None
+  result = cube_env.frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker, refiner=refiner)
   note = (
     f"{_who(agent)}: best-first over the frontier by the learned value plus {refine:g} x the {advantage} advantage "
-    f"of its search ({simulations or agent.config.num_simulations} simulations, {backup} backup)"
+    f"of its search ({simulations or agent.config.num_simulations} simulations, {backup} backup, at "
+    f"{'each visited cohort' if refine_at == 'visit' else 'a cohort once a drill-down of it reaches the top'})"
   )
   return dataclasses.replace(result, method="muzero", note=note)
 
@@ -298,6 +308,7 @@ def muzero_search(
   simulations: int = 0,
   prior: float | None = None,
   advantage: str = ADVANTAGE,
+  refine_at: str = REFINE_AT,
 ) -> cube_env.SearchResult:
   """The registered `muzero` method: the agent in `checkpoint` (default the packaged one) searches `space`.
 
@@ -306,7 +317,7 @@ def muzero_search(
   reads it once; `mode` is "frontier" or "episodes"; `refine`, `backup` and
   `simulations` are the frontier's weight on the agent's search, how its Q is
   backed up and its simulations per search, `advantage` how its advantage is
-  read (`agent_ranker`); `prior` is the
+  read (`agent_ranker`), `refine_at` where it searches (`REFINE_ATS`); `prior` is the
   episodes' weight on greedy's preference (`episodes_prior`).
   """
   if mode not in MODES:
@@ -315,6 +326,8 @@ def muzero_search(
     raise ValueError("muzero: prior is an option of mode='episodes' (frontier's ranking starts from the learned value)")
   if mode == "episodes" and advantage != ADVANTAGE:
     raise ValueError("muzero: advantage is an option of mode='frontier' (episodes play the agent's own search)")
+  if mode == "episodes" and refine_at != REFINE_AT:
+    raise ValueError("muzero: refine_at is an option of mode='frontier' (episodes search at every step)")
   loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
   if mode == "frontier":
     return play_frontier(
@@ -327,5 +340,6 @@ def muzero_search(
       backup=backup,
       simulations=simulations,
       advantage=advantage,
+      refine_at=refine_at,
     )
   return play_agent(loaded, space, budget=budget, seed=seed, progress=progress, prior=prior)
