@@ -130,12 +130,15 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
   np.testing.assert_allclose(refined_max - base, 2.0 * advantage_max, rtol=1e-5, atol=1e-6)
   run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, backup="max"), budget=10)
   assert run.queries == 10 and "max backup" in run.note
-  # Refined near the top: the same budget and the note says where the agent searched.
-  top = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, refine_at="top"), budget=10)
-  assert top.queries == 10 and "once a drill-down of it reaches the top" in top.note
+  # Near the top (the default) or at every visit: the same budget, and the note says where the agent searched.
+  assert "once a drill-down of it reaches the top" in run.note
+  every = cube_env.search(
+    prepared, functools.partial(agent.muzero_search, checkpoint=loaded, refine_at="visit"), budget=10
+  )
+  assert every.queries == 10 and "at each visited cohort" in every.note
   for bad, match in (
     (dict(refine_at="every"), "refine_at must be one of"),
-    (dict(mode="episodes", refine_at="top"), "refine_at is an option"),
+    (dict(mode="episodes", refine_at="visit"), "refine_at is an option"),
   ):
     with pytest.raises(ValueError, match=match):
       cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, **bad), budget=5)

@@ -285,6 +285,7 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep, tmp_path):
     ["mode", "frontier"],
     ["prior", None],  # episodes' weight on greedy's preference: the agent's own, else EPISODES_PRIOR
     ["refine", 2.0],
+    ["refine_at", "top"],  # the agent searches a cohort once one of its drill-downs reaches the top
     ["simulations", 0],
     ["weights_sha256", packaged],
   ]

@@ -244,7 +244,9 @@ def default_options(method: str) -> dict:
     signature = inspect.signature(cube_env.get_method(method))
   except ValueError:  # not registered (a plug-in not imported): nothing to record
     return {}
-  own = {"space", "budget", "seed", "progress", "watch"}  # the search's arguments and observers, not settings
+  # The search's arguments, observers and code hooks, not settings (`frontier`'s `refiner`, None by default, came
+  # after its rows were recorded: its runs without one are the same search).
+  own = {"space", "budget", "seed", "progress", "watch", "refiner"}
   return {
     name: p.default
     for name, p in signature.parameters.items()
