@@ -101,7 +101,9 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
   learned = cube_env.search(prepared, "learned", budget=25)
   same = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, refine=0.0), budget=25)
   pd.testing.assert_frame_equal(same.visits, learned.visits)  # refine 0: the learned method, query for query
-  assert same.method == "muzero" and "plus 0 x the centred advantage" in same.note
+  assert same.method == "muzero" and "refine 0: no search" in same.note
+  every0 = functools.partial(agent.muzero_search, checkpoint=loaded, refine=0.0, refine_at="visit")
+  pd.testing.assert_frame_equal(cube_env.search(prepared, every0, budget=25).visits, learned.visits)
   # The ranking's arithmetic on the root's observation: learned log-odds + refine x (search Q - network value).
   obs, _, _ = cube_env.Ledger(prepared.space, 1).root()
   refined = agent.agent_ranker(loaded, seed=0, refine=2.0, advantage="raw")(obs, 0.0)

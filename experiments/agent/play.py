@@ -7,7 +7,8 @@ Two modes (method option `mode`):
   back through known ones). A drill-down's rank starts where the heuristics
   stop: the learned frontier value (`cube_env.discovery.ranking`, the
   `learned` method's log-odds that the cohort leads to a planted effect), and
-  the agent refines it near the top: at each visited cohort it runs its mctx
+  the agent refines it near the top: at a visited cohort (by default once one
+  of its drill-downs reaches the top of the queue; `refine_at` below) it runs its mctx
   search in its learned model (greedy Gumbel MuZero, `num_simulations`
   simulations over the `max_num_considered_actions` moves its policy ranks
   highest) and adds `refine` times each searched move's advantage (the
@@ -210,6 +211,8 @@ def play_frontier(
     f"{_who(agent)}: best-first over the frontier by the learned value plus {refine:g} x the {advantage} advantage "
     f"of its search ({simulations or agent.config.num_simulations} simulations, {backup} backup, at "
     f"{'each visited cohort' if refine_at == 'visit' else 'a cohort once a drill-down of it reaches the top'})"
+    if refine
+    else f"{_who(agent)}: best-first over the frontier by the learned value (refine 0: no search)"
   )
   return dataclasses.replace(result, method="muzero", note=note)
 
