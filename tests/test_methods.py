@@ -169,7 +169,7 @@ def test_frontier_refiner_ranks_the_queries_and_runs_only_near_the_top(space, sm
   plain = methods.frontier(shallow, budget=n, seed=0)
   assert not plain.visits["filters"].equals(lazy.visits["filters"])  # the refiner, not the ranker, chose them
   # Past depth 1: refining with the ranker's own scores changes nothing; the refiner sees only parents whose
-  # drill-downs reached the top (the root first), never more of them than the queries spent.
+  # drill-downs reached the top (the root first), fewer than the cohorts that revealed drill-downs.
   calls = []
 
   def same(obs, own):
