@@ -19,6 +19,9 @@
 # STAGE=all (the default) runs both in one call, sized to fit 600 s (TRAIN_S 210, QUALITY_S 250: the agent is
 # then cut short). For the preset to completion, two calls back to back on the same warm machine (it is given
 # back 30 s after a call, and the checkpoint does not come back): STAGE=train, then STAGE=quality.
+# STAGE=parallel runs both at once in one call (TRAIN_S 500, QUALITY_S 520): training on the GPU, and the quality
+# suite on the CPU cores with the packaged agent (the trained one is not ready until the end; it comes back as
+# $OUT/agent_gpu.npz to be measured elsewhere). Its seconds are then contended: read them as such.
 #
 # Run from the repository root: OUT=out/gpu STAGE=train bash benchmarks/gpu_session.sh   (PY picks the interpreter)
 set -u
@@ -27,7 +30,8 @@ case "$STAGE" in
   all) TRAIN_S=${TRAIN_S:-210} QUALITY_S=${QUALITY_S:-250} ;;
   train) TRAIN_S=${TRAIN_S:-540} ;;
   quality) QUALITY_S=${QUALITY_S:-450} ;;
-  *) echo "STAGE must be all, train or quality, got '$STAGE'" >&2; exit 2 ;;
+  parallel) TRAIN_S=${TRAIN_S:-500} QUALITY_S=${QUALITY_S:-520} ;;
+  *) echo "STAGE must be all, train, quality or parallel, got '$STAGE'" >&2; exit 2 ;;
 esac
 OUT=${OUT:-out/gpu}
 PY=${PY:-python3}
@@ -36,6 +40,8 @@ QUALITY_PLATFORM=${QUALITY_PLATFORM:-cpu}
 SEEDS=${SEEDS:-2}
 QUALITY_SCENARIOS=${QUALITY_SCENARIOS:-"standard wide deep masked null confounded"}
 CKPT=${CKPT:-checkpoints/gpu}
+LOGDIR=${LOGDIR:-$OUT/runs}  # TensorBoard events (parallel: keep them out of $OUT, which brings back 8 files at most)
+METHODS=${METHODS:-}  # a subset of the suite's methods (empty: all)
 PRESET=${PRESET:-gpu}  # smoke: a dry run of this script on a CPU
 SUITE=${SUITE:-full}
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -49,24 +55,48 @@ print('jax', jax.__version__, 'flax', flax.__version__, 'mctx', mctx.__version__
   >> "$OUT/session.log" 2>&1 || { stamp "imports failed"; exit 1; }
 stamp "imports ok"
 
+quality_args=(--suite "$SUITE" --scenarios $QUALITY_SCENARIOS --seeds "$SEEDS" --out "$OUT/quality_gpu.jsonl"
+  --plot "$OUT/recall_vs_budget_gpu.png")
+[ -n "$METHODS" ] && quality_args+=(--methods $METHODS)
+if [ "$STAGE" = parallel ]; then  # the packaged agent plays; the suite's cases start until half its time is gone
+  # shellcheck disable=SC2086
+  JAX_PLATFORMS=$QUALITY_PLATFORM timeout -s TERM -k 20 "$QUALITY_S" "$PY" -m experiments.benchmark quality \
+    "${quality_args[@]}" --workers "$WORKERS" --time-limit-s $((QUALITY_S / 2)) > /dev/null 2> "$OUT/quality.log" &
+  quality_pid=$!
+fi
+
 if [ "$STAGE" != quality ]; then
-  [ "$STAGE" = all ] && rm -rf "$CKPT"
+  [ "$STAGE" != train ] && rm -rf "$CKPT"
   if ls "$CKPT" 2>/dev/null | grep -q '^[0-9]'; then
     start=(--resume "$CKPT")
   else
     start=(--preset "$PRESET" --checkpoint-dir "$CKPT" --checkpoint-every 20)
   fi
-  timeout -s TERM -k 60 "$TRAIN_S" "$PY" -m experiments.train "${start[@]}" --no-evaluate --logdir "$OUT/runs" \
+  timeout -s TERM -k 60 "$TRAIN_S" "$PY" -m experiments.train "${start[@]}" --no-evaluate --logdir "$LOGDIR" \
     >> "$OUT/train.log" 2>&1
   stamp "train exit $? ($(ls "$CKPT" 2>/dev/null | tr '\n' ' '))"
 fi
-ls "$CKPT" 2>/dev/null | grep -q '^[0-9]' || { tail -30 "$OUT/train.log"; exit 1; }
-[ "$STAGE" = train ] && exit 0
+trained=1
+ls "$CKPT" 2>/dev/null | grep -q '^[0-9]' || { tail -30 "$OUT/train.log"; trained=0; }
+[ "$STAGE" = train ] && exit $((1 - trained))
 
 # The agent as one .npz (written where the checkpoint was made; read on any platform, and it comes back in $OUT).
-"$PY" -m experiments.agent.export "$CKPT" --out "$OUT/agent_gpu.npz" >> "$OUT/session.log" 2>&1 \
-  || { stamp "export failed"; exit 1; }
+if [ "$trained" = 1 ]; then
+  "$PY" -m experiments.agent.export "$CKPT" --out "$OUT/agent_gpu.npz" >> "$OUT/session.log" 2>&1 \
+    && stamp "exported $(du -h "$OUT/agent_gpu.npz" | cut -f1)" || { stamp "export failed"; trained=0; }
+fi
 AGENT="$OUT/agent_gpu.npz"
+
+if [ "$STAGE" = parallel ]; then  # the suite's summary whatever became of the training
+  wait "$quality_pid"
+  stamp "quality exit $?"
+  JAX_PLATFORMS=$QUALITY_PLATFORM "$PY" -m experiments.benchmark quality "${quality_args[@]}" --workers 1 \
+    --time-limit-s 0 > /dev/null 2> "$OUT/summary.log"
+  stamp "summary exit $?"
+  tail -40 "$OUT/summary.log"
+  exit $((1 - trained))
+fi
+[ "$trained" = 1 ] || exit 1
 
 # shellcheck disable=SC2086
 JAX_PLATFORMS=$QUALITY_PLATFORM timeout -s TERM -k 20 "$QUALITY_S" "$PY" -m experiments.benchmark quality \
