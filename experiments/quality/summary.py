@@ -208,7 +208,10 @@ def paired(
   key, method).
 
   With `method` and `among` (issue 18's yardstick: `learned` against the best heuristic), only `method`'s rows,
-  its best other taken among `among`; those rows are of kind `versus`.
+  its best other taken among `among`; those rows are of kind `versus`. There W is cut to the worlds where every
+  method of `among` that ran at that family and budget has a finite recall (the best of all of them, never of
+  whichever happened to run: a call stopped part-way leaves worlds some methods did not reach), and
+  `worlds_dropped` counts the worlds of `method` left out so.
 
   Definition. At a family and budget key, let W be the worlds where method m
   has an applicable run with a finite recall r_m(w) (worlds with planted
@@ -247,8 +250,14 @@ def paired(
     pool = methods if among is None else [o for o in methods if o in wanted]
     for m in methods if method is None else [m for m in methods if m == method]:
       here = recall[recall[m].notna()]
-      others = [o for o in pool if o != m and here[o].notna().all()]
-      if not others:
+      if among is None:
+        others = [o for o in pool if o != m and here[o].notna().all()]
+        dropped = 0
+      else:  # the best of all of `among` that ran here, on the worlds where every one of them ran
+        others = [o for o in pool if o != m]
+        complete = here[others].notna().all(axis=1)
+        here, dropped = here[complete], int((~complete).sum())
+      if not others or here.empty:
         continue
       best = max(others, key=lambda o: here[o].mean())  # the first of equals, in `methods` order
       d = (here[m] - here[best]).to_numpy(float)
@@ -265,6 +274,7 @@ def paired(
           diff_mean=float(d.mean()),
           diff_low=low,
           diff_high=high,
+          **({} if method is None else dict(worlds_dropped=dropped)),
         )
       )
   return out
