@@ -398,6 +398,9 @@ def test_muzero_runs_through_the_registry_or_is_not_applicable(case, prep, tmp_p
   assert "best-first over the frontier" in row["note"]
   (row,) = qrun.run_case(case, suite, qrun.build_methods(("muzero",), narrow), log=_quiet)
   assert not row["applicable"] and "trained on a grid" in row["note"]
+  # A variant names its own agent, beside the suite's (two agents compared in one call).
+  both = qrun.build_methods(("muzero", f"muzero@checkpoint={fits}"), narrow)
+  assert both["muzero"].agent.directory == narrow and both[f"muzero@checkpoint={fits}"].agent.directory == fits
   # Without a checkpoint the packaged agent plays (trained on random training worlds, exported to an .npz).
   found = cube_env.search(prep.prepared, "muzero", budget=5)
   assert found.method == "muzero" and found.queries == 5 and "the packaged agent" in found.note

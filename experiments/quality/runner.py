@@ -71,7 +71,9 @@ def build_methods(names: Iterable[str], checkpoint: str | None, options: Iterabl
     base, bound = parse_variant(name)
     bound = bound or dict(dict(options).get(name, ()))  # a plain name takes the suite's tuned settings
     if base == "muzero":
-      loaded = agent.load_agent(checkpoint)  # once: every search of the suite plays it (None: the packaged agent)
+      bound = dict(bound)
+      # once: every search of the suite plays it (a variant's own `muzero@checkpoint=F` first; None: the packaged one)
+      loaded = agent.load_agent(bound.pop("checkpoint", checkpoint))
       out[name] = SuiteMethod(functools.partial(cube_env.get_method(base), checkpoint=loaded, **bound), loaded)
     elif bound:
       out[name] = SuiteMethod(functools.partial(cube_env.get_method(base), **bound))
