@@ -4,7 +4,7 @@
 generator's cubes; `pretrain` is `cpu`'s agent on random training worlds of the `standard` and
 `masked` families (`cube_env.worlds`, training split only): the packaged agent's recipe
 (`experiments/agent/pretrained.npz`); `gpu` is that recipe at GPU sizes (a larger network and search,
-256 environments, batch 512), sized to finish within a lent GPU's 15 minutes. `cpu` and `pretrain`
+256 environments, batch 512), about 550 s on an H200 (measured to iteration 51; see below). `cpu` and `pretrain`
 spend their first 200 of 400 iterations (`gpu` 32 of 64) imitating greedy search
 (`MuZeroConfig.imitation_iterations`, `CubeEnv.expert_logits`), then play their own searches; `cpu`
 took that warm start on validation cubes of the training split (mean findings a cube 1.31 against
@@ -102,12 +102,11 @@ PRESETS: dict[str, CubePreset] = {
     **_CPU_AGENT,
   ),
   # `pretrain`'s recipe at GPU sizes (random worlds of the training split, half the iterations imitating greedy
-  # search, a quarter of each batch reanalysed), sized to finish in one 540 s call on a lent GPU (estimated; not
-  # yet run: no device lent since). The previous gpu preset (synthetic cubes, a 9 x 12 grid) ran 1.97 s an
-  # iteration on an H200 after a 23 s compile (README); these worlds pad to a wider grid (32 of them: 22 x 13,
-  # 2.6x the positions), so about 3-5 s an iteration: 64 iterations in 3-6 minutes, after drawing the 16 + 4
-  # worlds of 20,000 rows (32 + 8 took 227 s on this 2-core machine). Warm-up and decay span the run's 1,024
-  # updates.
+  # search, a quarter of each batch reanalysed). Measured on one H200 (2026-12-04, benchmarks/README.md): drawing
+  # the 16 + 4 worlds of 20,000 rows 197.5 s with other jobs on the CPUs (57 s on an idle 2-core machine), the first
+  # iteration 78.6 s (compilation), then 5.9-6.8 s an iteration on the 21 x 13 grid; 64 iterations take about
+  # 60 + 80 + 64 x 6.3, some 550 s on an idle machine, one 600 s call at the edge (that session reached iteration 51
+  # in two calls). Warm-up and decay span the run's 1,024 updates.
   "gpu": _preset(
     cube_env.CubeTask(
       families=("standard", "masked"), num_train_cubes=16, num_eval_cubes=4, n_rows=20000, horizon=64, max_depth=3
