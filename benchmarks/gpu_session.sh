@@ -6,7 +6,9 @@
 #      latest (the trainer finishes its iteration and saves an Orbax checkpoint); a checkpoint already in $CKPT
 #      is resumed (STAGE=train), so a second call continues it. The 2026-11-26 run's preset had 2000 iterations
 #      and did not fit; today's `gpu` preset (64 iterations on 16 random training worlds, 4 more drawn for
-#      evaluation) is sized to finish in one 540 s call (an estimate: not yet run);
+#      evaluation) needs about 550 s on an idle H200 (2026-12-04: drawing the worlds ~60 s idle, 197 s beside the
+#      quality suite; compilation 79 s; 5.9-6.8 s an iteration), so STAGE=train's TRAIN_S is 570 and the call's
+#      timeout_s 600; that session reached iteration 51 (STAGE=parallel, then a resumed STAGE=train);
 #   2. quality: the agent exported to $OUT/agent_gpu.npz (`experiments.agent.export`), then
 #      `python -m experiments.benchmark quality --suite "$SUITE"` with it: QUALITY_SCENARIOS x
 #      SEEDS cases in WORKERS processes on QUALITY_PLATFORM (default cpu: the machine's 16 cores; on 2026-11-26
@@ -28,7 +30,7 @@ set -u
 STAGE=${STAGE:-all}
 case "$STAGE" in
   all) TRAIN_S=${TRAIN_S:-210} QUALITY_S=${QUALITY_S:-250} ;;
-  train) TRAIN_S=${TRAIN_S:-540} ;;
+  train) TRAIN_S=${TRAIN_S:-570} ;;
   quality) QUALITY_S=${QUALITY_S:-450} ;;
   parallel) TRAIN_S=${TRAIN_S:-500} QUALITY_S=${QUALITY_S:-520} ;;
   *) echo "STAGE must be all, train, quality or parallel, got '$STAGE'" >&2; exit 2 ;;
