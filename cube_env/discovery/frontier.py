@@ -108,6 +108,22 @@ def frontier(
   visited: list[tuple] = []  # (state, filters) of each visited cohort, by query order
   queue: list[tuple] = []  # (-rank, depth, parent's index in `visited`, action, pixel score, refined)
   pending: dict[int, tuple] = {}  # parent's index -> (obs, own score, queued actions) awaiting the refiner
+  queried: dict[tuple, list[int]] = {}  # a cohort's filters -> its drill-down actions whose cohorts were queried
+
+  def record(key: tuple) -> None:
+    """Files a queried cohort under each of its parents, by the action that drills from that parent into it (the
+    same test as `target(parent, action) in ledger.index`, without building a target per action)."""
+    for f, v in enumerate(key):
+      if v >= 0:
+        queried.setdefault(key[:f] + (-1,) + key[f + 1 :], []).append(f * (c + 1) + v)
+
+  def unqueried(filters: tuple, actions: np.ndarray) -> list[int]:
+    done = queried.get(filters)
+    return (actions[~np.isin(actions, done)] if done else actions).tolist()
+
+  def push(actions: list[int], ranks: np.ndarray, pixels: np.ndarray, depth: int, parent: int, refined: bool):
+    for a, neg, pixel in zip(actions, (-ranks[actions]).tolist(), pixels[actions].tolist()):
+      heapq.heappush(queue, (neg, depth, parent, a, pixel, refined))
 
   def scores(score: Ranker, who: str, obs: np.ndarray, own: float, actions: list[int], filters: tuple) -> np.ndarray:
     ranks = np.asarray(score(obs, own), np.float64)
@@ -118,8 +134,7 @@ def frontier(
   def reveal(obs: np.ndarray, state, filters: tuple, depth: int, own: float) -> None:
     if depth >= space.max_depth or not ledger.left:  # nothing to drill into, or no query left to spend on it
       return
-    actions = [int(a) for a in drill_down_actions(filters, np.asarray(state.mask), c)]
-    actions = [a for a in actions if target(filters, a, c) not in ledger.index]
+    actions = unqueried(filters, drill_down_actions(filters, np.asarray(state.mask), c))
     if not actions:
       return
     ranks, pixels = scores(rank, "ranker", obs, own, actions, filters), pixel_scores(obs)
@@ -128,17 +143,15 @@ def frontier(
     visited.append((state, filters))
     if refiner is not None:
       pending[len(visited) - 1] = (obs, own, actions)
-    for a in actions:
-      heapq.heappush(queue, (-float(ranks[a]), depth + 1, len(visited) - 1, a, float(pixels[a]), refiner is None))
+    push(actions, ranks, pixels, depth + 1, len(visited) - 1, refiner is None)
 
   def refine(parent_index: int, depth: int) -> None:
     """The refiner's scores for a parent's drill-downs not yet queried; they rejoin the queue."""
     obs, own, actions = pending.pop(parent_index)
     filters = visited[parent_index][1]
-    actions = [a for a in actions if target(filters, a, c) not in ledger.index]
+    actions = unqueried(filters, np.asarray(actions))
     ranks, pixels = scores(refiner, "refiner", obs, own, actions, filters), pixel_scores(obs)
-    for a in actions:
-      heapq.heappush(queue, (-float(ranks[a]), depth, parent_index, a, float(pixels[a]), True))
+    push(actions, ranks, pixels, depth, parent_index, True)
 
   try:
     obs, state, _ = ledger.root()
@@ -154,6 +167,7 @@ def frontier(
           refine(parent_index, depth)
         continue  # its refined entry is queued
       obs, state, _ = ledger.step(parent, action)
+      record(key)
       reveal(obs, state, key, depth, own)
   except BudgetSpent:
     pass
