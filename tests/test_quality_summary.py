@@ -102,6 +102,9 @@ def test_suite_pairs_compare_every_learned_search_the_runs_hold():
   assert versus["muzero"]["seeds"] == 2 and versus["muzero"]["worlds_dropped"] == 1
   assert [r for r in rows if r["kind"] == "paired"] == paired(runs)
   assert [r for r in suite_pairs(_paired_runs()) if r["kind"] == "versus"] == []
+  table = qtables.versus_table([r for r in rows if r["kind"] == "versus"])  # the worlds paired, of the method's
+  cell = table.loc[("standard", "1%"), "muzero"]
+  assert cell.startswith("-0.40 [") and cell.endswith("(2 of 3)")
 
 
 def test_paired_differences_against_a_hand_computation():

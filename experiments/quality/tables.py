@@ -118,6 +118,24 @@ def paired_table(
   return grid
 
 
+def versus_table(
+  rows: list[dict],
+  *,
+  fractions: tuple[float, ...] = HEADLINE_FRACTIONS,
+  queries: tuple[int, ...] = HEADLINE_QUERIES,
+) -> pd.DataFrame:
+  """`summary.paired`'s `versus` rows (issue 18's yardstick) as 'diff [low, high] (n)', n the worlds paired, and
+  'n of N' where N - n worlds of the method were left out because a heuristic had not run there (`worlds_dropped`)."""
+
+  def cell(r: pd.Series) -> str:
+    n, dropped = int(r["seeds"]), int(r.get("worlds_dropped", 0) or 0)
+    worlds = f"{n} of {n + dropped}" if dropped else f"{n}"
+    return f"{_interval(r['diff_mean'], r['diff_low'], r['diff_high'], sign=True)} ({worlds})"
+
+  table = pd.DataFrame(rows)
+  return pd.DataFrame() if table.empty else _grid(table, cell, fractions=fractions, queries=queries)
+
+
 def _truth(table: pd.DataFrame) -> pd.DataFrame:
   return table if table.empty else table[~table["family"].isin(TRUTHLESS)]
 
@@ -182,8 +200,11 @@ def headline_tables(
   }
   if by_kind["versus"]:
     learned = " and ".join(sorted({p["method"] for p in by_kind["versus"]}))
-    title = f"{learned} minus the best of {', '.join(HEURISTICS)}, paired per world (issue 18's yardstick)"
-    tables[title] = paired_table(by_kind["versus"]).drop(columns="leader", errors="ignore")
+    title = (
+      f"{learned} minus the best of {', '.join(HEURISTICS)}, paired per world (issue 18's yardstick; in parentheses the "
+      "worlds where every heuristic ran)"
+    )
+    tables[title] = versus_table(by_kind["versus"])
   head = (
     f"\nsuite {suite_name}, {wall_s / 60:.1f} min in {calls} call(s) on {device_kind}; means over evaluation "
     "worlds, [95% interval]: bootstrap over worlds, Clopper-Pearson for rates"
