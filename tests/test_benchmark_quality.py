@@ -151,6 +151,10 @@ def test_run_case_budgets_scores_and_cut_off(case, prep):
       assert r["queries"] == r["budget"]  # cut off exactly at the budget
   full = rows[-1]  # pysubgroup DFS with the whole budget reports and confirms the planted gap
   assert full["recall"] == 1.0 and full["family_wise_error"] == (full["false_confirmed"] > 0)
+  # the confirmed findings travel in the row (strict JSON), and score again to the row's recall without a search
+  kept = json.loads(json.dumps(full["confirmed_findings"], allow_nan=False))
+  assert len(kept) == full["confirmed"] and all(isinstance(f["filters"], dict) for f in kept)
+  assert cube_env.score_findings(pd.DataFrame(kept), case.truth)["recall"] == full["recall"]
   capped = qsuite.Suite(name="test", fractions=(0.02, 1.0), max_depth=2, walker_max_fraction=0.2)
   assert qrun.budgets_for(case, prep, capped, "random") == budgets[:1]
   assert qrun.budgets_for(case, prep, capped, "pysubgroup-dfs") == budgets

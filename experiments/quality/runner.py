@@ -114,6 +114,31 @@ def not_applicable(name: str, method: SuiteMethod, space: cube_env.Space) -> str
   return None
 
 
+FINDING_FIELDS = (
+  "protected",
+  "group",
+  "reference",
+  "measure",
+  "z",
+  "new",
+)  # a confirmed finding, as a run row keeps it
+
+
+def finding_records(confirmed: pd.DataFrame) -> list[dict]:
+  """The confirmed findings as a run row keeps them (`confirmed_findings`): the cohort's filters (labels) and the
+  test, enough for `cube_env.score_findings` to score the run again under another rule without re-running its
+  search (recall reads these alone; false findings also need the world's cube, drawn again from its seed)."""
+  out = []
+  for r in confirmed.to_dict("records"):
+    record = {"filters": {str(k): str(v) for k, v in dict(r["filters"]).items()}}
+    for name in FINDING_FIELDS:
+      if name in r:
+        value = r[name]
+        record[name] = bool(value) if name == "new" else float(value) if name == "z" else str(value)
+    out.append(record)
+  return out
+
+
 def score(findings: pd.DataFrame, truth: list, cube) -> dict:
   """Recall, precision, counts and the indices of the planted effects recalled by `findings`."""
   s = cube_env.score_findings(findings, truth, cube=cube)
@@ -255,6 +280,7 @@ def run_case(
         precision=conf["precision"],
         confirmed=len(confirmed),
         false_confirmed=conf["n_false"],
+        confirmed_findings=finding_records(confirmed),
         family_wise_error=bool(conf["n_false"] > 0),
         note=result.note,
       )
