@@ -6,7 +6,7 @@
 #      latest (the trainer finishes its iteration and saves an Orbax checkpoint); a checkpoint already in $CKPT
 #      is resumed (STAGE=train), so a second call continues it. The 2026-11-26 run's preset had 2000 iterations
 #      and did not fit; today's `gpu` preset (64 iterations on 16 random training worlds, 4 more drawn for
-#      evaluation) needs about 550 s on an idle H200 (2026-12-04: drawing the worlds ~60 s idle, 197 s beside the
+#      evaluation) needs about 540 s on an idle H200 (2026-12-04: drawing the worlds ~60 s idle, 197 s beside the
 #      quality suite; compilation 79 s; 5.9-6.8 s an iteration), so STAGE=train's TRAIN_S is 570 and the call's
 #      timeout_s 600; that session reached iteration 51 (STAGE=parallel, then a resumed STAGE=train);
 #   2. quality: the agent exported to $OUT/agent_gpu.npz (`experiments.agent.export`), then
@@ -21,7 +21,7 @@
 # STAGE=all (the default) runs both in one call, sized to fit 600 s (TRAIN_S 210, QUALITY_S 250: the agent is
 # then cut short). For the preset to completion, two calls back to back on the same warm machine (it is given
 # back 30 s after a call, and the checkpoint does not come back): STAGE=train, then STAGE=quality.
-# STAGE=parallel runs both at once in one call (TRAIN_S 500, QUALITY_S 520): training on the GPU, and the quality
+# STAGE=parallel runs both at once in one call (TRAIN_S 460, QUALITY_S 480): training on the GPU, and the quality
 # suite on the CPU cores with the packaged agent (the trained one is not ready until the end; it comes back as
 # $OUT/agent_gpu.npz to be measured elsewhere). Its seconds are then contended: read them as such.
 #
@@ -32,7 +32,7 @@ case "$STAGE" in
   all) TRAIN_S=${TRAIN_S:-210} QUALITY_S=${QUALITY_S:-250} ;;
   train) TRAIN_S=${TRAIN_S:-570} ;;
   quality) QUALITY_S=${QUALITY_S:-450} ;;
-  parallel) TRAIN_S=${TRAIN_S:-500} QUALITY_S=${QUALITY_S:-520} ;;
+  parallel) TRAIN_S=${TRAIN_S:-460} QUALITY_S=${QUALITY_S:-480} ;;  # the 2026-12-04 call: 512.9 s in all
   *) echo "STAGE must be all, train, quality or parallel, got '$STAGE'" >&2; exit 2 ;;
 esac
 OUT=${OUT:-out/gpu}
@@ -42,7 +42,8 @@ QUALITY_PLATFORM=${QUALITY_PLATFORM:-cpu}
 SEEDS=${SEEDS:-2}
 QUALITY_SCENARIOS=${QUALITY_SCENARIOS:-"standard wide deep masked null confounded"}
 CKPT=${CKPT:-checkpoints/gpu}
-LOGDIR=${LOGDIR:-$OUT/runs}  # TensorBoard events (parallel: keep them out of $OUT, which brings back 8 files at most)
+# TensorBoard events; parallel keeps them out of $OUT, which brings back 8 files at most
+if [ "$STAGE" = parallel ]; then LOGDIR=${LOGDIR:-/tmp/gpu_runs}; else LOGDIR=${LOGDIR:-$OUT/runs}; fi
 METHODS=${METHODS:-}  # a subset of the suite's methods (empty: all)
 PRESET=${PRESET:-gpu}  # smoke: a dry run of this script on a CPU
 SUITE=${SUITE:-full}
@@ -57,11 +58,12 @@ print('jax', jax.__version__, 'flax', flax.__version__, 'mctx', mctx.__version__
   >> "$OUT/session.log" 2>&1 || { stamp "imports failed"; exit 1; }
 stamp "imports ok"
 
+# shellcheck disable=SC2206
 quality_args=(--suite "$SUITE" --scenarios $QUALITY_SCENARIOS --seeds "$SEEDS" --out "$OUT/quality_gpu.jsonl"
   --plot "$OUT/recall_vs_budget_gpu.png")
+# shellcheck disable=SC2206
 [ -n "$METHODS" ] && quality_args+=(--methods $METHODS)
 if [ "$STAGE" = parallel ]; then  # the packaged agent plays; the suite's cases start until half its time is gone
-  # shellcheck disable=SC2086
   JAX_PLATFORMS=$QUALITY_PLATFORM timeout -s TERM -k 20 "$QUALITY_S" "$PY" -m experiments.benchmark quality \
     "${quality_args[@]}" --workers "$WORKERS" --time-limit-s $((QUALITY_S / 2)) > /dev/null 2> "$OUT/quality.log" &
   quality_pid=$!
@@ -100,16 +102,11 @@ if [ "$STAGE" = parallel ]; then  # the suite's summary whatever became of the t
 fi
 [ "$trained" = 1 ] || exit 1
 
-# shellcheck disable=SC2086
 JAX_PLATFORMS=$QUALITY_PLATFORM timeout -s TERM -k 20 "$QUALITY_S" "$PY" -m experiments.benchmark quality \
-  --suite "$SUITE" --checkpoint "$AGENT" --scenarios $QUALITY_SCENARIOS --seeds "$SEEDS" --workers "$WORKERS" \
-  --time-limit-s 10 \
-  --out "$OUT/quality_gpu.jsonl" --plot "$OUT/recall_vs_budget_gpu.png" > /dev/null 2> "$OUT/quality.log"
+  "${quality_args[@]}" --checkpoint "$AGENT" --workers "$WORKERS" --time-limit-s 10 > /dev/null 2> "$OUT/quality.log"
 stamp "quality exit $?"
 
-# shellcheck disable=SC2086
-JAX_PLATFORMS=$QUALITY_PLATFORM "$PY" -m experiments.benchmark quality --suite "$SUITE" --checkpoint "$AGENT" \
-  --scenarios $QUALITY_SCENARIOS --seeds "$SEEDS" --workers 1 --time-limit-s 0 --out "$OUT/quality_gpu.jsonl" \
-  --plot "$OUT/recall_vs_budget_gpu.png" > /dev/null 2> "$OUT/summary.log"
+JAX_PLATFORMS=$QUALITY_PLATFORM "$PY" -m experiments.benchmark quality "${quality_args[@]}" --checkpoint "$AGENT" \
+  --workers 1 --time-limit-s 0 > /dev/null 2> "$OUT/summary.log"
 stamp "summary exit $?"
 tail -40 "$OUT/summary.log"

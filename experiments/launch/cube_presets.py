@@ -4,7 +4,7 @@
 generator's cubes; `pretrain` is `cpu`'s agent on random training worlds of the `standard` and
 `masked` families (`cube_env.worlds`, training split only): the packaged agent's recipe
 (`experiments/agent/pretrained.npz`); `gpu` is that recipe at GPU sizes (a larger network and search,
-256 environments, batch 512), about 550 s on an H200 (measured to iteration 51; see below). `cpu` and `pretrain`
+256 environments, batch 512), about 540 s on an H200 (measured to iteration 51; see below). `cpu` and `pretrain`
 spend their first 200 of 400 iterations (`gpu` 32 of 64) imitating greedy search
 (`MuZeroConfig.imitation_iterations`, `CubeEnv.expert_logits`), then play their own searches; `cpu`
 took that warm start on validation cubes of the training split (mean findings a cube 1.31 against
@@ -105,8 +105,8 @@ PRESETS: dict[str, CubePreset] = {
   # search, a quarter of each batch reanalysed). Measured on one H200 (2026-12-04, benchmarks/README.md): drawing
   # the 16 + 4 worlds of 20,000 rows 197.5 s with other jobs on the CPUs (57 s on an idle 2-core machine), the first
   # iteration 78.6 s (compilation), then 5.9-6.8 s an iteration on the 21 x 13 grid; 64 iterations take about
-  # 60 + 80 + 64 x 6.3, some 550 s on an idle machine, one 600 s call at the edge (that session reached iteration 51
-  # in two calls). Warm-up and decay span the run's 1,024 updates.
+  # 60 + 79 (the first iteration) + 63 x 6.3, some 540 s on an idle machine, one 600 s call near its edge (that
+  # session reached iteration 51 in two calls). Warm-up and decay span the run's 1,024 updates.
   "gpu": _preset(
     cube_env.CubeTask(
       families=("standard", "masked"), num_train_cubes=16, num_eval_cubes=4, n_rows=20000, horizon=64, max_depth=3

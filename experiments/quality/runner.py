@@ -72,7 +72,8 @@ def build_methods(names: Iterable[str], checkpoint: str | None, options: Iterabl
     bound = bound or dict(dict(options).get(name, ()))  # a plain name takes the suite's tuned settings
     if base == "muzero":
       bound = dict(bound)
-      # once: every search of the suite plays it (a variant's own `muzero@checkpoint=F` first; None: the packaged one)
+      # once per name: every search of the suite plays it (a variant's own `muzero@checkpoint=F` first; None: the
+      # packaged one; a path with ',' or '=' cannot be named so, as `parse_variant` splits on them)
       loaded = agent.load_agent(bound.pop("checkpoint", checkpoint))
       out[name] = SuiteMethod(functools.partial(cube_env.get_method(base), checkpoint=loaded, **bound), loaded)
     elif bound:
