@@ -115,14 +115,8 @@ def not_applicable(name: str, method: SuiteMethod, space: cube_env.Space) -> str
   return None
 
 
-FINDING_FIELDS = (
-  "protected",
-  "group",
-  "reference",
-  "measure",
-  "z",
-  "new",
-)  # a confirmed finding, as a run row keeps it
+# The test of a confirmed finding, as a run row keeps it (beside the cohort's filters).
+FINDING_FIELDS = ("protected", "group", "reference", "measure", "z", "new")
 
 
 def finding_records(confirmed: pd.DataFrame) -> list[dict]:
