@@ -155,6 +155,7 @@ def test_run_case_budgets_scores_and_cut_off(case, prep):
   kept = json.loads(json.dumps(full["confirmed_findings"], allow_nan=False))
   assert len(kept) == full["confirmed"] and all(isinstance(f["filters"], dict) for f in kept)
   assert cube_env.score_findings(pd.DataFrame(kept), case.truth)["recall"] == full["recall"]
+  assert {r["scoring"] for r in rows} == {qrun.SCORING}  # the scoring rule the rows were scored by
   capped = qsuite.Suite(name="test", fractions=(0.02, 1.0), max_depth=2, walker_max_fraction=0.2)
   assert qrun.budgets_for(case, prep, capped, "random") == budgets[:1]
   assert qrun.budgets_for(case, prep, capped, "pysubgroup-dfs") == budgets

@@ -109,3 +109,30 @@ def test_scoring_overlap_and_mirror_rules():
   assert cube_env.score_findings(findings, truth)["n_false"] == 3  # without the cube only filters nest
   mirrored = cube_env.score_findings(findings, truth, cube=cube, mirror=True)
   assert mirrored["n_false"] == 1 and mirrored["recall"] == 0.0
+
+
+def test_scoring_other_side_of_a_near_binary_column():
+  # race is W or B in site 1 but for 5 rows of O (fewer than SMALL_CELL); site 2 holds 40 O rows.
+  rng = np.random.default_rng(1)
+  race = ["W"] * 50 + ["B"] * 45 + ["O"] * 5 + list(rng.choice(["W", "B"], 60)) + ["O"] * 40
+  df = pd.DataFrame({"site": ["1"] * 100 + ["2"] * 100, "race": race, "m": rng.lognormal(3, 0.5, 200)})
+  cube = cube_env.build_cube(df, cube_env.Schema(dimensions=("site",), protected=("race",), measures=("m",)))
+  truth = [synthetic.PlantedEffect(cohort={"site": "1"}, protected="race", group="B", measure="m", effect=0.3)]
+  other = pd.DataFrame([_finding({"site": "1"}, "race", "W", "m", -5.0)])  # B's comparison from W's side
+  score = cube_env.score_findings(other, truth, cube=cube)
+  assert score["recall"] == 1.0 and score["n_false"] == 0
+  before = cube_env.score_findings(other, truth, cube=cube, other_side=False)
+  assert before["recall"] == 0.0 and before["n_false"] == 1
+  assert cube_env.score_findings(other, truth)["recall"] == 0.0  # without the cube the rows are unknown
+  # At all cases O holds 45 rows: W against its rest is no longer B against its rest.
+  broad = pd.DataFrame([_finding({}, "race", "W", "m", -5.0), _finding({"site": "1"}, "race", "W", "m", 5.0)])
+  score = cube_env.score_findings(broad, truth, cube=cube)
+  assert score["recall"] == 0.0 and score["n_false"] == 2  # the second has the planted sign for W: not B's story
+  assert cube_env.score_findings(broad.iloc[[0]], truth, cube=cube, mirror=True)["n_false"] == 0
+  # 11 O rows in site 1 is a rest a test can read: the other side no longer counts.
+  race11 = ["W"] * 50 + ["B"] * 39 + ["O"] * 11 + race[100:]
+  cube11 = cube_env.build_cube(
+    df.assign(race=race11), cube_env.Schema(dimensions=("site",), protected=("race",), measures=("m",))
+  )
+  assert scoring.SMALL_CELL == 11
+  assert cube_env.score_findings(other, truth, cube=cube11)["recall"] == 0.0

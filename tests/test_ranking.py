@@ -12,6 +12,7 @@ from cube_env.discovery import space as space_lib
 from cube_env.environment.env import CHANNELS
 from experiments import train_ranker
 from experiments.quality import ranker_training, tuning
+from experiments.quality import suite as qsuite
 
 Z = 4.0
 
@@ -261,3 +262,17 @@ def test_collect_positions_marks_the_planted_path(small_cube):
     ranking.collect_positions(shallow, truth, budget=6, seed=0, unmarked=0.0)
   with pytest.raises(ValueError, match="samples"):
     ranking.collect_positions(shallow, truth, budget=6, seed=0, samples=0)
+
+
+def test_depth_preference_adds_log_odds_per_level(space):
+  weights = ranking.load()
+  obs, _, _ = space_lib.Ledger(space, 1).root()  # the root: its drill-downs lie at depth 1
+  base = ranking.learned_ranker(weights)(obs, 0.0)
+  deeper = ranking.learned_ranker(weights, depth=1.5, max_depth=space.max_depth)(obs, 0.0)
+  np.testing.assert_allclose(deeper - base, 1.5)
+  np.testing.assert_array_equal(ranking.learned_ranker(weights, depth=0.0, max_depth=3)(obs, 0.0), base)
+  with pytest.raises(ValueError, match="depth must be a finite number"):
+    ranking.learned_ranker(weights, depth=float("nan"))
+  # a run row records depth only when set otherwise than 0 (rows written before the option stay valid)
+  assert "depth" not in qsuite.default_options("learned") and "depth" not in qsuite.default_options("muzero")
+  assert qsuite.parse_variant("learned@depth=1") == ("learned", {"depth": 1})

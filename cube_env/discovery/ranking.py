@@ -164,12 +164,17 @@ def weights_id(path: str | None = None) -> str:
     return "sha256:" + hashlib.sha256(handle.read()).hexdigest()[:12]
 
 
-def learned_ranker(weights: RankerWeights | None = None) -> Ranker:
-  """The frontier ranking by `weights`' log-odds (default: the packaged ranker)."""
+def learned_ranker(weights: RankerWeights | None = None, *, depth: float = 0.0, max_depth: int = 1) -> Ranker:
+  """The frontier ranking by `weights`' log-odds (default: the packaged ranker), plus `depth` log-odds per level of
+  the drill-downs' depth (`max_depth`: the space's, by which the observation's depth channel is divided), so that
+  best-first leans toward finishing a path (`depth` > 0) or toward breadth (< 0)."""
   weights = weights if weights is not None else load()
+  if not np.isfinite(depth):
+    raise ValueError(f"learned: depth must be a finite number, got {depth!r}")
 
   def rank(obs: np.ndarray, parent_score: float) -> np.ndarray:
-    return weights.logits(features(obs, parent_score))
+    scores = weights.logits(features(obs, parent_score))
+    return scores + depth * (round(float(obs[DEPTH, 0, 0]) * max_depth) + 1.0) if depth else scores
 
   return rank
 
@@ -506,7 +511,10 @@ def learned(
   seed: int,
   progress: Progress | None = None,
   weights: str | None = None,
+  depth: float = 0.0,
 ) -> SearchResult:
-  """`frontier` ranked by a learned value (see module docstring); `weights`: an `.npz` path, default the packaged one."""
-  result = frontier(space, budget=budget, seed=seed, progress=progress, ranker=learned_ranker(_loaded(weights)))
+  """`frontier` ranked by a learned value (see module docstring); `weights`: an `.npz` path, default the packaged one;
+  `depth`: log-odds added per level of a drill-down's depth (`learned_ranker`; 0: the value alone)."""
+  ranker = learned_ranker(_loaded(weights), depth=depth, max_depth=space.max_depth)
+  result = frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker)
   return dataclasses.replace(result, method="learned")

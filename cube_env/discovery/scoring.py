@@ -9,7 +9,12 @@ or (when the cube is given) holds at least half of its rows
 planted cohort is confirmed too, and it tells the same story.
 For a protected column with two groups only one group is tested; the finding
 "group a, sign s" is the same hypothesis as "group b, sign -s", and scoring
-treats it so (via the finding's `reference` column).
+treats it so (via the finding's `reference` column). A column with two groups
+and a few other rows (missing values, a rare category) tests both groups, each
+against its rest; when the cube is given, "group h, sign -s" counts as the
+planted "group g, sign s" at a cohort where g and h hold all but fewer than
+`SMALL_CELL` of the measure's rows (`other_side`): the same comparison read
+from its other side, and confirmation's mirror check may keep either one.
 
 Ancestor and descendant are read from the filters (one filter set contains
 the other) and, when the cube is given, also from the rows: a cohort whose
@@ -24,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from cube_env.data.disclosure import SMALL_CELL
 
 OVERLAP_TRUE = 0.5  # a finding whose cohort has at least this share of its rows inside a planted cohort is true
 
@@ -49,9 +56,29 @@ def _same_test(row: Mapping, effect: Any) -> bool:
 
 def _mirror(row: Mapping, effect: Any) -> bool:
   """Another group of the planted column, opposite sign: its rest holds the planted group (same story, mirrored)."""
+  return _other_group(row, effect)
+
+
+def _other_group(row: Mapping, effect: Any) -> bool:
+  """Same column and measure, another group, the opposite sign (a mirror or the other side; see `score_findings`)."""
   if row["protected"] != _get(effect, "protected") or row["measure"] != _get(effect, "measure"):
     return False
   return str(row["group"]) != str(_get(effect, "group")) and np.sign(row["z"]) == -np.sign(_get(effect, "effect"))
+
+
+def _others(cube, mask: np.ndarray, protected: str, groups: tuple[str, str], measure: str) -> float:
+  """Rows of the cohort `mask` with the measure and a protected value other than the two `groups` (inf: unknown)."""
+  meta = cube.meta
+  if protected not in meta.filter_names or measure not in meta.measure_names:
+    return float("inf")
+  f = meta.column_index(protected)
+  cats = meta.categories[f]
+  if any(g not in cats for g in groups):
+    return float("inf")
+  codes = np.asarray(cube.codes)[:, f]
+  n = np.asarray(cube.stats, np.float64)[:, meta.measure_names.index(measure), 0]
+  keep = mask & (codes != cats.index(groups[0])) & (codes != cats.index(groups[1]))
+  return float(n[keep].sum())
 
 
 def _related(a: dict, b: dict) -> bool:
@@ -72,7 +99,13 @@ def _cell_mask(cube, cohort: dict) -> np.ndarray:
 
 
 def score_findings(
-  findings: pd.DataFrame, truth: Iterable[Any], *, only_new: bool = True, cube=None, mirror: bool = False
+  findings: pd.DataFrame,
+  truth: Iterable[Any],
+  *,
+  only_new: bool = True,
+  cube=None,
+  mirror: bool = False,
+  other_side: bool = True,
 ) -> dict:
   """Recall and precision of reported findings against planted effects.
 
@@ -90,6 +123,14 @@ def score_findings(
       (the planted group sits in its rest: when one group's rate is lowered,
       the others' is higher than their rest's). Off by default: issue 16's
       precision counts them false; benchmarks report both.
+    other_side: with the cube, a finding for another group h of a planted
+      effect's column, opposite sign, counts as that effect's own test (it
+      recalls it at its cohort, and is not false at a related one) where, in
+      the finding's cohort, the planted group and h hold all but fewer than
+      `SMALL_CELL` of the measure's rows: h against its rest is then the
+      planted group against its rest, read from the other side (on a
+      near-binary column both are tested, and confirmation's mirror check
+      keeps the stronger). False reproduces the rule before 2026-12-04.
 
   Returns:
     dict with recall (nan when there is no truth), precision (nan when nothing
@@ -103,24 +144,34 @@ def score_findings(
   rows = rows.reset_index(drop=True)
   recs = rows.to_dict("records")
   cohorts = [_norm(r["filters"]) for r in recs]
+  cache: dict = {}
+
+  def mask_of(c: dict) -> np.ndarray:
+    key = tuple(sorted(c.items()))
+    if key not in cache:
+      cache[key] = _cell_mask(cube, c)
+    return cache[key]
+
+  def same(r: Mapping, c: dict, effect: Any) -> bool:
+    """r tests `effect`'s hypothesis at its own cohort c (directly, via its reference, or from the other side)."""
+    if _same_test(r, effect):
+      return True
+    if not (other_side and cube is not None and _other_group(r, effect)):
+      return False
+    pair = (str(_get(effect, "group")), str(r["group"]))
+    return _others(cube, mask_of(c), str(r["protected"]), pair, str(r["measure"])) < SMALL_CELL
+
   recalled = []
   for effect in truth:
     target = _norm(_get(effect, "cohort"))
-    recalled.append(any(c == target and _same_test(r, effect) for r, c in zip(recs, cohorts)))
-  cache: dict = {}
+    recalled.append(any(c == target and same(r, c, effect) for r, c in zip(recs, cohorts)))
 
   def related(a: dict, b: dict) -> bool:
     if _related(a, b):
       return True
     if cube is None:
       return False
-    masks = []
-    for c in (a, b):
-      key = tuple(sorted(c.items()))
-      if key not in cache:
-        cache[key] = _cell_mask(cube, c)
-      masks.append(cache[key])
-    ma, mb = masks
+    ma, mb = mask_of(a), mask_of(b)
     if not (mb.any() and ma.any()):
       return False
     if not (mb & ~ma).any() or not (ma & ~mb).any():
@@ -130,7 +181,7 @@ def score_findings(
 
   false_mask = []
   for r, c in zip(recs, cohorts):
-    ok = any((_same_test(r, e) or (mirror and _mirror(r, e))) and related(c, _norm(_get(e, "cohort"))) for e in truth)
+    ok = any((same(r, c, e) or (mirror and _mirror(r, e))) and related(c, _norm(_get(e, "cohort"))) for e in truth)
     false_mask.append(not ok)
   matched = pd.DataFrame(
     {

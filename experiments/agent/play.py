@@ -192,8 +192,10 @@ def play_frontier(
   simulations: int = 0,
   advantage: str = ADVANTAGE,
   refine_at: str = REFINE_AT,
+  depth: float = 0.0,
 ) -> cube_env.SearchResult:
-  """Best-first over the frontier, the learned value refined by the agent's search (see the module docstring)."""
+  """Best-first over the frontier, the learned value refined by the agent's search (see the module docstring);
+  `depth`: the learned value's preference per level of depth (`cube_env.learned_ranker`)."""
   if refine_at not in REFINE_ATS:
     raise ValueError(f"muzero: refine_at must be one of {REFINE_ATS}, got {refine_at!r}")
   if not agent.any_grid:
@@ -202,7 +204,9 @@ def play_frontier(
       "an agent with grid policy heads; use --agent-mode episodes"
     )
   agent_shape(agent, space.cube)  # the grid limit
-  learned = cube_env.learned_ranker()  # read once: the cheap ranking near the top, and the value the agent refines
+  learned = cube_env.learned_ranker(
+    depth=depth, max_depth=space.max_depth
+  )  # read once: the cheap ranking near the top, and the value the agent refines
   ranker = agent_ranker(agent, seed, refine, backup=backup, simulations=simulations, advantage=advantage, base=learned)
   if refine_at == "top" and refine:
     ranker, refiner = learned, ranker
@@ -318,6 +322,7 @@ def muzero_search(
   prior: float | None = None,
   advantage: str = ADVANTAGE,
   refine_at: str = REFINE_AT,
+  depth: float = 0.0,
 ) -> cube_env.SearchResult:
   """The registered `muzero` method: the agent in `checkpoint` (default the packaged one) searches `space`.
 
@@ -326,7 +331,8 @@ def muzero_search(
   reads it once; `mode` is "frontier" or "episodes"; `refine`, `backup` and
   `simulations` are the frontier's weight on the agent's search, how its Q is
   backed up and its simulations per search, `advantage` how its advantage is
-  read (`agent_ranker`), `refine_at` where it searches (`REFINE_ATS`); `prior` is the
+  read (`agent_ranker`), `refine_at` where it searches (`REFINE_ATS`), `depth` the learned
+  value's preference per level of depth (`cube_env.learned_ranker`); `prior` is the
   episodes' weight on greedy's preference (`episodes_prior`).
   """
   if mode not in MODES:
@@ -337,6 +343,8 @@ def muzero_search(
     raise ValueError("muzero: advantage is an option of mode='frontier' (episodes play the agent's own search)")
   if mode == "episodes" and refine_at != REFINE_AT:
     raise ValueError("muzero: refine_at is an option of mode='frontier' (episodes search at every step)")
+  if mode == "episodes" and depth:
+    raise ValueError("muzero: depth is an option of mode='frontier' (it weighs the learned frontier value)")
   loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
   if mode == "frontier":
     return play_frontier(
@@ -350,5 +358,6 @@ def muzero_search(
       simulations=simulations,
       advantage=advantage,
       refine_at=refine_at,
+      depth=depth,
     )
   return play_agent(loaded, space, budget=budget, seed=seed, progress=progress, prior=prior)

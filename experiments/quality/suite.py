@@ -238,6 +238,11 @@ def resize(
   return suite
 
 
+# Settings added after rows were recorded, at the value that runs the search those rows ran: a row records them
+# only when set otherwise (`learned` and `muzero`'s `depth`, 0 before 2026-12-04), so the earlier rows stay valid.
+NEUTRAL = {"depth": 0.0}
+
+
 def default_options(method: str) -> dict:
   """Keyword defaults of a registered method's signature (JSON scalars only; the search's own arguments left out)."""
   try:
@@ -250,7 +255,10 @@ def default_options(method: str) -> dict:
   return {
     name: p.default
     for name, p in signature.parameters.items()
-    if name not in own and p.default is not p.empty and isinstance(p.default, (bool, int, float, str, type(None)))
+    if name not in own
+    and p.default is not p.empty
+    and isinstance(p.default, (bool, int, float, str, type(None)))
+    and not (name in NEUTRAL and p.default == NEUTRAL[name])
   }
 
 

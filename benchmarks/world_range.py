@@ -1,0 +1,41 @@
+"""A suite's methods on a range of worlds that do not start at world 0 (the benchmark's `--seeds N` runs worlds
+0..N-1): fresh training worlds for a validation that earlier ones have been used up for (benchmarks/README.md, *A
+depth preference for spaces searched to depth 4*).
+
+`python benchmarks/world_range.py SUITE SPLIT FAMILY FIRST STOP OUT METHOD [METHOD ...]` runs `runner.run_case` on
+worlds FIRST..STOP-1 of FAMILY (the suite's sizes and budgets, the methods' suite settings) and appends the run rows
+to OUT as JSON lines; worlds whose every method already has rows in OUT are skipped, so a stopped call resumes.
+"""
+
+import json
+import os
+import sys
+
+from experiments.quality import runner as R
+from experiments.quality import suite as S
+from experiments.quality.pool import read_rows
+
+
+def main() -> None:
+  name, split, family, first, stop, out = sys.argv[1:7]
+  methods = sys.argv[7:]
+  suite = S.resize(S.SUITES[name], method_names=methods, scenarios=[family], split=split)
+  done = {(r["seed"], r["method"]) for r in read_rows(out) if r.get("kind") == "run"}
+  fns = R.build_methods(suite.methods, suite.checkpoint, suite.method_options)
+  for index in range(int(first), int(stop)):
+    seed = S.case_seed(suite, index)
+    todo = {m: fn for m, fn in fns.items() if (seed, m) not in done}
+    if not todo:
+      continue
+    case = S.make_case(family, index, suite)
+    rows = [dict(r, world=index) for r in R.run_case(case, suite, todo, log=lambda s: print(s, file=sys.stderr))]
+    with open(out, "a") as handle:
+      for r in rows:
+        handle.write(json.dumps(r) + "\n")
+      handle.flush()
+      os.fsync(handle.fileno())
+    print(f"{family} world {index}: {len(rows)} rows", flush=True)
+
+
+if __name__ == "__main__":
+  main()
