@@ -264,7 +264,7 @@ def test_collect_positions_marks_the_planted_path(small_cube):
     ranking.collect_positions(shallow, truth, budget=6, seed=0, samples=0)
 
 
-def test_depth_preference_adds_log_odds_per_level(space):
+def test_depth_preference_adds_log_odds_per_level(space, small_cube):
   weights = ranking.load()
   obs, _, _ = space_lib.Ledger(space, 1).root()  # the root: its drill-downs lie at depth 1
   base = ranking.learned_ranker(weights)(obs, 0.0)
@@ -273,6 +273,18 @@ def test_depth_preference_adds_log_odds_per_level(space):
   np.testing.assert_array_equal(ranking.learned_ranker(weights, depth=0.0, max_depth=3)(obs, 0.0), base)
   with pytest.raises(ValueError, match="depth must be a finite number"):
     ranking.learned_ranker(weights, depth=float("nan"))
-  # a run row records depth only when set otherwise than 0 (rows written before the option stay valid)
-  assert "depth" not in qsuite.default_options("learned") and "depth" not in qsuite.default_options("muzero")
+  # by default (None) the preference follows the space's depth: none to depth 3, DEPTH_PREFERENCE from depth 4
+  assert ranking.default_depth(3) == 0.0 and ranking.default_depth(4) == ranking.DEPTH_PREFERENCE == 1.0
+  np.testing.assert_array_equal(ranking.learned_ranker(weights, max_depth=3)(obs, 0.0), base)
+  deep = cube_env.make_space(small_cube, max_depth=4, z_screen=Z)
+  deep_obs, _, _ = space_lib.Ledger(deep, 1).root()
+  np.testing.assert_allclose(
+    ranking.learned_ranker(weights, max_depth=4)(deep_obs, 0.0)
+    - ranking.learned_ranker(weights, depth=0.0)(deep_obs, 0.0),
+    1.0,
+  )
+  # run rows record the setting (None: by the space's depth) for the learned searches and `auto`'s fallback
+  suite = qsuite.SUITES["quick"]
+  for method in ("learned", "muzero", "auto"):
+    assert ["depth", None] in suite.options_row(method)
   assert qsuite.parse_variant("learned@depth=1") == ("learned", {"depth": 1})

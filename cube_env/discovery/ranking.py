@@ -164,11 +164,25 @@ def weights_id(path: str | None = None) -> str:
     return "sha256:" + hashlib.sha256(handle.read()).hexdigest()[:12]
 
 
-def learned_ranker(weights: RankerWeights | None = None, *, depth: float = 0.0, max_depth: int = 1) -> Ranker:
+# The learned value's default depth preference (benchmarks/README.md, *A depth preference for spaces searched to
+# depth 4*): DEPTH_PREFERENCE log-odds per level of a drill-down's depth in a space searched to DEPTH_FROM or deeper
+# (a plant there needs one more right drill-down, and the value rates a path's first steps like its end), none in
+# shallower spaces (where it cost `wide` at small budgets). Chosen on training worlds only.
+DEPTH_FROM, DEPTH_PREFERENCE = 4, 1.0
+
+
+def default_depth(max_depth: int) -> float:
+  """The depth preference of a space searched to `max_depth` when none is given (`depth=None`)."""
+  return DEPTH_PREFERENCE if max_depth >= DEPTH_FROM else 0.0
+
+
+def learned_ranker(weights: RankerWeights | None = None, *, depth: float | None = None, max_depth: int = 1) -> Ranker:
   """The frontier ranking by `weights`' log-odds (default: the packaged ranker), plus `depth` log-odds per level of
   the drill-downs' depth (`max_depth`: the space's, by which the observation's depth channel is divided), so that
-  best-first leans toward finishing a path (`depth` > 0) or toward breadth (< 0)."""
+  best-first leans toward finishing a path (`depth` > 0) or toward breadth (< 0); None: `default_depth(max_depth)`
+  (0 below depth 4, so a caller that gives no space depth gets the value alone)."""
   weights = weights if weights is not None else load()
+  depth = default_depth(max_depth) if depth is None else depth
   if not np.isfinite(depth):
     raise ValueError(f"learned: depth must be a finite number, got {depth!r}")
 
@@ -511,10 +525,11 @@ def learned(
   seed: int,
   progress: Progress | None = None,
   weights: str | None = None,
-  depth: float = 0.0,
+  depth: float | None = None,
 ) -> SearchResult:
   """`frontier` ranked by a learned value (see module docstring); `weights`: an `.npz` path, default the packaged one;
-  `depth`: log-odds added per level of a drill-down's depth (`learned_ranker`; 0: the value alone)."""
+  `depth`: log-odds added per level of a drill-down's depth (`learned_ranker`; 0: the value alone; None: the
+  default for the space's depth, `default_depth`)."""
   ranker = learned_ranker(_loaded(weights), depth=depth, max_depth=space.max_depth)
   result = frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker)
   return dataclasses.replace(result, method="learned")

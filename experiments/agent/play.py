@@ -192,10 +192,11 @@ def play_frontier(
   simulations: int = 0,
   advantage: str = ADVANTAGE,
   refine_at: str = REFINE_AT,
-  depth: float = 0.0,
+  depth: float | None = None,
 ) -> cube_env.SearchResult:
   """Best-first over the frontier, the learned value refined by the agent's search (see the module docstring);
-  `depth`: the learned value's preference per level of depth (`cube_env.learned_ranker`)."""
+  `depth`: the learned value's preference per level of depth (`cube_env.learned_ranker`; None: the default for the
+  space's depth)."""
   if refine_at not in REFINE_ATS:
     raise ValueError(f"muzero: refine_at must be one of {REFINE_ATS}, got {refine_at!r}")
   if not agent.any_grid:
@@ -322,7 +323,7 @@ def muzero_search(
   prior: float | None = None,
   advantage: str = ADVANTAGE,
   refine_at: str = REFINE_AT,
-  depth: float = 0.0,
+  depth: float | None = None,
 ) -> cube_env.SearchResult:
   """The registered `muzero` method: the agent in `checkpoint` (default the packaged one) searches `space`.
 
@@ -343,7 +344,7 @@ def muzero_search(
     raise ValueError("muzero: advantage is an option of mode='frontier' (episodes play the agent's own search)")
   if mode == "episodes" and refine_at != REFINE_AT:
     raise ValueError("muzero: refine_at is an option of mode='frontier' (episodes search at every step)")
-  if mode == "episodes" and depth:
+  if mode == "episodes" and depth is not None:
     raise ValueError("muzero: depth is an option of mode='frontier' (it weighs the learned frontier value)")
   loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
   if mode == "frontier":

@@ -121,6 +121,7 @@ class Suite:
     effective = {**default_options(base_method(method)), **self.options(method)}
     if base_method(method) in LEARNED_SEARCHES or effective.get("fallback") == LEARNED:  # the ranker's identity too
       effective[RANKER_ID] = ranking.weights_id(effective.get("weights"))
+      effective.setdefault("depth", default_options(LEARNED)["depth"])  # and its depth preference (`auto` passes it)
     if base_method(method) == "muzero":  # and the agent's
       effective[AGENT_ID] = agent.agent_id(effective.get("checkpoint") or self.checkpoint)
     return [[k, v] for k, v in sorted(effective.items())]
@@ -238,11 +239,6 @@ def resize(
   return suite
 
 
-# Settings added after rows were recorded, at the value that runs the search those rows ran: a row records them
-# only when set otherwise (`learned` and `muzero`'s `depth`, 0 before 2026-12-04), so the earlier rows stay valid.
-NEUTRAL = {"depth": 0.0}
-
-
 def default_options(method: str) -> dict:
   """Keyword defaults of a registered method's signature (JSON scalars only; the search's own arguments left out)."""
   try:
@@ -255,10 +251,7 @@ def default_options(method: str) -> dict:
   return {
     name: p.default
     for name, p in signature.parameters.items()
-    if name not in own
-    and p.default is not p.empty
-    and isinstance(p.default, (bool, int, float, str, type(None)))
-    and not (name in NEUTRAL and p.default == NEUTRAL[name])
+    if name not in own and p.default is not p.empty and isinstance(p.default, (bool, int, float, str, type(None)))
   }
 
 
