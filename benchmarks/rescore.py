@@ -8,7 +8,7 @@ findings (`confirmed_findings`, rows written from 2026-12-04 on) and their world
 (`world_sha256`); a run that fails either check stops the script.
 
 `python benchmarks/rescore.py IN.jsonl OUT.jsonl`: writes IN's run rows with `recall`, `recalled`, `precision`,
-`false_confirmed` and `family_wise_error` from today's rule (and `scoring` = "other_side") to OUT, and prints every
+`false_confirmed` and `family_wise_error` (applicable run rows only: not a whole quality file) from today's rule (and `scoring` = "other_side") to OUT, and prints every
 run whose score moved, then how many moved by family and method. The row's own rule (`scoring`: "other_side", or
 absent: the rule before) must reproduce its recorded score (checked): a row that it does not stops the script.
 
@@ -43,7 +43,9 @@ from experiments.quality.pool import read_rows
 
 def _world(row: dict):
   suite = dataclasses.replace(S.SUITES[row["suite"]], split=row["split"], n_rows=row["n_rows"])
-  index = next(i for i in range(10_000) if S.case_seed(suite, i) == row["seed"])
+  index = next((i for i in range(10_000) if S.case_seed(suite, i) == row["seed"]), None)
+  if index is None:
+    raise SystemExit(f"seed {row['seed']} is not among the first 10,000 worlds of the {row['split']} split")
   case = S.make_case(row["family"], index, suite)
   if S.world_id(case) != row["world_sha256"]:
     raise SystemExit(

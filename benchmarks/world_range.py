@@ -4,7 +4,8 @@ depth preference for spaces searched to depth 4*).
 
 `python benchmarks/world_range.py SUITE SPLIT FAMILY FIRST STOP OUT METHOD [METHOD ...]` runs `runner.run_case` on
 worlds FIRST..STOP-1 of FAMILY (the suite's sizes and budgets, the methods' suite settings) and appends the run rows
-to OUT as JSON lines; worlds whose every method already has rows in OUT are skipped, so a stopped call resumes.
+to OUT as JSON lines; a world's method that already has rows in OUT with today's settings is skipped, so a stopped
+call resumes.
 """
 
 import json
@@ -20,11 +21,17 @@ def main() -> None:
   name, split, family, first, stop, out = sys.argv[1:7]
   methods = sys.argv[7:]
   suite = S.resize(S.SUITES[name], method_names=methods, scenarios=[family], split=split)
-  done = {(r["seed"], r["method"]) for r in read_rows(out) if r.get("kind") == "run"}
+  # a world is done for a method when OUT holds its rows run with today's settings (a row of other settings, such as
+  # a default changed since, does not count and is run again beside it)
+  done = {
+    (r["family"], r["seed"], r["method"])
+    for r in read_rows(out)
+    if r.get("kind") == "run" and r.get("options") == suite.options_row(r["method"])
+  }
   fns = R.build_methods(suite.methods, suite.checkpoint, suite.method_options)
   for index in range(int(first), int(stop)):
     seed = S.case_seed(suite, index)
-    todo = {m: fn for m, fn in fns.items() if (seed, m) not in done}
+    todo = {m: fn for m, fn in fns.items() if (family, seed, m) not in done}
     if not todo:
       continue
     case = S.make_case(family, index, suite)

@@ -280,13 +280,23 @@ def test_fixed_budgets_on_wide_and_deep_worlds(case, prep, tmp_path):
   assert qsuite.SUITES["quick"].options_row("beam@width=4") == [["width", 4]]
   packaged = ranking.weights_id()
   assert packaged.startswith("sha256:") and len(packaged) == len("sha256:") + 12
-  assert qsuite.SUITES["quick"].options_row("auto") == [["fallback", "learned"], ["weights_sha256", packaged]]
-  assert qsuite.SUITES["quick"].options_row("learned") == [["weights", None], ["weights_sha256", packaged]]
+  # the learned searches' depth preference: None, by the space's depth (`ranking.default_depth`); auto's fallback's too
+  assert qsuite.SUITES["quick"].options_row("auto") == [
+    ["depth", None],
+    ["fallback", "learned"],
+    ["weights_sha256", packaged],
+  ]
+  assert qsuite.SUITES["quick"].options_row("learned") == [
+    ["depth", None],
+    ["weights", None],
+    ["weights_sha256", packaged],
+  ]
   assert qsuite.SUITES["quick"].options_row("muzero@refine=2.0") == [
     ["advantage", "centred"],  # the agent's search advantage centred over its visited moves
     ["agent_sha256", agent.agent_id()],  # the packaged agent, by content: a retrained one's rows are told apart
     ["backup", "mean"],
     ["checkpoint", None],
+    ["depth", None],
     ["mode", "frontier"],
     ["prior", None],  # episodes' weight on greedy's preference: the agent's own, else EPISODES_PRIOR
     ["refine", 2.0],

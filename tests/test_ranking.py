@@ -272,7 +272,9 @@ def test_depth_preference_adds_log_odds_per_level(space, small_cube):
   np.testing.assert_allclose(deeper - base, 1.5)
   np.testing.assert_array_equal(ranking.learned_ranker(weights, depth=0.0, max_depth=3)(obs, 0.0), base)
   with pytest.raises(ValueError, match="depth must be a finite number"):
-    ranking.learned_ranker(weights, depth=float("nan"))
+    ranking.learned_ranker(weights, depth=float("nan"), max_depth=3)
+  with pytest.raises(ValueError, match="needs the space's max_depth"):
+    ranking.learned_ranker(weights, depth=1.0)
   # by default (None) the preference follows the space's depth: none to depth 3, DEPTH_PREFERENCE from depth 4
   assert ranking.default_depth(3) == 0.0 and ranking.default_depth(4) == ranking.DEPTH_PREFERENCE == 1.0
   np.testing.assert_array_equal(ranking.learned_ranker(weights, max_depth=3)(obs, 0.0), base)

@@ -176,12 +176,19 @@ def default_depth(max_depth: int) -> float:
   return DEPTH_PREFERENCE if max_depth >= DEPTH_FROM else 0.0
 
 
-def learned_ranker(weights: RankerWeights | None = None, *, depth: float | None = None, max_depth: int = 1) -> Ranker:
+def learned_ranker(
+  weights: RankerWeights | None = None, *, depth: float | None = None, max_depth: int | None = None
+) -> Ranker:
   """The frontier ranking by `weights`' log-odds (default: the packaged ranker), plus `depth` log-odds per level of
   the drill-downs' depth (`max_depth`: the space's, by which the observation's depth channel is divided), so that
-  best-first leans toward finishing a path (`depth` > 0) or toward breadth (< 0); None: `default_depth(max_depth)`
-  (0 below depth 4, so a caller that gives no space depth gets the value alone)."""
+  best-first leans toward finishing a path (`depth` > 0) or toward breadth (< 0); None: `default_depth(max_depth)`.
+  Without `max_depth` the ranking is the value alone (the training walks' behaviour, `collect`), and a `depth`
+  other than 0 is refused (its levels could not be read)."""
   weights = weights if weights is not None else load()
+  if max_depth is None:
+    if depth:
+      raise ValueError("learned: a depth preference needs the space's max_depth")
+    depth, max_depth = 0.0, 1
   depth = default_depth(max_depth) if depth is None else depth
   if not np.isfinite(depth):
     raise ValueError(f"learned: depth must be a finite number, got {depth!r}")
@@ -458,7 +465,8 @@ def collect_positions(
   """The positions of one world's frontier walk with their on-path drill-downs (for an agent; `collect`'s twin).
 
   The walk is `collect`'s: `frontier` for `budget` queries ranked by `behaviour` (default the packaged learned
-  ranking, the walk the `muzero` method refines) plus uniform noise of width `noise`. Every visited cohort with
+  ranking without the depth preference, the walk the `muzero` method refines in spaces to depth 3; the recipes'
+  data were collected so) plus uniform noise of width `noise`. Every visited cohort with
   at least one drill-down on a path to a planted effect (`drilldown_labels`) is kept, and an `unmarked` share of
   the others, all weighted 1: the agent's search only orders the drill-downs of one cohort, which the marked
   positions teach, so the unmarked ones are not weighted up to stand for all of them (as `collect`'s negatives

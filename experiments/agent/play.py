@@ -344,7 +344,7 @@ def muzero_search(
     raise ValueError("muzero: advantage is an option of mode='frontier' (episodes play the agent's own search)")
   if mode == "episodes" and refine_at != REFINE_AT:
     raise ValueError("muzero: refine_at is an option of mode='frontier' (episodes search at every step)")
-  if mode == "episodes" and depth is not None:
+  if mode == "episodes" and depth:
     raise ValueError("muzero: depth is an option of mode='frontier' (it weighs the learned frontier value)")
   loaded = checkpoint if isinstance(checkpoint, PackagedAgent) else load_agent(checkpoint)
   if mode == "frontier":

@@ -30,7 +30,7 @@ from scipy import stats as sps
 
 from cube_env import worlds
 from cube_env.data.ingest import filters_to_codes
-from cube_env.discovery import pipeline
+from cube_env.discovery import pipeline, scoring
 from cube_env.discovery.cohorts import cohort_table
 from cube_env.discovery.scoring import score_findings
 
@@ -187,6 +187,7 @@ def world_rows(
       "n_recalled": conf["n_recalled"],
       "n_false": conf["n_false"],
       "n_false_mirror": mirrored["n_false"],
+      "scoring": scoring.RULE,
       "candidate_recalled": cand["n_recalled"],
       "truth_z": [float(z) for z in world.z],
       "truth_kind": [e.kind for e in world.truth],

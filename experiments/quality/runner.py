@@ -117,7 +117,7 @@ def not_applicable(name: str, method: SuiteMethod, space: cube_env.Space) -> str
 
 # The `score_findings` rule of the run rows (`scoring`): "other_side" from 2026-12-04 (rows without the field were
 # scored before it; benchmarks/README.md, *The other side of a near-binary column*; `benchmarks/rescore.py`).
-SCORING = "other_side"
+SCORING = cube_env.discovery.scoring.RULE
 
 # The test of a confirmed finding, as a run row keeps it (beside the cohort's filters).
 FINDING_FIELDS = ("protected", "group", "reference", "measure", "z", "new")
@@ -126,7 +126,8 @@ FINDING_FIELDS = ("protected", "group", "reference", "measure", "z", "new")
 def finding_records(confirmed: pd.DataFrame) -> list[dict]:
   """The confirmed findings as a run row keeps them (`confirmed_findings`): the cohort's filters (labels) and the
   test, enough for `cube_env.score_findings` to score the run again under another rule without re-running its
-  search (recall reads these alone; false findings also need the world's cube, drawn again from its seed)."""
+  search (with the world's exploration half, drawn again from its seed: the other-side rule and false findings
+  read its rows; `benchmarks/rescore.py`)."""
   out = []
   for r in confirmed.to_dict("records"):
     record = {"filters": {str(k): str(v) for k, v in dict(r["filters"]).items()}}

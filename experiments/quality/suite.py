@@ -117,7 +117,9 @@ class Suite:
     [key, value] pairs, so that a stored row run with other settings (or under other defaults) is told apart; for
     `learned`, `muzero` and an `auto` that falls back to `learned`, also the content hash of the ranker's weights
     (`RANKER_ID`), and for `muzero` that of its agent (`AGENT_ID`), so rows of a refitted ranker or a retrained agent
-    are not mistaken for the old one's."""
+    are not mistaken for the old one's; and for those three the learned value's `depth` preference (None: by the
+    space's depth, `ranking.default_depth`; a change of that rule must change how it is recorded, or resumed rows
+    would pass for the new rule's)."""
     effective = {**default_options(base_method(method)), **self.options(method)}
     if base_method(method) in LEARNED_SEARCHES or effective.get("fallback") == LEARNED:  # the ranker's identity too
       effective[RANKER_ID] = ranking.weights_id(effective.get("weights"))
