@@ -33,7 +33,6 @@ import sys
 
 import pandas as pd
 
-import cube_env
 from cube_env.data.disclosure import SMALL_CELL
 from cube_env.discovery import scoring
 from experiments.quality import runner as R
@@ -56,12 +55,7 @@ def _world(row: dict):
 
 
 def _scores(findings: list[dict], truth: list, cube, *, other_side: bool) -> dict:
-  frame = pd.DataFrame(findings, columns=["filters", *R.FINDING_FIELDS]) if findings else pd.DataFrame()
-  if frame.empty:
-    return {"recall": float("nan") if not truth else 0.0, "recalled": [], "n_false": 0, "precision": float("nan")}
-  s = cube_env.score_findings(frame, truth, cube=cube, other_side=other_side)
-  recalled = [int(i) for i, x in enumerate(s["matched"]["recalled"]) if x]
-  return {"recall": s["recall"], "recalled": recalled, "n_false": s["n_false"], "precision": s["precision"]}
+  return R.score(pd.DataFrame(findings, columns=["filters", *R.FINDING_FIELDS]), truth, cube, other_side=other_side)
 
 
 def _same(a, b) -> bool:

@@ -56,12 +56,8 @@ def _same_test(row: Mapping, effect: Any) -> bool:
 
 
 def _mirror(row: Mapping, effect: Any) -> bool:
-  """Another group of the planted column, opposite sign: its rest holds the planted group (same story, mirrored)."""
-  return _other_group(row, effect)
-
-
-def _other_group(row: Mapping, effect: Any) -> bool:
-  """Same column and measure, another group, the opposite sign (a mirror or the other side; see `score_findings`)."""
+  """Another group of the planted column, opposite sign: its rest holds the planted group (same story, mirrored; on a
+  near-binary column, the other side of the same comparison, see `score_findings`' `other_side`)."""
   if row["protected"] != _get(effect, "protected") or row["measure"] != _get(effect, "measure"):
     return False
   return str(row["group"]) != str(_get(effect, "group")) and np.sign(row["z"]) == -np.sign(_get(effect, "effect"))
@@ -159,7 +155,7 @@ def score_findings(
     """r tests `effect`'s hypothesis at its own cohort c (directly, via its reference, or from the other side)."""
     if _same_test(r, effect):
       return True
-    if not (other_side and cube is not None and _other_group(r, effect)):
+    if not (other_side and cube is not None and _mirror(r, effect)):
       return False
     pair = (str(_get(effect, "group")), str(r["group"]))
     return _others(cube, mask_of(c), str(r["protected"]), pair, str(r["measure"])) < SMALL_CELL

@@ -205,9 +205,8 @@ def play_frontier(
       "an agent with grid policy heads; use --agent-mode episodes"
     )
   agent_shape(agent, space.cube)  # the grid limit
-  learned = cube_env.learned_ranker(
-    depth=depth, max_depth=space.max_depth
-  )  # read once: the cheap ranking near the top, and the value the agent refines
+  # read once: the cheap ranking near the top, and the value the agent refines
+  learned = cube_env.learned_ranker(depth=depth, max_depth=space.max_depth)
   ranker = agent_ranker(agent, seed, refine, backup=backup, simulations=simulations, advantage=advantage, base=learned)
   if refine_at == "top" and refine:
     ranker, refiner = learned, ranker

@@ -139,9 +139,10 @@ def finding_records(confirmed: pd.DataFrame) -> list[dict]:
   return out
 
 
-def score(findings: pd.DataFrame, truth: list, cube) -> dict:
-  """Recall, precision, counts and the indices of the planted effects recalled by `findings`."""
-  s = cube_env.score_findings(findings, truth, cube=cube)
+def score(findings: pd.DataFrame, truth: list, cube, *, other_side: bool = True) -> dict:
+  """Recall, precision, counts and the indices of the planted effects recalled by `findings` (`other_side`: the
+  scoring rule, `cube_env.score_findings`; False: the rule before `SCORING`)."""
+  s = cube_env.score_findings(findings, truth, cube=cube, other_side=other_side)
   out = {k: s[k] for k in ("recall", "precision", "n_reported", "n_false")}
   out["recalled"] = [int(i) for i in np.nonzero(s["matched"]["recalled"].to_numpy(bool))[0]]
   return out
