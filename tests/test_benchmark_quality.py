@@ -331,7 +331,7 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   old_worlds = dict(spilled, seed=5005, worlds_version=qsuite.worlds.VERSION - 1)  # of other worlds
   walker_past_top = dict(spilled, seed=5006, method="greedy", nominal_fraction=1.0)  # a walker past its fractions
   # two rows of one world seed that record different tables (drawn on two machines): kept, and named
-  table_a = dict(spilled, seed=5007, world_sha256="sha256:aaaaaaaaaaaa")
+  table_a = dict(spilled, seed=5007, world_sha256="sha256:aaaaaaaaaaaa", scoring=qrun.SCORING)
   table_b = dict(table_a, budget=1000, budget_fraction=1.0, nominal_fraction=1.0, world_sha256="sha256:bbbbbbbbbbbb")
   dropped = (other_size, other_budget, other_settings, unrecorded, old_worlds, walker_past_top)
   spilled_rows = (spilled, table_a, table_b, *dropped)
@@ -367,6 +367,8 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   assert earlier["wall_s"] == 7.0 and invocation["cases_run"] == 0 and invocation["cases_in_suite"] == 2
   assert invocation["worlds_version"] == qsuite.worlds.VERSION
   assert invocation["worlds_differ"] == [["standard", 5007]]
+  # rows scored by today's rule beside rows that record none (scored before it): both named
+  assert invocation["scoring_rules"] == sorted([qrun.SCORING, qsession.UNSCORED])
   versions = invocation["versions"]  # what the call ran with: the worlds' draw can depend on it
   assert versions["numpy"] == np.__version__ and versions["pandas"] == pd.__version__ and versions["python"]
   kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]

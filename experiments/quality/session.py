@@ -91,6 +91,16 @@ def worlds_differ(runs: Iterable[dict]) -> list[list]:
   return [list(key) for key, ids in sorted(seen.items()) if len(ids) > 1]
 
 
+UNSCORED = "before_other_side"  # what `scoring_rules` calls the rule of run rows that record none (they predate it)
+
+
+def scoring_rules(runs: Iterable[dict]) -> list[str]:
+  """The scoring rules the run rows were scored by (`scoring`; `UNSCORED` for rows from before it was recorded),
+  sorted: more than one means recall is compared across rules (`benchmarks/rescore.py` scores kept findings again
+  under either, and lists the plants where the rules can differ)."""
+  return sorted({r.get("scoring") or UNSCORED for r in runs})
+
+
 def earlier_rows(suite: Suite, out: str | None, spill: str | None, log: Callable[[str], None]) -> list[dict]:
   """Run and invocation rows of `suite` in `out`, plus the run rows a killed call's workers left in `spill`."""
   same = _same_suite(suite)
@@ -190,6 +200,12 @@ def run_quality(
     log(
       f"warning: {out} holds rows of two different tables for one world seed ({invocation['worlds_differ']}): "
       "their worlds were drawn on machines that draw them differently; compare only rows of one table"
+    )
+  invocation["scoring_rules"] = scoring_rules(runs)
+  if len(invocation["scoring_rules"]) > 1:
+    log(
+      f"warning: {out} holds run rows scored by different rules ({', '.join(invocation['scoring_rules'])}): "
+      "recall compares across them only where the rules agree (benchmarks/rescore.py)"
     )
   invocations = [r for r in earlier if r["kind"] == "invocation"] + [invocation]
   summary = summarize(runs, split=suite.split)
