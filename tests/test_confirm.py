@@ -85,6 +85,33 @@ def test_pooled_p_matches_scipy():
   assert confirm.pooled_p(1, 0.0, 1, 0.0, 0.5) == 1.0  # no degrees of freedom: untestable, not NaN
 
 
+def test_mirror_check_of_a_rate_that_subtraction_rounds_below_zero():
+  # The rest (22 rows, 15 events) without the other group (15 rows, all events) holds 7 rows and 0 events, which
+  # 22 * (15 / 22) - 15 computes as -1.8e-15; the candidate's group has no event either, so their pooled rate is 0
+  # (se 0) and the candidate's gap vanishes without the other group: a mirror, decided without a NaN or a warning.
+  table = pd.DataFrame(
+    {
+      "cohort_index": [0, 0],
+      "protected": ["race", "race"],
+      "measure": ["complication", "complication"],
+      "group": ["H", "G"],
+      "tested": [True, True],
+      "z": [-3.0, 6.0],
+      "scale": ["binary", "binary"],
+      "n_group": [10.0, 15.0],
+      "mean_group": [0.0, 1.0],
+      "var_group": [0.0, 0.0],
+      "n_rest": [22.0, 17.0],
+      "mean_rest": [15.0 / 22.0, 0.0],
+      "var_rest": [15.0 / 22.0 * 7.0 / 22.0 * 22.0 / 21.0, 0.0],
+    }
+  )
+  n, mean, _ = confirm._moments_without(table.iloc[0], table.iloc[1])
+  assert n == 7.0 and mean < 0.0  # the rounding this guards against
+  with np.errstate(invalid="raise"):
+    assert confirm.mirror_of(table.iloc[:1], table, np.array([0]), z_min=2.0) == ["G"]
+
+
 def test_a_mirror_is_not_confirmed():
   # Group A's minutes are doubled; B and C are drawn like the rest, so B (and C) look lower than a rest that holds A.
   rng = np.random.default_rng(2)

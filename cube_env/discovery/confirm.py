@@ -259,7 +259,7 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
       n_h = float(row["n_group"])
       m_h = float(np.log(row["mean_group"])) if row["scale"] == "log" else float(row["mean_group"])
       if row["scale"] == "binary":
-        pooled = (n_h * m_h + n_r * m_r) / (n_h + n_r)
+        pooled = min(max((n_h * m_h + n_r * m_r) / (n_h + n_r), 0.0), 1.0)  # a rate: subtraction may round past 0 or 1
         se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n_h + 1.0 / n_r))
       else:
         se = np.sqrt(float(row["var_group"]) / n_h + v_r / n_r)
