@@ -88,7 +88,9 @@ def test_pooled_p_matches_scipy():
 def test_mirror_check_of_a_rate_that_subtraction_rounds_below_zero():
   # The rest (22 rows, 15 events) without the other group (15 rows, all events) holds 7 rows and 0 events, which
   # 22 * (15 / 22) - 15 computes as -1.8e-15; the candidate's group has no event either, so their pooled rate is 0
-  # (se 0) and the candidate's gap vanishes without the other group: a mirror, decided without a NaN or a warning.
+  # (se 0) and the candidate's gap vanishes without the other group: a mirror, decided without a NaN or a warning,
+  # and whichever way the subtraction rounds (the same group with a positive gap, so that the rounding's sign would
+  # have made the old "different means" branch's infinite z count for it: still a mirror).
   table = pd.DataFrame(
     {
       "cohort_index": [0, 0],
@@ -110,6 +112,8 @@ def test_mirror_check_of_a_rate_that_subtraction_rounds_below_zero():
   assert n == 7.0 and mean < 0.0  # the rounding this guards against
   with np.errstate(invalid="raise"):
     assert confirm.mirror_of(table.iloc[:1], table, np.array([0]), z_min=2.0) == ["G"]
+    flipped = table.assign(z=[3.0, -6.0])  # signs only: the mirror check reads the rates, the same as above
+    assert confirm.mirror_of(flipped.iloc[:1], flipped, np.array([0]), z_min=2.0) == ["G"]
 
 
 def test_a_mirror_is_not_confirmed():

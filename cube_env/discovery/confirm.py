@@ -263,7 +263,12 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
         se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n_h + 1.0 / n_r))
       else:
         se = np.sqrt(float(row["var_group"]) / n_h + v_r / n_r)
-      z_without = (m_h - m_r) / se if se > 0 else (np.sign(m_h - m_r) * np.inf if m_h != m_r else 0.0)
+      if se > 0:
+        z_without = (m_h - m_r) / se
+      elif row["scale"] == "binary" or m_h == m_r:
+        z_without = 0.0  # a pooled rate of 0 or 1: both rates are it (a difference left is rounding)
+      else:
+        z_without = np.sign(m_h - m_r) * np.inf  # no spread on either side, different means
       if np.sign(z) * z_without < z_min:
         out[-1] = str(other["group"])
         break
