@@ -11,6 +11,10 @@ same world in no more seconds (any of their budgets); paired over worlds, the su
   equal-query comparison reads "the best heuristic" (`summary.paired`: one method, the highest mean recall), so
   it shows how much of the gap between the two targets is the per-world choice of heuristic rather than seconds.
 
+In both, a heuristic with no run within the method's seconds on a world scores 0 there (it found nothing in that
+time), so at small budgets the second reading can also move with seconds: a heuristic slower than the method at
+its smallest budget drops out of that world.
+
 `python benchmarks/per_second.py RUNS.jsonl greedy,beam learned,muzero` (RUNS from one `benchmark quality` call).
 """
 
@@ -29,11 +33,14 @@ def within(rows: list[dict], heuristic: str, seconds: float) -> float:
 
 
 def interval(d: list[float]) -> str:
+  """`mean [low, high]` of the paired differences `d` (one per world), the bootstrap 95% interval."""
   low, high = bootstrap_interval(d)
   return f"{np.mean(d):+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def main() -> None:
+  """Prints, per family, method and budget, both readings (module docstring), then each heuristic's mean recall
+  and seconds per budget."""
   path, heur, methods = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
   runs = collections.defaultdict(list)
   with open(path) as handle:

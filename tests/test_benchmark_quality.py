@@ -349,6 +349,7 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   unversioned_call = {k: v for k, v in call.items() if k != "worlds_version"}  # one that did not say: dropped
   calls = (call, stale_call, old_call, unversioned_call)
   out.write_text("".join(json.dumps(c) + "\n" for c in calls))
+  said: list[str] = []
   rows = qsession.run_quality(
     "tiny",
     checkpoint=None,
@@ -356,7 +357,7 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
     plot_path=str(tmp_path / "p.png"),
     out=str(out),
     emit=lambda rs, _: list(rs),
-    log=_quiet,
+    log=said.append,
     time_limit_s=0,
     workers=1,
   )
@@ -367,8 +368,10 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   assert earlier["wall_s"] == 7.0 and invocation["cases_run"] == 0 and invocation["cases_in_suite"] == 2
   assert invocation["worlds_version"] == qsuite.worlds.VERSION
   assert invocation["worlds_differ"] == [["standard", 5007]]
-  # rows scored by today's rule beside rows that record none (scored before it): both named
+  # rows scored by today's rule beside rows that record none (scored before it): both named, and the call says so
   assert invocation["scoring_rules"] == sorted([qrun.SCORING, qsession.UNSCORED])
+  assert any("scored by different rules" in line and qsession.UNSCORED in line for line in said)
+  assert qsession.scoring_rules([table_a, table_b]) == [qrun.SCORING]  # one rule: nothing to warn of
   versions = invocation["versions"]  # what the call ran with: the worlds' draw can depend on it
   assert versions["numpy"] == np.__version__ and versions["pandas"] == pd.__version__ and versions["python"]
   kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]

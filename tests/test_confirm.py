@@ -114,6 +114,8 @@ def test_mirror_check_of_a_rate_that_subtraction_rounds_below_zero():
     assert confirm.mirror_of(table.iloc[:1], table, np.array([0]), z_min=2.0) == ["G"]
     flipped = table.assign(z=[3.0, -6.0])  # signs only: the mirror check reads the rates, the same as above
     assert confirm.mirror_of(flipped.iloc[:1], flipped, np.array([0]), z_min=2.0) == ["G"]
+  unknown = table.assign(mean_group=[np.nan, 1.0])  # a rate that is not a number decides nothing: no mirror
+  assert confirm.mirror_of(unknown.iloc[:1], unknown, np.array([0]), z_min=2.0) == [None]
 
 
 def test_a_mirror_is_not_confirmed():

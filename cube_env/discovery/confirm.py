@@ -265,7 +265,7 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
         se = np.sqrt(float(row["var_group"]) / n_h + v_r / n_r)
       if se > 0:
         z_without = (m_h - m_r) / se
-      elif row["scale"] == "binary" or m_h == m_r:
+      elif (row["scale"] == "binary" and np.isfinite(se)) or m_h == m_r:
         z_without = 0.0  # a pooled rate of 0 or 1: both rates are it (a difference left is rounding)
       else:
         z_without = np.sign(m_h - m_r) * np.inf  # no spread on either side, different means
