@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pandas as pd
 import pytest
 from flax import struct
@@ -130,6 +131,39 @@ def test_no_cell_under_min_group_anywhere(report):
     assert all(r[col] is None or r[col] >= 15 for r in records)
   suppressed = found[found["n_group"].isna()]
   assert suppressed[["mean_group", "mean_rest", "z", "p_value"]].isna().all().all()
+
+
+def test_a_rare_outcomes_small_event_counts_are_never_shown(tmp_path, capsys):
+  """A rate times its rows is a count: a rare binary outcome's findings show their counts but no statistic of a
+  half where a side's events (or non-events) are 1 to 14 (min_group 15), in the files or on the console; the run's
+  own findings keep the numbers (confirmation used them)."""
+  df = make_small_df(n=3000)
+  rng = np.random.default_rng(1)
+  hit = ((df.proc == "A") & (df.race == "B")).to_numpy()
+  df["complication"] = (rng.random(len(df)) < np.where(hit, 0.25, 0.01)).astype(float)  # about 1% outside the plant
+  path, out = tmp_path / "rare.csv", str(tmp_path / "out")
+  df.to_csv(path, index=False)
+  assert (
+    discover.main(
+      ["--data", str(path), *FLAGS, "--method", "beam", "--budget", "60", "--min-group", "15", "--out", out]
+    )
+    == 0
+  )
+  printed = capsys.readouterr().out
+  found = pd.read_csv(os.path.join(out, "findings.csv"))
+  records = pd.DataFrame(json.loads(_read(os.path.join(out, "findings.json")))["findings"])
+  rates = ["mean_group", "mean_rest", "diff", "ci_low", "ci_high", "z", "p_value", "p_adjusted"]
+  for shown in (found, records):
+    binary = shown[shown.scale == "binary"]
+    assert len(binary) >= 1 and binary[rates + ["explore_mean_group", "explore_z"]].isna().all().all()
+    assert (binary[["n_group", "n_rest", "explore_n_group", "explore_n_rest"]] >= 15).all().all()  # counts stay
+    for prefix in ("", "explore_"):
+      for side in ("group", "rest"):
+        n, rate = shown[f"{prefix}n_{side}"].to_numpy(float), shown[f"{prefix}mean_{side}"].to_numpy(float)
+        for count in (np.round(n * rate), np.round(n * (1 - rate))):
+          assert not ((count >= 1) & (count < 15)).any(), (prefix, side)
+  assert bool(found[found.scale == "binary"].confirmed.any())  # a confirmed finding is hidden too, not dropped
+  assert "complication" in printed and "None" in printed
 
 
 def test_same_seed_same_report(csv_path, report, tmp_path, capsys):

@@ -149,3 +149,37 @@ def test_small_cell_rule_hides_counts_1_to_limit():
     "'site': fewer than 11 missing values coded as 'MISSING'; measure 'los': 12 rows missing; 0 rows dropped"
   )
   assert cube_env.redact_counts("measure 'los': 12 rows missing", 20) == "measure 'los': fewer than 20 rows missing"
+
+
+def test_small_event_counts_hide_a_binary_tests_rates():
+  """A rate times its side's rows is a count: where a side's events or non-events are 1-10, no statistic of that
+  half's test is shown; counts, other scales and the other half stay; the input is not changed."""
+  table = pd.DataFrame(
+    {
+      "scale": ["binary", "binary", "binary", "linear", "binary"],
+      "n_group": [50.0, 50.0, 400.0, 50.0, None],
+      "n_rest": [1587.0, 1000.0, 1000.0, 1000.0, None],
+      # 8 events of 50 | 1000 - 995 = 5 non-events in the rest | 400 x 0.5 and 1000 x 0.3: all large | linear | blank
+      "mean_group": [0.16, 0.4, 0.5, 0.16, None],
+      "mean_rest": [0.1, 0.995, 0.3, 0.1, None],
+      "z": [2.5, -3.1, 6.0, 2.5, None],
+      "p_adjusted": [0.01, 0.002, 1e-9, 0.01, None],
+      "explore_n_group": [60.0, 60.0, 60.0, 60.0, 60.0],
+      "explore_n_rest": [900.0, 900.0, 900.0, 900.0, 900.0],
+      "explore_mean_group": [0.5, 0.5, 0.5, 0.5, 0.05],  # 60 x 0.05 = 3 events (row 4)
+      "explore_mean_rest": [0.4, 0.4, 0.4, 0.4, 0.4],
+      "explore_z": [1.0, 1.0, 1.0, 1.0, 4.0],
+    }
+  )
+  before = table.copy()
+  shown = cube_env.hide_small_rates(table, 11)
+  pd.testing.assert_frame_equal(table, before)
+  confirm = ["mean_group", "mean_rest", "z", "p_adjusted"]
+  explore = ["explore_mean_group", "explore_mean_rest", "explore_z"]
+  assert shown.loc[[0, 1], confirm].isna().all().all()
+  assert shown.loc[[0, 1], explore].notna().all().all()  # the exploration half's events are large
+  assert shown.loc[[2, 3], confirm + explore].notna().all().all()
+  assert shown.loc[4, explore].isna().all()
+  np.testing.assert_array_equal(shown[["n_group", "n_rest"]].to_numpy(float), table[["n_group", "n_rest"]].to_numpy())
+  assert cube_env.hide_small_rates(table, 250).loc[2, "z"] is None  # a larger min_group raises the limit: 200 < 250
+  assert cube_env.hide_small_rates(table.iloc[:0], 11).empty

@@ -164,6 +164,20 @@ def _html_count_cells(html: str) -> tuple[set[str], list[tuple[str, str]]]:
   return heads, cells
 
 
+def _assert_no_small_events(shown: pd.DataFrame) -> None:
+  """No binary test shows a side's rate whose events or non-events (rate x rows) are 1 to 10, in either half."""
+  if "scale" not in shown.columns:  # no findings
+    assert shown.empty
+    return
+  binary = shown[shown["scale"] == "binary"]
+  for prefix in ("", "explore_"):
+    for side in ("group", "rest"):
+      n = pd.to_numeric(binary[f"{prefix}n_{side}"], errors="coerce").to_numpy(float)
+      rate = pd.to_numeric(binary[f"{prefix}mean_{side}"], errors="coerce").to_numpy(float)
+      for count in (np.round(n * rate), np.round(n * (1 - rate))):
+        assert not ((count >= 1) & (count < cube_env.SMALL_CELL)).any(), (prefix, side)
+
+
 def _check_outputs(run, out_dir, source) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
   """No count from 1 to 10 in the findings, findings.csv, findings.json or report.html; returns the CSV and HTML cells."""
   f = run.findings
@@ -178,6 +192,8 @@ def _check_outputs(run, out_dir, source) -> tuple[pd.DataFrame, list[tuple[str, 
   for col in COUNTS:
     assert (found[col].dropna() >= cube_env.SMALL_CELL).all(), col
     assert all(r[col] is None or r[col] >= cube_env.SMALL_CELL for r in records["findings"]), col
+  for shown in (found, pd.DataFrame(records["findings"])):  # a shown rate x its rows: no small event count either
+    _assert_no_small_events(shown)
   with open(paths["report.html"], encoding="utf-8") as fh:
     heads, cells = _html_count_cells(fh.read())
   assert heads == {"n_group", "n_rest"}  # the counts the report's tables show

@@ -30,7 +30,10 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
 
   The hash is `pandas.util.hash_pandas_object` (SipHash keyed by the seed) of
   the row's values, index ignored; a row goes to exploration when its hash,
-  read as a number in [0, 1), is below `fraction`.
+  read as a number in [0, 1), is below `fraction`. Every column of `df`
+  counts, in its order: the same table and seed give the same split on any
+  machine, while reordering the columns or adding one draws another split
+  (README, Discovery on your table, The split).
   """
   if not 0.0 < fraction < 1.0:
     raise ValueError(f"the exploration fraction must lie in (0, 1), got {fraction}")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from cube_env.data.disclosure import SMALL_CELL, is_small_cell
+from cube_env.data.disclosure import SMALL_CELL, hide_small_rates, is_small_cell
 from cube_env.data.ingest import Cube, CubeMeta, codes_to_filters, cohort_label, filters_to_codes
 from cube_env.environment import batching
 from cube_env.environment import findings as fd
@@ -275,9 +275,11 @@ def cohort_stats(
     DataFrame with `FINDING_COLUMNS` plus `tested` (False where a side is under
     min_group or a binary measure lacks expected counts; then z = 0, p = 1).
     Where a count is small (`cube_env.data.disclosure`), every number that
-    would reveal it (counts, means, differences, intervals, z, p) is None.
+    would reveal it (counts, means, differences, intervals, z, p) is None; so
+    are the statistics of a binary test whose events or non-events on a side
+    are that few (`hide_small_rates`).
   """
   codes = filters_to_codes(cube.meta, dict(filters or {}))
   z = resolve_z(cube, z_screen, max_depth)
   table = cohort_table(cube, codes[None], min_group=min_group, z_screen=z, max_depth=max_depth)
-  return table[list(FINDING_COLUMNS) + ["tested"]]
+  return hide_small_rates(table[list(FINDING_COLUMNS) + ["tested"]], min_group)

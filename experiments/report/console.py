@@ -73,7 +73,7 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
     f"({confirmation_rule(c)})"
   )
   if len(run.findings):
-    view = story_view(run.findings.head(show))
+    view = story_view(cube_env.hide_small_rates(run.findings.head(show), c.min_group))
     with pd.option_context("display.width", 220, "display.max_colwidth", 80):
       print(view.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
   if score is not None:

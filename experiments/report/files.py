@@ -1,7 +1,8 @@
 """The findings files of a discovery run: findings.json, findings.csv and report.html (docs/design.md, Discovery and confirmation).
 
 Counts below `min_group` never reach the report: the tables carry None there
-(`cube_env` suppresses them) and the coding notes are redacted. The CSV and
+(`cube_env` suppresses them), as do the statistics of a binary test whose events
+on a side are that few (`findings_table`), and the coding notes are redacted. The CSV and
 JSON list the findings story by story (`story`, `story_lead`, `story_size`:
 each story's lead, then its other findings; unconfirmed candidates last, story -1).
 """
@@ -85,10 +86,11 @@ def _clean(value: Any) -> Any:
 
 
 def findings_table(run: cube_env.Discovery) -> pd.DataFrame:
-  """The findings in report order and columns (CSV_COLUMNS present in the run)."""
+  """The findings in report order and columns (CSV_COLUMNS present in the run), as shown: a binary test whose
+  events or non-events on a side are a small count shows no statistic that reveals them (`cube_env.hide_small_rates`)."""
   f = run.findings
   cols = [c for c in CSV_COLUMNS if c in f.columns]
-  return f[cols].copy()
+  return cube_env.hide_small_rates(f[cols].copy(), run.config.min_group)
 
 
 def count_stories(findings: pd.DataFrame) -> int:
