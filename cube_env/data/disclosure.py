@@ -86,9 +86,9 @@ def hide_small_rates(
     min_group: the run's smallest group (the limit is `disclosure_limit`).
     prefixes: the column prefixes of the halves to check.
   """
-  if not len(table) or "scale" not in table.columns:
-    return table
   out = table.copy()
+  if not len(out) or "scale" not in out.columns:
+    return out
   binary = (out["scale"] == "binary").to_numpy()
   limit = disclosure_limit(min_group)
   for prefix in prefixes:

@@ -28,7 +28,7 @@ import jax
 import pandas as pd
 
 from cube_env.data import holdout
-from cube_env.data.disclosure import SMALL_CELL
+from cube_env.data.disclosure import SMALL_CELL, hide_small_rates
 from cube_env.data.schema import Schema
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
 from cube_env.discovery import confirm as cf
@@ -292,12 +292,15 @@ def run_discovery(
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
-  """`run_discovery(...).findings`: one row per candidate, `confirmed` first.
+  """`run_discovery(...).findings` as shown: one row per candidate, `confirmed` first.
 
-  `df.attrs` holds queries, budget, seconds, method and z_screen.
+  A binary test whose events or non-events on a side are a small count shows no
+  statistic that reveals them (`hide_small_rates`, as the report does);
+  `run_discovery(...).findings` keeps every number. `df.attrs` holds queries,
+  budget, seconds, method and z_screen.
   """
   run = run_discovery(df, schema, method=method, **settings)
-  out = run.findings.copy()
+  out = hide_small_rates(run.findings, run.config.min_group)
   out.attrs.update(
     queries=run.search.queries,
     budget=run.config.budget,
