@@ -101,6 +101,18 @@ def test_bad_input_names_the_column(small_df, schema, df_edit, match):
     cube_env.build_cube(df, schema)
 
 
+def test_a_text_value_in_a_measure_is_named_without_a_small_count(small_df):
+  schema = _schema(measures=["los"])
+  few = small_df.astype({"los": object})
+  few.loc[few.index[:3], "los"] = "unk"
+  with pytest.raises(ValueError, match=r"value 'unk' in fewer than 11 rows\)"):
+    cube_env.build_cube(few, schema)
+  many = small_df.astype({"los": object})
+  many.loc[many.index[:40], "los"] = "unk"
+  with pytest.raises(ValueError, match=r"value 'unk' in 40 rows\)"):
+    cube_env.build_cube(many, schema)
+
+
 def test_duplicated_table_column(small_df):
   df = pd.concat([small_df[["proc", "site", "race", "minutes"]], small_df[["proc"]]], axis=1)
   with pytest.raises(ValueError, match="duplicated column"):

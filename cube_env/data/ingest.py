@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from flax import struct
 
+from cube_env.data.disclosure import SMALL_CELL, redact_counts
 from cube_env.data.schema import Schema
 
 MISSING = "MISSING"
@@ -246,9 +247,8 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     bad = coerced.isna() & col.notna()
     if bad.any():
       example = col[bad].iloc[0]
-      raise ColumnError(
-        name, f"measure column {name!r} is not numeric (e.g. value {example!r} in {int(bad.sum())} rows)"
-      )
+      rows = redact_counts(f"{int(bad.sum())} rows", SMALL_CELL)  # the small-cell rule holds in errors too
+      raise ColumnError(name, f"measure column {name!r} is not numeric (e.g. value {example!r} in {rows})")
     col = coerced
   values = col.to_numpy(dtype=np.float64)
   if np.isinf(values).any():
