@@ -9,6 +9,7 @@ import cube_env
 from cube_env.discovery import frontier as frontier_lib
 from cube_env.discovery import methods
 from cube_env.discovery import space as space_lib
+from tests.conftest import SMALL_SCHEMA, make_small_df
 
 WALKERS = ("random", "greedy", "beam", "uct", "frontier")
 Z = 4.0
@@ -190,8 +191,11 @@ def test_bad_budgets_and_empty_spaces_are_refused(space, small_cube):
   for bad in (0, -3, 2.5, True):
     with pytest.raises(ValueError, match="budget"):
       methods.uct(space, budget=bad, seed=0)
-  with pytest.raises(ValueError, match="empty cohort space"):
+  with pytest.raises(ValueError, match=r"empty cohort space.*4000 rows\); lower min_group \(at least 11\)"):
     cube_env.make_space(small_cube, max_depth=2, min_group=3000)
+  few = make_small_df(n=20).assign(complication=np.arange(20) % 2.0)  # no cohort of 2 x 11 rows in 20
+  with pytest.raises(ValueError, match=r"20 rows\); use more rows \(min_group is already the small-cell rule's"):
+    cube_env.make_space(cube_env.build_cube(few, SMALL_SCHEMA, n_bins=3), max_depth=2, min_group=11)
   with pytest.raises(ValueError, match="width"):
     methods.beam(space, budget=5, seed=0, width=0)
 

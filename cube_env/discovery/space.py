@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from cube_env.data.disclosure import SMALL_CELL
+from cube_env.data.disclosure import SMALL_CELL, redact_counts
 from cube_env.data.ingest import Cube, codes_to_filters, cohort_label
 from cube_env.discovery import cohorts
 from cube_env.discovery.journal import in_chain, journal_of
@@ -108,9 +108,15 @@ def make_space(
   child_rows = np.asarray(params.root[..., -1].sum(axis=-1).max(axis=-1))  # [F, C]
   real = np.arange(child_rows.shape[1])[None, :] < np.asarray(params.n_cats)[:, None]
   if not np.any(real & (child_rows >= float(params.min_cohort))):
+    advice = (
+      f"lower min_group (at least {SMALL_CELL}) or use more rows"
+      if min_group > SMALL_CELL
+      else f"use more rows (min_group is already the small-cell rule's smallest, {SMALL_CELL})"
+    )
     raise ValueError(
       f"empty cohort space: no cohort below the root has at least {2 * min_group:g} rows "
-      f"(the searched table has {cube.meta.n_rows} rows); lower min_group or use more rows"
+      + redact_counts(f"(the searched table has {cube.meta.n_rows} rows); ", SMALL_CELL)
+      + advice
     )
   return space
 
