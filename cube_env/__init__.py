@@ -68,6 +68,7 @@ from cube_env.discovery.pipeline import (
   run_discovery,
   search,
   truth_score,
+  untested_groups,
 )
 from cube_env.discovery.ranking import learned_ranker
 from cube_env.discovery.scoring import score_findings
@@ -188,6 +189,7 @@ __all__ = (
   "synthetic",
   "target",
   "truth_score",
+  "untested_groups",
   "uct",
   "visited_cohorts",
 )

@@ -270,6 +270,22 @@ def save_tiny_agent(directory, df, schema, policy_head="auto"):
   )
 
 
+def test_groups_too_small_to_test_are_named_in_the_coding_notes(small_df):
+  """A protected group under min_group rows is never tested: the notes say so, without its count."""
+  schema = cube_env.Schema(dimensions=["proc", "site"], protected=["race", "sex"], measures=["minutes"])
+  assert cube_env.untested_groups(cube_env.split_cubes(small_df, schema, seed=0).explore, 11) == ()
+  df = small_df.copy()
+  df.loc[df.index[:5], "race"] = "AIAN"  # 5 rows: two or three in each half
+  explore = cube_env.split_cubes(df, schema, seed=0).explore
+  assert cube_env.untested_groups(explore, 11) == (
+    "protected 'race': group 'AIAN' has fewer than 11 exploration rows and is never tested (its rows stay in the "
+    "other groups' rest)",
+  )
+  race, sex = cube_env.untested_groups(explore, 2000)  # about 2,000 exploration rows: every group is under
+  assert race.startswith("protected 'race': groups 'W', 'B', 'A', 'AIAN' have fewer than 2000 exploration rows each")
+  assert sex.startswith("protected 'sex': groups ")
+
+
 def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, capsys, monkeypatch):
   df = pd.read_csv(csv_path)
   schema = cube_env.Schema(

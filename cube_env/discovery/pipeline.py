@@ -25,10 +25,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import jax
+import numpy as np
 import pandas as pd
 
 from cube_env.data import holdout
-from cube_env.data.disclosure import SMALL_CELL, hide_small_rates
+from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_small_rates
+from cube_env.data.ingest import Cube
 from cube_env.data.schema import Schema
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
 from cube_env.discovery import confirm as cf
@@ -174,7 +176,35 @@ def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepar
     z_screen=config.z_screen,
     new_z=config.explore_new_z,
   )
+  halves = dataclasses.replace(halves, summary=halves.summary + untested_groups(halves.explore, config.min_group))
   return Prepared(config=config, halves=halves, space=space)
+
+
+def untested_groups(cube: Cube, min_group: float) -> tuple[str, ...]:
+  """A coding note per protected column with groups of fewer than `min_group` rows in `cube` (never tested).
+
+  Such a group is in the rest of every other group's tests but never compared itself, in any cohort; the
+  note names it without its count (`disclosure_limit`).
+  """
+  meta, codes, rows = cube.meta, np.asarray(cube.codes), np.asarray(cube.rows, np.float64)
+  notes = []
+  for p, name in enumerate(meta.protected_names):
+    column = meta.n_dimensions + p
+    labels = meta.categories[column]
+    per_group = np.bincount(codes[:, column], weights=rows, minlength=len(labels))
+    small = [label for label, n in zip(labels, per_group) if n < min_group]
+    if len(small) == 1:
+      notes.append(
+        f"protected {name!r}: group {small[0]!r} has fewer than {disclosure_limit(min_group)} exploration rows "
+        "and is never tested (its rows stay in the other groups' rest)"
+      )
+    elif small:
+      notes.append(
+        f"protected {name!r}: groups {', '.join(repr(g) for g in small)} have fewer than "
+        f"{disclosure_limit(min_group)} exploration rows each and are never tested (their rows stay in the other "
+        "groups' rest)"
+      )
+  return tuple(notes)
 
 
 def search_fingerprint(prepared: Prepared, name: str, budget: int) -> dict:

@@ -67,10 +67,10 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
     f"{run.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}" + (f"; {s.note}" if s.note else "")
   )
   n_conf = int(run.findings["confirmed"].sum()) if len(run.findings) else 0
+  n_stories = count_stories(run.findings)
   print(
     f"{len(run.findings)} candidates (new findings on the exploration half), {n_conf} confirmed in "
-    f"{count_stories(run.findings)} stories "
-    f"({confirmation_rule(c)})"
+    f"{n_stories} {'story' if n_stories == 1 else 'stories'} ({confirmation_rule(c)})"
   )
   if len(run.findings):
     view = story_view(cube_env.hide_small_rates(run.findings.head(show), c.min_group))
