@@ -303,8 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     with journal.stop_on_signals():
       return run_command(lambda: run(args, fresh=fresh), program="experiments.discover", checkpoint_dir=state_dir)
   except ValueError as err:
-    print(f"error: {err}", file=sys.stderr)
+    print(f"error: {_as_flags(str(err))}", file=sys.stderr)
     return 2
+
+
+def _as_flags(message: str) -> str:
+  """The library's schema field names (`schema.dimensions`, ...) as this command's flags (`--dimensions`, ...)."""
+  for role in ("dimensions", "protected", "measures", "adjusters"):
+    flag = "--adjust" if role == "adjusters" else f"--{role}"
+    message = message.replace(f"schema.{role}", flag)
+  return message
 
 
 if __name__ == "__main__":

@@ -164,6 +164,7 @@ def test_a_rare_outcomes_small_event_counts_are_never_shown(tmp_path, capsys):
           assert not ((count >= 1) & (count < 15)).any(), (prefix, side)
   assert bool(found[found.scale == "binary"].confirmed.any())  # a confirmed finding is hidden too, not dropped
   assert "complication" in printed and "None" in printed
+  assert " 1094 " in printed and "e+03" not in printed  # counts print whole (n_rest of the whole table's rest)
 
 
 def test_same_seed_same_report(csv_path, report, tmp_path, capsys):
@@ -216,7 +217,14 @@ def test_bad_input_gives_clear_errors(csv_path, tmp_path, capsys):
   cases = [
     (["--data", str(tmp_path / "missing.csv"), *FLAGS], "does not exist"),
     (["--data", csv_path, *FLAGS, "--adjust", "nope"], "'nope'"),
-    (["--data", csv_path, "--dimensions", "proc", "nope", "--protected", "race", "--measures", "minutes"], "'nope'"),
+    (
+      ["--data", csv_path, "--dimensions", "proc", "nope", "--protected", "race", "--measures", "minutes"],
+      "column 'nope' (--dimensions) is not in the table",
+    ),
+    (
+      ["--data", csv_path, "--dimensions", "proc", "proc", "--protected", "race", "--measures", "minutes"],
+      "column 'proc' is listed twice in --dimensions",
+    ),
     (["--data", csv_path, *FLAGS, "--min-group", "3000"], "empty cohort space"),
     (["--data", csv_path, *FLAGS, "--budget", "0"], "--budget"),
     (["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", str(tmp_path / "a.npz")], "no such file"),

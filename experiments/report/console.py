@@ -74,6 +74,9 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
   )
   if len(run.findings):
     view = story_view(cube_env.hide_small_rates(run.findings.head(show), c.min_group))
+    for col in ("n_group", "n_rest"):  # counts as whole numbers, not 1.04e+03
+      if col in view.columns:
+        view[col] = pd.to_numeric(view[col], errors="coerce").round().astype("Int64")
     with pd.option_context("display.width", 220, "display.max_colwidth", 80):
       print(view.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
   if score is not None:
