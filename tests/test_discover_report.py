@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import types
 import xml.etree.ElementTree as ET
 
 import jax
@@ -17,6 +18,7 @@ import cube_env
 import muzero_jax
 from experiments import discover
 from experiments.agent import play as agent_play
+from experiments.report import findings_table
 from tests.conftest import make_small_df
 
 
@@ -276,6 +278,31 @@ def save_tiny_agent(directory, df, schema, policy_head="auto"):
   muzero_jax.save(
     directory, _AgentState(params=params, iteration=jnp.int32(1)), config, env=env, extra={"task": {"horizon": 4}}
   )
+
+
+def test_shown_findings_have_no_test_where_the_confirmation_half_had_none():
+  run = types.SimpleNamespace(
+    config=types.SimpleNamespace(min_group=11),
+    findings=pd.DataFrame(
+      {
+        "confirmed": [True, False],
+        "reason": ["confirmed", "not testable in the confirmation half (small group or too few events)"],
+        "scale": ["linear", "binary"],
+        "n_group": [40.0, 300.0],
+        "n_rest": [400.0, 500.0],
+        "mean_group": [3.0, 0.5],
+        "mean_rest": [2.0, 0.5],
+        "z": [5.0, 0.0],
+        "p_value": [1e-6, 1.0],
+        "p_adjusted": [1e-5, 1.0],
+        "explore_z": [6.0, 4.5],
+      }
+    ),
+  )
+  shown = findings_table(run)
+  assert shown.loc[1, ["z", "p_value", "p_adjusted"]].isna().all() and shown.loc[1, "explore_z"] == 4.5
+  assert shown.loc[0, "z"] == 5.0 and shown.loc[1, "n_group"] == 300.0
+  assert run.findings.loc[1, "z"] == 0.0  # the run's own rows are not changed
 
 
 def test_groups_too_small_to_test_are_named_in_the_coding_notes(small_df):
