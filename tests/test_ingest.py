@@ -195,3 +195,43 @@ def test_small_event_counts_hide_a_binary_tests_rates():
   np.testing.assert_array_equal(shown[["n_group", "n_rest"]].to_numpy(float), table[["n_group", "n_rest"]].to_numpy())
   assert cube_env.hide_small_rates(table, 250).loc[2, "z"] is None  # a larger min_group raises the limit: 200 < 250
   assert cube_env.hide_small_rates(table.iloc[:0], 11).empty
+
+
+def test_a_hidden_rate_hides_its_whole_test_block_and_the_numbers_in_its_reason():
+  """Race A's 5 events in a cohort would come back as W's rest events minus B's: every group's row of that cohort,
+  protected column and measure is hidden; another measure's rows stay; an adjusted run's raw flag hides too."""
+  rows = pd.DataFrame(
+    {
+      "cohort": ["c", "c", "c", "c", "d"],
+      "protected": ["race"] * 5,
+      "group": ["A", "W", "B", "W", "W"],
+      "measure": ["death", "death", "death", "los", "death"],
+      "scale": ["binary", "binary", "binary", "linear", "binary"],
+      "n_group": [50.0, 1000.0, 600.0, 1000.0, 1000.0],
+      "n_rest": [1600.0, 650.0, 1050.0, 650.0, 650.0],
+      "mean_group": [0.1, 0.1, 0.2, 3.0, 0.1],
+      "mean_rest": [0.14, 0.19, 0.1, 2.0, 0.19],
+      "z": [-1.0, -2.0, 3.0, 4.0, -2.0],
+      "relative_diff": [-0.3, -0.5, 1.0, 0.5, -0.5],
+      "reason": [
+        "not significant after weighted Holm (adjusted p 0.4 > 0.05)",
+        "relative difference 4.0% below 10%",
+        "confirmed",
+        "confirmed",
+        "relative difference 4.0% below 10%",
+      ],
+    }
+  )
+  shown = cube_env.hide_small_rates(rows, 11)
+  assert shown.loc[:2, ["mean_group", "mean_rest", "z", "relative_diff"]].isna().all().all()
+  assert shown.loc[3:, ["mean_group", "mean_rest", "z", "relative_diff"]].notna().all().all()
+  assert shown["reason"].tolist() == [
+    "not significant after weighted Holm",
+    "relative difference below 10%",
+    "confirmed",
+    "confirmed",
+    "relative difference 4.0% below 10%",
+  ]
+  flagged = rows.assign(mean_group=[0.5, 0.1, 0.2, 3.0, 0.1], raw_small_events=[False, False, False, False, True])
+  shown = cube_env.hide_small_rates(flagged, 11)  # group A now has 25 events; row 4's raw (unadjusted) events are few
+  assert shown.loc[:3, "z"].notna().all() and shown.loc[4, "z"] is None

@@ -67,19 +67,46 @@ RATE_STATISTICS = (
 )
 
 
+RAW_SMALL_EVENTS = "raw_small_events"  # optional bool column: the unadjusted confirmation half's events are small
+
+
+def small_events(table: pd.DataFrame, min_group: float, prefix: str = "") -> np.ndarray:
+  """`[rows]` bool: binary tests whose events or non-events (`n x rate`) on a side of the `prefix` half are small."""
+  small = np.zeros(len(table), bool)
+  if "scale" not in table.columns:
+    return small
+  limit = disclosure_limit(min_group)
+  for side in ("group", "rest"):
+    n_col, m_col = f"{prefix}n_{side}", f"{prefix}mean_{side}"
+    if n_col not in table.columns or m_col not in table.columns:
+      continue
+    n = pd.to_numeric(table[n_col], errors="coerce").to_numpy(float)
+    rate = pd.to_numeric(table[m_col], errors="coerce").to_numpy(float)
+    with np.errstate(invalid="ignore"):
+      for count in (np.round(n * rate), np.round(n * (1.0 - rate))):
+        small |= (count >= 1) & (count < limit)  # NaN compares False: nothing shown, nothing to hide
+  return small & (table["scale"] == "binary").to_numpy()
+
+
 def hide_small_rates(
   table: pd.DataFrame, min_group: float, *, prefixes: tuple[str, ...] = ("", "explore_")
 ) -> pd.DataFrame:
   """A copy of `table` whose binary tests with a small event count show no statistic that reveals it.
 
-  For each row on scale "binary" and each half's column prefix (the
-  confirmation's "", the exploration's "explore_"), the events of a side are
-  `n_<side> x mean_<side>` and its non-events `n_<side> x (1 - mean_<side>)`;
-  where any of the four is a small cell (`is_small_cell`), that half's
+  For each half's column prefix (the confirmation's "", the exploration's
+  "explore_"), a binary test's events on a side are `n_<side> x mean_<side>`
+  and its non-events `n_<side> x (1 - mean_<side>)` (`small_events`; with
+  case-mix adjustment the means are excess rates, so the confirmation half
+  also reads `RAW_SMALL_EVENTS`, which `confirm_candidates` sets from the
+  unadjusted rows). Where any is a small cell (`is_small_cell`), that half's
   `RATE_STATISTICS` (means, difference, intervals, ratio, z and p, variances)
-  become None. The counts stay (they are at least the limit, or already
-  blank), as do the finding's cohort, group, measure and flags. Rows of other
-  scales and columns absent from `table` are left alone.
+  become None for every row of the same cohort, protected column and measure
+  (otherwise the other groups' rows give the hidden group's events back by
+  subtraction from their rests), and the numbers in such a row's `reason`
+  are dropped. The counts stay (they are at least the limit, or already
+  blank), as do the cohort, group, measure and flags. Subtractions across
+  other tests (another protected column's rows of the cohort, its parent's
+  or its siblings') are not suppressed (README, Small cells).
 
   Args:
     table: report rows (`cohort_table`'s or a discovery run's findings).
@@ -89,22 +116,22 @@ def hide_small_rates(
   out = table.copy()
   if not len(out) or "scale" not in out.columns:
     return out
-  binary = (out["scale"] == "binary").to_numpy()
-  limit = disclosure_limit(min_group)
+  keys = [c for c in ("cohort", "protected", "measure") if c in out.columns]
+  block = out[keys].astype(str).agg("\x1f".join, axis=1).to_numpy() if len(keys) == 3 else None
   for prefix in prefixes:
-    small = np.zeros(len(out), bool)
-    for side in ("group", "rest"):
-      n_col, m_col = f"{prefix}n_{side}", f"{prefix}mean_{side}"
-      if n_col not in out.columns or m_col not in out.columns:
-        continue
-      n = pd.to_numeric(out[n_col], errors="coerce").to_numpy(float)
-      rate = pd.to_numeric(out[m_col], errors="coerce").to_numpy(float)
-      with np.errstate(invalid="ignore"):
-        for count in (np.round(n * rate), np.round(n * (1.0 - rate))):
-          small |= (count >= 1) & (count < limit)  # NaN compares False: nothing shown, nothing to hide
-    small &= binary
+    small = small_events(out, min_group, prefix)
+    if prefix == "" and RAW_SMALL_EVENTS in out.columns:
+      small |= out[RAW_SMALL_EVENTS].fillna(False).to_numpy(bool)
+    if block is not None and small.any():
+      small = np.isin(block, block[small])
     columns = [prefix + c for c in RATE_STATISTICS if prefix + c in out.columns]
     if small.any() and columns:
       out[columns] = out[columns].astype(object)
       out.loc[small, columns] = None
+    if prefix == "" and small.any() and "reason" in out.columns:
+      reason = out.loc[small, "reason"].astype(str)
+      reason = reason.str.replace(r" \(adjusted p [^)]*\)", "", regex=True)
+      out.loc[small, "reason"] = reason.str.replace(
+        r"relative difference \S+ below", "relative difference below", regex=True
+      )
   return out

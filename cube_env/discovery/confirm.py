@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from cube_env.data.disclosure import RAW_SMALL_EVENTS, small_events
 from cube_env.data.ingest import Cube, filters_to_codes
 from cube_env.discovery import cohorts
 
@@ -372,6 +373,8 @@ def confirm_candidates(
       )
     )
   out["relative_diff"] = rel
+  if raw is not None:  # adjusted: the shown means are excess rates, so the report's small-cell check reads the raw ones
+    out[RAW_SMALL_EVENTS] = small_events(raw, min_group)
   same_sign = np.sign(again["z"].fillna(0).to_numpy(float)) == np.sign(cand["z"].to_numpy(float))
   big = np.abs(np.nan_to_num(np.asarray(rel, float))) >= min_relative_diff
   renewed = again["new"].to_numpy(bool) if new_z is not None else np.ones(len(cand), bool)

@@ -111,7 +111,8 @@ def make_space(
     advice = (
       f"lower min_group (at least {SMALL_CELL}) or use more rows"
       if min_group > SMALL_CELL
-      else f"use more rows (min_group is already the small-cell rule's smallest, {SMALL_CELL})"
+      else "use more rows"
+      + (f" (min_group is already the small-cell rule's smallest, {SMALL_CELL})" if min_group == SMALL_CELL else "")
     )
     raise ValueError(
       f"empty cohort space: no cohort below the root has at least {2 * min_group:g} rows "
