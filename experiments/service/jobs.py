@@ -62,9 +62,14 @@ def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
   return Queue(config.queue, connection=connection, serializer=JSONSerializer)
 
 
+# Raised whenever what a finished job's files show changes (2: a rare outcome's small event counts hidden), so a
+# result cached before is not served again: its job id no longer matches and the analysis runs anew.
+REPORT_FORMAT = 2
+
+
 def cache_key(table_hash: str, spec: JobSpec, agent_dir: str | None) -> str:
-  """The job id of a (table content, settings, agent) triple: equal inputs, equal id (so a cached result)."""
-  text = "\n".join((table_hash, spec.to_json(), agent_dir or ""))
+  """The job id of a (table content, settings, agent, `REPORT_FORMAT`) tuple: equal inputs, equal id (a cached result)."""
+  text = "\n".join((table_hash, spec.to_json(), agent_dir or "", f"report format {REPORT_FORMAT}"))
   return "d" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
