@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from cube_env.data.disclosure import SMALL_CELL, hide_small_rates, is_small_cell
+from cube_env.data.disclosure import RATE_STATISTICS, SMALL_CELL, hide_small_rates, is_small_cell
 from cube_env.data.ingest import Cube, CubeMeta, codes_to_filters, cohort_label, filters_to_codes
 from cube_env.environment import batching
 from cube_env.environment import findings as fd
@@ -55,23 +55,8 @@ FINDING_COLUMNS = (
 COUNT_COLUMNS = ("cohort_rows", "n_group", "n_rest")
 SIDE_COLUMNS = ("group_ci_low", "group_ci_high", "rest_ci_low", "rest_ci_high")
 VAR_COLUMNS = ("var_group", "var_rest")  # sample variances on the test scale (confirmation's pooled check)
-# Blanked under the small-cell rule: every number that reveals a count or its mean.
-SUPPRESSED = (
-  COUNT_COLUMNS
-  + (
-    "mean_group",
-    "mean_rest",
-    "diff",
-    "ci_low",
-    "ci_high",
-    "ratio",
-    "smd",
-    "z",
-    "p_value",
-  )
-  + SIDE_COLUMNS
-  + VAR_COLUMNS
-)
+# Blanked under the small-cell rule: every number that reveals a count or its mean (a row holds some of them).
+SUPPRESSED = COUNT_COLUMNS + RATE_STATISTICS
 COLUMNS = FINDING_COLUMNS + SIDE_COLUMNS + VAR_COLUMNS + ("tested",)
 
 
