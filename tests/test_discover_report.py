@@ -245,7 +245,8 @@ def test_library_face_returns_a_dataframe(small_df):
   )
   found = cube_env.discover(small_df, schema, method="uct", budget=25, max_depth=2, z_screen=4.0, seed=1)
   assert isinstance(found, pd.DataFrame) and found.attrs["queries"] <= 25 and found.attrs["method"] == "uct"
-  assert {"confirmed", "p_adjusted", "relative_diff", "explore_z", "path"} <= set(found.columns)
+  assert {"confirmed", "p_adjusted", "relative_diff", "explore_z", "path", "smd", "explore_smd"} <= set(found.columns)
+  assert not found["smd"].equals(found["explore_smd"])  # each half's own effect size (the small-cell rule reads both)
 
 
 @struct.dataclass

@@ -51,6 +51,7 @@ STAT_COLUMNS = (
     "ci_low",
     "ci_high",
     "ratio",
+    "smd",
     "z",
     "p_value",
   )
