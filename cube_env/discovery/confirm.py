@@ -40,6 +40,7 @@ from cube_env.data.ingest import Cube, filters_to_codes
 from cube_env.discovery import cohorts
 
 KEY = ["cohort", "protected", "group", "measure"]
+UNTESTED = "not testable in the confirmation half (small group or too few events)"  # the reason of such a candidate
 STAT_COLUMNS = (
   (
     "cohort_rows",
@@ -423,7 +424,7 @@ _CORRECTION_NAMES = {"bh": "Benjamini-Hochberg", "holm": "Holm", "weighted": "we
 def _reason(tested, reject, same_sign, big, p_adj, rel, new, mirror, z, *, q, min_rel, correction, new_z) -> str:
   """Why a candidate is or is not confirmed: the first rule it fails, in `confirm_candidates`' order."""
   if not tested:
-    return "not testable in the confirmation half (small group or too few events)"
+    return UNTESTED
   if not same_sign:
     return "opposite direction in the confirmation half"
   if not reject:

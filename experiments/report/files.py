@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env.discovery import confirm
 from cube_env.discovery.pipeline import confirmation_rule
 from experiments.report.markup import render_html
 
@@ -72,9 +73,6 @@ CSV_COLUMNS = (
 )
 
 
-UNTESTED = "not testable"  # how `cube_env.confirm_candidates` begins the reason of a candidate it could not re-test
-
-
 def _clean(value: Any) -> Any:
   """JSON-safe value: numpy scalars to Python, NaN and inf to None."""
   if isinstance(value, dict):
@@ -94,7 +92,7 @@ def shown_findings(findings: pd.DataFrame, min_group: float) -> pd.DataFrame:
   could not test shows no z or p there (the run's own rows hold 0 and 1). The run's rows are not changed."""
   table = cube_env.hide_small_rates(findings, min_group)
   if "reason" in table.columns:
-    untested = table["reason"].astype(str).str.startswith(UNTESTED).to_numpy()
+    untested = (table["reason"] == confirm.UNTESTED).to_numpy()
     blank = [c for c in ("z", "p_value", "p_confirm", "p_adjusted") if c in table.columns]
     if untested.any() and blank:
       table[blank] = table[blank].astype(object)
