@@ -67,6 +67,7 @@ from cube_env.discovery.pipeline import (
   prepare,
   run_discovery,
   search,
+  shown_findings,
   truth_score,
   untested_groups,
 )
@@ -181,6 +182,7 @@ __all__ = (
   "score_episode",
   "score_findings",
   "search",
+  "shown_findings",
   "split_cubes",
   "split_rows",
   "stack_params",

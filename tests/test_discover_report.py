@@ -16,6 +16,7 @@ from flax import struct
 
 import cube_env
 import muzero_jax
+from cube_env.discovery import pipeline
 from experiments import discover
 from experiments.agent import play as agent_play
 from experiments.report import findings_table
@@ -281,7 +282,7 @@ def save_tiny_agent(directory, df, schema, policy_head="auto"):
   )
 
 
-def test_shown_findings_have_no_test_where_the_confirmation_half_had_none():
+def test_shown_findings_have_no_test_where_the_confirmation_half_had_none(monkeypatch):
   run = types.SimpleNamespace(
     config=types.SimpleNamespace(min_group=11),
     findings=pd.DataFrame(
@@ -304,6 +305,18 @@ def test_shown_findings_have_no_test_where_the_confirmation_half_had_none():
   assert shown.loc[1, ["z", "p_value", "p_adjusted"]].isna().all() and shown.loc[1, "explore_z"] == 4.5
   assert shown.loc[0, "z"] == 5.0 and shown.loc[1, "n_group"] == 300.0
   assert run.findings.loc[1, "z"] == 0.0  # the run's own rows are not changed
+  # The library's table is the same view: `cube_env.discover` shows what the report shows.
+  library = cube_env.shown_findings(run.findings, 11)
+  assert library.loc[1, ["z", "p_value", "p_adjusted"]].isna().all() and library.loc[0, "p_value"] == 1e-6
+  run.search, run.seconds = types.SimpleNamespace(queries=3, z_screen=4.0), 0.5
+  run.config = types.SimpleNamespace(min_group=11, budget=10, method="greedy")
+  monkeypatch.setattr(pipeline, "run_discovery", lambda *_args, **_kwargs: run)
+  shown_by_discover = cube_env.discover(
+    pd.DataFrame(), cube_env.Schema(dimensions=["a"], protected=["b"], measures=["c"])
+  )
+  assert (
+    shown_by_discover.loc[1, ["z", "p_value", "p_adjusted"]].isna().all() and shown_by_discover.attrs["queries"] == 3
+  )
 
 
 def test_groups_too_small_to_test_are_named_in_the_coding_notes(small_df):

@@ -418,6 +418,20 @@ def rule_text(
   return "; ".join(parts)
 
 
+def blank_untested(findings: pd.DataFrame) -> pd.DataFrame:
+  """A copy of `findings` in which each candidate the confirmation half could not test (reason `UNTESTED`) shows no
+  z or p (its rows hold z 0 and p 1, which read as a measured null); exploration's statistics stay."""
+  table = findings.copy()
+  if "reason" not in table.columns:
+    return table
+  untested = (table["reason"] == UNTESTED).to_numpy()
+  blank = [c for c in ("z", "p_value", "p_confirm", "p_adjusted") if c in table.columns]
+  if untested.any() and blank:
+    table[blank] = table[blank].astype(object)
+    table.loc[untested, blank] = None
+  return table
+
+
 _CORRECTION_NAMES = {"bh": "Benjamini-Hochberg", "holm": "Holm", "weighted": "weighted Holm"}
 
 

@@ -321,16 +321,25 @@ def run_discovery(
   )
 
 
-def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
-  """`run_discovery(...).findings` as shown: one row per candidate, `confirmed` first.
+def shown_findings(findings: pd.DataFrame, min_group: float) -> pd.DataFrame:
+  """A run's findings as shown to people (`discover`, the report's files and console, the service).
 
   A binary test whose events or non-events on a side are a small count shows no
-  statistic that reveals them (`hide_small_rates`, as the report does);
+  statistic that reveals them (`hide_small_rates`), and a candidate the
+  confirmation half could not test shows no z or p there (`confirm.blank_untested`).
+  `findings` itself is not changed.
+  """
+  return cf.blank_untested(hide_small_rates(findings, min_group))
+
+
+def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
+  """`run_discovery(...).findings` as shown (`shown_findings`): one row per candidate, `confirmed` first.
+
   `run_discovery(...).findings` keeps every number. `df.attrs` holds queries,
   budget, seconds, method and z_screen.
   """
   run = run_discovery(df, schema, method=method, **settings)
-  out = hide_small_rates(run.findings, run.config.min_group)
+  out = shown_findings(run.findings, run.config.min_group)
   out.attrs.update(
     queries=run.search.queries,
     budget=run.config.budget,

@@ -7,7 +7,7 @@ import pandas as pd
 
 import cube_env
 from cube_env.discovery.pipeline import confirmation_rule
-from experiments.report.files import count_stories, shown_findings
+from experiments.report.files import count_stories
 
 SHOWN = [
   "story",
@@ -73,7 +73,7 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
     f"{n_stories} {'story' if n_stories == 1 else 'stories'} ({confirmation_rule(c)})"
   )
   if len(run.findings):
-    view = story_view(shown_findings(run.findings, c.min_group).head(show))
+    view = story_view(cube_env.shown_findings(run.findings, c.min_group).head(show))
     for col in ("n_group", "n_rest"):  # counts as whole numbers, not 1.04e+03
       if col in view.columns:
         view[col] = pd.to_numeric(view[col], errors="coerce").round().astype("Int64")

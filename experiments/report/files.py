@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 import cube_env
-from cube_env.discovery import confirm
 from cube_env.discovery.pipeline import confirmation_rule
 from experiments.report.markup import render_html
 
@@ -86,23 +85,9 @@ def _clean(value: Any) -> Any:
   return value
 
 
-def shown_findings(findings: pd.DataFrame, min_group: float) -> pd.DataFrame:
-  """A run's findings as shown (files and console): a binary test whose events or non-events on a side are a small
-  count shows no statistic that reveals them (`cube_env.hide_small_rates`), and a candidate the confirmation half
-  could not test shows no z or p there (the run's own rows hold 0 and 1). The run's rows are not changed."""
-  table = cube_env.hide_small_rates(findings, min_group)
-  if "reason" in table.columns:
-    untested = (table["reason"] == confirm.UNTESTED).to_numpy()
-    blank = [c for c in ("z", "p_value", "p_confirm", "p_adjusted") if c in table.columns]
-    if untested.any() and blank:
-      table[blank] = table[blank].astype(object)
-      table.loc[untested, blank] = None
-  return table
-
-
 def findings_table(run: cube_env.Discovery) -> pd.DataFrame:
-  """The findings in report order and columns (CSV_COLUMNS present in the run), as shown (`shown_findings`)."""
-  f = shown_findings(run.findings, run.config.min_group)
+  """The findings in report order and columns (CSV_COLUMNS present in the run), as shown (`cube_env.shown_findings`)."""
+  f = cube_env.shown_findings(run.findings, run.config.min_group)
   return f[[c for c in CSV_COLUMNS if c in f.columns]].copy()
 
 
