@@ -328,7 +328,7 @@ def test_groups_too_small_to_test_are_named_in_the_coding_notes(small_df):
   explore = cube_env.split_cubes(df, schema, seed=0).explore
   assert cube_env.untested_groups(explore, 11) == (
     "protected 'race': group 'AIAN' has fewer than 11 exploration rows and is never tested (its rows stay in the "
-    "other groups' rest)",
+    "other groups' rest; a cohort's 'race' tests whose numbers would give a small count of them back show none)",
   )
   race, sex = cube_env.untested_groups(explore, 2000)  # about 2,000 exploration rows: every group is under
   assert race.startswith("protected 'race': groups 'W', 'B', 'A', 'AIAN' have fewer than 2000 exploration rows each")

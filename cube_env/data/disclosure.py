@@ -8,7 +8,10 @@ appear, it is hidden: a statistic that reveals it is blanked
 "fewer than N" (`redact_counts`). A rate is a count too: a binary measure's
 mean times its side's rows is that side's events, so where a side's events
 or non-events are in that range, every statistic of the test that would
-reveal them is blanked in what is shown (`hide_small_rates`).
+reveal them is blanked in what is shown (`hide_small_rates`). And a count
+that one subtraction within a cohort's tests would give back (the rows of a
+group never tested, the rows missing a measure, the events outside the shown
+groups) hides the numbers of those tests (`hide_remainders`).
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ RATE_STATISTICS = (
 )
 
 
+COUNT_STATISTICS = ("n_group", "n_rest")  # a test's counts (cohort_rows stays: other measures' tests give it)
+
 RAW_SMALL_EVENTS = "raw_small_events"  # optional bool column: the unadjusted confirmation half's events are small
 
 
@@ -124,14 +129,107 @@ def hide_small_rates(
       small |= out[RAW_SMALL_EVENTS].fillna(False).to_numpy(bool)
     if block is not None and small.any():
       small = np.isin(block, block[small])
-    columns = [prefix + c for c in RATE_STATISTICS if prefix + c in out.columns]
-    if small.any() and columns:
-      out[columns] = out[columns].astype(object)
-      out.loc[small, columns] = None
-    if prefix == "" and small.any() and "reason" in out.columns:
-      reason = out.loc[small, "reason"].astype(str)
-      reason = reason.str.replace(r" \(adjusted p [^)]*\)", "", regex=True)
-      out.loc[small, "reason"] = reason.str.replace(
-        r"relative difference \S+ below", "relative difference below", regex=True
-      )
+    _blank(out, small, RATE_STATISTICS, prefix)
+  return out
+
+
+def _blank(out: pd.DataFrame, rows: np.ndarray, names: tuple[str, ...], prefix: str) -> None:
+  """Sets the `prefix` half's columns `names` of `rows` to None in place (the confirmation's reason: no numbers)."""
+  columns = [prefix + c for c in names if prefix + c in out.columns]
+  if rows.any() and columns:
+    out[columns] = out[columns].astype(object)
+    out.loc[rows, columns] = None
+  if prefix == "" and rows.any():
+    _strip_reason(out, rows)
+
+
+def _strip_reason(out: pd.DataFrame, rows: np.ndarray) -> None:
+  """Drops the numbers (adjusted p, relative difference) from the `reason` of `rows`, in place."""
+  if "reason" not in out.columns:
+    return
+  reason = out.loc[rows, "reason"].astype(str)
+  reason = reason.str.replace(r" \(adjusted p [^)]*\)", "", regex=True)
+  out.loc[rows, "reason"] = reason.str.replace(
+    r"relative difference \S+ below", "relative difference below", regex=True
+  )
+
+
+def _numbers(table: pd.DataFrame, column: str) -> np.ndarray:
+  """`[rows]` float: the column as numbers, NaN where blank or absent."""
+  if column not in table.columns:
+    return np.full(len(table), np.nan)
+  return pd.to_numeric(table[column], errors="coerce").to_numpy(float)
+
+
+def _block_ids(table: pd.DataFrame, keys: list[str]) -> np.ndarray:
+  """`[rows]` int: one id per distinct value of `keys`."""
+  return table.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+
+
+def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+  """Which rows' numbers give a small count back by subtraction within their own tests (`hide_remainders`).
+
+  Returns `(counts, rates)`, `[rows]` bool each: rows whose block (cohort, protected column, measure) must show
+  neither counts nor rate statistics, and rows whose block must show no rate statistics, in the `prefix` half.
+  """
+  counts, rates = np.zeros(len(table), bool), np.zeros(len(table), bool)
+  if not len(table) or not {"cohort", "protected", "measure", "group"} <= set(table.columns):
+    return counts, rates
+  n_g, n_r = _numbers(table, f"{prefix}n_group"), _numbers(table, f"{prefix}n_rest")
+  rows = _numbers(table, f"{prefix}cohort_rows")
+  r_g, r_r = _numbers(table, f"{prefix}mean_group"), _numbers(table, f"{prefix}mean_rest")
+  binary = (table["scale"] == "binary").to_numpy() if "scale" in table.columns else np.zeros(len(table), bool)
+  frame = pd.DataFrame(
+    {
+      "block": _block_ids(table, ["cohort", "protected", "measure"]),
+      "measured": _block_ids(table, ["cohort", "measure"]),
+      "group": table["group"].astype(str).to_numpy(),
+      "tested": n_g + n_r,  # the block's rows with the measure (every row of a block gives the same)
+      "missing": rows - (n_g + n_r),  # the cohort's rows without the measure
+      "n": n_g,
+      "events": np.where(binary, n_g * r_g, np.nan),
+      "all_events": np.where(binary, n_g * r_g + n_r * r_r, np.nan),
+    }
+  )
+  one = frame.drop_duplicates(["block", "group"])  # a group's row once per block
+  by_block = one.groupby("block")
+  # Rows of the groups a block does not show (or shows without a count): the tested rows less the shown groups'.
+  unshown = (by_block["tested"].max() - by_block["n"].sum(min_count=1)).round()
+  counts |= frame["block"].map(unshown).apply(lambda c: is_small_cell(c, min_group)).to_numpy(bool)
+  # Rows of the cohort without the measure: every block of that cohort and measure.
+  missing = frame.groupby("measured")["missing"].max().round()
+  flagged = [m for m, c in missing.items() if np.isfinite(c) and is_small_cell(c, min_group)]
+  counts |= frame["measured"].isin(flagged).to_numpy()
+  # A binary measure's events (and non-events) in the groups not shown: the block's events less the shown groups'.
+  complete = np.isfinite(one["events"])
+  shown = one.assign(events=one["events"].where(complete), nonevents=(one["n"] - one["events"]).where(complete))
+  shown_by_block = shown.groupby("block")
+  all_events = shown_by_block["all_events"].max()
+  all_nonevents = by_block["tested"].max() - all_events
+  for total, part in ((all_events, shown_by_block["events"].sum()), (all_nonevents, shown_by_block["nonevents"].sum())):
+    left = (total - part).round()
+    rates |= frame["block"].map(left).apply(lambda c: bool(np.isfinite(c)) and is_small_cell(c, min_group)).to_numpy()
+  return counts, rates | counts
+
+
+def hide_remainders(
+  table: pd.DataFrame, min_group: float, *, prefixes: tuple[str, ...] = ("", "explore_")
+) -> pd.DataFrame:
+  """A copy of `table` in which no small count comes back by subtraction within a cohort's tests.
+
+  Within a block (one cohort, protected column and measure) of one half, every row gives the block's tested rows
+  (`n_group + n_rest`), so those rows less the shown groups' `n_group` are the rows of the groups not shown (a
+  group under `min_group` is never tested, its rows stay in the rests); `cohort_rows` less the tested rows are
+  the cohort's rows without the measure; for a binary measure, `n x mean` gives the events the same way. Where
+  such a remainder is a small cell (`is_small_cell`), that half's counts and `RATE_STATISTICS` (rows or
+  missing values) or its `RATE_STATISTICS` (events) become None for every row of the block (missing values:
+  every block of the cohort and measure), since the exact means would give the counts back too; numbers in such
+  a row's `reason` are dropped. Run after `hide_small_rates` (it reads what that leaves shown). Subtractions
+  across cohorts (a parent less its shown children) are not suppressed (README, Small cells).
+  """
+  out = table.copy()
+  for prefix in prefixes:
+    counts, rates = remainder_blocks(out, min_group, prefix)
+    _blank(out, counts, COUNT_STATISTICS, prefix)
+    _blank(out, rates, RATE_STATISTICS, prefix)
   return out

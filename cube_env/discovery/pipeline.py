@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cube_env.data import holdout
-from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_small_rates
+from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_remainders, hide_small_rates
 from cube_env.data.ingest import Cube
 from cube_env.data.schema import Schema
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
@@ -184,7 +184,8 @@ def untested_groups(cube: Cube, min_group: float) -> tuple[str, ...]:
   """A coding note per protected column with groups of fewer than `min_group` rows in `cube` (never tested).
 
   Such a group is in the rest of every other group's tests but never compared itself, in any cohort; the
-  note names it without its count (`disclosure_limit`).
+  note names it without its count (`disclosure_limit`). Where the shown groups' counts would give its rows in a
+  cohort back, that cohort's tests of the column show no numbers (`hide_remainders`).
   """
   meta, codes, rows = cube.meta, np.asarray(cube.codes), np.asarray(cube.rows, np.float64)
   notes = []
@@ -196,13 +197,14 @@ def untested_groups(cube: Cube, min_group: float) -> tuple[str, ...]:
     if len(small) == 1:
       notes.append(
         f"protected {name!r}: group {small[0]!r} has fewer than {disclosure_limit(min_group)} exploration rows "
-        "and is never tested (its rows stay in the other groups' rest)"
+        f"and is never tested (its rows stay in the other groups' rest; a cohort's {name!r} tests whose numbers "
+        "would give a small count of them back show none)"
       )
     elif small:
       notes.append(
         f"protected {name!r}: groups {', '.join(repr(g) for g in small)} have fewer than "
         f"{disclosure_limit(min_group)} exploration rows each and are never tested (their rows stay in the other "
-        "groups' rest)"
+        f"groups' rest; a cohort's {name!r} tests whose numbers would give a small count of them back show none)"
       )
   return tuple(notes)
 
@@ -325,11 +327,12 @@ def shown_findings(findings: pd.DataFrame, min_group: float) -> pd.DataFrame:
   """A run's findings as shown to people (`discover`, the report's files and console, the service).
 
   A binary test whose events or non-events on a side are a small count shows no
-  statistic that reveals them (`hide_small_rates`), and a candidate the
+  statistic that reveals them (`hide_small_rates`), no small count comes back by
+  subtraction within a cohort's tests (`hide_remainders`), and a candidate the
   confirmation half could not test shows no z or p there (`confirm.blank_untested`).
   `findings` itself is not changed.
   """
-  return cf.blank_untested(hide_small_rates(findings, min_group))
+  return cf.blank_untested(hide_remainders(hide_small_rates(findings, min_group), min_group))
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:

@@ -62,9 +62,10 @@ def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
   return Queue(config.queue, connection=connection, serializer=JSONSerializer)
 
 
-# Raised whenever what a finished job's files show changes (2: a rare outcome's small event counts hidden), so a
-# result cached before is not served again: its job id no longer matches and the analysis runs anew.
-REPORT_FORMAT = 2
+# Raised whenever what a finished job's files show changes (2: a rare outcome's small event counts hidden; 3: small
+# counts that came back by subtraction within a cohort's tests hidden), so a result cached before is not served
+# again: its job id no longer matches and the analysis runs anew.
+REPORT_FORMAT = 3
 
 
 def cache_key(table_hash: str, spec: JobSpec, agent_dir: str | None) -> str:

@@ -1,0 +1,127 @@
+"""Small counts that come back by subtraction within a cohort's tests (`cube_env.hide_remainders`).
+
+The attacker below is written apart from the library: from a shown table alone, per half and per block (cohort,
+protected column, measure), it subtracts the shown groups' rows from a row's tested rows (`n_group + n_rest`), the
+tested rows from `cohort_rows`, and for a binary measure the shown groups' events (`n x mean`) from the block's.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+import cube_env
+from tests.conftest import make_small_df
+
+LIMIT = 11
+
+
+def _number(value):
+  try:
+    x = float(value)
+  except (TypeError, ValueError):
+    return None
+  return x if math.isfinite(x) else None
+
+
+def _leaks(table: pd.DataFrame) -> list[tuple]:
+  """`(half, block, what, count)` for every count from 1 to 10 got back by one subtraction within a block."""
+  out = set()
+  for half in ("", "explore_"):
+    blocks = {}
+    for _, row in table.iterrows():
+      blocks.setdefault((row["cohort"], row["protected"], row["measure"]), []).append(row)
+    for key, rows in blocks.items():
+      n = {r["group"]: _number(r.get(half + "n_group")) for r in rows}
+      events = {
+        r["group"]: (n[r["group"]], n[r["group"]] * _number(r.get(half + "mean_group")))
+        for r in rows
+        if r["scale"] == "binary" and n[r["group"]] is not None and _number(r.get(half + "mean_group")) is not None
+      }
+      for r in rows:
+        n_group, n_rest = _number(r.get(half + "n_group")), _number(r.get(half + "n_rest"))
+        if n_group is None or n_rest is None:
+          continue
+        tested, cohort_rows = n_group + n_rest, _number(r.get(half + "cohort_rows"))
+        left = [("rows of groups not shown", tested - sum(v for v in n.values() if v is not None))]
+        if cohort_rows is not None:
+          left.append(("rows without the measure", cohort_rows - tested))
+        mean_group, mean_rest = _number(r.get(half + "mean_group")), _number(r.get(half + "mean_rest"))
+        if r["scale"] == "binary" and mean_group is not None and mean_rest is not None:
+          total = n_group * mean_group + n_rest * mean_rest
+          shown_n, shown_events = sum(v[0] for v in events.values()), sum(v[1] for v in events.values())
+          left += [("events", total - shown_events), ("non-events", (tested - total) - (shown_n - shown_events))]
+        out |= {(half, key, what, round(c)) for what, c in left if 1 <= round(c) < LIMIT}
+  return sorted(out)
+
+
+def _block(**columns) -> pd.DataFrame:
+  base = {"cohort": "c", "protected": "race", "measure": "los", "scale": "linear", "reason": "confirmed"}
+  size = len(next(iter(columns.values())))
+  return pd.DataFrame({**{k: [v] * size for k, v in base.items()}, **columns})
+
+
+def test_each_remainder_hides_its_block_and_only_where_it_is_small():
+  """Rows of groups not shown, rows without the measure, a binary measure's events not shown: 1-10 hides; 0 and
+  11 do not; counts and means go for rows, the rate statistics alone for events; the other half stays."""
+  # W 600 + B 300 shown of 905 tested: 5 rows in groups not shown (a group under min_group, in the rests).
+  rows = _block(
+    group=["W", "B"],
+    cohort_rows=[905.0, 905.0],
+    n_group=[600.0, 300.0],
+    n_rest=[305.0, 605.0],
+    mean_group=[3.0, 4.0],
+    mean_rest=[3.5, 3.1],
+    z=[-2.0, 3.0],
+    explore_cohort_rows=[911.0, 911.0],
+    explore_n_group=[600.0, 300.0],
+    explore_n_rest=[311.0, 611.0],
+    explore_mean_group=[3.0, 4.0],
+    explore_z=[-2.0, 3.0],
+  )
+  assert len(_leaks(rows)) == 1
+  shown = cube_env.hide_remainders(rows, 11)
+  assert shown[["n_group", "n_rest", "mean_group", "mean_rest", "z"]].isna().all().all()
+  assert shown["cohort_rows"].tolist() == [905.0, 905.0]  # other measures' tests give it anyway
+  assert shown[["explore_n_group", "explore_mean_group", "explore_z"]].notna().all().all()  # 11 not shown: a count
+  assert _leaks(shown) == [] and rows.loc[0, "n_group"] == 600.0  # the input is not changed
+  # 0 rows outside the shown groups, 7 rows without the measure: every block of that cohort and measure.
+  other = _block(group=["W", "B"], cohort_rows=[907.0] * 2, n_group=[600.0, 300.0], n_rest=[300.0, 600.0])
+  sex = _block(group=["F"], protected=["sex"], cohort_rows=[907.0], n_group=[450.0], n_rest=[450.0])
+  deeper = _block(group=["F"], cohort=["d"], cohort_rows=[900.0], n_group=[450.0], n_rest=[450.0])
+  table = pd.concat([other, sex, deeper], ignore_index=True)
+  shown = cube_env.hide_remainders(table, 11)
+  assert shown.loc[:2, "n_group"].isna().all() and shown.loc[3, "n_group"] == 450.0
+  assert cube_env.hide_remainders(table, 11, prefixes=("explore_",)).equals(table)  # no such columns: unchanged
+  # A binary measure: W 1189 rows, 13 events; B 400 rows, 20 events; 406 rows of groups not shown, 4 events.
+  binary = _block(
+    group=["W", "B"],
+    scale=["binary"] * 2,
+    measure=["death"] * 2,
+    n_group=[1189.0, 400.0],
+    n_rest=[806.0, 1595.0],
+    mean_group=[13 / 1189, 20 / 400],
+    mean_rest=[24 / 806, 17 / 1595],
+    z=[-2.0, 2.0],
+  )
+  assert [what for *_, what, _ in _leaks(binary)] == ["events"]
+  shown = cube_env.hide_remainders(binary, 11)
+  assert shown[["mean_group", "mean_rest", "z"]].isna().all().all() and shown["n_group"].tolist() == [1189.0, 400.0]
+  assert _leaks(shown) == []
+  eleven = binary.assign(mean_rest=[31 / 806, 24 / 1595])  # 11 events in the groups not shown: the rates stay
+  assert _leaks(eleven) == [] and cube_env.hide_remainders(eleven, 11)["mean_group"].notna().all()
+
+
+def test_a_runs_shown_findings_give_no_small_count_back():
+  """A 5-row race group (never tested; in the rests) and a measure with 6 missing values: the run's own rows give
+  those counts back by subtraction, what is shown (`cube_env.discover`, the report) does not."""
+  df = make_small_df(seed=0)
+  df.loc[df.index[:5], "race"] = "AIAN"
+  df.loc[df.index[5:11], "minutes"] = np.nan
+  schema = cube_env.Schema(dimensions=["proc", "site"], protected=["race"], measures=["minutes", "complication"])
+  run = cube_env.run_discovery(df, schema, method="exhaustive", budget=200, max_depth=1, z_screen=0.01, seed=0)
+  found = _leaks(run.findings)
+  assert {what for *_, what, _ in found} >= {"rows of groups not shown", "rows without the measure"}
+  shown = cube_env.shown_findings(run.findings, run.config.min_group)
+  assert _leaks(shown) == []
+  assert shown["n_group"].notna().any() and shown["mean_group"].notna().any()  # not everything is hidden
