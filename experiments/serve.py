@@ -53,7 +53,20 @@ class Args:
 
 
 def config_of(args: Args) -> ServiceConfig:
-  """The `ServiceConfig` of the flags (ValueError naming a bad one)."""
+  """The `ServiceConfig` of the flags (ValueError naming the bad flag)."""
+  if not args.max_upload_mb * 2**20 >= 1:
+    raise ValueError(f"--max-upload-mb must be a positive number of MiB, got {args.max_upload_mb}")
+  try:
+    return _service_config(args)
+  except ValueError as err:  # ServiceConfig names its field: say the flag
+    message = str(err)
+    field = next((f.name for f in dataclasses.fields(ServiceConfig) if message.startswith(f.name + " ")), None)
+    if field is None:
+      raise
+    raise ValueError("--" + field.replace("_", "-") + message[len(field) :]) from None
+
+
+def _service_config(args: Args) -> ServiceConfig:
   return ServiceConfig(
     redis_url=args.redis_url,
     data_dir=args.data_dir,

@@ -214,6 +214,18 @@ def test_bad_input_is_a_clear_4xx(service, table):
   assert r.status_code == 422 and r.json()["detail"]["field"] == "budget"
   r = service.submit({**SETTINGS, "time_limit": "soon"}, table)
   assert r.status_code == 422 and r.json()["detail"]["field"] == "time_limit"
+  # Settings whose range the table does not decide are refused at once, not when the worker reads the table.
+  for field, value in (
+    ("z_screen", -1.0),
+    ("seed", -1),
+    ("seed", 2**70),
+    ("explore_fraction", 1.0),
+    ("max_categories", 1),
+    ("beam_width", 0),
+    ("favorable", ["nope"]),
+  ):
+    r = service.submit({**SETTINGS, field: value}, table)
+    assert r.status_code == 422 and r.json()["detail"]["field"] == field, (field, value, r.text)
   r = service.client.post("/jobs", data={"settings": "{not json"}, files={"file": ("a.csv", table)})
   assert r.status_code == 422 and r.json()["detail"]["field"] == "settings"
   r = service.client.post("/jobs", data={"settings": json.dumps(SETTINGS), "path": "/etc/passwd"})
@@ -230,7 +242,10 @@ def test_a_failing_job_reports_its_error(service, table):
 
   status = _wait(failed, 120, "the job to fail")
   assert "empty cohort space" in status["error"] and "min_group" in status["error"]
-  assert service.client.get(f"/jobs/{job_id}/report.html").status_code == 409
+  r = service.client.get(f"/jobs/{job_id}/report.html")
+  assert r.status_code == 409 and f"job {job_id} is failed, not finished" in r.text
+  time.sleep(0.3)  # a failed job's elapsed time stopped when it failed
+  assert service.client.get(f"/jobs/{job_id}").json()["progress"]["elapsed_s"] == status["progress"]["elapsed_s"]
 
 
 def test_burst_of_status_requests(service, table):
@@ -346,6 +361,12 @@ def test_safe_defaults(service, tmp_path, capsys):
     ServiceConfig(host="0.0.0.0")
   assert serve.main(["--host", "0.0.0.0"]) == 2
   assert "needs a token" in capsys.readouterr().err
+  for flags, message in (
+    (["--max-upload-mb", "0"], "--max-upload-mb must be a positive"),
+    (["--lease-seconds", "0.1"], "--lease-seconds must lie in"),
+  ):
+    assert serve.main(flags) == 2
+    assert message in capsys.readouterr().err
   assert ServiceConfig().host == "127.0.0.1"
   guarded = make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path), token="s3cret"))
 

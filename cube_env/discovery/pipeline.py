@@ -94,6 +94,17 @@ class DiscoveryConfig:
       raise ValueError(f"min_relative_diff must be >= 0, got {self.min_relative_diff}")
     if self.max_depth < 1:
       raise ValueError(f"max_depth must be at least 1, got {self.max_depth}")
+    if isinstance(self.z_screen, str):
+      if self.z_screen != "bonferroni":
+        raise ValueError(f"z_screen must be a positive number or 'bonferroni', got {self.z_screen!r}")
+    elif not 0.0 < float(self.z_screen) < float("inf"):
+      raise ValueError(f"z_screen must be a positive number or 'bonferroni', got {self.z_screen!r}")
+    if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 16**16:
+      raise ValueError(f"seed must be a non-negative integer below 16**16, got {self.seed!r}")
+    if not 0.0 < self.explore_fraction < 1.0:
+      raise ValueError(f"explore_fraction must lie in (0, 1), got {self.explore_fraction}")
+    if self.max_categories < 2:
+      raise ValueError(f"max_categories must be >= 2, got {self.max_categories}")
     object.__setattr__(self, "adjust", tuple(self.adjust))
     object.__setattr__(self, "favorable", tuple(self.favorable))
     object.__setattr__(self, "method_options", tuple(sorted(dict(self.method_options).items())))

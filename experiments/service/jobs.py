@@ -162,7 +162,9 @@ def job_status(job: Job) -> dict[str, Any]:
   }
   started = meta.get("started")
   if started is not None:
-    end = meta.get("ended") or time.time()
+    end = meta.get("ended")
+    if end is None:  # still running; a job that failed, stopped or waits again counts to its last progress
+      end = time.time() if status == JobStatus.STARTED else meta.get("seen", started)
     elapsed = max(0.0, end - started)
     out["progress"]["elapsed_s"] = round(elapsed, 3)
     done = queries - int(meta.get("resumed_queries", 0))
@@ -216,6 +218,7 @@ class _Progress:
 
   def __call__(self, used: int) -> None:
     self.job.meta["queries"] = int(used)
+    self.job.meta["seen"] = time.time()
     now = time.monotonic()
     if now - self.last >= self.interval:
       self.last = now
@@ -250,17 +253,23 @@ def run_job(directory: str) -> dict[str, Any]:
     job.meta.update(started=time.time(), queries=0, ended=None, resumed_queries=journal.saved_queries(state_dir))
     job.save_meta()
   holder = lease(job.connection, job.id, record["lease_seconds"]) if job is not None else contextlib.nullcontext()
-  with holder:
-    run = cube_env.run_discovery(
-      df,
-      spec.schema(),
-      method=config.method,
-      progress=progress,
-      state_dir=state_dir,
-      save_every=int(record["save_every"]),
-      **settings,
-    )
-    report.write_report(run, os.path.join(directory, "report"), source=record["source"])
+  try:
+    with holder:
+      run = cube_env.run_discovery(
+        df,
+        spec.schema(),
+        method=config.method,
+        progress=progress,
+        state_dir=state_dir,
+        save_every=int(record["save_every"]),
+        **settings,
+      )
+      report.write_report(run, os.path.join(directory, "report"), source=record["source"])
+  except Exception:
+    if job is not None:  # a failed job's elapsed time stops here
+      job.meta.update(seen=time.time())
+      job.save_meta()
+    raise
   if job is not None:
     job.meta.update(queries=run.search.queries, ended=time.time())
     job.save_meta()

@@ -131,6 +131,11 @@ class JobSpec:
     """The `DiscoveryConfig` of this job (SpecError naming the field when a value is out of range)."""
     if self.method not in METHODS:
       raise SpecError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+    if self.beam_width < 1:
+      raise SpecError("beam_width", f"must be at least 1, got {self.beam_width}")
+    for name in self.favorable:
+      if name not in self.measures:
+        raise SpecError("favorable", f"{name!r} is not one of the measures {list(self.measures)}")
     options: tuple = ()
     if self.method == "beam":
       options = (("width", self.beam_width),)
