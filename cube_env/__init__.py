@@ -18,7 +18,13 @@ to a confirmed finding, each importing only from those before it:
 
 from cube_env.data import synthetic
 from cube_env.data.adjust import expected_values, strata
-from cube_env.data.disclosure import SMALL_CELL, hide_remainders, hide_small_rates, redact_counts
+from cube_env.data.disclosure import (
+  SMALL_CELL,
+  hide_cohort_remainders,
+  hide_remainders,
+  hide_small_rates,
+  redact_counts,
+)
 from cube_env.data.holdout import Halves, split_cubes, split_rows
 from cube_env.data.ingest import (
   MISSING,
@@ -175,6 +181,7 @@ __all__ = (
   "random_rollouts",
   "random_walk",
   "read_table",
+  "hide_cohort_remainders",
   "hide_remainders",
   "hide_small_rates",
   "redact_counts",

@@ -1,8 +1,11 @@
-"""Small counts that come back by subtraction within a cohort's tests (`cube_env.hide_remainders`).
+"""Small counts that come back by one subtraction: within a cohort's tests (`cube_env.hide_remainders`) and
+between a cohort and its shown children (`cube_env.hide_cohort_remainders`).
 
-The attacker below is written apart from the library: from a shown table alone, per half and per block (cohort,
-protected column, measure), it subtracts the shown groups' rows from a row's tested rows (`n_group + n_rest`), the
-tested rows from `cohort_rows`, and for a binary measure the shown groups' events (`n x mean`) from the block's.
+The attackers below are written apart from the library: from a shown table alone, per half and per block (cohort,
+protected column, measure), `_leaks` subtracts the shown groups' rows from a row's tested rows (`n_group +
+n_rest`), the tested rows from `cohort_rows`, and for a binary measure the shown groups' events (`n x mean`) from
+the block's; `_cohort_leaks` subtracts, for each shown cohort and column, the shown children's counts from the
+cohort's.
 """
 
 import math
@@ -52,6 +55,45 @@ def _leaks(table: pd.DataFrame) -> list[tuple]:
           shown_n, shown_events = sum(v[0] for v in events.values()), sum(v[1] for v in events.values())
           left += [("events", total - shown_events), ("non-events", (tested - total) - (shown_n - shown_events))]
         out |= {(half, key, what, round(c)) for what, c in left if 1 <= round(c) < LIMIT}
+  return sorted(out)
+
+
+def _counts(table: pd.DataFrame, half: str) -> dict:
+  """`{cohort: {count name: value}}`: every count a shown row gives (rows, rows with a measure, a group's rows and
+  events); a cohort is its frozenset of (column, value)."""
+  out = {}
+  for _, r in table.iterrows():
+    counts = out.setdefault(frozenset(r["filters"].items()), {})
+    n_group, n_rest = _number(r.get(half + "n_group")), _number(r.get(half + "n_rest"))
+    mean_group, rows = _number(r.get(half + "mean_group")), _number(r.get(half + "cohort_rows"))
+    if rows is not None:
+      counts["rows"] = rows
+    if n_group is not None and n_rest is not None:
+      counts[("tested", r["measure"])] = n_group + n_rest
+    if n_group is not None:
+      counts[("group", r["protected"], r["group"], r["measure"])] = n_group
+      if r["scale"] == "binary" and mean_group is not None:
+        counts[("events", r["protected"], r["group"], r["measure"])] = n_group * mean_group
+        counts[("non-events", r["protected"], r["group"], r["measure"])] = n_group * (1 - mean_group)
+  return out
+
+
+def _cohort_leaks(table: pd.DataFrame) -> list[tuple]:
+  """`(half, cohort, column, count name, count)` for every count from 1 to 10 got back as a shown cohort's count
+  less the sum of its shown children's on one column."""
+  out = set()
+  for half in ("", "explore_"):
+    counts = _counts(table, half)
+    for parent, mine in counts.items():
+      columns = {c for cohort in counts if parent < cohort and len(cohort - parent) == 1 for c, _ in cohort - parent}
+      for column in columns:
+        kids = [
+          counts[c] for c in counts if parent < c and len(c - parent) == 1 and next(iter(c - parent))[0] == column
+        ]
+        for name, value in mine.items():
+          left = round(value - sum(k[name] for k in kids if name in k))
+          if 1 <= left < LIMIT:
+            out.add((half, tuple(sorted(parent)), column, str(name), left))
   return sorted(out)
 
 
@@ -125,3 +167,39 @@ def test_a_runs_shown_findings_give_no_small_count_back():
   shown = cube_env.shown_findings(run.findings, run.config.min_group)
   assert _leaks(shown) == []
   assert shown["n_group"].notna().any() and shown["mean_group"].notna().any()  # not everything is hidden
+
+
+def test_a_cohort_less_its_shown_children_gives_no_small_count_back():
+  """7 emergent cases (a cohort too small to test, never shown): the whole table's rows less the elective and
+  urgent cohorts' give them back, and each group's rows and events likewise; what is shown does not, and the
+  hand-made case hides the smallest child large enough (or the parent when no child is)."""
+  df = make_small_df(seed=1)
+  df.loc[df.index[:7], "urgency"] = "emergent"
+  # Opposite gaps in the two large children: each is a new finding beside the whole table's.
+  df.loc[(df.sex == "F") & (df.urgency == "elective"), "minutes"] *= 1.3
+  df.loc[(df.sex == "F") & (df.urgency == "urgent"), "minutes"] /= 1.3
+  schema = cube_env.Schema(dimensions=["urgency", "site"], protected=["sex"], measures=["minutes", "complication"])
+  run = cube_env.run_discovery(df, schema, method="exhaustive", budget=200, max_depth=1, z_screen=0.01, seed=0)
+  assert any(leak[3] == "rows" for leak in _cohort_leaks(run.findings))
+  shown = cube_env.shown_findings(run.findings, run.config.min_group)
+  assert _cohort_leaks(shown) == [] and _leaks(shown) == []
+  assert shown["n_group"].notna().any() and shown["mean_group"].notna().any()
+  # By hand: the parent has 500 rows, its children 300 and 195 (5 rows elsewhere): the 195-row child is hidden.
+  table = pd.DataFrame(
+    {
+      "filters": [{}, {"site": "a"}, {"site": "b"}],
+      "cohort": ["all", "site=a", "site=b"],
+      "protected": ["sex"] * 3,
+      "group": ["F"] * 3,
+      "measure": ["los"] * 3,
+      "scale": ["linear"] * 3,
+      "cohort_rows": [500.0, 300.0, 195.0],
+      "n_group": [250.0, 150.0, 100.0],
+      "n_rest": [250.0, 150.0, 95.0],
+      "mean_group": [2.0, 2.0, 2.0],
+    }
+  )
+  assert [leak[3] for leak in _cohort_leaks(table)] == ["('tested', 'los')", "rows"]
+  shown = cube_env.hide_cohort_remainders(table, 11)
+  assert shown.loc[2, ["cohort_rows", "n_group", "n_rest", "mean_group"]].isna().all()
+  assert shown.loc[0, "cohort_rows"] == 500.0 and shown.loc[1, "n_group"] == 150.0 and _cohort_leaks(shown) == []

@@ -11,7 +11,9 @@ or non-events are in that range, every statistic of the test that would
 reveal them is blanked in what is shown (`hide_small_rates`). And a count
 that one subtraction within a cohort's tests would give back (the rows of a
 group never tested, the rows missing a measure, the events outside the shown
-groups) hides the numbers of those tests (`hide_remainders`).
+groups) hides the numbers of those tests (`hide_remainders`), as does one
+that a cohort's count less its shown children's would give back
+(`hide_cohort_remainders`).
 """
 
 from __future__ import annotations
@@ -224,12 +226,89 @@ def hide_remainders(
   such a remainder is a small cell (`is_small_cell`), that half's counts and `RATE_STATISTICS` (rows or
   missing values) or its `RATE_STATISTICS` (events) become None for every row of the block (missing values:
   every block of the cohort and measure), since the exact means would give the counts back too; numbers in such
-  a row's `reason` are dropped. Run after `hide_small_rates` (it reads what that leaves shown). Subtractions
-  across cohorts (a parent less its shown children) are not suppressed (README, Small cells).
+  a row's `reason` are dropped. Run after `hide_small_rates` (it reads what that leaves shown). A parent less
+  its shown children is `hide_cohort_remainders`' (README, Small cells).
   """
   out = table.copy()
   for prefix in prefixes:
     counts, rates = remainder_blocks(out, min_group, prefix)
     _blank(out, counts, COUNT_STATISTICS, prefix)
     _blank(out, rates, RATE_STATISTICS, prefix)
+  return out
+
+
+def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tuple, float]]:
+  """`{cohort: {quantity: value}}` of the `prefix` half's shown counts: `("rows",)` the cohort's rows, `("tested",
+  m)` its rows with measure m, `("group", p, g, m)` group g's rows, and for a binary measure `("events", p, g, m)`
+  and `("nonevents", p, g, m)`; a cohort is its filters as a sorted tuple of (column, value)."""
+  out: dict[tuple, dict[tuple, float]] = {}
+  rows, n_g, n_r = (_numbers(table, prefix + c) for c in ("cohort_rows", "n_group", "n_rest"))
+  mean = _numbers(table, prefix + "mean_group")
+  binary = (table["scale"] == "binary").to_numpy() if "scale" in table.columns else np.zeros(len(table), bool)
+  for i, (filters, p, g, m) in enumerate(zip(table["filters"], table["protected"], table["group"], table["measure"])):
+    values = out.setdefault(tuple(sorted(dict(filters).items())), {})
+    found = {("rows",): rows[i], ("tested", m): n_g[i] + n_r[i], ("group", p, g, m): n_g[i]}
+    if binary[i]:
+      found |= {("events", p, g, m): n_g[i] * mean[i], ("nonevents", p, g, m): n_g[i] * (1.0 - mean[i])}
+    for quantity, value in found.items():
+      if np.isfinite(value):
+        values.setdefault(quantity, float(value))
+  return out
+
+
+def cohort_remainders(table: pd.DataFrame, min_group: float, prefix: str = "") -> list[tuple[tuple, tuple]]:
+  """`[(cohort, quantity)]` to hide so that no small count comes back as a cohort's count less its shown children's.
+
+  For a shown cohort and a column it does not filter, its count less the sum of its shown children's on that
+  column (`_cohort_quantities`) is the count of its rows whose value of the column no shown child has. Where that
+  is a small cell, the smallest child count of at least the limit is hidden (the remainder then includes it), or
+  the parent's when no child's is that large. Counts are never negative, so hiding more never makes another such
+  remainder smaller: one pass suffices.
+  """
+  if not len(table) or not {"filters", "protected", "group", "measure"} <= set(table.columns):
+    return []
+  limit = disclosure_limit(min_group)
+  values = _cohort_quantities(table, prefix)
+  children: dict[tuple, list[tuple]] = {}
+  for cohort in values:
+    for item in cohort:
+      parent = tuple(x for x in cohort if x != item)
+      if parent in values:
+        children.setdefault((parent, item[0]), []).append(cohort)
+  hide = []
+  for (parent, _column), kids in children.items():
+    for quantity, total in values[parent].items():
+      shown = [(values[k][quantity], k) for k in kids if quantity in values[k]]
+      if not is_small_cell(round(total - sum(v for v, _ in shown)), min_group):
+        continue
+      large = sorted((v, k) for v, k in shown if v >= limit)
+      hide.append((large[0][1] if large else parent, quantity))
+  return hide
+
+
+def hide_cohort_remainders(
+  table: pd.DataFrame, min_group: float, *, prefixes: tuple[str, ...] = ("", "explore_")
+) -> pd.DataFrame:
+  """A copy of `table` in which no small count comes back as a cohort's count less its shown children's
+  (`cohort_remainders`). A hidden cohort's rows (`("rows",)`) blank its counts and statistics everywhere; rows
+  with a measure, a block's (cohort, protected column, measure) counts and statistics; events, that block's
+  statistics; in that half. Derivations over two or more levels (a grandparent less its children's children)
+  are not followed (README, Small cells)."""
+  out = table.copy()
+  if not len(out) or "filters" not in out.columns:
+    return out
+  cohorts = [tuple(sorted(dict(f).items())) for f in out["filters"]]
+  measure, protected = out["measure"].to_numpy(), out["protected"].to_numpy()
+  for prefix in prefixes:
+    for cohort, quantity in cohort_remainders(out, min_group, prefix):
+      rows = np.array([c == cohort for c in cohorts])
+      names = COUNT_STATISTICS + RATE_STATISTICS
+      if quantity[0] == "rows":
+        names = ("cohort_rows",) + names
+      elif quantity[0] == "tested":
+        rows &= measure == quantity[1]
+      else:
+        rows &= (protected == quantity[1]) & (measure == quantity[3])
+        names = RATE_STATISTICS if quantity[0] in ("events", "nonevents") else names
+      _blank(out, rows, names, prefix)
   return out

@@ -29,7 +29,13 @@ import numpy as np
 import pandas as pd
 
 from cube_env.data import holdout
-from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_remainders, hide_small_rates
+from cube_env.data.disclosure import (
+  SMALL_CELL,
+  disclosure_limit,
+  hide_cohort_remainders,
+  hide_remainders,
+  hide_small_rates,
+)
 from cube_env.data.ingest import Cube
 from cube_env.data.schema import Schema
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
@@ -339,11 +345,13 @@ def shown_findings(findings: pd.DataFrame, min_group: float) -> pd.DataFrame:
 
   A binary test whose events or non-events on a side are a small count shows no
   statistic that reveals them (`hide_small_rates`), no small count comes back by
-  subtraction within a cohort's tests (`hide_remainders`), and a candidate the
+  one subtraction between a cohort and its shown children (`hide_cohort_remainders`)
+  or within a cohort's tests (`hide_remainders`), and a candidate the
   confirmation half could not test shows no z or p there (`confirm.blank_untested`).
   `findings` itself is not changed.
   """
-  return cf.blank_untested(hide_remainders(hide_small_rates(findings, min_group), min_group))
+  shown = hide_cohort_remainders(hide_small_rates(findings, min_group), min_group)
+  return cf.blank_untested(hide_remainders(shown, min_group))
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
