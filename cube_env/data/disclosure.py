@@ -111,9 +111,9 @@ def hide_small_rates(
   (otherwise the other groups' rows give the hidden group's events back by
   subtraction from their rests), and the numbers in such a row's `reason`
   are dropped. The counts stay (they are at least the limit, or already
-  blank), as do the cohort, group, measure and flags. Subtractions across
-  other tests (another protected column's rows of the cohort, its parent's
-  or its siblings') are not suppressed (README, Small cells).
+  blank), as do the cohort, group, measure and flags. Other subtractions
+  are `hide_remainders`' (within a cohort's tests) and
+  `hide_cohort_remainders`' (a cohort less its shown children).
 
   Args:
     table: report rows (`cohort_table`'s or a discovery run's findings).
