@@ -75,6 +75,7 @@ from cube_env.discovery.pipeline import (
   search,
   shown_findings,
   truth_score,
+  untestable_measures,
   untested_groups,
 )
 from cube_env.discovery.ranking import learned_ranker
@@ -199,6 +200,7 @@ __all__ = (
   "synthetic",
   "target",
   "truth_score",
+  "untestable_measures",
   "untested_groups",
   "uct",
   "visited_cohorts",

@@ -319,6 +319,26 @@ def test_shown_findings_have_no_test_where_the_confirmation_half_had_none(monkey
   )
 
 
+def test_a_binary_measure_too_rare_for_any_test_is_named_in_the_coding_notes(small_df):
+  """Fewer than 2 x MIN_EXPECTED events (or non-events) in a cube: no cohort can test the measure; the note says so
+  without the count; 10 are enough to note nothing. A run's notes carry it (its exploration half's cube)."""
+  schema = cube_env.Schema(dimensions=["proc", "site"], protected=["race"], measures=["minutes", "rare"])
+  df = small_df.assign(rare=0.0)
+  df.loc[df.index[:9], "rare"] = 1.0
+  (note,) = cube_env.untestable_measures(cube_env.build_cube(df, schema))
+  assert (
+    note.startswith("measure 'rare': fewer than 10 events or non-events in the exploration rows") and "9" not in note
+  )
+  df.loc[df.index[9], "rare"] = 1.0
+  assert cube_env.untestable_measures(cube_env.build_cube(df, schema)) == ()
+  flipped = df.assign(rare=1.0 - df["rare"])  # 10 non-events: the same
+  assert cube_env.untestable_measures(cube_env.build_cube(flipped, schema)) == ()
+  halves = cube_env.split_cubes(df, schema, seed=0)  # 10 events in all: under 10 in the exploration half
+  assert cube_env.untestable_measures(halves.explore) == (note,)
+  prepared = cube_env.prepare(df, schema, cube_env.DiscoveryConfig(method="greedy", budget=10))
+  assert note in prepared.halves.summary  # a run's coding notes
+
+
 def test_groups_too_small_to_test_are_named_in_the_coding_notes(small_df):
   """A protected group under min_group rows is never tested: the notes say so, without its count."""
   schema = cube_env.Schema(dimensions=["proc", "site"], protected=["race", "sex"], measures=["minutes"])

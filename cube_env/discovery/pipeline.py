@@ -45,6 +45,7 @@ from cube_env.discovery.methods import Method, get_method
 from cube_env.discovery.scoring import score_findings
 from cube_env.discovery.space import Progress, SearchResult, Space, TimeLimit, make_space
 from cube_env.discovery.stories import group_stories
+from cube_env.environment.stats import MIN_EXPECTED
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -193,7 +194,8 @@ def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepar
     z_screen=config.z_screen,
     new_z=config.explore_new_z,
   )
-  halves = dataclasses.replace(halves, summary=halves.summary + untested_groups(halves.explore, config.min_group))
+  notes = untested_groups(halves.explore, config.min_group) + untestable_measures(halves.explore)
+  halves = dataclasses.replace(halves, summary=halves.summary + notes)
   return Prepared(config=config, halves=halves, space=space)
 
 
@@ -222,6 +224,30 @@ def untested_groups(cube: Cube, min_group: float) -> tuple[str, ...]:
         f"protected {name!r}: groups {', '.join(repr(g) for g in small)} have fewer than "
         f"{disclosure_limit(min_group)} exploration rows each and are never tested (their rows stay in the other "
         f"groups' rest; a cohort's {name!r} tests whose numbers would give a small count of them back show none)"
+      )
+  return tuple(notes)
+
+
+def untestable_measures(cube: Cube) -> tuple[str, ...]:
+  """A coding note per binary measure with too few events or non-events in `cube` for any test.
+
+  A binary test needs `MIN_EXPECTED` expected events and non-events on each side, so a cohort with fewer than
+  twice that many has none, and no cohort has more than the whole table: such a measure is never tested, and a
+  run shows no finding of it (not the same as no disparity). The note gives no count.
+  """
+  meta, stats = cube.meta, np.asarray(cube.stats, np.float64)
+  notes = []
+  for m, name in enumerate(meta.measure_names):
+    if not meta.is_binary[m]:
+      continue
+    n = stats[:, m, 0].sum()
+    events = round(stats[:, m, 1].sum() + meta.shift[m] * n)
+    if min(events, n - events) < 2 * MIN_EXPECTED:
+      notes.append(
+        f"measure {name!r}: fewer than {2 * MIN_EXPECTED} events or non-events in the exploration rows, too few "
+        "for any test (a binary test needs "
+        f"{MIN_EXPECTED} expected of each on each side); it is never tested, so no finding of it is not evidence "
+        "of no disparity"
       )
   return tuple(notes)
 

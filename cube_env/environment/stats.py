@@ -25,6 +25,9 @@ import jax.numpy as jnp
 Z_MAX = 40.0  # |z| cap: p below ~1e-300; used where the evidence is unbounded (zero variance)
 _Z975 = 1.959963984540054
 _TINY = 1e-30
+# A binary test's normal approximation needs this many expected events and non-events on each side, so a cohort
+# with fewer than twice as many events (or non-events) has no binary test (`_binary_test`).
+MIN_EXPECTED = 5
 EXACT_CHUNK = 128  # smallest chunk of t statistics sent to the incomplete beta together
 
 
@@ -235,7 +238,7 @@ def _binary_test(n1, m1, n2, m2):
   z_b, se_b = two_proportion(n1, p1, n2, p2)
   events = jnp.round(n1 * p1 + n2 * p2)
   n_tot = n1 + n2
-  expected_ok = jnp.minimum(n1, n2) * jnp.minimum(events, n_tot - events) >= 5 * n_tot
+  expected_ok = jnp.minimum(n1, n2) * jnp.minimum(events, n_tot - events) >= MIN_EXPECTED * n_tot
   return p1, p2, z_b, se_b, expected_ok
 
 
