@@ -235,3 +235,16 @@ def test_a_hidden_rate_hides_its_whole_test_block_and_the_numbers_in_its_reason(
   flagged = rows.assign(mean_group=[0.5, 0.1, 0.2, 3.0, 0.1], raw_small_events=[False, False, False, False, True])
   shown = cube_env.hide_small_rates(flagged, 11)  # group A now has 25 events; row 4's raw (unadjusted) events are few
   assert shown.loc[:3, "z"].notna().all() and shown.loc[4, "z"] is None
+
+
+def test_a_skewed_measure_with_values_at_or_below_zero_is_noted_as_linear(small_df):
+  """Right-skewed minutes go to the log scale; with 4 zero values they stay linear, and the note says why without
+  the count (fewer than 11); 400 such rows are shown as a count."""
+  schema = cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["minutes"])
+  assert any("tested on the log scale" in s for s in cube_env.build_cube(small_df, schema).meta.summary)
+  for zeros, count in ((4, "fewer than 11 rows"), (400, "400 rows")):
+    df = small_df.copy()
+    df.loc[df.index[:zeros], "minutes"] = 0.0
+    meta = cube_env.build_cube(df, schema).meta
+    (note,) = [s for s in meta.summary if "right-skewed" in s]
+    assert f"but {count} hold values <= 0, so it is tested on the linear scale" in note and not meta.is_log[0]

@@ -277,6 +277,12 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     summary.append(
       f"measure {name!r}: tested on the log scale (skewness {skew:.2f}); effects are ratios of geometric means"
     )
+  elif forced is None and not is_binary and not positive and skew > 1.0:
+    nonpositive = redact_counts(f"{int((observed <= 0).sum())} rows", SMALL_CELL)
+    summary.append(
+      f"measure {name!r}: right-skewed (skewness {skew:.2f}) but {nonpositive} hold values <= 0, so it is tested "
+      "on the linear scale (differences of means), not the log scale"
+    )
   return values, is_binary, is_log
 
 
