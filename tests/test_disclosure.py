@@ -55,12 +55,26 @@ def _leaks(table: pd.DataFrame) -> list[tuple]:
           shown_n, shown_events = sum(v[0] for v in events.values()), sum(v[1] for v in events.values())
           left += [("events", total - shown_events), ("non-events", (tested - total) - (shown_n - shown_events))]
         out |= {(half, key, what, round(c)) for what, c in left if 1 <= round(c) < LIMIT}
+    # Across measures: a cohort's rows less, per group shown under the protected column, its largest count.
+    columns = {}
+    for _, row in table.iterrows():
+      n, rows = _number(row.get(half + "n_group")), _number(row.get(half + "cohort_rows"))
+      entry = columns.setdefault((row["cohort"], row["protected"]), {"rows": None, "groups": {}})
+      entry["rows"] = rows if rows is not None else entry["rows"]
+      if n is not None:
+        entry["groups"][row["group"]] = max(entry["groups"].get(row["group"], 0.0), n)
+    for key, entry in columns.items():
+      if entry["rows"] is not None and entry["groups"]:
+        left = round(entry["rows"] - sum(entry["groups"].values()))
+        if 1 <= left < LIMIT:
+          out.add((half, key, "rows of groups not shown, over measures", left))
   return sorted(out)
 
 
-def _counts(table: pd.DataFrame, half: str) -> dict:
-  """`{cohort: {count name: value}}`: every count a shown row gives (rows, rows with a measure, a group's rows and
-  events); a cohort is its frozenset of (column, value)."""
+def _counts(table: pd.DataFrame, half: str, adjusted_binary=()) -> dict:
+  """`{cohort: {count name: value}}`: every count a shown row gives (rows, rows with a measure, each side's rows and
+  events, a group's largest count over measures; for `adjusted_binary` measures the rest's unadjusted events,
+  `n_rest x diff / relative_diff`); a cohort is its frozenset of (column, value)."""
   out = {}
   for _, r in table.iterrows():
     counts = out.setdefault(frozenset(r["filters"].items()), {})
@@ -70,20 +84,33 @@ def _counts(table: pd.DataFrame, half: str) -> dict:
       counts["rows"] = rows
     if n_group is not None and n_rest is not None:
       counts[("tested", r["measure"])] = n_group + n_rest
+    test = (r["protected"], r["group"], r["measure"])
+    mean_rest = _number(r.get(half + "mean_rest"))
     if n_group is not None:
-      counts[("group", r["protected"], r["group"], r["measure"])] = n_group
+      counts[("group",) + test] = n_group
+      pooled = ("group rows", r["protected"], r["group"])
+      counts[pooled] = max(counts.get(pooled, 0.0), n_group)
       if r["scale"] == "binary" and mean_group is not None:
-        counts[("events", r["protected"], r["group"], r["measure"])] = n_group * mean_group
-        counts[("non-events", r["protected"], r["group"], r["measure"])] = n_group * (1 - mean_group)
+        counts[("events",) + test] = n_group * mean_group
+        counts[("non-events",) + test] = n_group * (1 - mean_group)
+    if n_rest is not None:
+      counts[("rest",) + test] = n_rest
+      rate = mean_rest if r["scale"] == "binary" else None
+      diff, relative = _number(r.get("diff")), _number(r.get("relative_diff"))
+      if r["measure"] in adjusted_binary and half == "" and diff is not None and relative:
+        rate = diff / relative  # an adjusted run divides by the unadjusted rest rate
+      if rate is not None:
+        counts[("rest events",) + test] = n_rest * rate
+        counts[("rest non-events",) + test] = n_rest * (1 - rate)
   return out
 
 
-def _cohort_leaks(table: pd.DataFrame) -> list[tuple]:
+def _cohort_leaks(table: pd.DataFrame, adjusted_binary=()) -> list[tuple]:
   """`(half, cohort, column, count name, count)` for every count from 1 to 10 got back as a shown cohort's count
   less the sum of its shown children's on one column."""
   out = set()
   for half in ("", "explore_"):
-    counts = _counts(table, half)
+    counts = _counts(table, half, adjusted_binary)
     for parent, mine in counts.items():
       columns = {c for cohort in counts if parent < cohort and len(cohort - parent) == 1 for c, _ in cohort - parent}
       for column in columns:
@@ -121,7 +148,7 @@ def test_each_remainder_hides_its_block_and_only_where_it_is_small():
     explore_mean_group=[3.0, 4.0],
     explore_z=[-2.0, 3.0],
   )
-  assert len(_leaks(rows)) == 1
+  assert len(_leaks(rows)) == 2  # alone and pooled over measures
   shown = cube_env.hide_remainders(rows, 11)
   assert shown[["n_group", "n_rest", "mean_group", "mean_rest", "z"]].isna().all().all()
   assert shown["cohort_rows"].tolist() == [905.0, 905.0]  # other measures' tests give it anyway
@@ -199,7 +226,76 @@ def test_a_cohort_less_its_shown_children_gives_no_small_count_back():
       "mean_group": [2.0, 2.0, 2.0],
     }
   )
-  assert [leak[3] for leak in _cohort_leaks(table)] == ["('tested', 'los')", "rows"]
+  assert [leak[3] for leak in _cohort_leaks(table)] == ["('rest', 'sex', 'F', 'los')", "('tested', 'los')", "rows"]
   shown = cube_env.hide_cohort_remainders(table, 11)
   assert shown.loc[2, ["cohort_rows", "n_group", "n_rest", "mean_group"]].isna().all()
   assert shown.loc[0, "cohort_rows"] == 500.0 and shown.loc[1, "n_group"] == 150.0 and _cohort_leaks(shown) == []
+
+
+def _table(rows, **common) -> pd.DataFrame:
+  """Rows `(filters, protected, group, measure, cohort_rows, n_group, n_rest)`, linear, means 2 and 2.1."""
+  names = ("filters", "protected", "group", "measure", "cohort_rows", "n_group", "n_rest")
+  table = pd.DataFrame([dict(zip(names, r)) for r in rows])
+  table["cohort"] = [cube_env.cohort_label(f) for f in table["filters"]]
+  return table.assign(scale="linear", mean_group=2.0, mean_rest=2.1, **common)
+
+
+def test_counts_combined_across_measures_and_rest_sides_give_nothing_back():
+  """A group's rows are the same under every measure without missing values, so groups shown under two measures
+  add up (905 - 300 - 600 = 5 rows of a group not shown); a cohort's group rows less its children's under
+  another measure (250 - 150 - 95); the rest side of a cohort less its children's (320 - 160 - 155)."""
+  across = _table([({}, "race", "B", "minutes", 905.0, 300.0, 605.0), ({}, "race", "W", "los", 905.0, 600.0, 305.0)])
+  assert [leak[2] for leak in _leaks(across)] == ["rows of groups not shown, over measures"]
+  shown = cube_env.shown_findings(across, 11)
+  assert shown[["n_group", "n_rest", "mean_group"]].isna().all().all() and _leaks(shown) == []
+  tree = _table(
+    [
+      ({}, "sex", "F", "minutes", 520.0, 250.0, 270.0),
+      ({"site": "a"}, "sex", "F", "minutes", 300.0, 150.0, 150.0),
+      ({"site": "b"}, "sex", "F", "minutes", 195.0, 95.0, 100.0),
+      ({"site": "b"}, "sex", "F", "los", 195.0, 95.0, 100.0),
+    ]
+  )
+  assert {leak[3] for leak in _cohort_leaks(tree)} >= {"('group rows', 'sex', 'F')"}
+  shown = cube_env.shown_findings(tree, 11)
+  assert _cohort_leaks(shown) == [] and _leaks(shown) == [] and shown.loc[0, "n_group"] == 250.0
+  rest = _table(
+    [
+      ({}, "sex", "F", "minutes", 620.0, 300.0, 320.0),
+      ({"site": "a"}, "sex", "F", "minutes", 310.0, 150.0, 160.0),
+      ({"site": "b"}, "sex", "F", "minutes", 290.0, 135.0, 155.0),
+    ]
+  )
+  assert [leak[3] for leak in _cohort_leaks(rest)] == ["('rest', 'sex', 'F', 'minutes')"]  # rows 20, F 15: fine
+  assert _cohort_leaks(cube_env.shown_findings(rest, 11)) == []
+
+
+def test_an_adjusted_runs_relative_difference_gives_no_rest_events_back():
+  """With case-mix adjustment the means are excess rates, but the relative difference divides by the unadjusted
+  rest rate: n_rest x diff / relative_diff is the rest's events, which the run records (`raw_rest_events`, not
+  shown) so that the remainder rules see them."""
+  df = make_small_df(seed=0, n=6000)
+  df["asa"] = np.random.default_rng(1).choice(["1", "2", "3"], len(df))
+  schema = cube_env.Schema(dimensions=["proc", "site"], protected=["race", "sex"], measures=["complication"])
+  run = cube_env.run_discovery(
+    df, schema, method="exhaustive", budget=200, max_depth=1, z_screen=0.01, seed=0, adjust=("asa",)
+  )
+  f = run.findings
+  derived = np.round(f["n_rest"] * f["diff"] / f["relative_diff"]).to_numpy(float)
+  np.testing.assert_array_equal(
+    derived[np.isfinite(derived)], f["raw_rest_events"].to_numpy(float)[np.isfinite(derived)]
+  )
+  shown = cube_env.shown_findings(f, run.config.min_group)
+  assert "raw_rest_events" not in shown.columns
+  assert _cohort_leaks(shown, adjusted_binary={"complication"}) == [] and _leaks(shown) == []
+
+
+def test_tables_without_usable_keys_are_shown_without_error():
+  """A row whose filters are not a mapping takes no part in the cohort rule; NaN keys are their own label."""
+  table = _table(
+    [({}, "sex", "F", "los", 500.0, 250.0, 250.0), ({"site": "a"}, "sex", "F", "los", 300.0, 150.0, 150.0)]
+  )
+  odd = table.astype(object)
+  odd.loc[1, "filters"], odd.loc[0, "measure"] = None, float("nan")
+  shown = cube_env.shown_findings(odd, 11)
+  assert len(shown) == 2 and shown.loc[0, "n_group"] == 250.0

@@ -124,7 +124,7 @@ def hide_small_rates(
   if not len(out) or "scale" not in out.columns:
     return out
   keys = [c for c in ("cohort", "protected", "measure") if c in out.columns]
-  block = out[keys].astype(str).agg("\x1f".join, axis=1).to_numpy() if len(keys) == 3 else None
+  block = out[keys].map(_label).agg("\x1f".join, axis=1).to_numpy() if len(keys) == 3 else None
   for prefix in prefixes:
     small = small_events(out, min_group, prefix)
     if prefix == "" and RAW_SMALL_EVENTS in out.columns:
@@ -173,6 +173,8 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
 
   Returns `(counts, rates)`, `[rows]` bool each: rows whose block (cohort, protected column, measure) must show
   neither counts nor rate statistics, and rows whose block must show no rate statistics, in the `prefix` half.
+  Besides each block alone, a cohort's rows less the largest count each group shows under any measure (rows of
+  the groups not shown, pooled over the protected column's blocks) hides every block of that protected column.
   """
   counts, rates = np.zeros(len(table), bool), np.zeros(len(table), bool)
   if not len(table) or not {"cohort", "protected", "measure", "group"} <= set(table.columns):
@@ -185,7 +187,9 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
     {
       "block": _block_ids(table, ["cohort", "protected", "measure"]),
       "measured": _block_ids(table, ["cohort", "measure"]),
-      "group": table["group"].astype(str).to_numpy(),
+      "column": _block_ids(table, ["cohort", "protected"]),
+      "rows": rows,
+      "group": table["group"].map(_label).to_numpy(),
       "tested": n_g + n_r,  # the block's rows with the measure (every row of a block gives the same)
       "missing": rows - (n_g + n_r),  # the cohort's rows without the measure
       "n": n_g,
@@ -198,6 +202,13 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   # Rows of the groups a block does not show (or shows without a count): the tested rows less the shown groups'.
   unshown = (by_block["tested"].max() - by_block["n"].sum(min_count=1)).round()
   counts |= frame["block"].map(unshown).apply(lambda c: is_small_cell(c, min_group)).to_numpy(bool)
+  # Across measures: a group's rows with a measure are at most its rows in the cohort (all of them where the
+  # measure has no missing value), so the cohort's rows less each shown group's largest count are the rows of the
+  # groups not shown plus rows missing a measure; any other choice of measures leaves more. Every block of that
+  # cohort and protected column.
+  largest = frame.groupby(["column", "group"])["n"].max().groupby(level="column").sum(min_count=1)
+  pooled = (frame.groupby("column")["rows"].max() - largest).round()
+  counts |= frame["column"].map(pooled).apply(lambda c: is_small_cell(c, min_group)).to_numpy(bool)
   # Rows of the cohort without the measure: every block of that cohort and measure.
   missing = frame.groupby("measured")["missing"].max().round()
   flagged = [m for m, c in missing.items() if np.isfinite(c) and is_small_cell(c, min_group)]
@@ -237,22 +248,55 @@ def hide_remainders(
   return out
 
 
+RAW_REST_EVENTS = "raw_rest_events"  # optional column: an adjusted run's unadjusted rest events (diff / relative_diff)
+_EVENT_QUANTITIES = ("events", "nonevents", "rest_events", "rest_nonevents")
+
+
+def _cohort_of(filters) -> tuple | None:
+  """A cohort's filters as a sorted tuple of (column, value); None when the row holds no filters mapping."""
+  return tuple(sorted(filters.items())) if isinstance(filters, dict) else None
+
+
+def _label(value) -> str:
+  """A key column's value as text, NaN included (pandas keeps NaN through `astype(str)`)."""
+  return "\x00missing" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
 def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tuple, float]]:
-  """`{cohort: {quantity: value}}` of the `prefix` half's shown counts: `("rows",)` the cohort's rows, `("tested",
-  m)` its rows with measure m, `("group", p, g, m)` group g's rows, and for a binary measure `("events", p, g, m)`
-  and `("nonevents", p, g, m)`; a cohort is its filters as a sorted tuple of (column, value)."""
+  """`{cohort: {quantity: value}}` of the `prefix` half's shown counts (`_cohort_of` the cohort).
+
+  Quantities: `("rows",)` the cohort's rows; `("tested", m)` its rows with measure m; `("group", p, g, m)` and
+  `("rest", p, g, m)` a test's sides' rows; `("group_rows", p, g)` the largest count group g shows under any
+  measure (its rows, where a measure has no missing value); for a binary measure `("events", ...)`,
+  `("nonevents", ...)`, `("rest_events", ...)` and `("rest_nonevents", ...)` (an adjusted run's unadjusted rest
+  events, `RAW_REST_EVENTS`, which its relative difference gives back, in the confirmation half).
+  """
   out: dict[tuple, dict[tuple, float]] = {}
   rows, n_g, n_r = (_numbers(table, prefix + c) for c in ("cohort_rows", "n_group", "n_rest"))
-  mean = _numbers(table, prefix + "mean_group")
+  r_g, r_r = _numbers(table, prefix + "mean_group"), _numbers(table, prefix + "mean_rest")
+  raw_rest = _numbers(table, RAW_REST_EVENTS) if prefix == "" else np.full(len(table), np.nan)
   binary = (table["scale"] == "binary").to_numpy() if "scale" in table.columns else np.zeros(len(table), bool)
-  for i, (filters, p, g, m) in enumerate(zip(table["filters"], table["protected"], table["group"], table["measure"])):
-    values = out.setdefault(tuple(sorted(dict(filters).items())), {})
-    found = {("rows",): rows[i], ("tested", m): n_g[i] + n_r[i], ("group", p, g, m): n_g[i]}
+  keys = zip(table["filters"], table["protected"].map(_label), table["group"].map(_label), table["measure"].map(_label))
+  for i, (filters, p, g, m) in enumerate(keys):
+    cohort = _cohort_of(filters)
+    if cohort is None:
+      continue
+    values = out.setdefault(cohort, {})
+    found = {("rows",): rows[i], ("tested", m): n_g[i] + n_r[i], ("group", p, g, m): n_g[i], ("rest", p, g, m): n_r[i]}
     if binary[i]:
-      found |= {("events", p, g, m): n_g[i] * mean[i], ("nonevents", p, g, m): n_g[i] * (1.0 - mean[i])}
+      found |= {
+        ("events", p, g, m): n_g[i] * r_g[i],
+        ("nonevents", p, g, m): n_g[i] * (1.0 - r_g[i]),
+        ("rest_events", p, g, m): n_r[i] * r_r[i],
+        ("rest_nonevents", p, g, m): n_r[i] * (1.0 - r_r[i]),
+      }
+    elif np.isfinite(raw_rest[i]):
+      found |= {("rest_events", p, g, m): raw_rest[i], ("rest_nonevents", p, g, m): n_r[i] - raw_rest[i]}
     for quantity, value in found.items():
       if np.isfinite(value):
         values.setdefault(quantity, float(value))
+    if np.isfinite(n_g[i]):
+      values[("group_rows", p, g)] = max(values.get(("group_rows", p, g), 0.0), float(n_g[i]))
   return out
 
 
@@ -291,14 +335,15 @@ def hide_cohort_remainders(
 ) -> pd.DataFrame:
   """A copy of `table` in which no small count comes back as a cohort's count less its shown children's
   (`cohort_remainders`). A hidden cohort's rows (`("rows",)`) blank its counts and statistics everywhere; rows
-  with a measure, a block's (cohort, protected column, measure) counts and statistics; events, that block's
+  with a measure, those of that measure; a group's rows under any measure, every block of that protected column;
+  a side's rows, its block's (cohort, protected column, measure) counts and statistics; events, that block's
   statistics; in that half. Derivations over two or more levels (a grandparent less its children's children)
   are not followed (README, Small cells)."""
   out = table.copy()
-  if not len(out) or "filters" not in out.columns:
+  if not len(out) or not {"filters", "protected", "group", "measure"} <= set(out.columns):
     return out
-  cohorts = [tuple(sorted(dict(f).items())) for f in out["filters"]]
-  measure, protected = out["measure"].to_numpy(), out["protected"].to_numpy()
+  cohorts = [_cohort_of(f) for f in out["filters"]]
+  measure, protected = out["measure"].map(_label).to_numpy(), out["protected"].map(_label).to_numpy()
   for prefix in prefixes:
     for cohort, quantity in cohort_remainders(out, min_group, prefix):
       rows = np.array([c == cohort for c in cohorts])
@@ -307,8 +352,10 @@ def hide_cohort_remainders(
         names = ("cohort_rows",) + names
       elif quantity[0] == "tested":
         rows &= measure == quantity[1]
+      elif quantity[0] == "group_rows":  # the same count under every measure: the protected column's blocks
+        rows &= protected == quantity[1]
       else:
         rows &= (protected == quantity[1]) & (measure == quantity[3])
-        names = RATE_STATISTICS if quantity[0] in ("events", "nonevents") else names
+        names = RATE_STATISTICS if quantity[0] in _EVENT_QUANTITIES else names
       _blank(out, rows, names, prefix)
   return out

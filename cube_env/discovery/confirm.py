@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from cube_env.data.disclosure import RAW_SMALL_EVENTS, small_events
+from cube_env.data.disclosure import RAW_REST_EVENTS, RAW_SMALL_EVENTS, small_events
 from cube_env.data.ingest import Cube, filters_to_codes
 from cube_env.discovery import cohorts
 
@@ -377,6 +377,9 @@ def confirm_candidates(
   out["relative_diff"] = rel
   if raw is not None:  # adjusted: the shown means are excess rates, so the report's small-cell check reads the raw ones
     out[RAW_SMALL_EVENTS] = small_events(raw, min_group)
+    # The relative difference divides by the unadjusted rest rate, so it gives these events back (`hide_*`).
+    rest_events = pd.to_numeric(raw["n_rest"], errors="coerce") * pd.to_numeric(raw["mean_rest"], errors="coerce")
+    out[RAW_REST_EVENTS] = np.where((raw["scale"] == "binary").to_numpy(), rest_events.round().to_numpy(), np.nan)
   same_sign = np.sign(again["z"].fillna(0).to_numpy(float)) == np.sign(cand["z"].to_numpy(float))
   big = np.abs(np.nan_to_num(np.asarray(rel, float))) >= min_relative_diff
   renewed = again["new"].to_numpy(bool) if new_z is not None else np.ones(len(cand), bool)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from cube_env.data import holdout
 from cube_env.data.disclosure import (
+  RAW_REST_EVENTS,
   SMALL_CELL,
   disclosure_limit,
   hide_cohort_remainders,
@@ -377,7 +378,8 @@ def shown_findings(findings: pd.DataFrame, min_group: float) -> pd.DataFrame:
   `findings` itself is not changed.
   """
   shown = hide_cohort_remainders(hide_small_rates(findings, min_group), min_group)
-  return cf.blank_untested(hide_remainders(shown, min_group))
+  shown = hide_remainders(shown, min_group).drop(columns=[RAW_REST_EVENTS], errors="ignore")  # a count
+  return cf.blank_untested(shown)
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
