@@ -211,8 +211,10 @@ def test_small_confirmation_groups_are_blank_in_the_report(tmp_path):
   df, schema = _load("actg175")
   loose = cube_env.run_discovery(df, schema, **{**SETTINGS, "z_screen": 2.5})
   found, cells = _check_outputs(loose, tmp_path, "actg175 (real table), z_screen 2.5")
-  blank = found[found.n_group.isna()]
-  assert len(blank) >= 1 and (blank.reason.str.startswith("not testable")).all()
+  # Blank counts are of such groups, or of tests whose counts would give a small count back by subtraction
+  # (`cube_env.shown_findings`): those keep their reason.
+  blank = found[found.n_group.isna() & found.reason.str.startswith("not testable")]
+  assert len(blank) >= 1
   assert blank[["cohort_rows", "n_rest", "mean_group", "mean_rest", "z", "p_value"]].isna().all().all()
   assert blank.explore_n_group.min() >= cube_env.SMALL_CELL  # tested on the exploration half, too small in the other
   assert ("n_group", "-") in cells
