@@ -80,19 +80,24 @@ RAW_SMALL_EVENTS = "raw_small_events"  # optional bool column: the unadjusted co
 def small_events(table: pd.DataFrame, min_group: float, prefix: str = "") -> np.ndarray:
   """`[rows]` bool: binary tests whose events or non-events (`n x rate`) on a side of the `prefix` half are small."""
   small = np.zeros(len(table), bool)
-  if "scale" not in table.columns:
-    return small
-  limit = disclosure_limit(min_group)
   for side in ("group", "rest"):
-    n_col, m_col = f"{prefix}n_{side}", f"{prefix}mean_{side}"
-    if n_col not in table.columns or m_col not in table.columns:
-      continue
-    n = pd.to_numeric(table[n_col], errors="coerce").to_numpy(float)
-    rate = pd.to_numeric(table[m_col], errors="coerce").to_numpy(float)
+    n, rate = _numbers(table, f"{prefix}n_{side}"), _numbers(table, f"{prefix}mean_{side}")
     with np.errstate(invalid="ignore"):
-      for count in (np.round(n * rate), np.round(n * (1.0 - rate))):
-        small |= (count >= 1) & (count < limit)  # NaN compares False: nothing shown, nothing to hide
-  return small & (table["scale"] == "binary").to_numpy()
+      for count in (n * rate, n * (1.0 - rate)):
+        small |= _small_cells(count, min_group)
+  return small & _binary(table)
+
+
+def _small_cells(counts, min_group: float) -> np.ndarray:
+  """`is_small_cell` of each count, rounded to a whole count (NaN: nothing shown, nothing to hide)."""
+  counts = np.round(np.asarray(counts, float))
+  with np.errstate(invalid="ignore"):
+    return (counts >= 1) & (counts < disclosure_limit(min_group))
+
+
+def _binary(table: pd.DataFrame) -> np.ndarray:
+  """`[rows]` bool: the row's test is of a binary measure (False without a `scale` column)."""
+  return (table["scale"] == "binary").to_numpy(bool) if "scale" in table.columns else np.zeros(len(table), bool)
 
 
 def hide_small_rates(
@@ -124,7 +129,7 @@ def hide_small_rates(
   if not len(out) or "scale" not in out.columns:
     return out
   keys = [c for c in ("cohort", "protected", "measure") if c in out.columns]
-  block = out[keys].map(_label).agg("\x1f".join, axis=1).to_numpy() if len(keys) == 3 else None
+  block = _block_ids(out, keys) if len(keys) == 3 else None
   for prefix in prefixes:
     small = small_events(out, min_group, prefix)
     if prefix == "" and RAW_SMALL_EVENTS in out.columns:
@@ -182,7 +187,7 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   n_g, n_r = _numbers(table, f"{prefix}n_group"), _numbers(table, f"{prefix}n_rest")
   rows = _numbers(table, f"{prefix}cohort_rows")
   r_g, r_r = _numbers(table, f"{prefix}mean_group"), _numbers(table, f"{prefix}mean_rest")
-  binary = (table["scale"] == "binary").to_numpy() if "scale" in table.columns else np.zeros(len(table), bool)
+  binary = _binary(table)
   frame = pd.DataFrame(
     {
       "block": _block_ids(table, ["cohort", "protected", "measure"]),
@@ -200,19 +205,17 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   one = frame.drop_duplicates(["block", "group"])  # a group's row once per block
   by_block = one.groupby("block")
   # Rows of the groups a block does not show (or shows without a count): the tested rows less the shown groups'.
-  unshown = (by_block["tested"].max() - by_block["n"].sum(min_count=1)).round()
-  counts |= frame["block"].map(unshown).apply(lambda c: is_small_cell(c, min_group)).to_numpy(bool)
+  unshown = by_block["tested"].max() - by_block["n"].sum(min_count=1)
+  counts |= _small_cells(frame["block"].map(unshown), min_group)
   # Across measures: a group's rows with a measure are at most its rows in the cohort (all of them where the
   # measure has no missing value), so the cohort's rows less each shown group's largest count are the rows of the
   # groups not shown plus rows missing a measure; any other choice of measures leaves more. Every block of that
   # cohort and protected column.
   largest = frame.groupby(["column", "group"])["n"].max().groupby(level="column").sum(min_count=1)
-  pooled = (frame.groupby("column")["rows"].max() - largest).round()
-  counts |= frame["column"].map(pooled).apply(lambda c: is_small_cell(c, min_group)).to_numpy(bool)
+  pooled = frame.groupby("column")["rows"].max() - largest
+  counts |= _small_cells(frame["column"].map(pooled), min_group)
   # Rows of the cohort without the measure: every block of that cohort and measure.
-  missing = frame.groupby("measured")["missing"].max().round()
-  flagged = [m for m, c in missing.items() if np.isfinite(c) and is_small_cell(c, min_group)]
-  counts |= frame["measured"].isin(flagged).to_numpy()
+  counts |= _small_cells(frame["measured"].map(frame.groupby("measured")["missing"].max()), min_group)
   # A binary measure's events (and non-events) in the groups not shown: the block's events less the shown groups'.
   complete = np.isfinite(one["events"])
   shown = one.assign(events=one["events"].where(complete), nonevents=(one["n"] - one["events"]).where(complete))
@@ -220,8 +223,7 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   all_events = shown_by_block["all_events"].max()
   all_nonevents = by_block["tested"].max() - all_events
   for total, part in ((all_events, shown_by_block["events"].sum()), (all_nonevents, shown_by_block["nonevents"].sum())):
-    left = (total - part).round()
-    rates |= frame["block"].map(left).apply(lambda c: bool(np.isfinite(c)) and is_small_cell(c, min_group)).to_numpy()
+    rates |= _small_cells(frame["block"].map(total - part), min_group)
   return counts, rates | counts
 
 
@@ -275,7 +277,7 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
   rows, n_g, n_r = (_numbers(table, prefix + c) for c in ("cohort_rows", "n_group", "n_rest"))
   r_g, r_r = _numbers(table, prefix + "mean_group"), _numbers(table, prefix + "mean_rest")
   raw_rest = _numbers(table, RAW_REST_EVENTS) if prefix == "" else np.full(len(table), np.nan)
-  binary = (table["scale"] == "binary").to_numpy() if "scale" in table.columns else np.zeros(len(table), bool)
+  binary = _binary(table)
   keys = zip(table["filters"], table["protected"].map(_label), table["group"].map(_label), table["measure"].map(_label))
   for i, (filters, p, g, m) in enumerate(keys):
     cohort = _cohort_of(filters)
@@ -359,3 +361,10 @@ def hide_cohort_remainders(
         names = RATE_STATISTICS if quantity[0] in _EVENT_QUANTITIES else names
       _blank(out, rows, names, prefix)
   return out
+
+
+def hide_small_cells(table: pd.DataFrame, min_group: float) -> pd.DataFrame:
+  """A copy of `table` as it may be shown: every rule of this module in turn (`hide_small_rates`,
+  `hide_cohort_remainders`, `hide_remainders`), without the `RAW_REST_EVENTS` column (a count)."""
+  shown = hide_cohort_remainders(hide_small_rates(table, min_group), min_group)
+  return hide_remainders(shown, min_group).drop(columns=[RAW_REST_EVENTS], errors="ignore")

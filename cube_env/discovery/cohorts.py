@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from cube_env.data.disclosure import RATE_STATISTICS, SMALL_CELL, hide_remainders, hide_small_rates, is_small_cell
+from cube_env.data.disclosure import RATE_STATISTICS, SMALL_CELL, hide_small_cells, is_small_cell
 from cube_env.data.ingest import Cube, CubeMeta, codes_to_filters, cohort_label, filters_to_codes
 from cube_env.environment import batching
 from cube_env.environment import findings as fd
@@ -262,10 +262,10 @@ def cohort_stats(
     Where a count is small (`cube_env.data.disclosure`), every number that
     would reveal it (counts, means, differences, intervals, z, p) is None; so
     are the statistics of a binary test whose events or non-events on a side
-    are that few (`hide_small_rates`), and the numbers from which such a count
-    comes back by subtraction within the cohort's tests (`hide_remainders`).
+    are that few, and the numbers from which such a count comes back by
+    subtraction within the cohort's tests (`hide_small_cells`).
   """
   codes = filters_to_codes(cube.meta, dict(filters or {}))
   z = resolve_z(cube, z_screen, max_depth)
   table = cohort_table(cube, codes[None], min_group=min_group, z_screen=z, max_depth=max_depth)
-  return hide_remainders(hide_small_rates(table[list(FINDING_COLUMNS) + ["tested"]], min_group), min_group)
+  return hide_small_cells(table[list(FINDING_COLUMNS) + ["tested"]], min_group)

@@ -29,14 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cube_env.data import holdout
-from cube_env.data.disclosure import (
-  RAW_REST_EVENTS,
-  SMALL_CELL,
-  disclosure_limit,
-  hide_cohort_remainders,
-  hide_remainders,
-  hide_small_rates,
-)
+from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_small_cells
 from cube_env.data.ingest import Cube
 from cube_env.data.schema import Schema
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
@@ -168,9 +161,14 @@ def _check_columns(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) ->
       raise ValueError(f"adjuster column {name!r} is not in the table; columns are {list(df.columns)}")
     if name in schema.measures or name in schema.protected:
       raise ValueError(f"adjuster column {name!r} is a measure or protected column")
-  for name in config.favorable:
-    if name not in schema.measures:
-      raise ValueError(f"favorable measure {name!r} is not one of the measures {list(schema.measures)}")
+  check_favorable(config.favorable, schema.measures)
+
+
+def check_favorable(favorable: Iterable[str], measures: Iterable[str]) -> None:
+  """ValueError naming a favorable measure that is not one of the measures."""
+  for name in favorable:
+    if name not in measures:
+      raise ValueError(f"favorable measure {name!r} is not one of the measures {list(measures)}")
 
 
 def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepared:
@@ -371,15 +369,13 @@ def shown_findings(findings: pd.DataFrame, min_group: float) -> pd.DataFrame:
   """A run's findings as shown to people (`discover`, the report's files and console, the service).
 
   A binary test whose events or non-events on a side are a small count shows no
-  statistic that reveals them (`hide_small_rates`), no small count comes back by
-  one subtraction between a cohort and its shown children (`hide_cohort_remainders`)
-  or within a cohort's tests (`hide_remainders`), and a candidate the
+  statistic that reveals them, no small count comes back by one subtraction between
+  a cohort and its shown children or within a cohort's tests (`hide_small_cells`:
+  `hide_small_rates`, `hide_cohort_remainders`, `hide_remainders`), and a candidate the
   confirmation half could not test shows no z or p there (`confirm.blank_untested`).
   `findings` itself is not changed.
   """
-  shown = hide_cohort_remainders(hide_small_rates(findings, min_group), min_group)
-  shown = hide_remainders(shown, min_group).drop(columns=[RAW_REST_EVENTS], errors="ignore")  # a count
-  return cf.blank_untested(shown)
+  return cf.blank_untested(hide_small_cells(findings, min_group))
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:

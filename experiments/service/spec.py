@@ -14,6 +14,7 @@ from typing import Any
 
 import cube_env
 from cube_env.data.disclosure import SMALL_CELL
+from cube_env.discovery.pipeline import check_favorable
 
 LOOPBACK = "127.0.0.1"
 
@@ -133,9 +134,10 @@ class JobSpec:
       raise SpecError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
     if self.beam_width < 1:
       raise SpecError("beam_width", f"must be at least 1, got {self.beam_width}")
-    for name in self.favorable:
-      if name not in self.measures:
-        raise SpecError("favorable", f"{name!r} is not one of the measures {list(self.measures)}")
+    try:
+      check_favorable(self.favorable, self.measures)
+    except ValueError as err:
+      raise SpecError("favorable", str(err)) from None
     options: tuple = ()
     if self.method == "beam":
       options = (("width", self.beam_width),)
