@@ -97,9 +97,9 @@ def make_app(config: ServiceConfig) -> FastAPI:
     if name not in MEDIA:
       raise HTTPException(404, f"no such result {name!r}; results are {', '.join(MEDIA)}")
     job = _job(job_id)
-    if job.get_status() != JobStatus.FINISHED:
-      status = job.get_status()
-      raise HTTPException(409, f"job {job_id} is {getattr(status, 'value', status)}, not finished")
+    status = job.get_status()
+    if status != JobStatus.FINISHED:
+      raise HTTPException(409, f"job {job_id} is {jobs.status_text(status)}, not finished")
     return FileResponse(os.path.join(jobs.job_dir(config, job_id), "report", name), media_type=MEDIA[name])
 
   @app.delete("/jobs/{job_id}", dependencies=guard)

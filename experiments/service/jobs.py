@@ -63,8 +63,8 @@ def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
 
 
 # Raised whenever what a finished job's files show changes (2: a rare outcome's small event counts hidden; 3: small
-# counts that came back by subtraction within a cohort's tests hidden), so a result cached before is not served
-# again: its job id no longer matches and the analysis runs anew.
+# counts that came back by one subtraction, within a cohort's tests or from its shown children, hidden), so a result
+# cached before is not served again: its job id no longer matches and the analysis runs anew.
 REPORT_FORMAT = 3
 
 
@@ -146,7 +146,12 @@ def cancel(connection: Redis, job_id: str) -> str:
         send_stop_job_command(connection, job_id, serializer=JSONSerializer)
       else:
         job.cancel()
-  return str(status.value if hasattr(status, "value") else status)
+  return status_text(status)
+
+
+def status_text(status: JobStatus | str) -> str:
+  """A job status as the API writes it ("failed", not "JobStatus.FAILED")."""
+  return str(getattr(status, "value", status))
 
 
 def job_status(job: Job) -> dict[str, Any]:
@@ -156,7 +161,7 @@ def job_status(job: Job) -> dict[str, Any]:
   queries, budget = int(meta.get("queries", 0)), int(meta.get("budget", 0))
   out: dict[str, Any] = {
     "id": job.id,
-    "status": str(status.value if hasattr(status, "value") else status),
+    "status": status_text(status),
     "method": meta.get("method"),
     "progress": {"queries": queries, "budget": budget, "elapsed_s": None, "eta_s": None},
   }
