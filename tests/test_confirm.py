@@ -164,6 +164,28 @@ def test_relative_difference_rules():
   assert rd(ratio, adjusted=True, favorable=False, rest_observed=7.0) == pytest.approx(0.25)
 
 
+def test_relative_interval_maps_the_differences_interval_as_the_relative_difference():
+  """Log scale: exp of the limits, minus one; otherwise the limits over the rest's mean (non-event rates for a
+  favorable rate, the observed rest mean when adjusted), in order; NaN where the difference is not shown."""
+  ri = confirm.relative_interval
+  log = {"scale": "log", "mean_group": 2.0, "mean_rest": 1.0, "diff": np.log(1.5), "ci_low": np.log(1.3)}
+  log["ci_high"] = np.log(1.7)
+  np.testing.assert_allclose(ri(log, adjusted=False, favorable=False), (0.3, 0.7))
+  lin = {"scale": "linear", "mean_group": 12.0, "mean_rest": 10.0, "diff": 2.0, "ci_low": 1.0, "ci_high": 3.0}
+  np.testing.assert_allclose(ri(lin, adjusted=False, favorable=False), (0.1, 0.3))
+  rate = {"scale": "binary", "mean_group": 0.1, "mean_rest": 0.2, "diff": -0.1, "ci_low": -0.15, "ci_high": -0.05}
+  assert confirm.relative_difference(rate, adjusted=False, favorable=True) == pytest.approx(0.125)
+  np.testing.assert_allclose(ri(rate, adjusted=False, favorable=True), (0.0625, 0.1875))
+  np.testing.assert_allclose(ri(rate, adjusted=False, favorable=False), (-0.75, -0.25))
+  excess = {"scale": "binary", "mean_group": 0.05, "mean_rest": 0.0, "diff": 0.05, "ci_low": 0.01, "ci_high": 0.09}
+  np.testing.assert_allclose(ri(excess, adjusted=True, favorable=False, rest_observed=0.2), (0.05, 0.45))
+  np.testing.assert_allclose(ri(excess, adjusted=True, favorable=True, rest_observed=0.2), (-0.1125, -0.0125))
+  ratio = {"scale": "ratio", "mean_group": 1.2, "mean_rest": 1.0, "diff": 0.2, "ci_low": 0.1, "ci_high": 0.3}
+  np.testing.assert_allclose(ri(ratio, adjusted=True, favorable=False, rest_observed=7.0), (0.1, 0.3))
+  assert np.isnan(ri({**lin, "ci_low": None}, adjusted=False, favorable=False)).all()
+  assert np.isnan(ri({**lin, "mean_rest": 0.0}, adjusted=False, favorable=False)).all()
+
+
 def test_split_is_seeded_and_ignores_row_order():
   df = make_small_df(n=2000)
   a = cube_env.split_rows(df, seed=3)
@@ -272,6 +294,11 @@ def test_confirmation_retests_on_the_other_half(small_df):
   assert row.z == pytest.approx(np.sign(t) * scipy.stats.norm.isf(p / 2), abs=1e-2)
   assert row.mean_group == pytest.approx(np.exp(g.mean()), rel=1e-4)
   assert row.relative_diff == pytest.approx(np.exp(g.mean() - r.mean()) - 1, rel=1e-3)
+  # The relative difference's interval: Welch's interval of the log ratio (scipy), exp, minus one.
+  ci = scipy.stats.ttest_ind(g, r, equal_var=False).confidence_interval(0.95)
+  assert row.relative_ci_low == pytest.approx(np.exp(ci.low) - 1, rel=2e-3)
+  assert row.relative_ci_high == pytest.approx(np.exp(ci.high) - 1, rel=2e-3)
+  assert row.relative_ci_low < row.relative_diff < row.relative_ci_high
   assert row.explore_z == pytest.approx(cand[(cand.group == "B") & (cand.measure == "minutes")].z.item(), abs=1e-6)
   np.testing.assert_allclose(out["p_adjusted"], cube_env.benjamini_hochberg(out["p_value"].to_numpy(float))[1])
   assert bool(row.confirmed) and row.reason == "confirmed"

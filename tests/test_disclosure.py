@@ -4,7 +4,7 @@ between a cohort and its shown children (`cube_env.hide_cohort_remainders`).
 The attackers below are written apart from the library: from a shown table alone, per half and per block (cohort,
 protected column, measure), `_leaks` subtracts the shown groups' rows from a row's tested rows (`n_group +
 n_rest`), the tested rows from `cohort_rows`, and for a binary measure the shown groups' events (`n x mean`) from
-the block's; `_cohort_leaks` subtracts, for each shown cohort and column, the shown children's counts from the
+the block's, and one group's (or rest's) count under one measure from its count under another; `_cohort_leaks` subtracts, for each shown cohort and column, the shown children's counts from the
 cohort's.
 """
 
@@ -68,6 +68,16 @@ def _leaks(table: pd.DataFrame) -> list[tuple]:
         left = round(entry["rows"] - sum(entry["groups"].values()))
         if 1 <= left < LIMIT:
           out.add((half, key, "rows of groups not shown, over measures", left))
+    # One group (or its rest) under two measures: the larger count less the smaller.
+    sides = {}
+    for _, row in table.iterrows():
+      for side in ("n_group", "n_rest"):
+        n = _number(row.get(half + side))
+        if n is not None:
+          sides.setdefault((row["cohort"], row["protected"], row["group"], side), []).append(n)
+    for key, counts in sides.items():
+      out |= {(half, key, "rows missing a measure, one group", round(max(counts) - c)) for c in counts}
+    out = {leak for leak in out if leak[2] != "rows missing a measure, one group" or 1 <= leak[3] < LIMIT}
   return sorted(out)
 
 
@@ -299,3 +309,60 @@ def test_tables_without_usable_keys_are_shown_without_error():
   odd.loc[1, "filters"], odd.loc[0, "measure"] = None, float("nan")
   shown = cube_env.shown_findings(odd, 11)
   assert len(shown) == 2 and shown.loc[0, "n_group"] == 250.0
+
+
+def test_one_groups_rows_under_two_measures_give_nothing_back_and_the_reason_is_shown():
+  """W has 600 rows with los and 595 with minutes: 5 W rows lack minutes, while the cohort's 15 rows without
+  minutes are not small. The minutes block is hidden (its counts and statistics, in that half), `hidden` says
+  which count would have come back, and the los block keeps its numbers."""
+  table = _table(
+    [
+      ({}, "race", "W", "los", 905.0, 600.0, 305.0),
+      ({}, "race", "B", "los", 905.0, 305.0, 600.0),
+      ({}, "race", "W", "minutes", 905.0, 595.0, 295.0),
+      ({}, "race", "B", "minutes", 905.0, 305.0, 585.0),
+    ]
+  )
+  # W's 5 rows without minutes; its rest's 10 (the cohort's 15 less W's 5).
+  assert [leak[2:] for leak in _leaks(table)] == [("rows missing a measure, one group", c) for c in (5, 10)]
+  shown = cube_env.shown_findings(table, 11)
+  assert _leaks(shown) == [] and _cohort_leaks(shown) == []
+  assert shown.loc[2:, ["n_group", "n_rest", "mean_group", "mean_rest"]].isna().all().all()
+  assert shown.loc[:1, "n_group"].tolist() == [600.0, 305.0] and shown.loc[:1, "hidden"].isna().all()
+  assert shown.loc[2:, "hidden"].tolist() == ["a group's rows missing the measure (fewer than 11) would follow"] * 2
+
+
+def test_the_hidden_column_names_each_rule_and_half():
+  """Each rule says why it blanked a row, once per row, the exploration half's prefixed; rows left alone say
+  nothing."""
+  rows = _block(
+    group=["W", "B"],
+    cohort_rows=[905.0, 905.0],
+    n_group=[600.0, 300.0],
+    n_rest=[305.0, 605.0],
+    mean_group=[3.0, 4.0],
+    explore_cohort_rows=[907.0, 907.0],
+    explore_n_group=[600.0, 300.0],
+    explore_n_rest=[300.0, 600.0],
+    explore_mean_group=[3.0, 4.0],
+  )
+  shown = cube_env.shown_findings(rows, 11)
+  assert (
+    shown["hidden"].tolist()
+    == [
+      "the rows of groups not shown (fewer than 11) would follow by subtraction; this cohort's rows outside the "
+      "shown groups or missing a measure (fewer than 11) would follow; exploration half: this cohort's rows outside "
+      "the shown groups or missing a measure (fewer than 11) would follow; exploration half: this cohort's rows "
+      "missing the measure (fewer than 11) would follow"
+    ]
+    * 2
+  )
+  events = _block(group=["W"], scale=["binary"], n_group=[400.0], n_rest=[500.0], mean_group=[5 / 400], mean_rest=[0.1])
+  assert cube_env.shown_findings(events, 11)["hidden"].tolist() == [
+    "events or non-events of a group or rest of this block are fewer than 11"
+  ]
+  tree = _table([({}, "sex", "F", "los", 500.0, 250.0, 250.0), ({"site": "a"}, "sex", "F", "los", 495.0, 248.0, 247.0)])
+  assert cube_env.shown_findings(tree, 11)["hidden"].tolist() == [
+    None,
+    "a cohort's count less its shown sub-cohorts' by site (fewer than 11) would follow by subtraction",
+  ]

@@ -58,6 +58,8 @@ RATE_STATISTICS = (
   "ci_high",
   "ratio",
   "relative_diff",
+  "relative_ci_low",
+  "relative_ci_high",
   "smd",
   "z",
   "p_value",
@@ -136,18 +138,43 @@ def hide_small_rates(
       small |= out[RAW_SMALL_EVENTS].fillna(False).to_numpy(bool)
     if block is not None and small.any():
       small = np.isin(block, block[small])
-    _blank(out, small, RATE_STATISTICS, prefix)
+    limit = disclosure_limit(min_group)
+    _blank(
+      out,
+      small,
+      RATE_STATISTICS,
+      prefix,
+      f"events or non-events of a group or rest of this block are fewer than {limit}",
+    )
   return out
 
 
-def _blank(out: pd.DataFrame, rows: np.ndarray, names: tuple[str, ...], prefix: str) -> None:
-  """Sets the `prefix` half's columns `names` of `rows` to None in place (the confirmation's reason: no numbers)."""
+HIDDEN = "hidden"  # column of the shown table: why a row's numbers are blank (None where nothing is)
+_HALVES = {"": "", "explore_": "exploration half: "}
+
+
+def _blank(out: pd.DataFrame, rows: np.ndarray, names: tuple[str, ...], prefix: str, why: str | None = None) -> None:
+  """Sets the `prefix` half's columns `names` of `rows` to None in place (the confirmation's reason: no numbers),
+  and adds `why` to those rows' `HIDDEN` text (once per row; the exploration half's prefixed)."""
+  rows = np.asarray(rows, bool)
   columns = [prefix + c for c in names if prefix + c in out.columns]
   if rows.any() and columns:
     out[columns] = out[columns].astype(object)
     out.loc[rows, columns] = None
+    if why is not None:
+      text = f"{_HALVES.get(prefix, prefix)}{why}"
+      before = out[HIDDEN] if HIDDEN in out.columns else pd.Series([None] * len(out), index=out.index, dtype=object)
+      added = [_add_reason(b, text) if r else b for b, r in zip(before.tolist(), rows)]
+      out[HIDDEN] = pd.Series(added, index=out.index, dtype=object)
   if prefix == "" and rows.any():
     _strip_reason(out, rows)
+
+
+def _add_reason(before, text: str):
+  """`before`'s reasons (None, NaN or "a; b") with `text` added once."""
+  if before is None or before != before:
+    return text
+  return before if text in before.split("; ") else f"{before}; {text}"
 
 
 def _strip_reason(out: pd.DataFrame, rows: np.ndarray) -> None:
@@ -173,17 +200,19 @@ def _block_ids(table: pd.DataFrame, keys: list[str]) -> np.ndarray:
   return table.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
 
 
-def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") -> list[tuple[np.ndarray, bool, str]]:
   """Which rows' numbers give a small count back by subtraction within their own tests (`hide_remainders`).
 
-  Returns `(counts, rates)`, `[rows]` bool each: rows whose block (cohort, protected column, measure) must show
-  neither counts nor rate statistics, and rows whose block must show no rate statistics, in the `prefix` half.
-  Besides each block alone, a cohort's rows less the largest count each group shows under any measure (rows of
-  the groups not shown, pooled over the protected column's blocks) hides every block of that protected column.
+  Returns `[(rows, counts, why)]`: `[rows]` bool of the rows whose block (cohort, protected column, measure) must
+  show no rate statistics, and no counts either where `counts`, in the `prefix` half, with the count that would
+  come back (`why`). Besides each block alone: a cohort's rows less the largest count each group shows under any
+  measure (rows of the groups not shown, pooled over the protected column's blocks) hides every block of that
+  protected column; a group's (or a rest's) largest count over measures less its count under one measure (its
+  rows missing that measure, where the other has none missing) hides that measure's block.
   """
-  counts, rates = np.zeros(len(table), bool), np.zeros(len(table), bool)
   if not len(table) or not {"cohort", "protected", "measure", "group"} <= set(table.columns):
-    return counts, rates
+    return []
+  limit = disclosure_limit(min_group)
   n_g, n_r = _numbers(table, f"{prefix}n_group"), _numbers(table, f"{prefix}n_rest")
   rows = _numbers(table, f"{prefix}cohort_rows")
   r_g, r_r = _numbers(table, f"{prefix}mean_group"), _numbers(table, f"{prefix}mean_rest")
@@ -198,24 +227,35 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
       "tested": n_g + n_r,  # the block's rows with the measure (every row of a block gives the same)
       "missing": rows - (n_g + n_r),  # the cohort's rows without the measure
       "n": n_g,
+      "rest": n_r,
       "events": np.where(binary, n_g * r_g, np.nan),
       "all_events": np.where(binary, n_g * r_g + n_r * r_r, np.nan),
     }
   )
+  found = []
   one = frame.drop_duplicates(["block", "group"])  # a group's row once per block
   by_block = one.groupby("block")
   # Rows of the groups a block does not show (or shows without a count): the tested rows less the shown groups'.
   unshown = by_block["tested"].max() - by_block["n"].sum(min_count=1)
-  counts |= _small_cells(frame["block"].map(unshown), min_group)
+  groups_not_shown = f"the rows of groups not shown (fewer than {limit}) would follow by subtraction"
+  found.append((_small_cells(frame["block"].map(unshown), min_group), True, groups_not_shown))
   # Across measures: a group's rows with a measure are at most its rows in the cohort (all of them where the
   # measure has no missing value), so the cohort's rows less each shown group's largest count are the rows of the
   # groups not shown plus rows missing a measure; any other choice of measures leaves more. Every block of that
   # cohort and protected column.
   largest = frame.groupby(["column", "group"])["n"].max().groupby(level="column").sum(min_count=1)
   pooled = frame.groupby("column")["rows"].max() - largest
-  counts |= _small_cells(frame["column"].map(pooled), min_group)
+  pooled_why = f"this cohort's rows outside the shown groups or missing a measure (fewer than {limit}) would follow"
+  found.append((_small_cells(frame["column"].map(pooled), min_group), True, pooled_why))
   # Rows of the cohort without the measure: every block of that cohort and measure.
-  counts |= _small_cells(frame["measured"].map(frame.groupby("measured")["missing"].max()), min_group)
+  missing = _small_cells(frame["measured"].map(frame.groupby("measured")["missing"].max()), min_group)
+  found.append((missing, True, f"this cohort's rows missing the measure (fewer than {limit}) would follow"))
+  # One group (or its rest) under two measures: its largest count less its count under this measure are its rows
+  # missing this measure where the other has none missing. This measure's block.
+  for side in ("n", "rest"):
+    most = frame.groupby(["column", "group"])[side].transform("max")
+    across = frame["block"].isin(frame["block"][_small_cells(most - frame[side], min_group)]).to_numpy()
+    found.append((across, True, f"a group's rows missing the measure (fewer than {limit}) would follow"))
   # A binary measure's events (and non-events) in the groups not shown: the block's events less the shown groups'.
   complete = np.isfinite(one["events"])
   shown = one.assign(events=one["events"].where(complete), nonevents=(one["n"] - one["events"]).where(complete))
@@ -223,8 +263,9 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   all_events = shown_by_block["all_events"].max()
   all_nonevents = by_block["tested"].max() - all_events
   for total, part in ((all_events, shown_by_block["events"].sum()), (all_nonevents, shown_by_block["nonevents"].sum())):
-    rates |= _small_cells(frame["block"].map(total - part), min_group)
-  return counts, rates | counts
+    small = _small_cells(frame["block"].map(total - part), min_group)
+    found.append((small, False, f"events outside the shown groups (fewer than {limit}) would follow by subtraction"))
+  return found
 
 
 def hide_remainders(
@@ -235,18 +276,21 @@ def hide_remainders(
   Within a block (one cohort, protected column and measure) of one half, every row gives the block's tested rows
   (`n_group + n_rest`), so those rows less the shown groups' `n_group` are the rows of the groups not shown (a
   group under `min_group` is never tested, its rows stay in the rests); `cohort_rows` less the tested rows are
-  the cohort's rows without the measure; for a binary measure, `n x mean` gives the events the same way. Where
-  such a remainder is a small cell (`is_small_cell`), that half's counts and `RATE_STATISTICS` (rows or
-  missing values) or its `RATE_STATISTICS` (events) become None for every row of the block (missing values:
-  every block of the cohort and measure), since the exact means would give the counts back too; numbers in such
-  a row's `reason` are dropped. Run after `hide_small_rates` (it reads what that leaves shown). A parent less
-  its shown children is `hide_cohort_remainders`' (README, Small cells).
+  the cohort's rows without the measure; a group's count under another measure less its count under this one are
+  its rows without this measure (where the other has none missing); for a binary measure, `n x mean` gives the
+  events the same way. Where such a remainder is a small cell (`is_small_cell`), that half's counts and
+  `RATE_STATISTICS` (rows or missing values) or its `RATE_STATISTICS` (events) become None for every row of the
+  block (missing values: every block of the cohort and measure), since the exact means would give the counts back
+  too; numbers in such a row's `reason` are dropped and `HIDDEN` says which count would have come back. Run after
+  `hide_small_rates` (it reads what that leaves shown). A parent less its shown children is
+  `hide_cohort_remainders`' (README, Small cells).
   """
   out = table.copy()
   for prefix in prefixes:
-    counts, rates = remainder_blocks(out, min_group, prefix)
-    _blank(out, counts, COUNT_STATISTICS, prefix)
-    _blank(out, rates, RATE_STATISTICS, prefix)
+    for rows, counts, why in remainder_blocks(out, min_group, prefix):
+      if counts:
+        _blank(out, rows, COUNT_STATISTICS, prefix, why)
+      _blank(out, rows, RATE_STATISTICS, prefix, why)
   return out
 
 
@@ -302,8 +346,8 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
   return out
 
 
-def cohort_remainders(table: pd.DataFrame, min_group: float, prefix: str = "") -> list[tuple[tuple, tuple]]:
-  """`[(cohort, quantity)]` to hide so that no small count comes back as a cohort's count less its shown children's.
+def cohort_remainders(table: pd.DataFrame, min_group: float, prefix: str = "") -> list[tuple[tuple, tuple, str]]:
+  """`[(cohort, quantity, column)]` to hide so that no small count comes back as a cohort's count less its shown children's.
 
   For a shown cohort and a column it does not filter, its count less the sum of its shown children's on that
   column (`_cohort_quantities`) is the count of its rows whose value of the column no shown child has. Where that
@@ -322,13 +366,13 @@ def cohort_remainders(table: pd.DataFrame, min_group: float, prefix: str = "") -
       if parent in values:
         children.setdefault((parent, item[0]), []).append(cohort)
   hide = []
-  for (parent, _column), kids in children.items():
+  for (parent, column), kids in children.items():
     for quantity, total in values[parent].items():
       shown = [(values[k][quantity], k) for k in kids if quantity in values[k]]
       if not is_small_cell(round(total - sum(v for v, _ in shown)), min_group):
         continue
       large = sorted((v, k) for v, k in shown if v >= limit)
-      hide.append((large[0][1] if large else parent, quantity))
+      hide.append((large[0][1] if large else parent, quantity, column))
   return hide
 
 
@@ -347,8 +391,10 @@ def hide_cohort_remainders(
   cohorts = [_cohort_of(f) for f in out["filters"]]
   measure, protected = out["measure"].map(_label).to_numpy(), out["protected"].map(_label).to_numpy()
   for prefix in prefixes:
-    for cohort, quantity in cohort_remainders(out, min_group, prefix):
+    limit = disclosure_limit(min_group)
+    for cohort, quantity, column in cohort_remainders(out, min_group, prefix):
       rows = np.array([c == cohort for c in cohorts])
+      why = f"a cohort's count less its shown sub-cohorts' by {column} (fewer than {limit}) would follow by subtraction"
       names = COUNT_STATISTICS + RATE_STATISTICS
       if quantity[0] == "rows":
         names = ("cohort_rows",) + names
@@ -359,7 +405,7 @@ def hide_cohort_remainders(
       else:
         rows &= (protected == quantity[1]) & (measure == quantity[3])
         names = RATE_STATISTICS if quantity[0] in _EVENT_QUANTITIES else names
-      _blank(out, rows, names, prefix)
+      _blank(out, rows, names, prefix, why)
   return out
 
 

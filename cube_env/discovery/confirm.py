@@ -182,6 +182,39 @@ def relative_difference(row, *, adjusted: bool, favorable: bool, rest_observed: 
   return float((g - r) / abs(r)) if r != 0 else float("nan")
 
 
+def relative_interval(
+  row, *, adjusted: bool, favorable: bool, rest_observed: float | None = None
+) -> tuple[float, float]:
+  """95% interval of `relative_difference`, on its scale: the difference's interval (`ci_low`, `ci_high`) mapped
+  the same way; NaN where undefined.
+
+  Log scale: exact (exp of the log-ratio's limits, minus one). Otherwise the difference's limits over the rest's
+  mean (the observed rest mean with `adjusted`; non-event rates for a `favorable` binary measure), that mean
+  taken as known: the rest is most of the cohort, so its mean is far more precise than the group's.
+  """
+  lo, hi = row.get("ci_low"), row.get("ci_high")
+  if row.get("mean_group") is None or row.get("mean_rest") is None or lo is None or hi is None:
+    return float("nan"), float("nan")
+  limits = np.array([lo, hi], np.float64)
+  scale = row["scale"]
+  if scale == "log":
+    return tuple(float(x) for x in np.exp(limits) - 1.0)
+  if scale == "ratio":
+    base, sign = float(row["mean_rest"]), 1.0
+    base = base if base > 0 else float("nan")
+  elif adjusted:
+    base = float("nan") if rest_observed is None else float(rest_observed)
+    base, sign = (1.0 - base, -1.0) if favorable else (abs(base), 1.0)
+  elif scale == "binary" and favorable:
+    base, sign = abs(1.0 - float(row["mean_rest"])), -1.0
+  else:
+    base, sign = abs(float(row["mean_rest"])), 1.0
+  if not (np.isfinite(base) and base > 0):
+    return float("nan"), float("nan")
+  a, b = sorted(sign * limits / base)
+  return float(a), float(b)
+
+
 def retest(
   candidates: pd.DataFrame, cube: Cube, *, min_group: float, z_screen: float, max_depth: int, with_table: bool = False
 ):
@@ -330,12 +363,23 @@ def confirm_candidates(
 
   Returns:
     One row per candidate: the confirmation statistics under the usual
-    names, the exploration ones prefixed `explore_`, `relative_diff`,
+    names, the exploration ones prefixed `explore_`, `relative_diff` and its interval (`relative_ci_low`,
+    `relative_ci_high`, `relative_interval`),
     `p_confirm` (the p that was corrected), `p_adjusted` (by `correction`), `confirm_new`, `mirror_of`,
     `confirmed` and `reason`; confirmed rows first, then
     by |z|.
   """
-  extra = ["relative_diff", "p_confirm", "p_adjusted", "confirm_new", "mirror_of", "confirmed", "reason"]
+  extra = [
+    "relative_diff",
+    "relative_ci_low",
+    "relative_ci_high",
+    "p_confirm",
+    "p_adjusted",
+    "confirm_new",
+    "mirror_of",
+    "confirmed",
+    "reason",
+  ]
   if len(candidates) == 0:
     cols = KEY + list(STAT_COLUMNS) + [f"explore_{c}" for c in STAT_COLUMNS] + extra
     return pd.DataFrame(columns=cols + ["filters", "scale", "reference", "depth"])
@@ -363,18 +407,19 @@ def confirm_candidates(
   else:
     raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
   out["p_adjusted"] = p_adj
-  rel = []
+  rel, rel_ci = [], []
   for i, row in enumerate(again.to_dict("records")):
     rest_obs = None if raw is None else raw.iloc[i]["mean_rest"]
-    rel.append(
-      relative_difference(
-        row,
-        adjusted=raw is not None,
-        favorable=row["measure"] in favorable,
-        rest_observed=None if rest_obs is None else float(rest_obs),
-      )
+    how = dict(
+      adjusted=raw is not None,
+      favorable=row["measure"] in favorable,
+      rest_observed=None if rest_obs is None else float(rest_obs),
     )
+    rel.append(relative_difference(row, **how))
+    rel_ci.append(relative_interval(row, **how))
   out["relative_diff"] = rel
+  out["relative_ci_low"] = [lo for lo, _ in rel_ci]
+  out["relative_ci_high"] = [hi for _, hi in rel_ci]
   if raw is not None:  # adjusted: the shown means are excess rates, so the report's small-cell check reads the raw ones
     out[RAW_SMALL_EVENTS] = small_events(raw, min_group)
     # The relative difference divides by the unadjusted rest rate, so it gives these events back (`hide_*`).
