@@ -81,28 +81,29 @@ class Args:
   """Level of the confirmation's multiple-testing rule over all candidates (see --correction)."""
   correction: Literal["weighted", "holm", "bh"] = _DEFAULTS.correction  # type: ignore[assignment]
   """Confirmation rule at --q: weighted Holm (family-wise error; more alpha where the exploration half saw more
-  evidence), Holm, or Benjamini-Hochberg (false discovery rate, the default before issue 16)."""
+  evidence), Holm (family-wise error), or Benjamini-Hochberg (false discovery rate: more findings, a share of them
+  false)."""
   tilt: float = _DEFAULTS.tilt
   """--correction weighted: a candidate's weight is exp(tilt * its exploration |z|)."""
   confirm_new_z: float | None = _DEFAULTS.confirm_new_z
-  """A confirmed finding must also be new on the confirmation half at this |z| (None: not re-tested, as before
-  issue 16)."""
+  """A confirmed finding must also be new on the confirmation half at this |z| (None: newness is not re-tested
+  there)."""
   pooled_check: bool = _DEFAULTS.pooled_check
   """On continuous measures the confirmation p is the larger of Welch's and Student's pooled-variance p (a small
-  group whose own variance collapsed by chance cannot pass); --no-pooled-check: Welch's alone, as before issue 16."""
+  group whose own variance collapsed by chance cannot pass); --no-pooled-check: Welch's p alone."""
   mirror_z: float | None = _DEFAULTS.mirror_z
   """A finding that another group's opposite gap in its cohort explains (its own gap against the rest without that
-  group has z below this) is not confirmed; None: no check, as before issue 16."""
+  group has z below this) is not confirmed; None: no such check."""
   explore_fraction: float = _DEFAULTS.explore_fraction
   """Share of the rows the search sees; the rest confirm."""
   min_relative_diff: float = 0.10
   """Smallest relative difference a confirmed finding must have (AHRQ: 10%)."""
   z_screen: str = str(_DEFAULTS.z_screen)
-  """|z| a candidate needs on the exploration half, or 'bonferroni' (from the number of hypotheses; the default
-  before issue 16)."""
+  """|z| a candidate needs on the exploration half, or 'bonferroni' (the Bonferroni threshold for the number of
+  hypotheses searched)."""
   explore_new_z: float | None = _DEFAULTS.explore_new_z
   """A candidate whose parent shows the same gap must exceed the rest of that parent by this heterogeneity z on the
-  exploration half to count as new; None: the --z-screen (as before)."""
+  exploration half to count as new; None: the --z-screen."""
   beam_width: int = 8
   """Width of --method beam."""
   seed: int = 0
@@ -294,7 +295,7 @@ def run(args: Args, *, fresh: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = tyro.cli(Args, args=argv)
+  args = tyro.cli(Args, args=argv, prog="python -m experiments.discover")
   try:
     fresh = args.resume is None
     if not fresh:

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from experiments import benchmark, discover
 from tests.conftest import make_small_df
 
@@ -76,3 +78,40 @@ def test_benchmark_env_emits_json(tmp_path):
   assert measured[0]["speedup"] > 0 and measured[0]["ratio_to_reduction"] > 0 and measured[0]["ratio_to_numpy"] > 0
   assert 0 < measured[0]["peak_bytes"] <= measured[0]["bound_bytes"]
   assert len(skipped) == 1 and skipped[0]["batch"] == 2000
+
+
+def test_discover_help_names_the_module_and_no_project_history(capsys):
+  with pytest.raises(SystemExit) as exit_:
+    discover.main(["--help"])
+  text = capsys.readouterr().out
+  assert exit_.value.code == 0
+  assert text.startswith("usage: python -m experiments.discover ")
+  assert "issue" not in text and "as before" not in text and "default before" not in text
+  assert "--correction" in text and "--confirm-new-z" in text and "--pooled-check" in text  # the flags stay
+
+
+def test_discover_reads_a_semicolon_csv_with_a_yes_no_measure_and_notes_both(tmp_path, capsys):
+  df = make_small_df(n=3000)
+  df["complication"] = df["complication"].map({1.0: "Y", 0.0: "N"})
+  path = tmp_path / "cases.csv"
+  df.to_csv(path, index=False, sep=";")
+  argv = ["--data", str(path), "--dimensions", "proc", "site", "--protected", "race", "--measures", "minutes"]
+  argv += ["complication", "--max-depth", "1", "--out", str(tmp_path / "out"), "--no-progress"]
+  assert discover.main(argv) == 0
+  out = capsys.readouterr().out
+  assert "  the table's columns are separated by semicolons (';'), not commas\n" in out
+  assert "  measure 'complication': Y/N read as 1/0\n" in out
+  coding = json.loads((tmp_path / "out" / "findings.json").read_text())["summary"]["coding"]
+  assert coding[0] == "the table's columns are separated by semicolons (';'), not commas"
+  assert "measure 'complication': Y/N read as 1/0" in coding
+
+
+def test_discover_names_the_file_with_a_doubled_header_column_or_no_header(tmp_path, capsys):
+  path = tmp_path / "cases.csv"
+  path.write_text("proc,site,race,minutes,site\nA,s1,W,10,s2\n")
+  argv = ["--data", str(path), "--dimensions", "proc", "site", "--protected", "race", "--measures", "minutes"]
+  assert discover.main(argv) == 2
+  assert capsys.readouterr().err == f"error: data file {str(path)!r}: column 'site' appears 2 times in the header\n"
+  path.write_text("")
+  assert discover.main(argv) == 2
+  assert capsys.readouterr().err == f"error: data file {str(path)!r}: is empty (no header line)\n"

@@ -161,6 +161,8 @@ def test_small_cell_rule_hides_counts_1_to_limit():
     "'site': fewer than 11 missing values coded as 'MISSING'; measure 'los': 12 rows missing; 0 rows dropped"
   )
   assert cube_env.redact_counts("measure 'los': 12 rows missing", 20) == "measure 'los': fewer than 20 rows missing"
+  # A limit already written (an ingest note redacted at 11) is left as it is, not "fewer than fewer than 20".
+  assert cube_env.redact_counts("fewer than 11 rows hold values <= 0", 20) == "fewer than 11 rows hold values <= 0"
 
 
 def test_small_event_counts_hide_a_binary_tests_rates():
@@ -248,3 +250,220 @@ def test_a_skewed_measure_with_values_at_or_below_zero_is_noted_as_linear(small_
     meta = cube_env.build_cube(df, schema).meta
     (note,) = [s for s in meta.summary if "right-skewed" in s]
     assert f"but {count} hold values <= 0, so it is tested on the linear scale" in note and not meta.is_log[0]
+
+
+def test_a_column_named_twice_in_a_csv_header_is_refused_naming_it_and_the_file(tmp_path):
+  """pandas would read the second 'site' as 'site.1' and a run would leave it out; a real 'site.1' is kept."""
+  path = tmp_path / "x.csv"
+  path.write_text("visit_id,site,unit,site\nv1,a,u1,b\nv2,a,u2,c\n")
+  with pytest.raises(ValueError) as err:
+    cube_env.read_table(path)
+  assert str(err.value) == f"data file {str(path)!r}: column 'site' appears 2 times in the header"
+  path.write_text("a;b;a;b;a\n1;2;3;4;5\n")
+  with pytest.raises(ValueError) as err:
+    cube_env.read_table(path)
+  assert str(err.value).endswith(": column 'a' appears 3 times in the header; column 'b' appears 2 times in the header")
+  path.write_text("site,site.1\na,b\n")
+  got = cube_env.read_table(path)
+  assert list(got.columns) == ["site", "site.1"] and got.loc[0].tolist() == ["a", "b"]
+
+
+@pytest.mark.parametrize("sep,word", [(";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")])
+def test_a_semicolon_tab_or_bar_separated_csv_reads_as_the_comma_one_with_a_note(tmp_path, small_df, sep, word):
+  comma, other = tmp_path / "comma.csv", tmp_path / "other.csv"
+  small_df.to_csv(comma, index=False)
+  small_df.to_csv(other, index=False, sep=sep)
+  expected, got = cube_env.read_table(comma), cube_env.read_table(other)
+  pd.testing.assert_frame_equal(got, expected)
+  note = f"the table's columns are separated by {word} ({sep!r}), not commas"
+  assert got.attrs["coding_notes"] == (note,) and "coding_notes" not in expected.attrs
+  schema = _schema(measures=["minutes", "complication"])
+  assert cube_env.build_cube(got, schema).meta.summary == (note, *cube_env.build_cube(expected, schema).meta.summary)
+
+
+def test_a_csv_separator_is_the_one_its_header_uses_most_outside_quotes(tmp_path):
+  path = tmp_path / "x.csv"
+  path.write_text('"cost, a, b";x;y|z\n1;2;3|4\n')  # outside the quotes: 2 semicolons, 1 bar, no comma
+  assert cube_env.read_table(path).to_dict("list") == {"cost, a, b": [1], "x": [2], "y|z": ["3|4"]}
+  path.write_text('"cost; total","x"\n1,2\n')
+  got = cube_env.read_table(path)
+  assert list(got.columns) == ["cost; total", "x"] and "coding_notes" not in got.attrs
+
+
+def test_an_empty_file_is_named(tmp_path):
+  for name, text in (("empty.csv", ""), ("blank.csv", "\n\n  \n"), ("empty.txt", "")):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+      cube_env.read_table(path)
+    assert str(err.value) == f"data file {str(path)!r}: is empty (no header line)"
+  path = tmp_path / "empty.parquet"
+  path.write_bytes(b"")
+  with pytest.raises(ValueError) as err:
+    cube_env.read_table(path)
+  assert str(err.value) == f"data file {str(path)!r}: is empty (0 bytes)"
+
+
+def test_rows_with_one_field_more_than_the_header_are_refused_not_shifted(tmp_path):
+  """pandas would take each row's first field as its index and shift every column left by one."""
+  path = tmp_path / "x.csv"
+  path.write_text("a,b\n1,2,\n3,4,\n")
+  with pytest.raises(ValueError, match=r"x\.csv': rows have more fields than the header has names, so every column"):
+    cube_env.read_table(path)
+
+
+def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
+  """Upload bytes and a file give the same table and note; the service's errors name its field, not a path."""
+  tables = pytest.importorskip("experiments.service.tables")
+  path = tmp_path / "x.csv"
+  small_df.to_csv(path, index=False, sep=";")
+  got = tables.parse_table(path.read_bytes())
+  pd.testing.assert_frame_equal(got, cube_env.read_table(path))
+  note = "the table's columns are separated by semicolons (';'), not commas"
+  assert got.attrs == cube_env.read_table(path).attrs == {"coding_notes": (note,)}
+  for data, message in (
+    (b"site,unit,site\na,b,c\n", "path: column 'site' appears 2 times in the header"),
+    (b"\n\n", "path: is empty (no header line)"),
+  ):
+    with pytest.raises(tables.TableError) as err:
+      tables.parse_table(data, field="path")
+    assert (err.value.field, err.value.status, str(err.value)) == ("path", 400, message)
+
+
+def test_the_service_reads_measures_as_a_run_does(small_df):
+  """Y/N and thousands separators pass the upload check; other text is refused naming the column."""
+  tables = pytest.importorskip("experiments.service.tables")
+  spec = tables.JobSpec(dimensions=("proc",), protected=("race",), measures=("admitted", "wait"))
+  df = small_df.assign(
+    admitted=np.where(small_df["complication"] == 1, "Y", "N"), wait=small_df["minutes"].map(lambda v: f"{v:,.0f}")
+  )
+  df.loc[df.index[:20], "wait"] = "1,250"
+  assert tables.check_columns(df, spec) is None
+  df.loc[df.index[:30], "admitted"] = "unknown"  # then Y and N are text that is not a number too
+  with pytest.raises(tables.TableError) as err:
+    tables.check_columns(df, spec)
+  assert err.value.field == "admitted" and str(err.value) == (
+    "admitted: measure column 'admitted' is not numeric (e.g. value 'unknown' in 4000 rows)"
+  )
+
+
+def _measure_schema(name):
+  return cube_env.Schema(dimensions=["proc"], protected=["race"], measures=[name])
+
+
+@pytest.mark.parametrize(
+  "yes,no,pair",
+  [("Y", "N", "Y/N"), (" yes", "No ", "Yes/No"), ("TRUE", "false", "True/False"), ("t", "F", "T/F")],
+)
+def test_a_yes_no_measure_is_a_binary_one_with_a_note(small_df, yes, no, pair):
+  df = small_df.assign(admitted=np.where(small_df["complication"] == 1, yes, no).astype(object))
+  df.loc[df.index[:5], "admitted"] = None
+  cube = cube_env.build_cube(df, _measure_schema("admitted"))
+  assert cube.meta.is_binary == (True,) and not cube.meta.is_log[0]
+  n, s1, _ = np.asarray(cube.stats, np.float64)[:, 0].sum(axis=0)
+  expected = small_df["complication"].iloc[5:]
+  assert n == len(expected) and np.isclose(cube.meta.shift[0] + s1 / n, expected.mean())
+  assert f"measure 'admitted': {pair} read as 1/0" in cube.meta.summary
+
+
+def test_a_true_false_csv_column_and_a_bool_one_are_noted_as_1_0(tmp_path, small_df):
+  path = tmp_path / "x.csv"
+  small_df.assign(admitted=small_df["complication"] == 1).to_csv(path, index=False)
+  df = cube_env.read_table(path)
+  assert df["admitted"].dtype == bool
+  meta = cube_env.build_cube(df, _measure_schema("admitted")).meta
+  assert meta.is_binary == (True,) and "measure 'admitted': True/False read as 1/0" in meta.summary
+
+
+@pytest.mark.parametrize("values", [["Y", "No"], ["Y", "N", "maybe"], ["yes", "no", "1"]])
+def test_other_text_in_a_measure_stays_an_error(small_df, values):
+  df = small_df.assign(admitted=[values[i % len(values)] for i in range(len(small_df))])
+  with pytest.raises(ValueError, match=r"measure column 'admitted' is not numeric \(e\.g\. value '"):
+    cube_env.build_cube(df, _measure_schema("admitted"))
+
+
+@pytest.mark.parametrize("n_grouped,count", [(27, "27 rows"), (3, "fewer than 11 rows")])
+def test_thousands_separators_in_a_measure_are_read_with_a_note(small_df, n_grouped, count):
+  wait = small_df["minutes"].round(1)
+  assert wait.max() < 1000
+  big = wait.index[:n_grouped]
+  wait.loc[big] = 1000 * (np.arange(n_grouped) + 1) + 0.5
+  text = wait.map(lambda v: f"{v:,.1f}").astype(object)  # '1,000.5', ..., and '57.3' without a separator
+  assert text.str.contains(",").sum() == n_grouped
+  cube = cube_env.build_cube(small_df.assign(wait_minutes=text), _measure_schema("wait_minutes"))
+  n, s1, _ = np.asarray(cube.stats, np.float64)[:, 0].sum(axis=0)
+  on_scale = np.log(wait) if cube.meta.is_log[0] else wait
+  assert n == len(wait) and np.isclose(cube.meta.shift[0] + s1 / n, on_scale.mean())
+  note = f"measure 'wait_minutes': {count} written with thousands separators (e.g. '1,000.5') read as numbers "
+  assert note + "without the commas" in cube.meta.summary
+
+
+def test_numbers_with_other_separators_are_an_error_with_a_hint(small_df):
+  df = small_df.assign(wait=small_df["minutes"].astype(str).astype(object))
+  df.loc[df.index[:20], "wait"] = "1,250"
+  df.loc[df.index[20:40], "wait"] = "12,5"
+  with pytest.raises(ValueError) as err:
+    cube_env.build_cube(df, _measure_schema("wait"))
+  assert str(err.value) == (
+    "measure column 'wait' is not numeric (e.g. value '12,5' in 20 rows); values like '12,5' look like numbers "
+    "written with separators: write them with '.' as the decimal point and no other separator (commas between "
+    "groups of 3 digits, as in '99,999', are read)"
+  )
+  df.loc[df.index[20:40], "wait"] = "n/a"
+  with pytest.raises(ValueError) as err:
+    cube_env.build_cube(df, _measure_schema("wait"))
+  assert str(err.value) == "measure column 'wait' is not numeric (e.g. value 'n/a' in 20 rows)"
+
+
+def test_an_identifier_column_is_warned_of_and_a_mostly_folded_one_too(small_df):
+  ids = [f"v{i}" for i in range(len(small_df))]
+  df = small_df.assign(visit_id=ids)
+  schema = cube_env.Schema(dimensions=["proc", "visit_id"], protected=["race"], measures=["minutes"])
+  summary = cube_env.build_cube(df, schema).meta.summary
+  assert summary[:2] == (
+    "warning: dimension 'visit_id' looks like an identifier (more distinct values than half its rows); as a "
+    "dimension it adds nothing: drop it",
+    "folded 3989 rare values of 'visit_id' into 'OTHER' (rows not shown: small-cell rule); more than half of its rows "
+    "are in 'OTHER': raise max_categories (--max-categories) or drop the column",
+  )
+  schema = cube_env.Schema(dimensions=["proc"], protected=["visit_id"], measures=["minutes"])
+  assert summary[0].replace("dimension", "protected column") in cube_env.build_cube(df, schema).meta.summary
+  # Pairs of rows: 2000 values in 4000 rows, half as many as rows, is no identifier; 1989 folded with 3978 rows (99%).
+  df = small_df.assign(pair=[f"v{i // 2}" for i in range(len(small_df))])
+  schema = cube_env.Schema(dimensions=["proc"], protected=["pair"], measures=["minutes"])
+  assert cube_env.build_cube(df, schema).meta.summary[0] == (
+    "folded 1989 rare values of 'pair' (3978 rows) into 'OTHER'; 99% of its rows are in 'OTHER': raise "
+    "max_categories (--max-categories) or drop the column"
+  )
+  # A folded minority gets neither warning.
+  df = small_df.assign(unit=[f"u{i}" if i < 1999 else "big" for i in range(len(small_df))])
+  schema = cube_env.Schema(dimensions=["proc", "unit"], protected=["race"], measures=["minutes"])
+  summary = cube_env.build_cube(df, schema).meta.summary
+  assert "folded 1989 rare values of 'unit' into 'OTHER' (rows not shown: small-cell rule)" in summary
+  assert not any("identifier" in s or "more than half" in s for s in summary)
+
+
+@pytest.mark.parametrize(
+  "n_folded,rows,shown",
+  [(12, 12, False), (12, 23, False), (12, 24, True), (3, 10, False), (3, 11, True), (40, 500, True)],
+)
+def test_a_fold_note_shows_its_rows_only_when_no_folded_value_provably_has_one_row(n_folded, rows, shown):
+  """With R rows in K folded values and R < 2K, some value has exactly one row; R from 1 to 10 is a small cell."""
+  note = cube_env.data.ingest._fold_note("unit", n_folded, rows, 100000)
+  if shown:
+    assert note == f"folded {n_folded} rare values of 'unit' ({rows} rows) into 'OTHER'"
+  else:
+    assert note == f"folded {n_folded} rare values of 'unit' into 'OTHER' (rows not shown: small-cell rule)"
+
+
+def test_few_rows_folded_or_missing_are_not_counted_in_the_notes(small_df):
+  df = small_df.copy()
+  df["unit"] = ["big" if i % 2 else "small" for i in range(len(df))]
+  df.loc[df.index[:12], "unit"] = [f"rare{i}" for i in range(12)]  # 12 values of 1 row each
+  df.loc[df.index[12:15], "proc"] = None  # 3 missing
+  df.loc[df.index[:4], "minutes"] = np.nan
+  schema = cube_env.Schema(dimensions=["proc", "unit"], protected=["race"], measures=["minutes"])
+  summary = cube_env.build_cube(df, schema, max_categories=3).meta.summary
+  assert "folded 12 rare values of 'unit' into 'OTHER' (rows not shown: small-cell rule)" in summary
+  assert "'proc': fewer than 11 missing values coded as 'MISSING'" in summary
+  assert "measure 'minutes': fewer than 11 rows missing, left out of its statistics only" in summary

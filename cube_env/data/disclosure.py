@@ -25,7 +25,7 @@ import pandas as pd
 
 SMALL_CELL = 11  # smallest count that may be shown (and the default min_group)
 
-_COUNT_PHRASE = re.compile(r"\b(\d+)( missing values| rows)")
+_COUNT_PHRASE = re.compile(r"(?<!fewer than )\b(\d+)( missing values| rows)")  # not a limit already written
 
 
 def disclosure_limit(min_group: float) -> int:

@@ -10,8 +10,14 @@ test scale (log for right-skewed positive measures) shifted by the global mean
 
 from __future__ import annotations
 
+import collections
+import csv
 import dataclasses
+import gzip
+import io
+import itertools
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -95,16 +101,102 @@ def cohort_label(filters: Mapping[str, str]) -> str:
   return " & ".join(f"{k}={v}" for k, v in filters.items()) if filters else "(all cases)"
 
 
+SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}  # what a CSV header may use
+READ_NOTES = "coding_notes"  # `df.attrs` key: how the file was read; `encode_table` puts these notes first
+
+
+class TableFileError(ValueError):
+  """A table file cannot be read as given; `detail` is the message without the file's name (a service names its
+  field instead)."""
+
+  def __init__(self, source: str, detail: str):
+    super().__init__(f"{source}: {detail}")
+    self.detail = detail
+
+
+def _separator(line: str) -> str:
+  """The separator of a CSV header line: whichever of `SEPARATORS` occurs most outside double quotes (ties and a
+  one-column header: the comma)."""
+  counts = dict.fromkeys(SEPARATORS, 0)
+  quoted = False
+  for char in line:
+    if char == '"':
+      quoted = not quoted
+    elif not quoted and char in counts:
+      counts[char] += 1
+  return max(SEPARATORS, key=lambda s: counts[s])  # max keeps the first of equals: the comma
+
+
+def _header(handle) -> tuple[str, list[str]] | None:
+  """(separator, column names as written) of a text stream's first non-blank record; None when it has none."""
+  for line in handle:
+    if line.strip():
+      sep = _separator(line)
+      return sep, next(csv.reader(itertools.chain([line], handle), delimiter=sep))
+  return None
+
+
+def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
+  """Reads a CSV table (a path, `.gz` by extension, or the bytes of one) as written: every column kept.
+
+  The separator is the one of `SEPARATORS` its header line uses most (a coding note in `df.attrs[READ_NOTES]` says
+  so when it is not a comma). A header that names a column twice is refused (pandas would rename the second
+  `name.1`, which a run would silently leave out); so are a file with no header line and one whose first row has a
+  field more than the header (pandas would take it as the row index and shift every column by one).
+
+  Raises:
+    TableFileError: `name` (e.g. "data file 'x.csv'", or a service's field) and the problem.
+  """
+  if isinstance(source, bytes):
+    raw = io.BytesIO(source)
+    text = io.TextIOWrapper(io.BytesIO(source), encoding="utf-8-sig", errors="replace", newline="")
+  else:
+    raw = os.fspath(source)
+    opener = gzip.open if raw.lower().endswith(".gz") else open
+    text = opener(raw, "rt", encoding="utf-8-sig", errors="replace", newline="")
+  try:
+    with text:
+      header = _header(text)
+  except (OSError, EOFError, csv.Error) as err:
+    raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
+  if header is None:
+    raise TableFileError(name, "is empty (no header line)")
+  sep, names = header
+  counts = collections.Counter(n for n in names if n)  # blank names stay apart in pandas ('Unnamed: 3')
+  twice = [f"column {n!r} appears {k} times in the header" for n, k in counts.items() if k > 1]
+  if twice:
+    raise TableFileError(name, "; ".join(twice))
+  try:
+    df = pd.read_csv(raw, sep=sep, low_memory=False)
+  except (ValueError, OSError) as err:  # pandas' ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
+    raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
+  if not df.index.equals(pd.RangeIndex(len(df))):  # pandas took each row's extra first field as its index
+    raise TableFileError(
+      name,
+      "rows have more fields than the header has names, so every column would shift by one: is a name missing "
+      "from the header, or does each row end with a separator?",
+    )
+  if sep != ",":
+    df.attrs[READ_NOTES] = (f"the table's columns are separated by {SEPARATORS[sep]} ({sep!r}), not commas",)
+  return df
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-  """Reads a CSV or Parquet case table (by extension)."""
+  """Reads a CSV (see `read_csv`) or Parquet case table (by extension).
+
+  Raises:
+    ValueError naming the file: missing, empty, unknown format, unreadable, or a column named twice.
+  """
   path = os.fspath(path)
   if not os.path.exists(path):
     raise ValueError(f"data file {path!r} does not exist")
   lower = path.lower()
   if lower.endswith((".parquet", ".pq")):
+    if os.path.getsize(path) == 0:
+      raise TableFileError(f"data file {path!r}", "is empty (0 bytes)")
     return pd.read_parquet(path)
   if lower.endswith((".csv", ".csv.gz", ".txt")):
-    return pd.read_csv(path, low_memory=False)
+    return read_csv(path, name=f"data file {path!r}")
   raise ValueError(f"data file {path!r}: unknown format (use .csv or .parquet)")
 
 
@@ -179,15 +271,51 @@ def _bin_labels(edges: np.ndarray) -> list[str]:
   return labels
 
 
+IDENTIFIER_SHARE = 0.5  # a category column with more distinct values than this share of its rows is an identifier
+
+
+def _fold_note(name: str, n_folded: int, n_folded_rows: int, n_rows: int) -> str:
+  """The note of `n_folded` values of `name` folded into `OTHER` with `n_folded_rows` of the column's `n_rows` rows.
+
+  The rows are shown only when they are at least `SMALL_CELL` and at least twice the values: with fewer than two
+  rows per value, some value provably has exactly one (e.g. 12 values in 12 rows). Where OTHER holds more than half
+  of the rows, the note says so (with the share only where the rows are shown, since the share and the table's
+  rows give them back).
+  """
+  shown = n_folded_rows >= SMALL_CELL and n_folded_rows >= 2 * n_folded
+  if shown:
+    note = f"folded {n_folded} rare values of {name!r} ({n_folded_rows} rows) into {OTHER!r}"
+  else:
+    note = f"folded {n_folded} rare values of {name!r} into {OTHER!r} (rows not shown: small-cell rule)"
+  if n_folded_rows > n_rows / 2:
+    share = f"{100 * n_folded_rows // n_rows}% of its rows are" if shown else "more than half of its rows are"
+    note += f"; {share} in {OTHER!r}: raise max_categories (--max-categories) or drop the column"
+  return note
+
+
 def _code_column(
-  series: pd.Series, name: str, *, edges: Sequence[float] | None, n_bins: int, max_categories: int, summary: list[str]
+  series: pd.Series,
+  name: str,
+  *,
+  edges: Sequence[float] | None,
+  n_bins: int,
+  max_categories: int,
+  summary: list[str],
+  role: str = "dimension",
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-  """Codes one filter column; returns (codes [rows] int32, labels)."""
+  """Codes one filter column (a `role`, as notes name it); returns (codes [rows] int32, labels)."""
   missing = series.isna()
   n_missing = int(missing.sum())
   numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
   nunique = series.nunique(dropna=True)
-  if numeric and (edges is not None or nunique > max_categories):
+  binned = numeric and (edges is not None or nunique > max_categories)
+  if not binned and nunique > max(max_categories, IDENTIFIER_SHARE * len(series)):
+    # A number with that many values is binned (bmi), so only a category column can be an identifier (visit_id).
+    summary.append(
+      f"warning: {role} {name!r} looks like an identifier (more distinct values than half its rows); as a {role} "
+      "it adds nothing: drop it"
+    )
+  if binned:
     values = series.astype(float)
     if edges is None:
       qs = np.unique(np.nanquantile(values.to_numpy(), np.linspace(0, 1, n_bins + 1)))
@@ -224,12 +352,11 @@ def _code_column(
   labels = sorted(counts, key=lambda k: (-counts[k], k))
   if len(labels) > max_categories:
     folded = labels[max_categories - 1 :]
-    n_folded_rows = sum(counts[k] for k in folded)
-    summary.append(f"folded {len(folded)} rare values of {name!r} ({n_folded_rows} rows) into {OTHER!r}")
+    summary.append(_fold_note(name, len(folded), sum(counts[k] for k in folded), len(series)))
     labels = labels[: max_categories - 1] + [OTHER]
   if n_missing:
     labels = labels + [MISSING]
-    summary.append(f"{name!r}: {n_missing} missing values coded as {MISSING!r}")
+    summary.append(redact_counts(f"{name!r}: {n_missing} missing values coded as {MISSING!r}", SMALL_CELL))
   if len(labels) < 2:
     raise ValueError(f"column {name!r} is constant (only {labels}); it cannot split cohorts or groups")
   lookup = {lab: i for i, lab in enumerate(labels)}
@@ -238,26 +365,88 @@ def _code_column(
   return codes, tuple(labels)
 
 
-def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[str]):
-  col = df[name]
+YES_NO = (("y", "n"), ("yes", "no"), ("true", "false"), ("t", "f"))  # (1, 0) text pairs read as a binary measure
+THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")  # 99,999 or -1,234,567.5: read with the commas removed
+SEPARATED = re.compile(r"[+-]?\d[\d.,' ]*\d")  # a number written with separators of some kind (12,5; 1.234.567)
+
+
+def _yes_no(col: pd.Series, name: str) -> tuple[pd.Series, str] | None:
+  """`col` as 1/0 with its note when its values (stripped, any case) are all one pair of `YES_NO`; else None."""
+  uniques = pd.unique(col.dropna())
+  words = {str(v).strip().lower() for v in uniques}
+  if not words:
+    return None
+  for yes, no in YES_NO:
+    if words <= {yes, no}:
+      coded = {v: float(str(v).strip().lower() == yes) for v in uniques}
+      pair = "/".join(w.capitalize() if len(w) > 1 else w.upper() for w in (yes, no))
+      return col.map(coded).astype(float), f"measure {name!r}: {pair} read as 1/0"
+  return None
+
+
+def measure_numbers(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
+  """A measure column as numbers: `[rows]` float64 with NaN where missing, and the coding notes.
+
+  Numbers are taken as they are; True/False (bool) and text that is one of the `YES_NO` pairs become 1/0; text
+  whose every non-number is a number with thousands separators (`THOUSANDS`) is read without the commas. Each is
+  noted; the count of rows read with separators follows the small-cell rule.
+
+  Raises:
+    ColumnError naming the column when other text remains (with a hint where it looks like a number with
+    separators).
+  """
   if pd.api.types.is_bool_dtype(col):
-    col = col.astype(float)
-  if not pd.api.types.is_numeric_dtype(col):
-    coerced = pd.to_numeric(col, errors="coerce")
-    bad = coerced.isna() & col.notna()
-    if bad.any():
-      example = col[bad].iloc[0]
-      rows = redact_counts(f"{int(bad.sum())} rows", SMALL_CELL)  # the small-cell rule holds in errors too
-      raise ColumnError(name, f"measure column {name!r} is not numeric (e.g. value {example!r} in {rows})")
-    col = coerced
-  values = col.to_numpy(dtype=np.float64)
+    return col.to_numpy(dtype=np.float64), [f"measure {name!r}: True/False read as 1/0"]
+  if pd.api.types.is_numeric_dtype(col):
+    return col.to_numpy(dtype=np.float64), []
+  yes_no = _yes_no(col, name)
+  if yes_no is not None:
+    coded, note = yes_no
+    return coded.to_numpy(dtype=np.float64), [note]
+  notes = []
+  coerced = pd.to_numeric(col, errors="coerce")
+  bad = coerced.isna() & col.notna()
+  if bad.any():
+    raw = col[bad]
+    text = raw.astype(str).str.strip()
+    grouped = text.str.fullmatch(THOUSANDS.pattern).to_numpy(bool)
+    if not grouped.all():
+      unread = text[~grouped]
+      rows = redact_counts(f"{len(unread)} rows", SMALL_CELL)  # the small-cell rule holds in errors too
+      message = f"measure column {name!r} is not numeric (e.g. value {raw[~grouped].iloc[0]!r} in {rows})"
+      separated = unread[unread.str.fullmatch(SEPARATED.pattern).to_numpy(bool)]
+      if len(separated):
+        message += (
+          f"; values like {separated.iloc[0]!r} look like numbers written with separators: write them with '.' as "
+          "the decimal point and no other separator (commas between groups of 3 digits, as in '99,999', are read)"
+        )
+      raise ColumnError(name, message)
+    coerced = coerced.astype(float)
+    coerced[bad.to_numpy()] = pd.to_numeric(text.str.replace(",", "", regex=False)).to_numpy(np.float64)
+    notes.append(
+      redact_counts(
+        f"measure {name!r}: {len(text)} rows written with thousands separators (e.g. {text.iloc[0]!r}) read as "
+        "numbers without the commas",
+        SMALL_CELL,
+      )
+    )
+  return coerced.to_numpy(dtype=np.float64), notes
+
+
+def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[str]):
+  values, notes = measure_numbers(df[name], name)
+  summary.extend(notes)
   if np.isinf(values).any():
     raise ValueError(f"measure column {name!r} holds infinite values")
   present = ~np.isnan(values)
   if present.sum() < 2:
     raise ValueError(f"measure column {name!r} has fewer than 2 non-missing values")
   if (~present).any():
-    summary.append(f"measure {name!r}: {int((~present).sum())} rows missing, left out of its statistics only")
+    summary.append(
+      redact_counts(
+        f"measure {name!r}: {int((~present).sum())} rows missing, left out of its statistics only", SMALL_CELL
+      )
+    )
   observed = values[present]
   uniq = np.unique(observed)
   is_binary = bool(np.all(np.isin(uniq, [0.0, 1.0])))
@@ -297,13 +486,19 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
   validate_table(df, schema)
   if max_categories < 2:
     raise ValueError(f"max_categories must be >= 2, got {max_categories}")
-  summary: list[str] = []
+  summary: list[str] = list(df.attrs.get(READ_NOTES, ()))  # how the file was read (`read_csv`)
   filter_names = schema.filter_columns
   codes = np.zeros((len(df), len(filter_names)), np.int32)
   categories = []
   for f, name in enumerate(filter_names):
     c, labels = _code_column(
-      df[name], name, edges=schema.bins.get(name), n_bins=n_bins, max_categories=max_categories, summary=summary
+      df[name],
+      name,
+      edges=schema.bins.get(name),
+      n_bins=n_bins,
+      max_categories=max_categories,
+      summary=summary,
+      role="dimension" if f < len(schema.dimensions) else "protected column",
     )
     codes[:, f] = c
     categories.append(labels)

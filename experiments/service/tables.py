@@ -1,9 +1,9 @@
 """Tables a client sends (an upload) or names (a path under the server's data root): limits, parsing, checks.
 
-The bytes are read with a hard size limit, parsed by pandas (CSV, or Parquet by its magic number), checked against
-the job's column roles (every named column present, measures numeric), and stored under the server's data
-directory by their content hash, so that a job reads only files the server wrote and the cache key can name the
-table by content. Every error names the field (`file`, `path`) or the column.
+The bytes are read with a hard size limit, parsed (CSV by `cube_env`'s reader, Parquet, known by its magic number,
+by pandas), checked against the job's column roles (every named column present, measures readable as numbers), and
+stored under the server's data directory by their content hash, so that a job reads only files the server wrote and
+the cache key can name the table by content. Every error names the field (`file`, `path`) or the column.
 """
 
 from __future__ import annotations
@@ -41,21 +41,29 @@ def read_limited(stream, limit: int, *, field: str = "file") -> bytes:
 
 
 def parse_table(data: bytes, *, field: str = "file") -> pd.DataFrame:
-  """A DataFrame from CSV or Parquet bytes (TableError naming `field` when neither parses)."""
-  try:
-    if data[:4] == PARQUET_MAGIC:
+  """A DataFrame from CSV or Parquet bytes (TableError naming `field` when neither parses).
+
+  CSV is read by `cube_env`'s own reader (`ingest.read_csv`), as the command line reads a file: the same separator
+  detection (and its coding note), and the same refusal of an empty file or a column named twice in the header.
+  """
+  if data[:4] != PARQUET_MAGIC:
+    try:
+      df = ingest.read_csv(data, name=field)
+    except ingest.TableFileError as err:
+      raise TableError(field, err.detail) from None
+  else:
+    try:
       df = pd.read_parquet(io.BytesIO(data))
-    else:
-      df = pd.read_csv(io.BytesIO(data))
-  except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
-    raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
+    except (ValueError, OSError) as err:
+      raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
   if df.empty:
     raise TableError(field, "the table has no rows")
   return df
 
 
 def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
-  """The table fits the spec's column roles (`cube_env` ingest's own checks) and every measure is numeric.
+  """The table fits the spec's column roles (`cube_env` ingest's own checks) and every measure reads as numbers
+  (`ingest.measure_numbers`: numbers, a yes/no pair, or numbers with thousands separators, as a run reads them).
 
   Raises:
     TableError naming the column (or `settings` for a problem of the roles themselves).
@@ -70,9 +78,10 @@ def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
   except ValueError as err:
     raise TableError("settings", str(err)) from None
   for name in spec.measures:
-    values = pd.to_numeric(df[name], errors="coerce")
-    if values.notna().sum() < df[name].notna().sum():
-      raise TableError(name, f"measure column {name!r} holds values that are not numbers")
+    try:
+      ingest.measure_numbers(df[name], name)
+    except ingest.ColumnError as err:
+      raise TableError(err.column, str(err)) from None
 
 
 def content_hash(data: bytes) -> str:
