@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import cube_env
-from cube_env.data import disclosure
+from cube_env.data import disclosure, ingest
 from tests.conftest import make_small_df
 
 
@@ -467,3 +467,31 @@ def test_few_rows_folded_or_missing_are_not_counted_in_the_notes(small_df):
   assert "folded 12 rare values of 'unit' into 'OTHER' (rows not shown: small-cell rule)" in summary
   assert "'proc': fewer than 11 missing values coded as 'MISSING'" in summary
   assert "measure 'minutes': fewer than 11 rows missing, left out of its statistics only" in summary
+
+
+def test_values_that_look_like_codes_are_warned_about_and_kept():
+  """99999 among minutes (at least 100x the median) and a few negative waits are noted, counts under the small-cell
+  rule; the values are not changed (only the analyst knows whether they are codes)."""
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame(
+    {
+      "site": rng.choice(["a", "b"], 400),
+      "race": rng.choice(["W", "B"], 400),
+      "wait": rng.lognormal(4.0, 0.4, 400),
+      "los": rng.gamma(2.0, 2.0, 400),
+    }
+  )
+  df.loc[:26, "wait"] = 99999.0
+  df.loc[27:29, "wait"] = -5.0
+  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["wait", "los"])
+  cube = cube_env.build_cube(df, schema)
+  notes = [n for n in cube.meta.summary if n.startswith("warning: measure")]
+  assert len(notes) == 2 and all("'wait'" in n for n in notes)
+  assert notes[0].startswith("warning: measure 'wait': 27 rows hold values of at least 100 times its median")
+  assert "e.g. 99999: if they are codes for unknown, recode them as missing" in notes[0]
+  assert notes[1].startswith("warning: measure 'wait': fewer than 11 rows hold negative values")
+  values, _, _ = ingest._measure_values(df, "wait", schema, [])
+  assert np.sum(values == 99999.0) == 27  # kept
+  # A long tail of real, distinct measurements is not a code: no warning.
+  tail = df.assign(wait=np.r_[rng.uniform(1e4, 5e4, 27), rng.lognormal(4.0, 0.4, 373)])
+  assert not [n for n in cube_env.build_cube(tail, schema).meta.summary if n.startswith("warning: measure")]

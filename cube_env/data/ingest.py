@@ -433,6 +433,38 @@ def measure_numbers(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
   return coerced.to_numpy(dtype=np.float64), notes
 
 
+SENTINEL_FACTOR = 100.0  # a value this many times the measure's median magnitude (or more) is noted as suspect
+
+
+def _suspect_values(observed: np.ndarray, name: str) -> list[str]:
+  """Warnings about values that look like codes rather than measurements: at least `SENTINEL_FACTOR` times the
+  median magnitude and repeated exactly or all nines (99999 for "unknown" among minutes), and negative values in a measure that is otherwise
+  positive (at least 95% of its values). Counts follow the small-cell rule. The values stay as they are: only the
+  analyst knows whether they are codes (then recode them as missing) or real."""
+  notes = []
+  scale = float(np.median(np.abs(observed)))
+  if scale > 0:
+    huge = pd.Series(observed[np.abs(observed) >= SENTINEL_FACTOR * scale]).value_counts()
+    # A code repeats exactly or is all nines (999, 99999); a long tail of real measurements does neither.
+    nines = [v == np.round(v) and set(str(int(abs(v)))) == {"9"} for v in huge.index]
+    huge = huge[(huge.to_numpy() >= 2) | np.asarray(nines, bool)]
+    if len(huge):
+      common = huge.index[0]
+      rows = redact_counts(f"{int(huge.sum())} rows", SMALL_CELL)
+      notes.append(
+        f"warning: measure {name!r}: {rows} hold values of at least {SENTINEL_FACTOR:g} times its median magnitude "
+        f"({scale:.4g}), e.g. {common:.6g}: if they are codes for unknown, recode them as missing"
+      )
+  negative = observed < 0
+  if negative.any() and np.mean(observed > 0) >= 0.95:
+    rows = redact_counts(f"{int(negative.sum())} rows", SMALL_CELL)
+    notes.append(
+      f"warning: measure {name!r}: {rows} hold negative values though nearly all are positive: if they are errors "
+      "or codes, recode them as missing"
+    )
+  return notes
+
+
 def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[str]):
   values, notes = measure_numbers(df[name], name)
   summary.extend(notes)
@@ -452,6 +484,8 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   is_binary = bool(np.all(np.isin(uniq, [0.0, 1.0])))
   if len(uniq) < 2:
     raise ValueError(f"measure column {name!r} is constant ({uniq[0]})")
+  if not is_binary:
+    summary.extend(_suspect_values(observed, name))
   forced = schema.log_scale.get(name)
   positive = bool(np.all(observed > 0))
   skew = float(pd.Series(observed).skew())
