@@ -358,6 +358,9 @@ def test_the_hidden_column_names_each_rule_and_half():
     * 2
   )
   events = _block(group=["W"], scale=["binary"], n_group=[400.0], n_rest=[500.0], mean_group=[5 / 400], mean_rest=[0.1])
+  events = events.assign(relative_diff=-0.875, relative_ci_low=-0.95, relative_ci_high=-0.8)
+  relative = ["relative_diff", "relative_ci_low", "relative_ci_high"]
+  assert cube_env.shown_findings(events, 11)[relative].isna().all(axis=None)  # the interval goes with the difference
   assert cube_env.shown_findings(events, 11)["hidden"].tolist() == [
     "events or non-events of a group or rest of this block are fewer than 11"
   ]

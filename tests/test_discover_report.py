@@ -13,13 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from flax import struct
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
+from matplotlib.text import Text
 
 import cube_env
 import muzero_jax
 from cube_env.discovery import pipeline
 from experiments import discover
 from experiments.agent import play as agent_play
-from experiments.report import findings_table
+from experiments.report import findings_table, plots, print_summary, render_html
+from experiments.report.files import CSV_COLUMNS
+from experiments.report.markup import finding_sentence
 from tests.conftest import make_small_df
 
 
@@ -125,7 +130,8 @@ def test_each_story_is_shown_once_under_its_lead(report):
 
 def test_no_cell_under_min_group_anywhere(report):
   html = _read(os.path.join(report, "report.html"))
-  assert "7 missing values" not in html and "&#x27;urgency&#x27;: fewer than 15 missing values" in html
+  # Ingest writes its notes under the small-cell limit (11); the report leaves a limit already written alone.
+  assert "7 missing values" not in html and "&#x27;urgency&#x27;: fewer than 11 missing values" in html
   found = pd.read_csv(os.path.join(report, "findings.csv"))
   records = json.loads(_read(os.path.join(report, "findings.json")))["findings"]
   for col in COUNTS:
@@ -403,3 +409,355 @@ def test_muzero_method_plays_a_saved_agent_within_budget(csv_path, tmp_path, cap
   assert discover.main(wider + ["--checkpoint", ckpt]) == 2
   err = capsys.readouterr().err
   assert "at most 5 filter columns x 40 categories; this table has 6 x" in err and "--max-categories" in err
+
+
+def _tree_run(visits, findings):
+  """A run as far as `tree_figure` reads one: its visits (cohort, parent, depth) and findings (query, confirmed)."""
+  return types.SimpleNamespace(
+    search=types.SimpleNamespace(visits=pd.DataFrame(visits)), findings=pd.DataFrame(findings)
+  )
+
+
+def test_explored_tree_colours_are_its_legends():
+  """Red edges lead to confirmed findings, orange ones only to unconfirmed candidates, grey ones elsewhere; the
+  legend lists exactly these colours and only confirmed findings' cohorts are labelled."""
+  visits = {
+    "cohort": ["(all cases)", "a=1", "b=1", "a=1 & c=1", "a=1 & c=2", "b=1 & c=1"],
+    "parent": [-1, 0, 0, 1, 1, 2],
+    "depth": [0, 1, 1, 2, 2, 2],
+  }
+  # Query 3 holds a confirmed and an unconfirmed finding; query 5 only an unconfirmed one; 4 none.
+  fig = plots.tree_figure(_tree_run(visits, {"query": [3, 3, 5], "confirmed": [True, False, False]}))
+  ax = fig.axes[0]
+  red, orange, grey = "#d62728", "#ff7f0e", "#cccccc"
+  ypos = {0: 0.5, 1: 0.25, 2: 0.75, 3: 1 / 6, 4: 0.5, 5: 5 / 6}  # (i + 0.5) / n in query order at each depth
+  by_child = {(d, ypos[q]): q for q, d in enumerate(visits["depth"])}
+  edges = {by_child[(line.get_xdata()[1], line.get_ydata()[1])]: to_hex(line.get_color()) for line in ax.lines}
+  assert edges == {1: red, 3: red, 2: orange, 5: orange, 4: grey}
+  nodes = [to_hex(c) for c in ax.collections[0].get_facecolors()]
+  assert nodes == ["#888888", "#888888", "#888888", red, "#888888", orange]
+  legend = ax.get_legend()
+  assert [t.get_text() for t in legend.get_texts()] == [
+    "path to a confirmed finding",
+    "path to unconfirmed candidates only",
+    "cohort with a confirmed finding (labelled)",
+    "cohort with unconfirmed candidates only",
+    "other visited cohort",
+  ]
+  assert [to_hex(h.get_color()) for h in legend.legend_handles] == [red, orange, red, orange, "#888888"]
+  assert [h.get_marker() for h in legend.legend_handles] == ["None", "None", "o", "o", "o"]  # lines, then dots
+  assert [t.get_text() for t in ax.texts] == ["a=1 & c=1"]
+  assert ax.get_title() == "6 cohorts visited"
+
+
+def test_explored_tree_labels_do_not_overlap_with_dozens_of_candidates():
+  """67 candidates at depths 2 and 3, 30 or all of them confirmed: the confirmed cohorts are labelled, and no two
+  labels' boxes overlap once drawn, though their nodes are closer than a label's height; 67 labels make the figure
+  taller than its least height (5 inches)."""
+  rng = np.random.default_rng(0)
+  cohort, parent, depth = ["(all cases)"], [-1], [0]
+  for d, n, first in ((1, 6, 0), (2, 40, 1), (3, 160, 7)):  # children of the previous depth's queries
+    for i in range(n):
+      p = 0 if d == 1 else int(rng.integers(first, first + {2: 6, 3: 40}[d]))
+      cohort.append(f"{cohort[p]} & f{d}=level {i}".removeprefix("(all cases) & "))
+      parent.append(p)
+      depth.append(d)
+  queries = rng.choice(np.arange(7, len(cohort)), 67, replace=False)
+  for n_confirmed, tall in ((30, False), (67, True)):
+    run = _tree_run(
+      {"cohort": cohort, "parent": parent, "depth": depth},
+      {"query": queries, "confirmed": np.arange(67) < n_confirmed},
+    )
+    fig = plots.tree_figure(run)
+    ax = fig.axes[0]
+    labelled = queries[:n_confirmed]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(
+      plots._short(cohort[q], 70 if depth[q] == 3 else 40) for q in labelled
+    )
+    assert (fig.get_size_inches()[1] > 5.0) == tall
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the text's own box, not its leader line
+    assert [(i, j) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])] == []
+    deepest = sorted(ax.transData.transform((3, (i + 0.5) / 160))[1] for i in range(160) if 47 + i in set(labelled))
+    assert min(np.diff(deepest)) < min(b.height for b in boxes)  # at their nodes' heights they would overlap
+    colours = [line.get_color() for line in ax.lines]
+    assert colours.count("#d62728") >= n_confirmed and (colours.count("#ff7f0e") >= 1) == (n_confirmed < 67)
+
+
+def _report_table(**extra) -> pd.DataFrame:
+  """A findings table as `findings_table` gives it: a confirmed log-scale finding, an unconfirmed binary one."""
+  table = pd.DataFrame(
+    {
+      "confirmed": [True, False],
+      "story": [0, -1],
+      "story_lead": [True, False],
+      "story_size": [1, 1],
+      "reason": ["confirmed", "relative difference 2.7% below 10%"],
+      "cohort": ["site=South Campus & triage_level=3", "(all cases)"],
+      "protected": ["race", "race"],
+      "group": ["Black", "Asian"],
+      "reference": ["rest", "rest"],
+      "measure": ["wait_minutes", "readmitted"],
+      "scale": ["log", "binary"],
+      "cohort_rows": [14862.0, 30000.0],
+      "n_group": [3434.0, np.nan],
+      "n_rest": [11428.0, 14862.0],
+      "mean_group": [87.3, 0.1],
+      "mean_rest": [58.3, 0.0974],
+      "diff": [0.4048, 0.0026],
+      "ci_low": [0.3437, -0.01],
+      "ci_high": [0.4661, 0.015],
+      "relative_diff": [0.4991, 0.027],
+      "z": [12.9, 0.4],
+      "p_value": [0.0, 0.0123],
+      "p_adjusted": [0.0, 0.9],
+      "explore_z": [11.0, 4.1],
+      "explore_p_value": [0.0, 4.1e-5],
+      "path": ["(all cases) > site=South Campus", "(all cases)"],
+      "query": [2, 0],
+    }
+  )
+  for k, (name, values) in enumerate(extra.items()):  # right after relative_diff, in order
+    table.insert(table.columns.get_loc("relative_diff") + 1 + k, name, values)
+  return table
+
+
+def _render(table: pd.DataFrame, **info) -> str:
+  run = _tree_run(
+    {
+      "cohort": ["(all cases)", "site=South Campus", "site=South Campus & triage_level=3"],
+      "parent": [-1, 0, 1],
+      "depth": [0, 1, 2],
+    },
+    table[["query", "confirmed"]],
+  )
+  run.config = types.SimpleNamespace(favorable=())
+  info = {"data": "er.csv", "confirmed": 1, "stories": 1, "exploration_rows": 29724, "adjusted_by": []} | info
+  html = render_html(run, info, table)
+  ET.fromstring(html.encode("utf-8"))  # well-formed
+  return html
+
+
+def _cells(html: str, header: str) -> list[dict]:
+  """The rows of the table that follows `header` (an <h2>), as {column: text}."""
+  ns = {"h": "http://www.w3.org/1999/xhtml"}
+  body = ET.fromstring(html.encode("utf-8")).find("h:body", ns)
+  kids = list(body)
+  table = next(k for k in kids[[("".join(k.itertext())) for k in kids].index(header) + 1 :] if k.tag.endswith("table"))
+  head = ["".join(th.itertext()) for th in table.findall("h:thead/h:tr/h:th", ns)]
+  return [
+    {h: "".join(td.itertext()) for h, td in zip(head, tr.findall("h:td", ns))}
+    for tr in table.findall("h:tbody/h:tr", ns)
+  ]
+
+
+def test_html_prints_counts_whole_p_values_floored_and_plurals_right():
+  html = _render(_report_table())
+  (lead,) = _stories_table(html)
+  assert (lead["n_group"], lead["n_rest"], lead["mean_group"], lead["relative_diff"]) == (
+    "3,434",
+    "11,428",
+    "87.3",
+    "0.4991",
+  )
+  assert lead["p_value"] == lead["p_adjusted"] == "< 1e-300" and lead["z"] == "12.9"
+  (other,) = _cells(html, "Unconfirmed candidates")
+  assert (other["n_group"], other["n_rest"], other["p_value"]) == ("-", "14,862", "0.0123")  # blank stays blank
+  assert other["reason"] == "relative difference 2.7% below 10%"
+  assert "e+04" not in html and ">0.0<" not in html
+  assert "<th>exploration_rows</th><td>29,724</td>" in html and "<th>adjusted_by</th><td>none</td>" in html
+  assert "1 confirmed finding in 1 story. A story" in html and "1 stories" not in html
+  assert "<th>adjusted_by</th><td>asa, proc</td>" in _render(_report_table(), adjusted_by=["asa", "proc"])
+  # Without the interval of relative_diff the tables are today's; the note still names ci_low/ci_high's scale.
+  assert "relative_ci_low" not in html and list(lead)[13:15] == ["relative_diff", "z"]
+  assert "<code>ci_low</code> to <code>ci_high</code> are on the test scale, not the natural one" in html
+
+
+def test_html_shows_the_interval_of_the_relative_difference_beside_it():
+  html = _render(_report_table(relative_ci_low=[0.41, -0.02], relative_ci_high=[0.6, 0.08]))
+  (lead,) = _stories_table(html)
+  assert list(lead)[13:17] == ["relative_diff", "relative_ci_low", "relative_ci_high", "z"]
+  assert (lead["ci_low"], lead["ci_high"]) == ("0.3437", "0.4661")
+  assert (lead["relative_diff"], lead["relative_ci_low"], lead["relative_ci_high"]) == ("0.4991", "0.41", "0.6")
+  (other,) = _cells(html, "Unconfirmed candidates")
+  assert (other["relative_diff"], other["relative_ci_low"], other["relative_ci_high"]) == ("0.027", "-0.02", "0.08")
+  assert (
+    "<code>relative_diff</code> is on the natural scale (group over rest, minus 1: 0.5 is 50% higher) and "
+    "<code>relative_ci_low</code> to <code>relative_ci_high</code> its 95% interval on that same scale." in html
+  )
+
+
+def test_html_opens_with_one_plain_sentence_per_confirmed_finding():
+  html = _render(_report_table(relative_ci_low=[0.41, -0.02], relative_ci_high=[0.6, 0.08]))
+  assert html.index("In plain words") < html.index("<h2>Summary</h2>")
+  sentence = (
+    "In site=South Campus &amp; triage_level=3, the geometric mean of wait_minutes for race=Black was 50% higher "
+    "(95% CI 41% to 60%) than for the rest of that cohort (geometric means 87.3 vs 58.3); confirmed on held-out "
+    "rows."
+  )
+  assert f"<ul><li>{sentence}</li></ul>" in html  # the unconfirmed candidate has none
+  assert html.count("everyone else in it") == 1 and "including rows whose group is unknown or missing" in html
+  assert "<p>No finding was confirmed on the held-out rows.</p>" in _render(_report_table().assign(confirmed=False))
+
+
+def test_plain_sentences_name_each_scale_and_hide_small_cells():
+  rate = dict(
+    cohort="(all cases)",
+    protected="sex",
+    group="F",
+    reference="M",
+    measure="readmitted",
+    scale="binary",
+    mean_group=0.125,
+    mean_rest=0.1,
+    relative_diff=0.25,
+    relative_ci_low=-0.05,
+    relative_ci_high=0.6,
+  )
+  assert finding_sentence(rate) == (
+    "In the whole table, the rate of readmitted for sex=F was 25% higher (95% CI of the relative difference -5% to "
+    "+60%) than for sex=M (rates 0.125 vs 0.1); confirmed on held-out rows."
+  )
+  # A favorable outcome: relative_diff is of the non-event rates (0.4 / 0.32 - 1); the shown rates are the events'.
+  home = rate | dict(
+    measure="home",
+    mean_group=0.6,
+    mean_rest=0.68,
+    relative_diff=0.25,
+    relative_ci_low=0.1,
+    relative_ci_high=0.42,
+    reference="rest",
+    cohort="unit=B",
+  )
+  assert finding_sentence(home, favorable=("home",)) == (
+    "In unit=B, the rate of no home for sex=F was 25% higher (95% CI 10% to 42%) than for the rest of that cohort "
+    "(rates of home 0.6 vs 0.68); confirmed on held-out rows."
+  )
+  cost = dict(
+    cohort="unit=B",
+    protected="race",
+    group="W",
+    reference="rest",
+    measure="cost",
+    scale="linear",
+    mean_group=-350.0,
+    mean_rest=12500.0,
+    relative_diff=-0.3,
+    relative_ci_low=-0.42,
+    relative_ci_high=-0.2,
+  )
+  assert finding_sentence(cost, adjusted_by=["asa"]) == (
+    "In unit=B, the mean of cost for race=W was 30% lower (95% CI 20% to 42%) than for the rest of that cohort after "
+    "adjustment for case mix (asa) (means of observed minus expected -350 vs 12,500); confirmed on held-out rows."
+  )
+  hidden = rate | dict(mean_group=None, mean_rest=None, relative_diff=None, relative_ci_low=None)
+  assert finding_sentence(hidden) == (
+    "In the whole table, the rate of readmitted for sex=F differed from sex=M; its numbers are hidden by the "
+    "small-cell rule; confirmed on held-out rows."
+  )
+  why = "this cohort's rows missing the measure (fewer than 11) would follow"
+  assert finding_sentence(hidden | dict(explore_z=-5.2, hidden=why)) == (
+    "In the whole table, the rate of readmitted for sex=F was lower than for sex=M; its numbers are hidden by the "
+    f"small-cell rule ({why}); confirmed on held-out rows."
+  )
+  no_interval = {k: v for k, v in rate.items() if not k.startswith("relative_ci")}
+  assert "was 25% higher than for sex=M (rates" in finding_sentence(no_interval)
+
+
+def test_report_opens_with_the_runs_findings_in_plain_words(report):
+  found = pd.read_csv(os.path.join(report, "findings.csv"))
+  html = _read(os.path.join(report, "report.html"))
+  confirmed = found[found["confirmed"]]
+  assert html.count("; confirmed on held-out rows.</li>") == len(confirmed) >= 2
+  lead = confirmed.iloc[0]  # race B's longer minutes in proc A, on the log scale
+  assert lead.scale == "log" and lead.relative_diff > 0
+  words = (
+    f"In proc=&lt;script&gt;alert(1)&lt;/script&gt;, the geometric mean of minutes for race=B was "
+    f"{lead.relative_diff:.0%} higher"
+  )
+  means = f"than for the rest of that cohort (geometric means {lead.mean_group:.4g} vs {lead.mean_rest:.4g})"
+  assert words in html and means in html
+
+
+def test_findings_files_list_the_interval_of_the_relative_difference_beside_it():
+  i = CSV_COLUMNS.index("relative_diff")
+  assert CSV_COLUMNS[i : i + 3] == ("relative_diff", "relative_ci_low", "relative_ci_high")
+  findings = _report_table(relative_ci_low=[0.41, -0.02], relative_ci_high=[0.6, 0.08])
+  shown = findings_table(types.SimpleNamespace(config=types.SimpleNamespace(min_group=11), findings=findings))
+  assert list(shown.columns[shown.columns.get_loc("relative_diff") :][:3]) == list(CSV_COLUMNS[i : i + 3])
+  assert shown.loc[0, ["relative_ci_low", "relative_ci_high"]].tolist() == [0.41, 0.6]
+  assert shown.loc[1, ["relative_ci_low", "relative_ci_high"]].tolist() == [-0.02, 0.08]
+
+
+def _console_run(findings: pd.DataFrame):
+  return types.SimpleNamespace(
+    config=cube_env.DiscoveryConfig(method="greedy", budget=10),
+    search=types.SimpleNamespace(queries=3, seconds=0.25, z_screen=4.0, note=""),
+    halves=types.SimpleNamespace(explore_rows=14862, confirm_rows=14862, summary=()),
+    findings=findings,
+    seconds=0.5,
+  )
+
+
+def test_console_gives_reasons_intervals_floored_p_values_and_plurals(capsys):
+  table = _report_table(relative_ci_low=[0.41, -0.02], relative_ci_high=[0.6, 0.08])
+  table.loc[1, "n_group"] = 3000.0
+  paths = {"report.html": "out/report.html"}
+  print_summary(_console_run(table), source="er.csv", score=None, paths=paths, show=10)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[2].startswith("2 candidates (new findings on the exploration half), 1 confirmed in 1 story (")
+  head, lead, other = lines[3:6]
+  assert head.split() == [
+    "story",
+    "cohort",
+    "protected",
+    "group",
+    "measure",
+    "n_group",
+    "n_rest",
+    "mean_group",
+    "mean_rest",
+    "relative_diff",
+    "relative_ci",
+    "z",
+    "p_adjusted",
+    "confirmed",
+    "reason",
+  ]
+  assert lead.split()[8:] == [
+    "3434",
+    "11428",
+    "87.3",
+    "58.3",
+    "0.499",
+    "0.41",
+    "to",
+    "0.6",
+    "12.9",
+    "<",
+    "1e-300",
+    "True",
+  ]
+  assert " ".join(other.split()[6:]) == (  # an unconfirmed candidate's reason, last
+    "3000 14862 0.1 0.0974 0.027 -0.02 to 0.08 0.4 0.9 False relative difference 2.7% below 10%"
+  )
+  print_summary(
+    _console_run(table.iloc[1:].drop(columns=["relative_ci_low", "relative_ci_high"])),
+    source="er.csv",
+    score=None,
+    paths=paths,
+    show=10,
+  )
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[2].startswith("1 candidate (new findings on the exploration half), 0 confirmed in 0 stories (")
+  assert "relative_ci" not in lines[3] and lines[3].split()[-4:] == ["z", "p_adjusted", "confirmed", "reason"]
+
+
+def test_console_says_why_a_confirmed_findings_numbers_are_hidden(capsys):
+  table = _report_table(relative_ci_low=[0.41, -0.02], relative_ci_high=[0.6, 0.08])
+  why = "this cohort's rows missing the measure (fewer than 11) would follow"
+  table["hidden"] = [why, None]
+  print_summary(_console_run(table), source="er.csv", score=None, paths={"report.html": "out/report.html"}, show=10)
+  out = capsys.readouterr().out
+  assert f"True numbers hidden: {why}" in " ".join(out.split())

@@ -8,6 +8,7 @@ import pandas as pd
 import cube_env
 from cube_env.discovery.pipeline import confirmation_rule
 from experiments.report.files import count_stories
+from experiments.report.markup import p_text, plural
 
 SHOWN = [
   "story",
@@ -20,6 +21,7 @@ SHOWN = [
   "mean_group",
   "mean_rest",
   "relative_diff",
+  "relative_ci",  # relative_ci_low to relative_ci_high, where the findings have them
   "z",
   "p_adjusted",
 ]
@@ -34,11 +36,20 @@ def _left(texts: list[str]) -> list[str]:
   return [t.ljust(width) for t in texts]
 
 
+def _relative_ci(low, high) -> str | None:
+  """ "0.344 to 0.466" (None when either end is blank)."""
+  if pd.isna(low) or pd.isna(high):
+    return None
+  return f"{float(low):.3g} to {float(high):.3g}"
+
+
 def story_view(findings: pd.DataFrame) -> pd.DataFrame:
-  """`SHOWN` columns as printed, story by story.
+  """`SHOWN` columns as printed, story by story, then `confirmed` and (where the findings have it) `reason`.
 
   A lead shows its story number and, when it has any, how many other findings follow it ("0 (+2)"); those
-  follow with their cohort indented by `MEMBER_MARK` and a blank story; unconfirmed candidates show "-".
+  follow with their cohort indented by `MEMBER_MARK` and a blank story; unconfirmed candidates show "-" and
+  their reason (a confirmed finding's is blank, or why its numbers are hidden). `relative_ci` is the interval of `relative_diff`
+  (`relative_ci_low` to `relative_ci_high`), `p_adjusted` is printed by `p_text` (never an underflow's 0).
   """
   out = findings.copy()
   if "story" not in out.columns:  # a table from elsewhere: each confirmed finding is its own story
@@ -53,7 +64,21 @@ def story_view(findings: pd.DataFrame) -> pd.DataFrame:
     ]
   )
   out["cohort"] = _left([MEMBER_MARK + c if m else c for c, m in zip(out["cohort"].astype(str), member)])
-  return out[[c for c in SHOWN if c in out.columns] + ["confirmed"]]
+  if {"relative_ci_low", "relative_ci_high"} <= set(out.columns):
+    out["relative_ci"] = [_relative_ci(lo, hi) for lo, hi in zip(out["relative_ci_low"], out["relative_ci_high"])]
+  if "p_adjusted" in out.columns:
+    out["p_adjusted"] = [None if pd.isna(p) else p_text(float(p), 3) for p in out["p_adjusted"]]
+  extra = ["confirmed"]
+  if "reason" in out.columns:
+    hidden = out["hidden"] if "hidden" in out.columns else pd.Series([None] * len(out), index=out.index)
+    out["reason"] = _left(
+      [
+        (f"numbers hidden: {h}" if isinstance(h, str) else "") if c else str(r)
+        for c, r, h in zip(out["confirmed"].astype(bool), out["reason"], hidden)
+      ]
+    )
+    extra.append("reason")
+  return out[[c for c in SHOWN if c in out.columns] + extra]
 
 
 def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, paths: dict, show: int) -> None:
@@ -69,15 +94,15 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
   n_conf = int(run.findings["confirmed"].sum()) if len(run.findings) else 0
   n_stories = count_stories(run.findings)
   print(
-    f"{len(run.findings)} candidates (new findings on the exploration half), {n_conf} confirmed in "
-    f"{n_stories} {'story' if n_stories == 1 else 'stories'} ({confirmation_rule(c)})"
+    f"{plural(len(run.findings), 'candidate')} (new findings on the exploration half), {n_conf} confirmed in "
+    f"{plural(n_stories, 'story', 'stories')} ({confirmation_rule(c)})"
   )
   if len(run.findings):
     view = story_view(cube_env.shown_findings(run.findings, c.min_group).head(show))
     for col in ("n_group", "n_rest"):  # counts as whole numbers, not 1.04e+03
       if col in view.columns:
         view[col] = pd.to_numeric(view[col], errors="coerce").round().astype("Int64")
-    with pd.option_context("display.width", 220, "display.max_colwidth", 80):
+    with pd.option_context("display.width", 220, "display.max_colwidth", 120):  # room for a reason
       print(view.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
   if score is not None:
     for stage, sc in score.items():

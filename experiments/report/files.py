@@ -27,6 +27,7 @@ CSV_COLUMNS = (
   "story_lead",
   "story_size",
   "reason",
+  "hidden",  # why the small-cell rule blanked a row's numbers
   "cohort",
   "protected",
   "group",
@@ -43,6 +44,8 @@ CSV_COLUMNS = (
   "ci_high",
   "ratio",
   "relative_diff",
+  "relative_ci_low",
+  "relative_ci_high",
   "z",
   "p_value",
   "p_confirm",
@@ -86,7 +89,8 @@ def _clean(value: Any) -> Any:
 
 
 def findings_table(run: cube_env.Discovery) -> pd.DataFrame:
-  """The findings in report order and columns (CSV_COLUMNS present in the run), as shown (`cube_env.shown_findings`)."""
+  """The findings in report order and columns (CSV_COLUMNS present in the run), as shown (`cube_env.shown_findings`:
+  the relative difference's interval is blank wherever the small-cell rule blanks the relative difference)."""
   f = cube_env.shown_findings(run.findings, run.config.min_group)
   return f[[c for c in CSV_COLUMNS if c in f.columns]].copy()
 

@@ -2,9 +2,11 @@
 
 Plots are base64 PNGs (`experiments.report.plots`); every value that comes
 from the data (category names come from user files) is HTML-escaped.
+It opens with each confirmed finding in one plain sentence (`finding_sentence`).
 Confirmed findings are shown story by story (`cube_env.discovery.stories`):
 one row per story, its lead, with the story's other findings in a collapsible
-table in that row; the plots are of the leads.
+table in that row; the plots are of the leads. Counts print whole ("11,428"),
+p-values under `P_FLOOR` as "< 1e-300" (`cell`); the JSON and CSV keep the raw numbers.
 """
 
 from __future__ import annotations
@@ -20,20 +22,82 @@ import cube_env
 from experiments.report.plots import MAX_PLOTS, finding_plot, tree_plot
 
 
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+  """`n` and its noun: "1 story", "2 stories" (`nouns` defaults to `noun` + "s")."""
+  return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
+# Columns that count rows (or events): shown whole, with thousands separators.
+COUNT_COLUMNS = frozenset(
+  {
+    "cohort_rows",
+    "n_group",
+    "n_rest",
+    "explore_cohort_rows",
+    "explore_n_group",
+    "explore_n_rest",
+  }
+)
+SUMMARY_COUNTS = frozenset(
+  {
+    "exploration_rows",
+    "confirmation_rows",
+    "budget",
+    "queries",
+    "cohorts_visited",
+    "candidates",
+    "confirmed",
+    "stories",
+  }
+)
+P_COLUMNS = frozenset({"p_value", "p_confirm", "p_adjusted", "explore_p_value"})
+P_FLOOR = 1e-300  # a p-value below it (one that underflowed to 0.0 included) shows as "< 1e-300"
+
+
+def _blank(value: Any) -> bool:
+  """True for a value shown as a dash: None, NaN, inf, pandas' NA."""
+  if value is None or value is pd.NA:
+    return True
+  return isinstance(value, (float, np.floating)) and not math.isfinite(value)
+
+
+def p_text(p: float, digits: int = 4) -> str:
+  """A p-value to `digits` significant digits, "< 1e-300" below `P_FLOOR` (not the 0.0 of an underflow)."""
+  return f"< {P_FLOOR:.0e}" if p < P_FLOOR else f"{p:.{digits}g}"
+
+
+def number_text(value: float) -> str:
+  """A number as the report prints it: 4 significant digits, whole (thousands separated) from 10,000 to 1e15."""
+  v = float(value)
+  return f"{v:,.0f}" if 1e4 <= abs(v) < 1e15 else f"{v:.4g}"
+
+
 def esc(value: Any) -> str:
-  """Escaped text of a value (numbers to 4 significant digits; None as a dash)."""
-  if value is None or (isinstance(value, float) and not math.isfinite(value)):
+  """Escaped text of a value (floats by `number_text`; None as a dash)."""
+  if _blank(value):
     return "-"
   if isinstance(value, (float, np.floating)):
-    return html.escape(f"{float(value):.4g}")
+    return html.escape(number_text(value))
   return html.escape(str(value), quote=True)
+
+
+def cell(column: str, value: Any) -> str:
+  """Escaped text of `column`'s `value`: a count whole ("11,428"), a p-value by `p_text`, anything else by `esc`."""
+  if _blank(value) or isinstance(value, (bool, np.bool_)):
+    return esc(value)
+  if column in COUNT_COLUMNS:
+    return f"{round(float(value)):,}"
+  if column in P_COLUMNS:
+    return html.escape(p_text(float(value)))
+  return esc(value)
 
 
 def _table(df: pd.DataFrame, columns: list[str]) -> str:
   cols = [c for c in columns if c in df.columns]
   head = "".join(f"<th>{esc(c)}</th>" for c in cols)
   body = "".join(
-    "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in df[cols].itertuples(index=False)
+    "<tr>" + "".join(f"<td>{cell(c, v)}</td>" for c, v in zip(cols, row)) + "</tr>"
+    for row in df[cols].itertuples(index=False)
   )
   return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -62,6 +126,8 @@ VIEW = [
   "ci_low",
   "ci_high",
   "relative_diff",
+  "relative_ci_low",
+  "relative_ci_high",
   "z",
   "p_value",
   "p_adjusted",
@@ -78,6 +144,8 @@ MEMBER_VIEW = [
   "mean_group",
   "mean_rest",
   "relative_diff",
+  "relative_ci_low",
+  "relative_ci_high",
   "z",
   "p_adjusted",
 ]
@@ -110,9 +178,99 @@ def _stories_table(confirmed: pd.DataFrame) -> str:
   head = "".join(f"<th>{esc(c)}</th>" for c in ["story", *cols])
   body = []
   for k, (lead, members) in enumerate(stories_of(confirmed)):
-    cells = "".join(f"<td>{esc(lead[c])}</td>" for c in cols)
+    cells = "".join(f"<td>{cell(c, lead[c])}</td>" for c in cols)
     body.append(f"<tr><td>{esc(lead.get('story', k))}</td>{cells}</tr>{_members_row(members, len(cols))}")
   return f'<table class="stories"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _scales_note(table: pd.DataFrame) -> str:
+  """What scale each kind of difference column is on (the interval of `relative_diff` when the table has one)."""
+  relative = (
+    " and <code>relative_ci_low</code> to <code>relative_ci_high</code> its 95% interval on that same scale"
+    if {"relative_ci_low", "relative_ci_high"} <= set(table.columns)
+    else ""
+  )
+  return (
+    "<code>diff</code> and its 95% interval <code>ci_low</code> to <code>ci_high</code> are on the test scale, not "
+    "the natural one: the log of the ratio of geometric means for log-scale measures, the risk difference for "
+    "rates, the difference of means otherwise (with case-mix adjustment, of observed minus expected, or of "
+    "observed / expected for measures on scale <code>ratio</code>). <code>relative_diff</code> is on the natural "
+    f"scale (group over rest, minus 1: 0.5 is 50% higher){relative}."
+  )
+
+
+# What a finding compares, by scale: (the sentence's subject, the shown means' name, their name with adjustment).
+SUBJECTS = {
+  "log": ("the geometric mean of {m}", "geometric means", "geometric means of observed / expected"),
+  "binary": ("the rate of {m}", "rates", "excess rates over expected"),
+  "ratio": ("the mean of {m}", "means", "means of observed / expected"),
+  "linear": ("the mean of {m}", "means", "means of observed minus expected"),
+}
+
+
+def _percent_ci(rel: float, low: Any, high: Any) -> str:
+  """ " (95% CI 41% to 60%)" beside a relative difference `rel` (magnitudes when the interval is on its side of 0)."""
+  if _blank(low) or _blank(high):
+    return ""
+  low, high = float(low), float(high)
+  if rel >= 0 and low >= 0:
+    return f" (95% CI {low:.0%} to {high:.0%})"
+  if rel < 0 and high <= 0:
+    return f" (95% CI {-high:.0%} to {-low:.0%})"
+  return f" (95% CI of the relative difference {low:+.0%} to {high:+.0%})"
+
+
+def finding_sentence(row: dict, *, adjusted_by: list | tuple = (), favorable: list | tuple = ()) -> str:
+  """One confirmed finding in plain words (plain text), from numbers the report shows elsewhere, counts never.
+
+  The relative difference (`relative_diff`, with `relative_ci_low` to
+  `relative_ci_high` where the row has them) as a percentage and the two
+  sides' means as the tables print them, named for the measure's scale
+  (geometric means for log-scale measures, rates for binary ones); a
+  favorable binary measure's relative difference is of its non-event rates.
+  A finding whose numbers the small-cell rule blanked says so instead, with its direction (the exploration
+  half's, which confirmation kept) and why (`hidden`).
+  """
+  scale = row.get("scale") if row.get("scale") in SUBJECTS else "linear"
+  subject, means, adjusted_means = SUBJECTS[scale]
+  m = str(row["measure"])
+  flip = scale == "binary" and m in favorable
+  subject = ("the rate of no {m}" if flip else subject).format(m=m)
+  whole = row["cohort"] == cube_env.cohort_label({})
+  where, rest = ("the whole table", "the rest of the table") if whole else (row["cohort"], "the rest of that cohort")
+  if row.get("reference", "rest") != "rest":
+    rest = f"{row['protected']}={row['reference']}"
+  head = f"In {where}, {subject} for {row['protected']}={row['group']}"
+  rel, g, r = row.get("relative_diff"), row.get("mean_group"), row.get("mean_rest")
+  if any(_blank(v) for v in (rel, g, r)):
+    z = row.get("explore_z")  # confirmation keeps the exploration half's sign
+    how = "differed from" if _blank(z) or float(z) == 0 else f"was {'higher' if float(z) > 0 else 'lower'} than for"
+    why = "" if _blank(row.get("hidden")) else f" ({row['hidden']})"
+    return f"{head} {how} {rest}; its numbers are hidden by the small-cell rule{why}; confirmed on held-out rows."
+  rel = float(rel)
+  ci = _percent_ci(rel, row.get("relative_ci_low"), row.get("relative_ci_high"))
+  adjusted = f" after adjustment for case mix ({', '.join(adjusted_by)})" if adjusted_by else ""
+  shown = adjusted_means if adjusted_by else (f"rates of {m}" if flip else means)
+  return (
+    f"{head} was {abs(rel):.0%} {'higher' if rel >= 0 else 'lower'}{ci} than for {rest}{adjusted} "
+    f"({shown} {number_text(g)} vs {number_text(r)}); confirmed on held-out rows."
+  )
+
+
+def _plain_words(confirmed: pd.DataFrame, info: dict, *, favorable: list | tuple) -> str:
+  """The report's opening: each confirmed finding in one sentence (`finding_sentence`), and what "the rest" is."""
+  if not len(confirmed):
+    return "<p>No finding was confirmed on the held-out rows.</p>"
+  adjusted_by = info.get("adjusted_by") or ()
+  items = "".join(
+    f"<li>{esc(finding_sentence(r, adjusted_by=adjusted_by, favorable=favorable))}</li>"
+    for r in confirmed.to_dict("records")
+  )
+  return (
+    "<h2>In plain words</h2><p>Each confirmed finding in one sentence. &#8220;The rest&#8221; of a cohort is "
+    "everyone else in it: the rows of every other group of that protected column, including rows whose group is "
+    f"unknown or missing. The percentages are the relative difference, group over rest.</p><ul>{items}</ul>"
+  )
 
 
 def render_html(
@@ -125,25 +283,26 @@ def render_html(
     "<!DOCTYPE html>",
     '<html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head><meta charset="utf-8"/>',
     f"<title>Disparity findings: {esc(info['data'])}</title><style>{STYLE}</style></head><body>",
-    f"<h1>Disparity findings</h1><h2>Summary</h2>{_summary_table(info)}",
+    "<h1>Disparity findings</h1>",
+    _plain_words(confirmed, info, favorable=getattr(run.config, "favorable", ())),
+    f"<h2>Summary</h2>{_summary_table(info)}",
   ]
   if "truth" in info:
     parts.append(_truth_section(info["truth"], planted))
   leads = [lead for lead, _ in stories_of(confirmed)]
   parts.append(
-    f"<h2>Confirmed findings</h2><p>{esc(len(confirmed))} confirmed findings in {esc(len(leads))} stories. A "
+    f"<h2>Confirmed findings</h2><p>{esc(plural(len(confirmed), 'confirmed finding'))} in "
+    f"{esc(plural(len(leads), 'story', 'stories'))}. A "
     f"story gathers the findings of one protected group, measure and direction whose cohorts share at least "
     f"half of the smaller cohort's rows; its headline row is the most specific strong one, and the others "
     f"are in the collapsible row under it. Statistics are from the confirmation half; <code>explore_z</code> is "
-    f"the exploration half's z. Differences are on the test scale (log ratio for log-scale measures, "
-    f"risk difference for rates; with case-mix adjustment, of observed minus expected, or of observed / expected "
-    f"for measures on scale <code>ratio</code>).</p>{_stories_table(confirmed)}"
+    f"the exploration half's z. {_scales_note(table)}</p>{_stories_table(confirmed)}"
   )
   plots = [
     _img(finding_plot(r), f"{r['cohort']}: {r['group']} vs {r['reference']}, {r['measure']}") for r in leads[:MAX_PLOTS]
   ]
   if len(leads) > MAX_PLOTS:
-    plots.append(f"<p>{esc(len(leads) - MAX_PLOTS)} more stories are in findings.csv.</p>")
+    plots.append(f"<p>{esc(plural(len(leads) - MAX_PLOTS, 'more story', 'more stories'))} are in findings.csv.</p>")
   parts.append('<div class="plots">' + "".join(plots) + "</div>")
   parts.append(f"<h2>Unconfirmed candidates</h2>{_table(other, ['reason'] + VIEW)}")
   parts.append(f"<h2>Explored tree</h2>{_img(tree_plot(run), 'explored cohorts and the paths to findings')}")
@@ -176,9 +335,18 @@ def _summary_table(info: dict) -> str:
     "adjusted_by",
     "seed",
   ):
-    rows.append(f"<tr><th>{esc(key)}</th><td>{esc(info.get(key))}</td></tr>")
+    rows.append(f"<tr><th>{esc(key)}</th><td>{_summary_value(key, info.get(key))}</td></tr>")
   coding = "".join(f"<li>{esc(line)}</li>" for line in info.get("coding", []))
   return f"<table>{''.join(rows)}</table><h3>Coding of the table</h3><ul>{coding}</ul>"
+
+
+def _summary_value(key: str, value: Any) -> str:
+  """A summary entry's text: counts whole, a list as its items ("none" when empty, as for no `adjusted_by`)."""
+  if isinstance(value, (list, tuple)):
+    return esc(", ".join(str(v) for v in value) or "none")
+  if key in SUMMARY_COUNTS and not _blank(value):
+    return f"{round(float(value)):,}"
+  return esc(value)
 
 
 def _truth_section(truth: dict, planted: pd.DataFrame | None) -> str:

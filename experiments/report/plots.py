@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 import cube_env
 
@@ -56,59 +57,158 @@ def finding_plot(row: dict) -> str:
   return _png(fig)
 
 
-def tree_plot(run: cube_env.Discovery) -> str:
-  """Visited cohorts by depth (query order along y); edges to the cohort each was reached from; paths to findings red."""
-  visits = run.search.visits
-  confirmed_q = set(run.findings.loc[run.findings["confirmed"].astype(bool), "query"]) if len(run.findings) else set()
-  cand_q = set(run.findings["query"]) if len(run.findings) else set()
-  on_path = set()
-  parents = visits["parent"].to_numpy()
-  for q in cand_q:
+# What the explored tree's colours mean: (colour, "edge" or "node", text); `tree_figure` draws by these and its legend
+# lists them, so the two cannot disagree.
+TREE_CONFIRMED, TREE_CANDIDATE, TREE_EDGE, TREE_NODE = "#d62728", "#ff7f0e", "#cccccc", "#888888"
+TREE_LEGEND = (
+  (TREE_CONFIRMED, "edge", "path to a confirmed finding"),
+  (TREE_CANDIDATE, "edge", "path to unconfirmed candidates only"),
+  (TREE_CONFIRMED, "node", "cohort with a confirmed finding (labelled)"),
+  (TREE_CANDIDATE, "node", "cohort with unconfirmed candidates only"),
+  (TREE_NODE, "node", "other visited cohort"),
+)
+TREE_LABEL_PT = 6  # font size of the cohort labels
+TREE_LABEL_GAP = 1.3  # least distance between two labels' centres at one depth, in label heights
+MAX_TREE_HEIGHT = 30.0  # inches; beyond it a depth's extra labels are left out (and counted in the title)
+_AXES_HEIGHT = 0.77  # share of the figure's height the axes get (matplotlib's default subplot top minus bottom)
+
+
+def _ancestors(queries, parents: np.ndarray) -> set[int]:
+  """`queries` and every cohort on their paths from the root (visit indices)."""
+  out = set()
+  for q in queries:
     q = int(q)
-    while q >= 0 and q not in on_path:
-      on_path.add(q)
+    while q >= 0 and q not in out:
+      out.add(q)
       q = int(parents[q])
-  shown = sorted(on_path | set(range(min(len(visits), MAX_TREE_NODES))))
+  return out
+
+
+def _spread(ys: list[float], gap: float) -> list[float]:
+  """Heights near the ascending `ys`, at least `gap` apart and within [gap / 2, 1 - gap / 2] (fits if len * gap <= 1)."""
+  out = list(ys)
+  for i in range(len(out)):
+    out[i] = max(out[i], out[i - 1] + gap if i else gap / 2)
+  if out and out[-1] > 1.0 - gap / 2:
+    out[-1] = 1.0 - gap / 2
+    for i in range(len(out) - 2, -1, -1):
+      out[i] = min(out[i], out[i + 1] - gap)
+  return out
+
+
+def _tree_labels(labelled: list[list[int]], leads: set[int]) -> tuple[list[list[int]], float, float, int]:
+  """(the labels kept per depth, the figure's height in inches, their least gap in axes height, how many left out).
+
+  The height gives the most crowded depth `TREE_LABEL_GAP` label heights per
+  label, within [5, `MAX_TREE_HEIGHT`] inches; a depth with more labels than
+  then fit keeps its story leads' cohorts first, then the earliest visited.
+  """
+  label_in = TREE_LABEL_PT * TREE_LABEL_GAP / 72.0
+  most = max((len(level) for level in labelled), default=0)
+  height = float(np.clip(most * label_in / _AXES_HEIGHT + 0.5, 5.0, MAX_TREE_HEIGHT))
+  gap = label_in / (_AXES_HEIGHT * height)
+  room, kept = int(1.0 / gap), []
+  for level in labelled:
+    keep = set(sorted(level, key=lambda q: (q not in leads, q))[:room])
+    kept.append([q for q in level if q in keep])
+  return kept, height, gap, sum(len(a) - len(b) for a, b in zip(labelled, kept))
+
+
+def tree_figure(run: cube_env.Discovery) -> Figure:
+  """Visited cohorts by depth (query order along y), each joined to the cohort it was reached from.
+
+  Colours follow `TREE_LEGEND`, which the figure's legend lists: an edge on a
+  path to a cohort with a confirmed finding is red, one on a path only to
+  cohorts with unconfirmed candidates orange, the others grey; a node is red
+  for a confirmed finding's cohort, orange for one with only unconfirmed
+  candidates. Only confirmed findings' cohorts are labelled (dozens of
+  candidates' labels would overlap until none could be read); a depth's labels
+  are spread at least `TREE_LABEL_GAP` label heights apart, with a thin line
+  to their node where moved, and the figure grows taller to make room (up to
+  `MAX_TREE_HEIGHT`; the labels that would not fit then are left out, story
+  leads kept first, and counted in the title).
+  """
+  visits = run.search.visits
+  found = run.findings
+  confirmed = found[found["confirmed"].astype(bool)] if len(found) else found
+  confirmed_q = {int(q) for q in confirmed["query"]} if len(found) else set()
+  cand_q = {int(q) for q in found["query"]} if len(found) else set()
+  parents = visits["parent"].to_numpy()
+  to_confirmed = _ancestors(confirmed_q, parents)
+  to_candidate = _ancestors(cand_q, parents)
+  shown = sorted(to_candidate | set(range(min(len(visits), MAX_TREE_NODES))))
   depth = visits["depth"].to_numpy()
-  ypos = {}
-  for d in range(int(depth.max()) + 1 if len(visits) else 1):
+  max_depth = int(depth.max()) if len(visits) else 0
+  ypos, levels = {}, []
+  for d in range(max_depth + 1):
     level = [q for q in shown if depth[q] == d]
+    levels.append(level)
     for i, q in enumerate(level):
       ypos[q] = (i + 0.5) / max(len(level), 1)
-  fig = Figure(figsize=(9, 5))
+  leads = (
+    {int(q) for q in confirmed.loc[confirmed["story_lead"].astype(bool), "query"]}
+    if "story_lead" in confirmed
+    else set()
+  )
+  labelled, height, gap, left_out = _tree_labels([[q for q in level if q in confirmed_q] for level in levels], leads)
+  fig = Figure(figsize=(max(9.0, 2.4 * (max_depth + 1)), height))
+  fig.subplots_adjust(bottom=0.11, top=0.11 + _AXES_HEIGHT)
   ax = fig.subplots()
   for q in shown:
     p = int(parents[q])
     if p in ypos:
-      red = q in on_path and p in on_path
+      colour = TREE_CONFIRMED if q in to_confirmed else (TREE_CANDIDATE if q in to_candidate else TREE_EDGE)
       ax.plot(
         [depth[p], depth[q]],
         [ypos[p], ypos[q]],
-        color="C3" if red else "#ccc",
-        lw=1.4 if red else 0.4,
-        zorder=2 if red else 1,
+        color=colour,
+        lw=0.4 if colour == TREE_EDGE else 1.4,
+        zorder={TREE_EDGE: 1, TREE_CANDIDATE: 2, TREE_CONFIRMED: 3}[colour],
       )
   xs = [depth[q] for q in shown]
   ys = [ypos[q] for q in shown]
-  colors = ["C3" if q in confirmed_q else ("C1" if q in cand_q else "#888") for q in shown]
-  ax.scatter(xs, ys, s=10, c=colors, zorder=3)
-  for q in sorted(cand_q):
-    ax.annotate(
-      _short(str(visits["cohort"].iloc[int(q)]), 45),
-      (depth[int(q)], ypos[int(q)]),
-      fontsize=6,
-      xytext=(4, 2),
-      textcoords="offset points",
-    )
+  colours = [TREE_CONFIRMED if q in confirmed_q else (TREE_CANDIDATE if q in cand_q else TREE_NODE) for q in shown]
+  ax.scatter(xs, ys, s=10, c=colours, zorder=4)
+  for level in labelled:
+    for q, y in zip(level, _spread([ypos[q] for q in level], gap)):
+      moved = abs(y - ypos[q]) > 1e-9
+      ax.annotate(
+        _short(str(visits["cohort"].iloc[q]), 70 if depth[q] == max_depth else 40),  # the last depth has room
+        (depth[q], ypos[q]),
+        xytext=(depth[q] + 0.06, y),
+        textcoords="data",
+        fontsize=TREE_LABEL_PT,
+        va="center",
+        arrowprops={"arrowstyle": "-", "lw": 0.3, "color": "#999999"} if moved else None,
+        zorder=5,
+      )
+  handles = [
+    Line2D([], [], color=c, lw=1.4) if kind == "edge" else Line2D([], [], color=c, marker="o", ms=4, ls="none")
+    for c, kind, _ in TREE_LEGEND
+  ]
+  ax.legend(
+    handles,
+    [text for *_, text in TREE_LEGEND],
+    fontsize=7,
+    loc="upper center",
+    bbox_to_anchor=(0.5, -0.5 / (_AXES_HEIGHT * height)),
+    ncol=3,
+  )
   hidden = len(visits) - len(shown)
   ax.set_xlabel("depth (filters)")
-  ax.set_xticks(range(int(max(xs, default=0)) + 1))
+  ax.set_xticks(range(max_depth + 1))
   ax.set_yticks([])
+  ax.set_ylim(-0.02, 1.02)  # room for the edge nodes' dots
   ax.set_title(
     f"{len(visits)} cohorts visited"
     + (f" ({hidden} not drawn)" if hidden > 0 else "")
-    + "; red: confirmed, orange: unconfirmed candidate",
+    + (f"; {left_out} confirmed {'cohort' if left_out == 1 else 'cohorts'} not labelled for room" if left_out else ""),
     fontsize=9,
   )
-  ax.set_xlim(-0.2, max(xs, default=0) + 0.8)
-  return _png(fig)
+  ax.set_xlim(-0.2, max_depth + 0.8)
+  return fig
+
+
+def tree_plot(run: cube_env.Discovery) -> str:
+  """`tree_figure` as a PNG data URI."""
+  return _png(tree_figure(run))
