@@ -147,7 +147,7 @@ def tree_figure(run: cube_env.Discovery) -> Figure:
       ypos[q] = (i + 0.5) / max(len(level), 1)
   leads = (
     {int(q) for q in confirmed.loc[confirmed["story_lead"].astype(bool), "query"]}
-    if "story_lead" in confirmed
+    if len(confirmed) and "story_lead" in confirmed
     else set()
   )
   labelled, height, gap, left_out = _tree_labels([[q for q in level if q in confirmed_q] for level in levels], leads)
