@@ -495,3 +495,24 @@ def test_values_that_look_like_codes_are_warned_about_and_kept():
   # A long tail of real, distinct measurements is not a code: no warning.
   tail = df.assign(wait=np.r_[rng.uniform(1e4, 5e4, 27), rng.lognormal(4.0, 0.4, 373)])
   assert not [n for n in cube_env.build_cube(tail, schema).meta.summary if n.startswith("warning: measure")]
+
+
+def test_a_measure_one_site_never_records_is_named_without_counts():
+  rng = np.random.default_rng(1)
+  df = pd.DataFrame(
+    {
+      "site": rng.choice(["north", "south", "east"], 600),
+      "race": rng.choice(["W", "B"], 600),
+      "los": rng.gamma(2.0, 2.0, 600),
+    }
+  )
+  df.loc[df.site == "north", "los"] = np.nan
+  df.loc[df.index[:20], "los"] = np.nan  # a few elsewhere too
+  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["los"])
+  notes = [n for n in cube_env.build_cube(df, schema).meta.summary if "nearly all rows" in n]
+  assert notes == [
+    "measure 'los': missing in all or nearly all rows of site='north', which hold most of its missing values: its "
+    "findings say nothing there"
+  ]
+  spread = df.assign(los=np.where(rng.random(600) < 0.3, np.nan, rng.gamma(2.0, 2.0, 600)))
+  assert not [n for n in cube_env.build_cube(spread, schema).meta.summary if "nearly all rows" in n]

@@ -509,6 +509,28 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   return values, is_binary, is_log
 
 
+MISSING_WHERE = 0.95  # a category whose rows lack a measure at least this often, holding most of its missing rows
+
+
+def _missing_where(missing: np.ndarray, codes: np.ndarray, filter_names, categories, name: str) -> list[str]:
+  """Notes naming the categories where a measure's missing values concentrate: a category of a filter column
+  with at least `SMALL_CELL` rows, at least `MISSING_WHERE` of them missing the measure, holding more than half of
+  its missing rows (a site that never records it). No counts (the share and the table's rows would give them)."""
+  total = int(missing.sum())
+  if total == 0 or total >= MISSING_WHERE * len(missing):
+    return []
+  notes = []
+  for f, column in enumerate(filter_names):
+    rows = np.bincount(codes[:, f], minlength=len(categories[f]))
+    lacking = np.bincount(codes[:, f], weights=missing, minlength=len(categories[f]))
+    for c in np.flatnonzero((rows >= SMALL_CELL) & (lacking >= MISSING_WHERE * rows) & (lacking > total / 2)):
+      notes.append(
+        f"measure {name!r}: missing in all or nearly all rows of {column}={categories[f][c]!r}, which hold most of "
+        "its missing values: its findings say nothing there"
+      )
+  return notes
+
+
 def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, n_bins: int = 4):
   """Codes a table for the cube.
 
@@ -543,6 +565,7 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     values[:, m] = v
     is_binary.append(b)
     is_log.append(lg)
+    summary.extend(_missing_where(np.isnan(v), codes, filter_names, categories, name))
   meta = CubeMeta(
     filter_names=tuple(filter_names),
     categories=tuple(categories),
