@@ -199,7 +199,10 @@ def test_bad_input_is_a_clear_4xx(service, table):
   r = service.submit({**SETTINGS, "measures": ["minutes", "cost"]}, table)
   assert r.status_code == 400 and r.json()["detail"]["field"] == "cost" and "not in the table" in r.text
   r = service.submit(SETTINGS, table * 80)  # about 0.4 MiB, over the 0.25 MiB limit
-  assert r.status_code == 413
+  assert r.status_code == 413 and r.json()["detail"] == {
+    "field": "file",
+    "message": "file: the request is larger than this server's upload limit of 0.25 MiB (serve --max-upload-mb)",
+  }
 
   def chunks():  # no Content-Length: refused while it streams in, long before its 64 MiB are sent
     yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
@@ -207,7 +210,7 @@ def test_bad_input_is_a_clear_4xx(service, table):
       yield b"0" * 65536
 
   r = service.client.post("/jobs", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
-  assert r.status_code == 413
+  assert r.status_code == 413 and "upload limit of 0.25 MiB" in r.json()["detail"]["message"]
   r = service.submit({**SETTINGS, "budgett": 5}, table)
   assert r.status_code == 422 and r.json()["detail"]["field"] == "budgett"
   r = service.submit({**SETTINGS, "budget": 0}, table)

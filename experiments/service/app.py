@@ -19,13 +19,16 @@ count under the small-cell limit and escape every data value in the HTML.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse
 from rq.job import JobStatus
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from experiments.service import jobs
 from experiments.service.spec import JobSpec, ServiceConfig, SpecError
@@ -35,8 +38,8 @@ MEDIA = {"findings.json": "application/json", "findings.csv": "text/csv", "repor
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the settings field, on top of the file's own limit
 
 
-def make_app(config: ServiceConfig) -> FastAPI:
-  """The API over `config`'s Redis and data directory."""
+def make_app(config: ServiceConfig) -> NamedLimit:
+  """The API over `config`'s Redis and data directory (a FastAPI app, wrapped by `NamedLimit`)."""
   connection = jobs.connect(config)
   # FastAPI's own body limit answers 413 from Content-Length or, for a chunked body, as soon as it has read past it.
   app = FastAPI(title="cube-muzero discovery", version="1", max_body_size=config.max_upload_bytes + FORM_OVERHEAD)
@@ -49,6 +52,15 @@ def make_app(config: ServiceConfig) -> FastAPI:
       raise HTTPException(401, "missing or wrong token: send Authorization: Bearer TOKEN")
 
   guard = [Depends(authorize)]
+
+  too_large = {"field": "file", "message": _too_large(config)}
+
+  @app.exception_handler(StarletteHTTPException)
+  async def name_the_limit(request: Request, err: StarletteHTTPException):
+    """A body found too large while it streams in: FastAPI says only "Content Too Large"; name the limit."""
+    if err.status_code == 413 and not isinstance(err.detail, dict):
+      err = HTTPException(413, too_large)
+    return await http_exception_handler(request, err)
 
   @app.get("/health", dependencies=guard)
   def health() -> dict:
@@ -114,7 +126,44 @@ def make_app(config: ServiceConfig) -> FastAPI:
       raise HTTPException(404, f"no job {job_id!r}")
     return job
 
-  return app
+  return NamedLimit(app, json.dumps({"detail": too_large}).encode())
+
+
+def _too_large(config: ServiceConfig) -> str:
+  mib = config.max_upload_bytes / 2**20
+  return f"file: the request is larger than this server's upload limit of {mib:.4g} MiB (serve --max-upload-mb)"
+
+
+class NamedLimit:
+  """The API as served: FastAPI's app, whose body limit answers a request whose Content-Length is over it with a
+  plain "Content Too Large" before any handler runs; this ASGI wrapper sends `body` (JSON naming the limit and the
+  flag, as every other error of the API) instead. Attributes are the FastAPI app's."""
+
+  def __init__(self, app: FastAPI, body: bytes):
+    self.app, self.body = app, body
+
+  def __getattr__(self, name: str):
+    return getattr(self.app, name)
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] != "http":
+      return await self.app(scope, receive, send)
+    state = {"swap": False, "sent": False}
+
+    async def named(message):
+      if message["type"] == "http.response.start" and message["status"] == 413:
+        state["swap"] = dict(message.get("headers", [])).get(b"content-type", b"").startswith(b"text/plain")
+        if state["swap"]:
+          length = str(len(self.body)).encode()
+          message = {**message, "headers": [(b"content-type", b"application/json"), (b"content-length", length)]}
+      elif message["type"] == "http.response.body" and state["swap"]:
+        if state["sent"]:
+          return  # the plain text's later parts, if any
+        state["sent"] = True
+        message = {"type": "http.response.body", "body": self.body, "more_body": False}
+      await send(message)
+
+    await self.app(scope, receive, named)
 
 
 def _links(job_id: str) -> dict:
