@@ -329,7 +329,10 @@ def test_one_groups_rows_under_two_measures_give_nothing_back_and_the_reason_is_
   assert _leaks(shown) == [] and _cohort_leaks(shown) == []
   assert shown.loc[2:, ["n_group", "n_rest", "mean_group", "mean_rest"]].isna().all().all()
   assert shown.loc[:1, "n_group"].tolist() == [600.0, 305.0] and shown.loc[:1, "hidden"].isna().all()
-  assert shown.loc[2:, "hidden"].tolist() == ["a group's rows missing the measure (fewer than 11) would follow"] * 2
+  fill = ": run the measure on the rows that have it to see them"
+  assert (
+    shown.loc[2:, "hidden"].tolist() == [f"a group's rows missing the measure (fewer than 11) would follow{fill}"] * 2
+  )
 
 
 def test_the_hidden_column_names_each_rule_and_half():
@@ -353,7 +356,7 @@ def test_the_hidden_column_names_each_rule_and_half():
       "the rows of groups not shown (fewer than 11) would follow by subtraction; this cohort's rows outside the "
       "shown groups or missing a measure (fewer than 11) would follow; exploration half: this cohort's rows outside "
       "the shown groups or missing a measure (fewer than 11) would follow; exploration half: this cohort's rows "
-      "missing the measure (fewer than 11) would follow"
+      "missing the measure (fewer than 11) would follow: run the measure on the rows that have it to see them"
     ]
     * 2
   )

@@ -656,7 +656,7 @@ def test_plain_sentences_name_each_scale_and_hide_small_cells():
     "In the whole table, the rate of readmitted for sex=F differed from sex=M; its numbers are hidden by the "
     "small-cell rule; confirmed on held-out rows."
   )
-  why = "this cohort's rows missing the measure (fewer than 11) would follow"
+  why = "this cohort's rows missing the measure (fewer than 11) would follow: run the measure on the rows that have it"
   assert finding_sentence(hidden | dict(explore_z=-5.2, hidden=why)) == (
     "In the whole table, the rate of readmitted for sex=F was lower than for sex=M; its numbers are hidden by the "
     f"small-cell rule ({why}); confirmed on held-out rows."
@@ -756,7 +756,7 @@ def test_console_gives_reasons_intervals_floored_p_values_and_plurals(capsys):
 
 def test_console_says_why_a_confirmed_findings_numbers_are_hidden(capsys):
   table = _report_table(relative_ci_low=[0.41, -0.02], relative_ci_high=[0.6, 0.08])
-  why = "this cohort's rows missing the measure (fewer than 11) would follow"
+  why = "this cohort's rows missing the measure (fewer than 11) would follow: run the measure on the rows that have it"
   table["hidden"] = [why, None]
   print_summary(_console_run(table), source="er.csv", score=None, paths={"report.html": "out/report.html"}, show=10)
   out = capsys.readouterr().out

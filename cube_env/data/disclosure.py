@@ -150,6 +150,7 @@ def hide_small_rates(
 
 
 HIDDEN = "hidden"  # column of the shown table: why a row's numbers are blank (None where nothing is)
+_FILL = ": run the measure on the rows that have it to see them"  # what lifts a missing-values blank
 _HALVES = {"": "", "explore_": "exploration half: "}
 
 
@@ -249,13 +250,13 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   found.append((_small_cells(frame["column"].map(pooled), min_group), True, pooled_why))
   # Rows of the cohort without the measure: every block of that cohort and measure.
   missing = _small_cells(frame["measured"].map(frame.groupby("measured")["missing"].max()), min_group)
-  found.append((missing, True, f"this cohort's rows missing the measure (fewer than {limit}) would follow"))
+  found.append((missing, True, f"this cohort's rows missing the measure (fewer than {limit}) would follow{_FILL}"))
   # One group (or its rest) under two measures: its largest count less its count under this measure are its rows
   # missing this measure where the other has none missing. This measure's block.
   for side in ("n", "rest"):
     most = frame.groupby(["column", "group"])[side].transform("max")
     across = frame["block"].isin(frame["block"][_small_cells(most - frame[side], min_group)]).to_numpy()
-    found.append((across, True, f"a group's rows missing the measure (fewer than {limit}) would follow"))
+    found.append((across, True, f"a group's rows missing the measure (fewer than {limit}) would follow{_FILL}"))
   # A binary measure's events (and non-events) in the groups not shown: the block's events less the shown groups'.
   complete = np.isfinite(one["events"])
   shown = one.assign(events=one["events"].where(complete), nonevents=(one["n"] - one["events"]).where(complete))
