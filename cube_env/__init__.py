@@ -23,6 +23,7 @@ from cube_env.data.disclosure import (
   hide_cohort_remainders,
   hide_remainders,
   hide_small_rates,
+  note_text,
   redact_counts,
 )
 from cube_env.data.holdout import Halves, split_cubes, split_rows
@@ -185,6 +186,7 @@ __all__ = (
   "hide_cohort_remainders",
   "hide_remainders",
   "hide_small_rates",
+  "note_text",
   "redact_counts",
   "register_method",
   "run_discovery",

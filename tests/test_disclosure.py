@@ -75,8 +75,8 @@ def _leaks(table: pd.DataFrame) -> list[tuple]:
         n = _number(row.get(half + side))
         if n is not None:
           sides.setdefault((row["cohort"], row["protected"], row["group"], side), []).append(n)
-    for key, counts in sides.items():
-      out |= {(half, key, "rows missing a measure, one group", round(max(counts) - c)) for c in counts}
+    for key, counts in sides.items():  # every pair: a measure may be recorded wherever another is
+      out |= {(half, key, "rows missing a measure, one group", round(a - b)) for a in counts for b in counts}
     out = {leak for leak in out if leak[2] != "rows missing a measure, one group" or 1 <= leak[3] < LIMIT}
   return sorted(out)
 
@@ -372,3 +372,42 @@ def test_the_hidden_column_names_each_rule_and_half():
     None,
     "a cohort's count less its shown sub-cohorts' by site (fewer than 11) would follow by subtraction",
   ]
+
+
+def test_rules_repeat_until_nothing_more_can_be_subtracted():
+  """Hiding one block must not leave a subtraction between the others (a review's cases): W's counts under three
+  measures, each pair nested; the los block hidden (5 rows of the cohort lack los) leaves minutes 620 and cost
+  615; a parent whose largest group count is hidden falls to the next (612), 7 above its children's (300 + 305)."""
+  three = _table(
+    [
+      ({}, "race", "W", "los", 1020.0, 650.0, 365.0),
+      ({}, "race", "B", "los", 1020.0, 345.0, 670.0),
+      ({}, "race", "W", "minutes", 1020.0, 620.0, 320.0),
+      ({}, "race", "B", "minutes", 1020.0, 300.0, 640.0),
+      ({}, "race", "W", "cost", 1020.0, 615.0, 290.0),
+      ({}, "race", "B", "cost", 1020.0, 270.0, 635.0),
+    ]
+  )
+  shown = cube_env.shown_findings(three, 11)
+  assert _leaks(shown) == [] and _cohort_leaks(shown) == [] and shown["n_group"].isna().any()
+  pairs = _table(  # no largest-minus-each remainder is small, but minutes less cost is
+    [({}, "race", "W", m, 1000.0, n, 300.0) for m, n in (("los", 630.0), ("minutes", 615.0), ("cost", 610.0))]
+  )
+  assert [leak[3] for leak in _leaks(pairs)] == [5]
+  shown = cube_env.shown_findings(pairs, 11)
+  assert _leaks(shown) == [] and shown.loc[2, "n_group"] is None and shown.loc[1, "n_group"] == 615.0
+  tree = _table(
+    [
+      ({}, "race", "W", "los", 1000.0, 650.0, 305.0),
+      ({}, "race", "B", "los", 1000.0, 300.0, 655.0),
+      ({}, "race", "W", "minutes", 1000.0, 612.0, 330.0),
+      ({}, "race", "B", "minutes", 1000.0, 280.0, 662.0),
+      ({"site": "a"}, "race", "W", "los", 500.0, 300.0, 180.0),
+      ({"site": "a"}, "race", "W", "minutes", 500.0, 280.0, 170.0),
+      ({"site": "b"}, "race", "W", "los", 480.0, 305.0, 150.0),
+      ({"site": "b"}, "race", "W", "minutes", 480.0, 290.0, 140.0),
+    ]
+  )
+  shown = cube_env.shown_findings(tree, 11)
+  assert _leaks(shown) == [] and _cohort_leaks(shown) == []
+  assert "hidden" in cube_env.shown_findings(tree.iloc[4:5], 11).columns  # always there, None where nothing is

@@ -25,7 +25,8 @@ import pandas as pd
 
 SMALL_CELL = 11  # smallest count that may be shown (and the default min_group)
 
-_COUNT_PHRASE = re.compile(r"(?<!fewer than )\b(\d+)( missing values| rows)")  # not a limit already written
+# "N rows" / "N missing values", N a whole count (not "1,005" cut in two, not a limit already written as "fewer than").
+_COUNT_PHRASE = re.compile(r"(?<![\d,.])(?<![Ff]ewer than )\b(\d+)( missing values| rows)")
 
 
 def disclosure_limit(min_group: float) -> int:
@@ -45,6 +46,26 @@ def redact_counts(text: str, min_group: float) -> str:
   def sub(match):
     n = int(match.group(1))
     return f"fewer than {limit}{match.group(2)}" if is_small_cell(n, min_group) else match.group(0)
+
+  return _COUNT_PHRASE.sub(sub, text)
+
+
+def note_text(text: str, min_group: float) -> str:
+  """A coding note as reports show it: each "N rows" / "N missing values" under the limit is "fewer than L"
+  (`redact_counts`), and each other is rounded to tens, "about 30 rows" ("fewer than 20 rows" below 15).
+
+  A note counts the whole table, while the findings show each half's counts: an exact whole-table count less a
+  shown half's (the exploration half's rows of MISSING or OTHER) would give the other half's, which may be small.
+  Rounded, that difference is known only to within 5.
+  """
+  limit = disclosure_limit(min_group)
+
+  def sub(match):
+    n = int(match.group(1))
+    if is_small_cell(n, min_group):
+      return f"fewer than {limit}{match.group(2)}"
+    tens = 10 * ((n + 5) // 10)
+    return f"fewer than {max(20, limit)}{match.group(2)}" if tens <= 10 else f"about {tens}{match.group(2)}"
 
   return _COUNT_PHRASE.sub(sub, text)
 
@@ -251,11 +272,14 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   # Rows of the cohort without the measure: every block of that cohort and measure.
   missing = _small_cells(frame["measured"].map(frame.groupby("measured")["missing"].max()), min_group)
   found.append((missing, True, f"this cohort's rows missing the measure (fewer than {limit}) would follow{_FILL}"))
-  # One group (or its rest) under two measures: its largest count less its count under this measure are its rows
-  # missing this measure where the other has none missing. This measure's block.
+  # One group (or its rest) under two measures: its count under one less its count under another are its rows
+  # missing the second where their rows are nested (a measure recorded wherever another is). Every pair: the block
+  # with fewer rows.
   for side in ("n", "rest"):
-    most = frame.groupby(["column", "group"])[side].transform("max")
-    across = frame["block"].isin(frame["block"][_small_cells(most - frame[side], min_group)]).to_numpy()
+    sides = frame[["column", "group", "block", side]].dropna().reset_index()
+    pairs = sides.merge(sides, on=["column", "group"], suffixes=("", "_other"))
+    fewer = pairs.loc[_small_cells(pairs[f"{side}_other"] - pairs[side], min_group), "block"]
+    across = frame["block"].isin(fewer).to_numpy()
     found.append((across, True, f"a group's rows missing the measure (fewer than {limit}) would follow{_FILL}"))
   # A binary measure's events (and non-events) in the groups not shown: the block's events less the shown groups'.
   complete = np.isfinite(one["events"])
@@ -288,11 +312,20 @@ def hide_remainders(
   """
   out = table.copy()
   for prefix in prefixes:
-    for rows, counts, why in remainder_blocks(out, min_group, prefix):
-      if counts:
-        _blank(out, rows, COUNT_STATISTICS, prefix, why)
-      _blank(out, rows, RATE_STATISTICS, prefix, why)
+    while True:  # hiding a block can leave another count to subtract from (a group's next largest): to a fixpoint
+      before = _shown_cells(out)
+      for rows, counts, why in remainder_blocks(out, min_group, prefix):
+        if counts:
+          _blank(out, rows, COUNT_STATISTICS, prefix, why)
+        _blank(out, rows, RATE_STATISTICS, prefix, why)
+      if _shown_cells(out) == before:
+        break
   return out
+
+
+def _shown_cells(table: pd.DataFrame) -> int:
+  """How many cells of `table` hold a value (blanking only lowers it, so rules repeat until it stops falling)."""
+  return int(table.notna().to_numpy().sum())
 
 
 RAW_REST_EVENTS = "raw_rest_events"  # optional column: an adjusted run's unadjusted rest events (diff / relative_diff)
@@ -353,8 +386,9 @@ def cohort_remainders(table: pd.DataFrame, min_group: float, prefix: str = "") -
   For a shown cohort and a column it does not filter, its count less the sum of its shown children's on that
   column (`_cohort_quantities`) is the count of its rows whose value of the column no shown child has. Where that
   is a small cell, the smallest child count of at least the limit is hidden (the remainder then includes it), or
-  the parent's when no child's is that large. Counts are never negative, so hiding more never makes another such
-  remainder smaller: one pass suffices.
+  the parent's when no child's is that large. Counts are never negative, so hiding a child never makes another
+  such remainder smaller; hiding a parent's block can (a group's largest count falls to its next), which
+  `hide_small_cells` meets by repeating the rules.
   """
   if not len(table) or not {"filters", "protected", "group", "measure"} <= set(table.columns):
     return []
@@ -411,7 +445,15 @@ def hide_cohort_remainders(
 
 
 def hide_small_cells(table: pd.DataFrame, min_group: float) -> pd.DataFrame:
-  """A copy of `table` as it may be shown: every rule of this module in turn (`hide_small_rates`,
-  `hide_cohort_remainders`, `hide_remainders`), without the `RAW_REST_EVENTS` column (a count)."""
-  shown = hide_cohort_remainders(hide_small_rates(table, min_group), min_group)
-  return hide_remainders(shown, min_group).drop(columns=[RAW_REST_EVENTS], errors="ignore")
+  """A copy of `table` as it may be shown: every rule of this module in turn (`hide_small_rates`, then
+  `hide_cohort_remainders` and `hide_remainders` repeated until neither hides more), with the `HIDDEN` column
+  (None where nothing is hidden) and without the `RAW_REST_EVENTS` column (a count)."""
+  shown = hide_small_rates(table, min_group)
+  while True:  # what one rule hides can change what the other subtracts (a parent's largest group count): repeat
+    before = _shown_cells(shown)
+    shown = hide_remainders(hide_cohort_remainders(shown, min_group), min_group)
+    if _shown_cells(shown) == before:
+      break
+  if HIDDEN not in shown.columns:
+    shown[HIDDEN] = pd.Series([None] * len(shown), index=shown.index, dtype=object)
+  return shown.drop(columns=[RAW_REST_EVENTS], errors="ignore")

@@ -86,7 +86,7 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
   s, c = run.search, run.config
   print(f"data: {source}; {run.halves.explore_rows} exploration rows, {run.halves.confirm_rows} confirmation rows")
   for line in run.halves.summary:
-    print(f"  {cube_env.redact_counts(line, c.min_group)}")
+    print(f"  {cube_env.note_text(line, c.min_group)}")
   print(
     f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
     f"{run.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}" + (f"; {s.note}" if s.note else "")

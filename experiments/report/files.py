@@ -128,7 +128,7 @@ def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) 
     "adjusted_by": list(c.adjust),
     "seed": c.seed,
     "method_note": run.search.note,
-    "coding": [cube_env.redact_counts(line, c.min_group) for line in run.halves.summary],
+    "coding": [cube_env.note_text(line, c.min_group) for line in run.halves.summary],
   }
   if truth is not None:
     out["truth"] = truth
