@@ -328,7 +328,7 @@ def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
   got = tables.parse_table(path.read_bytes())
   pd.testing.assert_frame_equal(got, cube_env.read_table(path))
   note = "the table's columns are separated by semicolons (';'), not commas"
-  assert got.attrs == cube_env.read_table(path).attrs == {"coding_notes": (note,)}
+  assert got.attrs == cube_env.read_table(path).attrs == {"coding_notes": (note,), "separator": ";"}
   for data, message in (
     (b"site,unit,site\na,b,c\n", "path: column 'site' appears 2 times in the header"),
     (b"\n\n", "path: is empty (no header line)"),
@@ -524,3 +524,28 @@ def test_a_measure_one_site_never_records_is_named_without_counts():
   ]
   spread = df.assign(los=np.where(rng.random(600) < 0.3, np.nan, rng.gamma(2.0, 2.0, 600)))
   assert not [n for n in cube_env.build_cube(spread, schema).meta.summary if "nearly all rows" in n]
+
+
+def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(tmp_path):
+  """A semicolon file's '1,025' is a decimal comma: refused, not read as 1025; '0,912' is no thousands-grouped number;
+  a trailing separator on every row is refused even where the first column counts 0, 1, 2 (pandas would make it
+  the index and shift every column); a quoted name with a line break does not hide the separator."""
+  semi = tmp_path / "semi.csv"
+  semi.write_text("site;race;creat\n" + "".join(f"{s};{r};1,025\n" for s, r in zip("ab" * 20, "WB" * 20)))
+  df = cube_env.read_table(semi)
+  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["creat"])
+  with pytest.raises(
+    ValueError, match=r"not numeric \(e\.g\. value '1,025'.*semicolons a comma is taken for a decimal"
+  ):
+    cube_env.build_cube(df, schema)
+  with pytest.raises(ValueError, match="not numeric"):
+    ingest.measure_numbers(pd.Series(["0,912", "1,234"]), "creat")
+  np.testing.assert_array_equal(ingest.measure_numbers(pd.Series(["1,234", "5"]), "x")[0], [1234.0, 5.0])
+  trailing = tmp_path / "trailing.csv"
+  trailing.write_text("id,site,los\n0,a,3,\n1,b,4,\n2,a,5,\n")
+  with pytest.raises(ValueError, match="rows have more fields than the header has names"):
+    cube_env.read_table(trailing)
+  multiline = tmp_path / "multiline.csv"
+  multiline.write_text('"length\nof stay";site;race\n3;a;W\n4;b;B\n')
+  read = cube_env.read_table(multiline)
+  assert list(read.columns) == ["length\nof stay", "site", "race"] and read["site"].tolist() == ["a", "b"]

@@ -127,12 +127,24 @@ def _separator(line: str) -> str:
   return max(SEPARATORS, key=lambda s: counts[s])  # max keeps the first of equals: the comma
 
 
-def _header(handle) -> tuple[str, list[str]] | None:
-  """(separator, column names as written) of a text stream's first non-blank record; None when it has none."""
+HEAD_ROWS = 100  # data records read with the header to check their field counts
+
+
+def _header(handle) -> tuple[str, list[str], int] | None:
+  """(separator, column names as written, most fields in the first `HEAD_ROWS` data records) of a text stream's
+  first non-blank record (a quoted name may span lines); None when it has none."""
   for line in handle:
     if line.strip():
+      while line.count('"') % 2:  # a quoted name holds a line break: the record goes on
+        more = next(handle, None)
+        if more is None:
+          break
+        line += more
       sep = _separator(line)
-      return sep, next(csv.reader(itertools.chain([line], handle), delimiter=sep))
+      records = csv.reader(itertools.chain([line], handle), delimiter=sep)
+      names = next(records)
+      widest = max((len(r) for r in itertools.islice(records, HEAD_ROWS) if r), default=0)
+      return sep, names, widest
   return None
 
 
@@ -161,7 +173,7 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
   if header is None:
     raise TableFileError(name, "is empty (no header line)")
-  sep, names = header
+  sep, names, widest = header
   counts = collections.Counter(n for n in names if n)  # blank names stay apart in pandas ('Unnamed: 3')
   twice = [f"column {n!r} appears {k} times in the header" for n, k in counts.items() if k > 1]
   if twice:
@@ -170,12 +182,14 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     df = pd.read_csv(raw, sep=sep, low_memory=False)
   except (ValueError, OSError) as err:  # pandas' ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
     raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
-  if not df.index.equals(pd.RangeIndex(len(df))):  # pandas took each row's extra first field as its index
+  # pandas would take each row's extra first field as its index (which may even look like 0, 1, 2, ...).
+  if widest > len(names) or not df.index.equals(pd.RangeIndex(len(df))):
     raise TableFileError(
       name,
       "rows have more fields than the header has names, so every column would shift by one: is a name missing "
       "from the header, or does each row end with a separator?",
     )
+  df.attrs[SEPARATOR] = sep
   if sep != ",":
     df.attrs[READ_NOTES] = (f"the table's columns are separated by {SEPARATORS[sep]} ({sep!r}), not commas",)
   return df
@@ -366,7 +380,8 @@ def _code_column(
 
 
 YES_NO = (("y", "n"), ("yes", "no"), ("true", "false"), ("t", "f"))  # (1, 0) text pairs read as a binary measure
-THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?")  # 99,999 or -1,234,567.5: read with the commas removed
+THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d+)?")  # 99,999 or -1,234,567.5: read without the commas
+SEPARATOR = "separator"  # `df.attrs` key: the CSV's column separator (`read_csv`); ';' files write decimal commas
 SEPARATED = re.compile(r"[+-]?\d[\d.,' ]*\d")  # a number written with separators of some kind (12,5; 1.234.567)
 
 
@@ -384,12 +399,14 @@ def _yes_no(col: pd.Series, name: str) -> tuple[pd.Series, str] | None:
   return None
 
 
-def measure_numbers(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
+def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -> tuple[np.ndarray, list[str]]:
   """A measure column as numbers: `[rows]` float64 with NaN where missing, and the coding notes.
 
   Numbers are taken as they are; True/False (bool) and text that is one of the `YES_NO` pairs become 1/0; text
-  whose every non-number is a number with thousands separators (`THOUSANDS`) is read without the commas. Each is
-  noted; the count of rows read with separators follows the small-cell rule.
+  whose every non-number is a number with thousands separators (`THOUSANDS`: no leading 0, groups of 3) is read
+  without the commas, unless `decimal_comma` (a file separated by semicolons, where "1,025" is one and a
+  fortieth): then it is refused. Each is noted; the count of rows read with separators follows the small-cell
+  rule.
 
   Raises:
     ColumnError naming the column when other text remains (with a hint where it looks like a number with
@@ -409,7 +426,7 @@ def measure_numbers(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
   if bad.any():
     raw = col[bad]
     text = raw.astype(str).str.strip()
-    grouped = text.str.fullmatch(THOUSANDS.pattern).to_numpy(bool)
+    grouped = text.str.fullmatch(THOUSANDS.pattern).to_numpy(bool) & (not decimal_comma)
     if not grouped.all():
       unread = text[~grouped]
       rows = redact_counts(f"{len(unread)} rows", SMALL_CELL)  # the small-cell rule holds in errors too
@@ -418,7 +435,12 @@ def measure_numbers(col: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
       if len(separated):
         message += (
           f"; values like {separated.iloc[0]!r} look like numbers written with separators: write them with '.' as "
-          "the decimal point and no other separator (commas between groups of 3 digits, as in '99,999', are read)"
+          "the decimal point and no other separator "
+          + (
+            "(in a file separated by semicolons a comma is taken for a decimal comma, so none is read)"
+            if decimal_comma
+            else "(commas between groups of 3 digits, as in '99,999', are read)"
+          )
         )
       raise ColumnError(name, message)
     coerced = coerced.astype(float)
@@ -466,7 +488,7 @@ def _suspect_values(observed: np.ndarray, name: str) -> list[str]:
 
 
 def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[str]):
-  values, notes = measure_numbers(df[name], name)
+  values, notes = measure_numbers(df[name], name, decimal_comma=df.attrs.get(SEPARATOR) == ";")
   summary.extend(notes)
   if np.isinf(values).any():
     raise ValueError(f"measure column {name!r} holds infinite values")

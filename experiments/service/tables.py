@@ -79,7 +79,7 @@ def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
     raise TableError("settings", str(err)) from None
   for name in spec.measures:
     try:
-      ingest.measure_numbers(df[name], name)
+      ingest.measure_numbers(df[name], name, decimal_comma=df.attrs.get(ingest.SEPARATOR) == ";")
     except ingest.ColumnError as err:
       raise TableError(err.column, str(err)) from None
 
