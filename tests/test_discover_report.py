@@ -761,3 +761,25 @@ def test_console_says_why_a_confirmed_findings_numbers_are_hidden(capsys):
   print_summary(_console_run(table), source="er.csv", score=None, paths={"report.html": "out/report.html"}, show=10)
   out = capsys.readouterr().out
   assert f"True numbers hidden: {why}" in " ".join(out.split())
+
+
+def test_plain_sentences_read_a_favorable_measures_direction_from_its_non_event_rates():
+  """A review's cases: the exploration z is of the event rates, so a hidden favorable finding's direction flips; an
+  adjusted run codes a binary measure on scale "linear", still a rate of no event; no relative difference (the
+  rest's mean 0) gives the means alone, not "hidden"."""
+  base = dict(cohort="(all cases)", protected="race", group="B", measure="survived", scale="binary", reference="rest")
+  hidden = dict(base, mean_group=None, mean_rest=None, relative_diff=None, explore_z=-4.0, hidden="why")
+  assert finding_sentence(hidden, favorable=["survived"]).startswith(
+    "In the whole table, the rate of no survived for race=B was higher than for the rest of the table; its numbers"
+  )
+  assert "the rate of survived for race=B was lower than" in finding_sentence(hidden)
+  adjusted = dict(base, scale="linear", measure="home", mean_group=-0.05, mean_rest=0.03, relative_diff=0.25)
+  assert finding_sentence(adjusted, favorable=["home"], adjusted_by=["asa"]) == (
+    "In the whole table, the rate of no home for race=B was 25% higher than for the rest of the table after "
+    "adjustment for case mix (asa) (excess rates of home over expected -0.05 vs 0.03); confirmed on held-out rows."
+  )
+  zero = dict(base, scale="linear", measure="cost", mean_group=12.0, mean_rest=0.0, relative_diff=float("nan"))
+  assert finding_sentence(zero) == (
+    "In the whole table, the mean of cost for race=B differed from the rest of the table (means 12 vs 0); confirmed "
+    "on held-out rows."
+  )

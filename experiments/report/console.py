@@ -37,9 +37,9 @@ def _left(texts: list[str]) -> list[str]:
 
 
 def _relative_ci(low, high) -> str | None:
-  """ "0.344 to 0.466" (None when either end is blank)."""
+  """ "0.344 to 0.466" ("-" when either end is blank)."""
   if pd.isna(low) or pd.isna(high):
-    return None
+    return "-"
   return f"{float(low):.3g} to {float(high):.3g}"
 
 

@@ -234,7 +234,7 @@ def finding_sentence(row: dict, *, adjusted_by: list | tuple = (), favorable: li
   scale = row.get("scale") if row.get("scale") in SUBJECTS else "linear"
   subject, means, adjusted_means = SUBJECTS[scale]
   m = str(row["measure"])
-  flip = scale == "binary" and m in favorable
+  flip = m in favorable  # a favorable measure is binary (scale "linear" once adjusted): its non-event rates
   subject = ("the rate of no {m}" if flip else subject).format(m=m)
   whole = row["cohort"] == cube_env.cohort_label({})
   where, rest = ("the whole table", "the rest of the table") if whole else (row["cohort"], "the rest of that cohort")
@@ -242,15 +242,21 @@ def finding_sentence(row: dict, *, adjusted_by: list | tuple = (), favorable: li
     rest = f"{row['protected']}={row['reference']}"
   head = f"In {where}, {subject} for {row['protected']}={row['group']}"
   rel, g, r = row.get("relative_diff"), row.get("mean_group"), row.get("mean_rest")
-  if any(_blank(v) for v in (rel, g, r)):
-    z = row.get("explore_z")  # confirmation keeps the exploration half's sign
-    how = "differed from" if _blank(z) or float(z) == 0 else f"was {'higher' if float(z) > 0 else 'lower'} than for"
+  if _blank(g) or _blank(r):
+    z = row.get("explore_z")  # confirmation keeps the exploration half's sign (of the events' rates)
+    sign = 0.0 if _blank(z) else float(np.sign(float(z))) * (-1.0 if flip else 1.0)
+    how = "differed from" if sign == 0 else f"was {'higher' if sign > 0 else 'lower'} than for"
     why = "" if _blank(row.get("hidden")) else f" ({row['hidden']})"
     return f"{head} {how} {rest}; its numbers are hidden by the small-cell rule{why}; confirmed on held-out rows."
+  adjusted = f" after adjustment for case mix ({', '.join(adjusted_by)})" if adjusted_by else ""
+  if flip:
+    shown = f"excess rates of {m} over expected" if adjusted_by else f"rates of {m}"
+  else:
+    shown = adjusted_means if adjusted_by else means
+  if _blank(rel):  # no relative difference (the rest's mean is 0): the means alone
+    return f"{head} differed from {rest}{adjusted} ({shown} {number_text(g)} vs {number_text(r)}); confirmed on held-out rows."
   rel = float(rel)
   ci = _percent_ci(rel, row.get("relative_ci_low"), row.get("relative_ci_high"))
-  adjusted = f" after adjustment for case mix ({', '.join(adjusted_by)})" if adjusted_by else ""
-  shown = adjusted_means if adjusted_by else (f"rates of {m}" if flip else means)
   return (
     f"{head} was {abs(rel):.0%} {'higher' if rel >= 0 else 'lower'}{ci} than for {rest}{adjusted} "
     f"({shown} {number_text(g)} vs {number_text(r)}); confirmed on held-out rows."
