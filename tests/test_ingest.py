@@ -549,3 +549,7 @@ def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(
   multiline.write_text('"length\nof stay";site;race\n3;a;W\n4;b;B\n')
   read = cube_env.read_table(multiline)
   assert list(read.columns) == ["length\nof stay", "site", "race"] and read["site"].tolist() == ["a", "b"]
+  # Tabs and commas as often in the header (names with commas): the first data row settles it.
+  tabs = tmp_path / "tabs.csv"
+  tabs.write_text("los, days\tsite, code\trace\n3\ta\tW\n4\tb\tB\n")
+  assert list(cube_env.read_table(tabs).columns) == ["los, days", "site, code", "race"]

@@ -114,9 +114,8 @@ class TableFileError(ValueError):
     self.detail = detail
 
 
-def _separator(line: str) -> str:
-  """The separator of a CSV header line: whichever of `SEPARATORS` occurs most outside double quotes (ties and a
-  one-column header: the comma)."""
+def _outside_quotes(line: str) -> dict[str, int]:
+  """How often each of `SEPARATORS` occurs in `line` outside double quotes."""
   counts = dict.fromkeys(SEPARATORS, 0)
   quoted = False
   for char in line:
@@ -124,7 +123,20 @@ def _separator(line: str) -> str:
       quoted = not quoted
     elif not quoted and char in counts:
       counts[char] += 1
-  return max(SEPARATORS, key=lambda s: counts[s])  # max keeps the first of equals: the comma
+  return counts
+
+
+def _separator(line: str, following: str = "") -> str:
+  """The separator of a CSV header record: whichever of `SEPARATORS` occurs most outside double quotes; between
+  equals, the one the `following` line (the first data row) uses as often; else, and for a one-column header, the
+  comma."""
+  counts = _outside_quotes(line)
+  most = max(counts.values())
+  tied = [sep for sep in SEPARATORS if counts[sep] == most]
+  if len(tied) > 1 and most > 0:
+    data = _outside_quotes(following)
+    tied = [sep for sep in tied if data[sep] == most] or [","]
+  return tied[0]
 
 
 HEAD_ROWS = 100  # data records read with the header to check their field counts
@@ -140,8 +152,9 @@ def _header(handle) -> tuple[str, list[str], int] | None:
         if more is None:
           break
         line += more
-      sep = _separator(line)
-      records = csv.reader(itertools.chain([line], handle), delimiter=sep)
+      following = next(handle, "")  # the first data row settles a tie
+      sep = _separator(line, following)
+      records = csv.reader(itertools.chain([line, following], handle), delimiter=sep)
       names = next(records)
       widest = max((len(r) for r in itertools.islice(records, HEAD_ROWS) if r), default=0)
       return sep, names, widest
