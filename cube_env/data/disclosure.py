@@ -60,14 +60,11 @@ def note_text(text: str, min_group: float) -> str:
   """
   limit = disclosure_limit(min_group)
 
-  def sub(match):
-    n = int(match.group(1))
-    if is_small_cell(n, min_group):
-      return f"fewer than {limit}{match.group(2)}"
-    tens = 10 * ((n + 5) // 10)
+  def about(match):  # the small ones are already "fewer than L", which the phrase no longer matches
+    tens = 10 * ((int(match.group(1)) + 5) // 10)
     return f"fewer than {max(20, limit)}{match.group(2)}" if tens <= 10 else f"about {tens}{match.group(2)}"
 
-  return _COUNT_PHRASE.sub(sub, text)
+  return _COUNT_PHRASE.sub(about, redact_counts(text, min_group))
 
 
 # A test's statistics that reveal its sides' rates (so, for a binary measure, their events), by column name.
@@ -153,13 +150,13 @@ def hide_small_rates(
     return out
   keys = [c for c in ("cohort", "protected", "measure") if c in out.columns]
   block = _block_ids(out, keys) if len(keys) == 3 else None
+  limit = disclosure_limit(min_group)
   for prefix in prefixes:
     small = small_events(out, min_group, prefix)
     if prefix == "" and RAW_SMALL_EVENTS in out.columns:
       small |= out[RAW_SMALL_EVENTS].fillna(False).to_numpy(bool)
     if block is not None and small.any():
       small = np.isin(block, block[small])
-    limit = disclosure_limit(min_group)
     _blank(
       out,
       small,
@@ -425,8 +422,8 @@ def hide_cohort_remainders(
     return out
   cohorts = [_cohort_of(f) for f in out["filters"]]
   measure, protected = out["measure"].map(_label).to_numpy(), out["protected"].map(_label).to_numpy()
+  limit = disclosure_limit(min_group)
   for prefix in prefixes:
-    limit = disclosure_limit(min_group)
     for cohort, quantity, column in cohort_remainders(out, min_group, prefix):
       rows = np.array([c == cohort for c in cohorts])
       why = f"a cohort's count less its shown sub-cohorts' by {column} (fewer than {limit}) would follow by subtraction"

@@ -103,6 +103,7 @@ def cohort_label(filters: Mapping[str, str]) -> str:
 
 SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}  # what a CSV header may use
 READ_NOTES = "coding_notes"  # `df.attrs` key: how the file was read; `encode_table` puts these notes first
+SEPARATOR = "separator"  # `df.attrs` key: the CSV's column separator (`read_csv`); ';' files write decimal commas
 
 
 class TableFileError(ValueError):
@@ -394,7 +395,6 @@ def _code_column(
 
 YES_NO = (("y", "n"), ("yes", "no"), ("true", "false"), ("t", "f"))  # (1, 0) text pairs read as a binary measure
 THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d+)?")  # 99,999 or -1,234,567.5: read without the commas
-SEPARATOR = "separator"  # `df.attrs` key: the CSV's column separator (`read_csv`); ';' files write decimal commas
 SEPARATED = re.compile(r"[+-]?\d[\d.,' ]*\d")  # a number written with separators of some kind (12,5; 1.234.567)
 
 
@@ -473,9 +473,9 @@ SENTINEL_FACTOR = 100.0  # a value this many times the measure's median magnitud
 
 def _suspect_values(observed: np.ndarray, name: str) -> list[str]:
   """Warnings about values that look like codes rather than measurements: at least `SENTINEL_FACTOR` times the
-  median magnitude and repeated exactly or all nines (99999 for "unknown" among minutes), and negative values in a measure that is otherwise
-  positive (at least 95% of its values). Counts follow the small-cell rule. The values stay as they are: only the
-  analyst knows whether they are codes (then recode them as missing) or real."""
+  median magnitude and repeated exactly or all nines (99999 for "unknown" among minutes), and negative values in a
+  measure that is otherwise positive (at least 95% of its values). Counts follow the small-cell rule. The values
+  stay as they are: only the analyst knows whether they are codes (then recode them as missing) or real."""
   notes = []
   scale = float(np.median(np.abs(observed)))
   if scale > 0:
@@ -500,8 +500,13 @@ def _suspect_values(observed: np.ndarray, name: str) -> list[str]:
   return notes
 
 
+def table_measure_numbers(df: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
+  """`measure_numbers` of `df`'s column `name`, decimal commas read as such where `read_csv` found semicolons."""
+  return measure_numbers(df[name], name, decimal_comma=df.attrs.get(SEPARATOR) == ";")
+
+
 def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[str]):
-  values, notes = measure_numbers(df[name], name, decimal_comma=df.attrs.get(SEPARATOR) == ";")
+  values, notes = table_measure_numbers(df, name)
   summary.extend(notes)
   if np.isinf(values).any():
     raise ValueError(f"measure column {name!r} holds infinite values")

@@ -63,7 +63,7 @@ def parse_table(data: bytes, *, field: str = "file") -> pd.DataFrame:
 
 def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
   """The table fits the spec's column roles (`cube_env` ingest's own checks) and every measure reads as numbers
-  (`ingest.measure_numbers`: numbers, a yes/no pair, or numbers with thousands separators, as a run reads them).
+  (`ingest.table_measure_numbers`: numbers, a yes/no pair, or numbers with thousands separators, as a run reads them).
 
   Raises:
     TableError naming the column (or `settings` for a problem of the roles themselves).
@@ -79,7 +79,7 @@ def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
     raise TableError("settings", str(err)) from None
   for name in spec.measures:
     try:
-      ingest.measure_numbers(df[name], name, decimal_comma=df.attrs.get(ingest.SEPARATOR) == ";")
+      ingest.table_measure_numbers(df, name)
     except ingest.ColumnError as err:
       raise TableError(err.column, str(err)) from None
 
