@@ -22,7 +22,7 @@ import muzero_jax
 from cube_env.discovery import pipeline
 from experiments import discover
 from experiments.agent import play as agent_play
-from experiments.report import findings_table, plots, print_summary, render_html
+from experiments.report import findings_table, markup, plots, print_summary, render_html
 from experiments.report.files import CSV_COLUMNS
 from experiments.report.markup import finding_sentence
 from tests.conftest import make_small_df
@@ -783,3 +783,8 @@ def test_plain_sentences_read_a_favorable_measures_direction_from_its_non_event_
     "In the whole table, the mean of cost for race=B differed from the rest of the table (means 12 vs 0); confirmed "
     "on held-out rows."
   )
+
+
+def test_stories_beyond_the_plots_are_counted_with_the_right_verb(monkeypatch):
+  monkeypatch.setattr(markup, "MAX_PLOTS", 0)  # the one story is beyond the plots
+  assert "1 more story is in findings.csv." in _render(_report_table())

@@ -163,8 +163,8 @@ def test_small_cell_rule_hides_counts_1_to_limit():
   assert cube_env.redact_counts("measure 'los': 12 rows missing", 20) == "measure 'los': fewer than 20 rows missing"
   # Reports round a note's whole-table counts to tens (a shown half's count less an exact one gives the other
   # half's): small ones as before, 11-14 "fewer than 20", others "about N0"; "1,005" is not cut in two.
-  assert cube_env.note_text("'race': 25 missing values; 7 rows; 12 rows; 1,005 rows; 3.5 rows", 11) == (
-    "'race': about 30 missing values; fewer than 11 rows; fewer than 20 rows; 1,005 rows; 3.5 rows"
+  assert cube_env.note_text("'race': 25 missing values; 7 rows; 12 rows; 1,005 rows; 3.5 rows; 0 rows", 11) == (
+    "'race': about 30 missing values; fewer than 11 rows; fewer than 20 rows; 1,005 rows; 3.5 rows; 0 rows"
   )
   assert (
     cube_env.note_text("folded 3 rare values of 'x' (444 rows)", 11) == "folded 3 rare values of 'x' (about 440 rows)"

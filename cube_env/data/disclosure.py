@@ -52,7 +52,7 @@ def redact_counts(text: str, min_group: float) -> str:
 
 def note_text(text: str, min_group: float) -> str:
   """A coding note as reports show it: each "N rows" / "N missing values" under the limit is "fewer than L"
-  (`redact_counts`), and each other is rounded to tens, "about 30 rows" ("fewer than 20 rows" below 15).
+  (`redact_counts`), and each other but 0 is rounded to tens, "about 30 rows" ("fewer than 20 rows" below 15).
 
   A note counts the whole table, while the findings show each half's counts: an exact whole-table count less a
   shown half's (the exploration half's rows of MISSING or OTHER) would give the other half's, which may be small.
@@ -61,7 +61,10 @@ def note_text(text: str, min_group: float) -> str:
   limit = disclosure_limit(min_group)
 
   def about(match):  # the small ones are already "fewer than L", which the phrase no longer matches
-    tens = 10 * ((int(match.group(1)) + 5) // 10)
+    n = int(match.group(1))
+    if n == 0:  # none in the table: none in either half
+      return match.group(0)
+    tens = 10 * ((n + 5) // 10)
     return f"fewer than {max(20, limit)}{match.group(2)}" if tens <= 10 else f"about {tens}{match.group(2)}"
 
   return _COUNT_PHRASE.sub(about, redact_counts(text, min_group))

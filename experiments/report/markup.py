@@ -308,7 +308,10 @@ def render_html(
     _img(finding_plot(r), f"{r['cohort']}: {r['group']} vs {r['reference']}, {r['measure']}") for r in leads[:MAX_PLOTS]
   ]
   if len(leads) > MAX_PLOTS:
-    plots.append(f"<p>{esc(plural(len(leads) - MAX_PLOTS, 'more story', 'more stories'))} are in findings.csv.</p>")
+    more = len(leads) - MAX_PLOTS
+    plots.append(
+      f"<p>{esc(plural(more, 'more story', 'more stories'))} {'is' if more == 1 else 'are'} in findings.csv.</p>"
+    )
   parts.append('<div class="plots">' + "".join(plots) + "</div>")
   parts.append(f"<h2>Unconfirmed candidates</h2>{_table(other, ['reason'] + VIEW)}")
   parts.append(f"<h2>Explored tree</h2>{_img(tree_plot(run), 'explored cohorts and the paths to findings')}")
