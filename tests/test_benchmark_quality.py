@@ -133,7 +133,18 @@ def test_enumeration_warm_up_compiles_every_program(prep):
 
 def test_prepared_case_confirms_as_run_discovery(small_df, case, prep):
   ours = cube_env.confirm(cube_env.search(prep.prepared, "random", budget=30), prep.prepared)
-  ref = cube_env.run_discovery(small_df, SMALL_SCHEMA, method="random", budget=30, seed=case.seed, max_depth=2)
+  events = []  # run_discovery's parts as they start, and each query (progress) between them
+  ref = cube_env.run_discovery(
+    small_df,
+    SMALL_SCHEMA,
+    method="random",
+    budget=30,
+    seed=case.seed,
+    max_depth=2,
+    stage=events.append,
+    progress=lambda used: events.append(used),
+  )
+  assert events == ["preparing", "searching", *range(1, ref.search.queries + 1), "confirming"]
   cols = ["cohort", "protected", "group", "measure", "z", "p_adjusted", "confirmed"]
   pd.testing.assert_frame_equal(ours[cols].reset_index(drop=True), ref.findings[cols].reset_index(drop=True))
 

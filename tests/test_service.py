@@ -160,6 +160,7 @@ def test_submit_poll_fetch_then_cached(service, table, tmp_path):
   status = service.finish(job["id"])
   assert 0 < status["progress"]["queries"] <= 40 and status["progress"]["budget"] == 40
   assert status["progress"]["elapsed_s"] > 0 and status["progress"]["eta_s"] == 0.0
+  assert status["progress"]["stage"] == "done"
   found = service.client.get(f"/jobs/{job['id']}/findings.json").json()
   assert found["findings"] == _reference(table, SETTINGS, tmp_path)
   counts = [f[c] for f in found["findings"] for c in ("cohort_rows", "n_group", "n_rest") if f[c] is not None]
@@ -245,6 +246,7 @@ def test_a_failing_job_reports_its_error(service, table):
 
   status = _wait(failed, 120, "the job to fail")
   assert "empty cohort space" in status["error"] and "min_group" in status["error"]
+  assert status["progress"]["stage"] == "preparing" and status["progress"]["eta_s"] is None  # where it stopped
   r = service.client.get(f"/jobs/{job_id}/report.html")
   assert r.status_code == 409 and f"job {job_id} is failed, not finished" in r.text
   time.sleep(0.3)  # a failed job's elapsed time stopped when it failed
@@ -341,6 +343,7 @@ def test_worker_killed_mid_job_resumes_to_the_same_findings(service, table, tmp_
   _wait(lambda: service.client.get(f"/jobs/{job_id}").json()["progress"]["queries"] >= 300, 150, "300 queries")
   status = service.client.get(f"/jobs/{job_id}").json()
   assert status["status"] == "started" and status["progress"]["queries"] < LONG["budget"]
+  assert status["progress"]["stage"] == "searching" and status["progress"]["eta_s"] > 0
   horse = int(redis.Redis.from_url(service.redis_url).get(conn_key))
   with open(f"/proc/{horse}/stat", encoding="ascii") as handle:
     worker = int(handle.read().rsplit(")", 1)[1].split()[1])  # the horse's parent: the worker

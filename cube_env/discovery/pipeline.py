@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -338,6 +338,7 @@ def run_discovery(
   progress: Progress | None = None,
   state_dir: str | None = None,
   save_every: int = 100,
+  stage: Callable[[str], None] | None = None,
   **settings,
 ) -> Discovery:
   """Splits the rows, searches the exploration half, confirms on the other half (`prepare`, `search`, `confirm`).
@@ -347,6 +348,8 @@ def run_discovery(
     method: a registered name (`methods.method_names()`) or a method function.
     progress: called with the queries spent so far, after each query.
     state_dir, save_every: a resumable search (`search`); confirmation runs after it and is deterministic.
+    stage: called with each part's name as it starts: "preparing" (the split, the cubes, the search space),
+      "searching" (then `progress` counts the queries), "confirming" (on the held-out half).
     **settings: `DiscoveryConfig` fields (budget, max_depth, min_group,
       z_screen, q, min_relative_diff, adjust, favorable, seed, ...).
 
@@ -356,9 +359,13 @@ def run_discovery(
   """
   name, _ = _resolve_method(method)
   config = DiscoveryConfig(method=name, **settings)
+  stage = stage or (lambda _name: None)
   t0 = time.perf_counter()
+  stage("preparing")
   prepared = prepare(df, schema, config)
+  stage("searching")
   result = search(prepared, method, progress=progress, state_dir=state_dir, save_every=save_every)
+  stage("confirming")
   findings = confirm(result, prepared)
   return Discovery(
     config=config, halves=prepared.halves, search=result, findings=findings, seconds=time.perf_counter() - t0

@@ -121,7 +121,13 @@ def submit(
     job_id=job_id,
     job_timeout=config.job_timeout,
     result_ttl=-1,  # results are the cache: kept until the job is deleted
-    meta={"budget": spec.budget, "method": spec.method, "queries": 0, "submitted": record["submitted"]},
+    meta={
+      "budget": spec.budget,
+      "method": spec.method,
+      "queries": 0,
+      "submitted": record["submitted"],
+      "stage": "queued",
+    },
   )
   return job_id, False
 
@@ -156,7 +162,12 @@ def status_text(status: JobStatus | str) -> str:
 
 
 def job_status(job: Job) -> dict[str, Any]:
-  """What the API shows of a job: status, progress (queries of budget, elapsed, estimated seconds left), error."""
+  """What the API shows of a job: status, progress, error.
+
+  Progress: the part of the run under way (`stage`: "queued", then `run_discovery`'s "preparing", "searching" and
+  "confirming", then "writing the report" and "done"; a failed or stopped job keeps the part it stopped in), the
+  queries of the budget spent, seconds elapsed, and `eta_s`, the seconds the search's queries left should take at
+  its pace so far (null outside the search: preparing and confirming take seconds to a minute on large tables)."""
   status = job.get_status()
   meta = job.get_meta()
   queries, budget = int(meta.get("queries", 0)), int(meta.get("budget", 0))
@@ -164,7 +175,7 @@ def job_status(job: Job) -> dict[str, Any]:
     "id": job.id,
     "status": status_text(status),
     "method": meta.get("method"),
-    "progress": {"queries": queries, "budget": budget, "elapsed_s": None, "eta_s": None},
+    "progress": {"stage": meta.get("stage"), "queries": queries, "budget": budget, "elapsed_s": None, "eta_s": None},
   }
   started = meta.get("started")
   if started is not None:
@@ -174,7 +185,7 @@ def job_status(job: Job) -> dict[str, Any]:
     elapsed = max(0.0, end - started)
     out["progress"]["elapsed_s"] = round(elapsed, 3)
     done = queries - int(meta.get("resumed_queries", 0))
-    if status == JobStatus.STARTED and done > 0 and budget > queries:
+    if status == JobStatus.STARTED and meta.get("stage") == "searching" and done > 0 and budget > queries:
       out["progress"]["eta_s"] = round(elapsed / done * (budget - queries), 1)
     elif status == JobStatus.FINISHED:
       out["progress"]["eta_s"] = 0.0
@@ -250,17 +261,25 @@ def run_job(directory: str) -> dict[str, Any]:
   spec = JobSpec.from_dict(record["spec"])
   config = spec.config(agent=record.get("agent"))
   job = get_current_job()
-  with open(record["table"], "rb") as handle:
-    df = parse_table(handle.read())
   state_dir = os.path.join(directory, "state")
   settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "method"}
   progress = _Progress(job) if job is not None else None
   if job is not None:
-    job.meta.update(started=time.time(), queries=0, ended=None, resumed_queries=journal.saved_queries(state_dir))
+    job.meta.update(
+      started=time.time(), queries=0, ended=None, resumed_queries=journal.saved_queries(state_dir), stage="preparing"
+    )
     job.save_meta()
+
+  def stage(name: str) -> None:
+    if job is not None:
+      job.meta["stage"] = name
+      job.save_meta()
+
   holder = lease(job.connection, job.id, record["lease_seconds"]) if job is not None else contextlib.nullcontext()
   try:
     with holder:
+      with open(record["table"], "rb") as handle:
+        df = parse_table(handle.read())
       run = cube_env.run_discovery(
         df,
         spec.schema(),
@@ -268,8 +287,10 @@ def run_job(directory: str) -> dict[str, Any]:
         progress=progress,
         state_dir=state_dir,
         save_every=int(record["save_every"]),
+        stage=stage,
         **settings,
       )
+      stage("writing the report")
       report.write_report(run, os.path.join(directory, "report"), source=record["source"])
   except Exception:
     if job is not None:  # a failed job's elapsed time stops here
@@ -277,7 +298,7 @@ def run_job(directory: str) -> dict[str, Any]:
       job.save_meta()
     raise
   if job is not None:
-    job.meta.update(queries=run.search.queries, ended=time.time())
+    job.meta.update(queries=run.search.queries, ended=time.time(), stage="done")
     job.save_meta()
   return {"queries": run.search.queries, "candidates": len(run.findings), "confirmed": len(run.confirmed)}
 
@@ -305,6 +326,8 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
       if (now - started).total_seconds() < lease_seconds:
         continue
     connection.zrem(registry.key, entry)
+    job.meta["stage"] = "queued"
+    job.save_meta()
     queue.enqueue_job(job, at_front=True)
     out.append(job_id)
   return out
