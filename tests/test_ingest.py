@@ -1,5 +1,8 @@
 """Ingest: coding, cells and sufficient statistics against pandas; clear errors."""
 
+import gzip
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -312,12 +315,31 @@ def test_an_empty_file_is_named(tmp_path):
   assert str(err.value) == f"data file {str(path)!r}: is empty (0 bytes)"
 
 
-def test_rows_with_one_field_more_than_the_header_are_refused_not_shifted(tmp_path):
-  """pandas would take each row's first field as its index and shift every column left by one."""
+def test_rows_with_another_field_count_than_the_header_are_refused_naming_the_line(tmp_path):
+  """A row with a field more (pandas would take each row's first field as its index and shift every column, or
+  stop with a parser error at a later row) or fewer (a file cut short: pandas would leave the row's last columns
+  missing without a word) than the header is refused naming its line; so is text that is not UTF-8 (naming the
+  line, not a byte position); blank lines, quoted line breaks, CRLF and old Mac line ends read as pandas reads
+  them."""
   path = tmp_path / "x.csv"
-  path.write_text("a,b\n1,2,\n3,4,\n")
-  with pytest.raises(ValueError, match=r"x\.csv': rows have more fields than the header has names, so every column"):
+  body = "".join(f"{i},{i % 3}\n" for i in range(200))
+  for text, message in (
+    ("a,b\n1,2,\n3,4,\n", r"x\.csv': rows have more fields than the header has names \(line 2 has 3 fields where"),
+    ("a,b\n" + body + "7,8,9\n", r"\(line 202 has 3 fields where the header has 2 names\), so columns would shift"),
+    ("a,b\n" + body + "7\n", r"line 202 has 1 fields where the header has 2 names: is the file cut short"),
+  ):
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+      cube_env.read_table(path)
+  path.write_bytes("a,b\nH\u00f4pital,1\n".encode("latin-1"))
+  with pytest.raises(ValueError, match=r"x\.csv': is not UTF-8 text \(line 2 holds the byte 'f4'.*save it as UTF-8"):
     cube_env.read_table(path)
+  reference = pd.DataFrame({"a": range(200), "b": [i % 3 for i in range(200)]})
+  for text in ("a,b\n\n" + body, "a,b\r\n" + body.replace("\n", "\r\n"), "a,b\r" + body.replace("\n", "\r")):
+    path.write_text(text, newline="")
+    pd.testing.assert_frame_equal(cube_env.read_table(path), reference)
+  path.write_text('a,b\n"x\ny",1\n')
+  assert cube_env.read_table(path)["a"].tolist() == ["x\ny"]
 
 
 def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
@@ -332,10 +354,18 @@ def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
   for data, message in (
     (b"site,unit,site\na,b,c\n", "path: column 'site' appears 2 times in the header"),
     (b"\n\n", "path: is empty (no header line)"),
+    (gzip.compress(b"a,b\n1,2\n"), "path: is gzip-compressed: send the CSV itself (or Parquet, which compresses"),
+    ("a,b\n\u00e9,2\n".encode("latin-1"), "path: is not UTF-8 text (line 2 holds the byte 'e9', as files saved in"),
   ):
     with pytest.raises(tables.TableError) as err:
       tables.parse_table(data, field="path")
-    assert (err.value.field, err.value.status, str(err.value)) == ("path", 400, message)
+    assert (err.value.field, err.value.status) == ("path", 400) and str(err.value).startswith(message)
+  with pytest.raises(tables.TableError) as err:
+    tables.read_limited(io.BytesIO(b"x" * 600_000), 2**19, field="path")
+  assert (err.value.status, str(err.value)) == (
+    413,
+    "path: larger than this server's upload limit of 0.5 MiB (serve --max-upload-mb)",
+  )
 
 
 def test_the_service_reads_measures_as_a_run_does(small_df):
@@ -527,17 +557,27 @@ def test_a_measure_one_site_never_records_is_named_without_counts():
 
 
 def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(tmp_path):
-  """A semicolon file's '1,025' is a decimal comma: refused, not read as 1025; '0,912' is no thousands-grouped number;
-  a trailing separator on every row is refused even where the first column counts 0, 1, 2 (pandas would make it
-  the index and shift every column); a quoted name with a line break does not hide the separator."""
+  """A semicolon file's '1,025' is a decimal comma: read as 1.025 (noted), not 1025, in measures and numeric
+  dimensions alike, and '1.234,5' (a thousands point) is refused naming the column; '0,912' is no thousands-grouped
+  number; a trailing separator on every row is refused even where the first column counts 0, 1, 2 (pandas would
+  make it the index and shift every column); a quoted name with a line break does not hide the separator."""
   semi = tmp_path / "semi.csv"
-  semi.write_text("site;race;creat\n" + "".join(f"{s};{r};1,025\n" for s, r in zip("ab" * 20, "WB" * 20)))
+  rows = [f"{s};{r};{c};{b}\n" for s, r, c, b in zip("ab" * 20, "WB" * 20, ["1,025", "", "2"] * 7, ["27,5", "31"] * 10)]
+  semi.write_text("site;race;creat;bmi\n" + "".join(rows))
   df = cube_env.read_table(semi)
-  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["creat"])
-  with pytest.raises(
-    ValueError, match=r"not numeric \(e\.g\. value '1,025'.*semicolons a comma is taken for a decimal"
-  ):
-    cube_env.build_cube(df, schema)
+  assert df.attrs["coding_notes"][1:] == (
+    "column 'creat': decimal commas read as decimal points (e.g. '1,025' as 1.025)",
+    "column 'bmi': decimal commas read as decimal points (e.g. '27,5' as 27.5)",
+  )
+  np.testing.assert_array_equal(df["creat"].to_numpy()[:4], [1.025, np.nan, 2.0, 1.025])
+  np.testing.assert_array_equal(df["bmi"].to_numpy()[:2], [27.5, 31.0])
+  schema = cube_env.Schema(dimensions=["site", "bmi"], protected=["race"], measures=["creat"])
+  assert cube_env.build_cube(df, schema).meta.n_rows == 20
+  semi.write_text("site;race;creat\n" + "".join(f"{s};{r};1.234,5\n" for s, r in zip("ab" * 20, "WB" * 20)))
+  with pytest.raises(ValueError, match=r"not numeric \(e\.g\. value '1\.234,5'.*semicolons a comma is a decimal comma"):
+    cube_env.build_cube(
+      cube_env.read_table(semi), cube_env.Schema(dimensions=["site"], protected=["race"], measures=["creat"])
+    )
   with pytest.raises(ValueError, match="not numeric"):
     ingest.measure_numbers(pd.Series(["0,912", "1,234"]), "creat")
   np.testing.assert_array_equal(ingest.measure_numbers(pd.Series(["1,234", "5"]), "x")[0], [1234.0, 5.0])

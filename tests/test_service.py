@@ -227,6 +227,9 @@ def test_bad_input_is_a_clear_4xx(service, table):
     ("max_categories", 1),
     ("beam_width", 0),
     ("favorable", ["nope"]),
+    ("dimensions", []),  # the column roles too: named, not a 400 for "settings" after the table is read
+    ("protected", ["proc"]),
+    ("adjust", ["race"]),
   ):
     r = service.submit({**SETTINGS, field: value}, table)
     assert r.status_code == 422 and r.json()["detail"]["field"] == field, (field, value, r.text)

@@ -104,6 +104,7 @@ def cohort_label(filters: Mapping[str, str]) -> str:
 SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}  # what a CSV header may use
 READ_NOTES = "coding_notes"  # `df.attrs` key: how the file was read; `encode_table` puts these notes first
 SEPARATOR = "separator"  # `df.attrs` key: the CSV's column separator (`read_csv`); ';' files write decimal commas
+DECIMAL_COMMA = re.compile(r"[+-]?(\d+(,\d+)?|,\d+)")  # 139,2 or -0,5 or 140: a number in a ';' file's notation
 
 
 class TableFileError(ValueError):
@@ -140,25 +141,55 @@ def _separator(line: str, following: str = "") -> str:
   return tied[0]
 
 
-HEAD_ROWS = 100  # data records read with the header to check their field counts
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """A CSV's separator, its header's names as written, and the first data record with another number of fields
+  than the header's names (its line in the file and its field count; None where every record has as many)."""
+
+  sep: str
+  names: list[str]
+  odd: tuple[int, int] | None
 
 
-def _header(handle) -> tuple[str, list[str], int] | None:
-  """(separator, column names as written, most fields in the first `HEAD_ROWS` data records) of a text stream's
-  first non-blank record (a quoted name may span lines); None when it has none."""
-  for line in handle:
-    if line.strip():
-      while line.count('"') % 2:  # a quoted name holds a line break: the record goes on
-        more = next(handle, None)
-        if more is None:
-          break
-        line += more
-      following = next(handle, "")  # the first data row settles a tie
-      sep = _separator(line, following)
-      records = csv.reader(itertools.chain([line, following], handle), delimiter=sep)
-      names = next(records)
-      widest = max((len(r) for r in itertools.islice(records, HEAD_ROWS) if r), default=0)
-      return sep, names, widest
+def _text_lines(binary, name: str):
+  """The lines of a binary stream decoded as UTF-8 (a byte-order mark dropped); an undecodable line is refused
+  naming its line number, where pandas would say only a byte position in some block of the file."""
+  for number, line in enumerate(binary, start=1):
+    try:
+      text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+      raise TableFileError(
+        name,
+        f"is not UTF-8 text (line {number} holds the byte {line[err.start : err.start + 1].hex(' ')!r}, as files "
+        "saved in Latin-1 or Windows-1252 do): save it as UTF-8 (in Excel: CSV UTF-8)",
+      ) from None
+    yield from _BARE_CR.split(text) if "\r" in text[:-2] else (text,)  # old Mac files end lines with a lone CR
+
+
+_BARE_CR = re.compile(r"(?<=\r)(?!\n)(?=.)", re.DOTALL)  # after a carriage return that ends a line alone
+
+
+def _layout(lines) -> _Layout | None:
+  """The `_Layout` of a CSV's text lines: the header is the first non-blank record (a quoted name may span lines);
+  None when there is none. Every record is read, to count its fields (blank lines are skipped, as pandas does)."""
+  skipped = 0
+  for line in lines:
+    if not line.strip():
+      skipped += 1
+      continue
+    while line.count('"') % 2:  # a quoted name holds a line break: the record goes on
+      more = next(lines, None)
+      if more is None:
+        break
+      line += more
+    following = next(lines, "")  # the first data row settles a tie
+    sep = _separator(line, following)
+    records = csv.reader(itertools.chain([line, following], lines), delimiter=sep)
+    names = next(records)
+    for record in records:
+      if record and len(record) != len(names):
+        return _Layout(sep, names, (skipped + records.line_num, len(record)))
+    return _Layout(sep, names, None)
   return None
 
 
@@ -166,47 +197,81 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   """Reads a CSV table (a path, `.gz` by extension, or the bytes of one) as written: every column kept.
 
   The separator is the one of `SEPARATORS` its header line uses most (a coding note in `df.attrs[READ_NOTES]` says
-  so when it is not a comma). A header that names a column twice is refused (pandas would rename the second
-  `name.1`, which a run would silently leave out); so are a file with no header line and one whose first row has a
-  field more than the header (pandas would take it as the row index and shift every column by one).
+  so when it is not a comma); in a file separated by semicolons, a column of numbers written with decimal commas
+  is read as numbers (noted). Refused, naming the file and the line: a header that names a column twice (pandas
+  would rename the second `name.1`, which a run would silently leave out), no header line, text that is not
+  UTF-8, and a row with more fields than the header (pandas would take the first row's extra field as the row
+  index and shift every column by one) or fewer (a file cut short, or a separator missing: pandas would leave the
+  row's last columns missing without a word).
 
   Raises:
     TableFileError: `name` (e.g. "data file 'x.csv'", or a service's field) and the problem.
   """
   if isinstance(source, bytes):
     raw = io.BytesIO(source)
-    text = io.TextIOWrapper(io.BytesIO(source), encoding="utf-8-sig", errors="replace", newline="")
+    binary = io.BytesIO(source)
   else:
     raw = os.fspath(source)
-    opener = gzip.open if raw.lower().endswith(".gz") else open
-    text = opener(raw, "rt", encoding="utf-8-sig", errors="replace", newline="")
+    binary = (gzip.open if raw.lower().endswith(".gz") else open)(raw, "rb")
   try:
-    with text:
-      header = _header(text)
+    with binary:
+      layout = _layout(_text_lines(binary, name))
   except (OSError, EOFError, csv.Error) as err:
     raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
-  if header is None:
+  if layout is None:
     raise TableFileError(name, "is empty (no header line)")
-  sep, names, widest = header
+  sep, names = layout.sep, layout.names
   counts = collections.Counter(n for n in names if n)  # blank names stay apart in pandas ('Unnamed: 3')
   twice = [f"column {n!r} appears {k} times in the header" for n, k in counts.items() if k > 1]
   if twice:
     raise TableFileError(name, "; ".join(twice))
+  if layout.odd is not None:
+    line, fields = layout.odd
+    what = f"line {line} has {fields} fields where the header has {len(names)} names"
+    if fields > len(names):
+      raise TableFileError(
+        name,
+        f"rows have more fields than the header has names ({what}), so columns would shift: is a name missing from "
+        "the header, does each row end with a separator, or does a value hold an unquoted separator?",
+      )
+    raise TableFileError(
+      name, f"{what}: is the file cut short, or is a separator missing in that row? (rows are not padded)"
+    )
   try:
     df = pd.read_csv(raw, sep=sep, low_memory=False)
   except (ValueError, OSError) as err:  # pandas' ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
     raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
-  # pandas would take each row's extra first field as its index (which may even look like 0, 1, 2, ...).
-  if widest > len(names) or not df.index.equals(pd.RangeIndex(len(df))):
-    raise TableFileError(
-      name,
-      "rows have more fields than the header has names, so every column would shift by one: is a name missing "
-      "from the header, or does each row end with a separator?",
-    )
+  if not df.index.equals(pd.RangeIndex(len(df))):  # a row's extra field taken for its index: checked above too
+    raise TableFileError(name, "rows have more fields than the header has names, so columns would shift")
   df.attrs[SEPARATOR] = sep
-  if sep != ",":
-    df.attrs[READ_NOTES] = (f"the table's columns are separated by {SEPARATORS[sep]} ({sep!r}), not commas",)
+  notes = [] if sep == "," else [f"the table's columns are separated by {SEPARATORS[sep]} ({sep!r}), not commas"]
+  if sep == ";":
+    notes += _read_decimal_commas(df)
+  if notes:
+    df.attrs[READ_NOTES] = tuple(notes)
   return df
+
+
+def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
+  """In place: each text column of a ';'-separated table whose every value is a number written with a decimal comma
+  (`DECIMAL_COMMA`, at least one with a comma; the way such files write numbers) becomes numbers; one note a column.
+  A column with any other text stays as it is (a measure's is then refused naming it, `measure_numbers`)."""
+  notes = []
+  for column in df.columns:
+    if pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column]):
+      continue
+    present = df[column].notna()
+    text = df.loc[present, column].astype(str).str.strip()
+    if not len(text) or not text.str.fullmatch(DECIMAL_COMMA.pattern).all() or not text.str.contains(",").any():
+      continue
+    example = text[text.str.contains(",")].iloc[0]
+    values = np.full(len(df), np.nan)
+    values[present.to_numpy()] = pd.to_numeric(text.str.replace(",", ".", regex=False)).to_numpy(np.float64)
+    df[column] = values
+    notes.append(
+      f"column {column!r}: decimal commas read as decimal points (e.g. {example!r} as {example.replace(',', '.')})"
+    )
+  return notes
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -249,43 +314,60 @@ def validate_table(df: pd.DataFrame, schema: Schema) -> None:
   dup_cols = df.columns[df.columns.duplicated()].tolist()
   if dup_cols:
     raise ValueError(f"the table has duplicated column(s) {dup_cols}")
-  if not schema.protected:
-    raise ValueError("the schema names no protected column (e.g. race, sex, payer)")
-  if not schema.measures:
-    raise ValueError("the schema names no measure column")
-  if not schema.dimensions:
-    raise ValueError("the schema names no dimension column")
-  roles = {
-    "dimensions": schema.dimensions,
-    "protected": schema.protected,
-    "measures": schema.measures,
-    "adjusters": schema.adjusters,
-  }
-  for role, cols in roles.items():
-    seen = set()
-    for c in cols:
-      if c in seen:
-        raise ValueError(f"column {c!r} is listed twice in schema.{role}")
-      seen.add(c)
+  check_roles(schema)
+  for role in ROLES:
+    for c in getattr(schema, role):
       if c not in df.columns:
         raise ColumnError(c, f"column {c!r} (schema.{role}) is not in the table; columns are {list(df.columns)}")
+
+
+ROLES = ("dimensions", "protected", "measures", "adjusters")  # the Schema fields that name columns
+
+
+class RoleError(ValueError):
+  """The schema's column roles contradict each other or are missing; `role` names the Schema field to change."""
+
+  def __init__(self, role: str, message: str):
+    super().__init__(message)
+    self.role = role
+
+
+def check_roles(schema: Schema) -> None:
+  """The roles alone, before any table is read: a protected column, a measure and a dimension are named; no
+  column is named twice in a role or in two of dimensions, protected and measures; an adjuster is no measure and
+  not protected; `bins` and `log_scale` name columns of the right roles.
+
+  Raises:
+    RoleError naming the role.
+  """
+  for role, what in (("protected", "protected column (e.g. race, sex, payer)"), ("measures", "measure column")):
+    if not getattr(schema, role):
+      raise RoleError(role, f"the schema names no {what}")
+  if not schema.dimensions:
+    raise RoleError("dimensions", "the schema names no dimension column")
+  for role in ROLES:
+    seen = set()
+    for c in getattr(schema, role):
+      if c in seen:
+        raise RoleError(role, f"column {c!r} is listed twice in schema.{role}")
+      seen.add(c)
   owner: dict[str, str] = {}
   for role in ("dimensions", "protected", "measures"):
-    for c in roles[role]:
+    for c in getattr(schema, role):
       if c in owner:
-        raise ValueError(f"column {c!r} is in two roles: {owner[c]} and {role}")
+        raise RoleError(role, f"column {c!r} is in two roles: {owner[c]} and {role}")
       owner[c] = role
   for c in schema.adjusters:
     if owner.get(c) == "measures":
-      raise ValueError(f"column {c!r} is a measure and cannot be an adjuster")
+      raise RoleError("adjusters", f"column {c!r} is a measure and cannot be an adjuster")
     if owner.get(c) == "protected":
-      raise ValueError(f"column {c!r} is protected and cannot be an adjuster")
+      raise RoleError("adjusters", f"column {c!r} is protected and cannot be an adjuster")
   for c in schema.bins:
     if c not in schema.dimensions and c not in schema.protected:
-      raise ValueError(f"schema.bins names {c!r}, which is not a dimension or protected column")
+      raise RoleError("bins", f"schema.bins names {c!r}, which is not a dimension or protected column")
   for c in schema.log_scale:
     if c not in schema.measures:
-      raise ValueError(f"schema.log_scale names {c!r}, which is not a measure")
+      raise RoleError("log_scale", f"schema.log_scale names {c!r}, which is not a measure")
 
 
 def _bin_labels(edges: np.ndarray) -> list[str]:
@@ -450,7 +532,7 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
           f"; values like {separated.iloc[0]!r} look like numbers written with separators: write them with '.' as "
           "the decimal point and no other separator "
           + (
-            "(in a file separated by semicolons a comma is taken for a decimal comma, so none is read)"
+            "(in a file separated by semicolons a comma is a decimal comma, so thousands separators cannot be read)"
             if decimal_comma
             else "(commas between groups of 3 digits, as in '99,999', are read)"
           )
@@ -501,7 +583,8 @@ def _suspect_values(observed: np.ndarray, name: str) -> list[str]:
 
 
 def table_measure_numbers(df: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
-  """`measure_numbers` of `df`'s column `name`, decimal commas read as such where `read_csv` found semicolons."""
+  """`measure_numbers` of `df`'s column `name`; where `read_csv` found semicolons (and read any column of decimal
+  commas as numbers), commas between digits are not taken for thousands separators."""
   return measure_numbers(df[name], name, decimal_comma=df.attrs.get(SEPARATOR) == ";")
 
 

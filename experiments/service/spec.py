@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import cube_env
+from cube_env.data import ingest
 from cube_env.data.disclosure import SMALL_CELL
 from cube_env.discovery.pipeline import check_favorable
 
@@ -126,6 +127,10 @@ class JobSpec:
       values[name] = _typed(name, value, getattr(cls(dimensions=(), protected=(), measures=()), name))
     spec = cls(**values)
     spec.config()  # DiscoveryConfig's checks
+    try:  # the column roles, before any table is read
+      ingest.check_roles(dataclasses.replace(spec.schema(), adjusters=spec.adjust))
+    except ingest.RoleError as err:
+      raise SpecError("adjust" if err.role == "adjusters" else err.role, str(err)) from None
     return spec
 
   def config(self, *, agent: str | None = None) -> cube_env.DiscoveryConfig:

@@ -28,13 +28,16 @@ class TableError(ValueError):
 
 
 PARQUET_MAGIC = b"PAR1"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def read_limited(stream, limit: int, *, field: str = "file") -> bytes:
   """At most `limit` bytes of a binary stream (TableError 413 when it holds more)."""
   data = stream.read(limit + 1)
   if len(data) > limit:
-    raise TableError(field, f"larger than the limit of {limit} bytes", status=413)
+    raise TableError(
+      field, f"larger than this server's upload limit of {limit / 2**20:.4g} MiB (serve --max-upload-mb)", status=413
+    )
   if not data:
     raise TableError(field, "is empty")
   return data
@@ -44,8 +47,12 @@ def parse_table(data: bytes, *, field: str = "file") -> pd.DataFrame:
   """A DataFrame from CSV or Parquet bytes (TableError naming `field` when neither parses).
 
   CSV is read by `cube_env`'s own reader (`ingest.read_csv`), as the command line reads a file: the same separator
-  detection (and its coding note), and the same refusal of an empty file or a column named twice in the header.
+  detection (and its coding note), and the same refusals (an empty file, a column named twice in the header, rows
+  with another field count than the header, text that is not UTF-8). A gzip-compressed upload is refused by its
+  first bytes (a compressed file can expand far past the upload limit).
   """
+  if data[:2] == GZIP_MAGIC:
+    raise TableError(field, "is gzip-compressed: send the CSV itself (or Parquet, which compresses its columns)")
   if data[:4] != PARQUET_MAGIC:
     try:
       df = ingest.read_csv(data, name=field)
