@@ -22,7 +22,7 @@ import muzero_jax
 from cube_env.discovery import pipeline
 from experiments import discover
 from experiments.agent import play as agent_play
-from experiments.report import findings_table, markup, plots, print_summary, render_html
+from experiments.report import files, findings_table, markup, plots, print_summary, render_html
 from experiments.report.files import CSV_COLUMNS
 from experiments.report.markup import finding_sentence
 from tests.conftest import make_small_df
@@ -788,3 +788,18 @@ def test_plain_sentences_read_a_favorable_measures_direction_from_its_non_event_
 def test_stories_beyond_the_plots_are_counted_with_the_right_verb(monkeypatch):
   monkeypatch.setattr(markup, "MAX_PLOTS", 0)  # the one story is beyond the plots
   assert "1 more story is in findings.csv." in _render(_report_table())
+
+
+def test_findings_csv_cells_a_spreadsheet_would_run_are_written_as_text():
+  """CSV injection: a category named '=HYPERLINK(...)' (or starting with +, -, @) is written with an apostrophe
+  before it, so a spreadsheet shows it instead of running it; numbers (negative ones too) stay numbers."""
+  table = pd.DataFrame(
+    {
+      "group": ['=HYPERLINK("http://example.invalid/","B")', "+1", "-x", "@SUM(A1)", "B", None],
+      "cohort": ["site=a", "site=b", "site=-1", "(all cases)", "site=c", "site=d"],
+      "z": [-1.5, 2.0, -3.0, 4.0, 5.0, -6.0],
+    }
+  )
+  safe = files._spreadsheet_safe(table)
+  assert safe["group"].tolist()[:5] == ["'" + table["group"][0], "'+1", "'-x", "'@SUM(A1)", "B"]
+  assert pd.isna(safe["group"][5]) and safe["cohort"].equals(table["cohort"]) and safe["z"].equals(table["z"])

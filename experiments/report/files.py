@@ -135,6 +135,21 @@ def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) 
   return _clean(out)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so as a formula
+
+
+def _spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+  """The table with each text cell that a spreadsheet would take for a formula (`FORMULA_STARTS`; a category
+  named '=HYPERLINK(...)' in the data) prefixed with an apostrophe, which shows it as text (OWASP's advice for CSV
+  injection). Numbers, negative ones included, are numbers in the file and stay as they are."""
+  out = table.copy()
+  for column in out.columns:
+    if pd.api.types.is_numeric_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column]):
+      continue
+    out[column] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v for v in out[column]]
+  return out
+
+
 def write_report(
   run: cube_env.Discovery, out_dir: str, *, source: str, truth: dict | None = None, planted: pd.DataFrame | None = None
 ) -> dict[str, str]:
@@ -157,7 +172,7 @@ def write_report(
   csv = table.copy()
   if "filters" in csv.columns:
     csv["filters"] = [json.dumps(_clean(f)) for f in csv["filters"]]
-  csv.to_csv(paths["findings.csv"], index=False)
+  _spreadsheet_safe(csv).to_csv(paths["findings.csv"], index=False)
   with open(paths["report.html"], "w", encoding="utf-8") as fh:
     fh.write(render_html(run, info, table, planted=planted))
   return paths
