@@ -15,6 +15,7 @@ import sys
 import tyro
 import uvicorn
 
+from experiments.agent.loading import load_agent
 from experiments.launch import compile_cache
 from experiments.service import ServiceConfig, make_app
 from experiments.service.jobs import run_worker
@@ -53,9 +54,15 @@ class Args:
 
 
 def config_of(args: Args) -> ServiceConfig:
-  """The `ServiceConfig` of the flags (ValueError naming the bad flag)."""
+  """The `ServiceConfig` of the flags (ValueError naming the bad flag); `--agent` is loaded once to check it, so a
+  wrong path stops the server at start-up, not each muzero job in a worker."""
   if not args.max_upload_mb * 2**20 >= 1:
     raise ValueError(f"--max-upload-mb must be a positive number of MiB, got {args.max_upload_mb}")
+  if args.agent is not None:
+    try:
+      load_agent(args.agent)
+    except ValueError as err:  # the loader names the discover flag
+      raise ValueError(str(err).replace("--checkpoint", "--agent", 1)) from None
   try:
     return _service_config(args)
   except ValueError as err:  # ServiceConfig names its field: say the flag
@@ -75,7 +82,7 @@ def _service_config(args: Args) -> ServiceConfig:
     token=args.token or os.environ.get("CUBE_SERVE_TOKEN") or None,
     max_upload_bytes=int(args.max_upload_mb * 2**20),
     data_root=args.data_root,
-    agent=args.agent,
+    agent=None if args.agent is None else os.path.abspath(args.agent),  # workers may start elsewhere
     lease_seconds=args.lease_seconds,
     save_every=args.save_every,
   )

@@ -373,6 +373,7 @@ def test_safe_defaults(service, tmp_path, capsys):
   for flags, message in (
     (["--max-upload-mb", "0"], "--max-upload-mb must be a positive"),
     (["--lease-seconds", "0.1"], "--lease-seconds must lie in"),
+    (["--agent", str(tmp_path / "nope")], f"--agent {str(tmp_path / 'nope')!r}: no such directory"),
   ):
     assert serve.main(flags) == 2
     assert message in capsys.readouterr().err
