@@ -25,12 +25,17 @@ if shutil.which("redis-server") is None:
   pytest.skip("redis-server is not installed (apt-get install redis-server)", allow_module_level=True)
 
 from rq import Queue  # noqa: E402
-from rq.job import Job  # noqa: E402
+from rq.job import Job, JobStatus  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 
 import cube_env  # noqa: E402
 from experiments import report, serve  # noqa: E402
-from experiments.service import JobSpec, ServiceConfig, make_app  # noqa: E402
+from experiments.service import (  # noqa: E402
+  JobSpec,
+  ServiceConfig,
+  jobs,
+  make_app,
+)
 from experiments.service.jobs import LEASE_KEY, STOP_KEY  # noqa: E402
 from tests.conftest import make_small_df  # noqa: E402
 
@@ -391,3 +396,28 @@ def test_safe_defaults(service, tmp_path, capsys):
   none, wrong, right = asyncio.run(calls())
   assert none.status_code == 401 and wrong.status_code == 401 and "Bearer" in none.text
   assert right.status_code == 200 and right.json() == {"ok": True}
+
+
+def test_eta_is_timed_from_the_first_query_run_not_from_the_start():
+  """A job 40 s in whose first live query ended at 20 s (its compilation) and which has run 100 more since: the 899
+  queries left take 899 x 0.2 s; outside the search, or before a second query, there is no estimate."""
+  now = time.time()
+  meta = {"queries": 101, "budget": 1000, "started": now - 40, "paced_from": [1, now - 20], "stage": "searching"}
+
+  class Fake:
+    id = "fake"
+
+    def __init__(self, meta):
+      self.meta = meta
+
+    def get_status(self):
+      return JobStatus.STARTED
+
+    def get_meta(self):
+      return self.meta
+
+  progress = jobs.job_status(Fake(meta))["progress"]
+  assert progress["eta_s"] == pytest.approx(899 * 0.2, abs=1.0) and progress["elapsed_s"] == pytest.approx(40, abs=1)
+  assert progress["stage"] == "searching"
+  for changed in ({"stage": "confirming"}, {"paced_from": [101, now - 1]}, {"paced_from": None, "queries": 1}):
+    assert jobs.job_status(Fake(meta | changed))["progress"]["eta_s"] is None, changed

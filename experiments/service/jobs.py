@@ -166,8 +166,10 @@ def job_status(job: Job) -> dict[str, Any]:
 
   Progress: the part of the run under way (`stage`: "queued", then `run_discovery`'s "preparing", "searching" and
   "confirming", then "writing the report" and "done"; a failed or stopped job keeps the part it stopped in), the
-  queries of the budget spent, seconds elapsed, and `eta_s`, the seconds the search's queries left should take at
-  its pace so far (null outside the search: preparing and confirming take seconds to a minute on large tables)."""
+  queries of the budget spent, seconds elapsed in this attempt (a job a dead worker left counts again from its
+  resumption), and `eta_s`, the seconds the search's queries left should take at its pace since its first query
+  (whose time is mostly compilation; null before a second query and outside the search: preparing and
+  confirming take seconds to a minute on large tables)."""
   status = job.get_status()
   meta = job.get_meta()
   queries, budget = int(meta.get("queries", 0)), int(meta.get("budget", 0))
@@ -184,9 +186,10 @@ def job_status(job: Job) -> dict[str, Any]:
       end = time.time() if status == JobStatus.STARTED else meta.get("seen", started)
     elapsed = max(0.0, end - started)
     out["progress"]["elapsed_s"] = round(elapsed, 3)
-    done = queries - int(meta.get("resumed_queries", 0))
+    first_queries, first_at = meta.get("paced_from") or (queries, end)
+    done = queries - int(first_queries)
     if status == JobStatus.STARTED and meta.get("stage") == "searching" and done > 0 and budget > queries:
-      out["progress"]["eta_s"] = round(elapsed / done * (budget - queries), 1)
+      out["progress"]["eta_s"] = round(max(0.0, end - first_at) / done * (budget - queries), 1)
     elif status == JobStatus.FINISHED:
       out["progress"]["eta_s"] = 0.0
   if status == JobStatus.FAILED:
@@ -236,6 +239,9 @@ class _Progress:
   def __call__(self, used: int) -> None:
     self.job.meta["queries"] = int(used)
     self.job.meta["seen"] = time.time()
+    # The pace is timed from the first query run (not replayed from a journal), past its compilation.
+    if self.job.meta.get("paced_from") is None and used > int(self.job.meta.get("resumed_queries", 0)):
+      self.job.meta["paced_from"] = [int(used), self.job.meta["seen"]]
     now = time.monotonic()
     if now - self.last >= self.interval:
       self.last = now
@@ -266,7 +272,12 @@ def run_job(directory: str) -> dict[str, Any]:
   progress = _Progress(job) if job is not None else None
   if job is not None:
     job.meta.update(
-      started=time.time(), queries=0, ended=None, resumed_queries=journal.saved_queries(state_dir), stage="preparing"
+      started=time.time(),
+      queries=0,
+      ended=None,
+      resumed_queries=journal.saved_queries(state_dir),
+      stage="preparing",
+      paced_from=None,
     )
     job.save_meta()
 
