@@ -271,10 +271,20 @@ class MuZeroConfig:
   def check_supports(self) -> None:
     """Raises ``ValueError`` when the value or reward support cannot hold the env's scale."""
     support.check_support(
-      self.support_size, self.max_return, eps=self.value_transform_eps, what="episode return (value)"
+      self.support_size,
+      self.max_return,
+      eps=self.value_transform_eps,
+      what="episode return (value)",
+      declared_by=f"max_reward ({self.max_reward:g}) or max_episode_steps ({self.max_episode_steps}; "
+      f"the return's bound is max_reward x the sum of discount^t over the steps)",
     )
     support.check_support(
-      self.reward_support_size, self.max_reward, eps=self.value_transform_eps, what="one-step reward"
+      self.reward_support_size,
+      self.max_reward,
+      eps=self.value_transform_eps,
+      what="one-step reward",
+      size_field="reward_support_size",
+      declared_by=f"max_reward ({self.max_reward:g})",
     )
 
   # ------------------------------------------------------------ construction

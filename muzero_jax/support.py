@@ -100,8 +100,17 @@ def support_bound(support_size: int, eps: float = DEFAULT_EPS) -> float:
   return root**2 - 1.0
 
 
-def check_support(support_size: int, max_abs_value: float, *, eps: float = DEFAULT_EPS, what: str = "value") -> None:
-  """Raises ``ValueError`` when ``h(max_abs_value) > support_size``.
+def check_support(
+  support_size: int,
+  max_abs_value: float,
+  *,
+  eps: float = DEFAULT_EPS,
+  what: str = "value",
+  size_field: str = "support_size",
+  declared_by: str = "the declared maximum",
+) -> None:
+  """Raises ``ValueError`` when ``h(max_abs_value) > support_size``, naming the config fields that fix it
+  (``size_field``, and ``declared_by``, what sets the maximum).
 
   Targets beyond the support are clipped, which silently biases the learned
   values; this check runs at start-up so that a mis-sized support fails loudly.
@@ -113,5 +122,5 @@ def check_support(support_size: int, max_abs_value: float, *, eps: float = DEFAU
       f"The categorical support [-{support_size}, {support_size}] is too small for "
       f"the largest {what} {needed:g}: h({needed:g}) = {needed_h:.2f} > {support_size} "
       f"(the support covers |x| <= {support_bound(support_size, eps):.1f}). "
-      f"Use support_size >= {math.ceil(needed_h)} or lower the declared maximum."
+      f"Use {size_field} >= {math.ceil(needed_h)} or lower {declared_by}."
     )

@@ -9,7 +9,10 @@ distinct findings discovered (the root's findings, which every search gets at
 reset, are in `state.found` but not in the return).
 
 Illegal actions (see `action_mask`) are no-ops that still use a time step and
-give reward 0 (`info["illegal"]`). The time left is part of the observation,
+give reward 0 (`info["illegal"]`). `info["new_findings"]` is the number of new
+significant findings of the cohort the step observes, credited or not (after a
+revisit or an illegal no-op it is that cohort's count again; the reward is what
+was credited). The time left is part of the observation,
 so reaching the horizon is a true terminal state: `terminated` is True at the
 horizon (and when no action is legal); `truncated` is always False. `step`
 does not auto-reset; trainers do (muzero_jax.selfplay).
