@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import cube_env
 from cube_env.data import adjust
-from cube_env.discovery import confirm
+from cube_env.discovery import confirm, pipeline
 from tests.conftest import SMALL_SCHEMA, make_small_df
 
 
@@ -330,3 +330,13 @@ def test_multiplicative_expected_is_the_main_effects_fit():
       assert e[sel].sum() == pytest.approx(v[sel].sum(), rel=1e-8)
   assert e[(a == 1) & (b == 0)][0] / e[(a == 0) & (b == 0)][0] == pytest.approx(0.5, rel=0.05)
   assert e[(a == 0) & (b == 1)][0] / e[(a == 0) & (b == 0)][0] == pytest.approx(3.0, rel=0.05)
+
+
+def test_a_favorable_measure_must_be_binary(small_df):
+  """favorable turns a binary measure's event from adverse to good; naming a continuous measure is refused, naming
+  it, before any search (it used to be accepted and do nothing, or give NaN relative differences adjusted)."""
+  with pytest.raises(ValueError, match="favorable measure 'minutes' is not binary"):
+    cube_env.run_discovery(small_df, SMALL_SCHEMA, method="random", budget=5, favorable=("minutes",))
+  pipeline.check_favorable(("complication",), SMALL_SCHEMA.measures, small_df)  # 0/1 events
+  yes_no = small_df.assign(complication=small_df["complication"].map({1.0: "Y", 0.0: "N"}))
+  pipeline.check_favorable(("complication",), SMALL_SCHEMA.measures, yes_no)  # read as 1/0, as a run reads it

@@ -238,6 +238,8 @@ def test_bad_input_is_a_clear_4xx(service, table):
   ):
     r = service.submit({**SETTINGS, field: value}, table)
     assert r.status_code == 422 and r.json()["detail"]["field"] == field, (field, value, r.text)
+  r = service.submit({**SETTINGS, "favorable": ["minutes"]}, table)  # known only with the table: not binary
+  assert r.status_code == 422 and r.json()["detail"]["field"] == "favorable" and "is not binary" in r.text
   r = service.client.post("/jobs", data={"settings": "{not json"}, files={"file": ("a.csv", table)})
   assert r.status_code == 422 and r.json()["detail"]["field"] == "settings"
   r = service.client.post("/jobs", data={"settings": json.dumps(SETTINGS), "path": "/etc/passwd"})

@@ -30,7 +30,7 @@ import pandas as pd
 
 from cube_env.data import holdout
 from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_small_cells
-from cube_env.data.ingest import Cube
+from cube_env.data.ingest import Cube, table_measure_numbers
 from cube_env.data.schema import Schema
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
 from cube_env.discovery import confirm as cf
@@ -66,7 +66,7 @@ class DiscoveryConfig:
   mirror_z: float | None = 2.0  # not confirmed: another group's opposite gap explains it (confirm.mirror_of)
   min_relative_diff: float = 0.10  # smallest relative difference reported (AHRQ rule)
   adjust: tuple[str, ...] = ()  # case-mix adjusters (indirect standardization)
-  favorable: tuple[str, ...] = ()  # measures where the event or a higher value is good
+  favorable: tuple[str, ...] = ()  # binary measures whose event is good (`check_favorable`)
   seed: int = 0  # row split and the method's random choices
   explore_fraction: float = 0.5  # share of rows the search sees
   max_categories: int = 12  # categories kept per column (rarer ones fold into OTHER)
@@ -161,14 +161,26 @@ def _check_columns(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) ->
       raise ValueError(f"adjuster column {name!r} is not in the table; columns are {list(df.columns)}")
     if name in schema.measures or name in schema.protected:
       raise ValueError(f"adjuster column {name!r} is a measure or protected column")
-  check_favorable(config.favorable, schema.measures)
+  check_favorable(config.favorable, schema.measures, df)
 
 
-def check_favorable(favorable: Iterable[str], measures: Iterable[str]) -> None:
-  """ValueError naming a favorable measure that is not one of the measures."""
+def check_favorable(favorable: Iterable[str], measures: Iterable[str], df: pd.DataFrame | None = None) -> None:
+  """ValueError naming a favorable measure that is not one of the measures or, given the table `df`, not binary.
+
+  Favorable turns a binary measure's event from adverse to good (its relative difference and plain-words sentence
+  then speak of the non-event rate); a continuous measure has no event to turn, so naming one is refused rather
+  than ignored (its higher mean shows as a positive difference whatever it means)."""
   for name in favorable:
     if name not in measures:
       raise ValueError(f"favorable measure {name!r} is not one of the measures {list(measures)}")
+    if df is not None:
+      values, _ = table_measure_numbers(df, name)
+      seen = values[np.isfinite(values)]
+      if not np.all((seen == 0.0) | (seen == 1.0)):
+        raise ValueError(
+          f"favorable measure {name!r} is not binary (0/1 events): favorable names measures whose event is good "
+          "(e.g. discharged home); a continuous measure's direction shows in the sign of its difference"
+        )
 
 
 def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepared:

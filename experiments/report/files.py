@@ -104,6 +104,16 @@ def count_stories(findings: pd.DataFrame) -> int:
   return int((findings["story_lead"].astype(bool) & findings["confirmed"].astype(bool)).sum())
 
 
+def search_ended(run: cube_env.Discovery) -> str:
+  """Why the search stopped: its budget spent, its time limit reached (`--time-limit`), or nothing left to visit."""
+  c, search = run.config, run.search
+  if search.queries >= c.budget:
+    return "at its budget"
+  if c.time_limit is not None and search.seconds >= c.time_limit:
+    return f"at its time limit ({c.time_limit:g} s), before its budget"
+  return "before its budget: the method had no cohort left to visit"
+
+
 def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) -> dict:
   c = run.config
   out = {
@@ -126,6 +136,11 @@ def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) 
     "max_depth": c.max_depth,
     "min_group": c.min_group,
     "adjusted_by": list(c.adjust),
+    "favorable": list(c.favorable),
+    "explore_fraction": c.explore_fraction,
+    "max_categories": c.max_categories,
+    "time_limit": c.time_limit,
+    "search_ended": search_ended(run),
     "seed": c.seed,
     "method_note": run.search.note,
     "coding": [cube_env.note_text(line, c.min_group) for line in run.halves.summary],

@@ -342,6 +342,11 @@ def _summary_table(info: dict) -> str:
     "max_depth",
     "min_group",
     "adjusted_by",
+    "favorable",
+    "explore_fraction",
+    "max_categories",
+    "time_limit",
+    "search_ended",
     "seed",
   ):
     rows.append(f"<tr><th>{esc(key)}</th><td>{_summary_value(key, info.get(key))}</td></tr>")
@@ -353,6 +358,8 @@ def _summary_value(key: str, value: Any) -> str:
   """A summary entry's text: counts whole, a list as its items ("none" when empty, as for no `adjusted_by`)."""
   if isinstance(value, (list, tuple)):
     return esc(", ".join(str(v) for v in value) or "none")
+  if value is None:  # no time limit
+    return "none"
   if key in SUMMARY_COUNTS and not _blank(value):
     return f"{round(float(value)):,}"
   return esc(value)

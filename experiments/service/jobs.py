@@ -64,9 +64,10 @@ def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
 
 # Raised whenever what a finished job's files show changes (2: a rare outcome's small event counts hidden; 3: small
 # counts that came back by one subtraction, within a cohort's tests or from its shown children, hidden; 4: one group's
-# count under two measures too, the relative difference's interval, why a row is blank, the reports' new text), so
-# a result cached before is not served again: its job id no longer matches and the analysis runs anew.
-REPORT_FORMAT = 4
+# count under two measures too, the relative difference's interval, why a row is blank, the reports' new text; 5:
+# formula-like CSV cells after an apostrophe, every setting and why the search ended in the summary), so a result
+# cached before is not served again: its job id no longer matches and the analysis runs anew.
+REPORT_FORMAT = 5
 
 
 def cache_key(table_hash: str, spec: JobSpec, agent_dir: str | None) -> str:

@@ -16,6 +16,7 @@ import pandas as pd
 
 import cube_env
 from cube_env.data import ingest
+from cube_env.discovery.pipeline import check_favorable
 from experiments.service.spec import JobSpec, ServiceConfig
 
 
@@ -89,6 +90,10 @@ def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
       ingest.table_measure_numbers(df, name)
     except ingest.ColumnError as err:
       raise TableError(err.column, str(err)) from None
+  try:
+    check_favorable(spec.favorable, spec.measures, df)
+  except ValueError as err:
+    raise TableError("favorable", str(err), status=422) from None
 
 
 def content_hash(data: bytes) -> str:
