@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     lambda: run(*parse(argv)),
     program="experiments.cartpole",
     checkpoint_dir=peek_flag(argv, "checkpoint_dir") or peek_flag(argv, "resume"),
+    logdir=peek_flag(argv, "logdir"),
   )
 
 

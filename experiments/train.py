@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     lambda: run(*parse(argv)),
     program="experiments.train",
     checkpoint_dir=peek_flag(argv, "checkpoint_dir") or peek_flag(argv, "resume"),
+    logdir=peek_flag(argv, "logdir"),
   )
 
 

@@ -150,6 +150,10 @@ class Checkpointer:
     self, directory: str | os.PathLike, *, max_to_keep: int = 3, async_save: bool = True, create: bool = True
   ) -> None:
     self.directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+      # Checked here, not at the first save: Orbax's failed background save there left threads that kept the
+      # process from exiting.
+      raise NotADirectoryError(f"checkpoint directory {self.directory} is a file, not a directory")
     if not create and not os.path.isdir(self.directory):
       raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
     self._discard_unfinished()

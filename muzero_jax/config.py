@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import jax
+import numpy as np
 
 from muzero_jax import support
 
@@ -177,6 +178,27 @@ class MuZeroConfig:
   """Most recent checkpoints kept on disk."""
 
   def __post_init__(self) -> None:
+    for field in dataclasses.fields(self):  # a typo'd type fails here, naming the field, not deep inside jit
+      value = getattr(self, field.name)
+      if field.type == "int" and (isinstance(value, bool) or not isinstance(value, int | np.integer)):
+        raise ValueError(f"MuZeroConfig.{field.name} must be a whole number, got {value!r}")
+      if field.type == "float" and (isinstance(value, bool) or not isinstance(value, int | float | np.number)):
+        raise ValueError(f"MuZeroConfig.{field.name} must be a number, got {value!r}")
+    for name in ("learning_rate", "max_grad_norm", "max_reward", "temperature", "pb_c_init", "pb_c_base"):
+      if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+        raise ValueError(f"MuZeroConfig.{name} must be a finite number > 0, got {getattr(self, name)}")
+    non_negative = (
+      "weight_decay",
+      "gumbel_scale",
+      "dirichlet_alpha",
+      "policy_loss_weight",
+      "value_loss_weight",
+      "reward_loss_weight",
+      "legality_loss_weight",
+    )
+    for name in non_negative:
+      if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+        raise ValueError(f"MuZeroConfig.{name} must be a finite number >= 0, got {getattr(self, name)}")
     positive = [
       "channels",
       "num_blocks",
@@ -232,13 +254,22 @@ class MuZeroConfig:
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"MuZeroConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-    if self.value_transform_eps < 0 or self.priority_alpha < 0 or self.priority_eps <= 0:
-      raise ValueError("value_transform_eps and priority_alpha must be >= 0, priority_eps > 0")
+    if not (self.value_transform_eps >= 0 and math.isfinite(self.value_transform_eps)):
+      raise ValueError(f"MuZeroConfig.value_transform_eps must be a finite number >= 0, got {self.value_transform_eps}")
+    if not (self.priority_alpha >= 0 and math.isfinite(self.priority_alpha)):
+      raise ValueError(f"MuZeroConfig.priority_alpha must be a finite number >= 0, got {self.priority_alpha}")
+    if not (self.priority_eps > 0 and math.isfinite(self.priority_eps)):
+      raise ValueError(f"MuZeroConfig.priority_eps must be a finite number > 0, got {self.priority_eps}")
     if self.replay_rows < self.rollout_length + self.window_length:
       raise ValueError(
         f"replay_capacity={self.replay_capacity} holds {self.replay_rows} steps per "
         f"environment; need at least rollout_length + unroll_steps + n_step + 1 = "
         f"{self.rollout_length + self.window_length}"
+      )
+    if self.min_replay_size > self.replay_rows * self.num_envs:
+      raise ValueError(
+        f"MuZeroConfig.min_replay_size={self.min_replay_size} is more than the replay holds "
+        f"({self.replay_rows * self.num_envs} steps: replay_capacity // num_envs x num_envs): no update would ever run"
       )
 
   # ----------------------------------------------------------- derived sizes

@@ -387,6 +387,7 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
     a :class:`Trainer`; ``trainer.init()`` then repeated ``trainer.iteration(state)``.
   """
   config.check_supports()
+  selfplay.pool_size(env_params_pool)  # every leaf has the one leading pool axis (a clear error if not)
   check_env_shapes(env, jax.tree.map(lambda x: x[0], env_params_pool))
   selfplay.check_expert(env, config)
   try:  # fields that only the driver reads do not change the compiled functions

@@ -191,6 +191,14 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
   assert "holds no checkpoint" in capsys.readouterr().err
   assert train.main(common + ["--checkpoint-dir", split, "--logdir", "None"]) == 2
   assert "already holds checkpoints" in capsys.readouterr().err
+  # A file where a directory should be: refused before training (Orbax failed at the first save, then hung).
+  (tmp_path / "file").write_text("not a directory")
+  assert train.main(common + ["--checkpoint-dir", str(tmp_path / "file"), "--logdir", "None"]) == 2
+  assert "is a file, not a directory" in capsys.readouterr().err
+  assert train.main(["--resume", str(tmp_path / "file"), "--logdir", "None"]) == 2
+  assert f"--resume {tmp_path / 'file'}: a file, not a directory" in capsys.readouterr().err
+  with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+    muzero_jax.Checkpointer(tmp_path / "file")
 
 
 def test_agent_tuning_objective_trains_a_candidate_and_scores_it_on_training_worlds(tmp_path, monkeypatch):

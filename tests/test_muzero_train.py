@@ -275,6 +275,29 @@ def test_imitation_needs_an_expert():
     CONFIG.replace(imitation_temperature=0.0)
 
 
+def test_config_and_pool_errors_name_the_field_or_leaf():
+  """Values that would train nonsense, never train, or fail deep inside jit are refused naming the field; a pool
+  leaf without the pool axis names the leaf."""
+  for field, value, message in (
+    ("learning_rate", float("nan"), "finite number > 0"),
+    ("learning_rate", -1e-3, "finite number > 0"),
+    ("max_grad_norm", 0.0, "finite number > 0"),
+    ("max_reward", -5.0, "finite number > 0"),
+    ("weight_decay", -1.0, "finite number >= 0"),
+    ("value_loss_weight", float("inf"), "finite number >= 0"),
+    ("priority_alpha", float("nan"), "finite number >= 0"),
+    ("num_simulations", 1.5, "whole number"),
+    ("batch_size", "64", "whole number"),
+    ("min_replay_size", 10**6, "no update would ever run"),
+  ):
+    with pytest.raises(ValueError, match=rf"MuZeroConfig\.{field}.*{message}"):
+      CONFIG.replace(**{field: value})
+  pool = make_coin_pool(CoinGrid(), 2, seed=0)
+  unpooled = pool.replace(walls=jnp.bool_(False))  # one leaf given once for all instances, without the axis
+  with pytest.raises(ValueError, match=r"need a leading pool axis \[P, \.\.\.\]; leaf \.walls is a scalar"):
+    mz.make_train(CONFIG, CoinGrid(), unpooled)
+
+
 def test_learner_loops_scan_host_and_overlap():
   """`learner_loop`: `host` runs `scan`'s steps as separate programs; `overlap` learns from the replay before the moves.
 

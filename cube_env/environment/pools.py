@@ -41,13 +41,21 @@ class CubeTask:
   """
 
   scenarios: tuple[str, ...] = TASK_SCENARIOS
-  families: tuple[str, ...] = ()  # random-world families (cube_env.worlds) instead of the synthetic scenarios
+  """Generator scenarios cycled through: marginal, interactions, masked, mixed (null and confounded plant none)."""
+  families: tuple[str, ...] = ()
+  """Random-world families (cube_env.worlds: standard, masked, wide, deep, ...) instead of the scenarios."""
   num_train_cubes: int = 8
+  """Cubes the agent trains on (generator seeds of the training split)."""
   num_eval_cubes: int = 4
+  """Held-out cubes it is evaluated on (seeds never used in training)."""
   n_rows: int = 6000
+  """Rows (cases) of each cube's table."""
   horizon: int = 32
+  """Queries an episode may spend (the agent's episode length)."""
   max_depth: int = 3
+  """Most filters a cohort may have."""
   z_screen: str = "bonferroni"
+  """|z| a gap needs to count as a finding: a number, or bonferroni (over every test in the space)."""
 
 
 @dataclasses.dataclass

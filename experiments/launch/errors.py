@@ -13,21 +13,22 @@ class UsageError(ValueError):
   """A flag or path the user gave is wrong (printed as `error: ...`, exit status 2)."""
 
 
-def run_command(run: Callable[[], Any], *, program: str, checkpoint_dir: str | None) -> int:
+def run_command(run: Callable[[], Any], *, program: str, checkpoint_dir: str | None, logdir: str | None = None) -> int:
   """Calls `run()` and turns its outcome into an exit status, printing errors to stderr.
 
-  `UsageError` and `FileNotFoundError`: `error: ...`, status 2. `KeyboardInterrupt`
-  (Ctrl-C or SIGTERM, after the driver saved a checkpoint): status 130 and the
-  command that continues the run from `checkpoint_dir`.
+  `UsageError`, `FileNotFoundError` and `NotADirectoryError`: `error: ...`, status 2. `KeyboardInterrupt`
+  (Ctrl-C or SIGTERM, after the driver saved a checkpoint): status 130 and the command that continues the run
+  from `checkpoint_dir`, with its `--logdir` (not saved in the checkpoint) so its curves continue where they were.
   """
   try:
     run()
-  except (UsageError, FileNotFoundError) as err:
+  except (UsageError, FileNotFoundError, NotADirectoryError) as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
   except KeyboardInterrupt as err:
     print(f"\ninterrupted: {err or 'no checkpoint directory given, nothing saved'}", file=sys.stderr)
     if checkpoint_dir:
-      print(f"continue with: python -m {program} --resume {checkpoint_dir}", file=sys.stderr)
+      more = f" --logdir {logdir}" if logdir else ""
+      print(f"continue with: python -m {program} --resume {checkpoint_dir}{more}", file=sys.stderr)
     return 130
   return 0

@@ -85,7 +85,9 @@ def read_checkpoint(directory: str, *, env: str) -> Checkpoint:
     UsageError: no such directory, no checkpoint, not written by a training entry point, or for another `env`.
   """
   if not os.path.isdir(directory):
-    raise UsageError(f"--resume {directory}: no such directory")
+    raise UsageError(
+      f"--resume {directory}: " + ("a file, not a directory" if os.path.exists(directory) else "no such directory")
+    )
   ckpt = muzero_jax.Checkpointer(directory, create=False)
   try:
     if not ckpt.all_steps():
@@ -158,6 +160,8 @@ def parse_run_flags(
   except ValueError as err:  # a config value out of range (MuZeroConfig.__post_init__)
     raise UsageError(str(err)) from err
   if checkpoint is None:
+    if args.checkpoint_dir and os.path.exists(args.checkpoint_dir) and not os.path.isdir(args.checkpoint_dir):
+      raise UsageError(f"--checkpoint-dir {args.checkpoint_dir} is a file, not a directory")
     if args.checkpoint_dir and holds_checkpoints(args.checkpoint_dir):
       raise UsageError(
         f"--checkpoint-dir {args.checkpoint_dir} already holds checkpoints; continue them with --resume "
