@@ -266,11 +266,6 @@ class MuZeroConfig:
         f"environment; need at least rollout_length + unroll_steps + n_step + 1 = "
         f"{self.rollout_length + self.window_length}"
       )
-    if self.min_replay_size > self.replay_rows * self.num_envs:
-      raise ValueError(
-        f"MuZeroConfig.min_replay_size={self.min_replay_size} is more than the replay holds "
-        f"({self.replay_rows * self.num_envs} steps: replay_capacity // num_envs x num_envs): no update would ever run"
-      )
 
   # ----------------------------------------------------------- derived sizes
   def resolved_learner_loop(self) -> str:
@@ -300,7 +295,13 @@ class MuZeroConfig:
     return self.max_reward * sum(self.discount**t for t in range(self.max_episode_steps))
 
   def check_supports(self) -> None:
-    """Raises ``ValueError`` when the value or reward support cannot hold the env's scale."""
+    """Raises ``ValueError`` when the value or reward support cannot hold the env's scale, or when the replay can
+    never hold ``min_replay_size`` steps (no update would ever run); ``make_train`` calls it."""
+    if self.min_replay_size > self.replay_rows * self.num_envs:
+      raise ValueError(
+        f"MuZeroConfig.min_replay_size={self.min_replay_size} is more than the replay holds "
+        f"({self.replay_rows * self.num_envs} steps: replay_capacity // num_envs x num_envs): no update would ever run"
+      )
     support.check_support(
       self.support_size,
       self.max_return,

@@ -288,11 +288,12 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
     ("priority_alpha", float("nan"), "finite number >= 0"),
     ("num_simulations", 1.5, "whole number"),
     ("batch_size", "64", "whole number"),
-    ("min_replay_size", 10**6, "no update would ever run"),
   ):
     with pytest.raises(ValueError, match=rf"MuZeroConfig\.{field}.*{message}"):
       CONFIG.replace(**{field: value})
   pool = make_coin_pool(CoinGrid(), 2, seed=0)
+  with pytest.raises(ValueError, match=r"MuZeroConfig\.min_replay_size=1000000 .* no update would ever run"):
+    mz.make_train(CONFIG.replace(min_replay_size=10**6), CoinGrid(), pool)
   unpooled = pool.replace(walls=jnp.bool_(False))  # one leaf given once for all instances, without the axis
   with pytest.raises(ValueError, match=r"need a leading pool axis \[P, \.\.\.\]; leaf \.walls is a scalar"):
     mz.make_train(CONFIG, CoinGrid(), unpooled)
