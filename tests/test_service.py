@@ -240,6 +240,13 @@ def test_bad_input_is_a_clear_4xx(service, table):
     assert r.status_code == 422 and r.json()["detail"]["field"] == field, (field, value, r.text)
   r = service.submit({**SETTINGS, "favorable": ["minutes"]}, table)  # known only with the table: not binary
   assert r.status_code == 422 and r.json()["detail"]["field"] == "favorable" and "is not binary" in r.text
+  r = service.client.post("/jobs", files={"settings": ("s.json", json.dumps(SETTINGS)), "file": ("a.csv", table)})
+  assert r.status_code == 422 and r.json()["detail"] == {
+    "field": "settings",
+    "message": "settings: must be a text form field holding JSON (curl -F 'settings={...}'), not a file",
+  }
+  r = service.client.post("/jobs", files={"file": ("a.csv", table)})
+  assert r.status_code == 422 and r.json()["detail"]["message"].startswith("settings: is required")
   r = service.client.post("/jobs", data={"settings": "{not json"}, files={"file": ("a.csv", table)})
   assert r.status_code == 422 and r.json()["detail"]["field"] == "settings"
   r = service.client.post("/jobs", data={"settings": json.dumps(SETTINGS), "path": "/etc/passwd"})

@@ -26,7 +26,8 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import FileResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
 from rq.job import JobStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -61,6 +62,23 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     if err.status_code == 413 and not isinstance(err.detail, dict):
       err = HTTPException(413, too_large)
     return await http_exception_handler(request, err)
+
+  @app.exception_handler(RequestValidationError)
+  async def name_the_form_field(request: Request, err: RequestValidationError):
+    """A form that FastAPI could not bind (a missing field, settings sent as a file): 422 naming the field, in the
+    shape of the other errors, without FastAPI's dump of what was sent (an upload's internals)."""
+    del request
+    first = (err.errors() or [{}])[0]
+    field = str((first.get("loc") or ("body", "settings"))[-1])
+    if first.get("type") == "missing":
+      message = f"{field}: is required" + (" (a form field holding the JSON settings)" if field == "settings" else "")
+    elif field == "settings":
+      message = "settings: must be a text form field holding JSON (curl -F 'settings={...}'), not a file"
+    elif field == "file":
+      message = "file: must be a file upload (curl -F file=@cases.csv)"
+    else:
+      message = f"{field}: {first.get('msg', 'is not valid')}"
+    return JSONResponse({"detail": {"field": field, "message": message}}, status_code=422)
 
   @app.get("/health", dependencies=guard)
   def health() -> dict:
