@@ -95,6 +95,32 @@ def env_spec(env) -> dict:
   }
 
 
+def pool_spec(pool) -> dict:
+  """The size (leading axis) and digest of an env params pool, as a checkpoint records it."""
+  return {"size": int(jax.tree.leaves(pool)[0].shape[0]), "digest": tree_digest(pool)}
+
+
+def check_pool(meta: dict, pool, *, directory: str, step: int) -> None:
+  """A pool of another size than the checkpoint's is refused (its saved slots index the pool); one of the same size
+  but other contents gets a ``CheckpointWarning`` (the run goes on, but not as the saved one would have)."""
+  have = meta.get("pool")
+  if pool is None or have is None:
+    return
+  want = pool_spec(pool)
+  if want["size"] != have["size"]:
+    raise ValueError(
+      f"checkpoint {directory}/{step} was trained on an env params pool of {have['size']} instances; this run "
+      f"passes {want['size']} (the saved environment slots index the pool): pass the pool it trained on"
+    )
+  if want["digest"] != have["digest"]:
+    warnings.warn(
+      f"checkpoint {directory}/{step} was trained on another env params pool of the same size (digest "
+      f"{have['digest'][:12]}, this one {want['digest'][:12]}): the resumed run will not be the one it continues",
+      CheckpointWarning,
+      stacklevel=3,
+    )
+
+
 def tree_digest(tree: Any) -> str:
   """BLAKE2b over every leaf's path, dtype, shape and bytes (host copy)."""
   h = hashlib.blake2b(digest_size=16)
@@ -165,9 +191,20 @@ class Checkpointer:
 
   # ------------------------------------------------------------------ saving
   def save(
-    self, step: int, state, *, config: MuZeroConfig, env=None, extra: dict | None = None, force: bool = False
+    self,
+    step: int,
+    state,
+    *,
+    config: MuZeroConfig,
+    env=None,
+    extra: dict | None = None,
+    force: bool = False,
+    pool=None,
   ) -> bool:
     """Saves ``state``, its params, ``config`` and the meta at ``step``; a step already saved is skipped.
+
+    ``pool``, the env params pool trained on, is recorded by its size and digest (``pool_spec``), which a
+    restore given a pool checks.
 
     Returns once the arrays are on the host; the files are written in the
     background (call :meth:`wait` to block until the step is on disk).
@@ -180,6 +217,7 @@ class Checkpointer:
       "step": int(step),
       "counters": _counters(state),
       "env": env_spec(env) if env is not None else None,
+      "pool": pool_spec(pool) if pool is not None else None,
       "digest": {"state": tree_digest(state), "params": tree_digest(state.params)},
       "extra": extra or {},
       "saved_at": time.time(),
@@ -251,6 +289,7 @@ class Checkpointer:
     config: MuZeroConfig | None = None,
     fallback: bool = True,
     quarantine: bool = False,
+    pool=None,
   ) -> Restored:
     """The newest good checkpoint (or ``step``), with the structure of ``template_state``.
 
@@ -263,10 +302,11 @@ class Checkpointer:
         (``ValueError`` otherwise).
       fallback: try older steps when the newest is damaged (with a warning).
       quarantine: rename damaged step directories ``<step>.damaged``.
+      pool: the env params pool to continue on (``check_pool``: another size is refused, other contents warned).
 
     Raises:
       FileNotFoundError: no (good) checkpoint in the directory.
-      ValueError: the checkpoint contradicts ``env`` or ``config``.
+      ValueError: the checkpoint contradicts ``env``, ``config`` or the size of ``pool``.
     """
     steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
     if not steps:
@@ -276,6 +316,7 @@ class Checkpointer:
     for s in steps:
       found = self._try_step(s, abstract, env=env, config=config)
       if isinstance(found, Restored):
+        check_pool(found.meta, pool, directory=self.directory, step=s)
         if skipped:
           warnings.warn(
             f"resuming from step {s} of {self.directory} instead of newer damaged step(s) {[k for k, _ in skipped]}",
@@ -415,7 +456,7 @@ def restore(
       config = ckpt.newest_readable_meta(None if step is None else [step])[1]
     trainer = make_train(config, env, env_params_pool)
     template = jax.eval_shape(trainer.init)
-    return ckpt.restore(template, step=step, env=env, config=config, quarantine=quarantine)
+    return ckpt.restore(template, step=step, env=env, config=config, quarantine=quarantine, pool=env_params_pool)
   finally:
     ckpt.close()
 

@@ -147,7 +147,7 @@ def run_iterations(
   config = trainer.config
   ckpt = Checkpointer(checkpoint_dir, max_to_keep=config.checkpoints_to_keep) if checkpoint_dir else None
   if state is None and resume and ckpt is not None and ckpt.all_steps():
-    state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True).state
+    state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True, pool=trainer.pool).state
   state = trainer.init() if state is None else state
   start = int(state.iteration)
   logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
@@ -201,7 +201,9 @@ def run_iterations(
 def _save(
   ckpt: Checkpointer, state: TrainState, trainer: Trainer, env, extra: dict | None, force: bool = False
 ) -> bool:
-  return ckpt.save(int(state.iteration), state, config=trainer.config, env=env, extra=extra, force=force)
+  return ckpt.save(
+    int(state.iteration), state, config=trainer.config, env=env, extra=extra, force=force, pool=trainer.pool
+  )
 
 
 def _rates(metrics: dict, seconds: float, config: MuZeroConfig) -> dict:

@@ -39,7 +39,7 @@ def saved(tmp_path_factory):
     state, _ = trainer.iteration(state)
     step = int(state.iteration)
     if step >= 2:
-      assert ckpt.save(step, state, config=CONFIG, env=env, extra={"pool_seed": 0})
+      assert ckpt.save(step, state, config=CONFIG, env=env, extra={"pool_seed": 0}, pool=pool)
       states[step] = state
   ckpt.close()
   return dict(directory=directory, env=env, pool=pool, states=states, trainer=trainer)
@@ -161,6 +161,14 @@ def test_other_environment_or_config_is_refused(saved):
   # Checkpoint bookkeeping may change on resume.
   ok = mz.restore(saved["directory"], saved["env"], saved["pool"], config=CONFIG.replace(checkpoint_every=7))
   assert ok.step == 4
+  # The pool it trained on: another size is refused (saved slots index it), other contents warned.
+  pool = saved["pool"]
+  smaller = jax.tree.map(lambda x: x[:-1], pool)
+  with pytest.raises(ValueError, match=r"trained on an env params pool of 4 instances; this run passes 3"):
+    mz.restore(saved["directory"], saved["env"], smaller)
+  shuffled = jax.tree.map(lambda x: x[::-1], pool)
+  with pytest.warns(mz.CheckpointWarning, match="another env params pool of the same size"):
+    assert mz.restore(saved["directory"], saved["env"], shuffled).step == 4
 
 
 def test_no_pickle_in_the_saved_files(saved):
