@@ -9,7 +9,8 @@ An environment is a stateless object (gymnax 1.0 style, no auto-reset)::
 
 ``params`` is one environment instance (a pytree); training draws instances
 from a pool whose leaves carry a leading ``[P, ...]`` axis (see
-:mod:`muzero_jax.selfplay`). Observations are float32 ``[*observation_shape]``;
+:mod:`muzero_jax.selfplay`). Observations are ``[*observation_shape]`` real numbers
+(float32, or integers or booleans, which training casts to float32);
 ``reward``, ``terminated`` and ``truncated`` are scalars. An illegal action is
 never rewarded.
 
@@ -68,16 +69,29 @@ def check_env_shapes(env, params) -> None:
     raise ValueError(f"env.action_mask must return bool[{env.num_actions}], got {mask.dtype}{list(mask.shape)}")
 
 
-def _assert_tree_close(a, b, what: str, atol: float = 1e-5) -> None:
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+def _assert_tree_close(a, b, what: str, atol: float = 1e-5, names: tuple[str, ...] = ()) -> None:
+  """Leaf by leaf, named by its place in the output (``names`` for the top-level items) and pytree path."""
+  la, _ = jax.tree_util.tree_flatten_with_path(a)
+  lb = jax.tree.leaves(b)
   assert len(la) == len(lb), f"{what}: different pytree structure"
-  for x, y in zip(la, lb):
+  for (path, x), y in zip(la, lb):
+    where = jax.tree_util.keystr(path)
+    if names and path and isinstance(path[0], jax.tree_util.SequenceKey) and path[0].idx < len(names):
+      where = names[path[0].idx] + jax.tree_util.keystr(path[1:])
     x, y = np.asarray(x), np.asarray(y)
-    assert x.shape == y.shape, f"{what}: shapes {x.shape} != {y.shape}"
+    assert x.shape == y.shape, f"{what}: {where}: shapes {x.shape} != {y.shape}"
     if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
-      assert np.array_equal(x, y), f"{what}: integer/bool leaves differ"
+      assert np.array_equal(x, y), f"{what}: {where} differs: {_head(x)} against {_head(y)}"
     else:
-      assert np.allclose(x, y, atol=atol, rtol=1e-5), f"{what}: float leaves differ (max {np.abs(x - y).max()})"
+      assert np.allclose(x, y, atol=atol, rtol=1e-5), (
+        f"{what}: {where} differs by up to {np.abs(x - y).max():g}: {_head(x)} against {_head(y)}"
+      )
+
+
+def _head(x: np.ndarray) -> str:
+  """The first few values of an array, for a message."""
+  flat = x.reshape(-1)
+  return np.array2string(flat[:6]) + (" ..." if flat.size > 6 else "")
 
 
 def check_env(
@@ -121,9 +135,12 @@ def check_env(
   reset_j, step_j = jax.jit(env.reset), jax.jit(env.step)
   mask_j = jax.jit(env.action_mask)
   obs, state = reset_j(key, params)
-  _assert_tree_close((obs, state), env.reset(key, params), "reset jit vs no-jit")
+  _assert_tree_close((obs, state), env.reset(key, params), "reset jit vs no-jit", names=("obs", "state"))
   assert tuple(obs.shape) == tuple(env.observation_shape), f"obs shape {obs.shape} != {env.observation_shape}"
-  assert obs.dtype == jnp.float32, f"obs dtype {obs.dtype}"
+  # As training takes them: any real numbers (cast to float32 for the network), not complex or text.
+  assert jnp.issubdtype(obs.dtype, jnp.floating) or jnp.issubdtype(obs.dtype, jnp.integer) or obs.dtype == jnp.bool_, (
+    f"obs dtype {obs.dtype}: observations are real numbers (float, int or bool)"
+  )
   mask = mask_j(state, params)
   assert mask.shape == (env.num_actions,) and mask.dtype == jnp.bool_, f"mask {mask.shape} {mask.dtype}"
 
@@ -136,14 +153,15 @@ def check_env(
     for t in range(max_steps + 1):
       mask = np.asarray(mask_j(state, params))
       assert mask.any(), f"no legal action at step {t} of a non-terminal state"
-      action = int(rng.choice(np.nonzero(mask)[0]))
+      action = jnp.int32(rng.choice(np.nonzero(mask)[0]))  # an int32 array, as self-play passes it
       k = jax.random.fold_in(key, 1000 + steps)
       out = step_j(k, state, action, params)
       if not checked_nojit:
-        _assert_tree_close(out[:5], env.step(k, state, action, params)[:5], "step jit vs no-jit")
+        names = ("obs", "state", "reward", "terminated", "truncated")
+        _assert_tree_close(out[:5], env.step(k, state, action, params)[:5], "step jit vs no-jit", names=names)
         checked_nojit = True
       if not checked_illegal and not mask.all():
-        bad = int(np.nonzero(~mask)[0][0])
+        bad = jnp.int32(np.nonzero(~mask)[0][0])
         _, s_bad, r_bad, *_ = step_j(k, state, bad, params)
         if position is not None:
           _assert_tree_close(position(s_bad), position(state), "illegal action moved the state")

@@ -75,10 +75,22 @@ class _NeverEnds(CoinGrid):
     return obs, new.replace(picked=state.picked), reward, jax.numpy.zeros((), bool), truncated, info
 
 
+class _Impure(CoinGrid):
+  """Counts its calls in Python: traced once under jit, so jit and no-jit rewards differ."""
+
+  calls = 0
+
+  def step(self, key, state, action, params):
+    obs, new, reward, terminated, truncated, info = super().step(key, state, action, params)
+    type(self).calls += 1
+    return obs, new, reward + type(self).calls, terminated, truncated, info
+
+
 @pytest.mark.parametrize(
   ("env", "message"),
   [
     (_WrongMask(), "action_mask must return bool"),
+    (_Impure(), r"step jit vs no-jit: reward differs by up to 1: \["),
     (_RewardsIllegal(), "illegal action was rewarded"),
     (_NeverEnds(), "did not end within 3 steps"),
   ],
