@@ -354,6 +354,7 @@ def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
   for data, message in (
     (b"site,unit,site\na,b,c\n", "path: column 'site' appears 2 times in the header"),
     (b"\n\n", "path: is empty (no header line)"),
+    (b"site,unit\n", "path: has a header line but no rows"),
     (gzip.compress(b"a,b\n1,2\n"), "path: is gzip-compressed: send the CSV itself (or Parquet, which compresses"),
     ("a,b\n\u00e9,2\n".encode("latin-1"), "path: is not UTF-8 text (line 2 holds the byte 'e9', as files saved in"),
   ):

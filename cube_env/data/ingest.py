@@ -243,6 +243,8 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
   if not df.index.equals(pd.RangeIndex(len(df))):  # a row's extra field taken for its index: checked above too
     raise TableFileError(name, "rows have more fields than the header has names, so columns would shift")
+  if df.empty:
+    raise TableFileError(name, "has a header line but no rows")
   df.attrs[SEPARATOR] = sep
   notes = [] if sep == "," else [f"the table's columns are separated by {SEPARATORS[sep]} ({sep!r}), not commas"]
   if sep == ";":
