@@ -18,6 +18,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -153,7 +154,7 @@ def run_iterations(
   logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
   bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
   stop = StopOnSignal()
-  started = False
+  started = warned_reward = False
   try:
     source.start(state)
     started = True
@@ -166,6 +167,7 @@ def run_iterations(
         # (and, fanned out, the actors' start).
         metrics = jax.device_get(metrics)
         metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=i == 0)
+        warned_reward = warned_reward or _warn_clipped_reward(metrics, config, int(state.iteration))
         step = int(state.iteration)
         if (
           ckpt is not None
@@ -204,6 +206,23 @@ def _save(
   return ckpt.save(
     int(state.iteration), state, config=trainer.config, env=env, extra=extra, force=force, pool=trainer.pool
   )
+
+
+def _warn_clipped_reward(metrics: dict, config: MuZeroConfig, iteration: int) -> bool:
+  """Warns (once a run: returns True) when self-play met a reward beyond ``config.max_reward``: its reward and
+  value targets are clipped to their supports, so the agent learns a smaller number than the environment pays."""
+  largest = metrics.get("selfplay/reward_abs_max", 0.0)
+  if not largest > config.max_reward:
+    return False
+  warnings.warn(
+    f"iteration {iteration}: self-play met a reward of {largest:g}, beyond MuZeroConfig.max_reward "
+    f"({config.max_reward:g}); reward and value targets past their supports are clipped, so the agent learns "
+    "smaller numbers than the environment pays: raise max_reward (and support_size, reward_support_size as "
+    "check_supports then asks)",
+    RuntimeWarning,
+    stacklevel=3,
+  )
+  return True
 
 
 def _rates(metrics: dict, seconds: float, config: MuZeroConfig) -> dict:

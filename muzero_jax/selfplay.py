@@ -79,6 +79,7 @@ class RolloutStats:
   length_sum: chex.Array  # [] int32 sum of finished episodes' lengths
   reward_sum: chex.Array  # [] float32 sum of all step rewards
   root_value_sum: chex.Array  # [] float32 sum of search root values
+  reward_abs_max: chex.Array  # [] float32 largest |step reward| (beyond config.max_reward the targets are clipped)
 
 
 @struct.dataclass
@@ -235,6 +236,7 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
     length_sum=jnp.sum(jnp.where(done, ep_length, 0)).astype(jnp.int32),
     reward_sum=jnp.sum(reward),
     root_value_sum=jnp.sum(out.root_value),
+    reward_abs_max=jnp.max(jnp.abs(reward)),
   )
   return next_actor, (step, stats)
 
@@ -269,6 +271,7 @@ def rollout(
     length_sum=jnp.sum(stats.length_sum),
     reward_sum=jnp.sum(stats.reward_sum),
     root_value_sum=jnp.sum(stats.root_value_sum),
+    reward_abs_max=jnp.max(stats.reward_abs_max),
   )
   return actor, traj, total
 

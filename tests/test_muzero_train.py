@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import muzero_jax as mz
-from muzero_jax import learner, selfplay
+from muzero_jax import driver, learner, selfplay
 from muzero_jax import replay as rl
 from muzero_jax import trainer as trainer_lib
 from tests.toy_envs import CoinGrid, CoinGridExpert, make_coin_pool, optimal_returns
@@ -299,6 +299,13 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
     mz.make_train(CONFIG, CoinGrid(), unpooled)
 
 
+def test_a_reward_beyond_max_reward_is_warned_once():
+  """Rewards past the supports are clipped in the targets; the driver says so once a run, naming the setting."""
+  with pytest.warns(RuntimeWarning, match=r"iteration 7: self-play met a reward of 300, beyond .*max_reward \(10\)"):
+    assert driver._warn_clipped_reward({"selfplay/reward_abs_max": 300.0}, CONFIG.replace(max_reward=10.0), 7)
+  assert not driver._warn_clipped_reward({"selfplay/reward_abs_max": 10.0}, CONFIG.replace(max_reward=10.0), 8)
+
+
 def test_learner_loops_scan_host_and_overlap():
   """`learner_loop`: `host` runs `scan`'s steps as separate programs; `overlap` learns from the replay before the moves.
 
@@ -345,8 +352,10 @@ def test_learner_loops_scan_host_and_overlap():
     for name in ("actor", "key", "iteration", "updates", "moves", "episodes", "skipped_updates"):
       for x, y in zip(jax.tree.leaves(getattr(scan, name)), jax.tree.leaves(getattr(other, name)), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    for name in ("selfplay/episodes", "selfplay/return_mean", "total/moves", "replay/positions"):
+    for name in ("selfplay/episodes", "selfplay/return_mean", "selfplay/reward_abs_max", "total/moves"):
       np.testing.assert_array_equal(np.asarray(m_scan[name]), np.asarray(metrics[name]))
+    np.testing.assert_array_equal(np.asarray(m_scan["replay/positions"]), np.asarray(metrics["replay/positions"]))
+  assert 0 < float(m_scan["selfplay/reward_abs_max"]) <= CONFIG.max_reward  # a coin, within the declared maximum
   close(scan.params, host.params, 1e-5)
   close(scan.opt_state, host.opt_state, 1e-5)
   close(scan.replay, host.replay, 1e-5)
