@@ -184,10 +184,13 @@ class MuZeroConfig:
         raise ValueError(f"MuZeroConfig.{field.name} must be a whole number, got {value!r}")
       if field.type == "float" and (isinstance(value, bool) or not isinstance(value, int | float | np.number)):
         raise ValueError(f"MuZeroConfig.{field.name} must be a number, got {value!r}")
-    for name in ("learning_rate", "max_grad_norm", "max_reward", "temperature", "pb_c_init", "pb_c_base"):
+      if field.type in ("int", "float") and isinstance(value, np.generic):  # Python numbers, as JSON writes them
+        object.__setattr__(self, field.name, value.item())
+    for name in ("learning_rate", "max_grad_norm", "max_reward", "pb_c_init", "pb_c_base"):
       if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
         raise ValueError(f"MuZeroConfig.{name} must be a finite number > 0, got {getattr(self, name)}")
     non_negative = (
+      "temperature",  # 0: mctx's greedy action
       "weight_decay",
       "gumbel_scale",
       "dirichlet_alpha",

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import jax
 from tqdm.auto import tqdm
 
+from muzero_jax import support
 from muzero_jax.checkpoint import Checkpointer
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.metrics_logger import MetricsLogger
@@ -209,16 +210,22 @@ def _save(
 
 
 def _warn_clipped_reward(metrics: dict, config: MuZeroConfig, iteration: int) -> bool:
-  """Warns (once a run: returns True) when self-play met a reward beyond ``config.max_reward``: its reward and
-  value targets are clipped to their supports, so the agent learns a smaller number than the environment pays."""
+  """Warns (once a run: returns True) when self-play met a reward beyond ``config.max_reward``, from which the
+  supports were sized: a reward past the reward support's bound is clipped in its targets (the agent learns a
+  smaller number than the environment pays), and returns may pass the value support's."""
   largest = metrics.get("selfplay/reward_abs_max", 0.0)
   if not largest > config.max_reward:
     return False
+  bound = support.support_bound(config.reward_support_size, config.value_transform_eps)
+  clipped = (
+    f"it is clipped to {bound:.4g} in the reward targets"
+    if largest > bound
+    else f"the reward support holds it (to {bound:.4g}), but returns may pass the value support's bound"
+  )
   warnings.warn(
     f"iteration {iteration}: self-play met a reward of {largest:g}, beyond MuZeroConfig.max_reward "
-    f"({config.max_reward:g}); reward and value targets past their supports are clipped, so the agent learns "
-    "smaller numbers than the environment pays: raise max_reward (and support_size, reward_support_size as "
-    "check_supports then asks)",
+    f"({config.max_reward:g}) from which the supports were sized; {clipped}: raise max_reward (then "
+    "check_supports names the support sizes it needs)",
     RuntimeWarning,
     stacklevel=3,
   )

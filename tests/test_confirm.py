@@ -337,6 +337,8 @@ def test_a_favorable_measure_must_be_binary(small_df):
   it, before any search (it used to be accepted and do nothing, or give NaN relative differences adjusted)."""
   with pytest.raises(ValueError, match="favorable measure 'minutes' is not binary"):
     cube_env.run_discovery(small_df, SMALL_SCHEMA, method="random", budget=5, favorable=("minutes",))
+  with pytest.raises(ValueError, match=r"column 'los' \(schema.measures\) is not in the table"):  # named, no KeyError
+    cube_env.run_discovery(small_df.drop(columns="los"), SMALL_SCHEMA, method="random", budget=5, favorable=("los",))
   pipeline.check_favorable(("complication",), SMALL_SCHEMA.measures, small_df)  # 0/1 events
   yes_no = small_df.assign(complication=small_df["complication"].map({1.0: "Y", 0.0: "N"}))
   pipeline.check_favorable(("complication",), SMALL_SCHEMA.measures, yes_no)  # read as 1/0, as a run reads it

@@ -340,6 +340,15 @@ def test_rows_with_another_field_count_than_the_header_are_refused_naming_the_li
     pd.testing.assert_frame_equal(cube_env.read_table(path), reference)
   path.write_text('a,b\n"x\ny",1\n')
   assert cube_env.read_table(path)["a"].tolist() == ["x\ny"]
+  # A line of spaces is skipped, as pandas skips it; a field past Python csv's default limit reads; the line named
+  # for a bad row counts a header's quoted line break.
+  path.write_text("a,b\n1,2\n   \n3,4\n")
+  assert cube_env.read_table(path)["a"].tolist() == [1, 3]
+  path.write_text('a,b\n"' + "x" * 200_000 + '",2\n')
+  assert len(cube_env.read_table(path)["a"][0]) == 200_000
+  path.write_text('"x\ny",b\n1,2\n3,4\n5\n')
+  with pytest.raises(ValueError, match="line 5 has 1 fields"):
+    cube_env.read_table(path)
 
 
 def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
@@ -574,6 +583,8 @@ def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(
   np.testing.assert_array_equal(df["bmi"].to_numpy()[:2], [27.5, 31.0])
   schema = cube_env.Schema(dimensions=["site", "bmi"], protected=["race"], measures=["creat"])
   assert cube_env.build_cube(df, schema).meta.n_rows == 20
+  (tmp_path / "codes.csv").write_text("sec;m\n1,1;1\n1,10;0\n2,5;1\n")  # section codes: 1,1 and 1,10 differ
+  assert cube_env.read_table(tmp_path / "codes.csv")["sec"].tolist() == ["1,1", "1,10", "2,5"]
   semi.write_text("site;race;creat\n" + "".join(f"{s};{r};1.234,5\n" for s, r in zip("ab" * 20, "WB" * 20)))
   with pytest.raises(ValueError, match=r"not numeric \(e\.g\. value '1\.234,5'.*semicolons a comma is a decimal comma"):
     cube_env.build_cube(

@@ -291,6 +291,9 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
   ):
     with pytest.raises(ValueError, match=rf"MuZeroConfig\.{field}.*{message}"):
       CONFIG.replace(**{field: value})
+  assert CONFIG.replace(temperature=0.0).temperature == 0.0  # mctx's greedy action
+  typed = CONFIG.replace(learning_rate=np.float32(1e-3), batch_size=np.int64(8))  # numpy numbers, as tuners give
+  assert type(typed.learning_rate) is float and type(typed.batch_size) is int
   pool = make_coin_pool(CoinGrid(), 2, seed=0)
   with pytest.raises(ValueError, match=r"MuZeroConfig\.min_replay_size=1000000 .* no update would ever run"):
     mz.make_train(CONFIG.replace(min_replay_size=10**6), CoinGrid(), pool)
@@ -301,9 +304,12 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
 
 def test_a_reward_beyond_max_reward_is_warned_once():
   """Rewards past the supports are clipped in the targets; the driver says so once a run, naming the setting."""
-  with pytest.warns(RuntimeWarning, match=r"iteration 7: self-play met a reward of 300, beyond .*max_reward \(10\)"):
-    assert driver._warn_clipped_reward({"selfplay/reward_abs_max": 300.0}, CONFIG.replace(max_reward=10.0), 7)
-  assert not driver._warn_clipped_reward({"selfplay/reward_abs_max": 10.0}, CONFIG.replace(max_reward=10.0), 8)
+  ten = CONFIG.replace(max_reward=10.0, reward_support_size=10)  # the reward support holds |r| <= 117.4
+  with pytest.warns(RuntimeWarning, match=r"reward of 300, beyond .*max_reward \(10\).*clipped to 117\.4 in the"):
+    assert driver._warn_clipped_reward({"selfplay/reward_abs_max": 300.0}, ten, 7)
+  with pytest.warns(RuntimeWarning, match=r"reward of 50, .* the reward support holds it"):
+    assert driver._warn_clipped_reward({"selfplay/reward_abs_max": 50.0}, ten, 7)
+  assert not driver._warn_clipped_reward({"selfplay/reward_abs_max": 10.0}, ten, 8)
 
 
 def test_learner_loops_scan_host_and_overlap():

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pandas as pd
@@ -430,3 +431,14 @@ def test_eta_is_timed_from_the_first_query_run_not_from_the_start():
   assert progress["stage"] == "searching"
   for changed in ({"stage": "confirming"}, {"paced_from": [101, now - 1]}, {"paced_from": None, "queries": 1}):
     assert jobs.job_status(Fake(meta | changed))["progress"]["eta_s"] is None, changed
+  # A method reports each query as it starts it: the pace starts at the second live query's report (the first
+  # one's end, past its compilation), after any replayed from a journal.
+  job = Fake({"resumed_queries": 3})
+  job.save_meta = lambda: None
+  job.connection = types.SimpleNamespace(exists=lambda _key: False)
+  progress = jobs._Progress(job)
+  for used in (1, 2, 3, 4):  # the replayed ones, then the first live query starts
+    progress(used)
+    assert job.meta.get("paced_from") is None, used
+  progress(5)
+  assert job.meta["paced_from"][0] == 5

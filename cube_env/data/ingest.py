@@ -18,6 +18,7 @@ import io
 import itertools
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -184,11 +185,20 @@ def _layout(lines) -> _Layout | None:
       line += more
     following = next(lines, "")  # the first data row settles a tie
     sep = _separator(line, following)
+    extra = line.count("\n") - (1 if line.endswith("\n") else 0)  # the header's own line breaks, read as one item
     records = csv.reader(itertools.chain([line, following], lines), delimiter=sep)
-    names = next(records)
-    for record in records:
-      if record and len(record) != len(names):
-        return _Layout(sep, names, (skipped + records.line_num, len(record)))
+    limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)  # pandas reads fields of any length; so does this count
+    try:
+      names = next(records)
+      end = records.line_num
+      for record in records:
+        start, end = end + 1, records.line_num  # a record may span lines (a quoted line break)
+        blank = len(record) == 1 and not record[0].strip()  # a line of spaces: pandas skips it, so does this
+        if record and not blank and len(record) != len(names):
+          return _Layout(sep, names, (skipped + extra + start, len(record)))
+    finally:
+      csv.field_size_limit(limit)
     return _Layout(sep, names, None)
   return None
 
@@ -257,7 +267,8 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
 def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
   """In place: each text column of a ';'-separated table whose every value is a number written with a decimal comma
   (`DECIMAL_COMMA`, at least one with a comma; the way such files write numbers) becomes numbers; one note a column.
-  A column with any other text stays as it is (a measure's is then refused naming it, `measure_numbers`)."""
+  A column with any other text, or whose distinct values would not stay distinct as numbers ('1,1' and '1,10': section
+  codes), stays as it is (a measure's is then refused naming it, `measure_numbers`)."""
   notes = []
   for column in df.columns:
     if pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column]):
@@ -266,9 +277,12 @@ def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
     text = df.loc[present, column].astype(str).str.strip()
     if not len(text) or not text.str.fullmatch(DECIMAL_COMMA.pattern).all() or not text.str.contains(",").any():
       continue
+    numbers = pd.to_numeric(text.str.replace(",", ".", regex=False))
+    if text.nunique() != numbers.nunique():  # '1,1' and '1,10' both 1.1: codes, not numbers; they stay text
+      continue
     example = text[text.str.contains(",")].iloc[0]
     values = np.full(len(df), np.nan)
-    values[present.to_numpy()] = pd.to_numeric(text.str.replace(",", ".", regex=False)).to_numpy(np.float64)
+    values[present.to_numpy()] = numbers.to_numpy(np.float64)
     df[column] = values
     notes.append(
       f"column {column!r}: decimal commas read as decimal points (e.g. {example!r} as {example.replace(',', '.')})"

@@ -105,12 +105,13 @@ def count_stories(findings: pd.DataFrame) -> int:
 
 
 def search_ended(run: cube_env.Discovery) -> str:
-  """Why the search stopped: its budget spent, its time limit reached (`--time-limit`), or nothing left to visit."""
+  """Why the search stopped: its budget spent, or before it: nothing left to visit, or (with `--time-limit`, when its
+  seconds reached the limit; they include the candidates' statistics, so it may have finished anyway) its time."""
   c, search = run.config, run.search
   if search.queries >= c.budget:
     return "at its budget"
   if c.time_limit is not None and search.seconds >= c.time_limit:
-    return f"at its time limit ({c.time_limit:g} s), before its budget"
+    return f"before its budget: at its time limit ({c.time_limit:g} s), or with no cohort left to visit"
   return "before its budget: the method had no cohort left to visit"
 
 

@@ -240,8 +240,9 @@ class _Progress:
   def __call__(self, used: int) -> None:
     self.job.meta["queries"] = int(used)
     self.job.meta["seen"] = time.time()
-    # The pace is timed from the first query run (not replayed from a journal), past its compilation.
-    if self.job.meta.get("paced_from") is None and used > int(self.job.meta.get("resumed_queries", 0)):
+    # The pace is timed from the end of the first query run (not replayed from a journal), past its compilation: a
+    # method reports each query as it starts it, so the call for the second live query marks the first one's end.
+    if self.job.meta.get("paced_from") is None and used > int(self.job.meta.get("resumed_queries", 0)) + 1:
       self.job.meta["paced_from"] = [int(used), self.job.meta["seen"]]
     now = time.monotonic()
     if now - self.last >= self.interval:
