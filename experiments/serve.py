@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
 
 import tyro
 import uvicorn
 
-from experiments.agent.loading import load_agent
 from experiments.launch import compile_cache
 from experiments.service import ServiceConfig, make_app
 from experiments.service.jobs import run_worker
@@ -54,15 +54,12 @@ class Args:
 
 
 def config_of(args: Args) -> ServiceConfig:
-  """The `ServiceConfig` of the flags (ValueError naming the bad flag); `--agent` is loaded once to check it, so a
-  wrong path stops the server at start-up, not each muzero job in a worker."""
+  """The `ServiceConfig` of the flags (ValueError naming the bad flag); `--agent` is loaded once to check it (in a
+  child process, `_check_agent`), so a wrong path stops the server at start-up, not each muzero job in a worker."""
   if not args.max_upload_mb * 2**20 >= 1:
     raise ValueError(f"--max-upload-mb must be a positive number of MiB, got {args.max_upload_mb}")
   if args.agent is not None:
-    try:
-      load_agent(args.agent)
-    except ValueError as err:  # the loader names the discover flag
-      raise ValueError(str(err).replace("--checkpoint", "--agent", 1)) from None
+    _check_agent(args.agent)
   try:
     return _service_config(args)
   except ValueError as err:  # ServiceConfig names its field: say the flag
@@ -71,6 +68,39 @@ def config_of(args: Args) -> ServiceConfig:
     if field is None:
       raise
     raise ValueError("--" + field.replace("_", "-") + message[len(field) :]) from None
+
+
+_LOAD_AGENT = """
+import sys
+from experiments.agent.loading import load_agent
+try:
+  load_agent(sys.argv[1])
+except ValueError as err:
+  print(err, file=sys.stderr)
+  sys.exit(2)
+"""
+
+
+def _check_agent(path: str) -> None:
+  """Loads the agent once, in a child process on the CPU: neither the API nor a worker's parent (which forks a work
+  horse for each job) may start JAX, which is not fork-safe and on a GPU would hold its memory for the server's life.
+
+  Raises:
+    ValueError naming --agent.
+  """
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+    [sys.executable, "-c", _LOAD_AGENT, path],
+    cwd=root,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+  if proc.returncode != 0:
+    lines = proc.stderr.strip().splitlines() or ["no message"]
+    message = lines[-1] if proc.returncode == 2 else f"--checkpoint {path!r}: cannot load an agent ({lines[-1]})"
+    raise ValueError(message.replace("--checkpoint", "--agent", 1))  # the loader names the discover flag
 
 
 def _service_config(args: Args) -> ServiceConfig:
