@@ -155,7 +155,7 @@ def run_iterations(
   logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
   bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
   stop = StopOnSignal()
-  started = warned_reward = False
+  started = warned_reward = learned = False
   try:
     source.start(state)
     started = True
@@ -167,7 +167,12 @@ def run_iterations(
         # (waiting for the device) before the clock stops. The first iteration includes compilation
         # (and, fanned out, the actors' start).
         metrics = jax.device_get(metrics)
-        metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=i == 0)
+        # The learner's update compiles where it first runs: with the host or overlap loop, at the first iteration
+        # whose replay is warm, which may come after the first.
+        learns = float(metrics.get("learner/updates", 0)) + float(metrics.get("learner/skipped_updates", 0)) > 0
+        first = "first_iteration" if i == 0 else ("first_learning_iteration" if learns and not learned else None)
+        learned = learned or learns
+        metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=first)
         warned_reward = warned_reward or _warn_clipped_reward(metrics, config, int(state.iteration))
         step = int(state.iteration)
         if (
@@ -249,17 +254,18 @@ def _rates(metrics: dict, seconds: float, config: MuZeroConfig) -> dict:
   }
 
 
-def _host_metrics(metrics: dict, seconds: float, config: MuZeroConfig, *, first: bool) -> dict:
+def _host_metrics(metrics: dict, seconds: float, config: MuZeroConfig, *, first: str | None) -> dict:
   """An iteration's metrics as floats, with its speed rates.
 
-  The first iteration includes compilation: its rates are left out of the
-  speed curves and only its time is kept (``speed/first_iteration_s``).
+  An iteration that compiles (``first`` names it: "first_iteration", or "first_learning_iteration" where the
+  learner first runs later) has its rates left out of the speed curves; only its time is kept
+  (``speed/<first>_s``).
   """
   metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
   metrics.update(_rates(metrics, seconds, config))
-  if first:
+  if first is not None:
     metrics = {k: v for k, v in metrics.items() if not k.startswith("speed/")}
-    metrics["speed/first_iteration_s"] = seconds
+    metrics[f"speed/{first}_s"] = seconds
   return metrics
 
 

@@ -60,6 +60,7 @@ def _train_until_optimal(root):
   def callback(state, metrics):
     clock.setdefault("start", time.perf_counter())  # after the first (compiling) iteration
     it = int(state.iteration)
+    clock.setdefault("speed", {})[it] = sorted(k for k in metrics if k.startswith("speed/"))
     if it % EVAL_EVERY:
       return False
     result = mz.evaluate(state.params, CONFIG, env, pool, jax.random.PRNGKey(it))
@@ -77,7 +78,9 @@ def _train_until_optimal(root):
     progress=False,
   )
   seconds = time.perf_counter() - clock["start"]
-  return dict(env=env, pool=pool, optimal=optimal, state=state, history=history, root=root, seconds=seconds)
+  return dict(
+    env=env, pool=pool, optimal=optimal, state=state, history=history, root=root, seconds=seconds, speed=clock["speed"]
+  )
 
 
 def test_training_run(tmp_path):
@@ -126,6 +129,10 @@ def _check_counters_and_metrics(run):
     "replay/replay_ratio",
   ):
     assert np.isfinite(metrics[name]), name
+  # Iterations that compile keep only their time, out of the speed curves: the first, and the first that learns (its
+  # update compiles there with the host loop the CPU resolves to).
+  assert run["speed"][1] == ["speed/first_iteration_s"] and run["speed"][2] == ["speed/first_learning_iteration_s"]
+  assert "speed/moves_per_s" in run["speed"][3]
   assert metrics["replay/replay_ratio"] == pytest.approx(
     int(state.updates) * CONFIG.batch_size / int(state.moves), rel=1e-5
   )
