@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 import cube_env
 from cube_env import synthetic
+from cube_env.data import ingest
 from cube_env.discovery import journal
 from experiments import (
   agent,  # noqa: F401 (importing it registers the muzero method with cube_env)
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _as_flags(message: str) -> str:
   """The library's schema field names (`schema.dimensions`, ...) as this command's flags (`--dimensions`, ...)."""
-  for role in ("dimensions", "protected", "measures", "adjusters"):
+  for role in ingest.ROLES:
     flag = "--adjust" if role == "adjusters" else f"--{role}"
     message = message.replace(f"schema.{role}", flag)
   return message

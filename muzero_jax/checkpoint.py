@@ -49,6 +49,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from muzero_jax.config import MuZeroConfig
+from muzero_jax.selfplay import pool_size
 from muzero_jax.trainer import make_train
 
 __all__ = [
@@ -97,7 +98,7 @@ def env_spec(env) -> dict:
 
 def pool_spec(pool) -> dict:
   """The size (leading axis) and digest of an env params pool, as a checkpoint records it."""
-  return {"size": int(jax.tree.leaves(pool)[0].shape[0]), "digest": tree_digest(pool)}
+  return {"size": pool_size(pool), "digest": tree_digest(pool)}
 
 
 def check_pool(meta: dict, pool, *, directory: str, step: int) -> None:

@@ -186,7 +186,7 @@ class MuZeroConfig:
         raise ValueError(f"MuZeroConfig.{field.name} must be a number, got {value!r}")
       if field.type in ("int", "float") and isinstance(value, np.generic):  # Python numbers, as JSON writes them
         object.__setattr__(self, field.name, value.item())
-    for name in ("learning_rate", "max_grad_norm", "max_reward", "pb_c_init", "pb_c_base"):
+    for name in ("learning_rate", "max_grad_norm", "max_reward", "pb_c_init", "pb_c_base", "priority_eps"):
       if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
         raise ValueError(f"MuZeroConfig.{name} must be a finite number > 0, got {getattr(self, name)}")
     non_negative = (
@@ -198,6 +198,9 @@ class MuZeroConfig:
       "value_loss_weight",
       "reward_loss_weight",
       "legality_loss_weight",
+      "expert_prior",
+      "value_transform_eps",
+      "priority_alpha",
     )
     for name in non_negative:
       if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
@@ -228,8 +231,6 @@ class MuZeroConfig:
     for name in positive:
       if getattr(self, name) <= 0:
         raise ValueError(f"MuZeroConfig.{name} must be > 0, got {getattr(self, name)}")
-    if not (math.isfinite(self.expert_prior) and self.expert_prior >= 0):
-      raise ValueError(f"MuZeroConfig.expert_prior must be a finite number >= 0, got {self.expert_prior}")
     if not self.imitation_temperature > 0:
       raise ValueError(f"MuZeroConfig.imitation_temperature must be > 0, got {self.imitation_temperature}")
     for name in ("dynamics_blocks", "warmup_steps", "min_replay_size", "imitation_iterations"):
@@ -257,12 +258,6 @@ class MuZeroConfig:
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"MuZeroConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-    if not (self.value_transform_eps >= 0 and math.isfinite(self.value_transform_eps)):
-      raise ValueError(f"MuZeroConfig.value_transform_eps must be a finite number >= 0, got {self.value_transform_eps}")
-    if not (self.priority_alpha >= 0 and math.isfinite(self.priority_alpha)):
-      raise ValueError(f"MuZeroConfig.priority_alpha must be a finite number >= 0, got {self.priority_alpha}")
-    if not (self.priority_eps > 0 and math.isfinite(self.priority_eps)):
-      raise ValueError(f"MuZeroConfig.priority_eps must be a finite number > 0, got {self.priority_eps}")
     if self.replay_rows < self.rollout_length + self.window_length:
       raise ValueError(
         f"replay_capacity={self.replay_capacity} holds {self.replay_rows} steps per "

@@ -94,6 +94,7 @@ class EvalResult:
 
 def pool_size(pool) -> int:
   """Leading size ``P`` shared by every leaf of the pool (``ValueError`` if a leaf has none or they disagree)."""
+  sizes = set()
   for path, leaf in jax.tree_util.tree_leaves_with_path(pool):
     if jnp.ndim(leaf) == 0:
       raise ValueError(
@@ -101,7 +102,7 @@ def pool_size(pool) -> int:
         "is a scalar: stack instances (e.g. jax.tree.map(lambda *x: jnp.stack(x), params_a, params_b)), or add the "
         "axis to one (jax.tree.map(lambda x: x[None], params))"
       )
-  sizes = {int(x.shape[0]) for x in jax.tree.leaves(pool)}
+    sizes.add(int(leaf.shape[0]))
   if len(sizes) != 1:
     raise ValueError(f"env params pool leaves must share one leading axis; got sizes {sorted(sizes)}")
   return sizes.pop()
