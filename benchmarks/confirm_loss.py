@@ -1,0 +1,89 @@
+"""Where planted candidates are lost between the search and confirmation (a diagnosis on training worlds).
+
+Each (world, method, budget) search runs once; its candidates are confirmed with the pipeline's
+defaults, and every candidate row that tests a planted effect (scored alone: it recalls a plant) is written with
+its exploration and confirmation statistics, the weighted-Holm weight it drew, and which of confirmation's rules
+it passed: Holm's step (`holm`), the same sign, the relative difference, newness on the confirmation half and the
+mirror check, and `alone` (its p-value under alpha, as if it were the only candidate).
+
+`python benchmarks/confirm_loss.py SUITE wide,deep FIRST LAST greedy,learned OUT.jsonl`
+(training worlds FIRST..LAST-1 of each family, at the sizes and budgets of SUITE: quick or standard).
+"""
+
+import dataclasses
+import json
+import sys
+
+import numpy as np
+
+import cube_env
+from cube_env.discovery.confirm import exploration_weights, holm
+from experiments.quality import runner as R
+from experiments.quality import suite as S
+
+
+def main() -> None:
+  suite = dataclasses.replace(S.SUITES[sys.argv[1]], split="train")
+  fams = sys.argv[2].split(",")
+  first, last = int(sys.argv[3]), int(sys.argv[4])
+  methods = sys.argv[5].split(",")
+  ms = R.build_methods(methods, None, suite.method_options)
+  with open(sys.argv[6], "a") as out:
+    for i in range(first, last):
+      for fam in fams:
+        case = S.make_case(fam, i, suite)
+        prep = R.prepare_case(case, max_depth=suite.depth(fam))
+        prepared = prep.prepared
+        explore = prepared.halves.explore
+        alpha = prepared.config.q
+        for name, m in ms.items():
+          nominal = R.nominal_budgets(case, prep, suite, name)
+          for budget, result, _ in R._results(name, m, prepared, sorted(nominal)):
+            f = cube_env.confirm(result, prepared).reset_index(drop=True)
+            if not len(f):
+              continue
+            w = exploration_weights(f["explore_z"].to_numpy(float), tilt=1.0)
+            rej, adj = holm(f["p_confirm"].to_numpy(float), alpha=alpha, weights=w)
+            tested = ~f["reason"].str.startswith("not testable").to_numpy(bool)
+            same = np.sign(f["z"].fillna(0).to_numpy(float)) == np.sign(f["explore_z"].to_numpy(float))
+            big = np.abs(np.nan_to_num(f["relative_diff"].to_numpy(float))) >= prepared.config.min_relative_diff
+            new = f["confirm_new"].to_numpy(bool)
+            nomirror = f["mirror_of"].isna().to_numpy(bool)
+            conf = f[f["confirmed"].astype(bool)]
+            recalled = set(R.score(conf, case.truth, explore)["recalled"])
+            for j in range(len(f)):
+              s = R.score(f.iloc[[j]].assign(new=True), case.truth, explore)
+              if not s["recalled"]:
+                continue
+              row = dict(
+                suite=sys.argv[1],
+                family=fam,
+                world=i,
+                method=name,
+                budget=budget,
+                nominal=nominal[budget],
+                candidates=len(f),
+                plants=s["recalled"],
+                plant_recalled=bool(set(s["recalled"]) & recalled),
+                confirmed=bool(f["confirmed"].iloc[j]),
+                explore_z=float(f["explore_z"].iloc[j]),
+                z=float(np.nan_to_num(f["z"].iloc[j])),
+                p_confirm=float(f["p_confirm"].iloc[j]),
+                weight=float(w[j]),
+                z_rank=int((np.abs(f["explore_z"]) > abs(f["explore_z"].iloc[j])).sum()),
+                holm=bool(rej[j]),
+                adjusted=float(adj[j]),
+                alone=bool(f["p_confirm"].iloc[j] <= alpha),
+                tested=bool(tested[j]),
+                same=bool(same[j]),
+                big=bool(big[j]),
+                new=bool(new[j]),
+                nomirror=bool(nomirror[j]),
+              )
+              out.write(json.dumps(row) + "\n")
+              out.flush()
+            print(fam, i, name, budget, len(f), "recalled", sorted(recalled), flush=True)
+
+
+if __name__ == "__main__":
+  main()
