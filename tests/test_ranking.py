@@ -290,3 +290,45 @@ def test_depth_preference_adds_log_odds_per_level(space, small_cube):
   for method in ("learned", "muzero", "auto"):
     assert ["depth", None] in suite.options_row(method)
   assert qsuite.parse_variant("learned@depth=1") == ("learned", {"depth": 1})
+
+
+def test_mix_after_alternates_the_ranking_with_the_pixel_order(small_cube):
+  """At depth 1 every cohort is revealed by the root: a ranking that reverses the pixel order runs alone for
+  `mix_after` + 1 queries (the root's included), then every other query takes the pixel order's best unvisited."""
+  shallow = cube_env.make_space(small_cube, max_depth=1, z_screen=Z)
+  obs, state, _ = space_lib.Ledger(shallow, 1).root()
+  c = shallow.env.shape.num_values
+  root = tuple(int(v) for v in np.asarray(state.filters))
+  actions = space_lib.drill_down_actions(root, np.asarray(state.mask), c)
+  scores = methods.pixel_scores(obs)
+  assert len(set(scores[actions].tolist())) > 6  # enough distinct scores that the two orders differ
+  reverse = sorted(actions, key=lambda a: (scores[a], -a))  # the ranking's order: the heap breaks ties by action
+  pixel = sorted(actions, key=lambda a: (-scores[a], a))
+  budget = 10
+
+  def codes(res):
+    return [
+      space_lib.target(root, 0, c)[:0] + tuple(int(v) for v in cube_env.filters_to_codes(small_cube.meta, f))
+      for f in res.visits["filters"][1:]
+    ]
+
+  plain = methods.frontier(shallow, budget=budget, seed=0, ranker=lambda o, _s: -methods.pixel_scores(o))
+  mixed = methods.frontier(shallow, budget=budget, seed=0, ranker=lambda o, _s: -methods.pixel_scores(o), mix_after=3)
+  want, seen, r, p = [], set(), iter(reverse), iter(pixel)
+  for used in range(1, budget):  # the root is query 1
+    order = p if used >= 3 and (used - 3) % 2 == 1 else r
+    a = next(x for x in order if x not in seen)
+    seen.add(a)
+    want.append(space_lib.target(root, int(a), c))
+  assert codes(mixed) == [w[: len(codes(mixed)[0])] for w in want]
+  assert codes(plain)[:3] == codes(mixed)[:3] and codes(plain) != codes(mixed)
+  assert "every other query by pixel" in mixed.note and mixed.queries == budget
+  # the learned method passes it through; the pixel heuristic alone ignores it; bad values are refused
+  assert "every other query" in methods.get_method("learned")(shallow, budget=6, seed=0, mix_after=2).note
+  assert methods.frontier(shallow, budget=6, seed=0, mix_after=2).note.startswith("best-first by pixel")
+  for bad in (-1, 2.5, True):
+    with pytest.raises(ValueError, match="mix_after"):
+      methods.frontier(shallow, budget=3, seed=0, mix_after=bad)
+  assert qsuite.parse_variant("learned@mix_after=300") == ("learned", {"mix_after": 300})
+  assert ["mix_after", 300] in qsuite.SUITES["quick"].options_row("learned@mix_after=300")
+  assert "mix_after" not in dict(qsuite.SUITES["quick"].options_row("learned"))  # off: the rows of before

@@ -36,10 +36,11 @@ not reached the top. The cost: the observation of every visited cohort whose
 drill-downs have not yet reached the top is kept for the refiner (most of them:
 about 28 KB each on a 64 x 12 grid, 0.2 MB at 128 x 40), on top of the queue.
 
-A learned ranking can also share the queries with the heuristic (`mix_after`): from
-that many queries on, every other query goes to the frontier cohort that the
-pixel ranking (`pixel_ranker(LIFT)`) ranks highest, the rest to the ranking's own
-top, both over the same frontier (a portfolio of the two orders: a learned value
+A learned ranking can also share the queries with the heuristic (`mix_after`): once
+that many queries are spent (the root's included), the queries alternate, the
+ranking's first: the (mix_after + 2)-th, (mix_after + 4)-th, ... go to the frontier
+cohort that the pixel ranking (`pixel_ranker(LIFT)`) ranks highest, the others to
+the ranking's own top, both over the same frontier (a portfolio of the two orders: a learned value
 that rates a whole layer of large, dull cohorts above a small, significant one
 keeps drilling them, while the heuristic visits it; benchmarks/README.md, *Where
 planted candidates are lost at 1,000 queries*). Runs of at most `mix_after`
@@ -111,8 +112,9 @@ def frontier(
       of the queue (module docstring); None: the ranker's scores are final.
     watch: called as `watch(filters, obs, own score, actions)` with every visited cohort whose unvisited
       drill-downs join the queue (`ranking.collect` makes training rows from it).
-    mix_after: with a `ranker`, from this many queries on every other query goes to the frontier cohort ranked
-      highest by `pixel_ranker(LIFT)` (module docstring); None: the ranking's own order throughout.
+    mix_after: with a `ranker`, once this many queries are spent the queries alternate, the ranking's first, the
+      others going to the frontier cohort ranked highest by `pixel_ranker(LIFT)` (module docstring); None: the
+      ranking's own order throughout.
   """
   del seed
   if mix_after is not None and (isinstance(mix_after, bool) or not isinstance(mix_after, int) or mix_after < 0):
