@@ -36,17 +36,6 @@ not reached the top. The cost: the observation of every visited cohort whose
 drill-downs have not yet reached the top is kept for the refiner (most of them:
 about 28 KB each on a 64 x 12 grid, 0.2 MB at 128 x 40), on top of the queue.
 
-A learned ranking can also share the queries with the heuristic (`mix_after`): once
-that many queries are spent (the root's included), the queries alternate, the
-ranking's first: the (mix_after + 2)-th, (mix_after + 4)-th, ... go to the frontier
-cohort that the pixel ranking (`pixel_ranker(LIFT)`) ranks highest, the others to
-the ranking's own top, both over the same frontier (a portfolio of the two orders: a learned value
-that rates a whole layer of large, dull cohorts above a small, significant one
-keeps drilling them, while the heuristic visits it; benchmarks/README.md, *Where
-planted candidates are lost at 1,000 queries*). Runs of at most `mix_after`
-queries are the ranking's alone, query for query. The pixel picks step straight
-from their parent (a refiner does not score them).
-
 The default `lift` (`LIFT` = 0.5) was chosen on training worlds only: on 2
 worlds each of the benchmark's standard, wide, deep and masked families
 (`python -m experiments.benchmark quality --suite quick --split train --sweep`,
@@ -100,7 +89,6 @@ def frontier(
   ranker: Ranker | None = None,
   refiner: Refiner | None = None,
   watch: Watch | None = None,
-  mix_after: int | None = None,
 ) -> SearchResult:
   """Best-first search over the frontier of seen, unvisited cohorts (see module docstring).
 
@@ -112,13 +100,8 @@ def frontier(
       of the queue (module docstring); None: the ranker's scores are final.
     watch: called as `watch(filters, obs, own score, actions)` with every visited cohort whose unvisited
       drill-downs join the queue (`ranking.collect` makes training rows from it).
-    mix_after: with a `ranker`, once this many queries are spent the queries alternate, the ranking's first, the
-      others going to the frontier cohort ranked highest by `pixel_ranker(LIFT)` (module docstring); None: the
-      ranking's own order throughout.
   """
   del seed
-  if mix_after is not None and (isinstance(mix_after, bool) or not isinstance(mix_after, int) or mix_after < 0):
-    raise ValueError(f"frontier: mix_after must be a whole number of queries >= 0 or None, got {mix_after!r}")
   rank = ranker or pixel_ranker(lift)
   ledger = Ledger(space, budget, progress)
   c = space.env.shape.num_values
@@ -126,9 +109,6 @@ def frontier(
   queue: list[tuple] = []  # (-rank, depth, parent's index in `visited`, action, pixel score, refined)
   pending: dict[int, tuple] = {}  # parent's index -> (obs, own score, queued actions) awaiting the refiner
   queried: dict[tuple, list[int]] = {}  # a cohort's filters -> its drill-down actions whose cohorts were queried
-  mixing = mix_after is not None and ranker is not None
-  pixel_queue: list[tuple] = []  # with mixing: (-pixel rank, depth, parent's index, action, pixel score)
-  own_scores: list[float] = []  # each visited cohort's own pixel score, by its index in `visited`
 
   def record(key: tuple) -> None:
     """Files a queried cohort under each of its parents, by the action that drills from that parent into it (the
@@ -144,11 +124,6 @@ def frontier(
   def push(actions: list[int], ranks: np.ndarray, pixels: np.ndarray, depth: int, parent: int, refined: bool):
     for a, neg, pixel in zip(actions, (-ranks[actions]).tolist(), pixels[actions].tolist()):
       heapq.heappush(queue, (neg, depth, parent, a, pixel, refined))
-
-  def push_pixel(actions: list[int], pixels: np.ndarray, depth: int, parent: int):
-    lifted = LIFT * own_scores[parent]
-    for a, pixel in zip(actions, pixels[actions].tolist()):
-      heapq.heappush(pixel_queue, (lifted - pixel, depth, parent, a, pixel))
 
   def scores(score: Ranker, who: str, obs: np.ndarray, own: float, actions: list[int], filters: tuple) -> np.ndarray:
     ranks = np.asarray(score(obs, own), np.float64)
@@ -166,32 +141,9 @@ def frontier(
     if watch is not None:
       watch(filters, obs, own, actions)
     visited.append((state, filters))
-    own_scores.append(own)
     if refiner is not None:
       pending[len(visited) - 1] = (obs, own, actions)
     push(actions, ranks, pixels, depth + 1, len(visited) - 1, refiner is None)
-    if mixing:
-      push_pixel(actions, pixels, depth + 1, len(visited) - 1)
-
-  def pixel_turn() -> bool:
-    """Whether this query is the pixel ranking's: every other one from `mix_after` queries on."""
-    return mixing and ledger.used >= mix_after and (ledger.used - mix_after) % 2 == 1
-
-  def visit(parent_index: int, action: int, key: tuple, depth: int, own: float) -> None:
-    obs, state, _ = ledger.step(visited[parent_index][0], action)
-    record(key)
-    reveal(obs, state, key, depth, own)
-
-  def pixel_visit() -> bool:
-    """Visits the unvisited cohort the pixel ranking puts first; False when none is left (the main queue then holds
-    only visited cohorts, which it drains)."""
-    while pixel_queue:
-      _, depth, parent_index, action, own = heapq.heappop(pixel_queue)
-      key = target(visited[parent_index][1], action, c)
-      if key not in ledger.index:
-        visit(parent_index, action, key, depth, own)
-        return True
-    return False
 
   def refine(parent_index: int, depth: int) -> None:
     """The refiner's scores for a parent's drill-downs not yet queried; they rejoin the queue."""
@@ -205,22 +157,21 @@ def frontier(
     obs, state, _ = ledger.root()
     reveal(obs, state, tuple(int(v) for v in np.asarray(state.filters)), 0, 0.0)
     while queue and ledger.left:
-      if pixel_turn() and pixel_visit():
-        continue
       _, depth, parent_index, action, own, refined = heapq.heappop(queue)
-      key = target(visited[parent_index][1], action, c)
+      parent, parent_filters = visited[parent_index]
+      key = target(parent_filters, action, c)
       if key in ledger.index:
         continue  # reached from another parent already
       if not refined:
         if parent_index in pending:
           refine(parent_index, depth)
         continue  # its refined entry is queued
-      visit(parent_index, action, key, depth, own)
+      obs, state, _ = ledger.step(parent, action)
+      record(key)
+      reveal(obs, state, key, depth, own)
   except BudgetSpent:
     pass
   note = "best-first, learned ranking" if ranker is not None else f"best-first by pixel |z|, lift {lift:g}"
-  if mixing:
-    note += f", every other query by pixel |z| from query {mix_after}"
   if refiner is not None:
     note += ", refined near the top"
   return ledger.result("frontier", note=note)

@@ -534,12 +534,10 @@ def learned(
   progress: Progress | None = None,
   weights: str | None = None,
   depth: float | None = None,
-  mix_after: int | None = None,
 ) -> SearchResult:
   """`frontier` ranked by a learned value (see module docstring); `weights`: an `.npz` path, default the packaged one;
   `depth`: log-odds added per level of a drill-down's depth (`learned_ranker`; 0: the value alone; None: the
-  default for the space's depth, `default_depth`); `mix_after`: from this many queries on, every other query goes to
-  the pixel ranking's top cohort (`frontier`'s portfolio; None: off)."""
+  default for the space's depth, `default_depth`)."""
   ranker = learned_ranker(_loaded(weights), depth=depth, max_depth=space.max_depth)
-  result = frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker, mix_after=mix_after)
+  result = frontier(space, budget=budget, seed=seed, progress=progress, ranker=ranker)
   return dataclasses.replace(result, method="learned")

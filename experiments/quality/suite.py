@@ -248,10 +248,8 @@ def default_options(method: str) -> dict:
   except ValueError:  # not registered (a plug-in not imported): nothing to record
     return {}
   # The search's arguments, observers and code hooks, not settings (`frontier`'s `refiner`, None by default, came
-  # after its rows were recorded: its runs without one are the same search). `mix_after` (`frontier`, `learned`)
-  # likewise: None, off, is the search its rows recorded; a variant that sets it records it through its options,
-  # and a default other than None would have to be recorded (taken out of this set).
-  own = {"space", "budget", "seed", "progress", "watch", "refiner", "mix_after"}
+  # after its rows were recorded: its runs without one are the same search).
+  own = {"space", "budget", "seed", "progress", "watch", "refiner"}
   return {
     name: p.default
     for name, p in signature.parameters.items()
