@@ -6,6 +6,10 @@ its exploration and confirmation statistics, the weighted-Holm weight it drew, a
 it passed: Holm's step (`holm`), the same sign, the relative difference, newness on the confirmation half and the
 mirror check, and `alone` (its p-value under alpha, as if it were the only candidate).
 
+Each run also gets one row (`kind` "run") with its candidates, confirmations and recalled plants, and how much of
+the weight went to continuous-measure candidates whose group's measure is constant on the exploration half
+(`flat`: variance 0, so Welch's z is unbounded; the alpha hog of benchmarks/README.md, *Confirmation weights*).
+
 `python benchmarks/confirm_loss.py SUITE wide,deep FIRST LAST greedy,learned OUT.jsonl`
 (training worlds FIRST..LAST-1 of each family, at the sizes and budgets of SUITE: quick or standard).
 """
@@ -15,6 +19,7 @@ import json
 import sys
 
 import numpy as np
+import pandas as pd
 
 import cube_env
 from cube_env.discovery.confirm import exploration_weights, holm
@@ -51,6 +56,20 @@ def main() -> None:
             nomirror = f["mirror_of"].isna().to_numpy(bool)
             conf = f[f["confirmed"].astype(bool)]
             recalled = set(R.score(conf, case.truth, explore)["recalled"])
+            flat = (f["scale"] != "binary").to_numpy(bool) & (
+              pd.to_numeric(f["explore_var_group"], errors="coerce").to_numpy(float) == 0.0
+            )
+            run = dict(kind="run", suite=sys.argv[1], family=fam, world=i, method=name, budget=budget)
+            run.update(
+              candidates=len(f),
+              confirmed=int(f["confirmed"].sum()),
+              recalled=sorted(recalled),
+              flat=int(flat.sum()),
+              flat_weight_share=float(w[flat].sum() / w.sum()),
+              top_weight_share=float(w.max() / w.sum()),
+              top_is_flat=bool(flat[int(np.argmax(w))]),
+            )
+            out.write(json.dumps(run) + "\n")
             for j in range(len(f)):
               s = R.score(f.iloc[[j]].assign(new=True), case.truth, explore)
               if not s["recalled"]:
