@@ -32,76 +32,67 @@ def main() -> None:
   fams = sys.argv[2].split(",")
   first, last = int(sys.argv[3]), int(sys.argv[4])
   methods = sys.argv[5].split(",")
-  ms = R.build_methods(methods, None, suite.method_options)
   with open(sys.argv[6], "a") as out:
-    for i in range(first, last):
-      for fam in fams:
-        case = S.make_case(fam, i, suite)
-        prep = R.prepare_case(case, max_depth=suite.depth(fam))
-        prepared = prep.prepared
-        explore = prepared.halves.explore
-        alpha = prepared.config.q
-        for name, m in ms.items():
-          nominal = R.nominal_budgets(case, prep, suite, name)
-          for budget, result, _ in R._results(name, m, prepared, sorted(nominal)):
-            f = cube_env.confirm(result, prepared).reset_index(drop=True)
-            if not len(f):
-              continue
-            w = exploration_weights(f["explore_z"].to_numpy(float), tilt=1.0)
-            rej, adj = holm(f["p_confirm"].to_numpy(float), alpha=alpha, weights=w)
-            tested = ~f["reason"].str.startswith("not testable").to_numpy(bool)
-            same = np.sign(f["z"].fillna(0).to_numpy(float)) == np.sign(f["explore_z"].to_numpy(float))
-            big = np.abs(np.nan_to_num(f["relative_diff"].to_numpy(float))) >= prepared.config.min_relative_diff
-            new = f["confirm_new"].to_numpy(bool)
-            nomirror = f["mirror_of"].isna().to_numpy(bool)
-            conf = f[f["confirmed"].astype(bool)]
-            recalled = set(R.score(conf, case.truth, explore)["recalled"])
-            flat = (f["scale"] != "binary").to_numpy(bool) & (
-              pd.to_numeric(f["explore_var_group"], errors="coerce").to_numpy(float) == 0.0
-            )
-            run = dict(kind="run", suite=sys.argv[1], family=fam, world=i, method=name, budget=budget)
-            run.update(
-              candidates=len(f),
-              confirmed=int(f["confirmed"].sum()),
-              recalled=sorted(recalled),
-              flat=int(flat.sum()),
-              flat_weight_share=float(w[flat].sum() / w.sum()),
-              top_weight_share=float(w.max() / w.sum()),
-              top_is_flat=bool(flat[int(np.argmax(w))]),
-            )
-            out.write(json.dumps(run) + "\n")
-            for j in range(len(f)):
-              s = R.score(f.iloc[[j]].assign(new=True), case.truth, explore)
-              if not s["recalled"]:
-                continue
-              row = dict(
-                suite=sys.argv[1],
-                family=fam,
-                world=i,
-                method=name,
-                budget=budget,
-                nominal=nominal[budget],
-                candidates=len(f),
-                plants=s["recalled"],
-                plant_recalled=bool(set(s["recalled"]) & recalled),
-                confirmed=bool(f["confirmed"].iloc[j]),
-                explore_z=float(f["explore_z"].iloc[j]),
-                z=float(np.nan_to_num(f["z"].iloc[j])),
-                p_confirm=float(f["p_confirm"].iloc[j]),
-                weight=float(w[j]),
-                z_rank=int((np.abs(f["explore_z"]) > abs(f["explore_z"].iloc[j])).sum()),
-                holm=bool(rej[j]),
-                adjusted=float(adj[j]),
-                alone=bool(f["p_confirm"].iloc[j] <= alpha),
-                tested=bool(tested[j]),
-                same=bool(same[j]),
-                big=bool(big[j]),
-                new=bool(new[j]),
-                nomirror=bool(nomirror[j]),
-              )
-              out.write(json.dumps(row) + "\n")
-              out.flush()
-            print(fam, i, name, budget, len(f), "recalled", sorted(recalled), flush=True)
+    for fam, i, case, prepared, name, budget, nominal, result in R.each_search(suite, fams, first, last, methods):
+      explore, alpha = prepared.halves.explore, prepared.config.q
+      f = cube_env.confirm(result, prepared).reset_index(drop=True)
+      if not len(f):
+        continue
+      w = exploration_weights(f["explore_z"].to_numpy(float), tilt=1.0)
+      rej, adj = holm(f["p_confirm"].to_numpy(float), alpha=alpha, weights=w)
+      tested = ~f["reason"].str.startswith("not testable").to_numpy(bool)
+      same = np.sign(f["z"].fillna(0).to_numpy(float)) == np.sign(f["explore_z"].to_numpy(float))
+      big = np.abs(np.nan_to_num(f["relative_diff"].to_numpy(float))) >= prepared.config.min_relative_diff
+      new = f["confirm_new"].to_numpy(bool)
+      nomirror = f["mirror_of"].isna().to_numpy(bool)
+      conf = f[f["confirmed"].astype(bool)]
+      recalled = set(R.score(conf, case.truth, explore)["recalled"])
+      flat = (f["scale"] != "binary").to_numpy(bool) & (
+        pd.to_numeric(f["explore_var_group"], errors="coerce").to_numpy(float) == 0.0
+      )
+      run = dict(kind="run", suite=sys.argv[1], family=fam, world=i, method=name, budget=budget)
+      run.update(
+        candidates=len(f),
+        confirmed=int(f["confirmed"].sum()),
+        recalled=sorted(recalled),
+        flat=int(flat.sum()),
+        flat_weight_share=float(w[flat].sum() / w.sum()),
+        top_weight_share=float(w.max() / w.sum()),
+        top_is_flat=bool(flat[int(np.argmax(w))]),
+      )
+      out.write(json.dumps(run) + "\n")
+      for j in range(len(f)):
+        s = R.score(f.iloc[[j]].assign(new=True), case.truth, explore)
+        if not s["recalled"]:
+          continue
+        row = dict(
+          suite=sys.argv[1],
+          family=fam,
+          world=i,
+          method=name,
+          budget=budget,
+          nominal=nominal,
+          candidates=len(f),
+          plants=s["recalled"],
+          plant_recalled=bool(set(s["recalled"]) & recalled),
+          confirmed=bool(f["confirmed"].iloc[j]),
+          explore_z=float(f["explore_z"].iloc[j]),
+          z=float(np.nan_to_num(f["z"].iloc[j])),
+          p_confirm=float(f["p_confirm"].iloc[j]),
+          weight=float(w[j]),
+          z_rank=int((np.abs(f["explore_z"]) > abs(f["explore_z"].iloc[j])).sum()),
+          holm=bool(rej[j]),
+          adjusted=float(adj[j]),
+          alone=bool(f["p_confirm"].iloc[j] <= alpha),
+          tested=bool(tested[j]),
+          same=bool(same[j]),
+          big=bool(big[j]),
+          new=bool(new[j]),
+          nomirror=bool(nomirror[j]),
+        )
+        out.write(json.dumps(row) + "\n")
+        out.flush()
+      print(fam, i, name, budget, len(f), "recalled", sorted(recalled), flush=True)
 
 
 if __name__ == "__main__":

@@ -55,49 +55,39 @@ def main() -> None:
   first, last = int(sys.argv[2]), int(sys.argv[3])
   methods = sys.argv[4].split(",")
   suite = dataclasses.replace(S.SUITES["quick"], split="train")
-  ms = R.build_methods(methods, None, suite.method_options)
   with open(sys.argv[5], "a") as out:
-    for i in range(first, last):
-      for fam in fams:
-        case = S.make_case(fam, i, suite)
-        prep = R.prepare_case(case, max_depth=suite.depth(fam))
-        prepared = prep.prepared
-        for name, m in ms.items():
-          nominal = R.nominal_budgets(case, prep, suite, name)
-          for budget, result, _ in R._results(name, m, prepared, sorted(nominal)):
-            t0 = time.perf_counter()
-            f = cube_env.confirm(result, prepared)
-            row = dict(
-              family=fam,
-              world=i,
-              seed=case.seed,
-              method=name,
-              budget=budget,
-              nominal=nominal[budget],
-              n_truth=len(case.truth),
-              candidates=len(f),
-              confirm_seconds=time.perf_counter() - t0,
-            )
-            if len(f):
-              tested = ~f["reason"].str.startswith("not testable").to_numpy(bool)
-              same = np.sign(f["z"].fillna(0).to_numpy(float)) == np.sign(f["explore_z"].to_numpy(float))
-              big = np.abs(np.nan_to_num(f["relative_diff"].to_numpy(float))) >= prepared.config.min_relative_diff
-              rest_ok = tested & same & big & f["confirm_new"].to_numpy(bool) & f["mirror_of"].isna().to_numpy(bool)
-            for v, kw in VARIANTS.items():
-              if len(f):
-                rej, _ = holm(f["p_confirm"].to_numpy(float), alpha=prepared.config.q, weights=weights(f, **kw))
-                conf = f[rej & rest_ok]
-                if v == "base":
-                  assert (rej & rest_ok).sum() == int(f["confirmed"].sum()), (fam, i, name, budget)
-              else:
-                conf = f
-              s = R.score(conf, case.truth, prepared.halves.explore)
-              row[v] = dict(recall=s["recall"], confirmed=len(conf), false=s["n_false"])
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-            print(
-              fam, i, name, budget, {v: (round(row[v]["recall"], 2), row[v]["false"]) for v in VARIANTS}, flush=True
-            )
+    for fam, i, case, prepared, name, budget, nominal, result in R.each_search(suite, fams, first, last, methods):
+      t0 = time.perf_counter()
+      f = cube_env.confirm(result, prepared)
+      row = dict(
+        family=fam,
+        world=i,
+        seed=case.seed,
+        method=name,
+        budget=budget,
+        nominal=nominal,
+        n_truth=len(case.truth),
+        candidates=len(f),
+        confirm_seconds=time.perf_counter() - t0,
+      )
+      if len(f):
+        tested = ~f["reason"].str.startswith("not testable").to_numpy(bool)
+        same = np.sign(f["z"].fillna(0).to_numpy(float)) == np.sign(f["explore_z"].to_numpy(float))
+        big = np.abs(np.nan_to_num(f["relative_diff"].to_numpy(float))) >= prepared.config.min_relative_diff
+        rest_ok = tested & same & big & f["confirm_new"].to_numpy(bool) & f["mirror_of"].isna().to_numpy(bool)
+      for v, kw in VARIANTS.items():
+        if len(f):
+          rej, _ = holm(f["p_confirm"].to_numpy(float), alpha=prepared.config.q, weights=weights(f, **kw))
+          conf = f[rej & rest_ok]
+          if v == "base":
+            assert (rej & rest_ok).sum() == int(f["confirmed"].sum()), (fam, i, name, budget)
+        else:
+          conf = f
+        s = R.score(conf, case.truth, prepared.halves.explore)
+        row[v] = dict(recall=s["recall"], confirmed=len(conf), false=s["n_false"])
+      out.write(json.dumps(row) + "\n")
+      out.flush()
+      print(fam, i, name, budget, {v: (round(row[v]["recall"], 2), row[v]["false"]) for v in VARIANTS}, flush=True)
 
 
 if __name__ == "__main__":

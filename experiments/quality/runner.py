@@ -31,6 +31,7 @@ from experiments.quality.suite import (
   Case,
   Suite,
   base_method,
+  make_case,
   parse_variant,
   world_id,
 )
@@ -146,6 +147,21 @@ def score(findings: pd.DataFrame, truth: list, cube, *, other_side: bool = True)
   out = {k: s[k] for k in ("recall", "precision", "n_reported", "n_false")}
   out["recalled"] = [int(i) for i in np.nonzero(s["matched"]["recalled"].to_numpy(bool))[0]]
   return out
+
+
+def each_search(suite: Suite, families: list[str], first: int, stop: int, methods: list[str]) -> Iterator[tuple]:
+  """(family, world index, case, prepared, method name, budget, nominal budget, result) of every search a suite runs
+  on worlds `first`..`stop`-1 of `families`, world by world (each method's budgets as `_results` runs them): for
+  diagnoses that look at each run's candidates beside the benchmark (benchmarks/confirm_*.py)."""
+  fns = build_methods(methods, None, suite.method_options)
+  for index in range(first, stop):
+    for family in families:
+      case = make_case(family, index, suite)
+      prep = prepare_case(case, max_depth=suite.depth(family))
+      for name, fn in fns.items():
+        nominal = nominal_budgets(case, prep, suite, name)
+        for budget, result, _ in _results(name, fn, prep.prepared, sorted(nominal)):
+          yield family, index, case, prep.prepared, name, budget, nominal[budget], result
 
 
 def _results(name: str, method: SuiteMethod, prepared: cube_env.Prepared, budgets: list[int]) -> Iterator[tuple]:
