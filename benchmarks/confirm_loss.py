@@ -38,7 +38,9 @@ def main() -> None:
       f = cube_env.confirm(result, prepared).reset_index(drop=True)
       if not len(f):
         continue
-      w = exploration_weights(f["explore_z"].to_numpy(float), tilt=1.0)
+      if prepared.config.correction != "weighted":
+        raise ValueError(f"confirm_loss replays weighted Holm; this config uses {prepared.config.correction!r}")
+      w = exploration_weights(f["explore_z"].to_numpy(float), tilt=prepared.config.tilt)
       rej, adj = holm(f["p_confirm"].to_numpy(float), alpha=alpha, weights=w)
       tested = ~f["reason"].str.startswith("not testable").to_numpy(bool)
       same = np.sign(f["z"].fillna(0).to_numpy(float)) == np.sign(f["explore_z"].to_numpy(float))
@@ -46,6 +48,8 @@ def main() -> None:
       new = f["confirm_new"].to_numpy(bool)
       nomirror = f["mirror_of"].isna().to_numpy(bool)
       conf = f[f["confirmed"].astype(bool)]
+      # the replay is the pipeline's rule: Holm's step and the other checks give exactly its confirmations
+      assert np.array_equal(rej & tested & same & big & new & nomirror, f["confirmed"].to_numpy(bool)), (fam, i, name)
       recalled = set(R.score(conf, case.truth, explore)["recalled"])
       flat = (f["scale"] != "binary").to_numpy(bool) & (
         pd.to_numeric(f["explore_var_group"], errors="coerce").to_numpy(float) == 0.0
