@@ -42,14 +42,11 @@ def main() -> None:
         raise ValueError(f"confirm_loss replays weighted Holm; this config uses {prepared.config.correction!r}")
       w = exploration_weights(f["explore_z"].to_numpy(float), tilt=prepared.config.tilt)
       rej, adj = holm(f["p_confirm"].to_numpy(float), alpha=alpha, weights=w)
-      tested = ~f["reason"].str.startswith("not testable").to_numpy(bool)
-      same = np.sign(f["z"].fillna(0).to_numpy(float)) == np.sign(f["explore_z"].to_numpy(float))
-      big = np.abs(np.nan_to_num(f["relative_diff"].to_numpy(float))) >= prepared.config.min_relative_diff
-      new = f["confirm_new"].to_numpy(bool)
-      nomirror = f["mirror_of"].isna().to_numpy(bool)
+      checks = R.confirmation_checks(f, prepared.config)
       conf = f[f["confirmed"].astype(bool)]
       # the replay is the pipeline's rule: Holm's step and the other checks give exactly its confirmations
-      assert np.array_equal(rej & tested & same & big & new & nomirror, f["confirmed"].to_numpy(bool)), (fam, i, name)
+      replayed = rej & np.logical_and.reduce(list(checks.values()))
+      assert np.array_equal(replayed, f["confirmed"].to_numpy(bool)), (fam, i, name)
       recalled = set(R.score(conf, case.truth, explore)["recalled"])
       flat = (f["scale"] != "binary").to_numpy(bool) & (
         pd.to_numeric(f["explore_var_group"], errors="coerce").to_numpy(float) == 0.0
@@ -88,11 +85,7 @@ def main() -> None:
           holm=bool(rej[j]),
           adjusted=float(adj[j]),
           alone=bool(f["p_confirm"].iloc[j] <= alpha),
-          tested=bool(tested[j]),
-          same=bool(same[j]),
-          big=bool(big[j]),
-          new=bool(new[j]),
-          nomirror=bool(nomirror[j]),
+          **{rule: bool(holds[j]) for rule, holds in checks.items()},
         )
         out.write(json.dumps(row) + "\n")
         out.flush()

@@ -71,10 +71,7 @@ def main() -> None:
         confirm_seconds=time.perf_counter() - t0,
       )
       if len(f):
-        tested = ~f["reason"].str.startswith("not testable").to_numpy(bool)
-        same = np.sign(f["z"].fillna(0).to_numpy(float)) == np.sign(f["explore_z"].to_numpy(float))
-        big = np.abs(np.nan_to_num(f["relative_diff"].to_numpy(float))) >= prepared.config.min_relative_diff
-        rest_ok = tested & same & big & f["confirm_new"].to_numpy(bool) & f["mirror_of"].isna().to_numpy(bool)
+        rest_ok = np.logical_and.reduce(list(R.confirmation_checks(f, prepared.config).values()))
       for v, kw in VARIANTS.items():
         if len(f):
           rej, _ = holm(f["p_confirm"].to_numpy(float), alpha=prepared.config.q, weights=weights(f, **kw))

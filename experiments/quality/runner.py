@@ -164,6 +164,21 @@ def each_search(suite: Suite, families: list[str], first: int, stop: int, method
           yield family, index, case, prep.prepared, name, budget, nominal[budget], result
 
 
+def confirmation_checks(table: pd.DataFrame, config: cube_env.DiscoveryConfig) -> dict[str, np.ndarray]:
+  """`[k]` bool per rule other than the multiple-testing step, read back from a `cube_env.confirm` table: `tested`
+  (both sides large enough on the confirmation half), `same` (the exploration effect's sign), `big` (the relative
+  difference), `new` (newness on the confirmation half) and `nomirror` (no other group's opposite gap explains it).
+  A candidate is confirmed where all of them hold and the multiple-testing step rejects: what the diagnoses replay
+  under other weights (benchmarks/confirm_*.py)."""
+  return {
+    "tested": ~table["reason"].str.startswith("not testable").to_numpy(bool),
+    "same": np.sign(table["z"].fillna(0).to_numpy(float)) == np.sign(table["explore_z"].to_numpy(float)),
+    "big": np.abs(np.nan_to_num(table["relative_diff"].to_numpy(float))) >= config.min_relative_diff,
+    "new": table["confirm_new"].to_numpy(bool),
+    "nomirror": table["mirror_of"].isna().to_numpy(bool),
+  }
+
+
 def _results(name: str, method: SuiteMethod, prepared: cube_env.Prepared, budgets: list[int]) -> Iterator[tuple]:
   """(budget, result, read off) per budget, each as soon as it is known."""
   if base_method(name) in BUDGET_DEPENDENT:  # their search depends on the budget: one run per budget
