@@ -342,3 +342,8 @@ def test_a_favorable_measure_must_be_binary(small_df):
   pipeline.check_favorable(("complication",), SMALL_SCHEMA.measures, small_df)  # 0/1 events
   yes_no = small_df.assign(complication=small_df["complication"].map({1.0: "Y", 0.0: "N"}))
   pipeline.check_favorable(("complication",), SMALL_SCHEMA.measures, yes_no)  # read as 1/0, as a run reads it
+  # values a caller already read (the service's column check) are the ones judged: the column is not read again
+  read = {"minutes": np.array([0.0, 1.0, np.nan])}
+  pipeline.check_favorable(("minutes",), SMALL_SCHEMA.measures, small_df, numbers=read)
+  with pytest.raises(ValueError, match="'minutes' is not binary"):
+    pipeline.check_favorable(("minutes",), SMALL_SCHEMA.measures, small_df, numbers={"los": read["minutes"]})

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -164,17 +164,24 @@ def _check_columns(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) ->
   check_favorable(config.favorable, schema.measures, df)
 
 
-def check_favorable(favorable: Iterable[str], measures: Iterable[str], df: pd.DataFrame | None = None) -> None:
+def check_favorable(
+  favorable: Iterable[str],
+  measures: Iterable[str],
+  df: pd.DataFrame | None = None,
+  *,
+  numbers: Mapping[str, np.ndarray] | None = None,
+) -> None:
   """ValueError naming a favorable measure that is not one of the measures or, given the table `df`, not binary.
 
   Favorable turns a binary measure's event from adverse to good (its relative difference and plain-words sentence
   then speak of the non-event rate); a continuous measure has no event to turn, so naming one is refused rather
-  than ignored (its higher mean shows as a positive difference whatever it means)."""
+  than ignored (its higher mean shows as a positive difference whatever it means). `numbers`: measures' values a
+  caller has already read from `df` (`table_measure_numbers`), used instead of reading them again."""
   for name in favorable:
     if name not in measures:
       raise ValueError(f"favorable measure {name!r} is not one of the measures {list(measures)}")
     if df is not None and name in df.columns:  # a missing column is named by `validate_table`
-      values, _ = table_measure_numbers(df, name)
+      values = numbers[name] if numbers and name in numbers else table_measure_numbers(df, name)[0]
       seen = values[np.isfinite(values)]
       if not np.all((seen == 0.0) | (seen == 1.0)):
         raise ValueError(

@@ -85,13 +85,14 @@ def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
     raise TableError(err.column, str(err)) from None
   except ValueError as err:
     raise TableError("settings", str(err)) from None
+  numbers = {}
   for name in spec.measures:
     try:
-      ingest.table_measure_numbers(df, name)
+      numbers[name] = ingest.table_measure_numbers(df, name)[0]
     except ingest.ColumnError as err:
       raise TableError(err.column, str(err)) from None
   try:
-    check_favorable(spec.favorable, spec.measures, df)
+    check_favorable(spec.favorable, spec.measures, df, numbers=numbers)
   except ValueError as err:
     raise TableError("favorable", str(err), status=422) from None
 
