@@ -202,12 +202,14 @@ def _worker(directory, total, env, every=1):
 
 @pytest.fixture(scope="module")
 def worker_env(tmp_path_factory):
-  """Subprocess environment sharing one persistent XLA cache: only the first worker compiles."""
-  cache = tmp_path_factory.mktemp("xla")
+  """Subprocess environment sharing the suite's persistent XLA cache (tests/conftest.py), or one of its own when
+  run without it: the workers load what `saved` compiled in this process (the same programs) and what the first
+  worker compiled, rather than compiling it again."""
+  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(tmp_path_factory.mktemp("xla"))
   return dict(
     os.environ,
     JAX_PLATFORMS="cpu",
-    JAX_COMPILATION_CACHE_DIR=str(cache),
+    JAX_COMPILATION_CACHE_DIR=cache,
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
   )
