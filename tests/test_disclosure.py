@@ -8,12 +8,14 @@ the block's, and one group's (or rest's) count under one measure from its count 
 cohort's.
 """
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
 
 import cube_env
+from experiments.report import write_report
 from tests.conftest import make_small_df
 
 LIMIT = 11
@@ -81,11 +83,14 @@ def _leaks(table: pd.DataFrame) -> list[tuple]:
   return sorted(out)
 
 
-def _counts(table: pd.DataFrame, half: str, adjusted_binary=()) -> dict:
+def _counts(table: pd.DataFrame, half: str, adjusted_binary=(), sizes=None) -> dict:
   """`{cohort: {count name: value}}`: every count a shown row gives (rows, rows with a measure, each side's rows and
   events, a group's largest count over measures; for `adjusted_binary` measures the rest's unadjusted events,
-  `n_rest x diff / relative_diff`); a cohort is its frozenset of (column, value)."""
+  `n_rest x diff / relative_diff`); a cohort is its frozenset of (column, value). `sizes`: `{half: rows}` shown
+  beside the table (a report's summary), the whole table's rows where no row gives them."""
   out = {}
+  if sizes is not None:
+    out[frozenset()] = {"rows": float(sizes[half])}
   for _, r in table.iterrows():
     counts = out.setdefault(frozenset(r["filters"].items()), {})
     n_group, n_rest = _number(r.get(half + "n_group")), _number(r.get(half + "n_rest"))
@@ -115,12 +120,12 @@ def _counts(table: pd.DataFrame, half: str, adjusted_binary=()) -> dict:
   return out
 
 
-def _cohort_leaks(table: pd.DataFrame, adjusted_binary=()) -> list[tuple]:
+def _cohort_leaks(table: pd.DataFrame, adjusted_binary=(), sizes=None) -> list[tuple]:
   """`(half, cohort, column, count name, count)` for every count from 1 to 10 got back as a shown cohort's count
-  less the sum of its shown children's on one column."""
+  less the sum of its shown children's on one column (`sizes`: as in `_counts`)."""
   out = set()
   for half in ("", "explore_"):
-    counts = _counts(table, half, adjusted_binary)
+    counts = _counts(table, half, adjusted_binary, sizes)
     for parent, mine in counts.items():
       columns = {c for cohort in counts if parent < cohort and len(cohort - parent) == 1 for c, _ in cohort - parent}
       for column in columns:
@@ -240,6 +245,45 @@ def test_a_cohort_less_its_shown_children_gives_no_small_count_back():
   shown = cube_env.hide_cohort_remainders(table, 11)
   assert shown.loc[2, ["cohort_rows", "n_group", "n_rest", "mean_group"]].isna().all()
   assert shown.loc[0, "cohort_rows"] == 500.0 and shown.loc[1, "n_group"] == 150.0 and _cohort_leaks(shown) == []
+
+
+def test_the_halves_shown_sizes_less_their_shown_cohorts_give_no_small_count_back(tmp_path):
+  """The report's summary shows each half's rows. Where the whole table has no finding of its own (the two urgency
+  cohorts' gaps point opposite ways), those rows less the shown elective and urgent cohorts' give the 7 emergent
+  cases back (5 and 2 in the halves); `shown_findings(..., halves=run.halves)`, as `discover`, the report and the
+  service call it, hides the smaller cohort's counts in each half. Found by a cold audit (2026-12-05)."""
+  df = make_small_df(seed=1)
+  df.loc[df.index[:7], "urgency"] = "emergent"
+  df.loc[(df.sex == "F") & (df.urgency == "elective"), "minutes"] *= 1.3
+  df.loc[(df.sex == "F") & (df.urgency == "urgent"), "minutes"] *= 1.3 ** (-7 / 3)  # 70% elective: no gap overall
+  schema = cube_env.Schema(dimensions=["urgency", "site"], protected=["sex"], measures=["minutes", "complication"])
+  run = cube_env.run_discovery(df, schema, method="exhaustive", budget=200, max_depth=1, z_screen=3.0, seed=0)
+  assert sorted(run.findings["cohort"]) == ["urgency=elective", "urgency=urgent"]  # no row of the whole table
+  sizes = {"": run.halves.confirm_rows, "explore_": run.halves.explore_rows}
+  before = cube_env.shown_findings(run.findings, run.config.min_group)
+  assert [(half, left) for half, cohort, _, name, left in _cohort_leaks(before, sizes=sizes)] == [
+    ("", 5),
+    ("explore_", 2),
+  ]
+  shown = cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves)
+  assert _cohort_leaks(shown, sizes=sizes) == [] and _leaks(shown) == []
+  hidden = shown.set_index("cohort")
+  assert pd.isna(
+    hidden.loc["urgency=urgent", ["cohort_rows", "n_group", "explore_cohort_rows", "explore_n_group"]]
+  ).all()
+  assert (
+    hidden.loc["urgency=elective", "cohort_rows"] == 1382 and "by urgency" in hidden.loc["urgency=urgent", "hidden"]
+  )
+  # What people see goes through it: `discover`'s table is the same.
+  shown_by_discover = cube_env.discover(
+    df, schema, method="exhaustive", budget=200, max_depth=1, z_screen=3.0, seed=0
+  ).set_index("cohort")
+  assert pd.isna(shown_by_discover.loc["urgency=urgent", "cohort_rows"])
+  # And the report's files, whose summary shows the sizes (the service serves these files).
+  write_report(run, str(tmp_path / "report"), source="test")
+  written = json.loads((tmp_path / "report" / "findings.json").read_text())
+  assert written["summary"]["confirmation_rows"] == sizes[""]
+  assert _cohort_leaks(pd.DataFrame(written["findings"]), sizes=sizes) == []
 
 
 def _table(rows, **common) -> pd.DataFrame:

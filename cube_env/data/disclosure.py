@@ -380,7 +380,9 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
   return out
 
 
-def cohort_remainders(table: pd.DataFrame, min_group: float, prefix: str = "") -> list[tuple[tuple, tuple, str]]:
+def cohort_remainders(
+  table: pd.DataFrame, min_group: float, prefix: str = "", *, total_rows: float | None = None
+) -> list[tuple[tuple, tuple, str]]:
   """`[(cohort, quantity, column)]` to hide so that no small count comes back as a cohort's count less its shown children's.
 
   For a shown cohort and a column it does not filter, its count less the sum of its shown children's on that
@@ -388,12 +390,16 @@ def cohort_remainders(table: pd.DataFrame, min_group: float, prefix: str = "") -
   is a small cell, the smallest child count of at least the limit is hidden (the remainder then includes it), or
   the parent's when no child's is that large. Counts are never negative, so hiding a child never makes another
   such remainder smaller; hiding a parent's block can (a group's largest count falls to its next), which
-  `hide_small_cells` meets by repeating the rules.
+  `hide_small_cells` meets by repeating the rules. `total_rows`: the half's rows where they are shown apart from
+  the table (a report's summary gives each half's size): the whole table is then a shown cohort, the parent of
+  the cohorts of one filter, even when it has no row of its own.
   """
   if not len(table) or not {"filters", "protected", "group", "measure"} <= set(table.columns):
     return []
   limit = disclosure_limit(min_group)
   values = _cohort_quantities(table, prefix)
+  if total_rows is not None and np.isfinite(total_rows):
+    values.setdefault((), {}).setdefault(("rows",), float(total_rows))
   children: dict[tuple, list[tuple]] = {}
   for cohort in values:
     for item in cohort:
@@ -412,13 +418,18 @@ def cohort_remainders(table: pd.DataFrame, min_group: float, prefix: str = "") -
 
 
 def hide_cohort_remainders(
-  table: pd.DataFrame, min_group: float, *, prefixes: tuple[str, ...] = ("", "explore_")
+  table: pd.DataFrame,
+  min_group: float,
+  *,
+  prefixes: tuple[str, ...] = ("", "explore_"),
+  total_rows: dict[str, float] | None = None,
 ) -> pd.DataFrame:
   """A copy of `table` in which no small count comes back as a cohort's count less its shown children's
   (`cohort_remainders`). A hidden cohort's rows (`("rows",)`) blank its counts and statistics everywhere; rows
   with a measure, those of that measure; a group's rows under any measure, every block of that protected column;
   a side's rows, its block's (cohort, protected column, measure) counts and statistics; events, that block's
-  statistics; in that half. Derivations over two or more levels (a grandparent less its children's children)
+  statistics; in that half. `total_rows`: `{prefix: rows}` of the halves whose sizes are shown apart from the
+  table (`cohort_remainders`). Derivations over two or more levels (a grandparent less its children's children)
   are not followed (README, Small cells)."""
   out = table.copy()
   if not len(out) or not {"filters", "protected", "group", "measure"} <= set(out.columns):
@@ -427,7 +438,8 @@ def hide_cohort_remainders(
   measure, protected = out["measure"].map(_label).to_numpy(), out["protected"].map(_label).to_numpy()
   limit = disclosure_limit(min_group)
   for prefix in prefixes:
-    for cohort, quantity, column in cohort_remainders(out, min_group, prefix):
+    total = (total_rows or {}).get(prefix)
+    for cohort, quantity, column in cohort_remainders(out, min_group, prefix, total_rows=total):
       rows = np.array([c == cohort for c in cohorts])
       why = f"a cohort's count less its shown sub-cohorts' by {column} (fewer than {limit}) would follow by subtraction"
       names = COUNT_STATISTICS + RATE_STATISTICS
@@ -444,14 +456,19 @@ def hide_cohort_remainders(
   return out
 
 
-def hide_small_cells(table: pd.DataFrame, min_group: float) -> pd.DataFrame:
+def hide_small_cells(
+  table: pd.DataFrame, min_group: float, *, confirm_rows: float | None = None, explore_rows: float | None = None
+) -> pd.DataFrame:
   """A copy of `table` as it may be shown: every rule of this module in turn (`hide_small_rates`, then
   `hide_cohort_remainders` and `hide_remainders` repeated until neither hides more), with the `HIDDEN` column
-  (None where nothing is hidden) and without the `RAW_REST_EVENTS` column (a count)."""
+  (None where nothing is hidden) and without the `RAW_REST_EVENTS` column (a count). `confirm_rows` and
+  `explore_rows`: the halves' sizes where they are shown beside the table (a report's summary), so that the
+  whole half less its shown cohorts of one filter is checked too."""
+  total_rows = {"": confirm_rows, "explore_": explore_rows}
   shown = hide_small_rates(table, min_group)
   while True:  # what one rule hides can change what the other subtracts (a parent's largest group count): repeat
     before = _shown_cells(shown)
-    shown = hide_remainders(hide_cohort_remainders(shown, min_group), min_group)
+    shown = hide_remainders(hide_cohort_remainders(shown, min_group, total_rows=total_rows), min_group)
     if _shown_cells(shown) == before:
       break
   if HIDDEN not in shown.columns:

@@ -391,7 +391,7 @@ def run_discovery(
   )
 
 
-def shown_findings(findings: pd.DataFrame, min_group: float) -> pd.DataFrame:
+def shown_findings(findings: pd.DataFrame, min_group: float, *, halves: holdout.Halves | None = None) -> pd.DataFrame:
   """A run's findings as shown to people (`discover`, the report's files and console, the service).
 
   A binary test whose events or non-events on a side are a small count shows no
@@ -399,9 +399,13 @@ def shown_findings(findings: pd.DataFrame, min_group: float) -> pd.DataFrame:
   a cohort and its shown children or within a cohort's tests (`hide_small_cells`:
   `hide_small_rates`, `hide_cohort_remainders`, `hide_remainders`), and a candidate the
   confirmation half could not test shows no z or p there (`confirm.blank_untested`).
+  `halves`: the run's split, whose sizes are shown beside the table (the report's summary):
+  the whole half less its shown cohorts of one filter is then checked too, even where the
+  whole table has no finding of its own (pass it wherever the sizes are shown).
   `findings` itself is not changed.
   """
-  return cf.blank_untested(hide_small_cells(findings, min_group))
+  sizes = {} if halves is None else {"confirm_rows": halves.confirm_rows, "explore_rows": halves.explore_rows}
+  return cf.blank_untested(hide_small_cells(findings, min_group, **sizes))
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
@@ -411,7 +415,7 @@ def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", 
   budget, seconds, method and z_screen.
   """
   run = run_discovery(df, schema, method=method, **settings)
-  out = shown_findings(run.findings, run.config.min_group)
+  out = shown_findings(run.findings, run.config.min_group, halves=run.halves)
   out.attrs.update(
     queries=run.search.queries,
     budget=run.config.budget,

@@ -98,7 +98,7 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
     f"{plural(n_stories, 'story', 'stories')} ({confirmation_rule(c)})"
   )
   if len(run.findings):
-    view = story_view(cube_env.shown_findings(run.findings, c.min_group).head(show))
+    view = story_view(cube_env.shown_findings(run.findings, c.min_group, halves=run.halves).head(show))
     for col in ("n_group", "n_rest"):  # counts as whole numbers, not 1.04e+03
       if col in view.columns:
         view[col] = pd.to_numeric(view[col], errors="coerce").round().astype("Int64")

@@ -91,7 +91,7 @@ def _clean(value: Any) -> Any:
 def findings_table(run: cube_env.Discovery) -> pd.DataFrame:
   """The findings in report order and columns (CSV_COLUMNS present in the run), as shown (`cube_env.shown_findings`:
   the relative difference's interval is blank wherever the small-cell rule blanks the relative difference)."""
-  f = cube_env.shown_findings(run.findings, run.config.min_group)
+  f = cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves)
   return f[[c for c in CSV_COLUMNS if c in f.columns]].copy()
 
 
