@@ -9,7 +9,7 @@ import pytest
 
 import cube_env
 from cube_env.data import disclosure, ingest
-from tests.conftest import make_small_df
+from tests.conftest import SMALL_SCHEMA, make_small_df
 
 
 def test_cells_match_pandas(small_df, small_cube):
@@ -461,6 +461,26 @@ def test_numbers_with_other_separators_are_an_error_with_a_hint(small_df):
   with pytest.raises(ValueError) as err:
     cube_env.build_cube(df, _measure_schema("wait"))
   assert str(err.value) == "measure column 'wait' is not numeric (e.g. value 'n/a' in 20 rows)"
+
+
+def test_infinite_values_in_a_numeric_dimension_are_refused_naming_the_column(small_df):
+  """Quantile bins through inf have NaN edges, which put every row in one bin: the column was then called constant
+  (a cold audit, 2026-12-05). Now the error names the column and the infinities."""
+  df = small_df.copy()
+  df.loc[df.index[:3], "bmi"] = np.inf
+  with pytest.raises(ValueError) as err:
+    cube_env.build_cube(df, SMALL_SCHEMA, n_bins=3)
+  assert str(err.value) == (
+    "column 'bmi': infinite values in a numeric dimension; recode them as missing or as a finite value"
+  )
+
+
+def test_a_relative_difference_floor_that_no_difference_passes_is_refused():
+  """`--min-relative-diff nan` was taken, and no finding could be confirmed (a cold audit, 2026-12-05)."""
+  for bad in (float("nan"), float("inf"), -0.1):
+    with pytest.raises(ValueError, match="min_relative_diff must be a number >= 0"):
+      cube_env.DiscoveryConfig(method="greedy", budget=10, min_relative_diff=bad)
+  assert cube_env.DiscoveryConfig(method="greedy", budget=10, min_relative_diff=0.0).min_relative_diff == 0.0
 
 
 def test_an_identifier_column_is_warned_of_and_a_mostly_folded_one_too(small_df):

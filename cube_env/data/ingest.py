@@ -443,6 +443,10 @@ def _code_column(
     )
   if binned:
     values = series.astype(float)
+    if np.isinf(values.to_numpy()).any():  # quantile edges through inf are NaN, and every row fell in one bin
+      raise ValueError(
+        f"column {name!r}: infinite values in a numeric {role}; recode them as missing or as a finite value"
+      )
     if edges is None:
       qs = np.unique(np.nanquantile(values.to_numpy(), np.linspace(0, 1, n_bins + 1)))
       edges_arr = qs

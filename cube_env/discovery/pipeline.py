@@ -91,8 +91,8 @@ class DiscoveryConfig:
       raise ValueError(f"mirror_z must lie in [-40, 40] or be None, got {self.mirror_z}")
     if not 0.0 <= self.tilt <= 10.0:
       raise ValueError(f"tilt must lie in [0, 10], got {self.tilt}")
-    if self.min_relative_diff < 0:
-      raise ValueError(f"min_relative_diff must be >= 0, got {self.min_relative_diff}")
+    if not 0.0 <= self.min_relative_diff < float("inf"):  # NaN too: no difference would ever pass it
+      raise ValueError(f"min_relative_diff must be a number >= 0, got {self.min_relative_diff}")
     if self.max_depth < 1:
       raise ValueError(f"max_depth must be at least 1, got {self.max_depth}")
     if isinstance(self.z_screen, str):
