@@ -286,6 +286,37 @@ def test_the_halves_shown_sizes_less_their_shown_cohorts_give_no_small_count_bac
   assert _cohort_leaks(pd.DataFrame(written["findings"]), sizes=sizes) == []
 
 
+def test_a_count_measures_events_are_a_small_cell_too():
+  """ED visits 0, 1 or 2 (not 0/1): `n x mean` is a count of visits (6 here), which the binary rule did not cover (a
+  cold audit, 2026-12-05). A count measure (whole numbers >= 0) is labelled "count" at ingest; a small event count
+  on a side hides the block's rate statistics as a binary measure's does, and the same numbers on the linear
+  scale hide nothing; a count's rows without a visit are no count its numbers give, so a large mean hides none."""
+  rows = _block(
+    group=["g1", "g2"],
+    scale=["count", "count"],
+    cohort_rows=[704.0, 704.0],
+    n_group=[94.0, 610.0],
+    n_rest=[610.0, 94.0],
+    mean_group=[6 / 94, 0.48],
+    mean_rest=[0.48, 6 / 94],
+    z=[-8.0, 8.0],
+  )
+  shown = cube_env.shown_findings(rows, 11)
+  assert shown[["mean_group", "mean_rest", "z"]].isna().all(axis=None) and shown["n_group"].tolist() == [94, 610]
+  assert cube_env.shown_findings(rows.assign(scale="linear"), 11)["mean_group"].notna().all()
+  many = rows.assign(mean_group=[1.99, 1.0], mean_rest=[1.0, 1.99])  # 1 row in 94 without two visits: no count
+  assert cube_env.shown_findings(many, 11)["mean_group"].notna().all()
+  # Ingest labels it; the cohort statistics carry the label.
+  df = make_small_df(seed=0)
+  df["los"] = np.round(df["los"])  # whole days, zeros among them: the linear scale
+  cube = cube_env.build_cube(df, cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["los", "minutes"]))
+  assert cube.meta.is_count == (True, False)
+  assert set(cube_env.cohort_stats(cube, {"proc": "A"}).groupby("measure")["scale"].first().items()) == {
+    ("los", "count"),
+    ("minutes", "log"),
+  }
+
+
 def _table(rows, **common) -> pd.DataFrame:
   """Rows `(filters, protected, group, measure, cohort_rows, n_group, n_rest)`, linear, means 2 and 2.1."""
   names = ("filters", "protected", "group", "measure", "cohort_rows", "n_group", "n_rest")

@@ -101,14 +101,16 @@ RAW_SMALL_EVENTS = "raw_small_events"  # optional bool column: the unadjusted co
 
 
 def small_events(table: pd.DataFrame, min_group: float, prefix: str = "") -> np.ndarray:
-  """`[rows]` bool: binary tests whose events or non-events (`n x rate`) on a side of the `prefix` half are small."""
+  """`[rows]` bool: binary tests whose events or non-events (`n x rate`) on a side of the `prefix` half are small,
+  and tests of a count measure (scale "count": whole numbers >= 0) whose events (`n x mean`) on a side are."""
   small = np.zeros(len(table), bool)
+  binary, count = _binary(table), _count(table)
   for side in ("group", "rest"):
     n, rate = _numbers(table, f"{prefix}n_{side}"), _numbers(table, f"{prefix}mean_{side}")
     with np.errstate(invalid="ignore"):
-      for count in (n * rate, n * (1.0 - rate)):
-        small |= _small_cells(count, min_group)
-  return small & _binary(table)
+      small |= _small_cells(n * rate, min_group) & (binary | count)
+      small |= _small_cells(n * (1.0 - rate), min_group) & binary
+  return small
 
 
 def _small_cells(counts, min_group: float) -> np.ndarray:
@@ -121,6 +123,11 @@ def _small_cells(counts, min_group: float) -> np.ndarray:
 def _binary(table: pd.DataFrame) -> np.ndarray:
   """`[rows]` bool: the row's test is of a binary measure (False without a `scale` column)."""
   return (table["scale"] == "binary").to_numpy(bool) if "scale" in table.columns else np.zeros(len(table), bool)
+
+
+def _count(table: pd.DataFrame) -> np.ndarray:
+  """`[rows]` bool: the row's test is of a count measure (`CubeMeta.is_count`), whose `n x mean` are events."""
+  return (table["scale"] == "count").to_numpy(bool) if "scale" in table.columns else np.zeros(len(table), bool)
 
 
 def hide_small_rates(
@@ -238,7 +245,7 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   n_g, n_r = _numbers(table, f"{prefix}n_group"), _numbers(table, f"{prefix}n_rest")
   rows = _numbers(table, f"{prefix}cohort_rows")
   r_g, r_r = _numbers(table, f"{prefix}mean_group"), _numbers(table, f"{prefix}mean_rest")
-  binary = _binary(table)
+  binary, events_kind = _binary(table), _binary(table) | _count(table)
   frame = pd.DataFrame(
     {
       "block": _block_ids(table, ["cohort", "protected", "measure"]),
@@ -250,8 +257,9 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
       "missing": rows - (n_g + n_r),  # the cohort's rows without the measure
       "n": n_g,
       "rest": n_r,
-      "events": np.where(binary, n_g * r_g, np.nan),
-      "all_events": np.where(binary, n_g * r_g + n_r * r_r, np.nan),
+      "events": np.where(events_kind, n_g * r_g, np.nan),
+      "all_events": np.where(events_kind, n_g * r_g + n_r * r_r, np.nan),
+      "binary": binary,  # non-events (rows less events) are counts for a 0/1 measure only
     }
   )
   found = []
@@ -283,10 +291,12 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
     found.append((across, True, f"a group's rows missing the measure (fewer than {limit}) would follow{_FILL}"))
   # A binary measure's events (and non-events) in the groups not shown: the block's events less the shown groups'.
   complete = np.isfinite(one["events"])
-  shown = one.assign(events=one["events"].where(complete), nonevents=(one["n"] - one["events"]).where(complete))
+  shown = one.assign(
+    events=one["events"].where(complete), nonevents=(one["n"] - one["events"]).where(complete & one["binary"])
+  )
   shown_by_block = shown.groupby("block")
   all_events = shown_by_block["all_events"].max()
-  all_nonevents = by_block["tested"].max() - all_events
+  all_nonevents = (by_block["tested"].max() - all_events).where(by_block["binary"].max().astype(bool))
   for total, part in ((all_events, shown_by_block["events"].sum()), (all_nonevents, shown_by_block["nonevents"].sum())):
     small = _small_cells(frame["block"].map(total - part), min_group)
     found.append((small, False, f"events outside the shown groups (fewer than {limit}) would follow by subtraction"))
@@ -355,7 +365,7 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
   rows, n_g, n_r = (_numbers(table, prefix + c) for c in ("cohort_rows", "n_group", "n_rest"))
   r_g, r_r = _numbers(table, prefix + "mean_group"), _numbers(table, prefix + "mean_rest")
   raw_rest = _numbers(table, RAW_REST_EVENTS) if prefix == "" else np.full(len(table), np.nan)
-  binary = _binary(table)
+  binary, count = _binary(table), _count(table)
   keys = zip(table["filters"], table["protected"].map(_label), table["group"].map(_label), table["measure"].map(_label))
   for i, (filters, p, g, m) in enumerate(keys):
     cohort = _cohort_of(filters)
@@ -370,6 +380,8 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
         ("rest_events", p, g, m): n_r[i] * r_r[i],
         ("rest_nonevents", p, g, m): n_r[i] * (1.0 - r_r[i]),
       }
+    elif count[i]:  # a count measure's events; its rows without an event are no count that n and mean give
+      found |= {("events", p, g, m): n_g[i] * r_g[i], ("rest_events", p, g, m): n_r[i] * r_r[i]}
     elif np.isfinite(raw_rest[i]):
       found |= {("rest_events", p, g, m): raw_rest[i], ("rest_nonevents", p, g, m): n_r[i] - raw_rest[i]}
     for quantity, value in found.items():

@@ -49,6 +49,9 @@ class CubeMeta:
   summary: tuple[str, ...]  # what was binned, folded, missing or dropped from a statistic
   # per measure, case-mix adjusted by ratio: the cube holds observed / expected (`cube_env.data.adjust`); () = none
   is_ratio: tuple[bool, ...] = ()
+  # per measure, a count (whole numbers >= 0, not 0/1, tested on the linear scale): n x mean is a count of events,
+  # which the small-cell rule covers as a binary measure's (`disclosure`); () = none
+  is_count: tuple[bool, ...] = ()
 
   @property
   def protected_names(self) -> tuple[str, ...]:
@@ -702,12 +705,14 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     codes[:, f] = c
     categories.append(labels)
   values = np.zeros((len(df), len(schema.measures)), np.float64)
-  is_binary, is_log = [], []
+  is_binary, is_log, is_count = [], [], []
   for m, name in enumerate(schema.measures):
     v, b, lg = _measure_values(df, name, schema, summary)
     values[:, m] = v
     is_binary.append(b)
     is_log.append(lg)
+    observed = v[~np.isnan(v)]
+    is_count.append(bool(not b and not lg and np.all(observed >= 0) and np.all(observed == np.round(observed))))
     summary.extend(_missing_where(np.isnan(v), codes, filter_names, categories, name))
   meta = CubeMeta(
     filter_names=tuple(filter_names),
@@ -716,6 +721,7 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     measure_names=tuple(schema.measures),
     is_binary=tuple(is_binary),
     is_log=tuple(is_log),
+    is_count=tuple(is_count),
     shift=(),
     n_rows=len(df),
     summary=tuple(summary),

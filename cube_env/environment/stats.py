@@ -74,8 +74,14 @@ def moments(suff: chex.Array, shift: chex.Array):
   safe_n = jnp.maximum(n, 1.0)
   centered_mean = s1 / safe_n
   ss = s2 - s1 * centered_mean
-  # Below float32 resolution of the cancellation, the spread is zero.
-  ss = jnp.where(ss > 4e-6 * s2, ss, 0.0)
+  # Below float32 resolution of the cancellation (a side whose mean lies some 500 of its standard deviations or
+  # more from the shift, or whose values are all equal) the spread is unknown between 0 and that resolution: take
+  # the resolution, which can only understate a gap's evidence. Taken as 0 it made both sides of a cohort far from
+  # the measure's mean (costs near $100 among costs near $40,000) read as constant, so their gap as unbounded
+  # (|z| = Z_MAX, a false finding). Sides that are truly constant get a spread of 0.2% of their distance from the
+  # shift, which leaves two constant sides' z at Z_MAX unless they sit far from the shift and close together.
+  floor = 4e-6 * s2
+  ss = jnp.where(ss > floor, ss, floor)
   var = jnp.where(n >= 2, ss / jnp.maximum(n - 1.0, 1.0), 0.0)
   mean = jnp.where(n > 0, shift + centered_mean, shift)
   return n, mean, var
