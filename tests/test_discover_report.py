@@ -291,6 +291,7 @@ def save_tiny_agent(directory, df, schema, policy_head="auto"):
 def test_shown_findings_have_no_test_where_the_confirmation_half_had_none(monkeypatch):
   run = types.SimpleNamespace(
     config=types.SimpleNamespace(min_group=11),
+    halves=None,  # no half sizes shown beside it
     findings=pd.DataFrame(
       {
         "confirmed": [True, False],
@@ -684,7 +685,8 @@ def test_findings_files_list_the_interval_of_the_relative_difference_beside_it()
   i = CSV_COLUMNS.index("relative_diff")
   assert CSV_COLUMNS[i : i + 3] == ("relative_diff", "relative_ci_low", "relative_ci_high")
   findings = _report_table(relative_ci_low=[0.41, -0.02], relative_ci_high=[0.6, 0.08])
-  shown = findings_table(types.SimpleNamespace(config=types.SimpleNamespace(min_group=11), findings=findings))
+  run = types.SimpleNamespace(config=types.SimpleNamespace(min_group=11), findings=findings, halves=None)  # no sizes
+  shown = findings_table(run)
   assert list(shown.columns[shown.columns.get_loc("relative_diff") :][:3]) == list(CSV_COLUMNS[i : i + 3])
   assert shown.loc[0, ["relative_ci_low", "relative_ci_high"]].tolist() == [0.41, 0.6]
   assert shown.loc[1, ["relative_ci_low", "relative_ci_high"]].tolist() == [-0.02, 0.08]
