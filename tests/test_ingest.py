@@ -391,7 +391,8 @@ def test_the_service_reads_measures_as_a_run_does(small_df):
   with pytest.raises(tables.TableError) as err:
     tables.check_columns(df, spec)
   assert err.value.field == "admitted" and str(err.value) == (
-    "admitted: measure column 'admitted' is not numeric (e.g. value 'unknown' in 4000 rows)"
+    "admitted: measure column 'admitted' reads as y/n but for value 'unknown' in 30 rows: recode those as missing, "
+    "'y' or 'n'"
   )
 
 
@@ -461,6 +462,18 @@ def test_numbers_with_other_separators_are_an_error_with_a_hint(small_df):
   with pytest.raises(ValueError) as err:
     cube_env.build_cube(df, _measure_schema("wait"))
   assert str(err.value) == "measure column 'wait' is not numeric (e.g. value 'n/a' in 20 rows)"
+
+
+def test_a_yes_no_measure_with_a_stray_value_names_the_stray_one(small_df):
+  """A Yes/No column with a few "unknown" named "No" as its example of a non-number (a cold audit, 2026-12-05)."""
+  df = small_df.assign(ok=np.where(np.arange(len(small_df)) % 2, "Yes", "No"))
+  df.loc[df.index[:3], "ok"] = "unknown"
+  with pytest.raises(ValueError) as err:
+    cube_env.build_cube(df, _measure_schema("ok"))
+  assert str(err.value) == (
+    "measure column 'ok' reads as yes/no but for value 'unknown' in fewer than 11 rows: recode those as missing, "
+    "'yes' or 'no'"
+  )
 
 
 def test_infinite_values_in_a_numeric_dimension_are_refused_naming_the_column(small_df):

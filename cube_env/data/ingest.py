@@ -549,6 +549,15 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
       unread = text[~grouped]
       rows = redact_counts(f"{len(unread)} rows", SMALL_CELL)  # the small-cell rule holds in errors too
       message = f"measure column {name!r} is not numeric (e.g. value {raw[~grouped].iloc[0]!r} in {rows})"
+      for yes, no in YES_NO:  # nine in ten or more one yes/no pair: name a value outside it, not one of the pair
+        inside = unread.str.lower().isin([yes, no]).to_numpy(bool)
+        if inside.mean() >= 0.9 and not inside.all():
+          stray = redact_counts(f"{int((~inside).sum())} rows", SMALL_CELL)
+          message = (
+            f"measure column {name!r} reads as {yes}/{no} but for value {unread[~inside].iloc[0]!r} in {stray}: "
+            f"recode those as missing, {yes!r} or {no!r}"
+          )
+          break
       separated = unread[unread.str.fullmatch(SEPARATED.pattern).to_numpy(bool)]
       if len(separated):
         message += (
