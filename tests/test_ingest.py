@@ -571,7 +571,7 @@ def test_values_that_look_like_codes_are_warned_about_and_kept():
   assert notes[0].startswith("warning: measure 'wait': 27 rows hold values of at least 100 times its median")
   assert "e.g. 99999: if they are codes for unknown, recode them as missing" in notes[0]
   assert notes[1].startswith("warning: measure 'wait': fewer than 11 rows hold negative values")
-  values, _, _ = ingest._measure_values(df, "wait", schema, [])
+  values, *_ = ingest._measure_values(df, "wait", schema, [])
   assert np.sum(values == 99999.0) == 27  # kept
   # A long tail of real, distinct measurements is not a code: no warning.
   tail = df.assign(wait=np.r_[rng.uniform(1e4, 5e4, 27), rng.lognormal(4.0, 0.4, 373)])

@@ -120,14 +120,19 @@ def _small_cells(counts, min_group: float) -> np.ndarray:
     return (counts >= 1) & (counts < disclosure_limit(min_group))
 
 
+def _scale_is(table: pd.DataFrame, scale: str) -> np.ndarray:
+  """`[rows]` bool: the row's test is on `scale` (False without a `scale` column)."""
+  return (table["scale"] == scale).to_numpy(bool) if "scale" in table.columns else np.zeros(len(table), bool)
+
+
 def _binary(table: pd.DataFrame) -> np.ndarray:
-  """`[rows]` bool: the row's test is of a binary measure (False without a `scale` column)."""
-  return (table["scale"] == "binary").to_numpy(bool) if "scale" in table.columns else np.zeros(len(table), bool)
+  """`[rows]` bool: the row's test is of a binary measure."""
+  return _scale_is(table, "binary")
 
 
 def _count(table: pd.DataFrame) -> np.ndarray:
   """`[rows]` bool: the row's test is of a count measure (`CubeMeta.is_count`), whose `n x mean` are events."""
-  return (table["scale"] == "count").to_numpy(bool) if "scale" in table.columns else np.zeros(len(table), bool)
+  return _scale_is(table, "count")
 
 
 def hide_small_rates(
@@ -245,7 +250,8 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   n_g, n_r = _numbers(table, f"{prefix}n_group"), _numbers(table, f"{prefix}n_rest")
   rows = _numbers(table, f"{prefix}cohort_rows")
   r_g, r_r = _numbers(table, f"{prefix}mean_group"), _numbers(table, f"{prefix}mean_rest")
-  binary, events_kind = _binary(table), _binary(table) | _count(table)
+  binary = _binary(table)
+  events_kind = binary | _count(table)
   frame = pd.DataFrame(
     {
       "block": _block_ids(table, ["cohort", "protected", "measure"]),
@@ -289,7 +295,8 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
     fewer = pairs.loc[_small_cells(pairs[f"{side}_other"] - pairs[side], min_group), "block"]
     across = frame["block"].isin(fewer).to_numpy()
     found.append((across, True, f"a group's rows missing the measure (fewer than {limit}) would follow{_FILL}"))
-  # A binary measure's events (and non-events) in the groups not shown: the block's events less the shown groups'.
+  # A binary or count measure's events (a binary one's non-events too) in the groups not shown: the block's events
+  # less the shown groups'.
   complete = np.isfinite(one["events"])
   shown = one.assign(
     events=one["events"].where(complete), nonevents=(one["n"] - one["events"]).where(complete & one["binary"])

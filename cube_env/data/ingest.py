@@ -661,7 +661,9 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
       f"measure {name!r}: right-skewed (skewness {skew:.2f}) but {nonpositive} hold values <= 0, so it is tested "
       "on the linear scale (differences of means), not the log scale"
     )
-  return values, is_binary, is_log
+  # A count (whole numbers >= 0 other than 0/1, on the linear scale): its n x mean are events (`CubeMeta.is_count`).
+  is_count = not is_binary and not is_log and bool(np.all(uniq >= 0) and np.all(uniq == np.round(uniq)))
+  return values, is_binary, is_log, is_count
 
 
 MISSING_WHERE = 0.95  # a category whose rows lack a measure at least this often, holding most of its missing rows
@@ -716,12 +718,11 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
   values = np.zeros((len(df), len(schema.measures)), np.float64)
   is_binary, is_log, is_count = [], [], []
   for m, name in enumerate(schema.measures):
-    v, b, lg = _measure_values(df, name, schema, summary)
+    v, b, lg, c = _measure_values(df, name, schema, summary)
     values[:, m] = v
     is_binary.append(b)
     is_log.append(lg)
-    observed = v[~np.isnan(v)]
-    is_count.append(bool(not b and not lg and np.all(observed >= 0) and np.all(observed == np.round(observed))))
+    is_count.append(c)
     summary.extend(_missing_where(np.isnan(v), codes, filter_names, categories, name))
   meta = CubeMeta(
     filter_names=tuple(filter_names),

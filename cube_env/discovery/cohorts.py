@@ -92,7 +92,10 @@ def finding_row(
   groups = meta.categories[meta.n_dimensions + p]
   is_log, is_bin = meta.is_log[m], meta.is_binary[m]
   is_ratio = bool(meta.is_ratio) and meta.is_ratio[m]
-  is_count = bool(meta.is_count) and meta.is_count[m] and not is_ratio
+  is_count = bool(meta.is_count) and meta.is_count[m]
+  # The first that applies: an adjusted (ratio) measure of counts is shown as a ratio.
+  kinds = (("log", is_log), ("binary", is_bin), ("ratio", is_ratio), ("count", is_count))
+  scale = next((k for k, on in kinds if on), "linear")
   mean_g, mean_r = float(cmp["mean_group"]), float(cmp["mean_rest"])
   diff = float(cmp["diff"])
   ratio = float(cmp["ratio"])
@@ -105,9 +108,7 @@ def finding_row(
     "group": groups[g],
     "reference": groups[1 - g] if len(groups) == 2 else "rest",
     "measure": meta.measure_names[m],
-    "scale": "log"
-    if is_log
-    else ("binary" if is_bin else ("ratio" if is_ratio else ("count" if is_count else "linear"))),
+    "scale": scale,
     "cohort_rows": int(round(cohort_rows)),
     "n_group": int(round(float(cmp["n_group"]))),
     "n_rest": int(round(float(cmp["n_rest"]))),
