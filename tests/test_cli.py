@@ -49,6 +49,11 @@ def test_discover_errors_name_the_problem(tmp_path, capsys):
   assert "--min-group" in capsys.readouterr().err
   assert discover.main(["--demo", "unknown"]) == 2
   assert "--demo" in capsys.readouterr().err
+  # The library's settings are named by this command's flags.
+  assert discover.main(["--demo", "mixed", "--n-rows", "2000", "--no-progress", "--max-depth", "0"]) == 2
+  assert capsys.readouterr().err == "error: --max-depth must be at least 1, got 0\n"
+  assert discover.main(["--demo", "mixed", "--n-rows", "2000", "--no-progress", "--explore-fraction", "1.5"]) == 2
+  assert capsys.readouterr().err == "error: --explore-fraction must lie in (0, 1), got 1.5\n"
 
 
 def test_benchmark_env_emits_json(tmp_path):
