@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env.data import disclosure
 from experiments.report import write_report
 from tests.conftest import make_small_df
 
@@ -315,6 +316,115 @@ def test_a_count_measures_events_are_a_small_cell_too():
     ("los", "count"),
     ("minutes", "log"),
   }
+
+
+def _value_leaks(table: pd.DataFrame, values: tuple, min_group: float = 11) -> list[tuple[str, str, int, list]]:
+  """`(half, side, row, cases)` of every side whose shown numbers give a small count of cases with some value."""
+  leaks = []
+  for prefix in ("", "explore_"):
+    for side in ("group", "rest"):
+      cases = disclosure.value_counts(table, values, side, prefix)
+      for i in np.flatnonzero(disclosure._small_cells(cases, min_group).any(axis=1)):
+        leaks.append((prefix, side, int(i), np.round(cases[i]).tolist()))
+  return leaks
+
+
+def test_a_count_measure_with_three_values_shows_no_small_count_of_any_value():
+  """ED visits 0, 1 or 2: a side's rows, mean and variance (or interval) give its cases with each value (a cold
+  audit's example gave 7 cases with two visits back while the visits, 21, passed). Ingest records the values of a
+  count measure with at most three (`CubeMeta.count_values`), and `shown_findings(..., halves=run.halves)` blanks
+  the rate statistics of a block where any value's cases on a side are 1-10, in either half."""
+  n, mean = 94.0, 21 / 94  # 80 without a visit, 7 with one, 7 with two
+  var = (7 + 4 * 7 - n * mean**2) / (n - 1)
+  rows = _block(group=["g1"], scale=["count"], cohort_rows=[400.0], n_group=[n], n_rest=[306.0])
+  rows = rows.assign(mean_group=mean, mean_rest=0.5, var_group=var, var_rest=0.5, z=3.0)
+  assert np.round(disclosure.value_counts(rows, (0.0, 1.0, 2.0), "group")).tolist() == [[80.0, 7.0, 7.0]]
+  assert cube_env.shown_findings(rows, 11)["mean_group"].notna().all()  # events 21: the events rule passes it
+  shown = disclosure.hide_small_cells(rows, 11, count_values={"los": (0.0, 1.0, 2.0)})
+  assert shown[["mean_group", "mean_rest", "z", "var_group"]].isna().all(axis=None) and shown["n_group"].tolist() == [
+    94
+  ]
+  # The side's interval gives the variance where the variance column is blank.
+  half = disclosure.Z975 * np.sqrt(var / n)
+  by_interval = rows.assign(var_group=None, group_ci_low=mean - half, group_ci_high=mean + half)
+  assert np.round(disclosure.value_counts(by_interval, (0.0, 1.0, 2.0), "group")).tolist() == [[80.0, 7.0, 7.0]]
+  assert disclosure.hide_small_cells(by_interval, 11, count_values={"los": (0, 1, 2)})["mean_group"].isna().all()
+  # Two values (0 or 2 visits): the cases follow from the mean alone.
+  two = rows.assign(mean_group=2 * 7 / 94)  # 14 visits, 7 cases
+  assert disclosure.hide_small_cells(two, 11, count_values={"los": (0.0, 2.0)})["mean_group"].isna().all()
+  assert disclosure.hide_small_cells(two, 11)["mean_group"].notna().all()
+  # 17 with one visit, 30 with two: nothing small.
+  many = rows.assign(mean_group=(17 + 60) / 94, var_group=(17 + 120 - (77**2) / 94) / 93)
+  assert disclosure.hide_small_cells(many, 11, count_values={"los": (0.0, 1.0, 2.0)})["mean_group"].notna().all()
+  # A real run: race B at procedure A has more single visits; two visits are rare everywhere.
+  rng = np.random.default_rng(3)
+  df = make_small_df(seed=3)
+  lift = (df.proc == "A") & (df.race == "B")
+  df["visits"] = np.where(rng.random(len(df)) < np.where(lift, 0.45, 0.12), 1.0, 0.0)
+  df.loc[rng.random(len(df)) < 0.01, "visits"] = 2.0
+  schema = cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["visits", "minutes"])
+  run = cube_env.run_discovery(df, schema, method="exhaustive", budget=50, max_depth=1, z_screen=3.0, seed=0)
+  meta = run.halves.explore.meta
+  assert meta.is_count == (True, False) and meta.count_values == ((0.0, 1.0, 2.0), ())
+  visits = run.findings[run.findings["measure"] == "visits"].reset_index(drop=True)
+  assert len(visits) and _value_leaks(visits, (0.0, 1.0, 2.0))  # the run's own numbers give small counts back
+  shown = cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves)
+  assert _value_leaks(shown[shown["measure"] == "visits"].reset_index(drop=True), (0.0, 1.0, 2.0)) == []
+  assert shown["hidden"].dropna().str.contains("events or non-events").any()
+
+
+def _sides(counts: list[tuple[int, int, int]], total: tuple[int, int, int]) -> dict[str, list[float]]:
+  """Block columns of groups with these cases of 0, 1 and 2 visits in a block with `total` of each."""
+
+  def moments(c):
+    n = sum(c)
+    mean = (c[1] + 2 * c[2]) / n
+    return float(n), mean, (c[1] + 4 * c[2] - n * mean**2) / (n - 1)
+
+  out: dict[str, list[float]] = {}
+  for c in counts:
+    rest = tuple(t - x for t, x in zip(total, c))
+    for side, cs in (("group", c), ("rest", rest)):
+      for name, value in zip(("n", "mean", "var"), moments(cs)):
+        out.setdefault(f"{name}_{side}", []).append(value)
+  return out
+
+
+def test_a_few_valued_counts_cases_outside_the_shown_groups_are_hidden():
+  """Within a block, the cases with each value less the shown groups' give the groups not shown theirs: 5 with one
+  visit and 3 with two here, while their rows (28) and visits (11) pass the older rules."""
+  sides = _sides([(150, 30, 20), (140, 20, 12)], total=(310, 55, 35))
+  rows = _block(group=["g1", "g2"], scale="count", cohort_rows=400.0, z=[3.0, -3.0], **sides)
+  assert disclosure.hide_small_cells(rows, 11)["mean_group"].notna().all()  # rows 28, visits 11: nothing else small
+  shown = disclosure.hide_small_cells(rows, 11, count_values={"los": (0.0, 1.0, 2.0)})
+  assert shown[["mean_group", "mean_rest", "var_group"]].isna().all(axis=None) and shown["n_group"].notna().all()
+  assert shown["hidden"].str.contains("events outside the shown groups").all()
+  wider = _sides([(150, 30, 20), (140, 20, 12)], total=(320, 70, 50))  # 15 and 18 outside: nothing small
+  fine = _block(group=["g1", "g2"], scale="count", cohort_rows=440.0, z=[3.0, -3.0], **wider)
+  assert disclosure.hide_small_cells(fine, 11, count_values={"los": (0.0, 1.0, 2.0)})["mean_group"].notna().all()
+
+
+def test_a_few_valued_counts_cases_outside_the_shown_sub_cohorts_are_hidden():
+  """A cohort's cases with each value less its shown sub-cohorts' give the other sub-cohorts' (5 with each value
+  for the group, 5 with one and 5 with two visits for the rest), while their rows and visits pass (15 and 25 rows,
+  15 visits each)."""
+  cohorts = [({}, (300, 60, 40), (300, 60, 40)), ({"site": "a"}, (180, 35, 20), (185, 35, 20))]
+  cohorts.append(({"site": "b"}, (115, 20, 15), (100, 20, 15)))
+  frames = []
+  for filters, group, rest in cohorts:
+    sides = _sides([group], total=tuple(g + r for g, r in zip(group, rest)))
+    frames.append(
+      _block(group=["F"], scale="count", cohort_rows=float(sum(group) + sum(rest)), z=3.0, **sides).assign(
+        filters=[filters], cohort=cube_env.cohort_label(filters), protected="sex"
+      )
+    )
+  table = pd.concat(frames, ignore_index=True)
+  assert disclosure.hide_small_cells(table, 11)["mean_group"].notna().all()
+  shown = disclosure.hide_small_cells(table, 11, count_values={"los": (0.0, 1.0, 2.0)})
+  hidden = shown["mean_group"].isna().to_numpy()
+  assert hidden.any() and shown["n_group"].notna().all()  # the rate statistics of a sub-cohort go, its counts stay
+  assert shown.loc[hidden, "hidden"].str.contains("shown sub-cohorts").all()
+  assert disclosure.cohort_remainders(shown.assign(count_values=[(0.0, 1.0, 2.0)] * 3), 11) == []
 
 
 def _table(rows, **common) -> pd.DataFrame:

@@ -696,7 +696,12 @@ def _console_run(findings: pd.DataFrame):
   return types.SimpleNamespace(
     config=cube_env.DiscoveryConfig(method="greedy", budget=10),
     search=types.SimpleNamespace(queries=3, seconds=0.25, z_screen=4.0, note=""),
-    halves=types.SimpleNamespace(explore_rows=14862, confirm_rows=14862, summary=()),
+    halves=types.SimpleNamespace(
+      explore_rows=14862,
+      confirm_rows=14862,
+      summary=(),
+      explore=types.SimpleNamespace(meta=types.SimpleNamespace(few_values={})),
+    ),
     findings=findings,
     seconds=0.5,
   )

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from cube_env.data.disclosure import RATE_STATISTICS, SMALL_CELL, hide_small_cells, is_small_cell
+from cube_env.data.disclosure import RATE_STATISTICS, SMALL_CELL, Z975, hide_small_cells, is_small_cell
 from cube_env.data.ingest import Cube, CubeMeta, codes_to_filters, cohort_label, filters_to_codes
 from cube_env.environment import batching
 from cube_env.environment import findings as fd
@@ -27,7 +27,6 @@ from cube_env.environment import groupby as gb
 from cube_env.environment.params import EnvParams, bucketed_shape, make_params, resolve_z
 
 COHORTS_PER_CALL = 16  # cohorts per compiled call
-Z975 = 1.959963984540054
 FINDING_COLUMNS = (
   "cohort",
   "depth",
@@ -272,4 +271,4 @@ def cohort_stats(
   codes = filters_to_codes(cube.meta, dict(filters or {}))
   z = resolve_z(cube, z_screen, max_depth)
   table = cohort_table(cube, codes[None], min_group=min_group, z_screen=z, max_depth=max_depth)
-  return hide_small_cells(table[list(FINDING_COLUMNS) + ["tested"]], min_group)
+  return hide_small_cells(table[list(FINDING_COLUMNS) + ["tested"]], min_group, count_values=cube.meta.few_values)

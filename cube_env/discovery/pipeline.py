@@ -401,11 +401,17 @@ def shown_findings(findings: pd.DataFrame, min_group: float, *, halves: holdout.
   confirmation half could not test shows no z or p there (`confirm.blank_untested`).
   `halves`: the run's split, whose sizes are shown beside the table (the report's summary):
   the whole half less its shown cohorts of one filter is then checked too, even where the
-  whole table has no finding of its own (pass it wherever the sizes are shown).
+  whole table has no finding of its own (pass it wherever the sizes are shown); and its
+  count measures with at most three values have each value's cases checked on every side
+  (`CubeMeta.count_values`, `disclosure.value_counts`).
   `findings` itself is not changed.
   """
-  sizes = {} if halves is None else {"confirm_rows": halves.confirm_rows, "explore_rows": halves.explore_rows}
-  return cf.blank_untested(hide_small_cells(findings, min_group, **sizes))
+  known = {}  # what the halves tell: their sizes, and the count measures with few values
+  if halves is not None:
+    known = dict(
+      confirm_rows=halves.confirm_rows, explore_rows=halves.explore_rows, count_values=halves.explore.meta.few_values
+    )
+  return cf.blank_untested(hide_small_cells(findings, min_group, **known))
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:
