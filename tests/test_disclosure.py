@@ -332,7 +332,7 @@ def _value_leaks(table: pd.DataFrame, values: tuple, min_group: float = 11) -> l
 def test_a_count_measure_with_three_values_shows_no_small_count_of_any_value():
   """ED visits 0, 1 or 2: a side's rows, mean and variance (or interval) give its cases with each value (a cold
   audit's example gave 7 cases with two visits back while the visits, 21, passed). Ingest records the values of a
-  count measure with at most three (`CubeMeta.count_values`), and `shown_findings(..., halves=run.halves)` blanks
+  count measure with at most three (`CubeMeta.few_values`), and `shown_findings(..., halves=run.halves)` blanks
   the rate statistics of a block where any value's cases on a side are 1-10, in either half."""
   n, mean = 94.0, 21 / 94  # 80 without a visit, 7 with one, 7 with two
   var = (7 + 4 * 7 - n * mean**2) / (n - 1)
@@ -340,7 +340,7 @@ def test_a_count_measure_with_three_values_shows_no_small_count_of_any_value():
   rows = rows.assign(mean_group=mean, mean_rest=0.5, var_group=var, var_rest=0.5, z=3.0)
   assert np.round(disclosure.value_counts(rows, (0.0, 1.0, 2.0), "group")).tolist() == [[80.0, 7.0, 7.0]]
   assert cube_env.shown_findings(rows, 11)["mean_group"].notna().all()  # events 21: the events rule passes it
-  shown = disclosure.hide_small_cells(rows, 11, count_values={"los": (0.0, 1.0, 2.0)})
+  shown = disclosure.hide_small_cells(rows, 11, few_values={"los": (0.0, 1.0, 2.0)})
   assert shown[["mean_group", "mean_rest", "z", "var_group"]].isna().all(axis=None) and shown["n_group"].tolist() == [
     94
   ]
@@ -348,14 +348,14 @@ def test_a_count_measure_with_three_values_shows_no_small_count_of_any_value():
   half = disclosure.Z975 * np.sqrt(var / n)
   by_interval = rows.assign(var_group=None, group_ci_low=mean - half, group_ci_high=mean + half)
   assert np.round(disclosure.value_counts(by_interval, (0.0, 1.0, 2.0), "group")).tolist() == [[80.0, 7.0, 7.0]]
-  assert disclosure.hide_small_cells(by_interval, 11, count_values={"los": (0, 1, 2)})["mean_group"].isna().all()
+  assert disclosure.hide_small_cells(by_interval, 11, few_values={"los": (0, 1, 2)})["mean_group"].isna().all()
   # Two values (0 or 2 visits): the cases follow from the mean alone.
   two = rows.assign(mean_group=2 * 7 / 94)  # 14 visits, 7 cases
-  assert disclosure.hide_small_cells(two, 11, count_values={"los": (0.0, 2.0)})["mean_group"].isna().all()
+  assert disclosure.hide_small_cells(two, 11, few_values={"los": (0.0, 2.0)})["mean_group"].isna().all()
   assert disclosure.hide_small_cells(two, 11)["mean_group"].notna().all()
   # 17 with one visit, 30 with two: nothing small.
   many = rows.assign(mean_group=(17 + 60) / 94, var_group=(17 + 120 - (77**2) / 94) / 93)
-  assert disclosure.hide_small_cells(many, 11, count_values={"los": (0.0, 1.0, 2.0)})["mean_group"].notna().all()
+  assert disclosure.hide_small_cells(many, 11, few_values={"los": (0.0, 1.0, 2.0)})["mean_group"].notna().all()
   # A real run: race B at procedure A has more single visits; two visits are rare everywhere.
   rng = np.random.default_rng(3)
   df = make_small_df(seed=3)
@@ -365,7 +365,7 @@ def test_a_count_measure_with_three_values_shows_no_small_count_of_any_value():
   schema = cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["visits", "minutes"])
   run = cube_env.run_discovery(df, schema, method="exhaustive", budget=50, max_depth=1, z_screen=3.0, seed=0)
   meta = run.halves.explore.meta
-  assert meta.is_count == (True, False) and meta.count_values == ((0.0, 1.0, 2.0), ())
+  assert meta.is_count == (True, False) and meta.few_values == ((0.0, 1.0, 2.0), ())
   visits = run.findings[run.findings["measure"] == "visits"].reset_index(drop=True)
   assert len(visits) and _value_leaks(visits, (0.0, 1.0, 2.0))  # the run's own numbers give small counts back
   shown = cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves)
@@ -396,12 +396,12 @@ def test_a_few_valued_counts_cases_outside_the_shown_groups_are_hidden():
   sides = _sides([(150, 30, 20), (140, 20, 12)], total=(310, 55, 35))
   rows = _block(group=["g1", "g2"], scale="count", cohort_rows=400.0, z=[3.0, -3.0], **sides)
   assert disclosure.hide_small_cells(rows, 11)["mean_group"].notna().all()  # rows 28, visits 11: nothing else small
-  shown = disclosure.hide_small_cells(rows, 11, count_values={"los": (0.0, 1.0, 2.0)})
+  shown = disclosure.hide_small_cells(rows, 11, few_values={"los": (0.0, 1.0, 2.0)})
   assert shown[["mean_group", "mean_rest", "var_group"]].isna().all(axis=None) and shown["n_group"].notna().all()
   assert shown["hidden"].str.contains("events outside the shown groups").all()
   wider = _sides([(150, 30, 20), (140, 20, 12)], total=(320, 70, 50))  # 15 and 18 outside: nothing small
   fine = _block(group=["g1", "g2"], scale="count", cohort_rows=440.0, z=[3.0, -3.0], **wider)
-  assert disclosure.hide_small_cells(fine, 11, count_values={"los": (0.0, 1.0, 2.0)})["mean_group"].notna().all()
+  assert disclosure.hide_small_cells(fine, 11, few_values={"los": (0.0, 1.0, 2.0)})["mean_group"].notna().all()
 
 
 def test_a_few_valued_counts_cases_outside_the_shown_sub_cohorts_are_hidden():
@@ -420,11 +420,68 @@ def test_a_few_valued_counts_cases_outside_the_shown_sub_cohorts_are_hidden():
     )
   table = pd.concat(frames, ignore_index=True)
   assert disclosure.hide_small_cells(table, 11)["mean_group"].notna().all()
-  shown = disclosure.hide_small_cells(table, 11, count_values={"los": (0.0, 1.0, 2.0)})
+  shown = disclosure.hide_small_cells(table, 11, few_values={"los": (0.0, 1.0, 2.0)})
   hidden = shown["mean_group"].isna().to_numpy()
   assert hidden.any() and shown["n_group"].notna().all()  # the rate statistics of a sub-cohort go, its counts stay
   assert shown.loc[hidden, "hidden"].str.contains("shown sub-cohorts").all()
-  assert disclosure.cohort_remainders(shown.assign(count_values=[(0.0, 1.0, 2.0)] * 3), 11) == []
+  assert disclosure.cohort_remainders(shown.assign(few_values=[(0.0, 1.0, 2.0)] * 3), 11) == []
+
+
+def test_a_cohorts_cases_of_a_value_less_its_sub_cohorts_under_another_group_are_hidden():
+  """A test's group and rest together are its cohort's cases with each value, whichever group it tests: the whole
+  table's test of race B less the sites a and b tests of race A give site c's 9 cases with two visits (a cold
+  review of the rule above, 2026-12-05)."""
+  cells = {("a", "W"): (300, 60, 40), ("a", "B"): (120, 30, 20), ("a", "A"): (90, 20, 15)}
+  cells |= {("b", "W"): (280, 50, 35), ("b", "B"): (110, 25, 18), ("b", "A"): (95, 22, 16)}
+  cells |= {("c", "W"): (250, 45, 4), ("c", "B"): (100, 20, 3), ("c", "A"): (80, 15, 2)}
+
+  def cases(sites, races):
+    return tuple(sum(cells[(s, r)][k] for s in sites for r in races) for k in range(3))
+
+  frames = []
+  for filters, group, sites, others in (
+    ({}, "B", "abc", "WA"),
+    ({"site": "a"}, "A", "a", "WB"),
+    ({"site": "b"}, "A", "b", "WB"),
+  ):
+    one = cases(sites, group)
+    sides = _sides([one], total=tuple(x + y for x, y in zip(one, cases(sites, others))))
+    frames.append(
+      _block(group=[group], scale="count", cohort_rows=sides["n_group"][0] + sides["n_rest"][0], z=3.0, **sides).assign(
+        filters=[filters], cohort=cube_env.cohort_label(filters)
+      )
+    )
+  table = pd.concat(frames, ignore_index=True)
+  assert cases("c", "WBA") == (430, 80, 9)
+  shown = disclosure.hide_small_cells(table, 11, few_values={"los": (0.0, 1.0, 2.0)})
+  assert shown["mean_group"].isna().any() and shown["n_group"].notna().all()
+  assert disclosure.cohort_remainders(shown.assign(few_values=[(0.0, 1.0, 2.0)] * 3), 11) == []
+  assert disclosure.hide_small_cells(table.drop(columns="measure"), 11, few_values={"los": (0, 1, 2)}).shape[0] == 3
+
+
+def test_cohort_stats_and_a_log_scale_measure_with_three_values_show_no_small_count_of_a_value():
+  """`cohort_stats` shows each test's smd and difference interval, which give both sides' variances: it is hidden
+  with the variances in the table (7 women at site a with two visits). Whole numbers 1-3, right-skewed, are tested
+  on the log scale: the geometric mean and the logs' variance give each value's cases through the logs (a cold
+  review, 2026-12-05)."""
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame({"site": rng.choice(["a", "b", "c"], 3000), "sex": rng.choice(["F", "M"], 3000)})
+  df["visits"] = (rng.random(3000) < 0.2).astype(float)
+  df.loc[df.index[(df.site == "a") & (df.sex == "F")][:7], "visits"] = 2.0
+  cube = cube_env.build_cube(df, cube_env.Schema(dimensions=["site"], protected=["sex"], measures=["visits"]))
+  stats = cube_env.cohort_stats(cube, {"site": "a"}, z_screen=3.0, max_depth=1)
+  assert stats[["mean_group", "smd", "ci_low"]].isna().all(axis=None) and stats["n_group"].notna().all()
+  rng = np.random.default_rng(2)
+  df = pd.DataFrame({"site": rng.choice(list("abc"), 8000), "race": rng.choice(["W", "B"], 8000, p=[0.7, 0.3])})
+  lift = (df.site == "a") & (df.race == "B")
+  df["stays"] = np.where(rng.random(8000) < np.where(lift, 0.35, 0.12), 2.0, 1.0)
+  df.loc[rng.random(8000) < 0.01, "stays"] = 3.0
+  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["stays"])
+  run = cube_env.run_discovery(df, schema, method="exhaustive", budget=20, max_depth=1, z_screen=3.0, seed=0)
+  logs = tuple(np.log([1.0, 2.0, 3.0]))
+  assert run.halves.explore.meta.is_log == (True,) and np.allclose(run.halves.explore.meta.few_values, [logs])
+  assert _value_leaks(run.findings, logs)  # the run's own numbers give small counts of three stays
+  assert _value_leaks(cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves), logs) == []
 
 
 def _table(rows, **common) -> pd.DataFrame:

@@ -700,7 +700,7 @@ def _console_run(findings: pd.DataFrame):
       explore_rows=14862,
       confirm_rows=14862,
       summary=(),
-      explore=types.SimpleNamespace(meta=types.SimpleNamespace(few_values={})),
+      explore=types.SimpleNamespace(meta=types.SimpleNamespace(few_values_by_measure={})),
     ),
     findings=findings,
     seconds=0.5,

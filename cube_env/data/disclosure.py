@@ -104,7 +104,7 @@ RAW_SMALL_EVENTS = "raw_small_events"  # optional bool column: the unadjusted co
 def small_events(table: pd.DataFrame, min_group: float, prefix: str = "") -> np.ndarray:
   """`[rows]` bool: binary tests whose events or non-events (`n x rate`) on a side of the `prefix` half are small,
   tests of a count measure (scale "count": whole numbers >= 0) whose events (`n x mean`) on a side are, and tests
-  of a count measure with few values (the `COUNT_VALUES` column) whose cases with one value on a side are
+  of a measure with few values (the `FEW_VALUES` column) whose cases with one value on a side are
   (`value_counts`)."""
   small = np.zeros(len(table), bool)
   binary, count = _binary(table), _count(table)
@@ -113,20 +113,22 @@ def small_events(table: pd.DataFrame, min_group: float, prefix: str = "") -> np.
     with np.errstate(invalid="ignore"):
       small |= _small_cells(n * rate, min_group) & (binary | count)
       small |= _small_cells(n * (1.0 - rate), min_group) & binary
-    small |= _small_cells(_value_cases(table, side, prefix), min_group).any(axis=1) & count
+    small |= _small_cells(_value_cases(table, side, prefix), min_group).any(axis=1)
   return small
 
 
-COUNT_VALUES = "count_values"  # optional column: a count measure's few values (`CubeMeta.count_values`), or None
+FEW_VALUES = "few_values"  # optional column: the values of a measure with few of them (`CubeMeta.few_values`), or None
 
 
 def _value_cases(table: pd.DataFrame, side: str, prefix: str) -> np.ndarray:
-  """`[rows, 3]` float: a side's cases with each value of its measure's `COUNT_VALUES` (`value_counts`), NaN where
-  the row has no such values (and past its measure's number of values)."""
+  """`[rows, 3]` float: a side's cases with each value of its measure's `FEW_VALUES` (`value_counts`), NaN where
+  the row has no such values, is binary (its own rule) or case-mix adjusted (scale "ratio": its means are not
+  the values'), and past its measure's number of values."""
   out = np.full((len(table), 3), np.nan)
-  if COUNT_VALUES not in table.columns:
+  if FEW_VALUES not in table.columns:
     return out
-  values = table[COUNT_VALUES].map(lambda v: tuple(v) if isinstance(v, (tuple, list)) and v else None)
+  values = table[FEW_VALUES].map(lambda v: tuple(v) if isinstance(v, (tuple, list)) and v else None)
+  values[_binary(table) | _scale_is(table, "ratio")] = None
   for few in set(values.dropna()):
     rows = values.map(lambda v, few=few: v == few).to_numpy(bool)
     out[rows, : len(few)] = value_counts(table[rows], few, side, prefix)
@@ -134,23 +136,26 @@ def _value_cases(table: pd.DataFrame, side: str, prefix: str) -> np.ndarray:
 
 
 def value_counts(table: pd.DataFrame, values: tuple, side: str, prefix: str = "") -> np.ndarray:
-  """`[rows, len(values)]` float: the cases with each of a count measure's few `values` (at most 3) on a side
-  ("group" or "rest") of the `prefix` half, as its shown numbers give them: the rows `n`, the sum `n x mean` and,
-  with three values, the sum of squares `(n - 1) x var + n x mean^2` solve the values' Vandermonde system. The
-  variance is the side's `var_` column, or where that is blank its 95% interval's (`n x (half width / 1.96)^2`);
-  NaN where what is shown does not determine the cases."""
+  """`[rows, len(values)]` float: the cases with each of a measure's few `values` (at most 3, on the test scale:
+  logs for a log-scale measure) on a side ("group" or "rest") of the `prefix` half, as its shown numbers give
+  them: the rows `n`, the sum `n x mean` and, with three values, the sum of squares `(n - 1) x var + n x mean^2`
+  (mean and variance on the test scale) solve the values' Vandermonde system. The variance is the side's `var_`
+  column, or where that is blank its 95% interval's (`n x (half width / 1.96)^2`); NaN where what is shown does
+  not determine the cases."""
   v = np.asarray(values, float)
   if not 1 <= len(v) <= 3:
     raise ValueError(f"value_counts takes 1 to 3 values, got {len(v)}")
-  n, mean = _numbers(table, f"{prefix}n_{side}"), _numbers(table, f"{prefix}mean_{side}")
-  moments = [n, n * mean]
-  if len(v) == 3:
-    var = _numbers(table, f"{prefix}var_{side}")
-    low, high = _numbers(table, f"{prefix}{side}_ci_low"), _numbers(table, f"{prefix}{side}_ci_high")
-    var = np.where(np.isfinite(var), var, n * ((high - low) / (2.0 * Z975)) ** 2)
-    moments.append((n - 1.0) * var + n * mean**2)
-  system = v[None, :] ** np.arange(len(v))[:, None]  # [power, value]: row k sums value^k over the cases
-  with np.errstate(invalid="ignore"):
+  log = _scale_is(table, "log")
+  with np.errstate(invalid="ignore", divide="ignore"):
+    back = lambda x: np.where(log, np.log(x), x)  # noqa: E731  shown on the natural scale, tested on the log one
+    n, mean = _numbers(table, f"{prefix}n_{side}"), back(_numbers(table, f"{prefix}mean_{side}"))
+    moments = [n, n * mean]
+    if len(v) == 3:
+      var = _numbers(table, f"{prefix}var_{side}")
+      low, high = (back(_numbers(table, f"{prefix}{side}_ci_{end}")) for end in ("low", "high"))
+      var = np.where(np.isfinite(var), var, n * ((high - low) / (2.0 * Z975)) ** 2)
+      moments.append((n - 1.0) * var + n * mean**2)
+    system = v[None, :] ** np.arange(len(v))[:, None]  # [power, value]: row k sums value^k over the cases
     return np.linalg.solve(system, np.stack(moments[: len(v)])).T
 
 
@@ -309,7 +314,7 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
       "binary": binary,  # non-events (rows less events) are counts for a 0/1 measure only
     }
   )
-  # A count measure with few values: the group's cases with each, and the block's (group and rest together).
+  # A measure with few values: the group's cases with each, and the block's (group and rest together).
   cases, rest_cases = _value_cases(table, "group", prefix), _value_cases(table, "rest", prefix)
   for k in range(cases.shape[1]):
     frame[f"cases_{k}"], frame[f"all_cases_{k}"] = cases[:, k], cases[:, k] + rest_cases[:, k]
@@ -350,7 +355,7 @@ def remainder_blocks(table: pd.DataFrame, min_group: float, prefix: str = "") ->
   all_events = shown_by_block["all_events"].max()
   all_nonevents = (by_block["tested"].max() - all_events).where(by_block["binary"].max().astype(bool))
   totals = [(all_events, shown_by_block["events"].sum()), (all_nonevents, shown_by_block["nonevents"].sum())]
-  for k in range(cases.shape[1]):  # a few-valued count's cases with value k, the same way
+  for k in range(cases.shape[1]):  # a measure with few values: its cases with value k, the same way
     known = np.isfinite(one[f"cases_{k}"])
     totals.append((by_block[f"all_cases_{k}"].max(), one[f"cases_{k}"].where(known).groupby(one["block"]).sum()))
   for total, part in totals:
@@ -369,7 +374,7 @@ def hide_remainders(
   group under `min_group` is never tested, its rows stay in the rests); `cohort_rows` less the tested rows are
   the cohort's rows without the measure; a group's count under another measure less its count under this one are
   its rows without this measure (where the other has none missing); for a binary or count measure, `n x mean`
-  gives the events the same way (and a few-valued count's sides give each value's cases, `COUNT_VALUES`). Where such a remainder is a small cell (`is_small_cell`), that half's counts and
+  gives the events the same way (and a measure with few values each value's cases, `FEW_VALUES`). Where such a remainder is a small cell (`is_small_cell`), that half's counts and
   `RATE_STATISTICS` (rows or missing values) or its `RATE_STATISTICS` (events) become None for every row of the
   block (missing values: every block of the cohort and measure), since the exact means would give the counts back
   too; numbers in such a row's `reason` are dropped and `HIDDEN` says which count would have come back. Run after
@@ -395,10 +400,9 @@ def _shown_cells(table: pd.DataFrame) -> int:
 
 
 RAW_REST_EVENTS = "raw_rest_events"  # optional column: an adjusted run's unadjusted rest events (diff / relative_diff)
-_EVENT_QUANTITIES = ("events", "nonevents", "rest_events", "rest_nonevents") + tuple(
-  f"{side}cases_{k}"
-  for side in ("", "rest_")
-  for k in range(3)  # a few-valued count's cases with value k
+_CASES = tuple(f"cases_{k}" for k in range(3))  # a measure with few values: a side's cases with its k-th value
+_EVENT_QUANTITIES = (
+  ("events", "nonevents", "rest_events", "rest_nonevents") + _CASES + tuple("rest_" + c for c in _CASES)
 )
 
 
@@ -420,8 +424,10 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
   measure (its rows, where a measure has no missing value); for a binary measure `("events", ...)`,
   `("nonevents", ...)`, `("rest_events", ...)` and `("rest_nonevents", ...)` (an adjusted run's unadjusted rest
   events, `RAW_REST_EVENTS`, which its relative difference gives back, in the confirmation half); for a count
-  measure `("events", ...)` and `("rest_events", ...)`, and with few values (`COUNT_VALUES`) `("cases_k", ...)` and
-  `("rest_cases_k", ...)`, its sides' cases with its k-th value.
+  measure `("events", ...)` and `("rest_events", ...)`; for a measure with few values (`FEW_VALUES`)
+  `("cases_k", ...)` and `("rest_cases_k", ...)`, its sides' cases with its k-th value; and the cohort's own
+  `("all_events", m)`, `("all_nonevents", m)` and `("all_cases_k", m)`, a test's group and rest together (the same
+  whichever group it tests, so a parent's test of one group less its children's tests of another give a child's).
   """
   out: dict[tuple, dict[tuple, float]] = {}
   rows, n_g, n_r = (_numbers(table, prefix + c) for c in ("cohort_rows", "n_group", "n_rest"))
@@ -445,10 +451,15 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
       }
     elif count[i]:  # a count measure's events; its rows without an event are no count that n and mean give
       found |= {("events", p, g, m): n_g[i] * r_g[i], ("rest_events", p, g, m): n_r[i] * r_r[i]}
-      for k in range(cases.shape[1]):  # and, with few values, its cases with each (`COUNT_VALUES`)
-        found |= {(f"cases_{k}", p, g, m): cases[i, k], (f"rest_cases_{k}", p, g, m): rest_cases[i, k]}
     elif np.isfinite(raw_rest[i]):
       found |= {("rest_events", p, g, m): raw_rest[i], ("rest_nonevents", p, g, m): n_r[i] - raw_rest[i]}
+    for k in range(cases.shape[1]):  # a measure with few values: its sides' cases with each (`FEW_VALUES`)
+      found |= {(f"cases_{k}", p, g, m): cases[i, k], (f"rest_cases_{k}", p, g, m): rest_cases[i, k]}
+    # A test's group and rest together are the cohort's own, whichever group it tests: its events (non-events) and
+    # cases with each value under measure m, as `("tested", m)` is its rows.
+    for name in _EVENT_QUANTITIES[:2] + _CASES:
+      side, rest = found.get((name, p, g, m), np.nan), found.get(("rest_" + name, p, g, m), np.nan)
+      found[("all_" + name, m)] = side + rest
     for quantity, value in found.items():
       if np.isfinite(value):
         values.setdefault(quantity, float(value))
@@ -526,6 +537,9 @@ def hide_cohort_remainders(
         rows &= measure == quantity[1]
       elif quantity[0] == "group_rows":  # the same count under every measure: the protected column's blocks
         rows &= protected == quantity[1]
+      elif quantity[0].startswith("all_"):  # a cohort's events or cases of a value: every block of the measure
+        rows &= measure == quantity[1]
+        names = RATE_STATISTICS
       else:
         rows &= (protected == quantity[1]) & (measure == quantity[3])
         names = RATE_STATISTICS if quantity[0] in _EVENT_QUANTITIES else names
@@ -539,18 +553,18 @@ def hide_small_cells(
   *,
   confirm_rows: float | None = None,
   explore_rows: float | None = None,
-  count_values: dict[str, tuple] | None = None,
+  few_values: dict[str, tuple] | None = None,
 ) -> pd.DataFrame:
   """A copy of `table` as it may be shown: every rule of this module in turn (`hide_small_rates`, then
   `hide_cohort_remainders` and `hide_remainders` repeated until neither hides more), with the `HIDDEN` column
   (None where nothing is hidden) and without the `RAW_REST_EVENTS` column (a count). `confirm_rows` and
   `explore_rows`: the halves' sizes where they are shown beside the table (a report's summary), so that the
-  whole half less its shown cohorts of one filter is checked too. `count_values`: `{measure: values}` of the
-  count measures with few values (`CubeMeta.count_values`): each value's cases on a side are counts too (as a
-  column `COUNT_VALUES` while the rules run)."""
+  whole half less its shown cohorts of one filter is checked too. `few_values`: `{measure: values}` of the
+  measures with at most three values (`CubeMeta.few_values_by_measure`, test scale): each value's cases on a side
+  are counts too (as a column `FEW_VALUES` while the rules run)."""
   total_rows = {"": confirm_rows, "explore_": explore_rows}
-  if count_values:  # each row's measure's values, read by every rule (`COUNT_VALUES`)
-    table = table.assign(**{COUNT_VALUES: [count_values.get(m) for m in table["measure"]]})
+  if few_values and "measure" in table.columns:  # each row's measure's values, read by every rule (`FEW_VALUES`)
+    table = table.assign(**{FEW_VALUES: [few_values.get(m) for m in table["measure"]]})
   shown = hide_small_rates(table, min_group)
   while True:  # what one rule hides can change what the other subtracts (a parent's largest group count): repeat
     before = _shown_cells(shown)
@@ -559,4 +573,4 @@ def hide_small_cells(
       break
   if HIDDEN not in shown.columns:
     shown[HIDDEN] = pd.Series([None] * len(shown), index=shown.index, dtype=object)
-  return shown.drop(columns=[RAW_REST_EVENTS, COUNT_VALUES], errors="ignore")
+  return shown.drop(columns=[RAW_REST_EVENTS, FEW_VALUES], errors="ignore")

@@ -52,15 +52,15 @@ class CubeMeta:
   # per measure, a count (whole numbers >= 0, not 0/1, tested on the linear scale): n x mean is a count of events,
   # which the small-cell rule covers as a binary measure's (`disclosure`); () = none
   is_count: tuple[bool, ...] = ()
-  # per measure, a count's values where it has at most `FEW_VALUES` of them (ascending; () for any other measure):
-  # a side's n, mean and variance then give the cases with each value (`disclosure.value_counts`); () = none
-  count_values: tuple[tuple[float, ...], ...] = ()
+  # per measure, its values on the test scale where it has at most `FEW_VALUES` of them and is not 0/1 (ascending;
+  # () for any other measure): a side's n, mean and variance then give its cases with each value
+  # (`disclosure.value_counts`); () = none
+  few_values: tuple[tuple[float, ...], ...] = ()
 
   @property
-  def few_values(self) -> dict[str, tuple[float, ...]]:
-    """`{measure: values}` of the count measures with at most `FEW_VALUES` values (`count_values`; the small-cell
-    rule's `count_values`)."""
-    return {m: v for m, v in zip(self.measure_names, self.count_values) if v}
+  def few_values_by_measure(self) -> dict[str, tuple[float, ...]]:
+    """`{measure: values}` of the measures with few values (`few_values`; the small-cell rule's `few_values`)."""
+    return {m: v for m, v in zip(self.measure_names, self.few_values) if v}
 
   @property
   def protected_names(self) -> tuple[str, ...]:
@@ -672,11 +672,12 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     )
   # A count (whole numbers >= 0 other than 0/1, on the linear scale): its n x mean are events (`CubeMeta.is_count`).
   is_count = not is_binary and not is_log and bool(np.all(uniq >= 0) and np.all(uniq == np.round(uniq)))
-  few = tuple(float(u) for u in uniq) if is_count and len(uniq) <= FEW_VALUES else ()
+  # Few values (on the test scale): a side's n, mean and variance give its cases with each (`CubeMeta.few_values`).
+  few = tuple(float(u) for u in (np.log(uniq) if is_log else uniq)) if not is_binary and len(uniq) <= FEW_VALUES else ()
   return values, is_binary, is_log, is_count, few
 
 
-# A count measure with at most this many values has each value's cases follow from a side's n, mean and variance.
+# A measure with at most this many values has each value's cases follow from a side's n, mean and variance.
 FEW_VALUES = 3
 
 
@@ -730,14 +731,14 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     codes[:, f] = c
     categories.append(labels)
   values = np.zeros((len(df), len(schema.measures)), np.float64)
-  is_binary, is_log, is_count, count_values = [], [], [], []
+  is_binary, is_log, is_count, few_values = [], [], [], []
   for m, name in enumerate(schema.measures):
     v, b, lg, c, few = _measure_values(df, name, schema, summary)
     values[:, m] = v
     is_binary.append(b)
     is_log.append(lg)
     is_count.append(c)
-    count_values.append(few)
+    few_values.append(few)
     summary.extend(_missing_where(np.isnan(v), codes, filter_names, categories, name))
   meta = CubeMeta(
     filter_names=tuple(filter_names),
@@ -747,7 +748,7 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     is_binary=tuple(is_binary),
     is_log=tuple(is_log),
     is_count=tuple(is_count),
-    count_values=tuple(count_values),
+    few_values=tuple(few_values),
     shift=(),
     n_rows=len(df),
     summary=tuple(summary),

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from cube_env.data.disclosure import RATE_STATISTICS, SMALL_CELL, Z975, hide_small_cells, is_small_cell
+from cube_env.data.disclosure import HIDDEN, RATE_STATISTICS, SMALL_CELL, Z975, hide_small_cells, is_small_cell
 from cube_env.data.ingest import Cube, CubeMeta, codes_to_filters, cohort_label, filters_to_codes
 from cube_env.environment import batching
 from cube_env.environment import findings as fd
@@ -271,4 +271,7 @@ def cohort_stats(
   codes = filters_to_codes(cube.meta, dict(filters or {}))
   z = resolve_z(cube, z_screen, max_depth)
   table = cohort_table(cube, codes[None], min_group=min_group, z_screen=z, max_depth=max_depth)
-  return hide_small_cells(table[list(FINDING_COLUMNS) + ["tested"]], min_group, count_values=cube.meta.few_values)
+  # Hidden on the whole table (the sides' variances and intervals too, which a measure with few values needs: the
+  # shown smd and difference interval give them back), then the shown columns.
+  shown = hide_small_cells(table, min_group, few_values=cube.meta.few_values_by_measure)
+  return shown[list(FINDING_COLUMNS) + ["tested", HIDDEN]]

@@ -402,14 +402,16 @@ def shown_findings(findings: pd.DataFrame, min_group: float, *, halves: holdout.
   `halves`: the run's split, whose sizes are shown beside the table (the report's summary):
   the whole half less its shown cohorts of one filter is then checked too, even where the
   whole table has no finding of its own (pass it wherever the sizes are shown); and its
-  count measures with at most three values have each value's cases checked on every side
-  (`CubeMeta.count_values`, `disclosure.value_counts`).
+  measures with at most three values have each value's cases checked on every side
+  (`CubeMeta.few_values`, `disclosure.value_counts`).
   `findings` itself is not changed.
   """
   known = {}  # what the halves tell: their sizes, and the count measures with few values
   if halves is not None:
     known = dict(
-      confirm_rows=halves.confirm_rows, explore_rows=halves.explore_rows, count_values=halves.explore.meta.few_values
+      confirm_rows=halves.confirm_rows,
+      explore_rows=halves.explore_rows,
+      few_values=halves.explore.meta.few_values_by_measure,
     )
   return cf.blank_untested(hide_small_cells(findings, min_group, **known))
 
