@@ -459,6 +459,28 @@ def test_a_cohorts_cases_of_a_value_less_its_sub_cohorts_under_another_group_are
   assert disclosure.hide_small_cells(table.drop(columns="measure"), 11, few_values={"los": (0, 1, 2)}).shape[0] == 3
 
 
+def test_a_binary_cohorts_events_less_its_sub_cohorts_under_another_group_are_hidden():
+  """The same for a binary measure: the whole table's test of race B (216 events in all) less the sites a and b
+  tests of race A (110 and 97) give site c's 9 events; every side's own events are 20 or more."""
+  cells = {("a", "W"): (60, 400), ("a", "B"): (30, 170), ("a", "A"): (20, 125)}
+  cells |= {("b", "W"): (50, 365), ("b", "B"): (25, 153), ("b", "A"): (22, 133)}
+  cells |= {("c", "W"): (4, 300), ("c", "B"): (3, 123), ("c", "A"): (2, 97)}
+  rows = []
+  for filters, group, sites in (({}, "B", "abc"), ({"site": "a"}, "A", "a"), ({"site": "b"}, "A", "b")):
+    mine = [cells[(s, group)] for s in sites]
+    others = [cells[(s, r)] for s in sites for r in "WBA" if r != group]
+    (e_g, n_g), (e_r, n_r) = ([sum(x[k] for x in part) for k in (0, 1)] for part in (mine, others))
+    rows.append((filters, group, n_g + n_r, float(n_g), float(n_r), e_g / n_g, e_r / n_r))
+  names = ("filters", "group", "cohort_rows", "n_group", "n_rest", "mean_group", "mean_rest")
+  table = pd.DataFrame([dict(zip(names, r)) for r in rows])
+  table = table.assign(cohort=[cube_env.cohort_label(f) for f in table["filters"]], protected="race")
+  table = table.assign(measure="any_visit", scale="binary", z=3.0)
+  assert sum(cells[("c", r)][0] for r in "WBA") == 9
+  shown = disclosure.hide_small_cells(table, 11)
+  assert shown["mean_group"].isna().any() and shown["n_group"].notna().all()
+  assert shown.loc[shown["mean_group"].isna(), "hidden"].str.contains("shown sub-cohorts").all()
+
+
 def test_cohort_stats_and_a_log_scale_measure_with_three_values_show_no_small_count_of_a_value():
   """`cohort_stats` shows each test's smd and difference interval, which give both sides' variances: it is hidden
   with the variances in the table (7 women at site a with two visits). Whole numbers 1-3, right-skewed, are tested
