@@ -3,7 +3,9 @@
 `summary.paired`) on worlds 0-19, 0-9 and 10-19; worlds with a false finding on null and confounded; `muzero`
 against `learned` run by run.
 
-`python benchmarks/twenty_worlds.py benchmarks/quality_standard20_cpu.jsonl`
+`python benchmarks/twenty_worlds.py benchmarks/quality_standard20_cpu.jsonl [RERUN.jsonl ...]` (a later file's
+rows replace the earlier ones of the same family, world, method and budget; `twenty_worlds_cpu.txt` names the
+files it was printed from)
 """
 
 import json
@@ -56,7 +58,18 @@ def report(runs: list[dict]) -> None:
     print(f"-- muzero's recall equals learned's in {same} of {len(pairs)} runs")
 
 
+def merged(paths: list[str]) -> list[dict]:
+  """The `standard` suite's run rows of `paths`, a later file's row replacing an earlier one's of the same family,
+  world, method and budget (a re-run of some families or methods on top of the full file)."""
+  runs: dict[tuple, dict] = {}
+  for path in paths:
+    with open(path) as handle:
+      for line in handle:
+        r = json.loads(line)
+        if r.get("kind") == "run" and r.get("suite") == "standard":
+          runs[(r["family"], r["seed"], r["method"], r["budget"])] = r
+  return list(runs.values())
+
+
 if __name__ == "__main__":
-  with open(sys.argv[1]) as handle:
-    rows = [json.loads(line) for line in handle]
-  report([r for r in rows if r.get("kind") == "run" and r.get("suite") == "standard"])
+  report(merged(sys.argv[1:]))

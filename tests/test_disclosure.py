@@ -349,6 +349,7 @@ def test_a_count_measure_with_three_values_shows_no_small_count_of_any_value():
   by_interval = rows.assign(var_group=None, group_ci_low=mean - half, group_ci_high=mean + half)
   assert np.round(disclosure.value_counts(by_interval, (0.0, 1.0, 2.0), "group")).tolist() == [[80.0, 7.0, 7.0]]
   assert disclosure.hide_small_cells(by_interval, 11, few_values={"los": (0, 1, 2)})["mean_group"].isna().all()
+  assert disclosure.hide_small_cells(rows, 11, few_values={"los": np.array([0, 1, 2])})["mean_group"].isna().all()
   # Two values (0 or 2 visits): the cases follow from the mean alone.
   two = rows.assign(mean_group=2 * 7 / 94)  # 14 visits, 7 cases
   assert disclosure.hide_small_cells(two, 11, few_values={"los": (0.0, 2.0)})["mean_group"].isna().all()
@@ -504,6 +505,31 @@ def test_cohort_stats_and_a_log_scale_measure_with_three_values_show_no_small_co
   assert run.halves.explore.meta.is_log == (True,) and np.allclose(run.halves.explore.meta.few_values, [logs])
   assert _value_leaks(run.findings, logs)  # the run's own numbers give small counts of three stays
   assert _value_leaks(cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves), logs) == []
+
+
+def test_adjusted_values_are_not_solved_for_a_measures_values():
+  """With case-mix adjustment the shown means and variances are of adjusted values (observed less expected), which
+  give no cases of the measure's values: the value rule blanked two tests of site d, proc z whose every count was
+  13 or more (a cold review, 2026-12-05). Adjusted cubes record no values and no count; the unadjusted
+  confirmation cube keeps them for its own checks."""
+  rng = np.random.default_rng(0)
+  n = 6000
+  df = pd.DataFrame({"site": rng.choice(list("abcd"), n), "proc": rng.choice(list("xyz"), n)})
+  df = df.assign(race=rng.choice(["W", "B", "A"], n, p=[0.5, 0.3, 0.2]), age=rng.choice(["y", "m", "o"], n))
+  age = df.age.map({"y": 0, "m": 1, "o": 2}).to_numpy()
+  up = np.array([0.05, 0.4, 0.8])[age] + np.where((df.site == "a") & (df.race == "B"), 0.1, 0.0)
+  u = rng.random(n)
+  df["score"] = np.where(u < up, 1.0, np.where(u < up + np.array([0.8, 0.3, 0.05])[age], -1.0, 0.0))
+  schema = cube_env.Schema(dimensions=["site", "proc"], protected=["race"], measures=["score"])
+  run = cube_env.run_discovery(
+    df, schema, method="exhaustive", budget=100, max_depth=2, z_screen=2.0, seed=0, adjust=["age"]
+  )
+  assert run.halves.explore.meta.few_values == () and run.halves.confirm.meta.is_count == ()
+  assert run.halves.confirm_raw.meta.few_values == ((-1.0, 0.0, 1.0),)
+  wrongly = disclosure.hide_small_cells(run.findings, 11, few_values={"score": (-1.0, 0.0, 1.0)})
+  assert wrongly["hidden"].dropna().str.contains("events or non-events").any()  # what the rule did before
+  shown = cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves)
+  assert not shown["hidden"].dropna().str.contains("events or non-events").any()
 
 
 def _table(rows, **common) -> pd.DataFrame:

@@ -127,12 +127,19 @@ def _value_cases(table: pd.DataFrame, side: str, prefix: str) -> np.ndarray:
   out = np.full((len(table), 3), np.nan)
   if FEW_VALUES not in table.columns:
     return out
-  values = table[FEW_VALUES].map(lambda v: tuple(v) if isinstance(v, (tuple, list)) and v else None)
+  values = table[FEW_VALUES].map(_few)
   values[_binary(table) | _scale_is(table, "ratio")] = None
   for few in set(values.dropna()):
     rows = values.map(lambda v, few=few: v == few).to_numpy(bool)
     out[rows, : len(few)] = value_counts(table[rows], few, side, prefix)
   return out
+
+
+def _few(values) -> tuple[float, ...] | None:
+  """A row's `FEW_VALUES` (a tuple, list or array of them) as a tuple of floats; None where it holds none."""
+  if isinstance(values, (tuple, list, np.ndarray)) and np.ndim(values) == 1 and len(values):
+    return tuple(float(v) for v in values)
+  return None
 
 
 def value_counts(table: pd.DataFrame, values: tuple, side: str, prefix: str = "") -> np.ndarray:

@@ -64,11 +64,16 @@ def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, su
   shift = np.nan_to_num(np.nanmean(np.where(np.isnan(v).all(axis=0, keepdims=True), 0.0, v), axis=0))
   cell_codes, n, stats = cells_from_codes(codes[rows], v, shift)
   is_binary = tuple(False for _ in meta.is_binary) if adjusted else meta.is_binary
+  # Adjusted values are differences from the expected (or ratios): no longer the measure's counts or values, so
+  # neither the small-cell rule's events of a count nor its cases of each value apply to them (the confirmation's
+  # unadjusted cube keeps both: `RAW_SMALL_EVENTS`).
   meta = dataclasses.replace(
     meta,
     shift=tuple(float(s) for s in shift),
     n_rows=int(rows.sum()),
     is_binary=is_binary,
+    is_count=() if adjusted else meta.is_count,
+    few_values=() if adjusted else meta.few_values,
     summary=tuple(summary),
     is_ratio=tuple(is_ratio),
   )
