@@ -39,6 +39,7 @@ from experiments import (
 )
 from experiments.launch import compile_cache
 from experiments.launch.errors import UsageError, run_command
+from experiments.launch.resume import flag, peek_flag
 
 _DEFAULTS = cube_env.DiscoveryConfig()  # the library's defaults are the command's
 
@@ -147,13 +148,14 @@ def save_settings(args: Args, directory: str) -> None:
   os.replace(tmp, os.path.join(directory, SETTINGS))
 
 
-def resumed_args(args: Args) -> Args:
-  """The saved settings of the run in `args.resume`, with the flags of `SAFE_ON_RESUME` that were given.
+def saved_args(resume: str) -> Args:
+  """The settings saved by the run whose state is in `resume` (its --state-dir, or its --out), as `Args` that
+  continue it (`resume`, its state directory, saving on).
 
   Raises:
-    UsageError: no saved run there, or a flag (other than the safe ones) that contradicts the saved value.
+    UsageError: no saved run there, or a settings file that is not what `save_settings` writes (named).
   """
-  directory = args.resume
+  directory = resume
   if not os.path.isfile(os.path.join(directory, SETTINGS)) and os.path.isfile(
     os.path.join(directory, "state", SETTINGS)
   ):
@@ -163,26 +165,71 @@ def resumed_args(args: Args) -> Args:
     with open(path, encoding="utf-8") as handle:
       saved = json.load(handle)
   except FileNotFoundError:
-    raise UsageError(f"--resume {args.resume}: no saved discovery run there (no {SETTINGS})") from None
+    raise UsageError(f"--resume {resume}: no saved discovery run there (no {SETTINGS})") from None
   except ValueError as err:
-    raise UsageError(f"--resume {args.resume}: {path} is unreadable ({err})") from None
-  defaults, merged = Args(), {}
+    raise UsageError(f"--resume {resume}: {path} is unreadable ({err})") from None
+  if not isinstance(saved, dict):
+    raise UsageError(f"--resume {resume}: {path} holds {type(saved).__name__}, not the run's settings")
+  values = {}
   for field in dataclasses.fields(Args):
-    name, given, default = field.name, getattr(args, field.name), getattr(Args(), field.name)
-    old = saved.get(name, default)
-    old = tuple(old) if isinstance(default, tuple) and isinstance(old, list) else old
-    if name in SAFE_ON_RESUME:
-      merged[name] = given if given != default else old
-    elif name in ("resume", "state_dir", "save_state"):
-      continue
-    elif given != getattr(defaults, name) and given != old:
+    default = getattr(Args(), field.name)
+    value = saved.get(field.name, default)
+    value = tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
+    if not _fits(value, default):
       raise UsageError(
-        f"--{name.replace('_', '-')} {given} contradicts the run saved in {directory} ({old}); only "
-        f"{', '.join('--' + n.replace('_', '-') for n in SAFE_ON_RESUME)} may change on --resume"
+        f"--resume {resume}: {path} holds {field.name}={value!r}, which is not a setting of this command "
+        "(the file is written by discover: start the run again, or restore the file)"
       )
-    else:
-      merged[name] = old
-  return Args(**merged, state_dir=directory, save_state=True)
+    values[field.name] = value
+  return Args(**{**values, "resume": resume, "state_dir": directory, "save_state": True})
+
+
+def _fits(value, default) -> bool:
+  """`value` has the type of a setting whose default is `default` (None: a path or number, or None)."""
+  if default is None:
+    return value is None or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
+  if isinstance(default, bool):
+    return isinstance(value, bool)
+  if isinstance(default, (int, float)):
+    return (
+      isinstance(value, (int, float))
+      and not isinstance(value, bool)
+      and (isinstance(default, float) or value == int(value))
+    )
+  if isinstance(default, tuple):
+    return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+  return isinstance(value, type(default))
+
+
+def resumed_args(argv: list[str]) -> Args:
+  """The command line `argv` (with `--resume DIR`) parsed over the settings the run in DIR saved: every flag not
+  given keeps its saved value, the flags of `SAFE_ON_RESUME` may change, and any other given flag must equal
+  the saved value (even where it is the flag's default).
+
+  Raises:
+    UsageError: as `saved_args`; a given flag that contradicts the saved run (every one named).
+  """
+  saved = saved_args(peek_flag(argv, "resume"))
+  args = tyro.cli(Args, default=saved, args=argv, prog="python -m experiments.discover")
+  paths = ("data", "checkpoint")  # saved absolute (`save_settings`): a relative path to the same file agrees
+  args = dataclasses.replace(
+    args, **{n: _absolute(getattr(args, n)) for n in paths if getattr(args, n) != getattr(saved, n)}
+  )
+  conflicts = [
+    f"{flag(f.name)} {getattr(args, f.name)} (saved: {getattr(saved, f.name)})"
+    for f in dataclasses.fields(Args)
+    if f.name not in SAFE_ON_RESUME and getattr(args, f.name) != getattr(saved, f.name)
+  ]
+  if conflicts:
+    raise UsageError(
+      f"--resume {args.resume}: {'; '.join(conflicts)} contradict{'s' if len(conflicts) == 1 else ''} the run "
+      f"saved in {saved.state_dir}; only {', '.join(flag(n) for n in SAFE_ON_RESUME)} may change on --resume"
+    )
+  return args
+
+
+def _absolute(path: str | None) -> str | None:
+  return None if path is None else os.path.abspath(path)
 
 
 def state_directory(args: Args) -> str | None:
@@ -296,11 +343,10 @@ def run(args: Args, *, fresh: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = tyro.cli(Args, args=argv, prog="python -m experiments.discover")
+  argv = sys.argv[1:] if argv is None else list(argv)
   try:
-    fresh = args.resume is None
-    if not fresh:
-      args = resumed_args(args)
+    fresh = peek_flag(argv, "resume") is None
+    args = tyro.cli(Args, args=argv, prog="python -m experiments.discover") if fresh else resumed_args(argv)
     state_dir = state_directory(args)
     with journal.stop_on_signals():
       return run_command(lambda: run(args, fresh=fresh), program="experiments.discover", checkpoint_dir=state_dir)

@@ -182,6 +182,11 @@ def test_damaged_newest_state_falls_back_with_a_warning(tmp_path):
     handle.write("{truncated")
   with pytest.warns(journal.JournalWarning, match="unreadable"):
     pd.testing.assert_frame_equal(_run(df, state).findings, ref.findings)
+  for shape in ("[]", json.dumps({"format": journal.FORMAT, "segments": []})):  # valid JSON, not a manifest (an audit)
+    with open(os.path.join(state, journal.MANIFEST), "w", encoding="utf-8") as handle:
+      handle.write(shape)
+    with pytest.warns(journal.JournalWarning, match="unreadable"):
+      pd.testing.assert_frame_equal(_run(df, state).findings, ref.findings)
   os.remove(os.path.join(state, journal.MANIFEST))  # a missing manifest: the previous one, with a warning
   with pytest.warns(journal.JournalWarning, match="missing"):
     pd.testing.assert_frame_equal(_run(df, state).findings, ref.findings)
@@ -194,7 +199,7 @@ def test_a_journal_of_another_run_is_refused_naming_the_field(tmp_path):
   _run(df, state)
   with pytest.raises(ValueError, match=r"seed=2 \(this run: 7\)"):
     cube_env.run_discovery(df, SCHEMA, method="uct", budget=30, max_depth=2, z_screen=3.0, seed=7, state_dir=state)
-  with pytest.raises(ValueError, match=r"space="):
+  with pytest.raises(ValueError, match=r"space=.*the table searched differs"):
     _run(df.iloc[5:], state)  # another table
 
 
@@ -225,7 +230,21 @@ def test_resume_flags(setup, tmp_path, capsys):
   out = str(tmp_path / "run")
   assert discover.main(_flags(setup, "beam", out)) == 0
   assert discover.main(["--resume", out, "--budget", "41"]) == 2
-  assert "--budget 41 contradicts the run saved" in capsys.readouterr().err
+  assert "--budget 41 (saved: 40) contradicts the run saved" in capsys.readouterr().err
+  # A flag given at its default contradicts a saved value too (`--method auto` is the default); so do the state's.
+  assert discover.main(["--resume", out, "--method", "auto", "--no-save-state"]) == 2
+  err = capsys.readouterr().err
+  assert "--method auto (saved: beam); --save-state False (saved: True) contradict the run saved" in err
+  settings = os.path.join(out, "state", discover.SETTINGS)
+  with open(settings, encoding="utf-8") as handle:
+    saved = handle.read()
+  for damaged in ("[]", saved.replace('"budget": 40', '"budget": "40"')):  # valid JSON, not its settings
+    with open(settings, "w", encoding="utf-8") as handle:
+      handle.write(damaged)
+    assert discover.main(["--resume", out]) == 2
+    assert settings in capsys.readouterr().err
+  with open(settings, "w", encoding="utf-8") as handle:
+    handle.write(saved)
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # a complete journal resumes silently
     assert discover.main(["--resume", out, "--show", "3", "--out", str(tmp_path / "elsewhere")]) == 0

@@ -253,6 +253,9 @@ def test_bad_input_is_a_clear_4xx(service, table):
   r = service.client.post("/jobs", data={"settings": json.dumps(SETTINGS), "path": "/etc/passwd"})
   assert r.status_code == 403 and r.json()["detail"]["field"] == "path"
   assert service.client.get("/jobs/nope").status_code == 404
+  for odd in ("%E2%91%A0", "%C3%A9"):  # letters or digits, not ASCII: unknown, not a server error (an audit)
+    assert service.client.get(f"/jobs/{odd}").status_code == 404
+    assert service.client.delete(f"/jobs/{odd}").status_code == 404
 
 
 def test_a_failing_job_reports_its_error(service, table):

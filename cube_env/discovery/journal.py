@@ -165,7 +165,7 @@ class Journal:
 
   # -- loading -------------------------------------------------------------------------------------------------
 
-  def _read_manifest(self) -> dict | None:
+  def _read_manifest(self) -> dict | None:  # the newest readable one of MANIFEST and PREVIOUS
     for name in (MANIFEST, PREVIOUS):
       path = os.path.join(self.directory, name)
       if not os.path.exists(path):
@@ -175,7 +175,7 @@ class Journal:
       try:
         with open(path, encoding="utf-8") as handle:
           manifest = json.load(handle)
-        if manifest.get("format") != FORMAT or not isinstance(manifest.get("segments"), list):
+        if not _is_manifest(manifest):
           raise ValueError(f"not a format-{FORMAT} journal manifest")
       except (OSError, ValueError) as err:
         warnings.warn(
@@ -197,7 +197,10 @@ class Journal:
       if manifest["fingerprint"].get(k) != self.fingerprint.get(k)
     ]
     if diff:
-      raise ValueError(f"the search state in {self.directory} was saved by another run: {'; '.join(diff)}")
+      why = f"the search state in {self.directory} was saved by another run: {'; '.join(diff)}"
+      if manifest["fingerprint"].get("space") != self.fingerprint.get("space"):  # `pipeline.search_fingerprint`
+        why += " (the table searched differs: its data file, columns or coding changed since the run was saved)"
+      raise ValueError(why)
     for seg in manifest["segments"]:
       path = os.path.join(self.directory, seg["file"])
       try:
@@ -399,3 +402,18 @@ def _decode(data: bytes) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
     n = len(next(iter(fields.values())))
     records.extend({f: v[i] for f, v in fields.items()} for i in range(n))
   return records, chunks
+
+
+def _is_manifest(manifest) -> bool:
+  """`manifest` (parsed JSON) has the shape `Journal` writes: the format, a fingerprint mapping, and segments that
+  each name their file and digest (a valid JSON file of another shape is damage too, so the previous one is read)."""
+  return (
+    isinstance(manifest, dict)
+    and manifest.get("format") == FORMAT
+    and isinstance(manifest.get("fingerprint"), dict)
+    and isinstance(manifest.get("segments"), list)
+    and all(
+      isinstance(seg, dict) and isinstance(seg.get("file"), str) and isinstance(seg.get("blake2b"), str)
+      for seg in manifest["segments"]
+    )
+  )

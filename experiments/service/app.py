@@ -139,7 +139,7 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     return {"id": job_id, "was": was, "status": jobs.job_status(_job(job_id))["status"]}
 
   def _job(job_id: str):
-    job = jobs.fetch(connection, job_id) if job_id.isalnum() else None
+    job = jobs.fetch(connection, job_id) if job_id.isascii() and job_id.isalnum() else None  # RQ's ids: ASCII
     if job is None:
       raise HTTPException(404, f"no job {job_id!r}")
     return job
