@@ -180,7 +180,7 @@ def saved_args(resume: str) -> Args:
         f"--resume {resume}: {path} holds {field.name}={value!r}, which is not a setting of this command "
         "(the file is written by discover: start the run again, or restore the file)"
       )
-    values[field.name] = value
+    values[field.name] = int(value) if type(default) is int else value
   return Args(**{**values, "resume": resume, "state_dir": directory, "save_state": True})
 
 
@@ -190,12 +190,9 @@ def _fits(value, default) -> bool:
     return value is None or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
   if isinstance(default, bool):
     return isinstance(value, bool)
-  if isinstance(default, (int, float)):
-    return (
-      isinstance(value, (int, float))
-      and not isinstance(value, bool)
-      and (isinstance(default, float) or value == int(value))
-    )
+  if isinstance(default, (int, float)):  # a whole-number setting takes no fraction (nor inf or NaN)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and (isinstance(default, float) or float(value).is_integer())
   if isinstance(default, tuple):
     return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
   return isinstance(value, type(default))

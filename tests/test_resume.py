@@ -238,7 +238,7 @@ def test_resume_flags(setup, tmp_path, capsys):
   settings = os.path.join(out, "state", discover.SETTINGS)
   with open(settings, encoding="utf-8") as handle:
     saved = handle.read()
-  for damaged in ("[]", saved.replace('"budget": 40', '"budget": "40"')):  # valid JSON, not its settings
+  for damaged in ("[]", *(saved.replace('"budget": 40', f'"budget": {v}') for v in ('"40"', "Infinity", "40.5"))):
     with open(settings, "w", encoding="utf-8") as handle:
       handle.write(damaged)
     assert discover.main(["--resume", out]) == 2
