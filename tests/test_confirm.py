@@ -279,6 +279,17 @@ def test_ratio_standardization_needs_precise_strata():
   assert abs(z) < 3
 
 
+def test_a_ratio_refused_for_a_one_row_level_says_no_count_below_eleven():
+  """The note of a measure adjusted by difference because an adjuster level has one fitting row said "one row",
+  a count the small-cell rule hides (a cold audit); it now says "fewer than 11 rows"."""
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame({"s": ["a"] * 200 + ["b"] * 200 + ["c"]})
+  values, fit = rng.gamma(2.0, 1.0, (len(df), 1)) + 0.5, np.ones(len(df), bool)
+  _, line, used = adjust.residualize(df, ["s"], values, fit, ratio=(True,), names=["v"])
+  assert used == (False,) and "an adjuster level with fewer than 11 rows or a zero mean" in line
+  assert "one row" not in line
+
+
 def test_confirmation_retests_on_the_other_half(small_df):
   halves = cube_env.split_cubes(small_df, SMALL_SCHEMA, seed=0)
   cand = cube_env.cohort_table(halves.explore, [[0, -1, -1, -1, -1, -1]], z_screen=4.0, only_new=True)

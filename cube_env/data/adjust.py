@@ -46,6 +46,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cube_env.data.disclosure import SMALL_CELL
+
 MAX_LEVELS = 12  # a numeric adjuster with more distinct values is cut into quantile bins
 N_BINS = 5
 MAX_RATIO_CV2 = 0.01  # largest var / (n mean^2) of a stratum's mean for standardizing by ratio (1 / mean biased <= 1%)
@@ -197,8 +199,8 @@ def residualize(
       expected[:, m] = multiplicative_expected(levels, values[:, m], fit)
       notes.append(f"{label[m]!r} observed / expected (ratio; main-effects multiplicative case mix)")
     elif ask:
-      why = (
-        "an adjuster level with one row or a zero mean"
+      why = (  # the level's rows (one) are a small cell: said as the small-cell rule says them
+        f"an adjuster level with fewer than {SMALL_CELL} rows or a zero mean"
         if not np.isfinite(cv2)
         else f"a level mean's squared CV {cv2:.3f} > {MAX_RATIO_CV2}"
       )
