@@ -136,7 +136,10 @@ def test_label_helpers_name_cohorts(small_cube):
   assert meta.protected_names == ("race", "sex")
   codes = cube_env.filters_to_codes(meta, {"site": "s2", "proc": "A"})
   assert codes.dtype == np.int32 and codes.tolist() == [0, 1, -1, -1, -1, -1]
-  assert cube_env.filters_to_codes(meta, {"sex": "F", "bmi": "[8.403, 25.78)"}).tolist() == [-1, -1, -1, 2, -1, 1]
+  assert cube_env.filters_to_codes(meta, {"sex": "F", "bmi": "< 25.78"}).tolist() == [-1, -1, -1, 1, -1, 1]
+  # Quantile bins' outer edges are the column's smallest and largest values, one person's each: not shown.
+  bmi = meta.categories[meta.column_index("bmi")]
+  assert "< 25.78" in bmi and any(b.startswith(">= ") for b in bmi) and not any("8.403" in b for b in bmi)
   assert cube_env.codes_to_filters(meta, [0, 1, -1, -1, -1, -1]) == {"proc": "A", "site": "s2"}
   assert cube_env.codes_to_filters(meta, [-1] * 6) == {}
   assert cube_env.cohort_label({"proc": "A", "site": "s2"}) == "proc=A & site=s2"

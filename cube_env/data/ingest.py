@@ -398,7 +398,11 @@ def check_roles(schema: Schema) -> None:
       raise RoleError("log_scale", f"schema.log_scale names {c!r}, which is not a measure")
 
 
-def _bin_labels(edges: np.ndarray) -> list[str]:
+def _bin_labels(edges: np.ndarray, *, open_ends: bool = False) -> list[str]:
+  """`[lo, hi)` per bin (the last closed). `open_ends`: the outer bins are `< hi` and `>= lo`, for quantile bins,
+  whose outer edges are the column's smallest and largest values, each one person's (an age of 104; HIPAA's safe
+  harbor aggregates ages over 89 for that reason)."""
+
   def fmt(v):
     return f"{v:.4g}"
 
@@ -406,6 +410,10 @@ def _bin_labels(edges: np.ndarray) -> list[str]:
   for i in range(len(edges) - 1):
     close = "]" if i == len(edges) - 2 else ")"
     labels.append(f"[{fmt(edges[i])}, {fmt(edges[i + 1])}{close}")
+  if open_ends:
+    labels[0], labels[-1] = f"< {fmt(edges[1])}", f">= {fmt(edges[-2])}"
+    if len(labels) == 1:
+      labels = ["all values"]
   return labels
 
 
@@ -473,7 +481,9 @@ def _code_column(
       how = "given bin edges"
     if len(edges_arr) < 2:
       edges_arr = np.array([edges_arr[0], edges_arr[0]])
-    labels = _bin_labels(edges_arr) if edges_arr[0] < edges_arr[-1] else [f"{edges_arr[0]:.4g}"]
+    labels = (
+      _bin_labels(edges_arr, open_ends=edges is None) if edges_arr[0] < edges_arr[-1] else [f"{edges_arr[0]:.4g}"]
+    )
     idx = np.searchsorted(edges_arr, values.to_numpy(), side="right") - 1
     idx = np.clip(idx, 0, len(labels) - 1)
     labelled = pd.Series(np.asarray(labels, dtype=object)[idx], index=series.index)
