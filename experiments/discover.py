@@ -357,22 +357,17 @@ def _as_flags(message: str) -> str:
   anywhere, and a setting that opens the message (`max_depth must be ...` -> `--max-depth must be ...`; the
   settings of `cube_env.DiscoveryConfig` and the beam's width that this command sets from a flag of that name)."""
   for role in ingest.ROLES:
-    flag = "--adjust" if role == "adjusters" else f"--{role}"
-    message = message.replace(f"schema.{role}", flag)
+    message = message.replace(f"schema.{role}", flag("adjust" if role == "adjusters" else role))
   for name in _SETTING_FLAGS:
     if message.startswith(name + " "):
-      return "--" + name.replace("_", "-").replace(" ", "-") + message[len(name) :]
+      return flag(name.replace(" ", "_")) + message[len(name) :]
   return message
 
 
 # The library's settings that are also this command's flags (the same name, `_` as `-`); "beam width" is how the
 # beam search names its width (`--beam-width`).
 _SETTING_FLAGS = ("beam width",) + tuple(
-  sorted(
-    {f.name for f in dataclasses.fields(cube_env.DiscoveryConfig)} & {f.name for f in dataclasses.fields(Args)},
-    key=len,
-    reverse=True,  # the longest first: `explore_new_z` before a shorter name it might start with
-  )
+  sorted({f.name for f in dataclasses.fields(cube_env.DiscoveryConfig)} & {f.name for f in dataclasses.fields(Args)})
 )
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 SMALL_CELL = 11  # smallest count that may be shown (and the default min_group)
 Z975 = 1.959963984540054  # the 95% intervals' normal quantile (`cube_env.discovery.cohorts`)
+MOST_VALUES = 3  # a measure with at most this many values has each value's cases solved (`value_counts`)
 
 # "N rows" / "N missing values", N a whole count (not "1,005" cut in two, not a limit already written as "fewer than").
 _COUNT_PHRASE = re.compile(r"(?<![\d,.])(?<![Ff]ewer than )\b(\d+)( missing values| rows)")
@@ -121,10 +122,10 @@ FEW_VALUES = "few_values"  # optional column: the values of a measure with few o
 
 
 def _value_cases(table: pd.DataFrame, side: str, prefix: str) -> np.ndarray:
-  """`[rows, 3]` float: a side's cases with each value of its measure's `FEW_VALUES` (`value_counts`), NaN where
+  """`[rows, MOST_VALUES]` float: a side's cases with each value of its measure's `FEW_VALUES` (`value_counts`), NaN where
   the row has no such values, is binary (its own rule) or case-mix adjusted (scale "ratio": its means are not
   the values'), and past its measure's number of values."""
-  out = np.full((len(table), 3), np.nan)
+  out = np.full((len(table), MOST_VALUES), np.nan)
   if FEW_VALUES not in table.columns:
     return out
   values = table[FEW_VALUES].map(_few)
@@ -150,11 +151,14 @@ def value_counts(table: pd.DataFrame, values: tuple, side: str, prefix: str = ""
   column, or where that is blank its 95% interval's (`n x (half width / 1.96)^2`); NaN where what is shown does
   not determine the cases."""
   v = np.asarray(values, float)
-  if not 1 <= len(v) <= 3:
-    raise ValueError(f"value_counts takes 1 to 3 values, got {len(v)}")
+  if not 1 <= len(v) <= MOST_VALUES:
+    raise ValueError(f"value_counts takes 1 to {MOST_VALUES} values, got {len(v)}")
   log = _scale_is(table, "log")
+
+  def back(x):  # shown on the natural scale, tested on the log one
+    return np.where(log, np.log(x), x)
+
   with np.errstate(invalid="ignore", divide="ignore"):
-    back = lambda x: np.where(log, np.log(x), x)  # noqa: E731  shown on the natural scale, tested on the log one
     n, mean = _numbers(table, f"{prefix}n_{side}"), back(_numbers(table, f"{prefix}mean_{side}"))
     moments = [n, n * mean]
     if len(v) == 3:
@@ -381,7 +385,8 @@ def hide_remainders(
   group under `min_group` is never tested, its rows stay in the rests); `cohort_rows` less the tested rows are
   the cohort's rows without the measure; a group's count under another measure less its count under this one are
   its rows without this measure (where the other has none missing); for a binary or count measure, `n x mean`
-  gives the events the same way (and a measure with few values each value's cases, `FEW_VALUES`). Where such a remainder is a small cell (`is_small_cell`), that half's counts and
+  gives the events the same way (and a measure with few values each value's cases, `FEW_VALUES`). Where such a
+  remainder is a small cell (`is_small_cell`), that half's counts and
   `RATE_STATISTICS` (rows or missing values) or its `RATE_STATISTICS` (events) become None for every row of the
   block (missing values: every block of the cohort and measure), since the exact means would give the counts back
   too; numbers in such a row's `reason` are dropped and `HIDDEN` says which count would have come back. Run after
@@ -407,10 +412,9 @@ def _shown_cells(table: pd.DataFrame) -> int:
 
 
 RAW_REST_EVENTS = "raw_rest_events"  # optional column: an adjusted run's unadjusted rest events (diff / relative_diff)
-_CASES = tuple(f"cases_{k}" for k in range(3))  # a measure with few values: a side's cases with its k-th value
-_EVENT_QUANTITIES = (
-  ("events", "nonevents", "rest_events", "rest_nonevents") + _CASES + tuple("rest_" + c for c in _CASES)
-)
+_CASES = tuple(f"cases_{k}" for k in range(MOST_VALUES))  # a measure with few values: a side's cases of value k
+_COHORT_TOTALS = ("events", "nonevents") + _CASES  # a side's quantities whose group + rest is the cohort's own
+_EVENT_QUANTITIES = _COHORT_TOTALS + tuple("rest_" + c for c in _COHORT_TOTALS)
 
 
 def _cohort_of(filters) -> tuple | None:
@@ -464,7 +468,7 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
       found |= {(f"cases_{k}", p, g, m): cases[i, k], (f"rest_cases_{k}", p, g, m): rest_cases[i, k]}
     # A test's group and rest together are the cohort's own, whichever group it tests: its events (non-events) and
     # cases with each value under measure m, as `("tested", m)` is its rows.
-    for name in _EVENT_QUANTITIES[:2] + _CASES:
+    for name in _COHORT_TOTALS:
       side, rest = found.get((name, p, g, m), np.nan), found.get(("rest_" + name, p, g, m), np.nan)
       found[("all_" + name, m)] = side + rest
     for quantity, value in found.items():

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from flax import struct
 
-from cube_env.data.disclosure import SMALL_CELL, redact_counts
+from cube_env.data.disclosure import MOST_VALUES, SMALL_CELL, redact_counts
 from cube_env.data.schema import Schema
 
 MISSING = "MISSING"
@@ -52,7 +52,7 @@ class CubeMeta:
   # per measure, a count (whole numbers >= 0, not 0/1, tested on the linear scale): n x mean is a count of events,
   # which the small-cell rule covers as a binary measure's (`disclosure`); () = none
   is_count: tuple[bool, ...] = ()
-  # per measure, its values on the test scale where it has at most `FEW_VALUES` of them and is not 0/1 (ascending;
+  # per measure, its values on the test scale where it has at most `MOST_VALUES` of them and is not 0/1 (ascending;
   # () for any other measure): a side's n, mean and variance then give its cases with each value
   # (`disclosure.value_counts`); () = none
   few_values: tuple[tuple[float, ...], ...] = ()
@@ -683,12 +683,10 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   # A count (whole numbers >= 0 other than 0/1, on the linear scale): its n x mean are events (`CubeMeta.is_count`).
   is_count = not is_binary and not is_log and bool(np.all(uniq >= 0) and np.all(uniq == np.round(uniq)))
   # Few values (on the test scale): a side's n, mean and variance give its cases with each (`CubeMeta.few_values`).
-  few = tuple(float(u) for u in (np.log(uniq) if is_log else uniq)) if not is_binary and len(uniq) <= FEW_VALUES else ()
+  few = (
+    tuple(float(u) for u in (np.log(uniq) if is_log else uniq)) if not is_binary and len(uniq) <= MOST_VALUES else ()
+  )
   return values, is_binary, is_log, is_count, few
-
-
-# A measure with at most this many values has each value's cases follow from a side's n, mean and variance.
-FEW_VALUES = 3
 
 
 MISSING_WHERE = 0.95  # a category whose rows lack a measure at least this often, holding most of its missing rows

@@ -406,7 +406,7 @@ def shown_findings(findings: pd.DataFrame, min_group: float, *, halves: holdout.
   (`CubeMeta.few_values`, `disclosure.value_counts`).
   `findings` itself is not changed.
   """
-  known = {}  # what the halves tell: their sizes, and the count measures with few values
+  known = {}  # what the halves tell: their sizes, and the measures with few values
   if halves is not None:
     known = dict(
       confirm_rows=halves.confirm_rows,
