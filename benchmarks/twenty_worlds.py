@@ -3,9 +3,11 @@
 `summary.paired`) on worlds 0-19, 0-9 and 10-19; worlds with a false finding on null and confounded; `muzero`
 against `learned` run by run.
 
-`python benchmarks/twenty_worlds.py benchmarks/quality_standard20_cpu.jsonl [RERUN.jsonl ...]` (a later file's
-rows replace the earlier ones of the same family, world, method and budget; `twenty_worlds_cpu.txt` names the
-files it was printed from)
+`python benchmarks/twenty_worlds.py benchmarks/quality_standard20_cpu.jsonl [RERUN.jsonl ...] [--plot PNG]` (a later
+file's rows replace the earlier ones of the same family, world, method and budget; `twenty_worlds_cpu.txt` names the
+files it was printed from). `--plot` also draws the merged rows' recall against queries and seconds
+(`experiments.quality.plot`; `quality_standard20_cpu.png`): their seconds come from several calls on two VMs, so
+read per-second comparisons from a one-call file instead (`per_second.py`).
 """
 
 import json
@@ -13,7 +15,8 @@ import math
 import sys
 
 from cube_env.worlds import EVAL_SEED_BASE as BASE
-from experiments.quality.summary import HEURISTICS, paired
+from experiments.quality.plot import plot
+from experiments.quality.summary import HEURISTICS, paired, summarize
 
 FAMILIES = ("wide", "deep", "masked", "standard")
 SETS = {"0-19": (0, 20), "0-9": (0, 10), "10-19": (10, 20)}
@@ -72,4 +75,17 @@ def merged(paths: list[str]) -> list[dict]:
 
 
 if __name__ == "__main__":
-  report(merged(sys.argv[1:]))
+  args = sys.argv[1:]
+  png = None
+  if "--plot" in args:
+    at = args.index("--plot")
+    if at + 1 >= len(args):
+      sys.exit("--plot needs a PNG path")
+    png = args.pop(at + 1)
+    args.pop(at)
+  runs = merged(args)
+  report(runs)
+  if png:
+    title = "suite standard, 20 evaluation worlds a family; seconds from several calls on two 2-core VMs"
+    plot(summarize(runs), png, title=title)
+    print(f"plot: {png}")

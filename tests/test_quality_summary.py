@@ -5,6 +5,7 @@ import itertools
 import json
 import math
 
+import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,6 +13,7 @@ from PIL import Image
 from experiments.quality import plot as qplot
 from experiments.quality import tables as qtables
 from experiments.quality.power import clopper_pearson
+from experiments.quality.suite import SUITE_METHODS
 from experiments.quality.summary import best_settings, bootstrap_interval, paired, suite_pairs, summarize
 
 
@@ -246,6 +248,16 @@ def test_plot_panels_per_family_against_queries_and_seconds(tmp_path):
   np.testing.assert_allclose(greedy[axes[1, 2]].get_ydata(), [1 / 3])  # null: family-wise error rate
   assert len({line.get_color() for line in greedy.values()}) == 1
   assert all(ax.get_xscale() == "log" for ax in axes.flat)
+
+
+def test_plot_gives_every_suite_method_a_colour_of_its_own():
+  """The suite's eleven methods and a few extra ones: no two share a colour (tab10's cycle gave pysubgroup-dfs
+  exhaustive's blue); the first ten keep tab10's colours."""
+  methods = [*SUITE_METHODS, "learned@depth=0", "muzero@mode=episodes"]
+  colours = [qplot.colour(m, methods) for m in methods]
+  assert len(set(colours)) == len(methods)
+  tab10 = [matplotlib.colors.to_rgb(f"C{i}") for i in range(10)]
+  np.testing.assert_allclose(colours[:10], tab10)
 
 
 def test_best_settings_picks_the_best_mean_recall_on_common_runs_ties_to_defaults():

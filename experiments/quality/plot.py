@@ -4,6 +4,7 @@ error rate instead of recall."""
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -15,11 +16,17 @@ from experiments.quality.summary import FAMILY_ORDER, in_order
 COSTS = (("queries_mean", "queries (mean spent)"), ("seconds_mean", "wall seconds (search + confirmation)"))
 
 
-def colour(method: str, methods: list[str]) -> str:
-  """The method's colour: its place in `SUITE_METHODS` (others after them, in `methods` order) in the tab10 cycle."""
+# tab20's ten dark hues (tab10's colours) then its ten light ones, so the suite's eleven methods and a few more
+# each get their own colour (with tab10's cycle the eleventh, pysubgroup-dfs, took exhaustive's blue).
+_PALETTE = tuple(matplotlib.colormaps["tab20"].colors[i] for i in (*range(0, 20, 2), *range(1, 20, 2)))
+
+
+def colour(method: str, methods: list[str]) -> tuple[float, float, float]:
+  """The method's colour: its place in `SUITE_METHODS` (others after them, in `methods` order) in `_PALETTE`, whose
+  first ten are tab10's (20 distinct colours, then the cycle repeats)."""
   extra = [m for m in methods if m not in SUITE_METHODS]
   i = SUITE_METHODS.index(method) if method in SUITE_METHODS else len(SUITE_METHODS) + extra.index(method)
-  return f"C{i % 10}"
+  return _PALETTE[i % len(_PALETTE)]
 
 
 def plot(summary: list[dict], path: str, *, title: str = "") -> Figure:
