@@ -244,6 +244,11 @@ def _load(args: Args):
     df = cube_env.read_table(args.data)
     schema = cube_env.Schema(dimensions=args.dimensions, protected=args.protected, measures=args.measures)
     return df, schema, None, args.data
+  given = [f"--{flag}" for flag in ("dimensions", "protected", "measures") if getattr(args, flag)]
+  if given:  # without --data they would be ignored and the demo table searched instead
+    raise ValueError(
+      f"{' and '.join(given)} name columns of --data, which is not given (without it the run uses --demo data)"
+    )
   if args.demo not in synthetic.SCENARIOS:
     raise ValueError(f"--demo must be one of {synthetic.SCENARIOS}, got {args.demo!r}")
   df, schema, truth = synthetic.make_cases(args.demo, args.seed, n_rows=args.n_rows)

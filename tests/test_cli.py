@@ -49,6 +49,11 @@ def test_discover_errors_name_the_problem(tmp_path, capsys):
   assert "--min-group" in capsys.readouterr().err
   assert discover.main(["--demo", "unknown"]) == 2
   assert "--demo" in capsys.readouterr().err
+  # Column flags without --data: an error, not the demo table searched instead.
+  assert discover.main(["--dimensions", "site", "--measures", "los", "--no-progress"]) == 2
+  assert capsys.readouterr().err == (
+    "error: --dimensions and --measures name columns of --data, which is not given (without it the run uses --demo data)\n"
+  )
   # The library's settings are named by this command's flags.
   assert discover.main(["--demo", "mixed", "--n-rows", "2000", "--no-progress", "--max-depth", "0"]) == 2
   assert capsys.readouterr().err == "error: --max-depth must be at least 1, got 0\n"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import cube_env
 from cube_env.data import adjust
-from cube_env.discovery import confirm, pipeline
+from cube_env.discovery import cohorts, confirm, pipeline
 from tests.conftest import SMALL_SCHEMA, make_small_df
 
 
@@ -197,6 +197,30 @@ def test_split_is_seeded_and_ignores_row_order():
   assert 0.2 < cube_env.split_rows(df, seed=3, fraction=0.25).mean() < 0.3
 
 
+def test_repeated_rows_are_split_independently():
+  """A table of few patterns (categories and a 0/1 outcome, no identifier): each pattern's copies go to both halves
+  about as the fraction says, not all to one; the split still ignores the row order, and a row's first copy keeps
+  the half its content alone gives (a table without repeats splits as before copies were counted)."""
+  rng = np.random.default_rng(0)
+  n = 6000
+  df = pd.DataFrame(
+    {"race": rng.choice(["A", "B", "C"], n), "sex": rng.choice(["F", "M"], n), "readmit": rng.random(n) < 0.2}
+  )
+  assert len(df.drop_duplicates()) == 12
+  mask = cube_env.split_rows(df, seed=3)
+  assert 0.47 < mask.mean() < 0.53
+  share = pd.Series(mask).groupby([df.race, df.sex, df.readmit]).mean()
+  assert share.between(0.35, 0.65).all(), share  # one hash per pattern would give only 0 and 1
+  shuffled = df.sample(frac=1.0, random_state=1)
+  again = cube_env.split_rows(shuffled, seed=3)
+  np.testing.assert_array_equal(
+    pd.Series(again).groupby([shuffled.race.to_numpy(), shuffled.sex.to_numpy(), shuffled.readmit.to_numpy()]).sum(),
+    pd.Series(mask).groupby([df.race.to_numpy(), df.sex.to_numpy(), df.readmit.to_numpy()]).sum(),
+  )  # copies are interchangeable: each pattern sends as many rows to exploration in any order
+  first = ~df.duplicated().to_numpy()
+  np.testing.assert_array_equal(mask[first], cube_env.split_rows(df[first], seed=3))
+
+
 def test_halves_share_coding_and_partition_rows():
   df = make_small_df(n=2000)
   halves = cube_env.split_cubes(df, SMALL_SCHEMA, seed=1)
@@ -358,3 +382,19 @@ def test_a_favorable_measure_must_be_binary(small_df):
   pipeline.check_favorable(("minutes",), SMALL_SCHEMA.measures, small_df, numbers=read)
   with pytest.raises(ValueError, match="'minutes' is not binary"):
     pipeline.check_favorable(("minutes",), SMALL_SCHEMA.measures, small_df, numbers={"los": read["minutes"]})
+
+
+def test_a_p_value_below_float32s_range_is_given_in_float64_from_z():
+  """A gap at |z| about 20: the environment's float32 p underflows to 0, the table's p is 2 Phi(-|z|) in float64
+  (scipy), and the ordinary p-values are the environment's."""
+  rng = np.random.default_rng(0)
+  n = 4000
+  df = pd.DataFrame({"site": rng.choice(["a", "b"], n), "race": rng.choice(["A", "B"], n), "los": rng.normal(5, 1, n)})
+  df.loc[df.race == "B", "los"] += 1.0
+  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["los"])
+  cube = cube_env.build_cube(df, schema)
+  table = cohorts.cohort_table(cube, np.array([[-1, -1], [0, -1]]), z_screen=4.0)  # the root and site a
+  big = table[table["z"].abs() > 14]
+  assert len(big) and (big["p_value"] > 0).all()
+  np.testing.assert_allclose(big["p_value"], 2 * scipy.stats.norm.sf(big["z"].abs()), rtol=1e-9)
+  assert cohorts.p_value64(0.0123, 2.5) == 0.0123  # a p in float32's range is kept as it is

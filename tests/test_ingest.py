@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import cube_env
-from cube_env.data import disclosure, ingest
+from cube_env.data import adjust, disclosure, ingest
 from tests.conftest import SMALL_SCHEMA, make_small_df
 
 
@@ -641,3 +641,77 @@ def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(
   tabs = tmp_path / "tabs.csv"
   tabs.write_text("los, days\tsite, code\trace\n3\ta\tW\n4\tb\tB\n")
   assert list(cube_env.read_table(tabs).columns) == ["los, days", "site, code", "race"]
+
+
+def test_spaces_around_a_category_are_read_without_them_and_capitals_are_warned_of(small_df):
+  """' B ' is 'B' (noted with its rows), a value of spaces alone is missing (noted), and labels that differ only in
+  capitals stay apart with a warning; case-mix strata read the text the same way."""
+  df = small_df.copy()
+  race = df["race"].to_numpy(object)
+  race[:200] = " B "  # spaces around a real group's label
+  race[200:230] = "   "
+  race[230:260] = "b"
+  df["race"] = race
+  cube = cube_env.build_cube(df, SMALL_SCHEMA)
+  labels = cube.meta.categories[cube.meta.column_index("race")]
+  assert " B " not in labels and "   " not in labels and {"B", "b", "MISSING"} <= set(labels)
+  summary = cube.meta.summary
+  assert "'race': 30 rows blank but for spaces coded as 'MISSING'" in summary
+  assert "'race': 200 rows with spaces around the value read without them (e.g. ' B ' as 'B')" in summary
+  assert (
+    "warning: protected column 'race' has values that differ only in capitals ('B' and 'b'), kept apart: recode "
+    "them if they mean the same" in summary
+  )
+  stripped = df["race"].str.strip().replace("", None)
+  by_label = pd.Series(np.asarray(cube.rows)).groupby(np.asarray(cube.codes)[:, cube.meta.column_index("race")]).sum()
+  for code, label in enumerate(labels):
+    expected = stripped.isna().sum() if label == "MISSING" else (stripped == label).sum()
+    assert by_label.get(code, 0) == expected, label
+  levels = adjust.adjuster_levels(df, ["race"])[:, 0]
+  assert len(set(levels[:200])) == 1 and levels[0] == levels[np.flatnonzero(stripped == "B")[-1]]
+  assert (levels[200:230] == -1).all() and levels[230] != levels[0]
+  # Under the small-cell rule: a few such rows are "fewer than 11".
+  race[:200] = df["race"].iloc[200:400].to_numpy()
+  race[200:230] = race[400:430]
+  race[:3] = "A "
+  df["race"] = race
+  assert "'race': fewer than 11 rows with spaces around the value read without them (e.g. 'A ' as 'A')" in (
+    cube_env.build_cube(df, SMALL_SCHEMA).meta.summary
+  )
+
+
+def test_rows_with_every_field_blank_are_left_out_with_a_note(tmp_path, small_df):
+  """',,,' lines (a spreadsheet's export leaves them) are no cases: left out, counted in a read note (a small count
+  hidden); a file of nothing else is refused naming it."""
+  df = small_df.head(500)
+  path = tmp_path / "cases.csv"
+  blank = ",".join([""] * df.shape[1])
+  text = df.to_csv(index=False)
+  path.write_text(text + "\n".join([blank] * 40) + "\n")
+  read = cube_env.read_table(path)
+  pd.testing.assert_frame_equal(read, pd.read_csv(io.StringIO(text)))
+  assert read.attrs[ingest.READ_NOTES] == ("40 rows with every field blank left out",)
+  path.write_text(text + "\n".join([blank] * 3) + "\n")
+  assert cube_env.read_table(path).attrs[ingest.READ_NOTES] == ("fewer than 11 rows with every field blank left out",)
+  path.write_text(text.splitlines()[0] + "\n" + "\n".join([blank] * 3) + "\n")
+  with pytest.raises(ValueError) as err:
+    cube_env.read_table(path)
+  assert str(err.value) == f"data file {str(path)!r}: has a header line but every row is blank"
+
+
+def test_a_missing_column_is_named_with_the_near_names_the_table_has(small_df):
+  """A header's 'Site ' for --dimensions Site, or a misspelling: the error suggests the table's name."""
+  df = small_df.rename(columns={"site": "Site ", "minutes": "case_minutes"})
+  for schema, hint in (
+    (cube_env.Schema(dimensions=["Site"], protected=["race"], measures=["los"]), "(did you mean 'Site '?)"),
+    (
+      cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["case_minute"]),
+      "(did you mean 'case_minutes'?)",
+    ),
+  ):
+    with pytest.raises(ingest.ColumnError) as err:
+      cube_env.build_cube(df, schema)
+    assert f"is not in the table {hint}; columns are" in str(err.value)
+  with pytest.raises(ingest.ColumnError) as err:
+    cube_env.build_cube(df, cube_env.Schema(dimensions=["ward"], protected=["race"], measures=["los"]))
+  assert "did you mean" not in str(err.value)

@@ -58,7 +58,13 @@ def _levels(series: pd.Series) -> np.ndarray:
   numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
   if numeric and series.nunique(dropna=True) > MAX_LEVELS:
     series = pd.qcut(series.astype(float), N_BINS, duplicates="drop")
-  codes, _ = pd.factorize(series, use_na_sentinel=True)
+  codes, uniques = pd.factorize(series, use_na_sentinel=True)
+  if not numeric:  # text as the cube codes it (`ingest._code_column`): ' Black ' is 'Black', spaces alone missing
+    lookup: dict[str, int] = {}  # in order of first appearance, as factorize numbers them
+    per_unique = np.asarray(
+      [lookup.setdefault(lab, len(lookup)) if (lab := str(v).strip()) else -1 for v in uniques] + [-1], np.int64
+    )
+    codes = per_unique[codes]  # the sentinel -1 picks the appended -1
   return codes.astype(np.int64)  # -1 = missing, a level like any other
 
 

@@ -34,12 +34,28 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
   counts, in its order: the same table and seed give the same split on any
   machine, while reordering the columns or adding one draws another split
   (README, Discovery on your table, The split).
+
+  Rows with the same values are split independently: the k-th copy (k >= 1)
+  hashes its row's hash together with k, the first copy keeps its own. A
+  table of categories and a 0/1 outcome with no identifier repeats each
+  pattern many times, and one hash per pattern would send every copy to the
+  same half, so the halves would not be independent samples and the
+  confirmation no held-out test. Identical rows are interchangeable, so the
+  split still does not depend on the row order, and a table without repeated
+  rows splits as it did before copies were counted.
   """
   if not 0.0 < fraction < 1.0:
     raise ValueError(f"the exploration fraction must lie in (0, 1), got {fraction}")
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 16**16:
     raise ValueError(f"seed must be a non-negative integer below 16**16, got {seed!r}")
-  hashed = pd.util.hash_pandas_object(df, index=False, hash_key=f"{int(seed):016x}").to_numpy(np.uint64)
+  key = f"{int(seed):016x}"
+  hashed = pd.util.hash_pandas_object(df, index=False, hash_key=key).to_numpy(np.uint64)
+  copy = pd.Series(hashed).groupby(hashed, sort=False).cumcount().to_numpy(np.uint64)  # 0 for a row's first copy
+  again = copy > 0
+  if again.any():
+    pairs = pd.DataFrame({"row": hashed[again], "copy": copy[again]})
+    hashed = hashed.copy()
+    hashed[again] = pd.util.hash_pandas_object(pairs, index=False, hash_key=key).to_numpy(np.uint64)
   unit = (hashed >> np.uint64(11)).astype(np.float64) / float(2**53)
   return unit < fraction
 

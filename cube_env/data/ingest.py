@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import difflib
 import gzip
 import io
 import itertools
@@ -265,10 +266,17 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
   if not df.index.equals(pd.RangeIndex(len(df))):  # a row's extra field taken for its index: checked above too
     raise TableFileError(name, "rows have more fields than the header has names, so columns would shift")
-  if df.empty:
-    raise TableFileError(name, "has a header line but no rows")
+  blank = df.isna().all(axis=1).to_numpy()  # ',,,' lines (a spreadsheet's export leaves them at the end)
+  if blank.all():
+    raise TableFileError(
+      name, "has a header line but no rows" if df.empty else "has a header line but every row is blank"
+    )
   df.attrs[SEPARATOR] = sep
   notes = [] if sep == "," else [f"the table's columns are separated by {SEPARATORS[sep]} ({sep!r}), not commas"]
+  if blank.any():
+    df = df.loc[~blank].reset_index(drop=True)
+    df.attrs[SEPARATOR] = sep
+    notes.append(redact_counts(f"{int(blank.sum())} rows with every field blank left out", SMALL_CELL))
   if sep == ";":
     notes += _read_decimal_commas(df)
   if notes:
@@ -346,7 +354,17 @@ def validate_table(df: pd.DataFrame, schema: Schema) -> None:
   for role in ROLES:
     for c in getattr(schema, role):
       if c not in df.columns:
-        raise ColumnError(c, f"column {c!r} (schema.{role}) is not in the table; columns are {list(df.columns)}")
+        hint = _near_names(c, df.columns)
+        hint = f" (did you mean {' or '.join(map(repr, hint))}?)" if hint else ""
+        raise ColumnError(c, f"column {c!r} (schema.{role}) is not in the table{hint}; columns are {list(df.columns)}")
+
+
+def _near_names(name: str, columns) -> list:
+  """The table's column names that `name` matches but for spaces around either and capitals (a header's 'Site '
+  for 'Site'), else the closest spellings (`difflib`)."""
+  key = str(name).strip().casefold()
+  same = [c for c in columns if str(c).strip().casefold() == key]
+  return same or difflib.get_close_matches(str(name), [str(c) for c in columns], n=2, cutoff=0.8)
 
 
 ROLES = ("dimensions", "protected", "measures", "adjusters")  # the Schema fields that name columns
@@ -493,8 +511,37 @@ def _code_column(
   # Labels are str(value), counted per label (distinct raw values may print alike); the string work is done
   # once per distinct value, not per row (a 1,000,000-row, 40-column table spent most of its ingest there).
   raw_codes, uniques = pd.factorize(series, use_na_sentinel=True)
-  unique_labels = [str(v) for v in uniques]
+  printed = [str(v) for v in uniques]
+  unique_labels = [lab.strip() for lab in printed]  # ' Black ' is 'Black'; a value of spaces only is missing
   raw_counts = np.bincount(raw_codes[raw_codes >= 0], minlength=len(unique_labels))
+  blank = [i for i, lab in enumerate(unique_labels) if not lab]
+  if blank:
+    raw_codes = np.where(np.isin(raw_codes, blank), -1, raw_codes)
+    n_blank = int(raw_counts[blank].sum())
+    raw_counts[blank] = 0
+    n_missing += n_blank
+    summary.append(redact_counts(f"{name!r}: {n_blank} rows blank but for spaces coded as {MISSING!r}", SMALL_CELL))
+  spaced = [i for i, (lab, raw) in enumerate(zip(unique_labels, printed)) if lab and lab != raw]
+  if spaced:
+    n_spaced = int(raw_counts[spaced].sum())
+    example = printed[spaced[0]]
+    summary.append(
+      redact_counts(
+        f"{name!r}: {n_spaced} rows with spaces around the value read without them (e.g. {example!r} as "
+        f"{example.strip()!r})",
+        SMALL_CELL,
+      )
+    )
+  by_case: dict[str, set[str]] = {}
+  for lab, c in zip(unique_labels, raw_counts):
+    if c:
+      by_case.setdefault(lab.casefold(), set()).add(lab)
+  alike = [sorted(v) for v in by_case.values() if len(v) > 1]
+  if alike:
+    summary.append(
+      f"warning: {role} {name!r} has values that differ only in capitals ({'; '.join(' and '.join(map(repr, v)) for v in alike)}), "
+      "kept apart: recode them if they mean the same"
+    )
   counts: dict[str, int] = {}
   for lab, c in zip(unique_labels, raw_counts):
     counts[lab] = counts.get(lab, 0) + int(c)
