@@ -9,10 +9,12 @@ write their reports; results are cached by the table's content and the settings.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
 
+import redis
 import tyro
 import uvicorn
 
@@ -56,7 +58,7 @@ class Args:
 def config_of(args: Args) -> ServiceConfig:
   """The `ServiceConfig` of the flags (ValueError naming the bad flag); `--agent` is loaded once to check it (in a
   child process, `_check_agent`), so a wrong path stops the server at start-up, not each muzero job in a worker."""
-  if not args.max_upload_mb * 2**20 >= 1:
+  if not (args.max_upload_mb * 2**20 >= 1 and math.isfinite(args.max_upload_mb)):
     raise ValueError(f"--max-upload-mb must be a positive number of MiB, got {args.max_upload_mb}")
   if args.agent is not None:
     _check_agent(args.agent)
@@ -126,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {err}", file=sys.stderr)
     return 2
   if args.worker:
-    run_worker(config, burst=args.burst)
+    try:
+      run_worker(config, burst=args.burst)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as err:
+      print(f"error: --redis-url {config.redis_url}: Redis is unreachable ({err})", file=sys.stderr)
+      return 2
     return 0
   uvicorn.run(make_app(config), host=config.host, port=config.port, log_level="warning")
   return 0

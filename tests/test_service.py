@@ -36,6 +36,7 @@ from experiments.service import (  # noqa: E402
   ServiceConfig,
   jobs,
   make_app,
+  tables,
 )
 from experiments.service.jobs import LEASE_KEY, STOP_KEY  # noqa: E402
 from tests.conftest import make_small_df  # noqa: E402
@@ -252,6 +253,21 @@ def test_bad_input_is_a_clear_4xx(service, table):
   assert r.status_code == 422 and r.json()["detail"]["field"] == "settings"
   r = service.client.post("/jobs", data={"settings": json.dumps(SETTINGS), "path": "/etc/passwd"})
   assert r.status_code == 403 and r.json()["detail"]["field"] == "path"
+  # Inputs that were a 500 (an audit): settings nested too deeply, a column name no response could print, and
+  # budgets that would hold a worker for days.
+  r = service.client.post("/jobs", data={"settings": "[" * 5000 + "]" * 5000}, files={"file": ("a.csv", table)})
+  assert r.status_code == 422 and r.json()["detail"] == {
+    "field": "settings",
+    "message": "settings: not valid settings (nested too deeply)",
+  }
+  r = service.submit({**SETTINGS, "dimensions": ["proc", "\ud800"]}, table)
+  assert r.status_code == 422 and r.json()["detail"]["field"] == "dimensions" and "Unicode" in r.text
+  for field in ("budget", "beam_width"):
+    r = service.submit({**SETTINGS, field: 10**12}, table)
+    assert (
+      r.status_code == 422
+      and r.json()["detail"]["message"] == f"{field}: must be at most 10,000,000, got 1,000,000,000,000"
+    )
   assert service.client.get("/jobs/nope").status_code == 404
   for odd in ("%E2%91%A0", "%C3%A9"):  # letters or digits, not ASCII: unknown, not a server error (an audit)
     assert service.client.get(f"/jobs/{odd}").status_code == 404
@@ -383,6 +399,36 @@ def test_worker_killed_mid_job_resumes_to_the_same_findings(service, table, tmp_
   assert journal["queries"] == LONG["budget"]
 
 
+def test_a_job_rq_failed_as_abandoned_is_requeued_and_a_lost_one_says_so(service):
+  """A worker restarted a minute or more after another died: RQ's clean-up, past the dead worker's heartbeat, fails
+  its started job as abandoned; `requeue_abandoned` puts it back at the front (it resumes from its journal) rather
+  than leave it failed. Before that, the job's status says its worker is lost, with no time left to run.
+  (A queue of its own on the suite's Redis: no worker of the service listens to it.)"""
+  conn = redis.Redis.from_url(service.redis_url)
+  queue = Queue("abandoned-test", connection=conn, serializer=JSONSerializer)
+  job = queue.enqueue("builtins.print", "never run")
+  queue.remove(job)
+  job.meta.update(started=time.time() - 30, seen=time.time() - 20, queries=300, budget=1000, stage="searching")
+  job.meta["paced_from"] = [1, time.time() - 25]
+  job.save_meta()
+  job.set_status(JobStatus.STARTED)
+  progress = jobs.job_status(job)["progress"]
+  assert progress["stage"] == jobs.LOST_STAGE and progress["eta_s"] is None  # no lease: its worker is gone
+  assert progress["elapsed_s"] == pytest.approx(10, abs=0.5)  # to its last progress
+  conn.set(LEASE_KEY.format(job.id), 1, ex=30)
+  assert jobs.job_status(job)["progress"]["stage"] == "searching"
+  conn.delete(LEASE_KEY.format(job.id))
+  conn.zadd(queue.started_job_registry.key, {f"{job.id}:gone": 1})  # a heartbeat that lapsed long ago
+  queue.started_job_registry.cleanup()
+  assert job.get_status(refresh=True) == JobStatus.FAILED
+  assert job.latest_result().exc_string.startswith(jobs.RQ_ABANDONED)
+  assert jobs.requeue_abandoned(queue, lease_seconds=LEASE) == [job.id]
+  assert job.get_status(refresh=True) == JobStatus.QUEUED and queue.get_job_ids()[0] == job.id
+  assert job.get_meta()["stage"] == "queued"
+  assert jobs.requeue_abandoned(queue, lease_seconds=LEASE) == []  # once
+  queue.empty()
+
+
 def test_safe_defaults(service, tmp_path, capsys):
   with pytest.raises(ValueError, match="needs a token"):
     ServiceConfig(host="0.0.0.0")
@@ -409,6 +455,40 @@ def test_safe_defaults(service, tmp_path, capsys):
   none, wrong, right = asyncio.run(calls())
   assert none.status_code == 401 and wrong.status_code == 401 and "Bearer" in none.text
   assert right.status_code == 200 and right.json() == {"ok": True}
+  for flags, message in (
+    (["--port", "70000"], "--port must lie in [0, 65535], got 70000"),
+    (["--redis-url", "bogus://x"], "--redis-url must start with redis://"),
+    (["--max-upload-mb", "inf"], "--max-upload-mb must be a positive number of MiB, got inf"),
+  ):
+    assert serve.main(flags) == 2
+    assert message in capsys.readouterr().err
+  # FastAPI's own pages would answer without the token: off with one, on without.
+  for app, code in (
+    (guarded, 404),
+    (make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path))), 200),
+  ):
+
+    async def pages(app=app):
+      async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        return [await client.get(p) for p in ("/docs", "/openapi.json")]
+
+    assert [r.status_code for r in asyncio.run(pages())] == [code, code]
+  # Redis unreachable: 503 naming it, /health {"ok": false}; the worker exits naming --redis-url.
+  down = make_app(ServiceConfig(redis_url=f"redis://127.0.0.1:{_free_port()}/0", data_dir=str(tmp_path)))
+
+  async def unreachable():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=down), base_url="http://test") as client:
+      return [await client.get("/health"), await client.get("/jobs"), await client.get("/jobs/abc")]
+
+  health, listing, one = asyncio.run(unreachable())
+  assert health.status_code == 503 and health.json()["ok"] is False
+  for r in (listing, one):
+    assert r.status_code == 503 and "is unreachable" in r.json()["detail"] and "Redis at redis://127.0.0.1" in r.text
+  assert serve.main(["--worker", "--burst", "--redis-url", f"redis://127.0.0.1:{_free_port()}/0"]) == 2
+  assert "Redis is unreachable" in capsys.readouterr().err
+  with pytest.raises(tables.TableError, match="NUL") as err:
+    tables.read_server_path("cases\x00.csv", ServiceConfig(data_root=str(tmp_path), data_dir=str(tmp_path)))
+  assert err.value.status == 400
 
 
 def test_eta_is_timed_from_the_first_query_run_not_from_the_start():
@@ -419,6 +499,7 @@ def test_eta_is_timed_from_the_first_query_run_not_from_the_start():
 
   class Fake:
     id = "fake"
+    connection = types.SimpleNamespace(exists=lambda _key: True)  # its lease is held
 
     def __init__(self, meta):
       self.meta = meta

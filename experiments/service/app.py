@@ -10,20 +10,23 @@
     GET    /health
 
 Safety: with a token configured every request needs `Authorization: Bearer TOKEN` (401 otherwise; the CLI refuses
-a non-loopback address without one); a body over `max_upload_bytes` (plus the form's overhead) is refused with 413
+a non-loopback address without one), and FastAPI's own pages (/docs, /redoc, /openapi.json) are off; a body over `max_upload_bytes` (plus the form's overhead) is refused with 413
 by FastAPI's body limit before it is parsed, from its Content-Length or, chunked, while it streams in, and a file
 part over the limit while it is read; a bad setting is a 422 naming the field, a bad table a 400 naming the field
 or column. Responses carry only job records and the report files the existing writers made, which blank every
-count under the small-cell limit and escape every data value in the HTML.
+count under the small-cell limit and escape every data value in the HTML. Redis unreachable: 503 naming it (and
+/health {"ok": false}); a job being stopped and submitted again: 409 (submit once it has stopped).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from typing import Annotated
 
+import redis
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -43,7 +46,12 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   """The API over `config`'s Redis and data directory (a FastAPI app, wrapped by `NamedLimit`)."""
   connection = jobs.connect(config)
   # FastAPI's own body limit answers 413 from Content-Length or, for a chunked body, as soon as it has read past it.
-  app = FastAPI(title="cube-muzero discovery", version="1", max_body_size=config.max_upload_bytes + FORM_OVERHEAD)
+  # With a token every route needs it, so FastAPI's own pages (/docs, /redoc, /openapi.json) are off: they would
+  # answer without it (and /docs loads its JavaScript from a CDN).
+  pages = {} if config.token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+  app = FastAPI(
+    title="cube-muzero discovery", version="1", max_body_size=config.max_upload_bytes + FORM_OVERHEAD, **pages
+  )
 
   def authorize(request: Request) -> None:
     if config.token is None:
@@ -63,6 +71,14 @@ def make_app(config: ServiceConfig) -> NamedLimit:
       err = HTTPException(413, too_large)
     return await http_exception_handler(request, err)
 
+  @app.exception_handler(redis.exceptions.ConnectionError)
+  @app.exception_handler(redis.exceptions.TimeoutError)
+  async def job_store_down(request: Request, err: Exception):
+    """Redis unreachable: 503 saying so (the jobs and their state are there; nothing can be queued or read now)."""
+    del request
+    detail = f"the job store (Redis at {_redacted_url(config.redis_url)}) is unreachable: {type(err).__name__}"
+    return JSONResponse({"detail": detail}, status_code=503)
+
   @app.exception_handler(RequestValidationError)
   async def name_the_form_field(request: Request, err: RequestValidationError):
     """A form that FastAPI could not bind (a missing field, settings sent as a file): 422 naming the field, in the
@@ -81,8 +97,11 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     return JSONResponse({"detail": {"field": field, "message": message}}, status_code=422)
 
   @app.get("/health", dependencies=guard)
-  def health() -> dict:
-    return {"ok": bool(connection.ping())}
+  def health():
+    try:
+      return {"ok": bool(connection.ping())}
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+      return JSONResponse({"ok": False, "detail": "the job store (Redis) is unreachable"}, status_code=503)
 
   @app.post("/jobs", dependencies=guard, status_code=202)
   def create(
@@ -106,9 +125,12 @@ def make_app(config: ServiceConfig) -> NamedLimit:
       table_hash, stored = read_upload(data, spec, config, field=field)
     except TableError as err:
       raise HTTPException(err.status, {"field": err.field, "message": str(err)}) from None
-    job_id, cached = jobs.submit(
-      config, connection, spec, table_hash, stored, f"{source} ({len(data)} bytes, blake2b {content_hash(data)})"
-    )
+    try:
+      job_id, cached = jobs.submit(
+        config, connection, spec, table_hash, stored, f"{source} ({len(data)} bytes, blake2b {content_hash(data)})"
+      )
+    except jobs.JobStopping as err:
+      raise HTTPException(409, str(err)) from None
     return {"id": job_id, "cached": cached, **_links(job_id)}
 
   @app.get("/jobs", dependencies=guard)
@@ -130,7 +152,10 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     status = job.get_status()
     if status != JobStatus.FINISHED:
       raise HTTPException(409, f"job {job_id} is {jobs.status_text(status)}, not finished")
-    return FileResponse(os.path.join(jobs.job_dir(config, job_id), "report", name), media_type=MEDIA[name])
+    path = os.path.join(jobs.job_dir(config, job_id), "report", name)
+    if not os.path.isfile(path):  # removed from the data directory since: the record says finished, the file is gone
+      raise HTTPException(404, f"job {job_id}'s {name} is no longer on the server; submit the job again to rebuild it")
+    return FileResponse(path, media_type=MEDIA[name])
 
   @app.delete("/jobs/{job_id}", dependencies=guard)
   def cancel(job_id: str) -> dict:
@@ -145,6 +170,11 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     return job
 
   return NamedLimit(app, json.dumps({"detail": too_large}).encode())
+
+
+def _redacted_url(url: str) -> str:
+  """A Redis URL without its password (redis://:secret@host -> redis://:***@host)."""
+  return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
 def _too_large(config: ServiceConfig) -> str:

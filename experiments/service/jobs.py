@@ -52,6 +52,8 @@ STOP_KEY_SECONDS = 3600
 STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this many lease periods (the horse's start-up)
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 REPORT_FILES = ("findings.json", "findings.csv", "report.html")
+LOST_STAGE = "waiting for a worker (the one running it stopped; the next resumes it from its journal)"
+RQ_ABANDONED = "Moved to FailedJobRegistry, due to AbandonedJobError"  # how RQ 2-3's clean-up fails a dead worker's job
 
 
 def connect(config: ServiceConfig) -> Redis:
@@ -87,6 +89,14 @@ def fetch(connection: Redis, job_id: str) -> Job | None:
     return None
 
 
+class JobStopping(RuntimeError):
+  """A submission of a job that is being stopped (`cancel`): it would end stopped, not run again."""
+
+  def __init__(self, job_id: str):
+    super().__init__(f"job {job_id} is being stopped; submit it again once its status is stopped")
+    self.job_id = job_id
+
+
 def submit(
   config: ServiceConfig, connection: Redis, spec: JobSpec, table_hash: str, table_path: str, source: str
 ) -> tuple[str, bool]:
@@ -99,6 +109,8 @@ def submit(
     if status == JobStatus.FINISHED and all(os.path.exists(os.path.join(directory, "report", f)) for f in REPORT_FILES):
       return job_id, True
     if status in ACTIVE:
+      if connection.exists(STOP_KEY.format(job_id)):  # stopping: it would end stopped, and this submission be lost
+        raise JobStopping(job_id)
       return job_id, False
     old.delete()
   connection.delete(STOP_KEY.format(job_id))  # a fresh run: an earlier run's stop request is not for it
@@ -170,7 +182,8 @@ def job_status(job: Job) -> dict[str, Any]:
   queries of the budget spent, seconds elapsed in this attempt (a job a dead worker left counts again from its
   resumption), and `eta_s`, the seconds the search's queries left should take at its pace since its first query
   (whose time is mostly compilation; null before a second query and outside the search: preparing and
-  confirming take seconds to a minute on large tables)."""
+  confirming take seconds to a minute on large tables). A started job whose worker died (its lease lapsed) shows
+  `LOST_STAGE` until a worker takes it back, its seconds stopped at its last progress and no `eta_s`."""
   status = job.get_status()
   meta = job.get_meta()
   queries, budget = int(meta.get("queries", 0)), int(meta.get("budget", 0))
@@ -181,15 +194,19 @@ def job_status(job: Job) -> dict[str, Any]:
     "progress": {"stage": meta.get("stage"), "queries": queries, "budget": budget, "elapsed_s": None, "eta_s": None},
   }
   started = meta.get("started")
+  # A started job whose lease lapsed has lost its worker: it waits for one to take it back (`requeue_abandoned`).
+  lost = status == JobStatus.STARTED and started is not None and not job.connection.exists(LEASE_KEY.format(job.id))
+  if lost:
+    out["progress"]["stage"] = LOST_STAGE
   if started is not None:
     end = meta.get("ended")
     if end is None:  # still running; a job that failed, stopped or waits again counts to its last progress
-      end = time.time() if status == JobStatus.STARTED else meta.get("seen", started)
+      end = time.time() if status == JobStatus.STARTED and not lost else meta.get("seen", started)
     elapsed = max(0.0, end - started)
     out["progress"]["elapsed_s"] = round(elapsed, 3)
     first_queries, first_at = meta.get("paced_from") or (queries, end)
     done = queries - int(first_queries)
-    if status == JobStatus.STARTED and meta.get("stage") == "searching" and done > 0 and budget > queries:
+    if status == JobStatus.STARTED and not lost and meta.get("stage") == "searching" and done > 0 and budget > queries:
       out["progress"]["eta_s"] = round(max(0.0, end - first_at) / done * (budget - queries), 1)
     elif status == JobStatus.FINISHED:
       out["progress"]["eta_s"] = 0.0
@@ -343,6 +360,19 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
     job.save_meta()
     queue.enqueue_job(job, at_front=True)
     out.append(job_id)
+  # RQ's own clean-up (a worker's maintenance, once the dead worker's heartbeat lapsed) fails such a job instead;
+  # it resumes from its journal as well, so it is put back too.
+  failed = queue.failed_job_registry
+  for job_id in failed.get_job_ids(cleanup=False):
+    job = fetch(connection, job_id)
+    result = job.latest_result() if job is not None else None
+    if result is None or not str(result.exc_string or "").startswith(RQ_ABANDONED):
+      continue
+    with contextlib.suppress(InvalidJobOperation):  # requeued meanwhile by another worker
+      job.meta["stage"] = "queued"
+      job.save_meta()
+      failed.requeue(job, at_front=True)
+      out.append(job_id)
   return out
 
 
@@ -365,10 +395,12 @@ class DiscoveryWorker(Worker):
     return super().prepare_execution(job)
 
   def run_maintenance_tasks(self):
-    super().run_maintenance_tasks()
+    # Ours first: RQ's clean-up would fail a started job whose worker's heartbeat lapsed (a worker restarted a
+    # minute or more after the death); `requeue_abandoned` also takes back any it failed so before.
     for queue in self.queues:
       for job_id in requeue_abandoned(queue, lease_seconds=self.lease_seconds):
         self.log.warning("requeued abandoned job %s (its worker died; it resumes from its journal)", job_id)
+    super().run_maintenance_tasks()
 
 
 def run_worker(config: ServiceConfig, *, burst: bool = False, name: str | None = None) -> bool:

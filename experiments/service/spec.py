@@ -52,6 +52,10 @@ class ServiceConfig:
       raise ValueError(f"lease_seconds must lie in [0.5, 3600], got {self.lease_seconds}")
     if self.save_every < 1:
       raise ValueError(f"save_every must be >= 1, got {self.save_every}")
+    if isinstance(self.port, bool) or not 0 <= self.port <= 65535:  # 0: any free port
+      raise ValueError(f"port must lie in [0, 65535], got {self.port}")
+    if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+      raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
     if not is_loopback(self.host) and not self.token:
       raise ValueError(f"binding {self.host} (not loopback) needs a token (--token or CUBE_SERVE_TOKEN)")
 
@@ -77,6 +81,9 @@ METHODS = (
   "random",
   "muzero",
 )  # what a job may ask for
+
+
+MAX_BUDGET = 10_000_000  # queries a job may ask for (hours of a worker at a thousand queries a second)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -109,6 +116,8 @@ class JobSpec:
       raw = json.loads(text)
     except ValueError as err:
       raise SpecError("settings", f"not valid JSON ({err})") from None
+    except RecursionError:
+      raise SpecError("settings", "not valid settings (nested too deeply)") from None
     if not isinstance(raw, dict):
       raise SpecError("settings", "must be a JSON object")
     return cls.from_dict(raw)
@@ -139,6 +148,9 @@ class JobSpec:
       raise SpecError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
     if self.beam_width < 1:
       raise SpecError("beam_width", f"must be at least 1, got {self.beam_width}")
+    for name in ("budget", "beam_width"):
+      if getattr(self, name) > MAX_BUDGET:  # one request must not hold a worker for days
+        raise SpecError(name, f"must be at most {MAX_BUDGET:,}, got {getattr(self, name):,}")
     try:
       check_favorable(self.favorable, self.measures)
     except ValueError as err:
@@ -172,6 +184,11 @@ def _typed(name: str, value: Any, default: Any) -> Any:
   if isinstance(default, tuple):
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
       raise SpecError(name, f"must be a list of column names, got {value!r}")
+    for v in value:
+      try:
+        v.encode("utf-8")
+      except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no table's column, and no response could print it
+        raise SpecError(name, f"column names must be Unicode text, got {v!r}") from None
     return tuple(value)
   if default is None:  # an optional number
     if value is None:

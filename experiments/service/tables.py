@@ -119,6 +119,8 @@ def read_server_path(path: str, config: ServiceConfig) -> bytes:
   """The bytes of a file under `config.data_root` (TableError 403 outside it or without one, 404 when missing)."""
   if config.data_root is None:
     raise TableError("path", "this server reads no paths (start it with --data-root DIR); upload the file", status=403)
+  if "\x00" in path:
+    raise TableError("path", "must not hold a NUL character", status=400)
   root = os.path.realpath(config.data_root)
   real = os.path.realpath(os.path.join(root, path))
   if os.path.commonpath([root, real]) != root:
