@@ -379,6 +379,20 @@ def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
     413,
     "path: larger than this server's upload limit of 0.5 MiB (serve --max-upload-mb)",
   )
+  # A Parquet file compresses: 200,000 rows of three constant columns in a few kB. Its footer's cells are counted
+  # against what a CSV under the limit could hold, before it is read.
+  buffer = io.BytesIO()
+  pd.DataFrame({"a": np.zeros(200_000), "b": np.ones(200_000), "c": np.zeros(200_000)}).to_parquet(buffer)
+  data = buffer.getvalue()
+  assert len(data) < 20_000
+  with pytest.raises(tables.TableError) as err:
+    tables.parse_table(data, field="file", max_cells=2**19 // tables.BYTES_PER_CELL)
+  assert (err.value.status, str(err.value)) == (
+    413,
+    "file: a Parquet table of 200,000 rows x 3 columns (600,000 cells): more than the 262,144 a CSV within this "
+    "server's upload limit could hold (serve --max-upload-mb)",
+  )
+  assert len(tables.parse_table(data, field="file", max_cells=600_000)) == 200_000
 
 
 def test_the_service_reads_measures_as_a_run_does(small_df):

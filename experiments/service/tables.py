@@ -13,6 +13,7 @@ import io
 import os
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 import cube_env
 from cube_env.data import ingest
@@ -44,8 +45,14 @@ def read_limited(stream, limit: int, *, field: str = "file") -> bytes:
   return data
 
 
-def parse_table(data: bytes, *, field: str = "file") -> pd.DataFrame:
+BYTES_PER_CELL = 2  # the least a CSV spends on a cell: one character and a separator
+
+
+def parse_table(data: bytes, *, field: str = "file", max_cells: int | None = None) -> pd.DataFrame:
   """A DataFrame from CSV or Parquet bytes (TableError naming `field` when neither parses).
+
+  A Parquet file compresses its columns, so a small upload can hold millions of rows: with `max_cells` one whose
+  footer counts more cells (rows x columns) is refused (413) before it is read.
 
   CSV is read by `cube_env`'s own reader (`ingest.read_csv`), as the command line reads a file: the same separator
   detection (and its coding note), and the same refusals (an empty file, a column named twice in the header, rows
@@ -60,6 +67,19 @@ def parse_table(data: bytes, *, field: str = "file") -> pd.DataFrame:
     except ingest.TableFileError as err:
       raise TableError(field, err.detail) from None
   else:
+    if max_cells is not None:
+      try:
+        footer = pq.ParquetFile(io.BytesIO(data)).metadata
+      except (ValueError, OSError) as err:
+        raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
+      cells = footer.num_rows * footer.num_columns
+      if cells > max_cells:
+        raise TableError(
+          field,
+          f"a Parquet table of {footer.num_rows:,} rows x {footer.num_columns} columns ({cells:,} cells): more than "
+          f"the {max_cells:,} a CSV within this server's upload limit could hold (serve --max-upload-mb)",
+          status=413,
+        )
     try:
       df = pd.read_parquet(io.BytesIO(data))
     except (ValueError, OSError) as err:
@@ -133,6 +153,6 @@ def read_server_path(path: str, config: ServiceConfig) -> bytes:
 
 def read_upload(data: bytes, spec: JobSpec, config: ServiceConfig, *, field: str = "file") -> tuple[str, str]:
   """Checks a table's bytes against `spec` and stores them; returns (content hash, stored path)."""
-  df = parse_table(data, field=field)
+  df = parse_table(data, field=field, max_cells=config.max_upload_bytes // BYTES_PER_CELL)
   check_columns(df, spec)
   return content_hash(data), store_table(data, config)
