@@ -2,6 +2,7 @@
 and a real HTTP client (httpx). Skipped without `redis-server` or the `service` extra."""
 
 import asyncio
+import datetime
 import io
 import json
 import os
@@ -524,5 +525,11 @@ def test_eta_is_timed_from_the_first_query_run_not_from_the_start():
   for used in (1, 2, 3, 4):  # the replayed ones, then the first live query starts
     progress(used)
     assert job.meta.get("paced_from") is None, used
+    assert job.meta["queries"] == max(used, 3)  # the count shown never goes back below the resumed queries
   progress(5)
   assert job.meta["paced_from"][0] == 5
+  # A job stopped while it prepared (no progress yet): its seconds run to when RQ ended it, not 0.
+  stopped = Fake({"queries": 0, "budget": 1000, "started": now - 40, "stage": "preparing"})
+  stopped.get_status = lambda: JobStatus.STOPPED
+  stopped.ended_at = datetime.datetime.fromtimestamp(now - 32, datetime.UTC)
+  assert jobs.job_status(stopped)["progress"]["elapsed_s"] == pytest.approx(8, abs=0.01)

@@ -179,8 +179,9 @@ def job_status(job: Job) -> dict[str, Any]:
 
   Progress: the part of the run under way (`stage`: "queued", then `run_discovery`'s "preparing", "searching" and
   "confirming", then "writing the report" and "done"; a failed or stopped job keeps the part it stopped in), the
-  queries of the budget spent, seconds elapsed in this attempt (a job a dead worker left counts again from its
-  resumption), and `eta_s`, the seconds the search's queries left should take at its pace since its first query
+  queries of the budget spent (a resumed search's count starts at its journal's, never lower), seconds elapsed in
+  this attempt (to its last progress once it failed or stopped, or to when RQ ended it if it had none; a job a dead
+  worker left counts again from its resumption), and `eta_s`, the seconds the search's queries left should take at its pace since its first query
   (whose time is mostly compilation; null before a second query and outside the search: preparing and
   confirming take seconds to a minute on large tables). A started job whose worker died (its lease lapsed) shows
   `LOST_STAGE` until a worker takes it back, its seconds stopped at its last progress and no `eta_s`."""
@@ -201,7 +202,7 @@ def job_status(job: Job) -> dict[str, Any]:
   if started is not None:
     end = meta.get("ended")
     if end is None:  # still running; a job that failed, stopped or waits again counts to its last progress
-      end = time.time() if status == JobStatus.STARTED and not lost else meta.get("seen", started)
+      end = time.time() if status == JobStatus.STARTED and not lost else meta.get("seen", _ended(job, started))
     elapsed = max(0.0, end - started)
     out["progress"]["elapsed_s"] = round(elapsed, 3)
     first_queries, first_at = meta.get("paced_from") or (queries, end)
@@ -215,6 +216,14 @@ def job_status(job: Job) -> dict[str, Any]:
     # The error's last line, with any small count ("3 rows") hidden: the small-cell rule holds in errors too.
     out["error"] = cube_env.redact_counts(_last_line(result.exc_string if result else ""), cube_env.SMALL_CELL)
   return out
+
+
+def _ended(job: Job, started: float) -> float:
+  """When RQ ended the job (stopped or failed before any progress: while preparing), else `started`."""
+  ended_at = getattr(job, "ended_at", None)
+  if ended_at is None:
+    return started
+  return max(started, (ended_at if ended_at.tzinfo else ended_at.replace(tzinfo=dt.UTC)).timestamp())
 
 
 def _last_line(text: str) -> str:
@@ -255,7 +264,8 @@ class _Progress:
     self.job, self.interval, self.last = job, interval, 0.0
 
   def __call__(self, used: int) -> None:
-    self.job.meta["queries"] = int(used)
+    # A resumed search replays its journal's queries from 1: the count shown never goes back below them.
+    self.job.meta["queries"] = max(int(used), int(self.job.meta.get("resumed_queries", 0)))
     self.job.meta["seen"] = time.time()
     # The pace is timed from the end of the first query run (not replayed from a journal), past its compilation: a
     # method reports each query as it starts it, so the call for the second live query marks the first one's end.
@@ -290,11 +300,12 @@ def run_job(directory: str) -> dict[str, Any]:
   settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "method"}
   progress = _Progress(job) if job is not None else None
   if job is not None:
+    resumed = journal.saved_queries(state_dir)
     job.meta.update(
       started=time.time(),
-      queries=0,
+      queries=resumed,  # where the journal's search resumes (a fresh run: 0)
       ended=None,
-      resumed_queries=journal.saved_queries(state_dir),
+      resumed_queries=resumed,
       stage="preparing",
       paced_from=None,
     )
