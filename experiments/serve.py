@@ -21,6 +21,7 @@ import uvicorn
 from experiments.launch import compile_cache
 from experiments.service import ServiceConfig, make_app
 from experiments.service.jobs import run_worker
+from experiments.service.spec import redacted_url
 
 _DEFAULTS = ServiceConfig()
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
       run_worker(config, burst=args.burst)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as err:
-      print(f"error: --redis-url {config.redis_url}: Redis is unreachable ({err})", file=sys.stderr)
+      print(f"error: --redis-url {redacted_url(config.redis_url)}: Redis is unreachable ({err})", file=sys.stderr)
       return 2
     return 0
   uvicorn.run(make_app(config), host=config.host, port=config.port, log_level="warning")

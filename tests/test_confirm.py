@@ -221,6 +221,20 @@ def test_repeated_rows_are_split_independently():
   np.testing.assert_array_equal(mask[first], cube_env.split_rows(df[first], seed=3))
 
 
+def test_a_table_of_numbers_alone_splits_by_its_seed():
+  """pandas keys only text and categories: integer codes and a 0/1 outcome hashed alike under every seed (a review).
+  A seed other than 0 is now mixed in there; seed 0, and any table with a text column, split as before."""
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame({"race": rng.integers(1, 4, 4000), "sex": rng.integers(0, 2, 4000), "los": rng.random(4000)})
+  split = {seed: cube_env.split_rows(df, seed=seed) for seed in (0, 1, 7)}
+  assert 0.4 < (split[0] != split[1]).mean() < 0.6 and 0.4 < (split[1] != split[7]).mean() < 0.6
+  assert 0.47 < split[1].mean() < 0.53
+  content = pd.util.hash_pandas_object(df, index=False).to_numpy(np.uint64)
+  np.testing.assert_array_equal(split[0], (content >> np.uint64(11)).astype(np.float64) / 2.0**53 < 0.5)
+  texts = df.assign(race=df.race.astype(str))
+  assert (cube_env.split_rows(texts, seed=3) != cube_env.split_rows(texts, seed=4)).mean() > 0.4
+
+
 def test_halves_share_coding_and_partition_rows():
   df = make_small_df(n=2000)
   halves = cube_env.split_cubes(df, SMALL_SCHEMA, seed=1)

@@ -393,6 +393,15 @@ def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
     "server's upload limit could hold (serve --max-upload-mb)",
   )
   assert len(tables.parse_table(data, field="file", max_cells=600_000)) == 200_000
+  # ... and its bytes uncompressed: two cells of 600 kB text each, in a few kB (a review).
+  buffer = io.BytesIO()
+  pd.DataFrame({"a": ["x" * 600_000, "y" * 600_000]}).to_parquet(buffer)
+  with pytest.raises(tables.TableError) as err:
+    tables.parse_table(buffer.getvalue(), field="file", max_cells=2**19 // tables.BYTES_PER_CELL)
+  assert err.value.status == 413 and "uncompressed: more than 2x this server's upload limit" in str(err.value)
+  spec = pytest.importorskip("experiments.service.spec")
+  assert spec.redacted_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
+  assert spec.redacted_url("unix:///tmp/r.sock?db=0&password=s3cret") == "unix:///tmp/r.sock?db=0&password=***"
 
 
 def test_the_service_reads_measures_as_a_run_does(small_df):
@@ -668,7 +677,7 @@ def test_spaces_around_a_category_are_read_without_them_and_capitals_are_warned_
   df["race"] = race
   cube = cube_env.build_cube(df, SMALL_SCHEMA)
   labels = cube.meta.categories[cube.meta.column_index("race")]
-  assert " B " not in labels and "   " not in labels and {"B", "b", "MISSING"} <= set(labels)
+  assert " B " not in labels and "   " not in labels and "" not in labels and {"B", "b", "MISSING"} <= set(labels)
   summary = cube.meta.summary
   assert "'race': 30 rows blank but for spaces coded as 'MISSING'" in summary
   assert "'race': 200 rows with spaces around the value read without them (e.g. ' B ' as 'B')" in summary
@@ -692,6 +701,10 @@ def test_spaces_around_a_category_are_read_without_them_and_capitals_are_warned_
   assert "'race': fewer than 11 rows with spaces around the value read without them (e.g. 'A ' as 'A')" in (
     cube_env.build_cube(df, SMALL_SCHEMA).meta.summary
   )
+  # Values of spaces alone hold no category of their own, so they push no real one into OTHER (a review).
+  col = pd.Series(["A"] * 30 + ["B"] * 20 + ["C"] * 15 + ["  "] * 5)
+  codes, labels = ingest._code_column(col, "c", edges=None, n_bins=4, max_categories=3, summary=[])
+  assert labels == ("A", "B", "C", "MISSING") and (codes[-5:] == 3).all()
 
 
 def test_rows_with_every_field_blank_are_left_out_with_a_note(tmp_path, small_df):
@@ -707,6 +720,10 @@ def test_rows_with_every_field_blank_are_left_out_with_a_note(tmp_path, small_df
   assert read.attrs[ingest.READ_NOTES] == ("40 rows with every field blank left out",)
   path.write_text(text + "\n".join([blank] * 3) + "\n")
   assert cube_env.read_table(path).attrs[ingest.READ_NOTES] == ("fewer than 11 rows with every field blank left out",)
+  # The table is the one without those lines: whole numbers stay integers (a blank line made them floats: '1.0').
+  path.write_text("site,race,y\n1,A,0\n2,B,1\n1,B,0\n2,A,1\n,,\n,,\n")
+  read = cube_env.read_table(path)
+  pd.testing.assert_frame_equal(read, pd.read_csv(io.StringIO("site,race,y\n1,A,0\n2,B,1\n1,B,0\n2,A,1\n")))
   path.write_text(text.splitlines()[0] + "\n" + "\n".join([blank] * 3) + "\n")
   with pytest.raises(ValueError) as err:
     cube_env.read_table(path)

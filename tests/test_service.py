@@ -425,8 +425,17 @@ def test_a_job_rq_failed_as_abandoned_is_requeued_and_a_lost_one_says_so(service
   assert job.latest_result().exc_string.startswith(jobs.RQ_ABANDONED)
   assert jobs.requeue_abandoned(queue, lease_seconds=LEASE) == [job.id]
   assert job.get_status(refresh=True) == JobStatus.QUEUED and queue.get_job_ids()[0] == job.id
-  assert job.get_meta()["stage"] == "queued"
+  assert job.get_meta()["stage"] == "queued" and job.get_meta()["requeued"] == 1
   assert jobs.requeue_abandoned(queue, lease_seconds=LEASE) == []  # once
+  # A job that takes its worker down each time is put back MAX_REQUEUES times, then left failed.
+  queue.remove(job)
+  job.meta["requeued"] = jobs.MAX_REQUEUES
+  job.save_meta()
+  job.set_status(JobStatus.STARTED)
+  conn.zadd(queue.started_job_registry.key, {f"{job.id}:gone": 1})
+  assert jobs.requeue_abandoned(queue, lease_seconds=LEASE) == []
+  queue.started_job_registry.cleanup()
+  assert jobs.requeue_abandoned(queue, lease_seconds=LEASE) == [] and job.get_status(refresh=True) == JobStatus.FAILED
   queue.empty()
 
 

@@ -43,6 +43,11 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
   confirmation no held-out test. Identical rows are interchangeable, so the
   split still does not depend on the row order, and a table without repeated
   rows splits as it did before copies were counted.
+
+  pandas applies the key to text and categorical columns only, so a table of
+  numbers alone (integer codes and 0/1 outcomes) hashed the same under every
+  seed: there a seed other than 0 is mixed into each row's hash (SplitMix64's
+  finalizer), and seed 0 keeps the split the content alone gives.
   """
   if not 0.0 < fraction < 1.0:
     raise ValueError(f"the exploration fraction must lie in (0, 1), got {fraction}")
@@ -56,8 +61,27 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
     pairs = pd.DataFrame({"row": hashed[again], "copy": copy[again]})
     hashed = hashed.copy()
     hashed[again] = pd.util.hash_pandas_object(pairs, index=False, hash_key=key).to_numpy(np.uint64)
+  if seed and not any(_keyed(df[c]) for c in df.columns):
+    hashed = _mix(hashed ^ _mix(np.full(1, seed, np.uint64)))  # pandas keys only text and categories (see below)
   unit = (hashed >> np.uint64(11)).astype(np.float64) / float(2**53)
   return unit < fraction
+
+
+def _keyed(column: pd.Series) -> bool:
+  """Whether `hash_pandas_object`'s key reaches the column's hash (text, objects and categories)."""
+  dtype = column.dtype
+  return (
+    isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+  )
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+  """SplitMix64's finalizer on uint64s (a bijection whose every output bit depends on every input bit)."""
+  with np.errstate(over="ignore"):
+    x = x.astype(np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 @dataclasses.dataclass(frozen=True)

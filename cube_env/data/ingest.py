@@ -274,7 +274,7 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   df.attrs[SEPARATOR] = sep
   notes = [] if sep == "," else [f"the table's columns are separated by {SEPARATORS[sep]} ({sep!r}), not commas"]
   if blank.any():
-    df = df.loc[~blank].reset_index(drop=True)
+    df = _without_blank_lines(source, raw, sep, df, blank)
     df.attrs[SEPARATOR] = sep
     notes.append(redact_counts(f"{int(blank.sum())} rows with every field blank left out", SMALL_CELL))
   if sep == ";":
@@ -282,6 +282,27 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   if notes:
     df.attrs[READ_NOTES] = tuple(notes)
   return df
+
+
+def _without_blank_lines(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> pd.DataFrame:
+  """`df` less its `blank` rows, read again from the file without their lines, so each column gets the type it
+  has without them (a blank line makes pandas read a column of whole numbers as floats: site 1 would read '1.0').
+  Falls back to dropping the rows where the lines cannot be told apart (a quoted field spanning lines)."""
+  if isinstance(source, bytes):
+    data = source
+  else:
+    with (gzip.open if raw.lower().endswith(".gz") else open)(raw, "rb") as handle:
+      data = handle.read()
+  junk = (sep + ' \t"\r\n').encode()
+  lines = data.splitlines(keepends=True)
+  kept = [line for i, line in enumerate(lines) if i == 0 or line.strip(junk)]
+  try:
+    again = pd.read_csv(io.BytesIO(b"".join(kept)), sep=sep, low_memory=False)
+  except (ValueError, OSError):
+    again = None
+  if again is not None and len(again) == int((~blank).sum()) and list(again.columns) == list(df.columns):
+    return again
+  return df.loc[~blank].reset_index(drop=True)
 
 
 def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
@@ -544,7 +565,8 @@ def _code_column(
     )
   counts: dict[str, int] = {}
   for lab, c in zip(unique_labels, raw_counts):
-    counts[lab] = counts.get(lab, 0) + int(c)
+    if lab:  # a value of spaces alone went to MISSING above: no '' category
+      counts[lab] = counts.get(lab, 0) + int(c)
   if MISSING in counts or OTHER in counts:
     raise ValueError(f"column {name!r} already uses the reserved label {MISSING!r} or {OTHER!r}")
   # Most frequent first, ties by label, so codes are stable across runs.

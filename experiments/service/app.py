@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 from typing import Annotated
 
@@ -35,7 +34,7 @@ from rq.job import JobStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from experiments.service import jobs
-from experiments.service.spec import JobSpec, ServiceConfig, SpecError
+from experiments.service.spec import JobSpec, ServiceConfig, SpecError, redacted_url
 from experiments.service.tables import TableError, content_hash, read_limited, read_server_path, read_upload
 
 MEDIA = {"findings.json": "application/json", "findings.csv": "text/csv", "report.html": "text/html; charset=utf-8"}
@@ -76,7 +75,7 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   async def job_store_down(request: Request, err: Exception):
     """Redis unreachable: 503 saying so (the jobs and their state are there; nothing can be queued or read now)."""
     del request
-    detail = f"the job store (Redis at {_redacted_url(config.redis_url)}) is unreachable: {type(err).__name__}"
+    detail = f"the job store (Redis at {redacted_url(config.redis_url)}) is unreachable: {type(err).__name__}"
     return JSONResponse({"detail": detail}, status_code=503)
 
   @app.exception_handler(RequestValidationError)
@@ -170,11 +169,6 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     return job
 
   return NamedLimit(app, json.dumps({"detail": too_large}).encode())
-
-
-def _redacted_url(url: str) -> str:
-  """A Redis URL without its password (redis://:secret@host -> redis://:***@host)."""
-  return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
 def _too_large(config: ServiceConfig) -> str:

@@ -53,6 +53,7 @@ STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this ma
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 REPORT_FILES = ("findings.json", "findings.csv", "report.html")
 LOST_STAGE = "waiting for a worker (the one running it stopped; the next resumes it from its journal)"
+MAX_REQUEUES = 3  # times a job whose worker died is put back (`requeue_abandoned`)
 RQ_ABANDONED = "Moved to FailedJobRegistry, due to AbandonedJobError"  # how RQ 2-3's clean-up fails a dead worker's job
 
 
@@ -301,6 +302,7 @@ def run_job(directory: str) -> dict[str, Any]:
   progress = _Progress(job) if job is not None else None
   if job is not None:
     resumed = journal.saved_queries(state_dir)
+    job.meta.pop("seen", None)  # an earlier attempt's last progress is not this one's
     job.meta.update(
       started=time.time(),
       queries=resumed,  # where the journal's search resumes (a fresh run: 0)
@@ -366,10 +368,9 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
       started = started if started.tzinfo else started.replace(tzinfo=dt.UTC)
       if (now - started).total_seconds() < lease_seconds:
         continue
-    connection.zrem(registry.key, entry)
-    job.meta["stage"] = "queued"
-    job.save_meta()
-    queue.enqueue_job(job, at_front=True)
+    if not _may_requeue(job) or not connection.zrem(registry.key, entry):  # or requeued meanwhile by another worker
+      continue
+    _requeue(queue, job)
     out.append(job_id)
   # RQ's own clean-up (a worker's maintenance, once the dead worker's heartbeat lapsed) fails such a job instead;
   # it resumes from its journal as well, so it is put back too.
@@ -377,14 +378,26 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
   for job_id in failed.get_job_ids(cleanup=False):
     job = fetch(connection, job_id)
     result = job.latest_result() if job is not None else None
-    if result is None or not str(result.exc_string or "").startswith(RQ_ABANDONED):
+    if result is None or not str(result.exc_string or "").startswith(RQ_ABANDONED) or not _may_requeue(job):
       continue
-    with contextlib.suppress(InvalidJobOperation):  # requeued meanwhile by another worker
-      job.meta["stage"] = "queued"
-      job.save_meta()
-      failed.requeue(job, at_front=True)
+    if connection.zrem(failed.key, job_id):  # else requeued meanwhile by another worker
+      _requeue(queue, job)
       out.append(job_id)
   return out
+
+
+def _may_requeue(job: Job) -> bool:
+  """False once the job was requeued `MAX_REQUEUES` times: one that takes its worker down with it (memory, a crash)
+  would otherwise be put back at the front for ever; it is left failed (or for RQ to fail) instead."""
+  return int(job.meta.get("requeued", 0)) < MAX_REQUEUES
+
+
+def _requeue(queue: Queue, job: Job) -> None:
+  """Back at the front of `queue` (the caller took it out of its registry), counted in its meta."""
+  job.meta["stage"] = "queued"
+  job.meta["requeued"] = int(job.meta.get("requeued", 0)) + 1
+  job.save_meta()
+  queue.enqueue_job(job, at_front=True)
 
 
 class DiscoveryWorker(Worker):

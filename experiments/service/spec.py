@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import re
 from typing import Any
 
 import cube_env
@@ -54,10 +55,18 @@ class ServiceConfig:
       raise ValueError(f"save_every must be >= 1, got {self.save_every}")
     if isinstance(self.port, bool) or not 0 <= self.port <= 65535:  # 0: any free port
       raise ValueError(f"port must lie in [0, 65535], got {self.port}")
-    if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-      raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
+    if not self.redis_url.lower().startswith(("redis://", "rediss://", "unix://")):
+      raise ValueError(
+        f"redis_url must start with redis://, rediss:// or unix://, got {redacted_url(self.redis_url)!r}"
+      )
     if not is_loopback(self.host) and not self.token:
       raise ValueError(f"binding {self.host} (not loopback) needs a token (--token or CUBE_SERVE_TOKEN)")
+
+
+def redacted_url(url: str) -> str:
+  """A Redis URL without its password, in the user part or the query (redis://:secret@host, ?password=secret)."""
+  url = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
+  return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
 
 
 def is_loopback(host: str) -> bool:

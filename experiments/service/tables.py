@@ -46,6 +46,7 @@ def read_limited(stream, limit: int, *, field: str = "file") -> bytes:
 
 
 BYTES_PER_CELL = 2  # the least a CSV spends on a cell: one character and a separator
+UNPACKED_PER_BYTE = 2  # a Parquet upload may hold this many bytes uncompressed per byte of the upload limit
 
 
 def parse_table(data: bytes, *, field: str = "file", max_cells: int | None = None) -> pd.DataFrame:
@@ -73,6 +74,14 @@ def parse_table(data: bytes, *, field: str = "file", max_cells: int | None = Non
       except (ValueError, OSError) as err:
         raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
       cells = footer.num_rows * footer.num_columns
+      unpacked = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
+      if unpacked > max_cells * BYTES_PER_CELL * UNPACKED_PER_BYTE:  # a few cells of long text
+        raise TableError(
+          field,
+          f"a Parquet table of {unpacked:,} bytes uncompressed: more than {UNPACKED_PER_BYTE}x this server's upload "
+          "limit (serve --max-upload-mb)",
+          status=413,
+        )
       if cells > max_cells:
         raise TableError(
           field,
