@@ -419,6 +419,11 @@ def test_a_job_rq_failed_as_abandoned_is_requeued_and_a_lost_one_says_so(service
   conn.set(LEASE_KEY.format(job.id), 1, ex=30)
   assert jobs.job_status(job)["progress"]["stage"] == "searching"
   conn.delete(LEASE_KEY.format(job.id))
+  job.meta["ended"] = time.time()  # a job that ended and let its lease go an instant before RQ records it: not lost
+  job.save_meta()
+  assert jobs.job_status(job)["progress"]["stage"] == "searching"
+  job.meta["ended"] = None
+  job.save_meta()
   conn.zadd(queue.started_job_registry.key, {f"{job.id}:gone": 1})  # a heartbeat that lapsed long ago
   queue.started_job_registry.cleanup()
   assert job.get_status(refresh=True) == JobStatus.FAILED

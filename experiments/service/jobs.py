@@ -197,7 +197,12 @@ def job_status(job: Job) -> dict[str, Any]:
   }
   started = meta.get("started")
   # A started job whose lease lapsed has lost its worker: it waits for one to take it back (`requeue_abandoned`).
-  lost = status == JobStatus.STARTED and started is not None and not job.connection.exists(LEASE_KEY.format(job.id))
+  lost = (
+    status == JobStatus.STARTED
+    and started is not None
+    and meta.get("ended") is None  # not one that ended and released its lease a moment before RQ records it
+    and not job.connection.exists(LEASE_KEY.format(job.id))
+  )
   if lost:
     out["progress"]["stage"] = LOST_STAGE
   if started is not None:
@@ -319,8 +324,11 @@ def run_job(directory: str) -> dict[str, Any]:
       job.save_meta()
 
   holder = lease(job.connection, job.id, record["lease_seconds"]) if job is not None else contextlib.nullcontext()
-  try:
-    with holder:
+  # The job's end is written while it still holds its lease: `job_status` reads a started job without a lease and
+  # without an end as one whose worker died, which the moment between the lease's release and RQ's record of the
+  # outcome would otherwise look like.
+  with holder:
+    try:
       with open(record["table"], "rb") as handle:
         df = parse_table(handle.read())
       run = cube_env.run_discovery(
@@ -335,14 +343,15 @@ def run_job(directory: str) -> dict[str, Any]:
       )
       stage("writing the report")
       report.write_report(run, os.path.join(directory, "report"), source=record["source"])
-  except Exception:
-    if job is not None:  # a failed job's elapsed time stops here
-      job.meta.update(seen=time.time())
+    except Exception:
+      if job is not None:  # a failed job's elapsed time stops here
+        now = time.time()
+        job.meta.update(seen=now, ended=now)
+        job.save_meta()
+      raise
+    if job is not None:
+      job.meta.update(queries=run.search.queries, ended=time.time(), stage="done")
       job.save_meta()
-    raise
-  if job is not None:
-    job.meta.update(queries=run.search.queries, ended=time.time(), stage="done")
-    job.save_meta()
   return {"queries": run.search.queries, "candidates": len(run.findings), "confirmed": len(run.confirmed)}
 
 
