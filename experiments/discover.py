@@ -236,15 +236,18 @@ def state_directory(args: Args) -> str | None:
   return args.state_dir or os.path.join(args.out, "state")
 
 
+_COLUMN_FLAGS = ("dimensions", "protected", "measures")  # the flags that name columns of --data
+
+
 def _load(args: Args):
   if args.data is not None:
-    for flag in ("dimensions", "protected", "measures"):
+    for flag in _COLUMN_FLAGS:
       if not getattr(args, flag):
         raise ValueError(f"--data needs --{flag}")
     df = cube_env.read_table(args.data)
     schema = cube_env.Schema(dimensions=args.dimensions, protected=args.protected, measures=args.measures)
     return df, schema, None, args.data
-  given = [f"--{flag}" for flag in ("dimensions", "protected", "measures") if getattr(args, flag)]
+  given = [f"--{flag}" for flag in _COLUMN_FLAGS if getattr(args, flag)]
   if given:  # without --data they would be ignored and the demo table searched instead
     raise ValueError(
       f"{' and '.join(given)} name columns of --data, which is not given (without it the run uses --demo data)"

@@ -14,13 +14,12 @@ import os
 import subprocess
 import sys
 
-import redis
 import tyro
 import uvicorn
 
 from experiments.launch import compile_cache
 from experiments.service import ServiceConfig, make_app
-from experiments.service.jobs import run_worker
+from experiments.service.jobs import REDIS_DOWN, run_worker
 from experiments.service.spec import redacted_url
 
 _DEFAULTS = ServiceConfig()
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.worker:
     try:
       run_worker(config, burst=args.burst)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as err:
+    except REDIS_DOWN as err:
       print(f"error: --redis-url {redacted_url(config.redis_url)}: Redis is unreachable ({err})", file=sys.stderr)
       return 2
     return 0

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from cube_env.data.disclosure import SMALL_CELL
+from cube_env.data.ingest import category_label
 
 MAX_LEVELS = 12  # a numeric adjuster with more distinct values is cut into quantile bins
 N_BINS = 5
@@ -59,10 +60,10 @@ def _levels(series: pd.Series) -> np.ndarray:
   if numeric and series.nunique(dropna=True) > MAX_LEVELS:
     series = pd.qcut(series.astype(float), N_BINS, duplicates="drop")
   codes, uniques = pd.factorize(series, use_na_sentinel=True)
-  if not numeric:  # text as the cube codes it (`ingest._code_column`): ' Black ' is 'Black', spaces alone missing
+  if not numeric:  # text as the cube codes it (`ingest.category_label`): ' Black ' is 'Black', '' missing
     lookup: dict[str, int] = {}  # in order of first appearance, as factorize numbers them
     per_unique = np.asarray(
-      [lookup.setdefault(lab, len(lookup)) if (lab := str(v).strip()) else -1 for v in uniques] + [-1], np.int64
+      [lookup.setdefault(lab, len(lookup)) if (lab := category_label(v)) else -1 for v in uniques] + [-1], np.int64
     )
     codes = per_unique[codes]  # the sentinel -1 picks the appended -1
   return codes.astype(np.int64)  # -1 = missing, a level like any other

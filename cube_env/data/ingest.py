@@ -478,6 +478,12 @@ def _fold_note(name: str, n_folded: int, n_folded_rows: int, n_rows: int) -> str
   return note
 
 
+def category_label(value: Any) -> str:
+  """A category's label as the cube codes it: the value printed, without spaces around it (' Black ' is 'Black');
+  '' (a value of spaces alone) is a missing value. Case-mix strata read text the same way (`adjust`)."""
+  return str(value).strip()
+
+
 def _code_column(
   series: pd.Series,
   name: str,
@@ -533,7 +539,7 @@ def _code_column(
   # once per distinct value, not per row (a 1,000,000-row, 40-column table spent most of its ingest there).
   raw_codes, uniques = pd.factorize(series, use_na_sentinel=True)
   printed = [str(v) for v in uniques]
-  unique_labels = [lab.strip() for lab in printed]  # ' Black ' is 'Black'; a value of spaces only is missing
+  unique_labels = [category_label(v) for v in uniques]
   raw_counts = np.bincount(raw_codes[raw_codes >= 0], minlength=len(unique_labels))
   blank = [i for i, lab in enumerate(unique_labels) if not lab]
   if blank:

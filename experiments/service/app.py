@@ -25,7 +25,6 @@ import os
 import secrets
 from typing import Annotated
 
-import redis
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -70,13 +69,14 @@ def make_app(config: ServiceConfig) -> NamedLimit:
       err = HTTPException(413, too_large)
     return await http_exception_handler(request, err)
 
-  @app.exception_handler(redis.exceptions.ConnectionError)
-  @app.exception_handler(redis.exceptions.TimeoutError)
   async def job_store_down(request: Request, err: Exception):
     """Redis unreachable: 503 saying so (the jobs and their state are there; nothing can be queued or read now)."""
     del request
     detail = f"the job store (Redis at {redacted_url(config.redis_url)}) is unreachable: {type(err).__name__}"
     return JSONResponse({"detail": detail}, status_code=503)
+
+  for down in jobs.REDIS_DOWN:
+    app.add_exception_handler(down, job_store_down)
 
   @app.exception_handler(RequestValidationError)
   async def name_the_form_field(request: Request, err: RequestValidationError):
@@ -99,7 +99,7 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   def health():
     try:
       return {"ok": bool(connection.ping())}
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+    except jobs.REDIS_DOWN:
       return JSONResponse({"ok": False, "detail": "the job store (Redis) is unreachable"}, status_code=503)
 
   @app.post("/jobs", dependencies=guard, status_code=202)

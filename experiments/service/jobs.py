@@ -31,6 +31,8 @@ import time
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker, get_current_job
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -53,6 +55,7 @@ STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this ma
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 REPORT_FILES = ("findings.json", "findings.csv", "report.html")
 LOST_STAGE = "waiting for a worker (the one running it stopped; the next resumes it from its journal)"
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)  # what redis-py raises when the server cannot be reached
 MAX_REQUEUES = 3  # times a job whose worker died is put back (`requeue_abandoned`)
 RQ_ABANDONED = "Moved to FailedJobRegistry, due to AbandonedJobError"  # how RQ 2-3's clean-up fails a dead worker's job
 
