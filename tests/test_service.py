@@ -269,7 +269,15 @@ def test_bad_input_is_a_clear_4xx(service, table):
       r.status_code == 422
       and r.json()["detail"]["message"] == f"{field}: must be at most 10,000,000, got 1,000,000,000,000"
     )
-  assert service.client.get("/jobs/nope").status_code == 404
+  r = service.client.get("/jobs/nope")
+  assert r.status_code == 404 and r.json() == {"detail": {"field": "id", "message": "no job 'nope'"}}
+  # Every error in one shape, FastAPI's own included: an unknown route, a method the route lacks, an unknown result.
+  r = service.client.get("/nowhere")
+  assert r.status_code == 404 and r.json() == {"detail": {"field": None, "message": "Not Found"}}
+  r = service.client.put("/jobs")
+  assert r.status_code == 405 and r.json()["detail"]["field"] is None and "allow" in r.headers
+  r = service.client.get("/jobs/nope/findings.xml")
+  assert r.status_code == 404 and r.json()["detail"]["field"] == "name" and "findings.csv" in r.text
   for odd in ("%E2%91%A0", "%C3%A9"):  # letters or digits, not ASCII: unknown, not a server error (an audit)
     assert service.client.get(f"/jobs/{odd}").status_code == 404
     assert service.client.delete(f"/jobs/{odd}").status_code == 404
@@ -286,7 +294,10 @@ def test_a_failing_job_reports_its_error(service, table):
   assert "empty cohort space" in status["error"] and "min_group" in status["error"]
   assert status["progress"]["stage"] == "preparing" and status["progress"]["eta_s"] is None  # where it stopped
   r = service.client.get(f"/jobs/{job_id}/report.html")
-  assert r.status_code == 409 and f"job {job_id} is failed, not finished" in r.text
+  assert r.status_code == 409 and r.json()["detail"] == {
+    "field": "id",
+    "message": f"job {job_id} is failed, not finished",
+  }
   time.sleep(0.3)  # a failed job's elapsed time stopped when it failed
   assert service.client.get(f"/jobs/{job_id}").json()["progress"]["elapsed_s"] == status["progress"]["elapsed_s"]
 
@@ -468,7 +479,8 @@ def test_safe_defaults(service, tmp_path, capsys):
       ]
 
   none, wrong, right = asyncio.run(calls())
-  assert none.status_code == 401 and wrong.status_code == 401 and "Bearer" in none.text
+  assert none.status_code == 401 and wrong.status_code == 401 and "Bearer" in none.json()["detail"]["message"]
+  assert none.json()["detail"]["field"] == wrong.json()["detail"]["field"] == "authorization"
   assert right.status_code == 200 and right.json() == {"ok": True}
   for flags, message in (
     (["--port", "70000"], "--port must lie in [0, 65535], got 70000"),
@@ -497,8 +509,10 @@ def test_safe_defaults(service, tmp_path, capsys):
 
   health, listing, one = asyncio.run(unreachable())
   assert health.status_code == 503 and health.json()["ok"] is False
-  for r in (listing, one):
-    assert r.status_code == 503 and "is unreachable" in r.json()["detail"] and "Redis at redis://127.0.0.1" in r.text
+  for r in (health, listing, one):  # one message, in the API's one error shape
+    detail = r.json()["detail"]
+    assert r.status_code == 503 and detail["field"] is None and "Redis at redis://127.0.0.1" in detail["message"]
+    assert detail == health.json()["detail"] and "is unreachable: ConnectionError" in detail["message"]
   assert serve.main(["--worker", "--burst", "--redis-url", f"redis://127.0.0.1:{_free_port()}/0"]) == 2
   assert "Redis is unreachable" in capsys.readouterr().err
   with pytest.raises(tables.TableError, match="NUL") as err:

@@ -13,7 +13,8 @@ Safety: with a token configured every request needs `Authorization: Bearer TOKEN
 a non-loopback address without one), and FastAPI's own pages (/docs, /redoc, /openapi.json) are off; a body over `max_upload_bytes` (plus the form's overhead) is refused with 413
 by FastAPI's body limit before it is parsed, from its Content-Length or, chunked, while it streams in, and a file
 part over the limit while it is read; a bad setting is a 422 naming the field, a bad table a 400 naming the field
-or column. Responses carry only job records and the report files the existing writers made, which blank every
+or column. Every error answers one shape, `{"detail": {"field": NAME or null, "message": TEXT}}` (FastAPI's own
+404 and 405 included; /health's 503 adds `"ok": false`). Responses carry only job records and the report files the existing writers made, which blank every
 count under the small-cell limit and escape every data value in the HTML. Redis unreachable: 503 naming it (and
 /health {"ok": false}); a job being stopped and submitted again: 409 (submit once it has stopped).
 """
@@ -56,24 +57,26 @@ def make_app(config: ServiceConfig) -> NamedLimit:
       return
     given = request.headers.get("authorization", "")
     if not secrets.compare_digest(given.encode(), f"Bearer {config.token}".encode()):
-      raise HTTPException(401, "missing or wrong token: send Authorization: Bearer TOKEN")
+      raise _fail(401, "authorization", "missing or wrong token: send Authorization: Bearer TOKEN")
 
   guard = [Depends(authorize)]
 
   too_large = {"field": "file", "message": _too_large(config)}
 
   @app.exception_handler(StarletteHTTPException)
-  async def name_the_limit(request: Request, err: StarletteHTTPException):
-    """A body found too large while it streams in: FastAPI says only "Content Too Large"; name the limit."""
+  async def one_shape(request: Request, err: StarletteHTTPException):
+    """Every error in one shape (`_fail`). A body found too large while it streams in: FastAPI says only "Content
+    Too Large"; name the limit. FastAPI's own errors (an unknown route, a method the route lacks) name no field."""
     if err.status_code == 413 and not isinstance(err.detail, dict):
-      err = HTTPException(413, too_large)
+      err = HTTPException(413, too_large, headers=err.headers)
+    elif not isinstance(err.detail, dict):
+      err = HTTPException(err.status_code, {"field": None, "message": str(err.detail)}, headers=err.headers)
     return await http_exception_handler(request, err)
 
   async def job_store_down(request: Request, err: Exception):
     """Redis unreachable: 503 saying so (the jobs and their state are there; nothing can be queued or read now)."""
     del request
-    detail = f"the job store (Redis at {redacted_url(config.redis_url)}) is unreachable: {type(err).__name__}"
-    return JSONResponse({"detail": detail}, status_code=503)
+    return JSONResponse({"detail": _store_down(config, err)}, status_code=503)
 
   for down in jobs.REDIS_DOWN:
     app.add_exception_handler(down, job_store_down)
@@ -99,8 +102,8 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   def health():
     try:
       return {"ok": bool(connection.ping())}
-    except jobs.REDIS_DOWN:
-      return JSONResponse({"ok": False, "detail": "the job store (Redis) is unreachable"}, status_code=503)
+    except jobs.REDIS_DOWN as err:
+      return JSONResponse({"ok": False, "detail": _store_down(config, err)}, status_code=503)
 
   @app.post("/jobs", dependencies=guard, status_code=202)
   def create(
@@ -111,11 +114,11 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     try:
       spec = JobSpec.from_json(settings)
     except SpecError as err:
-      raise HTTPException(422, {"field": err.field, "message": str(err)}) from None
+      raise _fail(422, err.field, str(err)) from None
     if spec.method == "muzero" and config.agent is None:
-      raise HTTPException(422, {"field": "method", "message": "method: muzero needs a server started with --agent"})
+      raise _fail(422, "method", "method: muzero needs a server started with --agent")
     if (file is None) == (path is None):
-      raise HTTPException(422, {"field": "file", "message": "file: send exactly one of file (an upload) or path"})
+      raise _fail(422, "file", "file: send exactly one of file (an upload) or path")
     try:
       if file is not None:
         data, field, source = read_limited(file.file, config.max_upload_bytes), "file", file.filename or "upload"
@@ -123,13 +126,13 @@ def make_app(config: ServiceConfig) -> NamedLimit:
         data, field, source = read_server_path(path, config), "path", os.path.basename(path)
       table_hash, stored = read_upload(data, spec, config, field=field)
     except TableError as err:
-      raise HTTPException(err.status, {"field": err.field, "message": str(err)}) from None
+      raise _fail(err.status, err.field, str(err)) from None
     try:
       job_id, cached = jobs.submit(
         config, connection, spec, table_hash, stored, f"{source} ({len(data)} bytes, blake2b {content_hash(data)})"
       )
     except jobs.JobStopping as err:
-      raise HTTPException(409, str(err)) from None
+      raise _fail(409, None, str(err)) from None
     return {"id": job_id, "cached": cached, **_links(job_id)}
 
   @app.get("/jobs", dependencies=guard)
@@ -146,14 +149,14 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   @app.get("/jobs/{job_id}/{name}", dependencies=guard)
   def result(job_id: str, name: str):
     if name not in MEDIA:
-      raise HTTPException(404, f"no such result {name!r}; results are {', '.join(MEDIA)}")
+      raise _fail(404, "name", f"no such result {name!r}; results are {', '.join(MEDIA)}")
     job = _job(job_id)
     status = job.get_status()
     if status != JobStatus.FINISHED:
-      raise HTTPException(409, f"job {job_id} is {jobs.status_text(status)}, not finished")
+      raise _fail(409, "id", f"job {job_id} is {jobs.status_text(status)}, not finished")
     path = os.path.join(jobs.job_dir(config, job_id), "report", name)
     if not os.path.isfile(path):  # removed from the data directory since: the record says finished, the file is gone
-      raise HTTPException(404, f"job {job_id}'s {name} is no longer on the server; submit the job again to rebuild it")
+      raise _fail(404, "id", f"job {job_id}'s {name} is no longer on the server; submit the job again to rebuild it")
     return FileResponse(path, media_type=MEDIA[name])
 
   @app.delete("/jobs/{job_id}", dependencies=guard)
@@ -165,10 +168,23 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   def _job(job_id: str):
     job = jobs.fetch(connection, job_id) if job_id.isascii() and job_id.isalnum() else None  # RQ's ids: ASCII
     if job is None:
-      raise HTTPException(404, f"no job {job_id!r}")
+      raise _fail(404, "id", f"no job {job_id!r}")
     return job
 
   return NamedLimit(app, json.dumps({"detail": too_large}).encode())
+
+
+def _fail(status: int, field: str | None, message: str) -> HTTPException:
+  """An error in the API's one shape: `{"detail": {"field": field, "message": message}}` (field None where no one
+  field or form part is at fault)."""
+  return HTTPException(status, {"field": field, "message": message})
+
+
+def _store_down(config: ServiceConfig, err: Exception) -> dict:
+  """The 503 detail when Redis is unreachable (the routes' and /health's): names the store, its address without
+  a password, and the error's kind."""
+  message = f"the job store (Redis at {redacted_url(config.redis_url)}) is unreachable: {type(err).__name__}"
+  return {"field": None, "message": message}
 
 
 def _too_large(config: ServiceConfig) -> str:
