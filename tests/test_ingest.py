@@ -746,3 +746,45 @@ def test_a_missing_column_is_named_with_the_near_names_the_table_has(small_df):
   with pytest.raises(ingest.ColumnError) as err:
     cube_env.build_cube(df, cube_env.Schema(dimensions=["ward"], protected=["race"], measures=["los"]))
   assert "did you mean" not in str(err.value)
+
+
+def test_a_date_dimension_is_cut_at_quantiles_of_its_dates_and_other_date_layouts_are_warned_of(small_df):
+  """A date column (ISO text, datetimes, or datetimes with a zone) is binned like a number, its labels dates of the
+  column; text dates in another layout stay categories with a warning; bin edges and an impossible date are errors
+  naming the column."""
+  rng = np.random.default_rng(3)
+  when = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 3 * 365, len(small_df)), unit="D")
+  schema = cube_env.Schema(dimensions=["proc", "date"], protected=["race"], measures=["minutes"])
+  iso = small_df.assign(date=when.strftime("%Y-%m-%d"))
+  iso.loc[7, "date"] = None
+  codes, _, meta = cube_env.encode_table(iso, schema)
+  labels = meta.categories[1]
+  assert any(note.startswith("binned 'date' (4 quantile bins of its dates)") for note in meta.summary)
+  # The edges are the column's own dates at its quartiles (pandas' lower quantiles), so each bin holds exactly the
+  # rows its label's dates say.
+  day = pd.to_datetime(iso["date"])
+  edges = list(day.quantile([0.25, 0.5, 0.75], interpolation="lower").dt.strftime("%Y-%m-%d"))
+  order = [f"< {edges[0]}", f"[{edges[0]}, {edges[1]})", f"[{edges[1]}, {edges[2]})", f">= {edges[2]}", "MISSING"]
+  assert sorted(labels) == sorted(order)
+  expect = np.select([day < edges[0], day < edges[1], day < edges[2], day.notna()], [0, 1, 2, 3], 4)
+  np.testing.assert_array_equal(np.asarray(order)[expect], np.asarray(labels)[codes[:, 1]])
+  assert np.bincount(expect)[:4].min() >= len(iso) // 4 - 40  # quartiles of the dates
+  # Datetimes (Parquet's and pandas' own) and the same instants with a zone give the same coding.
+  for dates in (day, day.dt.tz_localize("UTC").dt.tz_convert("America/Chicago")):
+    again, _, meta2 = cube_env.encode_table(iso.assign(date=dates), schema)
+    assert meta2.categories[1] == labels and np.array_equal(again, codes)
+  # A time of day shows in the labels; a date in another layout stays a category, with a warning.
+  timed = cube_env.encode_table(iso.assign(date=day + pd.Timedelta(minutes=90)), schema)[2]
+  assert f"< {edges[0]} 01:30" in timed.categories[1]
+  us = cube_env.encode_table(iso.assign(date=day.dt.strftime("%m/%d/%Y")), schema)[2]
+  assert any("looks like dates not written as YYYY-MM-DD" in note for note in us.summary)
+  assert "OTHER" in us.categories[1]
+  # A few dates are categories, as any column with few values.
+  few = cube_env.encode_table(iso.assign(date=np.where(rng.random(len(iso)) < 0.5, "2021-01-01", "2022-01-01")), schema)
+  assert sorted(few[2].categories[1]) == ["2021-01-01", "2022-01-01"]
+  with pytest.raises(ValueError, match="column 'date': bin edges are for numbers"):
+    cube_env.encode_table(iso, cube_env.Schema(**{**vars(schema), "bins": {"date": [0, 1]}}))
+  bad = iso.copy()
+  bad.loc[3, "date"] = "2023-02-30"
+  with pytest.raises(ValueError, match="column 'date': reads as dates .* not a valid date"):
+    cube_env.encode_table(bad, schema)

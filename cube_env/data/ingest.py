@@ -437,13 +437,10 @@ def check_roles(schema: Schema) -> None:
       raise RoleError("log_scale", f"schema.log_scale names {c!r}, which is not a measure")
 
 
-def _bin_labels(edges: np.ndarray, *, open_ends: bool = False) -> list[str]:
-  """`[lo, hi)` per bin (the last closed). `open_ends`: the outer bins are `< hi` and `>= lo`, for quantile bins,
-  whose outer edges are the column's smallest and largest values, each one person's (an age of 104; HIPAA's safe
-  harbor aggregates ages over 89 for that reason)."""
-
-  def fmt(v):
-    return f"{v:.4g}"
+def _bin_labels(edges: np.ndarray, *, open_ends: bool = False, fmt=lambda v: f"{v:.4g}") -> list[str]:
+  """`[lo, hi)` per bin (the last closed), each edge written by `fmt`. `open_ends`: the outer bins are `< hi` and
+  `>= lo`, for quantile bins, whose outer edges are the column's smallest and largest values, each one person's (an
+  age of 104; HIPAA's safe harbor aggregates ages over 89 for that reason)."""
 
   labels = []
   for i in range(len(edges) - 1):
@@ -499,7 +496,13 @@ def _code_column(
   n_missing = int(missing.sum())
   numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
   nunique = series.nunique(dropna=True)
-  binned = numeric and (edges is not None or nunique > max_categories)
+  days = _as_days(series, name, role, nunique, max_categories, summary)
+  if days is not None and edges is not None:
+    raise ValueError(
+      f"column {name!r}: bin edges are for numbers; a date {role} is cut at quantiles of its dates "
+      "(or give a column of periods, such as the year, as categories)"
+    )
+  binned = days is not None or (numeric and (edges is not None or nunique > max_categories))
   if not binned and nunique > max(max_categories, IDENTIFIER_SHARE * len(series)):
     # A number with that many values is binned (bmi), so only a category column can be an identifier (visit_id).
     summary.append(
@@ -507,15 +510,17 @@ def _code_column(
       "it adds nothing: drop it"
     )
   if binned:
-    values = series.astype(float)
+    values = series.astype(float) if days is None else days
     if np.isinf(values.to_numpy()).any():  # quantile edges through inf are NaN, and every row fell in one bin
       raise ValueError(
         f"column {name!r}: infinite values in a numeric {role}; recode them as missing or as a finite value"
       )
     if edges is None:
-      qs = np.unique(np.nanquantile(values.to_numpy(), np.linspace(0, 1, n_bins + 1)))
+      # Dates: edges are dates of the column (the lower one at each quantile), so each label's days are exact.
+      method = "linear" if days is None else "lower"
+      qs = np.unique(np.nanquantile(values.to_numpy(), np.linspace(0, 1, n_bins + 1), method=method))
       edges_arr = qs
-      how = f"{n_bins} quantile bins"
+      how = f"{n_bins} quantile bins" + ("" if days is None else " of its dates")
     else:
       edges_arr = np.asarray(sorted(edges), float)
       lo, hi = np.nanmin(values), np.nanmax(values)
@@ -526,8 +531,9 @@ def _code_column(
       how = "given bin edges"
     if len(edges_arr) < 2:
       edges_arr = np.array([edges_arr[0], edges_arr[0]])
+    fmt = (lambda v: f"{v:.4g}") if days is None else _day_label(values.to_numpy())
     labels = (
-      _bin_labels(edges_arr, open_ends=edges is None) if edges_arr[0] < edges_arr[-1] else [f"{edges_arr[0]:.4g}"]
+      _bin_labels(edges_arr, open_ends=edges is None, fmt=fmt) if edges_arr[0] < edges_arr[-1] else [fmt(edges_arr[0])]
     )
     idx = np.searchsorted(edges_arr, values.to_numpy(), side="right") - 1
     idx = np.clip(idx, 0, len(labels) - 1)
@@ -590,6 +596,52 @@ def _code_column(
   per_unique = np.asarray([lookup.get(lab, lookup.get(OTHER, -1)) for lab in unique_labels] + [-1], np.int32)
   codes = np.where(raw_codes >= 0, per_unique[raw_codes], lookup.get(MISSING, -1)).astype(np.int32)
   return codes, tuple(labels)
+
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?")  # 2023-01-15, 2023-01-15 08:30
+OTHER_DATE = re.compile(r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}")  # 01/15/2023 or 15.01.2023: day and month ambiguous
+DAY_NS = 86_400 * 10**9
+
+
+def _as_days(series: pd.Series, name: str, role: str, nunique: int, max_categories: int, summary: list[str]):
+  """A date column's values as days since 1970 (float, NaN where missing), else None.
+
+  A date filter column with more distinct dates than `max_categories` is binned like a number (quantile bins of
+  time, labelled by dates) rather than folded to its most frequent dates: a column of datetimes (as Parquet and
+  pandas give them), or text whose every value is an ISO date (`2023-01-15`, with an optional time). Text dates
+  in another layout (`01/15/2023`) stay categories, with a warning, since their day and month can be read two
+  ways."""
+  if nunique <= max_categories:
+    return None
+  if pd.api.types.is_datetime64_any_dtype(series):
+    when = series
+  elif pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series):
+    distinct = pd.Series(series.dropna().unique())
+    text = distinct.astype(str).str.strip()
+    if not len(text) or not text.str.fullmatch(ISO_DATE).all():
+      if len(text) and text.str.fullmatch(OTHER_DATE).all():
+        summary.append(
+          f"warning: {role} {name!r} looks like dates not written as YYYY-MM-DD (e.g. {text.iloc[0]!r}): kept as "
+          "categories; write them as YYYY-MM-DD to cut them into periods of time"
+        )
+      return None
+    try:
+      when = pd.to_datetime(series.astype("string").str.strip(), format="ISO8601")
+    except (ValueError, OverflowError) as err:
+      raise ValueError(f"column {name!r}: reads as dates (YYYY-MM-DD) but one is not a valid date: {err}") from None
+  else:
+    return None
+  if getattr(when.dt, "tz", None) is not None:
+    when = when.dt.tz_convert("UTC").dt.tz_localize(None)
+  ns = when.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(float)
+  return pd.Series(np.where(when.isna().to_numpy(), np.nan, ns / DAY_NS), index=series.index)
+
+
+def _day_label(days: np.ndarray):
+  """The label writer of a date column's bin edges: YYYY-MM-DD, with the time of day where any value has one."""
+  timed = bool(np.any(np.nan_to_num(days) % 1))
+  layout = "%Y-%m-%d %H:%M" if timed else "%Y-%m-%d"
+  return lambda v: pd.Timestamp(round(v * DAY_NS)).strftime(layout)
 
 
 YES_NO = (("y", "n"), ("yes", "no"), ("true", "false"), ("t", "f"))  # (1, 0) text pairs read as a binary measure
