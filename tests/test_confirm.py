@@ -112,10 +112,46 @@ def test_mirror_check_of_a_rate_that_subtraction_rounds_below_zero():
   assert n == 7.0 and mean < 0.0  # the rounding this guards against
   with np.errstate(invalid="raise"):
     assert confirm.mirror_of(table.iloc[:1], table, np.array([0]), z_min=2.0) == ["G"]
-    flipped = table.assign(z=[3.0, -6.0])  # signs only: the mirror check reads the rates, the same as above
-    assert confirm.mirror_of(flipped.iloc[:1], flipped, np.array([0]), z_min=2.0) == ["G"]
+    flipped = table.assign(z=[3.0, -6.0])  # signs only: the candidate's side reads the rates, the same as above
+    assert confirm._vanishes_without(flipped.iloc[0], flipped.iloc[1], 2.0)
   unknown = table.assign(mean_group=[np.nan, 1.0])  # a rate that is not a number decides nothing: no mirror
   assert confirm.mirror_of(unknown.iloc[:1], unknown, np.array([0]), z_min=2.0) == [None]
+
+
+def _cohort_rows(groups: dict[str, tuple[float, float, float]]) -> pd.DataFrame:
+  """One cohort's table rows (linear scale) from each group's (n, mean, variance): each group against the pooled
+  rest, Welch's z."""
+  rows = []
+  for g, (n, m, v) in groups.items():
+    rest = [groups[h] for h in groups if h != g]
+    n_r = sum(r[0] for r in rest)
+    m_r = sum(r[0] * r[1] for r in rest) / n_r
+    v_r = (sum((r[0] - 1) * r[2] + r[0] * r[1] ** 2 for r in rest) - n_r * m_r**2) / (n_r - 1)
+    z = (m - m_r) / np.sqrt(v / n + v_r / n_r)
+    rows.append(dict(group=g, z=z, n_group=n, mean_group=m, var_group=v, n_rest=n_r, mean_rest=m_r, var_rest=v_r))
+  return pd.DataFrame(rows).assign(cohort_index=0, protected="race", measure="minutes", tested=True, scale="linear")
+
+
+def test_two_groups_that_hold_the_cohort_between_them_are_told_by_the_smaller_one():
+  """Mirrors both ways (an audit): when neither of two opposite gaps stands without the other group's rows, the
+  smaller group's finding is kept and the larger group's is its mirror, whichever |z| is larger; a gap that stands
+  alone keeps the rule by |z|."""
+  # B (300 rows) and W (600) hold the cohort; A (40 rows) lies between them. W's |z| is larger here.
+  table = _cohort_rows({"B": (300, 1.0, 1.0), "W": (600, 0.8, 0.5), "A": (40, 0.9, 1.0)})
+  z = table.set_index("group")["z"]
+  assert z["B"] > 2 and z["W"] < -2 and abs(z["W"]) > abs(z["B"])  # as the audit's confirmation half read
+  for g in ("B", "W"):  # neither gap stands without the other group's rows (by hand: each against A alone)
+    me, a = table.set_index("group").loc[g], table.set_index("group").loc["A"]
+    assert abs((me.mean_group - a.mean_group) / np.sqrt(me.var_group / me.n_group + a.var_group / a.n_group)) < 2
+  got = confirm.mirror_of(table, table, np.zeros(3, int), z_min=2.0)
+  assert got == [None, "B", "W"]  # B kept; W is B's mirror (before: B was W's, by |z| alone); A, W's (by |z|)
+  # With the sizes swapped the larger group is B: W tells the story.
+  swapped = _cohort_rows({"B": (600, 1.0, 0.5), "W": (300, 0.8, 1.0), "A": (40, 0.9, 1.0)})
+  assert confirm.mirror_of(swapped, swapped, np.zeros(3, int), z_min=2.0) == ["W", None, "B"]
+  # A gap that stands alone (C far above A and W) keeps the rule by |z|: W and A, lower only against a rest holding
+  # C, are C's mirrors and C is kept.
+  alone = _cohort_rows({"C": (300, 2.0, 1.0), "W": (600, 0.8, 1.0), "A": (200, 0.8, 1.0)})
+  assert confirm.mirror_of(alone, alone, np.zeros(3, int), z_min=2.0) == [None, "C", "C"]
 
 
 def test_a_mirror_is_not_confirmed():

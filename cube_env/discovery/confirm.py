@@ -263,15 +263,23 @@ def _moments_without(row, other) -> tuple[float, float, float]:
 
 
 def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z_min: float) -> list[str | None]:
-  """For each candidate, the group whose opposite gap explains it, or None (docs/design.md, Mirrors).
+  """For each candidate, the group whose opposite gap explains it, or None (README, Mirrors).
 
   A candidate (cohort c, column p, group h, measure m, sign s) is a mirror of
   another group g of p when, in c on the same rows, g's gap has the opposite
-  sign and a larger |z|, and h compared with the rest of c without g's rows
-  no longer shows a gap in its direction (s z < z_min; Welch or the
-  two-proportion z from subtracted sufficient statistics). When g's rate is
+  sign and h compared with the rest of c without g's rows no longer shows a
+  gap in its direction (s z < z_min; Welch or the two-proportion z from
+  subtracted sufficient statistics), and either g's gap stands without h's
+  rows while h's does not without g's (g's |z| also larger), or neither
+  stands without the other and h is the larger group. When g's rate is
   raised, every other group's is lower than a rest that holds g: that is g's
-  story told backwards.
+  story told backwards. When neither gap stands without the other, the two
+  groups hold the cohort between them and h against g is one comparison told
+  twice: the smaller group tells it (as a two-group column tests its smaller
+  group), so which of the two is confirmed does not turn on which |z| the
+  confirmation rows happen to make larger (an audit: a planted gap of a
+  smaller group was dropped as the mirror of the larger group's, whose |z|
+  was larger by noise).
   """
   out: list[str | None] = []
   groups = table.groupby(["cohort_index", "protected", "measure"], sort=False)
@@ -285,30 +293,41 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
     except KeyError:
       continue
     for other in same.to_dict("records"):
-      if other["group"] == row["group"] or not other["tested"]:
+      if other["group"] == row["group"] or not other["tested"] or np.sign(other["z"]) != -np.sign(z):
         continue
-      if np.sign(other["z"]) != -np.sign(z) or abs(other["z"]) <= abs(z):
+      if not _vanishes_without(row, other, z_min):  # h's gap stands without g's rows: not g's story
         continue
-      n_r, m_r, v_r = _moments_without(row, other)
-      if not n_r >= 2:
-        continue
-      n_h = float(row["n_group"])
-      m_h = float(np.log(row["mean_group"])) if row["scale"] == "log" else float(row["mean_group"])
-      if row["scale"] == "binary":
-        pooled = min(max((n_h * m_h + n_r * m_r) / (n_h + n_r), 0.0), 1.0)  # a rate: subtraction may round past 0 or 1
-        se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n_h + 1.0 / n_r))
+      if _vanishes_without(other, row, z_min):  # neither stands alone: the larger group is the mirror
+        mirror = (float(row["n_group"]), str(row["group"])) > (float(other["n_group"]), str(other["group"]))
       else:
-        se = np.sqrt(float(row["var_group"]) / n_h + v_r / n_r)
-      if se > 0:
-        z_without = (m_h - m_r) / se
-      elif (row["scale"] == "binary" and np.isfinite(se)) or m_h == m_r:
-        z_without = 0.0  # a pooled rate of 0 or 1: both rates are it (a difference left is rounding)
-      else:
-        z_without = np.sign(m_h - m_r) * np.inf  # no spread on either side, different means
-      if np.sign(z) * z_without < z_min:
+        mirror = abs(other["z"]) > abs(z)
+      if mirror:
         out[-1] = str(other["group"])
         break
   return out
+
+
+def _vanishes_without(row: dict, other: dict, z_min: float) -> bool:
+  """Whether `row`'s group, against the rest of its cohort without `other`'s group's rows, no longer shows a gap in
+  the direction of `row`'s z (z without < `z_min`); False where that rest is too small to test or a rate is not a
+  number (nothing is decided)."""
+  n_r, m_r, v_r = _moments_without(row, other)
+  if not n_r >= 2:
+    return False
+  n_h = float(row["n_group"])
+  m_h = float(np.log(row["mean_group"])) if row["scale"] == "log" else float(row["mean_group"])
+  if row["scale"] == "binary":
+    pooled = min(max((n_h * m_h + n_r * m_r) / (n_h + n_r), 0.0), 1.0)  # a rate: subtraction may round past 0 or 1
+    se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n_h + 1.0 / n_r))
+  else:
+    se = np.sqrt(float(row["var_group"]) / n_h + v_r / n_r)
+  if se > 0:
+    z_without = (m_h - m_r) / se
+  elif (row["scale"] == "binary" and np.isfinite(se)) or m_h == m_r:
+    z_without = 0.0  # a pooled rate of 0 or 1: both rates are it (a difference left is rounding)
+  else:
+    z_without = np.sign(m_h - m_r) * np.inf  # no spread on either side, different means
+  return bool(np.sign(float(row["z"])) * z_without < z_min)
 
 
 def confirm_candidates(
