@@ -23,6 +23,7 @@ from experiments.control.evaluation import PeriodicEvaluation
 from experiments.launch import (
   Checkpoint,
   UsageError,
+  check_training,
   compile_cache,
   parse_run_flags,
   peek_flag,
@@ -104,11 +105,13 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
     iterations=args.iterations,
     task=dataclasses.asdict(task),
   )
+  check_training(args, env, train_pool)
   t0 = time.perf_counter()
-  state = None
+  state = resumed_at = None
   if checkpoint is not None:
     state = restore_checkpoint(checkpoint, env, train_pool, config).state
-    print(f"resumed {checkpoint.directory} at iteration {int(state.iteration)}")
+    resumed_at = int(state.iteration)
+    print(f"resumed {checkpoint.directory} at iteration {resumed_at}")
   evaluation = PeriodicEvaluation(
     config,
     env,
@@ -154,10 +157,24 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
   print("summary: " + json.dumps(summary), flush=True)
   if args.logdir:
     os.makedirs(args.logdir, exist_ok=True)
-    with open(os.path.join(args.logdir, "evaluation.json"), "w") as fh:
-      history = [dataclasses.asdict(r) for r in evaluation.history]
+    path = os.path.join(args.logdir, "evaluation.json")
+    history = [dataclasses.asdict(r) for r in evaluation.history]
+    again = {h["iteration"] for h in history}  # an --eval-only resume evaluates its checkpoint's iteration again
+    history = [h for h in _earlier(path, resumed_at) if h["iteration"] not in again] + history
+    with open(path + ".tmp", "w") as fh:
       json.dump({"summary": summary, "config": config.to_dict(), "history": history}, fh, indent=1)
+    os.replace(path + ".tmp", path)
   return summary
+
+
+def _earlier(path: str, resumed_at: int | None) -> list[dict]:
+  """A resumed run's evaluations before it: those of `path` (the same logdir's `evaluation.json`) at or before the
+  iteration it resumed from (a crashed run's later ones are dropped, as its TensorBoard events are); none for a
+  fresh run or a logdir without the file."""
+  if resumed_at is None or not os.path.isfile(path):
+    return []
+  with open(path) as fh:
+    return [h for h in json.load(fh).get("history", []) if int(h["iteration"]) <= resumed_at]
 
 
 def main(argv: list[str] | None = None) -> int:

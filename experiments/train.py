@@ -29,6 +29,7 @@ from experiments.agent import held_out
 from experiments.launch import (
   Checkpoint,
   UsageError,
+  check_training,
   compile_cache,
   flag,
   parse_run_flags,
@@ -169,6 +170,7 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
     f"(seeds {eval_set.seeds[0]}..); grid {env.observation_shape}, {env.num_actions} actions; "
     f"{time.perf_counter() - t0:.1f} s"
   )
+  check_training(args, env, train_pool)
   state = None
   if checkpoint is not None:
     restored = restore_checkpoint(checkpoint, env, train_pool, config)

@@ -424,14 +424,18 @@ def save(
   config: MuZeroConfig,
   *,
   env=None,
+  pool=None,
   extra: dict | None = None,
   max_to_keep: int | None = None,
 ) -> int:
-  """Saves ``state`` at step ``state.iteration`` in ``directory`` and waits until it is on disk."""
+  """Saves ``state`` at step ``state.iteration`` in ``directory`` and waits until it is on disk.
+
+  ``env`` and ``pool`` (the env params pool trained on) are recorded so that ``restore`` can check them: a
+  checkpoint saved without ``pool`` is restored onto any pool unchecked (its saved slots index the pool)."""
   ckpt = Checkpointer(directory, max_to_keep=max_to_keep or config.checkpoints_to_keep)
   try:
     step = int(state.iteration)
-    ckpt.save(step, state, config=config, env=env, extra=extra, force=True)
+    ckpt.save(step, state, config=config, env=env, extra=extra, force=True, pool=pool)
   finally:
     ckpt.close()
   return step

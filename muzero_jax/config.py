@@ -186,14 +186,22 @@ class MuZeroConfig:
         raise ValueError(f"MuZeroConfig.{field.name} must be a number, got {value!r}")
       if field.type in ("int", "float") and isinstance(value, np.generic):  # Python numbers, as JSON writes them
         object.__setattr__(self, field.name, value.item())
-    for name in ("learning_rate", "max_grad_norm", "max_reward", "pb_c_init", "pb_c_base", "priority_eps"):
+    # dirichlet_alpha 0 draws NaN noise (jax.random.dirichlet), and a NaN prior makes every search pick action 0
+    for name in (
+      "learning_rate",
+      "max_grad_norm",
+      "max_reward",
+      "pb_c_init",
+      "pb_c_base",
+      "priority_eps",
+      "dirichlet_alpha",
+    ):
       if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
         raise ValueError(f"MuZeroConfig.{name} must be a finite number > 0, got {getattr(self, name)}")
     non_negative = (
       "temperature",  # 0: mctx's greedy action
       "weight_decay",
       "gumbel_scale",
-      "dirichlet_alpha",
       "policy_loss_weight",
       "value_loss_weight",
       "reward_loss_weight",
@@ -262,7 +270,9 @@ class MuZeroConfig:
       raise ValueError(
         f"replay_capacity={self.replay_capacity} holds {self.replay_rows} steps per "
         f"environment; need at least rollout_length + unroll_steps + n_step + 1 = "
-        f"{self.rollout_length + self.window_length}"
+        f"{self.rollout_length + self.window_length} per environment: replay_capacity >= "
+        f"{self.rollout_length + self.window_length} x num_envs ({self.num_envs}) = "
+        f"{(self.rollout_length + self.window_length) * self.num_envs}"
       )
 
   # ----------------------------------------------------------- derived sizes

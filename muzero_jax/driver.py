@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
+import numpy as np
 from tqdm.auto import tqdm
 
 from muzero_jax import support
@@ -147,15 +148,20 @@ def run_iterations(
   checkpoint, then raises ``KeyboardInterrupt``; a second one interrupts at once.
   """
   config = trainer.config
+  if isinstance(num_iterations, bool) or not isinstance(num_iterations, int | np.integer) or num_iterations < 0:
+    raise ValueError(f"num_iterations must be a whole number >= 0, got {num_iterations!r}")
   ckpt = Checkpointer(checkpoint_dir, max_to_keep=config.checkpoints_to_keep) if checkpoint_dir else None
   if state is None and resume and ckpt is not None and ckpt.all_steps():
     state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True, pool=trainer.pool).state
-  state = trainer.init() if state is None else state
+  if state is None:
+    state = trainer.init()
+  else:
+    check_state(state, jax.eval_shape(trainer.init))
   start = int(state.iteration)
   logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
   bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
   stop = StopOnSignal()
-  started = warned_reward = learned = False
+  started = warned_reward = warned_skip = learned = False
   try:
     source.start(state)
     started = True
@@ -174,6 +180,7 @@ def run_iterations(
         learned = learned or learns
         metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=first)
         warned_reward = warned_reward or _warn_clipped_reward(metrics, config, int(state.iteration))
+        warned_skip = warned_skip or _warn_all_skipped(metrics, int(state.iteration))
         step = int(state.iteration)
         if (
           ckpt is not None
@@ -206,12 +213,48 @@ def run_iterations(
   return state
 
 
+def check_state(state: TrainState, template: TrainState) -> None:
+  """Raises ``ValueError`` naming the first leaf where ``state`` differs in shape or dtype from ``template`` (this
+  config's and environment's ``TrainState``, e.g. ``jax.eval_shape(trainer.init)``): a state made under another
+  config would otherwise train on (or fail deep inside jit) and save a checkpoint that contradicts its config."""
+  got, want = jax.tree_util.tree_flatten_with_path(state), jax.tree_util.tree_flatten_with_path(template)
+  if got[1] != want[1]:
+    raise ValueError(
+      "the given state is not this config's TrainState (another network, search or environment made it): pass the "
+      "config and environment it was trained with"
+    )
+  for (path, x), (_, t) in zip(got[0], want[0]):
+    shape, dtype = tuple(np.shape(x)), getattr(x, "dtype", None)
+    if shape != tuple(t.shape) or dtype != t.dtype:
+      raise ValueError(
+        f"the given state's {jax.tree_util.keystr(path)} is {dtype}{list(shape)}, this config's is "
+        f"{t.dtype}{list(t.shape)}: the state was made under another config (num_envs, replay_capacity, network "
+        "sizes, ...) or environment; pass the config it was trained with"
+      )
+
+
 def _save(
   ckpt: Checkpointer, state: TrainState, trainer: Trainer, env, extra: dict | None, force: bool = False
 ) -> bool:
   return ckpt.save(
     int(state.iteration), state, config=trainer.config, env=env, extra=extra, force=force, pool=trainer.pool
   )
+
+
+def _warn_all_skipped(metrics: dict, iteration: int) -> bool:
+  """Warns (once a run: returns True) at the first iteration whose learner updates all ran and were all skipped
+  for a non-finite loss or gradient: the parameters did not move (the iteration's losses read NaN)."""
+  skipped = float(metrics.get("learner/skipped_updates", 0))
+  if not (skipped > 0 and float(metrics.get("learner/updates", 0)) == 0):
+    return False
+  warnings.warn(
+    f"iteration {iteration}: all {skipped:.0f} learner updates were skipped for a non-finite loss or gradient, so "
+    "the parameters did not change; look for NaN or inf in the environment's observations or rewards (or lower "
+    "learning_rate)",
+    RuntimeWarning,
+    stacklevel=3,
+  )
+  return True
 
 
 def _warn_clipped_reward(metrics: dict, config: MuZeroConfig, iteration: int) -> bool:

@@ -11,7 +11,7 @@ An environment is a stateless object (gymnax 1.0 style, no auto-reset)::
 from a pool whose leaves carry a leading ``[P, ...]`` axis (see
 :mod:`muzero_jax.selfplay`). Observations are ``[*observation_shape]`` real numbers
 (float32, or integers or booleans, which training casts to float32);
-``reward``, ``terminated`` and ``truncated`` are scalars. An illegal action is
+``reward`` is a real scalar, ``terminated`` and ``truncated`` bool scalars. An illegal action is
 never rewarded.
 
 :func:`check_env` is the reusable conformance test of the protocol (in the
@@ -48,25 +48,65 @@ class Environment(Protocol):
 
 
 def check_env_shapes(env, params) -> None:
-  """Checks the protocol's attributes, the observation shape and the mask on one instance ``params``.
+  """Checks the protocol's attributes and every output's shape and dtype on one instance ``params``.
 
-  Abstract evaluation only (``jax.eval_shape``): nothing is compiled or run.
+  Abstract evaluation only (``jax.eval_shape`` of ``reset``, ``action_mask`` and one ``step``): nothing is compiled
+  or run. An environment already checked with parameters of the same shapes passes at once (when it is hashable).
 
   Raises:
     TypeError: an attribute of the protocol is missing.
-    ValueError: ``reset`` or ``action_mask`` returns the wrong shape or dtype.
+    ValueError: ``reset``, ``action_mask`` or ``step`` returns the wrong shape, dtype or structure.
   """
   for name in _ATTRIBUTES:
     if not hasattr(env, name):
       raise TypeError(f"environment {type(env).__name__} lacks `{name}` (see muzero_jax.env_protocol)")
+  leaves, tree = jax.tree.flatten(params)
+  try:
+    seen = (env, tree, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+    hash(seen)
+  except TypeError:
+    seen = None
+  if seen is not None and seen in _CHECKED:
+    return
+  shape = tuple(env.observation_shape)
   obs, state = jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)
-  if tuple(obs.shape) != tuple(env.observation_shape):
-    raise ValueError(
-      f"env.reset returned obs of shape {obs.shape}, env.observation_shape is {tuple(env.observation_shape)}"
-    )
+  if tuple(obs.shape) != shape:
+    raise ValueError(f"env.reset returned obs of shape {obs.shape}, env.observation_shape is {shape}")
   mask = jax.eval_shape(env.action_mask, state, params)
   if tuple(mask.shape) != (env.num_actions,) or mask.dtype != jnp.bool_:
     raise ValueError(f"env.action_mask must return bool[{env.num_actions}], got {mask.dtype}{list(mask.shape)}")
+  out = jax.eval_shape(env.step, jax.random.PRNGKey(0), state, jnp.int32(0), params)
+  if not isinstance(out, tuple) or len(out) != 6:
+    got = f"{type(out).__name__} of {len(out)}" if isinstance(out, tuple | list) else type(out).__name__
+    raise ValueError(
+      "env.step must return (obs, state, reward, terminated, truncated, info), terminated and truncated apart "
+      f"(gymnax >= 1.0), got a {got}"
+    )
+  obs2, state2, reward, terminated, truncated, _ = out
+  if tuple(obs2.shape) != shape:
+    raise ValueError(f"env.step returned obs of shape {obs2.shape}, env.observation_shape is {shape}")
+  for name, x in (("reward", reward), ("terminated", terminated), ("truncated", truncated)):
+    if tuple(x.shape) != ():
+      raise ValueError(f"env.step's {name} must be a scalar, got shape {tuple(x.shape)}")
+  for name, x in (("terminated", terminated), ("truncated", truncated)):
+    if x.dtype != jnp.bool_:
+      raise ValueError(f"env.step's {name} must be a bool scalar, got {x.dtype}")
+  if not (jnp.issubdtype(reward.dtype, jnp.floating) or jnp.issubdtype(reward.dtype, jnp.integer)):
+    raise ValueError(f"env.step's reward must be a real number, got {reward.dtype}")
+  before, after = jax.tree_util.tree_flatten_with_path(state), jax.tree_util.tree_flatten_with_path(state2)
+  if before[1] != after[1]:
+    raise ValueError("env.step's state has another pytree structure than env.reset's (self-play carries it in a scan)")
+  for (path, a), (_, b) in zip(before[0], after[0]):
+    if a.shape != b.shape or a.dtype != b.dtype:
+      raise ValueError(
+        f"env.step's state{jax.tree_util.keystr(path)} is {b.dtype}{list(b.shape)}, env.reset's "
+        f"{a.dtype}{list(a.shape)}: a step must keep the state's shapes and dtypes (self-play carries it in a scan)"
+      )
+  if seen is not None:
+    _CHECKED.add(seen)
+
+
+_CHECKED: set = set()  # (env, params' tree and shapes) that passed `check_env_shapes`
 
 
 def _assert_tree_close(a, b, what: str, atol: float = 1e-5, names: tuple[str, ...] = ()) -> None:
@@ -83,7 +123,7 @@ def _assert_tree_close(a, b, what: str, atol: float = 1e-5, names: tuple[str, ..
     if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
       assert np.array_equal(x, y), f"{what}: {where} differs: {_head(x)} against {_head(y)}"
     else:
-      assert np.allclose(x, y, atol=atol, rtol=1e-5), (
+      assert np.allclose(x, y, atol=atol, rtol=1e-5, equal_nan=True), (  # a NaN is its own check's
         f"{what}: {where} differs by up to {np.abs(x - y).max():g}: {_head(x)} against {_head(y)}"
       )
 
@@ -137,6 +177,7 @@ def check_env(
   obs, state = reset_j(key, params)
   _assert_tree_close((obs, state), env.reset(key, params), "reset jit vs no-jit", names=("obs", "state"))
   assert tuple(obs.shape) == tuple(env.observation_shape), f"obs shape {obs.shape} != {env.observation_shape}"
+  assert np.isfinite(np.asarray(obs, np.float32)).all(), "non-finite observation from reset"
   # As training takes them: any real numbers (cast to float32 for the network), not complex or text.
   assert jnp.issubdtype(obs.dtype, jnp.floating) or jnp.issubdtype(obs.dtype, jnp.integer) or obs.dtype == jnp.bool_, (
     f"obs dtype {obs.dtype}: observations are real numbers (float, int or bool)"
@@ -168,7 +209,7 @@ def check_env(
         assert float(r_bad) == 0.0, "illegal action was rewarded"
         checked_illegal = True
       obs, state, reward, terminated, truncated, _ = out
-      assert np.isfinite(np.asarray(obs)).all(), "non-finite observation"
+      assert np.isfinite(np.asarray(obs, np.float32)).all(), "non-finite observation from step"
       assert np.isfinite(float(reward)), "non-finite reward"
       assert terminated.shape == () and truncated.shape == (), "terminated/truncated must be scalars"
       steps += 1

@@ -147,11 +147,13 @@ def _check_only_priorities_change(before: replay_lib.Replay, after: replay_lib.R
 def _metrics(
   state: TrainState, new_state: TrainState, stats: selfplay.RolloutStats, out: _LearnOut, config: MuZeroConfig
 ) -> dict[str, chex.Array]:
-  """Scalar metrics of one iteration (means over applied updates and finished episodes)."""
+  """Scalar metrics of one iteration (means over applied updates and finished episodes; the learner's are 0 while
+  the replay is cold, and NaN when updates ran and every one was skipped for a non-finite loss or gradient)."""
   applied = out.ran & out.finite
+  all_skipped = (jnp.sum(out.ran) > 0) & (jnp.sum(applied) == 0)
 
   def mean(x):  # over the applied updates
-    return jnp.sum(jnp.where(applied, x, 0.0)) / jnp.maximum(jnp.sum(applied), 1)
+    return jnp.where(all_skipped, jnp.nan, jnp.sum(jnp.where(applied, x, 0.0)) / jnp.maximum(jnp.sum(applied), 1))
 
   def per_episode(x):  # NaN when no episode finished
     return jnp.where(stats.episodes > 0, x / jnp.maximum(stats.episodes, 1), jnp.nan)
@@ -380,7 +382,7 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
   Args:
     config: hyperparameters; the value/reward supports are checked against
       ``config.max_reward`` and ``config.max_episode_steps`` (``ValueError``).
-    env: an environment following the protocol in :mod:`muzero_jax.selfplay`.
+    env: an environment following the protocol in :mod:`muzero_jax.env_protocol`.
     env_params_pool: pytree of env params with leaves ``[P, ...]``; each slot
       draws a uniform entry at every reset.
 
@@ -398,6 +400,8 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
     network, optimizer, init_fn, iteration_fn, evaluate = _build(config, env)
 
   def init(key: chex.PRNGKey | None = None) -> TrainState:
+    if key is not None and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+      key = jax.random.key_data(key)  # a new-style key (jax.random.key): its raw data, as PRNGKey gives and saves take
     state = init_fn(jax.random.PRNGKey(config.seed) if key is None else key, env_params_pool)
     # Committed like a state restored by Orbax, so both hit one compiled iteration.
     return jax.device_put(state, jax.devices()[0])

@@ -193,3 +193,18 @@ def test_short_cli_run_beats_the_untrained_agent(tmp_path, capsys):
   assert "--seed 3 (checkpoint: 0)" in capsys.readouterr().err
   assert train.main(["--env", "cartpole", "--horizon", "8"]) == 2  # a cube flag is refused, not ignored
   assert "--env cartpole does not take --horizon" in capsys.readouterr().err
+  # A resume into the same --logdir keeps the evaluations before it (an --eval-only one re-evaluates the last).
+  assert (
+    train.main(["--env", "cartpole", "--resume", str(tmp_path / "ckpt"), "--eval-only", "--logdir", str(logdir)]) == 0
+  )
+  again = json.loads((logdir / "evaluation.json").read_text())["history"]
+  assert [h["iteration"] for h in again] == [0, SHORT_RUN_ITERATIONS] and again[0] == untrained
+  # What training would refuse of the config against the environment is a usage error naming the flags.
+  capsys.readouterr()
+  for flags, message in (
+    (["--support-size", "3"], "Use --support-size >= 10 or lower --max-reward (1) or --max-episode-steps (500"),
+    (["--network", "resnet"], "--network='resnet' needs observations [C, H, W]; got shape (5,)"),
+    (["--iterations", "-1"], "--iterations must be >= 0"),
+  ):
+    assert train.main(["--env", "cartpole", "--preset", "smoke", "--logdir", "None", *flags]) == 2
+    assert message in capsys.readouterr().err

@@ -152,7 +152,7 @@ def test_wrong_directory_errors(tmp_path, saved):
     mz.load_params(tmp_path / "empty")
 
 
-def test_other_environment_or_config_is_refused(saved):
+def test_other_environment_or_config_is_refused(saved, tmp_path):
   other = CoinGrid(width=5, flat=True)
   with pytest.raises(ValueError, match=r"observation shape \(36,\).*this run has .*\(45,\)"):
     mz.Checkpointer(saved["directory"]).restore(jax.eval_shape(saved["trainer"].init), env=other)
@@ -169,6 +169,10 @@ def test_other_environment_or_config_is_refused(saved):
   shuffled = jax.tree.map(lambda x: x[::-1], pool)
   with pytest.warns(mz.CheckpointWarning, match="another env params pool of the same size"):
     assert mz.restore(saved["directory"], saved["env"], shuffled).step == 4
+  # The library's save records the pool it is given, and its restore checks it the same way.
+  mz.save(tmp_path / "lib", saved["states"][4], CONFIG, env=saved["env"], pool=pool)
+  with pytest.raises(ValueError, match=r"trained on an env params pool of 4 instances; this run passes 3"):
+    mz.restore(tmp_path / "lib", saved["env"], smaller)
 
 
 def test_no_pickle_in_the_saved_files(saved):

@@ -86,9 +86,48 @@ class _Impure(CoinGrid):
     return obs, new, reward + type(self).calls, terminated, truncated, info
 
 
+class _StepShape(CoinGrid):
+  """A step whose observation lost a value (reset's is right)."""
+
+  def step(self, key, state, action, params):
+    obs, *rest = super().step(key, state, action, params)
+    return (obs.reshape(-1)[1:], *rest)
+
+
+class _FloatDone(CoinGrid):
+  def step(self, key, state, action, params):
+    obs, new, reward, terminated, truncated, info = super().step(key, state, action, params)
+    return obs, new, reward, terminated.astype(float), truncated, info
+
+
+class _VectorReward(CoinGrid):
+  def step(self, key, state, action, params):
+    obs, new, reward, terminated, truncated, info = super().step(key, state, action, params)
+    return obs, new, reward[None], terminated, truncated, info
+
+
+class _OldGym(CoinGrid):
+  """gymnax < 1.0: one `done`."""
+
+  def step(self, key, state, action, params):
+    obs, new, reward, terminated, truncated, info = super().step(key, state, action, params)
+    return obs, new, reward, terminated | truncated, info
+
+
+class _NanObs(CoinGrid):
+  def step(self, key, state, action, params):
+    obs, *rest = super().step(key, state, action, params)
+    return (obs * jax.numpy.nan, *rest)
+
+
 @pytest.mark.parametrize(
   ("env", "message"),
   [
+    (_StepShape(), r"env.step returned obs of shape \(35,\), env.observation_shape is \(3, 3, 4\)"),
+    (_FloatDone(), "env.step's terminated must be a bool scalar, got float"),
+    (_VectorReward(), r"env.step's reward must be a scalar, got shape \(1,\)"),
+    (_OldGym(), r"env.step must return \(obs, state, reward, terminated, truncated, info\).* got a tuple of 5"),
+    (_NanObs(), "non-finite observation from step"),
     (_WrongMask(), "action_mask must return bool"),
     (_Impure(), r"step jit vs no-jit: reward differs by up to 1: \["),
     (_RewardsIllegal(), "illegal action was rewarded"),

@@ -295,6 +295,7 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
     ("priority_alpha", float("nan"), "finite number >= 0"),
     ("num_simulations", 1.5, "whole number"),
     ("batch_size", "64", "whole number"),
+    ("dirichlet_alpha", 0.0, "finite number > 0"),  # NaN noise: every search would pick action 0
   ):
     with pytest.raises(ValueError, match=rf"MuZeroConfig\.{field}.*{message}"):
       CONFIG.replace(**{field: value})
@@ -307,6 +308,19 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
   unpooled = pool.replace(walls=jnp.bool_(False))  # one leaf given once for all instances, without the axis
   with pytest.raises(ValueError, match=r"need a leading pool axis \[P, \.\.\.\]; leaf \.walls is a scalar"):
     mz.make_train(CONFIG, CoinGrid(), unpooled)
+  # A state made under another config is refused before training, naming the leaf (abstract: nothing compiles).
+  other = jax.eval_shape(mz.make_train(CONFIG.replace(num_envs=2 * CONFIG.num_envs), CoinGrid(), pool).init)
+  with pytest.raises(
+    ValueError,
+    match=r"state's \.replay\.obs is float32\[256, 32, .* this config's is float32\[512, 16, .* another config",
+  ):
+    mz.train(CONFIG, CoinGrid(), pool, state=other, num_iterations=1, progress=False)
+  with pytest.raises(ValueError, match="num_iterations must be a whole number >= 0, got -3"):
+    mz.train(CONFIG, CoinGrid(), pool, num_iterations=-3, progress=False)
+  # A new-style key (jax.random.key) starts the same run as its raw data (which checkpoints can save).
+  trainer = mz.make_train(CONFIG, CoinGrid(), pool)
+  typed, raw = jax.eval_shape(trainer.init, jax.random.key(0)), jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+  assert jax.tree.structure(typed) == jax.tree.structure(raw) and typed.key.dtype == raw.key.dtype == jnp.uint32
 
 
 def test_a_reward_beyond_max_reward_is_warned_once():
@@ -317,6 +331,11 @@ def test_a_reward_beyond_max_reward_is_warned_once():
   with pytest.warns(RuntimeWarning, match=r"reward of 50, .* the reward support holds it"):
     assert driver._warn_clipped_reward({"selfplay/reward_abs_max": 50.0}, ten, 7)
   assert not driver._warn_clipped_reward({"selfplay/reward_abs_max": 10.0}, ten, 8)
+  # An iteration whose updates all ran and were all skipped (a NaN in the observations, say) is warned of once.
+  with pytest.warns(RuntimeWarning, match="iteration 3: all 4 learner updates were skipped .* did not change"):
+    assert driver._warn_all_skipped({"learner/updates": 0, "learner/skipped_updates": 4}, 3)
+  assert not driver._warn_all_skipped({"learner/updates": 3, "learner/skipped_updates": 1}, 4)
+  assert not driver._warn_all_skipped({"learner/updates": 0, "learner/skipped_updates": 0}, 1)  # a cold replay
 
 
 def test_learner_loops_scan_host_and_overlap():

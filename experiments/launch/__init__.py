@@ -4,6 +4,7 @@ from experiments.launch.errors import UsageError, run_command
 from experiments.launch.resume import (
   Checkpoint,
   RunArgs,
+  check_training,
   flag,
   holds_checkpoints,
   parse_run_flags,
@@ -16,6 +17,7 @@ __all__ = [
   "Checkpoint",
   "RunArgs",
   "UsageError",
+  "check_training",
   "flag",
   "holds_checkpoints",
   "parse_run_flags",

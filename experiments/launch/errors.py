@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["UsageError", "run_command"]
+__all__ = ["UsageError", "flag_error", "run_command"]
 
 
 class UsageError(ValueError):
   """A flag or path the user gave is wrong (printed as `error: ...`, exit status 2)."""
+
+
+def flag_error(err: Exception, fields: Iterable[str]) -> UsageError:
+  """`err` (a config's or the library's check) as a usage error that names flags, not fields: `MuZeroConfig.name`,
+  and a field written as the subject of a setting (`name=`, `name >=`, `name (`, `name must`), become `--name`
+  (underscores as dashes), so `support_size >= 10` reads `--support-size >= 10`."""
+  text = str(err)
+  for name in sorted(set(fields), key=len, reverse=True):
+    pattern = rf"(?:MuZeroConfig\.)?(?<![\w.-]){re.escape(name)}\b(?=\s*(?:=|>=|<=|\(|must\b))"
+    text = re.sub(pattern, "--" + name.replace("_", "-"), text)
+  return UsageError(text)
 
 
 def run_command(run: Callable[[], Any], *, program: str, checkpoint_dir: str | None, logdir: str | None = None) -> int:

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 import tyro
 
 import muzero_jax
-from experiments.launch.errors import UsageError
+from experiments.launch.errors import UsageError, flag_error
 from muzero_jax.checkpoint import SAFE_CONFIG_FIELDS
 
 __all__ = [
@@ -158,7 +158,9 @@ def parse_run_flags(
   try:
     args = tyro.cli(args_type, default=default, args=list(argv), config=(tyro.conf.OmitArgPrefixes,))
   except ValueError as err:  # a config value out of range (MuZeroConfig.__post_init__)
-    raise UsageError(str(err)) from err
+    raise flag_error(err, _field_names(default)) from err
+  if args.iterations < 0:
+    raise UsageError(f"--iterations must be >= 0 (the total to train to), got {args.iterations}")
   if checkpoint is None:
     if args.checkpoint_dir and os.path.exists(args.checkpoint_dir) and not os.path.isdir(args.checkpoint_dir):
       raise UsageError(f"--checkpoint-dir {args.checkpoint_dir} is a file, not a directory")
@@ -177,6 +179,21 @@ def parse_run_flags(
       f"on resume: {', '.join(flag(n) for n in safe)}"
     )
   return args, checkpoint
+
+
+def check_training(args: RunArgs, env, pool) -> None:
+  """What `muzero_jax.make_train` checks of the config against the environment (the value and reward supports, the
+  network against the observation's shape, the replay, the expert), before any training or restoring: a failure
+  is a usage error naming the flags (exit status 2), not a traceback."""
+  try:
+    muzero_jax.make_train(args.config, env, pool)
+  except ValueError as err:
+    raise flag_error(err, _field_names(args)) from err
+
+
+def _field_names(args: RunArgs) -> list[str]:
+  """The flags' field names of an entry point's `Args`: its own, its config's and its task's."""
+  return [f.name for part in (args, args.config, args.task) for f in dataclasses.fields(part)]
 
 
 def _contradictions(given: RunArgs, saved: RunArgs) -> list[str]:
