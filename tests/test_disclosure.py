@@ -656,7 +656,8 @@ def test_the_hidden_column_names_each_rule_and_half():
   relative = ["relative_diff", "relative_ci_low", "relative_ci_high"]
   assert cube_env.shown_findings(events, 11)[relative].isna().all(axis=None)  # the interval goes with the difference
   assert cube_env.shown_findings(events, 11)["hidden"].tolist() == [
-    "events or non-events of a group or rest of this block are fewer than 11"
+    "events or non-events (or the cases with one value of the measure) of a group or rest of this block are fewer "
+    "than 11"
   ]
   tree = _table([({}, "sex", "F", "los", 500.0, 250.0, 250.0), ({"site": "a"}, "sex", "F", "los", 495.0, 248.0, 247.0)])
   assert cube_env.shown_findings(tree, 11)["hidden"].tolist() == [

@@ -80,6 +80,17 @@ def test_report_files_and_escaping(report):
   ET.fromstring(html.encode("utf-8"))  # well-formed: parses as XML
   assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
   assert html.count("data:image/png;base64,") >= 2  # a finding plot and the explored tree
+  # What "confirmed" means, in words, with the run's own screen, level and candidate count; the corrected p shown.
+  summary_now = json.loads(_read(os.path.join(report, "findings.json")))["summary"]
+  assert "What &#8220;confirmed on held-out rows&#8221; means." in html
+  assert (
+    f"reached {summary_now['z_screen']:g} there" in html
+    and f"among all {summary_now['candidates']:,} candidates" in html
+  )
+  assert "keeps the chance of even one false confirmation at most 0.05" in html and "<th>p_confirm</th>" in html
+  assert "Not adjusted for case mix." in html  # this run has no --adjust
+  bh = markup._how_confirmed({"q": 0.1}, adjusted=True, config=cube_env.DiscoveryConfig(correction="bh"))
+  assert "expected share of false findings among those confirmed at most 0.1" in bh and "Not adjusted" not in bh
   summary = json.loads(_read(os.path.join(report, "findings.json")))["summary"]
   assert summary["method"] == "beam" and 0 < summary["queries"] <= 60 and summary["confirmed"] >= 1
   for key in ("Summary", "Confirmed findings", "Explored tree", "Unconfirmed candidates"):
@@ -651,6 +662,14 @@ def test_plain_sentences_name_each_scale_and_hide_small_cells():
   assert finding_sentence(cost, adjusted_by=["asa"]) == (
     "In unit=B, the mean of cost for race=W was 30% lower (95% CI 20% to 42%) than for the rest of that cohort after "
     "adjustment for case mix (asa) (means of observed minus expected -350 vs 12,500); confirmed on held-out rows."
+  )
+  # A binary measure under adjustment is tested as excess rates (its row's scale "linear"): it still reads as rates.
+  excess = cost | dict(measure="readmitted", mean_group=-0.05, mean_rest=0.01, relative_diff=-0.6)
+  excess |= dict(relative_ci_low=-1.0, relative_ci_high=-0.2)
+  assert finding_sentence(excess, adjusted_by=["asa"], binary=["readmitted"]) == (
+    "In unit=B, the rate of readmitted for race=W was 60% lower (95% CI 20% to 100%) than for the rest of that "
+    "cohort after adjustment for case mix (asa) (excess rates of readmitted over expected -0.05 vs 0.01); "
+    "confirmed on held-out rows."
   )
   hidden = rate | dict(mean_group=None, mean_rest=None, relative_diff=None, relative_ci_low=None)
   assert finding_sentence(hidden) == (

@@ -99,8 +99,14 @@ def test_paths_follow_single_actions(full):
       up = v["filters"].iloc[parent]
       changed = set(filters.items()) ^ set(up.items())
       assert len({k for k, _ in changed}) == 1  # one column added, switched or cleared
-    for path in r.candidates["path"]:
+    for path, filters in zip(r.candidates["path"], r.candidates["filters"]):
       assert path.startswith("(all cases)")
+      # A drill path: each cohort holds the next (its filters a part of the next's), ending at the candidate's.
+      steps = [
+        dict(kv.split("=", 1) for kv in step.split(" & ")) if step != "(all cases)" else {}
+        for step in path.split(" > ")
+      ]
+      assert steps[-1] == filters and all(set(a.items()) < set(b.items()) for a, b in zip(steps, steps[1:]))
 
 
 def test_greedy_follows_the_strongest_pixel(space):

@@ -234,7 +234,8 @@ def hide_small_rates(
       small,
       RATE_STATISTICS,
       prefix,
-      f"events or non-events of a group or rest of this block are fewer than {limit}",
+      f"events or non-events (or the cases with one value of the measure) of a group or rest of this block are "
+      f"fewer than {limit}",
     )
   return out
 

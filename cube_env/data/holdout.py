@@ -95,6 +95,7 @@ class Halves:
   confirm_rows: int
   adjusters: tuple[str, ...]
   summary: tuple[str, ...]  # coding, split and adjustment notes
+  explore_raw: Cube | None = None  # exploration rows without case-mix adjustment (== explore when unadjusted)
 
 
 def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, summary, is_ratio=()) -> Cube:
@@ -160,6 +161,7 @@ def split_cubes(
   explore_cube = _cube(codes, values, meta, explore, **kw)
   confirm_cube = _cube(codes, values, meta, ~explore, **kw)
   raw = _cube(codes, raw_values, meta, ~explore, adjusted=False, summary=summary) if adjusters else confirm_cube
+  explore_raw = _cube(codes, raw_values, meta, explore, adjusted=False, summary=summary) if adjusters else explore_cube
   return Halves(
     explore=explore_cube,
     confirm=confirm_cube,
@@ -168,4 +170,5 @@ def split_cubes(
     confirm_rows=int((~explore).sum()),
     adjusters=adjusters,
     summary=tuple(summary),
+    explore_raw=explore_raw,
   )

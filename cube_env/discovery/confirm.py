@@ -41,6 +41,12 @@ from cube_env.discovery import cohorts
 
 KEY = ["cohort", "protected", "group", "measure"]
 UNTESTED = "not testable in the confirmation half (small group or too few events)"  # the reason of such a candidate
+# An adjusted binary measure's candidate whose unadjusted rates on the exploration half fail the binary test's
+# expected-counts rule (the rule the unadjusted screen applies): outside the correction's family.
+RATE_UNTESTED = (
+  "not testable: a side of its unadjusted rates expects fewer than 5 events or non-events on the exploration half "
+  "(left out of the correction)"
+)
 STAT_COLUMNS = (
   (
     "cohort_rows",
@@ -158,8 +164,18 @@ def pooled_p(n_group, var_group, n_rest, var_rest, diff) -> np.ndarray:
   return np.where(np.isfinite(p) & (dof > 0), np.clip(p, 0.0, 1.0), 1.0)
 
 
-def relative_difference(row, *, adjusted: bool, favorable: bool, rest_observed: float | None = None) -> float:
-  """Relative difference of group versus rest (see the module docstring); NaN when undefined."""
+def relative_difference(
+  row, *, adjusted: bool, favorable: bool, rest_observed: float | None = None, rate: bool = False
+) -> float:
+  """Relative difference of group versus rest (see the module docstring); NaN when undefined. `rate`: an adjusted
+  binary measure, whose relative difference (the difference of excess rates over the rest's observed rate) is at
+  least -1: a rate cannot fall by more than all of it, though a group with no events whose expected rate exceeds
+  the rest's observed one would read below -1."""
+  out = _relative_difference(row, adjusted=adjusted, favorable=favorable, rest_observed=rest_observed)
+  return max(out, -1.0) if rate and adjusted else out
+
+
+def _relative_difference(row, *, adjusted: bool, favorable: bool, rest_observed: float | None) -> float:
   scale = row["scale"]
   if row.get("mean_group") is None or row.get("mean_rest") is None:
     return float("nan")
@@ -183,10 +199,10 @@ def relative_difference(row, *, adjusted: bool, favorable: bool, rest_observed: 
 
 
 def relative_interval(
-  row, *, adjusted: bool, favorable: bool, rest_observed: float | None = None
+  row, *, adjusted: bool, favorable: bool, rest_observed: float | None = None, rate: bool = False
 ) -> tuple[float, float]:
   """95% interval of `relative_difference`, on its scale: the difference's interval (`ci_low`, `ci_high`) mapped
-  the same way; NaN where undefined.
+  the same way; NaN where undefined; `rate` (an adjusted binary measure): both limits at least -1, as the estimate.
 
   Log scale: exact (exp of the log-ratio's limits, minus one). Otherwise the difference's limits over the rest's
   mean (the observed rest mean with `adjusted`; non-event rates for a `favorable` binary measure), that mean
@@ -212,6 +228,8 @@ def relative_interval(
   if not (np.isfinite(base) and base > 0):
     return float("nan"), float("nan")
   a, b = sorted(sign * limits / base)
+  if rate and adjusted:
+    a, b = max(a, -1.0), max(b, -1.0)
   return float(a), float(b)
 
 
@@ -346,6 +364,7 @@ def confirm_candidates(
   new_z: float | None = None,
   pooled_check: bool = False,
   mirror_z: float | None = None,
+  explore_raw_cube: Cube | None = None,
 ) -> pd.DataFrame:
   """Re-tests candidates on the confirmation cube and applies the multiple-testing and relative-difference rules.
 
@@ -379,6 +398,13 @@ def confirm_candidates(
     mirror_z: when set, a candidate that is the mirror of another group's
       opposite gap in its cohort (`mirror_of`, on the confirmation half) is
       not confirmed; `mirror_of` names that group. None: no check.
+    explore_raw_cube: with `raw_cube`, the unadjusted exploration half. Adjustment tests a binary measure as
+      excess rates (Welch's z of observed minus expected), which has no expected-counts rule: a group with no
+      events in a cohort whose expected rate is low reads |z| 5-8 there (an audit: 148 of 153 adjusted binary
+      candidates on one table). Such a candidate, whose unadjusted rates on the exploration half fail the binary
+      test's rule (at least 5 expected events and non-events a side), is left out of the correction's family
+      (`RATE_UNTESTED`; a choice made from the exploration half alone, so the error rate holds), and one that
+      fails it on the confirmation half is not testable there (`UNTESTED`), as an unadjusted binary one.
 
   Returns:
     One row per candidate: the confirmation statistics under the usual
@@ -411,6 +437,12 @@ def confirm_candidates(
     out[f"explore_{c}"] = cand[c] if c in cand.columns else None
     out[c] = again[c].to_numpy()
   tested = again["tested"].to_numpy(bool) & again["p_value"].notna().to_numpy()
+  family = np.ones(len(cand), bool)
+  if raw is not None:  # adjusted binary measures keep the binary test's expected-counts rule (`explore_raw_cube`)
+    rates = (raw["scale"] == "binary").to_numpy(bool)
+    tested &= ~rates | raw["tested"].to_numpy(bool)
+    if explore_raw_cube is not None and rates.any():
+      family = ~rates | retest(cand, explore_raw_cube, **kw)["tested"].to_numpy(bool)
   p = np.where(tested, again["p_value"].fillna(1.0).to_numpy(float), 1.0)
   if pooled_check:
     continuous = (again["scale"] != "binary").to_numpy(bool) & tested
@@ -418,13 +450,14 @@ def confirm_candidates(
     cols += [pd.to_numeric(again[c], errors="coerce").to_numpy(float) for c in ("n_rest", "var_rest", "diff")]
     p = np.where(continuous, np.maximum(p, pooled_p(*cols)), p)
   out["p_confirm"] = p
-  if correction == "bh":
-    reject, p_adj = benjamini_hochberg(p, q=q)
-  elif correction in ("holm", "weighted"):
-    weights = exploration_weights(cand["z"].to_numpy(float), tilt=tilt) if correction == "weighted" else None
-    reject, p_adj = holm(p, alpha=q, weights=weights)
-  else:
+  if correction not in CORRECTIONS:
     raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+  reject, p_adj = np.zeros(len(cand), bool), np.ones(len(cand))
+  if correction == "bh":
+    reject[family], p_adj[family] = benjamini_hochberg(p[family], q=q)
+  else:
+    weights = exploration_weights(cand["z"].to_numpy(float)[family], tilt=tilt) if correction == "weighted" else None
+    reject[family], p_adj[family] = holm(p[family], alpha=q, weights=weights)
   out["p_adjusted"] = p_adj
   rel, rel_ci = [], []
   for i, row in enumerate(again.to_dict("records")):
@@ -433,6 +466,7 @@ def confirm_candidates(
       adjusted=raw is not None,
       favorable=row["measure"] in favorable,
       rest_observed=None if rest_obs is None else float(rest_obs),
+      rate=raw is not None and raw.iloc[i]["scale"] == "binary",
     )
     rel.append(relative_difference(row, **how))
     rel_ci.append(relative_interval(row, **how))
@@ -458,6 +492,7 @@ def confirm_candidates(
       tested, reject, same_sign, big, p_adj, rel, renewed, mirrors, again["z"].fillna(0.0).to_numpy(float)
     )
   ]
+  out.loc[~family, "reason"] = RATE_UNTESTED
   order = np.lexsort((-np.abs(np.nan_to_num(out["z"].to_numpy(float))), ~out["confirmed"].to_numpy(bool)))
   return out.iloc[order].reset_index(drop=True)
 
@@ -486,12 +521,13 @@ def rule_text(
 
 
 def blank_untested(findings: pd.DataFrame) -> pd.DataFrame:
-  """A copy of `findings` in which each candidate the confirmation half could not test (reason `UNTESTED`) shows no
-  z or p (its rows hold z 0 and p 1, which read as a measured null); exploration's statistics stay."""
+  """A copy of `findings` in which each candidate the confirmation half could not test (reason `UNTESTED`, or
+  `RATE_UNTESTED`) shows no z or p (its rows hold z 0 and p 1, which read as a measured null); exploration's
+  statistics stay."""
   table = findings.copy()
   if "reason" not in table.columns:
     return table
-  untested = (table["reason"] == UNTESTED).to_numpy()
+  untested = table["reason"].isin([UNTESTED, RATE_UNTESTED]).to_numpy()
   blank = [c for c in ("z", "p_value", "p_confirm", "p_adjusted") if c in table.columns]
   if untested.any() and blank:
     table[blank] = table[blank].astype(object)

@@ -339,6 +339,7 @@ def confirm(result: SearchResult, prepared: Prepared) -> pd.DataFrame:
     z_screen=prepared.space.z_screen,
     max_depth=config.max_depth,
     raw_cube=halves.confirm_raw if config.adjust else None,
+    explore_raw_cube=halves.explore_raw if config.adjust else None,
     favorable=config.favorable,
     correction=config.correction,
     tilt=config.tilt,

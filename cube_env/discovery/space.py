@@ -499,13 +499,21 @@ class SearchResult:
 
 
 def drill_path(visits: pd.DataFrame, query: int) -> list[str]:
-  """Cohort labels from the root to visit `query`, following first-reached parents."""
+  """Cohort labels from the root to visit `query`: the drill-downs that led there, each cohort holding the next.
+
+  It follows first-reached parents back to the root and keeps the cohorts whose filters are a part of the next kept
+  one's: a walker that rolled up or switched a filter on its way (greedy's walk may pass through 100 cohorts)
+  shows the ancestors it drilled through, not its whole walk (an audit). With `filters` absent, the whole chain."""
   path = []
   parents = visits["parent"].to_numpy()
   labels = visits["cohort"].to_numpy()
-  q = int(query)
+  filters = visits["filters"].to_numpy() if "filters" in visits.columns else None
+  q, kept = int(query), None
   while q >= 0 and len(path) <= len(visits):
-    path.append(str(labels[q]))
+    mine = None if filters is None else set(filters[q].items())
+    if kept is None or mine is None or mine <= kept:
+      path.append(str(labels[q]))
+      kept = mine
     q = int(parents[q])
   return path[::-1]
 

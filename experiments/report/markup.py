@@ -130,6 +130,7 @@ VIEW = [
   "relative_ci_high",
   "z",
   "p_value",
+  "p_confirm",
   "p_adjusted",
   "explore_z",
   "path",
@@ -220,7 +221,9 @@ def _percent_ci(rel: float, low: Any, high: Any) -> str:
   return f" (95% CI of the relative difference {low:+.0%} to {high:+.0%})"
 
 
-def finding_sentence(row: dict, *, adjusted_by: list | tuple = (), favorable: list | tuple = ()) -> str:
+def finding_sentence(
+  row: dict, *, adjusted_by: list | tuple = (), favorable: list | tuple = (), binary: list | tuple = ()
+) -> str:
   """One confirmed finding in plain words (plain text), from numbers the report shows elsewhere, counts never.
 
   The relative difference (`relative_diff`, with `relative_ci_low` to
@@ -229,9 +232,12 @@ def finding_sentence(row: dict, *, adjusted_by: list | tuple = (), favorable: li
   (geometric means for log-scale measures, rates for binary ones); a
   favorable binary measure's relative difference is of its non-event rates.
   A finding whose numbers the small-cell rule blanked says so instead, with its direction (the exploration
-  half's, which confirmation kept) and why (`hidden`).
+  half's, which confirmation kept) and why (`hidden`). `binary`: the binary measures, which case-mix adjustment
+  tests as excess rates (their rows' scale is then "linear"), so that they still read as rates.
   """
   scale = row.get("scale") if row.get("scale") in SUBJECTS else "linear"
+  if adjusted_by and row["measure"] in binary:
+    scale = "binary"
   subject, means, adjusted_means = SUBJECTS[scale]
   m = str(row["measure"])
   flip = m in favorable  # a favorable measure is binary (scale "linear" once adjusted): its non-event rates
@@ -249,7 +255,7 @@ def finding_sentence(row: dict, *, adjusted_by: list | tuple = (), favorable: li
     why = "" if _blank(row.get("hidden")) else f" ({row['hidden']})"
     return f"{head} {how} {rest}; its numbers are hidden by the small-cell rule{why}; confirmed on held-out rows."
   adjusted = f" after adjustment for case mix ({', '.join(adjusted_by)})" if adjusted_by else ""
-  if flip:
+  if flip or (adjusted_by and scale == "binary"):
     shown = f"excess rates of {m} over expected" if adjusted_by else f"rates of {m}"
   else:
     shown = adjusted_means if adjusted_by else means
@@ -263,20 +269,72 @@ def finding_sentence(row: dict, *, adjusted_by: list | tuple = (), favorable: li
   )
 
 
-def _plain_words(confirmed: pd.DataFrame, info: dict, *, favorable: list | tuple) -> str:
+def _plain_words(
+  confirmed: pd.DataFrame, info: dict, *, favorable: list | tuple, config: Any = None, binary: list | tuple = ()
+) -> str:
   """The report's opening: each confirmed finding in one sentence (`finding_sentence`), and what "the rest" is."""
   if not len(confirmed):
     return "<p>No finding was confirmed on the held-out rows.</p>"
   adjusted_by = info.get("adjusted_by") or ()
   items = "".join(
-    f"<li>{esc(finding_sentence(r, adjusted_by=adjusted_by, favorable=favorable))}</li>"
+    f"<li>{esc(finding_sentence(r, adjusted_by=adjusted_by, favorable=favorable, binary=binary))}</li>"
     for r in confirmed.to_dict("records")
   )
   return (
     "<h2>In plain words</h2><p>Each confirmed finding in one sentence. &#8220;The rest&#8221; of a cohort is "
     "everyone else in it: the rows of every other group of that protected column, including rows whose group is "
     f"unknown or missing. The percentages are the relative difference, group over rest.</p><ul>{items}</ul>"
+    + _how_confirmed(info, adjusted=bool(adjusted_by), config=config)
   )
+
+
+def _how_confirmed(info: dict, *, adjusted: bool, config: Any = None) -> str:
+  """What "confirmed on held-out rows" means, in words a clinical lead can check against the summary (`config`: the
+  run's `DiscoveryConfig`, for its correction and p), and, for a run without case-mix adjustment, that its gaps may
+  be case mix."""
+  if getattr(config, "correction", "weighted") == "bh":
+    error = "keeps the expected share of false findings among those confirmed at most"
+  else:
+    error = "keeps the chance of even one false confirmation at most"
+  if getattr(config, "pooled_check", True):
+    corrected = (
+      "the p it corrects is <code>p_confirm</code>, the larger of the test's <code>p_value</code> and a "
+      "pooled-variance test's"
+    )
+  else:
+    corrected = "the p it corrects is the test's, <code>p_value</code>"
+  share = info.get("explore_fraction")
+  half = f" ({share:.0%} of the rows)" if isinstance(share, float) else ""
+  screen, q, candidates = info.get("z_screen"), info.get("q"), info.get("candidates")
+  among = f" among all {candidates:,} candidates" if isinstance(candidates, int) else " among all candidates"
+  text = (
+    "<p><b>What &#8220;confirmed on held-out rows&#8221; means.</b> The rows were split at random (a seeded hash of "
+    f"each row) into an exploration part{esc(half)} and a confirmation part. The search saw only the exploration "
+    f"rows and kept as candidates the gaps whose |z| reached {esc(screen)} there; every candidate was then tested "
+    "again on the confirmation rows alone, which no choice of the search has seen. A finding is confirmed when, "
+    f"there, it is significant after a multiple-testing correction{esc(among)} that {error} {esc(q)} "
+    f"(<code>p_adjusted</code>; {corrected}), points the same way, is at least "
+    "the summary's <code>min_relative_diff</code> apart, and is not explained by a larger cohort holding it or by "
+    "another group's opposite gap (the summary's <code>confirmation</code> lists the rules). z is the normal "
+    "equivalent of a test's p-value, signed by the gap's direction; every statistic shown is the confirmation "
+    "rows'.</p>"
+  )
+  if not adjusted:
+    text += (
+      "<p><b>Not adjusted for case mix.</b> These gaps compare groups as they are: a group that has more urgent "
+      "or higher-risk cases shows a gap in such measures even where its care is the same. Run with "
+      "<code>--adjust</code> and the risk columns to compare observed with expected within strata.</p>"
+    )
+  return text
+
+
+def _binary(run: cube_env.Discovery) -> list[str]:
+  """The run's binary measures (read from its unadjusted confirmation cube: adjustment tests them as excess rates)."""
+  halves = getattr(run, "halves", None)  # a report of findings alone has none
+  if halves is None:
+    return []
+  meta = halves.confirm_raw.meta
+  return [m for m, b in zip(meta.measure_names, meta.is_binary) if b]
 
 
 def render_html(
@@ -290,7 +348,9 @@ def render_html(
     '<html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head><meta charset="utf-8"/>',
     f"<title>Disparity findings: {esc(info['data'])}</title><style>{STYLE}</style></head><body>",
     "<h1>Disparity findings</h1>",
-    _plain_words(confirmed, info, favorable=getattr(run.config, "favorable", ())),
+    _plain_words(
+      confirmed, info, favorable=getattr(run.config, "favorable", ()), config=run.config, binary=_binary(run)
+    ),
     f"<h2>Summary</h2>{_summary_table(info)}",
   ]
   if "truth" in info:
