@@ -829,3 +829,15 @@ def test_findings_csv_cells_a_spreadsheet_would_run_are_written_as_text():
   safe = files._spreadsheet_safe(table)
   assert safe["group"].tolist()[:5] == ["'" + table["group"][0], "'+1", "'-x", "'@SUM(A1)", "B"]
   assert pd.isna(safe["group"][5]) and safe["cohort"].equals(table["cohort"]) and safe["z"].equals(table["z"])
+
+
+def test_a_finding_plot_whose_numbers_are_hidden_says_so(monkeypatch):
+  """An audit: a finding whose means the small-cell rule blanked drew an empty chart; it now says why."""
+  figures = []
+  monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or "png")
+  row = dict(group="B", reference="rest", measure="complication", scale="binary", cohort="unit=A", protected="race")
+  plots.finding_plot(row)
+  shown = row | dict(mean_group=0.2, mean_rest=0.1, explore_mean_group=0.21, explore_mean_rest=0.1)
+  plots.finding_plot(shown)
+  texts = [[t.get_text() for t in fig.axes[0].texts] for fig in figures]
+  assert texts == [["numbers hidden by the small-cell rule"], []]

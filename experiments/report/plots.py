@@ -31,11 +31,13 @@ def finding_plot(row: dict) -> str:
   fig = Figure(figsize=(4.6, 2.8))
   ax = fig.subplots()
   sides = [("group", "explore_"), ("rest", "explore_"), ("group", ""), ("rest", "")]
+  drawn = 0
   for i, (side, prefix) in enumerate(sides):
     mean = row.get(f"{prefix}mean_{side}")
     lo, hi = row.get(f"{prefix}{side}_ci_low"), row.get(f"{prefix}{side}_ci_high")
     if mean is None or (isinstance(mean, float) and not math.isfinite(mean)):
       continue
+    drawn += 1
     err = None
     if lo is not None and hi is not None and np.isfinite([lo, hi]).all():
       err = [[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]]
@@ -51,6 +53,9 @@ def finding_plot(row: dict) -> str:
     fontsize=7,
   )
   ax.axvline(1.5, color="#bbb", lw=0.8)
+  if drawn < len(sides):  # the small-cell rule blanked some means (an empty chart read as a fault: an audit)
+    why = "numbers hidden by the small-cell rule" if not drawn else "some numbers hidden by the small-cell rule"
+    ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="#555")
   scale = {"log": "geometric mean", "binary": "rate", "ratio": "mean observed / expected"}.get(row.get("scale"), "mean")
   ax.set_ylabel(f"{_short(str(row['measure']), 24)} ({scale})", fontsize=8)
   ax.set_title(_short(f"{row['cohort']} | {row['protected']}"), fontsize=8)
