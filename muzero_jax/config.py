@@ -186,22 +186,20 @@ class MuZeroConfig:
         raise ValueError(f"MuZeroConfig.{field.name} must be a number, got {value!r}")
       if field.type in ("int", "float") and isinstance(value, np.generic):  # Python numbers, as JSON writes them
         object.__setattr__(self, field.name, value.item())
-    # dirichlet_alpha 0 draws NaN noise (jax.random.dirichlet), and a NaN prior makes every search pick action 0
-    for name in (
-      "learning_rate",
-      "max_grad_norm",
-      "max_reward",
-      "pb_c_init",
-      "pb_c_base",
-      "priority_eps",
-      "dirichlet_alpha",
-    ):
+    for name in ("learning_rate", "max_grad_norm", "max_reward", "pb_c_init", "pb_c_base", "priority_eps"):
       if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
         raise ValueError(f"MuZeroConfig.{name} must be a finite number > 0, got {getattr(self, name)}")
+    # The muzero search's Dirichlet noise: alpha 0 draws NaN (jax.random.dirichlet), and a NaN prior makes every
+    # search pick action 0; the gumbel search draws none, so a saved gumbel config with 0 still loads.
+    if self.search == "muzero" and not (math.isfinite(self.dirichlet_alpha) and self.dirichlet_alpha > 0):
+      raise ValueError(
+        f"MuZeroConfig.dirichlet_alpha must be a finite number > 0 with search='muzero', got {self.dirichlet_alpha}"
+      )
     non_negative = (
       "temperature",  # 0: mctx's greedy action
       "weight_decay",
       "gumbel_scale",
+      "dirichlet_alpha",
       "policy_loss_weight",
       "value_loss_weight",
       "reward_loss_weight",

@@ -205,6 +205,7 @@ def test_short_cli_run_beats_the_untrained_agent(tmp_path, capsys):
     (["--support-size", "3"], "Use --support-size >= 10 or lower --max-reward (1) or --max-episode-steps (500"),
     (["--network", "resnet"], "--network='resnet' needs observations [C, H, W]; got shape (5,)"),
     (["--iterations", "-1"], "--iterations must be >= 0"),
+    (["--min-replay-size", "100000000"], "--min-replay-size=100000000 is more than the replay holds"),
   ):
     assert train.main(["--env", "cartpole", "--preset", "smoke", "--logdir", "None", *flags]) == 2
     assert message in capsys.readouterr().err

@@ -145,6 +145,9 @@ def test_two_groups_that_hold_the_cohort_between_them_are_told_by_the_smaller_on
     assert abs((me.mean_group - a.mean_group) / np.sqrt(me.var_group / me.n_group + a.var_group / a.n_group)) < 2
   got = confirm.mirror_of(table, table, np.zeros(3, int), z_min=2.0)
   assert got == [None, "B", "W"]  # B kept; W is B's mirror (before: B was W's, by |z| alone); A, W's (by |z|)
+  # The size rule holds only between two candidates: with W the only one (B missed the exploration screen), W is
+  # kept by |z|, or neither would tell the story (a review).
+  assert confirm.mirror_of(table.iloc[[1]], table, np.zeros(1, int), z_min=2.0) == [None]
   # With the sizes swapped the larger group is B: W tells the story.
   swapped = _cohort_rows({"B": (600, 1.0, 0.5), "W": (300, 0.8, 1.0), "A": (40, 0.9, 1.0)})
   assert confirm.mirror_of(swapped, swapped, np.zeros(3, int), z_min=2.0) == ["W", None, "B"]

@@ -769,8 +769,8 @@ def test_a_date_dimension_is_cut_at_quantiles_of_its_dates_and_other_date_layout
   expect = np.select([day < edges[0], day < edges[1], day < edges[2], day.notna()], [0, 1, 2, 3], 4)
   np.testing.assert_array_equal(np.asarray(order)[expect], np.asarray(labels)[codes[:, 1]])
   assert np.bincount(expect)[:4].min() >= len(iso) // 4 - 40  # quartiles of the dates
-  # Datetimes (Parquet's and pandas' own) and the same instants with a zone give the same coding.
-  for dates in (day, day.dt.tz_localize("UTC").dt.tz_convert("America/Chicago")):
+  # Datetimes (Parquet's and pandas' own, of any unit) and the same wall times with a zone give the same coding.
+  for dates in (day, day.astype("datetime64[s]"), day.dt.tz_localize("America/Chicago")):
     again, _, meta2 = cube_env.encode_table(iso.assign(date=dates), schema)
     assert meta2.categories[1] == labels and np.array_equal(again, codes)
   # A time of day shows in the labels; a date in another layout stays a category, with a warning.
@@ -784,6 +784,14 @@ def test_a_date_dimension_is_cut_at_quantiles_of_its_dates_and_other_date_layout
   assert sorted(few[2].categories[1]) == ["2021-01-01", "2022-01-01"]
   with pytest.raises(ValueError, match="column 'date': bin edges are for numbers"):
     cube_env.encode_table(iso, cube_env.Schema(**{**vars(schema), "bins": {"date": [0, 1]}}))
+  # A sentinel far from the others (9999-12-31, "no end date") is its own latest date, not wrapped into the first
+  # bin (datetime64[ns] ends in 2262); seconds show where a time has them.
+  far = iso.copy()
+  far.loc[:29, "date"] = "9999-12-31"
+  far_codes, _, far_meta = cube_env.encode_table(far, schema)
+  assert len(set(far_codes[:30, 1])) == 1 and far_meta.categories[1][far_codes[0, 1]].startswith(">= ")
+  seconds = cube_env.encode_table(iso.assign(date=day + pd.Timedelta(seconds=90)), schema)[2]
+  assert f"< {edges[0]} 00:01:30" in seconds.categories[1]
   bad = iso.copy()
   bad.loc[3, "date"] = "2023-02-30"
   with pytest.raises(ValueError, match="column 'date': reads as dates .* not a valid date"):

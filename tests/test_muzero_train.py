@@ -295,10 +295,15 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
     ("priority_alpha", float("nan"), "finite number >= 0"),
     ("num_simulations", 1.5, "whole number"),
     ("batch_size", "64", "whole number"),
-    ("dirichlet_alpha", 0.0, "finite number > 0"),  # NaN noise: every search would pick action 0
   ):
     with pytest.raises(ValueError, match=rf"MuZeroConfig\.{field}.*{message}"):
       CONFIG.replace(**{field: value})
+  # The muzero search's Dirichlet alpha 0 draws NaN noise (every search would pick action 0); gumbel draws none.
+  with pytest.raises(
+    ValueError, match=r"MuZeroConfig\.dirichlet_alpha must be a finite number > 0 with search='muzero'"
+  ):
+    CONFIG.replace(search="muzero", dirichlet_alpha=0.0)
+  assert CONFIG.replace(search="gumbel", dirichlet_alpha=0.0).dirichlet_alpha == 0.0
   assert CONFIG.replace(temperature=0.0).temperature == 0.0  # mctx's greedy action
   typed = CONFIG.replace(learning_rate=np.float32(1e-3), batch_size=np.int64(8))  # numpy numbers, as tuners give
   assert type(typed.learning_rate) is float and type(typed.batch_size) is int

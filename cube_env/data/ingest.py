@@ -600,7 +600,7 @@ def _code_column(
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?")  # 2023-01-15, 2023-01-15 08:30
 OTHER_DATE = re.compile(r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}")  # 01/15/2023 or 15.01.2023: day and month ambiguous
-DAY_NS = 86_400 * 10**9
+DAY_S = 86_400
 
 
 def _as_days(series: pd.Series, name: str, role: str, nunique: int, max_categories: int, summary: list[str]):
@@ -632,16 +632,18 @@ def _as_days(series: pd.Series, name: str, role: str, nunique: int, max_categori
   else:
     return None
   if getattr(when.dt, "tz", None) is not None:
-    when = when.dt.tz_convert("UTC").dt.tz_localize(None)
-  ns = when.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(float)
-  return pd.Series(np.where(when.isna().to_numpy(), np.nan, ns / DAY_NS), index=series.index)
+    when = when.dt.tz_localize(None)  # the local wall time the table shows (a UTC day would shift its hours)
+  # Seconds, not nanoseconds: datetime64[ns] holds only 1677-2262, and a sentinel such as 9999-12-31 wrapped around.
+  seconds = when.to_numpy().astype("datetime64[s]").astype(np.int64).astype(float)
+  return pd.Series(np.where(when.isna().to_numpy(), np.nan, seconds / DAY_S), index=series.index)
 
 
 def _day_label(days: np.ndarray):
-  """The label writer of a date column's bin edges: YYYY-MM-DD, with the time of day where any value has one."""
-  timed = bool(np.any(np.nan_to_num(days) % 1))
-  layout = "%Y-%m-%d %H:%M" if timed else "%Y-%m-%d"
-  return lambda v: pd.Timestamp(round(v * DAY_NS)).strftime(layout)
+  """The label writer of a date column's bin edges: YYYY-MM-DD, with the time of day where any value has one (and
+  its seconds where any has them)."""
+  seconds = np.round(np.nan_to_num(days) * DAY_S)
+  layout = "%Y-%m-%d %H:%M:%S" if np.any(seconds % 60) else "%Y-%m-%d %H:%M" if np.any(seconds % DAY_S) else "%Y-%m-%d"
+  return lambda v: pd.Timestamp(np.datetime64(int(round(v * DAY_S)), "s")).strftime(layout)
 
 
 YES_NO = (("y", "n"), ("yes", "no"), ("true", "false"), ("t", "f"))  # (1, 0) text pairs read as a binary measure

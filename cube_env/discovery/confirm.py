@@ -289,7 +289,7 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
   gap in its direction (s z < z_min; Welch or the two-proportion z from
   subtracted sufficient statistics), and either g's gap stands without h's
   rows while h's does not without g's (g's |z| also larger), or neither
-  stands without the other and h is the larger group. When g's rate is
+  stands without the other, g is a candidate too and h is the larger group. When g's rate is
   raised, every other group's is lower than a rest that holds g: that is g's
   story told backwards. When neither gap stands without the other, the two
   groups hold the cohort between them and h against g is one comparison told
@@ -301,7 +301,9 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
   """
   out: list[str | None] = []
   groups = table.groupby(["cohort_index", "protected", "measure"], sort=False)
-  for i, row in enumerate(again.to_dict("records")):
+  rows = again.to_dict("records")
+  candidates = {(int(c), r["protected"], r["measure"], str(r["group"])) for c, r in zip(cohort, rows)}
+  for i, row in enumerate(rows):
     out.append(None)
     if not row["tested"]:  # a tested row is never blanked: both sides have >= min_group rows
       continue
@@ -315,9 +317,10 @@ def mirror_of(again: pd.DataFrame, table: pd.DataFrame, cohort: np.ndarray, *, z
         continue
       if not _vanishes_without(row, other, z_min):  # h's gap stands without g's rows: not g's story
         continue
-      if _vanishes_without(other, row, z_min):  # neither stands alone: the larger group is the mirror
+      told = (int(cohort[i]), row["protected"], row["measure"], str(other["group"])) in candidates
+      if told and _vanishes_without(other, row, z_min):  # neither stands alone: the larger group is the mirror
         mirror = (float(row["n_group"]), str(row["group"])) > (float(other["n_group"]), str(other["group"]))
-      else:
+      else:  # (the size rule only between two candidates: else the story would be told by neither)
         mirror = abs(other["z"]) > abs(z)
       if mirror:
         out[-1] = str(other["group"])

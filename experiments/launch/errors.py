@@ -20,7 +20,7 @@ def flag_error(err: Exception, fields: Iterable[str]) -> UsageError:
   (underscores as dashes), so `support_size >= 10` reads `--support-size >= 10`."""
   text = str(err)
   for name in sorted(set(fields), key=len, reverse=True):
-    pattern = rf"(?:MuZeroConfig\.)?(?<![\w.-]){re.escape(name)}\b(?=\s*(?:=|>=|<=|\(|must\b))"
+    pattern = rf"(?<![\w.-])(?:MuZeroConfig\.)?{re.escape(name)}\b(?=\s*(?:=|>=|<=|\(|must\b))"
     text = re.sub(pattern, "--" + name.replace("_", "-"), text)
   return UsageError(text)
 

@@ -307,6 +307,8 @@ def _how_confirmed(info: dict, *, adjusted: bool, config: Any = None) -> str:
   half = f" ({share:.0%} of the rows)" if isinstance(share, float) else ""
   screen, q, candidates = info.get("z_screen"), info.get("q"), info.get("candidates")
   among = f" among all {candidates:,} candidates" if isinstance(candidates, int) else " among all candidates"
+  if adjusted:  # an adjusted rate's candidate may be left out of the family (`confirm.RATE_UNTESTED`)
+    among += " (less any left out as not testable, which their reason says)"
   text = (
     "<p><b>What &#8220;confirmed on held-out rows&#8221; means.</b> The rows were split at random (a seeded hash of "
     f"each row) into an exploration part{esc(half)} and a confirmation part. The search saw only the exploration "
