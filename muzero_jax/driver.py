@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from muzero_jax import support
 from muzero_jax.checkpoint import Checkpointer
 from muzero_jax.config import MuZeroConfig
+from muzero_jax.env_protocol import leaf_mismatch
 from muzero_jax.metrics_logger import MetricsLogger
 from muzero_jax.trainer import Trainer, TrainState, make_train
 
@@ -217,20 +218,18 @@ def check_state(state: TrainState, template: TrainState) -> None:
   """Raises ``ValueError`` naming the first leaf where ``state`` differs in shape or dtype from ``template`` (this
   config's and environment's ``TrainState``, e.g. ``jax.eval_shape(trainer.init)``): a state made under another
   config would otherwise train on (or fail deep inside jit) and save a checkpoint that contradicts its config."""
-  got, want = jax.tree_util.tree_flatten_with_path(state), jax.tree_util.tree_flatten_with_path(template)
-  if got[1] != want[1]:
+  differs = leaf_mismatch(state, template)
+  if differs == ():
     raise ValueError(
       "the given state is not this config's TrainState (another network, search or environment made it): pass the "
       "config and environment it was trained with"
     )
-  for (path, x), (_, t) in zip(got[0], want[0]):
-    shape, dtype = tuple(np.shape(x)), getattr(x, "dtype", None)
-    if shape != tuple(t.shape) or dtype != t.dtype:
-      raise ValueError(
-        f"the given state's {jax.tree_util.keystr(path)} is {dtype}{list(shape)}, this config's is "
-        f"{t.dtype}{list(t.shape)}: the state was made under another config (num_envs, replay_capacity, network "
-        "sizes, ...) or environment; pass the config it was trained with"
-      )
+  if differs is not None:
+    where, got, want = differs
+    raise ValueError(
+      f"the given state's {where} is {got}, this config's is {want}: the state was made under another config "
+      "(num_envs, replay_capacity, network sizes, ...) or environment; pass the config it was trained with"
+    )
 
 
 def _save(

@@ -93,20 +93,33 @@ def check_env_shapes(env, params) -> None:
       raise ValueError(f"env.step's {name} must be a bool scalar, got {x.dtype}")
   if not (jnp.issubdtype(reward.dtype, jnp.floating) or jnp.issubdtype(reward.dtype, jnp.integer)):
     raise ValueError(f"env.step's reward must be a real number, got {reward.dtype}")
-  before, after = jax.tree_util.tree_flatten_with_path(state), jax.tree_util.tree_flatten_with_path(state2)
-  if before[1] != after[1]:
+  differs = leaf_mismatch(state2, state)
+  if differs == ():
     raise ValueError("env.step's state has another pytree structure than env.reset's (self-play carries it in a scan)")
-  for (path, a), (_, b) in zip(before[0], after[0]):
-    if a.shape != b.shape or a.dtype != b.dtype:
-      raise ValueError(
-        f"env.step's state{jax.tree_util.keystr(path)} is {b.dtype}{list(b.shape)}, env.reset's "
-        f"{a.dtype}{list(a.shape)}: a step must keep the state's shapes and dtypes (self-play carries it in a scan)"
-      )
+  if differs is not None:
+    where, got, want = differs
+    raise ValueError(
+      f"env.step's state{where} is {got}, env.reset's {want}: a step must keep the state's shapes and dtypes "
+      "(self-play carries it in a scan)"
+    )
   if seen is not None:
     _CHECKED.add(seen)
 
 
 _CHECKED: set = set()  # (env, params' tree and shapes) that passed `check_env_shapes`
+
+
+def leaf_mismatch(tree, reference) -> tuple[str, ...] | None:
+  """Where pytree `tree` differs from `reference` in shape or dtype (arrays or `ShapeDtypeStruct`s): None where they
+  agree, `()` where their structures differ, else the first leaf's path and both as `dtype[shape]` (tree's first)."""
+  got, want = jax.tree_util.tree_flatten_with_path(tree), jax.tree_util.tree_flatten_with_path(reference)
+  if got[1] != want[1]:
+    return ()
+  for (path, x), (_, r) in zip(got[0], want[0]):
+    shape, dtype = tuple(np.shape(x)), getattr(x, "dtype", None)
+    if shape != tuple(r.shape) or dtype != r.dtype:
+      return jax.tree_util.keystr(path), f"{dtype}{list(shape)}", f"{r.dtype}{list(r.shape)}"
+  return None
 
 
 def _assert_tree_close(a, b, what: str, atol: float = 1e-5, names: tuple[str, ...] = ()) -> None:

@@ -437,7 +437,12 @@ def check_roles(schema: Schema) -> None:
       raise RoleError("log_scale", f"schema.log_scale names {c!r}, which is not a measure")
 
 
-def _bin_labels(edges: np.ndarray, *, open_ends: bool = False, fmt=lambda v: f"{v:.4g}") -> list[str]:
+def _number_label(v: float) -> str:
+  """A numeric bin edge as labels write it."""
+  return f"{v:.4g}"
+
+
+def _bin_labels(edges: np.ndarray, *, open_ends: bool = False, fmt=_number_label) -> list[str]:
   """`[lo, hi)` per bin (the last closed), each edge written by `fmt`. `open_ends`: the outer bins are `< hi` and
   `>= lo`, for quantile bins, whose outer edges are the column's smallest and largest values, each one person's (an
   age of 104; HIPAA's safe harbor aggregates ages over 89 for that reason)."""
@@ -531,7 +536,7 @@ def _code_column(
       how = "given bin edges"
     if len(edges_arr) < 2:
       edges_arr = np.array([edges_arr[0], edges_arr[0]])
-    fmt = (lambda v: f"{v:.4g}") if days is None else _day_label(values.to_numpy())
+    fmt = _number_label if days is None else _day_label(values.to_numpy())
     labels = (
       _bin_labels(edges_arr, open_ends=edges is None, fmt=fmt) if edges_arr[0] < edges_arr[-1] else [fmt(edges_arr[0])]
     )

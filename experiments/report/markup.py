@@ -203,7 +203,7 @@ def _scales_note(table: pd.DataFrame) -> str:
 # What a finding compares, by scale: (the sentence's subject, the shown means' name, their name with adjustment).
 SUBJECTS = {
   "log": ("the geometric mean of {m}", "geometric means", "geometric means of observed / expected"),
-  "binary": ("the rate of {m}", "rates", "excess rates over expected"),
+  "binary": ("the rate of {m}", "rates", "excess rates of {m} over expected"),
   "ratio": ("the mean of {m}", "means", "means of observed / expected"),
   "linear": ("the mean of {m}", "means", "means of observed minus expected"),
 }
@@ -255,10 +255,10 @@ def finding_sentence(
     why = "" if _blank(row.get("hidden")) else f" ({row['hidden']})"
     return f"{head} {how} {rest}; its numbers are hidden by the small-cell rule{why}; confirmed on held-out rows."
   adjusted = f" after adjustment for case mix ({', '.join(adjusted_by)})" if adjusted_by else ""
-  if flip or (adjusted_by and scale == "binary"):
+  if flip:
     shown = f"excess rates of {m} over expected" if adjusted_by else f"rates of {m}"
   else:
-    shown = adjusted_means if adjusted_by else means
+    shown = adjusted_means.format(m=m) if adjusted_by else means
   if _blank(rel):  # no relative difference (the rest's mean is 0): the means alone
     return f"{head} differed from {rest}{adjusted} ({shown} {number_text(g)} vs {number_text(r)}); confirmed on held-out rows."
   rel = float(rel)
