@@ -3,15 +3,16 @@
 `summary.paired`) on worlds 0-19, 0-9 and 10-19; worlds with a false finding on null and confounded; `muzero`
 against `learned` run by run.
 
-`python benchmarks/twenty_worlds.py benchmarks/quality_standard20_cpu.jsonl [RERUN.jsonl ...] [--plot PNG]` (a later
-file's rows replace the earlier ones of the same family, world, method and budget; `twenty_worlds_cpu.txt` names the
-files it was printed from). `--plot` also draws the merged rows' recall against queries and seconds
+`python benchmarks/twenty_worlds.py [benchmarks/quality_standard20_cpu.jsonl RERUN.jsonl ...] [--plot PNG]` (a later
+file's rows replace the earlier ones of the same family, world, method and budget; with no file, `COMMITTED`, the
+files `twenty_worlds_cpu.txt` was printed from). `--plot` also draws the merged rows' recall against queries and seconds
 (`experiments.quality.plot`; `quality_standard20_cpu.png`): their seconds come from several calls on two VMs, so
 read per-second comparisons from a one-call file instead (`per_second.py`).
 """
 
 import json
 import math
+import os
 import sys
 
 from cube_env.worlds import EVAL_SEED_BASE as BASE
@@ -61,6 +62,14 @@ def report(runs: list[dict]) -> None:
     print(f"-- muzero's recall equals learned's in {same} of {len(pairs)} runs")
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The committed rows, in order (twenty_worlds_cpu.txt's first line): the full file, then the re-runs that replace rows.
+COMMITTED = [
+  os.path.join(HERE, f"quality_standard20_{name}cpu.jsonl")
+  for name in ("", "deep_floor_", "widemasked_floor_", "nullconf_floor_", "standard_floor_", "others_floor_", "split_")
+]
+
+
 def merged(paths: list[str]) -> list[dict]:
   """The `standard` suite's run rows of `paths`, a later file's row replacing an earlier one's of the same family,
   world, method and budget (a re-run of some families or methods on top of the full file)."""
@@ -83,7 +92,9 @@ if __name__ == "__main__":
       sys.exit("--plot needs a PNG path")
     png = args.pop(at + 1)
     args.pop(at)
-  runs = merged(args)
+  runs = merged(args or COMMITTED)
+  if not runs:
+    sys.exit(f"no run rows of the standard suite in {', '.join(args)}")
   report(runs)
   if png:
     title = "suite standard, 20 evaluation worlds a family; seconds from several calls on two 2-core VMs"
