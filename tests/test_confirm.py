@@ -453,7 +453,7 @@ def test_a_p_value_below_float32s_range_is_given_in_float64_from_z():
   assert cohorts.p_value64(0.0123, 2.5) == 0.0123  # a p in float32's range is kept as it is
 
 
-def test_an_adjusted_rates_relative_difference_is_never_below_minus_one():
+def test_a_rates_relative_difference_and_interval_are_never_below_minus_one():
   """An adjusted binary measure's relative difference divides the difference of excess rates by the rest's observed
   rate: a group without events whose expected rate exceeds that rate would read -110%; a rate cannot fall by more
   than all of it (an audit), so it and its interval stop at -1. Other measures are unchanged."""
@@ -463,6 +463,12 @@ def test_an_adjusted_rates_relative_difference_is_never_below_minus_one():
   assert confirm.relative_difference(row, **how, rate=True) == -1.0
   assert confirm.relative_interval(row, **how, rate=True) == pytest.approx((-1.0, -0.7))
   assert confirm.relative_interval(row, **how) == pytest.approx((-1.5, -0.7))
+  # Unadjusted (another audit): a group rate of 0 against the rest's 0.2 is -100%, its normal interval's lower limit
+  # -0.22 over 0.2 would read -110%; it stops at -100% too.
+  zero = dict(scale="binary", mean_group=0.0, mean_rest=0.2, diff=-0.2, ci_low=-0.22, ci_high=-0.18)
+  assert confirm.relative_difference(zero, adjusted=False, favorable=False, rate=True) == pytest.approx(-1.0)
+  assert confirm.relative_interval(zero, adjusted=False, favorable=False, rate=True) == pytest.approx((-1.0, -0.9))
+  assert confirm.relative_interval(zero, adjusted=False, favorable=False) == pytest.approx((-1.1, -0.9))
 
 
 def test_an_adjusted_binary_candidate_keeps_the_expected_counts_rule():

@@ -482,8 +482,9 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
 
 def cohort_remainders(
   table: pd.DataFrame, min_group: float, prefix: str = "", *, total_rows: float | None = None
-) -> list[tuple[tuple, tuple, str]]:
-  """`[(cohort, quantity, column)]` to hide so that no small count comes back as a cohort's count less its shown children's.
+) -> list[tuple[tuple, tuple, str | None]]:
+  """`[(cohort, quantity, column)]` to hide so that no small count comes back as a cohort's count less its shown children's
+  (column None: a cohort's test of a group against the sub-cohort of that group, `_group_cohort_remainders`).
 
   For a shown cohort and a column it does not filter, its count less the sum of its shown children's on that
   column (`_cohort_quantities`) is the count of its rows whose value of the column no shown child has. Where that
@@ -514,6 +515,36 @@ def cohort_remainders(
         continue
       large = sorted((v, k) for v, k in shown if v >= limit)
       hide.append((large[0][1] if large else parent, quantity, column))
+  return hide + _group_cohort_remainders(values, min_group)
+
+
+def _group_cohort_remainders(
+  values: dict[tuple, dict[tuple, float]], min_group: float
+) -> list[tuple[tuple, tuple, None]]:
+  """`[(parent, quantity, column)]`: a cohort filtered on a protected column's group (`sex = M` within c) holds that
+  group's rows of c, so its rows less c's test of the group under a measure are the group's rows of c missing the
+  measure, and c's rows less its rows and the test's rest are the other groups' rows missing it (a cohort's rows are
+  shown apart from its tests, where those are hidden). Where either is a small cell, c's test of that group and
+  measure (`("group", p, g, m)`, its block) is hidden, as a group's rows missing a measure are in `hide_remainders`."""
+  hide = []
+  for cohort, mine in values.items():
+    rows = mine.get(("rows",))
+    if rows is None:
+      continue
+    for column, value in cohort:
+      parent = tuple(x for x in cohort if x != (column, value))
+      if parent not in values:
+        continue
+      theirs, group = values[parent], _label(value)
+      for quantity, n in theirs.items():
+        if quantity[0] != "group" or quantity[1:3] != (column, group):
+          continue
+        left = [rows - n]
+        rest = theirs.get(("rest",) + quantity[1:])
+        if ("rows",) in theirs and rest is not None:
+          left.append(theirs[("rows",)] - rows - rest)
+        if any(is_small_cell(round(x), min_group) for x in left):
+          hide.append((parent, quantity, None))
   return hide
 
 
@@ -542,6 +573,11 @@ def hide_cohort_remainders(
     for cohort, quantity, column in cohort_remainders(out, min_group, prefix, total_rows=total):
       rows = np.array([c == cohort for c in cohorts])
       why = f"a cohort's count less its shown sub-cohorts' by {column} (fewer than {limit}) would follow by subtraction"
+      if column is None:
+        why = (
+          f"the rows missing the measure (fewer than {limit}) would follow from the shown sub-cohort of "
+          f"{quantity[1]} = {quantity[2]}{_FILL}"
+        )
       names = COUNT_STATISTICS + RATE_STATISTICS
       if quantity[0] == "rows":
         names = ("cohort_rows",) + names

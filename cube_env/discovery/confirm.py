@@ -167,12 +167,12 @@ def pooled_p(n_group, var_group, n_rest, var_rest, diff) -> np.ndarray:
 def relative_difference(
   row, *, adjusted: bool, favorable: bool, rest_observed: float | None = None, rate: bool = False
 ) -> float:
-  """Relative difference of group versus rest (see the module docstring); NaN when undefined. `rate`: an adjusted
-  binary measure, whose relative difference (the difference of excess rates over the rest's observed rate) is at
-  least -1: a rate cannot fall by more than all of it, though a group with no events whose expected rate exceeds
-  the rest's observed one would read below -1."""
+  """Relative difference of group versus rest (see the module docstring); NaN when undefined. `rate`: a binary
+  measure, whose relative difference is at least -1: a rate cannot fall by more than all of it, though adjusted (the
+  difference of excess rates over the rest's observed rate) a group with no events whose expected rate exceeds the
+  rest's observed one would read below -1."""
   out = _relative_difference(row, adjusted=adjusted, favorable=favorable, rest_observed=rest_observed)
-  return max(out, -1.0) if rate and adjusted else out
+  return max(out, -1.0) if rate else out
 
 
 def _relative_difference(row, *, adjusted: bool, favorable: bool, rest_observed: float | None) -> float:
@@ -202,7 +202,8 @@ def relative_interval(
   row, *, adjusted: bool, favorable: bool, rest_observed: float | None = None, rate: bool = False
 ) -> tuple[float, float]:
   """95% interval of `relative_difference`, on its scale: the difference's interval (`ci_low`, `ci_high`) mapped
-  the same way; NaN where undefined; `rate` (an adjusted binary measure): both limits at least -1, as the estimate.
+  the same way; NaN where undefined; `rate` (a binary measure, adjusted or not): both limits at least -1, as the
+  estimate (a rate of 0 in the group has an interval whose normal limit reaches below it).
 
   Log scale: exact (exp of the log-ratio's limits, minus one). Otherwise the difference's limits over the rest's
   mean (the observed rest mean with `adjusted`; non-event rates for a `favorable` binary measure), that mean
@@ -228,7 +229,7 @@ def relative_interval(
   if not (np.isfinite(base) and base > 0):
     return float("nan"), float("nan")
   a, b = sorted(sign * limits / base)
-  if rate and adjusted:
+  if rate:
     a, b = max(a, -1.0), max(b, -1.0)
   return float(a), float(b)
 
@@ -469,7 +470,7 @@ def confirm_candidates(
       adjusted=raw is not None,
       favorable=row["measure"] in favorable,
       rest_observed=None if rest_obs is None else float(rest_obs),
-      rate=raw is not None and raw.iloc[i]["scale"] == "binary",
+      rate=(row["scale"] if raw is None else raw.iloc[i]["scale"]) == "binary",
     )
     rel.append(relative_difference(row, **how))
     rel_ci.append(relative_interval(row, **how))
