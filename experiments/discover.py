@@ -13,6 +13,9 @@ journal of its queries every `--save-every` queries, at the end, and on Ctrl-C
 or SIGTERM, which exit with status 130) together with the run's settings;
 `--resume DIR` continues such a run to the findings an uninterrupted run gives,
 without repeating its flags. A fresh run into a state directory starts over.
+The state holds the search's raw statistics (every neighbour's size, no
+small-cell rule), so a finished run removes it unless `--keep-state`: what
+stays in `--out` is what may be shown.
 
 No count from 1 to 10 is ever printed: tests need `--min-group` >= 11 on both
 sides, and every printed count below `--min-group` is blanked.
@@ -126,13 +129,17 @@ class Args:
   """Directory of the saved search state and settings (default: OUT/state)."""
   save_every: int = 100
   """Save the search state every this many queries (also at the end and on Ctrl-C/SIGTERM)."""
+  keep_state: bool = False
+  """Keep the search state after the run finishes (to --resume it again, e.g. into another --out). It holds the
+  search's raw statistics, small counts included: keep it as private as the table. By default a finished run removes
+  it, so --out holds only what may be shown; a stopped run always keeps it."""
   resume: str | None = None
   """Continue the run whose state is in this directory (its --state-dir, or its --out); its saved settings are
-  used, so no other flag is needed; only --out, --show, --progress and --save-every may differ."""
+  used, so no other flag is needed; only --out, --show, --progress, --save-every and --keep-state may differ."""
 
 
 SETTINGS = "settings.json"  # the run's `Args`, beside its journal
-SAFE_ON_RESUME = ("out", "show", "progress", "save_every")  # flags a resumed run may change
+SAFE_ON_RESUME = ("out", "show", "progress", "save_every", "keep_state")  # flags a resumed run may change
 
 
 def save_settings(args: Args, directory: str) -> None:
@@ -165,7 +172,10 @@ def saved_args(resume: str) -> Args:
     with open(path, encoding="utf-8") as handle:
       saved = json.load(handle)
   except FileNotFoundError:
-    raise UsageError(f"--resume {resume}: no saved discovery run there (no {SETTINGS})") from None
+    raise UsageError(
+      f"--resume {resume}: no saved discovery run there (no {SETTINGS}; a finished run removes its state unless "
+      "--keep-state)"
+    ) from None
   except ValueError as err:
     raise UsageError(f"--resume {resume}: {path} is unreadable ({err})") from None
   if not isinstance(saved, dict):
@@ -344,7 +354,19 @@ def run(args: Args, *, fresh: bool = True) -> dict:
   planted = report.planted_table(result, truth) if truth is not None else None
   paths = report.write_report(result, args.out, source=source, truth=score, planted=planted)
   report.print_summary(result, source=source, score=score, paths=paths, show=args.show)
+  if state_dir is not None and not args.keep_state:  # the findings are saved: the raw state is not needed
+    remove_state(state_dir)
   return {"run": result, "score": score, "paths": paths}
+
+
+def remove_state(directory: str) -> None:
+  """Removes a finished run's journal and settings from `directory`, and the directory when that leaves it empty."""
+  journal.clear(directory)
+  for name in (SETTINGS, SETTINGS + ".tmp"):
+    if os.path.exists(os.path.join(directory, name)):
+      os.remove(os.path.join(directory, name))
+  if os.path.isdir(directory) and not os.listdir(directory):
+    os.rmdir(directory)
 
 
 def main(argv: list[str] | None = None) -> int:

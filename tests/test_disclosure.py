@@ -581,6 +581,50 @@ def test_adjusted_values_are_not_solved_for_a_measures_values():
   assert not shown["hidden"].dropna().str.contains("events or non-events").any()
 
 
+def _stratum_events(table: pd.DataFrame, stratum: str) -> list[tuple]:
+  """`(half, cohort, group, side, count)` for every count from 1 to 10 of a binary measure's events or non-events got
+  back from an adjusted run's side interval in a cohort that filters the adjuster `stratum`: there every expected
+  value is one number, so the adjusted values' variance is the rate's, n (half width / 1.96)^2 = p (1 - p) n / (n - 1)."""
+  out = []
+  for _, r in table.iterrows():
+    if stratum not in r["filters"]:
+      continue
+    for half in ("", "explore_"):
+      for side in ("group", "rest"):
+        n, lo, hi = (_number(r.get(f"{half}{k}")) for k in (f"n_{side}", f"{side}_ci_low", f"{side}_ci_high"))
+        if n is None or lo is None or hi is None:
+          continue
+        pq = n * ((hi - lo) / 2 / 1.959963984540054) ** 2 * (n - 1) / n
+        if 0 < pq <= 0.25:
+          events = n * (1 - math.sqrt(1 - 4 * pq)) / 2
+          out += [
+            (half, r["cohort"], r["group"], side, round(k)) for k in (events, n - events) if 1 <= round(k) < LIMIT
+          ]
+  return out
+
+
+def test_an_adjusted_rates_side_interval_gives_no_small_count_of_events_back_in_either_half():
+  """Within one adjuster stratum (proc = z, adjusted by proc) a binary measure's adjusted values are its 0/1 values
+  less one number, so a side's interval gives its rate's variance and the events back: a cold audit recovered 3
+  readmissions from the exploration half's numbers, which only the confirmation half's unadjusted events guarded."""
+  rng = np.random.default_rng(4)
+  n = 8000
+  df = pd.DataFrame({"site": rng.choice(list("ab"), n), "proc": rng.choice(list("xyz"), n, p=[0.4, 0.4, 0.2])})
+  df["race"] = rng.choice(["W", "B", "A"], n, p=[0.5, 0.3, 0.2])
+  df["readmit"] = (rng.random(n) < df.proc.map({"x": 0.1, "y": 0.2, "z": 0.3})).astype(float)
+  few = (df.proc == "z") & (df.race == "A")
+  df.loc[few, "readmit"] = 0.0
+  df.loc[df.index[few][:7], "readmit"] = 1.0  # 7 events in all, a few in each half
+  schema = cube_env.Schema(dimensions=["site", "proc"], protected=["race"], measures=["readmit"])
+  run = cube_env.run_discovery(
+    df, schema, method="exhaustive", budget=100, max_depth=2, z_screen=0.5, seed=0, adjust=["proc"]
+  )
+  assert {half for half, *_ in _stratum_events(run.findings, "proc")} == {"", "explore_"}  # the run's own numbers
+  shown = cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves)
+  assert _stratum_events(shown, "proc") == []
+  assert shown["explore_mean_group"].notna().any() and shown["mean_group"].notna().any()  # not everything hidden
+
+
 def _table(rows, **common) -> pd.DataFrame:
   """Rows `(filters, protected, group, measure, cohort_rows, n_group, n_rest)`, linear, means 2 and 2.1."""
   names = ("filters", "protected", "group", "measure", "cohort_rows", "n_group", "n_rest")

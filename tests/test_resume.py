@@ -111,6 +111,7 @@ def test_killed_run_resumes_to_the_uninterrupted_findings(setup, method, tmp_pat
     assert saved["queries"] == kill_at // EVERY * EVERY  # what the last save before the kill held
   assert discover.main(["--resume", out]) == 0
   assert _findings(out) == expected
+  assert not os.path.exists(os.path.join(out, "state"))  # a finished run removes its raw state (--keep-state keeps it)
   print(
     f"{method}: killed after {kill_at} {'subsets' if method == 'exhaustive' else 'queries'}, resumed from "
     f"{saved['queries']} queries / {saved['chunks']} subsets; {len(expected[0])} findings equal"
@@ -228,7 +229,7 @@ def test_resume_flags(setup, tmp_path, capsys):
   assert discover.main(["--resume", str(tmp_path)]) == 2
   assert "no saved discovery run" in capsys.readouterr().err
   out = str(tmp_path / "run")
-  assert discover.main(_flags(setup, "beam", out)) == 0
+  assert discover.main(_flags(setup, "beam", out) + ["--keep-state"]) == 0
   assert discover.main(["--resume", out, "--budget", "41"]) == 2
   assert "--budget 41 (saved: 40) contradicts the run saved" in capsys.readouterr().err
   # A flag given at its default contradicts a saved value too (`--method auto` is the default); so do the state's.
@@ -249,3 +250,8 @@ def test_resume_flags(setup, tmp_path, capsys):
     warnings.simplefilter("error")  # a complete journal resumes silently
     assert discover.main(["--resume", out, "--show", "3", "--out", str(tmp_path / "elsewhere")]) == 0
   assert _findings(str(tmp_path / "elsewhere")) == _findings(out)
+  # The saved --keep-state may change: resumed without it, the finished run removes its state (raw statistics).
+  assert discover.main(["--resume", out, "--no-keep-state", "--out", str(tmp_path / "again")]) == 0
+  assert _findings(str(tmp_path / "again")) == _findings(out) and not os.path.exists(os.path.join(out, "state"))
+  assert discover.main(["--resume", out]) == 2
+  assert "a finished run removes its state unless --keep-state" in capsys.readouterr().err

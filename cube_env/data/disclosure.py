@@ -100,6 +100,7 @@ RATE_STATISTICS = (
 COUNT_STATISTICS = ("n_group", "n_rest")  # a test's counts (cohort_rows stays: other measures' tests give it)
 
 RAW_SMALL_EVENTS = "raw_small_events"  # optional bool column: the unadjusted confirmation half's events are small
+EXPLORE_RAW_SMALL_EVENTS = "explore_raw_small_events"  # the same for the unadjusted exploration half
 
 
 def small_events(table: pd.DataFrame, min_group: float, prefix: str = "") -> np.ndarray:
@@ -200,9 +201,11 @@ def hide_small_rates(
   For each half's column prefix (the confirmation's "", the exploration's
   "explore_"), a binary test's events on a side are `n_<side> x mean_<side>`
   and its non-events `n_<side> x (1 - mean_<side>)` (`small_events`; with
-  case-mix adjustment the means are excess rates, so the confirmation half
-  also reads `RAW_SMALL_EVENTS`, which `confirm_candidates` sets from the
-  unadjusted rows). Where any is a small cell (`is_small_cell`), that half's
+  case-mix adjustment the means are excess rates, so each half also reads
+  `RAW_SMALL_EVENTS` or `EXPLORE_RAW_SMALL_EVENTS`, which `confirm_candidates`
+  sets from that half's unadjusted rows: within one adjuster stratum every
+  expected value is the same, so a binary side's interval gives its variance,
+  p(1 - p), and the events back). Where any is a small cell (`is_small_cell`), that half's
   `RATE_STATISTICS` (means, difference, intervals, ratio, z and p, variances)
   become None for every row of the same cohort, protected column and measure
   (otherwise the other groups' rows give the hidden group's events back by
@@ -225,8 +228,9 @@ def hide_small_rates(
   limit = disclosure_limit(min_group)
   for prefix in prefixes:
     small = small_events(out, min_group, prefix)
-    if prefix == "" and RAW_SMALL_EVENTS in out.columns:
-      small |= out[RAW_SMALL_EVENTS].fillna(False).to_numpy(bool)
+    raw_small = {"": RAW_SMALL_EVENTS, "explore_": EXPLORE_RAW_SMALL_EVENTS}.get(prefix)
+    if raw_small in out.columns:
+      small |= out[raw_small].fillna(False).to_numpy(bool)
     if block is not None and small.any():
       small = np.isin(block, block[small])
     _blank(

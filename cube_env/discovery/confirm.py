@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from cube_env.data.disclosure import RAW_REST_EVENTS, RAW_SMALL_EVENTS, small_events
+from cube_env.data.disclosure import EXPLORE_RAW_SMALL_EVENTS, RAW_REST_EVENTS, RAW_SMALL_EVENTS, small_events
 from cube_env.data.ingest import Cube, filters_to_codes
 from cube_env.discovery import cohorts
 
@@ -442,11 +442,12 @@ def confirm_candidates(
     out[c] = again[c].to_numpy()
   tested = again["tested"].to_numpy(bool) & again["p_value"].notna().to_numpy()
   family = np.ones(len(cand), bool)
+  explore_raw = retest(cand, explore_raw_cube, **kw) if raw is not None and explore_raw_cube is not None else None
   if raw is not None:  # adjusted binary measures keep the binary test's expected-counts rule (`explore_raw_cube`)
     rates = (raw["scale"] == "binary").to_numpy(bool)
     tested &= ~rates | raw["tested"].to_numpy(bool)
-    if explore_raw_cube is not None and rates.any():
-      family = ~rates | retest(cand, explore_raw_cube, **kw)["tested"].to_numpy(bool)
+    if explore_raw is not None:
+      family = ~rates | explore_raw["tested"].to_numpy(bool)
   p = np.where(tested, again["p_value"].fillna(1.0).to_numpy(float), 1.0)
   if pooled_check:
     continuous = (again["scale"] != "binary").to_numpy(bool) & tested
@@ -479,6 +480,8 @@ def confirm_candidates(
   out["relative_ci_high"] = [hi for _, hi in rel_ci]
   if raw is not None:  # adjusted: the shown means are excess rates, so the report's small-cell check reads the raw ones
     out[RAW_SMALL_EVENTS] = small_events(raw, min_group)
+    if explore_raw is not None:  # in one adjuster stratum a side's variance is its rate's: p(1 - p) gives the events
+      out[EXPLORE_RAW_SMALL_EVENTS] = small_events(explore_raw, min_group)
     # The relative difference divides by the unadjusted rest rate, so it gives these events back (`hide_*`).
     rest_events = pd.to_numeric(raw["n_rest"], errors="coerce") * pd.to_numeric(raw["mean_rest"], errors="coerce")
     out[RAW_REST_EVENTS] = np.where((raw["scale"] == "binary").to_numpy(), rest_events.round().to_numpy(), np.nan)
