@@ -19,7 +19,7 @@ import uvicorn
 
 from experiments.launch import compile_cache
 from experiments.service import ServiceConfig, make_app
-from experiments.service.jobs import REDIS_DOWN, run_worker
+from experiments.service.jobs import RECONNECT_SECONDS, REDIS_DOWN, serve_worker
 from experiments.service.spec import redacted_url
 
 _DEFAULTS = ServiceConfig()
@@ -53,6 +53,9 @@ class Args:
   """A running job's lease; workers requeue a started job whose lease lapsed (its worker died)."""
   save_every: int = _DEFAULTS.save_every
   """Queries between saves of a job's search state."""
+  reconnect_seconds: float = RECONNECT_SECONDS
+  """--worker: how long a worker that lost Redis waits for it to answer again (then exits with status 2); a new
+  worker then resumes the job the lost one was running."""
 
 
 def config_of(args: Args) -> ServiceConfig:
@@ -60,6 +63,8 @@ def config_of(args: Args) -> ServiceConfig:
   child process, `_check_agent`), so a wrong path stops the server at start-up, not each muzero job in a worker."""
   if not (args.max_upload_mb * 2**20 >= 1 and math.isfinite(args.max_upload_mb)):
     raise ValueError(f"--max-upload-mb must be a positive number of MiB, got {args.max_upload_mb}")
+  if not (args.reconnect_seconds >= 0 and math.isfinite(args.reconnect_seconds)):
+    raise ValueError(f"--reconnect-seconds must be a number of seconds >= 0, got {args.reconnect_seconds}")
   if args.agent is not None:
     _check_agent(args.agent)
   try:
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   if args.worker:
     try:
-      run_worker(config, burst=args.burst)
+      serve_worker(config, burst=args.burst, reconnect_seconds=args.reconnect_seconds)
     except REDIS_DOWN as err:
       print(f"error: --redis-url {redacted_url(config.redis_url)}: Redis is unreachable ({err})", file=sys.stderr)
       return 2

@@ -796,3 +796,15 @@ def test_a_date_dimension_is_cut_at_quantiles_of_its_dates_and_other_date_layout
   bad.loc[3, "date"] = "2023-02-30"
   with pytest.raises(ValueError, match="column 'date': reads as dates .* not a valid date"):
     cube_env.encode_table(bad, schema)
+
+
+def test_an_empty_measure_and_cells_holding_lists_are_errors_naming_the_column():
+  """An all-missing measure says so without a count from 1 to 10 (it said "fewer than 2"); a column whose cells are
+  lists (a Parquet list column) is refused naming it, not a TypeError deep in the coding (a service audit)."""
+  df = make_small_df(n=300)
+  with pytest.raises(ValueError, match=r"measure column 'los' has almost no values \(fewer than 11 non-missing\)"):
+    cube_env.build_cube(df.assign(los=np.nan), SMALL_SCHEMA)
+  listed = df.assign(site=[[s] for s in df["site"]])
+  with pytest.raises(ingest.ColumnError, match=r"column 'site' holds lists \(the first at row 1\)") as err:
+    cube_env.build_cube(listed, SMALL_SCHEMA)
+  assert err.value.column == "site"

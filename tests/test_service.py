@@ -2,6 +2,7 @@
 and a real HTTP client (httpx). Skipped without `redis-server` or the `service` extra."""
 
 import asyncio
+import contextlib
 import datetime
 import io
 import json
@@ -202,6 +203,30 @@ def test_two_jobs_at_once(service, table):
   assert a["started"] < b["ended"] and b["started"] < a["ended"], (a, b)
 
 
+def test_the_same_job_submitted_at_once_is_queued_once(service, table, tmp_path):
+  """Identical submissions at the same moment (an audit: four curls at once ran one job twice on one journal) get
+  one job: `submit` checks and queues under a lock per job id. On a queue no worker serves, so it stays queued."""
+  config = ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path / "data"), queue="same-moment")
+  path = tmp_path / "cases.csv"
+  path.write_bytes(table)
+  spec, start, got = JobSpec.from_dict(SETTINGS), threading.Barrier(8), []
+
+  def one():
+    conn = redis.Redis.from_url(service.redis_url)
+    start.wait()
+    got.append(jobs.submit(config, conn, spec, "same-table", str(path), "cases.csv"))
+
+  threads = [threading.Thread(target=one) for _ in range(8)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert len(got) == 8 and len(set(got)) == 1 and got[0][1] is False
+  conn = redis.Redis.from_url(service.redis_url)
+  assert [i.decode() for i in conn.lrange("rq:queue:same-moment", 0, -1)] == [got[0][0]]
+  jobs.fetch(conn, got[0][0]).cancel()
+
+
 def test_bad_input_is_a_clear_4xx(service, table):
   r = service.submit(SETTINGS, b"PAR1 this is no parquet file")
   assert r.status_code == 400 and r.json()["detail"]["field"] == "file" and "not a readable" in r.text
@@ -269,6 +294,21 @@ def test_bad_input_is_a_clear_4xx(service, table):
       r.status_code == 422
       and r.json()["detail"]["message"] == f"{field}: must be at most 10,000,000, got 1,000,000,000,000"
     )
+  r = service.submit({**SETTINGS, "max_depth": 10**11}, table)  # was a worker's OverflowError (an audit)
+  assert r.status_code == 422 and r.json()["detail"]["message"] == "max_depth: must be at most 64, got 100000000000"
+  # Tables that were a worker's TypeError or an Arrow dump, and UTF-16 text read as Latin-1 (the same audit).
+  df = pd.read_csv(io.BytesIO(table))
+  listed = io.BytesIO()
+  df.assign(proc=[[p] for p in df["proc"]]).to_parquet(listed)
+  r = service.submit(SETTINGS, listed.getvalue(), name="cases.parquet")
+  assert r.status_code == 400 and r.json()["detail"]["field"] == "proc" and "holds lists (the first at row 1)" in r.text, r.text
+  twice = io.BytesIO()
+  pa = pytest.importorskip("pyarrow")
+  pa.parquet.write_table(pa.table([df["proc"], df["proc"], df["race"]], names=["proc", "proc", "race"]), twice)
+  r = service.submit(SETTINGS, twice.getvalue(), name="cases.parquet")
+  assert r.status_code == 400 and r.json()["detail"]["message"] == "file: column 'proc' appears 2 times", r.text
+  r = service.submit(SETTINGS, df.head(300).to_csv(index=False).encode("utf-16"))
+  assert r.status_code == 400 and "is UTF-16 text" in r.json()["detail"]["message"], r.text
   r = service.client.get("/jobs/nope")
   assert r.status_code == 404 and r.json() == {"detail": {"field": "id", "message": "no job 'nope'"}}
   # Every error in one shape, FastAPI's own included: an unknown route, a method the route lacks, an unknown result.
@@ -481,11 +521,12 @@ def test_safe_defaults(service, tmp_path, capsys):
   none, wrong, right = asyncio.run(calls())
   assert none.status_code == 401 and wrong.status_code == 401 and "Bearer" in none.json()["detail"]["message"]
   assert none.json()["detail"]["field"] == wrong.json()["detail"]["field"] == "authorization"
-  assert right.status_code == 200 and right.json() == {"ok": True}
+  assert right.status_code == 200 and right.json()["ok"] is True and right.json()["workers"] >= 1
   for flags, message in (
     (["--port", "70000"], "--port must lie in [0, 65535], got 70000"),
     (["--redis-url", "bogus://x"], "--redis-url must start with redis://"),
     (["--max-upload-mb", "inf"], "--max-upload-mb must be a positive number of MiB, got inf"),
+    (["--worker", "--reconnect-seconds", "-1"], "--reconnect-seconds must be a number of seconds >= 0, got -1"),
   ):
     assert serve.main(flags) == 2
     assert message in capsys.readouterr().err
@@ -518,6 +559,59 @@ def test_safe_defaults(service, tmp_path, capsys):
   with pytest.raises(tables.TableError, match="NUL") as err:
     tables.read_server_path("cases\x00.csv", ServiceConfig(data_root=str(tmp_path), data_dir=str(tmp_path)))
   assert err.value.status == 400
+
+
+def test_a_worker_that_loses_redis_mid_job_is_replaced_and_the_job_finishes(table, tmp_path):
+  """Redis restarted (its append-only file kept) while a job runs: RQ's worker ends with the lost connection (an
+  audit: the job then stayed started for ever, no worker left); `serve_worker` starts a new one once Redis answers,
+  which requeues the job when its lease lapses, and the job finishes from its journal. /health counts the workers."""
+  port = _free_port()
+  url = f"redis://127.0.0.1:{port}/0"
+  cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
+  cmd += ["--appendfsync", "always", "--dir", str(tmp_path)]
+  log = open(tmp_path / "log.txt", "w")  # noqa: SIM115 (closed below)
+  procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)]
+  conn = redis.Redis.from_url(url)
+  try:
+    _wait(lambda: _pings(conn), 20, "Redis")
+    config = ServiceConfig(redis_url=url, data_dir=str(tmp_path / "data"), lease_seconds=LEASE)
+    app = make_app(config)
+
+    async def health():
+      async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        return (await client.get("/health")).json()
+
+    assert asyncio.run(health()) == {"ok": True, "workers": 0}
+    worker = [sys.executable, "-m", "experiments.serve", "--worker", "--redis-url", url, "--data-dir", config.data_dir]
+    worker += ["--lease-seconds", str(LEASE), "--save-every", "50"]
+    procs.append(subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True))
+    path = tmp_path / "cases.csv"
+    path.write_bytes(table)
+    job_id, _ = jobs.submit(config, conn, JobSpec.from_dict(LONG), "t", str(path), "cases.csv")
+    _wait(lambda: (jobs.fetch(conn, job_id).get_meta(refresh=True).get("queries") or 0) > 50, 120, "the job's queries")
+    assert asyncio.run(health())["workers"] == 1
+    with contextlib.suppress(redis.exceptions.ConnectionError):
+      conn.shutdown()  # what the append-only file holds survives
+    procs[0].wait(timeout=20)
+    time.sleep(1.0)
+    procs[0] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _wait(lambda: _pings(conn), 20, "Redis again")
+    _wait(lambda: jobs.fetch(conn, job_id).get_status(refresh=True) == JobStatus.FINISHED, 150, "the job to finish")
+    assert procs[1].poll() is None  # the worker process carried on
+    assert jobs.fetch(conn, job_id).get_meta(refresh=True)["resumed_queries"] > 0  # from its journal
+  finally:
+    for proc in reversed(procs):
+      if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    log.close()
+
+
+def _pings(conn) -> bool:
+  try:
+    return bool(conn.ping())
+  except redis.exceptions.ConnectionError:
+    return False
 
 
 def test_eta_is_timed_from_the_first_query_run_not_from_the_start():

@@ -130,6 +130,21 @@ class TableFileError(ValueError):
     self.detail = detail
 
 
+def read_parquet(source, *, name: str) -> pd.DataFrame:
+  """A Parquet table (a path or a binary file); TableFileError naming `name` for a column named twice (Arrow's own
+  error dumps its whole schema)."""
+  import pyarrow.parquet as pq  # noqa: PLC0415 (pandas' Parquet engine; imported where Parquet is read)
+
+  names = pq.ParquetFile(source).schema_arrow.names
+  counts = collections.Counter(names)
+  twice = [f"column {n!r} appears {k} times" for n, k in counts.items() if k > 1]
+  if twice:
+    raise TableFileError(name, "; ".join(twice))
+  if hasattr(source, "seek"):
+    source.seek(0)
+  return pd.read_parquet(source)
+
+
 def _outside_quotes(line: str) -> dict[str, int]:
   """How often each of `SEPARATORS` occurs in `line` outside double quotes."""
   counts = dict.fromkeys(SEPARATORS, 0)
@@ -172,6 +187,10 @@ def _text_lines(binary, name: str):
     try:
       text = line.decode("utf-8-sig" if number == 1 else "utf-8")
     except UnicodeDecodeError as err:
+      if number == 1 and line[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise TableFileError(
+          name, "is UTF-16 text (as Excel's 'Unicode Text' saves): save it as UTF-8 (in Excel: CSV UTF-8)"
+        ) from None
       raise TableFileError(
         name,
         f"is not UTF-8 text (line {number} holds the byte {line[err.start : err.start + 1].hex(' ')!r}, as files "
@@ -344,7 +363,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
   if lower.endswith((".parquet", ".pq")):
     if os.path.getsize(path) == 0:
       raise TableFileError(f"data file {path!r}", "is empty (0 bytes)")
-    return pd.read_parquet(path)
+    return read_parquet(path, name=f"data file {path!r}")
   if lower.endswith((".csv", ".csv.gz", ".txt")):
     return read_csv(path, name=f"data file {path!r}")
   raise ValueError(f"data file {path!r}: unknown format (use .csv or .parquet)")
@@ -378,6 +397,25 @@ def validate_table(df: pd.DataFrame, schema: Schema) -> None:
         hint = _near_names(c, df.columns)
         hint = f" (did you mean {' or '.join(map(repr, hint))}?)" if hint else ""
         raise ColumnError(c, f"column {c!r} (schema.{role}) is not in the table{hint}; columns are {list(df.columns)}")
+      _check_scalars(df[c], c)
+
+
+_NESTED = (list, tuple, dict, set, np.ndarray)
+
+
+def _check_scalars(column: pd.Series, name) -> None:
+  """ColumnError naming the column when its cells hold lists, arrays or mappings (a Parquet list column, JSON read
+  as objects): one value a cell is what a cube codes."""
+  if column.dtype != object:
+    return
+  nested = column.map(lambda v: isinstance(v, _NESTED)).to_numpy(bool)
+  if nested.any():
+    first = int(np.argmax(nested))
+    raise ColumnError(
+      name,
+      f"column {name!r} holds {'mappings' if isinstance(column.iloc[first], dict) else 'lists'} (the first at row "
+      f"{first + 1}): each cell must be one value",
+    )
 
 
 def _near_names(name: str, columns) -> list:
@@ -780,7 +818,7 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     raise ValueError(f"measure column {name!r} holds infinite values")
   present = ~np.isnan(values)
   if present.sum() < 2:
-    raise ValueError(f"measure column {name!r} has fewer than 2 non-missing values")
+    raise ValueError(f"measure column {name!r} has almost no values (fewer than {SMALL_CELL} non-missing)")
   if (~present).any():
     summary.append(
       redact_counts(

@@ -41,6 +41,8 @@ from cube_env.discovery.space import Progress, SearchResult, Space, TimeLimit, m
 from cube_env.discovery.stories import group_stories
 from cube_env.environment.stats import MIN_EXPECTED
 
+MAX_DEPTH = 64  # most filters a cohort may have (its int32 arrays; a depth that large searches every cohort anyway)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DiscoveryConfig:
@@ -95,6 +97,8 @@ class DiscoveryConfig:
       raise ValueError(f"min_relative_diff must be a number >= 0, got {self.min_relative_diff}")
     if self.max_depth < 1:
       raise ValueError(f"max_depth must be at least 1, got {self.max_depth}")
+    if self.max_depth > MAX_DEPTH:
+      raise ValueError(f"max_depth must be at most {MAX_DEPTH}, got {self.max_depth}")
     if isinstance(self.z_screen, str):
       if self.z_screen != "bonferroni":
         raise ValueError(f"z_screen must be a positive number or 'bonferroni', got {self.z_screen!r}")

@@ -30,6 +30,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Upload
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from rq import Worker
 from rq.job import JobStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -101,7 +102,9 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   @app.get("/health", dependencies=guard)
   def health():
     try:
-      return {"ok": bool(connection.ping())}
+      ok = bool(connection.ping())
+      workers = Worker.count(connection=connection, queue=jobs.job_queue(config, connection))
+      return {"ok": ok, "workers": workers}  # 0: queued jobs wait until a worker starts
     except jobs.REDIS_DOWN as err:
       return JSONResponse({"ok": False, "detail": _store_down(config, err)}, status_code=503)
 

@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -73,7 +74,9 @@ def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
 # count under two measures too, the relative difference's interval, why a row is blank, the reports' new text; 5:
 # formula-like CSV cells after an apostrophe, every setting and why the search ended in the summary), so a result
 # cached before is not served again: its job id no longer matches and the analysis runs anew.
-REPORT_FORMAT = 5
+# 6: a group's sub-cohort against its parent's test of the group, an adjusted run's exploration-half events, a
+# rate's relative interval at -100%.
+REPORT_FORMAT = 6
 
 
 def cache_key(table_hash: str, spec: JobSpec, agent_dir: str | None) -> str:
@@ -104,8 +107,24 @@ class JobStopping(RuntimeError):
 def submit(
   config: ServiceConfig, connection: Redis, spec: JobSpec, table_hash: str, table_path: str, source: str
 ) -> tuple[str, bool]:
-  """Queues the job (or finds it); returns (job id, whether its results were already there)."""
+  """Queues the job (or finds it); returns (job id, whether its results were already there).
+
+  Under a Redis lock per job id (`SUBMIT_LOCK`), so that identical submissions at the same moment, from one API
+  process or several, find one job: checked and queued apart, each would queue it (RQ then runs it twice, on one
+  journal) and race on its `spec.json`.
+  """
   job_id = cache_key(table_hash, spec, config.agent)
+  with connection.lock(SUBMIT_LOCK.format(job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=SUBMIT_LOCK_SECONDS):
+    return _submit(config, connection, spec, job_id, table_path, source)
+
+
+SUBMIT_LOCK = "cube:submit:{}"  # held while a submission checks and queues its job
+SUBMIT_LOCK_SECONDS = 30  # a submission takes milliseconds; a holder that died frees the lock after this
+
+
+def _submit(
+  config: ServiceConfig, connection: Redis, spec: JobSpec, job_id: str, table_path: str, source: str
+) -> tuple[str, bool]:
   old = fetch(connection, job_id)
   directory = job_dir(config, job_id)
   if old is not None:
@@ -446,3 +465,32 @@ def run_worker(config: ServiceConfig, *, burst: bool = False, name: str | None =
     [job_queue(config, connection)], connection=connection, lease_seconds=config.lease_seconds, name=name
   )
   return worker.work(burst=burst, with_scheduler=False)
+
+
+RECONNECT_SECONDS = 300.0  # how long `serve_worker` waits for a lost Redis to answer again
+
+
+def serve_worker(
+  config: ServiceConfig, *, burst: bool = False, reconnect_seconds: float = RECONNECT_SECONDS, poll: float = 1.0
+) -> bool:
+  """`run_worker`, replaced by a new worker whenever one loses Redis (a restart, a network blip): RQ's worker ends
+  with the connection error when it loses Redis while running a job (an audit: a 3-second restart left a job started
+  for ever, with no worker). Once Redis answers again (within `reconnect_seconds`, polled every `poll` seconds) a new
+  worker starts; it requeues the job the old one was running when that job's lease lapses (`requeue_abandoned`),
+  and the job resumes from its journal. Redis unreachable at the start, or for longer than `reconnect_seconds`,
+  raises (`REDIS_DOWN`)."""
+  connect(config).ping()
+  while True:
+    try:
+      return run_worker(config, burst=burst)
+    except REDIS_DOWN as err:
+      logging.getLogger(__name__).warning("lost Redis (%s); a new worker starts once it answers again", err)
+      deadline = time.monotonic() + reconnect_seconds
+      while True:
+        time.sleep(poll)
+        try:
+          connect(config).ping()
+          break
+        except REDIS_DOWN:
+          if time.monotonic() > deadline:
+            raise

@@ -178,7 +178,8 @@ class JobSpec:
       return cube_env.DiscoveryConfig(**settings, method_options=options)
     except ValueError as err:
       field = next((n for n in settings if str(err).startswith(n)), "settings")
-      raise SpecError(field, str(err)) from None
+      message = str(err)[len(field) + 1 :] if str(err).startswith(field + " ") else str(err)  # SpecError names it
+      raise SpecError(field, message) from None
 
   def schema(self) -> cube_env.Schema:
     return cube_env.Schema(dimensions=self.dimensions, protected=self.protected, measures=self.measures)

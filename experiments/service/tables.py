@@ -90,7 +90,9 @@ def parse_table(data: bytes, *, field: str = "file", max_cells: int | None = Non
           status=413,
         )
     try:
-      df = pd.read_parquet(io.BytesIO(data))
+      df = ingest.read_parquet(io.BytesIO(data), name=field)
+    except ingest.TableFileError as err:
+      raise TableError(field, err.detail) from None
     except (ValueError, OSError) as err:
       raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
   if df.empty:
