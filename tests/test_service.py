@@ -301,7 +301,9 @@ def test_bad_input_is_a_clear_4xx(service, table):
   listed = io.BytesIO()
   df.assign(proc=[[p] for p in df["proc"]]).to_parquet(listed)
   r = service.submit(SETTINGS, listed.getvalue(), name="cases.parquet")
-  assert r.status_code == 400 and r.json()["detail"]["field"] == "proc" and "holds lists (the first at row 1)" in r.text, r.text
+  assert (
+    r.status_code == 400 and r.json()["detail"]["field"] == "proc" and "holds lists (the first at row 1)" in r.text
+  ), r.text
   twice = io.BytesIO()
   pa = pytest.importorskip("pyarrow")
   pa.parquet.write_table(pa.table([df["proc"], df["proc"], df["race"]], names=["proc", "proc", "race"]), twice)
