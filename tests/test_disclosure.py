@@ -143,10 +143,17 @@ def _cohort_leaks(table: pd.DataFrame, adjusted_binary=(), sizes=None) -> list[t
 def _group_cohort_leaks(table: pd.DataFrame) -> list[tuple]:
   """`(half, cohort, group, measure, count)` for every count from 1 to 10 got back from a cohort filtered on a
   protected group (`sex = M` within c): its rows less c's test of that group under a measure (the group's rows
-  missing it), or c's rows less its rows and that test's rest (the other groups' rows missing it)."""
+  missing it), or c's rows less its rows and that test's rest (the other groups' rows missing it). A test of a
+  column of two groups gives the other group's (its `reference`) as its rest."""
   out = set()
   for half in ("", "explore_"):
     counts = _counts(table, half)
+    for _, r in table.iterrows():  # the reference group's counts: the rest's, and the tested group's as its rest
+      reference = r.get("reference")
+      n_group, n_rest = _number(r.get(half + "n_group")), _number(r.get(half + "n_rest"))
+      if isinstance(reference, str) and reference != "rest" and n_group is not None and n_rest is not None:
+        test = (r["protected"], reference, r["measure"])
+        counts[frozenset(r["filters"].items())] |= {("group",) + test: n_rest, ("rest",) + test: n_group}
     for cohort, mine in counts.items():
       for column, value in cohort if "rows" in mine else ():
         parent = counts.get(cohort - {(column, value)}, {})
@@ -176,6 +183,12 @@ def test_a_cohort_of_one_group_less_its_parents_test_of_the_group_gives_no_small
   shown = disclosure.hide_small_cells(table, 11)
   assert shown.loc[0, ["n_group", "n_rest", "mean_group"]].isna().all() and shown.loc[1, "cohort_rows"] == 1377.0
   assert "from the shown sub-cohort of sex = M" in shown.loc[0, "hidden"] and _group_cohort_leaks(shown) == []
+  # A column of two groups tests only one (here F, the other M its `reference`): c's rest is then M's rows with the
+  # measure, and the sub-cohort of M gives the same counts back (a review of the rule's first version).
+  two = table.assign(group=["F", "B"], reference=["M", "rest"], n_group=[900.0, None], n_rest=[1369.0, None])
+  assert [leak[-1] for leak in _group_cohort_leaks(two)] == [3, 8]
+  shown = disclosure.hide_small_cells(two, 11)
+  assert shown.loc[0, ["n_group", "n_rest", "mean_group"]].isna().all() and _group_cohort_leaks(shown) == []
   eleven = table.assign(n_group=[1366.0, None], n_rest=[892.0, None])  # 11 and 11: nothing to hide
   assert _group_cohort_leaks(eleven) == [] and disclosure.hide_small_cells(eleven, 11)["n_group"].notna().any()
   df = make_small_df(seed=0)

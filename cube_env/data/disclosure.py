@@ -452,12 +452,16 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
   binary, count = _binary(table), _count(table)
   cases, rest_cases = _value_cases(table, "group", prefix), _value_cases(table, "rest", prefix)
   keys = zip(table["filters"], table["protected"].map(_label), table["group"].map(_label), table["measure"].map(_label))
-  for i, (filters, p, g, m) in enumerate(keys):
+  # A column of two groups tests one: its rest is the other group (`reference`), whose rows it shows as well.
+  other = table["reference"] if "reference" in table.columns else pd.Series([None] * len(table), index=table.index)
+  for i, ((filters, p, g, m), h) in enumerate(zip(keys, other)):
     cohort = _cohort_of(filters)
     if cohort is None:
       continue
     values = out.setdefault(cohort, {})
     found = {("rows",): rows[i], ("tested", m): n_g[i] + n_r[i], ("group", p, g, m): n_g[i], ("rest", p, g, m): n_r[i]}
+    if isinstance(h, str) and h != "rest":
+      found |= {("group", p, _label(h), m): n_r[i], ("rest", p, _label(h), m): n_g[i]}
     if binary[i]:
       found |= {
         ("events", p, g, m): n_g[i] * r_g[i],

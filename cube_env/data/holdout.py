@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cube_env.data import adjust as adj
-from cube_env.data.ingest import Cube, CubeMeta, cells_from_codes, encode_table
+from cube_env.data.ingest import Cube, CubeMeta, cells_from_codes, check_scalars, encode_table
 from cube_env.data.schema import Schema
 
 
@@ -44,7 +44,7 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
   split still does not depend on the row order, and a table without repeated
   rows splits as it did before copies were counted.
 
-  pandas applies the key to text and categorical columns only, so a table of
+  pandas applies the key to text columns and categories of text only, so a table of
   numbers alone (integer codes and 0/1 outcomes) hashed the same under every
   seed: there a seed other than 0 is mixed into each row's hash (SplitMix64's
   finalizer), and seed 0 keeps the split the content alone gives.
@@ -54,7 +54,12 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 16**16:
     raise ValueError(f"seed must be a non-negative integer below 16**16, got {seed!r}")
   key = f"{int(seed):016x}"
-  hashed = pd.util.hash_pandas_object(df, index=False, hash_key=key).to_numpy(np.uint64)
+  try:
+    hashed = pd.util.hash_pandas_object(df, index=False, hash_key=key).to_numpy(np.uint64)
+  except TypeError:  # unhashable cells (lists, mappings) in some column, used by the schema or not: name it
+    for c in df.columns:
+      check_scalars(df[c], c)
+    raise
   copy = pd.Series(hashed).groupby(hashed, sort=False).cumcount().to_numpy(np.uint64)  # 0 for a row's first copy
   again = copy > 0
   if again.any():
@@ -68,11 +73,12 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
 
 
 def _keyed(column: pd.Series) -> bool:
-  """Whether `hash_pandas_object`'s key reaches the column's hash (text, objects and categories)."""
+  """Whether `hash_pandas_object`'s key reaches the column's hash: text and objects, and categories whose categories
+  are (pandas hashes a categorical by its categories: integer ones ignore the key, an audit's seeds 0-2 split alike)."""
   dtype = column.dtype
-  return (
-    isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
-  )
+  if isinstance(dtype, pd.CategoricalDtype):
+    return _keyed(pd.Series(dtype.categories))
+  return pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from flax import struct
 
 from cube_env.data.disclosure import MOST_VALUES, SMALL_CELL, redact_counts
@@ -131,10 +132,12 @@ class TableFileError(ValueError):
 
 
 def read_parquet(source, *, name: str) -> pd.DataFrame:
-  """A Parquet table (a path or a binary file); TableFileError naming `name` for a column named twice (Arrow's own
-  error dumps its whole schema)."""
-  import pyarrow.parquet as pq  # noqa: PLC0415 (pandas' Parquet engine; imported where Parquet is read)
-
+  """A Parquet table (a path, a dataset's folder or a binary file); TableFileError naming `name` for a file's column
+  named twice (Arrow's own error dumps its whole schema)."""
+  if not hasattr(source, "read") and os.path.isdir(
+    source
+  ):  # a dataset's folder (Spark's part files): as pandas reads it
+    return pd.read_parquet(source)
   names = pq.ParquetFile(source).schema_arrow.names
   counts = collections.Counter(names)
   twice = [f"column {n!r} appears {k} times" for n, k in counts.items() if k > 1]
@@ -397,13 +400,13 @@ def validate_table(df: pd.DataFrame, schema: Schema) -> None:
         hint = _near_names(c, df.columns)
         hint = f" (did you mean {' or '.join(map(repr, hint))}?)" if hint else ""
         raise ColumnError(c, f"column {c!r} (schema.{role}) is not in the table{hint}; columns are {list(df.columns)}")
-      _check_scalars(df[c], c)
+      check_scalars(df[c], c)
 
 
 _NESTED = (list, tuple, dict, set, np.ndarray)
 
 
-def _check_scalars(column: pd.Series, name) -> None:
+def check_scalars(column: pd.Series, name) -> None:
   """ColumnError naming the column when its cells hold lists, arrays or mappings (a Parquet list column, JSON read
   as objects): one value a cell is what a cube codes."""
   if column.dtype != object:
@@ -711,7 +714,8 @@ def _yes_no(col: pd.Series, name: str) -> tuple[pd.Series, str] | None:
 def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -> tuple[np.ndarray, list[str]]:
   """A measure column as numbers: `[rows]` float64 with NaN where missing, and the coding notes.
 
-  Numbers are taken as they are; True/False (bool) and text that is one of the `YES_NO` pairs become 1/0; text
+  Numbers are taken as they are; durations (timedelta) in minutes; True/False (bool) and text that is one of the
+  `YES_NO` pairs become 1/0; text
   whose every non-number is a number with thousands separators (`THOUSANDS`: no leading 0, groups of 3) is read
   without the commas, unless `decimal_comma` (a file separated by semicolons, where "1,025" is one and a
   fortieth): then it is refused. Each is noted; the count of rows read with separators follows the small-cell
@@ -723,6 +727,14 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
   """
   if pd.api.types.is_bool_dtype(col):
     return col.to_numpy(dtype=np.float64), [f"measure {name!r}: True/False read as 1/0"]
+  if pd.api.types.is_timedelta64_dtype(col):  # durations (an audit: read as microseconds, unnoted)
+    return col.dt.total_seconds().to_numpy(np.float64) / 60.0, [f"measure {name!r}: durations read in minutes"]
+  if pd.api.types.is_datetime64_any_dtype(col):
+    raise ColumnError(
+      name,
+      f"measure column {name!r} holds dates and times, not numbers: for a duration, give the difference of two "
+      "times (a timedelta, read in minutes) or a number in the unit you want",
+    )
   if pd.api.types.is_numeric_dtype(col):
     return col.to_numpy(dtype=np.float64), []
   yes_no = _yes_no(col, name)

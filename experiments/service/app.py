@@ -103,7 +103,8 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   def health():
     try:
       ok = bool(connection.ping())
-      workers = Worker.count(connection=connection, queue=jobs.job_queue(config, connection))
+      # Live workers: their keys expire within RQ's worker TTL once they die (the queue's set keeps dead ones).
+      workers = len(Worker.all(connection=connection, queue=jobs.job_queue(config, connection)))
       return {"ok": ok, "workers": workers}  # 0: queued jobs wait until a worker starts
     except jobs.REDIS_DOWN as err:
       return JSONResponse({"ok": False, "detail": _store_down(config, err)}, status_code=503)
@@ -136,6 +137,8 @@ def make_app(config: ServiceConfig) -> NamedLimit:
       )
     except jobs.JobStopping as err:
       raise _fail(409, None, str(err)) from None
+    except jobs.SubmitBusy as err:
+      raise _fail(503, None, str(err)) from None
     return {"id": job_id, "cached": cached, **_links(job_id)}
 
   @app.get("/jobs", dependencies=guard)

@@ -27,12 +27,14 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker, get_current_job
 from rq.command import send_stop_job_command
@@ -114,8 +116,22 @@ def submit(
   journal) and race on its `spec.json`.
   """
   job_id = cache_key(table_hash, spec, config.agent)
-  with connection.lock(SUBMIT_LOCK.format(job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=SUBMIT_LOCK_SECONDS):
+  lock = connection.lock(SUBMIT_LOCK.format(job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=SUBMIT_LOCK_SECONDS)
+  if not lock.acquire():
+    raise SubmitBusy(job_id)
+  try:
     return _submit(config, connection, spec, job_id, table_path, source)
+  finally:
+    with contextlib.suppress(LockError):  # held past its timeout (a stalled disk): the job is queued all the same
+      lock.release()
+
+
+class SubmitBusy(RuntimeError):
+  """Another submission of the same job held its lock past `SUBMIT_LOCK_SECONDS` (a stalled server)."""
+
+  def __init__(self, job_id: str):
+    super().__init__(f"job {job_id}: another submission of it is still being queued; submit again in a minute")
+    self.job_id = job_id
 
 
 SUBMIT_LOCK = "cube:submit:{}"  # held while a submission checks and queues its job
@@ -464,7 +480,16 @@ def run_worker(config: ServiceConfig, *, burst: bool = False, name: str | None =
   worker = DiscoveryWorker(
     [job_queue(config, connection)], connection=connection, lease_seconds=config.lease_seconds, name=name
   )
-  return worker.work(burst=burst, with_scheduler=False)
+  try:
+    return worker.work(burst=burst, with_scheduler=False)
+  except REDIS_DOWN:
+    # RQ's worker ends on a lost Redis, but its work horse (a process group of its own) may go on computing without
+    # Redis (preparing, compiling, confirming) and finish after a new worker has requeued and started the job again,
+    # on one journal: end it first.
+    if worker.horse_pid:
+      worker.kill_horse()
+      worker.wait_for_horse()
+    raise
 
 
 RECONNECT_SECONDS = 300.0  # how long `serve_worker` waits for a lost Redis to answer again
@@ -485,6 +510,8 @@ def serve_worker(
       return run_worker(config, burst=burst)
     except REDIS_DOWN as err:
       logging.getLogger(__name__).warning("lost Redis (%s); a new worker starts once it answers again", err)
+      signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the lost worker's handlers would write to Redis: stop plainly
+      signal.signal(signal.SIGINT, signal.default_int_handler)
       deadline = time.monotonic() + reconnect_seconds
       while True:
         time.sleep(poll)
