@@ -808,3 +808,32 @@ def test_an_empty_measure_and_cells_holding_lists_are_errors_naming_the_column()
   with pytest.raises(ingest.ColumnError, match=r"column 'site' holds lists \(the first at row 1\)") as err:
     cube_env.build_cube(listed, SMALL_SCHEMA)
   assert err.value.column == "site"
+
+
+def test_durations_are_minutes_and_date_times_are_no_measure():
+  """A timedelta measure was read as microseconds and a date-time one as a count, both unnoted (an API audit): a
+  duration is read in minutes, with a note; a date-time measure is refused naming its column. A list-valued column
+  the schema does not use is named too (the row split hashes every column)."""
+  df = make_small_df(n=400)
+  df["los"] = pd.to_timedelta(df["los"] * 60.0, unit="min")  # hours as durations
+  cube = cube_env.build_cube(df, SMALL_SCHEMA)
+  assert "measure 'los': durations read in minutes" in cube.meta.summary
+  values, _ = ingest.measure_numbers(df["los"], "los")
+  np.testing.assert_allclose(values, make_small_df(n=400)["los"] * 60.0, rtol=1e-9)  # NaT stays missing
+  stamps = make_small_df(n=400).assign(los=pd.Timestamp("2024-01-01", tz="UTC"))
+  with pytest.raises(ingest.ColumnError, match="measure column 'los' holds dates and times, not numbers"):
+    cube_env.build_cube(stamps, SMALL_SCHEMA)
+  with pytest.raises(ingest.ColumnError, match=r"column 'notes' holds lists"):
+    cube_env.split_rows(make_small_df(n=400).assign(notes=[["x"]] * 400), seed=0)
+
+
+def test_settings_that_would_be_read_letter_by_letter_are_refused(small_cube):
+  """`adjust='procedure'` was read as the columns 'p', 'r', ...; `cohort_stats(cube, 'site=a')` failed inside dict()
+  (an API audit): each is now an error naming the argument; max_depth is bounded (an int32 in the environment)."""
+  for name in ("adjust", "favorable"):
+    with pytest.raises(ValueError, match=f"{name} must be a list of column names, got the string 'los'"):
+      cube_env.DiscoveryConfig(**{name: "los"})
+  with pytest.raises(ValueError, match="max_depth must be at most 64, got 65"):
+    cube_env.DiscoveryConfig(max_depth=65)
+  with pytest.raises(ValueError, match=r"filters must be a mapping \{column: category label\}, got str 'proc=A'"):
+    cube_env.cohort_stats(small_cube, "proc=A")

@@ -281,6 +281,8 @@ def cohort_stats(
     are that few, and the numbers from which such a count comes back by
     subtraction within the cohort's tests (`hide_small_cells`).
   """
+  if filters is not None and not isinstance(filters, Mapping):
+    raise ValueError(f"filters must be a mapping {{column: category label}}, got {type(filters).__name__} {filters!r}")
   codes = filters_to_codes(cube.meta, dict(filters or {}))
   z = resolve_z(cube, z_screen, max_depth)
   table = cohort_table(cube, codes[None], min_group=min_group, z_screen=z, max_depth=max_depth)

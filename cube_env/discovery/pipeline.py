@@ -110,6 +110,9 @@ class DiscoveryConfig:
       raise ValueError(f"explore_fraction must lie in (0, 1), got {self.explore_fraction}")
     if self.max_categories < 2:
       raise ValueError(f"max_categories must be >= 2, got {self.max_categories}")
+    for name in ("adjust", "favorable"):  # a bare string would be read letter by letter (an audit)
+      if isinstance(getattr(self, name), str):
+        raise ValueError(f"{name} must be a list of column names, got the string {getattr(self, name)!r}")
     object.__setattr__(self, "adjust", tuple(self.adjust))
     object.__setattr__(self, "favorable", tuple(self.favorable))
     object.__setattr__(self, "method_options", tuple(sorted(dict(self.method_options).items())))
