@@ -835,5 +835,15 @@ def test_settings_that_would_be_read_letter_by_letter_are_refused(small_cube):
       cube_env.DiscoveryConfig(**{name: "los"})
   with pytest.raises(ValueError, match="max_depth must be at most 64, got 65"):
     cube_env.DiscoveryConfig(max_depth=65)
+  # Settings of the wrong type name their field (they raised TypeError, or ran: max_depth 2.5 searched depth 3).
+  for name, value, what in (
+    ("min_group", "11", "a number"),
+    ("max_depth", 2.5, "a whole number"),
+    ("q", None, "a number"),
+  ):
+    with pytest.raises(ValueError, match=f"{name} must be {what}, got {value!r}"):
+      cube_env.DiscoveryConfig(**{name: value})
+  config = cube_env.DiscoveryConfig(budget=np.int64(20), q=np.float32(0.25))  # NumPy scalars: Python numbers
+  assert type(config.budget) is int and config.budget == 20 and type(config.q) is float and config.q == 0.25
   with pytest.raises(ValueError, match=r"filters must be a mapping \{column: category label\}, got str 'proc=A'"):
     cube_env.cohort_stats(small_cube, "proc=A")

@@ -75,6 +75,7 @@ class DiscoveryConfig:
   method_options: tuple[tuple[str, Any], ...] = ()  # e.g. (("width", 8),) for beam
 
   def __post_init__(self):
+    _check_types(self)
     if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1:
       raise ValueError(f"budget must be a whole number of group-by queries >= 1, got {self.budget!r}")
     if self.time_limit is not None and not self.time_limit > 0:
@@ -116,6 +117,29 @@ class DiscoveryConfig:
     object.__setattr__(self, "adjust", tuple(self.adjust))
     object.__setattr__(self, "favorable", tuple(self.favorable))
     object.__setattr__(self, "method_options", tuple(sorted(dict(self.method_options).items())))
+
+
+_WHOLE = ("budget", "max_depth", "max_categories", "seed")  # DiscoveryConfig's whole-number fields
+_REAL = ("min_group", "q", "tilt", "min_relative_diff", "explore_fraction", "time_limit", "z_screen")
+_OPTIONAL = ("explore_new_z", "confirm_new_z", "mirror_z", "time_limit")  # numbers or None
+
+
+def _check_types(config: DiscoveryConfig) -> None:
+  """ValueError naming the field for a setting of the wrong type (a string '11' or 2.5 queries raised TypeError deep
+  in the checks, or ran: max_depth 2.5 searched depth 3, an API audit); NumPy scalars become Python numbers (the
+  report writes the settings as JSON)."""
+  for name in _WHOLE + _REAL + _OPTIONAL:
+    value = getattr(config, name)
+    if value is None and name in _OPTIONAL or name == "z_screen" and isinstance(value, str):
+      continue
+    whole = name in _WHOLE
+    kinds = (int, np.integer) if whole else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+      what = "a whole number" if whole else "a number" + (" or None" if name in _OPTIONAL else "")
+      what += " or 'bonferroni'" if name == "z_screen" else ""
+      raise ValueError(f"{name} must be {what}, got {value!r}")
+    if isinstance(value, np.generic):
+      object.__setattr__(config, name, value.item())
 
 
 def confirmation_rule(config: DiscoveryConfig) -> str:
