@@ -189,6 +189,18 @@ def test_a_cohort_of_one_group_less_its_parents_test_of_the_group_gives_no_small
   assert [leak[-1] for leak in _group_cohort_leaks(two)] == [3, 8]
   shown = disclosure.hide_small_cells(two, 11)
   assert shown.loc[0, ["n_group", "n_rest", "mean_group"]].isna().all() and _group_cohort_leaks(shown) == []
+  # The untested group's rows under two measures, a parent and a child (the second review): the whole table tests F
+  # (70) against M (60) under los, site a F (40) against M (55) under cost; M has 5 rows in site b.
+  pair = pd.DataFrame(
+    [
+      {"filters": {}, "measure": "los", "n_group": 70.0, "n_rest": 60.0, "cohort_rows": 130.0},
+      {"filters": {"site": "a"}, "measure": "cost", "n_group": 40.0, "n_rest": 55.0, "cohort_rows": 95.0},
+    ]
+  ).assign(protected="sex", group="F", reference="M", scale="linear", mean_group=1.0, z=3.0)
+  pair["cohort"] = [cube_env.cohort_label(f) for f in pair["filters"]]
+  assert disclosure.cohort_remainders(pair, 11)  # 60 - 55: the group rows of M
+  shown = disclosure.hide_small_cells(pair, 11)
+  assert shown.loc[1, ["n_group", "n_rest"]].isna().all() and shown.loc[0, "n_rest"] == 60.0
   eleven = table.assign(n_group=[1366.0, None], n_rest=[892.0, None])  # 11 and 11: nothing to hide
   assert _group_cohort_leaks(eleven) == [] and disclosure.hide_small_cells(eleven, 11)["n_group"].notna().any()
   df = make_small_df(seed=0)

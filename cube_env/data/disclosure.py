@@ -485,6 +485,8 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
         values.setdefault(quantity, float(value))
     if np.isfinite(n_g[i]):
       values[("group_rows", p, g)] = max(values.get(("group_rows", p, g), 0.0), float(n_g[i]))
+    if isinstance(h, str) and h != "rest" and np.isfinite(n_r[i]):  # the other group of two: its largest count too
+      values[("group_rows", p, _label(h))] = max(values.get(("group_rows", p, _label(h)), 0.0), float(n_r[i]))
   return out
 
 

@@ -727,9 +727,10 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
   """
   if pd.api.types.is_bool_dtype(col):
     return col.to_numpy(dtype=np.float64), [f"measure {name!r}: True/False read as 1/0"]
-  if pd.api.types.is_timedelta64_dtype(col):  # durations (an audit: read as microseconds, unnoted)
-    return col.dt.total_seconds().to_numpy(np.float64) / 60.0, [f"measure {name!r}: durations read in minutes"]
-  if pd.api.types.is_datetime64_any_dtype(col):
+  if col.dtype.kind == "m":  # durations, NumPy's or Arrow's (an audit: read as microseconds, unnoted)
+    minutes = pd.to_timedelta(col).dt.total_seconds().to_numpy(np.float64) / 60.0
+    return minutes, [f"measure {name!r}: durations read in minutes"]
+  if col.dtype.kind == "M" or pd.api.types.is_datetime64_any_dtype(col):
     raise ColumnError(
       name,
       f"measure column {name!r} holds dates and times, not numbers: for a duration, give the difference of two "

@@ -120,7 +120,7 @@ class DiscoveryConfig:
 
 
 _WHOLE = ("budget", "max_depth", "max_categories", "seed")  # DiscoveryConfig's whole-number fields
-_REAL = ("min_group", "q", "tilt", "min_relative_diff", "explore_fraction", "time_limit", "z_screen")
+_REAL = ("min_group", "q", "tilt", "min_relative_diff", "explore_fraction", "z_screen")
 _OPTIONAL = ("explore_new_z", "confirm_new_z", "mirror_z", "time_limit")  # numbers or None
 
 
@@ -140,6 +140,11 @@ def _check_types(config: DiscoveryConfig) -> None:
       raise ValueError(f"{name} must be {what}, got {value!r}")
     if isinstance(value, np.generic):
       object.__setattr__(config, name, value.item())
+  if not isinstance(config.pooled_check, (bool, np.bool_)):  # "no" would read as True
+    raise ValueError(f"pooled_check must be True or False, got {config.pooled_check!r}")
+  object.__setattr__(config, "pooled_check", bool(config.pooled_check))
+  if not np.isfinite(config.min_group):
+    raise ValueError(f"min_group must be a finite number, got {config.min_group!r}")
 
 
 def confirmation_rule(config: DiscoveryConfig) -> str:

@@ -285,10 +285,11 @@ def lease(connection: Redis, job_id: str, seconds: float):
   stop = threading.Event()
   connection.set(key, os.getpid(), px=ms)
 
-  def refresh():
+  def refresh():  # survives a lost Redis: the lease is held again as soon as it answers (a review)
     while not stop.wait(seconds / 3):
-      connection.set(key, os.getpid(), px=ms)
-      _resend_stop(connection, job_id)
+      with contextlib.suppress(*REDIS_DOWN):
+        connection.set(key, os.getpid(), px=ms)
+        _resend_stop(connection, job_id)
 
   thread = threading.Thread(target=refresh, name=f"lease-{job_id}", daemon=True)
   thread.start()
@@ -481,15 +482,22 @@ def run_worker(config: ServiceConfig, *, burst: bool = False, name: str | None =
     [job_queue(config, connection)], connection=connection, lease_seconds=config.lease_seconds, name=name
   )
   try:
-    return worker.work(burst=burst, with_scheduler=False)
-  except REDIS_DOWN:
-    # RQ's worker ends on a lost Redis, but its work horse (a process group of its own) may go on computing without
-    # Redis (preparing, compiling, confirming) and finish after a new worker has requeued and started the job again,
-    # on one journal: end it first.
+    ended = worker.work(burst=burst, with_scheduler=False)
+  finally:
+    # RQ's worker ends on a lost Redis (raising, or returning when Redis is back by its teardown), but its work horse
+    # (a process group of its own) may go on computing without Redis (preparing, compiling, confirming) and finish
+    # after a new worker has requeued and started the job again, on one journal: end it first. (A stopped worker
+    # has waited for its horse already.) Its pubsub thread would go on reconnecting for ever.
     if worker.horse_pid:
       worker.kill_horse()
       worker.wait_for_horse()
-    raise
+      worker._horse_pid = 0  # RQ keeps the reaped pid; a later stop command would signal it
+    if worker.pubsub_thread is not None:
+      with contextlib.suppress(Exception):
+        worker.pubsub_thread.stop()
+  if not burst and worker._shutdown_requested_date is None:  # no SIGTERM/SIGINT: RQ's loop caught an error and ended
+    raise RedisConnectionError(f"worker {worker.name} ended without a stop request (its log says why)")
+  return ended
 
 
 RECONNECT_SECONDS = 300.0  # how long `serve_worker` waits for a lost Redis to answer again
