@@ -946,6 +946,11 @@ def make_task_cubes(task: CubeTask, *, split: str) -> CubeSet:
   for i in range(count):
     family = task.families[i % len(task.families)]
     for _ in range(WORLD_MAX_ATTEMPTS):
+      if split == "eval" and next_index[family] >= AGENT_WORLD_INDEX:  # an audit: world 1001000 was both
+        raise ValueError(
+          f"num_eval_cubes: the held-out worlds (training-split indices from 0) would reach the agent's training "
+          f"worlds (from {AGENT_WORLD_INDEX}); ask for fewer"
+        )
       seed = TRAIN_SEED_BASE + next_index[family]
       next_index[family] += 1
       try:

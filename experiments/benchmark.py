@@ -27,6 +27,7 @@ import tyro
 
 from experiments.control import bench as control_bench
 from experiments.launch import compile_cache
+from experiments.launch.errors import exit_usage
 from experiments.quality import power as quality_power
 from experiments.quality import session as quality_session
 from experiments.quality import suite as quality_suite
@@ -137,7 +138,7 @@ class Quality:
   scenarios: tuple[str, ...] | None = None
   """Subset of world families (default: the suite's: standard wide deep masked null confounded)."""
   plot: str | None = None
-  """Plot path (default: recall_vs_budget.png beside --out)."""
+  """Plot path (default: recall_vs_budget.png beside --out, or in runs/ without --out)."""
   workers: int | None = None
   """Cases run at once in separate processes (default: 2 on a CPU with 2+ cores, 1 on a GPU; more on one GPU
   needs XLA_PYTHON_CLIENT_PREALLOCATE=false)."""
@@ -156,11 +157,11 @@ class Quality:
 
 def run_quality_benchmark(args: Quality) -> list[dict]:
   if args.suite not in quality_suite.SUITES:
-    raise SystemExit(f"error: --suite must be one of {sorted(quality_suite.SUITES)}")
+    raise exit_usage(f"error: --suite must be one of {sorted(quality_suite.SUITES)}")
   try:
     quality_suite.check_request(args.methods, args.scenarios, args.workers, args.seeds, args.time_limit_s)
   except ValueError as err:
-    raise SystemExit(f"error: {err}") from None
+    raise exit_usage(f"error: {err}") from None
   return quality_session.run_quality(
     args.suite,
     checkpoint=args.checkpoint,
@@ -233,7 +234,7 @@ class Power:
 def run_power(args: Power) -> list[dict]:
   unknown = [s for s in args.settings if s not in quality_power.SETTINGS]
   if unknown:
-    raise SystemExit(f"error: unknown --settings {unknown}; choose from {sorted(quality_power.SETTINGS)}")
+    raise exit_usage(f"error: unknown --settings {unknown}; choose from {sorted(quality_power.SETTINGS)}")
   settings = [quality_power.SETTINGS[s] for s in args.settings]
   rows = _emit(
     quality_power.power_rows(

@@ -33,6 +33,7 @@ import tyro
 
 from cube_env.discovery import ranking
 from experiments.launch import compile_cache
+from experiments.launch.errors import exit_usage
 from experiments.quality import ranker_training
 
 
@@ -73,22 +74,22 @@ class Args:
 
 def main(args: Args) -> dict:
   if min(args.worlds_per_family, args.budget, args.hidden, args.steps, args.bag) < 1:
-    raise SystemExit("--worlds-per-family, --budget, --hidden, --steps and --bag must be at least 1")
+    raise exit_usage("--worlds-per-family, --budget, --hidden, --steps and --bag must be at least 1")
   for path in filter(None, (args.rows_file, *args.add_rows)):
     if not path.endswith(".npz"):
-      raise SystemExit(f"--rows-file and --add-rows take .npz files (numpy adds the suffix otherwise), got {path!r}")
+      raise exit_usage(f"--rows-file and --add-rows take .npz files (numpy adds the suffix otherwise), got {path!r}")
   missing = [p for p in args.add_rows if not os.path.exists(p)]
   if missing:
-    raise SystemExit(f"--add-rows: {', '.join(missing)} do not exist (write them with --rows-file)")
+    raise exit_usage(f"--add-rows: {', '.join(missing)} do not exist (write them with --rows-file)")
   if args.behaviour is not None and not os.path.exists(args.behaviour):
-    raise SystemExit(f"--behaviour: ranker weights {args.behaviour!r} do not exist")
+    raise exit_usage(f"--behaviour: ranker weights {args.behaviour!r} do not exist")
   if args.first_index < ranker_training.FIRST_INDEX:
-    raise SystemExit(
+    raise exit_usage(
       f"--first-index must be at least {ranker_training.FIRST_INDEX} (training worlds below it validate), "
       f"got {args.first_index}"
     )
   if not args.noise >= 0:
-    raise SystemExit(f"--noise must be >= 0, got {args.noise}")
+    raise exit_usage(f"--noise must be >= 0, got {args.noise}")
   t0 = time.perf_counter()
   cached = bool(args.rows_file and os.path.exists(args.rows_file))
   if cached:

@@ -33,6 +33,7 @@ import tyro
 
 from experiments.launch import compile_cache
 from experiments.launch.cube_presets import PRESETS
+from experiments.launch.errors import exit_usage
 from experiments.quality import ranker_training, tuning
 
 
@@ -70,17 +71,25 @@ class Args:
 
 def main(args: Args) -> dict:
   if args.worlds < 1:
-    raise SystemExit("--worlds must be at least 1")
+    raise exit_usage("--worlds must be at least 1")
+  if args.workers < 1:
+    raise exit_usage("--workers must be at least 1")
+  try:  # before the baseline trains (an audit: --budget 0 failed after it, with a traceback)
+    tuning.check_tuning(budget=args.budget, optimizer=args.optimizer)
+  except ValueError as err:
+    raise exit_usage(
+      str(err).replace("the tuning budget", "--budget").replace("Nevergrad optimizer", "--optimizer")
+    ) from None
   unknown = sorted(set(args.families) - set(ranker_training.FAMILIES))
   if unknown or not args.families:
-    raise SystemExit(
+    raise exit_usage(
       f"--families {' '.join(unknown)}: must name some of {ranker_training.FAMILIES} (families with planted effects)"
     )
   if args.target == "ranker":
     if args.rows_file is None:
-      raise SystemExit("--target ranker needs --rows-file (python -m experiments.train_ranker --rows-file F)")
+      raise exit_usage("--target ranker needs --rows-file (python -m experiments.train_ranker --rows-file F)")
     if not os.path.exists(args.rows_file):
-      raise SystemExit(
+      raise exit_usage(
         f"--rows-file {args.rows_file!r} does not exist (python -m experiments.train_ranker --rows-file)"
       )
     rows = ranker_training.load_rows(args.rows_file)
@@ -90,9 +99,9 @@ def main(args: Args) -> dict:
     space = tuning.RANKER_SPACE
   else:
     if args.preset not in PRESETS:
-      raise SystemExit(f"--preset {args.preset!r} is not one of {sorted(PRESETS)}")
+      raise exit_usage(f"--preset {args.preset!r} is not one of {sorted(PRESETS)}")
     if args.iterations < 1:
-      raise SystemExit("--iterations must be at least 1")
+      raise exit_usage("--iterations must be at least 1")
     objective = tuning.agent_objective(
       preset=args.preset,
       iterations=args.iterations,

@@ -398,9 +398,10 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
     (["--time-limit-s", "-1"], "--time-limit-s must be >= 0"),
   ],
 )
-def test_quality_cli_names_the_bad_flag(argv, message):
-  with pytest.raises(SystemExit, match=message):
+def test_quality_cli_names_the_bad_flag(argv, message, capsys):
+  with pytest.raises(SystemExit, match=message) as exit_:
     benchmark.main(["quality", "--suite", "tiny", *argv])
+  assert exit_.value.code == 2 and message in capsys.readouterr().err  # a usage error's status (it was 1: an audit)
 
 
 def test_agent_prefers_cohorts_not_yet_queried(prep):
@@ -435,3 +436,18 @@ def test_muzero_runs_through_the_registry_or_is_not_applicable(case, prep, tmp_p
   # Without a checkpoint the packaged agent plays (trained on random training worlds, exported to an .npz).
   found = cube_env.search(prep.prepared, "muzero", budget=5)
   assert found.method == "muzero" and found.queries == 5 and "the packaged agent" in found.note
+
+
+def test_a_call_keeps_the_rows_of_other_suites_and_splits_in_its_out_file(tmp_path):
+  """`quality --out F` rewrites F: the rows of another suite or split, and lines of no suite, are kept as they were
+  (an audit: a `--split train` call wiped a file's evaluation rows without a word)."""
+  path = tmp_path / "rows.jsonl"
+  rows = [
+    {"kind": "run", "suite": "tiny", "split": "eval", "seed": 1},
+    {"kind": "run", "suite": "tiny", "split": "train", "seed": 2},
+    {"kind": "summary", "suite": "quick", "split": "train"},
+    {"kind": "mine"},
+  ]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  tiny_train = dataclasses.replace(qsuite.SUITES["tiny"], split="train")
+  assert qsession.other_rows(tiny_train, str(path)) == [rows[0], rows[2], rows[3]]

@@ -76,6 +76,11 @@ def make_cubes(task: CubeTask, *, split: str) -> CubeSet:
     raise ValueError("a task of random worlds (families set) is built by cube_env.make_cubes (worlds.make_task_cubes)")
   base = TRAIN_SEED_BASE if split == "train" else EVAL_SEED_BASE
   count = task.num_train_cubes if split == "train" else task.num_eval_cubes
+  if split == "train" and count > EVAL_SEED_BASE - TRAIN_SEED_BASE:  # an audit: seed 5000 was both
+    raise ValueError(
+      f"num_train_cubes must be at most {EVAL_SEED_BASE - TRAIN_SEED_BASE}: training seeds from {TRAIN_SEED_BASE} "
+      f"would reach the held-out seeds from {EVAL_SEED_BASE}"
+    )
   out = CubeSet([], [], [], [])
   for i in range(count):
     scenario = task.scenarios[i % len(task.scenarios)]

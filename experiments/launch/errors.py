@@ -7,11 +7,30 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["UsageError", "flag_error", "run_command"]
+__all__ = ["UsageError", "UsageExit", "exit_usage", "flag_error", "run_command"]
 
 
 class UsageError(ValueError):
   """A flag or path the user gave is wrong (printed as `error: ...`, exit status 2)."""
+
+
+class UsageExit(SystemExit):
+  """Exit status 2 (a bad flag, as tyro's and `run_command`'s) whose text is the message (`raise SystemExit("...")`
+  exits 1, an audit)."""
+
+  def __init__(self, message: str):
+    super().__init__(2)
+    self.message = message
+
+  def __str__(self) -> str:
+    return self.message
+
+
+def exit_usage(message: str) -> UsageExit:
+  """Prints `error: message` to stderr and returns the `UsageExit` to raise."""
+  message = message if message.startswith("error: ") else f"error: {message}"
+  print(message, file=sys.stderr)
+  return UsageExit(message)
 
 
 def flag_error(err: Exception, fields: Iterable[str]) -> UsageError:

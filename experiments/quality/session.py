@@ -4,7 +4,8 @@ Run rows already in `out` (same suite and sizes) are kept and their
 (scenario, seed, method, budget) skipped, so an interrupted suite continues
 and methods can be added later; so are the rows a killed call's workers
 spilled to OUT.partial. `out` is then rewritten as every run row, one
-`invocation` row per call (wall time, load) and fresh summary rows. See
+`invocation` row per call (wall time, load) and fresh summary rows, after
+the rows of other suites or splits (and any other line) it held, unchanged. See
 docs/design.md, Discovery and confirmation.
 """
 
@@ -99,6 +100,11 @@ def scoring_rules(runs: Iterable[dict]) -> list[str]:
   sorted: more than one means recall is compared across rules (`benchmarks/rescore.py` scores kept findings again
   under either, and lists the plants where the rules can differ)."""
   return sorted({r.get("scoring") or UNSCORED for r in runs})
+
+
+def other_rows(suite: Suite, out: str) -> list[dict]:
+  """The rows of `out` that are not `suite`'s (another suite or split, or no suite at all), kept as they are."""
+  return [r for r in read_rows(out) if not (r.get("suite") == suite.name and r.get("split", "eval") == suite.split)]
 
 
 def earlier_rows(suite: Suite, out: str | None, spill: str | None, log: Callable[[str], None]) -> list[dict]:
@@ -213,8 +219,9 @@ def run_quality(
   if sweep:  # the settings each swept method would take (suite.TUNED is set from these by hand, and committed)
     pairs = pairs + best_settings(runs, split=suite.split)
   if out:
+    others = other_rows(suite, out)  # an audit: a call with another suite or split wiped them
     with open(out, "w") as handle:
-      for r in runs + invocations + summary + pairs:
+      for r in others + runs + invocations + summary + pairs:
         handle.write(json.dumps(r, sort_keys=True) + "\n")
     if os.path.exists(spill):  # every row in it is in `out` now
       os.remove(spill)
@@ -234,7 +241,8 @@ def run_quality(
       pairs=pairs,
     )
   )
-  path = plot_path or os.path.join(os.path.dirname(out) if out else ".", "recall_vs_budget.png")
+  path = plot_path or os.path.join(os.path.dirname(out) if out else "runs", "recall_vs_budget.png")  # runs/: ignored
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   plot(
     summary,
     path,

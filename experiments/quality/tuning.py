@@ -110,6 +110,16 @@ def _parametrization(space: dict[str, Bound], seed: int):
   return out
 
 
+def check_tuning(*, budget: int, optimizer: str) -> None:
+  """ValueError for a tuning budget under 1 or an optimizer Nevergrad does not register."""
+  import nevergrad as ng  # noqa: PLC0415 (an optional dependency: the bench extra)
+
+  if budget < 1:
+    raise ValueError(f"the tuning budget must be at least 1 evaluation, got {budget}")
+  if optimizer not in ng.optimizers.registry:
+    raise ValueError(f"unknown Nevergrad optimizer {optimizer!r} (for example NGOpt, OnePlusOne, CMA, RandomSearch)")
+
+
 def tune(
   objective: Objective,
   space: dict[str, Bound],
@@ -125,10 +135,7 @@ def tune(
   """
   import nevergrad as ng  # noqa: PLC0415
 
-  if budget < 1:
-    raise ValueError(f"the tuning budget must be at least 1 evaluation, got {budget}")
-  if optimizer not in ng.optimizers.registry:
-    raise ValueError(f"unknown Nevergrad optimizer {optimizer!r} (for example NGOpt, OnePlusOne, CMA, RandomSearch)")
+  check_tuning(budget=budget, optimizer=optimizer)
   opt = ng.optimizers.registry[optimizer](parametrization=_parametrization(space, seed), budget=budget, num_workers=1)
   history = []
   for step in range(budget):
