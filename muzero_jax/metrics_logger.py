@@ -7,6 +7,8 @@ call returns; the driver converts them to Python floats and hands them here.
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Mapping
 
 from tensorboardX import SummaryWriter
@@ -25,11 +27,14 @@ class MetricsLogger:
     """``purge_step``: TensorBoard discards events at steps >= it from earlier
     files of ``logdir`` (a resumed run drops what a crashed run logged after
     its last checkpoint). ``filename_suffix`` ends the event file's name (two
-    loggers of one directory write apart)."""
+    loggers of one directory write apart). The file's name also holds the process id and the time in
+    nanoseconds: tensorboardX names it by the second alone, so a run resumed into its ``logdir`` within the same
+    second as the run before it overwrote that run's file, curves and all (a fresh-clone CI run)."""
     self.logdir = logdir
     self._writer = None
     if logdir is not None:
-      self._writer = SummaryWriter(logdir, purge_step=purge_step, filename_suffix=filename_suffix)
+      unique = f".{os.getpid()}.{time.time_ns()}{filename_suffix}"
+      self._writer = SummaryWriter(logdir, purge_step=purge_step, filename_suffix=unique)
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
     """Adds every finite scalar of ``metrics`` at ``step``."""

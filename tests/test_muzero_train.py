@@ -412,3 +412,15 @@ def test_learner_loops_scan_host_and_overlap():
   close(over.replay, replay, 1e-5)
   close(m_over["loss/total"], np.mean(learned.terms.total), 1e-5)
   assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(over.params), jax.tree.leaves(host.params)))
+
+
+def test_two_loggers_of_one_directory_in_one_second_keep_both_curves(tmp_path):
+  """tensorboardX names an event file by the second: a run resumed into its logdir within the second of the run
+  before it overwrote that run's file (a fresh-clone CI run lost steps 1-2 of 4). Each logger writes its own file."""
+  for steps in ((1, 2), (3, 4)):  # back to back: the same second
+    logger = mz.MetricsLogger(str(tmp_path))
+    for step in steps:
+      logger.write(step, {"loss": float(step)})
+    logger.close()
+  files = glob.glob(os.path.join(tmp_path, "events.out.tfevents.*"))
+  assert len(files) == 2 and all(os.path.getsize(f) > 100 for f in files)  # one file before: the second overwrote
