@@ -460,8 +460,9 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
       continue
     values = out.setdefault(cohort, {})
     found = {("rows",): rows[i], ("tested", m): n_g[i] + n_r[i], ("group", p, g, m): n_g[i], ("rest", p, g, m): n_r[i]}
-    if isinstance(h, str) and h != "rest":
-      found |= {("group", p, _label(h), m): n_r[i], ("rest", p, _label(h), m): n_g[i]}
+    pair = _label(h) if isinstance(h, str) and h != "rest" else None  # the other group of two, or None
+    if pair is not None:
+      found |= {("group", p, pair, m): n_r[i], ("rest", p, pair, m): n_g[i]}
     if binary[i]:
       found |= {
         ("events", p, g, m): n_g[i] * r_g[i],
@@ -485,8 +486,8 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
         values.setdefault(quantity, float(value))
     if np.isfinite(n_g[i]):
       values[("group_rows", p, g)] = max(values.get(("group_rows", p, g), 0.0), float(n_g[i]))
-    if isinstance(h, str) and h != "rest" and np.isfinite(n_r[i]):  # the other group of two: its largest count too
-      values[("group_rows", p, _label(h))] = max(values.get(("group_rows", p, _label(h)), 0.0), float(n_r[i]))
+    if pair is not None and np.isfinite(n_r[i]):  # the other group of two: its largest count too
+      values[("group_rows", p, pair)] = max(values.get(("group_rows", p, pair), 0.0), float(n_r[i]))
   return out
 
 

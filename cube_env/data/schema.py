@@ -6,6 +6,14 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 
+def column_names(value, what: str) -> tuple[str, ...]:
+  """`value` (a sequence of column names) as a tuple; ValueError naming `what` for a bare string, which would be read
+  letter by letter."""
+  if isinstance(value, str):
+    raise ValueError(f"{what} must be a list of column names, got the string {value!r}")
+  return tuple(value)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Schema:
   """Roles of the columns of a case table (one row per case or encounter).
@@ -33,10 +41,7 @@ class Schema:
 
   def __post_init__(self):
     for name in ("dimensions", "protected", "measures", "adjusters"):
-      value = getattr(self, name)
-      if isinstance(value, str):
-        raise ValueError(f"Schema.{name} must be a list of column names, got the string {value!r}")
-      object.__setattr__(self, name, tuple(value))
+      object.__setattr__(self, name, column_names(getattr(self, name), f"Schema.{name}"))
     object.__setattr__(self, "bins", dict(self.bins))
     object.__setattr__(self, "log_scale", dict(self.log_scale))
 

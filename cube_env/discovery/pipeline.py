@@ -31,7 +31,7 @@ import pandas as pd
 from cube_env.data import holdout
 from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_small_cells
 from cube_env.data.ingest import Cube, table_measure_numbers
-from cube_env.data.schema import Schema
+from cube_env.data.schema import Schema, column_names
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
 from cube_env.discovery import confirm as cf
 from cube_env.discovery.journal import Journal, fingerprint_arrays
@@ -76,7 +76,7 @@ class DiscoveryConfig:
 
   def __post_init__(self):
     _check_types(self)
-    if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1:
+    if self.budget < 1:  # a whole number (`_check_types`)
       raise ValueError(f"budget must be a whole number of group-by queries >= 1, got {self.budget!r}")
     if self.time_limit is not None and not self.time_limit > 0:
       raise ValueError(f"time_limit must be a positive number of seconds or None, got {self.time_limit!r}")
@@ -105,17 +105,14 @@ class DiscoveryConfig:
         raise ValueError(f"z_screen must be a positive number or 'bonferroni', got {self.z_screen!r}")
     elif not 0.0 < float(self.z_screen) < float("inf"):
       raise ValueError(f"z_screen must be a positive number or 'bonferroni', got {self.z_screen!r}")
-    if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 16**16:
+    if not 0 <= self.seed < 16**16:  # a whole number (`_check_types`)
       raise ValueError(f"seed must be a non-negative integer below 16**16, got {self.seed!r}")
     if not 0.0 < self.explore_fraction < 1.0:
       raise ValueError(f"explore_fraction must lie in (0, 1), got {self.explore_fraction}")
     if self.max_categories < 2:
       raise ValueError(f"max_categories must be >= 2, got {self.max_categories}")
     for name in ("adjust", "favorable"):  # a bare string would be read letter by letter (an audit)
-      if isinstance(getattr(self, name), str):
-        raise ValueError(f"{name} must be a list of column names, got the string {getattr(self, name)!r}")
-    object.__setattr__(self, "adjust", tuple(self.adjust))
-    object.__setattr__(self, "favorable", tuple(self.favorable))
+      object.__setattr__(self, name, column_names(getattr(self, name), name))
     object.__setattr__(self, "method_options", tuple(sorted(dict(self.method_options).items())))
 
 
