@@ -497,6 +497,21 @@ def test_a_job_rq_failed_as_abandoned_is_requeued_and_a_lost_one_says_so(service
   queue.empty()
 
 
+def test_a_stopping_worker_does_not_wait_a_minute_for_its_listener(service):
+  """RQ's stop unsubscribes from the worker's channel, then waits for its listening thread. A thread that read the
+  unsubscribe reply before the stop flag was set waits for a new subscription as long as it wakes: 60 s in RQ (a
+  fresh-clone CI's teardown gave up on a worker after 20 s). Forced here: ours wakes every second."""
+  conn = redis.Redis.from_url(service.redis_url)
+  worker = jobs.DiscoveryWorker([Queue("listener-test", connection=conn, serializer=JSONSerializer)], connection=conn)
+  worker.subscribe()
+  _wait(lambda: worker.pubsub.subscribed, 10, "the subscription")
+  worker.pubsub.unsubscribe()
+  _wait(lambda: not worker.pubsub.subscribed, 10, "the listener to read the reply")  # before the stop flag: the race
+  start = time.monotonic()
+  worker.unsubscribe()
+  assert not worker.pubsub_thread.is_alive() and time.monotonic() - start < 3 * jobs.PUBSUB_WAKE_SECONDS + 2
+
+
 def test_safe_defaults(service, tmp_path, capsys):
   with pytest.raises(ValueError, match="needs a token"):
     ServiceConfig(host="0.0.0.0")

@@ -448,6 +448,9 @@ def _requeue(queue: Queue, job: Job) -> None:
   queue.enqueue_job(job, at_front=True)
 
 
+PUBSUB_WAKE_SECONDS = 1.0  # how often a worker's stop-command listener wakes (and so how long a stop waits for it)
+
+
 class DiscoveryWorker(Worker):
   """An RQ worker that requeues abandoned discovery jobs on start-up and every `lease_seconds` while idle.
 
@@ -460,6 +463,18 @@ class DiscoveryWorker(Worker):
     # Maintenance (and so the requeue) runs between dequeues, which wait worker_ttl - 15 seconds at most.
     super().__init__(queues, maintenance_interval=interval, worker_ttl=interval + 15, **kwargs)
     self.lease_seconds = float(lease_seconds)
+
+  def subscribe(self):
+    """RQ's subscription to this worker's channel (the stop command), its listening thread waking every
+    `PUBSUB_WAKE_SECONDS` rather than RQ's 60. RQ's stop unsubscribes, then waits for that thread; a thread that read
+    the unsubscribe reply before the stop flag was set waits its full wake time for a new subscription, so a SIGTERM
+    could take a minute to end an idle worker (a fresh-clone CI's teardown gave up after 20 s)."""
+    self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+    self.pubsub = self.connection.pubsub()
+    self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+    self.pubsub_thread = self.pubsub.run_in_thread(
+      sleep_time=PUBSUB_WAKE_SECONDS, daemon=True, exception_handler=self._pubsub_exception_handler
+    )
 
   def prepare_execution(self, job: Job):
     """Takes the job's lease before forking its work horse (which then refreshes it), with time to start up."""
