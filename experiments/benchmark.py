@@ -25,6 +25,7 @@ from collections.abc import Iterable
 
 import tyro
 
+from cube_env import worlds
 from experiments.control import bench as control_bench
 from experiments.launch import compile_cache
 from experiments.launch.errors import exit_usage
@@ -66,6 +67,8 @@ class Env:
 
 
 def run_env(args: Env) -> list[dict]:
+  if min(args.cells + args.batches) < 1 or not min(args.max_work, args.reference_max_work) > 0:
+    raise exit_usage("error: --cells and --batches must be at least 1 and --max-work, --reference-max-work above 0")
   rows = _emit(
     env_speed.env_speed_rows(args.cells, args.batches, args.methods, args.max_work, args.reference_max_work),
     args.out,
@@ -156,10 +159,17 @@ class Quality:
 
 
 def run_quality_benchmark(args: Quality) -> list[dict]:
-  if args.suite not in quality_suite.SUITES:
-    raise exit_usage(f"error: --suite must be one of {sorted(quality_suite.SUITES)}")
   try:
-    quality_suite.check_request(args.methods, args.scenarios, args.workers, args.seeds, args.time_limit_s)
+    quality_suite.check_request(
+      args.methods,
+      args.scenarios,
+      args.workers,
+      args.seeds,
+      args.time_limit_s,
+      suite=args.suite,
+      split=args.split,
+      checkpoint=args.checkpoint,
+    )
   except ValueError as err:
     raise exit_usage(f"error: {err}") from None
   return quality_session.run_quality(
@@ -235,7 +245,16 @@ def run_power(args: Power) -> list[dict]:
   unknown = [s for s in args.settings if s not in quality_power.SETTINGS]
   if unknown:
     raise exit_usage(f"error: unknown --settings {unknown}; choose from {sorted(quality_power.SETTINGS)}")
+  unknown = [f for f in args.families if f not in worlds.FAMILIES]
+  if unknown:
+    raise exit_usage(f"error: unknown --families {unknown}; choose from {', '.join(worlds.FAMILIES)}")
+  if args.split not in worlds.SPLITS:
+    raise exit_usage(f"error: --split must be one of {', '.join(worlds.SPLITS)}, got {args.split!r}")
+  if min(args.worlds, args.max_depth, args.rows or 1) < 1 or args.first < 0:
+    raise exit_usage("error: --worlds, --max-depth and --rows must be at least 1 and --first at least 0")
   settings = [quality_power.SETTINGS[s] for s in args.settings]
+  # The machine first (a timing's context, as every other command's rows give it; an audit found none).
+  _emit([{**speed_suite.device_row(), "versions": quality_session.host_versions()}], args.out)
   rows = _emit(
     quality_power.power_rows(
       args.families,

@@ -32,6 +32,7 @@ from experiments.launch import (
   check_training,
   compile_cache,
   flag,
+  iterations_left,
   parse_run_flags,
   peek_flag,
   restore_checkpoint,
@@ -110,6 +111,11 @@ def _resumed(checkpoint: Checkpoint) -> Args:
 def parse(argv: Sequence[str]) -> tuple[Args, Checkpoint | None]:
   """The flags over the preset or the resumed checkpoint; the episode length follows `--horizon`."""
   args, checkpoint = parse_run_flags(Args, argv, env="cube", fresh=_fresh, resumed=_resumed)
+  unknown = [f for f in args.task.families if f not in cube_env.worlds.FAMILIES]
+  if unknown:  # before the cubes are made
+    raise UsageError(
+      f"--families: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(cube_env.worlds.FAMILIES)}"
+    )
   if checkpoint is None and args.config.max_episode_steps != args.task.horizon:
     if args.config.max_episode_steps != PRESETS[args.preset].config.max_episode_steps:
       raise UsageError(
@@ -182,7 +188,7 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
   if args.eval_only:
     state = state if state is not None else muzero_jax.make_train(config, env, train_pool).init()
   else:
-    remaining = max(args.iterations - (int(state.iteration) if state is not None else 0), 0)
+    remaining = iterations_left(args.iterations, state)
     if args.ray_actors is not None or args.ray_address is not None:
       state = _train_on_ray(args, env, train_pool, state, num_iterations=remaining, extra=extra)
     else:

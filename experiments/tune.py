@@ -35,6 +35,7 @@ from experiments.launch import compile_cache
 from experiments.launch.cube_presets import PRESETS
 from experiments.launch.errors import exit_usage
 from experiments.quality import ranker_training, tuning
+from experiments.quality.suite import VALIDATION_WORLDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +71,8 @@ class Args:
 
 
 def main(args: Args) -> dict:
-  if args.worlds < 1:
-    raise exit_usage("--worlds must be at least 1")
+  if not 1 <= args.worlds <= VALIDATION_WORLDS:  # past them, the ranker's training worlds
+    raise exit_usage(f"--worlds must be from 1 to {VALIDATION_WORLDS} (training worlds past them train the ranker)")
   if args.workers < 1:
     raise exit_usage("--workers must be at least 1")
   try:  # before the baseline trains (an audit: --budget 0 failed after it, with a traceback)

@@ -91,6 +91,18 @@ def test_world_tasks_draw_only_training_worlds():
   assert all(truth for truth in train.truths) and len(train.cubes) == 2
   with pytest.raises(ValueError, match="unknown family"):
     cube_env.make_cubes(cube_env.CubeTask(families=("nope",)), split="train")
+  # A task no run could use is refused as it is made, naming the field (`experiments.train`: exit status 2).
+  for bad, match in (
+    (dict(scenarios=("nope",)), "scenarios must be"),
+    (dict(num_train_cubes=0), "num_train_cubes must be at least 1"),
+    (dict(num_eval_cubes=-1), "num_eval_cubes must be >= 0"),
+    (dict(z_screen="abc"), "z_screen must be a positive number or bonferroni"),
+    (dict(z_screen="-2"), "z_screen must be"),
+  ):
+    with pytest.raises(ValueError, match=match):
+      cube_env.CubeTask(**bad)
+  # A number given as text (as the flag gives it) is the screen: `--z-screen 3.5` failed in make_params.
+  assert cube_env.CubeTask(z_screen="3.5").z_value() == 3.5 and task.z_value() == "bonferroni"
 
 
 def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_df, tmp_path):

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -396,11 +397,23 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
     (["--scenarios", "standard", "nul"], "--scenarios: unknown 'nul'"),
     (["--workers", "0"], "--workers must be at least 1"),
     (["--time-limit-s", "-1"], "--time-limit-s must be >= 0"),
+    # Before any world is drawn (an audit: each was a traceback from a worker, the last one minutes in).
+    (["--split", "bogus"], "--split must be one of train, eval"),
+    (["--scenarios", "deep"], "--scenarios: the tiny suite's worlds hold only standard, null, not deep"),
+    (["--checkpoint", "/nonexistent/agent"], "--checkpoint '/nonexistent/agent': no such file or directory"),
+    (["--suite", "huge"], "--suite must be one of tiny, quick, standard, full"),
+    (["--split", "train", "--seeds", "21"], "train the packaged ranker (and the agent)"),
+    # Other commands' numbers and names.
+    (["power", "--split", "bogus"], "--split must be one of train, eval"),
+    (["power", "--families", "standard", "bogus"], "unknown --families ['bogus']"),
+    (["power", "--worlds", "0"], "--worlds, --max-depth and --rows must be at least 1"),
+    (["env", "--cells", "0"], "--cells and --batches must be at least 1"),
   ],
 )
 def test_quality_cli_names_the_bad_flag(argv, message, capsys):
-  with pytest.raises(SystemExit, match=message) as exit_:
-    benchmark.main(["quality", "--suite", "tiny", *argv])
+  full = argv if argv[0] in ("power", "env") else ["quality", "--suite", "tiny", *argv]
+  with pytest.raises(SystemExit, match=re.escape(message)) as exit_:
+    benchmark.main(full)
   assert exit_.value.code == 2 and message in capsys.readouterr().err  # a usage error's status (it was 1: an audit)
 
 

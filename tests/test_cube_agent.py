@@ -181,10 +181,19 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
   a.close(), b.close()
   # TensorBoard curves continue at the right step, each step once.
   assert _event_steps(tb, "loss/total") == [1, 2, 3, 4]
+  # A total below the checkpoint's iterations trains nothing and says so (it was silent).
+  assert train.main(["--resume", split, "--iterations", "3", "--no-evaluate", "--logdir", "None"]) == 0
+  assert "at iteration 4, past --iterations 3 (a total): nothing to train" in capsys.readouterr().out
+  again = muzero_jax.Checkpointer(split)
+  assert again.all_steps() == [2, 4]
+  again.close()
   # A flag that contradicts the checkpoint is refused, naming it and the safe ones.
   assert train.main(["--resume", split, "--num-simulations", "9", "--no-evaluate", "--logdir", "None"]) == 2
   err = capsys.readouterr().err
   assert "--num-simulations 9 (checkpoint: 4)" in err and "--iterations" in err
+  # An unknown family is refused before any cube is made (it was a traceback).
+  assert train.main(["--preset", "smoke", "--families", "standard", "bogus", "--logdir", "None"]) == 2
+  assert "--families: unknown 'bogus'; choose from narrow, standard" in capsys.readouterr().err
   # No checkpoint there; a fresh run may not overwrite one.
   (tmp_path / "empty").mkdir()
   assert train.main(["--resume", str(tmp_path / "empty"), "--logdir", "None"]) == 2
@@ -258,6 +267,7 @@ def test_agent_tuning_settings_and_flags_are_checked():
     (["--target", "agent", "--iterations", "0"], "--iterations"),
     (["--target", "ranker"], "needs --rows-file"),
     (["--target", "ranker", "--rows-file", "missing.npz"], "missing.npz"),
+    (["--worlds", "21"], "--worlds must be from 1 to 20"),  # past 20: the ranker's training worlds
   ):
     with pytest.raises(SystemExit, match=message):
       tune.main(tyro.cli(tune.Args, args=argv))

@@ -229,6 +229,9 @@ def test_train_ranker_fits_cached_rows_of_two_rounds(tmp_path):
     (dict(noise=-1.0), "--noise"),
     (dict(first_index=3), "--first-index"),
     (dict(bag=0), "--bag"),
+    (dict(workers=0), "--workers"),
+    (dict(drop=("bogus",)), "--drop"),  # before any collection (no --rows-file: it would collect for minutes)
+    (dict(drop=("bogus",), rows_file=None), "--drop"),
   ):
     with pytest.raises(SystemExit, match=flag):
       train_ranker.main(dataclasses.replace(args, **bad))

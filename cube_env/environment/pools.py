@@ -57,6 +57,31 @@ class CubeTask:
   z_screen: str = "bonferroni"
   """|z| a gap needs to count as a finding: a number, or bonferroni (over every test in the space)."""
 
+  def __post_init__(self):
+    """Refuses a value no run could use, naming the field. (`families` are checked where the worlds are made,
+    `cube_env.worlds`, which imports this module, and by the training CLI.)"""
+    for name in ("num_train_cubes", "n_rows", "horizon", "max_depth"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+    if self.num_eval_cubes < 0:
+      raise ValueError(f"num_eval_cubes must be >= 0, got {self.num_eval_cubes}")
+    unknown = [s for s in self.scenarios if s not in synthetic.SCENARIOS]
+    if unknown or not (self.scenarios or self.families):
+      raise ValueError(f"scenarios must be one or more of {', '.join(synthetic.SCENARIOS)}, got {self.scenarios}")
+    self.z_value()  # raises on a bad z_screen
+
+  def z_value(self) -> float | str:
+    """`z_screen` as `make_params` takes it: "bonferroni", or the positive number it spells."""
+    if self.z_screen == "bonferroni":
+      return self.z_screen
+    try:
+      z = float(self.z_screen)
+    except (TypeError, ValueError):
+      z = float("nan")
+    if not 0.0 < z < float("inf"):
+      raise ValueError(f"z_screen must be a positive number or bonferroni, got {self.z_screen!r}")
+    return z
+
 
 @dataclasses.dataclass
 class CubeSet:
@@ -98,7 +123,7 @@ def make_cubes(task: CubeTask, *, split: str) -> CubeSet:
 def make_pool(task: CubeTask, cube_sets: list[CubeSet]) -> tuple[CubeEnv, list[EnvParams]]:
   """One env and a params pool `[len(set.cubes), ...]` per cube set, all padded to one shape (one compiled agent)."""
   all_cubes = [c for s in cube_sets for c in s.cubes]
-  env, stacked = make_env_pool(all_cubes, horizon=task.horizon, max_depth=task.max_depth, z_screen=task.z_screen)
+  env, stacked = make_env_pool(all_cubes, horizon=task.horizon, max_depth=task.max_depth, z_screen=task.z_value())
   pools, start = [], 0
   for s in cube_sets:
     stop = start + len(s.cubes)

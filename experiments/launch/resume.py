@@ -108,6 +108,15 @@ def read_checkpoint(directory: str, *, env: str) -> Checkpoint:
   return Checkpoint(directory=directory, config=config, extra=extra)
 
 
+def iterations_left(total: int, state) -> int:
+  """Iterations to train to reach `total` from `state` (None: a new run), saying so when a resumed checkpoint is
+  already past it (an audit: `--resume DIR --iterations N` below the checkpoint trained nothing, silently)."""
+  done = int(state.iteration) if state is not None else 0
+  if done > total:
+    print(f"the checkpoint is at iteration {done}, past --iterations {total} (a total): nothing to train")
+  return max(total - done, 0)
+
+
 def restore_checkpoint(checkpoint: Checkpoint, env, env_params_pool, config: muzero_jax.MuZeroConfig):
   """The resumed run's newest good step (`muzero_jax.restore`; damaged newer steps are quarantined).
 

@@ -21,10 +21,12 @@ from cube_env.discovery import ranking
 from cube_env.discovery.space import Space
 from experiments.quality.pool import limit_worker_threads
 from experiments.quality.runner import prepare_case
-from experiments.quality.suite import SUITES, Case, make_case
+from experiments.quality.suite import SUITES, VALIDATION_WORLDS, Case, make_case
 
 FAMILIES = ("standard", "wide", "deep", "masked")  # families with planted effects
-FIRST_INDEX = 20  # training-world indices from here on: past those the sweep and `--split train` validation use
+FIRST_INDEX = (
+  VALIDATION_WORLDS  # training-world indices from here on: past those the sweep and `--split train` validation use
+)
 
 
 def save_rows(path: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, world: np.ndarray) -> None:

@@ -150,7 +150,9 @@ def run_quality(
   scenarios, so a cut suite still covers each one); the invocation row
   records how many cases ran.
   """
-  check_request(method_names, scenarios, workers, seeds, time_limit_s)
+  check_request(
+    method_names, scenarios, workers, seeds, time_limit_s, suite=suite_name, split=split, checkpoint=checkpoint
+  )
   log = log or log_to_stderr
   suite = resize(
     SUITES[suite_name],

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 from collections.abc import Iterable
 
 import pandas as pd
@@ -35,6 +36,7 @@ from cube_env.discovery import ranking
 from experiments import agent
 
 SUITE_SCENARIOS = ("standard", "wide", "deep", "masked", "null", "confounded")  # world families
+VALIDATION_WORLDS = 20  # training-split indices 0-19 validate (`--split train`); the ranker trains from 20 on
 TRUTHLESS = ("null", "confounded")  # every confirmed finding is false: family-wise error
 FIXED_FAMILIES = ("wide", "deep")  # enumeration infeasible: fixed query budgets
 SUITE_METHODS = (
@@ -197,12 +199,33 @@ def check_request(
   workers: int | None = None,
   seeds: int | None = None,
   time_limit_s: float | None = None,
+  *,
+  suite: str | None = None,
+  split: str | None = None,
+  checkpoint: str | None = None,
 ) -> None:
-  """Raises ValueError naming the flag of an unknown method or scenario or an out-of-range number."""
+  """Raises ValueError naming the flag of an unknown suite, method, scenario (or one the suite's worlds are too small
+  for: `tiny`'s) or split, a missing agent, or an out-of-range number."""
+  if suite is not None and suite not in SUITES:
+    raise ValueError(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
   for flag, given, known in (("--methods", method_names, SUITE_METHODS), ("--scenarios", scenarios, SUITE_SCENARIOS)):
     unknown = [name for name in given or () if base_method(name) not in known]
     if unknown:
       raise ValueError(f"{flag}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+  held = SUITES[suite].scenarios if suite is not None else SUITE_SCENARIOS
+  beyond = [name for name in scenarios or () if name not in held]
+  if beyond:  # tiny's 3,000-row worlds: the other families' effects need more rows to be drawn
+    raise ValueError(f"--scenarios: the {suite} suite's worlds hold only {', '.join(held)}, not {', '.join(beyond)}")
+  if split is not None and split not in worlds.SPLITS:
+    raise ValueError(f"--split must be one of {', '.join(worlds.SPLITS)}, got {split!r}")
+  count = seeds if seeds is not None else SUITES[suite].seeds if suite is not None else 0
+  if split == "train" and count > VALIDATION_WORLDS:
+    raise ValueError(
+      f"--seeds: training worlds from index {VALIDATION_WORLDS} on train the packaged ranker (and the agent); "
+      f"a run on --split train validates on the first {VALIDATION_WORLDS} at most, got {count}"
+    )
+  if checkpoint is not None and not os.path.exists(checkpoint):
+    raise ValueError(f"--checkpoint {checkpoint!r}: no such file or directory")
   for flag, value in (("--workers", workers), ("--seeds", seeds)):
     if value is not None and value < 1:
       raise ValueError(f"{flag} must be at least 1, got {value}")
