@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
 from collections.abc import Iterable
 
@@ -32,6 +31,7 @@ from experiments.launch.errors import exit_usage
 from experiments.quality import power as quality_power
 from experiments.quality import session as quality_session
 from experiments.quality import suite as quality_suite
+from experiments.quality.pool import json_line
 from experiments.speed import agent as agent_speed
 from experiments.speed import checkpoint_cost, env_speed, scaling
 from experiments.speed import suite as speed_suite
@@ -42,7 +42,7 @@ def _emit(rows: Iterable[dict], out: str | None) -> list[dict]:
   done = []
   with open(out, "a") if out else contextlib.nullcontext() as handle:
     for row in rows:
-      line = json.dumps(row, sort_keys=True)
+      line = json_line(row)
       print(line, flush=True)
       if handle:
         handle.write(line + "\n")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from experiments.quality import plot as qplot
 from experiments.quality import tables as qtables
+from experiments.quality.pool import json_line
 from experiments.quality.power import clopper_pearson
 from experiments.quality.suite import SUITE_METHODS
 from experiments.quality.summary import best_settings, bootstrap_interval, paired, suite_pairs, summarize
@@ -149,6 +150,11 @@ def test_summary_rows_means_intervals_and_family_wise_error():
   ]
   summary = summarize(rows)
   assert all(json.loads(json.dumps(r, allow_nan=False)) == r for r in summary)  # strict JSON lines
+  # Run rows as the benchmark writes them: strict JSON too (a null world's recall, NaN here, is null), read back
+  # to the same summary.
+  lines = [json_line(r) for r in rows]
+  assert all('"recall": null' in line for line in lines[-4:]) and '"recall": 0.3' in lines[1]
+  assert summarize([json.loads(line) for line in lines]) == summary
   by = {(s["family"], s["method"], s["budget_key"]): s for s in summary}
   assert set(by) == {
     ("standard", "beam", "f0.01"),

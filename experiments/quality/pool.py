@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -36,10 +37,27 @@ def limit_worker_threads() -> None:
   os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 
 
+def json_line(row: dict) -> str:
+  """`row` as one line of strict JSON (keys sorted): a rate with no denominator (recall on a world with nothing
+  planted) is `null`, not Python's `NaN`, which strict readers (jq, JavaScript) refuse; `summary.run_frame` reads
+  either as NaN."""
+  return json.dumps(_finite(row), sort_keys=True, allow_nan=False)
+
+
+def _finite(value):
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {k: _finite(v) for k, v in value.items()}
+  if isinstance(value, list | tuple):
+    return [_finite(v) for v in value]
+  return value
+
+
 def append_row(path: str, row: dict) -> None:
   """One short append per row: whole lines from concurrent workers."""
   with open(path, "a") as handle:
-    handle.write(json.dumps(row, sort_keys=True) + "\n")
+    handle.write(json_line(row) + "\n")
 
 
 def read_rows(path: str | None) -> list[dict]:

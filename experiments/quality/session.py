@@ -11,7 +11,6 @@ docs/design.md, Discovery and confirmation.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -22,7 +21,7 @@ import jax
 
 from cube_env import worlds
 from experiments.quality.plot import plot
-from experiments.quality.pool import log_to_stderr, read_rows, run_suite
+from experiments.quality.pool import json_line, log_to_stderr, read_rows, run_suite
 from experiments.quality.runner import build_methods
 from experiments.quality.suite import SUITES, Suite, case_order, check_request, resize
 from experiments.quality.summary import best_settings, suite_pairs, summarize
@@ -224,11 +223,11 @@ def run_quality(
     others = other_rows(suite, out)  # an audit: a call with another suite or split wiped them
     with open(out, "w") as handle:
       for r in others + runs + invocations + summary + pairs:
-        handle.write(json.dumps(r, sort_keys=True) + "\n")
+        handle.write(json_line(r) + "\n")
     if os.path.exists(spill):  # every row in it is in `out` now
       os.remove(spill)
   for r in summary + pairs:
-    print(json.dumps(r, sort_keys=True), flush=True)
+    print(json_line(r), flush=True)
   if not any(r["applicable"] for r in summary):
     log(f"no applicable run to summarize in suite {suite.name} ({len(runs)} rows)")
     return runs + invocations + summary + pairs
