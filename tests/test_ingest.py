@@ -809,6 +809,13 @@ def test_an_empty_measure_and_cells_holding_lists_are_errors_naming_the_column()
   with pytest.raises(ingest.ColumnError, match=r"column 'site' holds lists \(the first at row 1\)") as err:
     cube_env.build_cube(listed, SMALL_SCHEMA)
   assert err.value.column == "site"
+  # A protected group named "rest" would read as "the rest of the cohort" (a finding's reference against every other
+  # group) and be taken for one by the small-cell rules (a review): refused, naming the column; a dimension may.
+  with pytest.raises(ingest.ColumnError, match="protected column 'sex' has a group named 'rest'") as err:
+    cube_env.build_cube(df.assign(sex=df["sex"].replace({"M": "rest"})), SMALL_SCHEMA)
+  assert err.value.column == "sex"
+  renamed = df.assign(site=df["site"].replace({"s1": "rest"}))
+  assert "rest" in cube_env.build_cube(renamed, SMALL_SCHEMA).meta.categories[1]
 
 
 def test_durations_are_minutes_and_date_times_are_no_measure():

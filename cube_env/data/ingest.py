@@ -372,6 +372,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
   raise ValueError(f"data file {path!r}: unknown format (use .csv or .parquet)")
 
 
+REST_LABEL = "rest"  # a finding's reference when its group is tested against every other group of the column
+
+
 class ColumnError(ValueError):
   """A problem with one column of the table; `column` names it (a service answers with the name)."""
 
@@ -921,6 +924,12 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
       summary=summary,
       role="dimension" if f < len(schema.dimensions) else "protected column",
     )
+    if f >= len(schema.dimensions) and REST_LABEL in labels:
+      raise ColumnError(
+        name,
+        f"protected column {name!r} has a group named {REST_LABEL!r}, which reads as the rest of a cohort in every "
+        "finding's reference and report; rename that value",
+      )
     codes[:, f] = c
     categories.append(labels)
   values = np.zeros((len(df), len(schema.measures)), np.float64)

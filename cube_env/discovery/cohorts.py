@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import special
 
 from cube_env.data.disclosure import HIDDEN, RATE_STATISTICS, SMALL_CELL, Z975, hide_small_cells, is_small_cell
-from cube_env.data.ingest import Cube, CubeMeta, codes_to_filters, cohort_label, filters_to_codes
+from cube_env.data.ingest import REST_LABEL, Cube, CubeMeta, codes_to_filters, cohort_label, filters_to_codes
 from cube_env.environment import batching
 from cube_env.environment import findings as fd
 from cube_env.environment import groupby as gb
@@ -118,7 +118,7 @@ def finding_row(
     "depth": len(filters),
     "protected": meta.protected_names[p],
     "group": groups[g],
-    "reference": groups[1 - g] if len(groups) == 2 else "rest",
+    "reference": groups[1 - g] if len(groups) == 2 else REST_LABEL,
     "measure": meta.measure_names[m],
     "scale": scale,
     "cohort_rows": int(round(cohort_rows)),
