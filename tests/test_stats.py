@@ -56,6 +56,21 @@ def test_a_side_far_from_the_shift_is_not_read_as_constant():
   assert constant["z"] < -10 and constant["valid"]
 
 
+@pytest.mark.parametrize("level", [1e6, 1e7])
+def test_a_small_gap_on_a_large_measure_is_not_rounded_away(level):
+  """A measure whose spread is a millionth of its mean (a date stored as YYYYMMDD): the gap was taken between
+  shift + s1/n on float32's grid at the shift's size, so it came in steps of 1/16 at 1e6 and of 1 at 1e7 (a
+  statistics audit: 0.3125 for 0.328; 0 for -0.546). Taken between the shifted means, it and z are scipy's."""
+  rng = np.random.default_rng(1)
+  x, y = level + rng.normal(0.3, 1.0, 400), level + rng.normal(0.0, 1.0, 800)
+  cmp = _compare(x, y)
+  exact = ss.ttest_ind(x, y, equal_var=False)
+  assert cmp["diff"] == pytest.approx(x.mean() - y.mean(), rel=1e-4)
+  z = np.sign(exact.statistic) * ss.norm.isf(exact.pvalue / 2)  # z is the normal equivalent of Welch's exact p
+  assert cmp["z"] == pytest.approx(z, rel=2e-3) and cmp["p_value"] == pytest.approx(exact.pvalue, rel=0.02)
+  assert cmp["ci_low"] < x.mean() - y.mean() < cmp["ci_high"]
+
+
 def _all_finite(cmp):
   return all(np.isfinite(np.asarray(v, float)).all() for v in cmp.values())
 
