@@ -431,11 +431,20 @@ def save(
   """Saves ``state`` at step ``state.iteration`` in ``directory`` and waits until it is on disk.
 
   ``env`` and ``pool`` (the env params pool trained on) are recorded so that ``restore`` can check them: a
-  checkpoint saved without ``pool`` is restored onto any pool unchecked (its saved slots index the pool)."""
+  checkpoint saved without ``pool`` is restored onto any pool unchecked (its saved slots index the pool).
+
+  Raises:
+    FileExistsError: ``directory`` already holds that step (a state changed without a new iteration, such as
+      fine-tuned parameters): nothing is overwritten (it returned as if saved; a library audit).
+  """
   ckpt = Checkpointer(directory, max_to_keep=max_to_keep or config.checkpoints_to_keep)
   try:
     step = int(state.iteration)
-    ckpt.save(step, state, config=config, env=env, extra=extra, force=True, pool=pool)
+    if not ckpt.save(step, state, config=config, env=env, extra=extra, force=True, pool=pool):
+      raise FileExistsError(
+        f"{directory} already holds a checkpoint of step {step} (state.iteration): nothing saved; save into "
+        "another directory"
+      )
   finally:
     ckpt.close()
   return step

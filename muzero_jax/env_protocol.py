@@ -68,10 +68,16 @@ def check_env_shapes(env, params) -> None:
     seen = None
   if seen is not None and seen in _CHECKED:
     return
+  if not isinstance(env.observation_shape, tuple | list) or not all(
+    isinstance(d, int | np.integer) and d > 0 for d in env.observation_shape
+  ):
+    raise ValueError(f"env.observation_shape must be a tuple of positive ints, got {env.observation_shape!r}")
   shape = tuple(env.observation_shape)
   obs, state = jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)
   if tuple(obs.shape) != shape:
     raise ValueError(f"env.reset returned obs of shape {obs.shape}, env.observation_shape is {shape}")
+  if not (jnp.issubdtype(obs.dtype, jnp.floating) or jnp.issubdtype(obs.dtype, jnp.integer) or obs.dtype == jnp.bool_):
+    raise ValueError(f"env.reset returned obs of dtype {obs.dtype}: observations are real numbers (float, int or bool)")
   mask = jax.eval_shape(env.action_mask, state, params)
   if tuple(mask.shape) != (env.num_actions,) or mask.dtype != jnp.bool_:
     raise ValueError(f"env.action_mask must return bool[{env.num_actions}], got {mask.dtype}{list(mask.shape)}")

@@ -142,6 +142,18 @@ def test_every_step_damaged_is_a_clear_error(copy, saved):
       mz.restore(copy, saved["env"], saved["pool"])
 
 
+def test_saving_a_step_already_saved_is_an_error(saved, tmp_path):
+  """`mz.save` skipped a step the directory held and returned as if it had saved it (fine-tuned parameters of the
+  same iteration were lost; a library audit): now an error, and the checkpoint there is unchanged."""
+  state = saved["states"][4]
+  target = tmp_path / "again"
+  assert mz.save(target, state, CONFIG, env=saved["env"], pool=saved["pool"]) == 4
+  changed = state.replace(params=jax.tree.map(lambda x: x + 1, state.params))
+  with pytest.raises(FileExistsError, match="already holds a checkpoint of step 4"):
+    mz.save(target, changed, CONFIG, env=saved["env"], pool=saved["pool"])
+  _assert_same_tree(mz.load_params(target)[0], state.params)
+
+
 def test_wrong_directory_errors(tmp_path, saved):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     mz.restore(tmp_path / "nope", saved["env"], saved["pool"])

@@ -148,3 +148,19 @@ def test_shapes_are_checked_without_running():
     muzero_jax.check_env_shapes(object(), params)
   with pytest.raises(ValueError, match="observation_shape"):
     muzero_jax.check_env_shapes(_WrongShape(), params)
+  # A library audit: an int shape failed as "'int' object is not iterable"; complex observations trained on with
+  # their imaginary part dropped (check_env refused them, make_train's check did not).
+  with pytest.raises(ValueError, match=r"observation_shape must be a tuple of positive ints, got 36"):
+    muzero_jax.check_env_shapes(_IntShape(), params)
+  with pytest.raises(ValueError, match="obs of dtype complex64: observations are real numbers"):
+    muzero_jax.check_env_shapes(_ComplexObs(), params)
+
+
+class _IntShape(CoinGrid):
+  observation_shape = 36
+
+
+class _ComplexObs(CoinGrid):
+  def reset(self, key, params):
+    obs, state = super().reset(key, params)
+    return obs.astype(jax.numpy.complex64), state
