@@ -818,6 +818,18 @@ def test_an_empty_measure_and_cells_holding_lists_are_errors_naming_the_column()
   assert "rest" in cube_env.build_cube(renamed, SMALL_SCHEMA).meta.categories[1]
 
 
+def test_a_binned_columns_note_says_how_many_bins_ties_left():
+  """60% zeros: three of the four quantile bins' edges are 0, so two bins are made; the note said "4 quantile bins"
+  (a statistics audit)."""
+  df = make_small_df(n=1000)
+  df["bmi"] = np.where(np.arange(1000) % 5 < 3, 0.0, np.arange(1000) % 37 + 1.0)
+  note = next(line for line in cube_env.build_cube(df, SMALL_SCHEMA).meta.summary if "binned 'bmi'" in line)
+  assert note.startswith("binned 'bmi' (2 bins, not 4: quantile edges coincide where values tie): [")
+  assert "binned 'bmi' (4 quantile bins)" in " ".join(
+    cube_env.build_cube(make_small_df(n=1000), SMALL_SCHEMA).meta.summary
+  )
+
+
 def test_durations_are_minutes_and_date_times_are_no_measure():
   """A timedelta measure was read as microseconds and a date-time one as a count, both unnoted (an API audit): a
   duration is read in minutes, with a note; a date-time measure is refused naming its column. A list-valued column

@@ -570,6 +570,10 @@ def _code_column(
       qs = np.unique(np.nanquantile(values.to_numpy(), np.linspace(0, 1, n_bins + 1), method=method))
       edges_arr = qs
       how = f"{n_bins} quantile bins" + ("" if days is None else " of its dates")
+      if len(qs) - 1 < n_bins:  # tied values put several quantiles at one value (an audit: 60% zeros, "4" bins: 2)
+        how = f"{max(len(qs) - 1, 1)} bins, not {n_bins}: quantile edges coincide where values tie" + (
+          "" if days is None else "; of its dates"
+        )
     else:
       edges_arr = np.asarray(sorted(edges), float)
       lo, hi = np.nanmin(values), np.nanmax(values)
