@@ -69,6 +69,7 @@ ITEMS = ("state", "params", "config", "meta")
 SAFE_CONFIG_FIELDS = frozenset({"checkpoint_every", "checkpoints_to_keep"})
 _TMP_MARK = ".orbax-checkpoint-tmp"
 _DAMAGED_SUFFIX = ".damaged"
+_FOREIGN = "holds none of the items"  # a step folder no save wrote: never renamed
 
 
 class CheckpointWarning(UserWarning):
@@ -328,7 +329,7 @@ class Checkpointer:
       reason = found
       skipped.append((s, reason))
       note = ""
-      if quarantine:
+      if quarantine and not reason.startswith(_FOREIGN):
         note = f"; moved to {self._quarantine(s)}"
       warnings.warn(
         f"checkpoint step {s} in {self.directory} is damaged: {reason}{note}", CheckpointWarning, stacklevel=2
@@ -368,6 +369,8 @@ class Checkpointer:
     """The verified state at ``step``, or why it is damaged (``ValueError`` if incompatible)."""
     step_dir = os.path.join(self.directory, str(step))
     missing = [item for item in ITEMS if not os.path.isdir(os.path.join(step_dir, item))]
+    if len(missing) == len(ITEMS):  # a folder named by a number that no save wrote (a library audit): left as it is
+      return f"{_FOREIGN} {list(ITEMS)}: not a checkpoint's step, left as it is (choose another directory)"
     if missing:
       return f"item(s) {missing} missing"
     try:

@@ -120,6 +120,19 @@ def test_missing_item_falls_back(copy, saved):
   _assert_same_tree(params, saved["states"][3].params)
 
 
+def test_a_folder_no_save_wrote_is_skipped_and_left_as_it_is(copy, saved):
+  """A user's folder named by a number (`7/notes.txt`) was taken for a damaged step and renamed `7.damaged` by a
+  resume (a library audit): it is skipped with a warning and left where it is."""
+  (copy / "7").mkdir()
+  (copy / "7" / "notes.txt").write_text("mine")
+  ckpt = mz.Checkpointer(copy)
+  with pytest.warns(mz.CheckpointWarning, match="step 7 .* holds none of the items .* left as it is"):
+    restored = ckpt.restore(saved["states"][4], quarantine=True)
+  ckpt.close()
+  assert restored.step == 4 and (copy / "7" / "notes.txt").read_text() == "mine"
+  assert not any(p.name.startswith("7.damaged") for p in copy.iterdir())
+
+
 def test_half_written_save_is_discarded(copy, saved):
   # What a process killed during an asynchronous save leaves: a temporary directory.
   tmp = copy / "5.orbax-checkpoint-tmp-1700000000000000"
