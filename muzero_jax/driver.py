@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from muzero_jax import support
-from muzero_jax.checkpoint import Checkpointer
+from muzero_jax.checkpoint import Checkpointer, CheckpointWarning
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.env_protocol import leaf_mismatch
 from muzero_jax.metrics_logger import MetricsLogger
@@ -152,6 +152,15 @@ def run_iterations(
   if isinstance(num_iterations, bool) or not isinstance(num_iterations, int | np.integer) or num_iterations < 0:
     raise ValueError(f"num_iterations must be a whole number >= 0, got {num_iterations!r}")
   ckpt = Checkpointer(checkpoint_dir, max_to_keep=config.checkpoints_to_keep) if checkpoint_dir else None
+  if resume and (state is not None or ckpt is None or not ckpt.all_steps()):  # said, not silent (a library audit)
+    why = (
+      "the state given is trained on; the checkpoint is not read"
+      if state is not None
+      else "no checkpoint_dir given"
+      if ckpt is None
+      else f"no checkpoint in {checkpoint_dir}: a fresh run starts"
+    )
+    warnings.warn(f"resume=True: {why}", CheckpointWarning, stacklevel=3)
   if state is None and resume and ckpt is not None and ckpt.all_steps():
     state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True, pool=trainer.pool).state
   if state is None:

@@ -133,6 +133,32 @@ def test_a_folder_no_save_wrote_is_skipped_and_left_as_it_is(copy, saved):
   assert not any(p.name.startswith("7.damaged") for p in copy.iterdir())
 
 
+def test_resume_that_finds_nothing_to_resume_says_so(saved, tmp_path):
+  """`train(resume=True)` into a misspelled or empty directory started afresh without a word (a library audit)."""
+  with pytest.warns(mz.CheckpointWarning, match=r"resume=True: no checkpoint in .*nope: a fresh run starts"):
+    state = mz.train(
+      CONFIG,
+      saved["env"],
+      saved["pool"],
+      num_iterations=0,
+      checkpoint_dir=str(tmp_path / "nope"),
+      resume=True,
+      progress=False,
+    )
+  assert int(state.iteration) == 0
+  with pytest.warns(mz.CheckpointWarning, match="the state given is trained on; the checkpoint is not read"):
+    mz.train(
+      CONFIG,
+      saved["env"],
+      saved["pool"],
+      num_iterations=0,
+      checkpoint_dir=str(tmp_path / "other"),
+      state=state,
+      resume=True,
+      progress=False,
+    )
+
+
 def test_half_written_save_is_discarded(copy, saved):
   # What a process killed during an asynchronous save leaves: a temporary directory.
   tmp = copy / "5.orbax-checkpoint-tmp-1700000000000000"
