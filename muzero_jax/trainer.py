@@ -22,6 +22,7 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -49,6 +50,18 @@ class TrainState:
   moves: chex.Array  # [] int32 environment steps taken in self-play (all slots)
   episodes: chex.Array  # [] int32 self-play episodes finished
   skipped_updates: chex.Array  # [] int32 updates skipped for non-finite loss or gradients
+
+
+def _check_initial_masks(env, actor, pool) -> None:
+  """Raises unless every self-play slot's first state has a legal action: a mask with none trained on without a word
+  (the search reads such a row as all legal, meant for terminal states; a library audit). Run once, unjitted."""
+  params = jax.tree.map(lambda x: x[actor.pool_index], pool)
+  legal = np.asarray(jax.vmap(env.action_mask)(actor.env_state, params)).any(axis=-1)
+  if not legal.all():
+    raise ValueError(
+      f"env.action_mask gave no legal action in the first state of self-play slot(s) {np.flatnonzero(~legal)[:5]} "
+      f"(pool entries {np.asarray(actor.pool_index)[~legal][:5]}): a state that is not terminal needs one"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,6 +416,8 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
     if key is not None and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
       key = jax.random.key_data(key)  # a new-style key (jax.random.key): its raw data, as PRNGKey gives and saves take
     state = init_fn(jax.random.PRNGKey(config.seed) if key is None else key, env_params_pool)
+    if not isinstance(state.iteration, jax.core.Tracer):  # not under jax.eval_shape (a restore's template)
+      _check_initial_masks(env, state.actor, env_params_pool)
     # Committed like a state restored by Orbax, so both hit one compiled iteration.
     return jax.device_put(state, jax.devices()[0])
 

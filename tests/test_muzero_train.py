@@ -282,6 +282,20 @@ def test_imitation_needs_an_expert():
     CONFIG.replace(imitation_temperature=0.0)
 
 
+def test_an_environment_with_no_legal_first_move_is_refused_at_init():
+  """A mask with no legal action trained on without a word (a library audit): `init` names the slots."""
+
+  class _AllMasked(CoinGrid):
+    def action_mask(self, state, params):  # noqa: ARG002 (the protocol's signature)
+      return jnp.zeros(self.num_actions, bool)
+
+  env = _AllMasked()
+  trainer = mz.make_train(CONFIG, env, make_coin_pool(env, 2, seed=0))
+  with pytest.raises(ValueError, match=r"env.action_mask gave no legal action in the first state of self-play slot"):
+    trainer.init()
+  assert jax.eval_shape(trainer.init).iteration.shape == ()  # a restore's template: nothing run, nothing checked
+
+
 def test_config_and_pool_errors_name_the_field_or_leaf():
   """Values that would train nonsense, never train, or fail deep inside jit are refused naming the field; a pool
   leaf without the pool axis names the leaf."""
