@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from cube_env import worlds
 from experiments.quality import runner as R
 from experiments.quality import suite as S
 from experiments.quality.pool import read_rows
@@ -20,6 +21,14 @@ from experiments.quality.pool import read_rows
 def main() -> None:
   name, split, family, first, stop, out = sys.argv[1:7]
   methods = sys.argv[7:]
+  # An integrity audit: this script could run the packaged ranker's training worlds (20-67) or the agent's (from
+  # 1,000) as if they were fresh validation worlds. Evaluation worlds stay allowed: re-running them reports (after a
+  # change that moves their rows), and nothing may be chosen from them.
+  lo, hi = int(first), int(stop)
+  if split not in ("train", "eval") or (split == "train" and (hi > worlds.AGENT_WORLD_INDEX or (lo < 68 and hi > 20))):
+    sys.exit(
+      "world_range.py: training worlds 20-67 trained the packaged ranker and 1,000 on the agent; use 0-19 or 68-999"
+    )
   suite = S.resize(S.SUITES[name], method_names=methods, scenarios=[family], split=split)
   # a world is done for a method when OUT holds its rows run with today's settings (a row of other settings, such as
   # a default changed since, does not count and is run again beside it)

@@ -169,6 +169,7 @@ def run_quality_benchmark(args: Quality) -> list[dict]:
       suite=args.suite,
       split=args.split,
       checkpoint=args.checkpoint,
+      sweep=args.sweep,
     )
   except ValueError as err:
     raise exit_usage(f"error: {err}") from None

@@ -32,6 +32,7 @@ import numpy as np
 import tyro
 
 from cube_env.discovery import ranking
+from cube_env.worlds import AGENT_WORLD_INDEX
 from experiments.launch import compile_cache
 from experiments.launch.errors import exit_usage
 from experiments.quality import ranker_training
@@ -90,6 +91,11 @@ def main(args: Args) -> dict:
     raise exit_usage(
       f"--first-index must be at least {ranker_training.FIRST_INDEX} (training worlds below it validate), "
       f"got {args.first_index}"
+    )
+  if args.first_index + args.worlds_per_family > AGENT_WORLD_INDEX:  # an integrity audit: 980 + 24 reached them
+    raise exit_usage(
+      f"--first-index + --worlds-per-family must stay at most {AGENT_WORLD_INDEX} (the agent's training "
+      f"worlds start there), got {args.first_index} + {args.worlds_per_family}"
     )
   if not args.noise >= 0:
     raise exit_usage(f"--noise must be >= 0, got {args.noise}")

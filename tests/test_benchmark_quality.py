@@ -403,6 +403,7 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
     (["--checkpoint", "/nonexistent/agent"], "--checkpoint '/nonexistent/agent': no such file or directory"),
     (["--suite", "huge"], "--suite must be one of tiny, quick, standard, full"),
     (["--split", "train", "--seeds", "21"], "train the packaged ranker (and the agent)"),
+    (["--sweep"], "--sweep tunes method settings: it runs on training worlds only (--split train)"),
     # Other commands' numbers and names.
     (["power", "--split", "bogus"], "--split must be one of train, eval"),
     (["power", "--families", "standard", "bogus"], "unknown --families ['bogus']"),

@@ -230,6 +230,7 @@ def test_train_ranker_fits_cached_rows_of_two_rounds(tmp_path):
     (dict(first_index=3), "--first-index"),
     (dict(bag=0), "--bag"),
     (dict(workers=0), "--workers"),
+    (dict(first_index=990, rows_file=None), "--first-index \\+ --worlds-per-family must stay at most 1000"),
     (dict(drop=("bogus",)), "--drop"),  # before any collection (no --rows-file: it would collect for minutes)
     (dict(drop=("bogus",), rows_file=None), "--drop"),
   ):

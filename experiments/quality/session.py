@@ -150,7 +150,15 @@ def run_quality(
   records how many cases ran.
   """
   check_request(
-    method_names, scenarios, workers, seeds, time_limit_s, suite=suite_name, split=split, checkpoint=checkpoint
+    method_names,
+    scenarios,
+    workers,
+    seeds,
+    time_limit_s,
+    suite=suite_name,
+    split=split,
+    checkpoint=checkpoint,
+    sweep=sweep,
   )
   log = log or log_to_stderr
   suite = resize(

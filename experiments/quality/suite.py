@@ -203,6 +203,7 @@ def check_request(
   suite: str | None = None,
   split: str | None = None,
   checkpoint: str | None = None,
+  sweep: bool = False,
 ) -> None:
   """Raises ValueError naming the flag of an unknown suite, method, scenario (or one the suite's worlds are too small
   for: `tiny`'s) or split, a missing agent, or an out-of-range number."""
@@ -218,6 +219,8 @@ def check_request(
     raise ValueError(f"--scenarios: the {suite} suite's worlds hold only {', '.join(held)}, not {', '.join(beyond)}")
   if split is not None and split not in worlds.SPLITS:
     raise ValueError(f"--split must be one of {', '.join(worlds.SPLITS)}, got {split!r}")
+  if sweep and split != "train":
+    raise ValueError("--sweep tunes method settings: it runs on training worlds only (--split train)")
   count = seeds if seeds is not None else SUITES[suite].seeds if suite is not None else 0
   if split == "train" and count > VALIDATION_WORLDS:
     raise ValueError(
