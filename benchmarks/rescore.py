@@ -59,7 +59,12 @@ def _scores(findings: list[dict], truth: list, cube, *, other_side: bool) -> dic
 
 
 def _same(a, b) -> bool:
-  return (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)) or a == b
+  """Equal, or both undefined (NaN; a row written since 2026-12-06 holds null there)."""
+
+  def undefined(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+  return (undefined(a) and undefined(b)) or a == b
 
 
 def _agree(score: dict, row: dict) -> bool:

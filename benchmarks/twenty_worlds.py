@@ -58,8 +58,13 @@ def report(runs: list[dict]) -> None:
       for r in sub
       if r["method"] == "muzero" and (k := (r["family"], r["seed"], r["budget"])) in learned
     ]
-    same = sum(a == b or (math.isnan(a) and math.isnan(b)) for a, b in pairs)  # NaN (no plant) counts as equal
+    same = sum(a == b or (_no_plant(a) and _no_plant(b)) for a, b in pairs)  # no plant: counts as equal
     print(f"-- muzero's recall equals learned's in {same} of {len(pairs)} runs")
+
+
+def _no_plant(recall) -> bool:
+  """Rows before 2026-12-06 write NaN where a world plants nothing, later ones null."""
+  return recall is None or math.isnan(recall)
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))

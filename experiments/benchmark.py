@@ -251,8 +251,8 @@ def run_power(args: Power) -> list[dict]:
     raise exit_usage(f"error: unknown --families {unknown}; choose from {', '.join(worlds.FAMILIES)}")
   if args.split not in worlds.SPLITS:
     raise exit_usage(f"error: --split must be one of {', '.join(worlds.SPLITS)}, got {args.split!r}")
-  if min(args.worlds, args.max_depth, args.rows or 1) < 1 or args.first < 0:
-    raise exit_usage("error: --worlds, --max-depth and --rows must be at least 1 and --first at least 0")
+  if min(args.worlds, args.max_depth) < 1 or args.first < 0 or (args.rows is not None and args.rows < 1000):
+    raise exit_usage("error: --worlds and --max-depth must be at least 1, --rows at least 1000 and --first at least 0")
   settings = [quality_power.SETTINGS[s] for s in args.settings]
   # The machine first (a timing's context, as every other command's rows give it; an audit found none).
   _emit([{**speed_suite.device_row(), "versions": quality_session.host_versions()}], args.out)

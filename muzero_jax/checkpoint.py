@@ -69,7 +69,6 @@ ITEMS = ("state", "params", "config", "meta")
 SAFE_CONFIG_FIELDS = frozenset({"checkpoint_every", "checkpoints_to_keep"})
 _TMP_MARK = ".orbax-checkpoint-tmp"
 _DAMAGED_SUFFIX = ".damaged"
-_FOREIGN = "holds none of the items"  # a step folder no save wrote: never renamed
 
 
 class CheckpointWarning(UserWarning):
@@ -190,6 +189,17 @@ class Checkpointer:
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
     self.last_save_seconds = float("nan")  # blocking part of the newest save
+    foreign = [s for s in self._manager.all_steps() if not any(os.path.exists(self._item_dir(s, i)) for i in ITEMS)]
+    if foreign:  # a library audit: a resume renamed one `5.damaged`, and Orbax would delete it under max_to_keep
+      self._manager.close()
+      raise FileExistsError(
+        f"checkpoint directory {self.directory} holds folder(s) named as steps that no save wrote "
+        f"({', '.join(map(str, foreign))}: none of {list(ITEMS)} in them); Orbax would take them for checkpoints "
+        "(skipping saves of those steps, deleting them as old ones): move them or choose another directory"
+      )
+
+  def _item_dir(self, step: int, item: str) -> str:
+    return os.path.join(self.directory, str(step), item)
 
   # ------------------------------------------------------------------ saving
   def save(
@@ -329,7 +339,7 @@ class Checkpointer:
       reason = found
       skipped.append((s, reason))
       note = ""
-      if quarantine and not reason.startswith(_FOREIGN):
+      if quarantine:
         note = f"; moved to {self._quarantine(s)}"
       warnings.warn(
         f"checkpoint step {s} in {self.directory} is damaged: {reason}{note}", CheckpointWarning, stacklevel=2
@@ -369,8 +379,6 @@ class Checkpointer:
     """The verified state at ``step``, or why it is damaged (``ValueError`` if incompatible)."""
     step_dir = os.path.join(self.directory, str(step))
     missing = [item for item in ITEMS if not os.path.isdir(os.path.join(step_dir, item))]
-    if len(missing) == len(ITEMS):  # a folder named by a number that no save wrote (a library audit): left as it is
-      return f"{_FOREIGN} {list(ITEMS)}: not a checkpoint's step, left as it is (choose another directory)"
     if missing:
       return f"item(s) {missing} missing"
     try:

@@ -407,7 +407,8 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
     # Other commands' numbers and names.
     (["power", "--split", "bogus"], "--split must be one of train, eval"),
     (["power", "--families", "standard", "bogus"], "unknown --families ['bogus']"),
-    (["power", "--worlds", "0"], "--worlds, --max-depth and --rows must be at least 1"),
+    (["power", "--worlds", "0"], "--worlds and --max-depth must be at least 1, --rows at least 1000"),
+    (["power", "--rows", "0"], "--rows at least 1000"),
     (["env", "--cells", "0"], "--cells and --batches must be at least 1"),
   ],
 )

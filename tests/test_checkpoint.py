@@ -120,17 +120,19 @@ def test_missing_item_falls_back(copy, saved):
   _assert_same_tree(params, saved["states"][3].params)
 
 
-def test_a_folder_no_save_wrote_is_skipped_and_left_as_it_is(copy, saved):
+def test_a_folder_no_save_wrote_is_refused_and_left_as_it_is(copy, saved):
   """A user's folder named by a number (`7/notes.txt`) was taken for a damaged step and renamed `7.damaged` by a
-  resume (a library audit): it is skipped with a warning and left where it is."""
+  resume (a library audit); left in place, Orbax would skip saving step 7 and delete the folder as an old step (a
+  review). The directory is refused, naming the folder, which stays as it is."""
   (copy / "7").mkdir()
   (copy / "7" / "notes.txt").write_text("mine")
-  ckpt = mz.Checkpointer(copy)
-  with pytest.warns(mz.CheckpointWarning, match="step 7 .* holds none of the items .* left as it is"):
-    restored = ckpt.restore(saved["states"][4], quarantine=True)
-  ckpt.close()
-  assert restored.step == 4 and (copy / "7" / "notes.txt").read_text() == "mine"
-  assert not any(p.name.startswith("7.damaged") for p in copy.iterdir())
+  with pytest.raises(FileExistsError, match=r"holds folder\(s\) named as steps that no save wrote \(7: none of"):
+    mz.Checkpointer(copy)
+  with pytest.raises(FileExistsError, match="move them or choose another directory"):
+    mz.train(
+      CONFIG, saved["env"], saved["pool"], num_iterations=0, checkpoint_dir=str(copy), resume=True, progress=False
+    )
+  assert (copy / "7" / "notes.txt").read_text() == "mine" and sorted(p.name for p in copy.iterdir())[-1] == "7"
 
 
 def test_resume_that_finds_nothing_to_resume_says_so(saved, tmp_path):

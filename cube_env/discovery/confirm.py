@@ -211,7 +211,7 @@ def relative_interval(
   the same way; NaN where undefined; `rate` (a binary measure, adjusted or not): both limits at least -1, as the
   estimate (a rate of 0 in the group has an interval whose normal limit reaches below it).
 
-  Log scale: exact (exp of the log-ratio's limits, minus one). Unadjusted linear and binary measures with both
+  Log scale: exact (exp of the log-ratio's limits, minus one). Unadjusted linear, count and binary measures with both
   means above 0 and the sides' sizes and variances in `row`: the delta method's interval of the log of the ratio of
   means (for rates, Katz's interval of the rate ratio; rates of non-events for a `favorable` one), exp of its
   limits minus one. Otherwise (adjusted; a mean at or below 0) the difference's limits over the rest's mean (the
@@ -225,7 +225,7 @@ def relative_interval(
   scale = row["scale"]
   if scale == "log":
     return tuple(float(x) for x in np.exp(limits) - 1.0)
-  if not adjusted and scale in ("linear", "binary"):
+  if not adjusted and scale in ("linear", "count", "binary"):
     delta = _log_ratio_interval(row, flip=scale == "binary" and favorable, rate=scale == "binary")
     if delta is not None:
       return delta
@@ -248,8 +248,9 @@ def relative_interval(
 
 
 def _log_ratio_interval(row, *, flip: bool, rate: bool) -> tuple[float, float] | None:
-  """exp(log(g / r) -/+ 1.96 se) - 1 with se^2 = v_g / (n_g g^2) + v_r / (n_r r^2) (the delta method; Katz's for
-  rates, v = p (1 - p), of non-events when `flip`); None without the sides' sizes and variances or a mean at or
+  """exp(log(g / r) -/+ q se) - 1 with se^2 = v_g / (n_g g^2) + v_r / (n_r r^2) (the delta method; Katz's for
+  rates, v = p (1 - p), of non-events when `flip`), q the difference's own 97.5% quantile (the normal one for
+  rates, Welch's t otherwise, read off its interval); None without the sides' sizes and variances or a mean at or
   below 0 (its log is undefined)."""
   need = ("n_group", "n_rest") if rate else ("n_group", "n_rest", "var_group", "var_rest")
   if any(row.get(k) is None or not np.isfinite(float(row[k])) for k in need):
@@ -262,8 +263,14 @@ def _log_ratio_interval(row, *, flip: bool, rate: bool) -> tuple[float, float] |
     return None
   v_g, v_r = (g * (1.0 - g), r * (1.0 - r)) if rate else (float(row["var_group"]), float(row["var_rest"]))
   se = np.sqrt(v_g / (n_g * g * g) + v_r / (n_r * r * r))
+  # The difference's own quantile (Welch's t at its degrees of freedom; the normal one for rates): the normal one
+  # narrowed a small group's interval (a review: 92.8% coverage at 11 rows against 2,000).
+  q = Z975
+  se_diff = np.sqrt(v_g / n_g + v_r / n_r)
+  if not rate and se_diff > 0 and np.isfinite(float(row["ci_high"]) - float(row["ci_low"])):
+    q = max(Z975, (float(row["ci_high"]) - float(row["ci_low"])) / (2.0 * se_diff))
   center = np.log(g / r)
-  return float(np.exp(center - Z975 * se) - 1.0), float(np.exp(center + Z975 * se) - 1.0)
+  return float(np.exp(center - q * se) - 1.0), float(np.exp(center + q * se) - 1.0)
 
 
 def retest(
