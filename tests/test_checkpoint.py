@@ -1,5 +1,6 @@
 """Orbax checkpoints: exact resume, SIGKILL at random moments, damaged steps, clear errors, no pickle."""
 
+import functools
 import os
 import pickle
 import shutil
@@ -137,28 +138,12 @@ def test_a_folder_no_save_wrote_is_refused_and_left_as_it_is(copy, saved):
 
 def test_resume_that_finds_nothing_to_resume_says_so(saved, tmp_path):
   """`train(resume=True)` into a misspelled or empty directory started afresh without a word (a library audit)."""
+  run = functools.partial(mz.train, CONFIG, saved["env"], saved["pool"], num_iterations=0, resume=True, progress=False)
   with pytest.warns(mz.CheckpointWarning, match=r"resume=True: no checkpoint in .*nope: a fresh run starts"):
-    state = mz.train(
-      CONFIG,
-      saved["env"],
-      saved["pool"],
-      num_iterations=0,
-      checkpoint_dir=str(tmp_path / "nope"),
-      resume=True,
-      progress=False,
-    )
+    state = run(checkpoint_dir=str(tmp_path / "nope"))
   assert int(state.iteration) == 0
   with pytest.warns(mz.CheckpointWarning, match="the state given is trained on; the checkpoint is not read"):
-    mz.train(
-      CONFIG,
-      saved["env"],
-      saved["pool"],
-      num_iterations=0,
-      checkpoint_dir=str(tmp_path / "other"),
-      state=state,
-      resume=True,
-      progress=False,
-    )
+    run(checkpoint_dir=str(tmp_path / "other"), state=state)
 
 
 def test_half_written_save_is_discarded(copy, saved):
