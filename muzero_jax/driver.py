@@ -171,7 +171,7 @@ def run_iterations(
   logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
   bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
   stop = StopOnSignal()
-  started = warned_reward = warned_skip = learned = False
+  started = warned_reward = warned_skip = warned_end = learned = False
   try:
     source.start(state)
     started = True
@@ -191,6 +191,7 @@ def run_iterations(
         metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=first)
         warned_reward = warned_reward or _warn_clipped_reward(metrics, config, int(state.iteration))
         warned_skip = warned_skip or _warn_all_skipped(metrics, int(state.iteration))
+        warned_end = warned_end or _warn_no_episode_end(state, config)
         step = int(state.iteration)
         if (
           ckpt is not None
@@ -259,6 +260,23 @@ def _warn_all_skipped(metrics: dict, iteration: int) -> bool:
     f"iteration {iteration}: all {skipped:.0f} learner updates were skipped for a non-finite loss or gradient, so "
     "the parameters did not change; look for NaN or inf in the environment's observations or rewards (or lower "
     "learning_rate)",
+    RuntimeWarning,
+    stacklevel=3,
+  )
+  return True
+
+
+def _warn_no_episode_end(state: TrainState, config: MuZeroConfig) -> bool:
+  """Warns (once a run: returns True) when no self-play episode has ended after every slot played four times
+  ``max_episode_steps``: an environment that never returns ``terminated`` or ``truncated`` trains on one endless
+  episode (``selfplay/return_mean`` reads NaN; ``max_episode_steps`` does not cut self-play; a library audit)."""
+  moves, slots = int(state.moves), config.num_envs
+  if int(state.episodes) > 0 or moves < 4 * config.max_episode_steps * slots:
+    return False
+  warnings.warn(
+    f"iteration {int(state.iteration)}: no self-play episode has ended in {moves // slots} steps of each of the "
+    f"{slots} environments (max_episode_steps {config.max_episode_steps}): does env.step ever return terminated "
+    "or truncated? (an episode's end is the environment's; max_episode_steps does not cut self-play)",
     RuntimeWarning,
     stacklevel=3,
   )

@@ -4,6 +4,7 @@ import functools
 import glob
 import os
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -355,6 +356,13 @@ def test_a_reward_beyond_max_reward_is_warned_once():
     assert driver._warn_all_skipped({"learner/updates": 0, "learner/skipped_updates": 4}, 3)
   assert not driver._warn_all_skipped({"learner/updates": 3, "learner/skipped_updates": 1}, 4)
   assert not driver._warn_all_skipped({"learner/updates": 0, "learner/skipped_updates": 0}, 1)  # a cold replay
+  # No episode ended after every slot played 4 x max_episode_steps: the environment never ends one (an audit).
+  b, t = CONFIG.num_envs, CONFIG.max_episode_steps
+  state = types.SimpleNamespace(iteration=5, moves=4 * t * b, episodes=0)
+  with pytest.warns(RuntimeWarning, match=rf"iteration 5: no self-play episode has ended in {4 * t} steps of each"):
+    assert driver._warn_no_episode_end(state, CONFIG)
+  assert not driver._warn_no_episode_end(types.SimpleNamespace(iteration=5, moves=4 * t * b, episodes=1), CONFIG)
+  assert not driver._warn_no_episode_end(types.SimpleNamespace(iteration=1, moves=4 * t * b - 1, episodes=0), CONFIG)
 
 
 def test_learner_loops_scan_host_and_overlap():
