@@ -265,6 +265,16 @@ def test_an_unadjusted_relative_interval_is_the_log_ratios_with_both_sides_uncer
   assert ri(zero, adjusted=False, favorable=False, rate=True)[0] == -1.0
 
 
+def test_a_rates_side_interval_is_wilsons():
+  """A group's or rest's rate gets Wilson's score interval (scipy's): Wald's read [1, 1] for 94 events in 94 cases
+  and [0, 0] for none in 65 (a statistics audit)."""
+  side = cohorts._side_interval
+  for events, n in ((94, 94), (0, 65), (35, 123), (20, 147)):
+    wilson = scipy.stats.binomtest(events, n).proportion_ci(method="wilson")
+    np.testing.assert_allclose(side(events / n, 0.0, n, "binary"), (wilson.low, wilson.high), atol=1e-12)
+  assert side(1.0, 0.0, 94, "binary")[1] == 1.0 and side(0.0, 0.0, 65, "binary")[0] == 0.0
+
+
 def test_split_is_seeded_and_ignores_row_order():
   df = make_small_df(n=2000)
   a = cube_env.split_rows(df, seed=3)
