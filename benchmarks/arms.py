@@ -10,20 +10,15 @@ import sys
 
 import numpy as np
 
-from experiments.quality.pool import read_rows
+from experiments.quality.pool import read_rows, undefined
 from experiments.quality.summary import bootstrap_interval
-
-
-def _finite(value) -> bool:
-  """A recall there is: rows before 2026-12-06 write NaN where a world plants nothing, later ones null."""
-  return value is not None and bool(np.isfinite(value))
 
 
 def main() -> None:
   path, a, b = sys.argv[1:4]
   recall: dict = collections.defaultdict(dict)  # (family, seed, budget) -> method -> recall
   for r in read_rows(path):
-    if r.get("kind") == "run" and r.get("applicable") and r["method"] in (a, b) and _finite(r["recall"]):
+    if r.get("kind") == "run" and r.get("applicable") and r["method"] in (a, b) and not undefined(r["recall"]):
       key = (r["family"], r["seed"], r["budget"] if r["budget_kind"] == "fixed" else r["nominal_fraction"])
       recall[key][r["method"]] = r["recall"]
   pairs = {k: v[a] - v[b] for k, v in recall.items() if a in v and b in v}

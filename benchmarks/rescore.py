@@ -28,7 +28,6 @@ recalled plants and false findings; prints what today's rule changes.
 import collections
 import dataclasses
 import json
-import math
 import sys
 
 import pandas as pd
@@ -37,7 +36,7 @@ from cube_env.data.disclosure import SMALL_CELL
 from cube_env.discovery import scoring
 from experiments.quality import runner as R
 from experiments.quality import suite as S
-from experiments.quality.pool import read_rows
+from experiments.quality.pool import read_rows, undefined
 
 
 def _world(row: dict):
@@ -59,11 +58,7 @@ def _scores(findings: list[dict], truth: list, cube, *, other_side: bool) -> dic
 
 
 def _same(a, b) -> bool:
-  """Equal, or both undefined (NaN; a row written since 2026-12-06 holds null there)."""
-
-  def undefined(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
+  """Equal, or both undefined (NaN, or null in a row written since 2026-12-06)."""
   return (undefined(a) and undefined(b)) or a == b
 
 

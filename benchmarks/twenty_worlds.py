@@ -11,12 +11,12 @@ read per-second comparisons from a one-call file instead (`per_second.py`).
 """
 
 import json
-import math
 import os
 import sys
 
 from cube_env.worlds import EVAL_SEED_BASE as BASE
 from experiments.quality.plot import plot
+from experiments.quality.pool import undefined
 from experiments.quality.summary import HEURISTICS, paired, summarize
 
 FAMILIES = ("wide", "deep", "masked", "standard")
@@ -58,13 +58,8 @@ def report(runs: list[dict]) -> None:
       for r in sub
       if r["method"] == "muzero" and (k := (r["family"], r["seed"], r["budget"])) in learned
     ]
-    same = sum(a == b or (_no_plant(a) and _no_plant(b)) for a, b in pairs)  # no plant: counts as equal
+    same = sum(a == b or (undefined(a) and undefined(b)) for a, b in pairs)  # no plant: counts as equal
     print(f"-- muzero's recall equals learned's in {same} of {len(pairs)} runs")
-
-
-def _no_plant(recall) -> bool:
-  """Rows before 2026-12-06 write NaN where a world plants nothing, later ones null."""
-  return recall is None or math.isnan(recall)
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))

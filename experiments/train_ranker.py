@@ -76,9 +76,10 @@ class Args:
 def main(args: Args) -> dict:
   if min(args.worlds_per_family, args.budget, args.hidden, args.steps, args.bag, args.workers) < 1:
     raise exit_usage("--worlds-per-family, --budget, --hidden, --steps, --bag and --workers must be at least 1")
-  unknown = sorted(set(args.drop) - set(ranking.FEATURES))
-  if unknown:  # before the collection, which takes minutes (an audit: the fit's error came at its end)
-    raise exit_usage(f"--drop: unknown features {unknown}; the features are {', '.join(ranking.FEATURES)}")
+  try:  # before the collection, which takes minutes (an audit: the fit's error came at its end)
+    ranking.check_drop(args.drop)
+  except ValueError as err:
+    raise exit_usage(f"--drop: {err}") from None
   for path in filter(None, (args.rows_file, *args.add_rows)):
     if not path.endswith(".npz"):
       raise exit_usage(f"--rows-file and --add-rows take .npz files (numpy adds the suffix otherwise), got {path!r}")

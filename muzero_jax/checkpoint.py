@@ -377,8 +377,7 @@ class Checkpointer:
 
   def _try_step(self, step: int, abstract, *, env, config) -> Restored | str:
     """The verified state at ``step``, or why it is damaged (``ValueError`` if incompatible)."""
-    step_dir = os.path.join(self.directory, str(step))
-    missing = [item for item in ITEMS if not os.path.isdir(os.path.join(step_dir, item))]
+    missing = [item for item in ITEMS if not os.path.isdir(self._item_dir(step, item))]
     if missing:
       return f"item(s) {missing} missing"
     try:

@@ -152,17 +152,17 @@ def run_iterations(
   if isinstance(num_iterations, bool) or not isinstance(num_iterations, int | np.integer) or num_iterations < 0:
     raise ValueError(f"num_iterations must be a whole number >= 0, got {num_iterations!r}")
   ckpt = Checkpointer(checkpoint_dir, max_to_keep=config.checkpoints_to_keep) if checkpoint_dir else None
-  if resume and (state is not None or ckpt is None or not ckpt.all_steps()):  # said, not silent (a library audit)
-    why = (
-      "the state given is trained on; the checkpoint is not read"
-      if state is not None
-      else "no checkpoint_dir given"
-      if ckpt is None
-      else f"no checkpoint in {checkpoint_dir}: a fresh run starts"
-    )
-    warnings.warn(f"resume=True: {why}", CheckpointWarning, stacklevel=3)
-  if state is None and resume and ckpt is not None and ckpt.all_steps():
-    state = ckpt.restore(jax.eval_shape(trainer.init), env=env, config=config, quarantine=True, pool=trainer.pool).state
+  if resume:  # what it resumes from, or why nothing (said, not silent: a library audit)
+    if state is not None:
+      warnings.warn("resume=True: the state given is trained on; the checkpoint is not read", CheckpointWarning, 3)
+    elif ckpt is None:
+      warnings.warn("resume=True: no checkpoint_dir given", CheckpointWarning, 3)
+    elif not ckpt.all_steps():
+      warnings.warn(f"resume=True: no checkpoint in {checkpoint_dir}: a fresh run starts", CheckpointWarning, 3)
+    else:
+      state = ckpt.restore(
+        jax.eval_shape(trainer.init), env=env, config=config, quarantine=True, pool=trainer.pool
+      ).state
   if state is None:
     state = trainer.init()
   else:
@@ -171,7 +171,7 @@ def run_iterations(
   logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
   bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
   stop = StopOnSignal()
-  started = warned_reward = warned_skip = warned_end = learned = False
+  started = warned_reward = warned_skip = ended = learned = False
   try:
     source.start(state)
     started = True
@@ -191,7 +191,7 @@ def run_iterations(
         metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=first)
         warned_reward = warned_reward or _warn_clipped_reward(metrics, config, int(state.iteration))
         warned_skip = warned_skip or _warn_all_skipped(metrics, int(state.iteration))
-        warned_end = warned_end or _warn_no_episode_end(state, config)
+        ended = ended or _warn_no_episode_end(metrics, config, int(state.iteration))
         step = int(state.iteration)
         if (
           ckpt is not None
@@ -266,15 +266,18 @@ def _warn_all_skipped(metrics: dict, iteration: int) -> bool:
   return True
 
 
-def _warn_no_episode_end(state: TrainState, config: MuZeroConfig) -> bool:
-  """Warns (once a run: returns True) when no self-play episode has ended after every slot played four times
+def _warn_no_episode_end(metrics: dict, config: MuZeroConfig, iteration: int) -> bool:
+  """Warns when no self-play episode has ended (the iteration's `total/` counts) after every slot played four times
   ``max_episode_steps``: an environment that never returns ``terminated`` or ``truncated`` trains on one endless
-  episode (``selfplay/return_mean`` reads NaN; ``max_episode_steps`` does not cut self-play; a library audit)."""
-  moves, slots = int(state.moves), config.num_envs
-  if int(state.episodes) > 0 or moves < 4 * config.max_episode_steps * slots:
+  episode (``selfplay/return_mean`` reads NaN; ``max_episode_steps`` does not cut self-play; a library audit).
+  True once settled (an episode ended, or warned): the driver stops asking."""
+  if metrics.get("total/episodes", 1) > 0:  # one ended (or a source that does not count them)
+    return True
+  moves, slots = int(metrics["total/moves"]), config.num_envs
+  if moves < 4 * config.max_episode_steps * slots:
     return False
   warnings.warn(
-    f"iteration {int(state.iteration)}: no self-play episode has ended in {moves // slots} steps of each of the "
+    f"iteration {iteration}: no self-play episode has ended in {moves // slots} steps of each of the "
     f"{slots} environments (max_episode_steps {config.max_episode_steps}): does env.step ever return terminated "
     "or truncated? (an episode's end is the environment's; max_episode_steps does not cut self-play)",
     RuntimeWarning,

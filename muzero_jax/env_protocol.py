@@ -47,6 +47,11 @@ class Environment(Protocol):
   def action_mask(self, state: Any, params: Any) -> chex.Array: ...
 
 
+def _real(dtype) -> bool:
+  """Observations as training takes them: any real numbers (cast to float32 for the network), not complex or text."""
+  return jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_
+
+
 def check_env_shapes(env, params) -> None:
   """Checks the protocol's attributes and every output's shape and dtype on one instance ``params``.
 
@@ -76,7 +81,7 @@ def check_env_shapes(env, params) -> None:
   obs, state = jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)
   if tuple(obs.shape) != shape:
     raise ValueError(f"env.reset returned obs of shape {obs.shape}, env.observation_shape is {shape}")
-  if not (jnp.issubdtype(obs.dtype, jnp.floating) or jnp.issubdtype(obs.dtype, jnp.integer) or obs.dtype == jnp.bool_):
+  if not _real(obs.dtype):
     raise ValueError(f"env.reset returned obs of dtype {obs.dtype}: observations are real numbers (float, int or bool)")
   mask = jax.eval_shape(env.action_mask, state, params)
   if tuple(mask.shape) != (env.num_actions,) or mask.dtype != jnp.bool_:
@@ -197,10 +202,7 @@ def check_env(
   _assert_tree_close((obs, state), env.reset(key, params), "reset jit vs no-jit", names=("obs", "state"))
   assert tuple(obs.shape) == tuple(env.observation_shape), f"obs shape {obs.shape} != {env.observation_shape}"
   assert np.isfinite(np.asarray(obs, np.float32)).all(), "non-finite observation from reset"
-  # As training takes them: any real numbers (cast to float32 for the network), not complex or text.
-  assert jnp.issubdtype(obs.dtype, jnp.floating) or jnp.issubdtype(obs.dtype, jnp.integer) or obs.dtype == jnp.bool_, (
-    f"obs dtype {obs.dtype}: observations are real numbers (float, int or bool)"
-  )
+  assert _real(obs.dtype), f"obs dtype {obs.dtype}: observations are real numbers (float, int or bool)"
   mask = mask_j(state, params)
   assert mask.shape == (env.num_actions,) and mask.dtype == jnp.bool_, f"mask {mask.shape} {mask.dtype}"
 

@@ -4,7 +4,7 @@ import functools
 import glob
 import os
 import time
-import types
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -358,11 +358,12 @@ def test_a_reward_beyond_max_reward_is_warned_once():
   assert not driver._warn_all_skipped({"learner/updates": 0, "learner/skipped_updates": 0}, 1)  # a cold replay
   # No episode ended after every slot played 4 x max_episode_steps: the environment never ends one (an audit).
   b, t = CONFIG.num_envs, CONFIG.max_episode_steps
-  state = types.SimpleNamespace(iteration=5, moves=4 * t * b, episodes=0)
   with pytest.warns(RuntimeWarning, match=rf"iteration 5: no self-play episode has ended in {4 * t} steps of each"):
-    assert driver._warn_no_episode_end(state, CONFIG)
-  assert not driver._warn_no_episode_end(types.SimpleNamespace(iteration=5, moves=4 * t * b, episodes=1), CONFIG)
-  assert not driver._warn_no_episode_end(types.SimpleNamespace(iteration=1, moves=4 * t * b - 1, episodes=0), CONFIG)
+    assert driver._warn_no_episode_end({"total/moves": 4 * t * b, "total/episodes": 0}, CONFIG, 5)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert driver._warn_no_episode_end({"total/moves": 4 * t * b, "total/episodes": 1}, CONFIG, 5)  # settled
+    assert not driver._warn_no_episode_end({"total/moves": 4 * t * b - 1, "total/episodes": 0}, CONFIG, 1)
 
 
 def test_learner_loops_scan_host_and_overlap():

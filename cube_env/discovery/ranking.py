@@ -200,6 +200,14 @@ def learned_ranker(
   return rank
 
 
+def check_drop(drop) -> None:
+  """ValueError naming the names in `drop` that are not `FEATURES` (`fit`'s, and the training CLI's before it
+  collects)."""
+  unknown = sorted(set(drop) - set(FEATURES))
+  if unknown:
+    raise ValueError(f"unknown features to drop {unknown}; the features are {FEATURES}")
+
+
 def fit(
   x: np.ndarray,
   y: np.ndarray,
@@ -220,9 +228,7 @@ def fit(
   x, y = np.array(x, np.float32), np.asarray(y, np.float32)
   if x.ndim != 2 or x.shape[1] != NUM_FEATURES or len(x) != len(y):
     raise ValueError(f"fit needs x [N, {NUM_FEATURES}] and y [N], got {x.shape} and {y.shape}")
-  unknown = sorted(set(drop) - set(FEATURES))
-  if unknown:
-    raise ValueError(f"fit: unknown features to drop {unknown}; the features are {FEATURES}")
+  check_drop(drop)
   dropped = np.asarray([f in drop for f in FEATURES])
   x[:, dropped] = 0.0
   if not np.isfinite(x).all():

@@ -44,6 +44,11 @@ def json_line(row: dict) -> str:
   return json.dumps(_finite(row), sort_keys=True, allow_nan=False)
 
 
+def undefined(value) -> bool:
+  """A rate with no denominator as a row holds it: null (`json_line`) or, in rows written before 2026-12-06, NaN."""
+  return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _finite(value):
   if isinstance(value, float) and not math.isfinite(value):
     return None

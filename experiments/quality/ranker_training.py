@@ -24,9 +24,8 @@ from experiments.quality.runner import prepare_case
 from experiments.quality.suite import SUITES, VALIDATION_WORLDS, Case, make_case
 
 FAMILIES = ("standard", "wide", "deep", "masked")  # families with planted effects
-FIRST_INDEX = (
-  VALIDATION_WORLDS  # training-world indices from here on: past those the sweep and `--split train` validation use
-)
+# Training-world indices from here on: past those the sweep and `--split train` validation use.
+FIRST_INDEX = VALIDATION_WORLDS
 
 
 def save_rows(path: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, world: np.ndarray) -> None:

@@ -36,6 +36,7 @@ from cube_env.discovery import ranking
 from experiments import agent
 
 SUITE_SCENARIOS = ("standard", "wide", "deep", "masked", "null", "confounded")  # world families
+SWEEP_ON_TRAIN = "--sweep tunes method settings: it runs on training worlds only (--split train)"
 VALIDATION_WORLDS = 20  # training-split indices 0-19 validate (`--split train`); the ranker trains from 20 on
 TRUTHLESS = ("null", "confounded")  # every confirmed finding is false: family-wise error
 FIXED_FAMILIES = ("wide", "deep")  # enumeration infeasible: fixed query budgets
@@ -220,7 +221,7 @@ def check_request(
   if split is not None and split not in worlds.SPLITS:
     raise ValueError(f"--split must be one of {', '.join(worlds.SPLITS)}, got {split!r}")
   if sweep and split != "train":
-    raise ValueError("--sweep tunes method settings: it runs on training worlds only (--split train)")
+    raise ValueError(SWEEP_ON_TRAIN)
   count = seeds if seeds is not None else SUITES[suite].seeds if suite is not None else 0
   if split == "train" and count > VALIDATION_WORLDS:
     raise ValueError(
@@ -261,7 +262,7 @@ def resize(
     suite = dataclasses.replace(suite, split=split)
   if sweep:
     if suite.split != "train":
-      raise ValueError("--sweep tunes method settings: it runs on training worlds only (--split train)")
+      raise ValueError(SWEEP_ON_TRAIN)
     variants = [variant_name(m, o) for m in suite.methods if m in SWEEP for o in SWEEP[m]]
     suite = dataclasses.replace(suite, methods=tuple(suite.methods) + tuple(variants), method_options=())
   return suite
