@@ -569,3 +569,48 @@ def test_an_adjusted_binary_candidate_keeps_the_expected_counts_rule():
   assert len(kept) and all(passes(r) for r in kept.itertuples())
   shown = cube_env.shown_findings(f, 11)
   assert shown.loc[shown["reason"] == confirm.RATE_UNTESTED, ["z", "p_value", "p_adjusted"]].isna().all().all()
+
+
+def test_a_measure_with_values_below_zero_has_no_relative_difference_and_is_sized_in_standard_deviations():
+  """A change score (a report audit on ACTG 175's cd4_change: means -6.9 and 31.1 read "122% lower", and an interval
+  to +6,682%): no relative difference or interval; the size rule reads |smd| >= min_relative_diff instead."""
+  rng = np.random.default_rng(5)
+  n = 6000
+  race = rng.choice(["B", "W"], n, p=[0.3, 0.7])
+  change = rng.normal(20.0, 60.0, n) - np.where(race == "B", 25.0, 0.0)  # about 0.4 sd lower, 37% below 0
+  df = pd.DataFrame({"proc": rng.choice(["P", "Q"], n), "race": race, "change": change, "minutes": np.abs(change)})
+  schema = cube_env.Schema(dimensions=("proc",), protected=("race",), measures=("change", "minutes"))
+  halves = cube_env.split_cubes(df, schema, seed=0)
+  assert halves.confirm_raw.meta.is_signed == (True, False) == halves.explore.meta.is_signed
+  cand = cube_env.cohort_table(halves.explore, [[-1, -1]], z_screen=4.0, only_new=True)
+  cand = cand[cand.measure == "change"]
+  assert len(cand) == 1
+  out = cube_env.confirm_candidates(cand, halves.confirm, z_screen=4.0)
+  row = out.iloc[0]
+  assert np.isnan(row.relative_diff) and np.isnan(row.relative_ci_low) and np.isnan(row.relative_ci_high)
+  assert bool(row.confirmed) and abs(row.smd) > 0.3, row
+  strict = cube_env.confirm_candidates(cand, halves.confirm, z_screen=4.0, min_relative_diff=0.9)
+  assert not strict.iloc[0].confirmed
+  assert strict.iloc[0].reason == (
+    f"standardized difference {abs(row.smd):.2f} below 0.9 (the measure takes values below 0: no relative difference)"
+  )
+  assert "standardized difference >= 0.1" in confirm.rule_text(
+    q=0.05, correction="bh", tilt=2.0, new_z=None, pooled_check=False, mirror_z=None, min_relative_diff=0.1
+  )
+
+
+def test_a_reason_never_reads_its_number_as_the_threshold():
+  """A report audit: "relative difference 10.0% below 10%" and "adjusted p 0.05 > 0.05"; more digits instead."""
+  kw = dict(q=0.05, min_rel=0.1, correction="holm", new_z=None)
+  assert confirm._reason(True, True, True, False, 0.01, -0.09996, True, None, 5.0, **kw) == (
+    "relative difference 9.996% below 10%"
+  )
+  assert confirm._reason(True, True, True, False, 0.01, 0.05, True, None, 5.0, **kw) == (
+    "relative difference 5.0% below 10%"
+  )
+  assert confirm._reason(True, False, True, True, 0.050004, 0.2, True, None, 5.0, **kw) == (
+    "not significant after Holm (adjusted p 0.050004 > 0.05)"
+  )
+  assert confirm._reason(True, True, True, False, 0.01, float("nan"), True, None, 5.0, **kw) == (
+    "relative difference undefined (the rest's mean is 0)"
+  )

@@ -556,7 +556,9 @@ def _cells(html: str, header: str) -> list[dict]:
   ns = {"h": "http://www.w3.org/1999/xhtml"}
   body = ET.fromstring(html.encode("utf-8")).find("h:body", ns)
   kids = list(body)
-  table = next(k for k in kids[[("".join(k.itertext())) for k in kids].index(header) + 1 :] if k.tag.endswith("table"))
+  after = kids[[("".join(k.itertext())) for k in kids].index(header) + 1 :]
+  # The first table after it, as is or in the scrolling box that holds it (`markup.STYLE`'s .wide).
+  table = next(t for k in after for t in ([k] if k.tag.endswith("table") else k.iterfind(".//h:table", ns)))
   head = ["".join(th.itertext()) for th in table.findall("h:thead/h:tr/h:th", ns)]
   return [
     {h: "".join(td.itertext()) for h, td in zip(head, tr.findall("h:td", ns))}
@@ -677,7 +679,9 @@ def test_plain_sentences_name_each_scale_and_hide_small_cells():
     "small-cell rule; confirmed on held-out rows."
   )
   why = "this cohort's rows missing the measure (fewer than 11) would follow: run the measure on the rows that have it"
-  assert finding_sentence(hidden | dict(explore_z=-5.2, hidden=why)) == (
+  assert finding_sentence(
+    hidden | dict(explore_z=None, direction="lower", hidden=f"{why}; exploration half: {why}")
+  ) == (
     "In the whole table, the rate of readmitted for sex=F was lower than for sex=M; its numbers are hidden by the "
     f"small-cell rule ({why}); confirmed on held-out rows."
   )
@@ -794,7 +798,7 @@ def test_plain_sentences_read_a_favorable_measures_direction_from_its_non_event_
   adjusted run codes a binary measure on scale "linear", still a rate of no event; no relative difference (the
   rest's mean 0) gives the means alone, not "hidden"."""
   base = dict(cohort="(all cases)", protected="race", group="B", measure="survived", scale="binary", reference="rest")
-  hidden = dict(base, mean_group=None, mean_rest=None, relative_diff=None, explore_z=-4.0, hidden="why")
+  hidden = dict(base, mean_group=None, mean_rest=None, relative_diff=None, direction="lower", hidden="why")
   assert finding_sentence(hidden, favorable=["survived"]).startswith(
     "In the whole table, the rate of no survived for race=B was higher than for the rest of the table; its numbers"
   )
@@ -841,3 +845,32 @@ def test_a_finding_plot_whose_numbers_are_hidden_says_so(monkeypatch):
   plots.finding_plot(shown)
   texts = [[t.get_text() for t in fig.axes[0].texts] for fig in figures]
   assert texts == [["numbers hidden by the small-cell rule"], []]
+
+
+def test_html_says_why_rows_are_blank_what_the_plots_show_and_which_relative_differences_differ(report):
+  """A report audit: the HTML dropped `hidden` (dashes with no reason), the plots had no legend and adjusted ones a
+  wrong axis label, a favorable measure's relative difference (of non-event rates) and a measure below 0 (none) were
+  not explained, a hidden finding lost its direction, and wide tables ran off the page."""
+  html = _read(os.path.join(report, "report.html"))
+  assert "<th>hidden</th>" in html and '<div class="wide"><table' in html and ".wide{overflow-x:auto" in html
+  assert "the group (red) and the rest or reference group (blue)" in html and "does not start at 0" in html
+  table = pd.read_csv(os.path.join(report, "findings.csv"))
+  z = np.where(table["z"].notna() & (table["z"] != 0), table["z"], table["explore_z"])
+  shown = pd.notna(z)
+  assert shown.any() and list(table["direction"][shown]) == ["higher" if v > 0 else "lower" for v in z[shown]]
+  with_dir = pipeline.with_direction(pd.DataFrame({"z": [2.0, -3.0, 0.0, None], "explore_z": [1.0, -1.0, -4.0, 5.0]}))
+  assert list(with_dir["direction"]) == ["higher", "lower", "lower", "higher"]
+  note = markup._scales_note(
+    pd.DataFrame({"measure": ["survived", "cd4_change"]}), favorable=["survived"], signed=["cd4_change"]
+  )
+  assert "(<code>survived</code>), <code>relative_diff</code> compares the rates of not having it" in note
+  assert "(<code>cd4_change</code>) has no <code>relative_diff</code>" in note and "in standard deviations" in note
+  assert "compares the rates" not in markup._scales_note(pd.DataFrame({"measure": ["x"]}), favorable=["survived"])
+  label = markup._plot_label
+  assert label({"scale": "log", "measure": "opioid_mme"}, adjusted=True, binary=[]) == (
+    "opioid_mme (geometric means of observed / expected)"
+  )
+  assert label({"scale": "linear", "measure": "complication"}, adjusted=True, binary=["complication"]) == (
+    "excess rates of complication over expected"
+  )
+  assert label({"scale": "log", "measure": "opioid_mme"}, adjusted=False, binary=[]) == "opioid_mme (geometric means)"

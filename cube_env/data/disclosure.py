@@ -280,7 +280,7 @@ def _strip_reason(out: pd.DataFrame, rows: np.ndarray) -> None:
   reason = out.loc[rows, "reason"].astype(str)
   reason = reason.str.replace(r" \(adjusted p [^)]*\)", "", regex=True)
   out.loc[rows, "reason"] = reason.str.replace(
-    r"relative difference \S+ below", "relative difference below", regex=True
+    r"(relative|standardized) difference \S+ below", r"\1 difference below", regex=True
   )
 
 

@@ -58,6 +58,9 @@ class CubeMeta:
   # () for any other measure): a side's n, mean and variance then give its cases with each value
   # (`disclosure.value_counts`); () = none
   few_values: tuple[tuple[float, ...], ...] = ()
+  # per measure, whether any value is below 0 (a change score): a ratio of its means is meaningless, so it has no
+  # relative difference and confirmation's size rule reads its standardized difference (`confirm`); () = none
+  is_signed: tuple[bool, ...] = ()
 
   @property
   def few_values_by_measure(self) -> dict[str, tuple[float, ...]]:
@@ -878,7 +881,7 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   few = (
     tuple(float(u) for u in (np.log(uniq) if is_log else uniq)) if not is_binary and len(uniq) <= MOST_VALUES else ()
   )
-  return values, is_binary, is_log, is_count, few
+  return values, is_binary, is_log, is_count, few, bool((observed < 0).any())
 
 
 MISSING_WHERE = 0.95  # a category whose rows lack a measure at least this often, holding most of its missing rows
@@ -937,9 +940,10 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     codes[:, f] = c
     categories.append(labels)
   values = np.zeros((len(df), len(schema.measures)), np.float64)
-  is_binary, is_log, is_count, few_values = [], [], [], []
+  is_binary, is_log, is_count, few_values, is_signed = [], [], [], [], []
   for m, name in enumerate(schema.measures):
-    v, b, lg, c, few = _measure_values(df, name, schema, summary)
+    v, b, lg, c, few, signed = _measure_values(df, name, schema, summary)
+    is_signed.append(signed)
     values[:, m] = v
     is_binary.append(b)
     is_log.append(lg)
@@ -955,6 +959,7 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     is_log=tuple(is_log),
     is_count=tuple(is_count),
     few_values=tuple(few_values),
+    is_signed=tuple(is_signed),
     shift=(),
     n_rows=len(df),
     summary=tuple(summary),

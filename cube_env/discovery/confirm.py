@@ -20,7 +20,12 @@ for binary measures (events are read as adverse; for a measure listed as
 one otherwise. With case-mix adjustment it is the adjusted difference over the
 rest's observed mean (log scale: exp of the adjusted log ratio, minus one;
 a measure standardized by ratio, scale `ratio`: the ratio of the group's and
-the rest's mean observed/expected, minus one).
+the rest's mean observed/expected, minus one). A measure that takes values
+below 0 (a change score: `CubeMeta.is_signed`) has no relative difference (a
+ratio of its means is meaningless: means of -7 and 31 read "122% lower", and
+the rule passed any gap beside a rest mean near 0; a report audit), so rule 3
+reads its standardized difference (`smd`, the gap in pooled standard
+deviations) against the same number: at least 0.10 of a standard deviation.
 The others are returned as unconfirmed with the reason.
 
 Reference: Benjamini, Y. & Hochberg, Y. (1995). Controlling the false
@@ -503,8 +508,15 @@ def confirm_candidates(
     weights = exploration_weights(cand["z"].to_numpy(float)[family], tilt=tilt) if correction == "weighted" else None
     reject[family], p_adj[family] = holm(p[family], alpha=q, weights=weights)
   out["p_adjusted"] = p_adj
+  meta = (raw_cube if raw_cube is not None else cube).meta
+  signed = {m for m, s in zip(meta.measure_names, meta.is_signed) if s}
+  is_signed = cand["measure"].isin(signed).to_numpy(bool)
   rel, rel_ci = [], []
   for i, row in enumerate(again.to_dict("records")):
+    if is_signed[i]:  # no relative difference: rule 3 reads the standardized difference (module docstring)
+      rel.append(float("nan"))
+      rel_ci.append((float("nan"), float("nan")))
+      continue
     rest_obs = None if raw is None else raw.iloc[i]["mean_rest"]
     how = dict(
       adjusted=raw is not None,
@@ -525,7 +537,8 @@ def confirm_candidates(
     rest_events = pd.to_numeric(raw["n_rest"], errors="coerce") * pd.to_numeric(raw["mean_rest"], errors="coerce")
     out[RAW_REST_EVENTS] = np.where((raw["scale"] == "binary").to_numpy(), rest_events.round().to_numpy(), np.nan)
   same_sign = np.sign(again["z"].fillna(0).to_numpy(float)) == np.sign(cand["z"].to_numpy(float))
-  big = np.abs(np.nan_to_num(np.asarray(rel, float))) >= min_relative_diff
+  size = np.where(is_signed, pd.to_numeric(again["smd"], errors="coerce").to_numpy(float), np.asarray(rel, float))
+  big = np.abs(np.nan_to_num(size)) >= min_relative_diff
   renewed = again["new"].to_numpy(bool) if new_z is not None else np.ones(len(cand), bool)
   out["confirm_new"] = renewed
   mirrors = mirror_of(again, table, where, z_min=mirror_z) if mirror_z is not None else [None] * len(cand)
@@ -533,9 +546,9 @@ def confirm_candidates(
   plain = tested & reject & same_sign & big
   out["confirmed"] = plain & renewed & np.array([m is None for m in mirrors], bool)
   out["reason"] = [
-    _reason(t, r, s, b, pa, rd, n, mi, zc, q=q, min_rel=min_relative_diff, correction=correction, new_z=new_z)
-    for t, r, s, b, pa, rd, n, mi, zc in zip(
-      tested, reject, same_sign, big, p_adj, rel, renewed, mirrors, again["z"].fillna(0.0).to_numpy(float)
+    _reason(t, r, s, b, pa, rd, n, mi, zc, sg, q=q, min_rel=min_relative_diff, correction=correction, new_z=new_z)
+    for t, r, s, b, pa, rd, n, mi, zc, sg in zip(
+      tested, reject, same_sign, big, p_adj, size, renewed, mirrors, again["z"].fillna(0.0).to_numpy(float), is_signed
     )
   ]
   out.loc[~family, "reason"] = RATE_UNTESTED
@@ -557,7 +570,8 @@ def rule_text(
   parts = [
     f"{_CORRECTION_NAMES[correction]}" + (f" (tilt {tilt:g})" if correction == "weighted" else "") + f" at {q:g}",
     "p = max(Welch, pooled)" if pooled_check else "Welch p",
-    f"relative difference >= {min_relative_diff:.0%}",
+    f"relative difference >= {min_relative_diff:.0%} (a measure with values below 0: standardized difference >= "
+    f"{min_relative_diff:g})",
   ]
   if new_z is not None:
     parts.append(f"new on the confirmation half (|z| {new_z:g})")
@@ -581,19 +595,40 @@ def blank_untested(findings: pd.DataFrame) -> pd.DataFrame:
   return table
 
 
+def _apart(value: float, limit: float, kind: str, digits: int) -> str:
+  """`value` formatted (`kind` "%", "f" or "g" with `digits`, more where needed) so that it does not read as equal to
+  `limit`: 0.09996 against 10% reads 9.996%, not "10.0% below 10%" (a report audit)."""
+  scale = 100.0 if kind == "%" else 1.0
+  for more in range(digits, digits + 6):
+    text = f"{value:.{more}{kind}}"
+    if value == limit or float(text.rstrip("%")) / scale != limit:
+      break
+  return text
+
+
 _CORRECTION_NAMES = {"bh": "Benjamini-Hochberg", "holm": "Holm", "weighted": "weighted Holm"}
 
 
-def _reason(tested, reject, same_sign, big, p_adj, rel, new, mirror, z, *, q, min_rel, correction, new_z) -> str:
-  """Why a candidate is or is not confirmed: the first rule it fails, in `confirm_candidates`' order."""
+def _reason(
+  tested, reject, same_sign, big, p_adj, size, new, mirror, z, signed=False, *, q, min_rel, correction, new_z
+) -> str:
+  """Why a candidate is or is not confirmed: the first rule it fails, in `confirm_candidates`' order. `size`: the
+  relative difference, or the standardized one for a `signed` measure."""
   if not tested:
     return UNTESTED
   if not same_sign:
     return "opposite direction in the confirmation half"
   if not reject:
-    return f"not significant after {_CORRECTION_NAMES[correction]} (adjusted p {p_adj:.3g} > {q:g})"
+    return f"not significant after {_CORRECTION_NAMES[correction]} (adjusted p {_apart(p_adj, q, 'g', 3)} > {q:g})"
+  if not big and signed:
+    return (
+      f"standardized difference {_apart(abs(size), min_rel, 'f', 2)} below {min_rel:g} (the measure takes values "
+      "below 0: no relative difference)"
+    )
+  if not big and not np.isfinite(size):
+    return "relative difference undefined (the rest's mean is 0)"
   if not big:
-    return f"relative difference {abs(rel):.1%} below {min_rel:.0%}"
+    return f"relative difference {_apart(abs(size), min_rel, '%', 1)} below {min_rel:.0%}"
   if not new and abs(z) < new_z:
     return f"|z| below {new_z:g} on the confirmation half (the newness re-test's threshold)"
   if not new:

@@ -438,6 +438,9 @@ def shown_findings(findings: pd.DataFrame, min_group: float, *, halves: holdout.
   whole table has no finding of its own (pass it wherever the sizes are shown); and its
   measures with at most three values have each value's cases checked on every side
   (`CubeMeta.few_values`, `disclosure.value_counts`).
+  The column `direction` ("higher" or "lower": the group's mean or rate against its reference, on the
+  confirmation half, the exploration half's where that has no z) is added before the rules run, so a finding whose
+  numbers they blank still says which way it goes (a sign gives no count back; a report audit: "differed from").
   `findings` itself is not changed.
   """
   known = {}  # what the halves tell: their sizes, and the measures with few values
@@ -447,7 +450,20 @@ def shown_findings(findings: pd.DataFrame, min_group: float, *, halves: holdout.
       explore_rows=halves.explore_rows,
       few_values=halves.explore.meta.few_values_by_measure,
     )
-  return cf.blank_untested(hide_small_cells(findings, min_group, **known))
+  return cf.blank_untested(hide_small_cells(with_direction(findings), min_group, **known))
+
+
+def with_direction(findings: pd.DataFrame) -> pd.DataFrame:
+  """A copy of `findings` with `direction` (see `shown_findings`; None where neither half has a nonzero z)."""
+
+  def numbers(column: str) -> np.ndarray:
+    if column not in findings.columns:
+      return np.full(len(findings), np.nan)
+    return pd.to_numeric(findings[column], errors="coerce").to_numpy(float)
+
+  z, explore = numbers("z"), numbers("explore_z")
+  sign = np.where(np.isfinite(z) & (z != 0), np.sign(z), np.sign(np.nan_to_num(explore)))
+  return findings.assign(direction=[{1.0: "higher", -1.0: "lower"}.get(float(s)) for s in sign])
 
 
 def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", **settings) -> pd.DataFrame:

@@ -33,6 +33,7 @@ CSV_COLUMNS = (
   "group",
   "reference",
   "measure",
+  "direction",  # the group's mean or rate against its reference: "higher" or "lower" (shown where numbers are not)
   "scale",
   "cohort_rows",
   "n_group",

@@ -99,7 +99,7 @@ def _table(df: pd.DataFrame, columns: list[str]) -> str:
     "<tr>" + "".join(f"<td>{cell(c, v)}</td>" for c, v in zip(cols, row)) + "</tr>"
     for row in df[cols].itertuples(index=False)
   )
-  return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+  return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _img(uri: str, alt: str) -> str:
@@ -110,6 +110,10 @@ STYLE = (
   "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:85%}"
   "td,th{border:1px solid #ccc;padding:2px 6px}th{background:#eee}.plots img{margin:4px}"
   "details table{font-size:100%;margin-top:4px}summary{cursor:pointer;white-space:nowrap}"
+  # Tables wider than the page scroll inside it (a report audit: 1,956 px at a 1,280 px window, z and p off-screen);
+  # printed, they wrap instead.
+  ".wide{overflow-x:auto;max-width:100%}@media print{.wide{overflow-x:visible}table{font-size:70%}"
+  "td,th{word-break:break-word}}"
 )
 
 VIEW = [
@@ -134,6 +138,7 @@ VIEW = [
   "p_adjusted",
   "explore_z",
   "path",
+  "hidden",  # why the small-cell rule blanked numbers (a report audit: dashes with no reason in the HTML)
 ]
 # A story's other findings, under its lead: what differs from the lead (cohort, maybe the mirror group) and the evidence.
 MEMBER_VIEW = [
@@ -149,6 +154,7 @@ MEMBER_VIEW = [
   "relative_ci_high",
   "z",
   "p_adjusted",
+  "hidden",
 ]
 
 
@@ -181,22 +187,44 @@ def _stories_table(confirmed: pd.DataFrame) -> str:
   for k, (lead, members) in enumerate(stories_of(confirmed)):
     cells = "".join(f"<td>{cell(c, lead[c])}</td>" for c in cols)
     body.append(f"<tr><td>{esc(lead.get('story', k))}</td>{cells}</tr>{_members_row(members, len(cols))}")
-  return f'<table class="stories"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+  return (
+    f'<div class="wide"><table class="stories"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+    "</table></div>"
+  )
 
 
-def _scales_note(table: pd.DataFrame) -> str:
-  """What scale each kind of difference column is on (the interval of `relative_diff` when the table has one)."""
+def _scales_note(table: pd.DataFrame, *, favorable: list | tuple = (), signed: list | tuple = ()) -> str:
+  """What scale each kind of difference column is on (the interval of `relative_diff` when the table has one), and
+  where `relative_diff` is of other quantities: a `favorable` measure's (rates of not having it) and a `signed`
+  one's (none; a report audit: both read as the opposite or as nonsense)."""
   relative = (
     " and <code>relative_ci_low</code> to <code>relative_ci_high</code> its 95% interval on that same scale"
     if {"relative_ci_low", "relative_ci_high"} <= set(table.columns)
     else ""
   )
+  measures = set(table["measure"]) if "measure" in table.columns else set()
+  shown_favorable = [m for m in favorable if m in measures]
+  shown_signed = [m for m in signed if m in measures]
+  extra = ""
+  if shown_favorable:
+    names = ", ".join(f"<code>{esc(m)}</code>" for m in shown_favorable)
+    extra += (
+      f" For a measure whose event is the good outcome ({names}), <code>relative_diff</code> compares the rates of "
+      "not having it: it is below 0 where the group has the event more often."
+    )
+  if shown_signed:
+    names = ", ".join(f"<code>{esc(m)}</code>" for m in shown_signed)
+    extra += (
+      f" A measure that takes values below 0 ({names}) has no <code>relative_diff</code> (a ratio of its means "
+      "means nothing); its findings must differ by at least the summary's <code>min_relative_diff</code> in "
+      "standard deviations instead."
+    )
   return (
     "<code>diff</code> and its 95% interval <code>ci_low</code> to <code>ci_high</code> are on the test scale, not "
     "the natural one: the log of the ratio of geometric means for log-scale measures, the risk difference for "
     "rates, the difference of means otherwise (with case-mix adjustment, of observed minus expected, or of "
     "observed / expected for measures on scale <code>ratio</code>). <code>relative_diff</code> is on the natural "
-    f"scale (group over rest, minus 1: 0.5 is 50% higher){relative}."
+    f"scale (group over rest, minus 1: 0.5 is 50% higher){relative}.{extra}"
   )
 
 
@@ -231,8 +259,8 @@ def finding_sentence(
   sides' means as the tables print them, named for the measure's scale
   (geometric means for log-scale measures, rates for binary ones); a
   favorable binary measure's relative difference is of its non-event rates.
-  A finding whose numbers the small-cell rule blanked says so instead, with its direction (the exploration
-  half's, which confirmation kept) and why (`hidden`). `binary`: the binary measures, which case-mix adjustment
+  A finding whose numbers the small-cell rule blanked says so instead, with its direction (`direction`, which the
+  rule leaves: `cube_env.shown_findings`) and why (`hidden`). `binary`: the binary measures, which case-mix adjustment
   tests as excess rates (their rows' scale is then "linear"), so that they still read as rates.
   """
   scale = row.get("scale") if row.get("scale") in SUBJECTS else "linear"
@@ -249,10 +277,9 @@ def finding_sentence(
   head = f"In {where}, {subject} for {row['protected']}={row['group']}"
   rel, g, r = row.get("relative_diff"), row.get("mean_group"), row.get("mean_rest")
   if _blank(g) or _blank(r):
-    z = row.get("explore_z")  # confirmation keeps the exploration half's sign (of the events' rates)
-    sign = 0.0 if _blank(z) else float(np.sign(float(z))) * (-1.0 if flip else 1.0)
+    sign = {"higher": 1.0, "lower": -1.0}.get(row.get("direction"), 0.0) * (-1.0 if flip else 1.0)  # of the events
     how = "differed from" if sign == 0 else f"was {'higher' if sign > 0 else 'lower'} than for"
-    why = "" if _blank(row.get("hidden")) else f" ({row['hidden']})"
+    why = "" if _blank(row.get("hidden")) else f" ({_once(str(row['hidden']))})"
     return f"{head} {how} {rest}; its numbers are hidden by the small-cell rule{why}; confirmed on held-out rows."
   adjusted = f" after adjustment for case mix ({', '.join(adjusted_by)})" if adjusted_by else ""
   if flip:
@@ -267,6 +294,15 @@ def finding_sentence(
     f"{head} was {abs(rel):.0%} {'higher' if rel >= 0 else 'lower'}{ci} than for {rest}{adjusted} "
     f"({shown} {number_text(g)} vs {number_text(r)}); confirmed on held-out rows."
   )
+
+
+def _once(hidden: str) -> str:
+  """A row's `hidden` reasons with the exploration half's copy of a confirmation half's reason left out (a report
+  audit: the sentence gave the same reason twice)."""
+  parts = hidden.split("; ")
+  prefix = "exploration half: "
+  kept = [p for p in parts if not (p.startswith(prefix) and p[len(prefix) :] in parts)]
+  return "; ".join(kept)
 
 
 def _plain_words(
@@ -332,11 +368,31 @@ def _how_confirmed(info: dict, *, adjusted: bool, config: Any = None) -> str:
 
 def _binary(run: cube_env.Discovery) -> list[str]:
   """The run's binary measures (read from its unadjusted confirmation cube: adjustment tests them as excess rates)."""
+  return _measures_where(run, "is_binary")
+
+
+def _signed(run: cube_env.Discovery) -> list[str]:
+  """The run's measures that take values below 0 (`CubeMeta.is_signed`: no relative difference)."""
+  return _measures_where(run, "is_signed")
+
+
+def _measures_where(run: cube_env.Discovery, flag: str) -> list[str]:
   halves = getattr(run, "halves", None)  # a report of findings alone has none
   if halves is None:
     return []
   meta = halves.confirm_raw.meta
-  return [m for m, b in zip(meta.measure_names, meta.is_binary) if b]
+  return [m for m, b in zip(meta.measure_names, getattr(meta, flag)) if b]
+
+
+def _plot_label(row: dict, *, adjusted: bool, binary: list | tuple) -> str:
+  """The finding plot's y label: the measure and what its plotted means are (`SUBJECTS`, adjusted or not; a report
+  audit: adjusted observed / expected ratios were labelled as the measure's geometric mean)."""
+  scale = row.get("scale") if row.get("scale") in SUBJECTS else "linear"
+  if adjusted and row["measure"] in binary:
+    scale = "binary"
+  _, means, adjusted_means = SUBJECTS[scale]
+  template = adjusted_means if adjusted else means
+  return template.format(m=row["measure"]) if "{m}" in template else f"{row['measure']} ({template})"
 
 
 def render_html(
@@ -364,15 +420,28 @@ def render_html(
     f"story gathers the findings of one protected group, measure and direction whose cohorts share at least "
     f"half of the smaller cohort's rows; its headline row is the most specific strong one, and the others "
     f"are in the collapsible row under it. Statistics are from the confirmation half; <code>explore_z</code> is "
-    f"the exploration half's z. {_scales_note(table)}</p>{_stories_table(confirmed)}"
+    f"the exploration half's z. "
+    f"{_scales_note(table, favorable=getattr(run.config, 'favorable', ()), signed=_signed(run))}</p>"
+    f"{_stories_table(confirmed)}"
   )
+  adjusted, binary = bool(info.get("adjusted_by")), _binary(run)
   plots = [
-    _img(finding_plot(r), f"{r['cohort']}: {r['group']} vs {r['reference']}, {r['measure']}") for r in leads[:MAX_PLOTS]
+    _img(
+      finding_plot(r, ylabel=_plot_label(r, adjusted=adjusted, binary=binary)),
+      f"{r['cohort']}: {r['group']} vs {r['reference']}, {r['measure']}",
+    )
+    for r in leads[:MAX_PLOTS]
   ]
   if len(leads) > MAX_PLOTS:
     more = len(leads) - MAX_PLOTS
     plots.append(
       f"<p>{esc(plural(more, 'more story', 'more stories'))} {'is' if more == 1 else 'are'} in findings.csv.</p>"
+    )
+  if leads:  # what the plots show (a report audit: no legend, and an axis that does not start at 0)
+    parts.append(
+      "<p>Each plot is a story's headline finding: the group (red) and the rest or reference group (blue), the "
+      "mean or rate with its 95% interval, on the exploration rows (left) and the confirmation rows (right). The "
+      "vertical axis does not start at 0, so read the gap from its labels.</p>"
     )
   parts.append('<div class="plots">' + "".join(plots) + "</div>")
   parts.append(f"<h2>Unconfirmed candidates</h2>{_table(other, ['reason'] + VIEW)}")

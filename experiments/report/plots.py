@@ -26,8 +26,9 @@ def _short(text: str, limit: int = 70) -> str:
   return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def finding_plot(row: dict) -> str:
-  """Group vs rest means with 95% intervals, exploration and confirmation halves."""
+def finding_plot(row: dict, ylabel: str | None = None) -> str:
+  """Group vs rest means with 95% intervals, exploration and confirmation halves; `ylabel` (default: the measure
+  and its scale's mean) names what the means are (the report's names them with case-mix adjustment too)."""
   fig = Figure(figsize=(4.6, 2.8))
   ax = fig.subplots()
   sides = [("group", "explore_"), ("rest", "explore_"), ("group", ""), ("rest", "")]
@@ -56,8 +57,12 @@ def finding_plot(row: dict) -> str:
   if drawn < len(sides):  # the small-cell rule blanked some means (an empty chart read as a fault: an audit)
     why = "numbers hidden by the small-cell rule" if not drawn else "some numbers hidden by the small-cell rule"
     ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="#555")
-  scale = {"log": "geometric mean", "binary": "rate", "ratio": "mean observed / expected"}.get(row.get("scale"), "mean")
-  ax.set_ylabel(f"{_short(str(row['measure']), 24)} ({scale})", fontsize=8)
+  if ylabel is None:
+    scale = {"log": "geometric mean", "binary": "rate", "ratio": "mean observed / expected"}.get(
+      row.get("scale"), "mean"
+    )
+    ylabel = f"{_short(str(row['measure']), 24)} ({scale})"
+  ax.set_ylabel(_short(ylabel, 48), fontsize=8)
   ax.set_title(_short(f"{row['cohort']} | {row['protected']}"), fontsize=8)
   return _png(fig)
 
