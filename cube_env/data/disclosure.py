@@ -491,6 +491,56 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
   return out
 
 
+def _group_subcohorts(
+  table: pd.DataFrame, prefix: str, values: dict[tuple, dict[tuple, float]]
+) -> dict[tuple[tuple, tuple], list[tuple]]:
+  """Adds to `values` the counts that a cohort's test of a group shows of the sub-cohort of that group, and returns
+  `{(sub-cohort, quantity): [(cohort, test quantity), ...]}`: the tests that show them, with the quantity of theirs
+  to hide (`("group", p, g, m)` for the rows, `("events", p, g, m)` or `("cases_k", p, g, m)` for the others).
+
+  c's test of group g of protected column p under measure m shows the rows of c & p = g that have m (`n_group`;
+  for a column of two groups its rest is the other group's, `n_rest`) and, where shown, their events and cases of
+  each value. That sub-cohort is the child of c on p and of every c less one filter & p = g, a shown cohort or
+  another test's sub-cohort (a service audit: 40 rows of `procedure=cabg & sex=M` less the 35 men of its test in
+  `procedure=cabg & site=academic` gave 5 men at the other sites; two group tests' counts 13 and 12 gave 1), so
+  `cohort_remainders` compares them as it compares shown cohorts. A quantity a cohort already shows is kept
+  (the same rows give the same count)."""
+  out: dict[tuple[tuple, tuple], list[tuple]] = {}
+  n = {side: _numbers(table, f"{prefix}n_{side}") for side in ("group", "rest")}
+  rate = {side: _numbers(table, f"{prefix}mean_{side}") for side in ("group", "rest")}
+  cases = {side: _value_cases(table, side, prefix) for side in ("group", "rest")}
+  binary, count = _binary(table), _count(table)
+  other = table["reference"] if "reference" in table.columns else pd.Series([None] * len(table), index=table.index)
+  keys = zip(table["filters"], table["protected"].map(_label), table["group"].map(_label), table["measure"].map(_label))
+  for i, ((filters, p, g, m), h) in enumerate(zip(keys, other)):
+    cohort = _cohort_of(filters)
+    if cohort is None or any(column == p for column, _ in cohort):
+      continue
+    sides = [("group", g)]
+    if isinstance(h, str) and h != "rest":  # the other group of two: the test's rest
+      sides.append(("rest", _label(h)))
+    for side, group in sides:
+      found = {("tested", m): n[side][i]}
+      with np.errstate(invalid="ignore"):
+        if binary[i]:
+          found |= {
+            ("all_events", m): n[side][i] * rate[side][i],
+            ("all_nonevents", m): n[side][i] * (1 - rate[side][i]),
+          }
+        elif count[i]:
+          found[("all_events", m)] = n[side][i] * rate[side][i]
+      for k in range(cases[side].shape[1]):
+        found[(f"all_cases_{k}", m)] = cases[side][i, k]
+      sub = tuple(sorted(cohort + ((p, group),)))
+      for quantity, value in found.items():
+        if np.isfinite(value):
+          values.setdefault(sub, {}).setdefault(quantity, float(value))
+          # Its rows hide the test's counts and statistics; its events or cases of a value, its statistics.
+          source = ("group", p, g, m) if quantity[0] == "tested" else (quantity[0].removeprefix("all_"), p, g, m)
+          out.setdefault((sub, quantity), []).append((cohort, source))
+  return out
+
+
 def cohort_remainders(
   table: pd.DataFrame, min_group: float, prefix: str = "", *, total_rows: float | None = None
 ) -> list[tuple[tuple, tuple, str | None]]:
@@ -504,7 +554,9 @@ def cohort_remainders(
   such remainder smaller; hiding a parent's block can (a group's largest count falls to its next), which
   `hide_small_cells` meets by repeating the rules. `total_rows`: the half's rows where they are shown apart from
   the table (a report's summary gives each half's size): the whole table is then a shown cohort, the parent of
-  the cohorts of one filter, even when it has no row of its own.
+  the cohorts of one filter, even when it has no row of its own. The cohorts include those of a shown group's
+  rows (c & p = g, whose counts c's test of g shows: `_group_subcohorts`); a count to hide there hides that test's
+  block. A child's rows with a measure that its parent shows no test of are compared with the parent's rows.
   """
   if not len(table) or not {"filters", "protected", "group", "measure"} <= set(table.columns):
     return []
@@ -512,6 +564,7 @@ def cohort_remainders(
   values = _cohort_quantities(table, prefix)
   if total_rows is not None and np.isfinite(total_rows):
     values.setdefault((), {}).setdefault(("rows",), float(total_rows))
+  shown_by = _group_subcohorts(table, prefix, values)
   children: dict[tuple, list[tuple]] = {}
   for cohort in values:
     for item in cohort:
@@ -520,13 +573,24 @@ def cohort_remainders(
         children.setdefault((parent, item[0]), []).append(cohort)
   hide = []
   for (parent, column), kids in children.items():
-    for quantity, total in values[parent].items():
+    quantities = dict(values[parent])
+    if ("rows",) in quantities:  # its rows less its children's rows with a measure: those without it, or elsewhere
+      for kid in kids:
+        for quantity in values[kid]:
+          if quantity[0] == "tested" and quantity not in quantities:
+            quantities[quantity] = quantities[("rows",)]
+    for quantity, total in quantities.items():
       shown = [(values[k][quantity], k) for k in kids if quantity in values[k]]
       if not is_small_cell(round(total - sum(v for v, _ in shown)), min_group):
         continue
       large = sorted((v, k) for v, k in shown if v >= limit)
-      hide.append((large[0][1] if large else parent, quantity, column))
-  return hide + _group_cohort_remainders(values, min_group)
+      if large:
+        hide.append((large[0][1], quantity, column))
+      else:  # the parent's count: its rows where that is what it shows of the quantity
+        hide.append((parent, quantity if quantity in values[parent] else ("rows",), column))
+  hide += _group_cohort_remainders(values, min_group)
+  # A count that a test in another cohort shows (the rows of a group's sub-cohort) is hidden there: its block.
+  return hide + [(c, q, column) for cohort, quantity, column in hide for c, q in shown_by.get((cohort, quantity), ())]
 
 
 def _group_cohort_remainders(
