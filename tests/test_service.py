@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -27,9 +28,10 @@ pytest.importorskip("fastapi")
 if shutil.which("redis-server") is None:
   pytest.skip("redis-server is not installed (apt-get install redis-server)", allow_module_level=True)
 
-from rq import Queue  # noqa: E402
+from rq import Queue, Worker  # noqa: E402
 from rq.job import Job, JobStatus  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
+from rq.utils import utcformat  # noqa: E402
 
 import cube_env  # noqa: E402
 from experiments import report, serve  # noqa: E402
@@ -296,6 +298,21 @@ def test_bad_input_is_a_clear_4xx(service, table):
     )
   r = service.submit({**SETTINGS, "max_depth": 10**11}, table)  # was a worker's OverflowError (an audit)
   assert r.status_code == 422 and r.json()["detail"]["message"] == "max_depth: must be at most 64, got 100000000000"
+  # Numbers past float's or int64's range were a 500 (a service audit): 422 naming the field, the number by its size.
+  for field in ("q", "time_limit", "z_screen", "min_relative_diff", "explore_fraction"):
+    r = service.client.post(
+      "/jobs",
+      data={"settings": json.dumps(SETTINGS)[:-1] + f', "{field}": 1{"0" * 400}}}'},
+      files={"file": ("a.csv", table)},
+    )
+    assert r.status_code == 422 and r.json()["detail"] == {
+      "field": field,
+      "message": f"{field}: must be a finite number, got a number of 401 digits",
+    }, r.text
+  for huge in (10**23, 2**63 - 1):
+    r = service.submit({**SETTINGS, "min_group": huge}, table)
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "min_group", r.text
+    assert "must be a whole number of at most 9,007,199,254,740,992 in size" in r.text
   # Tables that were a worker's TypeError or an Arrow dump, and UTF-16 text read as Latin-1 (the same audit).
   df = pd.read_csv(io.BytesIO(table))
   listed = io.BytesIO()
@@ -672,3 +689,26 @@ def test_eta_is_timed_from_the_first_query_run_not_from_the_start():
   stopped.get_status = lambda: JobStatus.STOPPED
   stopped.ended_at = datetime.datetime.fromtimestamp(now - 32, datetime.UTC)
   assert jobs.job_status(stopped)["progress"]["elapsed_s"] == pytest.approx(8, abs=0.01)
+
+
+def test_health_counts_the_workers_that_heartbeat_and_the_data_dir_is_its_owners_only(service):
+  """A service audit: /health counted a worker killed mid-job for 80 s (RQ keeps a busy worker's key 90 s after its
+  last heartbeat), and the stored tables and search state were world-readable (0755 and 0644 by default)."""
+  conn = redis.Redis.from_url(service.redis_url)
+  config = ServiceConfig(redis_url=service.redis_url, data_dir=str(service.root / "data"), lease_seconds=LEASE)
+  _wait(lambda: jobs.live_workers(config, conn) == 2, 60, "two workers")
+  ghost = Worker([jobs.job_queue(config, conn)], connection=conn, name="ghost", serializer=JSONSerializer)
+  ghost.register_birth()
+  try:
+    assert jobs.live_workers(config, conn) == 3  # born an instant ago
+    lapsed = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=3 * jobs.heartbeat_seconds(LEASE) + 11)
+    conn.hset(ghost.key, "last_heartbeat", utcformat(lapsed))  # its key stays, as a dead busy worker's does
+    assert jobs.live_workers(config, conn) == 2 and service.client.get("/health").json()["workers"] == 2
+  finally:
+    ghost.register_death()
+  assert stat.S_IMODE(os.stat(service.root / "data").st_mode) == 0o700
+  private = service.root / "elsewhere"
+  private.mkdir()
+  os.chmod(private, 0o755)
+  assert ServiceConfig(data_dir=str(private)).private_data_dir() == str(private)
+  assert stat.S_IMODE(os.stat(private).st_mode) == 0o700

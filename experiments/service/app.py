@@ -30,7 +30,6 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Upload
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from rq import Worker
 from rq.job import JobStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -45,6 +44,7 @@ FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the settings field, on top
 def make_app(config: ServiceConfig) -> NamedLimit:
   """The API over `config`'s Redis and data directory (a FastAPI app, wrapped by `NamedLimit`)."""
   connection = jobs.connect(config)
+  config.private_data_dir()
   # FastAPI's own body limit answers 413 from Content-Length or, for a chunked body, as soon as it has read past it.
   # With a token every route needs it, so FastAPI's own pages (/docs, /redoc, /openapi.json) are off: they would
   # answer without it (and /docs loads its JavaScript from a CDN).
@@ -103,8 +103,7 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   def health():
     try:
       ok = bool(connection.ping())
-      # Live workers: their keys expire within RQ's worker TTL once they die (the queue's set keeps dead ones).
-      workers = len(Worker.all(connection=connection, queue=jobs.job_queue(config, connection)))
+      workers = jobs.live_workers(config, connection)  # a dead one drops out within 3 lease periods and 10 s
       return {"ok": ok, "workers": workers}  # 0: queued jobs wait until a worker starts
     except jobs.REDIS_DOWN as err:
       return JSONResponse({"ok": False, "detail": _store_down(config, err)}, status_code=503)

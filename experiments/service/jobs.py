@@ -448,6 +448,25 @@ def _requeue(queue: Queue, job: Job) -> None:
   queue.enqueue_job(job, at_front=True)
 
 
+def heartbeat_seconds(lease_seconds: float) -> int:
+  """How often a `DiscoveryWorker` heartbeats, idle or busy: every lease period (whole seconds, at least 1)."""
+  return max(1, int(round(lease_seconds)))
+
+
+def live_workers(config: ServiceConfig, connection: Redis) -> int:
+  """Workers of the config's queue that heartbeat within 3 lease periods and 10 s. RQ keeps a dead worker's key for
+  its TTL, 90 s after its last heartbeat while busy (a service audit: /health counted a worker killed mid-job for
+  80 s), so its key alone does not say it lives; a live one heartbeats every `heartbeat_seconds`."""
+  ago = dt.timedelta(seconds=3 * heartbeat_seconds(config.lease_seconds) + 10)
+  now = dt.datetime.now(dt.UTC)
+  alive = 0
+  for worker in Worker.all(connection=connection, queue=job_queue(config, connection)):
+    beat = worker.last_heartbeat
+    beat = beat if beat is None or beat.tzinfo else beat.replace(tzinfo=dt.UTC)
+    alive += beat is None or now - beat <= ago  # None: registered an instant ago
+  return alive
+
+
 PUBSUB_WAKE_SECONDS = 1.0  # how often a worker's stop-command listener wakes (and so how long a stop waits for it)
 
 
@@ -458,10 +477,13 @@ class DiscoveryWorker(Worker):
   """
 
   def __init__(self, queues, *, lease_seconds: float = 10.0, **kwargs):
-    interval = max(1, int(round(lease_seconds)))
+    interval = heartbeat_seconds(lease_seconds)
     kwargs.setdefault("serializer", JSONSerializer)
-    # Maintenance (and so the requeue) runs between dequeues, which wait worker_ttl - 15 seconds at most.
-    super().__init__(queues, maintenance_interval=interval, worker_ttl=interval + 15, **kwargs)
+    # Maintenance (and so the requeue) runs between dequeues, which wait worker_ttl - 15 seconds at most; a busy
+    # worker heartbeats every job_monitoring_interval (RQ's 30 s), so every worker does at least every `interval`.
+    super().__init__(
+      queues, maintenance_interval=interval, worker_ttl=interval + 15, job_monitoring_interval=interval, **kwargs
+    )
     self.lease_seconds = float(lease_seconds)
 
   def subscribe(self):
@@ -493,6 +515,7 @@ class DiscoveryWorker(Worker):
 def run_worker(config: ServiceConfig, *, burst: bool = False, name: str | None = None) -> bool:
   """Runs a `DiscoveryWorker` on the config's queue until stopped (or, `burst`, until the queue is empty)."""
   connection = connect(config)
+  config.private_data_dir()
   worker = DiscoveryWorker(
     [job_queue(config, connection)], connection=connection, lease_seconds=config.lease_seconds, name=name
   )

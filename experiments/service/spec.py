@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import os
 import re
 from typing import Any
 
@@ -61,6 +62,13 @@ class ServiceConfig:
       )
     if not is_loopback(self.host) and not self.token:
       raise ValueError(f"binding {self.host} (not loopback) needs a token (--token or CUBE_SERVE_TOKEN)")
+
+  def private_data_dir(self) -> str:
+    """Makes `data_dir` (stored tables, and jobs' search state without the small-cell rule) and returns it, readable by
+    its owner only (0700) whatever the umask, so nothing under it is (a service audit: 0755 and 0644 by default)."""
+    os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+    os.chmod(self.data_dir, 0o700)
+    return self.data_dir
 
 
 def redacted_url(url: str) -> str:
@@ -176,7 +184,7 @@ class JobSpec:
     }
     try:
       return cube_env.DiscoveryConfig(**settings, method_options=options)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
       field = next((n for n in settings if str(err).startswith(n)), "settings")
       message = str(err)[len(field) + 1 :] if str(err).startswith(field + " ") else str(err)  # SpecError names it
       raise SpecError(field, message) from None
@@ -187,6 +195,23 @@ class JobSpec:
   def to_json(self) -> str:
     """Canonical JSON (sorted keys): what the cache key hashes and what the job reads back."""
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+MAX_WHOLE = 2**53  # the largest whole number a setting may hold (every one of them is far smaller in use)
+
+
+def _digits(value: int) -> str:
+  """A huge whole number described by its size, not printed in full."""
+  return f"a number of {len(str(abs(value))):,} digits"
+
+
+def _float(name: str, value: int | float) -> float:
+  """`float(value)`, or a SpecError naming the field for a whole number past float's range (a JSON integer of 400
+  digits raised OverflowError: a 500, a service audit)."""
+  try:
+    return float(value)
+  except OverflowError:
+    raise SpecError(name, f"must be a finite number, got {_digits(int(value))}") from None
 
 
 def _typed(name: str, value: Any, default: Any) -> Any:
@@ -205,21 +230,23 @@ def _typed(name: str, value: Any, default: Any) -> Any:
       return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       raise SpecError(name, f"must be a number or null, got {value!r}")
-    return float(value)
+    return _float(name, value)
   if name == "z_screen":
     if value == "bonferroni" or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-      return value if isinstance(value, str) else float(value)
+      return value if isinstance(value, str) else _float(name, value)
     raise SpecError(name, f"must be a number or 'bonferroni', got {value!r}")
   if isinstance(default, bool) or isinstance(value, bool):
     raise SpecError(name, f"must be a {type(default).__name__}, got {value!r}")
   if isinstance(default, int):
     if not isinstance(value, int):
       raise SpecError(name, f"must be a whole number, got {value!r}")
+    if abs(value) > MAX_WHOLE:  # past int64 it wrapped or raised a TypeError (a 500) in the numeric checks
+      raise SpecError(name, f"must be a whole number of at most {MAX_WHOLE:,} in size, got {_digits(value)}")
     return value
   if isinstance(default, float):
     if not isinstance(value, (int, float)):
       raise SpecError(name, f"must be a number, got {value!r}")
-    return float(value)
+    return _float(name, value)
   if not isinstance(value, str):
     raise SpecError(name, f"must be a string, got {value!r}")
   return value

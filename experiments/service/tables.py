@@ -135,7 +135,7 @@ def content_hash(data: bytes) -> str:
 def store_table(data: bytes, config: ServiceConfig) -> str:
   """Writes the bytes to DATA_DIR/tables/<hash>.<csv|parquet> (once) and returns the path."""
   ext = "parquet" if data[:4] == PARQUET_MAGIC else "csv"
-  directory = os.path.join(config.data_dir, "tables")
+  directory = os.path.join(config.private_data_dir(), "tables")
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, f"{content_hash(data)}.{ext}")
   if not os.path.exists(path):
