@@ -484,7 +484,7 @@ def test_explored_tree_labels_do_not_overlap_with_dozens_of_candidates():
     ax = fig.axes[0]
     labelled = queries[:n_confirmed]
     assert sorted(t.get_text() for t in ax.texts) == sorted(
-      plots._short(cohort[q], 70 if depth[q] == 3 else 40) for q in labelled
+      plots._short_middle(cohort[q], 70 if depth[q] == 3 else 40) for q in labelled
     )
     assert (fig.get_size_inches()[1] > 5.0) == tall
     renderer = FigureCanvasAgg(fig).get_renderer()
@@ -874,3 +874,14 @@ def test_html_says_why_rows_are_blank_what_the_plots_show_and_which_relative_dif
     "excess rates of complication over expected"
   )
   assert label({"scale": "log", "measure": "opioid_mme"}, adjusted=False, binary=[]) == "opioid_mme (geometric means)"
+
+
+def test_long_cohort_labels_keep_the_filters_that_tell_them_apart():
+  """A report audit: two confirmed cohorts' tree labels were cut to the same "procedure=total_knee_arthroplasty &
+  a..."; cut in the middle, their last filters stay."""
+  a = "procedure=total_knee_arthroplasty & anesthesia_type=general & site=north"
+  b = "procedure=total_knee_arthroplasty & anesthesia_type=general & site=south"
+  short = [plots._short_middle(x, 40) for x in (a, b)]
+  assert short[0] != short[1] and all(len(x) == 40 and "..." in x for x in short)
+  assert short[1].startswith("procedure=total_kn") and short[1].endswith("site=south")
+  assert plots._short_middle("site=a", 40) == "site=a"

@@ -26,6 +26,15 @@ def _short(text: str, limit: int = 70) -> str:
   return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _short_middle(text: str, limit: int) -> str:
+  """`text` cut in the middle to `limit` characters: cohorts that share a long start (`procedure=total_knee_... &
+  a...` twice, a report audit) keep the filters that tell them apart, at the end."""
+  if len(text) <= limit:
+    return text
+  head = (limit - 3) // 2
+  return text[:head] + "..." + text[len(text) - (limit - 3 - head) :]
+
+
 def finding_plot(row: dict, ylabel: str | None = None) -> str:
   """Group vs rest means with 95% intervals, exploration and confirmation halves; `ylabel` (default: the measure
   and its scale's mean) names what the means are (the report's names them with case-mix adjustment too)."""
@@ -183,7 +192,7 @@ def tree_figure(run: cube_env.Discovery) -> Figure:
     for q, y in zip(level, _spread([ypos[q] for q in level], gap)):
       moved = abs(y - ypos[q]) > 1e-9
       ax.annotate(
-        _short(str(visits["cohort"].iloc[q]), 70 if depth[q] == max_depth else 40),  # the last depth has room
+        _short_middle(str(visits["cohort"].iloc[q]), 70 if depth[q] == max_depth else 40),  # the last has room
         (depth[q], ypos[q]),
         xytext=(depth[q] + 0.06, y),
         textcoords="data",
