@@ -612,5 +612,12 @@ def test_a_reason_never_reads_its_number_as_the_threshold():
     "not significant after Holm (adjusted p 0.050004 > 0.05)"
   )
   assert confirm._reason(True, True, True, False, 0.01, float("nan"), True, None, 5.0, **kw) == (
-    "relative difference undefined (the rest's mean is 0)"
+    "relative difference undefined (no ratio to the rest's mean or rate)"
+  )
+  # A limit that is no whole percentage is printed as it is (a review: "12.49% below 12%").
+  assert confirm._reason(True, True, True, False, 0.01, 0.1249, True, None, 5.0, **(kw | {"min_rel": 0.125})) == (
+    "relative difference 12.49% below 12.5%"
+  )
+  assert "relative difference >= 2.5% (" in confirm.rule_text(
+    q=0.05, correction="bh", tilt=2.0, new_z=None, pooled_check=False, mirror_z=None, min_relative_diff=0.025
   )

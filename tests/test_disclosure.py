@@ -738,9 +738,9 @@ def test_one_groups_rows_under_two_measures_give_nothing_back_and_the_reason_is_
   assert shown.loc[2:, ["n_group", "n_rest", "mean_group", "mean_rest"]].isna().all().all()
   assert shown.loc[:1, "n_group"].tolist() == [600.0, 305.0] and shown.loc[:1, "hidden"].isna().all()
   fill = ": run the measure on the rows that have it to see them"
-  assert (
-    shown.loc[2:, "hidden"].tolist() == [f"a group's rows missing the measure (fewer than 11) would follow{fill}"] * 2
-  )
+  # Said by the first rule that meets it: W's test under los, complete, shows the sub-cohort race = W's rows.
+  why = f"the rows missing the measure (fewer than 11) would follow from the shown sub-cohort of race = W{fill}"
+  assert shown.loc[2:, "hidden"].tolist() == [why] * 2
 
 
 def test_the_hidden_column_names_each_rule_and_half():
@@ -826,7 +826,7 @@ def _subcohort_leaks(table: pd.DataFrame) -> list[tuple]:
   """`(half, parent, child, measure, count)` for every count from 1 to 10 got back as a shown count of a cohort's
   rows with a measure (or its rows, where it shows no test of the measure) less a sub-cohort's on one more filter.
   A cohort's test of group g of p shows the rows with the measure of its sub-cohort c & p = g (`n_group`; a column
-  of two groups, its reference's as `n_rest`)."""
+  of two groups, its reference's as `n_rest`), and its rows where the test's sides hold all of the cohort's."""
   out = set()
   for half in ("", "explore_"):
     shown: dict[frozenset, dict] = {}
@@ -842,9 +842,13 @@ def _subcohort_leaks(table: pd.DataFrame) -> list[tuple]:
       sides = [(r["group"], n_group)]
       if isinstance(reference, str) and reference != "rest":
         sides.append((reference, n_rest))
+      complete = rows is not None and n_group is not None and n_rest is not None and round(rows - n_group - n_rest) == 0
       for group, n in sides:
         if n is not None and r["protected"] not in dict(cohort):
-          shown.setdefault(cohort | {(r["protected"], group)}, {}).setdefault(r["measure"], n)
+          sub = shown.setdefault(cohort | {(r["protected"], group)}, {})
+          sub.setdefault(r["measure"], n)
+          if complete:  # the measure is complete in the cohort: the side's count is its sub-cohort's rows
+            sub.setdefault("rows", n)
     for child, theirs in shown.items():
       for item in child:
         parent = shown.get(child - {item}, {})
@@ -871,6 +875,7 @@ def test_a_group_tests_sub_cohort_less_its_parent_on_another_column_gives_no_sma
   assert [leak[2:] for leak in _subcohort_leaks(a)] == [
     ((("proc", "cabg"), ("sex", "M"), ("site", "academic")), "los", 5),
     ((("proc", "cabg"), ("sex", "M"), ("site", "academic")), "minutes", 5),
+    ((("proc", "cabg"), ("sex", "M"), ("site", "academic")), "rows", 5),
   ]
   shown = cube_env.shown_findings(a, 11)
   assert shown.loc[1:2, ["n_group", "n_rest", "mean_group"]].isna().all().all()
@@ -883,16 +888,33 @@ def test_a_group_tests_sub_cohort_less_its_parent_on_another_column_gives_no_sma
       ({"site": "cs", "urgency": "elective", "payer": "Other"}, "age", "80+", "minutes", 60.0, 12.0, 48.0),
     ]
   )
-  assert [leak[3:] for leak in _subcohort_leaks(b)] == [("minutes", 1)]
+  assert [leak[3:] for leak in _subcohort_leaks(b)] == [("minutes", 1), ("rows", 1)]
   shown = cube_env.shown_findings(b, 11)
   assert shown.loc[1, ["n_group", "n_rest"]].isna().all() and shown.loc[0, "n_group"] == 13.0
   assert _subcohort_leaks(shown) == []
+  # A review: where a test's sides hold all its cohort's rows, a side's count is its sub-cohort's rows under any
+  # measure, so a child cohort's rows (35) or another measure's sub-cohort (12 under los) subtract from it too.
+  rows = _table(
+    [
+      ({"proc": "a"}, "sex", "M", "minutes", 100.0, 40.0, 60.0),
+      ({"proc": "a", "sex": "M", "site": "x"}, "race", "B", "los", 35.0, 15.0, 20.0),
+    ]
+  )
+  assert [leak[3:] for leak in _subcohort_leaks(rows)] == [("los", 5), ("rows", 5)]
+  shown = cube_env.shown_findings(rows, 11)
+  assert shown.loc[1, ["cohort_rows", "n_group"]].isna().all() and shown.loc[0, "n_group"] == 40.0
+  assert _subcohort_leaks(shown) == []
+  across = b.assign(measure=["minutes", "los"])
+  assert [leak[3:] for leak in _subcohort_leaks(across)] == [("los", 1), ("rows", 1)]
+  shown = cube_env.shown_findings(across, 11)
+  assert shown.loc[1, ["n_group", "n_rest"]].isna().all() and _subcohort_leaks(shown) == []
 
 
 def test_a_depth_two_runs_group_sub_cohorts_give_no_small_count_back():
   """A run to depth 2 on 1,200 rows whose raw findings give 9 back (the Asian men of `race=A & sex=M` with minutes
   less those of its elective sub-cohort, which `urgency=elective & race=A`'s test of sex shows); what is shown gives
-  nothing back by any rule here, and most counts stay shown."""
+  nothing back by any rule here, and most counts stay shown. (The rules before the sub-cohort one hid that count
+  too, through another subtraction; this run guards that the new rule keeps most counts shown.)"""
   df = make_small_df(seed=0, n=1200)
   schema = cube_env.Schema(
     dimensions=["proc", "site", "urgency"], protected=["race", "sex"], measures=["minutes", "complication"]

@@ -813,6 +813,18 @@ def test_plain_sentences_read_a_favorable_measures_direction_from_its_non_event_
     "In the whole table, the mean of cost for race=B differed from the rest of the table (means 12 vs 0); confirmed "
     "on held-out rows."
   )
+  # A review: a measure with values below 0 (no relative difference) reads its direction and standardized gap.
+  change = dict(zero, measure="change", mean_group=10.82, mean_rest=35.72, smd=-0.406, direction="lower")
+  assert finding_sentence(change) == (
+    "In the whole table, the mean of change for race=B was lower than for the rest of the table (means 10.82 vs "
+    "35.72, 0.41 standard deviations apart); confirmed on held-out rows."
+  )
+  # Hidden numbers of an adjusted run say so; a table without `direction` reads explore_z's sign.
+  assert "was lower than for the rest of the table after adjustment for case mix (asa); its numbers" in (
+    finding_sentence(dict(hidden, direction="higher"), favorable=["survived"], adjusted_by=["asa"])
+  )
+  older = {k: v for k, v in hidden.items() if k != "direction"} | {"explore_z": 4.0}
+  assert "the rate of survived for race=B was higher than" in finding_sentence(older)
 
 
 def test_stories_beyond_the_plots_are_counted_with_the_right_verb(monkeypatch):

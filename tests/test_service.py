@@ -710,5 +710,8 @@ def test_health_counts_the_workers_that_heartbeat_and_the_data_dir_is_its_owners
   private = service.root / "elsewhere"
   private.mkdir()
   os.chmod(private, 0o755)
-  assert ServiceConfig(data_dir=str(private)).private_data_dir() == str(private)
+  with pytest.warns(UserWarning, match=r"was open to others \(mode 0755\): made owner-only \(0700\)"):
+    assert ServiceConfig(data_dir=str(private)).private_data_dir() == str(private)
   assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+  assert ServiceConfig(data_dir=str(private / "new")).private_data_dir() == str(private / "new")  # no warning
+  assert stat.S_IMODE(os.stat(private / "new").st_mode) == 0o700

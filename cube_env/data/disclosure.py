@@ -496,17 +496,20 @@ def _group_subcohorts(
 ) -> dict[tuple[tuple, tuple], list[tuple]]:
   """Adds to `values` the counts that a cohort's test of a group shows of the sub-cohort of that group, and returns
   `{(sub-cohort, quantity): [(cohort, test quantity), ...]}`: the tests that show them, with the quantity of theirs
-  to hide (`("group", p, g, m)` for the rows, `("events", p, g, m)` or `("cases_k", p, g, m)` for the others).
+  to hide (`("group", p, g, m)` for its rows with m, `("group_rows", p, g)` for its rows, `("events", p, g, m)` or
+  `("cases_k", p, g, m)` for the others).
 
   c's test of group g of protected column p under measure m shows the rows of c & p = g that have m (`n_group`;
   for a column of two groups its rest is the other group's, `n_rest`) and, where shown, their events and cases of
-  each value. That sub-cohort is the child of c on p and of every c less one filter & p = g, a shown cohort or
+  each value; where the measure is complete in c (the sides hold all of c's rows), its rows. That sub-cohort is the
+  child of c on p and of every c less one filter & p = g, a shown cohort or
   another test's sub-cohort (a service audit: 40 rows of `procedure=cabg & sex=M` less the 35 men of its test in
   `procedure=cabg & site=academic` gave 5 men at the other sites; two group tests' counts 13 and 12 gave 1), so
   `cohort_remainders` compares them as it compares shown cohorts. A quantity a cohort already shows is kept
   (the same rows give the same count)."""
   out: dict[tuple[tuple, tuple], list[tuple]] = {}
   n = {side: _numbers(table, f"{prefix}n_{side}") for side in ("group", "rest")}
+  rows = _numbers(table, f"{prefix}cohort_rows")
   rate = {side: _numbers(table, f"{prefix}mean_{side}") for side in ("group", "rest")}
   cases = {side: _value_cases(table, side, prefix) for side in ("group", "rest")}
   binary, count = _binary(table), _count(table)
@@ -519,8 +522,14 @@ def _group_subcohorts(
     sides = [("group", g)]
     if isinstance(h, str) and h != "rest":  # the other group of two: the test's rest
       sides.append(("rest", _label(h)))
+    # Where the test's sides hold all of c's rows (its measure has no missing value there), a side's count is its
+    # sub-cohort's rows, comparable with any measure's (a review: a child cohort's 35 rows less a sub-cohort's 40).
+    total = rows[i] - n["group"][i] - n["rest"][i]
+    complete = bool(np.isfinite(total)) and round(total) == 0
     for side, group in sides:
       found = {("tested", m): n[side][i]}
+      if complete:
+        found[("rows",)] = n[side][i]
       with np.errstate(invalid="ignore"):
         if binary[i]:
           found |= {
@@ -536,7 +545,12 @@ def _group_subcohorts(
         if np.isfinite(value):
           values.setdefault(sub, {}).setdefault(quantity, float(value))
           # Its rows hide the test's counts and statistics; its events or cases of a value, its statistics.
-          source = ("group", p, g, m) if quantity[0] == "tested" else (quantity[0].removeprefix("all_"), p, g, m)
+          if quantity[0] == "rows":  # shown by every measure's test of p in c: those blocks
+            source = ("group_rows", p, g)
+          elif quantity[0] == "tested":
+            source = ("group", p, g, m)
+          else:
+            source = (quantity[0].removeprefix("all_"), p, g, m)
           out.setdefault((sub, quantity), []).append((cohort, source))
   return out
 

@@ -25,7 +25,9 @@ below 0 (a change score: `CubeMeta.is_signed`) has no relative difference (a
 ratio of its means is meaningless: means of -7 and 31 read "122% lower", and
 the rule passed any gap beside a rest mean near 0; a report audit), so rule 3
 reads its standardized difference (`smd`, the gap in pooled standard
-deviations) against the same number: at least 0.10 of a standard deviation.
+deviations; with case-mix adjustment, of observed minus expected, so in
+residual standard deviations) against the same number: at least 0.10 of a
+standard deviation.
 The others are returned as unconfirmed with the reason.
 
 Reference: Benjamini, Y. & Hochberg, Y. (1995). Controlling the false
@@ -537,7 +539,10 @@ def confirm_candidates(
     rest_events = pd.to_numeric(raw["n_rest"], errors="coerce") * pd.to_numeric(raw["mean_rest"], errors="coerce")
     out[RAW_REST_EVENTS] = np.where((raw["scale"] == "binary").to_numpy(), rest_events.round().to_numpy(), np.nan)
   same_sign = np.sign(again["z"].fillna(0).to_numpy(float)) == np.sign(cand["z"].to_numpy(float))
-  size = np.where(is_signed, pd.to_numeric(again["smd"], errors="coerce").to_numpy(float), np.asarray(rel, float))
+  smd = np.abs(pd.to_numeric(again["smd"], errors="coerce").to_numpy(float))
+  gap = pd.to_numeric(again["diff"], errors="coerce").fillna(0.0).to_numpy(float)
+  smd = np.where((smd == 0) & (gap != 0), np.inf, smd)  # sides without spread (smd 0): a gap of infinitely many sds
+  size = np.where(is_signed, smd, np.asarray(rel, float))
   big = np.abs(np.nan_to_num(size)) >= min_relative_diff
   renewed = again["new"].to_numpy(bool) if new_z is not None else np.ones(len(cand), bool)
   out["confirm_new"] = renewed
@@ -570,7 +575,7 @@ def rule_text(
   parts = [
     f"{_CORRECTION_NAMES[correction]}" + (f" (tilt {tilt:g})" if correction == "weighted" else "") + f" at {q:g}",
     "p = max(Welch, pooled)" if pooled_check else "Welch p",
-    f"relative difference >= {min_relative_diff:.0%} (a measure with values below 0: standardized difference >= "
+    f"relative difference >= {_percent(min_relative_diff)} (a measure with values below 0: standardized difference >= "
     f"{min_relative_diff:g})",
   ]
   if new_z is not None:
@@ -593,6 +598,11 @@ def blank_untested(findings: pd.DataFrame) -> pd.DataFrame:
     table[blank] = table[blank].astype(object)
     table.loc[untested, blank] = None
   return table
+
+
+def _percent(x: float) -> str:
+  """`x` as a percentage with the digits it needs (12.5%, not 12%: a review)."""
+  return f"{100.0 * x:g}%"
 
 
 def _apart(value: float, limit: float, kind: str, digits: int) -> str:
@@ -626,9 +636,9 @@ def _reason(
       "below 0: no relative difference)"
     )
   if not big and not np.isfinite(size):
-    return "relative difference undefined (the rest's mean is 0)"
+    return "relative difference undefined (no ratio to the rest's mean or rate)"
   if not big:
-    return f"relative difference {_apart(abs(size), min_rel, '%', 1)} below {min_rel:.0%}"
+    return f"relative difference {_apart(abs(size), min_rel, '%', 1)} below {_percent(min_rel)}"
   if not new and abs(z) < new_z:
     return f"|z| below {new_z:g} on the confirmation half (the newness re-test's threshold)"
   if not new:

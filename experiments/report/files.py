@@ -33,7 +33,7 @@ CSV_COLUMNS = (
   "group",
   "reference",
   "measure",
-  "direction",  # the group's mean or rate against its reference: "higher" or "lower" (shown where numbers are not)
+  "direction",  # the group's (adjusted) mean or rate against its reference: "higher" or "lower", where numbers are not
   "scale",
   "cohort_rows",
   "n_group",

@@ -276,18 +276,27 @@ def finding_sentence(
     rest = f"{row['protected']}={row['reference']}"
   head = f"In {where}, {subject} for {row['protected']}={row['group']}"
   rel, g, r = row.get("relative_diff"), row.get("mean_group"), row.get("mean_rest")
-  if _blank(g) or _blank(r):
-    sign = {"higher": 1.0, "lower": -1.0}.get(row.get("direction"), 0.0) * (-1.0 if flip else 1.0)  # of the events
-    how = "differed from" if sign == 0 else f"was {'higher' if sign > 0 else 'lower'} than for"
-    why = "" if _blank(row.get("hidden")) else f" ({_once(str(row['hidden']))})"
-    return f"{head} {how} {rest}; its numbers are hidden by the small-cell rule{why}; confirmed on held-out rows."
   adjusted = f" after adjustment for case mix ({', '.join(adjusted_by)})" if adjusted_by else ""
+  # The gap's direction (`direction`, which the small-cell rule leaves; a findings table without it: explore_z's
+  # sign, which confirmation kept), of the events for a favorable measure, whose rates of no event are the subject.
+  z = row.get("explore_z")
+  sign = {"higher": 1.0, "lower": -1.0}.get(row.get("direction"), 0.0 if _blank(z) else float(np.sign(float(z))))
+  sign *= -1.0 if flip else 1.0
+  how = "differed from" if sign == 0 else f"was {'higher' if sign > 0 else 'lower'} than for"
+  if _blank(g) or _blank(r):
+    why = "" if _blank(row.get("hidden")) else f" ({_once(str(row['hidden']))})"
+    return (
+      f"{head} {how} {rest}{adjusted}; its numbers are hidden by the small-cell rule{why}; confirmed on held-out rows."
+    )
   if flip:
     shown = f"excess rates of {m} over expected" if adjusted_by else f"rates of {m}"
   else:
     shown = adjusted_means.format(m=m) if adjusted_by else means
-  if _blank(rel):  # no relative difference (the rest's mean is 0): the means alone
-    return f"{head} differed from {rest}{adjusted} ({shown} {number_text(g)} vs {number_text(r)}); confirmed on held-out rows."
+  if _blank(rel):  # no relative difference (a measure with values below 0, or no ratio): the means, the smd
+    smd = "" if _blank(row.get("smd")) else f", {abs(float(row['smd'])):.2f} standard deviations apart"
+    return (
+      f"{head} {how} {rest}{adjusted} ({shown} {number_text(g)} vs {number_text(r)}{smd}); confirmed on held-out rows."
+    )
   rel = float(rel)
   ci = _percent_ci(rel, row.get("relative_ci_low"), row.get("relative_ci_high"))
   return (

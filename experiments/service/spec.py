@@ -12,6 +12,8 @@ import ipaddress
 import json
 import os
 import re
+import stat
+import warnings
 from typing import Any
 
 import cube_env
@@ -65,9 +67,22 @@ class ServiceConfig:
 
   def private_data_dir(self) -> str:
     """Makes `data_dir` (stored tables, and jobs' search state without the small-cell rule) and returns it, readable by
-    its owner only (0700) whatever the umask, so nothing under it is (a service audit: 0755 and 0644 by default)."""
+    its owner only (0700) whatever the umask, so nothing under it is (a service audit: 0755 and 0644 by default). An
+    existing directory open to others is closed with a warning naming its old mode; ValueError naming it where that
+    is not ours to do."""
     os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
-    os.chmod(self.data_dir, 0o700)
+    mode = stat.S_IMODE(os.stat(self.data_dir).st_mode)
+    if mode & 0o077:
+      try:
+        os.chmod(self.data_dir, 0o700)
+      except PermissionError:
+        raise ValueError(
+          f"data_dir {self.data_dir!r} is open to others (mode {mode:04o}) and not ours to close: it will hold health "
+          "data; give one this user owns"
+        ) from None
+      warnings.warn(
+        f"data_dir {self.data_dir!r} was open to others (mode {mode:04o}): made owner-only (0700)", stacklevel=2
+      )
     return self.data_dir
 
 

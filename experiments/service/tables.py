@@ -135,8 +135,8 @@ def content_hash(data: bytes) -> str:
 def store_table(data: bytes, config: ServiceConfig) -> str:
   """Writes the bytes to DATA_DIR/tables/<hash>.<csv|parquet> (once) and returns the path."""
   ext = "parquet" if data[:4] == PARQUET_MAGIC else "csv"
-  directory = os.path.join(config.private_data_dir(), "tables")
-  os.makedirs(directory, exist_ok=True)
+  directory = os.path.join(config.data_dir, "tables")  # under the owner-only data_dir (`make_app`)
+  os.makedirs(directory, mode=0o700, exist_ok=True)
   path = os.path.join(directory, f"{content_hash(data)}.{ext}")
   if not os.path.exists(path):
     tmp = f"{path}.{os.getpid()}.tmp"
