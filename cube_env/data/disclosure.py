@@ -19,6 +19,7 @@ that a cohort's count less its shown children's would give back
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -432,8 +433,45 @@ def _label(value) -> str:
   return "\x00missing" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
-def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tuple, float]]:
-  """`{cohort: {quantity: value}}` of the `prefix` half's shown counts (`_cohort_of` the cohort).
+class _Tests(NamedTuple):
+  """A findings table's tests as the cohort rules read them, for one half (`_tests`)."""
+
+  keys: list[tuple]  # [rows] (cohort (`_cohort_of`; None without filters), protected, group, measure, pair)
+  rows: np.ndarray  # [rows] the cohort's rows
+  n: dict[str, np.ndarray]  # side ("group", "rest") -> [rows] its rows
+  rate: dict[str, np.ndarray]  # side -> [rows] its mean (a rate for a binary measure)
+  cases: dict[str, np.ndarray]  # side -> [rows, MOST_VALUES] its cases with each value (`_value_cases`)
+  raw_rest: np.ndarray  # [rows] an adjusted run's unadjusted rest events (`RAW_REST_EVENTS`; NaN elsewhere)
+  binary: np.ndarray  # [rows] bool
+  count: np.ndarray  # [rows] bool
+
+
+def _tests(table: pd.DataFrame, prefix: str) -> _Tests:
+  """The `prefix` half's shown numbers of `table`'s tests, read once for `_cohort_quantities` and
+  `_group_subcohorts`. A column of two groups tests one: its rest is the other group (`reference`), the key's
+  `pair` (None for a column of more groups)."""
+  other = table["reference"] if "reference" in table.columns else pd.Series([None] * len(table), index=table.index)
+  keys = [
+    (_cohort_of(filters), p, g, m, _label(h) if isinstance(h, str) and h != "rest" else None)
+    for filters, p, g, m, h in zip(
+      table["filters"], table["protected"].map(_label), table["group"].map(_label), table["measure"].map(_label), other
+    )
+  ]
+  sides = ("group", "rest")
+  return _Tests(
+    keys=keys,
+    rows=_numbers(table, prefix + "cohort_rows"),
+    n={side: _numbers(table, f"{prefix}n_{side}") for side in sides},
+    rate={side: _numbers(table, f"{prefix}mean_{side}") for side in sides},
+    cases={side: _value_cases(table, side, prefix) for side in sides},
+    raw_rest=_numbers(table, RAW_REST_EVENTS) if prefix == "" else np.full(len(table), np.nan),
+    binary=_binary(table),
+    count=_count(table),
+  )
+
+
+def _cohort_quantities(tests: _Tests) -> dict[tuple, dict[tuple, float]]:
+  """`{cohort: {quantity: value}}` of a half's shown counts (`_tests`; `_cohort_of` the cohort).
 
   Quantities: `("rows",)` the cohort's rows; `("tested", m)` its rows with measure m; `("group", p, g, m)` and
   `("rest", p, g, m)` a test's sides' rows; `("group_rows", p, g)` the largest count group g shows under any
@@ -446,22 +484,15 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
   whichever group it tests, so a parent's test of one group less its children's tests of another give a child's).
   """
   out: dict[tuple, dict[tuple, float]] = {}
-  rows, n_g, n_r = (_numbers(table, prefix + c) for c in ("cohort_rows", "n_group", "n_rest"))
-  r_g, r_r = _numbers(table, prefix + "mean_group"), _numbers(table, prefix + "mean_rest")
-  raw_rest = _numbers(table, RAW_REST_EVENTS) if prefix == "" else np.full(len(table), np.nan)
-  binary, count = _binary(table), _count(table)
-  cases, rest_cases = _value_cases(table, "group", prefix), _value_cases(table, "rest", prefix)
-  keys = zip(table["filters"], table["protected"].map(_label), table["group"].map(_label), table["measure"].map(_label))
-  # A column of two groups tests one: its rest is the other group (`reference`), whose rows it shows as well.
-  other = table["reference"] if "reference" in table.columns else pd.Series([None] * len(table), index=table.index)
-  for i, ((filters, p, g, m), h) in enumerate(zip(keys, other)):
-    cohort = _cohort_of(filters)
+  rows, n_g, n_r, r_g, r_r = tests.rows, tests.n["group"], tests.n["rest"], tests.rate["group"], tests.rate["rest"]
+  raw_rest, binary, count = tests.raw_rest, tests.binary, tests.count
+  cases, rest_cases = tests.cases["group"], tests.cases["rest"]
+  for i, (cohort, p, g, m, pair) in enumerate(tests.keys):
     if cohort is None:
       continue
     values = out.setdefault(cohort, {})
     found = {("rows",): rows[i], ("tested", m): n_g[i] + n_r[i], ("group", p, g, m): n_g[i], ("rest", p, g, m): n_r[i]}
-    pair = _label(h) if isinstance(h, str) and h != "rest" else None  # the other group of two, or None
-    if pair is not None:
+    if pair is not None:  # the other group of two: the test shows its rows as well
       found |= {("group", p, pair, m): n_r[i], ("rest", p, pair, m): n_g[i]}
     if binary[i]:
       found |= {
@@ -491,9 +522,7 @@ def _cohort_quantities(table: pd.DataFrame, prefix: str) -> dict[tuple, dict[tup
   return out
 
 
-def _group_subcohorts(
-  table: pd.DataFrame, prefix: str, values: dict[tuple, dict[tuple, float]]
-) -> dict[tuple[tuple, tuple], list[tuple]]:
+def _group_subcohorts(tests: _Tests, values: dict[tuple, dict[tuple, float]]) -> dict[tuple[tuple, tuple], list[tuple]]:
   """Adds to `values` the counts that a cohort's test of a group shows of the sub-cohort of that group, and returns
   `{(sub-cohort, quantity): [(cohort, test quantity), ...]}`: the tests that show them, with the quantity of theirs
   to hide (`("group", p, g, m)` for its rows with m, `("group_rows", p, g)` for its rows, `("events", p, g, m)` or
@@ -508,20 +537,11 @@ def _group_subcohorts(
   `cohort_remainders` compares them as it compares shown cohorts. A quantity a cohort already shows is kept
   (the same rows give the same count)."""
   out: dict[tuple[tuple, tuple], list[tuple]] = {}
-  n = {side: _numbers(table, f"{prefix}n_{side}") for side in ("group", "rest")}
-  rows = _numbers(table, f"{prefix}cohort_rows")
-  rate = {side: _numbers(table, f"{prefix}mean_{side}") for side in ("group", "rest")}
-  cases = {side: _value_cases(table, side, prefix) for side in ("group", "rest")}
-  binary, count = _binary(table), _count(table)
-  other = table["reference"] if "reference" in table.columns else pd.Series([None] * len(table), index=table.index)
-  keys = zip(table["filters"], table["protected"].map(_label), table["group"].map(_label), table["measure"].map(_label))
-  for i, ((filters, p, g, m), h) in enumerate(zip(keys, other)):
-    cohort = _cohort_of(filters)
+  n, rows, rate, cases, binary, count = tests.n, tests.rows, tests.rate, tests.cases, tests.binary, tests.count
+  for i, (cohort, p, g, m, pair) in enumerate(tests.keys):
     if cohort is None or any(column == p for column, _ in cohort):
       continue
-    sides = [("group", g)]
-    if isinstance(h, str) and h != "rest":  # the other group of two: the test's rest
-      sides.append(("rest", _label(h)))
+    sides = [("group", g)] + ([("rest", pair)] if pair is not None else [])  # the other group of two: the rest
     # Where the test's sides hold all of c's rows (its measure has no missing value there), a side's count is its
     # sub-cohort's rows, comparable with any measure's (a review: a child cohort's 35 rows less a sub-cohort's 40).
     total = rows[i] - n["group"][i] - n["rest"][i]
@@ -575,10 +595,11 @@ def cohort_remainders(
   if not len(table) or not {"filters", "protected", "group", "measure"} <= set(table.columns):
     return []
   limit = disclosure_limit(min_group)
-  values = _cohort_quantities(table, prefix)
+  tests = _tests(table, prefix)
+  values = _cohort_quantities(tests)
   if total_rows is not None and np.isfinite(total_rows):
     values.setdefault((), {}).setdefault(("rows",), float(total_rows))
-  shown_by = _group_subcohorts(table, prefix, values)
+  shown_by = _group_subcohorts(tests, values)
   children: dict[tuple, list[tuple]] = {}
   for cohort in values:
     for item in cohort:

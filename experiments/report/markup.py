@@ -263,10 +263,7 @@ def finding_sentence(
   rule leaves: `cube_env.shown_findings`) and why (`hidden`). `binary`: the binary measures, which case-mix adjustment
   tests as excess rates (their rows' scale is then "linear"), so that they still read as rates.
   """
-  scale = row.get("scale") if row.get("scale") in SUBJECTS else "linear"
-  if adjusted_by and row["measure"] in binary:
-    scale = "binary"
-  subject, means, adjusted_means = SUBJECTS[scale]
+  subject, means, adjusted_means = SUBJECTS[_scale(row, adjusted=bool(adjusted_by), binary=binary)]
   m = str(row["measure"])
   flip = m in favorable  # a favorable measure is binary (scale "linear" once adjusted): its non-event rates
   subject = ("the rate of no {m}" if flip else subject).format(m=m)
@@ -393,13 +390,18 @@ def _measures_where(run: cube_env.Discovery, flag: str) -> list[str]:
   return [m for m, b in zip(meta.measure_names, getattr(meta, flag)) if b]
 
 
+def _scale(row: dict, *, adjusted: bool, binary: list | tuple) -> str:
+  """The `SUBJECTS` key of a finding: its row's scale, "binary" for a binary measure that adjustment tests as excess
+  rates (its row's scale "linear"), "linear" for any scale without one."""
+  if adjusted and row["measure"] in binary:
+    return "binary"
+  return row.get("scale") if row.get("scale") in SUBJECTS else "linear"
+
+
 def _plot_label(row: dict, *, adjusted: bool, binary: list | tuple) -> str:
   """The finding plot's y label: the measure and what its plotted means are (`SUBJECTS`, adjusted or not; a report
   audit: adjusted observed / expected ratios were labelled as the measure's geometric mean)."""
-  scale = row.get("scale") if row.get("scale") in SUBJECTS else "linear"
-  if adjusted and row["measure"] in binary:
-    scale = "binary"
-  _, means, adjusted_means = SUBJECTS[scale]
+  _, means, adjusted_means = SUBJECTS[_scale(row, adjusted=adjusted, binary=binary)]
   template = adjusted_means if adjusted else means
   return template.format(m=row["measure"]) if "{m}" in template else f"{row['measure']} ({template})"
 
@@ -409,15 +411,14 @@ def render_html(
 ) -> str:
   confirmed = table[table["confirmed"].astype(bool)] if len(table) else table
   other = table[~table["confirmed"].astype(bool)] if len(table) else table
+  adjusted, binary = bool(info.get("adjusted_by")), _binary(run)
   parts = [
     '<?xml version="1.0" encoding="utf-8"?>',
     "<!DOCTYPE html>",
     '<html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head><meta charset="utf-8"/>',
     f"<title>Disparity findings: {esc(info['data'])}</title><style>{STYLE}</style></head><body>",
     "<h1>Disparity findings</h1>",
-    _plain_words(
-      confirmed, info, favorable=getattr(run.config, "favorable", ()), config=run.config, binary=_binary(run)
-    ),
+    _plain_words(confirmed, info, favorable=getattr(run.config, "favorable", ()), config=run.config, binary=binary),
     f"<h2>Summary</h2>{_summary_table(info)}",
   ]
   if "truth" in info:
@@ -433,7 +434,6 @@ def render_html(
     f"{_scales_note(table, favorable=getattr(run.config, 'favorable', ()), signed=_signed(run))}</p>"
     f"{_stories_table(confirmed)}"
   )
-  adjusted, binary = bool(info.get("adjusted_by")), _binary(run)
   plots = [
     _img(
       finding_plot(r, ylabel=_plot_label(r, adjusted=adjusted, binary=binary)),
