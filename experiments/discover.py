@@ -41,7 +41,7 @@ from experiments import (
   report,
 )
 from experiments.launch import compile_cache
-from experiments.launch.errors import UsageError, run_command
+from experiments.launch.errors import UsageError, flag_error, run_command
 from experiments.launch.resume import flag, peek_flag
 
 _DEFAULTS = cube_env.DiscoveryConfig()  # the library's defaults are the command's
@@ -308,14 +308,13 @@ def run(args: Args, *, fresh: bool = True) -> dict:
   if state_dir is not None and fresh:
     journal.clear(state_dir)
     save_settings(args, state_dir)
-  bar = tqdm(
-    total=args.budget,
-    unit="query",
-    desc=f"{args.method} search",
-    disable=not args.progress,
-    file=sys.stderr,
-    leave=False,
-  )
+  bar = None  # opened once the search starts (a split refused while preparing printed "0%" before its error)
+
+  def stage(name: str) -> None:
+    nonlocal bar
+    if name == "searching":
+      kw = dict(unit="query", desc=f"{args.method} search", disable=not args.progress, file=sys.stderr, leave=False)
+      bar = tqdm(total=args.budget, **kw)
 
   def progress(used: int) -> None:
     bar.update(used - bar.n)
@@ -326,6 +325,7 @@ def run(args: Args, *, fresh: bool = True) -> dict:
       schema,
       method=args.method,
       progress=progress,
+      stage=stage,
       state_dir=state_dir,
       save_every=args.save_every,
       budget=args.budget,
@@ -349,7 +349,8 @@ def run(args: Args, *, fresh: bool = True) -> dict:
       method_options=tuple(options.items()),
     )
   finally:
-    bar.close()
+    if bar is not None:
+      bar.close()
   score = cube_env.truth_score(result, truth) if truth is not None else None
   planted = report.planted_table(result, truth) if truth is not None else None
   paths = report.write_report(result, args.out, source=source, truth=score, planted=planted)
@@ -385,13 +386,16 @@ def main(argv: list[str] | None = None) -> int:
 def _as_flags(message: str) -> str:
   """The library's names in an error as this command's flags: schema fields (`schema.dimensions` -> `--dimensions`)
   anywhere, and a setting that opens the message (`max_depth must be ...` -> `--max-depth must be ...`; the
-  settings of `cube_env.DiscoveryConfig` and the beam's width that this command sets from a flag of that name)."""
+  settings of `cube_env.DiscoveryConfig` and the beam's width that this command sets from a flag of that name), and
+  such a setting anywhere as the subject of a value or a rule (`launch.errors.flag_error`)."""
   for role in ingest.ROLES:
     message = message.replace(f"schema.{role}", flag("adjust" if role == "adjusters" else role))
   for name in _SETTING_FLAGS:
     if message.startswith(name + " "):
-      return flag(name.replace(" ", "_")) + message[len(name) :]
-  return message
+      message = flag(name.replace(" ", "_")) + message[len(name) :]
+      break
+  # and one written as the subject of a setting anywhere (`min_group = 11`, `min_group must be lower`)
+  return str(flag_error(ValueError(message), [n for n in _SETTING_FLAGS if " " not in n]))
 
 
 # The library's settings that are also this command's flags (the same name, `_` as `-`); "beam width" is how the

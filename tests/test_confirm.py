@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cube_env
-from cube_env.data import adjust
+from cube_env.data import adjust, holdout
 from cube_env.discovery import cohorts, confirm, pipeline
 from tests.conftest import SMALL_SCHEMA, make_small_df
 
@@ -343,6 +343,54 @@ def test_halves_share_coding_and_partition_rows():
       values = np.log(rows[name]) if cube.meta.is_log[m] else rows[name]
       mean = cube.meta.shift[m] + stats[:, m, 1].sum() / stats[:, m, 0].sum()
       assert mean == pytest.approx(values.mean(), rel=1e-5)
+
+
+def test_a_fraction_that_leaves_a_half_too_few_rows_is_refused_naming_it():
+  """explore_fraction 0.999 of 5,000 rows ran with 4 confirmation rows, and the report said "4 confirmation" (a count
+  under the small-cell limit) beside candidates none of which could be tested: each half needs a group and a rest of
+  min_group rows, or the run is refused before any search, the count in the message redacted."""
+  df = make_small_df(n=2000)
+  config = cube_env.DiscoveryConfig(method="greedy", budget=5, explore_fraction=0.995)
+  mask = cube_env.split_rows(df, seed=0, fraction=0.995)
+  assert 1 <= int((~mask).sum()) <= 10  # the case: a count that must not be shown
+  with pytest.raises(ValueError) as err:
+    pipeline.prepare(df, SMALL_SCHEMA, config)
+  assert str(err.value) == (
+    "the confirmation half holds fewer than 11 rows of the table's 2000 rows at explore_fraction = 0.995; each half "
+    "needs at least 22 rows, a group and a rest of min_group = 11 each: explore_fraction must move toward 0.5 (or use "
+    "more rows)"
+  )
+  assert pipeline.min_halves(cube_env.DiscoveryConfig(min_group=20.5)) == 41
+  mask = cube_env.split_rows(df, seed=0, fraction=0.02)
+  assert 22 <= int(mask.sum()) < 41  # enough for min_group 11, not for 20.5
+  holdout.check_halves(mask, fraction=0.02, min_rows=22)
+  with pytest.raises(ValueError, match=r"the exploration half holds \d+ rows of the table's 2000 rows at explore_fr"):
+    holdout.check_halves(mask, fraction=0.02, min_rows=41)
+  with pytest.raises(
+    ValueError, match=r"min_group = 500.5 each: min_group must be lower \(or use more rows\)"
+  ):  # half the table would not do either
+    holdout.check_halves(mask, fraction=0.02, min_rows=1001)
+  one_row = "exploration half holds 0 rows of the table's 2000 rows at explore_fraction = 1e-300; each half needs at "
+  with pytest.raises(ValueError, match=one_row + "least 1 row: explore_fraction must move"):
+    cube_env.split_cubes(df, SMALL_SCHEMA, seed=0, fraction=1e-300)  # one row at least, with no min_group
+
+
+def test_a_side_without_rows_has_no_mean_difference_or_z(small_cube):
+  """A candidate whose cohort or group is absent from the confirmation half showed the measure's shift as both means
+  (30.2 against 30.2 over 0 rows) and a relative difference of 0 with the interval 0 to 0; the rest's mean stays
+  where the rest has rows."""
+  meta = small_cube.meta
+  cmp = dict(n_group=0.0, n_rest=40.0, mean_group=3.4, mean_rest=3.6, diff=-0.2, ci_low=-0.2, ci_high=-0.2)
+  cmp.update(ratio=0.8, smd=0.0, z=0.0, p_value=1.0)
+  row = cohorts.finding_row(meta, {}, 40.0, 0, 0, 0, cmp, False, False, min_group=11)
+  assert row["n_group"] == 0 and row["n_rest"] == 40 and row["mean_rest"] == pytest.approx(np.exp(3.6))
+  blank = ("mean_group", "diff", "ci_low", "ci_high", "ratio", "smd", "z", "p_value")
+  assert [row[k] for k in blank] == [None] * len(blank)
+  both = cohorts.finding_row(meta, {}, 0.0, 0, 0, 0, {**cmp, "n_rest": 0.0}, False, False, min_group=11)
+  assert both["mean_rest"] is None and both["mean_group"] is None
+  assert np.isnan(confirm.relative_difference({**both, "scale": "log"}, adjusted=False, favorable=False))
+  kept = cohorts.finding_row(meta, {}, 80.0, 0, 0, 0, {**cmp, "n_group": 40.0}, False, False, min_group=11)
+  assert kept["mean_group"] == pytest.approx(np.exp(3.4)) and kept["z"] == 0.0 and kept["p_value"] == 1.0
 
 
 def test_expected_values_are_stratum_means_of_the_fitting_rows():

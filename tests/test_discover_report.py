@@ -183,7 +183,9 @@ def test_a_rare_outcomes_small_event_counts_are_never_shown(tmp_path, capsys):
         for count in (np.round(n * rate), np.round(n * (1 - rate))):
           assert not ((count >= 1) & (count < 15)).any(), (prefix, side)
   assert bool(found[found.scale == "binary"].confirmed.any())  # a confirmed finding is hidden too, not dropped
-  assert "complication" in printed and "None" in printed
+  rows = [line.split() for line in printed.splitlines() if " complication " in line]
+  assert rows and all(r[r.index("complication") + 3 : r.index("complication") + 5] == ["-", "-"] for r in rows)
+  assert "None" not in printed and "nan" not in printed.lower().split()  # blank numbers print as "-"
   assert " 1094 " in printed and "e+03" not in printed  # counts print whole (n_rest of the whole table's rest)
 
 
@@ -245,7 +247,11 @@ def test_bad_input_gives_clear_errors(csv_path, tmp_path, capsys):
       ["--data", csv_path, "--dimensions", "proc", "proc", "--protected", "race", "--measures", "minutes"],
       "column 'proc' is listed twice in --dimensions",
     ),
-    (["--data", csv_path, *FLAGS, "--min-group", "3000"], "empty cohort space"),
+    (
+      ["--data", csv_path, *FLAGS, "--min-group", "3000"],
+      "needs at least 6000 rows, a group and a rest of --min-group = 3000 each: --min-group must be lower",
+    ),
+    (["--data", csv_path, *FLAGS, "--min-group", "700"], "empty cohort space"),
     (["--data", csv_path, *FLAGS, "--budget", "0"], "--budget"),
     (["--data", csv_path, *FLAGS, "--method", "muzero", "--checkpoint", str(tmp_path / "a.npz")], "no such file"),
     (["--data", csv_path, *FLAGS, "--agent-mode", "episodes"], "--agent-mode is only used by --method muzero"),
@@ -782,6 +788,20 @@ def test_console_gives_reasons_intervals_floored_p_values_and_plurals(capsys):
   lines = capsys.readouterr().out.splitlines()
   assert lines[2].startswith("1 candidate (new findings on the exploration half), 0 confirmed in 0 stories (")
   assert "relative_ci" not in lines[3] and lines[3].split()[-4:] == ["z", "p_adjusted", "confirmed", "reason"]
+
+
+def test_console_writes_a_blank_number_as_a_dash_never_none_nan_or_na(capsys):
+  """An untested candidate's blank numbers (a hidden count, a side without rows) and the precision of no reported
+  findings printed as None, NaN, <NA> and nan beside each other (an audit's run with --explore-fraction 0.99)."""
+  table = _report_table(relative_ci_low=[0.41, np.nan], relative_ci_high=[0.6, np.nan])
+  table.loc[1, ["n_rest", "mean_group", "mean_rest", "relative_diff", "z", "p_adjusted"]] = np.nan
+  score = {"confirmed": {"n_truth": 8, "recall": 0.0, "precision": float("nan"), "n_false": 0, "n_reported": 0}}
+  print_summary(_console_run(table), source="er.csv", score=score, paths={"report.html": "out/report.html"}, show=10)
+  out = capsys.readouterr().out
+  assert not {"None", "NaN", "nan", "<NA>"} & set(out.split()), out
+  other = out.splitlines()[5].split()
+  assert other[other.index("readmitted") + 1 :][:9] == ["-"] * 8 + ["False"]  # n_group to p_adjusted
+  assert "truth (confirmed): 8 planted; recall 0.00; precision - (0 false of 0)" in out
 
 
 def test_console_says_why_a_confirmed_findings_numbers_are_hidden(capsys):

@@ -145,6 +145,10 @@ def test_label_helpers_name_cohorts(small_cube):
   assert cube_env.codes_to_filters(meta, [-1] * 6) == {}
   assert cube_env.cohort_label({"proc": "A", "site": "s2"}) == "proc=A & site=s2"
   assert cube_env.cohort_label({}) == "(all cases)"
+  # A category holding " & " made two cohorts one label (an audit): it is quoted, as a column name holding "=" is.
+  assert cube_env.cohort_label({"site": "North & South"}) == 'site="North & South"'
+  assert cube_env.cohort_label({"site": "North", "South": "x"}) == "site=North & South=x"
+  assert cube_env.cohort_label({"a=b": '"q"', "c": "d=e"}) == '"a=b"="\\"q\\"" & c=d=e'
   with pytest.raises(ValueError, match="column 'proc' has no category 'Z'"):
     cube_env.filters_to_codes(meta, {"proc": "Z"})
   with pytest.raises(ValueError, match="unknown filter column 'nope'"):

@@ -270,6 +270,10 @@ def test_bad_input_is_a_clear_4xx(service, table):
     assert r.status_code == 422 and r.json()["detail"]["field"] == field, (field, value, r.text)
   r = service.submit({**SETTINGS, "favorable": ["minutes"]}, table)  # known only with the table: not binary
   assert r.status_code == 422 and r.json()["detail"]["field"] == "favorable" and "is not binary" in r.text
+  for tiny in (1e-300, 1 - 1e-9):  # known only with the table: a half without the rows a run needs (an audit)
+    r = service.submit({**SETTINGS, "explore_fraction": tiny}, table)
+    assert r.status_code == 422 and r.json()["detail"]["field"] == "explore_fraction", r.text
+    assert "holds 0 rows of the table's" in r.text and "each half needs at least 22 rows" in r.text
   r = service.client.post("/jobs", files={"settings": ("s.json", json.dumps(SETTINGS)), "file": ("a.csv", table)})
   assert r.status_code == 422 and r.json()["detail"] == {
     "field": "settings",
@@ -343,7 +347,11 @@ def test_bad_input_is_a_clear_4xx(service, table):
 
 
 def test_a_failing_job_reports_its_error(service, table):
-  job_id = service.submit({**SETTINGS, "min_group": 5000}, table).json()["id"]  # no cohort that large
+  r = service.submit({**SETTINGS, "min_group": 5000}, table)  # halves too small for it: refused at submission
+  assert (
+    r.status_code == 422 and r.json()["detail"]["field"] == "explore_fraction" and "min_group must be lower" in r.text
+  )
+  job_id = service.submit({**SETTINGS, "min_group": 400}, table).json()["id"]  # halves of ~1,000 rows, no cohort of 800
 
   def failed():
     s = service.client.get(f"/jobs/{job_id}").json()
@@ -398,7 +406,8 @@ def test_parquet_upload_and_cancel(service, table):
   assert r.status_code == 202 and r.json()["cached"] is False
   csv_job = service.submit(SETTINGS, table).json()
   assert csv_job["cached"] is True  # the first test's job
-  parquet_found = service.client.get(f"/jobs/{service.finish(r.json()['id'])['id']}/findings.json").json()
+  parquet_found_id = service.finish(r.json()["id"])["id"]
+  parquet_found = service.client.get(f"/jobs/{parquet_found_id}/findings.json").json()
   csv_found = service.client.get(f"/jobs/{csv_job['id']}/findings.json").json()
   assert parquet_found["findings"] == csv_found["findings"]
   # Three long jobs on two workers: two run, one waits; cancel all three.
@@ -410,6 +419,8 @@ def test_parquet_upload_and_cancel(service, table):
   _wait(lambda: sorted(statuses()) == ["queued", "started", "started"], 60, "two started, one queued", statuses)
   # The queued job first: were a started job stopped first, its worker could take the queued one before its cancel.
   queued = next(i for i in ids if service.client.get(f"/jobs/{i}").json()["status"] == "queued")
+  r = service.client.delete(f"/jobs/{queued}", params={"purge": "true"})  # an active job is stopped before a purge
+  assert r.status_code == 409 and r.json()["detail"]["field"] == "purge" and "stop it first" in r.text, r.text
   for job_id in [queued] + [i for i in ids if i != queued]:
     assert service.client.delete(f"/jobs/{job_id}").status_code == 200
   # 90 s: on 2 loaded cores (the whole suite beside it) a started job took over 30 s to see its stop once
@@ -424,6 +435,29 @@ def test_parquet_upload_and_cancel(service, table):
   _wait(lambda: statuses() == ["stopped"] * 3, 90, "the canceled job, started regardless, stopped", statuses)
   assert service.client.get(f"/jobs/{queued}").json()["progress"]["queries"] < LONG["budget"]
   connection.close()
+  # Purge (an ops audit: nothing removed a finished job's table and raw search state): an ended job's record and
+  # files go, its table too once no other job names it.
+  data = service.root / "data"
+  parquet_table = data / "tables" / f"{tables.content_hash(parquet.getvalue())}.parquet"
+  csv_table = data / "tables" / f"{tables.content_hash(table)}.csv"
+  assert parquet_table.exists() and csv_table.exists() and (data / "jobs" / queued / "state").is_dir()
+  r = service.client.delete(f"/jobs/{queued}", params={"purge": "true"})
+  assert r.status_code == 200 and r.json() == {
+    "id": queued,
+    "was": "stopped",
+    "table_removed": False,
+    "status": "purged",
+  }, r.text
+  assert not (data / "jobs" / queued).exists() and csv_table.exists()  # other jobs name the CSV
+  assert service.client.get(f"/jobs/{queued}").status_code == 404
+  assert queued not in {j["id"] for j in service.client.get("/jobs").json()["jobs"]}
+  r = service.client.delete(f"/jobs/{parquet_found_id}", params={"purge": "true"})
+  assert r.status_code == 200 and r.json()["was"] == "finished" and r.json()["table_removed"] is True, r.text
+  assert not parquet_table.exists() and not (data / "jobs" / parquet_found_id).exists()
+  assert service.client.delete(f"/jobs/{parquet_found_id}", params={"purge": "true"}).status_code == 404
+  again = service.submit(SETTINGS, parquet.getvalue(), name="cases.parquet")  # a purged job runs afresh
+  assert again.status_code == 202 and again.json()["id"] == parquet_found_id and again.json()["cached"] is False
+  assert parquet_table.exists() and service.finish(parquet_found_id)["status"] == "finished"
 
 
 def test_a_stop_whose_message_was_lost_still_stops_the_job(service, table):

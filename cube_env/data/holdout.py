@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cube_env.data import adjust as adj
+from cube_env.data.disclosure import SMALL_CELL, redact_counts
 from cube_env.data.ingest import Cube, CubeMeta, cells_from_codes, check_scalars, encode_table
 from cube_env.data.schema import Schema
 
@@ -72,6 +73,26 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
   return unit < fraction
 
 
+def check_halves(explore: np.ndarray, *, fraction: float, min_rows: int = 1) -> None:
+  """ValueError naming `explore_fraction` when a half of the split (`split_rows`' mask) holds fewer than `min_rows`
+  rows. A discovery run asks for two sides of `min_group` rows in each half (`pipeline.prepare`): with fewer, no
+  test could run there, so a fraction near 0 or 1 is refused before any search (it ran, and a report showed "4
+  confirmation" rows); counts from 1 to 10 in the message read "fewer than 11 rows" (`redact_counts`). The advice
+  is to move the fraction toward 0.5 where half the table would do, else fewer rows per side or a larger table."""
+  for name, n in (("exploration", int(explore.sum())), ("confirmation", int((~explore).sum()))):
+    if n < min_rows:
+      rows = redact_counts(f"{n} rows", SMALL_CELL)
+      table = redact_counts(f"{explore.size} rows", SMALL_CELL)
+      need = f"at least {min_rows} row{'s' * (min_rows != 1)}" + (
+        f", a group and a rest of min_group = {min_rows / 2:g} each" * (min_rows > 1)
+      )
+      advice = "explore_fraction must move toward 0.5" if explore.size // 2 >= min_rows else "min_group must be lower"
+      raise ValueError(
+        f"the {name} half holds {rows} of the table's {table} at explore_fraction = {fraction:g}; each half needs "
+        f"{need}: {advice} (or use more rows)"
+      )
+
+
 def _keyed(column: pd.Series) -> bool:
   """Whether `hash_pandas_object`'s key reaches the column's hash: text and objects, and categories whose categories
   are (pandas hashes a categorical by its categories: integer ones ignore the key, an audit's seeds 0-2 split alike)."""
@@ -105,8 +126,6 @@ class Halves:
 
 
 def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, summary, is_ratio=()) -> Cube:
-  if not rows.any():
-    raise ValueError("a half of the split has no rows; the table is too small to split")
   v = values[rows]
   shift = np.nan_to_num(np.nanmean(np.where(np.isnan(v).all(axis=0, keepdims=True), 0.0, v), axis=0))
   cell_codes, n, stats = cells_from_codes(codes[rows], v, shift)
@@ -141,6 +160,7 @@ def split_cubes(
   adjusters: Sequence[str] = (),
   max_categories: int = 12,
   n_bins: int = 4,
+  min_rows: int = 1,
 ) -> Halves:
   """Codes the table once and builds the exploration and confirmation cubes.
 
@@ -150,9 +170,11 @@ def split_cubes(
     fraction: share of rows in the exploration half.
     adjusters: columns for case-mix adjustment (default: none).
     max_categories, n_bins: as in `build_cube`.
+    min_rows: fewest rows a half may hold (`check_halves`; `pipeline.prepare` asks for 2 * min_group).
   """
   codes, values, meta = encode_table(df, schema, max_categories=max_categories, n_bins=n_bins)
   explore = split_rows(df, seed=seed, fraction=fraction)
+  check_halves(explore, fraction=fraction, min_rows=max(1, min_rows))
   summary = list(meta.summary) + [
     f"rows split by a hash seeded with {seed}: {int(explore.sum())} exploration, {int((~explore).sum())} confirmation"
   ]

@@ -17,6 +17,7 @@ import difflib
 import gzip
 import io
 import itertools
+import json
 import os
 import re
 import sys
@@ -115,8 +116,24 @@ def codes_to_filters(meta: CubeMeta, codes) -> dict[str, str]:
 
 
 def cohort_label(filters: Mapping[str, str]) -> str:
-  """`{"proc": "A", "site": "s2"}` -> `"proc=A & site=s2"`; `{}` -> `"(all cases)"`."""
-  return " & ".join(f"{k}={v}" for k, v in filters.items()) if filters else "(all cases)"
+  """`{"proc": "A", "site": "s2"}` -> `"proc=A & site=s2"`; `{}` -> `"(all cases)"`.
+
+  A label reads one way: split at " & ", then at each part's first "=". A category holding " & " (or starting with
+  a double quote) is written in double quotes with JSON's escapes, as is a column name that also holds "=":
+  `{"site": "North & South"}` -> `site="North & South"`, where `site=North & South` was also the label of a
+  two-filter cohort (an audit). Other labels are unchanged.
+  """
+  parts = (f"{_quoted(k, '=')}={_quoted(v)}" for k, v in filters.items())
+  return " & ".join(parts) if filters else "(all cases)"
+
+
+def _quoted(text: object, *also: str) -> str:
+  """`text` as a cohort label writes it (`cohort_label`): in double quotes where it holds " & " or one of `also`,
+  or starts with a double quote."""
+  text = str(text)
+  if " & " in text or text.startswith('"') or any(a in text for a in also):
+    return json.dumps(text, ensure_ascii=False)
+  return text
 
 
 SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}  # what a CSV header may use

@@ -94,7 +94,8 @@ def finding_row(
   *,
   min_group: float,
 ) -> dict:
-  """One test (cohort, p, g, m) as a row of `FINDING_COLUMNS`, log-scale means back on the natural scale.
+  """One test (cohort, p, g, m) as a row of `FINDING_COLUMNS`, log-scale means back on the natural scale; a side of
+  0 rows (a cohort or group absent from a half) has no mean, and the row no difference, z or p (None).
 
   Args:
     meta: the cube's metadata; filters: the cohort's `{column: label}`.
@@ -137,6 +138,10 @@ def finding_row(
     "new": bool(new),
     "filters": dict(filters),
   }
+  if row["n_group"] < 1 or row["n_rest"] < 1:  # a side without rows has no mean, nor a difference from it
+    empty = ("mean_group",) * (row["n_group"] < 1) + ("mean_rest",) * (row["n_rest"] < 1)
+    for key in empty + ("diff", "ci_low", "ci_high", "ratio", "smd", "z", "p_value"):
+      row[key] = None  # (the statistics' placeholder was the measure's shift: a mean of 30.2 over 0 rows)
   return suppress(row, min_group)
 
 

@@ -237,6 +237,7 @@ def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepar
     fraction=config.explore_fraction,
     adjusters=config.adjust,
     max_categories=config.max_categories,
+    min_rows=min_halves(config),
   )
   space = make_space(
     halves.explore,
@@ -248,6 +249,12 @@ def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepar
   notes = untested_groups(halves.explore, config.min_group) + untestable_measures(halves.explore)
   halves = dataclasses.replace(halves, summary=halves.summary + notes)
   return Prepared(config=config, halves=halves, space=space)
+
+
+def min_halves(config: DiscoveryConfig) -> int:
+  """Fewest rows each half of the split must hold: a group and a rest of `min_group` rows each (`prepare`; the
+  service checks an upload against it before queueing the job)."""
+  return int(np.ceil(2 * config.min_group))
 
 
 def untested_groups(cube: Cube, min_group: float) -> tuple[str, ...]:

@@ -102,12 +102,28 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
     for col in ("n_group", "n_rest"):  # counts as whole numbers, not 1.04e+03
       if col in view.columns:
         view[col] = pd.to_numeric(view[col], errors="coerce").round().astype("Int64")
+    view = view.apply(lambda column: column.map(_cell))
     with pd.option_context("display.width", 220, "display.max_colwidth", 120):  # room for a reason
-      print(view.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+      print(view.to_string(index=False))
   if score is not None:
     for stage, sc in score.items():
       print(
-        f"truth ({stage}): {sc['n_truth']} planted; recall {sc['recall']:.2f}; precision {sc['precision']:.2f} "
+        f"truth ({stage}): {sc['n_truth']} planted; recall {sc['recall']:.2f}; precision {_share(sc['precision'])} "
         f"({sc['n_false']} false of {sc['n_reported']})"
       )
   print(f"report: {paths['report.html']} (also findings.json, findings.csv)")
+
+
+def _share(value: float) -> str:
+  """A share to 2 decimals, or "-" where it is undefined (the precision of no findings), not "nan"."""
+  return f"{value:.2f}" if np.isfinite(value) else "-"
+
+
+def _cell(value) -> str:
+  """A cell of the printed table: a number to 3 significant digits, a blank one (hidden, untested, no rows on a
+  side) "-" as in the report, never None, NaN or <NA>."""
+  if value is None or value is pd.NA or isinstance(value, float) and np.isnan(value):
+    return "-"
+  if isinstance(value, (float, np.floating)):
+    return f"{value:.3g}"
+  return str(value)

@@ -7,6 +7,7 @@
     GET    /jobs/{id}/findings.csv
     GET    /jobs/{id}/report.html
     DELETE /jobs/{id}                cancel a queued job, stop a running one
+    DELETE /jobs/{id}?purge=true     remove an ended job: its record, its files, its table unless another job names it
     GET    /health
 
 Safety: with a token configured every request needs `Authorization: Bearer TOKEN` (401 otherwise; the CLI refuses
@@ -35,7 +36,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from experiments.service import jobs
 from experiments.service.spec import JobSpec, ServiceConfig, SpecError, redacted_url
-from experiments.service.tables import TableError, content_hash, read_limited, read_server_path, read_upload
+from experiments.service.tables import (
+  TableError,
+  check_upload,
+  read_limited,
+  read_server_path,
+  store_table,
+  stored_path,
+)
 
 MEDIA = {"findings.json": "application/json", "findings.csv": "text/csv", "report.html": "text/html; charset=utf-8"}
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the settings field, on top of the file's own limit
@@ -127,13 +135,15 @@ def make_app(config: ServiceConfig) -> NamedLimit:
         data, field, source = read_limited(file.file, config.max_upload_bytes), "file", file.filename or "upload"
       else:
         data, field, source = read_server_path(path, config), "path", os.path.basename(path)
-      table_hash, stored = read_upload(data, spec, config, field=field)
+      table_hash = check_upload(data, spec, config, field=field)
     except TableError as err:
       raise _fail(err.status, err.field, str(err)) from None
     try:
-      job_id, cached = jobs.submit(
-        config, connection, spec, table_hash, stored, f"{source} ({len(data)} bytes, blake2b {content_hash(data)})"
-      )
+      with jobs.table_lock(connection, stored_path(data, config)):  # a purge removes no table a new job names
+        stored = store_table(data, config)
+        job_id, cached = jobs.submit(
+          config, connection, spec, table_hash, stored, f"{source} ({len(data)} bytes, blake2b {table_hash})"
+        )
     except jobs.JobStopping as err:
       raise _fail(409, None, str(err)) from None
     except jobs.SubmitBusy as err:
@@ -165,8 +175,17 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     return FileResponse(path, media_type=MEDIA[name])
 
   @app.delete("/jobs/{job_id}", dependencies=guard)
-  def cancel(job_id: str) -> dict:
+  def cancel(job_id: str, purge: bool = False) -> dict:
     _job(job_id)
+    if purge:
+      try:
+        return {**jobs.purge(config, connection, job_id), "status": "purged"}
+      except KeyError:  # purged by another request meanwhile
+        raise _fail(404, "id", f"no job {job_id!r}") from None
+      except jobs.JobActive as err:
+        raise _fail(409, "purge", str(err)) from None
+      except jobs.SubmitBusy as err:
+        raise _fail(503, None, str(err)) from None
     was = jobs.cancel(connection, job_id)
     return {"id": job_id, "was": was, "status": jobs.job_status(_job(job_id))["status"]}
 

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -116,21 +117,16 @@ def submit(
   journal) and race on its `spec.json`.
   """
   job_id = cache_key(table_hash, spec, config.agent)
-  lock = connection.lock(SUBMIT_LOCK.format(job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=SUBMIT_LOCK_SECONDS)
-  if not lock.acquire():
-    raise SubmitBusy(job_id)
-  try:
+  with held(connection, SUBMIT_LOCK.format(job_id), job_id):  # held past its time-out: the job is queued all the same
     return _submit(config, connection, spec, job_id, table_path, source)
-  finally:
-    with contextlib.suppress(LockError):  # held past its timeout (a stalled disk): the job is queued all the same
-      lock.release()
 
 
 class SubmitBusy(RuntimeError):
-  """Another submission of the same job held its lock past `SUBMIT_LOCK_SECONDS` (a stalled server)."""
+  """Another request on the same job (a submission, a purge) or its table held its lock past `SUBMIT_LOCK_SECONDS`
+  (a stalled server)."""
 
   def __init__(self, job_id: str):
-    super().__init__(f"job {job_id}: another submission of it is still being queued; submit again in a minute")
+    super().__init__(f"job {job_id}: another request on it or its table is still under way; try again in a minute")
     self.job_id = job_id
 
 
@@ -182,6 +178,86 @@ def _submit(
     },
   )
   return job_id, False
+
+
+class JobActive(RuntimeError):
+  """A purge of a job that is queued or running (`purge`): it must be stopped first."""
+
+  def __init__(self, job_id: str, status: str):
+    super().__init__(
+      f"job {job_id} is {status}: stop it first (DELETE /jobs/{job_id}), then purge it once its status is stopped"
+    )
+    self.job_id = job_id
+
+
+TABLE_LOCK = "cube:table:{}"  # held while a stored table is named by a new job (`submit`) or removed (`purge`)
+
+
+@contextlib.contextmanager
+def held(connection: Redis, key: str, job_id: str):
+  """Holds the Redis lock `key` (SubmitBusy naming `job_id` when another holder keeps it past the lock's time-out)."""
+  lock = connection.lock(key, timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=SUBMIT_LOCK_SECONDS)
+  if not lock.acquire():
+    raise SubmitBusy(job_id)
+  try:
+    yield
+  finally:
+    with contextlib.suppress(LockError):  # held past its timeout (a stalled disk)
+      lock.release()
+
+
+def table_lock(connection: Redis, table_path: str, job_id: str = ""):
+  """The lock under which a stored table is named by a job or removed (`TABLE_LOCK`): the API stores an upload and
+  queues its job under it, `purge` checks that no job names a table and removes it under it, so a table is never
+  removed between its upload and its job's `spec.json`."""
+  return held(connection, TABLE_LOCK.format(os.path.basename(table_path)), job_id)
+
+
+def purge(config: ServiceConfig, connection: Redis, job_id: str) -> dict[str, Any]:
+  """Removes a job that has ended (finished, failed, stopped or canceled): its record in Redis, its directory
+  (settings, search journal with the raw statistics, report) and its stored table unless another job's settings
+  name it. Returns {"id", "was" (its status), "table_removed"}. Health data is kept no longer than the analyst
+  wants: nothing else removes a finished job's files.
+
+  Under the job's submission lock, so that an identical submission at the same moment either finds the job or
+  queues it afresh after the purge. A job that a dead worker left (`failed` by RQ's clean-up) is removed rather
+  than resumed.
+
+  Raises:
+    KeyError: no such job. JobActive: it is queued or running. SubmitBusy: a lock held past its time-out.
+  """
+  directory = job_dir(config, job_id)
+  with held(connection, SUBMIT_LOCK.format(job_id), job_id):
+    job = fetch(connection, job_id)
+    if job is None:
+      raise KeyError(job_id)
+    status = job.get_status()
+    if status in ACTIVE:
+      raise JobActive(job_id, status_text(status))
+    table = _named_table(directory)
+    job.delete()  # first: no worker can requeue it once its files are going
+    connection.delete(STOP_KEY.format(job_id), LEASE_KEY.format(job_id))
+    if os.path.isdir(directory):
+      shutil.rmtree(directory)
+  removed = False
+  stored = os.path.join(os.path.abspath(config.data_dir), "tables")
+  if table is not None and os.path.dirname(table) == stored:  # only tables the server stored
+    with table_lock(connection, table, job_id):
+      jobs_dir = os.path.join(config.data_dir, "jobs")
+      others = os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else []
+      if os.path.exists(table) and not any(_named_table(os.path.join(jobs_dir, o)) == table for o in others):
+        os.remove(table)
+        removed = True
+  return {"id": job_id, "was": status_text(status), "table_removed": removed}
+
+
+def _named_table(directory: str) -> str | None:
+  """The stored table a job directory's `spec.json` names (None without one)."""
+  try:
+    with open(os.path.join(directory, "spec.json"), encoding="utf-8") as handle:
+      return os.path.abspath(json.load(handle)["table"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
 
 
 def cancel(connection: Redis, job_id: str) -> str:

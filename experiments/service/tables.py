@@ -16,8 +16,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 import cube_env
-from cube_env.data import ingest
-from cube_env.discovery.pipeline import check_favorable
+from cube_env.data import holdout, ingest
+from cube_env.discovery.pipeline import check_favorable, min_halves
 from experiments.service.spec import JobSpec, ServiceConfig
 
 
@@ -102,7 +102,8 @@ def parse_table(data: bytes, *, field: str = "file", max_cells: int | None = Non
 
 def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
   """The table fits the spec's column roles (`cube_env` ingest's own checks) and every measure reads as numbers
-  (`ingest.table_measure_numbers`: numbers, a yes/no pair, or numbers with thousands separators, as a run reads them).
+  (`ingest.table_measure_numbers`: numbers, a yes/no pair, or numbers with thousands separators, as a run reads them),
+  and each half of the job's split holds the rows a run needs (`holdout.check_halves`, 422 naming explore_fraction).
 
   Raises:
     TableError naming the column (or `settings` for a problem of the roles themselves).
@@ -126,6 +127,11 @@ def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
     check_favorable(spec.favorable, spec.measures, df, numbers=numbers)
   except ValueError as err:
     raise TableError("favorable", str(err), status=422) from None
+  explore = holdout.split_rows(df, seed=spec.seed, fraction=spec.explore_fraction)
+  try:  # the run's own rule, before the job is queued (a fraction of 1e-300 was queued, then the job failed)
+    holdout.check_halves(explore, fraction=spec.explore_fraction, min_rows=min_halves(spec.config()))
+  except ValueError as err:
+    raise TableError("explore_fraction", str(err), status=422) from None
 
 
 def content_hash(data: bytes) -> str:
@@ -133,11 +139,9 @@ def content_hash(data: bytes) -> str:
 
 
 def store_table(data: bytes, config: ServiceConfig) -> str:
-  """Writes the bytes to DATA_DIR/tables/<hash>.<csv|parquet> (once) and returns the path."""
-  ext = "parquet" if data[:4] == PARQUET_MAGIC else "csv"
-  directory = os.path.join(config.data_dir, "tables")  # under the owner-only data_dir (`make_app`)
-  os.makedirs(directory, mode=0o700, exist_ok=True)
-  path = os.path.join(directory, f"{content_hash(data)}.{ext}")
+  """Writes the bytes to `stored_path` (once) and returns the path."""
+  path = stored_path(data, config)
+  os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # under the owner-only data_dir (`make_app`)
   if not os.path.exists(path):
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as handle:
@@ -162,8 +166,20 @@ def read_server_path(path: str, config: ServiceConfig) -> bytes:
     return read_limited(handle, config.max_upload_bytes, field="path")
 
 
-def read_upload(data: bytes, spec: JobSpec, config: ServiceConfig, *, field: str = "file") -> tuple[str, str]:
-  """Checks a table's bytes against `spec` and stores them; returns (content hash, stored path)."""
+def check_upload(data: bytes, spec: JobSpec, config: ServiceConfig, *, field: str = "file") -> str:
+  """Checks a table's bytes against `spec` (TableError naming the field or column); returns their content hash."""
   df = parse_table(data, field=field, max_cells=config.max_upload_bytes // BYTES_PER_CELL)
   check_columns(df, spec)
-  return content_hash(data), store_table(data, config)
+  return content_hash(data)
+
+
+def read_upload(data: bytes, spec: JobSpec, config: ServiceConfig, *, field: str = "file") -> tuple[str, str]:
+  """Checks a table's bytes against `spec` and stores them; returns (content hash, stored path). (The API stores
+  an upload under the table's lock with its job's submission, `jobs.table_lock`.)"""
+  return check_upload(data, spec, config, field=field), store_table(data, config)
+
+
+def stored_path(data: bytes, config: ServiceConfig) -> str:
+  """Where `store_table` keeps these bytes: DATA_DIR/tables/<hash>.<csv|parquet>."""
+  ext = "parquet" if data[:4] == PARQUET_MAGIC else "csv"
+  return os.path.join(config.data_dir, "tables", f"{content_hash(data)}.{ext}")
