@@ -348,6 +348,10 @@ def run(args: Args, *, fresh: bool = True) -> dict:
       max_categories=args.max_categories,
       method_options=tuple(options.items()),
     )
+  except Exception:  # failed before any query was saved (a column, a setting, a missing agent): nothing to resume
+    if state_dir is not None and fresh and journal.saved_queries(state_dir) == 0:
+      remove_state(state_dir)  # (an audit found an empty OUT/state/ after each refused run)
+    raise
   finally:
     if bar is not None:
       bar.close()

@@ -261,6 +261,7 @@ def test_bad_input_gives_clear_errors(csv_path, tmp_path, capsys):
   for argv, message in cases:
     assert discover.main(argv + out) == 2, argv
     assert message in capsys.readouterr().err, message
+    assert not os.path.exists(os.path.join(out[1], "state")), argv  # a refused run leaves no empty state folder
 
 
 def test_library_face_returns_a_dataframe(small_df):
@@ -271,6 +272,12 @@ def test_library_face_returns_a_dataframe(small_df):
   assert isinstance(found, pd.DataFrame) and found.attrs["queries"] <= 25 and found.attrs["method"] == "uct"
   assert {"confirmed", "p_adjusted", "relative_diff", "explore_z", "path", "smd", "explore_smd"} <= set(found.columns)
   assert not found["smd"].equals(found["explore_smd"])  # each half's own effect size (the small-cell rule reads both)
+  assert any(n.startswith("rows split by a hash seeded with 1: ") for n in found.attrs["notes"])
+  coded = small_df.copy()  # a code for unknown among the minutes: the report warns, and so does the library now
+  coded.loc[coded.index[:3], "minutes"] = 99999.0
+  with pytest.warns(UserWarning, match=r"measure 'minutes': fewer than 11 rows hold values of at least 100 times"):
+    again = cube_env.discover(coded, schema, method="uct", budget=25, max_depth=2, z_screen=4.0, seed=1)
+  assert any(n.startswith("warning: measure 'minutes': fewer than 11 rows hold") for n in again.attrs["notes"])
 
 
 @struct.dataclass

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from scipy import stats as scipy_stats
 
 import cube_env
 from cube_env.data import adjust, disclosure, ingest
@@ -64,7 +65,10 @@ def test_read_table_csv_and_parquet(tmp_path, small_df):
   csv, pq = tmp_path / "cases.csv", tmp_path / "cases.parquet"
   small_df.to_csv(csv, index=False)
   small_df.to_parquet(pq)
-  for path in (csv, pq):
+  tsv = tmp_path / "cases.tsv"  # tab-separated, and compressed (an audit: .tsv was an unknown format)
+  small_df.to_csv(tsv, index=False, sep="\t")
+  small_df.to_csv(tmp_path / "cases.tab.gz", index=False, sep="\t")
+  for path in (csv, pq, tsv, tmp_path / "cases.tab.gz"):
     got = cube_env.read_table(path)
     assert got.shape == small_df.shape
   with pytest.raises(ValueError, match="does not exist"):
@@ -109,11 +113,11 @@ def test_a_text_value_in_a_measure_is_named_without_a_small_count(small_df):
   schema = _schema(measures=["los"])
   few = small_df.astype({"los": object})
   few.loc[few.index[:3], "los"] = "unk"
-  with pytest.raises(ValueError, match=r"value 'unk' in fewer than 11 rows\)"):
+  with pytest.raises(ValueError, match=r"\('unk' in fewer than 11 rows\)"):
     cube_env.build_cube(few, schema)
   many = small_df.astype({"los": object})
   many.loc[many.index[:40], "los"] = "unk"
-  with pytest.raises(ValueError, match=r"value 'unk' in 40 rows\)"):
+  with pytest.raises(ValueError, match=r"\('unk' in 40 rows\)"):
     cube_env.build_cube(many, schema)
 
 
@@ -458,7 +462,7 @@ def test_a_true_false_csv_column_and_a_bool_one_are_noted_as_1_0(tmp_path, small
 @pytest.mark.parametrize("values", [["Y", "No"], ["Y", "N", "maybe"], ["yes", "no", "1"]])
 def test_other_text_in_a_measure_stays_an_error(small_df, values):
   df = small_df.assign(admitted=[values[i % len(values)] for i in range(len(small_df))])
-  with pytest.raises(ValueError, match=r"measure column 'admitted' is not numeric \(e\.g\. value '"):
+  with pytest.raises(ValueError, match=r"measure column 'admitted' is not numeric: \d+ rows hold text that is not a "):
     cube_env.build_cube(df, _measure_schema("admitted"))
 
 
@@ -485,14 +489,34 @@ def test_numbers_with_other_separators_are_an_error_with_a_hint(small_df):
   with pytest.raises(ValueError) as err:
     cube_env.build_cube(df, _measure_schema("wait"))
   assert str(err.value) == (
-    "measure column 'wait' is not numeric (e.g. value '12,5' in 20 rows); values like '12,5' look like numbers "
-    "written with separators: write them with '.' as the decimal point and no other separator (commas between "
-    "groups of 3 digits, as in '99,999', are read)"
+    "measure column 'wait' is not numeric: 20 rows hold text that is not a number ('12,5' in 20 rows); recode them as "
+    "missing (an empty cell) or as numbers; values like '12,5' look like numbers written with separators: write "
+    "them with '.' as the decimal point and no other separator (commas between groups of 3 digits, as in '99,999', "
+    "are read)"
   )
   df.loc[df.index[20:40], "wait"] = "n/a"
   with pytest.raises(ValueError) as err:
     cube_env.build_cube(df, _measure_schema("wait"))
-  assert str(err.value) == "measure column 'wait' is not numeric (e.g. value 'n/a' in 20 rows)"
+  assert str(err.value) == (
+    "measure column 'wait' is not numeric: 20 rows hold text that is not a number ('n/a' in 20 rows); recode them as "
+    "missing (an empty cell) or as numbers"
+  )
+  # Each text by its own count, most common first (an audit: "'?' in 40 rows" counted 25 rows of '-' too); cells
+  # blank but for spaces are missing, with a note.
+  df.loc[df.index[20:35], "wait"] = "?"
+  df.loc[df.index[35:60], "wait"] = "-"
+  df.loc[df.index[60:63], "wait"] = "x"
+  df.loc[df.index[63:64], "wait"] = "y"
+  with pytest.raises(ValueError) as err:
+    cube_env.build_cube(df, _measure_schema("wait"))
+  assert str(err.value) == (
+    "measure column 'wait' is not numeric: 44 rows hold text that is not a number ('-' in 25 rows, '?' in 15 rows, "
+    "'x' in fewer than 11 rows, ...); recode them as missing (an empty cell) or as numbers"
+  )
+  df.loc[df.index[20:64], "wait"] = "   "
+  cube = cube_env.build_cube(df, _measure_schema("wait"))
+  assert "measure 'wait': 44 rows blank but for spaces read as missing" in cube.meta.summary
+  assert "measure 'wait': 44 rows missing, left out of its statistics only" in cube.meta.summary
 
 
 def test_a_yes_no_measure_with_a_stray_value_names_the_stray_one(small_df):
@@ -650,7 +674,9 @@ def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(
   (tmp_path / "codes.csv").write_text("sec;m\n1,1;1\n1,10;0\n2,5;1\n")  # section codes: 1,1 and 1,10 differ
   assert cube_env.read_table(tmp_path / "codes.csv")["sec"].tolist() == ["1,1", "1,10", "2,5"]
   semi.write_text("site;race;creat\n" + "".join(f"{s};{r};1.234,5\n" for s, r in zip("ab" * 20, "WB" * 20)))
-  with pytest.raises(ValueError, match=r"not numeric \(e\.g\. value '1\.234,5'.*semicolons a comma is a decimal comma"):
+  with pytest.raises(
+    ValueError, match=r"not numeric: 40 rows .*'1\.234,5' in 40 rows.*semicolons a comma is a decimal"
+  ):
     cube_env.build_cube(
       cube_env.read_table(semi), cube_env.Schema(dimensions=["site"], protected=["race"], measures=["creat"])
     )
@@ -725,6 +751,17 @@ def test_rows_with_every_field_blank_are_left_out_with_a_note(tmp_path, small_df
   assert read.attrs[ingest.READ_NOTES] == ("40 rows with every field blank left out",)
   path.write_text(text + "\n".join([blank] * 3) + "\n")
   assert cube_env.read_table(path).attrs[ingest.READ_NOTES] == ("fewer than 11 rows with every field blank left out",)
+  # Trailing separators on every line ('...,,' from a spreadsheet): columns without a name or a value are left
+  # out with a note, so the table (and its split, which hashes every column) is the one without them (an audit).
+  path.write_text("\n".join(line + ",," for line in text.splitlines()) + "\n")
+  read = cube_env.read_table(path)
+  pd.testing.assert_frame_equal(read, pd.read_csv(io.StringIO(text)))
+  assert read.attrs[ingest.READ_NOTES] == (
+    "2 columns without a name or any value left out (a spreadsheet's trailing separators)",
+  )
+  assert (
+    cube_env.split_rows(read, seed=3).tolist() == cube_env.split_rows(pd.read_csv(io.StringIO(text)), seed=3).tolist()
+  )
   # The table is the one without those lines: whole numbers stay integers (a blank line made them floats: '1.0').
   path.write_text("site,race,y\n1,A,0\n2,B,1\n1,B,0\n2,A,1\n,,\n,,\n")
   read = cube_env.read_table(path)
@@ -877,3 +914,73 @@ def test_settings_that_would_be_read_letter_by_letter_are_refused(small_cube):
   assert type(config.budget) is int and config.budget == 20 and type(config.q) is float and config.q == 0.25
   with pytest.raises(ValueError, match=r"filters must be a mapping \{column: category label\}, got str 'proc=A'"):
     cube_env.cohort_stats(small_cube, "proc=A")
+
+
+def _delta_table(n: int = 4000) -> pd.DataFrame:
+  """A change score (values below 0: the linear scale) with a gap for race B in proc Hip (an audit's table)."""
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame(
+    {
+      "site": rng.choice(list("ABCD"), n),
+      "proc": rng.choice(["Hip", "Knee", "CABG"], n),
+      "race": rng.choice(["W", "B", "A"], n, p=[0.6, 0.3, 0.1]),
+      "delta": np.round(rng.normal(-1.0, 1.0, n), 2),
+    }
+  )
+  df.loc[(df.race == "B") & (df.proc == "Hip"), "delta"] -= 0.8
+  return df
+
+
+def test_one_extreme_value_leaves_the_cohorts_without_it_as_they_were():
+  """One 99999999 in a CABG row moved the shift (the mean) to about 25,000: the float32 sums of every cohort lost
+  their spread, and proc=Hip's gap for race B (exact Welch z -8) was no longer found; a 1e20 gave a false finding
+  at |z| 40. The sums are taken about the median where extreme values pull the mean away (`measure_shift`), so a
+  cohort without the value tests as in the clean table; a value whose square overflows float32 is refused."""
+  schema = cube_env.Schema(dimensions=("site", "proc"), protected=("race",), measures=("delta",))
+  clean = _delta_table()
+  dirty = clean.copy()
+  dirty.loc[dirty.index[dirty.proc == "CABG"][0], "delta"] = 99999999.0
+  values = dirty[["delta"]].to_numpy(float)
+  assert ingest.measure_shift(values)[0] == np.median(values) and np.nanmean(values) > 24000
+  plain = clean[["delta"]].to_numpy(float)
+  assert ingest.measure_shift(plain).tobytes() == np.nanmean(plain, axis=0).tobytes()  # no extreme value: the mean
+  rows = []
+  for df in (clean, dirty):
+    cube = cube_env.build_cube(df, schema)
+    table = cube_env.cohort_table(cube, [cube_env.filters_to_codes(cube.meta, {"proc": "Hip"})], z_screen=4.0)
+    rows.append(table[table.group == "B"].iloc[0])
+  hip = clean[clean.proc == "Hip"]
+  t = scipy_stats.ttest_ind(hip.delta[hip.race == "B"], hip.delta[hip.race != "B"], equal_var=False)
+  assert rows[0].z == pytest.approx(scipy_stats.norm.isf(t.pvalue / 2) * np.sign(t.statistic), rel=1e-3)
+  assert rows[1].z == pytest.approx(rows[0].z, rel=1e-4) and rows[1].mean_group == pytest.approx(rows[0].mean_group)
+  assert rows[0].mean_group < rows[0].mean_rest < 0 and rows[0].ratio is None  # no ratio of means below 0 (1.55 was)
+  dirty.loc[dirty.index[dirty.race == "W"][:2], "delta"] = 1e20
+  with pytest.raises(ingest.ColumnError) as err:
+    cube_env.build_cube(dirty, schema)
+  assert err.value.column == "delta" and str(err.value) == (
+    "measure column 'delta': fewer than 11 rows hold values such as 1e+20, more than 1e+15 from its median on its "
+    "test scale, whose squares overflow the cube's float32 sums: fix them or recode them as missing"
+  )
+
+
+def test_codes_with_leading_zeros_keep_them(tmp_path):
+  """ZIP codes '02139' were read as the number 2139, and cohorts said 'zip=2139' (an audit): a column of whole
+  numbers written with a leading zero is read as its text, with a note; other whole-number columns stay numbers."""
+  path = tmp_path / "zips.csv"
+  path.write_text("zip,asa,race,los\n02139,1,A,2.5\n01002,2,B,3.0\n,3,A,4.5\n10001,2,B,1.0\n")
+  df = cube_env.read_table(path)
+  assert df["zip"].tolist() == ["02139", "01002", None, "10001"] and df["asa"].tolist() == [1, 2, 3, 2]
+  assert df.attrs[ingest.READ_NOTES] == ("column 'zip' read as text: values such as '02139' keep their leading zeros",)
+  assert ingest.read_csv(path.read_bytes(), name="upload")["zip"].tolist() == df["zip"].tolist()  # the service's
+
+
+def test_a_flag_with_a_stray_value_says_it_is_not_tested_as_a_rate(small_df):
+  """A 0/1 flag with one 2 became a count measure (a mean of counts, Welch's test) without a word (an audit)."""
+  flag = (np.arange(len(small_df)) % 3 == 0).astype(float)
+  flag[3] = 2.0
+  meta = cube_env.build_cube(small_df.assign(flag=flag), _measure_schema("flag")).meta
+  assert meta.is_binary == (False,) and meta.is_count == (True,)
+  assert (
+    "warning: measure 'flag' reads as 0/1 but for fewer than 11 rows (e.g. 2), so it is not tested as a rate: if it "
+    "is a yes/no flag, recode those values as missing, 0 or 1" in meta.summary
+  )

@@ -22,7 +22,7 @@ import pandas as pd
 
 from cube_env.data import adjust as adj
 from cube_env.data.disclosure import SMALL_CELL, redact_counts
-from cube_env.data.ingest import Cube, CubeMeta, cells_from_codes, check_scalars, encode_table
+from cube_env.data.ingest import Cube, CubeMeta, cells_from_codes, check_scalars, encode_table, measure_shift
 from cube_env.data.schema import Schema
 
 
@@ -127,7 +127,7 @@ class Halves:
 
 def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, summary, is_ratio=()) -> Cube:
   v = values[rows]
-  shift = np.nan_to_num(np.nanmean(np.where(np.isnan(v).all(axis=0, keepdims=True), 0.0, v), axis=0))
+  shift = measure_shift(v)
   cell_codes, n, stats = cells_from_codes(codes[rows], v, shift)
   is_binary = tuple(False for _ in meta.is_binary) if adjusted else meta.is_binary
   # Adjusted values are differences from the expected (or ratios): no longer the measure's counts or values, so

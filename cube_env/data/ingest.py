@@ -4,8 +4,8 @@ Rows are coded (numeric dimensions binned, rare categories folded into
 `OTHER`, missing values made an explicit `MISSING` category), then grouped by
 every filter column into the base cuboid. Each cell carries, per measure, the
 sufficient statistics `(n, sum(x - c), sum((x - c)^2))` of the measure on its
-test scale (log for right-skewed positive measures) shifted by the global mean
-`c`; a row whose measure is missing is left out of that measure only.
+test scale (log for right-skewed positive measures) shifted by its centre `c`
+(`measure_shift`); a row whose measure is missing is left out of that measure only.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class CubeMeta:
   measure_names: tuple[str, ...]
   is_binary: tuple[bool, ...]
   is_log: tuple[bool, ...]
-  shift: tuple[float, ...]  # global mean of each measure on its test scale
+  shift: tuple[float, ...]  # centre of each measure on its test scale (`measure_shift`: its mean, or its median)
   n_rows: int
   summary: tuple[str, ...]  # what was binned, folded, missing or dropped from a statistic
   # per measure, case-mix adjusted by ratio: the cube holds observed / expected (`cube_env.data.adjust`); () = none
@@ -308,6 +308,10 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
   if not df.index.equals(pd.RangeIndex(len(df))):  # a row's extra field taken for its index: checked above too
     raise TableFileError(name, "rows have more fields than the header has names, so columns would shift")
+  # A spreadsheet's trailing separators ('...,,'): columns without a name or a value. Kept, they changed the split
+  # (which hashes every column) of the same data (an audit); they are left out with a note.
+  unnamed = [c for c, n in zip(df.columns, names) if not n.strip() and df[c].isna().all()]
+  df = df.drop(columns=unnamed)
   blank = df.isna().all(axis=1).to_numpy()  # ',,,' lines (a spreadsheet's export leaves them at the end)
   if blank.all():
     raise TableFileError(
@@ -315,15 +319,53 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     )
   df.attrs[SEPARATOR] = sep
   notes = [] if sep == "," else [f"the table's columns are separated by {SEPARATORS[sep]} ({sep!r}), not commas"]
+  if unnamed:
+    columns = f"{len(unnamed)} column" + "s" * (len(unnamed) != 1)
+    notes.append(f"{columns} without a name or any value left out (a spreadsheet's trailing separators)")
   if blank.any():
-    df = _without_blank_lines(source, raw, sep, df, blank)
+    df = _without_blank_lines(source, raw, sep, df, blank).drop(columns=unnamed, errors="ignore")
     df.attrs[SEPARATOR] = sep
     notes.append(redact_counts(f"{int(blank.sum())} rows with every field blank left out", SMALL_CELL))
   if sep == ";":
     notes += _read_decimal_commas(df)
+  notes += _keep_leading_zeros(source, raw, sep, df)
   if notes:
     df.attrs[READ_NOTES] = tuple(notes)
   return df
+
+
+LEADING_ZERO = re.compile(r"\s*0\d+\s*")  # '02139', '007': a code, not a number
+
+
+def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame) -> list[str]:
+  """In place: each column of whole numbers that pandas read from text holding a leading zero ('02139', a ZIP
+  code; '007') becomes that text, so its categories keep their zeros (an audit: cohorts read 'zip=2140'); one
+  note a column. Columns of other numbers are not read twice."""
+  whole = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) or _whole_floats(df[c])]
+  if not whole:
+    return []
+  data = io.BytesIO(source) if isinstance(source, bytes) else raw
+  try:
+    text = pd.read_csv(data, sep=sep, dtype=str, keep_default_na=False, usecols=whole, low_memory=False)
+  except (ValueError, OSError):
+    return []
+  notes = []
+  for column in whole:
+    values = text[column]
+    if len(values) != len(df) or not values.str.fullmatch(LEADING_ZERO.pattern).any():
+      continue
+    df[column] = values.str.strip().astype(object).where(df[column].notna().to_numpy(), None)
+    example = values[values.str.fullmatch(LEADING_ZERO.pattern)].iloc[0].strip()
+    notes.append(f"column {column!r} read as text: values such as {example!r} keep their leading zeros")
+  return notes
+
+
+def _whole_floats(column: pd.Series) -> bool:
+  """A float column whose values are whole numbers (pandas reads whole numbers with blanks as floats)."""
+  if not pd.api.types.is_float_dtype(column):
+    return False
+  present = column.dropna().to_numpy()
+  return len(present) > 0 and bool(np.all(present == np.round(present)))
 
 
 def _without_blank_lines(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> pd.DataFrame:
@@ -387,9 +429,14 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     if os.path.getsize(path) == 0:
       raise TableFileError(f"data file {path!r}", "is empty (0 bytes)")
     return read_parquet(path, name=f"data file {path!r}")
-  if lower.endswith((".csv", ".csv.gz", ".txt")):
+  if lower.endswith(TEXT_TABLES) or lower.endswith(tuple(t + ".gz" for t in TEXT_TABLES)):
     return read_csv(path, name=f"data file {path!r}")
-  raise ValueError(f"data file {path!r}: unknown format (use .csv or .parquet)")
+  raise ValueError(
+    f"data file {path!r}: unknown format (use .csv, .tsv, .tab or .txt, each also gzip-compressed as .gz, or .parquet)"
+  )
+
+
+TEXT_TABLES = (".csv", ".tsv", ".tab", ".txt")  # read by `read_csv`, which finds the separator (an audit: .tsv refused)
 
 
 REST_LABEL = "rest"  # a finding's reference when its group is tested against every other group of the column
@@ -770,6 +817,12 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
     coded, note = yes_no
     return coded.to_numpy(dtype=np.float64), [note]
   notes = []
+  spaces = col.notna().to_numpy(bool) & col.astype(str).str.strip().eq("").to_numpy(bool)
+  if spaces.any():  # blank but for spaces (an Excel export's empty cells): missing, as such a category is
+    col = col.mask(spaces)
+    notes.append(
+      redact_counts(f"measure {name!r}: {int(spaces.sum())} rows blank but for spaces read as missing", SMALL_CELL)
+    )
   coerced = pd.to_numeric(col, errors="coerce")
   bad = coerced.isna() & col.notna()
   if bad.any():
@@ -779,7 +832,14 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
     if not grouped.all():
       unread = text[~grouped]
       rows = redact_counts(f"{len(unread)} rows", SMALL_CELL)  # the small-cell rule holds in errors too
-      message = f"measure column {name!r} is not numeric (e.g. value {raw[~grouped].iloc[0]!r} in {rows})"
+      # Each text by its own count (an audit: "'?' in 40 rows" counted the 25 rows of '-' as well), most common first.
+      common = unread.value_counts(sort=True).head(3)
+      shown = ", ".join(f"{v!r} in {redact_counts(f'{c} rows', SMALL_CELL)}" for v, c in common.items())
+      more = ", ..." if len(common) < unread.nunique() else ""
+      message = (
+        f"measure column {name!r} is not numeric: {rows} hold text that is not a number ({shown}{more}); recode "
+        "them as missing (an empty cell) or as numbers"
+      )
       for yes, no in YES_NO:  # nine in ten or more one yes/no pair: name a value outside it, not one of the pair
         inside = unread.str.lower().isin([yes, no]).to_numpy(bool)
         if inside.mean() >= 0.9 and not inside.all():
@@ -872,9 +932,17 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     raise ValueError(f"measure column {name!r} is constant ({uniq[0]})")
   if not is_binary:
     summary.extend(_suspect_values(observed, name))
+    flag = np.isin(observed, [0.0, 1.0])
+    if flag.mean() >= 0.99:  # a 0/1 flag with a few strays is tested as a count or a mean, not a rate (an audit)
+      stray = redact_counts(f"{int((~flag).sum())} rows", SMALL_CELL)
+      summary.append(
+        f"warning: measure {name!r} reads as 0/1 but for {stray} (e.g. {observed[~flag][0]:g}), so it is not "
+        "tested as a rate: if it is a yes/no flag, recode those values as missing, 0 or 1"
+      )
   forced = schema.log_scale.get(name)
   positive = bool(np.all(observed > 0))
-  skew = float(pd.Series(observed).skew())
+  with np.errstate(over="ignore", invalid="ignore"):  # a value near 1e300 overflows the cubes (`_check_range`)
+    skew = float(pd.Series(observed).skew())
   if forced is None:
     is_log = (not is_binary) and positive and skew > 1.0
   else:
@@ -892,6 +960,7 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
       f"measure {name!r}: right-skewed (skewness {skew:.2f}) but {nonpositive} hold values <= 0, so it is tested "
       "on the linear scale (differences of means), not the log scale"
     )
+  _check_range(values, name)
   # A count (whole numbers >= 0 other than 0/1, on the linear scale): its n x mean are events (`CubeMeta.is_count`).
   is_count = not is_binary and not is_log and bool(np.all(uniq >= 0) and np.all(uniq == np.round(uniq)))
   # Few values (on the test scale): a side's n, mean and variance give its cases with each (`CubeMeta.few_values`).
@@ -899,6 +968,27 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     tuple(float(u) for u in (np.log(uniq) if is_log else uniq)) if not is_binary and len(uniq) <= MOST_VALUES else ()
   )
   return values, is_binary, is_log, is_count, few, bool((observed < 0).any())
+
+
+MAX_DEVIATION = 1e15  # largest distance from a measure's median (test scale) whose square float32 sums can hold
+
+
+def _check_range(values: np.ndarray, name: str) -> None:
+  """ValueError naming the measure when a value lies more than `MAX_DEVIATION` from its median on the test scale:
+  its square overflows float32's sums (3.4e38 over 1e8 rows), and the statistics of every cohort holding it are
+  not numbers (an audit: two values of 1e20 confirmed a false finding at |z| 40 with a rest mean of 4.3e9 where
+  scipy gives -1.2 and p 0.32). No measurement of care is that far from its median: such a value is an error or a
+  code, which only the analyst can fix (or recode as missing)."""
+  observed = values[~np.isnan(values)]
+  far = np.abs(observed - np.median(observed)) > MAX_DEVIATION
+  if far.any():
+    rows = redact_counts(f"{int(far.sum())} rows", SMALL_CELL)
+    example = observed[far][np.argmax(np.abs(observed[far]))]
+    raise ColumnError(
+      name,
+      f"measure column {name!r}: {rows} hold values such as {example:.3g}, more than {MAX_DEVIATION:.0e} from its "
+      "median on its test scale, whose squares overflow the cube's float32 sums: fix them or recode them as missing",
+    )
 
 
 MISSING_WHERE = 0.95  # a category whose rows lack a measure at least this often, holding most of its missing rows
@@ -984,6 +1074,33 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
   return codes, values, meta
 
 
+EXTREME_PULL = 10.0  # `measure_shift`: a mean this many bulk standard deviations from the median is not a centre
+
+
+def measure_shift(values: np.ndarray) -> np.ndarray:
+  """`[M]` float64: the centre `c` each measure's sums are taken about (`cells_from_codes`; 0 for a measure with no
+  values). Its mean, or its median where the mean lies more than `EXTREME_PULL` standard deviations of the bulk of
+  its values (those between the 1st and 99th percentiles) from the median, as a few extreme values make it.
+
+  float32 sums about a centre far from most rows lose the spread of every cohort of those rows (docs/design.md,
+  Base cuboid): in an audit one 99999999 among values near -1 moved the mean to about 25,000, and a real gap in a
+  cohort that did not hold that row was no longer found (one 999999 moved its z from -6.43 to -6.13). A measure
+  without such values keeps its mean, to the bit (the mean is taken as before; no benchmark world's measure is
+  moved: their means lie within a bulk standard deviation of their medians)."""
+  empty = np.isnan(values).all(axis=0, keepdims=True)
+  shift = np.nan_to_num(np.nanmean(np.where(empty, 0.0, values), axis=0))
+  for m in range(values.shape[1]):
+    v = values[:, m][~np.isnan(values[:, m])]
+    if len(v) == 0:
+      continue
+    median = float(np.median(v))
+    low, high = np.percentile(v, [1.0, 99.0])
+    bulk = float(np.std(v[(v >= low) & (v <= high)]))
+    if bulk > 0 and abs(shift[m] - median) > EXTREME_PULL * bulk:
+      shift[m] = median
+  return shift
+
+
 def cells_from_codes(codes: np.ndarray, values: np.ndarray, shift: np.ndarray):
   """Groups coded rows into cells with shifted sufficient statistics (float64).
 
@@ -1022,7 +1139,7 @@ def build_cube(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, n_
     ValueError naming the column for bad input (see `Schema`).
   """
   codes, values, meta = encode_table(df, schema, max_categories=max_categories, n_bins=n_bins)
-  shift = np.nanmean(values, axis=0)
+  shift = measure_shift(values)
   cell_codes, rows, stats = cells_from_codes(codes, values, shift)
   meta = dataclasses.replace(meta, shift=tuple(float(s) for s in shift))
   return Cube(

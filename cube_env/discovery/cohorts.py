@@ -138,6 +138,8 @@ def finding_row(
     "new": bool(new),
     "filters": dict(filters),
   }
+  if meta.is_signed and meta.is_signed[m]:  # a measure with values below 0: no ratio of means (an audit: 1.55 for
+    row["ratio"] = None  # means -1.61 against -1.04, the group lower), as it has no relative difference (`confirm`)
   if row["n_group"] < 1 or row["n_rest"] < 1:  # a side without rows has no mean, nor a difference from it
     empty = ("mean_group",) * (row["n_group"] < 1) + ("mean_rest",) * (row["n_rest"] < 1)
     for key in empty + ("diff", "ci_low", "ci_high", "ratio", "smd", "z", "p_value"):

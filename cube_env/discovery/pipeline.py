@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cube_env.data import holdout
-from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_small_cells
+from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_small_cells, note_text
 from cube_env.data.ingest import Cube, table_measure_numbers
 from cube_env.data.schema import Schema, column_names
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
@@ -477,18 +478,29 @@ def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", 
   """`run_discovery(...).findings` as shown (`shown_findings`): one row per candidate, `confirmed` first.
 
   `run_discovery(...).findings` keeps every number. `df.attrs` holds queries,
-  budget, seconds, method and z_screen.
+  budget, seconds, method, z_screen and notes: the coding, split and adjustment notes as the report shows them
+  (`note_text`: counts under the small-cell limit redacted, others rounded); each note that is a warning (a
+  suspect value, a measure missing where it matters) is also raised as a `UserWarning`, which the report's readers
+  see and a library caller did not (an audit: a table whose one code of 99999999 hid every finding said nothing).
   """
   run = run_discovery(df, schema, method=method, **settings)
   out = shown_findings(run.findings, run.config.min_group, halves=run.halves)
+  notes = tuple(note_text(line, run.config.min_group) for line in run.halves.summary)
+  for note in notes:
+    if note.startswith(WARNING):
+      warnings.warn(note[len(WARNING) :], UserWarning, stacklevel=2)
   out.attrs.update(
     queries=run.search.queries,
     budget=run.config.budget,
     seconds=run.seconds,
     method=run.config.method,
     z_screen=run.search.z_screen,
+    notes=notes,
   )
   return out
+
+
+WARNING = "warning: "  # how a coding note that asks the analyst to look opens (`ingest._suspect_values`)
 
 
 def truth_score(run: Discovery, truth: Iterable[Any]) -> dict:

@@ -6,8 +6,9 @@ zero variance, empty groups and single rows give finite numbers and
 `valid=False`.
 
 Sufficient statistics are triples `(n, s1, s2)` of values shifted by the
-measure's global mean `c`: `s1 = sum(x - c)`, `s2 = sum((x - c)^2)`. Shifting
-keeps float32 sums of squares precise (docs/design.md, The cube).
+measure's centre `c` (its mean, or its median where extreme values pull the
+mean away; `ingest.measure_shift`): `s1 = sum(x - c)`, `s2 = sum((x - c)^2)`.
+Shifting keeps float32 sums of squares precise (docs/design.md, The cube).
 
 References:
   Welch, B. L. (1947). The generalization of "Student's" problem when several
@@ -295,7 +296,7 @@ def compare(
   Args:
     group: `[..., 3]` shifted sufficient statistics of the group.
     rest: `[..., 3]` of the rest of the cohort.
-    shift: global mean of the measure (test scale), broadcastable to `[...]`.
+    shift: the measure's centre (test scale; `ingest.measure_shift`), broadcastable to `[...]`.
     is_binary: bool, broadcastable to `[...]`: two-proportion z instead of Welch.
     min_group: a side with fewer rows is not tested (the small-cell rule).
     z_method: how Welch t becomes z. "exact": from the exact p (see
