@@ -716,6 +716,16 @@ def test_spaces_around_a_category_are_read_without_them_and_capitals_are_warned_
     "warning: protected column 'race' has values that differ only in capitals ('B' and 'b'), kept apart: recode "
     "them if they mean the same" in summary
   )
+  # Codes beside words ('F' beside 'Female', an export mixing them): kept apart with a warning (an audit).
+  sex = df["sex"].to_numpy(object).copy()
+  sex[:40] = "Female"
+  sex[40:60] = "fem"
+  meta = cube_env.build_cube(df.assign(sex=sex), SMALL_SCHEMA).meta
+  assert (
+    "warning: protected column 'sex' has values that may abbreviate others ('F' and 'fem'; 'F' and 'Female'; 'fem' "
+    "and 'Female'), kept apart: recode them if they mean the same" in meta.summary
+  )
+  assert not any("abbreviate" in line for line in summary)  # 'B' and 'b' do not abbreviate each other
   stripped = df["race"].str.strip().replace("", None)
   by_label = pd.Series(np.asarray(cube.rows)).groupby(np.asarray(cube.codes)[:, cube.meta.column_index("race")]).sum()
   for code, label in enumerate(labels):
@@ -821,6 +831,11 @@ def test_a_date_dimension_is_cut_at_quantiles_of_its_dates_and_other_date_layout
   us = cube_env.encode_table(iso.assign(date=day.dt.strftime("%m/%d/%Y")), schema)[2]
   assert any("looks like dates not written as YYYY-MM-DD" in note for note in us.summary)
   assert "OTHER" in us.categories[1]
+  # Dates with a few stray values: a warning naming one (an audit: folded into OTHER without a word).
+  stray = day.dt.strftime("%Y-%m-%d").to_numpy(object).copy()
+  stray[:3] = "unknown"
+  mixed = cube_env.encode_table(iso.assign(date=stray), schema)[2]
+  assert any("looks like dates but for values such as 'unknown': kept as categories" in n for n in mixed.summary)
   # A few dates are categories, as any column with few values.
   few = cube_env.encode_table(iso.assign(date=np.where(rng.random(len(iso)) < 0.5, "2021-01-01", "2022-01-01")), schema)
   assert sorted(few[2].categories[1]) == ["2021-01-01", "2022-01-01"]

@@ -695,6 +695,13 @@ def _code_column(
       f"warning: {role} {name!r} has values that differ only in capitals ({'; '.join(' and '.join(map(repr, v)) for v in alike)}), "
       "kept apart: recode them if they mean the same"
     )
+  short = _abbreviations(by_case)
+  if short:
+    pairs = "; ".join(f"{a!r} and {b!r}" for a, b in short[:3]) + ("; ..." if len(short) > 3 else "")
+    summary.append(
+      f"warning: {role} {name!r} has values that may abbreviate others ({pairs}), kept apart: recode them if they "
+      "mean the same"
+    )
   counts: dict[str, int] = {}
   for lab, c in zip(unique_labels, raw_counts):
     if lab:  # a value of spaces alone went to MISSING above: no '' category
@@ -739,10 +746,16 @@ def _as_days(series: pd.Series, name: str, role: str, nunique: int, max_categori
     distinct = pd.Series(series.dropna().unique())
     text = distinct.astype(str).str.strip()
     if not len(text) or not text.str.fullmatch(ISO_DATE).all():
-      if len(text) and text.str.fullmatch(OTHER_DATE).all():
+      iso, other = text.str.fullmatch(ISO_DATE), text.str.fullmatch(OTHER_DATE)
+      if len(text) and other.all():
         summary.append(
           f"warning: {role} {name!r} looks like dates not written as YYYY-MM-DD (e.g. {text.iloc[0]!r}): kept as "
           "categories; write them as YYYY-MM-DD to cut them into periods of time"
+        )
+      elif len(text) and (iso | other).mean() >= MOSTLY_DATES:  # a few stray values (an audit: no word said)
+        summary.append(
+          f"warning: {role} {name!r} looks like dates but for values such as {text[~(iso | other)].iloc[0]!r}: kept "
+          "as categories; fix or blank those, with every date as YYYY-MM-DD, to cut it into periods of time"
         )
       return None
     try:
@@ -766,6 +779,8 @@ def _day_label(days: np.ndarray):
   return lambda v: pd.Timestamp(np.datetime64(int(round(v * DAY_S)), "s")).strftime(layout)
 
 
+MOSTLY_DATES = 0.9  # share of a column's distinct values written as dates past which the others are called strays
+
 YES_NO = (("y", "n"), ("yes", "no"), ("true", "false"), ("t", "f"))  # (1, 0) text pairs read as a binary measure
 THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d+)?")  # 99,999 or -1,234,567.5: read without the commas
 SEPARATED = re.compile(r"[+-]?\d[\d.,' ]*\d")  # a number written with separators of some kind (12,5; 1.234.567)
@@ -783,6 +798,24 @@ def _yes_no(col: pd.Series, name: str) -> tuple[pd.Series, str] | None:
       pair = "/".join(w.capitalize() if len(w) > 1 else w.upper() for w in (yes, no))
       return col.map(coded).astype(float), f"measure {name!r}: {pair} read as 1/0"
   return None
+
+
+ABBREVIATION = 3  # `_abbreviations`: longest value taken for a possible abbreviation of another ('M', 'Fem')
+
+
+def _abbreviations(by_case: dict[str, set[str]]) -> list[tuple[str, str]]:
+  """Pairs (short, long) of a column's values where the short one, at most `ABBREVIATION` letters, opens the long
+  one whatever the capitals ('M' and 'Male', 'f' and 'Female'): an export mixing codes and words keeps them apart
+  as two groups, so one's rows sit in the other's rest (an audit: 'Female' rows in the rest of sex F)."""
+  keys = sorted(by_case)
+  pairs = []
+  for a in keys:
+    if not 0 < len(a) <= ABBREVIATION or not a.isalpha():
+      continue
+    for b in keys:
+      if len(b) > len(a) and b.startswith(a) and b[len(a)].isalpha():
+        pairs.append((min(by_case[a]), min(by_case[b])))
+  return pairs
 
 
 def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -> tuple[np.ndarray, list[str]]:
