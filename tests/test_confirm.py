@@ -356,22 +356,35 @@ def test_a_fraction_that_leaves_a_half_too_few_rows_is_refused_naming_it():
   with pytest.raises(ValueError) as err:
     pipeline.prepare(df, SMALL_SCHEMA, config)
   assert str(err.value) == (
-    "the confirmation half holds fewer than 11 rows of the table's 2000 rows at explore_fraction = 0.995; each half "
-    "needs at least 22 rows, a group and a rest of min_group = 11 each: explore_fraction must move toward 0.5 (or use "
-    "more rows)"
+    "the confirmation half holds fewer than 11 rows at explore_fraction = 0.995; each half needs at least 22 rows, a "
+    "group and a rest of min_group = 11 each: explore_fraction must move toward 0.5 (or use more rows)"
   )
   assert pipeline.min_halves(cube_env.DiscoveryConfig(min_group=20.5)) == 41
   mask = cube_env.split_rows(df, seed=0, fraction=0.02)
   assert 22 <= int(mask.sum()) < 41  # enough for min_group 11, not for 20.5
   holdout.check_halves(mask, fraction=0.02, min_rows=22)
-  with pytest.raises(ValueError, match=r"the exploration half holds \d+ rows of the table's 2000 rows at explore_fr"):
+  with pytest.raises(
+    ValueError,
+    match=r"^the exploration half holds \d+ rows at explore_fraction = 0.02; each half needs at least 41 rows",
+  ):
     holdout.check_halves(mask, fraction=0.02, min_rows=41)
   with pytest.raises(
     ValueError, match=r"min_group = 500.5 each: min_group must be lower \(or use more rows\)"
   ):  # half the table would not do either
     holdout.check_halves(mask, fraction=0.02, min_rows=1001)
-  one_row = "exploration half holds 0 rows of the table's 2000 rows at explore_fraction = 1e-300; each half needs at "
-  with pytest.raises(ValueError, match=one_row + "least 1 row: explore_fraction must move"):
+  # Both halves short: both given, never the table's rows (a review: 995 of 1,000 gave the other half's 5 back); at
+  # 0.5 with min_group at the rule's 11 only more rows help.
+  mask = cube_env.split_rows(df.head(1000), seed=0, fraction=0.995)
+  with pytest.raises(ValueError) as err:
+    holdout.check_halves(mask, fraction=0.995, min_rows=1000)
+  assert str(err.value).startswith(
+    f"the exploration half holds {int(mask.sum())} rows and the confirmation half holds fewer than 11 rows at "
+  )
+  mask = cube_env.split_rows(df.head(40), seed=0)
+  with pytest.raises(ValueError, match="min_group = 11 each: the table is too small to split: use more rows$"):
+    holdout.check_halves(mask, fraction=0.5, min_rows=22)
+  one_row = "exploration half holds 0 rows at explore_fraction = 1e-300; each half needs at least 1 row: explore_"
+  with pytest.raises(ValueError, match=one_row + "fraction must move"):
     cube_env.split_cubes(df, SMALL_SCHEMA, seed=0, fraction=1e-300)  # one row at least, with no min_group
 
 
@@ -617,6 +630,8 @@ def test_an_adjusted_binary_candidate_keeps_the_expected_counts_rule():
   assert len(kept) and all(passes(r) for r in kept.itertuples())
   shown = cube_env.shown_findings(f, 11)
   assert shown.loc[shown["reason"] == confirm.RATE_UNTESTED, ["z", "p_value", "p_adjusted"]].isna().all().all()
+  # Excess rates (adjusted by difference) have no ratio of means (a review: -0.665 was in the files); either half's.
+  assert f["ratio"].isna().all() and f["explore_ratio"].isna().all()
 
 
 def test_a_measure_with_values_below_zero_has_no_relative_difference_and_is_sized_in_standard_deviations():

@@ -249,7 +249,7 @@ def test_bad_input_gives_clear_errors(csv_path, tmp_path, capsys):
     ),
     (
       ["--data", csv_path, *FLAGS, "--min-group", "3000"],
-      "needs at least 6000 rows, a group and a rest of --min-group = 3000 each: --min-group must be lower",
+      "needs at least 6000 rows, a group and a rest of --min-group = 3000 each: --min-group must be lower (or use",
     ),
     (["--data", csv_path, *FLAGS, "--min-group", "700"], "empty cohort space"),
     (["--data", csv_path, *FLAGS, "--budget", "0"], "--budget"),

@@ -229,6 +229,38 @@ def test_the_same_job_submitted_at_once_is_queued_once(service, table, tmp_path)
   jobs.fetch(conn, got[0][0]).cancel()
 
 
+def test_a_purge_that_fails_midway_can_be_sent_again(service, table, tmp_path, monkeypatch):
+  """A purge removes the files before the record, so one that fails on them (a disk error) leaves the record and
+  the next one finishes; a directory whose record is gone is purged too (a review: the record went first, and the
+  files could then never be purged). On a queue no worker serves, so the job stays queued until canceled."""
+  config = ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path / "data"), queue="purge-midway")
+  conn = redis.Redis.from_url(service.redis_url)
+  stored = tables.store_table(table, config)
+  job_id, _ = jobs.submit(config, conn, JobSpec.from_dict(SETTINGS), "purge-table", stored, "cases.csv")
+  with pytest.raises(jobs.JobActive, match="is queued: stop it first"):
+    jobs.purge(config, conn, job_id)
+  jobs.fetch(conn, job_id).cancel()
+
+  def failing(path):
+    raise PermissionError(path)
+
+  monkeypatch.setattr(jobs.shutil, "rmtree", failing)
+  with pytest.raises(PermissionError):
+    jobs.purge(config, conn, job_id)
+  assert jobs.fetch(conn, job_id) is not None and os.path.isdir(jobs.job_dir(config, job_id))
+  monkeypatch.undo()
+  assert jobs.purge(config, conn, job_id) == {"id": job_id, "was": "canceled", "table_removed": True}
+  assert jobs.fetch(conn, job_id) is None and not os.path.exists(jobs.job_dir(config, job_id))
+  assert not os.path.exists(stored)
+  stored = tables.store_table(table, config)  # a directory left without its record: purged all the same
+  job_id, _ = jobs.submit(config, conn, JobSpec.from_dict(SETTINGS), "purge-table", stored, "cases.csv")
+  jobs.fetch(conn, job_id).delete()
+  assert jobs.purge(config, conn, job_id) == {"id": job_id, "was": "gone", "table_removed": True}
+  with pytest.raises(KeyError):
+    jobs.purge(config, conn, job_id)
+  conn.close()
+
+
 def test_bad_input_is_a_clear_4xx(service, table):
   r = service.submit(SETTINGS, b"PAR1 this is no parquet file")
   assert r.status_code == 400 and r.json()["detail"]["field"] == "file" and "not a readable" in r.text
@@ -273,7 +305,7 @@ def test_bad_input_is_a_clear_4xx(service, table):
   for tiny in (1e-300, 1 - 1e-9):  # known only with the table: a half without the rows a run needs (an audit)
     r = service.submit({**SETTINGS, "explore_fraction": tiny}, table)
     assert r.status_code == 422 and r.json()["detail"]["field"] == "explore_fraction", r.text
-    assert "holds 0 rows of the table's" in r.text and "each half needs at least 22 rows" in r.text
+    assert "half holds 0 rows at explore_fraction = " in r.text and "each half needs at least 22 rows" in r.text
   r = service.client.post("/jobs", files={"settings": ("s.json", json.dumps(SETTINGS)), "file": ("a.csv", table)})
   assert r.status_code == 422 and r.json()["detail"] == {
     "field": "settings",
@@ -440,7 +472,7 @@ def test_parquet_upload_and_cancel(service, table):
   data = service.root / "data"
   parquet_table = data / "tables" / f"{tables.content_hash(parquet.getvalue())}.parquet"
   csv_table = data / "tables" / f"{tables.content_hash(table)}.csv"
-  assert parquet_table.exists() and csv_table.exists() and (data / "jobs" / queued / "state").is_dir()
+  assert parquet_table.exists() and csv_table.exists() and (data / "jobs" / queued / "spec.json").is_file()
   r = service.client.delete(f"/jobs/{queued}", params={"purge": "true"})
   assert r.status_code == 200 and r.json() == {
     "id": queued,

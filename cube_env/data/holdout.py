@@ -77,20 +77,24 @@ def check_halves(explore: np.ndarray, *, fraction: float, min_rows: int = 1) -> 
   """ValueError naming `explore_fraction` when a half of the split (`split_rows`' mask) holds fewer than `min_rows`
   rows. A discovery run asks for two sides of `min_group` rows in each half (`pipeline.prepare`): with fewer, no
   test could run there, so a fraction near 0 or 1 is refused before any search (it ran, and a report showed "4
-  confirmation" rows); counts from 1 to 10 in the message read "fewer than 11 rows" (`redact_counts`). The advice
-  is to move the fraction toward 0.5 where half the table would do, else fewer rows per side or a larger table."""
-  for name, n in (("exploration", int(explore.sum())), ("confirmation", int((~explore).sum()))):
-    if n < min_rows:
-      rows = redact_counts(f"{n} rows", SMALL_CELL)
-      table = redact_counts(f"{explore.size} rows", SMALL_CELL)
-      need = f"at least {min_rows} row{'s' * (min_rows != 1)}" + (
-        f", a group and a rest of min_group = {min_rows / 2:g} each" * (min_rows > 1)
-      )
-      advice = "explore_fraction must move toward 0.5" if explore.size // 2 >= min_rows else "min_group must be lower"
-      raise ValueError(
-        f"the {name} half holds {rows} of the table's {table} at explore_fraction = {fraction:g}; each half needs "
-        f"{need}: {advice} (or use more rows)"
-      )
+  confirmation" rows). The message gives the short halves' rows only, counts from 1 to 10 as "fewer than 11 rows"
+  (`redact_counts`), and not the table's (less a half shown, it gave the other back: a review). The advice is the
+  setting that can help: the fraction toward 0.5 where half the table would do, else a smaller min_group where it
+  is above the small-cell rule's, else a larger table."""
+  halves = (("exploration", int(explore.sum())), ("confirmation", int((~explore).sum())))
+  short = [f"the {name} half holds {redact_counts(f'{n} rows', SMALL_CELL)}" for name, n in halves if n < min_rows]
+  if not short:
+    return
+  need = f"at least {min_rows} row{'s' * (min_rows != 1)}" + (
+    f", a group and a rest of min_group = {min_rows / 2:g} each" * (min_rows > 1)
+  )
+  if fraction != 0.5 and explore.size // 2 >= min_rows:
+    advice = "explore_fraction must move toward 0.5 (or use more rows)"
+  elif min_rows / 2 > SMALL_CELL:
+    advice = "min_group must be lower (or use more rows)"
+  else:
+    advice = "the table is too small to split: use more rows"
+  raise ValueError(f"{' and '.join(short)} at explore_fraction = {fraction:g}; each half needs {need}: {advice}")
 
 
 def _keyed(column: pd.Series) -> bool:

@@ -323,7 +323,7 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     columns = f"{len(unnamed)} column" + "s" * (len(unnamed) != 1)
     notes.append(f"{columns} without a name or any value left out (a spreadsheet's trailing separators)")
   if blank.any():
-    df = _without_blank_lines(source, raw, sep, df, blank).drop(columns=unnamed, errors="ignore")
+    df = _without_blank_lines(source, raw, sep, df, blank, unnamed)
     df.attrs[SEPARATOR] = sep
     notes.append(redact_counts(f"{int(blank.sum())} rows with every field blank left out", SMALL_CELL))
   if sep == ";":
@@ -334,28 +334,39 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   return df
 
 
-LEADING_ZERO = re.compile(r"\s*0\d+\s*")  # '02139', '007': a code, not a number
+LEADING_ZERO = re.compile(r"0\d+")  # '02139', '007': a code, not a number
+CODE_WIDTH = 3  # `_keep_leading_zeros`: fewest digits of a code whose every value has the same width
 
 
 def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame) -> list[str]:
-  """In place: each column of whole numbers that pandas read from text holding a leading zero ('02139', a ZIP
-  code; '007') becomes that text, so its categories keep their zeros (an audit: cohorts read 'zip=2140'); one
-  note a column. Columns of other numbers are not read twice."""
+  """In place: each column of whole numbers that pandas read from text of one width of at least `CODE_WIDTH`
+  digits, some with a leading zero ('02139' beside '10001': ZIP codes), becomes that text, so its categories keep
+  their zeros (an audit: cohorts read 'zip=2140'); one note a column. Numbers of other widths ('07' among ages 37
+  and 63) stay numbers, so their bins hold. Columns of other numbers are not read again."""
   whole = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) or _whole_floats(df[c])]
   if not whole:
     return []
   data = io.BytesIO(source) if isinstance(source, bytes) else raw
   try:
-    text = pd.read_csv(data, sep=sep, dtype=str, keep_default_na=False, usecols=whole, low_memory=False)
+    text = pd.read_csv(data, sep=sep, dtype=str, keep_default_na=False, low_memory=False)
   except (ValueError, OSError):
     return []
+  text = text[~text.apply(lambda c: c.str.strip().eq("")).all(axis=1)]  # ',,,' lines, left out of `df` too
   notes = []
   for column in whole:
-    values = text[column]
-    if len(values) != len(df) or not values.str.fullmatch(LEADING_ZERO.pattern).any():
+    if column not in text.columns or len(text) != len(df):
       continue
-    df[column] = values.str.strip().astype(object).where(df[column].notna().to_numpy(), None)
-    example = values[values.str.fullmatch(LEADING_ZERO.pattern)].iloc[0].strip()
+    values = text[column].str.strip()
+    present = values[df[column].notna().to_numpy()]
+    widths = present.str.len()
+    digits = present.str.fullmatch(r"\d+")
+    if not (len(present) and digits.all() and widths.nunique() == 1 and widths.iloc[0] >= CODE_WIDTH):
+      continue
+    if not present.str.fullmatch(LEADING_ZERO.pattern).any():
+      continue
+    kept = values.astype(object).where(df[column].notna().to_numpy(), None).to_numpy()
+    df[column] = pd.Series(kept, index=df.index, dtype=object)
+    example = present[present.str.fullmatch(LEADING_ZERO.pattern)].iloc[0]
     notes.append(f"column {column!r} read as text: values such as {example!r} keep their leading zeros")
   return notes
 
@@ -368,10 +379,13 @@ def _whole_floats(column: pd.Series) -> bool:
   return len(present) > 0 and bool(np.all(present == np.round(present)))
 
 
-def _without_blank_lines(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> pd.DataFrame:
+def _without_blank_lines(
+  source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray, unnamed: Sequence[str] = ()
+) -> pd.DataFrame:
   """`df` less its `blank` rows, read again from the file without their lines, so each column gets the type it
-  has without them (a blank line makes pandas read a column of whole numbers as floats: site 1 would read '1.0').
-  Falls back to dropping the rows where the lines cannot be told apart (a quoted field spanning lines)."""
+  has without them (a blank line makes pandas read a column of whole numbers as floats: site 1 would read '1.0'),
+  and without the `unnamed` columns `df` no longer has. Falls back to dropping the rows where the lines cannot be
+  told apart (a quoted field spanning lines)."""
   if isinstance(source, bytes):
     data = source
   else:
@@ -381,8 +395,8 @@ def _without_blank_lines(source, raw, sep: str, df: pd.DataFrame, blank: np.ndar
   lines = data.splitlines(keepends=True)
   kept = [line for i, line in enumerate(lines) if i == 0 or line.strip(junk)]
   try:
-    again = pd.read_csv(io.BytesIO(b"".join(kept)), sep=sep, low_memory=False)
-  except (ValueError, OSError):
+    again = pd.read_csv(io.BytesIO(b"".join(kept)), sep=sep, low_memory=False).drop(columns=list(unnamed))
+  except (ValueError, OSError, KeyError):
     again = None
   if again is not None and len(again) == int((~blank).sum()) and list(again.columns) == list(df.columns):
     return again
@@ -845,10 +859,6 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
     )
   if pd.api.types.is_numeric_dtype(col):
     return col.to_numpy(dtype=np.float64), []
-  yes_no = _yes_no(col, name)
-  if yes_no is not None:
-    coded, note = yes_no
-    return coded.to_numpy(dtype=np.float64), [note]
   notes = []
   spaces = col.notna().to_numpy(bool) & col.astype(str).str.strip().eq("").to_numpy(bool)
   if spaces.any():  # blank but for spaces (an Excel export's empty cells): missing, as such a category is
@@ -856,6 +866,10 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
     notes.append(
       redact_counts(f"measure {name!r}: {int(spaces.sum())} rows blank but for spaces read as missing", SMALL_CELL)
     )
+  yes_no = _yes_no(col, name)
+  if yes_no is not None:
+    coded, note = yes_no
+    return coded.to_numpy(dtype=np.float64), notes + [note]
   coerced = pd.to_numeric(col, errors="coerce")
   bad = coerced.isna() & col.notna()
   if bad.any():
@@ -864,14 +878,14 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
     grouped = text.str.fullmatch(THOUSANDS.pattern).to_numpy(bool) & (not decimal_comma)
     if not grouped.all():
       unread = text[~grouped]
-      rows = redact_counts(f"{len(unread)} rows", SMALL_CELL)  # the small-cell rule holds in errors too
-      # Each text by its own count (an audit: "'?' in 40 rows" counted the 25 rows of '-' as well), most common first.
+      # Each text by its own count (an audit: "'?' in 40 rows" counted the 25 rows of '-' as well), most common
+      # first; no total, which less the counts shown would give a redacted one back (a review).
       common = unread.value_counts(sort=True).head(3)
       shown = ", ".join(f"{v!r} in {redact_counts(f'{c} rows', SMALL_CELL)}" for v, c in common.items())
       more = ", ..." if len(common) < unread.nunique() else ""
       message = (
-        f"measure column {name!r} is not numeric: {rows} hold text that is not a number ({shown}{more}); recode "
-        "them as missing (an empty cell) or as numbers"
+        f"measure column {name!r} is not numeric: it holds text that is not a number ({shown}{more}); recode it "
+        "as missing (an empty cell) or as numbers"
       )
       for yes, no in YES_NO:  # nine in ten or more one yes/no pair: name a value outside it, not one of the pair
         inside = unread.str.lower().isin([yes, no]).to_numpy(bool)

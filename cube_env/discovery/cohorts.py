@@ -138,8 +138,13 @@ def finding_row(
     "new": bool(new),
     "filters": dict(filters),
   }
-  if meta.is_signed and meta.is_signed[m]:  # a measure with values below 0: no ratio of means (an audit: 1.55 for
-    row["ratio"] = None  # means -1.61 against -1.04, the group lower), as it has no relative difference (`confirm`)
+  # A ratio of means only where it means one: not for a measure with values below 0 (an audit: 1.55 for means -1.61
+  # against -1.04, the group lower; it has no relative difference either, `confirm`), nor a measure adjusted by
+  # difference (excess values, a review: -0.665), nor a rest whose mean is 0 (the statistics' placeholder, 1e6).
+  adjusted_by_difference = bool(meta.is_ratio) and not is_ratio and not is_log
+  signed = bool(meta.is_signed) and meta.is_signed[m]
+  if signed or adjusted_by_difference or not (is_log or (mean_r > 0 and mean_g >= 0)):
+    row["ratio"] = None
   if row["n_group"] < 1 or row["n_rest"] < 1:  # a side without rows has no mean, nor a difference from it
     empty = ("mean_group",) * (row["n_group"] < 1) + ("mean_rest",) * (row["n_rest"] < 1)
     for key in empty + ("diff", "ci_low", "ci_high", "ratio", "smd", "z", "p_value"):

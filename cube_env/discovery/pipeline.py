@@ -485,7 +485,8 @@ def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", 
   """
   run = run_discovery(df, schema, method=method, **settings)
   out = shown_findings(run.findings, run.config.min_group, halves=run.halves)
-  notes = tuple(note_text(line, run.config.min_group) for line in run.halves.summary)
+  summary = run.halves.summary if run.halves is not None else ()  # (a run put together by hand may have none)
+  notes = tuple(note_text(line, run.config.min_group) for line in summary)
   for note in notes:
     if note.startswith(WARNING):
       warnings.warn(note[len(WARNING) :], UserWarning, stacklevel=2)

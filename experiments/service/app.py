@@ -176,16 +176,22 @@ def make_app(config: ServiceConfig) -> NamedLimit:
 
   @app.delete("/jobs/{job_id}", dependencies=guard)
   def cancel(job_id: str, purge: bool = False) -> dict:
-    _job(job_id)
-    if purge:
+    if purge:  # also a directory whose record a purge that failed midway removed (`jobs.purge`)
+      if not (job_id.isascii() and job_id.isalnum()):
+        raise _fail(404, "id", f"no job {job_id!r}")
       try:
         return {**jobs.purge(config, connection, job_id), "status": "purged"}
-      except KeyError:  # purged by another request meanwhile
+      except KeyError:  # no record and no directory: never submitted, or purged
         raise _fail(404, "id", f"no job {job_id!r}") from None
       except jobs.JobActive as err:
         raise _fail(409, "purge", str(err)) from None
       except jobs.SubmitBusy as err:
         raise _fail(503, None, str(err)) from None
+      except OSError as err:  # the files: the record stays, so the purge can be sent again
+        raise _fail(
+          500, None, f"job {job_id}: its files could not be removed ({type(err).__name__}); try again"
+        ) from None
+    _job(job_id)
     was = jobs.cancel(connection, job_id)
     return {"id": job_id, "was": was, "status": jobs.job_status(_job(job_id))["status"]}
 

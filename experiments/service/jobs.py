@@ -79,7 +79,9 @@ def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
 # cached before is not served again: its job id no longer matches and the analysis runs anew.
 # 6: a group's sub-cohort against its parent's test of the group, an adjusted run's exploration-half events, a
 # rate's relative interval at -100%.
-REPORT_FORMAT = 6
+# 7: sums about a robust centre, no mean or ratio where none means one, quoted labels, codes with leading zeros,
+# unnamed empty columns left out (other splits), the split's own rule.
+REPORT_FORMAT = 7
 
 
 def cache_key(table_hash: str, spec: JobSpec, agent_dir: str | None) -> str:
@@ -117,17 +119,17 @@ def submit(
   journal) and race on its `spec.json`.
   """
   job_id = cache_key(table_hash, spec, config.agent)
-  with held(connection, SUBMIT_LOCK.format(job_id), job_id):  # held past its time-out: the job is queued all the same
+  with held(connection, SUBMIT_LOCK.format(job_id), f"job {job_id}"):  # held past its time-out: queued all the same
     return _submit(config, connection, spec, job_id, table_path, source)
 
 
 class SubmitBusy(RuntimeError):
-  """Another request on the same job (a submission, a purge) or its table held its lock past `SUBMIT_LOCK_SECONDS`
-  (a stalled server)."""
+  """Another request on the same job (a submission, a purge) or table held its lock past `SUBMIT_LOCK_SECONDS` (a
+  stalled server); `what` names it ("job ID", "table HASH")."""
 
-  def __init__(self, job_id: str):
-    super().__init__(f"job {job_id}: another request on it or its table is still under way; try again in a minute")
-    self.job_id = job_id
+  def __init__(self, what: str):
+    super().__init__(f"{what}: another request on it is still under way; try again in a minute")
+    self.what = what
 
 
 SUBMIT_LOCK = "cube:submit:{}"  # held while a submission checks and queues its job
@@ -194,11 +196,11 @@ TABLE_LOCK = "cube:table:{}"  # held while a stored table is named by a new job 
 
 
 @contextlib.contextmanager
-def held(connection: Redis, key: str, job_id: str):
-  """Holds the Redis lock `key` (SubmitBusy naming `job_id` when another holder keeps it past the lock's time-out)."""
-  lock = connection.lock(key, timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=SUBMIT_LOCK_SECONDS)
+def held(connection: Redis, key: str, what: str, *, wait: float = SUBMIT_LOCK_SECONDS):
+  """Holds the Redis lock `key` (SubmitBusy naming `what` when another holder keeps it past `wait` seconds)."""
+  lock = connection.lock(key, timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=wait)
   if not lock.acquire():
-    raise SubmitBusy(job_id)
+    raise SubmitBusy(what)
   try:
     yield
   finally:
@@ -206,49 +208,57 @@ def held(connection: Redis, key: str, job_id: str):
       lock.release()
 
 
-def table_lock(connection: Redis, table_path: str, job_id: str = ""):
+def table_lock(connection: Redis, table_path: str):
   """The lock under which a stored table is named by a job or removed (`TABLE_LOCK`): the API stores an upload and
   queues its job under it, `purge` checks that no job names a table and removes it under it, so a table is never
   removed between its upload and its job's `spec.json`."""
-  return held(connection, TABLE_LOCK.format(os.path.basename(table_path)), job_id)
+  name = os.path.basename(table_path)
+  return held(connection, TABLE_LOCK.format(name), f"table {name.split('.')[0]}")
 
 
 def purge(config: ServiceConfig, connection: Redis, job_id: str) -> dict[str, Any]:
-  """Removes a job that has ended (finished, failed, stopped or canceled): its record in Redis, its directory
-  (settings, search journal with the raw statistics, report) and its stored table unless another job's settings
-  name it. Returns {"id", "was" (its status), "table_removed"}. Health data is kept no longer than the analyst
-  wants: nothing else removes a finished job's files.
+  """Removes a job that has ended (finished, failed, stopped or canceled): its directory (settings, search journal
+  with the raw statistics, report), its record in Redis, and its stored table unless another job's settings name
+  it. Returns {"id", "was" (its status, "gone" for a directory whose record a failed purge already removed),
+  "table_removed"}. Health data is kept no longer than the analyst wants: nothing else removes a job's files.
 
-  Under the job's submission lock, so that an identical submission at the same moment either finds the job or
-  queues it afresh after the purge. A job that a dead worker left (`failed` by RQ's clean-up) is removed rather
-  than resumed.
+  Under the job's submission lock, which `requeue_abandoned` takes too, so that neither an identical submission
+  nor a worker's requeue of a job a dead worker left (`failed` by RQ's clean-up, removed rather than resumed)
+  interleaves with it. The files go first: a purge that fails on them (a disk error) leaves the record, and the
+  next purge finishes; one that fails after them leaves a directory without a record, which a purge removes too.
+  A recorded stop (`STOP_KEY`) is left to expire: it is what stops a run a worker started just before a cancel.
 
   Raises:
-    KeyError: no such job. JobActive: it is queued or running. SubmitBusy: a lock held past its time-out.
+    KeyError: no such job or directory. JobActive: it is queued or running. SubmitBusy: a lock held past its
+    time-out. OSError: the files could not be removed (the record stays).
   """
   directory = job_dir(config, job_id)
-  with held(connection, SUBMIT_LOCK.format(job_id), job_id):
+  with held(connection, SUBMIT_LOCK.format(job_id), f"job {job_id}"):
     job = fetch(connection, job_id)
-    if job is None:
+    if job is None and not os.path.isdir(directory):
       raise KeyError(job_id)
-    status = job.get_status()
+    status = job.get_status() if job is not None else None
     if status in ACTIVE:
       raise JobActive(job_id, status_text(status))
     table = _named_table(directory)
-    job.delete()  # first: no worker can requeue it once its files are going
-    connection.delete(STOP_KEY.format(job_id), LEASE_KEY.format(job_id))
     if os.path.isdir(directory):
       shutil.rmtree(directory)
+    if job is not None:
+      job.delete()
+    connection.delete(LEASE_KEY.format(job_id))
   removed = False
-  stored = os.path.join(os.path.abspath(config.data_dir), "tables")
-  if table is not None and os.path.dirname(table) == stored:  # only tables the server stored
-    with table_lock(connection, table, job_id):
+  stored = os.path.realpath(os.path.join(config.data_dir, "tables"))
+  if table is not None and os.path.dirname(os.path.realpath(table)) == stored:  # only tables the server stored
+    name = os.path.basename(table)
+    with table_lock(connection, table):
       jobs_dir = os.path.join(config.data_dir, "jobs")
       others = os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else []
-      if os.path.exists(table) and not any(_named_table(os.path.join(jobs_dir, o)) == table for o in others):
-        os.remove(table)
+      named = {os.path.basename(t) for t in (_named_table(os.path.join(jobs_dir, o)) for o in others) if t}
+      path = os.path.join(stored, name)
+      if name not in named and os.path.exists(path):  # by name: a data dir given by another path names it alike
+        os.remove(path)
         removed = True
-  return {"id": job_id, "was": status_text(status), "table_removed": removed}
+  return {"id": job_id, "was": status_text(status) if status is not None else "gone", "table_removed": removed}
 
 
 def _named_table(directory: str) -> str | None:
@@ -484,30 +494,51 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
     job_id = entry.split(":", 1)[0]
     if connection.exists(LEASE_KEY.format(job_id)):
       continue
-    job = fetch(connection, job_id)
-    if job is None or job.get_status() != JobStatus.STARTED:
+    lock = _locked(connection, job_id)  # not while a purge removes it (a review: the requeue re-created it)
+    if lock is None:
       continue
-    started = job.started_at
-    if started is not None:
-      started = started if started.tzinfo else started.replace(tzinfo=dt.UTC)
-      if (now - started).total_seconds() < lease_seconds:
+    try:
+      job = fetch(connection, job_id)
+      if job is None or job.get_status() != JobStatus.STARTED:
         continue
-    if not _may_requeue(job) or not connection.zrem(registry.key, entry):  # or requeued meanwhile by another worker
-      continue
-    _requeue(queue, job)
-    out.append(job_id)
+      started = job.started_at
+      if started is not None:
+        started = started if started.tzinfo else started.replace(tzinfo=dt.UTC)
+        if (now - started).total_seconds() < lease_seconds:
+          continue
+      if not _may_requeue(job) or not connection.zrem(registry.key, entry):  # or requeued meanwhile by another
+        continue
+      _requeue(queue, job)
+      out.append(job_id)
+    finally:
+      with contextlib.suppress(LockError):
+        lock.release()
   # RQ's own clean-up (a worker's maintenance, once the dead worker's heartbeat lapsed) fails such a job instead;
   # it resumes from its journal as well, so it is put back too.
   failed = queue.failed_job_registry
   for job_id in failed.get_job_ids(cleanup=False):
-    job = fetch(connection, job_id)
-    result = job.latest_result() if job is not None else None
-    if result is None or not str(result.exc_string or "").startswith(RQ_ABANDONED) or not _may_requeue(job):
+    lock = _locked(connection, job_id)
+    if lock is None:
       continue
-    if connection.zrem(failed.key, job_id):  # else requeued meanwhile by another worker
-      _requeue(queue, job)
-      out.append(job_id)
+    try:
+      job = fetch(connection, job_id)
+      result = job.latest_result() if job is not None else None
+      if result is None or not str(result.exc_string or "").startswith(RQ_ABANDONED) or not _may_requeue(job):
+        continue
+      if connection.zrem(failed.key, job_id):  # else requeued meanwhile by another worker
+        _requeue(queue, job)
+        out.append(job_id)
+    finally:
+      with contextlib.suppress(LockError):
+        lock.release()
   return out
+
+
+def _locked(connection: Redis, job_id: str):
+  """The job's submission lock for a requeue, taken within a second, or None when another request holds it (a
+  purge, a submission): the job is then left for the next round."""
+  lock = connection.lock(SUBMIT_LOCK.format(job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=1.0)
+  return lock if lock.acquire() else None
 
 
 def _may_requeue(job: Job) -> bool:
