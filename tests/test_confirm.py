@@ -404,6 +404,10 @@ def test_a_side_without_rows_has_no_mean_difference_or_z(small_cube):
   assert np.isnan(confirm.relative_difference({**both, "scale": "log"}, adjusted=False, favorable=False))
   kept = cohorts.finding_row(meta, {}, 80.0, 0, 0, 0, {**cmp, "n_group": 40.0}, False, False, min_group=11)
   assert kept["mean_group"] == pytest.approx(np.exp(3.4)) and kept["z"] == 0.0 and kept["p_value"] == 1.0
+  assert kept["ratio"] == pytest.approx(np.exp(-0.2))  # a log measure's ratio of geometric means stays
+  binary = meta.is_binary.index(True)  # a rest rate of 0: no ratio (the statistics' placeholder was 1e6)
+  rates = dict(cmp, n_group=40.0, mean_group=0.1, mean_rest=0.0, ratio=1e6)
+  assert cohorts.finding_row(meta, {}, 80.0, 0, 0, binary, rates, False, False, min_group=11)["ratio"] is None
 
 
 def test_expected_values_are_stratum_means_of_the_fitting_rows():

@@ -995,9 +995,12 @@ def test_codes_with_leading_zeros_keep_them(tmp_path):
   assert df["zip"].tolist() == ["02139", "01002", None, "10001"] and df["asa"].tolist() == [1, 2, 3, 2]
   assert df.attrs[ingest.READ_NOTES] == ("column 'zip' read as text: values such as '02139' keep their leading zeros",)
   assert ingest.read_csv(path.read_bytes(), name="upload")["zip"].tolist() == df["zip"].tolist()  # the service's
-  # With a spreadsheet's ',,,' lines too (a review: the zeros were lost without a note).
-  path.write_text(path.read_text() + ",,,\n,,,\n")
-  assert cube_env.read_table(path)["zip"].tolist() == ["02139", "01002", None, "10001"]
+  # With a spreadsheet's ',,,' lines too, or R's 'NA,NA,NA' (reviews: the zeros were lost without a note).
+  text = path.read_text()
+  for empty in (",,,\n,,,\n", "NA,NA,NA,NA\n"):
+    path.write_text(text + empty)
+    df = cube_env.read_table(path)
+    assert df["zip"].tolist() == ["02139", "01002", None, "10001"] and df["asa"].tolist() == [1, 2, 3, 2], empty
   # A number written once with a zero ('07' among ages 37 and 63) is no code: it stays a number, so bins hold.
   path.write_text("age,race\n07,A\n37,B\n63,A\n82,B\n")
   df = cube_env.read_table(path)

@@ -328,7 +328,7 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     notes.append(redact_counts(f"{int(blank.sum())} rows with every field blank left out", SMALL_CELL))
   if sep == ";":
     notes += _read_decimal_commas(df)
-  notes += _keep_leading_zeros(source, raw, sep, df)
+  notes += _keep_leading_zeros(source, raw, sep, df, blank)
   if notes:
     df.attrs[READ_NOTES] = tuple(notes)
   return df
@@ -338,33 +338,34 @@ LEADING_ZERO = re.compile(r"0\d+")  # '02139', '007': a code, not a number
 CODE_WIDTH = 3  # `_keep_leading_zeros`: fewest digits of a code whose every value has the same width
 
 
-def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame) -> list[str]:
+def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> list[str]:
   """In place: each column of whole numbers that pandas read from text of one width of at least `CODE_WIDTH`
   digits, some with a leading zero ('02139' beside '10001': ZIP codes), becomes that text, so its categories keep
   their zeros (an audit: cohorts read 'zip=2140'); one note a column. Numbers of other widths ('07' among ages 37
-  and 63) stay numbers, so their bins hold. Columns of other numbers are not read again."""
+  and 63) stay numbers, so their bins hold. Only the whole-number columns are read again, as text, and their rows
+  are `read_csv`'s own less its `blank` ones (the same reader's rows, so they align by position)."""
   whole = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) or _whole_floats(df[c])]
   if not whole:
     return []
   data = io.BytesIO(source) if isinstance(source, bytes) else raw
   try:
-    text = pd.read_csv(data, sep=sep, dtype=str, keep_default_na=False, low_memory=False)
+    text = pd.read_csv(data, sep=sep, dtype=str, usecols=whole, low_memory=False)
   except (ValueError, OSError):
     return []
-  text = text[~text.apply(lambda c: c.str.strip().eq("")).all(axis=1)]  # ',,,' lines, left out of `df` too
+  if len(text) != len(blank):
+    return []
+  text = text.loc[~blank]
   notes = []
   for column in whole:
-    if column not in text.columns or len(text) != len(df):
+    present = text[column].dropna().str.strip()
+    if len(present) != int(df[column].notna().sum()) or not len(present):
       continue
-    values = text[column].str.strip()
-    present = values[df[column].notna().to_numpy()]
     widths = present.str.len()
-    digits = present.str.fullmatch(r"\d+")
-    if not (len(present) and digits.all() and widths.nunique() == 1 and widths.iloc[0] >= CODE_WIDTH):
+    if not (present.str.fullmatch(r"\d+").all() and widths.nunique() == 1 and widths.iloc[0] >= CODE_WIDTH):
       continue
     if not present.str.fullmatch(LEADING_ZERO.pattern).any():
       continue
-    kept = values.astype(object).where(df[column].notna().to_numpy(), None).to_numpy()
+    kept = text[column].str.strip().astype(object).where(text[column].notna().to_numpy(), None).to_numpy()
     df[column] = pd.Series(kept, index=df.index, dtype=object)
     example = present[present.str.fullmatch(LEADING_ZERO.pattern)].iloc[0]
     notes.append(f"column {column!r} read as text: values such as {example!r} keep their leading zeros")
@@ -391,9 +392,8 @@ def _without_blank_lines(
   else:
     with (gzip.open if raw.lower().endswith(".gz") else open)(raw, "rb") as handle:
       data = handle.read()
-  junk = (sep + ' \t"\r\n').encode()
   lines = data.splitlines(keepends=True)
-  kept = [line for i, line in enumerate(lines) if i == 0 or line.strip(junk)]
+  kept = [line for i, line in enumerate(lines) if i == 0 or not _blank_line(line, sep)]
   try:
     again = pd.read_csv(io.BytesIO(b"".join(kept)), sep=sep, low_memory=False).drop(columns=list(unnamed))
   except (ValueError, OSError, KeyError):
@@ -401,6 +401,18 @@ def _without_blank_lines(
   if again is not None and len(again) == int((~blank).sum()) and list(again.columns) == list(df.columns):
     return again
   return df.loc[~blank].reset_index(drop=True)
+
+
+NA_TEXT = frozenset(  # what pandas reads as missing by default (`read_csv`'s na_values), stripped
+  ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA")
+  + ("NULL", "NaN", "None", "n/a", "nan", "null")
+)
+
+
+def _blank_line(line: bytes, sep: str) -> bool:
+  """A line whose every field is empty or a text pandas reads as missing (',,,'; R's 'NA,NA,NA', a review)."""
+  text = line.decode("utf-8", errors="replace")
+  return all(f.strip().strip('"').strip() in NA_TEXT for f in text.split(sep))
 
 
 def _read_decimal_commas(df: pd.DataFrame) -> list[str]:

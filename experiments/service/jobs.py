@@ -224,9 +224,11 @@ def purge(config: ServiceConfig, connection: Redis, job_id: str) -> dict[str, An
 
   Under the job's submission lock, which `requeue_abandoned` takes too, so that neither an identical submission
   nor a worker's requeue of a job a dead worker left (`failed` by RQ's clean-up, removed rather than resumed)
-  interleaves with it. The files go first: a purge that fails on them (a disk error) leaves the record, and the
-  next purge finishes; one that fails after them leaves a directory without a record, which a purge removes too.
-  A recorded stop (`STOP_KEY`) is left to expire: it is what stops a run a worker started just before a cancel.
+  interleaves with it. The files go first, `spec.json` last: a purge that fails on them (a disk error) leaves the
+  record, and the next purge finishes; one that fails after them leaves a directory without a record, which a
+  purge removes too. The table goes by `sweep_tables` (every stored table no job names), so one whose removal
+  failed goes with the next purge of any job. A recorded stop (`STOP_KEY`) is left to expire: it is what stops a
+  run a worker started just before a cancel.
 
   Raises:
     KeyError: no such job or directory. JobActive: it is queued or running. SubmitBusy: a lock held past its
@@ -241,24 +243,48 @@ def purge(config: ServiceConfig, connection: Redis, job_id: str) -> dict[str, An
     if status in ACTIVE:
       raise JobActive(job_id, status_text(status))
     table = _named_table(directory)
-    if os.path.isdir(directory):
-      shutil.rmtree(directory)
+    _remove_job_dir(directory)
     if job is not None:
       job.delete()
     connection.delete(LEASE_KEY.format(job_id))
-  removed = False
-  stored = os.path.realpath(os.path.join(config.data_dir, "tables"))
-  if table is not None and os.path.dirname(os.path.realpath(table)) == stored:  # only tables the server stored
-    name = os.path.basename(table)
-    with table_lock(connection, table):
-      jobs_dir = os.path.join(config.data_dir, "jobs")
+  swept = sweep_tables(config, connection)
+  removed = table is not None and os.path.basename(table) in swept
+  return {"id": job_id, "was": status_text(status) if status is not None else "gone", "table_removed": removed}
+
+
+def _remove_job_dir(directory: str) -> None:
+  """Removes a job's directory with its `spec.json` last, so that a removal that fails midway (a disk error)
+  leaves the file that names the job's table, and the next purge finds it (a review: the table was left for good)."""
+  if not os.path.isdir(directory):
+    return
+  for entry in os.scandir(directory):
+    if entry.name != "spec.json":
+      shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.remove(entry.path)
+  spec = os.path.join(directory, "spec.json")
+  if os.path.exists(spec):
+    os.remove(spec)
+  os.rmdir(directory)
+
+
+def sweep_tables(config: ServiceConfig, connection: Redis) -> set[str]:
+  """Removes every stored table that no job's `spec.json` names, each checked and removed under its table lock
+  (`table_lock`, which an upload holds until its job's settings name the table); returns their file names. A purge
+  calls it, so a table that an earlier purge failed to remove, or an upload whose submission was refused, goes
+  too. Names are compared by file name: a data directory given by another path names a table alike."""
+  stored = os.path.join(config.data_dir, "tables")
+  jobs_dir = os.path.join(config.data_dir, "jobs")
+  removed = set()
+  for name in sorted(os.listdir(stored)) if os.path.isdir(stored) else []:
+    if name.endswith(".tmp"):  # an upload being written (`tables.store_table`)
+      continue
+    with table_lock(connection, name):
       others = os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else []
       named = {os.path.basename(t) for t in (_named_table(os.path.join(jobs_dir, o)) for o in others) if t}
       path = os.path.join(stored, name)
-      if name not in named and os.path.exists(path):  # by name: a data dir given by another path names it alike
+      if name not in named and os.path.exists(path):
         os.remove(path)
-        removed = True
-  return {"id": job_id, "was": status_text(status) if status is not None else "gone", "table_removed": removed}
+        removed.add(name)
+  return removed
 
 
 def _named_table(directory: str) -> str | None:
@@ -517,13 +543,14 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
   # it resumes from its journal as well, so it is put back too.
   failed = queue.failed_job_registry
   for job_id in failed.get_job_ids(cleanup=False):
+    if not _abandoned(fetch(connection, job_id)):  # the cheap check first: most failed jobs are kept, not requeued
+      continue
     lock = _locked(connection, job_id)
     if lock is None:
       continue
     try:
       job = fetch(connection, job_id)
-      result = job.latest_result() if job is not None else None
-      if result is None or not str(result.exc_string or "").startswith(RQ_ABANDONED) or not _may_requeue(job):
+      if not _abandoned(job) or not _may_requeue(job):
         continue
       if connection.zrem(failed.key, job_id):  # else requeued meanwhile by another worker
         _requeue(queue, job)
@@ -532,6 +559,12 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
       with contextlib.suppress(LockError):
         lock.release()
   return out
+
+
+def _abandoned(job: Job | None) -> bool:
+  """Whether RQ's clean-up failed `job` because its worker died (`RQ_ABANDONED`)."""
+  result = job.latest_result() if job is not None else None
+  return result is not None and str(result.exc_string or "").startswith(RQ_ABANDONED)
 
 
 def _locked(connection: Redis, job_id: str):

@@ -103,7 +103,8 @@ def parse_table(data: bytes, *, field: str = "file", max_cells: int | None = Non
 def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
   """The table fits the spec's column roles (`cube_env` ingest's own checks) and every measure reads as numbers
   (`ingest.table_measure_numbers`: numbers, a yes/no pair, or numbers with thousands separators, as a run reads them),
-  and each half of the job's split holds the rows a run needs (`holdout.check_halves`, 422 naming explore_fraction).
+  and each half of the job's split holds the rows a run needs (`holdout.check_halves`, 422 naming the setting that
+  can help, explore_fraction or min_group, or the file where only more rows can).
 
   Raises:
     TableError naming the column (or `settings` for a problem of the roles themselves).
@@ -130,8 +131,10 @@ def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
   explore = holdout.split_rows(df, seed=spec.seed, fraction=spec.explore_fraction)
   try:  # the run's own rule, before the job is queued (a fraction of 1e-300 was queued, then the job failed)
     holdout.check_halves(explore, fraction=spec.explore_fraction, min_rows=min_halves(spec.config()))
-  except ValueError as err:
-    raise TableError("explore_fraction", str(err), status=422) from None
+  except ValueError as err:  # named by the setting its advice is about (the table itself where none can help)
+    advice = str(err).rsplit(": ", 1)[-1]
+    field = "explore_fraction" if "explore_fraction" in advice else "min_group" if "min_group" in advice else "file"
+    raise TableError(field, str(err), status=422) from None
 
 
 def content_hash(data: bytes) -> str:
