@@ -22,7 +22,7 @@ import muzero_jax
 from cube_env.discovery import pipeline
 from experiments import discover
 from experiments.agent import play as agent_play
-from experiments.report import files, findings_table, markup, plots, print_summary, render_html
+from experiments.report import console, files, findings_table, markup, plots, print_summary, render_html
 from experiments.report.files import CSV_COLUMNS
 from experiments.report.markup import finding_sentence
 from tests.conftest import make_small_df
@@ -809,6 +809,13 @@ def test_console_writes_a_blank_number_as_a_dash_never_none_nan_or_na(capsys):
   other = out.splitlines()[5].split()
   assert other[other.index("readmitted") + 1 :][:9] == ["-"] * 8 + ["False"]  # n_group to p_adjusted
   assert "truth (confirmed): 8 planted; recall 0.00; precision - (0 false of 0)" in out
+  assert [console._cell(v) for v in (np.float32("nan"), np.float64(0.12345), None, pd.NA, 7)] == [
+    "-",
+    "0.123",
+    "-",
+    "-",
+    "7",
+  ]
 
 
 def test_console_says_why_a_confirmed_findings_numbers_are_hidden(capsys):

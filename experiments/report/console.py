@@ -122,7 +122,7 @@ def _share(value: float) -> str:
 def _cell(value) -> str:
   """A cell of the printed table: a number to 3 significant digits, a blank one (hidden, untested, no rows on a
   side) "-" as in the report, never None, NaN or <NA>."""
-  if value is None or value is pd.NA or isinstance(value, float) and np.isnan(value):
+  if value is None or value is pd.NA or isinstance(value, (float, np.floating)) and np.isnan(value):
     return "-"
   if isinstance(value, (float, np.floating)):
     return f"{value:.3g}"

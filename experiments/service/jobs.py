@@ -192,7 +192,7 @@ class JobActive(RuntimeError):
     self.job_id = job_id
 
 
-TABLE_LOCK = "cube:table:{}"  # held while a stored table is named by a new job (`submit`) or removed (`purge`)
+TABLE_LOCK = "cube:table:{}"  # held while a stored table is named by a new job (the API) or removed (`sweep_tables`)
 
 
 @contextlib.contextmanager
