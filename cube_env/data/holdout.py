@@ -73,8 +73,17 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
   return unit < fraction
 
 
+class HalvesError(ValueError):
+  """A split whose halves are too small (`check_halves`); `setting` names the one that can help ("explore_fraction",
+  "min_group"), or is None where only more rows can."""
+
+  def __init__(self, message: str, setting: str | None):
+    super().__init__(message)
+    self.setting = setting
+
+
 def check_halves(explore: np.ndarray, *, fraction: float, min_rows: int = 1) -> None:
-  """ValueError naming `explore_fraction` when a half of the split (`split_rows`' mask) holds fewer than `min_rows`
+  """`HalvesError` (a ValueError) naming `explore_fraction` when a half of the split (`split_rows`' mask) holds fewer than `min_rows`
   rows. A discovery run asks for two sides of `min_group` rows in each half (`pipeline.prepare`): with fewer, no
   test could run there, so a fraction near 0 or 1 is refused before any search (it ran, and a report showed "4
   confirmation" rows). The message gives the short halves' rows only, counts from 1 to 10 as "fewer than 11 rows"
@@ -89,12 +98,14 @@ def check_halves(explore: np.ndarray, *, fraction: float, min_rows: int = 1) -> 
     f", a group and a rest of min_group = {min_rows / 2:g} each" * (min_rows > 1)
   )
   if fraction != 0.5 and explore.size // 2 >= min_rows:
-    advice = "explore_fraction must move toward 0.5 (or use more rows)"
+    setting, advice = "explore_fraction", "explore_fraction must move toward 0.5 (or use more rows)"
   elif min_rows / 2 > SMALL_CELL:
-    advice = "min_group must be lower (or use more rows)"
+    setting, advice = "min_group", "min_group must be lower (or use more rows)"
   else:
-    advice = "the table is too small to split: use more rows"
-  raise ValueError(f"{' and '.join(short)} at explore_fraction = {fraction:g}; each half needs {need}: {advice}")
+    setting, advice = None, "the table is too small to split: use more rows"
+  raise HalvesError(
+    f"{' and '.join(short)} at explore_fraction = {fraction:g}; each half needs {need}: {advice}", setting
+  )
 
 
 def _keyed(column: pd.Series) -> bool:

@@ -363,11 +363,12 @@ def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarr
     widths = present.str.len()
     if not (present.str.fullmatch(r"\d+").all() and widths.nunique() == 1 and widths.iloc[0] >= CODE_WIDTH):
       continue
-    if not present.str.fullmatch(LEADING_ZERO.pattern).any():
+    zeros = present.str.fullmatch(LEADING_ZERO)
+    if not zeros.any():
       continue
     kept = text[column].str.strip().astype(object).where(text[column].notna().to_numpy(), None).to_numpy()
     df[column] = pd.Series(kept, index=df.index, dtype=object)
-    example = present[present.str.fullmatch(LEADING_ZERO.pattern)].iloc[0]
+    example = present[zeros].iloc[0]
     notes.append(f"column {column!r} read as text: values such as {example!r} keep their leading zeros")
   return notes
 

@@ -139,8 +139,8 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     except TableError as err:
       raise _fail(err.status, err.field, str(err)) from None
     try:
-      with jobs.table_lock(connection, stored_path(data, config)):  # a purge removes no table a new job names
-        stored = store_table(data, config)
+      with jobs.table_lock(connection, stored_path(data, config, table_hash)):  # no purge removes it meanwhile
+        stored = store_table(data, config, table_hash)
         job_id, cached = jobs.submit(
           config, connection, spec, table_hash, stored, f"{source} ({len(data)} bytes, blake2b {table_hash})"
         )

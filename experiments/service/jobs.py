@@ -31,6 +31,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
@@ -196,9 +197,9 @@ TABLE_LOCK = "cube:table:{}"  # held while a stored table is named by a new job 
 
 
 @contextlib.contextmanager
-def held(connection: Redis, key: str, what: str, *, wait: float = SUBMIT_LOCK_SECONDS):
-  """Holds the Redis lock `key` (SubmitBusy naming `what` when another holder keeps it past `wait` seconds)."""
-  lock = connection.lock(key, timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=wait)
+def held(connection: Redis, key: str, what: str):
+  """Holds the Redis lock `key` (SubmitBusy naming `what` when another holder keeps it past its time-out)."""
+  lock = connection.lock(key, timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=SUBMIT_LOCK_SECONDS)
   if not lock.acquire():
     raise SubmitBusy(what)
   try:
@@ -272,19 +273,24 @@ def sweep_tables(config: ServiceConfig, connection: Redis) -> set[str]:
   calls it, so a table that an earlier purge failed to remove, or an upload whose submission was refused, goes
   too. Names are compared by file name: a data directory given by another path names a table alike."""
   stored = os.path.join(config.data_dir, "tables")
-  jobs_dir = os.path.join(config.data_dir, "jobs")
+  named = _named_tables(config)  # once; a table it names is kept, one it does not is checked again under its lock
   removed = set()
   for name in sorted(os.listdir(stored)) if os.path.isdir(stored) else []:
-    if name.endswith(".tmp"):  # an upload being written (`tables.store_table`)
+    if name.endswith(".tmp") or name in named:  # an upload being written (`tables.store_table`), or named
       continue
     with table_lock(connection, name):
-      others = os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else []
-      named = {os.path.basename(t) for t in (_named_table(os.path.join(jobs_dir, o)) for o in others) if t}
       path = os.path.join(stored, name)
-      if name not in named and os.path.exists(path):
+      if name not in _named_tables(config) and os.path.exists(path):
         os.remove(path)
         removed.add(name)
   return removed
+
+
+def _named_tables(config: ServiceConfig) -> set[str]:
+  """The file names of the stored tables that jobs' `spec.json` name."""
+  jobs_dir = os.path.join(config.data_dir, "jobs")
+  others = os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else []
+  return {os.path.basename(t) for t in (_named_table(os.path.join(jobs_dir, o)) for o in others) if t}
 
 
 def _named_table(directory: str) -> str | None:
@@ -514,64 +520,55 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
   connection = queue.connection
   registry = queue.started_job_registry
   now = dt.datetime.now(dt.UTC)
+
+  def lapsed(job: Job) -> bool:  # still started, and not so lately that its worker may not have taken the lease
+    started = job.started_at
+    if started is not None:
+      started = started if started.tzinfo else started.replace(tzinfo=dt.UTC)
+    return job.get_status() == JobStatus.STARTED and (
+      started is None or (now - started).total_seconds() >= lease_seconds
+    )
+
   out = []
   for entry in connection.zrange(registry.key, 0, -1):
     entry = entry.decode() if isinstance(entry, bytes) else entry
     job_id = entry.split(":", 1)[0]
-    if connection.exists(LEASE_KEY.format(job_id)):
+    if connection.exists(LEASE_KEY.format(job_id)) or not _requeue_locked(queue, job_id, registry.key, entry, lapsed):
       continue
-    lock = _locked(connection, job_id)  # not while a purge removes it (a review: the requeue re-created it)
-    if lock is None:
-      continue
-    try:
-      job = fetch(connection, job_id)
-      if job is None or job.get_status() != JobStatus.STARTED:
-        continue
-      started = job.started_at
-      if started is not None:
-        started = started if started.tzinfo else started.replace(tzinfo=dt.UTC)
-        if (now - started).total_seconds() < lease_seconds:
-          continue
-      if not _may_requeue(job) or not connection.zrem(registry.key, entry):  # or requeued meanwhile by another
-        continue
-      _requeue(queue, job)
-      out.append(job_id)
-    finally:
-      with contextlib.suppress(LockError):
-        lock.release()
+    out.append(job_id)
   # RQ's own clean-up (a worker's maintenance, once the dead worker's heartbeat lapsed) fails such a job instead;
   # it resumes from its journal as well, so it is put back too.
   failed = queue.failed_job_registry
   for job_id in failed.get_job_ids(cleanup=False):
-    if not _abandoned(fetch(connection, job_id)):  # the cheap check first: most failed jobs are kept, not requeued
-      continue
-    lock = _locked(connection, job_id)
-    if lock is None:
-      continue
-    try:
-      job = fetch(connection, job_id)
-      if not _abandoned(job) or not _may_requeue(job):
-        continue
-      if connection.zrem(failed.key, job_id):  # else requeued meanwhile by another worker
-        _requeue(queue, job)
-        out.append(job_id)
-    finally:
-      with contextlib.suppress(LockError):
-        lock.release()
+    # the cheap check first, outside the lock: most failed jobs are kept, not requeued
+    if _abandoned(fetch(connection, job_id)) and _requeue_locked(queue, job_id, failed.key, job_id, _abandoned):
+      out.append(job_id)
   return out
+
+
+def _requeue_locked(queue: Queue, job_id: str, registry_key: str, member: str, ready: Callable[[Job], bool]) -> bool:
+  """Requeues the job (`_requeue`) if, under its submission lock (which a purge holds: a requeue re-created a
+  purged job, a review), it still exists, `ready(job)` holds, it may be put back (`_may_requeue`) and this worker
+  takes it off `registry_key` (else another requeued it meanwhile). The lock is waited for a second; held by
+  another request, the job is left for the next round. Returns whether it was requeued."""
+  lock = queue.connection.lock(SUBMIT_LOCK.format(job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=1.0)
+  if not lock.acquire():
+    return False
+  try:
+    job = fetch(queue.connection, job_id)
+    if job is None or not ready(job) or not _may_requeue(job) or not queue.connection.zrem(registry_key, member):
+      return False
+    _requeue(queue, job)
+    return True
+  finally:
+    with contextlib.suppress(LockError):
+      lock.release()
 
 
 def _abandoned(job: Job | None) -> bool:
   """Whether RQ's clean-up failed `job` because its worker died (`RQ_ABANDONED`)."""
   result = job.latest_result() if job is not None else None
   return result is not None and str(result.exc_string or "").startswith(RQ_ABANDONED)
-
-
-def _locked(connection: Redis, job_id: str):
-  """The job's submission lock for a requeue, taken within a second, or None when another request holds it (a
-  purge, a submission): the job is then left for the next round."""
-  lock = connection.lock(SUBMIT_LOCK.format(job_id), timeout=SUBMIT_LOCK_SECONDS, blocking_timeout=1.0)
-  return lock if lock.acquire() else None
 
 
 def _may_requeue(job: Job) -> bool:

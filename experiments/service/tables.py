@@ -131,19 +131,17 @@ def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
   explore = holdout.split_rows(df, seed=spec.seed, fraction=spec.explore_fraction)
   try:  # the run's own rule, before the job is queued (a fraction of 1e-300 was queued, then the job failed)
     holdout.check_halves(explore, fraction=spec.explore_fraction, min_rows=min_halves(spec.config()))
-  except ValueError as err:  # named by the setting its advice is about (the table itself where none can help)
-    advice = str(err).rsplit(": ", 1)[-1]
-    field = "explore_fraction" if "explore_fraction" in advice else "min_group" if "min_group" in advice else "file"
-    raise TableError(field, str(err), status=422) from None
+  except holdout.HalvesError as err:  # named by the setting that can help (the table itself where none can)
+    raise TableError(err.setting or "file", str(err), status=422) from None
 
 
 def content_hash(data: bytes) -> str:
   return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def store_table(data: bytes, config: ServiceConfig) -> str:
-  """Writes the bytes to `stored_path` (once) and returns the path."""
-  path = stored_path(data, config)
+def store_table(data: bytes, config: ServiceConfig, table_hash: str | None = None) -> str:
+  """Writes the bytes to `stored_path` (once) and returns the path (`table_hash`: their `content_hash`, if known)."""
+  path = stored_path(data, config, table_hash)
   os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # under the owner-only data_dir (`make_app`)
   if not os.path.exists(path):
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -182,7 +180,8 @@ def read_upload(data: bytes, spec: JobSpec, config: ServiceConfig, *, field: str
   return check_upload(data, spec, config, field=field), store_table(data, config)
 
 
-def stored_path(data: bytes, config: ServiceConfig) -> str:
-  """Where `store_table` keeps these bytes: DATA_DIR/tables/<hash>.<csv|parquet>."""
+def stored_path(data: bytes, config: ServiceConfig, table_hash: str | None = None) -> str:
+  """Where `store_table` keeps these bytes: DATA_DIR/tables/<hash>.<csv|parquet> (`table_hash`: their
+  `content_hash`, if known, so an upload of 50 MB is hashed once)."""
   ext = "parquet" if data[:4] == PARQUET_MAGIC else "csv"
-  return os.path.join(config.data_dir, "tables", f"{content_hash(data)}.{ext}")
+  return os.path.join(config.data_dir, "tables", f"{table_hash or content_hash(data)}.{ext}")
