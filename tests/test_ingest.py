@@ -1007,6 +1007,45 @@ def test_codes_with_leading_zeros_keep_them(tmp_path):
   assert df["age"].tolist() == [7, 37, 63, 82] and ingest.READ_NOTES not in df.attrs
 
 
+def test_numbers_written_with_leading_zeros_are_numbers_where_the_schema_says_so(tmp_path):
+  """Minutes written '045' were noted "read as text ... keep their leading zeros" though the measure read them as
+  numbers, and an age column read as text ('007', or 'unknown' among ages) left its given bin edges unused and
+  became categories, without a word (an audit): a measure or a column given bin edges reads numbers, noted as such,
+  and text among them is refused naming the column."""
+  rng = np.random.default_rng(0)
+  n = 400
+  ages = rng.integers(1, 99, n)
+  minutes = rng.integers(20, 400, n)
+  frame = pd.DataFrame({"proc": rng.choice(["A", "B"], n), "race": rng.choice(["W", "B"], n)})
+  frame["age"] = [f"{a:03d}" for a in ages]
+  frame["minutes"] = [f"{m:03d}" for m in minutes]
+  path = tmp_path / "zeros.csv"
+  frame.to_csv(path, index=False)
+  schema = cube_env.Schema(
+    dimensions=["proc", "age"], protected=["race"], measures=["minutes"], bins={"age": [0, 18, 65, 99]}
+  )
+  df = cube_env.read_table(path)
+  assert df["age"].iloc[0] == frame["age"].iloc[0] and df["minutes"].iloc[0] == frame["minutes"].iloc[0]
+  codes, values, meta = cube_env.encode_table(df, schema)
+  np.testing.assert_array_equal(values[:, 0], minutes)
+  assert set(meta.categories[1]) == {"[0, 18)", "[18, 65)", "[65, 99]"}
+  label = np.asarray(meta.categories[1], dtype=object)[codes[:, 1]]
+  np.testing.assert_array_equal(label == "[18, 65)", (ages >= 18) & (ages < 65))
+  zero_age = frame["age"][frame["age"].str.startswith("0")].iloc[0]
+  zero_minutes = frame["minutes"][frame["minutes"].str.startswith("0")].iloc[0]
+  assert [n for n in meta.summary if "leading zeros" in n] == [
+    f"column given bin edges 'age': numbers written with leading zeros (such as {zero_age!r}) read as numbers",
+    f"measure 'minutes': numbers written with leading zeros (such as {zero_minutes!r}) read as numbers",
+  ]
+  frame.loc[5, "age"] = "unknown"
+  frame.to_csv(path, index=False)
+  with pytest.raises(
+    ingest.ColumnError, match="dimension 'age' is given bin edges but holds text that is not a number \\('unknown'\\)"
+  ) as err:
+    cube_env.encode_table(cube_env.read_table(path), schema)
+  assert err.value.column == "age"
+
+
 def test_a_flag_with_a_stray_value_says_it_is_not_tested_as_a_rate(small_df):
   """A 0/1 flag with one 2 became a count measure (a mean of counts, Welch's test) without a word (an audit)."""
   flag = (np.arange(len(small_df)) % 3 == 0).astype(float)

@@ -139,6 +139,7 @@ def _quoted(text: object, *also: str) -> str:
 SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}  # what a CSV header may use
 READ_NOTES = "coding_notes"  # `df.attrs` key: how the file was read; `encode_table` puts these notes first
 SEPARATOR = "separator"  # `df.attrs` key: the CSV's column separator (`read_csv`); ';' files write decimal commas
+LEADING_ZEROS = "leading_zeros"  # `df.attrs` key: {column: a value} for codes kept as text (`_keep_leading_zeros`)
 DECIMAL_COMMA = re.compile(r"[+-]?(\d+(,\d+)?|,\d+)")  # 139,2 or -0,5 or 140: a number in a ';' file's notation
 
 
@@ -328,7 +329,10 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     notes.append(redact_counts(f"{int(blank.sum())} rows with every field blank left out", SMALL_CELL))
   if sep == ";":
     notes += _read_decimal_commas(df)
-  notes += _keep_leading_zeros(source, raw, sep, df, blank)
+  kept = _keep_leading_zeros(source, raw, sep, df, blank)
+  if kept:
+    df.attrs[LEADING_ZEROS] = kept
+  notes += [_leading_zeros_note(column, example) for column, example in kept.items()]
   if notes:
     df.attrs[READ_NOTES] = tuple(notes)
   return df
@@ -338,24 +342,26 @@ LEADING_ZERO = re.compile(r"0\d+")  # '02139', '007': a code, not a number
 CODE_WIDTH = 3  # `_keep_leading_zeros`: fewest digits of a code whose every value has the same width
 
 
-def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> list[str]:
+def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> dict[str, str]:
   """In place: each column of whole numbers that pandas read from text of one width of at least `CODE_WIDTH`
   digits, some with a leading zero ('02139' beside '10001': ZIP codes), becomes that text, so its categories keep
   their zeros (an audit: cohorts read 'zip=2140'); one note a column. Numbers of other widths ('07' among ages 37
   and 63) stay numbers, so their bins hold. Only the whole-number columns are read again, as text, and their rows
-  are `read_csv`'s own less its `blank` ones (the same reader's rows, so they align by position)."""
+  are `read_csv`'s own less its `blank` ones (the same reader's rows, so they align by position). Returns each such
+  column's name and a value with a leading zero: `encode_table` notes a measure or a column given bin edges read
+  as numbers (as they are) in place of `_leading_zeros_note`."""
   whole = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) or _whole_floats(df[c])]
   if not whole:
-    return []
+    return {}
   data = io.BytesIO(source) if isinstance(source, bytes) else raw
   try:
     text = pd.read_csv(data, sep=sep, dtype=str, usecols=whole, low_memory=False)
   except (ValueError, OSError):
-    return []
+    return {}
   if len(text) != len(blank):
-    return []
+    return {}
   text = text.loc[~blank]
-  notes = []
+  notes = {}
   for column in whole:
     present = text[column].dropna().str.strip()
     if len(present) != int(df[column].notna().sum()) or not len(present):
@@ -369,8 +375,12 @@ def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarr
     kept = text[column].str.strip().astype(object).where(text[column].notna().to_numpy(), None).to_numpy()
     df[column] = pd.Series(kept, index=df.index, dtype=object)
     example = present[zeros].iloc[0]
-    notes.append(f"column {column!r} read as text: values such as {example!r} keep their leading zeros")
+    notes[column] = example
   return notes
+
+
+def _leading_zeros_note(column: str, example: str) -> str:
+  return f"column {column!r} read as text: values such as {example!r} keep their leading zeros"
 
 
 def _whole_floats(column: pd.Series) -> bool:
@@ -624,6 +634,26 @@ def category_label(value: Any) -> str:
   return str(value).strip()
 
 
+def _numbers_for_edges(series: pd.Series, name: str, role: str) -> pd.Series:
+  """A text column given bin edges, as numbers: each value must be one (an audit: the edges of a column read as
+  text, '045' or 'unknown' among ages, were left unused without a word and its values coded as categories).
+
+  Raises:
+    ColumnError naming the column and its values that are not numbers.
+  """
+  text = series.astype(object).where(series.notna(), None)
+  numbers = pd.to_numeric(text.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
+  bad = numbers.isna() & series.notna()
+  if bad.any():
+    shown = ", ".join(repr(v) for v in pd.unique(series[bad].astype(str))[:3])
+    raise ColumnError(
+      name,
+      f"{role} {name!r} is given bin edges but holds text that is not a number ({shown}); recode it as missing "
+      "(an empty cell) or as numbers, or leave its bin edges out to code its values as categories",
+    )
+  return numbers.astype(np.float64)
+
+
 def _code_column(
   series: pd.Series,
   name: str,
@@ -645,6 +675,9 @@ def _code_column(
       f"column {name!r}: bin edges are for numbers; a date {role} is cut at quantiles of its dates "
       "(or give a column of periods, such as the year, as categories)"
     )
+  if edges is not None and days is None and not numeric:
+    series = _numbers_for_edges(series, name, role)
+    numeric = True
   binned = days is not None or (numeric and (edges is not None or nunique > max_categories))
   if not binned and nunique > max(max_categories, IDENTIFIER_SHARE * len(series)):
     # A number with that many values is binned (bmi), so only a category column can be an identifier (visit_id).
@@ -1085,6 +1118,11 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
   if max_categories < 2:
     raise ValueError(f"max_categories must be >= 2, got {max_categories}")
   summary: list[str] = list(df.attrs.get(READ_NOTES, ()))  # how the file was read (`read_csv`)
+  for column, example in dict(df.attrs.get(LEADING_ZEROS, {})).items():  # an audit: '045' minutes "read as text"
+    if column in schema.measures or column in schema.bins:
+      summary = [n for n in summary if n != _leading_zeros_note(column, example)]
+      role = "measure" if column in schema.measures else "column given bin edges"
+      summary.append(f"{role} {column!r}: numbers written with leading zeros (such as {example!r}) read as numbers")
   filter_names = schema.filter_columns
   codes = np.zeros((len(df), len(filter_names)), np.int32)
   categories = []
