@@ -784,6 +784,10 @@ def test_rows_with_every_field_blank_are_left_out_with_a_note(tmp_path, small_df
   path.write_text("site,race,y\n1,A,0\n2,B,1\n1,B,0\n2,A,1\n,,\n,,\n")
   read = cube_env.read_table(path)
   pd.testing.assert_frame_equal(read, pd.read_csv(io.StringIO("site,race,y\n1,A,0\n2,B,1\n1,B,0\n2,A,1\n")))
+  # A blank or ',,' line inside a quoted field is the field's text, kept (a review: it was cut out of the note).
+  path.write_text('site,note,y\n1,"a\n\nb",0\n2,"c\n,,\nd",1\n,,\n')
+  read = cube_env.read_table(path)
+  assert read["note"].tolist() == ["a\n\nb", "c\n,,\nd"] and read["site"].tolist() == [1, 2]
   path.write_text(text.splitlines()[0] + "\n" + "\n".join([blank] * 3) + "\n")
   with pytest.raises(ValueError) as err:
     cube_env.read_table(path)

@@ -396,15 +396,18 @@ def _without_blank_lines(
 ) -> pd.DataFrame:
   """`df` less its `blank` rows, read again from the file without their lines, so each column gets the type it
   has without them (a blank line makes pandas read a column of whole numbers as floats: site 1 would read '1.0'),
-  and without the `unnamed` columns `df` no longer has. Falls back to dropping the rows where the lines cannot be
-  told apart (a quoted field spanning lines)."""
+  and without the `unnamed` columns `df` no longer has; a blank line inside a quoted field is that field's text,
+  kept. Falls back to dropping the rows where the lines cannot be told apart."""
   if isinstance(source, bytes):
     data = source
   else:
     with (gzip.open if raw.lower().endswith(".gz") else open)(raw, "rb") as handle:
       data = handle.read()
-  lines = data.splitlines(keepends=True)
-  kept = [line for i, line in enumerate(lines) if i == 0 or not _blank_line(line, sep)]
+  kept, quoted = [], False
+  for i, line in enumerate(data.splitlines(keepends=True)):
+    if i == 0 or quoted or not _blank_line(line, sep):  # a line inside a quoted field is its text (a review)
+      kept.append(line)
+    quoted ^= line.count(b'"') % 2 == 1  # an escaped quote is two, so the parity tells inside from outside
   try:
     again = pd.read_csv(io.BytesIO(b"".join(kept)), sep=sep, low_memory=False).drop(columns=list(unnamed))
   except (ValueError, OSError, KeyError):
