@@ -9,17 +9,19 @@ write their reports; results are cached by the table's content and the settings.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import subprocess
 import sys
+from typing import Annotated
 
 import tyro
 import uvicorn
 
 from experiments.launch import compile_cache
 from experiments.service import ServiceConfig, make_app
-from experiments.service.jobs import RECONNECT_SECONDS, REDIS_DOWN, serve_worker
+from experiments.service.jobs import RECONNECT_SECONDS, REDIS_DOWN, connect, serve_worker
 from experiments.service.spec import redacted_url
 
 _DEFAULTS = ServiceConfig()
@@ -41,8 +43,8 @@ class Args:
   """Address the API binds; anything but loopback needs --token."""
   port: int = _DEFAULTS.port
   """Port of the API."""
-  token: str | None = None
-  """Required as 'Authorization: Bearer TOKEN' on every request (default: $CUBE_SERVE_TOKEN, if set)."""
+  token: Annotated[str | None, tyro.conf.arg(help_behavior_hint="(default: $CUBE_SERVE_TOKEN, if set)")] = None
+  """Required as 'Authorization: Bearer TOKEN' on every request."""
   max_upload_mb: float = _DEFAULTS.max_upload_bytes / 2**20
   """Largest table accepted (upload or server file), in MiB."""
   data_root: str | None = None
@@ -54,8 +56,8 @@ class Args:
   save_every: int = _DEFAULTS.save_every
   """Queries between saves of a job's search state."""
   reconnect_seconds: float = RECONNECT_SECONDS
-  """--worker: how long a worker that lost Redis waits for it to answer again (then exits with status 2); a new
-  worker then resumes the job the lost one was running."""
+  """--worker: how long a worker that lost Redis while running a job waits for it to answer again (then exits with
+  status 2); a new worker then resumes the job. An idle worker that loses Redis retries until it answers."""
 
 
 def config_of(args: Args) -> ServiceConfig:
@@ -132,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
   except ValueError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
+  # Timestamped lines (an upgrade audit: RQ's lines had none), and no line for RQ's routine registry clean-up.
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+  logging.getLogger("rq.worker").addFilter(lambda record: not record.getMessage().startswith("Cleaning registries"))
   if args.worker:
     try:
       serve_worker(config, burst=args.burst, reconnect_seconds=args.reconnect_seconds)
@@ -139,7 +144,24 @@ def main(argv: list[str] | None = None) -> int:
       print(f"error: --redis-url {redacted_url(config.redis_url)}: Redis is unreachable ({err})", file=sys.stderr)
       return 2
     return 0
-  uvicorn.run(make_app(config), host=config.host, port=config.port, log_level="warning")
+  app = make_app(config)
+  log = logging.getLogger("experiments.serve")
+  log.info(
+    "API on http://%s:%d (Redis %s, data %s)",
+    config.host,
+    config.port,
+    redacted_url(config.redis_url),
+    os.path.abspath(config.data_dir),
+  )
+  try:
+    connect(config).ping()
+  except REDIS_DOWN as err:  # the API starts regardless and answers 503 until Redis does (an upgrade audit: silent)
+    log.warning(
+      "Redis at --redis-url %s does not answer (%s): requests get 503 until it does",
+      redacted_url(config.redis_url),
+      err,
+    )
+  uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
   return 0
 
 

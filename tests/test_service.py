@@ -190,6 +190,54 @@ def test_submit_poll_fetch_then_cached(service, table, tmp_path):
   print(f"cached resubmission answered in {seconds * 1000:.0f} ms")
 
 
+def test_a_report_another_version_wrote_is_not_served_and_a_resubmission_runs_anew(service, table, tmp_path):
+  """An upgrade audit: old reports were served after an upgrade (small counts the current rule hides), and an old
+  worker beside a new API wrote old reports under new ids, served as cached for good. A report is served only where
+  its worker recorded this version's format; a resubmission of such a job runs afresh; a worker refuses a job that a
+  server of a later version queued."""
+  settings = {**SETTINGS, "seed": 31}
+  job_id = service.submit(settings, table).json()["id"]
+  service.finish(job_id)
+  conn = redis.Redis.from_url(service.redis_url)
+  record = jobs.fetch(conn, job_id)
+  assert jobs.written_format(record) == jobs.REPORT_FORMAT
+  for older in (jobs.REPORT_FORMAT - 1, None):  # a worker of format 7, or of a version that recorded none
+    if older is None:
+      del record.meta[jobs.FORMAT_KEY]
+    else:
+      record.meta[jobs.FORMAT_KEY] = older
+    record.save_meta()
+    got = service.client.get(f"/jobs/{job_id}/findings.json")
+    shown = "unrecorded" if older is None else older
+    assert got.status_code == 410 and got.json()["detail"] == {
+      "field": "id",
+      "message": f"job {job_id}'s report was written by an earlier version of the service (report format {shown}; "
+      f"this server serves {jobs.REPORT_FORMAT}), whose rules on small counts and statistics differ, so it is not "
+      "served: submit the table and settings again for a report under this version's rules, and purge this job",
+    }
+    assert service.client.get(f"/jobs/{job_id}").json()["progress"]["stage"] == jobs.OUTDATED_STAGE
+  again = service.submit(settings, table).json()
+  assert again["id"] == job_id and again["cached"] is False  # not "cached": run again, from no journal
+  service.finish(job_id)
+  assert jobs.written_format(jobs.fetch(conn, job_id)) == jobs.REPORT_FORMAT
+  found = service.client.get(f"/jobs/{job_id}/findings.json").json()
+  assert found["findings"] == _reference(table, settings, tmp_path)
+  # A worker of this version given a job that an API of a later version queued (an earlier one's job runs).
+  directory = jobs.job_dir(ServiceConfig(data_dir=str(service.root / "data")), job_id)
+  with open(os.path.join(directory, "spec.json"), encoding="utf-8") as handle:
+    spec = json.load(handle)
+  later = tmp_path / "later_job"
+  later.mkdir()
+  (later / "spec.json").write_text(json.dumps({**spec, jobs.FORMAT_KEY: jobs.REPORT_FORMAT + 1}))
+  with pytest.raises(RuntimeError) as err:
+    jobs.run_job(str(later))
+  assert str(err.value) == (
+    f"this worker writes report format {jobs.REPORT_FORMAT} but the job was submitted for format "
+    f"{jobs.REPORT_FORMAT + 1} by a later version of the service: upgrade the workers to the API's version (stop "
+    "every worker before an upgrade), then submit the job again"
+  )
+
+
 def test_two_jobs_at_once(service, table):
   ids = []
   for seed in (11, 12):
@@ -549,7 +597,7 @@ def test_a_job_rq_failed_as_abandoned_is_requeued_and_a_lost_one_says_so(service
   (A queue of its own on the suite's Redis: no worker of the service listens to it.)"""
   conn = redis.Redis.from_url(service.redis_url)
   queue = Queue("abandoned-test", connection=conn, serializer=JSONSerializer)
-  job = queue.enqueue("builtins.print", "never run")
+  job = queue.enqueue("builtins.print", "never run", job_id="dabandoned0test")  # an id as the API's (alphanumeric)
   queue.remove(job)
   job.meta.update(started=time.time() - 30, seen=time.time() - 20, queries=300, budget=1000, stage="searching")
   job.meta["paced_from"] = [1, time.time() - 25]
@@ -558,6 +606,15 @@ def test_a_job_rq_failed_as_abandoned_is_requeued_and_a_lost_one_says_so(service
   progress = jobs.job_status(job)["progress"]
   assert progress["stage"] == jobs.LOST_STAGE and progress["eta_s"] is None  # no lease: its worker is gone
   assert progress["elapsed_s"] == pytest.approx(10, abs=0.5)  # to its last progress
+  # A stop or purge of it says that no worker holds it (an upgrade audit: it read as if the stop did nothing).
+  stopped = service.client.delete(f"/jobs/{job.id}").json()
+  assert stopped == {"id": job.id, "was": "started", "status": "started", "note": jobs.LOST_STOP}
+  purged = service.client.delete(f"/jobs/{job.id}", params={"purge": "true"})
+  assert purged.status_code == 409 and purged.json()["detail"] == {
+    "field": "purge",
+    "message": f"job {job.id} is started: {jobs.LOST_STOP}",
+  }
+  conn.delete(STOP_KEY.format(job.id))
   conn.set(LEASE_KEY.format(job.id), 1, ex=30)
   assert jobs.job_status(job)["progress"]["stage"] == "searching"
   conn.delete(LEASE_KEY.format(job.id))

@@ -3,7 +3,7 @@
     POST   /jobs                     multipart: settings (JSON), and file (CSV or Parquet) or path (under --data-root)
     GET    /jobs                     every job: id, status, method, progress
     GET    /jobs/{id}                status and progress (queries of budget, elapsed, estimated seconds left)
-    GET    /jobs/{id}/findings.json  the findings files of a finished job (409 before)
+    GET    /jobs/{id}/findings.json  the findings files of a finished job (409 before; 410: another version's)
     GET    /jobs/{id}/findings.csv
     GET    /jobs/{id}/report.html
     DELETE /jobs/{id}                cancel a queued job, stop a running one
@@ -169,6 +169,9 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     status = job.get_status()
     if status != JobStatus.FINISHED:
       raise _fail(409, "id", f"job {job_id} is {jobs.status_text(status)}, not finished")
+    why = jobs.outdated(job)
+    if why is not None:  # another version's report (an upgrade audit: an old one served its small counts)
+      raise _fail(410, "id", why)
     path = os.path.join(jobs.job_dir(config, job_id), "report", name)
     if not os.path.isfile(path):  # removed from the data directory since: the record says finished, the file is gone
       raise _fail(404, "id", f"job {job_id}'s {name} is no longer on the server; submit the job again to rebuild it")
@@ -193,7 +196,11 @@ def make_app(config: ServiceConfig) -> NamedLimit:
         ) from None
     _job(job_id)
     was = jobs.cancel(connection, job_id)
-    return {"id": job_id, "was": was, "status": jobs.job_status(_job(job_id))["status"]}
+    now = jobs.job_status(_job(job_id))
+    out = {"id": job_id, "was": was, "status": now["status"]}
+    if now["progress"]["stage"] == jobs.LOST_STAGE:  # an upgrade audit: it read as if the stop did nothing
+      out["note"] = jobs.LOST_STOP
+    return out
 
   def _job(job_id: str):
     job = jobs.fetch(connection, job_id) if job_id.isascii() and job_id.isalnum() else None  # RQ's ids: ASCII

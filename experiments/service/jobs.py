@@ -60,6 +60,11 @@ STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this ma
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 REPORT_FILES = ("findings.json", "findings.csv", "report.html")
 LOST_STAGE = "waiting for a worker (the one running it stopped; the next resumes it from its journal)"
+LOST_STOP = (  # what a stop or purge of such a job says: no worker holds it to stop it now
+  "no worker holds this job (the one running it stopped): the stop is recorded and takes effect when a worker takes "
+  "the job back, within seconds of one starting; purge it once its status is stopped"
+)
+OUTDATED_STAGE = "done by another version of the service: its report is not served (submit the job again)"
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)  # what redis-py raises when the server cannot be reached
 MAX_REQUEUES = 3  # times a job whose worker died is put back (`requeue_abandoned`)
 RQ_ABANDONED = "Moved to FailedJobRegistry, due to AbandonedJobError"  # how RQ 2-3's clean-up fails a dead worker's job
@@ -82,7 +87,32 @@ def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
 # rate's relative interval at -100%.
 # 7: sums about a robust centre, no mean or ratio where none means one, quoted labels, codes with leading zeros,
 # unnamed empty columns left out (other splits), the split's own rule.
-REPORT_FORMAT = 7
+# 8: each job's format recorded where the server asks for it (spec.json) and where the worker wrote it (the job's
+# meta, `written_format`), so the API serves no report that a worker of another version wrote (an upgrade audit: an
+# old worker beside a new API wrote old reports under new ids, served as cached); measures and binned columns
+# written with leading zeros read as numbers.
+REPORT_FORMAT = 8
+FORMAT_KEY = "report_format"  # spec.json: the format the server asked for; the job's meta: the one its worker wrote
+
+
+def written_format(job: Job) -> int | None:
+  """The report format a finished job's worker wrote its files in (None: a version before 8, which recorded none)."""
+  value = job.get_meta().get(FORMAT_KEY)
+  return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def outdated(job: Job) -> str | None:
+  """Why a finished job's report is not served (its worker wrote another `REPORT_FORMAT`: an earlier version's rules
+  on small counts and statistics), or None where it is current."""
+  written = written_format(job)
+  if written == REPORT_FORMAT:
+    return None
+  made = "an earlier version of the service" if written is None or written < REPORT_FORMAT else "a later version"
+  return (
+    f"job {job.id}'s report was written by {made} (report format {written if written is not None else 'unrecorded'}; "
+    f"this server serves {REPORT_FORMAT}), whose rules on small counts and statistics differ, so it is not served: "
+    "submit the table and settings again for a report under this version's rules, and purge this job"
+  )
 
 
 def cache_key(table_hash: str, spec: JobSpec, agent_dir: str | None) -> str:
@@ -144,7 +174,12 @@ def _submit(
   directory = job_dir(config, job_id)
   if old is not None:
     status = old.get_status()
-    if status == JobStatus.FINISHED and all(os.path.exists(os.path.join(directory, "report", f)) for f in REPORT_FILES):
+    if status == JobStatus.FINISHED and outdated(old) is not None:
+      for part in ("state", "report"):  # a worker of another version wrote them: run afresh, not from its journal
+        shutil.rmtree(os.path.join(directory, part), ignore_errors=True)
+    elif status == JobStatus.FINISHED and all(
+      os.path.exists(os.path.join(directory, "report", f)) for f in REPORT_FILES
+    ):
       return job_id, True
     if status in ACTIVE:
       if connection.exists(STOP_KEY.format(job_id)):  # stopping: it would end stopped, and this submission be lost
@@ -161,6 +196,7 @@ def _submit(
     "save_every": config.save_every,
     "lease_seconds": config.lease_seconds,
     "submitted": time.time(),
+    FORMAT_KEY: REPORT_FORMAT,
   }
   tmp = os.path.join(directory, "spec.json.tmp")
   with open(tmp, "w", encoding="utf-8") as handle:
@@ -186,9 +222,10 @@ def _submit(
 class JobActive(RuntimeError):
   """A purge of a job that is queued or running (`purge`): it must be stopped first."""
 
-  def __init__(self, job_id: str, status: str):
+  def __init__(self, job_id: str, status: str, *, lost: bool = False):
     super().__init__(
-      f"job {job_id} is {status}: stop it first (DELETE /jobs/{job_id}), then purge it once its status is stopped"
+      f"job {job_id} is {status}: "
+      + (LOST_STOP if lost else f"stop it first (DELETE /jobs/{job_id}), then purge it once its status is stopped")
     )
     self.job_id = job_id
 
@@ -242,7 +279,7 @@ def purge(config: ServiceConfig, connection: Redis, job_id: str) -> dict[str, An
       raise KeyError(job_id)
     status = job.get_status() if job is not None else None
     if status in ACTIVE:
-      raise JobActive(job_id, status_text(status))
+      raise JobActive(job_id, status_text(status), lost=job_status(job)["progress"]["stage"] == LOST_STAGE)
     table = _named_table(directory)
     _remove_job_dir(directory)
     if job is not None:
@@ -373,6 +410,8 @@ def job_status(job: Job) -> dict[str, Any]:
       out["progress"]["eta_s"] = round(max(0.0, end - first_at) / done * (budget - queries), 1)
     elif status == JobStatus.FINISHED:
       out["progress"]["eta_s"] = 0.0
+  if status == JobStatus.FINISHED and outdated(job) is not None:
+    out["progress"]["stage"] = OUTDATED_STAGE
   if status == JobStatus.FAILED:
     result = job.latest_result()
     # The error's last line, with any small count ("3 rows") hidden: the small-cell rule holds in errors too.
@@ -456,6 +495,13 @@ def run_job(directory: str) -> dict[str, Any]:
   """
   with open(os.path.join(directory, "spec.json"), encoding="utf-8") as handle:
     record = json.load(handle)
+  asked = record.get(FORMAT_KEY)
+  if isinstance(asked, int) and asked > REPORT_FORMAT:  # a later API queued it; an earlier one's job runs to today's
+    raise RuntimeError(  # rules, and that API serves it only if it writes this format too (`outdated`)
+      f"this worker writes report format {REPORT_FORMAT} but the job was submitted for format {asked} by a later "
+      "version of the service: upgrade the workers to the API's version (stop every worker before an upgrade), "
+      "then submit the job again"
+    )
   spec = JobSpec.from_dict(record["spec"])
   config = spec.config(agent=record.get("agent"))
   job = get_current_job()
@@ -507,7 +553,7 @@ def run_job(directory: str) -> dict[str, Any]:
         job.save_meta()
       raise
     if job is not None:
-      job.meta.update(queries=run.search.queries, ended=time.time(), stage="done")
+      job.meta.update(queries=run.search.queries, ended=time.time(), stage="done", **{FORMAT_KEY: REPORT_FORMAT})
       job.save_meta()
   return {"queries": run.search.queries, "candidates": len(run.findings), "confirmed": len(run.confirmed)}
 
@@ -645,7 +691,10 @@ class DiscoveryWorker(Worker):
     # minute or more after the death); `requeue_abandoned` also takes back any it failed so before.
     for queue in self.queues:
       for job_id in requeue_abandoned(queue, lease_seconds=self.lease_seconds):
-        self.log.warning("requeued abandoned job %s (its worker died; it resumes from its journal)", job_id)
+        self.log.warning(
+          "requeued abandoned job %s (its lease lapsed: its worker died or lost Redis; it resumes from its journal)",
+          job_id,
+        )
     super().run_maintenance_tasks()
 
 
