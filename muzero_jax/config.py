@@ -67,7 +67,8 @@ class MuZeroConfig:
   max_reward: float = 10.0
   """Largest absolute reward of one step; checked against the supports at start-up."""
   max_episode_steps: int = 32
-  """Episode horizon (steps); used by the support check and as the evaluation length."""
+  """Episode horizon (steps): the longest episode. Used by the support check and as the evaluation length;
+  self-play warns once a run when an episode runs past it."""
   discount: float = 0.997
   """Discount of rewards, used in search and in n-step targets."""
 

@@ -171,7 +171,7 @@ def run_iterations(
   logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
   bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
   stop = StopOnSignal()
-  started = warned_reward = warned_skip = ended = learned = False
+  started = warned_reward = warned_skip = warned_long = ended = learned = False
   try:
     source.start(state)
     started = True
@@ -192,6 +192,7 @@ def run_iterations(
         warned_reward = warned_reward or _warn_clipped_reward(metrics, config, int(state.iteration))
         warned_skip = warned_skip or _warn_all_skipped(metrics, int(state.iteration))
         ended = ended or _warn_no_episode_end(metrics, config, int(state.iteration))
+        warned_long = warned_long or _warn_long_episode(metrics, config, int(state.iteration))
         step = int(state.iteration)
         if (
           ckpt is not None
@@ -280,6 +281,25 @@ def _warn_no_episode_end(metrics: dict, config: MuZeroConfig, iteration: int) ->
     f"iteration {iteration}: no self-play episode has ended in {moves // slots} steps of each of the "
     f"{slots} environments (max_episode_steps {config.max_episode_steps}): does env.step ever return terminated "
     "or truncated? (an episode's end is the environment's; max_episode_steps does not cut self-play)",
+    RuntimeWarning,
+    stacklevel=3,
+  )
+  return True
+
+
+def _warn_long_episode(metrics: dict, config: MuZeroConfig, iteration: int) -> bool:
+  """Warns (once a run: returns True) when a self-play episode ran past ``config.max_episode_steps``, from which the
+  value support was sized and at which ``evaluate`` stops (an RL audit: 100-step episodes under a horizon of 5
+  learned values clipped at the support's bound, and evaluation reported 5-step episodes, without a word)."""
+  longest = int(metrics.get("selfplay/episode_length_max", 0))
+  if longest <= config.max_episode_steps:
+    return False
+  bound = support.support_bound(config.support_size, config.value_transform_eps)
+  warnings.warn(
+    f"iteration {iteration}: a self-play episode ran {longest} steps, past max_episode_steps "
+    f"({config.max_episode_steps}), from which the value support was checked (it holds returns to {bound:.4g}; "
+    "larger ones are clipped in the value targets) and at which evaluate() stops an episode: raise "
+    "max_episode_steps to the environment's horizon",
     RuntimeWarning,
     stacklevel=3,
   )

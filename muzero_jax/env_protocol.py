@@ -12,7 +12,9 @@ from a pool whose leaves carry a leading ``[P, ...]`` axis (see
 :mod:`muzero_jax.selfplay`). Observations are ``[*observation_shape]`` real numbers
 (float32, or integers or booleans, which training casts to float32);
 ``reward`` is a real scalar, ``terminated`` and ``truncated`` bool scalars. An illegal action is
-never rewarded.
+never rewarded. Training ends an episode's value at either flag alike (no bootstrapping past a truncation):
+an environment whose time limit is not part of its task should show the time left in its observation.
+An environment without params takes ``None`` as its pool (one instance).
 
 :func:`check_env` is the reusable conformance test of the protocol (in the
 spirit of pgx's ``api_test``); :func:`check_env_shapes` is its cheap first part
@@ -78,7 +80,12 @@ def check_env_shapes(env, params) -> None:
   ):
     raise ValueError(f"env.observation_shape must be a tuple of positive ints, got {env.observation_shape!r}")
   shape = tuple(env.observation_shape)
-  obs, state = jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)
+  first = jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)
+  if not isinstance(first, tuple | list) or len(first) != 2 or not isinstance(first[0], jax.ShapeDtypeStruct):
+    raise ValueError(
+      f"env.reset must return (obs, state), obs an array of env.observation_shape, got {_outline(first)}"
+    )
+  obs, state = first
   if tuple(obs.shape) != shape:
     raise ValueError(f"env.reset returned obs of shape {obs.shape}, env.observation_shape is {shape}")
   if not _real(obs.dtype):
@@ -94,6 +101,11 @@ def check_env_shapes(env, params) -> None:
       f"(gymnax >= 1.0), got a {got}"
     )
   obs2, state2, reward, terminated, truncated, _ = out
+  if not all(isinstance(x, jax.ShapeDtypeStruct) for x in (obs2, reward, terminated, truncated)):
+    raise ValueError(
+      "env.step must return (obs, state, reward, terminated, truncated, info), obs and the three scalars arrays, "
+      f"got {_outline(out)}"
+    )
   if tuple(obs2.shape) != shape:
     raise ValueError(f"env.step returned obs of shape {obs2.shape}, env.observation_shape is {shape}")
   for name, x in (("reward", reward), ("terminated", terminated), ("truncated", truncated)):
@@ -118,6 +130,20 @@ def check_env_shapes(env, params) -> None:
 
 
 _CHECKED: set = set()  # (env, params' tree and shapes) that passed `check_env_shapes`
+
+
+def _outline(out) -> str:
+  """What an env function returned, in brief: '(array float32[36], CoinState)' (an RL audit: a reset that returned
+  (state, obs) or obs alone failed deep inside with an AttributeError or an unpacking error)."""
+
+  def one(x) -> str:
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return f"array {x.dtype}{list(x.shape)}"
+    return type(x).__name__
+
+  if isinstance(out, tuple | list):
+    return f"a {type(out).__name__} of {len(out)}: (" + ", ".join(one(x) for x in out) + ")"
+  return one(out)
 
 
 def leaf_mismatch(tree, reference) -> tuple[str, ...] | None:

@@ -80,6 +80,7 @@ class RolloutStats:
   reward_sum: chex.Array  # [] float32 sum of all step rewards
   root_value_sum: chex.Array  # [] float32 sum of search root values
   reward_abs_max: chex.Array  # [] float32 largest |step reward| (beyond config.max_reward the targets are clipped)
+  length_max: chex.Array  # [] int32 longest episode so far, ended or not (past config.max_episode_steps: warned)
 
 
 @struct.dataclass
@@ -93,7 +94,10 @@ class EvalResult:
 
 
 def pool_size(pool) -> int:
-  """Leading size ``P`` shared by every leaf of the pool (``ValueError`` if a leaf has none or they disagree)."""
+  """Leading size ``P`` shared by every leaf of the pool (``ValueError`` if a leaf has none or they disagree); 1
+  for a pool without leaves (``None``, ``{}``: an environment without params, one instance; an RL audit)."""
+  if not jax.tree.leaves(pool):
+    return 1
   sizes = set()
   for path, leaf in jax.tree_util.tree_leaves_with_path(pool):
     if jnp.ndim(leaf) == 0:
@@ -238,6 +242,7 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
     reward_sum=jnp.sum(reward),
     root_value_sum=jnp.sum(out.root_value),
     reward_abs_max=jnp.max(jnp.abs(reward)),
+    length_max=jnp.max(ep_length).astype(jnp.int32),
   )
   return next_actor, (step, stats)
 
@@ -273,6 +278,7 @@ def rollout(
     reward_sum=jnp.sum(stats.reward_sum),
     root_value_sum=jnp.sum(stats.root_value_sum),
     reward_abs_max=jnp.max(stats.reward_abs_max),
+    length_max=jnp.max(stats.length_max),
   )
   return actor, traj, total
 

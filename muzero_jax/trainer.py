@@ -191,6 +191,7 @@ def _metrics(
     "selfplay/episode_length": per_episode(stats.length_sum),
     "selfplay/reward_per_step": stats.reward_sum / moves,
     "selfplay/reward_abs_max": stats.reward_abs_max,
+    "selfplay/episode_length_max": stats.length_max,
     "selfplay/root_value": stats.root_value_sum / moves,
     "replay/positions": jnp.sum(valid).astype(jnp.int32),
     "replay/priority_mean": jnp.sum(jnp.where(valid, new_state.replay.priority, 0.0)) / jnp.maximum(jnp.sum(valid), 1),

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import muzero_jax as mz
+from muzero_jax import checkpoint
 from tests import checkpoint_worker as worker
 from tests.toy_envs import CoinGrid
 
@@ -196,6 +197,15 @@ def test_other_environment_or_config_is_refused(saved, tmp_path):
     mz.Checkpointer(saved["directory"]).restore(jax.eval_shape(saved["trainer"].init), env=other)
   with pytest.raises(ValueError, match=r"num_simulations=8 \(checkpoint has 4\)"):
     mz.restore(saved["directory"], saved["env"], saved["pool"], config=CONFIG.replace(num_simulations=8))
+  # A class defined in a script run as __main__ is the class imported from it by name (an RL audit: a checkpoint
+  # trained from `python train.py` could not be restored from another script); another name is another class.
+  spec = mz.env_spec(saved["env"])
+  script = {**spec, "env": "__main__.CoinGrid"}
+  checkpoint.check_compatible({"env": script}, CONFIG, directory="d", step=4, env=saved["env"])
+  with pytest.raises(ValueError, match=r"made for environment __main__\.OtherGrid .* this run has tests\.toy_envs"):
+    checkpoint.check_compatible(
+      {"env": {**script, "env": "__main__.OtherGrid"}}, CONFIG, directory="d", step=4, env=saved["env"]
+    )
   # Checkpoint bookkeeping may change on resume.
   ok = mz.restore(saved["directory"], saved["env"], saved["pool"], config=CONFIG.replace(checkpoint_every=7))
   assert ok.step == 4

@@ -9,6 +9,8 @@ import pytest
 import cube_env
 import muzero_jax
 from experiments.control import gymnax_env  # imports gymnax only when an adapter is built
+from muzero_jax import selfplay
+from tests.checkpoint_worker import CONFIG
 from tests.toy_envs import CoinGrid, make_coin_pool
 
 
@@ -154,6 +156,66 @@ def test_shapes_are_checked_without_running():
     muzero_jax.check_env_shapes(_IntShape(), params)
   with pytest.raises(ValueError, match="obs of dtype complex64: observations are real numbers"):
     muzero_jax.check_env_shapes(_ComplexObs(), params)
+
+
+class _ResetSwapped(CoinGrid):
+  def reset(self, key, params):
+    obs, state = super().reset(key, params)
+    return state, obs
+
+
+class _ResetObsOnly(CoinGrid):
+  def reset(self, key, params):
+    return super().reset(key, params)[0]
+
+
+class _StepSwapped(CoinGrid):
+  def step(self, key, state, action, params):
+    obs, new, *rest = super().step(key, state, action, params)
+    return (new, obs, *rest)
+
+
+def test_outputs_in_the_wrong_order_or_number_are_named():
+  """An RL audit: a reset returning (state, obs) or obs alone failed as an AttributeError or an unpacking error."""
+  params = jax.tree.map(lambda x: x[0], make_coin_pool(CoinGrid(), 1, seed=0))
+  for env, got in (
+    (_ResetSwapped(), "a tuple of 2: (CoinState, array float32[3, 3, 4])"),
+    (_ResetObsOnly(), "array float32[3, 3, 4]"),
+  ):
+    with pytest.raises(ValueError) as err:
+      muzero_jax.check_env_shapes(env, params)
+    assert str(err.value) == f"env.reset must return (obs, state), obs an array of env.observation_shape, got {got}"
+  with pytest.raises(ValueError) as err:
+    muzero_jax.check_env_shapes(_StepSwapped(), params)
+  assert str(err.value) == (
+    "env.step must return (obs, state, reward, terminated, truncated, info), obs and the three scalars arrays, got "
+    "a tuple of 6: (CoinState, array float32[3, 3, 4], array float32[], array bool[], array bool[], dict)"
+  )
+
+
+class _OneLayout(CoinGrid):
+  """CoinGrid with its one layout built in: no params (None, {} or () as the pool)."""
+
+  def _params(self):
+    return jax.tree.map(lambda x: x[0], make_coin_pool(CoinGrid(flat=True), 1, seed=0))
+
+  def reset(self, key, params):  # noqa: ARG002 (the protocol's argument, unused here)
+    return super().reset(key, self._params())
+
+  def step(self, key, state, action, params):  # noqa: ARG002
+    return super().step(key, state, action, self._params())
+
+  def action_mask(self, state, params):  # noqa: ARG002
+    return super().action_mask(state, self._params())
+
+
+def test_an_environment_without_params_trains_on_a_pool_of_one():
+  """An RL audit: a pool without leaves (None) failed as 'pool leaves must share one leading axis; got sizes []'."""
+  env = _OneLayout(flat=True)
+  assert [selfplay.pool_size(p) for p in (None, {}, ())] == [1, 1, 1]
+  trainer = muzero_jax.make_train(CONFIG.replace(updates_per_iteration=1), env, None)
+  state, _ = trainer.iteration(trainer.init())
+  assert int(state.moves) == CONFIG.num_envs * CONFIG.rollout_length
 
 
 class _IntShape(CoinGrid):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import muzero_jax as mz
-from muzero_jax import driver, learner, selfplay
+from muzero_jax import driver, learner, selfplay, support
 from muzero_jax import replay as rl
 from muzero_jax import trainer as trainer_lib
 from tests.toy_envs import CoinGrid, CoinGridExpert, make_coin_pool, optimal_returns
@@ -351,6 +351,16 @@ def test_a_reward_beyond_max_reward_is_warned_once():
   with pytest.warns(RuntimeWarning, match=r"reward of 50, .* the reward support holds it"):
     assert driver._warn_clipped_reward({"selfplay/reward_abs_max": 50.0}, ten, 7)
   assert not driver._warn_clipped_reward({"selfplay/reward_abs_max": 10.0}, ten, 8)
+  # An episode past max_episode_steps (an RL audit: values clipped and evaluation cut short without a word).
+  with pytest.warns(RuntimeWarning) as caught:
+    assert driver._warn_long_episode({"selfplay/episode_length_max": 100}, CONFIG, 2)
+  assert str(caught[0].message) == (
+    f"iteration 2: a self-play episode ran 100 steps, past max_episode_steps ({CONFIG.max_episode_steps}), from "
+    f"which the value support was checked (it holds returns to "
+    f"{support.support_bound(CONFIG.support_size, CONFIG.value_transform_eps):.4g}; larger ones are clipped in "
+    "the value targets) and at which evaluate() stops an episode: raise max_episode_steps to the environment's horizon"
+  )
+  assert not driver._warn_long_episode({"selfplay/episode_length_max": CONFIG.max_episode_steps}, CONFIG, 3)
   # An iteration whose updates all ran and were all skipped (a NaN in the observations, say) is warned of once.
   with pytest.warns(RuntimeWarning, match="iteration 3: all 4 learner updates were skipped .* did not change"):
     assert driver._warn_all_skipped({"learner/updates": 0, "learner/skipped_updates": 4}, 3)
@@ -416,6 +426,7 @@ def test_learner_loops_scan_host_and_overlap():
       np.testing.assert_array_equal(np.asarray(m_scan[name]), np.asarray(metrics[name]))
     np.testing.assert_array_equal(np.asarray(m_scan["replay/positions"]), np.asarray(metrics["replay/positions"]))
   assert 0 < float(m_scan["selfplay/reward_abs_max"]) <= CONFIG.max_reward  # a coin, within the declared maximum
+  assert int(m_scan["selfplay/episode_length_max"]) == CoinGrid().horizon == CONFIG.max_episode_steps  # no warning
   close(scan.params, host.params, 1e-5)
   close(scan.opt_state, host.opt_state, 1e-5)
   close(scan.replay, host.replay, 1e-5)
