@@ -130,8 +130,8 @@ class Quality:
   wall seconds (experiments/quality)."""
 
   suite: str = "quick"
-  """quick (3 worlds of 10,000 rows per family; walkers to 5%, fixed budgets to 1,000: at most 15 minutes on 2 CPU
-  cores), standard (10 worlds per family, same sizes: at most 60 minutes here), full (20 worlds of 50,000 rows,
+  """quick (3 worlds of 10,000 rows per family; walkers to 5%, fixed budgets to 1,000: about 30 minutes on 2 CPU
+  cores), standard (10 worlds per family, same sizes: about 90 minutes), full (20 worlds of 50,000 rows,
   walkers to 20%, fixed budgets to 3,000: for a GPU) or tiny."""
   checkpoint: str | None = None
   """Agent for the muzero method (a directory written by experiments.train, or an .npz exported from one by

@@ -166,12 +166,12 @@ SUITES = {
     methods=("exhaustive", "auto", "greedy", "pysubgroup-beam"),
     max_depth=2,
   ),
-  # quick: at most 15 minutes on 2 cores with 2 workers: 10,000 rows (a world's cube has about one cell per
+  # quick: about 30 minutes on 2 cores with 2 workers (29.5 measured; it was 14.2 before issue 17): 10,000 rows (a world's cube has about one cell per
   # exploring row, so a query costs in proportion to rows); every method but enumeration to 5% of enumeration's
   # queries (auto enumerates at 100%: enumeration's own run stands for it; tests check auto's choice), fixed budgets
   # to 1,000 (a walker's 3,000 queries on a wide world take about a minute here)
   "quick": _CPU,
-  # standard: at most 60 minutes here; 10 worlds per family at quick's sizes and budgets. Fixed budgets stop at 1,000
+  # standard: about 90 minutes here (85.6 measured in three calls); 10 worlds per family at quick's sizes and budgets. Fixed budgets stop at 1,000
   # as in quick: with 3,000 one world of each family took 9.3 minutes here (wide and deep 3,000-query runs are
   # about half of it), so 10 worlds would take about 93; 3,000 queries are in `full`
   "standard": dataclasses.replace(_CPU, name="standard", seeds=10),
