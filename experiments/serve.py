@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 from typing import Annotated
@@ -127,6 +128,9 @@ def _service_config(args: Args) -> ServiceConfig:
   )
 
 
+ROUTINE = re.compile(r"cleaning (group )?registries", re.IGNORECASE)  # RQ 3's maintenance lines, every lease period
+
+
 def main(argv: list[str] | None = None) -> int:
   args = tyro.cli(Args, args=argv)
   try:
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   # Timestamped lines (an upgrade audit: RQ's lines had none), and no line for RQ's routine registry clean-up.
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-  logging.getLogger("rq.worker").addFilter(lambda record: not record.getMessage().startswith("Cleaning registries"))
+  logging.getLogger("rq.worker").addFilter(lambda record: not ROUTINE.search(record.getMessage()))
   if args.worker:
     try:
       serve_worker(config, burst=args.burst, reconnect_seconds=args.reconnect_seconds)

@@ -72,7 +72,8 @@ _DAMAGED_SUFFIX = ".damaged"
 
 
 class CheckpointWarning(UserWarning):
-  """A checkpoint step was skipped (damaged) or an unfinished save was discarded."""
+  """A checkpoint step was skipped (damaged), an unfinished save was discarded, or a checkpoint was taken as made
+  for this run though it differs in a way that may matter (another pool of one size, a class of the same name)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +169,15 @@ def check_compatible(
   """Raises ``ValueError`` when the checkpoint was made for another env or a contradicting config."""
   if env is not None:
     want, have = env_spec(env), meta.get("env")
-    if have is not None and not _same_env(want, have):
+    if have is not None and want != have and _same_env(want, have):
+      warnings.warn(
+        f"checkpoint {directory}/{step} was made for environment {have['env']}; this run has {want['env']} of the "
+        "same name, observation shape and actions: taken as the same class (one defined in a script run as "
+        "__main__)",
+        CheckpointWarning,
+        stacklevel=3,
+      )
+    elif have is not None and not _same_env(want, have):
       raise ValueError(
         f"checkpoint {directory}/{step} was made for environment {have['env']} with observation "
         f"shape {tuple(have['observation_shape'])} and {have['num_actions']} actions; this run has "

@@ -299,7 +299,8 @@ def _warn_long_episode(metrics: dict, config: MuZeroConfig, iteration: int) -> b
     f"iteration {iteration}: a self-play episode ran {longest} steps, past max_episode_steps "
     f"({config.max_episode_steps}), from which the value support was checked (it holds returns to {bound:.4g}; "
     "larger ones are clipped in the value targets) and at which evaluate() stops an episode: raise "
-    "max_episode_steps to the environment's horizon",
+    "max_episode_steps to the environment's horizon (or, if its episodes never end, make env.step return "
+    "terminated or truncated)",
     RuntimeWarning,
     stacklevel=3,
   )

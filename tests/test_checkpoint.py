@@ -201,7 +201,8 @@ def test_other_environment_or_config_is_refused(saved, tmp_path):
   # trained from `python train.py` could not be restored from another script); another name is another class.
   spec = mz.env_spec(saved["env"])
   script = {**spec, "env": "__main__.CoinGrid"}
-  checkpoint.check_compatible({"env": script}, CONFIG, directory="d", step=4, env=saved["env"])
+  with pytest.warns(mz.CheckpointWarning, match=r"made for environment __main__\.CoinGrid; this run has tests\.toy"):
+    checkpoint.check_compatible({"env": script}, CONFIG, directory="d", step=4, env=saved["env"])
   with pytest.raises(ValueError, match=r"made for environment __main__\.OtherGrid .* this run has tests\.toy_envs"):
     checkpoint.check_compatible(
       {"env": {**script, "env": "__main__.OtherGrid"}}, CONFIG, directory="d", step=4, env=saved["env"]

@@ -1,5 +1,6 @@
 """Ingest: coding, cells and sufficient statistics against pandas; clear errors."""
 
+import dataclasses
 import gzip
 import io
 
@@ -788,6 +789,14 @@ def test_rows_with_every_field_blank_are_left_out_with_a_note(tmp_path, small_df
   path.write_text('site,note,y\n1,"a\n\nb",0\n2,"c\n,,\nd",1\n,,\n')
   read = cube_env.read_table(path)
   assert read["note"].tolist() == ["a\n\nb", "c\n,,\nd"] and read["site"].tolist() == [1, 2]
+  assert read["site"].dtype.kind == "i"  # the table without the blank line, not the first read's floats
+  # A quote inside a field is text, not an opening quote (a review: the rows after 5'10" kept their ',,' lines,
+  # and whole numbers read as floats); a doubled quote inside a quoted field is a quote.
+  path.write_text('site,height,note\n1,5\'10",x\n,,\n2,6\'1","say ""hi""\n\nthen"\n,,\n3,170,z\n')
+  read = cube_env.read_table(path)
+  assert read["site"].tolist() == [1, 2, 3] and read["site"].dtype.kind == "i"
+  assert read["height"].tolist() == ["5'10\"", "6'1\"", "170"]
+  assert read["note"].tolist() == ["x", 'say "hi"\n\nthen', "z"]
   path.write_text(text.splitlines()[0] + "\n" + "\n".join([blank] * 3) + "\n")
   with pytest.raises(ValueError) as err:
     cube_env.read_table(path)
@@ -1048,6 +1057,13 @@ def test_numbers_written_with_leading_zeros_are_numbers_where_the_schema_says_so
   ) as err:
     cube_env.encode_table(cube_env.read_table(path), schema)
   assert err.value.column == "age"
+  # As a measure's text: spaces alone are missing, '1,020' is 1020 (a review: both were refused), each noted.
+  frame.loc[5, "age"], frame.loc[6, "age"] = "   ", "1,020"
+  codes, _, meta = cube_env.encode_table(frame, dataclasses.replace(schema, bins={"age": [0, 18, 65, 2000]}))
+  label = np.asarray([*meta.categories[1]], dtype=object)[codes[:, 1]]
+  assert label[5] == cube_env.MISSING and label[6] == "[65, 2000]"
+  assert "dimension 'age': fewer than 11 rows blank but for spaces read as missing" in meta.summary
+  assert "dimension 'age': numbers with thousands separators read without them (e.g. '1,020')" in meta.summary
 
 
 def test_a_flag_with_a_stray_value_says_it_is_not_tested_as_a_rate(small_df):

@@ -358,7 +358,8 @@ def test_a_reward_beyond_max_reward_is_warned_once():
     f"iteration 2: a self-play episode ran 100 steps, past max_episode_steps ({CONFIG.max_episode_steps}), from "
     f"which the value support was checked (it holds returns to "
     f"{support.support_bound(CONFIG.support_size, CONFIG.value_transform_eps):.4g}; larger ones are clipped in "
-    "the value targets) and at which evaluate() stops an episode: raise max_episode_steps to the environment's horizon"
+    "the value targets) and at which evaluate() stops an episode: raise max_episode_steps to the environment's "
+    "horizon (or, if its episodes never end, make env.step return terminated or truncated)"
   )
   assert not driver._warn_long_episode({"selfplay/episode_length_max": CONFIG.max_episode_steps}, CONFIG, 3)
   # An iteration whose updates all ran and were all skipped (a NaN in the observations, say) is warned of once.

@@ -216,14 +216,25 @@ def test_a_report_another_version_wrote_is_not_served_and_a_resubmission_runs_an
       "served: submit the table and settings again for a report under this version's rules, and purge this job",
     }
     assert service.client.get(f"/jobs/{job_id}").json()["progress"]["stage"] == jobs.OUTDATED_STAGE
+  directory = jobs.job_dir(ServiceConfig(data_dir=str(service.root / "data")), job_id)
   again = service.submit(settings, table).json()
   assert again["id"] == job_id and again["cached"] is False  # not "cached": run again, from no journal
   service.finish(job_id)
-  assert jobs.written_format(jobs.fetch(conn, job_id)) == jobs.REPORT_FORMAT
+  rerun = jobs.fetch(conn, job_id).get_meta()
+  assert jobs.written_format(jobs.fetch(conn, job_id)) == jobs.REPORT_FORMAT and rerun["resumed_queries"] == 0
+  # A report a later version's worker wrote: this API is the one to upgrade.
+  record = jobs.fetch(conn, job_id)
+  record.meta[jobs.FORMAT_KEY] = jobs.REPORT_FORMAT + 1
+  record.save_meta()
+  assert service.client.get(f"/jobs/{job_id}/report.html").json()["detail"]["message"] == (
+    f"job {job_id}'s report was written by a later version of the service (report format {jobs.REPORT_FORMAT + 1}; "
+    f"this server serves {jobs.REPORT_FORMAT}), so it is not served: upgrade the API to its workers' version"
+  )
+  record.meta[jobs.FORMAT_KEY] = jobs.REPORT_FORMAT
+  record.save_meta()
   found = service.client.get(f"/jobs/{job_id}/findings.json").json()
   assert found["findings"] == _reference(table, settings, tmp_path)
   # A worker of this version given a job that an API of a later version queued (an earlier one's job runs).
-  directory = jobs.job_dir(ServiceConfig(data_dir=str(service.root / "data")), job_id)
   with open(os.path.join(directory, "spec.json"), encoding="utf-8") as handle:
     spec = json.load(handle)
   later = tmp_path / "later_job"
@@ -606,15 +617,6 @@ def test_a_job_rq_failed_as_abandoned_is_requeued_and_a_lost_one_says_so(service
   progress = jobs.job_status(job)["progress"]
   assert progress["stage"] == jobs.LOST_STAGE and progress["eta_s"] is None  # no lease: its worker is gone
   assert progress["elapsed_s"] == pytest.approx(10, abs=0.5)  # to its last progress
-  # A stop or purge of it says that no worker holds it (an upgrade audit: it read as if the stop did nothing).
-  stopped = service.client.delete(f"/jobs/{job.id}").json()
-  assert stopped == {"id": job.id, "was": "started", "status": "started", "note": jobs.LOST_STOP}
-  purged = service.client.delete(f"/jobs/{job.id}", params={"purge": "true"})
-  assert purged.status_code == 409 and purged.json()["detail"] == {
-    "field": "purge",
-    "message": f"job {job.id} is started: {jobs.LOST_STOP}",
-  }
-  conn.delete(STOP_KEY.format(job.id))
   conn.set(LEASE_KEY.format(job.id), 1, ex=30)
   assert jobs.job_status(job)["progress"]["stage"] == "searching"
   conn.delete(LEASE_KEY.format(job.id))
@@ -641,6 +643,41 @@ def test_a_job_rq_failed_as_abandoned_is_requeued_and_a_lost_one_says_so(service
   queue.started_job_registry.cleanup()
   assert jobs.requeue_abandoned(queue, lease_seconds=LEASE) == [] and job.get_status(refresh=True) == JobStatus.FAILED
   queue.empty()
+
+
+def test_a_job_no_worker_holds_is_stopped_at_once_and_can_be_purged(service):
+  """An upgrade audit: with its worker dead and none alive, a job's stop answered "started" and its purge 409, and
+  no worker would act on the stop until one took the job back. It is marked stopped at once, its time at its last
+  progress, and a purge then removes it. (A queue no worker listens to.)"""
+  conn = redis.Redis.from_url(service.redis_url)
+  queue = Queue("lost-stop-test", connection=conn, serializer=JSONSerializer)
+  job = queue.enqueue("builtins.print", "never run", job_id="dlost0stop0test")
+  queue.remove(job)
+  job.meta.update(started=time.time() - 30, seen=time.time() - 20, queries=30, budget=100, stage="searching")
+  job.save_meta()
+  job.set_status(JobStatus.STARTED)
+  conn.zadd(queue.started_job_registry.key, {f"{job.id}:gone": time.time() + 60})
+  assert jobs.job_status(job)["progress"]["stage"] == jobs.LOST_STAGE
+  stopped = service.client.delete(f"/jobs/{job.id}").json()
+  assert stopped == {"id": job.id, "was": "started", "status": "stopped"}
+  status = service.client.get(f"/jobs/{job.id}").json()
+  assert status["progress"]["stage"] == "searching" and status["progress"]["elapsed_s"] == pytest.approx(10, abs=0.5)
+  assert queue.started_job_registry.get_job_ids(cleanup=False) == [] and queue.failed_job_registry.get_job_ids() == [
+    job.id
+  ]
+  assert jobs.requeue_abandoned(queue, lease_seconds=LEASE) == []  # a stopped job is not taken back
+  purged = service.client.delete(f"/jobs/{job.id}", params={"purge": "true"})
+  assert purged.status_code == 200 and purged.json()["was"] == "stopped" and jobs.fetch(conn, job.id) is None
+  # A job whose worker holds its lease is left to that worker's stop.
+  live = queue.enqueue("builtins.print", "never run", job_id="dlive0stop0test")
+  queue.remove(live)
+  live.meta.update(started=time.time(), queries=1, budget=100, stage="searching")
+  live.save_meta()
+  live.set_status(JobStatus.STARTED)
+  conn.set(LEASE_KEY.format(live.id), 1, ex=30)
+  assert service.client.delete(f"/jobs/{live.id}").json()["status"] == "started"
+  conn.delete(LEASE_KEY.format(live.id), STOP_KEY.format(live.id), STOP_KEY.format(job.id))
+  live.delete()
 
 
 def test_a_stopping_worker_does_not_wait_a_minute_for_its_listener(service):

@@ -403,18 +403,43 @@ def _without_blank_lines(
   else:
     with (gzip.open if raw.lower().endswith(".gz") else open)(raw, "rb") as handle:
       data = handle.read()
+  lines = data.splitlines(keepends=True)
   kept, quoted = [], False
-  for i, line in enumerate(data.splitlines(keepends=True)):
+  for i, line in enumerate(lines):
     if i == 0 or quoted or not _blank_line(line, sep):  # a line inside a quoted field is its text (a review)
       kept.append(line)
-    quoted ^= line.count(b'"') % 2 == 1  # an escaped quote is two, so the parity tells inside from outside
-  try:
-    again = pd.read_csv(io.BytesIO(b"".join(kept)), sep=sep, low_memory=False).drop(columns=list(unnamed))
-  except (ValueError, OSError, KeyError):
-    again = None
-  if again is not None and len(again) == int((~blank).sum()) and list(again.columns) == list(df.columns):
-    return again
+    quoted = _ends_quoted(line, sep.encode(), quoted)
+  # The lines as told apart by quotes, else every blank line (a quote the quoting rules did not foresee)
+  for chosen in (kept, [line for i, line in enumerate(lines) if i == 0 or not _blank_line(line, sep)]):
+    try:
+      again = pd.read_csv(io.BytesIO(b"".join(chosen)), sep=sep, low_memory=False).drop(columns=list(unnamed))
+    except (ValueError, OSError, KeyError):
+      continue
+    if len(again) == int((~blank).sum()) and list(again.columns) == list(df.columns):
+      return again
   return df.loc[~blank].reset_index(drop=True)
+
+
+def _ends_quoted(line: bytes, sep: bytes, quoted: bool) -> bool:
+  """Whether a CSV line that starts inside a quoted field (`quoted`) or not ends inside one, by pandas' rules: a quote
+  opens a quoted field only at the field's start (`5'10"` is text), and inside one a doubled quote is a quote and a
+  single one closes it."""
+  if b'"' not in line:  # most lines: nothing opens or closes
+    return quoted
+  at_start, i = not quoted, 0
+  while i < len(line):
+    c = line[i : i + 1]
+    if quoted:
+      if c == b'"':
+        if line[i + 1 : i + 2] == b'"':
+          i += 1
+        else:
+          quoted = False
+    elif c == b'"' and at_start:
+      quoted = True
+    at_start = not quoted and c == sep
+    i += 1
+  return quoted
 
 
 NA_TEXT = frozenset(  # what pandas reads as missing by default (`read_csv`'s na_values), stripped
@@ -637,16 +662,32 @@ def category_label(value: Any) -> str:
   return str(value).strip()
 
 
-def _numbers_for_edges(series: pd.Series, name: str, role: str) -> pd.Series:
+def _numbers_for_edges(
+  series: pd.Series, name: str, role: str, summary: list[str], *, decimal_comma: bool = False
+) -> pd.Series:
   """A text column given bin edges, as numbers: each value must be one (an audit: the edges of a column read as
-  text, '045' or 'unknown' among ages, were left unused without a word and its values coded as categories).
+  text, '045' or 'unknown' among ages, were left unused without a word and its values coded as categories). As a
+  measure's text is read (`measure_numbers`): a value of spaces alone is missing, and numbers with thousands
+  separators ('1,200') are read without them, except in a ';' file (`decimal_comma`); each noted.
 
   Raises:
     ColumnError naming the column and its values that are not numbers.
   """
-  text = series.astype(object).where(series.notna(), None)
-  numbers = pd.to_numeric(text.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
-  bad = numbers.isna() & series.notna()
+  text = series.astype(object).where(series.notna(), None).map(lambda v: v.strip() if isinstance(v, str) else v)
+  spaces = text.map(lambda v: v == "").to_numpy(bool)
+  text = text.mask(spaces)
+  grouped = text.map(lambda v: isinstance(v, str) and bool(THOUSANDS.fullmatch(v))).to_numpy(bool) & (not decimal_comma)
+  text = text.mask(grouped, text[grouped].str.replace(",", "", regex=False))
+  numbers = pd.to_numeric(text, errors="coerce")
+  bad = numbers.isna() & text.notna()
+  if spaces.any():
+    summary.append(
+      redact_counts(f"{role} {name!r}: {int(spaces.sum())} rows blank but for spaces read as missing", SMALL_CELL)
+    )
+  if grouped.any():
+    summary.append(
+      f"{role} {name!r}: numbers with thousands separators read without them (e.g. {series[grouped].iloc[0].strip()!r})"
+    )
   if bad.any():
     shown = ", ".join(repr(v) for v in pd.unique(series[bad].astype(str))[:3])
     raise ColumnError(
@@ -666,6 +707,7 @@ def _code_column(
   max_categories: int,
   summary: list[str],
   role: str = "dimension",
+  decimal_comma: bool = False,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
   """Codes one filter column (a `role`, as notes name it); returns (codes [rows] int32, labels)."""
   missing = series.isna()
@@ -679,8 +721,9 @@ def _code_column(
       "(or give a column of periods, such as the year, as categories)"
     )
   if edges is not None and days is None and not numeric:
-    series = _numbers_for_edges(series, name, role)
-    numeric = True
+    series = _numbers_for_edges(series, name, role, summary, decimal_comma=decimal_comma)
+    missing, numeric = series.isna(), True
+    n_missing = int(missing.sum())
   binned = days is not None or (numeric and (edges is not None or nunique > max_categories))
   if not binned and nunique > max(max_categories, IDENTIFIER_SHARE * len(series)):
     # A number with that many values is binned (bmi), so only a category column can be an identifier (visit_id).
@@ -1138,6 +1181,7 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
       max_categories=max_categories,
       summary=summary,
       role="dimension" if f < len(schema.dimensions) else "protected column",
+      decimal_comma=df.attrs.get(SEPARATOR) == ";",
     )
     if f >= len(schema.dimensions) and REST_LABEL in labels:
       raise ColumnError(

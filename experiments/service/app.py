@@ -196,11 +196,7 @@ def make_app(config: ServiceConfig) -> NamedLimit:
         ) from None
     _job(job_id)
     was = jobs.cancel(connection, job_id)
-    now = jobs.job_status(_job(job_id))
-    out = {"id": job_id, "was": was, "status": now["status"]}
-    if now["progress"]["stage"] == jobs.LOST_STAGE:  # an upgrade audit: it read as if the stop did nothing
-      out["note"] = jobs.LOST_STOP
-    return out
+    return {"id": job_id, "was": was, "status": jobs.job_status(_job(job_id))["status"]}
 
   def _job(job_id: str):
     job = jobs.fetch(connection, job_id) if job_id.isascii() and job_id.isalnum() else None  # RQ's ids: ASCII

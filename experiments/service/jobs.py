@@ -60,10 +60,6 @@ STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this ma
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 REPORT_FILES = ("findings.json", "findings.csv", "report.html")
 LOST_STAGE = "waiting for a worker (the one running it stopped; the next resumes it from its journal)"
-LOST_STOP = (  # what a stop or purge of such a job says: no worker holds it to stop it now
-  "no worker holds this job (the one running it stopped): the stop is recorded and takes effect when a worker takes "
-  "the job back, within seconds of one starting; purge it once its status is stopped"
-)
 OUTDATED_STAGE = "done by another version of the service: its report is not served (submit the job again)"
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)  # what redis-py raises when the server cannot be reached
 MAX_REQUEUES = 3  # times a job whose worker died is put back (`requeue_abandoned`)
@@ -95,23 +91,29 @@ REPORT_FORMAT = 8
 FORMAT_KEY = "report_format"  # spec.json: the format the server asked for; the job's meta: the one its worker wrote
 
 
-def written_format(job: Job) -> int | None:
-  """The report format a finished job's worker wrote its files in (None: a version before 8, which recorded none)."""
-  value = job.get_meta().get(FORMAT_KEY)
+def written_format(job: Job, meta: dict | None = None) -> int | None:
+  """The report format a finished job's worker wrote its files in (None: a version before 8, which recorded none);
+  from `meta` where the caller read it already."""
+  value = (job.get_meta() if meta is None else meta).get(FORMAT_KEY)
   return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def outdated(job: Job) -> str | None:
-  """Why a finished job's report is not served (its worker wrote another `REPORT_FORMAT`: an earlier version's rules
+def outdated(job: Job, meta: dict | None = None) -> str | None:
+  """Why a finished job's report is not served (its worker wrote another `REPORT_FORMAT`: another version's rules
   on small counts and statistics), or None where it is current."""
-  written = written_format(job)
+  written = written_format(job, meta)
   if written == REPORT_FORMAT:
     return None
-  made = "an earlier version of the service" if written is None or written < REPORT_FORMAT else "a later version"
+  shown = written if written is not None else "unrecorded"
+  if written is not None and written > REPORT_FORMAT:  # a worker ahead of this API: resubmitting would not help
+    return (
+      f"job {job.id}'s report was written by a later version of the service (report format {shown}; this server "
+      f"serves {REPORT_FORMAT}), so it is not served: upgrade the API to its workers' version"
+    )
   return (
-    f"job {job.id}'s report was written by {made} (report format {written if written is not None else 'unrecorded'}; "
-    f"this server serves {REPORT_FORMAT}), whose rules on small counts and statistics differ, so it is not served: "
-    "submit the table and settings again for a report under this version's rules, and purge this job"
+    f"job {job.id}'s report was written by an earlier version of the service (report format {shown}; this server "
+    f"serves {REPORT_FORMAT}), whose rules on small counts and statistics differ, so it is not served: submit the "
+    "table and settings again for a report under this version's rules, and purge this job"
   )
 
 
@@ -222,10 +224,9 @@ def _submit(
 class JobActive(RuntimeError):
   """A purge of a job that is queued or running (`purge`): it must be stopped first."""
 
-  def __init__(self, job_id: str, status: str, *, lost: bool = False):
+  def __init__(self, job_id: str, status: str):
     super().__init__(
-      f"job {job_id} is {status}: "
-      + (LOST_STOP if lost else f"stop it first (DELETE /jobs/{job_id}), then purge it once its status is stopped")
+      f"job {job_id} is {status}: stop it first (DELETE /jobs/{job_id}), then purge it once its status is stopped"
     )
     self.job_id = job_id
 
@@ -279,7 +280,7 @@ def purge(config: ServiceConfig, connection: Redis, job_id: str) -> dict[str, An
       raise KeyError(job_id)
     status = job.get_status() if job is not None else None
     if status in ACTIVE:
-      raise JobActive(job_id, status_text(status), lost=job_status(job)["progress"]["stage"] == LOST_STAGE)
+      raise JobActive(job_id, status_text(status))
     table = _named_table(directory)
     _remove_job_dir(directory)
     if job is not None:
@@ -355,12 +356,40 @@ def cancel(connection: Redis, job_id: str) -> str:
   status = job.get_status()
   if status in ACTIVE:
     connection.set(STOP_KEY.format(job_id), 1, ex=STOP_KEY_SECONDS)
+    if status == JobStatus.STARTED and job_status(job)["progress"]["stage"] == LOST_STAGE:
+      _stop_lost(connection, job_id)
     with contextlib.suppress(InvalidJobOperation):  # not yet stoppable, or canceled meanwhile by another request
       if status == JobStatus.STARTED:
         send_stop_job_command(connection, job_id, serializer=JSONSerializer)
       else:
         job.cancel()
   return status_text(status)
+
+
+def _stop_lost(connection: Redis, job_id: str) -> bool:
+  """Marks stopped a started job that no worker holds (its lease lapsed: its worker died), as RQ marks a job its
+  worker stopped, under the job's submission lock (which a worker's requeue takes too). No worker would act on the
+  stop until one took the job back, an hour at most while the stop is recorded (an upgrade audit: the stop of such
+  a job answered "started", and its purge 409, with no worker alive). Returns whether it did."""
+  with held(connection, SUBMIT_LOCK.format(job_id), f"job {job_id}"):
+    job = fetch(connection, job_id)
+    if job is None or job.get_status() != JobStatus.STARTED or connection.exists(LEASE_KEY.format(job_id)):
+      return False
+    queue = Queue(job.origin, connection=connection, serializer=JSONSerializer)
+    members = [m for m in connection.zrange(queue.started_job_registry.key, 0, -1) if _entry_id(m) == job_id]
+    if members:
+      connection.zrem(queue.started_job_registry.key, *members)
+    job.meta["ended"] = job.meta.get("seen") or time.time()  # its time stops at its last progress
+    job.save_meta()
+    job.set_status(JobStatus.STOPPED)
+    queue.failed_job_registry.add(job, ttl=job.failure_ttl, exc_string="stopped while no worker held it")
+    return True
+
+
+def _entry_id(entry: bytes | str) -> str:
+  """The job id of a started registry's entry (RQ 2-3 write "ID:EXECUTION")."""
+  entry = entry.decode() if isinstance(entry, bytes) else entry
+  return entry.split(":", 1)[0]
 
 
 def status_text(status: JobStatus | str) -> str:
@@ -410,7 +439,7 @@ def job_status(job: Job) -> dict[str, Any]:
       out["progress"]["eta_s"] = round(max(0.0, end - first_at) / done * (budget - queries), 1)
     elif status == JobStatus.FINISHED:
       out["progress"]["eta_s"] = 0.0
-  if status == JobStatus.FINISHED and outdated(job) is not None:
+  if status == JobStatus.FINISHED and outdated(job, meta) is not None:
     out["progress"]["stage"] = OUTDATED_STAGE
   if status == JobStatus.FAILED:
     result = job.latest_result()
@@ -578,7 +607,7 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
   out = []
   for entry in connection.zrange(registry.key, 0, -1):
     entry = entry.decode() if isinstance(entry, bytes) else entry
-    job_id = entry.split(":", 1)[0]
+    job_id = _entry_id(entry)
     if connection.exists(LEASE_KEY.format(job_id)) or not _requeue_locked(queue, job_id, registry.key, entry, lapsed):
       continue
     out.append(job_id)
