@@ -891,6 +891,9 @@ def test_a_finding_plot_whose_numbers_are_hidden_says_so(monkeypatch):
   plots.finding_plot(shown)
   texts = [[t.get_text() for t in fig.axes[0].texts] for fig in figures]
   assert texts == [["numbers hidden by the small-cell rule"], []]
+  # A '$' in a value is drawn as it is (a security audit: a group named '$\\foo$' failed the report: mathtext).
+  monkeypatch.undo()
+  assert plots.finding_plot(shown | dict(group="$\\foo$", cohort="unit=$x$")).startswith("data:image/png;base64,")
 
 
 def test_html_says_why_rows_are_blank_what_the_plots_show_and_which_relative_differences_differ(report):

@@ -62,6 +62,59 @@ def test_given_bin_edges():
   assert int(np.asarray(cube.rows)[coded].sum()) == int((df.bmi < 25).sum())
 
 
+def test_a_header_whose_quote_never_closes_is_refused_at_once(tmp_path):
+  """A security audit: one unclosed quote in the header made the reader count the quotes of the whole record again
+  at each line (800 KB: two minutes of CPU); the record is refused after MAX_HEADER_LINES lines."""
+  path = tmp_path / "open.csv"
+  path.write_text('"procedure,site,race,minutes\n' + "1\n" * 200_000)
+  with pytest.raises(ingest.TableFileError, match="the header's quotes do not close within 1000 lines"):
+    cube_env.read_table(path)
+  path.write_text('"proc\nedure",race,minutes\nA,B,3\nA,W,4\n')  # a quoted name with a line break reads as before
+  assert list(cube_env.read_table(path).columns) == ["proc\nedure", "race", "minutes"]
+
+
+def test_bin_labels_of_large_numbers_stay_apart_and_exact():
+  """A library audit: dates stored as 20220315 were cut into 4 quantile bins labelled with 4 digits, two of them
+  '[2.022e+07, 2.022e+07)', which became one category of both bins' rows. Whole-number edges are written in full
+  where 4 digits do not tell them apart; small numbers keep 4 digits (bmi 25.78)."""
+  rng = np.random.default_rng(0)
+  days = pd.to_datetime("2022-01-01") + pd.to_timedelta(rng.integers(0, 365, 4000), "D")
+  df = pd.DataFrame({"proc": rng.choice(["A", "B"], 4000), "race": rng.choice(["W", "B"], 4000)})
+  df["when"], df["bmi"], df["y"] = days.strftime("%Y%m%d").astype(int), rng.normal(27, 4, 4000), rng.normal(size=4000)
+  schema = cube_env.Schema(dimensions=["proc", "when", "bmi"], protected=["race"], measures=["y"])
+  codes, _, meta = cube_env.encode_table(df, schema)
+  edges = np.quantile(df["when"], [0.25, 0.5, 0.75])
+  assert sorted(meta.categories[1]) == sorted(
+    [
+      f"< {edges[0]:.0f}",
+      f"[{edges[0]:.0f}, {edges[1]:.0f})",
+      f"[{edges[1]:.0f}, {edges[2]:.0f})",
+      f">= {edges[2]:.0f}",
+    ]
+  )
+  assert len(np.unique(codes[:, 1])) == 4 and np.bincount(codes[:, 1]).min() > 900  # four bins, none merged
+  q = np.quantile(df["bmi"], [0.25, 0.5, 0.75])
+  assert set(meta.categories[2]) == {
+    f"< {q[0]:.4g}",
+    f"[{q[0]:.4g}, {q[1]:.4g})",
+    f"[{q[1]:.4g}, {q[2]:.4g})",
+    f">= {q[2]:.4g}",
+  }
+  given = cube_env.Schema(
+    dimensions=["proc", "when"],
+    protected=["race"],
+    measures=["y"],
+    bins={"when": [20220101, 20220401, 20220701, 20221001, 20221231]},
+  )
+  _, _, meta = cube_env.encode_table(df, given)
+  assert set(meta.categories[1]) == {
+    "[20220101, 20220401)",
+    "[20220401, 20220701)",
+    "[20220701, 20221001)",
+    "[20221001, 20221231]",
+  }
+
+
 def test_read_table_csv_and_parquet(tmp_path, small_df):
   csv, pq = tmp_path / "cases.csv", tmp_path / "cases.parquet"
   small_df.to_csv(csv, index=False)
@@ -411,6 +464,7 @@ def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
   assert err.value.status == 413 and "uncompressed: more than 2x this server's upload limit" in str(err.value)
   spec = pytest.importorskip("experiments.service.spec")
   assert spec.redacted_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
+  assert spec.redacted_url("redis://:Hosp1tal@Secret99@h:1/0") == "redis://:***@h:1/0"  # an '@' in it (an audit)
   assert spec.redacted_url("unix:///tmp/r.sock?db=0&password=s3cret") == "unix:///tmp/r.sock?db=0&password=***"
 
 
@@ -880,8 +934,16 @@ def test_an_empty_measure_and_cells_holding_lists_are_errors_naming_the_column()
   """An all-missing measure says so without a count from 1 to 10 (it said "fewer than 2"); a column whose cells are
   lists (a Parquet list column) is refused naming it, not a TypeError deep in the coding (a service audit)."""
   df = make_small_df(n=300)
+  with pytest.raises(ValueError, match=r"measure column 'los' has no values \(missing in every row\)"):
+    cube_env.build_cube(df.assign(los=np.nan), SMALL_SCHEMA)  # a library audit: it said "almost no values"
+  one = np.full(len(df), np.nan)
+  one[0] = 2.0
   with pytest.raises(ValueError, match=r"measure column 'los' has almost no values \(fewer than 11 non-missing\)"):
-    cube_env.build_cube(df.assign(los=np.nan), SMALL_SCHEMA)
+    cube_env.build_cube(df.assign(los=one), SMALL_SCHEMA)
+  with pytest.raises(TypeError, match=r"schema must be a cube_env.Schema\(dimensions=\.\.\., .*got dict"):
+    cube_env.build_cube(df, {"dimensions": ["site"], "protected": ["race"], "measures": ["los"]})
+  with pytest.raises(ValueError, match=r"got str \(read a file with cube_env.read_table\(path\) first\)"):
+    cube_env.build_cube("cases.csv", SMALL_SCHEMA)
   listed = df.assign(site=[[s] for s in df["site"]])
   with pytest.raises(ingest.ColumnError, match=r"column 'site' holds lists \(the first at row 1\)") as err:
     cube_env.build_cube(listed, SMALL_SCHEMA)

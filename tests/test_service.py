@@ -249,6 +249,46 @@ def test_a_report_another_version_wrote_is_not_served_and_a_resubmission_runs_an
   )
 
 
+TOKEN = "s3cret-token-for-tests"
+
+
+def test_a_loopback_api_answers_only_loopback_names(service, table):
+  """A security audit: a web page could read every job of the token-less loopback default through DNS rebinding
+  (a foreign Host) and queue jobs cross-site (a foreign Origin). Both get 403; loopback names pass."""
+  port = service.api_port
+  for headers, what in (
+    ({"Host": f"rebind.attacker.example:{port}"}, f"Host 'rebind.attacker.example:{port}'"),
+    ({"Origin": "https://evil.example"}, "Origin 'https://evil.example'"),
+  ):
+    got = service.client.get("/jobs", headers=headers)
+    assert got.status_code == 403 and got.json()["detail"]["message"] == f"{what} is not this loopback address"
+  posted = service.client.post(
+    "/jobs", data={"settings": json.dumps(SETTINGS)}, files={"file": ("c.csv", table)}, headers={"Origin": "null"}
+  )
+  assert posted.status_code == 403
+  for headers in ({"Host": f"localhost:{port}"}, {"Origin": f"http://127.0.0.1:{port}"}, {"Host": f"[::1]:{port}"}):
+    assert service.client.get("/health", headers=headers).status_code == 200, headers
+
+
+def test_a_worker_runs_no_function_but_the_discovery_job(service, tmp_path):
+  """A security audit: RQ imports and calls whatever function a job names, so anyone who could write to Redis ran
+  code as the worker (`os.system`). The worker fails such a job before calling it."""
+  conn = redis.Redis.from_url(service.redis_url)
+  queue = Queue(ServiceConfig().queue, connection=conn, serializer=JSONSerializer)
+  marker = tmp_path / "ran"
+  job = queue.enqueue("os.system", f"touch {marker}", job_id="dnot0a0discovery0job")
+
+  def ended():
+    status = job.get_status(refresh=True)
+    return status if status in (JobStatus.FAILED, JobStatus.FINISHED) else None
+
+  assert _wait(ended, 60, "the foreign job") == JobStatus.FAILED and not marker.exists()
+  assert service.client.get(f"/jobs/{job.id}").json()["error"] == (
+    f"RuntimeError: job {job.id} names 'os.system': this worker runs discovery jobs only"
+  )
+  job.delete()
+
+
 def test_two_jobs_at_once(service, table):
   ids = []
   for seed in (11, 12):
@@ -708,14 +748,14 @@ def test_safe_defaults(service, tmp_path, capsys):
     assert serve.main(flags) == 2
     assert message in capsys.readouterr().err
   assert ServiceConfig().host == "127.0.0.1"
-  guarded = make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path), token="s3cret"))
+  guarded = make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path), token=TOKEN))
 
   async def calls():
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://127.0.0.1") as client:
       return [
         await client.get("/jobs"),
         await client.get("/jobs", headers={"Authorization": "Bearer wrong"}),
-        await client.get("/health", headers={"Authorization": "Bearer s3cret"}),
+        await client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"}),
       ]
 
   none, wrong, right = asyncio.run(calls())
@@ -727,6 +767,7 @@ def test_safe_defaults(service, tmp_path, capsys):
     (["--redis-url", "bogus://x"], "--redis-url must start with redis://"),
     (["--max-upload-mb", "inf"], "--max-upload-mb must be a positive number of MiB, got inf"),
     (["--worker", "--reconnect-seconds", "-1"], "--reconnect-seconds must be a number of seconds >= 0, got -1"),
+    (["--token", "a"], "token must hold at least 16 characters besides spaces"),  # a security audit: 'a' passed
   ):
     assert serve.main(flags) == 2
     assert message in capsys.readouterr().err
@@ -737,7 +778,7 @@ def test_safe_defaults(service, tmp_path, capsys):
   ):
 
     async def pages(app=app):
-      async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+      async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         return [await client.get(p) for p in ("/docs", "/openapi.json")]
 
     assert [r.status_code for r in asyncio.run(pages())] == [code, code]
@@ -745,7 +786,7 @@ def test_safe_defaults(service, tmp_path, capsys):
   down = make_app(ServiceConfig(redis_url=f"redis://127.0.0.1:{_free_port()}/0", data_dir=str(tmp_path)))
 
   async def unreachable():
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=down), base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=down), base_url="http://127.0.0.1") as client:
       return [await client.get("/health"), await client.get("/jobs"), await client.get("/jobs/abc")]
 
   health, listing, one = asyncio.run(unreachable())
@@ -778,7 +819,7 @@ def test_a_worker_that_loses_redis_mid_job_is_replaced_and_the_job_finishes(tabl
     app = make_app(config)
 
     async def health():
-      async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+      async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         return (await client.get("/health")).json()
 
     assert asyncio.run(health()) == {"ok": True, "workers": 0}

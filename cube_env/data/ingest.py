@@ -226,6 +226,9 @@ def _text_lines(binary, name: str):
 _BARE_CR = re.compile(r"(?<=\r)(?!\n)(?=.)", re.DOTALL)  # after a carriage return that ends a line alone
 
 
+MAX_HEADER_LINES = 1000  # lines a header record (a quoted name with line breaks) may span before it is refused
+
+
 def _layout(lines) -> _Layout | None:
   """The `_Layout` of a CSV's text lines: the header is the first non-blank record (a quoted name may span lines);
   None when there is none. Every record is read, to count its fields (blank lines are skipped, as pandas does)."""
@@ -234,11 +237,16 @@ def _layout(lines) -> _Layout | None:
     if not line.strip():
       skipped += 1
       continue
-    while line.count('"') % 2:  # a quoted name holds a line break: the record goes on
+    parts, odd = [line], line.count('"') % 2
+    while odd:  # a quoted name holds a line break: the record goes on
       more = next(lines, None)
       if more is None:
         break
-      line += more
+      parts.append(more)  # the quotes counted once a line (a security audit: the whole record again each line
+      odd ^= more.count('"') % 2  # was quadratic; one unclosed quote in 800 KB cost 2 minutes)
+      if len(parts) > MAX_HEADER_LINES:
+        raise csv.Error(f"the header's quotes do not close within {MAX_HEADER_LINES} lines")
+    line = "".join(parts)
     following = next(lines, "")  # the first data row settles a tie
     sep = _separator(line, following)
     extra = line.count("\n") - (1 if line.endswith("\n") else 0)  # the header's own line breaks, read as one item
@@ -522,7 +530,12 @@ def validate_table(df: pd.DataFrame, schema: Schema) -> None:
     ColumnError naming the column for a missing one; ValueError for the other problems.
   """
   if not isinstance(df, pd.DataFrame):
-    raise ValueError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    hint = " (read a file with cube_env.read_table(path) first)" if isinstance(df, str | os.PathLike) else ""
+    raise ValueError(f"expected a pandas DataFrame, got {type(df).__name__}{hint}")
+  if not isinstance(schema, Schema):  # a library audit: a dict failed as "'dict' object has no attribute 'measures'"
+    raise TypeError(
+      f"schema must be a cube_env.Schema(dimensions=..., protected=..., measures=...), got {type(schema).__name__}"
+    )
   if len(df) == 0:
     raise ValueError("the table is empty (0 rows)")
   dup_cols = df.columns[df.columns.duplicated()].tolist()
@@ -616,6 +629,25 @@ def check_roles(schema: Schema) -> None:
 def _number_label(v: float) -> str:
   """A numeric bin edge as labels write it."""
   return f"{v:.4g}"
+
+
+def _edge_labeller(edges: np.ndarray):
+  """How a column's numeric bin edges are written: `_number_label` (4 significant digits) where that writes each
+  edge apart and without an exponent, else whole numbers in full and others with the fewest digits that write
+  them apart (a library audit: dates stored as 20220315 gave '[2.022e+07, 2.022e+07)' twice, two bins became one
+  category under one label, and '< 2.022e+05' stood for < 202207)."""
+  finite = np.unique(np.asarray(edges, np.float64)[np.isfinite(edges)])
+  plain = [_number_label(v) for v in finite]
+  if len(set(plain)) == len(finite) and not any("e" in s for s in plain):
+    return _number_label
+  for digits in range(5, 18):
+
+    def label(v: float, digits=digits) -> str:
+      return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.{digits}g}"
+
+    if len({label(v) for v in finite}) == len(finite):
+      return label
+  return label
 
 
 def _bin_labels(edges: np.ndarray, *, open_ends: bool = False, fmt=_number_label) -> list[str]:
@@ -757,7 +789,7 @@ def _code_column(
       how = "given bin edges"
     if len(edges_arr) < 2:
       edges_arr = np.array([edges_arr[0], edges_arr[0]])
-    fmt = _number_label if days is None else _day_label(values.to_numpy())
+    fmt = _edge_labeller(edges_arr) if days is None else _day_label(values.to_numpy())
     labels = (
       _bin_labels(edges_arr, open_ends=edges is None, fmt=fmt) if edges_arr[0] < edges_arr[-1] else [fmt(edges_arr[0])]
     )
@@ -1056,6 +1088,8 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   if np.isinf(values).any():
     raise ValueError(f"measure column {name!r} holds infinite values")
   present = ~np.isnan(values)
+  if not present.any():  # a library audit: "almost no values" for none
+    raise ValueError(f"measure column {name!r} has no values (missing in every row)")
   if present.sum() < 2:
     raise ValueError(f"measure column {name!r} has almost no values (fewer than {SMALL_CELL} non-missing)")
   if (~present).any():

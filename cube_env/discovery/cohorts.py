@@ -294,7 +294,9 @@ def cohort_stats(
     would reveal it (counts, means, differences, intervals, z, p) is None; so
     are the statistics of a binary test whose events or non-events on a side
     are that few, and the numbers from which such a count comes back by
-    subtraction within the cohort's tests (`hide_small_cells`).
+    subtraction within the cohort's tests (`hide_small_cells`), and `hidden`
+    says why a row's numbers are blank. Hidden numbers are None, so those
+    columns are of dtype object: `pd.to_numeric(df[c])` gives floats with NaN.
   """
   if filters is not None and not isinstance(filters, Mapping):
     raise ValueError(f"filters must be a mapping {{column: category label}}, got {type(filters).__name__} {filters!r}")

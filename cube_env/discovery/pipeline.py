@@ -170,6 +170,9 @@ class Discovery:
 
   @property
   def confirmed(self) -> pd.DataFrame:
+    """The confirmed rows of `findings`, with every number as computed: small counts included (a library audit).
+    What to show anyone: `cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves)`, as the
+    report does, which hides them."""
     return self.findings[self.findings["confirmed"].astype(bool)].reset_index(drop=True)
 
 

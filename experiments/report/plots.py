@@ -22,17 +22,23 @@ def _png(fig: Figure) -> str:
   return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _plain(text: str) -> str:
+  """`text` drawn as it is: a '$' escaped, since matplotlib reads '$...$' as mathematics (a security audit: a group
+  named '$\\foo$' failed the report with a parse error)."""
+  return text.replace("$", r"\$")
+
+
 def _short(text: str, limit: int = 70) -> str:
-  return text if len(text) <= limit else text[: limit - 3] + "..."
+  return _plain(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def _short_middle(text: str, limit: int) -> str:
   """`text` cut in the middle to `limit` characters: cohorts that share a long start (`procedure=total_knee_... &
   a...` twice, a report audit) keep the filters that tell them apart, at the end."""
   if len(text) <= limit:
-    return text
+    return _plain(text)
   head = (limit - 3) // 2
-  return text[:head] + "..." + text[len(text) - (limit - 3 - head) :]
+  return _plain(text[:head] + "..." + text[len(text) - (limit - 3 - head) :])
 
 
 def finding_plot(row: dict, ylabel: str | None = None) -> str:

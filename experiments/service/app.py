@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import urllib.parse
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -35,7 +36,7 @@ from rq.job import JobStatus
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from experiments.service import jobs
-from experiments.service.spec import JobSpec, ServiceConfig, SpecError, redacted_url
+from experiments.service.spec import JobSpec, ServiceConfig, SpecError, is_loopback, redacted_url
 from experiments.service.tables import (
   TableError,
   check_upload,
@@ -69,6 +70,23 @@ def make_app(config: ServiceConfig) -> NamedLimit:
       raise _fail(401, "authorization", "missing or wrong token: send Authorization: Bearer TOKEN")
 
   guard = [Depends(authorize)]
+
+  if is_loopback(config.host):
+
+    @app.middleware("http")
+    async def loopback_names_only(request: Request, call_next):
+      """Bound to loopback, the API answers only requests that name a loopback host, from no page or a loopback
+      one (a security audit: a web page could reach the token-less default through DNS rebinding, or post jobs
+      cross-site): a foreign `Host` or `Origin` gets 403 before anything is read."""
+      origin = request.headers.get("origin")
+      for what, value in (("Host", request.headers.get("host", "")), ("Origin", origin)):
+        if value and value != "null" and not _loopback_name(value):
+          return JSONResponse(
+            {"detail": {"field": None, "message": f"{what} {value!r} is not this loopback address"}}, status_code=403
+          )
+      if origin == "null":  # a sandboxed page or a file: no site of ours
+        return JSONResponse({"detail": {"field": None, "message": "Origin 'null' is refused"}}, status_code=403)
+      return await call_next(request)
 
   too_large = {"field": "file", "message": _too_large(config)}
 
@@ -205,6 +223,12 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     return job
 
   return NamedLimit(app, json.dumps({"detail": too_large}).encode())
+
+
+def _loopback_name(value: str) -> bool:
+  """A Host header or an Origin ('127.0.0.1:8000', 'http://localhost:8000', '[::1]') naming a loopback host."""
+  host = urllib.parse.urlsplit(value if "://" in value else "//" + value).hostname
+  return host is not None and is_loopback(host)
 
 
 def _fail(status: int, field: str | None, message: str) -> HTTPException:

@@ -710,6 +710,14 @@ class DiscoveryWorker(Worker):
       sleep_time=PUBSUB_WAKE_SECONDS, daemon=True, exception_handler=self._pubsub_exception_handler
     )
 
+  def prepare_job_execution(self, job: Job, *args, **kwargs):
+    """In the work horse, before the job's function is called: a job that names any function but `run_job` fails
+    (a security audit: RQ imports and calls what a job names, so anyone who could write to Redis ran code as the
+    worker; Redis itself should have a password, README)."""
+    super().prepare_job_execution(job, *args, **kwargs)
+    if job.func_name != f"{run_job.__module__}.{run_job.__name__}":
+      raise RuntimeError(f"job {job.id} names {job.func_name!r}: this worker runs discovery jobs only")
+
   def prepare_execution(self, job: Job):
     """Takes the job's lease before forking its work horse (which then refreshes it), with time to start up."""
     self.connection.set(LEASE_KEY.format(job.id), os.getpid(), px=int(STARTUP_LEASES * self.lease_seconds * 1000))

@@ -32,6 +32,9 @@ class SpecError(ValueError):
     self.field = field
 
 
+MIN_TOKEN_CHARS = 16  # a token's fewest characters (besides spaces)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ServiceConfig:
   """Settings of one service (API and workers share them)."""
@@ -64,6 +67,11 @@ class ServiceConfig:
       )
     if not is_loopback(self.host) and not self.token:
       raise ValueError(f"binding {self.host} (not loopback) needs a token (--token or CUBE_SERVE_TOKEN)")
+    if self.token is not None and len(self.token.strip()) < MIN_TOKEN_CHARS:  # a security audit: ' ' and 'a' passed
+      raise ValueError(
+        f"token must hold at least {MIN_TOKEN_CHARS} characters besides spaces (python -c 'import secrets; "
+        "print(secrets.token_urlsafe(32))')"
+      )
 
   def private_data_dir(self) -> str:
     """Makes `data_dir` (stored tables, and jobs' search state without the small-cell rule) and returns it, readable by
@@ -88,7 +96,7 @@ class ServiceConfig:
 
 def redacted_url(url: str) -> str:
   """A Redis URL without its password, in the user part or the query (redis://:secret@host, ?password=secret)."""
-  url = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
+  url = re.sub(r"(//[^/]*?:)[^/]*@", r"\1***@", url)  # to the last '@' of the authority (a password may hold '@')
   return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
 
 
