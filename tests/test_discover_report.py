@@ -892,6 +892,8 @@ def test_a_finding_plot_whose_numbers_are_hidden_says_so(monkeypatch):
   texts = [[t.get_text() for t in fig.axes[0].texts] for fig in figures]
   assert texts == [["numbers hidden by the small-cell rule"], []]
   # A '$' in a value is drawn as it is (a security audit: a group named '$\\foo$' failed the report: mathtext).
+  plots.finding_plot(shown | dict(measure="cost_$"))  # escaped once in the default y label (a review: twice)
+  assert figures[-1].axes[0].get_ylabel() == "cost_\\$ (rate)"
   monkeypatch.undo()
   assert plots.finding_plot(shown | dict(group="$\\foo$", cohort="unit=$x$")).startswith("data:image/png;base64,")
 

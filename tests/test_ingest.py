@@ -67,7 +67,10 @@ def test_a_header_whose_quote_never_closes_is_refused_at_once(tmp_path):
   at each line (800 KB: two minutes of CPU); the record is refused after MAX_HEADER_LINES lines."""
   path = tmp_path / "open.csv"
   path.write_text('"procedure,site,race,minutes\n' + "1\n" * 200_000)
-  with pytest.raises(ingest.TableFileError, match="the header's quotes do not close within 1000 lines"):
+  with pytest.raises(
+    ingest.TableFileError,
+    match="""the header \\(line 1\\) holds an odd number of '"': a quoted name never closes within 1000 lines""",
+  ):
     cube_env.read_table(path)
   path.write_text('"proc\nedure",race,minutes\nA,B,3\nA,W,4\n')  # a quoted name with a line break reads as before
   assert list(cube_env.read_table(path).columns) == ["proc\nedure", "race", "minutes"]
@@ -100,6 +103,9 @@ def test_bin_labels_of_large_numbers_stay_apart_and_exact():
     f"[{q[1]:.4g}, {q[2]:.4g})",
     f">= {q[2]:.4g}",
   }
+  # Edges between whole numbers (linear quantiles) are written in fixed point, never with an exponent (a review).
+  label = ingest._edge_labeller(np.array([20220101.0, 20220308.25, 20231231.5, 20260324.0]))
+  assert [label(v) for v in (20220101.0, 20220308.25, 20231231.5)] == ["20220101", "20220308.2", "20231231.5"]
   given = cube_env.Schema(
     dimensions=["proc", "when"],
     protected=["race"],
@@ -465,6 +471,7 @@ def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
   spec = pytest.importorskip("experiments.service.spec")
   assert spec.redacted_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
   assert spec.redacted_url("redis://:Hosp1tal@Secret99@h:1/0") == "redis://:***@h:1/0"  # an '@' in it (an audit)
+  assert spec.redacted_url("redis://:pw@h:6379?db=0&password=x@y") == "redis://:***@h:6379?db=0&password=***"
   assert spec.redacted_url("unix:///tmp/r.sock?db=0&password=s3cret") == "unix:///tmp/r.sock?db=0&password=***"
 
 

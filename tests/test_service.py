@@ -28,7 +28,7 @@ pytest.importorskip("fastapi")
 if shutil.which("redis-server") is None:
   pytest.skip("redis-server is not installed (apt-get install redis-server)", allow_module_level=True)
 
-from rq import Queue, Worker  # noqa: E402
+from rq import Callback, Queue, Worker  # noqa: E402
 from rq.job import Job, JobStatus  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 from rq.utils import utcformat  # noqa: E402
@@ -266,6 +266,8 @@ def test_a_loopback_api_answers_only_loopback_names(service, table):
     "/jobs", data={"settings": json.dumps(SETTINGS)}, files={"file": ("c.csv", table)}, headers={"Origin": "null"}
   )
   assert posted.status_code == 403
+  for bad in ("[::1", "evil.example@127.0.0.1"):  # a malformed name is refused, not a 500 (a review)
+    assert service.client.get("/jobs", headers={"Host": bad}).status_code == 403
   for headers in ({"Host": f"localhost:{port}"}, {"Origin": f"http://127.0.0.1:{port}"}, {"Host": f"[::1]:{port}"}):
     assert service.client.get("/health", headers=headers).status_code == 200, headers
 
@@ -284,9 +286,23 @@ def test_a_worker_runs_no_function_but_the_discovery_job(service, tmp_path):
 
   assert _wait(ended, 60, "the foreign job") == JobStatus.FAILED and not marker.exists()
   assert service.client.get(f"/jobs/{job.id}").json()["error"] == (
-    f"RuntimeError: job {job.id} names 'os.system': this worker runs discovery jobs only"
+    f"RuntimeError: job {job.id} names 'os.system': this worker runs discovery jobs only, with no callbacks"
   )
   job.delete()
+  # A failure callback would be imported and called on the way out (a review: builtins.print ran in the worker).
+  forged = queue.enqueue(
+    "os.system", f"touch {marker}", job_id="dforged0callback", on_failure=Callback("builtins.print")
+  )
+  assert _wait(lambda: forged.get_status(refresh=True) == JobStatus.FAILED, 60, "the forged job")
+  assert (
+    service.client.get(f"/jobs/{forged.id}")
+    .json()["error"]
+    .endswith("names 'os.system', 'builtins.print': this worker runs discovery jobs only, with no callbacks")
+  )
+  assert not marker.exists() and not any(
+    f"<Job {forged.id}" in log.read_text() for log in service.root.glob("log-*.txt")
+  )
+  forged.delete()
 
 
 def test_two_jobs_at_once(service, table):
@@ -756,9 +772,14 @@ def test_safe_defaults(service, tmp_path, capsys):
         await client.get("/jobs"),
         await client.get("/jobs", headers={"Authorization": "Bearer wrong"}),
         await client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"}),
+        # With a token, a reverse proxy's public Host and Origin pass (a review: 403 behind nginx).
+        await client.get(
+          "/health", headers={"Authorization": f"Bearer {TOKEN}", "Host": "cube.example.org", "Origin": "https://x.org"}
+        ),
       ]
 
-  none, wrong, right = asyncio.run(calls())
+  none, wrong, right, proxied = asyncio.run(calls())
+  assert proxied.status_code == 200
   assert none.status_code == 401 and wrong.status_code == 401 and "Bearer" in none.json()["detail"]["message"]
   assert none.json()["detail"]["field"] == wrong.json()["detail"]["field"] == "authorization"
   assert right.status_code == 200 and right.json()["ok"] is True and right.json()["workers"] >= 1

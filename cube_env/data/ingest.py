@@ -245,7 +245,10 @@ def _layout(lines) -> _Layout | None:
       parts.append(more)  # the quotes counted once a line (a security audit: the whole record again each line
       odd ^= more.count('"') % 2  # was quadratic; one unclosed quote in 800 KB cost 2 minutes)
       if len(parts) > MAX_HEADER_LINES:
-        raise csv.Error(f"the header's quotes do not close within {MAX_HEADER_LINES} lines")
+        raise csv.Error(
+          f"the header (line {skipped + 1}) holds an odd number of '\"': a quoted name never closes within "
+          f"{MAX_HEADER_LINES} lines"
+        )
     line = "".join(parts)
     following = next(lines, "")  # the first data row settles a tie
     sep = _separator(line, following)
@@ -527,7 +530,8 @@ def validate_table(df: pd.DataFrame, schema: Schema) -> None:
   """Checks `df` against `schema` before any coding: rows, roles, every named column present.
 
   Raises:
-    ColumnError naming the column for a missing one; ValueError for the other problems.
+    ColumnError naming the column for a missing one; TypeError for a schema that is not a `Schema`; ValueError for
+    the other problems.
   """
   if not isinstance(df, pd.DataFrame):
     hint = " (read a file with cube_env.read_table(path) first)" if isinstance(df, str | os.PathLike) else ""
@@ -640,10 +644,10 @@ def _edge_labeller(edges: np.ndarray):
   plain = [_number_label(v) for v in finite]
   if len(set(plain)) == len(finite) and not any("e" in s for s in plain):
     return _number_label
-  for digits in range(5, 18):
+  for decimals in range(1, 10):  # fixed point, never an exponent (a review: '< 2.022e+07' beside '>= 20260324')
 
-    def label(v: float, digits=digits) -> str:
-      return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.{digits}g}"
+    def label(v: float, decimals=decimals) -> str:
+      return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.{decimals}f}"
 
     if len({label(v) for v in finite}) == len(finite):
       return label

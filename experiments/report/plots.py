@@ -28,8 +28,12 @@ def _plain(text: str) -> str:
   return text.replace("$", r"\$")
 
 
+def _cut(text: str, limit: int = 70) -> str:
+  return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _short(text: str, limit: int = 70) -> str:
-  return _plain(text if len(text) <= limit else text[: limit - 3] + "...")
+  return _plain(_cut(text, limit))
 
 
 def _short_middle(text: str, limit: int) -> str:
@@ -76,7 +80,7 @@ def finding_plot(row: dict, ylabel: str | None = None) -> str:
     scale = {"log": "geometric mean", "binary": "rate", "ratio": "mean observed / expected"}.get(
       row.get("scale"), "mean"
     )
-    ylabel = f"{_short(str(row['measure']), 24)} ({scale})"
+    ylabel = f"{_cut(str(row['measure']), 24)} ({scale})"
   ax.set_ylabel(_short(ylabel, 48), fontsize=8)
   ax.set_title(_short(f"{row['cohort']} | {row['protected']}"), fontsize=8)
   return _png(fig)

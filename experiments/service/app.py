@@ -71,7 +71,7 @@ def make_app(config: ServiceConfig) -> NamedLimit:
 
   guard = [Depends(authorize)]
 
-  if is_loopback(config.host):
+  if is_loopback(config.host) and config.token is None:  # with a token, a page can send neither it nor a job
 
     @app.middleware("http")
     async def loopback_names_only(request: Request, call_next):
@@ -227,7 +227,12 @@ def make_app(config: ServiceConfig) -> NamedLimit:
 
 def _loopback_name(value: str) -> bool:
   """A Host header or an Origin ('127.0.0.1:8000', 'http://localhost:8000', '[::1]') naming a loopback host."""
-  host = urllib.parse.urlsplit(value if "://" in value else "//" + value).hostname
+  if "@" in value:  # 'evil@127.0.0.1': no browser sends it
+    return False
+  try:
+    host = urllib.parse.urlsplit(value if "://" in value else "//" + value).hostname
+  except ValueError:  # '[::1' (a review: it answered 500)
+    return False
   return host is not None and is_loopback(host)
 
 

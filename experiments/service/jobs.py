@@ -715,8 +715,17 @@ class DiscoveryWorker(Worker):
     (a security audit: RQ imports and calls what a job names, so anyone who could write to Redis ran code as the
     worker; Redis itself should have a password, README)."""
     super().prepare_job_execution(job, *args, **kwargs)
-    if job.func_name != f"{run_job.__module__}.{run_job.__name__}":
-      raise RuntimeError(f"job {job.id} names {job.func_name!r}: this worker runs discovery jobs only")
+    callbacks = [
+      name for kind in ("success", "failure", "stopped") if (name := getattr(job, f"_{kind}_callback_name", None))
+    ]
+    callbacks += [getattr(hook, "url", "a webhook") for hook in getattr(job, "webhooks", None) or []]
+    for kind in ("success", "failure", "stopped"):  # RQ would import and call them on the way out (a review)
+      setattr(job, f"_{kind}_callback_name", None)
+      setattr(job, f"_{kind}_callback", None)
+    job.webhooks = []  # and post the job's outcome to them
+    if job.func_name != f"{run_job.__module__}.{run_job.__name__}" or callbacks:
+      named = ", ".join(repr(n) for n in [job.func_name, *callbacks])
+      raise RuntimeError(f"job {job.id} names {named}: this worker runs discovery jobs only, with no callbacks")
 
   def prepare_execution(self, job: Job):
     """Takes the job's lease before forking its work horse (which then refreshes it), with time to start up."""

@@ -96,7 +96,7 @@ class ServiceConfig:
 
 def redacted_url(url: str) -> str:
   """A Redis URL without its password, in the user part or the query (redis://:secret@host, ?password=secret)."""
-  url = re.sub(r"(//[^/]*?:)[^/]*@", r"\1***@", url)  # to the last '@' of the authority (a password may hold '@')
+  url = re.sub(r"(//[^/?#]*?:)[^/?#]*@", r"\1***@", url)  # to the authority's last '@' (a password may hold one)
   return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
 
 
