@@ -97,13 +97,11 @@ def env_spec(env) -> dict:
   }
 
 
-def _same_env(want: dict, have: dict) -> bool:
-  """Equal identities, where a class defined in a script run as ``__main__`` is the same class imported from it
-  by name (an RL audit: a checkpoint trained from ``python train.py`` could not be restored from another script)."""
-  if want == have:
-    return True
-  shapes = ("observation_shape", "num_actions")
-  if any(list(np.ravel(want[k])) != list(np.ravel(have[k])) for k in shapes):
+def _script_class(want: dict, have: dict) -> bool:
+  """Two differing identities of one class: one defined in a script run as ``__main__``, the other imported from it
+  by name, with the same observation shape and actions (an RL audit: a checkpoint trained from ``python train.py``
+  could not be restored from another script)."""
+  if any(want[k] != have[k] for k in ("observation_shape", "num_actions")):
     return False
   a, b = want["env"], have["env"]
   return (
@@ -169,20 +167,20 @@ def check_compatible(
   """Raises ``ValueError`` when the checkpoint was made for another env or a contradicting config."""
   if env is not None:
     want, have = env_spec(env), meta.get("env")
-    if have is not None and want != have and _same_env(want, have):
+    if have is not None and want != have:
+      if not _script_class(want, have):
+        raise ValueError(
+          f"checkpoint {directory}/{step} was made for environment {have['env']} with observation "
+          f"shape {tuple(have['observation_shape'])} and {have['num_actions']} actions; this run has "
+          f"{want['env']} with observation shape {tuple(want['observation_shape'])} and "
+          f"{want['num_actions']} actions"
+        )
       warnings.warn(
         f"checkpoint {directory}/{step} was made for environment {have['env']}; this run has {want['env']} of the "
         "same name, observation shape and actions: taken as the same class (one defined in a script run as "
         "__main__)",
         CheckpointWarning,
         stacklevel=3,
-      )
-    elif have is not None and not _same_env(want, have):
-      raise ValueError(
-        f"checkpoint {directory}/{step} was made for environment {have['env']} with observation "
-        f"shape {tuple(have['observation_shape'])} and {have['num_actions']} actions; this run has "
-        f"{want['env']} with observation shape {tuple(want['observation_shape'])} and "
-        f"{want['num_actions']} actions"
       )
   if config is not None:
     a, b = saved.to_dict(), config.to_dict()

@@ -415,13 +415,14 @@ def _without_blank_lines(
     with (gzip.open if raw.lower().endswith(".gz") else open)(raw, "rb") as handle:
       data = handle.read()
   lines = data.splitlines(keepends=True)
+  empty = [i > 0 and _blank_line(line, sep) for i, line in enumerate(lines)]  # the header is never left out
   kept, quoted = [], False
-  for i, line in enumerate(lines):
-    if i == 0 or quoted or not _blank_line(line, sep):  # a line inside a quoted field is its text (a review)
+  for line, blank_line in zip(lines, empty, strict=True):
+    if quoted or not blank_line:  # a line inside a quoted field is its text (a review)
       kept.append(line)
     quoted = _ends_quoted(line, sep.encode(), quoted)
   # The lines as told apart by quotes, else every blank line (a quote the quoting rules did not foresee)
-  for chosen in (kept, [line for i, line in enumerate(lines) if i == 0 or not _blank_line(line, sep)]):
+  for chosen in (kept, [line for line, blank_line in zip(lines, empty, strict=True) if not blank_line]):
     try:
       again = pd.read_csv(io.BytesIO(b"".join(chosen)), sep=sep, low_memory=False).drop(columns=list(unnamed))
     except (ValueError, OSError, KeyError):
@@ -709,8 +710,8 @@ def _numbers_for_edges(
   Raises:
     ColumnError naming the column and its values that are not numbers.
   """
+  spaces = _spaces_only(series)
   text = series.astype(object).where(series.notna(), None).map(lambda v: v.strip() if isinstance(v, str) else v)
-  spaces = text.map(lambda v: v == "").to_numpy(bool)
   text = text.mask(spaces)
   grouped = text.map(lambda v: isinstance(v, str) and bool(THOUSANDS.fullmatch(v))).to_numpy(bool) & (not decimal_comma)
   text = text.mask(grouped, text[grouped].str.replace(",", "", regex=False))
@@ -960,6 +961,12 @@ def _abbreviations(by_case: dict[str, set[str]]) -> list[tuple[str, str]]:
   return pairs
 
 
+def _spaces_only(col: pd.Series) -> np.ndarray:
+  """[rows] bool: cells blank but for spaces (an Excel export's empty cells), read as missing by `measure_numbers`
+  and `_numbers_for_edges`."""
+  return col.notna().to_numpy(bool) & col.astype(str).str.strip().eq("").to_numpy(bool)
+
+
 def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -> tuple[np.ndarray, list[str]]:
   """A measure column as numbers: `[rows]` float64 with NaN where missing, and the coding notes.
 
@@ -988,7 +995,7 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
   if pd.api.types.is_numeric_dtype(col):
     return col.to_numpy(dtype=np.float64), []
   notes = []
-  spaces = col.notna().to_numpy(bool) & col.astype(str).str.strip().eq("").to_numpy(bool)
+  spaces = _spaces_only(col)
   if spaces.any():  # blank but for spaces (an Excel export's empty cells): missing, as such a category is
     col = col.mask(spaces)
     notes.append(

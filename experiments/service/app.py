@@ -78,14 +78,12 @@ def make_app(config: ServiceConfig) -> NamedLimit:
       """Bound to loopback, the API answers only requests that name a loopback host, from no page or a loopback
       one (a security audit: a web page could reach the token-less default through DNS rebinding, or post jobs
       cross-site): a foreign `Host` or `Origin` gets 403 before anything is read."""
-      origin = request.headers.get("origin")
-      for what, value in (("Host", request.headers.get("host", "")), ("Origin", origin)):
-        if value and value != "null" and not _loopback_name(value):
+      for what in ("Host", "Origin"):  # an Origin of 'null' (a sandboxed page, a file) names no loopback host
+        value = request.headers.get(what.lower(), "")
+        if value and not _loopback_name(value):
           return JSONResponse(
             {"detail": {"field": None, "message": f"{what} {value!r} is not this loopback address"}}, status_code=403
           )
-      if origin == "null":  # a sandboxed page or a file: no site of ours
-        return JSONResponse({"detail": {"field": None, "message": "Origin 'null' is refused"}}, status_code=403)
       return await call_next(request)
 
   too_large = {"field": "file", "message": _too_large(config)}

@@ -356,7 +356,7 @@ def cancel(connection: Redis, job_id: str) -> str:
   status = job.get_status()
   if status in ACTIVE:
     connection.set(STOP_KEY.format(job_id), 1, ex=STOP_KEY_SECONDS)
-    if status == JobStatus.STARTED and job_status(job)["progress"]["stage"] == LOST_STAGE:
+    if _lost(job, status, job.get_meta()):
       _stop_lost(connection, job_id)
     with contextlib.suppress(InvalidJobOperation):  # not yet stoppable, or canceled meanwhile by another request
       if status == JobStatus.STARTED:
@@ -418,13 +418,7 @@ def job_status(job: Job) -> dict[str, Any]:
     "progress": {"stage": meta.get("stage"), "queries": queries, "budget": budget, "elapsed_s": None, "eta_s": None},
   }
   started = meta.get("started")
-  # A started job whose lease lapsed has lost its worker: it waits for one to take it back (`requeue_abandoned`).
-  lost = (
-    status == JobStatus.STARTED
-    and started is not None
-    and meta.get("ended") is None  # not one that ended and released its lease a moment before RQ records it
-    and not job.connection.exists(LEASE_KEY.format(job.id))
-  )
+  lost = _lost(job, status, meta)
   if lost:
     out["progress"]["stage"] = LOST_STAGE
   if started is not None:
@@ -446,6 +440,16 @@ def job_status(job: Job) -> dict[str, Any]:
     # The error's last line, with any small count ("3 rows") hidden: the small-cell rule holds in errors too.
     out["error"] = cube_env.redact_counts(_last_line(result.exc_string if result else ""), cube_env.SMALL_CELL)
   return out
+
+
+def _lost(job: Job, status: JobStatus, meta: dict) -> bool:
+  """A started job whose lease lapsed has lost its worker: it waits for one to take it back (`requeue_abandoned`)."""
+  return (
+    status == JobStatus.STARTED
+    and meta.get("started") is not None
+    and meta.get("ended") is None  # not one that ended and released its lease a moment before RQ records it
+    and not job.connection.exists(LEASE_KEY.format(job.id))
+  )
 
 
 def _ended(job: Job, started: float) -> float:
@@ -715,13 +719,13 @@ class DiscoveryWorker(Worker):
     (a security audit: RQ imports and calls what a job names, so anyone who could write to Redis ran code as the
     worker; Redis itself should have a password, README)."""
     super().prepare_job_execution(job, *args, **kwargs)
-    callbacks = [
-      name for kind in ("success", "failure", "stopped") if (name := getattr(job, f"_{kind}_callback_name", None))
-    ]
-    callbacks += [getattr(hook, "url", "a webhook") for hook in getattr(job, "webhooks", None) or []]
+    callbacks = []
     for kind in ("success", "failure", "stopped"):  # RQ would import and call them on the way out (a review)
+      if name := getattr(job, f"_{kind}_callback_name", None):
+        callbacks.append(name)
       setattr(job, f"_{kind}_callback_name", None)
       setattr(job, f"_{kind}_callback", None)
+    callbacks += [getattr(hook, "url", "a webhook") for hook in getattr(job, "webhooks", None) or []]
     job.webhooks = []  # and post the job's outcome to them
     if job.func_name != f"{run_job.__module__}.{run_job.__name__}" or callbacks:
       named = ", ".join(repr(n) for n in [job.func_name, *callbacks])
