@@ -7,6 +7,7 @@ compiled environment step per test process.
 """
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -113,3 +114,26 @@ def test_pipeline_steps_are_run_discovery():
     cube_env.search(prepared, overspends)
   with pytest.raises(ValueError, match="unknown method 'nope'"):
     cube_env.search(prepared, "nope")
+  # An option the method does not take is named before the table is read (it was a TypeError from inside the
+  # search, after the split and the cubes; an audit): here the table is not even a table.
+  for method, options, message in (
+    ("beam", {"widht": 2}, "method 'beam' has no option 'widht'; its options are: width"),
+    ("greedy", {"width": 2}, "method 'greedy' has no option 'width'; its options are: none"),
+    ("beam", {"seed": 2}, "'seed' is not an option of method 'beam' (every method gets it; set it in DiscoveryConfig)"),
+    (
+      "auto",
+      {"widht": 2},
+      "method 'learned' has no option 'widht'; its options are: weights, depth",
+    ),  # auto's fallback's
+    ("auto", {"fallback": "beam", "widht": 2}, "method 'beam' has no option 'widht'"),
+    ("auto", {"fallback": "nope"}, "unknown method 'nope'"),
+  ):
+    with pytest.raises(ValueError, match=re.escape(message)):
+      cube_env.run_discovery(None, SCHEMA, method=method, method_options=tuple(options.items()))
+    with pytest.raises(ValueError, match=re.escape(message)):
+      cube_env.search(
+        dataclasses.replace(prepared, config=dataclasses.replace(config, method_options=tuple(options.items()))), method
+      )
+  assert cube_env.search(prepared, "auto", budget=10).queries <= 10  # auto with no options
+  wide = dataclasses.replace(config, method_options=(("fallback", "beam"), ("width", 2)))
+  assert cube_env.search(dataclasses.replace(prepared, config=wide), "auto", budget=10).queries <= 10

@@ -468,6 +468,28 @@ def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
   with pytest.raises(tables.TableError) as err:
     tables.parse_table(buffer.getvalue(), field="file", max_cells=2**19 // tables.BYTES_PER_CELL)
   assert err.value.status == 413 and "uncompressed: more than 2x this server's upload limit" in str(err.value)
+  # ... and its text decoded: one 100-character value on 100,000 rows is a dictionary of one value and run-length
+  # indices, a few kB that the footer counts as such and that decode to 10 MB (a security audit's bomb: 211 kB -> 4 GB).
+  pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+  one = pa.DictionaryArray.from_arrays(pa.array(np.zeros(100_000, np.int32)), pa.array(["x" * 100]))
+  buffer = io.BytesIO()
+  pq.write_table(pa.table({"a": one, "b": np.zeros(100_000)}), buffer, store_schema=False)  # read back as text
+  assert len(buffer.getvalue()) < 20_000 and tables.decoded_text_bytes(buffer.getvalue()) == 10_000_000
+  with pytest.raises(tables.TableError) as err:
+    tables.parse_table(buffer.getvalue(), field="file", max_cells=2**19 // tables.BYTES_PER_CELL)
+  assert (err.value.status, str(err.value)) == (
+    413,
+    "file: a Parquet table whose text decodes to 10,000,000 bytes: more than 2x this server's upload limit "
+    "(serve --max-upload-mb)",
+  )
+  assert tables.parse_table(buffer.getvalue(), field="file", max_cells=2**22)["a"].str.len().sum() == 10_000_000
+  buffer = io.BytesIO()  # a nested column is named before it is decoded
+  pq.write_table(pa.table({"a": [["x"], ["y"]], "b": [1.0, 2.0]}), buffer)
+  with pytest.raises(tables.TableError) as err:
+    tables.parse_table(buffer.getvalue(), field="file", max_cells=100)
+  assert (
+    str(err.value) == "a: column 'a' is a nested Parquet column (list<element: string>): each cell must be one value"
+  )
   spec = pytest.importorskip("experiments.service.spec")
   assert spec.redacted_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
   assert spec.redacted_url("redis://:Hosp1tal@Secret99@h:1/0") == "redis://:***@h:1/0"  # an '@' in it (an audit)

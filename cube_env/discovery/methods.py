@@ -34,6 +34,7 @@ are registered at import, and a plug-in joins with `register_method(name, fn)`
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 import types
@@ -328,6 +329,36 @@ def get_method(name: str) -> Method:
   if name not in _REGISTRY:
     raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(method_names())}")
   return _REGISTRY[name]
+
+
+CALL = ("space", "budget", "seed", "progress")  # what the pipeline passes every method; its options are the rest
+
+
+def check_options(name: str, fn: Method, options: dict) -> None:
+  """ValueError naming an option that method `fn` (registered as `name`) does not take, before any table is read.
+
+  An unknown option (`DiscoveryConfig.method_options`) was a TypeError from inside the search, after the table was
+  split and its cubes built (an audit). A method that takes `**options` takes any, except one with a `fallback`
+  setting (`auto`), which passes them to the method it names: they are checked against that one.
+  """
+  params = inspect.signature(fn).parameters
+  for key in options:
+    if key in CALL:
+      raise ValueError(
+        f"method_options: {key!r} is not an option of method {name!r} (every method gets it; set it in DiscoveryConfig)"
+      )
+  takes = [k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and k not in CALL]
+  if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    if "fallback" not in params:
+      return
+    fallback = options.get("fallback", params["fallback"].default)
+    rest = {k: v for k, v in options.items() if k not in takes}
+    check_options(fallback, get_method(fallback), rest)
+    return
+  unknown = [k for k in options if k not in takes]
+  if unknown:
+    known = ", ".join(takes) or "none"
+    raise ValueError(f"method_options: method {name!r} has no option {unknown[0]!r}; its options are: {known}")
 
 
 def method_names() -> tuple[str, ...]:

@@ -36,7 +36,7 @@ from cube_env.data.schema import Schema, column_names
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
 from cube_env.discovery import confirm as cf
 from cube_env.discovery.journal import Journal, fingerprint_arrays
-from cube_env.discovery.methods import Method, get_method
+from cube_env.discovery.methods import Method, check_options, get_method
 from cube_env.discovery.scoring import score_findings
 from cube_env.discovery.space import Progress, SearchResult, Space, TimeLimit, make_space
 from cube_env.discovery.stories import group_stories
@@ -176,11 +176,15 @@ class Discovery:
     return self.findings[self.findings["confirmed"].astype(bool)].reset_index(drop=True)
 
 
-def _resolve_method(method: str | Method) -> tuple[str, Method]:
-  """(name, function) of a registered name or of a method function (named by its `method_name` or `__name__`)."""
+def _resolve_method(method: str | Method, options: tuple[tuple[str, Any], ...] = ()) -> tuple[str, Method]:
+  """(name, function) of a registered name or of a method function (named by its `method_name` or `__name__`);
+  ValueError for an unknown name or an option the method does not take (`methods.check_options`)."""
   if callable(method):
-    return getattr(method, "method_name", getattr(method, "__name__", "custom")), method
-  return method, get_method(method)
+    name, fn = getattr(method, "method_name", getattr(method, "__name__", "custom")), method
+  else:
+    name, fn = method, get_method(method)
+  check_options(name, fn, dict(options))
+  return name, fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -353,8 +357,8 @@ def search(
     ValueError: unknown method name, or a journal in `state_dir` of another search; RuntimeError: the method
     spent more than its budget; `journal.JournalMismatch`: a resumed method asked other queries than journaled.
   """
-  name, fn = _resolve_method(method)
   config = prepared.config
+  name, fn = _resolve_method(method, config.method_options)
   budget = config.budget if budget is None else budget
   if state_dir is not None:
     fingerprint = search_fingerprint(prepared, name, budget)
@@ -421,8 +425,8 @@ def run_discovery(
     ValueError naming the problem (unknown column, empty cohort space, bad
     budget, unknown method, ...).
   """
-  name, _ = _resolve_method(method)
-  config = DiscoveryConfig(method=name, **settings)
+  config = DiscoveryConfig(method=_resolve_method(method)[0], **settings)
+  _resolve_method(method, config.method_options)  # before the table is read
   stage = stage or (lambda _name: None)
   t0 = time.perf_counter()
   stage("preparing")
