@@ -289,8 +289,17 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  usage = f"usage: python -m experiments.benchmark {{{','.join(COMMANDS)}}} [--help]"
+  if argv and argv[0] in ("-h", "--help"):  # the commands, as the module docstring lists them (a packaging audit)
+    print(
+      usage
+      + "\n\n"
+      + __doc__.split("\n\n")[1]
+      + "\n\n`python -m experiments.benchmark COMMAND --help` lists its flags."
+    )
+    return 0
   if not argv or argv[0] not in COMMANDS:
-    print(f"usage: python -m experiments.benchmark {{{','.join(COMMANDS)}}} [--help]", file=sys.stderr)
+    print(usage, file=sys.stderr)
     return 2
   cls, fn = COMMANDS[argv[0]]
   fn(tyro.cli(cls, args=argv[1:], prog=f"experiments.benchmark {argv[0]}"))

@@ -18,12 +18,19 @@ import sys
 from typing import Annotated
 
 import tyro
-import uvicorn
 
 from experiments.launch import compile_cache
-from experiments.service import ServiceConfig, make_app
-from experiments.service.jobs import RECONNECT_SECONDS, REDIS_DOWN, connect, serve_worker
-from experiments.service.spec import redacted_url
+
+try:  # the service extra (a packaging audit: its absence was a bare "No module named 'uvicorn'")
+  import uvicorn
+
+  from experiments.service import ServiceConfig, make_app
+  from experiments.service.jobs import RECONNECT_SECONDS, REDIS_DOWN, connect, serve_worker
+  from experiments.service.spec import redacted_url
+except ModuleNotFoundError as err:
+  raise ModuleNotFoundError(
+    f"{err}: python -m experiments.serve needs the service extra (pip install 'cube-muzero[service]')", name=err.name
+  ) from None
 
 _DEFAULTS = ServiceConfig()
 
@@ -56,6 +63,8 @@ class Args:
   """A running job's lease; workers requeue a started job whose lease lapsed (its worker died)."""
   save_every: int = _DEFAULTS.save_every
   """Queries between saves of a job's search state."""
+  max_budget: int = _DEFAULTS.max_budget
+  """Most queries a job may ask for (a search holds about 7 KB a query, more on wide tables)."""
   reconnect_seconds: float = RECONNECT_SECONDS
   """--worker: how long a worker that lost Redis while running a job waits for it to answer again (then exits with
   status 2); a new worker then resumes the job. An idle worker that loses Redis retries until it answers."""
@@ -100,7 +109,7 @@ def _check_agent(path: str) -> None:
   """
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run(
-    [sys.executable, "-c", _LOAD_AGENT, path],
+    [sys.executable, "-c", _LOAD_AGENT, os.path.abspath(path)],  # the child runs beside the package (a packaging audit)
     cwd=root,
     env={**os.environ, "JAX_PLATFORMS": "cpu"},
     capture_output=True,
@@ -125,6 +134,7 @@ def _service_config(args: Args) -> ServiceConfig:
     agent=None if args.agent is None else os.path.abspath(args.agent),  # workers may start elsewhere
     lease_seconds=args.lease_seconds,
     save_every=args.save_every,
+    max_budget=args.max_budget,
   )
 
 

@@ -2,9 +2,10 @@
 
 Collects rows from `--worlds-per-family` training worlds of each family with
 planted effects (`experiments.quality.ranker_training`), fits
-`cube_env.discovery.ranking.RankerWeights` and writes them to `--out` (default:
-the packaged ranker that `discover --method learned` and the `learned` method
-use). It prints one JSON line with the row counts, the fit's training-row AUC
+`cube_env.discovery.ranking.RankerWeights` and writes them to `--out` (default
+`ranker.npz` here; the packaged ranker that `discover --method learned` and the
+`learned` method use is `cube_env/discovery/ranker.npz`, written only when named:
+an installed package is never a default target, a packaging audit). It prints one JSON line with the row counts, the fit's training-row AUC
 and the time. Validate on other training worlds (indices 0-19) with
 `python -m experiments.benchmark quality --split train`.
 
@@ -13,7 +14,7 @@ the other flags at their defaults:
 
   python -m experiments.train_ranker --rows-file runs/ranker_rows.npz --out runs/warm.npz
   python -m experiments.train_ranker --behaviour runs/warm.npz --noise 0.5 --first-index 44 \
-    --rows-file runs/ranker_self1.npz --add-rows runs/ranker_rows.npz
+    --rows-file runs/ranker_self1.npz --add-rows runs/ranker_rows.npz --out cube_env/discovery/ranker.npz
 
 The first walks training worlds 20-43 by the pixel heuristic (plus noise);
 the second walks worlds 44-67 by the first's own ranking (noise 0.5 in
@@ -70,7 +71,8 @@ class Args:
   """Members of a bagged ranker (`ranking.fit_bagged`; 1: one fit). Each member weights every world's rows by how
   often a bootstrap resample of its file's worlds drew it (seed --seed + member); the members are merged into one
   network whose log-odds are their mean."""
-  out: str = ranking.PACKAGED
+  out: str = "ranker.npz"
+  """Where the weights go; the packaged ranker (what --method learned plays) is cube_env/discovery/ranker.npz."""
 
 
 def main(args: Args) -> dict:

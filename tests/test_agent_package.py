@@ -3,6 +3,8 @@
 import dataclasses
 import functools
 import json
+import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +21,15 @@ from tests.conftest import SMALL_SCHEMA
 from tests.test_discover_report import save_tiny_agent
 
 
-def test_export_round_trip_and_damaged_files(small_df, tmp_path, capsys):
+def test_export_round_trip_and_damaged_files(small_df, tmp_path, capsys, monkeypatch):
   ckpt = str(tmp_path / "agent")
   save_tiny_agent(ckpt, small_df, SMALL_SCHEMA)
   out = str(tmp_path / "agent.npz")
-  assert export.main([ckpt, "--out", out]) == 0
-  assert "wrote" in capsys.readouterr().out
+  packaged = pathlib.Path(agent.PACKAGED).read_bytes()
+  monkeypatch.chdir(tmp_path)  # the default --out is agent.npz here, never the packaged file (a packaging audit)
+  assert export.main([ckpt]) == 0
+  assert "wrote agent.npz" in capsys.readouterr().out and pathlib.Path(agent.PACKAGED).read_bytes() == packaged
+  assert os.path.getsize(out) > 1000
   saved, loaded = agent.load_agent(ckpt), agent.load_agent(out)
   assert loaded.config == saved.config and loaded.any_grid and saved.any_grid
   assert (loaded.num_filters, loaded.num_values, loaded.horizon) == (saved.num_filters, saved.num_values, 4)

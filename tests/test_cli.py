@@ -1,11 +1,16 @@
 """The discover and benchmark entry points on tiny inputs."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from experiments import benchmark, discover
 from tests.conftest import make_small_df
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_discover_on_a_csv(tmp_path, capsys):
@@ -88,6 +93,20 @@ def test_benchmark_env_emits_json(tmp_path):
   assert measured[0]["speedup"] > 0 and measured[0]["ratio_to_reduction"] > 0 and measured[0]["ratio_to_numpy"] > 0
   assert 0 < measured[0]["peak_bytes"] <= measured[0]["bound_bytes"]
   assert len(skipped) == 1 and skipped[0]["batch"] == 2000
+
+
+def test_benchmark_help_lists_the_commands(capsys):
+  assert benchmark.main(["--help"]) == 0  # was the usage line and status 2 (a packaging audit)
+  text = capsys.readouterr().out
+  assert text.startswith("usage: python -m experiments.benchmark {env,") and "  quality   discovery recall" in text
+  assert benchmark.main([]) == 2 and capsys.readouterr().err.startswith("usage: python -m experiments.benchmark")
+
+
+def test_serve_without_the_service_extra_says_which_extra():
+  code = "import sys; sys.modules['uvicorn'] = None; import experiments.serve"  # as if uvicorn were not installed
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT)
+  assert proc.returncode == 1
+  assert "python -m experiments.serve needs the service extra (pip install 'cube-muzero[service]')" in proc.stderr
 
 
 def test_discover_help_names_the_module_and_no_project_history(capsys):

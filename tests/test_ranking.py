@@ -216,6 +216,7 @@ def test_train_ranker_fits_cached_rows_of_two_rounds(tmp_path):
     paths.append(str(tmp_path / f"rows{k}.npz"))
     ranker_training.save_rows(paths[-1], x, y, np.ones(n), np.arange(n) % 4)  # 4 worlds a file
   out = str(tmp_path / "r.npz")
+  assert train_ranker.Args().out == "ranker.npz"  # here, never the packaged ranker by default (a packaging audit)
   args = train_ranker.Args(rows_file=paths[0], add_rows=(paths[1],), steps=200, out=out)
   row = train_ranker.main(args)
   assert row["rows"] == 500 and row["rows_from_cache"] and row["train_auc"] > 0.95

@@ -456,6 +456,11 @@ def test_bad_input_is_a_clear_4xx(service, table):
       r.status_code == 422
       and r.json()["detail"]["message"] == f"{field}: must be at most 10,000,000, got 1,000,000,000,000"
     )
+  r = service.submit({**SETTINGS, "budget": 1_000_001}, table)  # this server's cap (serve --max-budget)
+  assert r.status_code == 422 and r.json()["detail"] == {
+    "field": "budget",
+    "message": "budget: must be at most 1,000,000 on this server (serve --max-budget), got 1,000,001",
+  }
   r = service.submit({**SETTINGS, "max_depth": 10**11}, table)  # was a worker's OverflowError (an audit)
   assert r.status_code == 422 and r.json()["detail"]["message"] == "max_depth: must be at most 64, got 100000000000"
   # Numbers past float's or int64's range were a 500 (a service audit): 422 naming the field, the number by its size.
@@ -754,7 +759,7 @@ def test_a_stopping_worker_does_not_wait_a_minute_for_its_listener(service):
   assert not worker.pubsub_thread.is_alive() and time.monotonic() - start < 3 * jobs.PUBSUB_WAKE_SECONDS + 2
 
 
-def test_safe_defaults(service, tmp_path, capsys):
+def test_safe_defaults(service, tmp_path, capsys, monkeypatch):
   with pytest.raises(ValueError, match="needs a token"):
     ServiceConfig(host="0.0.0.0")
   assert serve.main(["--host", "0.0.0.0"]) == 2
@@ -767,6 +772,11 @@ def test_safe_defaults(service, tmp_path, capsys):
     assert serve.main(flags) == 2
     assert message in capsys.readouterr().err
   assert ServiceConfig().host == "127.0.0.1"
+  # --agent relative to where the server starts (a packaging audit: it was looked up beside the installed package).
+  shutil.copy(os.path.join(os.path.dirname(serve.__file__), "agent", "pretrained.npz"), tmp_path / "mine.npz")
+  monkeypatch.chdir(tmp_path)
+  assert serve.config_of(serve.Args(agent="mine.npz")).agent == str(tmp_path / "mine.npz")
+  monkeypatch.undo()
   guarded = make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path), token=TOKEN))
 
   async def calls():
@@ -782,6 +792,19 @@ def test_safe_defaults(service, tmp_path, capsys):
       ]
 
   none, wrong, right, proxied = asyncio.run(calls())
+  # Without the token, an upload is refused from its headers: its body is never received (a security audit).
+  received = []
+
+  async def body():
+    received.append(True)
+    yield b"x" * 1000
+
+  async def upload():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://127.0.0.1") as client:
+      return await client.post("/jobs", content=body(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+
+  refused = asyncio.run(upload())
+  assert refused.status_code == 401 and refused.json()["detail"]["field"] == "authorization" and received == []
   assert proxied.status_code == 200
   assert none.status_code == 401 and wrong.status_code == 401 and "Bearer" in none.json()["detail"]["message"]
   assert none.json()["detail"]["field"] == wrong.json()["detail"]["field"] == "authorization"
@@ -792,12 +815,13 @@ def test_safe_defaults(service, tmp_path, capsys):
     (["--max-upload-mb", "inf"], "--max-upload-mb must be a positive number of MiB, got inf"),
     (["--worker", "--reconnect-seconds", "-1"], "--reconnect-seconds must be a number of seconds >= 0, got -1"),
     (["--token", "a"], "token must hold at least 16 characters besides spaces"),  # a security audit: 'a' passed
+    (["--max-budget", "0"], "--max-budget must lie in [1, 10,000,000], got 0"),
   ):
     assert serve.main(flags) == 2
     assert message in capsys.readouterr().err
-  # FastAPI's own pages would answer without the token: off with one, on without.
+  # FastAPI's own pages would answer without the token: off with one (401 without it), on without.
   for app, code in (
-    (guarded, 404),
+    (guarded, 401),
     (make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path))), 200),
   ):
 

@@ -106,7 +106,7 @@ def greedy(space: Space, *, budget: int, seed: int, progress: Progress | None = 
 @dataclasses.dataclass(eq=False)
 class _Node:
   state: object
-  obs: np.ndarray | None
+  scores: np.ndarray | None  # beam: `pixel_scores` of its observation, kept instead of it (a tenth of its memory)
   filters: tuple
   depth: int
   score: float  # pixel score seen from the parent (inf for the root)
@@ -125,7 +125,7 @@ def beam(space: Space, *, budget: int, seed: int, progress: Progress | None = No
   ledger = Ledger(space, budget, progress)
   c = space.env.shape.num_values
   obs, state, _ = ledger.root()
-  root = _Node(state, obs, tuple(int(v) for v in np.asarray(state.filters)), 0, math.inf)
+  root = _Node(state, pixel_scores(obs), tuple(int(v) for v in np.asarray(state.filters)), 0, math.inf)
   nodes = {root.filters: root}
   try:
     while True:
@@ -136,7 +136,7 @@ def beam(space: Space, *, budget: int, seed: int, progress: Progress | None = No
         for score, _, parent, action in options:
           obs, state, _ = ledger.step(parent.state, action)
           key = tuple(int(v) for v in np.asarray(state.filters))
-          nodes[key] = _Node(state, obs, key, depth + 1, score)
+          nodes[key] = _Node(state, pixel_scores(obs), key, depth + 1, score)
       if ledger.used == spent:
         break  # every visitable cohort is visited
   except BudgetSpent:
@@ -157,7 +157,7 @@ def _open_nodes(nodes: dict, depth: int, c: int, ledger: Ledger) -> list[_Node]:
 def _children(parents: list[_Node], c: int, ledger: Ledger) -> list[tuple]:
   seen, out = set(), []
   for rank, parent in enumerate(parents):
-    scores = pixel_scores(parent.obs)
+    scores = parent.scores
     for a in _unvisited(parent, c, ledger):
       key = target(parent.filters, a, c)
       if key not in seen:

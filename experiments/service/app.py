@@ -10,8 +10,8 @@
     DELETE /jobs/{id}?purge=true     remove an ended job: its record, its files, its table unless another job names it
     GET    /health
 
-Safety: with a token configured every request needs `Authorization: Bearer TOKEN` (401 otherwise; the CLI refuses
-a non-loopback address without one), and FastAPI's own pages (/docs, /redoc, /openapi.json) are off; a body over `max_upload_bytes` (plus the form's overhead) is refused with 413
+Safety: with a token configured every request needs `Authorization: Bearer TOKEN` (401 otherwise, from the headers
+before the body is received; the CLI refuses a non-loopback address without one), and FastAPI's own pages (/docs, /redoc, /openapi.json) are off; a body over `max_upload_bytes` (plus the form's overhead) is refused with 413
 by FastAPI's body limit before it is parsed, from its Content-Length or, chunked, while it streams in, and a file
 part over the limit while it is read; a bad setting is a 422 naming the field, a bad table a 400 naming the field
 or column. Every error answers one shape, `{"detail": {"field": NAME or null, "message": TEXT}}` (FastAPI's own
@@ -48,6 +48,7 @@ from experiments.service.tables import (
 
 MEDIA = {"findings.json": "application/json", "findings.csv": "text/csv", "report.html": "text/html; charset=utf-8"}
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the settings field, on top of the file's own limit
+NO_TOKEN = "missing or wrong token: send Authorization: Bearer TOKEN"
 
 
 def make_app(config: ServiceConfig) -> NamedLimit:
@@ -62,14 +63,25 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     title="cube-muzero discovery", version="1", max_body_size=config.max_upload_bytes + FORM_OVERHEAD, **pages
   )
 
-  def authorize(request: Request) -> None:
-    if config.token is None:
-      return
+  def authorized(request: Request) -> bool:
     given = request.headers.get("authorization", "")
-    if not secrets.compare_digest(given.encode(), f"Bearer {config.token}".encode()):
-      raise _fail(401, "authorization", "missing or wrong token: send Authorization: Bearer TOKEN")
+    return config.token is None or secrets.compare_digest(given.encode(), f"Bearer {config.token}".encode())
+
+  def authorize(request: Request) -> None:
+    if not authorized(request):
+      raise _fail(401, "authorization", NO_TOKEN)
 
   guard = [Depends(authorize)]
+
+  if config.token is not None:
+
+    @app.middleware("http")
+    async def token_before_body(request: Request, call_next):
+      """A request without the token is answered 401 from its headers, before its body is received (a security
+      audit: an upload up to the limit was received and parsed as a form before the routes' check refused it)."""
+      if not authorized(request):
+        return JSONResponse({"detail": {"field": "authorization", "message": NO_TOKEN}}, status_code=401)
+      return await call_next(request)
 
   if is_loopback(config.host) and config.token is None:  # with a token, a page can send neither it nor a job
 
@@ -142,6 +154,12 @@ def make_app(config: ServiceConfig) -> NamedLimit:
       spec = JobSpec.from_json(settings)
     except SpecError as err:
       raise _fail(422, err.field, str(err)) from None
+    if spec.budget > config.max_budget:  # a search's memory grows with its queries (README, Security)
+      raise _fail(
+        422,
+        "budget",
+        f"budget: must be at most {config.max_budget:,} on this server (serve --max-budget), got {spec.budget:,}",
+      )
     if spec.method == "muzero" and config.agent is None:
       raise _fail(422, "method", "method: muzero needs a server started with --agent")
     if (file is None) == (path is None):

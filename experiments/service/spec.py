@@ -51,6 +51,7 @@ class ServiceConfig:
   lease_seconds: float = 10.0  # a running job's lease; a job whose lease lapsed is abandoned and requeued
   save_every: int = 100  # queries between saves of a job's search state
   job_timeout: int = 24 * 3600  # seconds a job may run (RQ's timeout)
+  max_budget: int = 1_000_000  # queries a job may ask for here (a search holds about 7 KB a query; MAX_BUDGET at most)
 
   def __post_init__(self):
     if self.max_upload_bytes < 1:
@@ -59,6 +60,8 @@ class ServiceConfig:
       raise ValueError(f"lease_seconds must lie in [0.5, 3600], got {self.lease_seconds}")
     if self.save_every < 1:
       raise ValueError(f"save_every must be >= 1, got {self.save_every}")
+    if not 1 <= self.max_budget <= MAX_BUDGET:
+      raise ValueError(f"max_budget must lie in [1, {MAX_BUDGET:,}], got {self.max_budget:,}")
     if isinstance(self.port, bool) or not 0 <= self.port <= 65535:  # 0: any free port
       raise ValueError(f"port must lie in [0, 65535], got {self.port}")
     if not self.redis_url.lower().startswith(("redis://", "rediss://", "unix://")):
