@@ -3,6 +3,7 @@
 import dataclasses
 import gzip
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,15 @@ def test_folding_high_cardinality():
   cats = cube.meta.categories[1]
   assert len(cats) == 8 and cats[-1] == cube_env.OTHER
   assert any("folded 33 rare values of 'surgeon'" in s for s in cube.meta.summary)
+  assert not any("a mix" in s for s in cube.meta.summary)
+  # A protected column's OTHER is one tested group: the note says it mixes values (a large-table audit).
+  protected = cube_env.Schema(dimensions=["proc"], protected=["surgeon"], measures=["minutes"])
+  notes = [s for s in cube_env.build_cube(df, protected, max_categories=8).meta.summary if "'surgeon'" in s]
+  assert notes == [
+    "folded 33 rare values of 'surgeon' (1650 rows) into 'OTHER'; 82% of its rows are in 'OTHER': raise "
+    "max_categories (--max-categories) or drop the column; as a protected column, 'OTHER' is tested as one group of "
+    "those values (a mix, not a group)"
+  ]
 
 
 def test_given_bin_edges():
@@ -421,6 +431,23 @@ def test_rows_with_another_field_count_than_the_header_are_refused_naming_the_li
   path.write_text('"x\ny",b\n1,2\n3,4\n5\n')
   with pytest.raises(ValueError, match="line 5 has 1 fields"):
     cube_env.read_table(path)
+  # A quote opened by mistake (a large-table audit): never closed, the row is named by where it starts, not by its
+  # field count alone; closed lines later with the fields adding up, the rows join silently in pandas: a warning.
+  rows = "".join(f"x{i},y,{i}\n" for i in range(30))
+  path.write_text("a,b,c\n" + rows.replace("x5,y,5", 'x5,"y,5'))
+  with pytest.raises(ValueError) as err:
+    cube_env.read_table(path)
+  assert str(err.value).endswith(
+    "the row that starts on line 7 runs on to line 31 inside a quoted value and has 2 fields where the header has 3 "
+    "names: does a value on line 7 open a '\"' by mistake?"
+  )
+  path.write_text("a,b,c\n" + rows.replace("x5,y,5", 'x5,"y,5').replace("x7,y,7", 'x7,y",7'))
+  joined = cube_env.read_table(path)
+  assert len(joined) == 28 and joined.attrs["coding_notes"] == (
+    "warning: fewer than 11 rows hold a line break inside a quoted value, the first on line 7: a '\"' opened by "
+    "mistake joins lines into one row (check the file there; line breaks a text column holds on purpose are read "
+    "rightly)",
+  )
 
 
 def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
@@ -495,6 +522,36 @@ def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
   assert spec.redacted_url("redis://:Hosp1tal@Secret99@h:1/0") == "redis://:***@h:1/0"  # an '@' in it (an audit)
   assert spec.redacted_url("redis://:pw@h:6379?db=0&password=x@y") == "redis://:***@h:6379?db=0&password=***"
   assert spec.redacted_url("unix:///tmp/r.sock?db=0&password=s3cret") == "unix:///tmp/r.sock?db=0&password=***"
+
+
+def test_a_server_path_is_checked_as_opened(tmp_path, monkeypatch):
+  """A folder under the data root swapped for a link to outside it between the check and the open (a security
+  audit's race) is refused as outside; a FIFO is no file (and does not hang the API)."""
+  tables = pytest.importorskip("experiments.service.tables")
+  spec = pytest.importorskip("experiments.service.spec")
+  root, away = tmp_path / "root", tmp_path / "away"
+  (root / "d").mkdir(parents=True)
+  away.mkdir()
+  (root / "d" / "cases.csv").write_text("a,b\n1,2\n")
+  (away / "cases.csv").write_text("secret,b\n3,4\n")
+  config = spec.ServiceConfig(data_root=str(root), data_dir=str(tmp_path / "data"))
+  assert tables.read_server_path("d/cases.csv", config) == b"a,b\n1,2\n"
+  os.mkfifo(root / "pipe")
+  with pytest.raises(tables.TableError) as err:
+    tables.read_server_path("pipe", config)
+  assert err.value.status == 404 and "no such file" in str(err.value)
+  plain_open = os.open
+
+  def racing_open(path, flags, *args):  # the swap, after the path was resolved and checked
+    if str(path).endswith("cases.csv") and not os.path.islink(root / "d"):
+      os.rename(root / "d", root / "d_old")
+      os.symlink(away, root / "d")
+    return plain_open(path, flags, *args)
+
+  monkeypatch.setattr(os, "open", racing_open)
+  with pytest.raises(tables.TableError) as err:
+    tables.read_server_path("d/cases.csv", config)
+  assert (err.value.status, str(err.value)) == (403, "path: is outside the server's data root")
 
 
 def test_the_service_reads_measures_as_a_run_does(small_df):
@@ -658,7 +715,8 @@ def test_an_identifier_column_is_warned_of_and_a_mostly_folded_one_too(small_df)
   schema = cube_env.Schema(dimensions=["proc"], protected=["pair"], measures=["minutes"])
   assert cube_env.build_cube(df, schema).meta.summary[0] == (
     "folded 1989 rare values of 'pair' (3978 rows) into 'OTHER'; 99% of its rows are in 'OTHER': raise "
-    "max_categories (--max-categories) or drop the column"
+    "max_categories (--max-categories) or drop the column; as a protected column, 'OTHER' is tested as one group of "
+    "those values (a mix, not a group)"
   )
   # A folded minority gets neither warning.
   df = small_df.assign(unit=[f"u{i}" if i < 1999 else "big" for i in range(len(small_df))])
@@ -736,11 +794,16 @@ def test_a_measure_one_site_never_records_is_named_without_counts():
   schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["los"])
   notes = [n for n in cube_env.build_cube(df, schema).meta.summary if "nearly all rows" in n]
   assert notes == [
-    "measure 'los': missing in all or nearly all rows of site='north', which hold most of its missing values: its "
+    "measure 'los': missing in all or nearly all rows of site='north', where the other rows mostly have it: its "
     "findings say nothing there"
   ]
   spread = df.assign(los=np.where(rng.random(600) < 0.3, np.nan, rng.gamma(2.0, 2.0, 600)))
   assert not [n for n in cube_env.build_cube(spread, schema).meta.summary if "nearly all rows" in n]
+  # Beside rows missing it here and there, more of them than north's (a large-table audit: the note was gone).
+  many = pd.concat([df.assign(site="west", los=np.where(rng.random(600) < 0.4, np.nan, 1.0))] * 3 + [df])
+  assert [n for n in cube_env.build_cube(many, schema).meta.summary if "nearly all rows" in n] == notes
+  mostly = many.assign(los=np.where(rng.random(len(many)) < 0.6, np.nan, many["los"]))  # missing all over
+  assert not [n for n in cube_env.build_cube(mostly, schema).meta.summary if "nearly all rows" in n]
 
 
 def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(tmp_path):

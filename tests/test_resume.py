@@ -174,7 +174,7 @@ def test_damaged_newest_state_falls_back_with_a_warning(tmp_path):
     byte = handle.read(1)
     handle.seek(40)
     handle.write(bytes([byte[0] ^ 0xFF]))
-  with pytest.warns(journal.JournalWarning, match="damaged.*12 queries"):
+  with pytest.warns(journal.JournalWarning, match=r"damaged.*\(12 queries\)"):
     again = _run(df, state)
   pd.testing.assert_frame_equal(again.findings, ref.findings)
   assert os.path.exists(os.path.join(state, segs[-1] + ".damaged"))

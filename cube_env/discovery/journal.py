@@ -212,7 +212,7 @@ class Journal:
       except (OSError, ValueError, KeyError) as err:
         warnings.warn(
           f"journal segment {path} is damaged ({err}); resuming from the state saved before it "
-          f"({len(self._replay)} queries, {len(self._chunks)} chunks)",
+          f"({_done(len(self._replay), len(self._chunks))})",
           JournalWarning,
           stacklevel=3,
         )
@@ -293,8 +293,8 @@ class Journal:
     if _STOP.is_set():
       self.save()
       raise Interrupted(
-        f"stopped by a signal after {self.queries} queries ({len(self._chunks)} chunks); the search state is saved "
-        f"in {self.directory}"
+        f"stopped by a signal after {_done(self.queries, len(self._chunks))}; the search state is saved in "
+        f"{self.directory}"
       )
 
   # -- saving ------------------------------------------------------------------------------------------------------
@@ -362,6 +362,12 @@ def clear(directory: str) -> int:
   for name in names:
     os.remove(os.path.join(directory, name))
   return len(names)
+
+
+def _done(queries: int, chunks: int) -> str:
+  """What a journal holds, in words: its queries, and the column subsets `exhaustive` finished, where there are any
+  (a large-table audit: "(0 chunks)" meant nothing to a reader)."""
+  return f"{queries} queries" + (f" and {chunks} column subsets of the exhaustive search" if chunks else "")
 
 
 def _segment_number(name: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 
 import pandas as pd
 import pyarrow as pa
@@ -218,12 +219,34 @@ def read_server_path(path: str, config: ServiceConfig) -> bytes:
     raise TableError("path", "must not hold a NUL character", status=400)
   root = os.path.realpath(config.data_root)
   real = os.path.realpath(os.path.join(root, path))
+  outside = TableError("path", "is outside the server's data root", status=403)
+  missing = TableError("path", "no such file under the server's data root", status=404)
   if os.path.commonpath([root, real]) != root:
-    raise TableError("path", "is outside the server's data root", status=403)
-  if not os.path.isfile(real):
-    raise TableError("path", "no such file under the server's data root", status=404)
-  with open(real, "rb") as handle:
+    raise outside
+  try:  # not blocking on a FIFO; whether it is a file is asked of what was opened
+    fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+  except OSError:
+    raise missing from None
+  with os.fdopen(fd, "rb") as handle:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+      raise missing
+    if os.path.commonpath([root, _opened(fd, real)]) != root:  # a link swapped in after the check (a security audit)
+      raise outside
     return read_limited(handle, config.max_upload_bytes, field="path")
+
+
+def _opened(fd: int, real: str) -> str:
+  """The path of the file open as `fd`: Linux's /proc/self/fd link, resolved; elsewhere `real` if it is still the
+  same file (device and inode), else a path outside any root."""
+  link = f"/proc/self/fd/{fd}"
+  if os.path.islink(link):
+    return os.path.realpath(link)
+  try:
+    now = os.stat(real)
+  except OSError:
+    return os.sep
+  opened = os.fstat(fd)
+  return real if (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino) else os.sep
 
 
 def check_upload(data: bytes, spec: JobSpec, config: ServiceConfig, *, field: str = "file") -> str:
