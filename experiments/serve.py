@@ -28,6 +28,8 @@ try:  # the service extra (a packaging audit: its absence was a bare "No module 
   from experiments.service.jobs import RECONNECT_SECONDS, REDIS_DOWN, connect, serve_worker
   from experiments.service.spec import redacted_url
 except ModuleNotFoundError as err:
+  if (err.name or "").split(".")[0] in ("experiments", "cube_env", "muzero_jax"):  # the project's own: not the extra
+    raise
   raise ModuleNotFoundError(
     f"{err}: python -m experiments.serve needs the service extra (pip install 'cube-muzero[service]')", name=err.name
   ) from None

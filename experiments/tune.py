@@ -17,7 +17,7 @@ full-length run and a validation before it replaces the packaged agent.
 Prints one JSON line per evaluation and a last one with the recommendation;
 `--out` also writes them to a file. It does not replace the packaged ranker:
 fit it with the recommended settings (`python -m experiments.train_ranker
---hidden ... --steps ...`) once a validation shows it better; nor does the agent
+--hidden ... --steps ... --out cube_env/discovery/ranker.npz`) once a validation shows it better; nor does the agent
 tuning replace the packaged agent.
 """
 

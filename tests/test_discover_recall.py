@@ -119,12 +119,13 @@ def test_pipeline_steps_are_run_discovery():
   for method, options, message in (
     ("beam", {"widht": 2}, "method 'beam' has no option 'widht'; its options are: width"),
     ("greedy", {"width": 2}, "method 'greedy' has no option 'width'; its options are: none"),
-    ("beam", {"seed": 2}, "'seed' is not an option of method 'beam' (every method gets it; set it in DiscoveryConfig)"),
+    ("beam", {"seed": 2}, "'seed' is not an option of method 'beam': the pipeline gives every method its seed"),
     (
       "auto",
       {"widht": 2},
-      "method 'learned' has no option 'widht'; its options are: weights, depth",
-    ),  # auto's fallback's
+      "method 'learned' has no option 'widht'; its options are: weights, depth (method 'auto' passes its options to "
+      "its fallback, 'learned')",
+    ),
     ("auto", {"fallback": "beam", "widht": 2}, "method 'beam' has no option 'widht'"),
     ("auto", {"fallback": "nope"}, "unknown method 'nope'"),
   ):

@@ -486,7 +486,7 @@ def test_bad_input_is_a_clear_4xx(service, table):
   assert (
     r.status_code == 400
     and r.json()["detail"]["field"] == "proc"
-    and "column 'proc' is a nested Parquet column (list<element: string>)" in r.text  # named before it is decoded
+    and "column 'proc' is a Parquet column of type list<element: string>" in r.text  # named before it is decoded
   ), r.text
   twice = io.BytesIO()
   pa = pytest.importorskip("pyarrow")

@@ -140,6 +140,7 @@ SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bar
 READ_NOTES = "coding_notes"  # `df.attrs` key: how the file was read; `encode_table` puts these notes first
 SEPARATOR = "separator"  # `df.attrs` key: the CSV's column separator (`read_csv`); ';' files write decimal commas
 LEADING_ZEROS = "leading_zeros"  # `df.attrs` key: {column: a value} for codes kept as text (`_keep_leading_zeros`)
+LINE_BREAKS = "line_breaks"  # `df.attrs` key: (columns whose quoted values hold line breaks, its note) (`read_csv`)
 DECIMAL_COMMA = re.compile(r"[+-]?(\d+(,\d+)?|,\d+)")  # 139,2 or -0,5 or 140: a number in a ';' file's notation
 
 
@@ -167,6 +168,25 @@ def read_parquet(source, *, name: str) -> pd.DataFrame:
   if hasattr(source, "seek"):
     source.seek(0)
   return pd.read_parquet(source)
+
+
+def _holds_line_breaks(column: pd.Series) -> bool:
+  """Whether a column read from a CSV holds text with a line break (numbers cannot)."""
+  if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+    return False
+  return bool(column.astype("string").str.contains("[\r\n]", regex=True).fillna(False).any())
+
+
+def _line_breaks_note(spans: int, first: int, columns: Sequence[str]) -> str:
+  """The note of `read_csv` for rows whose quoted values hold line breaks; `encode_table` makes it a warning where
+  a column the run uses holds them (a '"' opened by mistake joins lines into one row; a review: a comments column's
+  meant line breaks warned on every run)."""
+  where = " and ".join(map(repr, columns)) or "a column"
+  return (
+    redact_counts(f"{spans} rows", SMALL_CELL)
+    + f" hold a line break inside a quoted value of {where}, the first on line {first}: a '\"' opened by mistake "
+    "joins lines into one row (check the file there where the line breaks are not meant)"
+  )
 
 
 def _outside_quotes(line: str) -> dict[str, int]:
@@ -198,12 +218,13 @@ def _separator(line: str, following: str = "") -> str:
 class _Layout:
   """A CSV's separator, its header's names as written, the first data record with another number of fields
   than the header's names (its first and last line in the file and its field count; None where every record has as
-  many), and the records whose quoted values hold line breaks (how many, and the first one's line; None if none)."""
+  many), and the records whose quoted values hold line breaks (how many, the first one's line and the last one's;
+  None if none)."""
 
   sep: str
   names: list[str]
   odd: tuple[int, int, int] | None
-  spanning: tuple[int, int] | None = None
+  spanning: tuple[int, int, int] | None = None
 
 
 def _text_lines(binary, name: str):
@@ -258,7 +279,7 @@ def _layout(lines) -> _Layout | None:
     records = csv.reader(itertools.chain([line, following], lines), delimiter=sep)
     limit = csv.field_size_limit()
     csv.field_size_limit(sys.maxsize)  # pandas reads fields of any length; so does this count
-    spans, first = 0, 0  # records that run over more than one line, and the first one's line
+    spans, first, latest = 0, 0, 0  # records that run over more than one line; the first one's line, the last's
     try:
       names = next(records)
       end = records.line_num
@@ -268,10 +289,10 @@ def _layout(lines) -> _Layout | None:
         if record and not blank and len(record) != len(names):
           return _Layout(sep, names, (skipped + extra + start, skipped + extra + end, len(record)))
         if end > start:
-          spans, first = spans + 1, first or skipped + extra + start
+          spans, first, latest = spans + 1, first or skipped + extra + start, skipped + extra + start
     finally:
       csv.field_size_limit(limit)
-    return _Layout(sep, names, None, (spans, first) if spans else None)
+    return _Layout(sep, names, None, (spans, first, latest) if spans else None)
   return None
 
 
@@ -311,10 +332,11 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     line, last, fields = layout.odd
     what = f"line {line} has {fields} fields where the header has {len(names)} names"
     if last > line:  # a quote that opens a value and closes lines later, or never (a large-table audit)
+      why = "a field too many, or" if fields > len(names) else "is"  # (a review: a meant line break, a field more)
       raise TableFileError(
         name,
         f"the row that starts on line {line} runs on to line {last} inside a quoted value and has {fields} fields "
-        f"where the header has {len(names)} names: does a value on line {line} open a '\"' by mistake?",
+        f"where the header has {len(names)} names: {why} a '\"' on line {line} opened by mistake?",
       )
     if fields > len(names):
       raise TableFileError(
@@ -328,6 +350,12 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   try:
     df = pd.read_csv(raw, sep=sep, low_memory=False)
   except (ValueError, OSError) as err:  # pandas' ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
+    if "EOF inside string" in str(err) and layout.spanning is not None:  # its row counted from 0 after the header
+      raise TableFileError(
+        name,
+        f"a quoted value on line {layout.spanning[2]} is never closed: it runs on to the end of the file (a '\"' "
+        "opened by mistake?)",
+      ) from None
     raise TableFileError(name, f"not a readable CSV table ({type(err).__name__}: {err})") from None
   if not df.index.equals(pd.RangeIndex(len(df))):  # a row's extra field taken for its index: checked above too
     raise TableFileError(name, "rows have more fields than the header has names, so columns would shift")
@@ -350,13 +378,10 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     df.attrs[SEPARATOR] = sep
     notes.append(redact_counts(f"{int(blank.sum())} rows with every field blank left out", SMALL_CELL))
   if layout.spanning is not None:  # joined lines whose fields happen to add up went unnoticed (a large-table audit)
-    spans, first = layout.spanning
-    notes.append(
-      "warning: "
-      + redact_counts(f"{spans} rows", SMALL_CELL)
-      + f" hold a line break inside a quoted value, the first on line {first}: a '\"' opened by mistake joins lines "
-      "into one row (check the file there; line breaks a text column holds on purpose are read rightly)"
-    )
+    spans, first, _ = layout.spanning
+    broken = tuple(c for c in df.columns if _holds_line_breaks(df[c]))
+    notes.append(_line_breaks_note(spans, first, broken))
+    df.attrs[LINE_BREAKS] = (broken, notes[-1])
   if sep == ";":
     notes += _read_decimal_commas(df)
   kept = _keep_leading_zeros(source, raw, sep, df, blank)
@@ -876,7 +901,7 @@ def _code_column(
     folded = labels[max_categories - 1 :]
     note = _fold_note(name, len(folded), sum(counts[k] for k in folded), len(series))
     if role == "protected column":  # a large-table audit: 39 insurance plans tested as one group, unremarked
-      note += f"; as a protected column, {OTHER!r} is tested as one group of those values (a mix, not a group)"
+      note += f"; as a protected column, its {OTHER!r} mixes those values and is tested as if it were one group"
     summary.append(note)
     labels = labels[: max_categories - 1] + [OTHER]
   if n_missing:
@@ -1240,6 +1265,9 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
       summary = [n for n in summary if n != _leading_zeros_note(column, example)]
       role = "measure" if column in schema.measures else "column given bin edges"
       summary.append(f"{role} {column!r}: numbers written with leading zeros (such as {example!r}) read as numbers")
+  broken, note = df.attrs.get(LINE_BREAKS, ((), None))
+  if set(broken) & set(schema.filter_columns + tuple(schema.measures) + tuple(schema.adjusters)):
+    summary = ["warning: " + n if n == note else n for n in summary]  # a column the run reads (`_line_breaks_note`)
   filter_names = schema.filter_columns
   codes = np.zeros((len(df), len(filter_names)), np.int32)
   categories = []

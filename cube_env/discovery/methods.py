@@ -341,11 +341,14 @@ def check_options(name: str, fn: Method, options: dict) -> None:
   split and its cubes built (an audit). A method that takes `**options` takes any, except one with a `fallback`
   setting (`auto`), which passes them to the method it names: they are checked against that one.
   """
-  params = inspect.signature(fn).parameters
+  try:
+    params = inspect.signature(fn).parameters
+  except (TypeError, ValueError):  # a callable Python cannot inspect (a C extension's): it checks its own options
+    return
   for key in options:
     if key in CALL:
       raise ValueError(
-        f"method_options: {key!r} is not an option of method {name!r} (every method gets it; set it in DiscoveryConfig)"
+        f"method_options: {key!r} is not an option of method {name!r}: the pipeline gives every method its {key}"
       )
   takes = [k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and k not in CALL]
   if any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -353,7 +356,10 @@ def check_options(name: str, fn: Method, options: dict) -> None:
       return
     fallback = options.get("fallback", params["fallback"].default)
     rest = {k: v for k, v in options.items() if k not in takes}
-    check_options(fallback, get_method(fallback), rest)
+    try:
+      check_options(fallback, get_method(fallback), rest)
+    except ValueError as err:  # say whose options they are (a review: "method 'learned'" for an auto run)
+      raise ValueError(f"{err} (method {name!r} passes its options to its fallback, {fallback!r})") from None
     return
   unknown = [k for k in options if k not in takes]
   if unknown:

@@ -116,48 +116,53 @@ def decoded_text_bytes(data: bytes, *, field: str = "file") -> int:
 
   The footer's uncompressed size counts a dictionary-encoded column's dictionary once and its row indices, so one
   long value repeated on every row is a small file that decodes to rows x its length (a security audit: 211 kB of
-  Parquet, 1,000,000 rows of one 2,000-character text, held 4 GB once read). The columns are read with their
-  dictionaries kept (Arrow's `read_dictionary`), and each row's value length is summed from the dictionary's.
-  A nested column (lists, structs, maps) is refused here, naming it, as the table's checks would refuse it once
-  decoded; a file naming a column twice counts 0 (`ingest.read_parquet` refuses it next).
+  Parquet, 1,000,000 rows of one 2,000-character text, held 4 GB once read). Text and binary columns (views too)
+  are read with their dictionaries kept (Arrow's `read_dictionary`), and each row's value length is summed from the
+  dictionary's; a fixed-size binary column counts rows x its width, unread; numbers, booleans and times are of fixed
+  width, within the footer's cell count. A column of any other type (lists, structs, maps, ...) is refused here,
+  naming it, before it is decoded (a review: a type the count did not know passed it). A file naming a column twice
+  counts 0 (`ingest.read_parquet` refuses it next).
 
   Raises:
-    TableError naming the nested column (400), or `field` for a file Arrow cannot read.
+    TableError naming the column of a type this server does not read (400), or `field` for a file Arrow cannot read.
   """
   try:
-    fields = list(pq.ParquetFile(io.BytesIO(data)).schema_arrow)
+    file = pq.ParquetFile(io.BytesIO(data))
+    fields, rows = list(file.schema_arrow), file.metadata.num_rows
   except (ValueError, OSError) as err:
     raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
   if len({f.name for f in fields}) < len(fields):
     return 0
+  text, total = [], 0
   for f in fields:
-    if pa.types.is_nested(f.type):
-      raise TableError(f.name, f"column {f.name!r} is a nested Parquet column ({f.type}): each cell must be one value")
-  text = [f.name for f in fields if _is_text(f.type)]
+    kind = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+    if any(check(kind) for check in _TEXT):
+      text.append(f.name)
+    elif pa.types.is_fixed_size_binary(kind):
+      total += rows * kind.byte_width
+    elif not any(check(kind) for check in _FIXED):
+      raise TableError(f.name, f"column {f.name!r} is a Parquet column of type {f.type}: each cell must be one value")
   if not text:
-    return 0
+    return total
   try:
     table = pq.ParquetFile(io.BytesIO(data), read_dictionary=text).read(columns=text)
   except (ValueError, OSError) as err:
     raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
-  total = 0
   for column in table.columns:
     for chunk in column.chunks:
       if isinstance(chunk, pa.DictionaryArray):
         total += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
-      else:
+      else:  # (read_dictionary makes every text chunk a dictionary; this counts whatever else Arrow gives)
         total += chunk.nbytes
   return total
 
 
-def _is_text(kind: pa.DataType) -> bool:
-  """A text or binary Arrow type, or a dictionary of one (a column written from a pandas categorical)."""
-  if pa.types.is_dictionary(kind):
-    return _is_text(kind.value_type)
-  return any(
-    check(kind)
-    for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
-  )
+_TEXT = tuple(  # Arrow's text and binary types of variable width (read as dictionaries to count them)
+  getattr(pa.types, f"is_{name}")
+  for name in ("string", "large_string", "string_view", "binary", "large_binary", "binary_view")
+)
+_FIXED = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_temporal, pa.types.is_decimal)
+_FIXED += (pa.types.is_null,)
 
 
 def check_columns(df: pd.DataFrame, spec: JobSpec) -> None:
@@ -225,8 +230,10 @@ def read_server_path(path: str, config: ServiceConfig) -> bytes:
     raise outside
   try:  # not blocking on a FIFO; whether it is a file is asked of what was opened
     fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-  except OSError:
+  except (FileNotFoundError, NotADirectoryError):
     raise missing from None
+  except OSError as err:
+    raise TableError("path", f"the server cannot open it ({err.strerror})", status=403) from None
   with os.fdopen(fd, "rb") as handle:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
       raise missing
@@ -235,18 +242,22 @@ def read_server_path(path: str, config: ServiceConfig) -> bytes:
     return read_limited(handle, config.max_upload_bytes, field="path")
 
 
+PROC_FD = "/proc/self/fd"  # Linux's links to a process's open files
+
+
 def _opened(fd: int, real: str) -> str:
-  """The path of the file open as `fd`: Linux's /proc/self/fd link, resolved; elsewhere `real` if it is still the
-  same file (device and inode), else a path outside any root."""
-  link = f"/proc/self/fd/{fd}"
+  """The path of the file open as `fd`: its /proc/self/fd link, resolved; elsewhere `real` resolved again if that
+  is the same file (device and inode), else a path outside any root (a review: comparing `real` alone followed the
+  swapped link to the same outside file and passed)."""
+  link = os.path.join(PROC_FD, str(fd))
   if os.path.islink(link):
     return os.path.realpath(link)
+  again = os.path.realpath(real)
   try:
-    now = os.stat(real)
+    now, opened = os.stat(again), os.fstat(fd)
   except OSError:
     return os.sep
-  opened = os.fstat(fd)
-  return real if (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino) else os.sep
+  return again if (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino) else os.sep
 
 
 def check_upload(data: bytes, spec: JobSpec, config: ServiceConfig, *, field: str = "file") -> str:
