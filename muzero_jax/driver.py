@@ -189,11 +189,11 @@ def run_iterations(
         first = "first_iteration" if i == 0 else ("first_learning_iteration" if learns and not learned else None)
         learned = learned or learns
         metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=first)
-        warned_reward = warned_reward or _warn_clipped_reward(metrics, config, int(state.iteration))
-        warned_skip = warned_skip or _warn_all_skipped(metrics, int(state.iteration))
-        ended = ended or _warn_no_episode_end(metrics, config, int(state.iteration))
-        warned_long = warned_long or _warn_long_episode(metrics, config, int(state.iteration))
-        step = int(state.iteration)
+        step = int(state.iteration)  # one read of the device (it was five)
+        warned_reward = warned_reward or _warn_clipped_reward(metrics, config, step)
+        warned_skip = warned_skip or _warn_all_skipped(metrics, step)
+        ended = ended or _warn_no_episode_end(metrics, config, step)
+        warned_long = warned_long or _warn_long_episode(metrics, config, step)
         if (
           ckpt is not None
           and step % config.checkpoint_every == 0

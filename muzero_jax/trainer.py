@@ -405,6 +405,9 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
   """
   config.check_supports()
   selfplay.pool_size(env_params_pool)  # every leaf has the one leading pool axis (a clear error if not)
+  # On the device once: a NumPy pool was copied there at every iteration (a performance audit). Device arrays are
+  # kept as they are (no copy of a pool already placed, or sharded, by the caller).
+  env_params_pool = jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), env_params_pool)
   check_env_shapes(env, jax.tree.map(lambda x: x[0], env_params_pool))
   selfplay.check_expert(env, config)
   try:  # fields that only the driver reads do not change the compiled functions

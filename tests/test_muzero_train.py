@@ -339,6 +339,10 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
     mz.train(CONFIG, CoinGrid(), pool, num_iterations=-3, progress=False)
   # A new-style key (jax.random.key) starts the same run as its raw data (which checkpoints can save).
   trainer = mz.make_train(CONFIG, CoinGrid(), pool)
+  assert trainer.pool is pool or jax.tree.all(jax.tree.map(lambda a, b: a is b, trainer.pool, pool))  # no copy
+  # A NumPy pool goes to the device once, not at every iteration (a performance audit).
+  host = mz.make_train(CONFIG, CoinGrid(), jax.tree.map(np.asarray, pool)).pool
+  assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(host))
   typed, raw = jax.eval_shape(trainer.init, jax.random.key(0)), jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
   assert jax.tree.structure(typed) == jax.tree.structure(raw) and typed.key.dtype == raw.key.dtype == jnp.uint32
 
