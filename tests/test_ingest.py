@@ -457,7 +457,8 @@ def test_rows_with_another_field_count_than_the_header_are_refused_naming_the_li
     "fewer than 11 rows hold a line break inside a quoted value of 'b', the first on line 7: a '\"' opened by mistake "
     "joins lines into one row (check the file there where the line breaks are not meant)"
   )
-  assert len(joined) == 28 and joined.attrs["coding_notes"] == (note,)
+  assert len(joined) == 28 and joined.attrs["coding_notes"][0] == note
+  assert joined.attrs["coding_notes"][1].startswith("warning: a quoted value that starts on line 7 holds lines that")
   uses_b = cube_env.Schema(dimensions=["b"], protected=["a"], measures=["c"])
   assert "warning: " + note in cube_env.build_cube(joined, uses_b).meta.summary
   joined["d"] = ["x", "y"] * 14
@@ -1262,3 +1263,57 @@ def test_a_flag_with_a_stray_value_says_it_is_not_tested_as_a_rate(small_df):
     "warning: measure 'flag' reads as 0/1 but for fewer than 11 rows (e.g. 2), so it is not tested as a rate: if it "
     "is a yes/no flag, recode those values as missing, 0 or 1" in meta.summary
   )
+
+
+def test_exports_that_read_wrong_without_a_word_are_noted(tmp_path):
+  """A CSV audit's exports: a stray quote that swallows whole rows into a comment (a warning naming its line, even
+  where the comment is no column the run reads); 'None' and 'NA' read as missing (noted by word and column); SAS's
+  '.' in a category (a warning); a report's title above the header (named as such); German thousands points in a
+  ';' file (a warning)."""
+  path = tmp_path / "x.csv"
+  rows = [f"x{i},y{i % 2},{i},ok\n" for i in range(30)]
+  rows[5], rows[9] = 'x5,y1,5,"pt said ok\n', 'x9,y1,9,fine"\n'
+  path.write_text("a,b,c,notes\n" + "".join(rows))
+  df = cube_env.read_table(path)
+  assert len(df) == 26 and df.attrs["coding_notes"][-1] == (
+    "warning: a quoted value that starts on line 7 holds lines that read as whole rows (as many fields as the "
+    "header): a '\"' opened by mistake there joins them into one row, and their cases are lost (check the file there)"
+  )
+  rows[5], rows[9] = 'x5,y1,5,"pt said\nok"\n', "x9,y1,9,fine\n"  # a meant line break: no row inside it
+  path.write_text("a,b,c,notes\n" + "".join(rows))
+  assert not [n for n in cube_env.read_table(path).attrs["coding_notes"] if n.startswith("warning")]
+  payers = ["None", "Medicare", "", "NA"] * 20 + ["Private"] * 20
+  path.write_text("a,payer,c\n" + "".join(f"x{i},{p},{i}\n" for i, p in enumerate(payers)))
+  df = cube_env.read_table(path)
+  assert df["payer"].isna().sum() == 60 and df.attrs["coding_notes"] == (
+    "cells written 'NA' read as missing (as pandas reads it) in 'payer' (20 rows): where 'NA' is a value of its own "
+    "(a payer 'None': no insurance), recode it",
+    "cells written 'None' read as missing (as pandas reads it) in 'payer' (20 rows): where 'None' is a value of its "
+    "own (a payer 'None': no insurance), recode it",
+  )
+  rng = np.random.default_rng(0)
+  sas = pd.DataFrame({"p": rng.choice(["a", "b"], 300), "race": ["1", "2", "."] * 100, "m": rng.normal(size=300)})
+  notes = cube_env.build_cube(sas, cube_env.Schema(dimensions=["p"], protected=["race"], measures=["m"])).meta.summary
+  assert notes == (
+    "warning: protected column 'race' has the value '.' in 100 rows, which SAS writes for a missing value: it is a "
+    "group of its own; blank those cells to code them 'MISSING'",
+  )
+  path.write_text("Surgical Case Report\nRun: 2026-12-01 08:00\n\na,b,c\n" + "".join(f"x,y,{i}\n" for i in range(9)))
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
+      "the header (line 1) has one name, 'Surgical Case Report', and line 4 "
+      "has 3 fields: is that line a title above the column names?"
+    ),
+  ):
+    cube_env.read_table(path)
+  costs = [int(v) for v in rng.integers(200, 20_000, 100)]
+  german = "".join(f"x{i};y{i % 2};{v:,}\n".replace(",", ".") for i, v in enumerate(costs))
+  path.write_text("a;b;cost\n" + german)
+  df = cube_env.read_table(path)
+  np.testing.assert_allclose(df["cost"], [v / 1000 if v >= 1000 else v for v in costs])  # read as they are
+  assert df.attrs["coding_notes"][-1].startswith(
+    "warning: column 'cost': every value with a '.' has groups of three digits after it (such as '"
+  ) and df.attrs["coding_notes"][-1].endswith("): if so, remove them")
+  path.write_text("a;b;lab\n" + "".join(f"x{i};y{i % 2};{v / 1000:.2f}\n" for i, v in enumerate(costs)))
+  assert not [n for n in cube_env.read_table(path).attrs["coding_notes"] if n.startswith("warning")]

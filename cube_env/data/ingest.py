@@ -170,6 +170,15 @@ def read_parquet(source, *, name: str) -> pd.DataFrame:
   return pd.read_parquet(source)
 
 
+def _holds_rows(record: list[str], sep: str, width: int) -> bool:
+  """Whether a quoted value of a record that spans lines holds a line that splits into `width` fields: a whole row
+  swallowed by a '"' opened by mistake (a CSV audit: its cases were lost, noted only as a meant line break). Tables of
+  fewer than three columns are not judged (one separator in a line of comment text would look like a row)."""
+  if width < 3:
+    return False
+  return any(len(part.split(sep)) == width for value in record if "\n" in value for part in value.splitlines()[1:])
+
+
 def _holds_line_breaks(column: pd.Series) -> bool:
   """Whether a column read from a CSV holds text with a line break (numbers cannot)."""
   if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
@@ -225,6 +234,8 @@ class _Layout:
   names: list[str]
   odd: tuple[int, int, int] | None
   spanning: tuple[int, int, int] | None = None
+  swallowed: int | None = None  # the first record one of whose quoted values holds whole rows (`_holds_rows`)
+  header: int = 1  # the header's line
 
 
 def _text_lines(binary, name: str):
@@ -280,6 +291,7 @@ def _layout(lines) -> _Layout | None:
     limit = csv.field_size_limit()
     csv.field_size_limit(sys.maxsize)  # pandas reads fields of any length; so does this count
     spans, first, latest = 0, 0, 0  # records that run over more than one line; the first one's line, the last's
+    swallowed = None
     try:
       names = next(records)
       end = records.line_num
@@ -287,12 +299,14 @@ def _layout(lines) -> _Layout | None:
         start, end = end + 1, records.line_num  # a record may span lines (a quoted line break)
         blank = len(record) == 1 and not record[0].strip()  # a line of spaces: pandas skips it, so does this
         if record and not blank and len(record) != len(names):
-          return _Layout(sep, names, (skipped + extra + start, skipped + extra + end, len(record)))
+          return _Layout(sep, names, (skipped + extra + start, skipped + extra + end, len(record)), header=skipped + 1)
         if end > start:
           spans, first, latest = spans + 1, first or skipped + extra + start, skipped + extra + start
+          if swallowed is None and _holds_rows(record, sep, len(names)):
+            swallowed = skipped + extra + start
     finally:
       csv.field_size_limit(limit)
-    return _Layout(sep, names, None, (spans, first, latest) if spans else None)
+    return _Layout(sep, names, None, (spans, first, latest) if spans else None, swallowed, skipped + 1)
   return None
 
 
@@ -338,6 +352,12 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
         f"the row that starts on line {line} runs on to line {last} inside a quoted value and has {fields} fields "
         f"where the header has {len(names)} names: {why} a '\"' on line {line} opened by mistake?",
       )
+    if fields > len(names) == 1:  # a CSV audit: a report's title above the column names read as the header
+      raise TableFileError(
+        name,
+        f"the header (line {layout.header}) has one name, {names[0]!r}, and {what.replace(' where the header has 1 names', '')}: "
+        "is that line a title above the column names? Remove the lines above the header",
+      )
     if fields > len(names):
       raise TableFileError(
         name,
@@ -382,12 +402,20 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     broken = tuple(c for c in df.columns if _holds_line_breaks(df[c]))
     notes.append(_line_breaks_note(spans, first, broken))
     df.attrs[LINE_BREAKS] = (broken, notes[-1])
+    if layout.swallowed is not None:
+      notes.append(
+        f"warning: a quoted value that starts on line {layout.swallowed} holds lines that read as whole rows (as many "
+        "fields as the header): a '\"' opened by mistake there joins them into one row, and their cases are lost "
+        "(check the file there)"
+      )
   if sep == ";":
     notes += _read_decimal_commas(df)
+    notes += _thousands_points(source, raw, df, blank)
   kept = _keep_leading_zeros(source, raw, sep, df, blank)
   if kept:
     df.attrs[LEADING_ZEROS] = kept
   notes += [_leading_zeros_note(column, example) for column, example in kept.items()]
+  notes += _words_read_as_missing(source, raw, sep, df, blank)
   if notes:
     df.attrs[READ_NOTES] = tuple(notes)
   return df
@@ -395,6 +423,33 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
 
 LEADING_ZERO = re.compile(r"0\d+")  # '02139', '007': a code, not a number
 CODE_WIDTH = 3  # `_keep_leading_zeros`: fewest digits of a code whose every value has the same width
+
+
+def _words_read_as_missing(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> list[str]:
+  """Notes naming the words pandas reads as missing ('None', 'NA', 'NULL', 'N/A', ...: `NA_TEXT`) in text columns,
+  with their rows (a CSV audit: a payer 'None', the uninsured, became MISSING, and the note said the values were
+  missing). Only the text columns with missing cells are read again, as written; numbers' columns are left alone
+  (a word there is a missing number)."""
+  columns = [c for c in df.columns if df[c].isna().any() and not pd.api.types.is_numeric_dtype(df[c])]
+  if not columns:
+    return []
+  data = io.BytesIO(source) if isinstance(source, bytes) else raw
+  try:
+    text = pd.read_csv(data, sep=sep, dtype=str, usecols=columns, keep_default_na=False, low_memory=False)
+  except (ValueError, OSError):
+    return []
+  if len(text) != len(blank):
+    return []
+  found: dict[str, list[str]] = {}  # word -> "'column' (N rows)", one note a word
+  for column in columns:
+    words = text[column].loc[~blank].str.strip()
+    for word, n in words[words.isin(NA_TEXT - {""})].value_counts().items():
+      found.setdefault(word, []).append(redact_counts(f"{column!r} ({n} rows)", SMALL_CELL))
+  return [
+    f"cells written {word!r} read as missing (as pandas reads it) in {', '.join(where)}: where {word!r} is a value of "
+    "its own (a payer 'None': no insurance), recode it"
+    for word, where in sorted(found.items())
+  ]
 
 
 def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> dict[str, str]:
@@ -532,6 +587,41 @@ def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
     df[column] = values
     notes.append(
       f"column {column!r}: decimal commas read as decimal points (e.g. {example!r} as {example.replace(',', '.')})"
+    )
+  return notes
+
+
+THOUSANDS_POINT = re.compile(r"[+-]?[1-9]\d{0,2}(\.\d{3})+")  # 2.493 or 1.234.567: a ';' file's thousands points
+
+
+def _thousands_points(source, raw, df: pd.DataFrame, blank: np.ndarray) -> list[str]:
+  """Warnings for the number columns of a ';'-separated table whose every value with a '.' groups three digits
+  after it ('2.493', '10.817'; the others whole numbers of at most three digits): German Excel's thousands points,
+  which pandas reads as decimals (a CSV audit: 2,493 euros read as 2.493, and the few right values warned of as
+  extreme). Read as they are; the warning says how to check. Only the columns of fractions are read again, as text."""
+  columns = [c for c in df.columns if pd.api.types.is_float_dtype(df[c]) and not _whole_floats(df[c])]
+  if not columns:
+    return []
+  data = io.BytesIO(source) if isinstance(source, bytes) else raw
+  try:
+    text = pd.read_csv(data, sep=";", dtype=str, usecols=columns, low_memory=False)
+  except (ValueError, OSError):
+    return []
+  if len(text) != len(blank):
+    return []
+  notes = []
+  for column in columns:
+    present = text[column].loc[~blank].dropna().str.strip()
+    dotted = present.str.contains(".", regex=False)
+    if not dotted.any() or not present[dotted].str.fullmatch(THOUSANDS_POINT.pattern).all():
+      continue
+    if not present[~dotted].str.fullmatch(r"[+-]?\d{1,3}").all():
+      continue
+    example = present[dotted].iloc[0]
+    notes.append(
+      f"warning: column {column!r}: every value with a '.' has groups of three digits after it (such as {example!r}),"
+      f" read as a decimal point; in a ';' file such points may group thousands ({example} for "
+      f"{example.replace('.', '')}): if so, remove them"
     )
   return notes
 
@@ -895,6 +985,12 @@ def _code_column(
       counts[lab] = counts.get(lab, 0) + int(c)
   if MISSING in counts or OTHER in counts:
     raise ValueError(f"column {name!r} already uses the reserved label {MISSING!r} or {OTHER!r}")
+  if "." in counts:  # a CSV audit: SAS's missing value, tested as a group with no word
+    summary.append(
+      "warning: "
+      + redact_counts(f"{role} {name!r} has the value '.' in {counts['.']} rows", SMALL_CELL)
+      + f", which SAS writes for a missing value: it is a group of its own; blank those cells to code them {MISSING!r}"
+    )
   # Most frequent first, ties by label, so codes are stable across runs.
   labels = sorted(counts, key=lambda k: (-counts[k], k))
   if len(labels) > max_categories:
