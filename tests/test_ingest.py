@@ -1317,3 +1317,13 @@ def test_exports_that_read_wrong_without_a_word_are_noted(tmp_path):
   ) and df.attrs["coding_notes"][-1].endswith("): if so, remove them")
   path.write_text("a;b;lab\n" + "".join(f"x{i};y{i % 2};{v / 1000:.2f}\n" for i, v in enumerate(costs)))
   assert not [n for n in cube_env.read_table(path).attrs["coding_notes"] if n.startswith("warning")]
+  # R's write.csv and pandas' to_csv number the rows in a column without a name: left out, so the split is the one
+  # of the same cases written without it.
+  cases = pd.DataFrame({"site": ["a", "b", "c"] * 10, "minutes": np.arange(30.0)})
+  for start, text in ((0, cases.to_csv()), (1, '"",' + cases.rename(index=lambda i: i + 1).to_csv()[1:])):
+    path.write_text(text)
+    numbered = cube_env.read_table(path)
+    pd.testing.assert_frame_equal(numbered, cases, check_like=True)
+    assert numbered.attrs["coding_notes"] == (
+      "a column without a name that numbers the rows left out (the row index R's write.csv and pandas' to_csv write)",
+    ), start

@@ -170,6 +170,14 @@ def read_parquet(source, *, name: str) -> pd.DataFrame:
   return pd.read_parquet(source)
 
 
+def _numbers_rows(column: pd.Series) -> bool:
+  """Whether a column holds 0, 1, 2, ... or 1, 2, 3, ... down its rows (a row index written as a column)."""
+  if not pd.api.types.is_integer_dtype(column) or len(column) < 2:
+    return False
+  values = column.to_numpy()
+  return bool(values[0] in (0, 1) and np.array_equal(values, np.arange(values[0], values[0] + len(values))))
+
+
 def _holds_rows(record: list[str], sep: str, width: int) -> bool:
   """Whether a quoted value of a record that spans lines holds a line that splits into `width` fields: a whole row
   swallowed by a '"' opened by mistake (a CSV audit: its cases were lost, noted only as a meant line break). Tables of
@@ -382,7 +390,10 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   # A spreadsheet's trailing separators ('...,,'): columns without a name or a value. Kept, they changed the split
   # (which hashes every column) of the same data (an audit); they are left out with a note.
   unnamed = [c for c, n in zip(df.columns, names) if not n.strip() and df[c].isna().all()]
-  df = df.drop(columns=unnamed)
+  # ... and a column without a name that numbers the rows: the index R's write.csv and pandas' to_csv write (a CSV
+  # audit: kept as 'Unnamed: 0', it changed the split of the same cases).
+  numbered = [c for c, n in zip(df.columns, names) if not n.strip() and c not in unnamed and _numbers_rows(df[c])]
+  df = df.drop(columns=unnamed + numbered)
   blank = df.isna().all(axis=1).to_numpy()  # ',,,' lines (a spreadsheet's export leaves them at the end)
   if blank.all():
     raise TableFileError(
@@ -393,8 +404,12 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   if unnamed:
     columns = f"{len(unnamed)} column" + "s" * (len(unnamed) != 1)
     notes.append(f"{columns} without a name or any value left out (a spreadsheet's trailing separators)")
+  if numbered:
+    notes.append(
+      "a column without a name that numbers the rows left out (the row index R's write.csv and pandas' to_csv write)"
+    )
   if blank.any():
-    df = _without_blank_lines(source, raw, sep, df, blank, unnamed)
+    df = _without_blank_lines(source, raw, sep, df, blank, unnamed + numbered)
     df.attrs[SEPARATOR] = sep
     notes.append(redact_counts(f"{int(blank.sum())} rows with every field blank left out", SMALL_CELL))
   if layout.spanning is not None:  # joined lines whose fields happen to add up went unnoticed (a large-table audit)
