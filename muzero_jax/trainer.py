@@ -398,16 +398,19 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
       ``config.max_reward`` and ``config.max_episode_steps`` (``ValueError``).
     env: an environment following the protocol in :mod:`muzero_jax.env_protocol`.
     env_params_pool: pytree of env params with leaves ``[P, ...]``; each slot
-      draws a uniform entry at every reset.
+      draws a uniform entry at every reset. ``trainer.iteration`` holds it on
+      the device, placed there once (a NumPy pool changed in place afterwards
+      is not seen; make another trainer).
 
   Returns:
     a :class:`Trainer`; ``trainer.init()`` then repeated ``trainer.iteration(state)``.
   """
   config.check_supports()
   selfplay.pool_size(env_params_pool)  # every leaf has the one leading pool axis (a clear error if not)
-  # On the device once: a NumPy pool was copied there at every iteration (a performance audit). Device arrays are
-  # kept as they are (no copy of a pool already placed, or sharded, by the caller).
-  env_params_pool = jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), env_params_pool)
+  # The iterations' pool on the device once: a NumPy pool was copied there at every iteration (a performance audit).
+  # Device arrays are kept as they are. `Trainer.pool` stays the caller's, whose digest checkpoints record (a
+  # review: float64 made float32 here changed it, and a restore warned of another pool).
+  device_pool = jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), env_params_pool)
   check_env_shapes(env, jax.tree.map(lambda x: x[0], env_params_pool))
   selfplay.check_expert(env, config)
   try:  # fields that only the driver reads do not change the compiled functions
@@ -419,7 +422,7 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
   def init(key: chex.PRNGKey | None = None) -> TrainState:
     if key is not None and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
       key = jax.random.key_data(key)  # a new-style key (jax.random.key): its raw data, as PRNGKey gives and saves take
-    state = init_fn(jax.random.PRNGKey(config.seed) if key is None else key, env_params_pool)
+    state = init_fn(jax.random.PRNGKey(config.seed) if key is None else key, device_pool)
     if not isinstance(state.iteration, jax.core.Tracer):  # not under jax.eval_shape (a restore's template)
       _check_initial_masks(env, state.actor, env_params_pool)
     # Committed like a state restored by Orbax, so both hit one compiled iteration.
@@ -430,7 +433,7 @@ def make_train(config: MuZeroConfig, env, env_params_pool) -> Trainer:
     network=network,
     optimizer=optimizer,
     init=init,
-    iteration=functools.partial(iteration_fn, pool=env_params_pool),
+    iteration=functools.partial(iteration_fn, pool=device_pool),
     iteration_fn=iteration_fn,
     evaluate=evaluate,
     pool=env_params_pool,

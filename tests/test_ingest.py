@@ -1277,17 +1277,20 @@ def test_exports_that_read_wrong_without_a_word_are_noted(tmp_path):
   df = cube_env.read_table(path)
   assert len(df) == 26 and df.attrs["coding_notes"][-1] == (
     "warning: a quoted value that starts on line 7 holds lines that read as whole rows (as many fields as the "
-    "header): a '\"' opened by mistake there joins them into one row, and their cases are lost (check the file there)"
+    "header, numbers where it has numbers): a '\"' opened by mistake there joins them into one row, and their cases "
+    "are lost (check the file there)"
   )
-  rows[5], rows[9] = 'x5,y1,5,"pt said\nok"\n', "x9,y1,9,fine\n"  # a meant line break: no row inside it
-  path.write_text("a,b,c,notes\n" + "".join(rows))
-  assert not [n for n in cube_env.read_table(path).attrs["coding_notes"] if n.startswith("warning")]
-  payers = ["None", "Medicare", "", "NA"] * 20 + ["Private"] * 20
+  # Meant line breaks: none, or a comment line with as many commas as the header but no number where 'c' has one
+  # (a review's false alarm).
+  for comment in ('"pt said\nok"', '"BP 150/90, HR 90\nseen by Dr A, ward 3, bed 2"'):
+    rows[5], rows[9] = f"x5,y1,5,{comment}\n", "x9,y1,9,fine\n"
+    path.write_text("a,b,c,notes\n" + "".join(rows))
+    assert not [n for n in cube_env.read_table(path).attrs["coding_notes"] if n.startswith("warning")]
+  # R's 'NA' is not noted; ' None' with a space is text to pandas, not noted as missing (a review).
+  payers = ["None", "Medicare", "", "NA", " None"] * 20 + ["Private"] * 20
   path.write_text("a,payer,c\n" + "".join(f"x{i},{p},{i}\n" for i, p in enumerate(payers)))
   df = cube_env.read_table(path)
   assert df["payer"].isna().sum() == 60 and df.attrs["coding_notes"] == (
-    "cells written 'NA' read as missing (as pandas reads it) in 'payer' (20 rows): where 'NA' is a value of its own "
-    "(a payer 'None': no insurance), recode it",
     "cells written 'None' read as missing (as pandas reads it) in 'payer' (20 rows): where 'None' is a value of its "
     "own (a payer 'None': no insurance), recode it",
   )
@@ -1303,7 +1306,8 @@ def test_exports_that_read_wrong_without_a_word_are_noted(tmp_path):
     ValueError,
     match=re.escape(
       "the header (line 1) has one name, 'Surgical Case Report', and line 4 "
-      "has 3 fields: is that line a title above the column names?"
+      "has 3 fields: is that line a title above the column names (remove the lines above the header), or does a value "
+      "hold an unquoted separator?"
     ),
   ):
     cube_env.read_table(path)
@@ -1315,8 +1319,9 @@ def test_exports_that_read_wrong_without_a_word_are_noted(tmp_path):
   assert df.attrs["coding_notes"][-1].startswith(
     "warning: column 'cost': every value with a '.' has groups of three digits after it (such as '"
   ) and df.attrs["coding_notes"][-1].endswith("): if so, remove them")
-  path.write_text("a;b;lab\n" + "".join(f"x{i};y{i % 2};{v / 1000:.2f}\n" for i, v in enumerate(costs)))
-  assert not [n for n in cube_env.read_table(path).attrs["coding_notes"] if n.startswith("warning")]
+  for decimals in (f"{v / 1000:.2f}" for v in costs), (f"{70 + v / 1000:.3f}" for v in costs):  # '70.137' (a review)
+    path.write_text("a;b;lab\n" + "".join(f"x{i};y{i % 2};{d}\n" for i, d in enumerate(decimals)))
+    assert not [n for n in cube_env.read_table(path).attrs["coding_notes"] if n.startswith("warning")]
   # R's write.csv and pandas' to_csv number the rows in a column without a name: left out, so the split is the one
   # of the same cases written without it.
   cases = pd.DataFrame({"site": ["a", "b", "c"] * 10, "minutes": np.arange(30.0)})

@@ -341,8 +341,10 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
   trainer = mz.make_train(CONFIG, CoinGrid(), pool)
   assert trainer.pool is pool or jax.tree.all(jax.tree.map(lambda a, b: a is b, trainer.pool, pool))  # no copy
   # A NumPy pool goes to the device once, not at every iteration (a performance audit).
-  host = mz.make_train(CONFIG, CoinGrid(), jax.tree.map(np.asarray, pool)).pool
-  assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(host))
+  numpy_pool = jax.tree.map(np.asarray, pool)
+  host = mz.make_train(CONFIG, CoinGrid(), numpy_pool)
+  assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(host.iteration.keywords["pool"]))
+  assert host.pool is numpy_pool  # the caller's, whose digest a checkpoint records (a review)
   typed, raw = jax.eval_shape(trainer.init, jax.random.key(0)), jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
   assert jax.tree.structure(typed) == jax.tree.structure(raw) and typed.key.dtype == raw.key.dtype == jnp.uint32
 

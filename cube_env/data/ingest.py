@@ -178,13 +178,31 @@ def _numbers_rows(column: pd.Series) -> bool:
   return bool(values[0] in (0, 1) and np.array_equal(values, np.arange(values[0], values[0] + len(values))))
 
 
-def _holds_rows(record: list[str], sep: str, width: int) -> bool:
-  """Whether a quoted value of a record that spans lines holds a line that splits into `width` fields: a whole row
-  swallowed by a '"' opened by mistake (a CSV audit: its cases were lost, noted only as a meant line break). Tables of
-  fewer than three columns are not judged (one separator in a line of comment text would look like a row)."""
+def _rows_inside(record: list[str], sep: str, width: int) -> list[list[str]]:
+  """The lines inside a quoted value of a record that spans lines that split into `width` fields: rows perhaps
+  swallowed by a '"' opened by mistake (a CSV audit: their cases were lost, noted only as a meant line break);
+  `_fits_columns` then asks whether they read as the table's rows. Tables of fewer than three columns are not
+  judged."""
   if width < 3:
+    return []
+  parts = [part.rstrip("\r") for value in record if "\n" in value for part in value.split("\n")[1:]]
+  return [fields for fields in (part.split(sep) for part in parts) if len(fields) == width]
+
+
+def _fits_columns(fields: list[str], numeric: list[bool]) -> bool:
+  """Whether a line's fields read as a row of a table whose columns are `numeric` or not: a number (or nothing)
+  in every column of numbers, of which there is one at least (a review: a clinical comment's line with as many
+  commas as the header, 'seen by Dr A, ward 3, bed 2, call back', is no row)."""
+  if not any(numeric):
     return False
-  return any(len(part.split(sep)) == width for value in record if "\n" in value for part in value.splitlines()[1:])
+  for text, number in zip(fields, numeric):
+    text = text.strip().strip('"')
+    if number and text not in NA_TEXT:
+      try:
+        float(text)
+      except ValueError:
+        return False
+  return True
 
 
 def _holds_line_breaks(column: pd.Series) -> bool:
@@ -242,7 +260,7 @@ class _Layout:
   names: list[str]
   odd: tuple[int, int, int] | None
   spanning: tuple[int, int, int] | None = None
-  swallowed: int | None = None  # the first record one of whose quoted values holds whole rows (`_holds_rows`)
+  swallowed: tuple[tuple[int, tuple[list[str], ...]], ...] = ()  # records' lines inside quotes that split as rows
   header: int = 1  # the header's line
 
 
@@ -269,6 +287,7 @@ _BARE_CR = re.compile(r"(?<=\r)(?!\n)(?=.)", re.DOTALL)  # after a carriage retu
 
 
 MAX_HEADER_LINES = 1000  # lines a header record (a quoted name with line breaks) may span before it is refused
+MAX_SWALLOWED = 100  # records with lines inside quotes that split as rows, kept for `read_csv` to judge
 
 
 def _layout(lines) -> _Layout | None:
@@ -299,7 +318,7 @@ def _layout(lines) -> _Layout | None:
     limit = csv.field_size_limit()
     csv.field_size_limit(sys.maxsize)  # pandas reads fields of any length; so does this count
     spans, first, latest = 0, 0, 0  # records that run over more than one line; the first one's line, the last's
-    swallowed = None
+    swallowed = []  # (a record's line, the lines inside its quotes that split as rows), the first MAX_SWALLOWED
     try:
       names = next(records)
       end = records.line_num
@@ -310,11 +329,12 @@ def _layout(lines) -> _Layout | None:
           return _Layout(sep, names, (skipped + extra + start, skipped + extra + end, len(record)), header=skipped + 1)
         if end > start:
           spans, first, latest = spans + 1, first or skipped + extra + start, skipped + extra + start
-          if swallowed is None and _holds_rows(record, sep, len(names)):
-            swallowed = skipped + extra + start
+          rows = _rows_inside(record, sep, len(names)) if len(swallowed) < MAX_SWALLOWED else []
+          if rows:
+            swallowed.append((skipped + extra + start, tuple(rows)))
     finally:
       csv.field_size_limit(limit)
-    return _Layout(sep, names, None, (spans, first, latest) if spans else None, swallowed, skipped + 1)
+    return _Layout(sep, names, None, (spans, first, latest) if spans else None, tuple(swallowed), skipped + 1)
   return None
 
 
@@ -364,7 +384,8 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
       raise TableFileError(
         name,
         f"the header (line {layout.header}) has one name, {names[0]!r}, and {what.replace(' where the header has 1 names', '')}: "
-        "is that line a title above the column names? Remove the lines above the header",
+        "is that line a title above the column names (remove the lines above the header), or does a value hold an "
+        "unquoted separator?",
       )
     if fields > len(names):
       raise TableFileError(
@@ -377,6 +398,7 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     )
   try:
     df = pd.read_csv(raw, sep=sep, low_memory=False)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]  # the header's columns, in order
   except (ValueError, OSError) as err:  # pandas' ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
     if "EOF inside string" in str(err) and layout.spanning is not None:  # its row counted from 0 after the header
       raise TableFileError(
@@ -417,11 +439,12 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     broken = tuple(c for c in df.columns if _holds_line_breaks(df[c]))
     notes.append(_line_breaks_note(spans, first, broken))
     df.attrs[LINE_BREAKS] = (broken, notes[-1])
-    if layout.swallowed is not None:
+    swallowed = next((line for line, rows in layout.swallowed if any(_fits_columns(r, numeric) for r in rows)), None)
+    if swallowed is not None:
       notes.append(
-        f"warning: a quoted value that starts on line {layout.swallowed} holds lines that read as whole rows (as many "
-        "fields as the header): a '\"' opened by mistake there joins them into one row, and their cases are lost "
-        "(check the file there)"
+        f"warning: a quoted value that starts on line {swallowed} holds lines that read as whole rows (as many "
+        "fields as the header, numbers where it has numbers): a '\"' opened by mistake there joins them into one "
+        "row, and their cases are lost (check the file there)"
       )
   if sep == ";":
     notes += _read_decimal_commas(df)
@@ -440,11 +463,15 @@ LEADING_ZERO = re.compile(r"0\d+")  # '02139', '007': a code, not a number
 CODE_WIDTH = 3  # `_keep_leading_zeros`: fewest digits of a code whose every value has the same width
 
 
+VALUE_WORDS = frozenset(("None", "NULL", "null", "N/A", "n/a"))  # of `NA_TEXT`, the words a category may mean
+
+
 def _words_read_as_missing(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> list[str]:
-  """Notes naming the words pandas reads as missing ('None', 'NA', 'NULL', 'N/A', ...: `NA_TEXT`) in text columns,
-  with their rows (a CSV audit: a payer 'None', the uninsured, became MISSING, and the note said the values were
-  missing). Only the text columns with missing cells are read again, as written; numbers' columns are left alone
-  (a word there is a missing number)."""
+  """Notes naming the words pandas reads as missing that may be a category's value (`VALUE_WORDS`: 'None', 'NULL',
+  'N/A') in text columns, with their rows (a CSV audit: a payer 'None', the uninsured, became MISSING, and the note
+  said the values were missing). R's 'NA' and pandas' 'nan' are not noted (a review: every text column of an R
+  export was). Only the text columns with missing cells are read again, as written; numbers' columns are left
+  alone (a word there is a missing number)."""
   columns = [c for c in df.columns if df[c].isna().any() and not pd.api.types.is_numeric_dtype(df[c])]
   if not columns:
     return []
@@ -457,8 +484,8 @@ def _words_read_as_missing(source, raw, sep: str, df: pd.DataFrame, blank: np.nd
     return []
   found: dict[str, list[str]] = {}  # word -> "'column' (N rows)", one note a word
   for column in columns:
-    words = text[column].loc[~blank].str.strip()
-    for word, n in words[words.isin(NA_TEXT - {""})].value_counts().items():
+    words = text[column].loc[~blank]  # as written: pandas reads ' None' as text, not as missing (a review)
+    for word, n in words[words.isin(VALUE_WORDS)].value_counts().items():
       found.setdefault(word, []).append(redact_counts(f"{column!r} ({n} rows)", SMALL_CELL))
   return [
     f"cells written {word!r} read as missing (as pandas reads it) in {', '.join(where)}: where {word!r} is a value of "
@@ -630,8 +657,8 @@ def _thousands_points(source, raw, df: pd.DataFrame, blank: np.ndarray) -> list[
     dotted = present.str.contains(".", regex=False)
     if not dotted.any() or not present[dotted].str.fullmatch(THOUSANDS_POINT.pattern).all():
       continue
-    if not present[~dotted].str.fullmatch(r"[+-]?\d{1,3}").all():
-      continue
+    if not (~dotted).any() or not present[~dotted].str.fullmatch(r"[+-]?\d{1,3}").all():
+      continue  # (a review: '70.000' and '70.137' alone are as likely three decimals)
     example = present[dotted].iloc[0]
     notes.append(
       f"warning: column {column!r}: every value with a '.' has groups of three digits after it (such as {example!r}),"
