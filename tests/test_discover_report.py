@@ -579,6 +579,25 @@ def _cells(html: str, header: str) -> list[dict]:
   ]
 
 
+def test_the_coding_warnings_open_the_report_in_a_box():
+  """The coding notes that are warnings open the report, above the findings (an analyst's audit); none, no box."""
+  coding = [
+    "'site': about 50 missing values coded as 'MISSING'",
+    "warning: measure 'minutes': about 40 rows hold 99999",
+  ]
+  html = _render(_report_table(), coding=coding)
+  box = html.index('<div class="warn"><h2>Check these first</h2>')
+  assert (
+    box < html.index("<h2>In plain words</h2>")
+    and html.index(markup.esc("measure 'minutes': about 40 rows hold 99999")) > box
+  )
+  assert (
+    html[box:].index("</div>") > html[box:].index("99999")
+    and "about 50 missing" not in html[box : html.index("</div>", box)]
+  )
+  assert "Check these first" not in _render(_report_table(), coding=coding[:1])
+
+
 def test_html_prints_counts_whole_p_values_floored_and_plurals_right():
   html = _render(_report_table())
   (lead,) = _stories_table(html)

@@ -454,17 +454,21 @@ def test_rows_with_another_field_count_than_the_header_are_refused_naming_the_li
   path.write_text("a,b,c\n" + rows.replace("x5,y1,5", 'x5,"y1,5').replace("x7,y1,7", 'x7,y1",7'))
   joined = cube_env.read_table(path)
   note = (
-    "fewer than 11 rows hold a line break inside a quoted value of 'b', the first on line 7: a '\"' opened by mistake "
-    "joins lines into one row (check the file there where the line breaks are not meant)"
+    "fewer than 11 rows hold a line break inside a quoted value of 'b' (the first on line 7), kept in the cells' text"
+  )
+  warning = (
+    "warning: fewer than 11 rows hold a line break inside a quoted value of 'b', which this run reads (the first on "
+    "line 7): where a '\"' was opened by mistake, lines are joined into one row (check the file there)"
   )
   assert len(joined) == 28 and joined.attrs["coding_notes"][0] == note
-  assert joined.attrs["coding_notes"][1].startswith("warning: a quoted value that starts on line 7 holds lines that")
+  assert joined.attrs["coding_notes"][1].startswith("warning: the quoted value on lines 7 to 9 holds fewer than 11")
   uses_b = cube_env.Schema(dimensions=["b"], protected=["a"], measures=["c"])
-  assert "warning: " + note in cube_env.build_cube(joined, uses_b).meta.summary
+  summary = cube_env.build_cube(joined, uses_b).meta.summary
+  assert warning in summary and note not in summary
   joined["d"] = ["x", "y"] * 14
   elsewhere = cube_env.Schema(dimensions=["d"], protected=["a"], measures=["c"])  # 'b' (a comments column) not read
   summary = cube_env.build_cube(joined, elsewhere).meta.summary
-  assert note in summary and "warning: " + note not in summary
+  assert note in summary and warning not in summary
 
 
 def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
@@ -1276,9 +1280,9 @@ def test_exports_that_read_wrong_without_a_word_are_noted(tmp_path):
   path.write_text("a,b,c,notes\n" + "".join(rows))
   df = cube_env.read_table(path)
   assert len(df) == 26 and df.attrs["coding_notes"][-1] == (
-    "warning: a quoted value that starts on line 7 holds lines that read as whole rows (as many fields as the "
-    "header, numbers where it has numbers): a '\"' opened by mistake there joins them into one row, and their cases "
-    "are lost (check the file there)"
+    "warning: the quoted value on lines 7 to 11 holds fewer than 11 rows of the file (as many fields as the header, "
+    "numbers where it has numbers): a '\"' opened by mistake on line 7 joins them into one row, and their cases are "
+    "lost (check the file there)"
   )
   # Meant line breaks: none, or a comment line with as many commas as the header but no number where 'c' has one
   # (a review's false alarm).
@@ -1290,10 +1294,13 @@ def test_exports_that_read_wrong_without_a_word_are_noted(tmp_path):
   payers = ["None", "Medicare", "", "NA", " None"] * 20 + ["Private"] * 20
   path.write_text("a,payer,c\n" + "".join(f"x{i},{p},{i}\n" for i, p in enumerate(payers)))
   df = cube_env.read_table(path)
-  assert df["payer"].isna().sum() == 60 and df.attrs["coding_notes"] == (
-    "cells written 'None' read as missing (as pandas reads it) in 'payer' (20 rows): where 'None' is a value of its "
-    "own (a payer 'None': no insurance), recode it",
+  note = (
+    "cells written 'None' in 'payer' (20 rows) are read as empty (the table reader's rule), so coded 'MISSING': where "
+    "'None' is a value of its own (a payer 'None': no insurance), replace it by a word such as 'Uninsured'"
   )
+  assert df["payer"].isna().sum() == 60 and df.attrs["coding_notes"] == (note,)
+  reads_payer = cube_env.Schema(dimensions=["a"], protected=["payer"], measures=["c"])  # then a warning (an audit)
+  assert "warning: " + note in cube_env.build_cube(df, reads_payer).meta.summary
   rng = np.random.default_rng(0)
   sas = pd.DataFrame({"p": rng.choice(["a", "b"], 300), "race": ["1", "2", "."] * 100, "m": rng.normal(size=300)})
   notes = cube_env.build_cube(sas, cube_env.Schema(dimensions=["p"], protected=["race"], measures=["m"])).meta.summary
@@ -1332,3 +1339,16 @@ def test_exports_that_read_wrong_without_a_word_are_noted(tmp_path):
     assert numbered.attrs["coding_notes"] == (
       "a column without a name that numbers the rows left out (the row index R's write.csv and pandas' to_csv write)",
     ), start
+  path.write_text(cases.drop(index=[5, 6]).to_csv())  # rows lost on the way: its numbers skip them (an audit)
+  assert list(cube_env.read_table(path).columns) == ["site", "minutes"]
+  # A stray quote that closes at a meant one shifts every quote after it: the bad row's message names the last row
+  # that ran on inside quotes before it (an analyst's audit: the line named was inside a correct comment).
+  lines = ["a,b,c,notes\n"] + [f"x{i},y{i % 2},{i},ok\n" for i in range(40)]
+  lines[6], lines[20] = 'x5,y1,5,"pt said ok\n', 'x19,y1,19,"real\ncomment"\n'
+  path.write_text("".join(lines))
+  with pytest.raises(ValueError) as err:
+    cube_env.read_table(path)
+  assert str(err.value).endswith(
+    "The last row before it that runs on inside quotes starts on line 7: if a '\"' there was opened by mistake, every "
+    "quote after it is shifted."
+  )

@@ -140,7 +140,7 @@ SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bar
 READ_NOTES = "coding_notes"  # `df.attrs` key: how the file was read; `encode_table` puts these notes first
 SEPARATOR = "separator"  # `df.attrs` key: the CSV's column separator (`read_csv`); ';' files write decimal commas
 LEADING_ZEROS = "leading_zeros"  # `df.attrs` key: {column: a value} for codes kept as text (`_keep_leading_zeros`)
-LINE_BREAKS = "line_breaks"  # `df.attrs` key: (columns whose quoted values hold line breaks, its note) (`read_csv`)
+IF_READ = "warn_if_read"  # `df.attrs` key: ((columns, note, its warning), ...): warnings where a run reads a column
 DECIMAL_COMMA = re.compile(r"[+-]?(\d+(,\d+)?|,\d+)")  # 139,2 or -0,5 or 140: a number in a ';' file's notation
 
 
@@ -171,11 +171,12 @@ def read_parquet(source, *, name: str) -> pd.DataFrame:
 
 
 def _numbers_rows(column: pd.Series) -> bool:
-  """Whether a column holds 0, 1, 2, ... or 1, 2, 3, ... down its rows (a row index written as a column)."""
+  """Whether a column counts up from 0 or 1 down its rows (a row index written as a column; with gaps where rows
+  were lost, an analyst's audit)."""
   if not pd.api.types.is_integer_dtype(column) or len(column) < 2:
     return False
   values = column.to_numpy()
-  return bool(values[0] in (0, 1) and np.array_equal(values, np.arange(values[0], values[0] + len(values))))
+  return bool(values[0] in (0, 1) and (np.diff(values) > 0).all())
 
 
 def _rows_inside(record: list[str], sep: str, width: int) -> list[list[str]]:
@@ -212,15 +213,16 @@ def _holds_line_breaks(column: pd.Series) -> bool:
   return bool(column.astype("string").str.contains("[\r\n]", regex=True).fillna(False).any())
 
 
-def _line_breaks_note(spans: int, first: int, columns: Sequence[str]) -> str:
-  """The note of `read_csv` for rows whose quoted values hold line breaks; `encode_table` makes it a warning where
-  a column the run uses holds them (a '"' opened by mistake joins lines into one row; a review: a comments column's
-  meant line breaks warned on every run)."""
+def _line_breaks_note(spans: int, first: int, columns: Sequence[str]) -> tuple[str, str]:
+  """The note of `read_csv` for rows whose quoted values hold line breaks, and the warning `encode_table` gives
+  instead where a column the run reads holds them (a '"' opened by mistake joins lines into one row; a review: a
+  comments column's meant line breaks warned on every run, and an analyst read the note as an alarm)."""
   where = " and ".join(map(repr, columns)) or "a column"
+  held = redact_counts(f"{spans} rows", SMALL_CELL) + f" hold a line break inside a quoted value of {where}"
   return (
-    redact_counts(f"{spans} rows", SMALL_CELL)
-    + f" hold a line break inside a quoted value of {where}, the first on line {first}: a '\"' opened by mistake "
-    "joins lines into one row (check the file there where the line breaks are not meant)"
+    f"{held} (the first on line {first}), kept in the cells' text",
+    f"warning: {held}, which this run reads (the first on line {first}): where a '\"' was opened by mistake, lines "
+    "are joined into one row (check the file there)",
   )
 
 
@@ -260,7 +262,7 @@ class _Layout:
   names: list[str]
   odd: tuple[int, int, int] | None
   spanning: tuple[int, int, int] | None = None
-  swallowed: tuple[tuple[int, tuple[list[str], ...]], ...] = ()  # records' lines inside quotes that split as rows
+  swallowed: tuple[tuple[int, int, tuple[list[str], ...]], ...] = ()  # (first, last line, lines that split as rows)
   header: int = 1  # the header's line
 
 
@@ -326,12 +328,13 @@ def _layout(lines) -> _Layout | None:
         start, end = end + 1, records.line_num  # a record may span lines (a quoted line break)
         blank = len(record) == 1 and not record[0].strip()  # a line of spaces: pandas skips it, so does this
         if record and not blank and len(record) != len(names):
-          return _Layout(sep, names, (skipped + extra + start, skipped + extra + end, len(record)), header=skipped + 1)
+          odd = (skipped + extra + start, skipped + extra + end, len(record))
+          return _Layout(sep, names, odd, (spans, first, latest) if spans else None, header=skipped + 1)
         if end > start:
           spans, first, latest = spans + 1, first or skipped + extra + start, skipped + extra + start
           rows = _rows_inside(record, sep, len(names)) if len(swallowed) < MAX_SWALLOWED else []
           if rows:
-            swallowed.append((skipped + extra + start, tuple(rows)))
+            swallowed.append((skipped + extra + start, skipped + extra + end, tuple(rows)))
     finally:
       csv.field_size_limit(limit)
     return _Layout(sep, names, None, (spans, first, latest) if spans else None, tuple(swallowed), skipped + 1)
@@ -373,6 +376,12 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   if layout.odd is not None:
     line, last, fields = layout.odd
     what = f"line {line} has {fields} fields where the header has {len(names)} names"
+    earlier = ""  # a stray quote earlier that closed at a meant one shifts every quote after it (an analyst's audit)
+    if layout.spanning is not None:
+      earlier = (
+        f" The last row before it that runs on inside quotes starts on line {layout.spanning[2]}: if a '\"' there "
+        "was opened by mistake, every quote after it is shifted."
+      )
     if last > line:  # a quote that opens a value and closes lines later, or never (a large-table audit)
       why = "a field too many, or" if fields > len(names) else "is"  # (a review: a meant line break, a field more)
       raise TableFileError(
@@ -391,10 +400,10 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
       raise TableFileError(
         name,
         f"rows have more fields than the header has names ({what}), so columns would shift: is a name missing from "
-        "the header, does each row end with a separator, or does a value hold an unquoted separator?",
+        "the header, does each row end with a separator, or does a value hold an unquoted separator?" + earlier,
       )
     raise TableFileError(
-      name, f"{what}: is the file cut short, or is a separator missing in that row? (rows are not padded)"
+      name, f"{what}: is the file cut short, or is a separator missing in that row? (rows are not padded)" + earlier
     )
   try:
     df = pd.read_csv(raw, sep=sep, low_memory=False)
@@ -423,6 +432,7 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     )
   df.attrs[SEPARATOR] = sep
   notes = [] if sep == "," else [f"the table's columns are separated by {SEPARATORS[sep]} ({sep!r}), not commas"]
+  if_read: list[tuple[tuple[str, ...], str, str]] = []  # `IF_READ`
   if unnamed:
     columns = f"{len(unnamed)} column" + "s" * (len(unnamed) != 1)
     notes.append(f"{columns} without a name or any value left out (a spreadsheet's trailing separators)")
@@ -437,14 +447,17 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   if layout.spanning is not None:  # joined lines whose fields happen to add up went unnoticed (a large-table audit)
     spans, first, _ = layout.spanning
     broken = tuple(c for c in df.columns if _holds_line_breaks(df[c]))
-    notes.append(_line_breaks_note(spans, first, broken))
-    df.attrs[LINE_BREAKS] = (broken, notes[-1])
-    swallowed = next((line for line, rows in layout.swallowed if any(_fits_columns(r, numeric) for r in rows)), None)
-    if swallowed is not None:
+    note, warning = _line_breaks_note(spans, first, broken)
+    notes.append(note)
+    if_read.append((broken, note, warning))
+    fitting = [(start, end, sum(_fits_columns(r, numeric) for r in rows)) for start, end, rows in layout.swallowed]
+    start, end, lost = next(((s, e, k) for s, e, k in fitting if k), (0, 0, 0))
+    if lost:
       notes.append(
-        f"warning: a quoted value that starts on line {swallowed} holds lines that read as whole rows (as many "
-        "fields as the header, numbers where it has numbers): a '\"' opened by mistake there joins them into one "
-        "row, and their cases are lost (check the file there)"
+        f"warning: the quoted value on lines {start} to {end} holds "
+        + redact_counts(f"{lost} rows", SMALL_CELL)
+        + f" of the file (as many fields as the header, numbers where it has numbers): a '\"' opened by mistake on "
+        f"line {start} joins them into one row, and their cases are lost (check the file there)"
       )
   if sep == ";":
     notes += _read_decimal_commas(df)
@@ -453,9 +466,13 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   if kept:
     df.attrs[LEADING_ZEROS] = kept
   notes += [_leading_zeros_note(column, example) for column, example in kept.items()]
-  notes += _words_read_as_missing(source, raw, sep, df, blank)
+  for columns, note in _words_read_as_missing(source, raw, sep, df, blank):
+    notes.append(note)
+    if_read.append((columns, note, "warning: " + note))
   if notes:
     df.attrs[READ_NOTES] = tuple(notes)
+  if if_read:
+    df.attrs[IF_READ] = tuple(if_read)
   return df
 
 
@@ -466,12 +483,15 @@ CODE_WIDTH = 3  # `_keep_leading_zeros`: fewest digits of a code whose every val
 VALUE_WORDS = frozenset(("None", "NULL", "null", "N/A", "n/a"))  # of `NA_TEXT`, the words a category may mean
 
 
-def _words_read_as_missing(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray) -> list[str]:
+def _words_read_as_missing(
+  source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray
+) -> list[tuple[tuple[str, ...], str]]:
   """Notes naming the words pandas reads as missing that may be a category's value (`VALUE_WORDS`: 'None', 'NULL',
   'N/A') in text columns, with their rows (a CSV audit: a payer 'None', the uninsured, became MISSING, and the note
   said the values were missing). R's 'NA' and pandas' 'nan' are not noted (a review: every text column of an R
   export was). Only the text columns with missing cells are read again, as written; numbers' columns are left
-  alone (a word there is a missing number)."""
+  alone (a word there is a missing number). Returns (the columns, the note) a word; `encode_table` makes a note a
+  warning where the run reads one of its columns."""
   columns = [c for c in df.columns if df[c].isna().any() and not pd.api.types.is_numeric_dtype(df[c])]
   if not columns:
     return []
@@ -482,14 +502,18 @@ def _words_read_as_missing(source, raw, sep: str, df: pd.DataFrame, blank: np.nd
     return []
   if len(text) != len(blank):
     return []
-  found: dict[str, list[str]] = {}  # word -> "'column' (N rows)", one note a word
+  found: dict[str, list[tuple[str, str]]] = {}  # word -> [(column, "'column' (N rows)")], one note a word
   for column in columns:
     words = text[column].loc[~blank]  # as written: pandas reads ' None' as text, not as missing (a review)
     for word, n in words[words.isin(VALUE_WORDS)].value_counts().items():
-      found.setdefault(word, []).append(redact_counts(f"{column!r} ({n} rows)", SMALL_CELL))
+      found.setdefault(word, []).append((column, redact_counts(f"{column!r} ({n} rows)", SMALL_CELL)))
   return [
-    f"cells written {word!r} read as missing (as pandas reads it) in {', '.join(where)}: where {word!r} is a value of "
-    "its own (a payer 'None': no insurance), recode it"
+    (
+      tuple(c for c, _ in where),
+      f"cells written {word!r} in {', '.join(w for _, w in where)} are read as empty (the table reader's rule), so "
+      f"coded {MISSING!r}: where {word!r} is a value of its own (a payer 'None': no insurance), replace it by a word "
+      "such as 'Uninsured'",
+    )
     for word, where in sorted(found.items())
   ]
 
@@ -1403,9 +1427,10 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
       summary = [n for n in summary if n != _leading_zeros_note(column, example)]
       role = "measure" if column in schema.measures else "column given bin edges"
       summary.append(f"{role} {column!r}: numbers written with leading zeros (such as {example!r}) read as numbers")
-  broken, note = df.attrs.get(LINE_BREAKS, ((), None))
-  if set(broken) & set(schema.filter_columns + tuple(schema.measures) + tuple(schema.adjusters)):
-    summary = ["warning: " + n if n == note else n for n in summary]  # a column the run reads (`_line_breaks_note`)
+  read = set(schema.filter_columns + tuple(schema.measures) + tuple(schema.adjusters))
+  for columns, note, warning in df.attrs.get(IF_READ, ()):  # `read_csv`'s notes that matter where a run reads them
+    if read & set(columns):
+      summary = [warning if n == note else n for n in summary]
   filter_names = schema.filter_columns
   codes = np.zeros((len(df), len(filter_names)), np.int32)
   categories = []

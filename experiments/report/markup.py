@@ -114,6 +114,7 @@ STYLE = (
   # printed, they wrap instead.
   ".wide{overflow-x:auto;max-width:100%}@media print{.wide{overflow-x:visible}table{font-size:70%}"
   "td,th{word-break:break-word}}"
+  ".warn{border:2px solid #b35900;background:#fff4e5;padding:0 1em;margin:1em 0}"
 )
 
 VIEW = [
@@ -406,6 +407,22 @@ def _plot_label(row: dict, *, adjusted: bool, binary: list | tuple) -> str:
   return template.format(m=row["measure"]) if "{m}" in template else f"{row['measure']} ({template})"
 
 
+WARNING = "warning: "  # how a coding note that asks the analyst to look opens (`cube_env.discovery.pipeline.WARNING`)
+
+
+def _check_first(info: dict) -> str:
+  """The coding notes that are warnings, in a box above the findings (an analyst's audit: a swallowed row, a code
+  read as a group, a measure never recorded at a site sat below a 24-row summary, among routine notes)."""
+  lines = [line[len(WARNING) :] for line in info.get("coding", []) if line.startswith(WARNING)]
+  if not lines:
+    return ""
+  items = "".join(f"<li>{esc(line)}</li>" for line in lines)
+  return (
+    '<div class="warn"><h2>Check these first</h2><p>How the table was read left these for you to look at before the '
+    f"findings are shown to anyone (each is also listed under Coding of the table).</p><ul>{items}</ul></div>"
+  )
+
+
 def render_html(
   run: cube_env.Discovery, info: dict, table: pd.DataFrame, *, planted: pd.DataFrame | None = None
 ) -> str:
@@ -418,6 +435,7 @@ def render_html(
     '<html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head><meta charset="utf-8"/>',
     f"<title>Disparity findings: {esc(info['data'])}</title><style>{STYLE}</style></head><body>",
     "<h1>Disparity findings</h1>",
+    _check_first(info),
     _plain_words(confirmed, info, favorable=getattr(run.config, "favorable", ()), config=run.config, binary=binary),
     f"<h2>Summary</h2>{_summary_table(info)}",
   ]
