@@ -762,6 +762,25 @@ def _console_run(findings: pd.DataFrame):
   )
 
 
+def test_console_repeats_the_coding_warnings_below_its_table(capsys):
+  run = _console_run(_report_table())
+  run.halves.summary = (
+    "'site': 40 missing values coded as 'MISSING'",
+    "warning: measure 'minutes': 44 rows hold 99999",
+  )
+  print_summary(run, source="er.csv", score=None, paths={"report.html": "out/report.html"}, show=10)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[1:3] == [
+    "  'site': about 40 missing values coded as 'MISSING'",
+    "  warning: measure 'minutes': about 40 rows hold 99999",
+  ]
+  assert lines[-3:] == [
+    "check these first (how the table was read; each is also above):",
+    "  measure 'minutes': about 40 rows hold 99999",
+    "report: out/report.html (also findings.json, findings.csv)",
+  ]
+
+
 def test_console_gives_reasons_intervals_floored_p_values_and_plurals(capsys):
   table = _report_table(relative_ci_low=[0.41, -0.02], relative_ci_high=[0.6, 0.08])
   table.loc[1, "n_group"] = 3000.0
