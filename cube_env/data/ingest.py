@@ -483,6 +483,17 @@ CODE_WIDTH = 3  # `_keep_leading_zeros`: fewest digits of a code whose every val
 VALUE_WORDS = frozenset(("None", "NULL", "null", "N/A", "n/a"))  # of `NA_TEXT`, the words a category may mean
 
 
+def _as_written(source, raw, sep: str, columns: list, blank: np.ndarray, **options) -> pd.DataFrame | None:
+  """`columns` of the CSV read again as text (pandas' `read_csv` with `options`), its rows `read_csv`'s own less
+  the `blank` ones, so they align by position; None where the file does not read so again (then nothing is noted)."""
+  data = io.BytesIO(source) if isinstance(source, bytes) else raw
+  try:
+    text = pd.read_csv(data, sep=sep, dtype=str, usecols=columns, low_memory=False, **options)
+  except (ValueError, OSError):
+    return None
+  return text.loc[~blank] if len(text) == len(blank) else None
+
+
 def _words_read_as_missing(
   source, raw, sep: str, df: pd.DataFrame, blank: np.ndarray
 ) -> list[tuple[tuple[str, ...], str]]:
@@ -495,16 +506,12 @@ def _words_read_as_missing(
   columns = [c for c in df.columns if df[c].isna().any() and not pd.api.types.is_numeric_dtype(df[c])]
   if not columns:
     return []
-  data = io.BytesIO(source) if isinstance(source, bytes) else raw
-  try:
-    text = pd.read_csv(data, sep=sep, dtype=str, usecols=columns, keep_default_na=False, low_memory=False)
-  except (ValueError, OSError):
-    return []
-  if len(text) != len(blank):
+  text = _as_written(source, raw, sep, columns, blank, keep_default_na=False)
+  if text is None:
     return []
   found: dict[str, list[tuple[str, str]]] = {}  # word -> [(column, "'column' (N rows)")], one note a word
   for column in columns:
-    words = text[column].loc[~blank]  # as written: pandas reads ' None' as text, not as missing (a review)
+    words = text[column]  # as written: pandas reads ' None' as text, not as missing (a review)
     for word, n in words[words.isin(VALUE_WORDS)].value_counts().items():
       found.setdefault(word, []).append((column, redact_counts(f"{column!r} ({n} rows)", SMALL_CELL)))
   return [
@@ -529,14 +536,9 @@ def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarr
   whole = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) or _whole_floats(df[c])]
   if not whole:
     return {}
-  data = io.BytesIO(source) if isinstance(source, bytes) else raw
-  try:
-    text = pd.read_csv(data, sep=sep, dtype=str, usecols=whole, low_memory=False)
-  except (ValueError, OSError):
+  text = _as_written(source, raw, sep, whole, blank)
+  if text is None:
     return {}
-  if len(text) != len(blank):
-    return {}
-  text = text.loc[~blank]
   notes = {}
   for column in whole:
     present = text[column].dropna().str.strip()
@@ -668,16 +670,12 @@ def _thousands_points(source, raw, df: pd.DataFrame, blank: np.ndarray) -> list[
   columns = [c for c in df.columns if pd.api.types.is_float_dtype(df[c]) and not _whole_floats(df[c])]
   if not columns:
     return []
-  data = io.BytesIO(source) if isinstance(source, bytes) else raw
-  try:
-    text = pd.read_csv(data, sep=";", dtype=str, usecols=columns, low_memory=False)
-  except (ValueError, OSError):
-    return []
-  if len(text) != len(blank):
+  text = _as_written(source, raw, ";", columns, blank)
+  if text is None:
     return []
   notes = []
   for column in columns:
-    present = text[column].loc[~blank].dropna().str.strip()
+    present = text[column].dropna().str.strip()
     dotted = present.str.contains(".", regex=False)
     if not dotted.any() or not present[dotted].str.fullmatch(THOUSANDS_POINT.pattern).all():
       continue

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env.discovery.pipeline import WARNING
 from experiments.report.plots import MAX_PLOTS, finding_plot, tree_plot
 
 
@@ -405,9 +406,6 @@ def _plot_label(row: dict, *, adjusted: bool, binary: list | tuple) -> str:
   _, means, adjusted_means = SUBJECTS[_scale(row, adjusted=adjusted, binary=binary)]
   template = adjusted_means if adjusted else means
   return template.format(m=row["measure"]) if "{m}" in template else f"{row['measure']} ({template})"
-
-
-WARNING = "warning: "  # how a coding note that asks the analyst to look opens (`cube_env.discovery.pipeline.WARNING`)
 
 
 def _check_first(info: dict) -> str:

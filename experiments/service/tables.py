@@ -48,6 +48,11 @@ def read_limited(stream, limit: int, *, field: str = "file") -> bytes:
   return data
 
 
+def _unreadable(field: str, err: Exception) -> TableError:
+  """The error of bytes that neither CSV nor Parquet reads, naming `field` and the reader's own error."""
+  return TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})")
+
+
 BYTES_PER_CELL = 2  # the least a CSV spends on a cell: one character and a separator
 UNPACKED_PER_BYTE = 2  # a Parquet upload may hold this many bytes uncompressed per byte of the upload limit
 
@@ -75,7 +80,7 @@ def parse_table(data: bytes, *, field: str = "file", max_cells: int | None = Non
       try:
         footer = pq.ParquetFile(io.BytesIO(data)).metadata
       except (ValueError, OSError) as err:
-        raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
+        raise _unreadable(field, err) from None
       cells = footer.num_rows * footer.num_columns
       unpacked = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
       if unpacked > max_cells * BYTES_PER_CELL * UNPACKED_PER_BYTE:  # a few cells of long text
@@ -105,7 +110,7 @@ def parse_table(data: bytes, *, field: str = "file", max_cells: int | None = Non
     except ingest.TableFileError as err:
       raise TableError(field, err.detail) from None
     except (ValueError, OSError) as err:
-      raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
+      raise _unreadable(field, err) from None
   if df.empty:
     raise TableError(field, "the table has no rows")
   return df
@@ -130,7 +135,7 @@ def decoded_text_bytes(data: bytes, *, field: str = "file") -> int:
     file = pq.ParquetFile(io.BytesIO(data))
     fields, rows = list(file.schema_arrow), file.metadata.num_rows
   except (ValueError, OSError) as err:
-    raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
+    raise _unreadable(field, err) from None
   if len({f.name for f in fields}) < len(fields):
     return 0
   text, total = [], 0
@@ -147,7 +152,7 @@ def decoded_text_bytes(data: bytes, *, field: str = "file") -> int:
   try:
     table = pq.ParquetFile(io.BytesIO(data), read_dictionary=text).read(columns=text)
   except (ValueError, OSError) as err:
-    raise TableError(field, f"not a readable CSV or Parquet table ({type(err).__name__}: {err})") from None
+    raise _unreadable(field, err) from None
   for column in table.columns:
     for chunk in column.chunks:
       if isinstance(chunk, pa.DictionaryArray):
