@@ -57,7 +57,9 @@ class DiscoveryConfig:
   # Defaults chosen on training worlds (issue 16; docs/design.md, Discovery and confirmation); before issue 16:
   # z_screen="bonferroni", explore_new_z=None, correction="bh", confirm_new_z=None, pooled_check=False, mirror_z=None.
   # explore_new_z 2.5 and tilt 1 (was 2) chosen later on 18 training worlds (README, Power and false findings).
-  z_screen: float | str = 3.5  # |z| for a candidate, or "bonferroni" over the search space
+  # |z| for a candidate, or "bonferroni" over the search space. The library functions' own default is 4.0
+  # (`make_env`, `cohort_table`, `confirm_candidates`; training's `CubeTask` "bonferroni"): a run passes this one.
+  z_screen: float | str = 3.5
   # Exploration newness: a candidate whose parent shows the same gap must exceed that parent's rest by this
   # heterogeneity z (None: z_screen, the behaviour before it was a setting).
   explore_new_z: float | None = 2.5

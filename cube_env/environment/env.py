@@ -280,7 +280,9 @@ def make_env(
     horizon: steps per episode (query budget).
     min_group: a group or rest smaller than this is not tested (small cells).
     min_cohort: smallest cohort that may be visited (default 2 * min_group).
-    z_screen: |z| for significance, or "bonferroni" (from the search space size).
+    z_screen: |z| for significance, or "bonferroni" (from the search space size). The default, 4.0, is this
+      function's (and `cohort_table`'s, which the worlds' newness check calls with its family's 4.0); callers pass
+      their own: training (`CubeTask.z_screen`) "bonferroni", a discovery run `DiscoveryConfig.z_screen` (3.5).
     new_z: heterogeneity z for newness under a parent with the same gap (default z_screen; `make_params`).
     groupby: "index", "matmul" or "segment" (default `cube_env.default_groupby()`).
     shape: pad to this shape (to share one compiled env across cubes).
