@@ -471,6 +471,43 @@ def test_rows_with_another_field_count_than_the_header_are_refused_naming_the_li
   assert note in summary and warning not in summary
 
 
+def test_every_row_with_another_field_count_is_named_in_one_error(tmp_path):
+  """An export with several bad rows (a field more, a quote that runs on, a field fewer) is refused naming each
+  one by line and field count in the one error (an audit: only the first was named, one run per fix); the first
+  one's question is asked as before."""
+  path = tmp_path / "x.csv"
+  lines = [f"x{i},y{i % 2},{i}\n" for i in range(12)]
+  lines[1] = "x1,y1,1,extra\n"  # line 3
+  lines[4] = 'x4,"y\n0",4,4\n'  # lines 6 to 7: a quoted line break and a field more
+  lines[8] = "x8,8\n"  # line 11 (the quoted line break counts as one)
+  path.write_text("a,b,c\n" + "".join(lines))
+  with pytest.raises(ingest.TableFileError) as err:
+    cube_env.read_table(path)
+  assert err.value.detail == (
+    "rows have more fields than the header has names (line 3 has 4 fields where the header has 3 names), so columns "
+    "would shift: is a name missing from the header, does each row end with a separator, or does a value hold an "
+    "unquoted separator? Every line with another number of fields than the header's 3 names: line 3 (4 fields), "
+    "lines 6 to 7 (4 fields), line 11 (2 fields)."
+  )
+
+
+def test_bad_rows_past_the_cap_are_counted_not_named(tmp_path):
+  """Past `MAX_ODD_LINES` (20) bad rows the error says how many more there are, without naming them."""
+  path = tmp_path / "x.csv"
+  rows = [f"{i},{i % 3}" + ",9" * (i % 4 == 1) + "\n" for i in range(100)]  # 25 rows with a field too many
+  path.write_text("a,b\n" + "".join(rows))
+  with pytest.raises(ValueError) as err:
+    cube_env.read_table(path)
+  bad = [i + 2 for i in range(100) if i % 4 == 1]  # file lines: the header is line 1
+  assert len(bad) == 25
+  named = ", ".join(f"line {n} (3 fields)" for n in bad[:20])
+  assert str(err.value).endswith(
+    f"Every line with another number of fields than the header's 2 names: {named}, and 5 more lines (only the first "
+    "20 are named)."
+  )
+  assert f"line {bad[20]} " not in str(err.value) and ingest.MAX_ODD_LINES == 20
+
+
 def test_the_service_reads_csv_bytes_with_the_same_reader(tmp_path, small_df):
   """Upload bytes and a file give the same table and note; the service's errors name its field, not a path."""
   tables = pytest.importorskip("experiments.service.tables")
@@ -845,7 +882,7 @@ def test_a_measure_one_site_never_records_is_named_without_counts():
 
 def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(tmp_path):
   """A semicolon file's '1,025' is a decimal comma: read as 1.025 (noted), not 1025, in measures and numeric
-  dimensions alike, and '1.234,5' (a thousands point) is refused naming the column; '0,912' is no thousands-grouped
+  dimensions alike, and '1,234.5' (a thousands comma) is refused naming the column; '0,912' is no thousands-grouped
   number; a trailing separator on every row is refused even where the first column counts 0, 1, 2 (pandas would
   make it the index and shift every column); a quoted name with a line break does not hide the separator."""
   semi = tmp_path / "semi.csv"
@@ -862,9 +899,9 @@ def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(
   assert cube_env.build_cube(df, schema).meta.n_rows == 20
   (tmp_path / "codes.csv").write_text("sec;m\n1,1;1\n1,10;0\n2,5;1\n")  # section codes: 1,1 and 1,10 differ
   assert cube_env.read_table(tmp_path / "codes.csv")["sec"].tolist() == ["1,1", "1,10", "2,5"]
-  semi.write_text("site;race;creat\n" + "".join(f"{s};{r};1.234,5\n" for s, r in zip("ab" * 20, "WB" * 20)))
+  semi.write_text("site;race;creat\n" + "".join(f"{s};{r};1,234.5\n" for s, r in zip("ab" * 20, "WB" * 20)))
   with pytest.raises(
-    ValueError, match=r"not numeric: it holds text .*'1\.234,5' in 40 rows.*semicolons a comma is a decimal"
+    ValueError, match=r"not numeric: it holds text .*'1,234\.5' in 40 rows.*semicolons a comma is a decimal"
   ):
     cube_env.build_cube(
       cube_env.read_table(semi), cube_env.Schema(dimensions=["site"], protected=["race"], measures=["creat"])
@@ -884,6 +921,42 @@ def test_decimal_commas_trailing_separators_and_multiline_names_are_not_misread(
   tabs = tmp_path / "tabs.csv"
   tabs.write_text("los, days\tsite, code\trace\n3\ta\tW\n4\tb\tB\n")
   assert list(cube_env.read_table(tabs).columns) == ["los, days", "site, code", "race"]
+
+
+def test_thousands_points_beside_decimal_commas_are_read_with_a_note(tmp_path):
+  """A ';' file's '3.835,50' (German Excel: thousands points and a decimal comma) is read as 3835.5 where every
+  number of its column is written so or with a decimal comma alone, with a note (an audit: refused)."""
+  path = tmp_path / "semi.csv"
+  written = ["3.835,50", "12,75", "1.204.000,00", "", "-2.493,5", "908"] * 10
+  path.write_text("site;race;cost\n" + "".join(f"s{i % 2};r{i % 3};{v}\n" for i, v in enumerate(written)))
+  df = cube_env.read_table(path)
+  np.testing.assert_array_equal(df["cost"].to_numpy()[:6], [3835.5, 12.75, 1204000.0, np.nan, -2493.5, 908.0])
+  assert df.attrs["coding_notes"] == (
+    "the table's columns are separated by semicolons (';'), not commas",
+    "column 'cost': points between groups of three digits read as thousands separators and decimal commas as "
+    "decimal points (e.g. '3.835,50' as 3835.50)",
+  )
+  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["cost"])
+  assert cube_env.build_cube(df, schema).meta.n_rows == 60
+
+
+def test_a_column_mixing_thousands_points_and_decimal_points_is_refused_naming_both(tmp_path):
+  """A ';' file's column holding '3.835,50' and '3.8' (a point that groups no thousands) is read by neither
+  convention: kept as written, and refused as a measure naming the column, a value of each kind."""
+  path = tmp_path / "semi.csv"
+  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["cost"])
+  mixed = ["3.835,50", "3.8"] * 20
+  path.write_text("site;race;cost\n" + "".join(f"s{i % 2};r{i % 3};{v}\n" for i, v in enumerate(mixed)))
+  df = cube_env.read_table(path)
+  assert df["cost"].tolist() == mixed  # as written
+  with pytest.raises(ingest.ColumnError) as err:
+    cube_env.build_cube(df, schema)
+  assert str(err.value) == (
+    "measure column 'cost' is not numeric: it holds text that is not a number ('3.835,50' in 20 rows); recode it as "
+    "missing (an empty cell) or as numbers; values like '3.835,50' are written with thousands points and a decimal "
+    "comma, which a ';' file's column is read with only where each of its numbers is written so (or with a decimal "
+    "comma alone), but '3.8' is not: write the column's numbers one way"
+  )
 
 
 def test_spaces_around_a_category_are_read_without_them_and_capitals_are_warned_of(small_df):

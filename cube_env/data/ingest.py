@@ -253,17 +253,19 @@ def _separator(line: str, following: str = "") -> str:
 
 @dataclasses.dataclass(frozen=True)
 class _Layout:
-  """A CSV's separator, its header's names as written, the first data record with another number of fields
-  than the header's names (its first and last line in the file and its field count; None where every record has as
-  many), and the records whose quoted values hold line breaks (how many, the first one's line and the last one's;
-  None if none)."""
+  """A CSV's separator, its header's names as written, the data records with another number of fields than the
+  header's names (the first `MAX_ODD_LINES` of them, each its first and last line in the file and its field count;
+  empty where every record has as many) and how many there are in all, and the records whose quoted values hold line
+  breaks (how many, the first one's line and the last one's; None if none; where a record has another number of
+  fields, those before the first such record only)."""
 
   sep: str
   names: list[str]
-  odd: tuple[int, int, int] | None
+  odd: tuple[tuple[int, int, int], ...]
   spanning: tuple[int, int, int] | None = None
   swallowed: tuple[tuple[int, int, tuple[list[str], ...]], ...] = ()  # (first, last line, lines that split as rows)
   header: int = 1  # the header's line
+  n_odd: int = 0  # records with another number of fields than the header's names, all of them (`odd` the first)
 
 
 def _text_lines(binary, name: str):
@@ -290,6 +292,11 @@ _BARE_CR = re.compile(r"(?<=\r)(?!\n)(?=.)", re.DOTALL)  # after a carriage retu
 
 MAX_HEADER_LINES = 1000  # lines a header record (a quoted name with line breaks) may span before it is refused
 MAX_SWALLOWED = 100  # records with lines inside quotes that split as rows, kept for `read_csv` to judge
+# Records with another field count than the header's that `read_csv`'s error names, line and field count each (an
+# audit: only the first was named, so a 200k-row export took one run per bad line); past these it says how many
+# more. Twenty fit a console's screen and cover the few bad lines of a hand-edited export; a file with more is
+# wrong throughout (a separator or a quote convention), which the first lines show.
+MAX_ODD_LINES = 20
 
 
 def _layout(lines) -> _Layout | None:
@@ -321,6 +328,8 @@ def _layout(lines) -> _Layout | None:
     csv.field_size_limit(sys.maxsize)  # pandas reads fields of any length; so does this count
     spans, first, latest = 0, 0, 0  # records that run over more than one line; the first one's line, the last's
     swallowed = []  # (a record's line, the lines inside its quotes that split as rows), the first MAX_SWALLOWED
+    bad: list[tuple[int, int, int]] = []  # records with another field count: (first, last line, fields), the first
+    n_bad = 0  # MAX_ODD_LINES of them, and how many in all (the file is read on to its end, once, to count them)
     try:
       names = next(records)
       end = records.line_num
@@ -328,8 +337,12 @@ def _layout(lines) -> _Layout | None:
         start, end = end + 1, records.line_num  # a record may span lines (a quoted line break)
         blank = len(record) == 1 and not record[0].strip()  # a line of spaces: pandas skips it, so does this
         if record and not blank and len(record) != len(names):
-          odd = (skipped + extra + start, skipped + extra + end, len(record))
-          return _Layout(sep, names, odd, (spans, first, latest) if spans else None, header=skipped + 1)
+          if n_bad < MAX_ODD_LINES:
+            bad.append((skipped + extra + start, skipped + extra + end, len(record)))
+          n_bad += 1
+          continue
+        if n_bad:  # the file is refused: past its first bad record only the field counts are read
+          continue
         if end > start:
           spans, first, latest = spans + 1, first or skipped + extra + start, skipped + extra + start
           rows = _rows_inside(record, sep, len(names)) if len(swallowed) < MAX_SWALLOWED else []
@@ -337,8 +350,56 @@ def _layout(lines) -> _Layout | None:
             swallowed.append((skipped + extra + start, skipped + extra + end, tuple(rows)))
     finally:
       csv.field_size_limit(limit)
-    return _Layout(sep, names, None, (spans, first, latest) if spans else None, tuple(swallowed), skipped + 1)
+    spanning = (spans, first, latest) if spans else None
+    return _Layout(sep, names, tuple(bad), spanning, tuple(swallowed), skipped + 1, n_bad)
   return None
+
+
+def _odd_lines_error(layout: _Layout) -> str:
+  """`read_csv`'s error for a CSV whose `layout` has records with another number of fields than the header's
+  names: the first one's problem asked about as before (a quote that runs on, a report's title above the header, a
+  field more or fewer), then, where there are more, every one of them by line and field count, the first
+  `MAX_ODD_LINES` named and the others counted (an audit: one run per bad line)."""
+  names = layout.names
+  line, last, fields = layout.odd[0]
+  what = f"line {line} has {fields} fields where the header has {len(names)} names"
+  earlier = ""  # a stray quote earlier that closed at a meant one shifts every quote after it (an analyst's audit)
+  if layout.spanning is not None:
+    earlier = (
+      f" The last row before it that runs on inside quotes starts on line {layout.spanning[2]}: if a '\"' there "
+      "was opened by mistake, every quote after it is shifted."
+    )
+  if last > line:  # a quote that opens a value and closes lines later, or never (a large-table audit)
+    why = "a field too many, or" if fields > len(names) else "is"  # (a review: a meant line break, a field more)
+    first = (
+      f"the row that starts on line {line} runs on to line {last} inside a quoted value and has {fields} fields "
+      f"where the header has {len(names)} names: {why} a '\"' on line {line} opened by mistake?"
+    )
+  elif fields > len(names) == 1:  # a CSV audit: a report's title above the column names read as the header
+    first = (
+      f"the header (line {layout.header}) has one name, {names[0]!r}, and line {line} has {fields} fields: is that "
+      "line a title above the column names (remove the lines above the header), or does a value hold an unquoted "
+      "separator?"
+    )
+  elif fields > len(names):
+    first = (
+      f"rows have more fields than the header has names ({what}), so columns would shift: is a name missing from "
+      "the header, does each row end with a separator, or does a value hold an unquoted separator?" + earlier
+    )
+  else:
+    first = f"{what}: is the file cut short, or is a separator missing in that row? (rows are not padded)" + earlier
+  if layout.n_odd == 1:
+    return first
+  listed = ", ".join(
+    f"line{'s' * (end > start)} {start}{f' to {end}' * (end > start)} ({k} field{'s' * (k != 1)})"
+    for start, end, k in layout.odd
+  )
+  more = layout.n_odd - len(layout.odd)  # lines of the file, not rows holding a value: no small count to hide
+  if more:
+    listed += f", and {more} more line{'s' * (more != 1)} (only the first {MAX_ODD_LINES} are named)"
+  stop = "" if first.endswith(("?", ".")) else "."
+  header = f"the header's {len(names)} name" + "s" * (len(names) != 1)
+  return f"{first}{stop} Every line with another number of fields than {header}: {listed}."
 
 
 def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
@@ -350,7 +411,8 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   would rename the second `name.1`, which a run would silently leave out), no header line, text that is not
   UTF-8, and a row with more fields than the header (pandas would take the first row's extra field as the row
   index and shift every column by one) or fewer (a file cut short, or a separator missing: pandas would leave the
-  row's last columns missing without a word).
+  row's last columns missing without a word); every such row is named in the one error, by line and field count
+  (the first `MAX_ODD_LINES`, then how many more).
 
   Raises:
     TableFileError: `name` (e.g. "data file 'x.csv'", or a service's field) and the problem.
@@ -373,38 +435,8 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   twice = [f"column {n!r} appears {k} times in the header" for n, k in counts.items() if k > 1]
   if twice:
     raise TableFileError(name, "; ".join(twice))
-  if layout.odd is not None:
-    line, last, fields = layout.odd
-    what = f"line {line} has {fields} fields where the header has {len(names)} names"
-    earlier = ""  # a stray quote earlier that closed at a meant one shifts every quote after it (an analyst's audit)
-    if layout.spanning is not None:
-      earlier = (
-        f" The last row before it that runs on inside quotes starts on line {layout.spanning[2]}: if a '\"' there "
-        "was opened by mistake, every quote after it is shifted."
-      )
-    if last > line:  # a quote that opens a value and closes lines later, or never (a large-table audit)
-      why = "a field too many, or" if fields > len(names) else "is"  # (a review: a meant line break, a field more)
-      raise TableFileError(
-        name,
-        f"the row that starts on line {line} runs on to line {last} inside a quoted value and has {fields} fields "
-        f"where the header has {len(names)} names: {why} a '\"' on line {line} opened by mistake?",
-      )
-    if fields > len(names) == 1:  # a CSV audit: a report's title above the column names read as the header
-      raise TableFileError(
-        name,
-        f"the header (line {layout.header}) has one name, {names[0]!r}, and {what.replace(' where the header has 1 names', '')}: "
-        "is that line a title above the column names (remove the lines above the header), or does a value hold an "
-        "unquoted separator?",
-      )
-    if fields > len(names):
-      raise TableFileError(
-        name,
-        f"rows have more fields than the header has names ({what}), so columns would shift: is a name missing from "
-        "the header, does each row end with a separator, or does a value hold an unquoted separator?" + earlier,
-      )
-    raise TableFileError(
-      name, f"{what}: is the file cut short, or is a separator missing in that row? (rows are not padded)" + earlier
-    )
+  if layout.odd:
+    raise TableFileError(name, _odd_lines_error(layout))
   try:
     df = pd.read_csv(raw, sep=sep, low_memory=False)
     numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]  # the header's columns, in order
@@ -635,31 +667,52 @@ def _blank_line(line: bytes, sep: str) -> bool:
 
 def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
   """In place: each text column of a ';'-separated table whose every value is a number written with a decimal comma
-  (`DECIMAL_COMMA`, at least one with a comma; the way such files write numbers) becomes numbers; one note a column.
-  A column with any other text, or whose distinct values would not stay distinct as numbers ('1,1' and '1,10': section
-  codes), stays as it is (a measure's is then refused naming it, `measure_numbers`)."""
+  (`DECIMAL_COMMA`, at least one with a comma; the way such files write numbers), or also with thousands points
+  (`POINTS_AND_COMMA`: '3.835,50', '1.204.000,00', '3.835'; German exports), becomes numbers; one note a column,
+  saying how its points were read where it has any. A column with any other text (a point that groups no three
+  digits, '3.8' beside '3.835,50', is read by no convention), or whose distinct values would not stay distinct as
+  numbers ('1,1' and '1,10': section codes), stays as it is (a measure's is then refused naming it,
+  `measure_numbers`)."""
   notes = []
   for column in df.columns:
     if pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column]):
       continue
     present = df[column].notna()
     text = df.loc[present, column].astype(str).str.strip()
-    if not len(text) or not text.str.fullmatch(DECIMAL_COMMA.pattern).all() or not text.str.contains(",").any():
+    if not len(text) or not _decimal_comma_numbers(text).all() or not text.str.contains(",").any():
       continue
-    numbers = pd.to_numeric(text.str.replace(",", ".", regex=False))
+    numbers = pd.to_numeric(text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
     if text.nunique() != numbers.nunique():  # '1,1' and '1,10' both 1.1: codes, not numbers; they stay text
       continue
-    example = text[text.str.contains(",")].iloc[0]
     values = np.full(len(df), np.nan)
     values[present.to_numpy()] = numbers.to_numpy(np.float64)
     df[column] = values
+    points = text.str.contains(".", regex=False)
+    if points.any():  # the column's commas mark decimals, so its points (each before three digits) group thousands
+      both = points & text.str.contains(",")
+      example = text[both if both.any() else points].iloc[0]
+      notes.append(
+        f"column {column!r}: points between groups of three digits read as thousands separators and decimal commas "
+        f"as decimal points (e.g. {example!r} as {example.replace('.', '').replace(',', '.')})"
+      )
+      continue
+    example = text[text.str.contains(",")].iloc[0]
     notes.append(
       f"column {column!r}: decimal commas read as decimal points (e.g. {example!r} as {example.replace(',', '.')})"
     )
   return notes
 
 
+def _decimal_comma_numbers(text: pd.Series) -> pd.Series:
+  """[values] bool: text that is a number as a ';' file writes one, with a decimal comma (`DECIMAL_COMMA`) and
+  perhaps thousands points (`POINTS_AND_COMMA`)."""
+  return text.str.fullmatch(DECIMAL_COMMA.pattern) | text.str.fullmatch(POINTS_AND_COMMA.pattern)
+
+
 THOUSANDS_POINT = re.compile(r"[+-]?[1-9]\d{0,2}(\.\d{3})+")  # 2.493 or 1.234.567: a ';' file's thousands points
+# 3.835,50 or 1.204.000 or -2.493,5: thousands points and a decimal comma, as German exports write numbers; a ';'
+# file's column reads so where every value is written so or with a decimal comma alone, one comma at least
+POINTS_AND_COMMA = re.compile(THOUSANDS_POINT.pattern + r"(,\d+)?")
 
 
 def _thousands_points(source, raw, df: pd.DataFrame, blank: np.ndarray) -> list[str]:
@@ -1239,12 +1292,22 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
           )
           break
       separated = unread[unread.str.fullmatch(SEPARATED.pattern).to_numpy(bool)]
-      if len(separated):
+      german = separated[separated.str.fullmatch(POINTS_AND_COMMA.pattern).to_numpy(bool) & decimal_comma]
+      if len(german):  # read where the whole column is so written (`_read_decimal_commas`): name a value that is not
+        written = col.dropna().astype(str).str.strip()
+        stray = written[~_decimal_comma_numbers(written).to_numpy(bool) & written.ne("").to_numpy(bool)]
+        message += (
+          f"; values like {german.iloc[0]!r} are written with thousands points and a decimal comma, which a ';' "
+          "file's column is read with only where each of its numbers is written so (or with a decimal comma alone)"
+          + (f", but {stray.iloc[0]!r} is not: write the column's numbers one way" if len(stray) else "")
+        )
+      elif len(separated):
         message += (
           f"; values like {separated.iloc[0]!r} look like numbers written with separators: write them with '.' as "
           "the decimal point and no other separator "
           + (
-            "(in a file separated by semicolons a comma is a decimal comma, so thousands separators cannot be read)"
+            "(in a file separated by semicolons a comma is a decimal comma, so commas cannot group thousands; points "
+            "group thousands only in a column written as '3.835,50' throughout)"
             if decimal_comma
             else "(commas between groups of 3 digits, as in '99,999', are read)"
           )
