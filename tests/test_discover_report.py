@@ -919,6 +919,58 @@ def test_findings_csv_cells_a_spreadsheet_would_run_are_written_as_text():
   assert pd.isna(safe["group"][5]) and safe["cohort"].equals(table["cohort"]) and safe["z"].equals(table["z"])
 
 
+SENTINEL_WARNING = (
+  "measure 'minutes': fewer than 11 rows hold values of at least 100 times its median magnitude (55.67), e.g. "
+  "99999: if they are codes for unknown, recode them as missing"
+)
+
+
+def _warnings_column(out: str) -> list[str]:
+  """findings.csv's `warnings` cells as written ("" where empty, not NaN)."""
+  return pd.read_csv(os.path.join(out, "findings.csv"), usecols=["warnings"], keep_default_na=False)[
+    "warnings"
+  ].tolist()
+
+
+def test_findings_csv_carries_the_runs_warnings_on_every_row(tmp_path):
+  """An analyst's audit: a findings.csv forwarded alone lost every caveat of how the table was read. Each row now
+  carries the run's warnings (3 minutes of 99999 here), redacted as the report's box shows them; routine notes stay
+  out, and so does the JSON's records (its summary lists each note once)."""
+  df = make_small_df(n=3000)
+  df.loc[df.index[:3], "minutes"] = 99999.0  # 3 rows: a count the cell must not show
+  path, out = tmp_path / "coded.csv", str(tmp_path / "out")
+  df.to_csv(path, index=False)
+  argv = ["--data", str(path), *FLAGS, "--method", "greedy", "--budget", "10", "--min-group", "15", "--out", out]
+  assert discover.main(argv) == 0
+  info = json.loads(_read(os.path.join(out, "findings.json")))
+  assert [line for line in info["summary"]["coding"] if line.startswith("warning: ")] == [
+    f"warning: {SENTINEL_WARNING}"
+  ]
+  assert len(info["summary"]["coding"]) > 1  # routine notes too (missing sites, the log scale, the split)
+  cells = _warnings_column(out)
+  assert len(cells) == len(info["findings"]) >= 1 and cells == [SENTINEL_WARNING] * len(cells)
+  assert markup.esc(SENTINEL_WARNING) in _read(os.path.join(out, "report.html"))  # as the box shows it
+  header = _read(os.path.join(out, "findings.csv")).splitlines()[0].split(",")
+  assert header.index("warnings") == header.index("hidden") + 1
+  assert "3 rows" not in _read(os.path.join(out, "findings.csv"))
+  assert all("warnings" not in record for record in info["findings"])
+
+
+def test_findings_csv_warnings_are_empty_without_warnings_and_written_as_text(report):
+  """No warning in the run: the column is there and empty. A warning is joined by " | " after the others, and one
+  that a spreadsheet would run (a value quoted at its start) is written after an apostrophe, like any cell."""
+  coding = json.loads(_read(os.path.join(report, "findings.json")))["summary"]["coding"]
+  assert coding and not any(line.startswith("warning: ") for line in coding)
+  cells = _warnings_column(report)
+  assert len(cells) >= 2 and cells == [""] * len(cells)
+  notes = ["'site': about 50 missing values coded as 'MISSING'", "warning: =1+1 looks like a formula"]
+  notes.append(f"warning: {SENTINEL_WARNING}")
+  csv = files.csv_table(_report_table(), notes)
+  assert csv["warnings"].tolist() == [f"'=1+1 looks like a formula | {SENTINEL_WARNING}"] * 2
+  assert list(csv.columns[csv.columns.get_loc("reason") :][:2]) == ["reason", "warnings"]
+  assert files.csv_table(_report_table().iloc[:0], notes)["warnings"].tolist() == []
+
+
 def test_a_finding_plot_whose_numbers_are_hidden_says_so(monkeypatch):
   """An audit: a finding whose means the small-cell rule blanked drew an empty chart; it now says why."""
   figures = []

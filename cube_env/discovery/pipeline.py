@@ -496,9 +496,8 @@ def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", 
   out = shown_findings(run.findings, run.config.min_group, halves=run.halves)
   summary = run.halves.summary if run.halves is not None else ()  # (a run put together by hand may have none)
   notes = tuple(note_text(line, run.config.min_group) for line in summary)
-  for note in notes:
-    if note.startswith(WARNING):
-      warnings.warn(note[len(WARNING) :], UserWarning, stacklevel=2)
+  for warning in warnings_in(notes):
+    warnings.warn(warning, UserWarning, stacklevel=2)
   out.attrs.update(
     queries=run.search.queries,
     budget=run.config.budget,
@@ -511,6 +510,13 @@ def discover(df: pd.DataFrame, schema: Schema, *, method: str | Method = "uct", 
 
 
 WARNING = "warning: "  # how a coding note that asks the analyst to look opens (`ingest._suspect_values`)
+
+
+def warnings_in(notes: Iterable[str]) -> list[str]:
+  """The notes that are warnings (those that open with `WARNING`), in their order, without that opening: as
+  `discover` raises them, and the report's "Check these first" box, the console and findings.csv's `warnings` column
+  show them. It redacts nothing: give it notes as shown (`note_text`), never a run's raw ones."""
+  return [note[len(WARNING) :] for note in notes if note.startswith(WARNING)]
 
 
 def truth_score(run: Discovery, truth: Iterable[Any]) -> dict:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
-from cube_env.discovery.pipeline import WARNING, confirmation_rule
+from cube_env.discovery.pipeline import confirmation_rule, warnings_in
 from experiments.report.files import count_stories
 from experiments.report.markup import p_text, plural
 
@@ -111,11 +111,11 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
         f"truth ({stage}): {sc['n_truth']} planted; recall {sc['recall']:.2f}; precision {_share(sc['precision'])} "
         f"({sc['n_false']} false of {sc['n_reported']})"
       )
-  warnings = [cube_env.note_text(line, c.min_group) for line in run.halves.summary if line.startswith(WARNING)]
+  warnings = warnings_in(cube_env.note_text(line, c.min_group) for line in run.halves.summary)
   if warnings:  # once more below the table, where a reader looks last (an analyst's audit)
     print("check these first (how the table was read; each is also above):")
     for line in warnings:
-      print(f"  {line[len(WARNING) :]}")
+      print(f"  {line}")
   print(f"report: {paths['report.html']} (also findings.json, findings.csv)")
 
 

@@ -5,6 +5,12 @@ Counts below `min_group` never reach the report: the tables carry None there
 on a side are that few (`findings_table`), and the coding notes are redacted. The CSV and
 JSON list the findings story by story (`story`, `story_lead`, `story_size`:
 each story's lead, then its other findings; unconfirmed candidates last, story -1).
+
+The CSV alone has a column `warnings`, the same on every row: the run's coding notes that are warnings (those the
+report's "Check these first" box shows, redacted as the summary's `coding`; `warnings_in`), joined by " | ", empty
+where there are none. A CSV forwarded alone (to a clinical lead, say) would otherwise lose every caveat of how the
+table was read (an analyst's audit: rows swallowed inside a quoted value, words read as missing). The JSON's records
+leave it out: its `summary.coding` holds each note once.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
-from cube_env.discovery.pipeline import confirmation_rule
+from cube_env.discovery.pipeline import confirmation_rule, warnings_in
 from experiments.report.markup import render_html
 
 CSV_COLUMNS = (
@@ -28,6 +34,7 @@ CSV_COLUMNS = (
   "story_size",
   "reason",
   "hidden",  # why the small-cell rule blanked a row's numbers
+  "warnings",  # findings.csv only: the run's warnings, the same on each row (a CSV forwarded alone keeps them)
   "cohort",
   "protected",
   "group",
@@ -167,6 +174,18 @@ def _spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
   return out
 
 
+WARNINGS_JOIN = " | "  # between the warnings in findings.csv's `warnings` cell
+
+
+def csv_table(table: pd.DataFrame, coding: list[str]) -> pd.DataFrame:
+  """findings.csv's rows: `table` (`findings_table`) with the `warnings` of the run's shown (redacted) coding notes
+  `coding` on each row, `filters` as JSON, and each text cell a spreadsheet would run written as text."""
+  csv = table.assign(warnings=WARNINGS_JOIN.join(warnings_in(coding)))
+  if "filters" in csv.columns:
+    csv["filters"] = [json.dumps(_clean(f)) for f in csv["filters"]]
+  return _spreadsheet_safe(csv[[c for c in CSV_COLUMNS if c in csv.columns]])
+
+
 def write_report(
   run: cube_env.Discovery, out_dir: str, *, source: str, truth: dict | None = None, planted: pd.DataFrame | None = None
 ) -> dict[str, str]:
@@ -186,10 +205,7 @@ def write_report(
   records = [_clean(r) for r in table.to_dict("records")]
   with open(paths["findings.json"], "w", encoding="utf-8") as fh:
     json.dump({"summary": info, "findings": records}, fh, indent=1, allow_nan=False)
-  csv = table.copy()
-  if "filters" in csv.columns:
-    csv["filters"] = [json.dumps(_clean(f)) for f in csv["filters"]]
-  _spreadsheet_safe(csv).to_csv(paths["findings.csv"], index=False)
+  csv_table(table, info["coding"]).to_csv(paths["findings.csv"], index=False)
   with open(paths["report.html"], "w", encoding="utf-8") as fh:
     fh.write(render_html(run, info, table, planted=planted))
   return paths

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
-from cube_env.discovery.pipeline import WARNING
+from cube_env.discovery.pipeline import warnings_in
 from experiments.report.plots import MAX_PLOTS, finding_plot, tree_plot
 
 
@@ -411,7 +411,7 @@ def _plot_label(row: dict, *, adjusted: bool, binary: list | tuple) -> str:
 def _check_first(info: dict) -> str:
   """The coding notes that are warnings, in a box above the findings (an analyst's audit: a swallowed row, a code
   read as a group, a measure never recorded at a site sat below a 24-row summary, among routine notes)."""
-  lines = [line[len(WARNING) :] for line in info.get("coding", []) if line.startswith(WARNING)]
+  lines = warnings_in(info.get("coding", []))
   if not lines:
     return ""
   items = "".join(f"<li>{esc(line)}</li>" for line in lines)
