@@ -9,7 +9,8 @@ Each step directory ``DIR/<step>/`` holds four Orbax items:
   (:func:`load_params`, no template, no replay read);
 * ``config``: the :class:`~muzero_jax.MuZeroConfig` as JSON;
 * ``meta``: JSON: format version, step, counters, the environment's identity
-  (class, observation shape, number of actions), a BLAKE2b digest of every
+  (class, observation shape, number of actions) and plain settings (its
+  dataclass fields: another horizon restores with a warning), a BLAKE2b digest of every
   leaf of ``state`` and of ``params``, the caller's ``extra`` dict (e.g. the
   task that regenerates the environment pool) and the time the save took.
 
@@ -87,13 +88,37 @@ class Restored:
   skipped: tuple[tuple[int, str], ...] = ()  # newer steps found damaged: (step, reason)
 
 
+IDENTITY = ("env", "observation_shape", "num_actions")  # what `env_spec` records that a checkpoint must match
+
+
+def _plain(value: Any) -> bool:
+  """A setting JSON keeps as it is: a number, text, a bool, None, or a list or tuple of them."""
+  if isinstance(value, list | tuple):
+    return all(_plain(v) for v in value)
+  return value is None or isinstance(value, bool | int | float | str) and not isinstance(value, np.generic)
+
+
+def env_settings(env) -> dict:
+  """An environment object's own settings: its dataclass fields (else its instance attributes) whose values are
+  plain (numbers, text, bools, None, lists of them), by name; nested objects and arrays are left out (the params
+  pool's digest covers the data)."""
+  if dataclasses.is_dataclass(env):
+    items = {f.name: getattr(env, f.name) for f in dataclasses.fields(env)}
+  else:
+    items = {k: v for k, v in getattr(env, "__dict__", {}).items() if not k.startswith("_")}
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(items.items()) if _plain(v)}
+
+
 def env_spec(env) -> dict:
-  """The identity of an environment that a checkpoint must match."""
+  """The identity of an environment that a checkpoint must match (`IDENTITY`), and its settings (`env_settings`),
+  which a restore compares with a warning: a checkpoint of the same class configured otherwise (another horizon,
+  say) restores, but the run is not the one saved."""
   cls = type(env)
   return {
     "env": f"{cls.__module__}.{cls.__qualname__}",
     "observation_shape": [int(d) for d in env.observation_shape],
     "num_actions": int(env.num_actions),
+    "settings": env_settings(env),
   }
 
 
@@ -166,8 +191,9 @@ def check_compatible(
 ) -> None:
   """Raises ``ValueError`` when the checkpoint was made for another env or a contradicting config."""
   if env is not None:
-    want, have = env_spec(env), meta.get("env")
-    if have is not None and want != have:
+    spec, have = env_spec(env), meta.get("env")
+    want = {k: spec[k] for k in IDENTITY}
+    if have is not None and want != {k: have.get(k) for k in IDENTITY}:
       if not _script_class(want, have):
         raise ValueError(
           f"checkpoint {directory}/{step} was made for environment {have['env']} with observation "
@@ -179,6 +205,20 @@ def check_compatible(
         f"checkpoint {directory}/{step} was made for environment {have['env']}; this run has {want['env']} of the "
         "same name, observation shape and actions: taken as the same class (one defined in a script run as "
         "__main__)",
+        CheckpointWarning,
+        stacklevel=3,
+      )
+    saved_settings = (have or {}).get("settings")  # checkpoints before the settings were recorded have none
+    if saved_settings is not None and saved_settings != spec["settings"]:
+      names = sorted(set(saved_settings) | set(spec["settings"]))
+      what = ", ".join(
+        f"{k}={spec['settings'].get(k, '(none)')!r} (checkpoint has {saved_settings.get(k, '(none)')!r})"
+        for k in names
+        if saved_settings.get(k, "(none)") != spec["settings"].get(k, "(none)")
+      )
+      warnings.warn(
+        f"checkpoint {directory}/{step} was made for {have['env']} configured otherwise: {what}; it restores, but "
+        "the run is not the one saved",
         CheckpointWarning,
         stacklevel=3,
       )

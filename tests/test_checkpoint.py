@@ -207,6 +207,19 @@ def test_other_environment_or_config_is_refused(saved, tmp_path):
     checkpoint.check_compatible(
       {"env": {**script, "env": "__main__.OtherGrid"}}, CONFIG, directory="d", step=4, env=saved["env"]
     )
+  # The same class configured otherwise (a longer horizon: same observation shape and actions) restores with a
+  # warning naming the setting; a checkpoint from before the settings were recorded restores without one.
+  assert spec["settings"] == {"flat": True, "height": 3, "horizon": 3, "max_coin": 3.0, "width": 4}
+  longer = CoinGrid(flat=True, horizon=5)
+  with pytest.warns(
+    mz.CheckpointWarning,
+    match=r"tests\.toy_envs\.CoinGrid configured otherwise: horizon=5 \(checkpoint has 3\); it restores",
+  ):
+    assert mz.restore(saved["directory"], longer, saved["pool"]).step == 4
+  older = {"env": {k: v for k, v in spec.items() if k != "settings"}}
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    checkpoint.check_compatible(older, CONFIG, directory="d", step=4, env=longer)
   # Checkpoint bookkeeping may change on resume.
   ok = mz.restore(saved["directory"], saved["env"], saved["pool"], config=CONFIG.replace(checkpoint_every=7))
   assert ok.step == 4
