@@ -19,20 +19,28 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["CUBE_MUZERO_TEST_CACHE_OWNER"] = str(os.getpid())
 # Cache every compilation that takes a noticeable time (the default, 1 s, misses most of ours).
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-# Most of the suite's time is XLA:CPU compiling the tests' programs, not running them; these two flags
-# cut it (benchmarks/README.md, *Where the test suite's time goes*). Tests only: what users run keeps
-# XLA's defaults. An XLA that does not know a flag aborts the process, so the run's first process
-# tries them in a child first and leaves XLA_FLAGS alone if that child fails.
-FAST_COMPILE_FLAGS = "--xla_llvm_disable_expensive_passes=true --xla_cpu_use_thunk_runtime=false"
+# Most of the suite's time is XLA:CPU compiling the tests' programs, not running them; this flag cuts it
+# (benchmarks/README.md, *Where the test suite's time goes*). Tests only: what users run keeps XLA's defaults. An
+# XLA that does not know a flag aborts the process, so the run's first process tries it in a child first and, if
+# that child fails, says so and leaves XLA_FLAGS alone.
+FAST_COMPILE_FLAGS = "--xla_llvm_disable_expensive_passes=true"
 if "CUBE_MUZERO_TEST_XLA_FLAGS" not in os.environ:
   _flags = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()
-  _probe = subprocess.run(
-    [sys.executable, "-c", "import jax, jax.numpy as jnp; jax.jit(lambda x: x + 1)(jnp.ones(2)).block_until_ready()"],
-    env={**os.environ, "XLA_FLAGS": _flags},
-    capture_output=True,
-    check=False,
-  )
-  os.environ["CUBE_MUZERO_TEST_XLA_FLAGS"] = _flags if _probe.returncode == 0 else os.environ.get("XLA_FLAGS", "")
+  try:
+    _probe = subprocess.run(
+      [sys.executable, "-c", "import jax, jax.numpy as jnp; jax.jit(lambda x: x + 1)(jnp.ones(2)).block_until_ready()"],
+      env={**os.environ, "XLA_FLAGS": _flags},
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+    )
+    _failed = _probe.returncode != 0 and _probe.stderr[-300:]
+  except subprocess.TimeoutExpired:
+    _failed = "the child timed out"
+  if _failed:
+    print(f"conftest: XLA refused {FAST_COMPILE_FLAGS} (left out): {_failed}", file=sys.stderr)
+  os.environ["CUBE_MUZERO_TEST_XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") if _failed else _flags
 os.environ["XLA_FLAGS"] = os.environ["CUBE_MUZERO_TEST_XLA_FLAGS"]
 
 import numpy as np

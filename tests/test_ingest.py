@@ -502,7 +502,7 @@ def test_bad_rows_past_the_cap_are_counted_not_named(tmp_path):
   assert len(bad) == 25
   named = ", ".join(f"line {n} (3 fields)" for n in bad[:20])
   assert str(err.value).endswith(
-    f"Every line with another number of fields than the header's 2 names: {named}, and 5 more lines (only the first "
+    f"Every line with another number of fields than the header's 2 names: {named}, and 5 more rows (only the first "
     "20 are named)."
   )
   assert f"line {bad[20]} " not in str(err.value) and ingest.MAX_ODD_LINES == 20
@@ -957,6 +957,48 @@ def test_a_column_mixing_thousands_points_and_decimal_points_is_refused_naming_b
     "comma, which a ';' file's column is read with only where each of its numbers is written so (or with a decimal "
     "comma alone), but '3.8' is not: write the column's numbers one way"
   )
+
+
+def test_thousands_points_read_only_beside_another_values_comma_are_a_warning_and_refusals_say_why(tmp_path):
+  """A review: a column of points alone beside one decimal comma ('1.250', '0,75') reads its points as thousands,
+  which a neighbouring column of points alone reads as decimals: a warning, not a routine note. A refused column
+  names no missing-value word as a number written another way, and one whose every number is written so but two
+  collide as one number ('1.234,50', '1.234,5') says so."""
+  path = tmp_path / "semi.csv"
+  rows = [("1.250", "1.250"), ("0,75", "80"), ("2,5", "90")] * 10
+  path.write_text("site;race;dose;cost\n" + "".join(f"s{i % 2};r{i % 3};{a};{b}\n" for i, (a, b) in enumerate(rows)))
+  df = cube_env.read_table(path)
+  assert df["dose"].tolist()[:3] == [1250.0, 0.75, 2.5] and df["cost"].tolist()[:3] == [1.25, 80.0, 90.0]
+  assert df.attrs["coding_notes"][1] == (
+    "warning: column 'dose': points between groups of three digits read as thousands separators and decimal commas "
+    "as decimal points (e.g. '1.250' as 1250)"
+  )
+  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["cost"])
+  for written, why in (
+    (["3.835,50", "unknown", "12,5"], ""),
+    (
+      ["1.234,50", "1.234,5", "12,0"],
+      ", as this one is, but two of its values are one number written two ways (such as '1,5' and '1,50'), so it is "
+      "read as codes: write each number one way",
+    ),
+  ):
+    path.write_text("site;race;cost\n" + "".join(f"s{i % 2};r{i % 3};{v}\n" for i, v in enumerate(written * 20)))
+    with pytest.raises(ingest.ColumnError) as err:
+      cube_env.build_cube(cube_env.read_table(path), schema)
+    assert str(err.value).endswith(
+      "which a ';' file's column is read with only where each of its numbers is written so (or with a decimal comma "
+      "alone)" + why
+    ), str(err.value)
+
+
+def test_a_title_above_the_header_is_asked_about_without_listing_every_row(tmp_path):
+  """A review: a report's title above the column names made every data line a bad line, all listed."""
+  path = tmp_path / "titled.csv"
+  path.write_text("My report\na,b,c\n" + "x,y,1\n" * 40)
+  with pytest.raises(ValueError) as err:
+    cube_env.read_table(path)
+  assert "is that line a title above the column names" in str(err.value)
+  assert "Every line" not in str(err.value) and "more rows" not in str(err.value)
 
 
 def test_spaces_around_a_category_are_read_without_them_and_capitals_are_warned_of(small_df):

@@ -388,15 +388,15 @@ def _odd_lines_error(layout: _Layout) -> str:
     )
   else:
     first = f"{what}: is the file cut short, or is a separator missing in that row? (rows are not padded)" + earlier
-  if layout.n_odd == 1:
+  if layout.n_odd == 1 or fields > len(names) == 1:  # a title above the header: every row would be listed
     return first
   listed = ", ".join(
     f"line{'s' * (end > start)} {start}{f' to {end}' * (end > start)} ({k} field{'s' * (k != 1)})"
     for start, end, k in layout.odd
   )
-  more = layout.n_odd - len(layout.odd)  # lines of the file, not rows holding a value: no small count to hide
+  more = layout.n_odd - len(layout.odd)  # records of the file, not cases of a group (the lines above name 20)
   if more:
-    listed += f", and {more} more line{'s' * (more != 1)} (only the first {MAX_ODD_LINES} are named)"
+    listed += f", and {more} more row{'s' * (more != 1)} (only the first {MAX_ODD_LINES} are named)"
   stop = "" if first.endswith(("?", ".")) else "."
   header = f"the header's {len(names)} name" + "s" * (len(names) != 1)
   return f"{first}{stop} Every line with another number of fields than {header}: {listed}."
@@ -691,8 +691,11 @@ def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
     if points.any():  # the column's commas mark decimals, so its points (each before three digits) group thousands
       both = points & text.str.contains(",")
       example = text[both if both.any() else points].iloc[0]
+      # Points only beside another value's comma ('1.250' and '0,75'): thousands here, but a neighbouring column of
+      # points alone is read as decimals ('2.493'), so that reading asks the analyst to look (a review).
+      warn = "" if both.any() else "warning: "
       notes.append(
-        f"column {column!r}: points between groups of three digits read as thousands separators and decimal commas "
+        f"{warn}column {column!r}: points between groups of three digits read as thousands separators and decimal commas "
         f"as decimal points (e.g. {example!r} as {example.replace('.', '').replace(',', '.')})"
       )
       continue
@@ -1295,11 +1298,21 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
       german = separated[separated.str.fullmatch(POINTS_AND_COMMA.pattern).to_numpy(bool) & decimal_comma]
       if len(german):  # read where the whole column is so written (`_read_decimal_commas`): name a value that is not
         written = col.dropna().astype(str).str.strip()
-        stray = written[~_decimal_comma_numbers(written).to_numpy(bool) & written.ne("").to_numpy(bool)]
+        numeric = written.str.fullmatch(SEPARATED.pattern).to_numpy(bool)  # numbers, not words read as missing
+        stray = written[numeric & ~_decimal_comma_numbers(written).to_numpy(bool)]
+        if len(stray):
+          why = f", but {stray.iloc[0]!r} is not: write the column's numbers one way"
+        elif _decimal_comma_numbers(written[written.ne("")]).all():  # each written so: two of them one number
+          why = (
+            ", as this one is, but two of its values are one number written two ways (such as '1,5' and '1,50'), "
+            "so it is read as codes: write each number one way"
+          )
+        else:
+          why = ""
         message += (
           f"; values like {german.iloc[0]!r} are written with thousands points and a decimal comma, which a ';' "
           "file's column is read with only where each of its numbers is written so (or with a decimal comma alone)"
-          + (f", but {stray.iloc[0]!r} is not: write the column's numbers one way" if len(stray) else "")
+          + why
         )
       elif len(separated):
         message += (
