@@ -10,7 +10,8 @@ The CSV alone has a column `warnings`, the same on every row: the run's coding n
 report's "Check these first" box shows, redacted as the summary's `coding`; `warnings_in`), joined by " | ", empty
 where there are none. A CSV forwarded alone (to a clinical lead, say) would otherwise lose every caveat of how the
 table was read (an analyst's audit: rows swallowed inside a quoted value, words read as missing). The JSON's records
-leave it out: its `summary.coding` holds each note once.
+leave it out: its `summary.coding` holds each note once; and a run with no candidate writes a CSV of its header
+alone, whose warnings are then in findings.json and report.html only.
 """
 
 from __future__ import annotations
