@@ -1,5 +1,6 @@
 """The discover CLI and its report: files, escaping, small cells, stories, determinism, errors, the muzero method."""
 
+import base64
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import pytest
 from flax import struct
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
+from matplotlib.markers import MarkerStyle
 from matplotlib.text import Text
 
 import cube_env
@@ -87,7 +89,7 @@ def test_report_files_and_escaping(report):
     f"reached {summary_now['z_screen']:g} there" in html
     and f"among all {summary_now['candidates']:,} candidates" in html
   )
-  assert "keeps the chance of even one false confirmation at most 0.05" in html and "<th>p_confirm</th>" in html
+  assert "keeps the chance of even one false confirmation at most 0.05" in html and ">p_<wbr/>confirm</th>" in html
   assert "Not adjusted for case mix." in html  # this run has no --adjust
   bh = markup._how_confirmed({"q": 0.1}, adjusted=True, config=cube_env.DiscoveryConfig(correction="bh"))
   assert "expected share of false findings among those confirmed at most 0.1" in bh and "Not adjusted" not in bh
@@ -443,9 +445,17 @@ def _tree_run(visits, findings):
   )
 
 
+def _marker(collection) -> str:
+  """The marker a scatter's points are drawn with: the one of "o" and "s" whose path is theirs."""
+  drawn = collection.get_paths()[0].vertices
+  shapes = {m: MarkerStyle(m).get_path().transformed(MarkerStyle(m).get_transform()).vertices for m in ("o", "s")}
+  return next(m for m, v in shapes.items() if v.shape == drawn.shape and np.allclose(v, drawn))
+
+
 def test_explored_tree_colours_are_its_legends():
-  """Red edges lead to confirmed findings, orange ones only to unconfirmed candidates, grey ones elsewhere; the
-  legend lists exactly these colours and only confirmed findings' cohorts are labelled."""
+  """Red edges lead to confirmed findings, orange dashed ones only to unconfirmed candidates, grey ones elsewhere;
+  a candidate's cohort is an orange square, not a dot (an accessibility audit: told apart by colour alone, in an
+  orange of 2.5:1 on white); the legend lists exactly these and only confirmed findings' cohorts are labelled."""
   visits = {
     "cohort": ["(all cases)", "a=1", "b=1", "a=1 & c=1", "a=1 & c=2", "b=1 & c=1"],
     "parent": [-1, 0, 0, 1, 1, 2],
@@ -454,13 +464,18 @@ def test_explored_tree_colours_are_its_legends():
   # Query 3 holds a confirmed and an unconfirmed finding; query 5 only an unconfirmed one; 4 none.
   fig = plots.tree_figure(_tree_run(visits, {"query": [3, 3, 5], "confirmed": [True, False, False]}))
   ax = fig.axes[0]
-  red, orange, grey = "#d62728", "#ff7f0e", "#cccccc"
+  red, orange, grey = "#d62728", "#b35900", "#cccccc"
   ypos = {0: 0.5, 1: 0.25, 2: 0.75, 3: 1 / 6, 4: 0.5, 5: 5 / 6}  # (i + 0.5) / n in query order at each depth
   by_child = {(d, ypos[q]): q for q, d in enumerate(visits["depth"])}
-  edges = {by_child[(line.get_xdata()[1], line.get_ydata()[1])]: to_hex(line.get_color()) for line in ax.lines}
-  assert edges == {1: red, 3: red, 2: orange, 5: orange, 4: grey}
-  nodes = [to_hex(c) for c in ax.collections[0].get_facecolors()]
-  assert nodes == ["#888888", "#888888", "#888888", red, "#888888", orange]
+  edges = {
+    by_child[(line.get_xdata()[1], line.get_ydata()[1])]: (to_hex(line.get_color()), line.get_linestyle())
+    for line in ax.lines
+  }
+  assert edges == {1: (red, "-"), 3: (red, "-"), 2: (orange, "--"), 5: (orange, "--"), 4: (grey, "-")}
+  nodes = {
+    (to_hex(c.get_facecolors()[0]), _marker(c)): [by_child[tuple(xy)] for xy in c.get_offsets()] for c in ax.collections
+  }
+  assert nodes == {("#888888", "o"): [0, 1, 2, 4], (orange, "s"): [5], (red, "o"): [3]}
   legend = ax.get_legend()
   assert [t.get_text() for t in legend.get_texts()] == [
     "path to a confirmed finding",
@@ -470,13 +485,14 @@ def test_explored_tree_colours_are_its_legends():
     "other visited cohort",
   ]
   assert [to_hex(h.get_color()) for h in legend.legend_handles] == [red, orange, red, orange, "#888888"]
-  assert [h.get_marker() for h in legend.legend_handles] == ["None", "None", "o", "o", "o"]  # lines, then dots
+  assert [h.get_marker() for h in legend.legend_handles] == ["None", "None", "o", "s", "o"]  # lines, then dots
+  assert [h.get_linestyle() for h in legend.legend_handles[:2]] == ["-", "--"]
   assert [t.get_text() for t in ax.texts] == ["a=1 & c=1"]
   assert ax.get_title() == "6 cohorts visited"
 
 
 def test_explored_tree_labels_do_not_overlap_with_dozens_of_candidates():
-  """67 candidates at depths 2 and 3, 30 or all of them confirmed: the confirmed cohorts are labelled, and no two
+  """67 candidates at depths 2 and 3, 25 or all of them confirmed: the confirmed cohorts are labelled, and no two
   labels' boxes overlap once drawn, though their nodes are closer than a label's height; 67 labels make the figure
   taller than its least height (5 inches)."""
   rng = np.random.default_rng(0)
@@ -488,7 +504,7 @@ def test_explored_tree_labels_do_not_overlap_with_dozens_of_candidates():
       parent.append(p)
       depth.append(d)
   queries = rng.choice(np.arange(7, len(cohort)), 67, replace=False)
-  for n_confirmed, tall in ((30, False), (67, True)):
+  for n_confirmed, tall in ((25, False), (67, True)):  # 8-point labels: 30 would need 5.002 inches
     run = _tree_run(
       {"cohort": cohort, "parent": parent, "depth": depth},
       {"query": queries, "confirmed": np.arange(67) < n_confirmed},
@@ -507,7 +523,7 @@ def test_explored_tree_labels_do_not_overlap_with_dozens_of_candidates():
     deepest = sorted(ax.transData.transform((3, (i + 0.5) / 160))[1] for i in range(160) if 47 + i in set(labelled))
     assert min(np.diff(deepest)) < min(b.height for b in boxes)  # at their nodes' heights they would overlap
     colours = [line.get_color() for line in ax.lines]
-    assert colours.count("#d62728") >= n_confirmed and (colours.count("#ff7f0e") >= 1) == (n_confirmed < 67)
+    assert colours.count("#d62728") >= n_confirmed and (colours.count("#b35900") >= 1) == (n_confirmed < 67)
 
 
 def _report_table(**extra) -> pd.DataFrame:
@@ -548,7 +564,7 @@ def _report_table(**extra) -> pd.DataFrame:
   return table
 
 
-def _render(table: pd.DataFrame, **info) -> str:
+def _render(table: pd.DataFrame, planted: pd.DataFrame | None = None, **info) -> str:
   run = _tree_run(
     {
       "cohort": ["(all cases)", "site=South Campus", "site=South Campus & triage_level=3"],
@@ -559,7 +575,7 @@ def _render(table: pd.DataFrame, **info) -> str:
   )
   run.config = types.SimpleNamespace(favorable=())
   info = {"data": "er.csv", "confirmed": 1, "stories": 1, "exploration_rows": 29724, "adjusted_by": []} | info
-  html = render_html(run, info, table)
+  html = render_html(run, info, table, planted=planted)
   ET.fromstring(html.encode("utf-8"))  # well-formed
   return html
 
@@ -567,7 +583,7 @@ def _render(table: pd.DataFrame, **info) -> str:
 def _cells(html: str, header: str) -> list[dict]:
   """The rows of the table that follows `header` (an <h2>), as {column: text}."""
   ns = {"h": "http://www.w3.org/1999/xhtml"}
-  body = ET.fromstring(html.encode("utf-8")).find("h:body", ns)
+  body = ET.fromstring(html.encode("utf-8")).find("h:body/h:main", ns)
   kids = list(body)
   after = kids[[("".join(k.itertext())) for k in kids].index(header) + 1 :]
   # The first table after it, as is or in the scrolling box that holds it (`markup.STYLE`'s .wide).
@@ -612,9 +628,10 @@ def test_html_prints_counts_whole_p_values_floored_and_plurals_right():
   assert (other["n_group"], other["n_rest"], other["p_value"]) == ("-", "14,862", "0.0123")  # blank stays blank
   assert other["reason"] == "relative difference 2.7% below 10%"
   assert "e+04" not in html and ">0.0<" not in html
-  assert "<th>exploration_rows</th><td>29,724</td>" in html and "<th>adjusted_by</th><td>none</td>" in html
+  assert '<th scope="row">exploration_rows</th><td>29,724</td>' in html
+  assert '<th scope="row">adjusted_by</th><td>none</td>' in html
   assert "1 confirmed finding in 1 story. A story" in html and "1 stories" not in html
-  assert "<th>adjusted_by</th><td>asa, proc</td>" in _render(_report_table(), adjusted_by=["asa", "proc"])
+  assert '<th scope="row">adjusted_by</th><td>asa, proc</td>' in _render(_report_table(), adjusted_by=["asa", "proc"])
   # Without the interval of relative_diff the tables are today's; the note still names ci_low/ci_high's scale.
   assert "relative_ci_low" not in html and list(lead)[13:15] == ["relative_diff", "z"]
   assert "<code>ci_low</code> to <code>ci_high</code> are on the test scale, not the natural one" in html
@@ -993,7 +1010,8 @@ def test_html_says_why_rows_are_blank_what_the_plots_show_and_which_relative_dif
   wrong axis label, a favorable measure's relative difference (of non-event rates) and a measure below 0 (none) were
   not explained, a hidden finding lost its direction, and wide tables ran off the page."""
   html = _read(os.path.join(report, "report.html"))
-  assert "<th>hidden</th>" in html and '<div class="wide"><table' in html and ".wide{overflow-x:auto" in html
+  assert 'class="c-hidden">hidden</th>' in html and '<div class="wide" role="region"' in html
+  assert ".wide{overflow-x:auto" in html
   assert "the group (red) and the rest or reference group (blue)" in html and "does not start at 0" in html
   table = pd.read_csv(os.path.join(report, "findings.csv"))
   z = np.where(table["z"].notna() & (table["z"] != 0), table["z"], table["explore_z"])
@@ -1026,3 +1044,111 @@ def test_long_cohort_labels_keep_the_filters_that_tell_them_apart():
   assert short[0] != short[1] and all(len(x) == 40 and "..." in x for x in short)
   assert short[1].startswith("procedure=total_kn") and short[1].endswith("site=south")
   assert plots._short_middle("site=a", 40) == "site=a"
+
+
+NS = {"h": "http://www.w3.org/1999/xhtml"}
+HIDDEN = "this cohort's rows missing the measure (fewer than 11) would follow"
+
+
+def _story_of_two(**extra) -> pd.DataFrame:
+  """`_report_table` with a second confirmed finding in the lead's story (the whole table), under it."""
+  table = _report_table(**extra)
+  member = table.iloc[:1].assign(story_lead=False, story_size=2, cohort="(all cases)", query=0)
+  return pd.concat([table.iloc[:1], member, table.iloc[1:]], ignore_index=True).assign(
+    story_size=[2, 2, 1], hidden=[None, None, f"{HIDDEN}; exploration half: {HIDDEN}"]
+  )
+
+
+def test_html_tables_are_named_scoped_and_print_on_a4():
+  """An accessibility and print audit (WCAG 2.2 AA; A4 in headless Chromium): tables had no name and header cells
+  no scope, scrolling boxes could not be reached by keyboard, the body no <main>; printed, word-break broke numbers
+  into single characters ("7.733e-15" as "7. / 73 / 3e / -1 / 5") and a story's other findings, in a closed
+  <details>, were left out; a hidden row's reason was given twice."""
+  truth = {
+    "candidates": {"recall": 0.5, "precision": 0.25, "n_truth": 12, "n_reported": 48},
+    "confirmed": {"recall": 0.5, "precision": 1.0, "n_truth": 12, "n_reported": 12},
+  }
+  planted = pd.DataFrame({"cohort": ["(all cases)"], "protected": ["race"], "group": ["Black"], "effect": [0.4]})
+  html = _render(_story_of_two(), planted=planted, truth=truth)
+  root = ET.fromstring(html.encode("utf-8"))
+  body = root.find("h:body", NS)
+  assert [k.tag for k in body] == [f"{{{NS['h']}}}main"]
+  assert '<meta name="viewport" content="width=device-width, initial-scale=1"/>' in html
+  captions = [c.text for c in root.iter(f"{{{NS['h']}}}caption")]
+  assert captions == [
+    "Run summary",
+    "Truth score: the planted effects found",
+    "Planted effects (synthetic truth)",
+    "Confirmed findings (one row per story)",
+    "Other findings of this story",
+    "Unconfirmed candidates: not confirmed on held-out rows",
+  ]
+  # A printout names the columns it leaves out (the print CSS hides them by their class).
+  notes = ["".join(span.itertext()) for span in root.iterfind(".//h:caption/h:span", NS)]
+  assert notes == ["; printed without diff, ci_low, ci_high, p_value, explore_z, path (in findings.csv)"] * 2
+  assert all(span.get("class") == "print-only" for span in root.iterfind(".//h:caption/h:span", NS))
+  # Each scrolling box is a region named by its table's caption that a keyboard can scroll.
+  boxes = [d for d in root.iter(f"{{{NS['h']}}}div") if d.get("class") == "wide"]
+  assert [(d.get("role"), d.get("tabindex"), d.get("aria-label")) for d in boxes] == [
+    ("region", "0", c) for c in captions[2:]
+  ]
+  assert all(d.find("h:table/h:caption", NS).text == d.get("aria-label") for d in boxes)
+  # Every header cell has a scope: the summary's and the truth score's row names are row headers.
+  ths = list(root.iter(f"{{{NS['h']}}}th"))
+  assert ths and all(th.get("scope") in ("col", "row") for th in ths)
+  rows = ["".join(th.itertext()) for th in ths if th.get("scope") == "row"]
+  assert rows[:3] == ["data", "exploration_rows", "confirmation_rows"] and rows[-2:] == ["candidates", "confirmed"]
+  truth_table = next(t for t in root.iter(f"{{{NS['h']}}}table") if t.find("h:caption", NS).text.startswith("Truth"))
+  corner = truth_table.find("h:tr", NS)[0]
+  assert corner.tag == f"{{{NS['h']}}}td" and not "".join(corner.itertext())  # an empty corner is no header
+  # Numbers are classed "num" (printed, they never wrap); every cell has its column's class.
+  stories = next(t for t in root.iter(f"{{{NS['h']}}}table") if t.get("class") == "stories")
+  lead = stories.find("h:tbody/h:tr", NS)
+  classes = {c.get("class").split()[0]: c.get("class").split()[1:] for c in lead}
+  assert classes["c-n_group"] == classes["c-p_value"] == classes["c-mean_group"] == ["num"]
+  assert classes["c-cohort"] == classes["c-group"] == []
+  assert lead.find("h:td[@class='c-p_value num']", NS).text == "< 1e-300"  # printed whole, never broken
+  head = stories.findall("h:thead/h:tr/h:th", NS)
+  assert [th.get("class") for th in head][:3] == ["c-story", "c-cohort", "c-protected"]
+  # Long headers may break after "_"; n_group, no wider than its counts, stays whole (and th.text reads it).
+  assert ">relative_<wbr/>diff</th>" in html and ">n_group</th>" in html
+  # The story's other findings: one cell spanning the whole row.
+  (members,) = [tr for tr in stories.findall("h:tbody/h:tr", NS) if tr.get("class") == "members"]
+  assert len(members) == 1 and members[0].get("colspan") == str(len(head))
+  # The print rules, and none that breaks a number.
+  style = markup.STYLE
+  assert "@page{size:A4 landscape}" in style and "word-break:break-word" not in style
+  assert "td,th{word-break:normal;overflow-wrap:break-word}td.num{white-space:nowrap}" in style
+  assert ".c-diff,.c-ci_low,.c-ci_high,.c-p_value,.c-p_confirm,.c-explore_z,.c-path{display:none}" in style
+  assert "@media print{details::details-content{content-visibility:visible;display:contents}}" in style
+  assert ".print-only{display:none}" in style and ".print-only{display:inline}}" in style
+  assert "img{max-width:100%;height:auto}" in style
+  # A hidden row's reason once, not again as the exploration half's.
+  (other,) = _cells(html, "Unconfirmed candidates")
+  assert other["hidden"] == HIDDEN
+
+
+def test_plots_are_drawn_for_print_shown_at_their_old_size_and_described():
+  """A print audit: plots at 90 dpi were blurry on paper; at 180 dpi each is shown at half its pixels, as large as
+  before on screen. Their alt text says which side is higher and when the small-cell rule blanked the numbers."""
+  means = dict(explore_mean_group=[90.1, 0.1], explore_mean_rest=[57.2, 0.1])
+  shown = _render(_report_table(direction=["higher", "higher"], **means))
+  blank = _report_table(direction=["lower", "higher"], **means)
+  blank.loc[0, ["mean_group", "mean_rest", "explore_mean_group", "explore_mean_rest"]] = np.nan
+  hidden = _render(blank)
+  imgs = {}
+  for html in (shown, hidden):
+    for img in ET.fromstring(html.encode("utf-8")).iter(f"{{{NS['h']}}}img"):
+      png = base64.b64decode(img.get("src").removeprefix("data:image/png;base64,"))
+      assert png[:8] == b"\x89PNG\r\n\x1a\n"
+      width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # IHDR
+      assert (int(img.get("width")), int(img.get("height"))) == (round(width / 2), round(height / 2))
+      imgs.setdefault(html is hidden, []).append((img.get("alt"), width))
+  (plot, tree), (blank_plot, _) = imgs[False], imgs[True]
+  assert plot[1] > 4.6 * 150  # the finding plot's 4.6 inches at 180 dpi, less the trimmed margins
+  assert plot[0] == "site=South Campus & triage_level=3: Black vs rest, wait_minutes; Black higher than rest"
+  assert blank_plot[0] == (
+    "site=South Campus & triage_level=3: Black vs rest, wait_minutes; Black lower than rest; numbers hidden by the "
+    "small-cell rule"
+  )
+  assert "path column" in tree[0]

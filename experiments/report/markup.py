@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import pandas as pd
 
 import cube_env
 from cube_env.discovery.pipeline import warnings_in
-from experiments.report.plots import MAX_PLOTS, finding_plot, tree_plot
+from experiments.report.plots import MAX_PLOTS, finding_plot, hidden_note, shown_size, tree_plot
 
 
 def plural(n: int, noun: str, nouns: str | None = None) -> str:
@@ -90,31 +91,84 @@ def cell(column: str, value: Any) -> str:
     return f"{round(float(value)):,}"
   if column in P_COLUMNS:
     return html.escape(p_text(float(value)))
+  if column == "hidden":  # a confirmation half's reason once, not again as the exploration half's (`_once`)
+    return esc(_once(str(value)))
   return esc(value)
 
 
-def _table(df: pd.DataFrame, columns: list[str]) -> str:
-  cols = [c for c in columns if c in df.columns]
-  head = "".join(f"<th>{esc(c)}</th>" for c in cols)
-  body = "".join(
-    "<tr>" + "".join(f"<td>{cell(c, v)}</td>" for c, v in zip(cols, row)) + "</tr>"
-    for row in df[cols].itertuples(index=False)
+# Columns the printed tables leave out (findings.csv keeps them): an A4 page has no room for all of them (a print
+# audit: a cell's number broke into single characters); a print-only line under each table's caption names them.
+PRINT_HIDDEN = ("diff", "ci_low", "ci_high", "p_value", "p_confirm", "explore_z", "path")
+BREAK_AFTER = 8  # a header longer than this may break after each "_" (n_group is no wider than its counts)
+
+
+def _class(column: Any) -> str:
+  """A column's class, "c-" and its name (characters a class cannot hold as "-"): the print CSS hides by it."""
+  return "c-" + re.sub(r"[^A-Za-z0-9_-]", "-", str(column))
+
+
+def _th(column: Any) -> str:
+  """A column's header cell: scoped, classed (`_class`), and breakable after each "_" when long (`BREAK_AFTER`)."""
+  text = esc(column)
+  if len(str(column)) > BREAK_AFTER:
+    text = text.replace("_", "_<wbr/>")
+  return f'<th scope="col" class="{_class(column)}">{text}</th>'
+
+
+def _td(column: Any, value: Any) -> str:
+  """`column`'s cell of `value` (`cell`), classed "num" too when a number: printed, a number never wraps."""
+  number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+  return f'<td class="{_class(column)}{" num" if number else ""}">{cell(column, value)}</td>'
+
+
+def _boxed(caption: str, cols: list, head: str, body: str, table_class: str = "") -> str:
+  """A table of `cols` (`head` its header cells, `body` its rows) captioned, in a scrolling box that is a region
+  named by the caption, which a keyboard can scroll (WCAG 2.1.1); the caption names, in print only, the columns a
+  print leaves out (`PRINT_HIDDEN`)."""
+  left_out = [c for c in cols if c in PRINT_HIDDEN]
+  note = (
+    f'<span class="print-only">; printed without {esc(", ".join(left_out))} (in findings.csv)</span>'
+    if left_out
+    else ""
   )
-  return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+  classed = f' class="{table_class}"' if table_class else ""
+  return (
+    f'<div class="wide" role="region" tabindex="0" aria-label="{esc(caption)}"><table{classed}>'
+    f"<caption>{esc(caption)}{note}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+  )
+
+
+def _table(df: pd.DataFrame, columns: list[str], caption: str) -> str:
+  cols = [c for c in columns if c in df.columns]
+  head = "".join(_th(c) for c in cols)
+  body = "".join(
+    "<tr>" + "".join(_td(c, v) for c, v in zip(cols, row)) + "</tr>" for row in df[cols].itertuples(index=False)
+  )
+  return _boxed(caption, cols, head, body)
 
 
 def _img(uri: str, alt: str) -> str:
-  return f'<img src="{uri}" alt="{esc(alt)}"/>'
+  """An image of a PNG data URI, at its size on screen (`shown_size`: its pixels are for print)."""
+  size = shown_size(uri)
+  dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
+  return f'<img src="{uri}" alt="{esc(alt)}"{dims}/>'
 
 
 STYLE = (
   "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:85%}"
   "td,th{border:1px solid #ccc;padding:2px 6px}th{background:#eee}.plots img{margin:4px}"
+  "img{max-width:100%;height:auto}caption{text-align:left;font-weight:bold;padding:2px 0}"
   "details table{font-size:100%;margin-top:4px}summary{cursor:pointer;white-space:nowrap}"
   # Tables wider than the page scroll inside it (a report audit: 1,956 px at a 1,280 px window, z and p off-screen);
-  # printed, they wrap instead.
-  ".wide{overflow-x:auto;max-width:100%}@media print{.wide{overflow-x:visible}table{font-size:70%}"
-  "td,th{word-break:break-word}}"
+  # printed (A4 landscape, the page's margins the body's), they wrap instead, between words, a number never, less the
+  # columns of `PRINT_HIDDEN` (a print audit: "7.733e-15" broke into single characters).
+  ".wide{overflow-x:auto;max-width:100%}.print-only{display:none}@page{size:A4 landscape}"
+  "@media print{body{margin:0;max-width:none}.wide{overflow-x:visible}table{font-size:70%}"
+  "td,th{word-break:normal;overflow-wrap:break-word}td.num{white-space:nowrap}"
+  + ",".join(f".{_class(c)}" for c in PRINT_HIDDEN)
+  + "{display:none}.print-only{display:inline}}"
+  # A closed story's other findings print too (a print audit: closed <details> did not print).
+  "@media print{details::details-content{content-visibility:visible;display:contents}}"
   ".warn{border:2px solid #b35900;background:#fff4e5;padding:0 1em;margin:1em 0}"
 )
 
@@ -177,22 +231,20 @@ def _members_row(members: pd.DataFrame, width: int) -> str:
     return ""
   n = len(members)
   label = f"{n} more finding{'s' if n > 1 else ''} of this story"
-  details = f"<details><summary>{esc(label)}</summary>{_table(members, MEMBER_VIEW)}</details>"
-  return f'<tr class="members"><td></td><td colspan="{width}">{details}</td></tr>'
+  table = _table(members, MEMBER_VIEW, "Other findings of this story")
+  details = f"<details><summary>{esc(label)}</summary>{table}</details>"
+  return f'<tr class="members"><td colspan="{width}">{details}</td></tr>'
 
 
 def _stories_table(confirmed: pd.DataFrame) -> str:
   """One headline row per story (its lead's `VIEW` values), each followed by a row of its other findings."""
   cols = [c for c in VIEW if c in confirmed.columns]
-  head = "".join(f"<th>{esc(c)}</th>" for c in ["story", *cols])
+  head = "".join(_th(c) for c in ["story", *cols])
   body = []
   for k, (lead, members) in enumerate(stories_of(confirmed)):
-    cells = "".join(f"<td>{cell(c, lead[c])}</td>" for c in cols)
-    body.append(f"<tr><td>{esc(lead.get('story', k))}</td>{cells}</tr>{_members_row(members, len(cols))}")
-  return (
-    f'<div class="wide"><table class="stories"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
-    "</table></div>"
-  )
+    cells = _td("story", lead.get("story", k)) + "".join(_td(c, lead[c]) for c in cols)
+    body.append(f"<tr>{cells}</tr>{_members_row(members, 1 + len(cols))}")
+  return _boxed("Confirmed findings (one row per story)", cols, head, "".join(body), "stories")
 
 
 def _scales_note(table: pd.DataFrame, *, favorable: list | tuple = (), signed: list | tuple = ()) -> str:
@@ -408,6 +460,16 @@ def _plot_label(row: dict, *, adjusted: bool, binary: list | tuple) -> str:
   return template.format(m=row["measure"]) if "{m}" in template else f"{row['measure']} ({template})"
 
 
+def _plot_alt(row: dict) -> str:
+  """A finding plot's alt text: what it compares, which side is higher (`direction`, of the plotted means), and
+  whether the small-cell rule blanked its numbers (`hidden_note`)."""
+  text = f"{row['cohort']}: {row['group']} vs {row['reference']}, {row['measure']}"
+  if row.get("direction") in ("higher", "lower"):
+    text += f"; {row['group']} {row['direction']} than {row['reference']}"
+  hidden = hidden_note(row)
+  return text + (f"; {hidden}" if hidden else "")
+
+
 def _check_first(info: dict) -> str:
   """The coding notes that are warnings, in a box above the findings (an analyst's audit: a swallowed row, a code
   read as a group, a measure never recorded at a site sat below a 24-row summary, among routine notes)."""
@@ -431,7 +493,8 @@ def render_html(
     '<?xml version="1.0" encoding="utf-8"?>',
     "<!DOCTYPE html>",
     '<html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head><meta charset="utf-8"/>',
-    f"<title>Disparity findings: {esc(info['data'])}</title><style>{STYLE}</style></head><body>",
+    '<meta name="viewport" content="width=device-width, initial-scale=1"/>',
+    f"<title>Disparity findings: {esc(info['data'])}</title><style>{STYLE}</style></head><body><main>",
     "<h1>Disparity findings</h1>",
     _check_first(info),
     _plain_words(confirmed, info, favorable=getattr(run.config, "favorable", ()), config=run.config, binary=binary),
@@ -453,7 +516,7 @@ def render_html(
   plots = [
     _img(
       finding_plot(r, ylabel=_plot_label(r, adjusted=adjusted, binary=binary)),
-      f"{r['cohort']}: {r['group']} vs {r['reference']}, {r['measure']}",
+      _plot_alt(r),
     )
     for r in leads[:MAX_PLOTS]
   ]
@@ -469,9 +532,11 @@ def render_html(
       "vertical axis does not start at 0, so read the gap from its labels.</p>"
     )
   parts.append('<div class="plots">' + "".join(plots) + "</div>")
-  parts.append(f"<h2>Unconfirmed candidates</h2>{_table(other, ['reason'] + VIEW)}")
-  parts.append(f"<h2>Explored tree</h2>{_img(tree_plot(run), 'explored cohorts and the paths to findings')}")
-  parts.append("</body></html>")
+  caption = "Unconfirmed candidates: not confirmed on held-out rows"
+  parts.append(f"<h2>Unconfirmed candidates</h2>{_table(other, ['reason'] + VIEW, caption)}")
+  alt = "explored cohorts and the paths to findings (each finding's path is in the path column of the tables above)"
+  parts.append(f"<h2>Explored tree</h2>{_img(tree_plot(run), alt)}")
+  parts.append("</main></body></html>")
   return "\n".join(parts)
 
 
@@ -505,9 +570,9 @@ def _summary_table(info: dict) -> str:
     "search_ended",
     "seed",
   ):
-    rows.append(f"<tr><th>{esc(key)}</th><td>{_summary_value(key, info.get(key))}</td></tr>")
+    rows.append(f'<tr><th scope="row">{esc(key)}</th><td>{_summary_value(key, info.get(key))}</td></tr>')
   coding = "".join(f"<li>{esc(line)}</li>" for line in info.get("coding", []))
-  return f"<table>{''.join(rows)}</table><h3>Coding of the table</h3><ul>{coding}</ul>"
+  return f"<table><caption>Run summary</caption>{''.join(rows)}</table><h3>Coding of the table</h3><ul>{coding}</ul>"
 
 
 def _summary_value(key: str, value: Any) -> str:
@@ -523,10 +588,11 @@ def _summary_value(key: str, value: Any) -> str:
 
 def _truth_section(truth: dict, planted: pd.DataFrame | None) -> str:
   rows = "".join(
-    f"<tr><th>{esc(k)}</th>" + "".join(f"<td>{esc(v)}</td>" for v in s.values()) + "</tr>" for k, s in truth.items()
+    f'<tr><th scope="row">{esc(k)}</th>' + "".join(_td(c, v) for c, v in s.items()) + "</tr>" for k, s in truth.items()
   )
-  head = "".join(f"<th>{esc(k)}</th>" for k in next(iter(truth.values())))
-  out = f"<h2>Truth score (synthetic data)</h2><table><tr><th></th>{head}</tr>{rows}</table>"
+  head = "".join(_th(k) for k in next(iter(truth.values())))
+  caption = "<caption>Truth score: the planted effects found</caption>"
+  out = f"<h2>Truth score (synthetic data)</h2><table>{caption}<tr><td></td>{head}</tr>{rows}</table>"
   if planted is not None and len(planted):
-    out += _table(planted, list(planted.columns))
+    out += _table(planted, list(planted.columns), "Planted effects (synthetic truth)")
   return out
