@@ -157,7 +157,7 @@ def _html_count_cells(html: str) -> tuple[set[str], list[tuple[str, str]]]:
   ns = {"h": "http://www.w3.org/1999/xhtml"}
   heads, cells = set(), []
   for tab in tree.iter(f"{{{ns['h']}}}table"):
-    head = [th.text for th in tab.findall("h:thead/h:tr/h:th", ns)]
+    head = ["".join(th.itertext()) for th in tab.findall("h:thead/h:tr/h:th", ns)]  # a <wbr/> splits text
     heads |= set(head) & set(COUNTS)
     for tr in tab.findall("h:tbody/h:tr", ns):
       cells += [(col, td.text) for col, td in zip(head, tr.findall("h:td", ns)) if col in COUNTS]

@@ -98,7 +98,14 @@ def cell(column: str, value: Any) -> str:
 
 # Columns the printed tables leave out (findings.csv keeps them): an A4 page has no room for all of them (a print
 # audit: a cell's number broke into single characters); a print-only line under each table's caption names them.
-PRINT_HIDDEN = ("diff", "ci_low", "ci_high", "p_value", "p_confirm", "explore_z", "path")
+PRINT_HIDDEN = (
+  "diff",
+  "ci_low",
+  "ci_high",
+  "p_value",
+  "p_confirm",
+  "path",
+)  # explore_z stays: some rows have no other z
 BREAK_AFTER = 8  # a header longer than this may break after each "_" (n_group is no wider than its counts)
 
 
@@ -162,7 +169,7 @@ STYLE = (
   # Tables wider than the page scroll inside it (a report audit: 1,956 px at a 1,280 px window, z and p off-screen);
   # printed (A4 landscape, the page's margins the body's), they wrap instead, between words, a number never, less the
   # columns of `PRINT_HIDDEN` (a print audit: "7.733e-15" broke into single characters).
-  ".wide{overflow-x:auto;max-width:100%}.print-only{display:none}@page{size:A4 landscape}"
+  ".wide{overflow-x:auto;max-width:100%}.print-only{display:none}@page{size:landscape}"
   "@media print{body{margin:0;max-width:none}.wide{overflow-x:visible}table{font-size:70%}"
   "td,th{word-break:normal;overflow-wrap:break-word}td.num{white-space:nowrap}"
   + ",".join(f".{_class(c)}" for c in PRINT_HIDDEN)
@@ -225,13 +232,14 @@ def stories_of(confirmed: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
   return out
 
 
-def _members_row(members: pd.DataFrame, width: int) -> str:
-  """The row under a lead: its story's other findings in a collapsible table (nothing when it has none)."""
+def _members_row(members: pd.DataFrame, width: int, story) -> str:
+  """The row under a lead: its story's other findings in a collapsible table (nothing when it has none), named by
+  the story's number (a review: every story's region had one name)."""
   if not len(members):
     return ""
   n = len(members)
   label = f"{n} more finding{'s' if n > 1 else ''} of this story"
-  table = _table(members, MEMBER_VIEW, "Other findings of this story")
+  table = _table(members, MEMBER_VIEW, f"Other findings of story {story}")
   details = f"<details><summary>{esc(label)}</summary>{table}</details>"
   return f'<tr class="members"><td colspan="{width}">{details}</td></tr>'
 
@@ -242,8 +250,9 @@ def _stories_table(confirmed: pd.DataFrame) -> str:
   head = "".join(_th(c) for c in ["story", *cols])
   body = []
   for k, (lead, members) in enumerate(stories_of(confirmed)):
-    cells = _td("story", lead.get("story", k)) + "".join(_td(c, lead[c]) for c in cols)
-    body.append(f"<tr>{cells}</tr>{_members_row(members, 1 + len(cols))}")
+    story = lead.get("story", k)
+    cells = _td("story", story) + "".join(_td(c, lead[c]) for c in cols)
+    body.append(f"<tr>{cells}</tr>{_members_row(members, 1 + len(cols), story)}")
   return _boxed("Confirmed findings (one row per story)", cols, head, "".join(body), "stories")
 
 

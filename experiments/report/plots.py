@@ -35,6 +35,8 @@ def shown_size(uri: str) -> tuple[int, int] | None:
   if not uri.startswith(PNG_URI):
     return None
   head = base64.b64decode(uri[len(PNG_URI) : len(PNG_URI) + 32])  # signature, IHDR's length and type, then the size
+  if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":  # IHDR is a PNG's first chunk
+    return None
   width, height = struct.unpack(">II", head[16:24])
   return round(width * SHOWN_DPI / DPI), round(height * SHOWN_DPI / DPI)
 
