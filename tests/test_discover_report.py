@@ -732,7 +732,7 @@ def test_plain_sentences_name_each_scale_and_hide_small_cells():
     hidden | dict(explore_z=None, direction="lower", hidden=f"{why}; exploration half: {why}")
   ) == (
     "In the whole table, the rate of readmitted for sex=F was lower than for sex=M; its numbers are hidden by the "
-    f"small-cell rule ({why}); confirmed on held-out rows."
+    f"small-cell rule ({why} (both halves)); confirmed on held-out rows."
   )
   no_interval = {k: v for k, v in rate.items() if not k.startswith("relative_ci")}
   assert "was 25% higher than for sex=M (rates" in finding_sentence(no_interval)
@@ -1123,9 +1123,9 @@ def test_html_tables_are_named_scoped_and_print_on_a4():
   assert "@media print{details::details-content{content-visibility:visible;display:contents}}" in style
   assert ".print-only{display:none}" in style and ".print-only{display:inline}}" in style
   assert "img{max-width:100%;height:auto}" in style
-  # A hidden row's reason once, not again as the exploration half's.
+  # A hidden row's reason once, not again as the exploration half's: marked as both halves.
   (other,) = _cells(html, "Unconfirmed candidates")
-  assert other["hidden"] == HIDDEN
+  assert other["hidden"] == f"{HIDDEN} (both halves)"
 
 
 def test_plots_are_drawn_for_print_shown_at_their_old_size_and_described():

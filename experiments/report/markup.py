@@ -367,10 +367,15 @@ def finding_sentence(
 
 def _once(hidden: str) -> str:
   """A row's `hidden` reasons with the exploration half's copy of a confirmation half's reason left out (a report
-  audit: the sentence gave the same reason twice)."""
+  audit: the sentence gave the same reason twice) and the kept one marked "(both halves)" (a review: the reader lost
+  that the exploration half was blanked too)."""
   parts = hidden.split("; ")
   prefix = "exploration half: "
-  kept = [p for p in parts if not (p.startswith(prefix) and p[len(prefix) :] in parts)]
+  kept = [
+    f"{p} (both halves)" if prefix + p in parts else p
+    for p in parts
+    if not (p.startswith(prefix) and p[len(prefix) :] in parts)
+  ]
   return "; ".join(kept)
 
 
