@@ -35,7 +35,7 @@ if "CUBE_MUZERO_TEST_XLA_FLAGS" not in os.environ:
       timeout=120,
       check=False,
     )
-    _failed = _probe.returncode != 0 and _probe.stderr[-300:]
+    _failed = _probe.returncode != 0 and (_probe.stderr[-300:] or f"the child exited {_probe.returncode}")
   except subprocess.TimeoutExpired:
     _failed = "the child timed out"
   if _failed:

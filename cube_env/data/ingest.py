@@ -679,7 +679,8 @@ def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
       continue
     present = df[column].notna()
     text = df.loc[present, column].astype(str).str.strip()
-    if not len(text) or not _decimal_comma_numbers(text).all() or not text.str.contains(",").any():
+    commas = text.str.contains(",", regex=False)
+    if not len(text) or not commas.any() or not _decimal_comma_numbers(text).all():
       continue
     numbers = pd.to_numeric(text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
     if text.nunique() != numbers.nunique():  # '1,1' and '1,10' both 1.1: codes, not numbers; they stay text
@@ -689,7 +690,7 @@ def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
     df[column] = values
     points = text.str.contains(".", regex=False)
     if points.any():  # the column's commas mark decimals, so its points (each before three digits) group thousands
-      both = points & text.str.contains(",")
+      both = points & commas
       example = text[both if both.any() else points].iloc[0]
       # Points only beside another value's comma ('1.250' and '0,75'): thousands here, but a neighbouring column of
       # points alone is read as decimals ('2.493'), so that reading asks the analyst to look (a review).
@@ -699,7 +700,7 @@ def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
         f"as decimal points (e.g. {example!r} as {example.replace('.', '').replace(',', '.')})"
       )
       continue
-    example = text[text.str.contains(",")].iloc[0]
+    example = text[commas].iloc[0]
     notes.append(
       f"column {column!r}: decimal commas read as decimal points (e.g. {example!r} as {example.replace(',', '.')})"
     )
@@ -709,13 +710,14 @@ def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
 def _decimal_comma_numbers(text: pd.Series) -> pd.Series:
   """[values] bool: text that is a number as a ';' file writes one, with a decimal comma (`DECIMAL_COMMA`) and
   perhaps thousands points (`POINTS_AND_COMMA`)."""
-  return text.str.fullmatch(DECIMAL_COMMA.pattern) | text.str.fullmatch(POINTS_AND_COMMA.pattern)
+  return text.str.fullmatch(DECIMAL_COMMA_NUMBER.pattern)
 
 
 THOUSANDS_POINT = re.compile(r"[+-]?[1-9]\d{0,2}(\.\d{3})+")  # 2.493 or 1.234.567: a ';' file's thousands points
 # 3.835,50 or 1.204.000 or -2.493,5: thousands points and a decimal comma, as German exports write numbers; a ';'
 # file's column reads so where every value is written so or with a decimal comma alone, one comma at least
 POINTS_AND_COMMA = re.compile(THOUSANDS_POINT.pattern + r"(,\d+)?")
+DECIMAL_COMMA_NUMBER = re.compile(f"(?:{DECIMAL_COMMA.pattern})|(?:{POINTS_AND_COMMA.pattern})")  # either, one match
 
 
 def _thousands_points(source, raw, df: pd.DataFrame, blank: np.ndarray) -> list[str]:

@@ -98,14 +98,8 @@ def cell(column: str, value: Any) -> str:
 
 # Columns the printed tables leave out (findings.csv keeps them): an A4 page has no room for all of them (a print
 # audit: a cell's number broke into single characters); a print-only line under each table's caption names them.
-PRINT_HIDDEN = (
-  "diff",
-  "ci_low",
-  "ci_high",
-  "p_value",
-  "p_confirm",
-  "path",
-)  # explore_z stays: some rows have no other z
+# explore_z stays: some candidates have no other z (a review).
+PRINT_HIDDEN = ("diff", "ci_low", "ci_high", "p_value", "p_confirm", "path")
 BREAK_AFTER = 8  # a header longer than this may break after each "_" (n_group is no wider than its counts)
 
 
