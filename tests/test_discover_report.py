@@ -1119,6 +1119,8 @@ def test_html_tables_are_named_scoped_and_print_on_a4():
   style = markup.STYLE
   assert "@page{size:landscape}" in style and "word-break:break-word" not in style
   assert "td,th{word-break:normal;overflow-wrap:break-word}td.num{white-space:nowrap}" in style
+  # A cohort breaks anywhere (a 120-character value without a space made a 1,050 px print 1,784 px wide).
+  assert "td.c-cohort{overflow-wrap:anywhere}" in style
   assert ".c-diff,.c-ci_low,.c-ci_high,.c-p_value,.c-p_confirm,.c-path{display:none}" in style
   assert "@media print{details::details-content{content-visibility:visible;display:contents}}" in style
   assert ".print-only{display:none}" in style and ".print-only{display:inline}}" in style

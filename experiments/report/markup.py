@@ -163,9 +163,10 @@ STYLE = (
   # Tables wider than the page scroll inside it (a report audit: 1,956 px at a 1,280 px window, z and p off-screen);
   # printed (A4 landscape, the page's margins the body's), they wrap instead, between words, a number never, less the
   # columns of `PRINT_HIDDEN` (a print audit: "7.733e-15" broke into single characters).
+  # A cohort's text may break anywhere: one long value without a space pushed the last columns off the page.
   ".wide{overflow-x:auto;max-width:100%}.print-only{display:none}@page{size:landscape}"
   "@media print{body{margin:0;max-width:none}.wide{overflow-x:visible}table{font-size:70%}"
-  "td,th{word-break:normal;overflow-wrap:break-word}td.num{white-space:nowrap}"
+  "td,th{word-break:normal;overflow-wrap:break-word}td.num{white-space:nowrap}td.c-cohort{overflow-wrap:anywhere}"
   + ",".join(f".{_class(c)}" for c in PRINT_HIDDEN)
   + "{display:none}.print-only{display:inline}}"
   # A closed story's other findings print too (a print audit: closed <details> did not print).
