@@ -66,7 +66,9 @@ def test_the_grid_an_agent_plays(small_df, tmp_path):
   shape = agent.agent_shape(grid_free, cube)  # rounded up to (8, 4) multiples: never below the trained grid
   assert shape.num_filters == max(grid_free.num_filters, -(-own.num_filters // 8) * 8)
   assert shape.num_values == max(grid_free.num_values, -(-own.num_values // 4) * 4)
-  assert shape.num_cells == cube_env.bucketed_shape(cube).num_cells and shape.num_groups == own.num_groups
+  # The agent's shape starts from the table's own sizes (no small-table floor, `agent_shape`).
+  own_cells = cube_env.bucketed_shape(cube, small_floor=False).num_cells
+  assert shape.num_cells == own_cells and shape.num_groups == own.num_groups
   wider = grid_free.__class__(**{**grid_free.__dict__, "num_filters": 1, "num_values": 2})
   assert agent.agent_shape(wider, cube).num_filters == shape.num_filters  # the table's grid, not the agent's
   fixed_shape = agent.agent_shape(fixed, cube)

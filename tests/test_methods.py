@@ -1,13 +1,17 @@
 """Search methods on a small cube: budgets, determinism, coverage and the numbers they report."""
 
+import functools
+
 import jax
 import numpy as np
 import pandas as pd
 import pytest
 
 import cube_env
+from cube_env.discovery import cohorts as cohorts_lib
 from cube_env.discovery import frontier as frontier_lib
 from cube_env.discovery import methods
+from cube_env.discovery import oracle as oracle_lib
 from cube_env.discovery import space as space_lib
 from tests.conftest import SMALL_SCHEMA, make_small_df
 
@@ -232,3 +236,38 @@ def test_registry_holds_the_builtins_and_takes_plugins(space):
   finally:
     del methods._REGISTRY["two_queries_test"]  # no unregister in the API: plug-ins stay for the process
   assert "two_queries_test" not in cube_env.method_names()
+
+
+def test_small_tables_share_one_padded_shape_its_programs_and_their_findings(small_df, caplog, monkeypatch):
+  """Small tables of different schemas pad to one shape (`params.SMALL_TABLE_SHAPE`), so a second table's search
+  and confirmation compile nothing new; the padding changes no finding; a larger table keeps its own sizes."""
+  other = cube_env.Schema(dimensions=["proc", "urgency"], protected=["race"], measures=["minutes", "los"])
+  small = cube_env.environment.params.SMALL_TABLE_SHAPE
+  cube = cube_env.build_cube(small_df, other)
+  assert cube_env.bucketed_shape(cube) == cube_env.bucketed_shape(cube_env.build_cube(small_df, SMALL_SCHEMA)) == small
+  own = cube_env.bucketed_shape(cube, small_floor=False)
+  assert (own.num_filters, own.num_values, own.num_protected, own.num_measures) == (3, 5, 1, 2)
+  rng = np.random.default_rng(0)
+  wide = pd.DataFrame({c: rng.integers(0, 9, 20_000).astype(str) for c in "abcdef"} | {"y": rng.random(20_000)})
+  big = cube_env.build_cube(wide, cube_env.Schema(dimensions=list("abcde"), protected=["f"], measures=["y"]))
+  assert big.num_cells > small.num_cells
+  assert cube_env.bucketed_shape(big) == cube_env.bucketed_shape(big, small_floor=False)
+  assert cube_env.bucketed_shape(big).num_measures == 1  # not padded to the small tables' 4
+
+  settings = dict(method="greedy", budget=20, max_depth=2, seed=0)
+  cube_env.run_discovery(small_df, SMALL_SCHEMA, **settings)
+  with jax.log_compiles(True), caplog.at_level("WARNING", logger="jax._src.dispatch"):
+    padded = cube_env.run_discovery(small_df, other, **settings)
+  compiled = {
+    r.getMessage().split(" of ")[1].split(" in ")[0] for r in caplog.records if "XLA compilation" in r.message
+  }
+  assert not compiled & {"jit(_step)", "jit(_assess_cohorts)", "jit(root_sums)"}, compiled
+
+  # The same run on the table's own sizes: the same queries, candidates and confirmed findings.
+  unpadded = functools.partial(cube_env.bucketed_shape, small_floor=False)
+  for module in (space_lib, cohorts_lib, oracle_lib):
+    monkeypatch.setattr(module, "bucketed_shape", unpadded)
+  alone = cube_env.run_discovery(small_df, other, **settings)
+  assert alone.search.queries == padded.search.queries == 20
+  pd.testing.assert_frame_equal(alone.findings, padded.findings, rtol=1e-5)
+  assert len(padded.findings) > 0
