@@ -1,5 +1,6 @@
 """Search methods on a small cube: budgets, determinism, coverage and the numbers they report."""
 
+import dataclasses
 import functools
 
 import jax
@@ -239,35 +240,53 @@ def test_registry_holds_the_builtins_and_takes_plugins(space):
 
 
 def test_small_tables_share_one_padded_shape_its_programs_and_their_findings(small_df, caplog, monkeypatch):
-  """Small tables of different schemas pad to one shape (`params.SMALL_TABLE_SHAPE`), so a second table's search
-  and confirmation compile nothing new; the padding changes no finding; a larger table keeps its own sizes."""
+  """Small tables of different schemas (but as many values) pad to one shape (`params.SMALL_TABLE_SHAPE`), so a
+  second table's search and confirmation compile none of the first's programs again; the padding changes no query
+  of greedy or `learned` (whose ranker reads a column's share of the grid's width) and no finding; a larger table,
+  or one wider than the floor in any size, keeps its own sizes."""
   other = cube_env.Schema(dimensions=["proc", "urgency"], protected=["race"], measures=["minutes", "los"])
-  small = cube_env.environment.params.SMALL_TABLE_SHAPE
   cube = cube_env.build_cube(small_df, other)
-  assert cube_env.bucketed_shape(cube) == cube_env.bucketed_shape(cube_env.build_cube(small_df, SMALL_SCHEMA)) == small
   own = cube_env.bucketed_shape(cube, small_floor=False)
   assert (own.num_filters, own.num_values, own.num_protected, own.num_measures) == (3, 5, 1, 2)
+  padded_shape = dataclasses.replace(cube_env.environment.params.SMALL_TABLE_SHAPE, num_values=5)
+  assert cube_env.bucketed_shape(cube) == cube_env.bucketed_shape(cube_env.build_cube(small_df, SMALL_SCHEMA))
+  assert cube_env.bucketed_shape(cube) == padded_shape
   rng = np.random.default_rng(0)
-  wide = pd.DataFrame({c: rng.integers(0, 9, 20_000).astype(str) for c in "abcdef"} | {"y": rng.random(20_000)})
-  big = cube_env.build_cube(wide, cube_env.Schema(dimensions=list("abcde"), protected=["f"], measures=["y"]))
-  assert big.num_cells > small.num_cells
-  assert cube_env.bucketed_shape(big) == cube_env.bucketed_shape(big, small_floor=False)
-  assert cube_env.bucketed_shape(big).num_measures == 1  # not padded to the small tables' 4
+  many = pd.DataFrame({c: rng.integers(0, 9, 20_000).astype(str) for c in "abcdef"} | {"y": rng.random(20_000)})
+  big = cube_env.build_cube(many, cube_env.Schema(dimensions=list("abcde"), protected=["f"], measures=["y"]))
+  assert big.num_cells > padded_shape.num_cells and cube_env.bucketed_shape(big).num_measures == 1
+  nine = cube_env.build_cube(  # 9 filter columns of 2 values: few cells, but wider than the floor's 8 columns
+    many.head(3000).assign(**{c: (many[c] > "4").astype(str) for c in "abcdef"}, g=many.a, h=many.b, i=many.c),
+    cube_env.Schema(dimensions=list("abcdegh"), protected=["f", "i"], measures=["y"]),
+  )
+  assert nine.num_cells <= padded_shape.num_cells
+  assert cube_env.bucketed_shape(nine) == cube_env.bucketed_shape(nine, small_floor=False)
 
-  settings = dict(method="greedy", budget=20, max_depth=2, seed=0)
-  cube_env.run_discovery(small_df, SMALL_SCHEMA, **settings)
-  with jax.log_compiles(True), caplog.at_level("WARNING", logger="jax._src.dispatch"):
-    padded = cube_env.run_discovery(small_df, other, **settings)
-  compiled = {
-    r.getMessage().split(" of ")[1].split(" in ")[0] for r in caplog.records if "XLA compilation" in r.message
-  }
-  assert not compiled & {"jit(_step)", "jit(_assess_cohorts)", "jit(root_sums)"}, compiled
+  def compiled(run):
+    caplog.clear()
+    with jax.log_compiles(True), caplog.at_level("WARNING", logger="jax._src.dispatch"):
+      result = run()
+    return result, {
+      r.getMessage().split(" of ")[1].split(" in ")[0] for r in caplog.records if "XLA compilation" in r.message
+    }
 
-  # The same run on the table's own sizes: the same queries, candidates and confirmed findings.
+  programs = {"jit(_step)", "jit(_assess_cohorts)", "jit(root_sums)"}
+  settings = dict(budget=20, max_depth=2, seed=0)
+  cube_env.run_discovery(small_df, SMALL_SCHEMA, method="greedy", **settings)
+  padded, names = compiled(
+    lambda: {m: cube_env.run_discovery(small_df, other, method=m, **settings) for m in ("greedy", "learned")}
+  )
+  assert not names & programs, names
+
+  # The same runs on the table's own sizes (which compile those programs): the same queries and findings.
   unpadded = functools.partial(cube_env.bucketed_shape, small_floor=False)
   for module in (space_lib, cohorts_lib, oracle_lib):
     monkeypatch.setattr(module, "bucketed_shape", unpadded)
-  alone = cube_env.run_discovery(small_df, other, **settings)
-  assert alone.search.queries == padded.search.queries == 20
-  pd.testing.assert_frame_equal(alone.findings, padded.findings, rtol=1e-5)
-  assert len(padded.findings) > 0
+  alone, names = compiled(
+    lambda: {m: cube_env.run_discovery(small_df, other, method=m, **settings) for m in ("greedy", "learned")}
+  )
+  assert programs <= names, names  # the check above can see a compile
+  for m in ("greedy", "learned"):
+    pd.testing.assert_frame_equal(alone[m].search.visits, padded[m].search.visits)
+    pd.testing.assert_frame_equal(alone[m].findings, padded[m].findings, rtol=1e-5)
+  assert len(padded["greedy"].findings) > 0

@@ -5,12 +5,14 @@ subprocess, resumed with `--resume`, and must end with the findings of an uninte
 findings.csv and value for value in findings.json.
 """
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import warnings
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ import pytest
 
 import cube_env
 from cube_env.discovery import journal
+from cube_env.discovery import space as space_lib
 from experiments import discover
 from tests.conftest import make_small_df
 from tests.test_discover_report import save_tiny_agent
@@ -202,6 +205,11 @@ def test_a_journal_of_another_run_is_refused_naming_the_field(tmp_path):
     cube_env.run_discovery(df, SCHEMA, method="uct", budget=30, max_depth=2, z_screen=3.0, seed=7, state_dir=state)
   with pytest.raises(ValueError, match=r"space=.*the table searched differs"):
     _run(df.iloc[5:], state)  # another table
+  # The table's padding is part of the space: a run saved by a version that padded it otherwise is refused too.
+  own_sizes = functools.partial(cube_env.bucketed_shape, small_floor=False)
+  padded = r"space=.*or the run was saved by a version of cube_env that padded"
+  with pytest.raises(ValueError, match=padded), mock.patch.object(space_lib, "bucketed_shape", own_sizes):
+    _run(df, state)
 
 
 def test_replayed_answers_equal_live_ones_and_a_different_query_is_refused(tmp_path):

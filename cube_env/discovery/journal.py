@@ -26,7 +26,7 @@ asks the run to stop (it then raises `Interrupted`).
 
 Cost (measured on this 2-core machine under other load, every 100 queries saved, compressed npz): on the 20,000-row
 `mixed` demo (15 filter columns, observation 10 x 15 x 13) 480-600 bytes per query on disk and +0.45-0.5 ms per
-query (about 10% of the 4.3-4.4 ms a query costs there); on a 6-column test table (observation 10 x 6 x 6) 170 bytes
+query (about 10% of the 4.3-4.4 ms a query costs there); on a 6-column test table (observation 10 x 6 x 6, before small tables were padded to 8 columns) 170 bytes
 and +0.25-0.33 ms per query. A resumed run replays its journal at 0.8-0.9 ms per query on the demo (the method's
 own work between queries plus the digest and decode), a fifth of running the queries.
 """
@@ -199,7 +199,10 @@ class Journal:
     if diff:
       why = f"the search state in {self.directory} was saved by another run: {'; '.join(diff)}"
       if manifest["fingerprint"].get("space") != self.fingerprint.get("space"):  # `pipeline.search_fingerprint`
-        why += " (the table searched differs: its data file, columns or coding changed since the run was saved)"
+        why += (
+          " (the table searched differs: its data file, columns or coding changed since the run was saved, or the"
+          " run was saved by a version of cube_env that padded the table to other sizes)"
+        )
       raise ValueError(why)
     for seg in manifest["segments"]:
       path = os.path.join(self.directory, seg["file"])

@@ -18,7 +18,8 @@ columns over every row (SQL's GROUPING SETS). Both count the searched
 
 The environment is compiled once per padded shape: cubes are padded to a
 power-of-two number of cells and the env carries no metadata, so cubes of one
-schema share the compiled step.
+schema share the compiled step; small tables of as many values share one shape
+(`bucketed_shape`'s small-table floor).
 """
 
 from __future__ import annotations

@@ -104,8 +104,8 @@ def _round_up(n: int, k: int) -> int:
 
 def agent_shape(agent: PackagedAgent, cube) -> cube_env.EnvShape:
   """The grid `agent` plays `cube` on (ValueError naming the limit when the table is wider)."""
-  # From the table's own sizes: the small-table floor (`cube_env.bucketed_shape`) would pad the groups and measures
-  # the agent sees, which no benchmark of the agent has measured.
+  # From the table's own sizes, not the small-table floor (`cube_env.bucketed_shape`): the errors below quote them,
+  # and the agent's results were measured on them.
   own = cube_env.bucketed_shape(cube, small_floor=False)
   if agent.any_grid:
     if own.num_filters > MAX_FILTERS or own.num_values > MAX_VALUES:
