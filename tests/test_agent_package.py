@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import pathlib
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -121,6 +122,21 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
   same = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, refine=0.0), budget=25)
   pd.testing.assert_frame_equal(same.visits, learned.visits)  # refine 0: the learned method, query for query
   assert same.method == "muzero" and "refine 0: no search" in same.note
+  # The agent reads the table's own filter columns, not the small-table floor's padded ones (a review: the padded
+  # rows repeat the cohort's own size and z to a network that pools over the grid): a run on the pipeline's padded
+  # space is the run on an unpadded one, query for query, and every observation the agent sees has the own width.
+  own = cube_env.bucketed_shape(prepared.space.cube, small_floor=False)
+  assert prepared.space.env.shape.num_filters > own.num_filters
+  space = prepared.space
+  unpadded = cube_env.make_space(
+    space.cube, max_depth=2, min_group=space.min_group, z_screen=space.z_screen, new_z=space.new_z, shape=own
+  )
+  default = functools.partial(agent.muzero_search, checkpoint=loaded)
+  with mock.patch.object(muzero_jax, "act", wraps=muzero_jax.act) as act:
+    padded_run = cube_env.search(prepared, default, budget=25)
+  assert act.call_count > 0 and {c.args[1].shape[2] for c in act.call_args_list} == {own.num_filters}
+  unpadded_run = cube_env.search(dataclasses.replace(prepared, space=unpadded), default, budget=25)
+  pd.testing.assert_frame_equal(padded_run.visits, unpadded_run.visits)
   every0 = functools.partial(agent.muzero_search, checkpoint=loaded, refine=0.0, refine_at="visit")
   pd.testing.assert_frame_equal(cube_env.search(prepared, every0, budget=25).visits, learned.visits)
   # The ranking's arithmetic on the root's observation: learned log-odds + refine x (search Q - network value).

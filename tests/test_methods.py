@@ -242,7 +242,7 @@ def test_registry_holds_the_builtins_and_takes_plugins(space):
 def test_small_tables_share_one_padded_shape_its_programs_and_their_findings(small_df, caplog, monkeypatch):
   """Small tables of different schemas (but as many values) pad to one shape (`params.SMALL_TABLE_SHAPE`), so a
   second table's search and confirmation compile none of the first's programs again; the padding changes no query
-  of greedy or `learned` (whose ranker reads a column's share of the grid's width) and no finding; a larger table,
+  of greedy, `learned` (whose ranker reads a column's share of the grid's width) or enumeration and no finding; a larger table,
   or one wider than the floor in any size, keeps its own sizes."""
   other = cube_env.Schema(dimensions=["proc", "urgency"], protected=["race"], measures=["minutes", "los"])
   cube = cube_env.build_cube(small_df, other)
@@ -256,10 +256,11 @@ def test_small_tables_share_one_padded_shape_its_programs_and_their_findings(sma
   big = cube_env.build_cube(many, cube_env.Schema(dimensions=list("abcde"), protected=["f"], measures=["y"]))
   assert big.num_cells > padded_shape.num_cells and cube_env.bucketed_shape(big).num_measures == 1
   nine = cube_env.build_cube(  # 9 filter columns of 2 values: few cells, but wider than the floor's 8 columns
-    many.head(3000).assign(**{c: (many[c] > "4").astype(str) for c in "abcdef"}, g=many.a, h=many.b, i=many.c),
+    many.head(3000).assign(**{c: (many[o] > "4").astype(str) for c, o in zip("abcdefghi", "abcdefabc")}),
     cube_env.Schema(dimensions=list("abcdegh"), protected=["f", "i"], measures=["y"]),
   )
-  assert nine.num_cells <= padded_shape.num_cells
+  shape = cube_env.bucketed_shape(nine, small_floor=False)
+  assert shape.num_cells <= padded_shape.num_cells and (shape.num_filters, shape.num_groups) == (9, 2)
   assert cube_env.bucketed_shape(nine) == cube_env.bucketed_shape(nine, small_floor=False)
 
   def compiled(run):
@@ -270,23 +271,20 @@ def test_small_tables_share_one_padded_shape_its_programs_and_their_findings(sma
       r.getMessage().split(" of ")[1].split(" in ")[0] for r in caplog.records if "XLA compilation" in r.message
     }
 
-  programs = {"jit(_step)", "jit(_assess_cohorts)", "jit(root_sums)"}
-  settings = dict(budget=20, max_depth=2, seed=0)
-  cube_env.run_discovery(small_df, SMALL_SCHEMA, method="greedy", **settings)
-  padded, names = compiled(
-    lambda: {m: cube_env.run_discovery(small_df, other, method=m, **settings) for m in ("greedy", "learned")}
-  )
+  programs = {"jit(_step)", "jit(_assess_cohorts)", "jit(root_sums)", "jit(_screen_chunk)", "jit(_novelty_chunk)"}
+  settings, runs = dict(budget=60, max_depth=2, seed=0), ("greedy", "learned", "exhaustive")
+  for m in ("greedy", "exhaustive"):
+    cube_env.run_discovery(small_df, SMALL_SCHEMA, method=m, **settings)
+  padded, names = compiled(lambda: {m: cube_env.run_discovery(small_df, other, method=m, **settings) for m in runs})
   assert not names & programs, names
 
   # The same runs on the table's own sizes (which compile those programs): the same queries and findings.
   unpadded = functools.partial(cube_env.bucketed_shape, small_floor=False)
   for module in (space_lib, cohorts_lib, oracle_lib):
     monkeypatch.setattr(module, "bucketed_shape", unpadded)
-  alone, names = compiled(
-    lambda: {m: cube_env.run_discovery(small_df, other, method=m, **settings) for m in ("greedy", "learned")}
-  )
+  alone, names = compiled(lambda: {m: cube_env.run_discovery(small_df, other, method=m, **settings) for m in runs})
   assert programs <= names, names  # the check above can see a compile
-  for m in ("greedy", "learned"):
+  for m in runs:
     pd.testing.assert_frame_equal(alone[m].search.visits, padded[m].search.visits)
     pd.testing.assert_frame_equal(alone[m].findings, padded[m].findings, rtol=1e-5)
   assert len(padded["greedy"].findings) > 0

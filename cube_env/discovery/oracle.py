@@ -181,7 +181,7 @@ def compile_enumeration(
     )
     used = jnp.ones((depth,), bool)
     table = _subset_table(params, jnp.zeros((depth,), jnp.int32), used, num_values=num_values, slots=depth)
-    filters = np.full((FAMILIES_PER_CALL, len(meta.filter_names)), -1, np.int32)
+    filters = np.full((FAMILIES_PER_CALL, params.codes.shape[1]), -1, np.int32)
     keys = np.zeros((FAMILIES_PER_CALL,), np.int64)
     for z_method in ("bound", "exact"):
       _screen_chunk(params, jnp.asarray(filters), jnp.take(table, jnp.asarray(keys), axis=0), z_method=z_method)
@@ -223,6 +223,7 @@ def subset_findings(
   slots = max_depth
   radix = num_values ** np.arange(slots - 1, -1, -1)
   num_f = len(meta.filter_names)
+  width = params.codes.shape[1]  # padded filter columns (-1) too: one program for every table of a padded shape
   min_rows = float(params.min_cohort)
   k = len(subset)
   entries: list[dict] = []
@@ -238,7 +239,7 @@ def subset_findings(
   for start in range(0, len(keys), FAMILIES_PER_CALL):
     chunk = keys[start : start + FAMILIES_PER_CALL]
     digits = (chunk[:, None] // radix[None, :]) % num_values  # [B, S]
-    filters = np.full((len(chunk), num_f), -1, np.int32)
+    filters = np.full((len(chunk), width), -1, np.int32)
     for s in range(k):
       filters[:, cols[s]] = digits[:, s]
     # Cheap bound first (|t| >= |z|), exact tests only for cohorts that pass it.
@@ -265,7 +266,7 @@ def subset_findings(
     new = _novelty(params, table, filters[hit_rows], chunk[hit_rows], jnp.asarray(used), num_values=num_values)
     cmp_d = {name: np.asarray(v) for name, v in cmp.items()}
     for j, row in enumerate(hit_rows):
-      labels = codes_to_filters(meta, filters[row])
+      labels = codes_to_filters(meta, filters[row, :num_f])
       for p, g, m in zip(*np.nonzero(sig[row])):
         if not include_old and not new[j, p, g, m]:
           continue

@@ -115,7 +115,8 @@ def resolve_z(cube: Cube, z_screen: float | str, max_depth: int) -> float:
 # protected columns, groups, measures) is padded to it, so small tables of different schemas share compiled
 # programs (a service worker's or a notebook's next table, the test suite's many small tables), where compiling,
 # not querying, is the time. The values stay the table's own: the `learned` ranker reads a column's share of the
-# grid's width. A larger table keeps its own sizes: padding would multiply its work per query.
+# grid's width. A table larger in any of those sizes keeps its own: padding would multiply its work per query, where
+# compiling is a small part. On the smallest tables padding costs a little per query (docs/design.md, Discovery).
 SMALL_TABLE_SHAPE = EnvShape(num_cells=4096, num_filters=8, num_values=0, num_protected=2, num_groups=4, num_measures=4)
 
 
@@ -123,7 +124,8 @@ def bucketed_shape(cube: Cube, *, small_floor: bool = True) -> EnvShape:
   """The cube's own shape with cells rounded up to a power of two, so cubes of one schema share compiled code;
   a table that fits `SMALL_TABLE_SHAPE` is padded to it (`small_floor`), its values kept, so small tables of
   different schemas share it. Padding changes no finding: padded cells have no rows, padded columns no
-  categories, padded groups and measures are not tested (tests/test_methods.py compares runs)."""
+  categories, padded groups and measures are not tested (tests/test_methods.py compares runs; the muzero agent
+  plays on the table's own sizes, `experiments.agent.play`)."""
   shape = EnvShape.of(cube)
   shape = dataclasses.replace(shape, num_cells=1 << max(shape.num_cells - 1, 1).bit_length())
   floor = dataclasses.replace(SMALL_TABLE_SHAPE, num_values=shape.num_values)

@@ -207,6 +207,17 @@ def play_frontier(
       "an agent with grid policy heads; use --agent-mode episodes"
     )
   agent_shape(agent, space.cube)  # the grid limit
+  own = cube_env.bucketed_shape(space.cube, small_floor=False)
+  if space.env.shape != own:  # the small-table floor's padded filter columns would reach the agent's network
+    space = cube_env.make_space(
+      space.cube,
+      max_depth=space.max_depth,
+      min_group=space.min_group,
+      z_screen=space.z_screen,
+      new_z=space.new_z,
+      shape=own,
+      horizon=space.env.horizon,
+    )
   # read once: the cheap ranking near the top, and the value the agent refines
   learned = cube_env.learned_ranker(depth=depth, max_depth=space.max_depth)
   ranker = agent_ranker(agent, seed, refine, backup=backup, simulations=simulations, advantage=advantage, base=learned)
