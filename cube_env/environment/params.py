@@ -115,7 +115,7 @@ def resolve_z(cube: Cube, z_screen: float | str, max_depth: int) -> float:
 # protected columns, groups, measures) is padded to it, so small tables of different schemas share compiled
 # programs (a service worker's or a notebook's next table, the test suite's many small tables), where compiling,
 # not querying, is the time. The values stay the table's own: the `learned` ranker reads a column's share of the
-# grid's width. A table larger in any of those sizes keeps its own: padding would multiply its work per query, where
+# grid's width (hence num_values 0 here). A table larger in any of those sizes keeps its own: padding would multiply its work per query, where
 # compiling is a small part. On the smallest tables padding costs a little per query (docs/design.md, Discovery).
 SMALL_TABLE_SHAPE = EnvShape(num_cells=4096, num_filters=8, num_values=0, num_protected=2, num_groups=4, num_measures=4)
 
