@@ -196,9 +196,16 @@ def test_episodes_mode_searches_with_the_agents_expert_prior(small_df, tmp_path)
   loaded = agent.load_agent(ckpt)
   strong = dataclasses.replace(loaded, config=loaded.config.replace(expert_prior=100.0))
   prepared = cube_env.prepare(small_df, SMALL_SCHEMA, cube_env.DiscoveryConfig(max_depth=2, z_screen=3.0))
-  greedy = cube_env.search(prepared, "greedy", budget=5).visits["cohort"].tolist()
+  greedy_run = cube_env.search(prepared, "greedy", budget=5)
+  greedy = greedy_run.visits["cohort"].tolist()
   run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=strong, mode="episodes"), budget=5)
   assert run.visits["cohort"].tolist() == greedy and len(greedy) == 5
+  # The agent's environment counts new findings at the space's newness threshold (explore_new_z 2.5 here), not at
+  # z_screen (3.0): the same cohorts give the same findings as greedy's.
+  space = prepared.space
+  assert run.visits["n_new"].tolist() == greedy_run.visits["n_new"].tolist()
+  pd.testing.assert_frame_equal(run.candidates.reset_index(drop=True), greedy_run.candidates.reset_index(drop=True))
+  assert space.new_z == 2.5 and float(agent.padded_env(strong, space)[1].new_z) == space.new_z
   plain = cube_env.search(
     prepared, functools.partial(agent.muzero_search, checkpoint=loaded, mode="episodes", prior=0), budget=5
   )

@@ -127,13 +127,17 @@ def agent_shape(agent: PackagedAgent, cube) -> cube_env.EnvShape:
 
 
 def padded_env(agent: PackagedAgent, space: cube_env.Space):
-  """The env and params of `space.cube` on the agent's grid for it (`agent_shape`)."""
+  """The env and params of `space.cube` on the agent's grid for it (`agent_shape`), with the space's thresholds:
+  its newness threshold `new_z` too, so a cohort the agent reaches counts the new findings any other method's
+  visit there would (it was `z_screen`, stricter under the pipeline's `explore_new_z`; the observation does not
+  depend on it)."""
   env, params = cube_env.make_env(
     space.cube,
     max_depth=space.max_depth,
     horizon=agent.horizon,
     min_group=space.min_group,
     z_screen=space.z_screen,
+    new_z=space.new_z,
     shape=agent_shape(agent, space.cube),
   )
   return dataclasses.replace(env, meta=None), params
