@@ -86,9 +86,12 @@ def test_report_files_and_escaping(report):
   summary_now = json.loads(_read(os.path.join(report, "findings.json")))["summary"]
   assert "What &#8220;confirmed on held-out rows&#8221; means." in html
   assert (
-    f"reached {summary_now['z_screen']:g} there" in html
+    f"reached {summary_now['z_screen']:g} there and that were not a larger cohort's gap again" in html
     and f"among all {summary_now['candidates']:,} candidates" in html
   )
+  # The exploration's newness threshold is recorded (the default explore_new_z, 2.5) and shown in the summary table.
+  assert summary_now["explore_new_z"] == 2.5 and "by a z of 2.5 or more" in html
+  assert '<th scope="row">explore_new_z</th><td>2.5</td>' in html
   assert "keeps the chance of even one false confirmation at most 0.05" in html and ">p_<wbr/>confirm</th>" in html
   assert "Not adjusted for case mix." in html  # this run has no --adjust
   bh = markup._how_confirmed({"q": 0.1}, adjusted=True, config=cube_env.DiscoveryConfig(correction="bh"))

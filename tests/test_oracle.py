@@ -136,3 +136,19 @@ def test_scoring_other_side_of_a_near_binary_column():
   )
   assert scoring.SMALL_CELL == 11
   assert cube_env.score_findings(other, truth, cube=cube11)["recall"] == 0.0
+
+
+def test_cube_oracle_enumerates_at_every_threshold_of_the_env(small_cube):
+  """`cube_oracle` (the held-out evaluation's findings per cube) reads the env's smallest group and cohort as well as
+  its screens: with min_group 60 it finds what `enumerate_findings` finds at 60, not at the default 11 (it did)."""
+  counts = {}
+  for min_group in (11, 60):
+    _, params = cube_env.make_env(small_cube, max_depth=2, min_group=min_group, z_screen=3.0, new_z=2.0)
+    oracle = cube_env.cube_oracle(params, small_cube)
+    direct = cube_env.enumerate_findings(
+      small_cube, max_depth=2, min_group=min_group, z_screen=3.0, new_z=2.0, include_old=False
+    )
+    pd.testing.assert_frame_equal(oracle, direct)
+    assert oracle.attrs["queries"] == direct.attrs["queries"]
+    counts[min_group] = oracle.attrs["queries"]
+  assert counts[60] < counts[11]  # fewer cohorts are visitable at 60 rows a group (145 against 164)

@@ -97,10 +97,14 @@ def _jit_reset(env):
 
 
 def cube_oracle(params_one: EnvParams, cube: Cube) -> pd.DataFrame:
-  """Every new finding of a cube under the env's thresholds (run once per cube, shared by methods)."""
+  """Every new finding of a cube under the env's thresholds, its smallest group and cohort too (run once per cube,
+  shared by methods; they fell back to the defaults, so an env of another `min_group` was scored against findings
+  of other cohorts than it visits)."""
   return enumerate_findings(
     cube,
     max_depth=int(params_one.max_depth),
+    min_group=float(params_one.min_group),
+    min_cohort=float(params_one.min_cohort),
     z_screen=float(params_one.z_screen),
     new_z=float(params_one.new_z),
     include_old=False,

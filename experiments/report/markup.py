@@ -411,13 +411,20 @@ def _how_confirmed(info: dict, *, adjusted: bool, config: Any = None) -> str:
   share = info.get("explore_fraction")
   half = f" ({share:.0%} of the rows)" if isinstance(share, float) else ""
   screen, q, candidates = info.get("z_screen"), info.get("q"), info.get("candidates")
+  new_z = info.get("explore_new_z")
+  newness = (
+    " and that were not a larger cohort's gap again (under a parent with the same gap, only where the cohort's own "
+    f"gap exceeded the rest of that parent's by a z of {esc(new_z)} or more)"
+    if new_z is not None
+    else ""
+  )
   among = f" among all {candidates:,} candidates" if isinstance(candidates, int) else " among all candidates"
   if adjusted:  # an adjusted rate's candidate may be left out of the family (`confirm.RATE_UNTESTED`)
     among += " (less any left out as not testable, which their reason says)"
   text = (
     "<p><b>What &#8220;confirmed on held-out rows&#8221; means.</b> The rows were split at random (a seeded hash of "
     f"each row) into an exploration part{esc(half)} and a confirmation part. The search saw only the exploration "
-    f"rows and kept as candidates the gaps whose |z| reached {esc(screen)} there; every candidate was then tested "
+    f"rows and kept as candidates the gaps whose |z| reached {esc(screen)} there{newness}; every candidate was then tested "
     "again on the confirmation rows alone, which no choice of the search has seen. A finding is confirmed when, "
     f"there, it is significant after a multiple-testing correction{esc(among)} that {error} {esc(q)} "
     f"(<code>p_adjusted</code>; {corrected}), points the same way, is at least "
@@ -566,6 +573,7 @@ def _summary_table(info: dict) -> str:
     "confirmed",
     "stories",
     "z_screen",
+    "explore_new_z",
     "q",
     "confirmation",
     "min_relative_diff",
