@@ -148,9 +148,12 @@ def expert_policy(env, obs, env_state, slot_params, mask, temperature: float) ->
 
 
 def _expert_softmax(logits: chex.Array, mask: chex.Array, temperature: float) -> chex.Array:
+  """A row with no legal action counts every action legal, as the search does (`search.run_search`): its softmax
+  over -inf everywhere was NaN, and a stored NaN target made every batch that sampled it be skipped."""
   logits = logits.astype(jnp.float32)
   chex.assert_equal_shape([logits, mask])
-  return jax.nn.softmax(jnp.where(mask, logits / temperature, -jnp.inf), axis=-1)
+  legal = mask | ~jnp.any(mask, axis=-1, keepdims=True)
+  return jax.nn.softmax(jnp.where(legal, logits / temperature, -jnp.inf), axis=-1)
 
 
 def bias_from_expert(logits: chex.Array, mask: chex.Array, config: MuZeroConfig) -> chex.Array:

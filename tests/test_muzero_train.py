@@ -273,6 +273,13 @@ def test_imitation_plays_the_expert_and_learns_its_policy():
       assert np.abs(policy - expert).max() > 0.05  # the untrained search is not the expert
   state, _ = trainer.iteration(state)  # iteration 0 imitates, then the search plays
   assert int(state.iteration) == 1
+  # A state with no legal action (a protocol breach `make_train` checks only at the first state) imitates the
+  # expert over every action, as the search then searches them all: its target was NaN, and every batch that
+  # sampled it was skipped. Rows with legal actions are unchanged.
+  logits, mask = jnp.array([[2.0, 0.0, 1.0], [2.0, 0.0, 1.0]]), jnp.array([[False] * 3, [True, False, True]])
+  target = np.asarray(selfplay._expert_softmax(logits, mask, 0.5))
+  np.testing.assert_allclose(target[0], np.exp([4.0, 0.0, 2.0]) / np.exp([4.0, 0.0, 2.0]).sum(), rtol=1e-6)
+  np.testing.assert_allclose(target[1], [np.exp(4.0) / (np.exp(4.0) + np.exp(2.0)), 0.0, 1 / (1 + np.exp(2.0))], 1e-6)
 
 
 def test_imitation_needs_an_expert():
