@@ -201,6 +201,7 @@ def table_rows(
       log_measures=[m for m, lg in zip(meta.measure_names, meta.is_log) if lg],
       max_depth=max_depth,
       z_screen=space.z_screen,
+      new_z=space.new_z,  # make_space's defaults (Bonferroni z, newness at it), not a discovery run's 3.5 / 2.5
       peak_rss_gib=_peak_rss_gib(),
       note="seconds: build_cube; space_s: make_space (params: cell index and root grid; the empty-space check)",
     )
@@ -452,6 +453,7 @@ def wide_rows(
       padded_cells=space.env.shape.num_cells,
       params_bytes=params_bytes,
       z_screen=space.z_screen,
+      new_z=space.new_z,  # make_space's defaults (Bonferroni z, newness at it), not a discovery run's 3.5 / 2.5
       peak_rss_gib=_peak_rss_gib(),
       note="seconds: make_space (params, then the empty-space check read off the root grid); "
       "params_s: make_params alone, timed again (padding, cell index: an argsort per column, root grid)",
