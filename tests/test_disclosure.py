@@ -418,7 +418,7 @@ def test_a_count_measure_with_three_values_shows_no_small_count_of_any_value():
     94
   ]
   # The side's interval gives the variance where the variance column is blank.
-  half = disclosure.Z975 * np.sqrt(var / n)
+  half = disclosure.side_quantile(n) * np.sqrt(var / n)
   by_interval = rows.assign(var_group=None, group_ci_low=mean - half, group_ci_high=mean + half)
   assert np.round(disclosure.value_counts(by_interval, (0.0, 1.0, 2.0), "group")).tolist() == [[80.0, 7.0, 7.0]]
   assert disclosure.hide_small_cells(by_interval, 11, few_values={"los": (0, 1, 2)})["mean_group"].isna().all()

@@ -184,6 +184,21 @@ def test_degenerate_inputs_are_finite(x, y):
       assert not cmp["valid"] and cmp["z"] == 0 and cmp["p_value"] == 1
 
 
+def test_welch_on_spreads_past_float32s_square_matches_scipy():
+  """A measure whose spread reaches ~1e11 (ingest allows deviations up to 1e15): the Welch df squared the per-row
+  variances past float32's range, read inf/inf = NaN, and the test came out z = 0, p = 0, df = 0 (a cold statistics
+  audit). Now it matches scipy, a real gap included, and a spread within range gives what it gave."""
+  rng = np.random.default_rng(0)
+  for scale, gap in ((1e9, 0.0), (1e11, 0.0), (1e11, 1.5), (3e12, 1.0)):
+    x, y = rng.normal(gap * scale, scale, 40), rng.normal(0.0, scale, 400)
+    cmp = _compare(x, y, min_group=11.0)
+    ref = ss.ttest_ind(x, y, equal_var=False)
+    assert _all_finite(cmp) and cmp["valid"], scale
+    np.testing.assert_allclose(cmp["df"], ref.df, rtol=1e-4)
+    np.testing.assert_allclose(cmp["p_value"], ref.pvalue, rtol=2e-3)
+    assert np.sign(cmp["z"]) == np.sign(ref.statistic) and cmp["ci_low"] < cmp["diff"] < cmp["ci_high"]
+
+
 def test_min_group_rule():
   rng = np.random.default_rng(0)
   x, y = rng.normal(5, 1, 10), rng.normal(0, 1, 100)

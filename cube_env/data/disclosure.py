@@ -23,10 +23,19 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 SMALL_CELL = 11  # smallest count that may be shown (and the default min_group)
-Z975 = 1.959963984540054  # the 95% intervals' normal quantile (`cube_env.discovery.cohorts`)
+Z975 = 1.959963984540054  # the 95% intervals' normal quantile (a rate's Wilson interval, `cube_env.discovery.cohorts`)
 MOST_VALUES = 3  # a measure with at most this many values has each value's cases solved (`value_counts`)
+
+
+def side_quantile(n) -> np.ndarray:
+  """The 97.5% quantile of Student's t with `n - 1` degrees of freedom (at least 1): the half width of a side's 95%
+  interval of its mean, in standard errors (`cube_env.discovery.cohorts`; rates take Wilson's with `Z975`). It was
+  the normal 1.96, which covered 92% at 11 rows (a cold statistics audit); `value_counts` inverts it."""
+  return stats.t.ppf(0.975, np.maximum(np.asarray(n, float) - 1.0, 1.0))
+
 
 # "N rows" / "N missing values", N a whole count (not "1,005" cut in two, not a limit already written as "fewer than").
 _COUNT_PHRASE = re.compile(r"(?<![\d,.])(?<![Ff]ewer than )\b(\d+)( missing values| rows)")
@@ -150,7 +159,7 @@ def value_counts(table: pd.DataFrame, values: tuple, side: str, prefix: str = ""
   logs for a log-scale measure) on a side ("group" or "rest") of the `prefix` half, as its shown numbers give
   them: the rows `n`, the sum `n x mean` and, with three values, the sum of squares `(n - 1) x var + n x mean^2`
   (mean and variance on the test scale) solve the values' Vandermonde system. The variance is the side's `var_`
-  column, or where that is blank its 95% interval's (`n x (half width / 1.96)^2`); NaN where what is shown does
+  column, or where that is blank its 95% interval's (`n x (half width / side_quantile(n))^2`); NaN where what is shown does
   not determine the cases."""
   v = np.asarray(values, float)
   if not 1 <= len(v) <= MOST_VALUES:
@@ -166,7 +175,7 @@ def value_counts(table: pd.DataFrame, values: tuple, side: str, prefix: str = ""
     if len(v) == 3:
       var = _numbers(table, f"{prefix}var_{side}")
       low, high = (back(_numbers(table, f"{prefix}{side}_ci_{end}")) for end in ("low", "high"))
-      var = np.where(np.isfinite(var), var, n * ((high - low) / (2.0 * Z975)) ** 2)
+      var = np.where(np.isfinite(var), var, n * ((high - low) / (2.0 * side_quantile(n))) ** 2)
       moments.append((n - 1.0) * var + n * mean**2)
     system = v[None, :] ** np.arange(len(v))[:, None]  # [power, value]: row k sums value^k over the cases
     return np.linalg.solve(system, np.stack(moments[: len(v)])).T

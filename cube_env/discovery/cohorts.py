@@ -20,7 +20,15 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from cube_env.data.disclosure import HIDDEN, RATE_STATISTICS, SMALL_CELL, Z975, hide_small_cells, is_small_cell
+from cube_env.data.disclosure import (
+  HIDDEN,
+  RATE_STATISTICS,
+  SMALL_CELL,
+  Z975,
+  hide_small_cells,
+  is_small_cell,
+  side_quantile,
+)
 from cube_env.data.ingest import REST_LABEL, Cube, CubeMeta, codes_to_filters, cohort_label, filters_to_codes
 from cube_env.environment import batching
 from cube_env.environment import findings as fd
@@ -169,11 +177,12 @@ def _assess_cohorts(params: EnvParams, filters):
 
 
 def _side_interval(mean: float, var: float, n: float, scale: str) -> tuple[float, float]:
-  """95% interval of one side's mean (test scale in, natural scale out); a rate's is Wilson's score interval
-  (Wald's read [1, 1] for 94 events in 94 cases and [0, 0] for none in 65: a statistics audit)."""
+  """95% interval of one side's mean (test scale in, natural scale out): Student's t with n - 1 degrees of freedom
+  on its sample variance (`side_quantile`); a rate's is Wilson's score interval (Wald's read [1, 1] for 94 events in
+  94 cases and [0, 0] for none in 65: a statistics audit)."""
   if n < 2:
     return float("nan"), float("nan")
-  half = Z975 * np.sqrt(max(var, 0.0) / n)
+  half = float(side_quantile(n)) * np.sqrt(max(var, 0.0) / n)
   if scale == "log":
     return float(np.exp(mean - half)), float(np.exp(mean + half))
   if scale == "binary":

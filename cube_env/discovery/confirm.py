@@ -6,9 +6,13 @@ confirmation half. A candidate is *confirmed* when
 
 1. its confirmation p-value passes the multiple-testing rule `correction`
    at `q` over all candidates (untestable ones count with p = 1): weighted
-   Holm by default, Holm, or Benjamini-Hochberg; optionally (the
-   pipeline's defaults) with the pooled check, the newness re-test and the
-   mirror rule (see `confirm_candidates`),
+   Holm, Holm, or Benjamini-Hochberg; optionally with the pooled check, the
+   newness re-test and the mirror rule (see `confirm_candidates`). A
+   discovery run (`DiscoveryConfig`, the command line, the service) uses
+   weighted Holm with all three; `confirm_candidates` called alone defaults
+   to Benjamini-Hochberg with none of them (its rule before they were added),
+   so pass the pipeline's settings to get its confirmations (a cold
+   statistics audit: this said weighted Holm was the function's default),
 2. the confirmation effect has the exploration effect's sign, and
 3. its relative difference is at least `min_relative_diff` (the AHRQ
    National Healthcare Quality and Disparities Report rule: 10%).
