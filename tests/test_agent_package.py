@@ -201,11 +201,23 @@ def test_episodes_mode_searches_with_the_agents_expert_prior(small_df, tmp_path)
   run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=strong, mode="episodes"), budget=5)
   assert run.visits["cohort"].tolist() == greedy and len(greedy) == 5
   # The agent's environment counts new findings at the space's newness threshold (explore_new_z 2.5 here), not at
-  # z_screen (3.0): the same cohorts give the same findings as greedy's.
+  # z_screen (3.0): the same cohorts give the same findings as greedy's. On a table whose race B gap is everywhere,
+  # a little wider at proc A (a heterogeneity z between the two thresholds), the episodes run found proc A's gap
+  # not new: 2 candidates against greedy's 3.
   space = prepared.space
-  assert run.visits["n_new"].tolist() == greedy_run.visits["n_new"].tolist()
-  pd.testing.assert_frame_equal(run.candidates.reset_index(drop=True), greedy_run.candidates.reset_index(drop=True))
   assert space.new_z == 2.5 and float(agent.padded_env(strong, space)[1].new_z) == space.new_z
+  wider = small_df.copy()
+  wider.loc[(wider.proc == "A") & (wider.race == "B"), "minutes"] *= 1.16 / 1.5  # make_small_df's x1.5 at proc A
+  wider.loc[wider.race == "B", "minutes"] *= 1.12
+  mild = cube_env.prepare(wider, SMALL_SCHEMA, cube_env.DiscoveryConfig(max_depth=2, z_screen=3.0))
+  greedy_mild = cube_env.search(mild, "greedy", budget=5)
+  run_mild = cube_env.search(mild, functools.partial(agent.muzero_search, checkpoint=strong, mode="episodes"), budget=5)
+  assert run_mild.visits["cohort"].tolist()[:2] == ["(all cases)", "proc=A"]
+  assert run_mild.visits["n_new"].tolist() == greedy_mild.visits["n_new"].tolist() and run_mild.visits["n_new"][1] > 0
+  pd.testing.assert_frame_equal(
+    run_mild.candidates.reset_index(drop=True), greedy_mild.candidates.reset_index(drop=True)
+  )
+  assert len(run_mild.candidates) == 3
   plain = cube_env.search(
     prepared, functools.partial(agent.muzero_search, checkpoint=loaded, mode="episodes", prior=0), budget=5
   )

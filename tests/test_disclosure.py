@@ -609,7 +609,8 @@ def test_adjusted_values_are_not_solved_for_a_measures_values():
 def _stratum_events(table: pd.DataFrame, stratum: str) -> list[tuple]:
   """`(half, cohort, group, side, count)` for every count from 1 to 10 of a binary measure's events or non-events got
   back from an adjusted run's side interval in a cohort that filters the adjuster `stratum`: there every expected
-  value is one number, so the adjusted values' variance is the rate's, n (half width / 1.96)^2 = p (1 - p) n / (n - 1)."""
+  value is one number, so the adjusted values' variance is the rate's, n (half width / t)^2 = p (1 - p) n / (n - 1), t
+  the side's quantile (`disclosure.side_quantile`, Student's with n - 1 df)."""
   out = []
   for _, r in table.iterrows():
     if stratum not in r["filters"]:
@@ -619,7 +620,7 @@ def _stratum_events(table: pd.DataFrame, stratum: str) -> list[tuple]:
         n, lo, hi = (_number(r.get(f"{half}{k}")) for k in (f"n_{side}", f"{side}_ci_low", f"{side}_ci_high"))
         if n is None or lo is None or hi is None:
           continue
-        pq = n * ((hi - lo) / 2 / 1.959963984540054) ** 2 * (n - 1) / n
+        pq = n * ((hi - lo) / 2 / disclosure.side_quantile(n)) ** 2 * (n - 1) / n
         if 0 < pq <= 0.25:
           events = n * (1 - math.sqrt(1 - 4 * pq)) / 2
           out += [

@@ -807,6 +807,7 @@ def test_console_gives_reasons_intervals_floored_p_values_and_plurals(capsys):
   paths = {"report.html": "out/report.html"}
   print_summary(_console_run(table), source="er.csv", score=None, paths=paths, show=10)
   lines = capsys.readouterr().out.splitlines()
+  assert lines[1].endswith("|z| >= 4.00, new at z 2.50")  # the exploration's screen and newness threshold
   assert lines[2].startswith("2 candidates (new findings on the exploration half), 1 confirmed in 1 story (")
   head, lead, other = lines[3:6]
   assert head.split() == [

@@ -187,9 +187,10 @@ def test_degenerate_inputs_are_finite(x, y):
 def test_welch_on_spreads_past_float32s_square_matches_scipy():
   """A measure whose spread reaches ~1e11 (ingest allows deviations up to 1e15): the Welch df squared the per-row
   variances past float32's range, read inf/inf = NaN, and the test came out z = 0, p = 0, df = 0 (a cold statistics
-  audit). Now it matches scipy, a real gap included, and a spread within range gives what it gave."""
+  audit); a spread of 1e-9 flushed them to 0, and df fell back to n1 + n2 - 2 (438 against scipy's 113; a review).
+  Now it matches scipy, a real gap included, and a spread within range gives what it gave."""
   rng = np.random.default_rng(0)
-  for scale, gap in ((1e9, 0.0), (1e11, 0.0), (1e11, 1.5), (3e12, 1.0)):
+  for scale, gap in ((1e9, 0.0), (1e11, 0.0), (1e11, 1.5), (3e12, 1.0), (1e-9, 1.5), (1e-12, 1.5)):
     x, y = rng.normal(gap * scale, scale, 40), rng.normal(0.0, scale, 400)
     cmp = _compare(x, y, min_group=11.0)
     ref = ss.ttest_ind(x, y, equal_var=False)

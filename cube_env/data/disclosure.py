@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 SMALL_CELL = 11  # smallest count that may be shown (and the default min_group)
 Z975 = 1.959963984540054  # the 95% intervals' normal quantile (a rate's Wilson interval, `cube_env.discovery.cohorts`)
@@ -34,7 +34,7 @@ def side_quantile(n) -> np.ndarray:
   """The 97.5% quantile of Student's t with `n - 1` degrees of freedom (at least 1): the half width of a side's 95%
   interval of its mean, in standard errors (`cube_env.discovery.cohorts`; rates take Wilson's with `Z975`). It was
   the normal 1.96, which covered 92% at 11 rows (a cold statistics audit); `value_counts` inverts it."""
-  return stats.t.ppf(0.975, np.maximum(np.asarray(n, float) - 1.0, 1.0))
+  return special.stdtrit(np.maximum(np.asarray(n, float) - 1.0, 1.0), 0.975)  # t.ppf's value, 1 us a call, not 46
 
 
 # "N rows" / "N missing values", N a whole count (not "1,005" cut in two, not a limit already written as "fewer than").

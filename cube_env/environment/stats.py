@@ -206,13 +206,16 @@ def welch(n1, m1, v1, n2, m2, v2):
   denom = a * a / jnp.maximum(n1 - 1.0, 1.0) + b * b / jnp.maximum(n2 - 1.0, 1.0)
   df_fallback = jnp.maximum(n1 + n2 - 2.0, 1.0)
   df = jnp.where(denom > 0, se2 * se2 / jnp.where(denom > 0, denom, 1.0), df_fallback)
-  # Past float32's range (a variance per row above ~1.8e19: a spread of 4e9 x sqrt(n), which ingest's 1e15 allows)
-  # se2^2 and denom overflow to inf/inf = NaN, and the test read z = 0 (a cold statistics audit). The same df from
-  # the shares of se2, which cannot overflow; elsewhere the expression above, so every other figure is unchanged.
+  # Past float32's range (a side's variance / n above ~1.8e19: a spread of 4e9 x sqrt(n), which ingest's 1e15
+  # allows) se2^2 and denom overflow to inf/inf = NaN, and the test read z = 0 (a cold statistics audit); below it
+  # (se2^2 under float32's smallest normal, e.g. a spread of 1e-9 at 40 rows) they flush to 0 and df fell back to
+  # n1 + n2 - 2, a p-value too small (a review). There the same df from the shares of se2, which neither overflows
+  # nor underflows; elsewhere the expression above, so every other figure is bit for bit unchanged.
   wa, wb = a / jnp.where(se2 > 0, se2, 1.0), b / jnp.where(se2 > 0, se2, 1.0)
   shares = wa * wa / jnp.maximum(n1 - 1.0, 1.0) + wb * wb / jnp.maximum(n2 - 1.0, 1.0)
   df_shares = jnp.where(shares > 0, 1.0 / jnp.where(shares > 0, shares, 1.0), df_fallback)
-  df = jnp.where(jnp.isfinite(se2 * se2) & jnp.isfinite(denom), df, df_shares)
+  in_range = jnp.isfinite(se2 * se2) & jnp.isfinite(denom) & ((se2 * se2 >= jnp.finfo(jnp.float32).tiny) | (se2 == 0))
+  df = jnp.where(in_range, df, df_shares)
   df = jnp.clip(df, 1.0, 1e7)
   se = jnp.sqrt(se2)
   diff = m1 - m2

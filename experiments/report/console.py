@@ -7,7 +7,7 @@ import pandas as pd
 
 import cube_env
 from cube_env.discovery.pipeline import confirmation_rule, warnings_in
-from experiments.report.files import count_stories
+from experiments.report.files import count_stories, explore_new_z
 from experiments.report.markup import p_text, plural
 
 SHOWN = [
@@ -89,7 +89,8 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
     print(f"  {cube_env.note_text(line, c.min_group)}")
   print(
     f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
-    f"{run.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}" + (f"; {s.note}" if s.note else "")
+    f"{run.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}, new at z {explore_new_z(run):.2f}"
+    + (f"; {s.note}" if s.note else "")
   )
   n_conf = int(run.findings["confirmed"].sum()) if len(run.findings) else 0
   n_stories = count_stories(run.findings)

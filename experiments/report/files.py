@@ -124,6 +124,13 @@ def search_ended(run: cube_env.Discovery) -> str:
   return "before its budget: the method had no cohort left to visit"
 
 
+def explore_new_z(run: cube_env.Discovery) -> float:
+  """The exploration's newness threshold (`DiscoveryConfig.explore_new_z`, or z_screen where it is None): which of a
+  visited cohort's gaps became candidates. The summary and the console give it (it was given nowhere, so two runs'
+  reports could not be told apart)."""
+  return run.search.z_screen if run.config.explore_new_z is None else run.config.explore_new_z
+
+
 def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) -> dict:
   c = run.config
   out = {
@@ -140,9 +147,7 @@ def summary(run: cube_env.Discovery, *, source: str, truth: dict | None = None) 
     "confirmed": int(run.findings["confirmed"].sum()) if len(run.findings) else 0,
     "stories": count_stories(run.findings),
     "z_screen": round(run.search.z_screen, 3),
-    # The exploration's newness threshold (`DiscoveryConfig.explore_new_z`, or z_screen where it is None): which of a
-    # visited cohort's gaps became candidates (it was recorded nowhere, so two runs' reports could not be told apart).
-    "explore_new_z": round(run.search.z_screen if c.explore_new_z is None else c.explore_new_z, 3),
+    "explore_new_z": round(explore_new_z(run), 3),
     "q": c.q,
     "confirmation": confirmation_rule(c),
     "min_relative_diff": c.min_relative_diff,
