@@ -206,6 +206,7 @@ def test_episodes_mode_searches_with_the_agents_expert_prior(small_df, tmp_path)
   # not new: 2 candidates against greedy's 3.
   space = prepared.space
   assert space.new_z == 2.5 and float(agent.padded_env(strong, space)[1].new_z) == space.new_z
+  assert space.thresholds == dict(max_depth=2, min_group=11.0, z_screen=3.0, new_z=2.5)  # what a rebuilt env passes
   wider = small_df.copy()
   wider.loc[(wider.proc == "A") & (wider.race == "B"), "minutes"] *= 1.16 / 1.5  # make_small_df's x1.5 at proc A
   wider.loc[wider.race == "B", "minutes"] *= 1.12

@@ -62,6 +62,13 @@ class Space:
   z_screen: float  # a number (Bonferroni already resolved)
   new_z: float  # heterogeneity z for newness under a parent with the same gap (`make_params`)
 
+  @property
+  def thresholds(self) -> dict:
+    """`make_space` / `make_env`'s threshold arguments as this space has them: what an environment rebuilt for the
+    same cube on another shape or horizon passes, so none is dropped (one was: an agent's env counted new findings
+    at `z_screen`, not `new_z`)."""
+    return dict(max_depth=self.max_depth, min_group=self.min_group, z_screen=self.z_screen, new_z=self.new_z)
+
 
 SEARCH_HORIZON = 8  # env horizon of a search space (walkers count their own steps); fixed so depths share code
 

@@ -127,18 +127,12 @@ def agent_shape(agent: PackagedAgent, cube) -> cube_env.EnvShape:
 
 
 def padded_env(agent: PackagedAgent, space: cube_env.Space):
-  """The env and params of `space.cube` on the agent's grid for it (`agent_shape`), with the space's thresholds:
-  its newness threshold `new_z` too, so a cohort the agent reaches counts the new findings any other method's
-  visit there would (it was `z_screen`, stricter under the pipeline's `explore_new_z`; the observation does not
-  depend on it)."""
+  """The env and params of `space.cube` on the agent's grid for it (`agent_shape`), with the space's thresholds
+  (`Space.thresholds`): its newness threshold `new_z` too, so a cohort the agent reaches counts the new findings any
+  other method's visit there would (it was `z_screen`, stricter under the pipeline's `explore_new_z`; the
+  observation does not depend on it)."""
   env, params = cube_env.make_env(
-    space.cube,
-    max_depth=space.max_depth,
-    horizon=agent.horizon,
-    min_group=space.min_group,
-    z_screen=space.z_screen,
-    new_z=space.new_z,
-    shape=agent_shape(agent, space.cube),
+    space.cube, horizon=agent.horizon, shape=agent_shape(agent, space.cube), **space.thresholds
   )
   return dataclasses.replace(env, meta=None), params
 
@@ -213,15 +207,7 @@ def play_frontier(
   agent_shape(agent, space.cube)  # the grid limit
   own = cube_env.bucketed_shape(space.cube, small_floor=False)
   if space.env.shape != own:  # the small-table floor's padded filter columns would reach the agent's network
-    space = cube_env.make_space(
-      space.cube,
-      max_depth=space.max_depth,
-      min_group=space.min_group,
-      z_screen=space.z_screen,
-      new_z=space.new_z,
-      shape=own,
-      horizon=space.env.horizon,
-    )
+    space = cube_env.make_space(space.cube, shape=own, horizon=space.env.horizon, **space.thresholds)
   # read once: the cheap ranking near the top, and the value the agent refines
   learned = cube_env.learned_ranker(depth=depth, max_depth=space.max_depth)
   ranker = agent_ranker(agent, seed, refine, backup=backup, simulations=simulations, advantage=advantage, base=learned)
