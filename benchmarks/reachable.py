@@ -38,10 +38,7 @@ def plant_rows(case: S.Case, prep: R.PreparedCase) -> list[dict]:
     table = cube_env.cohort_table(
       explore,
       codes[None],
-      min_group=space.min_group,
-      z_screen=space.z_screen,
-      new_z=space.new_z,
-      max_depth=space.max_depth,
+      **space.thresholds,
       params=space.params,
     )
     test = table[(table.protected == t.protected) & (table.group == t.group) & (table.measure == t.measure)]

@@ -256,10 +256,7 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
     found = cohorts.cohort_table(
       cube,
       codes[:1],
-      min_group=space.min_group,
-      z_screen=space.z_screen,
-      new_z=space.new_z,
-      max_depth=space.max_depth,
+      **space.thresholds,
       only_new=True,
     )
     queries = 1

@@ -557,10 +557,7 @@ def finish(
   cand = cohorts.cohort_table(
     space.cube,
     codes,
-    min_group=space.min_group,
-    z_screen=space.z_screen,
-    new_z=space.new_z,
-    max_depth=space.max_depth,
+    **space.thresholds,
     only_new=True,
     params=space.params,
   )

@@ -318,10 +318,7 @@ def _candidates(space: Space, cells: CellData, reported: list, ledger: CohortLed
   table = cube_env.cohort_table(
     space.cube,
     np.asarray(keys, np.int32).reshape(len(keys), len(cells.names)),  # no keys: an empty table of every column
-    min_group=space.min_group,
-    z_screen=space.z_screen,
-    new_z=space.new_z,
-    max_depth=space.max_depth,
+    **space.thresholds,
     only_new=True,
     params=space.params,
   )

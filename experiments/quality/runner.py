@@ -202,7 +202,7 @@ def warm_up(
   if first:
     for cube in (prepared.halves.explore, prepared.halves.confirm):
       root = np.full((1, len(cube.meta.filter_names)), -1, np.int32)
-      cube_env.cohort_table(cube, root, min_group=space.min_group, z_screen=space.z_screen, max_depth=space.max_depth)
+      cube_env.cohort_table(cube, root, **space.thresholds)
   if program == "enumeration":
     compile_enumeration(
       space.cube,
