@@ -1161,3 +1161,39 @@ def test_plots_are_drawn_for_print_shown_at_their_old_size_and_described():
   # A payload that is not a whole PNG header gets no size (a review: one crashed the report, a JPEG's gave 0 x 0).
   jpeg = "data:image/png;base64," + base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(40)).decode()
   assert plots.shown_size("data:image/png;base64,iVBORw0KGgo=") is None and plots.shown_size(jpeg) is None
+
+
+def test_findings_files_write_a_p_value_under_the_floor_as_text_not_zero(tmp_path):
+  """A cold audit: a |z| at the statistics' cap (40) has p exactly 0.0 in float64, and findings.csv and findings.json
+  (so the service's API too) wrote 0.0, a certainty no test gives; the report and the console showed "< 1e-300".
+  The files now write that text too; every other p-value stays a number."""
+  df = make_small_df(n=20000)
+  # In proc A each side's minutes are one value (no spread): at these rows (Welch's df near 700) |z| reaches the
+  # statistics' cap of 40, where p is 0.0 in float64.
+  df.loc[df.proc == "A", "minutes"] = np.where(df.race[df.proc == "A"] == "B", 600.0, 60.0)
+  data = tmp_path / "cases.csv"
+  df.to_csv(data, index=False)
+  out = tmp_path / "out"
+  assert discover.main(["--data", str(data), *FLAGS, "--method", "beam", "--budget", "60", "--out", str(out)]) == 0
+  records = json.loads((out / "findings.json").read_text())["findings"]
+  csv = pd.read_csv(out / "findings.csv", keep_default_na=False)
+  lead = next(r for r in records if r["cohort"] == "proc=A" and r["group"] == "B" and r["measure"] == "minutes")
+  assert abs(lead["z"]) == 40.0 and lead["confirmed"]
+  ps = ("p_value", "p_confirm", "p_adjusted", "explore_p_value")
+  assert all(lead[p] == "< 1e-300" for p in ps if p in lead) and "p_adjusted" in lead
+  row = csv[(csv.cohort == "proc=A") & (csv.group == "B") & (csv.measure == "minutes")].iloc[0]
+  assert all(row[p] == "< 1e-300" for p in ps if p in csv.columns)
+  # No p-value anywhere is written as 0; the others are numbers in (0, 1].
+  others = [r[p] for r in records for p in ps if p in r and r[p] is not None and r[p] != "< 1e-300"]
+  assert others and all(isinstance(p, float) and 0.0 < p <= 1.0 for p in others)
+  assert not any(r[p] == 0 for r in records for p in ps if p in r)
+
+
+def test_floored_p_leaves_numbers_and_blanks_alone():
+  table = _report_table()  # the lead's p-values are 0.0 (an underflow), the other's 0.0123, 0.9 and 4.1e-5
+  table.loc[1, "p_value"] = np.nan
+  out = files.floored_p(table)
+  assert out["p_value"].tolist()[0] == out["p_adjusted"].tolist()[0] == "< 1e-300" and np.isnan(out["p_value"][1])
+  assert out["p_adjusted"].tolist()[1] == 0.9 and out["explore_p_value"].tolist() == ["< 1e-300", 4.1e-5]
+  assert table["p_value"][0] == 0.0 and out["z"].tolist() == [12.9, 0.4]  # a copy; other columns as they were
+  assert files.csv_table(table, [])["p_adjusted"].tolist() == ["< 1e-300", 0.9]

@@ -26,7 +26,7 @@ import pandas as pd
 
 import cube_env
 from cube_env.discovery.pipeline import confirmation_rule, warnings_in
-from experiments.report.markup import render_html
+from experiments.report.markup import P_COLUMNS, P_FLOOR, p_text, render_html
 
 CSV_COLUMNS = (
   "confirmed",
@@ -183,13 +183,28 @@ def _spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
   return out
 
 
+def floored_p(table: pd.DataFrame) -> pd.DataFrame:
+  """The table with each p-value (`P_COLUMNS`) below `P_FLOOR` written as the text "< 1e-300", as the report and
+  the console show it. float64 holds no p under about 1e-308: a |z| at the statistics' cap of 40 has p exactly 0.0
+  (a cold audit found findings.csv, findings.json and so the service's API writing it), which a reader takes for an
+  impossible certainty; every other p stays a number."""
+  out = table.copy()
+  for column in sorted(P_COLUMNS):  # a frozenset: one order every run
+    if column in out.columns:
+      values = out[column]
+      low = values.notna() & (values.astype(float) < P_FLOOR)
+      if low.any():
+        out[column] = [p_text(0.0) if is_low else v for v, is_low in zip(values.astype(object), low)]
+  return out
+
+
 WARNINGS_JOIN = " | "  # between the warnings in findings.csv's `warnings` cell
 
 
 def csv_table(table: pd.DataFrame, coding: list[str]) -> pd.DataFrame:
   """findings.csv's rows: `table` (`findings_table`) with the `warnings` of the run's shown (redacted) coding notes
   `coding` on each row, `filters` as JSON, and each text cell a spreadsheet would run written as text."""
-  csv = table.assign(warnings=WARNINGS_JOIN.join(warnings_in(coding)))
+  csv = floored_p(table).assign(warnings=WARNINGS_JOIN.join(warnings_in(coding)))
   if "filters" in csv.columns:
     csv["filters"] = [json.dumps(_clean(f)) for f in csv["filters"]]
   return _spreadsheet_safe(csv[[c for c in CSV_COLUMNS if c in csv.columns]])
@@ -211,7 +226,7 @@ def write_report(
   table = findings_table(run)
   info = summary(run, source=source, truth=truth)
   paths = {name: os.path.join(out_dir, name) for name in ("findings.json", "findings.csv", "report.html")}
-  records = [_clean(r) for r in table.to_dict("records")]
+  records = [_clean(r) for r in floored_p(table).to_dict("records")]
   with open(paths["findings.json"], "w", encoding="utf-8") as fh:
     json.dump({"summary": info, "findings": records}, fh, indent=1, allow_nan=False)
   csv_table(table, info["coding"]).to_csv(paths["findings.csv"], index=False)

@@ -6,7 +6,8 @@ It opens with each confirmed finding in one plain sentence (`finding_sentence`).
 Confirmed findings are shown story by story (`cube_env.discovery.stories`):
 one row per story, its lead, with the story's other findings in a collapsible
 table in that row; the plots are of the leads. Counts print whole ("11,428"),
-p-values under `P_FLOOR` as "< 1e-300" (`cell`); the JSON and CSV keep the raw numbers.
+p-values under `P_FLOOR` as "< 1e-300" (`cell`), as the JSON and CSV write them (`files.floored_p`); other numbers
+they keep raw.
 """
 
 from __future__ import annotations
