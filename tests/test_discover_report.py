@@ -1163,7 +1163,7 @@ def test_plots_are_drawn_for_print_shown_at_their_old_size_and_described():
   assert plots.shown_size("data:image/png;base64,iVBORw0KGgo=") is None and plots.shown_size(jpeg) is None
 
 
-def test_findings_files_write_a_p_value_under_the_floor_as_text_not_zero(tmp_path):
+def test_findings_files_write_a_p_value_under_the_floor_as_text_not_zero(tmp_path, capsys):
   """A cold audit: a |z| at the statistics' cap (40) has p exactly 0.0 in float64, and findings.csv and findings.json
   (so the service's API too) wrote 0.0, a certainty no test gives; the report and the console showed "< 1e-300".
   The files now write that text too; every other p-value stays a number."""
@@ -1187,6 +1187,11 @@ def test_findings_files_write_a_p_value_under_the_floor_as_text_not_zero(tmp_pat
   others = [r[p] for r in records for p in ps if p in r and r[p] is not None and r[p] != "< 1e-300"]
   assert others and all(isinstance(p, float) and 0.0 < p <= 1.0 for p in others)
   assert not any(r[p] == 0 for r in records for p in ps if p in r)
+  # The report and the console show that z as at least the cap (it may be larger), not as a measured 40.
+  (lead_row,) = [r for r in _stories_table((out / "report.html").read_text()) if r["cohort"] == "proc=A"]
+  assert lead_row["z"] == "≥ 40" and lead_row["p_value"] == "< 1e-300"
+  printed = capsys.readouterr().out
+  assert "≥ 40" in printed and " 40.0 " not in printed
 
 
 def test_floored_p_leaves_numbers_and_blanks_alone():

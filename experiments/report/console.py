@@ -8,7 +8,7 @@ import pandas as pd
 import cube_env
 from cube_env.discovery.pipeline import confirmation_rule, warnings_in
 from experiments.report.files import count_stories, explore_new_z
-from experiments.report.markup import p_text, plural
+from experiments.report.markup import p_text, plural, z_text
 
 SHOWN = [
   "story",
@@ -49,7 +49,7 @@ def story_view(findings: pd.DataFrame) -> pd.DataFrame:
   A lead shows its story number and, when it has any, how many other findings follow it ("0 (+2)"); those
   follow with their cohort indented by `MEMBER_MARK` and a blank story; unconfirmed candidates show "-" and
   their reason (a confirmed finding's is blank, or why its numbers are hidden). `relative_ci` is the interval of `relative_diff`
-  (`relative_ci_low` to `relative_ci_high`), `p_adjusted` is printed by `p_text` (never an underflow's 0).
+  (`relative_ci_low` to `relative_ci_high`), `p_adjusted` is printed by `p_text` (never an underflow's 0), `z` by `z_text` ("≥ 40" at the cap).
   """
   out = findings.copy()
   if "story" not in out.columns:  # a table from elsewhere: each confirmed finding is its own story
@@ -68,6 +68,8 @@ def story_view(findings: pd.DataFrame) -> pd.DataFrame:
     out["relative_ci"] = [_relative_ci(lo, hi) for lo, hi in zip(out["relative_ci_low"], out["relative_ci_high"])]
   if "p_adjusted" in out.columns:
     out["p_adjusted"] = [None if pd.isna(p) else p_text(float(p), 3) for p in out["p_adjusted"]]
+  if "z" in out.columns:
+    out["z"] = [None if pd.isna(z) else z_text(float(z), 3) for z in out["z"]]
   extra = ["confirmed"]
   if "reason" in out.columns:
     hidden = out["hidden"] if "hidden" in out.columns else pd.Series([None] * len(out), index=out.index)

@@ -22,6 +22,7 @@ import pandas as pd
 
 import cube_env
 from cube_env.discovery.pipeline import warnings_in
+from cube_env.environment.stats import Z_MAX
 from experiments.report.plots import MAX_PLOTS, finding_plot, hidden_note, shown_size, tree_plot
 
 
@@ -69,6 +70,18 @@ def p_text(p: float, digits: int = 4) -> str:
   return f"< {P_FLOOR:.0e}" if p < P_FLOOR else f"{p:.{digits}g}"
 
 
+Z_COLUMNS = frozenset({"z", "explore_z"})
+
+
+def z_text(z: float, digits: int | None = None) -> str:
+  """A z statistic as the report and console show it: at the statistics' cap (`Z_MAX`, 40; where the evidence is
+  unbounded or p is below float64's range) "≥ 40" or "≤ -40", since the z may be larger; otherwise as is, or to
+  `digits` significant digits."""
+  if abs(z) >= Z_MAX:
+    return f"≥ {Z_MAX:g}" if z > 0 else f"≤ -{Z_MAX:g}"
+  return str(z) if digits is None else f"{z:.{digits}g}"
+
+
 def number_text(value: float) -> str:
   """A number as the report prints it: 4 significant digits, whole (thousands separated) from 10,000 to 1e15."""
   v = float(value)
@@ -92,6 +105,8 @@ def cell(column: str, value: Any) -> str:
     return f"{round(float(value)):,}"
   if column in P_COLUMNS:
     return html.escape(p_text(float(value)))
+  if column in Z_COLUMNS:
+    return html.escape(z_text(float(value)))
   if column == "hidden":  # a confirmation half's reason once, not again as the exploration half's (`_once`)
     return esc(_once(str(value)))
   return esc(value)
