@@ -3,10 +3,12 @@ and a real HTTP client (httpx). Skipped without `redis-server` or the `service` 
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import io
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -876,7 +878,7 @@ def test_a_worker_that_loses_redis_mid_job_is_replaced_and_the_job_finishes(tabl
     procs.append(subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True))
     path = tmp_path / "cases.csv"
     path.write_bytes(table)
-    job_id, _ = jobs.submit(config, conn, JobSpec.from_dict(LONG), "t", str(path), "cases.csv")
+    job_id, _ = jobs.submit(config, conn, JobSpec.from_dict(LONG), tables.content_hash(table), str(path), "cases.csv")
     _wait(lambda: (jobs.fetch(conn, job_id).get_meta(refresh=True).get("queries") or 0) > 50, 120, "the job's queries")
     assert asyncio.run(health())["workers"] == 1
     with contextlib.suppress(redis.exceptions.ConnectionError):
@@ -970,3 +972,66 @@ def test_health_counts_the_workers_that_heartbeat_and_the_data_dir_is_its_owners
   assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
   assert ServiceConfig(data_dir=str(private / "new")).private_data_dir() == str(private / "new")  # no warning
   assert stat.S_IMODE(os.stat(private / "new").st_mode) == 0o700
+
+
+def test_a_job_asks_for_every_setting_discover_has_and_is_refused_what_no_run_would_read():
+  """A service audit: a job could not turn off the newness checks, the pooled check or the mirror rule, nor set the
+  weights' tilt or muzero's mode (each refused as an unknown field), a `beam_width` with another method was taken
+  and ignored (yet it changed the job's id), a measure named twice in `favorable` was taken (twice in `adjust` is
+  refused), and NaN or Infinity, which JSON does not have, were read as numbers."""
+  defaults = cube_env.DiscoveryConfig()
+  names = {f.name for f in dataclasses.fields(JobSpec)}
+  for f in dataclasses.fields(defaults):  # so a job's id (`to_json`) changes with any of the library's defaults
+    if f.name != "method_options":
+      assert f.name in names and getattr(JobSpec, f.name) == getattr(defaults, f.name), f.name
+  off = {"explore_new_z": None, "confirm_new_z": None, "pooled_check": False, "mirror_z": None, "tilt": 0.0}
+  spec = JobSpec.from_json(json.dumps({**SETTINGS, **off}))
+  config = spec.config()
+  assert {k: getattr(config, k) for k in off} == off and config.z_screen == 3.0 and config.method_options == ()
+  assert jobs.cache_key("t", spec, None) != jobs.cache_key("t", JobSpec.from_dict(SETTINGS), None)
+  muzero = {**SETTINGS, "method": "muzero"}
+  assert JobSpec.from_dict({**muzero, "agent_mode": "episodes"}).config(agent="/a").method_options == (
+    ("checkpoint", "/a"),
+    ("mode", "episodes"),
+  )
+  assert JobSpec.from_dict(muzero).config(agent="/a").method_options == (("checkpoint", "/a"),)  # as before it
+  assert JobSpec.from_dict({**SETTINGS, "method": "beam", "beam_width": 3}).config().method_options == (("width", 3),)
+  assert JobSpec.from_dict({**SETTINGS, "beam_width": 8}).config().method_options == ()  # the default: harmless
+  for text, field, message in (
+    (json.dumps({**SETTINGS, "beam_width": 3}), "beam_width", "is only used by method 'beam' (got method 'uct')"),
+    (json.dumps({**SETTINGS, "agent_mode": "episodes"}), "agent_mode", "is only used by method 'muzero'"),
+    (json.dumps({**muzero, "agent_mode": "walk"}), "agent_mode", "must be one of frontier, episodes, got 'walk'"),
+    (json.dumps({**SETTINGS, "favorable": ["minutes", "minutes"]}), "favorable", "names a measure twice"),
+    (json.dumps({**SETTINGS, "pooled_check": 1}), "pooled_check", "must be true or false, got 1"),
+    (json.dumps({**SETTINGS, "mirror_z": "no"}), "mirror_z", "must be a number or null, got 'no'"),
+    (json.dumps({**SETTINGS, "explore_new_z": 0.0}), "explore_new_z", "must lie in (0, 40] or be None"),
+    (json.dumps(SETTINGS)[:-1] + ', "time_limit": Infinity}', "settings", "Infinity is not a JSON number"),
+    (json.dumps(SETTINGS)[:-1] + ', "q": NaN}', "settings", "NaN is not a JSON number"),
+  ):
+    with pytest.raises(ValueError) as err:
+      JobSpec.from_json(text)
+    assert err.value.field == field and message in str(err.value), (field, str(err.value))
+
+
+def test_a_stored_table_a_crash_damaged_is_stored_again_and_never_analysed(service, table, tmp_path):
+  """A service audit cut a stored table short, as a power loss after an unsynced rename could: its job analysed
+  half the rows under the full file's name, and a resubmission was served that result from the cache; and a crash
+  while a table was being written left its temporary copy of health data, which no purge removed."""
+  config = ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path / "data"), queue="damaged-table")
+  conn = redis.Redis.from_url(service.redis_url)
+  stored = tables.store_table(table, config)
+  job_id, _ = jobs.submit(config, conn, JobSpec.from_dict(SETTINGS), tables.content_hash(table), stored, "cases.csv")
+  jobs.fetch(conn, job_id).cancel()  # on a queue no worker serves: run below, in this process
+  with open(stored, "r+b") as handle:
+    handle.truncate(len(table) // 2)
+  with pytest.raises(RuntimeError, match=r"no longer holds the bytes it was stored with .* submit the table again"):
+    jobs.run_job(jobs.job_dir(config, job_id))
+  assert tables.store_table(table, config) == stored and pathlib.Path(stored).read_bytes() == table  # stored again
+  stale, fresh = stored + ".tmp", os.path.join(os.path.dirname(stored), "1" * 32 + ".csv.tmp")
+  for path in (stale, fresh):
+    with open(path, "wb") as handle:
+      handle.write(table[:100])
+  os.utime(stale, (time.time() - jobs.STALE_COPY_SECONDS - 60,) * 2)
+  jobs.sweep_tables(config, conn)
+  assert not os.path.exists(stale) and os.path.exists(fresh) and os.path.exists(stored)  # an upload being written
+  conn.close()

@@ -69,7 +69,9 @@ class Interrupted(KeyboardInterrupt):
   """A signal asked the run to stop; the journal was saved first (the message says where)."""
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> None:
+  """Writes `data` to `path` whole or not at all, durably: a temporary file fsynced, then renamed over it (the
+  directory's entry is fsynced by `fsync_dir`). The service stores uploaded tables with it too."""
   tmp = f"{path}.tmp"
   with open(tmp, "wb") as handle:
     handle.write(data)
@@ -78,7 +80,7 @@ def _write_atomic(path: str, data: bytes) -> None:
   os.replace(tmp, path)
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
   fd = os.open(directory, os.O_RDONLY)
   try:
     os.fsync(fd)
@@ -312,15 +314,15 @@ class Journal:
       return
     name = f"seg-{self._next:06d}.npz"
     data = _encode(self._pending, self._pending_chunks)
-    _write_atomic(os.path.join(self.directory, name), data)
+    write_atomic(os.path.join(self.directory, name), data)
     seg = {"file": name, "queries": len(self._pending), "chunks": len(self._pending_chunks), "blake2b": _digest(data)}
     self._next += 1
     path, previous = os.path.join(self.directory, MANIFEST), os.path.join(self.directory, PREVIOUS)
     if self._segments:  # the state this save extends (what loaded or was saved whole), so a manifest is always there
-      _write_atomic(previous, self._manifest(self._segments, len(self._replay), len(self._chunks)))
+      write_atomic(previous, self._manifest(self._segments, len(self._replay), len(self._chunks)))
     new = self._manifest(self._segments + [seg], self.queries, len(self._chunks) + len(self._pending_chunks))
-    _write_atomic(path, new)
-    _fsync_dir(self.directory)
+    write_atomic(path, new)
+    fsync_dir(self.directory)
     self._segments.append(seg)
     self._replay.extend(self._pending)
     self._pos += len(self._pending)

@@ -51,7 +51,7 @@ from experiments import (
   report,
 )
 from experiments.service.spec import JobSpec, ServiceConfig
-from experiments.service.tables import parse_table
+from experiments.service.tables import content_hash, parse_table
 
 LEASE_KEY = "cube:lease:{}"
 STOP_KEY = "cube:stop:{}"  # set by `cancel` for any active job; its lease thread and progress re-send the stop
@@ -87,7 +87,10 @@ def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
 # meta, `written_format`), so the API serves no report that a worker of another version wrote (an upgrade audit: an
 # old worker beside a new API wrote old reports under new ids, served as cached); measures and binned columns
 # written with leading zeros read as numbers.
-REPORT_FORMAT = 8
+# 9: p-values below 1e-300 written "< 1e-300" in findings.json and findings.csv (they wrote 0.0), a z at the cap
+# shown "≥ 40", the exploration's newness threshold in the summary, a mean's side interval by Student's t; and the
+# settings every `DiscoveryConfig` field (a job's spec.json records the table's content hash, checked by the worker).
+REPORT_FORMAT = 9
 FORMAT_KEY = "report_format"  # spec.json: the format the server asked for; the job's meta: the one its worker wrote
 
 
@@ -153,7 +156,7 @@ def submit(
   """
   job_id = cache_key(table_hash, spec, config.agent)
   with held(connection, SUBMIT_LOCK.format(job_id), f"job {job_id}"):  # held past its time-out: queued all the same
-    return _submit(config, connection, spec, job_id, table_path, source)
+    return _submit(config, connection, spec, job_id, (table_hash, table_path), source)
 
 
 class SubmitBusy(RuntimeError):
@@ -170,8 +173,9 @@ SUBMIT_LOCK_SECONDS = 30  # a submission takes milliseconds; a holder that died 
 
 
 def _submit(
-  config: ServiceConfig, connection: Redis, spec: JobSpec, job_id: str, table_path: str, source: str
+  config: ServiceConfig, connection: Redis, spec: JobSpec, job_id: str, table: tuple[str, str], source: str
 ) -> tuple[str, bool]:
+  table_hash, table_path = table
   old = fetch(connection, job_id)
   directory = job_dir(config, job_id)
   if old is not None:
@@ -193,6 +197,7 @@ def _submit(
   record = {
     "spec": json.loads(spec.to_json()),
     "table": os.path.abspath(table_path),
+    "table_hash": table_hash,  # `tables.content_hash` of its bytes: the worker checks them (`run_job`)
     "source": source,
     "agent": config.agent,
     "save_every": config.save_every,
@@ -314,7 +319,10 @@ def sweep_tables(config: ServiceConfig, connection: Redis) -> set[str]:
   named = _named_tables(config)  # once; a table it names is kept, one it does not is checked again under its lock
   removed = set()
   for name in sorted(os.listdir(stored)) if os.path.isdir(stored) else []:
-    if name.endswith(".tmp") or name in named:  # an upload being written (`tables.store_table`), or named
+    if name.endswith(".tmp"):  # an upload being written (`tables.store_table`), or one a crash left
+      _sweep_stale_copy(connection, os.path.join(stored, name))
+      continue
+    if name in named:
       continue
     with table_lock(connection, name):
       path = os.path.join(stored, name)
@@ -322,6 +330,18 @@ def sweep_tables(config: ServiceConfig, connection: Redis) -> set[str]:
         os.remove(path)
         removed.add(name)
   return removed
+
+
+STALE_COPY_SECONDS = 3600  # a half-written upload older than this was left by a crash (writing one takes seconds)
+
+
+def _sweep_stale_copy(connection: Redis, path: str) -> None:
+  """Removes a table's temporary copy (`<table>.tmp`) that is `STALE_COPY_SECONDS` old, under its table's lock (an
+  upload writes it holding the lock): a crash while a table was stored left a copy of health data that no purge
+  removed (a service audit)."""
+  with table_lock(connection, path[: -len(".tmp")]), contextlib.suppress(FileNotFoundError):
+    if time.time() - os.stat(path).st_mtime > STALE_COPY_SECONDS:
+      os.remove(path)
 
 
 def _named_tables(config: ServiceConfig) -> set[str]:
@@ -566,7 +586,14 @@ def run_job(directory: str) -> dict[str, Any]:
   with holder:
     try:
       with open(record["table"], "rb") as handle:
-        df = parse_table(handle.read())
+        data = handle.read()
+      # Cut short or changed since it was stored (a crash): not analysed. (A record from before the field: unchecked.)
+      if record.get("table_hash") not in (None, content_hash(data)):
+        raise RuntimeError(
+          f"the stored table {os.path.basename(record['table'])} no longer holds the bytes it was stored with "
+          "(damaged since, by a crash or a disk error): submit the table again, which stores it afresh"
+        )
+      df = parse_table(data)
       run = cube_env.run_discovery(
         df,
         spec.schema(),

@@ -18,7 +18,6 @@ from typing import Any
 
 import cube_env
 from cube_env.data import ingest
-from cube_env.data.disclosure import SMALL_CELL
 from cube_env.discovery.pipeline import check_favorable
 
 LOOPBACK = "127.0.0.1"
@@ -129,34 +128,53 @@ METHODS = (
 MAX_BUDGET = 10_000_000  # queries a job may ask for (hours of a worker at a thousand queries a second)
 
 
+AGENT_MODES = ("frontier", "episodes")  # how method "muzero" plays (`--agent-mode`)
+_DEFAULTS = cube_env.DiscoveryConfig()
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JobSpec:
-  """A discovery job's settings (the table comes apart): column roles, method, budget and `DiscoveryConfig` fields."""
+  """A discovery job's settings (the table comes apart): column roles, method, budget and `DiscoveryConfig` fields.
+
+  Every `DiscoveryConfig` setting but `method_options` is a field here, with the library's default (a test checks
+  it), so a job can ask for what `discover` can, and its id (`jobs.cache_key`, which hashes `to_json`) changes with
+  any default. `beam_width` and `agent_mode` are the method's options (`beam`'s, `muzero`'s; refused with another
+  method unless left at their defaults). The defaults of `method` and `budget` are the library's, `uct` and 1,000
+  queries, not the command line's `auto` and 100,000: a server's job should not hold a worker for hours unasked.
+  """
 
   dimensions: tuple[str, ...]
   protected: tuple[str, ...]
   measures: tuple[str, ...]
-  method: str = "uct"
-  budget: int = 1000
-  max_depth: int = 3
-  min_group: int = SMALL_CELL
-  z_screen: float | str = cube_env.DiscoveryConfig().z_screen
-  q: float = cube_env.DiscoveryConfig().q
-  correction: str = cube_env.DiscoveryConfig().correction
-  min_relative_diff: float = 0.10
+  method: str = _DEFAULTS.method
+  budget: int = _DEFAULTS.budget
+  max_depth: int = _DEFAULTS.max_depth
+  min_group: int = _DEFAULTS.min_group
+  z_screen: float | str = _DEFAULTS.z_screen
+  explore_new_z: float | None = _DEFAULTS.explore_new_z
+  q: float = _DEFAULTS.q
+  correction: str = _DEFAULTS.correction
+  tilt: float = _DEFAULTS.tilt
+  confirm_new_z: float | None = _DEFAULTS.confirm_new_z
+  pooled_check: bool = _DEFAULTS.pooled_check
+  mirror_z: float | None = _DEFAULTS.mirror_z
+  min_relative_diff: float = _DEFAULTS.min_relative_diff
   adjust: tuple[str, ...] = ()
   favorable: tuple[str, ...] = ()
-  seed: int = 0
-  explore_fraction: float = 0.5
-  max_categories: int = 12
+  seed: int = _DEFAULTS.seed
+  explore_fraction: float = _DEFAULTS.explore_fraction
+  max_categories: int = _DEFAULTS.max_categories
   beam_width: int = 8
-  time_limit: float | None = None  # seconds the search may spend (auto plans with it); None: no limit
+  agent_mode: str = AGENT_MODES[0]
+  time_limit: float | None = _DEFAULTS.time_limit  # seconds the search may spend (auto plans with it); None: no limit
 
   @classmethod
   def from_json(cls, text: str | bytes) -> JobSpec:
     """Parses and checks a client's JSON object (SpecError naming the field)."""
     try:
-      raw = json.loads(text)
+      raw = json.loads(text, parse_constant=_not_json)
+    except SpecError:
+      raise
     except ValueError as err:
       raise SpecError("settings", f"not valid JSON ({err})") from None
     except RecursionError:
@@ -191,9 +209,16 @@ class JobSpec:
       raise SpecError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
     if self.beam_width < 1:
       raise SpecError("beam_width", f"must be at least 1, got {self.beam_width}")
+    if len(set(self.favorable)) < len(self.favorable):  # as `adjust`'s (the column roles' check)
+      raise SpecError("favorable", f"names a measure twice: {list(self.favorable)}")
     for name in ("budget", "beam_width"):
       if getattr(self, name) > MAX_BUDGET:  # one request must not hold a worker for days
         raise SpecError(name, f"must be at most {MAX_BUDGET:,}, got {getattr(self, name):,}")
+    if self.agent_mode not in AGENT_MODES:
+      raise SpecError("agent_mode", f"must be one of {', '.join(AGENT_MODES)}, got {self.agent_mode!r}")
+    for name, only in (("beam_width", "beam"), ("agent_mode", "muzero")):  # an option the method would not read
+      if self.method != only and getattr(self, name) != getattr(JobSpec, name):
+        raise SpecError(name, f"is only used by method {only!r} (got method {self.method!r})")
     try:
       check_favorable(self.favorable, self.measures)
     except ValueError as err:
@@ -201,12 +226,14 @@ class JobSpec:
     options: tuple = ()
     if self.method == "beam":
       options = (("width", self.beam_width),)
-    elif self.method == "muzero" and agent is not None:
-      options = (("checkpoint", agent),)
+    elif self.method == "muzero":
+      # The mode only where it is not the default: a job queued before the field resumes under its journal's options.
+      mode = (("mode", self.agent_mode),) if self.agent_mode != AGENT_MODES[0] else ()
+      options = ((("checkpoint", agent),) if agent is not None else ()) + mode
     settings = {
       f.name: getattr(self, f.name)
       for f in dataclasses.fields(self)
-      if f.name not in ("dimensions", "protected", "measures", "beam_width")
+      if f.name not in ("dimensions", "protected", "measures", "beam_width", "agent_mode")
     }
     try:
       return cube_env.DiscoveryConfig(**settings, method_options=options)
@@ -221,6 +248,15 @@ class JobSpec:
   def to_json(self) -> str:
     """Canonical JSON (sorted keys): what the cache key hashes and what the job reads back."""
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _not_json(word: str) -> None:
+  """`json.loads`' hook for NaN, Infinity and -Infinity, which Python reads but JSON does not have (an audit: a
+  `time_limit` of Infinity was taken and written back into the job's spec.json)."""
+  raise SpecError("settings", f"not valid JSON ({word} is not a JSON number)")
+
+
+OPTIONAL_NUMBERS = frozenset({"time_limit", "explore_new_z", "confirm_new_z", "mirror_z"})  # a number or null
 
 
 MAX_WHOLE = 2**53  # the largest whole number a setting may hold (every one of them is far smaller in use)
@@ -251,7 +287,7 @@ def _typed(name: str, value: Any, default: Any) -> Any:
       except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no table's column, and no response could print it
         raise SpecError(name, f"column names must be Unicode text, got {v!r}") from None
     return tuple(value)
-  if default is None:  # an optional number
+  if name in OPTIONAL_NUMBERS:
     if value is None:
       return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -261,7 +297,11 @@ def _typed(name: str, value: Any, default: Any) -> Any:
     if value == "bonferroni" or (isinstance(value, (int, float)) and not isinstance(value, bool)):
       return value if isinstance(value, str) else _float(name, value)
     raise SpecError(name, f"must be a number or 'bonferroni', got {value!r}")
-  if isinstance(default, bool) or isinstance(value, bool):
+  if isinstance(default, bool):
+    if not isinstance(value, bool):
+      raise SpecError(name, f"must be true or false, got {value!r}")
+    return value
+  if isinstance(value, bool):
     raise SpecError(name, f"must be a {type(default).__name__}, got {value!r}")
   if isinstance(default, int):
     if not isinstance(value, int):

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 import cube_env
 from cube_env.data import holdout, ingest
+from cube_env.discovery import journal
 from cube_env.discovery.pipeline import check_favorable, min_halves
 from experiments.service.spec import JobSpec, ServiceConfig
 
@@ -210,15 +211,28 @@ def content_hash(data: bytes) -> str:
 
 
 def store_table(data: bytes, config: ServiceConfig, table_hash: str | None = None) -> str:
-  """Writes the bytes to `stored_path` (once) and returns the path (`table_hash`: their `content_hash`, if known)."""
+  """Writes the bytes to `stored_path` and returns the path (`table_hash`: their `content_hash`, if known).
+
+  Durably (`journal.write_atomic`: fsynced, then renamed, and the directory fsynced), and again where a file is
+  there that does not hold these bytes: a service audit cut a stored table short as a power loss after an unsynced
+  rename could, and its job analysed half the rows under the full file's name, then was served from the cache.
+  (`jobs.run_job` also refuses a table whose bytes are not its name's hash.)"""
+  table_hash = table_hash or content_hash(data)
   path = stored_path(data, config, table_hash)
   os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # under the owner-only data_dir (`make_app`)
-  if not os.path.exists(path):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as handle:
-      handle.write(data)
-    os.replace(tmp, path)
+  if not holds_content(path, table_hash):
+    journal.write_atomic(path, data)
+    journal.fsync_dir(os.path.dirname(path))
   return path
+
+
+def holds_content(path: str, table_hash: str) -> bool:
+  """True where the file at `path` exists and its bytes have `content_hash` `table_hash`."""
+  try:
+    with open(path, "rb") as handle:
+      return content_hash(handle.read()) == table_hash
+  except FileNotFoundError:
+    return False
 
 
 def read_server_path(path: str, config: ServiceConfig) -> bytes:
