@@ -138,6 +138,8 @@ class Halves:
   adjusters: tuple[str, ...]
   summary: tuple[str, ...]  # coding, split and adjustment notes
   explore_raw: Cube | None = None  # exploration rows without case-mix adjustment (== explore when unadjusted)
+  # Adjusted: the variance the confirmation rows' expected values owe to their estimates (confirmation adds it).
+  expectation: adj.ExpectationError | None = None
 
 
 def _cube(codes, values, meta: CubeMeta, rows: np.ndarray, *, adjusted: bool, summary, is_ratio=()) -> Cube:
@@ -196,10 +198,13 @@ def split_cubes(
   adjusters = tuple(adjusters)
   raw_values = values
   is_ratio = ()
+  expectation = None
   if adjusters:
     asked = adj.ratio_measures(values, meta.is_binary, meta.is_log)
     values, line, is_ratio = adj.residualize(df, adjusters, values, explore, ratio=asked, names=meta.measure_names)
     summary.append(line)
+    levels = adj.adjuster_levels(df, adjusters)
+    expectation = adj.expectation_error(levels, raw_values, explore, is_ratio, codes)
   kw = dict(adjusted=bool(adjusters), summary=summary, is_ratio=is_ratio)
   explore_cube = _cube(codes, values, meta, explore, **kw)
   confirm_cube = _cube(codes, values, meta, ~explore, **kw)
@@ -214,4 +219,5 @@ def split_cubes(
     adjusters=adjusters,
     summary=tuple(summary),
     explore_raw=explore_raw,
+    expectation=expectation,
   )

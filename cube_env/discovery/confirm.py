@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from cube_env.data.adjust import ExpectationError, extra_variance
 from cube_env.data.disclosure import (
   EXPLORE_RAW_SMALL_EVENTS,
   RAW_REST_EVENTS,
@@ -55,6 +56,7 @@ from cube_env.data.disclosure import (
 )
 from cube_env.data.ingest import Cube, filters_to_codes
 from cube_env.discovery import cohorts
+from cube_env.environment.stats import Z_MAX
 
 KEY = ["cohort", "protected", "group", "measure"]
 UNTESTED = "not testable in the confirmation half (small group or too few events)"  # the reason of such a candidate
@@ -163,8 +165,9 @@ def exploration_weights(explore_z, *, tilt: float) -> np.ndarray:
   return w * len(w) / w.sum()
 
 
-def pooled_p(n_group, var_group, n_rest, var_rest, diff) -> np.ndarray:
-  """Two-sided p of Student's pooled-variance t (float64, scipy); 1 where undefined.
+def pooled_p(n_group, var_group, n_rest, var_rest, diff, extra=0.0) -> np.ndarray:
+  """Two-sided p of Student's pooled-variance t (float64, scipy); 1 where undefined. `extra`: variance added to the
+  difference's (an adjusted run's expected values, `adjust.extra_variance`).
 
   Under the null that the group's rows come from the rest's distribution the
   pooled variance, dominated by the large rest, is the right one; Welch's
@@ -176,9 +179,54 @@ def pooled_p(n_group, var_group, n_rest, var_rest, diff) -> np.ndarray:
   dof = n1 + n2 - 2.0
   with np.errstate(divide="ignore", invalid="ignore"):
     pooled = ((n1 - 1.0) * v1 + (n2 - 1.0) * v2) / dof
-    t = d / np.sqrt(pooled * (1.0 / n1 + 1.0 / n2))
+    t = d / np.sqrt(pooled * (1.0 / n1 + 1.0 / n2) + np.asarray(extra, np.float64))
     p = 2.0 * sps.t.sf(np.abs(t), np.maximum(dof, 1.0))
   return np.where(np.isfinite(p) & (dof > 0), np.clip(p, 0.0, 1.0), 1.0)
+
+
+def expectation_variances(candidates: pd.DataFrame, meta, expectation: ExpectationError | None) -> np.ndarray:
+  """`[k]` each candidate's `adjust.extra_variance` (0 for every one without `expectation`: an unadjusted run)."""
+  if expectation is None:
+    return np.zeros(len(candidates))
+  groups = {p: list(meta.categories[meta.n_dimensions + i]) for i, p in enumerate(meta.protected_names)}
+  return np.asarray(
+    [
+      extra_variance(
+        expectation,
+        filters_to_codes(meta, c.filters),
+        meta.n_dimensions + meta.protected_names.index(c.protected),
+        groups[c.protected].index(c.group),
+        meta.measure_names.index(c.measure),
+      )
+      for c in candidates.itertuples()
+    ],
+    np.float64,
+  )
+
+
+def with_extra_variance(again: pd.DataFrame, extra: np.ndarray) -> pd.DataFrame:
+  """`again` (`retest`'s rows) with Welch's test of each row whose `extra` > 0 redone with it added to the squared
+  standard error: t, its Welch-Satterthwaite df (the estimates' part taken as known: many fitting rows), p (scipy,
+  float64), z (the normal quantile of that p, at most `Z_MAX`) and the 95% interval of `diff`."""
+  out = again.copy()
+  cols = [pd.to_numeric(out[c], errors="coerce").to_numpy(float) for c in ("n_group", "var_group", "n_rest")]
+  n1, v1, n2 = cols
+  v2, d = (pd.to_numeric(out[c], errors="coerce").to_numpy(float) for c in ("var_rest", "diff"))
+  redo = (extra > 0) & np.isfinite(n1 + v1 + n2 + v2 + d) & (n1 > 1) & (n2 > 1)
+  if not redo.any():
+    return out
+  with np.errstate(divide="ignore", invalid="ignore"):
+    a, b = v1 / n1, v2 / n2
+    se2 = a + b + extra
+    df = np.clip(se2**2 / (a**2 / (n1 - 1.0) + b**2 / (n2 - 1.0)), 1.0, 1e7)
+    df = np.where(np.isfinite(df), df, n1 + n2 - 2.0)
+    t = d / np.sqrt(se2)
+    p = np.clip(2.0 * sps.t.sf(np.abs(t), df), 0.0, 1.0)
+    z = np.sign(t) * np.minimum(sps.norm.isf(p / 2.0), Z_MAX)
+    half = sps.t.ppf(0.975, df) * np.sqrt(se2)
+  for name, value in (("p_value", p), ("z", z), ("ci_low", d - half), ("ci_high", d + half)):
+    out[name] = np.where(redo, value, pd.to_numeric(out[name], errors="coerce").to_numpy(float))
+  return out
 
 
 def relative_difference(
@@ -419,6 +467,7 @@ def confirm_candidates(
   pooled_check: bool = False,
   mirror_z: float | None = None,
   explore_raw_cube: Cube | None = None,
+  expectation: ExpectationError | None = None,
 ) -> pd.DataFrame:
   """Re-tests candidates on the confirmation cube and applies the multiple-testing and relative-difference rules.
 
@@ -459,6 +508,9 @@ def confirm_candidates(
       test's rule (at least 5 expected events and non-events a side), is left out of the correction's family
       (`RATE_UNTESTED`; a choice made from the exploration half alone, so the error rate holds), and one that
       fails it on the confirmation half is not testable there (`UNTESTED`), as an unadjusted binary one.
+    expectation: an adjusted run's `Halves.expectation`: each candidate's test on the confirmation half adds the
+      variance its expected values owe to their estimates (`adjust.extra_variance`; `with_extra_variance`), to
+      Welch's test and to the pooled check; None: no addition (an unadjusted run).
 
   Returns:
     One row per candidate: the confirmation statistics under the usual
@@ -485,6 +537,8 @@ def confirm_candidates(
   cand = candidates.reset_index(drop=True)
   kw = dict(min_group=min_group, z_screen=z_screen if new_z is None else new_z, max_depth=max_depth)
   again, table, where = retest(cand, cube, **kw, with_table=True)
+  extra = expectation_variances(cand, cube.meta, expectation)
+  again = with_extra_variance(again, extra)
   raw = retest(cand, raw_cube, **kw) if raw_cube is not None else None
   out = cand.drop(columns=[c for c in STAT_COLUMNS if c in cand.columns] + ["significant", "tested"], errors="ignore")
   for c in STAT_COLUMNS:
@@ -503,7 +557,7 @@ def confirm_candidates(
     continuous = (again["scale"] != "binary").to_numpy(bool) & tested
     cols = [pd.to_numeric(again[c], errors="coerce").to_numpy(float) for c in ("n_group", "var_group")]
     cols += [pd.to_numeric(again[c], errors="coerce").to_numpy(float) for c in ("n_rest", "var_rest", "diff")]
-    p = np.where(continuous, np.maximum(p, pooled_p(*cols)), p)
+    p = np.where(continuous, np.maximum(p, pooled_p(*cols, extra=extra)), p)
   out["p_confirm"] = p
   if correction not in CORRECTIONS:
     raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
