@@ -1,5 +1,7 @@
 """Confirmation: the row split, Benjamini-Hochberg, the relative-difference rule and case-mix adjustment."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -781,3 +783,17 @@ def test_an_adjusted_run_confirms_with_the_estimates_variance():
   want = confirm.with_extra_variance(again, extra)["z"].astype(float).to_numpy()
   np.testing.assert_allclose(found["z"].astype(float).to_numpy(), want, rtol=1e-9)
   assert not np.allclose(want, again["z"].astype(float).to_numpy(), rtol=1e-3)
+
+
+def test_a_schemas_adjusters_adjust_the_run():
+  """A cold audit: `Schema(adjusters=...)` was checked, then left unused without a word (the run unadjusted); they
+  now adjust it as `adjust=` does, and naming other adjusters in both places is an error."""
+  df = _confounded_table(2, 3000)
+  with_schema = cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["minutes"], adjusters=["strat"])
+  kw = dict(method="exhaustive", budget=100, max_depth=1, seed=0)
+  a = cube_env.run_discovery(df, with_schema, **kw)
+  b = cube_env.run_discovery(df, dataclasses.replace(with_schema, adjusters=()), adjust=["strat"], **kw)
+  assert a.config.adjust == ("strat",) and a.halves.adjusters == ("strat",) and a.halves.expectation is not None
+  pd.testing.assert_frame_equal(a.findings.drop(columns="filters"), b.findings.drop(columns="filters"))
+  with pytest.raises(ValueError, match=r"the schema's adjusters \['strat'\] differ from adjust \['proc'\]"):
+    cube_env.run_discovery(df, with_schema, adjust=["proc"], **kw)

@@ -24,7 +24,8 @@ class Schema:
     protected: protected attributes whose groups are compared, e.g. race, sex,
       payer. They may also be filtered (intersectional cohorts).
     measures: numeric outcome columns. A column holding only 0/1 is binary.
-    adjusters: columns used for case-mix adjustment (they may also be dimensions).
+    adjusters: columns used for case-mix adjustment (they may also be dimensions); a run adjusts by them
+      as by `adjust=` (`pipeline.prepare`; naming other adjusters there is an error).
     bins: per numeric dimension, explicit bin edges; numeric dimensions without
       an entry are cut at quantiles (see `build_cube(n_bins=...)`).
     log_scale: per measure, force (True) or forbid (False) the log scale; by

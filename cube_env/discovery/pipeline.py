@@ -236,9 +236,21 @@ def check_favorable(
 def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepared:
   """Checks the columns, splits the rows (and adjusts for case mix), builds the exploration search space.
 
+  The adjusters are `config.adjust`, or the schema's `adjusters` where the config names none (a cold audit: a
+  schema's adjusters were checked, then left unused without a word, so the run was not adjusted); both given and
+  different is an error.
+
   Raises:
     ValueError naming the problem (unknown column, empty cohort space, ...).
   """
+  from_schema = tuple(schema.adjusters or ())
+  if from_schema and not config.adjust:
+    config = dataclasses.replace(config, adjust=from_schema)
+  elif from_schema and tuple(config.adjust) != from_schema:
+    raise ValueError(
+      f"the schema's adjusters {list(from_schema)} differ from adjust {list(config.adjust)}: name the case-mix "
+      "adjusters in one place"
+    )
   _check_columns(df, schema, config)
   halves = holdout.split_cubes(
     df,
@@ -439,7 +451,7 @@ def run_discovery(
   stage("confirming")
   findings = confirm(result, prepared)
   return Discovery(
-    config=config, halves=prepared.halves, search=result, findings=findings, seconds=time.perf_counter() - t0
+    config=prepared.config, halves=prepared.halves, search=result, findings=findings, seconds=time.perf_counter() - t0
   )
 
 
