@@ -163,6 +163,8 @@ def saved_args(resume: str) -> Args:
     UsageError: no saved run there, or a settings file that is not what `save_settings` writes (named).
   """
   directory = resume
+  if not os.path.isdir(resume):
+    raise UsageError(f"--resume {resume}: not a directory (give the run's --out, or its --state-dir)")
   if not os.path.isfile(os.path.join(directory, SETTINGS)) and os.path.isfile(
     os.path.join(directory, "state", SETTINGS)
   ):
@@ -191,6 +193,8 @@ def saved_args(resume: str) -> Args:
         "(the file is written by discover: start the run again, or restore the file)"
       )
     values[field.name] = int(value) if type(default) is int else value
+  if saved.get("state_dir") is None:  # the state was its --out's own (OUT/state): that directory, wherever it is now
+    values["out"] = os.path.dirname(os.path.abspath(directory))  # (a CLI audit: a moved copy wrote to the old --out)
   return Args(**{**values, "resume": resume, "state_dir": directory, "save_state": True})
 
 
@@ -302,9 +306,42 @@ def run(args: Args, *, fresh: bool = True) -> dict:
     raise ValueError(f"--budget must be at least 1 group-by query, got {args.budget}")
   if args.save_every < 1:
     raise ValueError(f"--save-every must be at least 1 query, got {args.save_every}")
+  if args.show < 0:
+    raise ValueError(f"--show must be at least 0 rows, got {args.show}")
+  _check_combinations(args)
   options = _method_options(args)
-  df, schema, truth, source = _load(args)
+  _check_paths(args)
+  settings = dict(
+    budget=args.budget,
+    time_limit=args.time_limit,
+    max_depth=args.max_depth,
+    min_group=args.min_group,
+    z_screen=_z_screen(args.z_screen),
+    explore_new_z=args.explore_new_z,
+    q=args.q,
+    correction=args.correction,
+    tilt=args.tilt,
+    confirm_new_z=args.confirm_new_z,
+    pooled_check=args.pooled_check,
+    mirror_z=args.mirror_z,
+    explore_fraction=args.explore_fraction,
+    min_relative_diff=args.min_relative_diff,
+    adjust=args.adjust,
+    favorable=args.favorable,
+    seed=args.seed,
+    max_categories=args.max_categories,
+    method_options=tuple(options.items()),
+  )
+  cube_env.DiscoveryConfig(method=args.method, **settings)  # its checks, before any directory is made or read
+  made_out = not os.path.exists(args.out)
   state_dir = state_directory(args)
+  if state_dir is not None and fresh and journal.saved_queries(state_dir) > 0:  # a CLI audit: it was cleared
+    raise ValueError(
+      f"--out {args.out}: {state_dir} holds a stopped run's saved search ({journal.saved_queries(state_dir):,} "
+      f"queries): continue it with --resume {args.out if args.state_dir is None else state_dir}, or give another "
+      f"--out{' or --state-dir' if args.state_dir is None else ''} (or remove {state_dir})"
+    )
+  df, schema, truth, source = _load(args)
   if state_dir is not None and fresh:
     journal.clear(state_dir)
     save_settings(args, state_dir)
@@ -328,40 +365,61 @@ def run(args: Args, *, fresh: bool = True) -> dict:
       stage=stage,
       state_dir=state_dir,
       save_every=args.save_every,
-      budget=args.budget,
-      time_limit=args.time_limit,
-      max_depth=args.max_depth,
-      min_group=args.min_group,
-      z_screen=_z_screen(args.z_screen),
-      explore_new_z=args.explore_new_z,
-      q=args.q,
-      correction=args.correction,
-      tilt=args.tilt,
-      confirm_new_z=args.confirm_new_z,
-      pooled_check=args.pooled_check,
-      mirror_z=args.mirror_z,
-      explore_fraction=args.explore_fraction,
-      min_relative_diff=args.min_relative_diff,
-      adjust=args.adjust,
-      favorable=args.favorable,
-      seed=args.seed,
-      max_categories=args.max_categories,
-      method_options=tuple(options.items()),
+      **settings,
     )
   except Exception:  # failed before any query was saved (a column, a setting, a missing agent): nothing to resume
     if state_dir is not None and fresh and journal.saved_queries(state_dir) == 0:
       remove_state(state_dir)  # (an audit found an empty OUT/state/ after each refused run)
+      if made_out and os.path.isdir(args.out) and not os.listdir(args.out):
+        os.rmdir(args.out)  # and the empty --out that held it
     raise
   finally:
     if bar is not None:
       bar.close()
   score = cube_env.truth_score(result, truth) if truth is not None else None
   planted = report.planted_table(result, truth) if truth is not None else None
+  if os.path.isfile(os.path.join(args.out, "findings.json")):  # said, not silent (a CLI audit)
+    print(f"note: --out {args.out} held an earlier analysis: its findings and report are replaced", file=sys.stderr)
   paths = report.write_report(result, args.out, source=source, truth=score, planted=planted)
   report.print_summary(result, source=source, score=score, paths=paths, show=args.show)
   if state_dir is not None and not args.keep_state:  # the findings are saved: the raw state is not needed
     remove_state(state_dir)
   return {"run": result, "score": score, "paths": paths}
+
+
+def _check_combinations(args: Args) -> None:
+  """ValueError for a flag that the rest of the command line would leave unread (a CLI audit: each was taken and
+  ignored): given away from its default, that is (a flag given at its default changes nothing)."""
+  defaults = Args()
+  unread = []
+  if args.method != "beam" and args.beam_width != defaults.beam_width:
+    unread.append(f"--beam-width is only used by --method beam (got --method {args.method})")
+  if args.correction != "weighted" and args.tilt != defaults.tilt:
+    unread.append(f"--tilt is only used by --correction weighted (got --correction {args.correction})")
+  if args.data is not None and (args.demo != defaults.demo or args.n_rows != defaults.n_rows):
+    given = [flag(n) for n in ("demo", "n_rows") if getattr(args, n) != getattr(defaults, n)]
+    unread.append(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} not used with --data (a file's rows)")
+  if unread:
+    raise ValueError("; ".join(unread))
+
+
+def _check_paths(args: Args) -> None:
+  """ValueError naming the flag for a path the run could not use, before the table is read or a query spent (a CLI
+  audit: a directory as --data, a file as --out or --state-dir, an unwritable one, each a traceback, the last after
+  the whole search had run and nothing could be saved)."""
+  if args.data is not None and os.path.isdir(args.data):
+    raise ValueError(f"--data {args.data} is a directory, not a table file")
+  directories = [("out", args.out)] + ([("state_dir", args.state_dir)] if args.save_state and args.state_dir else [])
+  for name, path in directories:
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise ValueError(f"{flag(name)} {path} is a file, not a directory")
+    existing = path
+    while existing and not os.path.exists(existing):  # the deepest part that exists: it will be made under it
+      existing = os.path.dirname(existing.rstrip(os.sep)) or "."
+    if not os.path.isdir(existing):
+      raise ValueError(f"{flag(name)} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+      raise ValueError(f"{flag(name)} {path}: {existing} is not writable by this user")
 
 
 def remove_state(directory: str) -> None:
@@ -385,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
   except ValueError as err:
     print(f"error: {_as_flags(str(err))}", file=sys.stderr)
     return 2
+  except OSError as err:  # a file the checks could not foresee (a disk full, a permission changed mid-run)
+    print(f"error: {err}", file=sys.stderr)
+    return 1
 
 
 def _as_flags(message: str) -> str:

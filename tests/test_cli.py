@@ -144,3 +144,40 @@ def test_discover_names_the_file_with_a_doubled_header_column_or_no_header(tmp_p
   path.write_text("")
   assert discover.main(argv) == 2
   assert capsys.readouterr().err == f"error: data file {str(path)!r}: is empty (no header line)\n"
+
+
+def test_discover_names_the_flag_of_a_path_or_combination_it_could_not_use(tmp_path, capsys):
+  """A CLI audit: a directory as --data, a file as --out or --state-dir and an unwritable --out were tracebacks (the
+  last after the whole search, which then saved nothing); --beam-width with another method, --tilt with another
+  correction, --demo or --n-rows with --data and a negative --show were taken and ignored; --adjust and --favorable
+  took a name twice; exhaustive ran 20 s under --time-limit 1."""
+  data = tmp_path / "cases.csv"
+  make_small_df(n=400).to_csv(data, index=False)
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(0o500)
+  base = ["--data", str(data), "--dimensions", "proc", "site", "--protected", "race", "--measures", "minutes"]
+  base += ["complication", "--budget", "10", "--max-depth", "1", "--no-progress", "--out", str(tmp_path / "out")]
+  cases = [
+    (["--data", str(tmp_path)], f"--data {tmp_path} is a directory, not a table file"),
+    (["--out", str(a_file)], f"--out {a_file} is a file, not a directory"),
+    (["--out", str(a_file / "sub")], f"--out {a_file / 'sub'}: {a_file} is a file, not a directory"),
+    (["--state-dir", str(a_file)], f"--state-dir {a_file} is a file, not a directory"),
+    (["--method", "uct", "--beam-width", "3"], "--beam-width is only used by --method beam (got --method uct)"),
+    (["--correction", "holm", "--tilt", "3"], "--tilt is only used by --correction weighted (got --correction holm)"),
+    (["--demo", "null"], "--demo is not used with --data"),
+    (["--show", "-3"], "--show must be at least 0 rows, got -3"),
+    (["--adjust", "urgency", "urgency"], "--adjust names 'urgency' twice"),
+    (["--favorable", "complication", "complication"], "--favorable names 'complication' twice"),
+    (["--method", "exhaustive", "--time-limit", "1"], "--time-limit is not applied by method 'exhaustive'"),
+  ]
+  if os.geteuid() != 0:  # root writes anywhere
+    cases.append((["--out", str(locked / "out")], f"--out {locked / 'out'}: {locked} is not writable by this user"))
+  for extra, message in cases:
+    assert discover.main(base + extra) == 2, extra
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err, (extra, err)
+  assert not os.path.exists(tmp_path / "out")  # each refused before anything was made
+  locked.chmod(0o700)

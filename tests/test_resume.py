@@ -8,6 +8,7 @@ findings.csv and value for value in findings.json.
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,3 +264,32 @@ def test_resume_flags(setup, tmp_path, capsys):
   assert _findings(str(tmp_path / "again")) == _findings(out) and not os.path.exists(os.path.join(out, "state"))
   assert discover.main(["--resume", out]) == 2
   assert "a finished run removes its state unless --keep-state" in capsys.readouterr().err
+
+
+def test_a_saved_state_is_never_cleared_by_a_fresh_run_and_a_moved_copy_resumes_into_itself(setup, tmp_path, capsys):
+  """A CLI audit: a fresh run into an --out that held a saved search (a stopped run's, or one kept) deleted it, even
+  when the run was then refused (a bad --q, a misspelt column); --resume of a copied directory wrote its report to
+  the original --out; a rerun replaced an earlier report without a word."""
+  out = str(tmp_path / "kept")
+  assert discover.main(_flags(setup, "greedy", out) + ["--keep-state"]) == 0
+  saved = journal.saved_queries(os.path.join(out, "state"))
+  assert saved > 0
+  before = _findings(out)
+  capsys.readouterr()
+  for extra in ([], ["--q", "2"], ["--dimensions", "proc", "sitee"]):
+    assert discover.main(_flags(setup, "greedy", out) + extra) == 2
+    err = capsys.readouterr().err
+    refused = f"holds a stopped run's saved search ({saved:,} queries): continue it with --resume {out}"
+    assert refused in err if not extra else err.startswith("error: --"), err  # a bad flag: its own error first
+    assert journal.saved_queries(os.path.join(out, "state")) == saved
+  copy = str(tmp_path / "copy")
+  shutil.copytree(out, copy)
+  os.remove(os.path.join(copy, "findings.json"))
+  assert discover.main(["--resume", copy, "--keep-state"]) == 0
+  assert os.path.isfile(os.path.join(copy, "findings.json")) and _findings(copy) == before
+  assert f"report: {os.path.join(copy, 'report.html')}" in capsys.readouterr().out  # not the original --out
+  assert discover.main(["--resume", out, "--no-keep-state"]) == 0  # into the same --out: said
+  assert "held an earlier analysis: its findings and report are replaced" in capsys.readouterr().err
+  assert not os.path.exists(os.path.join(out, "state"))  # finished without --keep-state: removed as before
+  assert discover.main(["--resume", setup["csv"]]) == 2
+  assert "--resume " + setup["csv"] + ": not a directory" in capsys.readouterr().err

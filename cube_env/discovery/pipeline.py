@@ -116,6 +116,15 @@ class DiscoveryConfig:
       raise ValueError(f"max_categories must be >= 2, got {self.max_categories}")
     for name in ("adjust", "favorable"):  # a bare string would be read letter by letter (an audit)
       object.__setattr__(self, name, column_names(getattr(self, name), name))
+      names = getattr(self, name)
+      twice = sorted({n for n in names if names.count(n) > 1})
+      if twice:  # as a column named twice in the schema (a CLI audit: the report said adjusted by ['a', 'a'])
+        raise ValueError(f"{name} names {', '.join(map(repr, twice))} twice")
+    if self.method == "exhaustive" and self.time_limit is not None:  # a CLI audit: it ran 20 s under a limit of 1 s
+      raise ValueError(
+        "time_limit is not applied by method 'exhaustive', which enumerates every cohort to the depth its budget "
+        "fits: give it a smaller budget, or use method 'auto', which plans with the time limit"
+      )
     object.__setattr__(self, "method_options", tuple(sorted(dict(self.method_options).items())))
 
 
