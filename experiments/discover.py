@@ -269,6 +269,8 @@ def _load(args: Args):
   if args.demo not in synthetic.SCENARIOS:
     raise ValueError(f"--demo must be one of {synthetic.SCENARIOS}, got {args.demo!r}")
   df, schema, truth = synthetic.make_cases(args.demo, args.seed, n_rows=args.n_rows)
+  # The generator's schema names the case-mix columns it drew (`synthetic.ADJUSTERS`); here --adjust decides.
+  schema = dataclasses.replace(schema, adjusters=())
   return df, schema, truth, f"synthetic {args.demo!r} (seed {args.seed}, {len(df)} rows)"
 
 
@@ -308,7 +310,8 @@ def run(args: Args, *, fresh: bool = True) -> dict:
     raise ValueError(f"--save-every must be at least 1 query, got {args.save_every}")
   if args.show < 0:
     raise ValueError(f"--show must be at least 0 rows, got {args.show}")
-  _check_combinations(args)
+  if fresh:  # a saved run keeps what it was started with (an earlier version took these combinations)
+    _check_combinations(args)
   options = _method_options(args)
   _check_paths(args)
   settings = dict(

@@ -1202,3 +1202,12 @@ def test_floored_p_leaves_numbers_and_blanks_alone():
   assert out["p_adjusted"].tolist()[1] == 0.9 and out["explore_p_value"].tolist() == ["< 1e-300", 4.1e-5]
   assert table["p_value"][0] == 0.0 and out["z"].tolist() == [12.9, 0.4]  # a copy; other columns as they were
   assert files.csv_table(table, [])["p_adjusted"].tolist() == ["< 1e-300", 0.9]
+
+
+def test_z_text_shows_the_cap_and_four_digits_below_it():
+  """A review: the report's z cells printed every float digit (2.6445930004119873) once z had its own text, and the
+  console's 3 digits showed 39.97 as the cap's 40."""
+  assert markup.z_text(2.6445930004119873) == "2.645" and markup.z_text(-12.9) == "-12.9"
+  assert markup.z_text(40.0) == "≥ 40" and markup.z_text(-40.0, 3) == "≤ -40"
+  assert markup.z_text(39.97, 3) == "39.97" and markup.z_text(3.14159, 3) == "3.14"
+  assert markup.cell("explore_z", 3.667760133743286) == "3.668"

@@ -538,6 +538,7 @@ def confirm_candidates(
   kw = dict(min_group=min_group, z_screen=z_screen if new_z is None else new_z, max_depth=max_depth)
   again, table, where = retest(cand, cube, **kw, with_table=True)
   extra = expectation_variances(cand, cube.meta, expectation)
+  welch = again  # the mirror rule sets a candidate's z against its cohort's other groups' (`table`), all without it
   again = with_extra_variance(again, extra)
   raw = retest(cand, raw_cube, **kw) if raw_cube is not None else None
   out = cand.drop(columns=[c for c in STAT_COLUMNS if c in cand.columns] + ["significant", "tested"], errors="ignore")
@@ -604,7 +605,7 @@ def confirm_candidates(
   big = np.abs(np.nan_to_num(size)) >= min_relative_diff
   renewed = again["new"].to_numpy(bool) if new_z is not None else np.ones(len(cand), bool)
   out["confirm_new"] = renewed
-  mirrors = mirror_of(again, table, where, z_min=mirror_z) if mirror_z is not None else [None] * len(cand)
+  mirrors = mirror_of(welch, table, where, z_min=mirror_z) if mirror_z is not None else [None] * len(cand)
   out["mirror_of"] = mirrors
   plain = tested & reject & same_sign & big
   out["confirmed"] = plain & renewed & np.array([m is None for m in mirrors], bool)

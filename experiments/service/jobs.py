@@ -339,8 +339,16 @@ def _sweep_stale_copy(connection: Redis, path: str) -> None:
   """Removes a table's temporary copy (`<table>.tmp`) that is `STALE_COPY_SECONDS` old, under its table's lock (an
   upload writes it holding the lock): a crash while a table was stored left a copy of health data that no purge
   removed (a service audit)."""
+
+  def stale() -> bool:
+    with contextlib.suppress(FileNotFoundError):
+      return time.time() - os.stat(path).st_mtime > STALE_COPY_SECONDS
+    return False
+
+  if not stale():  # an upload being written: its lock is not waited for (a review: a purge then waited 30 s)
+    return
   with table_lock(connection, path[: -len(".tmp")]), contextlib.suppress(FileNotFoundError):
-    if time.time() - os.stat(path).st_mtime > STALE_COPY_SECONDS:
+    if stale():
       os.remove(path)
 
 
