@@ -241,7 +241,9 @@ class ExpectationError:
   `var[id]`: for a measure adjusted by difference, its stratum's mean (one part, var = s^2 / n over the stratum's
   fitting rows; the measure's pooled within-stratum s^2 where a stratum has one fitting row, the overall mean's
   where it has none); for one adjusted by ratio, each adjuster level's factor (one part per adjuster, var = the
-  level mean's squared coefficient of variation, the relative error of the rows' expected values, to first order).
+  level mean's squared coefficient of variation, the relative error of the rows' expected values, to first order;
+  with two or more adjusters this is conservative, since the fitted factors share their levels' rows: a review's
+  simulation gave 1.0e-4 against a true 5.7e-5, a null z of sd 0.95).
   """
 
   codes: np.ndarray  # [rows, F] int32: the confirmation rows' category codes (the cube's filter columns)

@@ -219,6 +219,8 @@ class JobSpec:
     for name, only in (("beam_width", "beam"), ("agent_mode", "muzero")):  # an option the method would not read
       if self.method != only and getattr(self, name) != getattr(JobSpec, name):
         raise SpecError(name, f"is only used by method {only!r} (got method {self.method!r})")
+    if self.correction != "weighted" and self.tilt != JobSpec.tilt:  # as `discover --tilt` (a review)
+      raise SpecError("tilt", f"is only used by correction 'weighted' (got correction {self.correction!r})")
     try:
       check_favorable(self.favorable, self.measures)
     except ValueError as err:
