@@ -768,11 +768,17 @@ def test_adjusted_confirmation_adds_the_variance_of_the_estimated_expectations()
   assert confirm.expectation_variances(cand, halves.confirm.meta, None).tolist() == [0.0, 0.0]
 
 
-def test_an_adjusted_run_confirms_with_the_estimates_variance():
+def test_an_adjusted_run_confirms_with_the_estimates_variance(monkeypatch):
   """`run_discovery` passes the halves' `expectation` to confirmation: a planted gap's confirmation z is the one
-  `with_extra_variance` gives, not Welch's alone."""
+  `with_extra_variance` gives, not Welch's alone. The mirror rule sets Welch's z against its rivals' Welch z (a
+  review: the candidate's had the estimates' variance, its rivals' in the cohort's table not)."""
   df = _confounded_table(1)
   df.loc[(df["proc"] == "A") & (df["race"] == "B"), "minutes"] *= 1.5
+  seen = []
+  mirror_of = confirm.mirror_of
+  monkeypatch.setattr(
+    confirm, "mirror_of", lambda again, *a, **k: seen.append(again.copy()) or mirror_of(again, *a, **k)
+  )
   run = cube_env.run_discovery(df, CONFOUNDED, method="exhaustive", budget=100, max_depth=1, adjust=["strat"], seed=0)
   found = run.findings[run.findings["measure"].eq("minutes") & run.findings["group"].eq("B")]
   assert len(found) and found["confirmed"].any()
@@ -783,6 +789,10 @@ def test_an_adjusted_run_confirms_with_the_estimates_variance():
   want = confirm.with_extra_variance(again, extra)["z"].astype(float).to_numpy()
   np.testing.assert_allclose(found["z"].astype(float).to_numpy(), want, rtol=1e-9)
   assert not np.allclose(want, again["z"].astype(float).to_numpy(), rtol=1e-3)
+  (given,) = seen  # every candidate's z as Welch's, the rivals' scale
+  keys = ["cohort", "group", "measure"]
+  welch = given[keys + ["z"]].merge(again[keys + ["z"]], on=keys, suffixes=("", "_welch"))
+  assert len(welch) == len(again) and np.allclose(welch["z"].astype(float), welch["z_welch"].astype(float))
 
 
 def test_a_schemas_adjusters_adjust_the_run():

@@ -293,3 +293,13 @@ def test_a_saved_state_is_never_cleared_by_a_fresh_run_and_a_moved_copy_resumes_
   assert not os.path.exists(os.path.join(out, "state"))  # finished without --keep-state: removed as before
   assert discover.main(["--resume", setup["csv"]]) == 2
   assert "--resume " + setup["csv"] + ": not a directory" in capsys.readouterr().err
+  # A run saved by an earlier version with a combination fresh runs now refuse (a review) still resumes.
+  older = str(tmp_path / "older")
+  shutil.copytree(copy, older)
+  settings = os.path.join(older, "state", discover.SETTINGS)
+  with open(settings, encoding="utf-8") as handle:
+    saved_settings = json.load(handle)
+  with open(settings, "w", encoding="utf-8") as handle:
+    json.dump({**saved_settings, "beam_width": 4}, handle)  # with --method greedy
+  assert discover.main(_flags(setup, "greedy", str(tmp_path / "x")) + ["--beam-width", "4"]) == 2  # fresh: refused
+  assert discover.main(["--resume", older]) == 0 and _findings(older)[0] == before[0]
