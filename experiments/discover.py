@@ -338,9 +338,10 @@ def run(args: Args, *, fresh: bool = True) -> dict:
   cube_env.DiscoveryConfig(method=args.method, **settings)  # its checks, before any directory is made or read
   made_out = not os.path.exists(args.out)
   state_dir = state_directory(args)
-  if state_dir is not None and fresh and journal.saved_queries(state_dir) > 0:  # a CLI audit: it was cleared
+  saved = journal.saved_queries(state_dir) if state_dir is not None and fresh else 0
+  if saved > 0:  # a CLI audit: a fresh run cleared it
     raise ValueError(
-      f"--out {args.out}: {state_dir} holds a stopped run's saved search ({journal.saved_queries(state_dir):,} "
+      f"--out {args.out}: {state_dir} holds a stopped run's saved search ({saved:,} "
       f"queries): continue it with --resume {args.out if args.state_dir is None else state_dir}, or give another "
       f"--out{' or --state-dir' if args.state_dir is None else ''} (or remove {state_dir})"
     )

@@ -1001,7 +1001,7 @@ def test_a_job_asks_for_every_setting_discover_has_and_is_refused_what_no_run_wo
     (json.dumps({**SETTINGS, "beam_width": 3}), "beam_width", "is only used by method 'beam' (got method 'uct')"),
     (json.dumps({**SETTINGS, "agent_mode": "episodes"}), "agent_mode", "is only used by method 'muzero'"),
     (json.dumps({**muzero, "agent_mode": "walk"}), "agent_mode", "must be one of frontier, episodes, got 'walk'"),
-    (json.dumps({**SETTINGS, "favorable": ["minutes", "minutes"]}), "favorable", "names a measure twice"),
+    (json.dumps({**SETTINGS, "favorable": ["minutes", "minutes"]}), "favorable", "favorable: names 'minutes' twice"),
     (json.dumps({**SETTINGS, "correction": "holm", "tilt": 2.0}), "tilt", "is only used by correction 'weighted'"),
     (json.dumps({**SETTINGS, "pooled_check": 1}), "pooled_check", "must be true or false, got 1"),
     (json.dumps({**SETTINGS, "mirror_z": "no"}), "mirror_z", "must be a number or null, got 'no'"),

@@ -189,6 +189,7 @@ def residualize(
   *,
   ratio: Sequence[bool] | None = None,
   names: Sequence[str] | None = None,
+  levels: np.ndarray | None = None,
 ):
   """Observed minus expected, or observed / expected for the `ratio` measures whose stratum means are precise
   (`ratio_precision` <= `MAX_RATIO_CV2`), for every row and measure (NaN stays NaN).
@@ -196,12 +197,13 @@ def residualize(
   Args:
     ratio: per measure, asks for standardization by ratio (`ratio_measures`; default none).
     names: measure names, for the summary line.
+    levels: `adjuster_levels(df, adjusters)`, if already computed.
 
   Returns:
     (adjusted values `[rows, M]`, summary line naming the adjusters, strata and how each asking measure went,
     per measure whether it was standardized by ratio).
   """
-  levels = adjuster_levels(df, adjusters)
+  levels = adjuster_levels(df, adjusters) if levels is None else levels
   stratum = strata(df, adjusters, levels=levels)
   values = np.asarray(values, np.float64)
   asked = tuple(bool(r) for r in ratio) if ratio is not None else (False,) * values.shape[1]

@@ -201,9 +201,11 @@ def split_cubes(
   expectation = None
   if adjusters:
     asked = adj.ratio_measures(values, meta.is_binary, meta.is_log)
-    values, line, is_ratio = adj.residualize(df, adjusters, values, explore, ratio=asked, names=meta.measure_names)
-    summary.append(line)
     levels = adj.adjuster_levels(df, adjusters)
+    values, line, is_ratio = adj.residualize(
+      df, adjusters, values, explore, ratio=asked, names=meta.measure_names, levels=levels
+    )
+    summary.append(line)
     expectation = adj.expectation_error(levels, raw_values, explore, is_ratio, codes)
   kw = dict(adjusted=bool(adjusters), summary=summary, is_ratio=is_ratio)
   explore_cube = _cube(codes, values, meta, explore, **kw)

@@ -184,6 +184,12 @@ def pooled_p(n_group, var_group, n_rest, var_rest, diff, extra=0.0) -> np.ndarra
   return np.where(np.isfinite(p) & (dof > 0), np.clip(p, 0.0, 1.0), 1.0)
 
 
+def _welch_inputs(rows: pd.DataFrame) -> tuple[np.ndarray, ...]:
+  """(n_group, var_group, n_rest, var_rest, diff) of `retest`'s rows as float arrays (NaN where blank)."""
+  columns = ("n_group", "var_group", "n_rest", "var_rest", "diff")
+  return tuple(pd.to_numeric(rows[c], errors="coerce").to_numpy(float) for c in columns)
+
+
 def expectation_variances(candidates: pd.DataFrame, meta, expectation: ExpectationError | None) -> np.ndarray:
   """`[k]` each candidate's `adjust.extra_variance` (0 for every one without `expectation`: an unadjusted run)."""
   if expectation is None:
@@ -209,9 +215,7 @@ def with_extra_variance(again: pd.DataFrame, extra: np.ndarray) -> pd.DataFrame:
   standard error: t, its Welch-Satterthwaite df (the estimates' part taken as known: many fitting rows), p (scipy,
   float64), z (the normal quantile of that p, at most `Z_MAX`) and the 95% interval of `diff`."""
   out = again.copy()
-  cols = [pd.to_numeric(out[c], errors="coerce").to_numpy(float) for c in ("n_group", "var_group", "n_rest")]
-  n1, v1, n2 = cols
-  v2, d = (pd.to_numeric(out[c], errors="coerce").to_numpy(float) for c in ("var_rest", "diff"))
+  n1, v1, n2, v2, d = _welch_inputs(out)
   redo = (extra > 0) & np.isfinite(n1 + v1 + n2 + v2 + d) & (n1 > 1) & (n2 > 1)
   if not redo.any():
     return out
@@ -556,9 +560,7 @@ def confirm_candidates(
   p = np.where(tested, again["p_value"].fillna(1.0).to_numpy(float), 1.0)
   if pooled_check:
     continuous = (again["scale"] != "binary").to_numpy(bool) & tested
-    cols = [pd.to_numeric(again[c], errors="coerce").to_numpy(float) for c in ("n_group", "var_group")]
-    cols += [pd.to_numeric(again[c], errors="coerce").to_numpy(float) for c in ("n_rest", "var_rest", "diff")]
-    p = np.where(continuous, np.maximum(p, pooled_p(*cols, extra=extra)), p)
+    p = np.where(continuous, np.maximum(p, pooled_p(*_welch_inputs(again), extra=extra)), p)
   out["p_confirm"] = p
   if correction not in CORRECTIONS:
     raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")

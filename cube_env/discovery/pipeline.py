@@ -411,7 +411,7 @@ def confirm(result: SearchResult, prepared: Prepared) -> pd.DataFrame:
     max_depth=config.max_depth,
     raw_cube=halves.confirm_raw if config.adjust else None,
     explore_raw_cube=halves.explore_raw if config.adjust else None,
-    expectation=halves.expectation if config.adjust else None,
+    expectation=halves.expectation,  # None unless adjusted
     favorable=config.favorable,
     correction=config.correction,
     tilt=config.tilt,

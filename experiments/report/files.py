@@ -189,12 +189,11 @@ def floored_p(table: pd.DataFrame) -> pd.DataFrame:
   (a cold audit found findings.csv, findings.json and so the service's API writing it), which a reader takes for an
   impossible certainty; every other p stays a number."""
   out = table.copy()
-  for column in sorted(P_COLUMNS):  # a frozenset: one order every run
-    if column in out.columns:
-      values = out[column]
-      low = values.notna() & (values.astype(float) < P_FLOOR)
-      if low.any():
-        out[column] = [p_text(0.0) if is_low else v for v, is_low in zip(values.astype(object), low)]
+  for column in P_COLUMNS & set(out.columns):
+    values = out[column]
+    low = values.notna() & (values.astype(float) < P_FLOOR)
+    if low.any():
+      out[column] = [p_text(0.0) if is_low else v for v, is_low in zip(values.astype(object), low)]
   return out
 
 

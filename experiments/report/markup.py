@@ -80,7 +80,7 @@ def z_text(z: float, digits: int | None = None) -> str:
   if abs(z) >= Z_MAX:
     return f"≥ {Z_MAX:g}" if z > 0 else f"≤ -{Z_MAX:g}"
   text = number_text(z) if digits is None else f"{z:.{digits}g}"
-  return text if abs(float(text.replace(",", ""))) < Z_MAX else f"{z:.6g}"  # 39.97 is not shown as the cap's 40
+  return text if abs(float(text)) < Z_MAX else f"{z:.6g}"  # 39.97 is not shown as the cap's 40
 
 
 def number_text(value: float) -> str:

@@ -156,7 +156,7 @@ def submit(
   """
   job_id = cache_key(table_hash, spec, config.agent)
   with held(connection, SUBMIT_LOCK.format(job_id), f"job {job_id}"):  # held past its time-out: queued all the same
-    return _submit(config, connection, spec, job_id, (table_hash, table_path), source)
+    return _submit(config, connection, spec, job_id, table_hash, table_path, source)
 
 
 class SubmitBusy(RuntimeError):
@@ -173,9 +173,8 @@ SUBMIT_LOCK_SECONDS = 30  # a submission takes milliseconds; a holder that died 
 
 
 def _submit(
-  config: ServiceConfig, connection: Redis, spec: JobSpec, job_id: str, table: tuple[str, str], source: str
+  config: ServiceConfig, connection: Redis, spec: JobSpec, job_id: str, table_hash: str, table_path: str, source: str
 ) -> tuple[str, bool]:
-  table_hash, table_path = table
   old = fetch(connection, job_id)
   directory = job_dir(config, job_id)
   if old is not None:

@@ -209,8 +209,6 @@ class JobSpec:
       raise SpecError("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
     if self.beam_width < 1:
       raise SpecError("beam_width", f"must be at least 1, got {self.beam_width}")
-    if len(set(self.favorable)) < len(self.favorable):  # as `adjust`'s (the column roles' check)
-      raise SpecError("favorable", f"names a measure twice: {list(self.favorable)}")
     for name in ("budget", "beam_width"):
       if getattr(self, name) > MAX_BUDGET:  # one request must not hold a worker for days
         raise SpecError(name, f"must be at most {MAX_BUDGET:,}, got {getattr(self, name):,}")

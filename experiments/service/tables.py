@@ -216,7 +216,7 @@ def store_table(data: bytes, config: ServiceConfig, table_hash: str | None = Non
   Durably (`journal.write_atomic`: fsynced, then renamed, and the directory fsynced), and again where a file is
   there that does not hold these bytes: a service audit cut a stored table short as a power loss after an unsynced
   rename could, and its job analysed half the rows under the full file's name, then was served from the cache.
-  (`jobs.run_job` also refuses a table whose bytes are not its name's hash.)"""
+  (`jobs.run_job` also refuses a table whose bytes are not the hash its job's spec.json recorded.)"""
   table_hash = table_hash or content_hash(data)
   path = stored_path(data, config, table_hash)
   os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # under the owner-only data_dir (`make_app`)
