@@ -56,7 +56,7 @@ def test_folding_high_cardinality():
   protected = cube_env.Schema(dimensions=["proc"], protected=["surgeon"], measures=["minutes"])
   notes = [s for s in cube_env.build_cube(df, protected, max_categories=8).meta.summary if "'surgeon'" in s]
   assert notes == [
-    "folded 33 rare values of 'surgeon' (1650 rows) into 'OTHER'; 82% of its rows are in 'OTHER': raise "
+    "folded 33 rare values of 'surgeon' (1650 rows) into 'OTHER'; more than half of its rows are in 'OTHER': raise "
     "max_categories (--max-categories) or drop the column; as a protected column, its 'OTHER' mixes those "
     "values and is tested as if it were one group"
   ]
@@ -502,7 +502,7 @@ def test_bad_rows_past_the_cap_are_counted_not_named(tmp_path):
   assert len(bad) == 25
   named = ", ".join(f"line {n} (3 fields)" for n in bad[:20])
   assert str(err.value).endswith(
-    f"Every line with another number of fields than the header's 2 names: {named}, and 5 more rows (only the first "
+    f"Every line with another number of fields than the header's 2 names: {named}, and 5 more such lines (only the first "
     "20 are named)."
   )
   assert f"line {bad[20]} " not in str(err.value) and ingest.MAX_ODD_LINES == 20
@@ -788,7 +788,7 @@ def test_an_identifier_column_is_warned_of_and_a_mostly_folded_one_too(small_df)
   df = small_df.assign(pair=[f"v{i // 2}" for i in range(len(small_df))])
   schema = cube_env.Schema(dimensions=["proc"], protected=["pair"], measures=["minutes"])
   assert cube_env.build_cube(df, schema).meta.summary[0] == (
-    "folded 1989 rare values of 'pair' (3978 rows) into 'OTHER'; 99% of its rows are in 'OTHER': raise "
+    "folded 1989 rare values of 'pair' (3978 rows) into 'OTHER'; more than half of its rows are in 'OTHER': raise "
     "max_categories (--max-categories) or drop the column; as a protected column, its 'OTHER' mixes those "
     "values and is tested as if it were one group"
   )
@@ -1467,3 +1467,162 @@ def test_exports_that_read_wrong_without_a_word_are_noted(tmp_path):
     "The last row before it that runs on inside quotes starts on line 7: if a '\"' there was opened by mistake, every "
     "quote after it is shifted."
   )
+
+
+def _table(n=600, seed=0, **columns):
+  rng = np.random.default_rng(seed)
+  df = pd.DataFrame(
+    {
+      "site": rng.choice(["a", "b", "c"], n),
+      "race": rng.choice(["W", "B"], n),
+      "minutes": rng.lognormal(4, 0.5, n),
+    }
+  )
+  return df.assign(**columns)
+
+
+SITE_RACE = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["minutes"])
+
+
+def test_a_two_valued_measure_is_not_put_on_the_log_scale_and_is_warned_of():
+  """An ingest audit: yes/no coded 1/2 (skewed, all > 0) was tested on the log scale, unremarked; it is a mean on its
+  own scale now, with a warning that names the recoding; z is then the 0/1 coding's."""
+  rng = np.random.default_rng(1)
+  event = (rng.random(4000) < 0.1).astype(float)
+  coded = _table(4000, outcome=1.0 + event, flag=event)
+  schema = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["outcome", "flag"])
+  cube = cube_env.build_cube(coded, schema)
+  assert cube.meta.is_log == (False, False) and cube.meta.is_binary == (False, True)
+  assert (
+    "warning: measure 'outcome' takes two values only (1 and 2), so it is tested as a mean on its own scale, not as "
+    "a rate: if it is a yes/no outcome, recode it as 0/1 (1 the event) or yes/no"
+  ) in cube.meta.summary
+  stats = cube_env.cohort_stats(cube, {}, z_screen=0.01).set_index(["group", "measure"])
+  assert stats.loc[("B", "outcome"), "z"] == pytest.approx(stats.loc[("B", "flag"), "z"], rel=1e-3)
+  assert not any("'flag'" in s and "two values" in s for s in cube.meta.summary)  # 0/1 is a rate, no warning
+
+
+def test_a_measure_too_narrow_for_float32_is_refused_naming_it():
+  """An ingest audit: a null measure in units of 1e-20 had every side's variance underflow float32, 60 findings at
+  |z| 40; refused now, naming the column (1e-12 units still fine)."""
+  base = _table(2000)
+  ok = cube_env.build_cube(base.assign(minutes=base.minutes * 1e-12), SITE_RACE)
+  assert ok.meta.is_log == (True,)
+  linear = cube_env.Schema(dimensions=["site"], protected=["race"], measures=["minutes"], log_scale={"minutes": False})
+  with pytest.raises(ingest.ColumnError, match=r"measure column 'minutes' varies by about .*under 1e-15") as err:
+    cube_env.build_cube(base.assign(minutes=base.minutes * 1e-20), linear)
+  assert err.value.column == "minutes"
+
+
+def test_a_parquet_file_arrow_cannot_read_or_without_rows_is_named(tmp_path):
+  good = tmp_path / "good.parquet"
+  _table(20).to_parquet(good)
+  for name, data in (("garbage.parquet", b"not parquet at all" * 10), ("cut.parquet", good.read_bytes()[:200])):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ingest.TableFileError, match=rf"^data file '.*{name}': not a readable Parquet table \("):
+      cube_env.read_table(tmp_path / name)
+  _table(20).iloc[:0].to_parquet(tmp_path / "empty.parquet")
+  with pytest.raises(ingest.TableFileError, match=r"^data file '.*empty.parquet': has columns but no rows$"):
+    cube_env.read_table(tmp_path / "empty.parquet")
+
+
+def test_the_cubes_own_labels_in_a_table_are_kept_or_joined_and_said():
+  """An ingest audit: a race column's value 'OTHER' (common in health records) was refused outright; 'Missing' beside
+  the cube's 'MISSING' made two groups unremarked."""
+  n = 600
+  race = np.array(["W", "B", "OTHER"] * (n // 3), object)
+  cube = cube_env.build_cube(_table(n, race=race), SITE_RACE)
+  assert set(cube.meta.categories[1]) == {"W", "B", "OTHER"}  # no folding, no missing: a category like any other
+  # The table's 'MISSING' with empty cells: one group, said.
+  race = race.copy()
+  race[:30] = "MISSING"
+  race[30:45] = None
+  cube = cube_env.build_cube(_table(n, race=race), SITE_RACE)
+  assert cube.meta.categories[1][-1] == cube_env.MISSING and cube.meta.categories[1].count(cube_env.MISSING) == 1
+  assert "'race': 30 rows hold the value 'MISSING', coded with its 15 missing values as 'MISSING'" in cube.meta.summary
+  assert "'race': 45 missing values coded as 'MISSING'" in cube.meta.summary
+  # The table's 'OTHER' takes the folded values in; 'Other' and 'Missing' are warned of.
+  labels = np.array(["W"] * 300 + ["B"] * 150 + ["OTHER"] * 90 + ["x", "y", "z"] * 20, object)
+  cube = cube_env.build_cube(_table(n, race=labels), SITE_RACE, max_categories=3)
+  assert cube.meta.categories[1] == ("W", "B", "OTHER")
+  assert cube.meta.summary[0].startswith(
+    "folded 3 rare values of 'race' (150 rows) into 'OTHER' (with the table's own 'OTHER'); as a protected column"
+  )
+  labels = np.where(labels == "OTHER", "Other", labels)
+  labels[:15] = None
+  labels[15:40] = "Missing"  # 25 rows: kept with 'Other' (90), the 3 x 20 folded
+  summary = cube_env.build_cube(_table(n, race=labels), SITE_RACE, max_categories=5).meta.summary
+  assert (
+    "warning: protected column 'race' has values that differ only in capitals from the cube's own labels ('Missing' "
+    "and 'MISSING'; 'Other' and 'OTHER'), kept apart: recode them if they mean the same"
+  ) in summary
+
+
+def test_a_value_spelled_with_a_combining_accent_is_the_composed_one():
+  """An ingest audit: 'José' composed and 'Jose' + U+0301 were two groups printed alike."""
+  names = np.array(["Jos\u00e9", "Jose\u0301", "Ana"] * 200, object)
+  cube = cube_env.build_cube(_table(600, race=names), SITE_RACE)
+  assert cube.meta.categories[1] == ("Jos\u00e9", "Ana")
+  assert (
+    "'race': 200 rows with letters written as a letter and a combining mark read in the composed form "
+    "(e.g. 'Jose\\u0301' as 'Jos\\xe9')"
+  ) in cube.meta.summary
+
+
+@pytest.mark.parametrize(
+  "bins, message",
+  [
+    ("0,50,100", r"Schema.bins\['x'\] must be a list of numbers \(bin edges\), got '0,50,100'"),
+    ([0, "50", 100], r"Schema.bins\['x'\] must hold numbers only, got \[0, '50', 100\]"),
+    ([0, float("nan"), 100], r"Schema.bins\['x'\] must hold at least two finite numbers"),
+    ([0], r"Schema.bins\['x'\] must hold at least two finite numbers, got \[0\]"),
+    ([0, 50, 50, 100], r"Schema.bins\['x'\] must increase from edge to edge"),
+  ],
+)
+def test_bin_edges_are_checked_naming_the_column(bins, message):
+  with pytest.raises(ValueError, match=message):
+    cube_env.Schema(dimensions=["x"], protected=["race"], measures=["minutes"], bins={"x": bins})
+
+
+def test_log_scale_and_n_bins_are_checked():
+  with pytest.raises(ValueError, match=r"Schema.log_scale\['minutes'\] must be True or False, got 'false'"):
+    cube_env.Schema(dimensions=["site"], protected=["race"], measures=["minutes"], log_scale={"minutes": "false"})
+  for bad in (0, 1, -3, 2.5, True):
+    with pytest.raises(ValueError, match=rf"n_bins must be a whole number >= 2 .*got {bad!r}"):
+      cube_env.build_cube(_table(), SITE_RACE, n_bins=bad)
+
+
+def test_a_measure_in_fewer_than_11_rows_and_infinite_dimension_values_are_refused_plainly():
+  """An ingest audit: a measure with 5 values in 600 rows was taken (no statistic of it could ever be shown) while
+  the message for one value said "fewer than 11"."""
+  few = _table(600, minutes=[5.0, 6.0, 7.0, 8.0, 9.0] + [np.nan] * 595)
+  with pytest.raises(ValueError, match=r"^measure column 'minutes' has almost no values \(fewer than 11 non-missing"):
+    cube_env.build_cube(few, SITE_RACE)
+  eleven = np.where(np.arange(600) < 11, np.arange(600.0) + 1.0, np.nan)
+  assert cube_env.build_cube(_table(600, minutes=eleven), SITE_RACE).meta.measure_names == ("minutes",)  # 11: taken
+  # A numeric dimension with few values and an infinite one: refused, not a category 'inf' (an ingest audit).
+  asa = _table(60, asa=[1.0, 2.0, np.inf] * 20)
+  schema = cube_env.Schema(dimensions=["asa"], protected=["race"], measures=["minutes"])
+  with pytest.raises(ValueError, match=r"column 'asa': infinite values in a numeric dimension"):
+    cube_env.build_cube(asa, schema)
+
+
+def test_an_adjuster_not_in_the_table_gets_the_near_names():
+  df = _table(200, asa=[1, 2] * 100)
+  with pytest.raises(ValueError, match=r"adjuster column 'ASA' is not in the table \(did you mean 'asa'\?\)"):
+    cube_env.discover(df, SITE_RACE, method="greedy", budget=5, adjust=("ASA",))
+  with pytest.raises(ValueError, match=r"adjuster column 'ASA' is not in the table \(did you mean 'asa'\?\)"):
+    adjust.adjuster_levels(df, ["ASA"])
+
+
+def test_a_mostly_folded_column_gives_no_share_that_the_table_rows_turn_into_a_count():
+  """A disclosure audit: '93% of its rows are in OTHER' beside the table's 86 rows gave back OTHER's 80 rows, and so
+  the 6 rows of the two surgeons kept."""
+  surgeon = ["S_a"] * 3 + ["S_b"] * 3 + [f"s{i}" for i in range(40) for _ in range(2)]
+  df = _table(86, surgeon=surgeon)
+  schema = cube_env.Schema(dimensions=["site", "surgeon"], protected=["race"], measures=["minutes"])
+  notes = [s for s in cube_env.build_cube(df, schema, max_categories=3).meta.summary if "folded" in s]
+  assert notes == [
+    "folded 40 rare values of 'surgeon' (80 rows) into 'OTHER'; more than half of its rows are in 'OTHER': raise "
+    "max_categories (--max-categories) or drop the column"
+  ]

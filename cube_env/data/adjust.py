@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from cube_env.data.disclosure import SMALL_CELL
-from cube_env.data.ingest import category_label
+from cube_env.data.ingest import category_label, near_names
 
 MAX_LEVELS = 12  # a numeric adjuster with more distinct values is cut into quantile bins
 N_BINS = 5
@@ -85,7 +85,9 @@ def adjuster_levels(df: pd.DataFrame, adjusters: Sequence[str]) -> np.ndarray:
     raise ValueError("case-mix adjustment needs at least one adjuster column")
   for name in adjusters:
     if name not in df.columns:
-      raise ValueError(f"adjuster column {name!r} is not in the table; columns are {list(df.columns)}")
+      raise ValueError(
+        f"adjuster column {name!r} is not in the table{near_names(name, df.columns)}; columns are {list(df.columns)}"
+      )
   return np.stack([_levels(df[name]) for name in adjusters], axis=1)
 
 

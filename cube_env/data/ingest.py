@@ -21,12 +21,14 @@ import json
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from flax import struct
 
@@ -155,19 +157,25 @@ class TableFileError(ValueError):
 
 def read_parquet(source, *, name: str) -> pd.DataFrame:
   """A Parquet table (a path, a dataset's folder or a binary file); TableFileError naming `name` for a file's column
-  named twice (Arrow's own error dumps its whole schema)."""
-  if not hasattr(source, "read") and os.path.isdir(
-    source
-  ):  # a dataset's folder (Spark's part files): as pandas reads it
-    return pd.read_parquet(source)
-  names = pq.ParquetFile(source).schema_arrow.names
-  counts = collections.Counter(names)
-  twice = [f"column {n!r} appears {k} times" for n, k in counts.items() if k > 1]
-  if twice:
-    raise TableFileError(name, "; ".join(twice))
-  if hasattr(source, "seek"):
-    source.seek(0)
-  return pd.read_parquet(source)
+  named twice (Arrow's own error dumps its whole schema), a file Arrow cannot read (an ingest audit: a truncated file
+  or a CSV renamed .parquet said only "Parquet magic bytes not found in footer") and a table with no rows."""
+  try:
+    if not hasattr(source, "read") and os.path.isdir(source):  # a dataset's folder (Spark's part files)
+      df = pd.read_parquet(source)
+    else:
+      names = pq.ParquetFile(source).schema_arrow.names
+      counts = collections.Counter(names)
+      twice = [f"column {n!r} appears {k} times" for n, k in counts.items() if k > 1]
+      if twice:
+        raise TableFileError(name, "; ".join(twice))
+      if hasattr(source, "seek"):
+        source.seek(0)
+      df = pd.read_parquet(source)
+  except (pa.ArrowException, OSError) as err:
+    raise TableFileError(name, f"not a readable Parquet table ({str(err).splitlines()[0][:200]})") from None
+  if len(df) == 0:
+    raise TableFileError(name, "has columns but no rows")
+  return df
 
 
 def _numbers_rows(column: pd.Series) -> bool:
@@ -396,7 +404,7 @@ def _odd_lines_error(layout: _Layout) -> str:
   )
   more = layout.n_odd - len(layout.odd)  # records of the file, not cases of a group (the lines above name 20)
   if more:
-    listed += f", and {more} more row{'s' * (more != 1)} (only the first {MAX_ODD_LINES} are named)"
+    listed += f", and {more} more such line{'s' * (more != 1)} (only the first {MAX_ODD_LINES} are named)"
   stop = "" if first.endswith(("?", ".")) else "."
   header = f"the header's {len(names)} name" + "s" * (len(names) != 1)
   return f"{first}{stop} Every line with another number of fields than {header}: {listed}."
@@ -806,9 +814,10 @@ def validate_table(df: pd.DataFrame, schema: Schema) -> None:
   for role in ROLES:
     for c in getattr(schema, role):
       if c not in df.columns:
-        hint = _near_names(c, df.columns)
-        hint = f" (did you mean {' or '.join(map(repr, hint))}?)" if hint else ""
-        raise ColumnError(c, f"column {c!r} (schema.{role}) is not in the table{hint}; columns are {list(df.columns)}")
+        raise ColumnError(
+          c,
+          f"column {c!r} (schema.{role}) is not in the table{near_names(c, df.columns)}; columns are {list(df.columns)}",
+        )
       check_scalars(df[c], c)
 
 
@@ -830,12 +839,13 @@ def check_scalars(column: pd.Series, name) -> None:
     )
 
 
-def _near_names(name: str, columns) -> list:
-  """The table's column names that `name` matches but for spaces around either and capitals (a header's 'Site '
-  for 'Site'), else the closest spellings (`difflib`)."""
+def near_names(name: str, columns) -> str:
+  """A hint for a column `name` not in `columns`, as " (did you mean 'Site '?)": the names it matches but for spaces
+  around either and capitals (a header's 'Site ' for 'Site'), else the closest spellings (`difflib`); "" if none."""
   key = str(name).strip().casefold()
   same = [c for c in columns if str(c).strip().casefold() == key]
-  return same or difflib.get_close_matches(str(name), [str(c) for c in columns], n=2, cutoff=0.8)
+  near = same or difflib.get_close_matches(str(name), [str(c) for c in columns], n=2, cutoff=0.8)
+  return f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
 
 
 ROLES = ("dimensions", "protected", "measures", "adjusters")  # the Schema fields that name columns
@@ -930,29 +940,33 @@ def _bin_labels(edges: np.ndarray, *, open_ends: bool = False, fmt=_number_label
 IDENTIFIER_SHARE = 0.5  # a category column with more distinct values than this share of its rows is an identifier
 
 
-def _fold_note(name: str, n_folded: int, n_folded_rows: int, n_rows: int) -> str:
-  """The note of `n_folded` values of `name` folded into `OTHER` with `n_folded_rows` of the column's `n_rows` rows.
+def _fold_note(name: str, n_folded: int, n_folded_rows: int, n_rows: int, *, own_other: bool = False) -> str:
+  """The note of `n_folded` values of `name` folded into `OTHER` with `n_folded_rows` of the column's `n_rows` rows
+  (`own_other`: the table's own value 'OTHER' among them, its rows counted, not its value).
 
   The rows are shown only when they are at least `SMALL_CELL` and at least twice the values: with fewer than two
   rows per value, some value provably has exactly one (e.g. 12 values in 12 rows). Where OTHER holds more than half
-  of the rows, the note says so (with the share only where the rows are shown, since the share and the table's
-  rows give them back).
+  of the rows, the note says so, without the share: the share and the table's rows (which the summary shows) gave
+  back OTHER's rows exactly, and so the rows of the values kept, which may be few (a disclosure audit: 86 rows, "93%"
+  in OTHER, 6 rows in the two surgeons kept).
   """
   shown = n_folded_rows >= SMALL_CELL and n_folded_rows >= 2 * n_folded
+  into = f"{OTHER!r}" + (f" (with the table's own {OTHER!r})" if own_other else "")
   if shown:
-    note = f"folded {n_folded} rare values of {name!r} ({n_folded_rows} rows) into {OTHER!r}"
+    note = f"folded {n_folded} rare values of {name!r} ({n_folded_rows} rows) into {into}"
   else:
-    note = f"folded {n_folded} rare values of {name!r} into {OTHER!r} (rows not shown: small-cell rule)"
+    note = f"folded {n_folded} rare values of {name!r} into {into} (rows not shown: small-cell rule)"
   if n_folded_rows > n_rows / 2:
-    share = f"{100 * n_folded_rows // n_rows}% of its rows are" if shown else "more than half of its rows are"
-    note += f"; {share} in {OTHER!r}: raise max_categories (--max-categories) or drop the column"
+    note += f"; more than half of its rows are in {OTHER!r}: raise max_categories (--max-categories) or drop the column"
   return note
 
 
 def category_label(value: Any) -> str:
-  """A category's label as the cube codes it: the value printed, without spaces around it (' Black ' is 'Black');
-  '' (a value of spaces alone) is a missing value. Case-mix strata read text the same way (`adjust`)."""
-  return str(value).strip()
+  """A category's label as the cube codes it: the value printed, in Unicode's composed form (NFC: an 'e' followed by
+  a combining accent is the one character 'é', as most software writes it; an ingest audit found the two spellings
+  of 'José' made two groups that print alike), without spaces around it (' Black ' is 'Black'); '' (a value of
+  spaces alone) is a missing value. Case-mix strata read text the same way (`adjust`)."""
+  return unicodedata.normalize("NFC", str(value)).strip()
 
 
 def _numbers_for_edges(
@@ -1017,6 +1031,12 @@ def _code_column(
     series = _numbers_for_edges(series, name, role, summary, decimal_comma=decimal_comma)
     missing, numeric = series.isna(), True
     n_missing = int(missing.sum())
+  if numeric and days is None and np.isinf(series.to_numpy(dtype=float, na_value=np.nan)).any():
+    # Binned, quantile edges through inf are NaN and every row fell in one bin; a few values made 'inf' a category
+    # (an ingest audit).
+    raise ValueError(
+      f"column {name!r}: infinite values in a numeric {role}; recode them as missing or as a finite value"
+    )
   binned = days is not None or (numeric and (edges is not None or nunique > max_categories))
   if not binned and nunique > max(max_categories, IDENTIFIER_SHARE * len(series)):
     # A number with that many values is binned (bmi), so only a category column can be an identifier (visit_id).
@@ -1026,10 +1046,6 @@ def _code_column(
     )
   if binned:
     values = series.astype(float) if days is None else days
-    if np.isinf(values.to_numpy()).any():  # quantile edges through inf are NaN, and every row fell in one bin
-      raise ValueError(
-        f"column {name!r}: infinite values in a numeric {role}; recode them as missing or as a finite value"
-      )
     if edges is None:
       # Dates: edges are dates of the column (the lower one at each quantile), so each label's days are exact.
       method = "linear" if days is None else "lower"
@@ -1073,10 +1089,21 @@ def _code_column(
     raw_counts[blank] = 0
     n_missing += n_blank
     summary.append(redact_counts(f"{name!r}: {n_blank} rows blank but for spaces coded as {MISSING!r}", SMALL_CELL))
-  spaced = [i for i, (lab, raw) in enumerate(zip(unique_labels, printed)) if lab and lab != raw]
+  composed = [unicodedata.normalize("NFC", raw) for raw in printed]
+  recomposed = [i for i, (raw, nfc) in enumerate(zip(printed, composed)) if raw != nfc]
+  if recomposed:
+    example = printed[recomposed[0]]
+    summary.append(
+      redact_counts(
+        f"{name!r}: {int(raw_counts[recomposed].sum())} rows with letters written as a letter and a combining mark "
+        f"read in the composed form (e.g. {ascii(example)} as {ascii(composed[recomposed[0]])})",
+        SMALL_CELL,
+      )
+    )
+  spaced = [i for i, (lab, nfc) in enumerate(zip(unique_labels, composed)) if lab and lab != nfc]
   if spaced:
     n_spaced = int(raw_counts[spaced].sum())
-    example = printed[spaced[0]]
+    example = composed[spaced[0]]
     summary.append(
       redact_counts(
         f"{name!r}: {n_spaced} rows with spaces around the value read without them (e.g. {example!r} as "
@@ -1105,8 +1132,22 @@ def _code_column(
   for lab, c in zip(unique_labels, raw_counts):
     if lab:  # a value of spaces alone went to MISSING above: no '' category
       counts[lab] = counts.get(lab, 0) + int(c)
-  if MISSING in counts or OTHER in counts:
-    raise ValueError(f"column {name!r} already uses the reserved label {MISSING!r} or {OTHER!r}")
+  # The cube's own labels as values of the table (an ingest audit: a race column's 'OTHER', common in health
+  # records, was refused): kept as a category, except that the table's 'MISSING' joins the missing cells (both
+  # are then 'MISSING') and its 'OTHER' joins the rare values folded there, each said in a note.
+  own_missing = counts.pop(MISSING, 0)
+  if own_missing:
+    if n_missing:
+      summary.append(
+        redact_counts(
+          f"{name!r}: {own_missing} rows hold the value {MISSING!r}, coded with its {n_missing} missing values as "
+          f"{MISSING!r}",
+          SMALL_CELL,
+        )
+      )
+      n_missing += own_missing  # its rows take MISSING's code through `lookup` below
+    else:
+      counts[MISSING] = own_missing
   if "." in counts:  # a CSV audit: SAS's missing value, tested as a group with no word
     summary.append(
       "warning: "
@@ -1117,14 +1158,27 @@ def _code_column(
   labels = sorted(counts, key=lambda k: (-counts[k], k))
   if len(labels) > max_categories:
     folded = labels[max_categories - 1 :]
-    note = _fold_note(name, len(folded), sum(counts[k] for k in folded), len(series))
+    if OTHER in labels[: max_categories - 1]:  # the table's own 'OTHER' takes the folded values in
+      folded = [lab for lab in labels if lab == OTHER or lab not in labels[:max_categories]]
+    note = _fold_note(
+      name, len(folded) - (OTHER in folded), sum(counts[k] for k in folded), len(series), own_other=OTHER in folded
+    )
     if role == "protected column":  # a large-table audit: 39 insurance plans tested as one group, unremarked
       note += f"; as a protected column, its {OTHER!r} mixes those values and is tested as if it were one group"
     summary.append(note)
-    labels = labels[: max_categories - 1] + [OTHER]
+    labels = [lab for lab in labels if lab not in folded] + [OTHER]
   if n_missing:
     labels = labels + [MISSING]
     summary.append(redact_counts(f"{name!r}: {n_missing} missing values coded as {MISSING!r}", SMALL_CELL))
+  reserved = {lab.casefold(): lab for lab in (OTHER, MISSING) if lab in labels}
+  near = sorted(
+    (lab, reserved[lab.casefold()]) for lab in labels if lab.casefold() in reserved and lab not in reserved.values()
+  )
+  if near:  # an ingest audit: 'Missing' beside the cube's 'MISSING' made two groups, unremarked
+    summary.append(
+      f"warning: {role} {name!r} has values that differ only in capitals from the cube's own labels "
+      f"({'; '.join(f'{a!r} and {b!r}' for a, b in near)}), kept apart: recode them if they mean the same"
+    )
   if len(labels) < 2:
     raise ValueError(f"column {name!r} is constant (only {labels}); it cannot split cohorts or groups")
   lookup = {lab: i for i, lab in enumerate(labels)}
@@ -1386,8 +1440,11 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   present = ~np.isnan(values)
   if not present.any():  # a library audit: "almost no values" for none
     raise ValueError(f"measure column {name!r} has no values (missing in every row)")
-  if present.sum() < 2:
-    raise ValueError(f"measure column {name!r} has almost no values (fewer than {SMALL_CELL} non-missing)")
+  if present.sum() < SMALL_CELL:  # no side of a test could show a statistic (an ingest audit: 5 values were taken)
+    raise ValueError(
+      f"measure column {name!r} has almost no values (fewer than {SMALL_CELL} non-missing), too few for any statistic "
+      "to be shown"
+    )
   if (~present).any():
     summary.append(
       redact_counts(
@@ -1408,12 +1465,18 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
         f"warning: measure {name!r} reads as 0/1 but for {stray} (e.g. {observed[~flag][0]:g}), so it is not "
         "tested as a rate: if it is a yes/no flag, recode those values as missing, 0 or 1"
       )
+  two_valued = len(uniq) == 2 and not is_binary
+  if two_valued:  # an ingest audit: yes/no coded 1/2 was tested on the log scale, its doubled risk read as 5%
+    summary.append(
+      f"warning: measure {name!r} takes two values only ({uniq[0]:g} and {uniq[1]:g}), so it is tested as a mean "
+      "on its own scale, not as a rate: if it is a yes/no outcome, recode it as 0/1 (1 the event) or yes/no"
+    )
   forced = schema.log_scale.get(name)
   positive = bool(np.all(observed > 0))
   with np.errstate(over="ignore", invalid="ignore"):  # a value near 1e300 overflows the cubes (`_check_range`)
     skew = float(pd.Series(observed).skew())
   if forced is None:
-    is_log = (not is_binary) and positive and skew > 1.0
+    is_log = (not is_binary) and (not two_valued) and positive and skew > 1.0
   else:
     is_log = bool(forced)
     if is_log and (is_binary or not positive):
@@ -1430,6 +1493,7 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
       "on the linear scale (differences of means), not the log scale"
     )
   _check_range(values, name)
+  _check_spread(values, name)
   # A count (whole numbers >= 0 other than 0/1, on the linear scale): its n x mean are events (`CubeMeta.is_count`).
   is_count = not is_binary and not is_log and bool(np.all(uniq >= 0) and np.all(uniq == np.round(uniq)))
   # Few values (on the test scale): a side's n, mean and variance give its cases with each (`CubeMeta.few_values`).
@@ -1437,6 +1501,23 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     tuple(float(u) for u in (np.log(uniq) if is_log else uniq)) if not is_binary and len(uniq) <= MOST_VALUES else ()
   )
   return values, is_binary, is_log, is_count, few, bool((observed < 0).any())
+
+
+MIN_SPREAD = 1e-15  # smallest standard deviation (test scale) whose variance float32 sums hold (`_check_spread`)
+
+
+def _check_spread(values: np.ndarray, name: str) -> None:
+  """ColumnError naming the measure when its standard deviation on the test scale is under `MIN_SPREAD`: the
+  squared deviations underflow float32 (smallest normal 1.2e-38), a side's variance reads 0 and every gap has
+  |z| 40 (an ingest audit: a null measure in units of 1e-20 gave 60 findings at |z| 40 where scipy gives p 0.93).
+  Such units are a coding choice, which a change of unit mends."""
+  sd = float(np.nanstd(values))
+  if 0 < sd < MIN_SPREAD:
+    raise ColumnError(
+      name,
+      f"measure column {name!r} varies by about {sd:.2g} (its standard deviation on its test scale), under "
+      f"{MIN_SPREAD:.0e}, too little for the cube's float32 statistics: express it in a smaller unit (multiply it)",
+    )
 
 
 MAX_DEVIATION = 1e15  # largest distance from a measure's median (test scale) whose square float32 sums can hold
@@ -1497,6 +1578,8 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
   validate_table(df, schema)
   if max_categories < 2:
     raise ValueError(f"max_categories must be >= 2, got {max_categories}")
+  if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer) or n_bins < 2:  # an ingest audit: 0 and -3
+    raise ValueError(f"n_bins must be a whole number >= 2 (quantile bins of a numeric column), got {n_bins!r}")
   summary: list[str] = list(df.attrs.get(READ_NOTES, ()))  # how the file was read (`read_csv`)
   for column, example in dict(df.attrs.get(LEADING_ZEROS, {})).items():  # an audit: '045' minutes "read as text"
     if column in schema.measures or column in schema.bins:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
 
@@ -12,6 +13,27 @@ def column_names(value, what: str) -> tuple[str, ...]:
   if isinstance(value, str):
     raise ValueError(f"{what} must be a list of column names, got the string {value!r}")
   return tuple(value)
+
+
+def bin_edges(edges, name: str) -> tuple[float, ...]:
+  """A column's bin edges as floats: at least two finite numbers in increasing order; ValueError naming
+  `Schema.bins[name]` otherwise (an ingest audit: the string "0,50,100" was read letter by letter, a NaN edge made
+  the column "constant", unsorted or single edges gave misleading errors)."""
+  what = f"Schema.bins[{name!r}]"
+  if isinstance(edges, str | bytes) or not (isinstance(edges, Sequence) or hasattr(edges, "__array__")):
+    raise ValueError(f"{what} must be a list of numbers (bin edges), got {edges!r}")
+  items = list(edges)
+  try:
+    if any(isinstance(e, str | bytes | bool) for e in items):  # float("50") would take a text edge
+      raise TypeError
+    numbers = tuple(float(e) for e in items)
+  except (TypeError, ValueError):
+    raise ValueError(f"{what} must hold numbers only, got {items!r}") from None
+  if len(numbers) < 2 or not all(math.isfinite(e) for e in numbers):
+    raise ValueError(f"{what} must hold at least two finite numbers, got {items!r}")
+  if any(b <= a for a, b in zip(numbers, numbers[1:])):
+    raise ValueError(f"{what} must increase from edge to edge, got {items!r}")
+  return numbers
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,8 +65,11 @@ class Schema:
   def __post_init__(self):
     for name in ("dimensions", "protected", "measures", "adjusters"):
       object.__setattr__(self, name, column_names(getattr(self, name), f"Schema.{name}"))
-    object.__setattr__(self, "bins", dict(self.bins))
+    object.__setattr__(self, "bins", {name: bin_edges(edges, name) for name, edges in dict(self.bins).items()})
     object.__setattr__(self, "log_scale", dict(self.log_scale))
+    for name, forced in self.log_scale.items():  # an ingest audit: the string "false" forced the log scale
+      if not isinstance(forced, bool):
+        raise ValueError(f"Schema.log_scale[{name!r}] must be True or False, got {forced!r}")
 
   @property
   def filter_columns(self) -> tuple[str, ...]:

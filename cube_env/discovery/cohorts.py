@@ -4,10 +4,12 @@ Each cohort is assessed with the same `findings.assess` as the environment's
 reward, batched over a fixed chunk of cohorts so one compiled program serves
 any list (search candidates, confirmation re-tests, one cohort's table). A
 row holds `FINDING_COLUMNS` (the oracle's rows hold only those), a 95%
-interval of each side's mean (for plots) and `tested`. The small-cell rule
-(`cube_env.data.disclosure`) is applied with the caller's `min_group`: where
-a count lies in `[1, max(min_group, 11))`, every number that would reveal it
-is blank (None).
+interval of each side's mean (for plots) and `tested`. `cohort_table`'s rows
+are blank (None) only where a side's count lies in `[1, max(min_group, 11))`:
+its other numbers are as computed, which the search and confirmation need, so a
+binary rate and its n may give back a small count of events. `cohort_stats`, for
+people, applies every rule of `cube_env.data.disclosure` (`hide_small_cells`);
+`shown_findings` does the same for a table of findings.
 """
 
 from __future__ import annotations
@@ -217,7 +219,8 @@ def cohort_table(
 
   Returns:
     DataFrame with `COLUMNS` plus `cohort_index` (row of `codes`), in the
-    order of `codes`, then protected, group, measure.
+    order of `codes`, then protected, group, measure; numbers as computed (the
+    module's docstring: show people `shown_findings` of it).
   """
   codes = np.asarray(codes, np.int32).reshape(-1, len(cube.meta.filter_names))
   entries = []

@@ -31,7 +31,7 @@ import pandas as pd
 
 from cube_env.data import holdout
 from cube_env.data.disclosure import SMALL_CELL, disclosure_limit, hide_small_cells, note_text
-from cube_env.data.ingest import Cube, table_measure_numbers
+from cube_env.data.ingest import Cube, near_names, table_measure_numbers
 from cube_env.data.schema import Schema, column_names
 from cube_env.discovery import auto as _auto  # noqa: F401 (registers the `auto` method)
 from cube_env.discovery import confirm as cf
@@ -210,7 +210,9 @@ class Prepared:
 def _check_columns(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> None:
   for name in config.adjust:
     if name not in df.columns:
-      raise ValueError(f"adjuster column {name!r} is not in the table; columns are {list(df.columns)}")
+      raise ValueError(
+        f"adjuster column {name!r} is not in the table{near_names(name, df.columns)}; columns are {list(df.columns)}"
+      )
     if name in schema.measures or name in schema.protected:
       raise ValueError(f"adjuster column {name!r} is a measure or protected column")
   check_favorable(config.favorable, schema.measures, df)
