@@ -64,7 +64,7 @@ class Args:
   adjust: tuple[str, ...] = ()
   """Case-mix adjusters (indirect standardization), e.g. procedure asa_class."""
   favorable: tuple[str, ...] = ()
-  """Measures where the event (or a higher value) is the good outcome (for the relative difference)."""
+  """Binary measures whose event is the good outcome (their relative difference compares the rates of not having it)."""
   method: Literal["auto", "exhaustive", "frontier", "learned", "uct", "beam", "greedy", "random", "muzero"] = "auto"
   """Search method; auto enumerates every cohort when they fit --budget (and --time-limit), else searches (its
   choice is printed and recorded in the report); muzero plays the packaged agent, or the one --checkpoint names."""

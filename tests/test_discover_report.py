@@ -735,7 +735,8 @@ def test_plain_sentences_name_each_scale_and_hide_small_cells():
     hidden | dict(explore_z=None, direction="lower", hidden=f"{why}; exploration half: {why}")
   ) == (
     "In the whole table, the rate of readmitted for sex=F was lower than for sex=M; its numbers are hidden by the "
-    f"small-cell rule ({why} (both halves)); confirmed on held-out rows."
+    "small-cell rule because in both halves, this cohort's rows missing the measure (fewer than 11) would follow (to "
+    "see them, run the measure on the rows that have it); confirmed on held-out rows."
   )
   no_interval = {k: v for k, v in rate.items() if not k.startswith("relative_ci")}
   assert "was 25% higher than for sex=M (rates" in finding_sentence(no_interval)
@@ -922,7 +923,7 @@ def test_plain_sentences_read_a_favorable_measures_direction_from_its_non_event_
 
 def test_stories_beyond_the_plots_are_counted_with_the_right_verb(monkeypatch):
   monkeypatch.setattr(markup, "MAX_PLOTS", 0)  # the one story is beyond the plots
-  assert "1 more story is in findings.csv." in _render(_report_table())
+  assert "1 more story is not plotted (each is in the table above and in findings.csv)." in _render(_report_table())
 
 
 def test_findings_csv_cells_a_spreadsheet_would_run_are_written_as_text():
@@ -1211,3 +1212,49 @@ def test_z_text_shows_the_cap_and_four_digits_below_it():
   assert markup.z_text(40.0) == "≥ 40" and markup.z_text(-40.0, 3) == "≤ -40"
   assert markup.z_text(39.97, 3) == "39.97" and markup.z_text(3.14159, 3) == "3.14"
   assert markup.cell("explore_z", 3.667760133743286) == "3.668"
+
+
+def test_the_reports_words_follow_the_run_and_its_markup_holds_any_text(capsys):
+  """A report audit: the checks said to have run whatever the settings; the effect size of a measure with values
+  below 0 was in no file; an adjusted rate's percentage could not be made from the numbers beside it; a control
+  character made the report unparseable; a long word widened the page; the stories beyond the plots were said to be
+  in findings.csv alone; "among all 1 candidates"; a long cohort cut the protected column off a plot's title."""
+  info = {"candidates": 1, "z_screen": 4.0, "q": 0.05}
+  on = markup._how_confirmed(info, adjusted=True, config=cube_env.DiscoveryConfig(method="greedy", budget=5))
+  assert "and is not explained by a larger cohort holding it or by another group's opposite gap (" in on
+  assert "did not check" not in on and "among the one candidate" in on
+  off = markup._how_confirmed(
+    info, adjusted=True, config=cube_env.DiscoveryConfig(method="greedy", budget=5, mirror_z=None)
+  )
+  assert (
+    "is not explained by another group" not in off
+    and (
+      "and is not explained by a larger cohort holding it; the run did not check whether it is another group's "
+      "opposite gap (the mirror check was off)"
+    )
+    in off
+  )
+  neither = markup._how_confirmed(
+    info, adjusted=True, config=cube_env.DiscoveryConfig(method="greedy", budget=5, mirror_z=None, confirm_new_z=None)
+  )
+  assert "not explained" not in neither and "newness check was off) or another group's opposite gap" in neither
+  # smd beside relative_diff in the files and the report's table.
+  assert CSV_COLUMNS[CSV_COLUMNS.index("ratio") + 1] == "smd" and "smd" in markup.VIEW
+  html = _render(_report_table(smd=[0.61, 0.01]))
+  assert [row["smd"] for row in _cells(html, "Confirmed findings")] == ["0.61"]
+  # An adjusted run says how a rate's relative difference is made.
+  assert "divided by the rest's observed rate or mean" in _render(_report_table(), adjusted_by=["asa"])
+  assert "divided by the rest's observed" not in html
+  # Control characters are written as escapes: the report parses (`_render`) and the console prints no ESC.
+  table = _report_table()
+  table.loc[0, "group"] = "ctl\x1b[31mred\x07"
+  assert "for race=ctl\\x1b[31mred\\x07 was 50% higher" in _render(table)
+  print_summary(_console_run(table), source="er\x1b.csv", score=None, paths={"report.html": "r.html"}, show=10)
+  out = capsys.readouterr().out
+  assert "\x1b" not in out and "\x07" not in out and "ctl\\x1b[31mred\\x07" in out and "er\\x1b.csv" in out
+  assert markup.printable("a\tb\nc\x00\x7f\x9f\ud800") == "a\tb\nc\\x00\\x7f\\x9f\\ud800"
+  assert "li,p{overflow-wrap:anywhere}" in markup.STYLE
+  # A plot's title keeps the protected column.
+  title = plots.plot_title({"cohort": "site=" + "x" * 200 + " & unit=B", "protected": "race"})
+  assert len(title) <= 70 and title.endswith("& unit=B | race") and "..." in title
+  assert plots.plot_title({"cohort": "site=A", "protected": "race"}) == "site=A | race"

@@ -8,7 +8,7 @@ import pandas as pd
 import cube_env
 from cube_env.discovery.pipeline import confirmation_rule, warnings_in
 from experiments.report.files import count_stories, explore_new_z
-from experiments.report.markup import p_text, plural, z_text
+from experiments.report.markup import p_text, plural, printable, z_text
 
 SHOWN = [
   "story",
@@ -84,19 +84,21 @@ def story_view(findings: pd.DataFrame) -> pd.DataFrame:
 
 
 def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, paths: dict, show: int) -> None:
-  """Prints the summary to stdout; counts under `min_group` in the coding notes are redacted."""
+  """Prints the summary to stdout; counts under `min_group` in the coding notes are redacted, and control characters
+  of the table's names and values are printed as escapes (`markup.printable`)."""
   s, c = run.search, run.config
-  print(f"data: {source}; {run.halves.explore_rows} exploration rows, {run.halves.confirm_rows} confirmation rows")
+
+  _say(f"data: {source}; {run.halves.explore_rows} exploration rows, {run.halves.confirm_rows} confirmation rows")
   for line in run.halves.summary:
-    print(f"  {cube_env.note_text(line, c.min_group)}")
-  print(
+    _say(f"  {cube_env.note_text(line, c.min_group)}")
+  _say(
     f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
     f"{run.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}, new at z {explore_new_z(run):.2f}"
     + (f"; {s.note}" if s.note else "")
   )
   n_conf = int(run.findings["confirmed"].sum()) if len(run.findings) else 0
   n_stories = count_stories(run.findings)
-  print(
+  _say(
     f"{plural(len(run.findings), 'candidate')} (new findings on the exploration half), {n_conf} confirmed in "
     f"{plural(n_stories, 'story', 'stories')} ({confirmation_rule(c)})"
   )
@@ -107,19 +109,24 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
         view[col] = pd.to_numeric(view[col], errors="coerce").round().astype("Int64")
     view = view.apply(lambda column: column.map(_cell))
     with pd.option_context("display.width", 220, "display.max_colwidth", 120):  # room for a reason
-      print(view.to_string(index=False))
+      _say(view.to_string(index=False))
   if score is not None:
     for stage, sc in score.items():
-      print(
+      _say(
         f"truth ({stage}): {sc['n_truth']} planted; recall {sc['recall']:.2f}; precision {_share(sc['precision'])} "
         f"({sc['n_false']} false of {sc['n_reported']})"
       )
   warnings = warnings_in(cube_env.note_text(line, c.min_group) for line in run.halves.summary)
   if warnings:  # once more below the table, where a reader looks last (an analyst's audit)
-    print("check these first (how the table was read; each is also above):")
+    _say("check these first (how the table was read; each is also above):")
     for line in warnings:
-      print(f"  {line}")
-  print(f"report: {paths['report.html']} (also findings.json, findings.csv)")
+      _say(f"  {line}")
+  _say(f"report: {paths['report.html']} (also findings.json, findings.csv)")
+
+
+def _say(text: str) -> None:
+  """Prints a line of the summary with control characters as escapes (`markup.printable`)."""
+  print(printable(text))
 
 
 def _share(value: float) -> str:

@@ -52,6 +52,7 @@ CSV_COLUMNS = (
   "ci_low",
   "ci_high",
   "ratio",
+  "smd",  # the effect size of a measure with values below 0, which has no relative_diff (a report audit)
   "relative_diff",
   "relative_ci_low",
   "relative_ci_high",

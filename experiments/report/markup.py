@@ -89,13 +89,22 @@ def number_text(value: float) -> str:
   return f"{v:,.0f}" if 1e4 <= abs(v) < 1e15 else f"{v:.4g}"
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+  """`text` with each control character (but tab and line breaks) and lone surrogate written as its escape, '\\x1b'
+  (a report audit: an ESC in a category made the report unparseable as XML and reached the terminal raw)."""
+  return _UNPRINTABLE.sub(lambda m: ascii(m.group(0))[1:-1], text)
+
+
 def esc(value: Any) -> str:
-  """Escaped text of a value (floats by `number_text`; None as a dash)."""
+  """Escaped text of a value (floats by `number_text`; None as a dash; control characters by `printable`)."""
   if _blank(value):
     return "-"
   if isinstance(value, (float, np.floating)):
     return html.escape(number_text(value))
-  return html.escape(str(value), quote=True)
+  return html.escape(printable(str(value)), quote=True)
 
 
 def cell(column: str, value: Any) -> str:
@@ -189,6 +198,9 @@ STYLE = (
   # A closed story's other findings print too (a print audit: closed <details> did not print).
   "@media print{details::details-content{content-visibility:visible;display:contents}}"
   ".warn{border:2px solid #b35900;background:#fff4e5;padding:0 1em;margin:1em 0}"
+  # On screen too, a sentence or note may break inside a long word (a report audit: a 266-character value without a
+  # space widened the plain-words list past the window and cut its sentence off).
+  "li,p{overflow-wrap:anywhere}"
 )
 
 VIEW = [
@@ -207,6 +219,7 @@ VIEW = [
   "relative_diff",
   "relative_ci_low",
   "relative_ci_high",
+  "smd",  # where relative_diff is blank (a measure with values below 0): the rule's standard deviations
   "z",
   "p_value",
   "p_confirm",
@@ -268,7 +281,9 @@ def _stories_table(confirmed: pd.DataFrame) -> str:
   return _boxed("Confirmed findings (one row per story)", cols, head, "".join(body), "stories")
 
 
-def _scales_note(table: pd.DataFrame, *, favorable: list | tuple = (), signed: list | tuple = ()) -> str:
+def _scales_note(
+  table: pd.DataFrame, *, favorable: list | tuple = (), signed: list | tuple = (), adjusted: bool = False
+) -> str:
   """What scale each kind of difference column is on (the interval of `relative_diff` when the table has one), and
   where `relative_diff` is of other quantities: a `favorable` measure's (rates of not having it) and a `signed`
   one's (none; a report audit: both read as the opposite or as nonsense)."""
@@ -292,14 +307,27 @@ def _scales_note(table: pd.DataFrame, *, favorable: list | tuple = (), signed: l
     extra += (
       f" A measure that takes values below 0 ({names}) has no <code>relative_diff</code> (a ratio of its means "
       "means nothing); its findings must differ by at least the summary's <code>min_relative_diff</code> in "
-      "standard deviations instead."
+      "standard deviations instead: <code>smd</code>, the difference of means over the root of the two sides' average "
+      "variance (for a rate, Cohen's h)."
     )
   return (
     "<code>diff</code> and its 95% interval <code>ci_low</code> to <code>ci_high</code> are on the test scale, not "
     "the natural one: the log of the ratio of geometric means for log-scale measures, the risk difference for "
     "rates, the difference of means otherwise (with case-mix adjustment, of observed minus expected, or of "
     "observed / expected for measures on scale <code>ratio</code>). <code>relative_diff</code> is on the natural "
-    f"scale (group over rest, minus 1: 0.5 is 50% higher){relative}.{extra}"
+    f"scale (group over rest, minus 1: 0.5 is 50% higher){relative}.{extra}{_adjusted_relative(adjusted)}"
+  )
+
+
+def _adjusted_relative(adjusted: bool) -> str:
+  """How an adjusted run's `relative_diff` is made where observed minus expected is tested (scale linear: rates and
+  means): not from the two excess rates shown (a report audit: 0.0564 over -0.0058 less 1 is not its 96%)."""
+  if not adjusted:
+    return ""
+  return (
+    " With case-mix adjustment, a rate's or a linear measure's <code>relative_diff</code> is the group's excess "
+    "over expected less the rest's, divided by the rest's observed rate or mean (so 0.5 is a gap of half the rest's "
+    "own level); log-scale and ratio measures keep group over rest, minus 1, of observed / expected."
   )
 
 
@@ -356,7 +384,7 @@ def finding_sentence(
   sign *= -1.0 if flip else 1.0
   how = "differed from" if sign == 0 else f"was {'higher' if sign > 0 else 'lower'} than for"
   if _blank(g) or _blank(r):
-    why = "" if _blank(row.get("hidden")) else f" ({_once(str(row['hidden']))})"
+    why = "" if _blank(row.get("hidden")) else f" because {_why_hidden(str(row['hidden']))}"
     return (
       f"{head} {how} {rest}{adjusted}; its numbers are hidden by the small-cell rule{why}; confirmed on held-out rows."
     )
@@ -391,6 +419,23 @@ def _once(hidden: str) -> str:
   return "; ".join(kept)
 
 
+def _why_hidden(hidden: str) -> str:
+  """A row's `hidden` reasons (`_once`) as a clause of its sentence, without parentheses inside parentheses (a report
+  audit: "(... (fewer than 11) would follow: run the measure ... to see them (both halves))"): "in both halves, this
+  cohort's rows missing the measure (fewer than 11) would follow (to see them, run the measure ...)"."""
+  clauses = []
+  for part in _once(hidden).split("; "):
+    where = ""
+    if part.endswith(" (both halves)"):
+      part, where = part.removesuffix(" (both halves)"), "in both halves, "
+    elif part.startswith("exploration half: "):
+      part, where = part.removeprefix("exploration half: "), "in the exploration half, "
+    reason, _, advice = part.partition(": run ")
+    advice = advice.removesuffix(" to see them")
+    clauses.append(where + reason + (f" (to see them, run {advice})" if advice else ""))
+  return "; and ".join(clauses)
+
+
 def _plain_words(
   confirmed: pd.DataFrame, info: dict, *, favorable: list | tuple, config: Any = None, binary: list | tuple = ()
 ) -> str:
@@ -407,6 +452,26 @@ def _plain_words(
     "everyone else in it: the rows of every other group of that protected column, including rows whose group is "
     f"unknown or missing. The percentages are the relative difference, group over rest.</p><ul>{items}</ul>"
     + _how_confirmed(info, adjusted=bool(adjusted_by), config=config)
+  )
+
+
+def _explained(config: Any) -> str:
+  """The confirmation rules on what may explain a gap, as `config` ran them (a report audit: with the mirror check
+  off the paragraph still said a confirmed gap was not another group's opposite gap)."""
+  newness = getattr(config, "confirm_new_z", 2.0) is not None
+  mirror = getattr(config, "mirror_z", 2.0) is not None
+  text = "is at least the summary's <code>min_relative_diff</code> apart"
+  if newness and mirror:
+    return text + ", and is not explained by a larger cohort holding it or by another group's opposite gap"
+  checked = ["is not explained by a larger cohort holding it"] if newness else []
+  checked += ["is not explained by another group's opposite gap"] if mirror else []
+  off = (["a larger cohort's gap held again (the newness check was off)"] if not newness else []) + (
+    ["another group's opposite gap (the mirror check was off)"] if not mirror else []
+  )
+  return (
+    ", ".join([text, *checked[:-1]])
+    + (f" and {checked[-1]}" if checked else "")
+    + f"; the run did not check whether it is {' or '.join(off)}"
   )
 
 
@@ -435,7 +500,11 @@ def _how_confirmed(info: dict, *, adjusted: bool, config: Any = None) -> str:
     if new_z is not None
     else ""
   )
-  among = f" among all {candidates:,} candidates" if isinstance(candidates, int) else " among all candidates"
+  among = (
+    f" among {'the one candidate' if candidates == 1 else f'all {candidates:,} candidates'}"
+    if isinstance(candidates, int)
+    else " among all candidates"
+  )
   if adjusted:  # an adjusted rate's candidate may be left out of the family (`confirm.RATE_UNTESTED`)
     among += " (less any left out as not testable, which their reason says)"
   text = (
@@ -444,9 +513,8 @@ def _how_confirmed(info: dict, *, adjusted: bool, config: Any = None) -> str:
     f"rows and kept as candidates the gaps whose |z| reached {esc(screen)} there{newness}; every candidate was then tested "
     "again on the confirmation rows alone, which no choice of the search has seen. A finding is confirmed when, "
     f"there, it is significant after a multiple-testing correction{esc(among)} that {error} {esc(q)} "
-    f"(<code>p_adjusted</code>; {corrected}), points the same way, is at least "
-    "the summary's <code>min_relative_diff</code> apart, and is not explained by a larger cohort holding it or by "
-    "another group's opposite gap (the summary's <code>confirmation</code> lists the rules). z is the normal "
+    f"(<code>p_adjusted</code>; {corrected}), points the same way, {_explained(config)} (the summary's "
+    "<code>confirmation</code> lists the rules). z is the normal "
     "equivalent of a test's p-value, signed by the gap's direction; every statistic shown is the confirmation "
     "rows'.</p>"
   )
@@ -543,7 +611,8 @@ def render_html(
     f"half of the smaller cohort's rows; its headline row is the most specific strong one, and the others "
     f"are in the collapsible row under it. Statistics are from the confirmation half; <code>explore_z</code> is "
     f"the exploration half's z. "
-    f"{_scales_note(table, favorable=getattr(run.config, 'favorable', ()), signed=_signed(run))}</p>"
+    f"{_scales_note(table, favorable=getattr(run.config, 'favorable', ()), signed=_signed(run), adjusted=adjusted)}"
+    "</p>"
     f"{_stories_table(confirmed)}"
   )
   plots = [
@@ -556,7 +625,8 @@ def render_html(
   if len(leads) > MAX_PLOTS:
     more = len(leads) - MAX_PLOTS
     plots.append(
-      f"<p>{esc(plural(more, 'more story', 'more stories'))} {'is' if more == 1 else 'are'} in findings.csv.</p>"
+      f"<p>{esc(plural(more, 'more story', 'more stories'))} {'is' if more == 1 else 'are'} not plotted (each is in "
+      "the table above and in findings.csv).</p>"
     )
   if leads:  # what the plots show (a report audit: no legend, and an axis that does not start at 0)
     parts.append(

@@ -64,6 +64,13 @@ def _short_middle(text: str, limit: int) -> str:
   return _plain(text[:head] + "..." + text[len(text) - (limit - 3 - head) :])
 
 
+def plot_title(row: dict) -> str:
+  """A finding plot's title, "cohort | protected" in at most 70 characters: the protected column whole (to 24), the
+  cohort cut in the middle (a report audit: a long cohort cut from the end lost the "| protected" part)."""
+  protected = _short(str(row["protected"]), 24)
+  return f"{_short_middle(str(row['cohort']), 70 - 3 - len(protected))} | {protected}"
+
+
 SIDES = (("group", "explore_"), ("rest", "explore_"), ("group", ""), ("rest", ""))  # a finding plot's means, in order
 
 
@@ -113,7 +120,7 @@ def finding_plot(row: dict, ylabel: str | None = None) -> str:
     )
     ylabel = f"{_cut(str(row['measure']), 24)} ({scale})"
   ax.set_ylabel(_short(ylabel, 48), fontsize=8)
-  ax.set_title(_short(f"{row['cohort']} | {row['protected']}"), fontsize=8)
+  ax.set_title(plot_title(row), fontsize=8)
   return _png(fig)
 
 

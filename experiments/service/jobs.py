@@ -90,7 +90,11 @@ def job_queue(config: ServiceConfig, connection: Redis) -> Queue:
 # 9: p-values below 1e-300 written "< 1e-300" in findings.json and findings.csv (they wrote 0.0), a z at the cap
 # shown "≥ 40", the exploration's newness threshold in the summary, a mean's side interval by Student's t; and the
 # settings every `DiscoveryConfig` field (a job's spec.json records the table's content hash, checked by the worker).
-REPORT_FORMAT = 9
+# 10: findings.csv/json gain `smd`; the report's words follow the run's confirmation checks and say how an adjusted
+# rate's relative difference is made; control characters written as escapes; a table's own 'OTHER' and 'MISSING'
+# kept or joined (refused before), categories read in Unicode NFC, a two-valued measure never on the log scale, and
+# the fold note without OTHER's share.
+REPORT_FORMAT = 10
 FORMAT_KEY = "report_format"  # spec.json: the format the server asked for; the job's meta: the one its worker wrote
 
 
