@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env.data import derivation as dv
 from cube_env.data import disclosure
 from experiments.report import write_report
 from tests.conftest import make_small_df
@@ -925,3 +926,62 @@ def test_a_depth_two_runs_group_sub_cohorts_give_no_small_count_back():
   shown = cube_env.shown_findings(run.findings, run.config.min_group, halves=run.halves)
   assert _subcohort_leaks(shown) == [] and _leaks(shown) == [] and _cohort_leaks(shown) == []
   assert _group_cohort_leaks(shown) == [] and shown["n_group"].notna().mean() > 0.7
+
+
+def test_derivation_closure_follows_chains_and_only_true_steps():
+  """`derivation.closure` by hand: a set less a subset, two disjoint sets together, kinds on one set, and nothing
+  from sets that differ in two columns or whose union no single condition per column describes."""
+
+  def shown(*items):
+    return {(kind, dv.rows_set(c)): (float(v), frozenset([i])) for i, (kind, c, v) in enumerate(items)}
+
+  rows = ("rows",)
+  # site = b (87) less site = b & race = W (52): race != W (35); less its men (26): 9 women, from all three.
+  found = dv.closure(
+    shown(
+      (rows, {"site": ("=", "b")}, 87),
+      (rows, {"site": ("=", "b"), "race": ("=", "W")}, 52),
+      (rows, {"site": ("=", "b"), "sex": ("=", "M"), "race": ("!", ("W",))}, 26),
+    ),
+    11,
+  )
+  women = (rows, dv.rows_set({"site": ("=", "b"), "sex": ("!", ("M",)), "race": ("!", ("W",))}))
+  assert found.small == [women] and found.known[women] == (9.0, frozenset({0, 1, 2})) and found.complete
+  assert found.known[(rows, dv.rows_set({"site": ("=", "b"), "race": ("!", ("W",))}))][0] == 35.0
+  # Disjoint sets add up (race = W and race != W: every race), and kinds relate on one set.
+  tested = ("tested", "los")
+  found = dv.closure(
+    shown((tested, {"race": ("=", "W")}, 40), (tested, {"race": ("!", ("W",))}, 30), (rows, {}, 75)),
+    11,
+    [(rows, tested, ("missing", "los"))],
+  )
+  assert found.known[(tested, ())][0] == 70.0 and found.known[(("missing", "los"), ())][0] == 5.0
+  assert found.small == [(("missing", "los"), ())]
+  # Sets that differ in two columns, or two values of one column (race in (W, B)), give nothing.
+  found = dv.closure(
+    shown((rows, {"race": ("=", "W"), "sex": ("=", "F")}, 40), (rows, {}, 45), (rows, {"race": ("=", "B")}, 3)),
+    11,
+  )
+  assert len(found.known) == 4 and found.small == []  # only race != B (42), from the whole less race = B
+  assert dv.within(("=", "a"), ("!", ("b",))) and not dv.within(("!", ("b",)), ("=", "a"))
+
+
+def test_counts_got_over_several_steps_are_hidden():
+  """A disclosure audit: site = b's 87 rows less site = b & race = W's 52 less the 26 of the rest of race W's test in
+  site = b & sex = M (a measure with no missing value there, so those are rows) gave 9 non-white women at site b;
+  each rule of one step saw nothing. The shown table gives no count from 1 to 10 by any such chain."""
+  rows = [
+    ({"site": "b"}, "race", "B", "los", 87.0, 20.0, 67.0),
+    ({"site": "b", "race": "W"}, "payer", "X", "los", 52.0, 30.0, 22.0),
+    ({"site": "b", "sex": "M"}, "race", "W", "los", 45.0, 19.0, 26.0),
+  ]
+  table = _table(rows, z=3.0)
+  assert disclosure.cohort_remainders(table, 11) == [] and _leaks(table) == []  # no rule of one step sees it
+  assert disclosure.derived_remainders(table, 11)
+  shown = disclosure.hide_small_cells(table, 11)
+  assert disclosure.derived_remainders(shown, 11) == []
+  assert shown["hidden"].fillna("").str.contains("would follow from several shown counts").any()
+  assert shown["n_group"].notna().any()  # not everything is hidden
+  # 11 non-white women (site b's rows 89, 22 of race B): nothing to hide.
+  rows[0] = ({"site": "b"}, "race", "B", "los", 89.0, 22.0, 67.0)
+  assert disclosure.derived_remainders(_table(rows, z=3.0), 11) == []

@@ -18,12 +18,16 @@ that a cohort's count less its shown children's would give back
 
 from __future__ import annotations
 
+import collections
+import itertools
 import re
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy import special
+
+from cube_env.data import derivation
 
 SMALL_CELL = 11  # smallest count that may be shown (and the default min_group)
 Z975 = 1.959963984540054  # the 95% intervals' normal quantile (a rate's Wilson interval, `cube_env.discovery.cohorts`)
@@ -667,6 +671,120 @@ def _group_cohort_remainders(
   return hide
 
 
+DERIVED = "\x00derived"  # `cohort_remainders`' column slot for a count of `derived_remainders`
+DERIVED_ROUNDS = 60  # `derived_remainders`' closures per call at most; then it hides every count the chains used
+
+
+def derived_remainders(
+  table: pd.DataFrame, min_group: float, prefix: str = "", *, total_rows: float | None = None
+) -> list[tuple[tuple, tuple, str]]:
+  """`[(cohort, quantity, DERIVED)]` to hide (in `cohort_remainders`' terms) so that no small count follows from the
+  `prefix` half's shown counts by a chain of subtractions and additions (`derivation.closure`; a disclosure audit:
+  `site = b`'s 87 rows less `site = b & race = W`'s 52 less the 26 of the rest of race W's test in
+  `site = b & sex = M` gave 9 non-white women at site b, a rule of one step at a time seeing none of it).
+
+  The shown counts: each cohort's rows; each test's sides' rows with its measure (group `p = g`, rest `p != g`, or
+  the other group of two) and, for a binary or count measure, their events (a binary one's non-events follow from
+  its rows); an adjusted run's unadjusted rest events (`RAW_REST_EVENTS`); `total_rows`, the half's rows where
+  they are shown. A test whose sides hold every row of its cohort (the measure has no missing value there) makes
+  its measure's counts within that cohort rows too. For each small derived count, one of the shown counts it came
+  from is hidden: a test's count before a cohort's rows, the smallest first (the half's size is never hidden);
+  the rules then run again (`hide_small_cells`). Not followed: counts of a measure's few values (`FEW_VALUES`,
+  which `hide_remainders` checks one step at a time) and sets that no one condition per column describes.
+  """
+  if not len(table) or not {"filters", "protected", "group", "measure"} <= set(table.columns):
+    return []
+  tests = _tests(table, prefix)
+  n, rate = tests.n, tests.rate
+  shown: dict[tuple, tuple[float, frozenset]] = {}
+  sources: list[tuple[tuple, tuple] | None] = []
+  values: list[float] = []
+
+  def show(kind, rows, value, source):
+    if not np.isfinite(value) or (kind, rows) in shown:
+      return
+    sources.append(source)
+    values.append(float(value))
+    shown[(kind, rows)] = (float(value), frozenset([len(sources) - 1]))
+
+  if total_rows is not None:
+    show(("rows",), (), float(total_rows), None)
+  complete: dict[str, set[tuple]] = {}  # measure -> cohorts (`_cohort_of`) where it has no missing value
+  sides = []
+  for i, (cohort, p, g, m, pair) in enumerate(tests.keys):
+    if cohort is None:
+      continue
+    where = derivation.rows_set({column: ("=", _label(value)) for column, value in cohort})
+    show(("rows",), where, tests.rows[i], (cohort, ("rows",)))
+    if any(column == p for column, _ in cohort):
+      continue
+    if round(float(np.nan_to_num(tests.rows[i] - n["group"][i] - n["rest"][i], nan=1.0))) == 0:
+      complete.setdefault(m, set()).add(cohort)
+    rest = ("=", pair) if pair is not None else ("!", (g,))
+    for side, condition in (("group", ("=", g)), ("rest", rest)):
+      rows = tuple(sorted(where + ((p, condition),)))
+      quantity = (side, p, g, m)
+      sides.append((m, cohort, rows, n[side][i], (cohort, quantity)))
+      show(("tested", m), rows, n[side][i], (cohort, quantity))
+      events = ("events" if side == "group" else "rest_events", p, g, m)
+      with np.errstate(invalid="ignore"):
+        if tests.binary[i] or tests.count[i]:
+          show(("events", m), rows, n[side][i] * rate[side][i], (cohort, events))
+        elif side == "rest" and np.isfinite(tests.raw_rest[i]):
+          show(("events", m), rows, tests.raw_rest[i], (cohort, events))
+  for m, cohort, rows, value, source in sides:  # a measure complete in a cohort holding these rows: they are rows
+    filters = list(cohort)
+    if any(
+      tuple(sorted(part)) in complete.get(m, ())
+      for k in range(len(filters) + 1)
+      for part in itertools.combinations(filters, k)
+    ):
+      show(("rows",), rows, value, source)
+  binary = {key[3] for key, b in zip(tests.keys, tests.binary) if b}
+  relations = [(("rows",), ("tested", m), ("missing", m)) for m in {key[3] for key in tests.keys}]
+  relations += [(("tested", m), ("events", m), ("nonevents", m)) for m in binary]
+  # Few hides for many chains: the shown count that most small ones came from, a test's before a cohort's rows, the
+  # smallest first, and the next for those it leaves; then the closure again without what those hide (a cohort's
+  # rows: everything it shows; a test's count: its block), until no chain is left (the table's own rules then run
+  # again, `hide_small_cells`).
+  hide: list[tuple] = []
+  limit = disclosure_limit(min_group)
+  for round_ in itertools.count():
+    found = derivation.closure(shown, limit, relations)
+    chains = [{k for k in found.known[key][1] if sources[k] is not None} for key in found.small]
+    chains = [chain for chain in chains if chain]
+    if not chains:
+      return hide
+    if round_ >= DERIVED_ROUNDS or not found.complete:  # a bound on the time: every count the chains came from
+      return hide + [sources[k] + (DERIVED,) for k in sorted(set().union(*chains))]
+    while chains:
+      uses = collections.Counter(k for chain in chains for k in chain)
+      best = min(uses, key=lambda k: (-uses[k], sources[k][1][0] == "rows", values[k], k))
+      hide.append(sources[best] + (DERIVED,))
+      chains = [chain for chain in chains if best not in chain]
+    gone = {_blanks(cohort, quantity) for cohort, quantity, _ in hide}
+    shown = {key: item for key, item in shown.items() if not _blanked_by(sources[next(iter(item[1]))]) & gone}
+
+
+def _blanks(cohort: tuple, quantity: tuple) -> tuple:
+  """What hiding a shown count blanks (`_hide_quantities`): a cohort's rows all it shows, a side's rows its block's
+  (cohort, protected column, measure) counts and statistics, a side's events that block's statistics."""
+  if quantity[0] == "rows":
+    return ("all", cohort)
+  return ("events" if quantity[0] in _EVENT_QUANTITIES else "block", cohort, quantity[1], quantity[3])
+
+
+def _blanked_by(source: tuple | None) -> set:
+  """The `_blanks` that blank shown count `source` (None, the half's size: nothing)."""
+  if source is None:
+    return set()
+  cohort, quantity = source
+  if quantity[0] == "rows":
+    return {("all", cohort)}
+  keys = {("all", cohort), ("block", cohort, quantity[1], quantity[3])}
+  return keys | ({("events", cohort, quantity[1], quantity[3])} if quantity[0] in _EVENT_QUANTITIES else set())
+
+
 def hide_cohort_remainders(
   table: pd.DataFrame,
   min_group: float,
@@ -679,39 +797,73 @@ def hide_cohort_remainders(
   with a measure, those of that measure; a group's rows under any measure, every block of that protected column;
   a side's rows, its block's (cohort, protected column, measure) counts and statistics; events, that block's
   statistics; in that half. `total_rows`: `{prefix: rows}` of the halves whose sizes are shown apart from the
-  table (`cohort_remainders`). Derivations over two or more levels (a grandparent less its children's children)
-  are not followed (README, Small cells)."""
+  table (`cohort_remainders`). Chains of several steps (a grandparent less its children's children) are
+  `hide_derived`'s."""
   out = table.copy()
-  if not len(out) or not {"filters", "protected", "group", "measure"} <= set(out.columns):
-    return out
+  for prefix in prefixes:
+    total = (total_rows or {}).get(prefix)
+    _hide_quantities(out, cohort_remainders(out, min_group, prefix, total_rows=total), min_group, prefix)
+  return out
+
+
+def hide_derived(
+  table: pd.DataFrame,
+  min_group: float,
+  *,
+  prefixes: tuple[str, ...] = ("", "explore_"),
+  total_rows: dict[str, float] | None = None,
+) -> pd.DataFrame:
+  """A copy of `table` in which no small count follows from several shown counts (`derived_remainders`, repeated
+  in each half until it finds none: hiding one count can leave another chain); as `hide_cohort_remainders` hides."""
+  out = table.copy()
+  for prefix in prefixes:
+    total = (total_rows or {}).get(prefix)
+    while True:
+      before = _shown_cells(out)
+      _hide_quantities(out, derived_remainders(out, min_group, prefix, total_rows=total), min_group, prefix)
+      if _shown_cells(out) == before:
+        break
+  return out
+
+
+def _hide_quantities(out: pd.DataFrame, hide: list[tuple], min_group: float, prefix: str) -> None:
+  """Blanks in `out` (in place) what each `(cohort, quantity, column)` of `cohort_remainders` or
+  `derived_remainders` names (`hide_cohort_remainders`), with its reason."""
+  if not hide or not len(out) or not {"filters", "protected", "group", "measure"} <= set(out.columns):
+    return
   cohorts = [_cohort_of(f) for f in out["filters"]]
   measure, protected = out["measure"].map(_label).to_numpy(), out["protected"].map(_label).to_numpy()
   limit = disclosure_limit(min_group)
-  for prefix in prefixes:
-    total = (total_rows or {}).get(prefix)
-    for cohort, quantity, column in cohort_remainders(out, min_group, prefix, total_rows=total):
-      rows = np.array([c == cohort for c in cohorts])
-      why = f"a cohort's count less its shown sub-cohorts' by {column} (fewer than {limit}) would follow by subtraction"
-      if column is None:
-        why = (
-          f"the rows missing the measure (fewer than {limit}) would follow from the shown sub-cohort of "
-          f"{quantity[1]} = {quantity[2]}{_FILL}"
-        )
-      names = COUNT_STATISTICS + RATE_STATISTICS
-      if quantity[0] == "rows":
-        names = ("cohort_rows",) + names
-      elif quantity[0] == "tested":
-        rows &= measure == quantity[1]
-      elif quantity[0] == "group_rows":  # the same count under every measure: the protected column's blocks
-        rows &= protected == quantity[1]
-      elif quantity[0].startswith("all_"):  # a cohort's events or cases of a value: every block of the measure
-        rows &= measure == quantity[1]
-        names = RATE_STATISTICS
-      else:
-        rows &= (protected == quantity[1]) & (measure == quantity[3])
-        names = RATE_STATISTICS if quantity[0] in _EVENT_QUANTITIES else names
-      _blank(out, rows, names, prefix, why)
-  return out
+  of_cohort: dict[tuple, np.ndarray] = {}
+  batches: dict[tuple, np.ndarray] = {}  # (names, why) -> rows: one `_blank` each
+  for cohort, quantity, column in hide:
+    if cohort not in of_cohort:
+      of_cohort[cohort] = np.array([c == cohort for c in cohorts])
+    rows = of_cohort[cohort].copy()
+    why = f"a cohort's count less its shown sub-cohorts' by {column} (fewer than {limit}) would follow by subtraction"
+    if column == DERIVED:
+      why = f"a count (fewer than {limit}) would follow from several shown counts by subtraction and addition"
+    elif column is None:
+      why = (
+        f"the rows missing the measure (fewer than {limit}) would follow from the shown sub-cohort of "
+        f"{quantity[1]} = {quantity[2]}{_FILL}"
+      )
+    names = COUNT_STATISTICS + RATE_STATISTICS
+    if quantity[0] == "rows":
+      names = ("cohort_rows",) + names
+    elif quantity[0] == "tested":
+      rows &= measure == quantity[1]
+    elif quantity[0] == "group_rows":  # the same count under every measure: the protected column's blocks
+      rows &= protected == quantity[1]
+    elif quantity[0].startswith("all_"):  # a cohort's events or cases of a value: every block of the measure
+      rows &= measure == quantity[1]
+      names = RATE_STATISTICS
+    else:
+      rows &= (protected == quantity[1]) & (measure == quantity[3])
+      names = RATE_STATISTICS if quantity[0] in _EVENT_QUANTITIES else names
+    batches[(names, why)] = batches.get((names, why), False) | rows
+  for (names, why), rows in batches.items():
+    _blank(out, rows, names, prefix, why)
 
 
 def hide_small_cells(
@@ -723,7 +875,8 @@ def hide_small_cells(
   few_values: dict[str, tuple] | None = None,
 ) -> pd.DataFrame:
   """A copy of `table` as it may be shown: every rule of this module in turn (`hide_small_rates`, then
-  `hide_cohort_remainders` and `hide_remainders` repeated until neither hides more), with the `HIDDEN` column
+  `hide_cohort_remainders` and `hide_remainders` repeated until neither hides more, then `hide_derived` for chains
+  of several steps, and all of them again until nothing more is hidden), with the `HIDDEN` column
   (None where nothing is hidden) and without the `RAW_REST_EVENTS` column (a count). `confirm_rows` and
   `explore_rows`: the halves' sizes where they are shown beside the table (a report's summary), so that the
   whole half less its shown cohorts of one filter is checked too. `few_values`: `{measure: values}` of the
@@ -736,8 +889,10 @@ def hide_small_cells(
   while True:  # what one rule hides can change what the other subtracts (a parent's largest group count): repeat
     before = _shown_cells(shown)
     shown = hide_remainders(hide_cohort_remainders(shown, min_group, total_rows=total_rows), min_group)
-    if _shown_cells(shown) == before:
-      break
+    if _shown_cells(shown) == before:  # the rules of one step done: chains of several, then those again
+      shown = hide_derived(shown, min_group, total_rows=total_rows)
+      if _shown_cells(shown) == before:
+        break
   if HIDDEN not in shown.columns:
     shown[HIDDEN] = pd.Series([None] * len(shown), index=shown.index, dtype=object)
   return shown.drop(columns=[RAW_REST_EVENTS, FEW_VALUES], errors="ignore")

@@ -1,0 +1,151 @@
+"""Counts that follow from shown counts by chains of subtraction and addition (the small-cell rule's last check).
+
+A shown count is the number of rows in a set of the table's rows described by one condition per column: a value
+(`("=", v)`), every value but some (`("!", (v, ...))`), or any value (the column left out), and by a kind: the
+rows themselves, those with a measure (`("tested", m)`), without it, its events. Two counts of one kind whose
+sets differ in one column give a third where that is again such a set: a set less a subset (`site = b` less
+`site = b & race = W` is `site = b & race != W`) or two disjoint sets together (`race = W` and `race != W` are
+every race). Kinds relate on one set (`relations`: rows = with the measure + without it). `closure` repeats this
+until nothing new follows and lists each derived count from 1 to `limit - 1` with the shown counts it came from.
+
+Every derivation it lists is true of the data (each step subtracts a subset or adds disjoint sets); what it misses
+is any derivation through a set no single condition per column describes (`race in (A, B)`), and solving several
+tests' statistics together. `disclosure.derived_remainders` builds the shown counts of a findings table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+ANY = None  # a column without a condition
+MAX_KNOWN = 200_000  # counts `closure` derives at most (a bound on its time; `Closure.complete` says if it stopped)
+
+
+def within(a, b) -> bool:
+  """Whether condition `a`'s values all meet condition `b` (`ANY`, `("=", v)`, `("!", values)`)."""
+  if b is ANY:
+    return True
+  if a is ANY:
+    return False
+  if b[0] == "=":
+    return a == b
+  if a[0] == "=":
+    return a[1] not in b[1]
+  return set(b[1]) <= set(a[1])
+
+
+def _less(b, a):
+  """Condition `b` less `a` (`a` within `b`, not equal) as one condition, or False where none describes it."""
+  if b is ANY:
+    if a[0] == "=":
+      return ("!", (a[1],))
+    return ("=", a[1][0]) if len(a[1]) == 1 else False
+  if b[0] == "=":
+    return False
+  if a[0] == "=":
+    return ("!", tuple(sorted(set(b[1]) | {a[1]})))
+  left = set(a[1]) - set(b[1])
+  return ("=", left.pop()) if len(left) == 1 else False
+
+
+def _together(a, b):
+  """Disjoint conditions `a` and `b` as one (`ANY` for every value), or False where none describes them."""
+  if a is ANY or b is ANY or a[0] == b[0]:
+    return False
+  value, others = (a[1], b[1]) if a[0] == "=" else (b[1], a[1])
+  if value not in others:
+    return False  # not disjoint
+  left = tuple(v for v in others if v != value)
+  return ("!", left) if left else ANY
+
+
+def rows_set(conditions: Mapping[str, object]) -> tuple:
+  """`{column: condition}` as the sorted tuple that keys a set (columns with `ANY` left out)."""
+  return tuple(sorted((c, k) for c, k in conditions.items() if k is not ANY))
+
+
+def set_within(a: tuple, b: tuple) -> bool:
+  """Whether set `a` (`rows_set`) lies within set `b`."""
+  conditions = dict(a)
+  return all(within(conditions.get(column, ANY), condition) for column, condition in b)
+
+
+class Closure:
+  """`closure`'s result: `known` `{(kind, set): (count, sources)}`, `small` the derived keys whose count is a small
+  cell, `complete` False where it stopped at `MAX_KNOWN`."""
+
+  def __init__(self, known: dict, small: list, complete: bool):
+    self.known, self.small, self.complete = known, small, complete
+
+
+def closure(
+  shown: Mapping[tuple, tuple[float, frozenset]], limit: int, relations: Iterable[tuple] = (), *, cap: int = MAX_KNOWN
+) -> Closure:
+  """Every count that follows from `shown` (`{(kind, set): (count, sources)}`; sources: a frozenset of ids).
+
+  Steps: two counts of one kind whose sets differ in one column's condition, one within the other, give the
+  larger less the smaller; disjoint there, their sum (each where one condition describes the result); on one
+  set, `relations` `(total, part, other)` of kinds give the third of total = part + other from any two. A
+  derived count's sources are the union of its two inputs'. The search runs until nothing new follows (or
+  `cap` counts are known).
+  """
+  known: dict[tuple, tuple[float, frozenset]] = {}
+  by_rest: dict[tuple, list[tuple[str, tuple]]] = {}  # (kind, set less one column) -> [(that column, key)]
+  of_kind: dict[tuple, list[tuple]] = {}
+  for relation in relations:
+    for kind in relation:
+      of_kind.setdefault(kind, []).append(relation)
+  work: list[tuple] = []
+  small: list[tuple] = []
+
+  def add(kind, rows, count, sources, derived=True):
+    key = (kind, rows)
+    if key in known or len(known) >= cap:
+      return
+    known[key] = (count, sources)
+    for i, (column, _) in enumerate(rows):
+      by_rest.setdefault((kind, rows[:i] + rows[i + 1 :]), []).append((column, key))
+    work.append(key)
+    if derived and 1 <= round(count) < limit:
+      small.append(key)
+
+  def put(rest, column, condition):
+    return rest if condition is ANY else tuple(sorted(rest + ((column, condition),)))
+
+  for (kind, rows), (count, sources) in shown.items():
+    add(kind, rows, count, sources, derived=False)
+  while work:
+    key = work.pop()
+    kind, rows = key
+    count, sources = known[key]
+    partners = []  # (column, my condition, the other columns' conditions, partner)
+    for i, (column, condition) in enumerate(rows):
+      rest = rows[:i] + rows[i + 1 :]
+      partners += [(column, condition, rest, k) for c, k in by_rest.get((kind, rest), ()) if c == column and k != key]
+      if (kind, rest) in known:
+        partners.append((column, condition, rest, (kind, rest)))
+    partners += [(column, ANY, rows, k) for column, k in by_rest.get((kind, rows), ())]
+    for column, mine, rest, other in partners:
+      their_count, their_sources = known[other]
+      theirs = dict(other[1]).get(column, ANY)
+      both = sources | their_sources
+      if mine != theirs and within(mine, theirs):
+        condition = _less(theirs, mine)
+        if condition is not False:
+          add(kind, put(rest, column, condition), their_count - count, both)
+      elif mine != theirs and within(theirs, mine):
+        condition = _less(mine, theirs)
+        if condition is not False:
+          add(kind, put(rest, column, condition), count - their_count, both)
+      else:
+        condition = _together(mine, theirs)
+        if condition is not False:
+          add(kind, put(rest, column, condition), count + their_count, both)
+    for total, part, other in of_kind.get(kind, ()):
+      have = {k: known.get((k, rows)) for k in (total, part, other)}
+      for missing, plus, minus in ((other, total, part), (part, total, other), (total, part, other)):
+        a, b = have[plus], have[minus]
+        if have[missing] is None and a is not None and b is not None:
+          value = a[0] + b[0] if missing == total else a[0] - b[0]
+          add(missing, rows, value, a[1] | b[1])
+  return Closure(known, small, len(known) < cap)
