@@ -121,6 +121,29 @@ def test_auto_under_a_time_limit_probes_and_falls_back(space):
   assert roomy.method == "exhaustive" and "fits" in roomy.reason
 
 
+def test_auto_under_a_time_limit_reuses_its_probe_and_stops_it_early(space):
+  """An audit: with a time limit and a budget that fits enumeration, auto ran the fallback on a negative budget (the
+  probe drew one subset five times and was charged on top), a roomy limit searched less than none, and a 0.001 s
+  limit probed every subset."""
+  total = sum(cube_env.count_cohorts(space))
+  enum = cube_env.get_method("exhaustive")(space, budget=total, seed=3)
+  for budget in (total, total + 3):
+    timed = cube_env.get_method("auto")(space, budget=budget, seed=3, progress=cube_env.TimeLimit(3600.0))
+    assert timed.note.startswith("auto chose exhaustive") and "(enumeration reuses them)" in timed.note
+    assert timed.queries == total and timed.candidates[["cohort", "group", "measure", "z"]].equals(
+      enum.candidates[["cohort", "group", "measure", "z"]]
+    )
+  # Distinct subsets: every one of the deepest level (C(6, 2) = 15) when more are asked for, each once.
+  probe = auto_lib.enumeration_seconds(space, probe=50)
+  assert len(probe.found) == 15 and probe.queries == sum(n for n, _ in probe.found.values())
+  assert probe.queries < total  # the deepest level's cohorts only
+  # A limit the first subset outruns: one subset timed, and the fallback charged its cohorts.
+  quick = auto_lib.plan(space, budget=total, time_left=1e-9)
+  assert len(quick.probed) == 1 and quick.method == auto_lib.FALLBACK and "after a time probe of" in quick.reason
+  run = cube_env.get_method("auto")(space, budget=total, seed=3, progress=cube_env.TimeLimit(1e-9))
+  assert run.queries <= total and "(counted as queries)" in run.note
+
+
 def test_auto_uses_the_bound_when_counting_would_be_slow(space, monkeypatch):
   monkeypatch.setattr(auto_lib, "EXACT_COUNT_SUBSETS", 0)
   bound = cube_env.cohort_bound(space)

@@ -13,7 +13,8 @@ query:
    enumeration must also fit the time left: a probe runs enumeration's own code
    (`oracle.subset_findings`) on `PROBE_SUBSETS` random column subsets of the
    deepest level (the first compiles) and extrapolates to every subset with a
-   margin (`TIME_MARGIN`). The probe's cohorts are counted as queries.
+   margin (`TIME_MARGIN`), stopping early once it cannot fit. Enumeration reuses
+   the probe's subsets; a fallback is charged the probe's cohorts as queries.
 3. Otherwise the fallback method (`FALLBACK`, chosen on the benchmark's training
    worlds: `python -m experiments.benchmark quality --split train`, see
    benchmarks/README.md) searches with the budget and time that are left.
@@ -24,6 +25,7 @@ The choice and its reason lead the result's `note`, which every report prints.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -60,30 +62,67 @@ class Plan:
   cohorts: int  # cohorts to max_depth: exact, or (`exact` False) a bound: upper, or lower once over the budget
   exact: bool
   estimated_seconds: float | None  # enumeration's, when a time limit asked for it
-  probe_queries: int
+  probe_queries: int  # cohorts the time probe visited (enumeration reuses them: `probed`)
   reason: str
+  probed: dict = dataclasses.field(default_factory=dict)  # {subset: oracle.subset_findings(...)} of the probe
 
 
-def enumeration_seconds(space: Space, *, probe: int = PROBE_SUBSETS, seed: int = 0) -> tuple[float, int]:
-  """(estimated seconds to enumerate the space, cohorts the probe visited): enumeration's own code timed on
-  `probe` random column subsets of the deepest level, the first one's excess over the others' mean counted once
-  (compilation), the mean for every subset of every depth."""
+@dataclasses.dataclass(frozen=True)
+class Probe:
+  """`enumeration_seconds`' result."""
+
+  seconds: float  # estimated seconds to enumerate the space (inf where the probe alone outran `time_left`)
+  queries: int  # cohorts the probe visited
+  elapsed: float  # seconds the probe took
+  found: dict  # {subset: (cohorts, finding rows)}: what it computed, for the enumeration to reuse
+
+
+def enumeration_seconds(
+  space: Space, *, probe: int = PROBE_SUBSETS, seed: int = 0, time_left: float | None = None
+) -> Probe:
+  """Enumeration's own code (`oracle.subset_findings`, with `oracle.enumeration_params`) timed on up to `probe`
+  distinct random column subsets of the deepest level (an audit: drawn with repeats, one subset of a table with
+  one was timed five times and charged as 90 cohorts of its 48), the first one's excess over the others' mean
+  counted once (compilation), the mean for every subset of every depth. It stops early once enumeration
+  provably cannot fit `time_left` (an audit: a 0.001 s limit probed for 12 s): the probe's own time past it, or,
+  after two subsets, its estimate past it with the margin."""
   meta = space.cube.meta
   num_f = len(meta.filter_names)
+  depth = min(space.max_depth, num_f)
+  every = math.comb(num_f, depth)
   rng = np.random.default_rng([seed, 7])
-  times, probed = [], 0
-  for _ in range(probe):
-    subset = tuple(sorted(int(f) for f in rng.choice(num_f, size=min(space.max_depth, num_f), replace=False)))
+  subsets: list[tuple[int, ...]] = []
+  while len(subsets) < min(probe, every):  # distinct subsets (a few draws: `every` is far above `probe` or small)
+    subset = tuple(sorted(int(f) for f in rng.choice(num_f, size=depth, replace=False)))
+    if subset not in subsets:
+      subsets.append(subset)
+  params = oracle.enumeration_params(
+    space.cube,
+    max_depth=space.max_depth,
+    min_group=space.min_group,
+    min_cohort=float(space.params.min_cohort),
+    z_screen=space.z_screen,
+    new_z=space.new_z,
+  )
+  start = time.perf_counter()
+  times, found, probed, seconds = [], {}, 0, math.inf
+  for subset in subsets:
     t0 = time.perf_counter()
-    n, _ = oracle.subset_findings(space.params, meta, subset, include_old=False)
+    found[subset] = oracle.subset_findings(params, meta, subset, include_old=False)
     times.append(time.perf_counter() - t0)
-    probed += n
-  steady = float(np.mean(times[1:])) if len(times) > 1 else times[0]
-  return max(times[0] - steady, 0.0) + steady * column_subsets(space), probed
+    probed += found[subset][0]
+    steady = float(np.mean(times[1:])) if len(times) > 1 else times[0]
+    seconds = max(times[0] - steady, 0.0) + steady * column_subsets(space)
+    if time_left is not None and (
+      time.perf_counter() - start > time_left or (len(times) > 1 and seconds * TIME_MARGIN > time_left)
+    ):
+      break
+  return Probe(seconds, probed, time.perf_counter() - start, found)
 
 
 def plan(space: Space, *, budget: int, time_left: float | None = None, fallback: str = FALLBACK) -> Plan:
   """Enumerate or search (module docstring); `time_left` None: no time limit."""
+  t0 = time.perf_counter()
   if column_subsets(space) <= EXACT_COUNT_SUBSETS:
     # depth by depth, stopping once over the budget: a wide table's deep levels are never counted
     depth, total, over = fitting_depth(space, budget)
@@ -102,17 +141,19 @@ def plan(space: Space, *, budget: int, time_left: float | None = None, fallback:
     return Plan(fallback, total, exact, None, 0, f"enumeration needs {what}, over the budget of {budget:,} queries")
   if time_left is None:
     return Plan("exhaustive", total, exact, None, 0, f"{what} fit the budget of {budget:,} queries")
-  seconds, probed = enumeration_seconds(space)
-  if probed + total > budget:
-    reason = f"enumeration ({what}) and its time probe ({probed} cohorts) exceed the budget of {budget:,} queries"
-    return Plan(fallback, total, exact, seconds, probed, reason)
-  fits = seconds * TIME_MARGIN <= time_left
+  # The time left after counting (an audit: the whole limit was compared, the counting's seconds left out).
+  left = time_left - (time.perf_counter() - t0)
+  probe = enumeration_seconds(space, time_left=left)
+  left -= probe.elapsed
+  fits = probe.seconds * TIME_MARGIN <= left
   reason = (
-    f"{what} fit the budget of {budget:,} queries; enumeration estimated at {seconds:.1f} s "
+    f"{what} fit the budget of {budget:,} queries; enumeration estimated at {probe.seconds:.3g} s "
     + ("fits" if fits else "exceeds")
-    + f" the {time_left:.1f} s left (x{TIME_MARGIN} margin)"
+    + f" the {max(left, 0.0):.3g} s left (x{TIME_MARGIN} margin) after a time probe of {probe.queries:,} cohorts "
+    + f"in {probe.elapsed:.3g} s"
+    + (" (enumeration reuses them)" if fits else " (counted as queries)")
   )
-  return Plan("exhaustive" if fits else fallback, total, exact, seconds, probed, reason)
+  return Plan("exhaustive" if fits else fallback, total, exact, probe.seconds, probe.queries, reason, probe.found)
 
 
 def auto(
@@ -120,22 +161,28 @@ def auto(
 ) -> SearchResult:
   """Enumerates when the space fits the budget and the time limit (if any), else runs `fallback` (with `options`).
 
-  The time limit is read from a `TimeLimit` in the `progress` chain.
+  The time limit is read from a `TimeLimit` in the `progress` chain. Enumeration reuses the time probe's subsets
+  (counted once); a fallback is charged the probe's cohorts, which never leaves it under 1 query (the probe's
+  subsets are of the deepest level, so it visits fewer cohorts than enumeration's, which fit the budget).
   """
   Ledger(space, budget)  # validates the budget
   t0 = time.perf_counter()
   limit = time_limit_of(progress)
   chosen = plan(space, budget=budget, time_left=limit, fallback=fallback)
   fn = get_method(chosen.method)
-  left = budget - chosen.probe_queries
-  if chosen.method != "exhaustive" and limit is not None:
-    progress = TimeLimit(max(limit - (time.perf_counter() - t0), 1e-3), progress)
-  result = fn(space, budget=left, seed=seed, progress=progress, **({} if chosen.method == "exhaustive" else options))
+  if chosen.method == "exhaustive":
+    result = fn(space, budget=budget, seed=seed, progress=progress, done=chosen.probed)
+    charged = 0
+  else:
+    if limit is not None:
+      progress = TimeLimit(max(limit - (time.perf_counter() - t0), 1e-3), progress)
+    result = fn(space, budget=budget - chosen.probe_queries, seed=seed, progress=progress, **options)
+    charged = chosen.probe_queries
   return dataclasses.replace(
     result,
     method="auto",
     budget=budget,
-    queries=result.queries + chosen.probe_queries,
+    queries=result.queries + charged,
     seconds=time.perf_counter() - t0,
     note=f"auto chose {chosen.method}: {chosen.reason}" + (f"; {result.note}" if result.note else ""),
   )

@@ -38,7 +38,7 @@ import inspect
 import math
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -225,11 +225,14 @@ def _simulate(root: _Node, nodes: dict, ledger: Ledger, rng, c: int, explore: fl
     path.append(node)
 
 
-def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | None = None) -> SearchResult:
+def exhaustive(
+  space: Space, *, budget: int, seed: int, progress: Progress | None = None, done: Mapping | None = None
+) -> SearchResult:
   """The oracle to the deepest depth whose visitable cohorts all fit in the budget.
 
   With a `journal.Journal` as (or in) `progress` it resumes by chunks: each column subset's findings are journaled and a
-  resumed run computes only the subsets not yet saved.
+  resumed run computes only the subsets not yet saved. `done`: subsets already computed (`oracle.enumerate_findings`;
+  `auto`'s time probe), counted once.
   """
   del seed
   journal = journal_of(progress)
@@ -250,6 +253,7 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
       min_cohort=float(space.params.min_cohort),
       include_old=False,
       journal=journal,
+      done=done,
     )
     queries = int(found.attrs["queries"])
   else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -103,6 +104,27 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
   return np.pad(x, pad)
 
 
+def enumeration_params(
+  cube: Cube,
+  *,
+  max_depth: int,
+  min_group: float = SMALL_CELL,
+  min_cohort: float | None = None,
+  z_screen: float | str = 4.0,
+  new_z: float | None = None,
+) -> EnvParams:
+  """The params `enumerate_findings` runs `subset_findings` with (the table's bucketed shape)."""
+  return make_params(
+    cube,
+    bucketed_shape(cube),
+    max_depth=max_depth,
+    min_group=min_group,
+    min_cohort=min_cohort,
+    z_screen=z_screen,
+    new_z=new_z,
+  )
+
+
 def enumerate_findings(
   cube: Cube,
   *,
@@ -113,6 +135,7 @@ def enumerate_findings(
   new_z: float | None = None,
   include_old: bool = True,
   journal: Journal | None = None,
+  done: Mapping[tuple[int, ...], tuple[int, list[dict]]] | None = None,
 ) -> pd.DataFrame:
   """Every significant disparity in every visitable cohort up to `max_depth`.
 
@@ -122,6 +145,9 @@ def enumerate_findings(
     include_old: keep significant findings that are not new (flag `new`).
     journal: a `journal.Journal` that keeps each column subset's findings as
       a chunk; subsets it already holds are not recomputed (a resumed run).
+    done: `{subset: subset_findings(...)}` already computed with
+      `enumeration_params` of the same settings (`auto`'s time probe): used,
+      not recomputed, and counted as queries once.
 
   Returns:
     DataFrame with `FINDING_COLUMNS`; `df.attrs["queries"]` is the number of
@@ -132,28 +158,22 @@ def enumerate_findings(
     `shown_findings(table, min_group)`, which applies every small-cell rule.
   """
   meta = cube.meta
-  params = make_params(
-    cube,
-    bucketed_shape(cube),
-    max_depth=max_depth,
-    min_group=min_group,
-    min_cohort=min_cohort,
-    z_screen=z_screen,
-    new_z=new_z,
+  params = enumeration_params(
+    cube, max_depth=max_depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen, new_z=new_z
   )
   queries = 0
   entries: list[dict] = []
   for k in range(0, max_depth + 1):
     for subset in itertools.combinations(range(len(meta.filter_names)), k):
       key = "subset:" + ",".join(str(c) for c in subset)
-      done = None if journal is None else journal.chunk(key)
-      if done is None:
-        n, found = subset_findings(params, meta, subset, include_old=include_old)
-        done = {"queries": n, "entries": found}
+      chunk = None if journal is None else journal.chunk(key)
+      if chunk is None:
+        n, found = (done or {}).get(subset) or subset_findings(params, meta, subset, include_old=include_old)
+        chunk = {"queries": n, "entries": found}
         if journal is not None:
-          done = journal.put_chunk(key, done, cost=n)  # as stored: a resumed run reads the same
-      queries += done["queries"]
-      entries += done["entries"]
+          chunk = journal.put_chunk(key, chunk, cost=n)  # as stored: a resumed run reads the same
+      queries += chunk["queries"]
+      entries += chunk["entries"]
   out = pd.DataFrame(entries, columns=list(FINDING_COLUMNS))
   out.attrs["queries"] = queries
   out.attrs["z_screen"] = float(params.z_screen)
