@@ -157,3 +157,26 @@ def test_a_time_limit_around_an_anytime_progress_binds_both(space):
   anytime = cube_env.Anytime([2])
   result = cube_env.get_method("greedy")(space, budget=4, seed=0, progress=cube_env.TimeLimit(3600.0, anytime))
   assert result.queries == 4 and anytime.results(result)[2].queries == 2
+
+
+def test_auto_sets_what_enumeration_still_takes_against_the_time_left(space, monkeypatch):
+  """A review: the whole estimate (compilation and the probed subsets, which enumeration reuses) was set against the
+  time left after the probe. A clock that the probe's subsets move by 2 s, then 0.1 s each: of the 22 subsets, 17
+  are left, 1.7 s (2.55 s with the margin)."""
+  clock, real = {"t": 0.0, "calls": 0}, auto_lib.oracle.subset_findings
+
+  def timed(*args, **kwargs):
+    clock["calls"] += 1
+    clock["t"] += 2.0 if clock["calls"] == 1 else 0.1
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(auto_lib.oracle, "subset_findings", timed)
+  monkeypatch.setattr(auto_lib.time, "perf_counter", lambda: clock["t"])
+  assert auto_lib.column_subsets(space) == 22
+  total = sum(cube_env.count_cohorts(space))
+  roomy = auto_lib.plan(space, budget=total, time_left=7.0)  # 4.6 s left after the probe's 2.4 s
+  assert roomy.method == "exhaustive" and roomy.estimated_seconds == pytest.approx(1.9 + 0.1 * 22)
+  assert "1.7 s of it after a time probe" in roomy.reason and "fits the 4.6 s left" in roomy.reason
+  clock["calls"] = 0  # the first subset compiles again
+  tight = auto_lib.plan(space, budget=total, time_left=4.0)  # 1.9 s left after two subsets, under 2.0 x 1.5
+  assert tight.method == auto_lib.FALLBACK and len(tight.probed) == 2 and "exceeds the 1.9 s left" in tight.reason

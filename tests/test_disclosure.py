@@ -985,3 +985,31 @@ def test_counts_got_over_several_steps_are_hidden():
   # 11 non-white women (site b's rows 89, 22 of race B): nothing to hide.
   rows[0] = ({"site": "b"}, "race", "B", "los", 89.0, 22.0, 67.0)
   assert disclosure.derived_remainders(_table(rows, z=3.0), 11) == []
+
+
+def test_chains_through_every_value_of_a_column_are_followed_where_its_values_are_known():
+  """A review: with sex M/F, `sex != M` (derived) is `sex = F`: 600 rows less the 300 men less the women of sites a
+  and b (150, 143) left 7 women at site c, which a closure that knew no column's values did not see."""
+  rows = [
+    ({}, "race", "B", "los", 600.0, 200.0, 400.0),
+    ({"sex": "M"}, "race", "B", "los", 300.0, 100.0, 200.0),
+    ({"sex": "F", "site": "a"}, "race", "B", "los", 150.0, 50.0, 100.0),
+    ({"sex": "F", "site": "b"}, "race", "B", "los", 143.0, 47.0, 96.0),
+  ]
+  table = _table(rows, z=3.0)
+  values = {"sex": ("F", "M"), "site": ("a", "b", "c"), "race": ("W", "B")}
+  assert disclosure.derived_remainders(table, 11) == []  # without the values: not seen
+  assert disclosure.derived_remainders(table, 11, categories=values)
+  shown = disclosure.hide_small_cells(table, 11, categories=values)
+  assert disclosure.derived_remainders(shown, 11, categories=values) == [] and shown["n_group"].notna().any()
+  # Two values of a column together: race W and race B are every race.
+  found = dv.closure(
+    {
+      (("rows",), (("race", ("=", "W")),)): (40.0, frozenset([0])),
+      (("rows",), (("race", ("=", "B")),)): (30.0, frozenset([1])),
+      (("rows",), ()): (75.0, frozenset([2])),
+    },
+    11,
+    domains={"race": ("W", "B", "A")},
+  )
+  assert found.known[(("rows",), (("race", ("=", "A")),))][0] == 5.0 and found.small

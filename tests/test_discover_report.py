@@ -1252,7 +1252,10 @@ def test_the_reports_words_follow_the_run_and_its_markup_holds_any_text(capsys):
   print_summary(_console_run(table), source="er\x1b.csv", score=None, paths={"report.html": "r.html"}, show=10)
   out = capsys.readouterr().out
   assert "\x1b" not in out and "\x07" not in out and "ctl\\x1b[31mred\\x07" in out and "er\\x1b.csv" in out
-  assert markup.printable("a\tb\nc\x00\x7f\x9f\ud800") == "a\tb\nc\\x00\\x7f\\x9f\\ud800"
+  assert (
+    markup.printable("a\tb\nc\x00\x7f\x9f\ud800\ufffe\uffff\u00e9")
+    == "a\tb\nc\\x00\\x7f\\x9f\\ud800\\ufffe\\uffff\u00e9"
+  )
   assert "li,p{overflow-wrap:anywhere}" in markup.STYLE
   # A plot's title keeps the protected column.
   title = plots.plot_title({"cohort": "site=" + "x" * 200 + " & unit=B", "protected": "race"})

@@ -15,7 +15,7 @@ tests' statistics together. `disclosure.derived_remainders` builds the shown cou
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 ANY = None  # a column without a condition
 MAX_KNOWN = 200_000  # counts `closure` derives at most (a bound on its time; `Closure.complete` says if it stopped)
@@ -59,6 +59,32 @@ def _together(a, b):
   return ("!", left) if left else ANY
 
 
+class _Domain:
+  """A column's values (`values`, in order), so that a condition is the set of values it admits: `race != W` with
+  races W and B is `race = B`, and two values together are every value but the others (a review: with sex M/F
+  known, `sex != M` and `sex = F` were two sets, and a chain through them was missed)."""
+
+  def __init__(self, values: Iterable[str]):
+    self.values = tuple(dict.fromkeys(values))
+
+  def admits(self, condition) -> frozenset:
+    if condition is ANY:
+      return frozenset(self.values)
+    if condition[0] == "=":
+      return frozenset([condition[1]])
+    return frozenset(v for v in self.values if v not in condition[1])
+
+  def condition(self, admitted: frozenset):
+    """The condition admitting exactly `admitted` (`ANY` for every value; False for none)."""
+    if not admitted:
+      return False
+    if len(admitted) == len(self.values):
+      return ANY
+    if len(admitted) == 1:
+      return ("=", next(iter(admitted)))
+    return ("!", tuple(v for v in self.values if v not in admitted))
+
+
 def rows_set(conditions: Mapping[str, object]) -> tuple:
   """`{column: condition}` as the sorted tuple that keys a set (columns with `ANY` left out)."""
   return tuple(sorted((c, k) for c, k in conditions.items() if k is not ANY))
@@ -79,16 +105,48 @@ class Closure:
 
 
 def closure(
-  shown: Mapping[tuple, tuple[float, frozenset]], limit: int, relations: Iterable[tuple] = (), *, cap: int = MAX_KNOWN
+  shown: Mapping[tuple, tuple[float, frozenset]],
+  limit: int,
+  relations: Iterable[tuple] = (),
+  *,
+  domains: Mapping[str, Sequence[str]] | None = None,
+  cap: int = MAX_KNOWN,
 ) -> Closure:
   """Every count that follows from `shown` (`{(kind, set): (count, sources)}`; sources: a frozenset of ids).
 
   Steps: two counts of one kind whose sets differ in one column's condition, one within the other, give the
   larger less the smaller; disjoint there, their sum (each where one condition describes the result); on one
   set, `relations` `(total, part, other)` of kinds give the third of total = part + other from any two. A
-  derived count's sources are the union of its two inputs'. The search runs until nothing new follows (or
-  `cap` counts are known).
+  derived count's sources are the union of its two inputs'. `domains`: `{column: its values}` where known, so that
+  a condition is the set of values it admits (any set of values is then one condition). The search runs until
+  nothing new follows (or `cap` counts are known).
   """
+  domain = {column: _Domain(values) for column, values in (domains or {}).items()}
+
+  def canonical(column, condition):
+    return domain[column].condition(domain[column].admits(condition)) if column in domain else condition
+
+  def combine(column, mine, theirs):
+    """(the condition of mine less theirs, or of theirs less mine, or of both; the sign of my count in it), or None."""
+    if column in domain:
+      a, b = domain[column].admits(mine), domain[column].admits(theirs)
+      if a < b:
+        return domain[column].condition(b - a), -1
+      if b < a:
+        return domain[column].condition(a - b), 1
+      if not a & b:
+        return domain[column].condition(a | b), 0
+      return None
+    if mine != theirs and within(mine, theirs):
+      return _less(theirs, mine), -1
+    if mine != theirs and within(theirs, mine):
+      return _less(mine, theirs), 1
+    return _together(mine, theirs), 0
+
+  shown = {
+    (kind, tuple(sorted((c, canonical(c, k)) for c, k in rows if canonical(c, k) is not ANY))): item
+    for (kind, rows), item in shown.items()
+  }
   known: dict[tuple, tuple[float, frozenset]] = {}
   by_rest: dict[tuple, list[tuple[str, tuple]]] = {}  # (kind, set less one column) -> [(that column, key)]
   of_kind: dict[tuple, list[tuple]] = {}
@@ -127,20 +185,12 @@ def closure(
     partners += [(column, ANY, rows, k) for column, k in by_rest.get((kind, rows), ())]
     for column, mine, rest, other in partners:
       their_count, their_sources = known[other]
-      theirs = dict(other[1]).get(column, ANY)
-      both = sources | their_sources
-      if mine != theirs and within(mine, theirs):
-        condition = _less(theirs, mine)
-        if condition is not False:
-          add(kind, put(rest, column, condition), their_count - count, both)
-      elif mine != theirs and within(theirs, mine):
-        condition = _less(mine, theirs)
-        if condition is not False:
-          add(kind, put(rest, column, condition), count - their_count, both)
-      else:
-        condition = _together(mine, theirs)
-        if condition is not False:
-          add(kind, put(rest, column, condition), count + their_count, both)
+      step = combine(column, mine, dict(other[1]).get(column, ANY))
+      if step is None or step[0] is False:
+        continue
+      condition, sign = step
+      value = {-1: their_count - count, 1: count - their_count, 0: count + their_count}[sign]
+      add(kind, put(rest, column, condition), value, sources | their_sources)
     for total, part, other in of_kind.get(kind, ()):
       have = {k: known.get((k, rows)) for k in (total, part, other)}
       for missing, plus, minus in ((other, total, part), (part, total, other), (total, part, other)):

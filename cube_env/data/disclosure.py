@@ -672,11 +672,17 @@ def _group_cohort_remainders(
 
 
 DERIVED = "\x00derived"  # `cohort_remainders`' column slot for a count of `derived_remainders`
+DOMAIN_VALUES = 2  # `derived_remainders` knows the values of a column of at most this many (`derivation.closure`)
 DERIVED_ROUNDS = 60  # `derived_remainders`' closures per call at most; then it hides every count the chains used
 
 
 def derived_remainders(
-  table: pd.DataFrame, min_group: float, prefix: str = "", *, total_rows: float | None = None
+  table: pd.DataFrame,
+  min_group: float,
+  prefix: str = "",
+  *,
+  total_rows: float | None = None,
+  categories: dict[str, tuple] | None = None,
 ) -> list[tuple[tuple, tuple, str]]:
   """`[(cohort, quantity, DERIVED)]` to hide (in `cohort_remainders`' terms) so that no small count follows from the
   `prefix` half's shown counts by a chain of subtractions and additions (`derivation.closure`; a disclosure audit:
@@ -690,7 +696,9 @@ def derived_remainders(
   its measure's counts within that cohort rows too. For each small derived count, one of the shown counts it came
   from is hidden: a test's count before a cohort's rows, the smallest first (the half's size is never hidden);
   the rules then run again (`hide_small_cells`). Not followed: counts of a measure's few values (`FEW_VALUES`,
-  which `hide_remainders` checks one step at a time) and sets that no one condition per column describes.
+  which `hide_remainders` checks one step at a time) and, but for a column of at most `DOMAIN_VALUES` values
+  whose labels `categories` (`{column: labels}`, the cube's) gives, sets that no one condition describes
+  (`race in (A, B)`).
   """
   if not len(table) or not {"filters", "protected", "group", "measure"} <= set(table.columns):
     return []
@@ -749,8 +757,11 @@ def derived_remainders(
   # again, `hide_small_cells`).
   hide: list[tuple] = []
   limit = disclosure_limit(min_group)
+  # Any set of a column's values is one condition where its values are known: of a column of few values only, since
+  # the sets a chain can reach grow as 2 ** values (a 1,857-candidate table ran past 15 minutes with every column's).
+  domains = {c: v for c, v in (categories or {}).items() if len(v) <= DOMAIN_VALUES}
   for round_ in itertools.count():
-    found = derivation.closure(shown, limit, relations)
+    found = derivation.closure(shown, limit, relations, domains=domains)
     chains = [{k for k in found.known[key][1] if sources[k] is not None} for key in found.small]
     chains = [chain for chain in chains if chain]
     if not chains:
@@ -812,6 +823,7 @@ def hide_derived(
   *,
   prefixes: tuple[str, ...] = ("", "explore_"),
   total_rows: dict[str, float] | None = None,
+  categories: dict[str, tuple] | None = None,
 ) -> pd.DataFrame:
   """A copy of `table` in which no small count follows from several shown counts (`derived_remainders`, repeated
   in each half until it finds none: hiding one count can leave another chain); as `hide_cohort_remainders` hides."""
@@ -820,7 +832,8 @@ def hide_derived(
     total = (total_rows or {}).get(prefix)
     while True:
       before = _shown_cells(out)
-      _hide_quantities(out, derived_remainders(out, min_group, prefix, total_rows=total), min_group, prefix)
+      found = derived_remainders(out, min_group, prefix, total_rows=total, categories=categories)
+      _hide_quantities(out, found, min_group, prefix)
       if _shown_cells(out) == before:
         break
   return out
@@ -873,6 +886,7 @@ def hide_small_cells(
   confirm_rows: float | None = None,
   explore_rows: float | None = None,
   few_values: dict[str, tuple] | None = None,
+  categories: dict[str, tuple] | None = None,
 ) -> pd.DataFrame:
   """A copy of `table` as it may be shown: every rule of this module in turn (`hide_small_rates`, then
   `hide_cohort_remainders` and `hide_remainders` repeated until neither hides more, then `hide_derived` for chains
@@ -881,7 +895,8 @@ def hide_small_cells(
   `explore_rows`: the halves' sizes where they are shown beside the table (a report's summary), so that the
   whole half less its shown cohorts of one filter is checked too. `few_values`: `{measure: values}` of the
   measures with at most three values (`CubeMeta.few_values_by_measure`, test scale): each value's cases on a side
-  are counts too (as a column `FEW_VALUES` while the rules run)."""
+  are counts too (as a column `FEW_VALUES` while the rules run). `categories`: `{column: labels}` of the filter
+  columns (the cube's), so that chains through every value of a column are followed (`derived_remainders`)."""
   total_rows = {"": confirm_rows, "explore_": explore_rows}
   if few_values and "measure" in table.columns:  # each row's measure's values, read by every rule (`FEW_VALUES`)
     table = table.assign(**{FEW_VALUES: [few_values.get(m) for m in table["measure"]]})
@@ -890,7 +905,7 @@ def hide_small_cells(
     before = _shown_cells(shown)
     shown = hide_remainders(hide_cohort_remainders(shown, min_group, total_rows=total_rows), min_group)
     if _shown_cells(shown) == before:  # the rules of one step done: chains of several, then those again
-      shown = hide_derived(shown, min_group, total_rows=total_rows)
+      shown = hide_derived(shown, min_group, total_rows=total_rows, categories=categories)
       if _shown_cells(shown) == before:
         break
   if HIDDEN not in shown.columns:

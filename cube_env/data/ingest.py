@@ -80,11 +80,13 @@ class CubeMeta:
     return self.filter_names.index(name)
 
   def code(self, column: str, label: Any) -> int:
+    """The code of `label` in `column`, read as ingest reads a value (`category_label`: NFC, no spaces around)."""
     f = self.column_index(column)
     cats = self.categories[f]
-    if str(label) not in cats:
+    text = category_label(label)
+    if text not in cats:
       raise ValueError(f"column {column!r} has no category {label!r}; it has {list(cats)}")
-    return cats.index(str(label))
+    return cats.index(text)
 
 
 @struct.dataclass

@@ -6,6 +6,8 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 
 def column_names(value, what: str) -> tuple[str, ...]:
   """`value` (a sequence of column names) as a tuple; ValueError naming `what` for a bare string, which would be read
@@ -16,9 +18,10 @@ def column_names(value, what: str) -> tuple[str, ...]:
 
 
 def bin_edges(edges, name: str) -> tuple[float, ...]:
-  """A column's bin edges as floats: at least two finite numbers in increasing order; ValueError naming
-  `Schema.bins[name]` otherwise (an ingest audit: the string "0,50,100" was read letter by letter, a NaN edge made
-  the column "constant", unsorted or single edges gave misleading errors)."""
+  """A column's bin edges as sorted floats: at least two distinct numbers, none NaN (open outer edges, -inf and
+  inf, as `pd.cut` users write them, are taken); ValueError naming `Schema.bins[name]` otherwise (an ingest audit:
+  the string "0,50,100" was read letter by letter, a NaN edge made the column "constant", a single edge gave a
+  misleading error)."""
   what = f"Schema.bins[{name!r}]"
   if isinstance(edges, str | bytes) or not (isinstance(edges, Sequence) or hasattr(edges, "__array__")):
     raise ValueError(f"{what} must be a list of numbers (bin edges), got {edges!r}")
@@ -29,10 +32,11 @@ def bin_edges(edges, name: str) -> tuple[float, ...]:
     numbers = tuple(float(e) for e in items)
   except (TypeError, ValueError):
     raise ValueError(f"{what} must hold numbers only, got {items!r}") from None
-  if len(numbers) < 2 or not all(math.isfinite(e) for e in numbers):
-    raise ValueError(f"{what} must hold at least two finite numbers, got {items!r}")
-  if any(b <= a for a, b in zip(numbers, numbers[1:])):
-    raise ValueError(f"{what} must increase from edge to edge, got {items!r}")
+  if len(numbers) < 2 or any(math.isnan(e) for e in numbers):
+    raise ValueError(f"{what} must hold at least two numbers, none NaN, got {items!r}")
+  numbers = tuple(sorted(numbers))
+  if any(b == a for a, b in zip(numbers, numbers[1:])):
+    raise ValueError(f"{what} must not repeat an edge, got {items!r}")
   return numbers
 
 
@@ -68,7 +72,7 @@ class Schema:
     object.__setattr__(self, "bins", {name: bin_edges(edges, name) for name, edges in dict(self.bins).items()})
     object.__setattr__(self, "log_scale", dict(self.log_scale))
     for name, forced in self.log_scale.items():  # an ingest audit: the string "false" forced the log scale
-      if not isinstance(forced, bool):
+      if not isinstance(forced, bool | np.bool_):
         raise ValueError(f"Schema.log_scale[{name!r}] must be True or False, got {forced!r}")
 
   @property

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from cube_env.discovery import oracle
-from cube_env.discovery.methods import get_method, register_method
+from cube_env.discovery.methods import enumerate_space, get_method, register_method
 from cube_env.discovery.space import (
   Ledger,
   Progress,
@@ -71,7 +71,8 @@ class Plan:
 class Probe:
   """`enumeration_seconds`' result."""
 
-  seconds: float  # estimated seconds to enumerate the space (inf where the probe alone outran `time_left`)
+  seconds: float  # estimated seconds to enumerate the space (compilation and the probed subsets included)
+  remaining: float  # of those, the seconds left once the probed subsets are reused (enumeration's own cost now)
   queries: int  # cohorts the probe visited
   elapsed: float  # seconds the probe took
   found: dict  # {subset: (cohorts, finding rows)}: what it computed, for the enumeration to reuse
@@ -105,19 +106,21 @@ def enumeration_seconds(
     new_z=space.new_z,
   )
   start = time.perf_counter()
-  times, found, probed, seconds = [], {}, 0, math.inf
+  times, found, probed = [], {}, 0
   for subset in subsets:
     t0 = time.perf_counter()
     found[subset] = oracle.subset_findings(params, meta, subset, include_old=False)
     times.append(time.perf_counter() - t0)
     probed += found[subset][0]
     steady = float(np.mean(times[1:])) if len(times) > 1 else times[0]
-    seconds = max(times[0] - steady, 0.0) + steady * column_subsets(space)
-    if time_left is not None and (
-      time.perf_counter() - start > time_left or (len(times) > 1 and seconds * TIME_MARGIN > time_left)
-    ):
+    # What enumeration would still take, reusing the probed subsets (a review: the whole estimate, compilation and
+    # the probed subsets included, was set against the time left after them), and the time left now.
+    remaining = steady * (column_subsets(space) - len(found))
+    left = None if time_left is None else time_left - (time.perf_counter() - start)
+    if left is not None and (left < 0 or (len(times) > 1 and remaining * TIME_MARGIN > left)):
       break
-  return Probe(seconds, probed, time.perf_counter() - start, found)
+  seconds = max(times[0] - steady, 0.0) + steady * column_subsets(space)
+  return Probe(seconds, remaining, probed, time.perf_counter() - start, found)
 
 
 def plan(space: Space, *, budget: int, time_left: float | None = None, fallback: str = FALLBACK) -> Plan:
@@ -145,13 +148,12 @@ def plan(space: Space, *, budget: int, time_left: float | None = None, fallback:
   left = time_left - (time.perf_counter() - t0)
   probe = enumeration_seconds(space, time_left=left)
   left -= probe.elapsed
-  fits = probe.seconds * TIME_MARGIN <= left
+  fits = probe.remaining * TIME_MARGIN <= left
   reason = (
-    f"{what} fit the budget of {budget:,} queries; enumeration estimated at {probe.seconds:.3g} s "
-    + ("fits" if fits else "exceeds")
-    + f" the {max(left, 0.0):.3g} s left (x{TIME_MARGIN} margin) after a time probe of {probe.queries:,} cohorts "
-    + f"in {probe.elapsed:.3g} s"
-    + (" (enumeration reuses them)" if fits else " (counted as queries)")
+    f"{what} fit the budget of {budget:,} queries; enumeration estimated at {probe.seconds:.3g} s, "
+    f"{probe.remaining:.3g} s of it after a time probe of {probe.queries:,} cohorts in {probe.elapsed:.3g} s "
+    + ("(enumeration reuses them), fits" if fits else "(counted as queries), exceeds")
+    + f" the {max(left, 0.0):.3g} s left (x{TIME_MARGIN} margin)"
   )
   return Plan("exhaustive" if fits else fallback, total, exact, probe.seconds, probe.queries, reason, probe.found)
 
@@ -169,13 +171,13 @@ def auto(
   t0 = time.perf_counter()
   limit = time_limit_of(progress)
   chosen = plan(space, budget=budget, time_left=limit, fallback=fallback)
-  fn = get_method(chosen.method)
   if chosen.method == "exhaustive":
-    result = fn(space, budget=budget, seed=seed, progress=progress, done=chosen.probed)
+    result = enumerate_space(space, budget=budget, progress=progress, done=chosen.probed)
     charged = 0
   else:
     if limit is not None:
       progress = TimeLimit(max(limit - (time.perf_counter() - t0), 1e-3), progress)
+    fn = get_method(chosen.method)
     result = fn(space, budget=budget - chosen.probe_queries, seed=seed, progress=progress, **options)
     charged = chosen.probe_queries
   return dataclasses.replace(

@@ -317,5 +317,6 @@ def cohort_stats(
   table = cohort_table(cube, codes[None], min_group=min_group, z_screen=z, max_depth=max_depth)
   # Hidden on the whole table (the sides' variances and intervals too, which a measure with few values needs: the
   # shown smd and difference interval give them back), then the shown columns.
-  shown = hide_small_cells(table, min_group, few_values=cube.meta.few_values_by_measure)
+  categories = dict(zip(cube.meta.filter_names, cube.meta.categories))
+  shown = hide_small_cells(table, min_group, few_values=cube.meta.few_values_by_measure, categories=categories)
   return shown[list(FINDING_COLUMNS) + ["tested", HIDDEN]]

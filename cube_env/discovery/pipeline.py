@@ -486,10 +486,12 @@ def shown_findings(findings: pd.DataFrame, min_group: float, *, halves: holdout.
   """
   known = {}  # what the halves tell: their sizes, and the measures with few values
   if halves is not None:
+    meta = halves.explore.meta
     known = dict(
       confirm_rows=halves.confirm_rows,
       explore_rows=halves.explore_rows,
-      few_values=halves.explore.meta.few_values_by_measure,
+      few_values=meta.few_values_by_measure,
+      categories=dict(zip(meta.filter_names, meta.categories)),
     )
   return cf.blank_untested(hide_small_cells(with_direction(findings), min_group, **known))
 
