@@ -776,7 +776,9 @@ def _console_run(findings: pd.DataFrame):
       explore_rows=14862,
       confirm_rows=14862,
       summary=(),
-      explore=types.SimpleNamespace(meta=types.SimpleNamespace(few_values_by_measure={})),
+      explore=types.SimpleNamespace(
+        meta=types.SimpleNamespace(few_values_by_measure={}, filter_names=(), categories=())
+      ),
     ),
     findings=findings,
     seconds=0.5,
