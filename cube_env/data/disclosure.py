@@ -693,9 +693,10 @@ def derived_remainders(
   the other group of two) and, for a binary or count measure, their events (a binary one's non-events follow from
   its rows); an adjusted run's unadjusted rest events (`RAW_REST_EVENTS`); `total_rows`, the half's rows where
   they are shown. A test whose sides hold every row of its cohort (the measure has no missing value there) makes
-  its measure's counts within that cohort rows too. For each small derived count, one of the shown counts it came
-  from is hidden: a test's count before a cohort's rows, the smallest first (the half's size is never hidden);
-  the rules then run again (`hide_small_cells`). Not followed: counts of a measure's few values (`FEW_VALUES`,
+  its measure's counts within that cohort rows too. For the small derived counts, few of the shown counts they
+  came from are hidden: the one most of their chains share, a test's count before a cohort's rows, the smallest
+  first, then the next for the chains it leaves (the half's size is never hidden); the closure then runs again
+  without what those hide, and the table's rules after it (`hide_small_cells`). Not followed: counts of a measure's few values (`FEW_VALUES`,
   which `hide_remainders` checks one step at a time) and, but for a column of at most `DOMAIN_VALUES` values
   whose labels `categories` (`{column: labels}`, the cube's) gives, sets that no one condition describes
   (`race in (A, B)`).

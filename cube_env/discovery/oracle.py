@@ -194,14 +194,8 @@ def compile_enumeration(
   meta = cube.meta
   num_values = max(len(c) for c in meta.categories)
   for depth in range(1, max_depth + 1):
-    params = make_params(
-      cube,
-      bucketed_shape(cube),
-      max_depth=depth,
-      min_group=min_group,
-      min_cohort=min_cohort,
-      z_screen=z_screen,
-      new_z=new_z,
+    params = enumeration_params(
+      cube, max_depth=depth, min_group=min_group, min_cohort=min_cohort, z_screen=z_screen, new_z=new_z
     )
     used = jnp.ones((depth,), bool)
     table = _subset_table(params, jnp.zeros((depth,), jnp.int32), used, num_values=num_values, slots=depth)
