@@ -86,7 +86,7 @@ def enumeration_seconds(
   one was timed five times and charged as 90 cohorts of its 48), the first one's excess over the others' mean
   counted once (compilation), the mean for every subset of every depth. It stops early once enumeration
   provably cannot fit `time_left` (an audit: a 0.001 s limit probed for 12 s): the probe's own time past it, or,
-  after two subsets, its estimate past it with the margin."""
+  after two subsets, what enumeration would still take (`Probe.remaining`) past what is left, with the margin."""
   meta = space.cube.meta
   num_f = len(meta.filter_names)
   depth = min(space.max_depth, num_f)
