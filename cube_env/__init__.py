@@ -82,6 +82,9 @@ from cube_env.discovery.pipeline import (
 from cube_env.discovery.ranking import learned_ranker
 from cube_env.discovery.scoring import score_findings
 from cube_env.discovery.space import (
+  STOPPED_BUDGET,
+  STOPPED_DONE,
+  STOPPED_TIME,
   Anytime,
   Ledger,
   Progress,
@@ -137,6 +140,9 @@ __all__ = (
   "Prepared",
   "Progress",
   "SMALL_CELL",
+  "STOPPED_BUDGET",
+  "STOPPED_DONE",
+  "STOPPED_TIME",
   "Schema",
   "SearchResult",
   "Space",

@@ -92,6 +92,28 @@ def test_time_limit_stops_a_walker_after_the_root(space):
   assert result.queries == 1  # the root is always observed
   with pytest.raises(ValueError, match="time limit"):
     cube_env.TimeLimit(0)
+  assert result.stopped_by == cube_env.STOPPED_TIME
+
+
+def test_a_result_says_why_its_search_stopped(space):
+  """The report could say only "at its time limit, or with no cohort left to visit" (an audit): the ledger knows which."""
+  total = sum(cube_env.count_cohorts(space))
+  greedy = cube_env.get_method("greedy")
+  assert greedy(space, budget=5, seed=0).stopped_by == cube_env.STOPPED_BUDGET
+  assert greedy(space, budget=5, seed=0, progress=cube_env.TimeLimit(3600.0)).stopped_by == cube_env.STOPPED_BUDGET
+  beam = cube_env.get_method("beam")(space, budget=10 * total, seed=0, progress=cube_env.TimeLimit(3600.0))
+  assert beam.queries < 10 * total and beam.stopped_by == cube_env.STOPPED_DONE
+  enum = cube_env.get_method("exhaustive")
+  assert enum(space, budget=total + 5, seed=0).stopped_by == cube_env.STOPPED_DONE
+  assert enum(space, budget=total, seed=0).stopped_by == cube_env.STOPPED_BUDGET
+  short = enum(space, budget=total - 1, seed=0)  # depth 1 only: the next depth would not fit
+  assert short.queries < total - 1 and short.stopped_by == cube_env.STOPPED_BUDGET
+  timed = cube_env.get_method("auto")(space, budget=total, seed=3, progress=cube_env.TimeLimit(1e-9))
+  assert timed.queries < total and timed.stopped_by == cube_env.STOPPED_TIME
+  anytime = cube_env.Anytime([2, 10 * total])
+  final = cube_env.get_method("beam")(space, budget=10 * total, seed=0, progress=anytime)
+  read = anytime.results(final)
+  assert read[2].stopped_by == cube_env.STOPPED_BUDGET and read[10 * total].stopped_by == cube_env.STOPPED_DONE
 
 
 def test_auto_enumerates_a_space_that_fits_and_searches_one_that_does_not(space):

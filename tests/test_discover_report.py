@@ -1263,3 +1263,23 @@ def test_the_reports_words_follow_the_run_and_its_markup_holds_any_text(capsys):
   title = plots.plot_title({"cohort": "site=" + "x" * 200 + " & unit=B", "protected": "race"})
   assert len(title) <= 70 and title.endswith("& unit=B | race") and "..." in title
   assert plots.plot_title({"cohort": "site=A", "protected": "race"}) == "site=A | race"
+
+
+def test_the_summary_says_whether_time_or_an_empty_frontier_stopped_the_search():
+  """It said "at its time limit, or with no cohort left to visit" whenever the seconds reached the limit (an audit);
+  the search's `stopped_by` now says which, and a result without one is read as before."""
+
+  def ended(stopped_by, queries=30, seconds=9.0, time_limit=5.0):
+    run = types.SimpleNamespace(
+      config=types.SimpleNamespace(budget=100, time_limit=time_limit),
+      search=types.SimpleNamespace(queries=queries, seconds=seconds, stopped_by=stopped_by),
+    )
+    return files.search_ended(run)
+
+  assert ended(cube_env.STOPPED_TIME) == "before its budget: at its time limit (5 s)"
+  assert ended(cube_env.STOPPED_DONE) == "before its budget: the method had no cohort left to visit"
+  assert ended(cube_env.STOPPED_BUDGET, queries=100) == "at its budget"
+  assert ended(cube_env.STOPPED_BUDGET, queries=60) == "at its budget (its next depth would not fit it)"
+  assert ended("") == "before its budget: at its time limit (5 s), or with no cohort left to visit"
+  assert ended("", seconds=1.0) == "before its budget: the method had no cohort left to visit"
+  assert ended(cube_env.STOPPED_TIME, time_limit=None) == "before its budget: at its time limit"

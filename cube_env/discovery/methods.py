@@ -50,6 +50,8 @@ from cube_env.discovery.journal import journal_of
 from cube_env.discovery.oracle import enumerate_findings
 from cube_env.discovery.ranking import learned
 from cube_env.discovery.space import (
+  STOPPED_BUDGET,
+  STOPPED_DONE,
   BudgetSpent,
   Ledger,
   Progress,
@@ -289,6 +291,7 @@ def enumerate_space(
     seconds=time.perf_counter() - t0,
     note=note,
     rows_scanned=enumeration_rows(space, depth),
+    stopped_by=STOPPED_DONE if depth == space.max_depth and queries < budget else STOPPED_BUDGET,
   )
 
 

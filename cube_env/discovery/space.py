@@ -50,6 +50,12 @@ class BudgetSpent(Exception):
   """Raised by `Ledger.step` when the budget is used up (methods stop on it)."""
 
 
+# Why a search stopped (`SearchResult.stopped_by`): its queries reached the budget (or, for `exhaustive`, the next
+# depth would not fit it), its `TimeLimit` passed, or the method had no cohort left to visit. "" where unknown (a
+# result put together by hand).
+STOPPED_BUDGET, STOPPED_TIME, STOPPED_DONE = "budget", "time limit", "nothing left"
+
+
 @dataclasses.dataclass(frozen=True)
 class Space:
   """A cube ready to search: the environment, its params and the thresholds."""
@@ -331,6 +337,7 @@ class Ledger:
     limit = time_limit_of(progress)
     self.deadline = None if limit is None else self.t0 + limit
     self.journal = journal_of(progress)
+    self.timed_out = False  # set when the time limit, not the budget, refused a query (`stopped_by`)
     anytime = in_chain(progress, Anytime)
     if anytime is not None:
       anytime.bind(self)
@@ -342,7 +349,10 @@ class Ledger:
   @property
   def left(self) -> int:
     """Queries left: 0 once the budget is spent or a `TimeLimit` has passed."""
-    return 0 if self.used and self.out_of_time else self.budget - self.used
+    if self.used and self.used < self.budget and self.out_of_time:
+      self.timed_out = True
+      return 0
+    return self.budget - self.used
 
   def _record(self, filters: tuple, parent: tuple | None, n_new: int) -> None:
     if filters not in self.index:
@@ -350,7 +360,10 @@ class Ledger:
       self.visits.append((filters, -1 if parent is None else self.index[parent], n_new))
 
   def _spend(self) -> None:
-    if self.used >= self.budget or (self.used and self.out_of_time):  # the root is always observed
+    if self.used >= self.budget:
+      raise BudgetSpent()
+    if self.used and self.out_of_time:  # the root is always observed
+      self.timed_out = True
       raise BudgetSpent()
     self.used += 1
     if self.progress is not None:
@@ -393,7 +406,16 @@ class Ledger:
       seconds=time.perf_counter() - self.t0,
       note=note,
       rows_scanned=self.rows_scanned,
+      stopped_by=self.stopped_by,
     )
+
+  @property
+  def stopped_by(self) -> str:
+    """Why the search stopped, as far as the ledger saw (`STOPPED_*`): a method that stops by itself while queries
+    and time are left had no cohort left to visit."""
+    if self.used >= self.budget:
+      return STOPPED_BUDGET
+    return STOPPED_TIME if self.timed_out else STOPPED_DONE
 
 
 class TimeLimit:
@@ -472,9 +494,11 @@ class Anytime:
           seconds=seconds,
           note=final.note,
           rows_scanned=rows,
+          stopped_by=STOPPED_BUDGET,
         )
       else:
-        out[b] = dataclasses.replace(final, budget=b)
+        stopped = STOPPED_BUDGET if final.queries >= b else final.stopped_by
+        out[b] = dataclasses.replace(final, budget=b, stopped_by=stopped)
     return out
 
 
@@ -493,6 +517,7 @@ class SearchResult:
     z_screen: the |z| threshold used.
     note: anything the method wants the report to say.
     rows_scanned: rows the search's group-by passes touched (module docstring).
+    stopped_by: why it stopped: `STOPPED_BUDGET`, `STOPPED_TIME` or `STOPPED_DONE` ("" where unknown).
   """
 
   method: str
@@ -504,6 +529,7 @@ class SearchResult:
   z_screen: float
   note: str = ""
   rows_scanned: int = 0
+  stopped_by: str = ""
 
 
 def drill_path(visits: pd.DataFrame, query: int) -> list[str]:
@@ -536,6 +562,7 @@ def finish(
   seconds: float,
   note: str = "",
   rows_scanned: int = 0,
+  stopped_by: str = "",
 ) -> SearchResult:
   """Builds the result: statistics of the new findings at every cohort reached with n_new > 0."""
   t0 = time.perf_counter()
@@ -577,4 +604,5 @@ def finish(
     z_screen=space.z_screen,
     note=note,
     rows_scanned=int(rows_scanned),
+    stopped_by=stopped_by,
   )

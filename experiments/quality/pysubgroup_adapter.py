@@ -55,7 +55,7 @@ import pandas as pd
 from scipy import special
 
 import cube_env
-from cube_env import Progress, SearchResult, Space, codes_to_filters, cohort_label
+from cube_env import STOPPED_BUDGET, STOPPED_DONE, Progress, SearchResult, Space, codes_to_filters, cohort_label
 from cube_env.discovery.space import RowCounter
 
 ALGORITHMS = ("beam", "dfs")
@@ -365,6 +365,7 @@ def _result(
     z_screen=space.z_screen,
     note=note,
     rows_scanned=_rows_scanned(space, keys),
+    stopped_by=STOPPED_BUDGET if ledger.used >= budget else STOPPED_DONE,
   )
 
 

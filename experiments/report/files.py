@@ -115,11 +115,16 @@ def count_stories(findings: pd.DataFrame) -> int:
 
 
 def search_ended(run: cube_env.Discovery) -> str:
-  """Why the search stopped: its budget spent, or before it: nothing left to visit, or (with `--time-limit`, when its
-  seconds reached the limit; they include the candidates' statistics, so it may have finished anyway) its time."""
+  """Why the search stopped: its budget spent, or before it: its time limit or nothing left to visit
+  (`SearchResult.stopped_by`; a result without it, put together by hand, is read off its queries and seconds)."""
   c, search = run.config, run.search
-  if search.queries >= c.budget:
-    return "at its budget"
+  stopped = search.stopped_by
+  if stopped == cube_env.STOPPED_BUDGET or (not stopped and search.queries >= c.budget):
+    return "at its budget" if search.queries >= c.budget else "at its budget (its next depth would not fit it)"
+  if stopped == cube_env.STOPPED_TIME:
+    return "before its budget: at its time limit" + ("" if c.time_limit is None else f" ({c.time_limit:g} s)")
+  if stopped == cube_env.STOPPED_DONE:
+    return "before its budget: the method had no cohort left to visit"
   if c.time_limit is not None and search.seconds >= c.time_limit:
     return f"before its budget: at its time limit ({c.time_limit:g} s), or with no cohort left to visit"
   return "before its budget: the method had no cohort left to visit"
