@@ -15,6 +15,7 @@ tests' statistics together. `disclosure.derived_remainders` builds the shown cou
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Mapping, Sequence
 
 ANY = None  # a column without a condition
@@ -153,7 +154,7 @@ def closure(
   for relation in relations:
     for kind in relation:
       of_kind.setdefault(kind, []).append(relation)
-  work: list[tuple] = []
+  work: collections.deque = collections.deque()  # breadth first: a count's first derivation is among its shortest
   small: list[tuple] = []
 
   def add(kind, rows, count, sources, derived=True):
@@ -173,7 +174,7 @@ def closure(
   for (kind, rows), (count, sources) in shown.items():
     add(kind, rows, count, sources, derived=False)
   while work:
-    key = work.pop()
+    key = work.popleft()
     kind, rows = key
     count, sources = known[key]
     partners = []  # (column, my condition, the other columns' conditions, partner)
