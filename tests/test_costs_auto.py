@@ -1,12 +1,14 @@
 """Issue 17's cost counters (rows scanned, by hand with pandas), the time limit, and `auto`'s choice."""
 
 import math
+import time
 
 import numpy as np
 import pytest
 
 import cube_env
 from cube_env.discovery import auto as auto_lib
+from cube_env.discovery import methods as methods_lib
 from cube_env.discovery import space as space_lib
 from tests.conftest import SMALL_SCHEMA
 
@@ -202,3 +204,28 @@ def test_auto_sets_what_enumeration_still_takes_against_the_time_left(space, mon
   clock["calls"] = 0  # the first subset compiles again
   tight = auto_lib.plan(space, budget=total, time_left=4.0)  # 1.9 s left after two subsets, under 2.0 x 1.5
   assert tight.method == auto_lib.FALLBACK and len(tight.probed) == 2 and "exceeds the 1.9 s left" in tight.reason
+
+
+def test_enumeration_auto_picks_stops_at_its_deadline_between_column_subsets(space, monkeypatch):
+  """An audit: the probe's estimate swings twofold, and the enumeration it picked could not stop (a run ended past
+  its limit). Past the deadline no column subset is begun but the root's, and the probe's subsets are kept."""
+  total = sum(cube_env.count_cohorts(space))
+  full = cube_env.get_method("exhaustive")(space, budget=total, seed=0)
+  late = methods_lib.enumerate_space(space, budget=total, deadline=time.perf_counter())
+  assert late.queries == 1 and len(late.visits) == 1 and late.stopped_by == cube_env.STOPPED_TIME
+  subsets = space_lib.column_subsets(space)
+  assert late.note == f"stopped at its time limit after 1 of {subsets} column subsets (1 cohort)"
+  assert late.rows_scanned == full.rows_scanned // subsets
+  probe = auto_lib.enumeration_seconds(space, probe=3)
+  part = methods_lib.enumerate_space(space, budget=total, done=probe.found, deadline=time.perf_counter())
+  assert part.queries == 1 + probe.queries == len(part.visits) and part.stopped_by == cube_env.STOPPED_TIME
+  keys = ["cohort", "protected", "group", "measure"]
+  assert len(part.candidates) and part.candidates[keys + ["z"]].equals(
+    full.candidates[full.candidates["cohort"].isin(set(part.visits["cohort"]))][keys + ["z"]].reset_index(drop=True)
+  )
+  # auto, having chosen enumeration, gets the deadline of its time limit.
+  roomy = auto_lib.plan(space, budget=total, time_left=3600.0)
+  monkeypatch.setattr(auto_lib, "plan", lambda *_, **__: roomy)
+  timed = cube_env.get_method("auto")(space, budget=total, seed=0, progress=cube_env.TimeLimit(1e-9))
+  assert timed.note.startswith("auto chose exhaustive") and "stopped at its time limit after" in timed.note
+  assert timed.queries < total and timed.stopped_by == cube_env.STOPPED_TIME

@@ -14,7 +14,8 @@ query:
    (`oracle.subset_findings`) on `PROBE_SUBSETS` random column subsets of the
    deepest level (the first compiles) and extrapolates to every subset with a
    margin (`TIME_MARGIN`), stopping early once it cannot fit. Enumeration reuses
-   the probe's subsets; a fallback is charged the probe's cohorts as queries.
+   the probe's subsets and stops at the limit between column subsets; a fallback
+   is charged the probe's cohorts as queries.
 3. Otherwise the fallback method (`FALLBACK`, chosen on the benchmark's training
    worlds: `python -m experiments.benchmark quality --split train`, see
    benchmarks/README.md) searches with the budget and time that are left.
@@ -164,7 +165,8 @@ def auto(
   """Enumerates when the space fits the budget and the time limit (if any), else runs `fallback` (with `options`).
 
   The time limit is read from a `TimeLimit` in the `progress` chain. Enumeration reuses the time probe's subsets
-  (counted once); a fallback is charged the probe's cohorts, which never leaves it under 1 query (the probe's
+  (counted once) and begins no column subset after the limit (the probe's estimate can be off twofold; the
+  cohorts of the subsets finished are kept, `stopped_by` the time limit); a fallback is charged the probe's cohorts, which never leaves it under 1 query (the probe's
   subsets are of the deepest level, so it visits fewer cohorts than enumeration's, which fit the budget).
   """
   Ledger(space, budget)  # validates the budget
@@ -172,7 +174,8 @@ def auto(
   limit = time_limit_of(progress)
   chosen = plan(space, budget=budget, time_left=limit, fallback=fallback)
   if chosen.method == "exhaustive":
-    result = enumerate_space(space, budget=budget, progress=progress, done=chosen.probed)
+    deadline = None if limit is None else t0 + limit
+    result = enumerate_space(space, budget=budget, progress=progress, done=chosen.probed, deadline=deadline)
     charged = 0
   else:
     if limit is not None:

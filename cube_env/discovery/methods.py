@@ -52,6 +52,7 @@ from cube_env.discovery.ranking import learned
 from cube_env.discovery.space import (
   STOPPED_BUDGET,
   STOPPED_DONE,
+  STOPPED_TIME,
   BudgetSpent,
   Ledger,
   Progress,
@@ -238,11 +239,18 @@ def exhaustive(space: Space, *, budget: int, seed: int, progress: Progress | Non
 
 
 def enumerate_space(
-  space: Space, *, budget: int, progress: Progress | None = None, done: Mapping | None = None
+  space: Space,
+  *,
+  budget: int,
+  progress: Progress | None = None,
+  done: Mapping | None = None,
+  deadline: float | None = None,
 ) -> SearchResult:
   """`exhaustive`, with `done`: column subsets already computed (`oracle.enumerate_findings`; `auto`'s time probe),
-  used and counted once. A function apart, so that the registered method's options stay its own (a benchmark's
-  rows record them)."""
+  used and counted once, and `deadline` (a `time.perf_counter()` reading; `auto` under a time limit): no column
+  subset is begun after it, and the result holds the cohorts of the subsets finished (`stopped_by` the time
+  limit). A function apart, so that the registered method's options stay its own (a benchmark's rows record
+  them)."""
   journal = journal_of(progress)
   t0 = time.perf_counter()
   Ledger(space, budget)  # validates the budget
@@ -262,8 +270,10 @@ def enumerate_space(
       include_old=False,
       journal=journal,
       done=done,
+      deadline=deadline,
     )
     queries = int(found.attrs["queries"])
+    finished, of_subsets = set(found.attrs["subsets"]), found.attrs["of_subsets"]
   else:
     found = cohorts.cohort_table(
       cube,
@@ -272,16 +282,22 @@ def enumerate_space(
       only_new=True,
     )
     queries = 1
+    finished, of_subsets = {()}, 1
   if journal is not None:
     journal.save()
   if progress is not None:
     progress(queries)
-  visits = _canonical_visits(codes, found, cube)
   note = (
     f"all {queries} visitable cohorts to depth {depth}"
     if depth == space.max_depth
     else f"depth {depth} only: the cohorts to depth {depth + 1} exceed the budget"
   )
+  stopped = STOPPED_DONE if depth == space.max_depth and queries < budget else STOPPED_BUDGET
+  if len(finished) < of_subsets:  # the deadline passed: the cohorts of the column subsets finished
+    codes = codes[[tuple(np.flatnonzero(row >= 0)) in finished for row in codes]]
+    note = f"stopped at its time limit after {len(finished)} of {of_subsets} column subsets ({queries:,} cohort{'s' if queries != 1 else ''})"
+    stopped = STOPPED_TIME
+  visits = _canonical_visits(codes, found, cube)
   return finish(
     space,
     "exhaustive",
@@ -290,8 +306,8 @@ def enumerate_space(
     visits=visits,
     seconds=time.perf_counter() - t0,
     note=note,
-    rows_scanned=enumeration_rows(space, depth),
-    stopped_by=STOPPED_DONE if depth == space.max_depth and queries < budget else STOPPED_BUDGET,
+    rows_scanned=enumeration_rows(space, depth) // of_subsets * len(finished),
+    stopped_by=stopped,
   )
 
 

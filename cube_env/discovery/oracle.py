@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 from collections.abc import Mapping
 
 import jax
@@ -136,6 +137,7 @@ def enumerate_findings(
   include_old: bool = True,
   journal: Journal | None = None,
   done: Mapping[tuple[int, ...], tuple[int, list[dict]]] | None = None,
+  deadline: float | None = None,
 ) -> pd.DataFrame:
   """Every significant disparity in every visitable cohort up to `max_depth`.
 
@@ -148,10 +150,16 @@ def enumerate_findings(
     done: `{subset: subset_findings(...)}` already computed with
       `enumeration_params` of the same settings (`auto`'s time probe): used,
       not recomputed, and counted as queries once.
+    deadline: a `time.perf_counter()` reading after which no further column
+      subset is computed but the root's (those `done` or in the journal are
+      still read); the table then holds the subsets finished (`auto` under a
+      time limit).
 
   Returns:
     DataFrame with `FINDING_COLUMNS`; `df.attrs["queries"]` is the number of
-    cohorts visited (group-by queries), `df.attrs["z_screen"]` the threshold.
+    cohorts visited (group-by queries), `df.attrs["z_screen"]` the threshold,
+    `df.attrs["subsets"]` the column subsets enumerated (all of them unless
+    the deadline passed) and `df.attrs["of_subsets"]` how many there are.
     Its numbers are as computed, as the search needs them: a row whose group or
     rest is a small count is blank, but a binary rate with its n gives back its
     events (a disclosure audit: 2 complications in 60 women). Show people
@@ -163,19 +171,25 @@ def enumerate_findings(
   )
   queries = 0
   entries: list[dict] = []
-  for k in range(0, max_depth + 1):
-    for subset in itertools.combinations(range(len(meta.filter_names)), k):
-      key = "subset:" + ",".join(str(c) for c in subset)
-      chunk = None if journal is None else journal.chunk(key)
-      if chunk is None:
-        n, found = (done or {}).get(subset) or subset_findings(params, meta, subset, include_old=include_old)
-        chunk = {"queries": n, "entries": found}
-        if journal is not None:
-          chunk = journal.put_chunk(key, chunk, cost=n)  # as stored: a resumed run reads the same
-      queries += chunk["queries"]
-      entries += chunk["entries"]
+  subsets = [s for k in range(0, max_depth + 1) for s in itertools.combinations(range(len(meta.filter_names)), k)]
+  finished: list[tuple[int, ...]] = []
+  for subset in subsets:
+    key = "subset:" + ",".join(str(c) for c in subset)
+    chunk = None if journal is None else journal.chunk(key)
+    late = finished and deadline is not None and time.perf_counter() >= deadline  # the root is always enumerated
+    if chunk is None and subset not in (done or {}) and late:
+      continue
+    if chunk is None:
+      n, found = (done or {}).get(subset) or subset_findings(params, meta, subset, include_old=include_old)
+      chunk = {"queries": n, "entries": found}
+      if journal is not None:
+        chunk = journal.put_chunk(key, chunk, cost=n)  # as stored: a resumed run reads the same
+    queries += chunk["queries"]
+    entries += chunk["entries"]
+    finished.append(subset)
   out = pd.DataFrame(entries, columns=list(FINDING_COLUMNS))
   out.attrs["queries"] = queries
+  out.attrs["subsets"], out.attrs["of_subsets"] = finished, len(subsets)
   out.attrs["z_screen"] = float(params.z_screen)
   return out
 
