@@ -1058,3 +1058,21 @@ def test_an_adjusted_runs_unadjusted_rest_events_are_shown_only_beside_a_relativ
   table = _table(rows, z=3.0).assign(raw_rest_events=[40.0, 35.0])  # 5 events of the rest outside site a
   assert disclosure.derived_remainders(table.assign(relative_diff=0.1), 11)
   assert disclosure.derived_remainders(table.assign(relative_diff=np.nan), 11) == []
+
+
+def test_chains_through_a_columns_values_are_followed_for_columns_of_up_to_five_values():
+  """`race != W` less races A and B is every race but W, A and B: with four races that is race O (30), whose
+  patients at site a (25, shown) leave 5 elsewhere. Only a closure that knows the column's four values sees it
+  (it knew those of columns of two values only; on a 1,857-candidate run five values cost 21 s against 12 s)."""
+  rows = [
+    ({}, "race", "W", "los", 300.0, 150.0, 150.0),
+    ({"race": "A"}, "sex", "F", "los", 60.0, 30.0, 30.0),
+    ({"race": "B"}, "sex", "F", "los", 60.0, 30.0, 30.0),
+    ({"race": "O", "site": "a"}, "sex", "F", "los", 25.0, 12.0, 13.0),
+  ]
+  table = _table(rows, z=3.0)
+  values = {"race": ("W", "A", "B", "O"), "site": ("a", "b", "c"), "sex": ("F", "M")}
+  assert disclosure.derived_remainders(table, 11) == []
+  assert disclosure.derived_remainders(table, 11, categories=values)
+  shown = disclosure.hide_small_cells(table, 11, categories=values)
+  assert disclosure.derived_remainders(shown, 11, categories=values) == [] and shown["n_group"].notna().any()
