@@ -303,3 +303,17 @@ def test_a_saved_state_is_never_cleared_by_a_fresh_run_and_a_moved_copy_resumes_
     json.dump({**saved_settings, "beam_width": 4}, handle)  # with --method greedy
   assert discover.main(_flags(setup, "greedy", str(tmp_path / "x")) + ["--beam-width", "4"]) == 2  # fresh: refused
   assert discover.main(["--resume", older]) == 0 and _findings(older)[0] == before[0]
+
+
+def test_saved_queries_count_an_enumerations_chunks(tmp_path):
+  """A service audit: a resumed enumeration's progress fell from 598 queries to 0, its manifest counting the
+  queries of a walk only. The chunks' costs count too, in the manifest and in the one before it."""
+  state = str(tmp_path / "state")
+  book = journal.Journal(state, fingerprint={"run": 1}, every=5)
+  book.put_chunk("subset:", {"n": 1}, cost=1)
+  book.put_chunk("subset:0", {"n": 2}, cost=6)  # a save: 7 queries
+  book.put_chunk("subset:1", {"n": 3}, cost=8)
+  book.save()
+  assert journal.saved_queries(state) == 15
+  os.remove(os.path.join(state, journal.MANIFEST))
+  assert journal.saved_queries(state) == 7  # the previous manifest's

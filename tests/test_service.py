@@ -251,6 +251,26 @@ def test_a_report_another_version_wrote_is_not_served_and_a_resubmission_runs_an
   )
 
 
+def test_a_finished_job_run_again_keeps_its_report(service, table):
+  """A service audit: a time-limited job whose record Redis lost (or one requeued in the moment between its end and
+  RQ's record of it) ran again and rewrote its report, another one (1 query, then 4,201). The run's outcome, written
+  beside its whole report (`finished.json`), keeps the report: the job's record is rebuilt from it."""
+  settings = {**SETTINGS, "seed": 37, "time_limit": 600}
+  job_id = service.submit(settings, table).json()["id"]
+  before = service.finish(job_id)["progress"]
+  report = os.path.join(jobs.job_dir(ServiceConfig(data_dir=str(service.root / "data")), job_id), "report")
+  with open(os.path.join(report, jobs.FINISHED_FILE), encoding="utf-8") as handle:
+    assert json.load(handle)["queries"] == before["queries"]
+  stamps = {name: os.stat(os.path.join(report, name)).st_mtime_ns for name in jobs.REPORT_FILES}
+  jobs.fetch(redis.Redis.from_url(service.redis_url), job_id).delete()  # a Redis restarted without persistence
+  again = service.submit(settings, table).json()
+  assert again["id"] == job_id and again["cached"] is False
+  after = service.finish(job_id)["progress"]
+  assert (after["queries"], after["stage"]) == (before["queries"], "done")
+  assert {name: os.stat(os.path.join(report, name)).st_mtime_ns for name in jobs.REPORT_FILES} == stamps
+  assert service.client.get(f"/jobs/{job_id}/findings.json").status_code == 200
+
+
 TOKEN = "s3cret-token-for-tests"
 
 
@@ -689,6 +709,9 @@ def test_a_job_rq_failed_as_abandoned_is_requeued_and_a_lost_one_says_so(service
   job.meta["ended"] = time.time()  # a job that ended and let its lease go an instant before RQ records it: not lost
   job.save_meta()
   assert jobs.job_status(job)["progress"]["stage"] == "searching"
+  conn.zadd(queue.started_job_registry.key, {f"{job.id}:gone": 1})  # an audit: requeued then, it ran twice
+  assert jobs.requeue_abandoned(queue, lease_seconds=LEASE) == [] and job.get_status(refresh=True) == JobStatus.STARTED
+  conn.zrem(queue.started_job_registry.key, f"{job.id}:gone")
   job.meta["ended"] = None
   job.save_meta()
   conn.zadd(queue.started_job_registry.key, {f"{job.id}:gone": 1})  # a heartbeat that lapsed long ago
@@ -929,6 +952,10 @@ def test_eta_is_timed_from_the_first_query_run_not_from_the_start():
   assert progress["stage"] == "searching"
   for changed in ({"stage": "confirming"}, {"paced_from": [101, now - 1]}, {"paced_from": None, "queries": 1}):
     assert jobs.job_status(Fake(meta | changed))["progress"]["eta_s"] is None, changed
+  # Under a time limit the search stops at it whatever its pace (an audit: 72 s left said of a job 0.4 s from it).
+  timed = meta | {"time_limit": 30.0, "searching_since": now - 25}
+  assert jobs.job_status(Fake(timed))["progress"]["eta_s"] == pytest.approx(5, abs=1.0)
+  assert jobs.job_status(Fake(timed | {"time_limit": 600.0}))["progress"]["eta_s"] == pytest.approx(899 * 0.2, abs=1)
   # A method reports each query as it starts it: the pace starts at the second live query's report (the first
   # one's end, past its compilation), after any replayed from a journal.
   job = Fake({"resumed_queries": 3})

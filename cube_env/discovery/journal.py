@@ -304,8 +304,9 @@ class Journal:
 
   # -- saving ------------------------------------------------------------------------------------------------------
 
-  def _manifest(self, segments: list[dict], queries: int, chunks: int) -> bytes:
+  def _manifest(self, segments: list[dict], queries: int, chunks: int, chunk_queries: int) -> bytes:
     manifest = {"format": FORMAT, "fingerprint": self.fingerprint, "queries": queries, "chunks": chunks}
+    manifest["chunk_queries"] = chunk_queries  # the queries the chunks cost (`saved_queries`)
     return json.dumps({**manifest, "segments": segments}, indent=1).encode()
 
   def save(self) -> None:
@@ -318,9 +319,13 @@ class Journal:
     seg = {"file": name, "queries": len(self._pending), "chunks": len(self._pending_chunks), "blake2b": _digest(data)}
     self._next += 1
     path, previous = os.path.join(self.directory, MANIFEST), os.path.join(self.directory, PREVIOUS)
+    saved_cost = sum(c["cost"] for c in self._chunks.values())
     if self._segments:  # the state this save extends (what loaded or was saved whole), so a manifest is always there
-      write_atomic(previous, self._manifest(self._segments, len(self._replay), len(self._chunks)))
-    new = self._manifest(self._segments + [seg], self.queries, len(self._chunks) + len(self._pending_chunks))
+      write_atomic(previous, self._manifest(self._segments, len(self._replay), len(self._chunks), saved_cost))
+    chunks = len(self._chunks) + len(self._pending_chunks)
+    new = self._manifest(
+      self._segments + [seg], self.queries, chunks, saved_cost + sum(c["cost"] for c in self._pending_chunks.values())
+    )
     write_atomic(path, new)
     fsync_dir(self.directory)
     self._segments.append(seg)
@@ -331,11 +336,13 @@ class Journal:
 
 
 def saved_queries(directory: str) -> int:
-  """Queries the newest readable manifest in `directory` says are saved (0 without one; digests not checked)."""
+  """Queries the newest readable manifest in `directory` says are saved, a walk's or an enumeration's chunks' (an
+  audit: a resumed enumeration's progress fell from 598 to 0); 0 without one; digests not checked."""
   for name in (MANIFEST, PREVIOUS):
     try:
       with open(os.path.join(directory, name), encoding="utf-8") as handle:
-        return int(json.load(handle).get("queries", 0))
+        manifest = json.load(handle)
+      return int(manifest.get("queries", 0)) + int(manifest.get("chunk_queries", 0))
     except (OSError, ValueError, AttributeError):
       continue
   return 0

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 import cube_env
+from cube_env.discovery.journal import fsync_dir, write_atomic
 from cube_env.discovery.pipeline import confirmation_rule, warnings_in
 from experiments.report.markup import P_COLUMNS, P_FLOOR, p_text, render_html
 
@@ -232,9 +233,12 @@ def write_report(
   info = summary(run, source=source, truth=truth)
   paths = {name: os.path.join(out_dir, name) for name in ("findings.json", "findings.csv", "report.html")}
   records = [_clean(r) for r in floored_p(table).to_dict("records")]
-  with open(paths["findings.json"], "w", encoding="utf-8") as fh:
-    json.dump({"summary": info, "findings": records}, fh, indent=1, allow_nan=False)
-  csv_table(table, info["coding"]).to_csv(paths["findings.csv"], index=False)
-  with open(paths["report.html"], "w", encoding="utf-8") as fh:
-    fh.write(render_html(run, info, table, planted=planted))
+  texts = {
+    "findings.json": json.dumps({"summary": info, "findings": records}, indent=1, allow_nan=False),
+    "findings.csv": csv_table(table, info["coding"]).to_csv(index=False),
+    "report.html": render_html(run, info, table, planted=planted),
+  }
+  for name, text in texts.items():  # each whole or not at all, and durable (an audit: a crash left an empty one)
+    write_atomic(paths[name], text.encode("utf-8"))
+  fsync_dir(out_dir)
   return paths

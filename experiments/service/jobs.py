@@ -7,7 +7,8 @@
   directory the server made for it (`jobs/<id>/`: `spec.json` written by the server from the checked settings, the
   table stored by content hash under `tables/`). The job writes `state/` (the search journal,
   `cube_env.discovery.journal`) and `report/` (findings.json, findings.csv, report.html by `experiments.report`,
-  which blank every count under the small-cell limit and escape every value in the HTML).
+  which blank every count under the small-cell limit and escape every value in the HTML; then `finished.json`, the
+  run's outcome: a job run again with it there keeps its report).
 * Progress: the job keeps `queries`, `budget`, `started` in RQ's job meta (saved at most every 0.5 s).
 * Abandoned jobs: while a job runs it holds a lease in Redis (`cube:lease:<id>`, `lease_seconds` long, refreshed
   by a thread three times per lease; taken by the worker before it forks the job's work horse, for three lease
@@ -59,6 +60,7 @@ STOP_KEY_SECONDS = 3600
 STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this many lease periods (the horse's start-up)
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 REPORT_FILES = ("findings.json", "findings.csv", "report.html")
+FINISHED_FILE = "finished.json"  # in a job's report folder, written last: the run's outcome (`_finished`); not served
 LOST_STAGE = "waiting for a worker (the one running it stopped; the next resumes it from its journal)"
 OUTDATED_STAGE = "done by another version of the service: its report is not served (submit the job again)"
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)  # what redis-py raises when the server cannot be reached
@@ -208,10 +210,10 @@ def _submit(
     "submitted": time.time(),
     FORMAT_KEY: REPORT_FORMAT,
   }
-  tmp = os.path.join(directory, "spec.json.tmp")
-  with open(tmp, "w", encoding="utf-8") as handle:
-    json.dump(record, handle, indent=1)
-  os.replace(tmp, os.path.join(directory, "spec.json"))
+  # Whole and durable before the job is queued: a spec.json a crash left unreadable made the next purge's sweep take
+  # its job's stored table for an orphan (an audit).
+  journal.write_atomic(os.path.join(directory, "spec.json"), json.dumps(record, indent=1).encode())
+  journal.fsync_dir(directory)
   job_queue(config, connection).enqueue(
     run_job,
     os.path.abspath(directory),
@@ -220,6 +222,7 @@ def _submit(
     result_ttl=-1,  # results are the cache: kept until the job is deleted
     meta={
       "budget": spec.budget,
+      "time_limit": spec.time_limit,  # the search's seconds at most: `eta_s` never runs past them
       "method": spec.method,
       "queries": 0,
       "submitted": record["submitted"],
@@ -461,7 +464,11 @@ def job_status(job: Job) -> dict[str, Any]:
     first_queries, first_at = meta.get("paced_from") or (queries, end)
     done = queries - int(first_queries)
     if status == JobStatus.STARTED and not lost and meta.get("stage") == "searching" and done > 0 and budget > queries:
-      out["progress"]["eta_s"] = round(max(0.0, end - first_at) / done * (budget - queries), 1)
+      eta = max(0.0, end - first_at) / done * (budget - queries)
+      limit, since = meta.get("time_limit"), meta.get("searching_since")
+      if limit is not None and since is not None:  # the search stops at its time limit whatever its pace (an audit)
+        eta = min(eta, max(0.0, float(limit) - (end - since)))
+      out["progress"]["eta_s"] = round(eta, 1)
     elif status == JobStatus.FINISHED:
       out["progress"]["eta_s"] = 0.0
   if status == JobStatus.FINISHED and outdated(job, meta) is not None:
@@ -569,6 +576,14 @@ def run_job(directory: str) -> dict[str, Any]:
   spec = JobSpec.from_dict(record["spec"])
   config = spec.config(agent=record.get("agent"))
   job = get_current_job()
+  finished = _finished(directory)
+  if finished is not None:  # run again with its report whole (its record lost, or requeued as it ended): kept
+    if job is not None:
+      now = time.time()
+      job.meta.update(started=now, ended=now, seen=now, stage="done", queries=finished["queries"])
+      job.meta[FORMAT_KEY] = REPORT_FORMAT
+      job.save_meta()
+    return finished
   state_dir = os.path.join(directory, "state")
   settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "method"}
   progress = _Progress(job) if job is not None else None
@@ -588,6 +603,8 @@ def run_job(directory: str) -> dict[str, Any]:
   def stage(name: str) -> None:
     if job is not None:
       job.meta["stage"] = name
+      if name == "searching":  # where the search's time limit starts counting (`job_status`'s `eta_s`)
+        job.meta["searching_since"] = time.time()
       job.save_meta()
 
   holder = lease(job.connection, job.id, record["lease_seconds"]) if job is not None else contextlib.nullcontext()
@@ -617,6 +634,10 @@ def run_job(directory: str) -> dict[str, Any]:
       )
       stage("writing the report")
       report.write_report(run, os.path.join(directory, "report"), source=record["source"])
+      outcome = {"queries": run.search.queries, "candidates": len(run.findings), "confirmed": len(run.confirmed)}
+      done = json.dumps({**outcome, FORMAT_KEY: REPORT_FORMAT}).encode()
+      journal.write_atomic(os.path.join(directory, "report", FINISHED_FILE), done)
+      journal.fsync_dir(os.path.join(directory, "report"))
     except Exception:
       if job is not None:  # a failed job's elapsed time stops here
         now = time.time()
@@ -626,7 +647,23 @@ def run_job(directory: str) -> dict[str, Any]:
     if job is not None:
       job.meta.update(queries=run.search.queries, ended=time.time(), stage="done", **{FORMAT_KEY: REPORT_FORMAT})
       job.save_meta()
-  return {"queries": run.search.queries, "candidates": len(run.findings), "confirmed": len(run.confirmed)}
+  return outcome
+
+
+def _finished(directory: str) -> dict[str, int] | None:
+  """The outcome a run of the job wrote beside its whole report (`FINISHED_FILE`, in this report format, every
+  report file present), or None. A job run again after that keeps its report: its record lost with Redis, or
+  requeued in the moment between its end and RQ's record of it, it ran again and rewrote its report, which a time
+  limit made another (an audit: 1 query, then 4,201)."""
+  report = os.path.join(directory, "report")
+  try:
+    with open(os.path.join(report, FINISHED_FILE), encoding="utf-8") as handle:
+      done = json.load(handle)
+    outcome = {key: int(done[key]) for key in ("queries", "candidates", "confirmed")}
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  whole = all(os.path.isfile(os.path.join(report, name)) for name in REPORT_FILES)
+  return outcome if whole and done.get(FORMAT_KEY) == REPORT_FORMAT else None
 
 
 def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
@@ -642,8 +679,12 @@ def requeue_abandoned(queue: Queue, *, lease_seconds: float) -> list[str]:
     started = job.started_at
     if started is not None:
       started = started if started.tzinfo else started.replace(tzinfo=dt.UTC)
-    return job.get_status() == JobStatus.STARTED and (
-      started is None or (now - started).total_seconds() >= lease_seconds
+    # A job whose end is written finished its work: the lease is released just before RQ records the outcome (an
+    # audit requeued one in that moment, and it ran twice).
+    return (
+      job.get_status() == JobStatus.STARTED
+      and not job.get_meta().get("ended")
+      and (started is None or (now - started).total_seconds() >= lease_seconds)
     )
 
   out = []
