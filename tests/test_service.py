@@ -483,6 +483,12 @@ def test_bad_input_is_a_clear_4xx(service, table):
     "field": "budget",
     "message": "budget: must be at most 1,000,000 on this server (serve --max-budget), got 1,000,001",
   }
+  r = service.submit({**SETTINGS, "time_limit": 86_400}, table)  # RQ's job timeout would end it first (an audit)
+  assert r.status_code == 422 and r.json()["detail"] == {
+    "field": "time_limit",
+    "message": "time_limit: must be under the 86,400 s a job may run on this server (RQ's job timeout; preparing "
+    "and confirming take time too), got 86400",
+  }
   r = service.submit({**SETTINGS, "max_depth": 10**11}, table)  # was a worker's OverflowError (an audit)
   assert r.status_code == 422 and r.json()["detail"]["message"] == "max_depth: must be at most 64, got 100000000000"
   # Numbers past float's or int64's range were a 500 (a service audit): 422 naming the field, the number by its size.

@@ -152,6 +152,13 @@ def make_app(config: ServiceConfig) -> NamedLimit:
         "budget",
         f"budget: must be at most {config.max_budget:,} on this server (serve --max-budget), got {spec.budget:,}",
       )
+    if spec.time_limit is not None and spec.time_limit >= config.job_timeout:  # RQ would kill it first (an audit)
+      raise _fail(
+        422,
+        "time_limit",
+        f"time_limit: must be under the {config.job_timeout:,} s a job may run on this server (RQ's job timeout; "
+        f"preparing and confirming take time too), got {spec.time_limit:g}",
+      )
     if spec.method == "muzero" and config.agent is None:
       raise _fail(422, "method", "method: muzero needs a server started with --agent")
     if (file is None) == (path is None):
