@@ -64,6 +64,8 @@ def test_cohort_ledger_caps_budget_and_counts_each_cohort_once():
   ledger.cap = 10  # a later run may not pass the whole budget
   assert ledger.pay((2, -1)) and ledger.pay((3, -1)) and not ledger.pay((4, -1))
   assert ledger.used == 4 and seen == [1, 2, 3, 4]
+  # A review: a run the cap cut (an earlier measure's share) but that ended under the budget said "nothing left".
+  assert ledger.refused and not bp.CohortLedger(4).refused
 
 
 def test_pysubgroup_z_matches_scipy_welch(small_df, prep):
@@ -92,8 +94,9 @@ def test_pysubgroup_z_matches_scipy_welch(small_df, prep):
 def test_pysubgroup_stops_exactly_at_budget_and_counts_cohorts(prep, algorithm):
   method = functools.partial(bp.pysubgroup_search, algorithm=algorithm, width=8)
   small = method(prep.prepared.space, budget=5, seed=0)
-  assert small.queries == 5 and len(small.visits) == 5
+  assert small.queries == 5 and len(small.visits) == 5 and small.stopped_by == cube_env.STOPPED_BUDGET
   big = method(prep.prepared.space, budget=10**6, seed=0)
+  assert big.stopped_by == cube_env.STOPPED_DONE
   evaluations = int(big.note.split(";")[1].split()[0])
   assert big.queries < prep.exhaustive_queries  # no intersectional cohorts in its space
   assert evaluations > big.queries  # many (group, measure) qualities per cohort, one query each

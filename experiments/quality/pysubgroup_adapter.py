@@ -70,6 +70,7 @@ class CohortLedger:
     self.order: dict[tuple, int] = {}
     self.coarser: set[tuple] = set()  # every paid cohort with any of its filters dropped (itself included)
     self.evaluations = 0  # subgroup qualities computed (pysubgroup's own unit)
+    self.refused = False  # whether the cap turned a cohort away (`stopped_by`: the budget, not an empty search)
 
   @property
   def used(self) -> int:
@@ -78,19 +79,23 @@ class CohortLedger:
   def full(self) -> bool:
     return self.used >= min(self.cap, self.budget)
 
+  def _refuse(self) -> bool:
+    self.refused = True
+    return False
+
   def affordable(self, key: tuple) -> bool:
-    return key in self.order or not self.full()
+    return key in self.order or not self.full() or self._refuse()
 
   def reachable(self, key: tuple) -> bool:
     """Whether a cohort refining `key` (or `key` itself) can still be paid for or is paid."""
-    return not self.full() or key in self.coarser
+    return not self.full() or key in self.coarser or self._refuse()
 
   def pay(self, key: tuple) -> bool:
     """True when `key` is paid for (already, or now within the cap)."""
     if key in self.order:
       return True
     if self.full():
-      return False
+      return self._refuse()
     self.order[key] = self.used
     kept = [f for f, v in enumerate(key) if v != -1]
     for r in range(len(kept) + 1):
@@ -365,7 +370,7 @@ def _result(
     z_screen=space.z_screen,
     note=note,
     rows_scanned=_rows_scanned(space, keys),
-    stopped_by=STOPPED_BUDGET if ledger.used >= budget else STOPPED_DONE,
+    stopped_by=STOPPED_BUDGET if ledger.used >= budget or ledger.refused else STOPPED_DONE,
   )
 
 
