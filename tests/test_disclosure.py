@@ -1076,3 +1076,20 @@ def test_chains_through_a_columns_values_are_followed_for_columns_of_up_to_five_
   assert disclosure.derived_remainders(table, 11, categories=values)
   shown = disclosure.hide_small_cells(table, 11, categories=values)
   assert disclosure.derived_remainders(shown, 11, categories=values) == [] and shown["n_group"].notna().any()
+
+
+def test_the_rules_repeat_while_they_blank_numbers_even_as_they_write_as_many_reasons():
+  """A review: the shown cells counted the reasons column, so a hide that blanked 5 numbers of one row and wrote its
+  reason into 4 more rows of the block, blank already, left the count as it was: the rules' loops stopped there."""
+  rows = [
+    ({"proc": "tka"}, "race", "Black", "mme", 1338.0, 150.0, 1165.0),
+    ({"proc": "tka", "language": "English"}, "race", "Other", "mme", 1147.0, 351.0, 775.0),
+    ({"proc": "tka", "ethnicity": "NotHisp"}, "race", "Other", "mme", 1033.0, 253.0, 762.0),
+  ] + [({"proc": "tka"}, "race", g, "mme", np.nan, np.nan, np.nan) for g in ("W", "A", "X", "Y")]
+  table = _table(rows).assign(mean_group=[2.0] * 3 + [np.nan] * 4, mean_rest=[2.1] * 3 + [np.nan] * 4)
+  table = table.assign(z=[3.0] * 3 + [np.nan] * 4)
+  found = disclosure.derived_remainders(table, 11)
+  out = table.copy()
+  disclosure._hide_quantities(out, found, 11, "")
+  assert out["n_group"].notna().sum() < table["n_group"].notna().sum()
+  assert disclosure._shown_cells(out) < disclosure._shown_cells(table)

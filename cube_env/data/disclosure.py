@@ -426,8 +426,10 @@ def hide_remainders(
 
 
 def _shown_cells(table: pd.DataFrame) -> int:
-  """How many cells of `table` hold a value (blanking only lowers it, so rules repeat until it stops falling)."""
-  return int(table.notna().to_numpy().sum())
+  """How many cells of `table` but its reasons (`HIDDEN`) hold a value: blanking only lowers it, so rules repeat
+  until it stops falling (a review: with the reasons counted, a hide that blanked 5 numbers and wrote 5 reasons into
+  rows already blank left it unchanged, and the rules stopped as if nothing more were hidden)."""
+  return int(table.drop(columns=[HIDDEN], errors="ignore").notna().to_numpy().sum())
 
 
 RAW_REST_EVENTS = "raw_rest_events"  # optional column: an adjusted run's unadjusted rest events (diff / relative_diff)
