@@ -351,8 +351,16 @@ def run(args: Args, *, fresh: bool = True) -> dict:
     save_settings(args, state_dir)
   bar = None  # opened once the search starts (a split refused while preparing printed "0%" before its error)
 
+  def stopped(step: str) -> None:  # a signal after the search: stopped between steps, the search state saved
+    saved = (
+      f"the search state is saved in {state_dir}" if state_dir is not None else "nothing is saved (--no-save-state)"
+    )
+    journal.check_stop(f"stopped by a signal {step}; {saved}")
+
   def stage(name: str) -> None:
     nonlocal bar
+    if name != "searching":
+      stopped(f"before {name}")
     if name == "searching":
       kw = dict(unit="query", desc=f"{args.method} search", disable=not args.progress, file=sys.stderr, leave=False)
       bar = tqdm(total=args.budget, **kw)
@@ -384,6 +392,7 @@ def run(args: Args, *, fresh: bool = True) -> dict:
   planted = report.planted_table(result, truth) if truth is not None else None
   if os.path.isfile(os.path.join(args.out, "findings.json")):  # said, not silent (a CLI audit)
     print(f"note: --out {args.out} held an earlier analysis: its findings and report are replaced", file=sys.stderr)
+  stopped("before writing the report")
   paths = report.write_report(result, args.out, source=source, truth=score, planted=planted)
   report.print_summary(result, source=source, score=score, paths=paths, show=args.show)
   if state_dir is not None and not args.keep_state:  # the findings are saved: the raw state is not needed

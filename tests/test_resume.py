@@ -317,3 +317,39 @@ def test_saved_queries_count_an_enumerations_chunks(tmp_path):
   assert journal.saved_queries(state) == 15
   os.remove(os.path.join(state, journal.MANIFEST))
   assert journal.saved_queries(state) == 7  # the previous manifest's
+
+
+@pytest.mark.parametrize("step", ["confirming", "writing the report"])
+def test_a_signal_after_the_search_stops_the_run_and_resume_finishes_it(setup, tmp_path, monkeypatch, capsys, step):
+  """A CLI audit: a Ctrl-C or SIGTERM after the search (confirming, hiding small cells, writing the report) was
+  ignored and the run ended with status 0. It stops at the next step with status 130, the search state saved."""
+  out = str(tmp_path / "out")
+  if step == "confirming":  # as the search ends
+
+    def confirm(*_, **__):
+      raise AssertionError("confirmation ran after the signal")
+
+    def search(*args, **kwargs):
+      result = real_search(*args, **kwargs)
+      journal._STOP.set()
+      return result
+
+    real_search = cube_env.discovery.pipeline.search
+    monkeypatch.setattr(cube_env.discovery.pipeline, "search", search)
+    monkeypatch.setattr(cube_env.discovery.pipeline, "confirm", confirm)
+  else:  # as the confirmation ends
+    real_confirm = cube_env.discovery.pipeline.confirm
+
+    def confirm(*args, **kwargs):
+      found = real_confirm(*args, **kwargs)
+      journal._STOP.set()
+      return found
+
+    monkeypatch.setattr(cube_env.discovery.pipeline, "confirm", confirm)
+  assert discover.main(_flags(setup, "greedy", out)) == 130
+  err = capsys.readouterr().err
+  assert f"stopped by a signal before {step}; the search state is saved in {os.path.join(out, 'state')}" in err
+  assert "continue with: python -m experiments.discover --resume" in err
+  assert not os.path.exists(os.path.join(out, "findings.json")) and journal.saved_queries(os.path.join(out, "state"))
+  monkeypatch.undo()
+  assert discover.main(["--resume", out]) == 0 and os.path.isfile(os.path.join(out, "findings.json"))

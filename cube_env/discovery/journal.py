@@ -128,6 +128,14 @@ def stop_on_signals() -> Iterator[None]:
     _STOP.clear()
 
 
+def check_stop(message: str) -> None:
+  """Raises `Interrupted(message)` when a signal asked the run to stop (`stop_on_signals`): for the steps after a
+  search, which asks at each query (a CLI audit: a Ctrl-C or SIGTERM during confirmation or the report was ignored,
+  the run finishing with status 0)."""
+  if _STOP.is_set():
+    raise Interrupted(message)
+
+
 def _signature(record: Mapping[str, np.ndarray]) -> tuple:
   return tuple((k, v.shape, v.dtype.str) for k, v in record.items())
 
