@@ -802,9 +802,9 @@ def _confirmed_blocks(table: pd.DataFrame, tests: _Tests) -> set:
   if "confirmed" not in table.columns:
     return set()
   out = set()
-  for (cohort, p, _, m, _), confirmed in zip(tests.keys, table["confirmed"].fillna(False).astype(bool)):
+  for (cohort, p, g, m, _), confirmed in zip(tests.keys, table["confirmed"].fillna(False).astype(bool)):
     if confirmed and cohort is not None:
-      out |= {("all", cohort), ("block", cohort, p, m), ("events", cohort, p, m)}
+      out |= _blanked_by((cohort, ("events", p, g, m)))  # a test's events: blanked by all three kinds of hide
   return out
 
 

@@ -327,13 +327,11 @@ class Journal:
     seg = {"file": name, "queries": len(self._pending), "chunks": len(self._pending_chunks), "blake2b": _digest(data)}
     self._next += 1
     path, previous = os.path.join(self.directory, MANIFEST), os.path.join(self.directory, PREVIOUS)
-    saved_cost = sum(c["cost"] for c in self._chunks.values())
+    saved_cost = self._chunk_cost - sum(c["cost"] for c in self._pending_chunks.values())  # before this save
     if self._segments:  # the state this save extends (what loaded or was saved whole), so a manifest is always there
       write_atomic(previous, self._manifest(self._segments, len(self._replay), len(self._chunks), saved_cost))
     chunks = len(self._chunks) + len(self._pending_chunks)
-    new = self._manifest(
-      self._segments + [seg], self.queries, chunks, saved_cost + sum(c["cost"] for c in self._pending_chunks.values())
-    )
+    new = self._manifest(self._segments + [seg], self.queries, chunks, self._chunk_cost)
     write_atomic(path, new)
     fsync_dir(self.directory)
     self._segments.append(seg)
