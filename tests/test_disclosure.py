@@ -710,6 +710,71 @@ def test_an_adjusted_runs_relative_difference_gives_no_rest_events_back():
   assert _cohort_leaks(shown, adjusted_binary={"complication"}) == [] and _leaks(shown) == []
 
 
+def _variance_events(table: pd.DataFrame, half: str) -> dict:
+  """`{cohort: {(side, protected, group): events}}` as a reader gets a side's events back from its shown variance
+  where an adjusted binary test's rows lie in one adjuster stratum: var = n p (1 - p) / (n - 1), p the smaller root
+  (the event rates of the test below are under a half)."""
+  out = {}
+  for _, r in table.iterrows():
+    for side in ("group", "rest"):
+      n, var = _number(r.get(f"{half}n_{side}")), _number(r.get(f"{half}var_{side}"))
+      if n is not None and var is not None and n > 1:
+        root = math.sqrt(max(0.0, 1.0 - 4.0 * var * (n - 1.0) / n))
+        out.setdefault(frozenset(r["filters"].items()), {})[(side, r["protected"], r["group"])] = n * (1 - root) / 2
+  return out
+
+
+def test_an_adjusted_runs_events_given_back_by_a_variance_in_one_stratum_take_part_in_the_remainder_rules():
+  """A review: in one adjuster stratum every expected value is the same, so an adjusted binary side's variance is
+  its rate's, n p (1 - p) / (n - 1), and gives its events back. `asa=1`'s tests gave them, as did those of
+  `asa=1 & proc=A..D`; the block of `proc=E`, whose events are few, was hidden, and the parent's events less its
+  shown children's gave its 5 to 9 events (nothing counted them: `raw_group_events`)."""
+  df = make_small_df(seed=0, n=20000)
+  df["asa"] = np.random.default_rng(1).choice(["1", "2", "3"], len(df))
+  df["proc"] = np.random.default_rng(9).choice(list("ABCDE"), len(df), p=[0.3, 0.3, 0.2, 0.15, 0.05])
+  df["complication"] = (np.random.default_rng(2).random(len(df)) < 0.2).astype(float)
+  schema = cube_env.Schema(dimensions=["proc", "asa"], protected=["race", "sex"], measures=["complication"])
+  config = cube_env.DiscoveryConfig(max_depth=2, z_screen=0.01, seed=0, adjust=("asa",))
+  halves = cube_env.prepare(df, schema, config).halves
+  cohorts = [{"asa": "1"}] + [{"asa": "1", "proc": p} for p in "ABCDE"]
+  candidates = pd.concat([cube_env.cohort_stats(halves.explore, c, z_screen=0.01) for c in cohorts])
+  found = cube_env.confirm_candidates(
+    candidates[candidates["n_group"].notna()].reset_index(drop=True),
+    halves.confirm,
+    raw_cube=halves.confirm_raw,
+    explore_raw_cube=halves.explore_raw,
+    expectation=halves.expectation,
+    z_screen=0.01,
+    max_depth=2,
+  )
+  given = _variance_events(found, "")
+  recorded = found["raw_group_events"].to_numpy(float)
+  np.testing.assert_allclose(  # what the run records is what the variances give back
+    recorded,
+    [given[frozenset(r["filters"].items())][("group", r["protected"], r["group"])] for _, r in found.iterrows()],
+    atol=0.5,
+  )
+
+  def leaks(table):
+    counts = _variance_events(table, "")
+    parent, kids = (
+      counts[frozenset({("asa", "1")})],
+      [counts.get(frozenset({("asa", "1"), ("proc", p)}), {}) for p in "ABCDE"],
+    )
+    return {
+      key: round(v - sum(k[key] for k in kids if key in k))
+      for key, v in parent.items()
+      if 1 <= round(v - sum(k[key] for k in kids if key in k)) < LIMIT
+    }
+
+  assert leaks(found) == {}  # every child shown: nothing left over
+  assert leaks(found[~((found["cohort"] == "proc=E & asa=1") & (found["protected"] == "race"))])  # proc=E hidden
+  shown = cube_env.shown_findings(found, 11)
+  assert shown.loc[found["cohort"] == "proc=E & asa=1", "var_group"].isna().all()
+  assert leaks(shown) == {} and shown["var_group"].notna().any()
+  assert not {"raw_group_events", "explore_raw_group_events", "explore_raw_rest_events"} & set(shown.columns)
+
+
 def test_tables_without_usable_keys_are_shown_without_error():
   """A row whose filters are not a mapping takes no part in the cohort rule; NaN keys are their own label."""
   table = _table(

@@ -179,10 +179,25 @@ def value_counts(table: pd.DataFrame, values: tuple, side: str, prefix: str = ""
     if len(v) == 3:
       var = _numbers(table, f"{prefix}var_{side}")
       low, high = (back(_numbers(table, f"{prefix}{side}_ci_{end}")) for end in ("low", "high"))
-      var = np.where(np.isfinite(var), var, n * ((high - low) / (2.0 * side_quantile(n))) ** 2)
+      var = np.where(np.isfinite(var), var, interval_variance(n, low, high))
       moments.append((n - 1.0) * var + n * mean**2)
     system = v[None, :] ** np.arange(len(v))[:, None]  # [power, value]: row k sums value^k over the cases
     return np.linalg.solve(system, np.stack(moments[: len(v)])).T
+
+
+def interval_variance(n, low, high) -> np.ndarray:
+  """The variance a side's 95% interval of its mean (`low` to `high`, `side_quantile`'s t) gives back."""
+  return np.asarray(n, float) * ((np.asarray(high, float) - np.asarray(low, float)) / (2.0 * side_quantile(n))) ** 2
+
+
+def shown_variance(table: pd.DataFrame, side: str, prefix: str = "") -> np.ndarray:
+  """`[rows]` a side's ("group", "rest") variance on the test scale as the `prefix` half's shown numbers give it: its
+  `var_` column, or where that is blank its 95% interval's (`interval_variance`; a linear-scale test's, as an
+  adjusted run's are); NaN where neither is shown."""
+  n, var = _numbers(table, f"{prefix}n_{side}"), _numbers(table, f"{prefix}var_{side}")
+  low, high = (_numbers(table, f"{prefix}{side}_ci_{end}") for end in ("low", "high"))
+  with np.errstate(invalid="ignore"):
+    return np.where(np.isfinite(var), var, interval_variance(n, low, high))
 
 
 def _small_cells(counts, min_group: float) -> np.ndarray:
@@ -433,6 +448,13 @@ def _shown_cells(table: pd.DataFrame) -> int:
 
 
 RAW_REST_EVENTS = "raw_rest_events"  # optional column: an adjusted run's unadjusted rest events (diff / relative_diff)
+# Optional columns, `[prefix]raw_<side>_events`: an adjusted run's unadjusted events of a side of a binary test where
+# that side's rows lie in one adjuster stratum (every expected value the same), so that its shown variance (or its
+# interval's) is its rate's, p (1 - p), and gives the events back; NaN elsewhere (`confirm_candidates`).
+RAW_GROUP_EVENTS = "raw_group_events"
+EXPLORE_RAW_GROUP_EVENTS = "explore_raw_group_events"
+EXPLORE_RAW_REST_EVENTS = "explore_raw_rest_events"
+_RAW_EVENTS = (RAW_REST_EVENTS, RAW_GROUP_EVENTS, EXPLORE_RAW_GROUP_EVENTS, EXPLORE_RAW_REST_EVENTS)
 _CASES = tuple(f"cases_{k}" for k in range(MOST_VALUES))  # a measure with few values: a side's cases of value k
 _COHORT_TOTALS = ("events", "nonevents") + _CASES  # a side's quantities whose group + rest is the cohort's own
 _EVENT_QUANTITIES = _COHORT_TOTALS + tuple("rest_" + c for c in _COHORT_TOTALS)
@@ -456,7 +478,7 @@ class _Tests(NamedTuple):
   n: dict[str, np.ndarray]  # side ("group", "rest") -> [rows] its rows
   rate: dict[str, np.ndarray]  # side -> [rows] its mean (a rate for a binary measure)
   cases: dict[str, np.ndarray]  # side -> [rows, MOST_VALUES] its cases with each value (`_value_cases`)
-  raw_rest: np.ndarray  # [rows] an adjusted run's unadjusted rest events (`RAW_REST_EVENTS`; NaN elsewhere)
+  raw: dict[str, np.ndarray]  # side -> [rows] an adjusted run's unadjusted events the row gives back (`_raw_events`)
   binary: np.ndarray  # [rows] bool
   count: np.ndarray  # [rows] bool
 
@@ -479,22 +501,28 @@ def _tests(table: pd.DataFrame, prefix: str) -> _Tests:
     n={side: _numbers(table, f"{prefix}n_{side}") for side in sides},
     rate={side: _numbers(table, f"{prefix}mean_{side}") for side in sides},
     cases={side: _value_cases(table, side, prefix) for side in sides},
-    raw_rest=_raw_rest_shown(table) if prefix == "" else np.full(len(table), np.nan),
+    raw={side: _raw_events(table, side, prefix) for side in sides},
     binary=_binary(table),
     count=_count(table),
   )
 
 
-def _raw_rest_shown(table: pd.DataFrame) -> np.ndarray:
-  """`[rows]` an adjusted run's unadjusted rest events (`RAW_REST_EVENTS`) where the row shows a relative difference
-  or its interval, which give them back; NaN elsewhere (the column itself is never shown, so once the rules blank a
-  block's statistics these events are no longer a shown count: they were read as one, and the several-steps rule
-  went on hiding counts for them)."""
-  events = _numbers(table, RAW_REST_EVENTS)
-  gives = np.zeros(len(table), bool)
-  for column in ("relative_diff", "relative_ci_low", "relative_ci_high"):
-    gives |= np.isfinite(_numbers(table, column))
-  return np.where(gives, events, np.nan)
+def _raw_events(table: pd.DataFrame, side: str, prefix: str) -> np.ndarray:
+  """`[rows]` an adjusted run's unadjusted events of a side of the `prefix` half that the row's shown numbers give
+  back, NaN elsewhere (the columns themselves are never shown, so once the rules blank a block's statistics these
+  events are no longer a shown count: they were read as one, and the several-steps rule went on hiding counts for
+  them). The confirmation half's rest events (`RAW_REST_EVENTS`) where the row shows a relative difference or its
+  interval (they divide by the unadjusted rest rate); a side's events where its rows lie in one adjuster stratum
+  (`[prefix]raw_<side>_events`, a review: 5 events of `asa=1 & proc=E`'s group came back as `asa=1`'s, which its
+  variance gave, less its other procedures') where its variance is shown (`shown_variance`)."""
+  if prefix == "" and side == "rest":  # every adjusted binary test's rest events: the relative difference gives them
+    gives = np.zeros(len(table), bool)
+    for column in ("relative_diff", "relative_ci_low", "relative_ci_high"):
+      gives |= np.isfinite(_numbers(table, column))
+    return np.where(gives, _numbers(table, RAW_REST_EVENTS), np.nan)
+  return np.where(
+    np.isfinite(shown_variance(table, side, prefix)), _numbers(table, f"{prefix}raw_{side}_events"), np.nan
+  )
 
 
 def _cohort_quantities(tests: _Tests) -> dict[tuple, dict[tuple, float]]:
@@ -503,8 +531,8 @@ def _cohort_quantities(tests: _Tests) -> dict[tuple, dict[tuple, float]]:
   Quantities: `("rows",)` the cohort's rows; `("tested", m)` its rows with measure m; `("group", p, g, m)` and
   `("rest", p, g, m)` a test's sides' rows; `("group_rows", p, g)` the largest count group g shows under any
   measure (its rows, where a measure has no missing value); for a binary measure `("events", ...)`,
-  `("nonevents", ...)`, `("rest_events", ...)` and `("rest_nonevents", ...)` (an adjusted run's unadjusted rest
-  events, `RAW_REST_EVENTS`, which its relative difference gives back, in the confirmation half); for a count
+  `("nonevents", ...)`, `("rest_events", ...)` and `("rest_nonevents", ...)` (for an adjusted run's, the
+  unadjusted events its numbers give back, `_raw_events`); for a count
   measure `("events", ...)` and `("rest_events", ...)`; for a measure with few values (`FEW_VALUES`)
   `("cases_k", ...)` and `("rest_cases_k", ...)`, its sides' cases with its k-th value; and the cohort's own
   `("all_events", m)`, `("all_nonevents", m)` and `("all_cases_k", m)`, a test's group and rest together (the same
@@ -512,7 +540,7 @@ def _cohort_quantities(tests: _Tests) -> dict[tuple, dict[tuple, float]]:
   """
   out: dict[tuple, dict[tuple, float]] = {}
   rows, n_g, n_r, r_g, r_r = tests.rows, tests.n["group"], tests.n["rest"], tests.rate["group"], tests.rate["rest"]
-  raw_rest, binary, count = tests.raw_rest, tests.binary, tests.count
+  raw, binary, count = tests.raw, tests.binary, tests.count
   cases, rest_cases = tests.cases["group"], tests.cases["rest"]
   for i, (cohort, p, g, m, pair) in enumerate(tests.keys):
     if cohort is None:
@@ -530,8 +558,13 @@ def _cohort_quantities(tests: _Tests) -> dict[tuple, dict[tuple, float]]:
       }
     elif count[i]:  # a count measure's events; its rows without an event are no count that n and mean give
       found |= {("events", p, g, m): n_g[i] * r_g[i], ("rest_events", p, g, m): n_r[i] * r_r[i]}
-    elif np.isfinite(raw_rest[i]):
-      found |= {("rest_events", p, g, m): raw_rest[i], ("rest_nonevents", p, g, m): n_r[i] - raw_rest[i]}
+    else:  # an adjusted binary test: the unadjusted events its numbers give back (`_raw_events`)
+      for side, n_side, name in (("group", n_g, "events"), ("rest", n_r, "rest_events")):
+        if np.isfinite(raw[side][i]):
+          found |= {
+            (name, p, g, m): raw[side][i],
+            (name.replace("events", "nonevents"), p, g, m): n_side[i] - raw[side][i],
+          }
     for k in range(cases.shape[1]):  # a measure with few values: its sides' cases with each (`FEW_VALUES`)
       found |= {(f"cases_{k}", p, g, m): cases[i, k], (f"rest_cases_{k}", p, g, m): rest_cases[i, k]}
     # A test's group and rest together are the cohort's own, whichever group it tests: its events (non-events) and
@@ -585,6 +618,8 @@ def _group_subcohorts(tests: _Tests, values: dict[tuple, dict[tuple, float]]) ->
           }
         elif count[i]:
           found[("all_events", m)] = n[side][i] * rate[side][i]
+        elif np.isfinite(tests.raw[side][i]):  # an adjusted binary test's unadjusted events (`_raw_events`)
+          found |= {("all_events", m): tests.raw[side][i], ("all_nonevents", m): n[side][i] - tests.raw[side][i]}
       for k in range(cases[side].shape[1]):
         found[(f"all_cases_{k}", m)] = cases[side][i, k]
       sub = tuple(sorted(cohort + ((p, group),)))
@@ -705,7 +740,7 @@ def derived_remainders(
 
   The shown counts: each cohort's rows; each test's sides' rows with its measure (group `p = g`, rest `p != g`, or
   the other group of two) and, for a binary or count measure, their events (a binary one's non-events follow from
-  its rows); an adjusted run's unadjusted rest events (`RAW_REST_EVENTS`); `total_rows`, the half's rows where
+  its rows); an adjusted run's unadjusted events that its numbers give back (`_raw_events`); `total_rows`, the half's rows where
   they are shown. A test whose sides hold every row of its cohort (the measure has no missing value there) makes
   its measure's counts within that cohort rows too. For the small derived counts, few of the shown counts they
   came from are hidden: one that blanks no confirmed finding's numbers where a chain has one (`_confirmed_blocks`),
@@ -754,8 +789,8 @@ def derived_remainders(
       with np.errstate(invalid="ignore"):
         if tests.binary[i] or tests.count[i]:
           show(("events", m), rows, n[side][i] * rate[side][i], (cohort, events))
-        elif side == "rest" and np.isfinite(tests.raw_rest[i]):
-          show(("events", m), rows, tests.raw_rest[i], (cohort, events))
+        elif np.isfinite(tests.raw[side][i]):  # an adjusted binary test's unadjusted events (`_raw_events`)
+          show(("events", m), rows, tests.raw[side][i], (cohort, events))
   for m, cohort, rows, value, source in sides:  # a measure complete in a cohort holding these rows: they are rows
     filters = list(cohort)
     if any(
@@ -764,7 +799,8 @@ def derived_remainders(
       for part in itertools.combinations(filters, k)
     ):
       show(("rows",), rows, value, source)
-  binary = {key[3] for key, b in zip(tests.keys, tests.binary) if b}
+  raw = np.isfinite(tests.raw["group"]) | np.isfinite(tests.raw["rest"])
+  binary = {key[3] for key, b in zip(tests.keys, tests.binary | raw) if b}
   relations = [(("rows",), ("tested", m), ("missing", m)) for m in {key[3] for key in tests.keys}]
   relations += [(("tested", m), ("events", m), ("nonevents", m)) for m in binary]
   # Few hides for many chains: the shown count that most small ones came from, a test's before a cohort's rows, the
@@ -922,7 +958,7 @@ def hide_small_cells(
   """A copy of `table` as it may be shown: every rule of this module in turn (`hide_small_rates`, then
   `hide_cohort_remainders` and `hide_remainders` repeated until neither hides more, then `hide_derived` for chains
   of several steps, and all of them again until nothing more is hidden), with the `HIDDEN` column
-  (None where nothing is hidden) and without the `RAW_REST_EVENTS` column (a count). `confirm_rows` and
+  (None where nothing is hidden) and without the `_RAW_EVENTS` columns (counts). `confirm_rows` and
   `explore_rows`: the halves' sizes where they are shown beside the table (a report's summary), so that the
   whole half less its shown cohorts of one filter is checked too. `few_values`: `{measure: values}` of the
   measures with at most three values (`CubeMeta.few_values_by_measure`, test scale): each value's cases on a side
@@ -941,4 +977,4 @@ def hide_small_cells(
         break
   if HIDDEN not in shown.columns:
     shown[HIDDEN] = pd.Series([None] * len(shown), index=shown.index, dtype=object)
-  return shown.drop(columns=[RAW_REST_EVENTS, FEW_VALUES], errors="ignore")
+  return shown.drop(columns=[*_RAW_EVENTS, FEW_VALUES], errors="ignore")

@@ -48,10 +48,14 @@ from scipy import stats as sps
 
 from cube_env.data.adjust import ExpectationError, extra_variance
 from cube_env.data.disclosure import (
+  EXPLORE_RAW_GROUP_EVENTS,
+  EXPLORE_RAW_REST_EVENTS,
   EXPLORE_RAW_SMALL_EVENTS,
+  RAW_GROUP_EVENTS,
   RAW_REST_EVENTS,
   RAW_SMALL_EVENTS,
   Z975,
+  shown_variance,
   small_events,
 )
 from cube_env.data.ingest import Cube, filters_to_codes
@@ -231,6 +235,28 @@ def with_extra_variance(again: pd.DataFrame, extra: np.ndarray) -> pd.DataFrame:
   for name, value in (("p_value", p), ("z", z), ("ci_low", d - half), ("ci_high", d + half)):
     out[name] = np.where(redo, value, pd.to_numeric(out[name], errors="coerce").to_numpy(float))
   return out
+
+
+def one_stratum_events(raw: pd.DataFrame, adjusted: pd.DataFrame, side: str) -> np.ndarray:
+  """`[rows]` the unadjusted events of a binary test's `side` ("group", "rest") where the adjusted side's shown
+  variance gives them back, NaN elsewhere. In one adjuster stratum every expected value is the same, so that
+  variance (`shown_variance`: its `var_` column or its interval's) is the unadjusted one, a rate's n p (1 - p) /
+  (n - 1), and a reader of the report solves it for the events (either root); where the expected values vary too
+  little to matter the same sum comes out. Counted where it does: the several-steps rule follows them
+  (`disclosure._raw_events`).
+
+  Args:
+    raw: `retest`'s rows of the unadjusted half.
+    adjusted: the same tests' rows of the adjusted half (`retest`'s or the candidates').
+    side: the side.
+  """
+  n, rate = (pd.to_numeric(raw[f"{k}_{side}"], errors="coerce").to_numpy(float) for k in ("n", "mean"))
+  var = shown_variance(adjusted.reset_index(drop=True), side)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    root = np.sqrt(np.clip(1.0 - 4.0 * var * (n - 1.0) / n, 0.0, None))
+    events = np.round(n * rate)
+    gives = (np.round(n * (1.0 - root) / 2.0) == events) | (np.round(n * (1.0 + root) / 2.0) == events)
+  return np.where(gives & (raw["scale"] == "binary").to_numpy(bool), events, np.nan)
 
 
 def relative_difference(
@@ -599,6 +625,10 @@ def confirm_candidates(
     # The relative difference divides by the unadjusted rest rate, so it gives these events back (`hide_*`).
     rest_events = pd.to_numeric(raw["n_rest"], errors="coerce") * pd.to_numeric(raw["mean_rest"], errors="coerce")
     out[RAW_REST_EVENTS] = np.where((raw["scale"] == "binary").to_numpy(), rest_events.round().to_numpy(), np.nan)
+    out[RAW_GROUP_EVENTS] = one_stratum_events(raw, again, "group")
+    if explore_raw is not None:
+      out[EXPLORE_RAW_GROUP_EVENTS] = one_stratum_events(explore_raw, cand, "group")
+      out[EXPLORE_RAW_REST_EVENTS] = one_stratum_events(explore_raw, cand, "rest")
   same_sign = np.sign(again["z"].fillna(0).to_numpy(float)) == np.sign(cand["z"].to_numpy(float))
   smd = np.abs(pd.to_numeric(again["smd"], errors="coerce").to_numpy(float))
   gap = pd.to_numeric(again["diff"], errors="coerce").fillna(0.0).to_numpy(float)
