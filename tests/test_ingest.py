@@ -1250,6 +1250,8 @@ def test_settings_that_would_be_read_letter_by_letter_are_refused(small_cube):
       cube_env.DiscoveryConfig(**{name: value})
   with pytest.raises(ValueError, match="min_group must be a finite number, got nan"):
     cube_env.DiscoveryConfig(min_group=float("nan"))
+  with pytest.raises(ValueError, match="time_limit must be a positive number of seconds or None, got inf"):
+    cube_env.DiscoveryConfig(time_limit=float("inf"))  # was taken as no limit (an audit): None says that
   with pytest.raises(ValueError, match="pooled_check must be True or False, got 'no'"):
     cube_env.DiscoveryConfig(pooled_check="no")
   config = cube_env.DiscoveryConfig(budget=np.int64(20), q=np.float32(0.25))  # NumPy scalars: Python numbers

@@ -81,7 +81,7 @@ class DiscoveryConfig:
     _check_types(self)
     if self.budget < 1:  # a whole number (`_check_types`)
       raise ValueError(f"budget must be a whole number of group-by queries >= 1, got {self.budget!r}")
-    if self.time_limit is not None and not self.time_limit > 0:
+    if self.time_limit is not None and not 0 < self.time_limit < float("inf"):  # inf: None says no limit
       raise ValueError(f"time_limit must be a positive number of seconds or None, got {self.time_limit!r}")
     if self.min_group < SMALL_CELL:
       raise ValueError(f"min_group must be at least {SMALL_CELL} (small-cell rule), got {self.min_group}")
