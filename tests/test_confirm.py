@@ -443,6 +443,10 @@ def test_expected_values_are_stratum_means_of_the_fitting_rows():
   np.testing.assert_allclose(exp, want)
   with pytest.raises(ValueError, match="'nope'"):
     adjust.strata(df, ["nope"])
+  # A measure without a value on the fitting rows is named (an ingest audit: "measure 0 has no value ...").
+  empty = np.where(fit[:, None], np.nan, df[["v"]].to_numpy())
+  with pytest.raises(ValueError, match="measure 'minutes' has no value on the exploration half, whose rows the"):
+    adjust.residualize(df, ["a"], empty, fit, names=["minutes"])
 
 
 def test_count_measures_are_standardized_by_ratio():

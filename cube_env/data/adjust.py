@@ -138,17 +138,23 @@ def ratio_measures(values: np.ndarray, is_binary: Sequence[bool], is_log: Sequen
   return tuple(out)
 
 
-def expected_values(stratum: np.ndarray, values: np.ndarray, fit: np.ndarray) -> np.ndarray:
+def expected_values(
+  stratum: np.ndarray, values: np.ndarray, fit: np.ndarray, names: Sequence[str] | None = None
+) -> np.ndarray:
   """Expected value of each measure for every row, from its stratum's mean on the fitting rows.
 
   Args:
     stratum: `[rows]` stratum ids (`strata`).
     values: `[rows, M]` measures on their test scale, NaN where missing.
     fit: `[rows]` bool, rows used to estimate the stratum means.
+    names: the measures' names, for the error.
 
   Returns:
     `[rows, M]` expected values; a stratum with no fitting row for a measure
     gets that measure's overall mean on the fitting rows.
+
+  Raises:
+    ValueError naming a measure with no value on the fitting rows (an ingest audit: it said "measure 0").
   """
   stratum = np.asarray(stratum)
   values = np.asarray(values, np.float64)
@@ -159,7 +165,11 @@ def expected_values(stratum: np.ndarray, values: np.ndarray, fit: np.ndarray) ->
     v = values[:, m]
     use = fit & ~np.isnan(v)
     if not use.any():
-      raise ValueError(f"measure {m} has no value on the fitting rows; it cannot be adjusted")
+      name = repr(names[m]) if names is not None else str(m)
+      raise ValueError(
+        f"measure {name} has no value on the exploration half, whose rows the expected values are fitted on: it "
+        "cannot be adjusted; give it values there (more rows, or a larger explore_fraction) or leave it out"
+      )
     sums = np.bincount(stratum[use], weights=v[use], minlength=n_strata)
     counts = np.bincount(stratum[use], minlength=n_strata)
     overall = v[use].mean()
@@ -209,7 +219,7 @@ def residualize(
   stratum = strata(df, adjusters, levels=levels)
   values = np.asarray(values, np.float64)
   asked = tuple(bool(r) for r in ratio) if ratio is not None else (False,) * values.shape[1]
-  expected = expected_values(stratum, values, fit)
+  expected = expected_values(stratum, values, fit, names)
   n_fit = len(np.unique(stratum[np.asarray(fit, bool)]))
   label = [names[m] if names is not None else str(m) for m in range(values.shape[1])]
   used, notes = [], []
