@@ -375,6 +375,31 @@ def test_a_binary_measure_too_rare_for_any_test_is_named_in_the_coding_notes(sma
   assert note in prepared.halves.summary  # a run's coding notes
 
 
+def test_a_continuous_measure_no_cohort_can_test_is_named_in_the_coding_notes(small_df):
+  """An ingest audit: a measure with fewer than 2 x min_group values in the exploration half, or one value in all of
+  them, left the search without a word (a rare binary one was named). 22 values are enough to note nothing."""
+  schema = cube_env.Schema(dimensions=["proc", "site"], protected=["race"], measures=["minutes", "sparse", "flat"])
+  df = small_df.assign(sparse=np.nan, flat=7.5)
+  df.loc[df.index[:21], "sparse"] = np.arange(21.0)
+  df.loc[df.index[-50:], "flat"] = 9.0  # not constant in the table (ingest refuses that)
+  cube = cube_env.build_cube(df, schema)
+  stats = np.asarray(cube.stats).copy()  # as a half without those rows reads: 7.5 less the table's mean everywhere
+  flat = 7.5 - cube.meta.shift[2]
+  stats[:, 2, 1], stats[:, 2, 2] = stats[:, 2, 0] * flat, stats[:, 2, 0] * np.float32(flat) ** 2
+  cube = cube.replace(stats=jnp.asarray(stats))
+  notes = cube_env.untestable_measures(cube)
+  assert notes == (
+    "measure 'sparse': fewer than 22 values in the exploration rows, too few for any test (a test needs 11 on each "
+    "side); it is never tested, so no finding of it is not evidence of no disparity",
+    "measure 'flat': one value in every exploration row, nothing to compare; it is never tested, so no finding of it "
+    "is not evidence of no disparity",
+  )
+  assert cube_env.untestable_measures(cube, min_group=10.5) == notes  # the limit is the small-cell rule's at least
+  df.loc[df.index[21], "sparse"] = 21.0
+  assert cube_env.untestable_measures(cube_env.build_cube(df, schema)) == ()
+  assert len(cube_env.untestable_measures(cube_env.build_cube(df, schema), min_group=20)) == 1  # 22 < 2 x 20
+
+
 def test_groups_too_small_to_test_are_named_in_the_coding_notes(small_df):
   """A protected group under min_group rows is never tested: the notes say so, without its count."""
   schema = cube_env.Schema(dimensions=["proc", "site"], protected=["race", "sex"], measures=["minutes"])

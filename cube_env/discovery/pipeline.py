@@ -42,6 +42,7 @@ from cube_env.discovery.space import Progress, SearchResult, Space, TimeLimit, m
 from cube_env.discovery.stories import group_stories
 from cube_env.environment.stats import MIN_EXPECTED
 
+SAME_VALUES = 1e-6  # a measure whose sum of squared deviations is under this share of its sum of squares: one value
 MAX_DEPTH = 64  # most filters a cohort may have (its int32 arrays; a depth that large searches every cohort anyway)
 
 
@@ -279,7 +280,7 @@ def prepare(df: pd.DataFrame, schema: Schema, config: DiscoveryConfig) -> Prepar
     z_screen=config.z_screen,
     new_z=config.explore_new_z,
   )
-  notes = untested_groups(halves.explore, config.min_group) + untestable_measures(halves.explore)
+  notes = untested_groups(halves.explore, config.min_group) + untestable_measures(halves.explore, config.min_group)
   halves = dataclasses.replace(halves, summary=halves.summary + notes)
   return Prepared(config=config, halves=halves, space=space)
 
@@ -319,27 +320,38 @@ def untested_groups(cube: Cube, min_group: float) -> tuple[str, ...]:
   return tuple(notes)
 
 
-def untestable_measures(cube: Cube) -> tuple[str, ...]:
-  """A coding note per binary measure with too few events or non-events in `cube` for any test.
+def untestable_measures(cube: Cube, min_group: float = SMALL_CELL) -> tuple[str, ...]:
+  """A coding note per measure that no cohort of `cube` can test: such a measure is never tested, and a run shows no
+  finding of it (not the same as no disparity). The notes give no count.
 
-  A binary test needs `MIN_EXPECTED` expected events and non-events on each side, so a cohort with fewer than
-  twice that many has none, and no cohort has more than the whole table: such a measure is never tested, and a
-  run shows no finding of it (not the same as no disparity). The note gives no count.
+  A binary test needs `MIN_EXPECTED` expected events and non-events on each side, so a cohort with fewer than twice
+  that many has none, and no cohort has more than the whole table. Any test needs `min_group` rows with the measure
+  on each side, so a measure with fewer than twice that many values has none; nor does one whose values are all the
+  same (an ingest audit: such measures, constant or nearly empty in the exploration half, left the search without a
+  word, where a rare binary one was named).
   """
   meta, stats = cube.meta, np.asarray(cube.stats, np.float64)
+  limit = disclosure_limit(min_group)
+  never = "it is never tested, so no finding of it is not evidence of no disparity"
   notes = []
   for m, name in enumerate(meta.measure_names):
-    if not meta.is_binary[m]:
-      continue
     n = stats[:, m, 0].sum()
-    events = round(stats[:, m, 1].sum() + meta.shift[m] * n)
-    if min(events, n - events) < 2 * MIN_EXPECTED:
+    if meta.is_binary[m]:
+      events = round(stats[:, m, 1].sum() + meta.shift[m] * n)
+      if min(events, n - events) < 2 * MIN_EXPECTED:
+        notes.append(
+          f"measure {name!r}: fewer than {2 * MIN_EXPECTED} events or non-events in the exploration rows, too few "
+          f"for any test (a binary test needs {MIN_EXPECTED} expected of each on each side); {never}"
+        )
+    elif n < 2 * limit:
       notes.append(
-        f"measure {name!r}: fewer than {2 * MIN_EXPECTED} events or non-events in the exploration rows, too few "
-        "for any test (a binary test needs "
-        f"{MIN_EXPECTED} expected of each on each side); it is never tested, so no finding of it is not evidence "
-        "of no disparity"
+        f"measure {name!r}: fewer than {2 * limit} values in the exploration rows, too few for any test (a test "
+        f"needs {limit} on each side); {never}"
       )
+    else:  # the sums are of values less the table's mean (float32 cells): no spread against their squares
+      s1, s2 = stats[:, m, 1].sum(), stats[:, m, 2].sum()
+      if s2 - s1**2 / n <= SAME_VALUES * s2:
+        notes.append(f"measure {name!r}: one value in every exploration row, nothing to compare; {never}")
   return tuple(notes)
 
 
