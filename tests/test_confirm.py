@@ -331,6 +331,18 @@ def test_repeated_rows_are_split_independently():
   np.testing.assert_array_equal(mask[first], cube_env.split_rows(df[first], seed=3))
 
 
+def test_a_column_of_lists_no_setting_names_is_refused_with_why_it_counts():
+  """An ingest audit: a list column no flag named refused the table with "column 'codes' holds lists (...)", not why
+  a column the run does not use matters: every column counts in the row split's hash."""
+  df = pd.DataFrame({"race": ["a", "b"] * 20, "codes": [["x", "y"]] * 40})
+  with pytest.raises(
+    ValueError,
+    match=r"column 'codes' holds lists \(the first at row 1\): each cell must be one "
+    r"value; every column of the table counts in the row split \(its hash\), used by the run or not",
+  ):
+    cube_env.split_rows(df, seed=0)
+
+
 def test_a_table_of_numbers_alone_splits_by_its_seed():
   """pandas keys only text and categories: integer codes and a 0/1 outcome hashed alike under every seed (a review).
   A seed other than 0 is now mixed in there; seed 0, and any table with a text column, split as before."""

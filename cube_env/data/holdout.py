@@ -22,7 +22,15 @@ import pandas as pd
 
 from cube_env.data import adjust as adj
 from cube_env.data.disclosure import SMALL_CELL, redact_counts
-from cube_env.data.ingest import Cube, CubeMeta, cells_from_codes, check_scalars, encode_table, measure_shift
+from cube_env.data.ingest import (
+  ColumnError,
+  Cube,
+  CubeMeta,
+  cells_from_codes,
+  check_scalars,
+  encode_table,
+  measure_shift,
+)
 from cube_env.data.schema import Schema
 
 
@@ -59,7 +67,14 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
     hashed = pd.util.hash_pandas_object(df, index=False, hash_key=key).to_numpy(np.uint64)
   except TypeError:  # unhashable cells (lists, mappings) in some column, used by the schema or not: name it
     for c in df.columns:
-      check_scalars(df[c], c)
+      try:
+        check_scalars(df[c], c)
+      except ColumnError as error:  # an ingest audit: a column no flag named refused the table, with no word why
+        raise ColumnError(
+          c,
+          f"{error}; every column of the table counts in the row split (its hash), used by the run or not: drop "
+          "the column from the table or give it one value a cell",
+        ) from None
     raise
   copy = pd.Series(hashed).groupby(hashed, sort=False).cumcount().to_numpy(np.uint64)  # 0 for a row's first copy
   again = copy > 0
