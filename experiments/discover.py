@@ -420,8 +420,13 @@ def _check_paths(args: Args) -> None:
   """ValueError naming the flag for a path the run could not use, before the table is read or a query spent (a CLI
   audit: a directory as --data, a file as --out or --state-dir, an unwritable one, each a traceback, the last after
   the whole search had run and nothing could be saved)."""
-  if args.data is not None and os.path.isdir(args.data):
-    raise ValueError(f"--data {args.data} is a directory, not a table file")
+  if args.data is not None and os.path.isdir(args.data) and not args.data.lower().endswith((".parquet", ".pq")):
+    # A folder named .parquet is a Parquet dataset (part files, as Spark writes), which `read_table` reads (an
+    # ingest audit: the command refused what the library read).
+    raise ValueError(
+      f"--data {args.data} is a directory, not a table file (a folder of Parquet part files is read when its name "
+      "ends in .parquet)"
+    )
   directories = [("out", args.out)] + ([("state_dir", args.state_dir)] if args.save_state and args.state_dir else [])
   for name, path in directories:
     if os.path.exists(path) and not os.path.isdir(path):

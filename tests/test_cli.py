@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import cube_env
 from experiments import benchmark, discover
 from tests.conftest import make_small_df
 
@@ -181,3 +182,8 @@ def test_discover_names_the_flag_of_a_path_or_combination_it_could_not_use(tmp_p
     assert "Traceback" not in err and message in err, (extra, err)
   assert not os.path.exists(tmp_path / "out")  # each refused before anything was made
   locked.chmod(0o700)
+  dataset = tmp_path / "cases.parquet"  # a Parquet dataset folder (part files), which the library reads: taken
+  dataset.mkdir()
+  make_small_df(n=400).to_parquet(dataset / "part-0.parquet", index=False)
+  discover._check_paths(discover.Args(data=str(dataset), out=str(tmp_path / "out")))
+  assert cube_env.read_table(dataset).shape == (400, 9)
