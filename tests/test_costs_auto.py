@@ -2,6 +2,7 @@
 
 import math
 import time
+import types
 
 import numpy as np
 import pytest
@@ -87,6 +88,25 @@ def test_cohort_counts_by_dense_and_sparse_keys_agree(space, monkeypatch):
   monkeypatch.setattr(space_lib, "DENSE_KEYS_PER_CELL", 0)
   monkeypatch.setattr(space_lib, "DENSE_KEYS_MIN", 0)  # every subset's keys through np.unique
   assert cube_env.count_cohorts(space) == dense
+
+
+def test_a_search_that_ran_out_of_cohorts_as_its_time_limit_passed_says_nothing_was_left(space, monkeypatch):
+  """uct and frontier read the time left before they learned that nothing was left, so a limit that passed during
+  the last query was named (`stopped_by` "time limit"; a review). A clock that passes the limit on the last query."""
+  now = [0.0]
+  monkeypatch.setattr(space_lib, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+  for name in ("uct", "frontier"):
+    method = cube_env.get_method(name)
+    total = method(space, budget=10**6, seed=0).queries
+
+    def tick(used, total=total):
+      if used == total:  # the last query ends past the limit
+        now[0] += 100.0
+
+    result = method(space, budget=10**6, seed=0, progress=cube_env.TimeLimit(10.0, tick))
+    assert result.queries == total and result.stopped_by == cube_env.STOPPED_DONE, name
+    early = method(space, budget=10**6, seed=0, progress=cube_env.TimeLimit(10.0, lambda used: tick(used, 5)))
+    assert early.queries == 5 and early.stopped_by == cube_env.STOPPED_TIME, name
 
 
 def test_time_limit_stops_a_walker_after_the_root(space):

@@ -132,10 +132,10 @@ def frontier(
     return ranks
 
   def reveal(obs: np.ndarray, state, filters: tuple, depth: int, own: float) -> None:
-    if depth >= space.max_depth or not ledger.left:  # nothing to drill into, or no query left to spend on it
+    if depth >= space.max_depth:  # nothing to drill into
       return
     actions = unqueried(filters, drill_down_actions(filters, np.asarray(state.mask), c))
-    if not actions:
+    if not actions or not ledger.left:  # the queries (or time) left read only where a cohort is left to spend them on
       return
     ranks, pixels = scores(rank, "ranker", obs, own, actions, filters), pixel_scores(obs)
     if watch is not None:
@@ -156,12 +156,14 @@ def frontier(
   try:
     obs, state, _ = ledger.root()
     reveal(obs, state, tuple(int(v) for v in np.asarray(state.filters)), 0, 0.0)
-    while queue and ledger.left:
+    while queue:
       _, depth, parent_index, action, own, refined = heapq.heappop(queue)
       parent, parent_filters = visited[parent_index]
       key = target(parent_filters, action, c)
       if key in ledger.index:
         continue  # reached from another parent already
+      if not ledger.left:  # read with a cohort left to visit, so a limit passed is why it stops (`stopped_by`)
+        break
       if not refined:
         if parent_index in pending:
           refine(parent_index, depth)

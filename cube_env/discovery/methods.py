@@ -181,7 +181,9 @@ def uct(
   nodes = {root.filters: root}
   best = [max(1.0, float(n_root))]
   try:
-    while ledger.left and not root.exhausted:
+    # The ledger refuses a query past the budget or the time limit (`BudgetSpent`), so a tree found exhausted
+    # after the last query stops with nothing left, not at a limit that passed meanwhile (`Ledger.stopped_by`).
+    while not root.exhausted:
       _simulate(root, nodes, ledger, rng, c, exploration, best)
   except BudgetSpent:
     pass

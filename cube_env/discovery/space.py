@@ -412,9 +412,9 @@ class Ledger:
   @property
   def stopped_by(self) -> str:
     """Why the search stopped, as far as the ledger saw (`STOPPED_*`): a method that stops by itself while queries
-    and time are left had no cohort left to visit. The time limit is named whenever a method found it passed, also
-    where it had nothing left to visit either (a review: uct and frontier read the time left before they learn
-    that, so a limit that passes during the last query is named)."""
+    and time are left had no cohort left to visit. The time limit is named whenever a method found it passed, so a
+    method reads the time left (`left`) only with a cohort left to visit (uct and frontier read it before they
+    learned that, and a limit that passed during the last query was named: a review)."""
     if self.used >= self.budget:
       return STOPPED_BUDGET
     return STOPPED_TIME if self.timed_out else STOPPED_DONE
