@@ -1,6 +1,7 @@
 """Ingest: coding, cells and sufficient statistics against pandas; clear errors."""
 
 import dataclasses
+import decimal
 import gzip
 import io
 import os
@@ -1635,3 +1636,164 @@ def test_a_mostly_folded_column_gives_no_share_that_the_table_rows_turn_into_a_c
     "folded 40 rare values of 'surgeon' (80 rows) into 'OTHER'; more than half of its rows are in 'OTHER': raise "
     "max_categories (--max-categories) or drop the column"
   ]
+
+
+def _labels(coded, f: int) -> np.ndarray:
+  """[rows] the label of each row's code in filter column `f` of `encode_table`'s (codes, values, meta)."""
+  codes, _, meta = coded
+  return np.asarray(meta.categories[f], dtype=object)[codes[:, f]]
+
+
+AGE = cube_env.Schema(dimensions=["site", "age"], protected=["race"], measures=["minutes"])
+
+
+def test_a_dimension_of_numbers_written_as_text_is_binned_with_its_other_values_kept_apart(tmp_path):
+  """An ingest audit: ages with HIPAA's top code '90+' or a few 'unknown', and charges written '12,345', were coded
+  one category per value (11 and OTHER, most rows in OTHER), where the same numbers held as numbers are binned. Mostly
+  numbers with few other values: binned as the numbers alone would be, each other value a category of its own, named
+  in a note; codes (ZIP codes with leading zeros, '1.1' beside '1.10') and too many other values stay categories."""
+  rng = np.random.default_rng(5)
+  ages = rng.integers(18, 90, 600)
+  text = ages.astype(str).astype(object)
+  text[:20], text[20:23], text[23:25], text[25:27] = "90+", "unknown", "  ", None
+  coded = cube_env.encode_table(_table(600, age=text), AGE)
+  # The numbers are cut as the column of numbers without those values is; the other values are categories.
+  numbers = cube_env.encode_table(_table(600, age=np.where(np.arange(600) < 27, np.nan, ages)), AGE)
+  np.testing.assert_array_equal(_labels(coded, 1)[27:], _labels(numbers, 1)[27:])
+  assert list(_labels(coded, 1)[:27]) == ["90+"] * 20 + ["unknown"] * 3 + ["MISSING"] * 4
+  assert set(coded[2].categories[1]) == set(numbers[2].categories[1]) | {"90+", "unknown"}
+  assert (
+    "dimension 'age': numbers written as text, binned; its values that are not numbers ('90+', 'unknown') kept as "
+    "categories of their own"
+  ) in coded[2].summary
+  assert not any("folded" in note for note in coded[2].summary)
+  # Numbers with thousands separators from a CSV (pandas reads them as text), or in a Parquet file's text, read as
+  # the numbers they are; a Parquet text column of plain numbers was stored as text on purpose (codes): categories.
+  charges = rng.integers(500, 90_000, 600)
+  _table(600, age=[f"{x:,}" for x in charges]).to_csv(tmp_path / "charges.csv", index=False)
+  _table(600, age=[f"{x:,}" for x in charges]).to_parquet(tmp_path / "charges.parquet")
+  want = _labels(cube_env.encode_table(_table(600, age=charges), AGE), 1)
+  example = f"{charges[charges >= 1000][0]:,}"  # the first written with a separator
+  for name in ("charges.csv", "charges.parquet"):
+    got = cube_env.encode_table(cube_env.read_table(tmp_path / name), AGE)
+    np.testing.assert_array_equal(_labels(got, 1), want)
+    assert "dimension 'age': numbers written as text, binned" in got[2].summary
+    grouped = [note for note in got[2].summary if "thousands separators" in note]
+    assert grouped == [f"dimension 'age': numbers with thousands separators read without them (e.g. {example!r})"]
+  _table(600, age=charges.astype(str)).to_parquet(tmp_path / "codes.parquet")
+  codes = cube_env.encode_table(cube_env.read_table(tmp_path / "codes.parquet"), AGE)[2]
+  assert "OTHER" in codes.categories[1] and not any("binned 'age'" in note for note in codes.summary)
+  # Codes stay categories: ZIP codes (one width, leading zeros) among 'unknown', and two texts of one number.
+  zips = np.asarray([f"{z:05d}" for z in rng.integers(1_000, 99_999, 600)], dtype=object)
+  zips[:5] = "unknown"
+  sections = np.asarray(["1.1", "1.10", "2.5"] * 150 + [str(i) for i in range(150)], dtype=object)
+  for written in (zips, sections):
+    meta = cube_env.encode_table(_table(600, age=written), AGE)[2]
+    assert "OTHER" in meta.categories[1] and not any("binned 'age'" in note for note in meta.summary)
+
+  # At most max_categories - n_bins other values (12 - 4): the bins and they fit as categories; one more does not.
+  def code(others):
+    summary = []
+    values = np.concatenate([ages[: 600 - len(others) * 5].astype(str), np.repeat(others, 5)]).astype(object)
+    _, labels = ingest._code_column(pd.Series(values), "age", edges=None, n_bins=4, max_categories=12, summary=summary)
+    return labels, summary
+
+  labels, _ = code([f"code {i}" for i in range(8)])
+  assert len(labels) == 12 and {f"code {i}" for i in range(8)} <= set(labels)
+  labels, summary = code([f"code {i}" for i in range(9)])
+  assert "OTHER" in labels
+  assert summary[0] == (
+    "dimension 'age': mostly numbers written as text, but more of its values are not numbers ('code 0', 'code 1', "
+    "'code 2', 'code 3', 'code 4', ...) than fit as categories beside its 4 bins: kept as categories; recode those "
+    "values as missing (an empty cell) to bin its numbers"
+  )
+  # Numbers in fewer than half the rows with a value: a column of words with some numbers, as before.
+  words = np.where(np.arange(600) < 310, "none", ages.astype(str)).astype(object)
+  assert "none" in cube_env.encode_table(_table(600, age=words), AGE)[2].categories[1]
+
+
+def test_a_duration_or_decimal_dimension_is_binned_as_numbers(tmp_path):
+  """An ingest audit: a Parquet duration (timedelta) and a Parquet DECIMAL (read as decimal.Decimal objects) were
+  coded one category per value. A duration is read in minutes, as a measure's is (noted); a decimal as a number."""
+  rng = np.random.default_rng(6)
+  hours, bmi = rng.integers(1, 400, 600), rng.normal(28, 5, 600).round(1)
+  schema = cube_env.Schema(dimensions=["site", "los", "bmi"], protected=["race"], measures=["minutes"])
+  frame = _table(600, los=pd.to_timedelta(hours, unit="h"), bmi=[decimal.Decimal(f"{x:.1f}") for x in bmi])
+  frame.to_parquet(tmp_path / "cases.parquet")
+  df = cube_env.read_table(tmp_path / "cases.parquet")
+  assert df["los"].dtype.kind == "m" and isinstance(df["bmi"].iloc[0], decimal.Decimal)
+  got = cube_env.encode_table(df, schema)
+  want = cube_env.encode_table(_table(600, los=hours * 60.0, bmi=bmi), schema)
+  for f in (1, 2):
+    np.testing.assert_array_equal(_labels(got, f), _labels(want, f))
+  assert "dimension 'los': durations read in minutes" in got[2].summary
+  assert any(note.startswith("binned 'los' (4 quantile bins)") for note in got[2].summary)
+  # A few durations are categories, in whole minutes.
+  few = cube_env.encode_table(_table(600, los=pd.to_timedelta([30, 90] * 300, unit="min"), bmi=bmi), schema)[2]
+  assert few.categories[1] == ("30", "90")
+
+
+def test_a_parquet_files_index_columns_are_columns(tmp_path):
+  """An ingest audit: a column saved as the pandas index (`df.set_index("site").to_parquet(...)`) was hidden, and
+  `--dimensions site` said it was not in the table. Named index levels are columns again; an unnamed index (a
+  filtered frame's row numbers) is not; a level named as a column is its copy, or refused where its values differ."""
+  df = _table(60)
+  path = tmp_path / "cases.parquet"
+  for saved in (df.set_index("site"), df.set_index(["site", "race"]), df.set_index("site", drop=False)):
+    saved.to_parquet(path)
+    pd.testing.assert_frame_equal(cube_env.read_table(path), df, check_dtype=False)
+  df[df.race == "W"].to_parquet(path)
+  pd.testing.assert_frame_equal(cube_env.read_table(path), df[df.race == "W"].reset_index(drop=True))
+  df.set_index(pd.Index(df["site"].to_numpy()[::-1], name="site")).to_parquet(path)
+  with pytest.raises(ingest.TableFileError, match=r"column 'site' appears twice, as a column and as the table's"):
+    cube_env.read_table(path)
+  df.set_index("site").to_parquet(path)
+  assert set(cube_env.build_cube(cube_env.read_table(path), SITE_RACE).meta.categories[0]) == {"a", "b", "c"}
+
+
+def test_parquet_text_stored_as_bytes_reads_as_text(tmp_path):
+  """An ingest audit: Parquet text stored as BINARY (no UTF8 annotation) read as bytes, and every label printed
+  b'Black'. It is decoded as UTF-8; bytes that are not UTF-8 are refused naming the column, where a run codes it."""
+  df = _table(60)
+  path = tmp_path / "cases.parquet"
+  df.assign(race=df["race"].str.encode("utf-8"), blob=[b"\xff\xfe"] * 60).to_parquet(path)
+  got = cube_env.read_table(path)
+  pd.testing.assert_series_equal(got["race"], df["race"], check_dtype=False)
+  assert set(cube_env.build_cube(got, SITE_RACE).meta.categories[1]) == {"W", "B"}  # the blob column is not read
+  given = df.assign(race=df["race"].str.encode("utf-8"))  # a frame built with bytes: the same
+  assert set(cube_env.build_cube(given, SITE_RACE).meta.categories[1]) == {"W", "B"}
+  blob = cube_env.Schema(dimensions=["blob"], protected=["race"], measures=["minutes"])
+  with pytest.raises(ingest.ColumnError, match=r"column 'blob' holds bytes that are not UTF-8 text \(such as b'\\xff"):
+    cube_env.build_cube(got, blob)
+
+
+def test_a_few_dates_are_labelled_and_ordered_as_dates():
+  """An ingest audit: a date dimension with few dates (categories, not binned) was labelled '2022-03-01 00:00:00'.
+  Labels are written as a binned date's edges are, and ordered by date."""
+  month = np.repeat(["2022-03-01", "2022-01-01", "2022-02-01"], [300, 200, 100])
+  schema = cube_env.Schema(dimensions=["site", "month"], protected=["race"], measures=["minutes"])
+  dates = pd.Series(pd.to_datetime(month))
+  dates[5] = pd.NaT
+  for when in (dates, dates.dt.tz_localize("America/Chicago")):
+    coded = cube_env.encode_table(_table(600, month=when), schema)
+    assert coded[2].categories[1] == ("2022-01-01", "2022-02-01", "2022-03-01", "MISSING")
+    assert _labels(coded, 1)[0] == "2022-03-01" and _labels(coded, 1)[5] == "MISSING"
+  timed = cube_env.encode_table(_table(600, month=dates + pd.Timedelta(minutes=90)), schema)[2]
+  assert timed.categories[1][0] == "2022-01-01 01:30"
+
+
+def test_a_parquet_file_named_csv_is_read_as_parquet(tmp_path):
+  """An ingest audit: a Parquet file named .csv was refused as "not UTF-8 text (... Latin-1 ...)". Its bytes say it
+  is Parquet (at both ends): read as such, with a note; a CSV whose header starts with 'PAR1' is still a CSV."""
+  df = _table(60)
+  path = tmp_path / "cases.csv"
+  df.to_parquet(path)
+  got = cube_env.read_table(path)
+  pd.testing.assert_frame_equal(got, df)
+  assert got.attrs[ingest.READ_NOTES] == (
+    "the file is a Parquet table, not CSV text (it starts and ends with Parquet's 'PAR1'): read as Parquet (name it "
+    ".parquet)",
+  )
+  assert ingest.read_csv(path.read_bytes(), name="upload").shape == df.shape
+  path.write_text("PAR1,b\n1,2\n")
+  assert list(cube_env.read_table(path).columns) == ["PAR1", "b"]

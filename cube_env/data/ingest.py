@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import decimal
 import difflib
 import gzip
 import io
@@ -23,6 +24,7 @@ import re
 import sys
 import unicodedata
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 import jax.numpy as jnp
@@ -160,7 +162,16 @@ class TableFileError(ValueError):
 def read_parquet(source, *, name: str) -> pd.DataFrame:
   """A Parquet table (a path, a dataset's folder or a binary file); TableFileError naming `name` for a file's column
   named twice (Arrow's own error dumps its whole schema), a file Arrow cannot read (an ingest audit: a truncated file
-  or a CSV renamed .parquet said only "Parquet magic bytes not found in footer") and a table with no rows."""
+  or a CSV renamed .parquet said only "Parquet magic bytes not found in footer") and a table with no rows.
+
+  Columns pandas saved as the frame's index (`df.set_index("site").to_parquet(...)`) are columns again: pandas reads
+  them back as the index, which no schema can name (an ingest audit: `--dimensions site` said 'site' was not in the
+  table). Only named levels: an unnamed index (the row numbers of a filtered frame) holds no column of the cases. An
+  index named as a column (`set_index("site", drop=False)`) is that column's copy where its values are the same, and
+  dropped; with other values the file is refused, naming the column (which one the run should read is unknowable).
+  Text stored as Parquet BINARY without its UTF8 annotation, which pandas reads as bytes (printed b'Black' in every
+  label), is decoded as UTF-8 (`_utf8_text`); a column whose bytes are not UTF-8 stays bytes, refused only where a run
+  codes it (`_code_column`), so a column of binary data the run never reads does not refuse the table."""
   try:
     if not hasattr(source, "read") and os.path.isdir(source):  # a dataset's folder (Spark's part files)
       df = pd.read_parquet(source)
@@ -177,7 +188,66 @@ def read_parquet(source, *, name: str) -> pd.DataFrame:
     raise TableFileError(name, f"not a readable Parquet table ({str(err).splitlines()[0][:200]})") from None
   if len(df) == 0:
     raise TableFileError(name, "has columns but no rows")
+  df = _index_as_columns(df, name)
+  for i, column in enumerate(df.columns):
+    try:
+      decoded = _utf8_text(df.iloc[:, i], column)
+    except ColumnError:  # kept as it is: refused where a run codes it
+      continue
+    if decoded is not None:
+      df.isetitem(i, decoded)
   return df
+
+
+def _index_as_columns(df: pd.DataFrame, name: str) -> pd.DataFrame:
+  """`df` with its named index levels as columns, first, as pandas wrote them (`read_parquet`); its row labels then
+  0, 1, ...; an unnamed index is dropped. A level named as a column with the same values is dropped, with other
+  values refused (TableFileError naming `name` and the column)."""
+  levels = [level for level in df.index.names if level is not None]
+  if not levels:
+    return df if isinstance(df.index, pd.RangeIndex) else df.reset_index(drop=True)
+  for level in levels:
+    if level in df.columns and not pd.Index(df[level]).equals(df.index.get_level_values(level)):
+      raise TableFileError(
+        name,
+        f"column {level!r} appears twice, as a column and as the table's (pandas) index, with other values: save the "
+        "table without its index (to_parquet(index=False)) or rename one of them",
+      )
+  restored = [level for level in levels if level not in df.columns]
+  return (df.reset_index(level=restored) if restored else df).reset_index(drop=True)
+
+
+def _utf8_text(column: pd.Series, name) -> pd.Series | None:
+  """A column of bytes (Parquet BINARY text, which pandas reads as bytes: labels printed b'Black'; text beside them
+  kept) as text decoded from UTF-8; None where it holds no bytes. Each distinct value is decoded once.
+
+  Raises:
+    ColumnError naming the column where its bytes are not UTF-8 (`read_parquet` keeps such a column as it is, for a
+    run that does not read it; `_code_column` refuses it).
+  """
+  if column.dtype != object:
+    return None
+  present = column.notna().to_numpy(bool)
+  if not present.any() or not isinstance(column.iloc[int(np.argmax(present))], bytes):  # a Parquet column: one type
+    return None
+  codes, uniques = pd.factorize(column, use_na_sentinel=True)
+  if not all(isinstance(v, bytes | str) for v in uniques):
+    return None
+  text = []
+  for value in uniques:
+    try:
+      text.append(value.decode("utf-8") if isinstance(value, bytes) else value)
+    except UnicodeDecodeError:
+      raise ColumnError(
+        name,
+        f"column {name!r} holds bytes that are not UTF-8 text (such as {value[:20]!r}): store it as text (UTF-8), or "
+        "leave it out of the run",
+      ) from None
+  values = np.asarray(text + [None], dtype=object)[codes]
+  return pd.Series(values, index=column.index, dtype=object, name=column.name).astype(_TEXT_DTYPE)
+
+
+_TEXT_DTYPE = pd.Series(["a"]).dtype  # the dtype pandas reads text as (`str` from pandas 3, object before)
 
 
 def _numbers_rows(column: pd.Series) -> bool:
@@ -422,11 +492,16 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   UTF-8, and a row with more fields than the header (pandas would take the first row's extra field as the row
   index and shift every column by one) or fewer (a file cut short, or a separator missing: pandas would leave the
   row's last columns missing without a word); every such row is named in the one error, by line and field count
-  (the first `MAX_ODD_LINES`, then how many more).
+  (the first `MAX_ODD_LINES`, then how many more). A Parquet file under a CSV's name is read as Parquet, noted
+  (`_is_parquet`).
 
   Raises:
     TableFileError: `name` (e.g. "data file 'x.csv'", or a service's field) and the problem.
   """
+  if _is_parquet(source):
+    df = read_parquet(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source), name=name)
+    df.attrs[READ_NOTES] = (*df.attrs.get(READ_NOTES, ()), PARQUET_NOTE)
+    return df
   if isinstance(source, bytes):
     raw = io.BytesIO(source)
     binary = io.BytesIO(source)
@@ -518,6 +593,38 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
   return df
 
 
+PARQUET_MAGIC = b"PAR1"  # the first and last bytes of every Parquet file
+PARQUET_NOTE = (
+  "the file is a Parquet table, not CSV text (it starts and ends with Parquet's 'PAR1'): read as Parquet (name it "
+  ".parquet)"
+)
+
+
+def _is_parquet(source: str | os.PathLike | bytes) -> bool:
+  """Whether a file `read_csv` is given (not gzip-compressed) starts and ends with `PARQUET_MAGIC`: a Parquet table
+  under a CSV's name (an ingest audit: a Parquet file named .csv was refused as "not UTF-8 text (... Latin-1 ...)",
+  which sent the analyst to re-save a file that was never text). It is read as Parquet, with `PARQUET_NOTE`, rather
+  than refused: its bytes say what it is beyond doubt (both ends; a CSV whose header starts with 'PAR1' does not also
+  end so), and the table is the one the analyst meant. A file that starts so but does not end so (a CSV with such a
+  header, or a Parquet file cut short) is read as CSV, as before."""
+  if isinstance(source, bytes):
+    head, tail = source[:4], source[-4:]
+    size = len(source)
+  else:
+    path = os.fspath(source)
+    if path.lower().endswith(".gz"):
+      return False
+    try:
+      with open(path, "rb") as handle:
+        head = handle.read(4)
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(size - 4, 0))
+        tail = handle.read(4)
+    except OSError:
+      return False  # `read_csv` names the problem
+  return size >= 12 and head == PARQUET_MAGIC and tail == PARQUET_MAGIC
+
+
 LEADING_ZERO = re.compile(r"0\d+")  # '02139', '007': a code, not a number
 CODE_WIDTH = 3  # `_keep_leading_zeros`: fewest digits of a code whose every value has the same width
 
@@ -584,19 +691,28 @@ def _keep_leading_zeros(source, raw, sep: str, df: pd.DataFrame, blank: np.ndarr
   notes = {}
   for column in whole:
     present = text[column].dropna().str.strip()
-    if len(present) != int(df[column].notna().sum()) or not len(present):
+    if len(present) != int(df[column].notna().sum()):
       continue
-    widths = present.str.len()
-    if not (present.str.fullmatch(r"\d+").all() and widths.nunique() == 1 and widths.iloc[0] >= CODE_WIDTH):
-      continue
-    zeros = present.str.fullmatch(LEADING_ZERO)
-    if not zeros.any():
+    example = _zero_padded(present)
+    if example is None:
       continue
     kept = text[column].str.strip().astype(object).where(text[column].notna().to_numpy(), None).to_numpy()
     df[column] = pd.Series(kept, index=df.index, dtype=object)
-    example = present[zeros].iloc[0]
     notes[column] = example
   return notes
+
+
+def _zero_padded(present: pd.Series) -> str | None:
+  """A value with a leading zero where every text of `present` (stripped, none missing) is a whole number of one
+  width of at least `CODE_WIDTH` digits and some have a leading zero ('02139' beside '10001': codes, not numbers),
+  else None. `_keep_leading_zeros` keeps such a CSV column as text; `_numbers_in_text` leaves such text as codes."""
+  if not len(present):
+    return None
+  widths = present.str.len()
+  if not (present.str.fullmatch(r"\d+").all() and widths.nunique() == 1 and widths.iloc[0] >= CODE_WIDTH):
+    return None
+  zeros = present.str.fullmatch(LEADING_ZERO).to_numpy(bool)
+  return present[zeros].iloc[0] if zeros.any() else None
 
 
 def _leading_zeros_note(column: str, example: str) -> str:
@@ -759,7 +875,8 @@ def _thousands_points(source, raw, df: pd.DataFrame, blank: np.ndarray) -> list[
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-  """Reads a CSV (see `read_csv`) or Parquet case table (by extension).
+  """Reads a CSV (see `read_csv`) or Parquet case table (by extension; a Parquet file named as a CSV is read as
+  Parquet, by its bytes).
 
   Raises:
     ValueError naming the file: missing, empty, unknown format, unreadable, or a column named twice.
@@ -971,24 +1088,60 @@ def category_label(value: Any) -> str:
   return unicodedata.normalize("NFC", str(value)).strip()
 
 
+def _read_numbers(series: pd.Series, *, decimal_comma: bool = False):
+  """Each distinct value of a column of text (or of numbers held as Python objects, as Parquet's DECIMAL reads) as a
+  number, the way a measure's text is read (`measure_numbers`): a value of spaces alone is blank (missing), and a
+  number with thousands separators ('12,345', `THOUSANDS`) is read without them, except in a ';' file
+  (`decimal_comma`), whose commas are decimal commas. Shared by `_numbers_for_edges` and `_numbers_in_text`, so a
+  column's text reads one way whether it is given bin edges or binned at its quantiles. Each distinct value is read
+  once (a 1,000,000-row table's columns hold few).
+
+  Returns:
+    (codes [rows] of the distinct values, -1 where missing; the distinct values [distinct] object; as numbers
+    [distinct] float64, NaN where not one; blank [distinct]; grouped [distinct], read without thousands separators;
+    text [distinct], written as text, not held as a number).
+  """
+  codes, uniques = pd.factorize(series, use_na_sentinel=True)
+  values = np.asarray(uniques, dtype=object)
+  numbers = np.full(len(values), np.nan)
+  blank, grouped, text = (np.zeros(len(values), bool) for _ in range(3))
+  at, written = [], []
+  for i, value in enumerate(values):
+    if isinstance(value, str):
+      text[i], stripped = True, value.strip()
+      if not stripped:
+        blank[i] = True
+        continue
+      grouped[i] = not decimal_comma and THOUSANDS.fullmatch(stripped) is not None
+      at.append(i)
+      written.append(stripped.replace(",", "") if grouped[i] else stripped)
+    elif isinstance(value, Real | decimal.Decimal) and not isinstance(value, bool | np.bool_):
+      numbers[i] = float(value)
+  if at:
+    numbers[at] = pd.to_numeric(pd.Series(written, dtype=object), errors="coerce").to_numpy(np.float64)
+  return codes, values, numbers, blank, grouped, text
+
+
+def _per_row(codes: np.ndarray, per_value: np.ndarray, missing) -> np.ndarray:
+  """[rows] `per_value` of each row's distinct value (`_read_numbers`' codes), `missing` where the row has none."""
+  return np.append(per_value, np.asarray([missing], per_value.dtype))[codes]
+
+
 def _numbers_for_edges(
   series: pd.Series, name: str, role: str, summary: list[str], *, decimal_comma: bool = False
 ) -> pd.Series:
   """A text column given bin edges, as numbers: each value must be one (an audit: the edges of a column read as
   text, '045' or 'unknown' among ages, were left unused without a word and its values coded as categories). As a
-  measure's text is read (`measure_numbers`): a value of spaces alone is missing, and numbers with thousands
+  measure's text is read (`_read_numbers`): a value of spaces alone is missing, and numbers with thousands
   separators ('1,200') are read without them, except in a ';' file (`decimal_comma`); each noted.
 
   Raises:
     ColumnError naming the column and its values that are not numbers.
   """
-  spaces = _spaces_only(series)
-  text = series.astype(object).where(series.notna(), None).map(lambda v: v.strip() if isinstance(v, str) else v)
-  text = text.mask(spaces)
-  grouped = text.map(lambda v: isinstance(v, str) and bool(THOUSANDS.fullmatch(v))).to_numpy(bool) & (not decimal_comma)
-  text = text.mask(grouped, text[grouped].str.replace(",", "", regex=False))
-  numbers = pd.to_numeric(text, errors="coerce")
-  bad = numbers.isna() & text.notna()
+  codes, _, per_value, blank, grouped, _ = _read_numbers(series, decimal_comma=decimal_comma)
+  numbers = _per_row(codes, per_value, np.nan)
+  spaces, grouped = _per_row(codes, blank, False), _per_row(codes, grouped, False)
+  bad = (codes >= 0) & ~spaces & np.isnan(numbers)
   if spaces.any():
     summary.append(
       redact_counts(f"{role} {name!r}: {int(spaces.sum())} rows blank but for spaces read as missing", SMALL_CELL)
@@ -1004,7 +1157,93 @@ def _numbers_for_edges(
       f"{role} {name!r} is given bin edges but holds text that is not a number ({shown}); recode it as missing "
       "(an empty cell) or as numbers, or leave its bin edges out to code its values as categories",
     )
-  return numbers.astype(np.float64)
+  return pd.Series(numbers, index=series.index)
+
+
+MOSTLY_NUMBERS = 0.5  # `_numbers_in_text`: least share of a text column's rows with a value that are numbers
+
+
+def _numbers_in_text(
+  series: pd.Series,
+  name: str,
+  role: str,
+  *,
+  nunique: int,
+  n_bins: int,
+  max_categories: int,
+  summary: list[str],
+  decimal_comma: bool = False,
+) -> tuple[pd.Series, np.ndarray | None] | None:
+  """A filter column of numbers that pandas does not hold as numbers, as numbers, and the rows kept apart as
+  categories of their own (or None); None for any other column. Without it such a column was coded one category per
+  value, its 11 most frequent values and OTHER (an ingest audit: ages with HIPAA's top code '90+', or a few
+  'unknown', folded most of their rows into OTHER; so were charges written '12,345', a Parquet duration and a Parquet
+  DECIMAL), where the same numbers stored as numbers are cut into quantile bins.
+
+  - Durations (timedelta) are read in minutes, as a measure's are (`measure_numbers`), noted; whole minutes print
+    without a decimal point where the column has few values (not binned).
+  - Numbers held as Python objects (Parquet's DECIMAL reads as `decimal.Decimal`) with more distinct values than
+    `max_categories` are numbers, binned as a float column's (fewer are categories, as a float column's are).
+  - Text is read as numbers (`_read_numbers`: thousands separators, spaces alone missing) where the column has more
+    distinct values than `max_categories` (else its values are categories, as a number column's few values are),
+    numbers in at least `MOSTLY_NUMBERS` of the rows with a value, and at most `max_categories - n_bins` distinct
+    values that are not numbers (infinities included), so that its bins and those values fit as categories. Its
+    numbers are then cut into quantile bins as the column without those values would be, and each such value ('90+',
+    'unknown') is a category of its own: the note names them, as they are no bin. A text column of numbers only is
+    so binned where some are written with thousands separators (a CSV's '12,345', which pandas reads as text), as
+    the same numbers read from a CSV are; without, they were stored as text on purpose (a Parquet text column of
+    procedure or DRG codes) and stay categories. Text that reads as codes stays categories too: whole numbers of one width of at least `CODE_WIDTH` digits,
+    some with a leading zero ('02139' beside '10001', '045'; `_zero_padded`, the rule `read_csv` keeps ZIP codes as
+    text by, so '07' among ages is a number here as there), or two texts of one number ('1.1' and '1.10': section
+    codes; as `_read_decimal_commas` reads them). Where only the values that are not numbers are too many, a note
+    says the column is kept as categories and why.
+  """
+  if series.dtype.kind == "m":  # NumPy's or Arrow's durations
+    minutes = pd.to_timedelta(series).dt.total_seconds() / 60.0
+    summary.append(f"{role} {name!r}: durations read in minutes")
+    present = minutes.dropna()
+    if nunique <= max_categories and (present == present.round()).all():
+      minutes = minutes.round().astype("Int64")  # 60, not 60.0, as a category's label
+    return minutes, None
+  if nunique <= max_categories or not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+    return None  # few values are categories, as a number column's few values are (and nothing is read for them)
+  codes, values, numbers, blank, grouped, text = _read_numbers(series, decimal_comma=decimal_comma)
+  finite = np.isfinite(numbers)
+  if finite.all() and not text.any():  # numbers held as objects (Parquet's DECIMAL)
+    return pd.Series(_per_row(codes, numbers, np.nan), index=series.index), None
+  if not text.any():
+    return None
+  rows = np.bincount(codes[codes >= 0], minlength=len(values))
+  filled = int(rows[~blank].sum())
+  if not filled or rows[finite].sum() < MOSTLY_NUMBERS * filled:
+    return None
+  if (finite | blank).all() and not grouped.any():  # numbers only, stored as text on purpose: codes (see above)
+    return None
+  written = pd.Series([values[i].strip() for i in np.flatnonzero(finite & text)], dtype=object)
+  if _zero_padded(written) is not None or written.nunique() != len(np.unique(numbers[finite & text])):
+    return None  # codes, not numbers
+  others: dict[str, int] = {}  # the values that are not numbers, as labels, and their rows
+  for i in np.flatnonzero(~finite & ~blank):
+    label = category_label(values[i])
+    others[label] = others.get(label, 0) + int(rows[i])
+  shown = sorted(others, key=lambda k: (-others[k], k))
+  listed = ", ".join(map(repr, shown[:5])) + (", ..." if len(shown) > 5 else "")
+  if len(others) > max_categories - n_bins:
+    summary.append(
+      f"{role} {name!r}: mostly numbers written as text, but more of its values are not numbers ({listed}) than fit "
+      f"as categories beside its {n_bins} bins: kept as categories; recode those values as missing (an empty cell) to "
+      "bin its numbers"
+    )
+    return None
+  if grouped[finite].any():
+    example = values[np.flatnonzero(grouped & finite)[0]].strip()
+    summary.append(f"{role} {name!r}: numbers with thousands separators read without them (e.g. {example!r})")
+  summary.append(
+    f"{role} {name!r}: numbers written as text, binned"
+    + (f"; its values that are not numbers ({listed}) kept as categories of their own" if others else "")
+  )
+  apart = (codes >= 0) & ~_per_row(codes, finite, True)  # those values, and blanks (coded MISSING below)
+  return pd.Series(_per_row(codes, np.where(finite, numbers, np.nan), np.nan), index=series.index), apart
 
 
 def _code_column(
@@ -1018,7 +1257,18 @@ def _code_column(
   role: str = "dimension",
   decimal_comma: bool = False,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-  """Codes one filter column (a `role`, as notes name it); returns (codes [rows] int32, labels)."""
+  """Codes one filter column (a `role`, as notes name it); returns (codes [rows] int32, labels).
+
+  Numbers are cut into `n_bins` quantile bins where they have more than `max_categories` distinct values (or at
+  `edges`), as are dates (`_as_days`); numbers pandas does not hold as numbers are read as numbers first
+  (`_numbers_in_text`: durations in minutes, Parquet's DECIMAL, and text that is mostly numbers, such as ages with
+  '90+' or 'unknown' among them, whose values that are not numbers are kept as categories of their own). Any other
+  column's values are categories, the `max_categories - 1` most frequent kept and the rest folded into `OTHER`; a
+  column of few dates (not binned) is labelled and ordered as dates (`_date_labels`). Bytes (Parquet text without
+  its UTF8 annotation) are read as UTF-8 text (`_utf8_text`), or refused naming the column."""
+  decoded = _utf8_text(series, name)
+  if decoded is not None:
+    series = decoded
   missing = series.isna()
   n_missing = int(missing.sum())
   numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
@@ -1029,6 +1279,20 @@ def _code_column(
       f"column {name!r}: bin edges are for numbers; a date {role} is cut at quantiles of its dates "
       "(or give a column of periods, such as the year, as categories)"
     )
+  original, apart = series, None  # `apart`: the rows of a column of numbers as text whose values are kept as they are
+  if days is None and not numeric and (edges is None or series.dtype.kind == "m"):
+    read = _numbers_in_text(
+      series,
+      name,
+      role,
+      nunique=nunique,
+      n_bins=n_bins,
+      max_categories=max_categories,
+      summary=summary,
+      decimal_comma=decimal_comma,
+    )
+    if read is not None:
+      (series, apart), numeric = read, True
   if edges is not None and days is None and not numeric:
     series = _numbers_for_edges(series, name, role, summary, decimal_comma=decimal_comma)
     missing, numeric = series.isna(), True
@@ -1076,8 +1340,13 @@ def _code_column(
     idx = np.clip(idx, 0, len(labels) - 1)
     labelled = pd.Series(np.asarray(labels, dtype=object)[idx], index=series.index)
     labelled[missing] = np.nan
+    if apart is not None:  # '90+' or 'unknown' among numbers: a category of its own, beside the bins
+      labelled[apart] = original[apart].to_numpy(object)
     series = labelled
     summary.append(f"binned {name!r} ({how}): {labels}")
+  chronology = None  # a few dates: {label: its day}, to order them by
+  if days is None and pd.api.types.is_datetime64_any_dtype(series):
+    series, chronology = _date_labels(series)
   # Labels are str(value), counted per label (distinct raw values may print alike); the string work is done
   # once per distinct value, not per row (a 1,000,000-row, 40-column table spent most of its ingest there).
   raw_codes, uniques = pd.factorize(series, use_na_sentinel=True)
@@ -1156,8 +1425,9 @@ def _code_column(
       + redact_counts(f"{role} {name!r} has the value '.' in {counts['.']} rows", SMALL_CELL)
       + f", which SAS writes for a missing value: it is a group of its own; blank those cells to code them {MISSING!r}"
     )
-  # Most frequent first, ties by label, so codes are stable across runs.
-  labels = sorted(counts, key=lambda k: (-counts[k], k))
+  # Most frequent first, ties by label, so codes are stable across runs; a few dates in their order (a date's
+  # categories read as a timeline, as its bins do).
+  labels = sorted(counts, key=lambda k: (-counts[k], k)) if chronology is None else sorted(counts, key=chronology.get)
   if len(labels) > max_categories:
     folded = labels[max_categories - 1 :]
     if OTHER in labels[: max_categories - 1]:  # the table's own 'OTHER' takes the folded values in
@@ -1228,11 +1498,29 @@ def _as_days(series: pd.Series, name: str, role: str, nunique: int, max_categori
       raise ValueError(f"column {name!r}: reads as dates (YYYY-MM-DD) but one is not a valid date: {err}") from None
   else:
     return None
+  return _datetime_days(when)
+
+
+def _datetime_days(when: pd.Series) -> pd.Series:
+  """Datetimes as days since 1970 (float, NaN where missing), of the local wall time the table shows (a zone is
+  dropped: a UTC day would shift its hours)."""
   if getattr(when.dt, "tz", None) is not None:
-    when = when.dt.tz_localize(None)  # the local wall time the table shows (a UTC day would shift its hours)
+    when = when.dt.tz_localize(None)
   # Seconds, not nanoseconds: datetime64[ns] holds only 1677-2262, and a sentinel such as 9999-12-31 wrapped around.
   seconds = when.to_numpy().astype("datetime64[s]").astype(np.int64).astype(float)
-  return pd.Series(np.where(when.isna().to_numpy(), np.nan, seconds / DAY_S), index=series.index)
+  return pd.Series(np.where(when.isna().to_numpy(), np.nan, seconds / DAY_S), index=when.index)
+
+
+def _date_labels(when: pd.Series) -> tuple[pd.Series, dict[str, float]]:
+  """A datetime column with few distinct dates (categories, not binned: `_as_days`) as labels written as its bins'
+  edges are (`_day_label`: '2022-03-01', with the time of day where any value has one; an ingest audit: str() wrote
+  '2022-03-01 00:00:00'), missing where missing; and each label's day, by which `_code_column` orders them."""
+  days = _datetime_days(when)
+  fmt = _day_label(days.to_numpy())
+  codes, uniques = pd.factorize(days, use_na_sentinel=True)
+  written = [fmt(v) for v in uniques]
+  labels = np.asarray(written + [None], dtype=object)[codes]
+  return pd.Series(labels, index=when.index, dtype=object), dict(zip(written, uniques))
 
 
 def _day_label(days: np.ndarray):
