@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 from collections.abc import Iterable
 
 import tyro
 
 from cube_env import worlds
+from cube_env.environment.groupby import GROUPBY_METHODS
 from experiments.control import bench as control_bench
 from experiments.launch import compile_cache
-from experiments.launch.errors import exit_usage
+from experiments.launch.cube_presets import PRESETS
+from experiments.launch.errors import UsageError, exit_usage
 from experiments.quality import power as quality_power
 from experiments.quality import session as quality_session
-from experiments.quality import suite as quality_suite
 from experiments.quality.pool import json_line
 from experiments.speed import agent as agent_speed
 from experiments.speed import checkpoint_cost, env_speed, scaling
@@ -38,8 +40,11 @@ from experiments.speed import suite as speed_suite
 
 
 def _emit(rows: Iterable[dict], out: str | None) -> list[dict]:
-  """Prints each row as a JSON line (and appends it to `out`) as it comes; returns the rows."""
+  """Prints each row as a JSON line (and appends it to `out`, whose directory is made as the plot's is: a missing
+  one was a traceback after the work) as it comes; returns the rows."""
   done = []
+  if out:
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   with open(out, "a") if out else contextlib.nullcontext() as handle:
     for row in rows:
       line = json_line(row)
@@ -66,9 +71,33 @@ class Env:
   out: str | None = None
 
 
-def run_env(args: Env) -> list[dict]:
-  if min(args.cells + args.batches) < 1 or not min(args.max_work, args.reference_max_work) > 0:
+def _check_known(flag: str, given: Iterable[str], known: Iterable[str]) -> None:
+  """A usage error naming `flag` for a name not in `known` (found before any work: a bad name was a traceback, or a
+  KeyError after other measurements had run)."""
+  known = tuple(known)
+  unknown = [name for name in given if name not in known]
+  if unknown:
+    raise exit_usage(f"error: unknown {flag} {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+
+
+def _check_at_least(minimum: int, **flags: Iterable[int]) -> None:
+  """A usage error naming the first flag (`name=values`, `--name` on the command line) with a value below `minimum`."""
+  for name, values in flags.items():
+    low = [v for v in values if v < minimum]
+    if low:
+      raise exit_usage(f"error: --{name.replace('_', '-')} must be at least {minimum}, got {low[0]}")
+
+
+def _check_env(cells, batches, max_work: float, reference_max_work: float, methods, flag: str) -> None:
+  """The env figures' flags (`env`'s, and `speed`'s, which ran cells 0 into a traceback); `flag` names the
+  group-by formulations' flag."""
+  if min((*cells, *batches), default=1) < 1 or not min(max_work, reference_max_work) > 0:
     raise exit_usage("error: --cells and --batches must be at least 1 and --max-work, --reference-max-work above 0")
+  _check_known(flag, methods or (), GROUPBY_METHODS)
+
+
+def run_env(args: Env) -> list[dict]:
+  _check_env(args.cells, args.batches, args.max_work, args.reference_max_work, args.methods, "--methods")
   rows = _emit(
     env_speed.env_speed_rows(args.cells, args.batches, args.methods, args.max_work, args.reference_max_work),
     args.out,
@@ -89,11 +118,18 @@ class AgentSpeed:
   out: str | None = None
 
 
+def _check_agent_speed(args: AgentSpeed) -> None:
+  _check_known("--preset", (args.preset,), PRESETS)
+  _check_at_least(1, batch_sizes=args.batch_sizes)
+
+
 def run_search_speed(args: AgentSpeed) -> list[dict]:
+  _check_agent_speed(args)
   return _emit(agent_speed.search_rows(agent_speed.agent_setup(args.preset), args.batch_sizes), args.out)
 
 
 def run_selfplay_speed(args: AgentSpeed) -> list[dict]:
+  _check_agent_speed(args)
   setup = agent_speed.agent_setup(args.preset)
   rows = _emit(agent_speed.selfplay_rows(setup, args.batch_sizes), args.out)
   rows += _emit(agent_speed.selfplay_rows(setup, args.batch_sizes, reference=True), args.out)
@@ -119,6 +155,8 @@ class CheckpointCost:
 
 
 def run_checkpoint_cost(args: CheckpointCost) -> list[dict]:
+  _check_known("--preset", (args.preset,), PRESETS)
+  _check_at_least(1, repeats=(args.repeats,))  # 0 measured nothing and said nothing
   return _emit(checkpoint_cost.checkpoint_rows(args.preset, repeats=args.repeats), args.out)
 
 
@@ -159,34 +197,23 @@ class Quality:
 
 
 def run_quality_benchmark(args: Quality) -> list[dict]:
-  try:
-    quality_suite.check_request(
-      args.methods,
-      args.scenarios,
-      args.workers,
-      args.seeds,
-      args.time_limit_s,
-      suite=args.suite,
-      split=args.split,
+  try:  # the request is checked before any world is drawn: its errors are usage errors
+    return quality_session.run_quality(
+      args.suite,
       checkpoint=args.checkpoint,
+      method_names=args.methods,
+      plot_path=args.plot,
+      out=args.out,
+      emit=_emit,
+      scenarios=args.scenarios,
+      workers=args.workers,
+      seeds=args.seeds,
+      time_limit_s=args.time_limit_s,
+      split=args.split,
       sweep=args.sweep,
     )
-  except ValueError as err:
+  except UsageError as err:
     raise exit_usage(f"error: {err}") from None
-  return quality_session.run_quality(
-    args.suite,
-    checkpoint=args.checkpoint,
-    method_names=args.methods,
-    plot_path=args.plot,
-    out=args.out,
-    emit=_emit,
-    scenarios=args.scenarios,
-    workers=args.workers,
-    seeds=args.seeds,
-    time_limit_s=args.time_limit_s,
-    split=args.split,
-    sweep=args.sweep,
-  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +245,17 @@ class Speed:
 
 
 def run_speed(args: Speed) -> list[dict]:
+  # Every flag before the first measurement (an unknown --preset was a KeyError after the env figures' minutes).
+  _check_env(args.cells, args.batches, args.max_work, args.reference_max_work, args.groupby, "--groupby")
+  _check_known("--preset", (args.preset,), PRESETS)
+  _check_at_least(
+    1,
+    profile_cells=args.profile_cells,
+    search_batches=args.search_batches,
+    selfplay_envs=args.selfplay_envs,
+    learner_batches=args.learner_batches,
+  )
+  _check_at_least(0, table_rows=(args.table_rows,), wide_rows=(args.wide_rows,))
   settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.name != "out"}
   return speed_suite.run_speed_suite(**settings, emit=lambda rows: _emit(rows, args.out))
 
@@ -272,6 +310,10 @@ def run_power(args: Power) -> list[dict]:
 
 
 def run_cartpole(args: control_bench.CartPole) -> list[dict]:
+  try:
+    control_bench.check(args)
+  except ValueError as err:
+    raise exit_usage(f"error: {err}") from None
   return control_bench.run(args, _emit)
 
 

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ from cube_env import synthetic
 from cube_env.discovery import oracle, ranking
 from experiments import agent, benchmark
 from experiments.agent import unqueried
+from experiments.quality import plot as qplot
 from experiments.quality import pool as qpool
 from experiments.quality import pysubgroup_adapter as bp
 from experiments.quality import runner as qrun
@@ -413,6 +415,17 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
     (["power", "--worlds", "0"], "--worlds and --max-depth must be at least 1, --rows at least 1000"),
     (["power", "--rows", "0"], "--rows at least 1000"),
     (["env", "--cells", "0"], "--cells and --batches must be at least 1"),
+    # Before any case runs (an audit: a family given twice ran twice and counted as more worlds; a method's setting
+    # it does not take, or a value it refuses, was a traceback from inside the first case).
+    (["--scenarios", "standard", "standard", "--time-limit-s", "0"], "--scenarios: 'standard' given twice"),
+    (
+      ["--methods", "greedy@bogus=3", "--scenarios", "standard", "--workers", "1", "--time-limit-s", "0"],
+      "--methods 'greedy@bogus=3': method 'greedy' has no option 'bogus'",
+    ),
+    (
+      ["--methods", "beam@width=0", "--scenarios", "standard", "--workers", "1", "--time-limit-s", "0"],
+      "--methods 'beam@width=0': beam width must be at least 1, got 0",
+    ),
   ],
 )
 def test_quality_cli_names_the_bad_flag(argv, message, capsys):
@@ -469,3 +482,98 @@ def test_a_call_keeps_the_rows_of_other_suites_and_splits_in_its_out_file(tmp_pa
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   tiny_train = dataclasses.replace(qsuite.SUITES["tiny"], split="train")
   assert qsession.other_rows(tiny_train, str(path)) == [rows[0], rows[2], rows[3]]
+
+
+def _tiny_call(tmp_path, out, **kw):
+  """A `quality` call on the tiny suite that runs no case (time limit 0): it only rewrites `out`."""
+  settings = dict(
+    checkpoint=None,
+    method_names=("exhaustive",),
+    plot_path=str(tmp_path / "p.png"),
+    out=str(out),
+    emit=lambda rs, _: list(rs),
+    log=_quiet,
+    scenarios=("standard",),
+    time_limit_s=0,
+    workers=1,
+  )
+  return qsession.run_quality("tiny", **{**settings, **kw})
+
+
+def test_quality_rewrites_its_out_file_whole_or_not_at_all(tmp_path, monkeypatch):
+  """A kill while `--out` is rewritten leaves it as it was (an audit: rewritten in place, a SIGTERM left 0 of its
+  5,439 rows): the new text goes to a temporary file, fsynced, then renamed over it."""
+  out = tmp_path / "q.jsonl"
+  before = "".join(json.dumps({"kind": "mine", "n": i}) + "\n" for i in range(200))
+  out.write_text(before)
+
+  def killed(_fd):  # SIGTERM once the rows are written, before they are renamed over `out`
+    raise KeyboardInterrupt("SIGTERM")
+
+  with monkeypatch.context() as patch:
+    patch.setattr(os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+      _tiny_call(tmp_path, out)
+  assert out.read_text() == before
+  _tiny_call(tmp_path, out)
+  lines = out.read_text().splitlines()
+  assert lines[:200] == before.splitlines() and json.loads(lines[200])["kind"] == "invocation"
+
+
+def test_quality_prints_its_invocation_row_to_stdout(tmp_path, capsys):
+  """The machine a call ran on comes to stdout too, as the other commands print theirs (it went only to --out)."""
+  _tiny_call(tmp_path, tmp_path / "q.jsonl")
+  first = json.loads(capsys.readouterr().out.splitlines()[0])
+  assert first["kind"] == "invocation" and first["cpu_count"] == os.cpu_count() and first["versions"]["numpy"]
+  assert first["device"] and first["platform"] and first["suite"] == "tiny"
+
+
+def test_quality_refuses_an_agent_that_does_not_load(tmp_path, capsys):
+  junk, empty = tmp_path / "junk.npz", tmp_path / "empty"
+  junk.write_bytes(b"junk")
+  empty.mkdir()
+  for path in (junk, empty):
+    argv = ["quality", "--suite", "tiny", "--methods", "muzero", "--checkpoint", str(path), "--workers", "1"]
+    with pytest.raises(SystemExit) as exit_:
+      benchmark.main([*argv, "--scenarios", "standard", "--time-limit-s", "0"])
+    assert exit_.value.code == 2 and f"--checkpoint {str(path)!r}: cannot load an agent" in capsys.readouterr().err
+
+
+def test_quality_plot_title_counts_the_worlds_plotted(tmp_path, monkeypatch):
+  """The title counts the worlds of the summary rows plotted (every call's in --out), not this call's --seeds."""
+  out = tmp_path / "q.jsonl"
+  run = _row("standard", "exhaustive", 0.01, 0, suite="tiny", recall=0.5, nominal_fraction=0.01, n_rows=3000)
+  run.update(options=[], worlds_version=qsuite.worlds.VERSION)
+  seeds = qsuite.worlds.world_seeds("eval", 2)
+  out.write_text("".join(json.dumps(dict(run, seed=seed)) + "\n" for seed in seeds))  # 2 worlds of an earlier call
+  titles = []
+  monkeypatch.setattr(qsession, "plot", lambda _summary, _path, title: titles.append(title))
+  _tiny_call(tmp_path, out, seeds=1)
+  (title,) = titles
+  assert "mean over 2 worlds per family" in title and "seed" not in title
+
+
+def test_quality_plot_legend_fits_one_family(tmp_path):
+  """One family's panels are narrow: the legend's columns fit its width, below the panels (it was cut at both
+  edges)."""
+  methods = ("exhaustive", "auto", "greedy", "pysubgroup-beam", "pysubgroup-dfs")
+  rows = [
+    _row("standard", m, f, s, recall=0.5 + f / 4, nominal_fraction=f)
+    for m in methods
+    for f in (0.01, 1.0)
+    for s in (0, 1)
+  ]
+  fig = qplot.plot(qsummary.summarize(rows), str(tmp_path / "p.png"), title="suite tiny on cpu; mean over 2 worlds")
+  (legend,) = fig.legends
+  box = legend.get_window_extent()
+  assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y0 >= 0
+  assert box.y1 <= min(ax.get_tightbbox().y0 for ax in fig.axes)  # below the lower panels' axis labels
+
+
+def test_headline_tables_name_the_split_of_their_worlds():
+  rows = [_row("mixed", "a", 0.01, s, recall=0.5, split="train") for s in (0, 1)]
+  args = dict(suite_name="t", wall_s=60.0, calls=1, device_kind="cpu")
+  train = qtables.headline_tables(qsummary.summarize(rows, split="train"), **args)
+  assert "means over training worlds" in train and "evaluation" not in train
+  evaluation = [dict(r, split="eval") for r in rows]
+  assert "means over evaluation worlds" in qtables.headline_tables(qsummary.summarize(evaluation), **args)

@@ -53,6 +53,8 @@ def test_benchmark_search(env_pool):
   assert row["overhead_ratio"] == pytest.approx(row["search_s"] / row["network_only_s"])
   assert math.isfinite(row["overhead_ratio"]) and row["overhead_ratio"] > 0
   assert row["compile_search_s"] > 0 and row["compile_network_only_s"] > 0
+  # the device as every benchmark row spells it (it said "cpu:cpu" where the others say "cpu")
+  assert row["device"] == jax.devices()[0].device_kind and row["platform"] == jax.devices()[0].platform
 
 
 @pytest.mark.slow

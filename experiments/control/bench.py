@@ -39,8 +39,20 @@ class CartPole:
   """Append the JSON lines to this file too."""
 
 
+def check(args: CartPole) -> None:
+  """ValueError naming the flag of an unknown preset or a budget not above 0, before anything is measured (an
+  unknown --preset was found only after every speed preset had been measured)."""
+  for flag, names in (("--preset", (args.preset,)), ("--speed-presets", args.speed_presets)):
+    unknown = [name for name in names if name not in cartpole.PRESETS]
+    if unknown:
+      raise ValueError(f"unknown {flag} {', '.join(map(repr, unknown))}; choose from {', '.join(cartpole.PRESETS)}")
+  if not min(args.max_minutes, args.eval_every_s) > 0:
+    raise ValueError(f"--max-minutes and --eval-every-s must be above 0, got {args.max_minutes}, {args.eval_every_s}")
+
+
 def run(args: CartPole, emit) -> list[dict]:
-  """Runs the benchmark; `emit(rows, out)` prints (and appends) JSON lines and returns the rows."""
+  """Runs the benchmark (its flags `check`ed); `emit(rows, out)` prints (and appends) JSON lines and returns the rows."""
+  check(args)
   device = jax.devices()[0]
   tag = dict(env="CartPole-v1", device=device.device_kind, platform=device.platform)
   task = cartpole.CartPoleTask()

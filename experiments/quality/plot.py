@@ -4,6 +4,8 @@ error rate instead of recall."""
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -59,9 +61,27 @@ def plot(summary: list[dict], path: str, *, title: str = "") -> Figure:
       if row == 0:
         ax.set_title(family)
   handles = [Line2D([], [], marker="o", ms=3, color=colour(m, methods), label=m) for m in methods]
-  fig.legend(handles=handles, loc="lower center", ncol=min(9, len(handles)), fontsize=8)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
+  # As many legend columns (up to 9) as the figure's width holds, and room below the panels for its rows; the title
+  # wrapped to the width (one family's 3.6 inches cut off a legend of one row at both edges: an audit).
+  legend = None
+  for ncol in range(min(9, len(handles)), 0, -1):
+    if legend is not None:
+      legend.remove()
+    legend = fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8)
+    if legend.get_window_extent().width <= 0.98 * fig.bbox.width:
+      break
+  if title:  # tight_layout keeps the panels below it
+    fig.suptitle(textwrap.fill(title, width=max(30, int(13 * fig.get_figwidth()))), fontsize=10)
+  fig.tight_layout(rect=(0, (legend.get_window_extent().height + 4) / fig.bbox.height, 1, 1))
   fig.savefig(path, dpi=110)
   return fig
+
+
+def worlds_label(summary: list[dict]) -> str:
+  """'mean over N worlds per family' ('N-M' where they differ) of the summary rows a plot draws: the worlds of every
+  call in an --out file, so not a call's own --seeds (a plot of 5 worlds said "1 seed": an audit)."""
+  counts = sorted({int(r["seeds"]) for r in summary if r.get("kind", "summary") == "summary" and r["applicable"]})
+  if not counts:
+    return ""
+  n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+  return f"mean over {n} world{'' if counts[-1] == 1 else 's'} per family"

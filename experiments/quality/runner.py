@@ -20,6 +20,7 @@ import pandas as pd
 
 import cube_env
 from cube_env import worlds
+from cube_env.discovery.methods import check_options
 from cube_env.discovery.oracle import compile_enumeration
 from cube_env.discovery.space import enumeration_rows, fitting_depth
 from experiments import agent
@@ -28,6 +29,7 @@ from experiments.quality.suite import (
   BUDGET_DEPENDENT,
   FIXED_FAMILIES,
   FULL_BUDGET,
+  SUITE_SCENARIOS,
   Case,
   Suite,
   base_method,
@@ -82,6 +84,40 @@ def build_methods(names: Iterable[str], checkpoint: str | None, options: Iterabl
     else:
       out[name] = SuiteMethod(cube_env.get_method(name))
   return out
+
+
+PROBE_ROWS = 3000  # rows of the world the settings a method is named with are tried on (the tiny suite's)
+
+
+def check_methods(suite: Suite) -> dict[str, SuiteMethod]:
+  """The suite's methods built (`build_methods`), or a ValueError naming `--methods` for a setting a method does not
+  take or a value it refuses, or `--checkpoint` for an agent that does not load: before any world of the suite is
+  drawn (each was a traceback from inside a case, after other rows had been written: an audit).
+
+  A setting's name is checked against the method's signature (`cube_env`'s `check_options`), but only a search
+  checks its value (`beam@width=0`): so each method named with settings searches one query of a small world of
+  the suite's split, at the suite's depth. The agent of `--checkpoint` is loaded even where no method plays it.
+  """
+  for name in suite.methods:
+    base = base_method(name)
+    try:
+      check_options(base, cube_env.get_method(base), suite.options(name))
+    except ValueError as err:
+      raise ValueError(f"--methods {name!r}: {str(err).removeprefix('method_options: ')}") from None
+  methods = build_methods(suite.methods, suite.checkpoint, suite.method_options)  # loads the agents muzero plays
+  if suite.checkpoint is not None and not any(m.agent for m in methods.values()):
+    agent.load_agent(suite.checkpoint)
+  named = [name for name in suite.methods if parse_variant(name)[1]]
+  if named:
+    case = make_case(SUITE_SCENARIOS[0], 0, dataclasses.replace(suite, n_rows=min(suite.n_rows, PROBE_ROWS)))
+    space = prepare_case(case, max_depth=suite.max_depth).prepared.space
+    for name in named:
+      if not_applicable(name, methods[name], space) is None:  # an agent for other grids: its settings go untried
+        try:
+          methods[name].search(space, budget=1, seed=case.seed)
+        except ValueError as err:
+          raise ValueError(f"--methods {name!r}: {err}") from None
+  return methods
 
 
 def nominal_budgets(

@@ -5,8 +5,9 @@ Run rows already in `out` (same suite and sizes) are kept and their
 and methods can be added later; so are the rows a killed call's workers
 spilled to OUT.partial. `out` is then rewritten as every run row, one
 `invocation` row per call (wall time, load) and fresh summary rows, after
-the rows of other suites or splits (and any other line) it held, unchanged. See
-docs/design.md, Discovery and confirmation.
+the rows of other suites or splits (and any other line) it held, unchanged:
+whole or not at all (a temporary file renamed over it), since it holds every
+earlier call's rows. See docs/design.md, Discovery and confirmation.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from importlib import metadata
 import jax
 
 from cube_env import worlds
-from experiments.quality.plot import plot
+from cube_env.discovery.journal import fsync_dir, write_atomic
+from experiments.launch.errors import UsageError
+from experiments.quality.plot import plot, worlds_label
 from experiments.quality.pool import json_line, log_to_stderr, read_rows, run_suite
-from experiments.quality.runner import build_methods
+from experiments.quality.runner import check_methods
 from experiments.quality.suite import SUITES, Suite, case_order, check_request, resize
 from experiments.quality.summary import best_settings, suite_pairs, summarize
 from experiments.quality.tables import headline_tables
@@ -147,38 +150,42 @@ def run_quality(
   `seeds` overrides the suite's number of cubes per scenario. `time_limit_s`:
   no case starts after this many seconds (cases go seed by seed across
   scenarios, so a cut suite still covers each one); the invocation row
-  records how many cases ran.
+  records how many cases ran. A bad request (a flag's value, a method's
+  settings, an agent that does not load) raises `UsageError` naming the flag
+  before any world is drawn.
   """
-  check_request(
-    method_names,
-    scenarios,
-    workers,
-    seeds,
-    time_limit_s,
-    suite=suite_name,
-    split=split,
-    checkpoint=checkpoint,
-    sweep=sweep,
-  )
+  try:
+    check_request(
+      method_names,
+      scenarios,
+      workers,
+      seeds,
+      time_limit_s,
+      suite=suite_name,
+      split=split,
+      checkpoint=checkpoint,
+      sweep=sweep,
+    )
+    suite = resize(
+      SUITES[suite_name],
+      method_names=method_names,
+      scenarios=scenarios,
+      seeds=seeds,
+      split=split,
+      sweep=sweep,
+      checkpoint=checkpoint,
+    )
+    built = check_methods(suite)
+  except ValueError as err:
+    raise UsageError(str(err)) from None
   log = log or log_to_stderr
-  suite = resize(
-    SUITES[suite_name],
-    method_names=method_names,
-    scenarios=scenarios,
-    seeds=seeds,
-    split=split,
-    sweep=sweep,
-    checkpoint=checkpoint,
-  )
   spill = f"{out}.partial" if out else None
   earlier = earlier_rows(suite, out, spill, log)
   done = {(r["scenario"], r["seed"], r["method"], r["budget"]) for r in earlier if r["kind"] == "run"}
   device = jax.devices()[0]
   if workers is None:
     workers = min(2, os.cpu_count() or 1) if device.platform == "cpu" else 1
-  methods = (
-    build_methods(suite.methods, suite.checkpoint, suite.method_options) if workers == 1 else None
-  )  # workers build their own
+  methods = built if workers == 1 else None  # workers build their own
   load_before = os.getloadavg()
   t0 = time.perf_counter()
   deadline = None if time_limit_s is None else time.time() + time_limit_s
@@ -229,12 +236,14 @@ def run_quality(
     pairs = pairs + best_settings(runs, split=suite.split)
   if out:
     others = other_rows(suite, out)  # an audit: a call with another suite or split wiped them
-    with open(out, "w") as handle:
-      for r in others + runs + invocations + summary + pairs:
-        handle.write(json_line(r) + "\n")
+    text = "".join(json_line(r) + "\n" for r in others + runs + invocations + summary + pairs)
+    # Renamed over `out` once whole: rewritten in place, a SIGTERM during the write left it empty or cut (an audit).
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    write_atomic(out, text.encode())
+    fsync_dir(os.path.dirname(out) or ".")
     if os.path.exists(spill):  # every row in it is in `out` now
       os.remove(spill)
-  for r in summary + pairs:
+  for r in [invocation] + summary + pairs:  # the machine, as the other commands print it, then the summaries
     print(json_line(r), flush=True)
   if not any(r["applicable"] for r in summary):
     log(f"no applicable run to summarize in suite {suite.name} ({len(runs)} rows)")
@@ -255,7 +264,7 @@ def run_quality(
   plot(
     summary,
     path,
-    title=f"suite {suite.name} on {device.device_kind} ({os.cpu_count()} cores); mean over {suite.seeds} seed(s)",
+    title=f"suite {suite.name} on {device.device_kind} ({os.cpu_count()} cores); {worlds_label(summary)}",
   )
   log(f"plot: {path}")
   return runs + invocations + summary + pairs

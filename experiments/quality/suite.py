@@ -209,9 +209,13 @@ def check_request(
   sweep: bool = False,
 ) -> None:
   """Raises ValueError naming the flag of an unknown suite, method, scenario (or one the suite's worlds are too small
-  for: `tiny`'s) or split, a missing agent, or an out-of-range number."""
+  for: `tiny`'s) or split, a scenario given twice, a missing agent, or an out-of-range number."""
   if suite is not None and suite not in SUITES:
     raise ValueError(f"--suite must be one of {', '.join(SUITES)}, got {suite!r}")
+  scenarios = None if scenarios is None else list(scenarios)
+  twice = sorted({name for name in scenarios or () if scenarios.count(name) > 1})
+  if twice:  # each of its worlds would run again and count as another world (narrower intervals: an audit)
+    raise ValueError(f"--scenarios: {', '.join(map(repr, twice))} given twice; name each family once")
   for flag, given, known in (("--methods", method_names, SUITE_METHODS), ("--scenarios", scenarios, SUITE_SCENARIOS)):
     unknown = [name for name in given or () if base_method(name) not in known]
     if unknown:

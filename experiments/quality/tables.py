@@ -187,7 +187,8 @@ def headline_tables(
 ) -> str:
   """The tables the `quality` command logs (markdown): budget to the recall target, recall at the headline
   budgets, the paired differences (from `pairs`, the `summary.paired` rows the command made: kind `paired`, and
-  `versus` for the learned search against the best heuristic) and the family-wise error rate."""
+  `versus` for the learned search against the best heuristic) and the family-wise error rate; the heading names the
+  split the summary rows are of."""
   by_kind = {k: [p for p in pairs if p.get("kind") == k] for k in ("paired", "versus")}
   tables = {
     f"budget to mean recall {RECALL_TARGET} of the planted effects (fraction of enumeration's queries = mean "
@@ -205,8 +206,10 @@ def headline_tables(
       "worlds where every heuristic ran)"
     )
     tables[title] = versus_table(by_kind["versus"])
+  splits = {r.get("split", "eval") for r in summary}  # a `--split train` call's rows are of training worlds
+  worlds = " and ".join(sorted(("training" if s == "train" else "evaluation") for s in splits)) or "evaluation"
   head = (
-    f"\nsuite {suite_name}, {wall_s / 60:.1f} min in {calls} call(s) on {device_kind}; means over evaluation "
+    f"\nsuite {suite_name}, {wall_s / 60:.1f} min in {calls} call(s) on {device_kind}; means over {worlds} "
     "worlds, [95% interval]: bootstrap over worlds, Clopper-Pearson for rates"
   )
   return "\n\n".join([head] + [f"{name}:\n{markdown(t, index=True)}" for name, t in tables.items() if not t.empty])
