@@ -113,6 +113,8 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
     state = restore_checkpoint(checkpoint, env, train_pool, config).state
     resumed_at = int(state.iteration)
     print(f"resumed {checkpoint.directory} at iteration {resumed_at}")
+  path = None if args.logdir is None else os.path.join(args.logdir, "evaluation.json")
+  earlier = _earlier(path, resumed_at)
   evaluation = PeriodicEvaluation(
     config,
     env,
@@ -121,6 +123,10 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
     logdir=args.logdir,
     target=task.target_return,
     seed=config.seed,
+    # A resumed run's clock goes on from its last evaluation's training seconds (an audit: it began at 0 again, so
+    # eval/return_vs_seconds ran backwards); the seconds between that evaluation and the checkpoint are not counted.
+    start_s=earlier[-1]["train_s"] if earlier else 0.0,
+    start_cpu_s=earlier[-1].get("train_cpu_s", 0.0) if earlier else 0.0,
   )
   try:
     if state is None:
@@ -161,18 +167,18 @@ def run(args: Args, checkpoint: Checkpoint | None) -> dict:
     path = os.path.join(args.logdir, "evaluation.json")
     history = [dataclasses.asdict(r) for r in evaluation.history]
     again = {h["iteration"] for h in history}  # an --eval-only resume evaluates its checkpoint's iteration again
-    history = [h for h in _earlier(path, resumed_at) if h["iteration"] not in again] + history
+    history = [h for h in earlier if h["iteration"] not in again] + history
     with open(path + ".tmp", "w") as fh:
       json.dump({"summary": summary, "config": config.to_dict(), "history": history}, fh, indent=1)
     os.replace(path + ".tmp", path)
   return summary
 
 
-def _earlier(path: str, resumed_at: int | None) -> list[dict]:
+def _earlier(path: str | None, resumed_at: int | None) -> list[dict]:
   """A resumed run's evaluations before it: those of `path` (the same logdir's `evaluation.json`) at or before the
   iteration it resumed from (a crashed run's later ones are dropped, as its TensorBoard events are); none for a
   fresh run or a logdir without the file."""
-  if resumed_at is None or not os.path.isfile(path):
+  if resumed_at is None or path is None or not os.path.isfile(path):
     return []
   with open(path) as fh:
     return [h for h in json.load(fh).get("history", []) if int(h["iteration"]) <= resumed_at]

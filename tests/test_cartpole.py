@@ -178,10 +178,12 @@ def test_short_cli_run_beats_the_untrained_agent(tmp_path, capsys):
   assert final["moves"] == SHORT_RUN_ITERATIONS * 16 * 16  # smoke: 16 environments x 16 steps per iteration
   assert report["summary"]["final_return_mean"] == final["return_mean"]
   # TensorBoard: training scalars and the evaluation curves (against iterations, moves and seconds).
+  # The evaluations are a run of their own (`eval`): in the training's directory a resumed run's restart marker
+  # (a purge step, an iteration) made TensorBoard drop every evaluation at a larger step, moves and seconds too.
   events = [p for p in os.listdir(logdir) if p.startswith("events.out.tfevents")]
-  eval_events = [p for p in events if p.endswith(".eval")]
-  assert len(events) >= 2 and eval_events
-  blob = (logdir / eval_events[0]).read_bytes()
+  eval_events = [p for p in os.listdir(logdir / "eval") if p.startswith("events.out.tfevents")]
+  assert events and not [p for p in events if p.endswith(".eval")] and eval_events
+  blob = (logdir / "eval" / eval_events[0]).read_bytes()
   for tag in (b"eval/return_mean", b"eval/return_vs_moves", b"eval/return_vs_seconds"):
     assert tag in blob
   # The checkpoint records the task and config: resuming it as the cube task, or with another seed, is refused
@@ -199,6 +201,7 @@ def test_short_cli_run_beats_the_untrained_agent(tmp_path, capsys):
   )
   again = json.loads((logdir / "evaluation.json").read_text())["history"]
   assert [h["iteration"] for h in again] == [0, SHORT_RUN_ITERATIONS] and again[0] == untrained
+  assert again[-1]["train_s"] >= final["train_s"]  # its clock goes on (it began at 0 again: curves ran backwards)
   # What training would refuse of the config against the environment is a usage error naming the flags.
   capsys.readouterr()
   for flags, message in (

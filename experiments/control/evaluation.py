@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import jax
@@ -31,14 +32,22 @@ class EvalRecord:
   eval_s: float
 
 
+EVAL_RUN = "eval"  # the TensorBoard run (a subdirectory of the training's logdir) of the evaluation curves
+
+
 class PeriodicEvaluation:
   """`callback(state, metrics)` for `muzero_jax.train`: greedy evaluation every `every_s` seconds.
 
   The clock starts when the object is made (build it just before training, so
-  compilation counts) and pauses while evaluating. Each evaluation writes
+  compilation counts), at `start_s` (and `start_cpu_s`) training seconds for a
+  resumed run, and pauses while evaluating. Each evaluation writes
   TensorBoard scalars: `eval/return_mean` (and min, std) at the training
   iteration, `eval/return_vs_moves` at step = self-play moves and
-  `eval/return_vs_seconds` at step = training seconds. Returns True (stop
+  `eval/return_vs_seconds` at step = training seconds, in the run `EVAL_RUN`
+  (a subdirectory of `logdir`): in `logdir` itself a resumed run's restart marker
+  (`muzero_jax.train`'s purge step, an iteration) made TensorBoard drop every
+  evaluation at a larger step, moves and seconds included (an audit: a resumed
+  CartPole run's curves lost their later points). Returns True (stop
   training) once the mean reaches `target` when `stop_at_target`.
   """
 
@@ -55,18 +64,22 @@ class PeriodicEvaluation:
     seed: int = 0,
     max_train_s: float | None = None,
     verbose: bool = True,
+    start_s: float = 0.0,
+    start_cpu_s: float = 0.0,
   ) -> None:
     self.config, self.env, self.eval_pool = config, env, eval_pool
     self.every_s, self.target, self.stop_at_target = every_s, target, stop_at_target
     self.max_train_s, self.verbose, self.seed = max_train_s, verbose, seed
     self.history: list[EvalRecord] = []
     self.reached: EvalRecord | None = None
-    self._start = time.perf_counter()
-    self._start_cpu = time.process_time()
+    self._start = time.perf_counter() - start_s
+    self._start_cpu = time.process_time() - start_cpu_s
     self._paused = 0.0
     self._paused_cpu = 0.0
-    self._last_eval = 0.0
-    self._logger = muzero_jax.MetricsLogger(logdir, filename_suffix=".eval")
+    self._last_eval = start_s
+    self._logger = muzero_jax.MetricsLogger(
+      None if logdir is None else os.path.join(logdir, EVAL_RUN), filename_suffix=".eval"
+    )
 
   def train_seconds(self) -> float:
     """Wall seconds of training so far (evaluation excluded)."""
