@@ -159,23 +159,31 @@ def leaf_mismatch(tree, reference) -> tuple[str, ...] | None:
   return None
 
 
+def _require(condition, message: str) -> None:
+  """``AssertionError(message)`` unless ``condition``: an explicit raise, which ``python -O`` keeps (bare ``assert``
+  statements are stripped there, and ``check_env`` passed a NaN observation and a rewarded illegal action: an
+  audit)."""
+  if not condition:
+    raise AssertionError(message)
+
+
 def _assert_tree_close(a, b, what: str, atol: float = 1e-5, names: tuple[str, ...] = ()) -> None:
   """Leaf by leaf, named by its place in the output (``names`` for the top-level items) and pytree path."""
   la, _ = jax.tree_util.tree_flatten_with_path(a)
   lb = jax.tree.leaves(b)
-  assert len(la) == len(lb), f"{what}: different pytree structure"
+  _require(len(la) == len(lb), f"{what}: different pytree structure")
   for (path, x), y in zip(la, lb):
     where = jax.tree_util.keystr(path)
     if names and path and isinstance(path[0], jax.tree_util.SequenceKey) and path[0].idx < len(names):
       where = names[path[0].idx] + jax.tree_util.keystr(path[1:])
     x, y = np.asarray(x), np.asarray(y)
-    assert x.shape == y.shape, f"{what}: {where}: shapes {x.shape} != {y.shape}"
+    _require(x.shape == y.shape, f"{what}: {where}: shapes {x.shape} != {y.shape}")
+    # The messages only on failure: their numbers cost, and an empty leaf has no max.
     if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
-      assert np.array_equal(x, y), f"{what}: {where} differs: {_head(x)} against {_head(y)}"
-    else:
-      assert np.allclose(x, y, atol=atol, rtol=1e-5, equal_nan=True), (  # a NaN is its own check's
-        f"{what}: {where} differs by up to {np.abs(x - y).max():g}: {_head(x)} against {_head(y)}"
-      )
+      if not np.array_equal(x, y):
+        raise AssertionError(f"{what}: {where} differs: {_head(x)} against {_head(y)}")
+    elif not np.allclose(x, y, atol=atol, rtol=1e-5, equal_nan=True):  # a NaN is its own check's
+      raise AssertionError(f"{what}: {where} differs by up to {np.abs(x - y).max():g}: {_head(x)} against {_head(y)}")
 
 
 def _head(x: np.ndarray) -> str:
@@ -226,11 +234,11 @@ def check_env(
   mask_j = jax.jit(env.action_mask)
   obs, state = reset_j(key, params)
   _assert_tree_close((obs, state), env.reset(key, params), "reset jit vs no-jit", names=("obs", "state"))
-  assert tuple(obs.shape) == tuple(env.observation_shape), f"obs shape {obs.shape} != {env.observation_shape}"
-  assert np.isfinite(np.asarray(obs, np.float32)).all(), "non-finite observation from reset"
-  assert _real(obs.dtype), f"obs dtype {obs.dtype}: observations are real numbers (float, int or bool)"
+  _require(tuple(obs.shape) == tuple(env.observation_shape), f"obs shape {obs.shape} != {env.observation_shape}")
+  _require(np.isfinite(np.asarray(obs, np.float32)).all(), "non-finite observation from reset")
+  _require(_real(obs.dtype), f"obs dtype {obs.dtype}: observations are real numbers (float, int or bool)")
   mask = mask_j(state, params)
-  assert mask.shape == (env.num_actions,) and mask.dtype == jnp.bool_, f"mask {mask.shape} {mask.dtype}"
+  _require(mask.shape == (env.num_actions,) and mask.dtype == jnp.bool_, f"mask {mask.shape} {mask.dtype}")
 
   rng = np.random.default_rng(seed)
   max_steps = max_episode_steps if max_episode_steps is not None else getattr(env, "horizon", 200)
@@ -240,7 +248,7 @@ def check_env(
     obs, state = reset_j(jax.random.fold_in(key, episodes), params)
     for t in range(max_steps + 1):
       mask = np.asarray(mask_j(state, params))
-      assert mask.any(), f"no legal action at step {t} of a non-terminal state"
+      _require(mask.any(), f"no legal action at step {t} of a non-terminal state")
       action = jnp.int32(rng.choice(np.nonzero(mask)[0]))  # an int32 array, as self-play passes it
       k = jax.random.fold_in(key, 1000 + steps)
       out = step_j(k, state, action, params)
@@ -253,12 +261,12 @@ def check_env(
         _, s_bad, r_bad, *_ = step_j(k, state, bad, params)
         if position is not None:
           _assert_tree_close(position(s_bad), position(state), "illegal action moved the state")
-        assert float(r_bad) == 0.0, "illegal action was rewarded"
+        _require(float(r_bad) == 0.0, "illegal action was rewarded")
         checked_illegal = True
       obs, state, reward, terminated, truncated, _ = out
-      assert np.isfinite(np.asarray(obs, np.float32)).all(), "non-finite observation from step"
-      assert np.isfinite(float(reward)), "non-finite reward"
-      assert terminated.shape == () and truncated.shape == (), "terminated/truncated must be scalars"
+      _require(np.isfinite(np.asarray(obs, np.float32)).all(), "non-finite observation from step")
+      _require(np.isfinite(float(reward)), "non-finite reward")
+      _require(terminated.shape == () and truncated.shape == (), "terminated/truncated must be scalars")
       steps += 1
       total += float(reward)
       if bool(terminated) or bool(truncated):

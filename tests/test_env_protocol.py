@@ -1,6 +1,8 @@
 """`muzero_jax.check_env` over every environment the project ships: the cube, the gymnax adapter, the test toys."""
 
 import importlib.util
+import inspect
+import types
 
 import jax
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import cube_env
 import muzero_jax
 from experiments.control import gymnax_env  # imports gymnax only when an adapter is built
-from muzero_jax import selfplay
+from muzero_jax import env_protocol, selfplay
 from tests.checkpoint_worker import CONFIG
 from tests.toy_envs import CoinGrid, make_coin_pool
 
@@ -140,6 +142,18 @@ def test_a_broken_environment_is_named(env, message):
   params = jax.tree.map(lambda x: x[0], make_coin_pool(env, 1, seed=0))
   with pytest.raises(AssertionError, match=message):
     muzero_jax.check_env(env, params, num_episodes=1, batch=2)
+
+
+def test_a_broken_environment_is_named_under_python_O():
+  """An RL audit: `check_env`'s checks were bare `assert` statements, which `python -O` strips, so a NaN observation
+  and a rewarded illegal action passed there. The module compiled as -O compiles it (optimize=2) still refuses."""
+  source = inspect.getsource(env_protocol)
+  module = types.ModuleType("env_protocol_O")
+  exec(compile(source, env_protocol.__file__, "exec", optimize=2), module.__dict__)
+  for env, message in ((_NanObs(), "non-finite observation from step"), (_RewardsIllegal(), "illegal action was")):
+    params = jax.tree.map(lambda x: x[0], make_coin_pool(env, 1, seed=0))
+    with pytest.raises(AssertionError, match=message):
+      module.check_env(env, params, num_episodes=1, batch=2)
 
 
 def test_shapes_are_checked_without_running():
