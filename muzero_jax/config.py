@@ -187,6 +187,8 @@ class MuZeroConfig:
         raise ValueError(f"MuZeroConfig.{field.name} must be a number, got {value!r}")
       if field.type in ("int", "float") and isinstance(value, np.generic):  # Python numbers, as JSON writes them
         object.__setattr__(self, field.name, value.item())
+    if not 0 <= self.seed < 2**32:  # jax.random.PRNGKey keeps the low 32 bits: 2**32 trained as seed 0 (an audit)
+      raise ValueError(f"MuZeroConfig.seed must be a whole number from 0 to 2**32 - 1, got {self.seed}")
     for name in ("learning_rate", "max_grad_norm", "max_reward", "pb_c_init", "pb_c_base", "priority_eps"):
       if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
         raise ValueError(f"MuZeroConfig.{name} must be a finite number > 0, got {getattr(self, name)}")

@@ -317,6 +317,8 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
     ("priority_alpha", float("nan"), "finite number >= 0"),
     ("num_simulations", 1.5, "whole number"),
     ("batch_size", "64", "whole number"),
+    ("seed", 2**32, "from 0 to 2\\*\\*32 - 1"),  # PRNGKey keeps 32 bits: 2**32 trained as seed 0 (an audit)
+    ("seed", -1, "from 0 to 2\\*\\*32 - 1"),
   ):
     with pytest.raises(ValueError, match=rf"MuZeroConfig\.{field}.*{message}"):
       CONFIG.replace(**{field: value})
