@@ -191,6 +191,7 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
   assert train.main(["--resume", split, "--num-simulations", "9", "--no-evaluate", "--logdir", "None"]) == 2
   err = capsys.readouterr().err
   assert "--num-simulations 9 (checkpoint: 4)" in err and "--iterations" in err
+  assert "--env" not in err.split("Safe to change on resume:")[1]  # refused on resume (an audit: listed as safe)
   # An unknown family is refused before any cube is made (it was a traceback).
   assert train.main(["--preset", "smoke", "--families", "standard", "bogus", "--logdir", "None"]) == 2
   assert "--families: unknown 'bogus'; choose from narrow, standard" in capsys.readouterr().err

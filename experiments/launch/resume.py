@@ -181,7 +181,9 @@ def parse_run_flags(
     return args, None
   conflicts = _contradictions(args, default)
   if conflicts:
-    safe = [f.name for f in dataclasses.fields(args_type) if f.name not in (*_CHECKED, "resume")]
+    # --env names the entry point the checkpoint was written by (read_checkpoint refuses another): not safe to
+    # change, though a field of `Args` (an audit: the message listed it).
+    safe = [f.name for f in dataclasses.fields(args_type) if f.name not in (*_CHECKED, "resume", "env")]
     safe += sorted(SAFE_CONFIG_FIELDS)
     raise UsageError(
       f"--resume {directory}: flag(s) contradict the checkpoint: {'; '.join(conflicts)}. Safe to change "
