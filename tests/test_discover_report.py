@@ -796,7 +796,7 @@ def test_findings_files_list_the_interval_of_the_relative_difference_beside_it()
 def _console_run(findings: pd.DataFrame):
   return types.SimpleNamespace(
     config=cube_env.DiscoveryConfig(method="greedy", budget=10),
-    search=types.SimpleNamespace(queries=3, seconds=0.25, z_screen=4.0, note=""),
+    search=types.SimpleNamespace(queries=3, seconds=0.25, z_screen=4.0, note="", stopped_by=cube_env.STOPPED_DONE),
     halves=types.SimpleNamespace(
       explore_rows=14862,
       confirm_rows=14862,
@@ -889,10 +889,17 @@ def test_console_writes_a_blank_number_as_a_dash_never_none_nan_or_na(capsys):
   findings printed as None, NaN, <NA> and nan beside each other (an audit's run with --explore-fraction 0.99)."""
   table = _report_table(relative_ci_low=[0.41, np.nan], relative_ci_high=[0.6, np.nan])
   table.loc[1, ["n_rest", "mean_group", "mean_rest", "relative_diff", "z", "p_adjusted"]] = np.nan
-  score = {"confirmed": {"n_truth": 8, "recall": 0.0, "precision": float("nan"), "n_false": 0, "n_reported": 0}}
+  score = {
+    "candidates": {"n_truth": 0, "recall": float("nan"), "precision": 0.0, "n_false": 3, "n_reported": 3},
+    "confirmed": {"n_truth": 8, "recall": 0.0, "precision": float("nan"), "n_false": 0, "n_reported": 0},
+  }
   print_summary(_console_run(table), source="er.csv", score=score, paths={"report.html": "out/report.html"}, show=10)
   out = capsys.readouterr().out
-  assert not {"None", "NaN", "nan", "<NA>"} & set(out.split()), out
+  assert not {"None", "NaN", "nan", "nan;", "<NA>"} & set(out.split()), out
+  # Nothing planted (a null demo): recall "-", not "nan" (a report audit); and why the search stopped, as the
+  # report and findings.json say it (the console did not).
+  assert "truth (candidates): 0 planted; recall -; precision 0.00 (3 false of 3)" in out
+  assert "3 group-by queries of 10, stopped before its budget: the method had no cohort left to visit;" in out
   other = out.splitlines()[5].split()
   assert other[other.index("readmitted") + 1 :][:9] == ["-"] * 8 + ["False"]  # n_group to p_adjusted
   assert "truth (confirmed): 8 planted; recall 0.00; precision - (0 false of 0)" in out
@@ -1046,11 +1053,16 @@ def test_html_says_why_rows_are_blank_what_the_plots_show_and_which_relative_dif
   assert ".wide{overflow-x:auto" in html
   assert "the group (red) and the rest or reference group (blue)" in html and "does not start at 0" in html
   table = pd.read_csv(os.path.join(report, "findings.csv"))
-  z = np.where(table["z"].notna() & (table["z"] != 0), table["z"], table["explore_z"])
+  z = np.where(table["diff"].notna() & (table["diff"] != 0), table["diff"], table["explore_z"])
+  z = np.where(table["z"].notna() & (table["z"] != 0), table["z"], z)
   shown = pd.notna(z)
   assert shown.any() and list(table["direction"][shown]) == ["higher" if v > 0 else "lower" for v in z[shown]]
   with_dir = pipeline.with_direction(pd.DataFrame({"z": [2.0, -3.0, 0.0, None], "explore_z": [1.0, -1.0, -4.0, 5.0]}))
   assert list(with_dir["direction"]) == ["higher", "lower", "lower", "higher"]
+  # An untested candidate's confirmation means are shown without a z: the direction is theirs (a report audit:
+  # "lower" beside a group mean of 1.0 against 0.885, read off the exploration z).
+  untested = pd.DataFrame({"z": [None, None], "diff": [0.115, None], "explore_z": [-4.0, -4.0]})
+  assert list(pipeline.with_direction(untested)["direction"]) == ["higher", "lower"]
   note = markup._scales_note(
     pd.DataFrame({"measure": ["survived", "cd4_change"]}), favorable=["survived"], signed=["cd4_change"]
   )

@@ -7,7 +7,7 @@ import pandas as pd
 
 import cube_env
 from cube_env.discovery.pipeline import confirmation_rule, warnings_in
-from experiments.report.files import count_stories, explore_new_z
+from experiments.report.files import count_stories, explore_new_z, search_ended
 from experiments.report.markup import p_text, plural, printable, z_text
 
 SHOWN = [
@@ -92,9 +92,9 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
   for line in run.halves.summary:
     _say(f"  {cube_env.note_text(line, c.min_group)}")
   _say(
-    f"method: {c.method}; {s.queries} group-by queries of {c.budget}; {s.seconds:.1f} s searching, "
-    f"{run.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}, new at z {explore_new_z(run):.2f}"
-    + (f"; {s.note}" if s.note else "")
+    f"method: {c.method}; {s.queries} group-by queries of {c.budget}, stopped {search_ended(run)}; "
+    f"{s.seconds:.1f} s searching, {run.seconds:.1f} s in all; |z| >= {s.z_screen:.2f}, new at z "
+    f"{explore_new_z(run):.2f}" + (f"; {s.note}" if s.note else "")
   )
   n_conf = int(run.findings["confirmed"].sum()) if len(run.findings) else 0
   n_stories = count_stories(run.findings)
@@ -113,7 +113,7 @@ def print_summary(run: cube_env.Discovery, *, source: str, score: dict | None, p
   if score is not None:
     for stage, sc in score.items():
       _say(
-        f"truth ({stage}): {sc['n_truth']} planted; recall {sc['recall']:.2f}; precision {_share(sc['precision'])} "
+        f"truth ({stage}): {sc['n_truth']} planted; recall {_share(sc['recall'])}; precision {_share(sc['precision'])} "
         f"({sc['n_false']} false of {sc['n_reported']})"
       )
   warnings = warnings_in(cube_env.note_text(line, c.min_group) for line in run.halves.summary)
