@@ -51,8 +51,8 @@ def check(args: CartPole) -> None:
 
 
 def run(args: CartPole, emit) -> list[dict]:
-  """Runs the benchmark (its flags `check`ed); `emit(rows, out)` prints (and appends) JSON lines and returns the rows."""
-  check(args)
+  """Runs the benchmark on flags already `check`ed (`experiments.benchmark` does, turning its error into a usage
+  error); `emit(rows, out)` prints (and appends) JSON lines and returns the rows."""
   device = jax.devices()[0]
   tag = dict(env="CartPole-v1", device=device.device_kind, platform=device.platform)
   task = cartpole.CartPoleTask()
