@@ -240,3 +240,24 @@ def test_wallace_and_underflow_z_are_within_their_measured_bounds():
       assert err[t <= top].max() < bound, (df, top, err[t <= top].max())
     z, _ = st.t_test(jnp.asarray(t, jnp.float32), jnp.float32(df))
     assert (np.abs(np.asarray(z, np.float64) - exact)[ok] / exact[ok]).max() < 0.01, df
+
+
+def test_sides_at_the_shift_below_float32s_resolution_are_no_evidence():
+  """With --adjust, a binary measure in a stratum without events has residuals of exactly 0 on every row, and the
+  residuals' centre is their float64 mean, ~1e-18: both sides' spread underflows float32 to 0 and their gap is the
+  sums' rounding (6.6e-24). It read as two constant sides with different means, |z| = Z_MAX: 20 exploration
+  candidates of a `confounded --adjust` run (a report audit). Sides whose spread float32 cannot hold carry no
+  evidence: z 0, p 1, by every z method and the observation's screen. Constant sides with a resolvable spread keep
+  their strong gap (test_a_side_far_from_the_shift_is_not_read_as_constant)."""
+  shift = np.float32(1.3e-18)
+  group = np.array([20.0, -20 * 1.3e-18, 20 * 1.69e-36], np.float32)
+  rest = np.array([60.0, -60 * 1.3e-18 * (1 + 6.6e-6), 60 * 1.69e-36], np.float32)
+  assert group[1] / group[0] != rest[1] / rest[0]  # the rounding's gap
+  for z_method in ("exact", "wallace", "bound"):
+    cmp = jax.tree.map(
+      np.asarray, jax.jit(functools.partial(st.compare, min_group=11.0, z_method=z_method))(group, rest, shift, False)
+    )
+    assert cmp["valid"] and cmp["z"] == 0 and cmp["p_value"] == 1, z_method
+    assert _all_finite(cmp)
+  z, valid = jax.jit(functools.partial(st.screen, min_group=11.0))(group, rest, shift, False)
+  assert bool(valid) and float(z) == 0
