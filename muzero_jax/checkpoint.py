@@ -64,7 +64,9 @@ __all__ = [
   "save",
 ]
 
-FORMAT_VERSION = 1
+# The training state's layout. 2 (2026-12-07): the replay records `truncation_value`. A checkpoint of another
+# format is refused by name on resume (it is not damaged, and is never quarantined); its parameters still load.
+FORMAT_VERSION = 2
 ITEMS = ("state", "params", "config", "meta")
 # Fields that may differ between a checkpoint's config and the config resuming it.
 SAFE_CONFIG_FIELDS = frozenset({"checkpoint_every", "checkpoints_to_keep"})
@@ -448,6 +450,13 @@ class Checkpointer:
     except Exception as err:  # noqa: BLE001 (any read failure means a damaged step)
       return f"config/meta unreadable ({_short(err)})"
     check_compatible(meta, saved_config, directory=self.directory, step=step, env=env, config=config)
+    if meta.get("format") != FORMAT_VERSION:
+      raise ValueError(
+        f"checkpoint {self.directory}/{step} holds a training state of format {meta.get('format')!r}, written by "
+        f"another version of muzero_jax; this one resumes format {FORMAT_VERSION} (format 2 added the replay's "
+        "truncation values): finish that run with the version that wrote it, or start a new one (its parameters "
+        "load with muzero_jax.load_params)"
+      )
     try:
       state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
     except Exception as err:  # noqa: BLE001 (as above: an unreadable state is a damaged step)

@@ -12,8 +12,10 @@ from a pool whose leaves carry a leading ``[P, ...]`` axis (see
 :mod:`muzero_jax.selfplay`). Observations are ``[*observation_shape]`` real numbers
 (float32, or integers or booleans, which training casts to float32);
 ``reward`` is a real scalar, ``terminated`` and ``truncated`` bool scalars. An illegal action is
-never rewarded. Training ends an episode's value at either flag alike (no bootstrapping past a truncation):
-an environment whose time limit is not part of its task should show the time left in its observation.
+never rewarded. ``terminated`` ends the task (its value past the end is 0); ``truncated`` cuts an episode the world
+would go on with (a time limit), and training bootstraps its value targets from the network's value of the
+observation it was cut at (:mod:`muzero_jax.replay`). An environment whose time limit is part of its task (as the
+cube's budget is) says ``terminated`` and shows the time left in its observation.
 An environment without params takes ``None`` as its pool (one instance).
 
 :func:`check_env` is the reusable conformance test of the protocol (in the

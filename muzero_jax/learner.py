@@ -111,9 +111,9 @@ def reanalyse(
 
 def make_batch(sample: replay_lib.Sample, *, config: MuZeroConfig) -> Batch:
   """Targets from a (possibly reanalysed) sample."""
-  targets = jax.vmap(lambda r, d, v, p, m: replay_lib.make_targets(r, d, v, p, m, config=config))(
-    sample.reward, sample.done, sample.root_value, sample.policy, sample.mask
-  )
+  targets = jax.vmap(
+    lambda r, d, v, p, m, u: replay_lib.make_targets(r, d, v, p, m, config=config, truncation_value=u)
+  )(sample.reward, sample.done, sample.root_value, sample.policy, sample.mask, sample.truncation_value)
   return Batch(obs=sample.obs, action=sample.action[:, : config.unroll_steps], targets=targets, weight=sample.weight)
 
 

@@ -7,10 +7,11 @@ config.num_envs`` slots). Row ``r + 1`` of a column is the step after row ``r``
 the boundary), so a sampled position reads a window of ``L = K + n + 1``
 consecutive rows: K unroll steps plus n-step bootstrap.
 
-Episode ends: ``done = terminated | truncated`` stops both the n-step sum and the
-bootstrap, i.e. truncation is treated as termination. That is exact when the
-observation carries the time left (as the cube's does); for environments with a
-hidden time limit it biases values near the limit downwards.
+Episode ends: ``done = terminated | truncated`` stops the n-step sum. A terminated episode's value past its end
+is 0; a truncated one (a time limit, not the task's end) goes on in the world, so its n-step targets bootstrap from
+``truncation_value``, the network's value of the observation the episode was cut at (self-play stores it, since the
+slot resets in place and that observation is not kept; reanalysis leaves it as acted). Before 2026-12-07 truncation
+was taken as termination, which biased values near a hidden time limit (CartPole's 500 steps) downwards.
 
 A position is sampleable once ``K + n`` newer rows exist (its whole window is in
 the buffer). Its priority is set then, to ``|root value - n-step target| + eps``
@@ -56,6 +57,9 @@ class Trajectory:
   policy: chex.Array  # [T, B, A] search policy (action_weights)
   root_value: chex.Array  # [T, B] search value at the observation
   mask: chex.Array  # [T, B, A] bool legal actions at the observation
+  # [T, B] float32 the network's value of the observation the step ended on where it truncated the episode
+  # (truncated and not terminated), else 0: the n-step targets' bootstrap past a time limit
+  truncation_value: chex.Array
 
 
 @struct.dataclass
@@ -69,6 +73,7 @@ class Replay:
   policy: chex.Array  # [R, B, A] float32
   root_value: chex.Array  # [R, B] float32
   mask: chex.Array  # [R, B, A] bool
+  truncation_value: chex.Array  # [R, B] float32 (`Trajectory.truncation_value`)
   priority: chex.Array  # [R, B] float32, |value error| + eps (before the exponent alpha)
   next_row: chex.Array  # [] int32, row the next step is written to
   rows_written: chex.Array  # [] int32, rows holding data (saturates at R)
@@ -88,6 +93,7 @@ class Sample:
   policy: chex.Array  # [N, L, A] float32
   root_value: chex.Array  # [N, L] float32
   mask: chex.Array  # [N, L, A] bool
+  truncation_value: chex.Array  # [N, L] float32
   weight: chex.Array  # [N] float32 importance weight, max 1
 
 
@@ -113,6 +119,7 @@ def init_replay(config: MuZeroConfig, observation_shape, num_actions: int) -> Re
     policy=jnp.zeros((rows, cols, num_actions), jnp.float32),
     root_value=jnp.zeros((rows, cols), jnp.float32),
     mask=jnp.zeros((rows, cols, num_actions), bool),
+    truncation_value=jnp.zeros((rows, cols), jnp.float32),
     priority=jnp.zeros((rows, cols), jnp.float32),
     next_row=jnp.zeros((), jnp.int32),
     rows_written=jnp.zeros((), jnp.int32),
@@ -132,47 +139,61 @@ def valid_positions(replay: Replay, config: MuZeroConfig) -> chex.Array:
   return jnp.broadcast_to(ok[:, None], replay.action.shape)
 
 
-def n_step_return(reward: chex.Array, done: chex.Array, bootstrap: chex.Array, *, discount: float) -> chex.Array:
-  """``sum_{i<n} g^i r_i prod_{j<i}(1-d_j) + g^n v_n prod_{j<n}(1-d_j)`` for one position.
+def n_step_return(
+  reward: chex.Array,
+  done: chex.Array,
+  bootstrap: chex.Array,
+  *,
+  discount: float,
+  truncation_value: chex.Array | None = None,
+) -> chex.Array:
+  """``sum_{i<n} g^i prod_{j<i}(1-d_j) (r_i + g u_i) + g^n v_n prod_{j<n}(1-d_j)`` for one position.
 
   Args:
     reward: ``[n]`` rewards ``r_t .. r_{t+n-1}``.
     done: ``[n]`` episode-ended flags of the same steps.
     bootstrap: ``[]`` value estimate at ``t + n``.
     discount: ``g``.
+    truncation_value: ``[n]`` ``u_i``, the value of the observation step i truncated the episode at (0 where it did
+      not; `Trajectory.truncation_value`); None: all 0.
   """
   chex.assert_rank([reward, done, bootstrap], [1, 1, 0])
   n = reward.shape[0]
   cont = jnp.cumprod(1.0 - done.astype(jnp.float32))
   before = jnp.concatenate([jnp.ones((1,), jnp.float32), cont[:-1]])
   powers = discount ** jnp.arange(n, dtype=jnp.float32)
-  return jnp.sum(powers * reward * before) + discount**n * bootstrap * cont[-1]
+  step = reward if truncation_value is None else reward + discount * truncation_value
+  return jnp.sum(powers * step * before) + discount**n * bootstrap * cont[-1]
 
 
-def n_step_targets(reward, done, value, *, n: int, discount: float, num_targets: int) -> chex.Array:
+def n_step_targets(reward, done, value, *, n: int, discount: float, num_targets: int, truncation_value=None):
   """n-step returns for the first ``num_targets`` positions of a window.
 
   Args:
-    reward, done, value: ``[L]`` with ``L >= num_targets + n``.
+    reward, done, value: ``[L]`` with ``L >= num_targets + n``; truncation_value: ``[L]`` or None
+      (`n_step_return`).
 
   Returns:
     ``[num_targets]``; entry k bootstraps from ``value[k + n]``.
   """
   chex.assert_rank([reward, done, value], 1)
+  cut = jnp.zeros_like(reward) if truncation_value is None else truncation_value
 
   def one(k):
     r = jax.lax.dynamic_slice_in_dim(reward, k, n)
     d = jax.lax.dynamic_slice_in_dim(done, k, n)
-    return n_step_return(r, d, value[k + n], discount=discount)
+    u = jax.lax.dynamic_slice_in_dim(cut, k, n)
+    return n_step_return(r, d, value[k + n], discount=discount, truncation_value=u)
 
   return jax.vmap(one)(jnp.arange(num_targets))
 
 
-def make_targets(reward, done, root_value, policy, mask, *, config: MuZeroConfig) -> Targets:
+def make_targets(reward, done, root_value, policy, mask, *, config: MuZeroConfig, truncation_value=None) -> Targets:
   """Unroll targets of one window (unbatched; ``vmap`` over samples).
 
   Args:
-    reward, done, root_value: ``[L]``; policy, mask: ``[L, A]`` (first ``K+1`` used).
+    reward, done, root_value: ``[L]``; policy, mask: ``[L, A]`` (first ``K+1`` used); truncation_value: ``[L]`` or
+      None (`n_step_return`).
 
   After the episode of position 0 ends inside the window, later positions are
   absorbing: value and reward targets 0, policy and legality losses off.
@@ -180,7 +201,15 @@ def make_targets(reward, done, root_value, policy, mask, *, config: MuZeroConfig
   k1 = config.unroll_steps + 1
   done_f = done.astype(jnp.float32)
   alive = jnp.concatenate([jnp.ones((1,)), jnp.cumprod(1.0 - done_f[: k1 - 1])])
-  values = n_step_targets(reward, done, root_value, n=config.n_step, discount=config.discount, num_targets=k1)
+  values = n_step_targets(
+    reward,
+    done,
+    root_value,
+    n=config.n_step,
+    discount=config.discount,
+    num_targets=k1,
+    truncation_value=truncation_value,
+  )
   step_reward = jnp.concatenate([jnp.zeros((1,)), reward[: k1 - 1] * alive[:-1]])
   return Targets(
     value=values * alive,
@@ -206,7 +235,7 @@ def add_trajectory(replay: Replay, traj: Trajectory, *, config: MuZeroConfig) ->
   steps = traj.action.shape[0]
   chex.assert_shape(traj.action, (steps, num_cols))
   rows = (replay.next_row + jnp.arange(steps)) % num_rows
-  fields = ("obs", "action", "reward", "done", "policy", "root_value", "mask")
+  fields = ("obs", "action", "reward", "done", "policy", "root_value", "mask", "truncation_value")
   replay = replay.replace(**{f: getattr(replay, f).at[rows].set(getattr(traj, f)) for f in fields})
   replay = replay.replace(
     next_row=(replay.next_row + steps) % num_rows,
@@ -219,9 +248,12 @@ def add_trajectory(replay: Replay, traj: Trajectory, *, config: MuZeroConfig) ->
   new_rows = (replay.next_row - 1 - ages) % num_rows
   win = _window_rows(new_rows, config.n_step + 1, num_rows)  # [T, n+1]
   reward, done, value = replay.reward[win], replay.done[win], replay.root_value[win]  # [T, n+1, B]
-  ret = jax.vmap(
-    jax.vmap(lambda r, d, v: n_step_return(r[:-1], d[:-1], v[-1], discount=config.discount), in_axes=1), in_axes=0
-  )(reward, done, value)  # [T, B]
+  cut = replay.truncation_value[win]
+
+  def one(r, d, v, u):
+    return n_step_return(r[:-1], d[:-1], v[-1], discount=config.discount, truncation_value=u[:-1])
+
+  ret = jax.vmap(jax.vmap(one, in_axes=1), in_axes=0)(reward, done, value, cut)  # [T, B]
   fallback = jnp.maximum(jnp.max(replay.priority), 1.0)
   prio = priority_from_error(replay.root_value[new_rows] - ret, config.priority_eps, fallback)
   written = (ages < replay.rows_written)[:, None]
@@ -268,6 +300,7 @@ def sample(replay: Replay, key: chex.PRNGKey, *, config: MuZeroConfig, num_windo
     policy=replay.policy[win, c],
     root_value=replay.root_value[win, c],
     mask=replay.mask[win, c],
+    truncation_value=replay.truncation_value[win, c],
     weight=weight,
   )
 

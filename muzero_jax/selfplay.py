@@ -38,7 +38,7 @@ from flax import struct
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.networks import MuZeroNetwork, make_network
 from muzero_jax.replay import Trajectory
-from muzero_jax.search import SearchOutput, run_search
+from muzero_jax.search import SearchOutput, root_output, run_search
 
 __all__ = [
   "ActorState",
@@ -209,6 +209,16 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
   reward = reward.astype(jnp.float32)
   done = jnp.logical_or(terminated, truncated)
   chex.assert_shape([reward, done], (num_envs,))
+  # A time limit cuts the episode, the world goes on: the targets bootstrap from the value of the observation it was
+  # cut at (`replay.n_step_return`), which the reset below overwrites. Only steps where some slot truncated pay for
+  # the extra initial inference.
+  cut = jnp.logical_and(truncated, jnp.logical_not(terminated))
+  truncation_value = jax.lax.cond(
+    jnp.any(cut),
+    lambda o: jnp.where(cut, root_output(network, config, params, o.astype(jnp.float32)).value, 0.0),
+    lambda _: jnp.zeros((num_envs,), jnp.float32),
+    obs,
+  )
   new_index = jax.random.randint(key_index, (num_envs,), 0, pool_size(pool)).astype(jnp.int32)
 
   def reset_all(_):
@@ -236,6 +246,7 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
     policy=policy,
     root_value=out.root_value,
     mask=mask,
+    truncation_value=truncation_value,
   )
   stats = RolloutStats(
     episodes=jnp.sum(done).astype(jnp.int32),

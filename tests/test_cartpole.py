@@ -13,7 +13,7 @@ pytest.importorskip("gymnax", reason="the control extra is not installed: pip in
 
 from experiments import train
 from experiments.control import cartpole, gymnax_env
-from muzero_jax import check_env_shapes
+from muzero_jax import check_env_shapes, make_train, search, selfplay
 
 ENV = gymnax_env.GymnaxEnv("CartPole-v1")
 PARAMS = gymnax_env.default_params("CartPole-v1")
@@ -90,14 +90,20 @@ def test_adapter_jit_and_vmap_agree_with_eager():
   np.testing.assert_array_equal(r, 1.0)
 
 
-def test_time_limit_is_truncation_and_a_fall_is_termination():
+def test_time_limit_ends_the_task_where_the_observation_shows_it_and_cuts_it_otherwise():
+  """Pardo et al.'s two treatments: with the time feature the limit is part of the task (terminated; the value
+  targets end there); with gymnax's raw observation it is truncated (the targets bootstrap past it). A fall is
+  terminated either way."""
   _, state = ENV.reset(jax.random.PRNGKey(0), PARAMS)
   upright = state.inner.replace(
     x=jnp.float32(0), x_dot=jnp.float32(0), theta=jnp.float32(0), theta_dot=jnp.float32(0), time=jnp.int32(499)
   )
   obs, new, r, term, trunc, _ = ENV.step(jax.random.PRNGKey(1), state.replace(inner=upright), 1, PARAMS)
-  assert (bool(term), bool(trunc), float(r)) == (False, True, 1.0)
+  assert (bool(term), bool(trunc), float(r)) == (True, False, 1.0)
   assert float(obs[4]) == 1.0 and int(new.inner.time) == 500
+  raw = gymnax_env.GymnaxEnv("CartPole-v1", time_feature=False)
+  _, _, r, term, trunc, _ = raw.step(jax.random.PRNGKey(1), state.replace(inner=upright), 1, PARAMS)
+  assert (bool(term), bool(trunc), float(r)) == (False, True, 1.0)
   # One step earlier nothing ends.
   _, _, _, term, trunc, _ = ENV.step(
     jax.random.PRNGKey(1), state.replace(inner=upright.replace(time=jnp.int32(10))), 1, PARAMS
@@ -107,10 +113,48 @@ def test_time_limit_is_truncation_and_a_fall_is_termination():
   falling = upright.replace(theta=jnp.float32(0.2), theta_dot=jnp.float32(1.0))  # 0.2 + 0.02 * 1 > 0.2094 rad
   _, _, r, term, trunc, _ = ENV.step(jax.random.PRNGKey(1), state.replace(inner=falling), 1, PARAMS)
   assert (bool(term), bool(trunc), float(r)) == (True, False, 1.0)
+  _, _, r, term, trunc, _ = raw.step(jax.random.PRNGKey(1), state.replace(inner=falling), 1, PARAMS)
+  assert (bool(term), bool(trunc), float(r)) == (True, False, 1.0)
   # Without the time feature the observation is gymnax's own.
-  raw = gymnax_env.GymnaxEnv("CartPole-v1", time_feature=False)
   assert raw.observation_shape == (4,)
   assert raw.reset(jax.random.PRNGKey(0), PARAMS)[0].shape == (4,)
+
+
+def test_self_play_stores_the_value_of_the_observation_a_time_limit_cut_the_episode_at():
+  """Self-play resets a slot in place, so the observation an episode was truncated at is not kept: the rollout
+  stores the network's value of it (`Trajectory.truncation_value`), for the targets to bootstrap from, and 0 where
+  no episode was cut (a fall, a step inside the limit, or the time feature's task end)."""
+  limit = 3
+  pool = gymnax_env.params_pool("CartPole-v1", 2, max_steps_in_episode=limit)  # two copies of one instance
+  for env, cut_expected in ((gymnax_env.GymnaxEnv("CartPole-v1", time_feature=False), True), (ENV, False)):
+    config = cartpole.make_config("smoke").replace(num_envs=4, rollout_length=2 * limit, network="mlp")
+    trainer = make_train(config, env, pool)
+    state = trainer.init()
+    rollout = jax.jit(
+      lambda p, a, k, env=env, config=config, net=trainer.network: selfplay.rollout(
+        p, a, pool, k, env=env, network=net, config=config, imitate=False
+      )
+    )
+    _, traj, _ = rollout(state.params, state.actor, jax.random.PRNGKey(2))
+    value, done = np.asarray(traj.truncation_value), np.asarray(traj.done)
+    length = np.cumsum(np.ones_like(done), axis=0)  # steps since the rollout began; every slot starts fresh
+    at_limit = done & (length % limit == 0)
+    assert at_limit.any()
+    if not cut_expected:
+      assert (value == 0).all()
+      continue
+    assert (value[~at_limit] == 0).all() and (value[at_limit] != 0).all()
+    # The value is the network's at the observation after the last step: the raw observation is CartPole's whole
+    # state, so that step is replayed from the stored observation and action.
+    t, b = np.argwhere(at_limit)[0]
+    x, x_dot, theta, theta_dot = (jnp.float32(v) for v in np.asarray(traj.obs[t, b]))
+    inner = env.gymnax_env.reset_env(jax.random.PRNGKey(0), PARAMS)[1].replace(
+      x=x, x_dot=x_dot, theta=theta, theta_dot=theta_dot, time=jnp.int32(limit - 1)
+    )
+    one = PARAMS.replace(max_steps_in_episode=limit)
+    after, *_ = env.step(jax.random.PRNGKey(0), gymnax_env.GymnaxState(inner=inner), traj.action[t, b], one)
+    want = search.root_output(trainer.network, config, state.params, after[None]).value[0]
+    np.testing.assert_allclose(value[t, b], want, rtol=1e-5)
 
 
 def test_missing_gymnax_names_the_extra(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Orbax checkpoints: exact resume, SIGKILL at random moments, damaged steps, clear errors, no pickle."""
 
 import functools
+import json
 import os
 import pickle
 import shutil
@@ -327,3 +328,24 @@ def test_ctrl_c_saves_the_iteration_it_stopped_at(tmp_path, saved, worker_env):
   assert _steps(directory) == [last]
   restored = mz.restore(directory, saved["env"], saved["pool"])
   assert int(restored.state.iteration) == last == restored.meta["counters"]["iteration"]
+
+
+def test_a_checkpoint_of_another_format_is_refused_by_name_not_quarantined(copy, saved):
+  """Format 2 added the replay's truncation values. A format-1 state does not fit the template: it was read as
+  damaged and, on resume, quarantined (renamed *.damaged) with the run started over. It is refused by name and left
+  as it is; its parameters still load."""
+  (meta_file,) = [os.path.join(d, f) for d, _, fs in os.walk(copy / "4" / "meta") for f in fs if "metadata" in f]
+  with open(meta_file) as fh:
+    meta = json.load(fh)
+  assert meta["format"] == 2
+  meta["format"] = 1
+  with open(meta_file, "w") as fh:
+    json.dump(meta, fh)
+  with pytest.raises(
+    ValueError, match=r"format 1, written by another version of muzero_jax; this one resumes format 2"
+  ):
+    mz.restore(copy, saved["env"], saved["pool"], quarantine=True)
+  assert (copy / "4").is_dir() and not (copy / "4.damaged").exists()
+  params, _, loaded = mz.load_params(copy)
+  assert loaded["step"] == 4
+  _assert_same_tree(params, saved["states"][4].params)

@@ -18,6 +18,11 @@ def test_n_step_return_hand_computed():
   # The episode ends after step 1: no later reward, no bootstrap.
   assert float(rl.n_step_return(r, jnp.array([0, 1, 0]), jnp.float32(10.0), discount=0.5)) == pytest.approx(2.0)
   assert float(rl.n_step_return(r, jnp.array([1, 0, 0]), jnp.float32(10.0), discount=0.5)) == pytest.approx(1.0)
+  # A time limit cuts the episode after step 1: the sum goes on from the value 7 of the observation it was cut at,
+  # 1 + 0.5 (2 + 0.5 x 7); it was 2.0, as if the task had ended.
+  cut = jnp.array([0.0, 7.0, 0.0])
+  got = rl.n_step_return(r, jnp.array([0, 1, 0]), jnp.float32(10.0), discount=0.5, truncation_value=cut)
+  assert float(got) == pytest.approx(3.75)
 
 
 def test_n_step_targets_and_make_targets_hand_computed():
@@ -40,6 +45,11 @@ def test_n_step_targets_and_make_targets_hand_computed():
   np.testing.assert_allclose(t2.reward, [0, 1, 2])
   np.testing.assert_allclose(t2.alive, [1, 1, 0])
   np.testing.assert_allclose(t2.policy, policy[:3])
+  # Truncated at step 1 instead (the value 100 of the observation it was cut at): the targets bootstrap from it.
+  u = jnp.zeros(6).at[1].set(100.0)
+  t3 = rl.make_targets(r, d2, v, policy, mask, config=cfg, truncation_value=u)
+  np.testing.assert_allclose(t3.value, [1 + 2 + 100, 2 + 100, 0])
+  np.testing.assert_allclose(t3.alive, [1, 1, 0])
 
 
 def _config(**kw):
@@ -56,10 +66,13 @@ def _config(**kw):
   return MuZeroConfig(**{**base, **kw})
 
 
-def _trajectory(rng, steps=4, cols=2, num_actions=3, done_at=()):
+def _trajectory(rng, steps=4, cols=2, num_actions=3, done_at=(), cut_at=()):
   done = np.zeros((steps, cols), bool)
+  cut = np.zeros((steps, cols), np.float32)
   for t, c in done_at:
     done[t, c] = True
+  for t, c, value in cut_at:
+    done[t, c], cut[t, c] = True, value
   return rl.Trajectory(
     obs=jnp.asarray(rng.standard_normal((steps, cols, 2)).astype(np.float32)),
     action=jnp.asarray(rng.integers(0, num_actions, (steps, cols)).astype(np.int32)),
@@ -68,6 +81,7 @@ def _trajectory(rng, steps=4, cols=2, num_actions=3, done_at=()):
     policy=jnp.full((steps, cols, num_actions), 1.0 / num_actions),
     root_value=jnp.asarray(rng.uniform(0, 5, (steps, cols)).astype(np.float32)),
     mask=jnp.ones((steps, cols, num_actions), bool),
+    truncation_value=jnp.asarray(cut),
   )
 
 
@@ -87,6 +101,21 @@ def test_add_sets_priorities_of_newly_valid_positions():
   assert (np.asarray(buf.priority)[1:] == 0).all()
   # Column 1 ends its episode at row 1: row 0's target is r0 + 0.5 r1, no bootstrap.
   assert float(buf.priority[0, 1]) == pytest.approx(abs(v[0, 1] - (r[0, 1] + 0.5 * r[1, 1])) + 0.01, rel=1e-5)
+  # Truncated at row 1 instead, at an observation worth 6: row 0's target bootstraps from it, and a sample carries it.
+  cut = rl.add_trajectory(
+    rl.init_replay(cfg, (2,), 3),
+    t1.replace(done=t1.done.at[1, 1].set(True), truncation_value=t1.truncation_value.at[1, 1].set(6.0)),
+    config=cfg,
+  )
+  target = r[0, 1] + 0.5 * (r[1, 1] + 0.5 * 6.0)
+  assert float(cut.priority[0, 1]) == pytest.approx(abs(v[0, 1] - target) + 0.01, rel=1e-5)
+  drawn = rl.sample(cut, jax.random.PRNGKey(0), config=cfg)
+  assert drawn.truncation_value.shape == drawn.reward.shape
+  rows = (np.asarray(drawn.row)[:, None] + np.arange(cfg.window_length)[None]) % 12
+  np.testing.assert_array_equal(
+    drawn.truncation_value, np.asarray(cut.truncation_value)[rows, np.asarray(drawn.col)[:, None]]
+  )
+  assert (np.asarray(drawn.truncation_value)[np.asarray(drawn.col) == 1, 1] == 6.0).all() and (drawn.col == 1).any()
   buf = rl.add_trajectory(buf, _trajectory(rng), config=cfg)
   valid = np.asarray(rl.valid_positions(buf, cfg))
   np.testing.assert_array_equal(valid[:, 0], [True] * 5 + [False] * 7)

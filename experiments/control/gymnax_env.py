@@ -8,15 +8,14 @@ What the adapter changes, and why:
 
 * **No auto-reset.** gymnax's public `step` resets inside; `muzero_jax` resets
   itself (it draws a new pool entry per episode), so the adapter calls the
-  environment's pure `step_env` and reports `terminated` (a natural end, e.g.
-  the pole fell) and `truncated` (the time limit `max_steps_in_episode`) apart.
-* **Time left in the observation** (`time_feature=True`, the default). `muzero_jax`
-  treats an episode end as terminal in its value targets (no bootstrap after
-  `done`). With the fraction of the time limit used appended to the observation,
-  the time limit is part of the Markov state and that treatment is exact
-  (Pardo et al., "Time Limits in Reinforcement Learning", ICML 2018); without it
-  (`time_feature=False`, the raw gymnax observation) values near the limit are
-  biased downwards.
+  environment's pure `step_env` and reports the natural end (the pole fell) as `terminated`.
+* **The time limit** (`max_steps_in_episode`), the two treatments of Pardo et al., "Time Limits in Reinforcement
+  Learning" (ICML 2018). `time_feature=True` (the default) appends the fraction of the limit used to the
+  observation: the limit is then part of the task and its Markov state, and it is reported as `terminated`, so the
+  value targets end there, exactly. `time_feature=False` (gymnax's raw observation) reports it as `truncated`, and
+  `muzero_jax` bootstraps the targets from the value of the observation the episode was cut at (partial-episode
+  bootstrapping). Up to 2026-12-07 both said `truncated` and `muzero_jax` ended the value at either flag, which
+  biased the raw observation's values near the limit downwards; the default's training is unchanged.
 * **All actions legal**: `action_mask` is all True (gymnax's discrete spaces).
 
 Only environments with a `Discrete` action space and an array observation are
@@ -111,8 +110,10 @@ class GymnaxEnv:
   def step(self, key: chex.PRNGKey, state: GymnaxState, action: chex.Array, params):
     env = self.gymnax_env
     obs, inner, reward, _, info = env.step_env(key, state.inner, action, params)
-    terminated = jnp.asarray(env.is_terminated(inner, params), bool)
-    truncated = jnp.asarray(env.is_truncated(inner, params), bool) & ~terminated
+    fell = jnp.asarray(env.is_terminated(inner, params), bool)
+    limit = jnp.asarray(env.is_truncated(inner, params), bool) & ~fell
+    terminated = fell | limit if self.time_feature else fell  # the limit is the task's end where the obs shows it
+    truncated = jnp.zeros((), bool) if self.time_feature else limit
     return (
       self._obs(obs, inner, params),
       GymnaxState(inner=inner),
