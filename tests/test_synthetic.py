@@ -12,6 +12,7 @@ from scipy import stats
 
 from cube_env import synthetic
 from cube_env.data.schema import Schema
+from cube_env.environment import pools
 
 N = 20000
 
@@ -574,3 +575,24 @@ def test_drawn_effects_are_visible_where_planted(scenario):
   assert min(zs["fixed"]) > 5.5 and min(zs["drawn"]) > 5.5, zs
   assert 6.5 < np.median(zs["drawn"]) < 11, zs
   assert abs(np.median(zs["drawn"]) - np.median(zs["fixed"])) < 1.5, zs
+
+
+def test_held_out_cubes_plant_nowhere_a_training_cube_planted():
+  """The main job's task (the `cpu` preset's: 8 training cubes, 4 held out, 4,000 rows): 9 of the 16 held-out
+  plants off the root sat at a cohort a training cube had planted (a cold audit, 2026-12-07), so remembering
+  positions paid on the held-out report. `make_cases(avoid=...)` draws elsewhere; training cubes are unchanged."""
+  task = pools.CubeTask(
+    scenarios=pools.TASK_SCENARIOS, num_train_cubes=8, num_eval_cubes=4, n_rows=4000, horizon=16, max_depth=3
+  )
+  train, held_out = pools.make_cubes(task, split="train"), pools.make_cubes(task, split="eval")
+  trained = {frozenset(e.cohort.items()) for truth in train.truths for e in truth if e.cohort}
+  plants = [e for truth in held_out.truths for e in truth if e.cohort]
+  assert len(plants) == 16 and not [e for e in plants if frozenset(e.cohort.items()) in trained]
+  for seed, truth in zip(train.seeds, train.truths):  # training draws as without `avoid`
+    scenario = pools.TASK_SCENARIOS[(seed - pools.TRAIN_SEED_BASE) % 4]
+    assert truth == synthetic.make_cases(scenario, seed, 4000, effect_scale=(20000 / 4000) ** 0.5)[2]
+  # Avoiding a table's own plants moves each of them (the root excepted).
+  _, _, truth = synthetic.make_cases("mixed", 3, 4000)
+  _, _, moved = synthetic.make_cases("mixed", 3, 4000, avoid=[e.cohort for e in truth])
+  assert not {frozenset(e.cohort.items()) for e in moved if e.cohort} & {frozenset(e.cohort.items()) for e in truth}
+  assert len(moved) == len(truth)
