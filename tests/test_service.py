@@ -31,6 +31,7 @@ if shutil.which("redis-server") is None:
   pytest.skip("redis-server is not installed (apt-get install redis-server)", allow_module_level=True)
 
 from rq import Callback, Queue, Worker  # noqa: E402
+from rq.executions import Execution  # noqa: E402
 from rq.job import Job, JobStatus  # noqa: E402
 from rq.serializers import JSONSerializer  # noqa: E402
 from rq.utils import utcformat  # noqa: E402
@@ -773,6 +774,112 @@ def test_a_job_no_worker_holds_is_stopped_at_once_and_can_be_purged(service):
   assert service.client.delete(f"/jobs/{live.id}").json()["status"] == "started"
   conn.delete(LEASE_KEY.format(live.id), STOP_KEY.format(live.id), STOP_KEY.format(job.id))
   live.delete()
+
+
+def _killed_and_stopped(service, conn, queue: Queue, job_id: str) -> Job:
+  """A job as a worker SIGKILLed mid-run leaves it once stopped (`jobs._stop_lost`) and its execution's hash has
+  expired: RQ 3 keeps the execution's entry in the job's execution registry 60 s past the hash's TTL, and in that
+  window its `Job.delete` raises ValueError (a cold audit, 70-130 s after the kill)."""
+  job = queue.enqueue("builtins.print", "never run", job_id=job_id)
+  queue.remove(job)
+  job.meta.update(started=time.time() - 30, seen=time.time() - 20, queries=30, budget=100, stage="searching")
+  job.save_meta()
+  job.set_status(JobStatus.STARTED)
+  with conn.pipeline() as pipe:  # what the worker wrote as it started the job
+    execution = Execution.create(job, ttl=60, pipeline=pipe, worker_name="killed-worker")
+    pipe.execute()
+  assert service.client.delete(f"/jobs/{job_id}").json()["status"] == "stopped"
+  conn.delete(execution.key)  # its TTL ran out; its entry in the job's execution registry is still there
+  assert conn.zscore(job.execution_registry.key, execution.id) is not None
+  with pytest.raises(ValueError, match="not found in Redis"):
+    job.get_executions()
+  return job
+
+
+def test_a_job_a_killed_worker_left_can_be_purged_and_submitted_again_at_once(service, table, monkeypatch):
+  """A cold audit: for a minute or two after a worker was SIGKILLed, purging its job or submitting it again
+  answered a bare 500 (RQ's `Job.delete` raised on the dead execution), and the purge had removed the job's files
+  first, leaving a finished record whose findings were gone. The dead execution's entry is cleared and both work at
+  once; a record that still cannot be removed answers 503 naming the job and keeps the files."""
+  conn = redis.Redis.from_url(service.redis_url)
+  queue = Queue("killed-worker-test", connection=conn, serializer=JSONSerializer)
+  data = service.root / "data"
+  job = _killed_and_stopped(service, conn, queue, "dkilled0purge0test")
+  (data / "jobs" / job.id / "report").mkdir(parents=True)
+  (data / "jobs" / job.id / "report" / "findings.json").write_text("{}")
+  r = service.client.delete(f"/jobs/{job.id}", params={"purge": "true"})
+  assert r.status_code == 200 and r.json() == {
+    "id": job.id,
+    "was": "stopped",
+    "table_removed": False,
+    "status": "purged",
+  }, r.text
+  assert jobs.fetch(conn, job.id) is None and not (data / "jobs" / job.id).exists()
+  assert not conn.exists(job.execution_registry.key) and queue.failed_job_registry.get_job_ids() == []
+  # Submitting the same table and settings again replaces such a job and runs it.
+  settings = {**SETTINGS, "seed": 57}
+  job_id = jobs.cache_key(tables.content_hash(table), JobSpec.from_dict(settings), None)
+  _killed_and_stopped(service, conn, queue, job_id)
+  r = service.submit(settings, table)
+  assert r.status_code == 202 and r.json()["id"] == job_id and r.json()["cached"] is False, r.text
+  assert service.finish(job_id)["progress"]["queries"] > 0
+  assert service.client.get(f"/jobs/{job_id}/findings.json").status_code == 200
+  # A record that cannot be removed even so: 503 naming the job, and nothing removed (its files are kept).
+  stuck = _killed_and_stopped(service, conn, queue, "dkilled0stuck0test")
+  (data / "jobs" / stuck.id).mkdir()
+  (data / "jobs" / stuck.id / "spec.json").write_text("{}")
+
+  def failing(self, pipeline=None):
+    del pipeline
+    raise ValueError(f"Execution e0 of {self.id} not found in Redis")
+
+  monkeypatch.setattr(Job, "delete", failing)
+  with pytest.raises(jobs.RecordBusy, match=f"job {stuck.id}: "):
+    jobs.purge(ServiceConfig(redis_url=service.redis_url, data_dir=str(data)), conn, stuck.id)
+  app = make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(data)))
+
+  async def purge():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+      return await client.delete(f"/jobs/{stuck.id}", params={"purge": "true"})
+
+  r = asyncio.run(purge())
+  assert r.status_code == 503 and r.json()["detail"]["field"] is None, r.text
+  assert r.json()["detail"]["message"].startswith(f"job {stuck.id}: its record could not be removed"), r.text
+  assert "try again" in r.json()["detail"]["message"] and "nothing was removed" in r.json()["detail"]["message"]
+  assert jobs.fetch(conn, stuck.id) is not None and (data / "jobs" / stuck.id / "spec.json").is_file()
+  monkeypatch.undo()
+  assert service.client.delete(f"/jobs/{stuck.id}", params={"purge": "true"}).json()["was"] == "stopped"
+  assert jobs.fetch(conn, stuck.id) is None and not (data / "jobs" / stuck.id).exists()
+  conn.close()
+
+
+def test_a_path_naming_a_folder_is_refused_naming_path(service, tmp_path):
+  """A cold audit: `path` naming a folder under --data-root (`sub`, `.`, `sub/`) answered a bare 500 (the folder
+  opened, then read as a file). It is refused as no file, naming `path`; a Parquet dataset's folder of part files,
+  which the command line reads, is named as such."""
+  root = tmp_path / "root"
+  (root / "sub").mkdir(parents=True)
+  (root / "cases.parquet").mkdir()
+  pd.DataFrame({"a": [1, 2]}).to_parquet(root / "cases.parquet" / "part-0.parquet")
+  config = ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path / "data"), data_root=str(root))
+  for path in ("sub", ".", "sub/", "cases.parquet"):
+    with pytest.raises(tables.TableError) as err:
+      tables.read_server_path(path, config)
+    assert (err.value.field, err.value.status) == ("path", 404), path
+    assert str(err.value).startswith("path: is a folder, not a file"), str(err.value)
+    assert ("Parquet dataset" in str(err.value)) == (path == "cases.parquet"), str(err.value)
+  app = make_app(config)
+
+  async def posts():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+      return [
+        await client.post("/jobs", data={"settings": json.dumps(SETTINGS), "path": path})
+        for path in ("sub", ".", "sub/", "cases.parquet")
+      ]
+
+  for r in asyncio.run(posts()):
+    assert r.status_code == 404 and r.json()["detail"]["field"] == "path", r.text
+    assert r.json()["detail"]["message"].startswith("path: is a folder, not a file"), r.text
 
 
 def test_a_stopping_worker_does_not_wait_a_minute_for_its_listener(service):

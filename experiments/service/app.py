@@ -17,7 +17,8 @@ part over the limit while it is read; a bad setting is a 422 naming the field, a
 or column. Every error answers one shape, `{"detail": {"field": NAME or null, "message": TEXT}}` (FastAPI's own
 404 and 405 included; /health's 503 adds `"ok": false`). Responses carry only job records and the report files the existing writers made, which blank every
 count under the small-cell limit and escape every data value in the HTML. Redis unreachable: 503 naming it (and
-/health {"ok": false}); a job being stopped and submitted again: 409 (submit once it has stopped).
+/health {"ok": false}); a job being stopped and submitted again: 409 (submit once it has stopped); a job's record
+that RQ will not remove yet (`jobs.RecordBusy`), on a purge or a resubmission: 503 naming the job, nothing removed.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def make_app(config: ServiceConfig) -> NamedLimit:
         )
     except jobs.JobStopping as err:
       raise _fail(409, None, str(err)) from None
-    except jobs.SubmitBusy as err:
+    except (jobs.SubmitBusy, jobs.RecordBusy) as err:  # RecordBusy: the earlier run's record (a killed worker's)
       raise _fail(503, None, str(err)) from None
     return {"id": job_id, "cached": cached, **_links(job_id)}
 
@@ -221,7 +222,7 @@ def make_app(config: ServiceConfig) -> NamedLimit:
         raise _fail(404, "id", f"no job {job_id!r}") from None
       except jobs.JobActive as err:
         raise _fail(409, "purge", str(err)) from None
-      except jobs.SubmitBusy as err:
+      except (jobs.SubmitBusy, jobs.RecordBusy) as err:  # RecordBusy: nothing removed, so it can be sent again
         raise _fail(503, None, str(err)) from None
       except OSError as err:  # the files: the record stays, so the purge can be sent again
         raise _fail(

@@ -36,12 +36,14 @@ from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker, get_current_job
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -196,7 +198,8 @@ def _submit(
       if connection.exists(STOP_KEY.format(job_id)):  # stopping: it would end stopped, and this submission be lost
         raise JobStopping(job_id)
       return job_id, False
-    old.delete()
+    with record_deletion(connection, old) as deletion:  # RecordBusy where RQ cannot remove it now
+      deletion.execute()
   connection.delete(STOP_KEY.format(job_id))  # a fresh run: an earlier run's stop request is not for it
   os.makedirs(directory, exist_ok=True)
   record = {
@@ -269,20 +272,22 @@ def table_lock(connection: Redis, table_path: str):
 def purge(config: ServiceConfig, connection: Redis, job_id: str) -> dict[str, Any]:
   """Removes a job that has ended (finished, failed, stopped or canceled): its directory (settings, search journal
   with the raw statistics, report), its record in Redis, and its stored table unless another job's settings name
-  it. Returns {"id", "was" (its status, "gone" for a directory whose record a failed purge already removed),
-  "table_removed"}. Health data is kept no longer than the analyst wants: nothing else removes a job's files.
+  it. Returns {"id", "was" (its status, "gone" for a directory whose record is gone), "table_removed"}. Health data
+  is kept no longer than the analyst wants: nothing else removes a job's files.
 
   Under the job's submission lock, which `requeue_abandoned` takes too, so that neither an identical submission
   nor a worker's requeue of a job a dead worker left (`failed` by RQ's clean-up, removed rather than resumed)
-  interleaves with it. The files go first, `spec.json` last: a purge that fails on them (a disk error) leaves the
-  record, and the next purge finishes; one that fails after them leaves a directory without a record, which a
-  purge removes too. The table goes by `sweep_tables` (every stored table no job names), so one whose removal
-  failed goes with the next purge of any job. A recorded stop (`STOP_KEY`) is left to expire: it is what stops a
-  run a worker started just before a cancel.
+  interleaves with it. The record's removal is made first (`record_deletion`: where RQ refuses it, RecordBusy, and
+  nothing is removed), then the files go, `spec.json` last, then the record, in one transaction: a purge that fails
+  on the files (a disk error) leaves the record, and the next purge finishes; a directory without a record (a Redis
+  that lost it) is purged too. The table goes by `sweep_tables` (every stored table no job names), so one whose
+  removal failed goes with the next purge of any job. A recorded stop (`STOP_KEY`) is left to expire: it is what
+  stops a run a worker started just before a cancel.
 
   Raises:
     KeyError: no such job or directory. JobActive: it is queued or running. SubmitBusy: a lock held past its
-    time-out. OSError: the files could not be removed (the record stays).
+    time-out. RecordBusy: RQ cannot remove the record now (nothing is removed). OSError: the files could not be
+    removed (the record stays).
   """
   directory = job_dir(config, job_id)
   with held(connection, SUBMIT_LOCK.format(job_id), f"job {job_id}"):
@@ -293,13 +298,75 @@ def purge(config: ServiceConfig, connection: Redis, job_id: str) -> dict[str, An
     if status in ACTIVE:
       raise JobActive(job_id, status_text(status))
     table = _named_table(directory)
-    _remove_job_dir(directory)
-    if job is not None:
-      job.delete()
-    connection.delete(LEASE_KEY.format(job_id))
+    # RQ's refusal to remove the record comes before the files go (an audit: a killed worker's job, its files removed
+    # and its record kept, stayed "finished" with no findings).
+    deletion = record_deletion(connection, job) if job is not None else connection.pipeline()
+    with deletion:  # a removal of the files that fails drops the transaction (the record stays)
+      _remove_job_dir(directory)
+      deletion.delete(LEASE_KEY.format(job_id))
+      deletion.execute()
   swept = sweep_tables(config, connection)
   removed = table is not None and os.path.basename(table) in swept
   return {"id": job_id, "was": status_text(status) if status is not None else "gone", "table_removed": removed}
+
+
+class RecordBusy(RuntimeError):
+  """A job's record that RQ could not remove (`record_deletion`), even with its dead runs' entries cleared; nothing
+  was removed, and the request can be sent again."""
+
+  def __init__(self, job_id: str, err: Exception):
+    super().__init__(
+      f"job {job_id}: its record could not be removed now (RQ: {err}); nothing was removed: try again in a minute"
+    )
+    self.job_id = job_id
+
+
+RECORD_TRIES = 3  # `record_deletion`'s tries: a dead run's execution may expire between one and the next
+
+
+def record_deletion(connection: Redis, job: Job) -> Pipeline:
+  """A Redis transaction (not yet executed: `execute()` it, or `reset()` it to drop it) that removes the job's record
+  as RQ's `Job.delete` does, made once the job's dead runs are cleared from its execution registry
+  (`_clear_dead_executions`).
+
+  RQ 3 keeps a run's entry in the job's execution registry 60 s past the TTL of the run's own hash; its `Job.delete`
+  reads every entry's hash and raises ValueError ("Execution ... not found in Redis") for one that expired, so for a
+  minute or two after a worker was SIGKILLed its job could be neither purged nor submitted again (a cold audit: a
+  bare 500, after the purge had removed the job's files). RQ reads those hashes while the transaction is made, so a
+  record it cannot remove is refused (RecordBusy) before anything is written or the caller removes anything else.
+
+  Raises:
+    RecordBusy: RQ still refused after `RECORD_TRIES` tries.
+  """
+  for _ in range(RECORD_TRIES):
+    _clear_dead_executions(connection, job)
+    deletion = connection.pipeline()
+    try:
+      job.delete(pipeline=deletion)
+      return deletion
+    except ValueError as err:  # an execution's hash expired after it was checked: cleared at the next try
+      deletion.reset()
+      refused = err
+  raise RecordBusy(job.id, refused)
+
+
+def _clear_dead_executions(connection: Redis, job: Job) -> list[str]:
+  """Removes from the job's execution registry (and its queue's started registry) every run whose execution hash is
+  gone, as RQ removes a run that ended (`Execution.delete`); returns their ids. Such a run's worker died (its hash
+  expired with the worker's heartbeat); RQ would drop the entry itself 60 s later. The dead worker's own index of its
+  runs is not touched (its name is in the expired hash; RQ lets that index expire with the worker)."""
+  registry = job.execution_registry
+  dead = []
+  for entry in connection.zrange(registry.key, 0, -1):
+    execution = Execution(entry.decode() if isinstance(entry, bytes) else entry, job.id, connection)
+    if not connection.exists(execution.key):
+      dead.append(execution)
+  if dead:
+    with connection.pipeline() as pipe:
+      for execution in dead:
+        execution.delete(job=job, pipeline=pipe)
+      pipe.execute()
+  return [execution.id for execution in dead]
 
 
 def _remove_job_dir(directory: str) -> None:

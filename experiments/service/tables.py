@@ -236,7 +236,8 @@ def holds_content(path: str, table_hash: str) -> bool:
 
 
 def read_server_path(path: str, config: ServiceConfig) -> bytes:
-  """The bytes of a file under `config.data_root` (TableError 403 outside it or without one, 404 when missing)."""
+  """The bytes of a file under `config.data_root` (TableError 403 outside it or without one, 404 when missing or
+  not a regular file: a folder, a FIFO)."""
   if config.data_root is None:
     raise TableError("path", "this server reads no paths (start it with --data-root DIR); upload the file", status=403)
   if "\x00" in path:
@@ -253,12 +254,37 @@ def read_server_path(path: str, config: ServiceConfig) -> bytes:
     raise missing from None
   except OSError as err:
     raise TableError("path", f"the server cannot open it ({err.strerror})", status=403) from None
-  with os.fdopen(fd, "rb") as handle:
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-      raise missing
+  try:  # asked of the descriptor before it is read as a file: a folder opens too (an audit: a bare 500)
     if os.path.commonpath([root, _opened(fd, real)]) != root:  # a link swapped in after the check (a security audit)
       raise outside
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+      raise TableError("path", _folder(fd, real), status=404)
+    if not stat.S_ISREG(mode):
+      raise missing
+  except BaseException:
+    os.close(fd)
+    raise
+  with os.fdopen(fd, "rb") as handle:
     return read_limited(handle, config.max_upload_bytes, field="path")
+
+
+def _folder(fd: int, real: str) -> str:
+  """Why a `path` naming a folder (open as `fd`) is refused: the service reads one file, not a Parquet dataset's
+  folder of part files as the command line does (`ingest.read_parquet`), said where the folder looks like one (named
+  `.parquet`, or holding `.parquet` files)."""
+  message = "is a folder, not a file under the server's data root: name a CSV or Parquet file"
+  try:
+    with os.scandir(fd) as entries:
+      parts = any(e.name.endswith(".parquet") and e.is_file(follow_symlinks=False) for e in entries)
+  except OSError:
+    parts = False
+  if real.endswith(".parquet") or parts:
+    message += (
+      " (a Parquet dataset's folder of part files, which the command line reads, is not read by the service: "
+      "write it as one file, pandas.read_parquet(FOLDER).to_parquet(FILE), or upload that)"
+    )
+  return message
 
 
 PROC_FD = "/proc/self/fd"  # Linux's links to a process's open files
