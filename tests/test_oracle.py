@@ -136,6 +136,23 @@ def test_scoring_other_side_of_a_near_binary_column():
   )
   assert scoring.SMALL_CELL == 11
   assert cube_env.score_findings(other, truth, cube=cube11)["recall"] == 0.0
+  # A larger cohort: 20 O rows beside 480 W and B (4%, as a column's missing values are in the benchmark's worlds) is
+  # still the other side; 40 beside 460 (8%) is not. Rule "other_side" (2026-12-04) read neither (standard world 7:
+  # 96 missing rows among ~5,000 cost every method its root plant and gave each a false finding; a cold audit).
+  for n_other, counts in ((20, True), (40, False)):
+    big = pd.DataFrame(
+      {
+        "site": ["1"] * 500 + ["2"] * 100,
+        "race": ["W"] * 250 + ["B"] * (250 - n_other) + ["O"] * n_other + race[100:],
+        "m": rng.lognormal(3, 0.5, 600),
+      }
+    )
+    big_cube = cube_env.build_cube(big, cube_env.Schema(dimensions=("site",), protected=("race",), measures=("m",)))
+    now = cube_env.score_findings(other, truth, cube=big_cube)
+    assert (now["recall"], now["n_false"]) == ((1.0, 0) if counts else (0.0, 1)), n_other
+    before = cube_env.score_findings(other, truth, cube=big_cube, **scoring.RULES["other_side"])
+    assert (before["recall"], before["n_false"]) == (0.0, 1)
+  assert scoring.RULE == "other_side_share" and scoring.OTHER_SIDE_SHARE == 0.05
 
 
 def test_cube_oracle_enumerates_at_every_threshold_of_the_env(small_cube):

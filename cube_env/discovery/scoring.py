@@ -12,9 +12,10 @@ For a protected column with two groups only one group is tested; the finding
 treats it so (via the finding's `reference` column). A column with two groups
 and a few other rows (missing values, a rare category) tests both groups, each
 against its rest; when the cube is given, "group h, sign -s" counts as the
-planted "group g, sign s" at a cohort where g and h hold all but fewer than
-`SMALL_CELL` of the measure's rows (`other_side`): the same comparison read
-from its other side, and confirmation's mirror check may keep either one.
+planted "group g, sign s" at a cohort where the other rows with the measure
+are fewer than `SMALL_CELL` or at most `OTHER_SIDE_SHARE` (5%) of g's and h's
+(`other_side`): the same comparison read from its other side, and
+confirmation's mirror check may keep either one.
 
 Ancestor and descendant are read from the filters (one filter set contains
 the other) and, when the cube is given, also from the rows: a cohort whose
@@ -32,7 +33,15 @@ import pandas as pd
 
 from cube_env.data.disclosure import SMALL_CELL
 
-RULE = "other_side"  # the default rule's name, as benchmark rows record it (`scoring`); rows without one predate it
+# A near-binary column's other side (`score_findings`' `other_side`): the other rows may be this share of the two
+# groups' at most (or fewer than SMALL_CELL). Up to 2026-12-07 only the SMALL_CELL floor (rule "other_side"): a cold
+# audit found a root plant on a two-group column with 96 missing rows among ~5,000 (standard world 7) scored as
+# missed, and its other side as a false finding, by every method (confirmation's mirror check kept the other side).
+OTHER_SIDE_SHARE = 0.05
+# The default rule's name, as benchmark rows record it (`scoring`); rows without one predate "other_side", the
+# rule of 2026-12-04 (the SMALL_CELL floor alone; `RULES`).
+RULE = "other_side_share"
+RULES = {"other_side": {"other_side": True, "other_side_share": 0.0}, RULE: {"other_side": True}}
 OVERLAP_TRUE = 0.5  # a finding whose cohort has at least this share of its rows inside a planted cohort is true
 
 
@@ -65,19 +74,32 @@ def _mirror(row: Mapping, effect: Any) -> bool:
 
 def _others(cube, mask: np.ndarray, protected: str, groups: tuple[str, str], measure: str) -> float:
   """Rows of the cohort `mask` with the measure and a protected value other than the two `groups` (inf: unknown)."""
+  return _pair_and_others(cube, mask, protected, groups, measure)[1]
+
+
+def _pair_and_others(cube, mask, protected: str, groups: tuple[str, str], measure: str) -> tuple[float, float]:
+  """(rows of the two `groups`, rows of other protected values) of the cohort `mask` with the measure; (0, inf)
+  where unknown (a column, measure or group the cube lacks, or no row of the two groups here)."""
   meta = cube.meta
   if protected not in meta.filter_names or measure not in meta.measure_names:
-    return float("inf")
+    return 0.0, float("inf")
   f = meta.column_index(protected)
   cats = meta.categories[f]
   if any(g not in cats for g in groups):
-    return float("inf")
+    return 0.0, float("inf")
   codes = np.asarray(cube.codes)[:, f]
   n = np.asarray(cube.stats[:, meta.measure_names.index(measure), 0], np.float64)
   pair = (codes == cats.index(groups[0])) | (codes == cats.index(groups[1]))
-  if not (n[mask & pair] > 0).any():  # no row of the two groups here (a cohort of another cube): nothing to read
-    return float("inf")
-  return float(n[mask & ~pair].sum())
+  in_pair = float(n[mask & pair].sum())
+  if not in_pair > 0:  # no row of the two groups here (a cohort of another cube): nothing to read
+    return 0.0, float("inf")
+  return in_pair, float(n[mask & ~pair].sum())
+
+
+def other_side_holds(in_pair: float, others: float, share: float = OTHER_SIDE_SHARE) -> bool:
+  """Whether one group against its rest is the other group against its rest read from the other side: the rows
+  outside the two groups are fewer than `SMALL_CELL` or at most `share` of the two groups' rows."""
+  return others < SMALL_CELL or others <= share * in_pair
 
 
 def _related(a: dict, b: dict) -> bool:
@@ -105,6 +127,7 @@ def score_findings(
   cube=None,
   mirror: bool = False,
   other_side: bool = True,
+  other_side_share: float = OTHER_SIDE_SHARE,
 ) -> dict:
   """Recall and precision of reported findings against planted effects.
 
@@ -125,11 +148,13 @@ def score_findings(
     other_side: with the cube, a finding for another group h of a planted
       effect's column, opposite sign, counts as that effect's own test (it
       recalls it at its cohort, and is not false at a related one) where, in
-      the finding's cohort, the planted group and h hold all but fewer than
-      `SMALL_CELL` of the measure's rows: h against its rest is then the
-      planted group against its rest, read from the other side (on a
-      near-binary column both are tested, and confirmation's mirror check
-      keeps the stronger). False reproduces the rule before 2026-12-04.
+      the finding's cohort, the measure's rows outside the planted group and h
+      are fewer than `SMALL_CELL` or at most `other_side_share` of theirs
+      (`other_side_holds`): h against its rest is then the planted group
+      against its rest, read from the other side (on a near-binary column both
+      are tested, and confirmation's mirror check may keep either). False
+      reproduces the rule before 2026-12-04; `other_side_share=0` the rule of
+      2026-12-04 to 2026-12-07 ("other_side", `RULES`).
 
   Returns:
     dict with recall (nan when there is no truth), precision (nan when nothing
@@ -158,7 +183,8 @@ def score_findings(
     if not (other_side and cube is not None and _mirror(r, effect)):
       return False
     pair = (str(_get(effect, "group")), str(r["group"]))
-    return _others(cube, mask_of(c), str(r["protected"]), pair, str(r["measure"])) < SMALL_CELL
+    in_pair, others = _pair_and_others(cube, mask_of(c), str(r["protected"]), pair, str(r["measure"]))
+    return other_side_holds(in_pair, others, other_side_share)
 
   recalled = []
   for effect in truth:

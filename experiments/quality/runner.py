@@ -152,8 +152,9 @@ def not_applicable(name: str, method: SuiteMethod, space: cube_env.Space) -> str
   return None
 
 
-# The `score_findings` rule of the run rows (`scoring`): "other_side" from 2026-12-04 (rows without the field were
-# scored before it; benchmarks/README.md, *The other side of a near-binary column*; `benchmarks/rescore.py`).
+# The `score_findings` rule of the run rows (`scoring`): "other_side" from 2026-12-04, "other_side_share" from
+# 2026-12-07 (rows without the field were scored before either; benchmarks/README.md, *The other side of a
+# near-binary column*; `benchmarks/rescore.py`).
 SCORING = cube_env.discovery.scoring.RULE
 
 # The test of a confirmed finding, as a run row keeps it (beside the cohort's filters).
@@ -176,10 +177,11 @@ def finding_records(confirmed: pd.DataFrame) -> list[dict]:
   return out
 
 
-def score(findings: pd.DataFrame, truth: list, cube, *, other_side: bool = True) -> dict:
-  """Recall, precision, counts and the indices of the planted effects recalled by `findings` (`other_side`: the
-  scoring rule, `cube_env.score_findings`; False: the rule before `SCORING`)."""
-  s = cube_env.score_findings(findings, truth, cube=cube, other_side=other_side)
+def score(findings: pd.DataFrame, truth: list, cube, *, rule: str | None = SCORING) -> dict:
+  """Recall, precision, counts and the indices of the planted effects recalled by `findings` under the scoring
+  `rule` (a name of `scoring.RULES`, as run rows record it; None: the rule before any was recorded)."""
+  options = {"other_side": False} if rule is None else cube_env.discovery.scoring.RULES[rule]
+  s = cube_env.score_findings(findings, truth, cube=cube, **options)
   out = {k: s[k] for k in ("recall", "precision", "n_reported", "n_false")}
   out["recalled"] = [int(i) for i in np.nonzero(s["matched"]["recalled"].to_numpy(bool))[0]]
   return out
