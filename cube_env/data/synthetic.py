@@ -59,8 +59,11 @@ Where the effects sit (`make_cases(..., cohorts=...)`):
   knee arthroplasty, 80+ PACU minutes in ASA 3; the masked checkerboard on
   total knee / total hip x neuraxial / general; ...). The docs and the tests
   that name a cohort use it.
-- "drawn" (the default): the seed draws them, so nothing can score by
-  remembering positions. After the rows and the base measures, the same
+- "drawn" (the default): the seed draws them. The drawn dimensions hold a
+  few hundred cohorts of depth 0-2 and the row counts favour some, so seeds
+  do share positions: held-out cubes are drawn away from their training
+  cubes' (`make_cases`' `avoid`, `pools.make_cubes`), so that nothing scores
+  there by remembering positions. After the rows and the base measures, the same
   generator places each spec of the scenario (checkerboards first, then the
   deepest cohorts, which binary measures rarely fit):
   - a group of `DRAWN_GROUPS` (race Black or Asian, payer Medicaid or
