@@ -64,7 +64,7 @@ __all__ = [
   "save",
 ]
 
-# The training state's layout. 2 (2026-12-07): the replay records `truncation_value`. A checkpoint of another
+# The training state's layout. 2 (2026-12-07): the replay records `truncation_value` and `truncated`. A checkpoint of another
 # format is refused by name on resume (it is not damaged, and is never quarantined); its parameters still load.
 FORMAT_VERSION = 2
 ITEMS = ("state", "params", "config", "meta")
@@ -449,14 +449,14 @@ class Checkpointer:
       saved_config, meta = self.read_meta(step)
     except Exception as err:  # noqa: BLE001 (any read failure means a damaged step)
       return f"config/meta unreadable ({_short(err)})"
-    check_compatible(meta, saved_config, directory=self.directory, step=step, env=env, config=config)
-    if meta.get("format") != FORMAT_VERSION:
+    if meta.get("format") != FORMAT_VERSION:  # before the config's check: the clearer reason (a review)
       raise ValueError(
         f"checkpoint {self.directory}/{step} holds a training state of format {meta.get('format')!r}, written by "
         f"another version of muzero_jax; this one resumes format {FORMAT_VERSION} (format 2 added the replay's "
         "truncation values): finish that run with the version that wrote it, or start a new one (its parameters "
         "load with muzero_jax.load_params)"
       )
+    check_compatible(meta, saved_config, directory=self.directory, step=step, env=env, config=config)
     try:
       state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
     except Exception as err:  # noqa: BLE001 (as above: an unreadable state is a damaged step)

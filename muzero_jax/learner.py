@@ -111,9 +111,13 @@ def reanalyse(
 
 def make_batch(sample: replay_lib.Sample, *, config: MuZeroConfig) -> Batch:
   """Targets from a (possibly reanalysed) sample."""
-  targets = jax.vmap(
-    lambda r, d, v, p, m, u: replay_lib.make_targets(r, d, v, p, m, config=config, truncation_value=u)
-  )(sample.reward, sample.done, sample.root_value, sample.policy, sample.mask, sample.truncation_value)
+
+  def one(r, d, v, p, m, u, c):
+    return replay_lib.make_targets(r, d, v, p, m, config=config, truncation_value=u, truncated=c)
+
+  targets = jax.vmap(one)(
+    sample.reward, sample.done, sample.root_value, sample.policy, sample.mask, sample.truncation_value, sample.truncated
+  )
   return Batch(obs=sample.obs, action=sample.action[:, : config.unroll_steps], targets=targets, weight=sample.weight)
 
 
@@ -127,7 +131,7 @@ def _step_terms(network, config, params, latent, t_k):
   policy_logits, value_logits, legal_logits = network.apply(params, latent, method="predict")
   policy = t_k.alive * _cross_entropy(t_k.policy, policy_logits)
   value_target = support.scalar_to_support(t_k.value, config.support_size, eps)
-  value = _cross_entropy(value_target, value_logits)
+  value = t_k.known * _cross_entropy(value_target, value_logits)
   legality = t_k.alive * optax.sigmoid_binary_cross_entropy(legal_logits, t_k.legal).mean(-1)
   value_pred = support.logits_to_scalar(value_logits, config.support_size, eps)
   return policy, value, legality, value_pred
@@ -156,7 +160,7 @@ def loss_fn(params, batch: Batch, *, network: MuZeroNetwork, config: MuZeroConfi
     )
     policy, value, legality, _ = _step_terms(network, config, params, latent, t_k)
     reward_target = support.scalar_to_support(t_k.reward, config.reward_support_size, config.value_transform_eps)
-    reward = _cross_entropy(reward_target, reward_logits)
+    reward = t_k.known * _cross_entropy(reward_target, reward_logits)
     return latent, (policy, value, legality, reward)
 
   time_major = jax.tree.map(lambda x: jnp.moveaxis(x[:, 1:], 1, 0), t)

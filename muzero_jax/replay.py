@@ -10,8 +10,11 @@ consecutive rows: K unroll steps plus n-step bootstrap.
 Episode ends: ``done = terminated | truncated`` stops the n-step sum. A terminated episode's value past its end
 is 0; a truncated one (a time limit, not the task's end) goes on in the world, so its n-step targets bootstrap from
 ``truncation_value``, the network's value of the observation the episode was cut at (self-play stores it, since the
-slot resets in place and that observation is not kept; reanalysis leaves it as acted). Before 2026-12-07 truncation
-was taken as termination, which biased values near a hidden time limit (CartPole's 500 steps) downwards.
+slot resets in place and that observation is not kept, so reanalysis cannot refresh it: it stays the acting
+network's raw value, where the other bootstraps are search values); in the unrolled targets the cut observation's
+value target is that value and the value and reward targets past it are unknown (their losses off,
+`Targets.known`). Before 2026-12-07 truncation was taken as termination, which biased values near a hidden time
+limit (CartPole's 500 steps) downwards.
 
 A position is sampleable once ``K + n`` newer rows exist (its whole window is in
 the buffer). Its priority is set then, to ``|root value - n-step target| + eps``
@@ -60,6 +63,7 @@ class Trajectory:
   # [T, B] float32 the network's value of the observation the step ended on where it truncated the episode
   # (truncated and not terminated), else 0: the n-step targets' bootstrap past a time limit
   truncation_value: chex.Array
+  truncated: chex.Array  # [T, B] bool the step truncated the episode (truncated and not terminated)
 
 
 @struct.dataclass
@@ -74,6 +78,7 @@ class Replay:
   root_value: chex.Array  # [R, B] float32
   mask: chex.Array  # [R, B, A] bool
   truncation_value: chex.Array  # [R, B] float32 (`Trajectory.truncation_value`)
+  truncated: chex.Array  # [R, B] bool
   priority: chex.Array  # [R, B] float32, |value error| + eps (before the exponent alpha)
   next_row: chex.Array  # [] int32, row the next step is written to
   rows_written: chex.Array  # [] int32, rows holding data (saturates at R)
@@ -94,6 +99,7 @@ class Sample:
   root_value: chex.Array  # [N, L] float32
   mask: chex.Array  # [N, L, A] bool
   truncation_value: chex.Array  # [N, L] float32
+  truncated: chex.Array  # [N, L] bool
   weight: chex.Array  # [N] float32 importance weight, max 1
 
 
@@ -101,11 +107,14 @@ class Sample:
 class Targets:
   """Learner targets for ``K + 1`` unroll positions of one sample (unbatched)."""
 
-  value: chex.Array  # [K+1] n-step value targets (0 after the episode ended)
+  value: chex.Array  # [K+1] n-step value targets (0 after a termination; `make_targets` for a truncation)
   reward: chex.Array  # [K+1] reward of the step into position k (entry 0 unused, 0)
   policy: chex.Array  # [K+1, A] search policies
   legal: chex.Array  # [K+1, A] float32 legality (1 = legal)
   alive: chex.Array  # [K+1] float32, 1 while position k is in the sampled episode
+  # [K+1] float32, 1 where the value and reward targets are known: 0 past the observation a time limit cut the
+  # episode at (after a termination they are known: 0, absorbing)
+  known: chex.Array
 
 
 def init_replay(config: MuZeroConfig, observation_shape, num_actions: int) -> Replay:
@@ -120,6 +129,7 @@ def init_replay(config: MuZeroConfig, observation_shape, num_actions: int) -> Re
     root_value=jnp.zeros((rows, cols), jnp.float32),
     mask=jnp.zeros((rows, cols, num_actions), bool),
     truncation_value=jnp.zeros((rows, cols), jnp.float32),
+    truncated=jnp.zeros((rows, cols), bool),
     priority=jnp.zeros((rows, cols), jnp.float32),
     next_row=jnp.zeros((), jnp.int32),
     rows_written=jnp.zeros((), jnp.int32),
@@ -188,19 +198,29 @@ def n_step_targets(reward, done, value, *, n: int, discount: float, num_targets:
   return jax.vmap(one)(jnp.arange(num_targets))
 
 
-def make_targets(reward, done, root_value, policy, mask, *, config: MuZeroConfig, truncation_value=None) -> Targets:
+def make_targets(
+  reward, done, root_value, policy, mask, *, config: MuZeroConfig, truncation_value=None, truncated=None
+) -> Targets:
   """Unroll targets of one window (unbatched; ``vmap`` over samples).
 
   Args:
-    reward, done, root_value: ``[L]``; policy, mask: ``[L, A]`` (first ``K+1`` used); truncation_value: ``[L]`` or
-      None (`n_step_return`).
+    reward, done, root_value: ``[L]``; policy, mask: ``[L, A]`` (first ``K+1`` used); truncation_value,
+      truncated: ``[L]`` or None (none truncated; `n_step_return`).
 
-  After the episode of position 0 ends inside the window, later positions are
-  absorbing: value and reward targets 0, policy and legality losses off.
+  After the episode of position 0 terminates inside the window, later positions are
+  absorbing: value and reward targets 0, policy and legality losses off. After it is truncated at step j, position
+  j + 1 is the observation it was cut at (value target its `truncation_value`, reward target r_j), and the value
+  and reward targets past it are unknown (`known` 0: their losses off; a review: trained to 0 they taught the
+  unrolled model the time limit's downward bias the bootstrap removes).
   """
   k1 = config.unroll_steps + 1
   done_f = done.astype(jnp.float32)
   alive = jnp.concatenate([jnp.ones((1,)), jnp.cumprod(1.0 - done_f[: k1 - 1])])
+  cut_f = jnp.zeros_like(done_f) if truncated is None else truncated.astype(jnp.float32)
+  cut_value = jnp.zeros_like(done_f) if truncation_value is None else truncation_value
+  cut_by = jnp.concatenate([jnp.zeros((1,)), jnp.cumsum(cut_f[: k1 - 1] * alive[:-1])])  # 1 from the cut + 1 on
+  first_cut = cut_by - jnp.concatenate([jnp.zeros((1,)), cut_by[:-1]])  # 1 at the cut observation's position
+  known = jnp.concatenate([jnp.ones((1,)), 1.0 - cut_by[:-1]])
   values = n_step_targets(
     reward,
     done,
@@ -212,11 +232,12 @@ def make_targets(reward, done, root_value, policy, mask, *, config: MuZeroConfig
   )
   step_reward = jnp.concatenate([jnp.zeros((1,)), reward[: k1 - 1] * alive[:-1]])
   return Targets(
-    value=values * alive,
+    value=values * alive + first_cut * jnp.concatenate([jnp.zeros((1,)), cut_value[: k1 - 1]]),
     reward=step_reward,
     policy=policy[:k1],
     legal=mask[:k1].astype(jnp.float32),
     alive=alive,
+    known=known,
   )
 
 
@@ -235,7 +256,7 @@ def add_trajectory(replay: Replay, traj: Trajectory, *, config: MuZeroConfig) ->
   steps = traj.action.shape[0]
   chex.assert_shape(traj.action, (steps, num_cols))
   rows = (replay.next_row + jnp.arange(steps)) % num_rows
-  fields = ("obs", "action", "reward", "done", "policy", "root_value", "mask", "truncation_value")
+  fields = ("obs", "action", "reward", "done", "policy", "root_value", "mask", "truncation_value", "truncated")
   replay = replay.replace(**{f: getattr(replay, f).at[rows].set(getattr(traj, f)) for f in fields})
   replay = replay.replace(
     next_row=(replay.next_row + steps) % num_rows,
@@ -301,6 +322,7 @@ def sample(replay: Replay, key: chex.PRNGKey, *, config: MuZeroConfig, num_windo
     root_value=replay.root_value[win, c],
     mask=replay.mask[win, c],
     truncation_value=replay.truncation_value[win, c],
+    truncated=replay.truncated[win, c],
     weight=weight,
   )
 

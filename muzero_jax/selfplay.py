@@ -247,6 +247,7 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
     root_value=out.root_value,
     mask=mask,
     truncation_value=truncation_value,
+    truncated=cut,
   )
   stats = RolloutStats(
     episodes=jnp.sum(done).astype(jnp.int32),

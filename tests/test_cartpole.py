@@ -141,9 +141,10 @@ def test_self_play_stores_the_value_of_the_observation_a_time_limit_cut_the_epis
     at_limit = done & (length % limit == 0)
     assert at_limit.any()
     if not cut_expected:
-      assert (value == 0).all()
+      assert (value == 0).all() and not np.asarray(traj.truncated).any()
       continue
     assert (value[~at_limit] == 0).all() and (value[at_limit] != 0).all()
+    np.testing.assert_array_equal(np.asarray(traj.truncated), at_limit)
     # The value is the network's at the observation after the last step: the raw observation is CartPole's whole
     # state, so that step is replayed from the stored observation and action.
     t, b = np.argwhere(at_limit)[0]

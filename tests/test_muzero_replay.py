@@ -46,10 +46,22 @@ def test_n_step_targets_and_make_targets_hand_computed():
   np.testing.assert_allclose(t2.alive, [1, 1, 0])
   np.testing.assert_allclose(t2.policy, policy[:3])
   # Truncated at step 1 instead (the value 100 of the observation it was cut at): the targets bootstrap from it.
-  u = jnp.zeros(6).at[1].set(100.0)
-  t3 = rl.make_targets(r, d2, v, policy, mask, config=cfg, truncation_value=u)
-  np.testing.assert_allclose(t3.value, [1 + 2 + 100, 2 + 100, 0])
+  # Position 2 is the observation it was cut at: its value target is that value, not the 0 of an absorbing end.
+  u, cut = jnp.zeros(6).at[1].set(100.0), jnp.zeros(6, bool).at[1].set(True)
+  t3 = rl.make_targets(r, d2, v, policy, mask, config=cfg, truncation_value=u, truncated=cut)
+  np.testing.assert_allclose(t3.value, [1 + 2 + 100, 2 + 100, 100])
+  np.testing.assert_allclose(t3.reward, [0, 1, 2])
   np.testing.assert_allclose(t3.alive, [1, 1, 0])
+  np.testing.assert_allclose(t3.known, [1, 1, 1])
+  np.testing.assert_allclose(t2.known, [1, 1, 1])  # a termination's absorbing targets are known: 0
+  # One more unrolled step: past the cut observation value and reward are unknown (losses off), not 0 (a review).
+  t4 = rl.make_targets(
+    r, d2, v, jnp.eye(6, 4), mask, config=cfg.replace(unroll_steps=3), truncation_value=u, truncated=cut
+  )
+  np.testing.assert_allclose(t4.value, [103, 102, 100, 0])
+  np.testing.assert_allclose(t4.reward, [0, 1, 2, 0])
+  np.testing.assert_allclose(t4.known, [1, 1, 1, 0])
+  np.testing.assert_allclose(t4.alive, [1, 1, 0, 0])
 
 
 def _config(**kw):
@@ -73,6 +85,7 @@ def _trajectory(rng, steps=4, cols=2, num_actions=3, done_at=(), cut_at=()):
     done[t, c] = True
   for t, c, value in cut_at:
     done[t, c], cut[t, c] = True, value
+  truncated = cut != 0
   return rl.Trajectory(
     obs=jnp.asarray(rng.standard_normal((steps, cols, 2)).astype(np.float32)),
     action=jnp.asarray(rng.integers(0, num_actions, (steps, cols)).astype(np.int32)),
@@ -82,6 +95,7 @@ def _trajectory(rng, steps=4, cols=2, num_actions=3, done_at=(), cut_at=()):
     root_value=jnp.asarray(rng.uniform(0, 5, (steps, cols)).astype(np.float32)),
     mask=jnp.ones((steps, cols, num_actions), bool),
     truncation_value=jnp.asarray(cut),
+    truncated=jnp.asarray(truncated),
   )
 
 
@@ -104,7 +118,11 @@ def test_add_sets_priorities_of_newly_valid_positions():
   # Truncated at row 1 instead, at an observation worth 6: row 0's target bootstraps from it, and a sample carries it.
   cut = rl.add_trajectory(
     rl.init_replay(cfg, (2,), 3),
-    t1.replace(done=t1.done.at[1, 1].set(True), truncation_value=t1.truncation_value.at[1, 1].set(6.0)),
+    t1.replace(
+      done=t1.done.at[1, 1].set(True),
+      truncation_value=t1.truncation_value.at[1, 1].set(6.0),
+      truncated=t1.truncated.at[1, 1].set(True),
+    ),
     config=cfg,
   )
   target = r[0, 1] + 0.5 * (r[1, 1] + 0.5 * 6.0)
@@ -116,6 +134,7 @@ def test_add_sets_priorities_of_newly_valid_positions():
     drawn.truncation_value, np.asarray(cut.truncation_value)[rows, np.asarray(drawn.col)[:, None]]
   )
   assert (np.asarray(drawn.truncation_value)[np.asarray(drawn.col) == 1, 1] == 6.0).all() and (drawn.col == 1).any()
+  assert np.asarray(drawn.truncated)[np.asarray(drawn.col) == 1, 1].all()
   buf = rl.add_trajectory(buf, _trajectory(rng), config=cfg)
   valid = np.asarray(rl.valid_positions(buf, cfg))
   np.testing.assert_array_equal(valid[:, 0], [True] * 5 + [False] * 7)

@@ -222,6 +222,7 @@ def test_nan_guard_skips_update():
     policy=jnp.full((4, k1, 3), 1 / 3),
     legal=jnp.ones((4, k1, 3)),
     alive=jnp.ones((4, k1)),
+    known=jnp.ones((4, k1)),
   )
   good = learner.Batch(obs=jnp.ones((4, 5)), action=jnp.zeros((4, 2), jnp.int32), targets=targets, weight=jnp.ones(4))
   bad = good.replace(obs=good.obs.at[0, 0].set(jnp.nan))
@@ -233,6 +234,13 @@ def test_nan_guard_skips_update():
   p_good, _, terms, _, finite_good = step(params, opt_state, good)
   assert bool(finite_good) and np.isfinite(float(terms.total))
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p_good), jax.tree.leaves(params)))
+  # Targets past the observation a time limit cut the episode at are unknown (`known` 0): whatever they say, the
+  # loss is the same; known, they count.
+  loss = jax.jit(lambda b: learner.loss_fn(p_good, b, network=net, config=cfg)[0])  # the initial heads are uniform
+  moved = targets.replace(value=targets.value.at[:, 2].set(7.0), reward=targets.reward.at[:, 2].set(3.0))
+  off = targets.replace(known=targets.known.at[:, 2].set(0.0))
+  assert float(loss(good.replace(targets=off))) == float(loss(good.replace(targets=moved.replace(known=off.known))))
+  assert float(loss(good)) != float(loss(good.replace(targets=moved)))
 
 
 def test_imitation_plays_the_expert_and_learns_its_policy():

@@ -596,3 +596,14 @@ def test_held_out_cubes_plant_nowhere_a_training_cube_planted():
   _, _, moved = synthetic.make_cases("mixed", 3, 4000, avoid=[e.cohort for e in truth])
   assert not {frozenset(e.cohort.items()) for e in moved if e.cohort} & {frozenset(e.cohort.items()) for e in truth}
   assert len(moved) == len(truth)
+
+
+def test_held_out_cubes_that_cannot_avoid_the_training_positions_say_so():
+  """16 training cubes of 4,000 rows plant so many cohorts that no masked checkerboard of a held-out cube clears
+  them (a review): the error names the avoidance and the two flags that help, not the row count alone."""
+  task = pools.CubeTask(
+    scenarios=pools.TASK_SCENARIOS, num_train_cubes=16, num_eval_cubes=4, n_rows=4000, horizon=16, max_depth=3
+  )
+  with pytest.raises(ValueError, match=r"clear of the \d+ cohorts to avoid .*--num-train-cubes.*--n-rows"):
+    pools.make_cubes(task, split="eval")
+  assert len(pools.make_cubes(dataclasses.replace(task, n_rows=6000), split="eval").cubes) == 4

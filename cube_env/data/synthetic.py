@@ -651,6 +651,12 @@ def make_cases(
     frame = _frame(cols, _measures(cols, base, truth))
     if all(_masked_quiet(frame, m) for m in planted if isinstance(m, _Masked)):
       return frame, make_schema(), truth
+  if avoided and drawn:  # a review: 16 training cubes of 4,000 rows leave no checkerboard clear of their cohorts
+    raise ValueError(
+      f"scenario {scenario!r}: no drawn cohorts with enough rows clear of the {len(avoided)} cohorts to avoid (a "
+      f"held-out cube avoids every cohort its task's training cubes planted) within {attempts} regenerations at "
+      f"n_rows={n_rows}: use fewer training cubes (--num-train-cubes) or more rows (--n-rows)"
+    )
   raise ValueError(
     f"scenario {scenario!r}: no {cohorts} cohorts with enough rows (a masked checkerboard needs a group row in "
     f"every cell and quiet marginals) within {attempts} regenerations at n_rows={n_rows}; use more rows"
