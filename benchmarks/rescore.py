@@ -125,7 +125,8 @@ def rescore(path: str, out_path: str, *, keep: bool = False) -> None:
       new = dict(r, recall=now["recall"], recalled=now["recalled"], precision=now["precision"])
       new.update(false_confirmed=now["n_false"], family_wise_error=bool(now["n_false"] > 0), scoring=R.SCORING)
       out.write(json.dumps(new) + "\n")
-  print(f"{len(rows)} runs in {len(world.cache)} worlds; runs whose score moved, by family and method: {dict(moved)}")
+  scored = sum(1 for r in rows if "confirmed_findings" in r and r.get("kind") == "run" and r.get("applicable"))
+  print(f"{scored} runs in {len(world.cache)} worlds; runs whose score moved, by family and method: {dict(moved)}")
 
 
 def compare(old_path: str, new_path: str) -> None:
