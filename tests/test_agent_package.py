@@ -54,6 +54,21 @@ def test_export_round_trip_and_damaged_files(small_df, tmp_path, capsys, monkeyp
   with pytest.raises(SystemExit):
     export.main([ckpt, "--out", str(tmp_path / "agent.bin")])
   assert "must end in .npz" in capsys.readouterr().err
+  # Arrays that are not its config's network's, or not finite: refused naming the file (an audit: a Flax traceback
+  # at the first query, or a "non-finite score" naming nothing).
+  with np.load(out, allow_pickle=False) as z:
+    arrays = {k: z[k] for k in z.files}
+  name = next(k for k in arrays if k != "__agent__" and arrays[k].ndim == 2)
+  for label, change, message in (
+    ("missing", lambda a: a.pop(name), "not the parameters of its config's network .1 missing"),
+    ("shape", lambda a: a.update({name: a[name][:-1]}), "1 arrays of the wrong shape"),
+    ("nan", lambda a: a.update({name: np.full_like(a[name], np.nan)}), "1 parameter arrays hold NaN"),
+  ):
+    broken = dict(arrays)
+    change(broken)
+    np.savez(tmp_path / f"{label}.npz", **broken)
+    with pytest.raises(ValueError, match=f"--checkpoint .*{label}.npz.*{message}"):
+      agent.load_agent(str(tmp_path / f"{label}.npz"))
 
 
 def test_the_grid_an_agent_plays(small_df, tmp_path):

@@ -330,19 +330,20 @@ def test_ctrl_c_saves_the_iteration_it_stopped_at(tmp_path, saved, worker_env):
   assert int(restored.state.iteration) == last == restored.meta["counters"]["iteration"]
 
 
-def test_a_checkpoint_of_another_format_is_refused_by_name_not_quarantined(copy, saved):
-  """Format 2 added the replay's truncation values. A format-1 state does not fit the template: it was read as
+@pytest.mark.parametrize("older", [1, 2])
+def test_a_checkpoint_of_another_format_is_refused_by_name_not_quarantined(copy, saved, older):
+  """Formats 2 and 3 added the replay's truncations. A format-1 state does not fit the template: it was read as
   damaged and, on resume, quarantined (renamed *.damaged) with the run started over. It is refused by name and left
   as it is; its parameters still load."""
   (meta_file,) = [os.path.join(d, f) for d, _, fs in os.walk(copy / "4" / "meta") for f in fs if "metadata" in f]
   with open(meta_file) as fh:
     meta = json.load(fh)
-  assert meta["format"] == 2
-  meta["format"] = 1
+  assert meta["format"] == checkpoint.FORMAT_VERSION == 3
+  meta["format"] = older
   with open(meta_file, "w") as fh:
     json.dump(meta, fh)
   with pytest.raises(
-    ValueError, match=r"format 1, written by another version of muzero_jax; this one resumes format 2"
+    ValueError, match=rf"format {older}, written by another version of muzero_jax; this one resumes format 3"
   ):
     mz.restore(copy, saved["env"], saved["pool"], quarantine=True)
   assert (copy / "4").is_dir() and not (copy / "4.damaged").exists()

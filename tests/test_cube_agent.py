@@ -201,6 +201,10 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
   assert "holds no checkpoint" in capsys.readouterr().err
   assert train.main(common + ["--checkpoint-dir", split, "--logdir", "None"]) == 2
   assert "already holds checkpoints" in capsys.readouterr().err
+  # Resumed into another run's directory: refused (an audit: it saved nothing there and exited 0).
+  assert train.main(["--resume", split, "--iterations", "6", "--checkpoint-dir", straight, "--logdir", "None"]) == 2
+  assert f"--checkpoint-dir {straight} already holds checkpoints of another run" in capsys.readouterr().err
+  assert muzero_jax.Checkpointer(straight).all_steps() == [2, 4]
   # A file where a directory should be: refused before training (Orbax failed at the first save, then hung).
   (tmp_path / "file").write_text("not a directory")
   assert train.main(common + ["--checkpoint-dir", str(tmp_path / "file"), "--logdir", "None"]) == 2

@@ -16,6 +16,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -47,6 +48,28 @@ class PackagedAgent:
 def _any_grid(config: muzero_jax.MuZeroConfig, num_filters: int, num_values: int) -> bool:
   shape = (len(cube_env.CHANNELS), num_filters, num_values + 1)
   return muzero_jax.uses_conv_policy(config, num_filters * (num_values + 1), shape)
+
+
+def _check_params(flat: dict, config: muzero_jax.MuZeroConfig, num_filters: int, num_values: int, path: str) -> None:
+  """ValueError naming `--checkpoint` unless the exported arrays are the parameters of the network the file's config
+  and grid make, every one finite (an audit: a missing or misshapen array was a Flax traceback at the first query,
+  NaN parameters a "non-finite score" error that named no file)."""
+  shape = (len(cube_env.CHANNELS), num_filters, num_values + 1)
+  network = muzero_jax.make_network(config, num_filters * (num_values + 1), shape)
+  want = traverse_util.flatten_dict(
+    jax.eval_shape(network.init, jax.random.PRNGKey(0), jnp.zeros((1, *shape)), jnp.zeros((1,), jnp.int32)), sep="/"
+  )
+  where = f"--checkpoint {path!r}: not the parameters of its config's network"
+  missing, extra = sorted(set(want) - set(flat)), sorted(set(flat) - set(want))
+  if missing or extra:
+    raise ValueError(f"{where} ({len(missing)} missing, e.g. {missing[:2]}; {len(extra)} unknown, e.g. {extra[:2]})")
+  wrong = [k for k in want if tuple(flat[k].shape) != tuple(want[k].shape)]
+  if wrong:
+    k = wrong[0]
+    raise ValueError(f"{where} ({len(wrong)} arrays of the wrong shape, e.g. {k} {flat[k].shape}, not {want[k].shape})")
+  bad = [k for k, v in flat.items() if not np.all(np.isfinite(v))]
+  if bad:
+    raise ValueError(f"--checkpoint {path!r}: {len(bad)} parameter arrays hold NaN or infinite values, e.g. {bad[0]}")
 
 
 def load_agent(directory: str | None = None) -> PackagedAgent:
@@ -130,6 +153,7 @@ def _load_exported(path: str) -> PackagedAgent:
   except Exception as err:  # noqa: BLE001 (a damaged file is the user's input problem)
     raise ValueError(f"--checkpoint {path!r}: cannot load an agent ({type(err).__name__}: {err})") from None
   num_f, num_v = int(record["num_filters"]), int(record["num_values"])
+  _check_params(flat, config, num_f, num_v, path)
   return PackagedAgent(
     params=traverse_util.unflatten_dict(flat, sep="/"),
     config=config,

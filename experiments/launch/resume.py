@@ -157,7 +157,8 @@ def parse_run_flags(
     the parsed arguments, and the checkpoint when resuming (None otherwise).
 
   Raises:
-    UsageError: `--checkpoint-dir` of a new run already holds checkpoints; a flag contradicts the
+    UsageError: `--checkpoint-dir` of a new run, or another than the resumed one, already holds checkpoints; a
+      flag contradicts the
       resumed checkpoint (all are named); an invalid config value.
     SystemExit: a malformed flag or `--help` (from tyro).
   """
@@ -179,6 +180,14 @@ def parse_run_flags(
         f"{args.checkpoint_dir} or choose an empty directory"
       )
     return args, None
+  target = args.checkpoint_dir
+  if target and os.path.realpath(target) != os.path.realpath(directory) and holds_checkpoints(target):
+    # An audit: the resumed run's saves collided with the other run's steps (a step already saved is not saved
+    # again), so it exited 0 having saved nothing, and a later --resume there went on with the other run.
+    raise UsageError(
+      f"--checkpoint-dir {target} already holds checkpoints of another run; a resumed run saves into the "
+      f"directory it resumes ({directory}, the default) or an empty one"
+    )
   conflicts = _contradictions(args, default)
   if conflicts:
     # --env names the entry point the checkpoint was written by (read_checkpoint refuses another): not safe to
