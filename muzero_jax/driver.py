@@ -145,6 +145,9 @@ def run_iterations(
     checkpoint_extra: JSON-able dict stored in every checkpoint's meta (e.g.
       what regenerates the env params pool).
 
+  An iteration that raises (a Ray actor past its restarts, a device error) first saves the last completed
+  iteration when it went past the start, and the error's notes say so.
+
   Ctrl-C (SIGINT) or SIGTERM lets the running iteration finish, saves a
   checkpoint, then raises ``KeyboardInterrupt``; a second one interrupts at once.
   """
@@ -178,7 +181,11 @@ def run_iterations(
     with stop:
       for i in bar:
         t0 = time.perf_counter()
-        state, metrics = source.iteration(state)
+        try:
+          state, metrics = source.iteration(state)
+        except Exception as err:
+          _save_before_raising(err, ckpt, state, start, trainer, env, checkpoint_extra)
+          raise
         # An iteration may return as soon as its last program is dispatched: its metrics, computed last, are read
         # (waiting for the device) before the clock stops. The first iteration includes compilation
         # (and, fanned out, the actors' start).
@@ -223,6 +230,21 @@ def run_iterations(
     where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
     raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")
   return state
+
+
+def _save_before_raising(err, ckpt, state, start: int, trainer, env, extra) -> None:
+  """An iteration failed (e.g. a self-play actor past its restarts): `state`, the last completed iteration's, is
+  saved when it went past `start` and the error says where (an audit: the fan-out's error was a traceback that lost
+  up to `checkpoint_every` - 1 iterations). A failing save is noted, never raised over the error."""
+  step = int(state.iteration)
+  if ckpt is None or step <= start:
+    return
+  try:
+    _save(ckpt, state, trainer, env, extra, force=True)
+  except Exception as save_err:  # noqa: BLE001 (the iteration's error is the one to raise)
+    err.add_note(f"saving iteration {step} failed too: {type(save_err).__name__}: {save_err}")
+    return
+  err.add_note(f"the last completed iteration, {step}, is saved in {ckpt.directory}: resume from it")
 
 
 def check_state(state: TrainState, template: TrainState) -> None:

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import muzero_jax as mz
-from muzero_jax import checkpoint
+from experiments.launch import errors
+from muzero_jax import checkpoint, driver
 from tests import checkpoint_worker as worker
 from tests.toy_envs import CoinGrid
 
@@ -350,3 +351,50 @@ def test_a_checkpoint_of_another_format_is_refused_by_name_not_quarantined(copy,
   params, _, loaded = mz.load_params(copy)
   assert loaded["step"] == 4
   _assert_same_tree(params, saved["states"][4].params)
+
+
+def test_an_iteration_that_raises_saves_the_last_completed_one(tmp_path):
+  """A fanned-out run whose self-play actor is past its restarts raised from its iteration with up to
+  `checkpoint_every` - 1 iterations unsaved and no word of a checkpoint (an audit). The last completed iteration is
+  saved first, and the error's notes say where; a run that fails before completing one saves nothing."""
+  env, pool = worker.make_setup()
+  trainer = mz.make_train(CONFIG.replace(checkpoint_every=50), env, pool)
+
+  class Failing(driver._FusedIterations):
+    def __init__(self, trainer, at):
+      super().__init__(trainer)
+      self.at = at
+
+    def iteration(self, state):
+      if int(state.iteration) == self.at:
+        raise RuntimeError("self-play actor 0 keeps failing")
+      return super().iteration(state)
+
+  directory = tmp_path / "ckpt"
+  with pytest.raises(RuntimeError, match="keeps failing") as info:
+    driver.run_iterations(
+      trainer, env, Failing(trainer, 3), checkpoint_dir=str(directory), num_iterations=10, progress=False
+    )
+  assert f"the last completed iteration, 3, is saved in {directory}" in "\n".join(info.value.__notes__)
+  restored = mz.restore(directory, env, pool)
+  assert restored.step == 3 and int(restored.state.iteration) == 3
+  with pytest.raises(RuntimeError, match="keeps failing") as info:
+    driver.run_iterations(
+      trainer, env, Failing(trainer, 0), checkpoint_dir=str(tmp_path / "none"), num_iterations=2, progress=False
+    )
+  assert not getattr(info.value, "__notes__", None) and not mz.Checkpointer(tmp_path / "none").all_steps()
+
+
+def test_the_resume_hint_names_only_a_directory_that_holds_a_checkpoint(saved, tmp_path, capsys):
+  """A run interrupted before its first save printed `continue with: ... --resume DIR` of an empty directory (an
+  audit); only a directory that holds a checkpoint is named."""
+
+  def interrupted():
+    raise KeyboardInterrupt("training interrupted by signal 2")
+
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  assert errors.run_command(interrupted, program="experiments.train", checkpoint_dir=str(empty)) == 130
+  assert "continue with" not in capsys.readouterr().err
+  assert errors.run_command(interrupted, program="experiments.train", checkpoint_dir=str(saved["directory"])) == 130
+  assert f"continue with: python -m experiments.train --resume {saved['directory']}" in capsys.readouterr().err

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["UsageError", "UsageExit", "exit_usage", "flag_error", "run_command"]
+import muzero_jax
+
+__all__ = ["UsageError", "UsageExit", "exit_usage", "flag_error", "holds_checkpoints", "run_command"]
 
 
 class UsageError(ValueError):
@@ -44,6 +47,17 @@ def flag_error(err: Exception, fields: Iterable[str]) -> UsageError:
   return UsageError(text)
 
 
+def holds_checkpoints(directory: str) -> bool:
+  """Whether `directory` exists and holds at least one checkpoint step."""
+  if not os.path.isdir(directory):
+    return False
+  ckpt = muzero_jax.Checkpointer(directory, create=False)
+  try:
+    return bool(ckpt.all_steps())
+  finally:
+    ckpt.close()
+
+
 def run_command(run: Callable[[], Any], *, program: str, checkpoint_dir: str | None, logdir: str | None = None) -> int:
   """Calls `run()` and turns its outcome into an exit status, printing errors to stderr.
 
@@ -58,7 +72,7 @@ def run_command(run: Callable[[], Any], *, program: str, checkpoint_dir: str | N
     return 2
   except KeyboardInterrupt as err:
     print(f"\ninterrupted: {err or 'no checkpoint directory given, nothing saved'}", file=sys.stderr)
-    if checkpoint_dir:
+    if checkpoint_dir and holds_checkpoints(checkpoint_dir):  # (an audit: said of an empty directory too)
       more = f" --logdir {logdir}" if logdir else ""
       print(f"continue with: python -m {program} --resume {checkpoint_dir}{more}", file=sys.stderr)
     return 130

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 import tyro
 
 import muzero_jax
-from experiments.launch.errors import UsageError, flag_error
+from experiments.launch.errors import UsageError, flag_error, holds_checkpoints
 from muzero_jax.checkpoint import SAFE_CONFIG_FIELDS
 
 __all__ = [
@@ -65,17 +65,6 @@ A = TypeVar("A", bound=RunArgs)
 def flag(name: str) -> str:
   """The command-line spelling of a field."""
   return "--" + name.replace("_", "-")
-
-
-def holds_checkpoints(directory: str) -> bool:
-  """Whether `directory` exists and holds at least one checkpoint step."""
-  if not os.path.isdir(directory):
-    return False
-  ckpt = muzero_jax.Checkpointer(directory, create=False)
-  try:
-    return bool(ckpt.all_steps())
-  finally:
-    ckpt.close()
 
 
 def read_checkpoint(directory: str, *, env: str) -> Checkpoint:
