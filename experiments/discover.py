@@ -457,7 +457,13 @@ def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, prog="python -m experiments.discover") if fresh else resumed_args(argv)
     state_dir = state_directory(args)
     with journal.stop_on_signals():
-      return run_command(lambda: run(args, fresh=fresh), program="experiments.discover", checkpoint_dir=state_dir)
+      # Its state folder (settings and journal, `--resume`'s) is resumable once written; not a training checkpoint.
+      return run_command(
+        lambda: run(args, fresh=fresh),
+        program="experiments.discover",
+        checkpoint_dir=state_dir,
+        resumable=os.path.isdir,
+      )
   except ValueError as err:
     print(f"error: {_as_flags(str(err))}", file=sys.stderr)
     return 2

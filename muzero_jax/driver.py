@@ -175,6 +175,7 @@ def run_iterations(
   bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
   stop = StopOnSignal()
   started = warned_reward = warned_skip = warned_long = ended = learned = False
+  last = start  # the last completed iteration, on the host: a failed step may have taken `state`'s buffers
   try:
     source.start(state)
     started = True
@@ -184,7 +185,7 @@ def run_iterations(
         try:
           state, metrics = source.iteration(state)
         except Exception as err:
-          _save_before_raising(err, ckpt, state, start, trainer, env, checkpoint_extra)
+          _save_before_raising(err, ckpt, state, last, start, trainer, env, checkpoint_extra)
           raise
         # An iteration may return as soon as its last program is dispatched: its metrics, computed last, are read
         # (waiting for the device) before the clock stops. The first iteration includes compilation
@@ -197,6 +198,7 @@ def run_iterations(
         learned = learned or learns
         metrics = _host_metrics(metrics, time.perf_counter() - t0, config, first=first)
         step = int(state.iteration)  # one read of the device (it was five)
+        last = step
         warned_reward = warned_reward or _warn_clipped_reward(metrics, config, step)
         warned_skip = warned_skip or _warn_all_skipped(metrics, step)
         ended = ended or _warn_no_episode_end(metrics, config, step)
@@ -221,7 +223,7 @@ def run_iterations(
       _save(ckpt, state, trainer, env, checkpoint_extra, force=True)
   finally:
     if started:
-      logger.write(int(state.iteration), source.close())
+      logger.write(last, source.close())
     if ckpt is not None:
       ckpt.close()  # waits for the asynchronous write of the last save
     logger.close()
@@ -232,14 +234,22 @@ def run_iterations(
   return state
 
 
-def _save_before_raising(err, ckpt, state, start: int, trainer, env, extra) -> None:
-  """An iteration failed (e.g. a self-play actor past its restarts): `state`, the last completed iteration's, is
-  saved when it went past `start` and the error says where (an audit: the fan-out's error was a traceback that lost
-  up to `checkpoint_every` - 1 iterations). A failing save is noted, never raised over the error."""
-  step = int(state.iteration)
+def _save_before_raising(err, ckpt, state, step: int, start: int, trainer, env, extra) -> None:
+  """An iteration failed (e.g. a self-play actor past its restarts): `state`, the last completed iteration's (`step`,
+  read on the host), is saved when it went past `start` and the error's notes say where (an audit: the fan-out's
+  error was a traceback that lost up to `checkpoint_every` - 1 iterations). A state whose buffers the failed step
+  took (an iteration that donates its input, as the fan-out's learner does on a GPU) is not saved, and the note says
+  so; nothing here raises over the error (a review: a deleted array's error hid it)."""
   if ckpt is None or step <= start:
     return
   try:
+    if any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state)):
+      newest = max(ckpt.all_steps(), default=None)
+      err.add_note(
+        f"iteration {step} was not saved: the failed step had taken its state (donated); "
+        + (f"the newest checkpoint is step {newest} in {ckpt.directory}" if newest is not None else "no checkpoint")
+      )
+      return
     _save(ckpt, state, trainer, env, extra, force=True)
   except Exception as save_err:  # noqa: BLE001 (the iteration's error is the one to raise)
     err.add_note(f"saving iteration {step} failed too: {type(save_err).__name__}: {save_err}")

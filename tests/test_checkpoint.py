@@ -367,6 +367,8 @@ def test_an_iteration_that_raises_saves_the_last_completed_one(tmp_path):
 
     def iteration(self, state):
       if int(state.iteration) == self.at:
+        if self.at == 2:  # as a step that donated its input and then failed leaves it (a review)
+          jax.tree.leaves(state)[0].delete()
         raise RuntimeError("self-play actor 0 keeps failing")
       return super().iteration(state)
 
@@ -383,6 +385,13 @@ def test_an_iteration_that_raises_saves_the_last_completed_one(tmp_path):
       trainer, env, Failing(trainer, 0), checkpoint_dir=str(tmp_path / "none"), num_iterations=2, progress=False
     )
   assert not getattr(info.value, "__notes__", None) and not mz.Checkpointer(tmp_path / "none").all_steps()
+  # The last completed state's buffers taken by the failed step: its own error, said so, nothing saved.
+  with pytest.raises(RuntimeError, match="keeps failing") as info:
+    driver.run_iterations(
+      trainer, env, Failing(trainer, 2), checkpoint_dir=str(tmp_path / "taken"), num_iterations=5, progress=False
+    )
+  assert "iteration 2 was not saved: the failed step had taken its state" in "\n".join(info.value.__notes__)
+  assert not mz.Checkpointer(tmp_path / "taken").all_steps()
 
 
 def test_the_resume_hint_names_only_a_directory_that_holds_a_checkpoint(saved, tmp_path, capsys):

@@ -58,12 +58,21 @@ def holds_checkpoints(directory: str) -> bool:
     ckpt.close()
 
 
-def run_command(run: Callable[[], Any], *, program: str, checkpoint_dir: str | None, logdir: str | None = None) -> int:
+def run_command(
+  run: Callable[[], Any],
+  *,
+  program: str,
+  checkpoint_dir: str | None,
+  logdir: str | None = None,
+  resumable: Callable[[str], bool] = holds_checkpoints,
+) -> int:
   """Calls `run()` and turns its outcome into an exit status, printing errors to stderr.
 
   `UsageError`, `FileNotFoundError` and `NotADirectoryError`: `error: ...`, status 2. `KeyboardInterrupt`
-  (Ctrl-C or SIGTERM, after the driver saved a checkpoint): status 130 and the command that continues the run
-  from `checkpoint_dir`, with its `--logdir` (not saved in the checkpoint) so its curves continue where they were.
+  (Ctrl-C or SIGTERM, after the driver saved a checkpoint): status 130 and, where `resumable(checkpoint_dir)`
+  (default: it holds a training checkpoint; an audit: the command was printed for an empty directory too), the
+  command that continues the run from it, with its `--logdir` (not saved in the checkpoint) so its curves continue
+  where they were.
   """
   try:
     run()
@@ -71,8 +80,8 @@ def run_command(run: Callable[[], Any], *, program: str, checkpoint_dir: str | N
     print(f"error: {err}", file=sys.stderr)
     return 2
   except KeyboardInterrupt as err:
-    print(f"\ninterrupted: {err or 'no checkpoint directory given, nothing saved'}", file=sys.stderr)
-    if checkpoint_dir and holds_checkpoints(checkpoint_dir):  # (an audit: said of an empty directory too)
+    print(f"\ninterrupted: {str(err) or 'nothing saved'}", file=sys.stderr)
+    if checkpoint_dir and resumable(checkpoint_dir):
       more = f" --logdir {logdir}" if logdir else ""
       print(f"continue with: python -m {program} --resume {checkpoint_dir}{more}", file=sys.stderr)
     return 130
