@@ -209,6 +209,8 @@ def test_cli_resume_is_bit_exact_and_checks_flags(tmp_path, capsys):
   (tmp_path / "file").write_text("not a directory")
   assert train.main(common + ["--checkpoint-dir", str(tmp_path / "file"), "--logdir", "None"]) == 2
   assert "is a file, not a directory" in capsys.readouterr().err
+  assert train.main(["--resume", split, "--checkpoint-dir", str(tmp_path / "file"), "--logdir", "None"]) == 2
+  assert "is a file, not a directory" in capsys.readouterr().err
   assert train.main(["--resume", str(tmp_path / "file"), "--logdir", "None"]) == 2
   assert f"--resume {tmp_path / 'file'}: a file, not a directory" in capsys.readouterr().err
   with pytest.raises(NotADirectoryError, match="is a file, not a directory"):

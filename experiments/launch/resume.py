@@ -170,6 +170,8 @@ def parse_run_flags(
       )
     return args, None
   target = args.checkpoint_dir
+  if target and os.path.exists(target) and not os.path.isdir(target):  # (a review: refused only after the restore)
+    raise UsageError(f"--checkpoint-dir {target} is a file, not a directory")
   if target and os.path.realpath(target) != os.path.realpath(directory) and holds_checkpoints(target):
     # An audit: the resumed run's saves collided with the other run's steps (a step already saved is not saved
     # again), so it exited 0 having saved nothing, and a later --resume there went on with the other run.
