@@ -65,9 +65,10 @@ __all__ = [
 ]
 
 # The training state's layout: 2 (2026-12-07, e1ebc3f) the replay records `truncation_value`; 3 (2026-12-07,
-# d6ece73) also `truncated` (d6ece73 still wrote 2, so format 2 names two layouts: both refused). A checkpoint of another format is refused by name on resume (it is not damaged, and is
-# never quarantined); its parameters still load. Every change of the state's pytree must raise it: a state that does
-# not fit the template reads as damaged (an audit: format-2 steps resumed by d6ece73 were renamed *.damaged).
+# d6ece73) also `truncated` (d6ece73 still wrote 2, so format 2 names two layouts: both refused). A checkpoint of
+# another format is refused by name on resume (it is not damaged, and is never quarantined); its parameters still
+# load. Every change of the state's pytree must raise it: a state that does not fit the template reads as damaged
+# (an audit: format-2 steps resumed by d6ece73 were renamed *.damaged).
 FORMAT_VERSION = 3
 ITEMS = ("state", "params", "config", "meta")
 # Fields that may differ between a checkpoint's config and the config resuming it.
@@ -455,8 +456,9 @@ class Checkpointer:
       raise ValueError(
         f"checkpoint {self.directory}/{step} holds a training state of format {meta.get('format')!r}, written by "
         f"another version of muzero_jax; this one resumes format {FORMAT_VERSION} (format 3 records the "
-        "replay's truncations; every format-2 checkpoint, of either of that day's two layouts, is refused too): finish that run with the version that wrote it, or start a new one (its parameters "
-        "load with muzero_jax.load_params)"
+        "replay's truncations; every format-2 checkpoint, of either of that day's two layouts, is refused too): "
+        "finish that run with the version that wrote it, or start a new one (its parameters load with "
+        "muzero_jax.load_params)"
       )
     check_compatible(meta, saved_config, directory=self.directory, step=step, env=env, config=config)
     try:

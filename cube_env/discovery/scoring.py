@@ -72,11 +72,6 @@ def _mirror(row: Mapping, effect: Any) -> bool:
   return str(row["group"]) != str(_get(effect, "group")) and np.sign(row["z"]) == -np.sign(_get(effect, "effect"))
 
 
-def _others(cube, mask: np.ndarray, protected: str, groups: tuple[str, str], measure: str) -> float:
-  """Rows of the cohort `mask` with the measure and a protected value other than the two `groups` (inf: unknown)."""
-  return _pair_and_others(cube, mask, protected, groups, measure)[1]
-
-
 def _pair_and_others(cube, mask, protected: str, groups: tuple[str, str], measure: str) -> tuple[float, float]:
   """(rows of the two `groups`, rows of other protected values) of the cohort `mask` with the measure; (0, inf)
   where unknown (a column, measure or group the cube lacks, or no row of the two groups here)."""

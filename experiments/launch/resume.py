@@ -160,18 +160,16 @@ def parse_run_flags(
     raise flag_error(err, _field_names(default)) from err
   if args.iterations < 0:
     raise UsageError(f"--iterations must be >= 0 (the total to train to), got {args.iterations}")
+  target = args.checkpoint_dir
+  if target and os.path.exists(target) and not os.path.isdir(target):  # new or resumed: before any work
+    raise UsageError(f"--checkpoint-dir {target} is a file, not a directory")
   if checkpoint is None:
-    if args.checkpoint_dir and os.path.exists(args.checkpoint_dir) and not os.path.isdir(args.checkpoint_dir):
-      raise UsageError(f"--checkpoint-dir {args.checkpoint_dir} is a file, not a directory")
-    if args.checkpoint_dir and holds_checkpoints(args.checkpoint_dir):
+    if target and holds_checkpoints(target):
       raise UsageError(
         f"--checkpoint-dir {args.checkpoint_dir} already holds checkpoints; continue them with --resume "
         f"{args.checkpoint_dir} or choose an empty directory"
       )
     return args, None
-  target = args.checkpoint_dir
-  if target and os.path.exists(target) and not os.path.isdir(target):  # (a review: refused only after the restore)
-    raise UsageError(f"--checkpoint-dir {target} is a file, not a directory")
   if target and os.path.realpath(target) != os.path.realpath(directory) and holds_checkpoints(target):
     # An audit: the resumed run's saves collided with the other run's steps (a step already saved is not saved
     # again), so it exited 0 having saved nothing, and a later --resume there went on with the other run.
