@@ -138,7 +138,10 @@ def _train_on_ray(args: Args, env, train_pool, state, *, num_iterations: int, ex
     from muzero_jax import distributed  # noqa: PLC0415 (Ray is optional: imported only when asked for)
   except ImportError as err:
     raise UsageError(f"--ray-actors/--ray-address need Ray: pip install -e '.[ray]' ({err})") from err
-  distributed.init_ray(args.ray_address)
+  try:
+    distributed.init_ray(args.ray_address)
+  except ConnectionError as err:
+    raise UsageError(f"--ray-address {args.ray_address}: {err}") from err
   where = args.ray_address or "a local Ray runtime on 127.0.0.1"
   print(f"self-play on {num_actors} Ray actors ({config.num_envs // num_actors} environments each) via {where}")
   result = distributed.train_distributed(

@@ -23,7 +23,7 @@ Checkpoints (Orbax): ``muzero_jax.save(dir, state, config, env=env)``,
 from muzero_jax.bench import benchmark_learner, benchmark_search, benchmark_selfplay, benchmark_training
 from muzero_jax.checkpoint import Checkpointer, CheckpointWarning, Restored, env_spec, load_params, restore, save
 from muzero_jax.config import MuZeroConfig
-from muzero_jax.driver import IterationSource, run_iterations, train
+from muzero_jax.driver import IterationAbandoned, IterationSource, run_iterations, train
 from muzero_jax.env_protocol import Environment, check_env, check_env_shapes
 from muzero_jax.metrics_logger import MetricsLogger
 from muzero_jax.networks import MuZeroNetwork, make_network, uses_conv_policy
@@ -69,6 +69,7 @@ __all__ = [
   "train",
   "run_iterations",
   "IterationSource",
+  "IterationAbandoned",
   "Checkpointer",
   "CheckpointWarning",
   "Restored",

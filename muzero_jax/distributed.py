@@ -46,6 +46,7 @@ import dataclasses
 import functools
 import ipaddress
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,7 +66,7 @@ except ImportError as err:  # pragma: no cover (tested in a subprocess without R
 
 from muzero_jax import selfplay
 from muzero_jax.config import MuZeroConfig
-from muzero_jax.driver import run_iterations
+from muzero_jax.driver import IterationAbandoned, run_iterations
 from muzero_jax.networks import make_network
 from muzero_jax.trainer import TrainState, learn_from_rollout, make_train
 
@@ -95,7 +96,9 @@ FORWARDED_ENV = (
 )
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwargs) -> None:
+def init_ray(
+  address: str | None = None, *, num_cpus: int | None = None, connect_timeout: float = 10.0, **kwargs
+) -> None:
   """Starts a local Ray runtime on loopback, or joins the cluster at ``address``.
 
   Local (``address=None``): every Ray listener binds 127.0.0.1, no dashboard,
@@ -104,7 +107,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
   cluster uses the cluster's own network and authentication settings
   (``RAY_AUTH_MODE=token`` and the token in the environment when the cluster
   has them). Does nothing when Ray is already initialised.
+
+  An address ``host:port`` (or ``ray://host:port``) is first tried with a TCP connection of at most
+  ``connect_timeout`` seconds: nothing listening raises ``ConnectionError`` naming it (``ray.init`` itself retries
+  such an address for minutes, printing only warnings; a cold audit).
   """
+  if address is not None:
+    _check_reachable(address, connect_timeout)
   if ray.is_initialized():
     return
   if address is None:
@@ -120,6 +129,23 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, **kwarg
       raise RuntimeError(f"the local Ray runtime listens off loopback (pid, address, port): {exposed}")
   else:
     ray.init(address=address, **kwargs)
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+  """Raises ``ConnectionError`` when nothing accepts a TCP connection at ``address``'s host and port (an address
+  without a port, such as ``auto``, is left to Ray)."""
+  host, sep, port = address.split("://", 1)[-1].rpartition(":")
+  if not sep or not host or not port.isdigit():
+    return
+  host = host.strip("[]")  # [::1]:6379
+  try:
+    with socket.create_connection((host, int(port)), timeout=timeout):
+      pass
+  except OSError as err:
+    raise ConnectionError(
+      f"no Ray cluster answers at {address} ({err.strerror or err}): give the head node's address as host:port "
+      "(its GCS port, 6379 unless `ray start --port` said otherwise), or leave the address out for a local runtime"
+    ) from err
 
 
 def local_listeners() -> list[tuple[int, str, int]]:
@@ -463,13 +489,20 @@ class _FanOut:
       except ray.exceptions.RayActorError:
         self.counters.failed_requests += 1
 
-  def next_round(self) -> list[Rollout]:
-    """Blocks until every actor has a rollout waiting; returns one per actor (chain order)."""
+  def next_round(self, stop_requested: Callable[[], bool] = lambda: False) -> list[Rollout]:
+    """Blocks until every actor has a rollout waiting; returns one per actor (chain order).
+
+    Raises :class:`~muzero_jax.driver.IterationAbandoned` within about a second of ``stop_requested()`` turning
+    True while it waits (the rollouts that arrived stay buffered; none is learned from).
+    """
     last = time.monotonic()
     while True:
       self._fill()
       if all(slot.pending for slot in self.slots):
         break
+      if stop_requested():
+        waiting = [i for i, slot in enumerate(self.slots) if not slot.pending]
+        raise IterationAbandoned(f"stop requested while waiting for the rollouts of actor(s) {waiting}")
       heads = {slot.outstanding[0][0]: i for i, slot in enumerate(self.slots) if slot.outstanding}
       if heads:
         ready, _ = ray.wait(list(heads), num_returns=1, timeout=1.0)
@@ -520,13 +553,15 @@ class _FanOutIterations:
     self._learn = _learn_fn(network, trainer.optimizer, trainer.config)
     self.fan: _FanOut | None = None
     self.counters = Counters()
+    self._stop_requested: Callable[[], bool] = lambda: False
 
-  def start(self, state: TrainState) -> None:
+  def start(self, state: TrainState, stop_requested: Callable[[], bool]) -> None:
     self.fan = _FanOut(self._trainer.config, self._env, self._pool, state, num_actors=self._num_actors, **self._options)
     self.counters = self.fan.counters
+    self._stop_requested = stop_requested
 
   def iteration(self, state: TrainState) -> tuple[TrainState, dict]:
-    end, traj, stats = _join_round(self.fan.next_round())
+    end, traj, stats = _join_round(self.fan.next_round(self._stop_requested))
     state, metrics = self._learn(state, end, traj, stats)
     self.fan.publish(state.params)
     return state, {**metrics, **self.counters.scalars()}

@@ -33,9 +33,15 @@ from muzero_jax.env_protocol import leaf_mismatch
 from muzero_jax.metrics_logger import MetricsLogger
 from muzero_jax.trainer import Trainer, TrainState, make_train
 
-__all__ = ["IterationSource", "StopOnSignal", "run_iterations", "train"]
+__all__ = ["IterationAbandoned", "IterationSource", "StopOnSignal", "run_iterations", "train"]
 
 Callback = Callable[[TrainState, dict], bool | None]
+
+
+class IterationAbandoned(Exception):
+  """Raised by a source's ``iteration`` that saw the driver's stop request while it waited (e.g. for Ray actors
+  that cannot be scheduled) and gave the iteration up before changing the state: the driver then stops as after a
+  completed iteration (the state it passed in is saved), without waiting any longer."""
 
 
 class IterationSource(Protocol):
@@ -44,8 +50,12 @@ class IterationSource(Protocol):
   description: str
   """Label of the progress bar."""
 
-  def start(self, state: TrainState) -> None:
-    """Called once with the state training starts from (fresh or restored), before the first iteration."""
+  def start(self, state: TrainState, stop_requested: Callable[[], bool]) -> None:
+    """Called once with the state training starts from (fresh or restored), before the first iteration.
+
+    ``stop_requested()`` turns True once Ctrl-C or SIGTERM asked the driver to stop: an iteration that waits
+    (not one that computes) should poll it and raise :class:`IterationAbandoned` before it changes the state.
+    """
 
   def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
     """One training iteration: the new state and its scalar metrics (device or host values)."""
@@ -62,8 +72,8 @@ class _FusedIterations:
   def __init__(self, trainer: Trainer) -> None:
     self._iteration = trainer.iteration
 
-  def start(self, state: TrainState) -> None:
-    del state
+  def start(self, state: TrainState, stop_requested: Callable[[], bool]) -> None:
+    del state, stop_requested  # an iteration is one jitted call: nothing to poll
 
   def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
     return self._iteration(state)
@@ -148,8 +158,10 @@ def run_iterations(
   An iteration that raises (a Ray actor past its restarts, a device error) first saves the last completed
   iteration when it went past the start, and the error's notes say so.
 
-  Ctrl-C (SIGINT) or SIGTERM lets the running iteration finish, saves a
-  checkpoint, then raises ``KeyboardInterrupt``; a second one interrupts at once.
+  Ctrl-C (SIGINT) or SIGTERM lets the running iteration finish (a source
+  waiting on something may abandon it instead: :class:`IterationAbandoned`),
+  saves a checkpoint, then raises ``KeyboardInterrupt``; a second one
+  interrupts at once.
   """
   config = trainer.config
   if isinstance(num_iterations, bool) or not isinstance(num_iterations, int | np.integer) or num_iterations < 0:
@@ -177,13 +189,17 @@ def run_iterations(
   started = warned_reward = warned_skip = warned_long = ended = learned = False
   last = start  # the last completed iteration, on the host: a failed step may have taken `state`'s buffers
   try:
-    source.start(state)
+    source.start(state, lambda: stop.signal is not None)
     started = True
     with stop:
       for i in bar:
         t0 = time.perf_counter()
         try:
           state, metrics = source.iteration(state)
+        except IterationAbandoned:
+          if stop.signal is None:
+            raise
+          break  # `state` is still the last completed iteration's: saved below
         except Exception as err:
           _save_before_raising(err, ckpt, state, last, start, trainer, env, checkpoint_extra)
           raise

@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -205,6 +206,41 @@ def test_killed_actor_is_restarted_and_the_run_finishes(ray_runtime):
   assert c.batches_received == 12 + c.batches_dropped and c.batches_dropped <= 4
 
 
+def test_ctrl_c_while_actors_cannot_be_scheduled_stops_within_seconds_and_saves(ray_runtime, tmp_path):
+  """A cold audit: actors asking for a GPU the runtime lacks are never scheduled, and a Ctrl-C went unseen until the
+  stall timeout (600 s). Now the wait gives the round up, the start state is saved and KeyboardInterrupt says so."""
+  distributed, actor_env = ray_runtime
+  import threading  # noqa: PLC0415 (only this test)
+
+  def interrupt_once_the_driver_handles_it():
+    for _ in range(1200):  # the driver installs its handler after starting the actors; pytest's would end the run
+      handler = signal.getsignal(signal.SIGINT)
+      if isinstance(getattr(handler, "__self__", None), mz.driver.StopOnSignal):
+        os.kill(os.getpid(), signal.SIGINT)
+        return
+      threading.Event().wait(0.05)
+
+  thread = threading.Thread(target=interrupt_once_the_driver_handles_it, daemon=True)
+  thread.start()
+  with pytest.raises(KeyboardInterrupt, match="checkpoint of iteration 0 saved"):
+    distributed.train_distributed(
+      CONFIG,
+      ENV,
+      POOL,
+      num_actors=2,
+      num_iterations=2,
+      checkpoint_dir=str(tmp_path / "ckpt"),
+      progress=False,
+      actor_gpus=1.0,  # none in this runtime: the actors stay pending
+      actor_env=actor_env,
+      stall_timeout=120.0,  # without the fix: RuntimeError (no rollout) after 120 s, not KeyboardInterrupt
+    )
+  thread.join(timeout=5)
+  ckpt = mz.Checkpointer(tmp_path / "ckpt")
+  assert ckpt.all_steps() == [0]
+  ckpt.close()
+
+
 @pytest.mark.usefixtures("ray_runtime")
 def test_ray_listens_on_loopback_only():
   import psutil  # noqa: PLC0415 (Ray's extra, optional: the fixture skips without Ray)
@@ -257,6 +293,25 @@ def test_single_process_path_runs_without_ray(tmp_path):
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result == dict(hint=True, iteration=2, moves=2 * T * B, updates=U, cli=2, ray_loaded=False)
   assert "--ray-actors/--ray-address need Ray: pip install -e '.[ray]'" in out.stderr
+
+
+def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path, capsys):
+  """A cold audit: `--ray-address 127.0.0.1:1` hung in ray.init's retries (minutes of warnings, no error)."""
+  distributed = pytest.importorskip("muzero_jax.distributed")  # needs Ray
+  from experiments import train as cli  # noqa: PLC0415 (after the skip)
+
+  with socket.socket() as sock:  # a loopback port nothing listens on once closed
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  address = f"127.0.0.1:{port}"
+  with pytest.raises(ConnectionError, match=f"no Ray cluster answers at ray://{address}"):
+    distributed.init_ray(f"ray://{address}", connect_timeout=5.0)
+  distributed._check_reachable("auto", 5.0)  # no port: left to Ray
+  code = cli.main(
+    ["--preset", "smoke", "--ray-address", address, "--logdir", str(tmp_path / "tb"), "--iterations", "1"]
+  )
+  assert code == 2
+  assert f"--ray-address {address}: no Ray cluster answers at {address}" in capsys.readouterr().err
 
 
 def test_fan_out_learner_differentiates_its_scan_as_a_scan_does():
