@@ -193,7 +193,9 @@ def test_submit_poll_fetch_then_cached(service, table, tmp_path):
   print(f"cached resubmission answered in {seconds * 1000:.0f} ms")
 
 
-def test_a_report_another_version_wrote_is_not_served_and_a_resubmission_runs_anew(service, table, tmp_path):
+def test_a_report_another_version_wrote_is_not_served_and_a_resubmission_runs_anew(
+  service, table, tmp_path, monkeypatch
+):
   """An upgrade audit: old reports were served after an upgrade (small counts the current rule hides), and an old
   worker beside a new API wrote old reports under new ids, served as cached for good. A report is served only where
   its worker recorded this version's format; a resubmission of such a job runs afresh; a worker refuses a job that a
@@ -220,6 +222,24 @@ def test_a_report_another_version_wrote_is_not_served_and_a_resubmission_runs_an
     }
     assert service.client.get(f"/jobs/{job_id}").json()["progress"]["stage"] == jobs.OUTDATED_STAGE
   directory = jobs.job_dir(ServiceConfig(data_dir=str(service.root / "data")), job_id)
+  # A resubmission whose old record RQ cannot remove now is refused before the old run's files go (a cold audit:
+  # they were removed first, leaving a finished record with no report).
+  kept = sorted(os.listdir(os.path.join(directory, "report")))
+  assert kept and os.path.isdir(os.path.join(directory, "state"))
+
+  def failing(self, pipeline=None):
+    del pipeline
+    raise ValueError(f"Execution e0 of {self.id} not found in Redis")
+
+  with monkeypatch.context() as patch:
+    patch.setattr(Job, "delete", failing)
+    config = ServiceConfig(redis_url=service.redis_url, data_dir=str(service.root / "data"))
+    with pytest.raises(jobs.RecordBusy, match=f"job {job_id}: "):
+      with open(os.path.join(directory, "spec.json"), encoding="utf-8") as handle:
+        stored = json.load(handle)
+      jobs.submit(config, conn, JobSpec.from_dict(settings), stored["table_hash"], stored["table"], stored["source"])
+  assert sorted(os.listdir(os.path.join(directory, "report"))) == kept
+  assert os.path.isdir(os.path.join(directory, "state")) and jobs.fetch(conn, job_id) is not None
   again = service.submit(settings, table).json()
   assert again["id"] == job_id and again["cached"] is False  # not "cached": run again, from no journal
   service.finish(job_id)

@@ -187,18 +187,21 @@ def _submit(
   directory = job_dir(config, job_id)
   if old is not None:
     status = old.get_status()
-    if status == JobStatus.FINISHED and outdated(old) is not None:
-      for part in ("state", "report"):  # a worker of another version wrote them: run afresh, not from its journal
-        shutil.rmtree(os.path.join(directory, part), ignore_errors=True)
-    elif status == JobStatus.FINISHED and all(
-      os.path.exists(os.path.join(directory, "report", f)) for f in REPORT_FILES
+    stale = status == JobStatus.FINISHED and outdated(old) is not None
+    if (
+      status == JobStatus.FINISHED
+      and not stale
+      and all(os.path.exists(os.path.join(directory, "report", f)) for f in REPORT_FILES)
     ):
       return job_id, True
     if status in ACTIVE:
       if connection.exists(STOP_KEY.format(job_id)):  # stopping: it would end stopped, and this submission be lost
         raise JobStopping(job_id)
       return job_id, False
-    with record_deletion(connection, old) as deletion:  # RecordBusy where RQ cannot remove it now
+    with record_deletion(connection, old) as deletion:  # RecordBusy where RQ cannot remove it now: nothing removed
+      if stale:  # a worker of another version wrote them: run afresh, not from its journal
+        for part in ("state", "report"):
+          shutil.rmtree(os.path.join(directory, part), ignore_errors=True)
       deletion.execute()
   connection.delete(STOP_KEY.format(job_id))  # a fresh run: an earlier run's stop request is not for it
   os.makedirs(directory, exist_ok=True)
