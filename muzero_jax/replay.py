@@ -282,6 +282,17 @@ def add_trajectory(replay: Replay, traj: Trajectory, *, config: MuZeroConfig) ->
   return replay.replace(priority=replay.priority.at[new_rows].set(prio))
 
 
+def sampling_cdf(p: chex.Array) -> chex.Array:
+  """The cumulative sum of the sampling weights ``p`` [N] (>= 0), in which a zero weight adds exactly nothing.
+
+  XLA lowers ``cumsum`` to a window reduction that may sum neighbouring outputs in different orders, so in
+  float32 a zero weight could get a positive step (a cold audit: on XLA:CPU, a few per 10^5) and be drawn; its
+  importance weight, from a floored probability, then swamped the batch's. Each zero weight's entry repeats the
+  running maximum instead.
+  """
+  return jax.lax.cummax(jnp.where(p > 0, jnp.cumsum(p), 0.0))
+
+
 def sample(replay: Replay, key: chex.PRNGKey, *, config: MuZeroConfig, num_windows: int = 0) -> Sample:
   """Stratified prioritised sample of ``config.batch_size`` windows.
 
@@ -295,7 +306,7 @@ def sample(replay: Replay, key: chex.PRNGKey, *, config: MuZeroConfig, num_windo
   n = config.batch_size
   valid = valid_positions(replay, config).reshape(-1)
   p = jnp.where(valid, replay.priority.reshape(-1) ** config.priority_alpha, 0.0)
-  cdf = jnp.cumsum(p)
+  cdf = sampling_cdf(p)
   total = cdf[-1]
   key_u, key_perm = jax.random.split(key)
   u = (jnp.arange(n) + jax.random.uniform(key_u, (n,))) / n * total
