@@ -307,6 +307,29 @@ def test_split_is_seeded_and_ignores_row_order():
   assert 0.2 < cube_env.split_rows(df, seed=3, fraction=0.25).mean() < 0.3
 
 
+def test_rows_whose_text_cells_are_all_missing_follow_the_seed():
+  """A cold audit: pandas' keyed hash ignores the key on missing text, so rows whose text cells were all missing (or
+  every row, where a text column was empty) went to the same half under every seed. Each seed draws them anew, and
+  rows with text keep the split they had."""
+  rng = np.random.default_rng(0)
+  n = 4000
+  df = pd.DataFrame({"age": rng.integers(18, 90, n), "los": rng.random(n)})  # no repeated rows
+  df["note"] = pd.Series([None] * n, dtype=object)  # an empty text column
+  df["proc"] = pd.Series(np.where(rng.random(n) < 0.7, None, rng.choice(["A", "B", "C"], n)), dtype=object)
+  empty = df.drop(columns="proc")
+  halves = np.stack([cube_env.split_rows(empty, seed=s) for s in range(5)])
+  assert 0.03 < (halves == halves[0]).all(axis=0).mean() < 0.1  # 1/16 by chance; 1.0 before
+  halves = np.stack([cube_env.split_rows(df, seed=s) for s in range(5)])
+  missing = df.proc.isna().to_numpy()
+  for rows in (missing, ~missing):
+    assert 0.03 < (halves[:, rows] == halves[0, rows]).all(axis=0).mean() < 0.1
+  # Rows with text: the split pandas' keyed hash gives, as before (seed 3 by hand: the key reaches their hash).
+  key = f"{3:016x}"
+  hashed = pd.util.hash_pandas_object(df, index=False, hash_key=key).to_numpy(np.uint64)
+  by_hand = (hashed >> np.uint64(11)).astype(np.float64) / float(2**53) < 0.5
+  np.testing.assert_array_equal(cube_env.split_rows(df, seed=3)[~missing], by_hand[~missing])
+
+
 def test_repeated_rows_are_split_independently():
   """A table of few patterns (categories and a 0/1 outcome, no identifier): each pattern's copies go to both halves
   about as the fraction says, not all to one; the split still ignores the row order, and a row's first copy keeps

@@ -53,10 +53,13 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
   split still does not depend on the row order, and a table without repeated
   rows splits as it did before copies were counted.
 
-  pandas applies the key to text columns and categories of text only, so a table of
-  numbers alone (integer codes and 0/1 outcomes) hashed the same under every
-  seed: there a seed other than 0 is mixed into each row's hash (SplitMix64's
-  finalizer), and seed 0 keeps the split the content alone gives.
+  pandas applies the key to the text cells and text categories only, not to
+  their missing cells, so a row of numbers alone (a table of integer codes and
+  0/1 outcomes, or a row whose every text cell is missing) hashed the same
+  under every seed: into such a row's hash a seed other than 0 is mixed
+  (SplitMix64's finalizer), and seed 0 keeps the split the content alone gives
+  (a cold audit found the rows whose text cells were all missing in the same
+  half under every seed; the other rows' splits did not change).
   """
   if not 0.0 < fraction < 1.0:
     raise ValueError(f"the exploration fraction must lie in (0, 1), got {fraction}")
@@ -82,8 +85,12 @@ def split_rows(df: pd.DataFrame, *, seed: int, fraction: float = 0.5) -> np.ndar
     pairs = pd.DataFrame({"row": hashed[again], "copy": copy[again]})
     hashed = hashed.copy()
     hashed[again] = pd.util.hash_pandas_object(pairs, index=False, hash_key=key).to_numpy(np.uint64)
-  if seed and not any(_keyed(df[c]) for c in df.columns):
-    hashed = _mix(hashed ^ _mix(np.full(1, seed, np.uint64)))  # pandas keys only text and categories (see below)
+  if seed:  # pandas keys only text and categories, and not their missing cells (see below)
+    unkeyed = np.ones(len(df), bool)
+    for c in df.columns:
+      if _keyed(df[c]):
+        unkeyed &= df[c].isna().to_numpy()
+    hashed = np.where(unkeyed, _mix(hashed ^ _mix(np.full(1, seed, np.uint64))), hashed)
   unit = (hashed >> np.uint64(11)).astype(np.float64) / float(2**53)
   return unit < fraction
 
