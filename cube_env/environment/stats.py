@@ -22,6 +22,8 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+from scipy import stats as sps
 
 Z_MAX = 40.0  # |z| cap: p below ~1e-300
 _Z975 = 1.959963984540054
@@ -178,11 +180,19 @@ def z_two_sided_p(z: chex.Array) -> chex.Array:
   return 2.0 * jax.scipy.special.ndtr(-jnp.abs(z))
 
 
-def _t_quantile_975(df: chex.Array) -> chex.Array:
-  """97.5% quantile of Student's t (Cornish-Fisher / Hill expansion).
+# Below df = 8 the expansion drifts (0.889x scipy's quantile at df = 1): scipy's quantiles at 65 df spaced evenly in
+# log df, interpolated in log-log space (within 4e-4 of scipy, relatively).
+_T975_TABLE_TOP = 8.0
+_T975_LOG_DF = np.log(np.geomspace(1.0, _T975_TABLE_TOP, 65))
+_T975_LOG_Q = np.log(sps.t.ppf(0.975, np.exp(_T975_LOG_DF)))
 
-  Within 2e-3 of scipy for df >= 5 and exact in the normal limit; intervals
-  here need df >= 2 * (min_group - 1).
+
+def _t_quantile_975(df: chex.Array) -> chex.Array:
+  """97.5% quantile of Student's t: within 4e-4 of scipy's, relatively, at every df >= 1 (df below 1 reads 1).
+
+  A table of scipy's quantiles interpolated below df = 8, the Cornish-Fisher / Hill expansion above (within 1.1e-5
+  of scipy at 8, exact in the normal limit). Welch's df falls to min_group - 1 (a cold audit: the expansion alone
+  gave intervals 11% too narrow at df = 1).
   """
   z = _Z975
   g1 = (z**3 + z) / 4.0
@@ -190,7 +200,10 @@ def _t_quantile_975(df: chex.Array) -> chex.Array:
   g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384.0
   g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160.0
   d = jnp.maximum(df, 1.0)
-  return z + g1 / d + g2 / d**2 + g3 / d**3 + g4 / d**4
+  expansion = z + g1 / d + g2 / d**2 + g3 / d**3 + g4 / d**4
+  low = jnp.minimum(d, _T975_TABLE_TOP)
+  table = jnp.exp(jnp.interp(jnp.log(low), _T975_LOG_DF.astype(np.float32), _T975_LOG_Q.astype(np.float32)))
+  return jnp.where(d < _T975_TABLE_TOP, table, expansion)
 
 
 def welch(n1, m1, v1, n2, m2, v2):
