@@ -5,6 +5,7 @@ import operator
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats as ss
 
@@ -58,6 +59,35 @@ def _reference_rows(df, meta, filters, min_group=11):
           mg, mr = np.exp(mg), np.exp(mr)
         out[(p, str(g), m)] = dict(n_group=len(x), n_rest=len(y), mean_group=mg, mean_rest=mr, z=z, p=pv)
   return out
+
+
+def test_cohorts_asked_for_together_hide_what_their_subtraction_gives_back():
+  """A cold audit: women in `proc=a` (61) less those at sites s2 (30) and s3 (25), each from its own call, gave back
+  the hidden 6 at s1. Asked for in one call, the cohorts are hidden together: no such difference comes back, and
+  each cohort's shown numbers are those of its own call where they stay shown."""
+  rng = np.random.default_rng(0)
+  rows = []
+  for site, n_f, n_m in (("s1", 6, 200), ("s2", 30, 200), ("s3", 25, 200)):
+    rows += [("a", site, "F")] * n_f + [("a", site, "M")] * n_m
+  rows += [("b", s, x) for s, x in zip(rng.choice(["s1", "s2", "s3"], 600), rng.choice(["F", "M"], 600))]
+  df = pd.DataFrame(rows, columns=["proc", "site", "sex"]).assign(y=rng.normal(0, 1, len(rows)))
+  cube = cube_env.build_cube(df, cube_env.Schema(dimensions=["proc", "site"], protected=["sex"], measures=["y"]))
+  cohorts = [{"proc": "a"}] + [{"proc": "a", "site": s} for s in ("s1", "s2", "s3")]
+  women = [cube_env.cohort_stats(cube, c).query("group == 'F'").iloc[0] for c in cohorts]
+  assert women[1].n_group is None and women[0].n_group - women[2].n_group - women[3].n_group == 6  # apart: leaks
+  table = cube_env.cohort_stats(cube, cohorts)
+  assert list(table["cohort"].unique()) == [cube_env.cohort_stats(cube, c)["cohort"].iloc[0] for c in cohorts]
+  together = table[table["group"] == "F"].reset_index(drop=True)
+  assert len(together) == 4 and together.loc[1, "n_group"] is None
+  shown = [n for n in together["n_group"] if n is not None]
+  assert len(shown) <= 2  # the parent or a sibling hidden too: no count of 1-10 by subtraction
+  for i, alone in enumerate(women):
+    if together.loc[i, "n_group"] is not None:
+      assert together.loc[i, "n_group"] == alone.n_group
+  with pytest.raises(ValueError, match=r"filters\[1\] must be a mapping"):
+    cube_env.cohort_stats(cube, [{}, "site=s1"])
+  with pytest.raises(ValueError, match="an empty list names no cohort"):
+    cube_env.cohort_stats(cube, [])
 
 
 @pytest.mark.parametrize(

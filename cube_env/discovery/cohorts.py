@@ -14,7 +14,7 @@ people, applies every rule of `cube_env.data.disclosure` (`hide_small_cells`);
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -285,17 +285,18 @@ def _rows(cube, codes, rows, cmp, sig, new, where, index, min_group):
 
 def cohort_stats(
   cube: Cube,
-  filters: Mapping[str, object] | None = None,
+  filters: Mapping[str, object] | Sequence[Mapping[str, object]] | None = None,
   *,
   min_group: float = SMALL_CELL,
   z_screen: float | str = 4.0,
   max_depth: int = 3,
 ) -> pd.DataFrame:
-  """Statistics of one cohort: a row per (protected, group, measure) it tests.
+  """Statistics of a cohort, or of several shown together: a row per (cohort, protected, group, measure) tested.
 
   Args:
     cube: from `build_cube`.
-    filters: `{column: category label}`; {} or None is the whole population.
+    filters: `{column: category label}`; {} or None is the whole population. A list of such mappings gives the
+      cohorts' rows in one table, in that order, hidden together (below).
     min_group, z_screen, max_depth: as in `make_env` (max_depth only matters
       for z_screen="bonferroni").
 
@@ -306,17 +307,31 @@ def cohort_stats(
     would reveal it (counts, means, differences, intervals, z, p) is None; so
     are the statistics of a binary test whose events or non-events on a side
     are that few, and the numbers from which such a count comes back by
-    subtraction within the cohort's tests (`hide_small_cells`), and `hidden`
+    subtraction within the table's tests (`hide_small_cells`), and `hidden`
     says why a row's numbers are blank. Hidden numbers are None, so those
     columns are of dtype object: `pd.to_numeric(df[c])` gives floats with NaN.
+
+  The rule sees one call's table only: the tables of separate calls shown side by side can give a hidden count
+  back (a cohort's group count less its shown children's, a cold audit), so cohorts meant to be shown together
+  are asked for in one call.
   """
-  if filters is not None and not isinstance(filters, Mapping):
-    raise ValueError(f"filters must be a mapping {{column: category label}}, got {type(filters).__name__} {filters!r}")
-  codes = filters_to_codes(cube.meta, dict(filters or {}))
+  many = isinstance(filters, Sequence) and not isinstance(filters, str)
+  cohorts = list(filters) if many else [filters]
+  if many and not cohorts:
+    raise ValueError("filters: an empty list names no cohort (give {} for the whole population)")
+  for i, one in enumerate(cohorts):
+    if one is not None and not isinstance(one, Mapping):
+      where = f"filters[{i}]" if many else "filters"
+      raise ValueError(f"{where} must be a mapping {{column: category label}}, got {type(one).__name__} {one!r}")
+  codes = np.stack([filters_to_codes(cube.meta, dict(one or {})) for one in cohorts])
   z = resolve_z(cube, z_screen, max_depth)
-  table = cohort_table(cube, codes[None], min_group=min_group, z_screen=z, max_depth=max_depth)
+  table = cohort_table(cube, codes, min_group=min_group, z_screen=z, max_depth=max_depth)
   # Hidden on the whole table (the sides' variances and intervals too, which a measure with few values needs: the
   # shown smd and difference interval give them back), then the shown columns.
   categories = dict(zip(cube.meta.filter_names, cube.meta.categories))
   shown = hide_small_cells(table, min_group, few_values=cube.meta.few_values_by_measure, categories=categories)
-  return shown[list(FINDING_COLUMNS) + ["tested", HIDDEN]]
+  shown = shown[list(FINDING_COLUMNS) + ["tested", HIDDEN]]
+  for c in shown.columns:  # a number `cohort_table` left blank (NaN beside other cohorts' numbers) is None too
+    if shown[c].isna().any():
+      shown[c] = shown[c].astype(object).where(shown[c].notna(), None)
+  return shown
