@@ -348,6 +348,7 @@ def _join_round(rollouts: list[Rollout]):
     root_value_sum=np.sum([x.root_value_sum for x in s]).astype(np.float32),
     reward_abs_max=np.max([x.reward_abs_max for x in s]).astype(np.float32),
     length_max=np.max([x.length_max for x in s]).astype(np.int32),
+    truncations=np.sum([x.truncations for x in s]).astype(np.int32),
   )
   return end, traj, stats
 

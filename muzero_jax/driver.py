@@ -186,7 +186,7 @@ def run_iterations(
   logger = MetricsLogger(logdir, purge_step=start + 1 if start > 0 else None)
   bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
   stop = StopOnSignal()
-  started = warned_reward = warned_skip = warned_long = ended = learned = False
+  started = warned_reward = warned_skip = warned_long = warned_cut = ended = learned = False
   last = start  # the last completed iteration, on the host: a failed step may have taken `state`'s buffers
   try:
     source.start(state, lambda: stop.signal is not None)
@@ -219,6 +219,7 @@ def run_iterations(
         warned_skip = warned_skip or _warn_all_skipped(metrics, step)
         ended = ended or _warn_no_episode_end(metrics, config, step)
         warned_long = warned_long or _warn_long_episode(metrics, config, step)
+        warned_cut = warned_cut or _warn_truncated_values(metrics, config, step)
         if (
           ckpt is not None
           and step % config.checkpoint_every == 0
@@ -349,6 +350,30 @@ def _warn_long_episode(metrics: dict, config: MuZeroConfig, iteration: int) -> b
     "larger ones are clipped in the value targets) and at which evaluate() stops an episode: raise "
     "max_episode_steps to the environment's horizon (or, if its episodes never end, make env.step return "
     "terminated or truncated)",
+    RuntimeWarning,
+    stacklevel=3,
+  )
+  return True
+
+
+def _warn_truncated_values(metrics: dict, config: MuZeroConfig, iteration: int) -> bool:
+  """Warns (once a run: returns True) at the first iteration with an episode cut by ``truncated`` when the value
+  support cannot hold ``max_reward / (1 - discount)``. Past a cut the targets bootstrap (the value learnt is the
+  return without the time limit), so the support checked against ``max_episode_steps`` steps' return can be too
+  small (an RL audit: CartPole's raw observations at discount 0.997 need 333.3; support 16 holds 278.6, so the
+  targets were clipped there). With discount 1 no such bound exists, and nothing is said."""
+  if not int(metrics.get("selfplay/truncations", 0)) > 0 or not config.discount < 1.0:
+    return False
+  need = config.max_reward / (1.0 - config.discount)
+  bound = support.support_bound(config.support_size, config.value_transform_eps)
+  if bound >= need:
+    return False
+  warnings.warn(
+    f"iteration {iteration}: self-play episodes were cut by the environment (truncated), whose value targets "
+    f"bootstrap past the cut: values reach max_reward / (1 - discount) = {need:.4g}, beyond the value support "
+    f"(it holds {bound:.4g}; larger ones are clipped in the value targets): raise support_size to "
+    f"{support.support_size_for(need, config.value_transform_eps)} (or end such episodes with terminated and a "
+    "time feature in the observation)",
     RuntimeWarning,
     stacklevel=3,
   )

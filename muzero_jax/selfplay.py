@@ -81,6 +81,7 @@ class RolloutStats:
   root_value_sum: chex.Array  # [] float32 sum of search root values
   reward_abs_max: chex.Array  # [] float32 largest |step reward| (beyond config.max_reward the targets are clipped)
   length_max: chex.Array  # [] int32 longest episode so far, ended or not (past config.max_episode_steps: warned)
+  truncations: chex.Array  # [] int32 episodes cut by `truncated` (not terminated): their values are bootstrapped
 
 
 @struct.dataclass
@@ -258,6 +259,7 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
     root_value_sum=jnp.sum(out.root_value),
     reward_abs_max=jnp.max(jnp.abs(reward)),
     length_max=jnp.max(ep_length).astype(jnp.int32),
+    truncations=jnp.sum(cut).astype(jnp.int32),
   )
   return next_actor, (step, stats)
 
@@ -294,6 +296,7 @@ def rollout(
     root_value_sum=jnp.sum(stats.root_value_sum),
     reward_abs_max=jnp.max(stats.reward_abs_max),
     length_max=jnp.max(stats.length_max),
+    truncations=jnp.sum(stats.truncations),
   )
   return actor, traj, total
 

@@ -100,6 +100,12 @@ def support_bound(support_size: int, eps: float = DEFAULT_EPS) -> float:
   return root**2 - 1.0
 
 
+def support_size_for(max_abs_value: float, eps: float = DEFAULT_EPS) -> int:
+  """The smallest support size that holds ``|x| <= max_abs_value``: ``ceil(h(max_abs_value))``."""
+  needed = abs(max_abs_value)
+  return math.ceil(math.sqrt(needed + 1.0) - 1.0 + eps * needed)
+
+
 def check_support(
   support_size: int,
   max_abs_value: float,

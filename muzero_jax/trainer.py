@@ -192,6 +192,7 @@ def _metrics(
     "selfplay/reward_per_step": stats.reward_sum / moves,
     "selfplay/reward_abs_max": stats.reward_abs_max,
     "selfplay/episode_length_max": stats.length_max,
+    "selfplay/truncations": stats.truncations,
     "selfplay/root_value": stats.root_value_sum / moves,
     "replay/positions": jnp.sum(valid).astype(jnp.int32),
     "replay/priority_mean": jnp.sum(jnp.where(valid, new_state.replay.priority, 0.0)) / jnp.maximum(jnp.sum(valid), 1),

@@ -135,8 +135,9 @@ def test_self_play_stores_the_value_of_the_observation_a_time_limit_cut_the_epis
         p, a, pool, k, env=env, network=net, config=config, imitate=False
       )
     )
-    _, traj, _ = rollout(state.params, state.actor, jax.random.PRNGKey(2))
+    _, traj, stats = rollout(state.params, state.actor, jax.random.PRNGKey(2))
     value, done = np.asarray(traj.truncation_value), np.asarray(traj.done)
+    assert int(stats.truncations) == int(np.asarray(traj.truncated).sum())  # the driver's warning reads it
     length = np.cumsum(np.ones_like(done), axis=0)  # steps since the rollout began; every slot starts fresh
     at_limit = done & (length % limit == 0)
     assert at_limit.any()

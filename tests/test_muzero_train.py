@@ -385,6 +385,22 @@ def test_a_reward_beyond_max_reward_is_warned_once():
     "horizon (or, if its episodes never end, make env.step return terminated or truncated)"
   )
   assert not driver._warn_long_episode({"selfplay/episode_length_max": CONFIG.max_episode_steps}, CONFIG, 3)
+  # Episodes cut by `truncated` bootstrap past the cut: values reach max_reward / (1 - discount), which a support
+  # checked against max_episode_steps steps may not hold (an RL audit: CartPole's raw observations at discount 0.997
+  # need 333.3, support 16 holds 278.6).
+  peer = CONFIG.replace(discount=0.997, max_reward=1.0, support_size=16, max_episode_steps=500)
+  peer.check_supports()  # 500 steps' return, 259.1, fits
+  with pytest.warns(RuntimeWarning) as caught:
+    assert driver._warn_truncated_values({"selfplay/truncations": 3}, peer, 4)
+  assert str(caught[0].message) == (
+    "iteration 4: self-play episodes were cut by the environment (truncated), whose value targets bootstrap past "
+    "the cut: values reach max_reward / (1 - discount) = 333.3, beyond the value support (it holds 278.6; larger "
+    "ones are clipped in the value targets): raise support_size to 18 (or end such episodes with terminated and a "
+    "time feature in the observation)"
+  )
+  assert not driver._warn_truncated_values({"selfplay/truncations": 0}, peer, 4)  # none cut
+  assert not driver._warn_truncated_values({"selfplay/truncations": 3}, peer.replace(support_size=18), 4)
+  assert not driver._warn_truncated_values({"selfplay/truncations": 3}, peer.replace(discount=1.0), 4)
   # An iteration whose updates all ran and were all skipped (a NaN in the observations, say) is warned of once.
   with pytest.warns(RuntimeWarning, match="iteration 3: all 4 learner updates were skipped .* did not change"):
     assert driver._warn_all_skipped({"learner/updates": 0, "learner/skipped_updates": 4}, 3)
@@ -451,6 +467,7 @@ def test_learner_loops_scan_host_and_overlap():
     np.testing.assert_array_equal(np.asarray(m_scan["replay/positions"]), np.asarray(metrics["replay/positions"]))
   assert 0 < float(m_scan["selfplay/reward_abs_max"]) <= CONFIG.max_reward  # a coin, within the declared maximum
   assert int(m_scan["selfplay/episode_length_max"]) == CoinGrid().horizon == CONFIG.max_episode_steps  # no warning
+  assert int(m_scan["selfplay/truncations"]) == 0  # CoinGrid's episodes terminate
   close(scan.params, host.params, 1e-5)
   close(scan.opt_state, host.opt_state, 1e-5)
   close(scan.replay, host.replay, 1e-5)
