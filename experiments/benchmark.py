@@ -31,6 +31,7 @@ from experiments.control import bench as control_bench
 from experiments.launch import compile_cache
 from experiments.launch.cube_presets import PRESETS
 from experiments.launch.errors import UsageError, exit_usage
+from experiments.launch.resume import refuse_repeated_flags
 from experiments.quality import power as quality_power
 from experiments.quality import session as quality_session
 from experiments.quality.pool import json_line
@@ -344,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     print(usage, file=sys.stderr)
     return 2
   cls, fn = COMMANDS[argv[0]]
+  try:
+    refuse_repeated_flags(argv[1:])
+  except UsageError as err:
+    raise exit_usage(str(err)) from None
   fn(tyro.cli(cls, args=argv[1:], prog=f"experiments.benchmark {argv[0]}"))
   return 0
 

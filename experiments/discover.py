@@ -42,7 +42,7 @@ from experiments import (
 )
 from experiments.launch import compile_cache
 from experiments.launch.errors import UsageError, flag_error, run_command
-from experiments.launch.resume import flag, peek_flag
+from experiments.launch.resume import flag, peek_flag, refuse_repeated_flags
 
 _DEFAULTS = cube_env.DiscoveryConfig()  # the library's defaults are the command's
 
@@ -453,6 +453,7 @@ def remove_state(directory: str) -> None:
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   try:
+    refuse_repeated_flags(argv)
     fresh = peek_flag(argv, "resume") is None
     args = tyro.cli(Args, args=argv, prog="python -m experiments.discover") if fresh else resumed_args(argv)
     state_dir = state_directory(args)

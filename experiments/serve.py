@@ -20,6 +20,8 @@ from typing import Annotated
 import tyro
 
 from experiments.launch import compile_cache
+from experiments.launch.errors import UsageError
+from experiments.launch.resume import refuse_repeated_flags
 
 try:  # the service extra (a packaging audit: its absence was a bare "No module named 'uvicorn'")
   import uvicorn
@@ -144,6 +146,12 @@ ROUTINE = re.compile(r"cleaning (group )?registries", re.IGNORECASE)  # RQ 3's m
 
 
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  try:
+    refuse_repeated_flags(argv)
+  except UsageError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
   args = tyro.cli(Args, args=argv)
   try:
     config = config_of(args)

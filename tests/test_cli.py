@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import cube_env
-from experiments import benchmark, discover
+from experiments import benchmark, discover, launch
 from tests.conftest import make_small_df
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +65,36 @@ def test_discover_errors_name_the_problem(tmp_path, capsys):
   assert capsys.readouterr().err == "error: --max-depth must be at least 1, got 0\n"
   assert discover.main(["--demo", "mixed", "--n-rows", "2000", "--no-progress", "--explore-fraction", "1.5"]) == 2
   assert capsys.readouterr().err == "error: --explore-fraction must lie in (0, 1), got 1.5\n"
+
+
+def test_a_flag_given_twice_is_refused_by_every_command(capsys):
+  """A CLI audit: tyro and argparse keep a repeated flag's last value, so `--measures case_minutes --measures
+  pacu_minutes` analysed pacu_minutes alone, without a word. Every command names the flag instead."""
+  from experiments import serve, train  # noqa: PLC0415 (only this test)
+  from experiments.agent import frontier_tune  # noqa: PLC0415
+
+  want = "--measures is given twice: give each flag once (a flag of several values takes them all after it: "
+  argv = ["--demo", "mixed", "--measures", "case_minutes", "--measures=pacu_minutes", "--no-progress"]
+  assert discover.main(argv) == 2
+  assert capsys.readouterr().err == f"error: {want}--measures A B)\n"
+  assert discover.main(["--demo", "mixed", "--method", "random", "--method", "greedy"]) == 2
+  assert "--method is given twice" in capsys.readouterr().err
+  assert train.main(["--preset", "smoke", "--iterations", "1", "--iterations", "2"]) == 2
+  assert "error: --iterations is given twice" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_:
+    benchmark.main(["quality", "--seeds", "1", "--seeds=2"])
+  assert exit_.value.code == 2 and "error: --seeds is given twice" in capsys.readouterr().err
+  assert serve.main(["--port", "8000", "--port", "8001"]) == 2
+  assert "error: --port is given twice" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_:
+    frontier_tune.main(["--out", "a.npz", "--steps", "1", "--steps", "2"])
+  assert exit_.value.code == 2 and "--steps is given twice" in capsys.readouterr().err
+  # Flags after a bare `--` are not flags, and `--flag` and `--other-flag` differ.
+  refuse = launch.refuse_repeated_flags
+  refuse(["--out", "a", "--", "--out"])
+  refuse(["--out", "a", "--out-dir", "b", "--max_depth", "2"])
+  with pytest.raises(ValueError, match="--max-depth is given twice"):
+    refuse(["--max-depth", "1", "--max_depth", "2"])
 
 
 def test_benchmark_env_emits_json(tmp_path):
@@ -147,6 +177,18 @@ def test_discover_names_the_file_with_a_doubled_header_column_or_no_header(tmp_p
   assert capsys.readouterr().err == f"error: data file {str(path)!r}: is empty (no header line)\n"
 
 
+def _override(argv: list[str], extra: list[str]) -> list[str]:
+  """`argv` with the flags `extra` gives replaced by `extra`'s (a flag given twice is refused)."""
+  given = {token for token in extra if token.startswith("--")}
+  out, skipping = [], False
+  for token in argv:
+    if token.startswith("--"):
+      skipping = token in given
+    if not skipping:
+      out.append(token)
+  return out + extra
+
+
 def test_discover_names_the_flag_of_a_path_or_combination_it_could_not_use(tmp_path, capsys):
   """A CLI audit: a directory as --data, a file as --out or --state-dir and an unwritable --out were tracebacks (the
   last after the whole search, which then saved nothing); --beam-width with another method, --tilt with another
@@ -177,7 +219,7 @@ def test_discover_names_the_flag_of_a_path_or_combination_it_could_not_use(tmp_p
   if os.geteuid() != 0:  # root writes anywhere
     cases.append((["--out", str(locked / "out")], f"--out {locked / 'out'}: {locked} is not writable by this user"))
   for extra, message in cases:
-    assert discover.main(base + extra) == 2, extra
+    assert discover.main(_override(base, extra)) == 2, extra
     err = capsys.readouterr().err
     assert "Traceback" not in err and message in err, (extra, err)
   assert not os.path.exists(tmp_path / "out")  # each refused before anything was made

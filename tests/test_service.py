@@ -1168,6 +1168,9 @@ def test_a_job_asks_for_every_setting_discover_has_and_is_refused_what_no_run_wo
     (json.dumps({**SETTINGS, "explore_new_z": 0.0}), "explore_new_z", "must lie in (0, 40] or be None"),
     (json.dumps(SETTINGS)[:-1] + ', "time_limit": Infinity}', "settings", "Infinity is not a JSON number"),
     (json.dumps(SETTINGS)[:-1] + ', "q": NaN}', "settings", "NaN is not a JSON number"),
+    # A key given twice: JSON parsers keep the last, silently (a CLI audit: the job ran with the second budget).
+    (json.dumps(SETTINGS)[:-1] + ', "budget": 10, "budget": 20}', "budget", "given twice"),
+    ('{"a": {"b": 1, "b": 2}}', "b", "given twice"),
   ):
     with pytest.raises(ValueError) as err:
       JobSpec.from_json(text)

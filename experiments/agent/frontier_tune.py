@@ -36,6 +36,8 @@ import numpy as np
 import muzero_jax
 from cube_env.discovery import ranking
 from experiments.agent.loading import PACKAGED, export_agent, load_agent
+from experiments.launch.errors import UsageError
+from experiments.launch.resume import refuse_repeated_flags
 from experiments.quality.pool import limit_worker_threads
 from experiments.quality.ranker_training import FAMILIES, FIRST_INDEX, training_space
 
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--workers", type=int, default=2)
+  try:
+    refuse_repeated_flags(sys.argv[1:] if argv is None else argv)
+  except UsageError as err:
+    parser.error(str(err))
   args = parser.parse_args(argv)
   if not args.out.endswith(".npz"):
     parser.error(f"--out {args.out!r} must end in .npz")

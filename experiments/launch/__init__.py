@@ -11,6 +11,7 @@ from experiments.launch.resume import (
   parse_run_flags,
   peek_flag,
   read_checkpoint,
+  refuse_repeated_flags,
   restore_checkpoint,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
   "parse_run_flags",
   "peek_flag",
   "read_checkpoint",
+  "refuse_repeated_flags",
   "restore_checkpoint",
   "run_command",
 ]

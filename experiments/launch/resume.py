@@ -125,6 +125,24 @@ def peek_flag(argv: Sequence[str], name: str) -> str | None:
   return getattr(parser.parse_known_args(list(argv))[0], name)
 
 
+def refuse_repeated_flags(argv: Sequence[str]) -> None:
+  """Raises `UsageError` naming a flag given twice in `argv`: tyro and argparse keep the last value, so
+  `--measures a --measures b` dropped `a` without a word (a CLI audit). `--name=value` counts as `--name`, an
+  underscore as a dash; nothing after a bare `--` is read."""
+  seen = set()
+  for token in argv:
+    if token == "--":
+      break
+    if not token.startswith("--"):
+      continue
+    name = token.split("=", 1)[0].replace("_", "-")
+    if name in seen:
+      raise UsageError(
+        f"{name} is given twice: give each flag once (a flag of several values takes them all after it: {name} A B)"
+      )
+    seen.add(name)
+
+
 def parse_run_flags(
   args_type: type[A],
   argv: Sequence[str],
@@ -151,6 +169,7 @@ def parse_run_flags(
       resumed checkpoint (all are named); an invalid config value.
     SystemExit: a malformed flag or `--help` (from tyro).
   """
+  refuse_repeated_flags(argv)
   directory = peek_flag(argv, "resume")
   checkpoint = read_checkpoint(directory, env=env) if directory is not None else None
   default = fresh(peek_flag(argv, "preset")) if checkpoint is None else resumed(checkpoint)

@@ -172,7 +172,7 @@ class JobSpec:
   def from_json(cls, text: str | bytes) -> JobSpec:
     """Parses and checks a client's JSON object (SpecError naming the field)."""
     try:
-      raw = json.loads(text, parse_constant=_not_json)
+      raw = json.loads(text, parse_constant=_not_json, object_pairs_hook=_no_repeated_keys)
     except SpecError:
       raise
     except ValueError as err:
@@ -248,6 +248,17 @@ class JobSpec:
   def to_json(self) -> str:
     """Canonical JSON (sorted keys): what the cache key hashes and what the job reads back."""
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+  """`json.loads`' object hook refusing a key given twice in one object, which JSON parsers settle by keeping the
+  last value without a word (a CLI audit: `"budget": 10, "budget": 20` ran with 20)."""
+  seen = set()
+  for key, _ in pairs:
+    if key in seen:
+      raise SpecError(key, "given twice in the settings: give each setting once")
+    seen.add(key)
+  return dict(pairs)
 
 
 def _not_json(word: str) -> None:
