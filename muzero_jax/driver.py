@@ -227,12 +227,7 @@ def run_iterations(
         ):
           metrics["checkpoint/save_s"] = ckpt.last_save_seconds
         logger.write(step, metrics)
-        bar.set_postfix(
-          it=step,
-          ret=f"{metrics['selfplay/return_mean']:.2f}",
-          loss=f"{metrics['loss/total']:.3f}",
-          mv_s=f"{metrics.get('speed/moves_per_s', float('nan')):.0f}",
-        )
+        bar.set_postfix(progress_postfix(step, metrics))
         asked_to_stop = callback is not None and callback(state, metrics)
         if stop.signal is not None or asked_to_stop:
           break
@@ -249,6 +244,22 @@ def run_iterations(
     where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
     raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")
   return state
+
+
+def progress_postfix(step: int, metrics: dict) -> dict[str, object]:
+  """The progress bar's figures: the iteration, mean return, loss and moves per second, "-" where an iteration has
+  none (no episode ended, no update ran, the first iteration's compile time): a CLI audit read `mv_s=nan`."""
+
+  def shown(name: str, digits: int) -> str:
+    value = metrics.get(name)
+    return f"{float(value):.{digits}f}" if value is not None and np.isfinite(float(value)) else "-"
+
+  return {
+    "it": step,
+    "ret": shown("selfplay/return_mean", 2),
+    "loss": shown("loss/total", 3),
+    "mv_s": shown("speed/moves_per_s", 0),
+  }
 
 
 def _save_before_raising(err, ckpt, state, step: int, start: int, trainer, env, extra) -> None:

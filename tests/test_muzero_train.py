@@ -366,6 +366,14 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
   assert jax.tree.structure(typed) == jax.tree.structure(raw) and typed.key.dtype == raw.key.dtype == jnp.uint32
 
 
+def test_the_progress_bar_shows_a_dash_where_an_iteration_has_no_figure():
+  """A CLI audit: the first iteration's bar read `mv_s=nan` (its time is compile time, so no speed is logged)."""
+  first = {"selfplay/return_mean": float("nan"), "loss/total": 1.23456, "speed/first_iteration_s": 9.0}
+  assert driver.progress_postfix(1, first) == {"it": 1, "ret": "-", "loss": "1.235", "mv_s": "-"}
+  later = {"selfplay/return_mean": np.float32(2.5), "loss/total": np.nan, "speed/moves_per_s": 1234.6}
+  assert driver.progress_postfix(2, later) == {"it": 2, "ret": "2.50", "loss": "-", "mv_s": "1235"}
+
+
 def test_a_reward_beyond_max_reward_is_warned_once():
   """Rewards past the supports are clipped in the targets; the driver says so once a run, naming the setting."""
   ten = CONFIG.replace(max_reward=10.0, reward_support_size=10)  # the reward support holds |r| <= 117.4
