@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 from typing import Annotated
@@ -168,12 +169,19 @@ def main(argv: list[str] | None = None) -> int:
       print(f"error: --redis-url {redacted_url(config.redis_url)}: Redis is unreachable ({err})", file=sys.stderr)
       return 2
     return 0
+  try:  # bound here, so that the log names the port the system gave for --port 0 (a CLI audit: it said 0)
+    sock = _bind(config.host, config.port)
+  except OSError as err:
+    print(
+      f"error: --host {config.host} --port {config.port}: cannot listen there ({err.strerror or err})", file=sys.stderr
+    )
+    return 2
   app = make_app(config)
   log = logging.getLogger("experiments.serve")
   log.info(
     "API on http://%s:%d (Redis %s, data %s)",
     config.host,
-    config.port,
+    sock.getsockname()[1],
     redacted_url(config.redis_url),
     os.path.abspath(config.data_dir),
   )
@@ -185,8 +193,23 @@ def main(argv: list[str] | None = None) -> int:
       redacted_url(config.redis_url),
       err,
     )
-  uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+  uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
   return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+  """A listening TCP socket on `host` (a name or an IPv4 or IPv6 address) and `port` (0: one the system picks), set
+  up as uvicorn sets up its own (address reuse; the listen backlog is uvicorn's to set)."""
+  family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+  sock = socket.socket(family, kind, proto)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  try:
+    sock.bind(address)
+  except OSError:
+    sock.close()
+    raise
+  sock.set_inheritable(True)
+  return sock
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import socket
@@ -88,12 +89,21 @@ class Service:
     self.redis = self._start(redis_cmd + ["--dir", str(root)])
     self.common = ["--redis-url", self.redis_url, "--data-dir", str(root / "data")]
     self.common += ["--lease-seconds", str(LEASE), "--save-every", "50"]
-    self.api_port = _free_port()
+    # --port 0: the system picks a free port, which the API's log names (a CLI audit: it logged port 0).
     self.api = self._start(
-      [sys.executable, "-m", "experiments.serve", *self.common, "--port", str(self.api_port), "--max-upload-mb", "0.25"]
+      [sys.executable, "-m", "experiments.serve", *self.common, "--port", "0", "--max-upload-mb", "0.25"]
     )
+    api_log = self.root / f"log-{len(self.procs) - 1}.txt"
     for _ in range(2):
       self.start_worker()
+    said = _wait(
+      lambda: re.search(r"API on http://127\.0\.0\.1:(\d+) ", api_log.read_text()),
+      60,
+      "the API's log",
+      api_log.read_text,
+    )
+    self.api_port = int(said.group(1))
+    assert self.api_port > 0
     self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=30)
     _wait(self._healthy, 60, "the API")
 
@@ -1003,6 +1013,12 @@ def test_safe_defaults(service, tmp_path, capsys, monkeypatch):
     assert detail == health.json()["detail"] and "is unreachable: ConnectionError" in detail["message"]
   assert serve.main(["--worker", "--burst", "--redis-url", f"redis://127.0.0.1:{_free_port()}/0"]) == 2
   assert "Redis is unreachable" in capsys.readouterr().err
+  with socket.socket() as busy:  # a port another process listens on: refused before the API starts, naming it
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    assert serve.main(["--port", str(port), "--data-dir", str(tmp_path / "busy")]) == 2
+  assert capsys.readouterr().err.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen there (")
   with pytest.raises(tables.TableError, match="NUL") as err:
     tables.read_server_path("cases\x00.csv", ServiceConfig(data_root=str(tmp_path), data_dir=str(tmp_path)))
   assert err.value.status == 400
