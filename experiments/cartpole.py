@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     program="experiments.cartpole",
     checkpoint_dir=peek_flag(argv, "checkpoint_dir") or peek_flag(argv, "resume"),
     logdir=peek_flag(argv, "logdir"),
+    paths={name: peek_flag(argv, name) for name in ("checkpoint_dir", "resume", "logdir")},
   )
 
 

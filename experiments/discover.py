@@ -41,7 +41,7 @@ from experiments import (
   report,
 )
 from experiments.launch import compile_cache
-from experiments.launch.errors import UsageError, flag_error, run_command
+from experiments.launch.errors import UsageError, flag_error, path_flag, run_command
 from experiments.launch.resume import flag, peek_flag, refuse_repeated_flags
 
 _DEFAULTS = cube_env.DiscoveryConfig()  # the library's defaults are the command's
@@ -464,13 +464,19 @@ def main(argv: list[str] | None = None) -> int:
         program="experiments.discover",
         checkpoint_dir=state_dir,
         resumable=os.path.isdir,
+        paths=_paths(argv),
       )
   except ValueError as err:
     print(f"error: {_as_flags(str(err))}", file=sys.stderr)
     return 2
   except OSError as err:  # a file the checks could not foresee (a disk full, a permission changed mid-run)
-    print(f"error: {err}", file=sys.stderr)
+    print(f"error: {path_flag(err, _paths(argv))}{err}", file=sys.stderr)
     return 1
+
+
+def _paths(argv: list[str]) -> dict[str, str | None]:
+  """The paths the command line gives, by flag (an error at one of them names its flag: `path_flag`)."""
+  return {name: peek_flag(argv, name) for name in ("out", "state_dir", "data", "resume", "checkpoint")}
 
 
 def _as_flags(message: str) -> str:
@@ -489,8 +495,8 @@ def _as_flags(message: str) -> str:
 
 
 # The library's settings that are also this command's flags (the same name, `_` as `-`); "beam width" is how the
-# beam search names its width (`--beam-width`).
-_SETTING_FLAGS = ("beam width",) + tuple(
+# beam search names its width (`--beam-width`); `n_rows`, the synthetic generator's (`--n-rows`; a CLI audit).
+_SETTING_FLAGS = ("beam width", "n_rows") + tuple(
   sorted({f.name for f in dataclasses.fields(cube_env.DiscoveryConfig)} & {f.name for f in dataclasses.fields(Args)})
 )
 

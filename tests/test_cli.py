@@ -97,6 +97,24 @@ def test_a_flag_given_twice_is_refused_by_every_command(capsys):
     refuse(["--max-depth", "1", "--max_depth", "2"])
 
 
+def test_an_error_at_a_path_names_the_flag_that_gave_it(tmp_path, capsys):
+  """A CLI audit: `train --logdir afile` said only "Not a directory: 'afile/events...'", `discover --out /proc/x`
+  only "No such file or directory: '/proc/x'", and `--n-rows -1` named the setting `n_rows`, not the flag."""
+  from experiments import train  # noqa: PLC0415 (only this test)
+
+  a_file = tmp_path / "afile"
+  a_file.write_text("x")
+  assert train.main(["--preset", "smoke", "--iterations", "1", "--logdir", str(a_file)]) == 2
+  assert capsys.readouterr().err.startswith(f"error: --logdir {a_file}: [Errno 20] Not a directory: ")
+  err = FileNotFoundError(2, "No such file or directory", str(tmp_path / "out" / "sub" / "x.json"))
+  paths = {"data": str(tmp_path / "cases.csv"), "out": str(tmp_path / "out"), "state_dir": None}
+  assert launch.errors.path_flag(err, paths) == f"--out {tmp_path / 'out'}: "
+  assert launch.errors.path_flag(err, {"out": str(tmp_path / "ou")}) == ""  # a prefix of the name is not a parent
+  assert launch.errors.path_flag(OSError("no file"), paths) == ""
+  assert discover.main(["--demo", "mixed", "--n-rows", "-1"]) == 2
+  assert capsys.readouterr().err == "error: --n-rows must be a positive integer, got -1\n"
+
+
 def test_benchmark_env_emits_json(tmp_path):
   out = tmp_path / "env.jsonl"
   assert (

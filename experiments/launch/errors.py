@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import muzero_jax
 
-__all__ = ["UsageError", "UsageExit", "exit_usage", "flag_error", "holds_checkpoints", "run_command"]
+__all__ = ["UsageError", "UsageExit", "exit_usage", "flag_error", "holds_checkpoints", "path_flag", "run_command"]
 
 
 class UsageError(ValueError):
@@ -58,6 +58,18 @@ def holds_checkpoints(directory: str) -> bool:
     ckpt.close()
 
 
+def path_flag(err: OSError, paths: Mapping[str, str | None]) -> str:
+  """`--flag PATH: ` for the flag of `paths` (`{flag name: path given}`) whose path the failed file (`err.filename`)
+  is at or under, else "" (a CLI audit: `--logdir` naming a file read only "Not a directory: 'afile/events...'")."""
+  if not err.filename:
+    return ""
+  failed = os.path.abspath(os.fsdecode(err.filename))
+  for name, given in paths.items():
+    if given and (failed == os.path.abspath(given) or failed.startswith(os.path.join(os.path.abspath(given), ""))):
+      return f"--{name.replace('_', '-')} {given}: "
+  return ""
+
+
 def run_command(
   run: Callable[[], Any],
   *,
@@ -65,6 +77,7 @@ def run_command(
   checkpoint_dir: str | None,
   logdir: str | None = None,
   resumable: Callable[[str], bool] = holds_checkpoints,
+  paths: Mapping[str, str | None] | None = None,
 ) -> int:
   """Calls `run()` and turns its outcome into an exit status, printing errors to stderr.
 
@@ -72,12 +85,14 @@ def run_command(
   (Ctrl-C or SIGTERM, after the driver saved a checkpoint): status 130 and, where `resumable(checkpoint_dir)`
   (default: it holds a training checkpoint; an audit: the command was printed for an empty directory too), the
   command that continues the run from it, with its `--logdir` (not saved in the checkpoint) so its curves continue
-  where they were.
+  where they were. A path's error names the flag that gave the path (`path_flag`; `paths`, default
+  `--checkpoint-dir` and `--logdir`).
   """
+  paths = {"checkpoint_dir": checkpoint_dir, "logdir": logdir} if paths is None else paths
   try:
     run()
   except (UsageError, FileNotFoundError, NotADirectoryError) as err:
-    print(f"error: {err}", file=sys.stderr)
+    print(f"error: {path_flag(err, paths) if isinstance(err, OSError) else ''}{err}", file=sys.stderr)
     return 2
   except KeyboardInterrupt as err:
     print(f"\ninterrupted: {str(err) or 'nothing saved'}", file=sys.stderr)
