@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -35,7 +36,8 @@ import tyro
 from cube_env.discovery import ranking
 from cube_env.worlds import AGENT_WORLD_INDEX
 from experiments.launch import compile_cache
-from experiments.launch.errors import exit_usage
+from experiments.launch.errors import UsageError, exit_usage, prepare_out
+from experiments.launch.resume import refuse_repeated_flags
 from experiments.quality import ranker_training
 
 
@@ -75,6 +77,14 @@ class Args:
   """Where the weights go; the packaged ranker (what --method learned plays) is cube_env/discovery/ranker.npz."""
 
 
+def read_rows(path: str, flag: str) -> tuple[np.ndarray, ...]:
+  """`ranker_training.read_rows(path)`, its errors as usage errors naming `flag`."""
+  try:
+    return ranker_training.read_rows(path)
+  except ValueError as err:
+    raise exit_usage(f"{flag}: {err}") from None
+
+
 def main(args: Args) -> dict:
   if min(args.worlds_per_family, args.budget, args.hidden, args.steps, args.bag, args.workers) < 1:
     raise exit_usage("--worlds-per-family, --budget, --hidden, --steps, --bag and --workers must be at least 1")
@@ -88,8 +98,11 @@ def main(args: Args) -> dict:
   missing = [p for p in args.add_rows if not os.path.exists(p)]
   if missing:
     raise exit_usage(f"--add-rows: {', '.join(missing)} do not exist (write them with --rows-file)")
-  if args.behaviour is not None and not os.path.exists(args.behaviour):
-    raise exit_usage(f"--behaviour: ranker weights {args.behaviour!r} do not exist")
+  if args.behaviour is not None:
+    try:  # read here, not first in the collection's workers (an audit: their traceback, after it began)
+      ranking.load(args.behaviour)
+    except ValueError as err:
+      raise exit_usage(f"--behaviour: {err}") from None
   if args.first_index < ranker_training.FIRST_INDEX:
     raise exit_usage(
       f"--first-index must be at least {ranker_training.FIRST_INDEX} (training worlds below it validate), "
@@ -102,11 +115,20 @@ def main(args: Args) -> dict:
     )
   if not args.noise >= 0:
     raise exit_usage(f"--noise must be >= 0, got {args.noise}")
-  t0 = time.perf_counter()
+  # The files read and the folders written, before the collection and the fit (an audit: an .npz of other arrays was
+  # a KeyError, a missing --out folder a traceback at the save, after the work).
   cached = bool(args.rows_file and os.path.exists(args.rows_file))
-  if cached:
-    x, y, w = ranker_training.load_rows(args.rows_file)
-    world = ranker_training.load_worlds(args.rows_file)
+  rows = read_rows(args.rows_file, "--rows-file") if cached else None
+  added = [read_rows(p, "--add-rows") for p in args.add_rows]
+  try:
+    prepare_out(args.out, "--out")
+    if args.rows_file and not cached:
+      prepare_out(args.rows_file, "--rows-file")
+  except ValueError as err:
+    raise exit_usage(str(err)) from None
+  t0 = time.perf_counter()
+  if rows is not None:
+    x, y, w, world = rows
   else:
     x, y, w, world = ranker_training.training_rows(
       args.worlds_per_family,
@@ -119,9 +141,9 @@ def main(args: Args) -> dict:
     if args.rows_file:
       ranker_training.save_rows(args.rows_file, x, y, w, world)
   file_of = np.zeros(len(y), np.int64)  # which file (round) each row came from: bagging resamples within it
-  if args.add_rows:
-    parts = [(x, y, w)] + [ranker_training.load_rows(p) for p in args.add_rows]
-    worlds = [world] + [ranker_training.load_worlds(p) for p in args.add_rows]
+  if added:
+    parts = [(x, y, w)] + [part[:3] for part in added]
+    worlds = [world] + [part[3] for part in added]
     x, y, w = (np.concatenate(p) for p in zip(*parts, strict=True))
     file_of = np.concatenate([np.full(len(v), i) for i, v in enumerate(worlds)])
     world = np.concatenate(worlds)
@@ -161,4 +183,8 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
   compile_cache.enable()
+  try:
+    refuse_repeated_flags(sys.argv[1:])
+  except UsageError as err:
+    raise exit_usage(str(err)) from None
   main(tyro.cli(Args))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from typing import Literal
 
@@ -33,7 +34,8 @@ import tyro
 
 from experiments.launch import compile_cache
 from experiments.launch.cube_presets import PRESETS
-from experiments.launch.errors import exit_usage
+from experiments.launch.errors import UsageError, exit_usage, prepare_out
+from experiments.launch.resume import refuse_repeated_flags
 from experiments.quality import ranker_training, tuning
 from experiments.quality.suite import VALIDATION_WORLDS
 
@@ -86,6 +88,7 @@ def main(args: Args) -> dict:
     raise exit_usage(
       f"--families {' '.join(unknown)}: must name some of {ranker_training.FAMILIES} (families with planted effects)"
     )
+  rows = None
   if args.target == "ranker":
     if args.rows_file is None:
       raise exit_usage("--target ranker needs --rows-file (python -m experiments.train_ranker --rows-file F)")
@@ -93,16 +96,33 @@ def main(args: Args) -> dict:
       raise exit_usage(
         f"--rows-file {args.rows_file!r} does not exist (python -m experiments.train_ranker --rows-file)"
       )
-    rows = ranker_training.load_rows(args.rows_file)
-    objective = tuning.ranker_objective(
-      rows, worlds=args.worlds, workdir=args.workdir, seed=args.seed, workers=args.workers, families=args.families
-    )
-    space = tuning.RANKER_SPACE
+    try:  # read now (an audit: a CSV, or an .npz of other arrays, was numpy's traceback)
+      rows = ranker_training.load_rows(args.rows_file)
+    except ValueError as err:
+      raise exit_usage(f"--rows-file: {err}") from None
   else:
     if args.preset not in PRESETS:
       raise exit_usage(f"--preset {args.preset!r} is not one of {sorted(PRESETS)}")
     if args.iterations < 1:
       raise exit_usage("--iterations must be at least 1")
+  # Where the results go, made before the work (an audit: a missing --out folder was a traceback after the whole run).
+  if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+    raise exit_usage(f"--workdir {args.workdir!r} is a file, not a folder")
+  try:
+    os.makedirs(args.workdir, exist_ok=True)
+  except OSError as err:
+    raise exit_usage(f"--workdir {args.workdir!r}: cannot make it ({err.strerror or err})") from None
+  if args.out:
+    try:
+      prepare_out(args.out, "--out")
+    except ValueError as err:
+      raise exit_usage(str(err)) from None
+  if args.target == "ranker":
+    objective = tuning.ranker_objective(
+      rows, worlds=args.worlds, workdir=args.workdir, seed=args.seed, workers=args.workers, families=args.families
+    )
+    space = tuning.RANKER_SPACE
+  else:
     objective = tuning.agent_objective(
       preset=args.preset,
       iterations=args.iterations,
@@ -151,4 +171,8 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
   compile_cache.enable()
+  try:
+    refuse_repeated_flags(sys.argv[1:])
+  except UsageError as err:
+    raise exit_usage(str(err)) from None
   main(tyro.cli(Args))

@@ -429,7 +429,7 @@ def test_run_keeps_rows_a_killed_call_spilled(tmp_path):
   ],
 )
 def test_quality_cli_names_the_bad_flag(argv, message, capsys):
-  full = argv if argv[0] in ("power", "env") else ["quality", "--suite", "tiny", *argv]
+  full = argv if argv[0] in ("power", "env") else ["quality", *(["--suite", "tiny"] * ("--suite" not in argv)), *argv]
   with pytest.raises(SystemExit, match=re.escape(message)) as exit_:
     benchmark.main(full)
   assert exit_.value.code == 2 and message in capsys.readouterr().err  # a usage error's status (it was 1: an audit)

@@ -71,7 +71,7 @@ def test_a_flag_given_twice_is_refused_by_every_command(capsys):
   """A CLI audit: tyro and argparse keep a repeated flag's last value, so `--measures case_minutes --measures
   pacu_minutes` analysed pacu_minutes alone, without a word. Every command names the flag instead."""
   from experiments import serve, train  # noqa: PLC0415 (only this test)
-  from experiments.agent import frontier_tune  # noqa: PLC0415
+  from experiments.agent import export, frontier_tune  # noqa: PLC0415
 
   want = "--measures is given twice: give each flag once (a flag of several values takes them all after it: "
   argv = ["--demo", "mixed", "--measures", "case_minutes", "--measures=pacu_minutes", "--no-progress"]
@@ -89,6 +89,14 @@ def test_a_flag_given_twice_is_refused_by_every_command(capsys):
   with pytest.raises(SystemExit) as exit_:
     frontier_tune.main(["--out", "a.npz", "--steps", "1", "--steps", "2"])
   assert exit_.value.code == 2 and "--steps is given twice" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_:
+    export.main(["ckpt", "--out", "a.npz", "--out", "b.npz"])
+  assert exit_.value.code == 2 and "--out is given twice" in capsys.readouterr().err
+  for module in ("experiments.tune", "experiments.train_ranker"):  # their flags are parsed when run as a program
+    out = subprocess.run(
+      [sys.executable, "-m", module, "--workers", "1", "--workers", "2"], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 2 and out.stderr.startswith("error: --workers is given twice"), (module, out.stderr)
   # Flags after a bare `--` are not flags, and `--flag` and `--other-flag` differ.
   refuse = launch.refuse_repeated_flags
   refuse(["--out", "a", "--", "--out"])

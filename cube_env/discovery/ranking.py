@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import zipfile
 from collections.abc import Iterable
 
 import jax
@@ -142,16 +143,48 @@ def save(weights: RankerWeights, path: str) -> None:
   os.replace(tmp, path)
 
 
+def _shapes(fields: dict) -> dict[str, tuple]:
+  """The shape each of `RankerWeights`' arrays must have, given the hidden width `w1` shows."""
+  k, h = NUM_FEATURES, (np.shape(fields["w1"]) + (0, 0))[1]
+  return dict(mean=(k,), scale=(k,), w1=(k, h), b1=(h,), w2=(h, h), b2=(h,), w3=(h,), b3=())
+
+
 def load(path: str | None = None) -> RankerWeights:
-  """Reads weights written by `save` (default: the packaged ranker, `PACKAGED`)."""
+  """Reads weights written by `save` (default: the packaged ranker, `PACKAGED`); ValueError naming the file unless it
+  holds them (an audit: a CSV was numpy's `allow_pickle` hint, an .npz of other arrays a KeyError). Never unpickles."""
   path = path or PACKAGED
+  what = f"ranker weights {path!r}"
+  make = "make them with python -m experiments.train_ranker"
   if not os.path.exists(path):
-    raise ValueError(f"ranker weights {path!r} do not exist (make them with python -m experiments.train_ranker)")
-  with np.load(path) as z:
-    fields = {f.name: z[f.name] for f in dataclasses.fields(RankerWeights) if f.name != "names"}
-    names = tuple(str(n) for n in z["names"])
+    raise ValueError(f"{what} do not exist ({make})")
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{what}: not an .npz archive, so not a ranker's weights ({make})")
+  want = ["names"] + [f.name for f in dataclasses.fields(RankerWeights) if f.name != "names"]
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      missing = [k for k in want if k not in z.files]
+      fields = {} if missing else {k: z[k] for k in want}
+  except Exception as err:  # noqa: BLE001 (a damaged or foreign file is the user's input problem)
+    raise ValueError(f"{what}: cannot be read ({unreadable(err)})") from None
+  if missing:
+    raise ValueError(f"{what}: not a ranker's weights (it has no {', '.join(missing)} arrays; {make})")
+  names = fields.pop("names")
+  wrong = [f"{k} {np.shape(fields[k])}, not {s}" for k, s in _shapes(fields).items() if np.shape(fields[k]) != s]
+  if wrong or names.ndim != 1 or not np.issubdtype(names.dtype, np.str_):
+    raise ValueError(f"{what}: not a ranker's weights ({'; '.join(wrong) or 'names are not strings'})")
   fields["b3"] = float(fields["b3"])
-  return RankerWeights(names=names, **fields)
+  try:
+    return RankerWeights(names=tuple(str(n) for n in names), **fields)
+  except ValueError as err:
+    raise ValueError(f"{what}: {err}") from None
+
+
+def unreadable(err: Exception) -> str:
+  """Why numpy could not read an .npz, for a user: an object array (which is never unpickled) as such, not numpy's
+  hint to load it with `allow_pickle`."""
+  if "pickle" in str(err):
+    return "it holds object arrays (Python objects), which are never loaded"
+  return f"{type(err).__name__}: {err}"
 
 
 def weights_id(path: str | None = None) -> str:

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -50,8 +51,10 @@ def _any_grid(config: muzero_jax.MuZeroConfig, num_filters: int, num_values: int
   return muzero_jax.uses_conv_policy(config, num_filters * (num_values + 1), shape)
 
 
-def _check_params(flat: dict, config: muzero_jax.MuZeroConfig, num_filters: int, num_values: int, path: str) -> None:
-  """ValueError naming `--checkpoint` unless the exported arrays are the parameters of the network the file's config
+def _check_params(
+  flat: dict, config: muzero_jax.MuZeroConfig, num_filters: int, num_values: int, path: str, flag: str = "--checkpoint"
+) -> None:
+  """ValueError naming `flag` unless the exported arrays are the parameters of the network the file's config
   and grid make, every one finite (an audit: a missing or misshapen array was a Flax traceback at the first query,
   NaN parameters a "non-finite score" error that named no file)."""
   shape = (len(cube_env.CHANNELS), num_filters, num_values + 1)
@@ -59,7 +62,7 @@ def _check_params(flat: dict, config: muzero_jax.MuZeroConfig, num_filters: int,
   want = traverse_util.flatten_dict(
     jax.eval_shape(network.init, jax.random.PRNGKey(0), jnp.zeros((1, *shape)), jnp.zeros((1,), jnp.int32)), sep="/"
   )
-  where = f"--checkpoint {path!r}: not the parameters of its config's network"
+  where = f"{flag} {path!r}: not the parameters of its config's network"
   missing, extra = sorted(set(want) - set(flat)), sorted(set(flat) - set(want))
   if missing or extra:
     raise ValueError(f"{where} ({len(missing)} missing, e.g. {missing[:2]}; {len(extra)} unknown, e.g. {extra[:2]})")
@@ -69,22 +72,31 @@ def _check_params(flat: dict, config: muzero_jax.MuZeroConfig, num_filters: int,
     raise ValueError(f"{where} ({len(wrong)} arrays of the wrong shape, e.g. {k} {flat[k].shape}, not {want[k].shape})")
   bad = [k for k, v in flat.items() if not np.all(np.isfinite(v))]
   if bad:
-    raise ValueError(f"--checkpoint {path!r}: {len(bad)} parameter arrays hold NaN or infinite values, e.g. {bad[0]}")
+    raise ValueError(f"{flag} {path!r}: {len(bad)} parameter arrays hold NaN or infinite values, e.g. {bad[0]}")
 
 
-def load_agent(directory: str | None = None) -> PackagedAgent:
-  """The agent in a checkpoint directory or exported `.npz` (default `PACKAGED`); ValueError naming `--checkpoint`."""
-  if directory is None or str(directory).endswith(".npz"):
-    return _load_exported(directory or PACKAGED)
+EXPECTED = (
+  "a checkpoint directory (python -m experiments.train --checkpoint-dir) or an exported agent .npz "
+  "(python -m experiments.agent.export)"
+)
+
+
+def load_agent(directory: str | None = None, *, flag: str = "--checkpoint") -> PackagedAgent:
+  """The agent in a checkpoint directory or exported `.npz` (default `PACKAGED`); ValueError naming `flag` (the
+  option or argument that gave the path) unless the path holds one."""
+  if directory is None or (str(directory).endswith(".npz") and not os.path.isdir(directory)):
+    return _load_exported(directory or PACKAGED, flag)
+  if os.path.exists(directory) and not os.path.isdir(directory):  # an audit: it read "no such directory"
+    raise ValueError(f"{flag} {directory!r} is a file, not {EXPECTED}")
   if not os.path.isdir(directory):
-    raise ValueError(f"--checkpoint {directory!r}: no such directory")
+    raise ValueError(f"{flag} {directory!r}: no such directory; give {EXPECTED}")
   try:
     params, config, meta = muzero_jax.load_params(directory)
   except Exception as err:  # noqa: BLE001 (any unreadable checkpoint is the user's input problem)
-    raise ValueError(f"--checkpoint {directory!r}: cannot load an agent ({type(err).__name__}: {err})") from None
+    raise ValueError(f"{flag} {directory!r}: cannot load an agent ({type(err).__name__}: {err})") from None
   env = meta.get("env") or {}
   if env.get("env") not in CUBE_ENV_CLASSES:
-    raise ValueError(f"--checkpoint {directory!r} holds an agent for {env.get('env')!r}, not {ENV_CLASS}")
+    raise ValueError(f"{flag} {directory!r} holds an agent for {env.get('env')!r}, not {ENV_CLASS}")
   _, num_f, width = env["observation_shape"]
   extra = meta.get("extra") or {}
   task = extra.get("task") or {}
@@ -139,27 +151,43 @@ def export_agent(agent: PackagedAgent, path: str) -> None:
   os.replace(tmp, path)
 
 
-def _load_exported(path: str) -> PackagedAgent:
+def _load_exported(path: str, flag: str = "--checkpoint") -> PackagedAgent:
+  where = "the packaged agent" if path == PACKAGED else f"{flag} {path!r}"
   if not os.path.exists(path):
-    where = "the packaged agent" if path == PACKAGED else f"--checkpoint {path!r}"
     raise ValueError(f"{where}: no such file (make one with python -m experiments.agent.export)")
+  # An audit: a text file named .npz was numpy's hint to load it with allow_pickle. It is never unpickled.
+  if not zipfile.is_zipfile(path):
+    raise ValueError(
+      f"{where}: cannot load an agent: not an exported agent (not an .npz archive; "
+      "python -m experiments.agent.export writes one)"
+    )
   try:
     with np.load(path, allow_pickle=False) as z:
-      record = json.loads(str(z["__agent__"]))
+      text = str(z["__agent__"]) if "__agent__" in z.files else None
       flat = {k: z[k] for k in z.files if k != "__agent__"}
+  except Exception as err:  # noqa: BLE001 (a damaged file is the user's input problem)
+    why = "it holds object arrays (Python objects), which are never loaded" if "pickle" in str(err) else err
+    raise ValueError(f"{where}: cannot load an agent ({type(err).__name__}: {why})") from None
+  if text is None:
+    raise ValueError(
+      f"{where}: cannot load an agent: not an exported agent (no __agent__ record; "
+      "python -m experiments.agent.export writes one)"
+    )
+  try:
+    record = json.loads(text)
     if record.get("format") != EXPORT_FORMAT:
       raise ValueError(f"format {record.get('format')!r}, this code reads {EXPORT_FORMAT}")
     config = muzero_jax.MuZeroConfig.from_dict(record["config"])
+    num_f, num_v, horizon = int(record["num_filters"]), int(record["num_values"]), int(record["horizon"])
   except Exception as err:  # noqa: BLE001 (a damaged file is the user's input problem)
-    raise ValueError(f"--checkpoint {path!r}: cannot load an agent ({type(err).__name__}: {err})") from None
-  num_f, num_v = int(record["num_filters"]), int(record["num_values"])
-  _check_params(flat, config, num_f, num_v, path)
+    raise ValueError(f"{where}: cannot load an agent ({type(err).__name__}: {err})") from None
+  _check_params(flat, config, num_f, num_v, path, flag)
   return PackagedAgent(
     params=traverse_util.unflatten_dict(flat, sep="/"),
     config=config,
     num_filters=num_f,
     num_values=num_v,
-    horizon=int(record["horizon"]),
+    horizon=horizon,
     directory=str(path),
     any_grid=_any_grid(config, num_f, num_v),
     source=str(record.get("source", "")),

@@ -10,7 +10,16 @@ from typing import Any
 
 import muzero_jax
 
-__all__ = ["UsageError", "UsageExit", "exit_usage", "flag_error", "holds_checkpoints", "path_flag", "run_command"]
+__all__ = [
+  "UsageError",
+  "UsageExit",
+  "exit_usage",
+  "flag_error",
+  "holds_checkpoints",
+  "path_flag",
+  "prepare_out",
+  "run_command",
+]
 
 
 class UsageError(ValueError):
@@ -45,6 +54,25 @@ def flag_error(err: Exception, fields: Iterable[str]) -> UsageError:
     pattern = rf"(?<![\w.-])(?:MuZeroConfig\.)?{re.escape(name)}\b(?=\s*(?:=|>=|<=|\(|must\b))"
     text = re.sub(pattern, "--" + name.replace("_", "-"), text)
   return UsageError(text)
+
+
+def prepare_out(path: str, flag: str) -> None:
+  """Makes the folder of output file `path` (named by `flag`) now, before any long work, so that a path that cannot
+  be written fails first, a `ValueError` naming `flag` (an audit: a missing folder was a traceback at the save, after
+  the whole run)."""
+  if os.path.isdir(path):
+    raise ValueError(f"{flag} {path!r} is a directory: name the file to write")
+  folder = os.path.dirname(os.path.abspath(path))
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as err:
+    blocker = folder  # a file where a folder must be (the usual cause) is named, not "File exists"
+    while not os.path.exists(blocker) and os.path.dirname(blocker) != blocker:
+      blocker = os.path.dirname(blocker)
+    why = f"{blocker!r} is a file" if os.path.isfile(blocker) else err.strerror or str(err)
+    raise ValueError(f"{flag} {path!r}: cannot make its folder {folder!r}: {why}") from None
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise ValueError(f"{flag} {path!r}: its folder {folder!r} is not writable")
 
 
 def holds_checkpoints(directory: str) -> bool:

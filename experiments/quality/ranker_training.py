@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import multiprocessing
+import zipfile
 from collections.abc import Callable, Iterable
 
 import jax
@@ -33,16 +34,47 @@ def save_rows(path: str, x: np.ndarray, y: np.ndarray, w: np.ndarray, world: np.
   np.savez(path, x=x, y=y, w=w, world=world)
 
 
+ROW_ARRAYS = ("x", "y", "w", "world")  # the arrays of a file of `save_rows`
+
+
+def read_rows(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(features, labels, weights, world) from a file of `save_rows`; ValueError naming the file unless it is one: an
+  .npz of `ROW_ARRAYS`, `[N, NUM_FEATURES]` finite features and `[N]` the others (an audit: a CSV was numpy's
+  `allow_pickle` hint, an .npz of other arrays a KeyError, both tracebacks). Never unpickles."""
+  what = f"{path!r} is not a rows file"
+  make = "write one with python -m experiments.train_ranker --rows-file"
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{what}: not an .npz archive ({make})")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      found = set(z.files)
+      arrays = [z[k] for k in ROW_ARRAYS] if found >= set(ROW_ARRAYS) else None
+  except Exception as err:  # noqa: BLE001 (a damaged or foreign file is the user's input problem)
+    raise ValueError(f"{path!r}: rows cannot be read ({ranking.unreadable(err)})") from None
+  if arrays is None:
+    raise ValueError(f"{what}: it has no {', '.join(ROW_ARRAYS)} arrays (it has {', '.join(sorted(found)) or 'none'})")
+  x, y, w, world = arrays
+  n = len(x) if x.ndim else 0
+  if x.ndim != 2 or x.shape[1] != ranking.NUM_FEATURES:
+    raise ValueError(f"{what}: x is {x.shape}, not [rows, {ranking.NUM_FEATURES} columns] (the ranker's features)")
+  wrong = [f"{k} {a.shape}" for k, a in zip(ROW_ARRAYS[1:], arrays[1:], strict=True) if a.shape != (n,)]
+  if wrong:
+    raise ValueError(f"{what}: {', '.join(wrong)}, not one value per row of x ({n} rows)")
+  if not all(a.dtype.kind in "biuf" for a in arrays):
+    raise ValueError(f"{what}: its arrays must be numbers, got {', '.join(str(a.dtype) for a in arrays)}")
+  if not (np.isfinite(x).all() and np.isfinite(w).all()):
+    raise ValueError(f"{what}: its features or weights hold NaN or infinite values")
+  return x, y, w, world
+
+
 def load_rows(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(features, labels, weights) from a file of `save_rows`."""
-  with np.load(path) as z:
-    return z["x"], z["y"], z["w"]
+  """(features, labels, weights) from a file of `save_rows` (`read_rows`: ValueError unless it is one)."""
+  return read_rows(path)[:3]
 
 
 def load_worlds(path: str) -> np.ndarray:
   """`[N]` each row's world (its position in the collecting call's job order) from a file of `save_rows`."""
-  with np.load(path) as z:
-    return z["world"]
+  return read_rows(path)[3]
 
 
 def world_rows(
