@@ -142,6 +142,12 @@ def _train_on_ray(args: Args, env, train_pool, state, *, num_iterations: int, ex
     distributed.init_ray(args.ray_address)
   except ConnectionError as err:
     raise UsageError(f"--ray-address {args.ray_address}: {err}") from err
+  short = distributed.missing_resources(1.0, args.ray_actor_gpus)
+  if short and args.ray_address is None:  # this machine's runtime cannot grow: the actors would wait for ever
+    raise UsageError(
+      f"--ray-actor-gpus {args.ray_actor_gpus:g}: the local Ray runtime cannot place an actor, which asks for "
+      f"{', '.join(short)}: give --ray-actor-gpus 0 or join a cluster that has them (--ray-address)"
+    )
   where = args.ray_address or "a local Ray runtime on 127.0.0.1"
   print(f"self-play on {num_actors} Ray actors ({config.num_envs // num_actors} environments each) via {where}")
   result = distributed.train_distributed(

@@ -48,6 +48,7 @@ import ipaddress
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,7 @@ __all__ = [
   "SelfPlayActor",
   "init_ray",
   "local_listeners",
+  "missing_resources",
   "train_distributed",
 ]
 
@@ -572,6 +574,18 @@ class _FanOutIterations:
     return self.counters.scalars()
 
 
+def missing_resources(actor_cpus: float, actor_gpus: float) -> list[str]:
+  """What one actor asks for that no node of the Ray cluster has now, e.g. ``["1 GPU (the most a node has: 0)"]``;
+  [] where some node can place it. Ray must be initialised."""
+  nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+  short = []
+  for name, need in (("CPU", actor_cpus), ("GPU", actor_gpus)):
+    most = max((r.get(name, 0.0) for r in nodes), default=0.0)
+    if need > most:
+      short.append(f"{need:g} {name} (the most a node has: {most:g})")
+  return short
+
+
 def train_distributed(
   config: MuZeroConfig,
   env,
@@ -629,6 +643,14 @@ def train_distributed(
     raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
   if not ray.is_initialized():
     raise RuntimeError("Ray is not initialised: call muzero_jax.distributed.init_ray() first")
+  short = missing_resources(actor_cpus, actor_gpus)
+  if short:  # a cluster may yet grow: said, not refused (Ctrl-C stops the wait: `_FanOut.next_round`)
+    warnings.warn(
+      f"no node of the Ray cluster can place an actor now: each asks for {', '.join(short)}; the actors wait "
+      f"until such a node joins (up to stall_timeout, {stall_timeout:g} s)",
+      RuntimeWarning,
+      stacklevel=2,
+    )
   trainer = make_train(config, env, env_params_pool)
   env_vars = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
   env_vars.update(actor_env or {})

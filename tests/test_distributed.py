@@ -206,7 +206,7 @@ def test_killed_actor_is_restarted_and_the_run_finishes(ray_runtime):
   assert c.batches_received == 12 + c.batches_dropped and c.batches_dropped <= 4
 
 
-def test_ctrl_c_while_actors_cannot_be_scheduled_stops_within_seconds_and_saves(ray_runtime, tmp_path):
+def test_ctrl_c_while_actors_cannot_be_scheduled_stops_within_seconds_and_saves(ray_runtime, tmp_path, capsys):
   """A cold audit: actors asking for a GPU the runtime lacks are never scheduled, and a Ctrl-C went unseen until the
   stall timeout (600 s). Now the wait gives the round up, the start state is saved and KeyboardInterrupt says so."""
   distributed, actor_env = ray_runtime
@@ -220,9 +220,14 @@ def test_ctrl_c_while_actors_cannot_be_scheduled_stops_within_seconds_and_saves(
         return
       threading.Event().wait(0.05)
 
+  assert distributed.missing_resources(1.0, 1.0) == ["1 GPU (the most a node has: 0)"]
+  assert distributed.missing_resources(1.0, 0.0) == []
   thread = threading.Thread(target=interrupt_once_the_driver_handles_it, daemon=True)
   thread.start()
-  with pytest.raises(KeyboardInterrupt, match="checkpoint of iteration 0 saved"):
+  with (
+    pytest.warns(RuntimeWarning, match=r"each asks for 1 GPU \(the most a node has: 0\); the actors wait"),
+    pytest.raises(KeyboardInterrupt, match="checkpoint of iteration 0 saved"),
+  ):
     distributed.train_distributed(
       CONFIG,
       ENV,
@@ -239,6 +244,14 @@ def test_ctrl_c_while_actors_cannot_be_scheduled_stops_within_seconds_and_saves(
   ckpt = mz.Checkpointer(tmp_path / "ckpt")
   assert ckpt.all_steps() == [0]
   ckpt.close()
+  # The command line on this machine's own runtime, which cannot grow: refused before any actor starts.
+  from experiments import train as cli  # noqa: PLC0415 (the CLI, only here)
+
+  argv = ["--preset", "smoke", "--ray-actors", "2", "--ray-actor-gpus", "1", "--iterations", "1"]
+  assert cli.main([*argv, "--logdir", str(tmp_path / "tb")]) == 2
+  assert "error: --ray-actor-gpus 1: the local Ray runtime cannot place an actor, which asks for 1 GPU" in (
+    capsys.readouterr().err
+  )
 
 
 @pytest.mark.usefixtures("ray_runtime")
