@@ -40,6 +40,7 @@ from experiments import (
   agent,  # noqa: F401 (importing it registers the muzero method with cube_env)
   report,
 )
+from experiments.agent.loading import load_agent
 from experiments.launch import compile_cache
 from experiments.launch.errors import UsageError, flag_error, path_flag, run_command
 from experiments.launch.resume import flag, peek_flag, refuse_repeated_flags
@@ -438,6 +439,8 @@ def _check_paths(args: Args) -> None:
       raise ValueError(f"{flag(name)} {path}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
       raise ValueError(f"{flag(name)} {path}: {existing} is not writable by this user")
+  if args.method == "muzero" and args.checkpoint is not None:  # loaded again by the search: seconds, not a table's
+    load_agent(args.checkpoint)  # read and prepared first (an audit: its error came after both)
 
 
 def remove_state(directory: str) -> None:

@@ -241,6 +241,7 @@ def test_discover_names_the_flag_of_a_path_or_combination_it_could_not_use(tmp_p
     (["--adjust", "urgency", "urgency"], "--adjust names 'urgency' twice"),
     (["--favorable", "complication", "complication"], "--favorable names 'complication' twice"),
     (["--method", "exhaustive", "--time-limit", "1"], "--time-limit is not applied by method 'exhaustive'"),
+    (["--method", "muzero", "--checkpoint", str(a_file)], f"--checkpoint {str(a_file)!r} is a file, not a checkpoint"),
   ]
   if os.geteuid() != 0:  # root writes anywhere
     cases.append((["--out", str(locked / "out")], f"--out {locked / 'out'}: {locked} is not writable by this user"))
