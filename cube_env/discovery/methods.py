@@ -86,21 +86,32 @@ def random_walk(space: Space, *, budget: int, seed: int, progress: Progress | No
 
 
 def greedy(space: Space, *, budget: int, seed: int, progress: Progress | None = None) -> SearchResult:
-  """Always to the unvisited neighbour with the strongest pixel |z| (see module docstring)."""
+  """Always to the unvisited neighbour with the strongest pixel |z| (see module docstring).
+
+  Where every neighbour is visited it takes a random legal step, while some cohort a visited one showed as a legal
+  step is still unvisited; once none is, every cohort it can reach is visited and it stops ("nothing left"; a cold
+  audit: it spent the rest of the budget on known cohorts, 9,181 of 10,000 queries on a 529-cohort table).
+  """
   ledger = Ledger(space, budget, progress)
   rng = np.random.default_rng([seed, 2])
   c = space.env.shape.num_values
   obs, state, _ = ledger.root()
+  unvisited: set = set()  # cohorts shown as legal steps from visited ones, not yet visited (some may be since)
   while ledger.left:
     filters = tuple(int(v) for v in np.asarray(state.filters))
     legal = np.nonzero(np.asarray(state.mask))[0]
     if len(legal) == 0:
       break
-    fresh = np.asarray([target(filters, a, c) not in ledger.index for a in legal], bool)
+    targets = [target(filters, a, c) for a in legal]
+    fresh = np.asarray([t not in ledger.index for t in targets], bool)
+    unvisited.update(t for t, f in zip(targets, fresh, strict=True) if f)
     if fresh.any():
       choices = legal[fresh]
       action = int(choices[np.argmax(pixel_scores(obs)[choices])])
     else:
+      unvisited = {t for t in unvisited if t not in ledger.index}
+      if not unvisited:
+        break
       action = int(rng.choice(legal))
     obs, state, _ = ledger.step(state, action)
   return ledger.result("greedy")
