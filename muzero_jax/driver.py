@@ -220,13 +220,14 @@ def run_iterations(
         ended = ended or _warn_no_episode_end(metrics, config, step)
         warned_long = warned_long or _warn_long_episode(metrics, config, step)
         warned_cut = warned_cut or _warn_truncated_values(metrics, config, step)
-        if (
-          ckpt is not None
-          and step % config.checkpoint_every == 0
-          and _save(ckpt, state, trainer, env, checkpoint_extra)
-        ):
-          metrics["checkpoint/save_s"] = ckpt.last_save_seconds
         logger.write(step, metrics)
+        if ckpt is not None and step % config.checkpoint_every == 0:
+          # The step's scalars reach the disk before its checkpoint does: a run killed after the save resumes past
+          # this step, whose point was lost when it was written after (a checkpoint audit).
+          logger.flush()
+          if _save(ckpt, state, trainer, env, checkpoint_extra):
+            metrics["checkpoint/save_s"] = ckpt.last_save_seconds
+            logger.write(step, {"checkpoint/save_s": ckpt.last_save_seconds})
         bar.set_postfix(progress_postfix(step, metrics))
         asked_to_stop = callback is not None and callback(state, metrics)
         if stop.signal is not None or asked_to_stop:

@@ -19,6 +19,7 @@ import muzero_jax as mz
 from experiments.launch import errors
 from muzero_jax import checkpoint, driver
 from tests import checkpoint_worker as worker
+from tests.tb_events import scalars
 from tests.toy_envs import CoinGrid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -392,6 +393,33 @@ def test_an_iteration_that_raises_saves_the_last_completed_one(tmp_path):
     )
   assert "iteration 2 was not saved: the failed step had taken its state" in "\n".join(info.value.__notes__)
   assert not mz.Checkpointer(tmp_path / "taken").all_steps()
+
+
+def test_a_checkpoints_step_is_on_the_tensorboard_curve_before_the_checkpoint_is_saved(tmp_path, monkeypatch):
+  """A checkpoint audit: the step's scalars were written after its save and not flushed, so a run SIGKILLed just after
+  the save resumed past that step and its point was lost for good (steps 1-5, then 7-20). They reach the disk first;
+  the save's time follows at the same step."""
+  env, pool = worker.make_setup()
+  trainer = mz.make_train(CONFIG.replace(checkpoint_every=2), env, pool)
+  logdir, on_disk = tmp_path / "tb", {}
+  save = driver._save
+
+  def seen_then_save(ckpt, state, *args, **kwargs):
+    on_disk[int(state.iteration)] = sorted(scalars(logdir).get("loss/total", {}))
+    return save(ckpt, state, *args, **kwargs)
+
+  monkeypatch.setattr(driver, "_save", seen_then_save)
+  driver.run_iterations(
+    trainer,
+    env,
+    driver._FusedIterations(trainer),
+    logdir=str(logdir),
+    checkpoint_dir=str(tmp_path / "c"),
+    num_iterations=4,
+    progress=False,
+  )
+  assert on_disk == {2: [1, 2], 4: [1, 2, 3, 4]}
+  assert sorted(scalars(logdir)["checkpoint/save_s"]) == [2, 4]
 
 
 def test_the_resume_hint_names_only_a_directory_that_holds_a_checkpoint(saved, tmp_path, capsys):

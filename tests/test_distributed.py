@@ -1,12 +1,10 @@
 """Self-play fan-out on a local Ray runtime (real actors, CPU, loopback only), and the path without Ray."""
 
 import functools
-import glob
 import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import textwrap
@@ -14,10 +12,10 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2
 
 import muzero_jax as mz
 from muzero_jax import selfplay
+from tests.tb_events import scalars
 from tests.toy_envs import CoinGrid, make_coin_pool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,21 +75,6 @@ def ray_runtime(tmp_path_factory):
       os.environ[k] = v
 
 
-def _scalars(logdir):
-  """``{tag: {step: value}}`` from the TensorBoard event files (TFRecord framing, tensorboardX protos)."""
-  out = {}
-  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
-    with open(path, "rb") as fh:
-      data, i = fh.read(), 0
-    while i < len(data):
-      (n,) = struct.unpack("<Q", data[i : i + 8])
-      event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
-      i += 12 + n + 4
-      for v in event.summary.value:
-        out.setdefault(v.tag, {})[event.step] = v.simple_value
-  return out
-
-
 def _check_chains(counters, num_actors):
   """Every actor's rollouts arrived in chain order with no gap (nothing lost beyond what was replayed)."""
   assert sorted(counters.received_by_actor) == list(range(num_actors))
@@ -146,7 +129,7 @@ def test_two_actors_feed_the_learner_and_resume(ray_runtime, tmp_path):
     np.testing.assert_allclose(state.replay.policy[:T, cols], traj.policy, atol=1e-6)
     np.testing.assert_allclose(state.replay.obs[T, cols], end.obs)
 
-  tb = _scalars(str(tmp_path / "tb"))
+  tb = scalars(str(tmp_path / "tb"))
   assert tb["total/moves"] == {k: k * T * B for k in range(1, 5)}
   assert tb["fanout/batches_received"][4] == c.batches_received
   assert tb["fanout/restarts"][4] == 0 and tb["fanout/batches_dropped"][4] == c.batches_dropped
