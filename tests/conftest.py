@@ -50,6 +50,19 @@ import pytest
 import cube_env
 
 
+def override_flags(argv: list[str], extra: list[str]) -> list[str]:
+  """`argv` with the flags `extra` gives replaced by `extra`'s (a flag given twice is refused: `--budget 5` over
+  `--budget 40` is that flag and its values taken out, then `extra` added)."""
+  given = {token for token in extra if token.startswith("--")}
+  out, skipping = [], False
+  for token in argv:
+    if token.startswith("--"):
+      skipping = token in given
+    if not skipping:
+      out.append(token)
+  return out + extra
+
+
 def make_small_df(seed: int = 0, n: int = 4000) -> pd.DataFrame:
   """A small hand-made case table: one planted gap (race B, minutes, proc A), missing values."""
   rng = np.random.default_rng(seed)

@@ -7,6 +7,7 @@ import pytest
 
 from experiments import benchmark
 from experiments.speed import scaling
+from tests.conftest import override_flags
 
 SMALL_SPEED = ["--cells", "1000", "--batches", "1", "--profile-cells", "1000", "--table-rows", "0", "--wide-rows", "0"]
 
@@ -46,7 +47,7 @@ def test_slopes_keep_group_by_methods_apart():
     (["checkpoint", "--preset", "nope"], "unknown --preset 'nope'"),
     (["checkpoint", "--preset", "smoke", "--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["speed", *SMALL_SPEED, "--preset", "nope"], "unknown --preset 'nope'"),
-    (["speed", *SMALL_SPEED, "--cells", "0"], "--cells and --batches must be at least 1"),
+    (["speed", *override_flags(SMALL_SPEED, ["--cells", "0"])], "--cells and --batches must be at least 1"),
     (["cartpole", "--preset", "nope", "--speed-presets", "smoke"], "unknown --preset 'nope'; choose from smoke"),
     (["cartpole", "--speed-presets", "nope"], "unknown --speed-presets 'nope'"),
   ],

@@ -9,7 +9,7 @@ import pytest
 
 import cube_env
 from experiments import benchmark, discover, launch
-from tests.conftest import make_small_df
+from tests.conftest import make_small_df, override_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,7 +113,21 @@ def test_an_error_at_a_path_names_the_flag_that_gave_it(tmp_path, capsys):
   a_file = tmp_path / "afile"
   a_file.write_text("x")
   assert train.main(["--preset", "smoke", "--iterations", "1", "--logdir", str(a_file)]) == 2
-  assert capsys.readouterr().err.startswith(f"error: --logdir {a_file}: [Errno 20] Not a directory: ")
+  assert capsys.readouterr().err == f"error: --logdir {a_file}: {a_file} is a file, not a directory\n"
+
+  # A folder that cannot be written (root writes anywhere: the check's own folder is refused here instead), before
+  # any work (a checkpoint audit: Orbax waited five minutes, then 13 tracebacks).
+  def refuse(*_args, **_kwargs):
+    raise PermissionError(1, "Operation not permitted")
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(launch.resume.tempfile, "mkdtemp", refuse)
+    argv = ["--preset", "smoke", "--iterations", "1", "--checkpoint-dir", str(tmp_path / "ck" / "a")]
+    assert train.main(argv) == 2
+  assert capsys.readouterr().err == (
+    f"error: --checkpoint-dir {tmp_path / 'ck' / 'a'}: cannot write in {tmp_path} (Operation not permitted)\n"
+  )
+  assert not (tmp_path / "ck").exists()
   err = FileNotFoundError(2, "No such file or directory", str(tmp_path / "out" / "sub" / "x.json"))
   paths = {"data": str(tmp_path / "cases.csv"), "out": str(tmp_path / "out"), "state_dir": None}
   assert launch.errors.path_flag(err, paths) == f"--out {tmp_path / 'out'}: "
@@ -203,18 +217,6 @@ def test_discover_names_the_file_with_a_doubled_header_column_or_no_header(tmp_p
   assert capsys.readouterr().err == f"error: data file {str(path)!r}: is empty (no header line)\n"
 
 
-def _override(argv: list[str], extra: list[str]) -> list[str]:
-  """`argv` with the flags `extra` gives replaced by `extra`'s (a flag given twice is refused)."""
-  given = {token for token in extra if token.startswith("--")}
-  out, skipping = [], False
-  for token in argv:
-    if token.startswith("--"):
-      skipping = token in given
-    if not skipping:
-      out.append(token)
-  return out + extra
-
-
 def test_discover_names_the_flag_of_a_path_or_combination_it_could_not_use(tmp_path, capsys):
   """A CLI audit: a directory as --data, a file as --out or --state-dir and an unwritable --out were tracebacks (the
   last after the whole search, which then saved nothing); --beam-width with another method, --tilt with another
@@ -246,7 +248,7 @@ def test_discover_names_the_flag_of_a_path_or_combination_it_could_not_use(tmp_p
   if os.geteuid() != 0:  # root writes anywhere
     cases.append((["--out", str(locked / "out")], f"--out {locked / 'out'}: {locked} is not writable by this user"))
   for extra, message in cases:
-    assert discover.main(_override(base, extra)) == 2, extra
+    assert discover.main(override_flags(base, extra)) == 2, extra
     err = capsys.readouterr().err
     assert "Traceback" not in err and message in err, (extra, err)
   assert not os.path.exists(tmp_path / "out")  # each refused before anything was made

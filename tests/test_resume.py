@@ -23,7 +23,7 @@ import cube_env
 from cube_env.discovery import journal
 from cube_env.discovery import space as space_lib
 from experiments import discover
-from tests.conftest import make_small_df
+from tests.conftest import make_small_df, override_flags
 from tests.test_discover_report import save_tiny_agent
 
 SCHEMA = cube_env.Schema(
@@ -65,7 +65,7 @@ def setup(tmp_path_factory):
 def _flags(setup, method: str, out: str) -> list[str]:
   extra = {"muzero": ["--checkpoint", setup["agent"]], "exhaustive": ["--budget", "200"]}.get(method, [])  # depth 2
   seed = ["--seed", str(SEEDS.get(method, 3))]
-  return ["--data", setup["csv"], *FLAGS, *seed, "--method", method, *extra, "--out", out]
+  return override_flags(["--data", setup["csv"], *FLAGS, *seed, "--method", method, "--out", out], extra)
 
 
 def _worker(sig: str, at: int, argv: list[str]) -> subprocess.CompletedProcess:

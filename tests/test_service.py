@@ -526,7 +526,9 @@ def test_bad_input_is_a_clear_4xx(service, table):
   for field in ("q", "time_limit", "z_screen", "min_relative_diff", "explore_fraction"):
     r = service.client.post(
       "/jobs",
-      data={"settings": json.dumps(SETTINGS)[:-1] + f', "{field}": 1{"0" * 400}}}'},
+      data={
+        "settings": json.dumps({**SETTINGS, field: 0})[:-1].rsplit(f'"{field}": 0', 1)[0] + f'"{field}": 1{"0" * 400}}}'
+      },
       files={"file": ("a.csv", table)},
     )
     assert r.status_code == 422 and r.json()["detail"] == {
