@@ -435,3 +435,13 @@ def test_the_resume_hint_names_only_a_directory_that_holds_a_checkpoint(saved, t
   assert "continue with" not in capsys.readouterr().err
   assert errors.run_command(interrupted, program="experiments.train", checkpoint_dir=str(saved["directory"])) == 130
   assert f"continue with: python -m experiments.train --resume {saved['directory']}" in capsys.readouterr().err
+
+  def again():  # a second Ctrl-C: the driver's message is not reached (a checkpoint audit: "nothing saved")
+    raise KeyboardInterrupt
+
+  assert errors.run_command(again, program="experiments.train", checkpoint_dir=str(saved["directory"])) == 130
+  err = capsys.readouterr().err
+  assert f"interrupted: stopped at once; the checkpoints saved before are kept in {saved['directory']}" in err
+  assert "nothing saved" not in err
+  assert errors.run_command(again, program="experiments.train", checkpoint_dir=str(empty)) == 130
+  assert "interrupted: nothing saved" in capsys.readouterr().err

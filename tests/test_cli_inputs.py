@@ -202,3 +202,15 @@ def test_export_names_its_argument_and_makes_the_out_folder(tmp_path, capsys):
   out = str(tmp_path / "nodir" / "a.npz")
   assert export.main([agent.PACKAGED, "--out", out]) == 0
   assert loading.load_agent(out).config == loading.load_agent(None).config
+
+  # A write that fails (a full disk: a checkpoint audit) leaves no partial file and names --out, with no traceback.
+  def full(path, **_arrays):
+    with open(path, "wb") as handle:
+      handle.write(b"PK")
+    raise OSError(28, "No space left on device")
+
+  full_out = str(tmp_path / "full.npz")
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loading.np, "savez_compressed", full)
+    _refused(capsys, lambda: export.main([agent.PACKAGED, "--out", full_out]), "--out", "No space left on device")
+  assert os.listdir(tmp_path).count("full.npz.tmp.npz") == 0 and not os.path.exists(full_out)

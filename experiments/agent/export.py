@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
   try:  # its errors name the argument, CHECKPOINT (an audit: they named --checkpoint, a flag export does not have)
     agent = load_agent(args.checkpoint, flag="CHECKPOINT")
     prepare_out(args.out, "--out")
+    export_agent(agent, args.out)
   except ValueError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
-  export_agent(agent, args.out)
   print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e3:.0f} kB): grid {agent.num_filters} x {agent.num_values}")
   return 0
 

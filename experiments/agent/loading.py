@@ -10,6 +10,7 @@ training worlds only; `load_agent(None)` reads it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -135,8 +136,9 @@ def agent_id(path: str | None = None) -> str:
   return "sha256:" + digest.hexdigest()[:12]
 
 
-def export_agent(agent: PackagedAgent, path: str) -> None:
-  """Writes the agent's parameters, config and grid to an `.npz` file (atomically)."""
+def export_agent(agent: PackagedAgent, path: str, *, flag: str = "--out") -> None:
+  """Writes the agent's parameters, config and grid to an `.npz` file (atomically); a write that fails (a full disk)
+  leaves no partial file and is a ValueError naming `flag` (a checkpoint audit: a traceback and a stray .tmp.npz)."""
   flat = traverse_util.flatten_dict(jax.device_get(agent.params), sep="/")
   record = {
     "format": EXPORT_FORMAT,
@@ -147,8 +149,13 @@ def export_agent(agent: PackagedAgent, path: str) -> None:
     "source": agent.source,
   }
   tmp = f"{path}.tmp.npz"
-  np.savez_compressed(tmp, __agent__=np.asarray(json.dumps(record)), **{k: np.asarray(v) for k, v in flat.items()})
-  os.replace(tmp, path)
+  try:
+    np.savez_compressed(tmp, __agent__=np.asarray(json.dumps(record)), **{k: np.asarray(v) for k, v in flat.items()})
+    os.replace(tmp, path)
+  except OSError as err:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise ValueError(f"{flag} {path!r}: the agent could not be written ({err.strerror or err})") from None
 
 
 def _load_exported(path: str, flag: str = "--checkpoint") -> PackagedAgent:

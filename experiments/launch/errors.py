@@ -123,8 +123,14 @@ def run_command(
     print(f"error: {path_flag(err, paths) if isinstance(err, OSError) else ''}{err}", file=sys.stderr)
     return 2
   except KeyboardInterrupt as err:
-    print(f"\ninterrupted: {str(err) or 'nothing saved'}", file=sys.stderr)
-    if checkpoint_dir and resumable(checkpoint_dir):
+    kept = bool(checkpoint_dir) and resumable(checkpoint_dir)
+    # A second Ctrl-C stops at once with no message of its own: what an earlier save kept is still there (a
+    # checkpoint audit: "nothing saved" beside two saved steps).
+    said = str(err) or (
+      f"stopped at once; the checkpoints saved before are kept in {checkpoint_dir}" if kept else "nothing saved"
+    )
+    print(f"\ninterrupted: {said}", file=sys.stderr)
+    if kept:
       more = f" --logdir {logdir}" if logdir else ""
       print(f"continue with: python -m {program} --resume {checkpoint_dir}{more}", file=sys.stderr)
     return 130
