@@ -8,6 +8,7 @@ write their reports; results are cached by the table's content and the settings.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
       return 2
     return 0
   try:  # bound here, so that the log names the port the system gave for --port 0 (a CLI audit: it said 0)
-    sock = _bind(config.host, config.port)
+    socks = _bind(config.host, config.port)
   except OSError as err:
     print(
       f"error: --host {config.host} --port {config.port}: cannot listen there ({err.strerror or err})", file=sys.stderr
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
   log.info(
     "API on http://%s:%d (Redis %s, data %s)",
     config.host,
-    sock.getsockname()[1],
+    socks[0].getsockname()[1],
     redacted_url(config.redis_url),
     os.path.abspath(config.data_dir),
   )
@@ -193,23 +194,38 @@ def main(argv: list[str] | None = None) -> int:
       redacted_url(config.redis_url),
       err,
     )
-  uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-  return 0
+  server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+  # As uvicorn.run: Ctrl-C is the way to stop it (a review: it ended in a traceback); a failed start is status 3.
+  with contextlib.suppress(KeyboardInterrupt):
+    server.run(sockets=socks)
+  return 0 if server.started else 3
 
 
-def _bind(host: str, port: int) -> socket.socket:
-  """A listening TCP socket on `host` (a name or an IPv4 or IPv6 address) and `port` (0: one the system picks), set
-  up as uvicorn sets up its own (address reuse; the listen backlog is uvicorn's to set)."""
-  family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-  sock = socket.socket(family, kind, proto)
-  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _bind(host: str, port: int) -> list[socket.socket]:
+  """Sockets on every address `host` names (a name such as `localhost` may name ::1 and 127.0.0.1: a review found
+  only the first bound) and `port` (0: one the system picks, then the same one for the others), set up as asyncio
+  sets up its own (address reuse; IPv6 sockets IPv6 only; the listen backlog is uvicorn's to set)."""
+  socks: list[socket.socket] = []
+  seen = set()
   try:
-    sock.bind(address)
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+      if (family, address[:2]) in seen:
+        continue
+      seen.add((family, address[:2]))
+      sock = socket.socket(family, kind, proto)
+      socks.append(sock)
+      sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+      if socks[1:]:  # the port the first one got
+        address = (address[0], socks[0].getsockname()[1], *address[2:])
+      sock.bind(address)
+      sock.set_inheritable(True)
   except OSError:
-    sock.close()
+    for sock in socks:
+      sock.close()
     raise
-  sock.set_inheritable(True)
-  return sock
+  return socks
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ either resumes in either.
 
 from __future__ import annotations
 
+import inspect
 import signal
 import threading
 import time
@@ -189,7 +190,7 @@ def run_iterations(
   started = warned_reward = warned_skip = warned_long = warned_cut = ended = learned = False
   last = start  # the last completed iteration, on the host: a failed step may have taken `state`'s buffers
   try:
-    source.start(state, lambda: stop.signal is not None)
+    _start(source, state, lambda: stop.signal is not None)
     started = True
     with stop:
       for i in bar:
@@ -245,6 +246,19 @@ def run_iterations(
     where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
     raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")
   return state
+
+
+def _start(source: IterationSource, state: TrainState, stop_requested: Callable[[], bool]) -> None:
+  """`source.start(state, stop_requested)`, or `source.start(state)` for a source written before `stop_requested`
+  was added (a review: such a plug-in failed with a TypeError); that one is not asked to poll it."""
+  try:
+    takes = len(inspect.signature(source.start).parameters)
+  except (TypeError, ValueError):  # no signature to read: the current protocol
+    takes = 2
+  if takes < 2:
+    source.start(state)
+  else:
+    source.start(state, stop_requested)
 
 
 def progress_postfix(step: int, metrics: dict) -> dict[str, object]:

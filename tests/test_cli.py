@@ -103,6 +103,8 @@ def test_a_flag_given_twice_is_refused_by_every_command(capsys):
   refuse(["--out", "a", "--out-dir", "b", "--max_depth", "2"])
   with pytest.raises(ValueError, match="--max-depth is given twice"):
     refuse(["--max-depth", "1", "--max_depth", "2"])
+  with pytest.raises(ValueError, match="--evaluate and --no-evaluate are both given: give one of them"):
+    refuse(["--evaluate", "--no-evaluate"])  # a review: tyro kept the last
 
 
 def test_an_error_at_a_path_names_the_flag_that_gave_it(tmp_path, capsys):
@@ -128,11 +130,18 @@ def test_an_error_at_a_path_names_the_flag_that_gave_it(tmp_path, capsys):
     f"error: --checkpoint-dir {tmp_path / 'ck' / 'a'}: cannot write in {tmp_path} (Operation not permitted)\n"
   )
   assert not (tmp_path / "ck").exists()
+  with pytest.MonkeyPatch.context() as patch:  # --eval-only saves no checkpoint: a read-only one is evaluated
+    patch.setattr(launch.resume.tempfile, "mkdtemp", refuse)
+    args, _ = train.parse(["--preset", "smoke", "--eval-only", "--checkpoint-dir", str(tmp_path), "--logdir", "None"])
+  assert args.eval_only and args.checkpoint_dir == str(tmp_path)
   err = FileNotFoundError(2, "No such file or directory", str(tmp_path / "out" / "sub" / "x.json"))
   paths = {"data": str(tmp_path / "cases.csv"), "out": str(tmp_path / "out"), "state_dir": None}
   assert launch.errors.path_flag(err, paths) == f"--out {tmp_path / 'out'}: "
   assert launch.errors.path_flag(err, {"out": str(tmp_path / "ou")}) == ""  # a prefix of the name is not a parent
   assert launch.errors.path_flag(OSError("no file"), paths) == ""
+  nested = {"checkpoint_dir": str(tmp_path / "a"), "logdir": str(tmp_path / "a" / "tb")}  # the closest is named
+  deep = FileNotFoundError(2, "No such file or directory", str(tmp_path / "a" / "tb" / "events"))
+  assert launch.errors.path_flag(deep, nested) == f"--logdir {tmp_path / 'a' / 'tb'}: "
   assert discover.main(["--demo", "mixed", "--n-rows", "-1"]) == 2
   assert capsys.readouterr().err == "error: --n-rows must be a positive integer, got -1\n"
 

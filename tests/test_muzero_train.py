@@ -366,6 +366,20 @@ def test_config_and_pool_errors_name_the_field_or_leaf():
   assert jax.tree.structure(typed) == jax.tree.structure(raw) and typed.key.dtype == raw.key.dtype == jnp.uint32
 
 
+def test_a_source_of_the_earlier_protocol_still_runs():
+  """A review: `IterationSource.start` gained `stop_requested`; a plug-in written as `start(self, state)` failed with a
+  TypeError. It is started as it was (and not asked to poll)."""
+  trainer = mz.make_train(CONFIG, CoinGrid(), make_coin_pool(CoinGrid(), 4, seed=0))
+  started = []
+
+  class Earlier(driver._FusedIterations):
+    def start(self, state):
+      started.append(int(state.iteration))
+
+  state = driver.run_iterations(trainer, CoinGrid(), Earlier(trainer), num_iterations=1, progress=False)
+  assert started == [0] and int(state.iteration) == 1
+
+
 def test_the_progress_bar_shows_a_dash_where_an_iteration_has_no_figure():
   """A CLI audit: the first iteration's bar read `mv_s=nan` (its time is compile time, so no speed is logged)."""
   first = {"selfplay/return_mean": float("nan"), "loss/total": 1.23456, "speed/first_iteration_s": 9.0}

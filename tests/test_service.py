@@ -885,6 +885,33 @@ def test_a_job_a_killed_worker_left_can_be_purged_and_submitted_again_at_once(se
   conn.close()
 
 
+def test_ctrl_c_stops_the_api_without_a_traceback(tmp_path):
+  """A review: once the API bound its own socket (to log the port --port 0 got), Ctrl-C ended it in uvicorn's
+  re-raised KeyboardInterrupt, a traceback and status -2; as uvicorn.run, it stops cleanly with status 0."""
+  log = tmp_path / "api.txt"
+  with open(log, "w") as out:
+    cmd = [sys.executable, "-m", "experiments.serve", "--port", "0", "--data-dir", str(tmp_path / "data")]
+    cmd += ["--redis-url", f"redis://127.0.0.1:{_free_port()}/0"]  # none: the API starts all the same
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env())
+    try:
+      port = int(
+        _wait(lambda: re.search(r"API on http://127\.0\.0\.1:(\d+) ", log.read_text()), 60, "the API").group(1)
+      )
+
+      def answers():
+        try:
+          return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 503  # no Redis: 503
+        except httpx.TransportError:  # logged just before uvicorn serves
+          return False
+
+      _wait(answers, 30, "an answer")
+      proc.send_signal(signal.SIGINT)
+      assert proc.wait(30) == 0
+    finally:
+      proc.kill()
+  assert "Traceback" not in log.read_text()
+
+
 def test_a_path_naming_a_folder_is_refused_naming_path(service, tmp_path):
   """A cold audit: `path` naming a folder under --data-root (`sub`, `.`, `sub/`) answered a bare 500 (the folder
   opened, then read as a file). It is refused as no file, naming `path`; a Parquet dataset's folder of part files,

@@ -92,10 +92,15 @@ def path_flag(err: OSError, paths: Mapping[str, str | None]) -> str:
   if not err.filename:
     return ""
   failed = os.path.abspath(os.fsdecode(err.filename))
-  for name, given in paths.items():
-    if given and (failed == os.path.abspath(given) or failed.startswith(os.path.join(os.path.abspath(given), ""))):
-      return f"--{name.replace('_', '-')} {given}: "
-  return ""
+  holding = [
+    (len(os.path.abspath(given)), name, given)
+    for name, given in paths.items()
+    if given and (failed == os.path.abspath(given) or failed.startswith(os.path.join(os.path.abspath(given), "")))
+  ]
+  if not holding:
+    return ""
+  _, name, given = max(holding)  # the closest: --logdir runs/a/tb under --checkpoint-dir runs/a (a review)
+  return f"--{name.replace('_', '-')} {given}: "
 
 
 def run_command(

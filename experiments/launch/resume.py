@@ -144,19 +144,22 @@ def check_writable(path: str, flag_text: str) -> None:
 def refuse_repeated_flags(argv: Sequence[str]) -> None:
   """Raises `UsageError` naming a flag given twice in `argv`: tyro and argparse keep the last value, so
   `--measures a --measures b` dropped `a` without a word (a CLI audit). `--name=value` counts as `--name`, an
-  underscore as a dash; nothing after a bare `--` is read."""
-  seen = set()
+  underscore as a dash, and a boolean's `--no-name` as `--name`; nothing after a bare `--` is read."""
+  seen: dict[str, str] = {}
   for token in argv:
     if token == "--":
       break
     if not token.startswith("--"):
       continue
-    name = token.split("=", 1)[0].replace("_", "-")
-    if name in seen:
+    given = token.split("=", 1)[0].replace("_", "-")
+    name = "--" + given[len("--no-") :] if given.startswith("--no-") else given
+    if name in seen and seen[name] == given:
       raise UsageError(
         f"{name} is given twice: give each flag once (a flag of several values takes them all after it: {name} A B)"
       )
-    seen.add(name)
+    if name in seen:  # a review: --evaluate --no-evaluate, of which tyro kept the last
+      raise UsageError(f"{seen[name]} and {given} are both given: give one of them")
+    seen[name] = given
 
 
 def parse_run_flags(
@@ -198,7 +201,8 @@ def parse_run_flags(
   target = args.checkpoint_dir
   if target and os.path.exists(target) and not os.path.isdir(target):  # new or resumed: before any work
     raise UsageError(f"--checkpoint-dir {target} is a file, not a directory")
-  for name in ("checkpoint_dir", "logdir"):
+  # --eval-only saves no checkpoint: a read-only one is evaluated (a review: it was refused, naming a flag not given).
+  for name in ("logdir",) if getattr(args, "eval_only", False) else ("checkpoint_dir", "logdir"):
     if getattr(args, name, None):
       check_writable(getattr(args, name), flag(name))
   if checkpoint is None:
