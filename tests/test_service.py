@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import io
 import json
+import logging
 import os
 import pathlib
 import re
@@ -1040,6 +1041,9 @@ def test_safe_defaults(service, tmp_path, capsys, monkeypatch):
     detail = r.json()["detail"]
     assert r.status_code == 503 and detail["field"] is None and "Redis at redis://127.0.0.1" in detail["message"]
     assert detail == health.json()["detail"] and "is unreachable: ConnectionError" in detail["message"]
+  # serve.main sets the root logger up on this test's captured stderr, closed after it: a later test's log line was
+  # "--- Logging error ---" in its own stderr (the fresh-clone CI, 2026-12-07). Not here.
+  monkeypatch.setattr(logging, "basicConfig", lambda **_kwargs: None)
   assert serve.main(["--worker", "--burst", "--redis-url", f"redis://127.0.0.1:{_free_port()}/0"]) == 2
   assert "Redis is unreachable" in capsys.readouterr().err
   with socket.socket() as busy:  # a port another process listens on: refused before the API starts, naming it
