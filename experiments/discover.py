@@ -42,7 +42,7 @@ from experiments import (
 )
 from experiments.agent.loading import load_agent
 from experiments.launch import compile_cache
-from experiments.launch.errors import UsageError, flag_error, path_flag, run_command
+from experiments.launch.errors import UsageError, flag_error, nearest_existing, path_flag, run_command
 from experiments.launch.resume import flag, peek_flag, refuse_repeated_flags
 
 _DEFAULTS = cube_env.DiscoveryConfig()  # the library's defaults are the command's
@@ -432,9 +432,7 @@ def _check_paths(args: Args) -> None:
   for name, path in directories:
     if os.path.exists(path) and not os.path.isdir(path):
       raise ValueError(f"{flag(name)} {path} is a file, not a directory")
-    existing = path
-    while existing and not os.path.exists(existing):  # the deepest part that exists: it will be made under it
-      existing = os.path.dirname(existing.rstrip(os.sep)) or "."
+    existing = nearest_existing(path)  # the deepest part that exists: it will be made under it
     if not os.path.isdir(existing):
       raise ValueError(f"{flag(name)} {path}: {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -100,10 +100,14 @@ def support_bound(support_size: int, eps: float = DEFAULT_EPS) -> float:
   return root**2 - 1.0
 
 
+def _h(magnitude: float, eps: float) -> float:
+  """:func:`value_transform` of a magnitude ``>= 0`` as a Python float (the host-side checks')."""
+  return math.sqrt(magnitude + 1.0) - 1.0 + eps * magnitude
+
+
 def support_size_for(max_abs_value: float, eps: float = DEFAULT_EPS) -> int:
   """The smallest support size that holds ``|x| <= max_abs_value``: ``ceil(h(max_abs_value))``."""
-  needed = abs(max_abs_value)
-  return math.ceil(math.sqrt(needed + 1.0) - 1.0 + eps * needed)
+  return math.ceil(_h(abs(max_abs_value), eps))
 
 
 def check_support(
@@ -122,11 +126,11 @@ def check_support(
   values; this check runs at start-up so that a mis-sized support fails loudly.
   """
   needed = abs(max_abs_value)
-  needed_h = math.copysign(1.0, needed) * (math.sqrt(needed + 1.0) - 1.0) + eps * needed
+  needed_h = _h(needed, eps)
   if needed_h > support_size:
     raise ValueError(
       f"The categorical support [-{support_size}, {support_size}] is too small for "
       f"the largest {what} {needed:g}: h({needed:g}) = {needed_h:.2f} > {support_size} "
       f"(the support covers |x| <= {support_bound(support_size, eps):.1f}). "
-      f"Use {size_field} >= {math.ceil(needed_h)} or lower {declared_by}."
+      f"Use {size_field} >= {support_size_for(needed, eps)} or lower {declared_by}."
     )

@@ -77,14 +77,13 @@ class Probe:
   queries: int  # cohorts the probe visited
   elapsed: float  # seconds the probe took
   found: dict  # {subset: (cohorts, finding rows)}: what it computed, for the enumeration to reuse
+  planned: int = 1  # distinct column subsets the probe meant to time (fewer where the level has fewer)
 
   @property
   def estimated(self) -> bool:
     """Whether `seconds` is an estimate: one timed subset of several is mostly compilation, and times the count of
     subsets it was some hundred times too high (a cold audit: 1.02e+04 s where two subsets gave 108 s)."""
     return len(self.found) > 1 or len(self.found) == self.planned
-
-  planned: int = 1  # distinct column subsets the probe meant to time (fewer where the level has fewer)
 
 
 def enumeration_seconds(

@@ -24,6 +24,7 @@ from flax import traverse_util
 
 import cube_env
 import muzero_jax
+from cube_env.discovery import ranking
 
 # The environment identity `muzero_jax.save` records for the cube (module and class); checkpoints written before
 # cube_env was grouped into subpackages record the old module path.
@@ -173,8 +174,7 @@ def _load_exported(path: str, flag: str = "--checkpoint") -> PackagedAgent:
       text = str(z["__agent__"]) if "__agent__" in z.files else None
       flat = {k: z[k] for k in z.files if k != "__agent__"}
   except Exception as err:  # noqa: BLE001 (a damaged file is the user's input problem)
-    why = "it holds object arrays (Python objects), which are never loaded" if "pickle" in str(err) else err
-    raise ValueError(f"{where}: cannot load an agent ({type(err).__name__}: {why})") from None
+    raise ValueError(f"{where}: cannot load an agent ({ranking.unreadable(err)})") from None
   if text is None:
     raise ValueError(
       f"{where}: cannot load an agent: not an exported agent (no __agent__ record; "

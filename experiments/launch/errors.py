@@ -16,6 +16,7 @@ __all__ = [
   "exit_usage",
   "flag_error",
   "holds_checkpoints",
+  "nearest_existing",
   "path_flag",
   "prepare_out",
   "run_command",
@@ -56,6 +57,15 @@ def flag_error(err: Exception, fields: Iterable[str]) -> UsageError:
   return UsageError(text)
 
 
+def nearest_existing(path: str) -> str:
+  """`path`, or the deepest folder above it that exists (`.` for a relative path none of whose parts does): where
+  a folder at `path` would be made, and whose kind and permissions decide whether it can be."""
+  existing = path
+  while existing and not os.path.exists(existing):
+    existing = os.path.dirname(existing.rstrip(os.sep)) or "."
+  return existing
+
+
 def prepare_out(path: str, flag: str) -> None:
   """Makes the folder of output file `path` (named by `flag`) now, before any long work, so that a path that cannot
   be written fails first, a `ValueError` naming `flag` (an audit: a missing folder was a traceback at the save, after
@@ -66,9 +76,7 @@ def prepare_out(path: str, flag: str) -> None:
   try:
     os.makedirs(folder, exist_ok=True)
   except OSError as err:
-    blocker = folder  # a file where a folder must be (the usual cause) is named, not "File exists"
-    while not os.path.exists(blocker) and os.path.dirname(blocker) != blocker:
-      blocker = os.path.dirname(blocker)
+    blocker = nearest_existing(folder)  # a file where a folder must be (the usual cause) is named, not "File exists"
     why = f"{blocker!r} is a file" if os.path.isfile(blocker) else err.strerror or str(err)
     raise ValueError(f"{flag} {path!r}: cannot make its folder {folder!r}: {why}") from None
   if not os.access(folder, os.W_OK | os.X_OK):

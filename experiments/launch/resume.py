@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 import tyro
 
 import muzero_jax
-from experiments.launch.errors import UsageError, flag_error, holds_checkpoints
+from experiments.launch.errors import UsageError, flag_error, holds_checkpoints, nearest_existing
 from muzero_jax.checkpoint import SAFE_CONFIG_FIELDS
 
 __all__ = [
@@ -130,9 +130,7 @@ def check_writable(path: str, flag_text: str) -> None:
   """`UsageError` naming `flag_text` unless a folder can be written at `path` (or, where it is not yet, in the
   nearest folder above it that is): a folder is made there and removed at once, nothing left behind. A checkpoint
   audit: an unwritable --checkpoint-dir was 13 tracebacks after Orbax's five-minute wait for the first save."""
-  existing = path
-  while existing and not os.path.exists(existing):
-    existing = os.path.dirname(existing.rstrip(os.sep)) or "."
+  existing = nearest_existing(path)
   if not os.path.isdir(existing):
     raise UsageError(f"{flag_text} {path}: {existing} is a file, not a directory")
   try:
