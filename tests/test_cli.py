@@ -35,6 +35,8 @@ def test_discover_on_a_csv(tmp_path, capsys):
       "2",
       "--z-screen",
       "4",
+      "--out",  # not the default runs/discover of the checkout the tests run in
+      str(tmp_path / "out"),
     ]
   )
   out = capsys.readouterr().out
@@ -219,6 +221,7 @@ def test_discover_names_the_file_with_a_doubled_header_column_or_no_header(tmp_p
   path = tmp_path / "cases.csv"
   path.write_text("proc,site,race,minutes,site\nA,s1,W,10,s2\n")
   argv = ["--data", str(path), "--dimensions", "proc", "site", "--protected", "race", "--measures", "minutes"]
+  argv += ["--out", str(tmp_path / "out")]  # not runs/discover, where a stopped run's state would be named first
   assert discover.main(argv) == 2
   assert capsys.readouterr().err == f"error: data file {str(path)!r}: column 'site' appears 2 times in the header\n"
   path.write_text("")
