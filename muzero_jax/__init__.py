@@ -21,7 +21,16 @@ Checkpoints (Orbax): ``muzero_jax.save(dir, state, config, env=env)``,
 """
 
 from muzero_jax.bench import benchmark_learner, benchmark_search, benchmark_selfplay, benchmark_training
-from muzero_jax.checkpoint import Checkpointer, CheckpointWarning, Restored, env_spec, load_params, restore, save
+from muzero_jax.checkpoint import (
+  Checkpointer,
+  CheckpointSaveError,
+  CheckpointWarning,
+  Restored,
+  env_spec,
+  load_params,
+  restore,
+  save,
+)
 from muzero_jax.config import MuZeroConfig
 from muzero_jax.driver import IterationAbandoned, IterationSource, run_iterations, train
 from muzero_jax.env_protocol import Environment, check_env, check_env_shapes
@@ -71,6 +80,7 @@ __all__ = [
   "IterationSource",
   "IterationAbandoned",
   "Checkpointer",
+  "CheckpointSaveError",
   "CheckpointWarning",
   "Restored",
   "save",

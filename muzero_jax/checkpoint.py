@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import time
 import warnings
@@ -55,6 +56,7 @@ from muzero_jax.trainer import make_train
 
 __all__ = [
   "Checkpointer",
+  "CheckpointSaveError",
   "CheckpointWarning",
   "Restored",
   "SAFE_CONFIG_FIELDS",
@@ -80,6 +82,15 @@ _DAMAGED_SUFFIX = ".damaged"
 class CheckpointWarning(UserWarning):
   """A checkpoint step was skipped (damaged), an unfinished save was discarded, or a checkpoint was taken as made
   for this run though it differs in a way that may matter (another pool of one size, a class of the same name)."""
+
+
+class CheckpointSaveError(OSError):
+  """Writing a checkpoint step failed (the disk filled, the directory became read-only or went away, ...).
+
+  The steps saved before it are complete and kept; the unfinished step's temporary directory is discarded when the
+  directory is next opened by a :class:`Checkpointer`. The message names the directory, the step, the cause and
+  the steps kept; the cause (Orbax's or the operating system's error) is chained as ``__cause__``.
+  """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +268,7 @@ class Checkpointer:
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
     self.last_save_seconds = float("nan")  # blocking part of the newest save
+    self._writing: int | None = None  # the step being written in the background, if any
     foreign = [s for s in self._manager.all_steps() if not any(os.path.exists(self._item_dir(s, i)) for i in ITEMS)]
     if foreign:  # a library audit: a resume renamed one `5.damaged`, and Orbax would delete it under max_to_keep
       self._manager.close()
@@ -292,6 +304,7 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return False
     t0 = time.perf_counter()
+    self.wait()  # as Orbax's save does first, here so that the previous step's failure is named as that step's
     meta = {
       "format": FORMAT_VERSION,
       "step": int(step),
@@ -308,18 +321,54 @@ class Checkpointer:
       "config": ocp.args.JsonSave(config.to_dict()),
       "meta": ocp.args.JsonSave(meta),
     }
-    saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    try:
+      saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    except Exception as err:
+      raise self._save_failed(step, err) from err
+    self._writing = step if saved else None
     self.last_save_seconds = time.perf_counter() - t0
     return saved
 
   def wait(self) -> None:
-    """Blocks until asynchronous saves have finished."""
-    self._manager.wait_until_finished()
+    """Blocks until asynchronous saves have finished.
+
+    Raises:
+      CheckpointSaveError: the step written in the background failed.
+    """
+    writing, self._writing = self._writing, None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as err:
+      raise self._save_failed(writing, err) from err
 
   def close(self) -> None:
-    """Finishes pending saves and releases the manager."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Finishes pending saves and releases the manager (also when the pending save failed, which it then raises)."""
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
+
+  def _save_failed(self, step: int | None, err: Exception) -> CheckpointSaveError:
+    """A failed write as a `CheckpointSaveError` naming the step, the cause and the complete steps kept (a
+    checkpoint audit: a disk that filled during training ended in Orbax's traceback, the steps kept unsaid)."""
+    kept = self._complete_steps()
+    which = f"step {step}" if step is not None else "a step"
+    reason = _os_reason(err)
+    return CheckpointSaveError(
+      f"writing checkpoint {which} in {self.directory} failed: "
+      + (f"{reason} ({_short(err)}); " if reason else f"{_short(err, 300)}; ")
+      + (f"the steps saved before ({', '.join(map(str, kept))}) are complete and kept" if kept else "no step is saved")
+      + ": free space or make the directory writable, then resume"
+      + (" from it" if kept else "")
+    )
+
+  def _complete_steps(self) -> list[int]:
+    """The step directories on disk that hold every item (a listing, not Orbax's cached steps)."""
+    try:
+      names = os.listdir(self.directory)
+    except OSError:
+      return []
+    return sorted(int(n) for n in names if n.isdigit() and all(os.path.isdir(self._item_dir(int(n), i)) for i in ITEMS))
 
   # ----------------------------------------------------------------- reading
   def latest_step(self) -> int | None:
@@ -493,7 +542,9 @@ class Checkpointer:
       if _TMP_MARK in name:
         path = os.path.join(self.directory, name)
         warnings.warn(
-          f"discarding unfinished save {path} (the process stopped while writing it)", CheckpointWarning, stacklevel=3
+          f"discarding unfinished save {path} (the process stopped, or the write failed, before it was complete)",
+          CheckpointWarning,
+          stacklevel=3,
         )
         shutil.rmtree(path, ignore_errors=True)
 
@@ -501,6 +552,21 @@ class Checkpointer:
 def _short(err: BaseException, limit: int = 200) -> str:
   text = f"{type(err).__name__}: {err}".replace("\n", " ")
   return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _os_reason(err: BaseException) -> str | None:
+  """The operating system's reason for a failed write, from an ``OSError`` in ``err``'s chain or the error code
+  TensorStore quotes (``[os_error_code='28']``: "No space left on device"), else None."""
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    if isinstance(err, OSError) and err.strerror:
+      return err.strerror
+    code = re.search(r"os_error_code='(\d+)'", str(err))
+    if code:
+      return os.strerror(int(code.group(1)))
+    err = err.__cause__ or err.__context__
+  return None
 
 
 # -------------------------------------------------------------- library face

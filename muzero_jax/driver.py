@@ -188,6 +188,7 @@ def run_iterations(
   bar = tqdm(range(num_iterations), disable=not progress, desc=source.description, dynamic_ncols=True)
   stop = StopOnSignal()
   started = warned_reward = warned_skip = warned_long = warned_cut = ended = learned = False
+  raising: BaseException | None = None  # the error on its way out, if any
   last = start  # the last completed iteration, on the host: a failed step may have taken `state`'s buffers
   try:
     _start(source, state, lambda: stop.signal is not None)
@@ -235,17 +236,32 @@ def run_iterations(
           break
     if ckpt is not None:
       _save(ckpt, state, trainer, env, checkpoint_extra, force=True)
+  except BaseException as err:
+    raising = err
+    raise
   finally:
     if started:
       logger.write(last, source.close())
     if ckpt is not None:
-      ckpt.close()  # waits for the asynchronous write of the last save
+      _close(ckpt, raising)  # waits for the asynchronous write of the last save
     logger.close()
     bar.close()
   if stop.signal is not None:
     where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
     raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")
   return state
+
+
+def _close(ckpt: Checkpointer, raising: BaseException | None) -> None:
+  """Closes `ckpt`; when an error is already on its way out (`raising`), a failure to finish the pending save is a
+  note on it rather than an error over it (a checkpoint audit: a full disk's second report hid the first)."""
+  if raising is None:
+    ckpt.close()
+    return
+  try:
+    ckpt.close()
+  except Exception as err:  # noqa: BLE001 (the error on its way out is the one to raise)
+    raising.add_note(f"finishing the pending checkpoint save failed too: {type(err).__name__}: {err}")
 
 
 def _start(source: IterationSource, state: TrainState, stop_requested: Callable[[], bool]) -> None:

@@ -1,5 +1,6 @@
 """Orbax checkpoints: exact resume, SIGKILL at random moments, damaged steps, clear errors, no pickle."""
 
+import errno
 import functools
 import json
 import os
@@ -13,6 +14,7 @@ import warnings
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import muzero_jax as mz
@@ -445,3 +447,58 @@ def test_the_resume_hint_names_only_a_directory_that_holds_a_checkpoint(saved, t
   assert "nothing saved" not in err
   assert errors.run_command(again, program="experiments.train", checkpoint_dir=str(empty)) == 130
   assert "interrupted: nothing saved" in capsys.readouterr().err
+
+
+def test_a_save_that_fails_mid_run_names_the_step_the_cause_and_the_steps_kept(tmp_path, monkeypatch, capsys):
+  """A checkpoint audit: a disk that filled during training ended in Orbax's traceback (the steps kept unsaid, the
+  CLI's status that of a crash). The failed write is a `CheckpointSaveError` naming the step, the operating
+  system's reason and the complete steps kept, which restore; the command line prints it and how to resume."""
+  env, pool = worker.make_setup()
+  trainer = mz.make_train(CONFIG, env, pool)
+  real_save = ocp.CheckpointManager.save
+
+  def disk_full_at_3(self, step, *args, **kwargs):
+    if step == 3:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{self.directory}/3.orbax-checkpoint-tmp")
+    return real_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full_at_3)
+  directory = tmp_path / "ckpt"
+
+  def run():
+    driver.run_iterations(
+      trainer, env, driver._FusedIterations(trainer), checkpoint_dir=str(directory), num_iterations=5, progress=False
+    )
+
+  with pytest.raises(mz.CheckpointSaveError) as info:
+    run()
+  message = str(info.value)
+  assert f"writing checkpoint step 3 in {directory} failed: No space left on device" in message
+  assert "the steps saved before (1, 2) are complete and kept" in message
+  assert isinstance(info.value.__cause__, OSError) and not getattr(info.value, "__notes__", None)
+  assert mz.restore(directory, env, pool).step == 2
+  capsys.readouterr()
+  assert errors.run_command(run, program="experiments.train", checkpoint_dir=str(directory)) == 1
+  err = capsys.readouterr().err
+  assert f"error: writing checkpoint step 3 in {directory} failed: No space left on device" in err
+  assert f"continue with: python -m experiments.train --resume {directory}" in err
+
+
+def test_a_background_write_that_failed_is_named_as_its_own_step(saved, tmp_path, monkeypatch):
+  """Orbax reports an asynchronous write's failure at the next save (or the close): it is named as the step that
+  was being written, with the reason TensorStore quotes as an error code, not as the step being saved."""
+  real_wait, failed = ocp.CheckpointManager.wait_until_finished, []
+
+  def fails_once(self):
+    real_wait(self)
+    if not failed:
+      failed.append(True)
+      raise ValueError("RESOURCE_EXHAUSTED: Error writing local file \"x\": Failed to write [os_error_code='28']")
+
+  ckpt = mz.Checkpointer(tmp_path / "c")
+  states = saved["states"]
+  assert ckpt.save(2, states[2], config=CONFIG)
+  monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", fails_once)
+  with pytest.raises(mz.CheckpointSaveError, match=r"checkpoint step 2 in .* failed: No space left on device \("):
+    ckpt.save(3, states[3], config=CONFIG)
+  ckpt.close()  # the failure was reported once; the close finishes cleanly

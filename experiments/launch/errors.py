@@ -122,12 +122,13 @@ def run_command(
 ) -> int:
   """Calls `run()` and turns its outcome into an exit status, printing errors to stderr.
 
-  `UsageError`, `FileNotFoundError` and `NotADirectoryError`: `error: ...`, status 2. `KeyboardInterrupt`
-  (Ctrl-C or SIGTERM, after the driver saved a checkpoint): status 130 and, where `resumable(checkpoint_dir)`
-  (default: it holds a training checkpoint; an audit: the command was printed for an empty directory too), the
-  command that continues the run from it, with its `--logdir` (not saved in the checkpoint) so its curves continue
-  where they were. A path's error names the flag that gave the path (`path_flag`; `paths`, default
-  `--checkpoint-dir` and `--logdir`).
+  `UsageError`, `FileNotFoundError` and `NotADirectoryError`: `error: ...`, status 2. `KeyboardInterrupt` (Ctrl-C
+  or SIGTERM, after the driver saved a checkpoint): status 130 and, where `resumable(checkpoint_dir)` (default: it
+  holds a training checkpoint; an audit: the command was printed for an empty directory too), the command that
+  continues the run from it, with its `--logdir` (not saved in the checkpoint) so its curves continue where they
+  were. A checkpoint that could not be written (`muzero_jax.CheckpointSaveError`: a full disk, say): `error: ...`
+  and, likewise, the command that continues, status 1. A path's error names the flag that gave the path
+  (`path_flag`; `paths`, default `--checkpoint-dir` and `--logdir`).
   """
   paths = {"checkpoint_dir": checkpoint_dir, "logdir": logdir} if paths is None else paths
   try:
@@ -135,6 +136,13 @@ def run_command(
   except (UsageError, FileNotFoundError, NotADirectoryError) as err:
     print(f"error: {path_flag(err, paths) if isinstance(err, OSError) else ''}{err}", file=sys.stderr)
     return 2
+  except muzero_jax.CheckpointSaveError as err:
+    # A disk that filled or a folder that became read-only during training: the cause and the steps kept, not
+    # Orbax's traceback (a checkpoint audit), and the command that resumes once there is room.
+    print(f"error: {path_flag(err, paths)}{err}", file=sys.stderr)
+    if checkpoint_dir and resumable(checkpoint_dir):
+      _continue_with(program, checkpoint_dir, logdir)
+    return 1
   except KeyboardInterrupt as err:
     kept = bool(checkpoint_dir) and resumable(checkpoint_dir)
     # A second Ctrl-C stops at once with no message of its own: what an earlier save kept is still there (a
@@ -144,7 +152,12 @@ def run_command(
     )
     print(f"\ninterrupted: {said}", file=sys.stderr)
     if kept:
-      more = f" --logdir {logdir}" if logdir else ""
-      print(f"continue with: python -m {program} --resume {checkpoint_dir}{more}", file=sys.stderr)
+      _continue_with(program, checkpoint_dir, logdir)
     return 130
   return 0
+
+
+def _continue_with(program: str, checkpoint_dir: str, logdir: str | None) -> None:
+  """Prints the command that resumes the run from `checkpoint_dir`, with its `--logdir`."""
+  more = f" --logdir {logdir}" if logdir else ""
+  print(f"continue with: python -m {program} --resume {checkpoint_dir}{more}", file=sys.stderr)
