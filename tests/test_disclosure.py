@@ -1158,3 +1158,64 @@ def test_the_rules_repeat_while_they_blank_numbers_even_as_they_write_as_many_re
   disclosure._hide_quantities(out, found, 11, "")
   assert out["n_group"].notna().sum() < table["n_group"].notna().sum()
   assert disclosure._shown_cells(out) < disclosure._shown_cells(table)
+
+
+def _whole_count_vectors(values: tuple, n: int, total: float, squares: float) -> np.ndarray:
+  """Every vector of whole counts >= 0 of `values` with `n` cases, sum `total` and sum of squares `squares`, by
+  enumeration (apart from the library's integer programming)."""
+  v, found = np.asarray(values, float), []
+
+  def walk(j: int, left: int, prefix: list) -> None:
+    if j == len(v) - 1:
+      c = np.array([*prefix, left], float)
+      if abs(c @ v - total) < 1e-6 and abs(c @ v**2 - squares) < 1e-6:
+        found.append(c)
+      return
+    for x in range(left + 1):
+      walk(j + 1, left - x, [*prefix, x])
+
+  walk(0, n, [])
+  return np.array(found)
+
+
+def test_a_measure_with_four_or_more_values_shows_no_count_its_whole_cases_pin():
+  """A cold disclosure audit: complications 0-3 (four values) on a rest of 92 with 81, 9, 2 and 0 cases; its rows,
+  mean and interval leave one way to put whole non-negative counts on the values, so 9 and 2 came back, while the
+  rule solved only measures of at most three values. Every measure of up to `MOST_FEW_VALUES` values now has each
+  side checked among whole counts (`pinned_small`), against an enumeration of every count vector."""
+  values, cases = (0.0, 1.0, 2.0, 3.0), np.array([81.0, 9.0, 2.0, 0.0])
+  n, mean = cases.sum(), cases @ values / cases.sum()
+  var = (cases @ np.square(values) - n * mean**2) / (n - 1)
+  half = disclosure.side_quantile(n) * np.sqrt(var / n)
+  rows = _block(group=["B"], scale=["count"], cohort_rows=[400.0], n_group=[308.0], n_rest=[n], z=[3.0])
+  rows = rows.assign(mean_group=1.2, var_group=0.9, mean_rest=mean, rest_ci_low=mean - half, rest_ci_high=mean + half)
+  every = _whole_count_vectors(values, int(n), cases @ values, cases @ np.square(values))
+  assert every.tolist() == [cases.tolist()]  # the attacker's answer: one way
+  assert cube_env.shown_findings(rows, 11)["mean_rest"].notna().all()  # 13 events: the events rule passes it
+  shown = disclosure.hide_small_cells(rows, 11, few_values={"los": values})
+  assert shown[["mean_group", "mean_rest", "rest_ci_low", "z"]].isna().all(axis=None)
+  assert shown["n_rest"].tolist() == [92] and "cases with one value" in shown["hidden"].iloc[0]
+  # 30, 25, 20 and 17 cases: many ways, none small: shown.
+  fine = np.array([30.0, 25.0, 20.0, 17.0])
+  f_mean, f_var = fine @ values / 92, (fine @ np.square(values) - fine @ values * (fine @ values) / 92) / 91
+  f_half = disclosure.side_quantile(92) * np.sqrt(f_var / 92)
+  ok = rows.assign(mean_rest=f_mean, rest_ci_low=f_mean - f_half, rest_ci_high=f_mean + f_half)
+  assert disclosure.hide_small_cells(ok, 11, few_values={"los": values})["mean_rest"].notna().all()
+  # Against the enumeration: sides of 11-24 rows over four or five values (small sides are the ones pinned).
+  rng = np.random.default_rng(7)
+  verdicts = []
+  for _ in range(60):
+    k = int(rng.integers(4, 6))
+    vals = tuple(float(x) for x in np.sort(rng.choice(7, k, replace=False)))
+    c = rng.multinomial(int(rng.integers(11, 25)), rng.dirichlet(np.full(k, 0.4))).astype(float)
+    total, squares = c @ vals, c @ np.square(vals)
+    all_c = _whole_count_vectors(vals, int(c.sum()), total, squares)
+    want = any(((all_c[:, j] >= 1) & (all_c[:, j] <= 10)).all() for j in range(k))
+    verdicts.append((disclosure._pinned(vals, int(c.sum()), total, squares, 11), want))
+  assert all(got == want for got, want in verdicts) and {w for _, w in verdicts} == {True, False}
+  # Ingest records the values of a measure with up to MOST_FEW_VALUES of them, and none of one with more.
+  df = make_small_df(seed=0)
+  df["asa"] = np.arange(len(df)) % 4 + 1.0
+  df["pain"] = np.arange(len(df)) % (disclosure.MOST_FEW_VALUES + 1) + 0.0
+  cube = cube_env.build_cube(df, cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["asa", "pain"]))
+  assert cube.meta.few_values == ((1.0, 2.0, 3.0, 4.0), ())

@@ -19,19 +19,25 @@ that a cohort's count less its shown children's would give back
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import re
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import special
+from scipy import optimize, special
 
 from cube_env.data import derivation
 
 SMALL_CELL = 11  # smallest count that may be shown (and the default min_group)
 Z975 = 1.959963984540054  # the 95% intervals' normal quantile (a rate's Wilson interval, `cube_env.discovery.cohorts`)
 MOST_VALUES = 3  # a measure with at most this many values has each value's cases solved (`value_counts`)
+# A measure with at most this many values (`CubeMeta.few_values`) has each side checked for a value whose cases its
+# shown numbers pin to 1..limit-1 among whole counts (`pinned_small`): with four or more values the rows, sum and
+# sum of squares no longer solve the cases, but whole non-negative counts can still leave only one way (a cold
+# disclosure audit: complications 0-3 gave back 81, 9, 2 and 0 cases of a rest of 92).
+MOST_FEW_VALUES = 16
 
 
 def side_quantile(n) -> np.ndarray:
@@ -130,6 +136,7 @@ def small_events(table: pd.DataFrame, min_group: float, prefix: str = "") -> np.
       small |= _small_cells(n * rate, min_group) & (binary | count)
       small |= _small_cells(n * (1.0 - rate), min_group) & binary
     small |= _small_cells(_value_cases(table, side, prefix), min_group).any(axis=1)
+    small |= pinned_small(table, side, min_group, prefix)
   return small
 
 
@@ -143,12 +150,92 @@ def _value_cases(table: pd.DataFrame, side: str, prefix: str) -> np.ndarray:
   out = np.full((len(table), MOST_VALUES), np.nan)
   if FEW_VALUES not in table.columns:
     return out
-  values = table[FEW_VALUES].map(_few)
-  values[_binary(table) | _scale_is(table, "ratio")] = None
+  values = _few_values(table)
+  values[values.map(lambda v: v is not None and len(v) > MOST_VALUES)] = None  # `pinned_small`'s
   for few in set(values.dropna()):
     rows = values.map(lambda v, few=few: v == few).to_numpy(bool)
     out[rows, : len(few)] = value_counts(table[rows], few, side, prefix)
   return out
+
+
+def _few_values(table: pd.DataFrame) -> pd.Series:
+  """`[rows]` each row's measure's few values (`FEW_VALUES`, a tuple of floats), None where it has none or its test
+  is binary (its own rule) or case-mix adjusted (scale "ratio": its means are not the values')."""
+  values = table[FEW_VALUES].map(_few)
+  values[_binary(table) | _scale_is(table, "ratio")] = None
+  return values
+
+
+def pinned_small(table: pd.DataFrame, side: str, min_group: float, prefix: str = "") -> np.ndarray:
+  """`[rows]` bool: sides ("group" or "rest") of the `prefix` half whose shown numbers leave a value of the measure's
+  few values (`FEW_VALUES`) between 1 and `disclosure_limit - 1` cases in every way whole non-negative counts can
+  give them: the side's rows `n`, sum `n x mean` and, where its variance or interval is shown, sum of squares
+  (`value_counts`' moments) constrain the counts, and where those do not solve them (four or more values, or three
+  without a variance) integer programming (`_pinned`) looks for counts with that value at 0 and at the limit or
+  more; a side where neither exists is small. Rows with at most three values and a variance are
+  `value_counts`'."""
+  out = np.zeros(len(table), bool)
+  if FEW_VALUES not in table.columns or not len(table):
+    return out
+  values = _few_values(table)
+  log = _scale_is(table, "log")
+  with np.errstate(invalid="ignore", divide="ignore"):
+    n = _numbers(table, f"{prefix}n_{side}")
+    mean = np.where(log, np.log(_numbers(table, f"{prefix}mean_{side}")), _numbers(table, f"{prefix}mean_{side}"))
+    low, high = (_numbers(table, f"{prefix}{side}_ci_{end}") for end in ("low", "high"))
+    low, high = np.where(log, np.log(low), low), np.where(log, np.log(high), high)
+    var = _numbers(table, f"{prefix}var_{side}")
+    var = np.where(np.isfinite(var), var, interval_variance(n, low, high))
+  limit = disclosure_limit(min_group)
+  for i, few in enumerate(values):
+    if few is None or not np.isfinite(n[i]) or not np.isfinite(mean[i]) or not 2 <= len(few) <= MOST_FEW_VALUES:
+      continue
+    squares = (n[i] - 1.0) * var[i] + n[i] * mean[i] ** 2 if np.isfinite(var[i]) else None
+    if len(few) <= MOST_VALUES and (squares is not None or len(few) <= 2):
+      continue  # solved by `value_counts`
+    out[i] = _pinned(few, int(round(n[i])), float(n[i] * mean[i]), squares, limit)
+  return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _pinned(values: tuple[float, ...], n: int, total: float, squares: float | None, limit: int) -> bool:
+  """Whether every vector of whole counts `c >= 0` of `values` with `sum(c) = n`, `sum(c x values) = total` and
+  (unless None) `sum(c x values^2) = squares` has some value's count in `[1, limit)`.
+
+  Whole values give whole sums, met exactly (within 1e-6 of their size where that is wider than 0.49: the float32
+  sums' error); other values (logs) within 1e-6 of their size. One feasible vector (HiGHS's MILP) clears every value whose count there is 0 or at least `limit`;
+  each other value is cleared by a vector with its count 0 or one with at least `limit`, else pinned. Shown
+  numbers that no whole counts give (which real data cannot produce) count as pinned: hidden, not guessed.
+  """
+  v = np.asarray(values, float)
+  whole = bool(np.all(v == np.round(v)))
+  rows = [np.ones_like(v), v] + ([v**2] if squares is not None else [])
+  target = np.array([n, total] + ([squares] if squares is not None else []), float)
+  # The statistics' float32 sums leave the shown sums ~1e-7 of their size off (0.001 at 20,000 rows): met within
+  # 1e-6 of their size, and whole values' sums, whole numbers, within 0.49 where that is wider.
+  slack = np.maximum(0.49 if whole else 1e-9, 1e-6 * np.abs(target))
+  target = np.where(whole & (slack < 0.5), np.round(target), target)
+  slack[0] = 0.0
+  system = optimize.LinearConstraint(np.stack(rows), target - slack, target + slack)
+
+  def counts(j: int | None = None, lowest: float = 0.0, highest: float | None = None) -> np.ndarray | None:
+    lb, ub = np.zeros(len(v)), np.full(len(v), float(n))
+    if j is not None:
+      lb[j], ub[j] = lowest, float(n) if highest is None else highest
+      if lb[j] > ub[j]:  # a side of fewer rows than the limit cannot hold that many
+        return None
+    found = optimize.milp(
+      np.zeros(len(v)), constraints=system, integrality=np.ones(len(v)), bounds=optimize.Bounds(lb, ub)
+    )
+    return np.round(found.x) if found.status == 0 else None
+
+  witness = counts()
+  if witness is None:
+    return True
+  for j, c in enumerate(witness):
+    if 1 <= c < limit and counts(j, 0.0, 0.0) is None and counts(j, float(limit)) is None:
+      return True
+  return False
 
 
 def _few(values) -> tuple[float, ...] | None:
@@ -961,7 +1048,7 @@ def hide_small_cells(
   (None where nothing is hidden) and without the `_RAW_EVENTS` columns (counts). `confirm_rows` and
   `explore_rows`: the halves' sizes where they are shown beside the table (a report's summary), so that the
   whole half less its shown cohorts of one filter is checked too. `few_values`: `{measure: values}` of the
-  measures with at most three values (`CubeMeta.few_values_by_measure`, test scale): each value's cases on a side
+  measures with few values (`CubeMeta.few_values_by_measure`, test scale): each value's cases on a side
   are counts too (as a column `FEW_VALUES` while the rules run). `categories`: `{column: labels}` of the filter
   columns (the cube's), so that chains through every value of a column are followed (`derived_remainders`)."""
   total_rows = {"": confirm_rows, "explore_": explore_rows}

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from flax import struct
 
-from cube_env.data.disclosure import MOST_VALUES, SMALL_CELL, redact_counts
+from cube_env.data.disclosure import MOST_FEW_VALUES, SMALL_CELL, redact_counts
 from cube_env.data.schema import Schema
 
 MISSING = "MISSING"
@@ -59,9 +59,9 @@ class CubeMeta:
   # per measure, a count (whole numbers >= 0, not 0/1, tested on the linear scale): n x mean is a count of events,
   # which the small-cell rule covers as a binary measure's (`disclosure`); () = none
   is_count: tuple[bool, ...] = ()
-  # per measure, its values on the test scale where it has at most `MOST_VALUES` of them and is not 0/1 (ascending;
-  # () for any other measure): a side's n, mean and variance then give its cases with each value
-  # (`disclosure.value_counts`); () = none
+  # per measure, its values on the test scale where it has at most `MOST_FEW_VALUES` of them and is not 0/1
+  # (ascending; () for any other measure): a side's n, mean and variance then give its cases with each value
+  # (`disclosure.value_counts`, up to three) or may pin them among whole counts (`disclosure.pinned_small`); () = none
   few_values: tuple[tuple[float, ...], ...] = ()
   # per measure, whether any value is below 0 (a change score): a ratio of its means is meaningless, so it has no
   # relative difference and confirmation's size rule reads its standardized difference (`confirm`); () = none
@@ -1788,7 +1788,9 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   is_count = not is_binary and not is_log and bool(np.all(uniq >= 0) and np.all(uniq == np.round(uniq)))
   # Few values (on the test scale): a side's n, mean and variance give its cases with each (`CubeMeta.few_values`).
   few = (
-    tuple(float(u) for u in (np.log(uniq) if is_log else uniq)) if not is_binary and len(uniq) <= MOST_VALUES else ()
+    tuple(float(u) for u in (np.log(uniq) if is_log else uniq))
+    if not is_binary and len(uniq) <= MOST_FEW_VALUES
+    else ()
   )
   return values, is_binary, is_log, is_count, few, bool((observed < 0).any())
 

@@ -489,8 +489,8 @@ def shown_findings(findings: pd.DataFrame, min_group: float, *, halves: holdout.
   `halves`: the run's split, whose sizes are shown beside the table (the report's summary):
   the whole half less its shown cohorts of one filter is then checked too, even where the
   whole table has no finding of its own (pass it wherever the sizes are shown); and its
-  measures with at most three values have each value's cases checked on every side
-  (`CubeMeta.few_values`, `disclosure.value_counts`).
+  measures with at most 16 values have each value's cases checked on every side
+  (`CubeMeta.few_values`, `disclosure.value_counts`, `disclosure.pinned_small`).
   The column `direction` ("higher" or "lower": the group's mean or rate against its reference, on the
   confirmation half, the exploration half's where that has no z) is added before the rules run, so a finding whose
   numbers they blank still says which way it goes (a sign gives no count back; a report audit: "differed from").
