@@ -1120,6 +1120,71 @@ def test_a_missing_column_is_named_with_the_near_names_the_table_has(small_df):
   assert "did you mean" not in str(err.value)
 
 
+def test_an_error_quotes_huge_cells_and_header_names_cut_short(small_df):
+  """A table error quotes a cell's text or a column's name cut to a bounded length, its own length stated, and lists
+  at most a bounded number of column names (a service audit: a 15 MB upload whose measure held 5 MB texts got a
+  15 MB error back, and a 2 MB header name came back whole); it still names the column at fault."""
+  huge = "x" * 100_000
+  df = small_df.head(200).copy()
+  df["minutes"] = df["minutes"].astype(object)
+  df.loc[df.index[:3], "minutes"] = [huge, "y" * 100_000, "z" * 100_000]
+  with pytest.raises(ValueError) as err:
+    cube_env.build_cube(df, _measure_schema("minutes"))
+  message = str(err.value)
+  assert len(message) < 2_000
+  assert message.startswith("measure column 'minutes' is not numeric: it holds text that is not a number ('xxx")
+  assert "…' (100,000 characters) in fewer than 11 rows" in message
+  # A 100,000-character header beside a missing column: the list of columns quotes it cut.
+  wide = df.rename(columns={"bmi": "b" * 100_000})
+  with pytest.raises(ingest.ColumnError) as err:
+    cube_env.build_cube(wide, _schema(measures=["Minutes"]))
+  message = str(err.value)
+  assert len(message) < 2_000 and err.value.column == "Minutes"
+  assert message.startswith("column 'Minutes' (schema.measures) is not in the table (did you mean 'minutes'?)")
+  assert "'bbb" in message and "…' (100,000 characters)" in message
+  # A 100,000-character name in the schema, missing from the table: quoted cut, once in full in `column`.
+  with pytest.raises(ingest.ColumnError) as err:
+    cube_env.build_cube(wide, _schema(measures=["b" * 100_001]))
+  message = str(err.value)
+  assert len(message) < 2_000 and err.value.column == "b" * 100_001
+  assert (
+    message.startswith("column 'bbb") and "…' (100,001 characters) (schema.measures) is not in the table" in message
+  )
+  # A measure named by a 100,000-character header, holding text: named, cut.
+  named = df.rename(columns={"minutes": huge})
+  with pytest.raises(ValueError) as err:
+    cube_env.build_cube(named, _measure_schema(huge))
+  assert len(str(err.value)) < 2_000 and str(err.value).startswith("measure column 'xxx")
+  # Many columns: the first 20 names, then how many more.
+  many = df.assign(**{f"extra_{i}": 0 for i in range(100)})
+  with pytest.raises(ingest.ColumnError) as err:
+    cube_env.build_cube(many, _schema(measures=["nope"]))
+  message = str(err.value)
+  assert "'extra_10'" in message and "'extra_11'" not in message and message.endswith(", and 89 more]")
+  assert len(message) < 2_000
+  # A date dimension with one bad date of 100,000 characters (pandas' own error quotes it whole): named, cut.
+  when = pd.Series(pd.date_range("2021-01-01", periods=200).strftime("%Y-%m-%d"), index=small_df.index[:200])
+  when.iloc[3] = "2023-01-01 08:30:00." + "1" * 100_000
+  with pytest.raises(ValueError) as err:
+    cube_env.build_cube(small_df.head(200).assign(date=when), _schema(dimensions=["proc", "date"]))
+  message = str(err.value)
+  assert len(message) < 2_000 and message.startswith("column 'date': reads as dates (YYYY-MM-DD) but one is not a ")
+  assert message.endswith(
+    "valid date: '2023-01-01 08:30:00.1111111111111111111111111111111111111111…' (100,020 characters)"
+  )
+
+
+def test_shown_cuts_long_text_and_long_lists():
+  """`_shown` quotes a value whole up to `SHOWN_CHARS` characters, a longer one cut and its length stated;
+  `_shown_names` lists `SHOWN_NAMES` names, then how many more."""
+  assert ingest._shown("site") == "'site'" and ingest._shown(3) == "3"
+  assert ingest._shown("x" * 15_000_000) == repr("x" * ingest.SHOWN_CHARS + "…") + " (15,000,000 characters)"
+  assert ingest._shown("é" * 61, str) == "é" * 60 + "… (61 characters)"
+  assert ingest._shown(("a",) * 40).endswith("… (200 characters)")  # not text: its repr cut
+  assert ingest._shown_names(["a", "b"]) == str(["a", "b"])[1:-1]
+  assert ingest._shown_names([f"c{i}" for i in range(1025)], " and ").endswith("'c18' and 'c19', and 1,005 more")
+
+
 def test_a_date_dimension_is_cut_at_quantiles_of_its_dates_and_other_date_layouts_are_warned_of(small_df):
   """A date column (ISO text, datetimes, or datetimes with a zone) is binned like a number, its labels dates of the
   column; text dates in another layout stay categories with a warning; bin edges and an impossible date are errors
