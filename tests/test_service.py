@@ -39,6 +39,7 @@ from rq.serializers import JSONSerializer  # noqa: E402
 from rq.utils import utcformat  # noqa: E402
 
 import cube_env  # noqa: E402
+from cube_env.discovery import journal as search_journal  # noqa: E402
 from experiments import report, serve  # noqa: E402
 from experiments.service import (  # noqa: E402
   JobSpec,
@@ -571,6 +572,33 @@ def test_bad_input_is_a_clear_4xx(service, table):
     assert service.client.delete(f"/jobs/{odd}").status_code == 404
 
 
+def test_a_text_part_over_its_limit_is_a_413_naming_it(service, table, tmp_path):
+  """A service audit: a settings part over 1 MiB (under the upload limit) was Starlette's 400 naming no part. A text
+  part (settings, path) holds up to 1 MiB; one over it is refused 413 naming it, as a file over its limit is."""
+  app = make_app(ServiceConfig(redis_url=service.redis_url, data_dir=str(tmp_path)))  # the default 50 MiB uploads
+  limit = 2**20
+  at_limit = json.dumps({**SETTINGS, "pad": ""})
+  at_limit = at_limit[:-2] + "x" * (limit - len(at_limit)) + at_limit[-2:]
+  over = at_limit[:-2] + "x" + at_limit[-2:]
+
+  async def posts():
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+      return [
+        await client.post("/jobs", data={"settings": at_limit}, files={"file": ("a.csv", table)}),
+        await client.post("/jobs", data={"settings": over}, files={"file": ("a.csv", table)}),
+        await client.post("/jobs", data={"settings": json.dumps(SETTINGS), "path": "x" * (limit + 1)}),
+      ]
+
+  at, settings, path = asyncio.run(posts())
+  assert len(at_limit.encode()) == limit and len(over.encode()) == limit + 1
+  assert at.status_code == 422 and at.json()["detail"]["field"] == "pad", at.text  # read: an unknown setting
+  for r, field in ((settings, "settings"), (path, "path")):
+    assert r.status_code == 413 and r.json()["detail"] == {
+      "field": field,
+      "message": f"{field}: the form part holds 1,048,577 bytes, over the 1,048,576 (1 MiB) a text part may hold",
+    }, r.text
+
+
 def test_a_failing_job_reports_its_error(service, table):
   r = service.submit({**SETTINGS, "min_group": 5000}, table)  # halves too small for it: refused at submission
   assert r.status_code == 422 and r.json()["detail"]["field"] == "min_group" and "min_group must be lower" in r.text
@@ -700,6 +728,66 @@ def test_a_stop_whose_message_was_lost_still_stops_the_job(service, table):
     return service.client.get(f"/jobs/{job_id}").json()["status"]
 
   _wait(lambda: status() in ("canceled", "stopped"), 90, "the rerun ended", status)
+
+
+def _parent(pid: int) -> int:
+  """The parent process of `pid` (from /proc)."""
+  with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+    return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def _running(pid: int) -> bool:
+  """Whether `pid` is a process that has not exited (a zombie has)."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+      return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+def test_a_work_horse_whose_worker_was_killed_honours_its_stop(service, table):
+  """A service audit: a worker SIGKILLed alone (the OOM killer, an operator) leaves its work horse running, in a
+  process group of its own and holding the job's lease; RQ's stop command reaches only the dead worker, so the job
+  ran on to finished against its stop. The horse honours the recorded stop itself: the job ends stopped where it
+  was, its journal kept, and submitting it again resumes from that journal."""
+  settings = {**LONG, "budget": 6000, "seed": 41}
+  job_id = service.submit(settings, table).json()["id"]
+  conn = redis.Redis.from_url(service.redis_url)
+
+  def status():
+    return service.client.get(f"/jobs/{job_id}").json()
+
+  _wait(lambda: status()["progress"]["queries"] >= 100, 150, "100 queries", status)
+  horse = int(conn.get(LEASE_KEY.format(job_id)))
+  worker = next(p for p in service.workers if p.pid == _parent(horse))
+  worker.kill()  # SIGKILL, the worker alone
+  worker.wait()
+  assert _running(horse) and status()["status"] == "started"  # the horse runs on, holding the lease
+  service.start_worker()  # the next tests' second worker
+  r = service.client.delete(f"/jobs/{job_id}")
+  assert r.status_code == 200 and r.json() == {"id": job_id, "was": "started", "status": "started"}, r.text
+  final = _wait(lambda: (s := status())["status"] != "started" and s, 150, "the job's end", status)
+  assert final["status"] == "stopped" and 100 <= final["progress"]["queries"] < settings["budget"], final
+  assert final["progress"]["stage"] == "searching" and final["progress"]["eta_s"] is None
+  _wait(lambda: not _running(horse), 30, "the work horse's exit")
+  queue = Queue(ServiceConfig().queue, connection=conn, serializer=JSONSerializer)
+  assert job_id in queue.failed_job_registry.get_job_ids(cleanup=False)
+  assert job_id not in queue.started_job_registry.get_job_ids(cleanup=False)
+  assert not conn.exists(LEASE_KEY.format(job_id))
+  saved = search_journal.saved_queries(str(service.root / "data" / "jobs" / job_id / "state"))
+  assert 50 <= saved <= final["progress"]["queries"] and saved % 50 == 0, (saved, final)
+  again = service.submit(settings, table)  # resumes from the journal the stopped run saved
+  assert again.status_code == 202 and again.json() == {**again.json(), "id": job_id, "cached": False}, again.text
+
+  def meta():
+    return Job.fetch(job_id, connection=conn, serializer=JSONSerializer).get_meta()
+
+  assert (
+    _wait(lambda: "resumed_queries" in meta() and meta(), 120, "the rerun's start", meta)["resumed_queries"] == saved
+  )
+  assert service.client.delete(f"/jobs/{job_id}").status_code == 200
+  _wait(lambda: status()["status"] in ("canceled", "stopped"), 90, "the rerun's stop", status)
+  conn.close()
 
 
 def test_worker_killed_mid_job_resumes_to_the_same_findings(service, table, tmp_path):

@@ -13,7 +13,8 @@
 Safety: with a token configured every request needs `Authorization: Bearer TOKEN` (401 otherwise, from the headers
 before the body is received; the CLI refuses a non-loopback address without one), and FastAPI's own pages (/docs, /redoc, /openapi.json) are off; a body over `max_upload_bytes` (plus the form's overhead) is refused with 413
 by FastAPI's body limit before it is parsed, from its Content-Length or, chunked, while it streams in, and a file
-part over the limit while it is read; a bad setting is a 422 naming the field, a bad table a 400 naming the field
+part over the limit while it is read; a text part (settings, path) over 1 MiB is a 413 naming it; a bad setting is
+a 422 naming the field, a bad table a 400 naming the field
 or column. Every error answers one shape, `{"detail": {"field": NAME or null, "message": TEXT}}` (FastAPI's own
 404 and 405 included; /health's 503 adds `"ok": false`). Responses carry only job records and the report files the existing writers made, which blank every
 count under the small-cell limit and escape every data value in the HTML. Redis unreachable: 503 naming it (and
@@ -49,6 +50,7 @@ from experiments.service.tables import (
 
 MEDIA = {"findings.json": "application/json", "findings.csv": "text/csv", "report.html": "text/html; charset=utf-8"}
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the settings field, on top of the file's own limit
+TEXT_PART_BYTES = 2**20  # the most a text part (settings, path) holds; over it, 413 naming the part
 NO_TOKEN = "missing or wrong token: send Authorization: Bearer TOKEN"
 
 
@@ -60,8 +62,15 @@ def make_app(config: ServiceConfig) -> NamedLimit:
   # With a token every route needs it, so FastAPI's own pages (/docs, /redoc, /openapi.json) are off: they would
   # answer without it (and /docs loads its JavaScript from a CDN).
   pages = {} if config.token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+  # Starlette's own limit on a text part (1 MiB) answers 400 naming no part, so it is set past the body's and the
+  # route checks each part's size itself (`_check_text_parts`): 413 naming the part.
+  body_limit = config.max_upload_bytes + FORM_OVERHEAD
   app = FastAPI(
-    title="cube-muzero discovery", version="1", max_body_size=config.max_upload_bytes + FORM_OVERHEAD, **pages
+    title="cube-muzero discovery",
+    version="1",
+    max_body_size=body_limit,
+    form_limits={"max_part_size": max(body_limit, TEXT_PART_BYTES)},
+    **pages,
   )
 
   if config.token is not None:
@@ -143,6 +152,7 @@ def make_app(config: ServiceConfig) -> NamedLimit:
     file: Annotated[UploadFile | None, File()] = None,
     path: Annotated[str | None, Form()] = None,
   ):
+    _check_text_parts(settings=settings, path=path)
     try:
       spec = JobSpec.from_json(settings)
     except SpecError as err:
@@ -256,6 +266,20 @@ def _fail(status: int, field: str | None, message: str) -> HTTPException:
   """An error in the API's one shape: `{"detail": {"field": field, "message": message}}` (field None where no one
   field or form part is at fault)."""
   return HTTPException(status, {"field": field, "message": message})
+
+
+def _check_text_parts(**parts: str | None) -> None:
+  """A 413 naming the first text form part over `TEXT_PART_BYTES` (its UTF-8 bytes; a job's settings are a few
+  hundred bytes of JSON)."""
+  for field, value in parts.items():
+    size = len(value.encode("utf-8", "surrogatepass")) if value is not None else 0
+    if size > TEXT_PART_BYTES:
+      raise _fail(
+        413,
+        field,
+        f"{field}: the form part holds {size:,} bytes, over the {TEXT_PART_BYTES:,} "
+        f"({TEXT_PART_BYTES / 2**20:g} MiB) a text part may hold",
+      )
 
 
 def _store_down(config: ServiceConfig, err: Exception) -> dict:

@@ -57,7 +57,8 @@ from experiments.service.spec import JobSpec, ServiceConfig
 from experiments.service.tables import content_hash, parse_table
 
 LEASE_KEY = "cube:lease:{}"
-STOP_KEY = "cube:stop:{}"  # set by `cancel` for any active job; its lease thread and progress re-send the stop
+STOP_KEY = "cube:stop:{}"  # set by `cancel` for any active job; its lease thread re-sends the stop, and the job
+# itself ends at its next progress or stage while it is set (`_honour_stop`)
 STOP_KEY_SECONDS = 3600
 STARTUP_LEASES = 3  # the lease a worker takes for a job it starts lasts this many lease periods (the horse's start-up)
 ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
@@ -448,9 +449,10 @@ def cancel(connection: Redis, job_id: str) -> str:
   """Cancels a queued job or stops a running one (RQ's stop command); returns the status it had.
 
   RQ's stop command is a message to the job's worker that the worker ignores unless it is running that job at
-  that moment (a job just dequeued, or just started, can miss it). So a running job's stop is also recorded
-  (`STOP_KEY`), and the job itself re-sends the command from its lease thread and progress callback until its
-  worker ends it. A queued job's stop is recorded too: a worker may have taken it off the queue a moment before
+  that moment (a job just dequeued, or just started, can miss it), and that no one acts on once the worker died
+  alone (its work horse runs on). So a running job's stop is also recorded (`STOP_KEY`): the job re-sends the
+  command from its lease thread, and ends itself, stopped, at its next progress or stage (`_honour_stop`). A
+  queued job's stop is recorded too: a worker may have taken it off the queue a moment before
   RQ's cancel marks it canceled (or mark it started just before RQ's cancel, which goes ahead), and then runs it
   regardless; the record makes that run stop itself. Not closed: a resubmission in the instant between RQ's cancel
   and such a worker starting the job clears the record (`submit`), and the job runs twice on one journal."""
@@ -601,7 +603,7 @@ def lease(connection: Redis, job_id: str, seconds: float):
 
 class _Progress:
   """Writes the queries spent into the job's meta, at most every `interval` seconds (and the last one); at the same
-  pace, re-sends RQ's stop command while a stop of this job is recorded (`cancel`), so no stop is lost."""
+  pace, ends the job where a stop of it is recorded (`_honour_stop`), so no stop is lost."""
 
   def __init__(self, job: Job, interval: float = 0.5):
     self.job, self.interval, self.last = job, interval, 0.0
@@ -618,7 +620,25 @@ class _Progress:
     if now - self.last >= self.interval:
       self.last = now
       self.job.save_meta()
-      _resend_stop(self.job.connection, self.job.id)
+      _honour_stop(self.job)
+
+
+class JobStopped(RuntimeError):
+  """Raised by a job whose stop is recorded (`_honour_stop`); its worker marks it stopped, not failed."""
+
+  def __init__(self, job_id: str):
+    super().__init__(f"job {job_id} stopped on request")
+    self.job_id = job_id
+
+
+def _honour_stop(job: Job) -> None:
+  """Ends the job (raises `JobStopped`, which `DiscoveryWorker` records as RQ records a stopped job: status stopped,
+  the job in the failed registry, its journal as last saved) while a stop of it is recorded (`cancel`). RQ's stop
+  command is acted on by the job's worker alone, which kills its work horse: a worker killed alone (SIGKILL: the OOM
+  killer, an operator) leaves the horse running, in a process group of its own and holding the job's lease, and the
+  job ran on to finished against its stop (a service audit)."""
+  if job.connection.exists(STOP_KEY.format(job.id)):
+    raise JobStopped(job.id)
 
 
 def _resend_stop(connection: Redis, job_id: str) -> None:
@@ -672,6 +692,7 @@ def run_job(directory: str) -> dict[str, Any]:
 
   def stage(name: str) -> None:
     if job is not None:
+      _honour_stop(job)  # between parts too (a stopped job keeps the part it stopped in): some take minutes
       job.meta["stage"] = name
       if name == "searching":  # where the search's time limit starts counting (`job_status`'s `eta_s`)
         job.meta["searching_since"] = time.time()
@@ -838,7 +859,8 @@ PUBSUB_WAKE_SECONDS = 1.0  # how often a worker's stop-command listener wakes (a
 class DiscoveryWorker(Worker):
   """An RQ worker that requeues abandoned discovery jobs on start-up and every `lease_seconds` while idle.
 
-  Jobs run in a forked work horse (RQ's default), which RQ's stop command can end (`cancel`).
+  Jobs run in a forked work horse (RQ's default), which RQ's stop command can end (`cancel`), as can the job itself
+  on its recorded stop (`JobStopped`).
   """
 
   def __init__(self, queues, *, lease_seconds: float = 10.0, **kwargs):
@@ -879,6 +901,24 @@ class DiscoveryWorker(Worker):
     if job.func_name != f"{run_job.__module__}.{run_job.__name__}" or callbacks:
       named = ", ".join(repr(n) for n in [job.func_name, *callbacks])
       raise RuntimeError(f"job {job.id} names {named}: this worker runs discovery jobs only, with no callbacks")
+
+  def handle_exception(self, job: Job, *exc_info):
+    """In the work horse, a job that ended on its recorded stop (`JobStopped`) is marked for RQ's stop path, which
+    `handle_job_failure` takes next: status stopped, not failed, as when this worker kills the horse on RQ's stop
+    command; any other exception goes to RQ's handlers."""
+    if isinstance(exc_info[1], JobStopped):
+      self.log.warning("Worker %s: job %s stopped on request (its recorded stop)", self.name, job.id)
+      self._stopped_job_id = job.id
+      return
+    super().handle_exception(job, *exc_info)
+
+  def execute_job(self, job: Job, queue: Queue):
+    """RQ's, forgetting afterwards a stop command that came as the work horse ended the job itself (`JobStopped`):
+    RQ clears it only when it kills the horse, and a later run of the same job that failed would be marked stopped."""
+    try:
+      super().execute_job(job, queue)
+    finally:
+      self._stopped_job_id = None
 
   def prepare_execution(self, job: Job):
     """Takes the job's lease before forking its work horse (which then refreshes it), with time to start up."""
