@@ -917,6 +917,9 @@ def _attempt(rng, fam: Family, seed: int, n: int, split: str) -> World | None:
 
 
 AGENT_WORLD_INDEX = 1000  # an agent's training worlds: training-split indices from here on (the ranker's start at 20)
+# Training-split indices 0-19 validate (the benchmark's `--split train`, an agent's held-out cubes); the learned
+# ranker trains on the worlds from here on.
+VALIDATION_WORLDS = 20
 
 
 def make_task_cubes(task: CubeTask, *, split: str) -> CubeSet:
@@ -927,7 +930,7 @@ def make_task_cubes(task: CubeTask, *, split: str) -> CubeSet:
   "train" cubes from index `AGENT_WORLD_INDEX` on (disjoint from the
   benchmark's validation worlds 0-19 and the learned ranking's rows from 20),
   "eval" cubes (the held-out report after training) the validation worlds
-  from index 0. No evaluation-split world is ever drawn: the benchmark's
+  from index 0, at most `VALIDATION_WORLDS` of a family (a ValueError past them). No evaluation-split world is ever drawn: the benchmark's
   evaluation stays unseen. `scenarios` lists the family of each cube. A
   seed whose world cannot be drawn at `n_rows` rows (`make_world`'s
   ValueError) is passed over for the family's next one; `seeds` records the
@@ -946,10 +949,12 @@ def make_task_cubes(task: CubeTask, *, split: str) -> CubeSet:
   for i in range(count):
     family = task.families[i % len(task.families)]
     for _ in range(WORLD_MAX_ATTEMPTS):
-      if split == "eval" and next_index[family] >= AGENT_WORLD_INDEX:  # an audit: world 1001000 was both
+      # Held-out cubes stop at the validation worlds: past them the learned ranker trained, whose frontier value the
+      # agent plays (an audit: 25 asked of a family drew ranker worlds 20-24, silently; world 1001000 was both).
+      if split == "eval" and next_index[family] >= VALIDATION_WORLDS:
         raise ValueError(
-          f"num_eval_cubes: the held-out worlds (training-split indices from 0) would reach the agent's training "
-          f"worlds (from {AGENT_WORLD_INDEX}); ask for fewer"
+          f"num_eval_cubes: the held-out worlds of family {family!r} (training-split indices from 0) would reach the "
+          f"learned ranker's training worlds (from {VALIDATION_WORLDS}); ask for fewer"
         )
       seed = TRAIN_SEED_BASE + next_index[family]
       next_index[family] += 1

@@ -1,5 +1,6 @@
 """Tests of the random-world generator against pandas/scipy on the worlds it drew."""
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -7,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pandas as pd
@@ -397,3 +399,22 @@ def test_bad_arguments_raise():
     worlds.make_world(0, rows=10)
   with pytest.raises(ValueError, match="split"):
     worlds.world_seeds("test", 3)
+
+
+def test_held_out_cubes_stop_before_the_ranker_training_worlds(monkeypatch):
+  """An audit: `make_task_cubes(split="eval")` drew held-out worlds from training-split index 0 and stopped only at
+  the agent's own (1000), so 25 of a family reported on worlds 20-24, the learned ranker's training worlds (the
+  agent plays its frontier value). Up to 20 a family are drawn; more is an error naming num_eval_cubes."""
+  drawn = []
+
+  def world(seed, family, **_):
+    drawn.append(seed - worlds.TRAIN_SEED_BASE)
+    return types.SimpleNamespace(df=None, schema=None, truth=[], family=family, seed=seed)
+
+  monkeypatch.setattr(worlds, "make_world", world)
+  monkeypatch.setattr(worlds, "build_cube", lambda *_: None)
+  task = cube_env.CubeTask(families=("wide",), num_eval_cubes=worlds.VALIDATION_WORLDS, n_rows=3000)
+  worlds.make_task_cubes(task, split="eval")
+  assert drawn == list(range(worlds.VALIDATION_WORLDS))
+  with pytest.raises(ValueError, match=r"num_eval_cubes: .*'wide'.*ranker's training worlds \(from 20\)"):
+    worlds.make_task_cubes(dataclasses.replace(task, num_eval_cubes=25), split="eval")

@@ -39,7 +39,7 @@ from experiments import agent
 
 SUITE_SCENARIOS = ("standard", "wide", "deep", "masked", "null", "confounded")  # world families
 SWEEP_ON_TRAIN = "--sweep tunes method settings: it runs on training worlds only (--split train)"
-VALIDATION_WORLDS = 20  # training-split indices 0-19 validate (`--split train`); the ranker trains from 20 on
+VALIDATION_WORLDS = worlds.VALIDATION_WORLDS  # training-split indices 0-19 validate (`--split train`); ranker from 20
 TRUTHLESS = ("null", "confounded")  # every confirmed finding is false: family-wise error
 FIXED_FAMILIES = ("wide", "deep")  # enumeration infeasible: fixed query budgets
 SUITE_METHODS = (
