@@ -19,9 +19,14 @@ that a cohort's count less its shown children's would give back
 from __future__ import annotations
 
 import collections
+import contextlib
+import fractions
 import functools
 import itertools
+import math
+import os
 import re
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -203,9 +208,11 @@ def _pinned(values: tuple[float, ...], n: int, total: float, squares: float | No
   (unless None) `sum(c x values^2) = squares` has some value's count in `[1, limit)`.
 
   Whole values give whole sums, met exactly (within 1e-6 of their size where that is wider than 0.49: the float32
-  sums' error); other values (logs) within 1e-6 of their size. One feasible vector (HiGHS's MILP) clears every value whose count there is 0 or at least `limit`;
-  each other value is cleared by a vector with its count 0 or one with at least `limit`, else pinned. Shown
-  numbers that no whole counts give (which real data cannot produce) count as pinned: hidden, not guessed.
+  sums' error); other values (logs) within 1e-6 of their size. One feasible vector (HiGHS's MILP) clears every
+  value whose count there is 0 or at least `limit`; each other value is cleared by a vector with its count 0 or one
+  with at least `limit`, found by moving along the sums' whole null vectors (`_moves`: no solver, the usual way
+  for a side of many rows) or else by the MILP, and a value no such vector clears is pinned. Shown numbers that no
+  whole counts give (which real data cannot produce) count as pinned: hidden, not guessed.
   """
   v = np.asarray(values, float)
   whole = bool(np.all(v == np.round(v)))
@@ -229,13 +236,66 @@ def _pinned(values: tuple[float, ...], n: int, total: float, squares: float | No
     )
     return np.round(found.x) if found.status == 0 else None
 
-  witness = counts()
-  if witness is None:
-    return True
-  for j, c in enumerate(witness):
-    if 1 <= c < limit and counts(j, 0.0, 0.0) is None and counts(j, float(limit)) is None:
+  with _solver_output_dropped():
+    witness = counts()
+    if witness is None:
       return True
+    moves = _moves(values, squares is not None) if whole else None
+    for j in np.flatnonzero((witness >= 1) & (witness < limit)):
+      if moves is not None and _moved_clear(witness, int(j), moves, limit):
+        continue
+      if counts(int(j), 0.0, 0.0) is None and counts(int(j), float(limit)) is None:
+        return True
   return False
+
+
+@contextlib.contextmanager
+def _solver_output_dropped():
+  """The process's standard output (file descriptor 1) sent to the null device meanwhile: HiGHS, under scipy's
+  `milp`, prints a debug line of its own there on some problems ("HighsMipSolverData::transformNew...") in the
+  middle of a report's console output."""
+  sys.stdout.flush()
+  saved = os.dup(1)
+  try:
+    with open(os.devnull, "wb") as null:
+      os.dup2(null.fileno(), 1)
+      yield
+  finally:
+    os.dup2(saved, 1)
+    os.close(saved)
+
+
+@functools.lru_cache(maxsize=64)
+def _moves(values: tuple[float, ...], squares: bool) -> np.ndarray:
+  """`[moves, len(values)]` int: whole vectors that leave the rows, the sum and (with `squares`) the sum of squares
+  of counts of whole `values` unchanged: for each set of 3 (4 with squares) values, the divided-difference weights
+  `1 / prod(u_i - u_l)` scaled to coprime whole numbers (for 0, 1, 2, 3: -1, 3, -3, 1)."""
+  size = 4 if squares else 3
+  out = []
+  for subset in itertools.combinations(range(len(values)), size):
+    u = [int(values[i]) for i in subset]
+    weights = [fractions.Fraction(1, math.prod(u[i] - u[m] for m in range(size) if m != i)) for i in range(size)]
+    scale = math.lcm(*(w.denominator for w in weights))
+    whole = [int(w * scale) for w in weights]
+    common = math.gcd(*whole)
+    move = np.zeros(len(values), np.int64)
+    move[list(subset)] = [w // common for w in whole]
+    out.append(move)
+  return np.array(out, np.int64).reshape(-1, len(values))
+
+
+def _moved_clear(counts: np.ndarray, j: int, moves: np.ndarray, limit: int) -> bool:
+  """Whether repeating one move (`_moves`, either way) from `counts` gives whole counts >= 0 with value `j`'s at
+  `limit` or more, or at exactly 0: another way the shown numbers allow, with that value's count not small."""
+  both = np.concatenate([moves, -moves])
+  up = both[both[:, j] > 0]
+  times = -(-(limit - counts[j]) // up[:, j])
+  if ((counts + times[:, None] * up) >= 0).all(axis=1).any():
+    return True
+  down = both[(both[:, j] < 0)]
+  down = down[counts[j] % -down[:, j] == 0]
+  times = counts[j] // -down[:, j]
+  return bool(((counts + times[:, None] * down) >= 0).all(axis=1).any())
 
 
 def _few(values) -> tuple[float, ...] | None:
