@@ -186,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     redacted_url(config.redis_url),
     os.path.abspath(config.data_dir),
   )
+  if config.token is None:  # loopback only, but every local account reaches it (a security audit)
+    log.warning(
+      "no --token: every account on this machine can use the API as this user (read, purge and submit jobs, "
+      "including files under --data-root it could not read itself); set --token on a machine shared with others"
+    )
   try:
     connect(config).ping()
   except REDIS_DOWN as err:  # the API starts regardless and answers 503 until Redis does (an upgrade audit: silent)

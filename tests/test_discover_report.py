@@ -1295,6 +1295,10 @@ def test_the_reports_words_follow_the_run_and_its_markup_holds_any_text(capsys):
     markup.printable("a\tb\nc\x00\x7f\x9f\ud800\ufffe\uffff\u00e9")
     == "a\tb\nc\\x00\\x7f\\x9f\\ud800\\ufffe\\uffff\u00e9"
   )
+  # Bidirectional controls too (a security audit: U+202E in a category turned the report's sentence around).
+  table.loc[0, "group"] = "\u202eexe.txt\u2066x\u200f"
+  assert "for race=\\u202eexe.txt\\u2066x\\u200f was 50% higher" in _render(table)
+  assert markup.printable("\u061c\u200e\u202a\u2069\u05d0") == "\\u061c\\u200e\\u202a\\u2069\u05d0"
   assert "li,p{overflow-wrap:anywhere}" in markup.STYLE
   # A plot's title keeps the protected column.
   title = plots.plot_title({"cohort": "site=" + "x" * 200 + " & unit=B", "protected": "race"})
