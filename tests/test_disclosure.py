@@ -1219,3 +1219,48 @@ def test_a_measure_with_four_or_more_values_shows_no_count_its_whole_cases_pin()
   df["pain"] = np.arange(len(df)) % (disclosure.MOST_FEW_VALUES + 1) + 0.0
   cube = cube_env.build_cube(df, cube_env.Schema(dimensions=["proc"], protected=["race"], measures=["asa", "pain"]))
   assert cube.meta.few_values == ((1.0, 2.0, 3.0, 4.0), ())
+
+
+def test_four_valued_cases_whole_counts_determine_are_followed_between_cohorts():
+  """Whole counts can determine a side's cases of a measure of four values (stays of 1-4 days, none over 2 here:
+  one way to put them), and then a cohort's cases less its shown sub-cohorts' give the others': site c's 6 and 5
+  stays of one and two days, while its rows (11 and 20) and days (16 and 25) pass every other rule."""
+  values = (1.0, 2.0, 3.0, 4.0)
+
+  def moments(c):  # a side's rows, mean and variance from its cases of 1, 2, 3 and 4 days
+    c = np.asarray(c, float)
+    n, total, squares = c.sum(), c @ values, c @ np.square(values)
+    return n, total / n, (squares - total**2 / n) / (n - 1)
+
+  cells = {"a": ((180, 35, 0, 0), (185, 35, 0, 0)), "b": ((115, 20, 0, 0), (100, 20, 0, 0))}
+  cells["c"] = ((6, 5, 0, 0), (15, 5, 0, 0))
+  frames = []
+  for filters, sites in (({}, "abc"), ({"site": "a"}, "a"), ({"site": "b"}, "b")):
+    group, rest = (tuple(sum(cells[s][side][k] for s in sites) for k in range(4)) for side in (0, 1))
+    sides = {}
+    for side, c in (("group", group), ("rest", rest)):
+      for name, value in zip(("n", "mean", "var"), moments(c)):
+        sides[f"{name}_{side}"] = [value]
+    frames.append(
+      _block(group=["F"], scale="count", cohort_rows=float(sum(group) + sum(rest)), z=3.0, **sides).assign(
+        filters=[filters], cohort=cube_env.cohort_label(filters), protected="sex"
+      )
+    )
+  table = pd.concat(frames, ignore_index=True)
+  n, mean, var = moments((180, 35, 0, 0))
+  assert disclosure._determined(values, int(n), n * mean, (n - 1) * var + n * mean**2) == (180.0, 35.0, 0.0, 0.0)
+  assert disclosure.hide_small_cells(table, 11)["mean_group"].notna().all()
+  shown = disclosure.hide_small_cells(table, 11, few_values={"los": values})
+  hidden = shown["mean_group"].isna().to_numpy()
+  assert hidden.any() and shown["n_group"].notna().all()
+  assert shown.loc[hidden, "hidden"].str.contains("shown sub-cohorts").all()
+  assert disclosure.cohort_remainders(shown.assign(few_values=[values] * 3), 11) == []
+  # Against an enumeration of every count vector: a value is determined exactly where all of them agree on it.
+  rng = np.random.default_rng(11)
+  for _ in range(40):
+    vals = tuple(float(x) for x in np.sort(rng.choice(7, 4, replace=False)))
+    c = rng.multinomial(int(rng.integers(11, 25)), rng.dirichlet(np.full(4, 0.4))).astype(float)
+    every = _whole_count_vectors(vals, int(c.sum()), c @ vals, c @ np.square(vals))
+    want = np.where((every == every[0]).all(axis=0), every[0], np.nan)
+    got = np.asarray(disclosure._determined(vals, int(c.sum()), c @ vals, c @ np.square(vals)))
+    np.testing.assert_array_equal(got, want)

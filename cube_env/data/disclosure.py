@@ -149,17 +149,21 @@ FEW_VALUES = "few_values"  # optional column: the values of a measure with few o
 
 
 def _value_cases(table: pd.DataFrame, side: str, prefix: str) -> np.ndarray:
-  """`[rows, MOST_VALUES]` float: a side's cases with each value of its measure's `FEW_VALUES` (`value_counts`), NaN where
-  the row has no such values, is binary (its own rule) or case-mix adjusted (scale "ratio": its means are not
-  the values'), and past its measure's number of values."""
-  out = np.full((len(table), MOST_VALUES), np.nan)
+  """`[rows, MOST_FEW_VALUES]` float: a side's cases with each value of its measure's `FEW_VALUES`: solved
+  (`value_counts`, up to three values with a variance), or where they are not, each value's count that every
+  whole-count solution gives alike (`_determined`); NaN where the row has no such values, is binary (its own
+  rule) or case-mix adjusted (scale "ratio": its means are not the values'), where solutions differ, and past its
+  measure's number of values."""
+  out = np.full((len(table), MOST_FEW_VALUES), np.nan)
   if FEW_VALUES not in table.columns:
     return out
   values = _few_values(table)
-  values[values.map(lambda v: v is not None and len(v) > MOST_VALUES)] = None  # `pinned_small`'s
+  values[values.map(lambda v: v is not None and len(v) > MOST_VALUES)] = None  # `_determined`'s
   for few in set(values.dropna()):
     rows = values.map(lambda v, few=few: v == few).to_numpy(bool)
     out[rows, : len(few)] = value_counts(table[rows], few, side, prefix)
+  for i, sums in _whole_count_sides(table, side, prefix):
+    out[i, : len(sums[0])] = _determined(*sums)
   return out
 
 
@@ -180,8 +184,18 @@ def pinned_small(table: pd.DataFrame, side: str, min_group: float, prefix: str =
   more; a side where neither exists is small. Rows with at most three values and a variance are
   `value_counts`'."""
   out = np.zeros(len(table), bool)
+  limit = disclosure_limit(min_group)
+  for i, sums in _whole_count_sides(table, side, prefix):
+    out[i] = _pinned(*sums, limit)
+  return out
+
+
+def _whole_count_sides(table: pd.DataFrame, side: str, prefix: str):
+  """`(row, (values, n, total, squares))` of each row whose side's few values `value_counts` does not solve (four to
+  `MOST_FEW_VALUES` values, or three without a shown variance) and whose rows and mean are shown: the sums whole
+  counts must give (`squares` None where no variance or interval is shown)."""
   if FEW_VALUES not in table.columns or not len(table):
-    return out
+    return
   values = _few_values(table)
   log = _scale_is(table, "log")
   with np.errstate(invalid="ignore", divide="ignore"):
@@ -191,62 +205,107 @@ def pinned_small(table: pd.DataFrame, side: str, min_group: float, prefix: str =
     low, high = np.where(log, np.log(low), low), np.where(log, np.log(high), high)
     var = _numbers(table, f"{prefix}var_{side}")
     var = np.where(np.isfinite(var), var, interval_variance(n, low, high))
-  limit = disclosure_limit(min_group)
   for i, few in enumerate(values):
     if few is None or not np.isfinite(n[i]) or not np.isfinite(mean[i]) or not 2 <= len(few) <= MOST_FEW_VALUES:
       continue
-    squares = (n[i] - 1.0) * var[i] + n[i] * mean[i] ** 2 if np.isfinite(var[i]) else None
+    squares = float((n[i] - 1.0) * var[i] + n[i] * mean[i] ** 2) if np.isfinite(var[i]) else None
     if len(few) <= MOST_VALUES and (squares is not None or len(few) <= 2):
       continue  # solved by `value_counts`
-    out[i] = _pinned(few, int(round(n[i])), float(n[i] * mean[i]), squares, limit)
-  return out
+    yield i, (few, int(round(n[i])), float(n[i] * mean[i]), squares)
+
+
+class _WholeCounts:
+  """Whole counts `c >= 0` of `values` with `sum(c) = n`, `sum(c x values) = total` and (unless None) `sum(c x
+  values^2) = squares`: HiGHS's MILP under scipy finds one with chosen bounds on one value's count (`find`).
+
+  Whole values give whole sums, met exactly (within 1e-6 of their size where that is wider than 0.49: the float32
+  sums' error); other values (logs) within 1e-6 of their size. `moves` (`_moves`, whole values only) are the
+  whole vectors that keep the sums, along which other solutions are found without the solver."""
+
+  def __init__(self, values: tuple[float, ...], n: int, total: float, squares: float | None):
+    v = np.asarray(values, float)
+    whole = bool(np.all(v == np.round(v)))
+    rows = [np.ones_like(v), v] + ([v**2] if squares is not None else [])
+    target = np.array([n, total] + ([squares] if squares is not None else []), float)
+    # The statistics' float32 sums leave the shown sums ~1e-7 of their size off (0.001 at 20,000 rows): met within
+    # 1e-6 of their size, and whole values' sums, whole numbers, within 0.49 where that is wider.
+    slack = np.maximum(0.49 if whole else 1e-9, 1e-6 * np.abs(target))
+    target = np.where(whole & (slack < 0.5), np.round(target), target)
+    slack[0] = 0.0
+    self.k, self.n = len(v), n
+    self.system = optimize.LinearConstraint(np.stack(rows), target - slack, target + slack)
+    self.moves = _moves(values, squares is not None) if whole else None
+
+  def find(self, j: int | None = None, lowest: float = 0.0, highest: float | None = None) -> np.ndarray | None:
+    """A solution with value `j`'s count in `[lowest, highest]` (any where `j` is None), or None where none is."""
+    lb, ub = np.zeros(self.k), np.full(self.k, float(self.n))
+    if j is not None:
+      lb[j], ub[j] = lowest, float(self.n) if highest is None else min(highest, float(self.n))
+      if lb[j] > ub[j]:  # a side of fewer rows than the limit cannot hold that many
+        return None
+    with _solver_output_dropped():
+      found = optimize.milp(
+        np.zeros(self.k), constraints=self.system, integrality=np.ones(self.k), bounds=optimize.Bounds(lb, ub)
+      )
+    return np.round(found.x) if found.status == 0 else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _witness(values: tuple[float, ...], n: int, total: float, squares: float | None) -> tuple[float, ...] | None:
+  """One solution of `_WholeCounts(values, n, total, squares)`, None where the shown numbers allow none."""
+  found = _WholeCounts(values, n, total, squares).find()
+  return None if found is None else tuple(found)
 
 
 @functools.lru_cache(maxsize=4096)
 def _pinned(values: tuple[float, ...], n: int, total: float, squares: float | None, limit: int) -> bool:
-  """Whether every vector of whole counts `c >= 0` of `values` with `sum(c) = n`, `sum(c x values) = total` and
-  (unless None) `sum(c x values^2) = squares` has some value's count in `[1, limit)`.
+  """Whether every solution of `_WholeCounts(values, n, total, squares)` has some value's count in `[1, limit)`.
 
-  Whole values give whole sums, met exactly (within 1e-6 of their size where that is wider than 0.49: the float32
-  sums' error); other values (logs) within 1e-6 of their size. One feasible vector (HiGHS's MILP) clears every
-  value whose count there is 0 or at least `limit`; each other value is cleared by a vector with its count 0 or one
-  with at least `limit`, found by moving along the sums' whole null vectors (`_moves`: no solver, the usual way
-  for a side of many rows) or else by the MILP, and a value no such vector clears is pinned. Shown numbers that no
-  whole counts give (which real data cannot produce) count as pinned: hidden, not guessed.
+  One solution (`_witness`) clears every value whose count there is 0 or at least `limit`; each other value is
+  cleared by a solution with its count 0 or at least `limit`, found by repeating one move (`_moved_clear`: no
+  solver, the usual way for a side of many rows) or else by the MILP, and a value none clears is pinned. Shown
+  numbers that no whole counts give (which real data cannot produce) count as pinned: hidden, not guessed.
   """
-  v = np.asarray(values, float)
-  whole = bool(np.all(v == np.round(v)))
-  rows = [np.ones_like(v), v] + ([v**2] if squares is not None else [])
-  target = np.array([n, total] + ([squares] if squares is not None else []), float)
-  # The statistics' float32 sums leave the shown sums ~1e-7 of their size off (0.001 at 20,000 rows): met within
-  # 1e-6 of their size, and whole values' sums, whole numbers, within 0.49 where that is wider.
-  slack = np.maximum(0.49 if whole else 1e-9, 1e-6 * np.abs(target))
-  target = np.where(whole & (slack < 0.5), np.round(target), target)
-  slack[0] = 0.0
-  system = optimize.LinearConstraint(np.stack(rows), target - slack, target + slack)
-
-  def counts(j: int | None = None, lowest: float = 0.0, highest: float | None = None) -> np.ndarray | None:
-    lb, ub = np.zeros(len(v)), np.full(len(v), float(n))
-    if j is not None:
-      lb[j], ub[j] = lowest, float(n) if highest is None else highest
-      if lb[j] > ub[j]:  # a side of fewer rows than the limit cannot hold that many
-        return None
-    found = optimize.milp(
-      np.zeros(len(v)), constraints=system, integrality=np.ones(len(v)), bounds=optimize.Bounds(lb, ub)
-    )
-    return np.round(found.x) if found.status == 0 else None
-
-  with _solver_output_dropped():
-    witness = counts()
-    if witness is None:
+  witness = _witness(values, n, total, squares)
+  if witness is None:
+    return True
+  witness = np.asarray(witness)
+  sums = _WholeCounts(values, n, total, squares)
+  for j in np.flatnonzero((witness >= 1) & (witness < limit)):
+    if sums.moves is not None and _moved_clear(witness, int(j), sums.moves, limit):
+      continue
+    if sums.find(int(j), 0.0, 0.0) is None and sums.find(int(j), float(limit)) is None:
       return True
-    moves = _moves(values, squares is not None) if whole else None
-    for j in np.flatnonzero((witness >= 1) & (witness < limit)):
-      if moves is not None and _moved_clear(witness, int(j), moves, limit):
-        continue
-      if counts(int(j), 0.0, 0.0) is None and counts(int(j), float(limit)) is None:
-        return True
   return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _determined(values: tuple[float, ...], n: int, total: float, squares: float | None) -> tuple[float, ...]:
+  """Each value's count where every solution of `_WholeCounts(values, n, total, squares)` gives it the same, NaN
+  where two differ (or none exists): what a subtraction between cohorts can use (`_value_cases`).
+
+  A value is free where one move from a solution (`_moves`, either way) keeps every count >= 0 and changes it, or
+  where the MILP finds a solution with it below or above the first one's (every value that solution changes is
+  free too); else it is determined."""
+  witness = _witness(values, n, total, squares)
+  if witness is None:
+    return (np.nan,) * len(values)
+  witness = np.asarray(witness)
+  sums = _WholeCounts(values, n, total, squares)
+  free = np.zeros(len(values), bool)
+  if sums.moves is not None and len(sums.moves):
+    both = np.concatenate([sums.moves, -sums.moves])
+    applies = ((witness + both) >= 0).all(axis=1)
+    free |= ((both != 0) & applies[:, None]).any(axis=0)
+  for j in range(len(values)):
+    if free[j]:
+      continue
+    for lowest, highest in ((0.0, witness[j] - 1.0), (witness[j] + 1.0, None)):
+      other = sums.find(j, lowest, highest)
+      if other is not None:
+        free |= other != witness
+        break
+  return tuple(np.where(free, np.nan, witness))
 
 
 @contextlib.contextmanager
@@ -602,7 +661,7 @@ RAW_GROUP_EVENTS = "raw_group_events"
 EXPLORE_RAW_GROUP_EVENTS = "explore_raw_group_events"
 EXPLORE_RAW_REST_EVENTS = "explore_raw_rest_events"
 _RAW_EVENTS = (RAW_REST_EVENTS, RAW_GROUP_EVENTS, EXPLORE_RAW_GROUP_EVENTS, EXPLORE_RAW_REST_EVENTS)
-_CASES = tuple(f"cases_{k}" for k in range(MOST_VALUES))  # a measure with few values: a side's cases of value k
+_CASES = tuple(f"cases_{k}" for k in range(MOST_FEW_VALUES))  # a measure with few values: a side's cases of value k
 _COHORT_TOTALS = ("events", "nonevents") + _CASES  # a side's quantities whose group + rest is the cohort's own
 _EVENT_QUANTITIES = _COHORT_TOTALS + tuple("rest_" + c for c in _COHORT_TOTALS)
 
@@ -624,7 +683,7 @@ class _Tests(NamedTuple):
   rows: np.ndarray  # [rows] the cohort's rows
   n: dict[str, np.ndarray]  # side ("group", "rest") -> [rows] its rows
   rate: dict[str, np.ndarray]  # side -> [rows] its mean (a rate for a binary measure)
-  cases: dict[str, np.ndarray]  # side -> [rows, MOST_VALUES] its cases with each value (`_value_cases`)
+  cases: dict[str, np.ndarray]  # side -> [rows, MOST_FEW_VALUES] its cases with each value (`_value_cases`)
   raw: dict[str, np.ndarray]  # side -> [rows] an adjusted run's unadjusted events the row gives back (`_raw_events`)
   binary: np.ndarray  # [rows] bool
   count: np.ndarray  # [rows] bool
