@@ -10,6 +10,9 @@ cohort's.
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -1264,3 +1267,16 @@ def test_four_valued_cases_whole_counts_determine_are_followed_between_cohorts()
     want = np.where((every == every[0]).all(axis=0), every[0], np.nan)
     got = np.asarray(disclosure._determined(vals, int(c.sum()), c @ vals, c @ np.square(vals)))
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_whole_count_check_runs_in_a_process_without_standard_output():
+  """The check sends file descriptor 1 to the null device while HiGHS runs (its stray debug line); a service worker
+  started with its standard output closed (`>&-`) has none to redirect, and the check must still answer."""
+  code = (
+    "import sys; from cube_env.data import disclosure as d; "
+    "sys.stderr.write(str(d._pinned((0.0, 1.0, 2.0, 3.0), 92, 13.0, 17.0, 11)))"
+  )
+  done = subprocess.run(
+    [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1), timeout=120
+  )
+  assert done.returncode == 0 and done.stderr.strip().endswith("True"), done.stderr[-2000:]

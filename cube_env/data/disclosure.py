@@ -312,9 +312,15 @@ def _determined(values: tuple[float, ...], n: int, total: float, squares: float 
 def _solver_output_dropped():
   """The process's standard output (file descriptor 1) sent to the null device meanwhile: HiGHS, under scipy's
   `milp`, prints a debug line of its own there on some problems ("HighsMipSolverData::transformNew...") in the
-  middle of a report's console output."""
-  sys.stdout.flush()
-  saved = os.dup(1)
+  middle of a report's console output. A process without a file descriptor 1 (closed: `>&-`) has nothing to
+  keep clean."""
+  if sys.stdout is not None:
+    sys.stdout.flush()
+  try:
+    saved = os.dup(1)
+  except OSError:
+    yield
+    return
   try:
     with open(os.devnull, "wb") as null:
       os.dup2(null.fileno(), 1)
