@@ -85,7 +85,9 @@ class CheckpointWarning(UserWarning):
 
 
 class CheckpointSaveError(OSError):
-  """Writing a checkpoint step failed (the disk filled, the directory became read-only or went away, ...).
+  """Writing a checkpoint step failed (the disk filled, the directory became read-only or went away, ...): an
+  error of the operating system or of the storage's (TensorStore's status); any other error of the save (a state
+  Orbax cannot write) is raised as it is.
 
   The steps saved before it are complete and kept; the unfinished step's temporary directory is discarded when the
   directory is next opened by a :class:`Checkpointer`. The message names the directory, the step, the cause and
@@ -324,6 +326,8 @@ class Checkpointer:
     try:
       saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
     except Exception as err:
+      if _os_reason(err) is None and not _STORE_FAILURE.search(str(err)):
+        raise  # not the disk's: a state Orbax cannot write, a bug (a review: it was told to free space)
       raise self._save_failed(step, err) from err
     self._writing = step if saved else None
     self.last_save_seconds = time.perf_counter() - t0
@@ -339,6 +343,8 @@ class Checkpointer:
     try:
       self._manager.wait_until_finished()
     except Exception as err:
+      if _os_reason(err) is None and not _STORE_FAILURE.search(str(err)):
+        raise  # not the disk's: a state Orbax cannot write, a bug (a review: it was told to free space)
       raise self._save_failed(writing, err) from err
 
   def close(self) -> None:
@@ -552,6 +558,11 @@ class Checkpointer:
 def _short(err: BaseException, limit: int = 200) -> str:
   text = f"{type(err).__name__}: {err}".replace("\n", " ")
   return text if len(text) <= limit else text[:limit] + "..."
+
+
+# TensorStore's status of a failed read or write of the storage (its errors are ValueErrors, `_os_reason` reads the
+# system's reason where it quotes one).
+_STORE_FAILURE = re.compile(r"\b(RESOURCE_EXHAUSTED|PERMISSION_DENIED|UNAVAILABLE|DATA_LOSS|ABORTED)\b")
 
 
 def _os_reason(err: BaseException) -> str | None:

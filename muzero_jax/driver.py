@@ -240,12 +240,14 @@ def run_iterations(
     raising = err
     raise
   finally:
-    if started:
-      logger.write(last, source.close())
-    if ckpt is not None:
-      _close(ckpt, raising)  # waits for the asynchronous write of the last save
-    logger.close()
-    bar.close()
+    try:
+      if started:
+        logger.write(last, source.close())
+      if ckpt is not None:
+        _close(ckpt, raising)  # waits for the asynchronous write of the last save
+    finally:  # also when that wait fails (a review: the logger was then never flushed)
+      logger.close()
+      bar.close()
   if stop.signal is not None:
     where = f"; checkpoint of iteration {int(state.iteration)} saved in {ckpt.directory}" if ckpt else ""
     raise KeyboardInterrupt(f"training interrupted by signal {stop.signal}{where}")

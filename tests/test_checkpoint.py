@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 import warnings
 
 import jax
@@ -484,6 +485,22 @@ def test_a_save_that_fails_mid_run_names_the_step_the_cause_and_the_steps_kept(t
   assert f"continue with: python -m experiments.train --resume {directory}" in err
 
 
+def test_a_save_that_fails_for_another_reason_than_the_disk_raises_its_own_error(tmp_path):
+  """A review: every error of Orbax's save became a `CheckpointSaveError` telling the user to free space, also a
+  state Orbax cannot write (a text leaf). Only the system's or the storage's failures are; others raise as they are."""
+
+  class State(typing.NamedTuple):
+    params: dict
+    tag: str
+
+  ckpt = mz.Checkpointer(tmp_path / "c")
+  with pytest.raises(Exception) as info:  # Orbax's own type: whatever it raises comes through
+    ckpt.save(1, State({"w": np.zeros(3, np.float32)}, "abc"), config=CONFIG)
+    ckpt.wait()
+  assert not isinstance(info.value, mz.CheckpointSaveError) and "free space" not in str(info.value)
+  ckpt.close()
+
+
 def test_a_background_write_that_failed_is_named_as_its_own_step(saved, tmp_path, monkeypatch):
   """Orbax reports an asynchronous write's failure at the next save (or the close): it is named as the step that
   was being written, with the reason TensorStore quotes as an error code, not as the step being saved."""
@@ -502,3 +519,35 @@ def test_a_background_write_that_failed_is_named_as_its_own_step(saved, tmp_path
   with pytest.raises(mz.CheckpointSaveError, match=r"checkpoint step 2 in .* failed: No space left on device \("):
     ckpt.save(3, states[3], config=CONFIG)
   ckpt.close()  # the failure was reported once; the close finishes cleanly
+
+
+def test_a_failure_at_the_last_close_still_closes_the_logger(tmp_path, monkeypatch):
+  """A review: when finishing the last save failed (a disk full at the end), the driver's `finally` raised before
+  the TensorBoard logger and the progress bar were closed, so the run's last scalars were never flushed."""
+  env, pool = worker.make_setup()
+  trainer = mz.make_train(CONFIG, env, pool)
+  closed = []
+  real_close = driver.MetricsLogger.close
+
+  def spy(self):
+    closed.append(True)
+    real_close(self)
+
+  def full(self):
+    self._manager.close()
+    raise mz.CheckpointSaveError(f"writing checkpoint step 2 in {self.directory} failed: No space left on device")
+
+  monkeypatch.setattr(driver.MetricsLogger, "close", spy)
+  monkeypatch.setattr(mz.Checkpointer, "close", full)
+  logdir = tmp_path / "tb"
+  with pytest.raises(mz.CheckpointSaveError, match="No space left"):
+    driver.run_iterations(
+      trainer,
+      env,
+      driver._FusedIterations(trainer),
+      logdir=str(logdir),
+      checkpoint_dir=str(tmp_path / "c"),
+      num_iterations=2,
+      progress=False,
+    )
+  assert closed == [True] and sorted(scalars(logdir)["loss/total"]) == [1, 2]

@@ -1280,3 +1280,16 @@ def test_the_whole_count_check_runs_in_a_process_without_standard_output():
     [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1), timeout=120
   )
   assert done.returncode == 0 and done.stderr.strip().endswith("True"), done.stderr[-2000:]
+
+
+def test_the_solvers_stray_line_never_reaches_a_piped_standard_output():
+  """HiGHS prints a debug line with C's `puts` on some problems; into a pipe or file C buffers it, and a review saw
+  it written after the descriptor came back. C's buffers are flushed to the null device first."""
+  code = (
+    "import ctypes; from cube_env.data import disclosure as d; print('before', flush=True)\n"
+    "with d._solver_output_dropped():\n  ctypes.CDLL(None).puts(b'stray solver line')\n"
+    "print('after', flush=True); ctypes.CDLL(None).fflush(None)"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+  assert done.returncode == 0 and done.stdout.split() == ["before", "after"], done.stdout + done.stderr[-2000:]

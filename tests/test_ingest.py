@@ -1175,14 +1175,14 @@ def test_an_error_quotes_huge_cells_and_header_names_cut_short(small_df):
 
 
 def test_shown_cuts_long_text_and_long_lists():
-  """`_shown` quotes a value whole up to `SHOWN_CHARS` characters, a longer one cut and its length stated;
-  `_shown_names` lists `SHOWN_NAMES` names, then how many more."""
-  assert ingest._shown("site") == "'site'" and ingest._shown(3) == "3"
-  assert ingest._shown("x" * 15_000_000) == repr("x" * ingest.SHOWN_CHARS + "…") + " (15,000,000 characters)"
-  assert ingest._shown("é" * 61, str) == "é" * 60 + "… (61 characters)"
-  assert ingest._shown(("a",) * 40).endswith("… (200 characters)")  # not text: its repr cut
-  assert ingest._shown_names(["a", "b"]) == str(["a", "b"])[1:-1]
-  assert ingest._shown_names([f"c{i}" for i in range(1025)], " and ").endswith("'c18' and 'c19', and 1,005 more")
+  """`shown_value` quotes a value whole up to `SHOWN_CHARS` characters, a longer one cut and its length stated;
+  `shown_names` lists `SHOWN_NAMES` names, then how many more."""
+  assert ingest.shown_value("site") == "'site'" and ingest.shown_value(3) == "3"
+  assert ingest.shown_value("x" * 15_000_000) == repr("x" * ingest.SHOWN_CHARS + "…") + " (15,000,000 characters)"
+  assert ingest.shown_value("é" * 61, str) == "é" * 60 + "… (61 characters)"
+  assert ingest.shown_value(("a",) * 40).endswith("… (200 characters)")  # not text: its repr cut
+  assert ingest.shown_names(["a", "b"]) == str(["a", "b"])[1:-1]
+  assert ingest.shown_names([f"c{i}" for i in range(1025)], " and ").endswith("'c18' and 'c19', and 1,005 more")
 
 
 def test_a_date_dimension_is_cut_at_quantiles_of_its_dates_and_other_date_layouts_are_warned_of(small_df):

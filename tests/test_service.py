@@ -1351,3 +1351,12 @@ def test_a_stored_table_a_crash_damaged_is_stored_again_and_never_analysed(servi
   other.close()
   assert not os.path.exists(stale) and os.path.exists(fresh) and os.path.exists(stored)  # an upload being written
   conn.close()
+
+
+def test_a_table_errors_field_names_a_huge_column_cut_short():
+  """A review: the table check's error carried a 2 MB column name whole, as `field` and again in the message, and a
+  Parquet column of lists named its whole name; both are cut as ingest's messages cut a name."""
+  name = "c" * 2_000_000
+  err = tables.TableError(name, "is not in the table")
+  assert len(err.field) < 100 and err.field.endswith("(2,000,000 characters)") and len(str(err)) < 200
+  assert tables.TableError("minutes", "x").field == "minutes"  # a name of a usual length stays whole

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import fractions
 import functools
 import itertools
@@ -27,6 +28,7 @@ import math
 import os
 import re
 import sys
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -218,8 +220,8 @@ class _WholeCounts:
   """Whole counts `c >= 0` of `values` with `sum(c) = n`, `sum(c x values) = total` and (unless None) `sum(c x
   values^2) = squares`: HiGHS's MILP under scipy finds one with chosen bounds on one value's count (`find`).
 
-  Whole values give whole sums, met exactly (within 1e-6 of their size where that is wider than 0.49: the float32
-  sums' error); other values (logs) within 1e-6 of their size. `moves` (`_moves`, whole values only) are the
+  Whole values give whole sums, met exactly (within 2e-7 of their size where that is wider than 0.49: the float32
+  sums' error); other values (logs) within 2e-7 of their size. `moves` (`_moves`, whole values only) are the
   whole vectors that keep the sums, along which other solutions are found without the solver."""
 
   def __init__(self, values: tuple[float, ...], n: int, total: float, squares: float | None):
@@ -228,8 +230,11 @@ class _WholeCounts:
     rows = [np.ones_like(v), v] + ([v**2] if squares is not None else [])
     target = np.array([n, total] + ([squares] if squares is not None else []), float)
     # The statistics' float32 sums leave the shown sums ~1e-7 of their size off (0.001 at 20,000 rows): met within
-    # 1e-6 of their size, and whole values' sums, whole numbers, within 0.49 where that is wider.
-    slack = np.maximum(0.49 if whole else 1e-9, 1e-6 * np.abs(target))
+    # 2e-7 of their size, and whole values' sums, whole numbers, within 0.49 where that is wider. Wider lets
+    # through what an attacker rounding the exact sums pins (a review: 1e-6 of a sum of 2,070,002 admitted counts
+    # 2 units off and cleared 2 cases the exact sums pinned); narrower than the true error finds no counts at all,
+    # which `_pinned` hides.
+    slack = np.maximum(0.49 if whole else 1e-9, 2e-7 * np.abs(target))
     target = np.where(whole & (slack < 0.5), np.round(target), target)
     slack[0] = 0.0
     self.k, self.n = len(v), n
@@ -312,22 +317,37 @@ def _determined(values: tuple[float, ...], n: int, total: float, squares: float 
 def _solver_output_dropped():
   """The process's standard output (file descriptor 1) sent to the null device meanwhile: HiGHS, under scipy's
   `milp`, prints a debug line of its own there on some problems ("HighsMipSolverData::transformNew...") in the
-  middle of a report's console output. A process without a file descriptor 1 (closed: `>&-`) has nothing to
-  keep clean."""
-  if sys.stdout is not None:
-    sys.stdout.flush()
-  try:
-    saved = os.dup(1)
-  except OSError:
-    yield
-    return
-  try:
-    with open(os.devnull, "wb") as null:
-      os.dup2(null.fileno(), 1)
+  middle of a report's console output. C's buffer is flushed before the descriptor comes back (a review: `puts`
+  kept the line in it when the output was a file or a pipe, and wrote it after), and one caller at a time swaps
+  it (two overlapping left it on the null device). A process without a file descriptor 1 (closed: `>&-`) has
+  nothing to keep clean."""
+  with _OUTPUT_SWAP:
+    if sys.stdout is not None:
+      sys.stdout.flush()
+    try:
+      saved = os.dup(1)
+    except OSError:
+      saved = None
+    if saved is None:
       yield
-  finally:
-    os.dup2(saved, 1)
-    os.close(saved)
+      return
+    try:
+      with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 1)
+        yield
+    finally:
+      _flush_c_output()
+      os.dup2(saved, 1)
+      os.close(saved)
+
+
+_OUTPUT_SWAP = threading.RLock()
+
+
+def _flush_c_output() -> None:
+  """C's `fflush(NULL)`: every stdio buffer of the process written out now (where the C library can be found)."""
+  with contextlib.suppress(OSError, AttributeError, TypeError):  # no C library by that name (Windows)
+    ctypes.CDLL(None).fflush(None)
 
 
 @functools.lru_cache(maxsize=64)

@@ -78,7 +78,7 @@ class CubeMeta:
 
   def column_index(self, name: str) -> int:
     if name not in self.filter_names:
-      raise ValueError(f"unknown filter column {_shown(name)}; the cube has [{_shown_names(self.filter_names)}]")
+      raise ValueError(f"unknown filter column {shown_value(name)}; the cube has [{shown_names(self.filter_names)}]")
     return self.filter_names.index(name)
 
   def code(self, column: str, label: Any) -> int:
@@ -87,7 +87,9 @@ class CubeMeta:
     cats = self.categories[f]
     text = category_label(label)
     if text not in cats:
-      raise ValueError(f"column {_shown(column)} has no category {_shown(label)}; it has [{_shown_names(cats)}]")
+      raise ValueError(
+        f"column {shown_value(column)} has no category {shown_value(label)}; it has [{shown_names(cats)}]"
+      )
     return cats.index(text)
 
 
@@ -142,11 +144,11 @@ def _quoted(text: object, *also: str) -> str:
   return text
 
 
-SHOWN_CHARS = 60  # longest cell text or column name a message quotes whole (`_shown`); a longer one is cut
-SHOWN_NAMES = 20  # most column names (or other items) a message lists (`_shown_names`); the rest are counted
+SHOWN_CHARS = 60  # longest cell text or column name a message quotes whole (`shown_value`); a longer one is cut
+SHOWN_NAMES = 20  # most column names (or other items) a message lists (`shown_names`); the rest are counted
 
 
-def _shown(value: object, write=repr) -> str:
+def shown_value(value: object, write=repr) -> str:
   """A user's cell value or column name as a message quotes it: `write(value)` (repr, or str or ascii), a text
   longer than `SHOWN_CHARS` cut there with an ellipsis and its length stated, as "'xxxx…' (15,000,000 characters)"
   (a service audit: a 15 MB upload whose measure held three 5 MB texts got a 15 MB error back, and a 2 MB header
@@ -158,8 +160,8 @@ def _shown(value: object, write=repr) -> str:
   return f"{write(cut) if isinstance(value, str) else cut} ({len(text):,} characters)"
 
 
-def _shown_names(names, joiner: str = ", ", show=_shown) -> str:
-  """`names` (column names, or a message's items) joined by `joiner`, each written by `show` (`_shown`: cut where
+def shown_names(names, joiner: str = ", ", show=shown_value) -> str:
+  """`names` (column names, or a message's items) joined by `joiner`, each written by `show` (`shown_value`: cut where
   long), the first `SHOWN_NAMES` of them and then how many more ("'a', 'b', and 80 more"); a list is written
   "[" + this + "]" (as `list(df.columns)` printed, for a few names)."""
   names = list(names)
@@ -203,9 +205,9 @@ def read_parquet(source, *, name: str) -> pd.DataFrame:
     else:
       names = pq.ParquetFile(source).schema_arrow.names
       counts = collections.Counter(names)
-      twice = [f"column {_shown(n)} appears {k} times" for n, k in counts.items() if k > 1]
+      twice = [f"column {shown_value(n)} appears {k} times" for n, k in counts.items() if k > 1]
       if twice:
-        raise TableFileError(name, _shown_names(twice, "; ", show=str))
+        raise TableFileError(name, shown_names(twice, "; ", show=str))
       if hasattr(source, "seek"):
         source.seek(0)
       df = pd.read_parquet(source)
@@ -235,7 +237,7 @@ def _index_as_columns(df: pd.DataFrame, name: str) -> pd.DataFrame:
     if level in df.columns and not pd.Index(df[level]).equals(df.index.get_level_values(level)):
       raise TableFileError(
         name,
-        f"column {_shown(level)} appears twice, as a column and as the table's (pandas) index, with other values: save "
+        f"column {shown_value(level)} appears twice, as a column and as the table's (pandas) index, with other values: save "
         "the table without its index (to_parquet(index=False)) or rename one of them",
       )
   restored = [level for level in levels if level not in df.columns]
@@ -265,7 +267,7 @@ def _utf8_text(column: pd.Series, name) -> pd.Series | None:
     except UnicodeDecodeError:
       raise ColumnError(
         name,
-        f"column {_shown(name)} holds bytes that are not UTF-8 text (such as {value[:20]!r}): store it as text "
+        f"column {shown_value(name)} holds bytes that are not UTF-8 text (such as {value[:20]!r}): store it as text "
         "(UTF-8), or leave it out of the run",
       ) from None
   values = np.asarray(text + [None], dtype=object)[codes]
@@ -322,7 +324,7 @@ def _line_breaks_note(spans: int, first: int, columns: Sequence[str]) -> tuple[s
   """The note of `read_csv` for rows whose quoted values hold line breaks, and the warning `encode_table` gives
   instead where a column the run reads holds them (a '"' opened by mistake joins lines into one row; a review: a
   comments column's meant line breaks warned on every run, and an analyst read the note as an alarm)."""
-  where = _shown_names(columns, " and ") or "a column"
+  where = shown_names(columns, " and ") or "a column"
   held = redact_counts(f"{spans} rows", SMALL_CELL) + f" hold a line break inside a quoted value of {where}"
   return (
     f"{held} (the first on line {first}), kept in the cells' text",
@@ -482,7 +484,7 @@ def _odd_lines_error(layout: _Layout) -> str:
     )
   elif fields > len(names) == 1:  # a CSV audit: a report's title above the column names read as the header
     first = (
-      f"the header (line {layout.header}) has one name, {_shown(names[0])}, and line {line} has {fields} fields: is "
+      f"the header (line {layout.header}) has one name, {shown_value(names[0])}, and line {line} has {fields} fields: is "
       "that line a title above the column names (remove the lines above the header), or does a value hold an unquoted "
       "separator?"
     )
@@ -542,9 +544,9 @@ def read_csv(source: str | os.PathLike | bytes, *, name: str) -> pd.DataFrame:
     raise TableFileError(name, "is empty (no header line)")
   sep, names = layout.sep, layout.names
   counts = collections.Counter(n for n in names if n)  # blank names stay apart in pandas ('Unnamed: 3')
-  twice = [f"column {_shown(n)} appears {k} times in the header" for n, k in counts.items() if k > 1]
+  twice = [f"column {shown_value(n)} appears {k} times in the header" for n, k in counts.items() if k > 1]
   if twice:
-    raise TableFileError(name, _shown_names(twice, "; ", show=str))
+    raise TableFileError(name, shown_names(twice, "; ", show=str))
   if layout.odd:
     raise TableFileError(name, _odd_lines_error(layout))
   try:
@@ -687,12 +689,12 @@ def _words_read_as_missing(
   for column in columns:
     words = text[column]  # as written: pandas reads ' None' as text, not as missing (a review)
     for word, n in words[words.isin(VALUE_WORDS)].value_counts().items():
-      found.setdefault(word, []).append((column, redact_counts(f"{_shown(column)} ({n} rows)", SMALL_CELL)))
+      found.setdefault(word, []).append((column, redact_counts(f"{shown_value(column)} ({n} rows)", SMALL_CELL)))
   return [
     (
       tuple(c for c, _ in where),
-      f"cells written {_shown(word)} in {_shown_names((w for _, w in where), show=str)} are read as empty (the table "
-      f"reader's rule), so coded {MISSING!r}: where {_shown(word)} is a value of its own (a payer 'None': no "
+      f"cells written {shown_value(word)} in {shown_names((w for _, w in where), show=str)} are read as empty (the table "
+      f"reader's rule), so coded {MISSING!r}: where {shown_value(word)} is a value of its own (a payer 'None': no "
       "insurance), replace it by a word such as 'Uninsured'",
     )
     for word, where in sorted(found.items())
@@ -741,7 +743,7 @@ def _zero_padded(present: pd.Series) -> str | None:
 
 
 def _leading_zeros_note(column: str, example: str) -> str:
-  return f"column {_shown(column)} read as text: values such as {_shown(example)} keep their leading zeros"
+  return f"column {shown_value(column)} read as text: values such as {shown_value(example)} keep their leading zeros"
 
 
 def _whole_floats(column: pd.Series) -> bool:
@@ -847,15 +849,15 @@ def _read_decimal_commas(df: pd.DataFrame) -> list[str]:
       # points alone is read as decimals ('2.493'), so that reading asks the analyst to look (a review).
       warn = "" if both.any() else "warning: "
       notes.append(
-        f"{warn}column {_shown(column)}: points between groups of three digits read as thousands separators and "
-        f"decimal commas as decimal points (e.g. {_shown(example)} as "
-        f"{_shown(example.replace('.', '').replace(',', '.'), str)})"
+        f"{warn}column {shown_value(column)}: points between groups of three digits read as thousands separators and "
+        f"decimal commas as decimal points (e.g. {shown_value(example)} as "
+        f"{shown_value(example.replace('.', '').replace(',', '.'), str)})"
       )
       continue
     example = text[commas].iloc[0]
     notes.append(
-      f"column {_shown(column)}: decimal commas read as decimal points (e.g. {_shown(example)} as "
-      f"{_shown(example.replace(',', '.'), str)})"
+      f"column {shown_value(column)}: decimal commas read as decimal points (e.g. {shown_value(example)} as "
+      f"{shown_value(example.replace(',', '.'), str)})"
     )
   return notes
 
@@ -894,10 +896,10 @@ def _thousands_points(source, raw, df: pd.DataFrame, blank: np.ndarray) -> list[
       continue  # (a review: '70.000' and '70.137' alone are as likely three decimals)
     example = present[dotted].iloc[0]
     notes.append(
-      f"warning: column {_shown(column)}: every value with a '.' has groups of three digits after it (such as "
-      f"{_shown(example)}),"
-      f" read as a decimal point; in a ';' file such points may group thousands ({_shown(example, str)} for "
-      f"{_shown(example.replace('.', ''), str)}): if so, remove them"
+      f"warning: column {shown_value(column)}: every value with a '.' has groups of three digits after it (such as "
+      f"{shown_value(example)}),"
+      f" read as a decimal point; in a ';' file such points may group thousands ({shown_value(example, str)} for "
+      f"{shown_value(example.replace('.', ''), str)}): if so, remove them"
     )
   return notes
 
@@ -956,15 +958,15 @@ def validate_table(df: pd.DataFrame, schema: Schema) -> None:
     raise ValueError("the table is empty (0 rows)")
   dup_cols = df.columns[df.columns.duplicated()].tolist()
   if dup_cols:
-    raise ValueError(f"the table has duplicated column(s) [{_shown_names(dup_cols)}]")
+    raise ValueError(f"the table has duplicated column(s) [{shown_names(dup_cols)}]")
   check_roles(schema)
   for role in ROLES:
     for c in getattr(schema, role):
       if c not in df.columns:
         raise ColumnError(
           c,
-          f"column {_shown(c)} (schema.{role}) is not in the table{near_names(c, df.columns)}; columns are "
-          f"[{_shown_names(df.columns)}]",
+          f"column {shown_value(c)} (schema.{role}) is not in the table{near_names(c, df.columns)}; columns are "
+          f"[{shown_names(df.columns)}]",
         )
       check_scalars(df[c], c)
 
@@ -982,7 +984,7 @@ def check_scalars(column: pd.Series, name) -> None:
     first = int(np.argmax(nested))
     raise ColumnError(
       name,
-      f"column {_shown(name)} holds {'mappings' if isinstance(column.iloc[first], dict) else 'lists'} (the first at "
+      f"column {shown_value(name)} holds {'mappings' if isinstance(column.iloc[first], dict) else 'lists'} (the first at "
       f"row {first + 1}): each cell must be one value",
     )
 
@@ -993,7 +995,7 @@ def near_names(name: str, columns) -> str:
   key = str(name).strip().casefold()
   same = [c for c in columns if str(c).strip().casefold() == key]
   near = same or difflib.get_close_matches(str(name), [str(c) for c in columns], n=2, cutoff=0.8)
-  return f" (did you mean {' or '.join(map(_shown, near))}?)" if near else ""
+  return f" (did you mean {' or '.join(map(shown_value, near))}?)" if near else ""
 
 
 ROLES = ("dimensions", "protected", "measures", "adjusters")  # the Schema fields that name columns
@@ -1024,25 +1026,25 @@ def check_roles(schema: Schema) -> None:
     seen = set()
     for c in getattr(schema, role):
       if c in seen:
-        raise RoleError(role, f"column {_shown(c)} is listed twice in schema.{role}")
+        raise RoleError(role, f"column {shown_value(c)} is listed twice in schema.{role}")
       seen.add(c)
   owner: dict[str, str] = {}
   for role in ("dimensions", "protected", "measures"):
     for c in getattr(schema, role):
       if c in owner:
-        raise RoleError(role, f"column {_shown(c)} is in two roles: {owner[c]} and {role}")
+        raise RoleError(role, f"column {shown_value(c)} is in two roles: {owner[c]} and {role}")
       owner[c] = role
   for c in schema.adjusters:
     if owner.get(c) == "measures":
-      raise RoleError("adjusters", f"column {_shown(c)} is a measure and cannot be an adjuster")
+      raise RoleError("adjusters", f"column {shown_value(c)} is a measure and cannot be an adjuster")
     if owner.get(c) == "protected":
-      raise RoleError("adjusters", f"column {_shown(c)} is protected and cannot be an adjuster")
+      raise RoleError("adjusters", f"column {shown_value(c)} is protected and cannot be an adjuster")
   for c in schema.bins:
     if c not in schema.dimensions and c not in schema.protected:
-      raise RoleError("bins", f"schema.bins names {_shown(c)}, which is not a dimension or protected column")
+      raise RoleError("bins", f"schema.bins names {shown_value(c)}, which is not a dimension or protected column")
   for c in schema.log_scale:
     if c not in schema.measures:
-      raise RoleError("log_scale", f"schema.log_scale names {_shown(c)}, which is not a measure")
+      raise RoleError("log_scale", f"schema.log_scale names {shown_value(c)}, which is not a measure")
 
 
 def _number_label(v: float) -> str:
@@ -1101,9 +1103,9 @@ def _fold_note(name: str, n_folded: int, n_folded_rows: int, n_rows: int, *, own
   shown = n_folded_rows >= SMALL_CELL and n_folded_rows >= 2 * n_folded
   into = f"{OTHER!r}" + (f" (with the table's own {OTHER!r})" if own_other else "")
   if shown:
-    note = f"folded {n_folded} rare values of {_shown(name)} ({n_folded_rows} rows) into {into}"
+    note = f"folded {n_folded} rare values of {shown_value(name)} ({n_folded_rows} rows) into {into}"
   else:
-    note = f"folded {n_folded} rare values of {_shown(name)} into {into} (rows not shown: small-cell rule)"
+    note = f"folded {n_folded} rare values of {shown_value(name)} into {into} (rows not shown: small-cell rule)"
   if n_folded_rows > n_rows / 2:
     note += f"; more than half of its rows are in {OTHER!r}: raise max_categories (--max-categories) or drop the column"
   return note
@@ -1173,18 +1175,20 @@ def _numbers_for_edges(
   bad = (codes >= 0) & ~spaces & np.isnan(numbers)
   if spaces.any():
     summary.append(
-      redact_counts(f"{role} {_shown(name)}: {int(spaces.sum())} rows blank but for spaces read as missing", SMALL_CELL)
+      redact_counts(
+        f"{role} {shown_value(name)}: {int(spaces.sum())} rows blank but for spaces read as missing", SMALL_CELL
+      )
     )
   if grouped.any():
     summary.append(
-      f"{role} {_shown(name)}: numbers with thousands separators read without them (e.g. "
-      f"{_shown(series[grouped].iloc[0].strip())})"
+      f"{role} {shown_value(name)}: numbers with thousands separators read without them (e.g. "
+      f"{shown_value(series[grouped].iloc[0].strip())})"
     )
   if bad.any():
-    shown = ", ".join(map(_shown, pd.unique(series[bad].astype(str))[:3]))
+    shown = ", ".join(map(shown_value, pd.unique(series[bad].astype(str))[:3]))
     raise ColumnError(
       name,
-      f"{role} {_shown(name)} is given bin edges but holds text that is not a number ({shown}); recode it as missing "
+      f"{role} {shown_value(name)} is given bin edges but holds text that is not a number ({shown}); recode it as missing "
       "(an empty cell) or as numbers, or leave its bin edges out to code its values as categories",
     )
   return pd.Series(numbers, index=series.index)
@@ -1230,7 +1234,7 @@ def _numbers_in_text(
   """
   if series.dtype.kind == "m":  # NumPy's or Arrow's durations
     minutes = pd.to_timedelta(series).dt.total_seconds() / 60.0
-    summary.append(f"{role} {_shown(name)}: durations read in minutes")
+    summary.append(f"{role} {shown_value(name)}: durations read in minutes")
     present = minutes.dropna()
     if nunique <= max_categories and (present == present.round()).all():
       minutes = minutes.round().astype("Int64")  # 60, not 60.0, as a category's label
@@ -1257,10 +1261,10 @@ def _numbers_in_text(
     label = category_label(values[i])
     others[label] = others.get(label, 0) + int(rows[i])
   shown = sorted(others, key=lambda k: (-others[k], k))
-  listed = ", ".join(map(_shown, shown[:5])) + (", ..." if len(shown) > 5 else "")
+  listed = ", ".join(map(shown_value, shown[:5])) + (", ..." if len(shown) > 5 else "")
   if len(others) > max_categories - n_bins:
     summary.append(
-      f"{role} {_shown(name)}: mostly numbers written as text, but more of its values are not numbers ({listed}) than "
+      f"{role} {shown_value(name)}: mostly numbers written as text, but more of its values are not numbers ({listed}) than "
       f"fit as categories beside its {n_bins} bins: kept as categories; recode those values as missing (an empty "
       "cell) to bin its numbers"
     )
@@ -1268,10 +1272,10 @@ def _numbers_in_text(
   if grouped[finite].any():
     example = values[np.flatnonzero(grouped & finite)[0]].strip()
     summary.append(
-      f"{role} {_shown(name)}: numbers with thousands separators read without them (e.g. {_shown(example)})"
+      f"{role} {shown_value(name)}: numbers with thousands separators read without them (e.g. {shown_value(example)})"
     )
   summary.append(
-    f"{role} {_shown(name)}: numbers written as text, binned"
+    f"{role} {shown_value(name)}: numbers written as text, binned"
     + (f"; its values that are not numbers ({listed}) kept as categories of their own" if others else "")
   )
   apart = (codes >= 0) & ~_per_row(codes, finite, True)  # those values, and blanks (coded MISSING below)
@@ -1308,7 +1312,7 @@ def _code_column(
   days = _as_days(series, name, role, nunique, max_categories, summary)
   if days is not None and edges is not None:
     raise ValueError(
-      f"column {_shown(name)}: bin edges are for numbers; a date {role} is cut at quantiles of its dates "
+      f"column {shown_value(name)}: bin edges are for numbers; a date {role} is cut at quantiles of its dates "
       "(or give a column of periods, such as the year, as categories)"
     )
   original, apart = series, None  # `apart`: the rows of a column of numbers as text whose values are kept as they are
@@ -1333,13 +1337,13 @@ def _code_column(
     # Binned, quantile edges through inf are NaN and every row fell in one bin; a few values made 'inf' a category
     # (an ingest audit).
     raise ValueError(
-      f"column {_shown(name)}: infinite values in a numeric {role}; recode them as missing or as a finite value"
+      f"column {shown_value(name)}: infinite values in a numeric {role}; recode them as missing or as a finite value"
     )
   binned = days is not None or (numeric and (edges is not None or nunique > max_categories))
   if not binned and nunique > max(max_categories, IDENTIFIER_SHARE * len(series)):
     # A number with that many values is binned (bmi), so only a category column can be an identifier (visit_id).
     summary.append(
-      f"warning: {role} {_shown(name)} looks like an identifier (more distinct values than half its rows); as a {role} "
+      f"warning: {role} {shown_value(name)} looks like an identifier (more distinct values than half its rows); as a {role} "
       "it adds nothing: drop it"
     )
   if binned:
@@ -1359,7 +1363,7 @@ def _code_column(
       lo, hi = np.nanmin(values), np.nanmax(values)
       if lo < edges_arr[0] or hi > edges_arr[-1]:
         raise ValueError(
-          f"column {_shown(name)}: values [{lo}, {hi}] fall outside the given bin edges [{edges_arr[0]}, "
+          f"column {shown_value(name)}: values [{lo}, {hi}] fall outside the given bin edges [{edges_arr[0]}, "
           f"{edges_arr[-1]}]"
         )
       how = "given bin edges"
@@ -1376,7 +1380,7 @@ def _code_column(
     if apart is not None:  # '90+' or 'unknown' among numbers: a category of its own, beside the bins
       labelled[apart] = original[apart].to_numpy(object)
     series = labelled
-    summary.append(f"binned {_shown(name)} ({how}): {labels}")
+    summary.append(f"binned {shown_value(name)} ({how}): {labels}")
   chronology = None  # a few dates: {label: its day}, to order them by
   if days is None and pd.api.types.is_datetime64_any_dtype(series):
     series, chronology = _date_labels(series)
@@ -1393,7 +1397,7 @@ def _code_column(
     raw_counts[blank] = 0
     n_missing += n_blank
     summary.append(
-      redact_counts(f"{_shown(name)}: {n_blank} rows blank but for spaces coded as {MISSING!r}", SMALL_CELL)
+      redact_counts(f"{shown_value(name)}: {n_blank} rows blank but for spaces coded as {MISSING!r}", SMALL_CELL)
     )
   composed = [unicodedata.normalize("NFC", raw) for raw in printed]
   recomposed = [i for i, (raw, nfc) in enumerate(zip(printed, composed)) if raw != nfc]
@@ -1401,8 +1405,8 @@ def _code_column(
     example = printed[recomposed[0]]
     summary.append(
       redact_counts(
-        f"{_shown(name)}: {int(raw_counts[recomposed].sum())} rows with letters written as a letter and a combining "
-        f"mark read in the composed form (e.g. {_shown(example, ascii)} as {_shown(composed[recomposed[0]], ascii)})",
+        f"{shown_value(name)}: {int(raw_counts[recomposed].sum())} rows with letters written as a letter and a combining "
+        f"mark read in the composed form (e.g. {shown_value(example, ascii)} as {shown_value(composed[recomposed[0]], ascii)})",
         SMALL_CELL,
       )
     )
@@ -1412,8 +1416,8 @@ def _code_column(
     example = composed[spaced[0]]
     summary.append(
       redact_counts(
-        f"{_shown(name)}: {n_spaced} rows with spaces around the value read without them (e.g. {_shown(example)} as "
-        f"{_shown(example.strip())})",
+        f"{shown_value(name)}: {n_spaced} rows with spaces around the value read without them (e.g. {shown_value(example)} as "
+        f"{shown_value(example.strip())})",
         SMALL_CELL,
       )
     )
@@ -1424,15 +1428,17 @@ def _code_column(
   alike = [sorted(v) for v in by_case.values() if len(v) > 1]
   if alike:
     summary.append(
-      f"warning: {role} {_shown(name)} has values that differ only in capitals "
-      f"({_shown_names((_shown_names(v, ' and ') for v in alike), '; ', str)}), "
+      f"warning: {role} {shown_value(name)} has values that differ only in capitals "
+      f"({shown_names((shown_names(v, ' and ') for v in alike), '; ', str)}), "
       "kept apart: recode them if they mean the same"
     )
   short = _abbreviations(by_case)
   if short:
-    pairs = "; ".join(f"{_shown(a)} and {_shown(b)}" for a, b in short[:3]) + ("; ..." if len(short) > 3 else "")
+    pairs = "; ".join(f"{shown_value(a)} and {shown_value(b)}" for a, b in short[:3]) + (
+      "; ..." if len(short) > 3 else ""
+    )
     summary.append(
-      f"warning: {role} {_shown(name)} has values that may abbreviate others ({pairs}), kept apart: recode them if "
+      f"warning: {role} {shown_value(name)} has values that may abbreviate others ({pairs}), kept apart: recode them if "
       "they mean the same"
     )
   counts: dict[str, int] = {}
@@ -1447,7 +1453,7 @@ def _code_column(
     if n_missing:
       summary.append(
         redact_counts(
-          f"{_shown(name)}: {own_missing} rows hold the value {MISSING!r}, coded with its {n_missing} missing values "
+          f"{shown_value(name)}: {own_missing} rows hold the value {MISSING!r}, coded with its {n_missing} missing values "
           f"as {MISSING!r}",
           SMALL_CELL,
         )
@@ -1458,7 +1464,7 @@ def _code_column(
   if "." in counts:  # a CSV audit: SAS's missing value, tested as a group with no word
     summary.append(
       "warning: "
-      + redact_counts(f"{role} {_shown(name)} has the value '.' in {counts['.']} rows", SMALL_CELL)
+      + redact_counts(f"{role} {shown_value(name)} has the value '.' in {counts['.']} rows", SMALL_CELL)
       + f", which SAS writes for a missing value: it is a group of its own; blank those cells to code them {MISSING!r}"
     )
   # Most frequent first, ties by label, so codes are stable across runs; a few dates in their order (a date's
@@ -1477,19 +1483,19 @@ def _code_column(
     labels = [lab for lab in labels if lab not in folded] + [OTHER]
   if n_missing:
     labels = labels + [MISSING]
-    summary.append(redact_counts(f"{_shown(name)}: {n_missing} missing values coded as {MISSING!r}", SMALL_CELL))
+    summary.append(redact_counts(f"{shown_value(name)}: {n_missing} missing values coded as {MISSING!r}", SMALL_CELL))
   reserved = {lab.casefold(): lab for lab in (OTHER, MISSING) if lab in labels}
   near = sorted(
     (lab, reserved[lab.casefold()]) for lab in labels if lab.casefold() in reserved and lab not in reserved.values()
   )
   if near:  # an ingest audit: 'Missing' beside the cube's 'MISSING' made two groups, unremarked
     summary.append(
-      f"warning: {role} {_shown(name)} has values that differ only in capitals from the cube's own labels "
-      f"({'; '.join(f'{_shown(a)} and {_shown(b)}' for a, b in near)}), kept apart: recode them if they mean the same"
+      f"warning: {role} {shown_value(name)} has values that differ only in capitals from the cube's own labels "
+      f"({'; '.join(f'{shown_value(a)} and {shown_value(b)}' for a, b in near)}), kept apart: recode them if they mean the same"
     )
   if len(labels) < 2:
     raise ValueError(
-      f"column {_shown(name)} is constant (only [{_shown_names(labels)}]); it cannot split cohorts or groups"
+      f"column {shown_value(name)} is constant (only [{shown_names(labels)}]); it cannot split cohorts or groups"
     )
   lookup = {lab: i for i, lab in enumerate(labels)}
   per_unique = np.asarray([lookup.get(lab, lookup.get(OTHER, -1)) for lab in unique_labels] + [-1], np.int32)
@@ -1521,24 +1527,24 @@ def _as_days(series: pd.Series, name: str, role: str, nunique: int, max_categori
       iso, other = text.str.fullmatch(ISO_DATE), text.str.fullmatch(OTHER_DATE)
       if len(text) and other.all():
         summary.append(
-          f"warning: {role} {_shown(name)} looks like dates not written as YYYY-MM-DD (e.g. {_shown(text.iloc[0])}): "
+          f"warning: {role} {shown_value(name)} looks like dates not written as YYYY-MM-DD (e.g. {shown_value(text.iloc[0])}): "
           "kept as categories; write them as YYYY-MM-DD to cut them into periods of time"
         )
       elif len(text) and (iso | other).mean() >= MOSTLY_DATES:  # a few stray values (an audit: no word said)
         summary.append(
-          f"warning: {role} {_shown(name)} looks like dates but for values such as "
-          f"{_shown(text[~(iso | other)].iloc[0])}: kept "
+          f"warning: {role} {shown_value(name)} looks like dates but for values such as "
+          f"{shown_value(text[~(iso | other)].iloc[0])}: kept "
           "as categories; fix or blank those, with every date as YYYY-MM-DD, to cut it into periods of time"
         )
       return None
     written = series.astype("string").str.strip()
     try:
       when = pd.to_datetime(written, format="ISO8601")
-    except (ValueError, OverflowError) as err:  # pandas' error quotes the value whole: it is named, cut (`_shown`)
+    except (ValueError, OverflowError) as err:  # pandas' error quotes the value whole: it is named, cut (`shown_value`)
       bad = written[pd.to_datetime(written, format="ISO8601", errors="coerce").isna() & written.notna()]
-      what = _shown(bad.iloc[0]) if len(bad) else _shown(str(err), str)
+      what = shown_value(bad.iloc[0]) if len(bad) else shown_value(str(err), str)
       raise ValueError(
-        f"column {_shown(name)}: reads as dates (YYYY-MM-DD) but one is not a valid date: {what}"
+        f"column {shown_value(name)}: reads as dates (YYYY-MM-DD) but one is not a valid date: {what}"
       ) from None
   else:
     return None
@@ -1592,7 +1598,7 @@ def _yes_no(col: pd.Series, name: str) -> tuple[pd.Series, str] | None:
     if words <= {yes, no}:
       coded = {v: float(str(v).strip().lower() == yes) for v in uniques}
       pair = "/".join(w.capitalize() if len(w) > 1 else w.upper() for w in (yes, no))
-      return col.map(coded).astype(float), f"measure {_shown(name)}: {pair} read as 1/0"
+      return col.map(coded).astype(float), f"measure {shown_value(name)}: {pair} read as 1/0"
   return None
 
 
@@ -1635,14 +1641,14 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
     separators).
   """
   if pd.api.types.is_bool_dtype(col):
-    return col.to_numpy(dtype=np.float64), [f"measure {_shown(name)}: True/False read as 1/0"]
+    return col.to_numpy(dtype=np.float64), [f"measure {shown_value(name)}: True/False read as 1/0"]
   if col.dtype.kind == "m":  # durations, NumPy's or Arrow's (an audit: read as microseconds, unnoted)
     minutes = pd.to_timedelta(col).dt.total_seconds().to_numpy(np.float64) / 60.0
-    return minutes, [f"measure {_shown(name)}: durations read in minutes"]
+    return minutes, [f"measure {shown_value(name)}: durations read in minutes"]
   if col.dtype.kind == "M" or pd.api.types.is_datetime64_any_dtype(col):
     raise ColumnError(
       name,
-      f"measure column {_shown(name)} holds dates and times, not numbers: for a duration, give the difference of two "
+      f"measure column {shown_value(name)} holds dates and times, not numbers: for a duration, give the difference of two "
       "times (a timedelta, read in minutes) or a number in the unit you want",
     )
   if pd.api.types.is_numeric_dtype(col):
@@ -1653,7 +1659,7 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
     col = col.mask(spaces)
     notes.append(
       redact_counts(
-        f"measure {_shown(name)}: {int(spaces.sum())} rows blank but for spaces read as missing", SMALL_CELL
+        f"measure {shown_value(name)}: {int(spaces.sum())} rows blank but for spaces read as missing", SMALL_CELL
       )
     )
   yes_no = _yes_no(col, name)
@@ -1671,10 +1677,10 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
       # Each text by its own count (an audit: "'?' in 40 rows" counted the 25 rows of '-' as well), most common
       # first; no total, which less the counts shown would give a redacted one back (a review).
       common = unread.value_counts(sort=True).head(3)
-      shown = ", ".join(f"{_shown(v)} in {redact_counts(f'{c} rows', SMALL_CELL)}" for v, c in common.items())
+      shown = ", ".join(f"{shown_value(v)} in {redact_counts(f'{c} rows', SMALL_CELL)}" for v, c in common.items())
       more = ", ..." if len(common) < unread.nunique() else ""
       message = (
-        f"measure column {_shown(name)} is not numeric: it holds text that is not a number ({shown}{more}); recode it "
+        f"measure column {shown_value(name)} is not numeric: it holds text that is not a number ({shown}{more}); recode it "
         "as missing (an empty cell) or as numbers"
       )
       for yes, no in YES_NO:  # nine in ten or more one yes/no pair: name a value outside it, not one of the pair
@@ -1682,7 +1688,7 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
         if inside.mean() >= 0.9 and not inside.all():
           stray = redact_counts(f"{int((~inside).sum())} rows", SMALL_CELL)
           message = (
-            f"measure column {_shown(name)} reads as {yes}/{no} but for value {_shown(unread[~inside].iloc[0])} in "
+            f"measure column {shown_value(name)} reads as {yes}/{no} but for value {shown_value(unread[~inside].iloc[0])} in "
             f"{stray}: "
             f"recode those as missing, {yes!r} or {no!r}"
           )
@@ -1694,7 +1700,7 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
         numeric = written.str.fullmatch(SEPARATED.pattern).to_numpy(bool)  # numbers, not words read as missing
         stray = written[numeric & ~_decimal_comma_numbers(written).to_numpy(bool)]
         if len(stray):
-          why = f", but {_shown(stray.iloc[0])} is not: write the column's numbers one way"
+          why = f", but {shown_value(stray.iloc[0])} is not: write the column's numbers one way"
         elif _decimal_comma_numbers(written[written.ne("")]).all():  # each written so: two of them one number
           why = (
             ", as this one is, but two of its values are one number written two ways (such as '1,5' and '1,50'), "
@@ -1703,13 +1709,13 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
         else:
           why = ""
         message += (
-          f"; values like {_shown(german.iloc[0])} are written with thousands points and a decimal comma, which a ';' "
+          f"; values like {shown_value(german.iloc[0])} are written with thousands points and a decimal comma, which a ';' "
           "file's column is read with only where each of its numbers is written so (or with a decimal comma alone)"
           + why
         )
       elif len(separated):
         message += (
-          f"; values like {_shown(separated.iloc[0])} look like numbers written with separators: write them with '.' "
+          f"; values like {shown_value(separated.iloc[0])} look like numbers written with separators: write them with '.' "
           "as the decimal point and no other separator "
           + (
             "(in a file separated by semicolons a comma is a decimal comma, so commas cannot group thousands; points "
@@ -1723,7 +1729,7 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
     coerced[bad.to_numpy()] = pd.to_numeric(text.str.replace(",", "", regex=False)).to_numpy(np.float64)
     notes.append(
       redact_counts(
-        f"measure {_shown(name)}: {len(text)} rows written with thousands separators (e.g. {_shown(text.iloc[0])}) "
+        f"measure {shown_value(name)}: {len(text)} rows written with thousands separators (e.g. {shown_value(text.iloc[0])}) "
         "read as numbers without the commas",
         SMALL_CELL,
       )
@@ -1750,14 +1756,14 @@ def _suspect_values(observed: np.ndarray, name: str) -> list[str]:
       common = huge.index[0]
       rows = redact_counts(f"{int(huge.sum())} rows", SMALL_CELL)
       notes.append(
-        f"warning: measure {_shown(name)}: {rows} hold values of at least {SENTINEL_FACTOR:g} times its median "
+        f"warning: measure {shown_value(name)}: {rows} hold values of at least {SENTINEL_FACTOR:g} times its median "
         f"magnitude ({scale:.4g}), e.g. {common:.6g}: if they are codes for unknown, recode them as missing"
       )
   negative = observed < 0
   if negative.any() and np.mean(observed > 0) >= 0.95:
     rows = redact_counts(f"{int(negative.sum())} rows", SMALL_CELL)
     notes.append(
-      f"warning: measure {_shown(name)}: {rows} hold negative values though nearly all are positive: if they are "
+      f"warning: measure {shown_value(name)}: {rows} hold negative values though nearly all are positive: if they are "
       "errors or codes, recode them as missing"
     )
   return notes
@@ -1773,39 +1779,40 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   values, notes = table_measure_numbers(df, name)
   summary.extend(notes)
   if np.isinf(values).any():
-    raise ValueError(f"measure column {_shown(name)} holds infinite values")
+    raise ValueError(f"measure column {shown_value(name)} holds infinite values")
   present = ~np.isnan(values)
   if not present.any():  # a library audit: "almost no values" for none
-    raise ValueError(f"measure column {_shown(name)} has no values (missing in every row)")
+    raise ValueError(f"measure column {shown_value(name)} has no values (missing in every row)")
   if present.sum() < SMALL_CELL:  # no side of a test could show a statistic (an ingest audit: 5 values were taken)
     raise ValueError(
-      f"measure column {_shown(name)} has almost no values (fewer than {SMALL_CELL} non-missing), too few for any "
+      f"measure column {shown_value(name)} has almost no values (fewer than {SMALL_CELL} non-missing), too few for any "
       "statistic to be shown"
     )
   if (~present).any():
     summary.append(
       redact_counts(
-        f"measure {_shown(name)}: {int((~present).sum())} rows missing, left out of its statistics only", SMALL_CELL
+        f"measure {shown_value(name)}: {int((~present).sum())} rows missing, left out of its statistics only",
+        SMALL_CELL,
       )
     )
   observed = values[present]
   uniq = np.unique(observed)
   is_binary = bool(np.all(np.isin(uniq, [0.0, 1.0])))
   if len(uniq) < 2:
-    raise ValueError(f"measure column {_shown(name)} is constant ({uniq[0]})")
+    raise ValueError(f"measure column {shown_value(name)} is constant ({uniq[0]})")
   if not is_binary:
     summary.extend(_suspect_values(observed, name))
     flag = np.isin(observed, [0.0, 1.0])
     if flag.mean() >= 0.99:  # a 0/1 flag with a few strays is tested as a count or a mean, not a rate (an audit)
       stray = redact_counts(f"{int((~flag).sum())} rows", SMALL_CELL)
       summary.append(
-        f"warning: measure {_shown(name)} reads as 0/1 but for {stray} (e.g. {observed[~flag][0]:g}), so it is not "
+        f"warning: measure {shown_value(name)} reads as 0/1 but for {stray} (e.g. {observed[~flag][0]:g}), so it is not "
         "tested as a rate: if it is a yes/no flag, recode those values as missing, 0 or 1"
       )
   two_valued = len(uniq) == 2 and not is_binary
   if two_valued:  # an ingest audit: yes/no coded 1/2 was tested on the log scale, its doubled risk read as 5%
     summary.append(
-      f"warning: measure {_shown(name)} takes two values only ({uniq[0]:g} and {uniq[1]:g}), so it is tested as a mean "
+      f"warning: measure {shown_value(name)} takes two values only ({uniq[0]:g} and {uniq[1]:g}), so it is tested as a mean "
       "on its own scale, not as a rate: if it is a yes/no outcome, recode it as 0/1 (1 the event) or yes/no"
     )
   forced = schema.log_scale.get(name)
@@ -1817,16 +1824,16 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   else:
     is_log = bool(forced)
     if is_log and (is_binary or not positive):
-      raise ValueError(f"measure {_shown(name)}: log scale requested but it has values <= 0 or is binary")
+      raise ValueError(f"measure {shown_value(name)}: log scale requested but it has values <= 0 or is binary")
   if is_log:
     values = np.log(values)
     summary.append(
-      f"measure {_shown(name)}: tested on the log scale (skewness {skew:.2f}); effects are ratios of geometric means"
+      f"measure {shown_value(name)}: tested on the log scale (skewness {skew:.2f}); effects are ratios of geometric means"
     )
   elif forced is None and not is_binary and not positive and skew > 1.0:
     nonpositive = redact_counts(f"{int((observed <= 0).sum())} rows", SMALL_CELL)
     summary.append(
-      f"measure {_shown(name)}: right-skewed (skewness {skew:.2f}) but {nonpositive} hold values <= 0, so it is tested "
+      f"measure {shown_value(name)}: right-skewed (skewness {skew:.2f}) but {nonpositive} hold values <= 0, so it is tested "
       "on the linear scale (differences of means), not the log scale"
     )
   _check_range(values, name)
@@ -1854,7 +1861,7 @@ def _check_spread(values: np.ndarray, name: str) -> None:
   if 0 < sd < MIN_SPREAD:
     raise ColumnError(
       name,
-      f"measure column {_shown(name)} varies by about {sd:.2g} (its standard deviation on its test scale), under "
+      f"measure column {shown_value(name)} varies by about {sd:.2g} (its standard deviation on its test scale), under "
       f"{MIN_SPREAD:.0e}, too little for the cube's float32 statistics: express it in a smaller unit (multiply it)",
     )
 
@@ -1875,7 +1882,7 @@ def _check_range(values: np.ndarray, name: str) -> None:
     example = observed[far][np.argmax(np.abs(observed[far]))]
     raise ColumnError(
       name,
-      f"measure column {_shown(name)}: {rows} hold values such as {example:.3g}, more than {MAX_DEVIATION:.0e} from "
+      f"measure column {shown_value(name)}: {rows} hold values such as {example:.3g}, more than {MAX_DEVIATION:.0e} from "
       "its median on its test scale, whose squares overflow the cube's float32 sums: fix them or recode them as "
       "missing",
     )
@@ -1901,8 +1908,8 @@ def _missing_where(missing: np.ndarray, codes: np.ndarray, filter_names, categor
     elsewhere = (total - lacking) <= MISSING_ELSEWHERE * (len(missing) - rows)
     for c in np.flatnonzero((rows >= SMALL_CELL) & (lacking >= MISSING_WHERE * rows) & elsewhere):
       notes.append(
-        f"measure {_shown(name)}: missing in all or nearly all rows of "
-        f"{_shown(column, str)}={_shown(categories[f][c])}, where the other "
+        f"measure {shown_value(name)}: missing in all or nearly all rows of "
+        f"{shown_value(column, str)}={shown_value(categories[f][c])}, where the other "
         "rows mostly have it: its findings say nothing there"
       )
   return notes
@@ -1927,7 +1934,7 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
       summary = [n for n in summary if n != _leading_zeros_note(column, example)]
       role = "measure" if column in schema.measures else "column given bin edges"
       summary.append(
-        f"{role} {_shown(column)}: numbers written with leading zeros (such as {_shown(example)}) read as numbers"
+        f"{role} {shown_value(column)}: numbers written with leading zeros (such as {shown_value(example)}) read as numbers"
       )
   read = set(schema.filter_columns + tuple(schema.measures) + tuple(schema.adjusters))
   for columns, note, warning in df.attrs.get(IF_READ, ()):  # `read_csv`'s notes that matter where a run reads them
@@ -1950,7 +1957,7 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     if f >= len(schema.dimensions) and REST_LABEL in labels:
       raise ColumnError(
         name,
-        f"protected column {_shown(name)} has a group named {REST_LABEL!r}, which reads as the rest of a cohort in "
+        f"protected column {shown_value(name)} has a group named {REST_LABEL!r}, which reads as the rest of a cohort in "
         "every finding's reference and report; rename that value",
       )
     codes[:, f] = c

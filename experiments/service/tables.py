@@ -29,6 +29,9 @@ class TableError(ValueError):
   """A table cannot be used; `field` names the field or column, `status` is the HTTP status to answer."""
 
   def __init__(self, field: str, message: str, *, status: int = 400):
+    # A column's name is the user's, and may be megabytes long (a review: a 2 MB name came back whole as `field`
+    # and again in the message): both cut as ingest's messages cut it (`ingest.shown_value`).
+    field = field if len(field) <= ingest.SHOWN_CHARS else ingest.shown_value(field, str)
     super().__init__(f"{field}: {message}")
     self.field, self.status = field, status
 
@@ -147,7 +150,9 @@ def decoded_text_bytes(data: bytes, *, field: str = "file") -> int:
     elif pa.types.is_fixed_size_binary(kind):
       total += rows * kind.byte_width
     elif not any(check(kind) for check in _FIXED):
-      raise TableError(f.name, f"column {f.name!r} is a Parquet column of type {f.type}: each cell must be one value")
+      raise TableError(
+        f.name, f"column {ingest.shown_value(f.name)} is a Parquet column of type {f.type}: each cell must be one value"
+      )
   if not text:
     return total
   try:
