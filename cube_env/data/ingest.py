@@ -237,8 +237,8 @@ def _index_as_columns(df: pd.DataFrame, name: str) -> pd.DataFrame:
     if level in df.columns and not pd.Index(df[level]).equals(df.index.get_level_values(level)):
       raise TableFileError(
         name,
-        f"column {shown_value(level)} appears twice, as a column and as the table's (pandas) index, with other values: save "
-        "the table without its index (to_parquet(index=False)) or rename one of them",
+        f"column {shown_value(level)} appears twice, as a column and as the table's (pandas) index, with other "
+        "values: save the table without its index (to_parquet(index=False)) or rename one of them",
       )
   restored = [level for level in levels if level not in df.columns]
   return (df.reset_index(level=restored) if restored else df).reset_index(drop=True)
@@ -484,9 +484,9 @@ def _odd_lines_error(layout: _Layout) -> str:
     )
   elif fields > len(names) == 1:  # a CSV audit: a report's title above the column names read as the header
     first = (
-      f"the header (line {layout.header}) has one name, {shown_value(names[0])}, and line {line} has {fields} fields: is "
-      "that line a title above the column names (remove the lines above the header), or does a value hold an unquoted "
-      "separator?"
+      f"the header (line {layout.header}) has one name, {shown_value(names[0])}, and line {line} has {fields} "
+      "fields: is that line a title above the column names (remove the lines above the header), or does a value hold "
+      "an unquoted separator?"
     )
   elif fields > len(names):
     first = (
@@ -693,9 +693,9 @@ def _words_read_as_missing(
   return [
     (
       tuple(c for c, _ in where),
-      f"cells written {shown_value(word)} in {shown_names((w for _, w in where), show=str)} are read as empty (the table "
-      f"reader's rule), so coded {MISSING!r}: where {shown_value(word)} is a value of its own (a payer 'None': no "
-      "insurance), replace it by a word such as 'Uninsured'",
+      f"cells written {shown_value(word)} in {shown_names((w for _, w in where), show=str)} are read as empty (the "
+      f"table reader's rule), so coded {MISSING!r}: where {shown_value(word)} is a value of its own (a payer 'None': "
+      "no insurance), replace it by a word such as 'Uninsured'",
     )
     for word, where in sorted(found.items())
   ]
@@ -984,8 +984,8 @@ def check_scalars(column: pd.Series, name) -> None:
     first = int(np.argmax(nested))
     raise ColumnError(
       name,
-      f"column {shown_value(name)} holds {'mappings' if isinstance(column.iloc[first], dict) else 'lists'} (the first at "
-      f"row {first + 1}): each cell must be one value",
+      f"column {shown_value(name)} holds {'mappings' if isinstance(column.iloc[first], dict) else 'lists'} (the "
+      f"first at row {first + 1}): each cell must be one value",
     )
 
 
@@ -1188,8 +1188,8 @@ def _numbers_for_edges(
     shown = ", ".join(map(shown_value, pd.unique(series[bad].astype(str))[:3]))
     raise ColumnError(
       name,
-      f"{role} {shown_value(name)} is given bin edges but holds text that is not a number ({shown}); recode it as missing "
-      "(an empty cell) or as numbers, or leave its bin edges out to code its values as categories",
+      f"{role} {shown_value(name)} is given bin edges but holds text that is not a number ({shown}); recode it as "
+      "missing (an empty cell) or as numbers, or leave its bin edges out to code its values as categories",
     )
   return pd.Series(numbers, index=series.index)
 
@@ -1264,9 +1264,9 @@ def _numbers_in_text(
   listed = ", ".join(map(shown_value, shown[:5])) + (", ..." if len(shown) > 5 else "")
   if len(others) > max_categories - n_bins:
     summary.append(
-      f"{role} {shown_value(name)}: mostly numbers written as text, but more of its values are not numbers ({listed}) than "
-      f"fit as categories beside its {n_bins} bins: kept as categories; recode those values as missing (an empty "
-      "cell) to bin its numbers"
+      f"{role} {shown_value(name)}: mostly numbers written as text, but more of its values are not numbers "
+      f"({listed}) than fit as categories beside its {n_bins} bins: kept as categories; recode those values as "
+      "missing (an empty cell) to bin its numbers"
     )
     return None
   if grouped[finite].any():
@@ -1343,8 +1343,8 @@ def _code_column(
   if not binned and nunique > max(max_categories, IDENTIFIER_SHARE * len(series)):
     # A number with that many values is binned (bmi), so only a category column can be an identifier (visit_id).
     summary.append(
-      f"warning: {role} {shown_value(name)} looks like an identifier (more distinct values than half its rows); as a {role} "
-      "it adds nothing: drop it"
+      f"warning: {role} {shown_value(name)} looks like an identifier (more distinct values than half its rows); as "
+      f"a {role} it adds nothing: drop it"
     )
   if binned:
     values = series.astype(float) if days is None else days
@@ -1405,8 +1405,9 @@ def _code_column(
     example = printed[recomposed[0]]
     summary.append(
       redact_counts(
-        f"{shown_value(name)}: {int(raw_counts[recomposed].sum())} rows with letters written as a letter and a combining "
-        f"mark read in the composed form (e.g. {shown_value(example, ascii)} as {shown_value(composed[recomposed[0]], ascii)})",
+        f"{shown_value(name)}: {int(raw_counts[recomposed].sum())} rows with letters written as a letter and a "
+        f"combining mark read in the composed form (e.g. {shown_value(example, ascii)} as "
+        f"{shown_value(composed[recomposed[0]], ascii)})",
         SMALL_CELL,
       )
     )
@@ -1416,8 +1417,8 @@ def _code_column(
     example = composed[spaced[0]]
     summary.append(
       redact_counts(
-        f"{shown_value(name)}: {n_spaced} rows with spaces around the value read without them (e.g. {shown_value(example)} as "
-        f"{shown_value(example.strip())})",
+        f"{shown_value(name)}: {n_spaced} rows with spaces around the value read without them (e.g. "
+        f"{shown_value(example)} as {shown_value(example.strip())})",
         SMALL_CELL,
       )
     )
@@ -1438,8 +1439,8 @@ def _code_column(
       "; ..." if len(short) > 3 else ""
     )
     summary.append(
-      f"warning: {role} {shown_value(name)} has values that may abbreviate others ({pairs}), kept apart: recode them if "
-      "they mean the same"
+      f"warning: {role} {shown_value(name)} has values that may abbreviate others ({pairs}), kept apart: recode "
+      "them if they mean the same"
     )
   counts: dict[str, int] = {}
   for lab, c in zip(unique_labels, raw_counts):
@@ -1453,8 +1454,8 @@ def _code_column(
     if n_missing:
       summary.append(
         redact_counts(
-          f"{shown_value(name)}: {own_missing} rows hold the value {MISSING!r}, coded with its {n_missing} missing values "
-          f"as {MISSING!r}",
+          f"{shown_value(name)}: {own_missing} rows hold the value {MISSING!r}, coded with its {n_missing} missing "
+          f"values as {MISSING!r}",
           SMALL_CELL,
         )
       )
@@ -1491,7 +1492,8 @@ def _code_column(
   if near:  # an ingest audit: 'Missing' beside the cube's 'MISSING' made two groups, unremarked
     summary.append(
       f"warning: {role} {shown_value(name)} has values that differ only in capitals from the cube's own labels "
-      f"({'; '.join(f'{shown_value(a)} and {shown_value(b)}' for a, b in near)}), kept apart: recode them if they mean the same"
+      f"({'; '.join(f'{shown_value(a)} and {shown_value(b)}' for a, b in near)}), kept apart: recode them if they "
+      "mean the same"
     )
   if len(labels) < 2:
     raise ValueError(
@@ -1527,8 +1529,8 @@ def _as_days(series: pd.Series, name: str, role: str, nunique: int, max_categori
       iso, other = text.str.fullmatch(ISO_DATE), text.str.fullmatch(OTHER_DATE)
       if len(text) and other.all():
         summary.append(
-          f"warning: {role} {shown_value(name)} looks like dates not written as YYYY-MM-DD (e.g. {shown_value(text.iloc[0])}): "
-          "kept as categories; write them as YYYY-MM-DD to cut them into periods of time"
+          f"warning: {role} {shown_value(name)} looks like dates not written as YYYY-MM-DD (e.g. "
+          f"{shown_value(text.iloc[0])}): kept as categories; write them as YYYY-MM-DD to cut them into periods of time"
         )
       elif len(text) and (iso | other).mean() >= MOSTLY_DATES:  # a few stray values (an audit: no word said)
         summary.append(
@@ -1648,8 +1650,8 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
   if col.dtype.kind == "M" or pd.api.types.is_datetime64_any_dtype(col):
     raise ColumnError(
       name,
-      f"measure column {shown_value(name)} holds dates and times, not numbers: for a duration, give the difference of two "
-      "times (a timedelta, read in minutes) or a number in the unit you want",
+      f"measure column {shown_value(name)} holds dates and times, not numbers: for a duration, give the difference "
+      "of two times (a timedelta, read in minutes) or a number in the unit you want",
     )
   if pd.api.types.is_numeric_dtype(col):
     return col.to_numpy(dtype=np.float64), []
@@ -1680,17 +1682,17 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
       shown = ", ".join(f"{shown_value(v)} in {redact_counts(f'{c} rows', SMALL_CELL)}" for v, c in common.items())
       more = ", ..." if len(common) < unread.nunique() else ""
       message = (
-        f"measure column {shown_value(name)} is not numeric: it holds text that is not a number ({shown}{more}); recode it "
-        "as missing (an empty cell) or as numbers"
+        f"measure column {shown_value(name)} is not numeric: it holds text that is not a number ({shown}{more}); "
+        "recode it as missing (an empty cell) or as numbers"
       )
       for yes, no in YES_NO:  # nine in ten or more one yes/no pair: name a value outside it, not one of the pair
         inside = unread.str.lower().isin([yes, no]).to_numpy(bool)
         if inside.mean() >= 0.9 and not inside.all():
           stray = redact_counts(f"{int((~inside).sum())} rows", SMALL_CELL)
           message = (
-            f"measure column {shown_value(name)} reads as {yes}/{no} but for value {shown_value(unread[~inside].iloc[0])} in "
-            f"{stray}: "
-            f"recode those as missing, {yes!r} or {no!r}"
+            f"measure column {shown_value(name)} reads as {yes}/{no} but for value "
+            f"{shown_value(unread[~inside].iloc[0])} in "
+            f"{stray}: recode those as missing, {yes!r} or {no!r}"
           )
           break
       separated = unread[unread.str.fullmatch(SEPARATED.pattern).to_numpy(bool)]
@@ -1709,14 +1711,14 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
         else:
           why = ""
         message += (
-          f"; values like {shown_value(german.iloc[0])} are written with thousands points and a decimal comma, which a ';' "
-          "file's column is read with only where each of its numbers is written so (or with a decimal comma alone)"
-          + why
+          f"; values like {shown_value(german.iloc[0])} are written with thousands points and a decimal comma, "
+          "which a ';' file's column is read with only where each of its numbers is written so (or with a decimal "
+          "comma alone)" + why
         )
       elif len(separated):
         message += (
-          f"; values like {shown_value(separated.iloc[0])} look like numbers written with separators: write them with '.' "
-          "as the decimal point and no other separator "
+          f"; values like {shown_value(separated.iloc[0])} look like numbers written with separators: write them "
+          "with '.' as the decimal point and no other separator "
           + (
             "(in a file separated by semicolons a comma is a decimal comma, so commas cannot group thousands; points "
             "group thousands only in a column written as '3.835,50' throughout)"
@@ -1729,8 +1731,8 @@ def measure_numbers(col: pd.Series, name: str, *, decimal_comma: bool = False) -
     coerced[bad.to_numpy()] = pd.to_numeric(text.str.replace(",", "", regex=False)).to_numpy(np.float64)
     notes.append(
       redact_counts(
-        f"measure {shown_value(name)}: {len(text)} rows written with thousands separators (e.g. {shown_value(text.iloc[0])}) "
-        "read as numbers without the commas",
+        f"measure {shown_value(name)}: {len(text)} rows written with thousands separators (e.g. "
+        f"{shown_value(text.iloc[0])}) read as numbers without the commas",
         SMALL_CELL,
       )
     )
@@ -1806,14 +1808,14 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
     if flag.mean() >= 0.99:  # a 0/1 flag with a few strays is tested as a count or a mean, not a rate (an audit)
       stray = redact_counts(f"{int((~flag).sum())} rows", SMALL_CELL)
       summary.append(
-        f"warning: measure {shown_value(name)} reads as 0/1 but for {stray} (e.g. {observed[~flag][0]:g}), so it is not "
-        "tested as a rate: if it is a yes/no flag, recode those values as missing, 0 or 1"
+        f"warning: measure {shown_value(name)} reads as 0/1 but for {stray} (e.g. {observed[~flag][0]:g}), so it is "
+        "not tested as a rate: if it is a yes/no flag, recode those values as missing, 0 or 1"
       )
   two_valued = len(uniq) == 2 and not is_binary
   if two_valued:  # an ingest audit: yes/no coded 1/2 was tested on the log scale, its doubled risk read as 5%
     summary.append(
-      f"warning: measure {shown_value(name)} takes two values only ({uniq[0]:g} and {uniq[1]:g}), so it is tested as a mean "
-      "on its own scale, not as a rate: if it is a yes/no outcome, recode it as 0/1 (1 the event) or yes/no"
+      f"warning: measure {shown_value(name)} takes two values only ({uniq[0]:g} and {uniq[1]:g}), so it is tested "
+      "as a mean on its own scale, not as a rate: if it is a yes/no outcome, recode it as 0/1 (1 the event) or yes/no"
     )
   forced = schema.log_scale.get(name)
   positive = bool(np.all(observed > 0))
@@ -1828,13 +1830,14 @@ def _measure_values(df: pd.DataFrame, name: str, schema: Schema, summary: list[s
   if is_log:
     values = np.log(values)
     summary.append(
-      f"measure {shown_value(name)}: tested on the log scale (skewness {skew:.2f}); effects are ratios of geometric means"
+      f"measure {shown_value(name)}: tested on the log scale (skewness {skew:.2f}); effects are ratios of geometric "
+      "means"
     )
   elif forced is None and not is_binary and not positive and skew > 1.0:
     nonpositive = redact_counts(f"{int((observed <= 0).sum())} rows", SMALL_CELL)
     summary.append(
-      f"measure {shown_value(name)}: right-skewed (skewness {skew:.2f}) but {nonpositive} hold values <= 0, so it is tested "
-      "on the linear scale (differences of means), not the log scale"
+      f"measure {shown_value(name)}: right-skewed (skewness {skew:.2f}) but {nonpositive} hold values <= 0, so it "
+      "is tested on the linear scale (differences of means), not the log scale"
     )
   _check_range(values, name)
   _check_spread(values, name)
@@ -1882,8 +1885,8 @@ def _check_range(values: np.ndarray, name: str) -> None:
     example = observed[far][np.argmax(np.abs(observed[far]))]
     raise ColumnError(
       name,
-      f"measure column {shown_value(name)}: {rows} hold values such as {example:.3g}, more than {MAX_DEVIATION:.0e} from "
-      "its median on its test scale, whose squares overflow the cube's float32 sums: fix them or recode them as "
+      f"measure column {shown_value(name)}: {rows} hold values such as {example:.3g}, more than {MAX_DEVIATION:.0e} "
+      "from its median on its test scale, whose squares overflow the cube's float32 sums: fix them or recode them as "
       "missing",
     )
 
@@ -1934,7 +1937,8 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
       summary = [n for n in summary if n != _leading_zeros_note(column, example)]
       role = "measure" if column in schema.measures else "column given bin edges"
       summary.append(
-        f"{role} {shown_value(column)}: numbers written with leading zeros (such as {shown_value(example)}) read as numbers"
+        f"{role} {shown_value(column)}: numbers written with leading zeros (such as {shown_value(example)}) read as "
+        "numbers"
       )
   read = set(schema.filter_columns + tuple(schema.measures) + tuple(schema.adjusters))
   for columns, note, warning in df.attrs.get(IF_READ, ()):  # `read_csv`'s notes that matter where a run reads them
@@ -1957,8 +1961,8 @@ def encode_table(df: pd.DataFrame, schema: Schema, *, max_categories: int = 12, 
     if f >= len(schema.dimensions) and REST_LABEL in labels:
       raise ColumnError(
         name,
-        f"protected column {shown_value(name)} has a group named {REST_LABEL!r}, which reads as the rest of a cohort in "
-        "every finding's reference and report; rename that value",
+        f"protected column {shown_value(name)} has a group named {REST_LABEL!r}, which reads as the rest of a "
+        "cohort in every finding's reference and report; rename that value",
       )
     codes[:, f] = c
     categories.append(labels)
