@@ -198,22 +198,14 @@ def _whole_count_sides(table: pd.DataFrame, side: str, prefix: str):
   counts must give (`squares` None where no variance or interval is shown)."""
   if FEW_VALUES not in table.columns or not len(table):
     return
-  values = _few_values(table)
-  log = _scale_is(table, "log")
-  with np.errstate(invalid="ignore", divide="ignore"):
-    n = _numbers(table, f"{prefix}n_{side}")
-    mean = np.where(log, np.log(_numbers(table, f"{prefix}mean_{side}")), _numbers(table, f"{prefix}mean_{side}"))
-    low, high = (_numbers(table, f"{prefix}{side}_ci_{end}") for end in ("low", "high"))
-    low, high = np.where(log, np.log(low), low), np.where(log, np.log(high), high)
-    var = _numbers(table, f"{prefix}var_{side}")
-    var = np.where(np.isfinite(var), var, interval_variance(n, low, high))
-  for i, few in enumerate(values):
-    if few is None or not np.isfinite(n[i]) or not np.isfinite(mean[i]) or not 2 <= len(few) <= MOST_FEW_VALUES:
+  n, total, squares = side_sums(table, side, prefix)
+  for i, few in enumerate(_few_values(table)):
+    if few is None or not np.isfinite(n[i]) or not np.isfinite(total[i]) or not 2 <= len(few) <= MOST_FEW_VALUES:
       continue
-    squares = float((n[i] - 1.0) * var[i] + n[i] * mean[i] ** 2) if np.isfinite(var[i]) else None
-    if len(few) <= MOST_VALUES and (squares is not None or len(few) <= 2):
+    shown = float(squares[i]) if np.isfinite(squares[i]) else None
+    if len(few) <= MOST_VALUES and (shown is not None or len(few) <= 2):
       continue  # solved by `value_counts`
-    yield i, (few, int(round(n[i])), float(n[i] * mean[i]), squares)
+    yield i, (few, int(round(n[i])), float(total[i]), shown)
 
 
 class _WholeCounts:
@@ -221,8 +213,9 @@ class _WholeCounts:
   values^2) = squares`: HiGHS's MILP under scipy finds one with chosen bounds on one value's count (`find`).
 
   Whole values give whole sums, met exactly (within 2e-7 of their size where that is wider than 0.49: the float32
-  sums' error); other values (logs) within 2e-7 of their size. `moves` (`_moves`, whole values only) are the
-  whole vectors that keep the sums, along which other solutions are found without the solver."""
+  sums' error); other values (logs) within 2e-7 of their size. `moves` (`_moves`, both ways; whole values only)
+  are the whole vectors that keep the sums, along which other solutions are found without the solver; `witness`
+  is one solution, None where the shown numbers allow none. One per side's sums (`_whole_counts`)."""
 
   def __init__(self, values: tuple[float, ...], n: int, total: float, squares: float | None):
     v = np.asarray(values, float)
@@ -239,7 +232,9 @@ class _WholeCounts:
     slack[0] = 0.0
     self.k, self.n = len(v), n
     self.system = optimize.LinearConstraint(np.stack(rows), target - slack, target + slack)
-    self.moves = _moves(values, squares is not None) if whole else None
+    one_way = _moves(values, squares is not None) if whole else None
+    self.moves = None if one_way is None else np.concatenate([one_way, -one_way])
+    self.witness = self.find()
 
   def find(self, j: int | None = None, lowest: float = 0.0, highest: float | None = None) -> np.ndarray | None:
     """A solution with value `j`'s count in `[lowest, highest]` (any where `j` is None), or None where none is."""
@@ -256,26 +251,24 @@ class _WholeCounts:
 
 
 @functools.lru_cache(maxsize=4096)
-def _witness(values: tuple[float, ...], n: int, total: float, squares: float | None) -> tuple[float, ...] | None:
-  """One solution of `_WholeCounts(values, n, total, squares)`, None where the shown numbers allow none."""
-  found = _WholeCounts(values, n, total, squares).find()
-  return None if found is None else tuple(found)
+def _whole_counts(values: tuple[float, ...], n: int, total: float, squares: float | None) -> _WholeCounts:
+  """`_WholeCounts(values, n, total, squares)`, made once for `_pinned` and `_determined` (its witness is a MILP)."""
+  return _WholeCounts(values, n, total, squares)
 
 
 @functools.lru_cache(maxsize=4096)
 def _pinned(values: tuple[float, ...], n: int, total: float, squares: float | None, limit: int) -> bool:
   """Whether every solution of `_WholeCounts(values, n, total, squares)` has some value's count in `[1, limit)`.
 
-  One solution (`_witness`) clears every value whose count there is 0 or at least `limit`; each other value is
+  One solution (the witness) clears every value whose count there is 0 or at least `limit`; each other value is
   cleared by a solution with its count 0 or at least `limit`, found by repeating one move (`_moved_clear`: no
   solver, the usual way for a side of many rows) or else by the MILP, and a value none clears is pinned. Shown
   numbers that no whole counts give (which real data cannot produce) count as pinned: hidden, not guessed.
   """
-  witness = _witness(values, n, total, squares)
+  sums = _whole_counts(values, n, total, squares)
+  witness = sums.witness
   if witness is None:
     return True
-  witness = np.asarray(witness)
-  sums = _WholeCounts(values, n, total, squares)
   for j in np.flatnonzero((witness >= 1) & (witness < limit)):
     if sums.moves is not None and _moved_clear(witness, int(j), sums.moves, limit):
       continue
@@ -292,16 +285,14 @@ def _determined(values: tuple[float, ...], n: int, total: float, squares: float 
   A value is free where one move from a solution (`_moves`, either way) keeps every count >= 0 and changes it, or
   where the MILP finds a solution with it below or above the first one's (every value that solution changes is
   free too); else it is determined."""
-  witness = _witness(values, n, total, squares)
+  sums = _whole_counts(values, n, total, squares)
+  witness = sums.witness
   if witness is None:
     return (np.nan,) * len(values)
-  witness = np.asarray(witness)
-  sums = _WholeCounts(values, n, total, squares)
   free = np.zeros(len(values), bool)
   if sums.moves is not None and len(sums.moves):
-    both = np.concatenate([sums.moves, -sums.moves])
-    applies = ((witness + both) >= 0).all(axis=1)
-    free |= ((both != 0) & applies[:, None]).any(axis=0)
+    applies = ((witness + sums.moves) >= 0).all(axis=1)
+    free |= ((sums.moves != 0) & applies[:, None]).any(axis=0)
   for j in range(len(values)):
     if free[j]:
       continue
@@ -370,14 +361,14 @@ def _moves(values: tuple[float, ...], squares: bool) -> np.ndarray:
 
 
 def _moved_clear(counts: np.ndarray, j: int, moves: np.ndarray, limit: int) -> bool:
-  """Whether repeating one move (`_moves`, either way) from `counts` gives whole counts >= 0 with value `j`'s at
-  `limit` or more, or at exactly 0: another way the shown numbers allow, with that value's count not small."""
-  both = np.concatenate([moves, -moves])
-  up = both[both[:, j] > 0]
+  """Whether repeating one of `moves` (`_WholeCounts.moves`: both ways) from `counts` gives whole counts >= 0 with
+  value `j`'s at `limit` or more, or at exactly 0: another way the shown numbers allow, with that value's count not
+  small."""
+  up = moves[moves[:, j] > 0]
   times = -(-(limit - counts[j]) // up[:, j])
   if ((counts + times[:, None] * up) >= 0).all(axis=1).any():
     return True
-  down = both[(both[:, j] < 0)]
+  down = moves[moves[:, j] < 0]
   down = down[counts[j] % -down[:, j] == 0]
   times = counts[j] // -down[:, j]
   return bool(((counts + times[:, None] * down) >= 0).all(axis=1).any())
@@ -400,6 +391,15 @@ def value_counts(table: pd.DataFrame, values: tuple, side: str, prefix: str = ""
   v = np.asarray(values, float)
   if not 1 <= len(v) <= MOST_VALUES:
     raise ValueError(f"value_counts takes 1 to {MOST_VALUES} values, got {len(v)}")
+  system = v[None, :] ** np.arange(len(v))[:, None]  # [power, value]: row k sums value^k over the cases
+  return np.linalg.solve(system, np.stack(side_sums(table, side, prefix)[: len(v)])).T
+
+
+def side_sums(table: pd.DataFrame, side: str, prefix: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`([rows] n, total, squares)` of a side ("group" or "rest") of the `prefix` half on the test scale (logs for a
+  log-scale test), as its shown numbers give them: its rows, the sum of its values `n x mean` and their sum of
+  squares `(n - 1) x var + n x mean^2`, the variance its `var_` column or, where that is blank, its 95% interval's
+  (`interval_variance`); NaN where they are not shown (`value_counts`, `_whole_count_sides`)."""
   log = _scale_is(table, "log")
 
   def back(x):  # shown on the natural scale, tested on the log one
@@ -407,14 +407,10 @@ def value_counts(table: pd.DataFrame, values: tuple, side: str, prefix: str = ""
 
   with np.errstate(invalid="ignore", divide="ignore"):
     n, mean = _numbers(table, f"{prefix}n_{side}"), back(_numbers(table, f"{prefix}mean_{side}"))
-    moments = [n, n * mean]
-    if len(v) == 3:
-      var = _numbers(table, f"{prefix}var_{side}")
-      low, high = (back(_numbers(table, f"{prefix}{side}_ci_{end}")) for end in ("low", "high"))
-      var = np.where(np.isfinite(var), var, interval_variance(n, low, high))
-      moments.append((n - 1.0) * var + n * mean**2)
-    system = v[None, :] ** np.arange(len(v))[:, None]  # [power, value]: row k sums value^k over the cases
-    return np.linalg.solve(system, np.stack(moments[: len(v)])).T
+    var = _numbers(table, f"{prefix}var_{side}")
+    low, high = (back(_numbers(table, f"{prefix}{side}_ci_{end}")) for end in ("low", "high"))
+    var = np.where(np.isfinite(var), var, interval_variance(n, low, high))
+    return n, n * mean, (n - 1.0) * var + n * mean**2
 
 
 def interval_variance(n, low, high) -> np.ndarray:
