@@ -37,6 +37,7 @@ from its seeds; ``extra`` is the place to record them).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -323,12 +324,8 @@ class Checkpointer:
       "config": ocp.args.JsonSave(config.to_dict()),
       "meta": ocp.args.JsonSave(meta),
     }
-    try:
+    with self._write_failures(step):
       saved = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
-    except Exception as err:
-      if _os_reason(err) is None and not _STORE_FAILURE.search(str(err)):
-        raise  # not the disk's: a state Orbax cannot write, a bug (a review: it was told to free space)
-      raise self._save_failed(step, err) from err
     self._writing = step if saved else None
     self.last_save_seconds = time.perf_counter() - t0
     return saved
@@ -340,12 +337,8 @@ class Checkpointer:
       CheckpointSaveError: the step written in the background failed.
     """
     writing, self._writing = self._writing, None
-    try:
+    with self._write_failures(writing):
       self._manager.wait_until_finished()
-    except Exception as err:
-      if _os_reason(err) is None and not _STORE_FAILURE.search(str(err)):
-        raise  # not the disk's: a state Orbax cannot write, a bug (a review: it was told to free space)
-      raise self._save_failed(writing, err) from err
 
   def close(self) -> None:
     """Finishes pending saves and releases the manager (also when the pending save failed, which it then raises)."""
@@ -353,6 +346,17 @@ class Checkpointer:
       self.wait()
     finally:
       self._manager.close()
+
+  @contextlib.contextmanager
+  def _write_failures(self, step: int | None):
+    """Raises the system's or the storage's failure to write `step` as a `CheckpointSaveError` (`_save_failed`);
+    any other error as it is (a review: a state Orbax cannot write was told to free space)."""
+    try:
+      yield
+    except Exception as err:
+      if _os_reason(err) is None and not _STORE_FAILURE.search(str(err)):
+        raise
+      raise self._save_failed(step, err) from err
 
   def _save_failed(self, step: int | None, err: Exception) -> CheckpointSaveError:
     """A failed write as a `CheckpointSaveError` naming the step, the cause and the complete steps kept (a

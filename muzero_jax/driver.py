@@ -257,12 +257,11 @@ def run_iterations(
 def _close(ckpt: Checkpointer, raising: BaseException | None) -> None:
   """Closes `ckpt`; when an error is already on its way out (`raising`), a failure to finish the pending save is a
   note on it rather than an error over it (a checkpoint audit: a full disk's second report hid the first)."""
-  if raising is None:
-    ckpt.close()
-    return
   try:
     ckpt.close()
-  except Exception as err:  # noqa: BLE001 (the error on its way out is the one to raise)
+  except Exception as err:
+    if raising is None:
+      raise
     raising.add_note(f"finishing the pending checkpoint save failed too: {type(err).__name__}: {err}")
 
 

@@ -61,6 +61,11 @@ def copy(saved, tmp_path):
   return target
 
 
+def _fused(trainer, env, **kwargs):
+  """`driver.run_iterations` of single-process iterations, without a progress bar."""
+  return driver.run_iterations(trainer, env, driver._FusedIterations(trainer), progress=False, **kwargs)
+
+
 def test_restore_gives_back_every_leaf_and_the_meta(saved):
   restored = mz.restore(saved["directory"], saved["env"], saved["pool"])
   assert restored.step == 4 and restored.skipped == ()
@@ -412,15 +417,7 @@ def test_a_checkpoints_step_is_on_the_tensorboard_curve_before_the_checkpoint_is
     return save(ckpt, state, *args, **kwargs)
 
   monkeypatch.setattr(driver, "_save", seen_then_save)
-  driver.run_iterations(
-    trainer,
-    env,
-    driver._FusedIterations(trainer),
-    logdir=str(logdir),
-    checkpoint_dir=str(tmp_path / "c"),
-    num_iterations=4,
-    progress=False,
-  )
+  _fused(trainer, env, logdir=str(logdir), checkpoint_dir=str(tmp_path / "c"), num_iterations=4)
   assert on_disk == {2: [1, 2], 4: [1, 2, 3, 4]}
   assert sorted(scalars(logdir)["checkpoint/save_s"]) == [2, 4]
 
@@ -467,9 +464,7 @@ def test_a_save_that_fails_mid_run_names_the_step_the_cause_and_the_steps_kept(t
   directory = tmp_path / "ckpt"
 
   def run():
-    driver.run_iterations(
-      trainer, env, driver._FusedIterations(trainer), checkpoint_dir=str(directory), num_iterations=5, progress=False
-    )
+    _fused(trainer, env, checkpoint_dir=str(directory), num_iterations=5)
 
   with pytest.raises(mz.CheckpointSaveError) as info:
     run()
@@ -541,13 +536,5 @@ def test_a_failure_at_the_last_close_still_closes_the_logger(tmp_path, monkeypat
   monkeypatch.setattr(mz.Checkpointer, "close", full)
   logdir = tmp_path / "tb"
   with pytest.raises(mz.CheckpointSaveError, match="No space left"):
-    driver.run_iterations(
-      trainer,
-      env,
-      driver._FusedIterations(trainer),
-      logdir=str(logdir),
-      checkpoint_dir=str(tmp_path / "c"),
-      num_iterations=2,
-      progress=False,
-    )
+    _fused(trainer, env, logdir=str(logdir), checkpoint_dir=str(tmp_path / "c"), num_iterations=2)
   assert closed == [True] and sorted(scalars(logdir)["loss/total"]) == [1, 2]

@@ -236,19 +236,21 @@ def unqueried(ledger: cube_env.Ledger, state, num_values: int) -> jnp.ndarray:
   agent's own mask).
   """
   mask = np.asarray(state.mask)
-  here = tuple(int(v) for v in np.asarray(state.filters))
   fresh = mask.copy()
-  for action in np.nonzero(mask)[0]:
-    if cube_env.target(here, int(action), num_values) in ledger.index:
-      fresh[action] = False
+  for action, cohort in _legal_steps(state, num_values):
+    fresh[action] = cohort not in ledger.index
   return jnp.asarray(fresh if fresh.any() else mask)
+
+
+def _legal_steps(state, num_values: int) -> list[tuple[int, tuple]]:
+  """`(action, cohort it leads to)` of each of `state`'s legal moves."""
+  here = tuple(int(v) for v in np.asarray(state.filters))
+  return [(int(a), cube_env.target(here, int(a), num_values)) for a in np.nonzero(np.asarray(state.mask))[0]]
 
 
 def _shown_steps(ledger: cube_env.Ledger, state, num_values: int) -> set:
   """The cohorts `state`'s legal moves lead to that this search has not queried."""
-  here = tuple(int(v) for v in np.asarray(state.filters))
-  steps = (cube_env.target(here, int(a), num_values) for a in np.nonzero(np.asarray(state.mask))[0])
-  return {t for t in steps if t not in ledger.index}
+  return {cohort for _, cohort in _legal_steps(state, num_values) if cohort not in ledger.index}
 
 
 def _root_bias(env, obs, state, params, mask, config: muzero_jax.MuZeroConfig):

@@ -31,7 +31,7 @@ class TableError(ValueError):
   def __init__(self, field: str, message: str, *, status: int = 400):
     # A column's name is the user's, and may be megabytes long (a review: a 2 MB name came back whole as `field`
     # and again in the message): both cut as ingest's messages cut it (`ingest.shown_value`).
-    field = field if len(field) <= ingest.SHOWN_CHARS else ingest.shown_value(field, str)
+    field = ingest.shown_value(field, str)
     super().__init__(f"{field}: {message}")
     self.field, self.status = field, status
 
