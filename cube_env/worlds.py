@@ -930,7 +930,8 @@ def make_task_cubes(task: CubeTask, *, split: str) -> CubeSet:
   "train" cubes from index `AGENT_WORLD_INDEX` on (disjoint from the
   benchmark's validation worlds 0-19 and the learned ranking's rows from 20),
   "eval" cubes (the held-out report after training) the validation worlds
-  from index 0, at most `VALIDATION_WORLDS` of a family (a ValueError past them). No evaluation-split world is ever drawn: the benchmark's
+  from index 0, at most `VALIDATION_WORLDS` of a family (a ValueError past
+  them). No evaluation-split world is ever drawn: the benchmark's
   evaluation stays unseen. `scenarios` lists the family of each cube. A
   seed whose world cannot be drawn at `n_rows` rows (`make_world`'s
   ValueError) is passed over for the family's next one; `seeds` records the
