@@ -48,6 +48,7 @@ import pandas as pd
 import pytest
 
 import cube_env
+from experiments.launch import compile_cache
 
 
 def override_flags(argv: list[str], extra: list[str]) -> list[str]:
@@ -98,6 +99,14 @@ def small_df():
 @pytest.fixture(scope="session")
 def small_cube(small_df):
   return cube_env.build_cube(small_df, SMALL_SCHEMA, n_bins=3)
+
+
+def pytest_runtest_teardown(item, nextitem):
+  """A worker runs hundreds of tests in one process, and JAX keeps every program it compiled: its memory mappings
+  reached 60,000 of Linux's 65,530, past which the next compilation dies of a segmentation fault (seen twice, then a
+  hung run). They are dropped once the worker holds half (`compile_cache.release_if_crowded`)."""
+  del item, nextitem
+  compile_cache.release_if_crowded()
 
 
 def pytest_sessionfinish(session):

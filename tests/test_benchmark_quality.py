@@ -278,6 +278,19 @@ def test_summary_groups_by_nominal_fraction_and_time_limit_runs_no_case():
   assert list(qpool.run_suite(suite, {}, log=_quiet, deadline=0.0)) == []
 
 
+def test_the_in_process_suite_releases_compiled_programs_after_each_case(monkeypatch):
+  """As a worker process does (case_in_worker): each world's programs serve no other, and a process holding them all
+  dies once their memory mappings reach Linux's limit."""
+  calls, rows = [], []
+  monkeypatch.setattr(qpool, "make_case", lambda scenario, i, *_: (scenario, i))
+  monkeypatch.setattr(qpool, "run_case", lambda case, *_, **__: iter([{"case": case}]))
+  monkeypatch.setattr(qpool.compile_cache, "release_if_crowded", lambda: calls.append(len(rows)))
+  suite = qsuite.Suite(name="t", scenarios=("standard", "wide"), seeds=2, n_rows=300)
+  for row in qpool.run_suite(suite, {}, log=_quiet):
+    rows.append(row)
+  assert [r["case"] for r in rows] == qsuite.case_order(suite) and calls == [1, 2, 3, 4]
+
+
 def test_fixed_budgets_on_wide_and_deep_worlds(case, prep, tmp_path):
   suite = qsuite.Suite(name="t", fixed_budgets=(5, 50, 10**9))
   wide = dataclasses.replace(case, scenario="wide")

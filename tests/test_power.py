@@ -51,3 +51,16 @@ def test_defaults_recall_planted_effects_and_confirm_nothing_on_a_null_world():
   for r in rows:  # the funnel: each planted effect's halves see it in its direction
     for z, ze, zc in zip(r["truth_z"], r["explore_z"], r["confirm_z"]):
       assert np.sign(ze) == np.sign(z) and np.sign(zc) == np.sign(z)
+
+
+def test_power_rows_release_compiled_programs_between_worlds(monkeypatch):
+  """Each world compiles programs for its own shapes; a sweep in one process releases them when crowded (a suite's
+  worker died at its 25th world of the mappings they held) after every world."""
+  calls = []
+  monkeypatch.setattr(power.worlds, "make_world", lambda seed, family, **_: (family, seed))
+  monkeypatch.setattr(power, "world_rows", lambda world, *_, **__: iter([{"world": world}]))
+  monkeypatch.setattr(power.compile_cache, "release_if_crowded", lambda: calls.append(len(rows)))
+  rows = []
+  for row in power.power_rows(["narrow", "wide"], 3, [power.SETTINGS["default"]]):
+    rows.append(row)
+  assert len(rows) == 6 and calls == [1, 2, 3, 4, 5, 6]  # once after each world, its rows already out

@@ -21,6 +21,13 @@ programs; it needs `filelock`). Programs that compiled in under
 `MIN_COMPILE_SECONDS` are not stored (loading them would save little). The
 chosen directory goes into the environment too, so the processes a tool
 starts (Ray's self-play actors, the service's job processes) share it.
+
+In memory, JAX keeps every program a process compiled until `jax.clear_caches()`,
+and on a CPU each holds 15-20 memory mappings (its code and data). Linux caps a
+process's mappings (`vm.max_map_count`, 65,530 by default); past it LLVM cannot map
+the next program and the process dies of a segmentation fault (the test suite's
+workers reached 60,000). A process that compiles programs for many shapes (a
+sweep over worlds, the test suite) calls `release_if_crowded` between them.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 ENV_VAR = "CUBE_MUZERO_COMPILE_CACHE"
+CROWDED_SHARE = 0.5
 MAX_BYTES = 2 * 1024**3
 MIN_COMPILE_SECONDS = 0.5
 
@@ -73,3 +81,27 @@ def enable() -> str | None:
     jax.config.update("jax_compilation_cache_max_size", int(max_bytes))
   compilation_cache.reset_cache()  # a program compiled while importing would have fixed the cache as off
   return str(path)
+
+
+def mapped_share() -> float | None:
+  """The share of the memory mappings Linux allows a process (`vm.max_map_count`) that this one holds now; None
+  where /proc does not say (not Linux)."""
+  try:
+    with open("/proc/sys/vm/max_map_count", "rb") as f:
+      limit = int(f.read())
+    with open("/proc/self/maps", "rb") as f:
+      used = f.read().count(b"\n")
+  except (OSError, ValueError):
+    return None
+  return used / limit if limit > 0 else None
+
+
+def release_if_crowded(share: float = CROWDED_SHARE) -> bool:
+  """Drops every compiled program JAX holds in memory (`jax.clear_caches()`; the next call of a function compiles
+  it again, or loads it from the persistent cache) once this process holds more than `share` of the memory mappings
+  Linux allows it; True where it did. The module docstring says why."""
+  used = mapped_share()
+  if used is None or used <= share:
+    return False
+  jax.clear_caches()
+  return True

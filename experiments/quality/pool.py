@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 import jax
 
+from experiments.launch import compile_cache
 from experiments.quality.runner import SuiteMethod, build_methods, run_case
 from experiments.quality.suite import Suite, case_order, check_seed_split, make_case
 
@@ -128,6 +129,7 @@ def run_suite(
         log(f"time limit reached: {scenario} seed index {i} and the cases after it not run")
         return
       yield from run_case(make_case(scenario, i, suite), suite, methods, log=log, skip=skip)
+      compile_cache.release_if_crowded()  # the worker path's reason (case_in_worker), in the caller's own process
     return
   pool = concurrent.futures.ProcessPoolExecutor(
     workers, mp_context=multiprocessing.get_context("spawn"), initializer=limit_worker_threads

@@ -33,6 +33,7 @@ from cube_env.data.ingest import filters_to_codes
 from cube_env.discovery import pipeline, scoring
 from cube_env.discovery.cohorts import cohort_table
 from cube_env.discovery.scoring import score_findings
+from experiments.launch import compile_cache
 
 TRUTHLESS = ("null", "confounded")
 
@@ -227,6 +228,7 @@ def power_rows(
       made = time.perf_counter() - t0
       for row in world_rows(world, settings, max_depth=max_depth):
         yield {**row, "split": split, "world_seconds": round(made, 2)}
+      compile_cache.release_if_crowded()  # each world compiles programs for its own shapes
 
 
 def summarize(rows: Iterable[dict]) -> list[dict]:
