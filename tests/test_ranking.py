@@ -165,9 +165,13 @@ def test_collect_labels_the_planted_path(small_cube):
     ranking.collect(shallow, truth, budget=4, seed=0, noise=-1.0)
 
 
-def test_nevergrad_tuning_finds_the_peak_of_a_known_objective():
-  """`tuning.tune` drives a real Nevergrad optimizer: seeded, within the bounds, and it ends near a known optimum."""
+def test_nevergrad_tuning_finds_the_peak_of_a_known_objective(monkeypatch):
+  """`tuning.tune` drives a real Nevergrad optimizer: seeded, within the bounds, and it ends near a known optimum.
+  After each candidate it releases JAX's compiled programs when they crowd the process's memory mappings (an agent
+  candidate compiles its own; 100 of them in one process near Linux's limit, where the next compile segfaults)."""
   pytest.importorskip("nevergrad")
+  released = []
+  monkeypatch.setattr(tuning.compile_cache, "release_if_crowded", lambda: released.append(len(seen)))
   space = {"hidden": tuning.Bound(4, 32, log=True, integer=True), "learning_rate": tuning.Bound(1e-3, 2e-2, log=True)}
 
   def objective(s):
@@ -176,6 +180,7 @@ def test_nevergrad_tuning_finds_the_peak_of_a_known_objective():
   seen = []
   best, history = tuning.tune(objective, space, budget=40, seed=3, optimizer="OnePlusOne", log=seen.append)
   assert seen == history and len(history) == 40
+  assert released == list(range(40))  # after each candidate's score, before its row is logged
   assert all(4 <= r["settings"]["hidden"] <= 32 and isinstance(r["settings"]["hidden"], int) for r in history)
   assert 8 <= best["hidden"] <= 18 and 2.5e-3 <= best["learning_rate"] <= 1e-2
   again, _ = tuning.tune(objective, space, budget=40, seed=3, optimizer="OnePlusOne")

@@ -34,6 +34,7 @@ import numpy as np
 import muzero_jax
 from cube_env.discovery import ranking
 from experiments import train
+from experiments.launch import compile_cache
 from experiments.launch.cube_presets import PRESETS
 from experiments.quality import ranker_training
 from experiments.quality.session import run_quality
@@ -142,6 +143,7 @@ def tune(
     candidate = opt.ask()
     settings = dict(candidate.value)
     score = float(objective(settings))
+    compile_cache.release_if_crowded()  # a candidate's programs (its shapes, its settings) may serve no other
     if not np.isfinite(score):
       raise ValueError(f"the tuning objective returned {score} for {settings}")
     opt.tell(candidate, -score)  # Nevergrad minimises
