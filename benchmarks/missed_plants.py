@@ -20,6 +20,7 @@ import cube_env
 from cube_env.discovery import frontier as F
 from cube_env.discovery import ranking
 from cube_env.discovery.space import target
+from experiments.launch import compile_cache
 from experiments.quality import runner as R
 from experiments.quality import suite as S
 
@@ -53,6 +54,7 @@ def main() -> None:
             if key not in seen or seen[key][0] < s:
               seen[key] = (s, row)
 
+        compile_cache.release_if_crowded()  # each world compiles its own shapes' programs
         walked = F.frontier(space, budget=budget, seed=0, ranker=rank, watch=watch)
         by_learned = visited_keys(walked, meta)
         by_greedy = visited_keys(cube_env.search(prep.prepared, greedy.search, budget=budget), meta)

@@ -13,6 +13,7 @@ import os
 import sys
 
 from cube_env import worlds
+from experiments.launch import compile_cache
 from experiments.quality import runner as R
 from experiments.quality import suite as S
 from experiments.quality.pool import read_rows
@@ -51,6 +52,7 @@ def main() -> None:
       handle.flush()
       os.fsync(handle.fileno())
     print(f"{family} world {index}: {len(rows)} rows", flush=True)
+    compile_cache.release_if_crowded()  # each world compiles its own shapes' programs
 
 
 if __name__ == "__main__":

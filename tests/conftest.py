@@ -101,10 +101,12 @@ def small_cube(small_df):
   return cube_env.build_cube(small_df, SMALL_SCHEMA, n_bins=3)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item, nextitem):
   """A worker runs hundreds of tests in one process, and JAX keeps every program it compiled: its memory mappings
   reached 60,000 of Linux's 65,530, past which the next compilation dies of a segmentation fault (seen twice, then a
-  hung run). They are dropped once the worker holds half (`compile_cache.release_if_crowded`)."""
+  hung run). They are dropped once the worker holds half (`compile_cache.release_if_crowded`), after the test's
+  fixtures are torn down (trylast: pytest's own teardown runs first)."""
   del item, nextitem
   compile_cache.release_if_crowded()
 

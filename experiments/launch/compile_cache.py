@@ -25,9 +25,12 @@ starts (Ray's self-play actors, the service's job processes) share it.
 In memory, JAX keeps every program a process compiled until `jax.clear_caches()`,
 and on a CPU each holds 15-20 memory mappings (its code and data). Linux caps a
 process's mappings (`vm.max_map_count`, 65,530 by default); past it LLVM cannot map
-the next program and the process dies of a segmentation fault (the test suite's
-workers reached 60,000). A process that compiles programs for many shapes (a
-sweep over worlds, the test suite) calls `release_if_crowded` between them.
+the next program ("LLVM compilation error: Cannot allocate memory") and the
+process dies of a segmentation fault (the test suite's workers reached 60,000; a
+process that maps the rest itself dies so at its next compile). A process that
+compiles programs for many shapes (a sweep over worlds, a tuning, the test suite)
+calls `release_if_crowded` between them. Programs a caller holds itself (an AOT
+`Compiled`) stay.
 """
 
 from __future__ import annotations
