@@ -170,15 +170,15 @@ def test_damaged_newest_state_falls_back_with_a_warning(tmp_path):
   ref = _run(df, None)
   state = str(tmp_path / "state")
   with pytest.raises(_Stop):
-    _run(df, state, progress=_stop_at(19))  # 18 queries done: 4 saves of 4
+    _run(df, state, progress=_stop_at(19))  # 18 queries done: 4 saves of 4, and the 2 since saved as the stop raised
   segs = sorted(n for n in os.listdir(state) if n.startswith("seg-"))
-  assert len(segs) == 4
+  assert len(segs) == 5 and journal.saved_queries(state) == 18
   with open(os.path.join(state, segs[-1]), "r+b") as handle:  # flip a byte of the newest segment
     handle.seek(40)
     byte = handle.read(1)
     handle.seek(40)
     handle.write(bytes([byte[0] ^ 0xFF]))
-  with pytest.warns(journal.JournalWarning, match=r"damaged.*\(12 queries\)"):
+  with pytest.warns(journal.JournalWarning, match=r"damaged.*\(16 queries\)"):
     again = _run(df, state)
   pd.testing.assert_frame_equal(again.findings, ref.findings)
   assert os.path.exists(os.path.join(state, segs[-1] + ".damaged"))
@@ -303,6 +303,28 @@ def test_a_saved_state_is_never_cleared_by_a_fresh_run_and_a_moved_copy_resumes_
     json.dump({**saved_settings, "beam_width": 4}, handle)  # with --method greedy
   assert discover.main(_flags(setup, "greedy", str(tmp_path / "x")) + ["--beam-width", "4"]) == 2  # fresh: refused
   assert discover.main(["--resume", older]) == 0 and _findings(older)[0] == before[0]
+
+
+def test_a_progress_that_raises_saves_what_was_recorded_first(tmp_path):
+  """A review of the service's stop: `_Progress` raises `JobStopped` inside the journal's progress call, which had
+  dropped the queries since the last save (up to `every`) and a chunk recorded just before it (any cost)."""
+  df = make_small_df(seed=5, n=2000)
+  space = cube_env.prepare(df, SCHEMA, cube_env.DiscoveryConfig(max_depth=2, z_screen=3.0)).space
+  walk = str(tmp_path / "walk")
+  ledger = cube_env.Ledger(space, 10, journal.Journal(walk, fingerprint={"run": 1}, progress=_stop_at(4)))
+  _, root, _ = ledger.root()
+  legal = [int(a) for a in np.nonzero(np.asarray(root.mask))[0]]
+  with pytest.raises(_Stop):
+    for action in legal:
+      ledger.step(root, action)
+  assert journal.saved_queries(walk) == 3  # the root and two steps, every=100 notwithstanding
+  chunks = str(tmp_path / "chunks")
+  book = journal.Journal(chunks, fingerprint={"run": 1}, progress=_stop_at(9))
+  book.put_chunk("subset:", {"n": 1}, cost=1)
+  with pytest.raises(_Stop):
+    book.put_chunk("subset:0", {"n": 2}, cost=8)
+  assert journal.saved_queries(chunks) == 9
+  assert journal.Journal(chunks, fingerprint={"run": 1}).chunk("subset:0") == {"n": 2}
 
 
 def test_saved_queries_count_an_enumerations_chunks(tmp_path):
