@@ -1133,7 +1133,7 @@ def test_an_error_quotes_huge_cells_and_header_names_cut_short(small_df):
   message = str(err.value)
   assert len(message) < 2_000
   assert message.startswith("measure column 'minutes' is not numeric: it holds text that is not a number ('xxx")
-  assert "…' (100,000 characters) in fewer than 11 rows" in message
+  assert "x…" + "x" * ingest.SHOWN_TAIL + "' (100,000 characters) in fewer than 11 rows" in message
   # A 100,000-character header beside a missing column: the list of columns quotes it cut.
   wide = df.rename(columns={"bmi": "b" * 100_000})
   with pytest.raises(ingest.ColumnError) as err:
@@ -1141,14 +1141,15 @@ def test_an_error_quotes_huge_cells_and_header_names_cut_short(small_df):
   message = str(err.value)
   assert len(message) < 2_000 and err.value.column == "Minutes"
   assert message.startswith("column 'Minutes' (schema.measures) is not in the table (did you mean 'minutes'?)")
-  assert "'bbb" in message and "…' (100,000 characters)" in message
+  assert "'bbb" in message and "b…" + "b" * ingest.SHOWN_TAIL + "' (100,000 characters)" in message
   # A 100,000-character name in the schema, missing from the table: quoted cut, once in full in `column`.
   with pytest.raises(ingest.ColumnError) as err:
     cube_env.build_cube(wide, _schema(measures=["b" * 100_001]))
   message = str(err.value)
   assert len(message) < 2_000 and err.value.column == "b" * 100_001
   assert (
-    message.startswith("column 'bbb") and "…' (100,001 characters) (schema.measures) is not in the table" in message
+    message.startswith("column 'bbb")
+    and "b…" + "b" * ingest.SHOWN_TAIL + "' (100,001 characters) (schema.measures) is not in the table" in message
   )
   # A measure named by a 100,000-character header, holding text: named, cut.
   named = df.rename(columns={"minutes": huge})
@@ -1170,17 +1171,23 @@ def test_an_error_quotes_huge_cells_and_header_names_cut_short(small_df):
   message = str(err.value)
   assert len(message) < 2_000 and message.startswith("column 'date': reads as dates (YYYY-MM-DD) but one is not a ")
   assert message.endswith(
-    "valid date: '2023-01-01 08:30:00.1111111111111111111111111111111111111111…' (100,020 characters)"
+    "valid date: '2023-01-01 08:30:00.11111111111111111111…11111111111111111111' (100,020 characters)"
   )
 
 
 def test_shown_cuts_long_text_and_long_lists():
-  """`shown_value` quotes a value whole up to `SHOWN_CHARS` characters, a longer one cut and its length stated;
+  """`shown_value` quotes a value whole up to `SHOWN_CHARS` characters, a longer one cut to its start and end and
+  its length stated;
   `shown_names` lists `SHOWN_NAMES` names, then how many more."""
   assert ingest.shown_value("site") == "'site'" and ingest.shown_value(3) == "3"
-  assert ingest.shown_value("x" * 15_000_000) == repr("x" * ingest.SHOWN_CHARS + "…") + " (15,000,000 characters)"
-  assert ingest.shown_value("é" * 61, str) == "é" * 60 + "… (61 characters)"
-  assert ingest.shown_value(("a",) * 40).endswith("… (200 characters)")  # not text: its repr cut
+  head = ingest.SHOWN_CHARS - ingest.SHOWN_TAIL
+  assert ingest.shown_value("x" * 15_000_000) == repr("x" * head + "…" + "x" * 20) + " (15,000,000 characters)"
+  assert ingest.shown_value("é" * 61, str) == "é" * head + "…" + "é" * 20 + " (61 characters)"
+  # Long names that share their first 60 characters print apart (they had printed alike).
+  names = ["length of stay in days, measured from admission to discharge, " + year for year in ("2023", "2024")]
+  shown = [ingest.shown_value(name) for name in names]
+  assert shown[0] != shown[1] and shown[0].endswith("discharge, 2023' (66 characters)")
+  assert ingest.shown_value(("a",) * 40).endswith(",… 'a', 'a', 'a', 'a') (200 characters)")  # not text: its repr cut
   assert ingest.shown_names(["a", "b"]) == str(["a", "b"])[1:-1]
   assert ingest.shown_names([f"c{i}" for i in range(1025)], " and ").endswith("'c18' and 'c19', and 1,005 more")
 

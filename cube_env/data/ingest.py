@@ -145,18 +145,21 @@ def _quoted(text: object, *also: str) -> str:
 
 
 SHOWN_CHARS = 60  # longest cell text or column name a message quotes whole (`shown_value`); a longer one is cut
+SHOWN_TAIL = 20  # of a cut text's SHOWN_CHARS, how many are its last (long names that differ at their end print apart)
 SHOWN_NAMES = 20  # most column names (or other items) a message lists (`shown_names`); the rest are counted
 
 
 def shown_value(value: object, write=repr) -> str:
   """A user's cell value or column name as a message quotes it: `write(value)` (repr, or str or ascii), a text
-  longer than `SHOWN_CHARS` cut there with an ellipsis and its length stated, as "'xxxx…' (15,000,000 characters)"
-  (a service audit: a 15 MB upload whose measure held three 5 MB texts got a 15 MB error back, and a 2 MB header
-  name came back whole). A value that is not text is cut likewise where `write` gives a longer text."""
+  longer than `SHOWN_CHARS` cut to its first and last characters (`SHOWN_TAIL` of them last) with an ellipsis between
+  and its length stated, as "'xxxx…yyyy' (15,000,000 characters)" (a service audit: a 15 MB upload whose measure held
+  three 5 MB texts got a 15 MB error back, and a 2 MB header name came back whole; a later one: two long column names
+  sharing their first 60 characters printed alike). A value that is not text is cut likewise where `write` gives a
+  longer text."""
   text = value if isinstance(value, str) else write(value)
   if len(text) <= SHOWN_CHARS:
     return write(value)
-  cut = text[:SHOWN_CHARS] + "…"
+  cut = text[: SHOWN_CHARS - SHOWN_TAIL] + "…" + text[-SHOWN_TAIL:]
   return f"{write(cut) if isinstance(value, str) else cut} ({len(text):,} characters)"
 
 
