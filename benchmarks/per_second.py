@@ -15,6 +15,13 @@ In both, a heuristic with no run within the method's seconds on a world scores 0
 time), so at small budgets the second reading can also move with seconds: a heuristic slower than the method at
 its smallest budget drops out of that world.
 
+* `per-world best, credited` (added 2026-12-07 from a cold audit of the benchmark's statistics, after the other two
+  were known, so it judges nothing either): as `per-world best`, but a heuristic with no run within the method's
+  seconds on a world is credited the recall of its smallest budget's run there. A heuristic's runs are recorded at
+  three budgets only, so scoring 0 where its 100-query run took a little longer than the method's counts against
+  it what a run of fewer queries might have found in time; crediting it that run's recall favours the heuristics
+  instead. The truth lies between the two (no run records recall against its own seconds).
+
 `python benchmarks/per_second.py RUNS.jsonl greedy,beam learned,muzero` (RUNS from one `benchmark quality` call).
 """
 
@@ -27,9 +34,14 @@ import numpy as np
 from experiments.quality.summary import bootstrap_interval
 
 
-def within(rows: list[dict], heuristic: str, seconds: float) -> float:
-  """The highest recall of `heuristic`'s runs in `rows` that took at most `seconds` (0 when none did)."""
-  return max([r["recall"] for r in rows if r["method"] == heuristic and r["seconds"] <= seconds], default=0.0)
+def within(rows: list[dict], heuristic: str, seconds: float, *, credit: bool = False) -> float:
+  """The highest recall of `heuristic`'s runs in `rows` that took at most `seconds`; when none did, 0, or with
+  `credit` the recall of its smallest budget's run (module docstring)."""
+  own = [r for r in rows if r["method"] == heuristic]
+  in_time = [r["recall"] for r in own if r["seconds"] <= seconds]
+  if in_time or not credit or not own:
+    return max(in_time, default=0.0)
+  return min(own, key=lambda r: r["budget"])["recall"]
 
 
 def interval(d: list[float]) -> str:
@@ -52,6 +64,7 @@ def main() -> None:
     for m in methods:
       for b in (100, 300, 1000):
         mine, ref = [], {h: [] for h in heur}  # per world: the method's recall; each heuristic's within its seconds
+        credited = {h: [] for h in heur}
         ms = []
         for (f, _seed), rows in sorted(runs.items()):
           me = [r for r in rows if f == fam and r["method"] == m and r["budget"] == b]
@@ -61,6 +74,7 @@ def main() -> None:
           ms.append(me[0]["seconds"])
           for h in heur:
             ref[h].append(within(rows, h, me[0]["seconds"]))
+            credited[h].append(within(rows, h, me[0]["seconds"], credit=True))
         if not mine:
           continue
         best = max(heur, key=lambda h: (np.mean(ref[h]), -heur.index(h)))  # ties: the first named
@@ -68,7 +82,8 @@ def main() -> None:
         print(
           f"{fam:5s} {m:8s} {b:5d} q: mean seconds {np.mean(ms):6.2f}  minus the per-world best heuristic within its "
           f"seconds {interval(list(np.subtract(mine, oracle)))}; minus the best heuristic within its seconds ({best}, "
-          f"{np.mean(ref[best]):.2f}) {interval(list(np.subtract(mine, ref[best])))} (n {len(mine)})"
+          f"{np.mean(ref[best]):.2f}) {interval(list(np.subtract(mine, ref[best])))} (n {len(mine)}); minus the "
+          f"per-world best, credited {interval(list(np.subtract(mine, np.max([credited[h] for h in heur], axis=0))))}"
         )
     for h in heur:
       for b in (100, 300, 1000):

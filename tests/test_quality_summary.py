@@ -15,7 +15,7 @@ from experiments.quality import tables as qtables
 from experiments.quality.pool import json_line
 from experiments.quality.power import clopper_pearson
 from experiments.quality.suite import SUITE_METHODS
-from experiments.quality.summary import best_settings, bootstrap_interval, paired, suite_pairs, summarize
+from experiments.quality.summary import best_settings, bootstrap_interval, paired, sign_flip_p, suite_pairs, summarize
 
 
 def _run(family, method, seed, *, fraction=0.01, budget=None, recall=math.nan, **kw):
@@ -80,6 +80,27 @@ def test_bootstrap_interval_draws_when_enumeration_is_too_long():
   np.testing.assert_allclose(drawn, exact, atol=0.02)
 
 
+def test_sign_flip_p_against_scipy_and_by_hand():
+  """The paired randomization test (a cold audit: 4 worlds better and 16 equal put the bootstrap's low end above 0;
+  their smallest two-sided p is 2 / 2**4)."""
+  scipy_stats = pytest.importorskip("scipy.stats")
+  assert sign_flip_p([0.7] * 4 + [0.0] * 16) == 0.125
+  assert sign_flip_p([0.0, 0.0]) == 1.0 and sign_flip_p([]) == 1.0
+  # by hand: +0.3, +0.2, -0.1 sum to 0.4; of the 8 patterns |sum| >= 0.4 for (+,+,-), (+,+,+) and their negatives
+  assert sign_flip_p([0.3, 0.2, -0.1]) == 0.5
+  rng = np.random.default_rng(7)
+  for v in (rng.normal(0.3, 1.0, 9), np.r_[rng.choice([-0.5, 0.25, 0.5, 1.0], 13), np.zeros(7)]):
+    want = scipy_stats.permutation_test(
+      (v,), np.mean, permutation_type="samples", n_resamples=np.inf, alternative="two-sided"
+    ).pvalue
+    assert sign_flip_p(v) == pytest.approx(want, abs=1e-12)
+  v = rng.normal(0.2, 1.0, 24)  # 24 nonzero: drawn patterns, reproducible by seed, near scipy's exact p
+  want = scipy_stats.permutation_test(
+    (v,), np.mean, permutation_type="samples", n_resamples=2**20, alternative="two-sided", random_state=0
+  ).pvalue
+  assert sign_flip_p(v, seed=1) == sign_flip_p(v, seed=1) == pytest.approx(want, abs=0.01)
+
+
 def _paired_runs():
   recall = {
     "exhaustive": [1.0, 0.4, 0.7],  # mean 0.7: the leader
@@ -130,6 +151,8 @@ def test_paired_differences_against_a_hand_computation():
   # the 4 resamples' means: -0.1, 0.2, 0.2, 0.5; positions 3 x 0.025 = 0.075 and 3 x 0.975 = 2.925
   assert (beam["diff_low"], beam["diff_high"]) == pytest.approx((-0.1 + 0.075 * 0.3, 0.2 + 0.925 * 0.3))
   assert beam["recall_mean"] == pytest.approx(0.9) and beam["other_recall_mean"] == pytest.approx(0.7)
+  # and its sign flip: d = -0.1, 0.5, |sum| 0.4; the 4 patterns' sums are +-0.4 and +-0.6, all as far; one world each way
+  assert beam["sign_flip_p"] == 1.0 and (beam["worlds_better"], beam["worlds_worse"]) == (1, 1)
   assert {r["budget_key"] for r in by.values()} == {"f0.01"} and leader["family"] == "standard"
   # one method against the best of a few (issue 18's yardstick): greedy against random only, d = 0.2, 0.3, 0.5
   (versus,) = paired(_paired_runs(), method="greedy", among=("random",))
