@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import pathlib
+import warnings
 from unittest import mock
 
 import jax
@@ -180,7 +181,17 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
   out_max = muzero_jax.act(loaded.params, jnp.asarray(obs)[None], legal, jax.random.PRNGKey(0), deeper, backup="max")
   advantage_max = np.asarray(out_max.action_values[0]) - float(out_max.network_value[0])
   np.testing.assert_allclose(refined_max - base, 2.0 * advantage_max, rtol=1e-5, atol=1e-6)
-  run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, backup="max"), budget=10)
+  # At the agent's own simulations, no more than the moves it considers, each is searched once (a tree one level
+  # deep where that many are legal, as here) and the max backup reads the mean's Q: a warning says so (an audit).
+  assert loaded.config.search == "gumbel" and loaded.config.num_simulations <= loaded.config.max_num_considered_actions
+  with pytest.warns(UserWarning, match="backup='max' reads what the mean backup does"):
+    shallow_max = agent.agent_ranker(loaded, seed=0, refine=2.0, backup="max", advantage="raw")
+  np.testing.assert_allclose(shallow_max(obs, 0.0), refined, rtol=1e-6, atol=1e-6)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # a deeper search: no warning
+    agent.agent_ranker(loaded, seed=0, backup="max", simulations=deeper.num_simulations)
+  with pytest.warns(UserWarning, match="backup='max'"):
+    run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, backup="max"), budget=10)
   assert run.queries == 10 and "max backup" in run.note
   # Near the top (the default) or at every visit: the same budget, and the note says where the agent searched.
   assert "once a drill-down of it reaches the top" in run.note

@@ -128,6 +128,14 @@ def test_merge_and_bagging_are_the_members_mean(tmp_path):
   assert ranking.auc(bagged.logits(x), y, np.ones_like(y)) > 0.95
   with pytest.raises(ValueError, match="members >= 1"):
     ranking.fit_bagged(x, y, groups=groups, members=0, seed=0)
+  # Positives in one group of two: a member whose resample misses it had fitted all-NaN weights with a warning only
+  # (an audit); it is refused naming the member. Seed 0's draw takes group 1 twice.
+  assert np.random.default_rng(0).integers(0, 2, 2).tolist() == [1, 1]
+  one = (np.arange(400) < 50).astype(np.float32)  # positives in group 0 only
+  with pytest.raises(ValueError, match=r"member 0 \(seed 0\): fit needs both labels with weight, got 0 on positives"):
+    ranking.fit_bagged(x, one, groups=(np.arange(400) >= 200).astype(int), members=1, seed=0, hidden=4, steps=5)
+  with pytest.raises(ValueError, match="both labels with weight"):
+    ranking.fit(x, y, seed=0, sample_weight=np.where(y > 0, 0.0, 1.0), hidden=4, steps=5)
 
 
 def test_auc_by_hand():

@@ -61,8 +61,8 @@ FEATURES = (
   "column_max",  # strongest z among the column's values
   "column_mean",  # mean z over the column's values
   "above_column",  # z minus the column's mean
-  "sibling_rank",  # share of the parent's drill-downs with a lower z
-  "sibling_max",  # strongest z among all the parent's drill-downs
+  "sibling_rank",  # share of the parent's legal moves to new cohorts (drill-downs and switches) with a lower z
+  "sibling_max",  # strongest z among those moves (an audit: "drill-downs" here always counted switches too)
   "column_values",  # number of values of the column / the grid's width
 )
 NUM_FEATURES = len(FEATURES)
@@ -271,6 +271,10 @@ def fit(
     raise ValueError(f"fit needs both labels, got {int(pos)} positives of {len(y)} rows")
   sw = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, np.float32)
   neg_w, pos_w = (sw * (1 - y)).sum(), (sw * y).sum()
+  if not (pos_w > 0 and neg_w > 0):  # a bootstrap draw (`fit_bagged`) without one label's rows: all-NaN weights
+    raise ValueError(
+      f"fit needs both labels with weight, got {float(pos_w):g} on positives and {float(neg_w):g} on negatives"
+    )
   w = sw * np.where(y > 0, 0.5 / pos_w, 0.5 / neg_w)  # each class carries half the loss
   mean = x.mean(axis=0)
   scale = np.where(x.std(axis=0) > 1e-6, x.std(axis=0), 1.0)
@@ -380,7 +384,10 @@ def fit_bagged(
       rows = strata == stratum
       ids, which = np.unique(groups[rows], return_inverse=True)
       draws[rows] = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))[which]
-    fits.append(fit(x, y, seed=seed + m, sample_weight=sw * draws, **fit_args))
+    try:
+      fits.append(fit(x, y, seed=seed + m, sample_weight=sw * draws, **fit_args))
+    except ValueError as err:  # a resample that drew no group holding one of the labels
+      raise ValueError(f"fit_bagged member {m} (seed {seed + m}): {err}; use more groups or fewer members") from None
   return merge(fits)
 
 
