@@ -21,6 +21,9 @@ from experiments.quality.summary import HEURISTICS, paired, summarize
 
 FAMILIES = ("wide", "deep", "masked", "standard")
 SETS = {"0-19": (0, 20), "0-9": (0, 10), "10-19": (10, 20)}
+# The registered replication on fresh worlds (benchmarks/README.md, *A replication on twenty fresh evaluation
+# worlds*): printed when the rows hold worlds past 19.
+REPLICATION = {"20-39": (20, 40), "0-39": (0, 40)}
 
 
 def cell(row: dict, *, detail: bool) -> str:
@@ -34,7 +37,8 @@ def cell(row: dict, *, detail: bool) -> str:
 
 
 def report(runs: list[dict]) -> None:
-  for name, (low, high) in SETS.items():
+  sets = {**SETS, **(REPLICATION if any(r["seed"] - BASE >= 20 for r in runs) else {})}
+  for name, (low, high) in sets.items():
     sub = [r for r in runs if low <= r["seed"] - BASE < high]
     for title, among, detail in (
       ("the best of " + ", ".join(HEURISTICS), HEURISTICS, True),
@@ -49,9 +53,12 @@ def report(runs: list[dict]) -> None:
         cells = sorted(
           (r for r in rows if r["family"] == fam), key=lambda r: (r["budget_fraction"], r["budget"])
         )  # as tables.py orders budgets
-        print(fam, " | ".join(cell(r, detail=detail) for r in cells))
+        if cells:
+          print(fam, " | ".join(cell(r, detail=detail) for r in cells))
     for fam in ("null", "confounded"):
       fr = [r for r in sub if r["family"] == fam]
+      if not fr:
+        continue
       bad: dict[str, set] = {}
       for r in fr:
         if r.get("family_wise_error"):
