@@ -1,7 +1,8 @@
 """Issue 18's figures on the twenty-world `standard` file (benchmarks/README.md, *Twenty evaluation worlds a family*):
-`muzero` minus the best heuristic, minus greedy, and minus the best of the heuristics and `frontier`, per family and budget (paired bootstrap 95% over worlds,
-`summary.paired`; then the paired sign flip's two-sided p and the worlds better and worse) on worlds 0-19, 0-9 and 10-19; worlds with a false finding on null and confounded; `muzero`
-against `learned` run by run.
+`muzero` minus the best heuristic, minus greedy, and minus the best of the heuristics and `frontier`, per family and
+budget (paired bootstrap 95% over worlds, `summary.paired`; then the paired sign flip's two-sided p and the worlds
+better and worse) on worlds 0-19, 0-9 and 10-19 (and the replication's 20-39 and 0-39 where the rows hold them);
+worlds with a false finding on null and confounded; `muzero` against `learned` run by run.
 
 `python benchmarks/twenty_worlds.py [benchmarks/quality_standard20_cpu.jsonl RERUN.jsonl ...] [--plot PNG]` (a later
 file's rows replace the earlier ones of the same family, world, method and budget; with no file, `COMMITTED`, the
@@ -30,7 +31,8 @@ def cell(row: dict, *, detail: bool) -> str:
   out = f"{row['budget_key']} {row['diff_mean']:+.2f} [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]"
   # The paired sign flip's p and the worlds better / worse (a cold audit: the bootstrap's interval excludes 0 too
   # easily where most worlds differ by 0; `summary.sign_flip_p`).
-  out += f" p {row['sign_flip_p']:.3f} {row['worlds_better']}+/{row['worlds_worse']}-"
+  p = row["sign_flip_p"]
+  out += f" p {'<0.001' if p < 0.001 else f'{p:.3f}'} {row['worlds_better']}+/{row['worlds_worse']}-"
   if detail:
     out += f" ({row['recall_mean']:.2f} v {row['other']} {row['other_recall_mean']:.2f}, n {row['seeds']})"
   return out

@@ -188,7 +188,7 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
     shallow_max = agent.agent_ranker(loaded, seed=0, refine=2.0, backup="max", advantage="raw")
   np.testing.assert_allclose(shallow_max(obs, 0.0), refined, rtol=1e-6, atol=1e-6)
   with warnings.catch_warnings():
-    warnings.simplefilter("error")  # a deeper search: no warning
+    warnings.filterwarnings("error", message="muzero: backup")  # a deeper search: no such warning
     agent.agent_ranker(loaded, seed=0, backup="max", simulations=deeper.num_simulations)
   with pytest.warns(UserWarning, match="backup='max'"):
     run = cube_env.search(prepared, functools.partial(agent.muzero_search, checkpoint=loaded, backup="max"), budget=10)

@@ -1181,8 +1181,9 @@ def test_shown_cuts_long_text_and_long_lists():
   `shown_names` lists `SHOWN_NAMES` names, then how many more."""
   assert ingest.shown_value("site") == "'site'" and ingest.shown_value(3) == "3"
   head = ingest.SHOWN_CHARS - ingest.SHOWN_TAIL
-  assert ingest.shown_value("x" * 15_000_000) == repr("x" * head + "…" + "x" * 20) + " (15,000,000 characters)"
-  assert ingest.shown_value("é" * 61, str) == "é" * head + "…" + "é" * 20 + " (61 characters)"
+  tail = ingest.SHOWN_TAIL
+  assert ingest.shown_value("x" * 15_000_000) == repr("x" * head + "…" + "x" * tail) + " (15,000,000 characters)"
+  assert ingest.shown_value("é" * 61, str) == "é" * head + "…" + "é" * tail + " (61 characters)"
   # Long names that share their first 60 characters print apart (they had printed alike).
   names = ["length of stay in days, measured from admission to discharge, " + year for year in ("2023", "2024")]
   shown = [ingest.shown_value(name) for name in names]

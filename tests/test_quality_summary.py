@@ -88,6 +88,8 @@ def test_sign_flip_p_against_scipy_and_by_hand():
   assert sign_flip_p([0.0, 0.0]) == 1.0 and sign_flip_p([]) == 1.0
   # by hand: +0.3, +0.2, -0.1 sum to 0.4; of the 8 patterns |sum| >= 0.4 for (+,+,-), (+,+,+) and their negatives
   assert sign_flip_p([0.3, 0.2, -0.1]) == 0.5
+  for zero_sum in ([0.1, 0.2, -0.3], [0.1] * 3 + [-0.3], [0.1, 0.2, 0.3, -0.6]):  # float sums a hair off 0: p is 1
+    assert sign_flip_p(zero_sum) == 1.0
   rng = np.random.default_rng(7)
   for v in (rng.normal(0.3, 1.0, 9), np.r_[rng.choice([-0.5, 0.25, 0.5, 1.0], 13), np.zeros(7)]):
     want = scipy_stats.permutation_test(
@@ -151,7 +153,8 @@ def test_paired_differences_against_a_hand_computation():
   # the 4 resamples' means: -0.1, 0.2, 0.2, 0.5; positions 3 x 0.025 = 0.075 and 3 x 0.975 = 2.925
   assert (beam["diff_low"], beam["diff_high"]) == pytest.approx((-0.1 + 0.075 * 0.3, 0.2 + 0.925 * 0.3))
   assert beam["recall_mean"] == pytest.approx(0.9) and beam["other_recall_mean"] == pytest.approx(0.7)
-  # and its sign flip: d = -0.1, 0.5, |sum| 0.4; the 4 patterns' sums are +-0.4 and +-0.6, all as far; one world each way
+  # and its sign flip: d = -0.1, 0.5, |sum| 0.4; the 4 patterns' sums are +-0.4 and +-0.6, all as far; one world
+  # each way
   assert beam["sign_flip_p"] == 1.0 and (beam["worlds_better"], beam["worlds_worse"]) == (1, 1)
   assert {r["budget_key"] for r in by.values()} == {"f0.01"} and leader["family"] == "standard"
   # one method against the best of a few (issue 18's yardstick): greedy against random only, d = 0.2, 0.3, 0.5

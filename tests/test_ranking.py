@@ -132,7 +132,7 @@ def test_merge_and_bagging_are_the_members_mean(tmp_path):
   # (an audit); it is refused naming the member. Seed 0's draw takes group 1 twice.
   assert np.random.default_rng(0).integers(0, 2, 2).tolist() == [1, 1]
   one = (np.arange(400) < 50).astype(np.float32)  # positives in group 0 only
-  with pytest.raises(ValueError, match=r"member 0 \(seed 0\): fit needs both labels with weight, got 0 on positives"):
+  with pytest.raises(ValueError, match=r"member 0 \(seed 0\) resampled no group with positives \(0 weight on posi"):
     ranking.fit_bagged(x, one, groups=(np.arange(400) >= 200).astype(int), members=1, seed=0, hidden=4, steps=5)
   with pytest.raises(ValueError, match="both labels with weight"):
     ranking.fit(x, y, seed=0, sample_weight=np.where(y > 0, 0.0, 1.0), hidden=4, steps=5)

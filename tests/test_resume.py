@@ -325,6 +325,15 @@ def test_a_progress_that_raises_saves_what_was_recorded_first(tmp_path):
     book.put_chunk("subset:0", {"n": 2}, cost=8)
   assert journal.saved_queries(chunks) == 9
   assert journal.Journal(chunks, fingerprint={"run": 1}).chunk("subset:0") == {"n": 2}
+  # A save that fails there (a full disk) warns and lets the caller's exception go on, not the disk's (a review: the
+  # service tells a stopped job from a failed one by its exception).
+  full = journal.Journal(str(tmp_path / "full"), fingerprint={"run": 1}, progress=_stop_at(3))
+  with (
+    mock.patch.object(journal, "write_atomic", side_effect=OSError(28, "No space left on device")),
+    pytest.warns(journal.JournalWarning, match="could not be saved as the run stopped: .*No space left"),
+    pytest.raises(_Stop),
+  ):
+    full.put_chunk("subset:", {"n": 1}, cost=3)
 
 
 def test_saved_queries_count_an_enumerations_chunks(tmp_path):

@@ -149,8 +149,8 @@ class Journal:
       a resumed run with other facts is refused, naming each field that differs.
     every: save after this many new queries (or exhaustive's cohorts).
     progress: called with the queries spent so far, like any method's progress. Where it raises (the service's
-      recorded stop, a caller's own stop), what was recorded is saved first, so a stop that way loses no query or
-      chunk, as a signal's does not.
+      recorded stop, a caller's own stop), what was recorded is saved before its exception goes on, so such a stop
+      loses no query or chunk, as a signal's loses none (a save that fails then warns and does not mask it).
 
   Raises:
     ValueError: `every` < 1, or a journal in `directory` written for another run.
@@ -251,7 +251,11 @@ class Journal:
     try:
       self.progress(used)
     except BaseException:
-      self.save()
+      try:
+        self.save()
+      except Exception as err:  # noqa: BLE001 (the caller's exception, JobStopped say, must go on as it was)
+        message = f"the journal in {self.directory} could not be saved as the run stopped: {err}"
+        warnings.warn(message, JournalWarning, stacklevel=2)
       raise
 
   @property

@@ -384,10 +384,15 @@ def fit_bagged(
       rows = strata == stratum
       ids, which = np.unique(groups[rows], return_inverse=True)
       draws[rows] = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))[which]
-    try:
-      fits.append(fit(x, y, seed=seed + m, sample_weight=sw * draws, **fit_args))
-    except ValueError as err:  # a resample that drew no group holding one of the labels
-      raise ValueError(f"fit_bagged member {m} (seed {seed + m}): {err}; use more groups or fewer members") from None
+    weight = sw * draws
+    labelled = float((weight * np.asarray(y)).sum()), float((weight * (1 - np.asarray(y))).sum())
+    if not (labelled[0] > 0 and labelled[1] > 0):  # a resample that drew no group holding one of the labels
+      missing = "positives" if labelled[0] <= 0 else "negatives"
+      raise ValueError(
+        f"fit_bagged member {m} (seed {seed + m}) resampled no group with {missing} ({labelled[0]:g} weight on "
+        f"positives, {labelled[1]:g} on negatives): use more groups or another seed"
+      )
+    fits.append(fit(x, y, seed=seed + m, sample_weight=weight, **fit_args))
   return merge(fits)
 
 

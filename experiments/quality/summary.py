@@ -122,7 +122,9 @@ def sign_flip_p(values: Iterable[float], *, reps: int = 100_000, seed: int = 0) 
   m = len(v)
   if m == 0:
     return 1.0
-  observed = abs(v.sum()) * (1 - 1e-12)  # at least: float sums of the same numbers in another order agree
+  # "At least as far" up to the rounding of a float sum: a tolerance on the scale of the values, not of the sum (a
+  # review: [0.1, 0.2, -0.3] sums to 5.6e-17, which a relative one counted as beyond the patterns summing to 0).
+  observed = abs(v.sum()) - 1e-9 * np.abs(v).sum()
   if m <= EXACT_SIGNS:
     hits = 0
     low = v[: m // 2]  # the sums of the first half's patterns against the second's, in blocks: 2**m sums, small memory
