@@ -241,9 +241,6 @@ class Journal:
   # -- the search side -------------------------------------------------------------------------------------------
 
   def __call__(self, used: int) -> None:
-    self._tell(used)
-
-  def _tell(self, used: int) -> None:
     """`progress(used)`; where it raises, the recorded queries and chunks are saved before the exception goes on (a
     service stop raised here had dropped up to `every` queries, or an enumeration's chunk of any cost)."""
     if self.progress is None:
@@ -311,7 +308,7 @@ class Journal:
     self._pending_chunks[key] = {"cost": int(cost), "value": stored}
     self._pending_cost += int(cost)
     self._chunk_cost += int(cost)
-    self._tell(self._chunk_cost)
+    self(self._chunk_cost)
     self._maybe_save()
     return stored
 

@@ -126,12 +126,14 @@ def sign_flip_p(values: Iterable[float], *, reps: int = 100_000, seed: int = 0) 
   # review: [0.1, 0.2, -0.3] sums to 5.6e-17, which a relative one counted as beyond the patterns summing to 0).
   observed = abs(v.sum()) - 1e-9 * np.abs(v).sum()
   if m <= EXACT_SIGNS:
-    hits = 0
-    low = v[: m // 2]  # the sums of the first half's patterns against the second's, in blocks: 2**m sums, small memory
-    high = v[m // 2 :]
-    low_sums = (1 - 2 * ((np.arange(2 ** len(low))[:, None] >> np.arange(len(low))) & 1)) @ low
-    high_sums = (1 - 2 * ((np.arange(2 ** len(high))[:, None] >> np.arange(len(high))) & 1)) @ high
-    for h in high_sums:
+
+    def pattern_sums(part: np.ndarray) -> np.ndarray:  # [2**len(part)]: the sum of every sign pattern of `part`
+      bits = (np.arange(2 ** len(part))[:, None] >> np.arange(len(part))) & 1
+      return (1 - 2 * bits) @ part
+
+    # the first half's pattern sums against the second's, a block at a time: all 2**m sums in small memory
+    hits, low_sums = 0, pattern_sums(v[: m // 2])
+    for h in pattern_sums(v[m // 2 :]):
       hits += int(np.count_nonzero(np.abs(low_sums + h) >= observed))
     return hits / 2**m
   signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(reps, m))
