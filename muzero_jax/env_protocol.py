@@ -281,14 +281,16 @@ def check_env(
 
 
 def _check_vmap(env, params, keys: chex.Array, rng: np.random.Generator, step_j: Callable) -> None:
-  """Three steps of ``len(keys)`` states under ``vmap`` agree with stepping each state alone."""
+  """Three steps of ``len(keys)`` states under ``vmap`` agree with stepping each state alone (each step with keys of
+  its own, not the reset's: a stochastic environment's steps would otherwise draw what its reset drew)."""
   _, states = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params)
   vstep = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
-  for _ in range(3):
+  for t in range(3):
     masks = np.asarray(jax.vmap(env.action_mask, in_axes=(0, None))(states, params))
     actions = np.array([rng.choice(np.nonzero(m)[0]) for m in masks], np.int32)
-    out = vstep(keys, states, jnp.asarray(actions), params)
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t + 1)
+    out = vstep(step_keys, states, jnp.asarray(actions), params)
     for i in range(len(keys)):
-      one = step_j(keys[i], jax.tree.map(lambda x, i=i: x[i], states), int(actions[i]), params)
+      one = step_j(step_keys[i], jax.tree.map(lambda x, i=i: x[i], states), int(actions[i]), params)
       _assert_tree_close(jax.tree.map(lambda x, i=i: x[i], out[:5]), one[:5], f"vmap vs single (env {i})")
     states = out[1]

@@ -187,7 +187,11 @@ def check_expert(env, config: MuZeroConfig) -> None:
 def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, imitate):
   """One search + environment step of all slots, with auto-reset (the expert's move while ``imitate``)."""
   num_envs = actor.obs.shape[0]
-  key_search, key_step, key_reset, key_index = jax.random.split(key, 4)
+  # The expert's draw has a key of its own: `fold_in(key_search, 1)` is a key mctx derives from `key_search` too
+  # (`split(k)[1]`, Gumbel MuZero's root noise, Dirichlet's with PUCT), so the imitated move was the argmax of the
+  # search's own noise plus the expert's log-probabilities (an RL audit). `split(key, n)[i]` does not depend on `n`
+  # under JAX's default partitionable threefry: the other four keys are unchanged.
+  key_search, key_step, key_reset, key_index, key_expert = jax.random.split(key, 5)
   slot_params = select_params(pool, actor.pool_index)
   mask = jax.vmap(env.action_mask)(actor.env_state, slot_params)
   chex.assert_shape(mask, (num_envs, network.num_actions))
@@ -201,7 +205,7 @@ def _actor_step(params, actor: ActorState, key, pool, *, env, network, config, i
   action, policy = out.action, out.action_weights
   if config.imitation_iterations > 0:
     expert = _expert_softmax(logits, mask, config.imitation_temperature)
-    expert_action = jax.random.categorical(jax.random.fold_in(key_search, 1), jnp.log(expert)).astype(action.dtype)
+    expert_action = jax.random.categorical(key_expert, jnp.log(expert)).astype(action.dtype)
     action = jnp.where(imitate, expert_action, action)
     policy = jnp.where(imitate, expert, policy)
   obs, state, reward, terminated, truncated, _ = jax.vmap(env.step)(

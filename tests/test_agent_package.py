@@ -151,6 +151,13 @@ def test_frontier_mode_is_the_learned_value_refined_by_the_agents_search(small_d
   with mock.patch.object(muzero_jax, "act", wraps=muzero_jax.act) as act:
     padded_run = cube_env.search(prepared, default, budget=25)
   assert act.call_count > 0 and {c.args[1].shape[2] for c in act.call_args_list} == {own.num_filters}
+  # ...and its time-left plane on its own horizon (4), the steps taken being the cohort's depth: read on the search
+  # space's horizon (8), it had told the agent it had used half the steps it had (a cold audit).
+  assert loaded.horizon == 4 and prepared.space.env.horizon == 8
+  seen = np.stack([np.asarray(c.args[1])[0] for c in act.call_args_list])
+  depth = seen[:, cube_env.CHANNELS.index("depth")] * prepared.space.max_depth
+  assert {int(round(d)) for d in depth[:, 0, 0]} == {0, 1}  # the root and its drill-downs refined
+  np.testing.assert_allclose(seen[:, play.TIME_LEFT], 1.0 - depth / loaded.horizon, atol=1e-6)
   unpadded_run = cube_env.search(dataclasses.replace(prepared, space=unpadded), default, budget=25)
   pd.testing.assert_frame_equal(padded_run.visits, unpadded_run.visits)
   every0 = functools.partial(agent.muzero_search, checkpoint=loaded, refine=0.0, refine_at="visit")

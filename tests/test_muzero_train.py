@@ -290,6 +290,42 @@ def test_imitation_plays_the_expert_and_learns_its_policy():
   np.testing.assert_allclose(target[1], [np.exp(4.0) / (np.exp(4.0) + np.exp(2.0)), 0.0, 1 / (1 + np.exp(2.0))], 1e-6)
 
 
+def test_the_imitated_move_is_drawn_apart_from_the_searchs_noise(monkeypatch):
+  """While imitating, the expert's move is drawn with a key of its own: it was drawn with a key mctx also derives
+  from the search's (`fold_in(k, 1)` equals `split(k)[1]`, Gumbel MuZero's root noise), so the played move was the
+  argmax of the search's own Gumbel noise plus the expert's log-probabilities, and the search's choice agreed with it
+  in 0.56-0.59 of the slots, where independent draws agree in 0.12-0.13 (an RL audit). Measured over 256 slots and
+  three steps of an untrained agent."""
+  env = CoinGridExpert()
+  pool = make_coin_pool(env, 16, seed=0)
+  config = CONFIG.replace(
+    num_envs=256, imitation_iterations=1, imitation_temperature=1.0, num_simulations=4, max_num_considered_actions=4
+  )
+  trainer = mz.make_train(config, env, pool)
+  state = trainer.init()
+  searched, run_search = [], selfplay.run_search
+
+  def spy(*args, **kwargs):
+    out = run_search(*args, **kwargs)
+    searched.append(out.action)
+    return out
+
+  monkeypatch.setattr(selfplay, "run_search", spy)
+
+  @jax.jit
+  def step(actor, key):
+    next_actor, (stored, _) = selfplay._actor_step(
+      state.params, actor, key, pool, env=env, network=trainer.network, config=config, imitate=jnp.array(True)
+    )
+    return next_actor, stored.action, searched[-1]
+
+  actor, agree = state.actor, []
+  for t in range(3):
+    actor, played, chosen = step(actor, jax.random.PRNGKey(100 + t))
+    agree.append(float(np.mean(np.asarray(played) == np.asarray(chosen))))
+  assert max(agree) < 0.3, agree
+
+
 def test_imitation_needs_an_expert():
   for config in (CONFIG.replace(imitation_iterations=2), CONFIG.replace(expert_prior=0.5)):  # refused up front
     with pytest.raises(ValueError, match="need an expert.*CoinGrid.*expert_logits"):

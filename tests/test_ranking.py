@@ -62,6 +62,13 @@ def test_features_by_hand():
     assert x[a, col[name]] == pytest.approx(value, abs=1e-6), name
   assert x[2, col["column_mean"]] == pytest.approx(0.4, abs=1e-6)  # column 0: (0.1 + 0.4 + 0.7) / 3
   assert x[2, col["sibling_rank"]] == pytest.approx(0.8)
+  # A grid padded with two empty values (C = 5) gives every real pixel the same features: a column's values count
+  # against the widest real column (3), not the grid's width (a cold audit: it was 2 / 5 here).
+  pad = np.zeros((2, 2), np.float32)
+  wide = ranking.features(
+    _obs(*(np.concatenate([a[:, :3], pad, a[:, 3:]], axis=1) for a in (z, real, legal))), 0.25
+  ).reshape(2, 6, -1)
+  np.testing.assert_array_equal(wide[:, [0, 1, 2, 5]].reshape(8, -1), x)
 
 
 def test_on_path():
@@ -155,6 +162,14 @@ def test_learned_method_is_frontier_with_the_packaged_ranking(space):
   assert res.visits["cohort"].tolist() == ref.visits["cohort"].tolist()
   obs, _, _ = space_lib.Ledger(space, 1).root()
   assert np.isfinite(ranker(obs, 0.0)).all()
+  # A space on a grid with more values than the table's (`make_space(shape=...)`) is searched alike (a cold audit:
+  # the column-values feature divided by the padded width, and the visits differed from the second query on).
+  wider = dataclasses.replace(space.env.shape, num_values=space.env.shape.num_values + 8)
+  padded = cube_env.make_space(space.cube, max_depth=2, z_screen=Z, shape=wider)
+  more = methods.get_method("learned")(padded, budget=40, seed=0)
+  assert (
+    more.visits["cohort"].tolist() == methods.get_method("learned")(space, budget=40, seed=0).visits["cohort"].tolist()
+  )
 
 
 def test_collect_labels_the_planted_path(small_cube):

@@ -82,6 +82,10 @@ def features(obs: np.ndarray, parent_score: float) -> np.ndarray:
   drill = (obs[LEGAL][:, :-1] > 0) & values
   zv = np.where(values, z[:, :-1], 0.0)
   n_values = np.maximum(values.sum(axis=1), 1)
+  # A column's share of the widest real column, not of the grid's width: a grid padded with empty values (a space made
+  # with a wider `shape`) would otherwise shrink every share and re-rank the frontier (a cold audit; on an unpadded
+  # grid the widest column fills the grid, so the packaged ranker's features are unchanged).
+  widest = max(int(n_values.max()), 1)
   column_max = zv.max(axis=1)
   column_mean = zv.sum(axis=1) / n_values
   sib = np.sort(z[:, :-1][drill]) if drill.any() else np.zeros(1, np.float32)
@@ -102,7 +106,7 @@ def features(obs: np.ndarray, parent_score: float) -> np.ndarray:
       z - column_mean[:, None],
       rank,
       np.full(full, sib[-1]),
-      np.broadcast_to((n_values / (width - 1))[:, None], full),
+      np.broadcast_to((n_values / widest)[:, None], full),
     ],
     axis=-1,
   )
@@ -411,7 +415,8 @@ def auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
 
 
 def on_path(targets: np.ndarray, planted: np.ndarray) -> np.ndarray:
-  """`[N]` bool: target cohort codes `[N, F]` (-1 = all) whose filters are a subset of some planted cohort's `[E, F]`."""
+  """`[N]` bool: target cohort codes `[N, F]` (-1 = all) whose filters are a subset of some planted cohort's
+  `[E, F]`."""
   if len(planted) == 0:
     return np.zeros(len(targets), bool)
   on = targets[:, None, :] >= 0  # [N, 1, F]

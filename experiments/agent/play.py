@@ -92,6 +92,7 @@ REFINE = 0.25
 # episodes 0.675 without it, 0.7375 with 0.2, 0.725 with 1.0 (greedy 0.72).
 EPISODES_PRIOR = 0.2
 LEGAL = cube_env.CHANNELS.index("legal")
+TIME_LEFT = cube_env.CHANNELS.index("time_left")
 NARROWER = "Use fewer dimension/protected columns (--dimensions, --protected) or a lower --max-categories"
 
 
@@ -147,11 +148,17 @@ def agent_ranker(
   simulations: int = 0,
   advantage: str = ADVANTAGE,
   base=None,
+  horizon: int | None = None,
 ):
   """The `frontier` ranking: the learned frontier value (`base`, a `cube_env.learned_ranker`; default the packaged
-  ranker's) plus `refine` x the agent's search advantage (module docstring), its search Q read with a `backup` of "mean" (mctx's) or "max" (the best path found below each move,
-  `muzero_jax.search.max_backup_qvalues`), with `simulations` per search (0: the agent's own), the advantage read
-  as `advantage` says (`ADVANTAGES`; a visited move whose Q equals the network value exactly counts as unvisited)."""
+  ranker's) plus `refine` x the agent's search advantage (module docstring), its search Q read with a `backup` of
+  "mean" (mctx's) or "max" (the best path found below each move, `muzero_jax.search.max_backup_qvalues`), with
+  `simulations` per search (0: the agent's own), the advantage read as `advantage` says (`ADVANTAGES`; a visited
+  move whose Q equals the network value exactly counts as unvisited).
+  `horizon`: the horizon of the environment whose observations it ranks (None: the agent's own). The agent reads
+  their time-left plane on its own horizon, the steps taken (a cohort's depth, on the frontier) out of the
+  `agent.horizon` steps it was trained with: a search space's horizon (`cube_env.SEARCH_HORIZON`, 8) had told the
+  packaged agent (16) that it had used twice the steps it had (a cold audit)."""
   if not np.isfinite(refine) or refine < 0:
     raise ValueError(f"muzero: refine must be a finite number >= 0, got {refine!r}")
   if backup not in muzero_jax.search.BACKUPS:
@@ -174,14 +181,18 @@ def agent_ranker(
   base = base or cube_env.learned_ranker()
   key = jax.random.PRNGKey(seed)  # greedy search: no noise drawn from the key
 
+  rescale = horizon is not None and horizon != agent.horizon
+
   def rank(obs: np.ndarray, parent_score: float) -> np.ndarray:
     scores = base(obs, parent_score)
     if refine == 0:
       return scores
     legal = jnp.asarray(obs[LEGAL].reshape(1, -1) > 0)
-    out = muzero_jax.act(
-      agent.params, jnp.asarray(obs, jnp.float32)[None], legal, key, config, greedy=True, backup=backup
-    )
+    seen = np.asarray(obs, np.float32)
+    if rescale:  # 1 - t / horizon, read as 1 - t / agent.horizon
+      seen = seen.copy()
+      seen[TIME_LEFT] = 1.0 - (1.0 - seen[TIME_LEFT]) * (horizon / agent.horizon)
+    out = muzero_jax.act(agent.params, jnp.asarray(seen)[None], legal, key, config, greedy=True, backup=backup)
     gain = np.asarray(out.action_values[0], np.float64) - float(out.network_value[0])
     visited = gain != 0
     if advantage == "centred" and visited.any():
@@ -221,7 +232,16 @@ def play_frontier(
     space = cube_env.make_space(space.cube, shape=own, horizon=space.env.horizon, **space.thresholds)
   # read once: the cheap ranking near the top, and the value the agent refines
   learned = cube_env.learned_ranker(depth=depth, max_depth=space.max_depth)
-  ranker = agent_ranker(agent, seed, refine, backup=backup, simulations=simulations, advantage=advantage, base=learned)
+  ranker = agent_ranker(
+    agent,
+    seed,
+    refine,
+    backup=backup,
+    simulations=simulations,
+    advantage=advantage,
+    base=learned,
+    horizon=space.env.horizon,
+  )
   if refine_at == "top" and refine:
     ranker, refiner = learned, ranker
   else:
