@@ -267,6 +267,36 @@ def test_pool_of_different_cubes(small_cube):
   own = jax.jit(env_o.step)(jax.random.PRNGKey(0), state_o, a_own, params_o)
   assert float(out[2][1]) == float(own[2])
   assert env.meta is None and obs_b.shape[1] == env_lib.NUM_CHANNELS
+  # Every pixel plane of a padding column reads 0, as a padded value's does: one was each column's value 0, whose
+  # cells are all the cohort's (a padded column codes every cell 0), so it repeated the cohort's size, |z| and
+  # findings, and its "all" pixel read current and seen (a cold audit). The global planes fill the grid.
+  pixel_planes = [
+    CH[n] for n in ("legal", "log_size", "max_abs_z", "log_num_significant", "visited", "current", "real")
+  ]
+  for obs in (obs_b[1], out[0][1]):
+    assert not np.asarray(obs)[pixel_planes, f:].any()
+    np.testing.assert_array_equal(np.asarray(obs)[CH["time_left"], f:], np.asarray(obs)[CH["time_left"], 0, 0])
+
+
+def test_an_action_out_of_range_is_illegal_and_time_left_ends_at_zero(env_params):
+  """An action outside [0, A) is illegal and moves nothing (indexing the mask clamped it to the last action's
+  legality, and the move itself was dropped: a no-op reported legal); the time-left plane reaches exactly 0 at the
+  horizon (it read -1.5e-8 there, 1 - t x (1 / T) in float32)."""
+  env, params = env_params
+  step = jax.jit(env.step)
+  obs, state = jax.jit(env.reset)(jax.random.PRNGKey(0), params)
+  # In a cohort of the last column the last action (its "all": the roll-up) is legal, which a clamped index read.
+  _, drilled, *_ = step(jax.random.PRNGKey(0), state, env.action_for(env.shape.num_filters - 1, 0), params)
+  assert bool(drilled.mask[env.num_actions - 1])
+  for bad in (env.num_actions, env.num_actions + 7, -1):
+    _, moved, reward, _, _, info = step(jax.random.PRNGKey(0), drilled, bad, params)
+    assert bool(info["illegal"]) and float(reward) == 0.0, bad
+    np.testing.assert_array_equal(np.asarray(moved.filters), np.asarray(drilled.filters))
+  for t in range(env.horizon):
+    legal = np.flatnonzero(np.asarray(state.mask))
+    action = int(legal[t % len(legal)])
+    obs, state, *_ = step(jax.random.PRNGKey(t), state, action, params)
+  assert int(state.t) == env.horizon and float(np.asarray(obs)[CH["time_left"]].min()) == 0.0
 
 
 def test_small_cells_are_never_shown():

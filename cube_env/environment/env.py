@@ -171,17 +171,21 @@ class CubeEnv:
 
     log_total = jnp.log1p(params.total_rows)
     ones = jnp.ones((num_f, c + 1), jnp.float32)
+    # A padded column (no categories) codes every cell 0, so its pixels would repeat the cohort's own statistics; its
+    # pixel planes read 0 as a padded value's do, so a cube shows one image on any padded grid (a cold audit: an agent
+    # pooling over the grid read a copy of the cohort per padded column). The global planes stay everywhere.
+    on = real.astype(jnp.float32)
     obs = jnp.stack(
       [
         legal.astype(jnp.float32),
-        jnp.log1p(pix_rows) / log_total,
-        jnp.minimum(max_z / Z_SCALE, 3.0),
-        jnp.log1p(n_sig.astype(jnp.float32)),
-        seen.astype(jnp.float32),
-        current.astype(jnp.float32),
-        real.astype(jnp.float32),
+        on * jnp.log1p(pix_rows) / log_total,
+        on * jnp.minimum(max_z / Z_SCALE, 3.0),
+        on * jnp.log1p(n_sig.astype(jnp.float32)),
+        on * seen.astype(jnp.float32),
+        on * current.astype(jnp.float32),
+        on,
         ones * depth / params.max_depth,
-        ones * (1.0 - t / self.horizon),
+        ones * jnp.maximum(1.0 - t / self.horizon, 0.0),  # (1 - t / T read -1.5e-8 at t = T)
         ones * jnp.log1p(cohort_rows) / log_total,
       ]
     )
@@ -204,7 +208,8 @@ class CubeEnv:
     del key
     c = self.shape.num_values
     action = jnp.asarray(action, jnp.int32)
-    legal = state.mask[action]
+    # An action outside [0, A) is illegal (indexing clamps it to the last action's legality; a cold audit).
+    legal = (action >= 0) & (action < state.mask.shape[0]) & state.mask[jnp.clip(action, 0, state.mask.shape[0] - 1)]
     f, v = action // (c + 1), action % (c + 1)
     moved = state.filters.at[f].set(jnp.where(v == c, -1, v))
     filters = jnp.where(legal, moved, state.filters)
