@@ -450,6 +450,10 @@ class Checkpointer:
     steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
     if not steps:
       raise FileNotFoundError(f"no checkpoint in {self.directory} (it holds no step directory written by a MuZero run)")
+    if step is not None and not os.path.isdir(os.path.join(self.directory, str(step))):  # (was a raw rename error)
+      raise FileNotFoundError(
+        f"no step {step} in {self.directory} (its steps: {sorted(self._manager.all_steps()) or 'none'})"
+      )
     abstract = _abstract(template_state)
     skipped = []
     for s in steps:
@@ -522,11 +526,42 @@ class Checkpointer:
     check_compatible(meta, saved_config, directory=self.directory, step=step, env=env, config=config)
     try:
       state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-    except Exception as err:  # noqa: BLE001 (as above: an unreadable state is a damaged step)
+    except Exception as err:  # as above: an unreadable state is a damaged step (unless it is of other shapes)
+      differ = self._other_shapes(step, abstract)
+      if differ:  # a sound step of another run's shapes: the caller's mistake, not damage (nothing is moved)
+        raise ValueError(
+          f"checkpoint {self.directory}/{step} holds a state of other shapes than this run's ({differ}): it was "
+          "made for an environment or config of other sizes (a CubeEnv's horizon sizes its state, for one)"
+        ) from err
       return f"state unreadable ({_short(err)})"
     if tree_digest(state) != meta.get("digest", {}).get("state"):
       return "state does not match the digest written at save time (a data file was changed)"
     return Restored(state=state, config=saved_config, meta=meta, step=step)
+
+  def _other_shapes(self, step: int, abstract) -> str:
+    """The leaves whose shape or dtype, as the step's own metadata records them, differ from ``abstract``'s (at most
+    five named); "" where none differ or the metadata is unreadable (then the step is damaged). A cold audit: a
+    sound checkpoint restored for an environment of another horizon was renamed `.damaged`, step after step."""
+    try:
+      stored = ocp.StandardCheckpointer().metadata(self._item_dir(step, "state"))
+      stored = getattr(stored, "item_metadata", stored)  # a StepMetadata holding the tree (Orbax 0.11 on)
+    except Exception:  # noqa: BLE001 (no readable metadata: nothing to compare)
+      return ""
+
+    def leaves(tree) -> dict:
+      def name(path) -> str:
+        return ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+      flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+      return {name(p): (tuple(x.shape), np.dtype(x.dtype).name) for p, x in flat if hasattr(x, "shape")}
+
+    have, want = leaves(stored), leaves(abstract)
+    differ = [
+      f"{k} {have[k][0]} {have[k][1]}, this run {want[k][0]} {want[k][1]}"
+      for k in want
+      if have.get(k, want[k]) != want[k]
+    ]
+    return "; ".join(differ[:5]) + (f"; and {len(differ) - 5} more" if len(differ) > 5 else "")
 
   def _quarantine(self, step: int) -> str:
     src = os.path.join(self.directory, str(step))

@@ -180,6 +180,22 @@ def test_every_step_damaged_is_a_clear_error(copy, saved):
       mz.restore(copy, saved["env"], saved["pool"])
 
 
+def test_a_sound_step_of_other_shapes_is_refused_by_name_not_quarantined(copy, saved):
+  """A state template of other sizes (here a replay twice as large; a CubeEnv of another horizon sizes its state so)
+  is the caller's mistake: a ValueError naming the leaves, every step left in place. Orbax's refusal was read as
+  damage, and with quarantine every sound step was renamed `.damaged` in turn (a cold audit). A step that does not
+  exist is named as such (it was a raw rename error)."""
+  bigger = mz.make_train(CONFIG.replace(replay_capacity=2 * CONFIG.replay_capacity), saved["env"], saved["pool"])
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", mz.CheckpointWarning)  # no step reported damaged
+    with pytest.raises(ValueError, match=r"other shapes than this run's \(replay\.\w+ \(\d+"):
+      mz.Checkpointer(copy).restore(jax.eval_shape(bigger.init), quarantine=True)
+  assert sorted(os.listdir(copy)) == ["2", "3", "4"]
+  with pytest.raises(FileNotFoundError, match=r"no step 7 in .*\(its steps: \[2, 3, 4\]\)"):
+    mz.Checkpointer(copy).restore(jax.eval_shape(saved["trainer"].init), step=7, quarantine=True)
+  assert mz.restore(copy, saved["env"], saved["pool"]).step == 4
+
+
 def test_saving_a_step_already_saved_is_an_error(saved, tmp_path):
   """`mz.save` skipped a step the directory held and returned as if it had saved it (fine-tuned parameters of the
   same iteration were lost; a library audit): now an error, and the checkpoint there is unchanged."""
