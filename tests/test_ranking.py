@@ -160,6 +160,16 @@ def test_learned_method_is_frontier_with_the_packaged_ranking(space):
   ref = methods.frontier(space, budget=12, seed=0, ranker=ranker)
   assert res.method == "learned" and res.queries == 12
   assert res.visits["cohort"].tolist() == ref.visits["cohort"].tolist()
+
+  class Falsy:  # a ranker object that is falsy (it has a length of 0) is still the ranker, not "none given"
+    def __len__(self):
+      return 0
+
+    def __call__(self, obs, parent_score):
+      return ranker(obs, parent_score)
+
+  falsy = methods.frontier(space, budget=12, seed=0, ranker=Falsy())
+  assert falsy.visits["cohort"].tolist() == ref.visits["cohort"].tolist()
   obs, _, _ = space_lib.Ledger(space, 1).root()
   assert np.isfinite(ranker(obs, 0.0)).all()
   # A space on a grid with more values than the table's (`make_space(shape=...)`) is searched alike (a cold audit:

@@ -34,7 +34,7 @@ costly heuristic; Tolpin et al. 2013). The order then differs from refining at
 every visit only where a refinement would have lifted a drill-down that had
 not reached the top. The cost: the observation of every visited cohort whose
 drill-downs have not yet reached the top is kept for the refiner (most of them:
-about 28 KB each on a 64 x 12 grid, 0.2 MB at 128 x 40), on top of the queue.
+about 33 KB each on a 64 x 12 grid, 0.2 MB at 128 x 40), on top of the queue.
 
 The default `lift` (`LIFT` = 0.5) was chosen on training worlds only: on 2
 worlds each of the benchmark's standard, wide, deep and masked families
@@ -102,7 +102,7 @@ def frontier(
       drill-downs join the queue (`ranking.collect` makes training rows from it).
   """
   del seed
-  rank = ranker or pixel_ranker(lift)
+  rank = ranker if ranker is not None else pixel_ranker(lift)  # (`or` took a falsy ranker object for none)
   ledger = Ledger(space, budget, progress)
   c = space.env.shape.num_values
   visited: list[tuple] = []  # (state, filters) of each visited cohort, by query order

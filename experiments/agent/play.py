@@ -178,7 +178,7 @@ def agent_ranker(
       UserWarning,
       stacklevel=2,
     )
-  base = base or cube_env.learned_ranker()
+  base = base if base is not None else cube_env.learned_ranker()
   key = jax.random.PRNGKey(seed)  # greedy search: no noise drawn from the key
 
   rescale = horizon is not None and horizon != agent.horizon
