@@ -200,10 +200,13 @@ class SelfPlayActor:
   the newest parameters it was sent and the state of its ``b`` slots.
   """
 
-  def __init__(self, index: int, config: MuZeroConfig, env, base_key) -> None:
+  def __init__(self, index: int, config: MuZeroConfig, env, base_key, start: int = 0) -> None:
     network = make_network(config, env.num_actions, env.observation_shape)
     self._rollout = jax.jit(functools.partial(selfplay.rollout, env=env, network=network, config=config))
-    self._imitation = config.imitation_iterations  # the warm start counts this run's rounds (a resume repeats it)
+    # Rollout `seq` is learned in round `start + seq` (`start`: the iteration the run starts from), so it imitates
+    # while that is below `imitation_iterations`, as the single-process iteration does: the actors counted this
+    # run's rounds from 0, and a resumed fan-out imitated the expert again (an audit of the training loops).
+    self._imitation = config.imitation_iterations - int(start)
     self._pool = None
     self._key = jax.random.fold_in(jax.device_put(np.asarray(base_key, np.uint32)), index)
     self._index = index
@@ -389,7 +392,7 @@ class _FanOut:
     remote = ray.remote(SelfPlayActor).options(max_restarts=max_restarts, max_task_retries=0, **actor_options)
     self.slots = [
       _Slot(
-        handle=remote.remote(i, config, env, base_key),
+        handle=remote.remote(i, config, env, base_key, int(state.iteration)),
         tip_state=_slice_actor(jax.device_get(state.actor), i, self.per_actor),
         tip_pos=0,
       )

@@ -16,7 +16,7 @@ import pytest
 import muzero_jax as mz
 from muzero_jax import selfplay
 from tests.tb_events import scalars
-from tests.toy_envs import CoinGrid, make_coin_pool
+from tests.toy_envs import CoinGrid, CoinGridExpert, make_coin_pool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -308,6 +308,30 @@ def test_an_address_where_no_cluster_listens_is_refused_at_once(tmp_path, capsys
   )
   assert code == 2
   assert f"--ray-address {address}: no Ray cluster answers at {address}" in capsys.readouterr().err
+
+
+def test_a_resumed_fan_out_imitates_only_where_the_single_process_run_would():
+  """An actor's rollout `seq` belongs to round `start + seq`: it imitates the expert while that is below
+  `imitation_iterations`, as `trainer.iteration` does at `state.iteration`. The actors counted this run's rounds from
+  0, so a fan-out resumed past the warm start imitated again (an audit of the training loops)."""
+  distributed = pytest.importorskip("muzero_jax.distributed")  # needs Ray (the actor runs here, without it)
+
+  env = CoinGridExpert(flat=True)
+  config = CONFIG.replace(imitation_iterations=2, reanalyse_fraction=0.0)
+  state = mz.make_train(config, env, POOL).init()
+  network = mz.make_network(config, env.num_actions, env.observation_shape)
+  played = jax.jit(functools.partial(selfplay.rollout, env=env, network=network, config=config))
+  base_key = np.asarray(jax.random.fold_in(state.key, 0x5E1F), np.uint32)
+  for start, expected in ((0, [True, True, False]), (1, [True, False, False]), (3, [False, False, False])):
+    actor = distributed.SelfPlayActor(0, config, env, base_key, start)
+    actor._pool, actor._state, actor._epoch, actor._pos = jax.device_put(POOL), state.actor, 0, 0
+    actor._params, actor._version = state.params, 0
+    for seq, imitates in enumerate(expected):
+      begin = actor._state
+      out = actor.rollout(0, seq, 0, [None])
+      key = jax.random.fold_in(actor._key, seq)
+      want = played(state.params, begin, POOL, key, imitate=np.bool_(imitates))[1]
+      np.testing.assert_array_equal(np.asarray(out.traj.policy), np.asarray(want.policy), err_msg=f"{start} {seq}")
 
 
 def test_fan_out_learner_differentiates_its_scan_as_a_scan_does():
