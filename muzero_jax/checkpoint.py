@@ -548,12 +548,13 @@ class Checkpointer:
     except Exception:  # noqa: BLE001 (no readable metadata: nothing to compare)
       return ""
 
-    def leaves(tree) -> dict:
-      def name(path) -> str:
-        return ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
-
+    def leaves(tree) -> dict:  # by simple path ("actor.env_state.visited": a dataclass's and a dict's alike)
       flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-      return {name(p): (tuple(x.shape), np.dtype(x.dtype).name) for p, x in flat if hasattr(x, "shape")}
+      return {
+        jax.tree_util.keystr(p, simple=True, separator="."): (tuple(x.shape), np.dtype(x.dtype).name)
+        for p, x in flat
+        if hasattr(x, "shape")
+      }
 
     have, want = leaves(stored), leaves(abstract)
     differ = [

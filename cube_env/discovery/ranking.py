@@ -85,7 +85,7 @@ def features(obs: np.ndarray, parent_score: float) -> np.ndarray:
   # A column's share of the widest real column, not of the grid's width: a grid padded with empty values (a space made
   # with a wider `shape`) would otherwise shrink every share and re-rank the frontier (a cold audit; on an unpadded
   # grid the widest column fills the grid, so the packaged ranker's features are unchanged).
-  widest = max(int(n_values.max()), 1)
+  widest = int(n_values.max())  # (each at least 1, above)
   column_max = zv.max(axis=1)
   column_mean = zv.sum(axis=1) / n_values
   sib = np.sort(z[:, :-1][drill]) if drill.any() else np.zeros(1, np.float32)

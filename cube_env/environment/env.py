@@ -209,7 +209,7 @@ class CubeEnv:
     c = self.shape.num_values
     action = jnp.asarray(action, jnp.int32)
     # An action outside [0, A) is illegal (indexing clamps it to the last action's legality; a cold audit).
-    legal = (action >= 0) & (action < state.mask.shape[0]) & state.mask[jnp.clip(action, 0, state.mask.shape[0] - 1)]
+    legal = (action >= 0) & (action < self.num_actions) & state.mask[jnp.clip(action, 0, self.num_actions - 1)]
     f, v = action // (c + 1), action % (c + 1)
     moved = state.filters.at[f].set(jnp.where(v == c, -1, v))
     filters = jnp.where(legal, moved, state.filters)
